@@ -1,0 +1,34 @@
+/* tap: see tap.h. */
+#include "tap.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int tap_passed, tap_failed;
+
+int tap_check(int ok, const char *expr, const char *file, int line, const char *detail) {
+    if (ok) {
+        tap_passed++;
+    } else {
+        tap_failed++;
+        printf("not ok %d - %s (%s:%d)%s%s\n", tap_passed + tap_failed, expr, file, line, detail ? ": " : "",
+               detail ? detail : "");
+        fflush(stdout);
+    }
+    return ok;
+}
+
+const char *tap_need_env(const char *name) {
+    const char *v = getenv(name);
+    if (!v || !*v) {
+        printf("not ok - environment variable %s is not set: run the tests through tests/run.sh, which starts the "
+               "local services\n0 passed, 1 failed\n", name);
+        exit(1);
+    }
+    return v;
+}
+
+int tap_done(void) {
+    printf("%d passed, %d failed\n", tap_passed, tap_failed);
+    return tap_failed ? 1 : 0;
+}

@@ -1,0 +1,37 @@
+/* fusion-backup: the operator's CLI. It only dispatches to one command per file in cmd/. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cmd/cmd.h"
+#include "common/fb_config.h"
+#include "common/fb_err.h"
+
+typedef struct cli_command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} cli_command;
+
+static const cli_command cli_commands[] = {
+    {NULL, NULL, NULL},
+};
+
+static void cli_usage(FILE *out) {
+    fprintf(out, "usage: fusion-backup COMMAND [options]\n\ncommands:\n");
+    for (size_t i = 0; cli_commands[i].name; i++)
+        fprintf(out, "  %-10s %s\n", cli_commands[i].name, cli_commands[i].summary);
+    fprintf(out, "\n`fusion-backup COMMAND --help` shows a command's options.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        cli_usage(argc < 2 ? stderr : stdout);
+        if (argc >= 2) fb_config_print_help(FB_CFG_CLI);
+        return argc < 2 ? FB_ERR_USAGE : FB_OK;
+    }
+    for (size_t i = 0; cli_commands[i].name; i++)
+        if (strcmp(argv[1], cli_commands[i].name) == 0) return cli_commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "fusion-backup: unknown command \"%s\"\n", argv[1]);
+    cli_usage(stderr);
+    return FB_ERR_USAGE;
+}

@@ -1,0 +1,298 @@
+/* fb_config: the settings table and its parser. See fb_config.h.
+ *
+ * Design: one static table of rows pointing (by offsetof) into fb_config. Every consumer reads typed fields;
+ * nothing else in the code base knows about environment variables or flag spelling.
+ */
+#include "common/fb_config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef enum { CFG_STR, CFG_INT } cfg_type;
+
+typedef struct cfg_row {
+    const char *name;
+    cfg_type type;
+    size_t offset;
+    const char *def;
+    int64_t min, max;
+    const char *env;
+    unsigned programs;
+    const char *help;
+} cfg_row;
+
+#define ROW_S(n, f, d, env, prog, help) {n, CFG_STR, offsetof(fb_config, f), d, 0, 0, env, prog, help}
+#define ROW_I(n, f, d, lo, hi, env, prog, help) {n, CFG_INT, offsetof(fb_config, f), d, lo, hi, env, prog, help}
+#define W FB_CFG_WORKER
+#define C FB_CFG_CLI
+
+static const cfg_row cfg_rows[] = {
+    ROW_S("config", config_file, "", "FB_CONFIG", W | C, "config file of `name = value` lines (# comments)"),
+    ROW_S("brokers", brokers, "127.0.0.1:59092", "FB_BROKERS", W | C, "Kafka bootstrap servers"),
+    ROW_S("pg", pg, "", "FB_PG", W | C, "PostgreSQL conninfo of the Fusion database (libpq syntax or URI)"),
+    ROW_S("scratch-pg", scratch_pg, "", "FB_SCRATCH_PG", W | C,
+          "conninfo of a server where verification may create and drop scratch databases"),
+    ROW_S("storage-root", storage_root, "", "FB_STORAGE_ROOT", W | C,
+          "folder under which artifacts are written; storage_path in events is relative to it"),
+    ROW_S("public-key", public_key, "", "FB_PUBLIC_KEY", W | C,
+          "file with the backup public key (from `fusion-backup keygen`); workers need only this"),
+    ROW_S("secret-key", secret_key, "", "FB_SECRET_KEY", C | W,
+          "file with the backup secret key, for restore and verify; keep it off worker machines"),
+    ROW_S("group-id", group_id, "fusion-backup-workers", "FB_GROUP_ID", W | C, "Kafka consumer group of the workers"),
+    ROW_S("topic-prefix", topic_prefix, "fusion.", "FB_TOPIC_PREFIX", W | C,
+          "prefix of the four topics (backup.requested, archive.due, jobs.completed, jobs.dlq)"),
+    ROW_S("worker-name", worker_name, "", "FB_WORKER_NAME", W, "name in status events (default host:pid)"),
+    ROW_S("role", role, "worker", "FB_ROLE", W, "worker | recorder | all (worker and recorder in one process)"),
+    ROW_S("log-level", log_level, "info", "FB_LOG_LEVEL", W | C, "debug | info | warn | error"),
+    ROW_S("log-format", log_format, "text", "FB_LOG_FORMAT", W | C, "text | json"),
+    ROW_S("metrics-listen", metrics_listen, "", "FB_METRICS_LISTEN", W,
+          "host:port for the Prometheus text endpoint (empty: off)"),
+    ROW_I("concurrency", concurrency, "1", 1, 64, "FB_CONCURRENCY", W, "jobs run at once by one worker process"),
+    ROW_I("zstd-level", zstd_level, "3", 1, 19, "FB_ZSTD_LEVEL", W, "zstd compression level of artifacts"),
+    ROW_I("lock-timeout-ms", lock_timeout_ms, "5000", 0, 3600000, "FB_LOCK_TIMEOUT_MS", W | C,
+          "lock_timeout of the worker's statements (0: none)"),
+    ROW_I("statement-timeout-ms", statement_timeout_ms, "600000", 0, 86400000, "FB_STATEMENT_TIMEOUT_MS", W | C,
+          "statement_timeout of archival statements (0: none); dumps are not limited"),
+    ROW_I("batch-pause-ms", batch_pause_ms, "0", 0, 600000, "FB_BATCH_PAUSE_MS", W,
+          "pause between archival batches, to be gentle with the live ERP"),
+    ROW_I("retry-max", retry_max, "3", 0, 100, "FB_RETRY_MAX", W,
+          "retries of a job after a transient failure (database down, lock timeout)"),
+    ROW_I("retry-backoff-ms", retry_backoff_ms, "1000", 0, 600000, "FB_RETRY_BACKOFF_MS", W,
+          "first retry delay; doubles each retry"),
+    ROW_I("max-attempts", max_attempts, "5", 1, 1000, "FB_MAX_ATTEMPTS", W | C,
+          "replay refuses jobs whose attempt would exceed this (loop guard)"),
+    ROW_I("shutdown-grace-s", shutdown_grace_s, "30", 0, 86400, "FB_SHUTDOWN_GRACE_S", W,
+          "on SIGTERM, how long running jobs may finish before they are aborted"),
+    ROW_I("progress-interval-ms", progress_interval_ms, "10000", 100, 3600000, "FB_PROGRESS_INTERVAL_MS", W,
+          "at most one RUNNING progress event per job per interval"),
+    ROW_I("max-poll-interval-ms", max_poll_interval_ms, "300000", 10000, 86400000, "FB_MAX_POLL_INTERVAL_MS", W,
+          "librdkafka max.poll.interval.ms (the consumer keeps polling while jobs run)"),
+};
+#define CFG_NROWS (sizeof cfg_rows / sizeof cfg_rows[0])
+
+static const cfg_row *cfg_find(const char *name, size_t len) {
+    for (size_t i = 0; i < CFG_NROWS; i++)
+        if (strlen(cfg_rows[i].name) == len && strncmp(cfg_rows[i].name, name, len) == 0) return &cfg_rows[i];
+    return NULL;
+}
+
+static fb_code cfg_set(fb_config *cfg, const cfg_row *row, const char *value, const char *source, fb_err *err) {
+    char *base = (char *)cfg;
+    if (row->type == CFG_STR) {
+        char **slot = (char **)(base + row->offset);
+        char *copy = strdup(value);
+        if (!copy) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+        free(*slot);
+        *slot = copy;
+        return FB_OK;
+    }
+    errno = 0;
+    char *end = NULL;
+    long long v = strtoll(value, &end, 10);
+    if (errno || end == value || *end) {
+        return fb_err_set(err, FB_ERR_USAGE, "%s: %s must be a whole number, got \"%s\"", source, row->name, value);
+    }
+    if (v < row->min || v > row->max) {
+        return fb_err_set(err, FB_ERR_USAGE, "%s: %s must be between %lld and %lld, got %lld", source, row->name,
+                          (long long)row->min, (long long)row->max, v);
+    }
+    *(int64_t *)(base + row->offset) = v;
+    return FB_OK;
+}
+
+static fb_code cfg_add_x(fb_config *cfg, const char *kv, fb_err *err) {
+    const char *eq = strchr(kv, '=');
+    if (!eq || eq == kv) return fb_err_set(err, FB_ERR_USAGE, "-X takes prop=value (a librdkafka setting), got \"%s\"", kv);
+    if (cfg->n_x >= FB_CONFIG_MAX_X) return fb_err_set(err, FB_ERR_USAGE, "too many -X settings (at most %d)", FB_CONFIG_MAX_X);
+    cfg->x_keys[cfg->n_x] = strndup(kv, (size_t)(eq - kv));
+    cfg->x_values[cfg->n_x] = strdup(eq + 1);
+    if (!cfg->x_keys[cfg->n_x] || !cfg->x_values[cfg->n_x]) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    cfg->n_x++;
+    return FB_OK;
+}
+
+static char *cfg_trim(char *s) {
+    while (isspace((unsigned char)*s)) s++;
+    size_t n = strlen(s);
+    while (n && isspace((unsigned char)s[n - 1])) s[--n] = '\0';
+    return s;
+}
+
+static fb_code cfg_read_file(fb_config *cfg, const char *path, fb_err *err) {
+    FILE *f = fopen(path, "r");
+    if (!f) return fb_err_set(err, FB_ERR_USAGE, "could not open config file \"%s\": %s", path, strerror(errno));
+    char line[4096];
+    int lineno = 0;
+    fb_code rc = FB_OK;
+    while (rc == FB_OK && fgets(line, sizeof line, f)) {
+        lineno++;
+        char *s = cfg_trim(line);
+        if (!*s || *s == '#') continue;
+        char *eq = strchr(s, '=');
+        if (!eq) {
+            rc = fb_err_set(err, FB_ERR_USAGE, "%s:%d: expected `name = value`", path, lineno);
+            break;
+        }
+        *eq = '\0';
+        char *name = cfg_trim(s), *value = cfg_trim(eq + 1);
+        char source[600];
+        snprintf(source, sizeof source, "%s:%d", path, lineno);
+        if (strncmp(name, "X.", 2) == 0) {
+            char kv[4096];
+            snprintf(kv, sizeof kv, "%s=%s", name + 2, value);
+            rc = cfg_add_x(cfg, kv, err);
+            continue;
+        }
+        const cfg_row *row = cfg_find(name, strlen(name));
+        if (!row || row->offset == offsetof(fb_config, config_file)) {
+            rc = fb_err_set(err, FB_ERR_USAGE, "%s: unknown setting \"%s\" (see --help)", source, name);
+            break;
+        }
+        rc = cfg_set(cfg, row, value, source, err);
+    }
+    fclose(f);
+    return rc;
+}
+
+static fb_code cfg_read_env(fb_config *cfg, fb_err *err) {
+    for (size_t i = 0; i < CFG_NROWS; i++) {
+        const char *v = getenv(cfg_rows[i].env);
+        if (v && cfg_rows[i].offset != offsetof(fb_config, config_file)) {
+            fb_code rc = cfg_set(cfg, &cfg_rows[i], v, cfg_rows[i].env, err);
+            if (rc) return rc;
+        }
+    }
+    return FB_OK;
+}
+
+fb_code fb_config_init(fb_config *cfg, fb_err *err) {
+    memset(cfg, 0, sizeof *cfg);
+    for (size_t i = 0; i < CFG_NROWS; i++) {
+        fb_code rc = cfg_set(cfg, &cfg_rows[i], cfg_rows[i].def, "default", err);
+        if (rc) return rc;
+    }
+    const char *file = getenv("FB_CONFIG");
+    if (file && *file) {
+        fb_code rc = cfg_set(cfg, &cfg_rows[0], file, "FB_CONFIG", err);
+        if (!rc) rc = cfg_read_file(cfg, file, err);
+        if (rc) return rc;
+    }
+    return cfg_read_env(cfg, err);
+}
+
+static int cfg_is_extra(const char *name, size_t len, const char *const *extra) {
+    for (; extra && *extra; extra++)
+        if (strlen(*extra) == len && strncmp(*extra, name, len) == 0) return 1;
+    return 0;
+}
+
+fb_code fb_config_parse_args(fb_config *cfg, int *argc, char **argv, unsigned program, const char *const *extra_flags,
+                             fb_err *err) {
+    int n = *argc, kept = 0;
+    char **rest = calloc((size_t)n + 1, sizeof *rest);
+    if (!rest) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    fb_code rc = FB_OK;
+    const char *file = NULL;
+    int after_dashdash = 0;
+    for (int i = 0; i < n && rc == FB_OK; i++) {
+        char *a = argv[i];
+        if (after_dashdash || a[0] != '-' || a[1] == '\0') {
+            rest[kept++] = a;
+            continue;
+        }
+        if (strcmp(a, "--") == 0) {
+            after_dashdash = 1;
+            continue;
+        }
+        if (strcmp(a, "-X") == 0) {
+            if (i + 1 >= n) rc = fb_err_set(err, FB_ERR_USAGE, "-X needs prop=value");
+            else rc = cfg_add_x(cfg, argv[++i], err);
+            continue;
+        }
+        if (strncmp(a, "--", 2) != 0) {
+            rest[kept++] = a; /* short options belong to the command */
+            continue;
+        }
+        const char *name = a + 2, *eq = strchr(name, '=');
+        size_t len = eq ? (size_t)(eq - name) : strlen(name);
+        const cfg_row *row = cfg_find(name, len);
+        if (!row || !(row->programs & program)) {
+            if (cfg_is_extra(name, len, extra_flags)) {
+                rest[kept++] = a;
+                continue;
+            }
+            rc = fb_err_set(err, FB_ERR_USAGE, "unknown option \"--%.*s\" (see --help)", (int)len, name);
+            continue;
+        }
+        const char *value;
+        if (eq) value = eq + 1;
+        else if (i + 1 < n) value = argv[++i];
+        else {
+            rc = fb_err_set(err, FB_ERR_USAGE, "option --%s needs a value", row->name);
+            continue;
+        }
+        char source[128];
+        snprintf(source, sizeof source, "--%s", row->name);
+        rc = cfg_set(cfg, row, value, source, err);
+        if (!rc && row->offset == offsetof(fb_config, config_file)) file = value;
+    }
+    if (rc == FB_OK && file) {
+        /* A config file named on the command line ranks below flags: re-apply flags after reading it. */
+        rc = cfg_read_file(cfg, file, err);
+        if (rc == FB_OK) rc = cfg_read_env(cfg, err);
+        for (int i = 0; i < n && rc == FB_OK; i++) {
+            char *a = argv[i];
+            if (strncmp(a, "--", 2) != 0 || !a[2]) continue;
+            const char *name = a + 2, *eq = strchr(name, '=');
+            size_t len = eq ? (size_t)(eq - name) : strlen(name);
+            const cfg_row *row = cfg_find(name, len);
+            if (!row || !(row->programs & program) || row->offset == offsetof(fb_config, config_file)) {
+                continue;
+            }
+            const char *value = eq ? eq + 1 : (i + 1 < n ? argv[++i] : "");
+            rc = cfg_set(cfg, row, value, a, err);
+        }
+    }
+    for (int i = 0; i < kept; i++) argv[i] = rest[i];
+    argv[kept] = NULL;
+    *argc = kept;
+    free(rest);
+    return rc;
+}
+
+void fb_config_print_help(unsigned program) {
+    printf("Settings (flag, environment variable, default). Also: -X prop=value passes a setting to librdkafka.\n");
+    for (size_t i = 0; i < CFG_NROWS; i++) {
+        const cfg_row *r = &cfg_rows[i];
+        if (!(r->programs & program)) continue;
+        printf("  --%-22s %-24s %s\n", r->name, r->env, r->help);
+        if (r->type == CFG_INT)
+            printf("  %-24s %-24s default %s, %lld..%lld\n", "", "", r->def, (long long)r->min, (long long)r->max);
+        else if (*r->def)
+            printf("  %-24s %-24s default \"%s\"\n", "", "", r->def);
+    }
+}
+
+const char *fb_config_topic(const fb_config *cfg, const char *suffix, char *out, size_t cap) {
+    snprintf(out, cap, "%s%s", cfg->topic_prefix ? cfg->topic_prefix : "", suffix);
+    return out;
+}
+
+void fb_config_free(fb_config *cfg) {
+    if (!cfg) return;
+    for (size_t i = 0; i < CFG_NROWS; i++)
+        if (cfg_rows[i].type == CFG_STR) {
+            char **slot = (char **)((char *)cfg + cfg_rows[i].offset);
+            free(*slot);
+            *slot = NULL;
+        }
+    for (size_t i = 0; i < cfg->n_x; i++) {
+        free(cfg->x_keys[i]);
+        free(cfg->x_values[i]);
+    }
+    cfg->n_x = 0;
+}

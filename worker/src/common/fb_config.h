@@ -1,0 +1,73 @@
+/* fb_config: every setting of the worker and the CLI, declared once in a table (fb_config.c).
+ *
+ * Each row has a name (--name on the command line, `name = value` in the config file), a type, a default, an
+ * environment variable, bounds and help text; --help is generated from the table. Precedence, lowest first:
+ * defaults, config file (--config FILE or FB_CONFIG), environment, command-line flags. `-X prop=value` is kept
+ * aside and passed to librdkafka untouched (as kcat does).
+ */
+#ifndef FB_CONFIG_H
+#define FB_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/fb_err.h"
+
+#define FB_CONFIG_MAX_X 64
+
+/* Typed values, one field per table row (the table maps names to these fields by offset). */
+typedef struct fb_config {
+    char *config_file;
+    char *brokers;
+    char *pg;
+    char *scratch_pg;
+    char *storage_root;
+    char *public_key;
+    char *secret_key;
+    char *group_id;
+    char *topic_prefix;
+    char *worker_name;
+    char *role;
+    char *log_level;
+    char *log_format;
+    char *metrics_listen;
+    int64_t concurrency;
+    int64_t zstd_level;
+    int64_t lock_timeout_ms;
+    int64_t statement_timeout_ms;
+    int64_t batch_pause_ms;
+    int64_t retry_max;
+    int64_t retry_backoff_ms;
+    int64_t max_attempts;
+    int64_t shutdown_grace_s;
+    int64_t progress_interval_ms;
+    int64_t max_poll_interval_ms;
+    /* -X prop=value pairs for librdkafka, in order given. */
+    char *x_keys[FB_CONFIG_MAX_X];
+    char *x_values[FB_CONFIG_MAX_X];
+    size_t n_x;
+} fb_config;
+
+/* Which program a row applies to (a bit set). */
+#define FB_CFG_WORKER 1u
+#define FB_CFG_CLI 2u
+
+/* Fills cfg with defaults, then the config file, then the environment. Returns FB_OK or FB_ERR_USAGE. */
+fb_code fb_config_init(fb_config *cfg, fb_err *err);
+
+/* Parses flags from argv (--name value, --name=value, -X k=v, --config FILE). Arguments that are not options
+ * are moved, in order, to the front of argv; *argc becomes their count. Unknown options are errors unless
+ * they are listed in `extra_flags` (NULL-terminated names without dashes, e.g. {"table", "create", NULL}); those
+ * are left in argv for the command to parse. Re-reads the config file if --config is given. */
+fb_code fb_config_parse_args(fb_config *cfg, int *argc, char **argv, unsigned program, const char *const *extra_flags,
+                             fb_err *err);
+
+/* Writes --help text for `program` to stdout, generated from the table. */
+void fb_config_print_help(unsigned program);
+
+/* Topic name: topic_prefix + suffix ("backup.requested"). Writes into out; returns out. */
+const char *fb_config_topic(const fb_config *cfg, const char *suffix, char *out, size_t cap);
+
+void fb_config_free(fb_config *cfg);
+
+#endif

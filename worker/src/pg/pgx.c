@@ -1,0 +1,124 @@
+/* pgx: see pgx.h. */
+#include "pg/pgx.h"
+
+#include <stdio.h>
+#include <string.h>
+
+PGconn *pgx_connect(const char *conninfo, const char *application_name, fb_err *err) {
+    if (!conninfo || !*conninfo) {
+        fb_err_set(err, FB_ERR_USAGE, "no PostgreSQL connection given: set --pg CONNINFO or FB_PG");
+        return NULL;
+    }
+    PGconn *c = PQconnectdb(conninfo);
+    if (!c) {
+        fb_err_set(err, FB_ERR_NOMEM, "could not allocate a PostgreSQL connection");
+        return NULL;
+    }
+    if (PQstatus(c) != CONNECTION_OK) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", PQerrorMessage(c));
+        size_t n = strlen(msg);
+        while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' ')) msg[--n] = '\0';
+        fb_err_set(err, FB_ERR_TRANSIENT, "could not connect to PostgreSQL: %s (check --pg / FB_PG and that the server runs)",
+                   msg);
+        PQfinish(c);
+        return NULL;
+    }
+    if (application_name) {
+        const char *params[1] = {application_name};
+        PGresult *r = PQexecParams(c, "SELECT set_config('application_name', $1, false)", 1, NULL, params, NULL, NULL, 0);
+        PQclear(r);
+    }
+    return c;
+}
+
+int pgx_quote_ident(const char *name, char *out, size_t cap) {
+    size_t o = 0;
+    if (cap < 3) return -1;
+    out[o++] = '"';
+    for (const char *p = name; *p; p++) {
+        if (*p == '"') {
+            if (o + 2 >= cap) return -1;
+            out[o++] = '"';
+        }
+        if (o + 1 >= cap) return -1;
+        out[o++] = *p;
+    }
+    if (o + 2 > cap) return -1;
+    out[o++] = '"';
+    out[o] = '\0';
+    return 0;
+}
+
+int pgx_qualified(const char *schema, const char *table, char *out, size_t cap) {
+    if (pgx_quote_ident(schema, out, cap) != 0) return -1;
+    size_t n = strlen(out);
+    if (n + 2 >= cap) return -1;
+    out[n++] = '.';
+    return pgx_quote_ident(table, out + n, cap - n);
+}
+
+int pgx_quote_literal(const char *s, char *out, size_t cap) {
+    size_t o = 0;
+    int has_backslash = strchr(s, '\\') != NULL;
+    if (has_backslash) {
+        if (o + 1 >= cap) return -1;
+        out[o++] = 'E';
+    }
+    if (o + 1 >= cap) return -1;
+    out[o++] = '\'';
+    for (const char *p = s; *p; p++) {
+        if (*p == '\'' || *p == '\\') {
+            if (o + 1 >= cap) return -1;
+            out[o++] = *p;
+        }
+        if (o + 1 >= cap) return -1;
+        out[o++] = *p;
+    }
+    if (o + 2 > cap) return -1;
+    out[o++] = '\'';
+    out[o] = '\0';
+    return 0;
+}
+
+fb_code pgx_sqlstate_code(const char *st) {
+    if (!st || strlen(st) != 5) return FB_ERR_PG;
+    static const char *const transient[] = {"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03"};
+    for (size_t i = 0; i < sizeof transient / sizeof transient[0]; i++)
+        if (strcmp(st, transient[i]) == 0) return FB_ERR_TRANSIENT;
+    if (strncmp(st, "08", 2) == 0 || strncmp(st, "53", 2) == 0) return FB_ERR_TRANSIENT;
+    return FB_ERR_PG;
+}
+
+fb_code pgx_check(PGconn *c, PGresult *res, ExecStatusType want, const char *what, fb_err *err) {
+    if (res && PQresultStatus(res) == want) return FB_OK;
+    const char *st = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *prim = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    const char *hint = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_HINT) : NULL;
+    const char *detail = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL) : NULL;
+    char conn_msg[512] = "";
+    if (!prim) {
+        snprintf(conn_msg, sizeof conn_msg, "%s", PQerrorMessage(c));
+        size_t n = strlen(conn_msg);
+        while (n && (conn_msg[n - 1] == '\n' || conn_msg[n - 1] == ' ')) conn_msg[--n] = '\0';
+    }
+    fb_code code = st ? pgx_sqlstate_code(st) : (PQstatus(c) == CONNECTION_OK ? FB_ERR_PG : FB_ERR_TRANSIENT);
+    fb_err_set(err, code, "%s failed: %s%s%s%s%s%s%s", what, prim ? prim : conn_msg, st ? " (SQLSTATE " : "",
+               st ? st : "", st ? ")" : "", detail ? "; " : "", detail ? detail : "", hint ? "; hint: " : "");
+    if (hint && err) {
+        size_t n = strlen(err->msg);
+        snprintf(err->msg + n, sizeof err->msg - n, "%s", hint);
+    }
+    if (res) PQclear(res);
+    return code;
+}
+
+fb_code pgx_exec(PGconn *c, const char *sql, const char *what, fb_err *err) {
+    PGresult *r = PQexec(c, sql);
+    ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
+        PQclear(r);
+        return FB_OK;
+    }
+    return pgx_check(c, r, PGRES_COMMAND_OK, what, err);
+}
