@@ -1,0 +1,479 @@
+#!/usr/bin/env bash
+# Local services for development and CI: a private PostgreSQL 15 cluster and a single-node KRaft
+# Kafka broker, both under $FB_HOME (default ~/.cache/fusion-backup), both on 127.0.0.1 only.
+#
+#   services.sh start [pg|kafka]     start (idempotent), wait until it answers, create the topics
+#   services.sh stop  [pg|kafka]     stop (idempotent): Kafka by pid file, PostgreSQL with pg_ctl -m fast
+#   services.sh status               print what runs; exit 0 when both run, 3 otherwise
+#   services.sh env                  print shell exports (eval "$(deploy/local/services.sh env)")
+#   services.sh topics PREFIX        create the four job topics under PREFIX (e.g. t123. -> t123.backup.requested)
+#   services.sh drop-topics PREFIX   delete them again (for tests that clean up)
+#
+# The system PostgreSQL cluster is never touched. postgres refuses to run as root, so when this
+# script runs as root the cluster runs as the unprivileged user $FB_PG_OS_USER (created if missing).
+# Settings that the broker and cluster read are rewritten on each start, so a changed port takes
+# effect on restart; changing the Kafka controller port needs a reset (README.md).
+set -euo pipefail
+
+FB_SCRIPT="services.sh"
+# shellcheck source=lib.sh
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
+
+FB_TEST_PG="host=127.0.0.1 port=$FB_PG_PORT user=postgres dbname=postgres"
+FB_TEST_BROKERS="$FB_BROKERS"
+
+# ---------------------------------------------------------------------------------------------
+# env
+
+# Single-quotes a value for sh (readable in env.sh, safe for any content).
+fb_q() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"; }
+
+fb_env() {
+  local v
+  for v in FB_HOME FB_TEST_PG FB_TEST_BROKERS FB_PG_BIN FB_PG_PORT FB_KAFKA_PORT FB_KAFKA_LIBS FB_VENV FB_VENV_DJ32; do
+    printf 'export %s=%s\n' "$v" "$(fb_q "${!v}")"
+  done
+  # PATH: the PostgreSQL 15 client tools first, then the venv (pytest, python with Django).
+  local d
+  for d in "$FB_VENV/bin" "$FB_PG_BIN"; do
+    printf 'case ":$PATH:" in *%s*) ;; *) export PATH=%s:"$PATH" ;; esac\n' "$(fb_q ":$d:")" "$(fb_q "$d")"
+  done
+}
+
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL
+
+# Runs a command as the OS user that owns the cluster (ourselves unless we are root).
+pg_as() {
+  if [ "$(id -u)" -eq 0 ]; then
+    (cd / && runuser -u "$FB_PG_OS_USER" -- "$@")
+  else
+    "$@"
+  fi
+}
+
+pg_owner_setup() {
+  [ "$(id -u)" -eq 0 ] || return 0
+  if ! id -u "$FB_PG_OS_USER" >/dev/null 2>&1; then
+    fb_say "creating system user $FB_PG_OS_USER to run the private PostgreSQL cluster"
+    useradd --system --user-group --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin "$FB_PG_OS_USER" ||
+      fb_die "could not create OS user $FB_PG_OS_USER" "create it by hand or set FB_PG_OS_USER to an existing unprivileged user"
+  fi
+  # The cluster user must be able to traverse every folder above its data (e.g. /root is 0700).
+  # Grant search (x) only, with an ACL where possible; this lists nothing and reads nothing.
+  local d dirs=() p="$FB_HOME"
+  while [ "$p" != "/" ]; do dirs=("$p" "${dirs[@]}"); p="$(dirname "$p")"; done
+  for d in "${dirs[@]}"; do
+    [ -d "$d" ] || break
+    if ! runuser -u "$FB_PG_OS_USER" -- test -x "$d" 2>/dev/null; then
+      if command -v setfacl >/dev/null 2>&1 && setfacl -m "u:$FB_PG_OS_USER:x" "$d" 2>/dev/null; then
+        fb_say "granted $FB_PG_OS_USER traverse (ACL u:$FB_PG_OS_USER:x) on $d"
+      else
+        chmod o+x "$d" || fb_die "could not make $d traversable for $FB_PG_OS_USER" \
+          "set FB_HOME to a folder that user $FB_PG_OS_USER can reach"
+        fb_say "made $d traversable (o+x) so that $FB_PG_OS_USER can reach $FB_PG_DATA"
+      fi
+    fi
+  done
+}
+
+pg_running() { [ -f "$FB_PG_DATA/PG_VERSION" ] && pg_as "$FB_PG_BIN/pg_ctl" status -D "$FB_PG_DATA" >/dev/null 2>&1; }
+
+pg_init() {
+  [ -x "$FB_PG_BIN/initdb" ] || fb_die "no PostgreSQL 15 binaries in $FB_PG_BIN" "run deploy/local/install-deps.sh"
+  mkdir -p "$FB_PG_DIR" "$FB_PG_DATA" "$FB_PG_RUN" "$(dirname "$FB_PG_LOG")"
+  if [ "$(id -u)" -eq 0 ]; then
+    chown "$FB_PG_OS_USER:" "$FB_PG_DIR" "$FB_PG_DATA" "$FB_PG_RUN" "$(dirname "$FB_PG_LOG")"
+  fi
+  chmod 700 "$FB_PG_DATA"
+  if [ ! -f "$FB_PG_DATA/PG_VERSION" ]; then
+    fb_say "initdb $FB_PG_DATA"
+    pg_as "$FB_PG_BIN/initdb" -D "$FB_PG_DATA" -U postgres --auth-local=trust --auth-host=trust \
+      -E UTF8 --locale=C.UTF-8 --data-checksums >"$FB_PG_DIR/initdb.log" 2>&1 ||
+      fb_die "initdb failed (see $FB_PG_DIR/initdb.log)" "fix the cause, then: rm -rf $FB_PG_DIR && $0 start"
+    printf "\n# Fusion Backup local settings, rewritten by deploy/local/services.sh on each start\ninclude_if_exists = 'fusion-local.conf'\n" |
+      pg_as tee -a "$FB_PG_DATA/postgresql.conf" >/dev/null
+  fi
+  # Rewritten on every start so that FB_PG_PORT and FB_HOME changes take effect.
+  pg_as tee "$FB_PG_DATA/fusion-local.conf" >/dev/null <<EOF
+listen_addresses = '127.0.0.1'
+port = $FB_PG_PORT
+unix_socket_directories = '$FB_PG_RUN'
+max_connections = 200
+shared_buffers = 256MB
+work_mem = 8MB
+maintenance_work_mem = 128MB
+effective_cache_size = 2GB
+max_wal_size = 2GB
+min_wal_size = 256MB
+fsync = on
+synchronous_commit = on
+full_page_writes = on
+max_worker_processes = 4
+max_parallel_workers = 2
+max_parallel_workers_per_gather = 1
+max_wal_senders = 4
+wal_level = replica
+log_line_prefix = '%m [%p] %q%u@%d '
+log_timezone = 'UTC'
+timezone = 'UTC'
+EOF
+}
+
+pg_start() {
+  pg_owner_setup
+  pg_init
+  if pg_running; then
+    fb_say "PostgreSQL already running on 127.0.0.1:$FB_PG_PORT (data $FB_PG_DATA)"
+  else
+    if "$FB_PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$FB_PG_PORT" -t 1; then
+      fb_die "another PostgreSQL already answers on 127.0.0.1:$FB_PG_PORT" \
+        "stop it, or choose another port: FB_PG_PORT=NNNN $0 start"
+    fi
+    fb_say "starting PostgreSQL on 127.0.0.1:$FB_PG_PORT (log $FB_PG_LOG)"
+    pg_as "$FB_PG_BIN/pg_ctl" start -W -D "$FB_PG_DATA" -l "$FB_PG_LOG" >/dev/null 9>&- ||
+      fb_die "pg_ctl start failed (see $FB_PG_LOG)" "fix the cause in the log, then run $0 start again"
+  fi
+  local deadline=$((SECONDS + FB_START_TIMEOUT))
+  until "$FB_PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$FB_PG_PORT" -d postgres -U postgres -t 1; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      tail -n 20 "$FB_PG_LOG" >&2 || true
+      fb_die "PostgreSQL did not answer on 127.0.0.1:$FB_PG_PORT within ${FB_START_TIMEOUT}s (log: $FB_PG_LOG)" \
+        "read the log above; to start over: $0 stop && rm -rf $FB_PG_DIR"
+    fi
+    if ! pg_running; then
+      tail -n 20 "$FB_PG_LOG" >&2 || true
+      fb_die "PostgreSQL exited during startup (log: $FB_PG_LOG)" "read the log above, fix the cause, run $0 start"
+    fi
+    sleep 0.2
+  done
+}
+
+pg_stop() {
+  if [ -f "$FB_PG_DATA/PG_VERSION" ] && pg_running; then
+    fb_say "stopping PostgreSQL (pg_ctl stop -m fast)"
+    pg_as "$FB_PG_BIN/pg_ctl" stop -D "$FB_PG_DATA" -m fast -w -t 60 >/dev/null ||
+      fb_die "pg_ctl stop failed (see $FB_PG_LOG)" "try: $FB_PG_BIN/pg_ctl stop -D $FB_PG_DATA -m immediate"
+  else
+    fb_say "PostgreSQL not running"
+  fi
+}
+
+pg_status() {
+  if pg_running; then
+    local pid
+    pid="$(head -n 1 "$FB_PG_DATA/postmaster.pid" 2>/dev/null || echo '?')"
+    echo "postgresql: running  pid $pid  127.0.0.1:$FB_PG_PORT  data $FB_PG_DATA  log $FB_PG_LOG"
+    return 0
+  fi
+  echo "postgresql: stopped  (data $FB_PG_DATA)"
+  return 3
+}
+
+# ---------------------------------------------------------------------------------------------
+# Kafka
+
+# Prints the pid of our broker if it runs: the pid file must name a live JVM running kafka.Kafka
+# with this FB_HOME's config, so a reused pid never gets signalled.
+kafka_pid() {
+  [ -f "$FB_KAFKA_PID" ] || return 1
+  local pid
+  pid="$(cat "$FB_KAFKA_PID" 2>/dev/null)" || return 1
+  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "kafka.Kafka $FB_KAFKA_DIR/config/server.properties" || return 1
+  echo "$pid"
+}
+
+kafka_classpath() {
+  compgen -G "$FB_KAFKA_LIBS/kafka_2.13-*.jar" >/dev/null &&
+    compgen -G "$FB_KAFKA_LIBS/kafka-tools-*.jar" >/dev/null ||
+    fb_die "no Kafka jars in $FB_KAFKA_LIBS" "run deploy/local/install-deps.sh (it fetches them with Maven)"
+  echo "$FB_KAFKA_LIBS/*"
+}
+
+kafka_write_config() {
+  mkdir -p "$FB_KAFKA_DIR/config" "$FB_KAFKA_DIR/data" "$FB_KAFKA_LOGDIR"
+  cat >"$FB_KAFKA_DIR/config/server.properties" <<EOF
+# Single-node KRaft broker+controller for local development; rewritten by deploy/local/services.sh.
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=127.0.0.1:$FB_KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$FB_KAFKA_PORT,CONTROLLER://127.0.0.1:$FB_KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$FB_KAFKA_PORT,CONTROLLER://127.0.0.1:$FB_KAFKA_CONTROLLER_PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$FB_KAFKA_DIR/data
+
+num.partitions=1
+auto.create.topics.enable=false
+delete.topic.enable=true
+default.replication.factor=1
+min.insync.replicas=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=12
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=12
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+
+# A 2-core box: fewer threads than the defaults.
+num.network.threads=2
+num.io.threads=4
+num.recovery.threads.per.data.dir=1
+background.threads=4
+log.retention.hours=168
+log.segment.bytes=134217728
+EOF
+  cat >"$FB_KAFKA_DIR/config/log4j2.properties" <<EOF
+# Broker logs go to a file only; rewritten by deploy/local/services.sh.
+status = warn
+appender.file.type = RollingFile
+appender.file.name = FILE
+appender.file.fileName = $FB_KAFKA_LOG
+appender.file.filePattern = $FB_KAFKA_LOGDIR/server.log.%i
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+appender.file.policies.type = Policies
+appender.file.policies.size.type = SizeBasedTriggeringPolicy
+appender.file.policies.size.size = 50MB
+appender.file.strategy.type = DefaultRolloverStrategy
+appender.file.strategy.max = 3
+rootLogger.level = info
+rootLogger.appenderRef.file.ref = FILE
+logger.request.name = kafka.request.logger
+logger.request.level = warn
+logger.cleaner.name = kafka.log.LogCleaner
+logger.cleaner.level = warn
+EOF
+}
+
+kafka_java() {
+  # Arguments: main class and its arguments. Tools log to stderr at WARN, not to the broker's file.
+  local cp
+  cp="$(kafka_classpath)"
+  java -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xshare:auto \
+    -Dlog4j2.configurationFile="file:$FB_LOCAL_DIR/kafka/log4j2-tools.properties" \
+    -cp "$cp" "$@"
+}
+
+kafka_format() {
+  if [ -f "$FB_KAFKA_DIR/data/meta.properties" ]; then
+    return 0
+  fi
+  local id
+  if [ -s "$FB_KAFKA_DIR/cluster.id" ]; then
+    id="$(cat "$FB_KAFKA_DIR/cluster.id")"
+  else
+    id="$(kafka_java kafka.tools.StorageTool random-uuid)" ||
+      fb_die "kafka StorageTool random-uuid failed" "check java -version (needs 17+) and the jars in $FB_KAFKA_LIBS"
+    echo "$id" >"$FB_KAFKA_DIR/cluster.id"
+  fi
+  fb_say "formatting Kafka storage in $FB_KAFKA_DIR/data (cluster id $id)"
+  kafka_java kafka.tools.StorageTool format --standalone -t "$id" \
+    -c "$FB_KAFKA_DIR/config/server.properties" --ignore-formatted >"$FB_KAFKA_LOGDIR/format.log" 2>&1 ||
+    fb_die "formatting Kafka storage failed (see $FB_KAFKA_LOGDIR/format.log)" \
+      "to start over: $0 stop kafka && rm -rf $FB_KAFKA_DIR"
+}
+
+# The Python admin helper (confluent_kafka in the venv) answers in ~0.3 s; TopicCommand needs a
+# JVM per call (~2-3 s), so it is only the fallback when the venv is missing.
+kafka_admin_py() {
+  [ -x "$FB_VENV/bin/python" ] && "$FB_VENV/bin/python" -c 'import confluent_kafka' 2>/dev/null
+}
+
+kafka_wait() {
+  local pid="$1" deadline=$((SECONDS + FB_START_TIMEOUT))
+  while :; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      tail -n 30 "$FB_KAFKA_LOG" "$FB_KAFKA_LOGDIR/kafka.out" >&2 2>/dev/null || true
+      fb_die "the Kafka broker exited during startup (log: $FB_KAFKA_LOG, JVM output: $FB_KAFKA_LOGDIR/kafka.out)" \
+        "read the log above; to start over: $0 stop kafka && rm -rf $FB_KAFKA_DIR"
+    fi
+    local left=$((deadline - SECONDS))
+    if [ "$left" -le 0 ]; then
+      tail -n 30 "$FB_KAFKA_LOG" >&2 2>/dev/null || true
+      fb_die "Kafka did not answer on $FB_BROKERS within ${FB_START_TIMEOUT}s (log: $FB_KAFKA_LOG)" \
+        "read the log above; raise FB_START_TIMEOUT on a slow machine, or reset: $0 stop kafka && rm -rf $FB_KAFKA_DIR"
+    fi
+    if kafka_admin_py; then
+      # One process polls metadata until it answers or its time is up (then we re-check the pid).
+      "$FB_VENV/bin/python" "$FB_LOCAL_DIR/kafka/admin.py" --bootstrap "$FB_BROKERS" wait \
+        --timeout "$((left < 10 ? left : 10))" && return 0
+    else
+      kafka_java org.apache.kafka.tools.TopicCommand --bootstrap-server "$FB_BROKERS" --list \
+        >/dev/null 2>&1 && return 0
+      sleep 0.5
+    fi
+  done
+}
+
+kafka_start() {
+  local pid
+  if pid="$(kafka_pid)"; then
+    fb_say "Kafka already running (pid $pid) on $FB_BROKERS"
+  else
+    command -v java >/dev/null || fb_die "java not found" "run deploy/local/install-deps.sh (installs openjdk-17-jre-headless)"
+    kafka_classpath >/dev/null
+    kafka_write_config
+    if (exec 3<>"/dev/tcp/127.0.0.1/$FB_KAFKA_PORT") 2>/dev/null; then
+      fb_die "something already listens on 127.0.0.1:$FB_KAFKA_PORT but it is not this FB_HOME's broker" \
+        "stop it, or choose other ports: FB_KAFKA_PORT=NNNN FB_KAFKA_CONTROLLER_PORT=MMMM $0 start"
+    fi
+    kafka_format
+    fb_say "starting Kafka on $FB_BROKERS (controller 127.0.0.1:$FB_KAFKA_CONTROLLER_PORT, log $FB_KAFKA_LOG)"
+    # setsid: the broker outlives this script and a Ctrl-C in the calling terminal.
+    setsid java -Xms256m -Xmx"$FB_KAFKA_HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+      -Djava.awt.headless=true -Dkafka.logs.dir="$FB_KAFKA_LOGDIR" \
+      -Dlog4j2.configurationFile="file:$FB_KAFKA_DIR/config/log4j2.properties" \
+      -cp "$(kafka_classpath)" kafka.Kafka "$FB_KAFKA_DIR/config/server.properties" \
+      </dev/null >"$FB_KAFKA_LOGDIR/kafka.out" 2>&1 9>&- &
+    pid=$!
+    echo "$pid" >"$FB_KAFKA_PID"
+  fi
+  kafka_wait "$pid"
+}
+
+kafka_stop() {
+  local pid
+  if ! pid="$(kafka_pid)"; then
+    rm -f "$FB_KAFKA_PID"
+    fb_say "Kafka not running"
+    return 0
+  fi
+  fb_say "stopping Kafka (pid $pid)"
+  kill -TERM "$pid" 2>/dev/null || true
+  local deadline=$((SECONDS + ${FB_KAFKA_STOP_TIMEOUT:-60}))
+  while kill -0 "$pid" 2>/dev/null; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      fb_say "Kafka did not stop within ${FB_KAFKA_STOP_TIMEOUT:-60}s; sending SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+      break
+    fi
+    sleep 0.2
+  done
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+  rm -f "$FB_KAFKA_PID"
+}
+
+kafka_status() {
+  local pid
+  if pid="$(kafka_pid)"; then
+    echo "kafka:      running  pid $pid  $FB_BROKERS (controller 127.0.0.1:$FB_KAFKA_CONTROLLER_PORT)  data $FB_KAFKA_DIR/data  log $FB_KAFKA_LOG"
+    return 0
+  fi
+  echo "kafka:      stopped  (data $FB_KAFKA_DIR/data)"
+  return 3
+}
+
+# Topic suffixes and partition counts; PREFIX + suffix is the topic name.
+kafka_topic_specs() {
+  echo "backup.requested:$FB_JOB_PARTITIONS"
+  echo "archive.due:$FB_JOB_PARTITIONS"
+  echo "jobs.completed:$FB_COMPLETED_PARTITIONS"
+  echo "jobs.dlq:$FB_DLQ_PARTITIONS"
+}
+
+kafka_topics() {
+  local prefix="$1" specs=() spec
+  while read -r spec; do specs+=("$prefix$spec"); done < <(kafka_topic_specs)
+  kafka_pid >/dev/null || fb_die "Kafka is not running (no live broker for $FB_KAFKA_PID)" "run $0 start first"
+  if kafka_admin_py; then
+    "$FB_VENV/bin/python" "$FB_LOCAL_DIR/kafka/admin.py" --bootstrap "$FB_BROKERS" create "${specs[@]}" ||
+      fb_die "creating topics ${prefix}* failed" "see the message above and $FB_KAFKA_LOG"
+  else
+    for spec in "${specs[@]}"; do
+      kafka_java org.apache.kafka.tools.TopicCommand --bootstrap-server "$FB_BROKERS" --create \
+        --if-not-exists --topic "${spec%:*}" --partitions "${spec##*:}" --replication-factor 1 >/dev/null ||
+        fb_die "creating topic ${spec%:*} failed" "see the message above and $FB_KAFKA_LOG"
+    done
+  fi
+}
+
+kafka_drop_topics() {
+  local prefix="$1" names=() spec
+  while read -r spec; do names+=("$prefix${spec%:*}"); done < <(kafka_topic_specs)
+  kafka_pid >/dev/null || fb_die "Kafka is not running" "run $0 start first"
+  if kafka_admin_py; then
+    "$FB_VENV/bin/python" "$FB_LOCAL_DIR/kafka/admin.py" --bootstrap "$FB_BROKERS" delete "${names[@]}"
+  else
+    local n
+    for n in "${names[@]}"; do
+      kafka_java org.apache.kafka.tools.TopicCommand --bootstrap-server "$FB_BROKERS" --delete \
+        --if-exists --topic "$n" >/dev/null
+    done
+  fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# main
+
+fb_lock() {
+  # start/stop of one FB_HOME are serialized; fd 9 is closed for the daemons (9>&- above).
+  mkdir -p "$FB_HOME"
+  exec 9>"$FB_HOME/.services.lock"
+  flock -w 300 9 || fb_die "another services.sh start/stop holds $FB_HOME/.services.lock" "wait for it, then retry"
+}
+
+fb_components() {
+  if [ $# -eq 0 ]; then echo "pg kafka"; return; fi
+  local c
+  for c in "$@"; do
+    case "$c" in pg | kafka) ;; *) fb_die "unknown service '$c'" "use pg, kafka, or nothing for both" ;; esac
+  done
+  echo "$*"
+}
+
+usage() {
+  sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2
+  exit 2
+}
+
+cmd="${1:-}"
+[ $# -gt 0 ] && shift
+case "$cmd" in
+  start)
+    comps="$(fb_components "$@")"
+    fb_lock
+    t0="$(fb_now_ms)"
+    for c in $comps; do
+      case "$c" in
+        pg) pg_start ;;
+        kafka)
+          kafka_start
+          t1="$(fb_now_ms)"
+          kafka_topics "$FB_TOPIC_PREFIX"
+          fb_say "topics ${FB_TOPIC_PREFIX}{backup.requested,archive.due,jobs.completed,jobs.dlq} ready ($(($(fb_now_ms) - t1)) ms)"
+          ;;
+      esac
+    done
+    fb_env >"$FB_HOME/env.sh"
+    fb_say "ready in $(($(fb_now_ms) - t0)) ms; environment in $FB_HOME/env.sh (. $FB_HOME/env.sh)"
+    ;;
+  stop)
+    comps="$(fb_components "$@")"
+    fb_lock
+    for c in $comps; do
+      case "$c" in pg) pg_stop ;; kafka) kafka_stop ;; esac
+    done
+    ;;
+  status)
+    rc=0
+    pg_status || rc=3
+    kafka_status || rc=3
+    exit "$rc"
+    ;;
+  env) fb_env ;;
+  topics)
+    [ $# -eq 1 ] && [ -n "$1" ] || fb_die "usage: $0 topics PREFIX" "e.g. $0 topics t123."
+    kafka_topics "$1"
+    ;;
+  drop-topics)
+    [ $# -eq 1 ] && [ -n "$1" ] || fb_die "usage: $0 drop-topics PREFIX" "e.g. $0 drop-topics t123."
+    kafka_drop_topics "$1"
+    ;;
+  *) usage ;;
+esac
