@@ -13,6 +13,7 @@ typedef struct cli_command {
 } cli_command;
 
 static const cli_command cli_commands[] = {
+    {"event", cmd_event, "decode or re-encode a contract event (debugging, interop tests)"},
     {NULL, NULL, NULL},
 };
 

@@ -1,0 +1,472 @@
+/* ev_decode: msgpack bytes -> validated ev_event (schemas/SPEC.md).
+ *
+ * Two passes: ev_scan() proves the bytes are one bounded msgpack object (so msgpack-c never allocates from a
+ * hostile count), then msgpack-c unpacks and the field readers below check every rule of the contract. Every
+ * error names the field ("field \"job_id\": ...") so a producer's author can fix the sender. Unknown keys are
+ * ignored; duplicate keys are rejected (two readers could otherwise disagree on which one counts).
+ */
+#include <math.h>
+#include <msgpack.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "codec/ev_arena.h"
+#include "codec/ev_event.h"
+#include "codec/ev_scan.h"
+
+#define EV_STR_MAX 255
+#define EV_PATH_MAX 1024
+#define EV_ERROR_MAX 16384
+#define EV_LIST_MAX 10000
+#define EV_MODULES_MAX 1000
+#define EV_STATS_MAX 64
+#define EV_REQUEST_MAX (1u << 20)
+
+typedef struct dec {
+    const msgpack_object_map *map;
+    ev_arena *arena;
+    fb_err *err;
+    const char *where; /* "" at top level, "relations[2]." inside */
+} dec;
+
+static fb_code dec_fail(dec *d, const char *key, const char *fmt, const char *detail) {
+    char what[256];
+    snprintf(what, sizeof what, fmt, detail ? detail : "");
+    return fb_err_set(d->err, FB_ERR_INVALID, "invalid event: field \"%s%s\": %s", d->where, key, what);
+}
+
+static const msgpack_object *dec_get(const dec *d, const char *key) {
+    size_t klen = strlen(key);
+    for (uint32_t i = 0; i < d->map->size; i++) {
+        const msgpack_object *k = &d->map->ptr[i].key;
+        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == klen && memcmp(k->via.str.ptr, key, klen) == 0)
+            return &d->map->ptr[i].val;
+    }
+    return NULL;
+}
+
+/* Fetches a field: returns 1 with *o set when present and not nil; 0 when absent or nil (allowed only when
+ * nullable); -1 after setting an error. */
+static int dec_field(dec *d, const char *key, int nullable, const msgpack_object **o) {
+    *o = dec_get(d, key);
+    if (*o && (*o)->type != MSGPACK_OBJECT_NIL) return 1;
+    if (nullable) return 0;
+    dec_fail(d, key, *o ? "must not be nil" : "is missing", NULL);
+    return -1;
+}
+
+static int ev_utf8_valid(const unsigned char *s, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = s[i];
+        size_t extra;
+        uint32_t cp;
+        if (c < 0x80) { i++; continue; }
+        else if ((c & 0xe0) == 0xc0) { extra = 1; cp = c & 0x1f; }
+        else if ((c & 0xf0) == 0xe0) { extra = 2; cp = c & 0x0f; }
+        else if ((c & 0xf8) == 0xf0) { extra = 3; cp = c & 0x07; }
+        else return 0;
+        if (i + extra >= n) return 0;
+        for (size_t k = 1; k <= extra; k++) {
+            if ((s[i + k] & 0xc0) != 0x80) return 0;
+            cp = (cp << 6) | (s[i + k] & 0x3f);
+        }
+        if ((extra == 1 && cp < 0x80) || (extra == 2 && cp < 0x800) || (extra == 3 && cp < 0x10000) ||
+            cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return 0;
+        i += extra + 1;
+    }
+    return 1;
+}
+
+/* Checks a msgpack str object: type, UTF-8, no NUL, length bounds; copies into the arena. */
+static fb_code dec_str_obj(dec *d, const char *key, const msgpack_object *o, size_t min, size_t max, const char **out) {
+    if (o->type != MSGPACK_OBJECT_STR) return dec_fail(d, key, "must be a string%s", NULL);
+    size_t n = o->via.str.size;
+    char range[96];
+    snprintf(range, sizeof range, "%zu..%zu bytes, got %zu", min, max, n);
+    if (n < min || n > max) return dec_fail(d, key, "length must be %s", range);
+    if (memchr(o->via.str.ptr, '\0', n)) return dec_fail(d, key, "must not contain a NUL byte%s", NULL);
+    if (!ev_utf8_valid((const unsigned char *)o->via.str.ptr, n)) return dec_fail(d, key, "is not valid UTF-8%s", NULL);
+    *out = ev_arena_strndup(d->arena, o->via.str.ptr, n);
+    if (!*out) return fb_err_set(d->err, FB_ERR_NOMEM, "out of memory decoding an event");
+    return FB_OK;
+}
+
+static fb_code dec_str(dec *d, const char *key, int nullable, size_t min, size_t max, const char **out) {
+    const msgpack_object *o;
+    *out = NULL;
+    int r = dec_field(d, key, nullable, &o);
+    if (r <= 0) return r < 0 ? FB_ERR_INVALID : FB_OK;
+    return dec_str_obj(d, key, o, min, max, out);
+}
+
+int ev_name_valid(const char *s, size_t len, const char **why) {
+    const char *w = NULL;
+    if (len == 0) w = "a name must not be empty";
+    else if (len > EV_NAME_MAX) w = "a name must be at most 63 bytes (PostgreSQL's limit)";
+    else if (memchr(s, '\0', len)) w = "a name must not contain a NUL byte";
+    else if (!ev_utf8_valid((const unsigned char *)s, len)) w = "a name must be valid UTF-8";
+    if (why) *why = w;
+    return w == NULL;
+}
+
+int ev_path_valid(const char *s, size_t len, const char **why) {
+    const char *w = NULL;
+    if (len == 0 || len > EV_PATH_MAX) w = "a path must be 1..1024 bytes";
+    else if (memchr(s, '\0', len)) w = "a path must not contain a NUL byte";
+    else if (s[0] == '/') w = "a path must be relative to the storage root, not absolute";
+    else if (!ev_utf8_valid((const unsigned char *)s, len)) w = "a path must be valid UTF-8";
+    else {
+        size_t start = 0;
+        for (size_t i = 0; i <= len && !w; i++) {
+            if (i == len || s[i] == '/') {
+                size_t clen = i - start;
+                if (clen == 0) w = "a path must not have empty components (\"//\" or a trailing \"/\")";
+                else if (clen == 2 && s[start] == '.' && s[start + 1] == '.') w = "a path must not contain \"..\"";
+                start = i + 1;
+            }
+        }
+    }
+    if (why) *why = w;
+    return w == NULL;
+}
+
+static fb_code dec_name_obj(dec *d, const char *key, const msgpack_object *o, const char **out) {
+    if (o->type != MSGPACK_OBJECT_STR) return dec_fail(d, key, "must be a string%s", NULL);
+    const char *why;
+    if (!ev_name_valid(o->via.str.ptr, o->via.str.size, &why)) return dec_fail(d, key, "%s", why);
+    *out = ev_arena_strndup(d->arena, o->via.str.ptr, o->via.str.size);
+    return *out ? FB_OK : fb_err_set(d->err, FB_ERR_NOMEM, "out of memory decoding an event");
+}
+
+static fb_code dec_name(dec *d, const char *key, int nullable, const char **out) {
+    const msgpack_object *o;
+    *out = NULL;
+    int r = dec_field(d, key, nullable, &o);
+    if (r <= 0) return r < 0 ? FB_ERR_INVALID : FB_OK;
+    return dec_name_obj(d, key, o, out);
+}
+
+static fb_code dec_path(dec *d, const char *key, int nullable, const char **out) {
+    const msgpack_object *o;
+    *out = NULL;
+    int r = dec_field(d, key, nullable, &o);
+    if (r <= 0) return r < 0 ? FB_ERR_INVALID : FB_OK;
+    if (o->type != MSGPACK_OBJECT_STR) return dec_fail(d, key, "must be a string%s", NULL);
+    const char *why;
+    if (!ev_path_valid(o->via.str.ptr, o->via.str.size, &why)) return dec_fail(d, key, "%s", why);
+    *out = ev_arena_strndup(d->arena, o->via.str.ptr, o->via.str.size);
+    return *out ? FB_OK : fb_err_set(d->err, FB_ERR_NOMEM, "out of memory decoding an event");
+}
+
+static fb_code dec_int(dec *d, const char *key, int nullable, int64_t lo, int64_t hi, ev_opt_i64 *out) {
+    const msgpack_object *o;
+    out->has = 0;
+    out->v = 0;
+    int r = dec_field(d, key, nullable, &o);
+    if (r <= 0) return r < 0 ? FB_ERR_INVALID : FB_OK;
+    int64_t v;
+    char range[96];
+    snprintf(range, sizeof range, "%lld..%lld", (long long)lo, (long long)hi);
+    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+        if (o->via.u64 > (uint64_t)INT64_MAX) return dec_fail(d, key, "out of range (must be %s)", range);
+        v = (int64_t)o->via.u64;
+    } else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+        v = o->via.i64;
+    } else {
+        return dec_fail(d, key, "must be an integer%s", NULL);
+    }
+    if (v < lo || v > hi) return dec_fail(d, key, "out of range (must be %s)", range);
+    out->has = 1;
+    out->v = v;
+    return FB_OK;
+}
+
+static fb_code dec_req_int(dec *d, const char *key, int64_t lo, int64_t hi, int64_t *out) {
+    ev_opt_i64 o;
+    fb_code rc = dec_int(d, key, 0, lo, hi, &o);
+    *out = o.v;
+    return rc;
+}
+
+static fb_code dec_enum(dec *d, const char *key, const char *const *names, int n, int *out) {
+    const char *s;
+    fb_code rc = dec_str(d, key, 0, 1, EV_STR_MAX, &s);
+    if (rc) return rc;
+    for (int i = 0; i < n; i++)
+        if (strcmp(s, names[i]) == 0) {
+            *out = i + 1;
+            return FB_OK;
+        }
+    return dec_fail(d, key, "unknown value \"%s\"", s);
+}
+
+static fb_code dec_table_obj(dec *d, const char *key, const msgpack_object *o, ev_table *t) {
+    if (o->type == MSGPACK_OBJECT_STR) {
+        t->schema = "public";
+        t->schema_given = 0;
+        return dec_name_obj(d, key, o, &t->name);
+    }
+    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 2)
+        return dec_fail(d, key, "a table must be a name or a [schema, table] array of two names%s", NULL);
+    t->schema_given = 1;
+    fb_code rc = dec_name_obj(d, key, &o->via.array.ptr[0], &t->schema);
+    return rc ? rc : dec_name_obj(d, key, &o->via.array.ptr[1], &t->name);
+}
+
+static fb_code dec_array(dec *d, const char *key, size_t max, const msgpack_object **o) {
+    int r = dec_field(d, key, 0, o);
+    if (r < 0) return FB_ERR_INVALID;
+    if ((*o)->type != MSGPACK_OBJECT_ARRAY) return dec_fail(d, key, "must be an array%s", NULL);
+    if ((*o)->via.array.size > max) return dec_fail(d, key, "has too many entries%s", NULL);
+    return FB_OK;
+}
+
+static const char *const ev_backup_type_names[] = {"FULL", "INCREMENTAL", "DIFFERENTIAL"};
+static const char *const ev_job_type_names[] = {"backup", "archive", "verify"};
+static const char *const ev_status_names[] = {"RUNNING", "SUCCESS", "FAILED"};
+static const char *const ev_on_delete_names[] = {"CASCADE", "SET_NULL", "PROTECT", "DO_NOTHING", "SET_DEFAULT"};
+static const char *const ev_type_names[] = {"backup.requested", "backup.verify", "archive.due", "job.status"};
+
+const char *ev_type_name(ev_type t) { return t >= 1 && t <= 4 ? ev_type_names[t - 1] : "?"; }
+const char *ev_backup_type_name(ev_backup_type t) { return t >= 1 && t <= 3 ? ev_backup_type_names[t - 1] : "?"; }
+const char *ev_job_type_name(ev_job_type t) { return t >= 1 && t <= 3 ? ev_job_type_names[t - 1] : "?"; }
+const char *ev_status_name(ev_status s) { return s >= 1 && s <= 3 ? ev_status_names[s - 1] : "?"; }
+const char *ev_on_delete_name(ev_on_delete x) { return x >= 1 && x <= 5 ? ev_on_delete_names[x - 1] : "?"; }
+
+#define INT63 INT64_MAX
+
+static fb_code dec_backup(dec *d, ev_backup_requested *b) {
+    fb_code rc;
+    int bt = 0;
+    const msgpack_object *o;
+    if ((rc = dec_req_int(d, "record_id", 1, INT63, &b->record_id)) ||
+        (rc = dec_req_int(d, "config_id", 1, INT63, &b->config_id)) ||
+        (rc = dec_str(d, "config_name", 0, 1, EV_STR_MAX, &b->config_name)) ||
+        (rc = dec_enum(d, "backup_type", ev_backup_type_names, 3, &bt)))
+        return rc;
+    b->backup_type = (ev_backup_type)bt;
+    if ((rc = dec_array(d, "tables", EV_LIST_MAX, &o))) return rc;
+    b->n_tables = o->via.array.size;
+    b->tables = ev_arena_alloc(d->arena, sizeof(ev_table) * (b->n_tables ? b->n_tables : 1));
+    if (!b->tables) return fb_err_set(d->err, FB_ERR_NOMEM, "out of memory decoding an event");
+    for (size_t i = 0; i < b->n_tables; i++)
+        if ((rc = dec_table_obj(d, "tables", &o->via.array.ptr[i], &b->tables[i]))) return rc;
+    if ((rc = dec_array(d, "modules", EV_MODULES_MAX, &o))) return rc;
+    b->n_modules = o->via.array.size;
+    b->modules = ev_arena_alloc(d->arena, sizeof(char *) * (b->n_modules ? b->n_modules : 1));
+    if (!b->modules) return fb_err_set(d->err, FB_ERR_NOMEM, "out of memory decoding an event");
+    for (size_t i = 0; i < b->n_modules; i++)
+        if ((rc = dec_str_obj(d, "modules", &o->via.array.ptr[i], 1, EV_STR_MAX, &b->modules[i]))) return rc;
+    if ((rc = dec_path(d, "storage_path", 0, &b->storage_path))) return rc;
+    return dec_req_int(d, "retention_days", 0, 36500, &b->retention_days);
+}
+
+static fb_code dec_verify(dec *d, ev_backup_verify *v) {
+    fb_code rc;
+    if ((rc = dec_req_int(d, "config_id", 1, INT63, &v->config_id)) ||
+        (rc = dec_req_int(d, "record_id", 1, INT63, &v->record_id)) ||
+        (rc = dec_str(d, "mode", 0, 1, EV_STR_MAX, &v->mode)))
+        return rc;
+    if (strcmp(v->mode, "integrity") != 0 && strcmp(v->mode, "restore") != 0)
+        return dec_fail(d, "mode", "must be \"integrity\" or \"restore\", got \"%s\"", v->mode);
+    return dec_path(d, "file_path", 1, &v->file_path);
+}
+
+static fb_code dec_relation(dec *parent, size_t idx, const msgpack_object *o, ev_relation *r) {
+    char where[64];
+    snprintf(where, sizeof where, "relations[%zu].", idx);
+    if (o->type != MSGPACK_OBJECT_MAP) {
+        dec tmp = *parent;
+        tmp.where = where;
+        return dec_fail(&tmp, "", "a relation must be a map%s", NULL);
+    }
+    dec d = {&o->via.map, parent->arena, parent->err, where};
+    fb_code rc;
+    const msgpack_object *f;
+    int od = 0;
+    if (dec_field(&d, "table", 0, &f) < 0) return FB_ERR_INVALID;
+    if ((rc = dec_table_obj(&d, "table", f, &r->table))) return rc;
+    if ((rc = dec_name(&d, "column", 0, &r->column))) return rc;
+    if (dec_field(&d, "references", 0, &f) < 0) return FB_ERR_INVALID;
+    if ((rc = dec_table_obj(&d, "references", f, &r->references))) return rc;
+    if ((rc = dec_enum(&d, "on_delete", ev_on_delete_names, 5, &od))) return rc;
+    r->on_delete = (ev_on_delete)od;
+    if ((rc = dec_name(&d, "to_column", 1, &r->to_column)) ||
+        (rc = dec_str(&d, "module", 1, 1, EV_STR_MAX, &r->module)) ||
+        (rc = dec_str(&d, "model_name", 1, 1, EV_STR_MAX, &r->model_name)))
+        return rc;
+    return dec_name(&d, "pk_column", 1, &r->pk_column);
+}
+
+static fb_code dec_archive(dec *d, ev_archive_due *a) {
+    fb_code rc;
+    const msgpack_object *o;
+    if ((rc = dec_req_int(d, "policy_id", 1, INT63, &a->policy_id)) ||
+        (rc = dec_str(d, "module", 0, 1, EV_STR_MAX, &a->module)) ||
+        (rc = dec_str(d, "model_name", 0, 1, EV_STR_MAX, &a->model_name)))
+        return rc;
+    if (dec_field(d, "table", 0, &o) < 0) return FB_ERR_INVALID;
+    if ((rc = dec_table_obj(d, "table", o, &a->table)) || (rc = dec_name(d, "pk_column", 0, &a->pk_column)) ||
+        (rc = dec_name(d, "timestamp_column", 0, &a->timestamp_column)) ||
+        (rc = dec_req_int(d, "cutoff", 0, INT63, &a->cutoff)) ||
+        (rc = dec_req_int(d, "batch_size", 1, 100000, &a->batch_size)) ||
+        (rc = dec_int(d, "max_rows", 1, 1, INT63, &a->max_rows)) ||
+        (rc = dec_int(d, "purge_before", 1, 0, INT63, &a->purge_before)) ||
+        (rc = dec_int(d, "archived_by", 1, 1, INT63, &a->archived_by)))
+        return rc;
+    if (dec_field(d, "dry_run", 0, &o) < 0) return FB_ERR_INVALID;
+    if (o->type != MSGPACK_OBJECT_BOOLEAN) return dec_fail(d, "dry_run", "must be true or false%s", NULL);
+    a->dry_run = o->via.boolean;
+    int r = dec_field(d, "relations", 1, &o);
+    if (r == 0) return FB_OK;
+    if (o->type != MSGPACK_OBJECT_ARRAY) return dec_fail(d, "relations", "must be an array or nil%s", NULL);
+    if (o->via.array.size > EV_LIST_MAX) return dec_fail(d, "relations", "has too many entries%s", NULL);
+    a->has_relations = 1;
+    a->n_relations = o->via.array.size;
+    a->relations = ev_arena_alloc(d->arena, sizeof(ev_relation) * (a->n_relations ? a->n_relations : 1));
+    if (!a->relations) return fb_err_set(d->err, FB_ERR_NOMEM, "out of memory decoding an event");
+    for (size_t i = 0; i < a->n_relations; i++)
+        if ((rc = dec_relation(d, i, &o->via.array.ptr[i], &a->relations[i]))) return rc;
+    return FB_OK;
+}
+
+static fb_code dec_status(dec *d, ev_job_status *s) {
+    fb_code rc;
+    int jt = 0, st = 0;
+    const msgpack_object *o;
+    if ((rc = dec_enum(d, "job_type", ev_job_type_names, 3, &jt)) ||
+        (rc = dec_enum(d, "status", ev_status_names, 3, &st)) ||
+        (rc = dec_str(d, "worker", 0, 1, EV_STR_MAX, &s->worker)) ||
+        (rc = dec_int(d, "started_at", 1, 0, INT63, &s->started_at)) ||
+        (rc = dec_int(d, "completed_at", 1, 0, INT63, &s->completed_at)) ||
+        (rc = dec_int(d, "record_id", 1, 1, INT63, &s->record_id)) ||
+        (rc = dec_int(d, "config_id", 1, 1, INT63, &s->config_id)) ||
+        (rc = dec_int(d, "policy_id", 1, 1, INT63, &s->policy_id)) ||
+        (rc = dec_path(d, "file_path", 1, &s->file_path)) ||
+        (rc = dec_int(d, "file_size", 1, 0, INT63, &s->file_size)) ||
+        (rc = dec_str(d, "error", 1, 0, EV_ERROR_MAX, &s->error)))
+        return rc;
+    s->job_type = (ev_job_type)jt;
+    s->status = (ev_status)st;
+    if (dec_field(d, "stats", 1, &o) > 0) {
+        if (o->type != MSGPACK_OBJECT_MAP) return dec_fail(d, "stats", "must be a map or nil%s", NULL);
+        if (o->via.map.size > EV_STATS_MAX) return dec_fail(d, "stats", "has more than 64 entries%s", NULL);
+        s->has_stats = 1;
+        s->n_stats = o->via.map.size;
+        s->stats = ev_arena_alloc(d->arena, sizeof(ev_stat) * (s->n_stats ? s->n_stats : 1));
+        if (!s->stats) return fb_err_set(d->err, FB_ERR_NOMEM, "out of memory decoding an event");
+        for (size_t i = 0; i < s->n_stats; i++) {
+            const msgpack_object_kv *kv = &o->via.map.ptr[i];
+            ev_stat *e = &s->stats[i];
+            if ((rc = dec_str_obj(d, "stats", &kv->key, 1, 64, &e->key))) return rc;
+            for (size_t j = 0; j < i; j++)
+                if (strcmp(s->stats[j].key, e->key) == 0) return dec_fail(d, "stats", "duplicate key \"%s\"", e->key);
+            if (kv->val.type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+                if (kv->val.via.u64 > (uint64_t)INT64_MAX) return dec_fail(d, "stats", "value of \"%s\" out of range", e->key);
+                e->i = (int64_t)kv->val.via.u64;
+            } else if (kv->val.type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+                e->i = kv->val.via.i64;
+            } else if (kv->val.type == MSGPACK_OBJECT_FLOAT64 || kv->val.type == MSGPACK_OBJECT_FLOAT32) {
+                e->is_float = 1;
+                e->f = kv->val.via.f64;
+                if (!isfinite(e->f)) return dec_fail(d, "stats", "value of \"%s\" must be a finite number", e->key);
+            } else {
+                return dec_fail(d, "stats", "value of \"%s\" must be a number", e->key);
+            }
+        }
+    }
+    if (dec_field(d, "request", 1, &o) > 0) {
+        if (o->type != MSGPACK_OBJECT_BIN) return dec_fail(d, "request", "must be binary (msgpack bin) or nil%s", NULL);
+        if (o->via.bin.size > EV_REQUEST_MAX) return dec_fail(d, "request", "is larger than 1 MiB%s", NULL);
+        unsigned char *copy = ev_arena_alloc(d->arena, o->via.bin.size ? o->via.bin.size : 1);
+        if (!copy) return fb_err_set(d->err, FB_ERR_NOMEM, "out of memory decoding an event");
+        if (o->via.bin.size) memcpy(copy, o->via.bin.ptr, o->via.bin.size);
+        s->request = copy;
+        s->request_len = o->via.bin.size;
+    }
+    return FB_OK;
+}
+
+static fb_code dec_event(dec *d, ev_event *ev) {
+    fb_code rc;
+    ev_opt_i64 v;
+    /* Keys must be strings and unique. */
+    for (uint32_t i = 0; i < d->map->size; i++) {
+        const msgpack_object *k = &d->map->ptr[i].key;
+        if (k->type != MSGPACK_OBJECT_STR)
+            return fb_err_set(d->err, FB_ERR_INVALID, "invalid event: every key must be a string (key %u is not)", i);
+        for (uint32_t j = 0; j < i; j++) {
+            const msgpack_object *o = &d->map->ptr[j].key;
+            if (o->via.str.size == k->via.str.size && memcmp(o->via.str.ptr, k->via.str.ptr, k->via.str.size) == 0)
+                return fb_err_set(d->err, FB_ERR_INVALID, "invalid event: duplicate key \"%.*s\"", (int)k->via.str.size,
+                                  k->via.str.ptr);
+        }
+    }
+    const msgpack_object *o = dec_get(d, "v");
+    if (!o) return dec_fail(d, "v", "is missing (the contract's major version)%s", NULL);
+    if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER) return dec_fail(d, "v", "must be a positive integer%s", NULL);
+    if (o->via.u64 != EV_VERSION) {
+        char got[32];
+        snprintf(got, sizeof got, "%llu", (unsigned long long)o->via.u64);
+        return dec_fail(d, "v", "unsupported major version %s (this worker reads version 1; upgrade the worker)", got);
+    }
+    ev->v = EV_VERSION;
+    int t = 0;
+    if ((rc = dec_enum(d, "type", ev_type_names, 4, &t))) return rc;
+    ev->type = (ev_type)t;
+    const char *job_id;
+    if ((rc = dec_str(d, "job_id", 0, 1, EV_STR_MAX, &job_id))) return rc;
+    if (!ev_uuid_valid(job_id)) return dec_fail(d, "job_id", "must be a canonical lowercase UUID, got \"%s\"", job_id);
+    memcpy(ev->job_id, job_id, 37);
+    if ((rc = dec_req_int(d, "ts", 0, INT63, &ev->ts)) || (rc = dec_int(d, "requested_by", 1, 1, INT63, &v)))
+        return rc;
+    ev->requested_by = v;
+    if ((rc = dec_req_int(d, "attempt", 1, 1000, &ev->attempt))) return rc;
+    switch (ev->type) {
+    case EV_BACKUP_REQUESTED: return dec_backup(d, &ev->u.backup);
+    case EV_BACKUP_VERIFY: return dec_verify(d, &ev->u.verify);
+    case EV_ARCHIVE_DUE: return dec_archive(d, &ev->u.archive);
+    case EV_JOB_STATUS: return dec_status(d, &ev->u.status);
+    }
+    return fb_err_set(d->err, FB_ERR_INTERNAL, "unhandled event type");
+}
+
+fb_code ev_decode(const void *buf, size_t len, ev_event **out, fb_err *err) {
+    *out = NULL;
+    const char *why = NULL;
+    if (len > EV_MESSAGE_MAX)
+        return fb_err_set(err, FB_ERR_INVALID, "invalid event: message of %zu bytes is larger than 4 MiB", len);
+    if (ev_scan(buf, len, &why) != 0) return fb_err_set(err, FB_ERR_INVALID, "invalid event: %s", why);
+    const unsigned char *p = buf;
+    if (!((p[0] >= 0x80 && p[0] <= 0x8f) || p[0] == 0xde || p[0] == 0xdf))
+        return fb_err_set(err, FB_ERR_INVALID, "invalid event: the message is not a map: it must be a msgpack map with string keys");
+
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    size_t off = 0;
+    fb_code rc = FB_OK;
+    ev_event *ev = NULL;
+    msgpack_unpack_return ur = msgpack_unpack_next(&up, buf, len, &off);
+    if (ur != MSGPACK_UNPACK_SUCCESS || up.data.type != MSGPACK_OBJECT_MAP) {
+        rc = fb_err_set(err, ur == MSGPACK_UNPACK_NOMEM_ERROR ? FB_ERR_NOMEM : FB_ERR_INVALID,
+                        "invalid event: could not unpack msgpack (code %d)", (int)ur);
+        goto out;
+    }
+    ev = ev_event_new(EV_JOB_STATUS);
+    if (!ev) {
+        rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory decoding an event");
+        goto out;
+    }
+    dec d = {&up.data.via.map, ev->arena_, err, ""};
+    rc = dec_event(&d, ev);
+out:
+    msgpack_unpacked_destroy(&up);
+    if (rc) {
+        ev_event_free(ev);
+        return rc;
+    }
+    *out = ev;
+    return FB_OK;
+}
