@@ -1,0 +1,187 @@
+"""Fixtures shared by the integration tests: real PostgreSQL, real Kafka, the built binaries.
+
+Every test gets its own database (cloned from a template that holds the Fusion schema and the backup_archive
+tables, so it costs a file copy rather than 463 CREATE TABLEs) and its own Kafka topic prefix, so tests never
+see each other's rows or messages. tests/run.sh starts the services and exports FB_TEST_PG, FB_TEST_BROKERS and
+FB_BUILD_DIR; a test run without them fails with a message saying so rather than skipping.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+FUSION_SQL = Path(os.environ.get("FB_FUSION_FIXTURE", REPO.parent / "shared/fixtures/fusion")) / "fusion_prod_schema_pg15.sql"
+APP_SQL = REPO / "schemas/sql/backup_archive.sql"
+PG_BIN = Path(os.environ.get("FB_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+def _need(name: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        pytest.fail(f"{name} is not set: run the tests through tests/run.sh, which starts the local services")
+    return value
+
+
+def conninfo_for(base: str, dbname: str) -> str:
+    """The base conninfo with another dbname (later keywords win in libpq conninfo strings)."""
+    return f"{base} dbname={dbname}"
+
+
+def psql(conninfo: str, sql: str | None = None, file: Path | None = None, check: bool = True) -> str:
+    """Runs psql with ON_ERROR_STOP and returns its stdout (unaligned, tuples only)."""
+    cmd = [str(PG_BIN / "psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", conninfo]
+    cmd += ["-c", sql] if sql is not None else ["-f", str(file)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise AssertionError(f"psql failed ({r.returncode}): {r.stderr.strip()}\nSQL: {sql or file}")
+    return r.stdout
+
+
+def _admin(base: str):
+    conn = psycopg2.connect(base)
+    conn.autocommit = True
+    return conn
+
+
+@pytest.fixture(scope="session")
+def pg() -> str:
+    """Conninfo of the local test server's maintenance database."""
+    return _need("FB_TEST_PG")
+
+
+@pytest.fixture(scope="session")
+def brokers() -> str:
+    return _need("FB_TEST_BROKERS")
+
+
+@dataclass
+class Binaries:
+    dir: Path
+
+    @property
+    def cli(self) -> str:
+        return str(self.dir / "fusion-backup")
+
+    @property
+    def worker(self) -> str:
+        return str(self.dir / "fusion-backup-worker")
+
+    def run(self, *args: str, check: bool = False, env: dict | None = None, timeout: float = 600,
+            input: bytes | None = None) -> subprocess.CompletedProcess:
+        """Runs `fusion-backup ARGS`; returns the completed process (text stdout/stderr unless input is bytes)."""
+        r = subprocess.run([self.cli, *args], capture_output=True, env={**os.environ, **(env or {})},
+                           timeout=timeout, input=input)
+        out = subprocess.CompletedProcess(r.args, r.returncode, r.stdout.decode(errors="replace"),
+                                          r.stderr.decode(errors="replace"))
+        if check and r.returncode != 0:
+            raise AssertionError(f"fusion-backup {' '.join(args)} exited {r.returncode}: {out.stderr}")
+        return out
+
+
+@pytest.fixture(scope="session")
+def bin() -> Binaries:  # noqa: A001 - the name reads well in tests
+    d = Path(_need("FB_BUILD_DIR"))
+    if not (d / "fusion-backup").exists():
+        pytest.fail(f"{d}/fusion-backup does not exist: build first (tests/run.sh does)")
+    return Binaries(d)
+
+
+@pytest.fixture(scope="session")
+def fusion_template(pg: str) -> str:
+    """A template database holding the Fusion schema and the backup_archive tables, made once per session."""
+    name = f"fbt_tpl_{os.getpid()}"
+    admin = _admin(pg)
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        cur.execute(f'CREATE DATABASE "{name}"')
+    ci = conninfo_for(pg, name)
+    psql(ci, file=FUSION_SQL)
+    psql(ci, file=APP_SQL)
+    yield name
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
+
+
+def _new_db(pg: str, template: str | None) -> tuple[str, str]:
+    name = f"fbt_{uuid.uuid4().hex[:12]}"
+    admin = _admin(pg)
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+    admin.close()
+    return name, conninfo_for(pg, name)
+
+
+def _drop_db(pg: str, name: str) -> None:
+    admin = _admin(pg)
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
+
+
+@pytest.fixture
+def fresh_db(pg: str):
+    """An empty database; yields its conninfo; dropped afterwards."""
+    name, ci = _new_db(pg, None)
+    yield ci
+    _drop_db(pg, name)
+
+
+@pytest.fixture
+def new_db(pg: str):
+    """A factory of further empty databases (restore targets); all dropped afterwards."""
+    made: list[str] = []
+
+    def make() -> str:
+        name, ci = _new_db(pg, None)
+        made.append(name)
+        return ci
+
+    yield make
+    for name in made:
+        _drop_db(pg, name)
+
+
+@pytest.fixture
+def fusion_db(pg: str, fusion_template: str):
+    """A database with the Fusion schema (463 tables, no rows) and the backup_archive tables."""
+    name, ci = _new_db(pg, fusion_template)
+    yield ci
+    _drop_db(pg, name)
+
+
+@pytest.fixture
+def storage_root(tmp_path: Path) -> Path:
+    root = tmp_path / "storage"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def keypair(bin: Binaries, tmp_path: Path) -> tuple[Path, Path]:
+    """(public key file, secret key file) made by `fusion-backup keygen`."""
+    prefix = tmp_path / "keys" / "backup"
+    prefix.parent.mkdir()
+    bin.run("keygen", "--out", str(prefix), check=True)
+    return Path(f"{prefix}.pub"), Path(f"{prefix}.key")
+
+
+@pytest.fixture
+def topic_prefix(brokers: str) -> str:
+    """A fresh prefix with the four topics created (job topics with 4 partitions to keep tests quick)."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    admin = AdminClient({"bootstrap.servers": brokers})
+    topics = [NewTopic(prefix + "backup.requested", 4, 1), NewTopic(prefix + "archive.due", 4, 1),
+              NewTopic(prefix + "jobs.completed", 2, 1), NewTopic(prefix + "jobs.dlq", 1, 1)]
+    for t, f in admin.create_topics(topics, operation_timeout=30).items():
+        f.result(timeout=60)
+    return prefix
