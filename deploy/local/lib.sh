@@ -30,8 +30,8 @@ FB_KAFKA_DIR="$FB_HOME/kafka"
 FB_KAFKA_LOGDIR="$FB_KAFKA_DIR/logs"
 FB_KAFKA_LOG="$FB_KAFKA_LOGDIR/server.log"
 FB_KAFKA_PID="$FB_KAFKA_DIR/kafka.pid"
-FB_VENV="$FB_HOME/venv"
-FB_VENV_DJ32="$FB_HOME/venv-dj32"
+: "${FB_VENV:=$FB_HOME/venv}"
+: "${FB_VENV_DJ32:=$FB_HOME/venv-dj32}"
 FB_BROKERS="127.0.0.1:$FB_KAFKA_PORT"
 
 fb_say() { printf '%s: %s\n' "${FB_SCRIPT:-fusion-local}" "$*" >&2; }

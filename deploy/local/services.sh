@@ -135,14 +135,15 @@ pg_start() {
     pg_as "$FB_PG_BIN/pg_ctl" start -W -D "$FB_PG_DATA" -l "$FB_PG_LOG" >/dev/null 9>&- ||
       fb_die "pg_ctl start failed (see $FB_PG_LOG)" "fix the cause in the log, then run $0 start again"
   fi
-  local deadline=$((SECONDS + FB_START_TIMEOUT))
+  local started=$SECONDS deadline=$((SECONDS + FB_START_TIMEOUT))
   until "$FB_PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$FB_PG_PORT" -d postgres -U postgres -t 1; do
     if [ "$SECONDS" -ge "$deadline" ]; then
       tail -n 20 "$FB_PG_LOG" >&2 || true
       fb_die "PostgreSQL did not answer on 127.0.0.1:$FB_PG_PORT within ${FB_START_TIMEOUT}s (log: $FB_PG_LOG)" \
         "read the log above; to start over: $0 stop && rm -rf $FB_PG_DIR"
     fi
-    if ! pg_running; then
+    # pg_ctl -W returns before postmaster.pid exists: only a server gone after a few seconds has died.
+    if [ $((SECONDS - started)) -ge 3 ] && ! pg_running; then
       tail -n 20 "$FB_PG_LOG" >&2 || true
       fb_die "PostgreSQL exited during startup (log: $FB_PG_LOG)" "read the log above, fix the cause, run $0 start"
     fi
