@@ -1,0 +1,221 @@
+/* kfk: see kfk.h. */
+#include "kafka/kfk.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/fb_log.h"
+
+static void kfk_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+    (void)rk;
+    /* syslog levels: 0-3 error, 4 warning, 5-6 info, 7 debug */
+    if (level <= 3) FB_ERROR("kafka %s: %s", fac, buf);
+    else if (level == 4) FB_WARN("kafka %s: %s", fac, buf);
+    else if (level <= 6) FB_INFO("kafka %s: %s", fac, buf);
+    else FB_DEBUG("kafka %s: %s", fac, buf);
+}
+
+fb_code kfk_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value, fb_err *err) {
+    char why[512];
+    if (rd_kafka_conf_set(conf, name, value, why, sizeof why) != RD_KAFKA_CONF_OK)
+        return fb_err_set(err, FB_ERR_USAGE, "librdkafka setting %s=%s refused: %s", name, value, why);
+    return FB_OK;
+}
+
+fb_code kfk_conf_apply(rd_kafka_conf_t *conf, const fb_config *cfg, const char *client_id, fb_err *err) {
+    fb_code rc;
+    if ((rc = kfk_conf_set(conf, "bootstrap.servers", cfg->brokers, err)) ||
+        (rc = kfk_conf_set(conf, "client.id", client_id, err)))
+        return rc;
+    rd_kafka_conf_set_log_cb(conf, kfk_log_cb);
+    for (size_t i = 0; i < cfg->n_x; i++)
+        if ((rc = kfk_conf_set(conf, cfg->x_keys[i], cfg->x_values[i], err))) return rc;
+    return FB_OK;
+}
+
+rd_kafka_conf_t *kfk_conf_new(const fb_config *cfg, const char *client_id, fb_err *err) {
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (kfk_conf_apply(conf, cfg, client_id, err)) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    return conf;
+}
+
+/* Delivery report: the message's opaque points at the caller's result slot. */
+static void kfk_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+    (void)rk;
+    (void)opaque;
+    volatile int *slot = m->_private;
+    if (slot) *slot = m->err == RD_KAFKA_RESP_ERR_NO_ERROR ? 1 : -(int)m->err - 1000000;
+}
+
+rd_kafka_t *kfk_producer_new(const fb_config *cfg, fb_err *err) {
+    /* Defaults first, so that the operator's -X settings (applied by kfk_conf_new) still override them. */
+    static const char *const defaults[][2] = {
+        {"enable.idempotence", "true"}, {"linger.ms", "5"}, {"message.timeout.ms", "60000"}};
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++)
+        if (kfk_conf_set(conf, defaults[i][0], defaults[i][1], err)) {
+            rd_kafka_conf_destroy(conf);
+            return NULL;
+        }
+    if (kfk_conf_apply(conf, cfg, "fusion-backup-producer", err)) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_conf_set_dr_msg_cb(conf, kfk_dr_cb);
+    char why[512];
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof why);
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        fb_err_set(err, FB_ERR_KAFKA, "could not create a Kafka producer: %s", why);
+    }
+    return rk;
+}
+
+void kfk_producer_free(rd_kafka_t *rk) {
+    if (!rk) return;
+    rd_kafka_flush(rk, 10000);
+    rd_kafka_destroy(rk);
+}
+
+fb_code kfk_produce_sync(rd_kafka_t *rk, const char *topic, const void *key, size_t key_len, const void *value,
+                         size_t value_len, const kfk_header *headers, size_t n_headers, int timeout_ms, fb_err *err) {
+    volatile int done = 0;
+    rd_kafka_headers_t *hdrs = NULL;
+    if (n_headers) {
+        hdrs = rd_kafka_headers_new(n_headers);
+        for (size_t i = 0; i < n_headers; i++)
+            rd_kafka_header_add(hdrs, headers[i].name, -1, headers[i].value, -1);
+    }
+    rd_kafka_resp_err_t e = rd_kafka_producev(
+        rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY((void *)key, key_len), RD_KAFKA_V_VALUE((void *)value, value_len),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE((void *)&done),
+        hdrs ? RD_KAFKA_V_HEADERS(hdrs) : RD_KAFKA_V_END, RD_KAFKA_V_END);
+    if (e) {
+        if (hdrs) rd_kafka_headers_destroy(hdrs); /* ownership passes only on success */
+        return fb_err_set(err, FB_ERR_KAFKA, "could not queue a message for topic \"%s\": %s", topic,
+                          rd_kafka_err2str(e));
+    }
+    /* Several threads may poll the same producer: each waits for its own slot to be filled. */
+    int waited = 0;
+    while (!done && waited < timeout_ms) {
+        rd_kafka_poll(rk, 50);
+        waited += 50;
+    }
+    if (done == 1) return FB_OK;
+    if (!done) {
+        /* The message may still be delivered later; the slot must outlive it, so wait it out instead of returning
+         * a dangling pointer to librdkafka. message.timeout.ms bounds this. */
+        while (!done) rd_kafka_poll(rk, 100);
+        if (done == 1) return FB_OK;
+    }
+    return fb_err_set(err, FB_ERR_KAFKA, "Kafka did not accept the message for topic \"%s\": %s (is the broker up and "
+                      "the topic created? see `fusion-backup topics create`)", topic,
+                      rd_kafka_err2str((rd_kafka_resp_err_t)(-(done + 1000000))));
+}
+
+rd_kafka_t *kfk_consumer_new(const fb_config *cfg, const char *group_id,
+                             void (*rebalance_cb)(rd_kafka_t *, rd_kafka_resp_err_t, rd_kafka_topic_partition_list_t *,
+                                                  void *),
+                             void *opaque, fb_err *err) {
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char poll_ms[32];
+    snprintf(poll_ms, sizeof poll_ms, "%lld", (long long)cfg->max_poll_interval_ms);
+    if (kfk_conf_set(conf, "group.id", group_id, err) ||
+        kfk_conf_set(conf, "enable.auto.offset.store", "false", err) ||
+        kfk_conf_set(conf, "enable.auto.commit", "true", err) ||
+        kfk_conf_set(conf, "auto.commit.interval.ms", "1000", err) ||
+        kfk_conf_set(conf, "auto.offset.reset", "earliest", err) ||
+        kfk_conf_set(conf, "max.poll.interval.ms", poll_ms, err) ||
+        /* Eager assignment: librdkafka 2.0.2's cooperative-sticky has known hangs (see FIELD-NOTES). */
+        kfk_conf_set(conf, "partition.assignment.strategy", "roundrobin", err) ||
+        kfk_conf_apply(conf, cfg, "fusion-backup-consumer", err))
+        goto fail;
+    if (rebalance_cb) rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+    rd_kafka_conf_set_opaque(conf, opaque);
+    char why[512];
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof why);
+    if (!rk) {
+        fb_err_set(err, FB_ERR_KAFKA, "could not create a Kafka consumer: %s", why);
+        goto fail;
+    }
+    rd_kafka_poll_set_consumer(rk);
+    return rk;
+fail:
+    rd_kafka_conf_destroy(conf);
+    return NULL;
+}
+
+fb_code kfk_subscribe(rd_kafka_t *rk, const char *const *topics, size_t n, fb_err *err) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)n);
+    for (size_t i = 0; i < n; i++) rd_kafka_topic_partition_list_add(l, topics[i], RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t e = rd_kafka_subscribe(rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (e) return fb_err_set(err, FB_ERR_KAFKA, "could not subscribe: %s", rd_kafka_err2str(e));
+    return FB_OK;
+}
+
+fb_code kfk_wait_ready(rd_kafka_t *rk, int timeout_ms, fb_err *err) {
+    int waited = 0;
+    rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
+    while (waited <= timeout_ms) {
+        const struct rd_kafka_metadata *md = NULL;
+        e = rd_kafka_metadata(rk, 0, NULL, &md, 2000);
+        if (!e) {
+            int brokers = md->broker_cnt;
+            rd_kafka_metadata_destroy(md);
+            if (brokers > 0) return FB_OK;
+        }
+        usleep(200 * 1000);
+        waited += 2200;
+    }
+    return fb_err_set(err, FB_ERR_KAFKA, "the Kafka broker did not answer within %d ms: %s (check --brokers)", timeout_ms,
+                      rd_kafka_err2str(e));
+}
+
+fb_code kfk_create_topics(rd_kafka_t *rk, const char *const *names, const int *partitions, size_t n, int timeout_ms,
+                          fb_err *err) {
+    fb_code rc = FB_OK;
+    rd_kafka_NewTopic_t **nt = calloc(n, sizeof *nt);
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_AdminOptions_t *opt = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+    char why[512];
+    rd_kafka_AdminOptions_set_operation_timeout(opt, timeout_ms, why, sizeof why);
+    for (size_t i = 0; i < n; i++) {
+        nt[i] = rd_kafka_NewTopic_new(names[i], partitions[i], 1, why, sizeof why);
+        if (!nt[i]) {
+            rc = fb_err_set(err, FB_ERR_USAGE, "topic \"%s\": %s", names[i], why);
+            goto out;
+        }
+    }
+    rd_kafka_CreateTopics(rk, nt, n, opt, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, timeout_ms + 5000);
+    if (!ev) {
+        rc = fb_err_set(err, FB_ERR_KAFKA, "creating topics timed out after %d ms", timeout_ms);
+        goto out;
+    }
+    if (rd_kafka_event_error(ev)) {
+        rc = fb_err_set(err, FB_ERR_KAFKA, "creating topics failed: %s", rd_kafka_event_error_string(ev));
+    } else {
+        size_t cnt = 0;
+        const rd_kafka_topic_result_t **res = rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &cnt);
+        for (size_t i = 0; i < cnt && !rc; i++) {
+            rd_kafka_resp_err_t e = rd_kafka_topic_result_error(res[i]);
+            if (e && e != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS)
+                rc = fb_err_set(err, FB_ERR_KAFKA, "could not create topic \"%s\": %s", rd_kafka_topic_result_name(res[i]),
+                                rd_kafka_topic_result_error_string(res[i]));
+        }
+    }
+    rd_kafka_event_destroy(ev);
+out:
+    for (size_t i = 0; i < n; i++)
+        if (nt[i]) rd_kafka_NewTopic_destroy(nt[i]);
+    free(nt);
+    rd_kafka_AdminOptions_destroy(opt);
+    rd_kafka_queue_destroy(q);
+    return rc;
+}
