@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The one test command (README, .ci/run): installs what is missing, starts the local PostgreSQL and Kafka,
+# builds twice (a normal build for the integration tests, an ASan+UBSan build for the C tests), then runs:
+#   1. ctest under the sanitizers (C unit tests, and C tests against the real broker and database)
+#   2. the libFuzzer target on the event decoder for a bounded time (FB_FUZZ_SECONDS, default 60)
+#   3. pytest: the Python codec, the integration tests (real services, real binaries)
+#   4. pytest: the Django app on the newest Django and on Django 3.2
+# Exits non-zero if any step fails, after running them all, and prints a summary.
+set -uo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+FB_HOME="${FB_HOME:-$HOME/.cache/fusion-backup}"
+export FB_HOME
+BUILD="${FB_BUILD_DIR:-$REPO/build}"
+ASAN_BUILD="$REPO/build-asan"
+FUZZ_BUILD="$REPO/build-fuzz"
+JOBS="$(nproc)"
+failed=()
+say() { printf '\n=== %s\n' "$*"; }
+run_step() { # name, command...
+  local name="$1"; shift
+  say "$name"
+  local t0=$SECONDS
+  if "$@"; then echo "--- $name: ok ($((SECONDS - t0)) s)"; else echo "--- $name: FAILED ($((SECONDS - t0)) s)"; failed+=("$name"); fi
+}
+
+say "install dependencies and start services"
+deploy/local/install-deps.sh || { echo "install-deps.sh failed: see above"; exit 1; }
+deploy/local/services.sh start || { echo "services.sh start failed: see above"; exit 1; }
+# shellcheck disable=SC1091
+. "$FB_HOME/env.sh"
+export FB_BUILD_DIR="$BUILD"
+
+build() { # dir, cmake args...
+  local dir="$1"; shift
+  cmake -S "$REPO" -B "$dir" "$@" >/dev/null && cmake --build "$dir" -j "$JOBS" 2>&1 | grep -E 'error|warning|Error' ; return "${PIPESTATUS[0]}"
+}
+say "build (release and sanitizers)"
+build "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo || { echo "build failed"; exit 1; }
+build "$ASAN_BUILD" -DCMAKE_BUILD_TYPE=Debug -DFB_SANITIZE=ON || { echo "sanitizer build failed"; exit 1; }
+
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+run_step "C tests (ctest, ASan+UBSan)" ctest --test-dir "$ASAN_BUILD" --output-on-failure -j 2
+
+fuzz() {
+  CC=clang cmake -S "$REPO" -B "$FUZZ_BUILD" -DFB_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null &&
+    cmake --build "$FUZZ_BUILD" --target fuzz_event_decode -j "$JOBS" >/dev/null || return 1
+  local corpus="$FUZZ_BUILD/corpus"
+  mkdir -p "$corpus"
+  cp schemas/vectors/valid/*.msgpack schemas/vectors/invalid/*.msgpack "$corpus"/
+  "$FUZZ_BUILD/fuzz_event_decode" -max_total_time="${FB_FUZZ_SECONDS:-60}" -print_final_stats=1 "$corpus" 2>&1 | tail -n 12
+  return "${PIPESTATUS[0]}"
+}
+run_step "fuzz the event decoder (${FB_FUZZ_SECONDS:-60} s)" fuzz
+
+PY="$FB_VENV/bin/python"
+run_step "Python codec and integration tests (pytest)" "$PY" -m pytest -q -p no:cacheprovider tests/python tests/integration
+if [ -d producer/tests ]; then
+  run_step "Django app, newest Django (pytest)" bash -c "cd producer && '$PY' -m pytest -q -p no:cacheprovider tests"
+  run_step "Django app, Django 3.2 (pytest)" bash -c "cd producer && '$FB_VENV_DJ32/bin/python' -m pytest -q -p no:cacheprovider tests"
+fi
+
+say "summary"
+if [ ${#failed[@]} -eq 0 ]; then
+  echo "all test steps passed"
+  exit 0
+fi
+printf 'FAILED: %s\n' "${failed[@]}"
+exit 1
