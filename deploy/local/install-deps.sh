@@ -41,16 +41,22 @@ install_apt() {
   fb_say "  missing: ${missing[*]}"
   local sudo=()
   if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null && sudo -n true 2>/dev/null ||
+    if ! command -v sudo >/dev/null || ! sudo -n true 2>/dev/null; then
       fb_die "apt packages missing (${missing[*]}) and this is not root (no passwordless sudo)" \
         "run this script as root once, or: sudo apt-get install ${missing[*]}"
+    fi
     sudo=(sudo -n)
   fi
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null ||
-    fb_die "apt-get update failed" "check the network to the Debian mirror, then rerun $0"
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-    "${missing[@]}" >/dev/null ||
-    fb_die "apt-get install ${missing[*]} failed" "rerun with the output visible: apt-get install ${missing[*]}"
+  local log="$FB_HOME/apt-install.log"
+  if ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >"$log" 2>&1; then
+    tail -n 20 "$log" >&2
+    fb_die "apt-get update failed (log: $log)" "check the network to the Debian mirror, then rerun $0"
+  fi
+  if ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+    "${missing[@]}" >>"$log" 2>&1; then
+    tail -n 20 "$log" >&2
+    fb_die "apt-get install ${missing[*]} failed (log: $log)" "fix the cause shown above, then rerun $0"
+  fi
   step_done "installed ${missing[*]}"
 }
 
@@ -133,8 +139,9 @@ make_venv() {
 t0="$(fb_now_ms)"
 mkdir -p "$FB_HOME"
 install_apt
-command -v java >/dev/null && java -version 2>&1 | grep -qE 'version "(1[7-9]|[2-9][0-9])' ||
+if ! command -v java >/dev/null || ! java -version 2>&1 | grep -qE 'version "(1[7-9]|[2-9][0-9])'; then
   fb_die "Java 17 or newer is needed for the Kafka broker" "apt-get install openjdk-17-jre-headless"
+fi
 fetch_kafka
 make_venv "$FB_VENV" "$(pick_python)" requirements.txt
 make_venv "$FB_VENV_DJ32" "$(pick_python_dj32)" requirements-dj32.txt

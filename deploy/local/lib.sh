@@ -1,11 +1,10 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # the variables are used by the scripts that source this
 # Shared settings and helpers for install-deps.sh and services.sh (sourced, never run).
 #
 # Every path is derived from FB_HOME (a cache folder outside the repo) or from this file's
 # own location, so the scripts work from any clone, as root or not, with no stdin (CI=true).
 
 FB_LOCAL_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-FB_REPO_DIR="$(cd "$FB_LOCAL_DIR/../.." && pwd)"
 
 : "${FB_HOME:=${HOME:-/root}/.cache/fusion-backup}"
 : "${FB_PG_BIN:=/usr/lib/postgresql/15/bin}"

@@ -19,7 +19,9 @@ FB_SCRIPT="services.sh"
 # shellcheck source=lib.sh
 . "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 
+# shellcheck disable=SC2034  # printed by fb_env through ${!v}
 FB_TEST_PG="host=127.0.0.1 port=$FB_PG_PORT user=postgres dbname=postgres"
+# shellcheck disable=SC2034
 FB_TEST_BROKERS="$FB_BROKERS"
 
 # ---------------------------------------------------------------------------------------------
@@ -36,6 +38,7 @@ fb_env() {
   # PATH: the PostgreSQL 15 client tools first, then the venv (pytest, python with Django).
   local d
   for d in "$FB_VENV/bin" "$FB_PG_BIN"; do
+    # shellcheck disable=SC2016  # $PATH is for the shell that reads this
     printf 'case ":$PATH:" in *%s*) ;; *) export PATH=%s:"$PATH" ;; esac\n' "$(fb_q ":$d:")" "$(fb_q "$d")"
   done
 }
@@ -187,9 +190,10 @@ kafka_pid() {
 }
 
 kafka_classpath() {
-  compgen -G "$FB_KAFKA_LIBS/kafka_2.13-*.jar" >/dev/null &&
-    compgen -G "$FB_KAFKA_LIBS/kafka-tools-*.jar" >/dev/null ||
+  if ! compgen -G "$FB_KAFKA_LIBS/kafka_2.13-*.jar" >/dev/null ||
+    ! compgen -G "$FB_KAFKA_LIBS/kafka-tools-*.jar" >/dev/null; then
     fb_die "no Kafka jars in $FB_KAFKA_LIBS" "run deploy/local/install-deps.sh (it fetches them with Maven)"
+  fi
   echo "$FB_KAFKA_LIBS/*"
 }
 
@@ -469,11 +473,11 @@ case "$cmd" in
     ;;
   env) fb_env ;;
   topics)
-    [ $# -eq 1 ] && [ -n "$1" ] || fb_die "usage: $0 topics PREFIX" "e.g. $0 topics t123."
+    if [ $# -ne 1 ] || [ -z "$1" ]; then fb_die "usage: $0 topics PREFIX" "e.g. $0 topics t123."; fi
     kafka_topics "$1"
     ;;
   drop-topics)
-    [ $# -eq 1 ] && [ -n "$1" ] || fb_die "usage: $0 drop-topics PREFIX" "e.g. $0 drop-topics t123."
+    if [ $# -ne 1 ] || [ -z "$1" ]; then fb_die "usage: $0 drop-topics PREFIX" "e.g. $0 drop-topics t123."; fi
     kafka_drop_topics "$1"
     ;;
   *) usage ;;
