@@ -1,0 +1,65 @@
+"""Settings of the app: one `FUSION_BACKUP` dict in the project's settings, merged over these defaults.
+
+    FUSION_BACKUP = {
+        "BROKERS": "kafka-1:9092,kafka-2:9092",
+        "TOPIC_PREFIX": "fusion.",
+    }
+
+Read through `get()` every time (not cached at import), so `override_settings` in tests and a reloaded
+configuration take effect.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+DEFAULTS: Dict[str, Any] = {
+    # librdkafka bootstrap.servers.
+    "BROKERS": "localhost:9092",
+    # Topic names are TOPIC_PREFIX + the SPEC's suffix ("fusion." + "backup.requested"); TOPICS overrides one by one.
+    "TOPIC_PREFIX": "fusion.",
+    "TOPICS": {},
+    # Seconds to wait for Kafka's delivery report before giving up and marking the request FAILED.
+    "PUBLISH_TIMEOUT": 10.0,
+    # Extra librdkafka producer settings (e.g. security.protocol, sasl.*), passed through unchanged.
+    "PRODUCER_CONFIG": {},
+    # Scheduler: seconds between ticks; how many missed cron slots per configuration/policy a tick may still
+    # request after downtime (the newest ones; older missed slots are skipped and logged).
+    "SCHEDULER_INTERVAL": 30.0,
+    "CATCHUP_SLOTS": 3,
+    # Time zone the cron expressions are read in (default: settings.TIME_ZONE).
+    "SCHEDULER_TIMEZONE": None,
+    # Key of the PostgreSQL advisory lock that lets one scheduler run at a time.
+    "SCHEDULER_LOCK_ID": 0x46425348,  # "FBSH"
+    # Cron schedule for archive policies whose own schedule is empty.
+    "ARCHIVE_SCHEDULE": "30 2 * * *",
+    # Folder under the worker's storage root when a configuration leaves storage_path empty; {id} and {name}.
+    "STORAGE_PATH_TEMPLATE": "configs/{id}",
+}
+
+TOPIC_SUFFIXES = {
+    "backup": "backup.requested",
+    "archive": "archive.due",
+    "completed": "jobs.completed",
+    "dlq": "jobs.dlq",
+}
+
+
+def get(name: str) -> Any:
+    user = getattr(settings, "FUSION_BACKUP", {}) or {}
+    if not isinstance(user, dict):
+        raise ImproperlyConfigured("FUSION_BACKUP must be a dict")
+    unknown = set(user) - set(DEFAULTS)
+    if unknown:
+        raise ImproperlyConfigured(
+            f"FUSION_BACKUP has unknown keys {sorted(unknown)}; known: {sorted(DEFAULTS)}"
+        )
+    return user.get(name, DEFAULTS[name])
+
+
+def topic(kind: str) -> str:
+    """The topic for 'backup', 'archive', 'completed' or 'dlq'."""
+    override = (get("TOPICS") or {}).get(kind)
+    return override or f"{get('TOPIC_PREFIX')}{TOPIC_SUFFIXES[kind]}"

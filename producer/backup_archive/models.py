@@ -1,0 +1,190 @@
+"""The four tables of the app. schemas/sql/backup_archive.sql is the same DDL for the C side, which reads and
+writes these tables by name (the worker fills in BackupRecord and inserts ArchivedRecord rows), so a change
+here is a change of that contract: update the SQL file too (tests/test_schema_sql.py compares them).
+
+Timestamps follow the project's USE_TZ (Fusion runs with USE_TZ=False and naive India time); the columns are
+timestamptz either way, so the worker's writes are absolute times.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.utils import timezone
+
+
+class BackupType(models.TextChoices):
+    FULL = "FULL", "Full"
+    INCREMENTAL = "INCREMENTAL", "Incremental"
+    DIFFERENTIAL = "DIFFERENTIAL", "Differential"
+
+
+class Status(models.TextChoices):
+    QUEUED = "QUEUED", "Queued"  # created, event published or being published, no worker has started
+    RUNNING = "RUNNING", "Running"
+    SUCCESS = "SUCCESS", "Success"
+    FAILED = "FAILED", "Failed"
+
+
+def validate_cron(value: str) -> None:
+    if not value:
+        return
+    from croniter import croniter
+
+    if not croniter.is_valid(value):
+        raise ValidationError(f"{value!r} is not a valid cron expression (e.g. '0 2 * * *': daily at 02:00)")
+
+
+def validate_str_list(value: object) -> None:
+    if not isinstance(value, list) or not all(isinstance(x, str) and x for x in value):
+        raise ValidationError("must be a JSON list of non-empty strings")
+
+
+def validate_tables(value: object) -> None:
+    ok = isinstance(value, list) and all(
+        (isinstance(t, str) and t)
+        or (isinstance(t, list) and len(t) == 2 and all(isinstance(x, str) and x for x in t))
+        for t in value
+    )
+    if not ok:
+        raise ValidationError('must be a JSON list of table names or ["schema", "table"] pairs')
+
+
+class BackupConfiguration(models.Model):
+    name = models.CharField(max_length=255, unique=True)
+    backup_type = models.CharField(max_length=16, choices=BackupType.choices, default=BackupType.FULL)
+    schedule = models.CharField(
+        max_length=100, blank=True, default="", validators=[validate_cron],
+        help_text="cron expression, e.g. '0 2 * * *'; empty: only on request",
+    )
+    modules = models.JSONField(
+        default=list, blank=True, validators=[validate_str_list],
+        help_text="Django app labels whose tables are backed up; with no modules and no tables: every table",
+    )
+    tables = models.JSONField(
+        default=list, blank=True, validators=[validate_tables],
+        help_text='extra tables exactly as PostgreSQL names them, or ["schema", "table"]',
+    )
+    storage_path = models.CharField(
+        max_length=1024, blank=True, default="",
+        help_text="folder under the worker's storage root; empty: configs/<id>",
+    )
+    retention_days = models.PositiveIntegerField(default=30, validators=[MaxValueValidator(36500)])
+    verify_schedule = models.CharField(
+        max_length=100, blank=True, default="", validators=[validate_cron],
+        help_text="cron expression for verifying the latest successful backup; empty: never",
+    )
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    # Scheduler state: the last cron slot requested for this configuration (backup and verify).
+    last_scheduled_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_verify_scheduled_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class BackupRecord(models.Model):
+    configuration = models.ForeignKey(BackupConfiguration, on_delete=models.CASCADE, related_name="records")
+    job_id = models.UUIDField(unique=True, editable=False)
+    backup_type = models.CharField(max_length=16, choices=BackupType.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    requested_at = models.DateTimeField(default=timezone.now)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    file_path = models.CharField(max_length=1024, blank=True, default="")
+    file_size = models.BigIntegerField(null=True, blank=True)
+    error_message = models.TextField(blank=True, default="")
+    attempt = models.IntegerField(default=1)
+    worker = models.CharField(max_length=255, blank=True, default="")
+    stats = models.JSONField(null=True, blank=True)
+    last_verified_at = models.DateTimeField(null=True, blank=True)
+    verify_status = models.CharField(max_length=16, blank=True, default="")
+    verify_message = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-requested_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.configuration} {self.requested_at:%Y-%m-%d %H:%M} {self.status}"
+
+    @property
+    def duration(self) -> Optional["timezone.timedelta"]:
+        if self.started_at and self.completed_at:
+            return self.completed_at - self.started_at
+        return None
+
+
+class ArchivePolicy(models.Model):
+    module = models.CharField(max_length=100, help_text="Django app label, e.g. 'leave'")
+    model_name = models.CharField(max_length=100, help_text="model name, e.g. 'Leave'")
+    timestamp_column = models.CharField(
+        max_length=63, help_text="date/time column (or field name): rows older than archive_after_days go"
+    )
+    archive_after_days = models.PositiveIntegerField(default=365)
+    delete_after_days = models.PositiveIntegerField(
+        null=True, blank=True, help_text="delete archived copies this many days after archival; empty: keep"
+    )
+    batch_size = models.PositiveIntegerField(
+        default=500, validators=[MinValueValidator(1), MaxValueValidator(100000)]
+    )
+    max_rows_per_run = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)])
+    schedule = models.CharField(
+        max_length=100, blank=True, default="", validators=[validate_cron],
+        help_text="cron expression; empty: FUSION_BACKUP['ARCHIVE_SCHEDULE'] (daily)",
+    )
+    is_active = models.BooleanField(default=True)
+    last_scheduled_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        unique_together = [("module", "model_name")]
+        verbose_name_plural = "archive policies"
+        ordering = ["module", "model_name"]
+
+    def __str__(self) -> str:
+        return f"{self.module}.{self.model_name}"
+
+    def clean(self) -> None:
+        # Resolve now, so a typo is an admin form error rather than a FAILED job at 2 a.m.
+        from .resolve import resolve_policy_model, resolve_timestamp_column
+
+        try:
+            model = resolve_policy_model(self)
+            self.model_name = model._meta.object_name
+            self.timestamp_column = resolve_timestamp_column(model, self.timestamp_column)
+        except LookupError as e:
+            raise ValidationError(str(e)) from None
+
+
+class ArchivedRecord(models.Model):
+    module = models.CharField(max_length=100)
+    model_name = models.CharField(max_length=100)
+    original_id = models.CharField(max_length=255)
+    data = models.TextField(help_text="the row as JSON text")
+    archived_at = models.DateTimeField(default=timezone.now, db_index=True)
+    archived_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    job_id = models.UUIDField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # The worker inserts with ON CONFLICT on these three: re-running an archive job is harmless.
+            models.UniqueConstraint(
+                fields=["module", "model_name", "original_id"], name="backup_archive_archivedrecord_uniq"
+            )
+        ]
+        ordering = ["-archived_at"]
+
+    def __str__(self) -> str:
+        return f"{self.module}.{self.model_name} #{self.original_id}"

@@ -1,0 +1,193 @@
+"""The scheduler: turns cron slots into backup, verify and archive requests, each slot exactly once.
+
+Exactly once, by three independent guards:
+- one active scheduler: a PostgreSQL session advisory lock (FUSION_BACKUP['SCHEDULER_LOCK_ID']); a second
+  scheduler waits as a standby and takes over when the first one's connection goes away;
+- per object, the slots due are read and `last_scheduled_at` advanced under SELECT ... FOR UPDATE of that row,
+  in the same transaction that creates the request;
+- job ids are uuid5(slot), so even a replayed slot gets the same job id: BackupRecord.job_id is unique, and
+  workers can recognise a duplicate archive or verify job.
+
+Catch-up: after downtime, a tick requests at most CATCHUP_SLOTS missed slots per object (the newest), and logs
+how many older ones it skipped. A new object's first slot is the first one after it was created (configurations)
+or after the scheduler first saw it (policies, which have no creation time).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+import uuid
+from typing import Callable, Iterator, List, Optional, Tuple
+
+from croniter import croniter
+from django.db import connection, transaction
+from django.utils import timezone
+
+from . import conf
+from .models import ArchivePolicy, BackupConfiguration, BackupRecord, Status
+from .services import request_archive, request_backup, request_verify
+
+log = logging.getLogger("backup_archive.scheduler")
+
+# Namespace of the deterministic job ids (uuid5). Never change it: it would re-run every past slot's id space.
+JOB_NAMESPACE = uuid.UUID("6f1c2b7e-4d1a-5e2f-9b3c-8a7d6e5f4c3b")
+
+
+def slot_job_id(kind: str, object_id: int, slot: dt.datetime) -> uuid.UUID:
+    """The job id of one cron slot: same (kind, object, instant) -> same id, in every scheduler process."""
+    instant = slot.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return uuid.uuid5(JOB_NAMESPACE, f"{kind}:{object_id}:{instant}")
+
+
+def _tz() -> dt.tzinfo:
+    name = conf.get("SCHEDULER_TIMEZONE")
+    if name:
+        import zoneinfo  # Python 3.9+; only needed when a zone other than TIME_ZONE is configured
+
+        return zoneinfo.ZoneInfo(name)
+    return timezone.get_default_timezone()
+
+
+def _aware(moment: dt.datetime) -> dt.datetime:
+    if timezone.is_naive(moment):  # USE_TZ=False: Django's naive datetimes are in TIME_ZONE
+        return timezone.make_aware(moment, timezone.get_default_timezone())
+    return moment
+
+
+def _stored(moment: dt.datetime) -> dt.datetime:
+    """An aware datetime in the form the project stores (naive local when USE_TZ=False)."""
+    return moment if timezone.is_aware(timezone.now()) else timezone.make_naive(moment)
+
+
+def due_slots(expr: str, after: dt.datetime, now: dt.datetime, limit: int) -> Tuple[List[dt.datetime], int]:
+    """Cron slots s with after < s <= now, in order; at most the newest `limit`. Returns (slots, skipped)."""
+    tz = _tz()
+    it = croniter(expr, _aware(after).astimezone(tz))
+    now = _aware(now)
+    slots: List[dt.datetime] = []
+    skipped = 0
+    while True:
+        s = it.get_next(dt.datetime)
+        if s > now:
+            break
+        slots.append(s)
+        if len(slots) > limit:  # keep memory bounded after a long downtime on a per-minute schedule
+            slots.pop(0)
+            skipped += 1
+    return slots, skipped
+
+
+class Scheduler:
+    def __init__(self, now: Optional[dt.datetime] = None) -> None:
+        self._fixed_now = now  # tests pin the clock
+
+    def now(self) -> dt.datetime:
+        return self._fixed_now or timezone.now()
+
+    # --- the single-scheduler lock --------------------------------------------------------------------------
+
+    def acquire_lock(self) -> bool:
+        """Takes (or confirms we still hold) the advisory lock on Django's connection. Session-level: it is
+        released when this process's connection closes, so a crashed scheduler never blocks the next one."""
+        key = int(conf.get("SCHEDULER_LOCK_ID"))
+        with connection.cursor() as cur:
+            cur.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+                " AND classid = (%s >> 32)::oid AND objid = (%s & 4294967295)::oid AND objsubid = 1",
+                [key, key],
+            )
+            if cur.fetchone()[0]:
+                return True
+            cur.execute("SELECT pg_try_advisory_lock(%s)", [key])
+            return bool(cur.fetchone()[0])
+
+    def release_lock(self) -> None:
+        key = int(conf.get("SCHEDULER_LOCK_ID"))
+        with connection.cursor() as cur:
+            cur.execute("SELECT pg_advisory_unlock_all()")
+        log.debug("released scheduler lock %d", key)
+
+    # --- one tick -----------------------------------------------------------------------------------------
+
+    def tick(self) -> int:
+        """Requests every due slot once. Returns how many requests were made."""
+        n = 0
+        for pk in BackupConfiguration.objects.filter(is_active=True).values_list("pk", flat=True):
+            n += self._tick_config(pk)
+        for pk in ArchivePolicy.objects.filter(is_active=True).values_list("pk", flat=True):
+            n += self._tick_policy(pk)
+        return n
+
+    def _slots(self, what: str, expr: str, last: Optional[dt.datetime], start: dt.datetime) -> List[dt.datetime]:
+        slots, skipped = due_slots(expr, last or start, self.now(), int(conf.get("CATCHUP_SLOTS")))
+        if skipped:
+            log.warning("%s: skipped %d missed slot(s) older than the newest %d (FUSION_BACKUP['CATCHUP_SLOTS'])",
+                        what, skipped, len(slots))
+        return slots
+
+    def _tick_config(self, pk: int) -> int:
+        n = 0
+        with transaction.atomic():
+            config = BackupConfiguration.objects.select_for_update().filter(pk=pk, is_active=True).first()
+            if config is None:
+                return 0
+            if config.schedule:
+                slots = self._slots(f"backup {config.name}", config.schedule, config.last_scheduled_at,
+                                    config.created_at)
+                for slot in slots:
+                    job = slot_job_id("backup", config.pk, slot)
+                    if BackupRecord.objects.filter(job_id=job).exists():
+                        continue  # already requested (by a scheduler that lost its state update)
+                    request_backup(config, None, job_id=job, now=_stored(slot))
+                    log.info("backup %s: slot %s requested, job %s", config.name, slot.isoformat(), job)
+                    n += 1
+                if slots:
+                    config.last_scheduled_at = _stored(slots[-1])
+                    BackupConfiguration.objects.filter(pk=pk).update(last_scheduled_at=config.last_scheduled_at)
+            if config.verify_schedule:
+                slots = self._slots(f"verify {config.name}", config.verify_schedule,
+                                    config.last_verify_scheduled_at, config.created_at)
+                if slots:
+                    # Only the newest slot matters: verifying the same latest backup twice proves nothing new.
+                    latest = (BackupRecord.objects.filter(configuration=config, status=Status.SUCCESS)
+                              .order_by("-completed_at", "-id").first())
+                    if latest is not None:
+                        request_verify(latest, None, job_id=slot_job_id("verify", config.pk, slots[-1]))
+                        n += 1
+                    BackupConfiguration.objects.filter(pk=pk).update(last_verify_scheduled_at=_stored(slots[-1]))
+        return n
+
+    def _tick_policy(self, pk: int) -> int:
+        n = 0
+        with transaction.atomic():
+            policy = ArchivePolicy.objects.select_for_update().filter(pk=pk, is_active=True).first()
+            if policy is None:
+                return 0
+            expr = policy.schedule or conf.get("ARCHIVE_SCHEDULE")
+            if policy.last_scheduled_at is None:
+                # No creation time on policies: start from now, so enabling the scheduler does not archive
+                # at once for every policy (the first run is the next slot).
+                ArchivePolicy.objects.filter(pk=pk).update(last_scheduled_at=_stored(self.now()))
+                return 0
+            slots = self._slots(f"archive {policy}", expr, policy.last_scheduled_at, policy.last_scheduled_at)
+            if not slots:
+                return 0
+            # Archival is cumulative (cutoff moves forward): one request for the newest slot covers the others.
+            slot = slots[-1]
+            try:
+                request_archive(policy, None, job_id=slot_job_id("archive", policy.pk, slot), now=_stored(slot))
+                n += 1
+            except LookupError as e:
+                log.error("archive %s: policy does not resolve, not requested: %s", policy, e)
+            ArchivePolicy.objects.filter(pk=pk).update(last_scheduled_at=_stored(slot))
+        return n
+
+
+def iter_ticks(interval: float, stop: Callable[[], bool]) -> Iterator[None]:
+    """Yields once per tick until stop() is true, sleeping in short steps so a signal stops it quickly."""
+    while not stop():
+        yield
+        end = time.monotonic() + interval
+        while not stop() and time.monotonic() < end:
+            time.sleep(min(0.2, max(0.0, end - time.monotonic())))

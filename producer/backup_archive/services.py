@@ -1,0 +1,248 @@
+"""Requesting backups, verifications and archival runs: build the event, then publish it reliably.
+
+Reliability, in order:
+1. The event is built and validated by the contract's codec *inside* the caller's transaction: an event the
+   workers would reject raises here and rolls the request back.
+2. It is published only after the transaction commits (`transaction.on_commit`): a rolled-back request emits
+   nothing, and a worker never receives a job whose BackupRecord it cannot see yet.
+3. Publishing waits for Kafka's delivery report; on failure the record becomes FAILED with the Kafka error
+   (never QUEUED forever) and the error is logged. The on-commit callback never raises, so a broker outage can
+   not turn a committed request into a 500 after the fact; callers read the outcome from the record
+   (`record.refresh_from_db()`), or from the returned ArchiveRequest for archive jobs.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import fusion_events
+from django.db import transaction
+from django.utils import timezone
+
+from . import conf
+from .models import ArchivePolicy, BackupConfiguration, BackupRecord, Status
+from .publisher import PublishError, publish
+from .resolve import backup_tables, relations, resolve_policy_model, resolve_timestamp_column, user_context
+
+log = logging.getLogger("backup_archive")
+
+DAY_MS = 86400 * 1000
+
+
+def to_ms(moment: dt.datetime) -> int:
+    """A Django datetime (aware, or naive in TIME_ZONE when USE_TZ=False) -> ms since the epoch, UTC."""
+    if timezone.is_naive(moment):
+        moment = timezone.make_aware(moment, timezone.get_default_timezone())
+    return int(moment.timestamp() * 1000)
+
+
+def from_ms(ms: int) -> dt.datetime:
+    """ms since the epoch -> a datetime in the form Django stores (aware UTC, or naive local when USE_TZ=False)."""
+    aware = dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc)
+    return aware if timezone.is_aware(timezone.now()) else timezone.make_naive(aware)
+
+
+def _user_id(user: Optional[Any]) -> Optional[int]:
+    return user.pk if user is not None and getattr(user, "is_authenticated", False) else None
+
+
+def storage_path(config: BackupConfiguration) -> str:
+    return config.storage_path or conf.get("STORAGE_PATH_TEMPLATE").format(id=config.pk, name=config.name)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# backup.requested
+
+
+def backup_event(record: BackupRecord, now: dt.datetime) -> Dict[str, Any]:
+    config = record.configuration
+    return {
+        "v": fusion_events.VERSION,
+        "type": "backup.requested",
+        "job_id": str(record.job_id),
+        "ts": to_ms(now),
+        "requested_by": record.requested_by_id,
+        "attempt": record.attempt,
+        "record_id": record.pk,
+        "config_id": config.pk,
+        "config_name": config.name,
+        "backup_type": record.backup_type,
+        "tables": backup_tables(config.modules or [], config.tables or []),
+        "modules": list(config.modules or []),
+        "storage_path": storage_path(config),
+        "retention_days": config.retention_days,
+    }
+
+
+def request_backup(
+    config: BackupConfiguration,
+    user: Optional[Any] = None,
+    *,
+    job_id: Optional[uuid.UUID] = None,
+    now: Optional[dt.datetime] = None,
+) -> BackupRecord:
+    """Creates a QUEUED BackupRecord and publishes backup.requested once the transaction commits.
+
+    `job_id` is random unless given (the scheduler passes a deterministic one per cron slot). Raises
+    LookupError for an unknown module and fusion_events.InvalidEvent for an event the contract rejects (a
+    bad table name or storage path); in both cases nothing is created or sent.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        record = BackupRecord.objects.create(
+            configuration=config,
+            job_id=job_id or uuid.uuid4(),
+            backup_type=config.backup_type,
+            status=Status.QUEUED,
+            requested_at=now,
+            requested_by=user if _user_id(user) is not None else None,
+        )
+        value = fusion_events.encode(backup_event(record, timezone.now()))
+        _publish_on_commit(conf.topic("backup"), str(config.pk), value, "backup.requested", record.pk,
+                           user_context(user))
+    return record
+
+
+def request_verify(
+    record: BackupRecord, user: Optional[Any] = None, *, mode: str = "integrity", job_id: Optional[uuid.UUID] = None
+) -> uuid.UUID:
+    """Publishes backup.verify for a finished backup; its outcome lands in record.verify_status."""
+    if mode not in ("integrity", "restore"):
+        raise ValueError(f"verify mode must be 'integrity' or 'restore', not {mode!r}")
+    job = job_id or uuid.uuid4()
+    event = {
+        "v": fusion_events.VERSION,
+        "type": "backup.verify",
+        "job_id": str(job),
+        "ts": to_ms(timezone.now()),
+        "requested_by": _user_id(user),
+        "attempt": 1,
+        "config_id": record.configuration_id,
+        "record_id": record.pk,
+        "mode": mode,
+        "file_path": record.file_path or None,
+    }
+    value = fusion_events.encode(event)
+    with transaction.atomic():
+        BackupRecord.objects.filter(pk=record.pk).update(verify_status=Status.QUEUED, verify_message="")
+
+        def send() -> None:
+            try:
+                publish(conf.topic("backup"), str(record.configuration_id), value)
+            except PublishError as e:
+                log.error("backup.verify job=%s record=%s not published: %s", job, record.pk, e)
+                BackupRecord.objects.filter(pk=record.pk).update(verify_status=Status.FAILED, verify_message=str(e))
+
+        transaction.on_commit(send)
+    return job
+
+
+def _publish_on_commit(topic: str, key: str, value: bytes, what: str, record_id: int, ctx: Dict[str, Any]) -> None:
+    def send() -> None:
+        try:
+            partition, offset = publish(topic, key, value)
+        except PublishError as e:
+            log.error("%s record=%s user=%s dept=%s not published: %s",
+                      what, record_id, ctx["user_id"], ctx["department"], e)
+            # Only a record still QUEUED: never overwrite what a worker may already have reported.
+            BackupRecord.objects.filter(pk=record_id, status=Status.QUEUED).update(
+                status=Status.FAILED, error_message=f"not sent to the workers: {e}", completed_at=timezone.now()
+            )
+        except Exception as e:  # the callback must not raise after the commit; record why instead
+            log.exception("%s record=%s: unexpected error while publishing", what, record_id)
+            BackupRecord.objects.filter(pk=record_id, status=Status.QUEUED).update(
+                status=Status.FAILED, error_message=f"not sent to the workers: {type(e).__name__}: {e}",
+                completed_at=timezone.now(),
+            )
+        else:
+            log.info("%s record=%s user=%s dept=%s published to %s [%d] @ %d",
+                     what, record_id, ctx["user_id"], ctx["department"], topic, partition, offset)
+
+    transaction.on_commit(send)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# archive.due
+
+
+@dataclass
+class ArchiveRequest:
+    """What request_archive() sent: the event, and after the commit whether Kafka took it."""
+
+    job_id: uuid.UUID
+    event: Dict[str, Any]
+    published: Optional[bool] = None  # None until the transaction has committed and the publish was tried
+    error: str = ""
+    relations: List[Dict[str, Any]] = field(default_factory=list)
+
+
+def archive_event(policy: ArchivePolicy, user_id: Optional[int], job_id: uuid.UUID, now: dt.datetime,
+                  dry_run: bool) -> Dict[str, Any]:
+    model = resolve_policy_model(policy)
+    now_ms = to_ms(now)
+    return {
+        "v": fusion_events.VERSION,
+        "type": "archive.due",
+        "job_id": str(job_id),
+        "ts": to_ms(timezone.now()),
+        "requested_by": user_id,
+        "attempt": 1,
+        "policy_id": policy.pk,
+        "module": model._meta.app_label,
+        "model_name": model._meta.object_name,
+        "table": model._meta.db_table,
+        "pk_column": model._meta.pk.column,
+        "timestamp_column": resolve_timestamp_column(model, policy.timestamp_column),
+        "cutoff": max(0, now_ms - policy.archive_after_days * DAY_MS),
+        "batch_size": policy.batch_size,
+        "max_rows": policy.max_rows_per_run or None,
+        "purge_before": (
+            max(0, now_ms - policy.delete_after_days * DAY_MS) if policy.delete_after_days is not None else None
+        ),
+        "archived_by": user_id,
+        "dry_run": bool(dry_run),
+        "relations": relations(model),
+    }
+
+
+def request_archive(
+    policy: ArchivePolicy,
+    user: Optional[Any] = None,
+    *,
+    dry_run: bool = False,
+    job_id: Optional[uuid.UUID] = None,
+    now: Optional[dt.datetime] = None,
+) -> ArchiveRequest:
+    """Publishes archive.due for a policy once the current transaction commits (at once outside one).
+
+    `now` is the moment cutoff and purge_before are computed from (the scheduler passes the cron slot).
+    Raises LookupError when the policy's model or column does not resolve, InvalidEvent when the contract
+    rejects the event; nothing is sent then. There is no record for archive jobs: the result says whether
+    Kafka accepted the message, and the worker's job.status reports carry the policy id.
+    """
+    job = job_id or uuid.uuid4()
+    user_id = _user_id(user)
+    event = archive_event(policy, user_id, job, now or timezone.now(), dry_run)
+    value = fusion_events.encode(event)
+    req = ArchiveRequest(job_id=job, event=event, relations=event["relations"])
+    ctx = user_context(user)
+    topic = conf.topic("archive")
+    key = f"{event['module']}.{event['model_name']}"
+
+    def send() -> None:
+        try:
+            partition, offset = publish(topic, key, value)
+        except Exception as e:  # PublishError, or anything else: report, never raise after commit
+            req.published, req.error = False, str(e)
+            log.error("archive.due policy=%s job=%s user=%s dept=%s not published: %s",
+                      policy.pk, job, ctx["user_id"], ctx["department"], e)
+        else:
+            req.published = True
+            log.info("archive.due policy=%s job=%s dry_run=%s published to %s [%d] @ %d",
+                     policy.pk, job, dry_run, topic, partition, offset)
+
+    transaction.on_commit(send)
+    return req

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class SampleAppConfig(AppConfig):
+    name = "tests.sampleapp"
+    label = "sampleapp"

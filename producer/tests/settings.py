@@ -1,0 +1,82 @@
+"""Settings of the test project: the app, a sample app, and the local services of deploy/local/.
+
+The database and brokers come from `deploy/local/services.sh env` (FB_TEST_PG, FB_TEST_BROKERS) and default to
+its ports. FB_DJANGO_DB_NAME and FB_TOPIC_PREFIX let the tests point subprocesses (two schedulers) at the test
+database and the test's own topics. Time zone as in Fusion: USE_TZ=False, naive India time.
+"""
+import os
+import shlex
+
+BASE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _conninfo(s: str) -> dict:
+    # libpq key=value form, as services.sh prints it: "host=127.0.0.1 port=55432 user=postgres dbname=postgres"
+    return dict(part.split("=", 1) for part in shlex.split(s))
+
+
+_pg = _conninfo(os.environ.get("FB_TEST_PG", "host=127.0.0.1 port=55432 user=postgres dbname=postgres"))
+
+SECRET_KEY = "tests-only-not-secret"
+DEBUG = False
+ALLOWED_HOSTS = ["*"]
+USE_TZ = False
+TIME_ZONE = "Asia/Kolkata"
+USE_I18N = False
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"  # as Fusion (Django 3.1)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "backup_archive",
+    "tests.sampleapp",
+]
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": os.environ.get("FB_DJANGO_DB_NAME", "fusion_backup_producer"),
+        "USER": _pg.get("user", "postgres"),
+        "PASSWORD": _pg.get("password", ""),
+        "HOST": _pg.get("host", "127.0.0.1"),
+        "PORT": _pg.get("port", "55432"),
+        "TEST": {"NAME": "test_fusion_backup_producer"},
+    }
+}
+
+FUSION_BACKUP = {
+    "BROKERS": os.environ.get("FB_TEST_BROKERS", "127.0.0.1:59092"),
+    "TOPIC_PREFIX": os.environ.get("FB_TOPIC_PREFIX", "fusion."),
+    "PUBLISH_TIMEOUT": 15.0,
+}
+
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+ROOT_URLCONF = "tests.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"backup_archive": {"handlers": ["console"], "level": os.environ.get("FB_LOG_LEVEL", "INFO")}},
+}
