@@ -14,6 +14,7 @@ typedef struct cli_command {
 
 static const cli_command cli_commands[] = {
     {"event", cmd_event, "decode or re-encode a contract event (debugging, interop tests)"},
+    {"unarchive", cmd_unarchive, "put archived rows back into their tables (by id or archived-before)"},
     {NULL, NULL, NULL},
 };
 

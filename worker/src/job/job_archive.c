@@ -1,0 +1,331 @@
+/* job_archive: runs one `archive.due` event (see job_archive.h for the behaviour and the data envelope).
+ *
+ * The story of a run: connect, pin the session (timeouts, output formats), build and check the plan against the
+ * catalog (nothing is changed before that succeeds), count what is due, then loop over batches. Each batch is
+ * BEGIN, the one statement of job_archive_sql.c, a consistency check (rows deleted == ArchivedRecords written),
+ * COMMIT. The loop walks the primary key upwards (keyset), so skipped rows are passed over and every job ends.
+ * A batch refused for locks or for a reference that appeared meanwhile is rolled back and retried after a growing
+ * pause. Between batches the job reports progress, honours abort, and pauses batch_pause_ms. Purging old
+ * ArchivedRecords comes last. A dry run executes the read-only variant of the same statement inside a READ ONLY
+ * transaction, so it counts exactly and cannot change anything.
+ */
+#include "job/job_archive.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/fb_log.h"
+#include "job/job_archive_int.h"
+#include "pg/pgx.h"
+
+typedef struct ja_counts {
+    int64_t archived, cascaded, nulled, prot, ref, conf, purged, batches, retries, done, total_due, total_rows;
+} ja_counts;
+
+static int64_t ja_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Sleeps ms milliseconds in short slices; returns early (1) when the job is aborted. */
+static int ja_pause(const job_ctx *ctx, int64_t ms) {
+    int64_t end = ja_now_ms() + ms;
+    while (!job_aborted(ctx)) {
+        int64_t left = end - ja_now_ms();
+        if (left <= 0) return 0;
+        if (left > 100) left = 100;
+        struct timespec ts = {0, (long)left * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return 1;
+}
+
+static void ja_publish(job_result *res, const ja_counts *k, int64_t started) {
+    job_result_set(res, "archived", k->archived);
+    job_result_set(res, "cascaded", k->cascaded);
+    job_result_set(res, "nulled", k->nulled);
+    job_result_set(res, "skipped_protected", k->prot);
+    job_result_set(res, "skipped_referenced", k->ref);
+    job_result_set(res, "skipped_conflict", k->conf);
+    job_result_set(res, "purged", k->purged);
+    job_result_set(res, "batches", k->batches);
+    job_result_set(res, "lock_retries", k->retries);
+    job_result_set(res, "total_due", k->total_due);
+    job_result_set(res, "done_rows", k->done);
+    job_result_set(res, "total_rows", k->total_rows);
+    job_result_set(res, "duration_ms", ja_now_ms() - started);
+}
+
+/* SQLSTATEs after which the same batch may well succeed a moment later. 23503: a referencing row committed
+ * after our snapshot, caught by the deferred foreign-key check at COMMIT. */
+static int ja_retryable(const char *st) {
+    return st && (strcmp(st, "55P03") == 0 || strcmp(st, "40P01") == 0 || strcmp(st, "40001") == 0 ||
+                  strcmp(st, "23503") == 0);
+}
+
+static void ja_rollback(PGconn *c) {
+    PGresult *r = PQexec(c, "ROLLBACK");
+    PQclear(r);
+}
+
+/* Runs sql (BEGIN already done); on failure fills err and, when the failure is worth a retry, sets *retry. */
+static PGresult *ja_exec(PGconn *c, const char *sql, int nparams, const char *const *params, ExecStatusType want,
+                         const char *what, int *retry, fb_err *err) {
+    PGresult *r = PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0);
+    if (r && PQresultStatus(r) == want) return r;
+    *retry = ja_retryable(r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL);
+    pgx_check(c, r, want, what, err);
+    return NULL;
+}
+
+/* Counts due rows up front (for progress); a failure here is not fatal: total_due stays -1. */
+static void ja_count_due(PGconn *c, const ja_plan *p, const char *cutoff, int64_t *out) {
+    ja_sb b = {0};
+    *out = -1;
+    ja_sb_printf(&b, "SELECT count(*) FROM ");
+    ja_sb_qualified(&b, p->nodes[0].schema, p->nodes[0].table);
+    ja_sb_printf(&b, " WHERE ");
+    ja_sb_ident(&b, p->ts_column);
+    ja_sb_printf(&b, " < (timestamptz 'epoch' + $1::bigint * interval '1 millisecond')");
+    if (!b.failed) {
+        const char *prm[1] = {cutoff};
+        PGresult *r = PQexecParams(c, b.s, 1, NULL, prm, NULL, NULL, 0);
+        if (r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+            *out = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        PQclear(r);
+    }
+    ja_sb_free(&b);
+}
+
+/* Deletes (or, dry, counts) ArchivedRecords of the job's module+model archived before purge_before. */
+static fb_code ja_purge(PGconn *c, const job_ctx *ctx, ja_counts *k, fb_err *err) {
+    const ev_archive_due *a = &ctx->ev->u.archive;
+    char before[32], limit[32];
+    snprintf(before, sizeof before, "%" PRId64, a->purge_before.v);
+    snprintf(limit, sizeof limit, "%" PRId64, a->batch_size);
+    const char *prm[4] = {a->module, a->model_name, before, limit};
+    fb_code rc = FB_OK;
+    PGresult *r = NULL;
+    if (a->dry_run) {
+        r = PQexecParams(c,
+                         "SELECT count(*) FROM public." JOB_ARCHIVE_TABLE " WHERE module = $1 AND model_name = $2 "
+                         "AND archived_at < (timestamptz 'epoch' + $3::bigint * interval '1 millisecond')",
+                         3, NULL, prm, NULL, NULL, 0);
+        if ((rc = pgx_check(c, r, PGRES_TUPLES_OK, "counting ArchivedRecords to purge", err))) goto out;
+        k->purged = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        goto out;
+    }
+    for (;;) {
+        if (job_aborted(ctx)) {
+            rc = fb_err_set(err, FB_ERR_ABORTED, "archive job %s stopped while purging old ArchivedRecords",
+                            ctx->ev->job_id);
+            goto out;
+        }
+        r = PQexecParams(c,
+                         "DELETE FROM public." JOB_ARCHIVE_TABLE " WHERE id IN (SELECT id FROM public."
+                         JOB_ARCHIVE_TABLE " WHERE module = $1 AND model_name = $2 AND archived_at < "
+                         "(timestamptz 'epoch' + $3::bigint * interval '1 millisecond') LIMIT $4::bigint "
+                         "FOR UPDATE SKIP LOCKED)",
+                         4, NULL, prm, NULL, NULL, 0);
+        if ((rc = pgx_check(c, r, PGRES_COMMAND_OK, "purging old ArchivedRecords", err))) goto out;
+        int64_t n = strtoll(PQcmdTuples(r), NULL, 10);
+        PQclear(r);
+        r = NULL;
+        k->purged += n;
+        if (n < a->batch_size) break;
+    }
+out:
+    PQclear(r);
+    return rc;
+}
+
+/* One batch: BEGIN, the statement, the consistency check, COMMIT (a dry run rolls back). On success fills v and
+ * *last_key (malloc'd, NULL when the batch saw no row). On failure *retry says whether trying again may help.
+ * Returns FB_ERR_ABORTED, rolled back, when the job is aborted while the batch is open. */
+static fb_code ja_batch(PGconn *c, const job_ctx *ctx, const char *sql, int nparams, const char *const *prm,
+                        const char *what, int64_t v[JA_R_NCOLS], char **last_key, int *retry, fb_err *err) {
+    const ev_archive_due *a = &ctx->ev->u.archive;
+    PGresult *r = NULL, *cr = NULL;
+    fb_code rc = FB_OK;
+    *retry = 0;
+    *last_key = NULL;
+    if ((rc = pgx_exec(c, a->dry_run ? "BEGIN READ ONLY" : "BEGIN", "starting an archive batch", err))) goto out;
+    if (!(r = ja_exec(c, sql, nparams, prm, PGRES_TUPLES_OK, what, retry, err))) {
+        rc = err->code;
+        goto out;
+    }
+    for (int i = 0; i < JA_R_LASTKEY; i++) v[i] = strtoll(PQgetvalue(r, 0, i), NULL, 10);
+    if (!a->dry_run && v[JA_R_INSERTED] != v[JA_R_ARCHIVED] + v[JA_R_CASCADED]) {
+        /* Someone deleted rows of the cascade between our snapshot and our DELETE: never keep copies of rows that
+         * are gone. Roll back and take the batch again. */
+        *retry = 1;
+        rc = fb_err_set(err, FB_ERR_TRANSIENT,
+                        "%s: the batch wrote %" PRId64 " ArchivedRecords but deleted %" PRId64
+                        " rows (rows were deleted concurrently); rolled back",
+                        what, v[JA_R_INSERTED], v[JA_R_ARCHIVED] + v[JA_R_CASCADED]);
+        goto out;
+    }
+    if (job_aborted(ctx)) {
+        rc = fb_err_set(err, FB_ERR_ABORTED, "%s: stopped by shutdown; the open batch was rolled back", what);
+        goto out;
+    }
+    if (!PQgetisnull(r, 0, JA_R_LASTKEY) && !(*last_key = strdup(PQgetvalue(r, 0, JA_R_LASTKEY)))) {
+        rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    if (!(cr = ja_exec(c, a->dry_run ? "ROLLBACK" : "COMMIT", 0, NULL, PGRES_COMMAND_OK, what, retry, err)))
+        rc = err->code;
+out:
+    if (rc != FB_OK) {
+        if (PQtransactionStatus(c) != PQTRANS_IDLE) ja_rollback(c);
+        free(*last_key);
+        *last_key = NULL;
+    }
+    PQclear(r);
+    PQclear(cr);
+    return rc;
+}
+
+fb_code job_archive_run(const job_ctx *ctx, job_result *res, fb_err *err) {
+    int64_t started = ja_now_ms();
+    const ev_event *ev = ctx->ev;
+    const ev_archive_due *a = &ev->u.archive;
+    ja_counts k = {0};
+    ja_plan plan = {0};
+    ja_sb sql = {0};
+    PGconn *c = NULL;
+    const char **prm = NULL;
+    char *last_key = NULL;
+    fb_code rc = FB_OK;
+    char appname[80], cutoff[32], by[32], limit[32], what[256];
+    k.total_due = -1;
+
+    if (ev->type != EV_ARCHIVE_DUE) {
+        rc = fb_err_set(err, FB_ERR_INTERNAL, "job_archive_run was given a %s event", ev_type_name(ev->type));
+        goto out;
+    }
+    snprintf(appname, sizeof appname, "fusion-backup archive %.36s", ev->job_id);
+    if (!(c = pgx_connect(ctx->cfg->pg, appname, err))) {
+        rc = err->code;
+        goto out;
+    }
+    if ((rc = ja_session_setup(c, (long long)ctx->cfg->lock_timeout_ms, (long long)ctx->cfg->statement_timeout_ms,
+                               err)) ||
+        (rc = ja_plan_build(c, ev, &plan, err)) || (rc = ja_sql_batch(&plan, a->dry_run, &sql, err)))
+        goto out;
+    FB_DEBUG("job=%s archive statement: %s", ev->job_id, sql.s);
+
+    snprintf(cutoff, sizeof cutoff, "%" PRId64, a->cutoff);
+    snprintf(by, sizeof by, "%" PRId64, a->archived_by.v);
+    snprintf(what, sizeof what, "archiving a batch of \"%s\".\"%s\"", plan.nodes[0].schema, plan.nodes[0].table);
+    ja_count_due(c, &plan, cutoff, &k.total_due);
+    k.total_rows = k.total_due;
+    if (a->max_rows.has && (k.total_rows < 0 || k.total_rows > a->max_rows.v)) k.total_rows = a->max_rows.v;
+    FB_INFO("job=%s archive%s \"%s\".\"%s\" (%s.%s) where \"%s\" < %" PRId64 " ms: %" PRId64
+            " due, %zu table(s) in the cascade, batches of %" PRId64,
+            ev->job_id, a->dry_run ? " (dry run)" : "", plan.nodes[0].schema, plan.nodes[0].table, a->module,
+            a->model_name, a->timestamp_column, a->cutoff, k.total_due, plan.n_nodes, a->batch_size);
+
+    size_t nparams = JA_P_FIXED + plan.n_nodes * JA_P_PER_NODE;
+    if (!(prm = calloc(nparams, sizeof *prm))) {
+        rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    prm[0] = cutoff;
+    prm[3] = limit;
+    prm[4] = a->archived_by.has ? by : NULL;
+    prm[5] = ev->job_id;
+    for (size_t i = 0; i < plan.n_nodes; i++) {
+        const char **q = &prm[JA_P_FIXED + i * JA_P_PER_NODE];
+        q[0] = plan.nodes[i].module;
+        q[1] = plan.nodes[i].model_name;
+        q[2] = plan.nodes[i].schema;
+        q[3] = plan.nodes[i].table;
+        q[4] = plan.nodes[i].pk;
+    }
+
+    int fails = 0; /* consecutive failed attempts of the current batch */
+    for (;;) {
+        if (job_aborted(ctx)) {
+            rc = fb_err_set(err, FB_ERR_ABORTED,
+                            "archive job %s of \"%s\".\"%s\" stopped after %" PRId64
+                            " batches (committed batches stay archived; a re-run continues)",
+                            ev->job_id, plan.nodes[0].schema, plan.nodes[0].table, k.batches);
+            break;
+        }
+        int64_t want = a->batch_size;
+        if (a->max_rows.has) {
+            if (k.done >= a->max_rows.v) break;
+            if (a->max_rows.v - k.done < want) want = a->max_rows.v - k.done;
+        }
+        snprintf(limit, sizeof limit, "%" PRId64, want);
+        prm[1] = last_key ? "false" : "true";
+        prm[2] = last_key;
+
+        int64_t v[JA_R_NCOLS] = {0};
+        char *next_key = NULL;
+        int retry = 0;
+        rc = ja_batch(c, ctx, sql.s, (int)nparams, prm, what, v, &next_key, &retry, err);
+        if (rc != FB_OK && retry && fails < JOB_ARCHIVE_LOCK_RETRIES) {
+            fails++;
+            k.retries++;
+            int64_t pause = (ctx->cfg->batch_pause_ms > 200 ? ctx->cfg->batch_pause_ms : 200) << fails;
+            if (pause > 30000) pause = 30000;
+            FB_WARN("job=%s %s; retry %d of %d in %" PRId64 " ms", ev->job_id, err->msg, fails,
+                    JOB_ARCHIVE_LOCK_RETRIES, pause);
+            rc = FB_OK;
+            ja_pause(ctx, pause); /* an abort during the pause is seen at the top of the loop */
+            continue;
+        }
+        if (rc != FB_OK) {
+            if (retry) {
+                fb_err_prefix(err, "gave up after %d retries of one batch (rows stay locked by other sessions; the "
+                              "job will be retried later): ", JOB_ARCHIVE_LOCK_RETRIES);
+                rc = err->code = FB_ERR_TRANSIENT;
+            }
+            break;
+        }
+        fails = 0;
+        if (v[JA_R_SEEN] == 0) break;
+        free(last_key);
+        last_key = next_key;
+        k.batches++;
+        k.archived += v[JA_R_ARCHIVED];
+        k.cascaded += v[JA_R_CASCADED];
+        k.nulled += v[JA_R_NULLED];
+        k.prot += v[JA_R_PROT];
+        k.ref += v[JA_R_REF];
+        k.conf += v[JA_R_CONF];
+        k.done += v[JA_R_SEEN];
+        if (v[JA_R_CONF])
+            FB_WARN("job=%s \"%s\".\"%s\": %" PRId64 " due row(s) left in place because an ArchivedRecord with the "
+                    "same (module, model_name, original_id) exists (re-created rows); unarchive or purge the old "
+                    "record to let them move",
+                    ev->job_id, plan.nodes[0].schema, plan.nodes[0].table, v[JA_R_CONF]);
+        FB_DEBUG("job=%s batch %" PRId64 ": seen %" PRId64 " archived %" PRId64 " cascaded %" PRId64, ev->job_id,
+                 k.batches, v[JA_R_SEEN], v[JA_R_ARCHIVED], v[JA_R_CASCADED]);
+        ja_publish(res, &k, started);
+        job_report_progress(ctx, res);
+        if (v[JA_R_SEEN] < want) break; /* the scan ran out of due rows */
+        if (ctx->cfg->batch_pause_ms > 0) ja_pause(ctx, ctx->cfg->batch_pause_ms);
+    }
+    if (rc == FB_OK && a->purge_before.has) rc = ja_purge(c, ctx, &k, err);
+    if (rc == FB_OK)
+        FB_INFO("job=%s archive%s \"%s\".\"%s\" done: archived %" PRId64 " cascaded %" PRId64 " nulled %" PRId64
+                " skipped protected %" PRId64 " referenced %" PRId64 " conflict %" PRId64 " purged %" PRId64
+                " in %" PRId64 " batches",
+                ev->job_id, a->dry_run ? " (dry run)" : "", plan.nodes[0].schema, plan.nodes[0].table, k.archived,
+                k.cascaded, k.nulled, k.prot, k.ref, k.conf, k.purged, k.batches);
+out:
+    ja_publish(res, &k, started);
+    free(prm);
+    free(last_key);
+    ja_sb_free(&sql);
+    ja_plan_free(&plan);
+    if (c) PQfinish(c);
+    return rc;
+}

@@ -1,0 +1,219 @@
+/* job_archive_sql: writes the one statement that archives one batch, from a plan (job_archive_int.h).
+ *
+ * Shape (CTEs, all in one snapshot; PostgreSQL runs every data-modifying CTE to completion):
+ *   cand  the batch: due rows after the last key, ORDER BY pk LIMIT n, FOR UPDATE SKIP LOCKED, each with three
+ *         flags computed through the CASCADE subtree: prot_ (a PROTECT/DO_NOTHING reference), ref_ (an unlisted
+ *         catalog reference), conf_ (an ArchivedRecord with the same key exists already)
+ *   n0    the rows of cand that may go; nK the CASCADE descendants of node K's parent rows, locked FOR UPDATE
+ *         (waiting up to lock_timeout: we need all of them)
+ *   ins   one ArchivedRecord per row of every nK (DISTINCT when the same table is reached twice)
+ *   dK    DELETE of nK's rows by ctid (they are locked by us, so their ctid cannot change)
+ *   sJ    UPDATE ... SET col = NULL / DEFAULT of rows referencing deleted rows through SET_NULL / SET_DEFAULT
+ * and one result row of counters. The dry-run variant takes no locks and replaces every write by a SELECT of the
+ * same rows, so it counts exactly what a real batch would do at that moment.
+ * Every name is quoted here; every value is a parameter (see JA_P_* in job_archive_int.h).
+ */
+#include "job/job_archive_int.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "job/job_archive.h"
+
+enum { JA_FLAG_PROT, JA_FLAG_REF, JA_FLAG_CONF };
+
+static int ja_param(size_t node, int field) { return JA_P_FIXED + 1 + (int)node * JA_P_PER_NODE + field; }
+
+/* Does the subtree of node have anything that can set the flag? (Keeps the SQL free of useless EXISTS.) */
+static int ja_subtree_has(const ja_plan *p, size_t node, int flag) {
+    if (flag == JA_FLAG_CONF) return 1;
+    const ja_node *n = &p->nodes[node];
+    for (size_t i = 0; i < n->n_edges; i++) {
+        const ja_edge *e = &n->edges[i];
+        if (flag == JA_FLAG_PROT && e->kind == JA_EDGE_PROTECT) return 1;
+        if (flag == JA_FLAG_REF && e->kind == JA_EDGE_UNLISTED) return 1;
+        if (e->kind == JA_EDGE_CASCADE && ja_subtree_has(p, (size_t)e->child, flag)) return 1;
+    }
+    return 0;
+}
+
+/* "x.c1 = alias.p1 AND x.c2 = alias.p2" */
+static void ja_sql_join(ja_sb *b, const ja_edge *e, const char *x, const char *alias) {
+    for (int j = 0; j < e->ncols; j++) {
+        ja_sb_printf(b, "%s%s.", j ? " AND " : "", x);
+        ja_sb_ident(b, e->ccol[j]);
+        ja_sb_printf(b, " = %s.", alias);
+        ja_sb_ident(b, e->pcol[j]);
+    }
+}
+
+/* A boolean expression: does the row `alias` of node carry the flag, itself or through its CASCADE subtree? */
+static void ja_sql_flag(ja_sb *b, const ja_plan *p, size_t node, const char *alias, int flag, int *seq) {
+    const ja_node *n = &p->nodes[node];
+    ja_sb_printf(b, "(false");
+    if (flag == JA_FLAG_CONF) {
+        char a[16];
+        snprintf(a, sizeof a, "a%d", ++*seq);
+        ja_sb_printf(b, " OR EXISTS (SELECT 1 FROM ");
+        ja_sb_qualified(b, "public", JOB_ARCHIVE_TABLE);
+        ja_sb_printf(b, " %s WHERE %s.module = $%d::text AND %s.model_name = $%d::text AND %s.original_id = %s.", a, a,
+                     ja_param(node, 0), a, ja_param(node, 1), a, alias);
+        ja_sb_ident(b, n->pk);
+        ja_sb_printf(b, "::text)");
+    }
+    for (size_t i = 0; i < n->n_edges; i++) {
+        const ja_edge *e = &n->edges[i];
+        int direct = (flag == JA_FLAG_PROT && e->kind == JA_EDGE_PROTECT) ||
+                     (flag == JA_FLAG_REF && e->kind == JA_EDGE_UNLISTED);
+        int deep = e->kind == JA_EDGE_CASCADE && ja_subtree_has(p, (size_t)e->child, flag);
+        if (!direct && !deep) continue;
+        char x[16];
+        snprintf(x, sizeof x, "x%d", ++*seq);
+        ja_sb_printf(b, " OR EXISTS (SELECT 1 FROM ");
+        ja_sb_qualified(b, e->schema, e->table);
+        ja_sb_printf(b, " %s WHERE ", x);
+        ja_sql_join(b, e, x, alias);
+        /* A row that references itself does not block its own archival. */
+        if (strcmp(e->schema, n->schema) == 0 && strcmp(e->table, n->table) == 0)
+            ja_sb_printf(b, " AND %s.ctid <> %s.ctid", x, alias);
+        if (deep) {
+            ja_sb_printf(b, " AND ");
+            ja_sql_flag(b, p, (size_t)e->child, x, flag, seq);
+        }
+        ja_sb_printf(b, ")");
+    }
+    ja_sb_printf(b, ")");
+}
+
+/* "(SELECT (nK.r_).p1 FROM nK)" or the multi-column form, compared with the referencing columns of x. */
+static void ja_sql_refs_in(ja_sb *b, const ja_edge *e, const char *x, size_t parent) {
+    ja_sb_printf(b, "(");
+    for (int j = 0; j < e->ncols; j++) {
+        ja_sb_printf(b, "%s%s.", j ? ", " : "", x);
+        ja_sb_ident(b, e->ccol[j]);
+    }
+    ja_sb_printf(b, ") IN (SELECT ");
+    for (int j = 0; j < e->ncols; j++) {
+        ja_sb_printf(b, "%s(n%zu.r_).", j ? ", " : "", parent);
+        ja_sb_ident(b, e->pcol[j]);
+    }
+    ja_sb_printf(b, " FROM n%zu)", parent);
+}
+
+fb_code ja_sql_batch(const ja_plan *p, int dry, ja_sb *b, fb_err *err) {
+    const ja_node *root = &p->nodes[0];
+    int seq = 0;
+
+    /* cand: the batch */
+    ja_sb_printf(b, "WITH cand AS MATERIALIZED (SELECT t.ctid AS ctid_, t AS r_, t.");
+    ja_sb_ident(b, root->pk);
+    ja_sb_printf(b, " AS pk_, ");
+    ja_sql_flag(b, p, 0, "t", JA_FLAG_PROT, &seq);
+    ja_sb_printf(b, " AS prot_, ");
+    ja_sql_flag(b, p, 0, "t", JA_FLAG_REF, &seq);
+    ja_sb_printf(b, " AS ref_, ");
+    ja_sql_flag(b, p, 0, "t", JA_FLAG_CONF, &seq);
+    ja_sb_printf(b, " AS conf_ FROM ");
+    ja_sb_qualified(b, root->schema, root->table);
+    ja_sb_printf(b, " t WHERE t.");
+    ja_sb_ident(b, p->ts_column);
+    ja_sb_printf(b, " < (timestamptz 'epoch' + $1::bigint * interval '1 millisecond') AND ($2::boolean OR t.");
+    ja_sb_ident(b, root->pk);
+    ja_sb_printf(b, " > $3) ORDER BY t.");
+    ja_sb_ident(b, root->pk);
+    ja_sb_printf(b, " LIMIT $4::bigint%s),\n", dry ? "" : " FOR UPDATE OF t SKIP LOCKED");
+    ja_sb_printf(b, "n0 AS MATERIALIZED (SELECT ctid_, r_, pk_ FROM cand WHERE NOT (prot_ OR ref_ OR conf_))");
+
+    /* nK: CASCADE descendants (nodes are numbered parents first) */
+    for (size_t k = 1; k < p->n_nodes; k++) {
+        const ja_node *n = &p->nodes[k];
+        const ja_node *par = &p->nodes[n->parent];
+        const ja_edge *e = NULL;
+        for (size_t i = 0; i < par->n_edges; i++)
+            if (par->edges[i].kind == JA_EDGE_CASCADE && par->edges[i].child == (int)k) e = &par->edges[i];
+        if (!e) return fb_err_set(err, FB_ERR_INTERNAL, "archive plan: node %zu has no edge from its parent", k);
+        ja_sb_printf(b, ",\nn%zu AS MATERIALIZED (SELECT x.ctid AS ctid_, x AS r_, x.", k);
+        ja_sb_ident(b, n->pk);
+        ja_sb_printf(b, " AS pk_ FROM ");
+        ja_sb_qualified(b, n->schema, n->table);
+        ja_sb_printf(b, " x WHERE ");
+        ja_sql_refs_in(b, e, "x", (size_t)n->parent);
+        ja_sb_printf(b, "%s)", dry ? "" : " FOR UPDATE OF x");
+    }
+
+    /* ins: the ArchivedRecords */
+    ja_sb_printf(b, ",\nins AS (");
+    if (!dry) {
+        ja_sb_printf(b, "INSERT INTO ");
+        ja_sb_qualified(b, "public", JOB_ARCHIVE_TABLE);
+        ja_sb_printf(b, " (module, model_name, original_id, data, archived_at, archived_by_id, job_id) ");
+    }
+    ja_sb_printf(b, "SELECT %s m_, n_, o_, d_%s FROM (", p->any_dup ? "DISTINCT ON (m_, n_, o_)" : "",
+                 dry ? "" : ", now(), $5::integer, $6::uuid");
+    for (size_t k = 0; k < p->n_nodes; k++) {
+        ja_sb_printf(b, "%sSELECT $%d::text AS m_, $%d::text AS n_, n%zu.pk_::text AS o_, ", k ? " UNION ALL " : "",
+                     ja_param(k, 0), ja_param(k, 1), k);
+        if (dry)
+            ja_sb_printf(b, "NULL::text AS d_");
+        else
+            ja_sb_printf(b,
+                         "json_build_object('v', 1, 'table', json_build_array($%d::text, $%d::text), 'pk', "
+                         "$%d::text, 'row', row_to_json(n%zu.r_))::text AS d_",
+                         ja_param(k, 2), ja_param(k, 3), ja_param(k, 4), k);
+        ja_sb_printf(b, " FROM n%zu", k);
+    }
+    ja_sb_printf(b, ") s%s)", dry ? "" : " RETURNING 1");
+
+    /* dK: deletes */
+    for (size_t k = 0; k < p->n_nodes; k++) {
+        if (dry) {
+            ja_sb_printf(b, ",\nd%zu AS (SELECT 1 FROM n%zu)", k, k);
+            continue;
+        }
+        ja_sb_printf(b, ",\nd%zu AS (DELETE FROM ", k);
+        ja_sb_qualified(b, p->nodes[k].schema, p->nodes[k].table);
+        ja_sb_printf(b, " t WHERE t.ctid = ANY (ARRAY(SELECT ctid_ FROM n%zu)) RETURNING 1)", k);
+    }
+
+    /* sJ: SET_NULL / SET_DEFAULT */
+    int n_set = 0;
+    for (size_t k = 0; k < p->n_nodes; k++) {
+        const ja_node *n = &p->nodes[k];
+        for (size_t i = 0; i < n->n_edges; i++) {
+            const ja_edge *e = &n->edges[i];
+            if (e->kind != JA_EDGE_SET_NULL && e->kind != JA_EDGE_SET_DEFAULT) continue;
+            ja_sb_printf(b, ",\ns%d AS (", n_set++);
+            if (dry) {
+                ja_sb_printf(b, "SELECT 1 FROM ");
+                ja_sb_qualified(b, e->schema, e->table);
+            } else {
+                ja_sb_printf(b, "UPDATE ");
+                ja_sb_qualified(b, e->schema, e->table);
+                ja_sb_printf(b, " t SET ");
+                for (int j = 0; j < e->ncols; j++) {
+                    ja_sb_printf(b, "%s", j ? ", " : "");
+                    ja_sb_ident(b, e->ccol[j]);
+                    ja_sb_printf(b, " = %s", e->kind == JA_EDGE_SET_NULL ? "NULL" : "DEFAULT");
+                }
+            }
+            ja_sb_printf(b, "%s WHERE ", dry ? " t" : "");
+            ja_sql_refs_in(b, e, "t", k);
+            /* A row that is itself being archived in this batch is deleted, not updated. */
+            for (size_t m = 0; m < p->n_nodes; m++)
+                if (strcmp(p->nodes[m].schema, e->schema) == 0 && strcmp(p->nodes[m].table, e->table) == 0)
+                    ja_sb_printf(b, " AND t.ctid <> ALL (ARRAY(SELECT ctid_ FROM n%zu))", m);
+            ja_sb_printf(b, "%s)", dry ? "" : " RETURNING 1");
+        }
+    }
+
+    /* the counters */
+    ja_sb_printf(b, "\nSELECT c.seen, c.prot, c.ref, c.conf, (SELECT count(*) FROM d0), 0");
+    for (size_t k = 1; k < p->n_nodes; k++) ja_sb_printf(b, " + (SELECT count(*) FROM d%zu)", k);
+    ja_sb_printf(b, ", (SELECT count(*) FROM ins), 0");
+    for (int j = 0; j < n_set; j++) ja_sb_printf(b, " + (SELECT count(*) FROM s%d)", j);
+    ja_sb_printf(b, ", (SELECT pk_::text FROM cand ORDER BY pk_ DESC LIMIT 1) FROM (SELECT count(*) AS seen, "
+                    "count(*) FILTER (WHERE prot_) AS prot, count(*) FILTER (WHERE ref_ AND NOT prot_) AS ref, "
+                    "count(*) FILTER (WHERE conf_ AND NOT prot_ AND NOT ref_) AS conf FROM cand) c");
+    if (b->failed) return fb_err_set(err, FB_ERR_NOMEM, "out of memory writing the archive statement");
+    return FB_OK;
+}
