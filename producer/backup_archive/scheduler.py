@@ -56,7 +56,8 @@ def _aware(moment: dt.datetime) -> dt.datetime:
 
 
 def _stored(moment: dt.datetime) -> dt.datetime:
-    """An aware datetime in the form the project stores (naive local when USE_TZ=False)."""
+    """A datetime in the form the project stores (naive local when USE_TZ=False)."""
+    moment = _aware(moment)
     return moment if timezone.is_aware(timezone.now()) else timezone.make_naive(moment)
 
 
