@@ -1,17 +1,111 @@
-/* fusion-backup-worker: the job daemon. It only parses settings and hands over to daemon/. */
+/* fusion-backup-worker: the job daemon. It parses settings, installs the signal handlers and hands over to
+ * daemon/: --role worker runs jobs, --role recorder applies completion events to BackupRecord, --role all runs
+ * both (the recorder on a thread of its own). */
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "common/fb_config.h"
 #include "common/fb_err.h"
+#include "common/fb_log.h"
+#include "daemon/dmn_recorder.h"
+#include "daemon/dmn_worker.h"
+
+static volatile sig_atomic_t worker_signals = 0;
+
+static void worker_on_signal(int sig) {
+    (void)sig;
+    if (worker_signals < 100) worker_signals++;
+}
+
+typedef struct recorder_arg {
+    const fb_config *cfg;
+    fb_code rc;
+    fb_err err;
+} recorder_arg;
+
+static void *worker_recorder_thread(void *p) {
+    recorder_arg *a = p;
+    a->rc = dmn_recorder_run(a->cfg, &worker_signals, &a->err);
+    if (a->rc) FB_ERROR("recorder stopped: %s", a->err.msg);
+    return NULL;
+}
+
+static fb_code worker_setup_logging(const fb_config *cfg, fb_err *err) {
+    int lvl = fb_log_level_parse(cfg->log_level);
+    if (lvl < 0) return fb_err_set(err, FB_ERR_USAGE, "--log-level must be debug, info, warn or error, got \"%s\"", cfg->log_level);
+    if (strcmp(cfg->log_format, "text") != 0 && strcmp(cfg->log_format, "json") != 0)
+        return fb_err_set(err, FB_ERR_USAGE, "--log-format must be text or json, got \"%s\"", cfg->log_format);
+    fb_log_set_level((fb_log_level)lvl);
+    fb_log_set_json(strcmp(cfg->log_format, "json") == 0);
+    return FB_OK;
+}
 
 int main(int argc, char **argv) {
     fb_config cfg;
-    fb_err err;
-    if (fb_config_init(&cfg, &err) || fb_config_parse_args(&cfg, &argc, argv, FB_CFG_WORKER, NULL, &err)) {
-        fprintf(stderr, "fusion-backup-worker: %s\n", err.msg);
-        fb_config_free(&cfg);
-        return err.code;
+    fb_err err = {0};
+    fb_code rc;
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("usage: fusion-backup-worker [options]\n"
+                   "Consumes backup and archive requests from Kafka and runs them; --role recorder|all also applies\n"
+                   "completion events to BackupRecord. SIGTERM/SIGINT: finish running jobs within the grace period,\n"
+                   "then abort them; a second signal aborts at once.\n\n");
+            fb_config_print_help(FB_CFG_WORKER);
+            return FB_OK;
+        }
+    if ((rc = fb_config_init(&cfg, &err)) || (rc = fb_config_parse_args(&cfg, &argc, argv, FB_CFG_WORKER, NULL, &err)) ||
+        (rc = worker_setup_logging(&cfg, &err)))
+        goto out;
+    if (argc > 1) {
+        rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (see --help)", argv[1]);
+        goto out;
     }
+    char name[300];
+    if (cfg.worker_name && *cfg.worker_name) {
+        snprintf(name, sizeof name, "%s", cfg.worker_name);
+    } else {
+        char host[256] = "localhost";
+        gethostname(host, sizeof host - 1);
+        snprintf(name, sizeof name, "%s:%d", host, (int)getpid());
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = worker_on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    int run_jobs = strcmp(cfg.role, "worker") == 0 || strcmp(cfg.role, "all") == 0;
+    int run_recorder = strcmp(cfg.role, "recorder") == 0 || strcmp(cfg.role, "all") == 0;
+    if (!run_jobs && !run_recorder) {
+        rc = fb_err_set(&err, FB_ERR_USAGE, "--role must be worker, recorder or all, got \"%s\"", cfg.role);
+        goto out;
+    }
+    if (run_jobs && !run_recorder) {
+        rc = dmn_worker_run(&cfg, name, &worker_signals, &err);
+    } else if (!run_jobs) {
+        rc = dmn_recorder_run(&cfg, &worker_signals, &err);
+    } else {
+        recorder_arg ra = {&cfg, FB_OK, {0}};
+        pthread_t t;
+        if (pthread_create(&t, NULL, worker_recorder_thread, &ra) != 0) {
+            rc = fb_err_set(&err, FB_ERR_INTERNAL, "could not start the recorder thread");
+            goto out;
+        }
+        rc = dmn_worker_run(&cfg, name, &worker_signals, &err);
+        if (!worker_signals) worker_signals = 1; /* the worker failed to start: stop the recorder too */
+        pthread_join(t, NULL);
+        if (!rc && ra.rc) {
+            rc = ra.rc;
+            err = ra.err;
+        }
+    }
+out:
+    if (rc) fprintf(stderr, "fusion-backup-worker: %s\n", err.msg);
     fb_config_free(&cfg);
-    return FB_OK;
+    return rc;
 }

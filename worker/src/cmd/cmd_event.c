@@ -1,8 +1,10 @@
-/* cmd_event: `fusion-backup event decode|reencode FILE|-`: the C codec from the command line.
+/* cmd_event: `fusion-backup event decode|reencode|run FILE|-`: the C codec and the job runner from the command line.
  *
  * decode prints the event as one JSON line (exit 3 with the reason when it breaks the contract); reencode decodes
  * and encodes again, writing msgpack to stdout. Interop tests drive the C codec through these, and an operator can
- * read a message taken from a topic or the DLQ. */
+ * read a message taken from a topic or the DLQ. run executes one request in this process exactly as a worker
+ * would (ledger, retries, status events when --brokers is reachable unless --no-publish) and prints the outcome
+ * as JSON: for running a job by hand, and for tests of the jobs without a consumer group. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +13,10 @@
 #include "cmd/cmd.h"
 #include "codec/ev_event.h"
 #include "codec/ev_json.h"
+#include "common/fb_config.h"
+#include "common/fb_log.h"
+#include "daemon/dmn_jobs.h"
+#include "kafka/kfk.h"
 
 /* Reads a whole file (or stdin for "-") up to limit bytes into a new malloc'd buffer. */
 static fb_code cmd_event_slurp(const char *path, unsigned char **out, size_t *len, fb_err *err) {
@@ -45,11 +51,74 @@ static fb_code cmd_event_slurp(const char *path, unsigned char **out, size_t *le
     return FB_OK;
 }
 
+/* Prints a job outcome as one JSON line. */
+static void cmd_event_print_outcome(const ev_event *req, const dmn_outcome *o) {
+    printf("{\"job_id\":");
+    ev_json_string(stdout, req->job_id);
+    printf(",\"status\":\"%s\",\"from_ledger\":%s,\"file_path\":", ev_status_name(o->status),
+           o->from_ledger ? "true" : "false");
+    ev_json_string(stdout, o->result.file_path[0] ? o->result.file_path : NULL);
+    printf(",\"file_size\":%lld,\"error\":", (long long)o->result.file_size);
+    ev_json_string(stdout, o->status == EV_FAILED ? o->error.msg : NULL);
+    printf(",\"error_code\":\"%s\",\"stats\":{", o->status == EV_FAILED ? fb_code_name(o->error.code) : "ok");
+    for (size_t i = 0; i < o->result.n_stats; i++) {
+        if (i) putchar(',');
+        ev_json_string(stdout, o->result.stats[i].key);
+        if (o->result.stats[i].is_float) printf(":%.6g", o->result.stats[i].f);
+        else printf(":%lld", (long long)o->result.stats[i].i);
+    }
+    printf("}}\n");
+}
+
+static int cmd_event_run(int argc, char **argv) {
+    static const char *const extra[] = {"no-publish", NULL};
+    fb_config cfg;
+    fb_err err = {0};
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    ev_event *ev = NULL;
+    rd_kafka_t *producer = NULL;
+    int publish = 1;
+    fb_code rc = fb_config_init(&cfg, &err);
+    if (!rc) rc = fb_config_parse_args(&cfg, &argc, argv, FB_CFG_CLI | FB_CFG_WORKER, extra, &err);
+    const char *file = NULL;
+    for (int i = 2; !rc && i < argc; i++) {
+        if (strcmp(argv[i], "--no-publish") == 0) publish = 0;
+        else if (!file) file = argv[i];
+        else rc = fb_err_set(&err, FB_ERR_USAGE, "event run takes one FILE");
+    }
+    if (!rc && !file) rc = fb_err_set(&err, FB_ERR_USAGE, "usage: fusion-backup event run FILE|- [--no-publish] [settings]");
+    if (!rc) rc = cmd_event_slurp(file, &buf, &len, &err);
+    if (!rc) rc = ev_decode(buf, len, &ev, &err);
+    if (!rc && publish && !(producer = kfk_producer_new(&cfg, &err))) rc = err.code;
+    if (!rc) {
+        fb_log_set_level(FB_LOG_WARN);
+        dmn_pub pub;
+        dmn_pub_init(&pub, producer, &cfg, "fusion-backup-cli");
+        dmn_outcome out;
+        rc = dmn_jobs_execute(&pub, &cfg, ev, buf, len, NULL, &out, &err);
+        if (!rc) {
+            cmd_event_print_outcome(ev, &out);
+            rc = out.status == EV_SUCCESS ? FB_OK : out.error.code;
+            if (rc) err = out.error;
+        }
+    }
+    if (rc) fprintf(stderr, "fusion-backup event run: %s\n", err.msg);
+    kfk_producer_free(producer);
+    ev_event_free(ev);
+    free(buf);
+    fb_config_free(&cfg);
+    return rc;
+}
+
 int cmd_event(int argc, char **argv) {
+    if (argc >= 2 && strcmp(argv[1], "run") == 0) return cmd_event_run(argc, argv);
     if (argc != 3 || (strcmp(argv[1], "decode") != 0 && strcmp(argv[1], "reencode") != 0)) {
-        fprintf(stderr, "usage: fusion-backup event decode|reencode FILE|-\n"
+        fprintf(stderr, "usage: fusion-backup event decode|reencode|run FILE|-\n"
                         "  decode    print the event as JSON (exit 3 and the reason if it breaks the contract)\n"
-                        "  reencode  decode, then write the C encoder's msgpack to stdout\n");
+                        "  reencode  decode, then write the C encoder's msgpack to stdout\n"
+                        "  run       run the request in this process as a worker would; print the outcome as JSON\n"
+                        "            (--no-publish: publish no status events; settings as for the worker)\n");
         return FB_ERR_USAGE;
     }
     fb_err err;

@@ -1,0 +1,30 @@
+/* dmn_metrics: process-wide counters and a Prometheus text endpoint (--metrics-listen host:port).
+ *
+ * Counters are updated by job threads and the consumer loop under one mutex (updates are a few per job, so
+ * contention is irrelevant); the endpoint thread renders them on each GET. Consumer lag per partition comes from
+ * the consumer loop (watermarks minus position), since librdkafka's statistics stop updating hi_offset while a
+ * partition is paused for a long job.
+ */
+#ifndef DMN_METRICS_H
+#define DMN_METRICS_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "common/fb_err.h"
+#include "job/job.h"
+
+void dmn_metrics_job_started(const char *job_type);
+void dmn_metrics_job_finished(const char *job_type, const char *status, int64_t duration_ms, const job_result *res);
+void dmn_metrics_last_backup_success(int64_t config_id, int64_t when_ms);
+void dmn_metrics_dlq(void);
+void dmn_metrics_lag(const char *topic, int32_t partition, int64_t lag);
+void dmn_metrics_lag_clear(void);
+
+/* Writes the Prometheus text exposition of every metric. */
+void dmn_metrics_render(FILE *out);
+
+/* Starts the endpoint thread on "host:port" (or ":port"). Returns FB_USAGE for a bad address or a port in use. */
+fb_code dmn_metrics_serve(const char *listen, fb_err *err);
+
+#endif

@@ -1,0 +1,166 @@
+/* dmn_recorder: see dmn_recorder.h. */
+#include "daemon/dmn_recorder.h"
+
+#include <inttypes.h>
+#include <librdkafka/rdkafka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "codec/ev_json.h"
+#include "common/fb_log.h"
+#include "kafka/kfk.h"
+#include "pg/pgx.h"
+
+/* The one statement that moves a backup record. $1 job_id, $2 status, $3 started_at ms, $4 completed_at ms,
+ * $5 file_path, $6 file_size, $7 error, $8 attempt, $9 worker, $10 stats json. */
+static const char *const rec_backup_sql =
+    "UPDATE backup_archive_backuprecord SET "
+    "  status = $2, "
+    "  started_at = COALESCE(to_timestamp($3::bigint / 1000.0), started_at), "
+    "  completed_at = CASE WHEN $2 = 'RUNNING' THEN completed_at ELSE to_timestamp($4::bigint / 1000.0) END, "
+    "  file_path = COALESCE($5, file_path), "
+    "  file_size = COALESCE($6::bigint, file_size), "
+    "  error_message = CASE WHEN $2 = 'FAILED' THEN COALESCE($7, '') WHEN $2 = 'SUCCESS' THEN '' ELSE error_message END, "
+    "  attempt = $8::int, "
+    "  worker = $9, "
+    "  stats = COALESCE($10::jsonb, stats) "
+    "WHERE job_id = $1::uuid AND $8::int >= attempt AND ("
+    "  status = 'QUEUED' "
+    "  OR (status = 'RUNNING') "
+    "  OR (status = 'FAILED' AND $2 = 'SUCCESS') "
+    "  OR (status = 'FAILED' AND $2 = 'FAILED' AND $8::int > attempt))";
+
+/* $1 record id, $2 completed_at ms, $3 SUCCESS|FAILED, $4 message. Older results never replace newer ones. */
+static const char *const rec_verify_sql =
+    "UPDATE backup_archive_backuprecord SET "
+    "  last_verified_at = to_timestamp($2::bigint / 1000.0), verify_status = $3, verify_message = $4 "
+    "WHERE id = $1::bigint AND (last_verified_at IS NULL OR last_verified_at <= to_timestamp($2::bigint / 1000.0))";
+
+static char *rec_stats_json(const ev_job_status *s) {
+    if (!s->has_stats) return NULL;
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) return NULL;
+    fputc('{', f);
+    for (size_t i = 0; i < s->n_stats; i++) {
+        if (i) fputc(',', f);
+        ev_json_string(f, s->stats[i].key);
+        if (s->stats[i].is_float) fprintf(f, ":%.17g", s->stats[i].f);
+        else fprintf(f, ":%" PRId64, s->stats[i].i);
+    }
+    fputc('}', f);
+    fclose(f);
+    return buf;
+}
+
+fb_code dmn_recorder_apply(PGconn *c, const ev_event *ev, int *applied, fb_err *err) {
+    *applied = 0;
+    if (ev->type != EV_JOB_STATUS) return fb_err_set(err, FB_ERR_INVALID, "not a job.status event");
+    const ev_job_status *s = &ev->u.status;
+    char num[8][32];
+    PGresult *r;
+    if (s->job_type == EV_JOB_ARCHIVE) return FB_OK;
+    if (s->job_type == EV_JOB_VERIFY) {
+        if (s->status == EV_RUNNING || !s->record_id.has) return FB_OK;
+        snprintf(num[0], sizeof num[0], "%" PRId64, s->record_id.v);
+        snprintf(num[1], sizeof num[1], "%" PRId64, s->completed_at.has ? s->completed_at.v : ev->ts);
+        const char *p[4] = {num[0], num[1], ev_status_name(s->status), s->error ? s->error : ""};
+        r = PQexecParams(c, rec_verify_sql, 4, NULL, p, NULL, NULL, 0);
+    } else {
+        char *stats = rec_stats_json(s);
+        snprintf(num[0], sizeof num[0], "%" PRId64, s->started_at.v);
+        snprintf(num[1], sizeof num[1], "%" PRId64, s->completed_at.has ? s->completed_at.v : ev->ts);
+        snprintf(num[2], sizeof num[2], "%" PRId64, s->file_size.v);
+        snprintf(num[3], sizeof num[3], "%" PRId64, ev->attempt);
+        const char *p[10] = {ev->job_id,
+                             ev_status_name(s->status),
+                             s->started_at.has ? num[0] : NULL,
+                             num[1],
+                             s->file_path,
+                             s->file_size.has ? num[2] : NULL,
+                             s->error,
+                             num[3],
+                             s->worker,
+                             stats};
+        r = PQexecParams(c, rec_backup_sql, 10, NULL, p, NULL, NULL, 0);
+        free(stats);
+    }
+    char what[128];
+    snprintf(what, sizeof what, "recording %s of job %s", ev_status_name(s->status), ev->job_id);
+    fb_code rc = pgx_check(c, r, PGRES_COMMAND_OK, what, err);
+    if (rc) return rc;
+    *applied = atoi(PQcmdTuples(r)) > 0;
+    PQclear(r);
+    return FB_OK;
+}
+
+static PGconn *rec_connect(const fb_config *cfg, volatile sig_atomic_t *signals) {
+    for (int delay = 1; !*signals; delay = delay < 30 ? delay * 2 : 30) {
+        fb_err err;
+        PGconn *c = pgx_connect(cfg->pg, "fusion-backup-recorder", &err);
+        if (c) return c;
+        FB_WARN("recorder: %s; retrying in %d s", err.msg, delay);
+        for (int i = 0; i < delay * 10 && !*signals; i++) usleep(100000);
+    }
+    return NULL;
+}
+
+fb_code dmn_recorder_run(const fb_config *cfg, volatile sig_atomic_t *signals, fb_err *err) {
+    char group[512], topic[256];
+    snprintf(group, sizeof group, "%s-recorder", cfg->group_id);
+    fb_config_topic(cfg, "jobs.completed", topic, sizeof topic);
+    if (!cfg->pg || !*cfg->pg) return fb_err_set(err, FB_ERR_USAGE, "the recorder needs --pg (the Fusion database)");
+    rd_kafka_t *rk = kfk_consumer_new(cfg, group, NULL, NULL, err);
+    if (!rk) return err->code;
+    const char *topics[1] = {topic};
+    fb_code rc = kfk_subscribe(rk, topics, 1, err);
+    PGconn *c = rc ? NULL : rec_connect(cfg, signals);
+    if (!rc) FB_INFO("recorder: applying %s to BackupRecord (group %s)", topic, group);
+    while (!rc && c && !*signals) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
+        if (!m) continue;
+        if (m->err) {
+            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) FB_WARN("recorder: %s", rd_kafka_message_errstr(m));
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        ev_event *ev = NULL;
+        fb_err e2;
+        int applied = 0, store = 1;
+        if (ev_decode(m->payload, m->len, &ev, &e2) || ev->type != EV_JOB_STATUS) {
+            FB_WARN("recorder: skipping %s[%d]@%lld: %s", topic, (int)m->partition, (long long)m->offset,
+                    ev ? "not a job.status event" : e2.msg);
+        } else if (dmn_recorder_apply(c, ev, &applied, &e2)) {
+            FB_WARN("recorder: %s", e2.msg);
+            if (PQstatus(c) != CONNECTION_OK || fb_code_is_transient(e2.code)) {
+                store = 0; /* deliver it again once the database is back */
+                PQfinish(c);
+                c = rec_connect(cfg, signals);
+                rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+                rd_kafka_topic_partition_list_add(l, topic, m->partition)->offset = m->offset;
+                rd_kafka_error_t *se = rd_kafka_seek_partitions(rk, l, 5000);
+                if (se) rd_kafka_error_destroy(se);
+                rd_kafka_topic_partition_list_destroy(l);
+            }
+        } else {
+            FB_DEBUG("recorder: job %s %s %s", ev->job_id, ev_status_name(ev->u.status.status),
+                     applied ? "applied" : "already known");
+        }
+        if (store) {
+            rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+            rd_kafka_topic_partition_list_add(l, topic, m->partition)->offset = m->offset + 1;
+            rd_kafka_offsets_store(rk, l);
+            rd_kafka_topic_partition_list_destroy(l);
+        }
+        ev_event_free(ev);
+        rd_kafka_message_destroy(m);
+    }
+    if (!rd_kafka_assignment_lost(rk)) rd_kafka_commit(rk, NULL, 0);
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    if (c) PQfinish(c);
+    return rc;
+}

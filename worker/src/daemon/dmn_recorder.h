@@ -1,0 +1,27 @@
+/* dmn_recorder: applies `job.status` events from the completion topic to BackupRecord.
+ *
+ * Idempotent and monotonic, whatever order events arrive in and however often: the UPDATE's WHERE clause only
+ * lets a record move forward (QUEUED -> RUNNING -> SUCCESS | FAILED; FAILED -> SUCCESS for a replayed job; RUNNING
+ * stays RUNNING while progress arrives), never from an older attempt, and SUCCESS or FAILED never return to
+ * RUNNING. Verification results go to the verified record's last_verified_at / verify_status / verify_message.
+ * Archive jobs have no record; their events are acknowledged and left to monitoring. The offset of an event is
+ * stored only after its UPDATE committed; while PostgreSQL is down the recorder waits and retries.
+ */
+#ifndef DMN_RECORDER_H
+#define DMN_RECORDER_H
+
+#include <libpq-fe.h>
+#include <signal.h>
+
+#include "codec/ev_event.h"
+#include "common/fb_config.h"
+#include "common/fb_err.h"
+
+/* Applies one job.status event. *applied is 1 when a record changed, 0 when the event was stale, a duplicate, or
+ * about no known record. Errors are PostgreSQL's (FB_ERR_TRANSIENT when worth retrying). */
+fb_code dmn_recorder_apply(PGconn *c, const ev_event *status, int *applied, fb_err *err);
+
+/* Consumes <prefix>jobs.completed in group <group_id>-recorder until *signals is non-zero. */
+fb_code dmn_recorder_run(const fb_config *cfg, volatile sig_atomic_t *signals, fb_err *err);
+
+#endif

@@ -1,0 +1,118 @@
+/* dmn_status: see dmn_status.h. */
+#include "daemon/dmn_status.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/fb_log.h"
+#include "kafka/kfk.h"
+
+#define DMN_PUBLISH_TIMEOUT_MS 60000
+
+void dmn_pub_init(dmn_pub *pub, rd_kafka_t *producer, const fb_config *cfg, const char *worker_name) {
+    memset(pub, 0, sizeof *pub);
+    pub->producer = producer;
+    pub->cfg = cfg;
+    pub->worker_name = worker_name;
+    fb_config_topic(cfg, "jobs.completed", pub->topic_completed, sizeof pub->topic_completed);
+    fb_config_topic(cfg, "jobs.dlq", pub->topic_dlq, sizeof pub->topic_dlq);
+}
+
+ev_job_type dmn_job_type_of(const ev_event *req) {
+    switch (req->type) {
+    case EV_ARCHIVE_DUE: return EV_JOB_ARCHIVE;
+    case EV_BACKUP_VERIFY: return EV_JOB_VERIFY;
+    default: return EV_JOB_BACKUP;
+    }
+}
+
+ev_event *dmn_status_build(const dmn_pub *pub, const ev_event *req, const unsigned char *req_raw, size_t req_len,
+                           ev_status status, int64_t started_at, const job_result *res, const char *error) {
+    ev_event *ev = ev_event_new(EV_JOB_STATUS);
+    if (!ev) return NULL;
+    memcpy(ev->job_id, req->job_id, sizeof ev->job_id);
+    ev->ts = ev_now_ms();
+    ev->requested_by = req->requested_by;
+    ev->attempt = req->attempt;
+    ev_job_status *s = &ev->u.status;
+    s->job_type = dmn_job_type_of(req);
+    s->status = status;
+    s->worker = ev_strdup(ev, pub->worker_name);
+    if (started_at > 0) s->started_at = (ev_opt_i64){1, started_at};
+    if (status != EV_RUNNING) s->completed_at = (ev_opt_i64){1, ev->ts};
+    if (req->type == EV_BACKUP_REQUESTED) {
+        s->record_id = (ev_opt_i64){1, req->u.backup.record_id};
+        s->config_id = (ev_opt_i64){1, req->u.backup.config_id};
+    } else if (req->type == EV_BACKUP_VERIFY) {
+        s->record_id = (ev_opt_i64){1, req->u.verify.record_id};
+        s->config_id = (ev_opt_i64){1, req->u.verify.config_id};
+        if (req->u.verify.file_path) s->file_path = ev_strdup(ev, req->u.verify.file_path);
+    } else if (req->type == EV_ARCHIVE_DUE) {
+        s->policy_id = (ev_opt_i64){1, req->u.archive.policy_id};
+    }
+    if (res) {
+        if (res->file_path[0]) s->file_path = ev_strdup(ev, res->file_path);
+        if (res->file_size >= 0) s->file_size = (ev_opt_i64){1, res->file_size};
+        s->has_stats = 1;
+        s->n_stats = res->n_stats;
+        s->stats = ev_alloc(ev, sizeof(ev_stat) * (res->n_stats ? res->n_stats : 1));
+        if (s->stats) memcpy(s->stats, res->stats, sizeof(ev_stat) * res->n_stats);
+        else s->has_stats = 0;
+    }
+    if (error) {
+        /* The contract bounds error text; keep the beginning, which says what failed. */
+        char buf[16384];
+        snprintf(buf, sizeof buf, "%s", error);
+        s->error = ev_strdup(ev, buf);
+    }
+    if (status == EV_FAILED && req_raw && req_len <= (1u << 20)) {
+        unsigned char *copy = ev_alloc(ev, req_len ? req_len : 1);
+        if (copy) {
+            memcpy(copy, req_raw, req_len);
+            s->request = copy;
+            s->request_len = req_len;
+        }
+    }
+    return ev;
+}
+
+fb_code dmn_status_publish_raw(const dmn_pub *pub, const char *job_id, const unsigned char *value, size_t len,
+                               fb_err *err) {
+    return kfk_produce_sync(pub->producer, pub->topic_completed, job_id, strlen(job_id), value, len, NULL, 0,
+                            DMN_PUBLISH_TIMEOUT_MS, err);
+}
+
+fb_code dmn_status_publish(const dmn_pub *pub, const ev_event *req, const unsigned char *req_raw, size_t req_len,
+                           ev_status status, int64_t started_at, const job_result *res, const char *error, fb_err *err) {
+    ev_event *ev = dmn_status_build(pub, req, req_raw, req_len, status, started_at, res, error);
+    if (!ev) return fb_err_set(err, FB_ERR_NOMEM, "out of memory building a status event");
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    fb_code rc = ev_encode(ev, &buf, &len, err);
+    if (!rc) rc = dmn_status_publish_raw(pub, req->job_id, buf, len, err);
+    if (rc) fb_err_prefix(err, "publishing %s for job %s: ", ev_status_name(status), req->job_id);
+    free(buf);
+    ev_event_free(ev);
+    return rc;
+}
+
+fb_code dmn_dlq_publish(const dmn_pub *pub, const rd_kafka_message_t *m, const char *reason, fb_err *err) {
+    char part[32], off[32], now[32];
+    snprintf(part, sizeof part, "%" PRId32, m->partition);
+    snprintf(off, sizeof off, "%" PRId64, m->offset);
+    snprintf(now, sizeof now, "%" PRId64, ev_now_ms());
+    kfk_header h[] = {
+        {"fusion.error", reason},
+        {"fusion.source.topic", rd_kafka_topic_name(m->rkt)},
+        {"fusion.source.partition", part},
+        {"fusion.source.offset", off},
+        {"fusion.worker", pub->worker_name},
+        {"fusion.time", now},
+    };
+    fb_code rc = kfk_produce_sync(pub->producer, pub->topic_dlq, m->key, m->key_len, m->payload, m->len, h,
+                                  sizeof h / sizeof h[0], DMN_PUBLISH_TIMEOUT_MS, err);
+    if (rc) fb_err_prefix(err, "sending a dead letter to \"%s\": ", pub->topic_dlq);
+    return rc;
+}

@@ -1,0 +1,29 @@
+/* dmn_worker: the job daemon's consumer loop.
+ *
+ * One thread polls Kafka (so max.poll.interval.ms never expires, however long a job runs) and hands each request
+ * to one of cfg->concurrency job threads. A partition whose job is running is paused, so one configuration's
+ * backups (one key, one partition) never run concurrently and messages are taken in order; when every job thread
+ * is busy the whole assignment is paused and no message waits in memory. The offset of a message is stored
+ * (offset + 1) only after its outcome is durable and published (dmn_jobs_execute); librdkafka's auto-commit then
+ * commits it. A message that cannot be decoded, or is not a request for this topic, goes to the dead-letter topic
+ * and is not retried. Rebalances are eager (roundrobin): on revoke, stored offsets are committed first; a job still
+ * running for a revoked partition finishes, its offset cannot be stored, and the new owner runs it again, which
+ * jobs tolerate (ledger for backups, the database for archival).
+ *
+ * Signals: the first SIGTERM/SIGINT stops taking jobs; running ones get shutdown_grace_s to finish, then are
+ * aborted (rolled back, temporary files removed, FAILED with the reason). A second signal aborts at once.
+ * Offsets are committed and the group is left before exit.
+ */
+#ifndef DMN_WORKER_H
+#define DMN_WORKER_H
+
+#include <signal.h>
+
+#include "common/fb_config.h"
+#include "common/fb_err.h"
+
+/* Runs until *signals becomes non-zero and running jobs are done or aborted. Returns FB_OK or why it could not
+ * run (err set). The worker name is used in status events and logs. */
+fb_code dmn_worker_run(const fb_config *cfg, const char *worker_name, volatile sig_atomic_t *signals, fb_err *err);
+
+#endif
