@@ -216,6 +216,13 @@ def valid_vectors() -> List[Tuple[str, Any, dict, bool]]:
                  + [("x-unknown", b"\x00\x01")])
     v.append(("backup_requested_unknown_keys_any_order", wire, ev, False))
 
+    # Unknown keys are ignored whatever they are: a key that is not valid UTF-8, a value that is an ext. And `v`
+    # in a wider int encoding is still 1.
+    ev = backup_requested()
+    wire = Pairs([(k, Raw(b"\xcf" + struct.pack(">Q", 1)) if k == "v" else val) for k, val in ev.items()]
+                 + [(Raw(b"\xa2\xff\xfe"), 1), ("x_ext", Raw(b"\xd4\x01\x00"))])
+    v.append(("backup_requested_unknown_odd_keys", wire, ev, False))
+
     # backup.verify
     canon("backup_verify_integrity", backup_verify())
     canon("backup_verify_restore_nil_path", backup_verify(mode="restore", file_path=None, requested_by=None,
@@ -314,6 +321,7 @@ def invalid_vectors() -> List[Tuple[str, Any, str, str]]:
         ("v_0", with_(br, v=0), "unknown major version", "v"),
         ("v_str", with_(br, v="1"), "v as a str", "v"),
         ("v_nil", with_(br, v=None), "v nil", "v"),
+        ("v_negative", with_(br, v=-1), "negative version", "v"),
         ("type_unknown", with_(br, type="backup.deleted"), "unknown type", "type"),
         ("type_missing", without(br, "type"), "no type", "type"),
         ("type_bin", with_(br, type=b"backup.requested"), "type as bin instead of str", "type"),
@@ -348,6 +356,9 @@ def invalid_vectors() -> List[Tuple[str, Any, str, str]]:
         ("table_ref_schema_empty", with_(br, tables=[["", "t"]]), "empty schema", "tables"),
         ("tables_not_array", with_(br, tables="leave_leave"), "a str instead of an array", "tables"),
         ("tables_nil", with_(br, tables=None), "tables is not nil-able (empty array means all)", "tables"),
+        ("tables_10001", with_(br, tables=["t"] * 10001), "more than 10000 tables", "tables"),
+        ("config_name_nul", with_(br, config_name="night\x00ly"), "no string of the contract holds NUL",
+         "config_name"),
         ("storage_path_absolute", with_(br, storage_path="/var/backups"), "absolute path", "storage_path"),
         ("storage_path_dotdot", with_(br, storage_path="a/../b"), "'..' component", "storage_path"),
         ("storage_path_only_dotdot", with_(br, storage_path=".."), "just '..'", "storage_path"),
@@ -378,6 +389,7 @@ def invalid_vectors() -> List[Tuple[str, Any, str, str]]:
         ("key_bin", Pairs(list(br.items()) + [(b"v", 1)]), "a bin map key", "key"),
         ("verify_file_path_absolute", with_(bv, file_path="/etc/passwd"), "absolute path", "file_path"),
         ("verify_mode_empty", with_(bv, mode=""), "empty mode", "mode"),
+        ("verify_mode_unknown", with_(bv, mode="checksum"), "mode is integrity or restore", "mode"),
         ("verify_missing_record_id", without(bv, "record_id"), "no record_id", "record_id"),
         ("archive_on_delete_unknown", with_(ad, relations=[relation("c", "p_id", "leave_leave", "RESTRICT")]),
          "RESTRICT is not one of Django's five", "on_delete"),
@@ -393,6 +405,13 @@ def invalid_vectors() -> List[Tuple[str, Any, str, str]]:
         ("archive_relation_to_column_empty",
          with_(ad, relations=[relation("c", "p_id", "leave_leave", "CASCADE", to_column="")]),
          "empty to_column", "to_column"),
+        ("archive_relation_duplicate_key",
+         with_(ad, relations=[Pairs(list(relation("c", "p_id", "leave_leave", "CASCADE").items())
+                                    + [("on_delete", "PROTECT")])]),
+         "on_delete twice in a relation map: readers would disagree on which wins", "on_delete"),
+        ("archive_relation_key_not_str",
+         with_(ad, relations=[Pairs(list(relation("c", "p_id", "leave_leave", "CASCADE").items()) + [(1, 2)])]),
+         "an int key in a relation map", "key"),
         ("archive_relation_not_map", with_(ad, relations=["leave_leavesegment"]), "a str instead of a map",
          "relations"),
         ("archive_relations_map", with_(ad, relations={"table": "x"}), "a map instead of an array", "relations"),
@@ -417,6 +436,12 @@ def invalid_vectors() -> List[Tuple[str, Any, str, str]]:
         ("status_stats_value_inf", with_(js, stats={"rate": float("inf")}), "infinite", "stats"),
         ("status_stats_value_uint64", with_(js, stats={"rows": 2**63}), "does not fit int64", "stats"),
         ("status_stats_key_int", with_(js, stats=Pairs([(1, 2)])), "an int key", "stats"),
+        ("status_stats_duplicate_key", with_(js, stats=Pairs([("rows", 1), ("rows", 2)])), "a counter twice",
+         "stats"),
+        ("status_stats_key_nul", with_(js, stats={"ro\x00ws": 1}), "NUL in a counter name", "stats"),
+        ("status_stats_value_float32_nan", with_(js, stats={"rate": Raw(b"\xca\x7f\xc0\x00\x00")}),
+         "a float32 NaN", "stats"),
+        ("status_error_nul", with_(js, status="FAILED", error="bad\x00thing"), "NUL in the error text", "error"),
         ("status_stats_key_empty", with_(js, stats={"": 1}), "empty key", "stats"),
         ("status_stats_key_65", with_(js, stats={"k" * 65: 1}), "65-byte key", "stats"),
         ("status_stats_65_entries", with_(js, stats={f"k{i}": i for i in range(65)}), "more than 64 counters",

@@ -111,6 +111,9 @@ def _str(lo: int, hi: int) -> Callable[[str, Any], str]:
         raw = _utf8(path, value)
         if not lo <= len(raw) <= hi:
             raise InvalidEvent(path, f"length {len(raw)} bytes is outside {lo}..{hi}")
+        # No string of the contract may hold NUL: the C side keeps them as C strings.
+        if b"\0" in raw:
+            raise InvalidEvent(path, "contains a NUL byte")
         return value
 
     return check
@@ -223,9 +226,10 @@ def _pairs(path: str, value: Any) -> List[Tuple[Any, Any]]:
         raise InvalidEvent(path, f"expected map, got {_type_name(value)}")
     seen = set()
     for k, _ in pairs:
+        # Key bytes are not checked for UTF-8 here: a key that is not valid UTF-8 matches no known key and is
+        # ignored like any unknown key (stats keys, which are data, are checked in _stats).
         if not isinstance(k, str):
             raise InvalidEvent(path, f"map key {k!r} is a {_type_name(k)}, keys must be str")
-        _utf8(f"{path} key", k)
         if k in seen:
             raise InvalidEvent(f"{path}.{k}" if path else k, "duplicate key")
         seen.add(k)
@@ -238,9 +242,8 @@ def _stats(path: str, value: Any) -> Dict[str, Union[int, float]]:
         raise InvalidEvent(path, f"{len(pairs)} entries is more than 64")
     out: Dict[str, Union[int, float]] = {}
     for k, v in pairs:
+        _str(1, 64)(f"{path} key {k[:64]!r}", k)
         kp = f"{path}.{k}"
-        if not 1 <= len(k.encode("utf-8")) <= 64:
-            raise InvalidEvent(kp, f"key length {len(k.encode('utf-8'))} bytes is outside 1..64")
         if isinstance(v, float):
             # JSON, the C side's double formatting and every dashboard choke on NaN/inf: a counter is finite.
             if not math.isfinite(v):
@@ -303,8 +306,7 @@ _FIELDS: Dict[str, List[Field]] = {
     + [
         ("config_id", _ID, False),
         ("record_id", _ID, False),
-        # A str, not an enum: the worker rejects modes it does not know, so a new mode needs no new `v`.
-        ("mode", _str(1, 255), False),
+        ("mode", _enum("integrity", "restore"), False),
         ("file_path", _path, True),
     ],
     "archive.due": _COMMON
