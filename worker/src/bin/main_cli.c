@@ -15,6 +15,10 @@ typedef struct cli_command {
 static const cli_command cli_commands[] = {
     {"event", cmd_event, "decode or re-encode a contract event (debugging, interop tests)"},
     {"unarchive", cmd_unarchive, "put archived rows back into their tables (by id or archived-before)"},
+    {"keygen", cmd_keygen, "write a backup key pair: PREFIX.pub for workers, PREFIX.key (0600) for restores"},
+    {"restore", cmd_restore, "restore an artifact's tables into a database, all or nothing"},
+    {"verify", cmd_verify, "check an artifact (authenticity, hashes); --restore-into also test-restores it"},
+    {"inspect", cmd_inspect, "print an artifact's manifest: tables, rows, sizes, times (--json)"},
     {NULL, NULL, NULL},
 };
 

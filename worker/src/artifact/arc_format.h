@@ -1,0 +1,50 @@
+/* arc_format: the constants of the artifact format, written down in FORMAT.md (read that first).
+ *
+ * File = header | table segments | manifest segment | trailer. A segment is one libsodium secretstream
+ * (xchacha20poly1305) over one zstd frame; its key is derived from the backup's data key and the segment id, and
+ * every message carries the file header as additional data.
+ */
+#ifndef ARC_FORMAT_H
+#define ARC_FORMAT_H
+
+#include <sodium.h>
+#include <stdint.h>
+
+/* "\x89FBAK\r\n\x1a": non-ASCII first byte and CR LF / ^Z catch text-mode transfers (as PNG's magic does). */
+#define ARC_MAGIC "\x89" "FBAK\r\n\x1a"
+#define ARC_MAGIC_LEN 8
+/* Format versions: 1 (2026-11): first version. Readers accept every version up to ARC_FORMAT_VERSION. */
+#define ARC_FORMAT_VERSION 1
+#define ARC_SEALED_KEY_BYTES (crypto_box_SEALBYTES + crypto_secretstream_xchacha20poly1305_KEYBYTES)
+#define ARC_HEADER_BYTES (ARC_MAGIC_LEN + 2 + 2 + 4 + ARC_SEALED_KEY_BYTES) /* 96 */
+
+#define ARC_TRAILER_MAGIC "FBAKEND\0"
+#define ARC_TRAILER_BYTES 24 /* magic, u64 manifest offset, u64 manifest length (little endian) */
+
+#define ARC_KDF_CONTEXT "FBAKSEG1"      /* crypto_kdf context (8 bytes) for segment keys */
+#define ARC_MANIFEST_SEGMENT 0u         /* tables are segments 1..n */
+
+#define ARC_CHUNK_BYTES (256u * 1024u)  /* plaintext (compressed) bytes per secretstream message when writing */
+#define ARC_MESSAGE_MAX (4u << 20)      /* readers refuse longer messages */
+#define ARC_MANIFEST_MAX (256u << 20)   /* readers refuse larger manifests */
+
+static inline void arc_put_u16(unsigned char *p, uint16_t v) { p[0] = (unsigned char)v; p[1] = (unsigned char)(v >> 8); }
+static inline void arc_put_u32(unsigned char *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static inline void arc_put_u64(unsigned char *p, uint64_t v) {
+    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static inline uint16_t arc_get_u16(const unsigned char *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+static inline uint32_t arc_get_u32(const unsigned char *p) {
+    uint32_t v = 0;
+    for (int i = 3; i >= 0; i--) v = (v << 8) | p[i];
+    return v;
+}
+static inline uint64_t arc_get_u64(const unsigned char *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+    return v;
+}
+
+#endif

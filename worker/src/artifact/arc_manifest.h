@@ -1,0 +1,93 @@
+/* arc_manifest: what an artifact holds, as data (the manifest segment of FORMAT.md), and its msgpack encoding.
+ *
+ * The manifest is a msgpack map with string keys (readers ignore unknown keys, so fields can be added without a
+ * format version bump). It describes every table: its columns, the SQL to recreate it on an empty database
+ * (split into what runs before the data, after it, and last: foreign keys), its owned sequences and their values,
+ * where its segment lies in the file, its counts and the BLAKE2b-256 of its plaintext COPY stream.
+ * Every string is a malloc'd NUL-terminated copy owned by the manifest; arc_manifest_free() frees it all.
+ */
+#ifndef ARC_MANIFEST_H
+#define ARC_MANIFEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "common/fb_err.h"
+
+#define ARC_HASH_BYTES 32
+
+typedef struct arc_column {
+    char *name;
+    char *type;           /* format_type(): "character varying(20)", "timestamp with time zone", ... */
+    int not_null;
+    char generated;       /* 's': GENERATED ALWAYS AS (...) STORED (not in the COPY stream); 0 otherwise */
+    char identity;        /* 'a' (ALWAYS), 'd' (BY DEFAULT), 0 */
+} arc_column;
+
+typedef struct arc_sequence {
+    char *schema, *name;
+    char *column;         /* the owning column */
+    char *create_sql;     /* CREATE SEQUENCE ...; NULL for identity sequences (the column creates them) */
+    char *owned_sql;      /* ALTER SEQUENCE ... OWNED BY ...; NULL for identity sequences */
+    int64_t last_value;
+    int is_called;
+    int identity;
+} arc_sequence;
+
+typedef struct arc_tref {
+    char *schema, *name;
+} arc_tref;
+
+typedef struct arc_table {
+    char *schema, *name;
+    arc_column *cols;
+    size_t n_cols;
+    char *create_sql;     /* CREATE TABLE: columns, types, defaults, NOT NULL, identity, generated, CHECKs */
+    char **index_sql;     /* after the data: primary key, unique and exclusion constraints, other indexes */
+    size_t n_index;
+    char **fk_sql;        /* last: foreign keys */
+    size_t n_fk;
+    arc_sequence *seqs;
+    size_t n_seqs;
+    arc_tref *deps;       /* tables this one references (foreign keys), for load order */
+    size_t n_deps;
+    int64_t rows, raw_bytes, stored_bytes;
+    uint64_t offset, length;   /* its segment in the file */
+    uint32_t segment;          /* segment id (key derivation); tables are 1..n, the manifest is 0 */
+    unsigned char blake2b[ARC_HASH_BYTES];
+} arc_table;
+
+typedef struct arc_manifest {
+    int64_t format;
+    char *tool;
+    char *job_id;
+    int64_t record_id, config_id;
+    char *config_name;
+    char *backup_type;       /* what ran: "FULL" */
+    char *requested_type;    /* what was asked ("INCREMENTAL" runs as FULL for now) */
+    char *database, *server_version;
+    int64_t snapshot_ms, started_ms, completed_ms;
+    int64_t zstd_level;
+    uint64_t data_end;       /* first byte after the last table segment = offset of the manifest segment */
+    arc_table *tables;
+    size_t n_tables;
+} arc_manifest;
+
+/* Encodes m into a new malloc'd buffer the caller free()s. */
+fb_code arc_manifest_pack(const arc_manifest *m, char **out, size_t *out_len, fb_err *err);
+/* Decodes a manifest; *out is new, free with arc_manifest_free(). FB_ERR_FORMAT when malformed. */
+fb_code arc_manifest_unpack(const void *buf, size_t len, arc_manifest **out, fb_err *err);
+void arc_manifest_free(arc_manifest *m);
+/* Frees what m holds (not m itself) and zeroes it: for manifests built on the stack. */
+void arc_manifest_clear(arc_manifest *m);
+/* Frees the contents of one table (for builders that fill tables one by one). */
+void arc_table_clear(arc_table *t);
+
+/* Writes the manifest as JSON (generic msgpack -> JSON; bin values as hex strings). */
+fb_code arc_manifest_print_json(const void *buf, size_t len, FILE *out, fb_err *err);
+
+/* Finds a table by schema and name; NULL when absent. */
+arc_table *arc_manifest_find(const arc_manifest *m, const char *schema, const char *name);
+
+#endif

@@ -1,0 +1,305 @@
+/* arc_reader: see arc_reader.h and FORMAT.md.
+ *
+ * A segment is read with a bounded buffer: one message (at most ARC_MESSAGE_MAX) at a time, decrypted, then fed
+ * through zstd's streaming decompressor into a 256 KiB output buffer that goes to the sink. Nothing is trusted
+ * before it is authenticated: lengths read from the file only bound how much is read next, and every byte read
+ * is covered by a Poly1305 tag before it is decompressed.
+ */
+#include "artifact/arc_reader.h"
+
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zstd.h>
+
+#include "artifact/arc_format.h"
+
+struct arc_reader {
+    stor_rfile *f;
+    unsigned char header[ARC_HEADER_BYTES];
+    unsigned char data_key[crypto_kdf_KEYBYTES];
+    unsigned char *mbuf;      /* message buffer (ciphertext) */
+    size_t mcap;
+    unsigned char *pbuf;      /* plaintext of one message */
+    unsigned char *obuf;      /* decompressed output */
+    ZSTD_DCtx *dctx;
+    char *manifest_raw;
+    size_t manifest_len;
+    arc_manifest *manifest;
+};
+
+#define AR_OUT_BYTES (256u * 1024u)
+
+static fb_code ar_read(arc_reader *r, void *buf, size_t len, uint64_t off, fb_err *err) {
+    return stor_rfile_pread(r->f, buf, len, off, err);
+}
+
+fb_code arc_reader_peek_version(stor_rfile *f, int *version, fb_err *err) {
+    unsigned char h[16];
+    if (f->size < ARC_HEADER_BYTES + ARC_TRAILER_BYTES || stor_rfile_pread(f, h, sizeof h, 0, NULL) != FB_OK ||
+        memcmp(h, ARC_MAGIC, ARC_MAGIC_LEN) != 0)
+        return fb_err_set(err, FB_ERR_FORMAT, "\"%s\" is not a fusion-backup artifact (bad magic or too short)", f->name);
+    *version = arc_get_u16(h + 8);
+    return FB_OK;
+}
+
+typedef struct ar_membuf {
+    char *p;
+    size_t len, cap;
+    fb_code overflow;
+} ar_membuf;
+
+static fb_code ar_mem_sink(void *opaque, const void *buf, size_t len, fb_err *err) {
+    ar_membuf *m = opaque;
+    if (m->len + len > ARC_MANIFEST_MAX) return fb_err_set(err, FB_ERR_FORMAT, "manifest larger than %u bytes", ARC_MANIFEST_MAX);
+    if (m->len + len > m->cap) {
+        size_t cap = m->cap ? m->cap : 65536;
+        while (cap < m->len + len) cap *= 2;
+        char *p = realloc(m->p, cap);
+        if (!p) return fb_err_set(err, FB_ERR_NOMEM, "out of memory reading the manifest");
+        m->p = p;
+        m->cap = cap;
+    }
+    memcpy(m->p + m->len, buf, len);
+    m->len += len;
+    return FB_OK;
+}
+
+/* Reads segment `segment` at [off, off+len): decrypts, decompresses, streams to sink, hashes. */
+static fb_code ar_segment(arc_reader *r, uint32_t segment, uint64_t off, uint64_t len, const char *what,
+                          arc_sink_fn sink, void *opaque, unsigned char *hash, int64_t *raw, fb_err *err) {
+    unsigned char key[crypto_secretstream_xchacha20poly1305_KEYBYTES];
+    unsigned char hdr[crypto_secretstream_xchacha20poly1305_HEADERBYTES];
+    crypto_secretstream_xchacha20poly1305_state st;
+    crypto_generichash_state hs;
+    uint64_t pos = off, end = off + len;
+    int final = 0;
+    size_t zleft = 1;
+    fb_code rc = FB_OK;
+    *raw = 0;
+    if (len < sizeof hdr || end < off || end > r->f->size) {
+        rc = fb_err_set(err, FB_ERR_FORMAT, "%s: segment at %llu+%llu lies outside the file (%llu bytes): truncated?",
+                        what, (unsigned long long)off, (unsigned long long)len, (unsigned long long)r->f->size);
+        goto out;
+    }
+    crypto_generichash_init(&hs, NULL, 0, ARC_HASH_BYTES);
+    crypto_kdf_derive_from_key(key, sizeof key, segment, ARC_KDF_CONTEXT, r->data_key);
+    rc = ar_read(r, hdr, sizeof hdr, pos, err);
+    if (rc) goto out;
+    pos += sizeof hdr;
+    if (crypto_secretstream_xchacha20poly1305_init_pull(&st, hdr, key) != 0) {
+        rc = fb_err_set(err, FB_ERR_CRYPTO, "%s: bad stream header: the artifact was altered", what);
+        goto out;
+    }
+    ZSTD_DCtx_reset(r->dctx, ZSTD_reset_session_only);
+    while (!final) {
+        unsigned char lb[4];
+        if (pos + 4 > end) {
+            rc = fb_err_set(err, FB_ERR_CRYPTO, "%s: data ends before the final tag: the artifact is truncated or altered",
+                            what);
+            goto out;
+        }
+        rc = ar_read(r, lb, 4, pos, err);
+        if (rc) goto out;
+        pos += 4;
+        uint32_t clen = arc_get_u32(lb);
+        if (clen < crypto_secretstream_xchacha20poly1305_ABYTES || clen > ARC_MESSAGE_MAX || pos + clen > end) {
+            rc = fb_err_set(err, FB_ERR_CRYPTO, "%s: bad message length %u at offset %llu: the artifact is truncated or "
+                            "altered", what, clen, (unsigned long long)(pos - 4));
+            goto out;
+        }
+        if (clen > r->mcap) {
+            unsigned char *m = realloc(r->mbuf, clen), *p = realloc(r->pbuf, clen);
+            if (m) r->mbuf = m;
+            if (p) r->pbuf = p;
+            if (!m || !p) {
+                rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory reading %s", what);
+                goto out;
+            }
+            r->mcap = clen;
+        }
+        rc = ar_read(r, r->mbuf, clen, pos, err);
+        if (rc) goto out;
+        pos += clen;
+        unsigned long long plen = 0;
+        unsigned char tag = 0;
+        if (crypto_secretstream_xchacha20poly1305_pull(&st, r->pbuf, &plen, &tag, r->mbuf, clen, r->header,
+                                                       sizeof r->header) != 0) {
+            rc = fb_err_set(err, FB_ERR_CRYPTO,
+                            "%s: authentication failed at offset %llu: the artifact was altered or is damaged", what,
+                            (unsigned long long)(pos - clen));
+            goto out;
+        }
+        if (tag == crypto_secretstream_xchacha20poly1305_TAG_FINAL) {
+            final = 1;
+            if (pos != end) {
+                rc = fb_err_set(err, FB_ERR_CRYPTO, "%s: final tag before the segment's end: the artifact was altered",
+                                what);
+                goto out;
+            }
+        }
+        ZSTD_inBuffer in = {r->pbuf, (size_t)plen, 0};
+        while (in.pos < in.size || (final && zleft != 0)) {
+            ZSTD_outBuffer o = {r->obuf, AR_OUT_BYTES, 0};
+            zleft = ZSTD_decompressStream(r->dctx, &o, &in);
+            if (ZSTD_isError(zleft)) {
+                rc = fb_err_set(err, FB_ERR_FORMAT, "%s: zstd could not decompress authenticated data (%s): written by an "
+                                "incompatible tool?", what, ZSTD_getErrorName(zleft));
+                goto out;
+            }
+            if (o.pos) {
+                crypto_generichash_update(&hs, r->obuf, o.pos);
+                *raw += (int64_t)o.pos;
+                if (sink) {
+                    rc = sink(opaque, r->obuf, o.pos, err);
+                    if (rc) goto out;
+                }
+            }
+            if (in.pos == in.size && o.pos < o.size) break; /* needs more input */
+        }
+    }
+    if (zleft != 0) {
+        rc = fb_err_set(err, FB_ERR_FORMAT, "%s: the compressed stream ends early", what);
+        goto out;
+    }
+    crypto_generichash_final(&hs, hash, ARC_HASH_BYTES);
+out:
+    sodium_memzero(key, sizeof key);
+    sodium_memzero(&st, sizeof st);
+    return rc;
+}
+
+fb_code arc_reader_open(stor_rfile *f, const unsigned char *sk, const unsigned char *pk, arc_reader **out,
+                        fb_err *err) {
+    fb_code rc = FB_OK;
+    int version = 0;
+    unsigned char tr[ARC_TRAILER_BYTES], hash[ARC_HASH_BYTES];
+    ar_membuf mb = {0};
+    int64_t raw = 0;
+    arc_reader *r = calloc(1, sizeof *r);
+    *out = NULL;
+    if (!r || sodium_init() < 0) {
+        free(r);
+        return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    }
+    r->f = f;
+    r->dctx = ZSTD_createDCtx();
+    r->obuf = malloc(AR_OUT_BYTES);
+    if (!r->dctx || !r->obuf) {
+        rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    rc = arc_reader_peek_version(f, &version, err);
+    if (rc) goto out;
+    if (version < 1 || version > ARC_FORMAT_VERSION) {
+        rc = fb_err_set(err, FB_ERR_FORMAT, "\"%s\" has artifact format version %d; this build reads up to %d "
+                        "(use a newer fusion-backup)", f->name, version, ARC_FORMAT_VERSION);
+        goto out;
+    }
+    rc = ar_read(r, r->header, sizeof r->header, 0, err);
+    if (rc) goto out;
+    if (arc_get_u16(r->header + 10) != ARC_HEADER_BYTES || arc_get_u32(r->header + 12) != 0) {
+        rc = fb_err_set(err, FB_ERR_FORMAT, "\"%s\": unsupported header (length %u, flags %u)", f->name,
+                        arc_get_u16(r->header + 10), arc_get_u32(r->header + 12));
+        goto out;
+    }
+    if (crypto_box_seal_open(r->data_key, r->header + 16, ARC_SEALED_KEY_BYTES, pk, sk) != 0) {
+        rc = fb_err_set(err, FB_ERR_CRYPTO, "\"%s\": the secret key does not open this artifact (wrong key, or the "
+                        "header was altered); use the key pair whose public key the worker had", f->name);
+        goto out;
+    }
+    rc = ar_read(r, tr, sizeof tr, f->size - ARC_TRAILER_BYTES, err);
+    if (rc) goto out;
+    uint64_t moff = arc_get_u64(tr + 8), mlen = arc_get_u64(tr + 16);
+    if (memcmp(tr, ARC_TRAILER_MAGIC, 8) != 0 || moff < ARC_HEADER_BYTES || mlen > f->size ||
+        moff + mlen + ARC_TRAILER_BYTES != f->size) {
+        rc = fb_err_set(err, FB_ERR_FORMAT, "\"%s\" has no valid trailer: the file is truncated or was altered (an "
+                        "interrupted copy?)", f->name);
+        goto out;
+    }
+    rc = ar_segment(r, ARC_MANIFEST_SEGMENT, moff, mlen, "manifest", ar_mem_sink, &mb, hash, &raw, err);
+    if (rc) goto out;
+    rc = arc_manifest_unpack(mb.p, mb.len, &r->manifest, err);
+    if (rc) goto out;
+    if (r->manifest->data_end != moff) {
+        rc = fb_err_set(err, FB_ERR_FORMAT, "\"%s\": the manifest says the data ends at %llu but it starts at %llu: "
+                        "the file was altered", f->name, (unsigned long long)r->manifest->data_end,
+                        (unsigned long long)moff);
+        goto out;
+    }
+    r->manifest_raw = mb.p;
+    r->manifest_len = mb.len;
+    mb.p = NULL;
+    *out = r;
+    r = NULL;
+out:
+    free(mb.p);
+    arc_reader_free(r);
+    return rc;
+}
+
+const arc_manifest *arc_reader_manifest(const arc_reader *r) { return r->manifest; }
+
+const void *arc_reader_manifest_raw(const arc_reader *r, size_t *len) {
+    *len = r->manifest_len;
+    return r->manifest_raw;
+}
+
+fb_code arc_reader_read_table(arc_reader *r, const arc_table *t, arc_sink_fn sink, void *opaque, fb_err *err) {
+    unsigned char hash[ARC_HASH_BYTES];
+    int64_t raw = 0;
+    char what[300];
+    snprintf(what, sizeof what, "table \"%s\".\"%s\"", t->schema, t->name);
+    if (t->segment == ARC_MANIFEST_SEGMENT || t->offset < ARC_HEADER_BYTES || t->offset + t->length > r->manifest->data_end)
+        return fb_err_set(err, FB_ERR_FORMAT, "%s: bad segment in the manifest", what);
+    fb_code rc = ar_segment(r, t->segment, t->offset, t->length, what, sink, opaque, hash, &raw, err);
+    if (rc) return rc;
+    if (raw != t->raw_bytes || sodium_memcmp(hash, t->blake2b, ARC_HASH_BYTES) != 0)
+        return fb_err_set(err, FB_ERR_VERIFY, "%s: data (%lld bytes) does not match the manifest (%lld bytes, BLAKE2b): "
+                          "the backup is inconsistent", what, (long long)raw, (long long)t->raw_bytes);
+    return FB_OK;
+}
+
+static int ar_cmp_off(const void *a, const void *b) {
+    const arc_table *x = *(arc_table *const *)a, *y = *(arc_table *const *)b;
+    return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+fb_code arc_reader_verify_all(arc_reader *r, fb_err *err) {
+    const arc_manifest *m = r->manifest;
+    fb_code rc = FB_OK;
+    arc_table **v = calloc(m->n_tables + 1, sizeof *v);
+    if (!v) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < m->n_tables; i++) v[i] = &m->tables[i];
+    qsort(v, m->n_tables, sizeof *v, ar_cmp_off);
+    uint64_t expect = ARC_HEADER_BYTES;
+    for (size_t i = 0; i < m->n_tables; i++) {
+        if (v[i]->offset != expect) {
+            rc = fb_err_set(err, FB_ERR_FORMAT, "segments do not tile the file: expected one at %llu, found %llu (%s)",
+                            (unsigned long long)expect, (unsigned long long)v[i]->offset, v[i]->name);
+            goto out;
+        }
+        expect += v[i]->length;
+        rc = arc_reader_read_table(r, v[i], NULL, NULL, err);
+        if (rc) goto out;
+    }
+    if (expect != m->data_end)
+        rc = fb_err_set(err, FB_ERR_FORMAT, "segments end at %llu but the manifest starts at %llu",
+                        (unsigned long long)expect, (unsigned long long)m->data_end);
+out:
+    free(v);
+    return rc;
+}
+
+void arc_reader_free(arc_reader *r) {
+    if (!r) return;
+    sodium_memzero(r->data_key, sizeof r->data_key);
+    ZSTD_freeDCtx(r->dctx);
+    free(r->mbuf);
+    free(r->pbuf);
+    free(r->obuf);
+    free(r->manifest_raw);
+    arc_manifest_free(r->manifest);
+    free(r);
+}

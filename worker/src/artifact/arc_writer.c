@@ -1,0 +1,353 @@
+/* arc_writer: the artifact writer (see arc_writer.h, FORMAT.md).
+ *
+ * Two threads, one direction: the caller fills 1 MiB blocks (and hashes them: BLAKE2b runs at ~1 GB/s, cheap
+ * next to zstd), hands full blocks through a small queue, and the writer thread turns them into zstd output, cut
+ * into 256 KiB secretstream messages, written to storage. Blocks come back on a free list, so the caller waits
+ * only when the compressor is behind (back-pressure, bounded memory). The writer thread owns the zstd context,
+ * the secretstream state and the storage file between arc_writer_begin and arc_writer_end; the caller owns them
+ * otherwise (end waits for the thread to drain). An error in the writer thread is reported at the caller's next
+ * call.
+ */
+#include "artifact/arc_writer.h"
+
+#include <pthread.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zstd.h>
+
+#include "artifact/arc_format.h"
+
+#define AW_BLOCK (1u << 20)
+#define AW_NBLOCKS 4
+
+typedef enum { AW_DATA, AW_END, AW_STOP } aw_kind;
+
+typedef struct aw_item {
+    aw_kind kind;
+    int block;      /* AW_DATA: index of the block */
+    size_t len;
+} aw_item;
+
+struct arc_writer {
+    stor_wfile *out;
+    unsigned char header[ARC_HEADER_BYTES];
+    unsigned char data_key[crypto_kdf_KEYBYTES];
+    int level;
+    uint64_t offset;          /* file offset: written by the thread while a segment is open */
+
+    /* caller side */
+    uint32_t next_segment;
+    int in_segment;
+    crypto_generichash_state hash;
+    int64_t raw;
+    int cur;                  /* block being filled, -1 none */
+    size_t cur_len;
+
+    /* shared, under mu */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    unsigned char *blocks[AW_NBLOCKS];
+    int free_blocks[AW_NBLOCKS];
+    int n_free;
+    aw_item queue[AW_NBLOCKS + 2];
+    int q_head, q_len;
+    int ends_done;            /* AW_END items processed */
+    fb_code thr_rc;
+    fb_err thr_err;
+    int thread_started;
+    pthread_t thread;
+
+    /* thread side */
+    uint32_t t_segment;
+    int t_open;
+    uint64_t t_seg_start;
+    crypto_secretstream_xchacha20poly1305_state st;
+    ZSTD_CCtx *cctx;
+    unsigned char *zbuf;      /* compressed bytes awaiting encryption, ARC_CHUNK_BYTES */
+    size_t zlen;
+    unsigned char *cbuf;      /* 4-byte length + ciphertext */
+    arc_seg_info t_info;
+};
+
+/* --- writer thread ------------------------------------------------------------------------------------------- */
+
+static fb_code aw_out(arc_writer *w, const void *buf, size_t len, fb_err *err) {
+    fb_code rc = stor_wfile_write(w->out, buf, len, err);
+    if (rc == FB_OK) w->offset += len;
+    return rc;
+}
+
+static fb_code aw_emit(arc_writer *w, unsigned char tag, fb_err *err) {
+    unsigned long long clen = 0;
+    crypto_secretstream_xchacha20poly1305_push(&w->st, w->cbuf + 4, &clen, w->zbuf, w->zlen, w->header,
+                                               sizeof w->header, tag);
+    arc_put_u32(w->cbuf, (uint32_t)clen);
+    w->zlen = 0;
+    return aw_out(w, w->cbuf, 4 + (size_t)clen, err);
+}
+
+static fb_code aw_open_segment(arc_writer *w, uint32_t segment, fb_err *err) {
+    unsigned char key[crypto_secretstream_xchacha20poly1305_KEYBYTES];
+    unsigned char hdr[crypto_secretstream_xchacha20poly1305_HEADERBYTES];
+    crypto_kdf_derive_from_key(key, sizeof key, segment, ARC_KDF_CONTEXT, w->data_key);
+    crypto_secretstream_xchacha20poly1305_init_push(&w->st, hdr, key);
+    sodium_memzero(key, sizeof key);
+    ZSTD_CCtx_reset(w->cctx, ZSTD_reset_session_only);
+    w->t_segment = segment;
+    w->t_seg_start = w->offset;
+    w->t_open = 1;
+    w->zlen = 0;
+    return aw_out(w, hdr, sizeof hdr, err);
+}
+
+static fb_code aw_compress(arc_writer *w, const void *buf, size_t len, ZSTD_EndDirective mode, fb_err *err) {
+    ZSTD_inBuffer in = {buf, len, 0};
+    for (;;) {
+        ZSTD_outBuffer o = {w->zbuf + w->zlen, ARC_CHUNK_BYTES - w->zlen, 0};
+        size_t left = ZSTD_compressStream2(w->cctx, &o, &in, mode);
+        if (ZSTD_isError(left))
+            return fb_err_set(err, FB_ERR_INTERNAL, "zstd compression failed: %s", ZSTD_getErrorName(left));
+        w->zlen += o.pos;
+        int done = mode == ZSTD_e_end ? left == 0 : in.pos == in.size;
+        if (done && mode == ZSTD_e_end) return aw_emit(w, crypto_secretstream_xchacha20poly1305_TAG_FINAL, err);
+        if (w->zlen == ARC_CHUNK_BYTES) {
+            fb_code rc = aw_emit(w, 0, err);
+            if (rc) return rc;
+        }
+        if (done) return FB_OK;
+    }
+}
+
+static void *aw_thread(void *arg) {
+    arc_writer *w = arg;
+    for (;;) {
+        pthread_mutex_lock(&w->mu);
+        while (w->q_len == 0) pthread_cond_wait(&w->cv, &w->mu);
+        aw_item it = w->queue[w->q_head];
+        w->q_head = (w->q_head + 1) % (AW_NBLOCKS + 2);
+        w->q_len--;
+        uint32_t segment = w->next_segment - 1;
+        int failed = w->thr_rc != FB_OK;
+        pthread_mutex_unlock(&w->mu);
+        if (it.kind == AW_STOP) break;
+
+        fb_err e;
+        fb_code rc = FB_OK;
+        if (!failed) {
+            if (!w->t_open) rc = aw_open_segment(w, segment, &e);
+            if (rc == FB_OK && it.kind == AW_DATA) rc = aw_compress(w, w->blocks[it.block], it.len, ZSTD_e_continue, &e);
+            if (rc == FB_OK && it.kind == AW_END) {
+                rc = aw_compress(w, NULL, 0, ZSTD_e_end, &e);
+                w->t_info.segment = w->t_segment;
+                w->t_info.offset = w->t_seg_start;
+                w->t_info.length = w->offset - w->t_seg_start;
+            }
+        }
+        if (it.kind == AW_END) w->t_open = 0;
+        pthread_mutex_lock(&w->mu);
+        if (rc != FB_OK && w->thr_rc == FB_OK) {
+            w->thr_rc = rc;
+            w->thr_err = e;
+        }
+        if (it.kind == AW_DATA) w->free_blocks[w->n_free++] = it.block;
+        if (it.kind == AW_END) w->ends_done++;
+        pthread_cond_broadcast(&w->cv);
+        pthread_mutex_unlock(&w->mu);
+    }
+    return NULL;
+}
+
+/* --- caller side --------------------------------------------------------------------------------------------- */
+
+static fb_code aw_thread_error(arc_writer *w, fb_err *err) {
+    /* call with mu held */
+    if (w->thr_rc == FB_OK) return FB_OK;
+    if (err) *err = w->thr_err;
+    return w->thr_rc;
+}
+
+static fb_code aw_push(arc_writer *w, aw_item it, fb_err *err) {
+    pthread_mutex_lock(&w->mu);
+    while (w->q_len == AW_NBLOCKS + 2) pthread_cond_wait(&w->cv, &w->mu);
+    w->queue[(w->q_head + w->q_len) % (AW_NBLOCKS + 2)] = it;
+    w->q_len++;
+    pthread_cond_broadcast(&w->cv);
+    fb_code rc = aw_thread_error(w, err);
+    pthread_mutex_unlock(&w->mu);
+    return rc;
+}
+
+static fb_code aw_take_block(arc_writer *w, fb_err *err) {
+    pthread_mutex_lock(&w->mu);
+    while (w->n_free == 0) pthread_cond_wait(&w->cv, &w->mu);
+    w->cur = w->free_blocks[--w->n_free];
+    w->cur_len = 0;
+    fb_code rc = aw_thread_error(w, err);
+    pthread_mutex_unlock(&w->mu);
+    return rc;
+}
+
+static fb_code aw_flush_block(arc_writer *w, fb_err *err) {
+    if (w->cur < 0 || w->cur_len == 0) return FB_OK;
+    aw_item it = {AW_DATA, w->cur, w->cur_len};
+    w->cur = -1;
+    w->cur_len = 0;
+    return aw_push(w, it, err);
+}
+
+fb_code arc_writer_new(stor_wfile *out, const unsigned char *pk, int zstd_level, arc_writer **wp, fb_err *err) {
+    fb_code rc = FB_OK;
+    arc_writer *w = calloc(1, sizeof *w);
+    *wp = NULL;
+    if (!w || sodium_init() < 0) {
+        free(w);
+        return fb_err_set(err, FB_ERR_NOMEM, "could not initialise the artifact writer (out of memory or libsodium)");
+    }
+    w->out = out;
+    w->level = zstd_level;
+    w->cur = -1;
+    w->next_segment = 1;
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    w->cctx = ZSTD_createCCtx();
+    w->zbuf = malloc(ARC_CHUNK_BYTES);
+    w->cbuf = malloc(4 + ARC_CHUNK_BYTES + crypto_secretstream_xchacha20poly1305_ABYTES);
+    for (int i = 0; i < AW_NBLOCKS; i++) {
+        w->blocks[i] = malloc(AW_BLOCK);
+        if (!w->blocks[i]) break;
+        w->free_blocks[w->n_free++] = i;
+    }
+    if (!w->cctx || !w->zbuf || !w->cbuf || w->n_free != AW_NBLOCKS) {
+        rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory creating the artifact writer");
+        goto out;
+    }
+    size_t zr = ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_compressionLevel, zstd_level);
+    if (ZSTD_isError(zr)) {
+        rc = fb_err_set(err, FB_ERR_USAGE, "zstd level %d refused: %s", zstd_level, ZSTD_getErrorName(zr));
+        goto out;
+    }
+    ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_checksumFlag, 0); /* secretstream already authenticates */
+
+    /* Header: magic, version, header length, flags, sealed data key. */
+    crypto_kdf_keygen(w->data_key);
+    memcpy(w->header, ARC_MAGIC, ARC_MAGIC_LEN);
+    arc_put_u16(w->header + 8, ARC_FORMAT_VERSION);
+    arc_put_u16(w->header + 10, ARC_HEADER_BYTES);
+    arc_put_u32(w->header + 12, 0);
+    if (crypto_box_seal(w->header + 16, w->data_key, sizeof w->data_key, pk) != 0) {
+        rc = fb_err_set(err, FB_ERR_CRYPTO, "could not seal the data key to the public key (is it a valid key?)");
+        goto out;
+    }
+    rc = aw_out(w, w->header, sizeof w->header, err);
+    if (rc) goto out;
+    if (pthread_create(&w->thread, NULL, aw_thread, w) != 0) {
+        rc = fb_err_set(err, FB_ERR_INTERNAL, "could not start the compression thread");
+        goto out;
+    }
+    w->thread_started = 1;
+    *wp = w;
+    w = NULL;
+out:
+    arc_writer_free(w);
+    return rc;
+}
+
+fb_code arc_writer_begin(arc_writer *w, uint32_t *segment, fb_err *err) {
+    if (w->in_segment) return fb_err_set(err, FB_ERR_INTERNAL, "arc_writer_begin: a segment is already open");
+    pthread_mutex_lock(&w->mu);
+    *segment = w->next_segment++;
+    pthread_mutex_unlock(&w->mu);
+    w->in_segment = 1;
+    w->raw = 0;
+    crypto_generichash_init(&w->hash, NULL, 0, ARC_HASH_BYTES);
+    return FB_OK;
+}
+
+fb_code arc_writer_write(arc_writer *w, const void *buf, size_t len, fb_err *err) {
+    const unsigned char *p = buf;
+    crypto_generichash_update(&w->hash, p, len);
+    w->raw += (int64_t)len;
+    while (len > 0) {
+        if (w->cur < 0) {
+            fb_code rc = aw_take_block(w, err);
+            if (rc) return rc;
+        }
+        size_t n = AW_BLOCK - w->cur_len;
+        if (n > len) n = len;
+        memcpy(w->blocks[w->cur] + w->cur_len, p, n);
+        w->cur_len += n;
+        p += n;
+        len -= n;
+        if (w->cur_len == AW_BLOCK) {
+            fb_code rc = aw_flush_block(w, err);
+            if (rc) return rc;
+        }
+    }
+    return FB_OK;
+}
+
+fb_code arc_writer_end(arc_writer *w, arc_seg_info *info, fb_err *err) {
+    fb_code rc = aw_flush_block(w, err);
+    if (w->cur >= 0) { /* an empty block taken but unused: give it back */
+        pthread_mutex_lock(&w->mu);
+        w->free_blocks[w->n_free++] = w->cur;
+        pthread_mutex_unlock(&w->mu);
+        w->cur = -1;
+    }
+    pthread_mutex_lock(&w->mu);
+    int target = w->ends_done + 1;
+    pthread_mutex_unlock(&w->mu);
+    aw_item it = {AW_END, -1, 0};
+    fb_code rc2 = aw_push(w, it, err);
+    if (rc == FB_OK) rc = rc2;
+    pthread_mutex_lock(&w->mu);
+    while (w->ends_done < target) pthread_cond_wait(&w->cv, &w->mu);
+    if (rc == FB_OK) rc = aw_thread_error(w, err);
+    pthread_mutex_unlock(&w->mu);
+    w->in_segment = 0;
+    if (rc) return rc;
+    *info = w->t_info;
+    info->raw_bytes = w->raw;
+    crypto_generichash_final(&w->hash, info->blake2b, ARC_HASH_BYTES);
+    return FB_OK;
+}
+
+uint64_t arc_writer_offset(const arc_writer *w) { return w->offset; }
+
+fb_code arc_writer_finish(arc_writer *w, const void *manifest, size_t len, fb_err *err) {
+    arc_seg_info info;
+    uint32_t seg;
+    /* The manifest is segment 0, written last: reuse the table path with the id forced to 0. */
+    fb_code rc = arc_writer_begin(w, &seg, err);
+    if (rc) return rc;
+    pthread_mutex_lock(&w->mu);
+    w->next_segment = ARC_MANIFEST_SEGMENT + 1; /* the thread reads next_segment - 1 as the open segment's id */
+    pthread_mutex_unlock(&w->mu);
+    rc = arc_writer_write(w, manifest, len, err);
+    if (rc == FB_OK) rc = arc_writer_end(w, &info, err);
+    if (rc) return rc;
+    unsigned char tr[ARC_TRAILER_BYTES];
+    memcpy(tr, ARC_TRAILER_MAGIC, 8);
+    arc_put_u64(tr + 8, info.offset);
+    arc_put_u64(tr + 16, info.length);
+    return aw_out(w, tr, sizeof tr, err);
+}
+
+void arc_writer_free(arc_writer *w) {
+    if (!w) return;
+    if (w->thread_started) {
+        aw_item it = {AW_STOP, -1, 0};
+        aw_push(w, it, NULL);
+        pthread_join(w->thread, NULL);
+    }
+    for (int i = 0; i < AW_NBLOCKS; i++) free(w->blocks[i]);
+    ZSTD_freeCCtx(w->cctx);
+    free(w->zbuf);
+    free(w->cbuf);
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+    sodium_memzero(w->data_key, sizeof w->data_key);
+    sodium_memzero(&w->st, sizeof w->st);
+    free(w);
+}

@@ -1,0 +1,43 @@
+/* arc_writer: writes an artifact (FORMAT.md) to a storage file, one segment at a time.
+ *
+ * Use: arc_writer_new (writes the header, seals a fresh data key to the public key), then for each table
+ * arc_writer_begin / arc_writer_write (plaintext COPY text, any sizes) / arc_writer_end, then arc_writer_finish with
+ * the encoded manifest, then commit the storage file. The caller's thread hashes (BLAKE2b) and copies into 1 MiB
+ * blocks; a writer thread compresses (zstd), encrypts (secretstream) and writes, so reading COPY data overlaps with
+ * compression. Memory is bounded: four blocks plus the zstd context, whatever the table size.
+ */
+#ifndef ARC_WRITER_H
+#define ARC_WRITER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "artifact/arc_manifest.h"
+#include "common/fb_err.h"
+#include "storage/stor.h"
+
+typedef struct arc_writer arc_writer;
+
+/* What arc_writer_end reports about the segment just written. */
+typedef struct arc_seg_info {
+    uint32_t segment;
+    uint64_t offset, length;   /* bytes of the segment in the file (its stored size) */
+    int64_t raw_bytes;         /* plaintext bytes */
+    unsigned char blake2b[ARC_HASH_BYTES];
+} arc_seg_info;
+
+/* out is borrowed (the caller commits or aborts it after arc_writer_free). pk: the recipient public key. */
+fb_code arc_writer_new(stor_wfile *out, const unsigned char *pk, int zstd_level, arc_writer **w, fb_err *err);
+/* Starts the next table segment (ids 1, 2, ...). */
+fb_code arc_writer_begin(arc_writer *w, uint32_t *segment, fb_err *err);
+fb_code arc_writer_write(arc_writer *w, const void *buf, size_t len, fb_err *err);
+/* Ends the segment: waits until it is fully written and fills info. */
+fb_code arc_writer_end(arc_writer *w, arc_seg_info *info, fb_err *err);
+/* File offset where the next segment starts (after arc_writer_end: the end of the data so far). */
+uint64_t arc_writer_offset(const arc_writer *w);
+/* Writes the manifest segment and the trailer. */
+fb_code arc_writer_finish(arc_writer *w, const void *manifest, size_t len, fb_err *err);
+/* Stops the writer thread and erases keys. NULL ok. */
+void arc_writer_free(arc_writer *w);
+
+#endif

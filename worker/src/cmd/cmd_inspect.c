@@ -1,0 +1,88 @@
+/* cmd_inspect: `fusion-backup inspect ARTIFACT [--json]`: prints the manifest (tables, rows, sizes, times),
+ * readably or as JSON. The manifest is encrypted like the data (table names are information too), so this needs
+ * the secret key; it authenticates the manifest but does not read the table data (use verify for that). */
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "artifact/arc_reader.h"
+#include "cmd/cmd.h"
+#include "common/fb_config.h"
+#include "dump/dump_open.h"
+
+static void cmd_inspect_time(int64_t ms, char *out, size_t cap) {
+    time_t s = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    size_t n = strftime(out, cap, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, cap - n, ".%03dZ", (int)(ms % 1000));
+}
+
+static void cmd_inspect_text(const arc_manifest *m, const stor_rfile *f) {
+    char snap[40], start[40], end[40];
+    int64_t rows = 0, raw = 0, stored = 0;
+    for (size_t i = 0; i < m->n_tables; i++) {
+        rows += m->tables[i].rows;
+        raw += m->tables[i].raw_bytes;
+        stored += m->tables[i].stored_bytes;
+    }
+    cmd_inspect_time(m->snapshot_ms, snap, sizeof snap);
+    cmd_inspect_time(m->started_ms, start, sizeof start);
+    cmd_inspect_time(m->completed_ms, end, sizeof end);
+    printf("artifact     %s (%llu bytes, format %lld, %s)\n", f->name, (unsigned long long)f->size,
+           (long long)m->format, m->tool ? m->tool : "?");
+    printf("job          %s (record %lld, configuration %lld \"%s\")\n", m->job_id ? m->job_id : "?",
+           (long long)m->record_id, (long long)m->config_id, m->config_name ? m->config_name : "");
+    printf("type         %s", m->backup_type ? m->backup_type : "?");
+    if (m->requested_type && m->backup_type && strcmp(m->requested_type, m->backup_type) != 0)
+        printf(" (requested %s, ran as FULL)", m->requested_type);
+    printf("\ndatabase     \"%s\" on PostgreSQL %s\n", m->database ? m->database : "?",
+           m->server_version ? m->server_version : "?");
+    printf("snapshot     %s\n", snap);
+    printf("ran          %s .. %s (%.1f s), zstd level %lld\n", start, end, (m->completed_ms - m->started_ms) / 1000.0,
+           (long long)m->zstd_level);
+    printf("tables       %zu, %lld rows, %lld bytes of COPY text stored in %lld bytes (%.1f%%)\n\n", m->n_tables,
+           (long long)rows, (long long)raw, (long long)stored, raw ? 100.0 * (double)stored / (double)raw : 0.0);
+    printf("%12s %14s %12s  %s\n", "rows", "raw bytes", "stored", "table");
+    for (size_t i = 0; i < m->n_tables; i++) {
+        const arc_table *t = &m->tables[i];
+        printf("%12lld %14lld %12lld  \"%s\".\"%s\"\n", (long long)t->rows, (long long)t->raw_bytes,
+               (long long)t->stored_bytes, t->schema, t->name);
+    }
+}
+
+int cmd_inspect(int argc, char **argv) {
+    static const char *const extra[] = {"json", "help", NULL};
+    fb_config cfg;
+    fb_err err;
+    const char *path = NULL;
+    int json = 0;
+    stor_rfile *f = NULL;
+    arc_reader *r = NULL;
+    fb_code rc = fb_config_init(&cfg, &err);
+    if (!rc) rc = fb_config_parse_args(&cfg, &argc, argv, FB_CFG_CLI, extra, &err);
+    for (int i = 1; !rc && i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0) json = 1;
+        else if (strcmp(argv[i], "--help") == 0) {
+            printf("usage: fusion-backup inspect ARTIFACT [--json] [--secret-key FILE]\n"
+                   "  prints the artifact's manifest: ids, times, tables with rows and sizes (--json: all of it)\n");
+            fb_config_free(&cfg);
+            return FB_OK;
+        } else if (!path && argv[i][0] != '-') path = argv[i];
+        else rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (usage: inspect ARTIFACT [--json])", argv[i]);
+    }
+    if (!rc && !path) rc = fb_err_set(&err, FB_ERR_USAGE, "inspect needs the artifact's path");
+    if (!rc) rc = dump_open_artifact(path, cfg.secret_key, &f, &r, &err);
+    if (!rc && json) {
+        size_t len = 0;
+        const void *raw = arc_reader_manifest_raw(r, &len);
+        rc = arc_manifest_print_json(raw, len, stdout, &err);
+    } else if (!rc) {
+        cmd_inspect_text(arc_reader_manifest(r), f);
+    }
+    if (rc) fprintf(stderr, "fusion-backup inspect: %s\n", err.msg);
+    arc_reader_free(r);
+    stor_rfile_close(f);
+    fb_config_free(&cfg);
+    return rc;
+}

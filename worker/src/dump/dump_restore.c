@@ -1,0 +1,376 @@
+/* dump_restore: artifact -> database, in one transaction (see dump_restore.h).
+ *
+ * Order of work: pick the tables, sort them parents first (Kahn's algorithm on the manifest's FK dependencies;
+ * members of a cycle keep manifest order and rely on deferred constraints), BEGIN, prepare the targets (create or
+ * check empty), COPY each table FROM STDIN fed straight from the artifact reader, build indexes and foreign keys,
+ * set sequences, optionally re-dump and compare, then COMMIT. On any error the transaction is rolled back; a COPY
+ * in progress is ended with PQputCopyEnd(errormsg) so the server discards it.
+ */
+#include "dump/dump_restore.h"
+
+#include <signal.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/fb_log.h"
+#include "dump/dump_catalog.h"
+#include "pg/pgx.h"
+
+typedef struct dr_copy_sink {
+    PGconn *c;
+    const dump_restore_opts *o;
+    size_t since_check;
+} dr_copy_sink;
+
+static fb_code dr_put(void *opaque, const void *buf, size_t len, fb_err *err) {
+    dr_copy_sink *s = opaque;
+    if (s->o->abort && *s->o->abort) return fb_err_set(err, FB_ERR_ABORTED, "restore aborted; nothing was committed");
+    if (PQputCopyData(s->c, buf, (int)len) != 1)
+        return fb_err_set(err, FB_ERR_TRANSIENT, "sending COPY data failed: %s", PQerrorMessage(s->c));
+    return FB_OK;
+}
+
+typedef struct dr_hash_sink {
+    crypto_generichash_state h;
+    int64_t bytes;
+} dr_hash_sink;
+
+/* Sorts the selected tables parents first. sel[] holds indexes into m->tables; written back in order. */
+static fb_code dr_order(const arc_manifest *m, size_t *sel, size_t n, fb_err *err) {
+    fb_code rc = FB_OK;
+    size_t *indeg = calloc(n + 1, sizeof *indeg), *out = calloc(n + 1, sizeof *out);
+    char *done = calloc(n + 1, 1);
+    size_t k = 0;
+    if (!indeg || !out || !done) {
+        rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    /* indeg[i] = number of selected parents of sel[i] */
+    for (size_t i = 0; i < n; i++) {
+        const arc_table *t = &m->tables[sel[i]];
+        for (size_t d = 0; d < t->n_deps; d++)
+            for (size_t j = 0; j < n; j++) {
+                const arc_table *p = &m->tables[sel[j]];
+                if (j != i && strcmp(p->schema, t->deps[d].schema) == 0 && strcmp(p->name, t->deps[d].name) == 0)
+                    indeg[i]++;
+            }
+    }
+    while (k < n) {
+        int progressed = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (done[i] || indeg[i]) continue;
+            done[i] = 1;
+            out[k++] = sel[i];
+            progressed = 1;
+            const arc_table *p = &m->tables[sel[i]];
+            for (size_t j = 0; j < n; j++) {
+                if (done[j]) continue;
+                const arc_table *t = &m->tables[sel[j]];
+                for (size_t d = 0; d < t->n_deps; d++)
+                    if (strcmp(p->schema, t->deps[d].schema) == 0 && strcmp(p->name, t->deps[d].name) == 0) indeg[j]--;
+            }
+        }
+        if (!progressed) { /* a cycle: take the first remaining table; deferred constraints cover it */
+            for (size_t i = 0; i < n; i++)
+                if (!done[i]) {
+                    indeg[i] = 0;
+                    break;
+                }
+        }
+    }
+    memcpy(sel, out, n * sizeof *sel);
+out:
+    free(indeg);
+    free(out);
+    free(done);
+    return rc;
+}
+
+static fb_code dr_exec_conflict(PGconn *c, const char *sql, const char *what, fb_err *err) {
+    PGresult *r = PQexec(c, sql);
+    if (r && PQresultStatus(r) == PGRES_COMMAND_OK) {
+        PQclear(r);
+        return FB_OK;
+    }
+    const char *st = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    int dup = st && (strcmp(st, "42P07") == 0 || strcmp(st, "42710") == 0);
+    fb_code rc = pgx_check(c, r, PGRES_COMMAND_OK, what, err);
+    if (dup) {
+        fb_err_prefix(err, "--create needs an empty database: ");
+        err->code = rc = FB_ERR_CONFLICT;
+    }
+    return rc;
+}
+
+/* Without --create: the table must exist and be empty (or be emptied when o->truncate). */
+static fb_code dr_check_target(PGconn *c, const arc_table *t, const dump_restore_opts *o, fb_err *err) {
+    char *qt = dump_qualified(t->schema, t->name);
+    fb_code rc = FB_OK;
+    if (!qt) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    const char *params[2] = {t->schema, t->name};
+    PGresult *r = PQexecParams(c,
+                               "SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = "
+                               "c.relnamespace WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+                               2, NULL, params, NULL, NULL, 0);
+    if ((rc = pgx_check(c, r, PGRES_TUPLES_OK, "looking up a target table", err))) goto out;
+    int exists = PQntuples(r) > 0;
+    PQclear(r);
+    if (!exists) {
+        rc = fb_err_set(err, FB_ERR_NOTFOUND,
+                        "table %s does not exist in the target database \"%s\" (use --create to create the tables "
+                        "on an empty database)", qt, PQdb(c));
+        goto out;
+    }
+    char *sql = dump_strf(o->truncate ? "TRUNCATE TABLE ONLY %s" : "SELECT 1 FROM ONLY %s LIMIT 1", qt);
+    if (!sql) {
+        rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    r = PQexec(c, sql);
+    free(sql);
+    if ((rc = pgx_check(c, r, o->truncate ? PGRES_COMMAND_OK : PGRES_TUPLES_OK, "checking a target table", err)))
+        goto out;
+    int nonempty = !o->truncate && PQntuples(r) > 0;
+    PQclear(r);
+    if (nonempty)
+        rc = fb_err_set(err, FB_ERR_CONFLICT,
+                        "target table %s in database \"%s\" is not empty; restore refuses to mix rows (empty it, "
+                        "restore into a new database with --create, or pass --truncate to replace its rows)",
+                        qt, PQdb(c));
+out:
+    free(qt);
+    return rc;
+}
+
+static fb_code dr_copy_in(arc_reader *rd, PGconn *c, const arc_table *t, const dump_restore_opts *o, int64_t *rows,
+                          fb_err *err) {
+    char what[400];
+    fb_code rc = FB_OK;
+    snprintf(what, sizeof what, "loading table \"%s\".\"%s\"", t->schema, t->name);
+    char *sql = dump_copy_sql(t, 0);
+    if (!sql) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    PGresult *r = PQexec(c, sql);
+    free(sql);
+    if ((rc = pgx_check(c, r, PGRES_COPY_IN, what, err))) return rc;
+    PQclear(r);
+    dr_copy_sink s = {c, o, 0};
+    rc = arc_reader_read_table(rd, t, dr_put, &s, err);
+    if (rc) {
+        PQputCopyEnd(c, "the artifact failed authentication or the restore was stopped");
+        while ((r = PQgetResult(c))) PQclear(r);
+        return fb_err_prefix(err, "%s: ", what);
+    }
+    if (PQputCopyEnd(c, NULL) != 1) return fb_err_set(err, FB_ERR_TRANSIENT, "%s: %s", what, PQerrorMessage(c));
+    r = PQgetResult(c);
+    if ((rc = pgx_check(c, r, PGRES_COMMAND_OK, what, err))) {
+        while ((r = PQgetResult(c))) PQclear(r);
+        return rc;
+    }
+    *rows = strtoll(PQcmdTuples(r), NULL, 10);
+    PQclear(r);
+    while ((r = PQgetResult(c))) PQclear(r);
+    if (*rows != t->rows)
+        return fb_err_set(err, FB_ERR_VERIFY, "%s: loaded %lld rows but the manifest says %lld", what,
+                          (long long)*rows, (long long)t->rows);
+    return FB_OK;
+}
+
+static fb_code dr_set_sequences(PGconn *c, const arc_table *t, fb_err *err) {
+    fb_code rc = FB_OK;
+    char *qt = dump_qualified(t->schema, t->name);
+    if (!qt) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < t->n_seqs && rc == FB_OK; i++) {
+        const arc_sequence *s = &t->seqs[i];
+        char *qs = dump_qualified(s->schema, s->name);
+        char val[32];
+        snprintf(val, sizeof val, "%lld", (long long)s->last_value);
+        const char *params[5] = {qt, s->column, qs, val, s->is_called ? "t" : "f"};
+        if (!qs) {
+            rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+            break;
+        }
+        PGresult *r = PQexecParams(c,
+                                   "SELECT pg_catalog.setval(COALESCE(pg_catalog.pg_get_serial_sequence($1, $2), $3)"
+                                   "::pg_catalog.regclass, $4::int8, $5::bool)",
+                                   5, NULL, params, NULL, NULL, 0);
+        char what[400];
+        snprintf(what, sizeof what, "setting sequence %s of %s", qs, qt);
+        rc = pgx_check(c, r, PGRES_TUPLES_OK, what, err);
+        if (rc == FB_OK) PQclear(r);
+        free(qs);
+    }
+    free(qt);
+    return rc;
+}
+
+static fb_code dr_hash_put(void *opaque, const void *buf, size_t len, fb_err *err) {
+    dr_hash_sink *h = opaque;
+    crypto_generichash_update(&h->h, buf, len);
+    h->bytes += (int64_t)len;
+    return FB_OK;
+}
+
+/* Re-dumps a restored table and compares with the manifest. */
+static fb_code dr_compare(PGconn *c, const arc_table *t, fb_err *err) {
+    char what[400];
+    unsigned char hash[ARC_HASH_BYTES];
+    dr_hash_sink h;
+    fb_code rc = FB_OK;
+    snprintf(what, sizeof what, "re-reading restored table \"%s\".\"%s\"", t->schema, t->name);
+    char *sql = dump_copy_sql(t, 1);
+    if (!sql) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    PGresult *r = PQexec(c, sql);
+    free(sql);
+    if ((rc = pgx_check(c, r, PGRES_COPY_OUT, what, err))) return rc;
+    PQclear(r);
+    crypto_generichash_init(&h.h, NULL, 0, ARC_HASH_BYTES);
+    h.bytes = 0;
+    int64_t rows = 0;
+    for (;;) {
+        char *buf = NULL;
+        int n = PQgetCopyData(c, &buf, 0);
+        if (n == -1) break;
+        if (n < 0) return fb_err_set(err, FB_ERR_TRANSIENT, "%s failed: %s", what, PQerrorMessage(c));
+        dr_hash_put(&h, buf, (size_t)n, NULL);
+        PQfreemem(buf);
+        rows++;
+    }
+    r = PQgetResult(c);
+    if ((rc = pgx_check(c, r, PGRES_COMMAND_OK, what, err))) return rc;
+    PQclear(r);
+    while ((r = PQgetResult(c))) PQclear(r);
+    crypto_generichash_final(&h.h, hash, sizeof hash);
+    if (rows != t->rows || h.bytes != t->raw_bytes || sodium_memcmp(hash, t->blake2b, sizeof hash) != 0)
+        return fb_err_set(err, FB_ERR_VERIFY,
+                          "table \"%s\".\"%s\" restored as %lld rows / %lld bytes, which differs from the manifest "
+                          "(%lld rows / %lld bytes, BLAKE2b %s)",
+                          t->schema, t->name, (long long)rows, (long long)h.bytes, (long long)t->rows,
+                          (long long)t->raw_bytes,
+                          sodium_memcmp(hash, t->blake2b, sizeof hash) == 0 ? "equal" : "different");
+    return FB_OK;
+}
+
+fb_code dump_restore(arc_reader *rd, PGconn *c, const dump_restore_opts *o, dump_restore_stats *st, fb_err *err) {
+    const arc_manifest *m = arc_reader_manifest(rd);
+    fb_code rc = FB_OK;
+    size_t *sel = calloc(m->n_tables + 1, sizeof *sel), n = 0;
+    int in_tx = 0;
+    memset(st, 0, sizeof *st);
+    if (!sel) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+
+    /* 1. Which tables, in which order. */
+    if (o->n_tables == 0) {
+        for (size_t i = 0; i < m->n_tables; i++) sel[n++] = i;
+    } else {
+        for (size_t k = 0; k < o->n_tables; k++) {
+            const char *schema = o->tables[k].schema ? o->tables[k].schema : "public";
+            arc_table *t = arc_manifest_find(m, schema, o->tables[k].name);
+            if (!t) {
+                rc = fb_err_set(err, FB_ERR_NOTFOUND,
+                                "table \"%s\".\"%s\" is not in this backup (`fusion-backup inspect` lists its tables)",
+                                schema, o->tables[k].name);
+                goto out;
+            }
+            size_t idx = (size_t)(t - m->tables);
+            int dup = 0;
+            for (size_t j = 0; j < n; j++) dup |= sel[j] == idx;
+            if (!dup) sel[n++] = idx;
+        }
+    }
+    if ((rc = dr_order(m, sel, n, err))) goto out;
+
+    /* 2. One transaction. */
+    if ((rc = dump_catalog_session(c, err))) goto out;
+    if ((rc = pgx_exec(c, "BEGIN", "starting the restore transaction", err))) goto out;
+    in_tx = 1;
+    if ((rc = pgx_exec(c, "SET LOCAL maintenance_work_mem = '256MB'", "raising maintenance_work_mem", err))) goto out;
+    if (o->create) {
+        for (size_t i = 0; i < n; i++) {
+            const arc_table *t = &m->tables[sel[i]];
+            int seen = 0;
+            for (size_t j = 0; j < i; j++) seen |= strcmp(m->tables[sel[j]].schema, t->schema) == 0;
+            if (seen || strcmp(t->schema, "public") == 0) continue;
+            char *qs = dump_ident(t->schema);
+            char *sql = qs ? dump_strf("CREATE SCHEMA IF NOT EXISTS %s", qs) : NULL;
+            free(qs);
+            if (!sql) {
+                rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+                goto out;
+            }
+            rc = pgx_exec(c, sql, "creating a schema", err);
+            free(sql);
+            if (rc) goto out;
+        }
+        for (size_t i = 0; i < n && rc == FB_OK; i++) {
+            const arc_table *t = &m->tables[sel[i]];
+            char what[400];
+            snprintf(what, sizeof what, "creating table \"%s\".\"%s\"", t->schema, t->name);
+            for (size_t s = 0; s < t->n_seqs && rc == FB_OK; s++)
+                if (!t->seqs[s].identity) rc = dr_exec_conflict(c, t->seqs[s].create_sql, what, err);
+            if (rc == FB_OK) rc = dr_exec_conflict(c, t->create_sql, what, err);
+            for (size_t s = 0; s < t->n_seqs && rc == FB_OK; s++)
+                if (!t->seqs[s].identity) rc = pgx_exec(c, t->seqs[s].owned_sql, what, err);
+        }
+        if (rc) goto out;
+    } else {
+        for (size_t i = 0; i < n && rc == FB_OK; i++) rc = dr_check_target(c, &m->tables[sel[i]], o, err);
+        if (rc) goto out;
+        if ((rc = pgx_exec(c, "SET CONSTRAINTS ALL DEFERRED", "deferring constraints", err))) goto out;
+    }
+
+    /* 3. Data. Each table's data is authenticated by the time its COPY ends. */
+    for (size_t i = 0; i < n; i++) {
+        const arc_table *t = &m->tables[sel[i]];
+        int64_t rows = 0;
+        if (o->abort && *o->abort) {
+            rc = fb_err_set(err, FB_ERR_ABORTED, "restore aborted; nothing was committed");
+            goto out;
+        }
+        if ((rc = dr_copy_in(rd, c, t, o, &rows, err))) goto out;
+        st->tables++;
+        st->rows += rows;
+        st->raw_bytes += t->raw_bytes;
+        FB_DEBUG("restored table=\"%s\".\"%s\" rows=%lld", t->schema, t->name, (long long)rows);
+    }
+
+    /* 4. Indexes and keys, then foreign keys, then sequences. */
+    if (o->create) {
+        for (size_t i = 0; i < n && rc == FB_OK; i++) {
+            const arc_table *t = &m->tables[sel[i]];
+            for (size_t k = 0; k < t->n_index && rc == FB_OK; k++)
+                rc = pgx_exec(c, t->index_sql[k], "building an index or key", err);
+        }
+        for (size_t i = 0; i < n && rc == FB_OK; i++) {
+            const arc_table *t = &m->tables[sel[i]];
+            for (size_t k = 0; k < t->n_fk && rc == FB_OK; k++) {
+                rc = pgx_exec(c, t->fk_sql[k], "adding a foreign key", err);
+                if (rc && o->n_tables)
+                    fb_err_prefix(err, "table \"%s\".\"%s\" references a table that was not restored (restore it "
+                                  "too, or restore without --create into existing tables): ", t->schema, t->name);
+            }
+        }
+        if (rc) goto out;
+    }
+    for (size_t i = 0; i < n && rc == FB_OK; i++) rc = dr_set_sequences(c, &m->tables[sel[i]], err);
+    if (rc) goto out;
+    if (!o->create && (rc = pgx_exec(c, "SET CONSTRAINTS ALL IMMEDIATE", "checking foreign keys", err))) goto out;
+
+    /* 5. Optional comparison, then the one commit. */
+    if (o->compare)
+        for (size_t i = 0; i < n && rc == FB_OK; i++) rc = dr_compare(c, &m->tables[sel[i]], err);
+    if (rc) goto out;
+    if (o->commit) {
+        rc = pgx_exec(c, "COMMIT", "committing the restore", err);
+        in_tx = 0;
+    }
+out:
+    if (in_tx) {
+        PGresult *r;
+        while ((r = PQgetResult(c))) PQclear(r);
+        PQclear(PQexec(c, "ROLLBACK"));
+    }
+    free(sel);
+    return rc;
+}

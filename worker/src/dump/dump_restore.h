@@ -1,0 +1,38 @@
+/* dump_restore: loads tables from an open artifact into a PostgreSQL database, all or nothing.
+ *
+ * Everything happens in one transaction on the caller's connection, committed only after every segment that was
+ * read has passed its final authentication tag and its BLAKE2b check: a tampered, truncated or wrongly keyed
+ * artifact leaves the target exactly as it was. With `create`, the tables (and their schemas and owned sequences)
+ * are created first, the data loaded, then indexes and keys built, then foreign keys added (pg_restore's order).
+ * Without it, the tables must exist and be empty (FB_ERR_CONFLICT otherwise, unless `truncate`); they are loaded
+ * in foreign-key order with constraints deferred. Generated columns are left to the server; identity columns
+ * take the stored values (COPY FROM always overrides); owned sequences are set with setval.
+ */
+#ifndef DUMP_RESTORE_H
+#define DUMP_RESTORE_H
+
+#include <libpq-fe.h>
+#include <signal.h>
+#include <stdint.h>
+
+#include "artifact/arc_reader.h"
+#include "common/fb_err.h"
+
+typedef struct dump_restore_opts {
+    const arc_tref *tables;  /* restore only these (schema may be NULL: "public"); n_tables == 0: all */
+    size_t n_tables;
+    int create;              /* create schemas, tables, sequences, indexes, keys */
+    int truncate;            /* empty non-empty target tables first (same transaction) instead of refusing */
+    int compare;             /* after loading, re-dump each table and compare with the manifest's hash */
+    int commit;              /* 1: COMMIT at the end; 0: ROLLBACK (a dry run: verify --restore-into) */
+    volatile sig_atomic_t *abort;    /* may be NULL; non-zero: stop and roll back */
+} dump_restore_opts;
+
+typedef struct dump_restore_stats {
+    int64_t tables, rows, raw_bytes;
+} dump_restore_stats;
+
+/* c: an open connection (borrowed, no transaction open). r: an open reader (borrowed). */
+fb_code dump_restore(arc_reader *r, PGconn *c, const dump_restore_opts *o, dump_restore_stats *st, fb_err *err);
+
+#endif

@@ -1,0 +1,24 @@
+/* job_backup: runs one `backup.requested` event: a FULL backup of the requested tables (all user tables when the
+ * list is empty) into one artifact under the storage root.
+ *
+ * One snapshot for all tables (one REPEATABLE READ READ ONLY transaction holding ACCESS SHARE locks, as pg_dump
+ * does). Each table streams COPY TO STDOUT -> arc_writer (zstd, secretstream) -> storage, never held in memory.
+ * The artifact is "<storage_path>/<job_id>.fbak": written as a temporary, fsynced and renamed, so re-running a
+ * job replaces its artifact atomically and a crash leaves no file that looks complete. INCREMENTAL and
+ * DIFFERENTIAL requests run as FULL (stat ran_as_full = 1) until they are implemented.
+ */
+#ifndef JOB_BACKUP_H
+#define JOB_BACKUP_H
+
+#include "job/job.h"
+
+/* Uses ctx->cfg->pg, storage_root, public_key, zstd_level, lock_timeout_ms. On success res has file_path (relative
+ * to the storage root), file_size and the stats tables, rows, raw_bytes, stored_bytes, duration_ms (+ ran_as_full).
+ * Errors: FB_ERR_INVALID (storage path escapes the root, bad table), FB_ERR_NOTFOUND (unknown table),
+ * FB_ERR_TRANSIENT (database down, lock timeout), FB_ERR_ABORTED, FB_ERR_IO, FB_ERR_PG. */
+fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err);
+
+/* The artifact's path for a request: "<storage_path>/<job_id>.fbak". Returns 0, or -1 if it does not fit. */
+int job_backup_artifact_path(const char *storage_path, const char *job_id, char *out, size_t cap);
+
+#endif

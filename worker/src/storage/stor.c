@@ -1,0 +1,71 @@
+/* stor: the driver-independent half of the storage interface (see stor.h): path rules and thin wrappers. */
+#include "storage/stor.h"
+
+#include <string.h>
+
+fb_code stor_path_check(const char *p, fb_err *err) {
+    size_t n = p ? strlen(p) : 0;
+    if (n == 0 || n > 1024) return fb_err_set(err, FB_ERR_INVALID, "storage path must be 1..1024 bytes, got %zu", n);
+    if (p[0] == '/')
+        return fb_err_set(err, FB_ERR_INVALID,
+                          "storage path \"%s\" is absolute; it must be relative to the storage root", p);
+    const char *c = p;
+    while (*c) {
+        const char *e = strchr(c, '/');
+        size_t len = e ? (size_t)(e - c) : strlen(c);
+        if (len == 0)
+            return fb_err_set(err, FB_ERR_INVALID, "storage path \"%s\" has an empty component (\"//\" or a trailing /)", p);
+        if ((len == 1 && c[0] == '.') || (len == 2 && c[0] == '.' && c[1] == '.'))
+            return fb_err_set(err, FB_ERR_INVALID,
+                              "storage path \"%s\" has a \"%.*s\" component; it must stay inside the storage root", p,
+                              (int)len, c);
+        if (!e) break;
+        c = e + 1;
+    }
+    return FB_OK;
+}
+
+fb_code stor_create(stor *s, const char *rel_path, stor_wfile **out, fb_err *err) {
+    *out = NULL;
+    fb_code rc = stor_path_check(rel_path, err);
+    return rc ? rc : s->vt->create(s, rel_path, out, err);
+}
+
+fb_code stor_open(stor *s, const char *rel_path, stor_rfile **out, fb_err *err) {
+    *out = NULL;
+    fb_code rc = stor_path_check(rel_path, err);
+    return rc ? rc : s->vt->open(s, rel_path, out, err);
+}
+
+fb_code stor_remove(stor *s, const char *rel_path, fb_err *err) {
+    fb_code rc = stor_path_check(rel_path, err);
+    return rc ? rc : s->vt->remove(s, rel_path, err);
+}
+
+void stor_free(stor *s) {
+    if (s) s->vt->free(s);
+}
+
+fb_code stor_wfile_write(stor_wfile *f, const void *buf, size_t len, fb_err *err) {
+    fb_code rc = f->vt->write(f, buf, len, err);
+    if (rc == FB_OK) f->written += len;
+    return rc;
+}
+
+fb_code stor_wfile_commit(stor_wfile *f, fb_err *err) { return f->vt->commit(f, err); }
+
+void stor_wfile_abort(stor_wfile *f) {
+    if (f) f->vt->abort(f);
+}
+
+fb_code stor_rfile_pread(stor_rfile *f, void *buf, size_t len, uint64_t off, fb_err *err) {
+    if (off > f->size || len > f->size - off)
+        return fb_err_set(err, FB_ERR_FORMAT,
+                          "\"%s\" is truncated: needed %zu bytes at offset %llu but the file has %llu bytes", f->name,
+                          len, (unsigned long long)off, (unsigned long long)f->size);
+    return f->vt->pread(f, buf, len, off, err);
+}
+
+void stor_rfile_close(stor_rfile *f) {
+    if (f) f->vt->close(f);
+}

@@ -1,0 +1,78 @@
+/* stor: where artifacts live, behind one small vtable (posix now; an object store later).
+ *
+ * A storage target is rooted: every path handed to it is relative to its root, and no path may leave the root
+ * (absolute paths, `..`, empty components and symbolic links are refused with FB_ERR_INVALID). Writing is
+ * all-or-nothing: stor_create() opens a temporary object with a deterministic name, stor_wfile_commit() makes it
+ * durable and atomically gives it its final name, stor_wfile_abort() removes it. A crash in between leaves only
+ * the temporary, which the next stor_create() of the same path overwrites; nothing that looks complete.
+ * Reading is random access (artifacts are read segment by segment).
+ */
+#ifndef STOR_H
+#define STOR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/fb_err.h"
+
+typedef struct stor stor;
+typedef struct stor_wfile stor_wfile;
+typedef struct stor_rfile stor_rfile;
+
+/* The driver interface. Drivers fill one static instance; callers use the stor_* wrappers below. */
+typedef struct stor_vt {
+    const char *name;
+    fb_code (*create)(stor *s, const char *rel_path, stor_wfile **out, fb_err *err);
+    fb_code (*open)(stor *s, const char *rel_path, stor_rfile **out, fb_err *err);
+    fb_code (*remove)(stor *s, const char *rel_path, fb_err *err);
+    void (*free)(stor *s);
+} stor_vt;
+
+typedef struct stor_wfile_vt {
+    fb_code (*write)(stor_wfile *f, const void *buf, size_t len, fb_err *err);
+    fb_code (*commit)(stor_wfile *f, fb_err *err);
+    void (*abort)(stor_wfile *f);
+} stor_wfile_vt;
+
+typedef struct stor_rfile_vt {
+    /* Reads exactly len bytes at off; a short file is FB_ERR_FORMAT ("truncated"). */
+    fb_code (*pread)(stor_rfile *f, void *buf, size_t len, uint64_t off, fb_err *err);
+    void (*close)(stor_rfile *f);
+} stor_rfile_vt;
+
+struct stor {
+    const stor_vt *vt;
+};
+struct stor_wfile {
+    const stor_wfile_vt *vt;
+    uint64_t written;   /* bytes written so far */
+};
+struct stor_rfile {
+    const stor_rfile_vt *vt;
+    uint64_t size;      /* bytes of the object */
+    const char *name;   /* for messages; owned by the file */
+};
+
+/* The posix driver: root is an existing directory. Returns a new target the caller frees with stor_free(). */
+fb_code stor_posix_new(const char *root, stor **out, fb_err *err);
+/* Opens a file by its own path (CLI arguments: the operator names a file directly; no root applies). */
+fb_code stor_posix_open_path(const char *path, stor_rfile **out, fb_err *err);
+
+/* Checks a relative path against the rules every driver applies (1..1024 bytes, relative, no `..`, `.` or empty
+ * component, no NUL). Returns FB_OK or FB_ERR_INVALID naming the problem. */
+fb_code stor_path_check(const char *rel_path, fb_err *err);
+
+/* Wrappers. stor_create: the caller owns *out and must end it with commit or abort (each frees it). */
+fb_code stor_create(stor *s, const char *rel_path, stor_wfile **out, fb_err *err);
+fb_code stor_open(stor *s, const char *rel_path, stor_rfile **out, fb_err *err);
+fb_code stor_remove(stor *s, const char *rel_path, fb_err *err);
+void stor_free(stor *s);
+
+fb_code stor_wfile_write(stor_wfile *f, const void *buf, size_t len, fb_err *err);
+fb_code stor_wfile_commit(stor_wfile *f, fb_err *err);  /* frees f, also on failure (then the temporary is gone) */
+void stor_wfile_abort(stor_wfile *f);                    /* removes the temporary and frees f; NULL ok */
+
+fb_code stor_rfile_pread(stor_rfile *f, void *buf, size_t len, uint64_t off, fb_err *err);
+void stor_rfile_close(stor_rfile *f);                    /* NULL ok */
+
+#endif
