@@ -73,9 +73,9 @@ static void ja_rollback(PGconn *c) {
 }
 
 /* Runs sql (BEGIN already done); on failure fills err and, when the failure is worth a retry, sets *retry. */
-static PGresult *ja_exec(PGconn *c, const char *sql, int nparams, const char *const *params, ExecStatusType want,
-                         const char *what, int *retry, fb_err *err) {
-    PGresult *r = PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0);
+static PGresult *ja_exec(PGconn *c, const char *sql, int nparams, const Oid *types, const char *const *params,
+                         ExecStatusType want, const char *what, int *retry, fb_err *err) {
+    PGresult *r = PQexecParams(c, sql, nparams, types, params, NULL, NULL, 0);
     if (r && PQresultStatus(r) == want) return r;
     *retry = ja_retryable(r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL);
     pgx_check(c, r, want, what, err);
@@ -146,7 +146,8 @@ out:
 /* One batch: BEGIN, the statement, the consistency check, COMMIT (a dry run rolls back). On success fills v and
  * *last_key (malloc'd, NULL when the batch saw no row). On failure *retry says whether trying again may help.
  * Returns FB_ERR_ABORTED, rolled back, when the job is aborted while the batch is open. */
-static fb_code ja_batch(PGconn *c, const job_ctx *ctx, const char *sql, int nparams, const char *const *prm,
+static fb_code ja_batch(PGconn *c, const job_ctx *ctx, const char *sql, int nparams, const Oid *types,
+                        const char *const *prm,
                         const char *what, int64_t v[JA_R_NCOLS], char **last_key, int *retry, fb_err *err) {
     const ev_archive_due *a = &ctx->ev->u.archive;
     PGresult *r = NULL, *cr = NULL;
@@ -154,7 +155,7 @@ static fb_code ja_batch(PGconn *c, const job_ctx *ctx, const char *sql, int npar
     *retry = 0;
     *last_key = NULL;
     if ((rc = pgx_exec(c, a->dry_run ? "BEGIN READ ONLY" : "BEGIN", "starting an archive batch", err))) goto out;
-    if (!(r = ja_exec(c, sql, nparams, prm, PGRES_TUPLES_OK, what, retry, err))) {
+    if (!(r = ja_exec(c, sql, nparams, types, prm, PGRES_TUPLES_OK, what, retry, err))) {
         rc = err->code;
         goto out;
     }
@@ -177,7 +178,7 @@ static fb_code ja_batch(PGconn *c, const job_ctx *ctx, const char *sql, int npar
         rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
         goto out;
     }
-    if (!(cr = ja_exec(c, a->dry_run ? "ROLLBACK" : "COMMIT", 0, NULL, PGRES_COMMAND_OK, what, retry, err)))
+    if (!(cr = ja_exec(c, a->dry_run ? "ROLLBACK" : "COMMIT", 0, NULL, NULL, PGRES_COMMAND_OK, what, retry, err)))
         rc = err->code;
 out:
     if (rc != FB_OK) {
@@ -196,7 +197,8 @@ fb_code job_archive_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     const ev_archive_due *a = &ev->u.archive;
     ja_counts k = {0};
     ja_plan plan = {0};
-    ja_sb sql = {0};
+    ja_sb sql = {0}, sql_first = {0};
+    Oid *types = NULL;
     PGconn *c = NULL;
     const char **prm = NULL;
     char *last_key = NULL;
@@ -215,7 +217,8 @@ fb_code job_archive_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     }
     if ((rc = ja_session_setup(c, (long long)ctx->cfg->lock_timeout_ms, (long long)ctx->cfg->statement_timeout_ms,
                                err)) ||
-        (rc = ja_plan_build(c, ev, &plan, err)) || (rc = ja_sql_batch(&plan, a->dry_run, &sql, err)))
+        (rc = ja_plan_build(c, ev, &plan, err)) || (rc = ja_sql_batch(&plan, a->dry_run, 1, &sql_first, err)) ||
+        (rc = ja_sql_batch(&plan, a->dry_run, 0, &sql, err)))
         goto out;
     FB_DEBUG("job=%s archive statement: %s", ev->job_id, sql.s);
 
@@ -231,10 +234,18 @@ fb_code job_archive_run(const job_ctx *ctx, job_result *res, fb_err *err) {
             a->model_name, a->timestamp_column, a->cutoff, k.total_due, plan.n_nodes, a->batch_size);
 
     size_t nparams = JA_P_FIXED + plan.n_nodes * JA_P_PER_NODE;
-    if (!(prm = calloc(nparams, sizeof *prm))) {
+    if (!(prm = calloc(nparams, sizeof *prm)) || !(types = calloc(nparams, sizeof *types))) {
         rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
         goto out;
     }
+    /* Types are given (unused parameters of the dry-run and first-batch variants must still have one); $3 is
+     * left to inference (the primary key's type) except in the first batch, which does not use it. */
+    for (size_t i = 0; i < nparams; i++) types[i] = 25; /* text */
+    types[0] = 20;   /* int8 */
+    types[1] = 16;   /* bool */
+    types[3] = 20;
+    types[4] = 23;   /* int4 */
+    types[5] = 2950; /* uuid */
     prm[0] = cutoff;
     prm[3] = limit;
     prm[4] = a->archived_by.has ? by : NULL;
@@ -265,15 +276,17 @@ fb_code job_archive_run(const job_ctx *ctx, job_result *res, fb_err *err) {
         snprintf(limit, sizeof limit, "%" PRId64, want);
         prm[1] = last_key ? "false" : "true";
         prm[2] = last_key;
+        types[2] = last_key ? 0 : 25; /* the first variant does not use $3: say it is text; later: inferred */
 
         int64_t v[JA_R_NCOLS] = {0};
         char *next_key = NULL;
         int retry = 0;
-        rc = ja_batch(c, ctx, sql.s, (int)nparams, prm, what, v, &next_key, &retry, err);
+        rc = ja_batch(c, ctx, last_key ? sql.s : sql_first.s, (int)nparams, types, prm, what, v, &next_key, &retry,
+                      err);
         if (rc != FB_OK && retry && fails < JOB_ARCHIVE_LOCK_RETRIES) {
             fails++;
             k.retries++;
-            int64_t pause = (ctx->cfg->batch_pause_ms > 200 ? ctx->cfg->batch_pause_ms : 200) << fails;
+            int64_t pause = (ctx->cfg->batch_pause_ms > 200 ? ctx->cfg->batch_pause_ms : 200) << (fails - 1);
             if (pause > 30000) pause = 30000;
             FB_WARN("job=%s %s; retry %d of %d in %" PRId64 " ms", ev->job_id, err->msg, fails,
                     JOB_ARCHIVE_LOCK_RETRIES, pause);
@@ -323,8 +336,10 @@ fb_code job_archive_run(const job_ctx *ctx, job_result *res, fb_err *err) {
 out:
     ja_publish(res, &k, started);
     free(prm);
+    free(types);
     free(last_key);
     ja_sb_free(&sql);
+    ja_sb_free(&sql_first);
     ja_plan_free(&plan);
     if (c) PQfinish(c);
     return rc;

@@ -75,15 +75,16 @@ fb_code ja_plan_build(PGconn *c, const ev_event *ev, ja_plan *plan, fb_err *err)
 void ja_plan_free(ja_plan *plan);
 
 /* Parameters of the batch statement (all sent as text):
- *   $1 cutoff ms, $2 first batch (t/f), $3 last key of the previous batch (NULL on the first), $4 limit,
+ *   $1 cutoff ms, $2 first batch (t/f, a guard that the right variant runs), $3 last key of the previous batch (NULL on the first), $4 limit,
  *   $5 archived_by (NULL: system), $6 job_id, then per node k: $(7+5k) module, $(8+5k) model_name,
  *   $(9+5k) schema, $(10+5k) table, $(11+5k) primary-key column. */
 #define JA_P_FIXED 6
 #define JA_P_PER_NODE 5
 
-/* The statement of one batch. dry: no locks, no changes, same counts. Its one result row:
+/* The statement of one batch. dry: no locks, no changes, same counts. first: the variant for the first batch,
+ * which does not use $3 (send $3 with type text, see ja_param_types). Its one result row:
  *   seen, protected, referenced, conflict, archived (root rows), cascaded, inserted, nulled, last_key. */
-fb_code ja_sql_batch(const ja_plan *plan, int dry, ja_sb *out, fb_err *err);
+fb_code ja_sql_batch(const ja_plan *plan, int dry, int first, ja_sb *out, fb_err *err);
 enum { JA_R_SEEN, JA_R_PROT, JA_R_REF, JA_R_CONF, JA_R_ARCHIVED, JA_R_CASCADED, JA_R_INSERTED, JA_R_NULLED,
        JA_R_LASTKEY, JA_R_NCOLS };
 

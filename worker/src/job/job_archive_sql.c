@@ -100,7 +100,7 @@ static void ja_sql_refs_in(ja_sb *b, const ja_edge *e, const char *x, size_t par
     ja_sb_printf(b, " FROM n%zu)", parent);
 }
 
-fb_code ja_sql_batch(const ja_plan *p, int dry, ja_sb *b, fb_err *err) {
+fb_code ja_sql_batch(const ja_plan *p, int dry, int first, ja_sb *b, fb_err *err) {
     const ja_node *root = &p->nodes[0];
     int seq = 0;
 
@@ -117,9 +117,17 @@ fb_code ja_sql_batch(const ja_plan *p, int dry, ja_sb *b, fb_err *err) {
     ja_sb_qualified(b, root->schema, root->table);
     ja_sb_printf(b, " t WHERE t.");
     ja_sb_ident(b, p->ts_column);
-    ja_sb_printf(b, " < (timestamptz 'epoch' + $1::bigint * interval '1 millisecond') AND ($2::boolean OR t.");
-    ja_sb_ident(b, root->pk);
-    ja_sb_printf(b, " > $3) ORDER BY t.");
+    ja_sb_printf(b, " < (timestamptz 'epoch' + $1::bigint * interval '1 millisecond')");
+    /* Keyset: a plain `pk > $3` (no OR) so the index scan starts after the previous batch instead of walking
+     * the dead index entries of every row already moved. */
+    if (first) {
+        ja_sb_printf(b, " AND $2::boolean");
+    } else {
+        ja_sb_printf(b, " AND NOT $2::boolean AND t.");
+        ja_sb_ident(b, root->pk);
+        ja_sb_printf(b, " > $3");
+    }
+    ja_sb_printf(b, " ORDER BY t.");
     ja_sb_ident(b, root->pk);
     ja_sb_printf(b, " LIMIT $4::bigint%s),\n", dry ? "" : " FOR UPDATE OF t SKIP LOCKED");
     ja_sb_printf(b, "n0 AS MATERIALIZED (SELECT ctid_, r_, pk_ FROM cand WHERE NOT (prot_ OR ref_ OR conf_))");
@@ -148,8 +156,8 @@ fb_code ja_sql_batch(const ja_plan *p, int dry, ja_sb *b, fb_err *err) {
         ja_sb_qualified(b, "public", JOB_ARCHIVE_TABLE);
         ja_sb_printf(b, " (module, model_name, original_id, data, archived_at, archived_by_id, job_id) ");
     }
-    ja_sb_printf(b, "SELECT %s m_, n_, o_, d_%s FROM (", p->any_dup ? "DISTINCT ON (m_, n_, o_)" : "",
-                 dry ? "" : ", now(), $5::integer, $6::uuid");
+    ja_sb_printf(b, "SELECT %s m_, n_, o_, d_, now(), $5::integer, $6::uuid FROM (",
+                 p->any_dup ? "DISTINCT ON (m_, n_, o_)" : "");
     for (size_t k = 0; k < p->n_nodes; k++) {
         ja_sb_printf(b, "%sSELECT $%d::text AS m_, $%d::text AS n_, n%zu.pk_::text AS o_, ", k ? " UNION ALL " : "",
                      ja_param(k, 0), ja_param(k, 1), k);

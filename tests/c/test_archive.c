@@ -1,0 +1,642 @@
+/* test_archive: job_archive_run and job_unarchive_run against a real PostgreSQL with the Fusion schema.
+ *
+ * Each case gets its own database cloned from a template (Fusion DDL + backup_archive tables, loaded once with
+ * psql), seeds rows, runs the job in-process and checks counters and table contents. Cases: notifications by
+ * timestamp (batches, idempotent re-run, unarchive gives back the same text), leave_leave with CASCADE children
+ * and an unlisted catalog reference, "File"/"Tracking" (quoted names) with a nested PROTECT and a SET_NULL, a
+ * varchar primary key, relations = nil (referenced rows stay), dry run, re-created rows (conflict), purge,
+ * missing columns, lock retries and abort, and a SIGKILL of a process in the middle of a large archival.
+ * Needs FB_TEST_PG (tests/run.sh sets it) and psql (FB_PG_BIN or /usr/lib/postgresql/15/bin).
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libpq-fe.h>
+
+#include "common/fb_config.h"
+#include "job/job.h"
+#include "job/job_archive.h"
+#include "tap.h"
+
+static const char *ta_base;    /* FB_TEST_PG */
+static char ta_tpl[64];
+static int ta_seq;
+static char ta_made[32][64];
+static int ta_n_made;
+
+#define CUTOFF_MS 1704067200000LL /* 2024-01-01 00:00 UTC */
+
+static PGconn *ta_connect(const char *dbname) {
+    char ci[1024];
+    snprintf(ci, sizeof ci, "%s dbname=%s", ta_base, dbname);
+    PGconn *c = PQconnectdb(ci);
+    if (PQstatus(c) != CONNECTION_OK) {
+        printf("not ok - cannot connect to %s: %s\n", ci, PQerrorMessage(c));
+        exit(1);
+    }
+    PQclear(PQexec(c, "SET client_min_messages = warning"));
+    return c;
+}
+
+static int ta_exec(PGconn *c, const char *sql) {
+    PGresult *r = PQexec(c, sql);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+    if (!ok) printf("# SQL failed: %s\n# %s\n", PQerrorMessage(c), sql);
+    PQclear(r);
+    return ok;
+}
+
+static long long ta_int(PGconn *c, const char *sql) {
+    PGresult *r = PQexec(c, sql);
+    long long v = -999;
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0))
+        v = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    else if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        printf("# SQL failed: %s\n# %s\n", PQerrorMessage(c), sql);
+    PQclear(r);
+    return v;
+}
+
+/* The first cell as a malloc'd string ("" for NULL). */
+static char *ta_text(PGconn *c, const char *sql) {
+    PGresult *r = PQexec(c, sql);
+    char *s = strdup(PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 ? PQgetvalue(r, 0, 0) : "<error>");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) printf("# SQL failed: %s\n# %s\n", PQerrorMessage(c), sql);
+    PQclear(r);
+    return s;
+}
+
+static void ta_make_template(void) {
+    const char *src = getenv("FB_SOURCE_DIR");
+    const char *bin = getenv("FB_PG_BIN");
+    char cmd[4096];
+    snprintf(ta_tpl, sizeof ta_tpl, "fbh4_tpl_%d", (int)getpid());
+    PGconn *adm = ta_connect("postgres");
+    snprintf(cmd, sizeof cmd, "DROP DATABASE IF EXISTS %s", ta_tpl);
+    ta_exec(adm, cmd);
+    snprintf(cmd, sizeof cmd, "CREATE DATABASE %s", ta_tpl);
+    ta_exec(adm, cmd);
+    PQfinish(adm);
+    snprintf(cmd, sizeof cmd,
+             "%s/psql -X -q -v ON_ERROR_STOP=1 -d '%s dbname=%s' -f %s/../shared/fixtures/fusion/fusion_prod_schema_pg15.sql "
+             ">/dev/null && %s/psql -X -q -v ON_ERROR_STOP=1 -d '%s dbname=%s' -f %s/schemas/sql/backup_archive.sql",
+             bin ? bin : "/usr/lib/postgresql/15/bin", ta_base, ta_tpl, src ? src : ".",
+             bin ? bin : "/usr/lib/postgresql/15/bin", ta_base, ta_tpl, src ? src : ".");
+    if (system(cmd) != 0) {
+        printf("not ok - could not load the Fusion schema into the template database (%s)\n", cmd);
+        exit(1);
+    }
+}
+
+/* A new database from the template, with two users and a content type; returns its name (static storage). */
+static const char *ta_newdb(void) {
+    char sql[256];
+    char *name = ta_made[ta_n_made++];
+    snprintf(name, 64, "fbh4_%d_%d", (int)getpid(), ++ta_seq);
+    PGconn *adm = ta_connect("postgres");
+    snprintf(sql, sizeof sql, "CREATE DATABASE %s TEMPLATE %s", name, ta_tpl);
+    ta_exec(adm, sql);
+    PQfinish(adm);
+    PGconn *c = ta_connect(name);
+    ta_exec(c, "INSERT INTO auth_user (id, password, is_superuser, username, first_name, last_name, email, is_staff, "
+               "is_active, date_joined) VALUES (1, 'x', false, 'u1', '', '', '', false, true, now()), "
+               "(2, 'x', false, 'u2', '', '', '', false, true, now());"
+               "INSERT INTO django_content_type (id, app_label, model) VALUES (1, 'notifications', 'notification')");
+    PQfinish(c);
+    return name;
+}
+
+static void ta_dropdbs(void) {
+    PGconn *adm = ta_connect("postgres");
+    char sql[256];
+    for (int i = 0; i < ta_n_made; i++) {
+        snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", ta_made[i]);
+        ta_exec(adm, sql);
+    }
+    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", ta_tpl);
+    ta_exec(adm, sql);
+    PQfinish(adm);
+}
+
+/* n notifications, the first n_old of them due (2020), the rest new. Values exercise quoting and NULLs. */
+static void ta_seed_notifications(PGconn *c, int n, int n_old) {
+    char sql[2048];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO notifications_notification (level, unread, actor_object_id, verb, description, "
+             "target_object_id, action_object_object_id, timestamp, public, action_object_content_type_id, "
+             "actor_content_type_id, recipient_id, target_content_type_id, deleted, emailed, data) "
+             "SELECT 'info', g %% 2 = 0, g::text, 'verb ' || g, CASE WHEN g %% 3 = 0 THEN NULL ELSE "
+             "E'desc \\\\ \"q\" '' ü ' || g END, NULL, NULL, CASE WHEN g <= %d THEN timestamptz "
+             "'2020-01-01 10:00:00.123456+05:30' + g * interval '1 minute' ELSE now() END, true, NULL, 1, "
+             "1 + g %% 2, NULL, false, false, '{\"k\": ' || g || '}' FROM generate_series(1, %d) g",
+             n_old, n);
+    CHECK(ta_exec(c, sql));
+}
+
+typedef struct ta_job {
+    ev_event ev;
+    fb_config cfg;
+    job_ctx ctx;
+    job_result res;
+    fb_err err;
+    volatile sig_atomic_t abort_flag;
+    int abort_after_batches;
+} ta_job;
+
+static void ta_progress(void *opaque, const job_result *so_far) {
+    ta_job *j = opaque;
+    if (j->abort_after_batches && job_result_get(so_far, "batches") >= j->abort_after_batches) j->abort_flag = 1;
+}
+
+static void ta_job_init(ta_job *j, const char *db, const char *module, const char *model, const char *table,
+                        const char *pk, const char *ts, int64_t batch) {
+    static char ci[1024];
+    memset(j, 0, sizeof *j);
+    fb_err e;
+    fb_config_init(&j->cfg, &e);
+    snprintf(ci, sizeof ci, "%s dbname=%s", ta_base, db);
+    free(j->cfg.pg);
+    j->cfg.pg = strdup(ci);
+    j->cfg.lock_timeout_ms = 2000;
+    j->cfg.batch_pause_ms = 0;
+    j->ev.v = 1;
+    j->ev.type = EV_ARCHIVE_DUE;
+    snprintf(j->ev.job_id, sizeof j->ev.job_id, "6f1c2d3e-4b5a-4c6d-8e7f-0a1b2c3d4e5f");
+    j->ev.attempt = 1;
+    ev_archive_due *a = &j->ev.u.archive;
+    a->policy_id = 1;
+    a->module = module;
+    a->model_name = model;
+    a->table.schema = "public";
+    a->table.name = table;
+    a->pk_column = pk;
+    a->timestamp_column = ts;
+    a->cutoff = CUTOFF_MS;
+    a->batch_size = batch;
+    a->archived_by.has = 1;
+    a->archived_by.v = 1;
+    a->has_relations = 1; /* with an empty list unless a case sets relations */
+    j->ctx.cfg = &j->cfg;
+    j->ctx.ev = &j->ev;
+    j->ctx.worker_name = "test";
+    j->ctx.abort = &j->abort_flag;
+    j->ctx.progress = ta_progress;
+    j->ctx.progress_opaque = j;
+}
+
+static fb_code ta_run(ta_job *j) {
+    job_result_init(&j->res);
+    fb_err_clear(&j->err);
+    fb_code rc = job_archive_run(&j->ctx, &j->res, &j->err);
+    if (rc) printf("# job returned %d: %s\n", rc, j->err.msg);
+    return rc;
+}
+
+static void ta_job_free(ta_job *j) { fb_config_free(&j->cfg); }
+
+#define STAT(j, k) job_result_get(&(j)->res, k)
+
+static ev_relation ta_rel(const char *table, const char *column, const char *references, ev_on_delete d,
+                          const char *module, const char *model) {
+    ev_relation r;
+    memset(&r, 0, sizeof r);
+    r.table.schema = "public";
+    r.table.name = table;
+    r.column = column;
+    r.references.schema = "public";
+    r.references.name = references;
+    r.on_delete = d;
+    r.module = module;
+    r.model_name = model;
+    return r;
+}
+
+/* ---------------------------------------------------------------------------------------------------------- */
+
+static void test_notifications_batches_idempotent_and_unarchive(void) {
+    const char *db = ta_newdb();
+    PGconn *c = ta_connect(db);
+    ta_seed_notifications(c, 2500, 2000);
+    char *before = ta_text(c, "SELECT string_agg(t::text, E'\\n' ORDER BY id) FROM notifications_notification t "
+                              "WHERE timestamp < '2024-01-01'");
+    ta_job j;
+    ta_job_init(&j, db, "notifications", "Notification", "notifications_notification", "id", "timestamp", 300);
+    CHECK_EQ_INT(ta_run(&j), FB_OK);
+    CHECK_EQ_INT(STAT(&j, "archived"), 2000);
+    CHECK_EQ_INT(STAT(&j, "batches"), 7);
+    CHECK_EQ_INT(STAT(&j, "total_due"), 2000);
+    CHECK_EQ_INT(STAT(&j, "cascaded"), 0);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM notifications_notification"), 500);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM backup_archive_archivedrecord WHERE module = 'notifications' AND "
+                           "model_name = 'Notification' AND archived_by_id = 1 AND "
+                           "job_id = '6f1c2d3e-4b5a-4c6d-8e7f-0a1b2c3d4e5f'"),
+                 2000);
+    char *env = ta_text(c, "SELECT (data::json)->'table'::text || ' ' || (data::json->>'pk') FROM "
+                           "backup_archive_archivedrecord WHERE original_id = '7'");
+    CHECK_EQ_STR(env, "[\"public\", \"notifications_notification\"] id");
+    free(env);
+
+    /* Redelivery: nothing moves twice. */
+    CHECK_EQ_INT(ta_run(&j), FB_OK);
+    CHECK_EQ_INT(STAT(&j, "archived"), 0);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM backup_archive_archivedrecord"), 2000);
+
+    /* Unarchive two by id, then the rest by time: the text form equals the original. */
+    job_unarchive_opts o = {0};
+    job_unarchive_result ur;
+    fb_err err;
+    const char *ids[] = {"5", "6", "999999"};
+    o.conninfo = j.cfg.pg;
+    o.module = "notifications";
+    o.model_name = "Notification";
+    o.ids = ids;
+    o.n_ids = 3;
+    o.lock_timeout_ms = 2000;
+    o.dry_run = 1;
+    CHECK_EQ_INT(job_unarchive_run(&o, &ur, &err), FB_OK);
+    CHECK_EQ_INT(ur.restored, 2);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM notifications_notification"), 500); /* dry: nothing changed */
+    job_unarchive_result_free(&ur);
+    o.dry_run = 0;
+    CHECK_EQ_INT(job_unarchive_run(&o, &ur, &err), FB_OK);
+    CHECK_EQ_INT(ur.restored, 2);
+    CHECK_EQ_INT(ur.not_found, 1);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM notifications_notification"), 502);
+    job_unarchive_result_free(&ur);
+    o.n_ids = 0;
+    o.archived_before = "infinity";
+    CHECK_EQ_INT(job_unarchive_run(&o, &ur, &err), FB_OK);
+    CHECK_EQ_INT(ur.restored, 1998);
+    CHECK_EQ_INT(ur.n_conflicts, 0);
+    job_unarchive_result_free(&ur);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM backup_archive_archivedrecord"), 0);
+    char *after = ta_text(c, "SELECT string_agg(t::text, E'\\n' ORDER BY id) FROM notifications_notification t "
+                             "WHERE timestamp < '2024-01-01'");
+    CHECKF(strcmp(before, after) == 0, "restored rows differ from the originals:\n%.300s\nvs\n%.300s", before, after);
+    free(before);
+    free(after);
+
+    /* Archive once more, then re-create one row by hand: a conflict leaves it live, never overwrites. */
+    CHECK_EQ_INT(ta_run(&j), FB_OK);
+    CHECK_EQ_INT(STAT(&j, "archived"), 2000);
+    CHECK(ta_exec(c, "INSERT INTO notifications_notification (id, level, unread, actor_object_id, verb, timestamp, "
+                     "public, actor_content_type_id, recipient_id, deleted, emailed) VALUES (42, 'x', true, 'a', "
+                     "'re-created', '2019-01-01', true, 1, 1, false, false)"));
+    CHECK_EQ_INT(ta_run(&j), FB_OK);
+    CHECK_EQ_INT(STAT(&j, "archived"), 0);
+    CHECK_EQ_INT(STAT(&j, "skipped_conflict"), 1);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM notifications_notification WHERE id = 42"), 1);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM backup_archive_archivedrecord WHERE original_id = '42' AND "
+                           "data LIKE '%re-created%'"), 0);
+    /* Unarchive of 42 now meets the live row: reported, not overwritten. */
+    const char *id42[] = {"42"};
+    o.ids = id42;
+    o.n_ids = 1;
+    o.archived_before = NULL;
+    CHECK_EQ_INT(job_unarchive_run(&o, &ur, &err), FB_OK);
+    CHECK_EQ_INT(ur.restored, 0);
+    CHECK_EQ_INT(ur.n_conflicts, 1);
+    CHECK(ur.n_conflicts == 1 && strcmp(ur.conflicts[0], "42") == 0);
+    job_unarchive_result_free(&ur);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM notifications_notification WHERE id = 42 AND verb = 're-created'"), 1);
+
+    /* Purge: everything of this model archived before a future instant goes; dry run counts only. */
+    j.ev.u.archive.purge_before.has = 1;
+    j.ev.u.archive.purge_before.v = CUTOFF_MS * 2;
+    j.ev.u.archive.dry_run = 1;
+    CHECK_EQ_INT(ta_run(&j), FB_OK);
+    CHECK_EQ_INT(STAT(&j, "purged"), 2000);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM backup_archive_archivedrecord"), 2000);
+    j.ev.u.archive.dry_run = 0;
+    CHECK_EQ_INT(ta_run(&j), FB_OK);
+    CHECK_EQ_INT(STAT(&j, "purged"), 2000);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM backup_archive_archivedrecord"), 0);
+    ta_job_free(&j);
+    PQfinish(c);
+}
+
+static void ta_seed_leave(PGconn *c) {
+    CHECK(ta_exec(c,
+                  "INSERT INTO leave_leave (id, purpose, status, timestamp, extra_info, applicant_id) "
+                  "SELECT g, 'purpose ' || g, 'accepted', CASE WHEN g <= 10 THEN timestamptz '2021-03-04 05:06:07+00' "
+                  "ELSE now() END, NULL, 1 FROM generate_series(1, 12) g;"
+                  "INSERT INTO leave_leavesegment (document, start_date, start_half, end_date, end_half, address, "
+                  "leave_id, leave_type_id) SELECT 'doc', date '2021-03-01' + g, false, date '2021-03-02' + g, true, "
+                  "NULL, (g + 1) / 2, NULL FROM generate_series(1, 24) g;"
+                  "INSERT INTO leave_replacementsegment (replacement_type, start_date, end_date, status, remark, "
+                  "leave_id, replacer_id) SELECT 'academic', '2021-03-01', '2021-03-05', 'pending', NULL, g, 2 "
+                  "FROM generate_series(1, 12) g;"));
+    /* leave 3 is also referenced from leave_leaverequest, which the relations below do not list. */
+    CHECK(ta_exec(c, "SET session_replication_role = replica; INSERT INTO leave_leaverequest (id, remark, "
+                     "permission, status, leave_id, requested_from_id) VALUES (1, NULL, 'x', 'pending', 3, 1); "
+                     "SET session_replication_role = origin"));
+}
+
+static void test_leave_cascade(void) {
+    const char *db = ta_newdb();
+    PGconn *c = ta_connect(db);
+    ta_seed_leave(c);
+    char *before = ta_text(c, "SELECT (SELECT string_agg(t::text, ',' ORDER BY id) FROM leave_leave t) || '|' || "
+                              "(SELECT string_agg(t::text, ',' ORDER BY id) FROM leave_leavesegment t) || '|' || "
+                              "(SELECT string_agg(t::text, ',' ORDER BY id) FROM leave_replacementsegment t)");
+    ev_relation rels[2] = {
+        ta_rel("leave_leavesegment", "leave_id", "leave_leave", EV_CASCADE, NULL, "LeaveSegment"),
+        ta_rel("leave_replacementsegment", "leave_id", "leave_leave", EV_CASCADE, "leave", "ReplacementSegment"),
+    };
+    ta_job j;
+    ta_job_init(&j, db, "leave", "Leave", "leave_leave", "id", "timestamp", 4);
+    j.ev.u.archive.relations = rels;
+    j.ev.u.archive.n_relations = 2;
+
+    j.ev.u.archive.dry_run = 1;
+    CHECK_EQ_INT(ta_run(&j), FB_OK);
+    CHECK_EQ_INT(STAT(&j, "archived"), 9);
+    CHECK_EQ_INT(STAT(&j, "cascaded"), 27);
+    CHECK_EQ_INT(STAT(&j, "skipped_referenced"), 1);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM leave_leave"), 12);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM backup_archive_archivedrecord"), 0);
+
+    j.ev.u.archive.dry_run = 0;
+    CHECK_EQ_INT(ta_run(&j), FB_OK);
+    CHECK_EQ_INT(STAT(&j, "archived"), 9);
+    CHECK_EQ_INT(STAT(&j, "cascaded"), 27);
+    CHECK_EQ_INT(STAT(&j, "skipped_referenced"), 1);
+    CHECK_EQ_INT(STAT(&j, "skipped_protected"), 0);
+    CHECK_EQ_INT(STAT(&j, "batches"), 3);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM leave_leave"), 3);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM leave_leavesegment"), 6);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM leave_replacementsegment"), 3);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM leave_leave WHERE id = 3"), 1);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM backup_archive_archivedrecord WHERE module = 'leave' AND "
+                           "model_name = 'LeaveSegment'"), 18);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM backup_archive_archivedrecord WHERE module = 'leave' AND "
+                           "model_name = 'ReplacementSegment'"), 9);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM backup_archive_archivedrecord WHERE model_name = 'Leave'"), 9);
+
+    /* Unarchive the parents first, then the children: everything is back as it was. */
+    static const char *const models[] = {"Leave", "LeaveSegment", "ReplacementSegment"};
+    for (int i = 0; i < 3; i++) {
+        job_unarchive_opts o = {0};
+        job_unarchive_result ur;
+        fb_err err;
+        o.conninfo = j.cfg.pg;
+        o.module = "leave";
+        o.model_name = models[i];
+        o.archived_before = "infinity";
+        CHECKF(job_unarchive_run(&o, &ur, &err) == FB_OK, "unarchive %s: %s", models[i], err.msg);
+        job_unarchive_result_free(&ur);
+    }
+    char *after = ta_text(c, "SELECT (SELECT string_agg(t::text, ',' ORDER BY id) FROM leave_leave t) || '|' || "
+                             "(SELECT string_agg(t::text, ',' ORDER BY id) FROM leave_leavesegment t) || '|' || "
+                             "(SELECT string_agg(t::text, ',' ORDER BY id) FROM leave_replacementsegment t)");
+    CHECKF(strcmp(before, after) == 0, "leave tables differ after unarchive:\n%.300s\nvs\n%.300s", before, after);
+    free(before);
+    free(after);
+    ta_job_free(&j);
+    PQfinish(c);
+}
+
+static void test_no_relations_keeps_referenced_rows(void) {
+    const char *db = ta_newdb();
+    PGconn *c = ta_connect(db);
+    ta_seed_leave(c);
+    CHECK(ta_exec(c, "DELETE FROM leave_leavesegment WHERE leave_id IN (1, 2); "
+                     "DELETE FROM leave_replacementsegment WHERE leave_id = 1"));
+    ta_job j;
+    ta_job_init(&j, db, "leave", "Leave", "leave_leave", "id", "timestamp", 100);
+    j.ev.u.archive.has_relations = 0;
+    CHECK_EQ_INT(ta_run(&j), FB_OK);
+    CHECK_EQ_INT(STAT(&j, "archived"), 1); /* only leave 1 has no referencing row at all */
+    CHECK_EQ_INT(STAT(&j, "skipped_referenced"), 9);
+    CHECK_EQ_INT(STAT(&j, "cascaded"), 0);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM leave_leave"), 11);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM leave_leave WHERE id = 1"), 0);
+    ta_job_free(&j);
+    PQfinish(c);
+}
+
+static void test_file_tracking_protect_set_null(void) {
+    const char *db = ta_newdb();
+    PGconn *c = ta_connect(db);
+    CHECK(ta_exec(c,
+                  "SET session_replication_role = replica;"
+                  "INSERT INTO \"File\" (id, subject, description, upload_date, upload_file, is_read, src_module, "
+                  "src_object_id, \"file_extra_JSON\", designation_id, uploader_id) SELECT g, 'subject ' || g, NULL, "
+                  "CASE WHEN g <= 6 THEN timestamptz '2022-02-02 02:02:02+00' ELSE now() END, 'f.pdf', false, "
+                  "'filetracking', NULL, '{\"n\": [1, 2.50, null], \"s\": \"x\"}', NULL, 'roll' || g "
+                  "FROM generate_series(1, 8) g;"
+                  "INSERT INTO \"Tracking\" (id, receive_date, forward_date, remarks, upload_file, is_read, "
+                  "\"tracking_extra_JSON\", current_design_id, current_id_id, file_id_id, receive_design_id, "
+                  "receiver_id_id) VALUES (1, now(), now(), 'r', '', false, NULL, NULL, 'roll1', 1, NULL, 1), "
+                  "(2, now(), now(), 'r', '', false, NULL, NULL, 'roll1', 1, NULL, 1), "
+                  "(3, now(), now(), 'r', '', false, NULL, NULL, 'roll2', 2, NULL, 1);"
+                  /* Tracking 3 (of File 2) is referenced by a Registrar_response: PROTECT blocks File 2. */
+                  "INSERT INTO \"Registrar_response\" (id, remark, status, track_id_id) VALUES (1, 'ok', 'x', 3);"
+                  /* File 3 is referenced by a requisition (SET_NULL below) and File 4 by an IndentFile (unlisted). */
+                  "INSERT INTO office_module_requisitions (id, req_date, title, department, building, description, "
+                  "tag, assign_file_id, userid_id) VALUES (1, now(), 't', 'd', 'b', 'x', 0, 3, 'roll1');"
+                  "INSERT INTO \"IndentFile\" (file_info_id, item_name, quantity, present_stock, purpose, "
+                  "specification, item_type, item_subtype, nature, indigenous, replaced, budgetary_head, "
+                  "expected_delivery, sources_of_supply, head_approval, director_approval, financial_approval, "
+                  "purchased) VALUES (4, 'i', 1, 0, 'p', 's', 't', 'st', true, true, false, 'b', '2022-01-01', 's', "
+                  "false, false, false, false);"
+                  "SET session_replication_role = origin"));
+    ev_relation rels[3] = {
+        ta_rel("Tracking", "file_id_id", "File", EV_CASCADE, "filetracking", "Tracking"),
+        ta_rel("Registrar_response", "track_id_id", "Tracking", EV_PROTECT, "filetracking", "Registrar_response"),
+        ta_rel("office_module_requisitions", "assign_file_id", "File", EV_SET_NULL, "office_module", "Requisitions"),
+    };
+    ta_job j;
+    ta_job_init(&j, db, "filetracking", "File", "File", "id", "upload_date", 2);
+    j.ev.u.archive.relations = rels;
+    j.ev.u.archive.n_relations = 3;
+    CHECK_EQ_INT(ta_run(&j), FB_OK);
+    CHECK_EQ_INT(STAT(&j, "archived"), 4);          /* Files 1, 3, 5, 6 */
+    CHECK_EQ_INT(STAT(&j, "cascaded"), 2);          /* Trackings 1, 2 */
+    CHECK_EQ_INT(STAT(&j, "skipped_protected"), 1); /* File 2 */
+    CHECK_EQ_INT(STAT(&j, "skipped_referenced"), 1);/* File 4 */
+    CHECK_EQ_INT(STAT(&j, "nulled"), 1);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM \"File\" WHERE id IN (2, 4, 7, 8)"), 4);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM \"File\""), 4);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM \"Tracking\""), 1);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM office_module_requisitions WHERE assign_file_id IS NULL"), 1);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM backup_archive_archivedrecord WHERE model_name = 'Tracking' AND "
+                           "data LIKE '%\"table\" : [\"public\", \"Tracking\"]%'"), 2);
+    char *js = ta_text(c, "SELECT ((data::json)->'row'->>'file_extra_JSON') FROM backup_archive_archivedrecord "
+                          "WHERE model_name = 'File' AND original_id = '1'");
+    CHECK_EQ_STR(js, "{\"n\": [1, 2.50, null], \"s\": \"x\"}");
+    free(js);
+    ta_job_free(&j);
+    PQfinish(c);
+}
+
+static void test_varchar_pk_session(void) {
+    const char *db = ta_newdb();
+    PGconn *c = ta_connect(db);
+    CHECK(ta_exec(c, "INSERT INTO django_session (session_key, session_data, expire_date) SELECT md5(g::text), "
+                     "repeat('d', g), CASE WHEN g % 4 = 0 THEN now() ELSE timestamptz '2023-05-05' END "
+                     "FROM generate_series(1, 400) g"));
+    char *before = ta_text(c, "SELECT string_agg(t::text, ',' ORDER BY session_key) FROM django_session t "
+                              "WHERE expire_date < '2024-01-01'");
+    ta_job j;
+    ta_job_init(&j, db, "sessions", "Session", "django_session", "session_key", "expire_date", 64);
+    CHECK_EQ_INT(ta_run(&j), FB_OK);
+    CHECK_EQ_INT(STAT(&j, "archived"), 300);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM django_session"), 100);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM backup_archive_archivedrecord a JOIN generate_series(1, 400) g "
+                           "ON a.original_id = md5(g::text)"), 300);
+    /* max_rows bounds one job. */
+    job_unarchive_opts o = {0};
+    job_unarchive_result ur;
+    fb_err err;
+    o.conninfo = j.cfg.pg;
+    o.module = "sessions";
+    o.model_name = "Session";
+    o.archived_before = "infinity";
+    CHECK_EQ_INT(job_unarchive_run(&o, &ur, &err), FB_OK);
+    CHECK_EQ_INT(ur.restored, 300);
+    job_unarchive_result_free(&ur);
+    char *after = ta_text(c, "SELECT string_agg(t::text, ',' ORDER BY session_key) FROM django_session t "
+                             "WHERE expire_date < '2024-01-01'");
+    CHECK(strcmp(before, after) == 0);
+    free(before);
+    free(after);
+    j.ev.u.archive.max_rows.has = 1;
+    j.ev.u.archive.max_rows.v = 100;
+    CHECK_EQ_INT(ta_run(&j), FB_OK);
+    CHECK_EQ_INT(STAT(&j, "archived"), 100);
+    CHECK_EQ_INT(STAT(&j, "batches"), 2);
+    ta_job_free(&j);
+    PQfinish(c);
+}
+
+static void test_missing_names_are_notfound(void) {
+    const char *db = ta_newdb();
+    ta_job j;
+    ta_job_init(&j, db, "notifications", "Notification", "notifications_notification", "id", "created", 10);
+    CHECK_EQ_INT(ta_run(&j), FB_ERR_NOTFOUND);
+    CHECKF(strstr(j.err.msg, "\"created\"") && strstr(j.err.msg, "notifications_notification"), "message: %s",
+           j.err.msg);
+    j.ev.u.archive.timestamp_column = "timestamp";
+    j.ev.u.archive.table.name = "Cpda Applications";
+    CHECK_EQ_INT(ta_run(&j), FB_ERR_NOTFOUND);
+    CHECKF(strstr(j.err.msg, "\"Cpda Applications\""), "message: %s", j.err.msg);
+    j.ev.u.archive.table.name = "notifications_notification";
+    j.ev.u.archive.pk_column = "verb";
+    CHECK_EQ_INT(ta_run(&j), FB_ERR_INVALID); /* not unique */
+    j.ev.u.archive.pk_column = "id";
+    ev_relation bad = ta_rel("leave_leave", "no_such_column", "notifications_notification", EV_CASCADE, NULL, NULL);
+    j.ev.u.archive.relations = &bad;
+    j.ev.u.archive.n_relations = 1;
+    CHECK_EQ_INT(ta_run(&j), FB_ERR_NOTFOUND);
+    CHECKF(strstr(j.err.msg, "no_such_column"), "message: %s", j.err.msg);
+    ta_job_free(&j);
+}
+
+static void test_locks_retry_then_transient_and_abort(void) {
+    const char *db = ta_newdb();
+    PGconn *c = ta_connect(db);
+    ta_seed_leave(c);
+    PGconn *other = ta_connect(db);
+    /* Another session holds a child row: the cascade cannot get its lock. */
+    CHECK(ta_exec(other, "BEGIN; SELECT * FROM leave_leavesegment WHERE leave_id = 1 FOR UPDATE"));
+    ev_relation rels[2] = {
+        ta_rel("leave_leavesegment", "leave_id", "leave_leave", EV_CASCADE, NULL, "LeaveSegment"),
+        ta_rel("leave_replacementsegment", "leave_id", "leave_leave", EV_CASCADE, NULL, "ReplacementSegment"),
+    };
+    ta_job j;
+    ta_job_init(&j, db, "leave", "Leave", "leave_leave", "id", "timestamp", 100);
+    j.ev.u.archive.relations = rels;
+    j.ev.u.archive.n_relations = 2;
+    j.cfg.lock_timeout_ms = 50;
+    CHECK_EQ_INT(ta_run(&j), FB_ERR_TRANSIENT);
+    CHECK_EQ_INT(STAT(&j, "lock_retries"), JOB_ARCHIVE_LOCK_RETRIES);
+    CHECKF(strstr(j.err.msg, "55P03") != NULL, "message: %s", j.err.msg);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM leave_leave"), 12);
+    CHECK(ta_exec(other, "ROLLBACK"));
+    /* A locked parent row is skipped (SKIP LOCKED), the others move. */
+    CHECK(ta_exec(other, "BEGIN; SELECT * FROM leave_leave WHERE id = 2 FOR UPDATE"));
+    CHECK_EQ_INT(ta_run(&j), FB_OK);
+    CHECK_EQ_INT(STAT(&j, "archived"), 8);
+    CHECK(ta_exec(other, "ROLLBACK"));
+    PQfinish(other);
+    /* Abort after the first batch: that batch stays, the job says ABORTED. */
+    ta_seed_notifications(c, 1000, 1000);
+    ta_job k;
+    ta_job_init(&k, db, "notifications", "Notification", "notifications_notification", "id", "timestamp", 100);
+    k.abort_after_batches = 1;
+    CHECK_EQ_INT(ta_run(&k), FB_ERR_ABORTED);
+    CHECK_EQ_INT(STAT(&k, "batches"), 1);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM notifications_notification"), 900);
+    ta_job_free(&j);
+    ta_job_free(&k);
+    PQfinish(c);
+}
+
+/* A child process runs a large archival; we SIGKILL it mid-way, check the invariant, re-run, check again. */
+static void test_sigkill_mid_archival(void) {
+    const int N = 200000;
+    const char *db = ta_newdb();
+    PGconn *c = ta_connect(db);
+    ta_seed_notifications(c, N, N);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        ta_job j;
+        ta_job_init(&j, db, "notifications", "Notification", "notifications_notification", "id", "timestamp", 500);
+        job_result_init(&j.res);
+        job_archive_run(&j.ctx, &j.res, &j.err);
+        _exit(0);
+    }
+    long long archived = 0;
+    for (int i = 0; i < 600 && archived < N / 4; i++) {
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+        archived = ta_int(c, "SELECT count(*) FROM backup_archive_archivedrecord");
+    }
+    kill(pid, SIGKILL);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    /* The server notices the dead client and rolls its open batch back; wait until its backend is gone. */
+    for (int i = 0; i < 100 && ta_int(c, "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE "
+                                         "'fusion-backup archive%' AND datname = current_database()") > 0; i++) {
+        struct timespec ts = {0, 100 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    long long live = ta_int(c, "SELECT count(*) FROM notifications_notification");
+    long long arch = ta_int(c, "SELECT count(*) FROM backup_archive_archivedrecord");
+    CHECKF(live + arch == N && arch > 0 && live > 0, "after SIGKILL: %lld live + %lld archived != %d (or not mid-way)",
+           live, arch, N);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM notifications_notification n JOIN backup_archive_archivedrecord a "
+                           "ON a.original_id = n.id::text"), 0);
+    ta_job j;
+    ta_job_init(&j, db, "notifications", "Notification", "notifications_notification", "id", "timestamp", 5000);
+    CHECK_EQ_INT(ta_run(&j), FB_OK);
+    CHECK_EQ_INT(STAT(&j, "archived"), live);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM notifications_notification"), 0);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(DISTINCT original_id) FROM backup_archive_archivedrecord"), N);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM backup_archive_archivedrecord"), N);
+    ta_job_free(&j);
+    PQfinish(c);
+}
+
+int main(void) {
+    ta_base = tap_need_env("FB_TEST_PG");
+    ta_make_template();
+    test_notifications_batches_idempotent_and_unarchive();
+    test_leave_cascade();
+    test_no_relations_keeps_referenced_rows();
+    test_file_tracking_protect_set_null();
+    test_varchar_pk_session();
+    test_missing_names_are_notfound();
+    test_locks_retry_then_transient_and_abort();
+    test_sigkill_mid_archival();
+    ta_dropdbs();
+    return tap_done();
+}
