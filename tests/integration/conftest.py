@@ -17,6 +17,12 @@ import psycopg2
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+try:
+    import fusion_events  # noqa: F401  (installed: use it)
+except ImportError:  # a checkout without `pip install -e schemas/python`
+    import sys
+
+    sys.path.insert(0, str(REPO / "schemas" / "python"))
 FUSION_SQL = Path(os.environ.get("FB_FUSION_FIXTURE", REPO.parent / "shared/fixtures/fusion")) / "fusion_prod_schema_pg15.sql"
 APP_SQL = REPO / "schemas/sql/backup_archive.sql"
 PG_BIN = Path(os.environ.get("FB_PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -185,3 +191,98 @@ def topic_prefix(brokers: str) -> str:
     for t, f in admin.create_topics(topics, operation_timeout=30).items():
         f.result(timeout=60)
     return prefix
+
+
+class Workers:
+    """Starts fusion-backup-worker processes for one test and stops them all afterwards (SIGTERM, then SIGKILL)."""
+
+    def __init__(self, bin: Binaries, brokers: str, prefix: str, logdir: Path):
+        self.bin, self.brokers, self.prefix, self.logdir = bin, brokers, prefix, logdir
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, pg: str, *, storage_root: Path | None = None, public_key: Path | None = None,
+              secret_key: Path | None = None, role: str = "all", group: str | None = None,
+              extra: tuple[str, ...] = (), env: dict | None = None) -> subprocess.Popen:
+        args = [self.bin.worker, "--brokers", self.brokers, "--pg", pg, "--topic-prefix", self.prefix,
+                "--group-id", group or f"g-{self.prefix}", "--role", role, "--worker-name",
+                f"w{len(self.procs)}", "--retry-backoff-ms", "200", "--progress-interval-ms", "500"]
+        if storage_root:
+            args += ["--storage-root", str(storage_root)]
+        if public_key:
+            args += ["--public-key", str(public_key)]
+        if secret_key:
+            args += ["--secret-key", str(secret_key)]
+        args += list(extra)
+        log = open(self.logdir / f"worker{len(self.procs)}.log", "w")
+        p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        p.log_path = self.logdir / f"worker{len(self.procs)}.log"  # type: ignore[attr-defined]
+        self.procs.append(p)
+        return p
+
+    def log(self, p: subprocess.Popen) -> str:
+        return Path(p.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
+
+    def stop_all(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+@pytest.fixture
+def workers(bin: Binaries, brokers: str, topic_prefix: str, tmp_path: Path):
+    w = Workers(bin, brokers, topic_prefix, tmp_path)
+    yield w
+    w.stop_all()
+
+
+def publish(brokers: str, topic: str, key: bytes | str | None, value: bytes, headers: list | None = None) -> None:
+    """Publishes one message and waits for the broker's acknowledgement."""
+    from confluent_kafka import Producer
+
+    p = Producer({"bootstrap.servers": brokers, "enable.idempotence": True})
+    errors: list = []
+    p.produce(topic, value=value, key=key, headers=headers,
+              on_delivery=lambda err, msg: errors.append(err) if err else None)
+    assert p.flush(30) == 0, "message not delivered within 30 s"
+    assert not errors, f"delivery failed: {errors}"
+
+
+def consume(brokers: str, topic: str, until, timeout: float = 60.0) -> list:
+    """Reads topic from the beginning (a fresh group) until until(messages) is true or timeout; returns messages."""
+    import time
+
+    from confluent_kafka import Consumer
+
+    c = Consumer({"bootstrap.servers": brokers, "group.id": f"reader-{uuid.uuid4().hex}",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c.subscribe([topic])
+    got: list = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and not until(got):
+            m = c.poll(0.5)
+            if m is not None and not m.error():
+                got.append(m)
+    finally:
+        c.close()
+    return got
+
+
+def wait_for(predicate, timeout: float = 60.0, interval: float = 0.3, what: str = "condition"):
+    """Polls predicate() until it returns a truthy value; fails with `what` after timeout."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last value: {last!r})")

@@ -91,10 +91,15 @@ fb_code kfk_produce_sync(rd_kafka_t *rk, const char *topic, const void *key, siz
         for (size_t i = 0; i < n_headers; i++)
             rd_kafka_header_add(hdrs, headers[i].name, -1, headers[i].value, -1);
     }
-    rd_kafka_resp_err_t e = rd_kafka_producev(
-        rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY((void *)key, key_len), RD_KAFKA_V_VALUE((void *)value, value_len),
-        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE((void *)&done),
-        hdrs ? RD_KAFKA_V_HEADERS(hdrs) : RD_KAFKA_V_END, RD_KAFKA_V_END);
+    rd_kafka_resp_err_t e;
+    if (hdrs)
+        e = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY((void *)key, key_len),
+                              RD_KAFKA_V_VALUE((void *)value, value_len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                              RD_KAFKA_V_OPAQUE((void *)&done), RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END);
+    else
+        e = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY((void *)key, key_len),
+                              RD_KAFKA_V_VALUE((void *)value, value_len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                              RD_KAFKA_V_OPAQUE((void *)&done), RD_KAFKA_V_END);
     if (e) {
         if (hdrs) rd_kafka_headers_destroy(hdrs); /* ownership passes only on success */
         return fb_err_set(err, FB_ERR_KAFKA, "could not queue a message for topic \"%s\": %s", topic,
