@@ -39,12 +39,6 @@ def to_ms(moment: dt.datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def from_ms(ms: int) -> dt.datetime:
-    """ms since the epoch -> a datetime in the form Django stores (aware UTC, or naive local when USE_TZ=False)."""
-    aware = dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc)
-    return aware if timezone.is_aware(timezone.now()) else timezone.make_naive(aware)
-
-
 def _user_id(user: Optional[Any]) -> Optional[int]:
     return user.pk if user is not None and getattr(user, "is_authenticated", False) else None
 
