@@ -51,7 +51,8 @@ def get_producer() -> Producer:
     with _lock:
         p = _producers.get(key)
         if p is None:
-            cfg = dict(cfg, error_cb=_on_client_error)
+            # librdkafka's own log lines go to Python logging (not straight to stderr).
+            cfg = dict(cfg, error_cb=_on_client_error, logger=logging.getLogger("backup_archive.kafka"))
             p = Producer(cfg)
             _producers[key] = p
         return p

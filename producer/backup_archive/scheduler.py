@@ -161,6 +161,7 @@ class Scheduler:
 
     def _tick_policy(self, pk: int) -> int:
         n = 0
+        req = None
         with transaction.atomic():
             policy = ArchivePolicy.objects.select_for_update().filter(pk=pk, is_active=True).first()
             if policy is None:
@@ -176,12 +177,20 @@ class Scheduler:
                 return 0
             # Archival is cumulative (cutoff moves forward): one request for the newest slot covers the others.
             slot = slots[-1]
+            previous = policy.last_scheduled_at
             try:
-                request_archive(policy, None, job_id=slot_job_id("archive", policy.pk, slot), now=_stored(slot))
+                req = request_archive(policy, None, job_id=slot_job_id("archive", policy.pk, slot),
+                                      now=_stored(slot))
                 n += 1
-            except LookupError as e:
+            except LookupError as e:  # a broken policy is skipped (and logged) until someone fixes it
                 log.error("archive %s: policy does not resolve, not requested: %s", policy, e)
             ArchivePolicy.objects.filter(pk=pk).update(last_scheduled_at=_stored(slot))
+        if req is not None and req.published is False:
+            # No record holds an archive job, so a lost publish would lose the slot: put the slot back and
+            # let the next tick send it again (same slot, same job id).
+            ArchivePolicy.objects.filter(pk=pk, last_scheduled_at=_stored(slot)).update(last_scheduled_at=previous)
+            log.error("archive %s: slot %s not sent, will retry next tick: %s", policy, slot.isoformat(), req.error)
+            n -= 1
         return n
 
 

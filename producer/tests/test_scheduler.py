@@ -139,3 +139,20 @@ def test_scheduler_waits_while_another_holds_the_lock(kafka_topics: Topics, subp
     out = _scheduler(subprocess_env, "--once").communicate(timeout=60)[0]
     assert "1 request(s)" in out, out
     assert BackupRecord.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_broker_down_keeps_the_archive_slot_for_the_next_tick(settings) -> None:
+    settings.FUSION_BACKUP = {**settings.FUSION_BACKUP, "BROKERS": "127.0.0.1:1", "PUBLISH_TIMEOUT": 1.0}
+    policy = ArchivePolicy.objects.create(module="sampleapp", model_name="Comment", timestamp_column="created",
+                                          schedule="0 3 * * *")
+    ArchivePolicy.objects.filter(pk=policy.pk).update(last_scheduled_at=_local(2026, 5, 1, 12))
+    assert Scheduler(now=_local(2026, 5, 2, 12)).tick() == 0
+    policy.refresh_from_db()
+    assert policy.last_scheduled_at == _local(2026, 5, 1, 12)  # not advanced: retried next tick
+    # A scheduled backup that cannot be sent is a FAILED record saying why, not a lost slot.
+    config = BackupConfiguration.objects.create(name="daily", schedule="0 2 * * *")
+    BackupConfiguration.objects.filter(pk=config.pk).update(last_scheduled_at=_local(2026, 5, 1, 12))
+    Scheduler(now=_local(2026, 5, 2, 12)).tick()
+    [record] = BackupRecord.objects.all()
+    assert record.status == "FAILED" and "Kafka" in record.error_message
