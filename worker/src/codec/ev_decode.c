@@ -223,6 +223,23 @@ static fb_code dec_array(dec *d, const char *key, size_t max, const msgpack_obje
     return FB_OK;
 }
 
+/* Keys must be strings and unique, in every map: two readers could otherwise disagree on which value counts. */
+static fb_code dec_check_keys(dec *d) {
+    for (uint32_t i = 0; i < d->map->size; i++) {
+        const msgpack_object *k = &d->map->ptr[i].key;
+        if (k->type != MSGPACK_OBJECT_STR)
+            return fb_err_set(d->err, FB_ERR_INVALID, "invalid event: field \"%s\": every key must be a string (key %u is not)",
+                              d->where, i);
+        for (uint32_t j = 0; j < i; j++) {
+            const msgpack_object *o = &d->map->ptr[j].key;
+            if (o->via.str.size == k->via.str.size && memcmp(o->via.str.ptr, k->via.str.ptr, k->via.str.size) == 0)
+                return fb_err_set(d->err, FB_ERR_INVALID, "invalid event: field \"%s%.*s\": duplicate key", d->where,
+                                  (int)k->via.str.size, k->via.str.ptr);
+        }
+    }
+    return FB_OK;
+}
+
 static const char *const ev_backup_type_names[] = {"FULL", "INCREMENTAL", "DIFFERENTIAL"};
 static const char *const ev_job_type_names[] = {"backup", "archive", "verify"};
 static const char *const ev_status_names[] = {"RUNNING", "SUCCESS", "FAILED"};
@@ -284,6 +301,7 @@ static fb_code dec_relation(dec *parent, size_t idx, const msgpack_object *o, ev
     }
     dec d = {&o->via.map, parent->arena, parent->err, where};
     fb_code rc;
+    if ((rc = dec_check_keys(&d))) return rc;
     const msgpack_object *f;
     int od = 0;
     if (dec_field(&d, "table", 0, &f) < 0) return FB_ERR_INVALID;
@@ -392,18 +410,7 @@ static fb_code dec_status(dec *d, ev_job_status *s) {
 static fb_code dec_event(dec *d, ev_event *ev) {
     fb_code rc;
     ev_opt_i64 v;
-    /* Keys must be strings and unique. */
-    for (uint32_t i = 0; i < d->map->size; i++) {
-        const msgpack_object *k = &d->map->ptr[i].key;
-        if (k->type != MSGPACK_OBJECT_STR)
-            return fb_err_set(d->err, FB_ERR_INVALID, "invalid event: every key must be a string (key %u is not)", i);
-        for (uint32_t j = 0; j < i; j++) {
-            const msgpack_object *o = &d->map->ptr[j].key;
-            if (o->via.str.size == k->via.str.size && memcmp(o->via.str.ptr, k->via.str.ptr, k->via.str.size) == 0)
-                return fb_err_set(d->err, FB_ERR_INVALID, "invalid event: duplicate key \"%.*s\"", (int)k->via.str.size,
-                                  k->via.str.ptr);
-        }
-    }
+    if ((rc = dec_check_keys(d))) return rc;
     const msgpack_object *o = dec_get(d, "v");
     if (!o) return dec_fail(d, "v", "is missing (the contract's major version)%s", NULL);
     if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER) return dec_fail(d, "v", "must be a positive integer%s", NULL);
