@@ -100,11 +100,15 @@ int cmd_restore(int argc, char **argv) {
     }
     if (rc) {
         fprintf(stderr, "fusion-backup restore: %s\n", err.msg);
-        if (c) fprintf(stderr, "fusion-backup restore: nothing was committed; the target database is unchanged\n");
+        if (rc != FB_ERR_USAGE)
+            fprintf(stderr, "fusion-backup restore: nothing was committed; the target database is unchanged\n");
     } else {
         printf("restored %lld tables, %lld rows (%lld bytes of COPY text) into \"%s\" in %.2f s\n",
                (long long)st.tables, (long long)st.rows, (long long)st.raw_bytes, PQdb(c),
                (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+        if (st.fks_skipped)
+            printf("%lld foreign keys were not created: they reference tables that were not restored\n",
+                   (long long)st.fks_skipped);
     }
 out:
     if (c) PQfinish(c);

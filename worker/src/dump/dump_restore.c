@@ -345,10 +345,27 @@ fb_code dump_restore(arc_reader *rd, PGconn *c, const dump_restore_opts *o, dump
         for (size_t i = 0; i < n && rc == FB_OK; i++) {
             const arc_table *t = &m->tables[sel[i]];
             for (size_t k = 0; k < t->n_fk && rc == FB_OK; k++) {
-                rc = pgx_exec(c, t->fk_sql[k], "adding a foreign key", err);
-                if (rc && o->n_tables)
-                    fb_err_prefix(err, "table \"%s\".\"%s\" references a table that was not restored (restore it "
-                                  "too, or restore without --create into existing tables): ", t->schema, t->name);
+                if (o->n_tables == 0) {
+                    rc = pgx_exec(c, t->fk_sql[k], "adding a foreign key", err);
+                    continue;
+                }
+                /* Restoring some tables: a key to a table that is neither restored nor present is skipped, as
+                 * pg_restore -t does; everything else still fails the restore. */
+                if ((rc = pgx_exec(c, "SAVEPOINT fb_fk", "adding a foreign key", err))) break;
+                PGresult *r = PQexec(c, t->fk_sql[k]);
+                const char *sqlstate = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+                if (PQresultStatus(r) == PGRES_COMMAND_OK) {
+                    PQclear(r);
+                    rc = pgx_exec(c, "RELEASE SAVEPOINT fb_fk", "adding a foreign key", err);
+                } else if (sqlstate && strcmp(sqlstate, "42P01") == 0) {
+                    FB_WARN("restore: foreign key of \"%s\".\"%s\" skipped: %s", t->schema, t->name,
+                            PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY));
+                    PQclear(r);
+                    st->fks_skipped++;
+                    rc = pgx_exec(c, "ROLLBACK TO SAVEPOINT fb_fk", "adding a foreign key", err);
+                } else {
+                    rc = pgx_check(c, r, PGRES_COMMAND_OK, "adding a foreign key", err);
+                }
             }
         }
         if (rc) goto out;

@@ -30,6 +30,7 @@ typedef struct dump_restore_opts {
 
 typedef struct dump_restore_stats {
     int64_t tables, rows, raw_bytes;
+    int64_t fks_skipped;    /* restoring some tables with create: keys to tables not restored (warned) */
 } dump_restore_stats;
 
 /* c: an open connection (borrowed, no transaction open). r: an open reader (borrowed). */
