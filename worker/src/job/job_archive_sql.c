@@ -1,9 +1,9 @@
 /* job_archive_sql: writes the one statement that archives one batch, from a plan (job_archive_int.h).
  *
  * Shape (CTEs, all in one snapshot; PostgreSQL runs every data-modifying CTE to completion):
- *   cand  the batch: due rows after the last key, ORDER BY pk LIMIT n, FOR UPDATE SKIP LOCKED, each with three
- *         flags computed through the CASCADE subtree: prot_ (a PROTECT/DO_NOTHING reference), ref_ (an unlisted
- *         catalog reference), conf_ (an ArchivedRecord with the same key exists already)
+ *   cand  the batch: due rows after the last key, ORDER BY pk LIMIT n, FOR UPDATE SKIP LOCKED
+ *   flags cand's rows with three flags computed through the CASCADE subtree: prot_ (a PROTECT/DO_NOTHING
+ *         reference), ref_ (an unlisted catalog reference), conf_ (an ArchivedRecord with the same key exists)
  *   n0    the rows of cand that may go; nK the CASCADE descendants of node K's parent rows, locked FOR UPDATE
  *         (waiting up to lock_timeout: we need all of them)
  *   ins   one ArchivedRecord per row of every nK (DISTINCT when the same table is reached twice)
@@ -48,7 +48,8 @@ static void ja_sql_join(ja_sb *b, const ja_edge *e, const char *x, const char *a
 }
 
 /* A boolean expression: does the row `alias` of node carry the flag, itself or through its CASCADE subtree? */
-static void ja_sql_flag(ja_sb *b, const ja_plan *p, size_t node, const char *alias, int flag, int *seq) {
+static void ja_sql_flag(ja_sb *b, const ja_plan *p, size_t node, const char *alias, const char *ctid, int flag,
+                        int *seq) {
     const ja_node *n = &p->nodes[node];
     ja_sb_printf(b, "(false");
     if (flag == JA_FLAG_CONF) {
@@ -75,10 +76,12 @@ static void ja_sql_flag(ja_sb *b, const ja_plan *p, size_t node, const char *ali
         ja_sql_join(b, e, x, alias);
         /* A row that references itself does not block its own archival. */
         if (strcmp(e->schema, n->schema) == 0 && strcmp(e->table, n->table) == 0)
-            ja_sb_printf(b, " AND %s.ctid <> %s.ctid", x, alias);
+            ja_sb_printf(b, " AND %s.ctid <> %s", x, ctid);
         if (deep) {
+            char xc[24];
+            snprintf(xc, sizeof xc, "%s.ctid", x);
             ja_sb_printf(b, " AND ");
-            ja_sql_flag(b, p, (size_t)e->child, x, flag, seq);
+            ja_sql_flag(b, p, (size_t)e->child, x, xc, flag, seq);
         }
         ja_sb_printf(b, ")");
     }
@@ -104,16 +107,11 @@ fb_code ja_sql_batch(const ja_plan *p, int dry, int first, ja_sb *b, fb_err *err
     const ja_node *root = &p->nodes[0];
     int seq = 0;
 
-    /* cand: the batch */
+    /* cand: the batch, locked. The flags are computed in a second CTE over cand's few rows: computed here, below
+     * the LIMIT, the planner would cost them for every due row and may hash all ArchivedRecords of the model. */
     ja_sb_printf(b, "WITH cand AS MATERIALIZED (SELECT t.ctid AS ctid_, t AS r_, t.");
     ja_sb_ident(b, root->pk);
-    ja_sb_printf(b, " AS pk_, ");
-    ja_sql_flag(b, p, 0, "t", JA_FLAG_PROT, &seq);
-    ja_sb_printf(b, " AS prot_, ");
-    ja_sql_flag(b, p, 0, "t", JA_FLAG_REF, &seq);
-    ja_sb_printf(b, " AS ref_, ");
-    ja_sql_flag(b, p, 0, "t", JA_FLAG_CONF, &seq);
-    ja_sb_printf(b, " AS conf_ FROM ");
+    ja_sb_printf(b, " AS pk_ FROM ");
     ja_sb_qualified(b, root->schema, root->table);
     ja_sb_printf(b, " t WHERE t.");
     ja_sb_ident(b, p->ts_column);
@@ -130,7 +128,14 @@ fb_code ja_sql_batch(const ja_plan *p, int dry, int first, ja_sb *b, fb_err *err
     ja_sb_printf(b, " ORDER BY t.");
     ja_sb_ident(b, root->pk);
     ja_sb_printf(b, " LIMIT $4::bigint%s),\n", dry ? "" : " FOR UPDATE OF t SKIP LOCKED");
-    ja_sb_printf(b, "n0 AS MATERIALIZED (SELECT ctid_, r_, pk_ FROM cand WHERE NOT (prot_ OR ref_ OR conf_))");
+    ja_sb_printf(b, "flags AS MATERIALIZED (SELECT c.ctid_, c.r_, c.pk_, ");
+    ja_sql_flag(b, p, 0, "(c.r_)", "c.ctid_", JA_FLAG_PROT, &seq);
+    ja_sb_printf(b, " AS prot_, ");
+    ja_sql_flag(b, p, 0, "(c.r_)", "c.ctid_", JA_FLAG_REF, &seq);
+    ja_sb_printf(b, " AS ref_, ");
+    ja_sql_flag(b, p, 0, "(c.r_)", "c.ctid_", JA_FLAG_CONF, &seq);
+    ja_sb_printf(b, " AS conf_ FROM cand c),\n");
+    ja_sb_printf(b, "n0 AS MATERIALIZED (SELECT ctid_, r_, pk_ FROM flags WHERE NOT (prot_ OR ref_ OR conf_))");
 
     /* nK: CASCADE descendants (nodes are numbered parents first) */
     for (size_t k = 1; k < p->n_nodes; k++) {
@@ -219,9 +224,9 @@ fb_code ja_sql_batch(const ja_plan *p, int dry, int first, ja_sb *b, fb_err *err
     for (size_t k = 1; k < p->n_nodes; k++) ja_sb_printf(b, " + (SELECT count(*) FROM d%zu)", k);
     ja_sb_printf(b, ", (SELECT count(*) FROM ins), 0");
     for (int j = 0; j < n_set; j++) ja_sb_printf(b, " + (SELECT count(*) FROM s%d)", j);
-    ja_sb_printf(b, ", (SELECT pk_::text FROM cand ORDER BY pk_ DESC LIMIT 1) FROM (SELECT count(*) AS seen, "
+    ja_sb_printf(b, ", (SELECT cand.pk_::text AS last_ FROM cand ORDER BY cand.pk_ DESC LIMIT 1) FROM (SELECT count(*) AS seen, "
                     "count(*) FILTER (WHERE prot_) AS prot, count(*) FILTER (WHERE ref_ AND NOT prot_) AS ref, "
-                    "count(*) FILTER (WHERE conf_ AND NOT prot_ AND NOT ref_) AS conf FROM cand) c");
+                    "count(*) FILTER (WHERE conf_ AND NOT prot_ AND NOT ref_) AS conf FROM flags) c");
     if (b->failed) return fb_err_set(err, FB_ERR_NOMEM, "out of memory writing the archive statement");
     return FB_OK;
 }

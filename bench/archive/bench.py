@@ -1,0 +1,166 @@
+"""Archive benchmark: rows per second of three ways to move due rows of a notifications table into ArchivedRecord.
+
+  (a) the seed design's Django loop: ArchivedRecord.objects.create(...) then record.delete(), per row, autocommit,
+      measured on DJANGO_ROWS rows (real Django, the real backup_archive app from producer/);
+  (b) one SQL statement moving all due rows: WITH moved AS (DELETE ... RETURNING ...) INSERT ..., the limit;
+  (c) the worker: job_archive_run (bench_archive, in-process), batches of BATCH rows, each its own transaction
+      with FOR UPDATE SKIP LOCKED, reference checks and the consistency check.
+All on the same 1,000,000-row copy of Fusion's notifications_notification (all due), reset between runs (TRUNCATE,
+reload from a seed table, VACUUM ANALYZE, CHECKPOINT). (b) and (c) write the same data envelope. Run by run.sh.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg2
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+ROWS = int(os.environ.get("FB_BENCH_ROWS", "1000000"))
+DJANGO_ROWS = int(os.environ.get("FB_BENCH_DJANGO_ROWS", "20000"))
+BATCHES = [int(b) for b in os.environ.get("FB_BENCH_BATCHES", "10000,1000").split(",")]
+CUTOFF_MS = 1704067200000  # 2024-01-01; every seeded row is older
+PG = os.environ["FB_BENCH_PG"]
+DRIVER = os.environ["FB_BENCH_DRIVER"]
+
+SEED = f"""
+DROP TABLE IF EXISTS bench_seed;
+CREATE TABLE bench_seed AS
+SELECT g AS id, 'info'::varchar(20) AS level, g % 2 = 0 AS unread, (g % 5000)::text::varchar(255) AS actor_object_id,
+       ('sent you a message about course ' || g % 97)::varchar(255) AS verb,
+       CASE WHEN g % 3 = 0 THEN NULL ELSE 'Your leave application #' || g || ' was "approved" by the HoD' END AS description,
+       (g % 800)::text::varchar(255) AS target_object_id, NULL::varchar(255) AS action_object_object_id,
+       timestamptz '2019-06-01 09:30:00+05:30' + g * interval '17 seconds' AS timestamp, true AS public,
+       NULL::integer AS action_object_content_type_id, 1 AS actor_content_type_id, 1 + g % 2 AS recipient_id,
+       NULL::integer AS target_content_type_id, false AS deleted, g % 7 = 0 AS emailed,
+       '{{"url": "/leave/' || g || '", "module": "leave"}}' AS data
+FROM generate_series(1, {ROWS}) g;
+"""
+
+RESET = """
+TRUNCATE backup_archive_archivedrecord;
+TRUNCATE notifications_notification;
+INSERT INTO notifications_notification SELECT * FROM bench_seed;
+SELECT setval('notifications_notification_id_seq', (SELECT max(id) FROM notifications_notification));
+"""
+
+SINGLE = """
+WITH moved AS (DELETE FROM notifications_notification t
+               WHERE t.timestamp < (timestamptz 'epoch' + %s * interval '1 millisecond') RETURNING t)
+INSERT INTO backup_archive_archivedrecord (module, model_name, original_id, data, archived_at, archived_by_id, job_id)
+SELECT 'notifications', 'Notification', (m.t).id::text,
+       json_build_object('v', 1, 'table', json_build_array('public', 'notifications_notification'), 'pk', 'id',
+                         'row', row_to_json(m.t))::text,
+       now(), 1, NULL
+FROM moved m
+"""
+
+
+def connect():
+    c = psycopg2.connect(PG)
+    c.autocommit = True
+    return c
+
+
+def reset(conn) -> None:
+    with conn.cursor() as cur:
+        cur.execute(RESET)
+        cur.execute("VACUUM ANALYZE notifications_notification")
+        cur.execute("VACUUM ANALYZE backup_archive_archivedrecord")
+        cur.execute("CHECKPOINT")
+
+
+def counts(conn) -> tuple[int, int]:
+    with conn.cursor() as cur:
+        cur.execute("SELECT (SELECT count(*) FROM notifications_notification), "
+                    "(SELECT count(*) FROM backup_archive_archivedrecord)")
+        return cur.fetchone()
+
+
+def run_django() -> tuple[int, float]:
+    sys.path[:0] = [str(HERE), str(REPO / "producer")]
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings")
+    import django
+
+    django.setup()
+    import datetime
+
+    from django.core.serializers.json import DjangoJSONEncoder
+    from django.forms.models import model_to_dict
+
+    from backup_archive.models import ArchivedRecord
+    from benchapp.models import Notification
+
+    cutoff = datetime.datetime(2024, 1, 1, 5, 30)  # naive India time, as Fusion's USE_TZ=False
+    rows = list(Notification.objects.filter(timestamp__lt=cutoff).order_by("id")[:DJANGO_ROWS])
+    t0 = time.perf_counter()
+    for record in rows:
+        ArchivedRecord.objects.create(module="notifications", model_name="Notification", original_id=str(record.pk),
+                                      data=json.dumps(model_to_dict(record), cls=DjangoJSONEncoder),
+                                      archived_by_id=1)
+        record.delete()
+    return len(rows), time.perf_counter() - t0
+
+
+def run_single(conn) -> tuple[int, float]:
+    with conn.cursor() as cur:
+        t0 = time.perf_counter()
+        cur.execute(SINGLE, (CUTOFF_MS,))
+        n = cur.rowcount
+        return n, time.perf_counter() - t0
+
+
+def run_worker(batch: int) -> tuple[int, float]:
+    out = subprocess.run([DRIVER, PG, "notifications_notification", "id", "timestamp", str(CUTOFF_MS), str(batch)],
+                         capture_output=True, text=True, env={**os.environ, "FB_LOG_LEVEL": "warn"})
+    if out.returncode != 0:
+        raise SystemExit(f"bench_archive failed: {out.stderr}")
+    r = json.loads(out.stdout)
+    return r["archived"], r["seconds"]
+
+
+def main() -> None:
+    conn = connect()
+    print(f"seeding {ROWS} rows ...", flush=True)
+    with conn.cursor() as cur:
+        cur.execute(SEED)
+    results = []
+
+    reset(conn)
+    n, s = run_django()
+    live, arch = counts(conn)
+    assert live + arch == ROWS and arch == n, (live, arch, n)
+    results.append(("(a) Django loop: create() + delete() per row", n, s))
+
+    reset(conn)
+    n, s = run_single(conn)
+    live, arch = counts(conn)
+    assert live == 0 and arch == ROWS, (live, arch)
+    results.append(("(b) one statement: WITH moved AS (DELETE ...) INSERT", n, s))
+
+    for batch in BATCHES:
+        reset(conn)
+        n, s = run_worker(batch)
+        live, arch = counts(conn)
+        assert live == 0 and arch == ROWS == n, (live, arch, n)
+        results.append((f"(c) worker job_archive_run, batch_size {batch}", n, s))
+
+    rate_a = results[0][1] / results[0][2]
+    rate_b = results[1][1] / results[1][2]
+    print()
+    print(f"| method | rows | seconds | rows/s | × (a) | × (b) |")
+    print(f"|---|---:|---:|---:|---:|---:|")
+    for name, n, s in results:
+        rate = n / s
+        print(f"| {name} | {n:,} | {s:.2f} | {rate:,.0f} | {rate / rate_a:.1f} | {rate / rate_b:.2f} |")
+    print()
+    print("targets: worker ≥ 50 × (a) and ≥ 0.7 × (b)")
+
+
+if __name__ == "__main__":
+    main()
