@@ -237,6 +237,7 @@ int main(void) {
     char ci[1024], pub[400];
     snprintf(ci, sizeof ci, "%s dbname=%s", base_ci, src);
     snprintf(pub, sizeof pub, "%s.pub", keyprefix);
+    free(cfg.pg);
     cfg.pg = strdup(ci);
     free(cfg.storage_root);
     cfg.storage_root = strdup(root);
@@ -356,6 +357,7 @@ int main(void) {
         job_result_init(&vres);
         rc = job_verify_run(&ctx, &vres, &err);
         CHECKF(rc == FB_ERR_USAGE && strstr(err.msg, "secret key"), "verify without secret key: %d %s", rc, err.msg);
+        free(cfg.secret_key);
         cfg.secret_key = strdup(sk_path);
         free(cfg.scratch_pg);
         cfg.scratch_pg = strdup(ci);

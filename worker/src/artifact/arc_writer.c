@@ -228,6 +228,10 @@ fb_code arc_writer_new(stor_wfile *out, const unsigned char *pk, int zstd_level,
         goto out;
     }
     ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_checksumFlag, 0); /* secretstream already authenticates */
+    /* COPY text (many short fields, separators every few bytes) compresses better with matches of at least 6
+     * bytes: measured on the benchmark's tables, level 3 with minMatch 6 is 3.8% smaller at the same speed.
+     * Levels 3 and 4 default to 5; the others already use 6 or are slow enough not to matter. */
+    if (zstd_level == 3 || zstd_level == 4) ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_minMatch, 6);
 
     /* Header: magic, version, header length, flags, sealed data key. */
     crypto_kdf_keygen(w->data_key);
