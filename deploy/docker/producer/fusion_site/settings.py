@@ -1,0 +1,45 @@
+"""Settings of the producer image: a minimal Django project around the backup_archive app, configured from the
+environment, for docker-compose and for running the scheduler on its own.
+
+In production Fusion installs backup_archive into its own Django project (producer/README.md) and runs
+`manage.py backup_scheduler` from Fusion's image; this project exists for the stack in deploy/docker and as a
+reference for the settings. The database comes from libpq's own variables (PGHOST, PGPORT, PGDATABASE, PGUSER,
+PGPASSWORD), the app's settings from FUSION_BACKUP_* variables. Nothing here is named FB_*: those belong to the
+C workers (worker/src/common/fb_config.c).
+"""
+import os
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "not-used-no-http-no-sessions")
+DEBUG = False
+ALLOWED_HOSTS: list = []
+USE_TZ = os.environ.get("DJANGO_USE_TZ", "false").lower() == "true"
+TIME_ZONE = os.environ.get("DJANGO_TIME_ZONE", "Asia/Kolkata")
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "backup_archive",
+]
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.postgresql",
+        "HOST": os.environ.get("PGHOST", "postgres"),
+        "PORT": os.environ.get("PGPORT", "5432"),
+        "NAME": os.environ.get("PGDATABASE", "fusion"),
+        "USER": os.environ.get("PGUSER", "fusion"),
+        "PASSWORD": os.environ.get("PGPASSWORD", ""),
+        "CONN_MAX_AGE": 60,
+    }
+}
+FUSION_BACKUP = {
+    "BROKERS": os.environ.get("FUSION_BACKUP_BROKERS", "kafka:9092"),
+    "TOPIC_PREFIX": os.environ.get("FUSION_BACKUP_TOPIC_PREFIX", "fusion."),
+    "PUBLISH_TIMEOUT": float(os.environ.get("FUSION_BACKUP_PUBLISH_TIMEOUT", "10")),
+    "SCHEDULER_INTERVAL": float(os.environ.get("FUSION_BACKUP_SCHEDULER_INTERVAL", "30")),
+}
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("DJANGO_LOG_LEVEL", "INFO")},
+}
