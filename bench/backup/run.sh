@@ -94,6 +94,7 @@ open(sys.argv[1], "wb").write(encode({
 PY
   local raw
   raw="$(psqlc -d "$CI" -c "SELECT sum(pg_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'r'")"
+  say "load average before: $(cut -d' ' -f1-3 /proc/loadavg) (other work on this machine skews the timings)"
   say "warming the cache (one pg_dump to /dev/null)"
   "$PGBIN/pg_dump" -Fp -d "$CI" >/dev/null
 
@@ -114,6 +115,12 @@ PY
     --storage-root "$WORK/storage" --public-key "$WORK/key.pub" >"$WORK/backup.json"
   local art="$WORK/storage/bench/$job.fbak"
   local s_fb; s_fb=$(stat -c %s "$art")
+  say "fusion-backup full backup at --zstd-level 1 (for comparison)"
+  mkdir -p "$WORK/storage1"
+  local t_fb1; timed t_fb1 "$CLI" event run "$WORK/backup.msgpack" --no-publish --pg "$CI" \
+    --storage-root "$WORK/storage1" --public-key "$WORK/key.pub" --zstd-level 1 >/dev/null
+  local s_fb1; s_fb1=$(stat -c %s "$WORK/storage1/bench/$job.fbak")
+  rm -rf "$WORK/storage1"
   say "pg_dump -Fd -j2"
   local t_fd; timed t_fd "$PGBIN/pg_dump" -Fd -j2 -d "$CI" -f "$WORK/dump.dir"
 
@@ -146,8 +153,12 @@ PY
   printf '| %-44s | %10s | %-28s | %8s | %-7s |\n' "fusion-backup artifact bytes" "$s_fb" "pg_dump -Fp|zstd -3 $s_fpz" "$(r "$s_fb" "$s_fpz")" "<= 1.0"
   printf '| %-44s | %8sMB | %-28s | %8s | %-7s |\n' "fusion-backup backup peak RSS" "$((rss_fb / 1024))" "64 MB" "$(r "$rss_fb" 65536)" "<= 1.0"
   printf '| %-44s | %9.2fs | %-28s | %8s | %-7s |\n' "fusion-backup restore --create, wall" "$w_fr" "pg_restore -j2 (-Fd) $(printf '%.2fs' "$w_pr")" "$(r "$w_fr" "$w_pr")" "<= 1.0"
+  read -r w_fb1 rss_fb1 <<<"$t_fb1"
   printf '\nalso: pg_dump -Fp|zstd -3 %.2fs; pg_dump -Fc %s bytes; pg_dump -Fd -j2 %.2fs; restore peak RSS %s MB\n' \
     "$t_fpz" "$s_fc" "$w_fd" "$((rss_fr / 1024))"
+  printf 'also: fusion-backup at --zstd-level 1: %.2fs (%s x pg_dump -Fp), %s bytes (%s x zstd -3), peak RSS %s MB\n' \
+    "$w_fb1" "$(r "$w_fb1" "$w_fp")" "$s_fb1" "$(r "$s_fb1" "$s_fpz")" "$((rss_fb1 / 1024))"
+  printf 'load average at the end: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
 }
 
 case "${1:-all}" in

@@ -89,7 +89,10 @@ static const char *SCHEMA_SQL =
     "  t text, b bytea, n numeric, f float8, arr text[], j jsonb, ts timestamptz, d date, iv interval,"
     "  twice int GENERATED ALWAYS AS (id * 2) STORED, u uuid, flag boolean);"
     "CREATE SCHEMA \"Other Schema\";"
-    "CREATE TABLE \"Other Schema\".\"we\"\"ird\" (k text PRIMARY KEY, v int NOT NULL DEFAULT 7);";
+    "CREATE TABLE \"Other Schema\".\"we\"\"ird\" (k text PRIMARY KEY, v int NOT NULL DEFAULT 7);"
+    "CREATE TABLE parted (id int NOT NULL, k int NOT NULL, v text) PARTITION BY RANGE (k);"
+    "CREATE TABLE parted_low PARTITION OF parted FOR VALUES FROM (0) TO (100);"
+    "CREATE TABLE parted_high PARTITION OF parted FOR VALUES FROM (100) TO (200);";
 
 static const char *DATA_SQL =
     "INSERT INTO \"auth user\" VALUES ('2021BCS001', 'Ärger Ölmann'), ('X\t1', 'tab\tname');"
@@ -105,17 +108,21 @@ static const char *DATA_SQL =
     " ('', decode(repeat('00', 1000), 'hex'), '123456789012345678901234567890.123', 1e-300, ARRAY[]::text[], "
     "  '[]', 'epoch', 'epoch', '-1 microseconds', NULL, NULL);"
     "INSERT INTO awkward (t) SELECT 'row ' || g || repeat(md5(g::text), g % 7) FROM generate_series(1, 20000) g;"
-    "INSERT INTO \"Other Schema\".\"we\"\"ird\" (k) VALUES ('a'), ('b');";
+    "INSERT INTO \"Other Schema\".\"we\"\"ird\" (k) VALUES ('a'), ('b');"
+    "INSERT INTO parted SELECT g, g % 200, 'p' || g FROM generate_series(1, 1000) g;";
 
 /* Every table's rows as one md5 over sorted row texts. */
-static void same_tables(PGconn *a, PGconn *b, const char *label) {
+static void same_tables(PGconn *a, PGconn *b, const char *label, int partitions_as_tables) {
     static const char *tables[] = {"\"auth user\"", "\"Cpda Application\"", "\"iwdModuleV2_projects\"", "awkward",
-                                   "\"Other Schema\".\"we\"\"ird\""};
+                                   "\"Other Schema\".\"we\"\"ird\"", "parted"};
     for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++) {
         char sql[512], ha[64], hb[64];
-        snprintf(sql, sizeof sql, "SELECT count(*) || ':' || md5(coalesce(string_agg(x::text, E'\\n' ORDER BY x::text), '')) FROM %s x",
-                 tables[i]);
+        const char *q = "SELECT count(*) || ':' || md5(coalesce(string_agg(x::text, E'\\n' ORDER BY x::text), '')) FROM %s x";
+        snprintf(sql, sizeof sql, q, tables[i]);
         snprintf(ha, sizeof ha, "%s", scalar(a, sql));
+        /* --create makes partitions plain tables: their union holds the parent's rows */
+        if (partitions_as_tables && strcmp(tables[i], "parted") == 0)
+            snprintf(sql, sizeof sql, q, "(SELECT * FROM parted_low UNION ALL SELECT * FROM parted_high)");
         snprintf(hb, sizeof hb, "%s", scalar(b, sql));
         CHECKF(strcmp(ha, hb) == 0, "%s: table %s differs after restore: source %s, restored %s", label, tables[i],
                ha, hb);
@@ -249,8 +256,8 @@ int main(void) {
     fb_code rc = run_backup(job, "cfg3/nightly", NULL, 0, &res, &err);
     CHECKF(rc == FB_OK, "backup failed: %s", err.msg);
     CHECK_EQ_STR(res.file_path, "cfg3/nightly/0b5cd0b8-6f2a-4a41-9d0c-8f1f0c5b3a11.fbak");
-    CHECK_EQ_INT(job_result_get(&res, "tables"), 5);
-    CHECK_EQ_INT(job_result_get(&res, "rows"), 2 + 3 + 3 + 20004 + 2);
+    CHECK_EQ_INT(job_result_get(&res, "tables"), 7); /* partitions are tables; their parent holds no rows */
+    CHECK_EQ_INT(job_result_get(&res, "rows"), 2 + 3 + 3 + 20004 + 2 + 1000);
     CHECK_EQ_INT(job_result_get(&res, "ran_as_full"), 1);
     CHECK(job_result_get(&res, "stored_bytes") == res.file_size && res.file_size > 0);
     CHECK(job_result_get(&res, "raw_bytes") > job_result_get(&res, "stored_bytes"));
@@ -261,7 +268,7 @@ int main(void) {
     rc = restore_file(artifact, sk_path, dst, 1, &err);
     CHECKF(rc == FB_OK, "restore --create failed: %s", err.msg);
     PGconn *d = db(dst);
-    same_tables(s, d, "--create");
+    same_tables(s, d, "--create", 1);
     /* sequences continue past the restored values; indexes, FKs and generated columns came back */
     CHECK_EQ_STR(scalar(d, "INSERT INTO \"Cpda Application\" (owner) VALUES (NULL) RETURNING id"), "4");
     snprintf(sql, sizeof sql, "%s", scalar(s, "SELECT max(id) + 5 FROM awkward"));
@@ -278,7 +285,7 @@ int main(void) {
     exec_ok(d2, SCHEMA_SQL);
     rc = restore_file(artifact, sk_path, dst2, 0, &err);
     CHECKF(rc == FB_OK, "restore into existing tables failed: %s", err.msg);
-    same_tables(s, d2, "existing tables");
+    same_tables(s, d2, "existing tables", 0);
     CHECK_EQ_STR(scalar(d2, "INSERT INTO \"Cpda Application\" (owner) VALUES (NULL) RETURNING id"), "4");
     /* again: the tables are no longer empty -> refused, nothing changes */
     rc = restore_file(artifact, sk_path, dst2, 0, &err);
@@ -364,7 +371,7 @@ int main(void) {
         rc = job_verify_run(&ctx, &vres, &err);
         CHECKF(rc == FB_OK, "verify restore: %s", err.msg);
         CHECK(job_result_get(&vres, "restore_ms") > 0 || rc != FB_OK);
-        CHECK_EQ_INT(job_result_get(&vres, "rows"), 20014);
+        CHECK_EQ_INT(job_result_get(&vres, "rows"), 21014);
         ev_event_free(ev);
     }
 

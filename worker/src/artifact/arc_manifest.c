@@ -433,14 +433,14 @@ static void json_obj(FILE *f, const msgpack_object *o, int depth) {
         fputc('{', f);
         for (size_t i = 0; i < o->via.map.size; i++) {
             if (i) fputc(',', f);
-            if (depth < 2) fprintf(f, "\n%*s", 2 * (depth + 1), "");
+            if (depth < 3) fprintf(f, "\n%*s", 2 * (depth + 1), "");
             const msgpack_object *k = &o->via.map.ptr[i].key;
             if (k->type == MSGPACK_OBJECT_STR) json_str(f, k->via.str.ptr, k->via.str.size);
             else fputs("\"?\"", f);
             fputc(':', f);
             json_obj(f, &o->via.map.ptr[i].val, depth + 1);
         }
-        if (depth < 2 && o->via.map.size) fprintf(f, "\n%*s", 2 * depth, "");
+        if (depth < 3 && o->via.map.size) fprintf(f, "\n%*s", 2 * depth, "");
         fputc('}', f);
         break;
     default: fputs("null", f); break;

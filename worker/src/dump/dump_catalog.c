@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/fb_log.h"
 #include "pg/pgx.h"
 
 char *dump_strf(const char *fmt, ...) {
@@ -151,18 +152,27 @@ fb_code dump_catalog_resolve(PGconn *c, const arc_tref *req, size_t n_req, dump_
     *out = NULL;
     *n_out = 0;
     if (n_req == 0) {
-        r = PQexec(c, "SELECT c.oid, n.nspname, c.relname FROM pg_catalog.pg_class c "
+        /* Partitions are ordinary tables holding the rows of their partitioned parent (which has none): they
+         * are backed up as tables, and restored as standalone tables by --create (partitioning itself is not
+         * recreated yet; restoring into an existing partitioned schema loads each partition). */
+        r = PQexec(c, "SELECT c.oid, n.nspname, c.relname, c.relispartition FROM pg_catalog.pg_class c "
                       "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-                      "WHERE c.relkind = 'r' AND NOT c.relispartition AND n.nspname <> 'information_schema' "
+                      "WHERE c.relkind = 'r' AND n.nspname <> 'information_schema' "
                       "AND n.nspname NOT LIKE 'pg\\_%' ORDER BY n.nspname, c.relname");
         rc = pgx_check(c, r, PGRES_TUPLES_OK, "listing the tables of the database", err);
         if (rc) {
             r = NULL;
             goto out;
         }
-        for (int i = 0; i < PQntuples(r) && rc == FB_OK; i++)
+        int partitions = 0;
+        for (int i = 0; i < PQntuples(r) && rc == FB_OK; i++) {
+            partitions += PQgetvalue(r, i, 3)[0] == 't';
             rc = dump_rel_add(&v, &n, &cap, (unsigned)strtoul(PQgetvalue(r, i, 0), NULL, 10), PQgetvalue(r, i, 1),
                               PQgetvalue(r, i, 2), err);
+        }
+        if (partitions)
+            FB_WARN("database \"%s\": %d partitions are backed up as plain tables; restore --create recreates them "
+                    "without their partitioned parent", PQdb(c), partitions);
         goto out;
     }
     for (size_t k = 0; k < n_req && rc == FB_OK; k++) {

@@ -5,8 +5,10 @@
  * All SQL is built from catalog output: names go through pgx_quote_ident(), and constraint, index and default
  * definitions come from pg_get_constraintdef()/pg_get_indexdef()/pg_get_expr() run with an empty search_path, so
  * every non-catalog object in them is schema-qualified (as pg_dump does). Requested names are only ever compared
- * as parameters ($1), never spliced into SQL. Not covered (a restore with --create says so by failing): user-
- * defined types, extensions, partitioned tables, triggers, policies, grants, sequences not owned by a column.
+ * as parameters ($1), never spliced into SQL. Not carried: triggers, policies, grants, comments; user-defined
+ * types, extensions and sequences not owned by a column must already exist where --create restores (it fails
+ * naming them otherwise). Partitions are backed up as plain tables (their partitioned parent holds no rows) and
+ * --create recreates them without the parent.
  */
 #ifndef DUMP_CATALOG_H
 #define DUMP_CATALOG_H
