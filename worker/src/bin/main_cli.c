@@ -19,6 +19,10 @@ static const cli_command cli_commands[] = {
     {"restore", cmd_restore, "restore an artifact's tables into a database, all or nothing"},
     {"verify", cmd_verify, "check an artifact (authenticity, hashes); --restore-into also test-restores it"},
     {"inspect", cmd_inspect, "print an artifact's manifest: tables, rows, sizes, times (--json)"},
+    {"topics", cmd_topics, "create the four topics under the configured prefix (topics create)"},
+    {"replay", cmd_replay, "republish failed jobs or dead letters with attempt + 1 (loop-guarded)"},
+    {"tail", cmd_tail, "follow completion events as readable lines or JSON"},
+    {"status", cmd_status, "last success per configuration, failures, running jobs, consumer lag"},
     {NULL, NULL, NULL},
 };
 

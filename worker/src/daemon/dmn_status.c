@@ -103,6 +103,14 @@ fb_code dmn_dlq_publish(const dmn_pub *pub, const rd_kafka_message_t *m, const c
     snprintf(part, sizeof part, "%" PRId32, m->partition);
     snprintf(off, sizeof off, "%" PRId64, m->offset);
     snprintf(now, sizeof now, "%" PRId64, ev_now_ms());
+    /* fusion.replays travels with the message so `fusion-backup replay` can refuse a dead letter that keeps
+     * coming back (the loop guard for messages without an attempt we could read). */
+    char replays[16] = "0";
+    rd_kafka_headers_t *src = NULL;
+    const void *rv = NULL;
+    size_t rn = 0;
+    if (!rd_kafka_message_headers(m, &src) && !rd_kafka_header_get_last(src, "fusion.replays", &rv, &rn) && rv)
+        snprintf(replays, sizeof replays, "%.*s", (int)rn, (const char *)rv);
     kfk_header h[] = {
         {"fusion.error", reason},
         {"fusion.source.topic", rd_kafka_topic_name(m->rkt)},
@@ -110,6 +118,7 @@ fb_code dmn_dlq_publish(const dmn_pub *pub, const rd_kafka_message_t *m, const c
         {"fusion.source.offset", off},
         {"fusion.worker", pub->worker_name},
         {"fusion.time", now},
+        {"fusion.replays", replays},
     };
     fb_code rc = kfk_produce_sync(pub->producer, pub->topic_dlq, m->key, m->key_len, m->payload, m->len, h,
                                   sizeof h / sizeof h[0], DMN_PUBLISH_TIMEOUT_MS, err);

@@ -1,0 +1,123 @@
+"""The operator's tools against the real broker: replay with its loop guard, tail, status, topics create, and the
+worker's Prometheus endpoint."""
+from __future__ import annotations
+
+import socket
+import urllib.request
+import uuid
+
+import fusion_events
+from conftest import consume, psql, publish, wait_for
+from flow import add_config_and_record, backup_event, record
+
+
+def _kafka_args(brokers: str, prefix: str) -> list[str]:
+    return ["--brokers", brokers, "--topic-prefix", prefix]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _finished(conninfo: str, record_id: int, attempt: int):
+    r = record(conninfo, record_id)
+    return r if r["status"] in ("SUCCESS", "FAILED") and r["attempt"] >= attempt else None
+
+
+def test_replay_reruns_a_failed_job_once_its_cause_is_fixed_and_guards_loops(bin, brokers, topic_prefix, fusion_db,
+                                                                            storage_root, keypair, workers):
+    pub, _ = keypair
+    config_id, record_id, job_id = add_config_and_record(fusion_db)
+    publish(brokers, topic_prefix + "backup.requested", str(config_id),
+            backup_event(job_id, config_id, record_id, ["Late Table"]))
+    port = _free_port()
+    workers.start(fusion_db, storage_root=storage_root, public_key=pub, role="all",
+                  extra=("--metrics-listen", f"127.0.0.1:{port}"))
+    rec = wait_for(lambda: _finished(fusion_db, record_id, 1), timeout=60, what="the first attempt")
+    assert rec["status"] == "FAILED" and "Late Table" in rec["error_message"]
+
+    # status names the failure; a dry run says what it would do and sends nothing.
+    st = bin.run("status", *_kafka_args(brokers, topic_prefix), check=True).stdout
+    failed_section = st.split("failed (latest status FAILED")[1].split("running:")[0]
+    assert job_id in failed_section and "Late Table" in failed_section, st
+    assert "none yet" in st.split("failed (latest")[0], "no backup has succeeded yet"
+    dry = bin.run("replay", "--dry-run", *_kafka_args(brokers, topic_prefix), check=True).stdout
+    assert f"would    {job_id}" in dry and "attempt 2" in dry
+
+    # Fix the cause, replay: the same job runs again as attempt 2 and the record becomes SUCCESS.
+    psql(fusion_db, 'CREATE TABLE "Late Table" (id int primary key, "Note" text); '
+                    "INSERT INTO \"Late Table\" VALUES (1, 'tab\there')")
+    out = bin.run("replay", "--job-id", job_id, *_kafka_args(brokers, topic_prefix), check=True).stdout
+    assert f"replayed {job_id}" in out and "1 replayed, 0 refused" in out
+    rec = wait_for(lambda: _finished(fusion_db, record_id, 2), timeout=60, what="the replayed attempt")
+    assert rec["status"] == "SUCCESS" and rec["attempt"] == 2 and rec["error_message"] == ""
+    assert (storage_root / rec["file_path"]).is_file()
+
+    # Nothing is FAILED any more: a second replay finds nothing to do.
+    again = bin.run("replay", *_kafka_args(brokers, topic_prefix), check=True).stdout
+    assert "0 replayed" in again
+
+    # Metrics saw one failure and one success of a backup.
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    assert 'fusion_jobs_total{type="backup",status="SUCCESS"} 1' in body
+    assert 'fusion_jobs_total{type="backup",status="FAILED"} 1' in body
+    assert f'fusion_last_backup_success_timestamp_seconds{{config_id="{config_id}"}}' in body
+    assert "fusion_job_duration_seconds_bucket" in body
+
+
+def test_replay_refuses_a_job_past_the_attempt_limit(bin, brokers, topic_prefix, fusion_db, storage_root, keypair,
+                                                     workers):
+    pub, _ = keypair
+    config_id, record_id, job_id = add_config_and_record(fusion_db)
+    publish(brokers, topic_prefix + "backup.requested", str(config_id),
+            backup_event(job_id, config_id, record_id, ["never_there"], attempt=3))
+    workers.start(fusion_db, storage_root=storage_root, public_key=pub, role="all")
+    wait_for(lambda: _finished(fusion_db, record_id, 3), timeout=60, what="attempt 3 to fail")
+    out = bin.run("replay", "--max-attempts", "3", *_kafka_args(brokers, topic_prefix), check=True).stdout
+    assert f"refused  {job_id}" in out and "attempt 4 would exceed --max-attempts 3" in out
+    assert "0 replayed, 1 refused" in out
+
+
+def test_replay_from_the_dlq_and_tail(bin, brokers, topic_prefix, fusion_db, storage_root, keypair, workers):
+    pub, _ = keypair
+    publish(brokers, topic_prefix + "archive.due", b"x.y", b"\xc1 not msgpack")
+    workers.start(fusion_db, storage_root=storage_root, public_key=pub, role="all")
+    consume(brokers, topic_prefix + "jobs.dlq", lambda got: len(got) >= 1)
+    out = bin.run("replay", "--from", "dlq", "--max-attempts", "1", *_kafka_args(brokers, topic_prefix),
+                  check=True).stdout
+    assert "replayed undecodable dead letter" in out
+    # It fails again (still not msgpack) and comes back to the DLQ with its replay count ...
+    dlq = consume(brokers, topic_prefix + "jobs.dlq", lambda got: len(got) >= 2)
+    counts = sorted(dict((k, v.decode()) for k, v in m.headers())["fusion.replays"] for m in dlq)
+    assert counts == ["0", "1"]
+    # ... and the loop guard stops a second replay of that copy.
+    out = bin.run("replay", "--from", "dlq", "--max-attempts", "1", *_kafka_args(brokers, topic_prefix),
+                  check=True).stdout
+    assert "refused  undecodable dead letter" in out
+
+    config_id, record_id, job_id = add_config_and_record(fusion_db)
+    publish(brokers, topic_prefix + "backup.requested", str(config_id),
+            backup_event(job_id, config_id, record_id, ["auth_group"]))
+    wait_for(lambda: _finished(fusion_db, record_id, 1), timeout=60, what="the backup")
+    tail = bin.run("tail", "--from-beginning", "--count", "2", "--timeout", "30",
+                   *_kafka_args(brokers, topic_prefix), check=True).stdout.splitlines()
+    assert len(tail) == 2 and all(job_id[:8] in line and "backup" in line for line in tail)
+    assert "RUNNING" in tail[0]
+    js = bin.run("tail", "--json", "--from-beginning", "--count", "1", "--timeout", "30",
+                 *_kafka_args(brokers, topic_prefix), check=True).stdout
+    assert f'"job_id":"{job_id}"' in js and '"type":"job.status"' in js
+
+
+def test_topics_create_is_idempotent(bin, brokers):
+    prefix = f"ops{uuid.uuid4().hex[:8]}."
+    for _ in range(2):
+        out = bin.run("topics", "create", "--partitions", "5", *_kafka_args(brokers, prefix), check=True).stdout
+        assert f"topic {prefix}backup.requested: ready" in out and f"topic {prefix}jobs.dlq: ready" in out
+    from confluent_kafka.admin import AdminClient
+    md = AdminClient({"bootstrap.servers": brokers}).list_topics(timeout=10)
+    assert len(md.topics[prefix + "archive.due"].partitions) == 5
+    assert len(md.topics[prefix + "jobs.completed"].partitions) == 6
+    bad = bin.run("topics", "create", "--partitions", "0", *_kafka_args(brokers, prefix))
+    assert bad.returncode == 2 and "--partitions must be 1..10000" in bad.stderr

@@ -1,0 +1,103 @@
+/* cmd_status: `fusion-backup status`: what an operator asks first. From the completion topic: the last
+ * successful backup of each configuration and how old it is, the jobs whose latest word is FAILED, the jobs
+ * running now; from the broker: the workers' consumer lag on the two job topics. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd/cmd.h"
+#include "cmd/cmd_jobs.h"
+#include "codec/ev_event.h"
+#include "common/fb_config.h"
+#include "common/fb_time.h"
+#include "kafka/kfk_scan.h"
+
+int cmd_status(int argc, char **argv) {
+    static const char *const extra[] = {"help", NULL};
+    fb_config cfg;
+    fb_err err = {0};
+    cmd_jobs jobs = {0};
+    fb_code rc = fb_config_init(&cfg, &err);
+    if (!rc) rc = fb_config_parse_args(&cfg, &argc, argv, FB_CFG_CLI, extra, &err);
+    for (int i = 1; !rc && i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0) {
+            printf("usage: fusion-backup status\nSummarises <prefix>jobs.completed and the workers' consumer lag.\n");
+            goto out;
+        }
+        rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (see status --help)", argv[i]);
+    }
+    if (rc || (rc = cmd_jobs_load(&cfg, &jobs, &err))) goto out;
+    int64_t now = ev_now_ms();
+    size_t n_run = 0, n_ok = 0, n_fail = 0;
+    for (size_t i = 0; i < jobs.n; i++) {
+        ev_status s = jobs.items[i].last->u.status.status;
+        n_run += s == EV_RUNNING;
+        n_ok += s == EV_SUCCESS;
+        n_fail += s == EV_FAILED;
+    }
+    printf("jobs: %zu (%zu running, %zu succeeded, %zu failed)%s\n", jobs.n, n_run, n_ok, n_fail,
+           jobs.undecodable ? " and undecodable events (see tail)" : "");
+
+    printf("\nlast successful backup per configuration:\n");
+    int any = 0;
+    for (size_t i = 0; i < jobs.n; i++) {
+        const ev_event *e = jobs.items[i].last;
+        const ev_job_status *s = &e->u.status;
+        if (s->job_type != EV_JOB_BACKUP || s->status != EV_SUCCESS || !s->config_id.has) continue;
+        int newest = 1; /* only the newest success of each configuration */
+        for (size_t k = 0; k < jobs.n && newest; k++) {
+            const ev_job_status *o = &jobs.items[k].last->u.status;
+            newest = !(k != i && o->job_type == EV_JOB_BACKUP && o->status == EV_SUCCESS && o->config_id.has &&
+                       o->config_id.v == s->config_id.v && jobs.items[k].last->ts > e->ts);
+        }
+        if (!newest) continue;
+        char when[40], size[32] = "-";
+        fb_time_format(e->ts, when, sizeof when);
+        if (s->file_size.has) fb_size_format(s->file_size.v, size, sizeof size);
+        printf("  config %-6" PRId64 " %s (%.1f h ago)  %s  %s\n", s->config_id.v, when, (double)(now - e->ts) / 3.6e6,
+               size, s->file_path ? s->file_path : "");
+        any = 1;
+    }
+    if (!any) printf("  none yet\n");
+
+    printf("\nfailed (latest status FAILED; `fusion-backup replay` republishes them):\n");
+    any = 0;
+    for (size_t i = 0; i < jobs.n; i++) {
+        const ev_event *e = jobs.items[i].last;
+        if (e->u.status.status != EV_FAILED) continue;
+        char when[40];
+        printf("  %s  %s  %-7s attempt %" PRId64 "  %s\n", fb_time_format(e->ts, when, sizeof when), e->job_id,
+               ev_job_type_name(e->u.status.job_type), e->attempt, e->u.status.error ? e->u.status.error : "");
+        any = 1;
+    }
+    if (!any) printf("  none\n");
+
+    printf("\nrunning:\n");
+    any = 0;
+    for (size_t i = 0; i < jobs.n; i++) {
+        const ev_event *e = jobs.items[i].last;
+        if (e->u.status.status != EV_RUNNING) continue;
+        printf("  %s  %-7s on %s for %.0f s\n", e->job_id, ev_job_type_name(e->u.status.job_type), e->u.status.worker,
+               (double)(now - (e->u.status.started_at.has ? e->u.status.started_at.v : e->ts)) / 1000.0);
+        any = 1;
+    }
+    if (!any) printf("  none\n");
+
+    printf("\nconsumer lag of group %s:\n", cfg.group_id);
+    const char *suffix[2] = {"backup.requested", "archive.due"};
+    for (int t = 0; t < 2; t++) {
+        char topic[300];
+        int64_t lag = 0;
+        int parts = 0;
+        fb_err e2;
+        fb_config_topic(&cfg, suffix[t], topic, sizeof topic);
+        if (kfk_group_lag(&cfg, cfg.group_id, topic, &lag, &parts, &e2)) printf("  %s: %s\n", topic, e2.msg);
+        else printf("  %-40s %6" PRId64 " waiting  (%d partitions)\n", topic, lag, parts);
+    }
+out:
+    if (rc) fprintf(stderr, "fusion-backup status: %s\n", err.msg);
+    cmd_jobs_free(&jobs);
+    fb_config_free(&cfg);
+    return rc;
+}

@@ -1,0 +1,99 @@
+/* cmd_tail: `fusion-backup tail [--json] [--from-beginning] [--count N] [--timeout S]`: follows the completion
+ * topic as readable lines (time, job, type, status, size, duration, error) or as JSON lines, as an observer that
+ * never joins the workers' group. Ctrl-C stops it. */
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd/cmd.h"
+#include "codec/ev_event.h"
+#include "codec/ev_json.h"
+#include "common/fb_config.h"
+#include "common/fb_time.h"
+#include "kafka/kfk_scan.h"
+
+static volatile sig_atomic_t tail_stop = 0;
+static void tail_on_signal(int sig) {
+    (void)sig;
+    tail_stop = 1;
+}
+
+typedef struct tail_opts {
+    int json;
+    long count, seen;
+} tail_opts;
+
+/* One readable line for a status event. */
+static void tail_line(FILE *out, const ev_event *ev) {
+    const ev_job_status *s = &ev->u.status;
+    char when[40], size[32] = "-", dur[32] = "-";
+    fb_time_format(s->completed_at.has ? s->completed_at.v : ev->ts, when, sizeof when);
+    if (s->file_size.has) fb_size_format(s->file_size.v, size, sizeof size);
+    if (s->started_at.has) {
+        int64_t end = s->completed_at.has ? s->completed_at.v : ev->ts;
+        snprintf(dur, sizeof dur, "%.1f s", (double)(end - s->started_at.v) / 1000.0);
+    }
+    fprintf(out, "%s  %.8s  %-7s %-7s  a%-3" PRId64 " %9s %9s  %s%s%s", when, ev->job_id, ev_job_type_name(s->job_type),
+            ev_status_name(s->status), ev->attempt, size, dur, s->worker, s->file_path ? "  " : "",
+            s->file_path ? s->file_path : "");
+    if (s->status == EV_RUNNING && s->has_stats) { /* progress: done_x/total_x pairs */
+        for (size_t i = 0; i < s->n_stats; i++)
+            if (strncmp(s->stats[i].key, "done_", 5) == 0) fprintf(out, "  %s=%" PRId64, s->stats[i].key + 5, s->stats[i].i);
+    }
+    if (s->error) fprintf(out, "  error: %s", s->error);
+    fputc('\n', out);
+}
+
+static int tail_one(void *opaque, const rd_kafka_message_t *m) {
+    tail_opts *o = opaque;
+    ev_event *ev = NULL;
+    fb_err err;
+    if (ev_decode(m->payload, m->len, &ev, &err)) {
+        fprintf(stderr, "offset %" PRId64 ": not a valid status event: %s\n", m->offset, err.msg);
+        return 0;
+    }
+    if (o->json) {
+        ev_json_write(stdout, ev);
+        fputc('\n', stdout);
+    } else if (ev->type == EV_JOB_STATUS) {
+        tail_line(stdout, ev);
+    }
+    fflush(stdout);
+    ev_event_free(ev);
+    return o->count > 0 && ++o->seen >= o->count;
+}
+
+int cmd_tail(int argc, char **argv) {
+    static const char *const extra[] = {"json", "from-beginning", "count", "timeout", "help", NULL};
+    fb_config cfg;
+    fb_err err = {0};
+    tail_opts o = {0, 0, 0};
+    int from_beginning = 0;
+    int64_t timeout_ms = 0;
+    fb_code rc = fb_config_init(&cfg, &err);
+    if (!rc) rc = fb_config_parse_args(&cfg, &argc, argv, FB_CFG_CLI, extra, &err);
+    for (int i = 1; !rc && i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0) {
+            printf("usage: fusion-backup tail [--json] [--from-beginning] [--count N] [--timeout SECONDS]\n"
+                   "Follows <prefix>jobs.completed: time, job, type, status, attempt, size, duration, worker, file, error.\n");
+            goto out;
+        } else if (strcmp(a, "--json") == 0) o.json = 1;
+        else if (strcmp(a, "--from-beginning") == 0) from_beginning = 1;
+        else if (i + 1 < argc && strcmp(a, "--count") == 0) o.count = atol(argv[++i]);
+        else if (i + 1 < argc && strcmp(a, "--timeout") == 0) timeout_ms = atoll(argv[++i]) * 1000;
+        else rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (see tail --help)", a);
+    }
+    if (rc) goto out;
+    signal(SIGINT, tail_on_signal);
+    signal(SIGTERM, tail_on_signal);
+    char topic[300];
+    fb_config_topic(&cfg, "jobs.completed", topic, sizeof topic);
+    rc = kfk_follow_topic(&cfg, topic, from_beginning, timeout_ms, &tail_stop, tail_one, &o, &err);
+out:
+    if (rc) fprintf(stderr, "fusion-backup tail: %s\n", err.msg);
+    fb_config_free(&cfg);
+    return rc;
+}

@@ -1,0 +1,21 @@
+/* fb_time: the times operators type and read. Events carry milliseconds since the epoch (UTC); people write
+ * "2026-11-27T05:00:00Z", "2026-11-27", "90m ago" style durations ("90m", "2h", "7d": that long before now) or
+ * raw milliseconds. */
+#ifndef FB_TIME_H
+#define FB_TIME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/fb_err.h"
+
+/* Parses s into ms since the epoch (see above). FB_ERR_USAGE with an example on anything else. */
+fb_code fb_time_parse(const char *s, int64_t now_ms, int64_t *out, fb_err *err);
+
+/* "2026-11-27 05:00:00Z" into out (at least 24 bytes). */
+const char *fb_time_format(int64_t ms, char *out, size_t cap);
+
+/* "1.2 GB", "340 KB", "12 B" into out. */
+const char *fb_size_format(int64_t bytes, char *out, size_t cap);
+
+#endif
