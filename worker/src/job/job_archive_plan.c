@@ -462,7 +462,7 @@ fb_code ja_session_setup(PGconn *c, long long lock_timeout_ms, long long stateme
                                "set_config('bytea_output', 'hex', false), "
                                "set_config('extra_float_digits', '1', false)",
                                2, NULL, p, NULL, NULL, 0);
-    return pgx_check(c, r, PGRES_TUPLES_OK, "setting up the archive session (timeouts, output formats)", err) == FB_OK
-               ? (PQclear(r), FB_OK)
-               : err->code;
+    fb_code rc = pgx_check(c, r, PGRES_TUPLES_OK, "setting up the archive session (timeouts, output formats)", err);
+    if (rc == FB_OK) PQclear(r); /* pgx_check clears the result only on failure */
+    return rc;
 }
