@@ -3,8 +3,8 @@
  * Each case gets its own database cloned from a template (Fusion DDL + backup_archive tables, loaded once with
  * psql), seeds rows, runs the job in-process and checks counters and table contents. Cases: notifications by
  * timestamp (batches, idempotent re-run, unarchive gives back the same text), leave_leave with CASCADE children
- * and an unlisted catalog reference, "File"/"Tracking" (quoted names) with a nested PROTECT and a SET_NULL, a
- * varchar primary key, relations = nil (referenced rows stay), dry run, re-created rows (conflict), purge,
+ * and an unlisted catalog reference, PROTECT / DO_NOTHING on the archived table, "File"/"Tracking" (quoted
+ * names) with a nested PROTECT and a SET_NULL, a varchar primary key, relations = nil (referenced rows stay), dry run, re-created rows (conflict), purge,
  * missing columns, lock retries and abort, and a SIGKILL of a process in the middle of a large archival.
  * Needs FB_TEST_PG (tests/run.sh sets it) and psql (FB_PG_BIN or /usr/lib/postgresql/15/bin).
  */
@@ -424,6 +424,35 @@ static void test_no_relations_keeps_referenced_rows(void) {
     PQfinish(c);
 }
 
+static void test_protect_and_do_nothing_on_the_archived_table(void) {
+    const char *db = ta_newdb();
+    PGconn *c = ta_connect(db);
+    ta_seed_leave(c); /* every leave has a replacement segment; leave 3 also a leave request */
+    ev_relation rels[3] = {
+        ta_rel("leave_leavesegment", "leave_id", "leave_leave", EV_CASCADE, NULL, "LeaveSegment"),
+        ta_rel("leave_replacementsegment", "leave_id", "leave_leave", EV_DO_NOTHING, NULL, "ReplacementSegment"),
+        ta_rel("leave_leaverequest", "leave_id", "leave_leave", EV_PROTECT, NULL, "LeaveRequest"),
+    };
+    rels[2].to_column = "id";
+    ta_job j;
+    ta_job_init(&j, db, "leave", "Leave", "leave_leave", "id", "timestamp", 3);
+    j.ev.u.archive.relations = rels;
+    j.ev.u.archive.n_relations = 3;
+    CHECK_EQ_INT(ta_run(&j), FB_OK);
+    CHECK_EQ_INT(STAT(&j, "archived"), 0);
+    CHECK_EQ_INT(STAT(&j, "skipped_protected"), 10);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM leave_leavesegment"), 24);
+    /* Without their live DO_NOTHING references, leaves 1, 2, 4, 5 go; 3 stays PROTECTed by its request. */
+    CHECK(ta_exec(c, "DELETE FROM leave_replacementsegment WHERE leave_id <= 5"));
+    CHECK_EQ_INT(ta_run(&j), FB_OK);
+    CHECK_EQ_INT(STAT(&j, "archived"), 4);
+    CHECK_EQ_INT(STAT(&j, "cascaded"), 8);
+    CHECK_EQ_INT(STAT(&j, "skipped_protected"), 6);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM leave_leave WHERE id IN (3, 6, 7, 8, 9, 10, 11, 12)"), 8);
+    ta_job_free(&j);
+    PQfinish(c);
+}
+
 static void test_file_tracking_protect_set_null(void) {
     const char *db = ta_newdb();
     PGconn *c = ta_connect(db);
@@ -636,6 +665,7 @@ int main(void) {
     test_notifications_batches_idempotent_and_unarchive();
     test_leave_cascade();
     test_no_relations_keeps_referenced_rows();
+    test_protect_and_do_nothing_on_the_archived_table();
     test_file_tracking_protect_set_null();
     test_varchar_pk_session();
     test_missing_names_are_notfound();
