@@ -56,7 +56,7 @@ fuzz() {
 run_step "fuzz the event decoder (${FB_FUZZ_SECONDS:-60} s)" fuzz
 
 PY="$FB_VENV/bin/python"
-run_step "Python codec and integration tests (pytest)" "$PY" -m pytest -q -p no:cacheprovider tests/python tests/integration
+run_step "Python codec, deploy manifests and integration tests (pytest)" "$PY" -m pytest -q -p no:cacheprovider tests/python tests/deploy tests/integration
 if [ -d producer/tests ]; then
   run_step "Django app, newest Django (pytest)" bash -c "cd producer && '$PY' -m pytest -q -p no:cacheprovider tests"
   run_step "Django app, Django 3.2 (pytest)" bash -c "cd producer && '$FB_VENV_DJ32/bin/python' -m pytest -q -p no:cacheprovider tests"

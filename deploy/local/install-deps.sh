@@ -113,7 +113,7 @@ pick_python_dj32() {
 make_venv() {
   local dir="$1" python="$2" req="$3" stamp="$1/.fb-requirements.sha256" want
   step "Python venv $dir ($req, $("$python" -c 'import sys; print("python %d.%d.%d" % sys.version_info[:3])'))"
-  want="$(file_hash "$FB_LOCAL_DIR"/requirements*.txt <(echo "$req" "$python"))"
+  want="$(file_hash "$FB_LOCAL_DIR"/requirements*.txt "$FB_LOCAL_DIR"/../requirements-validate.txt <(echo "$req" "$python"))"
   if [ -x "$dir/bin/python" ] && "$dir/bin/python" -c '' 2>/dev/null && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     step_done "requirements unchanged"
     return
