@@ -275,6 +275,18 @@ def test_fusion_schema_round_trip_create_and_existing_tables(bin, pg, fusion_db,
     assert scalar(target, "SELECT count(*) FROM pg_indexes WHERE schemaname = 'public'") == \
         scalar(fusion_db, "SELECT count(*) FROM pg_indexes WHERE schemaname = 'public'")
 
+    # --create --jobs 2: two connections, commits only after everything was read and authenticated
+    par = new_db()
+    r = restore(bin, artifact, par, keypair[1], "--create", "--jobs", "2")
+    assert r.returncode == 0, r.stderr
+    assert table_digests(par) == source
+    assert scalar(par, "SELECT count(*) FROM pg_constraint WHERE contype = 'f'") == \
+        scalar(fusion_db, "SELECT count(*) FROM pg_constraint WHERE contype = 'f'")
+    assert scalar(par, "SELECT count(*) FROM pg_indexes WHERE schemaname = 'public'") == \
+        scalar(fusion_db, "SELECT count(*) FROM pg_indexes WHERE schemaname = 'public'")
+    r = restore(bin, artifact, par, keypair[1], "--create", "--jobs", "2")
+    assert r.returncode == 13, r.stderr  # not an empty database any more
+
     # into existing, empty tables (the Fusion schema loaded, no --create): FK order + deferred constraints
     existing = new_db()
     psql_template = f"{pg} dbname={fusion_template}"
@@ -410,13 +422,16 @@ def test_flipped_truncated_wrong_key_restore_nothing(bin, fresh_db, new_db, stor
     r = restore(bin, storage_root / out["file_path"], target, Path(f"{other}.key"))
     assert r.returncode == 7 and "wrong key" in r.stderr, r.stderr
     assert scalar(target, "SELECT count(*) FROM parent") == 0
-    # --create into an empty database: nothing created either
+    # --create into an empty database, one or two connections: nothing created either
     empty = new_db()
     bad = tmp_path / "bad.fbak"
-    bad.write_bytes(cases["flipped byte in the manifest"][0])
-    r = restore(bin, bad, empty, keypair[1], "--create")
-    assert r.returncode == 7, r.stderr
-    assert scalar(empty, "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace") == 0
+    for data in (cases["flipped byte in the manifest"][0], cases["flipped byte in a table's data"][0]):
+        bad.write_bytes(data)
+        for jobs in ("1", "2"):
+            r = restore(bin, bad, empty, keypair[1], "--create", "--jobs", jobs)
+            assert r.returncode == 7, r.stderr
+            assert "nothing was committed" in r.stderr, r.stderr
+            assert scalar(empty, "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace") == 0
 
 
 def test_keygen_refuses_overwrite_and_secret_key_mode(bin, tmp_path):

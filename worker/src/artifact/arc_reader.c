@@ -27,6 +27,7 @@ struct arc_reader {
     char *manifest_raw;
     size_t manifest_len;
     arc_manifest *manifest;
+    int borrowed;             /* a dup: manifest and manifest_raw belong to the original */
 };
 
 #define AR_OUT_BYTES (256u * 1024u)
@@ -292,6 +293,27 @@ out:
     return rc;
 }
 
+fb_code arc_reader_dup(const arc_reader *r, arc_reader **out, fb_err *err) {
+    arc_reader *d = calloc(1, sizeof *d);
+    *out = NULL;
+    if (!d) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    d->f = r->f;
+    memcpy(d->header, r->header, sizeof d->header);
+    memcpy(d->data_key, r->data_key, sizeof d->data_key);
+    d->manifest = r->manifest;
+    d->manifest_raw = r->manifest_raw;
+    d->manifest_len = r->manifest_len;
+    d->borrowed = 1;
+    d->dctx = ZSTD_createDCtx();
+    d->obuf = malloc(AR_OUT_BYTES);
+    if (!d->dctx || !d->obuf) {
+        arc_reader_free(d);
+        return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    }
+    *out = d;
+    return FB_OK;
+}
+
 void arc_reader_free(arc_reader *r) {
     if (!r) return;
     sodium_memzero(r->data_key, sizeof r->data_key);
@@ -299,7 +321,9 @@ void arc_reader_free(arc_reader *r) {
     free(r->mbuf);
     free(r->pbuf);
     free(r->obuf);
-    free(r->manifest_raw);
-    arc_manifest_free(r->manifest);
+    if (!r->borrowed) {
+        free(r->manifest_raw);
+        arc_manifest_free(r->manifest);
+    }
     free(r);
 }

@@ -39,6 +39,10 @@ fb_code arc_reader_read_table(arc_reader *r, const arc_table *t, arc_sink_fn sin
 /* Checks every table segment (authenticates, decompresses, re-hashes) and that segments tile the file. */
 fb_code arc_reader_verify_all(arc_reader *r, fb_err *err);
 
+/* A second reader of the same open artifact for another thread: own buffers and decompressor, the same file,
+ * key and manifest (borrowed: free the dup before the original). Readers are not thread-safe; dups are. */
+fb_code arc_reader_dup(const arc_reader *r, arc_reader **out, fb_err *err);
+
 void arc_reader_free(arc_reader *r);
 
 #endif

@@ -3,7 +3,8 @@
  * Loads the artifact's tables (or the named ones: only their segments are read) in one transaction that commits
  * only after every byte read was authenticated (dump_restore). --table NAME is a table of schema public, or
  * SCHEMA.NAME when no public table of that exact name is in the backup (names are matched as stored, no case
- * folding). Exit status is the fb_code: 7 tampered/truncated/wrong key, 13 target not empty, 9 unknown table.
+ * folding). --jobs N spreads a --create restore over N connections (see dump_restore.h for what that changes).
+ * Exit status is the fb_code: 7 tampered/truncated/wrong key, 13 target not empty, 9 unknown table.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -46,7 +47,7 @@ static fb_code cmd_restore_table(const arc_manifest *m, const char *arg, arc_tre
 }
 
 int cmd_restore(int argc, char **argv) {
-    static const char *const extra[] = {"table", "create", "truncate", "help", NULL};
+    static const char *const extra[] = {"table", "create", "truncate", "jobs", "help", NULL};
     fb_config cfg;
     fb_err err;
     const char *path = NULL;
@@ -66,6 +67,13 @@ int cmd_restore(int argc, char **argv) {
         if (strcmp(argv[i], "--table") == 0 && i + 1 < argc) names[n_names++] = argv[++i];
         else if (strncmp(argv[i], "--table=", 8) == 0) names[n_names++] = argv[i] + 8;
         else if (strcmp(argv[i], "--create") == 0) o.create = 1;
+        else if ((strcmp(argv[i], "--jobs") == 0 && i + 1 < argc) || strncmp(argv[i], "--jobs=", 7) == 0) {
+            const char *v = argv[i][6] == '=' ? argv[i] + 7 : argv[++i];
+            char *end = NULL;
+            long j = strtol(v, &end, 10);
+            if (!*v || *end || j < 1 || j > 16) rc = fb_err_set(&err, FB_ERR_USAGE, "--jobs takes 1..16, got \"%s\"", v);
+            o.jobs = (int)j;
+        }
         else if (strcmp(argv[i], "--truncate") == 0) o.truncate = 1;
         else if (strcmp(argv[i], "--help") == 0) {
             printf("usage: fusion-backup restore ARTIFACT --pg CONNINFO [--table NAME ...] [--create] [--truncate]\n"
@@ -73,12 +81,18 @@ int cmd_restore(int argc, char **argv) {
                    "  --table NAME  restore only this table (NAME in schema public, or SCHEMA.NAME); repeatable\n"
                    "  --create      create the tables first (an empty database): data, then indexes and keys\n"
                    "  --truncate    replace the rows of non-empty target tables (default: refuse)\n"
-                   "Everything is loaded in one transaction, committed only when all data read was authenticated.\n");
+                   "  --jobs N      with --create: load and index on N connections (like pg_restore -j)\n"
+                   "Everything is loaded in one transaction, committed only when all data read was authenticated.\n"
+                   "With --jobs N there are N transactions; none commits before all data was read and authenticated,\n"
+                   "then they commit one after the other and the foreign keys are added last.\n");
             goto out;
         } else if (!path && argv[i][0] != '-') path = argv[i];
         else rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (see restore --help)", argv[i]);
     }
     if (!rc && !path) rc = fb_err_set(&err, FB_ERR_USAGE, "restore needs the artifact's path (see restore --help)");
+    if (!rc && o.jobs > 1 && !o.create)
+        rc = fb_err_set(&err, FB_ERR_USAGE, "--jobs needs --create (loading existing tables in parallel would break "
+                        "their foreign keys' order)");
     if (!rc && o.create && o.truncate)
         rc = fb_err_set(&err, FB_ERR_USAGE, "--create (empty database) and --truncate (existing tables) exclude each other");
     if (!rc) rc = dump_open_artifact(path, cfg.secret_key, &f, &r, &err);
@@ -94,6 +108,7 @@ int cmd_restore(int argc, char **argv) {
         o.n_tables = n_names;
         o.commit = 1;
         o.abort = &cmd_restore_stop;
+        o.conninfo = cfg.pg;
         clock_gettime(CLOCK_MONOTONIC, &t0);
         rc = dump_restore(r, c, &o, &st, &err);
         clock_gettime(CLOCK_MONOTONIC, &t1);

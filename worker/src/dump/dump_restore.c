@@ -8,6 +8,7 @@
  */
 #include "dump/dump_restore.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -252,6 +253,220 @@ static fb_code dr_compare(PGconn *c, const arc_table *t, fb_err *err) {
     return FB_OK;
 }
 
+static fb_code dr_create_table(PGconn *c, const arc_table *t, fb_err *err) {
+    fb_code rc = FB_OK;
+    char what[400];
+    snprintf(what, sizeof what, "creating table \"%s\".\"%s\"", t->schema, t->name);
+    for (size_t s = 0; s < t->n_seqs && rc == FB_OK; s++)
+        if (!t->seqs[s].identity) rc = dr_exec_conflict(c, t->seqs[s].create_sql, what, err);
+    if (rc == FB_OK) rc = dr_exec_conflict(c, t->create_sql, what, err);
+    for (size_t s = 0; s < t->n_seqs && rc == FB_OK; s++)
+        if (!t->seqs[s].identity) rc = pgx_exec(c, t->seqs[s].owned_sql, what, err);
+    return rc;
+}
+
+static fb_code dr_build_indexes(PGconn *c, const arc_table *t, fb_err *err) {
+    fb_code rc = FB_OK;
+    for (size_t k = 0; k < t->n_index && rc == FB_OK; k++)
+        rc = pgx_exec(c, t->index_sql[k], "building an index or key", err);
+    return rc;
+}
+
+/* Adds t's foreign keys. When only some tables are restored (subset), a key to a table that is neither restored
+ * nor present is skipped with a warning, as pg_restore -t does; everything else fails. */
+static fb_code dr_add_fks(PGconn *c, const arc_table *t, int subset, int64_t *skipped, fb_err *err) {
+    fb_code rc = FB_OK;
+    for (size_t k = 0; k < t->n_fk && rc == FB_OK; k++) {
+        if (!subset) {
+            rc = pgx_exec(c, t->fk_sql[k], "adding a foreign key", err);
+            continue;
+        }
+        if ((rc = pgx_exec(c, "SAVEPOINT fb_fk", "adding a foreign key", err))) break;
+        PGresult *r = PQexec(c, t->fk_sql[k]);
+        const char *sqlstate = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+        if (PQresultStatus(r) == PGRES_COMMAND_OK) {
+            PQclear(r);
+            rc = pgx_exec(c, "RELEASE SAVEPOINT fb_fk", "adding a foreign key", err);
+        } else if (sqlstate && strcmp(sqlstate, "42P01") == 0) {
+            FB_WARN("restore: foreign key of \"%s\".\"%s\" skipped: %s", t->schema, t->name,
+                    PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY));
+            PQclear(r);
+            (*skipped)++;
+            rc = pgx_exec(c, "ROLLBACK TO SAVEPOINT fb_fk", "adding a foreign key", err);
+        } else {
+            rc = pgx_check(c, r, PGRES_COMMAND_OK, "adding a foreign key", err);
+        }
+    }
+    return rc;
+}
+
+static int dr_aborted(const dump_restore_opts *o) { return o->abort && *o->abort; }
+
+static void dr_rollback(PGconn *c) {
+    PGresult *r;
+    while ((r = PQgetResult(c))) PQclear(r);
+    PQclear(PQexec(c, "ROLLBACK"));
+}
+
+/* --- parallel --create ----------------------------------------------------------------------------------------
+ * Each worker owns a connection and a reader dup, and in one open transaction creates, loads, indexes and sets
+ * the sequences of its share of the tables (assigned largest first to the least loaded worker). Only when every
+ * worker has finished, i.e. every segment read passed its final tag and hash, are the transactions committed,
+ * one after the other; foreign keys are added last in one more transaction. */
+
+typedef struct dr_worker {
+    const arc_manifest *m;
+    const dump_restore_opts *o;
+    arc_reader *rd;
+    PGconn *c;
+    size_t *tables;
+    size_t n;
+    int64_t load;
+    dump_restore_stats st;
+    fb_code rc;
+    fb_err err;
+    int in_tx;
+} dr_worker;
+
+static void *dr_worker_run(void *arg) {
+    dr_worker *w = arg;
+    fb_code rc = FB_OK;
+    if ((rc = pgx_exec(w->c, "BEGIN", "starting a restore transaction", &w->err))) goto out;
+    w->in_tx = 1;
+    if ((rc = pgx_exec(w->c, "SET LOCAL maintenance_work_mem = '256MB'", "raising maintenance_work_mem", &w->err)))
+        goto out;
+    for (size_t i = 0; i < w->n && rc == FB_OK; i++) rc = dr_create_table(w->c, &w->m->tables[w->tables[i]], &w->err);
+    for (size_t i = 0; i < w->n && rc == FB_OK; i++) {
+        const arc_table *t = &w->m->tables[w->tables[i]];
+        int64_t rows = 0;
+        if (dr_aborted(w->o)) {
+            rc = fb_err_set(&w->err, FB_ERR_ABORTED, "restore aborted; nothing was committed");
+            break;
+        }
+        if ((rc = dr_copy_in(w->rd, w->c, t, w->o, &rows, &w->err))) break;
+        w->st.tables++;
+        w->st.rows += rows;
+        w->st.raw_bytes += t->raw_bytes;
+    }
+    for (size_t i = 0; i < w->n && rc == FB_OK; i++) rc = dr_build_indexes(w->c, &w->m->tables[w->tables[i]], &w->err);
+    for (size_t i = 0; i < w->n && rc == FB_OK; i++) rc = dr_set_sequences(w->c, &w->m->tables[w->tables[i]], &w->err);
+out:
+    w->rc = rc;
+    return NULL;
+}
+
+static fb_code dr_parallel_create(arc_reader *rd, PGconn *c, const dump_restore_opts *o, const size_t *sel, size_t n,
+                                  dump_restore_stats *st, fb_err *err) {
+    const arc_manifest *m = arc_reader_manifest(rd);
+    size_t jobs = (size_t)o->jobs < n ? (size_t)o->jobs : n;
+    dr_worker *w = calloc(jobs, sizeof *w);
+    size_t *by_size = calloc(n + 1, sizeof *by_size);
+    pthread_t *th = calloc(jobs, sizeof *th);
+    size_t started = 0, committed = 0;
+    fb_code rc = FB_OK;
+    if (!w || !by_size || !th) {
+        rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    /* Largest tables first, each to the least loaded worker (LPT scheduling). */
+    memcpy(by_size, sel, n * sizeof *by_size);
+    for (size_t i = 1; i < n; i++)
+        for (size_t j = i; j > 0 && m->tables[by_size[j]].raw_bytes > m->tables[by_size[j - 1]].raw_bytes; j--) {
+            size_t x = by_size[j];
+            by_size[j] = by_size[j - 1];
+            by_size[j - 1] = x;
+        }
+    for (size_t k = 0; k < jobs; k++) {
+        w[k].m = m;
+        w[k].o = o;
+        w[k].tables = calloc(n, sizeof *w[k].tables);
+        if (!w[k].tables) {
+            rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+        if (k == 0) {
+            w[k].c = c;
+            w[k].rd = rd;
+            continue;
+        }
+        w[k].c = pgx_connect(o->conninfo, "fusion-backup restore", err);
+        if (!w[k].c) {
+            rc = err->code;
+            goto out;
+        }
+        if ((rc = dump_catalog_session(w[k].c, err)) || (rc = arc_reader_dup(rd, &w[k].rd, err))) goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t best = 0;
+        for (size_t k = 1; k < jobs; k++)
+            if (w[k].load < w[best].load) best = k;
+        w[best].tables[w[best].n++] = by_size[i];
+        w[best].load += m->tables[by_size[i]].raw_bytes + 1;
+    }
+    for (; started < jobs; started++)
+        if (pthread_create(&th[started], NULL, dr_worker_run, &w[started]) != 0) {
+            rc = fb_err_set(err, FB_ERR_INTERNAL, "could not start a restore thread");
+            break;
+        }
+    for (size_t k = 0; k < started; k++) pthread_join(th[k], NULL);
+    for (size_t k = 0; k < started && rc == FB_OK; k++)
+        if (w[k].rc != FB_OK) {
+            rc = w[k].rc;
+            *err = w[k].err;
+        }
+    if (rc) goto out;
+    /* Every segment is authenticated: commit, then add the foreign keys. */
+    for (; committed < jobs; committed++) {
+        if ((rc = pgx_exec(w[committed].c, "COMMIT", "committing the restore", err))) {
+            if (committed > 0)
+                fb_err_prefix(err, "restore PARTIALLY committed (%zu of %zu connections): drop the restored tables "
+                              "and retry: ", committed, jobs);
+            goto out;
+        }
+        w[committed].in_tx = 0;
+    }
+    for (size_t k = 0; k < jobs; k++) {
+        st->tables += w[k].st.tables;
+        st->rows += w[k].st.rows;
+        st->raw_bytes += w[k].st.raw_bytes;
+    }
+    if ((rc = pgx_exec(c, "BEGIN", "adding foreign keys", err))) goto out;
+    for (size_t i = 0; i < n && rc == FB_OK; i++)
+        rc = dr_add_fks(c, &m->tables[sel[i]], o->n_tables > 0, &st->fks_skipped, err);
+    if (rc == FB_OK) rc = pgx_exec(c, "COMMIT", "adding foreign keys", err);
+    if (rc) {
+        dr_rollback(c);
+        fb_err_prefix(err, "the data is restored and committed but its foreign keys could not be added: ");
+    }
+out:
+    for (size_t k = 0; w && k < jobs; k++) {
+        if (w[k].c && w[k].in_tx) dr_rollback(w[k].c);
+        if (k > 0) {
+            arc_reader_free(w[k].rd);
+            if (w[k].c) PQfinish(w[k].c);
+        }
+        free(w[k].tables);
+    }
+    free(w);
+    free(by_size);
+    free(th);
+    return rc;
+}
+
+/* Parallel --create needs every schema to exist already (a CREATE SCHEMA on one connection is invisible to the
+ * others until committed, and committing it early would change the target before authentication). */
+static int dr_schemas_exist(PGconn *c, const arc_manifest *m, const size_t *sel, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        const char *p[1] = {m->tables[sel[i]].schema};
+        PGresult *r = PQexecParams(c, "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1", 1, NULL, p, NULL,
+                                   NULL, 0);
+        int ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+        PQclear(r);
+        if (!ok) return 0;
+    }
+    return 1;
+}
+
 fb_code dump_restore(arc_reader *rd, PGconn *c, const dump_restore_opts *o, dump_restore_stats *st, fb_err *err) {
     const arc_manifest *m = arc_reader_manifest(rd);
     fb_code rc = FB_OK;
@@ -280,9 +495,17 @@ fb_code dump_restore(arc_reader *rd, PGconn *c, const dump_restore_opts *o, dump
         }
     }
     if ((rc = dr_order(m, sel, n, err))) goto out;
+    if ((rc = dump_catalog_session(c, err))) goto out;
+
+    if (o->create && o->jobs > 1 && o->conninfo && o->commit && !o->compare && n > 1) {
+        if (dr_schemas_exist(c, m, sel, n)) {
+            rc = dr_parallel_create(rd, c, o, sel, n, st, err);
+            goto out;
+        }
+        FB_WARN("restore: some schemas do not exist in the target yet; restoring on one connection");
+    }
 
     /* 2. One transaction. */
-    if ((rc = dump_catalog_session(c, err))) goto out;
     if ((rc = pgx_exec(c, "BEGIN", "starting the restore transaction", err))) goto out;
     in_tx = 1;
     if ((rc = pgx_exec(c, "SET LOCAL maintenance_work_mem = '256MB'", "raising maintenance_work_mem", err))) goto out;
@@ -303,16 +526,7 @@ fb_code dump_restore(arc_reader *rd, PGconn *c, const dump_restore_opts *o, dump
             free(sql);
             if (rc) goto out;
         }
-        for (size_t i = 0; i < n && rc == FB_OK; i++) {
-            const arc_table *t = &m->tables[sel[i]];
-            char what[400];
-            snprintf(what, sizeof what, "creating table \"%s\".\"%s\"", t->schema, t->name);
-            for (size_t s = 0; s < t->n_seqs && rc == FB_OK; s++)
-                if (!t->seqs[s].identity) rc = dr_exec_conflict(c, t->seqs[s].create_sql, what, err);
-            if (rc == FB_OK) rc = dr_exec_conflict(c, t->create_sql, what, err);
-            for (size_t s = 0; s < t->n_seqs && rc == FB_OK; s++)
-                if (!t->seqs[s].identity) rc = pgx_exec(c, t->seqs[s].owned_sql, what, err);
-        }
+        for (size_t i = 0; i < n && rc == FB_OK; i++) rc = dr_create_table(c, &m->tables[sel[i]], err);
         if (rc) goto out;
     } else {
         for (size_t i = 0; i < n && rc == FB_OK; i++) rc = dr_check_target(c, &m->tables[sel[i]], o, err);
@@ -324,7 +538,7 @@ fb_code dump_restore(arc_reader *rd, PGconn *c, const dump_restore_opts *o, dump
     for (size_t i = 0; i < n; i++) {
         const arc_table *t = &m->tables[sel[i]];
         int64_t rows = 0;
-        if (o->abort && *o->abort) {
+        if (dr_aborted(o)) {
             rc = fb_err_set(err, FB_ERR_ABORTED, "restore aborted; nothing was committed");
             goto out;
         }
@@ -337,37 +551,9 @@ fb_code dump_restore(arc_reader *rd, PGconn *c, const dump_restore_opts *o, dump
 
     /* 4. Indexes and keys, then foreign keys, then sequences. */
     if (o->create) {
-        for (size_t i = 0; i < n && rc == FB_OK; i++) {
-            const arc_table *t = &m->tables[sel[i]];
-            for (size_t k = 0; k < t->n_index && rc == FB_OK; k++)
-                rc = pgx_exec(c, t->index_sql[k], "building an index or key", err);
-        }
-        for (size_t i = 0; i < n && rc == FB_OK; i++) {
-            const arc_table *t = &m->tables[sel[i]];
-            for (size_t k = 0; k < t->n_fk && rc == FB_OK; k++) {
-                if (o->n_tables == 0) {
-                    rc = pgx_exec(c, t->fk_sql[k], "adding a foreign key", err);
-                    continue;
-                }
-                /* Restoring some tables: a key to a table that is neither restored nor present is skipped, as
-                 * pg_restore -t does; everything else still fails the restore. */
-                if ((rc = pgx_exec(c, "SAVEPOINT fb_fk", "adding a foreign key", err))) break;
-                PGresult *r = PQexec(c, t->fk_sql[k]);
-                const char *sqlstate = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-                if (PQresultStatus(r) == PGRES_COMMAND_OK) {
-                    PQclear(r);
-                    rc = pgx_exec(c, "RELEASE SAVEPOINT fb_fk", "adding a foreign key", err);
-                } else if (sqlstate && strcmp(sqlstate, "42P01") == 0) {
-                    FB_WARN("restore: foreign key of \"%s\".\"%s\" skipped: %s", t->schema, t->name,
-                            PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY));
-                    PQclear(r);
-                    st->fks_skipped++;
-                    rc = pgx_exec(c, "ROLLBACK TO SAVEPOINT fb_fk", "adding a foreign key", err);
-                } else {
-                    rc = pgx_check(c, r, PGRES_COMMAND_OK, "adding a foreign key", err);
-                }
-            }
-        }
+        for (size_t i = 0; i < n && rc == FB_OK; i++) rc = dr_build_indexes(c, &m->tables[sel[i]], err);
+        for (size_t i = 0; i < n && rc == FB_OK; i++)
+            rc = dr_add_fks(c, &m->tables[sel[i]], o->n_tables > 0, &st->fks_skipped, err);
         if (rc) goto out;
     }
     for (size_t i = 0; i < n && rc == FB_OK; i++) rc = dr_set_sequences(c, &m->tables[sel[i]], err);
@@ -383,11 +569,7 @@ fb_code dump_restore(arc_reader *rd, PGconn *c, const dump_restore_opts *o, dump
         in_tx = 0;
     }
 out:
-    if (in_tx) {
-        PGresult *r;
-        while ((r = PQgetResult(c))) PQclear(r);
-        PQclear(PQexec(c, "ROLLBACK"));
-    }
+    if (in_tx) dr_rollback(c);
     free(sel);
     return rc;
 }

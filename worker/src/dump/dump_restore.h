@@ -7,6 +7,12 @@
  * Without it, the tables must exist and be empty (FB_ERR_CONFLICT otherwise, unless `truncate`); they are loaded
  * in foreign-key order with constraints deferred. Generated columns are left to the server; identity columns
  * take the stored values (COPY FROM always overrides); owned sequences are set with setval.
+ *
+ * jobs > 1 (with create, an empty database): the tables are spread over that many connections, each creating,
+ * loading and indexing its share in its own open transaction, as pg_restore -j does. Authentication is still all
+ * or nothing: no transaction commits before every connection has finished and every segment read has passed its
+ * final tag and hash. What is weaker: the N commits then run one after the other (a crash between them leaves
+ * part of the tables), and foreign keys are added in one more transaction after them.
  */
 #ifndef DUMP_RESTORE_H
 #define DUMP_RESTORE_H
@@ -26,6 +32,8 @@ typedef struct dump_restore_opts {
     int compare;             /* after loading, re-dump each table and compare with the manifest's hash */
     int commit;              /* 1: COMMIT at the end; 0: ROLLBACK (a dry run: verify --restore-into) */
     volatile sig_atomic_t *abort;    /* may be NULL; non-zero: stop and roll back */
+    int jobs;                /* > 1 with create: load on this many connections (needs conninfo), see below */
+    const char *conninfo;    /* the target, for the extra connections of jobs > 1 */
 } dump_restore_opts;
 
 typedef struct dump_restore_stats {
