@@ -151,14 +151,14 @@ PY
   r() { echo "scale=2; $1 / $2" | bc; }
   printf '\nDatabase %s: %s bytes of heap, %s bytes of COPY text; %s cores; restored rows (accounts/docs) %s\n\n' \
     "$DB" "$raw" "$copy_bytes" "$(nproc)" "$rows_ok"
-  printf '| %-44s | %10s | %-28s | %8s | %-7s |\n' "measure" "value" "reference" "ratio" "target"
-  printf '|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..46})" "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..30})" "$(printf -- '-%.0s' {1..10})" "$(printf -- '-%.0s' {1..9})"
-  printf '| %-44s | %9.2fs | %-28s | %8s | %-7s |\n' "fusion-backup full backup, wall" "$w_fb" "pg_dump -Fp >/dev/null $(printf '%.2fs' "$w_fp")" "$(r "$w_fb" "$w_fp")" "<= 1.2"
-  printf '| %-44s | %9.2fs | %-28s | %8s | %-7s |\n' "fusion-backup full backup, wall" "$w_fb" "pg_dump -Fc $(printf '%.2fs' "$w_fc")" "$(r "$w_fb" "$w_fc")" "<= 0.5"
-  printf '| %-44s | %10s | %-28s | %8s | %-7s |\n' "fusion-backup artifact bytes" "$s_fb" "pg_dump -Fp|zstd -3 $s_fpz" "$(r "$s_fb" "$s_fpz")" "<= 1.0"
-  printf '| %-44s | %8sMB | %-28s | %8s | %-7s |\n' "fusion-backup backup peak RSS" "$((rss_fb / 1024))" "64 MB" "$(r "$rss_fb" 65536)" "<= 1.0"
-  printf '| %-44s | %9.2fs | %-28s | %8s | %-7s |\n' "fusion-backup restore --create --jobs 2, wall" "$w_fr2" "pg_restore -j2 (-Fd) $(printf '%.2fs' "$w_pr")" "$(r "$w_fr2" "$w_pr")" "<= 1.0"
-  printf '| %-44s | %9.2fs | %-28s | %8s | %-7s |\n' "restore --create (one transaction), wall" "$w_fr" "pg_restore -j2 (-Fd) $(printf '%.2fs' "$w_pr")" "$(r "$w_fr" "$w_pr")" "(info)"
+  printf '| %-46s | %10s | %-30s | %8s | %-7s |\n' "measure" "value" "reference" "ratio" "target"
+  printf '|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..48})" "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..32})" "$(printf -- '-%.0s' {1..10})" "$(printf -- '-%.0s' {1..9})"
+  printf '| %-46s | %9.2fs | %-30s | %8s | %-7s |\n' "fusion-backup full backup, wall" "$w_fb" "pg_dump -Fp >/dev/null $(printf '%.2fs' "$w_fp")" "$(r "$w_fb" "$w_fp")" "<= 1.2"
+  printf '| %-46s | %9.2fs | %-30s | %8s | %-7s |\n' "fusion-backup full backup, wall" "$w_fb" "pg_dump -Fc $(printf '%.2fs' "$w_fc")" "$(r "$w_fb" "$w_fc")" "<= 0.5"
+  printf '| %-46s | %10s | %-30s | %8s | %-7s |\n' "fusion-backup artifact bytes" "$s_fb" "pg_dump -Fp|zstd -3 $s_fpz" "$(r "$s_fb" "$s_fpz")" "<= 1.0"
+  printf '| %-46s | %8sMB | %-30s | %8s | %-7s |\n' "fusion-backup backup peak RSS" "$((rss_fb / 1024))" "64 MB" "$(r "$rss_fb" 65536)" "<= 1.0"
+  printf '| %-46s | %9.2fs | %-30s | %8s | %-7s |\n' "fusion-backup restore --create --jobs 2, wall" "$w_fr2" "pg_restore -j2 (-Fd) $(printf '%.2fs' "$w_pr")" "$(r "$w_fr2" "$w_pr")" "<= 1.0"
+  printf '| %-46s | %9.2fs | %-30s | %8s | %-7s |\n' "restore --create (one transaction), wall" "$w_fr" "pg_restore -j2 (-Fd) $(printf '%.2fs' "$w_pr")" "$(r "$w_fr" "$w_pr")" "(info)"
   read -r w_fb1 rss_fb1 <<<"$t_fb1"
   printf '\nalso: pg_dump -Fp|zstd -3 %.2fs; pg_dump -Fc %s bytes; pg_dump -Fd -j2 %.2fs; restore peak RSS %s MB\n' \
     "$t_fpz" "$s_fc" "$w_fd" "$((rss_fr / 1024))"
