@@ -300,6 +300,11 @@ def test_fusion_schema_round_trip_create_and_existing_tables(bin, pg, fusion_db,
     r = restore(bin, artifact, existing, keypair[1])
     assert r.returncode == 13 and "not empty" in r.stderr, r.stderr
     assert table_digests(existing) == source
+    # unless asked: --truncate replaces the rows (parents and children emptied together, in the same transaction)
+    scalar(existing, 'DELETE FROM "Ltc Tracking"')
+    r = restore(bin, artifact, existing, keypair[1], "--truncate")
+    assert r.returncode == 0, r.stderr
+    assert table_digests(existing) == source
 
     # one table alone (only its segment is read)
     only = new_db()

@@ -105,7 +105,7 @@ static fb_code dr_exec_conflict(PGconn *c, const char *sql, const char *what, fb
     return rc;
 }
 
-/* Without --create: the table must exist and be empty (or be emptied when o->truncate). */
+/* Without --create: the table must exist and, unless o->truncate, be empty. */
 static fb_code dr_check_target(PGconn *c, const arc_table *t, const dump_restore_opts *o, fb_err *err) {
     char *qt = dump_qualified(t->schema, t->name);
     fb_code rc = FB_OK;
@@ -124,16 +124,16 @@ static fb_code dr_check_target(PGconn *c, const arc_table *t, const dump_restore
                         "on an empty database)", qt, PQdb(c));
         goto out;
     }
-    char *sql = dump_strf(o->truncate ? "TRUNCATE TABLE ONLY %s" : "SELECT 1 FROM ONLY %s LIMIT 1", qt);
+    if (o->truncate) goto out;
+    char *sql = dump_strf("SELECT 1 FROM ONLY %s LIMIT 1", qt);
     if (!sql) {
         rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
         goto out;
     }
     r = PQexec(c, sql);
     free(sql);
-    if ((rc = pgx_check(c, r, o->truncate ? PGRES_COMMAND_OK : PGRES_TUPLES_OK, "checking a target table", err)))
-        goto out;
-    int nonempty = !o->truncate && PQntuples(r) > 0;
+    if ((rc = pgx_check(c, r, PGRES_TUPLES_OK, "checking a target table", err))) goto out;
+    int nonempty = PQntuples(r) > 0;
     PQclear(r);
     if (nonempty)
         rc = fb_err_set(err, FB_ERR_CONFLICT,
@@ -142,6 +142,24 @@ static fb_code dr_check_target(PGconn *c, const arc_table *t, const dump_restore
                         qt, PQdb(c));
 out:
     free(qt);
+    return rc;
+}
+
+/* --truncate: one TRUNCATE of every restored table, so that tables referencing each other can be emptied
+ * together (the same transaction: a failed restore brings the rows back). */
+static fb_code dr_truncate(PGconn *c, const arc_manifest *m, const size_t *sel, size_t n, fb_err *err) {
+    size_t cap = 64, len;
+    for (size_t i = 0; i < n; i++) cap += 2 * (strlen(m->tables[sel[i]].schema) + strlen(m->tables[sel[i]].name)) + 8;
+    char *sql = malloc(cap);
+    if (!sql) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    len = (size_t)snprintf(sql, cap, "TRUNCATE TABLE ONLY ");
+    for (size_t i = 0; i < n; i++) {
+        if (i) sql[len++] = ',';
+        pgx_qualified(m->tables[sel[i]].schema, m->tables[sel[i]].name, sql + len, cap - len);
+        len += strlen(sql + len);
+    }
+    fb_code rc = pgx_exec(c, sql, "emptying the target tables (--truncate)", err);
+    free(sql);
     return rc;
 }
 
@@ -530,6 +548,7 @@ fb_code dump_restore(arc_reader *rd, PGconn *c, const dump_restore_opts *o, dump
         if (rc) goto out;
     } else {
         for (size_t i = 0; i < n && rc == FB_OK; i++) rc = dr_check_target(c, &m->tables[sel[i]], o, err);
+        if (rc == FB_OK && o->truncate && n) rc = dr_truncate(c, m, sel, n, err);
         if (rc) goto out;
         if ((rc = pgx_exec(c, "SET CONSTRAINTS ALL DEFERRED", "deferring constraints", err))) goto out;
     }
