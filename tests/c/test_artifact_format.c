@@ -262,6 +262,24 @@ int main(void) {
         CHECK_EQ_INT(stor_create(st, "a/b/out.fbak", &wf, &err), FB_ERR_INVALID); /* a planted temp link */
         CHECK(access("/tmp/fbta_should_not_exist", F_OK) != 0);
     }
+    /* two writers of the same artifact at once: the second is refused and must not disturb the first */
+    {
+        stor_wfile *w1 = NULL, *w2 = NULL;
+        CHECK_EQ_INT(stor_create(st, "a/b/twice.fbak", &w1, &err), FB_OK);
+        CHECK_EQ_INT(stor_wfile_write(w1, "first", 5, &err), FB_OK);
+        fb_code rc2 = stor_create(st, "a/b/twice.fbak", &w2, &err);
+        CHECKF(rc2 == FB_ERR_TRANSIENT && strstr(err.msg, "another run"), "second writer: %d %s", rc2, err.msg);
+        CHECK_EQ_INT(stor_wfile_commit(w1, &err), FB_OK);
+        char p2[400];
+        size_t l2 = 0;
+        snprintf(p2, sizeof p2, "%s/a/b/twice.fbak", root);
+        unsigned char *d2 = slurp(p2, &l2);
+        CHECK(l2 == 5 && memcmp(d2, "first", 5) == 0);
+        free(d2);
+        /* afterwards (the lock died with the first writer's file) a new run may write again */
+        CHECK_EQ_INT(stor_create(st, "a/b/twice.fbak", &w2, &err), FB_OK);
+        stor_wfile_abort(w2);
+    }
     stor_free(st);
 
     arc_manifest_clear(&m);

@@ -4,8 +4,12 @@
  * of a relative path is opened with openat(O_NOFOLLOW | O_DIRECTORY) from there, so a symbolic link anywhere
  * below the root (even one created after the path was checked) is refused instead of followed. Missing folders
  * are created (0750) and their parents fsynced. Writes go to ".NAME.tmp" beside the final name (deterministic, so
- * a crashed run's leftover is truncated and reused), then fsync, renameat, fsync of the folder.
+ * a crashed run's leftover is truncated and reused), then fsync, renameat, fsync of the folder. The temporary is
+ * locked (an open-file-description lock: it works between threads and processes, and dies with its holder), so a
+ * job redelivered while its first run still writes gets FB_ERR_TRANSIENT instead of interleaving its bytes into
+ * the same file; a crashed writer's lock is gone, so its leftover is reused.
  */
+#define _GNU_SOURCE /* F_OFD_SETLK */
 #include "storage/stor.h"
 
 #include <errno.h>
@@ -25,6 +29,7 @@ typedef struct posix_stor {
 typedef struct posix_wfile {
     stor_wfile base;
     int dir_fd, fd;
+    int locked;   /* we hold the temporary's lock: it is ours to truncate, rename or remove */
     char *tmp_name, *final_name, *rel;
 } posix_wfile;
 
@@ -114,7 +119,7 @@ static void posix_w_free(posix_wfile *f) {
 
 static void posix_w_abort(stor_wfile *wf) {
     posix_wfile *f = (posix_wfile *)wf;
-    if (f->dir_fd >= 0) unlinkat(f->dir_fd, f->tmp_name, 0);
+    if (f->dir_fd >= 0 && f->locked) unlinkat(f->dir_fd, f->tmp_name, 0);
     posix_w_free(f);
 }
 
@@ -168,7 +173,8 @@ static fb_code posix_create(stor *st, const char *rel, stor_wfile **out, fb_err 
         goto out;
     }
     sprintf(f->tmp_name, ".%s.tmp", base);
-    f->fd = openat(f->dir_fd, f->tmp_name, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0640);
+    /* No O_TRUNC: only the holder of the lock may empty the file. */
+    f->fd = openat(f->dir_fd, f->tmp_name, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640);
     if (f->fd < 0) {
         int e = errno;
         rc = fb_err_set(err, e == ELOOP ? FB_ERR_INVALID : FB_ERR_IO,
@@ -176,9 +182,23 @@ static fb_code posix_create(stor *st, const char *rel, stor_wfile **out, fb_err 
                         strerror(e));
         goto out;
     }
+    struct flock lk = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0, .l_pid = 0};
+    if (fcntl(f->fd, F_OFD_SETLK, &lk) != 0) {
+        int e = errno;
+        rc = fb_err_set(err, e == EAGAIN || e == EACCES ? FB_ERR_TRANSIENT : FB_ERR_IO,
+                        "\"%s\" is being written by another run of the same job right now (%s); retry when it ends", rel,
+                        strerror(e));
+        goto out;
+    }
+    f->locked = 1;
+    if (ftruncate(f->fd, 0) != 0) {
+        rc = fb_err_set(err, FB_ERR_IO, "could not empty the temporary file of \"%s\": %s", rel, strerror(errno));
+        goto out;
+    }
     *out = &f->base;
     f = NULL;
 out:
+    if (f && f->locked) unlinkat(f->dir_fd, f->tmp_name, 0);
     if (f) posix_w_free(f);
     return rc;
 }
