@@ -111,7 +111,9 @@ fb_code dump_catalog_session(PGconn *c, fb_err *err) {
                     "SELECT pg_catalog.set_config('search_path', '', false);"
                     "SET TIME ZONE 'UTC'; SET DateStyle = ISO; SET IntervalStyle = postgres;"
                     "SET bytea_output = hex; SET extra_float_digits = 3; SET client_encoding = 'UTF8';"
-                    "SET standard_conforming_strings = on",
+                    "SET standard_conforming_strings = on;"
+                    /* a role's timeouts must not cut a long dump or restore short (pg_dump does the same) */
+                    "SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0",
                     "setting up the session", err);
 }
 

@@ -26,7 +26,7 @@ typedef struct dump_rel {
 } dump_rel;
 
 /* Session settings that make COPY text identical on dump and restore (UTC, ISO dates, hex bytea, exact floats)
- * and the empty search_path that qualifies catalog output. */
+ * and the empty search_path that qualifies catalog output; no statement or idle-in-transaction timeout. */
 fb_code dump_catalog_session(PGconn *c, fb_err *err);
 
 /* Resolves the requested tables (n_req == 0: every ordinary table outside the system schemas), in the current
