@@ -63,41 +63,46 @@ static fb_code jb_lock(PGconn *c, const dump_rel *rels, size_t n, fb_err *err) {
     return rc;
 }
 
-/* Streams one table's COPY output into the open segment. Counts rows. */
+/* Streams one table's COPY output into the open segment. Counts rows. On an abort or a writer error the
+ * server's COPY is cancelled (the caller drops the connection anyway). */
 static fb_code jb_copy_table(const job_ctx *ctx, PGconn *c, arc_writer *w, const arc_table *t, int64_t *rows,
                              fb_err *err) {
     fb_code rc = FB_OK;
-    char *sql = dump_copy_sql(t, 1);
+    int copying = 0;
     char what[400];
+    char *sql = dump_copy_sql(t, 1);
     snprintf(what, sizeof what, "COPY of table \"%s\".\"%s\"", t->schema, t->name);
+    *rows = 0;
     if (!sql) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
     PGresult *r = PQexec(c, sql);
     free(sql);
-    if ((rc = pgx_check(c, r, PGRES_COPY_OUT, what, err))) return rc;
+    if ((rc = pgx_check(c, r, PGRES_COPY_OUT, what, err))) goto out;
     PQclear(r);
-    *rows = 0;
+    copying = 1;
     for (;;) {
         char *buf = NULL;
         int n = PQgetCopyData(c, &buf, 0);
         if (n == -1) break;
-        if (n < 0) return fb_err_set(err, FB_ERR_TRANSIENT, "%s failed: %s", what, PQerrorMessage(c));
+        if (n < 0) {
+            rc = fb_err_set(err, FB_ERR_TRANSIENT, "%s failed: %s", what, PQerrorMessage(c));
+            copying = 0;
+            goto out;
+        }
         rc = arc_writer_write(w, buf, (size_t)n, err);
         PQfreemem(buf);
-        if (rc) goto cancel;
+        if (rc) goto out;
         if (++*rows % JB_ABORT_CHECK_ROWS == 0 && job_aborted(ctx)) {
             rc = fb_err_set(err, FB_ERR_ABORTED, "backup aborted (shutdown) during %s; nothing was kept", what);
-            goto cancel;
+            goto out;
         }
     }
+    copying = 0;
     r = PQgetResult(c);
-    rc = pgx_check(c, r, PGRES_COMMAND_OK, what, err);
-    if (rc) return rc;
+    if ((rc = pgx_check(c, r, PGRES_COMMAND_OK, what, err))) goto out;
     PQclear(r);
     while ((r = PQgetResult(c))) PQclear(r);
-    return FB_OK;
-cancel:
-    {
-        /* Stop the server's COPY; the caller drops the connection anyway. */
+out:
+    if (rc && copying) {
         PGcancel *cn = PQgetCancel(c);
         char eb[256];
         if (cn) {
