@@ -22,12 +22,14 @@
 typedef struct dr_copy_sink {
     PGconn *c;
     const dump_restore_opts *o;
-    size_t since_check;
+    volatile sig_atomic_t *peer_failed; /* parallel restore: another connection failed; NULL otherwise */
 } dr_copy_sink;
 
 static fb_code dr_put(void *opaque, const void *buf, size_t len, fb_err *err) {
     dr_copy_sink *s = opaque;
     if (s->o->abort && *s->o->abort) return fb_err_set(err, FB_ERR_ABORTED, "restore aborted; nothing was committed");
+    if (s->peer_failed && *s->peer_failed)
+        return fb_err_set(err, FB_ERR_ABORTED, "stopped because another restore connection failed");
     if (PQputCopyData(s->c, buf, (int)len) != 1)
         return fb_err_set(err, FB_ERR_TRANSIENT, "sending COPY data failed: %s", PQerrorMessage(s->c));
     return FB_OK;
@@ -163,8 +165,8 @@ static fb_code dr_truncate(PGconn *c, const arc_manifest *m, const size_t *sel, 
     return rc;
 }
 
-static fb_code dr_copy_in(arc_reader *rd, PGconn *c, const arc_table *t, const dump_restore_opts *o, int64_t *rows,
-                          fb_err *err) {
+static fb_code dr_copy_in(arc_reader *rd, PGconn *c, const arc_table *t, const dump_restore_opts *o,
+                          volatile sig_atomic_t *peer_failed, int64_t *rows, fb_err *err) {
     char what[400];
     fb_code rc = FB_OK;
     snprintf(what, sizeof what, "loading table \"%s\".\"%s\"", t->schema, t->name);
@@ -174,7 +176,7 @@ static fb_code dr_copy_in(arc_reader *rd, PGconn *c, const arc_table *t, const d
     free(sql);
     if ((rc = pgx_check(c, r, PGRES_COPY_IN, what, err))) return rc;
     PQclear(r);
-    dr_copy_sink s = {c, o, 0};
+    dr_copy_sink s = {c, o, peer_failed};
     rc = arc_reader_read_table(rd, t, dr_put, &s, err);
     if (rc) {
         PQputCopyEnd(c, "the artifact failed authentication or the restore was stopped");
@@ -344,6 +346,7 @@ typedef struct dr_worker {
     fb_code rc;
     fb_err err;
     int in_tx;
+    volatile sig_atomic_t *failed; /* shared: set by the first worker that fails, read by the others */
 } dr_worker;
 
 static void *dr_worker_run(void *arg) {
@@ -357,19 +360,22 @@ static void *dr_worker_run(void *arg) {
     for (size_t i = 0; i < w->n && rc == FB_OK; i++) {
         const arc_table *t = &w->m->tables[w->tables[i]];
         int64_t rows = 0;
-        if (dr_aborted(w->o)) {
-            rc = fb_err_set(&w->err, FB_ERR_ABORTED, "restore aborted; nothing was committed");
+        if (dr_aborted(w->o) || *w->failed) {
+            rc = fb_err_set(&w->err, FB_ERR_ABORTED, *w->failed ? "stopped because another restore connection failed"
+                                                                 : "restore aborted; nothing was committed");
             break;
         }
-        if ((rc = dr_copy_in(w->rd, w->c, t, w->o, &rows, &w->err))) break;
+        if ((rc = dr_copy_in(w->rd, w->c, t, w->o, w->failed, &rows, &w->err))) break;
         w->st.tables++;
         w->st.rows += rows;
         w->st.raw_bytes += t->raw_bytes;
     }
-    for (size_t i = 0; i < w->n && rc == FB_OK; i++) rc = dr_build_indexes(w->c, &w->m->tables[w->tables[i]], &w->err);
+    for (size_t i = 0; i < w->n && rc == FB_OK && !*w->failed; i++)
+        rc = dr_build_indexes(w->c, &w->m->tables[w->tables[i]], &w->err);
     for (size_t i = 0; i < w->n && rc == FB_OK; i++) rc = dr_set_sequences(w->c, &w->m->tables[w->tables[i]], &w->err);
 out:
     w->rc = rc;
+    if (rc) *w->failed = 1;
     return NULL;
 }
 
@@ -381,6 +387,7 @@ static fb_code dr_parallel_create(arc_reader *rd, PGconn *c, const dump_restore_
     size_t *by_size = calloc(n + 1, sizeof *by_size);
     pthread_t *th = calloc(jobs, sizeof *th);
     size_t started = 0, committed = 0;
+    volatile sig_atomic_t failed = 0;
     fb_code rc = FB_OK;
     if (!w || !by_size || !th) {
         rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
@@ -397,6 +404,7 @@ static fb_code dr_parallel_create(arc_reader *rd, PGconn *c, const dump_restore_
     for (size_t k = 0; k < jobs; k++) {
         w[k].m = m;
         w[k].o = o;
+        w[k].failed = &failed;
         w[k].tables = calloc(n, sizeof *w[k].tables);
         if (!w[k].tables) {
             rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
@@ -427,8 +435,9 @@ static fb_code dr_parallel_create(arc_reader *rd, PGconn *c, const dump_restore_
             break;
         }
     for (size_t k = 0; k < started; k++) pthread_join(th[k], NULL);
-    for (size_t k = 0; k < started && rc == FB_OK; k++)
-        if (w[k].rc != FB_OK) {
+    /* Report the failure that caused the others to stop, not their "stopped" messages. */
+    for (size_t k = 0; k < started; k++)
+        if (w[k].rc != FB_OK && (rc == FB_OK || (rc == FB_ERR_ABORTED && w[k].rc != FB_ERR_ABORTED))) {
             rc = w[k].rc;
             *err = w[k].err;
         }
@@ -561,7 +570,7 @@ fb_code dump_restore(arc_reader *rd, PGconn *c, const dump_restore_opts *o, dump
             rc = fb_err_set(err, FB_ERR_ABORTED, "restore aborted; nothing was committed");
             goto out;
         }
-        if ((rc = dr_copy_in(rd, c, t, o, &rows, err))) goto out;
+        if ((rc = dr_copy_in(rd, c, t, o, NULL, &rows, err))) goto out;
         st->tables++;
         st->rows += rows;
         st->raw_bytes += t->raw_bytes;
