@@ -16,6 +16,11 @@
 #define DMN_MAX_PARTS 1024
 #define DMN_POLL_MS 200
 #define DMN_LAG_EVERY_MS 10000
+/* Flow control: messages taken from Kafka but not started yet. Above HIGH the whole assignment is paused (so a
+ * backlog stays in Kafka, not in memory), below LOW it is resumed. Buffering a few instead of pausing for every
+ * job matters: librdkafka 2.0.2 takes up to a second to fetch again after a resume. */
+#define DMN_PENDING_HIGH 64
+#define DMN_PENDING_LOW 16
 
 enum { SLOT_FREE = 0, SLOT_RUNNING = 1, SLOT_DONE = 2 };
 
@@ -35,6 +40,12 @@ typedef struct dmn_part {
     int paused;
 } dmn_part;
 
+/* A message waiting for its turn: in arrival order, so each partition's messages run in offset order. */
+typedef struct dmn_pending {
+    rd_kafka_message_t *msg;
+    struct dmn_pending *next;
+} dmn_pending;
+
 typedef struct dmn_worker {
     const fb_config *cfg;
     rd_kafka_t *consumer;
@@ -45,6 +56,8 @@ typedef struct dmn_worker {
     dmn_part parts[DMN_MAX_PARTS];
     size_t n_parts;
     int stopping;
+    dmn_pending *pending_head, *pending_tail;
+    size_t n_pending;
     char topic_backup[256], topic_archive[256];
 } dmn_worker;
 
@@ -70,20 +83,29 @@ static void dmn_set_paused(dmn_worker *w, dmn_part *p, int pause) {
     else p->paused = pause;
 }
 
-/* Pauses exactly the partitions that must not deliver now: those with a job, or all when every job thread is
- * busy or we are stopping. Only partitions we paused are ever resumed (librdkafka 2.0.2 could rewind a partition
- * resumed without having been paused). */
+/* Pauses the whole assignment while we are stopping or the pending queue is full, resumes it once the queue has
+ * drained to DMN_PENDING_LOW. Only partitions we paused are ever resumed (librdkafka 2.0.2 could rewind a
+ * partition resumed without having been paused). A running job keeps its partition's later messages waiting in
+ * the queue, never running beside it. */
 static void dmn_reconcile(dmn_worker *w) {
-    int full = dmn_running(w) >= w->n_slots;
     for (size_t i = 0; i < w->n_parts; i++) {
         dmn_part *p = &w->parts[i];
-        int busy = 0;
-        pthread_mutex_lock(&w->mu);
-        for (size_t s = 0; s < w->n_slots && !busy; s++) busy = dmn_slot_holds(&w->slots[s], p->topic, p->partition);
-        pthread_mutex_unlock(&w->mu);
-        int want = w->stopping || full || busy;
+        int want = w->stopping || w->n_pending >= DMN_PENDING_HIGH || (p->paused && w->n_pending > DMN_PENDING_LOW);
         if (want != p->paused) dmn_set_paused(w, p, want);
     }
+}
+
+/* Drops every message not started yet: their offsets were never stored, so whoever owns the partition next
+ * receives them again. */
+static void dmn_pending_clear(dmn_worker *w) {
+    while (w->pending_head) {
+        dmn_pending *p = w->pending_head;
+        w->pending_head = p->next;
+        rd_kafka_message_destroy(p->msg);
+        free(p);
+    }
+    w->pending_tail = NULL;
+    w->n_pending = 0;
 }
 
 static void dmn_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e, rd_kafka_topic_partition_list_t *parts, void *opaque) {
@@ -107,6 +129,7 @@ static void dmn_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t e, rd_kafka_top
             FB_WARN("assignment lost: offsets of running jobs will not be committed; their jobs will run again");
         }
         FB_INFO("revoked %d partitions", parts->cnt);
+        dmn_pending_clear(w);
         rd_kafka_assign(rk, NULL);
         w->n_parts = 0;
         dmn_metrics_lag_clear();
@@ -126,19 +149,6 @@ static void dmn_store_offset(dmn_worker *w, const rd_kafka_message_t *m) {
     rd_kafka_topic_partition_list_destroy(l);
 }
 
-/* Puts the fetch position back on m so it is delivered again (we could not finish it). */
-static void dmn_rewind(dmn_worker *w, const rd_kafka_message_t *m) {
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, rd_kafka_topic_name(m->rkt), m->partition)->offset = m->offset;
-    rd_kafka_error_t *e = rd_kafka_seek_partitions(w->consumer, l, 5000);
-    if (e) {
-        FB_WARN("could not rewind %s[%d] to %lld: %s", rd_kafka_topic_name(m->rkt), (int)m->partition,
-                (long long)m->offset, rd_kafka_error_string(e));
-        rd_kafka_error_destroy(e);
-    }
-    rd_kafka_topic_partition_list_destroy(l);
-}
-
 static void *dmn_job_thread(void *arg) {
     dmn_slot *s = arg;
     dmn_worker *w = s->w;
@@ -152,6 +162,12 @@ static void *dmn_job_thread(void *arg) {
     s->publish_rc = rc;
     s->state = SLOT_DONE;
     pthread_mutex_unlock(&w->mu);
+    /* Wake the consumer loop now rather than at its next poll timeout. */
+    rd_kafka_queue_t *q = rd_kafka_queue_get_consumer(w->consumer);
+    if (q) {
+        rd_kafka_queue_yield(q);
+        rd_kafka_queue_destroy(q);
+    }
     return NULL;
 }
 
@@ -163,9 +179,24 @@ static void dmn_reap(dmn_worker *w) {
         pthread_mutex_unlock(&w->mu);
         if (!done) continue;
         pthread_join(s->thread, NULL);
-        if (s->publish_rc == FB_OK) dmn_store_offset(w, s->msg);
-        else dmn_rewind(w, s->msg);
-        rd_kafka_message_destroy(s->msg);
+        if (s->publish_rc == FB_OK) {
+            dmn_store_offset(w, s->msg);
+            rd_kafka_message_destroy(s->msg);
+        } else {
+            /* The outcome never reached Kafka (broker down): run it again, first in line for its partition, after a
+             * pause. Its offset is not stored, so a crash meanwhile also leads to a rerun. */
+            dmn_pending *p = malloc(sizeof *p);
+            if (p) {
+                p->msg = s->msg;
+                p->next = w->pending_head;
+                w->pending_head = p;
+                if (!w->pending_tail) w->pending_tail = p;
+                w->n_pending++;
+            } else {
+                rd_kafka_message_destroy(s->msg);
+            }
+            sleep(1);
+        }
         ev_event_free(s->ev);
         pthread_mutex_lock(&w->mu);
         s->msg = NULL;
@@ -176,78 +207,118 @@ static void dmn_reap(dmn_worker *w) {
     }
 }
 
-/* A message that is not a valid request for its topic: dead letter, never retried. */
-static void dmn_dead_letter(dmn_worker *w, rd_kafka_message_t *m, const char *reason) {
+/* A message that is not a valid request for its topic: dead letter, never retried. Returns 0 when the dead letter
+ * is published (and the offset stored), -1 when it must be tried again later. */
+static int dmn_dead_letter(dmn_worker *w, rd_kafka_message_t *m, const char *reason) {
     fb_err err;
     FB_WARN("%s[%d]@%lld to the dead-letter topic: %s", rd_kafka_topic_name(m->rkt), (int)m->partition,
             (long long)m->offset, reason);
     if (dmn_dlq_publish(&w->pub, m, reason, &err)) {
-        FB_ERROR("%s; the message will be delivered again", err.msg);
-        dmn_rewind(w, m);
-        sleep(1);
-        return;
+        FB_ERROR("%s; trying again shortly", err.msg);
+        return -1;
     }
     dmn_metrics_dlq();
     dmn_store_offset(w, m);
+    return 0;
 }
 
-static void dmn_handle(dmn_worker *w, rd_kafka_message_t *m) {
+/* Takes one pending message: dead letter, or a job on a free slot. Returns 1 when it was taken (the caller unlinks
+ * it), 0 when it must wait (no free slot, or its dead letter could not be sent). */
+static int dmn_take(dmn_worker *w, rd_kafka_message_t *m) {
     const char *topic = rd_kafka_topic_name(m->rkt);
-    if (w->stopping) { /* not ours to start any more: leave it for the next owner */
-        dmn_rewind(w, m);
-        rd_kafka_message_destroy(m);
-        return;
-    }
     ev_event *ev = NULL;
     fb_err err;
     if (ev_decode(m->payload, m->len, &ev, &err)) {
-        dmn_dead_letter(w, m, err.msg);
+        if (dmn_dead_letter(w, m, err.msg)) return 0;
         rd_kafka_message_destroy(m);
-        return;
+        return 1;
     }
     int for_backup = strcmp(topic, w->topic_backup) == 0;
     int fits = for_backup ? (ev->type == EV_BACKUP_REQUESTED || ev->type == EV_BACKUP_VERIFY) : ev->type == EV_ARCHIVE_DUE;
     if (!fits) {
         char why[512];
         snprintf(why, sizeof why, "a %s event does not belong on topic \"%s\"", ev_type_name(ev->type), topic);
-        dmn_dead_letter(w, m, why);
         ev_event_free(ev);
+        if (dmn_dead_letter(w, m, why)) return 0;
         rd_kafka_message_destroy(m);
-        return;
+        return 1;
     }
-    dmn_slot *free_slot = NULL;
-    int busy_part = 0;
+    dmn_slot *slot = NULL;
     pthread_mutex_lock(&w->mu);
-    for (size_t i = 0; i < w->n_slots; i++) {
-        if (dmn_slot_holds(&w->slots[i], topic, m->partition)) busy_part = 1;
-        if (!free_slot && w->slots[i].state == SLOT_FREE) free_slot = &w->slots[i];
-    }
+    for (size_t i = 0; i < w->n_slots && !slot; i++)
+        if (w->slots[i].state == SLOT_FREE) slot = &w->slots[i];
     pthread_mutex_unlock(&w->mu);
-    if (busy_part || !free_slot) { /* raced a pause: deliver it again later */
-        dmn_rewind(w, m);
+    if (!slot) {
         ev_event_free(ev);
-        rd_kafka_message_destroy(m);
-        return;
+        return 0;
     }
-    free_slot->w = w;
-    free_slot->msg = m;
-    free_slot->ev = ev;
-    free_slot->abort = 0;
-    free_slot->publish_rc = FB_OK;
+    slot->w = w;
+    slot->msg = m;
+    slot->ev = ev;
+    slot->abort = 0;
+    slot->publish_rc = FB_OK;
     pthread_mutex_lock(&w->mu);
-    free_slot->state = SLOT_RUNNING;
+    slot->state = SLOT_RUNNING;
     pthread_mutex_unlock(&w->mu);
-    if (pthread_create(&free_slot->thread, NULL, dmn_job_thread, free_slot) != 0) {
-        FB_ERROR("could not start a job thread; the request will be delivered again");
+    if (pthread_create(&slot->thread, NULL, dmn_job_thread, slot) != 0) {
+        FB_ERROR("could not start a job thread; the job waits for the next try");
         pthread_mutex_lock(&w->mu);
-        free_slot->state = SLOT_FREE;
-        free_slot->msg = NULL;
-        free_slot->ev = NULL;
+        slot->state = SLOT_FREE;
+        slot->msg = NULL;
+        slot->ev = NULL;
         pthread_mutex_unlock(&w->mu);
-        dmn_rewind(w, m);
         ev_event_free(ev);
-        rd_kafka_message_destroy(m);
+        return 0;
     }
+    return 1;
+}
+
+/* Starts what can start, in arrival order: a message waits while its partition has a running job or an earlier
+ * message still waiting, so each partition's messages run one at a time, in offset order (one configuration's
+ * backups, one table's archival, never concurrently), and offsets are stored in order. */
+static void dmn_dispatch(dmn_worker *w) {
+    const char *blocked_topic[DMN_PENDING_HIGH * 2];
+    int32_t blocked_part[DMN_PENDING_HIGH * 2];
+    size_t n_blocked = 0;
+    dmn_pending **link = &w->pending_head, *prev = NULL;
+    while (*link) {
+        dmn_pending *p = *link;
+        const char *topic = rd_kafka_topic_name(p->msg->rkt);
+        int blocked = 0;
+        for (size_t i = 0; i < n_blocked && !blocked; i++)
+            blocked = blocked_part[i] == p->msg->partition && strcmp(blocked_topic[i], topic) == 0;
+        pthread_mutex_lock(&w->mu);
+        for (size_t i = 0; i < w->n_slots && !blocked; i++) blocked = dmn_slot_holds(&w->slots[i], topic, p->msg->partition);
+        pthread_mutex_unlock(&w->mu);
+        if (!blocked && dmn_take(w, p->msg)) {
+            *link = p->next;
+            if (w->pending_tail == p) w->pending_tail = prev;
+            free(p);
+            w->n_pending--;
+            continue;
+        }
+        if (n_blocked < sizeof blocked_part / sizeof blocked_part[0]) {
+            blocked_topic[n_blocked] = topic;
+            blocked_part[n_blocked++] = p->msg->partition;
+        }
+        prev = p;
+        link = &p->next;
+    }
+}
+
+static void dmn_enqueue(dmn_worker *w, rd_kafka_message_t *m) {
+    dmn_pending *p = malloc(sizeof *p);
+    if (w->stopping || !p) { /* not ours to start any more: its offset is not stored, the next owner gets it */
+        free(p);
+        rd_kafka_message_destroy(m);
+        return;
+    }
+    p->msg = m;
+    p->next = NULL;
+    if (w->pending_tail) w->pending_tail->next = p;
+    else w->pending_head = p;
+    w->pending_tail = p;
+    w->n_pending++;
 }
 
 static void dmn_update_lag(dmn_worker *w) {
@@ -314,6 +385,8 @@ fb_code dmn_worker_run(const fb_config *cfg, const char *worker_name, volatile s
             }
             if (!dmn_running(w)) break;
         }
+        if (w->stopping) dmn_pending_clear(w);
+        dmn_dispatch(w);
         dmn_reconcile(w);
         rd_kafka_message_t *m = rd_kafka_consumer_poll(w->consumer, DMN_POLL_MS);
         if (m) {
@@ -322,7 +395,7 @@ fb_code dmn_worker_run(const fb_config *cfg, const char *worker_name, volatile s
                     FB_WARN("consumer: %s", rd_kafka_message_errstr(m));
                 rd_kafka_message_destroy(m);
             } else {
-                dmn_handle(w, m);
+                dmn_enqueue(w, m);
             }
         }
         if (cfg->metrics_listen && *cfg->metrics_listen && ev_now_ms() - last_lag > DMN_LAG_EVERY_MS) {
@@ -331,6 +404,7 @@ fb_code dmn_worker_run(const fb_config *cfg, const char *worker_name, volatile s
         }
     }
     dmn_reap(w);
+    dmn_pending_clear(w);
     if (!rd_kafka_assignment_lost(w->consumer)) {
         rd_kafka_resp_err_t ce = rd_kafka_commit(w->consumer, NULL, 0);
         if (ce && ce != RD_KAFKA_RESP_ERR__NO_OFFSET) FB_WARN("final commit failed: %s", rd_kafka_err2str(ce));

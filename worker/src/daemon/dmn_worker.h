@@ -1,14 +1,15 @@
 /* dmn_worker: the job daemon's consumer loop.
  *
  * One thread polls Kafka (so max.poll.interval.ms never expires, however long a job runs) and hands each request
- * to one of cfg->concurrency job threads. A partition whose job is running is paused, so one configuration's
- * backups (one key, one partition) never run concurrently and messages are taken in order; when every job thread
- * is busy the whole assignment is paused and no message waits in memory. The offset of a message is stored
- * (offset + 1) only after its outcome is durable and published (dmn_jobs_execute); librdkafka's auto-commit then
- * commits it. A message that cannot be decoded, or is not a request for this topic, goes to the dead-letter topic
- * and is not retried. Rebalances are eager (roundrobin): on revoke, stored offsets are committed first; a job still
- * running for a revoked partition finishes, its offset cannot be stored, and the new owner runs it again, which
- * jobs tolerate (ledger for backups, the database for archival).
+ * to one of cfg->concurrency job threads. Messages wait in a small queue, in arrival order; a message starts only
+ * when its partition has no running job and no earlier waiting message, so one configuration's backups (one key,
+ * one partition) never run concurrently and each partition is processed in offset order. When the queue is full
+ * the whole assignment is paused, so a backlog stays in Kafka and the loop keeps polling. The offset of a message
+ * is stored (offset + 1) only after its outcome is durable and published (dmn_jobs_execute); librdkafka's
+ * auto-commit then commits it. A message that cannot be decoded, or is not a request for this topic, goes to the
+ * dead-letter topic and is not retried. Rebalances are eager (roundrobin): on revoke, stored offsets are committed
+ * first and waiting messages dropped; a job still running for a revoked partition finishes, its offset cannot be
+ * stored, and the new owner runs it again, which jobs tolerate (ledger for backups, the database for archival).
  *
  * Signals: the first SIGTERM/SIGINT stops taking jobs; running ones get shutdown_grace_s to finish, then are
  * aborted (rolled back, temporary files removed, FAILED with the reason). A second signal aborts at once.

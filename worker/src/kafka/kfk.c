@@ -138,6 +138,9 @@ rd_kafka_t *kfk_consumer_new(const fb_config *cfg, const char *group_id,
         kfk_conf_set(conf, "max.poll.interval.ms", poll_ms, err) ||
         /* Eager assignment: librdkafka 2.0.2's cooperative-sticky has known hangs (see FIELD-NOTES). */
         kfk_conf_set(conf, "partition.assignment.strategy", "roundrobin", err) ||
+        /* A partition resumed after its job waits for the in-flight fetch of the others to return: keep that
+         * long poll short, or every job costs up to the default 500 ms of idle time. */
+        kfk_conf_set(conf, "fetch.wait.max.ms", "50", err) ||
         kfk_conf_apply(conf, cfg, "fusion-backup-consumer", err))
         goto fail;
     if (rebalance_cb) rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);

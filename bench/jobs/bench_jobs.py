@@ -1,0 +1,147 @@
+"""Small-job throughput and latency through the real broker (issue 6's benchmark).
+
+For 1, 2 and 3 worker processes: publish JOBS archive.due events on empty tables (keys spread over the 12
+partitions of fresh topics), measure each job's publish-to-SUCCESS latency as seen by a reader of the completion
+topic, and the jobs per second from the first publish to the last SUCCESS. Prints one table; ratios are against
+one worker, measured in the same run. Run through bench/jobs/run.sh (it starts the services and builds).
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import psycopg2
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "schemas" / "python"))
+import fusion_events  # noqa: E402
+
+BROKERS = os.environ["FB_TEST_BROKERS"]
+PG = os.environ["FB_TEST_PG"]
+BUILD = Path(os.environ.get("FB_BUILD_DIR", REPO / "build"))
+JOBS = int(os.environ.get("BENCH_JOBS", "300"))
+TABLES = 24
+
+
+def make_db() -> tuple[str, str]:
+    name = f"bench_jobs_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(PG)
+    admin.autocommit = True
+    admin.cursor().execute(f'CREATE DATABASE "{name}"')
+    admin.close()
+    ci = f"{PG} dbname={name}"
+    with psycopg2.connect(ci) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE auth_user (id serial PRIMARY KEY)")
+        cur.execute((REPO / "schemas/sql/backup_archive.sql").read_text())
+        for i in range(TABLES):
+            cur.execute(f"CREATE TABLE bench_{i} (id bigint PRIMARY KEY, created timestamptz NOT NULL)")
+    return name, ci
+
+
+def drop_db(name: str) -> None:
+    admin = psycopg2.connect(PG)
+    admin.autocommit = True
+    admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
+
+
+def make_topics() -> str:
+    prefix = f"bench{uuid.uuid4().hex[:8]}."
+    admin = AdminClient({"bootstrap.servers": BROKERS})
+    fs = admin.create_topics([NewTopic(prefix + "backup.requested", 12, 1), NewTopic(prefix + "archive.due", 12, 1),
+                              NewTopic(prefix + "jobs.completed", 6, 1), NewTopic(prefix + "jobs.dlq", 3, 1)])
+    for f in fs.values():
+        f.result(timeout=60)
+    return prefix
+
+
+def event(job_id: str, table: int) -> bytes:
+    return fusion_events.encode({
+        "v": 1, "type": "archive.due", "job_id": job_id, "ts": int(time.time() * 1000), "requested_by": None,
+        "attempt": 1, "policy_id": table + 1, "module": "bench", "model_name": f"T{table}", "table": f"bench_{table}",
+        "pk_column": "id", "timestamp_column": "created", "cutoff": int(time.time() * 1000), "batch_size": 1000,
+        "max_rows": None, "purge_before": None, "archived_by": None, "dry_run": False, "relations": None})
+
+
+def run(n_workers: int) -> dict:
+    db, ci = make_db()
+    prefix = make_topics()
+    logs = [open(f"/tmp/bench-jobs-w{n_workers}-{i}.log", "w") for i in range(n_workers)]
+    procs = [subprocess.Popen([str(BUILD / "fusion-backup-worker"), "--role", "worker", "--pg", ci, "--brokers",
+                               BROKERS, "--topic-prefix", prefix, "--group-id", f"g-{prefix}", "--log-level", "warn",
+                               "--worker-name", f"w{i}"], stdout=logs[i], stderr=subprocess.STDOUT)
+             for i in range(n_workers)]
+    done: dict[str, float] = {}
+    reader = Consumer({"bootstrap.servers": BROKERS, "group.id": f"r-{prefix}", "auto.offset.reset": "earliest"})
+    reader.subscribe([prefix + "jobs.completed"])
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            m = reader.poll(0.1)
+            if m is None or m.error():
+                continue
+            e = fusion_events.decode(m.value())
+            if e["status"] == "SUCCESS" and e["job_id"] not in done:
+                done[e["job_id"]] = time.monotonic()
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    # Warm up: one job per table, so every worker has joined and holds its partitions before measuring.
+    p = Producer({"bootstrap.servers": BROKERS, "linger.ms": 0})
+    warm = [str(uuid.uuid4()) for _ in range(TABLES)]
+    for i, j in enumerate(warm):
+        p.produce(prefix + "archive.due", key=f"bench.T{i}", value=event(j, i))
+    p.flush(30)
+    deadline = time.monotonic() + 120
+    while not all(j in done for j in warm) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(3)  # let the group settle after the last member joined
+    sent: dict[str, float] = {}
+    t0 = time.monotonic()
+    for k in range(JOBS):
+        j = str(uuid.uuid4())
+        i = k % TABLES
+        sent[j] = time.monotonic()
+        p.produce(prefix + "archive.due", key=f"bench.T{i}", value=event(j, i))
+        p.poll(0)
+    p.flush(30)
+    deadline = time.monotonic() + 300
+    while not all(j in done for j in sent) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    t.join()
+    reader.close()
+    for pr in procs:
+        pr.terminate()
+    for pr in procs:
+        pr.wait(timeout=60)
+    drop_db(db)
+    finished = [j for j in sent if j in done]
+    lat = sorted((done[j] - sent[j]) * 1000 for j in finished)
+    wall = max(done[j] for j in finished) - t0
+    return {"workers": n_workers, "jobs": len(finished), "lost": JOBS - len(finished), "wall": wall,
+            "rate": len(finished) / wall, "p50": statistics.median(lat),
+            "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))]}
+
+
+def main() -> None:
+    rows = [run(n) for n in (1, 2, 3)]
+    base = rows[0]["rate"]
+    print(f"\nsmall jobs (archive.due on empty tables), {JOBS} jobs per run, 12 partitions, real broker\n")
+    print(f"{'workers':>7} {'jobs':>5} {'lost':>4} {'wall s':>7} {'jobs/s':>7} {'x 1 worker':>10} {'p50 ms':>7} "
+          f"{'p99 ms':>7}")
+    for r in rows:
+        print(f"{r['workers']:>7} {r['jobs']:>5} {r['lost']:>4} {r['wall']:>7.2f} {r['rate']:>7.1f} "
+              f"{r['rate'] / base:>10.2f} {r['p50']:>7.1f} {r['p99']:>7.1f}")
+
+
+if __name__ == "__main__":
+    main()
