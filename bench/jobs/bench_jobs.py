@@ -27,7 +27,8 @@ import fusion_events  # noqa: E402
 BROKERS = os.environ["FB_TEST_BROKERS"]
 PG = os.environ["FB_TEST_PG"]
 BUILD = Path(os.environ.get("FB_BUILD_DIR", REPO / "build"))
-JOBS = int(os.environ.get("BENCH_JOBS", "300"))
+JOBS = int(os.environ.get("BENCH_JOBS", "600"))
+PACED = int(os.environ.get("BENCH_PACED_JOBS", "100"))   # latency phase: jobs sent one every 100 ms
 TABLES = 24
 
 
@@ -116,6 +117,17 @@ def run(n_workers: int) -> dict:
     deadline = time.monotonic() + 300
     while not all(j in done for j in sent) and time.monotonic() < deadline:
         time.sleep(0.05)
+    # Latency without a backlog: one job every 100 ms, each flushed at once.
+    paced: dict[str, float] = {}
+    for k in range(PACED):
+        j = str(uuid.uuid4())
+        paced[j] = time.monotonic()
+        p.produce(prefix + "archive.due", key=f"bench.T{k % TABLES}", value=event(j, k % TABLES))
+        p.flush(10)
+        time.sleep(0.1)
+    deadline = time.monotonic() + 120
+    while not all(j in done for j in paced) and time.monotonic() < deadline:
+        time.sleep(0.05)
     stop.set()
     t.join()
     reader.close()
@@ -126,21 +138,25 @@ def run(n_workers: int) -> dict:
     drop_db(db)
     finished = [j for j in sent if j in done]
     lat = sorted((done[j] - sent[j]) * 1000 for j in finished)
+    plat = sorted((done[j] - paced[j]) * 1000 for j in paced if j in done)
     wall = max(done[j] for j in finished) - t0
-    return {"workers": n_workers, "jobs": len(finished), "lost": JOBS - len(finished), "wall": wall,
-            "rate": len(finished) / wall, "p50": statistics.median(lat),
-            "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))]}
+    pct = lambda xs, q: xs[min(len(xs) - 1, int(len(xs) * q))]  # noqa: E731
+    return {"workers": n_workers, "jobs": len(finished), "lost": JOBS + PACED - len(finished) - len(plat),
+            "wall": wall, "rate": len(finished) / wall, "p50": statistics.median(lat), "p99": pct(lat, 0.99),
+            "idle_p50": statistics.median(plat), "idle_p99": pct(plat, 0.99)}
 
 
 def main() -> None:
     rows = [run(n) for n in (1, 2, 3)]
     base = rows[0]["rate"]
-    print(f"\nsmall jobs (archive.due on empty tables), {JOBS} jobs per run, 12 partitions, real broker\n")
-    print(f"{'workers':>7} {'jobs':>5} {'lost':>4} {'wall s':>7} {'jobs/s':>7} {'x 1 worker':>10} {'p50 ms':>7} "
-          f"{'p99 ms':>7}")
+    print(f"\nsmall jobs (archive.due on empty tables), real broker, 12 partitions: a burst of {JOBS} jobs "
+          f"(throughput, and latency including the queue), then {PACED} jobs one every 100 ms (latency, no queue)\n")
+    print(f"{'workers':>7} {'jobs':>5} {'lost':>4} {'wall s':>7} {'jobs/s':>7} {'x 1 worker':>10} "
+          f"{'burst p50':>10} {'burst p99':>10} {'idle p50':>9} {'idle p99':>9}  (ms)")
     for r in rows:
         print(f"{r['workers']:>7} {r['jobs']:>5} {r['lost']:>4} {r['wall']:>7.2f} {r['rate']:>7.1f} "
-              f"{r['rate'] / base:>10.2f} {r['p50']:>7.1f} {r['p99']:>7.1f}")
+              f"{r['rate'] / base:>10.2f} {r['p50']:>10.0f} {r['p99']:>10.0f} {r['idle_p50']:>9.1f} "
+              f"{r['idle_p99']:>9.1f}")
 
 
 if __name__ == "__main__":
