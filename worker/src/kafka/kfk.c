@@ -44,6 +44,17 @@ rd_kafka_conf_t *kfk_conf_new(const fb_config *cfg, const char *client_id, fb_er
     return conf;
 }
 
+rd_kafka_t *kfk_new(rd_kafka_type_t type, rd_kafka_conf_t *conf, fb_err *err) {
+    char why[512];
+    rd_kafka_t *rk = rd_kafka_new(type, conf, why, sizeof why);
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        fb_err_set(err, FB_ERR_KAFKA, "could not create a Kafka %s: %s (check the -X settings)",
+                   type == RD_KAFKA_PRODUCER ? "producer" : "consumer", why);
+    }
+    return rk;
+}
+
 /* Delivery report: the message's opaque points at the caller's result slot. */
 static void kfk_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     (void)rk;
@@ -67,13 +78,7 @@ rd_kafka_t *kfk_producer_new(const fb_config *cfg, fb_err *err) {
         return NULL;
     }
     rd_kafka_conf_set_dr_msg_cb(conf, kfk_dr_cb);
-    char why[512];
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof why);
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        fb_err_set(err, FB_ERR_KAFKA, "could not create a Kafka producer: %s", why);
-    }
-    return rk;
+    return kfk_new(RD_KAFKA_PRODUCER, conf, err);
 }
 
 void kfk_producer_free(rd_kafka_t *rk) {
@@ -145,13 +150,8 @@ rd_kafka_t *kfk_consumer_new(const fb_config *cfg, const char *group_id,
         goto fail;
     if (rebalance_cb) rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
     rd_kafka_conf_set_opaque(conf, opaque);
-    char why[512];
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof why);
-    if (!rk) {
-        fb_err_set(err, FB_ERR_KAFKA, "could not create a Kafka consumer: %s", why);
-        goto fail;
-    }
-    rd_kafka_poll_set_consumer(rk);
+    rd_kafka_t *rk = kfk_new(RD_KAFKA_CONSUMER, conf, err);
+    if (rk) rd_kafka_poll_set_consumer(rk);
     return rk;
 fail:
     rd_kafka_conf_destroy(conf);

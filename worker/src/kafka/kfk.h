@@ -25,6 +25,9 @@ fb_code kfk_conf_apply(rd_kafka_conf_t *conf, const fb_config *cfg, const char *
 /* Sets one property on conf; returns FB_USAGE with librdkafka's reason on failure. */
 fb_code kfk_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value, fb_err *err);
 
+/* rd_kafka_new() that takes ownership of conf in every case (destroyed on failure) and says why it failed. */
+rd_kafka_t *kfk_new(rd_kafka_type_t type, rd_kafka_conf_t *conf, fb_err *err);
+
 /* An idempotent producer. NULL with err set on failure. Destroy with kfk_producer_free (flushes first). */
 rd_kafka_t *kfk_producer_new(const fb_config *cfg, fb_err *err);
 void kfk_producer_free(rd_kafka_t *rk);

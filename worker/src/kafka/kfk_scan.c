@@ -24,13 +24,7 @@ static rd_kafka_t *scan_consumer(const fb_config *cfg, const char *group, fb_err
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
-    char why[512];
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof why);
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        fb_err_set(err, FB_ERR_KAFKA, "could not create a Kafka consumer: %s", why);
-    }
-    return rk;
+    return kfk_new(RD_KAFKA_CONSUMER, conf, err);
 }
 
 /* The partition list of topic, each at `offset`. NULL with err set when the topic does not exist. */
