@@ -121,3 +121,22 @@ def test_topics_create_is_idempotent(bin, brokers):
     assert len(md.topics[prefix + "jobs.completed"].partitions) == 6
     bad = bin.run("topics", "create", "--partitions", "0", *_kafka_args(brokers, prefix))
     assert bad.returncode == 2 and "--partitions must be 1..10000" in bad.stderr
+
+
+def test_a_database_that_is_down_is_retried_with_backoff_then_failed(brokers, topic_prefix, workers):
+    from flow import archive_event, now_ms
+    job_id = str(uuid.uuid4())
+    publish(brokers, topic_prefix + "archive.due", "down.T",
+            archive_event(job_id, 1, "t", "id", "created", now_ms(), module="down", model="T"))
+    # Nothing listens on port 1: every connection attempt is refused, a transient failure.
+    w = workers.start("host=127.0.0.1 port=1 dbname=nowhere connect_timeout=2", role="worker",
+                      extra=("--retry-max", "2", "--retry-backoff-ms", "300"))
+    msgs = consume(brokers, topic_prefix + "jobs.completed",
+                   lambda got: any(fusion_events.decode(m.value())["status"] == "FAILED" for m in got), timeout=60)
+    failed = [fusion_events.decode(m.value()) for m in msgs if fusion_events.decode(m.value())["status"] == "FAILED"]
+    assert len(failed) == 1 and failed[0]["job_id"] == job_id
+    assert "could not connect to PostgreSQL" in failed[0]["error"]
+    log = workers.log(w)
+    assert "retry 1 of 2 in 300 ms" in log and "retry 2 of 2 in 600 ms" in log, log
+    # Exactly one RUNNING and one FAILED: the retries happen inside one attempt, not as new deliveries.
+    assert [fusion_events.decode(m.value())["status"] for m in msgs].count("RUNNING") == 1
