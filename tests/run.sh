@@ -17,12 +17,13 @@ ASAN_BUILD="$REPO/build-asan"
 FUZZ_BUILD="$REPO/build-fuzz"
 JOBS="$(nproc)"
 failed=()
+passed=0
 say() { printf '\n=== %s\n' "$*"; }
 run_step() { # name, command...
   local name="$1"; shift
   say "$name"
   local t0=$SECONDS
-  if "$@"; then echo "--- $name: ok ($((SECONDS - t0)) s)"; else echo "--- $name: FAILED ($((SECONDS - t0)) s)"; failed+=("$name"); fi
+  if "$@"; then echo "--- $name: ok ($((SECONDS - t0)) s)"; passed=$((passed + 1)); else echo "--- $name: FAILED ($((SECONDS - t0)) s)"; failed+=("$name"); fi
 }
 
 say "install dependencies and start services"
@@ -63,9 +64,6 @@ if [ -d producer/tests ]; then
 fi
 
 say "summary"
-if [ ${#failed[@]} -eq 0 ]; then
-  echo "all test steps passed"
-  exit 0
-fi
-printf 'FAILED: %s\n' "${failed[@]}"
-exit 1
+[ ${#failed[@]} -eq 0 ] || printf 'FAILED: %s\n' "${failed[@]}"
+echo "steps: $passed passed, ${#failed[@]} failed"
+[ ${#failed[@]} -eq 0 ]
