@@ -119,5 +119,9 @@ echo "rows before: $before = rows still live: $after + rows archived: $archived"
 dups="$(q "$PG_DEMO" "SELECT count(*) FROM (SELECT 1 FROM backup_archive_archivedrecord GROUP BY module, model_name, original_id HAVING count(*) > 1) d")"
 [ "$dups" = 0 ] || die "$dups duplicate ArchivedRecords"
 
+say "6. what an operator sees"
+"$BIN/fusion-backup" status --brokers "$FB_TEST_BROKERS" --topic-prefix "$PREFIX" --group-id demo-workers
+"$BIN/fusion-backup" tail --from-beginning --timeout 3 --brokers "$FB_TEST_BROKERS" --topic-prefix "$PREFIX" | grep -v RUNNING
+
 say "demo complete"
 echo "artifact: $ARTIFACT ($(stat -c %s "$ARTIFACT") bytes); worker log: $DEMO/worker.log"
