@@ -1,12 +1,14 @@
 """Admin for the four models, with "Back up now", "Verify" and "Archive now (dry run / for real)" actions."""
 from __future__ import annotations
 
-from typing import Any, Optional
+import json
+from typing import Any, List, Optional, Tuple
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.defaultfilters import filesizeformat
+from django.utils.html import format_html
 from django.utils.text import Truncator
 
 from . import services
@@ -48,11 +50,30 @@ class BackupConfigurationAdmin(admin.ModelAdmin):
         _report(self, request, ok, failures)
 
 
+class VerificationFilter(admin.SimpleListFilter):
+    """Filter by the last verification: never verified, waiting, passed, failed."""
+
+    title = "last verification"
+    parameter_name = "verified"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> List[Tuple[str, str]]:
+        return [("never", "never verified"), ("queued", "verification queued"), ("success", "passed"),
+                ("failed", "failed")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = self.value()
+        if value == "never":
+            return queryset.filter(verify_status="")
+        if value in ("queued", "success", "failed"):
+            return queryset.filter(verify_status=value.upper())
+        return queryset
+
+
 @admin.register(BackupRecord)
 class BackupRecordAdmin(admin.ModelAdmin):
     list_display = ("requested_at", "configuration", "backup_type", "status", "size", "duration_display",
-                    "attempt", "worker", "error_short", "verify_status")
-    list_filter = ("status", "backup_type", "verify_status", "configuration")
+                    "attempt", "worker", "error_short", "last_verified_at", "verification_display")
+    list_filter = ("status", "backup_type", VerificationFilter, "configuration")
     search_fields = ("job_id", "configuration__name", "file_path", "error_message")
     date_hierarchy = "requested_at"
     list_select_related = ("configuration",)
@@ -81,11 +102,20 @@ class BackupRecordAdmin(admin.ModelAdmin):
     def error_short(self, obj: BackupRecord) -> str:
         return Truncator(obj.error_message).chars(80)
 
+    @admin.display(description="verification", ordering="verify_status")
+    def verification_display(self, obj: BackupRecord) -> str:
+        # The time has its own column; here the result and, for a failure, why (the full text is on the record).
+        if not obj.verify_status:
+            return "never"
+        if obj.verify_status == Status.SUCCESS or not obj.verify_message:
+            return obj.verify_status
+        return f"{obj.verify_status}: {Truncator(' '.join(obj.verify_message.split())).chars(80)}"
+
     def _verify(self, request: HttpRequest, queryset: QuerySet, mode: str) -> None:
         ok, failures = 0, []
         for record in queryset.select_related("configuration"):
-            if record.status != Status.SUCCESS:
-                failures.append((str(record), "only successful backups can be verified"))
+            if record.status != Status.SUCCESS or not record.file_path:
+                failures.append((str(record), "only successful backups with a file can be verified"))
                 continue
             services.request_verify(record, request.user, mode=mode)
             record.refresh_from_db()
@@ -138,13 +168,30 @@ class ArchivePolicyAdmin(admin.ModelAdmin):
 
 @admin.register(ArchivedRecord)
 class ArchivedRecordAdmin(admin.ModelAdmin):
-    list_display = ("archived_at", "module", "model_name", "original_id", "archived_by", "job_id")
+    list_display = ("archived_at", "module", "model_name", "original_id", "table", "archived_by", "job_id")
     list_filter = ("module", "model_name")
     search_fields = ("module", "model_name", "original_id")
     date_hierarchy = "archived_at"
+    # The row first, as a person reads it; the raw envelope last, for whoever needs the exact stored text.
+    fields = ("module", "model_name", "original_id", "table", "row_display", "archived_at", "archived_by",
+              "job_id", "data")
 
     def get_readonly_fields(self, request: HttpRequest, obj: Optional[ArchivedRecord] = None) -> Any:
-        return [f.name for f in self.model._meta.fields]
+        return [f.name for f in self.model._meta.fields] + ["table", "row_display"]
+
+    @admin.display(description="table")
+    def table(self, obj: ArchivedRecord) -> str:
+        return obj.table_name or "–"
+
+    @admin.display(description="row")
+    def row_display(self, obj: ArchivedRecord) -> str:
+        row = obj.row
+        if row is None:
+            return "(not a version-1 envelope: see data below)"
+        # One column per line in the table's order, values as JSON (so NULL, numbers and text stay distinct).
+        width = max((len(k) for k in row), default=0)
+        text = "\n".join(f"{k.ljust(width)}  {json.dumps(v, ensure_ascii=False)}" for k, v in row.items())
+        return format_html('<pre style="margin:0">{}</pre>', text)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -37,7 +37,17 @@ DEFAULTS: Dict[str, Any] = {
     "ARCHIVE_SCHEDULE": "30 2 * * *",
     # Folder under the worker's storage root when a configuration leaves storage_path empty; {id} and {name}.
     "STORAGE_PATH_TEMPLATE": "configs/{id}",
+    # Scheduled verification (BackupConfiguration.verify_schedule): "integrity" decrypts, authenticates and
+    # re-hashes the artifact; "restore" also restores it into a scratch database (the worker needs --scratch-pg)
+    # and compares. Either way the worker needs the secret key (--secret-key).
+    "VERIFY_MODE": "integrity",
+    # Republish sweep: a BackupRecord still QUEUED this many minutes after its last publish (or after its
+    # request, when it was never published) is sent again with the same job id; the workers' ledger makes the
+    # duplicate harmless. The scheduler sweeps every tick; 0 or None turns that off (`backup_requeue` still works).
+    "REQUEUE_AFTER_MINUTES": 15,
 }
+
+VERIFY_MODES = ("integrity", "restore")
 
 TOPIC_SUFFIXES = {
     "backup": "backup.requested",
@@ -63,3 +73,10 @@ def topic(kind: str) -> str:
     """The topic for 'backup', 'archive', 'completed' or 'dlq'."""
     override = (get("TOPICS") or {}).get(kind)
     return override or f"{get('TOPIC_PREFIX')}{TOPIC_SUFFIXES[kind]}"
+
+
+def verify_mode() -> str:
+    mode = get("VERIFY_MODE")
+    if mode not in VERIFY_MODES:
+        raise ImproperlyConfigured(f"FUSION_BACKUP['VERIFY_MODE'] is {mode!r}; use one of {list(VERIFY_MODES)}")
+    return mode

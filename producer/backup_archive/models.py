@@ -7,7 +7,8 @@ timestamptz either way, so the worker's writes are absolute times.
 """
 from __future__ import annotations
 
-from typing import Optional
+import json
+from typing import Any, Dict, Optional
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -111,6 +112,10 @@ class BackupRecord(models.Model):
     last_verified_at = models.DateTimeField(null=True, blank=True)
     verify_status = models.CharField(max_length=16, blank=True, default="")
     verify_message = models.TextField(blank=True, default="")
+    # When Kafka last acknowledged this record's backup.requested (set by the producer, never by workers). A
+    # record still QUEUED long after it (or never published: the process died between commit and publish) is
+    # sent again by the republish sweep (services.republish_queued), with the same job id.
+    published_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-requested_at", "-id"]
@@ -123,6 +128,22 @@ class BackupRecord(models.Model):
         if self.started_at and self.completed_at:
             return self.completed_at - self.started_at
         return None
+
+    def verification(self, message_chars: int = 60) -> str:
+        """The last verification in one line: 'never', 'QUEUED', 'SUCCESS at 2026-05-01 10:00' or
+        'FAILED at ...: why' (the message cut to message_chars)."""
+        if not self.verify_status:
+            return "never"
+        out = self.verify_status
+        if self.last_verified_at is not None and self.verify_status != Status.QUEUED:
+            at = self.last_verified_at
+            if timezone.is_aware(at):
+                at = timezone.localtime(at)
+            out += f" at {at:%Y-%m-%d %H:%M}"
+        msg = " ".join(self.verify_message.split())
+        if msg and self.verify_status != Status.SUCCESS:
+            out += ": " + (msg if len(msg) <= message_chars else msg[: message_chars - 3] + "...")
+        return out
 
 
 class ArchivePolicy(models.Model):
@@ -167,10 +188,19 @@ class ArchivePolicy(models.Model):
 
 
 class ArchivedRecord(models.Model):
+    """One row moved out of its table by an archive job (written by the worker, read here and by unarchive).
+
+    `data` is JSON text, an envelope of version 1 (worker/src/job/job_archive.h):
+        {"v": 1, "table": ["public", "leave_leave"], "pk": "id", "row": {...the row as row_to_json gives it...}}
+    "table" and "pk" say where the row goes back; "row" is the row itself.
+    """
+
     module = models.CharField(max_length=100)
     model_name = models.CharField(max_length=100)
     original_id = models.CharField(max_length=255)
-    data = models.TextField(help_text="the row as JSON text")
+    data = models.TextField(
+        help_text='JSON envelope {"v": 1, "table": [schema, name], "pk": column, "row": {...}}'
+    )
     archived_at = models.DateTimeField(default=timezone.now, db_index=True)
     archived_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -179,7 +209,9 @@ class ArchivedRecord(models.Model):
 
     class Meta:
         constraints = [
-            # The worker inserts with ON CONFLICT on these three: re-running an archive job is harmless.
+            # One archived copy per original row. The worker does not insert with ON CONFLICT: it checks for an
+            # existing record first and leaves a conflicting live row in its table (stats: skipped_conflict),
+            # so nothing is overwritten; re-running a job is harmless because committed rows are already gone.
             models.UniqueConstraint(
                 fields=["module", "model_name", "original_id"], name="backup_archive_archivedrecord_uniq"
             )
@@ -188,3 +220,31 @@ class ArchivedRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.module}.{self.model_name} #{self.original_id}"
+
+    @property
+    def envelope(self) -> Optional[Dict[str, Any]]:
+        """`data` parsed, or None when it is not a version-1 envelope (hand-made or damaged rows)."""
+        try:
+            env = json.loads(self.data)
+        except (TypeError, ValueError):
+            return None
+        if not isinstance(env, dict) or env.get("v") != 1 or not isinstance(env.get("row"), dict):
+            return None
+        return env
+
+    @property
+    def row(self) -> Optional[Dict[str, Any]]:
+        env = self.envelope
+        return env["row"] if env is not None else None
+
+    @property
+    def table_name(self) -> str:
+        """The source table as `schema.name` (quoted where PostgreSQL would need it), '' when unknown."""
+        env = self.envelope
+        table = env.get("table") if env is not None else None
+        if isinstance(table, str):
+            table = ["public", table]
+        if not (isinstance(table, list) and len(table) == 2 and all(isinstance(x, str) for x in table)):
+            return ""
+        return ".".join(x if x.isidentifier() and x == x.lower() else '"' + x.replace('"', '""') + '"'
+                        for x in table)

@@ -8,6 +8,13 @@ Exactly once, by three independent guards:
 - job ids are uuid5(slot), so even a replayed slot gets the same job id: BackupRecord.job_id is unique, and
   workers can recognise a duplicate archive or verify job.
 
+Verification (BackupConfiguration.verify_schedule): the newest due slot requests backup.verify, in
+FUSION_BACKUP['VERIFY_MODE'], for the configuration's newest SUCCESS record with a file; its job id is
+uuid5("verify", configuration, slot) like the others.
+
+Each tick ends with the republish sweep (services.republish_queued): records left QUEUED because a process died
+between commit and publish are sent again with their own job id.
+
 Catch-up: after downtime, a tick requests at most CATCHUP_SLOTS missed slots per object (the newest), and logs
 how many older ones it skipped. A new object's first slot is the first one after it was created (configurations)
 or after the scheduler first saw it (policies, which have no creation time).
@@ -26,7 +33,7 @@ from django.utils import timezone
 
 from . import conf
 from .models import ArchivePolicy, BackupConfiguration, BackupRecord, Status
-from .services import request_archive, request_backup, request_verify
+from .services import republish_queued, request_archive, request_backup, request_verify
 
 log = logging.getLogger("backup_archive.scheduler")
 
@@ -112,13 +119,23 @@ class Scheduler:
     # --- one tick -----------------------------------------------------------------------------------------
 
     def tick(self) -> int:
-        """Requests every due slot once. Returns how many requests were made."""
+        """Requests every due slot once, then republishes stuck QUEUED records. Returns how many requests were
+        sent (republished ones included)."""
         n = 0
         for pk in BackupConfiguration.objects.filter(is_active=True).values_list("pk", flat=True):
             n += self._tick_config(pk)
         for pk in ArchivePolicy.objects.filter(is_active=True).values_list("pk", flat=True):
             n += self._tick_policy(pk)
-        return n
+        return n + self.requeue()
+
+    def requeue(self) -> int:
+        """The republish sweep (services.republish_queued), when FUSION_BACKUP['REQUEUE_AFTER_MINUTES'] is set.
+
+        It runs on the real clock, not the pinned one: published_at is always a real time."""
+        minutes = conf.get("REQUEUE_AFTER_MINUTES")
+        if not minutes:
+            return 0
+        return sum(1 for r in republish_queued(float(minutes)) if not r.error)
 
     def _slots(self, what: str, expr: str, last: Optional[dt.datetime], start: dt.datetime) -> List[dt.datetime]:
         slots, skipped = due_slots(expr, last or start, self.now(), int(conf.get("CATCHUP_SLOTS")))
@@ -152,10 +169,16 @@ class Scheduler:
                 if slots:
                     # Only the newest slot matters: verifying the same latest backup twice proves nothing new.
                     latest = (BackupRecord.objects.filter(configuration=config, status=Status.SUCCESS)
-                              .order_by("-completed_at", "-id").first())
+                              .exclude(file_path="").order_by("-completed_at", "-id").first())
                     if latest is not None:
-                        request_verify(latest, None, job_id=slot_job_id("verify", config.pk, slots[-1]))
+                        job = slot_job_id("verify", config.pk, slots[-1])
+                        request_verify(latest, None, mode=conf.verify_mode(), job_id=job)
+                        log.info("verify %s: slot %s requested for record %s (%s), job %s", config.name,
+                                 slots[-1].isoformat(), latest.pk, latest.file_path, job)
                         n += 1
+                    else:
+                        log.warning("verify %s: slot %s skipped: no successful backup to verify yet",
+                                    config.name, slots[-1].isoformat())
                     BackupConfiguration.objects.filter(pk=pk).update(last_verify_scheduled_at=_stored(slots[-1]))
         return n
 

@@ -16,10 +16,11 @@ import datetime as dt
 import logging
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import fusion_events
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from . import conf
@@ -101,10 +102,14 @@ def request_backup(
 
 
 def request_verify(
-    record: BackupRecord, user: Optional[Any] = None, *, mode: str = "integrity", job_id: Optional[uuid.UUID] = None
+    record: BackupRecord, user: Optional[Any] = None, *, mode: Optional[str] = None,
+    job_id: Optional[uuid.UUID] = None,
 ) -> uuid.UUID:
-    """Publishes backup.verify for a finished backup; its outcome lands in record.verify_status."""
-    if mode not in ("integrity", "restore"):
+    """Publishes backup.verify for a finished backup; its outcome lands in record.verify_status / verify_message
+    / last_verified_at (the recorder writes them). `mode` defaults to FUSION_BACKUP['VERIFY_MODE']."""
+    if mode is None:
+        mode = conf.verify_mode()
+    if mode not in conf.VERIFY_MODES:
         raise ValueError(f"verify mode must be 'integrity' or 'restore', not {mode!r}")
     job = job_id or uuid.uuid4()
     event = {
@@ -152,10 +157,88 @@ def _publish_on_commit(topic: str, key: str, value: bytes, what: str, record_id:
                 completed_at=timezone.now(),
             )
         else:
+            # Only published_at: the worker may already have moved the record on, and that must stay.
+            BackupRecord.objects.filter(pk=record_id).update(published_at=timezone.now())
             log.info("%s record=%s user=%s dept=%s published to %s [%d] @ %d",
                      what, record_id, ctx["user_id"], ctx["department"], topic, partition, offset)
 
     transaction.on_commit(send)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Republish sweep
+
+
+@dataclass
+class Republished:
+    """One QUEUED record the sweep sent again (or would send, in a dry run)."""
+
+    record_id: int
+    job_id: uuid.UUID
+    error: str = ""  # '' when Kafka acknowledged it (or in a dry run)
+
+
+def republish_queued(
+    older_than_minutes: Optional[float] = None, *, dry_run: bool = False, limit: int = 100
+) -> List[Republished]:
+    """Sends backup.requested again, with the same job id, for records still QUEUED long after their publish.
+
+    Why: publishing happens after the commit, so a process that dies in between (or a publish that timed out
+    after Kafka did take the message) leaves a committed QUEUED record that no worker will ever see. Sending
+    the same job id again is safe: a worker that already finished the job answers from its ledger instead of
+    running it twice, and the recorder never moves a record backwards.
+
+    A record qualifies when it is QUEUED and its published_at (or, never published, its requested_at) is older
+    than `older_than_minutes` (default FUSION_BACKUP['REQUEUE_AFTER_MINUTES']). The sweep claims the records by
+    moving published_at to now under row locks (SKIP LOCKED), so two sweepers never send one record twice, and
+    a record is sent at most once per interval. A publish that fails leaves the record QUEUED with the reason in
+    error_message: the next sweep tries again (a broker outage is not the job's failure). A record whose event
+    can no longer be built (its module was uninstalled) becomes FAILED with the reason.
+    """
+    minutes = conf.get("REQUEUE_AFTER_MINUTES") if older_than_minutes is None else older_than_minutes
+    if minutes is None or float(minutes) < 0:
+        raise ValueError(f"older_than_minutes must be >= 0, not {minutes!r}")
+    now = timezone.now()
+    cutoff = now - dt.timedelta(minutes=float(minutes))
+    due = (Q(published_at__lt=cutoff) | Q(published_at__isnull=True, requested_at__lt=cutoff))
+    out: List[Republished] = []
+    to_send: List[Tuple[BackupRecord, bytes]] = []
+    with transaction.atomic():
+        records = list(
+            BackupRecord.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("configuration").filter(due, status=Status.QUEUED)
+            .order_by("requested_at", "id")[:limit]
+        )
+        if dry_run:
+            return [Republished(r.pk, r.job_id) for r in records]
+        for r in records:
+            try:
+                value = fusion_events.encode(backup_event(r, now))
+            except (LookupError, fusion_events.InvalidEvent) as e:
+                log.error("backup.requested record=%s job=%s cannot be sent again: %s", r.pk, r.job_id, e)
+                BackupRecord.objects.filter(pk=r.pk).update(
+                    status=Status.FAILED, completed_at=now,
+                    error_message=f"queued but never picked up, and cannot be sent again: {e}")
+                out.append(Republished(r.pk, r.job_id, str(e)))
+                continue
+            to_send.append((r, value))
+        BackupRecord.objects.filter(pk__in=[r.pk for r, _ in to_send]).update(published_at=now)
+    # Outside the transaction: the claim is committed, so waiting for Kafka holds no row locks.
+    for r, value in to_send:
+        try:
+            partition, offset = publish(conf.topic("backup"), str(r.configuration_id), value)
+        except Exception as e:  # PublishError or anything unexpected: keep QUEUED, say why, next sweep retries
+            log.error("backup.requested record=%s job=%s: republish failed: %s", r.pk, r.job_id, e)
+            BackupRecord.objects.filter(pk=r.pk, status=Status.QUEUED).update(
+                error_message=f"still queued; sending it again failed: {e}")
+            out.append(Republished(r.pk, r.job_id, str(e)))
+        else:
+            log.warning("backup.requested record=%s job=%s was still QUEUED %s min after its request: "
+                        "sent again to %s [%d] @ %d", r.pk, r.job_id, minutes, conf.topic("backup"), partition, offset)
+            BackupRecord.objects.filter(pk=r.pk, status=Status.QUEUED).exclude(error_message="").update(
+                error_message="")
+            out.append(Republished(r.pk, r.job_id))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------

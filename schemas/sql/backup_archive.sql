@@ -1,12 +1,13 @@
 -- The four tables of the Django app `backup_archive` (producer/), as its migrations create them on PostgreSQL with
--- Django 4.2+ (`manage.py sqlmigrate backup_archive 0001`, reformatted; same columns in the same order).
+-- Django 4.2+ (`manage.py sqlmigrate backup_archive 0001` and `0002`, reformatted; same columns in the same order).
 -- The C worker and recorder read and write these tables by these names; producer/tests/test_schema_sql.py
 -- loads this file into a scratch schema and compares columns, types, nullability, unique sets and foreign keys
 -- with what the migrations create (Django 3.2 writes bigserial where 4.x writes identity: same columns).
 --
 -- Status values: BackupRecord.status QUEUED | RUNNING | SUCCESS | FAILED; verify_status '' (never verified) or
 -- the same four. Django keeps defaults in Python, never in the database: a writer sets every NOT NULL column.
--- last_scheduled_at / last_verify_scheduled_at are the Django scheduler's own state; workers leave them alone.
+-- last_scheduled_at / last_verify_scheduled_at / published_at are the Django side's own state; workers leave them
+-- alone.
 -- Every foreign key is DEFERRABLE INITIALLY DEFERRED with no ON DELETE action, as Django creates them.
 
 CREATE TABLE backup_archive_backupconfiguration (
@@ -47,7 +48,9 @@ CREATE TABLE backup_archive_backuprecord (
     verify_message text NOT NULL,
     configuration_id bigint NOT NULL
         REFERENCES backup_archive_backupconfiguration (id) DEFERRABLE INITIALLY DEFERRED,
-    requested_by_id integer NULL REFERENCES auth_user (id) DEFERRABLE INITIALLY DEFERRED
+    requested_by_id integer NULL REFERENCES auth_user (id) DEFERRABLE INITIALLY DEFERRED,
+    -- migration 0002: when Kafka acknowledged the request (the producer's republish sweep); workers leave it alone
+    published_at timestamp with time zone NULL
 );
 CREATE INDEX backup_archive_backuprecord_configuration_id_341caf06
     ON backup_archive_backuprecord (configuration_id);
@@ -77,7 +80,9 @@ CREATE TABLE backup_archive_archivedrecord (
     archived_at timestamp with time zone NOT NULL,
     job_id uuid NULL,
     archived_by_id integer NULL REFERENCES auth_user (id) DEFERRABLE INITIALLY DEFERRED,
-    -- the worker inserts with ON CONFLICT (module, model_name, original_id): re-running a job is harmless
+    -- One archived copy per original row. The worker does not use ON CONFLICT: it checks for an existing record
+    -- before moving a row and leaves a conflicting live row in its table (counted as skipped_conflict), so
+    -- nothing is ever overwritten; a re-run job finds its committed rows already gone and continues.
     CONSTRAINT backup_archive_archivedrecord_uniq UNIQUE (module, model_name, original_id)
 );
 CREATE INDEX backup_archive_archivedrecord_archived_at_0d5497af ON backup_archive_archivedrecord (archived_at);

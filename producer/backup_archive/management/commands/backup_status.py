@@ -1,4 +1,5 @@
-"""manage.py backup_status [--config NAME] [--limit N]: the most recent backup records, readable."""
+"""manage.py backup_status [--config NAME] [--limit N]: the most recent backup records, readable, with the last
+verification of each (status, when, and why it failed)."""
 from __future__ import annotations
 
 from typing import Any
@@ -11,7 +12,7 @@ from ._common import find_config
 
 
 class Command(BaseCommand):
-    help = "Show recent backup records: when, which configuration, status, size, duration, errors."
+    help = "Show recent backup records: when, which configuration, status, size, duration, errors, verification."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--config", help="only this configuration (name or id)")
@@ -25,7 +26,7 @@ class Command(BaseCommand):
         if not records:
             self.stdout.write("no backup records yet")
             return
-        rows = [("requested", "configuration", "type", "status", "size", "duration", "job", "error")]
+        rows = [("requested", "configuration", "type", "status", "size", "duration", "job", "error", "verified")]
         for r in records:
             d = r.duration
             rows.append((
@@ -37,6 +38,7 @@ class Command(BaseCommand):
                 f"{d.total_seconds():.0f}s" if d is not None else "-",
                 str(r.job_id)[:8],
                 (r.error_message[:60] + "...") if len(r.error_message) > 60 else r.error_message,
+                r.verification(),
             ))
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         for row in rows:
