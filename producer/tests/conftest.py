@@ -7,11 +7,12 @@ Start the services first: `deploy/local/services.sh start` (FB_TEST_PG / FB_TEST
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Dict, Iterator, List, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -79,6 +80,29 @@ class Topics:
         finally:
             c.close()
 
+    def read_until(self, suffix: str, done: Callable[[List[bytes]], bool], timeout: float = 90.0,
+                   explain: Optional[Callable[[], str]] = None) -> List[bytes]:
+        """Values of the topic from the beginning, read until done(values) is true; fails the test on timeout."""
+        topic = self.name(suffix)
+        c = Consumer({"bootstrap.servers": brokers(), "group.id": f"fb-test-{uuid.uuid4().hex}",
+                      "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+        try:
+            md = c.list_topics(topic, timeout=10)
+            c.assign([TopicPartition(topic, p, 0) for p in md.topics[topic].partitions])
+            out: List[bytes] = []
+            deadline = time.monotonic() + timeout
+            while not done(out):
+                if time.monotonic() > deadline:
+                    extra = f"\n{explain()}" if explain else ""
+                    raise AssertionError(f"{topic}: the awaited messages did not arrive within {timeout:g}s "
+                                         f"({len(out)} read){extra}")
+                msg = c.poll(0.5)
+                if msg is not None and not msg.error():
+                    out.append(msg.value())
+            return out
+        finally:
+            c.close()
+
 
 @pytest.fixture
 def kafka_topics(settings) -> Iterator[Topics]:
@@ -119,3 +143,134 @@ def subprocess_env(kafka_topics: Topics) -> Dict[str, str]:
         "FB_TOPIC_PREFIX": kafka_topics.prefix,
     })
     return env
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The real C workers, for the end-to-end tests (tests/test_end_to_end.py).
+
+REPO = PRODUCER.parent
+
+
+def _build_dir() -> Tuple[Path, bool]:
+    """(where the binaries should be, whether someone asked for them explicitly via FB_BUILD_DIR)."""
+    env = os.environ.get("FB_BUILD_DIR")
+    return (Path(env), True) if env else (REPO / "build", False)
+
+
+@pytest.fixture(scope="session")
+def worker_bin() -> Path:
+    """The folder holding fusion-backup and fusion-backup-worker.
+
+    FB_BUILD_DIR set (tests/run.sh sets it) or <repo>/build present: the binaries must be there, else the
+    test FAILS saying how to build them: a forgotten build must not pass as a green run. Only with neither
+    is the test skipped (a Python-only checkout).
+    """
+    d, explicit = _build_dir()
+    if not explicit and not d.is_dir():
+        pytest.skip(f"end-to-end test skipped: FB_BUILD_DIR is unset and {d} does not exist; build the workers "
+                    f"(cmake -S {REPO} -B {d} && cmake --build {d}) or set FB_BUILD_DIR to run it")
+    missing = [n for n in ("fusion-backup", "fusion-backup-worker") if not os.access(d / n, os.X_OK)]
+    if missing:
+        origin = "FB_BUILD_DIR" if explicit else "the default build folder"
+        pytest.fail(f"{origin} {d} has no {' or '.join(missing)}: build them first "
+                    f"(cmake -S {REPO} -B {d} && cmake --build {d} -j)")
+    return d
+
+
+def django_conninfo() -> str:
+    """libpq conninfo of the database Django uses now (pytest-django's test database)."""
+    from django.db import connection
+
+    s = connection.settings_dict
+    parts = {"host": s.get("HOST"), "port": s.get("PORT"), "user": s.get("USER"), "password": s.get("PASSWORD"),
+             "dbname": s["NAME"]}
+
+    def q(v: str) -> str:
+        return "'" + str(v).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+    return " ".join(f"{k}={q(v)}" for k, v in parts.items() if v)
+
+
+class Workers:
+    """fusion-backup-worker processes for one test, against the test database and the test's topics; all are
+    stopped afterwards (SIGTERM, then SIGKILL). Same idea as tests/integration/conftest.py's Workers."""
+
+    def __init__(self, bindir: Path, prefix: str, tmp: Path) -> None:
+        self.bindir, self.prefix, self.tmp = bindir, prefix, tmp
+        self.procs: List[subprocess.Popen] = []
+        self.logs: List[Path] = []
+        self.storage_root = tmp / "storage"
+        self.storage_root.mkdir(exist_ok=True)
+        keys = tmp / "keys"
+        keys.mkdir(exist_ok=True)
+        r = subprocess.run([str(bindir / "fusion-backup"), "keygen", "--out", str(keys / "backup")],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, f"fusion-backup keygen failed: {r.stderr}"
+        self.public_key, self.secret_key = keys / "backup.pub", keys / "backup.key"
+
+    def start(self, *, secret_key: bool = False, scratch_pg: Optional[str] = None,
+              extra: Tuple[str, ...] = ()) -> subprocess.Popen:
+        """Starts `fusion-backup-worker --role all` (jobs and recorder in one process). Workers normally hold
+        only the public key; verification needs the secret one (secret_key=True)."""
+        n = len(self.procs)
+        args = [str(self.bindir / "fusion-backup-worker"), "--role", "all", "--pg", django_conninfo(),
+                "--brokers", brokers(), "--topic-prefix", self.prefix, "--group-id", f"g-{self.prefix}",
+                "--worker-name", f"w{n}", "--storage-root", str(self.storage_root),
+                "--public-key", str(self.public_key), "--retry-backoff-ms", "200",
+                "--progress-interval-ms", "500", "--log-level", "debug"]
+        if secret_key:
+            args += ["--secret-key", str(self.secret_key)]
+        if scratch_pg:
+            args += ["--scratch-pg", scratch_pg]
+        args += list(extra)
+        log = self.tmp / f"worker{n}.log"
+        with open(log, "w") as f:
+            p = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT)
+        self.procs.append(p)
+        self.logs.append(log)
+        return p
+
+    def log(self) -> str:
+        """Every worker's log, for failure messages (the tail of each)."""
+        out = []
+        for p, path in zip(self.procs, self.logs):
+            text = path.read_text(errors="replace")
+            state = "running" if p.poll() is None else f"exited {p.returncode}"
+            out.append(f"--- {path.name} ({state}) ---\n" + "\n".join(text.splitlines()[-60:]))
+        return "\n".join(out)
+
+    def assert_alive(self) -> None:
+        dead = [p for p in self.procs if p.poll() is not None]
+        assert not dead, f"a worker exited early:\n{self.log()}"
+
+    def stop_all(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+@pytest.fixture
+def workers(worker_bin: Path, kafka_topics: Topics, tmp_path: Path) -> Iterator[Workers]:
+    w = Workers(worker_bin, kafka_topics.prefix, tmp_path)
+    yield w
+    w.stop_all()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 90.0, what: str = "condition",
+             explain: Optional[Callable[[], str]] = None) -> Any:
+    """Polls predicate() until it returns something truthy; fails naming `what` (and explain()) on timeout."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(0.3)
+    extra = f"\n{explain()}" if explain else ""
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r}){extra}")

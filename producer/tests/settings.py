@@ -2,7 +2,7 @@
 
 The database and brokers come from `deploy/local/services.sh env` (FB_TEST_PG, FB_TEST_BROKERS) and default to
 its ports. FB_DJANGO_DB_NAME and FB_TOPIC_PREFIX let the tests point subprocesses (two schedulers) at the test
-database and the test's own topics. Time zone as in Fusion: USE_TZ=False, naive India time.
+database and the test's own topics; FB_DJANGO_TEST_DB names the test database. Time zone as in Fusion: USE_TZ=False, naive India time.
 """
 import os
 import shlex
@@ -43,7 +43,9 @@ DATABASES = {
         "PASSWORD": _pg.get("password", ""),
         "HOST": _pg.get("host", "127.0.0.1"),
         "PORT": _pg.get("port", "55432"),
-        "TEST": {"NAME": "test_fusion_backup_producer"},
+        # FB_DJANGO_TEST_DB: another name, so two test runs on one server (two Django versions at once, two
+        # people) do not drop each other's test database.
+        "TEST": {"NAME": os.environ.get("FB_DJANGO_TEST_DB", "test_fusion_backup_producer")},
     }
 }
 

@@ -56,3 +56,28 @@ class External(models.Model):
     class Meta:
         managed = False
         db_table = "external_thing"
+
+
+# Shaped like Fusion's leave app, for the end-to-end archival test: CASCADE two levels deep, SET_NULL and
+# PROTECT, and no self-reference (the worker refuses CASCADE cycles such as Comment.parent; see Article).
+class Leave(models.Model):
+    applicant = models.CharField(max_length=50)
+    timestamp = models.DateTimeField()
+
+
+class LeaveSegment(models.Model):
+    leave = models.ForeignKey(Leave, on_delete=models.CASCADE, related_name="segments")
+    day = models.DateField()
+
+
+class SegmentNote(models.Model):
+    segment = models.ForeignKey(LeaveSegment, on_delete=models.CASCADE)
+    text = models.TextField()
+
+
+class LeaveNotice(models.Model):
+    leave = models.ForeignKey(Leave, null=True, on_delete=models.SET_NULL)
+
+
+class LeaveAudit(models.Model):
+    leave = models.ForeignKey(Leave, on_delete=models.PROTECT)
