@@ -59,8 +59,9 @@ run_step "fuzz the event decoder (${FB_FUZZ_SECONDS:-60} s)" fuzz
 PY="$FB_VENV/bin/python"
 run_step "Python codec, deploy manifests and integration tests (pytest)" "$PY" -m pytest -q -p no:cacheprovider tests/python tests/deploy tests/integration
 if [ -d producer/tests ]; then
-  run_step "Django app, newest Django (pytest)" bash -c "cd producer && '$PY' -m pytest -q -p no:cacheprovider tests"
-  run_step "Django app, Django 3.2 (pytest)" bash -c "cd producer && '$FB_VENV_DJ32/bin/python' -m pytest -q -p no:cacheprovider tests"
+  # A test database of this run's own, so a concurrent run on the same server cannot pull it away.
+  run_step "Django app, newest Django (pytest)" bash -c "cd producer && FB_DJANGO_TEST_DB=test_fbp_$$_new '$PY' -m pytest -q -p no:cacheprovider tests"
+  run_step "Django app, Django 3.2 (pytest)" bash -c "cd producer && FB_DJANGO_TEST_DB=test_fbp_$$_dj32 '$FB_VENV_DJ32/bin/python' -m pytest -q -p no:cacheprovider tests"
 fi
 
 say "summary"
