@@ -31,6 +31,10 @@ def _find_cli() -> Optional[Path]:
 
 
 CLI = _find_cli()
+# tests/run.sh sets FB_BUILD_DIR: then a missing CLI is a broken build, not a reason to skip interop.
+if CLI is None and os.environ.get("FB_BUILD_DIR"):
+    raise RuntimeError(f"FB_BUILD_DIR={os.environ['FB_BUILD_DIR']} has no fusion-backup: build the C code first "
+                       "(cmake -S . -B build && cmake --build build)")
 pytestmark = pytest.mark.skipif(CLI is None, reason="C CLI fusion-backup not built (set FB_CLI or FB_BUILD_DIR)")
 
 
