@@ -13,13 +13,23 @@
 /* "\x89FBAK\r\n\x1a": non-ASCII first byte and CR LF / ^Z catch text-mode transfers (as PNG's magic does). */
 #define ARC_MAGIC "\x89" "FBAK\r\n\x1a"
 #define ARC_MAGIC_LEN 8
-/* Format versions: 1 (2026-11): first version. Readers accept every version up to ARC_FORMAT_VERSION. */
-#define ARC_FORMAT_VERSION 1
+/* Format versions (readers accept every version up to ARC_FORMAT_VERSION):
+ *   1 (2026-11): first version; the whole 96-byte header is the additional data of every message.
+ *   2 (2026-12): only the first ARC_AD_BYTES_V2 bytes of the header (magic, version, length, flags) are additional
+ *                data, so the sealed data key can be re-sealed to another public key (`fusion-backup rekey`) without
+ *                re-encrypting; manifests may reference tables stored in another artifact (INCREMENTAL,
+ *                DIFFERENTIAL: `stored_in`, `base_job`). */
+#define ARC_FORMAT_VERSION 2
+#define ARC_AD_BYTES_V2 16
 #define ARC_SEALED_KEY_BYTES (crypto_box_SEALBYTES + crypto_secretstream_xchacha20poly1305_KEYBYTES)
 #define ARC_HEADER_BYTES (ARC_MAGIC_LEN + 2 + 2 + 4 + ARC_SEALED_KEY_BYTES) /* 96 */
 
 #define ARC_TRAILER_MAGIC "FBAKEND\0"
-#define ARC_TRAILER_BYTES 24 /* magic, u64 manifest offset, u64 manifest length (little endian) */
+#define ARC_TRAILER_BYTES 24 /* v1: magic, u64 manifest offset, u64 manifest length (little endian) */
+/* v2: magic, u64 manifest offset, u64 manifest length, u64 chain index offset, u64 chain index length. The chain
+ * index (arc_index.h) is plaintext between the manifest segment and the trailer. */
+#define ARC_TRAILER_BYTES_V2 40
+#define ARC_INDEX_MAX (64u << 20)
 
 #define ARC_KDF_CONTEXT "FBAKSEG1"      /* crypto_kdf context (8 bytes) for segment keys */
 #define ARC_MANIFEST_SEGMENT 0u         /* tables are segments 1..n */

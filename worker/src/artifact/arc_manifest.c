@@ -30,7 +30,7 @@ static void mp_strs(msgpack_packer *p, char *const *v, size_t n) {
 }
 
 static void mp_table(msgpack_packer *p, const arc_table *t) {
-    msgpack_pack_map(p, 15);
+    msgpack_pack_map(p, t->stored_in ? 16 : 15);
     mp_key(p, "schema"); mp_str(p, t->schema);
     mp_key(p, "name"); mp_str(p, t->name);
     mp_key(p, "columns");
@@ -76,6 +76,9 @@ static void mp_table(msgpack_packer *p, const arc_table *t) {
     mp_key(p, "offset"); msgpack_pack_uint64(p, t->offset);
     mp_key(p, "length"); msgpack_pack_uint64(p, t->length);
     mp_key(p, "blake2b"); msgpack_pack_bin(p, ARC_HASH_BYTES); msgpack_pack_bin_body(p, t->blake2b, ARC_HASH_BYTES);
+    if (t->stored_in) {
+        mp_key(p, "stored_in"); mp_str(p, t->stored_in);
+    }
 }
 
 fb_code arc_manifest_pack(const arc_manifest *m, char **out, size_t *out_len, fb_err *err) {
@@ -83,7 +86,7 @@ fb_code arc_manifest_pack(const arc_manifest *m, char **out, size_t *out_len, fb
     msgpack_packer p;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&p, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&p, 17);
+    msgpack_pack_map(&p, m->has_index_hash ? 19 : 18);
     mp_key(&p, "format"); msgpack_pack_int64(&p, m->format);
     mp_key(&p, "tool"); mp_str(&p, m->tool);
     mp_key(&p, "job_id"); mp_str(&p, m->job_id);
@@ -92,6 +95,7 @@ fb_code arc_manifest_pack(const arc_manifest *m, char **out, size_t *out_len, fb
     mp_key(&p, "config_name"); mp_str(&p, m->config_name);
     mp_key(&p, "backup_type"); mp_str(&p, m->backup_type);
     mp_key(&p, "requested_type"); mp_str(&p, m->requested_type);
+    mp_key(&p, "base_job"); mp_str(&p, m->base_job);
     mp_key(&p, "database"); mp_str(&p, m->database);
     mp_key(&p, "server_version"); mp_str(&p, m->server_version);
     mp_key(&p, "snapshot_ms"); msgpack_pack_int64(&p, m->snapshot_ms);
@@ -100,6 +104,11 @@ fb_code arc_manifest_pack(const arc_manifest *m, char **out, size_t *out_len, fb
     mp_key(&p, "zstd_level"); msgpack_pack_int64(&p, m->zstd_level);
     mp_key(&p, "data_end"); msgpack_pack_uint64(&p, m->data_end);
     mp_key(&p, "n_tables"); msgpack_pack_uint64(&p, m->n_tables);
+    if (m->has_index_hash) {
+        mp_key(&p, "index_blake2b");
+        msgpack_pack_bin(&p, ARC_HASH_BYTES);
+        msgpack_pack_bin_body(&p, m->index_blake2b, ARC_HASH_BYTES);
+    }
     mp_key(&p, "tables");
     msgpack_pack_array(&p, m->n_tables);
     for (size_t i = 0; i < m->n_tables; i++) mp_table(&p, &m->tables[i]);
@@ -239,6 +248,7 @@ static void mp_read_table(mp_ctx *c, const msgpack_object *o, arc_table *t) {
         else if (mp_is(kv, "segment")) t->segment = (uint32_t)mp_get_int(c, v, "segment");
         else if (mp_is(kv, "offset")) t->offset = (uint64_t)mp_get_int(c, v, "offset");
         else if (mp_is(kv, "length")) t->length = (uint64_t)mp_get_int(c, v, "length");
+        else if (mp_is(kv, "stored_in")) t->stored_in = v->type == MSGPACK_OBJECT_NIL ? NULL : mp_get_str(c, v, "stored_in");
         else if (mp_is(kv, "blake2b")) {
             if (v->type != MSGPACK_OBJECT_BIN || v->via.bin.size != ARC_HASH_BYTES) mp_bad(c, "blake2b");
             else memcpy(t->blake2b, v->via.bin.ptr, ARC_HASH_BYTES);
@@ -301,6 +311,7 @@ fb_code arc_manifest_unpack(const void *buf, size_t len, arc_manifest **out, fb_
         else if (mp_is(kv, "config_name")) m->config_name = mp_get_str(&c, v, "config_name");
         else if (mp_is(kv, "backup_type")) m->backup_type = mp_get_str(&c, v, "backup_type");
         else if (mp_is(kv, "requested_type")) m->requested_type = mp_get_str(&c, v, "requested_type");
+        else if (mp_is(kv, "base_job")) m->base_job = v->type == MSGPACK_OBJECT_NIL ? NULL : mp_get_str(&c, v, "base_job");
         else if (mp_is(kv, "database")) m->database = mp_get_str(&c, v, "database");
         else if (mp_is(kv, "server_version")) m->server_version = mp_get_str(&c, v, "server_version");
         else if (mp_is(kv, "snapshot_ms")) m->snapshot_ms = mp_get_int(&c, v, "snapshot_ms");
@@ -308,6 +319,13 @@ fb_code arc_manifest_unpack(const void *buf, size_t len, arc_manifest **out, fb_
         else if (mp_is(kv, "completed_ms")) m->completed_ms = mp_get_int(&c, v, "completed_ms");
         else if (mp_is(kv, "zstd_level")) m->zstd_level = mp_get_int(&c, v, "zstd_level");
         else if (mp_is(kv, "data_end")) m->data_end = (uint64_t)mp_get_int(&c, v, "data_end");
+        else if (mp_is(kv, "index_blake2b")) {
+            if (v->type != MSGPACK_OBJECT_BIN || v->via.bin.size != ARC_HASH_BYTES) mp_bad(&c, "index_blake2b");
+            else {
+                memcpy(m->index_blake2b, v->via.bin.ptr, ARC_HASH_BYTES);
+                m->has_index_hash = 1;
+            }
+        }
         else if (mp_is(kv, "tables")) {
             const msgpack_object_array *a = mp_get_array(&c, v, "tables");
             if (a && a->size) {
@@ -333,6 +351,7 @@ out:
 
 void arc_table_clear(arc_table *t) {
     if (!t) return;
+    free(t->stored_in);
     free(t->schema);
     free(t->name);
     for (size_t i = 0; i < t->n_cols; i++) {
@@ -375,9 +394,14 @@ void arc_manifest_clear(arc_manifest *m) {
     free(m->config_name);
     free(m->backup_type);
     free(m->requested_type);
+    free(m->base_job);
     free(m->database);
     free(m->server_version);
     memset(m, 0, sizeof *m);
+}
+
+int arc_table_is_ref(const arc_manifest *m, const arc_table *t) {
+    return t->stored_in && *t->stored_in && !(m->job_id && strcmp(m->job_id, t->stored_in) == 0);
 }
 
 arc_table *arc_manifest_find(const arc_manifest *m, const char *schema, const char *name) {

@@ -56,6 +56,8 @@ typedef struct arc_table {
     uint64_t offset, length;   /* its segment in the file */
     uint32_t segment;          /* segment id (key derivation); tables are 1..n, the manifest is 0 */
     unsigned char blake2b[ARC_HASH_BYTES];
+    char *stored_in;      /* format 2: job id of the artifact that holds this table's data when it is not this one
+                           * (unchanged since the base: segment, offset, length are 0); NULL: stored here */
 } arc_table;
 
 typedef struct arc_manifest {
@@ -64,12 +66,15 @@ typedef struct arc_manifest {
     char *job_id;
     int64_t record_id, config_id;
     char *config_name;
-    char *backup_type;       /* what ran: "FULL" */
-    char *requested_type;    /* what was asked ("INCREMENTAL" runs as FULL for now) */
+    char *backup_type;       /* what ran: "FULL", "INCREMENTAL" or "DIFFERENTIAL" */
+    char *requested_type;    /* what was asked (an INCREMENTAL without a valid base runs as FULL) */
+    char *base_job;          /* format 2: the base's job id (INCREMENTAL / DIFFERENTIAL); NULL for a FULL */
     char *database, *server_version;
     int64_t snapshot_ms, started_ms, completed_ms;
     int64_t zstd_level;
     uint64_t data_end;       /* first byte after the last table segment = offset of the manifest segment */
+    int has_index_hash;      /* format 2: index_blake2b is the BLAKE2b-256 of the plaintext chain index */
+    unsigned char index_blake2b[ARC_HASH_BYTES];
     arc_table *tables;
     size_t n_tables;
 } arc_manifest;
@@ -86,6 +91,9 @@ void arc_table_clear(arc_table *t);
 
 /* Writes the manifest as JSON (generic msgpack -> JSON; bin values as hex strings). */
 fb_code arc_manifest_print_json(const void *buf, size_t len, FILE *out, fb_err *err);
+
+/* True when t's data lives in another artifact (t->stored_in names a job other than m->job_id). */
+int arc_table_is_ref(const arc_manifest *m, const arc_table *t);
 
 /* Finds a table by schema and name; NULL when absent. */
 arc_table *arc_manifest_find(const arc_manifest *m, const char *schema, const char *name);

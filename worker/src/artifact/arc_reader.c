@@ -15,10 +15,27 @@
 
 #include "artifact/arc_format.h"
 
+/* An artifact opened to read a table this one references; owned by the reader that opened it. */
+typedef struct ar_link {
+    struct ar_link *next;
+    char *job_id;
+    stor_rfile *f;
+    arc_reader *r;
+} ar_link;
+
+#define AR_MAX_DEPTH 64 /* references are direct (FORMAT.md); a longer path means a loop */
+
 struct arc_reader {
     stor_rfile *f;
     unsigned char header[ARC_HEADER_BYTES];
+    size_t ad_len;            /* additional data of every message: the whole header (v1) or its fixed part (v2) */
     unsigned char data_key[crypto_kdf_KEYBYTES];
+    unsigned char sk[crypto_box_SECRETKEYBYTES], pk[crypto_box_PUBLICKEYBYTES]; /* to open referenced artifacts */
+    arc_resolve_fn resolve;
+    void *resolve_opaque;
+    void (*resolve_free)(void *);
+    ar_link *links;
+    int depth;
     unsigned char *mbuf;      /* message buffer (ciphertext) */
     size_t mcap;
     unsigned char *pbuf;      /* plaintext of one message */
@@ -42,6 +59,58 @@ fb_code arc_reader_peek_version(stor_rfile *f, int *version, fb_err *err) {
         memcmp(h, ARC_MAGIC, ARC_MAGIC_LEN) != 0)
         return fb_err_set(err, FB_ERR_FORMAT, "\"%s\" is not a fusion-backup artifact (bad magic or too short)", f->name);
     *version = arc_get_u16(h + 8);
+    return FB_OK;
+}
+
+/* Reads and checks the trailer: v1 (24 bytes: manifest) or v2 (40 bytes: manifest, then chain index). */
+static fb_code ar_trailer(stor_rfile *f, int version, uint64_t *moff, uint64_t *mlen, uint64_t *ioff, uint64_t *ilen,
+                          fb_err *err) {
+    unsigned char tr[ARC_TRAILER_BYTES_V2];
+    size_t tl = version >= 2 ? ARC_TRAILER_BYTES_V2 : ARC_TRAILER_BYTES;
+    uint64_t io = 0, il = 0;
+    if (f->size < ARC_HEADER_BYTES + tl)
+        return fb_err_set(err, FB_ERR_FORMAT, "\"%s\" is truncated (shorter than a header and a trailer)", f->name);
+    fb_code rc = stor_rfile_pread(f, tr, tl, f->size - tl, err);
+    if (rc) return rc;
+    *moff = arc_get_u64(tr + 8);
+    *mlen = arc_get_u64(tr + 16);
+    if (version >= 2) {
+        io = arc_get_u64(tr + 24);
+        il = arc_get_u64(tr + 32);
+    } else {
+        io = *moff + *mlen;
+    }
+    if (memcmp(tr, ARC_TRAILER_MAGIC, 8) != 0 || *moff < ARC_HEADER_BYTES || *mlen > f->size || il > f->size ||
+        *moff + *mlen != io || io + il + tl != f->size)
+        return fb_err_set(err, FB_ERR_FORMAT, "\"%s\" has no valid trailer: the file is truncated or was altered (an "
+                          "interrupted copy?)", f->name);
+    if (ioff) *ioff = io;
+    if (ilen) *ilen = il;
+    return FB_OK;
+}
+
+fb_code arc_reader_peek_index(stor_rfile *f, char **out, size_t *len, fb_err *err) {
+    int version = 0;
+    uint64_t moff, mlen, ioff, ilen;
+    *out = NULL;
+    fb_code rc = arc_reader_peek_version(f, &version, err);
+    if (rc) return rc;
+    if (version < 2) return fb_err_set(err, FB_ERR_NOTFOUND, "\"%s\" is format %d: it has no chain index", f->name, version);
+    if (version > ARC_FORMAT_VERSION)
+        return fb_err_set(err, FB_ERR_FORMAT, "\"%s\" has artifact format version %d; this build reads up to %d",
+                          f->name, version, ARC_FORMAT_VERSION);
+    if ((rc = ar_trailer(f, version, &moff, &mlen, &ioff, &ilen, err))) return rc;
+    if (ilen == 0) return fb_err_set(err, FB_ERR_NOTFOUND, "\"%s\" has no chain index", f->name);
+    if (ilen > ARC_INDEX_MAX) return fb_err_set(err, FB_ERR_FORMAT, "\"%s\": chain index too large", f->name);
+    char *b = malloc((size_t)ilen + 1);
+    if (!b) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    if ((rc = stor_rfile_pread(f, b, (size_t)ilen, ioff, err))) {
+        free(b);
+        return rc;
+    }
+    b[ilen] = '\0';
+    *out = b;
+    *len = (size_t)ilen;
     return FB_OK;
 }
 
@@ -126,7 +195,7 @@ static fb_code ar_segment(arc_reader *r, uint32_t segment, uint64_t off, uint64_
         unsigned long long plen = 0;
         unsigned char tag = 0;
         if (crypto_secretstream_xchacha20poly1305_pull(&st, r->pbuf, &plen, &tag, r->mbuf, clen, r->header,
-                                                       sizeof r->header) != 0) {
+                                                       r->ad_len) != 0) {
             rc = fb_err_set(err, FB_ERR_CRYPTO,
                             "%s: authentication failed at offset %llu: the artifact was altered or is damaged", what,
                             (unsigned long long)(pos - clen));
@@ -175,7 +244,7 @@ fb_code arc_reader_open(stor_rfile *f, const unsigned char *sk, const unsigned c
                         fb_err *err) {
     fb_code rc = FB_OK;
     int version = 0;
-    unsigned char tr[ARC_TRAILER_BYTES], hash[ARC_HASH_BYTES];
+    unsigned char hash[ARC_HASH_BYTES];
     ar_membuf mb = {0};
     int64_t raw = 0;
     arc_reader *r = calloc(1, sizeof *r);
@@ -205,20 +274,17 @@ fb_code arc_reader_open(stor_rfile *f, const unsigned char *sk, const unsigned c
                         arc_get_u16(r->header + 10), arc_get_u32(r->header + 12));
         goto out;
     }
+    r->ad_len = version >= 2 ? ARC_AD_BYTES_V2 : ARC_HEADER_BYTES;
+    memcpy(r->sk, sk, sizeof r->sk);
+    memcpy(r->pk, pk, sizeof r->pk);
     if (crypto_box_seal_open(r->data_key, r->header + 16, ARC_SEALED_KEY_BYTES, pk, sk) != 0) {
         rc = fb_err_set(err, FB_ERR_CRYPTO, "\"%s\": the secret key does not open this artifact (wrong key, or the "
                         "header was altered); use the key pair whose public key the worker had", f->name);
         goto out;
     }
-    rc = ar_read(r, tr, sizeof tr, f->size - ARC_TRAILER_BYTES, err);
+    uint64_t moff = 0, mlen = 0;
+    rc = ar_trailer(f, version, &moff, &mlen, NULL, NULL, err);
     if (rc) goto out;
-    uint64_t moff = arc_get_u64(tr + 8), mlen = arc_get_u64(tr + 16);
-    if (memcmp(tr, ARC_TRAILER_MAGIC, 8) != 0 || moff < ARC_HEADER_BYTES || mlen > f->size ||
-        moff + mlen + ARC_TRAILER_BYTES != f->size) {
-        rc = fb_err_set(err, FB_ERR_FORMAT, "\"%s\" has no valid trailer: the file is truncated or was altered (an "
-                        "interrupted copy?)", f->name);
-        goto out;
-    }
     rc = ar_segment(r, ARC_MANIFEST_SEGMENT, moff, mlen, "manifest", ar_mem_sink, &mb, hash, &raw, err);
     if (rc) goto out;
     rc = arc_manifest_unpack(mb.p, mb.len, &r->manifest, err);
@@ -228,6 +294,30 @@ fb_code arc_reader_open(stor_rfile *f, const unsigned char *sk, const unsigned c
                         "the file was altered", f->name, (unsigned long long)r->manifest->data_end,
                         (unsigned long long)moff);
         goto out;
+    }
+    if (version >= 2) {
+        /* The plaintext chain index is covered too: the authenticated manifest records its hash. */
+        uint64_t ioff = 0, ilen = 0;
+        unsigned char ih[ARC_HASH_BYTES];
+        rc = ar_trailer(f, version, &moff, &mlen, &ioff, &ilen, err);
+        if (rc) goto out;
+        if (!r->manifest->has_index_hash != !ilen) {
+            rc = fb_err_set(err, FB_ERR_CRYPTO, "\"%s\": the chain index was added or removed after the backup was "
+                            "written", f->name);
+            goto out;
+        }
+        if (ilen) {
+            char *ib = NULL;
+            size_t il = 0;
+            if ((rc = arc_reader_peek_index(f, &ib, &il, err))) goto out;
+            crypto_generichash(ih, sizeof ih, (const unsigned char *)ib, il, NULL, 0);
+            free(ib);
+            if (sodium_memcmp(ih, r->manifest->index_blake2b, sizeof ih) != 0) {
+                rc = fb_err_set(err, FB_ERR_CRYPTO, "\"%s\": the chain index (plaintext, before the trailer) was "
+                                "altered: its BLAKE2b differs from the one the manifest recorded", f->name);
+                goto out;
+            }
+        }
     }
     r->manifest_raw = mb.p;
     r->manifest_len = mb.len;
@@ -247,11 +337,87 @@ const void *arc_reader_manifest_raw(const arc_reader *r, size_t *len) {
     return r->manifest_raw;
 }
 
+void arc_reader_set_resolver(arc_reader *r, arc_resolve_fn fn, void *opaque, void (*opaque_free)(void *)) {
+    if (r->resolve_free) r->resolve_free(r->resolve_opaque);
+    r->resolve = fn;
+    r->resolve_opaque = opaque;
+    r->resolve_free = opaque_free;
+}
+
+/* The reader of the artifact of job_id, opened once through the resolver and kept. */
+static fb_code ar_link_get(arc_reader *r, const char *job_id, const char *what, arc_reader **out, fb_err *err) {
+    fb_code rc = FB_OK;
+    ar_link *l;
+    for (l = r->links; l; l = l->next)
+        if (strcmp(l->job_id, job_id) == 0) {
+            *out = l->r;
+            return FB_OK;
+        }
+    if (!r->resolve)
+        return fb_err_set(err, FB_ERR_NOTFOUND, "%s is not stored in this artifact but in backup %s (this is an "
+                          "incremental or differential backup): its chain is needed (restore finds it in the "
+                          "artifact's folder or in --chain-dir DIR)", what, job_id);
+    if (r->depth >= AR_MAX_DEPTH)
+        return fb_err_set(err, FB_ERR_FORMAT, "%s: references between backups loop (deeper than %d)", what,
+                          AR_MAX_DEPTH);
+    l = calloc(1, sizeof *l);
+    if (!l || !(l->job_id = strdup(job_id))) {
+        free(l);
+        return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    }
+    if ((rc = r->resolve(r->resolve_opaque, job_id, &l->f, err))) {
+        fb_err_prefix(err, "%s: the backup chain is broken: ", what);
+        goto out;
+    }
+    if ((rc = arc_reader_open(l->f, r->sk, r->pk, &l->r, err))) {
+        fb_err_prefix(err, "%s: its data is in backup %s, which cannot be read: ", what, job_id);
+        goto out;
+    }
+    const arc_manifest *lm = arc_reader_manifest(l->r);
+    if (!lm->job_id || strcmp(lm->job_id, job_id) != 0) {
+        rc = fb_err_set(err, FB_ERR_VERIFY, "%s: its data should be in backup %s, but \"%s\" holds backup %s (a "
+                        "renamed or swapped file)", what, job_id, l->f->name, lm->job_id ? lm->job_id : "?");
+        goto out;
+    }
+    l->r->depth = r->depth + 1;
+    arc_reader_set_resolver(l->r, r->resolve, r->resolve_opaque, NULL);
+    l->next = r->links;
+    r->links = l;
+    *out = l->r;
+    l = NULL;
+out:
+    if (l) {
+        arc_reader_free(l->r);
+        stor_rfile_close(l->f);
+        free(l->job_id);
+        free(l);
+    }
+    return rc;
+}
+
+/* A referenced table: the artifact holding it must record the same bytes and hash before anything is read. */
+static fb_code ar_read_ref(arc_reader *r, const arc_table *t, const char *what, arc_sink_fn sink, void *opaque,
+                           fb_err *err) {
+    arc_reader *lr = NULL;
+    fb_code rc = ar_link_get(r, t->stored_in, what, &lr, err);
+    if (rc) return rc;
+    const arc_table *lt = arc_manifest_find(arc_reader_manifest(lr), t->schema, t->name);
+    if (!lt)
+        return fb_err_set(err, FB_ERR_VERIFY, "%s: backup %s, which should hold its data, has no such table: the "
+                          "chain is inconsistent", what, t->stored_in);
+    if (lt->raw_bytes != t->raw_bytes || sodium_memcmp(lt->blake2b, t->blake2b, ARC_HASH_BYTES) != 0)
+        return fb_err_set(err, FB_ERR_VERIFY, "%s: backup %s holds different data for it (%lld bytes) than this "
+                          "backup recorded (%lld bytes, BLAKE2b): the chain was altered or mixed up", what,
+                          t->stored_in, (long long)lt->raw_bytes, (long long)t->raw_bytes);
+    return arc_reader_read_table(lr, lt, sink, opaque, err);
+}
+
 fb_code arc_reader_read_table(arc_reader *r, const arc_table *t, arc_sink_fn sink, void *opaque, fb_err *err) {
     unsigned char hash[ARC_HASH_BYTES];
     int64_t raw = 0;
     char what[300];
     snprintf(what, sizeof what, "table \"%s\".\"%s\"", t->schema, t->name);
+    if (arc_table_is_ref(r->manifest, t)) return ar_read_ref(r, t, what, sink, opaque, err);
     if (t->segment == ARC_MANIFEST_SEGMENT || t->offset < ARC_HEADER_BYTES || t->offset + t->length > r->manifest->data_end)
         return fb_err_set(err, FB_ERR_FORMAT, "%s: bad segment in the manifest", what);
     fb_code rc = ar_segment(r, t->segment, t->offset, t->length, what, sink, opaque, hash, &raw, err);
@@ -272,10 +438,12 @@ fb_code arc_reader_verify_all(arc_reader *r, fb_err *err) {
     fb_code rc = FB_OK;
     arc_table **v = calloc(m->n_tables + 1, sizeof *v);
     if (!v) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
-    for (size_t i = 0; i < m->n_tables; i++) v[i] = &m->tables[i];
-    qsort(v, m->n_tables, sizeof *v, ar_cmp_off);
+    size_t n = 0;
+    for (size_t i = 0; i < m->n_tables; i++)
+        if (!arc_table_is_ref(m, &m->tables[i])) v[n++] = &m->tables[i];
+    qsort(v, n, sizeof *v, ar_cmp_off);
     uint64_t expect = ARC_HEADER_BYTES;
-    for (size_t i = 0; i < m->n_tables; i++) {
+    for (size_t i = 0; i < n; i++) {
         if (v[i]->offset != expect) {
             rc = fb_err_set(err, FB_ERR_FORMAT, "segments do not tile the file: expected one at %llu, found %llu (%s)",
                             (unsigned long long)expect, (unsigned long long)v[i]->offset, v[i]->name);
@@ -285,9 +453,14 @@ fb_code arc_reader_verify_all(arc_reader *r, fb_err *err) {
         rc = arc_reader_read_table(r, v[i], NULL, NULL, err);
         if (rc) goto out;
     }
-    if (expect != m->data_end)
+    if (expect != m->data_end) {
         rc = fb_err_set(err, FB_ERR_FORMAT, "segments end at %llu but the manifest starts at %llu",
                         (unsigned long long)expect, (unsigned long long)m->data_end);
+        goto out;
+    }
+    for (size_t i = 0; i < m->n_tables && r->resolve; i++)
+        if (arc_table_is_ref(m, &m->tables[i]) && (rc = arc_reader_read_table(r, &m->tables[i], NULL, NULL, err)))
+            goto out;
 out:
     free(v);
     return rc;
@@ -299,7 +472,13 @@ fb_code arc_reader_dup(const arc_reader *r, arc_reader **out, fb_err *err) {
     if (!d) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
     d->f = r->f;
     memcpy(d->header, r->header, sizeof d->header);
+    d->ad_len = r->ad_len;
     memcpy(d->data_key, r->data_key, sizeof d->data_key);
+    memcpy(d->sk, r->sk, sizeof d->sk);
+    memcpy(d->pk, r->pk, sizeof d->pk);
+    d->resolve = r->resolve;
+    d->resolve_opaque = r->resolve_opaque;
+    d->depth = r->depth;
     d->manifest = r->manifest;
     d->manifest_raw = r->manifest_raw;
     d->manifest_len = r->manifest_len;
@@ -316,7 +495,17 @@ fb_code arc_reader_dup(const arc_reader *r, arc_reader **out, fb_err *err) {
 
 void arc_reader_free(arc_reader *r) {
     if (!r) return;
+    while (r->links) {
+        ar_link *l = r->links;
+        r->links = l->next;
+        arc_reader_free(l->r);
+        stor_rfile_close(l->f);
+        free(l->job_id);
+        free(l);
+    }
+    if (r->resolve_free) r->resolve_free(r->resolve_opaque);
     sodium_memzero(r->data_key, sizeof r->data_key);
+    sodium_memzero(r->sk, sizeof r->sk);
     ZSTD_freeDCtx(r->dctx);
     free(r->mbuf);
     free(r->pbuf);

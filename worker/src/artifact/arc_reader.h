@@ -19,6 +19,11 @@
 
 typedef struct arc_reader arc_reader;
 
+/* Opens the artifact of job `job_id` for a table that an INCREMENTAL or DIFFERENTIAL artifact only references
+ * (FORMAT.md, "Chains"). On success *out is a new file the reader closes. FB_ERR_NOTFOUND when there is none:
+ * the message should say where it looked. Called from the reading thread (dups call it from theirs). */
+typedef fb_code (*arc_resolve_fn)(void *opaque, const char *job_id, stor_rfile **out, fb_err *err);
+
 /* Receives plaintext pieces of a table's COPY stream. A non-zero return stops reading and is passed up. */
 typedef fb_code (*arc_sink_fn)(void *opaque, const void *buf, size_t len, fb_err *err);
 
@@ -26,17 +31,31 @@ typedef fb_code (*arc_sink_fn)(void *opaque, const void *buf, size_t len, fb_err
  * Errors: FB_ERR_FORMAT (not an artifact, unknown version, truncated), FB_ERR_CRYPTO (wrong key, tampered). */
 fb_code arc_reader_open(stor_rfile *f, const unsigned char *sk, const unsigned char *pk, arc_reader **out,
                         fb_err *err);
+/* Lets the reader follow references to other artifacts. With opaque_free, the reader owns opaque and frees it
+ * in arc_reader_free; otherwise it is borrowed. Dups and the artifacts opened through it use the same resolver
+ * (borrowed). Without a resolver, reading a referenced table fails with FB_ERR_NOTFOUND and
+ * arc_reader_verify_all checks only this file. */
+void arc_reader_set_resolver(arc_reader *r, arc_resolve_fn fn, void *opaque, void (*opaque_free)(void *));
+
 /* Reads only the plaintext header fields (no key needed): format version. */
 fb_code arc_reader_peek_version(stor_rfile *f, int *version, fb_err *err);
+
+/* Reads the plaintext chain index of a format-2 artifact without any key (arc_index.h says how it is
+ * authenticated). *out is malloc'd (NUL-terminated; caller frees). FB_ERR_NOTFOUND for format 1 (no index) or
+ * an empty one; FB_ERR_FORMAT when the trailer is damaged. */
+fb_code arc_reader_peek_index(stor_rfile *f, char **out, size_t *len, fb_err *err);
 
 /* The decoded manifest (owned by the reader) and its raw msgpack bytes (for JSON output). */
 const arc_manifest *arc_reader_manifest(const arc_reader *r);
 const void *arc_reader_manifest_raw(const arc_reader *r, size_t *len);
 
-/* Streams table t (from the manifest) to sink (NULL: only check it). *raw_bytes (may be NULL) gets the count. */
+/* Streams table t (from the manifest) to sink (NULL: only check it). A table stored in another artifact
+ * (t->stored_in) is read from there through the resolver, after checking that the other artifact is the job it
+ * should be and records the same byte count and BLAKE2b for the table: nothing reaches the sink otherwise. */
 fb_code arc_reader_read_table(arc_reader *r, const arc_table *t, arc_sink_fn sink, void *opaque, fb_err *err);
 
-/* Checks every table segment (authenticates, decompresses, re-hashes) and that segments tile the file. */
+/* Checks every table segment (authenticates, decompresses, re-hashes) and that segments tile the file; with a
+ * resolver, also every referenced table in the artifact that holds it (the chain). */
 fb_code arc_reader_verify_all(arc_reader *r, fb_err *err);
 
 /* A second reader of the same open artifact for another thread: own buffers and decompressor, the same file,

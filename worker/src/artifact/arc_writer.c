@@ -68,6 +68,9 @@ struct arc_writer {
     size_t zlen;
     unsigned char *cbuf;      /* 4-byte length + ciphertext */
     arc_seg_info t_info;
+
+    unsigned char *index;     /* chain index, written after the manifest */
+    size_t index_len;
 };
 
 /* --- writer thread ------------------------------------------------------------------------------------------- */
@@ -80,8 +83,10 @@ static fb_code aw_out(arc_writer *w, const void *buf, size_t len, fb_err *err) {
 
 static fb_code aw_emit(arc_writer *w, unsigned char tag, fb_err *err) {
     unsigned long long clen = 0;
+    /* Format 2: the fixed part of the header is the additional data; the sealed key is bound by itself (a
+     * different sealed key opens to a different data key, or to nothing). */
     crypto_secretstream_xchacha20poly1305_push(&w->st, w->cbuf + 4, &clen, w->zbuf, w->zlen, w->header,
-                                               sizeof w->header, tag);
+                                               ARC_AD_BYTES_V2, tag);
     arc_put_u32(w->cbuf, (uint32_t)clen);
     w->zlen = 0;
     return aw_out(w, w->cbuf, 4 + (size_t)clen, err);
@@ -331,11 +336,26 @@ fb_code arc_writer_finish(arc_writer *w, const void *manifest, size_t len, fb_er
     rc = arc_writer_write(w, manifest, len, err);
     if (rc == FB_OK) rc = arc_writer_end(w, &info, err);
     if (rc) return rc;
-    unsigned char tr[ARC_TRAILER_BYTES];
+    uint64_t ioff = w->offset;
+    if (w->index_len && (rc = aw_out(w, w->index, w->index_len, err))) return rc;
+    unsigned char tr[ARC_TRAILER_BYTES_V2];
     memcpy(tr, ARC_TRAILER_MAGIC, 8);
     arc_put_u64(tr + 8, info.offset);
     arc_put_u64(tr + 16, info.length);
+    arc_put_u64(tr + 24, ioff);
+    arc_put_u64(tr + 32, w->index_len);
     return aw_out(w, tr, sizeof tr, err);
+}
+
+fb_code arc_writer_set_index(arc_writer *w, const void *index, size_t len, fb_err *err) {
+    if (len > ARC_INDEX_MAX) return fb_err_set(err, FB_ERR_INVALID, "chain index larger than %u bytes", ARC_INDEX_MAX);
+    unsigned char *p = malloc(len ? len : 1);
+    if (!p) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    memcpy(p, index, len);
+    free(w->index);
+    w->index = p;
+    w->index_len = len;
+    return FB_OK;
 }
 
 void arc_writer_free(arc_writer *w) {
@@ -349,6 +369,7 @@ void arc_writer_free(arc_writer *w) {
     ZSTD_freeCCtx(w->cctx);
     free(w->zbuf);
     free(w->cbuf);
+    free(w->index);
     pthread_mutex_destroy(&w->mu);
     pthread_cond_destroy(&w->cv);
     sodium_memzero(w->data_key, sizeof w->data_key);

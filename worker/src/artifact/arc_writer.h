@@ -35,7 +35,9 @@ fb_code arc_writer_write(arc_writer *w, const void *buf, size_t len, fb_err *err
 fb_code arc_writer_end(arc_writer *w, arc_seg_info *info, fb_err *err);
 /* File offset where the next segment starts (after arc_writer_end: the end of the data so far). */
 uint64_t arc_writer_offset(const arc_writer *w);
-/* Writes the manifest segment and the trailer. */
+/* The chain index (plaintext, arc_index.h) to write after the manifest; copied. Call before arc_writer_finish. */
+fb_code arc_writer_set_index(arc_writer *w, const void *index, size_t len, fb_err *err);
+/* Writes the manifest segment, the chain index (empty when none was set) and the trailer. */
 fb_code arc_writer_finish(arc_writer *w, const void *manifest, size_t len, fb_err *err);
 /* Stops the writer thread and erases keys. NULL ok. */
 void arc_writer_free(arc_writer *w);

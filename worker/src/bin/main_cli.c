@@ -19,6 +19,8 @@ static const cli_command cli_commands[] = {
     {"restore", cmd_restore, "restore an artifact's tables into a database, all or nothing"},
     {"verify", cmd_verify, "check an artifact (authenticity, hashes); --restore-into also test-restores it"},
     {"inspect", cmd_inspect, "print an artifact's manifest: tables, rows, sizes, times (--json)"},
+    {"prune", cmd_prune, "remove backups past retention, never one still needed (--dry-run: only say what/why)"},
+    {"rekey", cmd_rekey, "re-seal artifacts' data keys to a new public key, without re-encrypting"},
     {"topics", cmd_topics, "create the four topics under the configured prefix (topics create)"},
     {"replay", cmd_replay, "republish failed jobs or dead letters with attempt + 1 (loop-guarded)"},
     {"tail", cmd_tail, "follow completion events as readable lines or JSON"},

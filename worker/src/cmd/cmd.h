@@ -18,5 +18,7 @@ int cmd_topics(int argc, char **argv);
 int cmd_replay(int argc, char **argv);
 int cmd_tail(int argc, char **argv);
 int cmd_status(int argc, char **argv);
+int cmd_prune(int argc, char **argv);
+int cmd_rekey(int argc, char **argv);
 
 #endif

@@ -36,6 +36,7 @@ static void cmd_inspect_text(const arc_manifest *m, const stor_rfile *f) {
     printf("type         %s", m->backup_type ? m->backup_type : "?");
     if (m->requested_type && m->backup_type && strcmp(m->requested_type, m->backup_type) != 0)
         printf(" (requested %s, ran as FULL)", m->requested_type);
+    if (m->base_job) printf(" on base %s", m->base_job);
     printf("\ndatabase     \"%s\" on PostgreSQL %s\n", m->database ? m->database : "?",
            m->server_version ? m->server_version : "?");
     printf("snapshot     %s\n", snap);
@@ -46,8 +47,9 @@ static void cmd_inspect_text(const arc_manifest *m, const stor_rfile *f) {
     printf("%12s %14s %12s  %s\n", "rows", "raw bytes", "stored", "table");
     for (size_t i = 0; i < m->n_tables; i++) {
         const arc_table *t = &m->tables[i];
-        printf("%12lld %14lld %12lld  \"%s\".\"%s\"\n", (long long)t->rows, (long long)t->raw_bytes,
-               (long long)t->stored_bytes, t->schema, t->name);
+        printf("%12lld %14lld %12lld  \"%s\".\"%s\"%s%s\n", (long long)t->rows, (long long)t->raw_bytes,
+               (long long)t->stored_bytes, t->schema, t->name, arc_table_is_ref(m, t) ? "  unchanged, stored in " : "",
+               arc_table_is_ref(m, t) ? t->stored_in : "");
     }
 }
 

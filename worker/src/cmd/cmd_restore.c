@@ -4,7 +4,10 @@
  * only after every byte read was authenticated (dump_restore). --table NAME is a table of schema public, or
  * SCHEMA.NAME when no public table of that exact name is in the backup (names are matched as stored, no case
  * folding). --jobs N spreads a --create restore over N connections (see dump_restore.h for what that changes).
- * Exit status is the fb_code: 7 tampered/truncated/wrong key, 13 target not empty, 9 unknown table.
+ * An INCREMENTAL or DIFFERENTIAL artifact resolves its chain by itself: the artifacts holding the tables it only
+ * references are looked for in its own folder, then in each --chain-dir DIR (dump_open.h).
+ * Exit status is the fb_code: 7 tampered/truncated/wrong key, 13 target not empty, 9 unknown table or missing
+ * chain link, 14 a chain link holding other data than recorded.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -47,13 +50,14 @@ static fb_code cmd_restore_table(const arc_manifest *m, const char *arg, arc_tre
 }
 
 int cmd_restore(int argc, char **argv) {
-    static const char *const extra[] = {"table", "create", "truncate", "jobs", "help", NULL};
+    static const char *const extra[] = {"table", "create", "truncate", "jobs", "chain-dir", "help", NULL};
     fb_config cfg;
     fb_err err;
     const char *path = NULL;
     const char **names = calloc((size_t)argc + 1, sizeof *names);
     arc_tref *tables = calloc((size_t)argc + 1, sizeof *tables);
-    size_t n_names = 0;
+    const char **chain = calloc((size_t)argc + 1, sizeof *chain);
+    size_t n_names = 0, n_chain = 0;
     dump_restore_opts o = {0};
     dump_restore_stats st;
     stor_rfile *f = NULL;
@@ -61,11 +65,13 @@ int cmd_restore(int argc, char **argv) {
     PGconn *c = NULL;
     struct timespec t0, t1;
     fb_code rc = fb_config_init(&cfg, &err);
-    if (!names || !tables) rc = fb_err_set(&err, FB_ERR_NOMEM, "out of memory");
+    if (!names || !tables || !chain) rc = fb_err_set(&err, FB_ERR_NOMEM, "out of memory");
     if (!rc) rc = fb_config_parse_args(&cfg, &argc, argv, FB_CFG_CLI, extra, &err);
     for (int i = 1; !rc && i < argc; i++) {
         if (strcmp(argv[i], "--table") == 0 && i + 1 < argc) names[n_names++] = argv[++i];
         else if (strncmp(argv[i], "--table=", 8) == 0) names[n_names++] = argv[i] + 8;
+        else if (strcmp(argv[i], "--chain-dir") == 0 && i + 1 < argc) chain[n_chain++] = argv[++i];
+        else if (strncmp(argv[i], "--chain-dir=", 12) == 0) chain[n_chain++] = argv[i] + 12;
         else if (strcmp(argv[i], "--create") == 0) o.create = 1;
         else if ((strcmp(argv[i], "--jobs") == 0 && i + 1 < argc) || strncmp(argv[i], "--jobs=", 7) == 0) {
             const char *v = argv[i][6] == '=' ? argv[i] + 7 : argv[++i];
@@ -77,11 +83,13 @@ int cmd_restore(int argc, char **argv) {
         else if (strcmp(argv[i], "--truncate") == 0) o.truncate = 1;
         else if (strcmp(argv[i], "--help") == 0) {
             printf("usage: fusion-backup restore ARTIFACT --pg CONNINFO [--table NAME ...] [--create] [--truncate]\n"
-                   "                              [--secret-key FILE]\n"
+                   "                              [--secret-key FILE] [--chain-dir DIR ...]\n"
                    "  --table NAME  restore only this table (NAME in schema public, or SCHEMA.NAME); repeatable\n"
                    "  --create      create the tables first (an empty database): data, then indexes and keys\n"
                    "  --truncate    replace the rows of non-empty target tables (default: refuse)\n"
                    "  --jobs N      with --create: load and index on N connections (like pg_restore -j)\n"
+                   "  --chain-dir DIR  where else the backups an incremental/differential builds on may be (after\n"
+                   "                the artifact's own folder); repeatable\n"
                    "Everything is loaded in one transaction, committed only when all data read was authenticated.\n"
                    "With --jobs N there are N transactions; none commits before all data was read and authenticated,\n"
                    "then they commit one after the other and the foreign keys are added last.\n");
@@ -95,7 +103,7 @@ int cmd_restore(int argc, char **argv) {
                         "their foreign keys' order)");
     if (!rc && o.create && o.truncate)
         rc = fb_err_set(&err, FB_ERR_USAGE, "--create (empty database) and --truncate (existing tables) exclude each other");
-    if (!rc) rc = dump_open_artifact(path, cfg.secret_key, &f, &r, &err);
+    if (!rc) rc = dump_open_chain(path, cfg.secret_key, chain, n_chain, &f, &r, &err);
     for (size_t i = 0; !rc && i < n_names; i++) rc = cmd_restore_table(arc_reader_manifest(r), names[i], &tables[i], &err);
     if (!rc) {
         c = pgx_connect(cfg.pg, "fusion-backup restore", &err);
@@ -131,6 +139,7 @@ out:
     stor_rfile_close(f);
     free(names);
     free(tables);
+    free(chain);
     fb_config_free(&cfg);
     return rc;
 }

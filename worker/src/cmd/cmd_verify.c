@@ -3,7 +3,8 @@
  * Without a database: authenticates and decompresses every segment, checks sizes, BLAKE2b hashes and that the
  * segments tile the file. With --restore-into (an empty database): also restores everything there with --create,
  * re-dumps each table and compares it with the manifest, all inside a transaction that is rolled back, so the
- * database is left empty again.
+ * database is left empty again. An incremental or differential is checked with its chain (the artifacts holding
+ * the tables it references: its own folder, then --chain-dir DIR).
  */
 #include <stdio.h>
 #include <string.h>
@@ -16,10 +17,11 @@
 #include "pg/pgx.h"
 
 int cmd_verify(int argc, char **argv) {
-    static const char *const extra[] = {"restore-into", "help", NULL};
+    static const char *const extra[] = {"restore-into", "chain-dir", "help", NULL};
     fb_config cfg;
     fb_err err;
-    const char *path = NULL, *into = NULL;
+    const char *path = NULL, *into = NULL, *chain[16];
+    size_t n_chain = 0;
     stor_rfile *f = NULL;
     arc_reader *r = NULL;
     PGconn *c = NULL;
@@ -29,8 +31,9 @@ int cmd_verify(int argc, char **argv) {
     for (int i = 1; !rc && i < argc; i++) {
         if (strcmp(argv[i], "--restore-into") == 0 && i + 1 < argc) into = argv[++i];
         else if (strncmp(argv[i], "--restore-into=", 15) == 0) into = argv[i] + 15;
+        else if (strcmp(argv[i], "--chain-dir") == 0 && i + 1 < argc && n_chain < 16) chain[n_chain++] = argv[++i];
         else if (strcmp(argv[i], "--help") == 0) {
-            printf("usage: fusion-backup verify ARTIFACT [--restore-into CONNINFO] [--secret-key FILE]\n"
+            printf("usage: fusion-backup verify ARTIFACT [--restore-into CONNINFO] [--secret-key FILE] [--chain-dir DIR]\n"
                    "  checks every segment (authentication, sizes, BLAKE2b); --restore-into also restores into that\n"
                    "  empty database, compares each table with the manifest, and rolls back\n");
             fb_config_free(&cfg);
@@ -40,7 +43,7 @@ int cmd_verify(int argc, char **argv) {
     }
     if (!rc && !path) rc = fb_err_set(&err, FB_ERR_USAGE, "verify needs the artifact's path");
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    if (!rc) rc = dump_open_artifact(path, cfg.secret_key, &f, &r, &err);
+    if (!rc) rc = dump_open_chain(path, cfg.secret_key, chain, n_chain, &f, &r, &err);
     if (!rc) rc = arc_reader_verify_all(r, &err);
     if (!rc && into) {
         c = pgx_connect(into, "fusion-backup verify", &err);

@@ -51,6 +51,11 @@ static const cfg_row cfg_rows[] = {
     ROW_S("log-format", log_format, "text", "FB_LOG_FORMAT", W | C, "text | json"),
     ROW_S("metrics-listen", metrics_listen, "", "FB_METRICS_LISTEN", W,
           "host:port for the Prometheus text endpoint (empty: off)"),
+    ROW_S("index-key", index_key, "", "FB_INDEX_KEY", W | C,
+          "key file (32 bytes, e.g. a `keygen` .key) that authenticates chain indexes; empty: derived from the "
+          "public key (detects damage, not tampering)"),
+    ROW_S("copy-to", copy_to, "", "FB_COPY_TO", W,
+          "further storage roots (comma-separated folders) that receive a checked copy of every artifact"),
     ROW_I("concurrency", concurrency, "1", 1, 64, "FB_CONCURRENCY", W, "jobs run at once by one worker process"),
     ROW_I("zstd-level", zstd_level, "3", 1, 19, "FB_ZSTD_LEVEL", W, "zstd compression level of artifacts"),
     ROW_I("lock-timeout-ms", lock_timeout_ms, "5000", 0, 3600000, "FB_LOCK_TIMEOUT_MS", W | C,

@@ -31,6 +31,8 @@ typedef struct fb_config {
     char *log_level;
     char *log_format;
     char *metrics_listen;
+    char *index_key;
+    char *copy_to;
     int64_t concurrency;
     int64_t zstd_level;
     int64_t lock_timeout_ms;

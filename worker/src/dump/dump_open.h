@@ -1,5 +1,11 @@
 /* dump_open: opens an artifact named by a local path with the secret key from a key file (the CLI commands'
- * shared first step). The key is erased from memory once the data key is unsealed. */
+ * shared first step). The key is erased from memory once the data key is unsealed.
+ *
+ * An INCREMENTAL or DIFFERENTIAL artifact references tables stored in earlier artifacts ("<job>.fbak"); the
+ * reader finds them in the artifact's own folder first, then in each chain folder given, in order. A missing link
+ * is an FB_ERR_NOTFOUND naming the job and every folder searched; a tampered one fails its own authentication or
+ * the hash the referencing manifest recorded (arc_reader.h).
+ */
 #ifndef DUMP_OPEN_H
 #define DUMP_OPEN_H
 
@@ -9,5 +15,8 @@
 
 /* On success *f and *r are new; free with arc_reader_free(*r) then stor_rfile_close(*f). */
 fb_code dump_open_artifact(const char *path, const char *secret_key_file, stor_rfile **f, arc_reader **r, fb_err *err);
+/* The same with further folders for the chain (n_dirs may be 0). The strings are copied. */
+fb_code dump_open_chain(const char *path, const char *secret_key_file, const char *const *chain_dirs, size_t n_dirs,
+                        stor_rfile **f, arc_reader **r, fb_err *err);
 
 #endif

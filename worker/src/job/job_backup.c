@@ -1,10 +1,18 @@
-/* job_backup: the FULL backup job (see job_backup.h).
+/* job_backup: the backup job, FULL, INCREMENTAL and DIFFERENTIAL (see job_backup.h).
  *
- * The story: check the request (storage path, key) before touching the database; open one REPEATABLE READ READ
- * ONLY transaction, lock the tables ACCESS SHARE (so no DDL changes them under the dump), resolve and describe them
+ * The story: check the request (storage path, key) before touching the database; for INCREMENTAL/DIFFERENTIAL
+ * pick the base from the chain indexes of the storage folder (job_chain); open one REPEATABLE READ READ ONLY
+ * transaction, lock the tables ACCESS SHARE (so no DDL changes them under the dump), resolve and describe them
  * from the catalog; then per table: COPY TO STDOUT rows go to the artifact writer, whose thread compresses and
- * encrypts while this thread keeps reading; then the manifest, the trailer, fsync + rename. Any failure or an
- * abort removes the temporary file: the storage root only ever holds complete artifacts.
+ * encrypts while this thread keeps reading; then the manifest, the trailer, fsync + rename, the chain index, the
+ * copies, retention. Any failure or an abort removes the temporary file: the storage root only ever holds
+ * complete artifacts.
+ *
+ * Change detection never trusts statistics: a table the base has is first read in full (COPY, hashed, not
+ * stored); only when its hash's tag equals the base's, with the same byte and row counts, is it referenced
+ * instead of stored. Otherwise it is read a second time, in the same snapshot, into the artifact. Deletes,
+ * TRUNCATE, a crash or a statistics reset all change the COPY stream or leave it equal, so the result is exact
+ * in every case. synchronize_seqscans is off (as in pg_dump) so an unchanged table yields the same byte order.
  */
 #include "job/job_backup.h"
 
@@ -13,10 +21,14 @@
 #include <string.h>
 #include <time.h>
 
+#include "artifact/arc_format.h"
+#include "artifact/arc_index.h"
 #include "artifact/arc_key.h"
 #include "artifact/arc_writer.h"
 #include "common/fb_log.h"
 #include "dump/dump_catalog.h"
+#include "job/job_chain.h"
+#include "job/job_prune.h"
 #include "pg/pgx.h"
 #include "storage/stor.h"
 
@@ -63,10 +75,29 @@ static fb_code jb_lock(PGconn *c, const dump_rel *rels, size_t n, fb_err *err) {
     return rc;
 }
 
-/* Streams one table's COPY output into the open segment. Counts rows. On an abort or a writer error the
- * server's COPY is cancelled (the caller drops the connection anyway). */
-static fb_code jb_copy_table(const job_ctx *ctx, PGconn *c, arc_writer *w, const arc_table *t, int64_t *rows,
-                             fb_err *err) {
+/* Where COPY rows go: the artifact writer, or only a hash (the change-detection pass). */
+typedef fb_code (*jb_put_fn)(void *opaque, const void *buf, size_t len, fb_err *err);
+
+static fb_code jb_put_writer(void *opaque, const void *buf, size_t len, fb_err *err) {
+    return arc_writer_write(opaque, buf, len, err);
+}
+
+typedef struct jb_hasher {
+    crypto_generichash_state st;
+    int64_t raw;
+} jb_hasher;
+
+static fb_code jb_put_hash(void *opaque, const void *buf, size_t len, fb_err *err) {
+    jb_hasher *h = opaque;
+    crypto_generichash_update(&h->st, buf, len);
+    h->raw += (int64_t)len;
+    return FB_OK;
+}
+
+/* Streams one table's COPY output to put. Counts rows. On an abort or a sink error the server's COPY is
+ * cancelled (the caller drops the connection anyway). */
+static fb_code jb_copy_table(const job_ctx *ctx, PGconn *c, jb_put_fn put, void *opaque, const arc_table *t,
+                             int64_t *rows, fb_err *err) {
     fb_code rc = FB_OK;
     int copying = 0;
     char what[400];
@@ -88,7 +119,7 @@ static fb_code jb_copy_table(const job_ctx *ctx, PGconn *c, arc_writer *w, const
             copying = 0;
             goto out;
         }
-        rc = arc_writer_write(w, buf, (size_t)n, err);
+        rc = put(opaque, buf, (size_t)n, err);
         PQfreemem(buf);
         if (rc) goto out;
         if (++*rows % JB_ABORT_CHECK_ROWS == 0 && job_aborted(ctx)) {
@@ -113,12 +144,99 @@ out:
     return rc;
 }
 
+/* The base of an INCREMENTAL (the newest complete backup of the configuration) or DIFFERENTIAL (the newest
+ * complete FULL) in the chain; NULL when there is none (the job runs as FULL). */
+static const job_chain_entry *jb_pick_base(const job_chain *ch, const ev_event *ev, fb_err *why) {
+    const ev_backup_requested *rq = &ev->u.backup;
+    const job_chain_entry *best = NULL;
+    size_t skipped = 0;
+    for (size_t i = 0; i < ch->n; i++) {
+        const job_chain_entry *e = &ch->e[i];
+        if (strcmp(e->job_id, ev->job_id) == 0) continue; /* our own earlier attempt */
+        if (!job_chain_usable(e)) {
+            if (e->problem[0]) {
+                skipped++;
+                FB_WARN("job=%s not a base: backup %s: %s", ev->job_id, e->job_id, e->problem);
+            }
+            continue;
+        }
+        if (e->ix->config_id != rq->config_id) continue;
+        if (rq->backup_type == EV_DIFFERENTIAL && strcmp(e->ix->type, "FULL") != 0) continue;
+        if (!best || e->ix->completed_ms > best->ix->completed_ms) best = e;
+    }
+    if (!best)
+        fb_err_set(why, FB_ERR_NOTFOUND, "no complete %s of configuration %lld in the storage folder%s",
+                   rq->backup_type == EV_DIFFERENTIAL ? "FULL backup" : "backup", (long long)rq->config_id,
+                   skipped ? " (some indexes were unusable, see the log)" : "");
+    return best;
+}
+
+/* The base entry of table t, when its data can be referenced: the base has it and its holder is complete. */
+static const arc_index_table *jb_base_table(const job_chain *ch, const job_chain_entry *base, const arc_table *t) {
+    if (!base) return NULL;
+    const arc_index_table *bt = arc_index_find(base->ix, t->schema, t->name);
+    if (!bt) return NULL;
+    const job_chain_entry *holder = job_chain_find(ch, bt->stored_in);
+    if (!holder || !job_chain_usable(holder)) return NULL;
+    return bt;
+}
+
+/* Copies rel from src to dst (temporary, fsync, rename), then reads the copy back and compares its BLAKE2b with
+ * want (the digest of the bytes the job wrote). */
+static fb_code jb_copy_file(stor *src, stor *dst, const char *dst_root, const char *rel, const unsigned char want[32],
+                            fb_err *err) {
+    stor_rfile *in = NULL, *back = NULL;
+    stor_wfile *wf = NULL;
+    unsigned char got[32];
+    size_t cap = 1u << 20;
+    unsigned char *buf = malloc(cap);
+    fb_code rc = buf ? FB_OK : fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    if (!rc) rc = stor_open(src, rel, &in, err);
+    if (!rc) rc = stor_create(dst, rel, &wf, err);
+    for (uint64_t off = 0; !rc && off < in->size; off += cap) {
+        size_t n = in->size - off < cap ? (size_t)(in->size - off) : cap;
+        rc = stor_rfile_pread(in, buf, n, off, err);
+        if (!rc) rc = stor_wfile_write(wf, buf, n, err);
+    }
+    if (!rc) {
+        stor_wfile_digest(wf, got);
+        if (sodium_memcmp(got, want, 32) != 0)
+            rc = fb_err_set(err, FB_ERR_IO, "\"%s\" changed while it was copied to \"%s\" (BLAKE2b differs)", rel,
+                            dst_root);
+    }
+    if (!rc) {
+        rc = stor_wfile_commit(wf, err);
+        wf = NULL;
+    }
+    if (!rc) rc = stor_open(dst, rel, &back, err);
+    if (!rc) rc = stor_rfile_digest(back, got, err);
+    if (!rc && sodium_memcmp(got, want, 32) != 0)
+        rc = fb_err_set(err, FB_ERR_IO, "the copy of \"%s\" in \"%s\" reads back different bytes (BLAKE2b): check "
+                        "that storage", rel, dst_root);
+    if (rc) fb_err_prefix(err, "copy to \"%s\": ", dst_root);
+    stor_wfile_abort(wf);
+    stor_rfile_close(in);
+    stor_rfile_close(back);
+    free(buf);
+    return rc;
+}
+
+typedef struct jb_prune_log {
+    const char *job_id, *root;
+} jb_prune_log;
+
+static void jb_prune_report(void *opaque, const char *job_id, int removed, const char *reason) {
+    const jb_prune_log *l = opaque;
+    FB_INFO("job=%s retention in \"%s\": %s backup %s: %s", l->job_id, l->root, removed ? "removed" : "kept", job_id,
+            reason);
+}
+
 fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     const fb_config *cfg = ctx->cfg;
     const ev_event *ev = ctx->ev;
     const ev_backup_requested *rq = &ev->u.backup;
     int64_t t0 = jb_now_ms();
-    unsigned char pk[ARC_PK_BYTES];
+    unsigned char pk[ARC_PK_BYTES], ikey[ARC_INDEX_KEY_BYTES], digest[32];
     char rel[1200];
     fb_code rc = FB_OK;
     stor *st = NULL;
@@ -130,9 +248,12 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     size_t n_rels = 0;
     arc_tref *req = NULL;
     arc_manifest m = {0};
-    char *mbuf = NULL;
-    size_t mlen = 0;
-    int64_t total_rows = 0, total_raw = 0;
+    arc_index ix = {0};
+    char *mbuf = NULL, *ibuf = NULL, *copy_list = NULL;
+    size_t mlen = 0, ilen = 0;
+    int64_t total_rows = 0, total_raw = 0, n_ref = 0, copies = 0, pruned = 0;
+    job_chain ch = {0};
+    const job_chain_entry *base = NULL;
     job_result prog;
 
     if (ev->type != EV_BACKUP_REQUESTED) return fb_err_set(err, FB_ERR_INTERNAL, "job_backup_run: not a backup event");
@@ -147,7 +268,20 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
         goto out;
     }
     if ((rc = arc_key_load_public(cfg->public_key, pk, err))) goto out;
+    if ((rc = arc_index_key(cfg->index_key, pk, ikey, err))) goto out;
     if ((rc = stor_posix_new(cfg->storage_root, &st, err))) goto out;
+
+    /* 1b. The base, from the chain indexes (the worker cannot read manifests). */
+    if (rq->backup_type != EV_FULL) {
+        fb_err why;
+        if ((rc = job_chain_load(st, rq->storage_path, ikey, &ch, err))) goto out;
+        base = jb_pick_base(&ch, ev, &why);
+        if (base)
+            FB_INFO("job=%s %s on base %s (%s of %lld)", ev->job_id, jb_type_name(rq->backup_type), base->job_id,
+                    base->ix->type, (long long)base->ix->completed_ms);
+        else
+            FB_INFO("job=%s %s requested, runs as FULL: %s", ev->job_id, jb_type_name(rq->backup_type), why.msg);
+    }
 
     /* 2. One snapshot for everything. */
     c = pgx_connect(cfg->pg, "fusion-backup backup", err);
@@ -156,6 +290,7 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
         goto out;
     }
     if ((rc = dump_catalog_session(c, err))) goto out;
+    if ((rc = pgx_exec(c, "SET synchronize_seqscans = off", "turning off synchronized scans", err))) goto out;
     if ((rc = pgx_exec(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", "starting the snapshot", err))) goto out;
     {
         char sql[96];
@@ -192,7 +327,8 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     if ((rc = stor_create(st, rel, &wf, err))) goto out;
     if ((rc = arc_writer_new(wf, pk, (int)cfg->zstd_level, &w, err))) goto out;
     m.tables = calloc(n_rels ? n_rels : 1, sizeof *m.tables);
-    if (!m.tables) {
+    ix.tables = calloc(n_rels ? n_rels : 1, sizeof *ix.tables);
+    if (!m.tables || !ix.tables) {
         rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
         goto out;
     }
@@ -207,19 +343,54 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
             goto out;
         }
         if ((rc = dump_catalog_describe(c, &rels[i], t, err))) goto out;
-        if ((rc = arc_writer_begin(w, &seg, err))) goto out;
-        if ((rc = jb_copy_table(ctx, c, w, t, &t->rows, err))) goto out;
-        if ((rc = arc_writer_end(w, &si, err))) goto out;
-        t->segment = si.segment;
-        t->offset = si.offset;
-        t->length = si.length;
-        t->raw_bytes = si.raw_bytes;
-        t->stored_bytes = (int64_t)si.length;
-        memcpy(t->blake2b, si.blake2b, sizeof t->blake2b);
+        const arc_index_table *bt = jb_base_table(&ch, base, t);
+        int referenced = 0;
+        if (bt) {
+            /* Change detection: hash the whole COPY stream, store nothing. */
+            jb_hasher h;
+            int64_t rows = 0;
+            unsigned char hash[ARC_HASH_BYTES], tag[32];
+            crypto_generichash_init(&h.st, NULL, 0, ARC_HASH_BYTES);
+            h.raw = 0;
+            if ((rc = jb_copy_table(ctx, c, jb_put_hash, &h, t, &rows, err))) goto out;
+            crypto_generichash_final(&h.st, hash, sizeof hash);
+            arc_index_tag(ikey, hash, tag);
+            if (sodium_memcmp(tag, bt->tag, sizeof tag) == 0 && h.raw == bt->raw_bytes && rows == bt->rows) {
+                referenced = 1;
+                t->rows = rows;
+                t->raw_bytes = h.raw;
+                t->stored_bytes = 0;
+                memcpy(t->blake2b, hash, sizeof hash);
+                if (!(t->stored_in = strdup(bt->stored_in))) {
+                    rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+                    goto out;
+                }
+                n_ref++;
+            }
+        }
+        if (!referenced) {
+            if ((rc = arc_writer_begin(w, &seg, err))) goto out;
+            if ((rc = jb_copy_table(ctx, c, jb_put_writer, w, t, &t->rows, err))) goto out;
+            if ((rc = arc_writer_end(w, &si, err))) goto out;
+            t->segment = si.segment;
+            t->offset = si.offset;
+            t->length = si.length;
+            t->raw_bytes = si.raw_bytes;
+            t->stored_bytes = (int64_t)si.length;
+            memcpy(t->blake2b, si.blake2b, sizeof t->blake2b);
+        }
+        arc_index_table *it = &ix.tables[ix.n_tables++];
+        it->schema = t->schema; /* borrowed from the manifest until the index is encoded */
+        it->name = t->name;
+        it->stored_in = referenced ? t->stored_in : (char *)ev->job_id;
+        it->rows = t->rows;
+        it->raw_bytes = t->raw_bytes;
+        arc_index_tag(ikey, t->blake2b, it->tag);
         total_rows += t->rows;
         total_raw += t->raw_bytes;
-        FB_DEBUG("job=%s table=\"%s\".\"%s\" rows=%lld raw=%lld stored=%lld", ev->job_id, t->schema, t->name,
-                 (long long)t->rows, (long long)t->raw_bytes, (long long)t->stored_bytes);
+        FB_DEBUG("job=%s table=\"%s\".\"%s\" rows=%lld raw=%lld stored=%lld%s%s", ev->job_id, t->schema, t->name,
+                 (long long)t->rows, (long long)t->raw_bytes, (long long)t->stored_bytes,
+                 referenced ? " unchanged, in " : "", referenced ? t->stored_in : "");
         job_result_init(&prog);
         job_result_set(&prog, "done_tables", (int64_t)i + 1);
         job_result_set(&prog, "total_tables", (int64_t)n_rels);
@@ -230,24 +401,85 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     if ((rc = pgx_exec(c, "COMMIT", "ending the snapshot", err))) goto out;
 
     /* 4. Manifest, trailer, durable rename. */
-    m.format = 1;
+    m.format = ARC_FORMAT_VERSION;
     m.tool = strdup("fusion-backup 1");
     m.job_id = strdup(ev->job_id);
     m.record_id = rq->record_id;
     m.config_id = rq->config_id;
     m.config_name = strdup(rq->config_name ? rq->config_name : "");
-    m.backup_type = strdup("FULL");
+    m.backup_type = strdup(base ? jb_type_name(rq->backup_type) : "FULL");
     m.requested_type = strdup(jb_type_name(rq->backup_type));
+    m.base_job = base ? strdup(base->job_id) : NULL;
     m.started_ms = t0;
     m.completed_ms = jb_now_ms();
     m.zstd_level = cfg->zstd_level;
     m.data_end = arc_writer_offset(w);
+    /* The chain index: what the next INCREMENTAL / DIFFERENTIAL and retention need, readable without a key; the
+     * manifest records its hash, so a reader with the secret key authenticates it too. */
+    ix.job_id = (char *)ev->job_id;
+    ix.config_id = rq->config_id;
+    ix.type = m.backup_type;
+    ix.base_job = m.base_job;
+    ix.snapshot_ms = m.snapshot_ms;
+    ix.completed_ms = m.completed_ms;
+    if ((rc = arc_index_format(&ix, ikey, &ibuf, &ilen, err))) goto out;
+    crypto_generichash(m.index_blake2b, sizeof m.index_blake2b, (const unsigned char *)ibuf, ilen, NULL, 0);
+    m.has_index_hash = 1;
     if ((rc = arc_manifest_pack(&m, &mbuf, &mlen, err))) goto out;
+    if ((rc = arc_writer_set_index(w, ibuf, ilen, err))) goto out;
     if ((rc = arc_writer_finish(w, mbuf, mlen, err))) goto out;
     res->file_size = (int64_t)wf->written;
+    stor_wfile_digest(wf, digest);
     rc = stor_wfile_commit(wf, err);
     wf = NULL;
     if (rc) goto out;
+
+    /* 6. Copies: each one written, fsynced, renamed, read back and compared. */
+    if (cfg->copy_to && *cfg->copy_to) {
+        copy_list = strdup(cfg->copy_to);
+        if (!copy_list) {
+            rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+        char *save = NULL;
+        for (char *root = strtok_r(copy_list, ",", &save); root; root = strtok_r(NULL, ",", &save)) {
+            stor *cs = NULL;
+            while (*root == ' ') root++;
+            if (!*root) continue;
+            rc = stor_posix_new(root, &cs, err);
+            if (!rc) rc = jb_copy_file(st, cs, root, rel, digest, err);
+            stor_free(cs);
+            if (rc) goto out;
+            copies++;
+            FB_INFO("job=%s copy %lld: \"%s/%s\" checked (BLAKE2b of %lld bytes)", ev->job_id, (long long)copies, root,
+                    rel, (long long)res->file_size);
+        }
+    }
+
+    /* 7. Retention, on every location; a failure here does not undo the backup (it is only logged). */
+    if (rq->retention_days > 0) {
+        job_prune_opts po = {rq->retention_days, jb_now_ms(), rq->config_id, 0, ev->job_id};
+        jb_prune_log pl = {ev->job_id, cfg->storage_root};
+        fb_err perr;
+        int64_t n = 0;
+        if (job_prune_run(st, rq->storage_path, ikey, &po, jb_prune_report, &pl, &n, &perr) != FB_OK)
+            FB_WARN("job=%s retention in \"%s\": %s", ev->job_id, cfg->storage_root, perr.msg);
+        pruned += n;
+        if (copy_list) {
+            strcpy(copy_list, cfg->copy_to);
+            char *save = NULL;
+            for (char *root = strtok_r(copy_list, ",", &save); root; root = strtok_r(NULL, ",", &save)) {
+                stor *cs = NULL;
+                while (*root == ' ') root++;
+                if (!*root || stor_posix_new(root, &cs, &perr) != FB_OK) continue;
+                pl.root = root;
+                n = 0;
+                if (job_prune_run(cs, rq->storage_path, ikey, &po, jb_prune_report, &pl, &n, &perr) != FB_OK)
+                    FB_WARN("job=%s retention in \"%s\": %s", ev->job_id, root, perr.msg);
+                stor_free(cs);
+            }
+        }
+    }
 
     snprintf(res->file_path, sizeof res->file_path, "%s", rel);
     job_result_set(res, "tables", (int64_t)n_rels);
@@ -255,10 +487,16 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     job_result_set(res, "raw_bytes", total_raw);
     job_result_set(res, "stored_bytes", res->file_size);
     job_result_set(res, "duration_ms", jb_now_ms() - t0);
-    if (rq->backup_type != EV_FULL) job_result_set(res, "ran_as_full", 1);
-    FB_INFO("job=%s backup done: %zu tables, %lld rows, %lld raw bytes -> %lld stored (%s) in %lld ms", ev->job_id,
-            n_rels, (long long)total_rows, (long long)total_raw, (long long)res->file_size, rel,
-            (long long)(jb_now_ms() - t0));
+    if (rq->backup_type != EV_FULL) {
+        job_result_set(res, "ran_as_full", base ? 0 : 1);
+        job_result_set(res, "tables_referenced", n_ref);
+        job_result_set(res, "tables_stored", (int64_t)n_rels - n_ref);
+    }
+    if (copies) job_result_set(res, "copies", copies);
+    if (pruned) job_result_set(res, "pruned", pruned);
+    FB_INFO("job=%s %s backup done: %zu tables (%lld unchanged, referenced), %lld rows, %lld raw bytes -> %lld stored "
+            "(%s) in %lld ms", ev->job_id, m.backup_type, n_rels, (long long)n_ref, (long long)total_rows,
+            (long long)total_raw, (long long)res->file_size, rel, (long long)(jb_now_ms() - t0));
 out:
     if (r) PQclear(r);
     arc_writer_free(w);
@@ -268,7 +506,12 @@ out:
     dump_rels_free(rels, n_rels);
     free(req);
     free(mbuf);
+    free(ibuf);
+    free(copy_list);
+    free(ix.tables); /* its strings are borrowed from m and ev */
     arc_manifest_clear(&m);
+    job_chain_clear(&ch);
     sodium_memzero(pk, sizeof pk);
+    sodium_memzero(ikey, sizeof ikey);
     return rc;
 }

@@ -1,6 +1,7 @@
 /* stor: the driver-independent half of the storage interface (see stor.h): path rules and thin wrappers. */
 #include "storage/stor.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 fb_code stor_path_check(const char *p, fb_err *err) {
@@ -28,7 +29,29 @@ fb_code stor_path_check(const char *p, fb_err *err) {
 fb_code stor_create(stor *s, const char *rel_path, stor_wfile **out, fb_err *err) {
     *out = NULL;
     fb_code rc = stor_path_check(rel_path, err);
-    return rc ? rc : s->vt->create(s, rel_path, out, err);
+    if (rc == FB_OK) rc = s->vt->create(s, rel_path, out, err);
+    if (rc == FB_OK) crypto_generichash_init(&(*out)->hash, NULL, 0, 32);
+    return rc;
+}
+
+/* A single file name: one component, no '/', not "." or "..". */
+static fb_code stor_name_check(const char *name, fb_err *err) {
+    fb_code rc = stor_path_check(name, err);
+    if (rc == FB_OK && strchr(name, '/'))
+        rc = fb_err_set(err, FB_ERR_INVALID, "\"%s\" must be a file name, not a path", name);
+    return rc;
+}
+
+fb_code stor_list(stor *s, const char *rel_dir, stor_list_fn fn, void *opaque, fb_err *err) {
+    fb_code rc = stor_path_check(rel_dir, err);
+    return rc ? rc : s->vt->list(s, rel_dir, fn, opaque, err);
+}
+
+fb_code stor_rename(stor *s, const char *rel_dir, const char *from, const char *to, fb_err *err) {
+    fb_code rc = stor_path_check(rel_dir, err);
+    if (rc == FB_OK) rc = stor_name_check(from, err);
+    if (rc == FB_OK) rc = stor_name_check(to, err);
+    return rc ? rc : s->vt->rename(s, rel_dir, from, to, err);
 }
 
 fb_code stor_open(stor *s, const char *rel_path, stor_rfile **out, fb_err *err) {
@@ -48,7 +71,32 @@ void stor_free(stor *s) {
 
 fb_code stor_wfile_write(stor_wfile *f, const void *buf, size_t len, fb_err *err) {
     fb_code rc = f->vt->write(f, buf, len, err);
-    if (rc == FB_OK) f->written += len;
+    if (rc == FB_OK) {
+        f->written += len;
+        crypto_generichash_update(&f->hash, buf, len);
+    }
+    return rc;
+}
+
+void stor_wfile_digest(const stor_wfile *f, unsigned char out[32]) {
+    crypto_generichash_state st = f->hash;
+    crypto_generichash_final(&st, out, 32);
+}
+
+fb_code stor_rfile_digest(stor_rfile *f, unsigned char out[32], fb_err *err) {
+    crypto_generichash_state st;
+    fb_code rc = FB_OK;
+    size_t cap = 1u << 20;
+    unsigned char *buf = malloc(cap);
+    if (!buf) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    crypto_generichash_init(&st, NULL, 0, 32);
+    for (uint64_t off = 0; off < f->size && rc == FB_OK; off += cap) {
+        size_t n = f->size - off < cap ? (size_t)(f->size - off) : cap;
+        rc = stor_rfile_pread(f, buf, n, off, err);
+        if (rc == FB_OK) crypto_generichash_update(&st, buf, n);
+    }
+    if (rc == FB_OK) crypto_generichash_final(&st, out, 32);
+    free(buf);
     return rc;
 }
 

@@ -10,6 +10,7 @@
 #ifndef STOR_H
 #define STOR_H
 
+#include <sodium.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -19,12 +20,25 @@ typedef struct stor stor;
 typedef struct stor_wfile stor_wfile;
 typedef struct stor_rfile stor_rfile;
 
+/* One entry of a folder listing (stor_list): a regular file directly in the folder. */
+typedef struct stor_entry {
+    const char *name;     /* the last component; valid during the callback only */
+    uint64_t size;
+    int64_t mtime_ms;
+} stor_entry;
+/* Called once per entry; a non-zero return stops the listing and is returned by stor_list. */
+typedef fb_code (*stor_list_fn)(void *opaque, const stor_entry *e, fb_err *err);
+
 /* The driver interface. Drivers fill one static instance; callers use the stor_* wrappers below. */
 typedef struct stor_vt {
     const char *name;
     fb_code (*create)(stor *s, const char *rel_path, stor_wfile **out, fb_err *err);
     fb_code (*open)(stor *s, const char *rel_path, stor_rfile **out, fb_err *err);
     fb_code (*remove)(stor *s, const char *rel_path, fb_err *err);
+    /* Regular files directly in folder rel_dir (no links followed); a missing folder lists nothing. */
+    fb_code (*list)(stor *s, const char *rel_dir, stor_list_fn fn, void *opaque, fb_err *err);
+    /* Atomically renames a file within one folder (rel_dir/from -> rel_dir/to), durable on return. */
+    fb_code (*rename)(stor *s, const char *rel_dir, const char *from, const char *to, fb_err *err);
     void (*free)(stor *s);
 } stor_vt;
 
@@ -46,6 +60,7 @@ struct stor {
 struct stor_wfile {
     const stor_wfile_vt *vt;
     uint64_t written;   /* bytes written so far */
+    crypto_generichash_state hash;  /* BLAKE2b-256 of the bytes written (stor_wfile_digest) */
 };
 struct stor_rfile {
     const stor_rfile_vt *vt;
@@ -66,13 +81,20 @@ fb_code stor_path_check(const char *rel_path, fb_err *err);
 fb_code stor_create(stor *s, const char *rel_path, stor_wfile **out, fb_err *err);
 fb_code stor_open(stor *s, const char *rel_path, stor_rfile **out, fb_err *err);
 fb_code stor_remove(stor *s, const char *rel_path, fb_err *err);
+fb_code stor_list(stor *s, const char *rel_dir, stor_list_fn fn, void *opaque, fb_err *err);
+/* from and to are names (one component) in rel_dir. */
+fb_code stor_rename(stor *s, const char *rel_dir, const char *from, const char *to, fb_err *err);
 void stor_free(stor *s);
 
 fb_code stor_wfile_write(stor_wfile *f, const void *buf, size_t len, fb_err *err);
+/* BLAKE2b-256 of everything written so far (the whole file once complete); f stays usable. */
+void stor_wfile_digest(const stor_wfile *f, unsigned char out[32]);
 fb_code stor_wfile_commit(stor_wfile *f, fb_err *err);  /* frees f, also on failure (then the temporary is gone) */
 void stor_wfile_abort(stor_wfile *f);                    /* removes the temporary and frees f; NULL ok */
 
 fb_code stor_rfile_pread(stor_rfile *f, void *buf, size_t len, uint64_t off, fb_err *err);
 void stor_rfile_close(stor_rfile *f);                    /* NULL ok */
+/* BLAKE2b-256 of the whole file, read back in 1 MiB pieces (to check a copy). */
+fb_code stor_rfile_digest(stor_rfile *f, unsigned char out[32], fb_err *err);
 
 #endif

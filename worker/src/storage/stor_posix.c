@@ -12,6 +12,7 @@
 #define _GNU_SOURCE /* F_OFD_SETLK */
 #include "storage/stor.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -283,6 +284,58 @@ static fb_code posix_remove(stor *st, const char *rel, fb_err *err) {
     return rc;
 }
 
+/* Opens folder rel_dir itself (walking "rel_dir/x" yields the folder). */
+static fb_code posix_open_dir(posix_stor *s, const char *rel_dir, int *dir_fd, fb_err *err) {
+    size_t n = strlen(rel_dir);
+    char *p = malloc(n + 3);
+    const char *base = NULL;
+    if (!p) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    memcpy(p, rel_dir, n);
+    memcpy(p + n, "/x", 3);
+    fb_code rc = posix_walk(s, p, 0, dir_fd, &base, err);
+    free(p);
+    return rc;
+}
+
+static fb_code posix_list(stor *st, const char *rel_dir, stor_list_fn fn, void *opaque, fb_err *err) {
+    posix_stor *s = (posix_stor *)st;
+    int dir_fd = -1;
+    fb_code rc = posix_open_dir(s, rel_dir, &dir_fd, err);
+    if (rc == FB_ERR_NOTFOUND) return FB_OK;
+    if (rc) return rc;
+    DIR *d = fdopendir(dir_fd);
+    if (!d) {
+        close(dir_fd);
+        return fb_err_set(err, FB_ERR_IO, "could not list \"%s\" under storage root \"%s\": %s", rel_dir, s->root,
+                          strerror(errno));
+    }
+    struct dirent *de;
+    while (rc == FB_OK && (de = readdir(d))) {
+        struct stat sb;
+        if (fstatat(dirfd(d), de->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(sb.st_mode)) continue;
+        stor_entry e = {de->d_name, (uint64_t)sb.st_size,
+                        (int64_t)sb.st_mtim.tv_sec * 1000 + sb.st_mtim.tv_nsec / 1000000};
+        rc = fn(opaque, &e, err);
+    }
+    closedir(d);
+    return rc;
+}
+
+static fb_code posix_rename(stor *st, const char *rel_dir, const char *from, const char *to, fb_err *err) {
+    posix_stor *s = (posix_stor *)st;
+    int dir_fd = -1;
+    fb_code rc = posix_open_dir(s, rel_dir, &dir_fd, err);
+    if (rc) return rc;
+    if (renameat(dir_fd, from, dir_fd, to) != 0)
+        rc = fb_err_set(err, errno == ENOENT ? FB_ERR_NOTFOUND : FB_ERR_IO,
+                        "could not rename \"%s/%s\" to \"%s\" under storage root \"%s\": %s", rel_dir, from, to,
+                        s->root, strerror(errno));
+    else if (fsync(dir_fd) != 0)
+        rc = fb_err_set(err, FB_ERR_IO, "could not fsync folder \"%s\": %s", rel_dir, strerror(errno));
+    close(dir_fd);
+    return rc;
+}
+
 static void posix_free(stor *st) {
     posix_stor *s = (posix_stor *)st;
     if (s->root_fd >= 0) close(s->root_fd);
@@ -290,7 +343,7 @@ static void posix_free(stor *st) {
     free(s);
 }
 
-static const stor_vt posix_vt = {"posix", posix_create, posix_open, posix_remove, posix_free};
+static const stor_vt posix_vt = {"posix", posix_create, posix_open, posix_remove, posix_list, posix_rename, posix_free};
 
 fb_code stor_posix_new(const char *root, stor **out, fb_err *err) {
     *out = NULL;

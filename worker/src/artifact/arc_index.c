@@ -1,0 +1,298 @@
+/* arc_index: the chain index file (see arc_index.h and FORMAT.md, "Chains").
+ *
+ * Text, one field per line, so an operator can read it with `cat`:
+ *   fusion-backup chain index 1
+ *   job_id J / config_id N / type T / base_job B|- / snapshot_ms N / completed_ms N / tables N
+ *   table TAGHEX STORED_IN ROWS RAW_BYTES SCHEMA NAME      (one per table)
+ *   mac HEX                                                 (BLAKE2b-256 keyed, over every byte before this line)
+ * Parsing is strict (every line in this order, nothing after the MAC) and authenticates before it decodes.
+ */
+#include "artifact/arc_index.h"
+
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "artifact/arc_key.h"
+
+#define AI_MAGIC "fusion-backup chain index 1\n"
+#define AI_DERIVE_KEY "fusion-backup chain index v1"
+#define AI_MAX_BYTES (64u << 20)
+
+fb_code arc_index_key(const char *key_file, const unsigned char pk[32], unsigned char key[ARC_INDEX_KEY_BYTES],
+                      fb_err *err) {
+    if (key_file && *key_file) {
+        unsigned char derived_pk[ARC_PK_BYTES];
+        fb_code rc = arc_key_load_secret(key_file, key, derived_pk, err);
+        if (rc) fb_err_prefix(err, "index key: ");
+        return rc;
+    }
+    crypto_generichash(key, ARC_INDEX_KEY_BYTES, pk, 32, (const unsigned char *)AI_DERIVE_KEY,
+                       sizeof AI_DERIVE_KEY - 1);
+    return FB_OK;
+}
+
+void arc_index_tag(const unsigned char key[ARC_INDEX_KEY_BYTES], const unsigned char content_hash[32],
+                   unsigned char tag[32]) {
+    crypto_generichash(tag, 32, content_hash, 32, key, ARC_INDEX_KEY_BYTES);
+}
+
+/* --- encoding ------------------------------------------------------------------------------------------------ */
+
+typedef struct ai_buf {
+    char *p;
+    size_t len, cap;
+    int oom;
+} ai_buf;
+
+static void ai_put(ai_buf *b, const char *s, size_t n) {
+    if (b->oom) return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 4096;
+        while (cap < b->len + n + 1) cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) {
+            b->oom = 1;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void ai_puts(ai_buf *b, const char *s) { ai_put(b, s, strlen(s)); }
+
+/* Percent-encodes s (NULL: "-"). */
+static void ai_put_enc(ai_buf *b, const char *s) {
+    if (!s) return ai_puts(b, "-");
+    if (strcmp(s, "-") == 0) return ai_puts(b, "%2D");
+    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+        char e[4];
+        if (*c <= 0x20 || *c == '%' || *c >= 0x7f) {
+            snprintf(e, sizeof e, "%%%02X", *c);
+            ai_put(b, e, 3);
+        } else {
+            ai_put(b, (const char *)c, 1);
+        }
+    }
+}
+
+static void ai_put_field(ai_buf *b, const char *k, const char *v_enc, long long v_int, int is_int) {
+    char num[32];
+    ai_puts(b, k);
+    ai_puts(b, " ");
+    if (is_int) {
+        snprintf(num, sizeof num, "%lld", v_int);
+        ai_puts(b, num);
+    } else {
+        ai_put_enc(b, v_enc);
+    }
+    ai_puts(b, "\n");
+}
+
+fb_code arc_index_format(const arc_index *ix, const unsigned char key[ARC_INDEX_KEY_BYTES], char **out, size_t *len,
+                         fb_err *err) {
+    ai_buf b = {0};
+    char hex[65], num[96];
+    unsigned char mac[32];
+    ai_puts(&b, AI_MAGIC);
+    ai_put_field(&b, "job_id", ix->job_id, 0, 0);
+    ai_put_field(&b, "config_id", NULL, (long long)ix->config_id, 1);
+    ai_put_field(&b, "type", ix->type, 0, 0);
+    ai_put_field(&b, "base_job", ix->base_job, 0, 0);
+    ai_put_field(&b, "snapshot_ms", NULL, (long long)ix->snapshot_ms, 1);
+    ai_put_field(&b, "completed_ms", NULL, (long long)ix->completed_ms, 1);
+    ai_put_field(&b, "tables", NULL, (long long)ix->n_tables, 1);
+    for (size_t i = 0; i < ix->n_tables; i++) {
+        const arc_index_table *t = &ix->tables[i];
+        sodium_bin2hex(hex, sizeof hex, t->tag, 32);
+        ai_puts(&b, "table ");
+        ai_puts(&b, hex);
+        ai_puts(&b, " ");
+        ai_put_enc(&b, t->stored_in);
+        snprintf(num, sizeof num, " %lld %lld ", (long long)t->rows, (long long)t->raw_bytes);
+        ai_puts(&b, num);
+        ai_put_enc(&b, t->schema);
+        ai_puts(&b, " ");
+        ai_put_enc(&b, t->name);
+        ai_puts(&b, "\n");
+    }
+    if (b.oom) {
+        free(b.p);
+        return fb_err_set(err, FB_ERR_NOMEM, "out of memory writing the chain index");
+    }
+    crypto_generichash(mac, sizeof mac, (const unsigned char *)b.p, b.len, key, ARC_INDEX_KEY_BYTES);
+    sodium_bin2hex(hex, sizeof hex, mac, sizeof mac);
+    ai_puts(&b, "mac ");
+    ai_puts(&b, hex);
+    ai_puts(&b, "\n");
+    if (b.oom) {
+        free(b.p);
+        return fb_err_set(err, FB_ERR_NOMEM, "out of memory writing the chain index");
+    }
+    *out = b.p;
+    *len = b.len;
+    return FB_OK;
+}
+
+/* --- decoding ------------------------------------------------------------------------------------------------ */
+
+typedef struct ai_in {
+    const char *p, *end;
+} ai_in;
+
+/* The next line without its '\n' (NUL-terminated copy into line); 0 at the end or when too long. */
+static int ai_line(ai_in *in, char *line, size_t cap) {
+    const char *nl = memchr(in->p, '\n', (size_t)(in->end - in->p));
+    if (!nl || (size_t)(nl - in->p) >= cap) return 0;
+    memcpy(line, in->p, (size_t)(nl - in->p));
+    line[nl - in->p] = '\0';
+    in->p = nl + 1;
+    return 1;
+}
+
+static int ai_hexval(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+}
+
+/* Decodes a percent-encoded token; "-" is NULL (*ok stays 1). */
+static char *ai_dec(const char *s, int *ok) {
+    if (strcmp(s, "-") == 0) return NULL;
+    size_t n = strlen(s), k = 0;
+    char *o = malloc(n + 1);
+    if (!o) {
+        *ok = 0;
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '%') {
+            int h = i + 2 < n ? ai_hexval(s[i + 1]) : -1, l = h >= 0 ? ai_hexval(s[i + 2]) : -1;
+            if (h < 0 || l < 0 || (h == 0 && l == 0)) {
+                free(o);
+                *ok = 0;
+                return NULL;
+            }
+            o[k++] = (char)(h * 16 + l);
+            i += 2;
+        } else {
+            o[k++] = s[i];
+        }
+    }
+    o[k] = '\0';
+    return o;
+}
+
+static int ai_field(ai_in *in, const char *k, char *line, size_t cap, const char **val) {
+    size_t kl = strlen(k);
+    if (!ai_line(in, line, cap) || strncmp(line, k, kl) != 0 || line[kl] != ' ') return 0;
+    *val = line + kl + 1;
+    return 1;
+}
+
+static int ai_int(const char *s, long long *v) {
+    char *end = NULL;
+    *v = strtoll(s, &end, 10);
+    return *s && end && !*end;
+}
+
+fb_code arc_index_parse(const char *buf, size_t len, const unsigned char key[ARC_INDEX_KEY_BYTES], arc_index **out,
+                        fb_err *err) {
+    fb_code rc = FB_OK;
+    char line[8192];
+    const char *v = NULL;
+    long long n = 0;
+    int ok = 1;
+    unsigned char mac[32], want[32];
+    arc_index *ix = NULL;
+    *out = NULL;
+    if (len > AI_MAX_BYTES || len < sizeof AI_MAGIC - 1 || memcmp(buf, AI_MAGIC, sizeof AI_MAGIC - 1) != 0)
+        return fb_err_set(err, FB_ERR_FORMAT, "not a fusion-backup chain index (bad first line)");
+    /* The MAC line is the last line: authenticate everything before it first. */
+    if (buf[len - 1] != '\n') return fb_err_set(err, FB_ERR_FORMAT, "chain index is truncated (no final newline)");
+    const char *last = buf + len - 1;
+    while (last > buf && last[-1] != '\n') last--;
+    if ((size_t)(buf + len - last) != 4 + 64 + 1 || memcmp(last, "mac ", 4) != 0 ||
+        sodium_hex2bin(want, sizeof want, last + 4, 64, NULL, NULL, NULL) != 0)
+        return fb_err_set(err, FB_ERR_FORMAT, "chain index is truncated or malformed (no MAC line at its end)");
+    crypto_generichash(mac, sizeof mac, (const unsigned char *)buf, (size_t)(last - buf), key, ARC_INDEX_KEY_BYTES);
+    if (sodium_memcmp(mac, want, sizeof mac) != 0)
+        return fb_err_set(err, FB_ERR_CRYPTO, "chain index MAC does not match: the file was altered, or it was "
+                          "written with another index key (--index-key)");
+
+    ai_in in = {buf + sizeof AI_MAGIC - 1, last};
+    ix = calloc(1, sizeof *ix);
+    if (!ix) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+#define AI_NEED(cond, what)                                                                                        \
+    do {                                                                                                           \
+        if (!(cond)) {                                                                                             \
+            rc = fb_err_set(err, FB_ERR_FORMAT, "malformed chain index: bad %s", what);                             \
+            goto out;                                                                                              \
+        }                                                                                                          \
+    } while (0)
+    AI_NEED(ai_field(&in, "job_id", line, sizeof line, &v) && (ix->job_id = ai_dec(v, &ok)) && ok, "job_id");
+    AI_NEED(ai_field(&in, "config_id", line, sizeof line, &v) && ai_int(v, &n), "config_id");
+    ix->config_id = n;
+    AI_NEED(ai_field(&in, "type", line, sizeof line, &v) && (ix->type = ai_dec(v, &ok)) && ok, "type");
+    AI_NEED(ai_field(&in, "base_job", line, sizeof line, &v), "base_job");
+    ix->base_job = ai_dec(v, &ok);
+    AI_NEED(ok, "base_job");
+    AI_NEED(ai_field(&in, "snapshot_ms", line, sizeof line, &v) && ai_int(v, &n), "snapshot_ms");
+    ix->snapshot_ms = n;
+    AI_NEED(ai_field(&in, "completed_ms", line, sizeof line, &v) && ai_int(v, &n), "completed_ms");
+    ix->completed_ms = n;
+    AI_NEED(ai_field(&in, "tables", line, sizeof line, &v) && ai_int(v, &n) && n >= 0 && n < 10000000, "tables");
+    ix->tables = calloc((size_t)n + 1, sizeof *ix->tables);
+    if (!ix->tables) {
+        rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    for (long long i = 0; i < n; i++) {
+        arc_index_table *t = &ix->tables[ix->n_tables++];
+        char hex[65], si[1100], sc[2100], nm[2100];
+        long long rows = 0, raw = 0;
+        AI_NEED(ai_field(&in, "table", line, sizeof line, &v), "table line");
+        AI_NEED(sscanf(v, "%64s %1099s %lld %lld %2099s %2099s", hex, si, &rows, &raw, sc, nm) == 6 &&
+                    sodium_hex2bin(t->tag, sizeof t->tag, hex, 64, NULL, NULL, NULL) == 0,
+                "table line");
+        t->rows = rows;
+        t->raw_bytes = raw;
+        t->stored_in = ai_dec(si, &ok);
+        t->schema = ai_dec(sc, &ok);
+        t->name = ai_dec(nm, &ok);
+        AI_NEED(ok && t->stored_in && t->schema && t->name, "table names");
+    }
+    AI_NEED(in.p == in.end, "end (lines after the tables)");
+#undef AI_NEED
+    *out = ix;
+    ix = NULL;
+out:
+    arc_index_free(ix);
+    return rc;
+}
+
+void arc_index_free(arc_index *ix) {
+    if (!ix) return;
+    for (size_t i = 0; i < ix->n_tables; i++) {
+        free(ix->tables[i].schema);
+        free(ix->tables[i].name);
+        free(ix->tables[i].stored_in);
+    }
+    free(ix->tables);
+    free(ix->job_id);
+    free(ix->type);
+    free(ix->base_job);
+    free(ix);
+}
+
+const arc_index_table *arc_index_find(const arc_index *ix, const char *schema, const char *name) {
+    for (size_t i = 0; i < ix->n_tables; i++)
+        if (strcmp(ix->tables[i].schema, schema) == 0 && strcmp(ix->tables[i].name, name) == 0) return &ix->tables[i];
+    return NULL;
+}

@@ -1,0 +1,68 @@
+/* arc_index: the chain index, a small plaintext block inside each format-2 artifact, between the manifest segment
+ * and the trailer (FORMAT.md), readable without any key (arc_reader_peek_index).
+ *
+ * Why: a worker holds only the public key, so it cannot read the manifests of earlier backups; to make an
+ * INCREMENTAL or DIFFERENTIAL it needs, per table of the base, a fingerprint of the content and which artifact
+ * holds the data, and retention needs each artifact's type, time and references. The index carries exactly that,
+ * in text lines, and ends with a MAC line: BLAKE2b-256 keyed with the index key over every byte before it.
+ *
+ * The table fingerprint is not the manifest's BLAKE2b of the COPY stream (that would let anyone holding the file
+ * test guesses of a table's content) but a tag: BLAKE2b-256 keyed with the index key of that hash. Equal tags mean
+ * equal content; nothing else can be learnt without the key. The index key is a 32-byte secret the workers share
+ * (--index-key FILE); without one, it is derived from the public key, which then protects only against accidental
+ * damage (FORMAT.md, "Chains", says what each choice means). Correctness never depends on the index: the
+ * artifact's own authenticated manifest records the real hash of every referenced table, and restore checks it
+ * against the artifact that holds the data; a lying index can only make a backup unrestorable, which the verify
+ * job detects, never silently wrong.
+ *
+ * Strings are percent-encoded (bytes <= 0x20, '%', 0x7f and above); everything is owned by the arc_index.
+ */
+#ifndef ARC_INDEX_H
+#define ARC_INDEX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/fb_err.h"
+
+#define ARC_INDEX_KEY_BYTES 32
+#define ARC_ARTIFACT_SUFFIX ".fbak"
+
+typedef struct arc_index_table {
+    char *schema, *name;
+    unsigned char tag[32];    /* BLAKE2b(key = index key, message = BLAKE2b of the COPY stream) */
+    char *stored_in;          /* job id of the artifact holding the data (this job when stored here) */
+    int64_t rows, raw_bytes;
+} arc_index_table;
+
+typedef struct arc_index {
+    char *job_id;
+    int64_t config_id;
+    char *type;               /* what ran: FULL, INCREMENTAL, DIFFERENTIAL */
+    char *base_job;           /* NULL for a FULL */
+    int64_t snapshot_ms, completed_ms;
+    arc_index_table *tables;
+    size_t n_tables;
+} arc_index;
+
+/* The index key: 32 bytes from a key file (the format of `fusion-backup keygen`'s .key, mode 0600), or, when
+ * key_file is NULL or empty, BLAKE2b(key = "fusion-backup chain index v1", pk). key is the caller's to erase. */
+fb_code arc_index_key(const char *key_file, const unsigned char pk[32], unsigned char key[ARC_INDEX_KEY_BYTES],
+                      fb_err *err);
+/* tag = BLAKE2b-256(key, content_hash). */
+void arc_index_tag(const unsigned char key[ARC_INDEX_KEY_BYTES], const unsigned char content_hash[32],
+                   unsigned char tag[32]);
+
+/* Encodes ix as text with its MAC line; *out is malloc'd (caller frees). */
+fb_code arc_index_format(const arc_index *ix, const unsigned char key[ARC_INDEX_KEY_BYTES], char **out, size_t *len,
+                         fb_err *err);
+/* Parses and authenticates. FB_ERR_CRYPTO: the MAC does not match (altered, or another index key);
+ * FB_ERR_FORMAT: malformed. *out is new: free with arc_index_free. */
+fb_code arc_index_parse(const char *buf, size_t len, const unsigned char key[ARC_INDEX_KEY_BYTES], arc_index **out,
+                        fb_err *err);
+void arc_index_free(arc_index *ix);
+
+/* The index entry of a table; NULL when absent. */
+const arc_index_table *arc_index_find(const arc_index *ix, const char *schema, const char *name);
+
+#endif

@@ -1,0 +1,161 @@
+/* cmd_rekey: `fusion-backup rekey ARTIFACT... --secret-key OLD --new-public-key NEW.pub`.
+ *
+ * Key rotation without re-encryption: the data is encrypted under each artifact's own random data key; only the
+ * 80-byte sealed copy of that key in the header is tied to the key pair. rekey opens the artifact with the old
+ * secret key (which also authenticates its manifest), seals the same data key to the new public key, and writes
+ * the artifact again with only bytes 16..96 changed.
+ *
+ * Why this is possible from format 2 on: the additional data of every message is the fixed part of the header
+ * (magic, version, length, flags), not the sealed key, so a new sealed key leaves every tag valid; a forged sealed
+ * key gains nothing (it opens to another data key, under which no segment authenticates). Format 1 used the whole
+ * header as additional data: its sealed key cannot change without re-encrypting everything, and rekey says so.
+ *
+ * Why a copy and a rename rather than an in-place write of 80 bytes: a torn write of the sealed key (a crash, a
+ * full disk, a sector half written) would leave an artifact no key opens. The copy is written beside the artifact
+ * (".NAME.rekey.tmp"), fsynced, read back and compared, then renamed over it and the folder fsynced: at every
+ * instant the artifact opens with the old key or with the new one. It costs one read and one write of the file.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "artifact/arc_format.h"
+#include "artifact/arc_key.h"
+#include "artifact/arc_reader.h"
+#include "cmd/cmd.h"
+#include "common/fb_config.h"
+#include "storage/stor.h"
+
+/* Writes header + bytes [96, size) of f to tmp, fsyncs, reads it back and compares with the expected BLAKE2b. */
+static fb_code cmd_rekey_write(stor_rfile *f, const unsigned char *header, const char *tmp, fb_err *err) {
+    size_t cap = 1u << 20;
+    unsigned char *buf = malloc(cap), want[32], got[32];
+    crypto_generichash_state hs;
+    fb_code rc = FB_OK;
+    int fd = -1;
+    if (!buf) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        rc = fb_err_set(err, FB_ERR_IO, "could not create \"%s\": %s%s", tmp, strerror(errno),
+                        errno == EEXIST ? " (another rekey running, or a leftover of an interrupted one: remove it)" : "");
+        goto out;
+    }
+    crypto_generichash_init(&hs, NULL, 0, 32);
+    for (uint64_t off = 0; off < f->size && !rc; off += cap) {
+        size_t n = f->size - off < cap ? (size_t)(f->size - off) : cap;
+        if ((rc = stor_rfile_pread(f, buf, n, off, err))) break;
+        if (off == 0) memcpy(buf, header, ARC_HEADER_BYTES);
+        crypto_generichash_update(&hs, buf, n);
+        if (write(fd, buf, n) != (ssize_t)n) rc = fb_err_set(err, FB_ERR_IO, "could not write \"%s\": %s", tmp, strerror(errno));
+    }
+    crypto_generichash_final(&hs, want, sizeof want);
+    if (!rc && fsync(fd) != 0) rc = fb_err_set(err, FB_ERR_IO, "could not fsync \"%s\": %s", tmp, strerror(errno));
+    if (fd >= 0) close(fd);
+    if (!rc) {
+        stor_rfile *back = NULL;
+        rc = stor_posix_open_path(tmp, &back, err);
+        if (!rc) rc = stor_rfile_digest(back, got, err);
+        stor_rfile_close(back);
+        if (!rc && sodium_memcmp(got, want, 32) != 0)
+            rc = fb_err_set(err, FB_ERR_IO, "\"%s\" reads back different bytes than were written: check the disk", tmp);
+    }
+    if (rc) unlink(tmp);
+out:
+    free(buf);
+    return rc;
+}
+
+static fb_code cmd_rekey_one(const char *path, const unsigned char *sk, const unsigned char *pk,
+                             const unsigned char *new_pk, fb_err *err) {
+    stor_rfile *f = NULL;
+    arc_reader *r = NULL;
+    unsigned char header[ARC_HEADER_BYTES], data_key[crypto_kdf_KEYBYTES];
+    char *tmp = NULL, *dir = NULL;
+    int version = 0;
+    fb_code rc = stor_posix_open_path(path, &f, err);
+    if (!rc) rc = arc_reader_peek_version(f, &version, err);
+    if (!rc && version < 2)
+        rc = fb_err_set(err, FB_ERR_FORMAT, "\"%s\" is format %d, whose sealed key is authenticated into every "
+                        "message: it cannot be re-sealed without re-encrypting (restore it and back up again)",
+                        path, version);
+    /* A full open: the old key opens it and its manifest authenticates, before anything is written. */
+    if (!rc) rc = arc_reader_open(f, sk, pk, &r, err);
+    if (!rc) rc = stor_rfile_pread(f, header, sizeof header, 0, err);
+    if (!rc && crypto_box_seal_open(data_key, header + 16, ARC_SEALED_KEY_BYTES, pk, sk) != 0)
+        rc = fb_err_set(err, FB_ERR_CRYPTO, "\"%s\": the secret key does not open it", path);
+    if (!rc && crypto_box_seal(header + 16, data_key, sizeof data_key, new_pk) != 0)
+        rc = fb_err_set(err, FB_ERR_CRYPTO, "could not seal to the new public key (is it a valid key?)");
+    sodium_memzero(data_key, sizeof data_key);
+    if (!rc) {
+        const char *slash = strrchr(path, '/');
+        size_t dl = slash ? (size_t)(slash - path) : 0;
+        const char *base = slash ? slash + 1 : path;
+        tmp = malloc(strlen(path) + 16);
+        dir = slash ? strndup(path, dl ? dl : 1) : strdup(".");
+        if (!tmp || !dir) rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+        else sprintf(tmp, "%.*s%s.%s.rekey.tmp", (int)dl, path, slash ? "/" : "", base);
+    }
+    if (!rc) rc = cmd_rekey_write(f, header, tmp, err);
+    if (!rc && rename(tmp, path) != 0) {
+        rc = fb_err_set(err, FB_ERR_IO, "could not rename \"%s\" over \"%s\": %s", tmp, path, strerror(errno));
+        unlink(tmp);
+    }
+    if (!rc) {
+        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0 || fsync(dfd) != 0)
+            rc = fb_err_set(err, FB_ERR_IO, "could not fsync folder \"%s\": %s", dir, strerror(errno));
+        if (dfd >= 0) close(dfd);
+    }
+    arc_reader_free(r);
+    stor_rfile_close(f);
+    free(tmp);
+    free(dir);
+    return rc;
+}
+
+int cmd_rekey(int argc, char **argv) {
+    static const char *const extra[] = {"new-public-key", "help", NULL};
+    fb_config cfg;
+    fb_err err;
+    const char *new_pub = NULL;
+    const char **paths = calloc((size_t)argc + 1, sizeof *paths);
+    size_t n = 0, done = 0;
+    unsigned char sk[ARC_SK_BYTES], pk[ARC_PK_BYTES], npk[ARC_PK_BYTES];
+    fb_code rc = fb_config_init(&cfg, &err);
+    if (!paths) rc = fb_err_set(&err, FB_ERR_NOMEM, "out of memory");
+    if (!rc) rc = fb_config_parse_args(&cfg, &argc, argv, FB_CFG_CLI, extra, &err);
+    for (int i = 1; !rc && i < argc; i++) {
+        if (strcmp(argv[i], "--new-public-key") == 0 && i + 1 < argc) new_pub = argv[++i];
+        else if (strncmp(argv[i], "--new-public-key=", 17) == 0) new_pub = argv[i] + 17;
+        else if (strcmp(argv[i], "--help") == 0) {
+            printf("usage: fusion-backup rekey ARTIFACT... --secret-key OLD.key --new-public-key NEW.pub\n"
+                   "  re-seals each artifact's data key to the new public key without re-encrypting its data\n"
+                   "  (format 2 and later); the file is replaced atomically (copy, fsync, check, rename)\n");
+            goto out;
+        } else if (argv[i][0] != '-') paths[n++] = argv[i];
+        else rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (see rekey --help)", argv[i]);
+    }
+    if (!rc && (!n || !new_pub))
+        rc = fb_err_set(&err, FB_ERR_USAGE, "rekey needs artifacts and --new-public-key FILE (see rekey --help)");
+    if (!rc) rc = arc_key_load_secret(cfg.secret_key, sk, pk, &err);
+    if (!rc) rc = arc_key_load_public(new_pub, npk, &err);
+    for (size_t i = 0; !rc && i < n; i++) {
+        rc = cmd_rekey_one(paths[i], sk, pk, npk, &err);
+        if (!rc) {
+            done++;
+            printf("rekeyed %s\n", paths[i]);
+        }
+    }
+    if (rc) {
+        fprintf(stderr, "fusion-backup rekey: %s\n", err.msg);
+        if (n) fprintf(stderr, "fusion-backup rekey: %zu of %zu artifacts rekeyed; the others are unchanged\n", done, n);
+    }
+out:
+    sodium_memzero(sk, sizeof sk);
+    free(paths);
+    fb_config_free(&cfg);
+    return rc;
+}

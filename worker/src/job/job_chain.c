@@ -1,0 +1,85 @@
+/* job_chain: see job_chain.h. One listing, then per artifact its header, trailer and chain index (three small
+ * reads) and one MAC check; no artifact is decrypted. */
+#include "job/job_chain.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "artifact/arc_reader.h"
+
+static fb_code jc_on_file(void *opaque, const stor_entry *se, fb_err *err) {
+    job_chain *c = opaque;
+    size_t n = strlen(se->name), s = strlen(ARC_ARTIFACT_SUFFIX);
+    if (se->name[0] == '.' || n <= s || strcmp(se->name + n - s, ARC_ARTIFACT_SUFFIX) != 0) return FB_OK;
+    job_chain_entry *v = realloc(c->e, (c->n + 1) * sizeof *v);
+    if (!v) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    c->e = v;
+    job_chain_entry *e = &c->e[c->n];
+    memset(e, 0, sizeof *e);
+    if (!(e->job_id = strndup(se->name, n - s))) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    e->artifact_size = se->size;
+    e->artifact_mtime_ms = se->mtime_ms;
+    c->n++;
+    return FB_OK;
+}
+
+fb_code job_chain_load(stor *st, const char *rel_dir, const unsigned char key[ARC_INDEX_KEY_BYTES], job_chain *out,
+                       fb_err *err) {
+    memset(out, 0, sizeof *out);
+    fb_code rc = stor_list(st, rel_dir, jc_on_file, out, err);
+    if (rc) goto out;
+    for (size_t i = 0; i < out->n; i++) {
+        job_chain_entry *e = &out->e[i];
+        char rel[1400], *buf = NULL;
+        size_t len = 0;
+        fb_err e2;
+        stor_rfile *f = NULL;
+        snprintf(rel, sizeof rel, "%s/%s%s", rel_dir, e->job_id, ARC_ARTIFACT_SUFFIX);
+        fb_code r2 = stor_open(st, rel, &f, &e2);
+        if (r2 == FB_OK) r2 = arc_reader_peek_version(f, &e->artifact_version, &e2);
+        if (r2 == FB_OK && e->artifact_version == 1) {
+            stor_rfile_close(f);
+            continue; /* a FULL written before chains: no index, nothing references it as a base */
+        }
+        if (r2 == FB_OK) r2 = arc_reader_peek_index(f, &buf, &len, &e2);
+        if (r2 == FB_OK) r2 = arc_index_parse(buf, len, key, &e->ix, &e2);
+        free(buf);
+        stor_rfile_close(f);
+        if (r2 != FB_OK) {
+            snprintf(e->problem, sizeof e->problem, "%s", e2.msg);
+            continue;
+        }
+        if (!e->ix->job_id || strcmp(e->ix->job_id, e->job_id) != 0)
+            snprintf(e->problem, sizeof e->problem, "its chain index names job %s, not %s (a renamed file)",
+                     e->ix->job_id ? e->ix->job_id : "?", e->job_id);
+    }
+out:
+    if (rc) job_chain_clear(out);
+    return rc;
+}
+
+void job_chain_clear(job_chain *c) {
+    for (size_t i = 0; i < c->n; i++) {
+        free(c->e[i].job_id);
+        arc_index_free(c->e[i].ix);
+    }
+    free(c->e);
+    memset(c, 0, sizeof *c);
+}
+
+job_chain_entry *job_chain_find(const job_chain *c, const char *job_id) {
+    for (size_t i = 0; i < c->n; i++)
+        if (strcmp(c->e[i].job_id, job_id) == 0) return &c->e[i];
+    return NULL;
+}
+
+int job_chain_usable(const job_chain_entry *e) { return e->ix && e->problem[0] == '\0'; }
+
+int64_t job_chain_time(const job_chain_entry *e) { return e->ix ? e->ix->completed_ms : e->artifact_mtime_ms; }
+
+const char *job_chain_type(const job_chain_entry *e) {
+    if (e->ix) return e->ix->type;
+    if (e->artifact_version == 1 && !e->problem[0]) return "FULL";
+    return NULL;
+}

@@ -1,0 +1,45 @@
+/* job_chain: what a storage folder holds, as backups and the links between them (for INCREMENTAL/DIFFERENTIAL
+ * bases and retention).
+ *
+ * A folder ("<storage root>/<storage_path>") holds "<job>.fbak" artifacts; each of format 2 carries a plaintext
+ * chain index (arc_index.h) that job_chain_load reads without any key and authenticates with the index key. An
+ * entry says what is there and, when something is wrong (index altered, artifact damaged), why it cannot be used.
+ * Temporaries (".name.tmp") and trash (".name.trash") are not entries. Everything is owned by the job_chain.
+ */
+#ifndef JOB_CHAIN_H
+#define JOB_CHAIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "artifact/arc_index.h"
+#include "common/fb_err.h"
+#include "storage/stor.h"
+
+typedef struct job_chain_entry {
+    char *job_id;             /* from the file name "<job>.fbak" */
+    uint64_t artifact_size;
+    int64_t artifact_mtime_ms;
+    int artifact_version;     /* format version from the artifact's header (0: unreadable) */
+    arc_index *ix;            /* authenticated chain index; NULL for format 1, or when unusable (see problem) */
+    char problem[512];        /* "" when the entry is a complete, consistent backup (or a format-1 FULL) */
+} job_chain_entry;
+
+typedef struct job_chain {
+    job_chain_entry *e;
+    size_t n;
+} job_chain;
+
+/* Lists rel_dir on st (a missing folder is an empty chain). key: the index key. */
+fb_code job_chain_load(stor *st, const char *rel_dir, const unsigned char key[ARC_INDEX_KEY_BYTES], job_chain *out,
+                       fb_err *err);
+void job_chain_clear(job_chain *c);
+job_chain_entry *job_chain_find(const job_chain *c, const char *job_id);
+/* A complete format-2 backup whose index authenticated and names the same job as the file. */
+int job_chain_usable(const job_chain_entry *e);
+/* The time of an entry: the index's completed_ms, else the artifact's mtime. */
+int64_t job_chain_time(const job_chain_entry *e);
+/* "FULL", "INCREMENTAL", "DIFFERENTIAL" from the index; a format-1 artifact is a "FULL"; otherwise NULL. */
+const char *job_chain_type(const job_chain_entry *e);
+
+#endif

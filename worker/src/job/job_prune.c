@@ -1,0 +1,172 @@
+/* job_prune: see job_prune.h.
+ *
+ * The plan, on the loaded chain: candidates are in-scope entries older than the cutoff; the newest restorable
+ * FULL in scope and protect_job are never candidates; then, until nothing changes, a candidate referenced by a
+ * table of any entry that stays is no longer a candidate (references are direct: every manifest and index names
+ * the artifact that holds each table, so one level is the whole need, but the loop costs nothing). Then each
+ * candidate goes: rename both files to trash, unlink.
+ */
+#include "job/job_prune.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/fb_log.h"
+#include "job/job_chain.h"
+
+#define JP_DAY_MS 86400000LL
+
+typedef struct jp_trash {
+    char **names;
+    size_t n;
+} jp_trash;
+
+static fb_code jp_on_file(void *opaque, const stor_entry *e, fb_err *err) {
+    jp_trash *t = opaque;
+    size_t n = strlen(e->name);
+    if (e->name[0] != '.' || n < 7 || strcmp(e->name + n - 6, ".trash") != 0) return FB_OK;
+    char **v = realloc(t->names, (t->n + 1) * sizeof *v);
+    if (!v) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    t->names = v;
+    if (!(t->names[t->n] = strdup(e->name))) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    t->n++;
+    return FB_OK;
+}
+
+static void jp_when(int64_t ms, char *out, size_t cap) {
+    time_t s = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* Renames the artifact to trash, then unlinks it. */
+static fb_code jp_remove(stor *st, const char *dir, const job_chain_entry *e, fb_err *err) {
+    char name[600], trash[620], rel[2000];
+    snprintf(name, sizeof name, "%s%s", e->job_id, ARC_ARTIFACT_SUFFIX);
+    snprintf(trash, sizeof trash, ".%s.trash", name);
+    fb_code rc = stor_rename(st, dir, name, trash, err);
+    if (rc == FB_ERR_NOTFOUND) return FB_OK; /* removed meanwhile by another worker's retention */
+    if (rc) return rc;
+    snprintf(rel, sizeof rel, "%s/%s", dir, trash);
+    return stor_remove(st, rel, err);
+}
+
+fb_code job_prune_run(stor *st, const char *dir, const unsigned char key[ARC_INDEX_KEY_BYTES],
+                      const job_prune_opts *o, job_prune_report_fn report, void *opaque, int64_t *removed,
+                      fb_err *err) {
+    job_chain ch = {0};
+    jp_trash tr = {0};
+    fb_code rc = FB_OK;
+    int *cand = NULL, *scope = NULL;
+    char **why = NULL;
+    int64_t n_removed = 0;
+    if (removed) *removed = 0;
+    if (o->retention_days <= 0) return FB_OK;
+    int64_t cutoff = o->now_ms - o->retention_days * JP_DAY_MS;
+
+    /* 0. Trash left by an interrupted run. */
+    if ((rc = stor_list(st, dir, jp_on_file, &tr, err))) goto out;
+    for (size_t i = 0; i < tr.n && !o->dry_run; i++) {
+        char rel[2000];
+        snprintf(rel, sizeof rel, "%s/%s", dir, tr.names[i]);
+        if ((rc = stor_remove(st, rel, err))) goto out;
+        if (report) report(opaque, tr.names[i], 1, "leftover of an interrupted removal");
+    }
+
+    if ((rc = job_chain_load(st, dir, key, &ch, err))) goto out;
+    cand = calloc(ch.n + 1, sizeof *cand);
+    scope = calloc(ch.n + 1, sizeof *scope);
+    why = calloc(ch.n + 1, sizeof *why);
+    if (!cand || !scope || !why) {
+        rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    /* 1. Refuse when any index is unreadable: its references are unknown. */
+    for (size_t i = 0; i < ch.n; i++) {
+        const job_chain_entry *e = &ch.e[i];
+        if (e->problem[0]) {
+            rc = fb_err_set(err, FB_ERR_VERIFY, "retention in \"%s\" removed nothing: backup %s: %s; what it "
+                            "references is unknown, so no backup there can be removed safely (restore the index from "
+                            "a copy, or remove that backup by hand)", dir, e->job_id, e->problem);
+            goto out;
+        }
+    }
+    /* 2. Scope and candidates. */
+    size_t last_full = (size_t)-1;
+    for (size_t i = 0; i < ch.n; i++) {
+        const job_chain_entry *e = &ch.e[i];
+        scope[i] = o->config_id < 0 ? 1 : (e->ix && e->ix->config_id == o->config_id);
+        if (!scope[i]) continue;
+        const char *type = job_chain_type(e);
+        int restorable = job_chain_usable(e) || (e->artifact_version == 1 && !e->problem[0]);
+        if (type && strcmp(type, "FULL") == 0 && restorable &&
+            (last_full == (size_t)-1 || job_chain_time(e) > job_chain_time(&ch.e[last_full])))
+            last_full = i;
+        cand[i] = job_chain_time(e) < cutoff;
+        if (o->protect_job && strcmp(e->job_id, o->protect_job) == 0) cand[i] = 0;
+    }
+    if (last_full != (size_t)-1 && cand[last_full]) {
+        cand[last_full] = 0;
+        why[last_full] = strdup("the last restorable FULL");
+    }
+    /* 3. What stays pins what it references. */
+    for (int changed = 1; changed;) {
+        changed = 0;
+        for (size_t i = 0; i < ch.n; i++) {
+            const job_chain_entry *e = &ch.e[i];
+            if (cand[i] || !e->ix) continue;
+            for (size_t t = 0; t < e->ix->n_tables; t++) {
+                const char *holder = e->ix->tables[t].stored_in;
+                job_chain_entry *h = job_chain_find(&ch, holder);
+                if (!h || h == e) continue;
+                size_t hi = (size_t)(h - ch.e);
+                if (cand[hi]) {
+                    char b[600];
+                    cand[hi] = 0;
+                    changed = 1;
+                    snprintf(b, sizeof b, "needed by backup %s (table \"%s\".\"%s\")", e->job_id,
+                             e->ix->tables[t].schema, e->ix->tables[t].name);
+                    free(why[hi]);
+                    why[hi] = strdup(b);
+                }
+            }
+        }
+    }
+    /* 4. Report and remove. */
+    for (size_t i = 0; i < ch.n; i++) {
+        const job_chain_entry *e = &ch.e[i];
+        char when[32], b[900];
+        if (!scope[i] || job_chain_time(e) >= cutoff) continue;
+        jp_when(job_chain_time(e), when, sizeof when);
+        const char *type = job_chain_type(e);
+        if (!cand[i]) {
+            if (why[i]) {
+                snprintf(b, sizeof b, "%s of %s, older than %lld days, kept: %s", type ? type : "backup", when,
+                         (long long)o->retention_days, why[i]);
+                if (report) report(opaque, e->job_id, 0, b);
+            }
+            continue;
+        }
+        snprintf(b, sizeof b, "%s of %s, older than %lld days, needed by no kept backup", type ? type : "backup",
+                 when, (long long)o->retention_days);
+        if (!o->dry_run && (rc = jp_remove(st, dir, e, err))) {
+            fb_err_prefix(err, "retention: removing backup %s: ", e->job_id);
+            goto out;
+        }
+        n_removed++;
+        if (report) report(opaque, e->job_id, 1, b);
+    }
+    if (removed) *removed = n_removed;
+out:
+    for (size_t i = 0; i < tr.n; i++) free(tr.names[i]);
+    free(tr.names);
+    for (size_t i = 0; why && i < ch.n; i++) free(why[i]);
+    free(why);
+    free(cand);
+    free(scope);
+    job_chain_clear(&ch);
+    return rc;
+}

@@ -1,0 +1,39 @@
+/* job_prune: retention. Removes a configuration's backups older than retention_days from one storage folder,
+ * never one that a kept backup needs (a table it references, FORMAT.md "Chains") and never the last restorable
+ * FULL. Run by the backup job after each success (primary root and every --copy-to root) and by
+ * `fusion-backup prune`.
+ *
+ * Safety first: if any chain index in the folder cannot be authenticated or parsed, its references are unknown
+ * and nothing is removed (FB_ERR_VERIFY, saying which). Removal is whole and crash-safe: the artifact and its
+ * index are renamed to ".<name>.trash" (atomic, fsynced), then unlinked; leftover trash of an interrupted run is
+ * unlinked by the next run. Artifacts without an index (format 1, written before chains) count as FULLs, dated by
+ * their mtime, and are considered only when config_id is -1 (the CLI; the worker cannot tell their config).
+ * Ledger entries (<root>/.ledger) are not touched.
+ */
+#ifndef JOB_PRUNE_H
+#define JOB_PRUNE_H
+
+#include <stdint.h>
+
+#include "artifact/arc_index.h"
+#include "common/fb_err.h"
+#include "storage/stor.h"
+
+typedef struct job_prune_opts {
+    int64_t retention_days;   /* 0: keep everything (nothing is removed) */
+    int64_t now_ms;
+    int64_t config_id;        /* -1: every backup in the folder; else only those whose index names this config */
+    int dry_run;              /* report only */
+    const char *protect_job;  /* never removed (the backup just made); may be NULL */
+} job_prune_opts;
+
+/* Called once per backup of the folder that is older than the retention (and for trash cleanup), saying whether
+ * it is (or would be) removed and why. */
+typedef void (*job_prune_report_fn)(void *opaque, const char *job_id, int removed, const char *reason);
+
+/* *removed (may be NULL) gets the number of backups removed (or that would be, with dry_run). */
+fb_code job_prune_run(stor *st, const char *rel_dir, const unsigned char key[ARC_INDEX_KEY_BYTES],
+                      const job_prune_opts *o, job_prune_report_fn report, void *opaque, int64_t *removed,
+                      fb_err *err);
+
+#endif
