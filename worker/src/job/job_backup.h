@@ -5,15 +5,20 @@
  * does). Each table streams COPY TO STDOUT -> arc_writer (zstd, secretstream) -> storage, never held in memory.
  * The artifact is "<storage_path>/<job_id>.fbak": written as a temporary, fsynced and renamed, so re-running a
  * job replaces its artifact atomically and a crash leaves no file that looks complete. INCREMENTAL and
- * DIFFERENTIAL requests run as FULL (stat ran_as_full = 1) until they are implemented.
+ * DIFFERENTIAL store only the tables whose content differs from the base's (FORMAT.md, "Chains"); without a base
+ * they run as FULL (stat ran_as_full = 1). Then the artifact is copied to every --copy-to root and checked there,
+ * and the configuration's backups past retention_days are removed (job_prune.h) from every location.
  */
 #ifndef JOB_BACKUP_H
 #define JOB_BACKUP_H
 
 #include "job/job.h"
 
-/* Uses ctx->cfg->pg, storage_root, public_key, zstd_level, lock_timeout_ms. On success res has file_path (relative
- * to the storage root), file_size and the stats tables, rows, raw_bytes, stored_bytes, duration_ms (+ ran_as_full).
+/* Uses ctx->cfg->pg, storage_root, public_key, index_key, copy_to, zstd_level, lock_timeout_ms. On success res has
+ * file_path (relative to the storage root), file_size and the stats tables, rows, raw_bytes, stored_bytes,
+ * duration_ms; for INCREMENTAL/DIFFERENTIAL requests ran_as_full, tables_stored, tables_referenced; copies (when
+ * --copy-to is set) and pruned (backups removed by retention). A copy that cannot be written or read back equal
+ * fails the job (FB_ERR_IO); a retention problem is only logged.
  * Errors: FB_ERR_INVALID (storage path escapes the root, bad table), FB_ERR_NOTFOUND (unknown table),
  * FB_ERR_TRANSIENT (database down, lock timeout), FB_ERR_ABORTED, FB_ERR_IO, FB_ERR_PG. */
 fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err);
