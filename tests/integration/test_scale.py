@@ -167,3 +167,25 @@ def test_sigterm_lets_a_running_archival_finish_within_the_grace_period(brokers,
     final = [fusion_events.decode(m.value()) for m in msgs][-1]
     assert final["status"] == "SUCCESS" and final["stats"]["archived"] == 40
     assert psql(fusion_db, 'SELECT count(*) FROM "Arch 0"').strip() == "0"
+
+
+def test_a_long_backup_reports_progress_inside_a_big_table(brokers, topic_prefix, fusion_db, storage_root, keypair,
+                                                          workers):
+    pub, _ = keypair
+    psql(fusion_db, "CREATE TABLE \"Big Table\" (id bigint, payload text);"
+                    "INSERT INTO \"Big Table\" SELECT g, md5(g::text) || repeat('y', 300) FROM generate_series(1, 800000) g;")
+    config_id, record_id, job_id = add_config_and_record(fusion_db)
+    publish(brokers, topic_prefix + "backup.requested", str(config_id),
+            backup_event(job_id, config_id, record_id, ["Big Table"]))
+    workers.start(fusion_db, storage_root=storage_root, public_key=pub, role="all",
+                  extra=("--progress-interval-ms", "200"))
+    msgs = consume(brokers, topic_prefix + "jobs.completed",
+                   lambda got: any(fusion_events.decode(m.value())["status"] == "SUCCESS" for m in got), timeout=120)
+    events = [fusion_events.decode(m.value()) for m in msgs]
+    assert events[-1]["status"] == "SUCCESS" and events[-1]["stats"]["rows"] == 800000
+    inside = [e["stats"] for e in events if e["status"] == "RUNNING" and e["stats"]
+              and e["stats"]["done_tables"] == 0 and e["stats"]["done_rows"] > 0]
+    assert inside, f"no progress while the one table streamed: {[e['stats'] for e in events]}"
+    assert all(s["total_tables"] == 1 and s["done_bytes"] > 0 for s in inside)
+    rows = [s["done_rows"] for s in inside]
+    assert rows == sorted(rows), "progress went backwards"

@@ -94,10 +94,26 @@ static fb_code jb_put_hash(void *opaque, const void *buf, size_t len, fb_err *er
     return FB_OK;
 }
 
-/* Streams one table's COPY output to put. Counts rows. On an abort or a sink error the server's COPY is
- * cancelled (the caller drops the connection anyway). */
+/* Where the job stands, for RUNNING events while a big table streams (the daemon rate-limits them). */
+typedef struct jb_progress {
+    int64_t done_tables, total_tables, rows_before, bytes_before;
+} jb_progress;
+
+static void jb_report(const job_ctx *ctx, const jb_progress *p, int64_t rows, int64_t bytes) {
+    job_result prog;
+    job_result_init(&prog);
+    job_result_set(&prog, "done_tables", p->done_tables);
+    job_result_set(&prog, "total_tables", p->total_tables);
+    job_result_set(&prog, "done_rows", p->rows_before + rows);
+    job_result_set(&prog, "done_bytes", p->bytes_before + bytes);
+    job_report_progress(ctx, &prog);
+}
+
+/* Streams one table's COPY output to put. Counts rows; every JB_ABORT_CHECK_ROWS rows checks for an abort and
+ * reports progress. On an abort or a sink error the server's COPY is cancelled (the caller drops the connection
+ * anyway). */
 static fb_code jb_copy_table(const job_ctx *ctx, PGconn *c, jb_put_fn put, void *opaque, const arc_table *t,
-                             int64_t *rows, fb_err *err) {
+                             const jb_progress *prog, int64_t *rows, fb_err *err) {
     fb_code rc = FB_OK;
     int copying = 0;
     char what[400];
@@ -110,6 +126,7 @@ static fb_code jb_copy_table(const job_ctx *ctx, PGconn *c, jb_put_fn put, void 
     if ((rc = pgx_check(c, r, PGRES_COPY_OUT, what, err))) goto out;
     PQclear(r);
     copying = 1;
+    int64_t bytes = 0;
     for (;;) {
         char *buf = NULL;
         int n = PQgetCopyData(c, &buf, 0);
@@ -122,9 +139,13 @@ static fb_code jb_copy_table(const job_ctx *ctx, PGconn *c, jb_put_fn put, void 
         rc = put(opaque, buf, (size_t)n, err);
         PQfreemem(buf);
         if (rc) goto out;
-        if (++*rows % JB_ABORT_CHECK_ROWS == 0 && job_aborted(ctx)) {
-            rc = fb_err_set(err, FB_ERR_ABORTED, "backup aborted (shutdown) during %s; nothing was kept", what);
-            goto out;
+        bytes += n;
+        if (++*rows % JB_ABORT_CHECK_ROWS == 0) {
+            if (job_aborted(ctx)) {
+                rc = fb_err_set(err, FB_ERR_ABORTED, "backup aborted (shutdown) during %s; nothing was kept", what);
+                goto out;
+            }
+            jb_report(ctx, prog, *rows, bytes);
         }
     }
     copying = 0;
@@ -254,7 +275,6 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     int64_t total_rows = 0, total_raw = 0, n_ref = 0, copies = 0, pruned = 0;
     job_chain ch = {0};
     const job_chain_entry *base = NULL;
-    job_result prog;
 
     if (ev->type != EV_BACKUP_REQUESTED) return fb_err_set(err, FB_ERR_INTERNAL, "job_backup_run: not a backup event");
     /* 1. The request and the worker's settings, before any side effect. */
@@ -343,6 +363,7 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
             goto out;
         }
         if ((rc = dump_catalog_describe(c, &rels[i], t, err))) goto out;
+        jb_progress tp = {(int64_t)i, (int64_t)n_rels, total_rows, total_raw};
         const arc_index_table *bt = jb_base_table(&ch, base, t);
         int referenced = 0;
         if (bt) {
@@ -352,7 +373,7 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
             unsigned char hash[ARC_HASH_BYTES], tag[32];
             crypto_generichash_init(&h.st, NULL, 0, ARC_HASH_BYTES);
             h.raw = 0;
-            if ((rc = jb_copy_table(ctx, c, jb_put_hash, &h, t, &rows, err))) goto out;
+            if ((rc = jb_copy_table(ctx, c, jb_put_hash, &h, t, &tp, &rows, err))) goto out;
             crypto_generichash_final(&h.st, hash, sizeof hash);
             arc_index_tag(ikey, hash, tag);
             if (sodium_memcmp(tag, bt->tag, sizeof tag) == 0 && h.raw == bt->raw_bytes && rows == bt->rows) {
@@ -370,7 +391,7 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
         }
         if (!referenced) {
             if ((rc = arc_writer_begin(w, &seg, err))) goto out;
-            if ((rc = jb_copy_table(ctx, c, jb_put_writer, w, t, &t->rows, err))) goto out;
+            if ((rc = jb_copy_table(ctx, c, jb_put_writer, w, t, &tp, &t->rows, err))) goto out;
             if ((rc = arc_writer_end(w, &si, err))) goto out;
             t->segment = si.segment;
             t->offset = si.offset;
@@ -391,12 +412,8 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
         FB_DEBUG("job=%s table=\"%s\".\"%s\" rows=%lld raw=%lld stored=%lld%s%s", ev->job_id, t->schema, t->name,
                  (long long)t->rows, (long long)t->raw_bytes, (long long)t->stored_bytes,
                  referenced ? " unchanged, in " : "", referenced ? t->stored_in : "");
-        job_result_init(&prog);
-        job_result_set(&prog, "done_tables", (int64_t)i + 1);
-        job_result_set(&prog, "total_tables", (int64_t)n_rels);
-        job_result_set(&prog, "done_rows", total_rows);
-        job_result_set(&prog, "done_bytes", total_raw);
-        job_report_progress(ctx, &prog);
+        jb_progress after = {(int64_t)i + 1, (int64_t)n_rels, total_rows, total_raw};
+        jb_report(ctx, &after, 0, 0);
     }
     if ((rc = pgx_exec(c, "COMMIT", "ending the snapshot", err))) goto out;
 
