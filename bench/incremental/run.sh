@@ -37,7 +37,7 @@ open(sys.argv[2], "wb").write(encode({
 PY
 }
 
-declare -A BYTES MS
+declare -A BYTES MS STATS
 run() { # TYPE
   event "$1" "$WORK/$1.msgpack"
   local t0 t1 out
@@ -46,6 +46,13 @@ run() { # TYPE
         --public-key "$WORK/key.pub" 2>/dev/null | grep '^{')
   t1=$(date +%s%N)
   BYTES[$1]=$(echo "$out" | "$FB_VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["file_size"])')
+  STATS[$1]=$(echo "$out" | "$FB_VENV/bin/python" -c '
+import json, sys
+s = json.load(sys.stdin)["stats"]
+n = s.get("chunks_reused", 0) + s.get("chunks_stored", 0)
+if n:
+    print("%d of %d chunks of the changed table stored (%.1f%%), average chunk %.0f bytes" % (
+        s["chunks_stored"], n, 100.0 * s["chunks_stored"] / n, s["raw_bytes"] / 10 / n))')
   MS[$1]=$(( (t1 - t0) / 1000000 ))
 }
 
@@ -62,3 +69,4 @@ for t in FULL INCREMENTAL DIFFERENTIAL; do
   printf '| %-12s | %14d | %9.1f%% | %9d | %8.2fx |\n' "$t" "${BYTES[$t]}" \
     "$(echo "100 * ${BYTES[$t]} / ${BYTES[FULL]}" | bc -l)" "${MS[$t]}" "$(echo "${MS[$t]} / ${MS[FULL]}" | bc -l)"
 done
+printf '\nINCREMENTAL: %s\n' "${STATS[INCREMENTAL]}"

@@ -199,10 +199,10 @@ int main(void) {
     rc = open_and_verify(bad, sk, pk, &err);
     CHECKF(rc == FB_ERR_FORMAT, "flags: %d %s", rc, err.msg);
     memcpy(copy, good, len);
-    copy[8] = 3;
+    copy[8] = ARC_FORMAT_VERSION + 1;
     spit(bad, copy, len);
     rc = open_and_verify(bad, sk, pk, &err);
-    CHECKF(rc == FB_ERR_FORMAT && strstr(err.msg, "version 3"), "version: %d %s", rc, err.msg);
+    CHECKF(rc == FB_ERR_FORMAT && strstr(err.msg, "version 4"), "version: %d %s", rc, err.msg);
     /* a flipped byte of the sealed key */
     memcpy(copy, good, len);
     copy[40] ^= 1;

@@ -18,8 +18,11 @@
  *   2 (2026-12): only the first ARC_AD_BYTES_V2 bytes of the header (magic, version, length, flags) are additional
  *                data, so the sealed data key can be re-sealed to another public key (`fusion-backup rekey`) without
  *                re-encrypting; manifests may reference tables stored in another artifact (INCREMENTAL,
- *                DIFFERENTIAL: `stored_in`, `base_job`). */
-#define ARC_FORMAT_VERSION 2
+ *                DIFFERENTIAL: `stored_in`, `base_job`).
+ *   3 (2026-12): tables assembled from content-defined chunks held by this and earlier artifacts (`assembled`,
+ *                `chunks`); chain index version 2 lists every table's chunks. Writers use 3 only for a backup
+ *                on a base (which can assemble tables); a FULL stays 2 (its extra keys are ignored by readers of 2). */
+#define ARC_FORMAT_VERSION 3
 #define ARC_AD_BYTES_V2 16
 #define ARC_SEALED_KEY_BYTES (crypto_box_SEALBYTES + crypto_secretstream_xchacha20poly1305_KEYBYTES)
 #define ARC_HEADER_BYTES (ARC_MAGIC_LEN + 2 + 2 + 4 + ARC_SEALED_KEY_BYTES) /* 96 */

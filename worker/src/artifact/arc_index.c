@@ -4,6 +4,8 @@
  *   fusion-backup chain index 1
  *   job_id J / config_id N / type T / base_job B|- / snapshot_ms N / completed_ms N / tables N
  *   table TAGHEX STORED_IN ROWS RAW_BYTES SCHEMA NAME      (one per table)
+ *   chunks KIND N                                          (version 2: KIND none|whole|assembled)
+ *   c IDHEX SRC SEGMENT OFFSET LENGTH                      (version 2: N lines; SRC "-": this artifact)
  *   mac HEX                                                 (BLAKE2b-256 keyed, over every byte before this line)
  * Parsing is strict (every line in this order, nothing after the MAC) and authenticates before it decodes.
  */
@@ -17,6 +19,7 @@
 #include "artifact/arc_key.h"
 
 #define AI_MAGIC "fusion-backup chain index 1\n"
+#define AI_MAGIC2 "fusion-backup chain index 2\n"
 #define AI_DERIVE_KEY "fusion-backup chain index v1"
 #define AI_MAX_BYTES (64u << 20)
 
@@ -99,7 +102,7 @@ fb_code arc_index_format(const arc_index *ix, const unsigned char key[ARC_INDEX_
     ai_buf b = {0};
     char hex[65], num[96];
     unsigned char mac[32];
-    ai_puts(&b, AI_MAGIC);
+    ai_puts(&b, AI_MAGIC2);
     ai_put_field(&b, "job_id", ix->job_id, 0, 0);
     ai_put_field(&b, "config_id", NULL, (long long)ix->config_id, 1);
     ai_put_field(&b, "type", ix->type, 0, 0);
@@ -120,6 +123,21 @@ fb_code arc_index_format(const arc_index *ix, const unsigned char key[ARC_INDEX_
         ai_puts(&b, " ");
         ai_put_enc(&b, t->name);
         ai_puts(&b, "\n");
+        snprintf(num, sizeof num, "chunks %s %zu\n", !t->n_chunks ? "none" : t->assembled ? "assembled" : "whole",
+                 t->n_chunks);
+        ai_puts(&b, num);
+        for (size_t k = 0; k < t->n_chunks; k++) {
+            const arc_chunk *ck = &t->chunks[k];
+            char idhex[2 * ARC_CHUNK_ID_BYTES + 1];
+            sodium_bin2hex(idhex, sizeof idhex, ck->id, sizeof ck->id);
+            ai_puts(&b, "c ");
+            ai_puts(&b, idhex);
+            ai_puts(&b, " ");
+            ai_put_enc(&b, ck->src);
+            snprintf(num, sizeof num, " %lu %llu %llu\n", (unsigned long)ck->segment, (unsigned long long)ck->offset,
+                     (unsigned long long)ck->length);
+            ai_puts(&b, num);
+        }
     }
     if (b.oom) {
         free(b.p);
@@ -212,7 +230,8 @@ fb_code arc_index_parse(const char *buf, size_t len, const unsigned char key[ARC
     unsigned char mac[32], want[32];
     arc_index *ix = NULL;
     *out = NULL;
-    if (len > AI_MAX_BYTES || len < sizeof AI_MAGIC - 1 || memcmp(buf, AI_MAGIC, sizeof AI_MAGIC - 1) != 0)
+    int v2 = len >= sizeof AI_MAGIC2 - 1 && memcmp(buf, AI_MAGIC2, sizeof AI_MAGIC2 - 1) == 0;
+    if (len > AI_MAX_BYTES || len < sizeof AI_MAGIC - 1 || (!v2 && memcmp(buf, AI_MAGIC, sizeof AI_MAGIC - 1) != 0))
         return fb_err_set(err, FB_ERR_FORMAT, "not a fusion-backup chain index (bad first line)");
     /* The MAC line is the last line: authenticate everything before it first. */
     if (buf[len - 1] != '\n') return fb_err_set(err, FB_ERR_FORMAT, "chain index is truncated (no final newline)");
@@ -226,7 +245,7 @@ fb_code arc_index_parse(const char *buf, size_t len, const unsigned char key[ARC
         return fb_err_set(err, FB_ERR_CRYPTO, "chain index MAC does not match: the file was altered, or it was "
                           "written with another index key (--index-key)");
 
-    ai_in in = {buf + sizeof AI_MAGIC - 1, last};
+    ai_in in = {buf + sizeof AI_MAGIC - 1, last}; /* both magics have the same length */
     ix = calloc(1, sizeof *ix);
     if (!ix) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
 #define AI_NEED(cond, what)                                                                                        \
@@ -267,6 +286,35 @@ fb_code arc_index_parse(const char *buf, size_t len, const unsigned char key[ARC
         t->schema = ai_dec(sc, &ok);
         t->name = ai_dec(nm, &ok);
         AI_NEED(ok && t->stored_in && t->schema && t->name, "table names");
+        if (!v2) continue;
+        char kind[16];
+        long long nc = 0;
+        AI_NEED(ai_field(&in, "chunks", line, sizeof line, &v) && sscanf(v, "%15s %lld", kind, &nc) == 2 && nc >= 0 &&
+                    nc < 100000000 && (strcmp(kind, "none") == 0) == (nc == 0),
+                "chunks line");
+        t->assembled = strcmp(kind, "assembled") == 0;
+        if (!nc) continue;
+        t->chunks = calloc((size_t)nc, sizeof *t->chunks);
+        if (!t->chunks) {
+            rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+        for (long long k = 0; k < nc; k++) {
+            arc_chunk *ck = &t->chunks[t->n_chunks++];
+            char idhex[2 * ARC_CHUNK_ID_BYTES + 2], src[1100];
+            unsigned long seg = 0;
+            unsigned long long off = 0, clen = 0;
+            AI_NEED(ai_field(&in, "c", line, sizeof line, &v) &&
+                        sscanf(v, "%33s %1099s %lu %llu %llu", idhex, src, &seg, &off, &clen) == 5 &&
+                        strlen(idhex) == 2 * ARC_CHUNK_ID_BYTES &&
+                        sodium_hex2bin(ck->id, sizeof ck->id, idhex, 2 * ARC_CHUNK_ID_BYTES, NULL, NULL, NULL) == 0,
+                    "chunk line");
+            ck->src = ai_dec(src, &ok);
+            AI_NEED(ok, "chunk source");
+            ck->segment = (uint32_t)seg;
+            ck->offset = off;
+            ck->length = clen;
+        }
     }
     AI_NEED(in.p == in.end, "end (lines after the tables)");
 #undef AI_NEED
@@ -283,6 +331,8 @@ void arc_index_free(arc_index *ix) {
         free(ix->tables[i].schema);
         free(ix->tables[i].name);
         free(ix->tables[i].stored_in);
+        for (size_t k = 0; k < ix->tables[i].n_chunks; k++) free(ix->tables[i].chunks[k].src);
+        free(ix->tables[i].chunks);
     }
     free(ix->tables);
     free(ix->job_id);

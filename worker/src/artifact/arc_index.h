@@ -23,6 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "artifact/arc_chunk.h"
 #include "common/fb_err.h"
 
 #define ARC_INDEX_KEY_BYTES 32
@@ -33,6 +34,12 @@ typedef struct arc_index_table {
     unsigned char tag[32];    /* BLAKE2b(key = index key, message = BLAKE2b of the COPY stream) */
     char *stored_in;          /* job id of the artifact holding the data (this job when stored here) */
     int64_t rows, raw_bytes;
+    /* Index version 2 (artifact format 3): the table's chunks, in stream order, when this artifact holds or
+     * assembles its data (none for a table only referenced: its holder's index lists them). assembled: the data
+     * is put together from chunks (some possibly in other artifacts) rather than stored whole in one segment. */
+    int assembled;
+    arc_chunk *chunks;        /* src NULL: this artifact */
+    size_t n_chunks;
 } arc_index_table;
 
 typedef struct arc_index {
@@ -53,7 +60,7 @@ fb_code arc_index_key(const char *key_file, const unsigned char pk[32], unsigned
 void arc_index_tag(const unsigned char key[ARC_INDEX_KEY_BYTES], const unsigned char content_hash[32],
                    unsigned char tag[32]);
 
-/* Encodes ix as text with its MAC line; *out is malloc'd (caller frees). */
+/* Encodes ix as text (index version 2, with chunk lines) with its MAC line; *out is malloc'd (caller frees). */
 fb_code arc_index_format(const arc_index *ix, const unsigned char key[ARC_INDEX_KEY_BYTES], char **out, size_t *len,
                          fb_err *err);
 /* Parses and authenticates. FB_ERR_CRYPTO: the MAC does not match (altered, or another index key);

@@ -30,7 +30,7 @@ static void mp_strs(msgpack_packer *p, char *const *v, size_t n) {
 }
 
 static void mp_table(msgpack_packer *p, const arc_table *t) {
-    msgpack_pack_map(p, t->stored_in ? 16 : 15);
+    msgpack_pack_map(p, 15 + !!t->stored_in + !!t->n_chunks + !!t->assembled);
     mp_key(p, "schema"); mp_str(p, t->schema);
     mp_key(p, "name"); mp_str(p, t->name);
     mp_key(p, "columns");
@@ -78,6 +78,24 @@ static void mp_table(msgpack_packer *p, const arc_table *t) {
     mp_key(p, "blake2b"); msgpack_pack_bin(p, ARC_HASH_BYTES); msgpack_pack_bin_body(p, t->blake2b, ARC_HASH_BYTES);
     if (t->stored_in) {
         mp_key(p, "stored_in"); mp_str(p, t->stored_in);
+    }
+    if (t->assembled) {
+        mp_key(p, "assembled"); msgpack_pack_true(p);
+    }
+    if (t->n_chunks) {
+        mp_key(p, "chunks");
+        msgpack_pack_array(p, t->n_chunks);
+        for (size_t i = 0; i < t->n_chunks; i++) {
+            const arc_chunk *ck = &t->chunks[i];
+            msgpack_pack_array(p, 5);
+            msgpack_pack_bin(p, ARC_CHUNK_ID_BYTES);
+            msgpack_pack_bin_body(p, ck->id, ARC_CHUNK_ID_BYTES);
+            if (ck->src) mp_str(p, ck->src);
+            else msgpack_pack_nil(p);
+            msgpack_pack_uint32(p, ck->segment);
+            msgpack_pack_uint64(p, ck->offset);
+            msgpack_pack_uint64(p, ck->length);
+        }
     }
 }
 
@@ -249,6 +267,29 @@ static void mp_read_table(mp_ctx *c, const msgpack_object *o, arc_table *t) {
         else if (mp_is(kv, "offset")) t->offset = (uint64_t)mp_get_int(c, v, "offset");
         else if (mp_is(kv, "length")) t->length = (uint64_t)mp_get_int(c, v, "length");
         else if (mp_is(kv, "stored_in")) t->stored_in = v->type == MSGPACK_OBJECT_NIL ? NULL : mp_get_str(c, v, "stored_in");
+        else if (mp_is(kv, "assembled")) t->assembled = mp_get_bool(c, v, "assembled");
+        else if (mp_is(kv, "chunks")) {
+            const msgpack_object_array *a = mp_get_array(c, v, "chunks");
+            if (a && a->size) {
+                t->chunks = calloc(a->size, sizeof *t->chunks);
+                if (!t->chunks) return mp_bad(c, "chunks");
+                t->n_chunks = a->size;
+                for (size_t j = 0; j < a->size && c->rc == FB_OK; j++) {
+                    const msgpack_object *d = &a->ptr[j];
+                    arc_chunk *ck = &t->chunks[j];
+                    if (d->type != MSGPACK_OBJECT_ARRAY || d->via.array.size != 5 ||
+                        d->via.array.ptr[0].type != MSGPACK_OBJECT_BIN ||
+                        d->via.array.ptr[0].via.bin.size != ARC_CHUNK_ID_BYTES)
+                        return mp_bad(c, "chunks");
+                    memcpy(ck->id, d->via.array.ptr[0].via.bin.ptr, ARC_CHUNK_ID_BYTES);
+                    const msgpack_object *src = &d->via.array.ptr[1];
+                    ck->src = src->type == MSGPACK_OBJECT_NIL ? NULL : mp_get_str(c, src, "chunk source");
+                    ck->segment = (uint32_t)mp_get_int(c, &d->via.array.ptr[2], "chunk segment");
+                    ck->offset = (uint64_t)mp_get_int(c, &d->via.array.ptr[3], "chunk offset");
+                    ck->length = (uint64_t)mp_get_int(c, &d->via.array.ptr[4], "chunk length");
+                }
+            }
+        }
         else if (mp_is(kv, "blake2b")) {
             if (v->type != MSGPACK_OBJECT_BIN || v->via.bin.size != ARC_HASH_BYTES) mp_bad(c, "blake2b");
             else memcpy(t->blake2b, v->via.bin.ptr, ARC_HASH_BYTES);
@@ -352,6 +393,8 @@ out:
 void arc_table_clear(arc_table *t) {
     if (!t) return;
     free(t->stored_in);
+    for (size_t i = 0; i < t->n_chunks; i++) free(t->chunks[i].src);
+    free(t->chunks);
     free(t->schema);
     free(t->name);
     for (size_t i = 0; i < t->n_cols; i++) {

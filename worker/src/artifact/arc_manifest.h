@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "artifact/arc_chunk.h"
 #include "common/fb_err.h"
 
 #define ARC_HASH_BYTES 32
@@ -58,6 +59,13 @@ typedef struct arc_table {
     unsigned char blake2b[ARC_HASH_BYTES];
     char *stored_in;      /* format 2: job id of the artifact that holds this table's data when it is not this one
                            * (unchanged since the base: segment, offset, length are 0); NULL: stored here */
+    /* Format 3 (FORMAT.md, "Chunks"): the table's chunks in stream order (absent for a referenced table). When
+     * `assembled`, the data is these chunks concatenated, each read from its artifact (src NULL: this one) and
+     * segment; segment/offset/length are then this file's segment of the table's new chunks (0 when none).
+     * Otherwise the chunks only describe the whole segment, for later backups to reuse. */
+    int assembled;
+    arc_chunk *chunks;
+    size_t n_chunks;
 } arc_table;
 
 typedef struct arc_manifest {

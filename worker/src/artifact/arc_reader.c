@@ -4,6 +4,13 @@
  * through zstd's streaming decompressor into a 256 KiB output buffer that goes to the sink. Nothing is trusted
  * before it is authenticated: lengths read from the file only bound how much is read next, and every byte read
  * is covered by a Poly1305 tag before it is decompressed.
+ *
+ * An assembled table (format 3) is its chunks concatenated: each chunk names an artifact (this one or another,
+ * opened through the resolver like a referenced table) and a segment of it. Those segments are decompressed whole
+ * into memory once each (kept for the table, then freed), and chunks are copied out in order. So restoring an
+ * assembled table needs memory for the decompressed segments it draws from (at most about the table's size plus
+ * its new chunks). The assembled stream is hashed and must match the table's BLAKE2b in this manifest: a wrong
+ * chunk (a lying index, a mixed-up chain) fails the table, it never restores wrong data.
  */
 #include "artifact/arc_reader.h"
 
@@ -412,12 +419,112 @@ static fb_code ar_read_ref(arc_reader *r, const arc_table *t, const char *what, 
     return arc_reader_read_table(lr, lt, sink, opaque, err);
 }
 
+/* A decompressed segment an assembled table draws chunks from. */
+typedef struct ar_segbuf {
+    const arc_reader *owner;
+    uint32_t segment;
+    ar_membuf data;
+} ar_segbuf;
+
+static fb_code ar_big_sink(void *opaque, const void *buf, size_t len, fb_err *err) {
+    ar_membuf *m = opaque;
+    if (m->len + len > m->cap) {
+        size_t cap = m->cap ? m->cap : 65536;
+        while (cap < m->len + len) cap *= 2;
+        char *p = realloc(m->p, cap);
+        if (!p) return fb_err_set(err, FB_ERR_NOMEM, "out of memory holding a segment of %zu bytes", m->len + len);
+        m->p = p;
+        m->cap = cap;
+    }
+    memcpy(m->p + m->len, buf, len);
+    m->len += len;
+    return FB_OK;
+}
+
+/* Decompresses segment `segment` of artifact sr (found through its manifest: the table stored whole in it, or
+ * the new chunks of an assembled table) into sb. */
+static fb_code ar_load_segment(arc_reader *sr, uint32_t segment, const char *what, ar_segbuf *sb, fb_err *err) {
+    const arc_manifest *m = sr->manifest;
+    const arc_table *st = NULL;
+    unsigned char hash[ARC_HASH_BYTES];
+    int64_t raw = 0;
+    for (size_t i = 0; i < m->n_tables && !st; i++)
+        if (!arc_table_is_ref(m, &m->tables[i]) && m->tables[i].segment == segment && m->tables[i].length) st = &m->tables[i];
+    if (!st || segment == ARC_MANIFEST_SEGMENT || st->offset < ARC_HEADER_BYTES || st->offset + st->length > m->data_end)
+        return fb_err_set(err, FB_ERR_VERIFY, "%s: a chunk lies in segment %u of backup %s, which has no such "
+                          "segment: the chain is inconsistent", what, segment, m->job_id ? m->job_id : "?");
+    sb->owner = sr;
+    sb->segment = segment;
+    fb_code rc = ar_segment(sr, segment, st->offset, st->length, what, ar_big_sink, &sb->data, hash, &raw, err);
+    if (!rc && !st->assembled &&
+        (raw != st->raw_bytes || sodium_memcmp(hash, st->blake2b, ARC_HASH_BYTES) != 0))
+        rc = fb_err_set(err, FB_ERR_VERIFY, "%s: segment %u of backup %s does not match its manifest", what, segment,
+                        m->job_id ? m->job_id : "?");
+    return rc;
+}
+
+static fb_code ar_read_assembled(arc_reader *r, const arc_table *t, const char *what, arc_sink_fn sink,
+                                 void *opaque, fb_err *err) {
+    fb_code rc = FB_OK;
+    crypto_generichash_state hs;
+    unsigned char hash[ARC_HASH_BYTES];
+    int64_t raw = 0;
+    ar_segbuf *segs = NULL;
+    size_t n_segs = 0, cap_segs = 0;
+    crypto_generichash_init(&hs, NULL, 0, ARC_HASH_BYTES);
+    for (size_t i = 0; i < t->n_chunks; i++) {
+        const arc_chunk *ck = &t->chunks[i];
+        arc_reader *sr = r;
+        if (ck->src && !(r->manifest->job_id && strcmp(ck->src, r->manifest->job_id) == 0) &&
+            (rc = ar_link_get(r, ck->src, what, &sr, err)))
+            goto out;
+        ar_segbuf *sb = NULL;
+        for (size_t k = 0; k < n_segs && !sb; k++)
+            if (segs[k].owner == sr && segs[k].segment == ck->segment) sb = &segs[k];
+        if (!sb) {
+            if (n_segs == cap_segs) {
+                size_t nc = cap_segs ? 2 * cap_segs : 4;
+                ar_segbuf *ns = realloc(segs, nc * sizeof *ns);
+                if (!ns) {
+                    rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+                    goto out;
+                }
+                segs = ns;
+                cap_segs = nc;
+            }
+            sb = &segs[n_segs++];
+            memset(sb, 0, sizeof *sb);
+            if ((rc = ar_load_segment(sr, ck->segment, what, sb, err))) goto out;
+        }
+        if (ck->offset > sb->data.len || ck->length > sb->data.len - ck->offset) {
+            rc = fb_err_set(err, FB_ERR_VERIFY, "%s: chunk %zu lies outside its segment (%llu+%llu of %zu bytes): the "
+                            "chain is inconsistent", what, i, (unsigned long long)ck->offset,
+                            (unsigned long long)ck->length, sb->data.len);
+            goto out;
+        }
+        const unsigned char *p = (const unsigned char *)sb->data.p + ck->offset;
+        crypto_generichash_update(&hs, p, (size_t)ck->length);
+        raw += (int64_t)ck->length;
+        if (sink && ck->length && (rc = sink(opaque, p, (size_t)ck->length, err))) goto out;
+    }
+    crypto_generichash_final(&hs, hash, sizeof hash);
+    if (raw != t->raw_bytes || sodium_memcmp(hash, t->blake2b, ARC_HASH_BYTES) != 0)
+        rc = fb_err_set(err, FB_ERR_VERIFY, "%s: the data assembled from its chunks (%lld bytes) does not match the "
+                        "manifest (%lld bytes, BLAKE2b): the backup chain is inconsistent", what, (long long)raw,
+                        (long long)t->raw_bytes);
+out:
+    for (size_t k = 0; k < n_segs; k++) free(segs[k].data.p);
+    free(segs);
+    return rc;
+}
+
 fb_code arc_reader_read_table(arc_reader *r, const arc_table *t, arc_sink_fn sink, void *opaque, fb_err *err) {
     unsigned char hash[ARC_HASH_BYTES];
     int64_t raw = 0;
     char what[300];
     snprintf(what, sizeof what, "table \"%s\".\"%s\"", t->schema, t->name);
     if (arc_table_is_ref(r->manifest, t)) return ar_read_ref(r, t, what, sink, opaque, err);
+    if (t->assembled) return ar_read_assembled(r, t, what, sink, opaque, err);
     if (t->segment == ARC_MANIFEST_SEGMENT || t->offset < ARC_HEADER_BYTES || t->offset + t->length > r->manifest->data_end)
         return fb_err_set(err, FB_ERR_FORMAT, "%s: bad segment in the manifest", what);
     fb_code rc = ar_segment(r, t->segment, t->offset, t->length, what, sink, opaque, hash, &raw, err);
@@ -440,7 +547,8 @@ fb_code arc_reader_verify_all(arc_reader *r, fb_err *err) {
     if (!v) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
     size_t n = 0;
     for (size_t i = 0; i < m->n_tables; i++)
-        if (!arc_table_is_ref(m, &m->tables[i])) v[n++] = &m->tables[i];
+        if (!arc_table_is_ref(m, &m->tables[i]) && !(m->tables[i].assembled && !m->tables[i].length))
+            v[n++] = &m->tables[i];
     qsort(v, n, sizeof *v, ar_cmp_off);
     uint64_t expect = ARC_HEADER_BYTES;
     for (size_t i = 0; i < n; i++) {
@@ -450,7 +558,16 @@ fb_code arc_reader_verify_all(arc_reader *r, fb_err *err) {
             goto out;
         }
         expect += v[i]->length;
-        rc = arc_reader_read_table(r, v[i], NULL, NULL, err);
+        if (v[i]->assembled) {
+            /* Only its new chunks are here: authenticate and decompress them; the table is checked below. */
+            unsigned char h[ARC_HASH_BYTES];
+            int64_t raw = 0;
+            char what[300];
+            snprintf(what, sizeof what, "table \"%s\".\"%s\" (new chunks)", v[i]->schema, v[i]->name);
+            rc = ar_segment(r, v[i]->segment, v[i]->offset, v[i]->length, what, NULL, NULL, h, &raw, err);
+        } else {
+            rc = arc_reader_read_table(r, v[i], NULL, NULL, err);
+        }
         if (rc) goto out;
     }
     if (expect != m->data_end) {
@@ -458,9 +575,14 @@ fb_code arc_reader_verify_all(arc_reader *r, fb_err *err) {
                         (unsigned long long)expect, (unsigned long long)m->data_end);
         goto out;
     }
-    for (size_t i = 0; i < m->n_tables && r->resolve; i++)
-        if (arc_table_is_ref(m, &m->tables[i]) && (rc = arc_reader_read_table(r, &m->tables[i], NULL, NULL, err)))
-            goto out;
+    for (size_t i = 0; i < m->n_tables; i++) {
+        const arc_table *t = &m->tables[i];
+        int local = t->assembled;
+        for (size_t k = 0; local && k < t->n_chunks; k++)
+            if (t->chunks[k].src && !(m->job_id && strcmp(t->chunks[k].src, m->job_id) == 0)) local = 0;
+        if (((arc_table_is_ref(m, t) || t->assembled) && r->resolve) || local)
+            if ((rc = arc_reader_read_table(r, t, NULL, NULL, err))) goto out;
+    }
 out:
     free(v);
     return rc;

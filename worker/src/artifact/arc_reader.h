@@ -49,7 +49,9 @@ fb_code arc_reader_peek_index(stor_rfile *f, char **out, size_t *len, fb_err *er
 const arc_manifest *arc_reader_manifest(const arc_reader *r);
 const void *arc_reader_manifest_raw(const arc_reader *r, size_t *len);
 
-/* Streams table t (from the manifest) to sink (NULL: only check it). A table stored in another artifact
+/* Streams table t (from the manifest) to sink (NULL: only check it). An assembled table (format 3) is read chunk
+ * by chunk from the segments of this and other artifacts (through the resolver), each source segment decompressed
+ * whole into memory while the table is read; the result must match t's byte count and BLAKE2b. A table stored in another artifact
  * (t->stored_in) is read from there through the resolver, after checking that the other artifact is the job it
  * should be and records the same byte count and BLAKE2b for the table: nothing reaches the sink otherwise. */
 fb_code arc_reader_read_table(arc_reader *r, const arc_table *t, arc_sink_fn sink, void *opaque, fb_err *err);

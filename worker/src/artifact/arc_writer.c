@@ -202,7 +202,14 @@ static fb_code aw_flush_block(arc_writer *w, fb_err *err) {
 }
 
 fb_code arc_writer_new(stor_wfile *out, const unsigned char *pk, int zstd_level, arc_writer **wp, fb_err *err) {
+    return arc_writer_new_version(out, pk, zstd_level, ARC_FORMAT_VERSION, wp, err);
+}
+
+fb_code arc_writer_new_version(stor_wfile *out, const unsigned char *pk, int zstd_level, int version,
+                               arc_writer **wp, fb_err *err) {
     fb_code rc = FB_OK;
+    if (version < 2 || version > ARC_FORMAT_VERSION)
+        return fb_err_set(err, FB_ERR_INTERNAL, "arc_writer: cannot write format version %d", version);
     arc_writer *w = calloc(1, sizeof *w);
     *wp = NULL;
     if (!w || sodium_init() < 0) {
@@ -241,7 +248,7 @@ fb_code arc_writer_new(stor_wfile *out, const unsigned char *pk, int zstd_level,
     /* Header: magic, version, header length, flags, sealed data key. */
     crypto_kdf_keygen(w->data_key);
     memcpy(w->header, ARC_MAGIC, ARC_MAGIC_LEN);
-    arc_put_u16(w->header + 8, ARC_FORMAT_VERSION);
+    arc_put_u16(w->header + 8, (uint16_t)version);
     arc_put_u16(w->header + 10, ARC_HEADER_BYTES);
     arc_put_u32(w->header + 12, 0);
     if (crypto_box_seal(w->header + 16, w->data_key, sizeof w->data_key, pk) != 0) {

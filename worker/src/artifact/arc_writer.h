@@ -28,6 +28,10 @@ typedef struct arc_seg_info {
 
 /* out is borrowed (the caller commits or aborts it after arc_writer_free). pk: the recipient public key. */
 fb_code arc_writer_new(stor_wfile *out, const unsigned char *pk, int zstd_level, arc_writer **w, fb_err *err);
+/* The same, writing format `version` (2 or 3): a backup with no assembled table (FORMAT.md, "Chunks") is written
+ * as format 2 so that readers of format 2 still read it. */
+fb_code arc_writer_new_version(stor_wfile *out, const unsigned char *pk, int zstd_level, int version,
+                               arc_writer **w, fb_err *err);
 /* Starts the next table segment (ids 1, 2, ...). */
 fb_code arc_writer_begin(arc_writer *w, uint32_t *segment, fb_err *err);
 fb_code arc_writer_write(arc_writer *w, const void *buf, size_t len, fb_err *err);

@@ -50,6 +50,13 @@ static void cmd_inspect_text(const arc_manifest *m, const stor_rfile *f) {
         printf("%12lld %14lld %12lld  \"%s\".\"%s\"%s%s\n", (long long)t->rows, (long long)t->raw_bytes,
                (long long)t->stored_bytes, t->schema, t->name, arc_table_is_ref(m, t) ? "  unchanged, stored in " : "",
                arc_table_is_ref(m, t) ? t->stored_in : "");
+        if (t->assembled) {
+            size_t here = 0;
+            for (size_t k = 0; k < t->n_chunks; k++)
+                if (!t->chunks[k].src || (m->job_id && strcmp(t->chunks[k].src, m->job_id) == 0)) here++;
+            printf("%12s %14s %12s  assembled from %zu chunks, %zu of them stored here\n", "", "", "", t->n_chunks,
+                   here);
+        }
     }
 }
 

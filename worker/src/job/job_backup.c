@@ -13,6 +13,14 @@
  * instead of stored. Otherwise it is read a second time, in the same snapshot, into the artifact. Deletes,
  * TRUNCATE, a crash or a statistics reset all change the COPY stream or leave it equal, so the result is exact
  * in every case. synchronize_seqscans is off (as in pg_dump) so an unchanged table yields the same byte order.
+ *
+ * Chunks (format 3, arc_chunk.h): every table written whole (a FULL, or a job without a base) is also cut into
+ * content-defined chunks as it streams, and the chain index lists each chunk's keyed id and place in the segment.
+ * On a base, a changed (or new) table is read the second time through the chunker instead: chunks the chain
+ * already holds (the chunks of every table of the base, found in the indexes of the artifacts that hold them) are
+ * only referenced, the others go into one segment per table, concatenated, so zstd compresses across them. The
+ * table is then "assembled": its manifest entry lists every chunk's artifact, segment, offset and length, and
+ * records the BLAKE2b of the whole stream read from the database, which restore checks after assembling.
  */
 #include "job/job_backup.h"
 
@@ -21,6 +29,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "artifact/arc_chunk.h"
 #include "artifact/arc_format.h"
 #include "artifact/arc_index.h"
 #include "artifact/arc_key.h"
@@ -77,10 +86,6 @@ static fb_code jb_lock(PGconn *c, const dump_rel *rels, size_t n, fb_err *err) {
 
 /* Where COPY rows go: the artifact writer, or only a hash (the change-detection pass). */
 typedef fb_code (*jb_put_fn)(void *opaque, const void *buf, size_t len, fb_err *err);
-
-static fb_code jb_put_writer(void *opaque, const void *buf, size_t len, fb_err *err) {
-    return arc_writer_write(opaque, buf, len, err);
-}
 
 typedef struct jb_hasher {
     crypto_generichash_state st;
@@ -165,6 +170,177 @@ out:
     return rc;
 }
 
+/* --- chunks --------------------------------------------------------------------------------------------------- */
+
+/* Where the chain already holds a chunk: an open-addressing table keyed by the chunk id. src borrows from the
+ * chain (NULL: this job). */
+typedef struct jb_cslot {
+    unsigned char id[ARC_CHUNK_ID_BYTES];
+    const char *src;
+    uint32_t segment;
+    uint64_t offset, length;
+    int used;
+} jb_cslot;
+
+typedef struct jb_cmap {
+    jb_cslot *s;
+    size_t cap, n;
+} jb_cmap;
+
+static size_t jb_cmap_slot(const jb_cmap *m, const unsigned char *id) {
+    uint64_t h;
+    memcpy(&h, id, sizeof h); /* ids are keyed hashes: uniform */
+    size_t i = (size_t)h & (m->cap - 1);
+    while (m->s[i].used && memcmp(m->s[i].id, id, ARC_CHUNK_ID_BYTES) != 0) i = (i + 1) & (m->cap - 1);
+    return i;
+}
+
+static const jb_cslot *jb_cmap_get(const jb_cmap *m, const unsigned char *id) {
+    if (!m->cap) return NULL;
+    const jb_cslot *e = &m->s[jb_cmap_slot(m, id)];
+    return e->used ? e : NULL;
+}
+
+/* Adds a chunk (the first place seen wins). */
+static fb_code jb_cmap_put(jb_cmap *m, const unsigned char *id, const char *src, uint32_t segment, uint64_t offset,
+                           uint64_t length, fb_err *err) {
+    if ((m->n + 1) * 2 > m->cap) {
+        jb_cmap old = *m;
+        size_t cap = m->cap ? m->cap * 2 : 1024;
+        m->s = calloc(cap, sizeof *m->s);
+        if (!m->s) {
+            *m = old;
+            return fb_err_set(err, FB_ERR_NOMEM, "out of memory (chunk table of %zu entries)", cap);
+        }
+        m->cap = cap;
+        m->n = 0;
+        for (size_t i = 0; i < old.cap; i++)
+            if (old.s[i].used) {
+                m->s[jb_cmap_slot(m, old.s[i].id)] = old.s[i];
+                m->n++;
+            }
+        free(old.s);
+    }
+    jb_cslot *e = &m->s[jb_cmap_slot(m, id)];
+    if (e->used) return FB_OK;
+    memcpy(e->id, id, ARC_CHUNK_ID_BYTES);
+    e->src = src;
+    e->segment = segment;
+    e->offset = offset;
+    e->length = length;
+    e->used = 1;
+    m->n++;
+    return FB_OK;
+}
+
+/* The index entry that lists the chunks of base table bt: the base's own, or that of the artifact holding it
+ * (references are direct); NULL when unusable. All chunk sources must be complete backups of the chain. */
+static const arc_index_table *jb_chunk_owner(const job_chain *ch, const job_chain_entry *base,
+                                             const arc_index_table *bt, const char **owner_job) {
+    const job_chain_entry *h = strcmp(bt->stored_in, base->job_id) == 0 ? base : job_chain_find(ch, bt->stored_in);
+    if (!h || !job_chain_usable(h)) return NULL;
+    const arc_index_table *ht = h == base ? bt : arc_index_find(h->ix, bt->schema, bt->name);
+    if (!ht || strcmp(ht->stored_in, h->job_id) != 0) return NULL;
+    for (size_t k = 0; k < ht->n_chunks; k++) {
+        const job_chain_entry *src = ht->chunks[k].src ? job_chain_find(ch, ht->chunks[k].src) : h;
+        if (!src || !job_chain_usable(src)) return NULL;
+    }
+    *owner_job = h->job_id;
+    return ht;
+}
+
+/* Every chunk of every table of the base. */
+static fb_code jb_cmap_load(jb_cmap *m, const job_chain *ch, const job_chain_entry *base, fb_err *err) {
+    for (size_t i = 0; i < base->ix->n_tables; i++) {
+        const char *owner = NULL;
+        const arc_index_table *ht = jb_chunk_owner(ch, base, &base->ix->tables[i], &owner);
+        for (size_t k = 0; ht && k < ht->n_chunks; k++) {
+            const arc_chunk *ck = &ht->chunks[k];
+            fb_code rc = jb_cmap_put(m, ck->id, ck->src ? ck->src : owner, ck->segment, ck->offset, ck->length, err);
+            if (rc) return rc;
+        }
+    }
+    return FB_OK;
+}
+
+/* One table going through the chunker: whole (written as one segment, chunks only recorded) or assembled. */
+typedef struct jb_chunking {
+    arc_chunker ck;
+    arc_writer *w;
+    arc_table *t;
+    size_t cap;               /* of t->chunks */
+    uint32_t segment;         /* whole: the table's segment; assembled: the new chunks' segment once begun */
+    int begun;
+    uint64_t pos;             /* bytes in the segment so far (decompressed) */
+    jb_cmap *map;             /* assembled: what the chain and this job already hold */
+    crypto_generichash_state hs;
+    int64_t raw, reused, stored;
+} jb_chunking;
+
+static fb_code jb_chunk_add(jb_chunking *c, const unsigned char *id, const char *src, uint32_t segment, uint64_t off,
+                            uint64_t len, fb_err *err) {
+    arc_table *t = c->t;
+    if (t->n_chunks == c->cap) {
+        size_t cap = c->cap ? 2 * c->cap : 256;
+        arc_chunk *v = realloc(t->chunks, cap * sizeof *v);
+        if (!v) return fb_err_set(err, FB_ERR_NOMEM, "out of memory (chunk list of %zu entries)", cap);
+        t->chunks = v;
+        c->cap = cap;
+    }
+    arc_chunk *e = &t->chunks[t->n_chunks];
+    memset(e, 0, sizeof *e);
+    if (src && !(e->src = strdup(src))) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    memcpy(e->id, id, ARC_CHUNK_ID_BYTES);
+    e->segment = segment;
+    e->offset = off;
+    e->length = len;
+    t->n_chunks++;
+    return FB_OK;
+}
+
+static fb_code jb_chunk_whole(void *opaque, const unsigned char id[ARC_CHUNK_ID_BYTES], const void *bytes, size_t len,
+                              fb_err *err) {
+    jb_chunking *c = opaque;
+    (void)bytes;
+    fb_code rc = jb_chunk_add(c, id, NULL, c->segment, c->pos, len, err);
+    c->pos += len;
+    return rc;
+}
+
+static fb_code jb_chunk_assemble(void *opaque, const unsigned char id[ARC_CHUNK_ID_BYTES], const void *bytes,
+                                 size_t len, fb_err *err) {
+    jb_chunking *c = opaque;
+    const jb_cslot *have = jb_cmap_get(c->map, id);
+    fb_code rc = FB_OK;
+    if (have && have->length == len) {
+        c->reused++;
+        return jb_chunk_add(c, id, have->src, have->segment, have->offset, len, err);
+    }
+    if (!c->begun) {
+        if ((rc = arc_writer_begin(c->w, &c->segment, err))) return rc;
+        c->begun = 1;
+    }
+    if ((rc = arc_writer_write(c->w, bytes, len, err))) return rc;
+    if ((rc = jb_chunk_add(c, id, NULL, c->segment, c->pos, len, err))) return rc;
+    if ((rc = jb_cmap_put(c->map, id, NULL, c->segment, c->pos, len, err))) return rc;
+    c->pos += len;
+    c->stored++;
+    return FB_OK;
+}
+
+static fb_code jb_put_whole(void *opaque, const void *buf, size_t len, fb_err *err) {
+    jb_chunking *c = opaque;
+    fb_code rc = arc_writer_write(c->w, buf, len, err);
+    return rc ? rc : arc_chunker_feed(&c->ck, buf, len, err);
+}
+
+static fb_code jb_put_assemble(void *opaque, const void *buf, size_t len, fb_err *err) {
+    jb_chunking *c = opaque;
+    crypto_generichash_update(&c->hs, buf, len);
+    c->raw += (int64_t)len;
+    return arc_chunker_feed(&c->ck, buf, len, err);
+}
+
 /* The base of an INCREMENTAL (the newest complete backup of the configuration) or DIFFERENTIAL (the newest
  * complete FULL) in the chain; NULL when there is none (the job runs as FULL). */
 static const job_chain_entry *jb_pick_base(const job_chain *ch, const ev_event *ev, fb_err *why) {
@@ -197,8 +373,8 @@ static const arc_index_table *jb_base_table(const job_chain *ch, const job_chain
     if (!base) return NULL;
     const arc_index_table *bt = arc_index_find(base->ix, t->schema, t->name);
     if (!bt) return NULL;
-    const job_chain_entry *holder = job_chain_find(ch, bt->stored_in);
-    if (!holder || !job_chain_usable(holder)) return NULL;
+    const char *owner = NULL;
+    if (!jb_chunk_owner(ch, base, bt, &owner)) return NULL; /* its holder and every chunk source are usable */
     return bt;
 }
 
@@ -275,6 +451,9 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     int64_t total_rows = 0, total_raw = 0, n_ref = 0, copies = 0, pruned = 0;
     job_chain ch = {0};
     const job_chain_entry *base = NULL;
+    unsigned char ckey[32];
+    jb_cmap cmap = {0};
+    int64_t chunks_reused = 0, chunks_stored = 0;
 
     if (ev->type != EV_BACKUP_REQUESTED) return fb_err_set(err, FB_ERR_INTERNAL, "job_backup_run: not a backup event");
     /* 1. The request and the worker's settings, before any side effect. */
@@ -289,6 +468,7 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     }
     if ((rc = arc_key_load_public(cfg->public_key, pk, err))) goto out;
     if ((rc = arc_index_key(cfg->index_key, pk, ikey, err))) goto out;
+    arc_chunk_key(ikey, ckey);
     if ((rc = stor_posix_new(cfg->storage_root, &st, err))) goto out;
 
     /* 1b. The base, from the chain indexes (the worker cannot read manifests). */
@@ -302,6 +482,7 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
         else
             FB_INFO("job=%s %s requested, runs as FULL: %s", ev->job_id, jb_type_name(rq->backup_type), why.msg);
     }
+    if (base && (rc = jb_cmap_load(&cmap, &ch, base, err))) goto out;
 
     /* 2. One snapshot for everything. */
     c = pgx_connect(cfg->pg, "fusion-backup backup", err);
@@ -345,7 +526,9 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
 
     /* 3. The artifact. */
     if ((rc = stor_create(st, rel, &wf, err))) goto out;
-    if ((rc = arc_writer_new(wf, pk, (int)cfg->zstd_level, &w, err))) goto out;
+    /* Format 3 only when tables can be assembled from chunks (a base); a FULL stays readable by readers of 2. */
+    m.format = base ? ARC_FORMAT_VERSION : 2;
+    if ((rc = arc_writer_new_version(wf, pk, (int)cfg->zstd_level, (int)m.format, &w, err))) goto out;
     m.tables = calloc(n_rels ? n_rels : 1, sizeof *m.tables);
     ix.tables = calloc(n_rels ? n_rels : 1, sizeof *ix.tables);
     if (!m.tables || !ix.tables) {
@@ -389,9 +572,16 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
                 n_ref++;
             }
         }
-        if (!referenced) {
-            if ((rc = arc_writer_begin(w, &seg, err))) goto out;
-            if ((rc = jb_copy_table(ctx, c, jb_put_writer, w, t, &tp, &t->rows, err))) goto out;
+        if (!referenced && !base) {
+            /* Stored whole; its chunks are recorded for later backups to reuse. */
+            jb_chunking ck = {.w = w, .t = t};
+            arc_chunker_init(&ck.ck, ckey, 0, jb_chunk_whole, &ck);
+            rc = arc_writer_begin(w, &seg, err);
+            ck.segment = seg;
+            if (!rc) rc = jb_copy_table(ctx, c, jb_put_whole, &ck, t, &tp, &t->rows, err);
+            if (!rc) rc = arc_chunker_finish(&ck.ck, err);
+            arc_chunker_clear(&ck.ck);
+            if (rc) goto out;
             if ((rc = arc_writer_end(w, &si, err))) goto out;
             t->segment = si.segment;
             t->offset = si.offset;
@@ -399,6 +589,27 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
             t->raw_bytes = si.raw_bytes;
             t->stored_bytes = (int64_t)si.length;
             memcpy(t->blake2b, si.blake2b, sizeof t->blake2b);
+        } else if (!referenced) {
+            /* Changed or new since the base: assembled from the chain's chunks and the new ones stored here. */
+            jb_chunking ck = {.w = w, .t = t, .map = &cmap};
+            arc_chunker_init(&ck.ck, ckey, 1, jb_chunk_assemble, &ck);
+            crypto_generichash_init(&ck.hs, NULL, 0, ARC_HASH_BYTES);
+            rc = jb_copy_table(ctx, c, jb_put_assemble, &ck, t, &tp, &t->rows, err);
+            if (!rc) rc = arc_chunker_finish(&ck.ck, err);
+            arc_chunker_clear(&ck.ck);
+            if (rc) goto out;
+            if (ck.begun) {
+                if ((rc = arc_writer_end(w, &si, err))) goto out;
+                t->segment = si.segment;
+                t->offset = si.offset;
+                t->length = si.length;
+                t->stored_bytes = (int64_t)si.length;
+            }
+            t->assembled = 1;
+            t->raw_bytes = ck.raw;
+            crypto_generichash_final(&ck.hs, t->blake2b, sizeof t->blake2b);
+            chunks_reused += ck.reused;
+            chunks_stored += ck.stored;
         }
         arc_index_table *it = &ix.tables[ix.n_tables++];
         it->schema = t->schema; /* borrowed from the manifest until the index is encoded */
@@ -406,6 +617,9 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
         it->stored_in = referenced ? t->stored_in : (char *)ev->job_id;
         it->rows = t->rows;
         it->raw_bytes = t->raw_bytes;
+        it->assembled = t->assembled;
+        it->chunks = t->chunks; /* borrowed too */
+        it->n_chunks = t->n_chunks;
         arc_index_tag(ikey, t->blake2b, it->tag);
         total_rows += t->rows;
         total_raw += t->raw_bytes;
@@ -418,7 +632,6 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     if ((rc = pgx_exec(c, "COMMIT", "ending the snapshot", err))) goto out;
 
     /* 4. Manifest, trailer, durable rename. */
-    m.format = ARC_FORMAT_VERSION;
     m.tool = strdup("fusion-backup 1");
     m.job_id = strdup(ev->job_id);
     m.record_id = rq->record_id;
@@ -508,6 +721,8 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
         job_result_set(res, "ran_as_full", base ? 0 : 1);
         job_result_set(res, "tables_referenced", n_ref);
         job_result_set(res, "tables_stored", (int64_t)n_rels - n_ref);
+        job_result_set(res, "chunks_reused", chunks_reused);
+        job_result_set(res, "chunks_stored", chunks_stored);
     }
     if (copies) job_result_set(res, "copies", copies);
     if (pruned) job_result_set(res, "pruned", pruned);
@@ -527,7 +742,9 @@ out:
     free(copy_list);
     free(ix.tables); /* its strings are borrowed from m and ev */
     arc_manifest_clear(&m);
+    free(cmap.s);
     job_chain_clear(&ch);
+    sodium_memzero(ckey, sizeof ckey);
     sodium_memzero(pk, sizeof pk);
     sodium_memzero(ikey, sizeof ikey);
     return rc;

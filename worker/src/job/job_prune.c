@@ -119,18 +119,22 @@ fb_code job_prune_run(stor *st, const char *dir, const unsigned char key[ARC_IND
             const job_chain_entry *e = &ch.e[i];
             if (cand[i] || !e->ix) continue;
             for (size_t t = 0; t < e->ix->n_tables; t++) {
-                const char *holder = e->ix->tables[t].stored_in;
-                job_chain_entry *h = job_chain_find(&ch, holder);
-                if (!h || h == e) continue;
-                size_t hi = (size_t)(h - ch.e);
-                if (cand[hi]) {
-                    char b[600];
-                    cand[hi] = 0;
-                    changed = 1;
-                    snprintf(b, sizeof b, "needed by backup %s (table \"%s\".\"%s\")", e->job_id,
-                             e->ix->tables[t].schema, e->ix->tables[t].name);
-                    free(why[hi]);
-                    why[hi] = strdup(b);
+                /* The table's holder, then (format 3) the artifact of each of its chunks. */
+                const arc_index_table *it = &e->ix->tables[t];
+                for (size_t k = 0; k <= it->n_chunks; k++) {
+                    const char *holder = k == 0 ? it->stored_in : it->chunks[k - 1].src;
+                    job_chain_entry *h = holder ? job_chain_find(&ch, holder) : NULL;
+                    if (!h || h == e) continue;
+                    size_t hi = (size_t)(h - ch.e);
+                    if (cand[hi]) {
+                        char b[600];
+                        cand[hi] = 0;
+                        changed = 1;
+                        snprintf(b, sizeof b, "needed by backup %s (table \"%s\".\"%s\"%s)", e->job_id, it->schema,
+                                 it->name, k ? ", some of its chunks" : "");
+                        free(why[hi]);
+                        why[hi] = strdup(b);
+                    }
                 }
             }
         }
