@@ -6,18 +6,20 @@
  * is covered by a Poly1305 tag before it is decompressed.
  *
  * An assembled table (format 3) is its chunks concatenated: each chunk names an artifact (this one or another,
- * opened through the resolver like a referenced table) and a segment of it. Those segments are decompressed whole
- * into memory once each (kept for the table, then freed), and chunks are copied out in order. So restoring an
- * assembled table needs memory for the decompressed segments it draws from (at most about the table's size plus
- * its new chunks). The assembled stream is hashed and must match the table's BLAKE2b in this manifest: a wrong
- * chunk (a lying index, a mixed-up chain) fails the table, it never restores wrong data.
+ * opened through the resolver like a referenced table) and a segment of it. Those segments are decompressed once
+ * each into unlinked temporary files (disk, not memory: about the table's size plus its new chunks, in $TMPDIR),
+ * and chunks are copied out in order through one 64 KiB buffer, so memory does not grow with the table. The
+ * assembled stream is hashed and must match the table's BLAKE2b in this manifest: a wrong chunk (a lying index, a
+ * mixed-up chain) fails the table, it never restores wrong data.
  */
 #include "artifact/arc_reader.h"
 
+#include <errno.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <zstd.h>
 
 #include "artifact/arc_format.h"
@@ -419,25 +421,42 @@ static fb_code ar_read_ref(arc_reader *r, const arc_table *t, const char *what, 
     return arc_reader_read_table(lr, lt, sink, opaque, err);
 }
 
-/* A decompressed segment an assembled table draws chunks from. */
+/* A decompressed segment an assembled table draws chunks from. It is spilled to an unlinked temporary file (mode
+ * 0600, in $TMPDIR or /tmp) rather than held in memory, so restoring a table bigger than memory works: memory stays
+ * at one copy buffer whatever the table's size. The file holds plaintext for the length of the restore, which is
+ * headed for a database anyway; it disappears with the process. */
 typedef struct ar_segbuf {
     const arc_reader *owner;
     uint32_t segment;
-    ar_membuf data;
+    int fd;
+    size_t len;
 } ar_segbuf;
 
-static fb_code ar_big_sink(void *opaque, const void *buf, size_t len, fb_err *err) {
-    ar_membuf *m = opaque;
-    if (m->len + len > m->cap) {
-        size_t cap = m->cap ? m->cap : 65536;
-        while (cap < m->len + len) cap *= 2;
-        char *p = realloc(m->p, cap);
-        if (!p) return fb_err_set(err, FB_ERR_NOMEM, "out of memory holding a segment of %zu bytes", m->len + len);
-        m->p = p;
-        m->cap = cap;
+static fb_code ar_spill_sink(void *opaque, const void *buf, size_t len, fb_err *err) {
+    ar_segbuf *sb = opaque;
+    const char *p = buf;
+    while (len) {
+        ssize_t w = write(sb->fd, p, len);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0)
+            return fb_err_set(err, FB_ERR_IO, "could not write a temporary file while assembling a table: %s (free "
+                              "space in $TMPDIR, or point TMPDIR elsewhere)", strerror(errno));
+        p += w;
+        len -= (size_t)w;
+        sb->len += (size_t)w;
     }
-    memcpy(m->p + m->len, buf, len);
-    m->len += len;
+    return FB_OK;
+}
+
+static fb_code ar_spill_open(ar_segbuf *sb, fb_err *err) {
+    const char *dir = getenv("TMPDIR");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/fusion-backup-assemble-XXXXXX", dir && *dir ? dir : "/tmp");
+    sb->fd = mkstemp(path);
+    if (sb->fd < 0)
+        return fb_err_set(err, FB_ERR_IO, "could not create a temporary file in \"%s\": %s (set TMPDIR to a writable "
+                          "folder)", dir && *dir ? dir : "/tmp", strerror(errno));
+    unlink(path); /* gone from the file system now; freed when closed */
     return FB_OK;
 }
 
@@ -455,7 +474,9 @@ static fb_code ar_load_segment(arc_reader *sr, uint32_t segment, const char *wha
                           "segment: the chain is inconsistent", what, segment, m->job_id ? m->job_id : "?");
     sb->owner = sr;
     sb->segment = segment;
-    fb_code rc = ar_segment(sr, segment, st->offset, st->length, what, ar_big_sink, &sb->data, hash, &raw, err);
+    fb_code rc = ar_spill_open(sb, err);
+    if (rc) return rc;
+    rc = ar_segment(sr, segment, st->offset, st->length, what, ar_spill_sink, sb, hash, &raw, err);
     if (!rc && !st->assembled &&
         (raw != st->raw_bytes || sodium_memcmp(hash, st->blake2b, ARC_HASH_BYTES) != 0))
         rc = fb_err_set(err, FB_ERR_VERIFY, "%s: segment %u of backup %s does not match its manifest", what, segment,
@@ -471,6 +492,9 @@ static fb_code ar_read_assembled(arc_reader *r, const arc_table *t, const char *
     int64_t raw = 0;
     ar_segbuf *segs = NULL;
     size_t n_segs = 0, cap_segs = 0;
+    enum { copybuf_size = 1 << 16 };
+    unsigned char *copybuf = malloc(copybuf_size);
+    if (!copybuf) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
     crypto_generichash_init(&hs, NULL, 0, ARC_HASH_BYTES);
     for (size_t i = 0; i < t->n_chunks; i++) {
         const arc_chunk *ck = &t->chunks[i];
@@ -494,18 +518,31 @@ static fb_code ar_read_assembled(arc_reader *r, const arc_table *t, const char *
             }
             sb = &segs[n_segs++];
             memset(sb, 0, sizeof *sb);
+            sb->fd = -1;
             if ((rc = ar_load_segment(sr, ck->segment, what, sb, err))) goto out;
         }
-        if (ck->offset > sb->data.len || ck->length > sb->data.len - ck->offset) {
+        if (ck->offset > sb->len || ck->length > sb->len - ck->offset) {
             rc = fb_err_set(err, FB_ERR_VERIFY, "%s: chunk %zu lies outside its segment (%llu+%llu of %zu bytes): the "
                             "chain is inconsistent", what, i, (unsigned long long)ck->offset,
-                            (unsigned long long)ck->length, sb->data.len);
+                            (unsigned long long)ck->length, sb->len);
             goto out;
         }
-        const unsigned char *p = (const unsigned char *)sb->data.p + ck->offset;
-        crypto_generichash_update(&hs, p, (size_t)ck->length);
+        /* Copy the chunk out of the spilled segment in pieces: memory stays at one buffer. */
+        uint64_t at = ck->offset, left = ck->length;
+        while (left) {
+            size_t n = left < copybuf_size ? (size_t)left : copybuf_size;
+            ssize_t got = pread(sb->fd, copybuf, n, (off_t)at);
+            if (got <= 0) {
+                rc = fb_err_set(err, FB_ERR_IO, "%s: could not read back a temporary file: %s", what,
+                                got < 0 ? strerror(errno) : "short read");
+                goto out;
+            }
+            crypto_generichash_update(&hs, copybuf, (size_t)got);
+            if (sink && (rc = sink(opaque, copybuf, (size_t)got, err))) goto out;
+            at += (uint64_t)got;
+            left -= (uint64_t)got;
+        }
         raw += (int64_t)ck->length;
-        if (sink && ck->length && (rc = sink(opaque, p, (size_t)ck->length, err))) goto out;
     }
     crypto_generichash_final(&hs, hash, sizeof hash);
     if (raw != t->raw_bytes || sodium_memcmp(hash, t->blake2b, ARC_HASH_BYTES) != 0)
@@ -513,8 +550,10 @@ static fb_code ar_read_assembled(arc_reader *r, const arc_table *t, const char *
                         "manifest (%lld bytes, BLAKE2b): the backup chain is inconsistent", what, (long long)raw,
                         (long long)t->raw_bytes);
 out:
-    for (size_t k = 0; k < n_segs; k++) free(segs[k].data.p);
+    for (size_t k = 0; k < n_segs; k++)
+        if (segs[k].fd >= 0) close(segs[k].fd);
     free(segs);
+    free(copybuf);
     return rc;
 }
 
