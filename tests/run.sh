@@ -57,7 +57,10 @@ fuzz() {
 run_step "fuzz the event decoder (${FB_FUZZ_SECONDS:-60} s)" fuzz
 
 PY="$FB_VENV/bin/python"
-run_step "Python codec, deploy manifests and integration tests (pytest)" "$PY" -m pytest -q -p no:cacheprovider tests/python tests/deploy tests/integration
+# FB_TEST_RESTART_PG=1: the incremental test crashes and restarts the local PostgreSQL in the middle (pytest runs
+# tests one at a time, so nothing else is using it then; set FB_TEST_RESTART_PG=0 while sharing the server).
+run_step "Python codec, deploy manifests and integration tests (pytest)" \
+  env FB_TEST_RESTART_PG="${FB_TEST_RESTART_PG:-1}" "$PY" -m pytest -q -p no:cacheprovider tests/python tests/deploy tests/integration
 if [ -d producer/tests ]; then
   # A test database of this run's own, so a concurrent run on the same server cannot pull it away.
   run_step "Django app, newest Django (pytest)" bash -c "cd producer && FB_DJANGO_TEST_DB=test_fbp_$$_new '$PY' -m pytest -q -p no:cacheprovider tests"

@@ -156,8 +156,10 @@ pg_start() {
 
 pg_stop() {
   if [ -f "$FB_PG_DATA/PG_VERSION" ] && pg_running; then
-    fb_say "stopping PostgreSQL (pg_ctl stop -m fast)"
-    pg_as "$FB_PG_BIN/pg_ctl" stop -D "$FB_PG_DATA" -m fast -w -t 60 >/dev/null ||
+    # FB_PG_STOP_MODE=immediate simulates a crash (tests of what must survive one: recovery, lost statistics).
+    local mode="${FB_PG_STOP_MODE:-fast}"
+    fb_say "stopping PostgreSQL (pg_ctl stop -m $mode)"
+    pg_as "$FB_PG_BIN/pg_ctl" stop -D "$FB_PG_DATA" -m "$mode" -w -t 60 >/dev/null ||
       fb_die "pg_ctl stop failed (see $FB_PG_LOG)" "try: $FB_PG_BIN/pg_ctl stop -D $FB_PG_DATA -m immediate"
   else
     fb_say "PostgreSQL not running"

@@ -4,10 +4,11 @@
 Jobs run in-process (`fusion-backup event run --no-publish`, the worker's own job code) so each step is
 deterministic. The source changes between backups with inserts, updates, deletes, a TRUNCATE and a statistics
 reset (pg_stat_reset(), plus pg_stat_reset_shared); every artifact then restores, with its chain, to exactly the
-source at its time: per table, the row count and the md5 of the sorted row texts. A PostgreSQL restart is not done
-here: the server is shared by tests running in parallel; change detection never reads statistics (it hashes each
-table's COPY stream), so a restart, like the reset, cannot change the outcome. Set FB_TEST_RESTART_PG=1 to also
-restart the local server in the middle (only when running this file alone): the test waits for it to come back.
+source at its time: per table, the row count and the md5 of the sorted row texts. With FB_TEST_RESTART_PG=1 (as
+tests/run.sh sets it) the local server is also crashed (pg_ctl -m immediate: crash recovery, statistics lost) and
+restarted in the middle; the test waits for it to come back. Change detection never reads statistics (it hashes
+each table's COPY stream), so neither the crash nor the reset may change the outcome. Leave it unset when other
+runs share the server.
 """
 from __future__ import annotations
 
@@ -124,7 +125,9 @@ def restore_and_compare(bin, cfg, out, new_db, expected: dict, *extra: str) -> N
 def maybe_restart_pg() -> None:
     if os.environ.get("FB_TEST_RESTART_PG") != "1":
         return
-    subprocess.run([str(REPO / "deploy/local/services.sh"), "stop", "pg"], check=True)
+    # An immediate stop is a crash as far as PostgreSQL knows: crash recovery on start, statistics lost.
+    subprocess.run([str(REPO / "deploy/local/services.sh"), "stop", "pg"], check=True,
+                   env={**os.environ, "FB_PG_STOP_MODE": "immediate"})
     subprocess.run([str(REPO / "deploy/local/services.sh"), "start", "pg"], check=True)
     for _ in range(120):
         try:
