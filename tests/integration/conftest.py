@@ -107,13 +107,13 @@ def fusion_template(pg: str) -> str:
     with admin.cursor() as cur:
         cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
         cur.execute(f'CREATE DATABASE "{name}"')
+    admin.close()
     ci = conninfo_for(pg, name)
     psql(ci, file=FUSION_SQL)
     psql(ci, file=APP_SQL)
     yield name
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.close()
+    # A fresh connection: the server may have been restarted meanwhile (the incremental test crashes it on purpose).
+    _drop_db(pg, name)
 
 
 def _new_db(pg: str, template: str | None) -> tuple[str, str]:
