@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "artifact/arc_key.h"
+#include "common/fb_sbuf.h"
 
 #define AI_MAGIC "fusion-backup chain index 1\n"
 #define AI_MAGIC2 "fusion-backup chain index 2\n"
@@ -43,29 +44,9 @@ void arc_index_tag(const unsigned char key[ARC_INDEX_KEY_BYTES], const unsigned 
 
 /* --- encoding ------------------------------------------------------------------------------------------------ */
 
-typedef struct ai_buf {
-    char *p;
-    size_t len, cap;
-    int oom;
-} ai_buf;
+typedef fb_sbuf ai_buf;
 
-static void ai_put(ai_buf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 4096;
-        while (cap < b->len + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
+static void ai_put(ai_buf *b, const char *s, size_t n) { fb_sbuf_put(b, s, n); }
 
 static void ai_puts(ai_buf *b, const char *s) { ai_put(b, s, strlen(s)); }
 

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "common/fb_log.h"
+#include "common/fb_sbuf.h"
 #include "pg/pgx.h"
 
 char *dump_strf(const char *fmt, ...) {
@@ -47,63 +48,6 @@ char *dump_ident(const char *name) {
         s = NULL;
     }
     return s;
-}
-
-/* A growable string. */
-typedef struct dsb {
-    char *p;
-    size_t len, cap;
-    int oom;
-} dsb;
-
-static void dsb_add(dsb *b, const char *s) {
-    size_t n = strlen(s);
-    if (b->oom) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 256;
-        while (cap < b->len + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = 1;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n + 1);
-    b->len += n;
-}
-
-static void dsb_addf(dsb *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void dsb_addf(dsb *b, const char *fmt, ...) {
-    char tmp[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n < 0) return;
-    if ((size_t)n < sizeof tmp) {
-        dsb_add(b, tmp);
-        return;
-    }
-    char *big = malloc((size_t)n + 1);
-    if (!big) {
-        b->oom = 1;
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(big, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    dsb_add(b, big);
-    free(big);
-}
-
-static char *dsb_take(dsb *b) {
-    if (b->oom || !b->p) {
-        free(b->p);
-        return NULL;
-    }
-    return b->p;
 }
 
 fb_code dump_catalog_session(PGconn *c, fb_err *err) {
@@ -242,7 +186,7 @@ fb_code dump_catalog_describe(PGconn *c, const dump_rel *rel, arc_table *t, fb_e
     fb_code rc = FB_OK;
     PGresult *r = NULL;
     char *qt = NULL;
-    dsb b = {0};
+    fb_sbuf b = {0};
     char what[400];
     snprintf(what, sizeof what, "reading the definition of table \"%s\".\"%s\"", rel->schema, rel->name);
     t->schema = strdup(rel->schema);
@@ -344,7 +288,7 @@ fb_code dump_catalog_describe(PGconn *c, const dump_rel *rel, arc_table *t, fb_e
         rc = dump_oom(err);
         goto out;
     }
-    dsb_addf(&b, "CREATE %sTABLE %s (", nc && PQgetvalue(r, 0, 7)[0] == 'u' ? "UNLOGGED " : "", qt);
+    fb_sbuf_printf(&b, "CREATE %sTABLE %s (", nc && PQgetvalue(r, 0, 7)[0] == 'u' ? "UNLOGGED " : "", qt);
     for (int i = 0; i < nc; i++) {
         arc_column *col = &t->cols[t->n_cols++];
         col->name = strdup(PQgetvalue(r, i, 0));
@@ -358,21 +302,21 @@ fb_code dump_catalog_describe(PGconn *c, const dump_rel *rel, arc_table *t, fb_e
             rc = dump_oom(err);
             goto out;
         }
-        dsb_addf(&b, "%s\n    %s %s", i ? "," : "", qc, col->type);
+        fb_sbuf_printf(&b, "%s\n    %s %s", i ? "," : "", qc, col->type);
         free(qc);
-        if (!PQgetisnull(r, i, 6)) dsb_addf(&b, " COLLATE %s", PQgetvalue(r, i, 6));
+        if (!PQgetisnull(r, i, 6)) fb_sbuf_printf(&b, " COLLATE %s", PQgetvalue(r, i, 6));
         if (col->generated == 's') {
-            dsb_addf(&b, " GENERATED ALWAYS AS (%s) STORED", PQgetvalue(r, i, 5));
+            fb_sbuf_printf(&b, " GENERATED ALWAYS AS (%s) STORED", PQgetvalue(r, i, 5));
         } else if (col->identity) {
             const char *opts = "";
             for (size_t k = 0; k < t->n_seqs; k++)
                 if (t->seqs[k].identity && strcmp(t->seqs[k].column, col->name) == 0) opts = t->seqs[k].create_sql;
-            dsb_addf(&b, " GENERATED %s AS IDENTITY%s%s%s", col->identity == 'a' ? "ALWAYS" : "BY DEFAULT",
+            fb_sbuf_printf(&b, " GENERATED %s AS IDENTITY%s%s%s", col->identity == 'a' ? "ALWAYS" : "BY DEFAULT",
                      *opts ? " (" : "", opts, *opts ? ")" : "");
         } else if (!PQgetisnull(r, i, 5)) {
-            dsb_addf(&b, " DEFAULT %s", PQgetvalue(r, i, 5));
+            fb_sbuf_printf(&b, " DEFAULT %s", PQgetvalue(r, i, 5));
         }
-        if (col->not_null) dsb_add(&b, " NOT NULL");
+        if (col->not_null) fb_sbuf_puts(&b, " NOT NULL");
     }
     PQclear(r);
 
@@ -399,7 +343,7 @@ fb_code dump_catalog_describe(PGconn *c, const dump_rel *rel, arc_table *t, fb_e
             goto out;
         }
         if (type == 'c' && PQgetvalue(r, i, 3)[0] == 't') {
-            dsb_addf(&b, ",\n    CONSTRAINT %s %s", qn, def);
+            fb_sbuf_printf(&b, ",\n    CONSTRAINT %s %s", qn, def);
             free(qn);
             continue;
         }
@@ -431,9 +375,8 @@ fb_code dump_catalog_describe(PGconn *c, const dump_rel *rel, arc_table *t, fb_e
         }
     }
     PQclear(r);
-    dsb_add(&b, "\n);");
-    t->create_sql = dsb_take(&b);
-    b.p = NULL;
+    fb_sbuf_puts(&b, "\n);");
+    t->create_sql = fb_sbuf_take(&b);
     if (!t->create_sql) {
         rc = dump_oom(err);
         r = NULL;
@@ -466,21 +409,21 @@ out:
 }
 
 char *dump_copy_sql(const arc_table *t, int to) {
-    dsb b = {0};
+    fb_sbuf b = {0};
     char *qt = dump_qualified(t->schema, t->name);
     if (!qt) return NULL;
-    dsb_addf(&b, "COPY %s (", qt);
+    fb_sbuf_printf(&b, "COPY %s (", qt);
     free(qt);
     int first = 1;
     for (size_t i = 0; i < t->n_cols; i++) {
         if (t->cols[i].generated) continue;
         char *qc = dump_ident(t->cols[i].name);
         if (!qc) b.oom = 1;
-        else dsb_addf(&b, "%s%s", first ? "" : ", ", qc);
+        else fb_sbuf_printf(&b, "%s%s", first ? "" : ", ", qc);
         free(qc);
         first = 0;
     }
-    dsb_add(&b, to ? ") TO STDOUT" : ") FROM STDIN");
+    fb_sbuf_puts(&b, to ? ") TO STDOUT" : ") FROM STDIN");
     /* A table with no columns: COPY t () is not valid SQL. */
     if (first && !b.oom) {
         free(b.p);
@@ -489,5 +432,5 @@ char *dump_copy_sql(const arc_table *t, int to) {
         free(qt);
         return s;
     }
-    return dsb_take(&b);
+    return fb_sbuf_take(&b);
 }

@@ -86,19 +86,19 @@ static PGresult *ja_exec(PGconn *c, const char *sql, int nparams, const Oid *typ
 static void ja_count_due(PGconn *c, const ja_plan *p, const char *cutoff, int64_t *out) {
     ja_sb b = {0};
     *out = -1;
-    ja_sb_printf(&b, "SELECT count(*) FROM ");
+    fb_sbuf_printf(&b, "SELECT count(*) FROM ");
     ja_sb_qualified(&b, p->nodes[0].schema, p->nodes[0].table);
-    ja_sb_printf(&b, " WHERE ");
+    fb_sbuf_printf(&b, " WHERE ");
     ja_sb_ident(&b, p->ts_column);
-    ja_sb_printf(&b, " < (timestamptz 'epoch' + $1::bigint * interval '1 millisecond')");
-    if (!b.failed) {
+    fb_sbuf_printf(&b, " < (timestamptz 'epoch' + $1::bigint * interval '1 millisecond')");
+    if (!b.oom) {
         const char *prm[1] = {cutoff};
-        PGresult *r = PQexecParams(c, b.s, 1, NULL, prm, NULL, NULL, 0);
+        PGresult *r = PQexecParams(c, b.p, 1, NULL, prm, NULL, NULL, 0);
         if (r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
             *out = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
         PQclear(r);
     }
-    ja_sb_free(&b);
+    fb_sbuf_free(&b);
 }
 
 /* Deletes (or, dry, counts) ArchivedRecords of the job's module+model archived before purge_before. */
@@ -220,7 +220,7 @@ fb_code job_archive_run(const job_ctx *ctx, job_result *res, fb_err *err) {
         (rc = ja_plan_build(c, ev, &plan, err)) || (rc = ja_sql_batch(&plan, a->dry_run, 1, &sql_first, err)) ||
         (rc = ja_sql_batch(&plan, a->dry_run, 0, &sql, err)))
         goto out;
-    FB_DEBUG("job=%s archive statement: %s", ev->job_id, sql.s);
+    FB_DEBUG("job=%s archive statement: %s", ev->job_id, sql.p);
 
     snprintf(cutoff, sizeof cutoff, "%" PRId64, a->cutoff);
     snprintf(by, sizeof by, "%" PRId64, a->archived_by.v);
@@ -281,7 +281,7 @@ fb_code job_archive_run(const job_ctx *ctx, job_result *res, fb_err *err) {
         int64_t v[JA_R_NCOLS] = {0};
         char *next_key = NULL;
         int retry = 0;
-        rc = ja_batch(c, ctx, last_key ? sql.s : sql_first.s, (int)nparams, types, prm, what, v, &next_key, &retry,
+        rc = ja_batch(c, ctx, last_key ? sql.p : sql_first.p, (int)nparams, types, prm, what, v, &next_key, &retry,
                       err);
         if (rc != FB_OK && retry && fails < JOB_ARCHIVE_LOCK_RETRIES) {
             fails++;
@@ -338,8 +338,8 @@ out:
     free(prm);
     free(types);
     free(last_key);
-    ja_sb_free(&sql);
-    ja_sb_free(&sql_first);
+    fb_sbuf_free(&sql);
+    fb_sbuf_free(&sql_first);
     ja_plan_free(&plan);
     if (c) PQfinish(c);
     return rc;

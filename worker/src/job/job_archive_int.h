@@ -15,22 +15,17 @@
 
 #include "codec/ev_event.h"
 #include "common/fb_err.h"
+#include "common/fb_sbuf.h"
 
 #define JA_NAME 64      /* NAMEDATALEN */
 #define JA_QNAME 140    /* a quoted schema.table */
 #define JA_FK_MAX 8     /* columns in one foreign key (Django makes one) */
 
-/* ---- a growing SQL text; on out of memory it sets failed and every later append is a no-op ---- */
-typedef struct ja_sb {
-    char *s;
-    size_t len, cap;
-    int failed;
-} ja_sb;
+/* ---- SQL text: a growing string (common/fb_sbuf.h; out of memory is sticky in `oom`) ---- */
+typedef fb_sbuf ja_sb;
 
-void ja_sb_printf(ja_sb *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void ja_sb_ident(ja_sb *b, const char *name);                 /* appends name quoted */
 void ja_sb_qualified(ja_sb *b, const char *schema, const char *table);
-void ja_sb_free(ja_sb *b);
 
 /* ---- the plan ---- */
 typedef enum ja_edge_kind {

@@ -19,57 +19,22 @@
 
 /* ---- SQL text builder ---- */
 
-static int ja_sb_reserve(ja_sb *b, size_t more) {
-    if (b->failed) return -1;
-    if (b->len + more + 1 <= b->cap) return 0;
-    size_t cap = b->cap ? b->cap : 1024;
-    while (cap < b->len + more + 1) cap *= 2;
-    char *s = realloc(b->s, cap);
-    if (!s) {
-        b->failed = 1;
-        return -1;
-    }
-    b->s = s;
-    b->cap = cap;
-    return 0;
-}
-
-void ja_sb_printf(ja_sb *b, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0 || ja_sb_reserve(b, (size_t)n) != 0) {
-        b->failed = 1;
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(b->s + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-}
-
 void ja_sb_ident(ja_sb *b, const char *name) {
     char q[JA_QNAME];
     if (pgx_quote_ident(name, q, sizeof q) != 0) {
-        b->failed = 1;
+        b->oom = 1;
         return;
     }
-    ja_sb_printf(b, "%s", q);
+    fb_sbuf_printf(b, "%s", q);
 }
 
 void ja_sb_qualified(ja_sb *b, const char *schema, const char *table) {
     char q[JA_QNAME];
     if (pgx_qualified(schema, table, q, sizeof q) != 0) {
-        b->failed = 1;
+        b->oom = 1;
         return;
     }
-    ja_sb_printf(b, "%s", q);
-}
-
-void ja_sb_free(ja_sb *b) {
-    free(b->s);
-    memset(b, 0, sizeof *b);
+    fb_sbuf_printf(b, "%s", q);
 }
 
 /* ---- catalog queries ---- */

@@ -22,12 +22,12 @@
 
 /* Appends s as an element of a PostgreSQL array literal ("..." with \ and " escaped). */
 static void jr_array_elem(ja_sb *b, const char *s, int first) {
-    ja_sb_printf(b, "%s\"", first ? "" : ",");
+    fb_sbuf_printf(b, "%s\"", first ? "" : ",");
     for (const char *p = s; *p; p++) {
-        if (*p == '"' || *p == '\\') ja_sb_printf(b, "\\");
-        ja_sb_printf(b, "%c", *p);
+        if (*p == '"' || *p == '\\') fb_sbuf_printf(b, "\\");
+        fb_sbuf_printf(b, "%c", *p);
     }
-    ja_sb_printf(b, "\"");
+    fb_sbuf_printf(b, "\"");
 }
 
 static fb_code jr_add_conflict(job_unarchive_result *res, const char *id, fb_err *err) {
@@ -63,40 +63,40 @@ static fb_code jr_restore_table(PGconn *c, const char *schema, const char *table
         goto out;
     }
     for (int i = 0; i < PQntuples(r); i++) {
-        ja_sb_printf(&cols, "%s", i ? ", " : "");
+        fb_sbuf_printf(&cols, "%s", i ? ", " : "");
         ja_sb_ident(&cols, PQgetvalue(r, i, 0));
-        ja_sb_printf(&vals, "%s(ok.r).", i ? ", " : "");
+        fb_sbuf_printf(&vals, "%s(ok.r).", i ? ", " : "");
         ja_sb_ident(&vals, PQgetvalue(r, i, 0));
     }
     PQclear(r);
     r = NULL;
-    if (cols.failed || vals.failed) {
+    if (cols.oom || vals.oom) {
         rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
         goto out;
     }
 
-    ja_sb_printf(&sql, "WITH src AS MATERIALIZED (SELECT a.id AS aid, json_populate_record(NULL::");
+    fb_sbuf_printf(&sql, "WITH src AS MATERIALIZED (SELECT a.id AS aid, json_populate_record(NULL::");
     ja_sb_qualified(&sql, schema, table);
-    ja_sb_printf(&sql, ", (a.data::json)->'row') AS r FROM public." JOB_ARCHIVE_TABLE " a WHERE a.id = ANY ($1::bigint[])),\n"
+    fb_sbuf_printf(&sql, ", (a.data::json)->'row') AS r FROM public." JOB_ARCHIVE_TABLE " a WHERE a.id = ANY ($1::bigint[])),\n"
                        "ok AS MATERIALIZED (SELECT s.aid, s.r FROM src s WHERE NOT EXISTS (SELECT 1 FROM ");
     ja_sb_qualified(&sql, schema, table);
-    ja_sb_printf(&sql, " t WHERE t.");
+    fb_sbuf_printf(&sql, " t WHERE t.");
     ja_sb_ident(&sql, pk);
-    ja_sb_printf(&sql, " = (s.r).");
+    fb_sbuf_printf(&sql, " = (s.r).");
     ja_sb_ident(&sql, pk);
-    ja_sb_printf(&sql, ")),\nins AS (INSERT INTO ");
+    fb_sbuf_printf(&sql, ")),\nins AS (INSERT INTO ");
     ja_sb_qualified(&sql, schema, table);
-    ja_sb_printf(&sql, " (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM ok RETURNING 1),\n", cols.s, vals.s);
-    ja_sb_printf(&sql, "del AS (DELETE FROM public." JOB_ARCHIVE_TABLE " a USING ok WHERE a.id = ok.aid RETURNING 1)\n"
+    fb_sbuf_printf(&sql, " (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM ok RETURNING 1),\n", cols.p, vals.p);
+    fb_sbuf_printf(&sql, "del AS (DELETE FROM public." JOB_ARCHIVE_TABLE " a USING ok WHERE a.id = ok.aid RETURNING 1)\n"
                        "SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM del)");
-    if (sql.failed) {
+    if (sql.oom) {
         rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
         goto out;
     }
     char what[300];
     snprintf(what, sizeof what, "restoring archived rows into \"%s\".\"%s\"", schema, table);
     const char *p1[1] = {ids};
-    r = PQexecParams(c, sql.s, 1, NULL, p1, NULL, NULL, 0);
+    r = PQexecParams(c, sql.p, 1, NULL, p1, NULL, NULL, 0);
     if ((rc = pgx_check(c, r, PGRES_TUPLES_OK, what, err))) {
         r = NULL;
         goto out;
@@ -120,9 +120,9 @@ static fb_code jr_restore_table(PGconn *c, const char *schema, const char *table
     for (int i = 0; i < PQntuples(r) && rc == FB_OK; i++) rc = jr_add_conflict(res, PQgetvalue(r, i, 0), err);
 out:
     PQclear(r);
-    ja_sb_free(&sql);
-    ja_sb_free(&cols);
-    ja_sb_free(&vals);
+    fb_sbuf_free(&sql);
+    fb_sbuf_free(&cols);
+    fb_sbuf_free(&vals);
     return rc;
 }
 
@@ -147,33 +147,33 @@ fb_code job_unarchive_run(const job_unarchive_opts *o, job_unarchive_result *res
 
     /* The selected records, locked, with their envelope's table. */
     const char *prm[3] = {o->module, o->model_name, NULL};
-    ja_sb_printf(&sel, "SELECT a.id, a.original_id, (a.data::json)->>'v', (a.data::json)->'table'->>0, "
+    fb_sbuf_printf(&sel, "SELECT a.id, a.original_id, (a.data::json)->>'v', (a.data::json)->'table'->>0, "
                        "(a.data::json)->'table'->>1, (a.data::json)->>'pk' FROM public." JOB_ARCHIVE_TABLE " a "
                        "WHERE a.module = $1 AND a.model_name = $2 AND ");
     if (o->n_ids) {
         for (size_t i = 0; i < o->n_ids; i++) jr_array_elem(&idlist, o->ids[i], i == 0);
-        ja_sb_printf(&sel, "a.original_id = ANY ($3::text[])");
+        fb_sbuf_printf(&sel, "a.original_id = ANY ($3::text[])");
         char *lit = malloc(idlist.len + 3);
-        if (!lit || idlist.failed) {
+        if (!lit || idlist.oom) {
             free(lit);
             rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
             goto out;
         }
-        snprintf(lit, idlist.len + 3, "{%s}", idlist.s);
-        ja_sb_free(&idlist);
-        idlist.s = lit;
+        snprintf(lit, idlist.len + 3, "{%s}", idlist.p);
+        fb_sbuf_free(&idlist);
+        idlist.p = lit;
         idlist.len = strlen(lit);
         prm[2] = lit;
     } else {
-        ja_sb_printf(&sel, "a.archived_at < $3::timestamptz");
+        fb_sbuf_printf(&sel, "a.archived_at < $3::timestamptz");
         prm[2] = o->archived_before;
     }
-    ja_sb_printf(&sel, " ORDER BY 4, 5, 6, a.id FOR UPDATE OF a");
-    if (sel.failed) {
+    fb_sbuf_printf(&sel, " ORDER BY 4, 5, 6, a.id FOR UPDATE OF a");
+    if (sel.oom) {
         rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
         goto out;
     }
-    r = PQexecParams(c, sel.s, 3, NULL, prm, NULL, NULL, 0);
+    r = PQexecParams(c, sel.p, 3, NULL, prm, NULL, NULL, 0);
     if ((rc = pgx_check(c, r, PGRES_TUPLES_OK, "selecting the ArchivedRecords to restore", err))) {
         r = NULL;
         goto out;
@@ -194,17 +194,17 @@ fb_code job_unarchive_run(const job_unarchive_opts *o, job_unarchive_result *res
     for (int i = 0; i < n;) {
         int j = i;
         ja_sb ids = {0};
-        ja_sb_printf(&ids, "{");
+        fb_sbuf_printf(&ids, "{");
         while (j < n && strcmp(PQgetvalue(r, j, 3), PQgetvalue(r, i, 3)) == 0 &&
                strcmp(PQgetvalue(r, j, 4), PQgetvalue(r, i, 4)) == 0 &&
                strcmp(PQgetvalue(r, j, 5), PQgetvalue(r, i, 5)) == 0) {
-            ja_sb_printf(&ids, "%s%s", j > i ? "," : "", PQgetvalue(r, j, 0));
+            fb_sbuf_printf(&ids, "%s%s", j > i ? "," : "", PQgetvalue(r, j, 0));
             j++;
         }
-        ja_sb_printf(&ids, "}");
-        if (ids.failed) rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
-        else rc = jr_restore_table(c, PQgetvalue(r, i, 3), PQgetvalue(r, i, 4), PQgetvalue(r, i, 5), ids.s, res, err);
-        ja_sb_free(&ids);
+        fb_sbuf_printf(&ids, "}");
+        if (ids.oom) rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+        else rc = jr_restore_table(c, PQgetvalue(r, i, 3), PQgetvalue(r, i, 4), PQgetvalue(r, i, 5), ids.p, res, err);
+        fb_sbuf_free(&ids);
         if (rc) goto out;
         i = j;
     }
@@ -228,8 +228,8 @@ out:
     PQclear(r);
     if (c && PQtransactionStatus(c) == PQTRANS_INERROR) PQclear(PQexec(c, "ROLLBACK"));
     if (c) PQfinish(c);
-    ja_sb_free(&idlist);
-    ja_sb_free(&sel);
+    fb_sbuf_free(&idlist);
+    fb_sbuf_free(&sel);
     return rc;
 }
 

@@ -40,9 +40,9 @@ static int ja_subtree_has(const ja_plan *p, size_t node, int flag) {
 /* "x.c1 = alias.p1 AND x.c2 = alias.p2" */
 static void ja_sql_join(ja_sb *b, const ja_edge *e, const char *x, const char *alias) {
     for (int j = 0; j < e->ncols; j++) {
-        ja_sb_printf(b, "%s%s.", j ? " AND " : "", x);
+        fb_sbuf_printf(b, "%s%s.", j ? " AND " : "", x);
         ja_sb_ident(b, e->ccol[j]);
-        ja_sb_printf(b, " = %s.", alias);
+        fb_sbuf_printf(b, " = %s.", alias);
         ja_sb_ident(b, e->pcol[j]);
     }
 }
@@ -51,16 +51,16 @@ static void ja_sql_join(ja_sb *b, const ja_edge *e, const char *x, const char *a
 static void ja_sql_flag(ja_sb *b, const ja_plan *p, size_t node, const char *alias, const char *ctid, int flag,
                         int *seq) {
     const ja_node *n = &p->nodes[node];
-    ja_sb_printf(b, "(false");
+    fb_sbuf_printf(b, "(false");
     if (flag == JA_FLAG_CONF) {
         char a[16];
         snprintf(a, sizeof a, "a%d", ++*seq);
-        ja_sb_printf(b, " OR EXISTS (SELECT 1 FROM ");
+        fb_sbuf_printf(b, " OR EXISTS (SELECT 1 FROM ");
         ja_sb_qualified(b, "public", JOB_ARCHIVE_TABLE);
-        ja_sb_printf(b, " %s WHERE %s.module = $%d::text AND %s.model_name = $%d::text AND %s.original_id = %s.", a, a,
+        fb_sbuf_printf(b, " %s WHERE %s.module = $%d::text AND %s.model_name = $%d::text AND %s.original_id = %s.", a, a,
                      ja_param(node, 0), a, ja_param(node, 1), a, alias);
         ja_sb_ident(b, n->pk);
-        ja_sb_printf(b, "::text)");
+        fb_sbuf_printf(b, "::text)");
     }
     for (size_t i = 0; i < n->n_edges; i++) {
         const ja_edge *e = &n->edges[i];
@@ -70,37 +70,37 @@ static void ja_sql_flag(ja_sb *b, const ja_plan *p, size_t node, const char *ali
         if (!direct && !deep) continue;
         char x[16];
         snprintf(x, sizeof x, "x%d", ++*seq);
-        ja_sb_printf(b, " OR EXISTS (SELECT 1 FROM ");
+        fb_sbuf_printf(b, " OR EXISTS (SELECT 1 FROM ");
         ja_sb_qualified(b, e->schema, e->table);
-        ja_sb_printf(b, " %s WHERE ", x);
+        fb_sbuf_printf(b, " %s WHERE ", x);
         ja_sql_join(b, e, x, alias);
         /* A row that references itself does not block its own archival. */
         if (strcmp(e->schema, n->schema) == 0 && strcmp(e->table, n->table) == 0)
-            ja_sb_printf(b, " AND %s.ctid <> %s", x, ctid);
+            fb_sbuf_printf(b, " AND %s.ctid <> %s", x, ctid);
         if (deep) {
             char xc[24];
             snprintf(xc, sizeof xc, "%s.ctid", x);
-            ja_sb_printf(b, " AND ");
+            fb_sbuf_printf(b, " AND ");
             ja_sql_flag(b, p, (size_t)e->child, x, xc, flag, seq);
         }
-        ja_sb_printf(b, ")");
+        fb_sbuf_printf(b, ")");
     }
-    ja_sb_printf(b, ")");
+    fb_sbuf_printf(b, ")");
 }
 
 /* "(SELECT (nK.r_).p1 FROM nK)" or the multi-column form, compared with the referencing columns of x. */
 static void ja_sql_refs_in(ja_sb *b, const ja_edge *e, const char *x, size_t parent) {
-    ja_sb_printf(b, "(");
+    fb_sbuf_printf(b, "(");
     for (int j = 0; j < e->ncols; j++) {
-        ja_sb_printf(b, "%s%s.", j ? ", " : "", x);
+        fb_sbuf_printf(b, "%s%s.", j ? ", " : "", x);
         ja_sb_ident(b, e->ccol[j]);
     }
-    ja_sb_printf(b, ") IN (SELECT ");
+    fb_sbuf_printf(b, ") IN (SELECT ");
     for (int j = 0; j < e->ncols; j++) {
-        ja_sb_printf(b, "%s(n%zu.r_).", j ? ", " : "", parent);
+        fb_sbuf_printf(b, "%s(n%zu.r_).", j ? ", " : "", parent);
         ja_sb_ident(b, e->pcol[j]);
     }
-    ja_sb_printf(b, " FROM n%zu)", parent);
+    fb_sbuf_printf(b, " FROM n%zu)", parent);
 }
 
 fb_code ja_sql_batch(const ja_plan *p, int dry, int first, ja_sb *b, fb_err *err) {
@@ -109,33 +109,33 @@ fb_code ja_sql_batch(const ja_plan *p, int dry, int first, ja_sb *b, fb_err *err
 
     /* cand: the batch, locked. The flags are computed in a second CTE over cand's few rows: computed here, below
      * the LIMIT, the planner would cost them for every due row and may hash all ArchivedRecords of the model. */
-    ja_sb_printf(b, "WITH cand AS MATERIALIZED (SELECT t.ctid AS ctid_, t AS r_, t.");
+    fb_sbuf_printf(b, "WITH cand AS MATERIALIZED (SELECT t.ctid AS ctid_, t AS r_, t.");
     ja_sb_ident(b, root->pk);
-    ja_sb_printf(b, " AS pk_ FROM ");
+    fb_sbuf_printf(b, " AS pk_ FROM ");
     ja_sb_qualified(b, root->schema, root->table);
-    ja_sb_printf(b, " t WHERE t.");
+    fb_sbuf_printf(b, " t WHERE t.");
     ja_sb_ident(b, p->ts_column);
-    ja_sb_printf(b, " < (timestamptz 'epoch' + $1::bigint * interval '1 millisecond')");
+    fb_sbuf_printf(b, " < (timestamptz 'epoch' + $1::bigint * interval '1 millisecond')");
     /* Keyset: a plain `pk > $3` (no OR) so the index scan starts after the previous batch instead of walking
      * the dead index entries of every row already moved. */
     if (first) {
-        ja_sb_printf(b, " AND $2::boolean");
+        fb_sbuf_printf(b, " AND $2::boolean");
     } else {
-        ja_sb_printf(b, " AND NOT $2::boolean AND t.");
+        fb_sbuf_printf(b, " AND NOT $2::boolean AND t.");
         ja_sb_ident(b, root->pk);
-        ja_sb_printf(b, " > $3");
+        fb_sbuf_printf(b, " > $3");
     }
-    ja_sb_printf(b, " ORDER BY t.");
+    fb_sbuf_printf(b, " ORDER BY t.");
     ja_sb_ident(b, root->pk);
-    ja_sb_printf(b, " LIMIT $4::bigint%s),\n", dry ? "" : " FOR UPDATE OF t SKIP LOCKED");
-    ja_sb_printf(b, "flags AS MATERIALIZED (SELECT c.ctid_, c.r_, c.pk_, ");
+    fb_sbuf_printf(b, " LIMIT $4::bigint%s),\n", dry ? "" : " FOR UPDATE OF t SKIP LOCKED");
+    fb_sbuf_printf(b, "flags AS MATERIALIZED (SELECT c.ctid_, c.r_, c.pk_, ");
     ja_sql_flag(b, p, 0, "(c.r_)", "c.ctid_", JA_FLAG_PROT, &seq);
-    ja_sb_printf(b, " AS prot_, ");
+    fb_sbuf_printf(b, " AS prot_, ");
     ja_sql_flag(b, p, 0, "(c.r_)", "c.ctid_", JA_FLAG_REF, &seq);
-    ja_sb_printf(b, " AS ref_, ");
+    fb_sbuf_printf(b, " AS ref_, ");
     ja_sql_flag(b, p, 0, "(c.r_)", "c.ctid_", JA_FLAG_CONF, &seq);
-    ja_sb_printf(b, " AS conf_ FROM cand c),\n");
-    ja_sb_printf(b, "n0 AS MATERIALIZED (SELECT ctid_, r_, pk_ FROM flags WHERE NOT (prot_ OR ref_ OR conf_))");
+    fb_sbuf_printf(b, " AS conf_ FROM cand c),\n");
+    fb_sbuf_printf(b, "n0 AS MATERIALIZED (SELECT ctid_, r_, pk_ FROM flags WHERE NOT (prot_ OR ref_ OR conf_))");
 
     /* nK: CASCADE descendants (nodes are numbered parents first) */
     for (size_t k = 1; k < p->n_nodes; k++) {
@@ -145,47 +145,47 @@ fb_code ja_sql_batch(const ja_plan *p, int dry, int first, ja_sb *b, fb_err *err
         for (size_t i = 0; i < par->n_edges; i++)
             if (par->edges[i].kind == JA_EDGE_CASCADE && par->edges[i].child == (int)k) e = &par->edges[i];
         if (!e) return fb_err_set(err, FB_ERR_INTERNAL, "archive plan: node %zu has no edge from its parent", k);
-        ja_sb_printf(b, ",\nn%zu AS MATERIALIZED (SELECT x.ctid AS ctid_, x AS r_, x.", k);
+        fb_sbuf_printf(b, ",\nn%zu AS MATERIALIZED (SELECT x.ctid AS ctid_, x AS r_, x.", k);
         ja_sb_ident(b, n->pk);
-        ja_sb_printf(b, " AS pk_ FROM ");
+        fb_sbuf_printf(b, " AS pk_ FROM ");
         ja_sb_qualified(b, n->schema, n->table);
-        ja_sb_printf(b, " x WHERE ");
+        fb_sbuf_printf(b, " x WHERE ");
         ja_sql_refs_in(b, e, "x", (size_t)n->parent);
-        ja_sb_printf(b, "%s)", dry ? "" : " FOR UPDATE OF x");
+        fb_sbuf_printf(b, "%s)", dry ? "" : " FOR UPDATE OF x");
     }
 
     /* ins: the ArchivedRecords */
-    ja_sb_printf(b, ",\nins AS (");
+    fb_sbuf_printf(b, ",\nins AS (");
     if (!dry) {
-        ja_sb_printf(b, "INSERT INTO ");
+        fb_sbuf_printf(b, "INSERT INTO ");
         ja_sb_qualified(b, "public", JOB_ARCHIVE_TABLE);
-        ja_sb_printf(b, " (module, model_name, original_id, data, archived_at, archived_by_id, job_id) ");
+        fb_sbuf_printf(b, " (module, model_name, original_id, data, archived_at, archived_by_id, job_id) ");
     }
-    ja_sb_printf(b, "SELECT %s m_, n_, o_, d_, now(), $5::integer, $6::uuid FROM (",
+    fb_sbuf_printf(b, "SELECT %s m_, n_, o_, d_, now(), $5::integer, $6::uuid FROM (",
                  p->any_dup ? "DISTINCT ON (m_, n_, o_)" : "");
     for (size_t k = 0; k < p->n_nodes; k++) {
-        ja_sb_printf(b, "%sSELECT $%d::text AS m_, $%d::text AS n_, n%zu.pk_::text AS o_, ", k ? " UNION ALL " : "",
+        fb_sbuf_printf(b, "%sSELECT $%d::text AS m_, $%d::text AS n_, n%zu.pk_::text AS o_, ", k ? " UNION ALL " : "",
                      ja_param(k, 0), ja_param(k, 1), k);
         if (dry)
-            ja_sb_printf(b, "NULL::text AS d_");
+            fb_sbuf_printf(b, "NULL::text AS d_");
         else
-            ja_sb_printf(b,
+            fb_sbuf_printf(b,
                          "json_build_object('v', 1, 'table', json_build_array($%d::text, $%d::text), 'pk', "
                          "$%d::text, 'row', row_to_json(n%zu.r_))::text AS d_",
                          ja_param(k, 2), ja_param(k, 3), ja_param(k, 4), k);
-        ja_sb_printf(b, " FROM n%zu", k);
+        fb_sbuf_printf(b, " FROM n%zu", k);
     }
-    ja_sb_printf(b, ") s%s)", dry ? "" : " RETURNING 1");
+    fb_sbuf_printf(b, ") s%s)", dry ? "" : " RETURNING 1");
 
     /* dK: deletes */
     for (size_t k = 0; k < p->n_nodes; k++) {
         if (dry) {
-            ja_sb_printf(b, ",\nd%zu AS (SELECT 1 FROM n%zu)", k, k);
+            fb_sbuf_printf(b, ",\nd%zu AS (SELECT 1 FROM n%zu)", k, k);
             continue;
         }
-        ja_sb_printf(b, ",\nd%zu AS (DELETE FROM ", k);
+        fb_sbuf_printf(b, ",\nd%zu AS (DELETE FROM ", k);
         ja_sb_qualified(b, p->nodes[k].schema, p->nodes[k].table);
-        ja_sb_printf(b, " t WHERE t.ctid = ANY (ARRAY(SELECT ctid_ FROM n%zu)) RETURNING 1)", k);
+        fb_sbuf_printf(b, " t WHERE t.ctid = ANY (ARRAY(SELECT ctid_ FROM n%zu)) RETURNING 1)", k);
     }
 
     /* sJ: SET_NULL / SET_DEFAULT */
@@ -195,38 +195,38 @@ fb_code ja_sql_batch(const ja_plan *p, int dry, int first, ja_sb *b, fb_err *err
         for (size_t i = 0; i < n->n_edges; i++) {
             const ja_edge *e = &n->edges[i];
             if (e->kind != JA_EDGE_SET_NULL && e->kind != JA_EDGE_SET_DEFAULT) continue;
-            ja_sb_printf(b, ",\ns%d AS (", n_set++);
+            fb_sbuf_printf(b, ",\ns%d AS (", n_set++);
             if (dry) {
-                ja_sb_printf(b, "SELECT 1 FROM ");
+                fb_sbuf_printf(b, "SELECT 1 FROM ");
                 ja_sb_qualified(b, e->schema, e->table);
             } else {
-                ja_sb_printf(b, "UPDATE ");
+                fb_sbuf_printf(b, "UPDATE ");
                 ja_sb_qualified(b, e->schema, e->table);
-                ja_sb_printf(b, " t SET ");
+                fb_sbuf_printf(b, " t SET ");
                 for (int j = 0; j < e->ncols; j++) {
-                    ja_sb_printf(b, "%s", j ? ", " : "");
+                    fb_sbuf_printf(b, "%s", j ? ", " : "");
                     ja_sb_ident(b, e->ccol[j]);
-                    ja_sb_printf(b, " = %s", e->kind == JA_EDGE_SET_NULL ? "NULL" : "DEFAULT");
+                    fb_sbuf_printf(b, " = %s", e->kind == JA_EDGE_SET_NULL ? "NULL" : "DEFAULT");
                 }
             }
-            ja_sb_printf(b, "%s WHERE ", dry ? " t" : "");
+            fb_sbuf_printf(b, "%s WHERE ", dry ? " t" : "");
             ja_sql_refs_in(b, e, "t", k);
             /* A row that is itself being archived in this batch is deleted, not updated. */
             for (size_t m = 0; m < p->n_nodes; m++)
                 if (strcmp(p->nodes[m].schema, e->schema) == 0 && strcmp(p->nodes[m].table, e->table) == 0)
-                    ja_sb_printf(b, " AND t.ctid <> ALL (ARRAY(SELECT ctid_ FROM n%zu))", m);
-            ja_sb_printf(b, "%s)", dry ? "" : " RETURNING 1");
+                    fb_sbuf_printf(b, " AND t.ctid <> ALL (ARRAY(SELECT ctid_ FROM n%zu))", m);
+            fb_sbuf_printf(b, "%s)", dry ? "" : " RETURNING 1");
         }
     }
 
     /* the counters */
-    ja_sb_printf(b, "\nSELECT c.seen, c.prot, c.ref, c.conf, (SELECT count(*) FROM d0), 0");
-    for (size_t k = 1; k < p->n_nodes; k++) ja_sb_printf(b, " + (SELECT count(*) FROM d%zu)", k);
-    ja_sb_printf(b, ", (SELECT count(*) FROM ins), 0");
-    for (int j = 0; j < n_set; j++) ja_sb_printf(b, " + (SELECT count(*) FROM s%d)", j);
-    ja_sb_printf(b, ", (SELECT cand.pk_::text AS last_ FROM cand ORDER BY cand.pk_ DESC LIMIT 1) FROM (SELECT count(*) AS seen, "
+    fb_sbuf_printf(b, "\nSELECT c.seen, c.prot, c.ref, c.conf, (SELECT count(*) FROM d0), 0");
+    for (size_t k = 1; k < p->n_nodes; k++) fb_sbuf_printf(b, " + (SELECT count(*) FROM d%zu)", k);
+    fb_sbuf_printf(b, ", (SELECT count(*) FROM ins), 0");
+    for (int j = 0; j < n_set; j++) fb_sbuf_printf(b, " + (SELECT count(*) FROM s%d)", j);
+    fb_sbuf_printf(b, ", (SELECT cand.pk_::text AS last_ FROM cand ORDER BY cand.pk_ DESC LIMIT 1) FROM (SELECT count(*) AS seen, "
                     "count(*) FILTER (WHERE prot_) AS prot, count(*) FILTER (WHERE ref_ AND NOT prot_) AS ref, "
                     "count(*) FILTER (WHERE conf_ AND NOT prot_ AND NOT ref_) AS conf FROM flags) c");
-    if (b->failed) return fb_err_set(err, FB_ERR_NOMEM, "out of memory writing the archive statement");
+    if (b->oom) return fb_err_set(err, FB_ERR_NOMEM, "out of memory writing the archive statement");
     return FB_OK;
 }
