@@ -71,3 +71,21 @@ def record(conninfo: str, record_id: int) -> dict:
         row = cur.fetchone()
     keys = ["status", "file_path", "file_size", "error_message", "attempt", "started_at", "completed_at", "stats"]
     return dict(zip(keys, row))
+
+
+def table_digests(conninfo: str) -> dict[str, str]:
+    """Per user table: row count and md5 of its sorted row texts."""
+    conn = psycopg2.connect(conninfo)
+    cur = conn.cursor()
+    cur.execute("SET TIME ZONE 'UTC'")
+    cur.execute("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+                "AND n.nspname NOT LIKE 'pg\\_%%' ORDER BY 1, 2")
+    out = {}
+    for schema, name in cur.fetchall():
+        q = '"' + schema.replace('"', '""') + '"."' + name.replace('"', '""') + '"'
+        cur.execute(f"SELECT count(*) || ':' || md5(coalesce(string_agg(x::text, E'\\n' ORDER BY x::text), '')) "
+                    f"FROM {q} x")
+        out[f"{schema}.{name}"] = cur.fetchone()[0]
+    conn.close()
+    return out

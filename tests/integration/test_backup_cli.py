@@ -32,6 +32,7 @@ import psycopg2
 import pytest
 
 from fusion_events import encode
+from flow import table_digests
 
 
 def backup_event(tables: Iterable, storage_path: str = "cfg1/nightly", job_id: str | None = None,
@@ -178,24 +179,6 @@ def fill_tables(conninfo: str, tables: list[str], n: int = 30) -> dict[str, int]
 def _relname(cur, oid: int) -> str:
     cur.execute("SELECT relname FROM pg_class WHERE oid = %s", (oid,))
     return cur.fetchone()[0]
-
-
-def table_digests(conninfo: str) -> dict[str, str]:
-    """Per user table: row count and md5 of its sorted row texts."""
-    conn = psycopg2.connect(conninfo)
-    cur = conn.cursor()
-    cur.execute("SET TIME ZONE 'UTC'")
-    cur.execute("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
-                "AND n.nspname NOT LIKE 'pg\\_%%' ORDER BY 1, 2")
-    out = {}
-    for schema, name in cur.fetchall():
-        q = '"' + schema.replace('"', '""') + '"."' + name.replace('"', '""') + '"'
-        cur.execute(f"SELECT count(*) || ':' || md5(coalesce(string_agg(x::text, E'\\n' ORDER BY x::text), '')) "
-                    f"FROM {q} x")
-        out[f"{schema}.{name}"] = cur.fetchone()[0]
-    conn.close()
-    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------

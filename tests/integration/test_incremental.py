@@ -23,6 +23,7 @@ import psycopg2
 import pytest
 
 from fusion_events import encode
+from flow import table_digests as digests
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_ID = 77
@@ -65,24 +66,6 @@ def sql(conninfo: str, text: str):
     v = cur.fetchall() if cur.description else None
     conn.close()
     return v
-
-
-def digests(conninfo: str) -> dict[str, str]:
-    """Per user table: row count and md5 of its sorted row texts."""
-    conn = psycopg2.connect(conninfo)
-    cur = conn.cursor()
-    cur.execute("SET TIME ZONE 'UTC'")
-    cur.execute("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
-                "AND n.nspname NOT LIKE 'pg\\_%%' ORDER BY 1, 2")
-    out = {}
-    for schema, name in cur.fetchall():
-        q = '"' + schema.replace('"', '""') + '"."' + name.replace('"', '""') + '"'
-        cur.execute(f"SELECT count(*) || ':' || md5(coalesce(string_agg(x::text, E'\\n' ORDER BY x::text), '')) "
-                    f"FROM {q} x")
-        out[f"{schema}.{name}"] = cur.fetchone()[0]
-    conn.close()
-    return out
 
 
 SCHEMA = """
