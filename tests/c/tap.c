@@ -1,6 +1,7 @@
 /* tap: see tap.h. */
 #include "tap.h"
 
+#include <libpq-fe.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,4 +32,16 @@ const char *tap_need_env(const char *name) {
 int tap_done(void) {
     printf("%d passed, %d failed\n", tap_passed, tap_failed);
     return tap_failed ? 1 : 0;
+}
+
+PGconn *tap_pg_connect(const char *base, const char *dbname) {
+    char ci[1024];
+    snprintf(ci, sizeof ci, "%s dbname=%s", base, dbname);
+    PGconn *c = PQconnectdb(ci);
+    if (PQstatus(c) != CONNECTION_OK) {
+        printf("not ok - cannot connect to %s: %s\n", ci, PQerrorMessage(c));
+        exit(1);
+    }
+    PQclear(PQexec(c, "SET client_min_messages = warning"));
+    return c;
 }

@@ -22,4 +22,9 @@ int tap_check(int ok, const char *expr, const char *file, int line, const char *
 const char *tap_need_env(const char *name);
 int tap_done(void);
 
+/* A connection to database dbname on the server of conninfo base (quiet: client_min_messages = warning); prints
+ * why and exits 1 when it cannot connect. The caller PQfinish()es it. */
+struct pg_conn;
+struct pg_conn *tap_pg_connect(const char *base, const char *dbname);
+
 #endif

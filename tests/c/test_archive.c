@@ -31,17 +31,7 @@ static int ta_n_made;
 
 #define CUTOFF_MS 1704067200000LL /* 2024-01-01 00:00 UTC */
 
-static PGconn *ta_connect(const char *dbname) {
-    char ci[1024];
-    snprintf(ci, sizeof ci, "%s dbname=%s", ta_base, dbname);
-    PGconn *c = PQconnectdb(ci);
-    if (PQstatus(c) != CONNECTION_OK) {
-        printf("not ok - cannot connect to %s: %s\n", ci, PQerrorMessage(c));
-        exit(1);
-    }
-    PQclear(PQexec(c, "SET client_min_messages = warning"));
-    return c;
-}
+static PGconn *ta_connect(const char *dbname) { return tap_pg_connect(ta_base, dbname); }
 
 static int ta_exec(PGconn *c, const char *sql) {
     PGresult *r = PQexec(c, sql);

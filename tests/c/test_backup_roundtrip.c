@@ -29,17 +29,7 @@
 static const char *base_ci;
 static char tmpdir[256], root[300], outside[300], keyprefix[300], key2prefix[300];
 
-static PGconn *db(const char *name) {
-    char ci[1024];
-    snprintf(ci, sizeof ci, "%s dbname=%s", base_ci, name);
-    PGconn *c = PQconnectdb(ci);
-    if (PQstatus(c) != CONNECTION_OK) {
-        printf("not ok - cannot connect to %s: %s\n", name, PQerrorMessage(c));
-        exit(1);
-    }
-    PQclear(PQexec(c, "SET client_min_messages = warning"));
-    return c;
-}
+static PGconn *db(const char *name) { return tap_pg_connect(base_ci, name); }
 
 static void exec_ok(PGconn *c, const char *sql) {
     PGresult *r = PQexec(c, sql);

@@ -3,8 +3,10 @@ Django producer writes them (producer/backup_archive), without needing Django in
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import psycopg2
 
@@ -89,3 +91,15 @@ def table_digests(conninfo: str) -> dict[str, str]:
         out[f"{schema}.{name}"] = cur.fetchone()[0]
     conn.close()
     return out
+
+
+def run_event(bin, event: bytes, tmp: Path, *settings: str) -> tuple[subprocess.CompletedProcess, dict | None]:
+    """Runs one event in-process (`event run --no-publish`); returns the process and the parsed JSON outcome."""
+    f = tmp / f"ev-{uuid.uuid4().hex[:8]}.msgpack"
+    f.write_bytes(event)
+    r = bin.run("event", "run", str(f), "--no-publish", *settings)
+    out = None
+    for line in r.stdout.splitlines():
+        if line.startswith("{"):
+            out = json.loads(line)
+    return r, out

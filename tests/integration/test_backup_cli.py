@@ -32,7 +32,7 @@ import psycopg2
 import pytest
 
 from fusion_events import encode
-from flow import table_digests
+from flow import run_event, table_digests
 
 
 def backup_event(tables: Iterable, storage_path: str = "cfg1/nightly", job_id: str | None = None,
@@ -48,18 +48,6 @@ def verify_event(file_path: str, mode: str = "integrity") -> bytes:
     return encode({
         "v": 1, "type": "backup.verify", "job_id": str(uuid.uuid4()), "ts": int(time.time() * 1000),
         "requested_by": None, "attempt": 1, "config_id": 5, "record_id": 11, "mode": mode, "file_path": file_path})
-
-
-def run_event(bin, event: bytes, tmp: Path, *settings: str) -> tuple[subprocess.CompletedProcess, dict | None]:
-    """Runs one event in-process (`event run --no-publish`); returns the process and the parsed JSON outcome."""
-    f = tmp / f"ev-{uuid.uuid4().hex[:8]}.msgpack"
-    f.write_bytes(event)
-    r = bin.run("event", "run", str(f), "--no-publish", *settings)
-    out = None
-    for line in r.stdout.splitlines():
-        if line.startswith("{"):
-            out = json.loads(line)
-    return r, out
 
 
 def _fk_parents(cur, oid: int) -> list[tuple[int, int, int]]:

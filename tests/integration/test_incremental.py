@@ -23,6 +23,7 @@ import psycopg2
 import pytest
 
 from fusion_events import encode
+import flow
 from flow import table_digests as digests
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,13 +47,7 @@ def verify_event(file_path: str, mode: str) -> bytes:
 
 
 def run_event(bin, event: bytes, tmp: Path, *settings: str) -> dict:
-    f = tmp / f"ev-{uuid.uuid4().hex[:8]}.msgpack"
-    f.write_bytes(event)
-    r = bin.run("event", "run", str(f), "--no-publish", *settings)
-    out = None
-    for line in r.stdout.splitlines():
-        if line.startswith("{"):
-            out = json.loads(line)
+    r, out = flow.run_event(bin, event, tmp, *settings)
     assert out is not None, f"no outcome printed (exit {r.returncode}): {r.stderr}"
     out["_stderr"] = r.stderr
     return out
