@@ -39,7 +39,7 @@ cc -O2 -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -I "$REPO/worker/src
 DB=fbbench_archive
 "$PG_BIN/psql" -X -q -d "$PG" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
 BENCH_PG="$PG dbname=$DB"
-"$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -d "$BENCH_PG" -f "$REPO/../shared/fixtures/fusion/fusion_prod_schema_pg15.sql" >/dev/null
+"$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -d "$BENCH_PG" -f "$REPO/tests/fixtures/fusion/fusion_prod_schema_pg15.sql" >/dev/null
 "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -d "$BENCH_PG" -f "$REPO/schemas/sql/backup_archive.sql"
 "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -d "$BENCH_PG" -c "
   INSERT INTO auth_user (id, password, is_superuser, username, first_name, last_name, email, is_staff, is_active,

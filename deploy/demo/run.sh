@@ -39,7 +39,7 @@ say "2. a Fusion database with demo rows"
 q "$FB_TEST_PG" "DROP DATABASE IF EXISTS fusion_demo WITH (FORCE)"
 q "$FB_TEST_PG" "DROP DATABASE IF EXISTS fusion_demo_restore WITH (FORCE)"
 q "$FB_TEST_PG" "CREATE DATABASE fusion_demo"
-FIXTURE="${FB_FUSION_FIXTURE:-$REPO/../shared/fixtures/fusion}"
+FIXTURE="${FB_FUSION_FIXTURE:-$REPO/tests/fixtures/fusion}"
 psql -X -q -v ON_ERROR_STOP=1 -d "$PG_DEMO" -f "$FIXTURE/fusion_prod_schema_pg15.sql" >/dev/null
 echo "Fusion schema: $(q "$PG_DEMO" "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") tables"
 # Fusion's own Django apps created auth/contenttypes already; the backup_archive app migrates for real.

@@ -73,7 +73,7 @@ static void ta_make_template(void) {
     ta_exec(adm, cmd);
     PQfinish(adm);
     snprintf(cmd, sizeof cmd,
-             "%s/psql -X -q -v ON_ERROR_STOP=1 -d '%s dbname=%s' -f %s/../shared/fixtures/fusion/fusion_prod_schema_pg15.sql "
+             "%s/psql -X -q -v ON_ERROR_STOP=1 -d '%s dbname=%s' -f %s/tests/fixtures/fusion/fusion_prod_schema_pg15.sql "
              ">/dev/null && %s/psql -X -q -v ON_ERROR_STOP=1 -d '%s dbname=%s' -f %s/schemas/sql/backup_archive.sql",
              bin ? bin : "/usr/lib/postgresql/15/bin", ta_base, ta_tpl, src ? src : ".",
              bin ? bin : "/usr/lib/postgresql/15/bin", ta_base, ta_tpl, src ? src : ".");

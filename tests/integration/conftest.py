@@ -23,7 +23,7 @@ except ImportError:  # a checkout without `pip install -e schemas/python`
     import sys
 
     sys.path.insert(0, str(REPO / "schemas" / "python"))
-FUSION_SQL = Path(os.environ.get("FB_FUSION_FIXTURE", REPO.parent / "shared/fixtures/fusion")) / "fusion_prod_schema_pg15.sql"
+FUSION_SQL = Path(os.environ.get("FB_FUSION_FIXTURE", REPO / "tests/fixtures/fusion")) / "fusion_prod_schema_pg15.sql"
 APP_SQL = REPO / "schemas/sql/backup_archive.sql"
 PG_BIN = Path(os.environ.get("FB_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
