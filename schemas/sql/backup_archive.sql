@@ -5,7 +5,9 @@
 -- with what the migrations create (Django 3.2 writes bigserial where 4.x writes identity: same columns).
 --
 -- Status values: BackupRecord.status QUEUED | RUNNING | SUCCESS | FAILED; verify_status '' (never verified) or
--- the same four. Django keeps defaults in Python, never in the database: a writer sets every NOT NULL column.
+-- the same four. BackupConfiguration.storage_path is never empty from migration 0003 on: Django fills it from
+-- STORAGE_PATH_TEMPLATE when a configuration is saved, so a worker can compare a request's storage_path with it.
+-- Django keeps defaults in Python, never in the database: a writer sets every NOT NULL column.
 -- last_scheduled_at / last_verify_scheduled_at / published_at are the Django side's own state; workers leave them
 -- alone.
 -- Every foreign key is DEFERRABLE INITIALLY DEFERRED with no ON DELETE action, as Django creates them.
@@ -50,7 +52,15 @@ CREATE TABLE backup_archive_backuprecord (
         REFERENCES backup_archive_backupconfiguration (id) DEFERRABLE INITIALLY DEFERRED,
     requested_by_id integer NULL REFERENCES auth_user (id) DEFERRABLE INITIALLY DEFERRED,
     -- migration 0002: when Kafka acknowledged the request (the producer's republish sweep); workers leave it alone
-    published_at timestamp with time zone NULL
+    published_at timestamp with time zone NULL,
+    -- migration 0003 (the database is the authority, SECURITY.md): the table list this record's backup.requested
+    -- carries, in its wire form (names or [schema, table] pairs; [] = every user table), written by Django when
+    -- it creates the record; a worker runs a backup only when the request's tables equal these. NULL: a record
+    -- from before 0003, which no worker will run.
+    tables jsonb NULL,
+    -- migration 0003: the job id of the verification Django last asked for on this record; a worker runs, and
+    -- the recorder accepts, a verify job only under this id.
+    verify_job_id uuid NULL
 );
 CREATE INDEX backup_archive_backuprecord_configuration_id_341caf06
     ON backup_archive_backuprecord (configuration_id);
@@ -68,6 +78,12 @@ CREATE TABLE backup_archive_archivepolicy (
     schedule varchar(100) NOT NULL,
     is_active boolean NOT NULL,
     last_scheduled_at timestamp with time zone NULL,
+    -- migration 0003: the model's table and primary key as Django resolved them when the policy was saved
+    -- ('' when it has not been saved since 0003). A worker runs an archive.due only when module, model_name,
+    -- table, pk_column and timestamp_column of the event equal these.
+    db_schema varchar(63) NOT NULL,
+    db_table varchar(63) NOT NULL,
+    pk_column varchar(63) NOT NULL,
     CONSTRAINT backup_archive_archivepolicy_module_model_name_81b24d10_uniq UNIQUE (module, model_name)
 );
 

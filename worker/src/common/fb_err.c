@@ -1,6 +1,8 @@
 /* fb_err: error codes declared once, messages a person can act on. See fb_err.h. */
 #include "common/fb_err.h"
 
+#include "common/fb_utf8.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -24,6 +26,7 @@ static const struct {
     {FB_ERR_ABORTED, "aborted", 0},
     {FB_ERR_CONFLICT, "conflict", 0},
     {FB_ERR_VERIFY, "verify", 0},
+    {FB_ERR_DENIED, "denied", 0},
 };
 
 const char *fb_code_name(fb_code code) {
@@ -41,7 +44,9 @@ int fb_code_is_transient(fb_code code) {
 fb_code fb_err_vset(fb_err *err, fb_code code, const char *fmt, va_list ap) {
     if (err) {
         err->code = code;
-        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        int n = vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        /* Cut at a character boundary: the message travels in status events, which must be valid UTF-8. */
+        if (n >= (int)sizeof err->msg) fb_utf8_cut(err->msg, sizeof err->msg - 1, sizeof err->msg - 1);
     }
     return code;
 }
@@ -62,7 +67,8 @@ fb_code fb_err_prefix(fb_err *err, const char *fmt, ...) {
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, err->msg, sizeof old);
-    snprintf(err->msg, sizeof err->msg, "%s%s", prefix, old);
+    int n = snprintf(err->msg, sizeof err->msg, "%s%s", prefix, old);
+    if (n >= (int)sizeof err->msg) fb_utf8_cut(err->msg, sizeof err->msg - 1, sizeof err->msg - 1);
     return err->code;
 }
 

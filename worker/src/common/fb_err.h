@@ -28,6 +28,8 @@ typedef enum fb_code {
     FB_ERR_ABORTED = 12,  /* stopped by a signal or shutdown */
     FB_ERR_CONFLICT = 13, /* the target already has it (restore into a non-empty table, unarchive over a live row) */
     FB_ERR_VERIFY = 14,   /* a restore or verification found data that differs from the manifest */
+    FB_ERR_DENIED = 15,   /* the database (the authority) does not allow this request: no matching policy or
+                           * record, a system table, a cutoff too recent; never retried */
 } fb_code;
 
 #define FB_ERR_MSG_MAX 2048
