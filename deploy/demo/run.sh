@@ -36,17 +36,8 @@ django() { (cd "$REPO/producer" && PYTHONPATH="$REPO/producer:$REPO/schemas/pyth
   "$FB_VENV/bin/python" -m django "$@" --settings=demo.settings); }
 
 say "2. a Fusion database with demo rows"
-q "$FB_TEST_PG" "DROP DATABASE IF EXISTS fusion_demo WITH (FORCE)"
 q "$FB_TEST_PG" "DROP DATABASE IF EXISTS fusion_demo_restore WITH (FORCE)"
-q "$FB_TEST_PG" "CREATE DATABASE fusion_demo"
-FIXTURE="${FB_FUSION_FIXTURE:-$REPO/tests/fixtures/fusion}"
-psql -X -q -v ON_ERROR_STOP=1 -d "$PG_DEMO" -f "$FIXTURE/fusion_prod_schema_pg15.sql" >/dev/null
-echo "Fusion schema: $(q "$PG_DEMO" "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") tables"
-# Fusion's own Django apps created auth/contenttypes already; the backup_archive app migrates for real.
-django migrate --fake contenttypes >/dev/null
-django migrate --fake auth >/dev/null
-django migrate backup_archive
-psql -X -q -v ON_ERROR_STOP=1 -d "$PG_DEMO" -f deploy/demo/seed.sql >/dev/null
+deploy/demo/data.sh fusion_demo
 q "$PG_DEMO" "SELECT 'rows: ' || (SELECT count(*) FROM notifications_notification) || ' notifications, ' ||
   (SELECT count(*) FROM leave_leave) || ' leaves, ' || (SELECT count(*) FROM leave_leavesegment) || ' segments, ' ||
   (SELECT count(*) FROM \"Cpda Application\") || ' \"Cpda Application\", ' || (SELECT count(*) FROM auth_user) || ' users'"
