@@ -1,10 +1,15 @@
 /* fusion-backup: the operator's CLI. It only dispatches to one command per file in cmd/. */
+#include <libpq-fe.h>
+#include <librdkafka/rdkafka.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <string.h>
+#include <zstd.h>
 
 #include "cmd/cmd.h"
 #include "common/fb_config.h"
 #include "common/fb_err.h"
+#include "common/fb_version.h"
 
 typedef struct cli_command {
     const char *name;
@@ -25,6 +30,7 @@ static const cli_command cli_commands[] = {
     {"replay", cmd_replay, "republish failed jobs or dead letters with attempt + 1 (loop-guarded)"},
     {"tail", cmd_tail, "follow completion events as readable lines or JSON"},
     {"status", cmd_status, "last success per configuration, failures, running jobs, consumer lag"},
+    {"list", cmd_list, "every backup in a location: type, chain, snapshot, size, restorable (no key, no broker)"},
     {NULL, NULL, NULL},
 };
 
@@ -32,7 +38,21 @@ static void cli_usage(FILE *out) {
     fprintf(out, "usage: fusion-backup COMMAND [options]\n\ncommands:\n");
     for (size_t i = 0; cli_commands[i].name; i++)
         fprintf(out, "  %-10s %s\n", cli_commands[i].name, cli_commands[i].summary);
-    fprintf(out, "\n`fusion-backup COMMAND --help` shows a command's options.\n");
+    fprintf(out, "\n`fusion-backup help COMMAND` (or `COMMAND --help`) shows a command's options; --version the "
+                 "versions.\n");
+}
+
+static const cli_command *cli_find(const char *name) {
+    for (size_t i = 0; cli_commands[i].name; i++)
+        if (strcmp(name, cli_commands[i].name) == 0) return &cli_commands[i];
+    return NULL;
+}
+
+static int cli_version(void) {
+    int pq = PQlibVersion();
+    printf("fusion-backup %s (librdkafka %s, libpq %d.%d, zstd %s, libsodium %s)\n", fb_version(),
+           rd_kafka_version_str(), pq / 10000, pq % 10000, ZSTD_versionString(), sodium_version_string());
+    return FB_OK;
 }
 
 int main(int argc, char **argv) {
@@ -41,8 +61,24 @@ int main(int argc, char **argv) {
         if (argc >= 2) fb_config_print_help(FB_CFG_CLI);
         return argc < 2 ? FB_ERR_USAGE : FB_OK;
     }
-    for (size_t i = 0; cli_commands[i].name; i++)
-        if (strcmp(argv[1], cli_commands[i].name) == 0) return cli_commands[i].run(argc - 1, argv + 1);
+    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) return cli_version();
+    if (strcmp(argv[1], "help") == 0) {
+        if (argc < 3) {
+            cli_usage(stdout);
+            fb_config_print_help(FB_CFG_CLI);
+            return FB_OK;
+        }
+        const cli_command *c = cli_find(argv[2]);
+        if (!c) {
+            fprintf(stderr, "fusion-backup help: unknown command \"%s\"\n", argv[2]);
+            cli_usage(stderr);
+            return FB_ERR_USAGE;
+        }
+        char *sub[3] = {argv[2], "--help", NULL};
+        return c->run(2, sub);
+    }
+    const cli_command *c = cli_find(argv[1]);
+    if (c) return c->run(argc - 1, argv + 1);
     fprintf(stderr, "fusion-backup: unknown command \"%s\"\n", argv[1]);
     cli_usage(stderr);
     return FB_ERR_USAGE;

@@ -20,5 +20,6 @@ int cmd_tail(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_prune(int argc, char **argv);
 int cmd_rekey(int argc, char **argv);
+int cmd_list(int argc, char **argv);
 
 #endif

@@ -1,0 +1,106 @@
+"""A DBA's commands (issue 13): `list` (what can be restored, from the chain indexes: no secret key, no broker),
+`--version` and `help COMMAND`. Backups are made by the worker's own job code (`event run --no-publish`) for
+requests the database authorises (a configuration and a QUEUED record each)."""
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+
+import psycopg2
+import pytest
+
+import flow
+from conftest import APP_SQL, psql
+from fusion_events import encode
+
+STORAGE_PATH = "dba/nightly"
+
+
+@pytest.fixture
+def source(fresh_db):
+    psql(fresh_db, "CREATE TABLE auth_user (id serial PRIMARY KEY, username text)")  # the app's FKs need it
+    psql(fresh_db, file=APP_SQL)
+    psql(fresh_db, "CREATE TABLE marks (id serial PRIMARY KEY, student text, mark int);"
+                   "INSERT INTO marks (student, mark) SELECT 's' || g, g % 100 FROM generate_series(1, 2000) g")
+    with psycopg2.connect(fresh_db) as conn, conn.cursor() as cur:
+        cur.execute("INSERT INTO backup_archive_backupconfiguration (name, backup_type, schedule, modules, tables,"
+                    " storage_path, retention_days, verify_schedule, is_active, created_at, updated_at)"
+                    " VALUES ('dba', 'INCREMENTAL', '', '[]', '[]', %s, 0, '', true, now(), now()) RETURNING id",
+                    (STORAGE_PATH,))
+        config_id = cur.fetchone()[0]
+    return fresh_db, config_id
+
+
+def backup(bin, db: str, config_id: int, backup_type: str, settings: list, tmp) -> dict:
+    job_id = str(uuid.uuid4())
+    with psycopg2.connect(db) as conn, conn.cursor() as cur:
+        cur.execute("INSERT INTO backup_archive_backuprecord (configuration_id, job_id, backup_type, status,"
+                    " requested_at, file_path, error_message, attempt, worker, verify_status, verify_message, tables)"
+                    " VALUES (%s, %s, %s, 'QUEUED', now(), '', '', 1, '', '', '', '[]') RETURNING id",
+                    (config_id, job_id, backup_type))
+        record_id = cur.fetchone()[0]
+    ev = encode({"v": 1, "type": "backup.requested", "job_id": job_id, "ts": int(time.time() * 1000),
+                 "requested_by": None, "attempt": 1, "record_id": record_id, "config_id": config_id,
+                 "config_name": "dba", "backup_type": backup_type, "tables": [], "modules": [],
+                 "storage_path": STORAGE_PATH, "retention_days": 0})
+    r, out = flow.run_event(bin, ev, tmp, "--pg", db, *settings)
+    assert out is not None and out["status"] == "SUCCESS", (r.stderr, out)
+    return {"job_id": job_id, **out}
+
+
+def test_list_shows_chain_and_what_is_restorable_without_secret_key_or_broker(bin, source, storage_root, keypair,
+                                                                             tmp_path):
+    db, config_id = source
+    pub, _secret = keypair
+    settings = ["--storage-root", str(storage_root), "--public-key", str(pub)]
+    full = backup(bin, db, config_id, "FULL", settings, tmp_path)
+    psql(db, "UPDATE marks SET mark = mark + 1 WHERE id % 10 = 0")
+    incr = backup(bin, db, config_id, "INCREMENTAL", settings, tmp_path)
+
+    # No --secret-key, and a broker address where nothing listens: list must not need either.
+    no_broker = ["--brokers", "127.0.0.1:9"]
+    r = bin.run("list", *settings, *no_broker, "--storage-path", STORAGE_PATH, "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    by_job = {x["job_id"]: x for x in rows}
+    assert set(by_job) == {full["job_id"], incr["job_id"]}
+    assert by_job[full["job_id"]]["type"] == "FULL" and by_job[full["job_id"]]["base_job"] is None
+    assert by_job[incr["job_id"]]["type"] == "INCREMENTAL"
+    assert by_job[incr["job_id"]]["base_job"] == full["job_id"]
+    assert all(x["restorable"] and x["problem"] is None for x in rows), rows
+    assert all(x["config_id"] == config_id for x in rows)
+    assert by_job[full["job_id"]]["size"] == (storage_root / full["file_path"]).stat().st_size
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", by_job[full["job_id"]]["snapshot"])
+
+    # --pg: the folders come from the configurations, and the records' state is shown.
+    r = bin.run("list", *settings, *no_broker, "--pg", db, "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert {x["job_id"] for x in rows} == {full["job_id"], incr["job_id"]}
+    assert all(x["folder"] == STORAGE_PATH and x["record_status"] == "QUEUED" for x in rows), rows
+
+    # The base goes missing: the incremental is no longer restorable, and the line says why.
+    (storage_root / full["file_path"]).unlink()
+    r = bin.run("list", *settings, "--storage-path", STORAGE_PATH)
+    assert r.returncode == 0, r.stderr
+    assert "NOT RESTORABLE" in r.stdout and f"needs backup {full['job_id']}" in r.stdout, r.stdout
+    rows = json.loads(bin.run("list", *settings, "--storage-path", STORAGE_PATH, "--json").stdout)
+    assert len(rows) == 1 and rows[0]["restorable"] is False and full["job_id"] in rows[0]["problem"]
+
+
+def test_list_refuses_without_a_location_or_key(bin, storage_root):
+    r = bin.run("list", "--storage-root", str(storage_root))
+    assert r.returncode == 2 and "--storage-path" in r.stderr
+    r = bin.run("list", "--storage-root", str(storage_root), "--storage-path", "x")
+    assert r.returncode == 2 and "--index-key" in r.stderr
+
+
+def test_version_and_help_command(bin):
+    r = bin.run("--version")
+    assert r.returncode == 0 and re.match(r"fusion-backup \d+\.\d+\.\d+ \(librdkafka ", r.stdout), r.stdout
+    r = bin.run("help", "restore")
+    assert r.returncode == 0 and r.stdout.startswith("usage: fusion-backup restore"), r.stdout
+    r = bin.run("help", "no-such-command")
+    assert r.returncode == 2 and "unknown command" in r.stderr

@@ -1,0 +1,242 @@
+/* cmd_list: `fusion-backup list --storage-root R (--storage-path P ... | --pg CONNINFO) [--json]`.
+ *
+ * What can be restored, for a DBA at 3 a.m. (pgBackRest's `info`): every backup in the given folders with its
+ * configuration, type, chain (base), snapshot and completion time, size, and whether it is restorable, from the
+ * chain indexes alone (job_chain.h): no secret key, no broker. "Restorable" means its index authenticates, names
+ * the same job as the file, and every artifact it draws data from (a base's table, a chunk) is in the folder and
+ * restorable too; otherwise the line says what is missing. With --pg, the folders are every configuration's
+ * storage_path (BackupConfiguration), and each backup also shows its record's status and last verification
+ * (BackupRecord); the database is only read.
+ *
+ * The index key is the workers' (--index-key, or --public-key when they derive it), as for prune.
+ */
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "artifact/arc_index.h"
+#include "artifact/arc_key.h"
+#include "cmd/cmd.h"
+#include "codec/ev_json.h"
+#include "common/fb_config.h"
+#include "job/job_chain.h"
+#include "pg/pgx.h"
+#include "storage/stor.h"
+
+#define CL_MAX_PATHS 256
+
+/* What the database says about one job (with --pg). */
+typedef struct cl_record {
+    char status[17], verify[17], verified_at[40];
+} cl_record;
+
+typedef struct cl_out {
+    int json, first;
+} cl_out;
+
+static void cl_time(int64_t ms, char *out, size_t cap) {
+    if (ms <= 0) {
+        snprintf(out, cap, "-");
+        return;
+    }
+    time_t s = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* Why entry e cannot be restored ("" when it can): its own problem, or the first artifact it needs that is
+ * missing or unusable. depth bounds a (corrupt) cyclic chain. */
+static void cl_restorable(const job_chain *ch, const job_chain_entry *e, int depth, char *why, size_t cap) {
+    why[0] = '\0';
+    if (e->problem[0]) {
+        snprintf(why, cap, "%s", e->problem);
+        return;
+    }
+    if (!e->ix) return; /* a format-1 FULL: self-contained */
+    if (depth > 64) {
+        snprintf(why, cap, "its chain is longer than 64 links or loops");
+        return;
+    }
+    for (size_t t = 0; t < e->ix->n_tables && !why[0]; t++) {
+        const arc_index_table *it = &e->ix->tables[t];
+        /* k == 0: where the table's data is; k >= 1: where each of its chunks is. */
+        for (size_t k = 0; k <= it->n_chunks && !why[0]; k++) {
+            const char *dep = k == 0 ? it->stored_in : it->chunks[k - 1].src;
+            if (!dep || strcmp(dep, e->job_id) == 0) continue;
+            const job_chain_entry *d = job_chain_find(ch, dep);
+            if (!d) {
+                snprintf(why, cap, "needs backup %s (table %s.%s), which is not in this folder", dep, it->schema,
+                         it->name);
+                return;
+            }
+            char inner[400];
+            cl_restorable(ch, d, depth + 1, inner, sizeof inner);
+            if (inner[0]) snprintf(why, cap, "needs backup %s, which is not restorable: %s", dep, inner);
+        }
+    }
+}
+
+static fb_code cl_record_of(PGconn *c, const char *job_id, cl_record *r, fb_err *err) {
+    memset(r, 0, sizeof *r);
+    if (!c) return FB_OK;
+    const char *p[1] = {job_id};
+    PGresult *res = PQexecParams(c,
+                                 "SELECT status, verify_status, coalesce(to_char(last_verified_at AT TIME ZONE 'UTC', "
+                                 "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), '') FROM backup_archive_backuprecord "
+                                 "WHERE job_id::text = $1",
+                                 1, NULL, p, NULL, NULL, 0);
+    fb_code rc = pgx_check(c, res, PGRES_TUPLES_OK, "reading the backup records", err);
+    if (rc) return rc;
+    if (PQntuples(res) == 1) {
+        snprintf(r->status, sizeof r->status, "%s", PQgetvalue(res, 0, 0));
+        snprintf(r->verify, sizeof r->verify, "%s", PQgetvalue(res, 0, 1));
+        snprintf(r->verified_at, sizeof r->verified_at, "%s", PQgetvalue(res, 0, 2));
+    }
+    PQclear(res);
+    return FB_OK;
+}
+
+static void cl_json_str_field(const char *key, const char *v, int comma) {
+    printf("%s\"%s\":", comma ? "," : "", key);
+    if (v && *v) ev_json_string(stdout, v);
+    else printf("null");
+}
+
+static void cl_print(cl_out *o, const char *folder, const job_chain_entry *e, const char *why, const cl_record *rec,
+                     int with_db) {
+    char snap[32], done[32];
+    const char *type = job_chain_type(e);
+    cl_time(e->ix ? e->ix->snapshot_ms : 0, snap, sizeof snap);
+    cl_time(job_chain_time(e), done, sizeof done);
+    if (o->json) {
+        printf("%s{", o->first ? "" : ",\n");
+        o->first = 0;
+        cl_json_str_field("folder", folder, 0);
+        cl_json_str_field("job_id", e->job_id, 1);
+        if (e->ix) printf(",\"config_id\":%" PRId64, e->ix->config_id);
+        else printf(",\"config_id\":null");
+        cl_json_str_field("type", type, 1);
+        cl_json_str_field("base_job", e->ix ? e->ix->base_job : NULL, 1);
+        cl_json_str_field("snapshot", e->ix ? snap : NULL, 1);
+        cl_json_str_field("completed", done, 1);
+        printf(",\"size\":%" PRIu64 ",\"format\":%d,\"restorable\":%s", e->artifact_size, e->artifact_version,
+               why[0] ? "false" : "true");
+        cl_json_str_field("problem", why, 1);
+        if (with_db) {
+            cl_json_str_field("record_status", rec->status, 1);
+            cl_json_str_field("verify_status", rec->verify, 1);
+            cl_json_str_field("verified_at", rec->verified_at, 1);
+        }
+        printf("}");
+        return;
+    }
+    printf("%-36s %-12s %-20s %12" PRIu64 "  %-36s %s", e->job_id, type ? type : "?", snap, e->artifact_size, e->ix && e->ix->base_job ? e->ix->base_job : "-",
+           why[0] ? "NOT RESTORABLE" : "restorable");
+    if (with_db)
+        printf("  record %s, verified %s%s%s", rec->status[0] ? rec->status : "(none)",
+               rec->verify[0] ? rec->verify : "never", rec->verified_at[0] ? " at " : "", rec->verified_at);
+    if (why[0]) printf("\n    why: %s", why);
+    printf("\n");
+}
+
+/* Sorts entries by completion time, oldest first (the order a DBA reads a chain in). */
+static int cl_cmp(const void *a, const void *b) {
+    int64_t x = job_chain_time(a), y = job_chain_time(b);
+    return x < y ? -1 : x > y;
+}
+
+static fb_code cl_folder(stor *st, const char *folder, const unsigned char key[ARC_INDEX_KEY_BYTES], PGconn *db,
+                         cl_out *o, int64_t *n_listed, fb_err *err) {
+    job_chain ch;
+    fb_code rc = job_chain_load(st, folder, key, &ch, err);
+    if (rc) return rc;
+    qsort(ch.e, ch.n, sizeof *ch.e, cl_cmp);
+    if (!o->json && ch.n)
+        printf("%s (%zu backup%s)\n%-36s %-12s %-20s %12s  %-36s %s\n", folder, ch.n, ch.n == 1 ? "" : "s", "job",
+               "type", "snapshot (UTC)", "bytes", "base", "state");
+    for (size_t i = 0; i < ch.n && !rc; i++) {
+        char why[600];
+        cl_record rec;
+        cl_restorable(&ch, &ch.e[i], 0, why, sizeof why);
+        rc = cl_record_of(db, ch.e[i].job_id, &rec, err);
+        if (!rc) cl_print(o, folder, &ch.e[i], why, &rec, db != NULL);
+        (*n_listed)++;
+    }
+    job_chain_clear(&ch);
+    return rc;
+}
+
+static void cl_usage(void) {
+    printf("usage: fusion-backup list --storage-root R (--storage-path P ... | --pg CONNINFO) [--json]\n"
+           "                          [--index-key FILE | --public-key FILE]\n"
+           "  every backup in R/P (or, with --pg, in every configuration's storage_path): type, chain, snapshot,\n"
+           "  size, restorable or why not; with --pg also the record's status and last verification.\n"
+           "  Needs no secret key and no broker: it reads the chain indexes (the workers' index key).\n");
+}
+
+int cmd_list(int argc, char **argv) {
+    static const char *const extra[] = {"storage-path", "json", "help", NULL};
+    fb_config cfg;
+    fb_err err;
+    const char *paths[CL_MAX_PATHS];
+    char *owned[CL_MAX_PATHS];
+    size_t n_paths = 0, n_owned = 0;
+    unsigned char pk[ARC_PK_BYTES] = {0}, key[ARC_INDEX_KEY_BYTES];
+    cl_out o = {0, 1};
+    stor *st = NULL;
+    PGconn *db = NULL;
+    int64_t listed = 0;
+    fb_code rc = fb_config_init(&cfg, &err);
+    if (!rc) rc = fb_config_parse_args(&cfg, &argc, argv, FB_CFG_CLI, extra, &err);
+    for (int i = 1; !rc && i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--json") == 0) o.json = 1;
+        else if (strcmp(a, "--storage-path") == 0 && i + 1 < argc && n_paths < CL_MAX_PATHS) paths[n_paths++] = argv[++i];
+        else if (strncmp(a, "--storage-path=", 15) == 0 && n_paths < CL_MAX_PATHS) paths[n_paths++] = a + 15;
+        else if (strcmp(a, "--help") == 0) {
+            cl_usage();
+            fb_config_free(&cfg);
+            return FB_OK;
+        } else rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected or bad argument \"%s\" (see list --help)", a);
+    }
+    if (!rc && (!cfg.storage_root || !*cfg.storage_root))
+        rc = fb_err_set(&err, FB_ERR_USAGE, "list needs --storage-root R (the folder the workers write under)");
+    if (!rc && n_paths == 0 && (!cfg.pg || !*cfg.pg))
+        rc = fb_err_set(&err, FB_ERR_USAGE, "list needs --storage-path P (repeatable), or --pg CONNINFO to list every "
+                        "configuration's folder");
+    if (!rc && (!cfg.index_key || !*cfg.index_key)) {
+        if (!cfg.public_key || !*cfg.public_key)
+            rc = fb_err_set(&err, FB_ERR_USAGE, "list reads the chain indexes: give --index-key FILE as the workers "
+                            "have it, or --public-key FILE when they have no index key");
+        else rc = arc_key_load_public(cfg.public_key, pk, &err);
+    }
+    if (!rc) rc = arc_index_key(cfg.index_key, pk, key, &err);
+    if (!rc && cfg.pg && *cfg.pg) {
+        if (!(db = pgx_connect(cfg.pg, "fusion-backup list", &err))) rc = err.code;
+        if (!rc && n_paths == 0) {
+            PGresult *r = PQexec(db, "SELECT DISTINCT storage_path FROM backup_archive_backupconfiguration "
+                                     "WHERE storage_path <> '' ORDER BY 1");
+            rc = pgx_check(db, r, PGRES_TUPLES_OK, "reading the configurations' storage paths", &err);
+            for (int i = 0; !rc && i < PQntuples(r) && n_owned < CL_MAX_PATHS; i++)
+                if ((owned[n_owned] = strdup(PQgetvalue(r, i, 0)))) paths[n_paths++] = owned[n_owned++];
+            if (!rc) PQclear(r);
+        }
+    }
+    if (!rc) rc = stor_posix_new(cfg.storage_root, &st, &err);
+    if (!rc && o.json) printf("[");
+    for (size_t i = 0; !rc && i < n_paths; i++) rc = cl_folder(st, paths[i], key, db, &o, &listed, &err);
+    if (o.json && st) printf("%s]\n", o.first ? "" : "\n");
+    else if (!rc) printf("%lld backup(s) in %zu folder(s) under %s\n", (long long)listed, n_paths, cfg.storage_root);
+    if (rc) fprintf(stderr, "fusion-backup list: %s\n", err.msg);
+    for (size_t i = 0; i < n_owned; i++) free(owned[i]);
+    if (db) PQfinish(db);
+    stor_free(st);
+    sodium_memzero(key, sizeof key);
+    fb_config_free(&cfg);
+    return rc;
+}
