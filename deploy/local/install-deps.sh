@@ -6,6 +6,7 @@
 #      while kafka/pom.xml is unchanged)
 #   3. two Python virtualenvs: $FB_HOME/venv (newest Django 5.x) and $FB_HOME/venv-dj32
 #      (Django 3.2, the oldest supported line); pip is skipped while requirements*.txt are unchanged
+#   4. promtool, for the alert rules' tests (install-promtool.sh; skipped when present)
 # Works as root or, for the apt step, through sudo; needs no stdin (CI=true).
 set -euo pipefail
 
@@ -145,4 +146,5 @@ fi
 fetch_kafka
 make_venv "$FB_VENV" "$(pick_python)" requirements.txt
 make_venv "$FB_VENV_DJ32" "$(pick_python_dj32)" requirements-dj32.txt
+"$(dirname "${BASH_SOURCE[0]}")/install-promtool.sh"  # the alert rules' checker (tests/deploy/test_alerts.py)
 fb_say "all dependencies ready in $(($(fb_now_ms) - t0)) ms (FB_HOME=$FB_HOME); next: deploy/local/services.sh start"
