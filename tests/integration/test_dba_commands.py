@@ -104,3 +104,36 @@ def test_version_and_help_command(bin):
     assert r.returncode == 0 and r.stdout.startswith("usage: fusion-backup restore"), r.stdout
     r = bin.run("help", "no-such-command")
     assert r.returncode == 2 and "unknown command" in r.stderr
+
+
+def test_check_says_ok_or_what_to_fix(bin, brokers, topic_prefix, source, storage_root, keypair, tmp_path):
+    db, _ = source
+    pub, secret = keypair
+    base = ["--pg", db, "--brokers", brokers, "--topic-prefix", topic_prefix, "--storage-root", str(storage_root),
+            "--public-key", str(pub), "--secret-key", str(secret), "--json"]
+    r = bin.run("check", *base)
+    checks = {c["check"]: c for c in json.loads(r.stdout)}
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert set(checks) == {"settings", "database", "broker", "storage", "keys"}
+    assert all(c["ok"] for c in checks.values()), checks
+    assert "jobs.dlq ok" in checks["broker"]["detail"] and "matches" in checks["keys"]["detail"]
+
+    # Each thing broken in its own way: every check still runs and says what to fix.
+    other = tmp_path / "other"
+    other.mkdir()
+    bin.run("keygen", "--out", str(other / "k"), check=True)
+    r = bin.run("check", "--pg", db, "--brokers", brokers, "--topic-prefix", "nosuchprefix.",
+                "--storage-root", str(tmp_path / "missing"), "--public-key", str(pub),
+                "--secret-key", str(other / "k.key"), "--json")
+    assert r.returncode != 0
+    checks = {c["check"]: c for c in json.loads(r.stdout)}
+    assert checks["database"]["ok"]
+    assert not checks["broker"]["ok"] and "MISSING" in checks["broker"]["detail"]
+    assert "topics create" in checks["broker"]["detail"]
+    assert not checks["storage"]["ok"] and "not a folder" in checks["storage"]["detail"]
+    assert not checks["keys"]["ok"] and "does not belong to public key" in checks["keys"]["detail"]
+
+    # A database whose app is not migrated.
+    psql(db, "ALTER TABLE backup_archive_backuprecord DROP COLUMN verify_job_id")
+    r = bin.run("check", "--pg", db, "--no-broker")
+    assert r.returncode != 0 and "FAIL database" in r.stdout and "migrate backup_archive" in r.stdout, r.stdout

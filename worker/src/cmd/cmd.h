@@ -21,5 +21,6 @@ int cmd_status(int argc, char **argv);
 int cmd_prune(int argc, char **argv);
 int cmd_rekey(int argc, char **argv);
 int cmd_list(int argc, char **argv);
+int cmd_check(int argc, char **argv);
 
 #endif

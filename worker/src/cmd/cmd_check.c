@@ -1,0 +1,262 @@
+/* cmd_check: `fusion-backup check [--json]`: a preflight of everything a worker or a restore needs, each said ok or
+ * what to fix, before a risky migration or after an installation.
+ *
+ * Checks, each independent (one failing does not hide the others), each only for what is configured:
+ *   settings  the settings parsed (flags, environment, config file);
+ *   database  --pg connects; the backup_archive tables and their migration-0003 columns exist; the role is not a
+ *             superuser (least privilege: deploy/sql/roles.sql) and can read the policies;
+ *   broker    --brokers answers metadata; the four topics exist under --topic-prefix;
+ *   storage   --storage-root is a folder where a file can be created, synced and removed; free space;
+ *   keys      --public-key loads; --secret-key loads, is not readable by others, and matches the public key;
+ *             --index-key loads.
+ * Exit code: 0 when every check that ran passed, otherwise the code of the first failure. Nothing is changed
+ * except a temporary file in the storage root, removed at once.
+ */
+#include <fcntl.h>
+#include <libpq-fe.h>
+#include <librdkafka/rdkafka.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "artifact/arc_index.h"
+#include "artifact/arc_key.h"
+#include "cmd/cmd.h"
+#include "codec/ev_json.h"
+#include "common/fb_config.h"
+#include "kafka/kfk.h"
+#include "pg/pgx.h"
+
+typedef struct ck_run {
+    int json, n_done, n_failed;
+    fb_code first_rc;
+} ck_run;
+
+/* Reports one check: ok (what was found) or failed (what is wrong and what to do). */
+static void ck_say(ck_run *run, const char *name, fb_code rc, const char *detail) {
+    if (rc) {
+        run->n_failed++;
+        if (!run->first_rc) run->first_rc = rc;
+    }
+    if (run->json) {
+        printf("%s{\"check\":", run->n_done ? ",\n" : "");
+        ev_json_string(stdout, name);
+        printf(",\"ok\":%s,\"detail\":", rc ? "false" : "true");
+        ev_json_string(stdout, detail);
+        printf("}");
+    } else {
+        printf("%-4s %-9s %s\n", rc ? "FAIL" : "ok", name, detail);
+    }
+    run->n_done++;
+}
+
+static void ck_database(ck_run *run, const fb_config *cfg) {
+    fb_err err;
+    char msg[1200];
+    if (!cfg->pg || !*cfg->pg) {
+        ck_say(run, "database", FB_OK, "not configured (--pg): skipped");
+        return;
+    }
+    PGconn *c = pgx_connect(cfg->pg, "fusion-backup check", &err);
+    if (!c) {
+        ck_say(run, "database", err.code, err.msg);
+        return;
+    }
+    /* The columns the authority checks read (migration 0003): their absence means the app is not migrated. */
+    PGresult *r = PQexec(c,
+                         "SELECT current_user, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user), "
+                         "current_setting('server_version'), "
+                         "(SELECT count(*) FROM information_schema.columns WHERE table_schema = 'public' AND "
+                         "((table_name = 'backup_archive_archivepolicy' AND column_name IN "
+                         "('db_schema','db_table','pk_column')) OR (table_name = 'backup_archive_backuprecord' AND "
+                         "column_name IN ('tables','verify_job_id')))), "
+                         "has_table_privilege('public.backup_archive_archivepolicy', 'SELECT') "
+                         "  AND has_table_privilege('public.backup_archive_backuprecord', 'UPDATE')");
+    fb_code rc = pgx_check(c, r, PGRES_TUPLES_OK, "reading the role and the app's tables", &err);
+    if (rc) {
+        snprintf(msg, sizeof msg, "%s (are the backup_archive migrations applied? manage.py migrate backup_archive)",
+                 err.msg);
+        ck_say(run, "database", rc, msg);
+    } else {
+        int super = strcmp(PQgetvalue(r, 0, 1), "t") == 0, cols = atoi(PQgetvalue(r, 0, 3));
+        int privs = strcmp(PQgetvalue(r, 0, 4), "t") == 0;
+        if (cols != 5)
+            ck_say(run, "database", FB_ERR_NOTFOUND,
+                   "the backup_archive tables lack migration 0003's columns: run manage.py migrate backup_archive");
+        else if (!privs) {
+            snprintf(msg, sizeof msg, "role %s cannot read the policies or update the records: apply "
+                     "deploy/sql/roles.sql for it", PQgetvalue(r, 0, 0));
+            ck_say(run, "database", FB_ERR_PG, msg);
+        } else {
+            snprintf(msg, sizeof msg, "PostgreSQL %s as %s%s", PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 0),
+                     super ? " (a SUPERUSER: workers should use the least-privilege role of deploy/sql/roles.sql)"
+                           : ", not a superuser");
+            ck_say(run, "database", FB_OK, msg);
+        }
+        PQclear(r);
+    }
+    PQfinish(c);
+}
+
+static void ck_broker(ck_run *run, const fb_config *cfg) {
+    fb_err err;
+    char msg[1500];
+    rd_kafka_t *rk = kfk_producer_new(cfg, &err);
+    if (!rk) {
+        ck_say(run, "broker", err.code, err.msg);
+        return;
+    }
+    fb_code rc = kfk_wait_ready(rk, 10000, &err);
+    if (rc) {
+        snprintf(msg, sizeof msg, "%s (brokers %s)", err.msg, cfg->brokers);
+        ck_say(run, "broker", rc, msg);
+        kfk_producer_free(rk);
+        return;
+    }
+    const rd_kafka_metadata_t *md = NULL;
+    rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 1, NULL, &md, 10000);
+    if (e) {
+        snprintf(msg, sizeof msg, "listing topics failed: %s", rd_kafka_err2str(e));
+        ck_say(run, "broker", FB_ERR_KAFKA, msg);
+        kfk_producer_free(rk);
+        return;
+    }
+    static const char *const suffix[4] = {"backup.requested", "archive.due", "jobs.completed", "jobs.dlq"};
+    size_t len = (size_t)snprintf(msg, sizeof msg, "brokers %s:", cfg->brokers);
+    int missing = 0;
+    for (int i = 0; i < 4; i++) {
+        char name[300];
+        fb_config_topic(cfg, suffix[i], name, sizeof name);
+        int parts = -1;
+        for (int t = 0; t < md->topic_cnt; t++)
+            if (strcmp(md->topics[t].topic, name) == 0 && !md->topics[t].err) parts = md->topics[t].partition_cnt;
+        if (parts < 0) missing++;
+        if (len >= sizeof msg) continue;
+        if (parts < 0) len += (size_t)snprintf(msg + len, sizeof msg - len, " %s MISSING", name);
+        else len += (size_t)snprintf(msg + len, sizeof msg - len, " %s ok (%d partitions)", name, parts);
+        if (i < 3 && len < sizeof msg) len += (size_t)snprintf(msg + len, sizeof msg - len, ",");
+    }
+    rd_kafka_metadata_destroy(md);
+    if (missing && len < sizeof msg)
+        snprintf(msg + len, sizeof msg - len, "; create them with `fusion-backup topics create`");
+    ck_say(run, "broker", missing ? FB_ERR_NOTFOUND : FB_OK, msg);
+    kfk_producer_free(rk);
+}
+
+static void ck_storage(ck_run *run, const fb_config *cfg) {
+    char msg[1200], tmp[4200];
+    if (!cfg->storage_root || !*cfg->storage_root) {
+        ck_say(run, "storage", FB_OK, "not configured (--storage-root): skipped");
+        return;
+    }
+    struct stat st;
+    if (stat(cfg->storage_root, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        snprintf(msg, sizeof msg, "%s is not a folder: create it (owned by the worker's user, mode 0750)",
+                 cfg->storage_root);
+        ck_say(run, "storage", FB_ERR_IO, msg);
+        return;
+    }
+    snprintf(tmp, sizeof tmp, "%s/.fusion-backup-check.%d", cfg->storage_root, (int)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    int ok = fd >= 0 && write(fd, "check\n", 6) == 6 && fsync(fd) == 0;
+    if (fd >= 0) close(fd);
+    unlink(tmp);
+    if (!ok) {
+        snprintf(msg, sizeof msg, "cannot create and sync a file in %s: check its owner and mode", cfg->storage_root);
+        ck_say(run, "storage", FB_ERR_IO, msg);
+        return;
+    }
+    struct statvfs vfs;
+    double free_gb = statvfs(cfg->storage_root, &vfs) == 0 ? (double)vfs.f_bavail * vfs.f_frsize / 1e9 : -1;
+    snprintf(msg, sizeof msg, "%s writable, %.1f GB free", cfg->storage_root, free_gb);
+    ck_say(run, "storage", FB_OK, msg);
+}
+
+static void ck_keys(ck_run *run, const fb_config *cfg) {
+    fb_err err;
+    char msg[1200];
+    unsigned char pk[ARC_PK_BYTES], pk2[ARC_PK_BYTES], sk[ARC_SK_BYTES], ik[ARC_INDEX_KEY_BYTES];
+    int have_pk = cfg->public_key && *cfg->public_key, have_sk = cfg->secret_key && *cfg->secret_key;
+    if (!have_pk && !have_sk) {
+        ck_say(run, "keys", FB_OK, "no --public-key or --secret-key configured: skipped");
+        return;
+    }
+    if (have_pk && arc_key_load_public(cfg->public_key, pk, &err)) {
+        ck_say(run, "keys", err.code, err.msg);
+        return;
+    }
+    if (have_sk) {
+        struct stat st;
+        if (stat(cfg->secret_key, &st) == 0 && (st.st_mode & 077)) {
+            snprintf(msg, sizeof msg, "secret key %s is readable by others (mode %03o): chmod 600 it",
+                     cfg->secret_key, (unsigned)(st.st_mode & 0777));
+            ck_say(run, "keys", FB_ERR_CRYPTO, msg);
+            return;
+        }
+        fb_code rc = arc_key_load_secret(cfg->secret_key, sk, pk2, &err);
+        sodium_memzero(sk, sizeof sk);
+        if (rc) {
+            ck_say(run, "keys", rc, err.msg);
+            return;
+        }
+        if (have_pk && sodium_memcmp(pk, pk2, sizeof pk) != 0) {
+            snprintf(msg, sizeof msg, "secret key %s does not belong to public key %s: backups the workers write "
+                     "could not be restored with it", cfg->secret_key, cfg->public_key);
+            ck_say(run, "keys", FB_ERR_CRYPTO, msg);
+            return;
+        }
+        if (!have_pk) memcpy(pk, pk2, sizeof pk);
+    }
+    if (arc_index_key(cfg->index_key, pk, ik, &err)) {
+        ck_say(run, "keys", err.code, err.msg);
+        return;
+    }
+    sodium_memzero(ik, sizeof ik);
+    snprintf(msg, sizeof msg, "%s%s%s; chain index key %s", have_pk ? "public key loads" : "",
+             have_pk && have_sk ? ", " : "", have_sk ? "secret key loads, mode 0600, matches" : "",
+             cfg->index_key && *cfg->index_key ? "from --index-key" : "derived from the public key (detects damage, "
+                                                                    "not tampering: set --index-key)");
+    ck_say(run, "keys", FB_OK, msg);
+}
+
+int cmd_check(int argc, char **argv) {
+    static const char *const extra[] = {"json", "no-broker", "help", NULL};
+    fb_config cfg;
+    fb_err err;
+    ck_run run = {0};
+    int no_broker = 0;
+    fb_code rc = fb_config_init(&cfg, &err);
+    if (!rc) rc = fb_config_parse_args(&cfg, &argc, argv, FB_CFG_CLI, extra, &err);
+    for (int i = 1; !rc && i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0) run.json = 1;
+        else if (strcmp(argv[i], "--no-broker") == 0) no_broker = 1;
+        else if (strcmp(argv[i], "--help") == 0) {
+            printf("usage: fusion-backup check [--json] [--no-broker] [settings: --pg, --brokers, --storage-root,\n"
+                   "                           --public-key, --secret-key, --index-key, --topic-prefix]\n"
+                   "  checks the database, broker and topics, storage and keys that are configured; each line says ok\n"
+                   "  or what to fix. Exit 0 when everything checked is ok.\n");
+            fb_config_free(&cfg);
+            return FB_OK;
+        } else rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (see check --help)", argv[i]);
+    }
+    if (rc) {
+        fprintf(stderr, "fusion-backup check: %s\n", err.msg);
+        fb_config_free(&cfg);
+        return rc;
+    }
+    if (run.json) printf("[");
+    ck_say(&run, "settings", FB_OK, cfg.config_file && *cfg.config_file ? cfg.config_file : "flags and environment");
+    ck_database(&run, &cfg);
+    if (no_broker) ck_say(&run, "broker", FB_OK, "skipped (--no-broker)");
+    else ck_broker(&run, &cfg);
+    ck_storage(&run, &cfg);
+    ck_keys(&run, &cfg);
+    if (run.json) printf("\n]\n");
+    else printf("%d check(s), %d failed\n", run.n_done, run.n_failed);
+    fb_config_free(&cfg);
+    return run.first_rc;
+}
