@@ -1,6 +1,7 @@
-/* fb_time: the times operators type and read. Events carry milliseconds since the epoch (UTC); people write
- * "2026-11-27T05:00:00Z", "2026-11-27", "90m ago" style durations ("90m", "2h", "7d": that long before now) or
- * raw milliseconds. */
+/* fb_time: the times operators type and read, one parser for every command. Events carry milliseconds since the
+ * epoch (UTC); people write "2026-11-27T10:30:00+05:30" or "...Z" (a time always with its zone: an offset is
+ * honoured, a missing one refused), "2026-11-27" (midnight UTC), durations before now ("90m", "2h", "7d") or raw
+ * milliseconds. */
 #ifndef FB_TIME_H
 #define FB_TIME_H
 
