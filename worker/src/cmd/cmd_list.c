@@ -19,8 +19,8 @@
 #include <time.h>
 
 #include "artifact/arc_index.h"
-#include "artifact/arc_key.h"
 #include "cmd/cmd.h"
+#include "cmd/cmd_keys.h"
 #include "codec/ev_json.h"
 #include "common/fb_config.h"
 #include "job/job_chain.h"
@@ -186,7 +186,7 @@ int cmd_list(int argc, char **argv) {
     const char *paths[CL_MAX_PATHS];
     char *owned[CL_MAX_PATHS];
     size_t n_paths = 0, n_owned = 0;
-    unsigned char pk[ARC_PK_BYTES] = {0}, key[ARC_INDEX_KEY_BYTES];
+    unsigned char key[ARC_INDEX_KEY_BYTES];
     cl_out o = {0, 1};
     stor *st = NULL;
     PGconn *db = NULL;
@@ -209,13 +209,7 @@ int cmd_list(int argc, char **argv) {
     if (!rc && n_paths == 0 && (!cfg.pg || !*cfg.pg))
         rc = fb_err_set(&err, FB_ERR_USAGE, "list needs --storage-path P (repeatable), or --pg CONNINFO to list every "
                         "configuration's folder");
-    if (!rc && (!cfg.index_key || !*cfg.index_key)) {
-        if (!cfg.public_key || !*cfg.public_key)
-            rc = fb_err_set(&err, FB_ERR_USAGE, "list reads the chain indexes: give --index-key FILE as the workers "
-                            "have it, or --public-key FILE when they have no index key");
-        else rc = arc_key_load_public(cfg.public_key, pk, &err);
-    }
-    if (!rc) rc = arc_index_key(cfg.index_key, pk, key, &err);
+    if (!rc) rc = cmd_index_key(&cfg, "list", key, &err);
     if (!rc && cfg.pg && *cfg.pg) {
         if (!(db = pgx_connect(cfg.pg, "fusion-backup list", &err))) rc = err.code;
         if (!rc && n_paths == 0) {

@@ -13,8 +13,8 @@
 #include <time.h>
 
 #include "artifact/arc_index.h"
-#include "artifact/arc_key.h"
 #include "cmd/cmd.h"
+#include "cmd/cmd_keys.h"
 #include "common/fb_config.h"
 #include "job/job_prune.h"
 
@@ -41,7 +41,7 @@ int cmd_prune(int argc, char **argv) {
     fb_err err;
     const char *path = NULL;
     int64_t days = -1, removed = 0;
-    unsigned char pk[ARC_PK_BYTES] = {0}, key[ARC_INDEX_KEY_BYTES];
+    unsigned char key[ARC_INDEX_KEY_BYTES];
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     job_prune_opts o = {0, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, -1, 0, NULL};
@@ -67,13 +67,7 @@ int cmd_prune(int argc, char **argv) {
     }
     if (!rc && (!path || days < 0))
         rc = fb_err_set(&err, FB_ERR_USAGE, "prune needs --storage-path P and --retention-days N (see prune --help)");
-    if (!rc && (!cfg.index_key || !*cfg.index_key)) {
-        if (!cfg.public_key || !*cfg.public_key)
-            rc = fb_err_set(&err, FB_ERR_USAGE, "prune reads the chain indexes: give --index-key FILE as the workers "
-                            "have it, or --public-key FILE when they have no index key");
-        else rc = arc_key_load_public(cfg.public_key, pk, &err);
-    }
-    if (!rc) rc = arc_index_key(cfg.index_key, pk, key, &err);
+    if (!rc) rc = cmd_index_key(&cfg, "prune", key, &err);
     if (!rc) rc = stor_posix_new(cfg.storage_root, &st, &err);
     if (!rc) {
         o.retention_days = days;
