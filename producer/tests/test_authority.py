@@ -240,3 +240,31 @@ def test_migration_0003_fills_existing_rows() -> None:
     for p in (bad, gone):
         assert ArchivePolicy.objects.get(pk=p.pk).db_table == ""
     assert BackupConfiguration.objects.get(pk=config.pk).storage_path == f"configs/{config.pk}"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_commands_and_scheduler_report_a_refusal_and_go_on(kafka_topics: Topics, caplog) -> None:
+    import datetime as dt
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    from backup_archive.scheduler import Scheduler
+
+    bad = BackupConfiguration.objects.create(name="steal", schedule="0 2 * * *")
+    BackupConfiguration.objects.filter(pk=bad.pk).update(tables=[["pg_catalog", "pg_authid"]],
+                                                         last_scheduled_at=dt.datetime(2026, 5, 1, 3))
+    good = BackupConfiguration.objects.create(name="nightly", modules=["sampleapp"], schedule="0 2 * * *")
+    BackupConfiguration.objects.filter(pk=good.pk).update(last_scheduled_at=dt.datetime(2026, 5, 1, 3))
+    with pytest.raises(CommandError, match="configuration 'steal': refused: pg_catalog.pg_authid"):
+        call_command("backup_request", "steal")
+    policy = ArchivePolicy.objects.create(module="backup_archive", model_name="ArchivedRecord",
+                                          timestamp_column="archived_at")
+    with pytest.raises(CommandError, match="backup_archive_archivedrecord is one of this app's own tables"):
+        call_command("archive_run", str(policy.pk))
+    # The scheduler logs the refused configuration and still requests the others' slots.
+    assert Scheduler(now=dt.datetime(2026, 5, 2, 3)).tick() == 1
+    assert [r.configuration_id for r in BackupRecord.objects.all()] == [good.pk]
+    assert any("backup steal: slot" in r.getMessage() and "pg_catalog.pg_authid" in r.getMessage()
+               for r in caplog.records)
+    assert kafka_topics.count("archive.due") == 0
