@@ -22,10 +22,10 @@ import datetime as dt
 import logging
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Type
 
 import fusion_events
-from django.db import transaction
+from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -33,7 +33,7 @@ from . import conf
 from .authority import Refused, check_archive, check_backup_tables
 from .models import ArchivePolicy, BackupConfiguration, BackupRecord, Status
 from .publisher import PublishError, publish
-from .resolve import backup_tables, policy_target, relations, user_context
+from .resolve import PolicyTarget, backup_tables, policy_target, relations, user_context
 
 log = logging.getLogger("backup_archive")
 
@@ -294,7 +294,7 @@ class ArchiveRequest:
     relations: List[Dict[str, Any]] = field(default_factory=list)
 
 
-def archive_target(policy: ArchivePolicy) -> Tuple[Any, Any, List[Dict[str, Any]]]:
+def archive_target(policy: ArchivePolicy) -> Tuple[Type[models.Model], PolicyTarget, List[Dict[str, Any]]]:
     """(model, PolicyTarget, relations) of a policy, checked against the policy's row: the worker runs an
     archive.due only when it names what the row holds, so a policy whose model changed since it was saved (or
     that was never saved since migration 0003) is refused here, with what to do. Raises LookupError or Refused."""
