@@ -152,3 +152,19 @@ def test_every_action_logs_the_acting_user(kafka_topics: Topics, client, config,
     assert any(m.startswith(f"verify (integrity) {who}") for m in logged), logged
     done.refresh_from_db()
     assert done.verify_status == Status.QUEUED and done.verify_job_id is not None
+
+
+def test_policy_form_refuses_own_tables_and_shows_what_it_stored(client) -> None:
+    client.force_login(get_user_model().objects.create_superuser("admin", "admin@example.org", "pw"))
+    form = {"module": "backup_archive", "model_name": "ArchivedRecord", "timestamp_column": "archived_at",
+            "archive_after_days": 30, "batch_size": 500, "schedule": "", "is_active": "on"}
+    page = client.post(POLICIES + "add/", form).content.decode()
+    assert "backup_archive_archivedrecord is one of this app&#x27;s own tables" in page
+    assert not ArchivePolicy.objects.exists()
+    r = client.post(POLICIES + "add/", {**form, "module": "sampleapp", "model_name": "comment",
+                                        "timestamp_column": "created"})
+    assert r.status_code == 302
+    policy = ArchivePolicy.objects.get()
+    assert (policy.model_name, policy.db_table, policy.pk_column) == ("Comment", "sampleapp_comment", "id")
+    page = client.get(POLICIES + f"{policy.pk}/change/").content.decode()
+    assert "sampleapp_comment" in page  # the stored table is shown, read-only
