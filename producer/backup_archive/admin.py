@@ -1,18 +1,44 @@
-"""Admin for the four models, with "Back up now", "Verify" and "Archive now (dry run / for real)" actions."""
+"""Admin for the four models, with "Back up now", "Verify" and "Archive now (dry run / for real)" actions.
+
+Each action needs its own permission (Meta.permissions: run_backup, run_verify, run_archive), not just access
+to the admin: Django leaves an action out of the list, and refuses a POST naming it ("No action selected"), for
+a user without it, so view-only staff can look but not start jobs. "Archive now (for real)" moves rows out of
+live tables, so it first shows what will move (each policy's table, cutoff and rows due) and runs only on a
+POST that confirms. Every action is logged with the acting user on the `backup_archive.admin` logger.
+"""
 from __future__ import annotations
 
+import datetime as dt
 import json
-from typing import Any, List, Optional, Tuple
+import logging
+from typing import Any, Dict, List, Optional, Tuple
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.db import models, transaction
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.template.defaultfilters import filesizeformat
+from django.template.response import TemplateResponse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
 from . import services
+from .authority import Refused, qualified
 from .models import ArchivedRecord, ArchivePolicy, BackupConfiguration, BackupRecord, Status
+
+audit = logging.getLogger("backup_archive.admin")
+
+
+def _has_perm(modeladmin: admin.ModelAdmin, request: HttpRequest, codename: str) -> bool:
+    return request.user.has_perm(f"{modeladmin.opts.app_label}.{codename}")
+
+
+def _log_action(request: HttpRequest, action: str, objects: List[Any]) -> None:
+    user = request.user
+    audit.info("%s by user id=%s username=%s on %d object(s): %s", action, user.pk, user.get_username(),
+               len(objects), ", ".join(f"{o} (id {o.pk})" for o in objects))
 
 
 def _report(modeladmin: admin.ModelAdmin, request: HttpRequest, ok: int, failures: list) -> None:
@@ -31,10 +57,15 @@ class BackupConfigurationAdmin(admin.ModelAdmin):
     readonly_fields = ("created_at", "updated_at", "last_scheduled_at", "last_verify_scheduled_at")
     actions = ["backup_now"]
 
-    @admin.action(description="Back up now")
+    def has_run_backup_permission(self, request: HttpRequest) -> bool:
+        return _has_perm(self, request, "run_backup")
+
+    @admin.action(description="Back up now", permissions=["run_backup"])
     def backup_now(self, request: HttpRequest, queryset: QuerySet) -> None:
         ok, failures = 0, []
-        for config in queryset:
+        configs = list(queryset)
+        _log_action(request, "backup_now", configs)
+        for config in configs:
             try:
                 record = services.request_backup(config, request.user)
             except Exception as e:  # LookupError, InvalidEvent: show the reason, go on with the others
@@ -86,6 +117,9 @@ class BackupRecordAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
+    def has_run_verify_permission(self, request: HttpRequest) -> bool:
+        return _has_perm(self, request, "run_verify")
+
     @admin.display(description="size", ordering="file_size")
     def size(self, obj: BackupRecord) -> str:
         return filesizeformat(obj.file_size) if obj.file_size is not None else "–"
@@ -113,7 +147,9 @@ class BackupRecordAdmin(admin.ModelAdmin):
 
     def _verify(self, request: HttpRequest, queryset: QuerySet, mode: str) -> None:
         ok, failures = 0, []
-        for record in queryset.select_related("configuration"):
+        records = list(queryset.select_related("configuration"))
+        _log_action(request, f"verify ({mode})", records)
+        for record in records:
             if record.status != Status.SUCCESS or not record.file_path:
                 failures.append((str(record), "only successful backups with a file can be verified"))
                 continue
@@ -125,11 +161,11 @@ class BackupRecordAdmin(admin.ModelAdmin):
                 ok += 1
         _report(self, request, ok, failures)
 
-    @admin.action(description="Verify (integrity)")
+    @admin.action(description="Verify (integrity)", permissions=["run_verify"])
     def verify_integrity(self, request: HttpRequest, queryset: QuerySet) -> None:
         self._verify(request, queryset, "integrity")
 
-    @admin.action(description="Verify (restore into a scratch database)")
+    @admin.action(description="Verify (restore into a scratch database)", permissions=["run_verify"])
     def verify_restore(self, request: HttpRequest, queryset: QuerySet) -> None:
         self._verify(request, queryset, "restore")
 
@@ -140,12 +176,19 @@ class ArchivePolicyAdmin(admin.ModelAdmin):
                     "max_rows_per_run", "schedule", "is_active", "last_scheduled_at")
     list_filter = ("module", "is_active")
     search_fields = ("module", "model_name")
-    readonly_fields = ("last_scheduled_at",)
+    # What save() resolved and the workers compare archive.due events with (migration 0003).
+    readonly_fields = ("last_scheduled_at", "db_schema", "db_table", "pk_column")
     actions = ["archive_dry_run", "archive_now"]
+    confirmation_template = "admin/backup_archive/archivepolicy/archive_confirmation.html"
+
+    def has_run_archive_permission(self, request: HttpRequest) -> bool:
+        return _has_perm(self, request, "run_archive")
 
     def _archive(self, request: HttpRequest, queryset: QuerySet, dry_run: bool) -> None:
         ok, failures = 0, []
-        for policy in queryset:
+        policies = list(queryset)
+        _log_action(request, "archive_dry_run" if dry_run else "archive_now", policies)
+        for policy in policies:
             try:
                 req = services.request_archive(policy, request.user, dry_run=dry_run)
             except Exception as e:
@@ -157,13 +200,61 @@ class ArchivePolicyAdmin(admin.ModelAdmin):
                 ok += 1
         _report(self, request, ok, failures)
 
-    @admin.action(description="Archive now (dry run: count only)")
+    @admin.action(description="Archive now (dry run: count only)", permissions=["run_archive"])
     def archive_dry_run(self, request: HttpRequest, queryset: QuerySet) -> None:
         self._archive(request, queryset, dry_run=True)
 
-    @admin.action(description="Archive now (for real)")
-    def archive_now(self, request: HttpRequest, queryset: QuerySet) -> None:
+    @admin.action(description="Archive now (for real)", permissions=["run_archive"])
+    def archive_now(self, request: HttpRequest, queryset: QuerySet) -> Optional[HttpResponse]:
+        # Rows leave live tables: show what will move first; only the confirming POST (from that page) runs it.
+        if request.POST.get("confirm") != "yes":
+            return self._archive_confirmation(request, queryset)
         self._archive(request, queryset, dry_run=False)
+        return None
+
+    def _archive_confirmation(self, request: HttpRequest, queryset: QuerySet) -> TemplateResponse:
+        now = timezone.now()
+        rows = [self._due(policy, now) for policy in queryset]
+        audit.info("archive_now confirmation shown to user id=%s username=%s for: %s", request.user.pk,
+                   request.user.get_username(), ", ".join(f"{r['policy']} ({r['due']} due)" for r in rows))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Archive these rows now?",
+            "opts": self.opts,
+            "rows": rows,
+            "queryset": queryset,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "runnable": any(not r["error"] for r in rows),
+        }
+        return TemplateResponse(request, self.confirmation_template, context)
+
+    @staticmethod
+    def _due(policy: ArchivePolicy, now: dt.datetime) -> Dict[str, Any]:
+        """One line of the confirmation page: the policy, its table, the cutoff a run now would use, and how many
+        rows are older than it (the ORM's count; the worker skips PROTECTed ones and moves CASCADE children)."""
+        row: Dict[str, Any] = {"policy": policy, "table": "", "cutoff": None, "due": "", "limit": None,
+                               "relations": 0, "purge": policy.delete_after_days, "error": ""}
+        try:
+            model, target, rels = services.archive_target(policy)
+        except (LookupError, Refused) as e:
+            row["error"] = str(e)
+            return row
+        cutoff = now - dt.timedelta(days=policy.archive_after_days)
+        row.update(table=qualified([target.db_schema, target.db_table]), cutoff=cutoff,
+                   limit=policy.max_rows_per_run, relations=len(rels))
+        field = next(f for f in model._meta.concrete_fields if f.column == target.timestamp_column)
+        if isinstance(field, models.DateTimeField):
+            condition = {f"{field.name}__lt": cutoff}
+        else:  # a date column: "column < cutoff" holds for every day before the cutoff's, and its own after 00:00
+            local = timezone.localtime(cutoff) if timezone.is_aware(cutoff) else cutoff
+            lookup = "lt" if local.time() == dt.time() else "lte"
+            condition = {f"{field.name}__{lookup}": local.date()}
+        try:
+            with transaction.atomic():  # a failing count must not break the request's transaction
+                row["due"] = model._base_manager.filter(**condition).count()
+        except Exception as e:  # the table is missing or unreadable: the page says so, the worker will too
+            row["error"] = f"could not count the rows due: {e}"
+        return row
 
 
 @admin.register(ArchivedRecord)
@@ -178,6 +269,9 @@ class ArchivedRecordAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Optional[ArchivedRecord] = None) -> Any:
         return [f.name for f in self.model._meta.fields] + ["table", "row_display"]
+
+    # The admin only shows archived rows; putting them back is `fusion-backup unarchive`. The `unarchive`
+    # permission (Meta) is declared for that right, for an admin action to come.
 
     @admin.display(description="table")
     def table(self, obj: ArchivedRecord) -> str:

@@ -10,6 +10,8 @@ configuration take effect.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 from typing import Any, Dict
 
 from django.conf import settings
@@ -35,7 +37,8 @@ DEFAULTS: Dict[str, Any] = {
     "SCHEDULER_LOCK_ID": 0x46425348,  # "FBSH"
     # Cron schedule for archive policies whose own schedule is empty.
     "ARCHIVE_SCHEDULE": "30 2 * * *",
-    # Folder under the worker's storage root when a configuration leaves storage_path empty; {id} and {name}.
+    # Folder under the worker's storage root for a configuration saved with an empty storage_path; {id} and
+    # {name}. Applied once, when the configuration is saved (the column is never empty, workers compare it).
     "STORAGE_PATH_TEMPLATE": "configs/{id}",
     # Scheduled verification (BackupConfiguration.verify_schedule): "integrity" decrypts, authenticates and
     # re-hashes the artifact; "restore" also restores it into a scratch database (the worker needs --scratch-pg)
@@ -45,6 +48,10 @@ DEFAULTS: Dict[str, Any] = {
     # request, when it was never published) is sent again with the same job id; the workers' ledger makes the
     # duplicate harmless. The scheduler sweeps every tick; 0 or None turns that off (`backup_requeue` still works).
     "REQUEUE_AFTER_MINUTES": 15,
+    # Key of the scheduled job ids (scheduler.slot_job_id, HMAC-SHA256): without it, anyone could compute a
+    # future slot's id and pre-run a decoy under it. None: derived from settings.SECRET_KEY (a system check warns;
+    # set it explicitly so rotating SECRET_KEY does not re-key the job ids). Every scheduler must use the same.
+    "JOB_ID_SECRET": None,
 }
 
 VERIFY_MODES = ("integrity", "restore")
@@ -73,6 +80,26 @@ def topic(kind: str) -> str:
     """The topic for 'backup', 'archive', 'completed' or 'dlq'."""
     override = (get("TOPICS") or {}).get(kind)
     return override or f"{get('TOPIC_PREFIX')}{TOPIC_SUFFIXES[kind]}"
+
+
+def default_storage_path(config_id: int, name: str) -> str:
+    """The storage_path a configuration gets when saved without one."""
+    return get("STORAGE_PATH_TEMPLATE").format(id=config_id, name=name)
+
+
+def job_id_key() -> bytes:
+    """The key of the scheduled job ids: JOB_ID_SECRET, or one derived from SECRET_KEY (never SECRET_KEY itself,
+    so the job ids reveal nothing usable against Django's other signatures)."""
+    secret = get("JOB_ID_SECRET")
+    if secret is not None:
+        if not isinstance(secret, (str, bytes)) or len(secret) < 16:
+            raise ImproperlyConfigured("FUSION_BACKUP['JOB_ID_SECRET'] must be a str or bytes of at least 16 "
+                                       "characters (e.g. python -c 'import secrets; print(secrets.token_hex(32))')")
+        return secret.encode() if isinstance(secret, str) else secret
+    if not settings.SECRET_KEY:
+        raise ImproperlyConfigured("set FUSION_BACKUP['JOB_ID_SECRET'] (or SECRET_KEY): scheduled job ids are keyed")
+    return hmac.new(settings.SECRET_KEY.encode() if isinstance(settings.SECRET_KEY, str) else settings.SECRET_KEY,
+                    b"fusion-backup scheduled job ids", hashlib.sha256).digest()
 
 
 def verify_mode() -> str:

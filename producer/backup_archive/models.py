@@ -2,6 +2,11 @@
 writes these tables by name (the worker fills in BackupRecord and inserts ArchivedRecord rows), so a change
 here is a change of that contract: update the SQL file too (tests/test_schema_sql.py compares them).
 
+Migration 0003 (issue 10, the database is the authority): the workers run a request only when it matches these
+rows, so what Django stores must be what it publishes: ArchivePolicy keeps its resolved table, key and timestamp
+column, BackupRecord the table list and the verify job id of its requests, and BackupConfiguration.storage_path is
+never empty. Custom permissions (run_backup, run_verify, run_archive, unarchive) guard the admin's actions.
+
 Timestamps follow the project's USE_TZ (Fusion runs with USE_TZ=False and naive India time); the columns are
 timestamptz either way, so the worker's writes are absolute times.
 """
@@ -13,8 +18,12 @@ from typing import Any, Dict, Optional
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
+
+from . import conf
+from .authority import Refused, check_archive, check_backup_tables
+from .resolve import module_tables, policy_target, relations
 
 
 class BackupType(models.TextChoices):
@@ -71,7 +80,8 @@ class BackupConfiguration(models.Model):
     )
     storage_path = models.CharField(
         max_length=1024, blank=True, default="",
-        help_text="folder under the worker's storage root; empty: configs/<id>",
+        help_text="folder under the worker's storage root; left empty, it is filled from "
+                  "FUSION_BACKUP['STORAGE_PATH_TEMPLATE'] (configs/<id>) when saved",
     )
     retention_days = models.PositiveIntegerField(default=30, validators=[MaxValueValidator(36500)])
     verify_schedule = models.CharField(
@@ -87,9 +97,40 @@ class BackupConfiguration(models.Model):
 
     class Meta:
         ordering = ["name"]
+        permissions = [("run_backup", "Can request a backup now")]
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        # Resolve now, so an unknown module or a catalog table is a form error, not a FAILED job.
+        if not (isinstance(self.modules, list) and isinstance(self.tables, list)):
+            return  # the field validators have said why
+        errors: Dict[str, str] = {}
+        try:
+            check_backup_tables(self.tables)
+        except Refused as e:
+            errors["tables"] = str(e)
+        try:
+            check_backup_tables(module_tables(self.modules))
+        except (LookupError, Refused) as e:
+            errors["modules"] = str(e)
+        if errors:
+            raise ValidationError(errors)
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # The workers compare a request's storage_path with this column exactly, so it is never left empty. The
+        # template may use {id}, which a new row only has after its INSERT: then fill it in a second statement,
+        # in the same transaction.
+        if not self.storage_path and self.pk is not None:
+            self.storage_path = conf.default_storage_path(self.pk, self.name)
+            if kwargs.get("update_fields") is not None:
+                kwargs["update_fields"] = set(kwargs["update_fields"]) | {"storage_path"}
+        with transaction.atomic(using=kwargs.get("using")):
+            super().save(*args, **kwargs)
+            if not self.storage_path:
+                self.storage_path = conf.default_storage_path(self.pk, self.name)
+                type(self)._default_manager.filter(pk=self.pk).update(storage_path=self.storage_path)
 
 
 class BackupRecord(models.Model):
@@ -116,9 +157,17 @@ class BackupRecord(models.Model):
     # record still QUEUED long after it (or never published: the process died between commit and publish) is
     # sent again by the republish sweep (services.republish_queued), with the same job id.
     published_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # The table list this record's backup.requested carries, in wire form (names or [schema, table]; [] = every
+    # user table), fixed when the record is created: a worker runs the backup only when the request's tables
+    # equal these. NULL: a record from before migration 0003 (the republish sweep fills it).
+    tables = models.JSONField(null=True, blank=True, editable=False)
+    # The job id of the verification last requested for this record: a worker runs, and the recorder accepts, a
+    # backup.verify only under this id, so a forged verify result cannot set verify_status.
+    verify_job_id = models.UUIDField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-requested_at", "-id"]
+        permissions = [("run_verify", "Can request a verification of a backup")]
 
     def __str__(self) -> str:
         return f"{self.configuration} {self.requested_at:%Y-%m-%d %H:%M} {self.status}"
@@ -166,25 +215,51 @@ class ArchivePolicy(models.Model):
     )
     is_active = models.BooleanField(default=True)
     last_scheduled_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # The model's table and primary key as Django resolved them when the policy was last saved; a worker runs an
+    # archive.due only when the event's module, model_name, table, pk_column and timestamp_column equal the
+    # row's. '' when the policy did not resolve (or was not saved since migration 0003): workers refuse it.
+    db_schema = models.CharField(max_length=63, blank=True, default="", editable=False)
+    db_table = models.CharField(max_length=63, blank=True, default="", editable=False)
+    pk_column = models.CharField(max_length=63, blank=True, default="", editable=False)
 
     class Meta:
         unique_together = [("module", "model_name")]
         verbose_name_plural = "archive policies"
         ordering = ["module", "model_name"]
+        permissions = [("run_archive", "Can request archival (dry run or for real)")]
 
     def __str__(self) -> str:
         return f"{self.module}.{self.model_name}"
 
-    def clean(self) -> None:
-        # Resolve now, so a typo is an admin form error rather than a FAILED job at 2 a.m.
-        from .resolve import resolve_policy_model, resolve_timestamp_column
+    # The columns save() writes from the resolution (kept in update_fields when a caller names some).
+    TARGET_FIELDS = ("module", "model_name", "timestamp_column", "db_schema", "db_table", "pk_column")
 
+    def clean(self) -> None:
+        # Resolve now, so a typo or a forbidden table is an admin form error rather than a FAILED job at 2 a.m.
         try:
-            model = resolve_policy_model(self)
-            self.model_name = model._meta.object_name
-            self.timestamp_column = resolve_timestamp_column(model, self.timestamp_column)
-        except LookupError as e:
+            model, target = policy_target(self.module, self.model_name, self.timestamp_column)
+            check_archive(target.db_table, relations(model))
+        except (LookupError, Refused) as e:
             raise ValidationError(str(e)) from None
+        self.model_name, self.timestamp_column = target.model_name, target.timestamp_column
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self.store_target()
+        if kwargs.get("update_fields") is not None:
+            kwargs["update_fields"] = set(kwargs["update_fields"]) | set(self.TARGET_FIELDS)
+        super().save(*args, **kwargs)
+
+    def store_target(self) -> None:
+        """Sets the resolved names on this instance; a policy that does not resolve, or names a table archival
+        must never touch, gets empty db_* columns, which every worker refuses (services refuse it earlier)."""
+        try:
+            model, target = policy_target(self.module, self.model_name, self.timestamp_column)
+            check_archive(target.db_table, relations(model))
+        except (LookupError, Refused):
+            self.db_schema = self.db_table = self.pk_column = ""
+            return
+        for name in self.TARGET_FIELDS:
+            setattr(self, name, getattr(target, name))
 
 
 class ArchivedRecord(models.Model):
@@ -217,6 +292,7 @@ class ArchivedRecord(models.Model):
             )
         ]
         ordering = ["-archived_at"]
+        permissions = [("unarchive", "Can put archived rows back into their tables")]
 
     def __str__(self) -> str:
         return f"{self.module}.{self.model_name} #{self.original_id}"

@@ -6,10 +6,13 @@ emulates on_delete in Python), so the worker can only archive correctly if we te
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Set, Tuple, Type, Union
 
 from django.apps import apps
 from django.db import models
+
+from .authority import DEFAULT_SCHEMA
 
 if TYPE_CHECKING:
     from .models import ArchivePolicy
@@ -70,15 +73,44 @@ def backup_tables(modules: Iterable[str], tables: Iterable[TableRef]) -> List[Ta
 
 
 def resolve_policy_model(policy: "ArchivePolicy") -> Type[models.Model]:
+    return _policy_model(policy.module, policy.model_name)
+
+
+def _policy_model(module: str, model_name: str) -> Type[models.Model]:
     try:
-        model = apps.get_model(policy.module, policy.model_name)
+        model = apps.get_model(module, model_name)
     except (LookupError, ValueError):
         raise LookupError(
-            f"no model {policy.model_name!r} in app {policy.module!r} (module is the app label, e.g. 'leave')"
+            f"no model {model_name!r} in app {module!r} (module is the app label, e.g. 'leave')"
         ) from None
     if not _stored(model):
-        raise LookupError(f"{policy.module}.{policy.model_name} has no table of its own (proxy or unmanaged)")
+        raise LookupError(f"{module}.{model_name} has no table of its own (proxy or unmanaged)")
     return model
+
+
+@dataclass(frozen=True)
+class PolicyTarget:
+    """What an archive policy names, as the archive.due event carries it and the policy row stores it (the worker
+    runs an archive.due only when the event's values equal the row's: migration 0003)."""
+
+    module: str  # the app label
+    model_name: str  # the model's object name, as Django spells it
+    db_schema: str
+    db_table: str
+    pk_column: str
+    timestamp_column: str  # the column, never the field name
+
+
+def policy_target(module: str, model_name: str, timestamp_column: str) -> Tuple[Type[models.Model], PolicyTarget]:
+    """Resolves a policy's module, model and timestamp field or column. Plain strings, not a policy, so that
+    migration 0003 fills old rows with exactly what ArchivePolicy.save() stores. Raises LookupError saying what
+    does not resolve."""
+    model = _policy_model(module, model_name)
+    meta = model._meta
+    return model, PolicyTarget(
+        module=meta.app_label, model_name=meta.object_name, db_schema=DEFAULT_SCHEMA, db_table=meta.db_table,
+        pk_column=meta.pk.column, timestamp_column=resolve_timestamp_column(model, timestamp_column),
+    )
 
 
 def resolve_timestamp_column(model: Type[models.Model], name: str) -> str:

@@ -5,12 +5,18 @@ Exactly once, by three independent guards:
   scheduler waits as a standby and takes over when the first one's connection goes away;
 - per object, the slots due are read and `last_scheduled_at` advanced under SELECT ... FOR UPDATE of that row,
   in the same transaction that creates the request;
-- job ids are uuid5(slot), so even a replayed slot gets the same job id: BackupRecord.job_id is unique, and
-  workers can recognise a duplicate archive or verify job.
+- job ids are derived from the slot (slot_job_id), so even a replayed slot gets the same job id:
+  BackupRecord.job_id is unique, and workers can recognise a duplicate archive or verify job.
+
+The derivation is keyed (HMAC-SHA256 with FUSION_BACKUP['JOB_ID_SECRET']): the workers' ledger answers a job id it
+has seen from its record, so with public ids (they were uuid5 of kind, object and time) anyone who can write to
+Kafka could run a tiny decoy under a future slot's id and turn the real scheduled backup into a no-op recorded
+as SUCCESS. Every scheduler process must hold the same secret; changing it changes the ids of future slots only
+(past records keep theirs, and a slot already requested is found by last_scheduled_at, not by its id).
 
 Verification (BackupConfiguration.verify_schedule): the newest due slot requests backup.verify, in
 FUSION_BACKUP['VERIFY_MODE'], for the configuration's newest SUCCESS record with a file; its job id is
-uuid5("verify", configuration, slot) like the others.
+slot_job_id("verify", configuration, slot) like the others.
 
 Each tick ends with the republish sweep (services.republish_queued): records left QUEUED because a process died
 between commit and publish are sent again with their own job id.
@@ -22,6 +28,8 @@ or after the scheduler first saw it (policies, which have no creation time).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import logging
 import time
 import uuid
@@ -32,19 +40,23 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from . import conf
+from .authority import Refused
 from .models import ArchivePolicy, BackupConfiguration, BackupRecord, Status
 from .services import republish_queued, request_archive, request_backup, request_verify
 
 log = logging.getLogger("backup_archive.scheduler")
 
-# Namespace of the deterministic job ids (uuid5). Never change it: it would re-run every past slot's id space.
-JOB_NAMESPACE = uuid.UUID("6f1c2b7e-4d1a-5e2f-9b3c-8a7d6e5f4c3b")
-
-
 def slot_job_id(kind: str, object_id: int, slot: dt.datetime) -> uuid.UUID:
-    """The job id of one cron slot: same (kind, object, instant) -> same id, in every scheduler process."""
+    """The job id of one cron slot: same (kind, object, instant) and same secret -> same id, in every scheduler
+    process; without the secret (conf.job_id_key) nobody can compute it in advance.
+
+    The first 16 bytes of HMAC-SHA256(key, "kind:object:instant") marked as an RFC 9562 version 8 (custom) UUID."""
     instant = slot.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return uuid.uuid5(JOB_NAMESPACE, f"{kind}:{object_id}:{instant}")
+    digest = bytearray(hmac.new(conf.job_id_key(), f"{kind}:{object_id}:{instant}".encode(),
+                                hashlib.sha256).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x80  # version 8
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC variant
+    return uuid.UUID(bytes=bytes(digest))
 
 
 def _tz() -> dt.tzinfo:
@@ -157,7 +169,12 @@ class Scheduler:
                     job = slot_job_id("backup", config.pk, slot)
                     if BackupRecord.objects.filter(job_id=job).exists():
                         continue  # already requested (by a scheduler that lost its state update)
-                    request_backup(config, None, job_id=job, now=_stored(slot))
+                    try:
+                        request_backup(config, None, job_id=job, now=_stored(slot))
+                    except (LookupError, Refused) as e:
+                        # One broken configuration must not stop the others' slots: say why, spend the slot.
+                        log.error("backup %s: slot %s not requested: %s", config.name, slot.isoformat(), e)
+                        continue
                     log.info("backup %s: slot %s requested, job %s", config.name, slot.isoformat(), job)
                     n += 1
                 if slots:
@@ -205,8 +222,8 @@ class Scheduler:
                 req = request_archive(policy, None, job_id=slot_job_id("archive", policy.pk, slot),
                                       now=_stored(slot))
                 n += 1
-            except LookupError as e:  # a broken policy is skipped (and logged) until someone fixes it
-                log.error("archive %s: policy does not resolve, not requested: %s", policy, e)
+            except (LookupError, Refused) as e:  # a broken policy is skipped (and logged) until someone fixes it
+                log.error("archive %s: not requested: %s", policy, e)
             ArchivePolicy.objects.filter(pk=pk).update(last_scheduled_at=_stored(slot))
         if req is not None and req.published is False:
             # No record holds an archive job, so a lost publish would lose the slot: put the slot back and

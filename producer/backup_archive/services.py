@@ -9,6 +9,12 @@ Reliability, in order:
    (never QUEUED forever) and the error is logged. The on-commit callback never raises, so a broker outage can
    not turn a committed request into a 500 after the fact; callers read the outcome from the record
    (`record.refresh_from_db()`), or from the returned ArchiveRequest for archive jobs.
+
+The database is the authority (issue 10): a worker runs a request only when it matches the rows it names, so
+what is published is what is stored. request_backup stores the event's table list on the record (the republish
+sweep sends those, not a fresh resolution), request_verify stores its job id on the record, and request_archive
+publishes only what the policy row holds (the resolution ArchivePolicy.save() stored). Tables no request may
+touch (authority.py) are refused here with `Refused`, before anything is created or sent.
 """
 from __future__ import annotations
 
@@ -16,17 +22,18 @@ import datetime as dt
 import logging
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Type
 
 import fusion_events
-from django.db import transaction
+from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from . import conf
+from .authority import Refused, check_archive, check_backup_tables
 from .models import ArchivePolicy, BackupConfiguration, BackupRecord, Status
 from .publisher import PublishError, publish
-from .resolve import backup_tables, relations, resolve_policy_model, resolve_timestamp_column, user_context
+from .resolve import PolicyTarget, backup_tables, policy_target, relations, user_context
 
 log = logging.getLogger("backup_archive")
 
@@ -45,7 +52,19 @@ def _user_id(user: Optional[Any]) -> Optional[int]:
 
 
 def storage_path(config: BackupConfiguration) -> str:
-    return config.storage_path or conf.get("STORAGE_PATH_TEMPLATE").format(id=config.pk, name=config.name)
+    """The configuration's folder, as stored: the workers compare the request's storage_path with the column."""
+    if not config.storage_path:
+        raise Refused(f"configuration {config.name!r} has no storage_path (emptied by hand?): save it again in "
+                      f"the admin, which fills it from FUSION_BACKUP['STORAGE_PATH_TEMPLATE']")
+    return config.storage_path
+
+
+def config_tables(config: BackupConfiguration) -> List[Any]:
+    """The table list of a new backup of `config`, in wire form; raises LookupError (unknown module) or Refused
+    (a system table)."""
+    tables = backup_tables(config.modules or [], config.tables or [])
+    check_backup_tables(tables)
+    return tables
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -53,7 +72,14 @@ def storage_path(config: BackupConfiguration) -> str:
 
 
 def backup_event(record: BackupRecord, now: dt.datetime) -> Dict[str, Any]:
+    """The record's backup.requested. Its tables are the record's own (fixed when it was created); only a record
+    from before migration 0003 (tables NULL) gets the configuration's current list."""
     config = record.configuration
+    if record.tables is None:
+        tables = config_tables(config)
+    else:
+        tables = record.tables
+        check_backup_tables(tables)
     return {
         "v": fusion_events.VERSION,
         "type": "backup.requested",
@@ -65,7 +91,7 @@ def backup_event(record: BackupRecord, now: dt.datetime) -> Dict[str, Any]:
         "config_id": config.pk,
         "config_name": config.name,
         "backup_type": record.backup_type,
-        "tables": backup_tables(config.modules or [], config.tables or []),
+        "tables": tables,
         "modules": list(config.modules or []),
         "storage_path": storage_path(config),
         "retention_days": config.retention_days,
@@ -81,11 +107,13 @@ def request_backup(
 ) -> BackupRecord:
     """Creates a QUEUED BackupRecord and publishes backup.requested once the transaction commits.
 
-    `job_id` is random unless given (the scheduler passes a deterministic one per cron slot). Raises
-    LookupError for an unknown module and fusion_events.InvalidEvent for an event the contract rejects (a
-    bad table name or storage path); in both cases nothing is created or sent.
+    `job_id` is random unless given (the scheduler passes a keyed one per cron slot). Raises LookupError for an
+    unknown module, Refused for a table no backup may read (a system schema), and fusion_events.InvalidEvent for
+    an event the contract rejects (a bad table name or storage path); in each case nothing is created or sent.
     """
     now = now or timezone.now()
+    tables = config_tables(config)
+    storage_path(config)  # refuse before creating anything
     with transaction.atomic():
         record = BackupRecord.objects.create(
             configuration=config,
@@ -94,6 +122,7 @@ def request_backup(
             status=Status.QUEUED,
             requested_at=now,
             requested_by=user if _user_id(user) is not None else None,
+            tables=tables,
         )
         value = fusion_events.encode(backup_event(record, timezone.now()))
         _publish_on_commit(conf.topic("backup"), str(config.pk), value, "backup.requested", record.pk,
@@ -126,7 +155,10 @@ def request_verify(
     }
     value = fusion_events.encode(event)
     with transaction.atomic():
-        BackupRecord.objects.filter(pk=record.pk).update(verify_status=Status.QUEUED, verify_message="")
+        # The job id with the status: a worker runs (and the recorder accepts) only the verification asked for
+        # last, so an older or forged verify result cannot overwrite this one.
+        BackupRecord.objects.filter(pk=record.pk).update(verify_status=Status.QUEUED, verify_message="",
+                                                         verify_job_id=job)
 
         def send() -> None:
             try:
@@ -194,6 +226,9 @@ def republish_queued(
     a record is sent at most once per interval. A publish that fails leaves the record QUEUED with the reason in
     error_message: the next sweep tries again (a broker outage is not the job's failure). A record whose event
     can no longer be built (its module was uninstalled) becomes FAILED with the reason.
+
+    Each record is sent with its own table list (BackupRecord.tables); a record from before migration 0003 gets
+    the configuration's current list, stored with the claim so the workers can check the request against it.
     """
     minutes = conf.get("REQUEUE_AFTER_MINUTES") if older_than_minutes is None else older_than_minutes
     if minutes is None or float(minutes) < 0:
@@ -213,14 +248,17 @@ def republish_queued(
             return [Republished(r.pk, r.job_id) for r in records]
         for r in records:
             try:
-                value = fusion_events.encode(backup_event(r, now))
-            except (LookupError, fusion_events.InvalidEvent) as e:
+                event = backup_event(r, now)
+                value = fusion_events.encode(event)
+            except (LookupError, Refused, fusion_events.InvalidEvent) as e:
                 log.error("backup.requested record=%s job=%s cannot be sent again: %s", r.pk, r.job_id, e)
                 BackupRecord.objects.filter(pk=r.pk).update(
                     status=Status.FAILED, completed_at=now,
                     error_message=f"queued but never picked up, and cannot be sent again: {e}")
                 out.append(Republished(r.pk, r.job_id, str(e)))
                 continue
+            if r.tables is None:
+                BackupRecord.objects.filter(pk=r.pk).update(tables=event["tables"])
             to_send.append((r, value))
         BackupRecord.objects.filter(pk__in=[r.pk for r, _ in to_send]).update(published_at=now)
     # Outside the transaction: the claim is committed, so waiting for Kafka holds no row locks.
@@ -256,9 +294,29 @@ class ArchiveRequest:
     relations: List[Dict[str, Any]] = field(default_factory=list)
 
 
+def archive_target(policy: ArchivePolicy) -> Tuple[Type[models.Model], PolicyTarget, List[Dict[str, Any]]]:
+    """(model, PolicyTarget, relations) of a policy, checked against the policy's row: the worker runs an
+    archive.due only when it names what the row holds, so a policy whose model changed since it was saved (or
+    that was never saved since migration 0003) is refused here, with what to do. Raises LookupError or Refused."""
+    model, target = policy_target(policy.module, policy.model_name, policy.timestamp_column)
+    rels = relations(model)
+    check_archive(target.db_table, rels)
+    stored = ArchivePolicy.objects.filter(pk=policy.pk).values(*ArchivePolicy.TARGET_FIELDS, "is_active").first()
+    if stored is None:
+        raise Refused(f"archive policy {policy} (id {policy.pk}) is not in the database")
+    if not stored.pop("is_active"):
+        raise Refused(f"archive policy {policy} is not active: workers only run active policies; activate it first")
+    differ = {k: (v, getattr(target, k)) for k, v in stored.items() if v != getattr(target, k)}
+    if differ:
+        what = ", ".join(f"{k} stored {old!r}, now {new!r}" for k, (old, new) in sorted(differ.items()))
+        raise Refused(f"archive policy {policy} no longer matches its model ({what}): open it in the admin, check "
+                      f"it and save it again (workers only run what the saved policy names)")
+    return model, target, rels
+
+
 def archive_event(policy: ArchivePolicy, user_id: Optional[int], job_id: uuid.UUID, now: dt.datetime,
                   dry_run: bool) -> Dict[str, Any]:
-    model = resolve_policy_model(policy)
+    _, target, rels = archive_target(policy)
     now_ms = to_ms(now)
     return {
         "v": fusion_events.VERSION,
@@ -268,11 +326,11 @@ def archive_event(policy: ArchivePolicy, user_id: Optional[int], job_id: uuid.UU
         "requested_by": user_id,
         "attempt": 1,
         "policy_id": policy.pk,
-        "module": model._meta.app_label,
-        "model_name": model._meta.object_name,
-        "table": model._meta.db_table,
-        "pk_column": model._meta.pk.column,
-        "timestamp_column": resolve_timestamp_column(model, policy.timestamp_column),
+        "module": target.module,
+        "model_name": target.model_name,
+        "table": target.db_table,  # a str: schema public (target.db_schema), as the SPEC reads it
+        "pk_column": target.pk_column,
+        "timestamp_column": target.timestamp_column,
         "cutoff": max(0, now_ms - policy.archive_after_days * DAY_MS),
         "batch_size": policy.batch_size,
         "max_rows": policy.max_rows_per_run or None,
@@ -281,7 +339,7 @@ def archive_event(policy: ArchivePolicy, user_id: Optional[int], job_id: uuid.UU
         ),
         "archived_by": user_id,
         "dry_run": bool(dry_run),
-        "relations": relations(model),
+        "relations": rels,
     }
 
 
@@ -296,8 +354,9 @@ def request_archive(
     """Publishes archive.due for a policy once the current transaction commits (at once outside one).
 
     `now` is the moment cutoff and purge_before are computed from (the scheduler passes the cron slot).
-    Raises LookupError when the policy's model or column does not resolve, InvalidEvent when the contract
-    rejects the event; nothing is sent then. There is no record for archive jobs: the result says whether
+    Raises LookupError when the policy's model or column does not resolve, Refused when it names a table
+    archival must never touch or no longer matches its saved row, InvalidEvent when the contract rejects the
+    event; nothing is sent then. There is no record for archive jobs: the result says whether
     Kafka accepted the message, and the worker's job.status reports carry the policy id.
     """
     job = job_id or uuid.uuid4()

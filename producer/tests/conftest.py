@@ -25,7 +25,7 @@ try:
 except ImportError:  # not pip-installed: use the checkout (pytest.ini's pythonpath normally does this)
     sys.path.insert(0, str(SCHEMAS_PY))
 
-from confluent_kafka import Consumer, TopicPartition  # noqa: E402
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 SUFFIXES = ("backup.requested", "archive.due", "jobs.completed", "jobs.dlq")
@@ -53,11 +53,24 @@ class Topics:
             md = c.list_topics(self.name(suffix), timeout=10)
             total = 0
             for p in md.topics[self.name(suffix)].partitions:
-                lo, hi = c.get_watermark_offsets(TopicPartition(self.name(suffix), p), timeout=10)
+                lo, hi = self._watermarks(c, TopicPartition(self.name(suffix), p))
                 total += hi - lo
             return total
         finally:
             c.close()
+
+    @staticmethod
+    def _watermarks(c: Consumer, tp: TopicPartition) -> Tuple[int, int]:
+        # Right after a topic is created a shared, busy broker may still answer "not leader" for a moment.
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                return c.get_watermark_offsets(tp, timeout=10)
+            except KafkaException as e:
+                if not e.args[0].retriable() and e.args[0].code() != KafkaError.NOT_LEADER_FOR_PARTITION \
+                        or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
 
     def read(self, suffix: str, n: int, timeout: float = 20.0) -> List[Tuple[bytes, bytes]]:
         """The first n messages (key, value) of the topic; fails the test if fewer arrive in time."""

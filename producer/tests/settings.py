@@ -53,6 +53,7 @@ FUSION_BACKUP = {
     "BROKERS": os.environ.get("FB_TEST_BROKERS", "127.0.0.1:59092"),
     "TOPIC_PREFIX": os.environ.get("FB_TOPIC_PREFIX", "fusion."),
     "PUBLISH_TIMEOUT": 15.0,
+    "JOB_ID_SECRET": "tests-only-job-id-secret-not-secret",
 }
 
 MIDDLEWARE = [

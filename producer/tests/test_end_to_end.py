@@ -136,8 +136,13 @@ def test_archive_now_in_the_admin_moves_rows_and_cascade_children_and_keeps_prot
                                           archive_after_days=365)
     workers.start()
     client.force_login(admin_user)
+    # The first POST only shows what will move (two old leaves, one of them PROTECTed); confirming runs it.
     r = client.post("/admin/backup_archive/archivepolicy/",
-                    {"action": "archive_now", "_selected_action": [policy.pk]}, follow=True)
+                    {"action": "archive_now", "_selected_action": [policy.pk]})
+    assert r.status_code == 200 and '<td class="due">2</td>' in r.content.decode()
+    assert kafka_topics.count("archive.due") == 0
+    r = client.post("/admin/backup_archive/archivepolicy/",
+                    {"action": "archive_now", "_selected_action": [policy.pk], "confirm": "yes"}, follow=True)
     assert r.status_code == 200 and "1 request(s) sent" in r.content.decode()
 
     values = kafka_topics.read_until(

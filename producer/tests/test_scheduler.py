@@ -1,16 +1,20 @@
-"""The scheduler: cron slots, deterministic job ids, catch-up, and one slot once across two processes."""
+"""The scheduler: cron slots, keyed deterministic job ids, catch-up, and one slot once across two processes."""
 from __future__ import annotations
 
 import datetime as dt
 import subprocess
 import sys
+import uuid
 from typing import Dict
 
 import pytest
+from django.core.checks import run_checks
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 from django.utils import timezone
 
 import fusion_events
+from backup_archive.checks import job_id_secret
 from backup_archive.models import ArchivePolicy, BackupConfiguration, BackupRecord
 from backup_archive.scheduler import Scheduler, due_slots, slot_job_id
 from tests.conftest import PRODUCER, Topics
@@ -42,6 +46,39 @@ def test_slot_job_id_is_deterministic() -> None:
     assert slot_job_id("backup", 3, slot) != slot_job_id("backup", 4, slot)
     assert slot_job_id("backup", 3, slot) != slot_job_id("archive", 3, slot)
     assert str(slot_job_id("backup", 3, slot)) == str(slot_job_id("backup", 3, slot)).lower()
+
+
+def test_slot_job_id_is_keyed_not_a_public_uuid5(settings) -> None:
+    """Anyone can compute a uuid5 of public values, and pre-run a decoy under a future slot's id; nobody without
+    the secret can compute these."""
+    slot = dt.datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
+    keyed = slot_job_id("backup", 3, slot)
+    old_scheme = uuid.uuid5(uuid.UUID("6f1c2b7e-4d1a-5e2f-9b3c-8a7d6e5f4c3b"), "backup:3:2026-03-01T02:00:00Z")
+    assert keyed != old_scheme and keyed.version == 8 and keyed.variant == uuid.RFC_4122
+    settings.FUSION_BACKUP = {**settings.FUSION_BACKUP, "JOB_ID_SECRET": "another-secret-of-enough-length"}
+    rekeyed = slot_job_id("backup", 3, slot)
+    assert rekeyed != keyed and rekeyed == slot_job_id("backup", 3, slot)
+    # Unset: a key derived from SECRET_KEY (not SECRET_KEY itself), different for a different SECRET_KEY.
+    settings.FUSION_BACKUP = {k: v for k, v in settings.FUSION_BACKUP.items() if k != "JOB_ID_SECRET"}
+    derived = slot_job_id("backup", 3, slot)
+    assert derived not in (keyed, rekeyed) and derived == slot_job_id("backup", 3, slot)
+    settings.SECRET_KEY = "another-django-secret-key"
+    assert slot_job_id("backup", 3, slot) != derived
+    settings.FUSION_BACKUP = {**settings.FUSION_BACKUP, "JOB_ID_SECRET": "short"}
+    with pytest.raises(ImproperlyConfigured, match="at least 16"):
+        slot_job_id("backup", 3, slot)
+
+
+def test_system_check_warns_without_an_explicit_job_id_secret(settings) -> None:
+    assert [m.id for m in job_id_secret()] == []  # the test settings set one
+    settings.FUSION_BACKUP = {k: v for k, v in settings.FUSION_BACKUP.items() if k != "JOB_ID_SECRET"}
+    [warning] = job_id_secret()
+    assert warning.id == "backup_archive.W001" and "JOB_ID_SECRET" in warning.msg and warning.hint
+    settings.FUSION_BACKUP = {**settings.FUSION_BACKUP, "JOB_ID_SECRET": "short"}
+    [error] = job_id_secret()
+    assert error.id == "backup_archive.E001" and "at least 16" in error.msg
+    settings.FUSION_BACKUP = {k: v for k, v in settings.FUSION_BACKUP.items() if k != "JOB_ID_SECRET"}
+    assert "backup_archive.W001" in {m.id for m in run_checks()}
 
 
 def _local(y: int, mo: int, d: int, h: int = 0, mi: int = 0) -> dt.datetime:

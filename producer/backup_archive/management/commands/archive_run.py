@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from ...authority import Refused
 from ...services import request_archive
 from ._common import find_policy, find_user
 
@@ -23,7 +24,7 @@ class Command(BaseCommand):
         policy = find_policy(opts["policy"])
         try:
             req = request_archive(policy, find_user(opts["user"]), dry_run=opts["dry_run"])
-        except LookupError as e:
+        except (LookupError, Refused) as e:
             raise CommandError(f"policy {policy}: {e}") from None
         if opts["show"]:
             self.stdout.write(json.dumps(req.event, indent=1, ensure_ascii=False))

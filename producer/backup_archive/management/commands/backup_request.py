@@ -5,6 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from ...authority import Refused
 from ...models import Status
 from ...services import request_backup
 from ._common import find_config, find_user
@@ -21,7 +22,7 @@ class Command(BaseCommand):
         config = find_config(opts["config"])
         try:
             record = request_backup(config, find_user(opts["user"]))
-        except LookupError as e:
+        except (LookupError, Refused) as e:
             raise CommandError(f"configuration {config.name!r}: {e}") from None
         record.refresh_from_db()
         if record.status == Status.FAILED:
