@@ -108,10 +108,14 @@ def request_backup(
     """Creates a QUEUED BackupRecord and publishes backup.requested once the transaction commits.
 
     `job_id` is random unless given (the scheduler passes a keyed one per cron slot). Raises LookupError for an
-    unknown module, Refused for a table no backup may read (a system schema), and fusion_events.InvalidEvent for
+    unknown module, Refused for an inactive configuration or a table no backup may read (a system schema), and fusion_events.InvalidEvent for
     an event the contract rejects (a bad table name or storage path); in each case nothing is created or sent.
     """
     now = now or timezone.now()
+    if not config.is_active:
+        # The workers run backups only for active configurations (SECURITY.md): refuse here, with the reason,
+        # rather than queue a record that a worker would then fail.
+        raise Refused(f"configuration {config.name!r} is not active: activate it in the admin to back it up")
     tables = config_tables(config)
     storage_path(config)  # refuse before creating anything
     with transaction.atomic():

@@ -82,6 +82,15 @@ def test_request_backup_refuses_a_system_table_before_creating_or_sending_anythi
     assert kafka_topics.count("backup.requested") == 0
 
 
+@pytest.mark.django_db(transaction=True)
+def test_request_backup_refuses_an_inactive_configuration(kafka_topics: Topics) -> None:
+    config = BackupConfiguration.objects.create(name="retired", modules=["sampleapp"], is_active=False)
+    with pytest.raises(Refused, match="'retired' is not active: activate it"):
+        services.request_backup(config, None)
+    assert not BackupRecord.objects.exists()
+    assert kafka_topics.count("backup.requested") == 0
+
+
 @pytest.mark.django_db
 def test_storage_path_is_filled_from_the_template_when_saved(settings) -> None:
     config = BackupConfiguration.objects.create(name="nightly")
