@@ -29,7 +29,7 @@ def _finished(conninfo: str, record_id: int, attempt: int):
 def test_replay_reruns_a_failed_job_once_its_cause_is_fixed_and_guards_loops(bin, brokers, topic_prefix, fusion_db,
                                                                             storage_root, keypair, workers):
     pub, _ = keypair
-    config_id, record_id, job_id = add_config_and_record(fusion_db)
+    config_id, record_id, job_id = add_config_and_record(fusion_db, tables=["Late Table"])
     publish(brokers, topic_prefix + "backup.requested", str(config_id),
             backup_event(job_id, config_id, record_id, ["Late Table"]))
     port = _free_port()
@@ -70,7 +70,7 @@ def test_replay_reruns_a_failed_job_once_its_cause_is_fixed_and_guards_loops(bin
 def test_replay_refuses_a_job_past_the_attempt_limit(bin, brokers, topic_prefix, fusion_db, storage_root, keypair,
                                                      workers):
     pub, _ = keypair
-    config_id, record_id, job_id = add_config_and_record(fusion_db)
+    config_id, record_id, job_id = add_config_and_record(fusion_db, tables=["never_there"])
     publish(brokers, topic_prefix + "backup.requested", str(config_id),
             backup_event(job_id, config_id, record_id, ["never_there"], attempt=3))
     workers.start(fusion_db, storage_root=storage_root, public_key=pub, role="all")
@@ -97,7 +97,7 @@ def test_replay_from_the_dlq_and_tail(bin, brokers, topic_prefix, fusion_db, sto
                   check=True).stdout
     assert "refused  undecodable dead letter" in out
 
-    config_id, record_id, job_id = add_config_and_record(fusion_db)
+    config_id, record_id, job_id = add_config_and_record(fusion_db, tables=["auth_group"])
     publish(brokers, topic_prefix + "backup.requested", str(config_id),
             backup_event(job_id, config_id, record_id, ["auth_group"]))
     wait_for(lambda: _finished(fusion_db, record_id, 1), timeout=60, what="the backup")
