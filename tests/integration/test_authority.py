@@ -24,7 +24,7 @@ import psycopg2.extras
 
 import fusion_events
 from conftest import consume, psql, publish
-from flow import add_config_and_record, add_policy, now_ms, record, table_digests
+from flow import add_config_and_record, add_policy, now_ms, run_event, table_digests
 
 DAY = 86_400_000
 
@@ -229,10 +229,30 @@ def test_backup_attacks_are_refused_and_change_nothing(brokers, topic_prefix, fu
     changed = {t for t in before if before[t] != after[t]}
     assert changed <= {"public.backup_archive_backuprecord"}, changed
 
-    # The genuine request still runs, into configuration a's own folder.
-    rec, job = record_of_a()
-    publish(brokers, topic_prefix + "backup.requested", str(a_cfg), fusion_events.encode(backup(job, a_cfg, rec)))
+    # The genuine request still runs, into configuration a's own folder; its table list is the record's in another
+    # order and spelling ("x" is ["public", "x"]).
+    rec, job = record_of_a(["django_content_type", "auth_group"])
+    publish(brokers, topic_prefix + "backup.requested", str(a_cfg), fusion_events.encode(
+        backup(job, a_cfg, rec, tables=[["public", "auth_group"], "django_content_type"])))
     final = outcomes(brokers, topic_prefix, [job])[job]
     assert final["status"] == "SUCCESS", f"{final['error']}\n{workers.log(w)}"
     assert final["file_path"] == f"fusion/a/{job}.fbak" and (storage_root / final["file_path"]).is_file()
     assert old.is_file()
+
+
+def test_event_run_is_checked_too(bin, fusion_db, storage_root, keypair, tmp_path):
+    """`fusion-backup event run` runs the same job functions, so the same refusals hold without a broker."""
+    pub, _ = keypair
+    psql(fusion_db, USERS)
+    before = table_digests(fusion_db)
+    ev = archive(str(uuid.uuid4()), table=["pg_catalog", "pg_authid"], pk_column="oid",
+                 timestamp_column="rolvaliduntil", cutoff=now_ms(), relations=None)
+    r, out = run_event(bin, fusion_events.encode(ev), tmp_path, "--pg", fusion_db)
+    assert r.returncode == 15 and out["status"] == "FAILED" and out["error_code"] == "denied", (r.stderr, out)
+    assert "pg_catalog.pg_authid" in out["error"], out["error"]
+    ev = backup(str(uuid.uuid4()), 1, 1)
+    r, out = run_event(bin, fusion_events.encode(ev), tmp_path, "--pg", fusion_db, "--storage-root",
+                       str(storage_root), "--public-key", str(pub))
+    assert r.returncode == 15 and out["error_code"] == "denied" and "record_id 1 names no BackupRecord" in out["error"]
+    assert table_digests(fusion_db) == before
+    assert _tree(storage_root) == {}
