@@ -36,8 +36,10 @@
 /* 1 when schema is a system schema (pg_catalog, information_schema, pg_*). */
 int job_authority_system_schema(const char *schema);
 
-/* NULL when schema.name may be archived or named in a backup; else why not (a static string:
- * "pg_catalog is a system schema" style reasons are built by the caller from it). */
+/* NULL when schema.name may be archived or named in a backup; else why not, as a static phrase that follows the
+ * table's name in a message ("pg_catalog.pg_authid <reason>"). Used for archive roots and relation tables and
+ * for the tables a backup names; a backup of every user table uses job_authority_system_schema() (its own tables
+ * are user tables too, and part of a whole-database backup). */
 const char *job_authority_forbidden_table(const char *schema, const char *name);
 
 /* Checks req (backup.requested, backup.verify or archive.due) against the rows and catalog of c, as described
