@@ -10,6 +10,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <libpq-fe.h>
+
 #include "common/fb_config.h"
 #include "common/fb_log.h"
 #include "job/job.h"
@@ -46,6 +48,25 @@ int main(int argc, char **argv) {
     a->cutoff = strtoll(argv[5], NULL, 10);
     a->batch_size = strtoll(argv[6], NULL, 10);
     a->has_relations = 0; /* the catalog decides: notifications are referenced by nothing */
+    a->policy_id = 1;
+    {
+        /* The ArchivePolicy that authorises this request (the worker checks every request against one). */
+        const char *p[4] = {argv[2], argv[3], argv[4], "1"};
+        PGconn *c = PQconnectdb(cfg.pg);
+        PGresult *r = PQexec(c, "DELETE FROM backup_archive_archivepolicy WHERE id = 1 OR (module = "
+                                "'notifications' AND model_name = 'Notification')");
+        PQclear(r);
+        r = PQexecParams(c,
+                         "INSERT INTO backup_archive_archivepolicy (id, module, model_name, timestamp_column, "
+                         "archive_after_days, delete_after_days, batch_size, max_rows_per_run, schedule, is_active, "
+                         "db_schema, db_table, pk_column) VALUES ($4::bigint, 'notifications', 'Notification', $3, 0, "
+                         "NULL, 1000, NULL, '', true, 'public', $1, $2)",
+                         4, NULL, p, NULL, NULL, 0);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            fprintf(stderr, "bench_archive: could not write the ArchivePolicy: %s", PQerrorMessage(c));
+        PQclear(r);
+        PQfinish(c);
+    }
     job_ctx ctx = {.cfg = &cfg, .ev = &ev, .worker_name = "bench"};
     job_result res;
     job_result_init(&res);

@@ -32,7 +32,8 @@ PY="${FB_VENV:-$HOME/.cache/fusion-backup/venv}/bin/python"
 
 DRIVER="$(mktemp -d)/bench_archive"
 # shellcheck disable=SC2046
-cc -O2 -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -I "$REPO/worker/src" "$HERE/bench_archive.c" \
+cc -O2 -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -I "$REPO/worker/src" $(pkg-config --cflags libpq) \
+  "$HERE/bench_archive.c" \
   "$BUILD/libfbcore.a" $(ls "$BUILD"/libfbcodec.a 2>/dev/null) $(pkg-config --libs libpq rdkafka libzstd libsodium) \
   $(pkg-config --libs msgpack-c 2>/dev/null || pkg-config --libs msgpack) -lpthread -lm -o "$DRIVER"
 

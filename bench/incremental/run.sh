@@ -13,10 +13,15 @@ PSQL=/usr/lib/postgresql/15/bin/psql
 ROWS="${ROWS:-300000}"
 WORK="$(mktemp -d /tmp/fb-bench-inc.XXXXXX)"
 DB="fb_bench_inc_$$"
-trap '"$PSQL" -X -q -d "$FB_TEST_PG" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1; rm -rf "$WORK"' EXIT
+trap '"$PSQL" -X -q -d "$FB_TEST_PG" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "DROP DATABASE IF EXISTS ${DB}_auth WITH (FORCE)" >/dev/null 2>&1; rm -rf "$WORK"' EXIT
 CI="$FB_TEST_PG dbname=$DB"
+AUTH="$FB_TEST_PG dbname=${DB}_auth"  # its backup_archive rows authorise each request (--authority-pg)
 
-"$PSQL" -X -q -d "$FB_TEST_PG" -c "CREATE DATABASE $DB" >/dev/null
+"$PSQL" -X -q -d "$FB_TEST_PG" -c "CREATE DATABASE $DB" -c "CREATE DATABASE ${DB}_auth" >/dev/null
+"$PSQL" -X -q -v ON_ERROR_STOP=1 -d "$AUTH" -c "CREATE TABLE auth_user (id serial PRIMARY KEY)" \
+  -f "$REPO/schemas/sql/backup_archive.sql" \
+  -c "INSERT INTO backup_archive_backupconfiguration VALUES (1, 'bench', 'FULL', '', '[]', '[]', 'bench', 0, '',
+      true, now(), now(), NULL, NULL)" >/dev/null
 for i in $(seq 1 10); do
   "$PSQL" -X -q -d "$CI" -c "CREATE TABLE t$i (id int PRIMARY KEY, a text, b int, c jsonb);
     INSERT INTO t$i SELECT g, md5(g::text) || repeat(' x', g % 17), g * 7 % 1000, jsonb_build_object('k', g, 's', md5((g*3)::text))
@@ -30,8 +35,10 @@ event() { # TYPE FILE
   PYTHONPATH="$REPO/schemas/python" "$FB_VENV/bin/python" - "$1" "$2" <<'PY'
 import sys, time, uuid
 from fusion_events import encode
+job = str(uuid.uuid4())
+print(job)
 open(sys.argv[2], "wb").write(encode({
-    "v": 1, "type": "backup.requested", "job_id": str(uuid.uuid4()), "ts": int(time.time() * 1000),
+    "v": 1, "type": "backup.requested", "job_id": job, "ts": int(time.time() * 1000),
     "requested_by": None, "attempt": 1, "record_id": 1, "config_id": 1, "config_name": "bench",
     "backup_type": sys.argv[1], "tables": [], "modules": [], "storage_path": "bench", "retention_days": 0}))
 PY
@@ -39,11 +46,17 @@ PY
 
 declare -A BYTES MS STATS
 run() { # TYPE
-  event "$1" "$WORK/$1.msgpack"
+  local job
+  job=$(event "$1" "$WORK/$1.msgpack")
+  # the QUEUED record Django would write for this job
+  "$PSQL" -X -q -v ON_ERROR_STOP=1 -d "$AUTH" -c "DELETE FROM backup_archive_backuprecord" \
+    -c "INSERT INTO backup_archive_backuprecord (id, job_id, backup_type, status, requested_at, file_path,
+        error_message, attempt, worker, verify_status, verify_message, configuration_id, tables)
+        VALUES (1, '$job', '$1', 'QUEUED', now(), '', '', 1, '', '', '', 1, '[]')" >/dev/null
   local t0 t1 out
   t0=$(date +%s%N)
   out=$("$CLI" event run "$WORK/$1.msgpack" --no-publish --pg "$CI" --storage-root "$WORK/root" \
-        --public-key "$WORK/key.pub" 2>/dev/null | grep '^{')
+        --public-key "$WORK/key.pub" --authority-pg "$AUTH" 2>/dev/null | grep '^{')
   t1=$(date +%s%N)
   BYTES[$1]=$(echo "$out" | "$FB_VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["file_size"])')
   STATS[$1]=$(echo "$out" | "$FB_VENV/bin/python" -c '

@@ -44,6 +44,11 @@ def make_db() -> tuple[str, str]:
         cur.execute((REPO / "schemas/sql/backup_archive.sql").read_text())
         for i in range(TABLES):
             cur.execute(f"CREATE TABLE bench_{i} (id bigint PRIMARY KEY, created timestamptz NOT NULL)")
+            # the policy that authorises bench.T{i}'s archive.due (the worker checks every request against it)
+            cur.execute("INSERT INTO backup_archive_archivepolicy (id, module, model_name, timestamp_column,"
+                        " archive_after_days, delete_after_days, batch_size, max_rows_per_run, schedule, is_active,"
+                        " db_schema, db_table, pk_column) VALUES (%s, 'bench', %s, 'created', 0, NULL, 1000, NULL,"
+                        " '', true, 'public', %s, 'id')", (i + 1, f"T{i}", f"bench_{i}"))
     return name, ci
 
 

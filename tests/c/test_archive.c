@@ -21,6 +21,7 @@
 #include "common/fb_config.h"
 #include "job/job.h"
 #include "job/job_archive.h"
+#include "job/job_authority.h"
 #include "tap.h"
 
 static const char *ta_base;    /* FB_TEST_PG */
@@ -179,7 +180,32 @@ static void ta_job_init(ta_job *j, const char *db, const char *module, const cha
     j->ctx.progress_opaque = j;
 }
 
+/* The ArchivePolicy Django would hold for j's request (job_authority.h): same id, model, table and keys, as many
+ * archive_after_days as the cutoff lies in the past, and delete_after_days 0 when the request purges. */
+static void ta_authorise(ta_job *j) {
+    const ev_archive_due *a = &j->ev.u.archive;
+    char id[32], after[32];
+    snprintf(id, sizeof id, "%lld", (long long)a->policy_id);
+    long long days = (ev_now_ms() - a->cutoff) / 86400000LL;
+    snprintf(after, sizeof after, "%lld", days > 0 ? days : 0);
+    const char *p[9] = {id, a->module, a->model_name, a->timestamp_column, after,
+                        a->purge_before.has ? "0" : NULL, a->table.schema, a->table.name, a->pk_column};
+    PGconn *c = PQconnectdb(j->cfg.pg);
+    PGresult *r = PQexecParams(c, "DELETE FROM backup_archive_archivepolicy WHERE id = $1::bigint OR (module = $2 "
+                               "AND model_name = $3)", 3, NULL, p, NULL, NULL, 0);
+    CHECKF(PQresultStatus(r) == PGRES_COMMAND_OK, "policy delete: %s", PQerrorMessage(c));
+    PQclear(r);
+    r = PQexecParams(c, "INSERT INTO backup_archive_archivepolicy (id, module, model_name, timestamp_column, "
+                     "archive_after_days, delete_after_days, batch_size, max_rows_per_run, schedule, is_active, "
+                     "db_schema, db_table, pk_column) VALUES ($1::bigint, $2, $3, $4, $5::int, $6::int, 100, NULL, '', "
+                     "true, $7, $8, $9)", 9, NULL, p, NULL, NULL, 0);
+    CHECKF(PQresultStatus(r) == PGRES_COMMAND_OK, "policy insert: %s", PQerrorMessage(c));
+    PQclear(r);
+    PQfinish(c);
+}
+
 static fb_code ta_run(ta_job *j) {
+    ta_authorise(j);
     job_result_init(&j->res);
     fb_err_clear(&j->err);
     fb_code rc = job_archive_run(&j->ctx, &j->res, &j->err);
@@ -295,9 +321,10 @@ static void test_notifications_batches_idempotent_and_unarchive(void) {
     job_unarchive_result_free(&ur);
     CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM notifications_notification WHERE id = 42 AND verb = 're-created'"), 1);
 
-    /* Purge: everything of this model archived before a future instant goes; dry run counts only. */
+    /* Purge: everything of this model archived before now goes (the policy allows it: delete_after_days 0); dry
+     * run counts only. */
     j.ev.u.archive.purge_before.has = 1;
-    j.ev.u.archive.purge_before.v = CUTOFF_MS * 2;
+    j.ev.u.archive.purge_before.v = ev_now_ms();
     j.ev.u.archive.dry_run = 1;
     CHECK_EQ_INT(ta_run(&j), FB_OK);
     CHECK_EQ_INT(STAT(&j, "purged"), 2000);
@@ -556,9 +583,79 @@ static void test_missing_names_are_notfound(void) {
     ev_relation bad = ta_rel("leave_leave", "no_such_column", "notifications_notification", EV_CASCADE, NULL, NULL);
     j.ev.u.archive.relations = &bad;
     j.ev.u.archive.n_relations = 1;
-    CHECK_EQ_INT(ta_run(&j), FB_ERR_NOTFOUND);
-    CHECKF(strstr(j.err.msg, "no_such_column"), "message: %s", j.err.msg);
+    CHECK_EQ_INT(ta_run(&j), FB_ERR_DENIED); /* a relation that is no foreign key is never applied */
+    CHECKF(strstr(j.err.msg, "no_such_column") && strstr(j.err.msg, "not a foreign key"), "message: %s",
+           j.err.msg);
     ta_job_free(&j);
+}
+
+/* Runs j as it stands against the policy authorised for `policy_of` (another request), so the two can differ. */
+static fb_code ta_run_against(ta_job *j, ta_job *policy_of) {
+    ta_authorise(policy_of);
+    job_result_init(&j->res);
+    fb_err_clear(&j->err);
+    return job_archive_run(&j->ctx, &j->res, &j->err);
+}
+
+/* The database is the authority: forbidden tables, a policy that does not match, a cutoff or purge the policy
+ * does not allow are FB_ERR_DENIED with a message naming what was refused, and no row moves. */
+static void test_authority_refuses_and_changes_nothing(void) {
+    const char *db = ta_newdb();
+    PGconn *c = ta_connect(db);
+    ta_seed_notifications(c, 50, 50);
+    ta_job good, j;
+    ta_job_init(&good, db, "notifications", "Notification", "notifications_notification", "id", "timestamp", 10);
+    ta_job_init(&j, db, "notifications", "Notification", "notifications_notification", "id", "timestamp", 10);
+
+    CHECK(job_authority_forbidden_table("pg_catalog", "pg_authid") != NULL);
+    CHECK(job_authority_forbidden_table("information_schema", "tables") != NULL);
+    CHECK(job_authority_forbidden_table("pg_toast", "pg_toast_1255") != NULL);
+    CHECK(job_authority_forbidden_table("public", "backup_archive_archivedrecord") != NULL);
+    CHECK(job_authority_forbidden_table("public", "leave_leave") == NULL);
+    CHECK(job_authority_forbidden_table("pgx", "t") == NULL);
+
+    j.ev.u.archive.table.schema = "pg_catalog";
+    j.ev.u.archive.table.name = "pg_authid";
+    CHECK_EQ_INT(ta_run(&j), FB_ERR_DENIED);
+    CHECKF(strstr(j.err.msg, "pg_catalog.pg_authid") && strstr(j.err.msg, "system schema"), "message: %s", j.err.msg);
+    j.ev.u.archive.table.schema = "public";
+    j.ev.u.archive.table.name = JOB_ARCHIVE_TABLE;
+    CHECK_EQ_INT(ta_run(&j), FB_ERR_DENIED);
+    CHECKF(strstr(j.err.msg, "own tables"), "message: %s", j.err.msg);
+    j.ev.u.archive.table.name = "notifications_notification";
+
+    j.ev.u.archive.cutoff = ev_now_ms() + 86400000LL; /* tomorrow */
+    CHECK_EQ_INT(ta_run(&j), FB_ERR_DENIED);
+    CHECKF(strstr(j.err.msg, "cutoff"), "message: %s", j.err.msg);
+    j.ev.u.archive.cutoff = CUTOFF_MS;
+
+    j.ev.u.archive.timestamp_column = "created"; /* the policy says "timestamp" */
+    CHECK_EQ_INT(ta_run_against(&j, &good), FB_ERR_DENIED);
+    CHECKF(strstr(j.err.msg, "timestamp_column") && strstr(j.err.msg, "\"created\""), "message: %s", j.err.msg);
+    j.ev.u.archive.timestamp_column = "timestamp";
+
+    j.ev.u.archive.purge_before.has = 1; /* the policy has no delete_after_days */
+    j.ev.u.archive.purge_before.v = CUTOFF_MS;
+    CHECK_EQ_INT(ta_run_against(&j, &good), FB_ERR_DENIED);
+    CHECKF(strstr(j.err.msg, "delete_after_days"), "message: %s", j.err.msg);
+    j.ev.u.archive.purge_before.has = 0;
+
+    j.ev.u.archive.policy_id = 999;
+    CHECK_EQ_INT(ta_run_against(&j, &good), FB_ERR_DENIED);
+    CHECKF(strstr(j.err.msg, "policy_id 999"), "message: %s", j.err.msg);
+    j.ev.u.archive.policy_id = 1;
+
+    CHECK(ta_exec(c, "UPDATE backup_archive_archivepolicy SET is_active = false"));
+    job_result_init(&j.res);
+    CHECK_EQ_INT(job_archive_run(&j.ctx, &j.res, &j.err), FB_ERR_DENIED);
+    CHECKF(strstr(j.err.msg, "not active"), "message: %s", j.err.msg);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM notifications_notification"), 50);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM backup_archive_archivedrecord"), 0);
+    CHECK_EQ_INT(ta_run(&good), FB_OK); /* the genuine request still runs */
+    CHECK_EQ_INT(STAT(&good, "archived"), 50);
+    ta_job_free(&good);
+    ta_job_free(&j);
+    PQfinish(c);
 }
 
 static void test_locks_retry_then_transient_and_abort(void) {
@@ -612,6 +709,7 @@ static void test_sigkill_mid_archival(void) {
     if (pid == 0) {
         ta_job j;
         ta_job_init(&j, db, "notifications", "Notification", "notifications_notification", "id", "timestamp", 500);
+        ta_authorise(&j);
         job_result_init(&j.res);
         job_archive_run(&j.ctx, &j.res, &j.err);
         _exit(0);
@@ -659,6 +757,7 @@ int main(void) {
     test_file_tracking_protect_set_null();
     test_varchar_pk_session();
     test_missing_names_are_notfound();
+    test_authority_refuses_and_changes_nothing();
     test_locks_retry_then_transient_and_abort();
     test_sigkill_mid_archival();
     ta_dropdbs();

@@ -120,6 +120,68 @@ static void same_tables(PGconn *a, PGconn *b, const char *label, int partitions_
 }
 
 static fb_config cfg;
+static char auth_ci[1024]; /* the database whose backup_archive rows authorise the requests (--authority-pg) */
+
+/* Appends s to out as a JSON string. */
+static void json_str(char *out, size_t cap, const char *s) {
+    size_t n = strlen(out);
+    if (n + 1 < cap) out[n++] = '"';
+    for (; *s && n + 3 < cap; s++) {
+        if (*s == '"' || *s == '\\') out[n++] = '\\';
+        out[n++] = *s;
+    }
+    if (n + 1 < cap) out[n++] = '"';
+    out[n] = '\0';
+}
+
+/* The rows Django writes before it publishes ev: a configuration with ev's folder and retention, and a QUEUED
+ * record with ev's ids, job id, type and tables (job_authority.h). Replaces earlier rows with the same ids. */
+static void authorise_backup(const ev_event *ev) {
+    const ev_backup_requested *b = &ev->u.backup;
+    char cfg_id[32], rec_id[32], keep[32], tables[4096] = "[";
+    snprintf(cfg_id, sizeof cfg_id, "%lld", (long long)b->config_id);
+    snprintf(rec_id, sizeof rec_id, "%lld", (long long)b->record_id);
+    snprintf(keep, sizeof keep, "%lld", (long long)b->retention_days);
+    for (size_t i = 0; i < b->n_tables; i++) {
+        strcat(tables, i ? ",[" : "[");
+        json_str(tables, sizeof tables, b->tables[i].schema ? b->tables[i].schema : "public");
+        strcat(tables, ",");
+        json_str(tables, sizeof tables, b->tables[i].name);
+        strcat(tables, "]");
+    }
+    strcat(tables, "]");
+    const char *p[7] = {cfg_id, b->storage_path, keep, rec_id, ev->job_id, ev_backup_type_name(b->backup_type),
+                        tables};
+    PGconn *c = PQconnectdb(auth_ci);
+    PGresult *r = PQexecParams(
+        c,
+        "WITH k AS (INSERT INTO backup_archive_backupconfiguration (id, name, backup_type, schedule, modules, tables, "
+        "storage_path, retention_days, verify_schedule, is_active, created_at, updated_at) VALUES ($1::bigint, "
+        "'config ' || $1, 'FULL', '', '[]', '[]', $2, $3::int, '', true, now(), now()) ON CONFLICT (id) DO UPDATE SET "
+        "storage_path = EXCLUDED.storage_path, retention_days = EXCLUDED.retention_days RETURNING id) "
+        "INSERT INTO backup_archive_backuprecord (id, configuration_id, job_id, backup_type, status, requested_at, "
+        "file_path, error_message, attempt, worker, verify_status, verify_message, tables) SELECT $4::bigint, k.id, "
+        "$5::uuid, $6, 'QUEUED', now(), '', '', 1, '', '', '', $7::jsonb FROM k ON CONFLICT (id) DO UPDATE SET "
+        "job_id = EXCLUDED.job_id, backup_type = EXCLUDED.backup_type, status = 'QUEUED', tables = EXCLUDED.tables",
+        7, NULL, p, NULL, NULL, 0);
+    CHECKF(PQresultStatus(r) == PGRES_COMMAND_OK, "authorising the backup: %s", PQerrorMessage(c));
+    PQclear(r);
+    PQfinish(c);
+}
+
+/* The record of ev->u.verify finished and asked for this verification of its artifact. */
+static void authorise_verify(const ev_event *ev) {
+    char rec_id[32];
+    snprintf(rec_id, sizeof rec_id, "%lld", (long long)ev->u.verify.record_id);
+    const char *p[3] = {rec_id, ev->u.verify.file_path, ev->job_id};
+    PGconn *c = PQconnectdb(auth_ci);
+    PGresult *r = PQexecParams(c, "UPDATE backup_archive_backuprecord SET status = 'SUCCESS', file_path = $2, "
+                               "verify_job_id = $3::uuid WHERE id = $1::bigint", 3, NULL, p, NULL, NULL, 0);
+    CHECKF(PQresultStatus(r) == PGRES_COMMAND_OK && strcmp(PQcmdTuples(r), "1") == 0, "authorising the verify: %s",
+           PQerrorMessage(c));
+    PQclear(r);
+    PQfinish(c);
+}
 
 static fb_code run_backup(const char *job_id, const char *storage_path, const char **tables, size_t n, job_result *res,
                           fb_err *err) {
@@ -140,6 +202,7 @@ static fb_code run_backup(const char *job_id, const char *storage_path, const ch
         }
         ev->u.backup.n_tables = n;
     }
+    authorise_backup(ev);
     job_ctx ctx = {0};
     ctx.cfg = &cfg;
     ctx.ev = ev;
@@ -200,11 +263,12 @@ int main(void) {
     job_result res;
     char sk_path[400], sk2_path[400], artifact[1500], sql[512];
     int pid = (int)getpid();
-    char src[64], dst[64], dst2[64], dst3[64];
+    char src[64], dst[64], dst2[64], dst3[64], authdb[64];
     snprintf(src, sizeof src, "fbtc_src_%d", pid);
     snprintf(dst, sizeof dst, "fbtc_dst_%d", pid);
     snprintf(dst2, sizeof dst2, "fbtc_dst2_%d", pid);
     snprintf(dst3, sizeof dst3, "fbtc_dst3_%d", pid);
+    snprintf(authdb, sizeof authdb, "fbtc_auth_%d", pid);
 
     snprintf(tmpdir, sizeof tmpdir, "/tmp/fbtc_%d", pid);
     snprintf(root, sizeof root, "%s/root", tmpdir);
@@ -226,6 +290,24 @@ int main(void) {
     make_db(dst);
     make_db(dst2);
     make_db(dst3);
+    make_db(authdb);
+    {
+        /* The authority: the app's tables (schemas/sql) with the one table they reference. */
+        char path[1024];
+        const char *srcdir = getenv("FB_SOURCE_DIR");
+        snprintf(path, sizeof path, "%s/schemas/sql/backup_archive.sql", srcdir ? srcdir : ".");
+        FILE *f = fopen(path, "r");
+        CHECKF(f != NULL, "cannot open %s (set FB_SOURCE_DIR)", path);
+        static char ddl[65536];
+        size_t n = f ? fread(ddl, 1, sizeof ddl - 1, f) : 0;
+        ddl[n] = '\0';
+        if (f) fclose(f);
+        PGconn *a = db(authdb);
+        exec_ok(a, "CREATE TABLE auth_user (id serial PRIMARY KEY)");
+        exec_ok(a, ddl);
+        PQfinish(a);
+        snprintf(auth_ci, sizeof auth_ci, "%s dbname=%s", base_ci, authdb);
+    }
     PGconn *s = db(src);
     exec_ok(s, SCHEMA_SQL);
     exec_ok(s, DATA_SQL);
@@ -240,6 +322,8 @@ int main(void) {
     cfg.storage_root = strdup(root);
     free(cfg.public_key);
     cfg.public_key = strdup(pub);
+    free(cfg.authority_pg);
+    cfg.authority_pg = strdup(auth_ci);
 
     /* --- a full backup of every table, then a --create restore --- */
     const char *job = "0b5cd0b8-6f2a-4a41-9d0c-8f1f0c5b3a11";
@@ -347,6 +431,9 @@ int main(void) {
         snprintf(ev->job_id, sizeof ev->job_id, "%s", "7d9f1c2e-1111-4222-8333-944455556666");
         ev->u.verify.mode = ev_strdup(ev, "restore");
         ev->u.verify.file_path = ev_strdup(ev, res.file_path);
+        ev->u.verify.record_id = 7;
+        ev->u.verify.config_id = 3;
+        authorise_verify(ev);
         job_ctx ctx = {0};
         job_result vres;
         ctx.cfg = &cfg;
@@ -395,6 +482,38 @@ int main(void) {
         CHECK_EQ_INT(count_files(outside), 0);
     }
 
+    /* --- the database is the authority: a system table, or a folder that is not the configuration's --- */
+    {
+        ev_event *ev = ev_event_new(EV_BACKUP_REQUESTED);
+        snprintf(ev->job_id, sizeof ev->job_id, "%s", "33333333-2222-4333-8444-555555555555");
+        ev->attempt = 1;
+        ev->u.backup.record_id = 8;
+        ev->u.backup.config_id = 4;
+        ev->u.backup.backup_type = EV_FULL;
+        ev->u.backup.storage_path = ev_strdup(ev, "cfg4/own");
+        authorise_backup(ev);
+        ev->u.backup.tables = ev_alloc(ev, sizeof(ev_table));
+        ev->u.backup.tables[0].schema = "pg_catalog";
+        ev->u.backup.tables[0].name = "pg_authid";
+        ev->u.backup.n_tables = 1;
+        job_ctx ctx = {0};
+        ctx.cfg = &cfg;
+        ctx.ev = ev;
+        job_result_init(&res);
+        rc = job_backup_run(&ctx, &res, &err);
+        CHECKF(rc == FB_ERR_DENIED && strstr(err.msg, "pg_catalog.pg_authid") && strstr(err.msg, "system schema"),
+               "pg_authid: %d %s", rc, err.msg);
+        ev->u.backup.n_tables = 0;
+        ev->u.backup.storage_path = ev_strdup(ev, "cfg3/nightly");
+        rc = job_backup_run(&ctx, &res, &err);
+        CHECKF(rc == FB_ERR_DENIED && strstr(err.msg, "storage_path") && strstr(err.msg, "cfg4/own"),
+               "another configuration's folder: %d %s", rc, err.msg);
+        char dir[400];
+        snprintf(dir, sizeof dir, "%s/cfg4", root);
+        CHECK(count_files(dir) <= 0);
+        ev_event_free(ev);
+    }
+
     /* --- idempotent: the same job again leaves one artifact; a stale temporary is replaced --- */
     {
         char dir[400], tmpf[600];
@@ -415,6 +534,9 @@ int main(void) {
         snprintf(ev->job_id, sizeof ev->job_id, "%s", "22222222-2222-4333-8444-555555555555");
         ev->u.backup.backup_type = EV_FULL;
         ev->u.backup.storage_path = ev_strdup(ev, "cfg3/aborted");
+        ev->u.backup.record_id = 7;
+        ev->u.backup.config_id = 3;
+        authorise_backup(ev);
         job_ctx ctx = {0};
         ctx.cfg = &cfg;
         ctx.ev = ev;
@@ -437,6 +559,7 @@ int main(void) {
     drop_db(dst);
     drop_db(dst2);
     drop_db(dst3);
+    drop_db(authdb);
     if (tap_failed == 0) {
         snprintf(sql, sizeof sql, "rm -rf %s", tmpdir);
         if (system(sql) != 0) printf("# could not remove %s\n", tmpdir);

@@ -164,6 +164,15 @@ def fusion_db(pg: str, fusion_template: str):
 
 
 @pytest.fixture
+def app_db(pg: str, fusion_template: str):
+    """A second Fusion database whose backup_archive tables authorise the requests of a test that backs up another
+    database (the worker's --authority-pg), so the backed-up database holds only the test's own tables."""
+    name, ci = _new_db(pg, fusion_template)
+    yield ci
+    _drop_db(pg, name)
+
+
+@pytest.fixture
 def storage_root(tmp_path: Path) -> Path:
     root = tmp_path / "storage"
     root.mkdir()

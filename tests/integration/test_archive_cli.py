@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg2
 
 from conftest import psql
-from flow import archive_event
+from flow import archive_event, authorise
 
 CUTOFF_MS = 1704067200000  # 2024-01-01
 
@@ -61,6 +61,7 @@ def write_event(tmp_path: Path, data: bytes) -> Path:
 
 
 def run_event(bin, conninfo: str, f: Path) -> dict:
+    authorise(conninfo, f.read_bytes())  # the policy Django would hold for this request
     r = bin.run("event", "run", str(f), "--no-publish", "--pg", conninfo)
     assert r.returncode == 0, f"event run exited {r.returncode}: {r.stderr}"
     return json.loads(r.stdout)
@@ -87,6 +88,7 @@ def test_sigkill_mid_archival_then_rerun_keeps_every_row_exactly_once(bin, fusio
     seed_notifications(fusion_db, n)
     ev = write_event(tmp_path, archive_event(str(uuid.uuid4()), 1, "notifications_notification", "id", "timestamp",
                                              CUTOFF_MS, batch_size=1000))
+    authorise(fusion_db, ev.read_bytes())
     p = subprocess.Popen([bin.cli, "event", "run", str(ev), "--no-publish", "--pg", fusion_db],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 120
@@ -190,6 +192,7 @@ def test_without_relations_referenced_rows_are_skipped_not_deleted(bin, fusion_d
 def test_missing_column_fails_with_a_clear_message(bin, fusion_db, tmp_path):
     ev = write_event(tmp_path, archive_event(str(uuid.uuid4()), 1, "Tracking", "id", "received", CUTOFF_MS,
                                              module="filetracking", model="Tracking"))
+    authorise(fusion_db, ev.read_bytes())
     r = bin.run("event", "run", str(ev), "--no-publish", "--pg", fusion_db)
     assert r.returncode != 0
     out = json.loads(r.stdout)

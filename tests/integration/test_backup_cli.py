@@ -32,7 +32,7 @@ import psycopg2
 import pytest
 
 from fusion_events import encode
-from flow import run_event, table_digests
+from flow import run_authorised, run_event, table_digests
 
 
 def backup_event(tables: Iterable, storage_path: str = "cfg1/nightly", job_id: str | None = None,
@@ -177,14 +177,15 @@ HARD_TABLES = ["Cpda Application", "iwdModuleV2_projects", "globals_extrainfo", 
 
 
 @pytest.fixture
-def settings(storage_root: Path, keypair) -> list[str]:
+def settings(storage_root: Path, keypair, app_db) -> list[str]:
     pub, _ = keypair
-    return ["--storage-root", str(storage_root), "--public-key", str(pub)]
+    # the requests are authorised by the rows of app_db, so the backed-up databases hold only the tests' tables
+    return ["--storage-root", str(storage_root), "--public-key", str(pub), "--authority-pg", app_db]
 
 
 def backup(bin, conninfo: str, settings: list[str], tmp: Path, tables=(), **kw) -> dict:
     job_id, ev = backup_event(tables, **kw)
-    r, out = run_event(bin, ev, tmp, "--pg", conninfo, *settings)
+    r, out = run_authorised(bin, ev, tmp, "--pg", conninfo, *settings)
     assert out is not None, f"no outcome printed (exit {r.returncode}): {r.stderr}"
     out["_exit"] = r.returncode
     out["_stderr"] = r.stderr
@@ -484,13 +485,13 @@ def test_verify_job_needs_secret_key_then_passes(bin, pg, fresh_db, storage_root
                      "INSERT INTO \"Some Table\" (v) SELECT md5(g::text) FROM generate_series(1, 3000) g")
     out = backup(bin, fresh_db, settings, tmp_path)
     assert out["status"] == "SUCCESS", out
-    r, res = run_event(bin, verify_event(out["file_path"]), tmp_path, "--pg", fresh_db, *settings)
+    r, res = run_authorised(bin, verify_event(out["file_path"]), tmp_path, "--pg", fresh_db, *settings)
     assert res and res["status"] == "FAILED" and "secret key" in res["error"], (r.stderr, res)
     with_key = settings + ["--secret-key", str(keypair[1]), "--scratch-pg", pg]
-    r, res = run_event(bin, verify_event(out["file_path"]), tmp_path, "--pg", fresh_db, *with_key)
+    r, res = run_authorised(bin, verify_event(out["file_path"]), tmp_path, "--pg", fresh_db, *with_key)
     assert res and res["status"] == "SUCCESS", (r.stderr, res)
     assert res["stats"]["rows"] == 3000
-    r, res = run_event(bin, verify_event(out["file_path"], "restore"), tmp_path, "--pg", fresh_db, *with_key)
+    r, res = run_authorised(bin, verify_event(out["file_path"], "restore"), tmp_path, "--pg", fresh_db, *with_key)
     assert res and res["status"] == "SUCCESS", (r.stderr, res)
     assert "restore_ms" in res["stats"]
     assert scalar(pg, "SELECT count(*) FROM pg_database WHERE datname LIKE 'fb_verify_%%'") == 0
@@ -499,5 +500,5 @@ def test_verify_job_needs_secret_key_then_passes(bin, pg, fresh_db, storage_root
     data = bytearray(art.read_bytes())
     data[200] ^= 1
     art.write_bytes(bytes(data))
-    r, res = run_event(bin, verify_event(out["file_path"]), tmp_path, "--pg", fresh_db, *with_key)
+    r, res = run_authorised(bin, verify_event(out["file_path"]), tmp_path, "--pg", fresh_db, *with_key)
     assert res and res["status"] == "FAILED" and res["error_code"] == "crypto", (r.stderr, res)

@@ -47,7 +47,7 @@ def verify_event(file_path: str, mode: str) -> bytes:
 
 
 def run_event(bin, event: bytes, tmp: Path, *settings: str) -> dict:
-    r, out = flow.run_event(bin, event, tmp, *settings)
+    r, out = flow.run_authorised(bin, event, tmp, *settings)
     assert out is not None, f"no outcome printed (exit {r.returncode}): {r.stderr}"
     out["_stderr"] = r.stderr
     return out
@@ -79,9 +79,11 @@ INSERT INTO untouched SELECT g, md5(g::text) FROM generate_series(1, 5000) g;
 
 
 @pytest.fixture
-def cfg(storage_root, keypair, tmp_path):
+def cfg(storage_root, keypair, tmp_path, app_db):
     pub, key = keypair
-    return {"settings": ["--storage-root", str(storage_root), "--public-key", str(pub)], "key": key,
+    # app_db's rows authorise the requests (--authority-pg): the backed-up database holds only the test's tables
+    return {"settings": ["--storage-root", str(storage_root), "--public-key", str(pub), "--authority-pg", app_db],
+            "key": key,
             "root": storage_root, "tmp": tmp_path}
 
 

@@ -10,7 +10,7 @@ import psycopg2
 
 import fusion_events
 from conftest import consume, psql, publish, wait_for
-from flow import add_config_and_record, archive_event, backup_event, now_ms, record
+from flow import add_config_and_record, archive_event, authorise, backup_event, now_ms, record
 
 # Fast failure detection for the killed worker (the broker's minimum session timeout is 6 s).
 FAST_GROUP = ("-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=1000")
@@ -40,15 +40,19 @@ def test_three_workers_share_sixty_jobs_and_survive_a_sigkill(brokers, topic_pre
     _archive_tables(fusion_db, n_archive_tables, rows_per_table)
 
     backups = []  # (config_id, record_id, job_id)
+    paths = {}  # config_id -> its storage_path
     for i in range(40):
-        backups.append(add_config_and_record(fusion_db, name=f"cfg-{i}", storage_path=f"scale/cfg{i}"))
+        backups.append(add_config_and_record(fusion_db, name=f"cfg-{i}", storage_path=f"scale/cfg{i}",
+                                             tables=["big_enough"]))
+        paths[backups[-1][0]] = f"scale/cfg{i}"
     for config_id, record_id, job_id in backups:
         publish(brokers, topic_prefix + "backup.requested", str(config_id),
-                backup_event(job_id, config_id, record_id, ["big_enough"], storage_path=f"scale/cfg{config_id}"))
+                backup_event(job_id, config_id, record_id, ["big_enough"], storage_path=paths[config_id]))
     for i in range(n_archive_tables):
-        publish(brokers, topic_prefix + "archive.due", f"scale.Arch{i}",
-                archive_event(str(uuid.uuid4()), i + 1, f"Arch {i}", "id", "created", now_ms() - 86400_000,
-                              batch_size=10, module="scale", model=f"Arch{i}"))
+        ev = archive_event(str(uuid.uuid4()), i + 1, f"Arch {i}", "id", "created", now_ms() - 86400_000,
+                           batch_size=10, module="scale", model=f"Arch{i}")
+        authorise(fusion_db, ev)
+        publish(brokers, topic_prefix + "archive.due", f"scale.Arch{i}", ev)
 
     extra = FAST_GROUP + ("--batch-pause-ms", "50")
     victim = workers.start(fusion_db, storage_root=storage_root, public_key=pub, role="worker", extra=extra)
@@ -84,7 +88,7 @@ def test_three_workers_share_sixty_jobs_and_survive_a_sigkill(brokers, topic_pre
     assert len(files) == 40, [str(f) for f in files if not f.name.endswith(".fbak")]
     for config_id, record_id, job_id in backups:
         rec = record(fusion_db, record_id)
-        assert rec["file_path"] == f"scale/cfg{config_id}/{job_id}.fbak"
+        assert rec["file_path"] == f"{paths[config_id]}/{job_id}.fbak"
         assert (storage_root / rec["file_path"]).stat().st_size == rec["file_size"]
 
     # Every backup job has exactly one SUCCESS on the completion topic (a job re-run after the kill never produced
@@ -106,8 +110,9 @@ def test_a_job_longer_than_max_poll_interval_completes_without_a_rebalance(broke
                                                                           workers):
     _archive_tables(fusion_db, 1, 60)
     job_id = str(uuid.uuid4())
-    publish(brokers, topic_prefix + "archive.due", "slow.Arch0",
-            archive_event(job_id, 1, "Arch 0", "id", "created", now_ms(), batch_size=5, module="slow", model="Arch0"))
+    ev = archive_event(job_id, 1, "Arch 0", "id", "created", now_ms(), batch_size=5, module="slow", model="Arch0")
+    authorise(fusion_db, ev)
+    publish(brokers, topic_prefix + "archive.due", "slow.Arch0", ev)
     # 12 batches with 1.2 s pauses: about 14 s, longer than max.poll.interval.ms = 10 s.
     w = workers.start(fusion_db, role="worker",
                       extra=("--max-poll-interval-ms", "10000", "--batch-pause-ms", "1200") + FAST_GROUP)
@@ -130,7 +135,7 @@ def test_sigterm_during_a_backup_aborts_it_cleanly(brokers, topic_prefix, fusion
     pub, _ = keypair
     psql(fusion_db, "CREATE TABLE huge (id bigint, payload text);"
                     "INSERT INTO huge SELECT g, md5(g::text) || repeat('x', 200) FROM generate_series(1, 1500000) g;")
-    config_id, record_id, job_id = add_config_and_record(fusion_db)
+    config_id, record_id, job_id = add_config_and_record(fusion_db, tables=["huge"])
     publish(brokers, topic_prefix + "backup.requested", str(config_id),
             backup_event(job_id, config_id, record_id, ["huge"]))
     w = workers.start(fusion_db, storage_root=storage_root, public_key=pub, role="all",
@@ -155,9 +160,9 @@ def test_sigterm_during_a_backup_aborts_it_cleanly(brokers, topic_prefix, fusion
 def test_sigterm_lets_a_running_archival_finish_within_the_grace_period(brokers, topic_prefix, fusion_db, workers):
     _archive_tables(fusion_db, 1, 40)
     job_id = str(uuid.uuid4())
-    publish(brokers, topic_prefix + "archive.due", "grace.Arch0",
-            archive_event(job_id, 1, "Arch 0", "id", "created", now_ms(), batch_size=10, module="grace",
-                          model="Arch0"))
+    ev = archive_event(job_id, 1, "Arch 0", "id", "created", now_ms(), batch_size=10, module="grace", model="Arch0")
+    authorise(fusion_db, ev)
+    publish(brokers, topic_prefix + "archive.due", "grace.Arch0", ev)
     w = workers.start(fusion_db, role="worker", extra=("--batch-pause-ms", "500", "--shutdown-grace-s", "30"))
     wait_for(lambda: "started" in workers.log(w), timeout=60, what="the archival to start")
     w.send_signal(signal.SIGTERM)
@@ -174,7 +179,7 @@ def test_a_long_backup_reports_progress_inside_a_big_table(brokers, topic_prefix
     pub, _ = keypair
     psql(fusion_db, "CREATE TABLE \"Big Table\" (id bigint, payload text);"
                     "INSERT INTO \"Big Table\" SELECT g, md5(g::text) || repeat('y', 300) FROM generate_series(1, 800000) g;")
-    config_id, record_id, job_id = add_config_and_record(fusion_db)
+    config_id, record_id, job_id = add_config_and_record(fusion_db, tables=["Big Table"])
     publish(brokers, topic_prefix + "backup.requested", str(config_id),
             backup_event(job_id, config_id, record_id, ["Big Table"]))
     workers.start(fusion_db, storage_root=storage_root, public_key=pub, role="all",

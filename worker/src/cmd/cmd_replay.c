@@ -1,11 +1,18 @@
-/* cmd_replay: `fusion-backup replay`: republish failed jobs to the topic they came from, with attempt + 1.
+/* cmd_replay: `fusion-backup replay`: republish failed jobs to the topic their request belongs on, with attempt + 1.
  *
  * --from failed (default) takes every job whose latest status on the completion topic is FAILED (its status event
  * carries the original request); --from dlq takes the dead letters (messages that could not be decoded or did
- * not belong on their topic). The loop guard: a job whose next attempt would exceed --max-attempts is refused and
- * named, so a job that fails for good cannot circle forever; a dead letter that cannot be decoded carries its
- * replay count in the header fusion.replays (the worker copies it into the next dead letter). --dry-run says what
- * it would do and sends nothing.
+ * not belong on their topic). Neither source is trusted: anyone who can write to the brokers can forge a FAILED
+ * status or a dead letter. So every request is
+ *   - printed in full (one JSON line, as `tail --json` prints events) before anything is sent, also with --dry-run;
+ *   - checked against the database exactly as the worker will check it (job_authority.h, needs --pg): a request
+ *     the database does not authorise now is refused, with the reason, and not sent;
+ *   - routed by its own event type (backup.requested and backup.verify to the backup topic, archive.due to the
+ *     archive topic), never by the dead letter's unauthenticated fusion.source.topic header; a header that names
+ *     another topic than the event's own is refused, and so is a dead letter that cannot be decoded (its type,
+ *     hence its topic, is unknown).
+ * The loop guard: a job whose next attempt would exceed --max-attempts is refused and named, so a job that fails
+ * for good cannot circle forever. --dry-run says what it would do and sends nothing.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -15,9 +22,11 @@
 #include "cmd/cmd.h"
 #include "cmd/cmd_jobs.h"
 #include "codec/ev_event.h"
+#include "codec/ev_json.h"
 #include "common/fb_config.h"
 #include "common/fb_time.h"
 #include "kafka/kfk.h"
+#include "job/job_authority.h"
 #include "kafka/kfk_scan.h"
 
 typedef struct replay_opts {
@@ -44,11 +53,25 @@ static int replay_route(const fb_config *cfg, const ev_event *req, char *topic, 
     return 0;
 }
 
-/* Republishes one decoded request with attempt = next_attempt (or refuses it). */
-static void replay_one(replay_opts *o, ev_event *req, int64_t next_attempt, const char *why) {
+/* Republishes one decoded request with attempt = next_attempt, or refuses it (loop guard, authority, a header
+ * that disagrees with the event). claimed_topic: the topic a dead letter's header names (NULL: none). */
+static void replay_one(replay_opts *o, ev_event *req, int64_t next_attempt, const char *why, const char *claimed_topic) {
     char topic[300], key[600];
+    fb_err err;
     if (!replay_route(o->cfg, req, topic, sizeof topic, key, sizeof key)) {
         printf("skip     %s: a %s event is not a request, nothing to replay\n", req->job_id, ev_type_name(req->type));
+        return;
+    }
+    req->attempt = next_attempt;
+    req->ts = ev_now_ms();
+    printf("request  ");
+    ev_json_write(stdout, req);
+    putchar('\n');
+    if (claimed_topic && strcmp(claimed_topic, topic) != 0) {
+        printf("refused  %s (%s): the dead letter's header says it came from %s, but a %s belongs on %s; the header "
+               "is not authenticated, so a letter whose header and content disagree is not replayed\n",
+               req->job_id, ev_type_name(req->type), claimed_topic, ev_type_name(req->type), topic);
+        o->refused++;
         return;
     }
     if (next_attempt > o->cfg->max_attempts) {
@@ -58,8 +81,12 @@ static void replay_one(replay_opts *o, ev_event *req, int64_t next_attempt, cons
         o->refused++;
         return;
     }
-    req->attempt = next_attempt;
-    req->ts = ev_now_ms();
+    /* The database decides, now, as the worker will: a forged or outdated request is not sent at all. */
+    if (job_authority_authorise(o->cfg, req, &err) != FB_OK) {
+        printf("refused  %s (%s): %s\n", req->job_id, ev_type_name(req->type), err.msg);
+        o->refused++;
+        return;
+    }
     if (o->dry_run) {
         printf("would    %s (%s) -> %s key %s, attempt %" PRId64 " (%s)\n", req->job_id, ev_type_name(req->type), topic,
                key, next_attempt, why);
@@ -68,7 +95,6 @@ static void replay_one(replay_opts *o, ev_event *req, int64_t next_attempt, cons
     }
     unsigned char *buf = NULL;
     size_t len = 0;
-    fb_err err;
     if (ev_encode(req, &buf, &len, &err) ||
         kfk_produce_sync(o->producer, topic, key, strlen(key), buf, len, NULL, 0, 30000, &err)) {
         printf("FAILED   %s: %s\n", req->job_id, err.msg);
@@ -95,10 +121,17 @@ static void replay_failed(replay_opts *o, cmd_jobs *jobs) {
                    s->request ? err.msg : "");
             continue;
         }
+        if (strcmp(req->job_id, st->job_id) != 0) {
+            printf("refused  %s: its FAILED status carries the request of another job (%s)\n", st->job_id,
+                   req->job_id);
+            o->refused++;
+            ev_event_free(req);
+            continue;
+        }
         int64_t base = req->attempt > st->attempt ? req->attempt : st->attempt;
         char why[300];
         snprintf(why, sizeof why, "failed: %.200s", s->error ? s->error : "no reason given");
-        replay_one(o, req, base + 1, why);
+        replay_one(o, req, base + 1, why, NULL);
         ev_event_free(req);
     }
 }
@@ -114,44 +147,23 @@ static const char *replay_header(const rd_kafka_message_t *m, const char *name, 
 
 static int replay_dlq_one(void *opaque, const rd_kafka_message_t *m) {
     replay_opts *o = opaque;
-    char when[32] = "0", src[300] = "", count[16] = "0";
+    char when[32] = "0", src[300] = "";
     replay_header(m, "fusion.time", when, sizeof when);
     if (o->since && atoll(when) < o->since) return 0;
+    const char *claimed = replay_header(m, "fusion.source.topic", src, sizeof src);
     ev_event *req = NULL;
-    if (ev_decode(m->payload, m->len, &req, NULL) == FB_OK) {
-        if (!o->job_id || strcmp(o->job_id, req->job_id) == 0) replay_one(o, req, req->attempt + 1, "dead letter");
+    fb_err err;
+    if (ev_decode(m->payload, m->len, &req, &err) == FB_OK) {
+        if (!o->job_id || strcmp(o->job_id, req->job_id) == 0)
+            replay_one(o, req, req->attempt + 1, "dead letter", claimed);
         ev_event_free(req);
         return 0;
     }
-    if (o->job_id) return 0; /* cannot tell its job: only replayed when not filtering by job */
-    replay_header(m, "fusion.replays", count, sizeof count);
-    int next = atoi(count) + 1;
-    if (!replay_header(m, "fusion.source.topic", src, sizeof src)) {
-        printf("skip     dead letter at offset %" PRId64 ": no source topic header\n", m->offset);
-        return 0;
-    }
-    if (next > o->cfg->max_attempts) {
-        printf("refused  undecodable dead letter from %s: replayed %d times already (loop guard)\n", src, next - 1);
-        o->refused++;
-        return 0;
-    }
-    char nbuf[16];
-    snprintf(nbuf, sizeof nbuf, "%d", next);
-    if (o->dry_run) {
-        printf("would    undecodable dead letter -> %s as is (replay %d; only useful after the workers were upgraded)\n",
-               src, next);
-        o->replayed++;
-        return 0;
-    }
-    kfk_header hdr[1] = {{"fusion.replays", nbuf}};
-    fb_err err;
-    if (kfk_produce_sync(o->producer, src, m->key, m->key_len, m->payload, m->len, hdr, 1, 30000, &err)) {
-        printf("FAILED   dead letter -> %s: %s\n", src, err.msg);
-        o->failed++;
-    } else {
-        printf("replayed undecodable dead letter -> %s as is (replay %d)\n", src, next);
-        o->replayed++;
-    }
+    if (o->job_id) return 0; /* cannot tell its job: only reported when not filtering by job */
+    printf("refused  undecodable dead letter at offset %" PRId64 " (header: from %s): %s; only a request that decodes "
+           "can be routed by its type (the header is not authenticated), so it stays in the dead-letter topic\n",
+           m->offset, claimed ? claimed : "an unknown topic", err.msg);
+    o->refused++;
     return 0;
 }
 
@@ -168,10 +180,13 @@ int cmd_replay(int argc, char **argv) {
     for (int i = 1; !rc && i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0) {
-            printf("usage: fusion-backup replay [--from failed|dlq] [--job-id ID] [--since TIME] [--dry-run]\n"
-                   "Republishes failed jobs (or dead letters) to their original topic with attempt + 1; refuses a job\n"
-                   "whose attempt would exceed --max-attempts (default 5). TIME: 2026-11-27T05:00:00Z, 2026-11-27,\n"
-                   "or a duration before now (90m, 2h, 7d).\n");
+            printf("usage: fusion-backup replay --pg CONNINFO [--from failed|dlq] [--job-id ID] [--since TIME] [--dry-run]\n"
+                   "Republishes failed jobs (or dead letters) to the topic of their event type with attempt + 1. Each\n"
+                   "request is printed as JSON first, and checked against the database (--pg) as the worker checks it:\n"
+                   "a request the database does not authorise now is refused, and so is a job whose attempt would\n"
+                   "exceed --max-attempts (default 5), a dead letter that does not decode, and one whose source-topic\n"
+                   "header disagrees with its type. TIME: 2026-11-27T05:00:00Z, 2026-11-27, or a duration before now\n"
+                   "(90m, 2h, 7d).\n");
             goto out;
         } else if (strcmp(a, "--dry-run") == 0) {
             o.dry_run = 1;

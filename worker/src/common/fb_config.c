@@ -76,6 +76,12 @@ static const cfg_row cfg_rows[] = {
           "at most one RUNNING progress event per job per interval"),
     ROW_I("max-poll-interval-ms", max_poll_interval_ms, "300000", 10000, 86400000, "FB_MAX_POLL_INTERVAL_MS", W,
           "librdkafka max.poll.interval.ms (the consumer keeps polling while jobs run)"),
+    /* Authority (job_authority.h): the database decides what a request may do. */
+    ROW_S("authority-pg", authority_pg, "", "FB_AUTHORITY_PG", W | C,
+          "conninfo of the database holding the backup_archive tables that authorise backup and verify requests, "
+          "when it is not --pg (empty: --pg, as in Fusion); archive requests are always checked in --pg"),
+    ROW_I("authority-skew-ms", authority_skew_ms, "300000", 0, 3600000, "FB_AUTHORITY_SKEW_MS", W | C,
+          "clock skew allowed when checking an archive cutoff or purge_before against the policy's age limits"),
 };
 #define CFG_NROWS (sizeof cfg_rows / sizeof cfg_rows[0])
 

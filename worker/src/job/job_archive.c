@@ -19,6 +19,7 @@
 
 #include "common/fb_log.h"
 #include "job/job_archive_int.h"
+#include "job/job_authority.h"
 #include "pg/pgx.h"
 
 typedef struct ja_counts {
@@ -210,6 +211,8 @@ fb_code job_archive_run(const job_ctx *ctx, job_result *res, fb_err *err) {
         rc = fb_err_set(err, FB_ERR_INTERNAL, "job_archive_run was given a %s event", ev_type_name(ev->type));
         goto out;
     }
+    /* The policy authorises this exact request (table, keys, cutoff, purge, relations) before anything else. */
+    if ((rc = job_authority_authorise(ctx->cfg, ev, err))) goto out;
     snprintf(appname, sizeof appname, "fusion-backup archive %.36s", ev->job_id);
     if (!(c = pgx_connect(ctx->cfg->pg, appname, err))) {
         rc = err->code;

@@ -52,7 +52,8 @@
 /* Runs ctx->ev (type EV_ARCHIVE_DUE) against ctx->cfg->pg. Counters in res (job_result_set): archived, cascaded,
  * nulled, skipped_protected, skipped_referenced, skipped_conflict, purged, batches, lock_retries, total_due,
  * done_rows, total_rows, duration_ms. Reports progress after each batch; stops between batches when
- * job_aborted(ctx) (FB_ERR_ABORTED; committed batches stay). Errors: FB_ERR_NOTFOUND (table or column missing,
+ * job_aborted(ctx) (FB_ERR_ABORTED; committed batches stay). Errors: FB_ERR_DENIED (job_authority.h: no active
+ * policy authorises this request; checked before anything is changed), FB_ERR_NOTFOUND (table or column missing,
  * named in the message), FB_ERR_INVALID (relations that do not fit the catalog), FB_ERR_TRANSIENT (database down,
  * locks not obtained after retries), FB_ERR_PG. res is filled as far as the job got, also on error. */
 fb_code job_archive_run(const job_ctx *ctx, job_result *res, fb_err *err);

@@ -36,6 +36,7 @@
 #include "artifact/arc_writer.h"
 #include "common/fb_log.h"
 #include "dump/dump_catalog.h"
+#include "job/job_authority.h"
 #include "job/job_chain.h"
 #include "job/job_prune.h"
 #include "pg/pgx.h"
@@ -456,6 +457,8 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     int64_t chunks_reused = 0, chunks_stored = 0;
 
     if (ev->type != EV_BACKUP_REQUESTED) return fb_err_set(err, FB_ERR_INTERNAL, "job_backup_run: not a backup event");
+    /* 0. The database authorises this exact request (record, configuration, tables, folder, retention). */
+    if ((rc = job_authority_authorise(cfg, ev, err))) goto out;
     /* 1. The request and the worker's settings, before any side effect. */
     if ((rc = stor_path_check(rq->storage_path, err))) {
         fb_err_prefix(err, "refusing the backup: ");
@@ -522,6 +525,12 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
         }
     }
     if ((rc = dump_catalog_resolve(c, req, rq->n_tables, &rels, &n_rels, err))) goto out;
+    for (size_t i = 0; i < n_rels; i++)
+        if (job_authority_system_schema(rels[i].schema)) { /* the enumeration never yields one: a guard */
+            rc = fb_err_set(err, FB_ERR_DENIED, "refusing the backup: table \"%s\".\"%s\" is in a system schema, "
+                            "which this system never backs up; nothing was written", rels[i].schema, rels[i].name);
+            goto out;
+        }
     if ((rc = jb_lock(c, rels, n_rels, err))) goto out;
 
     /* 3. The artifact. */

@@ -19,7 +19,8 @@
  * duration_ms; for INCREMENTAL/DIFFERENTIAL requests ran_as_full, tables_stored, tables_referenced; copies (when
  * --copy-to is set) and pruned (backups removed by retention). A copy that cannot be written or read back equal
  * fails the job (FB_ERR_IO); a retention problem is only logged.
- * Errors: FB_ERR_INVALID (storage path escapes the root, bad table), FB_ERR_NOTFOUND (unknown table),
+ * Errors: FB_ERR_DENIED (job_authority.h: the database does not authorise this request; checked before anything
+ * is written), FB_ERR_INVALID (storage path escapes the root, bad table), FB_ERR_NOTFOUND (unknown table),
  * FB_ERR_TRANSIENT (database down, lock timeout), FB_ERR_ABORTED, FB_ERR_IO, FB_ERR_PG. */
 fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err);
 

@@ -18,6 +18,7 @@
 #include "common/fb_log.h"
 #include "dump/dump_restore.h"
 #include "dump/dump_scratch.h"
+#include "job/job_authority.h"
 #include "storage/stor.h"
 
 /* Chain resolver: "<folder of the artifact>/<job>.fbak" under the storage root. */
@@ -57,6 +58,8 @@ fb_code job_verify_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     int restore = 0;
 
     if (ctx->ev->type != EV_BACKUP_VERIFY) return fb_err_set(err, FB_ERR_INTERNAL, "job_verify_run: not a verify event");
+    /* The record asked for this verification of this artifact. */
+    if ((rc = job_authority_authorise(cfg, ctx->ev, err))) goto out;
     if (!rq->file_path) {
         rc = fb_err_set(err, FB_ERR_INVALID, "the verify request names no artifact (file_path is empty): verify a "
                         "backup record that has a file");
