@@ -29,8 +29,7 @@ const char *job_authority_forbidden_table(const char *schema, const char *name) 
     if (job_authority_system_schema(schema))
         return "is in a system schema (pg_catalog, information_schema, pg_*), which this system never touches";
     if (strncmp(name, JOB_AUTHORITY_PROJECT_PREFIX, strlen(JOB_AUTHORITY_PROJECT_PREFIX)) == 0)
-        return "is one of this system's own tables (" JOB_AUTHORITY_PROJECT_PREFIX "*), which it never archives "
-               "or backs up by name";
+        return "is one of this system's own tables (" JOB_AUTHORITY_PROJECT_PREFIX "*), which it never archives";
     return NULL;
 }
 
@@ -126,7 +125,12 @@ static fb_code jau_backup(PGconn *c, const ev_event *req, fb_err *err) {
     fb_code rc;
     for (size_t i = 0; i < rq->n_tables; i++) {
         const char *schema = rq->tables[i].schema ? rq->tables[i].schema : "public";
-        const char *why = job_authority_forbidden_table(schema, rq->tables[i].name);
+        /* Only the catalogs: the app's own tables may be backed up, named or as part of every table (ArchivedRecord
+         * holds the archived rows, which a disaster must not take with it); the Django side agrees
+         * (producer/backup_archive/authority.py). */
+        const char *why = job_authority_system_schema(schema)
+                              ? "is in a system schema (pg_catalog, information_schema, pg_*), which backups never read"
+                              : NULL;
         if (why)
             return fb_err_set(err, FB_ERR_DENIED, "backup.requested refused: tables[%zu] %s %s" JA_NOTHING, i,
                               jau_qname(schema, rq->tables[i].name, q, sizeof q), why);

@@ -36,10 +36,10 @@
 /* 1 when schema is a system schema (pg_catalog, information_schema, pg_*). */
 int job_authority_system_schema(const char *schema);
 
-/* NULL when schema.name may be archived or named in a backup; else why not, as a static phrase that follows the
- * table's name in a message ("pg_catalog.pg_authid <reason>"). Used for archive roots and relation tables and
- * for the tables a backup names; a backup of every user table uses job_authority_system_schema() (its own tables
- * are user tables too, and part of a whole-database backup). */
+/* NULL when schema.name may be archived; else why not, as a static phrase that follows the table's name in a
+ * message ("pg_catalog.pg_authid <reason>"). Used for archive roots and relation tables. Backups refuse only
+ * system schemas (job_authority_system_schema): the app's own tables hold the archived rows and are backed up,
+ * named or as part of every user table. */
 const char *job_authority_forbidden_table(const char *schema, const char *name);
 
 /* Checks req (backup.requested, backup.verify or archive.due) against the rows and catalog of c, as described
