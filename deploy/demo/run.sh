@@ -38,13 +38,16 @@ django() { (cd "$REPO/producer" && PYTHONPATH="$REPO/producer:$REPO/schemas/pyth
 say "2. a Fusion database with demo rows"
 q "$FB_TEST_PG" "DROP DATABASE IF EXISTS fusion_demo_restore WITH (FORCE)"
 deploy/demo/data.sh fusion_demo
+# The worker connects as the least-privilege role (SECURITY.md), not as the database owner.
+psql -X -q -v ON_ERROR_STOP=1 -v worker_role=fusion_backup_worker -d "$PG_DEMO" -f deploy/sql/roles.sql >/dev/null
+PG_WORKER="$PG_DEMO user=fusion_backup_worker"
 q "$PG_DEMO" "SELECT 'rows: ' || (SELECT count(*) FROM notifications_notification) || ' notifications, ' ||
   (SELECT count(*) FROM leave_leave) || ' leaves, ' || (SELECT count(*) FROM leave_leavesegment) || ' segments, ' ||
   (SELECT count(*) FROM \"Cpda Application\") || ' \"Cpda Application\", ' || (SELECT count(*) FROM auth_user) || ' users'"
 
 say "3. worker up; Django requests a backup"
 "$BIN/fusion-backup" keygen --out "$DEMO/backup"
-"$BIN/fusion-backup-worker" --role all --pg "$PG_DEMO" --storage-root "$DEMO/storage" \
+"$BIN/fusion-backup-worker" --role all --pg "$PG_WORKER" --storage-root "$DEMO/storage" \
   --public-key "$DEMO/backup.pub" --brokers "$FB_TEST_BROKERS" --topic-prefix "$PREFIX" \
   --group-id "demo-workers" --concurrency 2 --worker-name demo-worker-1 >"$DEMO/worker.log" 2>&1 &
 WORKER=$!

@@ -7,7 +7,7 @@
 -- ALTER DEFAULT PRIVILEGES below covers tables created later by the role that runs this file).
 --
 -- What the role can do, and why (SECURITY.md has the threat model):
--- - read every table in the schemas listed in :schemas (default public): backups COPY them and take
+-- - read every table of every non-system schema: backups COPY them and take
 --   ACCESS SHARE locks; archival reads the rows it moves;
 -- - DELETE and UPDATE Fusion's own tables: archival deletes archived rows (and CASCADE children) and sets
 --   SET_NULL columns; which rows may go is decided by ArchivePolicy rows the role can only READ;
@@ -29,12 +29,16 @@ WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'worker_role') \gexec
 ALTER ROLE :"worker_role" NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS;
 
 GRANT CONNECT ON DATABASE :"DBNAME" TO :"worker_role";
-GRANT USAGE ON SCHEMA public TO :"worker_role";
-GRANT SELECT ON ALL TABLES IN SCHEMA public TO :"worker_role";
-GRANT SELECT ON ALL SEQUENCES IN SCHEMA public TO :"worker_role";
-GRANT DELETE, UPDATE ON ALL TABLES IN SCHEMA public TO :"worker_role";
-ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, DELETE, UPDATE ON TABLES TO :"worker_role";
-ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON SEQUENCES TO :"worker_role";
+-- Every schema of the database except PostgreSQL's own (Fusion uses public; other apps may add schemas: run this
+-- file again after creating one).
+SELECT format('GRANT USAGE ON SCHEMA %1$I TO %2$I; '
+              'GRANT SELECT, DELETE, UPDATE ON ALL TABLES IN SCHEMA %1$I TO %2$I; '
+              'GRANT SELECT ON ALL SEQUENCES IN SCHEMA %1$I TO %2$I; '
+              'ALTER DEFAULT PRIVILEGES IN SCHEMA %1$I GRANT SELECT, DELETE, UPDATE ON TABLES TO %2$I; '
+              'ALTER DEFAULT PRIVILEGES IN SCHEMA %1$I GRANT SELECT ON SEQUENCES TO %2$I',
+              nspname, :'worker_role')
+FROM pg_namespace
+WHERE nspname NOT IN ('information_schema') AND nspname NOT LIKE 'pg\_%' \gexec
 
 -- The app's own tables: back to read-only, then exactly what the worker writes.
 REVOKE DELETE, UPDATE ON backup_archive_backupconfiguration, backup_archive_archivepolicy,

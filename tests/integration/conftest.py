@@ -202,6 +202,25 @@ def topic_prefix(brokers: str) -> str:
     return prefix
 
 
+# The role the workers of these tests log in as: the least-privilege role of deploy/sql/roles.sql, never the
+# superuser the tests set databases up with (SECURITY.md). FB_TEST_WORKER_ROLE= (empty) runs them as the owner.
+WORKER_ROLE = os.environ.get("FB_TEST_WORKER_ROLE", "fb_test_worker")
+
+
+def as_worker_role(conninfo: str) -> str:
+    """Applies deploy/sql/roles.sql to conninfo's database (idempotent) and returns a conninfo that logs in as the
+    worker role. A database that cannot be reached (tests of a database that is down) is returned as it is."""
+    if not WORKER_ROLE:
+        return conninfo
+    r = subprocess.run([str(PG_BIN / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", f"worker_role={WORKER_ROLE}",
+                        "-d", conninfo, "-f", str(REPO / "deploy/sql/roles.sql")], capture_output=True, text=True)
+    if r.returncode != 0:
+        if "could not connect" in r.stderr or "Connection refused" in r.stderr or "does not exist" in r.stderr:
+            return conninfo
+        raise AssertionError(f"deploy/sql/roles.sql failed on {conninfo}: {r.stderr}")
+    return f"{conninfo} user={WORKER_ROLE}"
+
+
 class Workers:
     """Starts fusion-backup-worker processes for one test and stops them all afterwards (SIGTERM, then SIGKILL)."""
 
@@ -212,7 +231,7 @@ class Workers:
     def start(self, pg: str, *, storage_root: Path | None = None, public_key: Path | None = None,
               secret_key: Path | None = None, role: str = "all", group: str | None = None,
               extra: tuple[str, ...] = (), env: dict | None = None) -> subprocess.Popen:
-        args = [self.bin.worker, "--brokers", self.brokers, "--pg", pg, "--topic-prefix", self.prefix,
+        args = [self.bin.worker, "--brokers", self.brokers, "--pg", as_worker_role(pg), "--topic-prefix", self.prefix,
                 "--group-id", group or f"g-{self.prefix}", "--role", role, "--worker-name",
                 f"w{len(self.procs)}", "--retry-backoff-ms", "200", "--progress-interval-ms", "500"]
         if storage_root:
