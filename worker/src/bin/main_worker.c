@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "codec/ev_event.h"
 #include "common/fb_config.h"
 #include "common/fb_err.h"
 #include "common/fb_log.h"
@@ -65,6 +66,13 @@ int main(int argc, char **argv) {
     }
     char name[300];
     if (cfg.worker_name && *cfg.worker_name) {
+        /* The name goes into every status event: one the contract refuses would make every outcome unpublishable
+         * (each job would then run again until max_deliveries). Refuse it here, where a person reads the error. */
+        const char *why = ev_worker_name_problem(cfg.worker_name);
+        if (why) {
+            rc = fb_err_set(&err, FB_ERR_USAGE, "--worker-name / FB_WORKER_NAME: %s", why);
+            goto out;
+        }
         snprintf(name, sizeof name, "%s", cfg.worker_name);
     } else {
         char host[256] = "localhost";

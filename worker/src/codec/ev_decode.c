@@ -16,6 +16,7 @@
 #include "codec/ev_arena.h"
 #include "codec/ev_event.h"
 #include "codec/ev_scan.h"
+#include "common/fb_utf8.h"
 
 #define EV_STR_MAX 255
 #define EV_PATH_MAX 1024
@@ -58,7 +59,8 @@ static int dec_field(dec *d, const char *key, int nullable, const msgpack_object
     return -1;
 }
 
-static int ev_utf8_valid(const unsigned char *s, size_t n) {
+int ev_utf8_valid(const void *sv, size_t n) {
+    const unsigned char *s = sv;
     size_t i = 0;
     while (i < n) {
         unsigned char c = s[i];
@@ -133,6 +135,32 @@ int ev_path_valid(const char *s, size_t len, const char **why) {
     }
     if (why) *why = w;
     return w == NULL;
+}
+
+const char *ev_worker_name_problem(const char *name) {
+    size_t n = strlen(name);
+    if (n == 0 || n > EV_STR_MAX) return "a worker name must be 1..255 bytes";
+    if (!ev_utf8_valid(name, n)) return "a worker name must be valid UTF-8";
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)name[i] < 0x20 || name[i] == 0x7f)
+            return "a worker name must be printable (no control characters such as newlines or tabs)";
+    return NULL;
+}
+
+size_t ev_text_repair(char *s, size_t max) {
+    size_t n = strlen(s), i = 0;
+    while (i < n) {
+        unsigned char c = (unsigned char)s[i];
+        size_t len = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
+        if (len == 1 || (len && i + len <= n && ev_utf8_valid(s + i, len))) {
+            i += len;
+        } else {
+            s[i++] = '?';
+        }
+    }
+    n = fb_utf8_cut_len(s, n, max);
+    s[n] = '\0';
+    return n;
 }
 
 static fb_code dec_name_obj(dec *d, const char *key, const msgpack_object *o, const char **out) {

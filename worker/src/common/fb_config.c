@@ -76,6 +76,10 @@ static const cfg_row cfg_rows[] = {
           "at most one RUNNING progress event per job per interval"),
     ROW_I("max-poll-interval-ms", max_poll_interval_ms, "300000", 10000, 86400000, "FB_MAX_POLL_INTERVAL_MS", W,
           "librdkafka max.poll.interval.ms (the consumer keeps polling while jobs run)"),
+    /* Issue 10 (bounded failure): settings of the daemon's delivery counter. */
+    ROW_I("max-deliveries", max_deliveries, "5", 1, 1000, "FB_MAX_DELIVERIES", W,
+          "runs of one request without a published outcome (crash, OOM kill, broker or ledger failure) after which "
+          "the worker stops running it and publishes a FAILED (or a dead letter) instead"),
 };
 #define CFG_NROWS (sizeof cfg_rows / sizeof cfg_rows[0])
 

@@ -44,6 +44,7 @@ typedef struct fb_config {
     int64_t shutdown_grace_s;
     int64_t progress_interval_ms;
     int64_t max_poll_interval_ms;
+    int64_t max_deliveries;
     /* -X prop=value pairs for librdkafka, in order given. */
     char *x_keys[FB_CONFIG_MAX_X];
     char *x_values[FB_CONFIG_MAX_X];
