@@ -11,6 +11,7 @@
 #include "common/fb_config.h"
 #include "common/fb_err.h"
 #include "common/fb_log.h"
+#include "daemon/dmn_metrics.h"
 #include "daemon/dmn_recorder.h"
 #include "daemon/dmn_worker.h"
 
@@ -93,6 +94,8 @@ int main(int argc, char **argv) {
         rc = fb_err_set(&err, FB_ERR_USAGE, "--role must be worker, recorder or all, got \"%s\"", cfg.role);
         goto out;
     }
+    /* One endpoint per process, whatever the role: the recorder's counters are there too. */
+    if (cfg.metrics_listen && *cfg.metrics_listen && (rc = dmn_metrics_serve(cfg.metrics_listen, &err))) goto out;
     if (run_jobs && !run_recorder) {
         rc = dmn_worker_run(&cfg, name, &worker_signals, &err);
     } else if (!run_jobs) {

@@ -368,7 +368,6 @@ fb_code dmn_worker_run(const fb_config *cfg, const char *worker_name, volatile s
         goto out;
     }
     dmn_pub_init(&w->pub, producer, cfg, worker_name);
-    if (cfg->metrics_listen && *cfg->metrics_listen && (rc = dmn_metrics_serve(cfg->metrics_listen, err))) goto out;
     if (!(w->consumer = kfk_consumer_new(cfg, cfg->group_id, dmn_rebalance_cb, w, err))) {
         rc = err->code;
         goto out;
