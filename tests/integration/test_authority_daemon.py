@@ -228,6 +228,7 @@ def test_a_request_delivered_too_often_is_not_run_again(brokers, topic_prefix, f
                    lambda got: any(e["status"] == "FAILED" for e in _events(got, job)))
     failed = [e for e in _events(msgs, job) if e["status"] == "FAILED"][0]
     assert failed["request"] is None, "a given-up FAILED must not carry the request (replay is a person's call)"
+    assert not [e for e in _events(msgs, job) if e["status"] == "RUNNING"], "the given-up job was started"
     assert not list(storage_root.rglob("*.fbak")), "the given-up job ran"
     assert "not run again" in workers.log(w)
 

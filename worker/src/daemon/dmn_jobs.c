@@ -198,40 +198,43 @@ fb_code dmn_jobs_execute(const dmn_pub *pub, const fb_config *cfg, const ev_even
     fb_code rc = FB_OK;
     if (have_digest && dmn_uses_ledger(cfg, req) && dmn_from_ledger(pub, cfg, req, digest, out, &rc, err)) return rc;
 
-    /* 2. RUNNING. */
+    /* 2. Delivered too often already? Then not run again: a minimal FAILED (no request: replaying it is a
+     * person's decision) says so, and the caller stores the offset (or dead-letters it when even that fails). */
+    int64_t deliveries = 0;
+    fb_err cerr;
+    if (have_digest && dmn_ledger_delivery_count(cfg->storage_root, req->job_id, req->attempt, digest, &deliveries,
+                                                 &cerr) == FB_OK &&
+        deliveries >= cfg->max_deliveries) {
+        char why[400];
+        snprintf(why, sizeof why,
+                 "not run again: this request (attempt %lld) was delivered %lld times without a published outcome "
+                 "(the worker crashed or was killed while running it, or could not publish or record its outcome; "
+                 "max_deliveries is %lld); fix the cause, then replay it",
+                 (long long)req->attempt, (long long)deliveries + 1, (long long)cfg->max_deliveries);
+        FB_ERROR("job %s (%s): %s", req->job_id, jt, why);
+        dmn_metrics_given_up();
+        out->status = EV_FAILED;
+        out->gave_up = 1;
+        fb_err_set(&out->error, FB_ERR_ABORTED, "%s", why);
+        return pub->producer ? dmn_status_publish_minimal(pub, req, FB_ERR_ABORTED, why, err) : FB_OK;
+    }
+
+    /* 3. RUNNING. */
     int64_t started = ev_now_ms();
     if (pub->producer && (rc = dmn_status_publish(pub, req, NULL, 0, EV_RUNNING, started, NULL, NULL, err))) return rc;
 
-    /* 2b. One more delivery, durable before the job starts, so a request that crashes the worker or whose
-     * outcome never gets out is run at most max_deliveries times. Counted only now that the broker took the
-     * RUNNING: a broker that is down does not use up deliveries. */
-    int64_t deliveries = 0;
-    if (have_digest) {
-        fb_err cerr;
-        if (dmn_ledger_delivery(cfg->storage_root, req->job_id, req->attempt, digest, &deliveries, &cerr)) {
-            FB_WARN("job %s: %s; counting this delivery in memory only", req->job_id, cerr.msg);
-            dmn_ledger_delivery(NULL, req->job_id, req->attempt, digest, &deliveries, &cerr);
-        }
-        if (deliveries > cfg->max_deliveries) {
-            char why[400];
-            snprintf(why, sizeof why,
-                     "not run again: this request (attempt %lld) was delivered %lld times without a published outcome "
-                     "(the worker crashed or was killed while running it, or could not publish or record its "
-                     "outcome; max_deliveries is %lld); fix the cause, then replay it",
-                     (long long)req->attempt, (long long)deliveries, (long long)cfg->max_deliveries);
-            FB_ERROR("job %s (%s): %s", req->job_id, jt, why);
-            dmn_metrics_given_up();
-            out->status = EV_FAILED;
-            out->gave_up = 1;
-            fb_err_set(&out->error, FB_ERR_ABORTED, "%s", why);
-            return pub->producer ? dmn_status_publish_minimal(pub, req, FB_ERR_ABORTED, why, err) : FB_OK;
-        }
+    /* 3b. One more delivery, durable before the job starts, so a request that crashes the worker or whose
+     * outcome never gets out is run at most max_deliveries times. Counted only once the broker took the RUNNING:
+     * a broker that is down does not use up deliveries. */
+    if (have_digest && dmn_ledger_delivery(cfg->storage_root, req->job_id, req->attempt, digest, &deliveries, &cerr)) {
+        FB_WARN("job %s: %s; counting this delivery in memory only", req->job_id, cerr.msg);
+        dmn_ledger_delivery(NULL, req->job_id, req->attempt, digest, &deliveries, &cerr);
     }
     FB_INFO("job %s (%s, attempt %lld, delivery %lld): started", req->job_id, jt, (long long)req->attempt,
             (long long)deliveries);
     dmn_metrics_job_started(jt);
 
-    /* 3. The job, retried with doubling back-off while the failure is transient. */
+    /* 4. The job, retried with doubling back-off while the failure is transient. */
     dmn_progress prog = {pub, req, started, started, cfg->progress_interval_ms};
     job_ctx ctx = {cfg, req, pub->worker_name, abort, dmn_progress_cb, &prog};
     fb_code jr = FB_OK;
@@ -249,7 +252,7 @@ fb_code dmn_jobs_execute(const dmn_pub *pub, const fb_config *cfg, const ev_even
     int64_t took = ev_now_ms() - started;
     if (job_result_get(&out->result, "duration_ms") == 0) job_result_set(&out->result, "duration_ms", took);
 
-    /* 4. The outcome: durable first (ledger), then published; then the delivery count is done with. */
+    /* 5. The outcome: durable first (ledger), then published; then the delivery count is done with. */
     if (jr == FB_OK) {
         out->status = EV_SUCCESS;
         ev_event *st = dmn_status_build(pub, req, NULL, 0, EV_SUCCESS, started, &out->result, NULL);

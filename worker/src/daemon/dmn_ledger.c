@@ -141,13 +141,16 @@ static struct {
 static size_t dmn_mem_next;
 static pthread_mutex_t dmn_mem_mu = PTHREAD_MUTEX_INITIALIZER;
 
-static int64_t dmn_mem_bump(const char *name, int clear) {
+/* op: 0 count one more, 1 forget, 2 only read. Returns the count (after the operation). */
+static int64_t dmn_mem_op(const char *name, int op) {
     pthread_mutex_lock(&dmn_mem_mu);
     size_t i = 0;
     while (i < DMN_MEM_COUNTERS && strcmp(dmn_mem[i].name, name) != 0) i++;
     int64_t c = 0;
-    if (clear) {
+    if (op == 1) {
         if (i < DMN_MEM_COUNTERS) dmn_mem[i].name[0] = '\0';
+    } else if (op == 2) {
+        c = i < DMN_MEM_COUNTERS ? dmn_mem[i].count : 0;
     } else {
         if (i == DMN_MEM_COUNTERS) {
             i = dmn_mem_next++ % DMN_MEM_COUNTERS;
@@ -160,6 +163,35 @@ static int64_t dmn_mem_bump(const char *name, int clear) {
     return c;
 }
 
+/* Reads the count of a counter file (0 when there is none). */
+static fb_code dmn_delivery_read(const char *path, int64_t *count, fb_err *err) {
+    *count = 0;
+    FILE *f = fopen(path, "re");
+    if (f) {
+        if (fscanf(f, "%" SCNd64, count) != 1 || *count < 0) *count = 0;
+        fclose(f);
+    } else if (errno != ENOENT) {
+        return fb_err_set(err, FB_ERR_IO, "could not read the delivery counter \"%s\": %s", path, strerror(errno));
+    }
+    return FB_OK;
+}
+
+fb_code dmn_ledger_delivery_count(const char *storage_root, const char *job_id, int64_t attempt,
+                                  const unsigned char digest[DMN_DIGEST_BYTES], int64_t *count, fb_err *err) {
+    char name[96], dir[4096], path[4200];
+    *count = 0;
+    if (!ev_uuid_valid(job_id)) return fb_err_set(err, FB_ERR_INVALID, "job id \"%s\" is not a UUID", job_id);
+    dmn_delivery_name(job_id, attempt, digest, name, sizeof name);
+    if (!storage_root || !*storage_root) {
+        *count = dmn_mem_op(name, 2);
+        return FB_OK;
+    }
+    fb_code rc = dmn_ledger_dir(storage_root, job_id, dir, sizeof dir, err);
+    if (rc) return rc;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return dmn_delivery_read(path, count, err);
+}
+
 fb_code dmn_ledger_delivery(const char *storage_root, const char *job_id, int64_t attempt,
                             const unsigned char digest[DMN_DIGEST_BYTES], int64_t *count, fb_err *err) {
     char name[96], dir[4096], path[4200];
@@ -167,20 +199,14 @@ fb_code dmn_ledger_delivery(const char *storage_root, const char *job_id, int64_
     if (!ev_uuid_valid(job_id)) return fb_err_set(err, FB_ERR_INVALID, "job id \"%s\" is not a UUID", job_id);
     dmn_delivery_name(job_id, attempt, digest, name, sizeof name);
     if (!storage_root || !*storage_root) {
-        *count = dmn_mem_bump(name, 0);
+        *count = dmn_mem_op(name, 0);
         return FB_OK;
     }
     fb_code rc = dmn_ledger_dir(storage_root, job_id, dir, sizeof dir, err);
     if (rc) return rc;
     snprintf(path, sizeof path, "%s/%s", dir, name);
     int64_t prev = 0;
-    FILE *f = fopen(path, "re");
-    if (f) {
-        if (fscanf(f, "%" SCNd64, &prev) != 1 || prev < 0) prev = 0;
-        fclose(f);
-    } else if (errno != ENOENT) {
-        return fb_err_set(err, FB_ERR_IO, "could not read the delivery counter \"%s\": %s", path, strerror(errno));
-    }
+    if ((rc = dmn_delivery_read(path, &prev, err))) return rc;
     char text[32];
     int n = snprintf(text, sizeof text, "%" PRId64 "\n", prev + 1);
     if ((rc = dmn_ledger_write(dir, path, NULL, 0, text, (size_t)n, err))) return rc;
@@ -193,7 +219,7 @@ void dmn_ledger_delivery_clear(const char *storage_root, const char *job_id, int
     char name[96], path[4200];
     dmn_delivery_name(job_id, attempt, digest, name, sizeof name);
     if (!storage_root || !*storage_root) {
-        dmn_mem_bump(name, 1);
+        dmn_mem_op(name, 1);
         return;
     }
     if (!ev_uuid_valid(job_id)) return;

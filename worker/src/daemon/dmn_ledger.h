@@ -50,6 +50,10 @@ fb_code dmn_ledger_put(const char *storage_root, const char *job_id, const unsig
 fb_code dmn_ledger_delivery(const char *storage_root, const char *job_id, int64_t attempt,
                             const unsigned char digest[DMN_DIGEST_BYTES], int64_t *count, fb_err *err);
 
+/* The count so far, without changing it (0 when none). */
+fb_code dmn_ledger_delivery_count(const char *storage_root, const char *job_id, int64_t attempt,
+                                  const unsigned char digest[DMN_DIGEST_BYTES], int64_t *count, fb_err *err);
+
 /* Forgets the count (the outcome was published). Never fails: a stale counter only makes a later redelivery
  * give up sooner. */
 void dmn_ledger_delivery_clear(const char *storage_root, const char *job_id, int64_t attempt,
