@@ -293,6 +293,11 @@ def valid_vectors() -> List[Tuple[str, Any, dict, bool]]:
     wire["record_id"] = Raw(b"\xd3" + struct.pack(">q", 42))  # int64 42
     wire["stats"] = {"f32": Raw(b"\xca" + struct.pack(">f", 0.5)), "i": Raw(b"\xd0\x01")}
     v.append(("job_status_wide_encodings", wire, ev, False))
+    # A map may hold up to 1024 entries, unknown keys included (SPEC.md, reader rules): exactly at the cap.
+    ev = backup_requested()
+    wire = with_(ev, **{f"zz_unknown_{i:04d}": i for i in range(1024 - len(ev))})
+    assert len(wire) == 1024
+    v.append(("backup_requested_1024_keys", wire, ev, False))
     return v
 
 
@@ -455,6 +460,27 @@ def invalid_vectors() -> List[Tuple[str, Any, str, str]]:
         ("status_file_path_dotdot", with_(js, file_path="configs/3/../../etc"), "'..' component", "file_path"),
         ("status_file_size_negative", with_(js, file_size=-1), "negative size", "file_size"),
         ("status_started_at_float", with_(js, started_at=1.5e12), "a float time", "started_at"),
+        # Hostile shapes (issue 10): every map is capped at 1024 entries wherever it is, and duplicates are
+        # found however far apart they are (the decoder sorts keys; a pairwise check was quadratic).
+        ("map_1025_keys", with_(br, **{f"zz_unknown_{i:04d}": i for i in range(1025 - len(br))}),
+         "1025 keys in the event's map, most of them unknown: over the 1024 cap", "limit"),
+        ("archive_relation_1025_keys",
+         with_(ad, relations=[with_(relation("c", "p_id", "leave_leave", "CASCADE"),
+                                    **{f"zz{i:04d}": None for i in range(1025 - 8)})]),
+         "a relation map of 1025 keys", "limit"),
+        ("unknown_nested_map_1025_keys", with_(br, zz_blob={f"k{i}": i for i in range(1025)}),
+         "an unknown key holding a map of 1025 keys: the cap applies to every map", "limit"),
+        ("duplicate_key_far_apart",
+         Pairs(list(br.items()) + [(f"zz_unknown_{i:04d}", i) for i in range(1000)] + [("config_id", 4)]),
+         "config_id again 1000 keys after the first: found however far apart", "config_id"),
+        ("duplicate_unknown_key",
+         Pairs(list(br.items()) + [("zz_future", 1)] + [(f"zz_unknown_{i:04d}", i) for i in range(500)]
+               + [("zz_future", 2)]),
+         "an unknown key given twice is a duplicate too", "duplicate"),
+        ("archive_relation_duplicate_key_far_apart",
+         with_(ad, relations=[Pairs(list(relation("c", "p_id", "leave_leave", "CASCADE").items())
+                                    + [(f"zz{i:04d}", None) for i in range(900)] + [("table", "other")])]),
+         "a relation's table twice, 900 keys apart", "table"),
     ]
     return x
 

@@ -1,9 +1,13 @@
 /* test_codec_vectors: the C codec against the golden vectors of schemas/vectors/.
  * Proves: every valid vector decodes; canonical ones re-encode to the same bytes; every invalid one is rejected
  * with FB_ERR_INVALID and a message containing the fragment its INDEX.json names; truncating any valid vector at
- * every length is rejected, never crashes. */
+ * every length is rejected, never crashes; hostile sizes (80k unknown keys, 4 MiB of small unknown keys, spread
+ * over nested maps or not, and a 1024-key map with its duplicate at the end) are rejected in milliseconds, not the
+ * seconds a pairwise duplicate check took (issue 10). */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "codec/ev_event.h"
 #include "tap.h"
@@ -33,6 +37,98 @@ static int index_field(const char *index, const char *name, const char *field, c
     }
     buf[n] = 0;
     return 0;
+}
+
+/* A growing byte buffer for the hostile messages below. */
+typedef struct hbuf {
+    unsigned char *p;
+    size_t n, cap;
+} hbuf;
+
+static void hb_put(hbuf *b, const void *data, size_t len) {
+    if (b->n + len > b->cap) {
+        b->cap = (b->n + len) * 2;
+        b->p = realloc(b->p, b->cap);
+    }
+    memcpy(b->p + b->n, data, len);
+    b->n += len;
+}
+
+static void hb_map32(hbuf *b, uint32_t n) {
+    unsigned char h[5] = {0xdf, (unsigned char)(n >> 24), (unsigned char)(n >> 16), (unsigned char)(n >> 8),
+                          (unsigned char)n};
+    hb_put(b, h, 5);
+}
+
+/* A key "k<i>" as fixstr, then nil. */
+static void hb_small_entry(hbuf *b, uint32_t i) {
+    char k[16];
+    int n = snprintf(k, sizeof k, "k%u", i);
+    unsigned char h = (unsigned char)(0xa0 | n), nil = 0xc0;
+    hb_put(b, &h, 1);
+    hb_put(b, k, (size_t)n);
+    hb_put(b, &nil, 1);
+}
+
+static double ms_since(const struct timespec *t0) {
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+/* Decodes msg, expecting a rejection mentioning want; prints and returns the time taken. */
+static double hostile(const char *what, const hbuf *msg, const char *want) {
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    fb_err err = {0};
+    ev_event *ev = NULL;
+    fb_code rc = ev_decode(msg->p, msg->n, &ev, &err);
+    double ms = ms_since(&t0);
+    printf("# %s (%zu bytes): rejected in %.2f ms: %s\n", what, msg->n, ms, err.msg);
+    CHECKF(rc == FB_ERR_INVALID && strstr(err.msg, want), "%s: code %d, message \"%s\" (want \"%s\")", what, rc,
+           err.msg, want);
+    /* Generous for a sanitizer build on a shared machine; the quadratic check took 5.4 s for 80k keys. */
+    CHECKF(ms < 500, "%s took %.0f ms", what, ms);
+    ev_event_free(ev);
+    return ms;
+}
+
+static void test_hostile_sizes(void) {
+    hbuf b = {0};
+    /* 80k unknown keys in the event's own map. */
+    hb_map32(&b, 80000);
+    for (uint32_t i = 0; i < 80000; i++) hb_small_entry(&b, i);
+    hostile("80k unknown keys at the top", &b, "limit");
+    /* 4 MiB of small unknown keys at the top. */
+    b.n = 0;
+    hb_map32(&b, 0);
+    uint32_t n = 0;
+    while (b.n < EV_MESSAGE_MAX - 16) hb_small_entry(&b, n++);
+    b.p[1] = (unsigned char)(n >> 24), b.p[2] = (unsigned char)(n >> 16), b.p[3] = (unsigned char)(n >> 8),
+    b.p[4] = (unsigned char)n;
+    hostile("4 MiB of small unknown keys at the top", &b, "limit");
+    /* The same spread over unknown keys each holding a map of 1000 (under the cap): nothing but the top map is
+     * checked for duplicates, so this is one linear scan and unpack; rejected for the missing fields. */
+    b.n = 0;
+    uint32_t groups = 0;
+    hb_map32(&b, 0);
+    while (b.n < EV_MESSAGE_MAX - 20000) {
+        hb_small_entry(&b, groups); /* the group's key, with nil: overwritten by the map below */
+        b.n--;
+        hb_map32(&b, 1000);
+        for (uint32_t i = 0; i < 1000; i++) hb_small_entry(&b, i);
+        groups++;
+    }
+    b.p[1] = (unsigned char)(groups >> 24), b.p[2] = (unsigned char)(groups >> 16), b.p[3] = (unsigned char)(groups >> 8),
+    b.p[4] = (unsigned char)groups;
+    hostile("4 MiB of small unknown keys in nested maps of 1000", &b, "v");
+    /* The largest map allowed, with its duplicate at the very end: the sort finds it. */
+    b.n = 0;
+    hb_map32(&b, 1024);
+    for (uint32_t i = 0; i < 1023; i++) hb_small_entry(&b, i);
+    hb_small_entry(&b, 0);
+    hostile("1024 keys, the first given again last", &b, "duplicate");
+    free(b.p);
 }
 
 int main(void) {
@@ -96,6 +192,7 @@ int main(void) {
             CHECKF(strstr(err.msg, frag) != NULL, "%s: message \"%s\" lacks \"%s\"", invalid[i].name, err.msg, frag);
         ev_event_free(ev);
     }
+    test_hostile_sizes();
     free(vindex);
     free(iindex);
     vec_free(valid, nv);

@@ -39,6 +39,7 @@ INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
 NAME_MAX = 63  # PostgreSQL NAMEDATALEN - 1, in bytes
 MAX_DEPTH = 16  # nesting of maps/arrays, the message's map being 1; the contract itself needs 4
+MAX_MAP_KEYS = 1024  # entries of any one map (the contract's largest has 20); the C decoder has the same cap
 
 TableRef = Union[str, List[str]]
 
@@ -224,6 +225,8 @@ def _pairs(path: str, value: Any) -> List[Tuple[Any, Any]]:
         pairs = list(value.items())
     else:
         raise InvalidEvent(path, f"expected map, got {_type_name(value)}")
+    if len(pairs) > MAX_MAP_KEYS:  # decode() refuses these earlier; this is for dicts given to encode()
+        raise InvalidEvent(path, f"a map of {len(pairs)} keys is over the limit of {MAX_MAP_KEYS}")
     seen = set()
     for k, _ in pairs:
         # Key bytes are not checked for UTF-8 here: a key that is not valid UTF-8 matches no known key and is
@@ -424,12 +427,16 @@ def decode(data: Union[bytes, bytearray, memoryview]) -> Dict[str, Any]:
             object_pairs_hook=_Map,
             use_list=True,
             timestamp=0,
+            max_map_len=MAX_MAP_KEYS,  # refused while unpacking, before any pair is built
         )
     except msgpack.ExtraData:
         raise InvalidEvent("", "trailing bytes after the msgpack map") from None
     except msgpack.StackError:
         raise InvalidEvent("", f"msgpack nested more than {MAX_DEPTH} levels deep") from None
-    except ValueError as e:  # incomplete input, stack depth, reserved byte 0xc1, ...
+    except ValueError as e:  # incomplete input, stack depth, reserved byte 0xc1, max_map_len ...
+        if "max_map_len" in str(e):
+            raise InvalidEvent("", f"a map has more than {MAX_MAP_KEYS} keys, over the limit "
+                                   "(the contract's largest map has 20)") from None
         what = "truncated msgpack" if "incomplete" in str(e) else "invalid msgpack"
         raise InvalidEvent("", f"{what} ({str(e) or type(e).__name__})") from None
     except Exception as e:  # belt and braces: the promise is InvalidEvent or a dict, nothing else

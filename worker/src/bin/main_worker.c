@@ -7,9 +7,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "codec/ev_event.h"
 #include "common/fb_config.h"
 #include "common/fb_err.h"
 #include "common/fb_log.h"
+#include "daemon/dmn_metrics.h"
 #include "daemon/dmn_recorder.h"
 #include "daemon/dmn_worker.h"
 
@@ -65,6 +67,13 @@ int main(int argc, char **argv) {
     }
     char name[300];
     if (cfg.worker_name && *cfg.worker_name) {
+        /* The name goes into every status event: one the contract refuses would make every outcome unpublishable
+         * (each job would then run again until max_deliveries). Refuse it here, where a person reads the error. */
+        const char *why = ev_worker_name_problem(cfg.worker_name);
+        if (why) {
+            rc = fb_err_set(&err, FB_ERR_USAGE, "--worker-name / FB_WORKER_NAME: %s", why);
+            goto out;
+        }
         snprintf(name, sizeof name, "%s", cfg.worker_name);
     } else {
         char host[256] = "localhost";
@@ -85,6 +94,8 @@ int main(int argc, char **argv) {
         rc = fb_err_set(&err, FB_ERR_USAGE, "--role must be worker, recorder or all, got \"%s\"", cfg.role);
         goto out;
     }
+    /* One endpoint per process, whatever the role: the recorder's counters are there too. */
+    if (cfg.metrics_listen && *cfg.metrics_listen && (rc = dmn_metrics_serve(cfg.metrics_listen, &err))) goto out;
     if (run_jobs && !run_recorder) {
         rc = dmn_worker_run(&cfg, name, &worker_signals, &err);
     } else if (!run_jobs) {

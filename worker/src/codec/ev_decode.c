@@ -3,9 +3,12 @@
  * Two passes: ev_scan() proves the bytes are one bounded msgpack object (so msgpack-c never allocates from a
  * hostile count), then msgpack-c unpacks and the field readers below check every rule of the contract. Every
  * error names the field ("field \"job_id\": ...") so a producer's author can fix the sender. Unknown keys are
- * ignored; duplicate keys are rejected (two readers could otherwise disagree on which one counts).
+ * ignored; duplicate keys are rejected (two readers could otherwise disagree on which one counts). Every map is
+ * capped at EV_SCAN_MAX_MAP_KEYS by the scan, so the field look-ups (a linear search per known key) and the
+ * duplicate check stay cheap whatever a hostile sender packs into 4 MiB.
  */
 #include <math.h>
+#include <stdlib.h>
 #include <msgpack.h>
 #include <stdio.h>
 #include <string.h>
@@ -13,6 +16,7 @@
 #include "codec/ev_arena.h"
 #include "codec/ev_event.h"
 #include "codec/ev_scan.h"
+#include "common/fb_utf8.h"
 
 #define EV_STR_MAX 255
 #define EV_PATH_MAX 1024
@@ -55,7 +59,8 @@ static int dec_field(dec *d, const char *key, int nullable, const msgpack_object
     return -1;
 }
 
-static int ev_utf8_valid(const unsigned char *s, size_t n) {
+int ev_utf8_valid(const void *sv, size_t n) {
+    const unsigned char *s = sv;
     size_t i = 0;
     while (i < n) {
         unsigned char c = s[i];
@@ -130,6 +135,32 @@ int ev_path_valid(const char *s, size_t len, const char **why) {
     }
     if (why) *why = w;
     return w == NULL;
+}
+
+const char *ev_worker_name_problem(const char *name) {
+    size_t n = strlen(name);
+    if (n == 0 || n > EV_STR_MAX) return "a worker name must be 1..255 bytes";
+    if (!ev_utf8_valid(name, n)) return "a worker name must be valid UTF-8";
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)name[i] < 0x20 || name[i] == 0x7f)
+            return "a worker name must be printable (no control characters such as newlines or tabs)";
+    return NULL;
+}
+
+size_t ev_text_repair(char *s, size_t max) {
+    size_t n = strlen(s), i = 0;
+    while (i < n) {
+        unsigned char c = (unsigned char)s[i];
+        size_t len = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
+        if (len == 1 || (len && i + len <= n && ev_utf8_valid(s + i, len))) {
+            i += len;
+        } else {
+            s[i++] = '?';
+        }
+    }
+    n = fb_utf8_cut_len(s, n, max);
+    s[n] = '\0';
+    return n;
 }
 
 static fb_code dec_name_obj(dec *d, const char *key, const msgpack_object *o, const char **out) {
@@ -223,20 +254,39 @@ static fb_code dec_array(dec *d, const char *key, size_t max, const msgpack_obje
     return FB_OK;
 }
 
-/* Keys must be strings and unique, in every map: two readers could otherwise disagree on which value counts. */
+/* Orders key slices by length, then bytes: duplicates end up side by side. */
+static int dec_key_cmp(const void *a, const void *b) {
+    const msgpack_object_str *x = *(const msgpack_object_str *const *)a, *y = *(const msgpack_object_str *const *)b;
+    if (x->size != y->size) return x->size < y->size ? -1 : 1;
+    return memcmp(x->ptr, y->ptr, x->size);
+}
+
+/* Keys must be strings and unique, in every map: two readers could otherwise disagree on which value counts.
+ * Sorting the key slices finds duplicates in O(n log n) (a pairwise check is quadratic: 80k unknown keys took
+ * seconds on the poll thread); ev_scan() already capped the map at EV_SCAN_MAX_MAP_KEYS. */
 static fb_code dec_check_keys(dec *d) {
-    for (uint32_t i = 0; i < d->map->size; i++) {
-        const msgpack_object *k = &d->map->ptr[i].key;
-        if (k->type != MSGPACK_OBJECT_STR)
+    uint32_t n = d->map->size;
+    for (uint32_t i = 0; i < n; i++)
+        if (d->map->ptr[i].key.type != MSGPACK_OBJECT_STR)
             return fb_err_set(d->err, FB_ERR_INVALID, "invalid event: field \"%s\": every key must be a string (key %u is not)",
                               d->where, i);
-        for (uint32_t j = 0; j < i; j++) {
-            const msgpack_object *o = &d->map->ptr[j].key;
-            if (o->via.str.size == k->via.str.size && memcmp(o->via.str.ptr, k->via.str.ptr, k->via.str.size) == 0)
-                return fb_err_set(d->err, FB_ERR_INVALID, "invalid event: field \"%s%.*s\": duplicate key", d->where,
-                                  (int)k->via.str.size, k->via.str.ptr);
+    if (n < 2) return FB_OK;
+    const msgpack_object_str *keys[EV_SCAN_MAX_MAP_KEYS];
+    if (n > EV_SCAN_MAX_MAP_KEYS)
+        return fb_err_set(d->err, FB_ERR_INVALID, "invalid event: field \"%s\": a map of %u keys is over the limit of %d",
+                          d->where, n, EV_SCAN_MAX_MAP_KEYS);
+    for (uint32_t i = 0; i < n; i++) keys[i] = &d->map->ptr[i].key.via.str;
+    qsort(keys, n, sizeof keys[0], dec_key_cmp);
+    for (uint32_t i = 1; i < n; i++)
+        if (dec_key_cmp(&keys[i - 1], &keys[i]) == 0) {
+            /* Unknown keys are not checked for UTF-8: name such a key without its bytes (errors travel as text). */
+            const msgpack_object_str *k = keys[i];
+            if (k->size > 255 || memchr(k->ptr, '\0', k->size) || !ev_utf8_valid((const unsigned char *)k->ptr, k->size))
+                return fb_err_set(d->err, FB_ERR_INVALID, "invalid event: field \"%s\": duplicate key (of %u bytes, "
+                                  "not shown: too long or not UTF-8 text)", d->where, k->size);
+            return fb_err_set(d->err, FB_ERR_INVALID, "invalid event: field \"%s%.*s\": duplicate key", d->where,
+                              (int)k->size, k->ptr);
         }
-    }
     return FB_OK;
 }
 

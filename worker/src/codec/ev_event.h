@@ -154,5 +154,15 @@ int64_t ev_now_ms(void);
  * a reason in why (may be NULL). */
 int ev_name_valid(const char *s, size_t len, const char **why);
 int ev_path_valid(const char *s, size_t len, const char **why);
+/* 1 when s[0..n) is valid UTF-8 as the contract means it (no overlong forms, no surrogates, at most U+10FFFF). */
+int ev_utf8_valid(const void *s, size_t n);
+/* Why a worker name would be refused in status events (NULL: it is fine): 1..255 bytes, valid UTF-8, no control
+ * characters. */
+const char *ev_worker_name_problem(const char *name);
+/* Makes NUL-terminated text fit a contract string of at most max bytes, in place: every byte that does not
+ * belong to a valid UTF-8 sequence becomes '?', then the text is cut at a character boundary. For error texts
+ * assembled from pieces cut elsewhere (a snprintf into a small buffer may end inside a character), which the
+ * encoder would otherwise refuse. Returns the new length. */
+size_t ev_text_repair(char *s, size_t max);
 
 #endif

@@ -25,6 +25,15 @@ static uint64_t scan_be(scan_state *s, int bytes) {
 }
 
 static int scan_obj(scan_state *s, int depth);
+static int scan_children(scan_state *s, uint64_t n, int depth);
+
+static int scan_map(scan_state *s, uint64_t n_keys, int depth) {
+    if (n_keys > EV_SCAN_MAX_MAP_KEYS) {
+        s->why = "a map has more than 1024 keys, over the limit (the contract's largest map has 20)";
+        return -1;
+    }
+    return scan_children(s, 2 * n_keys, depth);
+}
 
 static int scan_children(scan_state *s, uint64_t n, int depth) {
     if (depth >= EV_SCAN_MAX_DEPTH) {
@@ -77,10 +86,10 @@ static int scan_obj(scan_state *s, int depth) {
         return scan_children(s, scan_be(s, 4), depth);
     case 0xde:
         if (scan_need(s, 2)) return -1;
-        return scan_children(s, 2 * scan_be(s, 2), depth);
+        return scan_map(s, scan_be(s, 2), depth);
     case 0xdf:
         if (scan_need(s, 4)) return -1;
-        return scan_children(s, 2 * scan_be(s, 4), depth);
+        return scan_map(s, scan_be(s, 4), depth);
     case 0xc1:
         s->why = "invalid msgpack: reserved byte 0xc1";
         return -1;

@@ -82,6 +82,10 @@ static const cfg_row cfg_rows[] = {
           "when it is not --pg (empty: --pg, as in Fusion); archive requests are always checked in --pg"),
     ROW_I("authority-skew-ms", authority_skew_ms, "300000", 0, 3600000, "FB_AUTHORITY_SKEW_MS", W | C,
           "clock skew allowed when checking an archive cutoff or purge_before against the policy's age limits"),
+    /* Issue 10 (bounded failure): settings of the daemon's delivery counter. */
+    ROW_I("max-deliveries", max_deliveries, "5", 1, 1000, "FB_MAX_DELIVERIES", W,
+          "runs of one request without a published outcome (crash, OOM kill, broker or ledger failure) after which "
+          "the worker stops running it and publishes a FAILED (or a dead letter) instead"),
 };
 #define CFG_NROWS (sizeof cfg_rows / sizeof cfg_rows[0])
 

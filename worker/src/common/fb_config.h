@@ -47,6 +47,7 @@ typedef struct fb_config {
     /* Authority checks (job_authority.h): where the backup_archive tables are, and the clock skew allowed. */
     char *authority_pg;
     int64_t authority_skew_ms;
+    int64_t max_deliveries;
     /* -X prop=value pairs for librdkafka, in order given. */
     char *x_keys[FB_CONFIG_MAX_X];
     char *x_values[FB_CONFIG_MAX_X];

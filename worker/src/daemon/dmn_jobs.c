@@ -1,6 +1,8 @@
 /* dmn_jobs: see dmn_jobs.h. */
 #include "daemon/dmn_jobs.h"
 
+#include <sodium.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -11,6 +13,10 @@
 #include "job/job_archive.h"
 #include "job/job_backup.h"
 #include "job/job_verify.h"
+#include "artifact/arc_index.h"
+#include "artifact/arc_key.h"
+#include "artifact/arc_reader.h"
+#include "storage/stor.h"
 
 static const struct {
     ev_type type;
@@ -58,6 +64,124 @@ static int dmn_uses_ledger(const fb_config *cfg, const ev_event *req) {
     return req->type == EV_BACKUP_REQUESTED && cfg->storage_root && *cfg->storage_root;
 }
 
+/* Before a stored SUCCESS stands in for running the job: does the artifact it names exist, in this request's
+ * folder, with a chain index (plaintext, MACed with the index key) that names this job and configuration? A
+ * ledger entry is a file anyone with write access to the storage root could plant, and an artifact can be
+ * removed by hand or by retention of another configuration; either way the job must run again. Returns 1 when
+ * the artifact holds up, else 0 with the reason in why. */
+static int dmn_artifact_holds(const fb_config *cfg, const ev_event *req, const unsigned char *status,
+                              size_t status_len, char *why, size_t cap) {
+    char rel[1400];
+    ev_event *old = NULL;
+    stor *st = NULL;
+    stor_rfile *f = NULL;
+    char *ibuf = NULL;
+    size_t ilen = 0;
+    arc_index *ix = NULL;
+    unsigned char pk[ARC_PK_BYTES], ikey[ARC_INDEX_KEY_BYTES];
+    int version = 0, ok = 0;
+    fb_err e;
+    if (job_backup_artifact_path(req->u.backup.storage_path, req->job_id, rel, sizeof rel) != 0) {
+        snprintf(why, cap, "the storage path is too long for an artifact name");
+        goto out;
+    }
+    if (ev_decode(status, status_len, &old, &e) || old->type != EV_JOB_STATUS || old->u.status.status != EV_SUCCESS ||
+        strcmp(old->job_id, req->job_id) != 0) {
+        snprintf(why, cap, "the entry is not a SUCCESS of this job");
+        goto out;
+    }
+    if (!old->u.status.file_path || strcmp(old->u.status.file_path, rel) != 0) {
+        snprintf(why, cap, "it names artifact \"%s\", not \"%s\"", old->u.status.file_path ? old->u.status.file_path : "",
+                 rel);
+        goto out;
+    }
+    if (arc_key_load_public(cfg->public_key, pk, &e) || arc_index_key(cfg->index_key, pk, ikey, &e) ||
+        stor_posix_new(cfg->storage_root, &st, &e) || stor_open(st, rel, &f, &e) ||
+        arc_reader_peek_version(f, &version, &e)) {
+        snprintf(why, cap, "%s", e.msg);
+        goto out;
+    }
+    if (version < 2) {
+        snprintf(why, cap, "artifact \"%s\" is of format %d, which has no chain index to prove whose it is", rel, version);
+        goto out;
+    }
+    if (arc_reader_peek_index(f, &ibuf, &ilen, &e) || arc_index_parse(ibuf, ilen, ikey, &ix, &e)) {
+        snprintf(why, cap, "the chain index of \"%s\": %s", rel, e.msg);
+        goto out;
+    }
+    if (!ix->job_id || strcmp(ix->job_id, req->job_id) != 0 || ix->config_id != req->u.backup.config_id) {
+        snprintf(why, cap, "the chain index of \"%s\" names job %s of configuration %lld", rel,
+                 ix->job_id ? ix->job_id : "?", (long long)ix->config_id);
+        goto out;
+    }
+    ok = 1;
+out:
+    sodium_memzero(ikey, sizeof ikey);
+    arc_index_free(ix);
+    free(ibuf);
+    stor_rfile_close(f);
+    stor_free(st);
+    ev_event_free(old);
+    return ok;
+}
+
+/* Step 1: a backup that already succeeded is not run again; its SUCCESS is published again (the first publish
+ * may have been lost). Returns 1 when that answered the request (*rc is the publish result), 0 to run the job. */
+static int dmn_from_ledger(const dmn_pub *pub, const fb_config *cfg, const ev_event *req,
+                           const unsigned char digest[DMN_DIGEST_BYTES], dmn_outcome *out, fb_code *rc, fb_err *err) {
+    const char *jt = ev_job_type_name(dmn_job_type_of(req));
+    unsigned char *prev = NULL;
+    size_t prev_len = 0;
+    int match = 0;
+    char why[1200];
+    fb_err lerr;
+    fb_code lr = dmn_ledger_get(cfg->storage_root, req->job_id, digest, &prev, &prev_len, &match, &lerr);
+    if (lr == FB_ERR_NOTFOUND) return 0;
+    if (lr != FB_OK) {
+        FB_WARN("job %s: %s (running the job anyway)", req->job_id, lerr.msg);
+        return 0;
+    }
+    if (!match) {
+        FB_WARN("job %s (%s): the ledger has a SUCCESS under this job id, but for a different request (another "
+                "table list, path, configuration or type, or an entry from before request digests): not "
+                "republishing it; running the job, whose authority check decides", req->job_id, jt);
+        dmn_metrics_ledger_mismatch();
+        free(prev);
+        return 0;
+    }
+    if (!dmn_artifact_holds(cfg, req, prev, prev_len, why, sizeof why)) {
+        FB_WARN("job %s (%s): the ledger says it succeeded, but its artifact does not hold up (%s): running the job "
+                "again", req->job_id, jt, why);
+        free(prev);
+        return 0;
+    }
+    FB_INFO("job %s (%s): already succeeded, publishing its SUCCESS again", req->job_id, jt);
+    out->status = EV_SUCCESS;
+    out->from_ledger = 1;
+    *rc = pub->producer ? dmn_status_publish_raw(pub, req->job_id, prev, prev_len, err) : FB_OK;
+    ev_event *old = NULL;
+    if (ev_decode(prev, prev_len, &old, &lerr) == FB_OK) {
+        if (old->u.status.file_path)
+            snprintf(out->result.file_path, sizeof out->result.file_path, "%s", old->u.status.file_path);
+        if (old->u.status.file_size.has) out->result.file_size = old->u.status.file_size.v;
+    }
+    ev_event_free(old);
+    free(prev);
+    return 1;
+}
+
+/* Publishes a FAILED; when the encoder refuses it (a text or a field the contract does not allow), sends the
+ * minimal FAILED at once instead: a FAILED that can never be published would make the request run forever. */
+static fb_code dmn_publish_failed(const dmn_pub *pub, const ev_event *req, const unsigned char *raw, size_t raw_len,
+                                  int64_t started, const job_result *res, fb_code code, const char *error, fb_err *err) {
+    fb_code rc = dmn_status_publish(pub, req, raw, raw_len, EV_FAILED, started, res, error, err);
+    if (rc != FB_ERR_INVALID) return rc;
+    FB_ERROR("job %s: its FAILED was refused (%s); sending a minimal FAILED instead", req->job_id, err->msg);
+    dmn_metrics_minimal_failed();
+    return dmn_status_publish_minimal(pub, req, code, "the job failed, and its full FAILED status could not be sent",
+                                      err);
+}
+
 fb_code dmn_jobs_execute(const dmn_pub *pub, const fb_config *cfg, const ev_event *req, const unsigned char *raw,
                          size_t raw_len, volatile sig_atomic_t *abort, dmn_outcome *out, fb_err *err) {
     memset(out, 0, sizeof *out);
@@ -65,39 +189,52 @@ fb_code dmn_jobs_execute(const dmn_pub *pub, const fb_config *cfg, const ev_even
     const char *jt = ev_job_type_name(dmn_job_type_of(req));
     dmn_job_fn fn = dmn_jobs_lookup(req->type);
     if (!fn) return fb_err_set(err, FB_ERR_INVALID, "a %s event is not a job", ev_type_name(req->type));
+    unsigned char digest[DMN_DIGEST_BYTES];
+    fb_err derr;
+    int have_digest = dmn_ledger_digest(req, digest, &derr) == FB_OK;
+    if (!have_digest) FB_WARN("job %s: %s (no ledger, no delivery count)", req->job_id, derr.msg);
 
-    /* 1. Already done? Publish the recorded SUCCESS again (the first publish may have been lost). */
-    if (dmn_uses_ledger(cfg, req)) {
-        unsigned char *prev = NULL;
-        size_t prev_len = 0;
-        fb_err lerr;
-        fb_code lr = dmn_ledger_get(cfg->storage_root, req->job_id, &prev, &prev_len, &lerr);
-        if (lr == FB_OK) {
-            FB_INFO("job %s (%s): already succeeded, publishing its SUCCESS again", req->job_id, jt);
-            out->status = EV_SUCCESS;
-            out->from_ledger = 1;
-            fb_code rc = pub->producer ? dmn_status_publish_raw(pub, req->job_id, prev, prev_len, err) : FB_OK;
-            ev_event *old = NULL;
-            if (ev_decode(prev, prev_len, &old, &lerr) == FB_OK) {
-                if (old->u.status.file_path) snprintf(out->result.file_path, sizeof out->result.file_path, "%s",
-                                                      old->u.status.file_path);
-                if (old->u.status.file_size.has) out->result.file_size = old->u.status.file_size.v;
-            }
-            ev_event_free(old);
-            free(prev);
-            return rc;
-        }
-        if (lr != FB_ERR_NOTFOUND) FB_WARN("job %s: %s (running the job anyway)", req->job_id, lerr.msg);
+    /* 1. Already done? */
+    fb_code rc = FB_OK;
+    if (have_digest && dmn_uses_ledger(cfg, req) && dmn_from_ledger(pub, cfg, req, digest, out, &rc, err)) return rc;
+
+    /* 2. Delivered too often already? Then not run again: a minimal FAILED (no request: replaying it is a
+     * person's decision) says so, and the caller stores the offset (or dead-letters it when even that fails). */
+    int64_t deliveries = 0;
+    fb_err cerr;
+    if (have_digest && dmn_ledger_delivery_count(cfg->storage_root, req->job_id, req->attempt, digest, &deliveries,
+                                                 &cerr) == FB_OK &&
+        deliveries >= cfg->max_deliveries) {
+        char why[400];
+        snprintf(why, sizeof why,
+                 "not run again: this request (attempt %lld) was delivered %lld times without a published outcome "
+                 "(the worker crashed or was killed while running it, or could not publish or record its outcome; "
+                 "max_deliveries is %lld); fix the cause, then replay it",
+                 (long long)req->attempt, (long long)deliveries + 1, (long long)cfg->max_deliveries);
+        FB_ERROR("job %s (%s): %s", req->job_id, jt, why);
+        dmn_metrics_given_up();
+        out->status = EV_FAILED;
+        out->gave_up = 1;
+        fb_err_set(&out->error, FB_ERR_ABORTED, "%s", why);
+        return pub->producer ? dmn_status_publish_minimal(pub, req, FB_ERR_ABORTED, why, err) : FB_OK;
     }
 
-    /* 2. RUNNING. */
+    /* 3. RUNNING. */
     int64_t started = ev_now_ms();
-    fb_code rc;
     if (pub->producer && (rc = dmn_status_publish(pub, req, NULL, 0, EV_RUNNING, started, NULL, NULL, err))) return rc;
-    FB_INFO("job %s (%s, attempt %lld): started", req->job_id, jt, (long long)req->attempt);
+
+    /* 3b. One more delivery, durable before the job starts, so a request that crashes the worker or whose
+     * outcome never gets out is run at most max_deliveries times. Counted only once the broker took the RUNNING:
+     * a broker that is down does not use up deliveries. */
+    if (have_digest && dmn_ledger_delivery(cfg->storage_root, req->job_id, req->attempt, digest, &deliveries, &cerr)) {
+        FB_WARN("job %s: %s; counting this delivery in memory only", req->job_id, cerr.msg);
+        dmn_ledger_delivery(NULL, req->job_id, req->attempt, digest, &deliveries, &cerr);
+    }
+    FB_INFO("job %s (%s, attempt %lld, delivery %lld): started", req->job_id, jt, (long long)req->attempt,
+            (long long)deliveries);
     dmn_metrics_job_started(jt);
 
-    /* 3. The job, retried with doubling back-off while the failure is transient. */
+    /* 4. The job, retried with doubling back-off while the failure is transient. */
     dmn_progress prog = {pub, req, started, started, cfg->progress_interval_ms};
     job_ctx ctx = {cfg, req, pub->worker_name, abort, dmn_progress_cb, &prog};
     fb_code jr = FB_OK;
@@ -115,25 +252,28 @@ fb_code dmn_jobs_execute(const dmn_pub *pub, const fb_config *cfg, const ev_even
     int64_t took = ev_now_ms() - started;
     if (job_result_get(&out->result, "duration_ms") == 0) job_result_set(&out->result, "duration_ms", took);
 
-    /* 4. The outcome: durable first (ledger), then published. */
+    /* 5. The outcome: durable first (ledger), then published; then the delivery count is done with. */
     if (jr == FB_OK) {
         out->status = EV_SUCCESS;
         ev_event *st = dmn_status_build(pub, req, NULL, 0, EV_SUCCESS, started, &out->result, NULL);
         unsigned char *buf = NULL;
         size_t len = 0;
         rc = st ? ev_encode(st, &buf, &len, err) : fb_err_set(err, FB_ERR_NOMEM, "out of memory");
-        if (!rc && dmn_uses_ledger(cfg, req)) rc = dmn_ledger_put(cfg->storage_root, req->job_id, buf, len, err);
+        if (!rc && have_digest && dmn_uses_ledger(cfg, req))
+            rc = dmn_ledger_put(cfg->storage_root, req->job_id, digest, buf, len, err);
         if (!rc && pub->producer) rc = dmn_status_publish_raw(pub, req->job_id, buf, len, err);
         free(buf);
         ev_event_free(st);
         FB_INFO("job %s (%s): SUCCESS in %lld ms%s%s", req->job_id, jt, (long long)took,
                 out->result.file_path[0] ? ", artifact " : "", out->result.file_path);
         dmn_metrics_job_finished(jt, "SUCCESS", took, &out->result);
-        return rc;
+    } else {
+        out->status = EV_FAILED;
+        FB_ERROR("job %s (%s): FAILED (%s): %s", req->job_id, jt, fb_code_name(jr), out->error.msg);
+        dmn_metrics_job_finished(jt, "FAILED", took, &out->result);
+        if (pub->producer)
+            rc = dmn_publish_failed(pub, req, raw, raw_len, started, &out->result, jr, out->error.msg, err);
     }
-    out->status = EV_FAILED;
-    FB_ERROR("job %s (%s): FAILED (%s): %s", req->job_id, jt, fb_code_name(jr), out->error.msg);
-    dmn_metrics_job_finished(jt, "FAILED", took, &out->result);
-    if (!pub->producer) return FB_OK;
-    return dmn_status_publish(pub, req, raw, raw_len, EV_FAILED, started, &out->result, out->error.msg, err);
+    if (!rc && have_digest) dmn_ledger_delivery_clear(cfg->storage_root, req->job_id, req->attempt, digest);
+    return rc;
 }

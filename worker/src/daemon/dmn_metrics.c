@@ -16,6 +16,9 @@
 #define M_PARTS 256
 
 static const char *const m_type_names[M_TYPES] = {"backup", "archive", "verify"};
+/* Why the recorder left a status event unapplied (dmn_recorder.c): a fixed set, so the label cannot grow. */
+static const char *const m_ignored_names[DMN_IGNORED_N] = {"no_record", "record_mismatch", "config_mismatch",
+                                                           "attempt_too_high", "verify_job_mismatch", "stale"};
 static const double m_bucket_s[M_BUCKETS] = {0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 14400};
 
 static struct {
@@ -26,6 +29,8 @@ static struct {
     int64_t in_flight[M_TYPES];
     uint64_t rows[M_TYPES], bytes[M_TYPES];
     uint64_t dlq;
+    uint64_t ignored[DMN_IGNORED_N];
+    uint64_t given_up, ledger_mismatch, minimal_failed;
     struct { int64_t config_id, when_ms; } last_ok[M_CONFIGS];
     size_t n_last_ok;
     struct { char topic[200]; int32_t partition; int64_t lag; } lag[M_PARTS];
@@ -76,6 +81,35 @@ void dmn_metrics_last_backup_success(int64_t config_id, int64_t when_ms) {
 void dmn_metrics_dlq(void) {
     pthread_mutex_lock(&m.mu);
     m.dlq++;
+    pthread_mutex_unlock(&m.mu);
+}
+
+void dmn_metrics_recorder_ignored(dmn_ignored reason) {
+    if ((int)reason < 0 || reason >= DMN_IGNORED_N) return;
+    pthread_mutex_lock(&m.mu);
+    m.ignored[reason]++;
+    pthread_mutex_unlock(&m.mu);
+}
+
+const char *dmn_metrics_ignored_name(dmn_ignored reason) {
+    return (int)reason >= 0 && reason < DMN_IGNORED_N ? m_ignored_names[reason] : "?";
+}
+
+void dmn_metrics_given_up(void) {
+    pthread_mutex_lock(&m.mu);
+    m.given_up++;
+    pthread_mutex_unlock(&m.mu);
+}
+
+void dmn_metrics_ledger_mismatch(void) {
+    pthread_mutex_lock(&m.mu);
+    m.ledger_mismatch++;
+    pthread_mutex_unlock(&m.mu);
+}
+
+void dmn_metrics_minimal_failed(void) {
+    pthread_mutex_lock(&m.mu);
+    m.minimal_failed++;
     pthread_mutex_unlock(&m.mu);
 }
 
@@ -131,6 +165,20 @@ void dmn_metrics_render(FILE *out) {
     fprintf(out, "fusion_stored_bytes_total %llu\n", (unsigned long long)m.bytes[0]);
     fprintf(out, "# HELP fusion_dlq_total Messages sent to the dead-letter topic.\n# TYPE fusion_dlq_total counter\n");
     fprintf(out, "fusion_dlq_total %llu\n", (unsigned long long)m.dlq);
+    fprintf(out, "# HELP fusion_backup_recorder_ignored_total Status events the recorder did not apply, by why.\n"
+                 "# TYPE fusion_backup_recorder_ignored_total counter\n");
+    for (int i = 0; i < DMN_IGNORED_N; i++)
+        fprintf(out, "fusion_backup_recorder_ignored_total{reason=\"%s\"} %llu\n", m_ignored_names[i],
+                (unsigned long long)m.ignored[i]);
+    fprintf(out, "# HELP fusion_jobs_given_up_total Requests not run again after max_deliveries deliveries.\n"
+                 "# TYPE fusion_jobs_given_up_total counter\n");
+    fprintf(out, "fusion_jobs_given_up_total %llu\n", (unsigned long long)m.given_up);
+    fprintf(out, "# HELP fusion_ledger_mismatch_total Ledger entries whose request digest differs from the request.\n"
+                 "# TYPE fusion_ledger_mismatch_total counter\n");
+    fprintf(out, "fusion_ledger_mismatch_total %llu\n", (unsigned long long)m.ledger_mismatch);
+    fprintf(out, "# HELP fusion_minimal_failed_total FAILED statuses sent in minimal form (the full one was refused).\n"
+                 "# TYPE fusion_minimal_failed_total counter\n");
+    fprintf(out, "fusion_minimal_failed_total %llu\n", (unsigned long long)m.minimal_failed);
     fprintf(out, "# HELP fusion_last_backup_success_timestamp_seconds Last successful backup per configuration.\n"
                  "# TYPE fusion_last_backup_success_timestamp_seconds gauge\n");
     for (size_t i = 0; i < m.n_last_ok; i++)

@@ -18,6 +18,23 @@ void dmn_metrics_job_started(const char *job_type);
 void dmn_metrics_job_finished(const char *job_type, const char *status, int64_t duration_ms, const job_result *res);
 void dmn_metrics_last_backup_success(int64_t config_id, int64_t when_ms);
 void dmn_metrics_dlq(void);
+/* Why the recorder did not apply a status event. */
+typedef enum dmn_ignored {
+    DMN_IGNORED_NO_RECORD = 0,      /* no BackupRecord has this job id (backup) or record id (verify) */
+    DMN_IGNORED_RECORD_MISMATCH,    /* the record of this job id is not the status's record_id */
+    DMN_IGNORED_CONFIG_MISMATCH,    /* config_id is not the record's configuration */
+    DMN_IGNORED_ATTEMPT_TOO_HIGH,   /* attempt beyond the record's attempt + 1 */
+    DMN_IGNORED_VERIFY_JOB_MISMATCH,/* a verify result for a job the record did not ask for */
+    DMN_IGNORED_STALE,              /* older than what the record holds: a duplicate or late event (normal) */
+    DMN_IGNORED_N
+} dmn_ignored;
+
+void dmn_metrics_recorder_ignored(dmn_ignored reason);
+/* The label value of a reason ("attempt_too_high", ...). */
+const char *dmn_metrics_ignored_name(dmn_ignored reason);
+void dmn_metrics_given_up(void);
+void dmn_metrics_ledger_mismatch(void);
+void dmn_metrics_minimal_failed(void);
 void dmn_metrics_lag(const char *topic, int32_t partition, int64_t lag);
 void dmn_metrics_lag_clear(void);
 

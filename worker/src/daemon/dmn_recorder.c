@@ -10,33 +10,55 @@
 
 #include "codec/ev_json.h"
 #include "common/fb_log.h"
+#include "daemon/dmn_metrics.h"
 #include "kafka/kfk.h"
 #include "pg/pgx.h"
 
+/* A status event is a claim by an unknown sender (anyone who can produce to the completion topic), so every
+ * statement below cross-checks it with what the record itself says, and clamps every time it carries to the
+ * database's now() + this skew: a forged date in year 9999 must not pin a record ("older results never replace
+ * newer ones" would otherwise keep it forever). Clamped in bigint milliseconds before to_timestamp(), which
+ * would fail on the largest contract times. */
+#define REC_SKEW_MS "300000"
+#define REC_CLAMP(p) "to_timestamp(LEAST(" p "::bigint, (extract(epoch FROM now()) * 1000)::bigint + " REC_SKEW_MS ") / 1000.0)"
+
 /* The one statement that moves a backup record. $1 job_id, $2 status, $3 started_at ms, $4 completed_at ms,
- * $5 file_path, $6 file_size, $7 error, $8 attempt, $9 worker, $10 stats json. */
+ * $5 file_path, $6 file_size, $7 error, $8 attempt, $9 worker, $10 stats json, $11 record_id, $12 config_id.
+ * Applies only when job id, record id and configuration all name this record, and the attempt is at most one
+ * more than the record's (a replay adds 1; `attempt: 1000` would pin the record against every real attempt). */
 static const char *const rec_backup_sql =
     "UPDATE backup_archive_backuprecord SET "
     "  status = $2, "
-    "  started_at = COALESCE(to_timestamp($3::bigint / 1000.0), started_at), "
-    "  completed_at = CASE WHEN $2 = 'RUNNING' THEN completed_at ELSE to_timestamp($4::bigint / 1000.0) END, "
+    "  started_at = COALESCE(" REC_CLAMP("$3") ", started_at), "
+    "  completed_at = CASE WHEN $2 = 'RUNNING' THEN completed_at ELSE " REC_CLAMP("$4") " END, "
     "  file_path = COALESCE($5, file_path), "
     "  file_size = COALESCE($6::bigint, file_size), "
     "  error_message = CASE WHEN $2 = 'FAILED' THEN COALESCE($7, '') WHEN $2 = 'SUCCESS' THEN '' ELSE error_message END, "
     "  attempt = $8::int, "
     "  worker = $9, "
     "  stats = COALESCE($10::jsonb, stats) "
-    "WHERE job_id = $1::uuid AND $8::int >= attempt AND ("
+    "WHERE job_id = $1::uuid AND id = $11::bigint AND configuration_id = $12::bigint "
+    "  AND $8::int >= attempt AND $8::int <= attempt + 1 AND ("
     "  status = 'QUEUED' "
     "  OR (status = 'RUNNING') "
     "  OR (status = 'FAILED' AND $2 = 'SUCCESS') "
     "  OR (status = 'FAILED' AND $2 = 'FAILED' AND $8::int > attempt))";
 
-/* $1 record id, $2 completed_at ms, $3 SUCCESS|FAILED, $4 message. Older results never replace newer ones. */
+/* Why rec_backup_sql changed nothing: the record of this job id, if any. $1 job_id. */
+static const char *const rec_backup_why_sql =
+    "SELECT id, configuration_id, attempt FROM backup_archive_backuprecord WHERE job_id = $1::uuid";
+
+/* $1 record id, $2 completed_at ms, $3 SUCCESS|FAILED, $4 message, $5 job id, $6 config id. Only the verification
+ * the record asked for (Django writes its job id to verify_job_id when it requests one) may set the result; older
+ * results never replace newer ones. */
 static const char *const rec_verify_sql =
     "UPDATE backup_archive_backuprecord SET "
-    "  last_verified_at = to_timestamp($2::bigint / 1000.0), verify_status = $3, verify_message = $4 "
-    "WHERE id = $1::bigint AND (last_verified_at IS NULL OR last_verified_at <= to_timestamp($2::bigint / 1000.0))";
+    "  last_verified_at = " REC_CLAMP("$2") ", verify_status = $3, verify_message = $4 "
+    "WHERE id = $1::bigint AND verify_job_id = $5::uuid AND configuration_id = $6::bigint "
+    "  AND (last_verified_at IS NULL OR last_verified_at <= " REC_CLAMP("$2") ")";
+
+static const char *const rec_verify_why_sql =
+    "SELECT configuration_id, verify_job_id::text FROM backup_archive_backuprecord WHERE id = $1::bigint";
 
 static char *rec_stats_json(const ev_job_status *s) {
     if (!s->has_stats) return NULL;
@@ -56,6 +78,41 @@ static char *rec_stats_json(const ev_job_status *s) {
     return buf;
 }
 
+/* After an UPDATE that changed nothing: why, from the record as it is now. Returns FB_OK with *why set. */
+static fb_code rec_why_ignored(PGconn *c, const ev_event *ev, dmn_ignored *why, fb_err *err) {
+    const ev_job_status *s = &ev->u.status;
+    char num[32];
+    PGresult *r;
+    *why = DMN_IGNORED_STALE;
+    if (s->job_type == EV_JOB_VERIFY) {
+        snprintf(num, sizeof num, "%" PRId64, s->record_id.v);
+        const char *p[1] = {num};
+        r = PQexecParams(c, rec_verify_why_sql, 1, NULL, p, NULL, NULL, 0);
+    } else {
+        const char *p[1] = {ev->job_id};
+        r = PQexecParams(c, rec_backup_why_sql, 1, NULL, p, NULL, NULL, 0);
+    }
+    fb_code rc = pgx_check(c, r, PGRES_TUPLES_OK, "looking up the record of an unapplied status", err);
+    if (rc) return rc;
+    if (PQntuples(r) == 0) {
+        *why = DMN_IGNORED_NO_RECORD;
+    } else if (s->job_type == EV_JOB_VERIFY) {
+        if (!s->config_id.has || strtoll(PQgetvalue(r, 0, 0), NULL, 10) != s->config_id.v)
+            *why = DMN_IGNORED_CONFIG_MISMATCH;
+        else if (PQgetisnull(r, 0, 1) || strcmp(PQgetvalue(r, 0, 1), ev->job_id) != 0)
+            *why = DMN_IGNORED_VERIFY_JOB_MISMATCH;
+    } else {
+        if (!s->record_id.has || strtoll(PQgetvalue(r, 0, 0), NULL, 10) != s->record_id.v)
+            *why = DMN_IGNORED_RECORD_MISMATCH;
+        else if (!s->config_id.has || strtoll(PQgetvalue(r, 0, 1), NULL, 10) != s->config_id.v)
+            *why = DMN_IGNORED_CONFIG_MISMATCH;
+        else if (ev->attempt > strtoll(PQgetvalue(r, 0, 2), NULL, 10) + 1)
+            *why = DMN_IGNORED_ATTEMPT_TOO_HIGH;
+    }
+    PQclear(r);
+    return FB_OK;
+}
+
 fb_code dmn_recorder_apply(PGconn *c, const ev_event *ev, int *applied, fb_err *err) {
     *applied = 0;
     if (ev->type != EV_JOB_STATUS) return fb_err_set(err, FB_ERR_INVALID, "not a job.status event");
@@ -63,19 +120,27 @@ fb_code dmn_recorder_apply(PGconn *c, const ev_event *ev, int *applied, fb_err *
     char num[8][32];
     PGresult *r;
     if (s->job_type == EV_JOB_ARCHIVE) return FB_OK;
+    if (s->job_type == EV_JOB_VERIFY && s->status == EV_RUNNING) return FB_OK;
+    if (!s->record_id.has || !s->config_id.has) {
+        /* Nothing to cross-check against: never applied. */
+        FB_WARN("recorder: ignoring %s %s of job %s: it names no record_id/config_id (reason no_record)",
+                ev_job_type_name(s->job_type), ev_status_name(s->status), ev->job_id);
+        dmn_metrics_recorder_ignored(DMN_IGNORED_NO_RECORD);
+        return FB_OK;
+    }
+    snprintf(num[4], sizeof num[4], "%" PRId64, s->record_id.v);
+    snprintf(num[5], sizeof num[5], "%" PRId64, s->config_id.v);
     if (s->job_type == EV_JOB_VERIFY) {
-        if (s->status == EV_RUNNING || !s->record_id.has) return FB_OK;
-        snprintf(num[0], sizeof num[0], "%" PRId64, s->record_id.v);
         snprintf(num[1], sizeof num[1], "%" PRId64, s->completed_at.has ? s->completed_at.v : ev->ts);
-        const char *p[4] = {num[0], num[1], ev_status_name(s->status), s->error ? s->error : ""};
-        r = PQexecParams(c, rec_verify_sql, 4, NULL, p, NULL, NULL, 0);
+        const char *p[6] = {num[4], num[1], ev_status_name(s->status), s->error ? s->error : "", ev->job_id, num[5]};
+        r = PQexecParams(c, rec_verify_sql, 6, NULL, p, NULL, NULL, 0);
     } else {
         char *stats = rec_stats_json(s);
         snprintf(num[0], sizeof num[0], "%" PRId64, s->started_at.v);
         snprintf(num[1], sizeof num[1], "%" PRId64, s->completed_at.has ? s->completed_at.v : ev->ts);
         snprintf(num[2], sizeof num[2], "%" PRId64, s->file_size.v);
         snprintf(num[3], sizeof num[3], "%" PRId64, ev->attempt);
-        const char *p[10] = {ev->job_id,
+        const char *p[12] = {ev->job_id,
                              ev_status_name(s->status),
                              s->started_at.has ? num[0] : NULL,
                              num[1],
@@ -84,8 +149,10 @@ fb_code dmn_recorder_apply(PGconn *c, const ev_event *ev, int *applied, fb_err *
                              s->error,
                              num[3],
                              s->worker,
-                             stats};
-        r = PQexecParams(c, rec_backup_sql, 10, NULL, p, NULL, NULL, 0);
+                             stats,
+                             num[4],
+                             num[5]};
+        r = PQexecParams(c, rec_backup_sql, 12, NULL, p, NULL, NULL, 0);
         free(stats);
     }
     char what[128];
@@ -94,6 +161,24 @@ fb_code dmn_recorder_apply(PGconn *c, const ev_event *ev, int *applied, fb_err *
     if (rc) return rc;
     *applied = atoi(PQcmdTuples(r)) > 0;
     PQclear(r);
+    if (*applied) return FB_OK;
+    dmn_ignored why;
+    if ((rc = rec_why_ignored(c, ev, &why, err))) return rc;
+    dmn_metrics_recorder_ignored(why);
+    if (why == DMN_IGNORED_STALE)
+        FB_DEBUG("recorder: %s %s of job %s (attempt %lld) is older than its record: already known",
+                 ev_job_type_name(s->job_type), ev_status_name(s->status), ev->job_id, (long long)ev->attempt);
+    else
+        FB_WARN("recorder: ignoring %s %s of job %s (attempt %lld, record %lld, configuration %lld): %s (reason %s; "
+                "a status that does not match its record is not applied: forged, or sent by a misconfigured worker)",
+                ev_job_type_name(s->job_type), ev_status_name(s->status), ev->job_id, (long long)ev->attempt,
+                (long long)s->record_id.v, (long long)s->config_id.v,
+                why == DMN_IGNORED_NO_RECORD            ? "no such record"
+                : why == DMN_IGNORED_RECORD_MISMATCH    ? "the record of this job id is another one"
+                : why == DMN_IGNORED_CONFIG_MISMATCH    ? "the record belongs to another configuration"
+                : why == DMN_IGNORED_ATTEMPT_TOO_HIGH   ? "the attempt is beyond the record's attempt + 1"
+                                                        : "the record asked for no verification under this job id",
+                dmn_metrics_ignored_name(why));
     return FB_OK;
 }
 

@@ -4,6 +4,11 @@
  * lets a record move forward (QUEUED -> RUNNING -> SUCCESS | FAILED; FAILED -> SUCCESS for a replayed job; RUNNING
  * stays RUNNING while progress arrives), never from an older attempt, and SUCCESS or FAILED never return to
  * RUNNING. Verification results go to the verified record's last_verified_at / verify_status / verify_message.
+ * The database is the authority, not the event (anyone who can produce to the topic can forge one): a backup
+ * status applies only when its job id, record_id and config_id all name the same record and its attempt is at
+ * most the record's + 1; a verify result only when the record's verify_job_id is the status's job id and the
+ * configuration matches; every time is clamped to now() + 5 min. What is not applied is logged with the reason
+ * and counted (fusion_backup_recorder_ignored_total{reason}).
  * Archive jobs have no record; their events are acknowledged and left to monitoring. The offset of an event is
  * stored only after its UPDATE committed; while PostgreSQL is down the recorder waits and retries.
  */

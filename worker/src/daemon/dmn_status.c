@@ -62,9 +62,12 @@ ev_event *dmn_status_build(const dmn_pub *pub, const ev_event *req, const unsign
         else s->has_stats = 0;
     }
     if (error) {
-        /* The contract bounds error text; keep the beginning, which says what failed. */
+        /* The contract bounds error text; keep the beginning, which says what failed. Texts are assembled from
+         * pieces cut to fit buffers (a name cut inside a character), and the encoder refuses invalid UTF-8: a
+         * FAILED it refuses is an outcome never published, so the job would run again and again. Repair. */
         char buf[16384];
         snprintf(buf, sizeof buf, "%s", error);
+        ev_text_repair(buf, sizeof buf - 1);
         s->error = ev_strdup(ev, buf);
     }
     if (status == EV_FAILED && req_raw && req_len <= (1u << 20)) {
@@ -76,6 +79,12 @@ ev_event *dmn_status_build(const dmn_pub *pub, const ev_event *req, const unsign
         }
     }
     return ev;
+}
+
+/* A minimal status names no artifact (a verify request's file_path is copied in by dmn_status_build). */
+static void s_drop_file(ev_event *ev) {
+    ev->u.status.file_path = NULL;
+    ev->u.status.file_size.has = 0;
 }
 
 fb_code dmn_status_publish_raw(const dmn_pub *pub, const char *job_id, const unsigned char *value, size_t len,
@@ -93,6 +102,26 @@ fb_code dmn_status_publish(const dmn_pub *pub, const ev_event *req, const unsign
     fb_code rc = ev_encode(ev, &buf, &len, err);
     if (!rc) rc = dmn_status_publish_raw(pub, req->job_id, buf, len, err);
     if (rc) fb_err_prefix(err, "publishing %s for job %s: ", ev_status_name(status), req->job_id);
+    free(buf);
+    ev_event_free(ev);
+    return rc;
+}
+
+fb_code dmn_status_publish_minimal(const dmn_pub *pub, const ev_event *req, fb_code code, const char *why,
+                                   fb_err *err) {
+    char text[512];
+    snprintf(text, sizeof text, "%s (error code %s); see the worker's log for job %s", why, fb_code_name(code),
+             req->job_id);
+    ev_event *ev = dmn_status_build(pub, req, NULL, 0, EV_FAILED, 0, NULL, text);
+    if (!ev) return fb_err_set(err, FB_ERR_NOMEM, "out of memory building a status event");
+    /* Only what the request itself decoded with (ids, job id, attempt) besides the fixed text and the worker
+     * name, which main validated: nothing the encoder can refuse. */
+    s_drop_file(ev);
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    fb_code rc = ev_encode(ev, &buf, &len, err);
+    if (!rc) rc = dmn_status_publish_raw(pub, req->job_id, buf, len, err);
+    if (rc) fb_err_prefix(err, "publishing a minimal FAILED for job %s: ", req->job_id);
     free(buf);
     ev_event_free(ev);
     return rc;

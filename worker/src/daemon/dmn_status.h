@@ -39,6 +39,12 @@ fb_code dmn_status_publish(const dmn_pub *pub, const ev_event *req, const unsign
 fb_code dmn_status_publish_raw(const dmn_pub *pub, const char *job_id, const unsigned char *value, size_t len,
                                fb_err *err);
 
+/* Publishes the smallest FAILED for req: ids, attempt, worker and a short fixed text (why, the code's name and a
+ * pointer to the log), no stats, no request bytes. For when the full FAILED was refused by the encoder, and for a
+ * request the worker gave up on (dmn_jobs): what is left is always publishable. */
+fb_code dmn_status_publish_minimal(const dmn_pub *pub, const ev_event *req, fb_code code, const char *why,
+                                   fb_err *err);
+
 /* Sends a message that cannot be processed to the DLQ with its reason and origin in headers. */
 fb_code dmn_dlq_publish(const dmn_pub *pub, const rd_kafka_message_t *m, const char *reason, fb_err *err);
 

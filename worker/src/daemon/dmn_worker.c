@@ -155,6 +155,19 @@ static void *dmn_job_thread(void *arg) {
     dmn_outcome out;
     fb_err err;
     fb_code rc = dmn_jobs_execute(&w->pub, w->cfg, s->ev, s->msg->payload, s->msg->len, &s->abort, &out, &err);
+    if (rc && out.gave_up) {
+        /* Not even the minimal FAILED got out: the dead letter is the last place the request can go, so its
+         * offset can be stored and the partition moves on. */
+        char why[FB_ERR_MSG_MAX + 64];
+        snprintf(why, sizeof why, "%s (the FAILED could not be published: %s)", out.error.msg, err.msg);
+        fb_err derr;
+        if (dmn_dlq_publish(&w->pub, s->msg, why, &derr) == FB_OK) {
+            dmn_metrics_dlq();
+            rc = FB_OK;
+        } else {
+            fb_err_set(&err, derr.code, "%s", derr.msg);
+        }
+    }
     if (rc) FB_ERROR("job %s: outcome not published, the request will be delivered again: %s", s->ev->job_id, err.msg);
     if (!rc && out.status == EV_SUCCESS && s->ev->type == EV_BACKUP_REQUESTED)
         dmn_metrics_last_backup_success(s->ev->u.backup.config_id, ev_now_ms());
@@ -355,7 +368,6 @@ fb_code dmn_worker_run(const fb_config *cfg, const char *worker_name, volatile s
         goto out;
     }
     dmn_pub_init(&w->pub, producer, cfg, worker_name);
-    if (cfg->metrics_listen && *cfg->metrics_listen && (rc = dmn_metrics_serve(cfg->metrics_listen, err))) goto out;
     if (!(w->consumer = kfk_consumer_new(cfg, cfg->group_id, dmn_rebalance_cb, w, err))) {
         rc = err->code;
         goto out;

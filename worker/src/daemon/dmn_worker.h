@@ -7,7 +7,8 @@
  * the whole assignment is paused, so a backlog stays in Kafka and the loop keeps polling. The offset of a message
  * is stored (offset + 1) only after its outcome is durable and published (dmn_jobs_execute); librdkafka's
  * auto-commit then commits it. A message that cannot be decoded, or is not a request for this topic, goes to the
- * dead-letter topic and is not retried. Rebalances are eager (roundrobin): on revoke, stored offsets are committed
+ * dead-letter topic and is not retried; so does a request the worker gave up on (delivered max_deliveries times
+ * without an outcome, dmn_jobs) when not even its minimal FAILED can be published. Rebalances are eager (roundrobin): on revoke, stored offsets are committed
  * first and waiting messages dropped; a job still running for a revoked partition finishes, its offset cannot be
  * stored, and the new owner runs it again, which jobs tolerate (ledger for backups, the database for archival).
  *
