@@ -1,7 +1,8 @@
 """The database is the authority (issue 10): through the real broker and a running worker, every attack is a
 well-formed request that the contract accepts; the worker refuses each one because the rows of the Django app do
-not authorise it, publishes FAILED with an error naming the refused field and what the database holds, and a
-row-by-row comparison of every user table (flow.table_digests) shows that nothing changed. The genuine backup and
+not authorise it, sends it to the dead-letter topic with an error naming the refused field and what the database
+holds, publishes no status event under its job id (so the recorder moves no record), and a row-by-row comparison
+of every user table (flow.table_digests) shows that nothing changed. The genuine backup and
 archive still run in the same database.
 
 Attacks on archive.due: pg_catalog.pg_authid (a real login role with an expired rolvaliduntil, which the old
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -70,31 +72,47 @@ def backup(job_id: str, config_id: int, record_id: int, **kw) -> dict:
 
 
 def outcomes(brokers: str, prefix: str, job_ids, timeout: float = 120) -> dict:
-    """The final (SUCCESS or FAILED) status event of every job in job_ids, read from the completion topic."""
+    """How every job in job_ids ended: its final (SUCCESS or FAILED) status event, or, for a request the database
+    refused, its dead letter ({"status": "DEAD_LETTER", "error": the fusion.error header, "statuses": every
+    status event published under its job id})."""
     want = set(job_ids)
 
-    def final(msgs):
+    def final(statuses, letters):
         out = {}
-        for m in msgs:
+        for m in letters:
             e = fusion_events.decode(m.value())
-            if e["job_id"] in want and e["status"] != "RUNNING":
-                out[e["job_id"]] = e
+            if e["job_id"] in want:
+                error = dict(m.headers() or [])["fusion.error"].decode()
+                out[e["job_id"]] = {"status": "DEAD_LETTER", "error": error, "statuses": []}
+        for m in statuses:
+            e = fusion_events.decode(m.value())
+            if e["job_id"] in want:
+                if e["job_id"] in out and out[e["job_id"]]["status"] == "DEAD_LETTER":
+                    out[e["job_id"]]["statuses"].append(e)
+                elif e["status"] != "RUNNING":
+                    out[e["job_id"]] = e
         return out
 
-    msgs = consume(brokers, prefix + "jobs.completed", lambda got: want <= set(final(got)), timeout=timeout)
-    got = final(msgs)
-    assert want <= set(got), f"no final status for {want - set(got)} within {timeout} s"
+    deadline = time.monotonic() + timeout
+    while True:
+        letters = consume(brokers, prefix + "jobs.dlq", lambda got: False, timeout=2)
+        statuses = consume(brokers, prefix + "jobs.completed", lambda got: False, timeout=2)
+        got = final(statuses, letters)
+        if want <= set(got) or time.monotonic() > deadline:
+            break
+    assert want <= set(got), f"no outcome for {want - set(got)} within {timeout} s"
     return got
 
 
 def assert_refused(got: dict, expected: dict) -> None:
-    """Every job FAILED with an error that names the refusal: all fragments of expected[job] appear."""
+    """Every job was dead-lettered, never run, with no status event under its job id (so no record moved), and an
+    error that names the refusal: all fragments of expected[job] appear."""
     problems = []
     for job, fragments in expected.items():
         e = got[job]
         err = e["error"] or ""
-        if e["status"] != "FAILED" or "refused" not in err or not all(f in err for f in fragments):
-            problems.append(f"{fragments}: {e['status']} {err!r}")
+        if e["status"] != "DEAD_LETTER" or e["statuses"] or "refused" not in err or not all(f in err for f in fragments):
+            problems.append(f"{fragments}: {e['status']} {err!r} statuses={e.get('statuses')}")
     assert not problems, "\n".join(problems)
 
 
@@ -224,10 +242,8 @@ def test_backup_attacks_are_refused_and_change_nothing(brokers, topic_prefix, fu
     assert_refused(got, expected)
     assert _tree(storage_root) == files_before, "a refused backup wrote or removed files"
     assert old.is_file(), "configuration b's old artifact was removed"
-    after = table_digests(fusion_db)
-    # The recorder marks the refused records FAILED (that is the point); every other row is as it was.
-    changed = {t for t in before if before[t] != after[t]}
-    assert changed <= {"public.backup_archive_backuprecord"}, changed
+    # No status was published for a refused request, so the recorder moved no record: every row is as it was.
+    assert table_digests(fusion_db) == before, "a refused backup changed rows"
 
     # The genuine request still runs, into configuration a's own folder; its table list is the record's in another
     # order and spelling ("x" is ["public", "x"]).
@@ -238,6 +254,35 @@ def test_backup_attacks_are_refused_and_change_nothing(brokers, topic_prefix, fu
     assert final["status"] == "SUCCESS", f"{final['error']}\n{workers.log(w)}"
     assert final["file_path"] == f"fusion/a/{job}.fbak" and (storage_root / final["file_path"]).is_file()
     assert old.is_file()
+
+
+def test_a_forged_request_under_a_real_job_id_cannot_fail_the_genuine_one(brokers, topic_prefix, fusion_db,
+                                                                          storage_root, keypair, workers):
+    """The forger copies a queued record's real job id (they are visible on the topic) into a request for another
+    folder. It is refused without a status event, so the record stays QUEUED and the genuine request, arriving
+    after it, still runs."""
+    pub, _ = keypair
+    psql(fusion_db, USERS)
+    cfg, rec, job = add_config_and_record(fusion_db, name="a", storage_path="fusion/a", tables=["auth_group"],
+                                          retention_days=7)
+    forged = backup(job, cfg, rec, storage_path="fusion/elsewhere")
+    publish(brokers, topic_prefix + "backup.requested", str(cfg), fusion_events.encode(forged))
+    w = workers.start(fusion_db, storage_root=storage_root, public_key=pub, role="all")
+    got = outcomes(brokers, topic_prefix, [job])
+    assert_refused(got, {job: ("storage_path", '"fusion/elsewhere"')})
+    assert psql(fusion_db, f"SELECT status, attempt FROM backup_archive_backuprecord WHERE id = {rec}").strip() == \
+        "QUEUED|1"
+    publish(brokers, topic_prefix + "backup.requested", str(cfg), fusion_events.encode(backup(job, cfg, rec)))
+
+    def done():
+        return psql(fusion_db, f"SELECT status FROM backup_archive_backuprecord WHERE id = {rec}").strip() == "SUCCESS"
+
+    deadline = time.monotonic() + 120
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert done(), workers.log(w)
+    assert (storage_root / "fusion" / "a" / f"{job}.fbak").is_file()
+    assert not (storage_root / "fusion" / "elsewhere").exists()
 
 
 def test_event_run_is_checked_too(bin, fusion_db, storage_root, keypair, tmp_path):

@@ -64,8 +64,9 @@ fb_code fb_err_prefix(fb_err *err, const char *fmt, ...) {
     char prefix[512], old[FB_ERR_MSG_MAX];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    int pn = vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
+    if (pn >= (int)sizeof prefix) fb_utf8_cut(prefix, sizeof prefix - 1, sizeof prefix - 1);
     memcpy(old, err->msg, sizeof old);
     int n = snprintf(err->msg, sizeof err->msg, "%s%s", prefix, old);
     if (n >= (int)sizeof err->msg) fb_utf8_cut(err->msg, sizeof err->msg - 1, sizeof err->msg - 1);

@@ -11,6 +11,7 @@
 #include "daemon/dmn_ledger.h"
 #include "daemon/dmn_metrics.h"
 #include "job/job_archive.h"
+#include "job/job_authority.h"
 #include "job/job_backup.h"
 #include "job/job_verify.h"
 #include "artifact/arc_index.h"
@@ -197,6 +198,22 @@ fb_code dmn_jobs_execute(const dmn_pub *pub, const fb_config *cfg, const ev_even
     /* 1. Already done? */
     fb_code rc = FB_OK;
     if (have_digest && dmn_uses_ledger(cfg, req) && dmn_from_ledger(pub, cfg, req, digest, out, &rc, err)) return rc;
+
+    /* 1b. Does the database authorise this request? Asked before anything is published under its job id: a
+     * forged request that reuses a queued record's real job id (with another folder, say) must not move that
+     * record to RUNNING or FAILED, or the genuine request would then be refused too. A refused request is
+     * answered with a dead letter carrying the reason (the caller sends it), never a status event. A database
+     * that cannot be asked now goes on: the job function asks again, inside the transient-failure retries. */
+    fb_err aerr;
+    fb_code ar = job_authority_authorise(cfg, req, &aerr);
+    if (ar == FB_ERR_DENIED) {
+        FB_WARN("job %s (%s): %s", req->job_id, jt, aerr.msg);
+        dmn_metrics_denied(jt);
+        out->status = EV_FAILED;
+        out->denied = 1;
+        out->error = aerr;
+        return FB_OK;
+    }
 
     /* 2. Delivered too often already? Then not run again: a minimal FAILED (no request: replaying it is a
      * person's decision) says so, and the caller stores the offset (or dead-letters it when even that fails). */

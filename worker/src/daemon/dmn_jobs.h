@@ -1,7 +1,8 @@
 /* dmn_jobs: which job function runs which request type, and the run of one job with its retries.
  *
  * dmn_jobs_execute() is the whole life of one request once decoded, shared by the daemon's job threads and
- * `fusion-backup event run`: ledger look-up (a backup that already succeeded, for this very request (digest) and
+ * `fusion-backup event run`: ledger look-up, the authority check (a request the database does not authorise is
+ * not run and nothing is published under its job id: outcome `denied`, which the daemon dead-letters), (a backup that already succeeded, for this very request (digest) and
  * with its artifact in place, is not run again; its SUCCESS is published again), RUNNING, the delivery count
  * (past max_deliveries the request is not run but answered with a minimal FAILED), the job with bounded retries
  * of transient failures, then the ledger entry and SUCCESS, or FAILED with the reason and the request (or, when
@@ -29,6 +30,8 @@ typedef struct dmn_outcome {
     fb_err error;           /* the job's error when FAILED */
     int from_ledger;        /* 1: the job had succeeded before and was not run again */
     int gave_up;            /* 1: delivered more than max_deliveries times: not run, a minimal FAILED sent */
+    int denied;             /* 1: the database does not authorise it (job_authority.h): not run, nothing
+                             * published; error says why; the daemon dead-letters the message */
 } dmn_outcome;
 
 /* Runs req to a published outcome. pub->producer may be NULL (no Kafka: nothing is published, e.g. `event run`

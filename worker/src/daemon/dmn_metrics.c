@@ -31,6 +31,7 @@ static struct {
     uint64_t dlq;
     uint64_t ignored[DMN_IGNORED_N];
     uint64_t given_up, ledger_mismatch, minimal_failed;
+    uint64_t denied[M_TYPES];
     struct { int64_t config_id, when_ms; } last_ok[M_CONFIGS];
     size_t n_last_ok;
     struct { char topic[200]; int32_t partition; int64_t lag; } lag[M_PARTS];
@@ -98,6 +99,13 @@ const char *dmn_metrics_ignored_name(dmn_ignored reason) {
 void dmn_metrics_given_up(void) {
     pthread_mutex_lock(&m.mu);
     m.given_up++;
+    pthread_mutex_unlock(&m.mu);
+}
+
+void dmn_metrics_denied(const char *job_type) {
+    int t = m_type(job_type);
+    pthread_mutex_lock(&m.mu);
+    if (t >= 0) m.denied[t]++;
     pthread_mutex_unlock(&m.mu);
 }
 
@@ -173,6 +181,10 @@ void dmn_metrics_render(FILE *out) {
     fprintf(out, "# HELP fusion_jobs_given_up_total Requests not run again after max_deliveries deliveries.\n"
                  "# TYPE fusion_jobs_given_up_total counter\n");
     fprintf(out, "fusion_jobs_given_up_total %llu\n", (unsigned long long)m.given_up);
+    fprintf(out, "# HELP fusion_jobs_denied_total Requests the database did not authorise (dead-lettered, not run).\n"
+                 "# TYPE fusion_jobs_denied_total counter\n");
+    for (int t = 0; t < M_TYPES; t++)
+        fprintf(out, "fusion_jobs_denied_total{type=\"%s\"} %llu\n", m_type_names[t], (unsigned long long)m.denied[t]);
     fprintf(out, "# HELP fusion_ledger_mismatch_total Ledger entries whose request digest differs from the request.\n"
                  "# TYPE fusion_ledger_mismatch_total counter\n");
     fprintf(out, "fusion_ledger_mismatch_total %llu\n", (unsigned long long)m.ledger_mismatch);

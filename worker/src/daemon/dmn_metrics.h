@@ -33,6 +33,8 @@ void dmn_metrics_recorder_ignored(dmn_ignored reason);
 /* The label value of a reason ("attempt_too_high", ...). */
 const char *dmn_metrics_ignored_name(dmn_ignored reason);
 void dmn_metrics_given_up(void);
+/* A request refused by the authority check (job type "backup", "archive", "verify"). */
+void dmn_metrics_denied(const char *job_type);
 void dmn_metrics_ledger_mismatch(void);
 void dmn_metrics_minimal_failed(void);
 void dmn_metrics_lag(const char *topic, int32_t partition, int64_t lag);

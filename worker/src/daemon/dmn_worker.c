@@ -155,6 +155,13 @@ static void *dmn_job_thread(void *arg) {
     dmn_outcome out;
     fb_err err;
     fb_code rc = dmn_jobs_execute(&w->pub, w->cfg, s->ev, s->msg->payload, s->msg->len, &s->abort, &out, &err);
+    if (!rc && out.denied) {
+        /* Refused by the database: a dead letter with the reason (the request and who may replay it are there),
+         * never a status: a status under a job id the sender chose could move a genuine record. */
+        fb_err derr;
+        if ((rc = dmn_dlq_publish(&w->pub, s->msg, out.error.msg, &derr)) == FB_OK) dmn_metrics_dlq();
+        else fb_err_set(&err, derr.code, "%s", derr.msg);
+    }
     if (rc && out.gave_up) {
         /* Not even the minimal FAILED got out: the dead letter is the last place the request can go, so its
          * offset can be stored and the partition moves on. */
