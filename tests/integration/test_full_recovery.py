@@ -149,7 +149,7 @@ CREATE UNIQUE INDEX mood_counts_mood ON zoo.mood_counts (mood);
 
 GRANT USAGE ON SCHEMA zoo TO fb_zoo_reader;
 GRANT SELECT ON zoo.animals, zoo.happy TO fb_zoo_reader;
-GRANT SELECT (id, name), UPDATE (note) ON zoo.feeding TO fb_zoo_reader;
+GRANT SELECT (id, animal), UPDATE (grams) ON zoo.feeding TO fb_zoo_reader;
 GRANT EXECUTE ON FUNCTION zoo.add1(integer) TO fb_zoo_reader;
 REVOKE EXECUTE ON FUNCTION zoo.touch() FROM PUBLIC;
 GRANT USAGE ON SEQUENCE zoo.free_seq TO fb_zoo_reader;
@@ -298,6 +298,8 @@ def settings(storage_root: Path, keypair) -> list[str]:
 @pytest.fixture
 def zoo(pg: str, fresh_db: str, tmp_path: Path) -> str:
     psql(pg, ROLES_SQL)
+    # the app's tables reference Django's auth_user (the Fusion schema has it; the zoo gets a minimal one)
+    psql(fresh_db, "CREATE TABLE public.auth_user (id serial PRIMARY KEY, username varchar(150) NOT NULL UNIQUE)")
     psql_file(fresh_db, APP_SQL)
     f = tmp_path / "zoo.sql"
     f.write_text(ZOO_SQL)
