@@ -67,6 +67,7 @@ static void write_artifact(const char *root, const unsigned char *pk, const buf 
             m.schema->raw_bytes = si.raw_bytes;
             memcpy(m.schema->blake2b, si.blake2b, ARC_HASH_BYTES);
             m.schema->pg_dump_version = strdup("pg_dump (PostgreSQL) 15.18");
+            m.schema->all_tables = 1;
         }
     }
     m.tables = calloc(1, sizeof *m.tables);
@@ -128,6 +129,7 @@ static void test_segment(const char *root) {
         CHECK_EQ_INT(m->schema->offset, ARC_HEADER_BYTES);
         CHECK_EQ_INT(m->schema->raw_bytes, schema.len);
         CHECK_EQ_STR(m->schema->pg_dump_version, "pg_dump (PostgreSQL) 15.18");
+        CHECK_EQ_INT(m->schema->all_tables, 1);
     }
     CHECK_EQ_INT(m->tables[0].segment, 2);
     buf got = {0};

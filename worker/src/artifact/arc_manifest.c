@@ -130,13 +130,14 @@ fb_code arc_manifest_pack(const arc_manifest *m, char **out, size_t *out_len, fb
     if (m->schema) {
         const arc_schema_archive *a = m->schema;
         mp_key(&p, "schema_archive");
-        msgpack_pack_map(&p, 6);
+        msgpack_pack_map(&p, 7);
         mp_key(&p, "segment"); msgpack_pack_uint32(&p, a->segment);
         mp_key(&p, "offset"); msgpack_pack_uint64(&p, a->offset);
         mp_key(&p, "length"); msgpack_pack_uint64(&p, a->length);
         mp_key(&p, "raw_bytes"); msgpack_pack_int64(&p, a->raw_bytes);
         mp_key(&p, "blake2b"); msgpack_pack_bin(&p, ARC_HASH_BYTES); msgpack_pack_bin_body(&p, a->blake2b, ARC_HASH_BYTES);
         mp_key(&p, "pg_dump_version"); mp_str(&p, a->pg_dump_version);
+        mp_key(&p, "all_tables"); a->all_tables ? msgpack_pack_true(&p) : msgpack_pack_false(&p);
     }
     mp_key(&p, "tables");
     msgpack_pack_array(&p, m->n_tables);
@@ -347,6 +348,7 @@ static void mp_read_schema(mp_ctx *c, const msgpack_object *o, arc_schema_archiv
         else if (mp_is(kv, "offset")) a->offset = (uint64_t)mp_get_int(c, v, "schema_archive offset");
         else if (mp_is(kv, "length")) a->length = (uint64_t)mp_get_int(c, v, "schema_archive length");
         else if (mp_is(kv, "raw_bytes")) a->raw_bytes = mp_get_int(c, v, "schema_archive raw_bytes");
+        else if (mp_is(kv, "all_tables")) a->all_tables = mp_get_bool(c, v, "schema_archive all_tables");
         else if (mp_is(kv, "pg_dump_version"))
             a->pg_dump_version = v->type == MSGPACK_OBJECT_NIL ? NULL : mp_get_str(c, v, "pg_dump_version");
         else if (mp_is(kv, "blake2b")) {

@@ -76,6 +76,9 @@ typedef struct arc_schema_archive {
     int64_t raw_bytes;         /* plaintext bytes (the pg_dump archive) */
     unsigned char blake2b[ARC_HASH_BYTES];
     char *pg_dump_version;     /* `pg_dump --version` of the dump, e.g. "pg_dump (PostgreSQL) 15.18" */
+    int all_tables;            /* the backup holds the rows of every table (no table list was requested): only
+                                * then can the archive rebuild the whole database (else foreign keys to tables
+                                * whose rows are not in the backup would fail) */
 } arc_schema_archive;
 
 typedef struct arc_manifest {

@@ -5,6 +5,10 @@
  * check empty), COPY each table FROM STDIN fed straight from the artifact reader, build indexes and foreign keys,
  * set sequences, optionally re-dump and compare, then COMMIT. On any error the transaction is rolled back; a COPY
  * in progress is ended with PQputCopyEnd(errormsg) so the server discards it.
+ *
+ * A whole-database --create from a schema archive (dr_restore_archive) replaces "create, index, keys, sequences"
+ * with pg_restore's three sections around the same COPY loop; its tables are loaded in manifest order, since
+ * no foreign key exists before post-data.
  */
 #include "dump/dump_restore.h"
 
@@ -630,7 +634,10 @@ fb_code dump_restore(arc_reader *rd, PGconn *c, const dump_restore_opts *o, dump
     if ((rc = dr_order(m, sel, n, err))) goto out;
     if ((rc = dump_catalog_session(c, err))) goto out;
 
-    if (o->create && o->n_tables == 0 && m->schema) {
+    if (o->create && o->n_tables == 0 && m->schema && !m->schema->all_tables)
+        FB_INFO("restore: the backup holds only some tables' rows; creating those tables from the manifest rather "
+                "than the whole database from the schema archive");
+    if (o->create && o->n_tables == 0 && m->schema && m->schema->all_tables) {
         if (o->jobs > 1)
             FB_INFO("restore: the artifact has a schema archive; restoring in one transaction on one connection "
                     "(--jobs %d is not used)", o->jobs);

@@ -8,7 +8,8 @@
  * in foreign-key order with constraints deferred. Generated columns are left to the server; identity columns
  * take the stored values (COPY FROM always overrides); owned sequences are set with setval.
  *
- * Whole database with `create` (no table list) from an artifact that has a schema archive (format 4): the schema
+ * Whole database with `create` (no table list) from an artifact that has a schema archive (format 4) of a backup
+ * of every table (`all_tables`): the schema
  * comes from pg_dump's archive instead (dump_schema.h), in pg_restore's order and still in the one transaction:
  * the archive is read and authenticated first (into an unlinked temporary file), pg_restore turns its pre-data,
  * data and post-data sections into SQL, then: pre-data (schemas, extensions, types, functions, tables, views,

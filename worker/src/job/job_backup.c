@@ -356,7 +356,8 @@ static fb_code jb_put_writer(void *opaque, const void *buf, size_t len, fb_err *
 /* pg_dump of every object but the tables' rows, on this transaction's snapshot, into the next segment; recorded
  * in m->schema (FORMAT.md, "Schema archive"). Runs before the tables so that a missing or too old pg_dump fails
  * the job before the long part. */
-static fb_code jb_schema_archive(const fb_config *cfg, PGconn *c, arc_writer *w, arc_manifest *m, fb_err *err) {
+static fb_code jb_schema_archive(const fb_config *cfg, PGconn *c, arc_writer *w, int all_tables, arc_manifest *m,
+                                 fb_err *err) {
     char ver[256] = "";
     arc_seg_info si;
     uint32_t seg;
@@ -370,6 +371,7 @@ static fb_code jb_schema_archive(const fb_config *cfg, PGconn *c, arc_writer *w,
     m->schema->offset = si.offset;
     m->schema->length = si.length;
     m->schema->raw_bytes = si.raw_bytes;
+    m->schema->all_tables = all_tables;
     memcpy(m->schema->blake2b, si.blake2b, sizeof si.blake2b);
     return FB_OK;
 }
@@ -562,7 +564,7 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     /* Format 4: every backup carries its schema archive (segment 1), so readers of 3 cannot read it. */
     m.format = ARC_FORMAT_VERSION;
     if ((rc = arc_writer_new_version(wf, pk, (int)cfg->zstd_level, (int)m.format, &w, err))) goto out;
-    if ((rc = jb_schema_archive(cfg, c, w, &m, err))) goto out;
+    if ((rc = jb_schema_archive(cfg, c, w, rq->n_tables == 0, &m, err))) goto out;
     m.tables = calloc(n_rels ? n_rels : 1, sizeof *m.tables);
     ix.tables = calloc(n_rels ? n_rels : 1, sizeof *ix.tables);
     if (!m.tables || !ix.tables) {
