@@ -450,3 +450,50 @@ def test_restore_killed_while_loading_rows_leaves_no_object(bin, pg, zoo, new_db
             caught += 1
             break
     assert caught, "the restore always finished before it could be killed while loading rows"
+
+
+def test_pg_dump_gets_no_password_on_its_command_line(bin, zoo, storage_root, settings, tmp_path):
+    """A password in the worker's conninfo reaches pg_dump only through a 0600 passfile, removed afterwards."""
+    log = tmp_path / "pgdump-log"
+    log.mkdir()
+    wrapper = tmp_path / "pg_dump_wrapper"
+    wrapper.write_text(f"""#!/bin/sh
+if [ "$1" != "--version" ]; then
+  printf '%s\\n' "$@" > {log}/argv
+  env > {log}/env
+  for a in "$@"; do
+    pf=$(printf '%s' "$a" | sed -n "s/.*passfile='\\([^']*\\)'.*/\\1/p")
+    if [ -n "$pf" ]; then echo "$pf" > {log}/passfile; stat -c %a "$pf" > {log}/mode; cat "$pf" > {log}/pass; fi
+  done
+fi
+exec {PG_BIN}/pg_dump "$@"
+""")
+    wrapper.chmod(0o755)
+    secret = "s3cret:pa\\ss'word"
+    conninfo = zoo + " password='" + secret.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    out, _ = backup(bin, conninfo, [*settings, "--pg-dump", str(wrapper)], tmp_path)
+    argv = (log / "argv").read_text()
+    assert "--snapshot=" in argv and "--exclude-table-data=" in argv
+    assert "s3cret" not in argv, argv
+    assert "PGPASSWORD" not in (log / "env").read_text()
+    assert (log / "mode").read_text().strip() == "600"
+    assert (log / "pass").read_text() == "*:*:*:*:s3cret\\:pa\\\\ss'word\n"
+    assert not Path((log / "passfile").read_text().strip()).exists(), "the passfile was not removed"
+
+
+def test_pg_dump_missing_or_too_old_fails_the_job_with_a_clear_message(bin, zoo, storage_root, settings, tmp_path):
+    config_id, record_id, job_id = add_authority(zoo)
+    ev = encode({
+        "v": 1, "type": "backup.requested", "job_id": job_id, "ts": int(time.time() * 1000), "requested_by": None,
+        "attempt": 1, "record_id": record_id, "config_id": config_id, "config_name": f"zoo-{job_id[:8]}",
+        "backup_type": "FULL", "tables": [], "modules": [], "storage_path": STORAGE_PATH, "retention_days": 30})
+    r, out = run_event(bin, ev, tmp_path, "--pg", zoo, *settings, "--pg-dump", "/nonexistent/pg_dump")
+    assert out and out["status"] == "FAILED", r.stderr
+    assert "could not run \"/nonexistent/pg_dump\"" in out["error"] and "FB_PG_DUMP" in out["error"], out
+    old = tmp_path / "old_pg_dump"
+    old.write_text("#!/bin/sh\necho 'pg_dump (PostgreSQL) 9.6.24'\n")
+    old.chmod(0o755)
+    r, out = run_event(bin, ev, tmp_path, "--pg", zoo, *settings, "--pg-dump", str(old))
+    assert out and out["status"] == "FAILED", r.stderr
+    assert "version 9 but the server is 15" in out["error"], out
+    assert not list(storage_root.rglob("*.fbak")), "a failed backup left an artifact"
