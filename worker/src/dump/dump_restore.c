@@ -533,6 +533,12 @@ static fb_code dr_exec_script(PGconn *c, char *sql, const char *what, fb_err *er
     if (rc && (strstr(err->msg, "42P07") || strstr(err->msg, "42710") || strstr(err->msg, "already exists"))) {
         fb_err_prefix(err, "--create needs an empty database: ");
         err->code = rc = FB_ERR_CONFLICT;
+    } else if (rc && strstr(err->msg, "role \"") && strstr(err->msg, "does not exist")) {
+        /* Roles are cluster-wide, so no database backup holds them. */
+        size_t n = strlen(err->msg);
+        snprintf(err->msg + n, sizeof err->msg - n, " (the backup's owners and grantees must exist as roles on the "
+                 "target server: create them, e.g. from `pg_dumpall --globals-only`, or restore with --no-owner "
+                 "--no-privileges)");
     }
     return rc;
 }

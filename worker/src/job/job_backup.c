@@ -367,6 +367,8 @@ static fb_code jb_schema_archive(const fb_config *cfg, PGconn *c, arc_writer *w,
     if (rc) return rc;
     if (!(m->schema = calloc(1, sizeof *m->schema)) || !(m->schema->pg_dump_version = strdup(ver)))
         return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    FB_DEBUG("schema archive: %lld bytes by %s, stored in %llu", (long long)si.raw_bytes, ver,
+             (unsigned long long)si.length);
     m->schema->segment = si.segment;
     m->schema->offset = si.offset;
     m->schema->length = si.length;
@@ -751,6 +753,7 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     job_result_set(res, "tables", (int64_t)n_rels);
     job_result_set(res, "rows", total_rows);
     job_result_set(res, "raw_bytes", total_raw);
+    job_result_set(res, "schema_bytes", m.schema ? m.schema->raw_bytes : 0);
     job_result_set(res, "stored_bytes", res->file_size);
     job_result_set(res, "duration_ms", jb_now_ms() - t0);
     if (rq->backup_type != EV_FULL) {
