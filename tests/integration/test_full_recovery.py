@@ -353,6 +353,14 @@ def test_zoo_restored_whole_and_identical(bin, zoo, new_db, storage_root, keypai
         == "fb_zoo_owner"
     assert digests_without_app(mine) == digests_without_app(zoo)
 
+    # --jobs 2: a whole-database restore from a schema archive stays one transaction on one connection
+    two = new_db()
+    r = restore(bin, artifact, two, keypair[1], "--create", "--jobs", "2")
+    assert r.returncode == 0, r.stderr
+    assert "one transaction on one connection" in r.stderr, r.stderr
+    assert_same_schema(zoo, two)
+    assert digests_without_app(two) == digests_without_app(zoo)
+
     # a second --create into the now non-empty target is refused, and changes nothing
     before = schema_dump(target)
     r = restore(bin, artifact, target, keypair[1], "--create")
