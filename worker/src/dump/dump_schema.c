@@ -47,12 +47,10 @@ static fb_code ds_child_conninfo(PGconn *c, char **out, char *passfile, size_t c
     fb_code rc = FB_OK;
     passfile[0] = '\0';
     if (!opts) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    for (PQconninfoOption *o = opts; o->keyword; o++)
+        if (strcmp(o->keyword, "password") == 0 && o->val && *o->val) password = o->val;
     for (PQconninfoOption *o = opts; o->keyword; o++) {
-        if (!o->val || !*o->val) continue;
-        if (strcmp(o->keyword, "password") == 0) {
-            password = o->val;
-            continue;
-        }
+        if (!o->val || !*o->val || strcmp(o->keyword, "password") == 0) continue;
         if (strcmp(o->keyword, "application_name") == 0 || strcmp(o->keyword, "fallback_application_name") == 0)
             continue;
         if (password && strcmp(o->keyword, "passfile") == 0) continue;
