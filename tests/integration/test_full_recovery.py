@@ -14,10 +14,13 @@ large objects) and its post-data in one transaction. Jobs run through the job co
   the header lines naming versions and psql's random \\restrict keys), every table's sorted rows hash the same,
   and so do materialized views, sequence values and large objects;
 - the same from an INCREMENTAL artifact, after the schema and the rows changed (it carries its own archive);
-- --no-owner: every restored object belongs to the restoring role;
+- --no-owner: every restored object belongs to the restoring role; --jobs 2 stays one transaction; a second
+  --create into the restored database is refused (exit 13) and changes nothing;
 - the Fusion schema with rows: identical schema dumps and table digests;
 - a flipped byte in the schema segment, and a restore killed (SIGKILL) while loading rows: non-zero exit / no
   commit, the new database holds no objects at all.
+- a password in the worker's conninfo never reaches pg_dump's command line or environment (a 0600 passfile,
+  removed afterwards); a missing or too old pg_dump fails the job, naming the setting, and leaves no artifact.
 
 The source databases hold a matching active BackupConfiguration and QUEUED BackupRecord for every job (the
 worker's authority check at the start of each job requires them).
