@@ -21,8 +21,11 @@
  *                DIFFERENTIAL: `stored_in`, `base_job`).
  *   3 (2026-12): tables assembled from content-defined chunks held by this and earlier artifacts (`assembled`,
  *                `chunks`); chain index version 2 lists every table's chunks. Writers use 3 only for a backup
- *                on a base (which can assemble tables); a FULL stays 2 (its extra keys are ignored by readers of 2). */
-#define ARC_FORMAT_VERSION 3
+ *                on a base (which can assemble tables); a FULL stays 2 (its extra keys are ignored by readers of 2).
+ *   4 (2026-12): a schema archive segment (`pg_dump -Fc` of everything but the tables' rows, manifest
+ *                `schema_archive`), so a restore --create brings back every object of the database. Every backup
+ *                with a schema archive is written as 4 (readers of 3 would find a segment that is no table). */
+#define ARC_FORMAT_VERSION 4
 #define ARC_AD_BYTES_V2 16
 #define ARC_SEALED_KEY_BYTES (crypto_box_SEALBYTES + crypto_secretstream_xchacha20poly1305_KEYBYTES)
 #define ARC_HEADER_BYTES (ARC_MAGIC_LEN + 2 + 2 + 4 + ARC_SEALED_KEY_BYTES) /* 96 */

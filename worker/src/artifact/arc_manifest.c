@@ -104,7 +104,7 @@ fb_code arc_manifest_pack(const arc_manifest *m, char **out, size_t *out_len, fb
     msgpack_packer p;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&p, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&p, m->has_index_hash ? 19 : 18);
+    msgpack_pack_map(&p, 18 + !!m->has_index_hash + !!m->schema);
     mp_key(&p, "format"); msgpack_pack_int64(&p, m->format);
     mp_key(&p, "tool"); mp_str(&p, m->tool);
     mp_key(&p, "job_id"); mp_str(&p, m->job_id);
@@ -126,6 +126,18 @@ fb_code arc_manifest_pack(const arc_manifest *m, char **out, size_t *out_len, fb
         mp_key(&p, "index_blake2b");
         msgpack_pack_bin(&p, ARC_HASH_BYTES);
         msgpack_pack_bin_body(&p, m->index_blake2b, ARC_HASH_BYTES);
+    }
+    if (m->schema) {
+        const arc_schema_archive *a = m->schema;
+        mp_key(&p, "schema_archive");
+        msgpack_pack_map(&p, 7);
+        mp_key(&p, "segment"); msgpack_pack_uint32(&p, a->segment);
+        mp_key(&p, "offset"); msgpack_pack_uint64(&p, a->offset);
+        mp_key(&p, "length"); msgpack_pack_uint64(&p, a->length);
+        mp_key(&p, "raw_bytes"); msgpack_pack_int64(&p, a->raw_bytes);
+        mp_key(&p, "blake2b"); msgpack_pack_bin(&p, ARC_HASH_BYTES); msgpack_pack_bin_body(&p, a->blake2b, ARC_HASH_BYTES);
+        mp_key(&p, "pg_dump_version"); mp_str(&p, a->pg_dump_version);
+        mp_key(&p, "all_tables"); a->all_tables ? msgpack_pack_true(&p) : msgpack_pack_false(&p);
     }
     mp_key(&p, "tables");
     msgpack_pack_array(&p, m->n_tables);
@@ -327,6 +339,26 @@ static void mp_read_table(mp_ctx *c, const msgpack_object *o, arc_table *t) {
     if (!t->schema || !t->name) mp_bad(c, "table name");
 }
 
+static void mp_read_schema(mp_ctx *c, const msgpack_object *o, arc_schema_archive *a) {
+    if (o->type != MSGPACK_OBJECT_MAP) return mp_bad(c, "schema_archive");
+    for (size_t i = 0; i < o->via.map.size && c->rc == FB_OK; i++) {
+        const msgpack_object_kv *kv = &o->via.map.ptr[i];
+        const msgpack_object *v = &kv->val;
+        if (mp_is(kv, "segment")) a->segment = (uint32_t)mp_get_int(c, v, "schema_archive segment");
+        else if (mp_is(kv, "offset")) a->offset = (uint64_t)mp_get_int(c, v, "schema_archive offset");
+        else if (mp_is(kv, "length")) a->length = (uint64_t)mp_get_int(c, v, "schema_archive length");
+        else if (mp_is(kv, "raw_bytes")) a->raw_bytes = mp_get_int(c, v, "schema_archive raw_bytes");
+        else if (mp_is(kv, "all_tables")) a->all_tables = mp_get_bool(c, v, "schema_archive all_tables");
+        else if (mp_is(kv, "pg_dump_version"))
+            a->pg_dump_version = v->type == MSGPACK_OBJECT_NIL ? NULL : mp_get_str(c, v, "pg_dump_version");
+        else if (mp_is(kv, "blake2b")) {
+            if (v->type != MSGPACK_OBJECT_BIN || v->via.bin.size != ARC_HASH_BYTES) mp_bad(c, "schema_archive blake2b");
+            else memcpy(a->blake2b, v->via.bin.ptr, ARC_HASH_BYTES);
+        }
+    }
+    if (!a->segment || !a->length) mp_bad(c, "schema_archive segment");
+}
+
 fb_code arc_manifest_unpack(const void *buf, size_t len, arc_manifest **out, fb_err *err) {
     msgpack_unpacked u;
     size_t off = 0;
@@ -366,6 +398,10 @@ fb_code arc_manifest_unpack(const void *buf, size_t len, arc_manifest **out, fb_
                 memcpy(m->index_blake2b, v->via.bin.ptr, ARC_HASH_BYTES);
                 m->has_index_hash = 1;
             }
+        }
+        else if (mp_is(kv, "schema_archive")) {
+            if (!m->schema && !(m->schema = calloc(1, sizeof *m->schema))) mp_bad(&c, "schema_archive");
+            else mp_read_schema(&c, v, m->schema);
         }
         else if (mp_is(kv, "tables")) {
             const msgpack_object_array *a = mp_get_array(&c, v, "tables");
@@ -440,6 +476,8 @@ void arc_manifest_clear(arc_manifest *m) {
     free(m->base_job);
     free(m->database);
     free(m->server_version);
+    if (m->schema) free(m->schema->pg_dump_version);
+    free(m->schema);
     memset(m, 0, sizeof *m);
 }
 

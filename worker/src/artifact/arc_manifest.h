@@ -68,6 +68,19 @@ typedef struct arc_table {
     size_t n_chunks;
 } arc_table;
 
+/* Format 4: the schema archive, `pg_dump -Fc` of everything but the rows of ordinary tables (FORMAT.md, "Schema
+ * archive"), in a segment of its own, authenticated like the tables' segments. */
+typedef struct arc_schema_archive {
+    uint32_t segment;
+    uint64_t offset, length;   /* its segment in the file */
+    int64_t raw_bytes;         /* plaintext bytes (the pg_dump archive) */
+    unsigned char blake2b[ARC_HASH_BYTES];
+    char *pg_dump_version;     /* `pg_dump --version` of the dump, e.g. "pg_dump (PostgreSQL) 15.18" */
+    int all_tables;            /* the backup holds the rows of every table (no table list was requested): only
+                                * then can the archive rebuild the whole database (else foreign keys to tables
+                                * whose rows are not in the backup would fail) */
+} arc_schema_archive;
+
 typedef struct arc_manifest {
     int64_t format;
     char *tool;
@@ -85,6 +98,8 @@ typedef struct arc_manifest {
     unsigned char index_blake2b[ARC_HASH_BYTES];
     arc_table *tables;
     size_t n_tables;
+    arc_schema_archive *schema;  /* format 4; NULL when the artifact has none (restore --create then uses each
+                                  * table's create_sql, index_sql and fk_sql) */
 } arc_manifest;
 
 /* Encodes m into a new malloc'd buffer the caller free()s. */

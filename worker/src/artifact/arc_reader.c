@@ -574,6 +574,22 @@ fb_code arc_reader_read_table(arc_reader *r, const arc_table *t, arc_sink_fn sin
     return FB_OK;
 }
 
+fb_code arc_reader_read_schema(arc_reader *r, arc_sink_fn sink, void *opaque, fb_err *err) {
+    const arc_schema_archive *a = r->manifest->schema;
+    unsigned char hash[ARC_HASH_BYTES];
+    int64_t raw = 0;
+    if (!a)
+        return fb_err_set(err, FB_ERR_NOTFOUND, "\"%s\" has no schema archive (written before format 4)", r->f->name);
+    if (a->segment == ARC_MANIFEST_SEGMENT || a->offset < ARC_HEADER_BYTES || a->offset + a->length > r->manifest->data_end)
+        return fb_err_set(err, FB_ERR_FORMAT, "schema archive: bad segment in the manifest");
+    fb_code rc = ar_segment(r, a->segment, a->offset, a->length, "schema archive", sink, opaque, hash, &raw, err);
+    if (rc) return rc;
+    if (raw != a->raw_bytes || sodium_memcmp(hash, a->blake2b, ARC_HASH_BYTES) != 0)
+        return fb_err_set(err, FB_ERR_VERIFY, "schema archive: data (%lld bytes) does not match the manifest (%lld "
+                          "bytes, BLAKE2b): the backup is inconsistent", (long long)raw, (long long)a->raw_bytes);
+    return FB_OK;
+}
+
 static int ar_cmp_off(const void *a, const void *b) {
     const arc_table *x = *(arc_table *const *)a, *y = *(arc_table *const *)b;
     return x->offset < y->offset ? -1 : x->offset > y->offset;
@@ -582,9 +598,16 @@ static int ar_cmp_off(const void *a, const void *b) {
 fb_code arc_reader_verify_all(arc_reader *r, fb_err *err) {
     const arc_manifest *m = r->manifest;
     fb_code rc = FB_OK;
-    arc_table **v = calloc(m->n_tables + 1, sizeof *v);
+    arc_table **v = calloc(m->n_tables + 2, sizeof *v);
+    /* The schema archive takes its place in the tiling as a table-shaped entry (only offset and length count). */
+    arc_table schema_slot = {.name = (char *)"(schema archive)"};
     if (!v) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
     size_t n = 0;
+    if (m->schema) {
+        schema_slot.offset = m->schema->offset;
+        schema_slot.length = m->schema->length;
+        v[n++] = &schema_slot;
+    }
     for (size_t i = 0; i < m->n_tables; i++)
         if (!arc_table_is_ref(m, &m->tables[i]) && !(m->tables[i].assembled && !m->tables[i].length))
             v[n++] = &m->tables[i];
@@ -597,7 +620,9 @@ fb_code arc_reader_verify_all(arc_reader *r, fb_err *err) {
             goto out;
         }
         expect += v[i]->length;
-        if (v[i]->assembled) {
+        if (v[i] == &schema_slot) {
+            rc = arc_reader_read_schema(r, NULL, NULL, err);
+        } else if (v[i]->assembled) {
             /* Only its new chunks are here: authenticate and decompress them; the table is checked below. */
             unsigned char h[ARC_HASH_BYTES];
             int64_t raw = 0;

@@ -56,7 +56,12 @@ const void *arc_reader_manifest_raw(const arc_reader *r, size_t *len);
  * should be and records the same byte count and BLAKE2b for the table: nothing reaches the sink otherwise. */
 fb_code arc_reader_read_table(arc_reader *r, const arc_table *t, arc_sink_fn sink, void *opaque, fb_err *err);
 
-/* Checks every table segment (authenticates, decompresses, re-hashes) and that segments tile the file; with a
+/* Streams the schema archive (format 4, FORMAT.md "Schema archive") to sink (NULL: only check it), checking its
+ * tags, byte count and BLAKE2b as for a table. FB_ERR_NOTFOUND when the artifact has none (format <= 3). */
+fb_code arc_reader_read_schema(arc_reader *r, arc_sink_fn sink, void *opaque, fb_err *err);
+
+/* Checks every table segment and the schema archive (authenticates, decompresses, re-hashes) and that segments
+ * tile the file; with a
  * resolver, also every referenced table in the artifact that holds it (the chain). */
 fb_code arc_reader_verify_all(arc_reader *r, fb_err *err);
 

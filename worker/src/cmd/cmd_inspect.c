@@ -42,6 +42,13 @@ static void cmd_inspect_text(const arc_manifest *m, const stor_rfile *f) {
     printf("snapshot     %s\n", snap);
     printf("ran          %s .. %s (%.1f s), zstd level %lld\n", start, end, (m->completed_ms - m->started_ms) / 1000.0,
            (long long)m->zstd_level);
+    if (m->schema)
+        printf("schema       archive of %lld bytes stored in %llu bytes, by %s\n", (long long)m->schema->raw_bytes,
+               (unsigned long long)m->schema->length,
+               m->schema->pg_dump_version ? m->schema->pg_dump_version : "?");
+    else
+        printf("schema       no schema archive (format %lld): restore --create rebuilds only tables, sequences, "
+               "indexes and keys\n", (long long)m->format);
     printf("tables       %zu, %lld rows, %lld bytes of COPY text stored in %lld bytes (%.1f%%)\n\n", m->n_tables,
            (long long)rows, (long long)raw, (long long)stored, raw ? 100.0 * (double)stored / (double)raw : 0.0);
     printf("%12s %14s %12s  %s\n", "rows", "raw bytes", "stored", "table");

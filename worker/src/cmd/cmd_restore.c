@@ -3,7 +3,10 @@
  * Loads the artifact's tables (or the named ones: only their segments are read) in one transaction that commits
  * only after every byte read was authenticated (dump_restore). --table NAME is a table of schema public, or
  * SCHEMA.NAME when no public table of that exact name is in the backup (names are matched as stored, no case
- * folding). --jobs N spreads a --create restore over N connections (see dump_restore.h for what that changes).
+ * folding). --create on an empty database rebuilds the whole database from the artifact's schema archive (format
+ * 4: every object, pg_restore's sections in the one transaction; --no-owner / --no-privileges as pg_restore's);
+ * with --table, or for older artifacts, it creates only the tables from the manifest's DDL. --jobs N spreads such
+ * a table-only --create over N connections (see dump_restore.h for what that changes).
  * An INCREMENTAL or DIFFERENTIAL artifact resolves its chain by itself: the artifacts holding the tables it only
  * references are looked for in its own folder, then in each --chain-dir DIR (dump_open.h).
  * Exit status is the fb_code: 7 tampered/truncated/wrong key, 13 target not empty, 9 unknown table or missing
@@ -50,7 +53,8 @@ static fb_code cmd_restore_table(const arc_manifest *m, const char *arg, arc_tre
 }
 
 int cmd_restore(int argc, char **argv) {
-    static const char *const extra[] = {"table", "create", "truncate", "jobs", "chain-dir", "help", NULL};
+    static const char *const extra[] = {"table", "create", "truncate", "jobs", "chain-dir", "no-owner", "no-privileges",
+                                        "help", NULL};
     fb_config cfg;
     fb_err err;
     const char *path = NULL;
@@ -73,6 +77,8 @@ int cmd_restore(int argc, char **argv) {
         else if (strcmp(argv[i], "--chain-dir") == 0 && i + 1 < argc) chain[n_chain++] = argv[++i];
         else if (strncmp(argv[i], "--chain-dir=", 12) == 0) chain[n_chain++] = argv[i] + 12;
         else if (strcmp(argv[i], "--create") == 0) o.create = 1;
+        else if (strcmp(argv[i], "--no-owner") == 0) o.no_owner = 1;
+        else if (strcmp(argv[i], "--no-privileges") == 0) o.no_privileges = 1;
         else if ((strcmp(argv[i], "--jobs") == 0 && i + 1 < argc) || strncmp(argv[i], "--jobs=", 7) == 0) {
             const char *v = argv[i][6] == '=' ? argv[i] + 7 : argv[++i];
             char *end = NULL;
@@ -83,16 +89,24 @@ int cmd_restore(int argc, char **argv) {
         else if (strcmp(argv[i], "--truncate") == 0) o.truncate = 1;
         else if (strcmp(argv[i], "--help") == 0) {
             printf("usage: fusion-backup restore ARTIFACT --pg CONNINFO [--table NAME ...] [--create] [--truncate]\n"
-                   "                              [--secret-key FILE] [--chain-dir DIR ...]\n"
+                   "                              [--no-owner] [--no-privileges] [--secret-key FILE] [--chain-dir DIR ...]\n"
                    "  --table NAME  restore only this table (NAME in schema public, or SCHEMA.NAME); repeatable\n"
-                   "  --create      create the tables first (an empty database): data, then indexes and keys\n"
+                   "  --create      an empty database: the whole database (every object: types, functions, views,\n"
+                   "                triggers, policies, grants, large objects, ...) from the backup's schema archive,\n"
+                   "                with pg_restore's sections (--pg-restore PROGRAM); with --table, or a backup\n"
+                   "                older than format 4: only the tables, their sequences, indexes and keys\n"
+                   "  --no-owner    with --create: objects belong to the restoring role (pg_restore --no-owner);\n"
+                   "                default: the owners of the backup (the roles must exist)\n"
+                   "  --no-privileges  with --create: no GRANT/REVOKE (pg_restore --no-privileges)\n"
                    "  --truncate    replace the rows of non-empty target tables (default: refuse)\n"
-                   "  --jobs N      with --create: load and index on N connections (like pg_restore -j)\n"
+                   "  --jobs N      with --create --table, or a backup without a schema archive: load and index on N\n"
+                   "                connections (like pg_restore -j); a whole-database --create from a schema archive\n"
+                   "                always runs in one transaction on one connection\n"
                    "  --chain-dir DIR  where else the backups an incremental/differential builds on may be (after\n"
                    "                the artifact's own folder); repeatable\n"
                    "Everything is loaded in one transaction, committed only when all data read was authenticated.\n"
-                   "With --jobs N there are N transactions; none commits before all data was read and authenticated,\n"
-                   "then they commit one after the other and the foreign keys are added last.\n");
+                   "With --jobs N (when used) there are N transactions; none commits before all data was read and\n"
+                   "authenticated, then they commit one after the other and the foreign keys are added last.\n");
             goto out;
         } else if (!path && argv[i][0] != '-') path = argv[i];
         else rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (see restore --help)", argv[i]);
@@ -101,6 +115,9 @@ int cmd_restore(int argc, char **argv) {
     if (!rc && o.jobs > 1 && !o.create)
         rc = fb_err_set(&err, FB_ERR_USAGE, "--jobs needs --create (loading existing tables in parallel would break "
                         "their foreign keys' order)");
+    if (!rc && !o.create && (o.no_owner || o.no_privileges))
+        rc = fb_err_set(&err, FB_ERR_USAGE, "--no-owner and --no-privileges go with --create (a data-only restore "
+                        "creates no objects)");
     if (!rc && o.create && o.truncate)
         rc = fb_err_set(&err, FB_ERR_USAGE, "--create (empty database) and --truncate (existing tables) exclude each other");
     if (!rc) rc = dump_open_chain(path, cfg.secret_key, chain, n_chain, &f, &r, &err);
@@ -117,6 +134,7 @@ int cmd_restore(int argc, char **argv) {
         o.commit = 1;
         o.abort = &cmd_restore_stop;
         o.conninfo = cfg.pg;
+        o.pg_restore = cfg.pg_restore;
         clock_gettime(CLOCK_MONOTONIC, &t0);
         rc = dump_restore(r, c, &o, &st, &err);
         clock_gettime(CLOCK_MONOTONIC, &t1);

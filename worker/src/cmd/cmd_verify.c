@@ -52,6 +52,10 @@ int cmd_verify(int argc, char **argv) {
         dump_restore_stats st;
         o.create = 1;
         o.compare = 1;
+        /* a check of the data, not of the roles: the scratch database need not have them */
+        o.no_owner = 1;
+        o.no_privileges = 1;
+        o.pg_restore = cfg.pg_restore;
         o.commit = 0;
         if (!rc) rc = dump_restore(r, c, &o, &st, &err);
     }

@@ -56,6 +56,12 @@ static const cfg_row cfg_rows[] = {
           "public key (detects damage, not tampering)"),
     ROW_S("copy-to", copy_to, "", "FB_COPY_TO", W,
           "further storage roots (comma-separated folders) that receive a checked copy of every artifact"),
+    ROW_S("pg-dump", pg_dump, "pg_dump", "FB_PG_DUMP", W | C,
+          "pg_dump program (a path, or a name looked up in PATH) that takes the schema archive of every backup; its "
+          "major version must be at least the server's"),
+    ROW_S("pg-restore", pg_restore, "pg_restore", "FB_PG_RESTORE", C | W,
+          "pg_restore program (a path, or a name looked up in PATH) that turns the schema archive into SQL on "
+          "restore --create and verify"),
     ROW_I("concurrency", concurrency, "1", 1, 64, "FB_CONCURRENCY", W, "jobs run at once by one worker process"),
     ROW_I("zstd-level", zstd_level, "3", 1, 19, "FB_ZSTD_LEVEL", W, "zstd compression level of artifacts"),
     ROW_I("lock-timeout-ms", lock_timeout_ms, "5000", 0, 3600000, "FB_LOCK_TIMEOUT_MS", W | C,

@@ -33,6 +33,9 @@ typedef struct fb_config {
     char *metrics_listen;
     char *index_key;
     char *copy_to;
+    /* PostgreSQL client programs for the schema archive (dump_schema.h) */
+    char *pg_dump;
+    char *pg_restore;
     int64_t concurrency;
     int64_t zstd_level;
     int64_t lock_timeout_ms;

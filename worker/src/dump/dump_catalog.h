@@ -2,13 +2,17 @@
  * terms (arc_table): columns, the SQL to recreate each table on an empty database, owned sequences and their
  * values, foreign-key dependencies; and builds the COPY statements both ways.
  *
+ * The whole database's schema is not this module's job any more: since format 4 every backup carries a schema
+ * archive made by pg_dump (dump_schema.h), and a whole-database restore --create replays that. What stays here is
+ * what the rows need (columns and the COPY column list, the session settings that make COPY text identical on
+ * both sides) and the per-table DDL that `restore --create --table NAME` and artifacts of format <= 3 still use.
+ *
  * All SQL is built from catalog output: names go through pgx_quote_ident(), and constraint, index and default
  * definitions come from pg_get_constraintdef()/pg_get_indexdef()/pg_get_expr() run with an empty search_path, so
  * every non-catalog object in them is schema-qualified (as pg_dump does). Requested names are only ever compared
- * as parameters ($1), never spliced into SQL. Not carried: triggers, policies, grants, comments; user-defined
- * types, extensions and sequences not owned by a column must already exist where --create restores (it fails
- * naming them otherwise). Partitions are backed up as plain tables (their partitioned parent holds no rows) and
- * --create recreates them without the parent.
+ * as parameters ($1), never spliced into SQL. The per-table DDL carries tables, owned sequences, indexes and keys
+ * only: user-defined types and extensions they use must already exist where it runs (it fails naming them
+ * otherwise), and partitions are recreated as plain tables without their parent.
  */
 #ifndef DUMP_CATALOG_H
 #define DUMP_CATALOG_H

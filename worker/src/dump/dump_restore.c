@@ -5,6 +5,10 @@
  * check empty), COPY each table FROM STDIN fed straight from the artifact reader, build indexes and foreign keys,
  * set sequences, optionally re-dump and compare, then COMMIT. On any error the transaction is rolled back; a COPY
  * in progress is ended with PQputCopyEnd(errormsg) so the server discards it.
+ *
+ * A whole-database --create from a schema archive (dr_restore_archive) replaces "create, index, keys, sequences"
+ * with pg_restore's three sections around the same COPY loop; its tables are loaded in manifest order, since
+ * no foreign key exists before post-data.
  */
 #include "dump/dump_restore.h"
 
@@ -17,7 +21,11 @@
 
 #include "common/fb_log.h"
 #include "dump/dump_catalog.h"
+#include "dump/dump_schema.h"
 #include "pg/pgx.h"
+
+#include <errno.h>
+#include <unistd.h>
 
 typedef struct dr_copy_sink {
     PGconn *c;
@@ -165,12 +173,19 @@ static fb_code dr_truncate(PGconn *c, const arc_manifest *m, const size_t *sel, 
     return rc;
 }
 
+/* freeze: the table was created in this transaction, so COPY may write its rows frozen (no later hint-bit and
+ * freeze rewrites of the whole table). */
 static fb_code dr_copy_in(arc_reader *rd, PGconn *c, const arc_table *t, const dump_restore_opts *o,
-                          volatile sig_atomic_t *peer_failed, int64_t *rows, fb_err *err) {
+                          volatile sig_atomic_t *peer_failed, int freeze, int64_t *rows, fb_err *err) {
     char what[400];
     fb_code rc = FB_OK;
     snprintf(what, sizeof what, "loading table \"%s\".\"%s\"", t->schema, t->name);
     char *sql = dump_copy_sql(t, 0);
+    if (sql && freeze) {
+        char *f = dump_strf("%s WITH (FREEZE)", sql);
+        free(sql);
+        sql = f;
+    }
     if (!sql) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
     PGresult *r = PQexec(c, sql);
     free(sql);
@@ -365,7 +380,7 @@ static void *dr_worker_run(void *arg) {
                                                                  : "restore aborted; nothing was committed");
             break;
         }
-        if ((rc = dr_copy_in(w->rd, w->c, t, w->o, w->failed, &rows, &w->err))) break;
+        if ((rc = dr_copy_in(w->rd, w->c, t, w->o, w->failed, 1, &rows, &w->err))) break;
         w->st.tables++;
         w->st.rows += rows;
         w->st.raw_bytes += t->raw_bytes;
@@ -494,6 +509,107 @@ static int dr_schemas_exist(PGconn *c, const arc_manifest *m, const size_t *sel,
     return 1;
 }
 
+/* --- whole database from the schema archive -----------------------------------------------------------------
+ * The archive is read (and authenticated: final tag, byte count, BLAKE2b) into an unlinked temporary file before
+ * pg_restore sees it, and the three scripts are made before the transaction starts, so a damaged archive or a
+ * failing pg_restore never touches the target. */
+
+static fb_code dr_fd_sink(void *opaque, const void *buf, size_t len, fb_err *err) {
+    int fd = *(int *)opaque;
+    const char *p = buf;
+    while (len) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return fb_err_set(err, FB_ERR_IO, "writing the schema archive to a temporary file: %s", strerror(errno));
+        p += n;
+        len -= (size_t)n;
+    }
+    return FB_OK;
+}
+
+/* Runs a pg_restore script; "already exists" means the target was not empty (FB_ERR_CONFLICT). */
+static fb_code dr_exec_script(PGconn *c, char *sql, const char *what, fb_err *err) {
+    fb_code rc = dump_schema_exec(c, sql, what, err);
+    if (rc && (strstr(err->msg, "42P07") || strstr(err->msg, "42710") || strstr(err->msg, "already exists"))) {
+        fb_err_prefix(err, "--create needs an empty database: ");
+        err->code = rc = FB_ERR_CONFLICT;
+    } else if (rc && strstr(err->msg, "role \"") && strstr(err->msg, "does not exist")) {
+        /* Roles are cluster-wide, so no database backup holds them. */
+        size_t n = strlen(err->msg);
+        snprintf(err->msg + n, sizeof err->msg - n, " (the backup's owners and grantees must exist as roles on the "
+                 "target server: create them, e.g. from `pg_dumpall --globals-only`, or restore with --no-owner "
+                 "--no-privileges)");
+    }
+    return rc;
+}
+
+static fb_code dr_restore_archive(arc_reader *rd, PGconn *c, const dump_restore_opts *o, const size_t *sel, size_t n,
+                                  dump_restore_stats *st, fb_err *err) {
+    const arc_manifest *m = arc_reader_manifest(rd);
+    static const char *const sections[3] = {"pre-data", "data", "post-data"};
+    char *sql[3] = {NULL, NULL, NULL}, path[512];
+    dump_schema_opts so = {o->pg_restore ? o->pg_restore : "pg_restore", o->no_owner, o->no_privileges};
+    const char *tmp = getenv("TMPDIR");
+    fb_code rc = FB_OK;
+    int in_tx = 0;
+    snprintf(path, sizeof path, "%s/fusion-backup-schema-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    int fd = mkstemp(path); /* 0600 */
+    if (fd < 0) return fb_err_set(err, FB_ERR_IO, "could not create a temporary file \"%s\" for the schema archive: %s "
+                                  "(set TMPDIR)", path, strerror(errno));
+    unlink(path); /* nameless from now on; pg_restore reads it through the descriptor */
+
+    /* 1. Archive -> file (authenticated), file -> three scripts. */
+    if ((rc = arc_reader_read_schema(rd, dr_fd_sink, &fd, err))) goto out;
+    for (int i = 0; i < 3 && rc == FB_OK; i++) {
+        if (lseek(fd, 0, SEEK_SET) != 0) {
+            rc = fb_err_set(err, FB_ERR_IO, "rewinding the schema archive's temporary file: %s", strerror(errno));
+            break;
+        }
+        rc = dump_schema_section_sql(&so, fd, sections[i], &sql[i], err);
+    }
+    if (rc) goto out;
+
+    /* 2. One transaction: pre-data, rows, data section, post-data. */
+    if ((rc = pgx_exec(c, "BEGIN", "starting the restore transaction", err))) goto out;
+    in_tx = 1;
+    if ((rc = pgx_exec(c, "SET LOCAL maintenance_work_mem = '256MB'", "raising maintenance_work_mem", err))) goto out;
+    if ((rc = dr_exec_script(c, sql[0], "creating the schema (pre-data section of the schema archive)", err))) goto out;
+    /* pg_restore's script sets its own session (search_path, ...); the COPY text needs ours again. */
+    if ((rc = dump_catalog_session(c, err))) goto out;
+    for (size_t i = 0; i < n; i++) {
+        const arc_table *t = &m->tables[sel[i]];
+        int64_t rows = 0;
+        if (dr_aborted(o)) {
+            rc = fb_err_set(err, FB_ERR_ABORTED, "restore aborted; nothing was committed");
+            goto out;
+        }
+        if ((rc = dr_copy_in(rd, c, t, o, NULL, 1, &rows, err))) goto out;
+        st->tables++;
+        st->rows += rows;
+        st->raw_bytes += t->raw_bytes;
+        FB_DEBUG("restored table=\"%s\".\"%s\" rows=%lld", t->schema, t->name, (long long)rows);
+    }
+    if ((rc = dr_exec_script(c, sql[1], "setting sequences and large objects (data section of the schema archive)",
+                             err)))
+        goto out;
+    if ((rc = dr_exec_script(c, sql[2], "building indexes, keys, triggers, rules, policies (post-data section of "
+                             "the schema archive)", err)))
+        goto out;
+    if ((rc = dump_catalog_session(c, err))) goto out;
+    if (o->compare)
+        for (size_t i = 0; i < n && rc == FB_OK; i++) rc = dr_compare(c, &m->tables[sel[i]], err);
+    if (rc) goto out;
+    if (o->commit) {
+        in_tx = 0;
+        rc = pgx_exec(c, "COMMIT", "committing the restore", err);
+    }
+out:
+    if (in_tx) dr_rollback(c);
+    close(fd);
+    for (int i = 0; i < 3; i++) free(sql[i]);
+    return rc;
+}
+
 fb_code dump_restore(arc_reader *rd, PGconn *c, const dump_restore_opts *o, dump_restore_stats *st, fb_err *err) {
     const arc_manifest *m = arc_reader_manifest(rd);
     fb_code rc = FB_OK;
@@ -524,6 +640,16 @@ fb_code dump_restore(arc_reader *rd, PGconn *c, const dump_restore_opts *o, dump
     if ((rc = dr_order(m, sel, n, err))) goto out;
     if ((rc = dump_catalog_session(c, err))) goto out;
 
+    if (o->create && o->n_tables == 0 && m->schema && !m->schema->all_tables)
+        FB_INFO("restore: the backup holds only some tables' rows; creating those tables from the manifest rather "
+                "than the whole database from the schema archive");
+    if (o->create && o->n_tables == 0 && m->schema && m->schema->all_tables) {
+        if (o->jobs > 1)
+            FB_INFO("restore: the artifact has a schema archive; restoring in one transaction on one connection "
+                    "(--jobs %d is not used)", o->jobs);
+        rc = dr_restore_archive(rd, c, o, sel, n, st, err);
+        goto out;
+    }
     if (o->create && o->jobs > 1 && o->conninfo && o->commit && !o->compare && n > 1) {
         if (dr_schemas_exist(c, m, sel, n)) {
             rc = dr_parallel_create(rd, c, o, sel, n, st, err);
@@ -570,7 +696,7 @@ fb_code dump_restore(arc_reader *rd, PGconn *c, const dump_restore_opts *o, dump
             rc = fb_err_set(err, FB_ERR_ABORTED, "restore aborted; nothing was committed");
             goto out;
         }
-        if ((rc = dr_copy_in(rd, c, t, o, NULL, &rows, err))) goto out;
+        if ((rc = dr_copy_in(rd, c, t, o, NULL, o->create, &rows, err))) goto out;
         st->tables++;
         st->rows += rows;
         st->raw_bytes += t->raw_bytes;

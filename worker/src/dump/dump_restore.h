@@ -8,7 +8,18 @@
  * in foreign-key order with constraints deferred. Generated columns are left to the server; identity columns
  * take the stored values (COPY FROM always overrides); owned sequences are set with setval.
  *
- * jobs > 1 (with create, an empty database): the tables are spread over that many connections, each creating,
+ * Whole database with `create` (no table list) from an artifact that has a schema archive (format 4) of a backup
+ * of every table (`all_tables`): the schema
+ * comes from pg_dump's archive instead (dump_schema.h), in pg_restore's order and still in the one transaction:
+ * the archive is read and authenticated first (into an unlinked temporary file), pg_restore turns its pre-data,
+ * data and post-data sections into SQL, then: pre-data (schemas, extensions, types, functions, tables, views,
+ * ...), the tables' rows with COPY ... FREEZE (the tables were created in this transaction), the data section
+ * (sequence values, large objects), post-data (indexes, keys, triggers, rules, policies, materialized view
+ * refreshes). jobs is then ignored: one connection, one transaction. A table list with `create`, and artifacts
+ * of format <= 3, use the manifest's own DDL (create_sql, index_sql, fk_sql: tables, owned sequences, indexes,
+ * keys; nothing else).
+ *
+ * jobs > 1 (with create, an empty database, no schema archive used): the tables are spread over that many connections, each creating,
  * loading and indexing its share in its own open transaction, as pg_restore -j does. Authentication is still all
  * or nothing: no transaction commits before every connection has finished and every segment read has passed its
  * final tag and hash. What is weaker: the N commits then run one after the other (a crash between them leaves
@@ -34,6 +45,10 @@ typedef struct dump_restore_opts {
     volatile sig_atomic_t *abort;    /* may be NULL; non-zero: stop and roll back */
     int jobs;                /* > 1 with create: load on this many connections (needs conninfo), see below */
     const char *conninfo;    /* the target, for the extra connections of jobs > 1 */
+    /* Whole-database --create from a schema archive (format 4): */
+    const char *pg_restore;  /* the program (NULL: "pg_restore" on PATH) */
+    int no_owner;            /* pg_restore --no-owner: objects belong to the restoring role */
+    int no_privileges;       /* pg_restore --no-privileges: no GRANT/REVOKE */
 } dump_restore_opts;
 
 typedef struct dump_restore_stats {

@@ -21,6 +21,11 @@
  * only referenced, the others go into one segment per table, concatenated, so zstd compresses across them. The
  * table is then "assembled": its manifest entry lists every chunk's artifact, segment, offset and length, and
  * records the BLAKE2b of the whole stream read from the database, which restore checks after assembling.
+ *
+ * Schema (format 4, dump_schema.h): before the tables, pg_dump runs on this transaction's exported snapshot and
+ * its custom-format archive of every object but the tables' rows becomes the first segment, so what a restore
+ * --create rebuilds (types, functions, views, triggers, policies, grants, large objects, ...) is exactly the
+ * state the rows were read in.
  */
 #include "job/job_backup.h"
 
@@ -36,6 +41,7 @@
 #include "artifact/arc_writer.h"
 #include "common/fb_log.h"
 #include "dump/dump_catalog.h"
+#include "dump/dump_schema.h"
 #include "job/job_authority.h"
 #include "job/job_chain.h"
 #include "job/job_prune.h"
@@ -342,6 +348,37 @@ static fb_code jb_put_assemble(void *opaque, const void *buf, size_t len, fb_err
     return arc_chunker_feed(&c->ck, buf, len, err);
 }
 
+/* --- schema archive ------------------------------------------------------------------------------------------ */
+
+static fb_code jb_put_writer(void *opaque, const void *buf, size_t len, fb_err *err) {
+    return arc_writer_write(opaque, buf, len, err);
+}
+
+/* pg_dump of every object but the tables' rows, on this transaction's snapshot, into the next segment; recorded
+ * in m->schema (FORMAT.md, "Schema archive"). Runs before the tables so that a missing or too old pg_dump fails
+ * the job before the long part. */
+static fb_code jb_schema_archive(const fb_config *cfg, PGconn *c, arc_writer *w, int all_tables, arc_manifest *m,
+                                 fb_err *err) {
+    char ver[256] = "";
+    arc_seg_info si;
+    uint32_t seg;
+    fb_code rc = arc_writer_begin(w, &seg, err);
+    if (!rc) rc = dump_schema_dump(c, cfg->pg_dump, (long long)cfg->lock_timeout_ms, jb_put_writer, w, ver, sizeof ver, err);
+    if (!rc) rc = arc_writer_end(w, &si, err);
+    if (rc) return rc;
+    if (!(m->schema = calloc(1, sizeof *m->schema)) || !(m->schema->pg_dump_version = strdup(ver)))
+        return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    FB_DEBUG("schema archive: %lld bytes by %s, stored in %llu", (long long)si.raw_bytes, ver,
+             (unsigned long long)si.length);
+    m->schema->segment = si.segment;
+    m->schema->offset = si.offset;
+    m->schema->length = si.length;
+    m->schema->raw_bytes = si.raw_bytes;
+    m->schema->all_tables = all_tables;
+    memcpy(m->schema->blake2b, si.blake2b, sizeof si.blake2b);
+    return FB_OK;
+}
+
 /* The base of an INCREMENTAL (the newest complete backup of the configuration) or DIFFERENTIAL (the newest
  * complete FULL) in the chain; NULL when there is none (the job runs as FULL). */
 static const job_chain_entry *jb_pick_base(const job_chain *ch, const ev_event *ev, fb_err *why) {
@@ -535,9 +572,10 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
 
     /* 3. The artifact. */
     if ((rc = stor_create(st, rel, &wf, err))) goto out;
-    /* Format 3 only when tables can be assembled from chunks (a base); a FULL stays readable by readers of 2. */
-    m.format = base ? ARC_FORMAT_VERSION : 2;
+    /* Format 4: every backup carries its schema archive (segment 1), so readers of 3 cannot read it. */
+    m.format = ARC_FORMAT_VERSION;
     if ((rc = arc_writer_new_version(wf, pk, (int)cfg->zstd_level, (int)m.format, &w, err))) goto out;
+    if ((rc = jb_schema_archive(cfg, c, w, rq->n_tables == 0, &m, err))) goto out;
     m.tables = calloc(n_rels ? n_rels : 1, sizeof *m.tables);
     ix.tables = calloc(n_rels ? n_rels : 1, sizeof *ix.tables);
     if (!m.tables || !ix.tables) {
@@ -724,6 +762,7 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     job_result_set(res, "tables", (int64_t)n_rels);
     job_result_set(res, "rows", total_rows);
     job_result_set(res, "raw_bytes", total_raw);
+    job_result_set(res, "schema_bytes", m.schema ? m.schema->raw_bytes : 0);
     job_result_set(res, "stored_bytes", res->file_size);
     job_result_set(res, "duration_ms", jb_now_ms() - t0);
     if (rq->backup_type != EV_FULL) {

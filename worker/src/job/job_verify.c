@@ -112,6 +112,10 @@ fb_code job_verify_run(const job_ctx *ctx, job_result *res, fb_err *err) {
         dump_restore_stats rs;
         o.create = 1;
         o.compare = 1;
+        /* a check of the data, not of the roles: the scratch database need not have them */
+        o.no_owner = 1;
+        o.no_privileges = 1;
+        o.pg_restore = cfg->pg_restore;
         o.commit = 0; /* the comparison runs inside the transaction; nothing needs to persist */
         o.abort = ctx->abort;
         if ((rc = dump_restore(rd, c, &o, &rs, err))) {
