@@ -86,6 +86,8 @@ def test_replay_refuses_a_job_past_the_attempt_limit(bin, brokers, topic_prefix,
                                                      workers):
     pub, _ = keypair
     config_id, record_id, job_id = add_config_and_record(fusion_db, tables=["never_there"])
+    # The record has been through attempt 2 already: the recorder accepts at most the record's attempt + 1.
+    psql(fusion_db, f"UPDATE backup_archive_backuprecord SET attempt = 2 WHERE id = {record_id}")
     publish(brokers, topic_prefix + "backup.requested", str(config_id),
             backup_event(job_id, config_id, record_id, ["never_there"], attempt=3))
     workers.start(fusion_db, storage_root=storage_root, public_key=pub, role="all")
