@@ -21,6 +21,7 @@ APT_PACKAGES=(
   openjdk-17-jre-headless maven
   zstd python3 python3-venv
   ca-certificates util-linux acl
+  libcurl4-openssl-dev
 )
 
 step_start=0

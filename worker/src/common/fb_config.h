@@ -44,6 +44,15 @@ typedef struct fb_config {
     int64_t shutdown_grace_s;
     int64_t progress_interval_ms;
     int64_t max_poll_interval_ms;
+    /* S3-compatible object storage (see the table). */
+    char *s3_endpoint;
+    char *s3_region;
+    char *s3_url_style;
+    char *s3_ca_file;
+    char *s3_credentials_file;
+    char *s3_profile;
+    int64_t s3_part_mib;
+    int64_t s3_timeout_s;
     /* -X prop=value pairs for librdkafka, in order given. */
     char *x_keys[FB_CONFIG_MAX_X];
     char *x_values[FB_CONFIG_MAX_X];

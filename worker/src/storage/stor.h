@@ -1,4 +1,5 @@
-/* stor: where artifacts live, behind one small vtable (posix now; an object store later).
+/* stor: where artifacts live, behind one small vtable (drivers: stor_posix.c for folders, stor_s3.c for
+ * S3-compatible object storage).
  *
  * A storage target is rooted: every path handed to it is relative to its root, and no path may leave the root
  * (absolute paths, `..`, empty components and symbolic links are refused with FB_ERR_INVALID). Writing is
@@ -67,6 +68,18 @@ struct stor_rfile {
     uint64_t size;      /* bytes of the object */
     const char *name;   /* for messages; owned by the file */
 };
+
+struct fb_config;
+
+/* The one way callers open a storage location: an s3:// URL gives the S3 driver (stor_s3.h, configured by the
+ * s3-* settings of cfg), anything else is a folder for the posix driver. The caller frees *out with stor_free(). */
+fb_code stor_open_location(const char *root_or_url, const struct fb_config *cfg, stor **out, fb_err *err);
+/* Opens one file by its own path or URL (s3://BUCKET/PATH/NAME) for reading, as stor_posix_open_path does for
+ * paths. cfg may be NULL: S3 settings are then read from the config file and the environment (fb_config_init),
+ * for readers that are handed a path and no configuration. */
+fb_code stor_open_file(const char *path_or_url, const struct fb_config *cfg, stor_rfile **out, fb_err *err);
+/* True when root_or_url names an object store location (s3://). */
+int stor_is_url(const char *root_or_url);
 
 /* The posix driver: root is an existing directory. Returns a new target the caller frees with stor_free(). */
 fb_code stor_posix_new(const char *root, stor **out, fb_err *err);
