@@ -71,7 +71,7 @@ fb_code dmn_jobs_execute(const dmn_pub *pub, const fb_config *cfg, const ev_even
         unsigned char *prev = NULL;
         size_t prev_len = 0;
         fb_err lerr;
-        fb_code lr = dmn_ledger_get(cfg->storage_root, req->job_id, &prev, &prev_len, &lerr);
+        fb_code lr = dmn_ledger_get(cfg, req->job_id, &prev, &prev_len, &lerr);
         if (lr == FB_OK) {
             FB_INFO("job %s (%s): already succeeded, publishing its SUCCESS again", req->job_id, jt);
             out->status = EV_SUCCESS;
@@ -122,7 +122,7 @@ fb_code dmn_jobs_execute(const dmn_pub *pub, const fb_config *cfg, const ev_even
         unsigned char *buf = NULL;
         size_t len = 0;
         rc = st ? ev_encode(st, &buf, &len, err) : fb_err_set(err, FB_ERR_NOMEM, "out of memory");
-        if (!rc && dmn_uses_ledger(cfg, req)) rc = dmn_ledger_put(cfg->storage_root, req->job_id, buf, len, err);
+        if (!rc && dmn_uses_ledger(cfg, req)) rc = dmn_ledger_put(cfg, req->job_id, buf, len, err);
         if (!rc && pub->producer) rc = dmn_status_publish_raw(pub, req->job_id, buf, len, err);
         free(buf);
         ev_event_free(st);

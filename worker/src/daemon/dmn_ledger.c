@@ -1,78 +1,75 @@
-/* dmn_ledger: see dmn_ledger.h. */
+/* dmn_ledger: see dmn_ledger.h. Entries go through the stor driver of the storage root, so a bucket root keeps its
+ * ledger in the bucket, beside the artifacts, as a folder root does. */
 #include "daemon/dmn_ledger.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "codec/ev_event.h"
+#include "storage/stor.h"
 
-static fb_code dmn_ledger_path(const char *root, const char *job_id, char *dir, size_t dcap, char *path, size_t pcap,
-                               fb_err *err) {
-    if (!root || !*root)
+static fb_code dmn_ledger_path(const fb_config *cfg, const char *job_id, char *rel, size_t cap, fb_err *err) {
+    if (!cfg->storage_root || !*cfg->storage_root)
         return fb_err_set(err, FB_ERR_USAGE, "no storage root configured (--storage-root / FB_STORAGE_ROOT)");
     if (!ev_uuid_valid(job_id)) return fb_err_set(err, FB_ERR_INVALID, "job id \"%s\" is not a UUID", job_id);
-    snprintf(dir, dcap, "%s/.ledger", root);
-    snprintf(path, pcap, "%s/%s.success", dir, job_id);
+    snprintf(rel, cap, ".ledger/%s.success", job_id);
     return FB_OK;
 }
 
-fb_code dmn_ledger_get(const char *storage_root, const char *job_id, unsigned char **out, size_t *len, fb_err *err) {
-    char dir[4096], path[4200];
+fb_code dmn_ledger_get(const fb_config *cfg, const char *job_id, unsigned char **out, size_t *len, fb_err *err) {
+    char rel[128];
+    stor *st = NULL;
+    stor_rfile *f = NULL;
+    unsigned char *buf = NULL;
     *out = NULL;
     *len = 0;
-    fb_code rc = dmn_ledger_path(storage_root, job_id, dir, sizeof dir, path, sizeof path, err);
-    if (rc) return rc;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0) {
-        if (errno == ENOENT) return FB_ERR_NOTFOUND;
-        return fb_err_set(err, FB_ERR_IO, "could not open job ledger entry \"%s\": %s", path, strerror(errno));
+    fb_code rc = dmn_ledger_path(cfg, job_id, rel, sizeof rel, err);
+    if (!rc) rc = stor_open_location(cfg->storage_root, cfg, &st, err);
+    if (!rc) {
+        fb_err e2;
+        rc = stor_open(st, rel, &f, &e2);
+        if (rc == FB_ERR_NOTFOUND) goto out; /* never succeeded: no message needed */
+        if (rc) {
+            if (err) *err = e2;
+            fb_err_prefix(err, "reading the job ledger: ");
+        }
     }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || st.st_size <= 0 || st.st_size > (1 << 22)) {
-        close(fd);
-        return fb_err_set(err, FB_ERR_IO, "job ledger entry \"%s\" is empty or too large: remove it to rerun the job",
-                          path);
+    if (!rc && (f->size == 0 || f->size > (1u << 22)))
+        rc = fb_err_set(err, FB_ERR_IO, "job ledger entry \"%s\" is empty or too large: remove it to rerun the job",
+                        f->name);
+    if (!rc && !(buf = malloc((size_t)f->size))) rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    if (!rc) rc = stor_rfile_pread(f, buf, (size_t)f->size, 0, err);
+    if (!rc) {
+        *out = buf;
+        *len = (size_t)f->size;
+        buf = NULL;
     }
-    unsigned char *buf = malloc((size_t)st.st_size);
-    ssize_t n = buf ? read(fd, buf, (size_t)st.st_size) : -1;
-    close(fd);
-    if (n != st.st_size) {
-        free(buf);
-        return fb_err_set(err, FB_ERR_IO, "could not read job ledger entry \"%s\"", path);
-    }
-    *out = buf;
-    *len = (size_t)n;
-    return FB_OK;
+out:
+    free(buf);
+    stor_rfile_close(f);
+    stor_free(st);
+    return rc;
 }
 
-fb_code dmn_ledger_put(const char *storage_root, const char *job_id, const unsigned char *value, size_t len,
+fb_code dmn_ledger_put(const fb_config *cfg, const char *job_id, const unsigned char *value, size_t len,
                        fb_err *err) {
-    char dir[4096], path[4200], tmp[4300];
-    fb_code rc = dmn_ledger_path(storage_root, job_id, dir, sizeof dir, path, sizeof path, err);
-    if (rc) return rc;
-    if (mkdir(dir, 0750) != 0 && errno != EEXIST)
-        return fb_err_set(err, FB_ERR_IO, "could not create the job ledger folder \"%s\": %s", dir, strerror(errno));
-    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0640);
-    if (fd < 0) return fb_err_set(err, FB_ERR_IO, "could not create \"%s\": %s", tmp, strerror(errno));
-    ssize_t w = write(fd, value, len);
-    int ok = w == (ssize_t)len && fsync(fd) == 0;
-    int saved = errno;
-    close(fd);
-    if (!ok || rename(tmp, path) != 0) {
-        if (ok) saved = errno;
-        unlink(tmp);
-        return fb_err_set(err, FB_ERR_IO, "could not write job ledger entry \"%s\": %s", path, strerror(saved));
+    char rel[128];
+    stor *st = NULL;
+    stor_wfile *wf = NULL;
+    fb_code rc = dmn_ledger_path(cfg, job_id, rel, sizeof rel, err);
+    if (!rc) rc = stor_open_location(cfg->storage_root, cfg, &st, err);
+    if (!rc) {
+        rc = stor_create(st, rel, &wf, err);
+        /* An object store never overwrites: an entry already there is this same success, recorded by another run. */
+        if (rc == FB_ERR_CONFLICT) rc = FB_OK;
+        else if (!rc) {
+            rc = stor_wfile_write(wf, value, len, err);
+            if (rc) stor_wfile_abort(wf);
+            else rc = stor_wfile_commit(wf, err);
+        }
     }
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
-    return FB_OK;
+    if (rc) fb_err_prefix(err, "recording the job's success in the ledger: ");
+    stor_free(st);
+    return rc;
 }
