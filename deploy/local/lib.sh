@@ -47,5 +47,5 @@ fb_now_ms() { date +%s%3N; }
 : "${FB_SEAWEEDFS_MODULE:=github.com/seaweedfs/seaweedfs}"
 : "${FB_SEAWEEDFS_VERSION:=v0.0.0-20261109003541-7506e5f91cd6}"
 FB_SEAWEEDFS_BIN="$FB_HOME/seaweedfs/weed-$FB_SEAWEEDFS_VERSION"
-: "${FB_S3_PORT:=58333}"
+: "${FB_S3_PORT:=48333}"
 : "${FB_S3_BUCKET:=fusion-backups}"

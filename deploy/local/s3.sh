@@ -16,11 +16,13 @@ FB_SCRIPT="s3.sh"
 # shellcheck source=lib.sh
 . "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
 
-# The gateway's port is FB_S3_PORT (lib.sh); SeaweedFS's inner services get their own ports near it. Their gRPC
-# ports are port+10000, so all stay below 55535.
+# The gateway's port is FB_S3_PORT (lib.sh); SeaweedFS's inner services get their own ports next to it, and their
+# gRPC ports are those +10000 (so FB_S3_PORT stays below 55530). The extras of `weed mini` (WebDAV, Iceberg and
+# Lance catalogs, the admin UI's legacy port) are off.
 : "${FB_S3_MASTER_PORT:=$((FB_S3_PORT + 1))}"
 : "${FB_S3_VOLUME_PORT:=$((FB_S3_PORT + 2))}"
 : "${FB_S3_FILER_PORT:=$((FB_S3_PORT + 3))}"
+: "${FB_S3_ADMIN_PORT:=$((FB_S3_PORT + 4))}"
 : "${FB_S3_REGION:=us-east-1}"
 FB_S3_DIR="$FB_HOME/s3"
 FB_S3_PID="$FB_S3_DIR/weed.pid"
@@ -104,10 +106,10 @@ s3_start() {
     fb_say "SeaweedFS already running (pid $pid) on $FB_S3_ENDPOINT"
   else
     local p
-    for p in "$FB_S3_PORT" "$FB_S3_MASTER_PORT" "$FB_S3_VOLUME_PORT" "$FB_S3_FILER_PORT"; do
+    for p in "$FB_S3_PORT" "$FB_S3_MASTER_PORT" "$FB_S3_VOLUME_PORT" "$FB_S3_FILER_PORT" "$FB_S3_ADMIN_PORT"; do
       if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
         fb_die "something already listens on 127.0.0.1:$p but it is not this FB_HOME's SeaweedFS" \
-          "stop it, or move the ports: FB_S3_PORT=NNNN $0 start (it uses NNNN..NNNN+3 and +10000)"
+          "stop it, or move the ports: FB_S3_PORT=NNNN $0 start (it uses NNNN..NNNN+4 and those +10000)"
       fi
     done
     mkdir -p "$FB_S3_DIR/data"
@@ -115,7 +117,8 @@ s3_start() {
     # setsid: the server outlives this script; fd 9 (services.sh's lock) is not inherited.
     setsid "$FB_SEAWEEDFS_BIN" mini -dir="$FB_S3_DIR/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
       -s3.port="$FB_S3_PORT" -master.port="$FB_S3_MASTER_PORT" -volume.port="$FB_S3_VOLUME_PORT" \
-      -filer.port="$FB_S3_FILER_PORT" -s3.config="$FB_S3_DIR/identities.json" ${FB_S3_EXTRA_FLAGS:-} \
+      -filer.port="$FB_S3_FILER_PORT" -s3.config="$FB_S3_DIR/identities.json" \
+      -admin.port="$FB_S3_ADMIN_PORT" -admin.ui=false -admin.port.legacy=0 -webdav=false -s3.port.iceberg=0 -s3.port.lance=0 \
       </dev/null >"$FB_S3_LOG" 2>&1 9>&- &
     pid=$!
     echo "$pid" >"$FB_S3_PID"

@@ -93,6 +93,11 @@ def objects(s3, prefix: str) -> dict[str, int]:
     return {k: int(n) for k, n in re.findall(r"<Key>([^<]*)</Key>.*?<Size>(\d+)</Size>", body, re.S)}
 
 
+def artifacts(s3, prefix: str) -> dict[str, int]:
+    """The objects under prefix but the job ledger's (.ledger/JOB.success, written after each success)."""
+    return {k: n for k, n in objects(s3, prefix).items() if "/.ledger/" not in k}
+
+
 def unfinished_uploads(s3, prefix: str) -> list[str]:
     import re
     code, body = s3_request(s3, "GET", f"/{s3['FB_S3_BUCKET']}", f"prefix={esc(prefix)}&uploads=")
@@ -202,9 +207,9 @@ def test_backup_to_s3_restores_table_for_table_and_incremental_base_in_s3(bin, f
 
     _, full_ev = src.event("FULL")
     full = run_event(bin, full_ev, tmp_path, *settings)
-    assert full["status"] == "SUCCESS", full
+    assert full["status"] == "SUCCESS", (full.get("error"), full["_stderr"][-2000:])
     state_full = digests(fresh_db)
-    listed = objects(s3, f"{prefix}/")
+    listed = artifacts(s3, f"{prefix}/")
     assert listed == {f"{prefix}/{full['file_path']}": full["file_size"]}, listed
     assert unfinished_uploads(s3, f"{prefix}/") == []
 
@@ -235,8 +240,14 @@ def test_backup_to_s3_restores_table_for_table_and_incremental_base_in_s3(bin, f
     jobs = {e["job_id"] for e in json.loads(r.stdout)}
     assert jobs == {full["job_id"], inc["job_id"]}, r.stdout
 
-    # never overwrite: the same job run again (its record queued again) is refused, the object unchanged
+    # the same job redelivered is answered from the ledger in the bucket, without running again
+    again = run_event(bin, full_ev, tmp_path, *settings)
+    assert again["status"] == "SUCCESS" and again["from_ledger"] is True, again
+    # never overwrite: with its ledger entry gone (and its record queued again) the job is refused, the object
+    # unchanged
     before = get_object(s3, f"{prefix}/{full['file_path']}")
+    code, body = s3_request(s3, "DELETE", f"/{s3['FB_S3_BUCKET']}/{prefix}/.ledger/{full['job_id']}.success")
+    assert code == 204, body
     sql(fresh_db, "UPDATE backup_archive_backuprecord SET status = 'QUEUED' WHERE job_id = %s", (full["job_id"],))
     again = run_event(bin, full_ev, tmp_path, *settings)
     assert again["status"] == "FAILED" and "already exists" in again["error"], again
@@ -255,14 +266,14 @@ def test_retention_in_a_bucket(bin, fresh_db, keypair, s3, prefix, tmp_path):
         out = run_event(bin, ev, tmp_path, *settings)
         assert out["status"] == "SUCCESS", out
         outs.append(out)
-    assert len(objects(s3, f"{prefix}/cfg/weekly/")) == 3
+    assert len(artifacts(s3, f"{prefix}/cfg/weekly/")) == 3
 
     later = flow.now_ms() + 10 * 86400000
     r = bin.run("prune", "--storage-root", root, "--storage-path", "cfg/weekly", "--retention-days", "1",
                 "--public-key", str(pub), "--now-ms", str(later))
     assert r.returncode == 0, r.stderr
     assert "took away 2 backup(s)" in r.stdout, r.stdout
-    left = objects(s3, f"{prefix}/")
+    left = artifacts(s3, f"{prefix}/")
     # the newest restorable FULL stays; nothing else, no trash left behind
     assert left == {f"{prefix}/{outs[-1]['file_path']}": outs[-1]["file_size"]}, left
 
@@ -320,7 +331,7 @@ def test_server_killed_mid_upload_leaves_nothing_that_looks_complete(bin, fresh_
     assert out and out[-1]["status"] == "FAILED", (stdout, stderr)
     assert "S3" in out[-1]["error"] or "s3://" in out[-1]["error"], out[-1]
     # no object at all: the upload never completed
-    assert objects(s3, f"{prefix}/") == {}
+    assert artifacts(s3, f"{prefix}/") == {}
     # the same job redelivered: the leftover upload is aborted, the backup completes, nothing unfinished remains
     out2 = run_event(bin, ev, tmp_path, "--pg", fresh_db, "--storage-root", root, "--public-key", str(pub))
     if out2["status"] != "SUCCESS":
@@ -328,7 +339,7 @@ def test_server_killed_mid_upload_leaves_nothing_that_looks_complete(bin, fresh_
         sql(fresh_db, "UPDATE backup_archive_backuprecord SET status = 'QUEUED' WHERE job_id = %s", (job_id,))
         out2 = run_event(bin, ev, tmp_path, "--pg", fresh_db, "--storage-root", root, "--public-key", str(pub))
     assert out2["status"] == "SUCCESS", out2
-    assert list(objects(s3, f"{prefix}/")) == [f"{prefix}/{out2['file_path']}"]
+    assert list(artifacts(s3, f"{prefix}/")) == [f"{prefix}/{out2['file_path']}"]
     assert unfinished_uploads(s3, f"{prefix}/") == []
 
 
@@ -355,4 +366,4 @@ def test_configuration_errors_say_what_to_fix(bin, fresh_db, keypair, s3, prefix
     for w in want:
         assert w in out["error"], out["error"]
     assert "wrong-secret-not-logged" not in out["error"] + out["_stderr"]
-    assert objects(s3, f"{prefix}/") == {}
+    assert artifacts(s3, f"{prefix}/") == {}
