@@ -330,8 +330,13 @@ def test_server_killed_mid_upload_leaves_nothing_that_looks_complete(bin, fresh_
     out = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
     assert out and out[-1]["status"] == "FAILED", (stdout, stderr)
     assert "S3" in out[-1]["error"] or "s3://" in out[-1]["error"], out[-1]
-    # no object at all: the upload never completed
+    # no object at all: the upload never completed; what is left is an unfinished upload (its abort could not
+    # reach the dead server), invisible to GET and LIST
     assert artifacts(s3, f"{prefix}/") == {}
+    key = f"{prefix}/cfg/big/{job_id}.fbak"
+    assert unfinished_uploads(s3, f"{prefix}/") == [key], (stderr[-3000:], out[-1]["error"])
+    code, _ = s3_request(s3, "HEAD", f"/{s3['FB_S3_BUCKET']}/{key}")
+    assert code == 404
     # the same job redelivered: the leftover upload is aborted, the backup completes, nothing unfinished remains
     out2 = run_event(bin, ev, tmp_path, "--pg", fresh_db, "--storage-root", root, "--public-key", str(pub))
     if out2["status"] != "SUCCESS":

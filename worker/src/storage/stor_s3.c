@@ -433,16 +433,19 @@ static fb_code s3_do(s3_stor *s, const char *method, const char *key, const char
             if (cc != CURLE_OK) {
                 int unreachable = cc == CURLE_COULDNT_CONNECT || cc == CURLE_COULDNT_RESOLVE_HOST ||
                                   cc == CURLE_OPERATION_TIMEDOUT;
+                char hint[1200] = "";
+                if (unreachable)
+                    snprintf(hint, sizeof hint,
+                             "; check --s3-endpoint / FB_S3_ENDPOINT (now %s) and that the S3 service is running "
+                             "and reachable from here",
+                             s->endpoint);
+                else if (cc == CURLE_PEER_FAILED_VERIFICATION || cc == CURLE_SSL_CACERT_BADFILE ||
+                         cc == CURLE_SSL_CERTPROBLEM)
+                    snprintf(hint, sizeof hint,
+                             "; set --s3-ca-file to the CA that signs the certificate of %s", s->endpoint);
                 rc = fb_err_set(err, unreachable || s3_retryable(cc, 0) ? FB_ERR_TRANSIENT : FB_ERR_IO,
-                                "%s in %s: %s (%s)%s after %d attempt(s)%s", what, s->display,
-                                *errbuf ? errbuf : curl_easy_strerror(cc), curl_easy_strerror(cc),
-                                cc == CURLE_PEER_FAILED_VERIFICATION || cc == CURLE_SSL_CACERT_BADFILE
-                                    ? " (set --s3-ca-file to the CA that signs the endpoint's certificate)"
-                                    : "",
-                                attempt + 1,
-                                unreachable ? "; check --s3-endpoint / FB_S3_ENDPOINT and that the S3 service is "
-                                              "running and reachable"
-                                            : "");
+                                "%s in %s: %s after %d attempt(s)%s", what, s->display,
+                                *errbuf ? errbuf : curl_easy_strerror(cc), attempt + 1, hint);
             }
             break;
         }
