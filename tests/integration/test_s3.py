@@ -197,7 +197,7 @@ def restore(bin, source: str, key: Path, target: str, *extra: str):
 
 # --- tests ----------------------------------------------------------------------------------------------------------
 
-def test_backup_to_s3_restores_table_for_table_and_incremental_base_in_s3(bin, fresh_db, new_db, keypair, s3,
+def test_backup_to_s3_restores_table_for_table_and_incremental_base_in_s3(bin, pg, fresh_db, new_db, keypair, s3,
                                                                           prefix, tmp_path):
     pub, key = keypair
     prepare_source(fresh_db)
@@ -229,6 +229,17 @@ def test_backup_to_s3_restores_table_for_table_and_incremental_base_in_s3(bin, f
         r = restore(bin, f"{root}/{out['file_path']}", key, target)
         assert r.returncode == 0, r.stderr
         assert digests(target) == state, f"restore of {out['file_path']} from S3 differs from the source"
+
+    # the verify job on the bucket (restore mode: the incremental with its base, into a scratch database)
+    verify_id = str(uuid.uuid4())
+    record_id = sql(fresh_db, "UPDATE backup_archive_backuprecord SET verify_job_id = %s WHERE job_id = %s"
+                              " RETURNING id", (verify_id, inc["job_id"]))[0][0]
+    vev = encode({"v": 1, "type": "backup.verify", "job_id": verify_id, "ts": flow.now_ms(), "requested_by": None,
+                  "attempt": 1, "config_id": src.config_id, "record_id": record_id, "mode": "restore",
+                  "file_path": inc["file_path"]})
+    out = run_event(bin, vev, tmp_path, *settings, "--secret-key", str(key), "--scratch-pg", pg)
+    assert out["status"] == "SUCCESS", (out.get("error"), out["_stderr"][-2000:])
+    assert out["stats"]["tables"] >= 3, out["stats"]
 
     r = bin.run("inspect", f"{root}/{inc['file_path']}", "--secret-key", str(key), "--json")
     assert r.returncode == 0, r.stderr

@@ -93,7 +93,8 @@ static const cfg_row cfg_rows[] = {
     ROW_I("s3-part-mib", s3_part_mib, "8", 5, 512, "FB_S3_PART_MIB", W | C,
           "multipart upload part size in MiB: the memory one upload holds"),
     ROW_I("s3-timeout-s", s3_timeout_s, "60", 1, 3600, "FB_S3_TIMEOUT_S", W | C,
-          "time limit of one S3 request; failed requests are retried (retry-max times, retry-backoff-ms doubling)"),
+          "an S3 request that moves no data for this long fails; failed requests are retried (retry-max times, "
+          "retry-backoff-ms doubling)"),
 };
 #define CFG_NROWS (sizeof cfg_rows / sizeof cfg_rows[0])
 

@@ -409,7 +409,10 @@ static fb_code s3_do(s3_stor *s, const char *method, const char *key, const char
         curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
         curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
         curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, s->timeout_s < 10 ? s->timeout_s : 10L);
-        curl_easy_setopt(c, CURLOPT_TIMEOUT, s->timeout_s);
+        /* A stall limit rather than a total one: a large ranged read on a slow link may take long, a request
+         * that moves nothing for timeout_s is dead. */
+        curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+        curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, s->timeout_s);
         curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, s3_on_body);
         curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
         curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, s3_on_header);
