@@ -289,16 +289,23 @@ def test_retention_in_a_bucket(bin, fresh_db, keypair, s3, prefix, tmp_path):
     assert left == {f"{prefix}/{outs[-1]['file_path']}": outs[-1]["file_size"]}, left
 
 
-def test_copy_to_s3_from_a_local_root(bin, fresh_db, new_db, keypair, storage_root, s3, prefix, tmp_path):
+def test_copy_to_s3_from_a_local_root(bin, fresh_db, new_db, keypair, storage_root, s3, prefix, tmp_path,
+                                      monkeypatch):
     pub, key = keypair
     prepare_source(fresh_db)
     src = Source(fresh_db, "cfg/daily")
     root = root_url(s3, prefix)
+    # credentials from the environment this time (they win over a credentials file, here one that does not exist)
+    access, secret = creds(s3)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", access)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    monkeypatch.setenv("FB_S3_CREDENTIALS_FILE", str(tmp_path / "no-such-credentials"))
     _, ev = src.event("FULL")
     out = run_event(bin, ev, tmp_path, "--pg", fresh_db, "--storage-root", str(storage_root), "--public-key", str(pub),
                     "--copy-to", root)
     assert out["status"] == "SUCCESS", out
     assert out["stats"].get("copies") == 1, out["stats"]
+    assert secret not in out["_stderr"] and secret not in json.dumps(out)
     local = (storage_root / out["file_path"]).read_bytes()
     assert get_object(s3, f"{prefix}/{out['file_path']}") == local
     target = new_db()

@@ -121,7 +121,9 @@ void stor_rfile_close(stor_rfile *f) {
     if (f) f->vt->close(f);
 }
 
-int stor_is_url(const char *root_or_url) { return root_or_url && strncmp(root_or_url, "s3://", 5) == 0; }
+int stor_is_url(const char *root_or_url) {
+    return root_or_url && strncmp(root_or_url, STOR_S3_SCHEME, STOR_S3_SCHEME_LEN) == 0;
+}
 
 fb_code stor_open_location(const char *root_or_url, const fb_config *cfg, stor **out, fb_err *err) {
     if (stor_is_url(root_or_url)) return stor_s3_new(root_or_url, cfg, out, err);

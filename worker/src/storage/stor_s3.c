@@ -73,10 +73,10 @@ static void s3_global_init(void) { s3_global_rc = curl_global_init(CURL_GLOBAL_D
 
 fb_code stor_s3_url_parse(const char *url, char **bucket, char **prefix, fb_err *err) {
     *bucket = *prefix = NULL;
-    if (!url || strncmp(url, "s3://", 5) != 0)
+    if (!url || strncmp(url, STOR_S3_SCHEME, STOR_S3_SCHEME_LEN) != 0)
         return fb_err_set(err, FB_ERR_USAGE, "\"%s\" is not an s3:// location (s3://BUCKET or s3://BUCKET/PREFIX)",
                           url ? url : "");
-    const char *b = url + 5, *slash = strchr(b, '/');
+    const char *b = url + STOR_S3_SCHEME_LEN, *slash = strchr(b, '/');
     size_t bl = slash ? (size_t)(slash - b) : strlen(b);
     if (bl < 3 || bl > 63)
         return fb_err_set(err, FB_ERR_USAGE, "\"%s\": a bucket name has 3 to 63 characters", url);
@@ -1017,7 +1017,7 @@ fb_code stor_s3_new(const char *url, const fb_config *cfg, stor **out, fb_err *e
         s->sigv4 = malloc(strlen(region) + 16);
         if (s->sigv4) sprintf(s->sigv4, "aws:amz:%s:s3", region);
         s->display = malloc(strlen(s->bucket) + strlen(s->prefix) + 8);
-        if (s->display) sprintf(s->display, "s3://%s/%s", s->bucket, s->prefix);
+        if (s->display) sprintf(s->display, STOR_S3_SCHEME "%s/%s", s->bucket, s->prefix);
         if (cfg->s3_ca_file && *cfg->s3_ca_file) s->ca_file = strdup(cfg->s3_ca_file);
         s->virtual_host = strcmp(style, "virtual") == 0;
         s->timeout_s = (long)cfg->s3_timeout_s > 0 ? (long)cfg->s3_timeout_s : 60;
@@ -1041,7 +1041,7 @@ fb_code stor_s3_new(const char *url, const fb_config *cfg, stor **out, fb_err *e
 fb_code stor_s3_open_url(const char *url, const fb_config *cfg, stor_rfile **out, fb_err *err) {
     *out = NULL;
     const char *slash = strrchr(url, '/');
-    if (!slash || slash < url + 5 || !slash[1] || strchr(url + 5, '/') == NULL)
+    if (!slash || slash < url + STOR_S3_SCHEME_LEN || !slash[1] || !strchr(url + STOR_S3_SCHEME_LEN, '/'))
         return fb_err_set(err, FB_ERR_USAGE, "\"%s\" does not name an object (s3://BUCKET/PATH/NAME)", url);
     char *dir = strndup(url, (size_t)(slash - url));
     stor *st = NULL;

@@ -14,6 +14,10 @@
 
 struct fb_config;
 
+/* How a location names an object store (stor_open_location picks the driver by it). */
+#define STOR_S3_SCHEME "s3://"
+#define STOR_S3_SCHEME_LEN 5
+
 /* Opens the target at url (s3://BUCKET[/PREFIX]). Nothing is sent yet: a wrong endpoint, bucket or credential
  * shows on the first request, with a message saying which. The caller frees *out with stor_free(). */
 fb_code stor_s3_new(const char *url, const struct fb_config *cfg, stor **out, fb_err *err);
