@@ -71,8 +71,11 @@ int main(void) {
     free(cfg.s3_endpoint);
     cfg.s3_endpoint = strdup("http://127.0.0.1:1");
     unsetenv("AWS_ACCESS_KEY_ID");
+    free(cfg.s3_credentials_file); /* the environment of a developer may name one (env.sh) */
+    cfg.s3_credentials_file = NULL;
     setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials", 1);
     rc = stor_open_location("s3://fusion-backups/x", &cfg, &st, &err);
+    if (rc == FB_OK) stor_free(st);
     CHECKF(rc == FB_ERR_USAGE && strstr(err.msg, "AWS_ACCESS_KEY_ID") && strstr(err.msg, "/nonexistent/credentials"),
            "%s", err.msg);
     setenv("AWS_ACCESS_KEY_ID", "AKIDTEST", 1);
