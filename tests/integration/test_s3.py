@@ -390,3 +390,26 @@ def test_configuration_errors_say_what_to_fix(bin, fresh_db, keypair, s3, prefix
         assert w in out["error"], out["error"]
     assert "wrong-secret-not-logged" not in out["error"] + out["_stderr"]
     assert artifacts(s3, f"{prefix}/") == {}
+
+
+def test_worker_daemon_with_a_bucket_as_storage_root(bin, brokers, topic_prefix, fresh_db, new_db, keypair, s3,
+                                                     prefix, workers):
+    """The daemon through the broker: the event in, the artifact in the bucket, the record SUCCESS (recorder)."""
+    from conftest import publish, wait_for
+    pub, key = keypair
+    prepare_source(fresh_db)
+    src = Source(fresh_db, "cfg/nightly")
+    job_id, ev = src.event("FULL")
+    record_id = sql(fresh_db, "SELECT id FROM backup_archive_backuprecord WHERE job_id = %s", (job_id,))[0][0]
+    root = root_url(s3, prefix)
+    publish(brokers, topic_prefix + "backup.requested", str(src.config_id), ev)
+    w = workers.start(fresh_db, storage_root=root, public_key=pub, role="all", extra=("--log-level", "debug"))
+    rec = wait_for(lambda: (r := flow.record(fresh_db, record_id))["status"] in ("SUCCESS", "FAILED") and r,
+                   timeout=90, what="BackupRecord to finish")
+    assert rec["status"] == "SUCCESS", f"record failed: {rec['error_message']}\n{workers.log(w)}"
+    assert artifacts(s3, f"{prefix}/") == {f"{prefix}/{rec['file_path']}": rec["file_size"]}
+    target = new_db()
+    r = restore(bin, f"{root}/{rec['file_path']}", key, target)
+    assert r.returncode == 0, r.stderr
+    assert digests(target) == digests(fresh_db)
+    assert creds(s3)[1] not in workers.log(w)
