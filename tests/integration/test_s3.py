@@ -413,3 +413,14 @@ def test_worker_daemon_with_a_bucket_as_storage_root(bin, brokers, topic_prefix,
     assert r.returncode == 0, r.stderr
     assert digests(target) == digests(fresh_db)
     assert creds(s3)[1] not in workers.log(w)
+
+
+def test_check_probes_a_bucket_root(bin, s3, prefix):
+    root = root_url(s3, prefix)
+    r = bin.run("check", "--storage-root", root, "--json")
+    storage = next(c for c in json.loads(r.stdout) if c["check"] == "storage")
+    assert storage["ok"] is True and "writable" in storage["detail"], storage
+    assert objects(s3, f"{prefix}/") == {}  # the probe is gone
+    r = bin.run("check", "--storage-root", "s3://no-such-bucket-fb/x", "--json")
+    storage = next(c for c in json.loads(r.stdout) if c["check"] == "storage")
+    assert storage["ok"] is False and "does not exist" in storage["detail"] and "create it" in storage["detail"]
