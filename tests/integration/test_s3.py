@@ -424,3 +424,82 @@ def test_check_probes_a_bucket_root(bin, s3, prefix):
     r = bin.run("check", "--storage-root", "s3://no-such-bucket-fb/x", "--json")
     storage = next(c for c in json.loads(r.stdout) if c["check"] == "storage")
     assert storage["ok"] is False and "does not exist" in storage["detail"] and "create it" in storage["detail"]
+
+
+@pytest.fixture
+def tls_proxy(s3, tmp_path):
+    """https://127.0.0.1:PORT in front of the S3 server: a TLS-terminating byte forwarder with a self-signed
+    certificate (its own CA), so the driver's TLS and --s3-ca-file are exercised end to end."""
+    import socket
+    import ssl
+    import threading
+    cert, keyf = tmp_path / "ca.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(keyf), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(cert), str(keyf))
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(16)
+    upstream = int(s3["FB_S3_ENDPOINT"].rsplit(":", 1)[1])
+    stop = threading.Event()
+
+    def pipe(a, b):
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def serve():
+        lsock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                c, _ = lsock.accept()
+            except (socket.timeout, OSError):
+                continue
+            try:
+                c.settimeout(None)
+                tc = ctx.wrap_socket(c, server_side=True)
+            except (ssl.SSLError, OSError):
+                c.close()  # a client that refused our certificate
+                continue
+            u = socket.create_connection(("127.0.0.1", upstream))
+            threading.Thread(target=pipe, args=(tc, u), daemon=True).start()
+            threading.Thread(target=pipe, args=(u, tc), daemon=True).start()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    yield f"https://127.0.0.1:{lsock.getsockname()[1]}", cert
+    stop.set()
+    t.join()
+    lsock.close()
+
+
+def test_tls_endpoint_needs_and_takes_a_ca_file(bin, fresh_db, new_db, keypair, s3, prefix, tmp_path, tls_proxy,
+                                               monkeypatch):
+    pub, key = keypair
+    url, ca = tls_proxy
+    prepare_source(fresh_db)
+    src = Source(fresh_db, "cfg/daily")
+    root = root_url(s3, prefix)
+    monkeypatch.setenv("FB_S3_ENDPOINT", url)
+    _, ev = src.event("FULL")
+    out = run_event(bin, ev, tmp_path, "--pg", fresh_db, "--storage-root", root, "--public-key", str(pub),
+                    "--retry-max", "0")
+    assert out["status"] == "FAILED" and "--s3-ca-file" in out["error"], out
+    monkeypatch.setenv("FB_S3_CA_FILE", str(ca))
+    _, ev = src.event("FULL")
+    out = run_event(bin, ev, tmp_path, "--pg", fresh_db, "--storage-root", root, "--public-key", str(pub))
+    assert out["status"] == "SUCCESS", (out.get("error"), out["_stderr"][-2000:])
+    target = new_db()
+    r = restore(bin, f"{root}/{out['file_path']}", key, target)
+    assert r.returncode == 0, r.stderr
+    assert digests(target) == digests(fresh_db)
