@@ -503,3 +503,29 @@ def test_tls_endpoint_needs_and_takes_a_ca_file(bin, fresh_db, new_db, keypair, 
     r = restore(bin, f"{root}/{out['file_path']}", key, target)
     assert r.returncode == 0, r.stderr
     assert digests(target) == digests(fresh_db)
+
+
+def test_rekey_in_a_bucket(bin, fresh_db, new_db, keypair, s3, prefix, tmp_path):
+    pub, key = keypair
+    prepare_source(fresh_db)
+    src = Source(fresh_db, "cfg/daily")
+    root = root_url(s3, prefix)
+    _, ev = src.event("FULL")
+    out = run_event(bin, ev, tmp_path, "--pg", fresh_db, "--storage-root", root, "--public-key", str(pub))
+    assert out["status"] == "SUCCESS", out
+    bin.run("keygen", "--out", str(tmp_path / "new"), check=True)
+    url = f"{root}/{out['file_path']}"
+    before = get_object(s3, f"{prefix}/{out['file_path']}")
+    r = bin.run("rekey", url, "--secret-key", str(key), "--new-public-key", str(tmp_path / "new.pub"))
+    assert r.returncode == 0, r.stderr
+    after = get_object(s3, f"{prefix}/{out['file_path']}")
+    # only the sealed key changed (bytes 16..96), nothing else; no temporary left beside it
+    assert len(after) == len(before) and after[:16] == before[:16] and after[96:] == before[96:]
+    assert after[16:96] != before[16:96]
+    assert list(artifacts(s3, f"{prefix}/")) == [f"{prefix}/{out['file_path']}"]
+    target = new_db()
+    r = restore(bin, url, tmp_path / "new.key", target)
+    assert r.returncode == 0, r.stderr
+    assert digests(target) == digests(fresh_db)
+    r = restore(bin, url, key, new_db())
+    assert r.returncode != 0 and "secret key does not open" in r.stderr, r.stderr
