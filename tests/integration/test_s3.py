@@ -366,6 +366,40 @@ def test_server_killed_mid_upload_leaves_nothing_that_looks_complete(bin, fresh_
     assert unfinished_uploads(s3, f"{prefix}/") == []
 
 
+def test_a_stalled_server_is_retried_and_the_backup_completes(bin, fresh_db, new_db, keypair, s3, prefix, tmp_path):
+    """The server frozen (SIGSTOP) for a few seconds mid-upload: requests stall, time out, are retried with
+    back-off, and once it thaws the same backup completes: one object, nothing unfinished, restorable."""
+    pub, key = keypair
+    prepare_source(fresh_db, BIG)
+    src = Source(fresh_db, "cfg/big")
+    root = root_url(s3, prefix)
+    _, ev = src.event("FULL")
+    f = tmp_path / "big.msgpack"
+    f.write_bytes(ev)
+    cmd = [bin.cli, "event", "run", str(f), "--no-publish", "--pg", fresh_db, "--storage-root", root,
+           "--public-key", str(pub), "--retry-max", "4", "--retry-backoff-ms", "300", "--s3-timeout-s", "2"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pid = int((Path(s3["FB_S3_CREDENTIALS_FILE"]).parent / "weed.pid").read_text())
+    try:
+        deadline = time.time() + 120
+        while not unfinished_uploads(s3, f"{prefix}/"):
+            assert p.poll() is None, f"the backup ended before its upload was seen: {p.communicate()}"
+            assert time.time() < deadline, "no multipart upload started within 120 s"
+            time.sleep(0.05)
+        os.kill(pid, signal.SIGSTOP)
+        time.sleep(10)  # curl judges a stall on its ~5 s moving speed average, then --s3-timeout-s
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    stdout, stderr = p.communicate(timeout=300)
+    out = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    assert out and out[-1]["status"] == "SUCCESS", (stdout, stderr[-3000:])
+    assert "; retry 1 of 4 in 300 ms" in stderr, stderr[-3000:]  # it did stall, and was retried
+    assert list(artifacts(s3, f"{prefix}/")) == [f"{prefix}/{out[-1]['file_path']}"]
+    assert unfinished_uploads(s3, f"{prefix}/") == []
+    r = bin.run("verify", f"{root}/{out[-1]['file_path']}", "--secret-key", str(key))
+    assert r.returncode == 0, r.stderr
+
+
 @pytest.mark.parametrize("case", ["wrong-credentials", "missing-bucket", "unreachable"])
 def test_configuration_errors_say_what_to_fix(bin, fresh_db, keypair, s3, prefix, tmp_path, monkeypatch, case):
     pub, key = keypair

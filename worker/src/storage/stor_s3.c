@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "common/fb_config.h"
+#include "common/fb_log.h"
 
 #define S3_BODY_MAX (4u << 20)   /* largest response body kept (XML listings, errors) */
 #define S3_WINDOW (1u << 20)     /* read-ahead window of small preads */
@@ -453,6 +454,12 @@ static fb_code s3_do(s3_stor *s, const char *method, const char *key, const char
             break;
         }
         pthread_mutex_unlock(&s->mu);
+        if (cc != CURLE_OK)
+            FB_WARN("%s in %s: %s; retry %d of %d in %ld ms", what, s->display, *errbuf ? errbuf : curl_easy_strerror(cc),
+                    attempt + 1, s->retries, delay);
+        else
+            FB_WARN("%s in %s: HTTP %ld; retry %d of %d in %ld ms", what, s->display, status, attempt + 1, s->retries,
+                    delay);
         struct timespec ts = {delay / 1000, (delay % 1000) * 1000000L};
         nanosleep(&ts, NULL);
         delay *= 2;
