@@ -279,11 +279,22 @@ def test_retention_in_a_bucket(bin, fresh_db, keypair, s3, prefix, tmp_path):
         outs.append(out)
     assert len(artifacts(s3, f"{prefix}/cfg/weekly/")) == 3
 
+    # an unfinished upload left by a crashed writer: prune aborts it once it is over a day old
+    code, body = s3_request(s3, "POST", f"/{s3['FB_S3_BUCKET']}/{prefix}/cfg/weekly/{uuid.uuid4()}.fbak", "uploads=")
+    assert code == 200 and "<UploadId>" in body, body
+    assert len(unfinished_uploads(s3, f"{prefix}/")) == 1
+    r = bin.run("prune", "--storage-root", root, "--storage-path", "cfg/weekly", "--retention-days", "1",
+                "--public-key", str(pub))
+    assert r.returncode == 0, r.stderr
+    assert len(unfinished_uploads(s3, f"{prefix}/")) == 1  # begun just now: it may be a backup still running
+
     later = flow.now_ms() + 10 * 86400000
     r = bin.run("prune", "--storage-root", root, "--storage-path", "cfg/weekly", "--retention-days", "1",
                 "--public-key", str(pub), "--now-ms", str(later))
     assert r.returncode == 0, r.stderr
     assert "took away 2 backup(s)" in r.stdout, r.stdout
+    assert "unfinished write" in r.stdout, r.stdout
+    assert unfinished_uploads(s3, f"{prefix}/") == []
     left = artifacts(s3, f"{prefix}/")
     # the newest restorable FULL stays; nothing else, no trash left behind
     assert left == {f"{prefix}/{outs[-1]['file_path']}": outs[-1]["file_size"]}, left

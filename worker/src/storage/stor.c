@@ -68,6 +68,12 @@ fb_code stor_remove(stor *s, const char *rel_path, fb_err *err) {
     return rc ? rc : s->vt->remove(s, rel_path, err);
 }
 
+fb_code stor_sweep(stor *s, const char *rel_dir, int64_t before_ms, stor_list_fn fn, void *opaque, fb_err *err) {
+    fb_code rc = stor_path_check(rel_dir, err);
+    if (rc || !s->vt->sweep) return rc;
+    return s->vt->sweep(s, rel_dir, before_ms, fn, opaque, err);
+}
+
 void stor_free(stor *s) {
     if (s) s->vt->free(s);
 }

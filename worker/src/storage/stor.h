@@ -41,6 +41,11 @@ typedef struct stor_vt {
     /* Atomically renames a file within one folder (rel_dir/from -> rel_dir/to), durable on return. */
     fb_code (*rename)(stor *s, const char *rel_dir, const char *from, const char *to, fb_err *err);
     void (*free)(stor *s);
+    /* Optional (NULL: nothing to sweep). Removes leftovers of interrupted writes in rel_dir begun before
+     * before_ms, calling fn with each one's name; writes begun later may still be running and are left alone.
+     * The S3 driver aborts unfinished multipart uploads; the posix driver has none to sweep (a crashed writer's
+     * ".NAME.tmp" is reused by the next run of the same job). */
+    fb_code (*sweep)(stor *s, const char *rel_dir, int64_t before_ms, stor_list_fn fn, void *opaque, fb_err *err);
 } stor_vt;
 
 typedef struct stor_wfile_vt {
@@ -98,6 +103,8 @@ fb_code stor_list(stor *s, const char *rel_dir, stor_list_fn fn, void *opaque, f
 /* from and to are names (one component) in rel_dir. */
 fb_code stor_rename(stor *s, const char *rel_dir, const char *from, const char *to, fb_err *err);
 void stor_free(stor *s);
+/* See stor_vt.sweep; the entries passed to fn carry the leftover's name and start time (size 0). */
+fb_code stor_sweep(stor *s, const char *rel_dir, int64_t before_ms, stor_list_fn fn, void *opaque, fb_err *err);
 
 fb_code stor_wfile_write(stor_wfile *f, const void *buf, size_t len, fb_err *err);
 /* BLAKE2b-256 of everything written so far (the whole file once complete); f stays usable. */

@@ -992,7 +992,46 @@ static void s3_free(stor *st) {
     free(s);
 }
 
-static const stor_vt s3_vt = {"s3", s3_create, s3_open, s3_remove, s3_list, s3_rename, s3_free};
+/* Aborts the unfinished uploads of objects directly in rel_dir that were initiated before before_ms. */
+static fb_code s3_sweep(stor *st, const char *rel_dir, int64_t before_ms, stor_list_fn fn, void *opaque,
+                        fb_err *err) {
+    s3_stor *s = (s3_stor *)st;
+    size_t dl = strlen(s->prefix) + strlen(rel_dir) + 2;
+    char *dir_key = malloc(dl), *edir = NULL, *q = NULL, what[1200];
+    s3_resp r = {0};
+    fb_code rc = FB_OK;
+    snprintf(what, sizeof what, "listing unfinished uploads in \"%s\"", rel_dir);
+    if (dir_key) snprintf(dir_key, dl, "%s%s/", s->prefix, rel_dir);
+    if (dir_key) edir = s3_escape(dir_key, 0);
+    if (edir && (q = malloc(strlen(edir) + 40))) sprintf(q, "prefix=%s&uploads=", edir);
+    if (!q) rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    /* One page (up to 1000 uploads) per sweep is enough: the next prune takes the next page. */
+    if (!rc) rc = s3_do(s, "GET", "", q, NULL, 0, NULL, &r, what, err);
+    if (!rc && r.status / 100 != 2) rc = s3_http_error(s, &r, what, err);
+    for (const char *p = r.body; !rc && p && (p = strstr(p, "<Upload>"));) {
+        char k[2048], id[1024], when[64] = "";
+        const char *end = strstr(p, "</Upload>");
+        if (!end) break;
+        if (stor_s3_xml_tag(p, "Key", k, sizeof k) && stor_s3_xml_tag(p, "UploadId", id, sizeof id) &&
+            strncmp(k, dir_key, strlen(dir_key)) == 0 && !strchr(k + strlen(dir_key), '/')) {
+            stor_s3_xml_tag(p, "Initiated", when, sizeof when);
+            int64_t t = s3_time_ms(when);
+            if (t > 0 && t < before_ms) {
+                rc = s3_abort_upload(s, k, id, err);
+                stor_entry e = {k + strlen(dir_key), 0, t};
+                if (!rc && fn) rc = fn(opaque, &e, err);
+            }
+        }
+        p = end;
+    }
+    s3_resp_free(&r);
+    free(dir_key);
+    free(edir);
+    free(q);
+    return rc;
+}
+
+static const stor_vt s3_vt = {"s3", s3_create, s3_open, s3_remove, s3_list, s3_rename, s3_free, s3_sweep};
 
 fb_code stor_s3_new(const char *url, const fb_config *cfg, stor **out, fb_err *err) {
     *out = NULL;
