@@ -80,7 +80,7 @@ static const cfg_row cfg_rows[] = {
      * s3://BUCKET/PREFIX. Credentials are never settings: they come from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
      * and AWS_SESSION_TOKEN or from the credentials file named here, so they appear on no command line. */
     ROW_S("s3-endpoint", s3_endpoint, "", "FB_S3_ENDPOINT", W | C,
-          "URL of the S3 service, e.g. https://s3.eu-west-1.amazonaws.com or http://127.0.0.1:58333"),
+          "URL of the S3 service, e.g. https://s3.eu-west-1.amazonaws.com or http://127.0.0.1:48333"),
     ROW_S("s3-region", s3_region, "us-east-1", "FB_S3_REGION", W | C, "region that requests are signed for (SigV4)"),
     ROW_S("s3-url-style", s3_url_style, "path", "FB_S3_URL_STYLE", W | C,
           "path (ENDPOINT/BUCKET/KEY) | virtual (BUCKET.ENDPOINT-HOST/KEY)"),
