@@ -17,7 +17,7 @@ if [ -x "$dest" ] && "$dest" version >/dev/null 2>&1; then
   exit 0
 fi
 command -v go >/dev/null || fb_die "go not found (needed to build SeaweedFS, the local S3 server)" \
-  "install Go 1.22 or newer (https://go.dev/dl or apt-get install golang), then rerun $0"
+  "install Go 1.26 or newer from https://go.dev/dl (this SeaweedFS's go.mod asks for go 1.26.6; Debian's golang is older), then rerun $0"
 mkdir -p "$(dirname "$dest")"
 work="$(mktemp -d "$(dirname "$dest")/build.XXXXXX")"
 trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
