@@ -1,6 +1,12 @@
 """Backups in S3-compatible object storage (issue 15), against a real server: the local SeaweedFS that
 deploy/local/s3.sh runs (built once by install-seaweedfs.sh).
 
+Covered: backup to a bucket and restore from it table for table; an incremental whose base is in the bucket; the
+verify job, inspect, list, check and rekey on s3://; retention (and the sweep of old unfinished uploads); a checked
+--copy-to s3:// from a folder root; the worker daemon with a bucket root; the server killed mid-upload (FAILED,
+no object, the leftover upload aborted by the rerun); the server frozen mid-upload (retried, completed); TLS with
+and without --s3-ca-file; wrong credentials, a missing bucket and an unreachable endpoint.
+
 Jobs run in-process (`fusion-backup event run --no-publish`); restore, inspect, list and prune read s3:// directly.
 The test's own view of the bucket (objects, unfinished multipart uploads) comes from signed requests made with the
 curl program, credentials on stdin, so the assertions do not trust the driver under test.
