@@ -47,7 +47,8 @@ q "$PG_DEMO" "SELECT 'rows: ' || (SELECT count(*) FROM notifications_notificatio
 
 say "3. worker up; Django requests a backup"
 "$BIN/fusion-backup" keygen --out "$DEMO/backup"
-"$BIN/fusion-backup-worker" --role all --pg "$PG_WORKER" --storage-root "$DEMO/storage" \
+OFFSITE="s3://$FB_S3_BUCKET/demo-$(date +%s)"   # the offsite copy, in the local S3 server (deploy/local/s3.sh)
+"$BIN/fusion-backup-worker" --role all --pg "$PG_WORKER" --storage-root "$DEMO/storage" --copy-to "$OFFSITE" \
   --public-key "$DEMO/backup.pub" --brokers "$FB_TEST_BROKERS" --topic-prefix "$PREFIX" \
   --group-id "demo-workers" --concurrency 2 --worker-name demo-worker-1 >"$DEMO/worker.log" 2>&1 &
 WORKER=$!
@@ -77,6 +78,8 @@ django backup_status
 [ "$status" = SUCCESS ] || { tail -n 30 "$DEMO/worker.log"; die "the backup did not succeed (status $status)"; }
 ARTIFACT="$DEMO/storage/$(q "$PG_DEMO" "SELECT file_path FROM backup_archive_backuprecord ORDER BY id DESC LIMIT 1")"
 "$BIN/fusion-backup" inspect "$ARTIFACT" --secret-key "$DEMO/backup.key" | head -n 20
+echo "offsite copy (read back and compared by the worker): $OFFSITE/${ARTIFACT#"$DEMO/storage/"}"
+"$BIN/fusion-backup" verify "$OFFSITE/${ARTIFACT#"$DEMO/storage/"}" --secret-key "$DEMO/backup.key"
 
 say "4. restore into an empty database, compare every table"
 q "$FB_TEST_PG" "CREATE DATABASE fusion_demo_restore"

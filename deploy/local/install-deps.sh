@@ -21,6 +21,7 @@ APT_PACKAGES=(
   openjdk-17-jre-headless maven
   zstd python3 python3-venv
   ca-certificates util-linux acl
+  libcurl4-openssl-dev
 )
 
 step_start=0
@@ -147,4 +148,5 @@ fetch_kafka
 make_venv "$FB_VENV" "$(pick_python)" requirements.txt
 make_venv "$FB_VENV_DJ32" "$(pick_python_dj32)" requirements-dj32.txt
 "$(dirname "${BASH_SOURCE[0]}")/install-promtool.sh"  # the alert rules' checker (tests/deploy/test_alerts.py)
+"$(dirname "${BASH_SOURCE[0]}")/install-seaweedfs.sh"  # the local S3 server (deploy/local/s3.sh); built once, ~4.5 min
 fb_say "all dependencies ready in $(($(fb_now_ms) - t0)) ms (FB_HOME=$FB_HOME); next: deploy/local/services.sh start"

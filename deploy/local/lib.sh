@@ -42,3 +42,10 @@ fb_die() {
 
 # Milliseconds since the epoch, for the timings the scripts print.
 fb_now_ms() { date +%s%3N; }
+
+# SeaweedFS, the local S3-compatible server (install-seaweedfs.sh builds it, s3.sh runs it).
+: "${FB_SEAWEEDFS_MODULE:=github.com/seaweedfs/seaweedfs}"
+: "${FB_SEAWEEDFS_VERSION:=v0.0.0-20261109003541-7506e5f91cd6}"
+FB_SEAWEEDFS_BIN="$FB_HOME/seaweedfs/weed-$FB_SEAWEEDFS_VERSION"
+: "${FB_S3_PORT:=48333}"
+: "${FB_S3_BUCKET:=fusion-backups}"

@@ -458,6 +458,7 @@ case "$cmd" in
       esac
     done
     fb_env >"$FB_HOME/env.sh"
+    if [ $# -eq 0 ] && [ -x "$FB_SEAWEEDFS_BIN" ]; then "$FB_LOCAL_DIR/s3.sh" start; fi  # S3 server (s3.sh adds to env.sh)
     fb_say "ready in $(($(fb_now_ms) - t0)) ms; environment in $FB_HOME/env.sh (. $FB_HOME/env.sh)"
     ;;
   stop)
@@ -466,6 +467,7 @@ case "$cmd" in
     for c in $comps; do
       case "$c" in pg) pg_stop ;; kafka) kafka_stop ;; esac
     done
+    if [ $# -eq 0 ]; then "$FB_LOCAL_DIR/s3.sh" stop; fi  # the S3 server (deploy/local/s3.sh)
     ;;
   status)
     rc=0

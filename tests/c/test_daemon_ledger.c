@@ -65,12 +65,16 @@ static void test_entries_and_counters(const char *root) {
     unsigned char *got = NULL;
     size_t len = 0;
     int match = -1;
-    CHECK_EQ_INT(dmn_ledger_get(root, job, real, &got, &len, &match, &err), FB_ERR_NOTFOUND);
-    CHECK(dmn_ledger_put(root, job, real, (const unsigned char *)"status", 6, &err) == FB_OK);
-    CHECK(dmn_ledger_get(root, job, real, &got, &len, &match, &err) == FB_OK);
+    fb_config cfg;
+    CHECK(fb_config_init(&cfg, &err) == FB_OK);
+    free(cfg.storage_root);
+    cfg.storage_root = strdup(root);
+    CHECK_EQ_INT(dmn_ledger_get(&cfg, job, real, &got, &len, &match, &err), FB_ERR_NOTFOUND);
+    CHECK(dmn_ledger_put(&cfg, job, real, (const unsigned char *)"status", 6, &err) == FB_OK);
+    CHECK(dmn_ledger_get(&cfg, job, real, &got, &len, &match, &err) == FB_OK);
     CHECK(match == 1 && len == 6 && memcmp(got, "status", 6) == 0);
     free(got);
-    CHECK(dmn_ledger_get(root, job, other, &got, &len, &match, &err) == FB_OK);
+    CHECK(dmn_ledger_get(&cfg, job, other, &got, &len, &match, &err) == FB_OK);
     CHECKF(match == 0, "an entry must not match another request's digest");
     free(got);
     /* An entry from before digests (the bare status bytes) matches nothing. */
@@ -79,7 +83,7 @@ static void test_entries_and_counters(const char *root) {
     FILE *f = fopen(path, "w");
     fputs("legacy-status-bytes", f);
     fclose(f);
-    CHECK(dmn_ledger_get(root, job, real, &got, &len, &match, &err) == FB_OK);
+    CHECK(dmn_ledger_get(&cfg, job, real, &got, &len, &match, &err) == FB_OK);
     CHECK(match == 0 && len == strlen("legacy-status-bytes"));
     free(got);
 
@@ -107,6 +111,7 @@ static void test_entries_and_counters(const char *root) {
     dmn_ledger_delivery_clear(NULL, job, 1, real);
     CHECK(dmn_ledger_delivery_count(NULL, job, 1, real, &n, &err) == FB_OK);
     CHECK_EQ_INT(n, 0);
+    fb_config_free(&cfg);
 }
 
 static void test_given_up_request_is_not_run(const char *root) {

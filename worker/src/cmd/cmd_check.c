@@ -30,6 +30,7 @@
 #include "common/fb_config.h"
 #include "kafka/kfk.h"
 #include "pg/pgx.h"
+#include "storage/stor.h"
 
 typedef struct ck_run {
     int json, n_done, n_failed;
@@ -147,10 +148,45 @@ static void ck_broker(ck_run *run, const fb_config *cfg) {
     kfk_producer_free(rk);
 }
 
+/* An object store root: a probe object written, read back and removed through the driver (the worker's own path:
+ * endpoint, credentials, bucket and permissions each fail with a message that says which). */
+static void ck_storage_url(ck_run *run, const fb_config *cfg) {
+    char msg[FB_ERR_MSG_MAX + 64], rel[64], back[8] = "";
+    fb_err err;
+    stor *st = NULL;
+    stor_wfile *wf = NULL;
+    stor_rfile *rf = NULL;
+    snprintf(rel, sizeof rel, ".fusion-backup-check.%d", (int)getpid());
+    fb_code rc = stor_open_location(cfg->storage_root, cfg, &st, &err);
+    if (!rc) rc = stor_create(st, rel, &wf, &err);
+    if (!rc && (rc = stor_wfile_write(wf, "check\n", 6, &err))) stor_wfile_abort(wf);
+    if (!rc) rc = stor_wfile_commit(wf, &err);
+    if (!rc) rc = stor_open(st, rel, &rf, &err);
+    if (!rc) rc = stor_rfile_pread(rf, back, 6, 0, &err);
+    if (!rc && memcmp(back, "check\n", 6) != 0) rc = fb_err_set(&err, FB_ERR_IO, "the probe object reads back different bytes");
+    stor_rfile_close(rf);
+    if (st) {
+        fb_err e2;
+        fb_code r2 = stor_remove(st, rel, &e2);
+        if (!rc && r2) {
+            rc = r2;
+            err = e2;
+        }
+    }
+    stor_free(st);
+    if (rc) snprintf(msg, sizeof msg, "%s", err.msg);
+    else snprintf(msg, sizeof msg, "%s writable (a probe object written, read back and removed)", cfg->storage_root);
+    ck_say(run, "storage", rc, msg);
+}
+
 static void ck_storage(ck_run *run, const fb_config *cfg) {
     char msg[1200], tmp[4200];
     if (!cfg->storage_root || !*cfg->storage_root) {
         ck_say(run, "storage", FB_OK, "not configured (--storage-root): skipped");
+        return;
+    }
+    if (stor_is_url(cfg->storage_root)) {
+        ck_storage_url(run, cfg);
         return;
     }
     struct stat st;

@@ -221,7 +221,7 @@ int cmd_list(int argc, char **argv) {
             if (!rc) PQclear(r);
         }
     }
-    if (!rc) rc = stor_posix_new(cfg.storage_root, &st, &err);
+    if (!rc) rc = stor_open_location(cfg.storage_root, &cfg, &st, &err);
     if (!rc && o.json) printf("[");
     for (size_t i = 0; !rc && i < n_paths; i++) rc = cl_folder(st, paths[i], key, db, &o, &listed, &err);
     if (o.json && st) printf("%s]\n", o.first ? "" : "\n");

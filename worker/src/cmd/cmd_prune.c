@@ -68,7 +68,7 @@ int cmd_prune(int argc, char **argv) {
     if (!rc && (!path || days < 0))
         rc = fb_err_set(&err, FB_ERR_USAGE, "prune needs --storage-path P and --retention-days N (see prune --help)");
     if (!rc) rc = cmd_index_key(&cfg, "prune", key, &err);
-    if (!rc) rc = stor_posix_new(cfg.storage_root, &st, &err);
+    if (!rc) rc = stor_open_location(cfg.storage_root, &cfg, &st, &err);
     if (!rc) {
         o.retention_days = days;
         po.dry_run = o.dry_run;

@@ -28,6 +28,7 @@
 #include "cmd/cmd.h"
 #include "common/fb_config.h"
 #include "storage/stor.h"
+#include "storage/stor_s3.h"
 
 /* Writes header + bytes [96, size) of f to tmp, fsyncs, reads it back and compares with the expected BLAKE2b. */
 static fb_code cmd_rekey_write(stor_rfile *f, const unsigned char *header, const char *tmp, fb_err *err) {
@@ -68,14 +69,80 @@ out:
     return rc;
 }
 
-static fb_code cmd_rekey_one(const char *path, const unsigned char *sk, const unsigned char *pk,
+/* The object-store form of the copy and rename above, through the driver: the copy is written as
+ * FOLDER/.NAME.rekey.tmp (a multipart upload: it exists only once complete), read back and compared, then renamed
+ * over the artifact (a server-side copy, atomic per object: the artifact is the old object or the new one). */
+static fb_code cmd_rekey_replace_url(const fb_config *cfg, const char *url, stor_rfile *f,
+                                     const unsigned char *header, fb_err *err) {
+    char *loc = strdup(url), *base = loc ? strrchr(loc, '/') : NULL, *dir = NULL, *rel = NULL, *tmp = NULL;
+    size_t cap = 1u << 20;
+    unsigned char *buf = malloc(cap), want[32], got[32];
+    stor *st = NULL;
+    stor_wfile *wf = NULL;
+    stor_rfile *back = NULL;
+    fb_code rc = loc && buf ? FB_OK : fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    if (!rc) {
+        *base++ = '\0';
+        dir = strrchr(loc, '/');
+        if (!dir || dir < loc + STOR_S3_SCHEME_LEN + 1 || !strchr(loc + STOR_S3_SCHEME_LEN, '/'))
+            rc = fb_err_set(err, FB_ERR_USAGE, "\"%s\": rekey needs the artifact in a folder of the bucket", url);
+        else
+            *dir++ = '\0';
+    }
+    if (!rc) {
+        rel = malloc(strlen(dir) + strlen(base) + 18); /* DIR/.NAME.rekey.tmp */
+        tmp = malloc(strlen(base) + 16);
+        if (!rel || !tmp) rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+        else {
+            sprintf(tmp, ".%s.rekey.tmp", base);
+            sprintf(rel, "%s/%s", dir, tmp);
+        }
+    }
+    if (!rc) rc = stor_open_location(loc, cfg, &st, err);
+    if (!rc) {
+        /* a leftover of an interrupted rekey is ours to replace: it never was the artifact */
+        fb_err e2;
+        stor_remove(st, rel, &e2);
+        rc = stor_create(st, rel, &wf, err);
+    }
+    for (uint64_t off = 0; !rc && off < f->size; off += cap) {
+        size_t n = f->size - off < cap ? (size_t)(f->size - off) : cap;
+        if ((rc = stor_rfile_pread(f, buf, n, off, err))) break;
+        if (off == 0) memcpy(buf, header, ARC_HEADER_BYTES);
+        rc = stor_wfile_write(wf, buf, n, err);
+    }
+    if (!rc) {
+        stor_wfile_digest(wf, want);
+        rc = stor_wfile_commit(wf, err);
+        wf = NULL;
+    }
+    if (!rc) rc = stor_open(st, rel, &back, err);
+    if (!rc) rc = stor_rfile_digest(back, got, err);
+    if (!rc && sodium_memcmp(got, want, 32) != 0)
+        rc = fb_err_set(err, FB_ERR_IO, "the re-sealed copy of \"%s\" reads back different bytes", url);
+    stor_rfile_close(back);
+    if (!rc) rc = stor_rename(st, dir, tmp, base, err);
+    else if (st && !wf) {
+        fb_err e2;
+        stor_remove(st, rel, &e2);
+    }
+    stor_wfile_abort(wf);
+    stor_free(st);
+    free(buf);
+    free(rel);
+    free(tmp);
+    free(loc);
+    return rc;
+}
+
+static fb_code cmd_rekey_one(const fb_config *cfg, const char *path, const unsigned char *sk, const unsigned char *pk,
                              const unsigned char *new_pk, fb_err *err) {
     stor_rfile *f = NULL;
     arc_reader *r = NULL;
     unsigned char header[ARC_HEADER_BYTES], data_key[crypto_kdf_KEYBYTES];
     char *tmp = NULL, *dir = NULL;
     int version = 0;
-    fb_code rc = stor_posix_open_path(path, &f, err);
+    fb_code rc = stor_open_file(path, cfg, &f, err);
     if (!rc) rc = arc_reader_peek_version(f, &version, err);
     if (!rc && version < 2)
         rc = fb_err_set(err, FB_ERR_FORMAT, "\"%s\" is format %d, whose sealed key is authenticated into every "
@@ -89,6 +156,10 @@ static fb_code cmd_rekey_one(const char *path, const unsigned char *sk, const un
     if (!rc && crypto_box_seal(header + 16, data_key, sizeof data_key, new_pk) != 0)
         rc = fb_err_set(err, FB_ERR_CRYPTO, "could not seal to the new public key (is it a valid key?)");
     sodium_memzero(data_key, sizeof data_key);
+    if (!rc && stor_is_url(path)) {
+        rc = cmd_rekey_replace_url(cfg, path, f, header, err);
+        goto done;
+    }
     if (!rc) {
         const char *slash = strrchr(path, '/');
         size_t dl = slash ? (size_t)(slash - path) : 0;
@@ -109,6 +180,7 @@ static fb_code cmd_rekey_one(const char *path, const unsigned char *sk, const un
             rc = fb_err_set(err, FB_ERR_IO, "could not fsync folder \"%s\": %s", dir, strerror(errno));
         if (dfd >= 0) close(dfd);
     }
+done:
     arc_reader_free(r);
     stor_rfile_close(f);
     free(tmp);
@@ -143,7 +215,7 @@ int cmd_rekey(int argc, char **argv) {
     if (!rc) rc = arc_key_load_secret(cfg.secret_key, sk, pk, &err);
     if (!rc) rc = arc_key_load_public(new_pub, npk, &err);
     for (size_t i = 0; !rc && i < n; i++) {
-        rc = cmd_rekey_one(paths[i], sk, pk, npk, &err);
+        rc = cmd_rekey_one(&cfg, paths[i], sk, pk, npk, &err);
         if (!rc) {
             done++;
             printf("rekeyed %s\n", paths[i]);

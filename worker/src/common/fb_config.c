@@ -92,6 +92,25 @@ static const cfg_row cfg_rows[] = {
     ROW_I("max-deliveries", max_deliveries, "5", 1, 1000, "FB_MAX_DELIVERIES", W,
           "runs of one request without a published outcome (crash, OOM kill, broker or ledger failure) after which "
           "the worker stops running it and publishes a FAILED (or a dead letter) instead"),
+    /* S3-compatible object storage (storage/stor_s3.c): used when a storage root or --copy-to target is
+     * s3://BUCKET/PREFIX. Credentials are never settings: they come from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
+     * and AWS_SESSION_TOKEN or from the credentials file named here, so they appear on no command line. */
+    ROW_S("s3-endpoint", s3_endpoint, "", "FB_S3_ENDPOINT", W | C,
+          "URL of the S3 service, e.g. https://s3.eu-west-1.amazonaws.com or http://127.0.0.1:48333"),
+    ROW_S("s3-region", s3_region, "us-east-1", "FB_S3_REGION", W | C, "region that requests are signed for (SigV4)"),
+    ROW_S("s3-url-style", s3_url_style, "path", "FB_S3_URL_STYLE", W | C,
+          "path (ENDPOINT/BUCKET/KEY) | virtual (BUCKET.ENDPOINT-HOST/KEY)"),
+    ROW_S("s3-ca-file", s3_ca_file, "", "FB_S3_CA_FILE", W | C,
+          "PEM file of the CA(s) that sign the endpoint's TLS certificate (empty: the system's)"),
+    ROW_S("s3-credentials-file", s3_credentials_file, "", "FB_S3_CREDENTIALS_FILE", W | C,
+          "AWS-style credentials file (aws_access_key_id / aws_secret_access_key), read when AWS_ACCESS_KEY_ID is "
+          "unset; empty: AWS_SHARED_CREDENTIALS_FILE or ~/.aws/credentials"),
+    ROW_S("s3-profile", s3_profile, "default", "FB_S3_PROFILE", W | C, "section of the credentials file to use"),
+    ROW_I("s3-part-mib", s3_part_mib, "8", 5, 512, "FB_S3_PART_MIB", W | C,
+          "multipart upload part size in MiB: the memory one upload holds"),
+    ROW_I("s3-timeout-s", s3_timeout_s, "60", 1, 3600, "FB_S3_TIMEOUT_S", W | C,
+          "an S3 request that moves no data for this long fails; failed requests are retried (retry-max times, "
+          "retry-backoff-ms doubling)"),
 };
 #define CFG_NROWS (sizeof cfg_rows / sizeof cfg_rows[0])
 

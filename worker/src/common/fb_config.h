@@ -51,6 +51,15 @@ typedef struct fb_config {
     char *authority_pg;
     int64_t authority_skew_ms;
     int64_t max_deliveries;
+    /* S3-compatible object storage (see the table). */
+    char *s3_endpoint;
+    char *s3_region;
+    char *s3_url_style;
+    char *s3_ca_file;
+    char *s3_credentials_file;
+    char *s3_profile;
+    int64_t s3_part_mib;
+    int64_t s3_timeout_s;
     /* -X prop=value pairs for librdkafka, in order given. */
     char *x_keys[FB_CONFIG_MAX_X];
     char *x_values[FB_CONFIG_MAX_X];

@@ -61,6 +61,11 @@ static void dmn_sleep_abortable(int64_t ms, volatile sig_atomic_t *abort) {
     }
 }
 
+/* Where delivery counters are kept: the storage root when it is a folder; in memory (NULL) for a bucket. */
+static const char *dmn_counter_root(const fb_config *cfg) {
+    return cfg->storage_root && *cfg->storage_root && !stor_is_url(cfg->storage_root) ? cfg->storage_root : NULL;
+}
+
 static int dmn_uses_ledger(const fb_config *cfg, const ev_event *req) {
     return req->type == EV_BACKUP_REQUESTED && cfg->storage_root && *cfg->storage_root;
 }
@@ -97,7 +102,7 @@ static int dmn_artifact_holds(const fb_config *cfg, const ev_event *req, const u
         goto out;
     }
     if (arc_key_load_public(cfg->public_key, pk, &e) || arc_index_key(cfg->index_key, pk, ikey, &e) ||
-        stor_posix_new(cfg->storage_root, &st, &e) || stor_open(st, rel, &f, &e) ||
+        stor_open_location(cfg->storage_root, cfg, &st, &e) || stor_open(st, rel, &f, &e) ||
         arc_reader_peek_version(f, &version, &e)) {
         snprintf(why, cap, "%s", e.msg);
         goto out;
@@ -136,7 +141,7 @@ static int dmn_from_ledger(const dmn_pub *pub, const fb_config *cfg, const ev_ev
     int match = 0;
     char why[1200];
     fb_err lerr;
-    fb_code lr = dmn_ledger_get(cfg->storage_root, req->job_id, digest, &prev, &prev_len, &match, &lerr);
+    fb_code lr = dmn_ledger_get(cfg, req->job_id, digest, &prev, &prev_len, &match, &lerr);
     if (lr == FB_ERR_NOTFOUND) return 0;
     if (lr != FB_OK) {
         FB_WARN("job %s: %s (running the job anyway)", req->job_id, lerr.msg);
@@ -219,7 +224,7 @@ fb_code dmn_jobs_execute(const dmn_pub *pub, const fb_config *cfg, const ev_even
      * person's decision) says so, and the caller stores the offset (or dead-letters it when even that fails). */
     int64_t deliveries = 0;
     fb_err cerr;
-    if (have_digest && dmn_ledger_delivery_count(cfg->storage_root, req->job_id, req->attempt, digest, &deliveries,
+    if (have_digest && dmn_ledger_delivery_count(dmn_counter_root(cfg), req->job_id, req->attempt, digest, &deliveries,
                                                  &cerr) == FB_OK &&
         deliveries >= cfg->max_deliveries) {
         char why[400];
@@ -243,7 +248,7 @@ fb_code dmn_jobs_execute(const dmn_pub *pub, const fb_config *cfg, const ev_even
     /* 3b. One more delivery, durable before the job starts, so a request that crashes the worker or whose
      * outcome never gets out is run at most max_deliveries times. Counted only once the broker took the RUNNING:
      * a broker that is down does not use up deliveries. */
-    if (have_digest && dmn_ledger_delivery(cfg->storage_root, req->job_id, req->attempt, digest, &deliveries, &cerr)) {
+    if (have_digest && dmn_ledger_delivery(dmn_counter_root(cfg), req->job_id, req->attempt, digest, &deliveries, &cerr)) {
         FB_WARN("job %s: %s; counting this delivery in memory only", req->job_id, cerr.msg);
         dmn_ledger_delivery(NULL, req->job_id, req->attempt, digest, &deliveries, &cerr);
     }
@@ -277,7 +282,7 @@ fb_code dmn_jobs_execute(const dmn_pub *pub, const fb_config *cfg, const ev_even
         size_t len = 0;
         rc = st ? ev_encode(st, &buf, &len, err) : fb_err_set(err, FB_ERR_NOMEM, "out of memory");
         if (!rc && have_digest && dmn_uses_ledger(cfg, req))
-            rc = dmn_ledger_put(cfg->storage_root, req->job_id, digest, buf, len, err);
+            rc = dmn_ledger_put(cfg, req->job_id, digest, buf, len, err);
         if (!rc && pub->producer) rc = dmn_status_publish_raw(pub, req->job_id, buf, len, err);
         free(buf);
         ev_event_free(st);
@@ -291,6 +296,6 @@ fb_code dmn_jobs_execute(const dmn_pub *pub, const fb_config *cfg, const ev_even
         if (pub->producer)
             rc = dmn_publish_failed(pub, req, raw, raw_len, started, &out->result, jr, out->error.msg, err);
     }
-    if (!rc && have_digest) dmn_ledger_delivery_clear(cfg->storage_root, req->job_id, req->attempt, digest);
+    if (!rc && have_digest) dmn_ledger_delivery_clear(dmn_counter_root(cfg), req->job_id, req->attempt, digest);
     return rc;
 }

@@ -12,6 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "storage/stor.h"
+
 /* First line of an entry: magic, version, the request digest in hex. Version 1 entries had no header. */
 #define LEDGER_MAGIC "FBLEDGER 2 "
 #define LEDGER_HEADER_LEN (sizeof LEDGER_MAGIC - 1 + 2 * DMN_DIGEST_BYTES + 1)
@@ -68,57 +70,87 @@ static fb_code dmn_ledger_write(const char *dir, const char *path, const void *h
     return FB_OK;
 }
 
-fb_code dmn_ledger_get(const char *storage_root, const char *job_id, const unsigned char digest[DMN_DIGEST_BYTES],
-                       unsigned char **out, size_t *len, int *digest_match, fb_err *err) {
-    char dir[4096], path[4200];
-    *out = NULL;
-    *len = 0;
-    *digest_match = 0;
-    fb_code rc = dmn_ledger_dir(storage_root, job_id, dir, sizeof dir, err);
-    if (rc) return rc;
-    snprintf(path, sizeof path, "%s/%s.success", dir, job_id);
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0) {
-        if (errno == ENOENT) return FB_ERR_NOTFOUND;
-        return fb_err_set(err, FB_ERR_IO, "could not open job ledger entry \"%s\": %s", path, strerror(errno));
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || st.st_size <= 0 || st.st_size > (1 << 22)) {
-        close(fd);
-        return fb_err_set(err, FB_ERR_IO, "job ledger entry \"%s\" is empty or too large: remove it to rerun the job",
-                          path);
-    }
-    unsigned char *buf = malloc((size_t)st.st_size);
-    ssize_t n = buf ? read(fd, buf, (size_t)st.st_size) : -1;
-    close(fd);
-    if (n != st.st_size) {
-        free(buf);
-        return fb_err_set(err, FB_ERR_IO, "could not read job ledger entry \"%s\"", path);
-    }
-    size_t skip = 0;
-    if ((size_t)n > LEDGER_HEADER_LEN && memcmp(buf, LEDGER_MAGIC, sizeof LEDGER_MAGIC - 1) == 0 &&
-        buf[LEDGER_HEADER_LEN - 1] == '\n') {
-        char hex[2 * DMN_DIGEST_BYTES + 1];
-        sodium_bin2hex(hex, sizeof hex, digest, DMN_DIGEST_BYTES);
-        *digest_match = memcmp(buf + sizeof LEDGER_MAGIC - 1, hex, 2 * DMN_DIGEST_BYTES) == 0;
-        skip = LEDGER_HEADER_LEN;
-    }
-    memmove(buf, buf + skip, (size_t)n - skip);
-    *out = buf;
-    *len = (size_t)n - skip;
+/* The ledger's path of a job's success entry, relative to the storage root. */
+static fb_code dmn_success_rel(const fb_config *cfg, const char *job_id, char *rel, size_t cap, fb_err *err) {
+    if (!cfg->storage_root || !*cfg->storage_root)
+        return fb_err_set(err, FB_ERR_USAGE, "no storage root configured (--storage-root / FB_STORAGE_ROOT)");
+    if (!ev_uuid_valid(job_id)) return fb_err_set(err, FB_ERR_INVALID, "job id \"%s\" is not a UUID", job_id);
+    snprintf(rel, cap, ".ledger/%s.success", job_id);
     return FB_OK;
 }
 
-fb_code dmn_ledger_put(const char *storage_root, const char *job_id, const unsigned char digest[DMN_DIGEST_BYTES],
+fb_code dmn_ledger_get(const fb_config *cfg, const char *job_id, const unsigned char digest[DMN_DIGEST_BYTES],
+                       unsigned char **out, size_t *len, int *digest_match, fb_err *err) {
+    char rel[128];
+    stor *st = NULL;
+    stor_rfile *f = NULL;
+    unsigned char *buf = NULL;
+    *out = NULL;
+    *len = 0;
+    *digest_match = 0;
+    fb_code rc = dmn_success_rel(cfg, job_id, rel, sizeof rel, err);
+    if (!rc) rc = stor_open_location(cfg->storage_root, cfg, &st, err);
+    if (!rc) {
+        fb_err e2;
+        rc = stor_open(st, rel, &f, &e2);
+        if (rc == FB_ERR_NOTFOUND) goto out; /* never succeeded: no message needed */
+        if (rc) {
+            if (err) *err = e2;
+            fb_err_prefix(err, "reading the job ledger: ");
+        }
+    }
+    if (!rc && (f->size == 0 || f->size > (1u << 22)))
+        rc = fb_err_set(err, FB_ERR_IO, "job ledger entry \"%s\" is empty or too large: remove it to rerun the job",
+                        f->name);
+    if (!rc && !(buf = malloc((size_t)f->size))) rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    if (!rc) rc = stor_rfile_pread(f, buf, (size_t)f->size, 0, err);
+    if (!rc) {
+        size_t n = (size_t)f->size, skip = 0;
+        if (n > LEDGER_HEADER_LEN && memcmp(buf, LEDGER_MAGIC, sizeof LEDGER_MAGIC - 1) == 0 &&
+            buf[LEDGER_HEADER_LEN - 1] == '\n') {
+            char hex[2 * DMN_DIGEST_BYTES + 1];
+            sodium_bin2hex(hex, sizeof hex, digest, DMN_DIGEST_BYTES);
+            *digest_match = memcmp(buf + sizeof LEDGER_MAGIC - 1, hex, 2 * DMN_DIGEST_BYTES) == 0;
+            skip = LEDGER_HEADER_LEN;
+        }
+        memmove(buf, buf + skip, n - skip);
+        *out = buf;
+        *len = n - skip;
+        buf = NULL;
+    }
+out:
+    free(buf);
+    stor_rfile_close(f);
+    stor_free(st);
+    return rc;
+}
+
+fb_code dmn_ledger_put(const fb_config *cfg, const char *job_id, const unsigned char digest[DMN_DIGEST_BYTES],
                        const unsigned char *value, size_t len, fb_err *err) {
-    char dir[4096], path[4200], head[LEDGER_HEADER_LEN + 1];
-    fb_code rc = dmn_ledger_dir(storage_root, job_id, dir, sizeof dir, err);
-    if (rc) return rc;
-    snprintf(path, sizeof path, "%s/%s.success", dir, job_id);
+    char rel[128], head[LEDGER_HEADER_LEN + 1];
+    stor *st = NULL;
+    stor_wfile *wf = NULL;
     memcpy(head, LEDGER_MAGIC, sizeof LEDGER_MAGIC - 1);
     sodium_bin2hex(head + sizeof LEDGER_MAGIC - 1, 2 * DMN_DIGEST_BYTES + 1, digest, DMN_DIGEST_BYTES);
     head[LEDGER_HEADER_LEN - 1] = '\n';
-    return dmn_ledger_write(dir, path, head, LEDGER_HEADER_LEN, value, len, err);
+    fb_code rc = dmn_success_rel(cfg, job_id, rel, sizeof rel, err);
+    if (!rc) rc = stor_open_location(cfg->storage_root, cfg, &st, err);
+    if (!rc) {
+        /* A folder replaces an older entry atomically (temporary, fsync, rename); an object store never
+         * overwrites: an entry already there stays (a digest mismatch then makes the next delivery run again,
+         * whose own authority check decides). */
+        rc = stor_create(st, rel, &wf, err);
+        if (rc == FB_ERR_CONFLICT) rc = FB_OK;
+        else if (!rc) {
+            rc = stor_wfile_write(wf, head, LEDGER_HEADER_LEN, err);
+            if (!rc) rc = stor_wfile_write(wf, value, len, err);
+            if (rc) stor_wfile_abort(wf);
+            else rc = stor_wfile_commit(wf, err);
+        }
+    }
+    if (rc) fb_err_prefix(err, "recording the job's success in the ledger: ");
+    stor_free(st);
+    return rc;
 }
 
 /* ---- delivery counters ---- */

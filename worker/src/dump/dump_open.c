@@ -31,7 +31,7 @@ static fb_code dump_chain_resolve(void *opaque, const char *job_id, stor_rfile *
     for (size_t i = 0; i < d->n; i++) {
         fb_err e2;
         snprintf(path, sizeof path, "%s/%s%s", d->dirs[i], job_id, ARC_ARTIFACT_SUFFIX);
-        fb_code rc = stor_posix_open_path(path, out, &e2);
+        fb_code rc = stor_open_file(path, NULL, out, &e2);
         if (rc == FB_OK) return FB_OK;
         if (rc != FB_ERR_NOTFOUND) {
             if (err) *err = e2;
@@ -51,7 +51,7 @@ fb_code dump_open_chain(const char *path, const char *secret_key_file, const cha
     dump_chain_dirs *d = NULL;
     *f = NULL;
     *r = NULL;
-    fb_code rc = stor_posix_open_path(path, f, err);
+    fb_code rc = stor_open_file(path, NULL, f, err);
     if (rc == FB_OK) rc = arc_key_load_secret(secret_key_file, sk, pk, err);
     if (rc == FB_OK) rc = arc_reader_open(*f, sk, pk, r, err);
     sodium_memzero(sk, sizeof sk);

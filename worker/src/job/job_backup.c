@@ -509,7 +509,7 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     if ((rc = arc_key_load_public(cfg->public_key, pk, err))) goto out;
     if ((rc = arc_index_key(cfg->index_key, pk, ikey, err))) goto out;
     arc_chunk_key(ikey, ckey);
-    if ((rc = stor_posix_new(cfg->storage_root, &st, err))) goto out;
+    if ((rc = stor_open_location(cfg->storage_root, cfg, &st, err))) goto out;
 
     /* 1b. The base, from the chain indexes (the worker cannot read manifests). */
     if (rq->backup_type != EV_FULL) {
@@ -723,7 +723,7 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
             stor *cs = NULL;
             while (*root == ' ') root++;
             if (!*root) continue;
-            rc = stor_posix_new(root, &cs, err);
+            rc = stor_open_location(root, cfg, &cs, err);
             if (!rc) rc = jb_copy_file(st, cs, root, rel, digest, err);
             stor_free(cs);
             if (rc) goto out;
@@ -748,7 +748,7 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
             for (char *root = strtok_r(copy_list, ",", &save); root; root = strtok_r(NULL, ",", &save)) {
                 stor *cs = NULL;
                 while (*root == ' ') root++;
-                if (!*root || stor_posix_new(root, &cs, &perr) != FB_OK) continue;
+                if (!*root || stor_open_location(root, cfg, &cs, &perr) != FB_OK) continue;
                 pl.root = root;
                 n = 0;
                 if (job_prune_run(cs, rq->storage_path, ikey, &po, jb_prune_report, &pl, &n, &perr) != FB_OK)

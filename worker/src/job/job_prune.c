@@ -17,6 +17,19 @@
 #include "job/job_chain.h"
 
 #define JP_DAY_MS 86400000LL
+/* Writes begun longer ago than this are leftovers of a crashed writer, not a backup still running. */
+#define JP_SWEEP_AGE_MS JP_DAY_MS
+
+typedef struct jp_sweep {
+    job_prune_report_fn report;
+    void *opaque;
+} jp_sweep;
+
+static fb_code jp_on_swept(void *opaque, const stor_entry *e, fb_err *err) {
+    const jp_sweep *sw = opaque;
+    if (sw->report) sw->report(sw->opaque, e->name, 1, "unfinished write of an interrupted run (begun over a day ago)");
+    return FB_OK;
+}
 
 typedef struct jp_trash {
     char **names;
@@ -67,7 +80,11 @@ fb_code job_prune_run(stor *st, const char *dir, const unsigned char key[ARC_IND
     if (o->retention_days <= 0) return FB_OK;
     int64_t cutoff = o->now_ms - o->retention_days * JP_DAY_MS;
 
-    /* 0. Trash left by an interrupted run. */
+    /* 0. Trash left by an interrupted run, and (object stores) its unfinished uploads. */
+    if (!o->dry_run) {
+        jp_sweep sw = {report, opaque};
+        if ((rc = stor_sweep(st, dir, o->now_ms - JP_SWEEP_AGE_MS, jp_on_swept, &sw, err))) goto out;
+    }
     if ((rc = stor_list(st, dir, jp_on_file, &tr, err))) goto out;
     for (size_t i = 0; i < tr.n && !o->dry_run; i++) {
         char rel[2000];

@@ -78,7 +78,7 @@ fb_code job_verify_run(const job_ctx *ctx, job_result *res, fb_err *err) {
         goto out;
     }
     if ((rc = arc_key_load_secret(cfg->secret_key, sk, pk, err))) goto out;
-    if ((rc = stor_posix_new(cfg->storage_root, &st, err))) goto out;
+    if ((rc = stor_open_location(cfg->storage_root, cfg, &st, err))) goto out;
     if ((rc = stor_open(st, rq->file_path, &f, err))) goto out;
     if ((rc = arc_reader_open(f, sk, pk, &rd, err))) goto out;
     jv_chain chain = {st, ""};

@@ -4,6 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/fb_config.h"
+#include "storage/stor_s3.h"
+
 fb_code stor_path_check(const char *p, fb_err *err) {
     size_t n = p ? strlen(p) : 0;
     if (n == 0 || n > 1024) return fb_err_set(err, FB_ERR_INVALID, "storage path must be 1..1024 bytes, got %zu", n);
@@ -65,6 +68,12 @@ fb_code stor_remove(stor *s, const char *rel_path, fb_err *err) {
     return rc ? rc : s->vt->remove(s, rel_path, err);
 }
 
+fb_code stor_sweep(stor *s, const char *rel_dir, int64_t before_ms, stor_list_fn fn, void *opaque, fb_err *err) {
+    fb_code rc = stor_path_check(rel_dir, err);
+    if (rc || !s->vt->sweep) return rc;
+    return s->vt->sweep(s, rel_dir, before_ms, fn, opaque, err);
+}
+
 void stor_free(stor *s) {
     if (s) s->vt->free(s);
 }
@@ -116,4 +125,24 @@ fb_code stor_rfile_pread(stor_rfile *f, void *buf, size_t len, uint64_t off, fb_
 
 void stor_rfile_close(stor_rfile *f) {
     if (f) f->vt->close(f);
+}
+
+int stor_is_url(const char *root_or_url) {
+    return root_or_url && strncmp(root_or_url, STOR_S3_SCHEME, STOR_S3_SCHEME_LEN) == 0;
+}
+
+fb_code stor_open_location(const char *root_or_url, const fb_config *cfg, stor **out, fb_err *err) {
+    if (stor_is_url(root_or_url)) return stor_s3_new(root_or_url, cfg, out, err);
+    return stor_posix_new(root_or_url, out, err);
+}
+
+fb_code stor_open_file(const char *path_or_url, const fb_config *cfg, stor_rfile **out, fb_err *err) {
+    if (!stor_is_url(path_or_url)) return stor_posix_open_path(path_or_url, out, err);
+    if (cfg) return stor_s3_open_url(path_or_url, cfg, out, err);
+    fb_config own;
+    memset(&own, 0, sizeof own);
+    fb_code rc = fb_config_init(&own, err);
+    if (rc == FB_OK) rc = stor_s3_open_url(path_or_url, &own, out, err);
+    fb_config_free(&own);
+    return rc;
 }

@@ -1,4 +1,5 @@
-/* stor: where artifacts live, behind one small vtable (posix now; an object store later).
+/* stor: where artifacts live, behind one small vtable (drivers: stor_posix.c for folders, stor_s3.c for
+ * S3-compatible object storage).
  *
  * A storage target is rooted: every path handed to it is relative to its root, and no path may leave the root
  * (absolute paths, `..`, empty components and symbolic links are refused with FB_ERR_INVALID). Writing is
@@ -40,6 +41,11 @@ typedef struct stor_vt {
     /* Atomically renames a file within one folder (rel_dir/from -> rel_dir/to), durable on return. */
     fb_code (*rename)(stor *s, const char *rel_dir, const char *from, const char *to, fb_err *err);
     void (*free)(stor *s);
+    /* Optional (NULL: nothing to sweep). Removes leftovers of interrupted writes in rel_dir begun before
+     * before_ms, calling fn with each one's name; writes begun later may still be running and are left alone.
+     * The S3 driver aborts unfinished multipart uploads; the posix driver has none to sweep (a crashed writer's
+     * ".NAME.tmp" is reused by the next run of the same job). */
+    fb_code (*sweep)(stor *s, const char *rel_dir, int64_t before_ms, stor_list_fn fn, void *opaque, fb_err *err);
 } stor_vt;
 
 typedef struct stor_wfile_vt {
@@ -68,6 +74,18 @@ struct stor_rfile {
     const char *name;   /* for messages; owned by the file */
 };
 
+struct fb_config;
+
+/* The one way callers open a storage location: an s3:// URL gives the S3 driver (stor_s3.h, configured by the
+ * s3-* settings of cfg), anything else is a folder for the posix driver. The caller frees *out with stor_free(). */
+fb_code stor_open_location(const char *root_or_url, const struct fb_config *cfg, stor **out, fb_err *err);
+/* Opens one file by its own path or URL (s3://BUCKET/PATH/NAME) for reading, as stor_posix_open_path does for
+ * paths. cfg may be NULL: S3 settings are then read from the config file and the environment (fb_config_init),
+ * for readers that are handed a path and no configuration. */
+fb_code stor_open_file(const char *path_or_url, const struct fb_config *cfg, stor_rfile **out, fb_err *err);
+/* True when root_or_url names an object store location (s3://). */
+int stor_is_url(const char *root_or_url);
+
 /* The posix driver: root is an existing directory. Returns a new target the caller frees with stor_free(). */
 fb_code stor_posix_new(const char *root, stor **out, fb_err *err);
 /* Opens a file by its own path (CLI arguments: the operator names a file directly; no root applies). */
@@ -85,6 +103,8 @@ fb_code stor_list(stor *s, const char *rel_dir, stor_list_fn fn, void *opaque, f
 /* from and to are names (one component) in rel_dir. */
 fb_code stor_rename(stor *s, const char *rel_dir, const char *from, const char *to, fb_err *err);
 void stor_free(stor *s);
+/* See stor_vt.sweep; the entries passed to fn carry the leftover's name and start time (size 0). */
+fb_code stor_sweep(stor *s, const char *rel_dir, int64_t before_ms, stor_list_fn fn, void *opaque, fb_err *err);
 
 fb_code stor_wfile_write(stor_wfile *f, const void *buf, size_t len, fb_err *err);
 /* BLAKE2b-256 of everything written so far (the whole file once complete); f stays usable. */

@@ -343,7 +343,8 @@ static void posix_free(stor *st) {
     free(s);
 }
 
-static const stor_vt posix_vt = {"posix", posix_create, posix_open, posix_remove, posix_list, posix_rename, posix_free};
+static const stor_vt posix_vt = {"posix",     posix_create, posix_open, posix_remove, posix_list,
+                                  posix_rename, posix_free,   NULL};
 
 fb_code stor_posix_new(const char *root, stor **out, fb_err *err) {
     *out = NULL;
