@@ -238,8 +238,11 @@ def test_backup_to_s3_restores_table_for_table_and_incremental_base_in_s3(bin, p
 
     # the verify job on the bucket (restore mode: the incremental with its base, into a scratch database)
     verify_id = str(uuid.uuid4())
-    record_id = sql(fresh_db, "UPDATE backup_archive_backuprecord SET verify_job_id = %s WHERE job_id = %s"
-                              " RETURNING id", (verify_id, inc["job_id"]))[0][0]
+    # What the recorder and Django would have written (event run --no-publish records nothing): the record is a
+    # SUCCESS with its file, and this verification is the one it asked for.
+    record_id = sql(fresh_db, "UPDATE backup_archive_backuprecord SET verify_job_id = %s, status = 'SUCCESS',"
+                              " file_path = %s WHERE job_id = %s RETURNING id",
+                    (verify_id, inc["file_path"], inc["job_id"]))[0][0]
     vev = encode({"v": 1, "type": "backup.verify", "job_id": verify_id, "ts": flow.now_ms(), "requested_by": None,
                   "attempt": 1, "config_id": src.config_id, "record_id": record_id, "mode": "restore",
                   "file_path": inc["file_path"]})
