@@ -46,7 +46,8 @@ fb_env() {
   # The C programs' own settings (fb_config.c): the CLI talks as the ops principal; workers and the recorder
   # are given their own with --kafka-username/--kafka-password-file. Paths only: the secrets stay in their files.
   printf 'export FB_BROKERS=%s\n' "$(fb_q "$FB_BROKERS")"
-  printf 'export FB_KAFKA_SECURITY_PROTOCOL=SASL_SSL FB_KAFKA_SASL_MECHANISM=SCRAM-SHA-512 FB_KAFKA_USERNAME=ops\n'
+  # PLAIN, not SCRAM: see the listener settings in kafka_write_config (librdkafka 2.0.2's SCRAM bug).
+  printf 'export FB_KAFKA_SECURITY_PROTOCOL=SASL_SSL FB_KAFKA_SASL_MECHANISM=PLAIN FB_KAFKA_USERNAME=ops\n'
   printf 'export FB_KAFKA_PASSWORD_FILE=%s FB_KAFKA_CA=%s\n' "$(fb_q "$FB_KAFKA_SECRETS/ops.password")" \
     "$(fb_q "$FB_KAFKA_CA")"
   # PATH: the PostgreSQL 15 client tools first, then the venv (pytest, python with Django).
@@ -215,6 +216,8 @@ kafka_classpath() {
 
 # The SCRAM users; each gets a password generated once into $FB_KAFKA_SECRETS/<name>.password.
 FB_KAFKA_USERS="admin django worker recorder ops"
+# The ones the C programs are (worker, recorder, CLI; admin for the C tests): they may also use PLAIN over TLS.
+FB_KAFKA_PLAIN_USERS="admin worker recorder ops"
 
 # Makes what is missing: the passwords (0600), a local CA and the broker's certificate for 127.0.0.1 and
 # localhost (EC P-256, openssl), the PKCS12 keystore the broker reads. Kept under $FB_HOME, never in the repo.
@@ -265,6 +268,8 @@ kafka_write_config() {
   local admin_pw ks_pw
   admin_pw="$(kafka_password admin)"
   ks_pw="$(kafka_password keystore)"
+  local plain_users="" u
+  for u in $FB_KAFKA_PLAIN_USERS; do plain_users+="user_$u=\"$(kafka_password "$u")\" "; done
   # The admin principal's client settings, for Kafka's own tools (--command-config).
   (umask 077 && cat >"$FB_KAFKA_DIR/config/admin-client.properties") <<PROPS
 security.protocol=SASL_SSL
@@ -288,8 +293,11 @@ inter.broker.listener.name=SASL_SSL
 listener.security.protocol.map=CONTROLLER:SASL_SSL,SASL_SSL:SASL_SSL
 sasl.enabled.mechanisms=SCRAM-SHA-512
 sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
-listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512
+# PLAIN (over TLS) as well, for the C programs: Debian bookworm's librdkafka 2.0.2 sends a SCRAM nonce that Kafka
+# 4.x rejects (librdkafka#4895, fixed in 2.6.1). Same principals, same ACLs; Python clients use SCRAM.
+listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$admin_pw";
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required $plain_users;
 sasl.mechanism.controller.protocol=PLAIN
 listener.name.controller.sasl.enabled.mechanisms=PLAIN
 listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" password="$admin_pw" user_admin="$admin_pw";
