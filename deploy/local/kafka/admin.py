@@ -29,7 +29,7 @@ import sys
 import time
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import (AclBinding, AclOperation, AclPermissionType, AdminClient, NewTopic,
+from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, AclPermissionType, AdminClient, NewTopic,
                                   ResourcePatternType, ResourceType)
 
 # Errors worth retrying while a freshly started broker settles.
@@ -52,6 +52,7 @@ GRANTS = [
     ("worker", "archive.due", ("READ",)),
     ("worker", "jobs.completed", ("WRITE",)),
     ("worker", "jobs.dlq", ("WRITE",)),
+    ("worker", "jobs.completed", ("READ",)),  # so that one process may run both roles (--role all)
     ("recorder", "jobs.completed", ("READ",)),
     ("ops", "backup.requested", ("WRITE",)),  # replay
     ("ops", "archive.due", ("WRITE",)),
@@ -101,12 +102,29 @@ def bindings(prefixes: list[str], base: bool = False) -> list[AclBinding]:
 
 
 def grant(a: AdminClient, prefixes: list[str], base: bool = False, timeout: float = 30.0) -> None:
-    """Creates the ACLs of the topic prefixes (and the base ones); creating an existing ACL is a no-op."""
+    """Creates the ACLs of the topic prefixes (and the base ones); creating an existing ACL is a no-op. Returns
+    once the broker enforces them: the controller takes them first, the broker's authorizer a moment later."""
     todo = bindings(prefixes, base)
     if not todo:
         return
     for b, fut in a.create_acls(todo, request_timeout=timeout).items():
         fut.result()
+    want: dict[tuple, int] = {}
+    for b in todo:
+        key = (b.restype, b.name)
+        want[key] = want.get(key, 0) + 1
+    deadline = time.monotonic() + timeout
+    while want:
+        for key, n in list(want.items()):
+            flt = AclBindingFilter(key[0], key[1], ResourcePatternType.LITERAL, None, None, AclOperation.ANY,
+                                   AclPermissionType.ANY)
+            if len(a.describe_acls(flt, request_timeout=timeout).result()) >= n:
+                del want[key]
+        if want:
+            if time.monotonic() >= deadline:
+                raise KafkaException(KafkaError(KafkaError._TIMED_OUT, f"ACLs not in force after {timeout:g}s: "
+                                                f"{sorted(k[1] for k in want)}"))
+            time.sleep(0.05)
 
 
 def admin(bootstrap: str, ca: str | None = None, user: str | None = None,
