@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Local services for development and CI: a private PostgreSQL 15 cluster and a single-node KRaft
 # Kafka broker, both under $FB_HOME (default ~/.cache/fusion-backup), both on 127.0.0.1 only.
-# The broker speaks SASL_SSL only (SCRAM-SHA-512, a CA of its own) and authorizes with ACLs.
+# The broker speaks SASL_SSL only (SCRAM-SHA-512; PLAIN for the C programs; a CA of its own) and authorizes
+# with ACLs (README.md, "Kafka security").
 #
 #   services.sh start [pg|kafka]     start (idempotent), wait until it answers, create the topics
 #   services.sh stop  [pg|kafka]     stop (idempotent): Kafka by pid file, PostgreSQL with pg_ctl -m fast
@@ -562,7 +563,7 @@ fb_components() {
 }
 
 usage() {
-  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 

@@ -128,6 +128,7 @@ static void test_settings_from_the_environment(void) {
 int main(void) {
     /* Run with a clean slate whatever env.sh exported. */
     unsetenv("FB_KAFKA_SECURITY_PROTOCOL");
+    unsetenv("FB_KAFKA_SASL_MECHANISM");
     unsetenv("FB_KAFKA_USERNAME");
     unsetenv("FB_KAFKA_PASSWORD_FILE");
     unsetenv("FB_KAFKA_CA");
