@@ -25,6 +25,22 @@ sys.path.insert(0, str(REPO / "schemas" / "python"))
 import fusion_events  # noqa: E402
 
 BROKERS = os.environ["FB_TEST_BROKERS"]
+sys.path.insert(0, str(REPO / "deploy" / "local" / "kafka"))
+import admin as local_admin  # noqa: E402  (the local broker's principals and ACLs)
+
+
+def kafka_config(principal: str) -> dict:
+    """confluent-kafka settings for principal on the secured local broker (env.sh), or plain ones."""
+    secrets = os.environ.get("FB_TEST_KAFKA_SECRETS")
+    if not secrets:
+        return {"bootstrap.servers": BROKERS}
+    return local_admin.client_config(BROKERS, os.environ.get("FB_TEST_KAFKA_CA"), principal,
+                                     f"{secrets}/{principal}.password")
+
+
+def worker_kafka_args() -> list[str]:
+    secrets = os.environ.get("FB_TEST_KAFKA_SECRETS")
+    return ["--kafka-username", "worker", "--kafka-password-file", f"{secrets}/worker.password"] if secrets else []
 PG = os.environ["FB_TEST_PG"]
 BUILD = Path(os.environ.get("FB_BUILD_DIR", REPO / "build"))
 JOBS = int(os.environ.get("BENCH_JOBS", "600"))
@@ -61,11 +77,13 @@ def drop_db(name: str) -> None:
 
 def make_topics() -> str:
     prefix = f"bench{uuid.uuid4().hex[:8]}."
-    admin = AdminClient({"bootstrap.servers": BROKERS})
+    admin = AdminClient(kafka_config("admin"))
     fs = admin.create_topics([NewTopic(prefix + "backup.requested", 12, 1), NewTopic(prefix + "archive.due", 12, 1),
                               NewTopic(prefix + "jobs.completed", 6, 1), NewTopic(prefix + "jobs.dlq", 3, 1)])
     for f in fs.values():
         f.result(timeout=60)
+    if os.environ.get("FB_TEST_KAFKA_SECRETS"):
+        local_admin.grant(admin, [prefix])
     return prefix
 
 
@@ -81,12 +99,13 @@ def run(n_workers: int) -> dict:
     db, ci = make_db()
     prefix = make_topics()
     logs = [open(f"/tmp/bench-jobs-w{n_workers}-{i}.log", "w") for i in range(n_workers)]
-    procs = [subprocess.Popen([str(BUILD / "fusion-backup-worker"), "--role", "worker", "--pg", ci, "--brokers",
+    procs = [subprocess.Popen([str(BUILD / "fusion-backup-worker"), *worker_kafka_args(), "--role", "worker",
+                               "--pg", ci, "--brokers",
                                BROKERS, "--topic-prefix", prefix, "--group-id", f"g-{prefix}", "--log-level", "warn",
                                "--worker-name", f"w{i}"], stdout=logs[i], stderr=subprocess.STDOUT)
              for i in range(n_workers)]
     done: dict[str, float] = {}
-    reader = Consumer({"bootstrap.servers": BROKERS, "group.id": f"r-{prefix}", "auto.offset.reset": "earliest"})
+    reader = Consumer({**kafka_config("ops"), "group.id": f"r-{prefix}", "auto.offset.reset": "earliest"})
     reader.subscribe([prefix + "jobs.completed"])
     stop = threading.Event()
 
@@ -101,7 +120,7 @@ def run(n_workers: int) -> dict:
     t = threading.Thread(target=read, daemon=True)
     t.start()
     # Warm up: one job per table, so every worker has joined and holds its partitions before measuring.
-    p = Producer({"bootstrap.servers": BROKERS, "linger.ms": 0})
+    p = Producer({**kafka_config("django"), "linger.ms": 0})
     warm = [str(uuid.uuid4()) for _ in range(TABLES)]
     for i, j in enumerate(warm):
         p.produce(prefix + "archive.due", key=f"bench.T{i}", value=event(j, i))

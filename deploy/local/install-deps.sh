@@ -20,7 +20,7 @@ APT_PACKAGES=(
   postgresql-15 postgresql-contrib
   openjdk-17-jre-headless maven
   zstd python3 python3-venv
-  ca-certificates util-linux acl
+  ca-certificates util-linux acl openssl
   libcurl4-openssl-dev
 )
 

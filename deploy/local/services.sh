@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Local services for development and CI: a private PostgreSQL 15 cluster and a single-node KRaft
 # Kafka broker, both under $FB_HOME (default ~/.cache/fusion-backup), both on 127.0.0.1 only.
+# The broker speaks SASL_SSL only (SCRAM-SHA-512; PLAIN for the C programs; a CA of its own) and authorizes
+# with ACLs (README.md, "Kafka security").
 #
 #   services.sh start [pg|kafka]     start (idempotent), wait until it answers, create the topics
 #   services.sh stop  [pg|kafka]     stop (idempotent): Kafka by pid file, PostgreSQL with pg_ctl -m fast
 #   services.sh status               print what runs; exit 0 when both run, 3 otherwise
 #   services.sh env                  print shell exports (eval "$(deploy/local/services.sh env)")
 #   services.sh topics PREFIX        create the four job topics under PREFIX (e.g. t123. -> t123.backup.requested)
+#                                    and the ACLs of the principals on them
 #   services.sh drop-topics PREFIX   delete them again (for tests that clean up)
 #
 # The system PostgreSQL cluster is never touched. postgres refuses to run as root, so when this
@@ -30,11 +33,24 @@ FB_TEST_BROKERS="$FB_BROKERS"
 # Single-quotes a value for sh (readable in env.sh, safe for any content).
 fb_q() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"; }
 
+# shellcheck disable=SC2034  # printed by fb_env through ${!v}
+FB_TEST_KAFKA_CA="$FB_KAFKA_CA"
+# shellcheck disable=SC2034
+FB_TEST_KAFKA_SECRETS="$FB_KAFKA_SECRETS"
+
 fb_env() {
   local v
-  for v in FB_HOME FB_TEST_PG FB_TEST_BROKERS FB_PG_BIN FB_PG_PORT FB_KAFKA_PORT FB_KAFKA_LIBS FB_VENV FB_VENV_DJ32; do
+  for v in FB_HOME FB_TEST_PG FB_TEST_BROKERS FB_TEST_KAFKA_CA FB_TEST_KAFKA_SECRETS FB_PG_BIN FB_PG_PORT \
+    FB_KAFKA_PORT FB_KAFKA_LIBS FB_VENV FB_VENV_DJ32; do
     printf 'export %s=%s\n' "$v" "$(fb_q "${!v}")"
   done
+  # The C programs' own settings (fb_config.c): the CLI talks as the ops principal; workers and the recorder
+  # are given their own with --kafka-username/--kafka-password-file. Paths only: the secrets stay in their files.
+  printf 'export FB_BROKERS=%s\n' "$(fb_q "$FB_BROKERS")"
+  # PLAIN, not SCRAM: see the listener settings in kafka_write_config (librdkafka 2.0.2's SCRAM bug).
+  printf 'export FB_KAFKA_SECURITY_PROTOCOL=SASL_SSL FB_KAFKA_SASL_MECHANISM=PLAIN FB_KAFKA_USERNAME=ops\n'
+  printf 'export FB_KAFKA_PASSWORD_FILE=%s FB_KAFKA_CA=%s\n' "$(fb_q "$FB_KAFKA_SECRETS/ops.password")" \
+    "$(fb_q "$FB_KAFKA_CA")"
   # PATH: the PostgreSQL 15 client tools first, then the venv (pytest, python with Django).
   local d
   for d in "$FB_VENV/bin" "$FB_PG_BIN"; do
@@ -199,18 +215,104 @@ kafka_classpath() {
   echo "$FB_KAFKA_LIBS/*"
 }
 
+# The SCRAM users; each gets a password generated once into $FB_KAFKA_SECRETS/<name>.password.
+FB_KAFKA_USERS="admin django worker recorder ops"
+# The ones the C programs are (worker, recorder, CLI; admin for the C tests): they may also use PLAIN over TLS.
+FB_KAFKA_PLAIN_USERS="admin worker recorder ops"
+
+# Makes what is missing: the passwords (0600), a local CA and the broker's certificate for 127.0.0.1 and
+# localhost (EC P-256, openssl), the PKCS12 keystore the broker reads. Kept under $FB_HOME, never in the repo.
+kafka_security_material() {
+  command -v openssl >/dev/null || fb_die "openssl not found" "apt-get install openssl (install-deps.sh does)"
+  (umask 077 && mkdir -p "$FB_KAFKA_SECRETS" "$FB_KAFKA_TLS")
+  local u
+  for u in $FB_KAFKA_USERS keystore; do
+    if [ ! -s "$FB_KAFKA_SECRETS/$u.password" ]; then
+      (umask 077 && openssl rand -hex 24 >"$FB_KAFKA_SECRETS/$u.password")
+    fi
+  done
+  local t="$FB_KAFKA_TLS"
+  [ -s "$t/broker.p12" ] && [ -s "$FB_KAFKA_CA" ] && return 0
+  fb_say "making a local CA and the broker's certificate in $t"
+  (
+    umask 077
+    openssl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -keyout "$t/ca.key" \
+      -out "$t/ca.pem" -days 3650 -subj "/CN=Fusion Backup local CA" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" &&
+      openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -keyout "$t/broker.key" \
+        -out "$t/broker.csr" -subj "/CN=localhost" &&
+      printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n' >"$t/broker.ext" &&
+      openssl x509 -req -in "$t/broker.csr" -CA "$t/ca.pem" -CAkey "$t/ca.key" -CAcreateserial \
+        -out "$t/broker.pem" -days 825 -extfile "$t/broker.ext" &&
+      openssl pkcs12 -export -in "$t/broker.pem" -inkey "$t/broker.key" -certfile "$t/ca.pem" -name broker \
+        -out "$t/broker.p12" -passout "file:$FB_KAFKA_SECRETS/keystore.password"
+  ) >"$t/openssl.log" 2>&1 || fb_die "making the broker's certificate failed (see $t/openssl.log)" \
+    "to start over: rm -rf $t"
+  chmod 644 "$t/ca.pem"
+}
+
+kafka_password() { cat "$FB_KAFKA_SECRETS/$1.password"; }
+
+# What the formatted storage depends on (the security scheme and the SCRAM users' passwords): when it changes,
+# e.g. storage formatted in the PLAINTEXT era or a deleted password file, the dev data is formatted again.
+kafka_security_stamp() {
+  local u
+  {
+    echo "sasl_ssl scram-sha-512 standard-authorizer v1"
+    for u in $FB_KAFKA_USERS; do echo "$u $(kafka_password "$u")"; done
+  } | sha256sum | cut -d' ' -f1
+}
+
 kafka_write_config() {
   mkdir -p "$FB_KAFKA_DIR/config" "$FB_KAFKA_DIR/data" "$FB_KAFKA_LOGDIR"
-  cat >"$FB_KAFKA_DIR/config/server.properties" <<EOF
+  chmod 700 "$FB_KAFKA_DIR/config"
+  local admin_pw ks_pw
+  admin_pw="$(kafka_password admin)"
+  ks_pw="$(kafka_password keystore)"
+  local plain_users="" u
+  for u in $FB_KAFKA_PLAIN_USERS; do plain_users+="user_$u=\"$(kafka_password "$u")\" "; done
+  # The admin principal's client settings, for Kafka's own tools (--command-config).
+  (umask 077 && cat >"$FB_KAFKA_DIR/config/admin-client.properties") <<PROPS
+security.protocol=SASL_SSL
+sasl.mechanism=SCRAM-SHA-512
+sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$admin_pw";
+ssl.truststore.type=PEM
+ssl.truststore.location=$FB_KAFKA_CA
+PROPS
+  (umask 077 && cat >"$FB_KAFKA_DIR/config/server.properties") <<PROPS
 # Single-node KRaft broker+controller for local development; rewritten by deploy/local/services.sh.
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:$FB_KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$FB_KAFKA_PORT,CONTROLLER://127.0.0.1:$FB_KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$FB_KAFKA_PORT,CONTROLLER://127.0.0.1:$FB_KAFKA_CONTROLLER_PORT
+# Clients, and the broker itself, on SASL_SSL with SCRAM-SHA-512 (users in the metadata log, made at format
+# time). The controller listener cannot use SCRAM (the controller reads SCRAM users from the log it serves), so
+# it takes SASL PLAIN over TLS with one static user, admin; nothing listens in plaintext.
+listeners=SASL_SSL://127.0.0.1:$FB_KAFKA_PORT,CONTROLLER://127.0.0.1:$FB_KAFKA_CONTROLLER_PORT
+advertised.listeners=SASL_SSL://127.0.0.1:$FB_KAFKA_PORT,CONTROLLER://127.0.0.1:$FB_KAFKA_CONTROLLER_PORT
 controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+inter.broker.listener.name=SASL_SSL
+listener.security.protocol.map=CONTROLLER:SASL_SSL,SASL_SSL:SASL_SSL
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+# PLAIN (over TLS) as well, for the C programs: Debian bookworm's librdkafka 2.0.2 sends a SCRAM nonce that Kafka
+# 4.x rejects (librdkafka#4895, fixed in 2.6.1). Same principals, same ACLs; Python clients use SCRAM.
+listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$admin_pw";
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required $plain_users;
+sasl.mechanism.controller.protocol=PLAIN
+listener.name.controller.sasl.enabled.mechanisms=PLAIN
+listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" password="$admin_pw" user_admin="$admin_pw";
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$FB_KAFKA_TLS/broker.p12
+ssl.keystore.password=$ks_pw
+ssl.key.password=$ks_pw
+ssl.truststore.type=PEM
+ssl.truststore.location=$FB_KAFKA_CA
+ssl.client.auth=none
+# ACLs: nothing is allowed unless granted (services.sh grants per principal); admin is the broker itself.
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:admin
+allow.everyone.if.no.acl.found=false
 log.dirs=$FB_KAFKA_DIR/data
 
 num.partitions=1
@@ -234,7 +336,7 @@ num.recovery.threads.per.data.dir=1
 background.threads=4
 log.retention.hours=168
 log.segment.bytes=134217728
-EOF
+PROPS
   cat >"$FB_KAFKA_DIR/config/log4j2.properties" <<EOF
 # Broker logs go to a file only; rewritten by deploy/local/services.sh.
 status = warn
@@ -268,9 +370,17 @@ kafka_java() {
 }
 
 kafka_format() {
+  local stamp
+  stamp="$(kafka_security_stamp)"
   if [ -f "$FB_KAFKA_DIR/data/meta.properties" ]; then
-    return 0
+    [ "$(cat "$FB_KAFKA_DIR/security.stamp" 2>/dev/null)" = "$stamp" ] && return 0
+    # Storage from the PLAINTEXT era, or users whose passwords changed: it is dev data, start it over.
+    fb_say "Kafka storage in $FB_KAFKA_DIR/data predates the current security settings: formatting it again"
+    rm -rf "${FB_KAFKA_DIR:?}/data"
+    mkdir -p "$FB_KAFKA_DIR/data"
   fi
+  local scram=() u
+  for u in $FB_KAFKA_USERS; do scram+=(--add-scram "SCRAM-SHA-512=[name=$u,password=$(kafka_password "$u")]"); done
   local id
   if [ -s "$FB_KAFKA_DIR/cluster.id" ]; then
     id="$(cat "$FB_KAFKA_DIR/cluster.id")"
@@ -281,9 +391,22 @@ kafka_format() {
   fi
   fb_say "formatting Kafka storage in $FB_KAFKA_DIR/data (cluster id $id)"
   kafka_java kafka.tools.StorageTool format --standalone -t "$id" \
-    -c "$FB_KAFKA_DIR/config/server.properties" --ignore-formatted >"$FB_KAFKA_LOGDIR/format.log" 2>&1 ||
+    -c "$FB_KAFKA_DIR/config/server.properties" --ignore-formatted "${scram[@]}" >"$FB_KAFKA_LOGDIR/format.log" 2>&1 ||
     fb_die "formatting Kafka storage failed (see $FB_KAFKA_LOGDIR/format.log)" \
       "to start over: $0 stop kafka && rm -rf $FB_KAFKA_DIR"
+  echo "$stamp" >"$FB_KAFKA_DIR/security.stamp"
+}
+
+# admin.py as the admin principal (the super user: creates topics and ACLs).
+kafka_admin() {
+  "$FB_VENV/bin/python" "$FB_LOCAL_DIR/kafka/admin.py" --bootstrap "$FB_BROKERS" --ca "$FB_KAFKA_CA" \
+    --user admin --password-file "$FB_KAFKA_SECRETS/admin.password" "$@"
+}
+
+# The ACLs of the principals on PREFIX's topics (and, with --base, the cluster-wide ones).
+kafka_grant() {
+  kafka_admin_py || fb_die "creating ACLs needs confluent_kafka in $FB_VENV" "run deploy/local/install-deps.sh"
+  kafka_admin grant "$@" || fb_die "creating the ACLs ($*) failed" "see the message above and $FB_KAFKA_LOG"
 }
 
 # The Python admin helper (confluent_kafka in the venv) answers in ~0.3 s; TopicCommand needs a
@@ -308,11 +431,10 @@ kafka_wait() {
     fi
     if kafka_admin_py; then
       # One process polls metadata until it answers or its time is up (then we re-check the pid).
-      "$FB_VENV/bin/python" "$FB_LOCAL_DIR/kafka/admin.py" --bootstrap "$FB_BROKERS" wait \
-        --timeout "$((left < 10 ? left : 10))" && return 0
+      kafka_admin wait --timeout "$((left < 10 ? left : 10))" && return 0
     else
       kafka_java org.apache.kafka.tools.TopicCommand --bootstrap-server "$FB_BROKERS" --list \
-        >/dev/null 2>&1 && return 0
+        --command-config "$FB_KAFKA_DIR/config/admin-client.properties" >/dev/null 2>&1 && return 0
       sleep 0.5
     fi
   done
@@ -325,6 +447,7 @@ kafka_start() {
   else
     command -v java >/dev/null || fb_die "java not found" "run deploy/local/install-deps.sh (installs openjdk-17-jre-headless)"
     kafka_classpath >/dev/null
+    kafka_security_material
     kafka_write_config
     if (exec 3<>"/dev/tcp/127.0.0.1/$FB_KAFKA_PORT") 2>/dev/null; then
       fb_die "something already listens on 127.0.0.1:$FB_KAFKA_PORT but it is not this FB_HOME's broker" \
@@ -384,20 +507,24 @@ kafka_topic_specs() {
   echo "jobs.dlq:$FB_DLQ_PARTITIONS"
 }
 
-kafka_topics() {
-  local prefix="$1" specs=() spec
+kafka_topics() { # PREFIX [--base]: also the cluster-wide ACLs
+  local prefix="$1" base="${2:-}" specs=() spec
   while read -r spec; do specs+=("$prefix$spec"); done < <(kafka_topic_specs)
   kafka_pid >/dev/null || fb_die "Kafka is not running (no live broker for $FB_KAFKA_PID)" "run $0 start first"
   if kafka_admin_py; then
-    "$FB_VENV/bin/python" "$FB_LOCAL_DIR/kafka/admin.py" --bootstrap "$FB_BROKERS" create "${specs[@]}" ||
-      fb_die "creating topics ${prefix}* failed" "see the message above and $FB_KAFKA_LOG"
+    # One process: the topics, then their ACLs.
+    kafka_admin create --grant "$prefix" ${base:+"$base"} "${specs[@]}" ||
+      fb_die "creating topics ${prefix}* or their ACLs failed" "see the message above and $FB_KAFKA_LOG"
+    return 0
   else
     for spec in "${specs[@]}"; do
       kafka_java org.apache.kafka.tools.TopicCommand --bootstrap-server "$FB_BROKERS" --create \
+        --command-config "$FB_KAFKA_DIR/config/admin-client.properties" \
         --if-not-exists --topic "${spec%:*}" --partitions "${spec##*:}" --replication-factor 1 >/dev/null ||
         fb_die "creating topic ${spec%:*} failed" "see the message above and $FB_KAFKA_LOG"
     done
   fi
+  kafka_grant "$prefix" ${base:+"$base"}
 }
 
 kafka_drop_topics() {
@@ -405,11 +532,12 @@ kafka_drop_topics() {
   while read -r spec; do names+=("$prefix${spec%:*}"); done < <(kafka_topic_specs)
   kafka_pid >/dev/null || fb_die "Kafka is not running" "run $0 start first"
   if kafka_admin_py; then
-    "$FB_VENV/bin/python" "$FB_LOCAL_DIR/kafka/admin.py" --bootstrap "$FB_BROKERS" delete "${names[@]}"
+    kafka_admin delete "${names[@]}"
   else
     local n
     for n in "${names[@]}"; do
       kafka_java org.apache.kafka.tools.TopicCommand --bootstrap-server "$FB_BROKERS" --delete \
+        --command-config "$FB_KAFKA_DIR/config/admin-client.properties" \
         --if-exists --topic "$n" >/dev/null
     done
   fi
@@ -435,7 +563,7 @@ fb_components() {
 }
 
 usage() {
-  sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -452,7 +580,7 @@ case "$cmd" in
         kafka)
           kafka_start
           t1="$(fb_now_ms)"
-          kafka_topics "$FB_TOPIC_PREFIX"
+          kafka_topics "$FB_TOPIC_PREFIX" --base
           fb_say "topics ${FB_TOPIC_PREFIX}{backup.requested,archive.due,jobs.completed,jobs.dlq} ready ($(($(fb_now_ms) - t1)) ms)"
           ;;
       esac

@@ -25,8 +25,16 @@ DEFAULTS: Dict[str, Any] = {
     "TOPICS": {},
     # Seconds to wait for Kafka's delivery report before giving up and marking the request FAILED.
     "PUBLISH_TIMEOUT": 10.0,
-    # Extra librdkafka producer settings (e.g. security.protocol, sasl.*), passed through unchanged.
+    # Extra librdkafka producer settings, passed through unchanged (they win over the ones below).
     "PRODUCER_CONFIG": {},
+    # Kafka security: the app's principal (e.g. "django", allowed to write the two request topics). The password
+    # only from a file; SASL_MECHANISM and CA_FILE as the brokers want them. None: librdkafka's defaults
+    # (PLAINTEXT, no SASL).
+    "SECURITY_PROTOCOL": None,  # e.g. "SASL_SSL"
+    "SASL_MECHANISM": "SCRAM-SHA-512",
+    "SASL_USERNAME": None,
+    "SASL_PASSWORD_FILE": None,
+    "SSL_CA_FILE": None,  # PEM of the CA that signed the brokers' certificates
     # Scheduler: seconds between ticks; how many missed cron slots per configuration/policy a tick may still
     # request after downtime (the newest ones; older missed slots are skipped and logged).
     "SCHEDULER_INTERVAL": 30.0,
@@ -100,6 +108,34 @@ def job_id_key() -> bytes:
         raise ImproperlyConfigured("set FUSION_BACKUP['JOB_ID_SECRET'] (or SECRET_KEY): scheduled job ids are keyed")
     return hmac.new(settings.SECRET_KEY.encode() if isinstance(settings.SECRET_KEY, str) else settings.SECRET_KEY,
                     b"fusion-backup scheduled job ids", hashlib.sha256).digest()
+
+
+def kafka_security() -> Dict[str, Any]:
+    """The librdkafka security settings from SECURITY_PROTOCOL, SASL_* and SSL_CA_FILE; the password is read
+    from SASL_PASSWORD_FILE now (so a rotated file takes effect) and never appears in an error message."""
+    out: Dict[str, Any] = {}
+    if get("SECURITY_PROTOCOL"):
+        out["security.protocol"] = get("SECURITY_PROTOCOL")
+    if get("SSL_CA_FILE"):
+        out["ssl.ca.location"] = get("SSL_CA_FILE")
+    user, pw_file = get("SASL_USERNAME"), get("SASL_PASSWORD_FILE")
+    if not user:
+        if pw_file:
+            raise ImproperlyConfigured("FUSION_BACKUP['SASL_PASSWORD_FILE'] is set but SASL_USERNAME is not")
+        return out
+    if not pw_file:
+        raise ImproperlyConfigured("FUSION_BACKUP['SASL_USERNAME'] needs SASL_PASSWORD_FILE (the password is read "
+                                   "only from a file)")
+    try:
+        with open(pw_file, encoding="utf-8") as f:
+            password = f.readline().rstrip("\r\n")
+    except OSError as e:
+        raise ImproperlyConfigured(f"could not read FUSION_BACKUP['SASL_PASSWORD_FILE'] {pw_file!r}: "
+                                   f"{e.strerror}") from None
+    if not password:
+        raise ImproperlyConfigured(f"FUSION_BACKUP['SASL_PASSWORD_FILE'] {pw_file!r} is empty")
+    out.update({"sasl.mechanism": get("SASL_MECHANISM"), "sasl.username": user, "sasl.password": password})
+    return out
 
 
 def verify_mode() -> str:

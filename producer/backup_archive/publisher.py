@@ -41,6 +41,7 @@ def _producer_config() -> Dict[str, Any]:
         "socket.timeout.ms": max(10, min(60000, timeout_ms)),
         "linger.ms": 5,
     }
+    cfg.update(conf.kafka_security())
     cfg.update(conf.get("PRODUCER_CONFIG") or {})
     return cfg
 

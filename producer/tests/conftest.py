@@ -37,6 +37,39 @@ def brokers() -> str:
     return settings.FUSION_BACKUP["BROKERS"]
 
 
+# --- Kafka clients on the secured local broker (deploy/local/services.sh: SASL_SSL, ACLs per principal) -------
+def _admin_py() -> Any:
+    """deploy/local/kafka/admin.py, where the principals' client settings and ACLs are declared once."""
+    import importlib.util
+
+    mod = sys.modules.get("fb_local_admin")
+    if mod is None:
+        spec = importlib.util.spec_from_file_location("fb_local_admin",
+                                                      PRODUCER.parent / "deploy/local/kafka/admin.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)  # type: ignore[union-attr]
+        sys.modules["fb_local_admin"] = mod
+    return mod
+
+
+def kafka_config(principal: str) -> Dict[str, Any]:
+    """The confluent-kafka settings of a test client speaking as principal (admin, django, worker, recorder,
+    ops); no security settings when env.sh does not name the broker's secrets (a PLAINTEXT broker)."""
+    secrets = os.environ.get("FB_TEST_KAFKA_SECRETS")
+    if not secrets:
+        return {"bootstrap.servers": brokers()}
+    return _admin_py().client_config(brokers(), os.environ.get("FB_TEST_KAFKA_CA"), principal,
+                                     f"{secrets}/{principal}.password")
+
+
+def kafka_worker_args(principal: str) -> List[str]:
+    """The C programs' flags for principal; protocol, mechanism and CA come from env.sh's FB_KAFKA_*."""
+    secrets = os.environ.get("FB_TEST_KAFKA_SECRETS")
+    return ["--kafka-username", principal, "--kafka-password-file", f"{secrets}/{principal}.password"] if secrets \
+        else []
+# --- end of the Kafka client settings -----------------------------------------------------------------------
+
+
 class Topics:
     """The per-test topics, and ways to read what landed on them."""
 
@@ -48,7 +81,7 @@ class Topics:
 
     def count(self, suffix: str) -> int:
         """Messages on the topic so far (high - low watermark: exact for a non-transactional producer)."""
-        c = Consumer({"bootstrap.servers": brokers(), "group.id": "fb-test-count", "enable.auto.commit": False})
+        c = Consumer({**kafka_config("ops"), "group.id": "fb-test-count", "enable.auto.commit": False})
         try:
             md = c.list_topics(self.name(suffix), timeout=10)
             total = 0
@@ -75,7 +108,7 @@ class Topics:
     def read(self, suffix: str, n: int, timeout: float = 20.0) -> List[Tuple[bytes, bytes]]:
         """The first n messages (key, value) of the topic; fails the test if fewer arrive in time."""
         topic = self.name(suffix)
-        c = Consumer({"bootstrap.servers": brokers(), "group.id": f"fb-test-{uuid.uuid4().hex}",
+        c = Consumer({**kafka_config("ops"), "group.id": f"fb-test-{uuid.uuid4().hex}",
                       "enable.auto.commit": False, "auto.offset.reset": "earliest"})
         try:
             md = c.list_topics(topic, timeout=10)
@@ -97,7 +130,7 @@ class Topics:
                    explain: Optional[Callable[[], str]] = None) -> List[bytes]:
         """Values of the topic from the beginning, read until done(values) is true; fails the test on timeout."""
         topic = self.name(suffix)
-        c = Consumer({"bootstrap.servers": brokers(), "group.id": f"fb-test-{uuid.uuid4().hex}",
+        c = Consumer({**kafka_config("ops"), "group.id": f"fb-test-{uuid.uuid4().hex}",
                       "enable.auto.commit": False, "auto.offset.reset": "earliest"})
         try:
             md = c.list_topics(topic, timeout=10)
@@ -122,12 +155,14 @@ def kafka_topics(settings) -> Iterator[Topics]:
     """Creates the four job topics under a fresh prefix and points FUSION_BACKUP at them."""
     prefix = f"t{uuid.uuid4().hex[:12]}."
     settings.FUSION_BACKUP = {**settings.FUSION_BACKUP, "TOPIC_PREFIX": prefix}
-    admin = AdminClient({"bootstrap.servers": brokers()})
+    admin = AdminClient(kafka_config("admin"))
     names = [prefix + s for s in SUFFIXES]
     futures = admin.create_topics([NewTopic(n, num_partitions=3, replication_factor=1) for n in names],
                                   operation_timeout=20)
     for name, f in futures.items():
         f.result(timeout=30)  # raises with the broker's reason if the broker is not there
+    if os.environ.get("FB_TEST_KAFKA_SECRETS"):
+        _admin_py().grant(admin, [prefix])  # the principals' ACLs on these topics
     # Metadata can lag topic creation by a moment; wait until every topic has its leaders.
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -226,7 +261,8 @@ class Workers:
         """Starts `fusion-backup-worker --role all` (jobs and recorder in one process). Workers normally hold
         only the public key; verification needs the secret one (secret_key=True)."""
         n = len(self.procs)
-        args = [str(self.bindir / "fusion-backup-worker"), "--role", "all", "--pg", django_conninfo(),
+        args = [str(self.bindir / "fusion-backup-worker"), *kafka_worker_args("worker"), "--role", "all",
+                "--pg", django_conninfo(),
                 "--brokers", brokers(), "--topic-prefix", self.prefix, "--group-id", f"g-{self.prefix}",
                 "--worker-name", f"w{n}", "--storage-root", str(self.storage_root),
                 "--public-key", str(self.public_key), "--retry-backoff-ms", "200",

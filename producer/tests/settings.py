@@ -54,6 +54,10 @@ FUSION_BACKUP = {
     "TOPIC_PREFIX": os.environ.get("FB_TOPIC_PREFIX", "fusion."),
     "PUBLISH_TIMEOUT": 15.0,
     "JOB_ID_SECRET": "tests-only-job-id-secret-not-secret",
+    # The secured local broker (deploy/local/services.sh env): the app speaks as the `django` principal.
+    **({"SECURITY_PROTOCOL": "SASL_SSL", "SASL_USERNAME": "django",
+        "SASL_PASSWORD_FILE": os.path.join(os.environ["FB_TEST_KAFKA_SECRETS"], "django.password"),
+        "SSL_CA_FILE": os.environ.get("FB_TEST_KAFKA_CA")} if os.environ.get("FB_TEST_KAFKA_SECRETS") else {}),
 }
 
 MIDDLEWARE = [

@@ -76,6 +76,8 @@ int main(void) {
     if (!mc) return tap_done();
     free(cfg.brokers);
     cfg.brokers = strdup(rd_kafka_mock_cluster_bootstraps(mc));
+    /* The mock cluster speaks PLAINTEXT: drop the secured local broker's settings (env.sh's FB_KAFKA_*). */
+    cfg.kafka_security_protocol[0] = cfg.kafka_username[0] = cfg.kafka_password_file[0] = cfg.kafka_ca[0] = '\0';
     free(cfg.topic_prefix);
     cfg.topic_prefix = strdup("mock.");
     rd_kafka_mock_topic_create(mc, "mock.backup.requested", 2, 1);

@@ -1,6 +1,7 @@
 /* test_kafka_vectors: every golden vector (valid and hostile) travels through the REAL local Kafka broker and
  * comes back byte-identical with its key, on a fresh topic; and kfk_produce_sync reports a clear error for a
- * topic that does not exist. Needs FB_TEST_BROKERS (tests/run.sh). */
+ * topic that does not exist. Needs FB_TEST_BROKERS (tests/run.sh) and, on the secured broker, the FB_KAFKA_* and
+ * FB_TEST_KAFKA_SECRETS of deploy/local/services.sh's env.sh. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +18,17 @@ int main(void) {
     CHECK(fb_config_init(&cfg, &err) == FB_OK);
     free(cfg.brokers);
     cfg.brokers = strdup(brokers);
+    /* The secured local broker (services.sh): this test makes a topic of its own and writes it, which only the
+     * admin principal may; security protocol and CA come from env.sh's FB_KAFKA_* like any client's. */
+    const char *secrets = getenv("FB_TEST_KAFKA_SECRETS");
+    if (secrets && *secrets) {
+        char pw[1024];
+        snprintf(pw, sizeof pw, "%s/admin.password", secrets);
+        free(cfg.kafka_username);
+        cfg.kafka_username = strdup("admin");
+        free(cfg.kafka_password_file);
+        cfg.kafka_password_file = strdup(pw);
+    }
 
     vec_file *valid = NULL, *invalid = NULL;
     int nv = vec_load("valid", &valid), ni = vec_load("invalid", &invalid);

@@ -188,18 +188,59 @@ def keypair(bin: Binaries, tmp_path: Path) -> tuple[Path, Path]:
     return Path(f"{prefix}.pub"), Path(f"{prefix}.key")
 
 
+# --- Kafka clients on the secured local broker (deploy/local/services.sh: SASL_SSL, ACLs per principal) -------
+def _admin_py():
+    """deploy/local/kafka/admin.py, where the principals' client settings and ACLs are declared once."""
+    import importlib.util
+    import sys
+
+    mod = sys.modules.get("fb_local_admin")
+    if mod is None:
+        spec = importlib.util.spec_from_file_location("fb_local_admin", REPO / "deploy/local/kafka/admin.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)  # type: ignore[union-attr]
+        sys.modules["fb_local_admin"] = mod
+    return mod
+
+
+def kafka_config(brokers: str, principal: str) -> dict:
+    """The confluent-kafka settings of a client speaking as principal (admin, django, worker, recorder, ops) on
+    the local broker; no security settings when env.sh does not name the broker's secrets (a PLAINTEXT broker)."""
+    secrets = os.environ.get("FB_TEST_KAFKA_SECRETS")
+    if not secrets:
+        return {"bootstrap.servers": brokers}
+    return _admin_py().client_config(brokers, os.environ.get("FB_TEST_KAFKA_CA"), principal,
+                                     f"{secrets}/{principal}.password")
+
+
+def kafka_worker_args(principal: str) -> list[str]:
+    """The C programs' flags for principal; protocol, mechanism and CA come from env.sh's FB_KAFKA_*."""
+    secrets = os.environ.get("FB_TEST_KAFKA_SECRETS")
+    return ["--kafka-username", principal, "--kafka-password-file", f"{secrets}/{principal}.password"] if secrets \
+        else []
+
+
+def _principal_for(topic: str) -> str:
+    """Who may write topic: the app writes requests, workers write statuses and dead letters."""
+    return "worker" if topic.endswith(("jobs.completed", "jobs.dlq")) else "django"
+
+
 @pytest.fixture
 def topic_prefix(brokers: str) -> str:
-    """A fresh prefix with the four topics created (job topics with 4 partitions to keep tests quick)."""
+    """A fresh prefix with the four topics created (job topics with 4 partitions to keep tests quick) and the
+    principals' ACLs on them (deploy/local/kafka/admin.py's GRANTS)."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
     prefix = f"t{uuid.uuid4().hex[:10]}."
-    admin = AdminClient({"bootstrap.servers": brokers})
+    admin = AdminClient(kafka_config(brokers, "admin"))
     topics = [NewTopic(prefix + "backup.requested", 4, 1), NewTopic(prefix + "archive.due", 4, 1),
               NewTopic(prefix + "jobs.completed", 2, 1), NewTopic(prefix + "jobs.dlq", 1, 1)]
     for t, f in admin.create_topics(topics, operation_timeout=30).items():
         f.result(timeout=60)
+    if os.environ.get("FB_TEST_KAFKA_SECRETS"):
+        _admin_py().grant(admin, [prefix])
     return prefix
+# --- end of the Kafka client settings -----------------------------------------------------------------------
 
 
 # The role the workers of these tests log in as: the least-privilege role of deploy/sql/roles.sql, never the
@@ -231,7 +272,8 @@ class Workers:
     def start(self, pg: str, *, storage_root: Path | None = None, public_key: Path | None = None,
               secret_key: Path | None = None, role: str = "all", group: str | None = None,
               extra: tuple[str, ...] = (), env: dict | None = None) -> subprocess.Popen:
-        args = [self.bin.worker, "--brokers", self.brokers, "--pg", as_worker_role(pg), "--topic-prefix", self.prefix,
+        args = [self.bin.worker, *kafka_worker_args("recorder" if role == "recorder" else "worker"),
+                "--brokers", self.brokers, "--pg", as_worker_role(pg), "--topic-prefix", self.prefix,
                 "--group-id", group or f"g-{self.prefix}", "--role", role, "--worker-name",
                 f"w{len(self.procs)}", "--retry-backoff-ms", "200", "--progress-interval-ms", "500"]
         if storage_root:
@@ -273,7 +315,7 @@ def publish(brokers: str, topic: str, key: bytes | str | None, value: bytes, hea
     """Publishes one message and waits for the broker's acknowledgement."""
     from confluent_kafka import Producer
 
-    p = Producer({"bootstrap.servers": brokers, "enable.idempotence": True})
+    p = Producer({**kafka_config(brokers, _principal_for(topic)), "enable.idempotence": True})
     errors: list = []
     p.produce(topic, value=value, key=key, headers=headers,
               on_delivery=lambda err, msg: errors.append(err) if err else None)
@@ -287,7 +329,7 @@ def consume(brokers: str, topic: str, until, timeout: float = 60.0) -> list:
 
     from confluent_kafka import Consumer
 
-    c = Consumer({"bootstrap.servers": brokers, "group.id": f"reader-{uuid.uuid4().hex}",
+    c = Consumer({**kafka_config(brokers, "ops"), "group.id": f"reader-{uuid.uuid4().hex}",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False})
     c.subscribe([topic])
     got: list = []

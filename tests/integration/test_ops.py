@@ -8,7 +8,7 @@ import urllib.request
 import uuid
 
 import fusion_events
-from conftest import consume, psql, publish, wait_for
+from conftest import consume, kafka_config, psql, publish, wait_for
 from flow import add_config_and_record, add_policy, archive_event, backup_event, now_ms, record
 
 
@@ -128,7 +128,7 @@ def test_topics_create_is_idempotent(bin, brokers):
         out = bin.run("topics", "create", "--partitions", "5", *_kafka_args(brokers, prefix), check=True).stdout
         assert f"topic {prefix}backup.requested: ready" in out and f"topic {prefix}jobs.dlq: ready" in out
     from confluent_kafka.admin import AdminClient
-    md = AdminClient({"bootstrap.servers": brokers}).list_topics(timeout=10)
+    md = AdminClient(kafka_config(brokers, "ops")).list_topics(timeout=10)
     assert len(md.topics[prefix + "archive.due"].partitions) == 5
     assert len(md.topics[prefix + "jobs.completed"].partitions) == 6
     bad = bin.run("topics", "create", "--partitions", "0", *_kafka_args(brokers, prefix))

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 typedef enum { CFG_STR, CFG_INT } cfg_type;
@@ -111,6 +112,17 @@ static const cfg_row cfg_rows[] = {
     ROW_I("s3-timeout-s", s3_timeout_s, "60", 1, 3600, "FB_S3_TIMEOUT_S", W | C,
           "an S3 request that moves no data for this long fails; failed requests are retried (retry-max times, "
           "retry-backoff-ms doubling)"),
+    /* Kafka security: every client (worker, recorder, CLI) applies these before the -X settings. */
+    ROW_S("kafka-security-protocol", kafka_security_protocol, "", "FB_KAFKA_SECURITY_PROTOCOL", W | C,
+          "librdkafka security.protocol: PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL (empty: librdkafka's default)"),
+    ROW_S("kafka-sasl-mechanism", kafka_sasl_mechanism, "SCRAM-SHA-512", "FB_KAFKA_SASL_MECHANISM", W | C,
+          "librdkafka sasl.mechanism, used when --kafka-username is set"),
+    ROW_S("kafka-username", kafka_username, "", "FB_KAFKA_USERNAME", W | C,
+          "SASL user name of this client's principal (e.g. worker, recorder, ops)"),
+    ROW_S("kafka-password-file", kafka_password_file, "", "FB_KAFKA_PASSWORD_FILE", W | C,
+          "file holding the SASL password (first line); the password is never taken from a flag or variable"),
+    ROW_S("kafka-ca", kafka_ca, "", "FB_KAFKA_CA", W | C,
+          "PEM file of the CA that signed the brokers' certificates (librdkafka ssl.ca.location)"),
 };
 #define CFG_NROWS (sizeof cfg_rows / sizeof cfg_rows[0])
 
@@ -320,6 +332,20 @@ void fb_config_print_help(unsigned program) {
 const char *fb_config_topic(const fb_config *cfg, const char *suffix, char *out, size_t cap) {
     snprintf(out, cap, "%s%s", cfg->topic_prefix ? cfg->topic_prefix : "", suffix);
     return out;
+}
+
+int fb_config_is_secret(const char *name) {
+    static const char *const words[] = {"password", "secret"};
+    for (size_t w = 0; name && w < sizeof words / sizeof words[0]; w++) {
+        size_t wl = strlen(words[w]);
+        for (const char *p = name; *p; p++)
+            if (strncasecmp(p, words[w], wl) == 0) return 1;
+    }
+    return 0;
+}
+
+const char *fb_config_shown(const char *name, const char *value) {
+    return fb_config_is_secret(name) ? "***" : value;
 }
 
 void fb_config_free(fb_config *cfg) {

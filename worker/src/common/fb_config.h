@@ -60,6 +60,12 @@ typedef struct fb_config {
     char *s3_profile;
     int64_t s3_part_mib;
     int64_t s3_timeout_s;
+    /* Kafka security (SASL_SSL); applied by kfk_conf_apply for every client. The password only from a file. */
+    char *kafka_security_protocol;
+    char *kafka_sasl_mechanism;
+    char *kafka_username;
+    char *kafka_password_file;
+    char *kafka_ca;
     /* -X prop=value pairs for librdkafka, in order given. */
     char *x_keys[FB_CONFIG_MAX_X];
     char *x_values[FB_CONFIG_MAX_X];
@@ -87,5 +93,12 @@ void fb_config_print_help(unsigned program);
 const char *fb_config_topic(const fb_config *cfg, const char *suffix, char *out, size_t cap);
 
 void fb_config_free(fb_config *cfg);
+
+/* 1 when a setting's value is a secret that must never be printed: its name contains "password" or "secret"
+ * (any case), e.g. librdkafka's sasl.password or ssl.key.password. */
+int fb_config_is_secret(const char *name);
+
+/* The value to show for setting `name` in messages and logs: "***" for a secret (see above), else value. */
+const char *fb_config_shown(const char *name, const char *value);
 
 #endif

@@ -1,6 +1,8 @@
 /* kfk: see kfk.h. */
 #include "kafka/kfk.h"
 
+#include <errno.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,15 +21,63 @@ static void kfk_log_cb(const rd_kafka_t *rk, int level, const char *fac, const c
 
 fb_code kfk_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value, fb_err *err) {
     char why[512];
-    if (rd_kafka_conf_set(conf, name, value, why, sizeof why) != RD_KAFKA_CONF_OK)
-        return fb_err_set(err, FB_ERR_USAGE, "librdkafka setting %s=%s refused: %s", name, value, why);
+    if (rd_kafka_conf_set(conf, name, value, why, sizeof why) != RD_KAFKA_CONF_OK) {
+        /* librdkafka's reason may quote the value: leave it out for secrets. */
+        int secret = fb_config_is_secret(name);
+        return fb_err_set(err, FB_ERR_USAGE, "librdkafka setting %s=%s refused: %s", name,
+                          fb_config_shown(name, value), secret ? "(reason withheld: the value is secret)" : why);
+    }
     return FB_OK;
+}
+
+/* Reads the SASL password: the first line of path, without its line end. The password is never printed; the
+ * path is (it is no secret, and the operator needs it to fix the file). */
+static fb_code kfk_read_password(const char *path, char *out, size_t cap, fb_err *err) {
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return fb_err_set(err, FB_ERR_USAGE, "could not open the Kafka password file \"%s\": %s (--kafka-password-file)",
+                          path, strerror(errno));
+    size_t n = fread(out, 1, cap - 1, f);
+    int bad = ferror(f);
+    fclose(f);
+    out[n] = '\0';
+    out[strcspn(out, "\r\n")] = '\0';
+    if (bad || !*out) {
+        sodium_memzero(out, cap);
+        return fb_err_set(err, FB_ERR_USAGE, "the Kafka password file \"%s\" is %s (--kafka-password-file)", path,
+                          bad ? "unreadable" : "empty");
+    }
+    return FB_OK;
+}
+
+/* The TLS and SASL settings of the table (fb_config: --kafka-*), before -X so that -X still wins. */
+static fb_code kfk_conf_security(rd_kafka_conf_t *conf, const fb_config *cfg, fb_err *err) {
+    fb_code rc = FB_OK;
+    if (*cfg->kafka_security_protocol &&
+        (rc = kfk_conf_set(conf, "security.protocol", cfg->kafka_security_protocol, err)))
+        return rc;
+    if (*cfg->kafka_ca && (rc = kfk_conf_set(conf, "ssl.ca.location", cfg->kafka_ca, err))) return rc;
+    if (!*cfg->kafka_username) {
+        if (*cfg->kafka_password_file)
+            return fb_err_set(err, FB_ERR_USAGE, "--kafka-password-file is set but --kafka-username is not");
+        return FB_OK;
+    }
+    if (!*cfg->kafka_password_file)
+        return fb_err_set(err, FB_ERR_USAGE, "--kafka-username %s needs --kafka-password-file (the password is read "
+                          "only from a file)", cfg->kafka_username);
+    char password[1024];
+    if ((rc = kfk_read_password(cfg->kafka_password_file, password, sizeof password, err))) return rc;
+    if (!(rc = kfk_conf_set(conf, "sasl.mechanism", cfg->kafka_sasl_mechanism, err)) &&
+        !(rc = kfk_conf_set(conf, "sasl.username", cfg->kafka_username, err)))
+        rc = kfk_conf_set(conf, "sasl.password", password, err);
+    sodium_memzero(password, sizeof password);
+    return rc;
 }
 
 fb_code kfk_conf_apply(rd_kafka_conf_t *conf, const fb_config *cfg, const char *client_id, fb_err *err) {
     fb_code rc;
     if ((rc = kfk_conf_set(conf, "bootstrap.servers", cfg->brokers, err)) ||
-        (rc = kfk_conf_set(conf, "client.id", client_id, err)))
+        (rc = kfk_conf_set(conf, "client.id", client_id, err)) || (rc = kfk_conf_security(conf, cfg, err)))
         return rc;
     rd_kafka_conf_set_log_cb(conf, kfk_log_cb);
     for (size_t i = 0; i < cfg->n_x; i++)

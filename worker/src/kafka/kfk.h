@@ -1,6 +1,8 @@
 /* kfk: librdkafka set-up shared by the worker, the recorder and the CLI.
  *
- * Every client gets bootstrap.servers from the config, then the operator's -X settings (which win), and routes
+ * Every client gets bootstrap.servers and the TLS/SASL settings from the config (--kafka-security-protocol,
+ * --kafka-ca, --kafka-username with --kafka-password-file: the password is read from the file when the client is
+ * configured, never taken from a flag, never printed), then the operator's -X settings (which win), and routes
  * librdkafka's log callback into fb_log. Producers are idempotent with acks=all, and kfk_produce_sync() waits for
  * the delivery report: a status event counts as published only once the broker has it. Consumers never store
  * offsets by themselves (enable.auto.offset.store=false): the daemon stores offset+1 once a job's outcome is
@@ -22,7 +24,8 @@ rd_kafka_conf_t *kfk_conf_new(const fb_config *cfg, const char *client_id, fb_er
 /* Applies bootstrap.servers, client.id, the log route and the -X settings to an existing conf. */
 fb_code kfk_conf_apply(rd_kafka_conf_t *conf, const fb_config *cfg, const char *client_id, fb_err *err);
 
-/* Sets one property on conf; returns FB_USAGE with librdkafka's reason on failure. */
+/* Sets one property on conf; returns FB_USAGE with librdkafka's reason on failure. The value of a secret
+ * property (fb_config_is_secret: *password*, *secret*) is shown as *** and librdkafka's reason withheld. */
 fb_code kfk_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value, fb_err *err);
 
 /* rd_kafka_new() that takes ownership of conf in every case (destroyed on failure) and says why it failed. */

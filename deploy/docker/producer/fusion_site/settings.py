@@ -36,6 +36,12 @@ FUSION_BACKUP = {
     "TOPIC_PREFIX": os.environ.get("FUSION_BACKUP_TOPIC_PREFIX", "fusion."),
     "PUBLISH_TIMEOUT": float(os.environ.get("FUSION_BACKUP_PUBLISH_TIMEOUT", "10")),
     "SCHEDULER_INTERVAL": float(os.environ.get("FUSION_BACKUP_SCHEDULER_INTERVAL", "30")),
+    # Kafka security: the app's principal; the password only from a file (a mounted secret).
+    "SECURITY_PROTOCOL": os.environ.get("FUSION_BACKUP_SECURITY_PROTOCOL") or None,
+    "SASL_MECHANISM": os.environ.get("FUSION_BACKUP_SASL_MECHANISM", "SCRAM-SHA-512"),
+    "SASL_USERNAME": os.environ.get("FUSION_BACKUP_SASL_USERNAME") or None,
+    "SASL_PASSWORD_FILE": os.environ.get("FUSION_BACKUP_SASL_PASSWORD_FILE") or None,
+    "SSL_CA_FILE": os.environ.get("FUSION_BACKUP_SSL_CA_FILE") or None,
 }
 LOGGING = {
     "version": 1,
