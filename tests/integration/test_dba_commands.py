@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 import uuid
 
@@ -100,6 +101,8 @@ def test_list_refuses_without_a_location_or_key(bin, storage_root):
 def test_version_and_help_command(bin):
     r = bin.run("--version")
     assert r.returncode == 0 and re.match(r"fusion-backup \d+\.\d+\.\d+ \(librdkafka ", r.stdout), r.stdout
+    w = subprocess.run([bin.worker, "--version"], capture_output=True, text=True, timeout=30)
+    assert w.returncode == 0 and w.stdout.split()[:2] == ["fusion-backup-worker", r.stdout.split()[1]], w.stdout
     r = bin.run("help", "restore")
     assert r.returncode == 0 and r.stdout.startswith("usage: fusion-backup restore"), r.stdout
     r = bin.run("help", "no-such-command")

@@ -1,15 +1,10 @@
 /* fusion-backup: the operator's CLI. It only dispatches to one command per file in cmd/. */
-#include <libpq-fe.h>
-#include <librdkafka/rdkafka.h>
-#include <sodium.h>
 #include <stdio.h>
 #include <string.h>
-#include <zstd.h>
 
 #include "cmd/cmd.h"
 #include "common/fb_config.h"
 #include "common/fb_err.h"
-#include "common/fb_version.h"
 
 typedef struct cli_command {
     const char *name;
@@ -49,12 +44,6 @@ static const cli_command *cli_find(const char *name) {
     return NULL;
 }
 
-static int cli_version(void) {
-    int pq = PQlibVersion();
-    printf("fusion-backup %s (librdkafka %s, libpq %d.%d, zstd %s, libsodium %s)\n", fb_version(),
-           rd_kafka_version_str(), pq / 10000, pq % 10000, ZSTD_versionString(), sodium_version_string());
-    return FB_OK;
-}
 
 int main(int argc, char **argv) {
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
@@ -62,7 +51,7 @@ int main(int argc, char **argv) {
         if (argc >= 2) fb_config_print_help(FB_CFG_CLI);
         return argc < 2 ? FB_ERR_USAGE : FB_OK;
     }
-    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) return cli_version();
+    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) return cmd_version("fusion-backup");
     if (strcmp(argv[1], "help") == 0) {
         if (argc < 3) {
             cli_usage(stdout);

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cmd/cmd.h"
 #include "codec/ev_event.h"
 #include "common/fb_config.h"
 #include "common/fb_err.h"
@@ -49,7 +50,8 @@ int main(int argc, char **argv) {
     fb_config cfg;
     fb_err err = {0};
     fb_code rc;
-    for (int i = 1; i < argc; i++)
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--version") == 0) return cmd_version("fusion-backup-worker");
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             printf("usage: fusion-backup-worker [options]\n"
                    "Consumes backup and archive requests from Kafka and runs them; --role recorder|all also applies\n"
@@ -58,6 +60,7 @@ int main(int argc, char **argv) {
             fb_config_print_help(FB_CFG_WORKER);
             return FB_OK;
         }
+    }
     if ((rc = fb_config_init(&cfg, &err)) || (rc = fb_config_parse_args(&cfg, &argc, argv, FB_CFG_WORKER, NULL, &err)) ||
         (rc = worker_setup_logging(&cfg, &err)))
         goto out;
