@@ -45,7 +45,7 @@ int main(void) {
     snprintf(topic, sizeof topic, "test.vectors.%.8s", id);
     const char *names[1] = {topic};
     int parts[1] = {3};
-    CHECKF(kfk_create_topics(p, names, parts, 1, 30000, &err) == FB_OK, "create topic: %s", err.msg);
+    CHECKF(kfk_create_topics(p, names, parts, 1, 1, 30000, &err) == FB_OK, "create topic: %s", err.msg);
 
     for (int i = 0; i < n; i++) {
         vec_file *v = i < nv ? &valid[i] : &invalid[i - nv];

@@ -133,6 +133,12 @@ def test_topics_create_is_idempotent(bin, brokers):
     assert len(md.topics[prefix + "jobs.completed"].partitions) == 6
     bad = bin.run("topics", "create", "--partitions", "0", *_kafka_args(brokers, prefix))
     assert bad.returncode == 2 and "--partitions must be 1..10000" in bad.stderr
+    bad = bin.run("topics", "create", "--replication-factor", "0", *_kafka_args(brokers, prefix))
+    assert bad.returncode == 2 and "--replication-factor must be 1..32" in bad.stderr
+    # The factor reaches the broker: this one-node broker cannot hold 3 replicas, and says so.
+    other = f"ops{uuid.uuid4().hex[:8]}."
+    bad = bin.run("topics", "create", "--replication-factor", "3", *_kafka_args(brokers, other))
+    assert bad.returncode != 0 and "replication" in bad.stderr.lower(), bad.stderr
 
 
 def test_a_database_that_is_down_is_retried_with_backoff_then_failed(brokers, topic_prefix, workers):

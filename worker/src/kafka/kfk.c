@@ -235,7 +235,8 @@ fb_code kfk_wait_ready(rd_kafka_t *rk, int timeout_ms, fb_err *err) {
                       rd_kafka_err2str(e));
 }
 
-fb_code kfk_create_topics(rd_kafka_t *rk, const char *const *names, const int *partitions, size_t n, int timeout_ms,
+fb_code kfk_create_topics(rd_kafka_t *rk, const char *const *names, const int *partitions, size_t n, int replication,
+                          int timeout_ms,
                           fb_err *err) {
     fb_code rc = FB_OK;
     rd_kafka_NewTopic_t **nt = calloc(n, sizeof *nt);
@@ -244,7 +245,7 @@ fb_code kfk_create_topics(rd_kafka_t *rk, const char *const *names, const int *p
     char why[512];
     rd_kafka_AdminOptions_set_operation_timeout(opt, timeout_ms, why, sizeof why);
     for (size_t i = 0; i < n; i++) {
-        nt[i] = rd_kafka_NewTopic_new(names[i], partitions[i], 1, why, sizeof why);
+        nt[i] = rd_kafka_NewTopic_new(names[i], partitions[i], replication, why, sizeof why);
         if (!nt[i]) {
             rc = fb_err_set(err, FB_ERR_USAGE, "topic \"%s\": %s", names[i], why);
             goto out;

@@ -54,8 +54,10 @@ rd_kafka_t *kfk_consumer_new(const fb_config *cfg, const char *group_id,
 /* Subscribes to the given topic names. */
 fb_code kfk_subscribe(rd_kafka_t *rk, const char *const *topics, size_t n, fb_err *err);
 
-/* Creates topics (ignoring "already exists") with the Admin API through any client handle. */
-fb_code kfk_create_topics(rd_kafka_t *rk, const char *const *names, const int *partitions, size_t n, int timeout_ms,
+/* Creates topics (ignoring "already exists") with the Admin API through any client handle; replication is the
+ * replication factor of each (1 for a one-node development broker, 3 in production). */
+fb_code kfk_create_topics(rd_kafka_t *rk, const char *const *names, const int *partitions, size_t n, int replication,
+                          int timeout_ms,
                           fb_err *err);
 
 /* Waits until the broker answers a metadata request, up to timeout_ms. */
