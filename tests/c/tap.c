@@ -45,3 +45,18 @@ PGconn *tap_pg_connect(const char *base, const char *dbname) {
     PQclear(PQexec(c, "SET client_min_messages = warning"));
     return c;
 }
+
+fb_code tap_collect(void *opaque, const void *data, size_t len, fb_err *err) {
+    tap_buf *b = opaque;
+    (void)err;
+    if (b->len + len > b->cap) {
+        size_t cap = (b->len + len) * 2;
+        unsigned char *p = realloc(b->p, cap);
+        if (!p) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, data, len);
+    b->len += len;
+    return FB_OK;
+}

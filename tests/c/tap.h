@@ -27,4 +27,16 @@ int tap_done(void);
 struct pg_conn;
 struct pg_conn *tap_pg_connect(const char *base, const char *dbname);
 
+/* A growable byte buffer and a sink that appends to it (the artifact reader's segment callback shape): for tests
+ * that read a segment whole. The caller free()s p. */
+#include <stddef.h>
+
+#include "common/fb_err.h"
+
+typedef struct tap_buf {
+    unsigned char *p;
+    size_t len, cap;
+} tap_buf;
+fb_code tap_collect(void *opaque, const void *data, size_t len, fb_err *err);
+
 #endif

@@ -21,22 +21,7 @@
 
 static char dir[256];
 
-typedef struct buf {
-    unsigned char *p;
-    size_t len, cap;
-} buf;
-
-static fb_code collect(void *opaque, const void *data, size_t len, fb_err *err) {
-    buf *b = opaque;
-    (void)err;
-    if (b->len + len > b->cap) {
-        b->cap = (b->len + len) * 2;
-        b->p = realloc(b->p, b->cap);
-    }
-    memcpy(b->p + b->len, data, len);
-    b->len += len;
-    return FB_OK;
-}
+typedef tap_buf buf;
 
 static unsigned char *slurp(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
@@ -160,7 +145,7 @@ int main(void) {
         for (int i = NSEG - 1; i >= 0; i--) {
             buf out = {0};
             CHECK_EQ_STR(got->tables[i].name, m.tables[i].name);
-            rc = arc_reader_read_table(r, &got->tables[i], collect, &out, &err);
+            rc = arc_reader_read_table(r, &got->tables[i], tap_collect, &out, &err);
             CHECKF(rc == FB_OK, "table %d: %s", i, err.msg);
             CHECKF(out.len == seg[i].len && (out.len == 0 || memcmp(out.p, seg[i].p, out.len) == 0),
                    "table %d: %zu bytes back, %zu written", i, out.len, seg[i].len);

@@ -22,22 +22,7 @@
 #include "dump/dump_proc.h"
 #include "tap.h"
 
-typedef struct buf {
-    unsigned char *p;
-    size_t len, cap;
-} buf;
-
-static fb_code collect(void *opaque, const void *data, size_t len, fb_err *err) {
-    buf *b = opaque;
-    (void)err;
-    if (b->len + len > b->cap) {
-        b->cap = (b->len + len) * 2;
-        b->p = realloc(b->p, b->cap);
-    }
-    memcpy(b->p + b->len, data, len);
-    b->len += len;
-    return FB_OK;
-}
+typedef tap_buf buf;
 
 /* Writes root/x.fbak: optionally a schema segment (recorded in the manifest or not), then one table. */
 static void write_artifact(const char *root, const unsigned char *pk, const buf *schema, int with_schema,
@@ -133,7 +118,7 @@ static void test_segment(const char *root) {
     }
     CHECK_EQ_INT(m->tables[0].segment, 2);
     buf got = {0};
-    CHECK_EQ_INT(arc_reader_read_schema(r, collect, &got, &err), FB_OK);
+    CHECK_EQ_INT(arc_reader_read_schema(r, tap_collect, &got, &err), FB_OK);
     CHECK(got.len == schema.len && memcmp(got.p, schema.p, schema.len) == 0);
     free(got.p);
     CHECK_EQ_INT(arc_reader_verify_all(r, &err), FB_OK);

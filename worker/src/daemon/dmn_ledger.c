@@ -208,42 +208,41 @@ static fb_code dmn_delivery_read(const char *path, int64_t *count, fb_err *err) 
     return FB_OK;
 }
 
-fb_code dmn_ledger_delivery_count(const char *storage_root, const char *job_id, int64_t attempt,
-                                  const unsigned char digest[DMN_DIGEST_BYTES], int64_t *count, fb_err *err) {
+/* Counts (count_one = 1) or only reads the counter of (job_id, attempt, digest): in memory without a root. */
+static fb_code dmn_delivery_op(const char *storage_root, const char *job_id, int64_t attempt,
+                               const unsigned char digest[DMN_DIGEST_BYTES], int count_one, int64_t *count,
+                               fb_err *err) {
     char name[96], dir[4096], path[4200];
     *count = 0;
     if (!ev_uuid_valid(job_id)) return fb_err_set(err, FB_ERR_INVALID, "job id \"%s\" is not a UUID", job_id);
     dmn_delivery_name(job_id, attempt, digest, name, sizeof name);
     if (!storage_root || !*storage_root) {
-        *count = dmn_mem_op(name, 2);
-        return FB_OK;
-    }
-    fb_code rc = dmn_ledger_dir(storage_root, job_id, dir, sizeof dir, err);
-    if (rc) return rc;
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    return dmn_delivery_read(path, count, err);
-}
-
-fb_code dmn_ledger_delivery(const char *storage_root, const char *job_id, int64_t attempt,
-                            const unsigned char digest[DMN_DIGEST_BYTES], int64_t *count, fb_err *err) {
-    char name[96], dir[4096], path[4200];
-    *count = 0;
-    if (!ev_uuid_valid(job_id)) return fb_err_set(err, FB_ERR_INVALID, "job id \"%s\" is not a UUID", job_id);
-    dmn_delivery_name(job_id, attempt, digest, name, sizeof name);
-    if (!storage_root || !*storage_root) {
-        *count = dmn_mem_op(name, 0);
+        *count = dmn_mem_op(name, count_one ? 0 : 2);
         return FB_OK;
     }
     fb_code rc = dmn_ledger_dir(storage_root, job_id, dir, sizeof dir, err);
     if (rc) return rc;
     snprintf(path, sizeof path, "%s/%s", dir, name);
     int64_t prev = 0;
-    if ((rc = dmn_delivery_read(path, &prev, err))) return rc;
+    if ((rc = dmn_delivery_read(path, &prev, err)) || !count_one) {
+        *count = prev;
+        return rc;
+    }
     char text[32];
     int n = snprintf(text, sizeof text, "%" PRId64 "\n", prev + 1);
     if ((rc = dmn_ledger_write(dir, path, NULL, 0, text, (size_t)n, err))) return rc;
     *count = prev + 1;
     return FB_OK;
+}
+
+fb_code dmn_ledger_delivery_count(const char *storage_root, const char *job_id, int64_t attempt,
+                                  const unsigned char digest[DMN_DIGEST_BYTES], int64_t *count, fb_err *err) {
+    return dmn_delivery_op(storage_root, job_id, attempt, digest, 0, count, err);
+}
+
+fb_code dmn_ledger_delivery(const char *storage_root, const char *job_id, int64_t attempt,
+                            const unsigned char digest[DMN_DIGEST_BYTES], int64_t *count, fb_err *err) {
+    return dmn_delivery_op(storage_root, job_id, attempt, digest, 1, count, err);
 }
 
 void dmn_ledger_delivery_clear(const char *storage_root, const char *job_id, int64_t attempt,
