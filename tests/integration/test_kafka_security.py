@@ -147,7 +147,7 @@ def test_a_request_reaches_success_with_each_role_under_its_own_principal(broker
     """The whole path on SASL_SSL: django publishes, a worker (principal worker) runs the backup, a separate
     recorder (principal recorder) writes the outcome to BackupRecord."""
     pub, _ = keypair
-    config_id, record_id, job_id = add_config_and_record(fusion_db)
+    config_id, record_id, job_id = add_config_and_record(fusion_db, tables=["auth_group"])
     publish(brokers, topic_prefix + "backup.requested", str(config_id),
             backup_event(job_id, config_id, record_id, ["auth_group"]))
     w = workers.start(fusion_db, storage_root=storage_root, public_key=pub, role="worker")
