@@ -4,8 +4,9 @@
  * CASCADE child. Errors name the table and column and say what to fix (usually the ArchivePolicy or the model).
  *
  * Catalog foreign keys are matched to relations by (referencing schema, table, first column). A relation without a
- * matching catalog key (Django's db_constraint=False) is still applied: it is what Django would do. A catalog key
- * without a relation becomes an UNLISTED edge: referenced rows stay, counted as skipped_referenced.
+ * matching catalog key (Django's db_constraint=False) never gets here: the authority check (job_authority.h)
+ * refuses it first, since a message could otherwise name any table as a CASCADE child. A catalog key without a
+ * relation becomes an UNLISTED edge: referenced rows stay, counted as skipped_referenced.
  */
 #include "job/job_archive_int.h"
 
