@@ -626,6 +626,32 @@ def test_systemd_analyze_verify_accepts_the_unit(tmp_path):
     assert r.returncode == 0 and not ours, f"systemd-analyze verify:\n{out}"
 
 
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
+def test_systemd_analyze_verify_accepts_the_scheduler_unit(tmp_path):
+    """Scheduled backups happen only while `manage.py backup_scheduler` runs: the systemd deployment has a unit."""
+    unit = "fusion-backup-scheduler.service"
+    root = tmp_path / "root"
+    (root / "etc/systemd/system").mkdir(parents=True)
+    (root / "usr/lib/systemd").mkdir(parents=True)
+    for d in ("/usr/lib/systemd/system", "/lib/systemd/system"):
+        if Path(d).is_dir():
+            shutil.copytree(d, root / "usr/lib/systemd/system", symlinks=True, dirs_exist_ok=True)
+            break
+    (root / "bin").mkdir(exist_ok=True)
+    if not (root / "bin/sh").exists():
+        shutil.copy("/bin/sh", root / "bin/sh")
+    shutil.copy(SYSTEMD / unit, root / "etc/systemd/system" / unit)
+    r = subprocess.run(["systemd-analyze", "verify", f"--root={root}", "--man=no", unit],
+                       capture_output=True, text=True, timeout=120)
+    out = (r.stdout + r.stderr).strip()
+    ours = [ln for ln in out.splitlines() if "fusion-backup-scheduler" in ln]
+    assert r.returncode == 0 and not ours, f"systemd-analyze verify:\n{out}"
+    text = (SYSTEMD / unit).read_text()
+    assert "backup_scheduler" in text and "EnvironmentFile=/etc/fusion-backup/scheduler.conf" in text
+    example = (SYSTEMD / "scheduler.conf.example").read_text()
+    assert "FUSION_PYTHON=" in example and "FUSION_MANAGE=" in example
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Grafana
 
