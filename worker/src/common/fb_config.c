@@ -123,6 +123,12 @@ static const cfg_row cfg_rows[] = {
           "file holding the SASL password (first line); the password is never taken from a flag or variable"),
     ROW_S("kafka-ca", kafka_ca, "", "FB_KAFKA_CA", W | C,
           "PEM file of the CA that signed the brokers' certificates (librdkafka ssl.ca.location)"),
+    /* Progress of long CLI commands: backup, restore, verify (common/fb_progress.h). */
+    ROW_S("progress", progress, "auto", "FB_PROGRESS", C,
+          "auto (a bar on stderr when it is a terminal, else a line every progress-lines-ms) | bar | lines | off; "
+          "lines are JSON with --log-format json"),
+    ROW_I("progress-lines-ms", progress_lines_ms, "10000", 100, 3600000, "FB_PROGRESS_LINES_MS", C,
+          "interval of progress lines when stderr is not a terminal"),
 };
 #define CFG_NROWS (sizeof cfg_rows / sizeof cfg_rows[0])
 
