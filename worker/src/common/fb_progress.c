@@ -85,7 +85,7 @@ static void fp_draw(fb_progress *p, int final) {
     if (final == 1) frac = 1;
     int64_t eta = -1; /* seconds; -1 unknown */
     if (final) eta = 0;
-    else if (frac > 0 && el > 500) eta = (int64_t)((double)el * (1.0 - frac) / frac / 1000.0 + 0.5);
+    else if (frac > 0 && el >= 200) eta = (int64_t)((double)el * (1.0 - frac) / frac / 1000.0 + 0.5);
     char b[32], tb[32], r[32], e[32], t[32];
     fb_size_format(bytes, b, sizeof b);
     fb_size_format((int64_t)rate, r, sizeof r);
