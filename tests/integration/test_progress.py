@@ -1,6 +1,6 @@
 """Progress of long commands (common/fb_progress.h): on a terminal (a pseudo-terminal here) `restore` redraws one
-bar in place with rows, bytes, rate and ETA; when stderr is not a terminal `backup` writes plain lines at an
-interval and never a carriage return, and `verify --log-format json` writes JSON lines. stdout keeps only the
+bar in place with rows, bytes, rate and ETA; when stderr is not a terminal it writes plain lines at an interval
+and never a carriage return; `backup --json` and `verify --log-format json` write JSON lines. stdout keeps only the
 command's result."""
 from __future__ import annotations
 
@@ -39,25 +39,36 @@ def artifact(bin, fresh_db, storage_root, keypair):
     return fresh_db, storage_root / json.loads(r.stdout)["file_path"], r
 
 
-def test_not_a_terminal_gets_plain_lines_at_an_interval_and_no_carriage_return(artifact):
-    _, _, r = artifact
-    assert "\r" not in r.stderr, repr(r.stderr[:300])
-    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("backup: ")]
-    assert len(lines) >= 2, f"expected progress lines every 100 ms, got: {r.stderr!r}"
-    assert re.search(r"/2 tables, \d+ rows, .*/s, ETA ", lines[0]), lines[0]
-    assert lines[-1].startswith("backup: done, 100% 2/2 tables") and "took" in lines[-1], lines[-1]
-    assert json.loads(r.stdout)["rows"] == ROWS, "stdout holds only the result"
-
-
-def test_verify_with_json_logs_writes_json_progress_lines(bin, artifact, keypair):
+def test_not_a_terminal_gets_plain_lines_at_an_interval_and_no_carriage_return(bin, artifact, keypair, new_db):
     _, path, _ = artifact
+    _, secret = keypair
+    r = bin.run("restore", str(path), "--secret-key", str(secret), "--pg", new_db(), "--create",
+                "--progress-lines-ms", "100")
+    assert r.returncode == 0, r.stderr
+    assert "\r" not in r.stderr, repr(r.stderr[:300])
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("restore: ")]
+    assert len(lines) >= 2, f"expected progress lines every 100 ms, got: {r.stderr!r}"
+    assert re.search(r"^restore: +\d+% \d/2 tables, \d+/\d+ rows, .+ of .+, .+/s, ETA ", lines[0]), lines[0]
+    assert lines[-1].startswith("restore: done, 100% 2/2 tables") and "took" in lines[-1], lines[-1]
+    assert r.stdout.startswith(f"restored 2 tables, {ROWS} rows"), "stdout holds only the result"
+
+
+def test_json_output_gets_json_progress_lines(bin, artifact, keypair):
+    _, path, backup = artifact
+    # backup --json: its progress lines are JSON objects too, on stderr; stdout is the one result object.
+    events = [json.loads(ln) for ln in backup.stderr.splitlines() if ln.startswith('{"progress"')]
+    assert len(events) >= 2 and all(e["progress"] == "backup" for e in events), backup.stderr
+    assert events[-1]["state"] == "done" and events[-1]["rows"] == ROWS and events[-1]["tables_total"] == 2
+    assert any(e["state"] == "running" and e["bytes_per_s"] > 0 for e in events), events
+    assert json.loads(backup.stdout)["rows"] == ROWS
+
     _, secret = keypair
     r = bin.run("verify", str(path), "--secret-key", str(secret), "--log-format", "json", "--progress", "lines",
                 "--progress-lines-ms", "100")
     assert r.returncode == 0, r.stderr
-    events = [json.loads(ln) for ln in r.stderr.splitlines() if ln.startswith("{")]
+    events = [json.loads(ln) for ln in r.stderr.splitlines() if ln.startswith('{"progress"')]
     assert events and all(e["progress"] == "verify" for e in events), r.stderr
-    assert events[-1]["state"] == "done" and events[-1]["rows"] == events[-1]["rows_total"] == ROWS + 0, events[-1]
+    assert events[-1]["state"] == "done" and events[-1]["rows"] == events[-1]["rows_total"] == ROWS, events[-1]
     assert events[-1]["bytes"] >= events[-1]["bytes_total"] > 0
     assert r.stdout.startswith("OK "), r.stdout
 

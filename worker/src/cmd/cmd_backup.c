@@ -287,7 +287,7 @@ int cmd_backup(int argc, char **argv) {
     sigaction(SIGTERM, &sa, NULL);
     int64_t started = ev_now_ms();
     cb_record(c, &pub, req, raw, raw_len, EV_RUNNING, started, NULL, NULL);
-    prog = fb_progress_new(&cfg, "backup", "tables");
+    prog = fb_progress_new(&cfg, "backup", "tables", json);
     job_ctx ctx = {&cfg, req, worker, &cb_abort, cb_progress, prog};
     job_result res;
     job_result_init(&res);

@@ -13,7 +13,7 @@ static int cp_selected(const arc_table *t, const arc_tref *only, size_t n_only) 
 
 fb_progress *cmd_progress_reading(const fb_config *cfg, const char *what, const arc_manifest *m, const arc_tref *only,
                                   size_t n_only, int count_tables) {
-    fb_progress *p = fb_progress_new(cfg, what, "tables");
+    fb_progress *p = fb_progress_new(cfg, what, "tables", 0);
     if (!p || !m) return p;
     int64_t rows = 0, bytes = 0, n = 0;
     for (size_t i = 0; i < m->n_tables; i++) {

@@ -36,9 +36,9 @@ static int64_t fp_now_ms(void) {
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-fb_progress *fb_progress_new(const fb_config *cfg, const char *what, const char *unit) {
+fb_progress *fb_progress_new(const fb_config *cfg, const char *what, const char *unit, int json) {
     const char *m = cfg && cfg->progress ? cfg->progress : "auto";
-    int json = cfg && cfg->log_format && strcmp(cfg->log_format, "json") == 0;
+    json = json || (cfg && cfg->log_format && strcmp(cfg->log_format, "json") == 0);
     fp_mode mode;
     if (strcmp(m, "off") == 0) return NULL;
     if (strcmp(m, "bar") == 0) mode = FP_BAR;

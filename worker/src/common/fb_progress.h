@@ -5,7 +5,8 @@
  * from items (a backup knows how many tables it has, not how big they are).
  * How (setting `progress`):
  *   auto   a bar redrawn in place with \r, at most 10 times a second, when stderr is a terminal; otherwise one
- *          plain line every progress-lines-ms (a JSON object per line with --log-format json), never a \r,
+ *          plain line every progress-lines-ms (a JSON object per line with --log-format json or a command's
+ *          --json), never a \r,
  *          so a log file or a CI log stays readable;
  *   bar, lines  one of the two whatever stderr is; off  nothing.
  * A final line says how it ended. Nothing goes to stdout, which carries the command's result.
@@ -27,9 +28,10 @@
 typedef struct fb_progress fb_progress;
 
 /* A new display for command `what` ("restore") counting `unit` items ("tables"), configured by cfg (progress,
- * progress-lines-ms, log-format). Returns NULL when progress is off (every function accepts NULL) or memory is
+ * progress-lines-ms, log-format); json: the command was asked for JSON output (--json), so its lines are JSON
+ * too. Returns NULL when progress is off (every function accepts NULL) or memory is
  * short: progress is never a reason to fail. what and unit must outlive the handle. */
-fb_progress *fb_progress_new(const fb_config *cfg, const char *what, const char *unit);
+fb_progress *fb_progress_new(const fb_config *cfg, const char *what, const char *unit, int json);
 
 /* The totals, when known (0: unknown). */
 void fb_progress_total(fb_progress *p, int64_t rows, int64_t bytes, int64_t items);
