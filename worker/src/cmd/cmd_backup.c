@@ -90,14 +90,12 @@ static int cb_backup_type(const char *s, ev_backup_type *out) {
     return 0;
 }
 
-/* Creates the QUEUED record (as request_backup does) in one transaction and returns its id. The table list is
- * --table's ("NAME" is public.NAME, "SCHEMA.NAME" a pair) or, without it, the configuration's own. */
+/* Inserts the QUEUED record (as request_backup does) in the caller's open transaction and returns its id. The
+ * table list is --table's ("NAME" is public.NAME, "SCHEMA.NAME" a pair) or, without it, the configuration's. */
 static fb_code cb_create_record(PGconn *c, const cb_config *k, const char *job_id, const char *btype,
                                 const char *const *tables, size_t n_tables, int64_t *record_id, fb_err *err) {
     char cid[32];
     snprintf(cid, sizeof cid, "%" PRId64, k->id);
-    fb_code rc = pgx_exec(c, "BEGIN", "starting the record's transaction", err);
-    if (rc) return rc;
     const char *p[4] = {job_id, btype, cid, n_tables ? "t" : "f"};
     PGresult *r = PQexecParams(c,
                                "INSERT INTO public.backup_archive_backuprecord (job_id, backup_type, status, "
@@ -107,7 +105,7 @@ static fb_code cb_create_record(PGconn *c, const cb_config *k, const char *job_i
                                "CASE WHEN $4::boolean THEN '[]'::jsonb ELSE k.tables END "
                                "FROM public.backup_archive_backupconfiguration k WHERE k.id = $3::bigint RETURNING id",
                                4, NULL, p, NULL, NULL, 0);
-    rc = pgx_check(c, r, PGRES_TUPLES_OK, "creating the BackupRecord", err);
+    fb_code rc = pgx_check(c, r, PGRES_TUPLES_OK, "creating the BackupRecord", err);
     if (!rc && PQntuples(r) != 1)
         rc = fb_err_set(err, FB_ERR_CONFLICT, "configuration %" PRId64 " disappeared while the record was created",
                         k->id);
@@ -126,8 +124,6 @@ static fb_code cb_create_record(PGconn *c, const cb_config *k, const char *job_i
         rc = pgx_check(c, r, PGRES_COMMAND_OK, "adding a table to the BackupRecord", err);
         PQclear(r);
     }
-    if (!rc) rc = pgx_exec(c, "COMMIT", "committing the BackupRecord", err);
-    else PQclear(PQexec(c, "ROLLBACK"));
     return rc;
 }
 
@@ -175,21 +171,20 @@ static fb_code cb_build_request(PGconn *c, const cb_config *k, const char *job_i
 }
 
 /* Writes one job.status into the record exactly as the recorder would apply it from the completion topic. */
-static void cb_record(PGconn *c, const dmn_pub *pub, const ev_event *req, const unsigned char *raw, size_t raw_len,
-                      ev_status st, int64_t started, const job_result *res, const char *error) {
-    fb_err e;
+static fb_code cb_record(PGconn *c, const dmn_pub *pub, const ev_event *req, const unsigned char *raw,
+                         size_t raw_len, ev_status st, int64_t started, const job_result *res, const char *error,
+                         fb_err *err) {
     int applied = 0;
+    fb_code rc;
     ev_event *s = dmn_status_build(pub, req, raw, raw_len, st, started, res, error);
-    if (!s) {
-        fprintf(stderr, "fusion-backup backup: out of memory recording %s\n", ev_status_name(st));
-    } else if (dmn_recorder_apply(c, s, &applied, &e)) {
-        fprintf(stderr, "fusion-backup backup: could not record %s on the BackupRecord: %s\n", ev_status_name(st),
-                e.msg);
-    } else if (!applied) {
-        fprintf(stderr, "fusion-backup backup: the BackupRecord did not take %s (changed by someone else?)\n",
-                ev_status_name(st));
-    }
+    if (!s) rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory recording %s", ev_status_name(st));
+    else if ((rc = dmn_recorder_apply(c, s, &applied, err)))
+        fb_err_prefix(err, "could not record %s on the BackupRecord: ", ev_status_name(st));
+    else if (!applied)
+        rc = fb_err_set(err, FB_ERR_CONFLICT, "the BackupRecord did not take %s (changed by someone else?)",
+                        ev_status_name(st));
     ev_event_free(s);
+    return rc;
 }
 
 /* The backup's progress, from job_backup_run's counters (tables done of total, rows and bytes so far). */
@@ -273,20 +268,27 @@ int cmd_backup(int argc, char **argv) {
     ev_uuid_random(job_id);
     gethostname(host, sizeof host - 1);
     snprintf(worker, sizeof worker, "fusion-backup backup@%s:%d", host, (int)getpid());
+    /* The record is created and moved to RUNNING in one transaction: nobody ever sees it QUEUED, so Fusion's
+     * republish sweep (services.republish_queued) cannot send it to a worker while this process runs it. */
+    dmn_pub pub = {.cfg = &cfg, .worker_name = worker};
+    int64_t started = ev_now_ms();
+    if (!rc) rc = pgx_exec(c, "BEGIN", "starting the record's transaction", &err);
     if (!rc) rc = cb_create_record(c, &k, job_id, ev_backup_type_name(type), tables, n_tables, &record_id, &err);
     if (!rc) rc = cb_build_request(c, &k, job_id, record_id, type, &req, &err);
-    if (!rc && (rc = ev_encode(req, &raw, &raw_len, &err)))
-        cb_record(c, &(dmn_pub){.cfg = &cfg, .worker_name = worker}, req, NULL, 0, EV_FAILED, 0, NULL, err.msg);
-    if (rc) goto out;
+    if (!rc) rc = ev_encode(req, &raw, &raw_len, &err);
+    if (!rc) rc = cb_record(c, &pub, req, raw, raw_len, EV_RUNNING, started, NULL, NULL, &err);
+    if (!rc) rc = pgx_exec(c, "COMMIT", "committing the BackupRecord", &err);
+    if (rc) {
+        if (c && PQtransactionStatus(c) != PQTRANS_IDLE) PQclear(PQexec(c, "ROLLBACK"));
+        if (record_id) fb_err_prefix(&err, "nothing was created: ");
+        goto out;
+    }
 
-    /* From here on every outcome is written into the record. */
-    dmn_pub pub = {.cfg = &cfg, .worker_name = worker};
+    /* From here on the outcome is written into the record. */
     struct sigaction sa = {.sa_handler = cb_on_signal};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    int64_t started = ev_now_ms();
-    cb_record(c, &pub, req, raw, raw_len, EV_RUNNING, started, NULL, NULL);
     prog = fb_progress_new(&cfg, "backup", "tables", json);
     job_ctx ctx = {&cfg, req, worker, &cb_abort, cb_progress, prog};
     job_result res;
@@ -295,7 +297,20 @@ int cmd_backup(int argc, char **argv) {
     fb_progress_done(prog, rc == FB_OK);
     int64_t took = ev_now_ms() - started;
     if (job_result_get(&res, "duration_ms") == 0) job_result_set(&res, "duration_ms", took);
-    cb_record(c, &pub, req, raw, raw_len, rc ? EV_FAILED : EV_SUCCESS, started, &res, rc ? err.msg : NULL);
+    fb_err rerr;
+    fb_code recorded = cb_record(c, &pub, req, raw, raw_len, rc ? EV_FAILED : EV_SUCCESS, started, &res,
+                                 rc ? err.msg : NULL, &rerr);
+    if (recorded) {
+        /* The artifact may well be fine; the record says RUNNING. Say both, and fail: the record is the truth. */
+        fprintf(stderr, "fusion-backup backup: %s\n", rerr.msg);
+        if (!rc) {
+            err = rerr;
+            rc = recorded;
+            fb_err_prefix(&err, "the backup %s was written but its record %" PRId64 " stays RUNNING: ",
+                          res.file_path, record_id);
+            goto out;
+        }
+    }
     if (rc) {
         fb_err_prefix(&err, "record %" PRId64 " (job %s) is FAILED: ", record_id, job_id);
         goto out;
