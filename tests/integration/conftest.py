@@ -179,6 +179,40 @@ def storage_root(tmp_path: Path) -> Path:
     return root
 
 
+# --- Who is speaking (worker/src/common/fb_sign.h): one Ed25519 signing key pair per party, made once a session ---
+SIGNING_PARTIES = ("django", "ops", "worker")
+
+
+@pytest.fixture(scope="session")
+def signing_keys(bin: Binaries, tmp_path_factory) -> dict[str, tuple[Path, Path]]:
+    """{party: (public key file, secret key file)} made by `fusion-backup keygen --sign` for the Django app, the
+    operators and the workers."""
+    d = tmp_path_factory.mktemp("signing-keys")
+    keys = {}
+    for party in SIGNING_PARTIES:
+        bin.run("keygen", "--sign", "--out", str(d / party), check=True)
+        keys[party] = (d / f"{party}.pub", d / f"{party}.key")
+    return keys
+
+
+@pytest.fixture(scope="session", autouse=True)
+def trust_settings(signing_keys):
+    """The deployment's trust, as the environment of every program the tests start: workers trust requests of the
+    Django app and the operators and artifacts and statuses of workers; a CLI command signs as the operators.
+    Workers.start gives workers their own key (--sign-key beats FB_SIGN_KEY). Tests of refusals override these."""
+    env = {"FB_TRUSTED_REQUESTERS": f"{signing_keys['django'][0]},{signing_keys['ops'][0]}",
+           "FB_TRUSTED_SIGNERS": str(signing_keys["worker"][0]), "FB_SIGN_KEY": str(signing_keys["ops"][1])}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield env
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+# --- end of who is speaking -----------------------------------------------------------------------------------
+
+
 @pytest.fixture
 def keypair(bin: Binaries, tmp_path: Path) -> tuple[Path, Path]:
     """(public key file, secret key file) made by `fusion-backup keygen`."""
@@ -282,6 +316,8 @@ class Workers:
             args += ["--public-key", str(public_key)]
         if secret_key:
             args += ["--secret-key", str(secret_key)]
+        sign_dir = Path(os.environ["FB_TRUSTED_SIGNERS"].split(",")[0]).parent  # trust_settings' keys
+        args += ["--sign-key", str(sign_dir / "worker.key")]
         args += list(extra)
         log = open(self.logdir / f"worker{len(self.procs)}.log", "w")
         p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
