@@ -4,6 +4,10 @@ on it, and the artifact is one `list` shows and `restore` brings back, through t
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import uuid
+from pathlib import Path
 
 import psycopg2
 import pytest
@@ -136,3 +140,29 @@ def test_a_failed_backup_is_recorded_failed_with_the_reason(bin, source, storage
     assert not list(storage_root.rglob("*.fbak"))
     # The record is FAILED the same way a worker's is: `replay` would take it (attempt + 1).
     assert flow.record(source, rec["id"])["attempt"] == 1
+
+
+def test_backup_into_a_bucket_restores_from_it(bin, source, keypair, new_db):
+    """The storage root may be s3://BUCKET/PREFIX (the local S3 server; its settings as deploy/local/s3.sh gives
+    them): the artifact goes there and restores from the printed location."""
+    pub, secret = keypair
+    sh = Path(__file__).resolve().parents[2] / "deploy/local/s3.sh"
+    env_lines = subprocess.run([str(sh), "env"], capture_output=True, text=True, check=True).stdout.splitlines()
+    s3 = dict(ln.removeprefix("export ").split("=", 1) for ln in env_lines if "=" in ln)
+    s3 = {k: v.strip("'") for k, v in s3.items()}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update({k: s3[k] for k in ("FB_S3_ENDPOINT", "FB_S3_REGION", "FB_S3_CREDENTIALS_FILE")})
+    root = f"s3://{s3['FB_S3_BUCKET']}/t-{uuid.uuid4().hex[:10]}"
+    config_id = add_config(source, "to-bucket", ["marks"])
+    r = subprocess.run([bin.cli, "backup", "to-bucket", "--json", "--pg", source, "--storage-root", root,
+                        "--public-key", str(pub)], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["artifact"] == f"{root}/{FOLDER}/{out['job_id']}.fbak", out
+    [rec] = records(source, config_id)
+    assert rec["status"] == "SUCCESS" and rec["file_path"] == out["file_path"], rec
+    target = new_db()
+    res = subprocess.run([bin.cli, "restore", out["artifact"], "--secret-key", str(secret), "--pg", target, "--create"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert psql(target, "SELECT count(*) FROM marks").strip() == "3000"
