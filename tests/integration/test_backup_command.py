@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -166,3 +168,22 @@ def test_backup_into_a_bucket_restores_from_it(bin, source, keypair, new_db):
                          capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr
     assert psql(target, "SELECT count(*) FROM marks").strip() == "3000"
+
+
+def test_ctrl_c_stops_the_backup_and_records_it_failed(bin, source, storage_root, keypair):
+    pub, _ = keypair
+    psql(source, "CREATE TABLE big (id int PRIMARY KEY, note text); INSERT INTO big SELECT g, md5(g::text) || "
+                 "md5((g * 3)::text) FROM generate_series(1, 1500000) g")
+    config_id = add_config(source, "big", ["big"])
+    p = subprocess.Popen([bin.cli, "backup", "big", *settings(source, storage_root, pub)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any(r["status"] == "RUNNING" for r in records(source, config_id)):
+        time.sleep(0.05)
+    time.sleep(0.3)  # inside the COPY
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 12, err  # FB_ERR_ABORTED
+    [rec] = records(source, config_id)
+    assert rec["status"] == "FAILED" and "aborted" in rec["error_message"] and rec["completed"], rec
+    assert not [f for f in storage_root.rglob("*") if f.is_file()], "an interrupted backup left a file"
