@@ -236,7 +236,8 @@ int cmd_backup(int argc, char **argv) {
         } else if (!which && a[0] != '-') which = a;
         else rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (see backup --help)", a);
     }
-    if (!rc && !which) rc = fb_err_set(&err, FB_ERR_USAGE, "backup needs the configuration: its name or id (fusion-backup backup NAME)");
+    if (!rc && !which)
+        rc = fb_err_set(&err, FB_ERR_USAGE, "backup needs the configuration: its name or id (fusion-backup backup NAME)");
     ev_backup_type type = EV_FULL;
     if (!rc && type_s && !cb_backup_type(type_s, &type))
         rc = fb_err_set(&err, FB_ERR_USAGE, "--type must be FULL, INCREMENTAL or DIFFERENTIAL, got \"%s\"", type_s);
