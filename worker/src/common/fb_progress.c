@@ -3,6 +3,7 @@
 #include "common/fb_progress.h"
 
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,6 +72,16 @@ static const char *fp_hms(int64_t s, char *out, size_t cap) {
     return out;
 }
 
+/* Appends to line[*n..cap), cutting at the end of the buffer. */
+static void fp_add(char *line, size_t cap, size_t *n, const char *fmt, ...) {
+    if (*n + 1 >= cap) return;
+    va_list ap;
+    va_start(ap, fmt);
+    int w = vsnprintf(line + *n, cap - *n, fmt, ap);
+    va_end(ap);
+    if (w > 0) *n = *n + (size_t)w < cap ? *n + (size_t)w : cap - 1;
+}
+
 /* Draws one frame. final: 0 while running, 1 done, 2 stopped. */
 static void fp_draw(fb_progress *p, int final) {
     int64_t now = fp_now_ms(), el = now - p->start_ms;
@@ -102,36 +113,29 @@ static void fp_draw(fb_progress *p, int final) {
         return;
     }
     char line[400];
-    int n = 0;
+    size_t n = 0;
     if (p->mode == FP_BAR) {
         char bar[FP_BAR_WIDTH + 1];
         int fill = frac < 0 ? 0 : (int)(frac * FP_BAR_WIDTH + 0.5);
-        for (int i = 0; i < FP_BAR_WIDTH; i++) bar[i] = i < fill ? '#' : '.';
+        for (int i = 0; i < FP_BAR_WIDTH; i++) bar[i] = frac < 0 ? '?' : i < fill ? '#' : '.';
         bar[FP_BAR_WIDTH] = '\0';
-        n = snprintf(line, sizeof line, "%s [%s] ", p->what, frac < 0 ? "????????????????????????" : bar);
+        fp_add(line, sizeof line, &n, "%s [%s] ", p->what, bar);
     } else {
-        n = snprintf(line, sizeof line, "%s: %s", p->what, final == 1 ? "done, " : final == 2 ? "stopped, " : "");
+        fp_add(line, sizeof line, &n, "%s: %s", p->what, final == 1 ? "done, " : final == 2 ? "stopped, " : "");
     }
-    if (frac >= 0 && n < (int)sizeof line) n += snprintf(line + n, sizeof line - (size_t)n, "%3d%% ", (int)(frac * 100));
-    if (titems > 0 && n < (int)sizeof line)
-        n += snprintf(line + n, sizeof line - (size_t)n, "%lld/%lld %s, ", (long long)items, (long long)titems, p->unit);
-    if (n < (int)sizeof line) {
-        if (trows > 0) n += snprintf(line + n, sizeof line - (size_t)n, "%lld/%lld rows, ", (long long)rows, (long long)trows);
-        else n += snprintf(line + n, sizeof line - (size_t)n, "%lld rows, ", (long long)rows);
-    }
-    if (n < (int)sizeof line) {
-        if (tbytes > 0) n += snprintf(line + n, sizeof line - (size_t)n, "%s of %s, ", b, fb_size_format(tbytes, tb, sizeof tb));
-        else n += snprintf(line + n, sizeof line - (size_t)n, "%s, ", b);
-    }
-    if (n < (int)sizeof line)
-        n += snprintf(line + n, sizeof line - (size_t)n, "%s/s, %s %s", r, final ? "took" : "ETA",
-                      final ? fp_hms(el / 1000, t, sizeof t) : eta >= 0 ? fp_hms(eta, e, sizeof e) : "?");
-    if (n >= (int)sizeof line) n = (int)sizeof line - 1;
+    if (frac >= 0) fp_add(line, sizeof line, &n, "%3d%% ", (int)(frac * 100));
+    if (titems > 0) fp_add(line, sizeof line, &n, "%lld/%lld %s, ", (long long)items, (long long)titems, p->unit);
+    if (trows > 0) fp_add(line, sizeof line, &n, "%lld/%lld rows, ", (long long)rows, (long long)trows);
+    else fp_add(line, sizeof line, &n, "%lld rows, ", (long long)rows);
+    if (tbytes > 0) fp_add(line, sizeof line, &n, "%s of %s, ", b, fb_size_format(tbytes, tb, sizeof tb));
+    else fp_add(line, sizeof line, &n, "%s, ", b);
+    fp_add(line, sizeof line, &n, "%s/s, %s %s", r, final ? "took" : "ETA",
+           final ? fp_hms(el / 1000, t, sizeof t) : eta >= 0 ? fp_hms(eta, e, sizeof e) : "?");
     if (p->mode == FP_BAR) {
         /* \r, the frame, and spaces over what a longer previous frame left; a newline only at the end. */
-        size_t pad = p->last_len > (size_t)n ? p->last_len - (size_t)n : 0;
+        size_t pad = p->last_len > n ? p->last_len - n : 0;
         fprintf(stderr, "\r%s%*s%s", line, (int)pad, "", final ? "\n" : "");
-        p->last_len = (size_t)n;
+        p->last_len = n;
     } else {
         fprintf(stderr, "%s\n", line);
     }
