@@ -113,9 +113,10 @@ pick_python_dj32() {
   pick_python
 }
 
-# Django 3.1 supports Python 3.6-3.9, and psycopg2-binary 2.8.6 (Fusion's pin) has wheels only up to cp39 (on
-# a newer Python pip would build it from source against libpq-dev, and 2.8.6 does not build on 3.11): take a
-# python3.9 (pyenv on the standard image). Without one there is no honest Fusion stack to test: say so.
+# Django 3.1 supports Python 3.6-3.9, and psycopg2-binary 2.8.6 (Fusion's pin) has wheels only up to cp39: on
+# Debian's 3.11 pip builds it from source against libpq-dev, but the module then fails to import ("SystemError:
+# initialization of _psycopg raised unreported exception"). So take a python3.9 (pyenv on the standard image);
+# without one there is no honest Fusion stack to test: say so.
 pick_python_dj31() {
   if [ -n "${FB_PYTHON_DJ31:-}" ]; then echo "$FB_PYTHON_DJ31"; return; fi
   local c
