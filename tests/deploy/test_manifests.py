@@ -555,7 +555,12 @@ def test_producer_dockerfile_is_multi_stage_non_root_on_python_311():
     assert users and users[-1].split(":")[0] not in ("0", "root")
     assert ("STOPSIGNAL", "SIGTERM") in final
     build_text = " ".join(a for _, a in st[0])
-    assert "./schemas/python" in build_text and "./producer" in build_text
+    # The app's wheel bundles the codec through the symlink producer/fusion_events, so its target is copied too;
+    # installing the separate fusion-events distribution as well would give fusion_events/ two owners.
+    assert (REPO / "producer" / "fusion_events").resolve() == (REPO / "schemas" / "python" / "fusion_events")
+    assert ("COPY", "schemas/python/ schemas/python/") in st[0] and "./producer" in build_text
+    assert "fusion-events" not in " ".join(a for i, a in final if i == "RUN")
+    assert "psycopg2-binary" in build_text, "the project's PostgreSQL driver (the app only has it as a test extra)"
     env = " ".join(a for i, a in final if i == "ENV")
     module = re.search(r"DJANGO_SETTINGS_MODULE=(\S+)", env).group(1)
     assert (DOCKER / "producer" / (module.replace(".", "/") + ".py")).is_file(), module
