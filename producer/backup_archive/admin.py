@@ -25,6 +25,7 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 
 from . import services
+from .compat import action, display
 from .authority import Refused, qualified
 from .models import ArchivedRecord, ArchivePolicy, BackupConfiguration, BackupRecord, Status
 
@@ -60,7 +61,7 @@ class BackupConfigurationAdmin(admin.ModelAdmin):
     def has_run_backup_permission(self, request: HttpRequest) -> bool:
         return _has_perm(self, request, "run_backup")
 
-    @admin.action(description="Back up now", permissions=["run_backup"])
+    @action(description="Back up now", permissions=["run_backup"])
     def backup_now(self, request: HttpRequest, queryset: QuerySet) -> None:
         ok, failures = 0, []
         configs = list(queryset)
@@ -120,11 +121,11 @@ class BackupRecordAdmin(admin.ModelAdmin):
     def has_run_verify_permission(self, request: HttpRequest) -> bool:
         return _has_perm(self, request, "run_verify")
 
-    @admin.display(description="size", ordering="file_size")
+    @display(description="size", ordering="file_size")
     def size(self, obj: BackupRecord) -> str:
         return filesizeformat(obj.file_size) if obj.file_size is not None else "–"
 
-    @admin.display(description="duration")
+    @display(description="duration")
     def duration_display(self, obj: BackupRecord) -> str:
         d = obj.duration
         if d is None:
@@ -132,11 +133,11 @@ class BackupRecordAdmin(admin.ModelAdmin):
         s = int(d.total_seconds())
         return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
-    @admin.display(description="error")
+    @display(description="error")
     def error_short(self, obj: BackupRecord) -> str:
         return Truncator(obj.error_message).chars(80)
 
-    @admin.display(description="verification", ordering="verify_status")
+    @display(description="verification", ordering="verify_status")
     def verification_display(self, obj: BackupRecord) -> str:
         # The time has its own column; here the result and, for a failure, why (the full text is on the record).
         if not obj.verify_status:
@@ -161,11 +162,11 @@ class BackupRecordAdmin(admin.ModelAdmin):
                 ok += 1
         _report(self, request, ok, failures)
 
-    @admin.action(description="Verify (integrity)", permissions=["run_verify"])
+    @action(description="Verify (integrity)", permissions=["run_verify"])
     def verify_integrity(self, request: HttpRequest, queryset: QuerySet) -> None:
         self._verify(request, queryset, "integrity")
 
-    @admin.action(description="Verify (restore into a scratch database)", permissions=["run_verify"])
+    @action(description="Verify (restore into a scratch database)", permissions=["run_verify"])
     def verify_restore(self, request: HttpRequest, queryset: QuerySet) -> None:
         self._verify(request, queryset, "restore")
 
@@ -200,11 +201,11 @@ class ArchivePolicyAdmin(admin.ModelAdmin):
                 ok += 1
         _report(self, request, ok, failures)
 
-    @admin.action(description="Archive now (dry run: count only)", permissions=["run_archive"])
+    @action(description="Archive now (dry run: count only)", permissions=["run_archive"])
     def archive_dry_run(self, request: HttpRequest, queryset: QuerySet) -> None:
         self._archive(request, queryset, dry_run=True)
 
-    @admin.action(description="Archive now (for real)", permissions=["run_archive"])
+    @action(description="Archive now (for real)", permissions=["run_archive"])
     def archive_now(self, request: HttpRequest, queryset: QuerySet) -> Optional[HttpResponse]:
         # Rows leave live tables: show what will move first; only the confirming POST (from that page) runs it.
         if request.POST.get("confirm") != "yes":
@@ -273,11 +274,11 @@ class ArchivedRecordAdmin(admin.ModelAdmin):
     # The admin only shows archived rows; putting them back is `fusion-backup unarchive`. The `unarchive`
     # permission (Meta) is declared for that right, for an admin action to come.
 
-    @admin.display(description="table")
+    @display(description="table")
     def table(self, obj: ArchivedRecord) -> str:
         return obj.table_name or "–"
 
-    @admin.display(description="row")
+    @display(description="row")
     def row_display(self, obj: ArchivedRecord) -> str:
         row = obj.row
         if row is None:
