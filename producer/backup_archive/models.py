@@ -175,6 +175,10 @@ class BackupRecord(models.Model):
     # The job id of the verification last requested for this record: a worker runs, and the recorder accepts, a
     # backup.verify only under this id, so a forged verify result cannot set verify_status.
     verify_job_id = models.UUIDField(null=True, blank=True, editable=False)
+    # Failure mails (notify.py, migration 0004): the attempt whose failure was mailed, and the verify job whose
+    # failure was mailed. Written by this app only; a failure is due while these lag behind attempt/verify_job_id.
+    failure_notified_attempt = models.IntegerField(null=True, blank=True, editable=False)
+    verify_notified_job_id = models.UUIDField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-requested_at", "-id"]
