@@ -105,6 +105,16 @@ def due_slots(expr: str, after: dt.datetime, now: dt.datetime, limit: int) -> Tu
     return slots, skipped
 
 
+def next_slot(expr: str, after: dt.datetime) -> dt.datetime:
+    """The first cron slot after `after`, read in the scheduler's time zone (what the admin shows as next run)."""
+    return croniter(expr, _aware(after).astimezone(_tz())).get_next(dt.datetime)
+
+
+def previous_slot(expr: str, before: dt.datetime) -> dt.datetime:
+    """The last cron slot at or before `before`."""
+    return croniter(expr, _aware(before).astimezone(_tz()) + dt.timedelta(seconds=1)).get_prev(dt.datetime)
+
+
 class Scheduler:
     def __init__(self, now: Optional[dt.datetime] = None) -> None:
         self._fixed_now = now  # tests pin the clock
