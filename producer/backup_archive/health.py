@@ -122,8 +122,9 @@ def sparkline(title: str, points: Sequence[Tuple[Optional[float], str, bool]]) -
         xy.append((x, y, tip, failed))
     line = " ".join(f"{x:.1f},{y:.1f}" for x, y, _, _ in xy)
     dots = format_html_join(
-        "", '<circle cx="{:.1f}" cy="{:.1f}" r="{}" fill="{}"><title>{}</title></circle>',
-        ((x, y, 3 if failed else 2, "#ba2121" if failed else "#417690", tip) for x, y, tip, failed in xy))
+        "", '<circle cx="{}" cy="{}" r="{}" fill="{}"><title>{}</title></circle>',
+        ((f"{x:.1f}", f"{y:.1f}", 3 if failed else 2, "#ba2121" if failed else "#417690", tip)
+         for x, y, tip, failed in xy))
     return format_html(
         '<svg class="fb-spark" role="img" aria-label="{}" width="{}" height="{}" viewBox="0 0 {} {}" '
         'xmlns="http://www.w3.org/2000/svg"><title>{}</title>'
