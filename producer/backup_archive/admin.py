@@ -118,6 +118,7 @@ class BackupConfigurationAdmin(admin.ModelAdmin):
              + (f": {Truncator(verified.verify_message).chars(120)}" if verified.verify_message else "")
              if verified else "never"),
         ]
+
         def tip(r: health.Run, what: str) -> str:
             return f"{health.local(r.completed_at):%Y-%m-%d %H:%M} {r.status}: {what}"
 

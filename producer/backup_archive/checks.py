@@ -28,7 +28,7 @@ SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBE
 _BROKER = re.compile(r"^(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}$")
 
 
-def _usable(app_configs: Any) -> bool:
+def _usable() -> bool:
     """False when FUSION_BACKUP itself is broken: E002 says so once, the other checks stay quiet."""
     try:
         conf.get("BROKERS")
@@ -39,7 +39,7 @@ def _usable(app_configs: Any) -> bool:
 
 def _register(func: Callable[[], Messages]) -> Callable[..., Messages]:
     def check(app_configs: Any = None, **kwargs: Any) -> Messages:
-        return func() if _usable(app_configs) else []
+        return func() if _usable() else []
 
     check.__name__ = check.__qualname__ = func.__name__
     check.__doc__ = func.__doc__
@@ -58,7 +58,7 @@ def fusion_backup_setting(app_configs: Any = None, **kwargs: Any) -> Messages:
 
 @checks.register(checks.Tags.security)
 def job_id_secret(app_configs: Any = None, **kwargs: Any) -> Messages:
-    if not _usable(app_configs):
+    if not _usable():
         return []
     try:
         explicit = conf.get("JOB_ID_SECRET") is not None
@@ -136,8 +136,11 @@ def kafka_security() -> Messages:
         out.append(checks.Warning(f"FUSION_BACKUP['SSL_CA_FILE'] is set but SECURITY_PROTOCOL is {protocol}: the "
                                   f"connection is not encrypted", hint="set SECURITY_PROTOCOL to 'SASL_SSL' or 'SSL'",
                                   id="backup_archive.W004"))
+    pw_file = conf.get("SASL_PASSWORD_FILE")
+    if pw_file and isinstance(pw_file, (str, os.PathLike)) and not os.access(pw_file, os.R_OK):
+        return out  # files() says so (E006); reading it below would only say it again
     try:
-        conf.kafka_security()  # reads the password file: the same errors a publish would hit
+        conf.kafka_security()  # reads the password file: the same errors a publish would hit (empty, no user)
     except ImproperlyConfigured as e:
         out.append(checks.Error(str(e), id="backup_archive.E005"))
     return out

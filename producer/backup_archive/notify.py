@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 from django.conf import settings
 from django.core.mail import send_mail
@@ -118,12 +118,13 @@ def notify_failures(*, limit: Optional[int] = None, dry_run: bool = False) -> Li
         return []
     left = int(limit if limit is not None else conf.get("NOTIFY_LIMIT"))
     out: List[Notice] = []
-    kinds = [
+    # (what is due, its mail, what marks it mailed), backups first.
+    kinds: List[Tuple[Callable[[], QuerySet], Callable[[BackupRecord], Notice], Callable[[BackupRecord], dict]]] = [
         (_failed_backups, backup_notice, lambda r: {"failure_notified_attempt": r.attempt}),
         (_failed_verifications, verify_notice, lambda r: {"verify_notified_job_id": r.verify_job_id}),
     ]
     with transaction.atomic():
-        for pending, make, mark in kinds:  # type: Callable[[], QuerySet], Callable[[BackupRecord], Notice], Callable
+        for pending, make, mark in kinds:
             if left <= 0:
                 break
             records = list(pending().select_for_update(skip_locked=True, of=("self",))
