@@ -65,7 +65,7 @@ if [ -d producer/tests ]; then
   # A test database of this run's own, so a concurrent run on the same server cannot pull it away.
   run_step "Django app, newest Django (pytest)" bash -c "cd producer && FB_DJANGO_TEST_DB=test_fbp_$$_new '$PY' -m pytest -q -p no:cacheprovider tests"
   run_step "Django app, Django 3.2 (pytest)" bash -c "cd producer && FB_DJANGO_TEST_DB=test_fbp_$$_dj32 '$FB_VENV_DJ32/bin/python' -m pytest -q -p no:cacheprovider tests"
-  run_step "Django app, Django 3.1 (pytest)" bash -c "cd producer && FB_DJANGO_TEST_DB=test_fbp_$$_dj31 '$FB_VENV_DJ31/bin/python' -m pytest -q -p no:cacheprovider tests"
+  run_step "Django app, Django 3.1 (pytest)" bash -c "cd producer && FB_DJANGO_TEST_DB=test_fbp_$$_dj31 '${FB_VENV_DJ31:-$FB_HOME/venv-dj31}/bin/python' -m pytest -q -p no:cacheprovider tests"
 fi
 
 say "summary"

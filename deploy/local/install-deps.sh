@@ -162,7 +162,8 @@ fi
 fetch_kafka
 make_venv "$FB_VENV" "$(pick_python)" requirements.txt
 make_venv "$FB_VENV_DJ32" "$(pick_python_dj32)" requirements-dj32.txt
-make_venv "$FB_VENV_DJ31" "$(pick_python_dj31)" requirements-dj31.txt
+py_dj31="$(pick_python_dj31)" || exit 1  # it says why (no python3.9)
+make_venv "$FB_VENV_DJ31" "$py_dj31" requirements-dj31.txt
 "$(dirname "${BASH_SOURCE[0]}")/install-promtool.sh"  # the alert rules' checker (tests/deploy/test_alerts.py)
 "$(dirname "${BASH_SOURCE[0]}")/install-seaweedfs.sh"  # the local S3 server (deploy/local/s3.sh); built once, ~4.5 min
 fb_say "all dependencies ready in $(($(fb_now_ms) - t0)) ms (FB_HOME=$FB_HOME); next: deploy/local/services.sh start"
