@@ -68,3 +68,14 @@ def test_switching_to_kafka_lets_the_sweep_send_them(offline: Topics, settings) 
     record.refresh_from_db()
     assert record.status == Status.QUEUED and record.error_message == ""
     assert offline.count("backup.requested") == 1
+
+
+def test_backup_request_command_says_it_was_only_logged(offline: Topics) -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    BackupConfiguration.objects.create(name="dev", modules=["sampleapp"])
+    out = StringIO()
+    call_command("backup_request", "dev", stdout=out)
+    assert "status QUEUED (not sent: FUSION_BACKUP['PUBLISHER'] is 'console'" in out.getvalue()
