@@ -179,6 +179,40 @@ def storage_root(tmp_path: Path) -> Path:
     return root
 
 
+# --- Who is speaking (worker/src/common/fb_sign.h): one Ed25519 signing key pair per party, made once a session ---
+SIGNING_PARTIES = ("django", "ops", "worker")
+
+
+@pytest.fixture(scope="session")
+def signing_keys(bin: Binaries, tmp_path_factory) -> dict[str, tuple[Path, Path]]:
+    """{party: (public key file, secret key file)} made by `fusion-backup keygen --sign` for the Django app, the
+    operators and the workers."""
+    d = tmp_path_factory.mktemp("signing-keys")
+    keys = {}
+    for party in SIGNING_PARTIES:
+        bin.run("keygen", "--sign", "--out", str(d / party), check=True)
+        keys[party] = (d / f"{party}.pub", d / f"{party}.key")
+    return keys
+
+
+@pytest.fixture(scope="session", autouse=True)
+def trust_settings(signing_keys):
+    """The deployment's trust, as the environment of every program the tests start: workers trust requests of the
+    Django app and the operators and artifacts and statuses of workers; a CLI command signs as the operators.
+    Workers.start gives workers their own key (--sign-key beats FB_SIGN_KEY). Tests of refusals override these."""
+    env = {"FB_TRUSTED_REQUESTERS": f"{signing_keys['django'][0]},{signing_keys['ops'][0]}",
+           "FB_TRUSTED_SIGNERS": str(signing_keys["worker"][0]), "FB_SIGN_KEY": str(signing_keys["ops"][1])}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield env
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+# --- end of who is speaking -----------------------------------------------------------------------------------
+
+
 @pytest.fixture
 def keypair(bin: Binaries, tmp_path: Path) -> tuple[Path, Path]:
     """(public key file, secret key file) made by `fusion-backup keygen`."""
@@ -253,8 +287,14 @@ def as_worker_role(conninfo: str) -> str:
     worker role. A database that cannot be reached (tests of a database that is down) is returned as it is."""
     if not WORKER_ROLE:
         return conninfo
-    r = subprocess.run([str(PG_BIN / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", f"worker_role={WORKER_ROLE}",
-                        "-d", conninfo, "-f", str(REPO / "deploy/sql/roles.sql")], capture_output=True, text=True)
+    for _ in range(5):
+        r = subprocess.run([str(PG_BIN / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-v",
+                            f"worker_role={WORKER_ROLE}", "-d", conninfo, "-f", str(REPO / "deploy/sql/roles.sql")],
+                           capture_output=True, text=True)
+        # Tests run in parallel (pytest -n): two sessions creating or altering the one role at once collide in
+        # pg_authid ("tuple concurrently updated", a duplicate key); the file is idempotent, so run it again.
+        if r.returncode == 0 or not ("concurrently" in r.stderr or "duplicate key" in r.stderr):
+            break
     if r.returncode != 0:
         if "could not connect" in r.stderr or "Connection refused" in r.stderr or "does not exist" in r.stderr:
             return conninfo
@@ -282,6 +322,8 @@ class Workers:
             args += ["--public-key", str(public_key)]
         if secret_key:
             args += ["--secret-key", str(secret_key)]
+        sign_dir = Path(os.environ["FB_TRUSTED_SIGNERS"].split(",")[0]).parent  # trust_settings' keys
+        args += ["--sign-key", str(sign_dir / "worker.key")]
         args += list(extra)
         log = open(self.logdir / f"worker{len(self.procs)}.log", "w")
         p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})

@@ -1,34 +1,53 @@
-/* cmd_keygen: `fusion-backup keygen --out PREFIX`: writes a backup key pair, PREFIX.pub (for workers) and
- * PREFIX.key (mode 0600, for restore and verify). Never overwrites an existing key. */
+/* cmd_keygen: `fusion-backup keygen [--sign] --out PREFIX`: writes a key pair, PREFIX.pub and PREFIX.key (mode
+ * 0600). Without --sign, a backup key pair (arc_key.h: the public key for workers, the secret key for restore and
+ * verify); with --sign, an Ed25519 signing key pair (fb_sign.h: the secret key for the party that signs, the
+ * public key for those that must trust it). Never overwrites an existing key. */
 #include <stdio.h>
 #include <string.h>
 
 #include "artifact/arc_key.h"
 #include "cmd/cmd.h"
 #include "common/fb_config.h"
+#include "common/fb_sign.h"
 
 int cmd_keygen(int argc, char **argv) {
-    static const char *const extra[] = {"out", "help", NULL};
+    static const char *const extra[] = {"out", "sign", "help", NULL};
     fb_config cfg;
     fb_err err;
     const char *prefix = NULL;
+    int sign = 0;
     fb_code rc = fb_config_init(&cfg, &err);
     if (!rc) rc = fb_config_parse_args(&cfg, &argc, argv, FB_CFG_CLI, extra, &err);
     for (int i = 1; !rc && i < argc; i++) {
         if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) prefix = argv[++i];
         else if (strncmp(argv[i], "--out=", 6) == 0) prefix = argv[i] + 6;
+        else if (strcmp(argv[i], "--sign") == 0) sign = 1;
         else if (strcmp(argv[i], "--help") == 0) {
-            printf("usage: fusion-backup keygen --out PREFIX\n"
+            printf("usage: fusion-backup keygen [--sign] --out PREFIX\n"
                    "  writes PREFIX.pub (give it to workers: --public-key) and PREFIX.key (mode 0600; restore and\n"
-                   "  verify need it: --secret-key). Refuses to overwrite existing files.\n");
+                   "  verify need it: --secret-key). Refuses to overwrite existing files.\n"
+                   "  --sign: an Ed25519 signing key pair instead. PREFIX.key signs (--sign-key of the party that\n"
+                   "  speaks: a worker, the ops CLI; the Django app's FUSION_BACKUP SIGNING_KEY_FILE); PREFIX.pub goes\n"
+                   "  to the parties that trust it (--trusted-requester, --trusted-signer).\n");
             fb_config_free(&cfg);
             return FB_OK;
-        } else rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (usage: keygen --out PREFIX)", argv[i]);
+        } else rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (usage: keygen [--sign] --out PREFIX)", argv[i]);
     }
     if (!rc && !prefix) rc = fb_err_set(&err, FB_ERR_USAGE, "keygen needs --out PREFIX (writes PREFIX.pub and PREFIX.key)");
-    if (!rc) rc = arc_key_generate(prefix, &err);
+    if (!rc) rc = sign ? fb_sign_generate(prefix, &err) : arc_key_generate(prefix, &err);
     if (rc) fprintf(stderr, "fusion-backup keygen: %s\n", err.msg);
-    else printf("wrote %s.pub (public: for workers) and %s.key (secret, mode 0600: keep it off worker machines)\n",
+    else if (sign) {
+        unsigned char pk[FB_SIGN_PK_BYTES];
+        char id[FB_SIGN_KEY_ID_HEX], pub[4096];
+        snprintf(pub, sizeof pub, "%s.pub", prefix);
+        rc = fb_sign_load_public(pub, pk, &err);
+        if (rc) fprintf(stderr, "fusion-backup keygen: %s\n", err.msg);
+        else {
+            fb_sign_key_id(pk, id);
+            printf("wrote %s.key (signing key, mode 0600: for the party that signs) and %s.pub (key id %s: for "
+                   "the parties that trust it)\n", prefix, prefix, id);
+        }
+    } else printf("wrote %s.pub (public: for workers) and %s.key (secret, mode 0600: keep it off worker machines)\n",
                 prefix, prefix);
     fb_config_free(&cfg);
     return rc;

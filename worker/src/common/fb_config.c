@@ -13,7 +13,9 @@
 #include <strings.h>
 #include <unistd.h>
 
-typedef enum { CFG_STR, CFG_INT } cfg_type;
+/* CFG_LIST: a string of comma-separated items; see fb_config.origin. */
+typedef enum { CFG_STR, CFG_INT, CFG_LIST } cfg_type;
+enum { ORIGIN_DEFAULT, ORIGIN_FILE, ORIGIN_ENV, ORIGIN_FLAG };
 
 typedef struct cfg_row {
     const char *name;
@@ -27,6 +29,7 @@ typedef struct cfg_row {
 } cfg_row;
 
 #define ROW_S(n, f, d, env, prog, help) {n, CFG_STR, offsetof(fb_config, f), d, 0, 0, env, prog, help}
+#define ROW_L(n, f, d, env, prog, help) {n, CFG_LIST, offsetof(fb_config, f), d, 0, 0, env, prog, help}
 #define ROW_I(n, f, d, lo, hi, env, prog, help) {n, CFG_INT, offsetof(fb_config, f), d, lo, hi, env, prog, help}
 #define W FB_CFG_WORKER
 #define C FB_CFG_CLI
@@ -123,8 +126,19 @@ static const cfg_row cfg_rows[] = {
           "file holding the SASL password (first line); the password is never taken from a flag or variable"),
     ROW_S("kafka-ca", kafka_ca, "", "FB_KAFKA_CA", W | C,
           "PEM file of the CA that signed the brokers' certificates (librdkafka ssl.ca.location)"),
+    /* Who is speaking (common/fb_sign.h, schemas/SPEC.md "Signatures", FORMAT.md). */
+    ROW_S("sign-key", sign_key, "", "FB_SIGN_KEY", W | C,
+          "file with this party's Ed25519 signing key (`keygen --sign`): workers sign status events, dead letters "
+          "and artifacts with it, operators sign replayed requests"),
+    ROW_L("trusted-requester", trusted_requesters, "", "FB_TRUSTED_REQUESTERS", W | C,
+          "public signing key file whose requests workers accept (the Django app's, the operators'); repeat the "
+          "option (or comma-separate) to trust several, e.g. old and new during a key rotation"),
+    ROW_L("trusted-signer", trusted_signers, "", "FB_TRUSTED_SIGNERS", W | C,
+          "public signing key file of a worker whose status events the recorder accepts and whose artifacts "
+          "restore, verify, inspect and chains accept; repeat (or comma-separate) to trust several"),
 };
 #define CFG_NROWS (sizeof cfg_rows / sizeof cfg_rows[0])
+_Static_assert(CFG_NROWS <= FB_CONFIG_MAX_ROWS, "raise FB_CONFIG_MAX_ROWS");
 
 static const cfg_row *cfg_find(const char *name, size_t len) {
     for (size_t i = 0; i < CFG_NROWS; i++)
@@ -132,9 +146,23 @@ static const cfg_row *cfg_find(const char *name, size_t len) {
     return NULL;
 }
 
-static fb_code cfg_set(fb_config *cfg, const cfg_row *row, const char *value, const char *source, fb_err *err) {
+static fb_code cfg_set(fb_config *cfg, const cfg_row *row, const char *value, const char *source, int origin,
+                       fb_err *err) {
     char *base = (char *)cfg;
-    if (row->type == CFG_STR) {
+    size_t idx = (size_t)(row - cfg_rows);
+    int same_place = cfg->origin[idx] == origin && origin != ORIGIN_DEFAULT;
+    cfg->origin[idx] = (unsigned char)origin;
+    if (row->type == CFG_LIST && same_place && *value) {
+        char **slot = (char **)(base + row->offset);
+        size_t have = *slot ? strlen(*slot) : 0;
+        char *joined = malloc(have + 1 + strlen(value) + 1);
+        if (!joined) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+        sprintf(joined, "%s%s%s", have ? *slot : "", have ? "," : "", value);
+        free(*slot);
+        *slot = joined;
+        return FB_OK;
+    }
+    if (row->type == CFG_STR || row->type == CFG_LIST) {
         char **slot = (char **)(base + row->offset);
         char *copy = strdup(value);
         if (!copy) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
@@ -204,7 +232,7 @@ static fb_code cfg_read_file(fb_config *cfg, const char *path, fb_err *err) {
             rc = fb_err_set(err, FB_ERR_USAGE, "%s: unknown setting \"%s\" (see --help)", source, name);
             break;
         }
-        rc = cfg_set(cfg, row, value, source, err);
+        rc = cfg_set(cfg, row, value, source, ORIGIN_FILE, err);
     }
     fclose(f);
     return rc;
@@ -214,7 +242,7 @@ static fb_code cfg_read_env(fb_config *cfg, fb_err *err) {
     for (size_t i = 0; i < CFG_NROWS; i++) {
         const char *v = getenv(cfg_rows[i].env);
         if (v && cfg_rows[i].offset != offsetof(fb_config, config_file)) {
-            fb_code rc = cfg_set(cfg, &cfg_rows[i], v, cfg_rows[i].env, err);
+            fb_code rc = cfg_set(cfg, &cfg_rows[i], v, cfg_rows[i].env, ORIGIN_ENV, err);
             if (rc) return rc;
         }
     }
@@ -224,12 +252,12 @@ static fb_code cfg_read_env(fb_config *cfg, fb_err *err) {
 fb_code fb_config_init(fb_config *cfg, fb_err *err) {
     memset(cfg, 0, sizeof *cfg);
     for (size_t i = 0; i < CFG_NROWS; i++) {
-        fb_code rc = cfg_set(cfg, &cfg_rows[i], cfg_rows[i].def, "default", err);
+        fb_code rc = cfg_set(cfg, &cfg_rows[i], cfg_rows[i].def, "default", ORIGIN_DEFAULT, err);
         if (rc) return rc;
     }
     const char *file = getenv("FB_CONFIG");
     if (file && *file) {
-        fb_code rc = cfg_set(cfg, &cfg_rows[0], file, "FB_CONFIG", err);
+        fb_code rc = cfg_set(cfg, &cfg_rows[0], file, "FB_CONFIG", ORIGIN_ENV, err);
         if (!rc) rc = cfg_read_file(cfg, file, err);
         if (rc) return rc;
     }
@@ -289,11 +317,15 @@ fb_code fb_config_parse_args(fb_config *cfg, int *argc, char **argv, unsigned pr
         }
         char source[128];
         snprintf(source, sizeof source, "--%s", row->name);
-        rc = cfg_set(cfg, row, value, source, err);
+        rc = cfg_set(cfg, row, value, source, ORIGIN_FLAG, err);
         if (!rc && row->offset == offsetof(fb_config, config_file)) file = value;
     }
     if (rc == FB_OK && file) {
         /* A config file named on the command line ranks below flags: re-apply flags after reading it. */
+        /* The flags are applied again below: forget that they were applied once, so a repeated list flag does
+         * not accumulate onto its own first pass. */
+        for (size_t r = 0; r < CFG_NROWS; r++)
+            if (cfg->origin[r] == ORIGIN_FLAG) cfg->origin[r] = ORIGIN_DEFAULT;
         rc = cfg_read_file(cfg, file, err);
         if (rc == FB_OK) rc = cfg_read_env(cfg, err);
         for (int i = 0; i < n && rc == FB_OK; i++) {
@@ -306,7 +338,7 @@ fb_code fb_config_parse_args(fb_config *cfg, int *argc, char **argv, unsigned pr
                 continue;
             }
             const char *value = eq ? eq + 1 : (i + 1 < n ? argv[++i] : "");
-            rc = cfg_set(cfg, row, value, a, err);
+            rc = cfg_set(cfg, row, value, a, ORIGIN_FLAG, err);
         }
     }
     for (int i = 0; i < kept; i++) argv[i] = rest[i];
@@ -351,7 +383,7 @@ const char *fb_config_shown(const char *name, const char *value) {
 void fb_config_free(fb_config *cfg) {
     if (!cfg) return;
     for (size_t i = 0; i < CFG_NROWS; i++)
-        if (cfg_rows[i].type == CFG_STR) {
+        if (cfg_rows[i].type != CFG_INT) {
             char **slot = (char **)((char *)cfg + cfg_rows[i].offset);
             free(*slot);
             *slot = NULL;

@@ -14,6 +14,7 @@
 #include "common/fb_err.h"
 
 #define FB_CONFIG_MAX_X 64
+#define FB_CONFIG_MAX_ROWS 128
 
 /* Typed values, one field per table row (the table maps names to these fields by offset). */
 typedef struct fb_config {
@@ -66,10 +67,18 @@ typedef struct fb_config {
     char *kafka_username;
     char *kafka_password_file;
     char *kafka_ca;
+    /* Who is speaking (common/fb_sign.h): this party's signing key, and the public keys it trusts. The two
+     * trusted-* settings are lists: comma-separated, or the flag / config line given several times. */
+    char *sign_key;
+    char *trusted_requesters;
+    char *trusted_signers;
     /* -X prop=value pairs for librdkafka, in order given. */
     char *x_keys[FB_CONFIG_MAX_X];
     char *x_values[FB_CONFIG_MAX_X];
     size_t n_x;
+    /* Where each row's value came from (0 default, 1 file, 2 environment, 3 flag): a list setting repeated in the
+     * same place accumulates, a higher place replaces it. Internal to fb_config.c. */
+    unsigned char origin[FB_CONFIG_MAX_ROWS];
 } fb_config;
 
 /* Which program a row applies to (a bit set). */

@@ -27,6 +27,7 @@ static const struct {
     {FB_ERR_CONFLICT, "conflict", 0},
     {FB_ERR_VERIFY, "verify", 0},
     {FB_ERR_DENIED, "denied", 0},
+    {FB_ERR_UNTRUSTED, "untrusted", 0},
 };
 
 const char *fb_code_name(fb_code code) {

@@ -30,6 +30,7 @@ typedef enum fb_code {
     FB_ERR_VERIFY = 14,   /* a restore or verification found data that differs from the manifest */
     FB_ERR_DENIED = 15,   /* the database (the authority) does not allow this request: no matching policy or
                            * record, a system table, a cutoff too recent; never retried */
+    FB_ERR_UNTRUSTED = 16,/* not signed by a trusted key: an unsigned or foreign message or artifact (fb_sign.h) */
 } fb_code;
 
 #define FB_ERR_MSG_MAX 2048
