@@ -15,7 +15,6 @@ import os
 import re
 from typing import Any, Callable, List
 
-from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
