@@ -5,7 +5,7 @@
 #   2. the libFuzzer target on the event decoder for a bounded time (FB_FUZZ_SECONDS, default 60)
 #   3. pytest: the Python codec, the integration tests (real services, real binaries), two at a time; then the
 #      one test that crashes PostgreSQL, alone
-#   4. pytest: the Django app on the newest Django and on Django 3.2
+#   4. pytest: the Django app on the newest Django, on Django 3.2 and on Fusion's own Django 3.1.5
 # Exits non-zero if any step fails, after running them all, and prints a summary.
 set -uo pipefail
 
@@ -72,6 +72,7 @@ if [ -d producer/tests ]; then
   # A test database of this run's own, so a concurrent run on the same server cannot pull it away.
   run_step "Django app, newest Django (pytest)" bash -c "cd producer && FB_DJANGO_TEST_DB=test_fbp_$$_new '$PY' -m pytest -q -p no:cacheprovider tests"
   run_step "Django app, Django 3.2 (pytest)" bash -c "cd producer && FB_DJANGO_TEST_DB=test_fbp_$$_dj32 '$FB_VENV_DJ32/bin/python' -m pytest -q -p no:cacheprovider tests"
+  run_step "Django app, Django 3.1 (pytest)" bash -c "cd producer && FB_DJANGO_TEST_DB=test_fbp_$$_dj31 '${FB_VENV_DJ31:-$FB_HOME/venv-dj31}/bin/python' -m pytest -q -p no:cacheprovider tests"
 fi
 
 say "summary"
