@@ -60,6 +60,11 @@ DEFAULTS: Dict[str, Any] = {
     # future slot's id and pre-run a decoy under it. None: derived from settings.SECRET_KEY (a system check warns;
     # set it explicitly so rotating SECRET_KEY does not re-key the job ids). Every scheduler must use the same.
     "JOB_ID_SECRET": None,
+    # The app's secret Ed25519 signing key (`fusion-backup keygen --sign --out django`: this file is django.key,
+    # mode 0600; django.pub goes into every worker's --trusted-requester). Every request is signed with it
+    # (schemas/SPEC.md, "Signed messages"); workers dead-letter what it did not sign. Required: nothing is
+    # published without it.
+    "SIGNING_KEY_FILE": None,
 }
 
 VERIFY_MODES = ("integrity", "restore")
