@@ -42,6 +42,8 @@ FUSION_BACKUP = {
     "SASL_USERNAME": os.environ.get("FUSION_BACKUP_SASL_USERNAME") or None,
     "SASL_PASSWORD_FILE": os.environ.get("FUSION_BACKUP_SASL_PASSWORD_FILE") or None,
     "SSL_CA_FILE": os.environ.get("FUSION_BACKUP_SSL_CA_FILE") or None,
+    # The app's secret signing key (every request is signed with it; nothing is published without it).
+    "SIGNING_KEY_FILE": os.environ.get("FUSION_BACKUP_SIGNING_KEY_FILE") or None,
 }
 LOGGING = {
     "version": 1,
