@@ -149,7 +149,7 @@ def test_forged_statuses_change_nothing_and_are_shown_as_untrusted(bin, brokers,
     rec = record(fusion_db, record_id)
     assert rec["error_message"] == "" and rec["file_path"] == "", rec
     body = _metrics(port)
-    assert _counter(body, r'recorder_ignored_total\{reason="untrusted"\}') == 3
+    assert _counter(body, r'fusion_\w*recorder_ignored_total\{reason="untrusted"\}') == 3
     p = workers.procs[-1]
     assert "untrusted status event" in workers.log(p) and "not trusted" in workers.log(p)
 
