@@ -540,7 +540,7 @@ def test_worker_dockerfile_is_multi_stage_non_root_and_stops_gracefully():
     assert any(i == "COPY" and a.startswith("--from=build") and "fusion-backup-worker" in a and "fusion-backup " in a
                for i, a in final), "the runtime stage copies both binaries from the build stage"
     health = [a for i, a in final if i == "HEALTHCHECK"]
-    assert health and "/dev/tcp/" in health[0] and "fusion_jobs_total" in health[0]
+    assert health and "/dev/tcp/" in health[0] and "GET /healthz" in health[0] and "' 200 '" in health[0]
     assert "--target fusion-backup-worker fusion-backup" in " ".join(a for i, a in st[0] if i == "RUN")
 
 
@@ -700,7 +700,7 @@ def test_dashboard_layout_and_ids_are_sound():
 def test_dashboard_marks_backups_older_than_26_hours_red():
     hits = []
     for p in dashboard()["panels"]:
-        if any("fusion_last_backup_success_timestamp_seconds" in t["expr"] for t in p.get("targets", [])):
+        if any("fusion_backup_last_backup_success_timestamp_seconds" in t["expr"] for t in p.get("targets", [])):
             d = p["fieldConfig"]["defaults"]
             assert d["unit"] == "s", p["title"]
             assert all("time() -" in t["expr"] for t in p["targets"]), f"{p['title']} must show the age, not the time"

@@ -136,6 +136,12 @@ static const cfg_row cfg_rows[] = {
     ROW_L("trusted-signer", trusted_signers, "", "FB_TRUSTED_SIGNERS", W | C,
           "public signing key file of a worker whose status events the recorder accepts and whose artifacts "
           "restore, verify, inspect and chains accept; repeat (or comma-separate) to trust several"),
+    /* Progress of long CLI commands: backup, restore, verify (common/fb_progress.h). */
+    ROW_S("progress", progress, "auto", "FB_PROGRESS", C,
+          "auto (a bar on stderr when it is a terminal, else a line every progress-lines-ms) | bar | lines | off; "
+          "lines are JSON with --log-format json"),
+    ROW_I("progress-lines-ms", progress_lines_ms, "10000", 100, 3600000, "FB_PROGRESS_LINES_MS", C,
+          "interval of progress lines when stderr is not a terminal"),
 };
 #define CFG_NROWS (sizeof cfg_rows / sizeof cfg_rows[0])
 _Static_assert(CFG_NROWS <= FB_CONFIG_MAX_ROWS, "raise FB_CONFIG_MAX_ROWS");

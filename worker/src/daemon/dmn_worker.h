@@ -15,7 +15,7 @@
  * Who sent it: every request must be signed by a key of `requesters` (the Django app's, the operators':
  * kfk_sign.h). An unsigned or wrongly signed request is checked first of all, before it is decoded for a job,
  * before the authority check and before anything is published under its job id: it goes to the dead-letter topic
- * with the reason, never a status, and is counted (fusion_jobs_untrusted_total). Status events and dead letters
+ * with the reason, never a status, and is counted (fusion_backup_jobs_untrusted_total). Status events and dead letters
  * are signed with `signer`.
  *
  * Signals: the first SIGTERM/SIGINT stops taking jobs; running ones get shutdown_grace_s to finish, then are
