@@ -72,6 +72,11 @@ DEFAULTS: Dict[str, Any] = {
     "NOTIFY_LIMIT": 50,
     # The admin's health panel of a configuration charts this many recent runs (size and duration).
     "HEALTH_RUNS": 20,
+    # The app's secret Ed25519 signing key (`fusion-backup keygen --sign --out django`: this file is django.key,
+    # mode 0600; django.pub goes into every worker's --trusted-requester). Every request is signed with it
+    # (schemas/SPEC.md, "Signed messages"); workers dead-letter what it did not sign. Required: nothing is
+    # published without it.
+    "SIGNING_KEY_FILE": None,
 }
 
 VERIFY_MODES = ("integrity", "restore")

@@ -4,6 +4,9 @@
 passes): a request is only "sent" when the broker has acknowledged it (acks=all, idempotent producer), so the
 caller can mark its record FAILED with the real Kafka error instead of leaving it QUEUED forever.
 
+Every message is signed with FUSION_BACKUP['SIGNING_KEY_FILE'] (fusion_events.sign: the key id and signature
+travel in headers over topic, key and value); without that key nothing is published.
+
 One producer per process and configuration, created on first use (librdkafka producers are thread-safe and
 expensive to create; a new one per request would also lose the idempotence sequence).
 """
@@ -12,9 +15,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from confluent_kafka import KafkaError, KafkaException, Producer
+from fusion_events import sign
 
 from . import conf
 
@@ -98,6 +102,22 @@ def reset() -> None:
         _producers.clear()
 
 
+def _sign(topic: str, key: bytes, value: bytes) -> List[Tuple[str, bytes]]:
+    """The signature headers of the message; PublishError saying what to set when there is no usable key. The
+    key file is read each time (microseconds), so a rotated key takes effect without a restart."""
+    path = conf.get("SIGNING_KEY_FILE")
+    if not path:
+        raise PublishError(f"not publishing to {topic!r}: FUSION_BACKUP['SIGNING_KEY_FILE'] is not set, and "
+                           "workers accept only signed requests; make a key with `fusion-backup keygen --sign --out "
+                           "django`, set SIGNING_KEY_FILE to django.key and give django.pub to the workers "
+                           "(--trusted-requester)")
+    try:
+        return sign.sign_headers(sign.Signer.from_file(path), topic, key, value)
+    except (OSError, ValueError) as e:
+        raise PublishError(f"not publishing to {topic!r}: FUSION_BACKUP['SIGNING_KEY_FILE'] {path!r}: "
+                           f"{getattr(e, 'strerror', None) or e}") from None
+
+
 def publish(topic: str, key: str, value: bytes, timeout: Optional[float] = None) -> Tuple[int, int]:
     """Produces one message and waits for its delivery report. Returns (partition, offset).
 
@@ -119,9 +139,10 @@ def publish(topic: str, key: str, value: bytes, timeout: Optional[float] = None)
             result["at"] = (msg.partition(), msg.offset())
         done.set()
 
+    headers = _sign(topic, key.encode("utf-8"), value)
     hint = f"check FUSION_BACKUP['BROKERS'] ({conf.get('BROKERS')}) and that topic {topic!r} exists"
     try:
-        producer.produce(topic, key=key.encode("utf-8"), value=value, on_delivery=on_delivery)
+        producer.produce(topic, key=key.encode("utf-8"), value=value, headers=headers, on_delivery=on_delivery)
     except BufferError as e:
         raise PublishError(f"could not queue message for topic {topic!r}: local queue full ({e}); {hint}") from e
     except KafkaException as e:

@@ -54,7 +54,7 @@ UNIT = "fusion-backup-worker@.service"
 def fb_config_env_names() -> Dict[str, str]:
     """FB_* variable -> setting name, from the settings table in fb_config.c."""
     src = (REPO / "worker/src/common/fb_config.c").read_text()
-    rows = re.findall(r'ROW_[SI]\(\s*"([a-z-]+)",.*?"(FB_[A-Z0-9_]+)"', src, re.S)
+    rows = re.findall(r'ROW_[SIL]\(\s*"([a-z-]+)",.*?"(FB_[A-Z0-9_]+)"', src, re.S)
     assert len(rows) >= 20, f"could not read the settings table of fb_config.c (found {rows})"
     return {env: name for name, env in rows}
 

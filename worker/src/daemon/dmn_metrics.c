@@ -23,7 +23,8 @@
 static const char *const m_type_names[M_TYPES] = {"backup", "archive", "verify"};
 /* Why the recorder left a status event unapplied (dmn_recorder.c): a fixed set, so the label cannot grow. */
 static const char *const m_ignored_names[DMN_IGNORED_N] = {"no_record", "record_mismatch", "config_mismatch",
-                                                           "attempt_too_high", "verify_job_mismatch", "stale"};
+                                                           "attempt_too_high", "verify_job_mismatch", "stale",
+                                                           "untrusted"};
 static const double m_bucket_s[M_BUCKETS] = {0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 14400};
 
 static struct {
@@ -35,7 +36,7 @@ static struct {
     uint64_t rows[M_TYPES], bytes[M_TYPES];
     uint64_t dlq;
     uint64_t ignored[DMN_IGNORED_N];
-    uint64_t given_up, ledger_mismatch, minimal_failed;
+    uint64_t given_up, ledger_mismatch, minimal_failed, untrusted;
     uint64_t denied[M_TYPES];
     struct { int64_t config_id, when_ms; } last_ok[M_CONFIGS];
     size_t n_last_ok;
@@ -130,6 +131,12 @@ void dmn_metrics_denied(const char *job_type) {
 void dmn_metrics_ledger_mismatch(void) {
     pthread_mutex_lock(&m.mu);
     m.ledger_mismatch++;
+    pthread_mutex_unlock(&m.mu);
+}
+
+void dmn_metrics_untrusted_request(void) {
+    pthread_mutex_lock(&m.mu);
+    m.untrusted++;
     pthread_mutex_unlock(&m.mu);
 }
 
@@ -247,6 +254,9 @@ void dmn_metrics_render(FILE *out) {
                  "# TYPE fusion_backup_jobs_denied_total counter\n");
     for (int t = 0; t < M_TYPES; t++)
         fprintf(out, "fusion_backup_jobs_denied_total{type=\"%s\"} %llu\n", m_type_names[t], (unsigned long long)m.denied[t]);
+    fprintf(out, "# HELP fusion_backup_jobs_untrusted_total Requests not signed by a trusted requester "
+                 "(dead-lettered, not run).\n# TYPE fusion_backup_jobs_untrusted_total counter\n"
+                 "fusion_backup_jobs_untrusted_total %llu\n", (unsigned long long)m.untrusted);
     fprintf(out, "# HELP fusion_backup_ledger_mismatch_total Ledger entries whose request digest differs from the request.\n"
                  "# TYPE fusion_backup_ledger_mismatch_total counter\n");
     fprintf(out, "fusion_backup_ledger_mismatch_total %llu\n", (unsigned long long)m.ledger_mismatch);

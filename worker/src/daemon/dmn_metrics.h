@@ -30,6 +30,7 @@ typedef enum dmn_ignored {
     DMN_IGNORED_ATTEMPT_TOO_HIGH,   /* attempt beyond the record's attempt + 1 */
     DMN_IGNORED_VERIFY_JOB_MISMATCH,/* a verify result for a job the record did not ask for */
     DMN_IGNORED_STALE,              /* older than what the record holds: a duplicate or late event (normal) */
+    DMN_IGNORED_UNTRUSTED,          /* unsigned, or not signed by a trusted worker key (kfk_sign.h) */
     DMN_IGNORED_N
 } dmn_ignored;
 
@@ -40,6 +41,8 @@ void dmn_metrics_given_up(void);
 /* A request refused by the authority check (job type "backup", "archive", "verify"). */
 void dmn_metrics_denied(const char *job_type);
 void dmn_metrics_ledger_mismatch(void);
+/* A request that was unsigned or not signed by a trusted requester (dead-lettered, not run). */
+void dmn_metrics_untrusted_request(void);
 void dmn_metrics_minimal_failed(void);
 void dmn_metrics_lag(const char *topic, int32_t partition, int64_t lag);
 void dmn_metrics_lag_clear(void);

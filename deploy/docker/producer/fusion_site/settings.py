@@ -48,6 +48,8 @@ FUSION_BACKUP = {
     # Failure mails, sent by the scheduler: comma-separated addresses; unset, to ADMINS (DJANGO_ADMINS).
     "NOTIFY_RECIPIENTS": [a.strip() for a in os.environ["FUSION_BACKUP_NOTIFY_RECIPIENTS"].split(",") if a.strip()]
     if "FUSION_BACKUP_NOTIFY_RECIPIENTS" in os.environ else None,
+    # The app's secret signing key (every request is signed with it; nothing is published without it).
+    "SIGNING_KEY_FILE": os.environ.get("FUSION_BACKUP_SIGNING_KEY_FILE") or None,
 }
 ADMINS = [(a.strip(), a.strip()) for a in os.environ.get("DJANGO_ADMINS", "").split(",") if a.strip()]
 SERVER_EMAIL = os.environ.get("DJANGO_SERVER_EMAIL", "fusion-backup@localhost")
