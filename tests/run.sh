@@ -41,6 +41,9 @@ build() { # dir, cmake args...
 say "build (release and sanitizers)"
 build "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo || { echo "build failed"; exit 1; }
 build "$ASAN_BUILD" -DCMAKE_BUILD_TYPE=Debug -DFB_SANITIZE=ON || { echo "sanitizer build failed"; exit 1; }
+# The development signing keys env.sh names (FB_SIGN_KEY, FB_TRUSTED_*): made once, for commands run by hand and
+# the demo; the tests make their own per session (tests/integration/conftest.py).
+deploy/local/keys.sh "$BUILD" || { echo "keys.sh failed: see above"; exit 1; }
 
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
