@@ -79,7 +79,7 @@ def test_the_wheel_declares_what_the_app_imports_and_psycopg2_only_as_a_test_ext
     requires = [line.split(":", 1)[1].strip() for line in zipfile.ZipFile(wheel).read(meta).decode().splitlines()
                 if line.startswith("Requires-Dist:")]
     plain = {r.split(";")[0].strip() for r in requires if "extra ==" not in r}
-    assert plain == {"Django>=3.1", "confluent-kafka>=2.3", "croniter>=2.0", "msgpack>=1.0"}, plain
+    assert plain == {"Django>=3.1", "confluent-kafka>=2.3", "croniter>=2.0", "msgpack>=1.0", "PyNaCl>=1.5"}, plain
     psycopg = [r for r in requires if r.startswith("psycopg2")]
     assert psycopg and all('extra == "test"' in r for r in psycopg), psycopg
     assert not any(r.lower().startswith(("fusion-events", "fusion_events")) for r in requires), \
