@@ -44,6 +44,10 @@ fb_code arc_reader_peek_version(stor_rfile *f, int *version, fb_err *err);
  * authenticated). *out is malloc'd (NUL-terminated; caller frees). FB_ERR_NOTFOUND for format 1 (no index) or
  * an empty one; FB_ERR_FORMAT when the trailer is damaged. */
 fb_code arc_reader_peek_index(stor_rfile *f, char **out, size_t *len, fb_err *err);
+/* The same, and where the whole index is in the file (a version-3 index: *out is its head only, and its chunk
+ * records are the rest of [*index_off, *index_off + *index_len)). index_off, index_len may be NULL. */
+fb_code arc_reader_peek_index_at(stor_rfile *f, char **out, size_t *len, uint64_t *index_off, uint64_t *index_len,
+                                 fb_err *err);
 
 /* The decoded manifest (owned by the reader) and its raw msgpack bytes (for JSON output). */
 const arc_manifest *arc_reader_manifest(const arc_reader *r);
