@@ -390,6 +390,18 @@ fb_code arc_writer_set_index(arc_writer *w, const void *index, size_t len, fb_er
     return FB_OK;
 }
 
+fb_code arc_writer_set_zstd_workers(arc_writer *w, int n, fb_err *err) {
+    if (n <= 0) return FB_OK;
+    size_t zr = ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_nbWorkers, n);
+    if (ZSTD_isError(zr))
+        return fb_err_set(err, FB_ERR_USAGE, "zstd-workers %d refused (a libzstd built without threads?): %s", n,
+                          ZSTD_getErrorName(zr));
+    /* zstd's default job for level 3 is 8 MiB, and it buffers a few of them: 1 MiB jobs keep the worker's memory
+     * flat (measured: bench/backup/README.md) at a cost in ratio the job overlap mostly hides. */
+    ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_jobSize, 1 << 20);
+    return FB_OK;
+}
+
 void arc_writer_set_index_records(arc_writer *w, int fd, uint64_t len) {
     w->records_fd = fd;
     w->records_len = len;

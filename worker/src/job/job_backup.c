@@ -655,6 +655,7 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     /* Format 4: every backup carries its schema archive (segment 1), so readers of 3 cannot read it. */
     m.format = ARC_FORMAT_VERSION;
     if ((rc = arc_writer_new_version(wf, pk, (int)cfg->zstd_level, (int)m.format, &w, err))) goto out;
+    if ((rc = arc_writer_set_zstd_workers(w, (int)cfg->zstd_workers, err))) goto out;
     if ((rc = jb_schema_archive(cfg, c, w, rq->n_tables == 0, &m, err))) goto out;
     m.tables = calloc(n_rels ? n_rels : 1, sizeof *m.tables);
     ix.tables = calloc(n_rels ? n_rels : 1, sizeof *ix.tables);
