@@ -647,6 +647,8 @@ out:
     return rc;
 }
 
+const arc_index *arc_reader_index(const arc_reader *r) { return r->ix; }
+
 fb_code arc_reader_read_table(arc_reader *r, const arc_table *t, arc_sink_fn sink, void *opaque, fb_err *err) {
     unsigned char hash[ARC_HASH_BYTES];
     int64_t raw = 0;

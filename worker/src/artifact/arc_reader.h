@@ -52,6 +52,8 @@ fb_code arc_reader_peek_index_at(stor_rfile *f, char **out, size_t *len, uint64_
 /* The decoded manifest (owned by the reader) and its raw msgpack bytes (for JSON output). */
 const arc_manifest *arc_reader_manifest(const arc_reader *r);
 const void *arc_reader_manifest_raw(const arc_reader *r, size_t *len);
+/* Format 5: the head of the chain index, authenticated through the manifest (owned by the reader); NULL before. */
+const struct arc_index *arc_reader_index(const arc_reader *r);
 
 /* Streams table t (from the manifest) to sink (NULL: only check it). An assembled table (format 3) is read chunk
  * by chunk from the segments of this and other artifacts (through the resolver), each source segment decompressed
