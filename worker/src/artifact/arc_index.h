@@ -1,5 +1,7 @@
-/* arc_index: the chain index, a small plaintext block inside each format-2 artifact, between the manifest segment
- * and the trailer (FORMAT.md), readable without any key (arc_reader_peek_index).
+/* arc_index: the chain index, a plaintext block inside each format-2 artifact, between the manifest segment and the
+ * trailer (FORMAT.md), readable without any key (arc_reader_peek_index). Since format 5 (index version 3) it is a
+ * text head whose size depends only on the number of tables, followed by the binary chunk records (arc_clist.h),
+ * which this module never holds: arc_index_parse gets the head alone.
  *
  * Why: a worker holds only the public key, so it cannot read the manifests of earlier backups; to make an
  * INCREMENTAL or DIFFERENTIAL it needs, per table of the base, a fingerprint of the content and which artifact

@@ -22,6 +22,10 @@
  * table is then "assembled": its manifest entry lists every chunk's artifact, segment, offset and length, and
  * records the BLAKE2b of the whole stream read from the database, which restore checks after assembling.
  *
+ * Chunk lists (format 5, arc_clist.h): no list is held in memory. Each chunk's 40-byte record goes to a spool file
+ * as the table streams and is copied after the index head at the end; the chain's chunks, on a base, are looked up
+ * in an on-disk hash table (job_chunkmap.h). Before the dump, jb_project checks that $TMPDIR has room for both.
+ *
  * Schema (format 4, dump_schema.h): before the tables, pg_dump runs on this transaction's exported snapshot and
  * its custom-format archive of every object but the tables' rows becomes the first segment, so what a restore
  * --create rebuilds (types, functions, views, triggers, policies, grants, large objects, ...) is exactly the

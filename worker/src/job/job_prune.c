@@ -136,7 +136,7 @@ fb_code job_prune_run(stor *st, const char *dir, const unsigned char key[ARC_IND
             const job_chain_entry *e = &ch.e[i];
             if (cand[i] || !e->ix) continue;
             for (size_t t = 0; t < e->ix->n_tables; t++) {
-                /* The table's holder, then (format 3) the artifact of each of its chunks. */
+                /* The table's holder, then (format 3) the artifacts holding some of its chunks (deps). */
                 const arc_index_table *it = &e->ix->tables[t];
                 for (size_t k = 0; k <= it->n_deps; k++) {
                     const char *holder = k == 0 ? it->stored_in : it->deps[k - 1];
