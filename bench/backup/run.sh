@@ -259,7 +259,7 @@ large() {
     done
     psqlc -d "$CI" -c "VACUUM ANALYZE bench_big"
   fi
-  rm -rf "$WORK"; mkdir -p "$WORK"
+  rm -rf "$WORK"; mkdir -p "$WORK/storage"
   "$CLI" keygen --out "$WORK/key" >/dev/null
   local job=5e1f0c1a-0000-4000-8000-00000000000b
   request "$WORK/backup.msgpack" "$job"
