@@ -93,8 +93,8 @@ void arc_clist_spool_close(arc_clist_spool *s) {
 fb_code arc_clist_iter_open(arc_clist_iter *it, stor_rfile *f, uint64_t records_at, uint64_t first, uint64_t count,
                             const unsigned char hash[ARC_CLIST_HASH_BYTES], fb_err *err) {
     memset(it, 0, sizeof *it);
-    if (count > (f->size - records_at) / ARC_CLIST_REC_BYTES ||
-        first > (f->size - records_at) / ARC_CLIST_REC_BYTES - count || records_at > f->size)
+    if (records_at > f->size || count > (f->size - records_at) / ARC_CLIST_REC_BYTES ||
+        first > (f->size - records_at) / ARC_CLIST_REC_BYTES - count)
         return fb_err_set(err, FB_ERR_FORMAT, "\"%s\": a chunk list range (%llu records from %llu) lies outside the "
                           "file: it is truncated or its index was altered", f->name, (unsigned long long)count,
                           (unsigned long long)first);
