@@ -240,22 +240,24 @@ run() {
   printf 'load average at the end: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
 }
 
-# The large-database run (issue 11, "scale without a cliff"): bench_big rows of ~1 KB of varied text until the
-# table holds FB_BENCH_LARGE_GB GB of COPY text (format 3/4 would have needed ~54 bytes of chain index per ~4 KiB
-# chunk: above 64 MiB, their cap, from ~4.6 GB), then one FULL by event run and one by the deployed worker.
+# The large-database run (issue 11, "scale without a cliff"): bench_big rows of ~620 bytes (16 different md5s: text
+# without periods, so content-defined chunks come out at their ~4 KiB average; repeated text would make 64 KiB
+# chunks) until the table holds FB_BENCH_LARGE_GB GB of COPY text. Format 3/4 needed ~54 bytes of chain index per
+# chunk: above their 64 MiB cap from ~4.6 GB; format 5's records are 40 bytes each, after a head of a few hundred
+# bytes. Then one FULL by event run, a verify, and one FULL by the deployed worker.
 large() {
   local gb="${FB_BENCH_LARGE_GB:?set FB_BENCH_LARGE_GB to the size in GB (several: e.g. 7)}"
   DB="${DB}_large"; CI="$BASE dbname=$DB"; AUTH="$BASE dbname=${DB}_auth"
-  local rows=$((gb * 1000000))
+  local rows=$((gb * 1600000))
   if [ "$(psqlc -d "$CI" -c "SELECT count(*) FROM bench_big" 2>/dev/null || echo 0)" != "$rows" ]; then
-    say "creating $DB: $rows rows of ~1 KB (~$gb GB of COPY text), in steps of 1M rows"
+    say "creating $DB: $rows rows of ~620 bytes (~$gb GB of COPY text), in steps of 1M rows"
     psqlc -d "$BASE" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
     psqlc -d "$CI" -c "CREATE TABLE bench_big (id bigint PRIMARY KEY, k int NOT NULL, body text, doc jsonb)"
     for ((s = 0; s < rows; s += 1000000)); do
       psqlc -d "$CI" -c "INSERT INTO bench_big SELECT g, g % 977,
-          repeat(md5(g::text) || ' ', 20 + g % 7) || (g * 31) % 100003,
+          (SELECT string_agg(md5((g * 16 + i)::text), ' ') FROM generate_series(0, 15) i),
           jsonb_build_object('id', g, 'n', md5((g * 7)::text), 'v', (g % 1000) / 10.0)
-          FROM generate_series($s + 1, $s + 1000000) g"
+          FROM generate_series($s + 1, least($s + 1000000, $rows)) g"
     done
     psqlc -d "$CI" -c "VACUUM ANALYZE bench_big"
   fi
