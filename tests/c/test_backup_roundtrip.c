@@ -11,6 +11,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <libpq-fe.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -243,6 +244,20 @@ static int count_files(const char *dir) {
     return n;
 }
 
+/* Where the manifest segment starts (= the end of the table data), from the 40-byte trailer. */
+static long data_end_of(const char *path) {
+    unsigned char tr[40];
+    FILE *f = fopen(path, "rb");
+    long end = -1;
+    if (f && fseek(f, -40, SEEK_END) == 0 && fread(tr, 1, sizeof tr, f) == sizeof tr) {
+        uint64_t v = 0;
+        for (int i = 7; i >= 0; i--) v = (v << 8) | tr[8 + i];
+        end = (long)v;
+    }
+    if (f) fclose(f);
+    return end;
+}
+
 static void copy_file(const char *from, const char *to, long truncate_to, long flip_at) {
     FILE *a = fopen(from, "rb"), *b = fopen(to, "wb");
     int ch;
@@ -384,8 +399,9 @@ int main(void) {
     copy_file(artifact, bad, -1, 9);
     rc = restore_file(bad, sk_path, dst3, 1, &err);
     CHECKF(rc == FB_ERR_FORMAT || rc == FB_ERR_CRYPTO, "flipped header: rc %d: %s", rc, err.msg);
-    /* a flipped byte in the last table's data, after the others loaded fine */
-    copy_file(artifact, bad, -1, (long)ast.st_size - 2000);
+    /* a flipped byte in the last table's data, after the others loaded fine (format 5: the chunk records follow
+     * the manifest, so the data ends well before the file does) */
+    copy_file(artifact, bad, -1, data_end_of(artifact) - 2000);
     rc = restore_file(bad, sk_path, dst3, 1, &err);
     CHECKF(rc == FB_ERR_CRYPTO || rc == FB_ERR_FORMAT, "flipped late byte: rc %d: %s", rc, err.msg);
     snprintf(bad, sizeof bad, "%s/truncated.fbak", tmpdir);
@@ -404,6 +420,27 @@ int main(void) {
     rc = restore_file(bad, sk_path, dst3, 0, &err);
     CHECKF(rc == FB_ERR_CRYPTO, "flipped byte into existing tables: rc %d: %s", rc, err.msg);
     CHECK_EQ_STR(scalar(d3, "SELECT (SELECT count(*) FROM \"auth user\") + (SELECT count(*) FROM awkward)"), "0");
+
+    /* --- a flipped byte in the chunk records (format 5: binary, after the index head, before the trailer): a
+     * restore of this FULL never needs them, verify reads them all against their BLAKE2b --- */
+    {
+        stor_rfile *f = NULL;
+        arc_reader *r = NULL;
+        snprintf(bad, sizeof bad, "%s/flipped_records.fbak", tmpdir);
+        copy_file(artifact, bad, -1, (long)ast.st_size - 40 - 20);
+        rc = dump_open_artifact(bad, sk_path, &f, &r, &err);
+        CHECKF(rc == FB_OK, "open with damaged chunk records: %s", err.msg);
+        if (rc == FB_OK) rc = arc_reader_verify_all(r, &err);
+        CHECKF(rc == FB_ERR_CRYPTO && strstr(err.msg, "chunk list"), "verify, damaged chunk records: rc %d: %s", rc,
+               err.msg);
+        arc_reader_free(r);
+        stor_rfile_close(f);
+        rc = dump_open_artifact(artifact, sk_path, &f, &r, &err);
+        if (rc == FB_OK) rc = arc_reader_verify_all(r, &err);
+        CHECKF(rc == FB_OK, "verify, intact artifact: %s", err.msg);
+        arc_reader_free(r);
+        stor_rfile_close(f);
+    }
 
     /* --- only one table: reads only its segment --- */
     {

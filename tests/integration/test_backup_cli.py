@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import time
 import uuid
@@ -294,7 +295,7 @@ def test_fusion_schema_round_trip_create_and_existing_tables(bin, pg, fusion_db,
     r = bin.run("inspect", str(artifact), "--secret-key", str(keypair[1]), "--json")
     assert r.returncode == 0, r.stderr
     manifest = json.loads(r.stdout)
-    assert manifest["job_id"] == out["job_id"] and manifest["format"] == 4 and manifest["schema_archive"]["length"] > 0
+    assert manifest["job_id"] == out["job_id"] and manifest["format"] == 5 and manifest["schema_archive"]["length"] > 0
     names = {t["name"] for t in manifest["tables"]}
     assert {"Cpda Application", "iwdModuleV2_projects"} <= names
     r = bin.run("inspect", str(artifact), "--secret-key", str(keypair[1]))
@@ -370,6 +371,9 @@ def test_flipped_truncated_wrong_key_restore_nothing(bin, fresh_db, new_db, stor
     out = backup(bin, fresh_db, settings, tmp_path)
     assert out["status"] == "SUCCESS", out
     good = (storage_root / out["file_path"]).read_bytes()
+    # format 5: the trailer gives the manifest's place; the chain index's chunk records follow it
+    moff, mlen, ioff, ilen = struct.unpack("<4Q", good[-32:])
+    mid_manifest = moff + mlen // 2
 
     # existing empty tables as the target: a failure must leave them empty
     target = new_db()
@@ -378,7 +382,8 @@ def test_flipped_truncated_wrong_key_restore_nothing(bin, fresh_db, new_db, stor
     cases = {
         "flipped byte in a table's data": (good[:len(good) // 2] + bytes([good[len(good) // 2] ^ 1]) +
                                            good[len(good) // 2 + 1:], 7, "altered"),
-        "flipped byte in the manifest": (good[:-500] + bytes([good[-500] ^ 0x80]) + good[-499:], 7, ""),
+        "flipped byte in the manifest": (good[:mid_manifest] + bytes([good[mid_manifest] ^ 0x80]) +
+                                         good[mid_manifest + 1:], 7, ""),
         "truncated": (good[:-1000], 8, "truncated"),
         "truncated to the header": (good[:120], 8, ""),
         "not an artifact": (b"PGDMP" + good[5:], 8, "not a fusion-backup artifact"),
@@ -393,6 +398,15 @@ def test_flipped_truncated_wrong_key_restore_nothing(bin, fresh_db, new_db, stor
         assert scalar(target, "SELECT (SELECT count(*) FROM parent) + (SELECT count(*) FROM child)") == 0, label
         r = bin.run("verify", str(bad), "--secret-key", str(keypair[1]))
         assert r.returncode in (7, 8), f"verify {label}: {r.returncode} {r.stderr}"
+
+    # a flipped byte in the chunk records (which only later backups read, to find the chain's chunks): verify
+    # authenticates them against their BLAKE2b in the index head
+    at = len(good) - 40 - 100
+    assert at > ioff + 100
+    bad = tmp_path / "bad.fbak"
+    bad.write_bytes(good[:at] + bytes([good[at] ^ 1]) + good[at + 1:])
+    r = bin.run("verify", str(bad), "--secret-key", str(keypair[1]))
+    assert r.returncode == 7 and "chunk list" in r.stderr, f"verify, damaged chunk records: {r.returncode} {r.stderr}"
 
     other = tmp_path / "other"
     bin.run("keygen", "--out", str(other), check=True)

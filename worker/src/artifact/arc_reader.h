@@ -44,10 +44,16 @@ fb_code arc_reader_peek_version(stor_rfile *f, int *version, fb_err *err);
  * authenticated). *out is malloc'd (NUL-terminated; caller frees). FB_ERR_NOTFOUND for format 1 (no index) or
  * an empty one; FB_ERR_FORMAT when the trailer is damaged. */
 fb_code arc_reader_peek_index(stor_rfile *f, char **out, size_t *len, fb_err *err);
+/* The same, and where the whole index is in the file (a version-3 index: *out is its head only, and its chunk
+ * records are the rest of [*index_off, *index_off + *index_len)). index_off, index_len may be NULL. */
+fb_code arc_reader_peek_index_at(stor_rfile *f, char **out, size_t *len, uint64_t *index_off, uint64_t *index_len,
+                                 fb_err *err);
 
 /* The decoded manifest (owned by the reader) and its raw msgpack bytes (for JSON output). */
 const arc_manifest *arc_reader_manifest(const arc_reader *r);
 const void *arc_reader_manifest_raw(const arc_reader *r, size_t *len);
+/* Format 5: the head of the chain index, authenticated through the manifest (owned by the reader); NULL before. */
+const struct arc_index *arc_reader_index(const arc_reader *r);
 
 /* Streams table t (from the manifest) to sink (NULL: only check it). An assembled table (format 3) is read chunk
  * by chunk from the segments of this and other artifacts (through the resolver), each source segment decompressed

@@ -10,10 +10,12 @@
  */
 #include "artifact/arc_writer.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <zstd.h>
 
 #include "artifact/arc_format.h"
@@ -71,6 +73,8 @@ struct arc_writer {
 
     unsigned char *index;     /* chain index, written after the manifest */
     size_t index_len;
+    int records_fd;           /* format 5: the chunk records to copy after the index head (borrowed; read when records_len > 0) */
+    uint64_t records_len;
 };
 
 /* --- writer thread ------------------------------------------------------------------------------------------- */
@@ -345,17 +349,38 @@ fb_code arc_writer_finish(arc_writer *w, const void *manifest, size_t len, fb_er
     if (rc) return rc;
     uint64_t ioff = w->offset;
     if (w->index_len && (rc = aw_out(w, w->index, w->index_len, err))) return rc;
+    if (w->records_len) {
+        /* Streamed from the spool in 1 MiB pieces: the records are never all in memory. */
+        size_t cap = 1u << 20;
+        unsigned char *buf = malloc(cap);
+        if (!buf) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+        for (uint64_t off = 0; off < w->records_len && !rc;) {
+            size_t n = w->records_len - off < cap ? (size_t)(w->records_len - off) : cap;
+            ssize_t got = pread(w->records_fd, buf, n, (off_t)off);
+            if (got < 0 && errno == EINTR) continue;
+            if (got <= 0) {
+                rc = fb_err_set(err, FB_ERR_IO, "could not read back the chunk list's temporary file: %s",
+                                got < 0 ? strerror(errno) : "it is shorter than written");
+                break;
+            }
+            rc = aw_out(w, buf, (size_t)got, err);
+            off += (uint64_t)got;
+        }
+        free(buf);
+        if (rc) return rc;
+    }
     unsigned char tr[ARC_TRAILER_BYTES_V2];
     memcpy(tr, ARC_TRAILER_MAGIC, 8);
     arc_put_u64(tr + 8, info.offset);
     arc_put_u64(tr + 16, info.length);
     arc_put_u64(tr + 24, ioff);
-    arc_put_u64(tr + 32, w->index_len);
+    arc_put_u64(tr + 32, w->index_len + w->records_len);
     return aw_out(w, tr, sizeof tr, err);
 }
 
 fb_code arc_writer_set_index(arc_writer *w, const void *index, size_t len, fb_err *err) {
-    if (len > ARC_INDEX_MAX) return fb_err_set(err, FB_ERR_INVALID, "chain index larger than %u bytes", ARC_INDEX_MAX);
+    if (len > ARC_INDEX_HEAD_MAX)
+        return fb_err_set(err, FB_ERR_INVALID, "chain index larger than %u bytes (too many tables)", ARC_INDEX_HEAD_MAX);
     unsigned char *p = malloc(len ? len : 1);
     if (!p) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
     memcpy(p, index, len);
@@ -363,6 +388,23 @@ fb_code arc_writer_set_index(arc_writer *w, const void *index, size_t len, fb_er
     w->index = p;
     w->index_len = len;
     return FB_OK;
+}
+
+fb_code arc_writer_set_zstd_workers(arc_writer *w, int n, fb_err *err) {
+    if (n <= 0) return FB_OK;
+    size_t zr = ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_nbWorkers, n);
+    if (ZSTD_isError(zr))
+        return fb_err_set(err, FB_ERR_USAGE, "zstd-workers %d refused (a libzstd built without threads?): %s", n,
+                          ZSTD_getErrorName(zr));
+    /* zstd's default job for level 3 is 8 MiB, and it buffers a few of them: 1 MiB jobs keep the worker's memory
+     * flat (measured: bench/backup/README.md) at a cost in ratio the job overlap mostly hides. */
+    ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_jobSize, 1 << 20);
+    return FB_OK;
+}
+
+void arc_writer_set_index_records(arc_writer *w, int fd, uint64_t len) {
+    w->records_fd = fd;
+    w->records_len = len;
 }
 
 void arc_writer_free(arc_writer *w) {

@@ -41,6 +41,13 @@ fb_code arc_writer_end(arc_writer *w, arc_seg_info *info, fb_err *err);
 uint64_t arc_writer_offset(const arc_writer *w);
 /* The chain index (plaintext, arc_index.h) to write after the manifest; copied. Call before arc_writer_finish. */
 fb_code arc_writer_set_index(arc_writer *w, const void *index, size_t len, fb_err *err);
+/* Compresses in n zstd threads besides the writer thread (0: in the writer thread, the default of a new writer), so
+ * that on a backup reading COPY, hashing and chunking (the caller), compression (zstd) and encryption and output
+ * (the writer thread) overlap. Call before the first segment. FB_ERR_USAGE when libzstd has no threads. */
+fb_code arc_writer_set_zstd_workers(arc_writer *w, int n, fb_err *err);
+/* Format 5: the chain index's chunk records, the first len bytes of fd (arc_clist spool), copied right after the
+ * index set above when finishing; fd is borrowed and must stay open until arc_writer_finish returns. */
+void arc_writer_set_index_records(arc_writer *w, int fd, uint64_t len);
 /* Writes the manifest segment, the chain index (empty when none was set) and the trailer. */
 fb_code arc_writer_finish(arc_writer *w, const void *manifest, size_t len, fb_err *err);
 /* Stops the writer thread and erases keys. NULL ok. */

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "artifact/arc_index.h"
 #include "artifact/arc_reader.h"
 #include "cmd/cmd.h"
 #include "common/fb_config.h"
@@ -18,7 +19,7 @@ static void cmd_inspect_time(int64_t ms, char *out, size_t cap) {
     snprintf(out + n, cap - n, ".%03dZ", (int)(ms % 1000));
 }
 
-static void cmd_inspect_text(const arc_manifest *m, const stor_rfile *f) {
+static void cmd_inspect_text(const arc_manifest *m, const arc_index *ix, const stor_rfile *f) {
     char snap[40], start[40], end[40];
     int64_t rows = 0, raw = 0, stored = 0;
     for (size_t i = 0; i < m->n_tables; i++) {
@@ -57,7 +58,11 @@ static void cmd_inspect_text(const arc_manifest *m, const stor_rfile *f) {
         printf("%12lld %14lld %12lld  \"%s\".\"%s\"%s%s\n", (long long)t->rows, (long long)t->raw_bytes,
                (long long)t->stored_bytes, t->schema, t->name, arc_table_is_ref(m, t) ? "  unchanged, stored in " : "",
                arc_table_is_ref(m, t) ? t->stored_in : "");
-        if (t->assembled) {
+        const arc_index_table *it = t->assembled && ix ? arc_index_find(ix, t->schema, t->name) : NULL;
+        if (it) { /* format 5: the chunk list is in the index's records; its head says which backups they are in */
+            printf("%12s %14s %12s  assembled from %llu chunks, in this backup and %zu other%s\n", "", "", "",
+                   (unsigned long long)it->rec_count, it->n_deps, it->n_deps == 1 ? "" : "s");
+        } else if (t->assembled) {
             size_t here = 0;
             for (size_t k = 0; k < t->n_chunks; k++)
                 if (!t->chunks[k].src || (m->job_id && strcmp(t->chunks[k].src, m->job_id) == 0)) here++;
@@ -94,7 +99,7 @@ int cmd_inspect(int argc, char **argv) {
         const void *raw = arc_reader_manifest_raw(r, &len);
         rc = arc_manifest_print_json(raw, len, stdout, &err);
     } else if (!rc) {
-        cmd_inspect_text(arc_reader_manifest(r), f);
+        cmd_inspect_text(arc_reader_manifest(r), arc_reader_index(r), f);
     }
     if (rc) fprintf(stderr, "fusion-backup inspect: %s\n", err.msg);
     arc_reader_free(r);

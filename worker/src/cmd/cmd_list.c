@@ -65,8 +65,8 @@ static void cl_restorable(const job_chain *ch, const job_chain_entry *e, int dep
     for (size_t t = 0; t < e->ix->n_tables && !why[0]; t++) {
         const arc_index_table *it = &e->ix->tables[t];
         /* k == 0: where the table's data is; k >= 1: where each of its chunks is. */
-        for (size_t k = 0; k <= it->n_chunks && !why[0]; k++) {
-            const char *dep = k == 0 ? it->stored_in : it->chunks[k - 1].src;
+        for (size_t k = 0; k <= it->n_deps && !why[0]; k++) {
+            const char *dep = k == 0 ? it->stored_in : it->deps[k - 1];
             if (!dep || strcmp(dep, e->job_id) == 0) continue;
             const job_chain_entry *d = job_chain_find(ch, dep);
             if (!d) {

@@ -1,11 +1,13 @@
 /* job_chain: see job_chain.h. One listing, then per artifact its header, trailer and chain index (three small
- * reads) and one MAC check; no artifact is decrypted. */
+ * reads; of a version-3 index only its head, whose size does not grow with the data) and one MAC check; no
+ * artifact is decrypted. */
 #include "job/job_chain.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "artifact/arc_clist.h"
 #include "artifact/arc_reader.h"
 
 static fb_code jc_on_file(void *opaque, const stor_entry *se, fb_err *err) {
@@ -42,8 +44,15 @@ fb_code job_chain_load(stor *st, const char *rel_dir, const unsigned char key[AR
             stor_rfile_close(f);
             continue; /* a FULL written before chains: no index, nothing references it as a base */
         }
-        if (r2 == FB_OK) r2 = arc_reader_peek_index(f, &buf, &len, &e2);
+        uint64_t ioff = 0, iall = 0;
+        if (r2 == FB_OK) r2 = arc_reader_peek_index_at(f, &buf, &len, &ioff, &iall, &e2);
         if (r2 == FB_OK) r2 = arc_index_parse(buf, len, key, &e->ix, &e2);
+        /* Version 3: only the head was read; its records must fill the rest of the index exactly. */
+        if (r2 == FB_OK && e->ix->version == 3 && iall - len != e->ix->n_records * ARC_CLIST_REC_BYTES)
+            r2 = fb_err_set(&e2, FB_ERR_FORMAT, "its chain index has %llu bytes of chunk records for %llu records "
+                            "(truncated or altered)", (unsigned long long)(iall - len),
+                            (unsigned long long)e->ix->n_records);
+        e->records_off = ioff + len;
         free(buf);
         stor_rfile_close(f);
         if (r2 != FB_OK) {

@@ -22,6 +22,7 @@ typedef struct job_chain_entry {
     int64_t artifact_mtime_ms;
     int artifact_version;     /* format version from the artifact's header (0: unreadable) */
     arc_index *ix;            /* authenticated chain index; NULL for format 1, or when unusable (see problem) */
+    uint64_t records_off;     /* index version 3 (format 5): file offset of its chunk records (arc_clist.h) */
     char problem[512];        /* "" when the entry is a complete, consistent backup (or a format-1 FULL) */
 } job_chain_entry;
 
