@@ -120,6 +120,9 @@ static void same_tables(PGconn *a, PGconn *b, const char *label, int partitions_
 }
 
 static fb_config cfg;
+/* The readers' trust: the worker's public signing key (cfg.trusted_signers), loaded in main. */
+static fb_keyring trusted;
+static arc_trust trust = {&trusted, 0, NULL};
 static char auth_ci[1024]; /* the database whose backup_archive rows authorise the requests (--authority-pg) */
 
 /* Appends s to out as a JSON string. */
@@ -221,7 +224,7 @@ static fb_code restore_file(const char *path, const char *key, const char *dbnam
     dump_restore_opts o = {0};
     o.create = create;
     o.commit = 1;
-    fb_code rc = dump_open_artifact(path, key, &f, &r, err);
+    fb_code rc = dump_open_artifact(path, key, &trust, &f, &r, err);
     if (rc == FB_OK) {
         PGconn *c = db(dbname);
         rc = dump_restore(r, c, &o, &st, err);
@@ -324,6 +327,19 @@ int main(void) {
     cfg.public_key = strdup(pub);
     free(cfg.authority_pg);
     cfg.authority_pg = strdup(auth_ci);
+    {
+        /* The worker signs its artifacts (format 5) and trusts its own key for bases; readers trust it too. */
+        char sprefix[400], sig_pub[420], sig_key[420];
+        snprintf(sprefix, sizeof sprefix, "%s/worker-sign", tmpdir);
+        CHECK_EQ_INT(fb_sign_generate(sprefix, &err), FB_OK);
+        snprintf(sig_pub, sizeof sig_pub, "%s.pub", sprefix);
+        snprintf(sig_key, sizeof sig_key, "%s.key", sprefix);
+        free(cfg.sign_key);
+        cfg.sign_key = strdup(sig_key);
+        free(cfg.trusted_signers);
+        cfg.trusted_signers = strdup(sig_pub);
+        CHECK_EQ_INT(fb_keyring_load(&trusted, sig_pub, "--trusted-signer", &err), FB_OK);
+    }
 
     /* --- a full backup of every table, then a --create restore --- */
     const char *job = "0b5cd0b8-6f2a-4a41-9d0c-8f1f0c5b3a11";
@@ -416,7 +432,7 @@ int main(void) {
         o.n_tables = 1;
         o.commit = 1;
         exec_ok(d3, "TRUNCATE awkward, \"iwdModuleV2_projects\", \"Cpda Application\", \"auth user\"");
-        rc = dump_open_artifact(artifact, sk_path, &f, &r, &err);
+        rc = dump_open_artifact(artifact, sk_path, &trust, &f, &r, &err);
         if (rc == FB_OK) rc = dump_restore(r, d3, &o, &st, &err);
         CHECKF(rc == FB_OK, "restore --table awkward: %s", err.msg);
         CHECK_EQ_INT(st.tables, 1);

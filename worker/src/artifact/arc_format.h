@@ -24,8 +24,11 @@
  *                on a base (which can assemble tables); a FULL stays 2 (its extra keys are ignored by readers of 2).
  *   4 (2026-12): a schema archive segment (`pg_dump -Fc` of everything but the tables' rows, manifest
  *                `schema_archive`), so a restore --create brings back every object of the database. Every backup
- *                with a schema archive is written as 4 (readers of 3 would find a segment that is no table). */
-#define ARC_FORMAT_VERSION 4
+ *                with a schema archive is written as 4 (readers of 3 would find a segment that is no table).
+ *   5 (2026-12): signed artifacts (arc_sign.h): a signature block between the chain index and the trailer holds
+ *                the worker's Ed25519 signatures of the manifest segment and of the index. Readers refuse format
+ *                <= 4 unless told to allow unsigned artifacts. */
+#define ARC_FORMAT_VERSION 5
 #define ARC_AD_BYTES_V2 16
 #define ARC_SEALED_KEY_BYTES (crypto_box_SEALBYTES + crypto_secretstream_xchacha20poly1305_KEYBYTES)
 #define ARC_HEADER_BYTES (ARC_MAGIC_LEN + 2 + 2 + 4 + ARC_SEALED_KEY_BYTES) /* 96 */

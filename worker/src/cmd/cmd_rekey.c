@@ -14,6 +14,19 @@
  * full disk, a sector half written) would leave an artifact no key opens. The copy is written beside the artifact
  * (".NAME.rekey.tmp"), fsynced, read back and compared, then renamed over it and the folder fsynced: at every
  * instant the artifact opens with the old key or with the new one. It costs one read and one write of the file.
+ *
+ * Format 5 (signed, FORMAT.md "Signatures (format 5)"): the artifact must be signed by a trusted key
+ * (--trusted-signer) and be the job its name says before anything is written. When the workers derive the index
+ * key from the public key (no --index-key), the chain index is re-MACed for the new public key (its table tags
+ * recomputed from the manifest's hashes), otherwise retention and the next INCREMENTAL would find it altered; the
+ * new index bytes are then re-signed with --sign-key, an operator key the readers must trust. The manifest and
+ * its signature (the worker's) are untouched: rekey never needs a worker's key.
+ *
+ * What rekey protects against: a LOST secret key (rotate while the old one still opens the artifacts). Not a
+ * COMPROMISED one: whoever holds the old secret key and any copy of an artifact (an offsite copy, a snapshot of
+ * the storage) keeps its data key, which rekey does not change. For that, `rekey --new-data-key` re-encrypts
+ * every segment under a fresh data key (same sizes and offsets; the manifest is re-signed with --sign-key), and
+ * every copy made before must be destroyed.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -23,6 +36,7 @@
 #include <unistd.h>
 
 #include "artifact/arc_format.h"
+#include "artifact/arc_index.h"
 #include "artifact/arc_key.h"
 #include "artifact/arc_reader.h"
 #include "cmd/cmd.h"
@@ -30,8 +44,17 @@
 #include "storage/stor.h"
 #include "storage/stor_s3.h"
 
-/* Writes header + bytes [96, size) of f to tmp, fsyncs, reads it back and compares with the expected BLAKE2b. */
-static fb_code cmd_rekey_write(stor_rfile *f, const unsigned char *header, const char *tmp, fb_err *err) {
+/* The new file: the new header, bytes [96, keep) of the old one, then tail (the re-MACed index, the signature
+ * block and the trailer; empty when only the sealed key changes). */
+typedef struct cmd_rekey_out {
+    const unsigned char *header;
+    uint64_t keep;
+    const unsigned char *tail;
+    size_t tail_len;
+} cmd_rekey_out;
+
+/* Writes the new file (cmd_rekey_out) to tmp, fsyncs, reads it back and compares with the expected BLAKE2b. */
+static fb_code cmd_rekey_write(stor_rfile *f, const cmd_rekey_out *no, const char *tmp, fb_err *err) {
     size_t cap = 1u << 20;
     unsigned char *buf = malloc(cap), want[32], got[32];
     crypto_generichash_state hs;
@@ -45,12 +68,17 @@ static fb_code cmd_rekey_write(stor_rfile *f, const unsigned char *header, const
         goto out;
     }
     crypto_generichash_init(&hs, NULL, 0, 32);
-    for (uint64_t off = 0; off < f->size && !rc; off += cap) {
-        size_t n = f->size - off < cap ? (size_t)(f->size - off) : cap;
+    for (uint64_t off = 0; off < no->keep && !rc; off += cap) {
+        size_t n = no->keep - off < cap ? (size_t)(no->keep - off) : cap;
         if ((rc = stor_rfile_pread(f, buf, n, off, err))) break;
-        if (off == 0) memcpy(buf, header, ARC_HEADER_BYTES);
+        if (off == 0) memcpy(buf, no->header, ARC_HEADER_BYTES);
         crypto_generichash_update(&hs, buf, n);
         if (write(fd, buf, n) != (ssize_t)n) rc = fb_err_set(err, FB_ERR_IO, "could not write \"%s\": %s", tmp, strerror(errno));
+    }
+    if (!rc && no->tail_len) {
+        crypto_generichash_update(&hs, no->tail, no->tail_len);
+        if (write(fd, no->tail, no->tail_len) != (ssize_t)no->tail_len)
+            rc = fb_err_set(err, FB_ERR_IO, "could not write \"%s\": %s", tmp, strerror(errno));
     }
     crypto_generichash_final(&hs, want, sizeof want);
     if (!rc && fsync(fd) != 0) rc = fb_err_set(err, FB_ERR_IO, "could not fsync \"%s\": %s", tmp, strerror(errno));
@@ -72,8 +100,8 @@ out:
 /* The object-store form of the copy and rename above, through the driver: the copy is written as
  * FOLDER/.NAME.rekey.tmp (a multipart upload: it exists only once complete), read back and compared, then renamed
  * over the artifact (a server-side copy, atomic per object: the artifact is the old object or the new one). */
-static fb_code cmd_rekey_replace_url(const fb_config *cfg, const char *url, stor_rfile *f,
-                                     const unsigned char *header, fb_err *err) {
+static fb_code cmd_rekey_replace_url(const fb_config *cfg, const char *url, stor_rfile *f, const cmd_rekey_out *no,
+                                     fb_err *err) {
     char *loc = strdup(url), *base = loc ? strrchr(loc, '/') : NULL, *dir = NULL, *rel = NULL, *tmp = NULL;
     size_t cap = 1u << 20;
     unsigned char *buf = malloc(cap), want[32], got[32];
@@ -105,12 +133,13 @@ static fb_code cmd_rekey_replace_url(const fb_config *cfg, const char *url, stor
         stor_remove(st, rel, &e2);
         rc = stor_create(st, rel, &wf, err);
     }
-    for (uint64_t off = 0; !rc && off < f->size; off += cap) {
-        size_t n = f->size - off < cap ? (size_t)(f->size - off) : cap;
+    for (uint64_t off = 0; !rc && off < no->keep; off += cap) {
+        size_t n = no->keep - off < cap ? (size_t)(no->keep - off) : cap;
         if ((rc = stor_rfile_pread(f, buf, n, off, err))) break;
-        if (off == 0) memcpy(buf, header, ARC_HEADER_BYTES);
+        if (off == 0) memcpy(buf, no->header, ARC_HEADER_BYTES);
         rc = stor_wfile_write(wf, buf, n, err);
     }
+    if (!rc && no->tail_len) rc = stor_wfile_write(wf, no->tail, no->tail_len, err);
     if (!rc) {
         stor_wfile_digest(wf, want);
         rc = stor_wfile_commit(wf, err);
@@ -135,29 +164,105 @@ static fb_code cmd_rekey_replace_url(const fb_config *cfg, const char *url, stor
     return rc;
 }
 
+/* Format 5 with an index key derived from the public key: the index re-MACed for the new public key (tags from
+ * the manifest's hashes, under the new key) and re-signed by signer; *tail (malloc'd) is the new index, signature
+ * block and trailer, to replace everything from the index on. *tail stays NULL when the index key does not
+ * change (--index-key: the same for every public key). */
+static fb_code cmd_rekey_index(const fb_config *cfg, stor_rfile *f, const arc_reader *r, const unsigned char *pk,
+                               const unsigned char *new_pk, const fb_signer *signer, uint64_t *keep,
+                               unsigned char **tail, size_t *tail_len, fb_err *err) {
+    unsigned char okey[ARC_INDEX_KEY_BYTES], nkey[ARC_INDEX_KEY_BYTES], hdr[ARC_AD_BYTES_V2], sb[ARC_SIG_BLOCK_BYTES];
+    char *ibuf = NULL, *nbuf = NULL;
+    size_t ilen = 0, nlen = 0;
+    arc_index *ix = NULL;
+    arc_sig_layout l;
+    arc_sig_block b;
+    fb_code rc = FB_OK;
+    *tail = NULL;
+    if (cfg->index_key && *cfg->index_key) return FB_OK;
+    if (!signer->loaded)
+        return fb_err_set(err, FB_ERR_USAGE, "\"%s\" is signed (format 5) and its chain index must be re-MACed for the "
+                          "new public key and signed again: give --sign-key FILE (an operator's signing key that "
+                          "the workers and readers trust: --trusted-signer)", f->name);
+    if ((rc = arc_index_key(NULL, pk, okey, err)) || (rc = arc_index_key(NULL, new_pk, nkey, err))) goto out;
+    if ((rc = arc_sign_layout(f, &l, err)) || (rc = stor_rfile_pread(f, hdr, sizeof hdr, 0, err)) ||
+        (rc = stor_rfile_pread(f, sb, sizeof sb, l.soff, err)) || (rc = arc_sign_block_decode(sb, &b, err)))
+        goto out;
+    if ((rc = arc_reader_peek_index(f, &ibuf, &ilen, err)) || (rc = arc_index_parse(ibuf, ilen, okey, &ix, err))) {
+        fb_err_prefix(err, "re-MACing the chain index: ");
+        goto out;
+    }
+    const arc_manifest *m = arc_reader_manifest(r);
+    for (size_t i = 0; i < ix->n_tables; i++) {
+        const arc_table *t = arc_manifest_find(m, ix->tables[i].schema, ix->tables[i].name);
+        if (!t) {
+            rc = fb_err_set(err, FB_ERR_VERIFY, "\"%s\": its chain index lists table %s.%s, which its manifest does "
+                            "not have", f->name, ix->tables[i].schema, ix->tables[i].name);
+            goto out;
+        }
+        arc_index_tag(nkey, t->blake2b, ix->tables[i].tag);
+    }
+    if ((rc = arc_index_format(ix, nkey, &nbuf, &nlen, err))) goto out;
+    arc_sign_index(signer, hdr, l.ioff, nbuf, nlen, &b);
+    *tail_len = nlen + ARC_SIG_BLOCK_BYTES + ARC_TRAILER_BYTES_V2;
+    if (!(*tail = malloc(*tail_len))) {
+        rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    memcpy(*tail, nbuf, nlen);
+    if ((rc = arc_sign_block_encode(&b, *tail + nlen, err))) goto out;
+    unsigned char *tr = *tail + nlen + ARC_SIG_BLOCK_BYTES;
+    memcpy(tr, ARC_TRAILER_MAGIC, 8);
+    arc_put_u64(tr + 8, l.moff);
+    arc_put_u64(tr + 16, l.mlen);
+    arc_put_u64(tr + 24, l.ioff);
+    arc_put_u64(tr + 32, nlen);
+    *keep = l.ioff;
+out:
+    if (rc) {
+        free(*tail);
+        *tail = NULL;
+    }
+    sodium_memzero(okey, sizeof okey);
+    sodium_memzero(nkey, sizeof nkey);
+    arc_index_free(ix);
+    free(ibuf);
+    free(nbuf);
+    return rc;
+}
+
 static fb_code cmd_rekey_one(const fb_config *cfg, const char *path, const unsigned char *sk, const unsigned char *pk,
-                             const unsigned char *new_pk, fb_err *err) {
+                             const unsigned char *new_pk, const arc_trust *base_trust, const fb_signer *signer,
+                             fb_err *err) {
     stor_rfile *f = NULL;
     arc_reader *r = NULL;
-    unsigned char header[ARC_HEADER_BYTES], data_key[crypto_kdf_KEYBYTES];
-    char *tmp = NULL, *dir = NULL;
+    unsigned char header[ARC_HEADER_BYTES], data_key[crypto_kdf_KEYBYTES], *tail = NULL;
+    char *tmp = NULL, *dir = NULL, named[ARC_SIG_JOB_MAX + 1];
     int version = 0;
+    arc_trust trust = *base_trust;
+    if (arc_sign_job_from_name(path, named, sizeof named) == 0) trust.job_id = named;
     fb_code rc = stor_open_file(path, cfg, &f, err);
+    cmd_rekey_out no = {header, 0, NULL, 0};
     if (!rc) rc = arc_reader_peek_version(f, &version, err);
     if (!rc && version < 2)
         rc = fb_err_set(err, FB_ERR_FORMAT, "\"%s\" is format %d, whose sealed key is authenticated into every "
                         "message: it cannot be re-sealed without re-encrypting (restore it and back up again)",
                         path, version);
-    /* A full open: the old key opens it and its manifest authenticates, before anything is written. */
-    if (!rc) rc = arc_reader_open(f, sk, pk, &r, err);
+    /* A full open: a trusted signature, the old key opens it and its manifest authenticates, before anything is
+     * written. */
+    if (!rc) rc = arc_reader_open(f, sk, pk, &trust, &r, err);
     if (!rc) rc = stor_rfile_pread(f, header, sizeof header, 0, err);
     if (!rc && crypto_box_seal_open(data_key, header + 16, ARC_SEALED_KEY_BYTES, pk, sk) != 0)
         rc = fb_err_set(err, FB_ERR_CRYPTO, "\"%s\": the secret key does not open it", path);
     if (!rc && crypto_box_seal(header + 16, data_key, sizeof data_key, new_pk) != 0)
         rc = fb_err_set(err, FB_ERR_CRYPTO, "could not seal to the new public key (is it a valid key?)");
     sodium_memzero(data_key, sizeof data_key);
+    if (!rc) no.keep = f->size;
+    if (!rc && version >= ARC_SIG_FIRST_VERSION)
+        rc = cmd_rekey_index(cfg, f, r, pk, new_pk, signer, &no.keep, &tail, &no.tail_len, err);
+    no.tail = tail;
     if (!rc && stor_is_url(path)) {
-        rc = cmd_rekey_replace_url(cfg, path, f, header, err);
+        rc = cmd_rekey_replace_url(cfg, path, f, &no, err);
         goto done;
     }
     if (!rc) {
@@ -169,7 +274,7 @@ static fb_code cmd_rekey_one(const fb_config *cfg, const char *path, const unsig
         if (!tmp || !dir) rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
         else sprintf(tmp, "%.*s%s.%s.rekey.tmp", (int)dl, path, slash ? "/" : "", base);
     }
-    if (!rc) rc = cmd_rekey_write(f, header, tmp, err);
+    if (!rc) rc = cmd_rekey_write(f, &no, tmp, err);
     if (!rc && rename(tmp, path) != 0) {
         rc = fb_err_set(err, FB_ERR_IO, "could not rename \"%s\" over \"%s\": %s", tmp, path, strerror(errno));
         unlink(tmp);
@@ -183,6 +288,7 @@ static fb_code cmd_rekey_one(const fb_config *cfg, const char *path, const unsig
 done:
     arc_reader_free(r);
     stor_rfile_close(f);
+    free(tail);
     free(tmp);
     free(dir);
     return rc;
@@ -196,6 +302,9 @@ int cmd_rekey(int argc, char **argv) {
     const char **paths = calloc((size_t)argc + 1, sizeof *paths);
     size_t n = 0, done = 0;
     unsigned char sk[ARC_SK_BYTES], pk[ARC_PK_BYTES], npk[ARC_PK_BYTES];
+    fb_keyring kr = {0};
+    fb_signer signer = {0};
+    arc_trust trust = {0};
     fb_code rc = fb_config_init(&cfg, &err);
     if (!paths) rc = fb_err_set(&err, FB_ERR_NOMEM, "out of memory");
     if (!rc) rc = fb_config_parse_args(&cfg, &argc, argv, FB_CFG_CLI, extra, &err);
@@ -204,8 +313,13 @@ int cmd_rekey(int argc, char **argv) {
         else if (strncmp(argv[i], "--new-public-key=", 17) == 0) new_pub = argv[i] + 17;
         else if (strcmp(argv[i], "--help") == 0) {
             printf("usage: fusion-backup rekey ARTIFACT... --secret-key OLD.key --new-public-key NEW.pub\n"
+                   "                         [--sign-key OPERATOR.key] [--trusted-signer FILE ...]\n"
                    "  re-seals each artifact's data key to the new public key without re-encrypting its data\n"
-                   "  (format 2 and later); the file is replaced atomically (copy, fsync, check, rename)\n");
+                   "  (format 2 and later); the file is replaced atomically (copy, fsync, check, rename).\n"
+                   "  Signed artifacts (format 5) must be signed by a trusted key; their chain index is re-MACed\n"
+                   "  for the new key and re-signed with --sign-key (a key the readers trust), unless the\n"
+                   "  workers use --index-key. This protects against a LOST secret key, not a compromised one:\n"
+                   "  the data key stays the same, so anyone with the old key and an old copy still reads it.\n");
             goto out;
         } else if (argv[i][0] != '-') paths[n++] = argv[i];
         else rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (see rekey --help)", argv[i]);
@@ -214,8 +328,12 @@ int cmd_rekey(int argc, char **argv) {
         rc = fb_err_set(&err, FB_ERR_USAGE, "rekey needs artifacts and --new-public-key FILE (see rekey --help)");
     if (!rc) rc = arc_key_load_secret(cfg.secret_key, sk, pk, &err);
     if (!rc) rc = arc_key_load_public(new_pub, npk, &err);
+    if (!rc) rc = fb_keyring_load(&kr, cfg.trusted_signers, "--trusted-signer", &err);
+    if (!rc && cfg.sign_key && *cfg.sign_key) rc = fb_signer_load(&signer, cfg.sign_key, "--sign-key", &err);
+    trust.signers = &kr;
+    trust.allow_unsigned = cfg.allow_unsigned != 0;
     for (size_t i = 0; !rc && i < n; i++) {
-        rc = cmd_rekey_one(&cfg, paths[i], sk, pk, npk, &err);
+        rc = cmd_rekey_one(&cfg, paths[i], sk, pk, npk, &trust, &signer, &err);
         if (!rc) {
             done++;
             printf("rekeyed %s\n", paths[i]);
@@ -227,6 +345,8 @@ int cmd_rekey(int argc, char **argv) {
     }
 out:
     sodium_memzero(sk, sizeof sk);
+    fb_keyring_free(&kr);
+    fb_signer_wipe(&signer);
     free(paths);
     fb_config_free(&cfg);
     return rc;

@@ -72,6 +72,7 @@ typedef struct fb_config {
     char *sign_key;
     char *trusted_requesters;
     char *trusted_signers;
+    int64_t allow_unsigned;   /* read unsigned (format <= 4) artifacts, with a warning (FORMAT.md, "Signatures") */
     /* -X prop=value pairs for librdkafka, in order given. */
     char *x_keys[FB_CONFIG_MAX_X];
     char *x_values[FB_CONFIG_MAX_X];
