@@ -388,8 +388,12 @@ int main(void) {
     CHECKF(strstr(err.msg, "empty database") != NULL, "message: %s", err.msg);
 
     /* --- tampering: flipped byte, truncation, wrong key; the target stays empty --- */
+    /* The damaged copies keep the job's file name (in folders of their own): a copy under another name is
+     * refused before any of this is looked at (test_artifact_sign). */
     char bad[1600];
-    snprintf(bad, sizeof bad, "%s/flipped.fbak", tmpdir);
+    snprintf(bad, sizeof bad, "%s/flipped", tmpdir);
+    mkdir(bad, 0700);
+    snprintf(bad, sizeof bad, "%s/flipped/%s.fbak", tmpdir, job);
     copy_file(artifact, bad, -1, (long)ast.st_size / 2);
     rc = restore_file(bad, sk_path, dst3, 1, &err);
     CHECKF(rc == FB_ERR_CRYPTO, "flipped byte: rc %d: %s", rc, err.msg);
@@ -403,8 +407,12 @@ int main(void) {
     /* a flipped byte in the last table's data, after the others loaded fine */
     copy_file(artifact, bad, -1, (long)ast.st_size - 2000);
     rc = restore_file(bad, sk_path, dst3, 1, &err);
-    CHECKF(rc == FB_ERR_CRYPTO || rc == FB_ERR_FORMAT, "flipped late byte: rc %d: %s", rc, err.msg);
-    snprintf(bad, sizeof bad, "%s/truncated.fbak", tmpdir);
+    /* (the manifest, the index or the signature block: the signature check refuses those first) */
+    CHECKF(rc == FB_ERR_CRYPTO || rc == FB_ERR_FORMAT || rc == FB_ERR_UNTRUSTED, "flipped late byte: rc %d: %s", rc,
+           err.msg);
+    snprintf(bad, sizeof bad, "%s/truncated", tmpdir);
+    mkdir(bad, 0700);
+    snprintf(bad, sizeof bad, "%s/truncated/%s.fbak", tmpdir, job);
     copy_file(artifact, bad, (long)ast.st_size - 100, -1);
     rc = restore_file(bad, sk_path, dst3, 1, &err);
     CHECKF(rc == FB_ERR_FORMAT && strstr(err.msg, "truncated"), "truncated: rc %d: %s", rc, err.msg);
@@ -415,7 +423,9 @@ int main(void) {
     /* a segment-level tamper that survives until the data: truncate inside the manifest keeps the trailer? no -
      * instead damage a table segment in the middle and restore into existing tables: rollback leaves them empty */
     exec_ok(d3, SCHEMA_SQL);
-    snprintf(bad, sizeof bad, "%s/flipped2.fbak", tmpdir);
+    snprintf(bad, sizeof bad, "%s/flipped2", tmpdir);
+    mkdir(bad, 0700);
+    snprintf(bad, sizeof bad, "%s/flipped2/%s.fbak", tmpdir, job);
     copy_file(artifact, bad, -1, (long)ast.st_size / 2);
     rc = restore_file(bad, sk_path, dst3, 0, &err);
     CHECKF(rc == FB_ERR_CRYPTO, "flipped byte into existing tables: rc %d: %s", rc, err.msg);
@@ -530,16 +540,55 @@ int main(void) {
         ev_event_free(ev);
     }
 
-    /* --- idempotent: the same job again leaves one artifact; a stale temporary is replaced --- */
+    /* --- immutable: the same job again (a replay) finds its signed, complete artifact and writes nothing, so a
+     * chain that uses it stays intact; with its artifact gone, it writes it again and a stale temporary is
+     * replaced --- */
     {
-        char dir[400], tmpf[600];
+        char dir[400], tmpf[600], apath[700];
+        struct stat before, after;
         snprintf(dir, sizeof dir, "%s/cfg3/nightly", root);
+        snprintf(apath, sizeof apath, "%s/%s.fbak", dir, job);
+        CHECK(stat(apath, &before) == 0);
+        size_t l1 = 0, l2 = 0;
+        unsigned char *b1 = NULL, *b2 = NULL;
+        {
+            FILE *fa = fopen(apath, "rb");
+            b1 = malloc((size_t)before.st_size);
+            l1 = fread(b1, 1, (size_t)before.st_size, fa);
+            fclose(fa);
+        }
+        job_result_init(&res);
+        rc = run_backup(job, "cfg3/nightly", NULL, 0, &res, &err);
+        CHECKF(rc == FB_OK, "re-run: %s", err.msg);
+        CHECK_EQ_INT(job_result_get(&res, "artifact_reused"), 1);
+        CHECK_EQ_INT(job_result_get(&res, "tables"), 7);
+        CHECK_EQ_INT(job_result_get(&res, "rows"), 2 + 3 + 3 + 20004 + 2 + 1000);
+        CHECK_EQ_STR(res.file_path, "cfg3/nightly/0b5cd0b8-6f2a-4a41-9d0c-8f1f0c5b3a11.fbak");
+        CHECK(stat(apath, &after) == 0 && after.st_ino == before.st_ino);
+        {
+            FILE *fa = fopen(apath, "rb");
+            b2 = malloc((size_t)after.st_size + 1);
+            l2 = fread(b2, 1, (size_t)after.st_size, fa);
+            fclose(fa);
+        }
+        CHECK(l1 == l2 && memcmp(b1, b2, l1) == 0);
+        free(b1);
+        free(b2);
+        CHECK_EQ_INT(count_files(dir), 1);
+
+        /* an unsigned (forged) file under the job's name is no backup of it: the job writes the real one */
         snprintf(tmpf, sizeof tmpf, "%s/.%s.fbak.tmp", dir, job);
+        unlink(apath);
         FILE *t = fopen(tmpf, "w");
         fputs("partial", t);
         fclose(t);
+        t = fopen(apath, "w");
+        fputs("not an artifact, planted under the job name", t);
+        fclose(t);
+        job_result_init(&res);
         rc = run_backup(job, "cfg3/nightly", NULL, 0, &res, &err);
-        CHECKF(rc == FB_OK, "re-run: %s", err.msg);
+        CHECKF(rc == FB_OK, "re-run over a forged file: %s", err.msg);
+        CHECK_EQ_INT(job_result_get(&res, "artifact_reused"), 0);
         CHECK_EQ_INT(count_files(dir), 1);
         CHECK(access(tmpf, F_OK) != 0);
     }
