@@ -392,10 +392,10 @@ def test_chunks_store_only_what_changed_in_a_big_table(bin, fresh_db, new_db, cf
         r = bin.run("verify", str(cfg["root"] / out["file_path"]), "--secret-key", str(cfg["key"]))
         assert r.returncode == 0 and r.stdout.startswith("OK"), r.stderr
 
-    # the manifest lists the chunks; every backup is format 4 (each carries its schema archive, issue 11)
+    # the manifest lists the chunks; every backup is format 5 (each carries its schema archive and is signed)
     r = bin.run("inspect", str(cfg["root"] / inc2["file_path"]), "--secret-key", str(cfg["key"]), "--json")
     m = json.loads(r.stdout)
-    assert m["format"] == 4 and m["schema_archive"]["length"] > 0
+    assert m["format"] == 5 and m["schema_archive"]["length"] > 0
     big = next(t for t in m["tables"] if t["name"] == "big")
     assert big["assembled"] is True and len(big["chunks"]) > 100
     assert sum(c[4] for c in big["chunks"]) == big["raw_bytes"]
@@ -403,7 +403,7 @@ def test_chunks_store_only_what_changed_in_a_big_table(bin, fresh_db, new_db, cf
     side = next(t for t in m["tables"] if t["name"] == "side")
     assert side["raw_bytes"] == 0 and side["assembled"] is True
     r = bin.run("inspect", str(cfg["root"] / full["file_path"]), "--secret-key", str(cfg["key"]), "--json")
-    assert json.loads(r.stdout)["format"] == 4
+    assert json.loads(r.stdout)["format"] == 5
 
     # the plaintext index shows chunk ids only as keyed tags: no chunk's plain BLAKE2b appears in it
     index = (cfg["root"] / inc1["file_path"]).read_bytes()

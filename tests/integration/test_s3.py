@@ -349,7 +349,8 @@ def test_server_killed_mid_upload_leaves_nothing_that_looks_complete(bin, fresh_
     job_id, ev = src.event("FULL")
     f = tmp_path / "big.msgpack"
     f.write_bytes(ev)
-    cmd = [bin.cli, "event", "run", str(f), "--no-publish", "--pg", fresh_db, "--storage-root", root,
+    cmd = [bin.cli, "event", "run", str(f), "--no-publish", "--sign-key", flow.worker_sign_key(), "--pg", fresh_db,
+           "--storage-root", root,
            "--public-key", str(pub), "--retry-max", "1", "--retry-backoff-ms", "200", "--s3-timeout-s", "5"]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pid = int((Path(s3["FB_S3_CREDENTIALS_FILE"]).parent / "weed.pid").read_text())
@@ -396,7 +397,8 @@ def test_a_stalled_server_is_retried_and_the_backup_completes(bin, fresh_db, new
     _, ev = src.event("FULL")
     f = tmp_path / "big.msgpack"
     f.write_bytes(ev)
-    cmd = [bin.cli, "event", "run", str(f), "--no-publish", "--pg", fresh_db, "--storage-root", root,
+    cmd = [bin.cli, "event", "run", str(f), "--no-publish", "--sign-key", flow.worker_sign_key(), "--pg", fresh_db,
+           "--storage-root", root,
            "--public-key", str(pub), "--retry-max", "4", "--retry-backoff-ms", "300", "--s3-timeout-s", "2"]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pid = int((Path(s3["FB_S3_CREDENTIALS_FILE"]).parent / "weed.pid").read_text())
