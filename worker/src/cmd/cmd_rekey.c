@@ -24,9 +24,9 @@
  *
  * What rekey protects against: a LOST secret key (rotate while the old one still opens the artifacts). Not a
  * COMPROMISED one: whoever holds the old secret key and any copy of an artifact (an offsite copy, a snapshot of
- * the storage) keeps its data key, which rekey does not change. For that, `rekey --new-data-key` re-encrypts
- * every segment under a fresh data key (same sizes and offsets; the manifest is re-signed with --sign-key), and
- * every copy made before must be destroyed.
+ * the storage) keeps its data key, which rekey does not change. After a compromise: back up again under the new
+ * key pair (every backup has a fresh data key), verify, then destroy the old artifacts and all their copies
+ * (FORMAT.md, "Re-sealing").
  */
 #include <errno.h>
 #include <fcntl.h>
