@@ -561,8 +561,10 @@ def test_tls_endpoint_needs_and_takes_a_ca_file(bin, fresh_db, new_db, keypair, 
     assert digests(target) == digests(fresh_db)
 
 
-def test_rekey_in_a_bucket(bin, fresh_db, new_db, keypair, s3, prefix, tmp_path):
+def test_rekey_in_a_bucket(bin, fresh_db, new_db, keypair, s3, prefix, tmp_path, signing_keys, monkeypatch):
     pub, key = keypair
+    # the chain index is re-MACed and re-signed with the operators' key (FB_SIGN_KEY), which readers trust
+    monkeypatch.setenv("FB_TRUSTED_SIGNERS", f"{signing_keys['worker'][0]},{signing_keys['ops'][0]}")
     prepare_source(fresh_db)
     src = Source(fresh_db, "cfg/daily")
     root = root_url(s3, prefix)
@@ -575,8 +577,9 @@ def test_rekey_in_a_bucket(bin, fresh_db, new_db, keypair, s3, prefix, tmp_path)
     r = bin.run("rekey", url, "--secret-key", str(key), "--new-public-key", str(tmp_path / "new.pub"))
     assert r.returncode == 0, r.stderr
     after = get_object(s3, f"{prefix}/{out['file_path']}")
-    # only the sealed key changed (bytes 16..96), nothing else; no temporary left beside it
-    assert len(after) == len(before) and after[:16] == before[:16] and after[96:] == before[96:]
+    # only the sealed key (bytes 16..96) and the re-MACed index with its signature changed; no temporary left
+    index_at = int.from_bytes(before[-16:-8], "little")
+    assert len(after) == len(before) and after[:16] == before[:16] and after[96:index_at] == before[96:index_at]
     assert after[16:96] != before[16:96]
     assert list(artifacts(s3, f"{prefix}/")) == [f"{prefix}/{out['file_path']}"]
     target = new_db()
