@@ -47,11 +47,14 @@ q "$PG_DEMO" "SELECT 'rows: ' || (SELECT count(*) FROM notifications_notificatio
 
 say "3. worker up; Django requests a backup"
 "$BIN/fusion-backup" keygen --out "$DEMO/backup"
+# The worker signs its artifacts with its own key; whoever reads them trusts its public key (FORMAT.md, "Signatures").
+[ -f "$DEMO/worker-sign.key" ] || "$BIN/fusion-backup" keygen --sign --out "$DEMO/worker-sign" >/dev/null
+export FB_TRUSTED_SIGNERS="$DEMO/worker-sign.pub"
 OFFSITE="s3://$FB_S3_BUCKET/demo-$(date +%s)"   # the offsite copy, in the local S3 server (deploy/local/s3.sh)
 # The worker speaks as the `worker` principal (env.sh's FB_KAFKA_* make the CLI `ops`; Django is `django`).
 "$BIN/fusion-backup-worker" --role all --pg "$PG_WORKER" --storage-root "$DEMO/storage" --copy-to "$OFFSITE" \
   --kafka-username worker --kafka-password-file "$FB_TEST_KAFKA_SECRETS/worker.password" \
-  --public-key "$DEMO/backup.pub" --brokers "$FB_TEST_BROKERS" --topic-prefix "$PREFIX" \
+  --public-key "$DEMO/backup.pub" --sign-key "$DEMO/worker-sign.key" --brokers "$FB_TEST_BROKERS" --topic-prefix "$PREFIX" \
   --group-id "demo-workers" --concurrency 2 --worker-name demo-worker-1 >"$DEMO/worker.log" 2>&1 &
 WORKER=$!
 trap 'kill -TERM $WORKER 2>/dev/null; wait $WORKER 2>/dev/null || true' EXIT
