@@ -101,7 +101,8 @@ def test_forged_artifact_restores_nothing_and_is_no_base(bin, fresh_db, new_db, 
     # an INCREMENTAL takes the genuine FULL as its base, never the newer forged one
     inc = backup(bin, db, cfg, "INCREMENTAL")
     assert inc["stats"]["ran_as_full"] == 0, inc
-    assert f"on base {genuine['job_id']}" in inc["_stderr"], inc["_stderr"]
+    r = bin.run("inspect", str(cfg["root"] / inc["file_path"]), "--secret-key", str(cfg["key"]), "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["base_job"] == genuine["job_id"], r.stdout + r.stderr
     assert f"not a base: backup {forged['job_id']}" in inc["_stderr"], inc["_stderr"]
 
 
