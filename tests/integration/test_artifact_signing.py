@@ -10,8 +10,8 @@ backup whose signed artifact exists leaves it byte for byte (a replay cannot bre
 """
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 import shutil
 
 import psycopg2
@@ -39,6 +39,12 @@ def scalar(conninfo: str, q: str):
     v = cur.fetchone()[0]
     conn.close()
     return v
+
+
+def key_id(pub_file) -> str:
+    """fb_sign.h's key id: the first 8 bytes of BLAKE2b-256 of the public key, in hex."""
+    pk = bytes.fromhex(next(ln for ln in pub_file.read_text().splitlines() if ln.startswith("ed25519-public")).split()[1])
+    return hashlib.blake2b(pk, digest_size=32).hexdigest()[:16]
 
 
 def backup(bin, db, cfg, backup_type="FULL", *extra, job_id=None) -> dict:  # noqa: F811 - cfg is the fixture's value
@@ -130,6 +136,7 @@ def test_rekey_then_list_prune_and_incremental(bin, fresh_db, new_db, cfg, signi
     monkeypatch.setenv("FB_TRUSTED_SIGNERS", f"{signing_keys['worker'][0]},{signing_keys['ops'][0]}")
     sql(fresh_db, SCHEMA)
     full = backup(bin, fresh_db, cfg)
+    full_state = digests(fresh_db)
     art = cfg["root"] / full["file_path"]
     before = art.read_bytes()
     bin.run("keygen", "--out", str(tmp_path / "new"), check=True)
@@ -163,3 +170,26 @@ def test_rekey_then_list_prune_and_incremental(bin, fresh_db, new_db, cfg, signi
     r = bin.run("verify", str(art), "--secret-key", str(tmp_path / "new.key"),
                 env={"FB_TRUSTED_SIGNERS": str(signing_keys["worker"][0])})
     assert r.returncode == 16 and "chain index" in r.stderr, r.stderr
+
+    # a compromised key: --new-data-key re-encrypts every segment under a fresh data key (same offsets and sizes)
+    bin.run("keygen", "--out", str(tmp_path / "newer"), check=True)
+    resealed = art.read_bytes()
+    r = bin.run("rekey", str(art), "--secret-key", str(tmp_path / "new.key"), "--new-public-key",
+                str(tmp_path / "newer.pub"), "--new-data-key", "--sign-key", str(signing_keys["ops"][1]))
+    assert r.returncode == 0, r.stderr
+    reencrypted = art.read_bytes()
+    data_end = int.from_bytes(resealed[-32:-24], "little")
+    assert int.from_bytes(reencrypted[-32:-24], "little") == data_end and reencrypted[:16] == resealed[:16]
+    # no segment's bytes survive: the old data key opens nothing of the new file
+    assert all(reencrypted[o:o + 64] != resealed[o:o + 64] for o in range(96, data_end - 64, 4096))
+    r = bin.run("verify", str(art), "--secret-key", str(tmp_path / "newer.key"))
+    assert r.returncode == 0, r.stderr
+    target = new_db()
+    r = bin.run("restore", str(art), "--pg", target, "--secret-key", str(tmp_path / "newer.key"), "--create")
+    assert r.returncode == 0, r.stderr
+    assert digests(target) == full_state
+    r = bin.run("list", "--storage-root", str(cfg["root"]), "--storage-path", "cfg77/daily", "--public-key",
+                str(tmp_path / "newer.pub"), "--json")
+    rows = {e["job_id"]: e for e in json.loads(r.stdout)}
+    # both parts are now the operators' signatures (a new ciphertext needs a new manifest signature)
+    assert rows[full["job_id"]]["restorable"] and rows[full["job_id"]]["signed_by"] == key_id(signing_keys["ops"][0])
