@@ -334,7 +334,7 @@ static fb_code cmd_rekey_reencrypt(stor_rfile *f, const arc_reader *r, int fd, c
     }
     memcpy(raw, mr, raw_len);
     if (m->has_index_hash) {
-        static const char key[] = "­" "index_blake2b" "Ä ";
+        static const char key[] = "\xad" "index_blake2b" "\xc4\x20";
         char *at = memmem(raw, raw_len, key, sizeof key - 1);
         if (!at || (size_t)(at - raw) + sizeof key - 1 + 32 > raw_len ||
             memcmp(at + sizeof key - 1, m->index_blake2b, 32) != 0) {
