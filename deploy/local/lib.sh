@@ -34,6 +34,7 @@ FB_KAFKA_SECRETS="$FB_KAFKA_DIR/secrets"   # one <principal>.password per SCRAM 
 FB_KAFKA_CA="$FB_KAFKA_TLS/ca.pem"
 : "${FB_VENV:=$FB_HOME/venv}"
 : "${FB_VENV_DJ32:=$FB_HOME/venv-dj32}"
+: "${FB_VENV_DJ31:=$FB_HOME/venv-dj31}"
 FB_BROKERS="127.0.0.1:$FB_KAFKA_PORT"
 
 fb_say() { printf '%s: %s\n' "${FB_SCRIPT:-fusion-local}" "$*" >&2; }

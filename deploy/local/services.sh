@@ -41,7 +41,7 @@ FB_TEST_KAFKA_SECRETS="$FB_KAFKA_SECRETS"
 fb_env() {
   local v
   for v in FB_HOME FB_TEST_PG FB_TEST_BROKERS FB_TEST_KAFKA_CA FB_TEST_KAFKA_SECRETS FB_PG_BIN FB_PG_PORT \
-    FB_KAFKA_PORT FB_KAFKA_LIBS FB_VENV FB_VENV_DJ32; do
+    FB_KAFKA_PORT FB_KAFKA_LIBS FB_VENV FB_VENV_DJ32 FB_VENV_DJ31; do
     printf 'export %s=%s\n' "$v" "$(fb_q "${!v}")"
   done
   # The C programs' own settings (fb_config.c): the CLI talks as the ops principal; workers and the recorder

@@ -25,6 +25,28 @@ class PublishError(Exception):
     """The message was not acknowledged by Kafka; str() says why and what to check."""
 
 
+class NotSent(PublishError):
+    """FUSION_BACKUP['PUBLISHER'] is "console" or "disabled": the event was logged, not sent. A PublishError, so
+    no caller can take it for a delivery; callers that know it keep their record QUEUED instead of FAILED (the
+    request itself is fine, only nobody will run it)."""
+
+
+def _not_sent(mode: str, topic: str, key: str, value: bytes) -> NotSent:
+    """Logs an event a "console" or "disabled" publisher does not send, and says so in the returned error."""
+    if mode == "console":
+        # Decoded, so a developer reads the request as the workers would; the value was validated by encode().
+        import json
+
+        import fusion_events
+
+        event = json.dumps(fusion_events.decode(value), ensure_ascii=False, sort_keys=True, default=str)
+        log.warning("PUBLISHER=console: not sent to Kafka: topic=%s key=%s event=%s", topic, key, event)
+    else:
+        log.info("PUBLISHER=disabled: not sent to Kafka: topic=%s key=%s (%d bytes)", topic, key, len(value))
+    return NotSent(f"not sent: FUSION_BACKUP['PUBLISHER'] is {mode!r} (the event was logged, no worker will see "
+                   f"it); set it to 'kafka' to reach the workers")
+
+
 _producers: Dict[Tuple[Any, ...], Producer] = {}
 _lock = threading.Lock()
 
@@ -79,8 +101,12 @@ def reset() -> None:
 def publish(topic: str, key: str, value: bytes, timeout: Optional[float] = None) -> Tuple[int, int]:
     """Produces one message and waits for its delivery report. Returns (partition, offset).
 
-    Raises PublishError with the Kafka error (and a hint) when the broker did not acknowledge in time.
+    Raises PublishError with the Kafka error (and a hint) when the broker did not acknowledge in time, and its
+    subclass NotSent when FUSION_BACKUP['PUBLISHER'] is not "kafka" (the event is only logged).
     """
+    mode = conf.publisher()
+    if mode != "kafka":
+        raise _not_sent(mode, topic, key, value)
     if timeout is None:
         timeout = float(conf.get("PUBLISH_TIMEOUT"))
     producer = get_producer()

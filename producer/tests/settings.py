@@ -60,6 +60,10 @@ FUSION_BACKUP = {
         "SSL_CA_FILE": os.environ.get("FB_TEST_KAFKA_CA")} if os.environ.get("FB_TEST_KAFKA_SECRETS") else {}),
 }
 
+# Failure mails go to ADMINS (FUSION_BACKUP['NOTIFY_RECIPIENTS'] unset); pytest-django swaps in the locmem backend.
+ADMINS = [("Backup admins", "backup-admins@example.org")]
+SERVER_EMAIL = "fusion-backup@example.org"
+
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

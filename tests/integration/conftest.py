@@ -287,8 +287,14 @@ def as_worker_role(conninfo: str) -> str:
     worker role. A database that cannot be reached (tests of a database that is down) is returned as it is."""
     if not WORKER_ROLE:
         return conninfo
-    r = subprocess.run([str(PG_BIN / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", f"worker_role={WORKER_ROLE}",
-                        "-d", conninfo, "-f", str(REPO / "deploy/sql/roles.sql")], capture_output=True, text=True)
+    for _ in range(5):
+        r = subprocess.run([str(PG_BIN / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-v",
+                            f"worker_role={WORKER_ROLE}", "-d", conninfo, "-f", str(REPO / "deploy/sql/roles.sql")],
+                           capture_output=True, text=True)
+        # Tests run in parallel (pytest -n): two sessions creating or altering the one role at once collide in
+        # pg_authid ("tuple concurrently updated", a duplicate key); the file is idempotent, so run it again.
+        if r.returncode == 0 or not ("concurrently" in r.stderr or "duplicate key" in r.stderr):
+            break
     if r.returncode != 0:
         if "could not connect" in r.stderr or "Connection refused" in r.stderr or "does not exist" in r.stderr:
             return conninfo

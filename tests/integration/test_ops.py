@@ -76,10 +76,10 @@ def test_replay_reruns_a_failed_job_once_its_cause_is_fixed_and_guards_loops(bin
 
     # Metrics saw one failure and one success of a backup.
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    assert 'fusion_jobs_total{type="backup",status="SUCCESS"} 1' in body
-    assert 'fusion_jobs_total{type="backup",status="FAILED"} 1' in body
-    assert f'fusion_last_backup_success_timestamp_seconds{{config_id="{config_id}"}}' in body
-    assert "fusion_job_duration_seconds_bucket" in body
+    assert 'fusion_backup_jobs_total{type="backup",status="SUCCESS"} 1' in body
+    assert 'fusion_backup_jobs_total{type="backup",status="FAILED"} 1' in body
+    assert f'fusion_backup_last_backup_success_timestamp_seconds{{config_id="{config_id}"}}' in body
+    assert "fusion_backup_job_duration_seconds_bucket" in body
 
 
 def test_replay_refuses_a_job_past_the_attempt_limit(bin, brokers, topic_prefix, fusion_db, storage_root, keypair,

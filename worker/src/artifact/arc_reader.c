@@ -24,6 +24,7 @@
 
 #include "artifact/arc_format.h"
 #include "artifact/arc_sign.h"
+#include "common/fb_progress.h"
 
 /* An artifact opened to read a table this one references; owned by the reader that opened it. */
 typedef struct ar_link {
@@ -245,6 +246,9 @@ static fb_code ar_segment(arc_reader *r, uint32_t segment, uint64_t off, uint64_
             if (o.pos) {
                 crypto_generichash_update(&hs, r->obuf, o.pos);
                 *raw += (int64_t)o.pos;
+                if (segment != ARC_MANIFEST_SEGMENT && !(r->manifest && r->manifest->schema &&
+                                                         segment == r->manifest->schema->segment))
+                    fb_progress_data(r->obuf, o.pos); /* COPY text, for a command's progress display */
                 if (sink) {
                     rc = sink(opaque, r->obuf, o.pos, err);
                     if (rc) goto out;

@@ -98,6 +98,7 @@ int main(int argc, char **argv) {
         goto out;
     }
     /* One endpoint per process, whatever the role: the recorder's counters are there too. */
+    dmn_metrics_health_expect((run_jobs ? 1u << DMN_CONSUMER_WORKER : 0) | (run_recorder ? 1u << DMN_CONSUMER_RECORDER : 0));
     if (cfg.metrics_listen && *cfg.metrics_listen && (rc = dmn_metrics_serve(cfg.metrics_listen, &err))) goto out;
     if (run_jobs && !run_recorder) {
         rc = dmn_worker_run(&cfg, name, &worker_signals, &err);

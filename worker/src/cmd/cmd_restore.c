@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "cmd/cmd.h"
+#include "cmd/cmd_progress.h"
 #include "common/fb_config.h"
 #include "dump/dump_open.h"
 #include "dump/dump_restore.h"
@@ -141,7 +142,10 @@ int cmd_restore(int argc, char **argv) {
         o.conninfo = cfg.pg;
         o.pg_restore = cfg.pg_restore;
         clock_gettime(CLOCK_MONOTONIC, &t0);
+        fb_progress *prog = cmd_progress_reading(&cfg, "restore", arc_reader_manifest(r), tables, n_names, 1);
         rc = dump_restore(r, c, &o, &st, &err);
+        fb_progress_done(prog, rc == FB_OK);
+        fb_progress_free(prog);
         clock_gettime(CLOCK_MONOTONIC, &t1);
     }
     if (rc) {

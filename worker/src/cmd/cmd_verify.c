@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "cmd/cmd.h"
+#include "cmd/cmd_progress.h"
 #include "common/fb_config.h"
 #include "dump/dump_open.h"
 #include "dump/dump_restore.h"
@@ -48,7 +49,10 @@ int cmd_verify(int argc, char **argv) {
     if (!rc) rc = dump_open_trust(&cfg, &kr, &trust, &err);
     if (!rc) rc = dump_open_chain(path, cfg.secret_key, chain, n_chain, &trust, &f, &r, &err);
     if (!rc) dump_open_describe(r, stderr);
+    fb_progress *prog = rc ? NULL : cmd_progress_reading(&cfg, "verify", arc_reader_manifest(r), NULL, 0, 0);
     if (!rc) rc = arc_reader_verify_all(r, &err);
+    fb_progress_done(prog, rc == FB_OK);
+    fb_progress_free(prog);
     if (!rc && into) {
         c = pgx_connect(into, "fusion-backup verify", &err);
         if (!c) rc = err.code;

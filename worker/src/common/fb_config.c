@@ -141,6 +141,12 @@ static const cfg_row cfg_rows[] = {
     ROW_F("allow-unsigned", allow_unsigned, "FB_ALLOW_UNSIGNED", W | C,
           "also read artifacts written before format 5 (unsigned: anyone with the public key can make one), with a "
           "warning each time; only while migrating a store you know was not tampered with"),
+    /* Progress of long CLI commands: backup, restore, verify (common/fb_progress.h). */
+    ROW_S("progress", progress, "auto", "FB_PROGRESS", C,
+          "auto (a bar on stderr when it is a terminal, else a line every progress-lines-ms) | bar | lines | off; "
+          "lines are JSON with --log-format json"),
+    ROW_I("progress-lines-ms", progress_lines_ms, "10000", 100, 3600000, "FB_PROGRESS_LINES_MS", C,
+          "interval of progress lines when stderr is not a terminal"),
 };
 #define CFG_NROWS (sizeof cfg_rows / sizeof cfg_rows[0])
 _Static_assert(CFG_NROWS <= FB_CONFIG_MAX_ROWS, "raise FB_CONFIG_MAX_ROWS");

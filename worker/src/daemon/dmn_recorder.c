@@ -206,6 +206,7 @@ fb_code dmn_recorder_run(const fb_config *cfg, volatile sig_atomic_t *signals, f
     if (!rc) FB_INFO("recorder: applying %s to BackupRecord (group %s)", topic, group);
     while (!rc && c && !*signals) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
+        dmn_metrics_consumer_beat(DMN_CONSUMER_RECORDER);
         if (!m) continue;
         if (m->err) {
             if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) FB_WARN("recorder: %s", rd_kafka_message_errstr(m));
@@ -243,6 +244,7 @@ fb_code dmn_recorder_run(const fb_config *cfg, volatile sig_atomic_t *signals, f
         ev_event_free(ev);
         rd_kafka_message_destroy(m);
     }
+    dmn_metrics_consumer_stopped(DMN_CONSUMER_RECORDER);
     if (!rd_kafka_assignment_lost(rk)) rd_kafka_commit(rk, NULL, 0);
     rd_kafka_consumer_close(rk);
     rd_kafka_destroy(rk);

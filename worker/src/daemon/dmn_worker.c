@@ -408,6 +408,7 @@ fb_code dmn_worker_run(const fb_config *cfg, const char *worker_name, volatile s
         dmn_dispatch(w);
         dmn_reconcile(w);
         rd_kafka_message_t *m = rd_kafka_consumer_poll(w->consumer, DMN_POLL_MS);
+        dmn_metrics_consumer_beat(DMN_CONSUMER_WORKER);
         if (m) {
             if (m->err) {
                 if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
@@ -430,6 +431,7 @@ fb_code dmn_worker_run(const fb_config *cfg, const char *worker_name, volatile s
     }
     FB_INFO("worker %s: leaving the group", worker_name);
 out:
+    dmn_metrics_consumer_stopped(DMN_CONSUMER_WORKER);
     if (w->consumer) {
         rd_kafka_consumer_close(w->consumer);
         rd_kafka_destroy(w->consumer);
