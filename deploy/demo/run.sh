@@ -48,6 +48,8 @@ q "$PG_DEMO" "SELECT 'rows: ' || (SELECT count(*) FROM notifications_notificatio
 
 say "3. worker up; Django requests a backup"
 "$BIN/fusion-backup" keygen --out "$DEMO/backup"
+# The worker signs its status events and artifacts with its own key (keys.sh's worker.key); whoever reads them
+# trusts its public key: env.sh's FB_TRUSTED_SIGNERS (FORMAT.md and schemas/SPEC.md, "Signatures").
 OFFSITE="s3://$FB_S3_BUCKET/demo-$(date +%s)"   # the offsite copy, in the local S3 server (deploy/local/s3.sh)
 # The worker speaks as the `worker` principal (env.sh's FB_KAFKA_* make the CLI `ops`; Django is `django`).
 "$BIN/fusion-backup-worker" --role all --pg "$PG_WORKER" --storage-root "$DEMO/storage" --copy-to "$OFFSITE" \

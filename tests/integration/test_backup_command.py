@@ -51,7 +51,9 @@ def records(db: str, config_id: int) -> list[dict]:
 
 
 def settings(db, storage_root, pub) -> list[str]:
-    return ["--pg", db, "--storage-root", str(storage_root), "--public-key", str(pub)]
+    # the artifact is signed by --sign-key; readers trust the workers' key (conftest), so sign as a worker would
+    return ["--pg", db, "--storage-root", str(storage_root), "--public-key", str(pub), "--sign-key",
+            flow.worker_sign_key()]
 
 
 def test_backup_records_itself_and_list_and_restore_see_it(bin, source, storage_root, keypair, new_db):
@@ -157,7 +159,8 @@ def test_backup_into_a_bucket_restores_from_it(bin, source, keypair, new_db):
     root = f"s3://{s3['FB_S3_BUCKET']}/t-{uuid.uuid4().hex[:10]}"
     config_id = add_config(source, "to-bucket", ["marks"])
     r = subprocess.run([bin.cli, "backup", "to-bucket", "--json", "--pg", source, "--storage-root", root,
-                        "--public-key", str(pub)], capture_output=True, text=True, env=env, timeout=300)
+                        "--public-key", str(pub), "--sign-key", flow.worker_sign_key()], capture_output=True,
+                       text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["artifact"] == f"{root}/{FOLDER}/{out['job_id']}.fbak", out

@@ -411,7 +411,8 @@ def test_flipped_byte_in_schema_segment_leaves_no_object(bin, zoo, new_db, stora
     out, _ = backup(bin, zoo, settings, tmp_path)
     artifact = storage_root / out["file_path"]
     sa = inspect(bin, artifact, keypair[1])["schema_archive"]
-    bad = tmp_path / "bad.fbak"
+    (tmp_path / "bad").mkdir()
+    bad = tmp_path / "bad" / artifact.name  # the job's own name: another one is refused before any byte is read
     data = bytearray(artifact.read_bytes())
     data[sa["offset"] + sa["length"] // 2] ^= 0x01
     bad.write_bytes(bytes(data))

@@ -337,16 +337,20 @@ def test_copies_are_checked_and_restorable(bin, fresh_db, new_db, cfg, tmp_path)
     assert out["status"] == "FAILED" and "missing" in out["error"], out
 
 
-def test_rekey_reseals_without_reencrypting(bin, fresh_db, new_db, cfg, tmp_path):
+def test_rekey_reseals_without_reencrypting(bin, fresh_db, new_db, cfg, tmp_path, signing_keys, monkeypatch):
+    # rekey re-MACs the chain index for the new key and re-signs it with the operators' key, which readers trust
+    monkeypatch.setenv("FB_TRUSTED_SIGNERS", f"{signing_keys['worker'][0]},{signing_keys['ops'][0]}")
     sql(fresh_db, SCHEMA)
     out = do_backup(bin, fresh_db, cfg, "FULL")
     art = cfg["root"] / out["file_path"]
     before = art.read_bytes()
     bin.run("keygen", "--out", str(tmp_path / "new"), check=True)
-    r = bin.run("rekey", str(art), "--secret-key", str(cfg["key"]), "--new-public-key", str(tmp_path / "new.pub"))
+    r = bin.run("rekey", str(art), "--secret-key", str(cfg["key"]), "--new-public-key", str(tmp_path / "new.pub"),
+                "--sign-key", str(signing_keys["ops"][1]))
     assert r.returncode == 0, r.stderr
     after = art.read_bytes()
-    assert len(after) == len(before) and after[96:] == before[96:] and after[:16] == before[:16]
+    index_at = int.from_bytes(before[-16:-8], "little")  # the trailer's chain index offset: segments end there
+    assert len(after) == len(before) and after[96:index_at] == before[96:index_at] and after[:16] == before[:16]
     assert after[16:96] != before[16:96]
     r = bin.run("verify", str(art), "--secret-key", str(cfg["key"]))
     assert r.returncode == 7 and "does not open" in r.stderr, r.stderr
@@ -422,7 +426,8 @@ def test_chunks_store_only_what_changed_in_a_big_table(bin, fresh_db, new_db, cf
         r = bin.run("verify", str(cfg["root"] / out["file_path"]), "--secret-key", str(cfg["key"]))
         assert r.returncode == 0 and r.stdout.startswith("OK"), r.stderr
 
-    # every backup is format 5 (a schema archive, and chunk lists as binary records after the index head, issue 11)
+    # every backup is format 5: a schema archive, chunk lists as binary records after the index head (issue 11),
+    # and signed (issue 12)
     r = bin.run("inspect", str(cfg["root"] / inc2["file_path"]), "--secret-key", str(cfg["key"]), "--json")
     m = json.loads(r.stdout)
     assert m["format"] == 5 and m["schema_archive"]["length"] > 0

@@ -25,9 +25,13 @@
  *   4 (2026-12): a schema archive segment (`pg_dump -Fc` of everything but the tables' rows, manifest
  *                `schema_archive`), so a restore --create brings back every object of the database. Every backup
  *                with a schema archive is written as 4 (readers of 3 would find a segment that is no table).
- *   5 (2026-12): chunk lists as binary records after the chain index's head (index version 3, arc_clist.h) instead
- *                of text lines in the index and arrays in the manifest, so neither grows in memory with the data
- *                and no cap limits the database's size. Every backup is written as 5. */
+ *   5 (2026-12): two changes shipped together. Chunk lists as binary records after the chain index's head (index
+ *                version 3, arc_clist.h) instead of text lines in the index and arrays in the manifest, so neither
+ *                grows in memory with the data and no cap limits the database's size. And signed artifacts
+ *                (arc_sign.h): a signature block between the chain index and the trailer holds the worker's
+ *                Ed25519 signatures of the manifest segment and of the index head (whose per-table record hashes
+ *                bind the records). Readers refuse format <= 4 unless told to allow unsigned artifacts. Every
+ *                backup is written as 5. */
 #define ARC_FORMAT_VERSION 5
 #define ARC_AD_BYTES_V2 16
 #define ARC_SEALED_KEY_BYTES (crypto_box_SEALBYTES + crypto_secretstream_xchacha20poly1305_KEYBYTES)

@@ -26,6 +26,7 @@
 #include "artifact/arc_clist.h"
 #include "artifact/arc_format.h"
 #include "artifact/arc_index.h"
+#include "artifact/arc_sign.h"
 #include "common/fb_progress.h"
 
 /* An artifact opened to read a table this one references; owned by the reader that opened it. */
@@ -57,16 +58,29 @@ struct arc_reader {
     char *manifest_raw;
     size_t manifest_len;
     arc_manifest *manifest;
-    /* Format 5: the head of the chain index (authenticated by the manifest's index_blake2b) and the file offset
-     * of its chunk records, from which assembled tables are read (arc_clist.h). NULL before format 5. */
+    /* Format 5: the head of the chain index (authenticated by its signature and, unless rekey re-signed it, by
+     * the manifest's index_blake2b) and the file offset of its chunk records, from which assembled tables are read
+     * (arc_clist.h). NULL before format 5. */
     arc_index *ix;
     uint64_t records_off;
     int borrowed;             /* a dup: manifest, manifest_raw and ix belong to the original */
+    /* Who wrote it (format 5, arc_sign.h): the keyring (borrowed) links are opened with, and the outcome. */
+    const fb_keyring *signers;
+    int allow_unsigned;
+    arc_sig_status sig;
+    /* The manifest segment as read once for its signature check; decrypted from here, so the bytes decrypted
+     * are the bytes whose signature was checked even if the file changes meanwhile. Owned; NULL before format 5. */
+    unsigned char *mcache;
+    uint64_t mcache_off, mcache_len;
 };
 
 #define AR_OUT_BYTES (256u * 1024u)
 
 static fb_code ar_read(arc_reader *r, void *buf, size_t len, uint64_t off, fb_err *err) {
+    if (r->mcache && off >= r->mcache_off && len <= r->mcache_len && off - r->mcache_off <= r->mcache_len - len) {
+        memcpy(buf, r->mcache + (off - r->mcache_off), len);
+        return FB_OK;
+    }
     return stor_rfile_pread(r->f, buf, len, off, err);
 }
 
@@ -84,8 +98,10 @@ static fb_code ar_trailer(stor_rfile *f, int version, uint64_t *moff, uint64_t *
                           fb_err *err) {
     unsigned char tr[ARC_TRAILER_BYTES_V2];
     size_t tl = version >= 2 ? ARC_TRAILER_BYTES_V2 : ARC_TRAILER_BYTES;
+    /* format 5: the signature block sits between the index and the trailer (arc_sign.h) */
+    size_t tail = tl + (version >= ARC_SIG_FIRST_VERSION ? ARC_SIG_BLOCK_BYTES : 0);
     uint64_t io = 0, il = 0;
-    if (f->size < ARC_HEADER_BYTES + tl)
+    if (f->size < ARC_HEADER_BYTES + tail)
         return fb_err_set(err, FB_ERR_FORMAT, "\"%s\" is truncated (shorter than a header and a trailer)", f->name);
     fb_code rc = stor_rfile_pread(f, tr, tl, f->size - tl, err);
     if (rc) return rc;
@@ -98,7 +114,7 @@ static fb_code ar_trailer(stor_rfile *f, int version, uint64_t *moff, uint64_t *
         io = *moff + *mlen;
     }
     if (memcmp(tr, ARC_TRAILER_MAGIC, 8) != 0 || *moff < ARC_HEADER_BYTES || *mlen > f->size || il > f->size ||
-        *moff + *mlen != io || io + il + tl != f->size)
+        *moff + *mlen != io || io + il + tail != f->size)
         return fb_err_set(err, FB_ERR_FORMAT, "\"%s\" has no valid trailer: the file is truncated or was altered (an "
                           "interrupted copy?)", f->name);
     if (ioff) *ioff = io;
@@ -280,13 +296,57 @@ out:
     return rc;
 }
 
-fb_code arc_reader_open(stor_rfile *f, const unsigned char *sk, const unsigned char *pk, arc_reader **out,
-                        fb_err *err) {
+/* Format 5: reads the manifest segment (into r->mcache), the index head and the signature block once, and checks
+ * the signatures against the trusted keys before anything of the manifest is used. *index (malloc'd) and *ilen:
+ * the index head as checked; *ioff and *whole: where the index starts and its whole length (head and records). The
+ * records are not read: the signed head holds the BLAKE2b of each table's range of them. */
+static fb_code ar_check_signature(arc_reader *r, const arc_trust *trust, char **index, size_t *ilen, uint64_t *ioff,
+                                  uint64_t *whole, fb_err *err) {
+    arc_sig_layout l;
+    arc_sig_block b;
+    unsigned char sb[ARC_SIG_BLOCK_BYTES], ct_hash[32];
+    fb_code rc = arc_sign_layout(r->f, &l, err);
+    if (rc) return rc;
+    r->sig.state = ARC_SIG_UNTRUSTED;
+    if (!(r->mcache = malloc(l.mlen ? (size_t)l.mlen : 1)))
+        return fb_err_set(err, FB_ERR_NOMEM, "out of memory reading the manifest of \"%s\"", r->f->name);
+    if ((rc = stor_rfile_pread(r->f, r->mcache, (size_t)l.mlen, l.moff, err)) ||
+        (rc = stor_rfile_pread(r->f, sb, sizeof sb, l.soff, err)))
+        return rc;
+    *ilen = 0;
+    *ioff = l.ioff;
+    *whole = l.ilen;
+    if (l.ilen) {
+        if ((rc = arc_reader_peek_index_at(r->f, index, ilen, ioff, whole, err))) return rc;
+    } else if (!(*index = calloc(1, 1))) {
+        return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    }
+    r->mcache_off = l.moff;
+    r->mcache_len = l.mlen;
+    if ((rc = arc_sign_block_decode(sb, &b, err))) {
+        fb_err_prefix(err, "refusing \"%s\" (nothing was read from it): ", r->f->name);
+        return rc;
+    }
+    memcpy(r->sig.manifest_key, b.manifest_key, sizeof r->sig.manifest_key);
+    memcpy(r->sig.index_key, b.index_key, sizeof r->sig.index_key);
+    memcpy(r->sig.job_id, b.job_id, sizeof r->sig.job_id);
+    crypto_generichash(ct_hash, sizeof ct_hash, r->mcache, (size_t)l.mlen, NULL, 0);
+    if ((rc = arc_sign_check(&b, trust, r->f->name, r->header, l.moff, l.mlen, ct_hash, l.ioff, *index, *ilen, err)))
+        return rc;
+    r->sig.state = ARC_SIG_TRUSTED;
+    return FB_OK;
+}
+
+fb_code arc_reader_open(stor_rfile *f, const unsigned char *sk, const unsigned char *pk, const arc_trust *trust,
+                        arc_reader **out, fb_err *err) {
     fb_code rc = FB_OK;
     int version = 0;
     unsigned char hash[ARC_HASH_BYTES];
     ar_membuf mb = {0};
     int64_t raw = 0;
+    char *signed_index = NULL;
+    size_t signed_ilen = 0;
+    uint64_t signed_ioff = 0, signed_whole = 0;
     arc_reader *r = calloc(1, sizeof *r);
     *out = NULL;
     if (!r || sodium_init() < 0) {
@@ -315,6 +375,12 @@ fb_code arc_reader_open(stor_rfile *f, const unsigned char *sk, const unsigned c
         goto out;
     }
     r->ad_len = version >= 2 ? ARC_AD_BYTES_V2 : ARC_HEADER_BYTES;
+    /* Who wrote it, before the data key is even unsealed: a refused artifact is never decrypted. */
+    r->signers = trust->signers;
+    r->allow_unsigned = trust->allow_unsigned;
+    if (version >= ARC_SIG_FIRST_VERSION) rc = ar_check_signature(r, trust, &signed_index, &signed_ilen, &signed_ioff, &signed_whole, err);
+    else rc = arc_sign_unsigned(trust, f->name, version, err);
+    if (rc) goto out;
     memcpy(r->sk, sk, sizeof r->sk);
     memcpy(r->pk, pk, sizeof r->pk);
     if (crypto_box_seal_open(r->data_key, r->header + 16, ARC_SEALED_KEY_BYTES, pk, sk) != 0) {
@@ -329,6 +395,11 @@ fb_code arc_reader_open(stor_rfile *f, const unsigned char *sk, const unsigned c
     if (rc) goto out;
     rc = arc_manifest_unpack(mb.p, mb.len, &r->manifest, err);
     if (rc) goto out;
+    if (r->sig.state == ARC_SIG_TRUSTED && (!r->manifest->job_id || strcmp(r->manifest->job_id, r->sig.job_id) != 0)) {
+        rc = fb_err_set(err, FB_ERR_VERIFY, "\"%s\": its signature is for backup %s but its manifest is of backup %s: "
+                        "refusing it", f->name, r->sig.job_id, r->manifest->job_id ? r->manifest->job_id : "?");
+        goto out;
+    }
     if (r->manifest->data_end != moff) {
         rc = fb_err_set(err, FB_ERR_FORMAT, "\"%s\": the manifest says the data ends at %llu but it starts at %llu: "
                         "the file was altered", f->name, (unsigned long long)r->manifest->data_end,
@@ -346,14 +417,26 @@ fb_code arc_reader_open(stor_rfile *f, const unsigned char *sk, const unsigned c
                             "written", f->name);
             goto out;
         }
+        /* Format 5: the index bytes are those whose signature was checked. An index re-signed by another trusted
+         * key (rekey re-MACs it for the new key) no longer has the hash the manifest recorded: its signature is
+         * what authenticates it then (FORMAT.md, "Signatures (format 5)"). */
+        int resigned = r->sig.state == ARC_SIG_TRUSTED && strcmp(r->sig.index_key, r->sig.manifest_key) != 0;
         if (ilen) {
             char *ib = NULL;
             size_t il = 0;
             uint64_t io = 0, whole = 0;
-            if ((rc = arc_reader_peek_index_at(f, &ib, &il, &io, &whole, err))) goto out;
+            if (signed_index) {
+                ib = signed_index;
+                il = signed_ilen;
+                io = signed_ioff;
+                whole = signed_whole;
+                signed_index = NULL;
+            } else if ((rc = arc_reader_peek_index_at(f, &ib, &il, &io, &whole, err))) {
+                goto out;
+            }
             /* Format 5: the hash covers the head, which records the BLAKE2b of each table's chunk records. */
             crypto_generichash(ih, sizeof ih, (const unsigned char *)ib, il, NULL, 0);
-            if (sodium_memcmp(ih, r->manifest->index_blake2b, sizeof ih) != 0) {
+            if (!resigned && sodium_memcmp(ih, r->manifest->index_blake2b, sizeof ih) != 0) {
                 free(ib);
                 rc = fb_err_set(err, FB_ERR_CRYPTO, "\"%s\": the chain index (plaintext, before the trailer) was "
                                 "altered: its BLAKE2b differs from the one the manifest recorded", f->name);
@@ -378,9 +461,12 @@ fb_code arc_reader_open(stor_rfile *f, const unsigned char *sk, const unsigned c
     r = NULL;
 out:
     free(mb.p);
+    free(signed_index);
     arc_reader_free(r);
     return rc;
 }
+
+const arc_sig_status *arc_reader_signature(const arc_reader *r) { return &r->sig; }
 
 const arc_manifest *arc_reader_manifest(const arc_reader *r) { return r->manifest; }
 
@@ -421,7 +507,9 @@ static fb_code ar_link_get(arc_reader *r, const char *job_id, const char *what, 
         fb_err_prefix(err, "%s: the backup chain is broken: ", what);
         goto out;
     }
-    if ((rc = arc_reader_open(l->f, r->sk, r->pk, &l->r, err))) {
+    /* Every link must be signed by a trusted key too, and be the job the reference names. */
+    arc_trust lt = {r->signers, r->allow_unsigned, job_id};
+    if ((rc = arc_reader_open(l->f, r->sk, r->pk, &lt, &l->r, err))) {
         fb_err_prefix(err, "%s: its data is in backup %s, which cannot be read: ", what, job_id);
         goto out;
     }
@@ -782,6 +870,9 @@ fb_code arc_reader_dup(const arc_reader *r, arc_reader **out, fb_err *err) {
     d->resolve = r->resolve;
     d->resolve_opaque = r->resolve_opaque;
     d->depth = r->depth;
+    d->signers = r->signers;
+    d->allow_unsigned = r->allow_unsigned;
+    d->sig = r->sig;
     d->manifest = r->manifest;
     d->manifest_raw = r->manifest_raw;
     d->manifest_len = r->manifest_len;
@@ -815,6 +906,7 @@ void arc_reader_free(arc_reader *r) {
     free(r->mbuf);
     free(r->pbuf);
     free(r->obuf);
+    free(r->mcache);
     if (!r->borrowed) {
         free(r->manifest_raw);
         arc_manifest_free(r->manifest);

@@ -80,6 +80,8 @@ int cmd_inspect(int argc, char **argv) {
     int json = 0;
     stor_rfile *f = NULL;
     arc_reader *r = NULL;
+    fb_keyring kr = {0};
+    arc_trust trust;
     fb_code rc = fb_config_init(&cfg, &err);
     if (!rc) rc = fb_config_parse_args(&cfg, &argc, argv, FB_CFG_CLI, extra, &err);
     for (int i = 1; !rc && i < argc; i++) {
@@ -93,17 +95,20 @@ int cmd_inspect(int argc, char **argv) {
         else rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (usage: inspect ARTIFACT [--json])", argv[i]);
     }
     if (!rc && !path) rc = fb_err_set(&err, FB_ERR_USAGE, "inspect needs the artifact's path");
-    if (!rc) rc = dump_open_artifact(path, cfg.secret_key, &f, &r, &err);
+    if (!rc) rc = dump_open_trust(&cfg, &kr, &trust, &err);
+    if (!rc) rc = dump_open_artifact(path, cfg.secret_key, &trust, &f, &r, &err);
     if (!rc && json) {
         size_t len = 0;
         const void *raw = arc_reader_manifest_raw(r, &len);
         rc = arc_manifest_print_json(raw, len, stdout, &err);
     } else if (!rc) {
+        dump_open_describe(r, stdout);
         cmd_inspect_text(arc_reader_manifest(r), arc_reader_index(r), f);
     }
     if (rc) fprintf(stderr, "fusion-backup inspect: %s\n", err.msg);
     arc_reader_free(r);
     stor_rfile_close(f);
+    fb_keyring_free(&kr);
     fb_config_free(&cfg);
     return rc;
 }

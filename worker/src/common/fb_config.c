@@ -13,8 +13,9 @@
 #include <strings.h>
 #include <unistd.h>
 
-/* CFG_LIST: a string of comma-separated items; see fb_config.origin. */
-typedef enum { CFG_STR, CFG_INT, CFG_LIST } cfg_type;
+/* CFG_LIST: a string of comma-separated items; see fb_config.origin. CFG_FLAG: an int64 0 or 1; on the command
+ * line `--NAME` alone means 1 (it takes no value, so it never swallows the next argument), `--NAME=0|1` either. */
+typedef enum { CFG_STR, CFG_INT, CFG_LIST, CFG_FLAG } cfg_type;
 enum { ORIGIN_DEFAULT, ORIGIN_FILE, ORIGIN_ENV, ORIGIN_FLAG };
 
 typedef struct cfg_row {
@@ -31,6 +32,7 @@ typedef struct cfg_row {
 #define ROW_S(n, f, d, env, prog, help) {n, CFG_STR, offsetof(fb_config, f), d, 0, 0, env, prog, help}
 #define ROW_L(n, f, d, env, prog, help) {n, CFG_LIST, offsetof(fb_config, f), d, 0, 0, env, prog, help}
 #define ROW_I(n, f, d, lo, hi, env, prog, help) {n, CFG_INT, offsetof(fb_config, f), d, lo, hi, env, prog, help}
+#define ROW_F(n, f, env, prog, help) {n, CFG_FLAG, offsetof(fb_config, f), "0", 0, 1, env, prog, help}
 #define W FB_CFG_WORKER
 #define C FB_CFG_CLI
 
@@ -138,6 +140,9 @@ static const cfg_row cfg_rows[] = {
     ROW_L("trusted-signer", trusted_signers, "", "FB_TRUSTED_SIGNERS", W | C,
           "public signing key file of a worker whose status events the recorder accepts and whose artifacts "
           "restore, verify, inspect and chains accept; repeat (or comma-separate) to trust several"),
+    ROW_F("allow-unsigned", allow_unsigned, "FB_ALLOW_UNSIGNED", W | C,
+          "also read artifacts written before format 5 (unsigned: anyone with the public key can make one), with a "
+          "warning each time; only while migrating a store you know was not tampered with"),
     /* Progress of long CLI commands: backup, restore, verify (common/fb_progress.h). */
     ROW_S("progress", progress, "auto", "FB_PROGRESS", C,
           "auto (a bar on stderr when it is a terminal, else a line every progress-lines-ms) | bar | lines | off; "
@@ -318,6 +323,7 @@ fb_code fb_config_parse_args(fb_config *cfg, int *argc, char **argv, unsigned pr
         }
         const char *value;
         if (eq) value = eq + 1;
+        else if (row->type == CFG_FLAG) value = "1";
         else if (i + 1 < n) value = argv[++i];
         else {
             rc = fb_err_set(err, FB_ERR_USAGE, "option --%s needs a value", row->name);
@@ -345,7 +351,7 @@ fb_code fb_config_parse_args(fb_config *cfg, int *argc, char **argv, unsigned pr
             if (!row || !(row->programs & program) || row->offset == offsetof(fb_config, config_file)) {
                 continue;
             }
-            const char *value = eq ? eq + 1 : (i + 1 < n ? argv[++i] : "");
+            const char *value = eq ? eq + 1 : row->type == CFG_FLAG ? "1" : (i + 1 < n ? argv[++i] : "");
             rc = cfg_set(cfg, row, value, a, ORIGIN_FLAG, err);
         }
     }
@@ -362,7 +368,9 @@ void fb_config_print_help(unsigned program) {
         const cfg_row *r = &cfg_rows[i];
         if (!(r->programs & program)) continue;
         printf("  --%-22s %-24s %s\n", r->name, r->env, r->help);
-        if (r->type == CFG_INT)
+        if (r->type == CFG_FLAG)
+            printf("  %-24s %-24s a flag: --%s alone turns it on (default off)\n", "", "", r->name);
+        else if (r->type == CFG_INT)
             printf("  %-24s %-24s default %s, %lld..%lld\n", "", "", r->def, (long long)r->min, (long long)r->max);
         else if (*r->def)
             printf("  %-24s %-24s default \"%s\"\n", "", "", r->def);
@@ -391,7 +399,7 @@ const char *fb_config_shown(const char *name, const char *value) {
 void fb_config_free(fb_config *cfg) {
     if (!cfg) return;
     for (size_t i = 0; i < CFG_NROWS; i++)
-        if (cfg_rows[i].type != CFG_INT) {
+        if (cfg_rows[i].type == CFG_STR || cfg_rows[i].type == CFG_LIST) {
             char **slot = (char **)((char *)cfg + cfg_rows[i].offset);
             free(*slot);
             *slot = NULL;

@@ -73,6 +73,7 @@ typedef struct fb_config {
     char *sign_key;
     char *trusted_requesters;
     char *trusted_signers;
+    int64_t allow_unsigned;   /* read unsigned (format <= 4) artifacts, with a warning (FORMAT.md, "Signatures") */
     /* Progress of long CLI commands (common/fb_progress.h). */
     char *progress;
     int64_t progress_lines_ms;

@@ -30,6 +30,12 @@
  * its custom-format archive of every object but the tables' rows becomes the first segment, so what a restore
  * --create rebuilds (types, functions, views, triggers, policies, grants, large objects, ...) is exactly the
  * state the rows were read in.
+ *
+ * Signed (format 5, artifact/arc_sign.h): the worker signs the manifest and the chain index with its own key
+ * (`sign-key`); a base is only ever taken from an artifact a trusted key signed (`trusted-signer`, which lists the
+ * worker's own key too). Artifacts are immutable: when this job's artifact already exists, signed by a trusted
+ * key, for this job, with an index that authenticates (a replay, a redelivery after a lost status), the job
+ * records its success from it and writes nothing, so an INCREMENTAL that references it keeps its chain.
  */
 #include "job/job_backup.h"
 
@@ -44,6 +50,8 @@
 #include "artifact/arc_format.h"
 #include "artifact/arc_index.h"
 #include "artifact/arc_key.h"
+#include "artifact/arc_reader.h"
+#include "artifact/arc_sign.h"
 #include "artifact/arc_writer.h"
 #include "common/fb_log.h"
 #include "dump/dump_catalog.h"
@@ -457,9 +465,12 @@ static const job_chain_entry *jb_pick_base(const job_chain *ch, const ev_event *
         const job_chain_entry *e = &ch->e[i];
         if (strcmp(e->job_id, ev->job_id) == 0) continue; /* our own earlier attempt */
         if (!job_chain_usable(e)) {
-            if (e->problem[0]) {
+            if (e->problem[0] || e->sig.state != ARC_SIG_TRUSTED) {
                 skipped++;
-                FB_WARN("job=%s not a base: backup %s: %s", ev->job_id, e->job_id, e->problem);
+                FB_WARN("job=%s not a base: backup %s: %s", ev->job_id, e->job_id,
+                        e->problem[0] ? e->problem
+                        : e->sig.state == ARC_SIG_UNSIGNED ? "unsigned (written before format 5)"
+                                                           : e->untrusted_why);
             }
             continue;
         }
@@ -524,6 +535,55 @@ static fb_code jb_copy_file(stor *src, stor *dst, const char *dst_root, const ch
     return rc;
 }
 
+/* Step 1c: this job's artifact already exists. Returns 1 when it is a complete backup of this job that a trusted key
+ * signed and whose index authenticates: res is then filled from its index, and nothing is written. Otherwise 0
+ * (nothing there, or something that is not this job's backup, which the new artifact replaces; *why says what). */
+static int jb_existing(stor *st, const char *rel, const ev_event *ev, const fb_keyring *kr,
+                       const unsigned char ikey[ARC_INDEX_KEY_BYTES], job_result *res, char *why, size_t cap) {
+    stor_rfile *f = NULL;
+    char *buf = NULL;
+    size_t len = 0;
+    arc_index *ix = NULL;
+    arc_trust trust = {kr, 0, ev->job_id};
+    fb_err e;
+    int ok = 0;
+    why[0] = '\0';
+    if (stor_open(st, rel, &f, &e) != FB_OK) goto out; /* none: the normal case */
+    if (arc_sign_peek(f, &trust, NULL, &e) || arc_reader_peek_index(f, &buf, &len, &e) ||
+        arc_index_parse(buf, len, ikey, &ix, &e)) {
+        snprintf(why, cap, "%s", e.msg);
+        goto out;
+    }
+    if (!ix->job_id || strcmp(ix->job_id, ev->job_id) != 0 || ix->config_id != ev->u.backup.config_id) {
+        snprintf(why, cap, "its index names job %s of configuration %lld", ix->job_id ? ix->job_id : "?",
+                 (long long)ix->config_id);
+        goto out;
+    }
+    int64_t rows = 0, raw = 0, n_ref = 0;
+    for (size_t i = 0; i < ix->n_tables; i++) {
+        rows += ix->tables[i].rows;
+        raw += ix->tables[i].raw_bytes;
+        if (strcmp(ix->tables[i].stored_in, ev->job_id) != 0) n_ref++;
+    }
+    snprintf(res->file_path, sizeof res->file_path, "%s", rel);
+    res->file_size = (int64_t)f->size;
+    job_result_set(res, "tables", (int64_t)ix->n_tables);
+    job_result_set(res, "rows", rows);
+    job_result_set(res, "raw_bytes", raw);
+    job_result_set(res, "stored_bytes", (int64_t)f->size);
+    job_result_set(res, "artifact_reused", 1);
+    if (ev->u.backup.backup_type != EV_FULL) {
+        job_result_set(res, "ran_as_full", ix->base_job ? 0 : 1);
+        job_result_set(res, "tables_referenced", n_ref);
+    }
+    ok = 1;
+out:
+    arc_index_free(ix);
+    free(buf);
+    stor_rfile_close(f);
+    return ok;
+}
+
 typedef struct jb_prune_log {
     const char *job_id, *root;
 } jb_prune_log;
@@ -564,6 +624,8 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     uint64_t base_chunks = 0;
     jb_chunking ck = {0};     /* the table going through the chunker */
     int64_t chunks_reused = 0, chunks_stored = 0;
+    fb_signer signer = {0};
+    fb_keyring kr = {0};
 
     if (ev->type != EV_BACKUP_REQUESTED) return fb_err_set(err, FB_ERR_INTERNAL, "job_backup_run: not a backup event");
     /* 0. The database authorises this exact request (record, configuration, tables, folder, retention). */
@@ -581,12 +643,33 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     if ((rc = arc_key_load_public(cfg->public_key, pk, err))) goto out;
     if ((rc = arc_index_key(cfg->index_key, pk, ikey, err))) goto out;
     arc_chunk_key(ikey, ckey);
+    if ((rc = fb_signer_load(&signer, cfg->sign_key, "--sign-key", err))) {
+        fb_err_prefix(err, "refusing the backup (artifacts are signed): ");
+        goto out;
+    }
+    if ((rc = fb_keyring_load(&kr, cfg->trusted_signers, "--trusted-signer", err))) goto out;
+    if (!fb_keyring_find(&kr, signer.key_id))
+        FB_WARN("job=%s this worker's own signing key %s is not among --trusted-signer: its backups will not serve "
+                "as bases of later INCREMENTAL/DIFFERENTIAL backups", ev->job_id, signer.key_id);
     if ((rc = stor_open_location(cfg->storage_root, cfg, &st, err))) goto out;
+
+    /* 1a. Immutable artifacts: a backup of this job that already exists and holds up is the answer. */
+    {
+        char why[600];
+        if (jb_existing(st, rel, ev, &kr, ikey, res, why, sizeof why)) {
+            FB_INFO("job=%s artifact \"%s\" already exists, signed and complete: recording its success from it, "
+                    "writing nothing", ev->job_id, rel);
+            goto out;
+        }
+        if (why[0])
+            FB_WARN("job=%s \"%s\" exists but is not a valid backup of this job (%s): writing the backup over it",
+                    ev->job_id, rel, why);
+    }
 
     /* 1b. The base, from the chain indexes (the worker cannot read manifests). */
     if (rq->backup_type != EV_FULL) {
         fb_err why;
-        if ((rc = job_chain_load(st, rq->storage_path, ikey, &ch, err))) goto out;
+        if ((rc = job_chain_load(st, rq->storage_path, ikey, &kr, &ch, err))) goto out;
         base = jb_pick_base(&ch, ev, &why);
         if (base)
             FB_INFO("job=%s %s on base %s (%s of %lld)", ev->job_id, jb_type_name(rq->backup_type), base->job_id,
@@ -656,10 +739,11 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
 
     /* 3. The artifact. */
     if ((rc = stor_create(st, rel, &wf, err))) goto out;
-    /* Format 4: every backup carries its schema archive (segment 1), so readers of 3 cannot read it. */
+    /* Format 5: every backup carries its schema archive (segment 1, since 4) and is signed. */
     m.format = ARC_FORMAT_VERSION;
     if ((rc = arc_writer_new_version(wf, pk, (int)cfg->zstd_level, (int)m.format, &w, err))) goto out;
     if ((rc = arc_writer_set_zstd_workers(w, (int)cfg->zstd_workers, err))) goto out;
+    if ((rc = arc_writer_set_signer(w, &signer, ev->job_id, err))) goto out;
     if ((rc = jb_schema_archive(cfg, c, w, rq->n_tables == 0, &m, err))) goto out;
     m.tables = calloc(n_rels ? n_rels : 1, sizeof *m.tables);
     ix.tables = calloc(n_rels ? n_rels : 1, sizeof *ix.tables);
@@ -829,7 +913,7 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
 
     /* 7. Retention, on every location; a failure here does not undo the backup (it is only logged). */
     if (rq->retention_days > 0) {
-        job_prune_opts po = {rq->retention_days, jb_now_ms(), rq->config_id, 0, ev->job_id};
+        job_prune_opts po = {rq->retention_days, jb_now_ms(), rq->config_id, 0, ev->job_id, &kr};
         jb_prune_log pl = {ev->job_id, cfg->storage_root};
         fb_err perr;
         int64_t n = 0;
@@ -890,6 +974,8 @@ out:
     free(srcs.v);
     arc_clist_spool_close(&spool);
     job_chain_clear(&ch);
+    fb_keyring_free(&kr);
+    fb_signer_wipe(&signer);
     sodium_memzero(ckey, sizeof ckey);
     sodium_memzero(pk, sizeof pk);
     sodium_memzero(ikey, sizeof ikey);

@@ -26,8 +26,8 @@ static fb_code jc_on_file(void *opaque, const stor_entry *se, fb_err *err) {
     return FB_OK;
 }
 
-fb_code job_chain_load(stor *st, const char *rel_dir, const unsigned char key[ARC_INDEX_KEY_BYTES], job_chain *out,
-                       fb_err *err) {
+fb_code job_chain_load(stor *st, const char *rel_dir, const unsigned char key[ARC_INDEX_KEY_BYTES],
+                       const fb_keyring *signers, job_chain *out, fb_err *err) {
     memset(out, 0, sizeof *out);
     fb_code rc = stor_list(st, rel_dir, jc_on_file, out, err);
     if (rc) goto out;
@@ -40,6 +40,15 @@ fb_code job_chain_load(stor *st, const char *rel_dir, const unsigned char key[AR
         snprintf(rel, sizeof rel, "%s/%s%s", rel_dir, e->job_id, ARC_ARTIFACT_SUFFIX);
         fb_code r2 = stor_open(st, rel, &f, &e2);
         if (r2 == FB_OK) r2 = arc_reader_peek_version(f, &e->artifact_version, &e2);
+        if (r2 == FB_OK) {
+            /* Who wrote it: the signatures (format 5) with this file's job id; unsigned ones are listed as such. */
+            arc_trust trust = {signers, 1, e->job_id};
+            fb_err e3;
+            if (arc_sign_peek(f, &trust, &e->sig, &e3) != FB_OK) {
+                e->sig.state = ARC_SIG_UNTRUSTED;
+                snprintf(e->untrusted_why, sizeof e->untrusted_why, "%s", e3.msg);
+            }
+        }
         if (r2 == FB_OK && e->artifact_version == 1) {
             stor_rfile_close(f);
             continue; /* a FULL written before chains: no index, nothing references it as a base */
@@ -83,7 +92,9 @@ job_chain_entry *job_chain_find(const job_chain *c, const char *job_id) {
     return NULL;
 }
 
-int job_chain_usable(const job_chain_entry *e) { return e->ix && e->problem[0] == '\0'; }
+int job_chain_usable(const job_chain_entry *e) {
+    return e->ix && e->problem[0] == '\0' && e->sig.state == ARC_SIG_TRUSTED;
+}
 
 int64_t job_chain_time(const job_chain_entry *e) { return e->ix ? e->ix->completed_ms : e->artifact_mtime_ms; }
 

@@ -93,7 +93,7 @@ fb_code job_prune_run(stor *st, const char *dir, const unsigned char key[ARC_IND
         if (report) report(opaque, tr.names[i], 1, "leftover of an interrupted removal");
     }
 
-    if ((rc = job_chain_load(st, dir, key, &ch, err))) goto out;
+    if ((rc = job_chain_load(st, dir, key, o->signers, &ch, err))) goto out;
     cand = calloc(ch.n + 1, sizeof *cand);
     scope = calloc(ch.n + 1, sizeof *scope);
     why = calloc(ch.n + 1, sizeof *why);
