@@ -403,9 +403,10 @@ def test_flipped_truncated_wrong_key_restore_nothing(bin, fresh_db, new_db, stor
 
     # a flipped byte in the chunk records (which only later backups read, to find the chain's chunks): verify
     # authenticates them against their BLAKE2b in the index head
-    at = len(good) - 40 - 100
+    at = len(good) - 40 - 298 - 100  # before the signature block (298 bytes) and the trailer (40)
     assert at > ioff + 100
-    bad = tmp_path / "bad.fbak"
+    (tmp_path / "badrec").mkdir()
+    bad = tmp_path / "badrec" / Path(out["file_path"]).name  # the job's own name: another name is refused first
     bad.write_bytes(good[:at] + bytes([good[at] ^ 1]) + good[at + 1:])
     r = bin.run("verify", str(bad), "--secret-key", str(keypair[1]))
     assert r.returncode == 7 and "chunk list" in r.stderr, f"verify, damaged chunk records: {r.returncode} {r.stderr}"

@@ -71,7 +71,7 @@ def source(fresh_db):
     return fresh_db
 
 
-def test_from_an_empty_machine_as_the_readme_says(bin, pg, source, storage_root, keypair, tmp_path):
+def test_from_an_empty_machine_as_the_readme_says(bin, pg, source, storage_root, keypair, tmp_path, signing_keys):
     pub, secret = keypair
     made = []
     for backup_type in ("FULL", "INCREMENTAL"):
@@ -87,6 +87,9 @@ def test_from_an_empty_machine_as_the_readme_says(bin, pg, source, storage_root,
     keys.mkdir()
     shutil.copy(secret, keys / "backup.key")
     shutil.copy(pub, keys / "backup.pub")
+    # the signing public keys: `fusion-backup backup` signs as the operator (FB_SIGN_KEY), workers as themselves
+    for party in ("worker", "ops"):
+        shutil.copy(signing_keys[party][0], keys / f"{party}.pub")
     os.chmod(keys / "backup.key", 0o644)  # step 1 of the runbook tightens it
     db = f"rb_{uuid.uuid4().hex[:10]}"
     block = with_paths(runbook(), {"KEYS": str(keys), "ROOT": str(storage_root), "FOLDER": FOLDER, "SERVER": pg,
