@@ -199,12 +199,11 @@ fb_code job_archive_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     ja_counts k = {0};
     ja_plan plan = {0};
     ja_sb sql = {0}, sql_first = {0};
-    Oid *types = NULL;
+    ja_params q = {0};
     PGconn *c = NULL;
-    const char **prm = NULL;
     char *last_key = NULL;
     fb_code rc = FB_OK;
-    char appname[80], cutoff[32], by[32], limit[32], what[256];
+    char appname[80], cutoff[32], what[256];
     k.total_due = -1;
 
     if (ev->type != EV_ARCHIVE_DUE) {
@@ -226,7 +225,6 @@ fb_code job_archive_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     FB_DEBUG("job=%s archive statement: %s", ev->job_id, sql.p);
 
     snprintf(cutoff, sizeof cutoff, "%" PRId64, a->cutoff);
-    snprintf(by, sizeof by, "%" PRId64, a->archived_by.v);
     snprintf(what, sizeof what, "archiving a batch of \"%s\".\"%s\"", plan.nodes[0].schema, plan.nodes[0].table);
     ja_count_due(c, &plan, cutoff, &k.total_due);
     k.total_rows = k.total_due;
@@ -236,31 +234,7 @@ fb_code job_archive_run(const job_ctx *ctx, job_result *res, fb_err *err) {
             ev->job_id, a->dry_run ? " (dry run)" : "", plan.nodes[0].schema, plan.nodes[0].table, a->module,
             a->model_name, a->timestamp_column, a->cutoff, k.total_due, plan.n_nodes, a->batch_size);
 
-    size_t nparams = JA_P_FIXED + plan.n_nodes * JA_P_PER_NODE;
-    if (!(prm = calloc(nparams, sizeof *prm)) || !(types = calloc(nparams, sizeof *types))) {
-        rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
-        goto out;
-    }
-    /* Types are given (unused parameters of the dry-run and first-batch variants must still have one); $3 is
-     * left to inference (the primary key's type) except in the first batch, which does not use it. */
-    for (size_t i = 0; i < nparams; i++) types[i] = 25; /* text */
-    types[0] = 20;   /* int8 */
-    types[1] = 16;   /* bool */
-    types[3] = 20;
-    types[4] = 23;   /* int4 */
-    types[5] = 2950; /* uuid */
-    prm[0] = cutoff;
-    prm[3] = limit;
-    prm[4] = a->archived_by.has ? by : NULL;
-    prm[5] = ev->job_id;
-    for (size_t i = 0; i < plan.n_nodes; i++) {
-        const char **q = &prm[JA_P_FIXED + i * JA_P_PER_NODE];
-        q[0] = plan.nodes[i].module;
-        q[1] = plan.nodes[i].model_name;
-        q[2] = plan.nodes[i].schema;
-        q[3] = plan.nodes[i].table;
-        q[4] = plan.nodes[i].pk;
-    }
+    if ((rc = ja_params_init(&plan, ev, &q, err))) goto out;
 
     int fails = 0; /* consecutive failed attempts of the current batch */
     for (;;) {
@@ -276,15 +250,12 @@ fb_code job_archive_run(const job_ctx *ctx, job_result *res, fb_err *err) {
             if (k.done >= a->max_rows.v) break;
             if (a->max_rows.v - k.done < want) want = a->max_rows.v - k.done;
         }
-        snprintf(limit, sizeof limit, "%" PRId64, want);
-        prm[1] = last_key ? "false" : "true";
-        prm[2] = last_key;
-        types[2] = last_key ? 0 : 25; /* the first variant does not use $3: say it is text; later: inferred */
+        ja_params_batch(&q, last_key, want);
 
         int64_t v[JA_R_NCOLS] = {0};
         char *next_key = NULL;
         int retry = 0;
-        rc = ja_batch(c, ctx, last_key ? sql.p : sql_first.p, (int)nparams, types, prm, what, v, &next_key, &retry,
+        rc = ja_batch(c, ctx, last_key ? sql.p : sql_first.p, (int)q.n, q.types, q.prm, what, v, &next_key, &retry,
                       err);
         if (rc != FB_OK && retry && fails < JOB_ARCHIVE_LOCK_RETRIES) {
             fails++;
@@ -338,8 +309,7 @@ fb_code job_archive_run(const job_ctx *ctx, job_result *res, fb_err *err) {
                 k.cascaded, k.nulled, k.prot, k.ref, k.conf, k.purged, k.batches);
 out:
     ja_publish(res, &k, started);
-    free(prm);
-    free(types);
+    ja_params_free(&q);
     free(last_key);
     fb_sbuf_free(&sql);
     fb_sbuf_free(&sql_first);
