@@ -72,6 +72,10 @@ typedef struct fb_config {
     char *sign_key;
     char *trusted_requesters;
     char *trusted_signers;
+    /* Archival throttling (job_archive.c). */
+    int64_t archive_sleep_pct;
+    int64_t archive_lock_wait_pct;
+    int64_t archive_max_replica_lag_ms;
     /* -X prop=value pairs for librdkafka, in order given. */
     char *x_keys[FB_CONFIG_MAX_X];
     char *x_values[FB_CONFIG_MAX_X];

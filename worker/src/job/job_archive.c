@@ -5,7 +5,8 @@
  * BEGIN, the one statement of job_archive_sql.c, a consistency check (rows deleted == ArchivedRecords written),
  * COMMIT. The loop walks the primary key upwards (keyset), so skipped rows are passed over and every job ends.
  * A batch refused for locks or for a reference that appeared meanwhile is rolled back and retried after a growing
- * pause. Between batches the job reports progress, honours abort, and pauses batch_pause_ms. Purging old
+ * pause. Between batches the job reports progress (with the last batch's duration and the throttling so far),
+ * honours abort, and pauses as long as the database's load asks (ja_throttle). Purging old
  * ArchivedRecords comes last. A dry run executes the read-only variant of the same statement inside a READ ONLY
  * transaction, so it counts exactly and cannot change anything.
  */
@@ -24,6 +25,10 @@
 
 typedef struct ja_counts {
     int64_t archived, cascaded, nulled, prot, ref, conf, purged, batches, retries, done, total_due, total_rows;
+    int64_t batch_ms;        /* the last batch's statement + COMMIT */
+    int64_t throttle_ms;     /* paused by ja_throttle, in total */
+    int64_t lock_waits;      /* batches after which other sessions were seen waiting for a lock */
+    int64_t lag_waits;       /* batches after which a replica's replay lag held the job */
 } ja_counts;
 
 static int64_t ja_now_ms(void) {
@@ -58,7 +63,60 @@ static void ja_publish(job_result *res, const ja_counts *k, int64_t started) {
     job_result_set(res, "total_due", k->total_due);
     job_result_set(res, "done_rows", k->done);
     job_result_set(res, "total_rows", k->total_rows);
+    job_result_set(res, "batch_ms", k->batch_ms);
+    job_result_set(res, "throttle_ms", k->throttle_ms);
+    job_result_set(res, "throttle_lock_waits", k->lock_waits);
+    job_result_set(res, "throttle_lag_waits", k->lag_waits);
     job_result_set(res, "duration_ms", ja_now_ms() - started);
+}
+
+/* What the database says about the load between two batches: sessions of this database waiting for a lock, and
+ * the largest replay lag of a streaming replica (-1: none, or not visible to this role: replay_lag needs
+ * pg_read_all_stats). One cheap query; when it fails the job is not throttled by it, the failure is logged. */
+static void ja_load(PGconn *c, const job_ctx *ctx, int64_t *lock_waiters, int64_t *lag_ms) {
+    *lock_waiters = 0;
+    *lag_ms = -1;
+    PGresult *r = PQexec(c, "SELECT (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND "
+                            "wait_event_type = 'Lock' AND pid <> pg_backend_pid()), "
+                            "(SELECT coalesce(max(extract(epoch FROM replay_lag) * 1000)::bigint, -1) "
+                            "FROM pg_stat_replication)");
+    if (r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+        *lock_waiters = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        *lag_ms = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+    } else {
+        FB_WARN("job=%s could not read the database's load for throttling: %s", ctx->ev->job_id,
+                PQerrorMessage(c));
+    }
+    PQclear(r);
+}
+
+/* The pause after a batch that took batch_ms, as pt-archiver does it: the database sets the pace, not a fixed
+ * sleep. The pause is the largest of batch_pause_ms (fixed), archive_sleep_pct of the batch's own duration (a
+ * busier server makes batches slower, so the job backs off by itself), and, when sessions are waiting for a lock,
+ * archive_lock_wait_pct of it; then, while a replica's replay lag is above archive_max_replica_lag_ms, the job
+ * waits in steps of a second. Returns 1 when aborted meanwhile. */
+static int ja_throttle(PGconn *c, const job_ctx *ctx, int64_t batch_ms, ja_counts *k) {
+    const fb_config *cfg = ctx->cfg;
+    int64_t waiters, lag, t0 = ja_now_ms();
+    int64_t pause = cfg->batch_pause_ms;
+    if (batch_ms * cfg->archive_sleep_pct / 100 > pause) pause = batch_ms * cfg->archive_sleep_pct / 100;
+    ja_load(c, ctx, &waiters, &lag);
+    if (waiters > 0) {
+        k->lock_waits++;
+        if (batch_ms * cfg->archive_lock_wait_pct / 100 > pause) pause = batch_ms * cfg->archive_lock_wait_pct / 100;
+    }
+    int aborted = pause > 0 && ja_pause(ctx, pause);
+    if (cfg->archive_max_replica_lag_ms > 0 && lag > cfg->archive_max_replica_lag_ms) {
+        k->lag_waits++;
+        FB_INFO("job=%s replica replay lag %" PRId64 " ms is above %" PRId64 " ms: archival waits", ctx->ev->job_id,
+                lag, cfg->archive_max_replica_lag_ms);
+        while (!aborted && lag > cfg->archive_max_replica_lag_ms) {
+            aborted = ja_pause(ctx, 1000);
+            ja_load(c, ctx, &waiters, &lag);
+        }
+    }
+    k->throttle_ms += ja_now_ms() - t0;
+    return aborted;
 }
 
 /* SQLSTATEs after which the same batch may well succeed a moment later. 23503: a referencing row committed
@@ -255,6 +313,7 @@ fb_code job_archive_run(const job_ctx *ctx, job_result *res, fb_err *err) {
         int64_t v[JA_R_NCOLS] = {0};
         char *next_key = NULL;
         int retry = 0;
+        int64_t t_batch = ja_now_ms();
         rc = ja_batch(c, ctx, last_key ? sql.p : sql_first.p, (int)q.n, q.types, q.prm, what, v, &next_key, &retry,
                       err);
         if (rc != FB_OK && retry && fails < JOB_ARCHIVE_LOCK_RETRIES) {
@@ -277,6 +336,7 @@ fb_code job_archive_run(const job_ctx *ctx, job_result *res, fb_err *err) {
             break;
         }
         fails = 0;
+        k.batch_ms = ja_now_ms() - t_batch;
         if (v[JA_R_SEEN] == 0) break;
         free(last_key);
         last_key = next_key;
@@ -298,7 +358,7 @@ fb_code job_archive_run(const job_ctx *ctx, job_result *res, fb_err *err) {
         ja_publish(res, &k, started);
         job_report_progress(ctx, res);
         if (v[JA_R_SEEN] < want) break; /* the scan ran out of due rows */
-        if (ctx->cfg->batch_pause_ms > 0) ja_pause(ctx, ctx->cfg->batch_pause_ms);
+        ja_throttle(c, ctx, k.batch_ms, &k); /* an abort during the pause is seen at the top of the loop */
     }
     if (rc == FB_OK && a->purge_before.has) rc = ja_purge(c, ctx, &k, err);
     if (rc == FB_OK)
