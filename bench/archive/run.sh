@@ -7,7 +7,8 @@
 # CONNINFO is the server's maintenance database (default: FB_TEST_PG from deploy/local/services.sh env); a
 # database fbbench_archive is (re)created on it with the Fusion schema and the backup_archive tables, and dropped
 # at the end. DIR is a build directory with libfbcore.a (default: FB_BUILD_DIR or ./build). Environment knobs:
-# FB_BENCH_ROWS (1000000), FB_BENCH_DJANGO_ROWS (20000), FB_BENCH_BATCHES (10000,1000).
+# FB_BENCH_ROWS (1000000; 10000000 for the large run), FB_BENCH_DJANGO_ROWS (20000; 0: no Django loop),
+# FB_BENCH_BATCHES (10000,1000), FB_BENCH_REPEAT (1: rounds of (b) and (c), each (c) against its own round's (b)).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
