@@ -97,10 +97,11 @@ static void ja_load(PGconn *c, const job_ctx *ctx, int64_t *lock_waiters, int64_
  * waits in steps of a second. Returns 1 when aborted meanwhile. */
 static int ja_throttle(PGconn *c, const job_ctx *ctx, int64_t batch_ms, ja_counts *k) {
     const fb_config *cfg = ctx->cfg;
-    int64_t waiters, lag, t0 = ja_now_ms();
+    int64_t waiters, lag;
     int64_t pause = cfg->batch_pause_ms;
     if (batch_ms * cfg->archive_sleep_pct / 100 > pause) pause = batch_ms * cfg->archive_sleep_pct / 100;
     ja_load(c, ctx, &waiters, &lag);
+    int64_t t0 = ja_now_ms();
     if (waiters > 0) {
         k->lock_waits++;
         if (batch_ms * cfg->archive_lock_wait_pct / 100 > pause) pause = batch_ms * cfg->archive_lock_wait_pct / 100;
