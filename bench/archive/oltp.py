@@ -73,19 +73,16 @@ def pct(lat: list[float], p: float) -> float:
 
 
 def main() -> None:
-    conn = bench.connect()
     print(f"seeding {bench.ROWS} notifications and {LEAVES} leave rows ...", flush=True)
-    with conn.cursor() as cur:
-        cur.execute(bench.SEED)
-        cur.execute(LEAVE_SEED)
+    bench.seed(bench.connect(), LEAVE_SEED)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        bench.reset(conn)
+        bench.reset()
         base = pgbench(work, "base")
         rows.append(("no archival", base, None))
         for setting in SLEEP_PCTS:
-            bench.reset(conn)
+            bench.reset()
             env = {**os.environ, "FB_LOG_LEVEL": "warn"}
             if setting != "default":
                 env["FB_ARCHIVE_SLEEP_PCT"] = setting

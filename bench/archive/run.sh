@@ -55,9 +55,9 @@ echo "server: $("$PG_BIN/psql" -X -At -d "$BENCH_PG" -c "SELECT version()" | cut
   "$("$PG_BIN/psql" -X -At -d "$BENCH_PG" -c "SELECT 'fsync=' || current_setting('fsync') || ' synchronous_commit=' || current_setting('synchronous_commit') || ' shared_buffers=' || current_setting('shared_buffers')")," \
   "$(nproc) cores"
 case "${FB_BENCH_MODE:-throughput}" in
-  throughput) FB_BENCH_PG="$BENCH_PG" FB_BENCH_DRIVER="$DRIVER" "$PY" "$HERE/bench.py" ;;
-  oltp) FB_BENCH_PG="$BENCH_PG" FB_BENCH_DRIVER="$DRIVER" FB_PG_BIN="$PG_BIN" "$PY" "$HERE/oltp.py" ;;
+  throughput) FB_BENCH_PG="$BENCH_PG" FB_BENCH_ADMIN_PG="$PG" FB_BENCH_DBNAME="$DB" FB_BENCH_DRIVER="$DRIVER" "$PY" "$HERE/bench.py" ;;
+  oltp) FB_BENCH_PG="$BENCH_PG" FB_BENCH_ADMIN_PG="$PG" FB_BENCH_DBNAME="$DB" FB_BENCH_DRIVER="$DRIVER" FB_PG_BIN="$PG_BIN" "$PY" "$HERE/oltp.py" ;;
   *) echo "run.sh: FB_BENCH_MODE is throughput or oltp, not $FB_BENCH_MODE" >&2; exit 2 ;;
 esac
-"$PG_BIN/psql" -X -q -d "$PG" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)"
+"$PG_BIN/psql" -X -q -d "$PG" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "DROP DATABASE IF EXISTS ${DB}_seed"
 rm -rf "$(dirname "$DRIVER")"
