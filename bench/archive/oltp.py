@@ -6,7 +6,7 @@ latest. It runs SECONDS seconds without archival, then the same SECONDS with job
 bench.py runs it) moving the ROWS due notifications beside it, once per archive-sleep-pct setting in
 FB_BENCH_SLEEP_PCTS ("default" = the worker's defaults, nothing set). Latencies come from pgbench's
 per-transaction log (-l: schedule lag included, as a user would see it); p99 of each phase is compared with the
-p99 without archival. Run by run.sh with FB_BENCH_MODE=oltp. Not a timed test: it prints a table.
+p99 of two windows without archival, one before and one after (the load of a shared machine drifts). Run by run.sh with FB_BENCH_MODE=oltp. Not a timed test: it prints a table.
 """
 from __future__ import annotations
 
