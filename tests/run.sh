@@ -3,8 +3,9 @@
 # builds twice (a normal build for the integration tests, an ASan+UBSan build for the C tests), then runs:
 #   1. ctest under the sanitizers (C unit tests, and C tests against the real broker and database)
 #   2. the libFuzzer target on the event decoder for a bounded time (FB_FUZZ_SECONDS, default 60)
-#   3. pytest: the Python codec, the integration tests (real services, real binaries)
-#   4. pytest: the Django app on the newest Django and on Django 3.2
+#   3. pytest: the Python codec, the integration tests (real services, real binaries), two at a time; then the
+#      one test that crashes PostgreSQL, alone
+#   4. pytest: the Django app on the newest Django, on Django 3.2 and on Fusion's own Django 3.1.5
 # Exits non-zero if any step fails, after running them all, and prints a summary.
 set -uo pipefail
 
@@ -40,6 +41,9 @@ build() { # dir, cmake args...
 say "build (release and sanitizers)"
 build "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo || { echo "build failed"; exit 1; }
 build "$ASAN_BUILD" -DCMAKE_BUILD_TYPE=Debug -DFB_SANITIZE=ON || { echo "sanitizer build failed"; exit 1; }
+# The development signing keys env.sh names (FB_SIGN_KEY, FB_TRUSTED_*): made once, for commands run by hand and
+# the demo; the tests make their own per session (tests/integration/conftest.py).
+deploy/local/keys.sh "$BUILD" || { echo "keys.sh failed: see above"; exit 1; }
 
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
@@ -57,14 +61,21 @@ fuzz() {
 run_step "fuzz the event decoder (${FB_FUZZ_SECONDS:-60} s)" fuzz
 
 PY="$FB_VENV/bin/python"
-# FB_TEST_RESTART_PG=1: the incremental test crashes and restarts the local PostgreSQL in the middle (pytest runs
-# tests one at a time, so nothing else is using it then; set FB_TEST_RESTART_PG=0 while sharing the server).
-run_step "Python codec, deploy manifests and integration tests (pytest)" \
-  env FB_TEST_RESTART_PG="${FB_TEST_RESTART_PG:-1}" "$PY" -m pytest -q -p no:cacheprovider tests/python tests/deploy tests/integration
+# The integration tests mostly wait (on the broker, on workers, on PostgreSQL), so two run at once (pytest-xdist):
+# each has its own database, topic prefix and consumer group. The one test that crashes and restarts the local
+# PostgreSQL in the middle (FB_TEST_RESTART_PG=1) runs alone afterwards, when nothing else is using the server;
+# set FB_TEST_RESTART_PG=0 while sharing the server with other work.
+CRASH_TEST="tests/integration/test_incremental.py::test_full_incrementals_differential_each_restore_exactly"
+run_step "Python codec, deploy manifests and integration tests (pytest, 2 at a time)" \
+  env FB_TEST_RESTART_PG=0 "$PY" -m pytest -q -p no:cacheprovider -n "${FB_TEST_PARALLEL:-2}" --durations=10 \
+  --deselect "$CRASH_TEST" tests/python tests/deploy tests/integration
+run_step "integration test with a PostgreSQL crash in the middle (pytest, alone)" \
+  env FB_TEST_RESTART_PG="${FB_TEST_RESTART_PG:-1}" "$PY" -m pytest -q -p no:cacheprovider "$CRASH_TEST"
 if [ -d producer/tests ]; then
   # A test database of this run's own, so a concurrent run on the same server cannot pull it away.
   run_step "Django app, newest Django (pytest)" bash -c "cd producer && FB_DJANGO_TEST_DB=test_fbp_$$_new '$PY' -m pytest -q -p no:cacheprovider tests"
   run_step "Django app, Django 3.2 (pytest)" bash -c "cd producer && FB_DJANGO_TEST_DB=test_fbp_$$_dj32 '$FB_VENV_DJ32/bin/python' -m pytest -q -p no:cacheprovider tests"
+  run_step "Django app, Django 3.1 (pytest)" bash -c "cd producer && FB_DJANGO_TEST_DB=test_fbp_$$_dj31 '${FB_VENV_DJ31:-$FB_HOME/venv-dj31}/bin/python' -m pytest -q -p no:cacheprovider tests"
 fi
 
 say "summary"

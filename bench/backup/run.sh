@@ -5,6 +5,9 @@
 #   bench/backup/run.sh setup   create the database (pgbench -i -s 40 + 2M rows of varied text and jsonb); idempotent
 #   bench/backup/run.sh run     measure (needs setup first)
 #   bench/backup/run.sh         both
+#   FB_BENCH_LARGE_GB=7 bench/backup/run.sh large   the large-database run: a database of ~N GB of COPY text
+#                               (fb_bench_large; made once, idempotent), then its FULL backup by event run and by
+#                               the deployed worker, with peak RSS, chunk-record bytes and a verify (not in CI)
 #
 # Settings (environment):
 #   FB_BENCH_PG    base conninfo of the server (default: $FB_TEST_PG); the role must be able to CREATE DATABASE
@@ -12,6 +15,8 @@
 #   FB_BUILD_DIR   build folder with fusion-backup (default: ./build)
 #   FB_BENCH_DIR   scratch folder for artifacts and dumps (default /tmp/fb-bench; about 1 GB free needed)
 #   FB_PG_BIN      PostgreSQL client binaries (default /usr/lib/postgresql/15/bin)
+#   FB_BENCH_BROKERS  the broker for the deployed-path run (default $FB_BROKERS; SASL_SSL settings from env.sh);
+#                  unset: that row is skipped
 # This is a measurement, not a test: it never fails on a missed target, it reports it.
 set -euo pipefail
 
@@ -26,6 +31,7 @@ PY="${FB_BENCH_PYTHON:-${FB_VENV:-$HOME/.cache/fusion-backup/venv}/bin/python}"
 CI="$BASE dbname=$DB"
 CLI="$BUILD/fusion-backup"
 AUTH="$BASE dbname=${DB}_auth"  # its backup_archive rows authorise the bench's request (--authority-pg)
+BROKERS="${FB_BENCH_BROKERS:-${FB_BROKERS:-}}"
 
 psqlc() { PGOPTIONS="-c client_min_messages=warning" "$PGBIN/psql" -X -q -At -v ON_ERROR_STOP=1 "$@"; }
 say() { printf '>> %s\n' "$*" >&2; }
@@ -99,13 +105,21 @@ ON CONFLICT (id) DO UPDATE SET status = 'QUEUED', job_id = EXCLUDED.job_id, tabl
 SQL
 }
 
-run() {
-  [ -x "$CLI" ] || { echo "no $CLI: build first (cmake --build $BUILD) or set FB_BUILD_DIR" >&2; exit 2; }
-  rm -rf "$WORK"
-  mkdir -p "$WORK/storage"
-  "$CLI" keygen --out "$WORK/key" >/dev/null
-  local job=5e1f0c1a-0000-4000-8000-000000000001
-  PYTHONPATH="$REPO/schemas/python" "$PY" - "$WORK/backup.msgpack" "$job" <<'PY'
+# The authority database (${DB}_auth): the Django app's tables with a configuration and a QUEUED record for job $1;
+# the worker checks them (--authority-pg) before it reads anything.
+auth_db() { # job id
+  psqlc -d "$BASE" -c "DROP DATABASE IF EXISTS ${DB}_auth WITH (FORCE)" -c "CREATE DATABASE ${DB}_auth"
+  psqlc -d "$AUTH" -c "CREATE TABLE auth_user (id serial PRIMARY KEY)" -f "$REPO/schemas/sql/backup_archive.sql" \
+    -c "INSERT INTO backup_archive_backupconfiguration VALUES (1, 'bench', 'FULL', '', '[]', '[]', 'bench', 0, '',
+        true, now(), now(), NULL, NULL)" \
+    -c "INSERT INTO backup_archive_backuprecord (id, job_id, backup_type, status, requested_at, file_path,
+        error_message, attempt, worker, verify_status, verify_message, configuration_id, tables)
+        VALUES (1, '$1', 'FULL', 'QUEUED', now(), '', '', 1, '', '', '', 1, '[]')"
+}
+
+# The backup.requested of the benchmark (FULL, all tables, config 1, record 1) into file $1 for job $2.
+request() {
+  PYTHONPATH="$REPO/schemas/python" "$PY" - "$1" "$2" <<'PY'
 import sys, time
 from fusion_events import encode
 open(sys.argv[1], "wb").write(encode({
@@ -113,14 +127,26 @@ open(sys.argv[1], "wb").write(encode({
     "requested_by": None, "attempt": 1, "record_id": 1, "config_id": 1, "config_name": "bench",
     "backup_type": "FULL", "tables": [], "modules": [], "storage_path": "bench", "retention_days": 0}))
 PY
+}
+
+# The deployed path (deployed.py): the worker daemon consumes the request from the broker; prints
+# "seconds rss_kb file_size" (publish -> SUCCESS on jobs.completed; VmHWM of the worker), or "- - -" without a broker.
+deployed() { # storage root, event file
+  if [ -z "$BROKERS" ]; then echo "- - -"; return; fi
+  mkdir -p "$1"
+  "$PY" "$REPO/bench/backup/deployed.py" "$BUILD/fusion-backup-worker" "$BROKERS" "$CI" "$AUTH" "$1" \
+    "$WORK/key.pub" "$2" | "$PY" -c "import json,sys; d = json.load(sys.stdin); print(d['seconds'], d['rss_kb'], d['file_size'])"
+}
+
+run() {
+  [ -x "$CLI" ] || { echo "no $CLI: build first (cmake --build $BUILD) or set FB_BUILD_DIR" >&2; exit 2; }
+  rm -rf "$WORK"
+  mkdir -p "$WORK/storage"
+  "$CLI" keygen --out "$WORK/key" >/dev/null
+  local job=5e1f0c1a-0000-4000-8000-000000000001
+  request "$WORK/backup.msgpack" "$job"
   # The worker runs only what the database authorises: a configuration and a QUEUED record for this job.
-  psqlc -d "$BASE" -c "DROP DATABASE IF EXISTS ${DB}_auth WITH (FORCE)" -c "CREATE DATABASE ${DB}_auth"
-  psqlc -d "$AUTH" -c "CREATE TABLE auth_user (id serial PRIMARY KEY)" -f "$REPO/schemas/sql/backup_archive.sql" \
-    -c "INSERT INTO backup_archive_backupconfiguration VALUES (1, 'bench', 'FULL', '', '[]', '[]', 'bench', 0, '',
-        true, now(), now(), NULL, NULL)" \
-    -c "INSERT INTO backup_archive_backuprecord (id, job_id, backup_type, status, requested_at, file_path,
-        error_message, attempt, worker, verify_status, verify_message, configuration_id, tables)
-        VALUES (1, '$job', 'FULL', 'QUEUED', now(), '', '', 1, '', '', '', 1, '[]')"
+  auth_db "$job"
   local raw
   raw="$(psqlc -d "$CI" -c "SELECT sum(pg_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'r'")"
   say "load average before: $(cut -d' ' -f1-3 /proc/loadavg) (other work on this machine skews the timings)"
@@ -145,6 +171,9 @@ PY
     --storage-root "$WORK/storage" --public-key "$WORK/key.pub" --authority-pg "$AUTH" >"$WORK/backup.json"
   local art="$WORK/storage/bench/$job.fbak"
   local s_fb; s_fb=$(stat -c %s "$art")
+  say "fusion-backup full backup through the deployed path (worker daemon: publish -> SUCCESS on jobs.completed)"
+  local t_dep; t_dep="$(deployed "$WORK/storage_d" "$WORK/backup.msgpack")"
+  rm -rf "$WORK/storage_d"
   authority "$job"
   say "fusion-backup full backup at --zstd-level 1 (for comparison)"
   mkdir -p "$WORK/storage1"
@@ -177,6 +206,7 @@ PY
   read -r w_pr _ <<<"$t_pr"
   read -r w_fr rss_fr <<<"$t_fr"
   read -r w_fr2 _ <<<"$t_fr2"
+  read -r w_dep rss_dep s_dep <<<"$t_dep"
   local copy_bytes
   copy_bytes="$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['stats']['raw_bytes'])" "$WORK/backup.json")"
   r() { echo "scale=2; $1 / $2" | bc; }
@@ -184,10 +214,16 @@ PY
     "$DB" "$raw" "$copy_bytes" "$(nproc)" "$rows_ok"
   printf '| %-46s | %10s | %-30s | %8s | %-7s |\n' "measure" "value" "reference" "ratio" "target"
   printf '|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..48})" "$(printf -- '-%.0s' {1..12})" "$(printf -- '-%.0s' {1..32})" "$(printf -- '-%.0s' {1..10})" "$(printf -- '-%.0s' {1..9})"
+  if [ "$w_dep" != "-" ]; then
+    printf '| %-46s | %9.2fs | %-30s | %8s | %-7s |\n' "deployed worker: publish -> SUCCESS" "$w_dep" "pg_dump -Fp >/dev/null $(printf '%.2fs' "$w_fp")" "$(r "$w_dep" "$w_fp")" "<= 1.0"
+    printf '| %-46s | %9.2fs | %-30s | %8s | %-7s |\n' "deployed worker: publish -> SUCCESS" "$w_dep" "pg_dump -Fc $(printf '%.2fs' "$w_fc")" "$(r "$w_dep" "$w_fc")" "<= 0.45"
+    printf '| %-46s | %10s | %-30s | %8s | %-7s |\n' "deployed worker: artifact bytes" "$s_dep" "pg_dump -Fp|zstd -3 $s_fpz" "$(r "$s_dep" "$s_fpz")" "<= 1.0"
+    printf '| %-46s | %8sMB | %-30s | %8s | %-7s |\n' "deployed worker: peak RSS (VmHWM)" "$((rss_dep / 1024))" "32 MB" "$(r "$rss_dep" 32768)" "<= 1.0"
+  fi
   printf '| %-46s | %9.2fs | %-30s | %8s | %-7s |\n' "fusion-backup full backup, wall" "$w_fb" "pg_dump -Fp >/dev/null $(printf '%.2fs' "$w_fp")" "$(r "$w_fb" "$w_fp")" "<= 1.0"
   printf '| %-46s | %9.2fs | %-30s | %8s | %-7s |\n' "fusion-backup full backup, wall" "$w_fb" "pg_dump -Fc $(printf '%.2fs' "$w_fc")" "$(r "$w_fb" "$w_fc")" "<= 0.45"
   printf '| %-46s | %10s | %-30s | %8s | %-7s |\n' "fusion-backup artifact bytes" "$s_fb" "pg_dump -Fp|zstd -3 $s_fpz" "$(r "$s_fb" "$s_fpz")" "<= 1.0"
-  printf '| %-46s | %8sMB | %-30s | %8s | %-7s |\n' "fusion-backup backup peak RSS" "$((rss_fb / 1024))" "32 MB" "$(r "$rss_fb" 32768)" "<= 1.0"
+  printf '| %-46s | %8sMB | %-30s | %8s | %-7s |\n' "event run: backup peak RSS" "$((rss_fb / 1024))" "32 MB" "$(r "$rss_fb" 32768)" "<= 1.0"
   printf '| %-46s | %9.2fs | %-30s | %8s | %-7s |\n' "restore --create --jobs 2 (one txn), wall" "$w_fr2" "pg_restore -j2 (-Fd) $(printf '%.2fs' "$w_pr")" "$(r "$w_fr2" "$w_pr")" "(info)"
   printf '| %-46s | %9.2fs | %-30s | %8s | %-7s |\n' "restore --create (one transaction), wall" "$w_fr" "pg_restore -j2 (-Fd) $(printf '%.2fs' "$w_pr")" "$(r "$w_fr" "$w_pr")" "<= 0.7"
   read -r w_fb1 rss_fb1 <<<"$t_fb1"
@@ -198,11 +234,78 @@ PY
     "$t_fpz" "$s_fc" "$w_fd" "$((rss_fr / 1024))"
   printf 'also: fusion-backup at --zstd-level 1: %.2fs (%s x pg_dump -Fp), %s bytes (%s x zstd -3), peak RSS %s MB\n' \
     "$w_fb1" "$(r "$w_fb1" "$w_fp")" "$s_fb1" "$(r "$s_fb1" "$s_fpz")" "$((rss_fb1 / 1024))"
+  printf 'also: "fusion-backup full backup" rows are event run (in-process job code, no broker); "deployed worker" rows\n'
+  printf '      are fusion-backup-worker consuming the request from the broker\n'
   printf 'also: schema archive (pg_dump -Fc -Z0, no table rows) %s bytes\n' "$schema_info"
   printf 'load average at the end: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
 }
 
+# The large-database run (issue 11, "scale without a cliff"): bench_big rows of ~620 bytes (16 different md5s: text
+# without periods, so content-defined chunks come out at their ~4 KiB average; repeated text would make 64 KiB
+# chunks) until the table holds FB_BENCH_LARGE_GB GB of COPY text. Format 3/4 needed ~54 bytes of chain index per
+# chunk: above their 64 MiB cap from ~4.6 GB; format 5's records are 40 bytes each, after a head of a few hundred
+# bytes. Then one FULL by event run, a verify, and one FULL by the deployed worker.
+large() {
+  local gb="${FB_BENCH_LARGE_GB:?set FB_BENCH_LARGE_GB to the size in GB (several: e.g. 7)}"
+  DB="${DB}_large"; CI="$BASE dbname=$DB"; AUTH="$BASE dbname=${DB}_auth"
+  local rows=$((gb * 1600000))
+  if [ "$(psqlc -d "$CI" -c "SELECT count(*) FROM bench_big" 2>/dev/null || echo 0)" != "$rows" ]; then
+    say "creating $DB: $rows rows of ~620 bytes (~$gb GB of COPY text)"
+    psqlc -d "$BASE" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
+    psqlc -d "$CI" -c "CREATE TABLE bench_big (id bigint PRIMARY KEY, k int NOT NULL, body text, doc jsonb)"
+    # 600,000 distinct rows (md5 is the slow part), then copies of them under new ids: a FULL records every chunk,
+    # repeated or not, so the chunk records grow with the bytes either way.
+    psqlc -d "$CI" -c "INSERT INTO bench_big SELECT g, g % 977,
+        md5((g * 16 + 0)::text) || ' ' || md5((g * 16 + 1)::text) || ' ' || md5((g * 16 + 2)::text) || ' ' || md5((g * 16 + 3)::text) || ' ' || md5((g * 16 + 4)::text) || ' ' || md5((g * 16 + 5)::text) || ' ' || md5((g * 16 + 6)::text) || ' ' || md5((g * 16 + 7)::text) || ' ' || md5((g * 16 + 8)::text) || ' ' || md5((g * 16 + 9)::text) || ' ' || md5((g * 16 + 10)::text) || ' ' || md5((g * 16 + 11)::text) || ' ' || md5((g * 16 + 12)::text) || ' ' || md5((g * 16 + 13)::text) || ' ' || md5((g * 16 + 14)::text) || ' ' || md5((g * 16 + 15)::text),
+        jsonb_build_object('id', g, 'n', md5((g * 7)::text), 'v', (g % 1000) / 10.0)
+        FROM generate_series(1, least(600000, $rows)) g"
+    for ((s = 600000; s < rows; s += 600000)); do
+      psqlc -d "$CI" -c "INSERT INTO bench_big SELECT id + $s, k, body, doc FROM bench_big WHERE id <= least(600000, $rows - $s)"
+    done
+    psqlc -d "$CI" -c "VACUUM ANALYZE bench_big"
+  fi
+  rm -rf "$WORK"; mkdir -p "$WORK/storage"
+  "$CLI" keygen --out "$WORK/key" >/dev/null
+  local job=5e1f0c1a-0000-4000-8000-00000000000b
+  request "$WORK/backup.msgpack" "$job"
+  auth_db "$job"
+  say "database $DB: $(psqlc -d "$CI" -c "SELECT pg_size_pretty(pg_database_size(current_database()))"); df of $WORK: $(df -h --output=avail "$WORK" | tail -1)"
+  say "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+  say "pg_dump -Fp > /dev/null"
+  local t_fp; timed t_fp "$PGBIN/pg_dump" -Fp -d "$CI" -f /dev/null
+  say "event run FULL"
+  local t_fb; timed t_fb "$CLI" event run "$WORK/backup.msgpack" --no-publish --pg "$CI" \
+    --storage-root "$WORK/storage" --public-key "$WORK/key.pub" --authority-pg "$AUTH" >"$WORK/backup.json"
+  local art="$WORK/storage/bench/$job.fbak"
+  local recs; recs="$("$PY" - "$art" <<'PY'
+import struct, sys
+d = open(sys.argv[1], "rb")
+d.seek(-32, 2)
+moff, mlen, ioff, ilen = struct.unpack("<4Q", d.read(32))
+d.seek(ioff)
+head = int(d.read(49)[33:49])
+print(ilen - head, (ilen - head) // 40, head)
+PY
+)"
+  say "verify (authenticates every segment and every chunk record)"
+  local t_v; timed t_v "$CLI" verify "$art" --secret-key "$WORK/key.key"
+  say "deployed worker FULL (publish -> SUCCESS)"
+  local t_dep; t_dep="$(deployed "$WORK/storage_d" "$WORK/backup.msgpack")"
+  rm -rf "$WORK/storage_d"
+  read -r w_fp _ <<<"$t_fp"; read -r w_fb rss_fb <<<"$t_fb"; read -r w_v rss_v <<<"$t_v"
+  read -r w_dep rss_dep s_dep <<<"$t_dep"; read -r rec_bytes n_recs head_bytes <<<"$recs"
+  local raw; raw="$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['stats']['raw_bytes'])" "$WORK/backup.json")"
+  printf '\nDatabase %s: %s bytes of COPY text; artifact %s bytes; %s chunk records (%s bytes; as format-4 text lines: ~%s MB, cap 64 MiB); index head %s bytes\n\n' \
+    "$DB" "$raw" "$(stat -c %s "$art")" "$n_recs" "$rec_bytes" "$((n_recs * 54 / 1048576))" "$head_bytes"
+  printf '| %-40s | %9s | %9s | %-24s |\n' "measure" "wall" "peak RSS" "reference"
+  printf '| %-40s | %8.2fs | %7sMB | %-24s |\n' "event run FULL" "$w_fb" "$((rss_fb / 1024))" "pg_dump -Fp $(printf '%.2fs' "$w_fp")"
+  [ "$w_dep" = "-" ] || printf '| %-40s | %8.2fs | %7sMB | %-24s |\n' "deployed worker FULL (publish->SUCCESS)" "$w_dep" "$((rss_dep / 1024))" "$s_dep bytes"
+  printf '| %-40s | %8.2fs | %7sMB | %-24s |\n' "verify (secret key)" "$w_v" "$((rss_v / 1024))" ""
+  printf 'load average at the end: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
+}
+
 case "${1:-all}" in
+  large) large ;;
   setup) setup ;;
   run) run ;;
   all) setup; run ;;

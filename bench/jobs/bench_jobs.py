@@ -4,6 +4,11 @@ For 1, 2 and 3 worker processes: publish JOBS archive.due events on empty tables
 partitions of fresh topics), measure each job's publish-to-SUCCESS latency as seen by a reader of the completion
 topic, and the jobs per second from the first publish to the last SUCCESS. Prints one table; ratios are against
 one worker, measured in the same run. Run through bench/jobs/run.sh (it starts the services and builds).
+
+Every request is signed as Django signs it (fusion_events.sign, a key made by `fusion-backup keygen --sign`);
+the workers verify it and sign their status events (schemas/SPEC.md, "Signed messages"); the reader verifies
+every SUCCESS it counts. BENCH_WORKERS (default 1,2,3) chooses the runs. Before the runs it prints what one
+message's signature costs in Python (sign, verify).
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "schemas" / "python"))
 import fusion_events  # noqa: E402
+from fusion_events import sign  # noqa: E402
 
 BROKERS = os.environ["FB_TEST_BROKERS"]
 sys.path.insert(0, str(REPO / "deploy" / "local" / "kafka"))
@@ -46,6 +52,25 @@ BUILD = Path(os.environ.get("FB_BUILD_DIR", REPO / "build"))
 JOBS = int(os.environ.get("BENCH_JOBS", "600"))
 PACED = int(os.environ.get("BENCH_PACED_JOBS", "100"))   # latency phase: jobs sent one every 100 ms
 TABLES = 24
+WORKER_COUNTS = [int(n) for n in os.environ.get("BENCH_WORKERS", "1,2,3").split(",")]
+
+
+def make_keys() -> dict:
+    """Signing key pairs for the app and the workers, made as a deployment makes them."""
+    d = Path(f"/tmp/bench-jobs-keys-{uuid.uuid4().hex[:8]}")
+    d.mkdir()
+    for party in ("django", "worker"):
+        subprocess.run([str(BUILD / "fusion-backup"), "keygen", "--sign", "--out", str(d / party)], check=True,
+                       capture_output=True)
+    return {"django": sign.Signer.from_file(d / "django.key"), "django_pub": d / "django.pub",
+            "worker_key": d / "worker.key", "workers": sign.Keyring.from_files([d / "worker.pub"])}
+
+
+KEYS = make_keys()
+
+
+def produce(p: Producer, topic: str, key: str, value: bytes) -> None:
+    p.produce(topic, key=key, value=value, headers=sign.sign_headers(KEYS["django"], topic, key, value))
 
 
 def make_db() -> tuple[str, str]:
@@ -102,7 +127,9 @@ def run(n_workers: int) -> dict:
     procs = [subprocess.Popen([str(BUILD / "fusion-backup-worker"), *worker_kafka_args(), "--role", "worker",
                                "--pg", ci, "--brokers",
                                BROKERS, "--topic-prefix", prefix, "--group-id", f"g-{prefix}", "--log-level", "warn",
-                               "--worker-name", f"w{i}"], stdout=logs[i], stderr=subprocess.STDOUT)
+                               "--worker-name", f"w{i}", "--sign-key", str(KEYS["worker_key"]),
+                               "--trusted-requester", str(KEYS["django_pub"])], stdout=logs[i],
+                              stderr=subprocess.STDOUT)
              for i in range(n_workers)]
     done: dict[str, float] = {}
     reader = Consumer({**kafka_config("ops"), "group.id": f"r-{prefix}", "auto.offset.reset": "earliest"})
@@ -116,6 +143,7 @@ def run(n_workers: int) -> dict:
                 continue
             e = fusion_events.decode(m.value())
             if e["status"] == "SUCCESS" and e["job_id"] not in done:
+                sign.verify(KEYS["workers"], m.topic(), m.key(), m.value(), m.headers())  # raises when forged
                 done[e["job_id"]] = time.monotonic()
     t = threading.Thread(target=read, daemon=True)
     t.start()
@@ -123,7 +151,7 @@ def run(n_workers: int) -> dict:
     p = Producer({**kafka_config("django"), "linger.ms": 0})
     warm = [str(uuid.uuid4()) for _ in range(TABLES)]
     for i, j in enumerate(warm):
-        p.produce(prefix + "archive.due", key=f"bench.T{i}", value=event(j, i))
+        produce(p, prefix + "archive.due", f"bench.T{i}", event(j, i))
     p.flush(30)
     deadline = time.monotonic() + 120
     while not all(j in done for j in warm) and time.monotonic() < deadline:
@@ -135,7 +163,7 @@ def run(n_workers: int) -> dict:
         j = str(uuid.uuid4())
         i = k % TABLES
         sent[j] = time.monotonic()
-        p.produce(prefix + "archive.due", key=f"bench.T{i}", value=event(j, i))
+        produce(p, prefix + "archive.due", f"bench.T{i}", event(j, i))
         p.poll(0)
     p.flush(30)
     deadline = time.monotonic() + 300
@@ -146,7 +174,7 @@ def run(n_workers: int) -> dict:
     for k in range(PACED):
         j = str(uuid.uuid4())
         paced[j] = time.monotonic()
-        p.produce(prefix + "archive.due", key=f"bench.T{k % TABLES}", value=event(j, k % TABLES))
+        produce(p, prefix + "archive.due", f"bench.T{k % TABLES}", event(j, k % TABLES))
         p.flush(10)
         time.sleep(0.1)
     deadline = time.monotonic() + 120
@@ -170,8 +198,24 @@ def run(n_workers: int) -> dict:
             "idle_p50": statistics.median(plat), "idle_p99": pct(plat, 0.99)}
 
 
+def sign_cost(n: int = 2000) -> None:
+    """What one message's signature costs in Python (PyNaCl), for a small job's request."""
+    value = event(str(uuid.uuid4()), 0)
+    ring = sign.Keyring([KEYS["django"].public_key])
+    t0 = time.perf_counter()
+    for _ in range(n):
+        hdrs = sign.sign_headers(KEYS["django"], "fusion.archive.due", "bench.T0", value)
+    t1 = time.perf_counter()
+    for _ in range(n):
+        sign.verify(ring, "fusion.archive.due", "bench.T0", value, hdrs)
+    t2 = time.perf_counter()
+    print(f"Python (PyNaCl): {len(value)}-byte request, {n} iterations: sign {(t1 - t0) / n * 1e6:.1f} us, "
+          f"verify {(t2 - t1) / n * 1e6:.1f} us per message")
+
+
 def main() -> None:
-    rows = [run(n) for n in (1, 2, 3)]
+    sign_cost()
+    rows = [run(n) for n in WORKER_COUNTS]
     base = rows[0]["rate"]
     print(f"\nsmall jobs (archive.due on empty tables), real broker, 12 partitions: a burst of {JOBS} jobs "
           f"(throughput, and latency including the queue), then {PACED} jobs one every 100 ms (latency, no queue)\n")

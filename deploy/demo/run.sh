@@ -23,6 +23,7 @@ deploy/local/services.sh start
 cmake -S "$REPO" -B "$REPO/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$REPO/build" -j "$(nproc)" >/dev/null || die "build failed: run cmake --build build to see why"
 BIN="$REPO/build"
+deploy/local/keys.sh "$BIN"   # signing keys of Django, ops and the worker, in $FB_HOME/keys (env.sh names them)
 DEMO="$FB_HOME/demo"
 rm -rf "$DEMO"
 mkdir -p "$DEMO/storage"
@@ -47,11 +48,13 @@ q "$PG_DEMO" "SELECT 'rows: ' || (SELECT count(*) FROM notifications_notificatio
 
 say "3. worker up; Django requests a backup"
 "$BIN/fusion-backup" keygen --out "$DEMO/backup"
+# The worker signs its status events and artifacts with its own key (keys.sh's worker.key); whoever reads them
+# trusts its public key: env.sh's FB_TRUSTED_SIGNERS (FORMAT.md and schemas/SPEC.md, "Signatures").
 OFFSITE="s3://$FB_S3_BUCKET/demo-$(date +%s)"   # the offsite copy, in the local S3 server (deploy/local/s3.sh)
 # The worker speaks as the `worker` principal (env.sh's FB_KAFKA_* make the CLI `ops`; Django is `django`).
 "$BIN/fusion-backup-worker" --role all --pg "$PG_WORKER" --storage-root "$DEMO/storage" --copy-to "$OFFSITE" \
   --kafka-username worker --kafka-password-file "$FB_TEST_KAFKA_SECRETS/worker.password" \
-  --public-key "$DEMO/backup.pub" --brokers "$FB_TEST_BROKERS" --topic-prefix "$PREFIX" \
+  --public-key "$DEMO/backup.pub" --sign-key "$FB_HOME/keys/worker.key" --brokers "$FB_TEST_BROKERS" --topic-prefix "$PREFIX" \
   --group-id "demo-workers" --concurrency 2 --worker-name demo-worker-1 >"$DEMO/worker.log" 2>&1 &
 WORKER=$!
 trap 'kill -TERM $WORKER 2>/dev/null; wait $WORKER 2>/dev/null || true' EXIT

@@ -11,18 +11,20 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
+# producer/fusion_events is a symlink into schemas/python: the app's wheel bundles the codec from there.
 COPY schemas/python/ schemas/python/
 COPY producer/ producer/
-# Wheels of the two local packages and every dependency (confluent-kafka and psycopg2-binary ship manylinux
-# wheels, so no compiler is needed); the runtime stage installs from this folder only.
-RUN pip wheel --no-cache-dir --wheel-dir /wheels ./schemas/python ./producer
+# Wheels of the app (with the codec) and every dependency (confluent-kafka and psycopg2-binary ship manylinux
+# wheels, so no compiler is needed); the runtime stage installs from this folder only. psycopg2 is the
+# project's driver, not the app's dependency: this image's project asks for it.
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ./producer psycopg2-binary
 
 FROM ${PYTHON_IMAGE} AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     DJANGO_SETTINGS_MODULE=fusion_site.settings
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links /wheels fusion-events fusion-backup-archive \
+RUN pip install --no-cache-dir --no-index --find-links /wheels fusion-backup-archive psycopg2-binary \
  && rm -rf /wheels \
  && groupadd --system --gid 10002 fusion-producer \
  && useradd --system --uid 10002 --gid fusion-producer --no-create-home --home-dir /nonexistent \

@@ -4,8 +4,9 @@
 #   1. apt packages (skipped when dpkg-query says all are installed)
 #   2. the Kafka broker's jars, fetched by Maven into $FB_KAFKA_LIBS (outside the repo; skipped
 #      while kafka/pom.xml is unchanged)
-#   3. two Python virtualenvs: $FB_HOME/venv (newest Django 5.x) and $FB_HOME/venv-dj32
-#      (Django 3.2, the oldest supported line); pip is skipped while requirements*.txt are unchanged
+#   3. three Python virtualenvs: $FB_HOME/venv (newest Django 5.x), $FB_HOME/venv-dj32 (Django 3.2)
+#      and $FB_HOME/venv-dj31 (Fusion's pinned Django 3.1.5 + psycopg2-binary 2.8.6); pip is skipped
+#      while requirements*.txt are unchanged
 #   4. promtool, for the alert rules' tests (install-promtool.sh; skipped when present)
 # Works as root or, for the apt step, through sudo; needs no stdin (CI=true).
 set -euo pipefail
@@ -112,6 +113,20 @@ pick_python_dj32() {
   pick_python
 }
 
+# Django 3.1 supports Python 3.6-3.9, and psycopg2-binary 2.8.6 (Fusion's pin) has wheels only up to cp39: on
+# Debian's 3.11 pip builds it from source against libpq-dev, but the module then fails to import ("SystemError:
+# initialization of _psycopg raised unreported exception"). So take a python3.9 (pyenv on the standard image);
+# without one there is no honest Fusion stack to test: say so.
+pick_python_dj31() {
+  if [ -n "${FB_PYTHON_DJ31:-}" ]; then echo "$FB_PYTHON_DJ31"; return; fi
+  local c
+  for c in $(command -v python3.9 2>/dev/null || true) "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.9*/bin/python3.9; do
+    [ -x "$c" ] && "$c" -c 'import venv, ensurepip' 2>/dev/null && { echo "$c"; return; }
+  done
+  fb_die "no python3.9 for the Django 3.1 venv (Django 3.1.5 and psycopg2-binary 2.8.6 need Python <= 3.9)" \
+    "install one (pyenv install 3.9) or set FB_PYTHON_DJ31 to a Python 3.8/3.9, then rerun $0"
+}
+
 make_venv() {
   local dir="$1" python="$2" req="$3" stamp="$1/.fb-requirements.sha256" want
   step "Python venv $dir ($req, $("$python" -c 'import sys; print("python %d.%d.%d" % sys.version_info[:3])'))"
@@ -147,6 +162,8 @@ fi
 fetch_kafka
 make_venv "$FB_VENV" "$(pick_python)" requirements.txt
 make_venv "$FB_VENV_DJ32" "$(pick_python_dj32)" requirements-dj32.txt
+py_dj31="$(pick_python_dj31)" || exit 1  # it says why (no python3.9)
+make_venv "$FB_VENV_DJ31" "$py_dj31" requirements-dj31.txt
 "$(dirname "${BASH_SOURCE[0]}")/install-promtool.sh"  # the alert rules' checker (tests/deploy/test_alerts.py)
 "$(dirname "${BASH_SOURCE[0]}")/install-seaweedfs.sh"  # the local S3 server (deploy/local/s3.sh); built once, ~4.5 min
 fb_say "all dependencies ready in $(($(fb_now_ms) - t0)) ms (FB_HOME=$FB_HOME); next: deploy/local/services.sh start"

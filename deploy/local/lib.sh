@@ -32,8 +32,10 @@ FB_KAFKA_PID="$FB_KAFKA_DIR/kafka.pid"
 FB_KAFKA_TLS="$FB_KAFKA_DIR/tls"           # the local CA and the broker's certificate (made by services.sh)
 FB_KAFKA_SECRETS="$FB_KAFKA_DIR/secrets"   # one <principal>.password per SCRAM user, 0600
 FB_KAFKA_CA="$FB_KAFKA_TLS/ca.pem"
+FB_SIGNING_KEYS="$FB_HOME/keys"            # development signing keys (keys.sh): django, ops, worker
 : "${FB_VENV:=$FB_HOME/venv}"
 : "${FB_VENV_DJ32:=$FB_HOME/venv-dj32}"
+: "${FB_VENV_DJ31:=$FB_HOME/venv-dj31}"
 FB_BROKERS="127.0.0.1:$FB_KAFKA_PORT"
 
 fb_say() { printf '%s: %s\n' "${FB_SCRIPT:-fusion-local}" "$*" >&2; }

@@ -41,7 +41,7 @@ FB_TEST_KAFKA_SECRETS="$FB_KAFKA_SECRETS"
 fb_env() {
   local v
   for v in FB_HOME FB_TEST_PG FB_TEST_BROKERS FB_TEST_KAFKA_CA FB_TEST_KAFKA_SECRETS FB_PG_BIN FB_PG_PORT \
-    FB_KAFKA_PORT FB_KAFKA_LIBS FB_VENV FB_VENV_DJ32; do
+    FB_KAFKA_PORT FB_KAFKA_LIBS FB_VENV FB_VENV_DJ32 FB_VENV_DJ31; do
     printf 'export %s=%s\n' "$v" "$(fb_q "${!v}")"
   done
   # The C programs' own settings (fb_config.c): the CLI talks as the ops principal; workers and the recorder
@@ -51,6 +51,11 @@ fb_env() {
   printf 'export FB_KAFKA_SECURITY_PROTOCOL=SASL_SSL FB_KAFKA_SASL_MECHANISM=PLAIN FB_KAFKA_USERNAME=ops\n'
   printf 'export FB_KAFKA_PASSWORD_FILE=%s FB_KAFKA_CA=%s\n' "$(fb_q "$FB_KAFKA_SECRETS/ops.password")" \
     "$(fb_q "$FB_KAFKA_CA")"
+  # Who is speaking (schemas/SPEC.md, "Signed messages"): the CLI signs as ops and trusts what a development
+  # deployment trusts; the key files are made by keys.sh once the binaries are built (the demo does it).
+  printf 'export FB_SIGN_KEY=%s FB_TRUSTED_REQUESTERS=%s FB_TRUSTED_SIGNERS=%s\n' \
+    "$(fb_q "$FB_SIGNING_KEYS/ops.key")" "$(fb_q "$FB_SIGNING_KEYS/django.pub,$FB_SIGNING_KEYS/ops.pub")" \
+    "$(fb_q "$FB_SIGNING_KEYS/worker.pub")"
   # PATH: the PostgreSQL 15 client tools first, then the venv (pytest, python with Django).
   local d
   for d in "$FB_VENV/bin" "$FB_PG_BIN"; do

@@ -16,15 +16,16 @@ from typing import Any, Dict, List, Optional, Tuple
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.db import models, transaction
-from django.db.models import QuerySet
+from django.db.models import Max, OuterRef, Q, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse
 from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
-from . import services
+from . import health, services
+from .compat import action, display
 from .authority import Refused, qualified
 from .models import ArchivedRecord, ArchivePolicy, BackupConfiguration, BackupRecord, Status
 
@@ -48,19 +49,100 @@ def _report(modeladmin: admin.ModelAdmin, request: HttpRequest, ok: int, failure
         modeladmin.message_user(request, f"{what}: {why}", messages.ERROR)
 
 
+def _duration(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "–"
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
 @admin.register(BackupConfiguration)
 class BackupConfigurationAdmin(admin.ModelAdmin):
-    list_display = ("name", "backup_type", "schedule", "verify_schedule", "retention_days", "is_active",
-                    "last_scheduled_at")
+    # Health first (issue 13): is it backing up, when next, does the last backup verify.
+    list_display = ("name", "backup_type", "schedule", "last_success", "next_run", "last_verification",
+                    "retention_days", "is_active")
     list_filter = ("backup_type", "is_active")
     search_fields = ("name",)
-    readonly_fields = ("created_at", "updated_at", "last_scheduled_at", "last_verify_scheduled_at")
+    readonly_fields = ("health_panel", "created_at", "updated_at", "last_scheduled_at", "last_verify_scheduled_at")
     actions = ["backup_now"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        # One query for the changelist's health columns (no query per row).
+        newest_verified = (BackupRecord.objects.filter(configuration=OuterRef("pk"), last_verified_at__isnull=False)
+                           .exclude(verify_status__in=["", Status.QUEUED]).order_by("-last_verified_at", "-id"))
+        return super().get_queryset(request).annotate(
+            last_success_at=Max("records__completed_at", filter=Q(records__status=Status.SUCCESS)),
+            last_verified_at=Subquery(newest_verified.values("last_verified_at")[:1]),
+            last_verify_status=Subquery(newest_verified.values("verify_status")[:1]),
+        )
+
+    @display(description="last success", ordering="last_success_at")
+    def last_success(self, obj: BackupConfiguration) -> str:
+        at = getattr(obj, "last_success_at", None)
+        text = health.when(at) if at is not None else "never"
+        if health.overdue(obj, at, timezone.now()):
+            return format_html('<span style="color:#ba2121;font-weight:bold">{} – overdue</span>', text)
+        return text
+
+    @display(description="next run")
+    def next_run(self, obj: BackupConfiguration) -> str:
+        at = health.next_run(obj.schedule, obj.is_active, timezone.now())
+        return health.when(at) if at is not None else ("inactive" if obj.schedule else "on request only")
+
+    @display(description="last verification", ordering="last_verified_at")
+    def last_verification(self, obj: BackupConfiguration) -> str:
+        status = getattr(obj, "last_verify_status", None)
+        if not status:
+            return "never"
+        text = f"{status} {health.when(obj.last_verified_at)}"
+        if status == Status.FAILED:
+            return format_html('<span style="color:#ba2121;font-weight:bold">{}</span>', text)
+        return text
+
+    @display(description="health")
+    def health_panel(self, obj: Optional[BackupConfiguration]) -> str:
+        if obj is None or obj.pk is None:
+            return "–"
+        h = health.config_health(obj)
+        now = timezone.now()
+        failure = h.last_failure
+        verified = h.last_verified
+        rows = [
+            ("last success", health.when(h.last_success.completed_at, now) if h.last_success else "never"),
+            ("overdue", "yes: a whole scheduled slot has passed without a successful backup" if h.overdue else "no"),
+            ("last failure", f"{health.when(failure.completed_at, now)}: {Truncator(failure.error_message).chars(120)}"
+             if failure else "none"),
+            ("next run", health.when(h.next_run, now) if h.next_run else "–"),
+            ("next verification", health.when(h.next_verify, now) if h.next_verify else "–"),
+            ("last verification", f"{verified.verify_status} {health.when(verified.last_verified_at, now)}"
+             + (f": {Truncator(verified.verify_message).chars(120)}" if verified.verify_message else "")
+             if verified else "never"),
+        ]
+
+        def tip(r: health.Run, what: str) -> str:
+            return f"{health.local(r.completed_at):%Y-%m-%d %H:%M} {r.status}: {what}"
+
+        size = health.sparkline("size", [(float(r.size) if r.size is not None else None,
+                                          tip(r, filesizeformat(r.size) if r.size is not None else "no file"),
+                                          r.status == Status.FAILED) for r in h.runs])
+        duration = health.sparkline("duration", [(r.seconds, tip(r, _duration(r.seconds)),
+                                                  r.status == Status.FAILED) for r in h.runs])
+        sizes = [r.size for r in h.runs if r.size is not None]
+        secs = [r.seconds for r in h.runs if r.seconds is not None]
+        return format_html(
+            '<table class="fb-health">{}'
+            '<tr><th>size, last {} runs</th><td>{} <small>{}</small></td></tr>'
+            '<tr><th>duration, last {} runs</th><td>{} <small>{}</small></td></tr></table>',
+            format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows),
+            len(h.runs), size,
+            f"{filesizeformat(min(sizes))} – {filesizeformat(max(sizes))}" if sizes else "",
+            len(h.runs), duration, f"{_duration(min(secs))} – {_duration(max(secs))}" if secs else "",
+        )
 
     def has_run_backup_permission(self, request: HttpRequest) -> bool:
         return _has_perm(self, request, "run_backup")
 
-    @admin.action(description="Back up now", permissions=["run_backup"])
+    @action(description="Back up now", permissions=["run_backup"])
     def backup_now(self, request: HttpRequest, queryset: QuerySet) -> None:
         ok, failures = 0, []
         configs = list(queryset)
@@ -120,23 +202,20 @@ class BackupRecordAdmin(admin.ModelAdmin):
     def has_run_verify_permission(self, request: HttpRequest) -> bool:
         return _has_perm(self, request, "run_verify")
 
-    @admin.display(description="size", ordering="file_size")
+    @display(description="size", ordering="file_size")
     def size(self, obj: BackupRecord) -> str:
         return filesizeformat(obj.file_size) if obj.file_size is not None else "–"
 
-    @admin.display(description="duration")
+    @display(description="duration")
     def duration_display(self, obj: BackupRecord) -> str:
         d = obj.duration
-        if d is None:
-            return "–"
-        s = int(d.total_seconds())
-        return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+        return _duration(d.total_seconds() if d is not None else None)
 
-    @admin.display(description="error")
+    @display(description="error")
     def error_short(self, obj: BackupRecord) -> str:
         return Truncator(obj.error_message).chars(80)
 
-    @admin.display(description="verification", ordering="verify_status")
+    @display(description="verification", ordering="verify_status")
     def verification_display(self, obj: BackupRecord) -> str:
         # The time has its own column; here the result and, for a failure, why (the full text is on the record).
         if not obj.verify_status:
@@ -161,11 +240,11 @@ class BackupRecordAdmin(admin.ModelAdmin):
                 ok += 1
         _report(self, request, ok, failures)
 
-    @admin.action(description="Verify (integrity)", permissions=["run_verify"])
+    @action(description="Verify (integrity)", permissions=["run_verify"])
     def verify_integrity(self, request: HttpRequest, queryset: QuerySet) -> None:
         self._verify(request, queryset, "integrity")
 
-    @admin.action(description="Verify (restore into a scratch database)", permissions=["run_verify"])
+    @action(description="Verify (restore into a scratch database)", permissions=["run_verify"])
     def verify_restore(self, request: HttpRequest, queryset: QuerySet) -> None:
         self._verify(request, queryset, "restore")
 
@@ -200,11 +279,11 @@ class ArchivePolicyAdmin(admin.ModelAdmin):
                 ok += 1
         _report(self, request, ok, failures)
 
-    @admin.action(description="Archive now (dry run: count only)", permissions=["run_archive"])
+    @action(description="Archive now (dry run: count only)", permissions=["run_archive"])
     def archive_dry_run(self, request: HttpRequest, queryset: QuerySet) -> None:
         self._archive(request, queryset, dry_run=True)
 
-    @admin.action(description="Archive now (for real)", permissions=["run_archive"])
+    @action(description="Archive now (for real)", permissions=["run_archive"])
     def archive_now(self, request: HttpRequest, queryset: QuerySet) -> Optional[HttpResponse]:
         # Rows leave live tables: show what will move first; only the confirming POST (from that page) runs it.
         if request.POST.get("confirm") != "yes":
@@ -273,11 +352,11 @@ class ArchivedRecordAdmin(admin.ModelAdmin):
     # The admin only shows archived rows; putting them back is `fusion-backup unarchive`. The `unarchive`
     # permission (Meta) is declared for that right, for an admin action to come.
 
-    @admin.display(description="table")
+    @display(description="table")
     def table(self, obj: ArchivedRecord) -> str:
         return obj.table_name or "–"
 
-    @admin.display(description="row")
+    @display(description="row")
     def row_display(self, obj: ArchivedRecord) -> str:
         row = obj.row
         if row is None:

@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 DEFAULTS: Dict[str, Any] = {
+    # Where requests go: "kafka" (the workers), or, for a developer's runserver without a broker, "console" (each
+    # event is logged in full on the backup_archive.publisher logger) or "disabled" (one line is logged). Neither
+    # pretends delivery: backup records stay QUEUED with "not sent" in error_message, verifications stay QUEUED,
+    # archive requests report published=False. A system check warns when it is not "kafka" (W002).
+    "PUBLISHER": "kafka",
     # librdkafka bootstrap.servers.
     "BROKERS": "localhost:9092",
     # Topic names are TOPIC_PREFIX + the SPEC's suffix ("fusion." + "backup.requested"); TOPICS overrides one by one.
@@ -60,9 +65,22 @@ DEFAULTS: Dict[str, Any] = {
     # future slot's id and pre-run a decoy under it. None: derived from settings.SECRET_KEY (a system check warns;
     # set it explicitly so rotating SECRET_KEY does not re-key the job ids). Every scheduler must use the same.
     "JOB_ID_SECRET": None,
+    # Failure mails (`manage.py backup_notify`, also run by every scheduler tick): one mail per failed backup
+    # (per attempt) and per failed verification. None: to settings.ADMINS; a list of addresses: to those; []:
+    # no mails. NOTIFY_LIMIT caps the mails of one run (the rest go the next run).
+    "NOTIFY_RECIPIENTS": None,
+    "NOTIFY_LIMIT": 50,
+    # The admin's health panel of a configuration charts this many recent runs (size and duration).
+    "HEALTH_RUNS": 20,
+    # The app's secret Ed25519 signing key (`fusion-backup keygen --sign --out django`: this file is django.key,
+    # mode 0600; django.pub goes into every worker's --trusted-requester). Every request is signed with it
+    # (schemas/SPEC.md, "Signed messages"); workers dead-letter what it did not sign. Required: nothing is
+    # published without it.
+    "SIGNING_KEY_FILE": None,
 }
 
 VERIFY_MODES = ("integrity", "restore")
+PUBLISHERS = ("kafka", "console", "disabled")
 
 TOPIC_SUFFIXES = {
     "backup": "backup.requested",
@@ -143,3 +161,23 @@ def verify_mode() -> str:
     if mode not in VERIFY_MODES:
         raise ImproperlyConfigured(f"FUSION_BACKUP['VERIFY_MODE'] is {mode!r}; use one of {list(VERIFY_MODES)}")
     return mode
+
+
+def publisher() -> str:
+    name = get("PUBLISHER")
+    if name not in PUBLISHERS:
+        raise ImproperlyConfigured(f"FUSION_BACKUP['PUBLISHER'] is {name!r}; use one of {list(PUBLISHERS)} "
+                                   f"(\"console\" or \"disabled\" for a runserver without Kafka)")
+    return name
+
+
+def notify_recipients() -> List[str]:
+    """The addresses failure mails go to: NOTIFY_RECIPIENTS, or settings.ADMINS' when it is None; [] = none."""
+    value = get("NOTIFY_RECIPIENTS")
+    if value is None:
+        return [addr for _, addr in settings.ADMINS]
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) \
+            or not all(isinstance(a, str) and "@" in a for a in value):
+        raise ImproperlyConfigured(f"FUSION_BACKUP['NOTIFY_RECIPIENTS'] is {value!r}: use a list of e-mail "
+                                   f"addresses, [] for no mails, or None for settings.ADMINS")
+    return list(value)

@@ -26,6 +26,15 @@ from .authority import Refused, check_archive, check_backup_tables
 from .resolve import module_tables, policy_target, relations
 
 
+
+def _id() -> models.BigAutoField:
+    """Each model's primary key, declared rather than left to DEFAULT_AUTO_FIELD: Django 3.1 (Fusion's) has no
+    such setting and would give the models an AutoField over the bigint columns migration 0001 made, and a
+    project's `makemigrations` would then write a migration into this app. Declared exactly as the auto-created
+    field of migration 0001, so no Django version sees a change."""
+    return models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")
+
+
 class BackupType(models.TextChoices):
     FULL = "FULL", "Full"
     INCREMENTAL = "INCREMENTAL", "Incremental"
@@ -64,6 +73,7 @@ def validate_tables(value: object) -> None:
 
 
 class BackupConfiguration(models.Model):
+    id = _id()
     name = models.CharField(max_length=255, unique=True)
     backup_type = models.CharField(max_length=16, choices=BackupType.choices, default=BackupType.FULL)
     schedule = models.CharField(
@@ -134,6 +144,7 @@ class BackupConfiguration(models.Model):
 
 
 class BackupRecord(models.Model):
+    id = _id()
     configuration = models.ForeignKey(BackupConfiguration, on_delete=models.CASCADE, related_name="records")
     job_id = models.UUIDField(unique=True, editable=False)
     backup_type = models.CharField(max_length=16, choices=BackupType.choices)
@@ -164,6 +175,10 @@ class BackupRecord(models.Model):
     # The job id of the verification last requested for this record: a worker runs, and the recorder accepts, a
     # backup.verify only under this id, so a forged verify result cannot set verify_status.
     verify_job_id = models.UUIDField(null=True, blank=True, editable=False)
+    # Failure mails (notify.py, migration 0004): the attempt whose failure was mailed, and the verify job whose
+    # failure was mailed. Written by this app only; a failure is due while these lag behind attempt/verify_job_id.
+    failure_notified_attempt = models.IntegerField(null=True, blank=True, editable=False)
+    verify_notified_job_id = models.UUIDField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-requested_at", "-id"]
@@ -196,6 +211,7 @@ class BackupRecord(models.Model):
 
 
 class ArchivePolicy(models.Model):
+    id = _id()
     module = models.CharField(max_length=100, help_text="Django app label, e.g. 'leave'")
     model_name = models.CharField(max_length=100, help_text="model name, e.g. 'Leave'")
     timestamp_column = models.CharField(
@@ -269,6 +285,8 @@ class ArchivedRecord(models.Model):
         {"v": 1, "table": ["public", "leave_leave"], "pk": "id", "row": {...the row as row_to_json gives it...}}
     "table" and "pk" say where the row goes back; "row" is the row itself.
     """
+
+    id = _id()
 
     module = models.CharField(max_length=100)
     model_name = models.CharField(max_length=100)

@@ -21,6 +21,12 @@ slot_job_id("verify", configuration, slot) like the others.
 Each tick ends with the republish sweep (services.republish_queued): records left QUEUED because a process died
 between commit and publish are sent again with their own job id.
 
+Each tick then mails the failures not mailed yet (notify.notify_failures): the recorder writes records with SQL,
+so no Django signal would tell of them; the active scheduler is the one process that looks.
+
+One tick on its own, for a Celery beat (backup_archive.tasks) or cron, is `run_tick()`: it takes the same lock
+for the tick's duration only, so it and a long-running `backup_scheduler` never both schedule.
+
 Catch-up: after downtime, a tick requests at most CATCHUP_SLOTS missed slots per object (the newest), and logs
 how many older ones it skipped. A new object's first slot is the first one after it was created (configurations)
 or after the scheduler first saw it (policies, which have no creation time).
@@ -42,6 +48,7 @@ from django.utils import timezone
 from . import conf
 from .authority import Refused
 from .models import ArchivePolicy, BackupConfiguration, BackupRecord, Status
+from .notify import notify_failures
 from .services import republish_queued, request_archive, request_backup, request_verify
 
 log = logging.getLogger("backup_archive.scheduler")
@@ -98,6 +105,16 @@ def due_slots(expr: str, after: dt.datetime, now: dt.datetime, limit: int) -> Tu
     return slots, skipped
 
 
+def next_slot(expr: str, after: dt.datetime) -> dt.datetime:
+    """The first cron slot after `after`, read in the scheduler's time zone (what the admin shows as next run)."""
+    return croniter(expr, _aware(after).astimezone(_tz())).get_next(dt.datetime)
+
+
+def previous_slot(expr: str, before: dt.datetime) -> dt.datetime:
+    """The last cron slot at or before `before`."""
+    return croniter(expr, _aware(before).astimezone(_tz()) + dt.timedelta(seconds=1)).get_prev(dt.datetime)
+
+
 class Scheduler:
     def __init__(self, now: Optional[dt.datetime] = None) -> None:
         self._fixed_now = now  # tests pin the clock
@@ -131,14 +148,20 @@ class Scheduler:
     # --- one tick -----------------------------------------------------------------------------------------
 
     def tick(self) -> int:
-        """Requests every due slot once, then republishes stuck QUEUED records. Returns how many requests were
-        sent (republished ones included)."""
+        """Requests every due slot once, then republishes stuck QUEUED records, then mails new failures. Returns
+        how many requests were sent (republished ones included)."""
         n = 0
         for pk in BackupConfiguration.objects.filter(is_active=True).values_list("pk", flat=True):
             n += self._tick_config(pk)
         for pk in ArchivePolicy.objects.filter(is_active=True).values_list("pk", flat=True):
             n += self._tick_policy(pk)
-        return n + self.requeue()
+        n += self.requeue()
+        self.notify()
+        return n
+
+    def notify(self) -> int:
+        """Failure mails (notify.py); returns how many were sent."""
+        return len(notify_failures())
 
     def requeue(self) -> int:
         """The republish sweep (services.republish_queued), when FUSION_BACKUP['REQUEUE_AFTER_MINUTES'] is set.
@@ -232,6 +255,25 @@ class Scheduler:
             log.error("archive %s: slot %s not sent, will retry next tick: %s", policy, slot.isoformat(), req.error)
             n -= 1
         return n
+
+
+def run_tick(now: Optional[dt.datetime] = None) -> Optional[int]:
+    """One tick under the scheduler lock, released afterwards: the requests sent, or None when another
+    scheduler holds the lock (it schedules; this tick has nothing to do). For Celery beat and cron, where no
+    process stays up between ticks."""
+    sched = Scheduler(now)
+    key = int(conf.get("SCHEDULER_LOCK_ID"))
+    with connection.cursor() as cur:
+        cur.execute("SELECT pg_try_advisory_lock(%s)", [key])
+        if not cur.fetchone()[0]:
+            log.info("tick skipped: another scheduler holds lock %d", key)
+            return None
+    try:
+        return sched.tick()
+    finally:
+        # Only this tick's hold (pg_advisory_unlock, not _all): the connection lives on in a Celery worker.
+        with connection.cursor() as cur:
+            cur.execute("SELECT pg_advisory_unlock(%s)", [key])
 
 
 def iter_ticks(interval: float, stop: Callable[[], bool]) -> Iterator[None]:

@@ -32,7 +32,7 @@ from django.utils import timezone
 from . import conf
 from .authority import Refused, check_archive, check_backup_tables
 from .models import ArchivePolicy, BackupConfiguration, BackupRecord, Status
-from .publisher import PublishError, publish
+from .publisher import NotSent, PublishError, publish
 from .resolve import PolicyTarget, backup_tables, policy_target, relations, user_context
 
 log = logging.getLogger("backup_archive")
@@ -167,6 +167,8 @@ def request_verify(
         def send() -> None:
             try:
                 publish(conf.topic("backup"), str(record.configuration_id), value)
+            except NotSent as e:  # a console/disabled publisher: still waiting, and says why
+                BackupRecord.objects.filter(pk=record.pk).update(verify_message=str(e))
             except PublishError as e:
                 log.error("backup.verify job=%s record=%s not published: %s", job, record.pk, e)
                 BackupRecord.objects.filter(pk=record.pk).update(verify_status=Status.FAILED, verify_message=str(e))
@@ -179,6 +181,10 @@ def _publish_on_commit(topic: str, key: str, value: bytes, what: str, record_id:
     def send() -> None:
         try:
             partition, offset = publish(topic, key, value)
+        except NotSent as e:
+            # A console/disabled publisher: the request is valid but nobody will run it. QUEUED (not FAILED: no
+            # failure mail, and a switch to "kafka" lets the republish sweep send it), saying why.
+            BackupRecord.objects.filter(pk=record_id, status=Status.QUEUED).update(error_message=str(e))
         except PublishError as e:
             log.error("%s record=%s user=%s dept=%s not published: %s",
                       what, record_id, ctx["user_id"], ctx["department"], e)

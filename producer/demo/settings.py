@@ -32,6 +32,9 @@ FUSION_BACKUP = {
     "TOPIC_PREFIX": os.environ.get("FB_TOPIC_PREFIX", "fusion."),
     "PUBLISH_TIMEOUT": 15.0,
     "JOB_ID_SECRET": "demo-only-job-id-secret-not-secret",
+    # The app's signing key, made by deploy/local/keys.sh (workers trust its .pub through FB_TRUSTED_REQUESTERS).
+    "SIGNING_KEY_FILE": os.path.join(os.environ.get("FB_HOME", os.path.expanduser("~/.cache/fusion-backup")), "keys",
+                                     "django.key"),
     # The secured local broker (deploy/local/services.sh env): the app speaks as the `django` principal.
     **({"SECURITY_PROTOCOL": "SASL_SSL", "SASL_USERNAME": "django",
         "SASL_PASSWORD_FILE": os.path.join(os.environ["FB_TEST_KAFKA_SECRETS"], "django.password"),

@@ -105,8 +105,9 @@ class Topics:
                     raise
                 time.sleep(0.3)
 
-    def read(self, suffix: str, n: int, timeout: float = 20.0) -> List[Tuple[bytes, bytes]]:
-        """The first n messages (key, value) of the topic; fails the test if fewer arrive in time."""
+    def read(self, suffix: str, n: int, timeout: float = 20.0, headers: bool = False) -> List[Tuple[bytes, ...]]:
+        """The first n messages (key, value) of the topic, or (key, value, headers) with headers=True; fails the
+        test if fewer arrive in time."""
         topic = self.name(suffix)
         c = Consumer({**kafka_config("ops"), "group.id": f"fb-test-{uuid.uuid4().hex}",
                       "enable.auto.commit": False, "auto.offset.reset": "earliest"})
@@ -120,7 +121,7 @@ class Topics:
                 msg = c.poll(0.5)
                 if msg is None or msg.error():
                     continue
-                out.append((msg.key(), msg.value()))
+                out.append((msg.key(), msg.value(), msg.headers() or []) if headers else (msg.key(), msg.value()))
             assert len(out) >= n, f"only {len(out)} of {n} message(s) on {topic} within {timeout}s"
             return out
         finally:
@@ -239,6 +240,15 @@ def django_conninfo() -> str:
     return " ".join(f"{k}={q(v)}" for k, v in parts.items() if v)
 
 
+def django_signer():
+    """The app's signing key (FUSION_BACKUP['SIGNING_KEY_FILE'] of the test settings)."""
+    from django.conf import settings
+
+    from fusion_events import sign
+
+    return sign.Signer.from_file(settings.FUSION_BACKUP["SIGNING_KEY_FILE"])
+
+
 class Workers:
     """fusion-backup-worker processes for one test, against the test database and the test's topics; all are
     stopped afterwards (SIGTERM, then SIGKILL). Same idea as tests/integration/conftest.py's Workers."""
@@ -255,6 +265,13 @@ class Workers:
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, f"fusion-backup keygen failed: {r.stderr}"
         self.public_key, self.secret_key = keys / "backup.pub", keys / "backup.key"
+        # Who is speaking: the workers sign with their own key and trust the app's (the test settings' key).
+        r = subprocess.run([str(bindir / "fusion-backup"), "keygen", "--sign", "--out", str(keys / "worker")],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, f"fusion-backup keygen --sign failed: {r.stderr}"
+        self.worker_sign_pub, self.worker_sign_key = keys / "worker.pub", keys / "worker.key"
+        self.django_pub = keys / "django.pub"
+        self.django_pub.write_text(f"ed25519-public {django_signer().public_key.hex()}\n")
 
     def start(self, *, secret_key: bool = False, scratch_pg: Optional[str] = None,
               extra: Tuple[str, ...] = ()) -> subprocess.Popen:
@@ -266,7 +283,8 @@ class Workers:
                 "--brokers", brokers(), "--topic-prefix", self.prefix, "--group-id", f"g-{self.prefix}",
                 "--worker-name", f"w{n}", "--storage-root", str(self.storage_root),
                 "--public-key", str(self.public_key), "--retry-backoff-ms", "200",
-                "--progress-interval-ms", "500", "--log-level", "debug"]
+                "--progress-interval-ms", "500", "--log-level", "debug", "--sign-key", str(self.worker_sign_key),
+                "--trusted-requester", str(self.django_pub), "--trusted-signer", str(self.worker_sign_pub)]
         if secret_key:
             args += ["--secret-key", str(self.secret_key)]
         if scratch_pg:

@@ -15,6 +15,24 @@ def _conninfo(s: str) -> dict:
     return dict(part.split("=", 1) for part in shlex.split(s))
 
 
+def _test_signing_key() -> str:
+    """The app's signing key in the tests: RFC 8032's third Ed25519 test seed, public on purpose: a key for
+    tests only, never for a deployment. Written (0600, atomically) where every process of a test run, the
+    schedulers started as subprocesses too, finds the same file; tests/conftest.py gives workers its .pub."""
+    import tempfile
+
+    seed = "c5aa8df43f9f837bedb7442f31dcb7b166d38535076f094b85ce3a2e0b4458f7"
+    d = os.path.join(tempfile.gettempdir(), f"fusion-backup-producer-tests-{os.getuid()}")
+    os.makedirs(d, mode=0o700, exist_ok=True)
+    path = os.path.join(d, "django.key")
+    tmp = f"{path}.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"# tests only (RFC 8032 test 3)\ned25519-seed {seed}\n")
+    os.replace(tmp, path)
+    return path
+
+
 _pg = _conninfo(os.environ.get("FB_TEST_PG", "host=127.0.0.1 port=55432 user=postgres dbname=postgres"))
 
 SECRET_KEY = "tests-only-not-secret"
@@ -54,11 +72,16 @@ FUSION_BACKUP = {
     "TOPIC_PREFIX": os.environ.get("FB_TOPIC_PREFIX", "fusion."),
     "PUBLISH_TIMEOUT": 15.0,
     "JOB_ID_SECRET": "tests-only-job-id-secret-not-secret",
+    "SIGNING_KEY_FILE": _test_signing_key(),
     # The secured local broker (deploy/local/services.sh env): the app speaks as the `django` principal.
     **({"SECURITY_PROTOCOL": "SASL_SSL", "SASL_USERNAME": "django",
         "SASL_PASSWORD_FILE": os.path.join(os.environ["FB_TEST_KAFKA_SECRETS"], "django.password"),
         "SSL_CA_FILE": os.environ.get("FB_TEST_KAFKA_CA")} if os.environ.get("FB_TEST_KAFKA_SECRETS") else {}),
 }
+
+# Failure mails go to ADMINS (FUSION_BACKUP['NOTIFY_RECIPIENTS'] unset); pytest-django swaps in the locmem backend.
+ADMINS = [("Backup admins", "backup-admins@example.org")]
+SERVER_EMAIL = "fusion-backup@example.org"
 
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",

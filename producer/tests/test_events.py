@@ -144,6 +144,41 @@ def test_invalid_event_rolls_the_request_back(kafka_topics: Topics, config) -> N
     assert not BackupRecord.objects.exists()
 
 
+def test_requests_are_signed_by_the_app(kafka_topics: Topics, config, policy) -> None:
+    """Both request topics: the message verifies with the app's public key, for its own topic only."""
+    from fusion_events import sign
+
+    from tests.conftest import django_signer
+
+    services.request_backup(config, None)
+    services.request_archive(policy, None)
+    keyring = sign.Keyring([django_signer().public_key])
+    for suffix in ("backup.requested", "archive.due"):
+        [(key, value, headers)] = kafka_topics.read(suffix, 1, headers=True)
+        assert sign.verify(keyring, kafka_topics.name(suffix), key, value, headers) == django_signer().key_id
+        with pytest.raises(sign.Untrusted, match="bad signature"):
+            sign.verify(keyring, kafka_topics.name("jobs.completed"), key, value, headers)
+
+
+def test_no_signing_key_publishes_nothing(settings, kafka_topics: Topics, config, tmp_path) -> None:
+    """Without SIGNING_KEY_FILE (or with an unusable one) nothing is sent; the record says what to set."""
+    fb = dict(settings.FUSION_BACKUP)
+    fb.pop("SIGNING_KEY_FILE")
+    settings.FUSION_BACKUP = fb
+    record = services.request_backup(config, None)
+    record.refresh_from_db()
+    assert record.status == Status.FAILED
+    assert "SIGNING_KEY_FILE" in record.error_message and "keygen --sign" in record.error_message
+    loose = tmp_path / "loose.key"
+    loose.write_text("ed25519-seed " + "11" * 32 + "\n")
+    loose.chmod(0o644)
+    settings.FUSION_BACKUP = {**fb, "SIGNING_KEY_FILE": str(loose)}
+    record = services.request_backup(config, None)
+    record.refresh_from_db()
+    assert record.status == Status.FAILED and "readable by others" in record.error_message
+    assert kafka_topics.count("backup.requested") == 0
+
+
 def test_broker_down_marks_the_record_failed(settings, config, policy) -> None:
     # Port 1 on loopback: nothing listens, every connection is refused at once.
     settings.FUSION_BACKUP = {**settings.FUSION_BACKUP, "BROKERS": "127.0.0.1:1", "PUBLISH_TIMEOUT": 2.0,

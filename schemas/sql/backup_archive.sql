@@ -60,7 +60,11 @@ CREATE TABLE backup_archive_backuprecord (
     tables jsonb NULL,
     -- migration 0003: the job id of the verification Django last asked for on this record; a worker runs, and
     -- the recorder accepts, a verify job only under this id.
-    verify_job_id uuid NULL
+    verify_job_id uuid NULL,
+    -- migration 0004 (failure mails, producer/backup_archive/notify.py): the attempt whose failure and the verify
+    -- job whose failure Django has mailed; written by Django only, workers leave them alone.
+    failure_notified_attempt integer NULL,
+    verify_notified_job_id uuid NULL
 );
 CREATE INDEX backup_archive_backuprecord_configuration_id_341caf06
     ON backup_archive_backuprecord (configuration_id);

@@ -13,6 +13,10 @@ dropped. valid/INDEX.json lists {"name", "canonical"}: canonical vectors are exa
 that JSON (every key, table order, nil for None, smallest ints, float64), so re-encoding is byte-identical.
 invalid/NAME.msgpack + invalid/INDEX.json {"name", "why", "error_contains"}: both codecs must reject the file
 with an error message containing error_contains (the field name, or a word from SPEC.md's error vocabulary).
+signed/: signed Kafka messages (SPEC.md, "Signed messages"). NAME.value is the message value, NAME.headers its
+headers (one `name<TAB>value` line each, in order); INDEX.json {"name", "why", "topic", "key" (text or null),
+"expect" ("ok" or "untrusted"), "reason_contains"}; trusted.pub is the one key the verifier trusts. The
+signatures are made here with PyNaCl and this file's own framing, not with either side's signing code.
 """
 from __future__ import annotations
 
@@ -496,6 +500,96 @@ def write_json(path: str, obj: Any) -> None:
         f.write("\n")
 
 
+# --- signed messages (SPEC.md, "Signed messages") ------------------------------------------------------------
+# Test-only keys, published on purpose: RFC 8032's first two Ed25519 test seeds (schemas/vectors/README.md).
+TRUSTED_SEED = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+UNKNOWN_SEED = bytes.fromhex("4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb")
+
+
+def _msg_digest(topic: str, key: Optional[bytes], value: bytes) -> bytes:
+    import hashlib
+
+    t = topic.encode()
+    framed = struct.pack("<I", len(t)) + t
+    framed += struct.pack("<I", 0xFFFFFFFF) if key is None else struct.pack("<I", len(key)) + key
+    framed += struct.pack("<Q", len(value)) + value
+    return hashlib.blake2b(framed, digest_size=32).digest()
+
+
+def _sign(seed: bytes, topic: str, key: Optional[bytes], value: bytes) -> List[Tuple[str, str]]:
+    import hashlib
+
+    import nacl.signing
+
+    sk = nacl.signing.SigningKey(seed)
+    kid = hashlib.blake2b(bytes(sk.verify_key), digest_size=32).digest()[:8].hex()
+    msg = b"fusion-backup signature v1\0message\0" + _msg_digest(topic, key, value)
+    return [("fb-key-id", kid), ("fb-sig", sk.sign(msg).signature.hex())]
+
+
+def signed_vectors(values: Dict[str, bytes]) -> List[dict]:
+    """Each: name, why, topic, key (bytes or None), value, headers [(name, text)], expect, reason_contains."""
+    req, status = values["backup_requested_basic"], values["job_status_success_backup"]
+    bt, st, dt = "fusion.backup.requested", "fusion.jobs.completed", "fusion.jobs.dlq"
+    job = msgpack.unpackb(status)["job_id"].encode()
+    ok = _sign(TRUSTED_SEED, bt, b"3", req)
+    kid, sig = ok[0][1], ok[1][1]
+    flipped_sig = sig[:-1] + ("0" if sig[-1] != "0" else "1")
+    out = []
+
+    def add(name, why, topic, key, value, headers, expect="untrusted", reason=None):
+        out.append({"name": name, "why": why, "topic": topic, "key": key, "value": value, "headers": headers,
+                    "expect": expect, "reason_contains": reason})
+
+    add("ok_request", "a backup.requested signed by the trusted key", bt, b"3", req, ok, "ok")
+    add("ok_status", "a job.status signed by the trusted key, keyed by its job id", st, job, status,
+        _sign(TRUSTED_SEED, st, job, status), "ok")
+    dlq_headers = [("fusion.error", "decode: not a map"), ("fusion.source.topic", bt)] + _sign(
+        TRUSTED_SEED, dt, b"3", b"\xc1 not msgpack")
+    add("ok_dead_letter_other_headers", "a dead letter whose value is not msgpack, with unsigned information "
+        "headers beside the signature (they are not covered)", dt, b"3", b"\xc1 not msgpack", dlq_headers, "ok")
+    add("ok_null_key", "a null key (length 0xFFFFFFFF in the digest)", bt, None, req, _sign(TRUSTED_SEED, bt, None, req),
+        "ok")
+    add("ok_empty_value", "an empty value", dt, b"3", b"", _sign(TRUSTED_SEED, dt, b"3", b""), "ok")
+    flipped = bytearray(req)
+    flipped[len(flipped) // 2] ^= 0x01
+    add("flipped_bit_value", "one bit of the value flipped after signing", bt, b"3", bytes(flipped), ok,
+        reason="bad signature")
+    add("flipped_bit_signature", "one bit of the signature flipped", bt, b"3", req,
+        [("fb-key-id", kid), ("fb-sig", flipped_sig)], reason="bad signature")
+    add("other_topic", "a status signed for the completion topic, presented as a request", bt, job, status,
+        _sign(TRUSTED_SEED, st, job, status), reason="bad signature")
+    add("other_prefix", "signed for topic fusion.backup.requested, presented on staging.fusion.backup.requested",
+        "staging." + bt, b"3", req, ok, reason="bad signature")
+    add("other_key", "signed with key 3, presented with key 4", bt, b"4", req, ok, reason="bad signature")
+    add("null_key_as_empty", "signed with a null key, presented with an empty one", bt, b"", req,
+        _sign(TRUSTED_SEED, bt, None, req), reason="bad signature")
+    add("unknown_key_id", "signed by a key the verifier does not trust", bt, b"3", req,
+        _sign(UNKNOWN_SEED, bt, b"3", req), reason="not trusted")
+    add("trusted_id_other_key", "the trusted key's id, but the signature of another key", bt, b"3", req,
+        [("fb-key-id", kid), _sign(UNKNOWN_SEED, bt, b"3", req)[1]], reason="bad signature")
+    add("no_headers", "no headers at all", bt, b"3", req, [], reason="missing")
+    add("missing_signature", "the key id without a signature", bt, b"3", req, ok[:1], reason="missing")
+    add("missing_key_id", "a signature without the key id", bt, b"3", req, ok[1:], reason="missing")
+    add("duplicate_signature", "fb-sig given twice (both the valid one)", bt, b"3", req, ok + ok[1:],
+        reason="duplicate")
+    add("duplicate_key_id", "fb-key-id given twice", bt, b"3", req, ok[:1] + ok, reason="duplicate")
+    add("uppercase_signature", "the signature in uppercase hex", bt, b"3", req,
+        [("fb-key-id", kid), ("fb-sig", sig.upper())], reason="malformed")
+    add("short_key_id", "a key id of 15 hex digits", bt, b"3", req, [("fb-key-id", kid[:15]), ok[1]],
+        reason="malformed")
+    add("signature_not_hex", "a signature of the right length that is not hex", bt, b"3", req,
+        [("fb-key-id", kid), ("fb-sig", "z" * 128)], reason="malformed")
+    return out
+
+
+def public_key_file(seed: bytes) -> str:
+    import nacl.signing
+
+    pk = bytes(nacl.signing.SigningKey(seed).verify_key).hex()
+    return f"# the golden vectors' trusted signing key (test only: RFC 8032 test 1)\ned25519-public {pk}\n"
+
+
 def main() -> int:
     vdir, idir = os.path.join(HERE, "valid"), os.path.join(HERE, "invalid")
     for d in (vdir, idir):
@@ -523,7 +617,27 @@ def main() -> int:
         write(os.path.join(idir, name + ".msgpack"), pack(wire))
         index.append({"name": name, "why": why, "error_contains": fragment})
     write_json(os.path.join(idir, "INDEX.json"), index)
-    print(f"{n_valid} valid, {len(index)} invalid vectors written", file=sys.stderr)
+    n_invalid = len(index)
+    sdir = os.path.join(HERE, "signed")
+    os.makedirs(sdir, exist_ok=True)
+    for f in os.listdir(sdir):
+        if f.endswith((".value", ".headers", ".json", ".pub")):
+            os.remove(os.path.join(sdir, f))
+    values = {name: pack(wire) for name, wire, _, _ in valid_vectors()}
+    index = []
+    for v in signed_vectors(values):
+        write(os.path.join(sdir, v["name"] + ".value"), v["value"])
+        lines = []
+        for hname, hval in v["headers"]:
+            assert "\t" not in hname + hval and "\n" not in hname + hval, v["name"]
+            lines.append(f"{hname}\t{hval}\n")
+        write(os.path.join(sdir, v["name"] + ".headers"), "".join(lines).encode())
+        index.append({"name": v["name"], "why": v["why"], "topic": v["topic"],
+                      "key": None if v["key"] is None else v["key"].decode(), "expect": v["expect"],
+                      "reason_contains": v["reason_contains"]})
+    write_json(os.path.join(sdir, "INDEX.json"), index)
+    write(os.path.join(sdir, "trusted.pub"), public_key_file(TRUSTED_SEED).encode())
+    print(f"{n_valid} valid, {n_invalid} invalid, {len(index)} signed vectors written", file=sys.stderr)
     return 0
 
 

@@ -1,6 +1,8 @@
 /* tap: see tap.h. */
 #include "tap.h"
 
+#include <sodium.h>
+
 #include <libpq-fe.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,4 +61,16 @@ fb_code tap_collect(void *opaque, const void *data, size_t len, fb_err *err) {
     memcpy(b->p + b->len, data, len);
     b->len += len;
     return FB_OK;
+}
+
+void tap_signer(fb_signer *s, fb_keyring *kr) {
+    memset(s, 0, sizeof *s);
+    crypto_sign_keypair(s->pk, s->sk);
+    fb_sign_key_id(s->pk, s->key_id);
+    s->loaded = 1;
+    if (!kr) return;
+    fb_trusted_key *k = &kr->keys[kr->n++];
+    memcpy(k->pk, s->pk, sizeof k->pk);
+    memcpy(k->key_id, s->key_id, sizeof k->key_id);
+    k->path = strdup("(test key)");
 }

@@ -39,4 +39,9 @@ typedef struct tap_buf {
 } tap_buf;
 fb_code tap_collect(void *opaque, const void *data, size_t len, fb_err *err);
 
+/* A fresh in-memory Ed25519 signing key and, when kr is not NULL, a keyring that trusts it (tests that write or
+ * read signed artifacts). fb_keyring_free(kr) when done. */
+#include "common/fb_sign.h"
+void tap_signer(fb_signer *s, fb_keyring *kr);
+
 #endif

@@ -13,15 +13,23 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "artifact/arc_clist.h"
 #include "artifact/arc_format.h"
 #include "artifact/arc_key.h"
 #include "artifact/arc_reader.h"
 #include "artifact/arc_writer.h"
+#include "job/job_chunkmap.h"
 #include "tap.h"
 
 static char dir[256];
 
 typedef tap_buf buf;
+
+/* Format 5 artifacts are signed: the writer's key and the readers' trust in it (arc_sign.h; its own tests are in
+ * test_artifact_sign.c). The file is test.fbak, its manifest another job: the name is not checked here. */
+static fb_signer signer;
+static fb_keyring trusted;
+static arc_trust trust = {&trusted, 0, NULL};
 
 static unsigned char *slurp(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
@@ -45,11 +53,118 @@ static fb_code open_and_verify(const char *path, const unsigned char *sk, const 
     stor_rfile *f = NULL;
     arc_reader *r = NULL;
     fb_code rc = stor_posix_open_path(path, &f, err);
-    if (rc == FB_OK) rc = arc_reader_open(f, sk, pk, &r, err);
+    if (rc == FB_OK) rc = arc_reader_open(f, sk, pk, &trust, &r, err);
     if (rc == FB_OK) rc = arc_reader_verify_all(r, err);
     arc_reader_free(r);
     stor_rfile_close(f);
     return rc;
+}
+
+/* A record whose every field derives from i, so a wrong or reordered one is caught. */
+static void rec_of(uint64_t i, arc_clist_rec *r) {
+    memset(r, 0, sizeof *r);
+    crypto_generichash(r->id, sizeof r->id, (const unsigned char *)&i, sizeof i, NULL, 0);
+    r->src = (uint32_t)(i % 5);
+    r->segment = (uint32_t)(i % 7) + 1;
+    r->offset = i * 4096;
+    r->length = 1000 + i % 3000;
+}
+
+/* Format 5's chunk records: spooled in table ranges, read back range by range with their BLAKE2b; a damaged record
+ * fails its range. And the on-disk chunk map past several doublings: every id found with its own record, the
+ * first place recorded wins, unknown ids are absent. */
+static void test_clist_and_chunkmap(void) {
+    fb_err err;
+    arc_clist_spool sp;
+    enum { n1 = 5000, n2 = 20000 };
+    uint64_t first[2], count[2];
+    unsigned char hash[2][ARC_CLIST_HASH_BYTES];
+    CHECK_EQ_INT(arc_clist_spool_open(&sp, &err), FB_OK);
+    arc_clist_spool_table(&sp);
+    for (uint64_t i = 0; i < n1; i++) {
+        arc_clist_rec r;
+        rec_of(i, &r);
+        arc_clist_spool_add(&sp, &r, &err);
+    }
+    arc_clist_spool_table_end(&sp, &first[0], &count[0], hash[0]);
+    for (uint64_t i = n1; i < n1 + n2; i++) {
+        arc_clist_rec r;
+        rec_of(i, &r);
+        arc_clist_spool_add(&sp, &r, &err);
+    }
+    arc_clist_spool_table_end(&sp, &first[1], &count[1], hash[1]);
+    CHECK_EQ_INT(arc_clist_spool_flush(&sp, &err), FB_OK);
+    CHECK_EQ_INT(first[0], 0);
+    CHECK_EQ_INT(count[0], n1);
+    CHECK_EQ_INT(first[1], n1);
+    CHECK_EQ_INT(count[1], n2);
+    /* The spooled bytes behind a 100-byte prefix, as they sit in an artifact after the index head. */
+    size_t len = (size_t)sp.n * ARC_CLIST_REC_BYTES;
+    unsigned char *all = malloc(100 + len);
+    memset(all, 'h', 100);
+    CHECK(pread(sp.fd, all + 100, len, 0) == (ssize_t)len);
+    arc_clist_spool_close(&sp);
+    char path[400];
+    snprintf(path, sizeof path, "%s/records", dir);
+    for (int damaged = 0; damaged < 2; damaged++) {
+        if (damaged) all[100 + (n1 + 777) * ARC_CLIST_REC_BYTES + 30] ^= 1; /* in table 2's 778th record */
+        spit(path, all, 100 + len);
+        stor_rfile *f = NULL;
+        CHECK_EQ_INT(stor_posix_open_path(path, &f, &err), FB_OK);
+        for (int t = 0; t < 2; t++) {
+            arc_clist_iter it;
+            arc_clist_rec got, want;
+            int more = 1, same = 1;
+            uint64_t n = 0;
+            fb_code rc = arc_clist_iter_open(&it, f, 100, first[t], count[t], hash[t], &err);
+            while (rc == FB_OK && more) {
+                rc = arc_clist_iter_next(&it, &got, &more, &err);
+                if (rc || !more) break;
+                rec_of(first[t] + n++, &want);
+                if (memcmp(&got, &want, sizeof got) != 0) same = 0;
+            }
+            arc_clist_iter_close(&it);
+            if (damaged && t == 1) {
+                CHECKF(rc == FB_ERR_CRYPTO && strstr(err.msg, "does not match"), "damaged range: rc %d: %s", rc,
+                       err.msg);
+            } else {
+                CHECKF(rc == FB_OK && same && n == count[t], "range %d: rc %d, %llu records, same %d", t, rc,
+                       (unsigned long long)n, same);
+            }
+        }
+        /* A range beyond the file is refused before anything is read. */
+        arc_clist_iter it;
+        CHECK_EQ_INT(arc_clist_iter_open(&it, f, 100, first[1], count[1] + 1, hash[1], &err), FB_ERR_FORMAT);
+        arc_clist_iter_close(&it);
+        stor_rfile_close(f);
+    }
+    free(all);
+
+    job_chunkmap *m = NULL;
+    CHECK_EQ_INT(job_chunkmap_new(10, &m, &err), FB_OK); /* far too small: it doubles several times */
+    int put_ok = 1, found_all = 1, first_wins = 1, absent = 1;
+    for (uint64_t i = 0; i < n2 && put_ok; i++) {
+        arc_clist_rec r;
+        rec_of(i, &r);
+        put_ok = job_chunkmap_put(m, &r, &err) == FB_OK;
+        r.offset += 1; /* the same id again, elsewhere: ignored */
+        put_ok = put_ok && job_chunkmap_put(m, &r, &err) == FB_OK;
+    }
+    CHECKF(put_ok, "put: %s", err.msg);
+    CHECK_EQ_INT(job_chunkmap_count(m), n2);
+    for (uint64_t i = 0; i < n2; i++) {
+        arc_clist_rec want, got;
+        int found = 0;
+        rec_of(i, &want);
+        if (job_chunkmap_get(m, want.id, &got, &found, &err) != FB_OK || !found) found_all = 0;
+        else if (got.offset != want.offset || memcmp(&got, &want, sizeof got) != 0) first_wins = 0;
+        rec_of(i + n2, &want);
+        if (job_chunkmap_get(m, want.id, &got, &found, &err) != FB_OK || found) absent = 0;
+    }
+    CHECK(found_all);
+    CHECK(first_wins);
+    CHECK(absent);
+    job_chunkmap_free(m);
 }
 
 #define NSEG 4
@@ -60,12 +175,14 @@ int main(void) {
     unsigned char pk[ARC_PK_BYTES], sk[ARC_SK_BYTES], pk2[ARC_PK_BYTES], sk2[ARC_SK_BYTES];
     char path[400], bad[400], root[300];
     if (sodium_init() < 0) return 1;
+    tap_signer(&signer, &trusted);
     crypto_box_keypair(pk, sk);
     crypto_box_keypair(pk2, sk2);
     snprintf(dir, sizeof dir, "/tmp/fbta_%d", (int)getpid());
     snprintf(root, sizeof root, "%s/root", dir);
     mkdir(dir, 0700);
     mkdir(root, 0700);
+    test_clist_and_chunkmap();
 
     /* Segment contents: empty; 3 MiB random (incompressible: several messages); COPY-like text; 3 MiB random
      * again, of the same length as segment 2 so the two can be swapped in place. */
@@ -88,6 +205,7 @@ int main(void) {
     arc_manifest m = {0};
     m.format = 1;
     m.job_id = strdup("0b5cd0b8-6f2a-4a41-9d0c-8f1f0c5b3a11");
+    CHECK_EQ_INT(arc_writer_set_signer(w, &signer, m.job_id, &err), FB_OK);
     m.tables = calloc(NSEG, sizeof *m.tables);
     m.n_tables = NSEG;
     for (int i = 0; i < NSEG; i++) {
@@ -136,7 +254,7 @@ int main(void) {
     stor_rfile *f = NULL;
     arc_reader *r = NULL;
     CHECK_EQ_INT(stor_posix_open_path(path, &f, &err), FB_OK);
-    fb_code rc = arc_reader_open(f, sk, pk, &r, &err);
+    fb_code rc = arc_reader_open(f, sk, pk, &trust, &r, &err);
     CHECKF(rc == FB_OK, "open: %s", err.msg);
     if (rc == FB_OK) {
         const arc_manifest *got = arc_reader_manifest(r);
@@ -205,7 +323,7 @@ int main(void) {
     arc_put_u64(copy + len - 8, len - ARC_TRAILER_BYTES - m.tables[2].offset);
     spit(bad, copy, len);
     rc = open_and_verify(bad, sk, pk, &err);
-    CHECKF(rc == FB_ERR_CRYPTO || rc == FB_ERR_FORMAT, "trailer: %d %s", rc, err.msg);
+    CHECKF(rc == FB_ERR_CRYPTO || rc == FB_ERR_FORMAT || rc == FB_ERR_UNTRUSTED, "trailer: %d %s", rc, err.msg);
     memcpy(copy, good, len);
     memcpy(copy + len, "garbage", 7);
     spit(bad, copy, len + 7);
@@ -223,7 +341,7 @@ int main(void) {
     copy[m.tables[2].offset + m.tables[2].length / 2] ^= 0x40;
     spit(bad, copy, len);
     CHECK_EQ_INT(stor_posix_open_path(bad, &f, &err), FB_OK);
-    CHECK_EQ_INT(arc_reader_open(f, sk, pk, &r, &err), FB_OK);
+    CHECK_EQ_INT(arc_reader_open(f, sk, pk, &trust, &r, &err), FB_OK);
     if (r) {
         const arc_manifest *got = arc_reader_manifest(r);
         rc = arc_reader_read_table(r, &got->tables[2], NULL, NULL, &err);

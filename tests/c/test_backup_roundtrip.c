@@ -11,6 +11,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <libpq-fe.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,6 +121,9 @@ static void same_tables(PGconn *a, PGconn *b, const char *label, int partitions_
 }
 
 static fb_config cfg;
+/* The readers' trust: the worker's public signing key (cfg.trusted_signers), loaded in main. */
+static fb_keyring trusted;
+static arc_trust trust = {&trusted, 0, NULL};
 static char auth_ci[1024]; /* the database whose backup_archive rows authorise the requests (--authority-pg) */
 
 /* Appends s to out as a JSON string. */
@@ -221,7 +225,7 @@ static fb_code restore_file(const char *path, const char *key, const char *dbnam
     dump_restore_opts o = {0};
     o.create = create;
     o.commit = 1;
-    fb_code rc = dump_open_artifact(path, key, &f, &r, err);
+    fb_code rc = dump_open_artifact(path, key, &trust, &f, &r, err);
     if (rc == FB_OK) {
         PGconn *c = db(dbname);
         rc = dump_restore(r, c, &o, &st, err);
@@ -241,6 +245,20 @@ static int count_files(const char *dir) {
         if (e->d_name[0] != '.' || strstr(e->d_name, ".tmp")) n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
     closedir(d);
     return n;
+}
+
+/* Where the manifest segment starts (= the end of the table data), from the 40-byte trailer. */
+static long data_end_of(const char *path) {
+    unsigned char tr[40];
+    FILE *f = fopen(path, "rb");
+    long end = -1;
+    if (f && fseek(f, -40, SEEK_END) == 0 && fread(tr, 1, sizeof tr, f) == sizeof tr) {
+        uint64_t v = 0;
+        for (int i = 7; i >= 0; i--) v = (v << 8) | tr[8 + i];
+        end = (long)v;
+    }
+    if (f) fclose(f);
+    return end;
 }
 
 static void copy_file(const char *from, const char *to, long truncate_to, long flip_at) {
@@ -324,6 +342,19 @@ int main(void) {
     cfg.public_key = strdup(pub);
     free(cfg.authority_pg);
     cfg.authority_pg = strdup(auth_ci);
+    {
+        /* The worker signs its artifacts (format 5) and trusts its own key for bases; readers trust it too. */
+        char sprefix[400], sig_pub[420], sig_key[420];
+        snprintf(sprefix, sizeof sprefix, "%s/worker-sign", tmpdir);
+        CHECK_EQ_INT(fb_sign_generate(sprefix, &err), FB_OK);
+        snprintf(sig_pub, sizeof sig_pub, "%s.pub", sprefix);
+        snprintf(sig_key, sizeof sig_key, "%s.key", sprefix);
+        free(cfg.sign_key);
+        cfg.sign_key = strdup(sig_key);
+        free(cfg.trusted_signers);
+        cfg.trusted_signers = strdup(sig_pub);
+        CHECK_EQ_INT(fb_keyring_load(&trusted, sig_pub, "--trusted-signer", &err), FB_OK);
+    }
 
     /* --- a full backup of every table, then a --create restore --- */
     const char *job = "0b5cd0b8-6f2a-4a41-9d0c-8f1f0c5b3a11";
@@ -372,8 +403,12 @@ int main(void) {
     CHECKF(strstr(err.msg, "empty database") != NULL, "message: %s", err.msg);
 
     /* --- tampering: flipped byte, truncation, wrong key; the target stays empty --- */
+    /* The damaged copies keep the job's file name (in folders of their own): a copy under another name is
+     * refused before any of this is looked at (test_artifact_sign). */
     char bad[1600];
-    snprintf(bad, sizeof bad, "%s/flipped.fbak", tmpdir);
+    snprintf(bad, sizeof bad, "%s/flipped", tmpdir);
+    mkdir(bad, 0700);
+    snprintf(bad, sizeof bad, "%s/flipped/%s.fbak", tmpdir, job);
     copy_file(artifact, bad, -1, (long)ast.st_size / 2);
     rc = restore_file(bad, sk_path, dst3, 1, &err);
     CHECKF(rc == FB_ERR_CRYPTO, "flipped byte: rc %d: %s", rc, err.msg);
@@ -384,11 +419,16 @@ int main(void) {
     copy_file(artifact, bad, -1, 9);
     rc = restore_file(bad, sk_path, dst3, 1, &err);
     CHECKF(rc == FB_ERR_FORMAT || rc == FB_ERR_CRYPTO, "flipped header: rc %d: %s", rc, err.msg);
-    /* a flipped byte in the last table's data, after the others loaded fine */
-    copy_file(artifact, bad, -1, (long)ast.st_size - 2000);
+    /* a flipped byte in the last table's data, after the others loaded fine (format 5: the chunk records follow
+     * the manifest, so the data ends well before the file does) */
+    copy_file(artifact, bad, -1, data_end_of(artifact) - 2000);
     rc = restore_file(bad, sk_path, dst3, 1, &err);
-    CHECKF(rc == FB_ERR_CRYPTO || rc == FB_ERR_FORMAT, "flipped late byte: rc %d: %s", rc, err.msg);
-    snprintf(bad, sizeof bad, "%s/truncated.fbak", tmpdir);
+    /* (the manifest, the index or the signature block: the signature check refuses those first) */
+    CHECKF(rc == FB_ERR_CRYPTO || rc == FB_ERR_FORMAT || rc == FB_ERR_UNTRUSTED, "flipped late byte: rc %d: %s", rc,
+           err.msg);
+    snprintf(bad, sizeof bad, "%s/truncated", tmpdir);
+    mkdir(bad, 0700);
+    snprintf(bad, sizeof bad, "%s/truncated/%s.fbak", tmpdir, job);
     copy_file(artifact, bad, (long)ast.st_size - 100, -1);
     rc = restore_file(bad, sk_path, dst3, 1, &err);
     CHECKF(rc == FB_ERR_FORMAT && strstr(err.msg, "truncated"), "truncated: rc %d: %s", rc, err.msg);
@@ -399,11 +439,38 @@ int main(void) {
     /* a segment-level tamper that survives until the data: truncate inside the manifest keeps the trailer? no -
      * instead damage a table segment in the middle and restore into existing tables: rollback leaves them empty */
     exec_ok(d3, SCHEMA_SQL);
-    snprintf(bad, sizeof bad, "%s/flipped2.fbak", tmpdir);
+    snprintf(bad, sizeof bad, "%s/flipped2", tmpdir);
+    mkdir(bad, 0700);
+    snprintf(bad, sizeof bad, "%s/flipped2/%s.fbak", tmpdir, job);
     copy_file(artifact, bad, -1, (long)ast.st_size / 2);
     rc = restore_file(bad, sk_path, dst3, 0, &err);
     CHECKF(rc == FB_ERR_CRYPTO, "flipped byte into existing tables: rc %d: %s", rc, err.msg);
     CHECK_EQ_STR(scalar(d3, "SELECT (SELECT count(*) FROM \"auth user\") + (SELECT count(*) FROM awkward)"), "0");
+
+    /* --- a flipped byte in the chunk records (format 5: binary, after the index head, before the trailer): a
+     * restore of this FULL never needs them, verify reads them all against their BLAKE2b --- */
+    {
+        stor_rfile *f = NULL;
+        arc_reader *r = NULL;
+        snprintf(bad, sizeof bad, "%s/flipped_records", tmpdir);
+        mkdir(bad, 0700);
+        snprintf(bad, sizeof bad, "%s/flipped_records/%s.fbak", tmpdir, job);
+        /* the records end where the signature block (298 bytes) starts, before the 40-byte trailer; they are bound
+         * by the signed head's per-table BLAKE2b, not signed themselves, so opening still succeeds */
+        copy_file(artifact, bad, -1, (long)ast.st_size - 40 - 298 - 20);
+        rc = dump_open_artifact(bad, sk_path, &trust, &f, &r, &err);
+        CHECKF(rc == FB_OK, "open with damaged chunk records: %s", err.msg);
+        if (rc == FB_OK) rc = arc_reader_verify_all(r, &err);
+        CHECKF(rc == FB_ERR_CRYPTO && strstr(err.msg, "chunk list"), "verify, damaged chunk records: rc %d: %s", rc,
+               err.msg);
+        arc_reader_free(r);
+        stor_rfile_close(f);
+        rc = dump_open_artifact(artifact, sk_path, &trust, &f, &r, &err);
+        if (rc == FB_OK) rc = arc_reader_verify_all(r, &err);
+        CHECKF(rc == FB_OK, "verify, intact artifact: %s", err.msg);
+        arc_reader_free(r);
+        stor_rfile_close(f);
+    }
 
     /* --- only one table: reads only its segment --- */
     {
@@ -416,7 +483,7 @@ int main(void) {
         o.n_tables = 1;
         o.commit = 1;
         exec_ok(d3, "TRUNCATE awkward, \"iwdModuleV2_projects\", \"Cpda Application\", \"auth user\"");
-        rc = dump_open_artifact(artifact, sk_path, &f, &r, &err);
+        rc = dump_open_artifact(artifact, sk_path, &trust, &f, &r, &err);
         if (rc == FB_OK) rc = dump_restore(r, d3, &o, &st, &err);
         CHECKF(rc == FB_OK, "restore --table awkward: %s", err.msg);
         CHECK_EQ_INT(st.tables, 1);
@@ -514,16 +581,55 @@ int main(void) {
         ev_event_free(ev);
     }
 
-    /* --- idempotent: the same job again leaves one artifact; a stale temporary is replaced --- */
+    /* --- immutable: the same job again (a replay) finds its signed, complete artifact and writes nothing, so a
+     * chain that uses it stays intact; with its artifact gone, it writes it again and a stale temporary is
+     * replaced --- */
     {
-        char dir[400], tmpf[600];
+        char dir[400], tmpf[600], apath[700];
+        struct stat before, after;
         snprintf(dir, sizeof dir, "%s/cfg3/nightly", root);
+        snprintf(apath, sizeof apath, "%s/%s.fbak", dir, job);
+        CHECK(stat(apath, &before) == 0);
+        size_t l1 = 0, l2 = 0;
+        unsigned char *b1 = NULL, *b2 = NULL;
+        {
+            FILE *fa = fopen(apath, "rb");
+            b1 = malloc((size_t)before.st_size);
+            l1 = fread(b1, 1, (size_t)before.st_size, fa);
+            fclose(fa);
+        }
+        job_result_init(&res);
+        rc = run_backup(job, "cfg3/nightly", NULL, 0, &res, &err);
+        CHECKF(rc == FB_OK, "re-run: %s", err.msg);
+        CHECK_EQ_INT(job_result_get(&res, "artifact_reused"), 1);
+        CHECK_EQ_INT(job_result_get(&res, "tables"), 7);
+        CHECK_EQ_INT(job_result_get(&res, "rows"), 2 + 3 + 3 + 20004 + 2 + 1000);
+        CHECK_EQ_STR(res.file_path, "cfg3/nightly/0b5cd0b8-6f2a-4a41-9d0c-8f1f0c5b3a11.fbak");
+        CHECK(stat(apath, &after) == 0 && after.st_ino == before.st_ino);
+        {
+            FILE *fa = fopen(apath, "rb");
+            b2 = malloc((size_t)after.st_size + 1);
+            l2 = fread(b2, 1, (size_t)after.st_size, fa);
+            fclose(fa);
+        }
+        CHECK(l1 == l2 && memcmp(b1, b2, l1) == 0);
+        free(b1);
+        free(b2);
+        CHECK_EQ_INT(count_files(dir), 1);
+
+        /* an unsigned (forged) file under the job's name is no backup of it: the job writes the real one */
         snprintf(tmpf, sizeof tmpf, "%s/.%s.fbak.tmp", dir, job);
+        unlink(apath);
         FILE *t = fopen(tmpf, "w");
         fputs("partial", t);
         fclose(t);
+        t = fopen(apath, "w");
+        fputs("not an artifact, planted under the job name", t);
+        fclose(t);
+        job_result_init(&res);
         rc = run_backup(job, "cfg3/nightly", NULL, 0, &res, &err);
-        CHECKF(rc == FB_OK, "re-run: %s", err.msg);
+        CHECKF(rc == FB_OK, "re-run over a forged file: %s", err.msg);
+        CHECK_EQ_INT(job_result_get(&res, "artifact_reused"), 0);
         CHECK_EQ_INT(count_files(dir), 1);
         CHECK(access(tmpf, F_OK) != 0);
     }

@@ -127,7 +127,7 @@ static void test_given_up_request_is_not_run(const char *root) {
     int64_t n = 0;
     for (int64_t i = 0; i < cfg.max_deliveries; i++) dmn_ledger_delivery(root, job, 1, d, &n, &err);
     dmn_pub pub;
-    dmn_pub_init(&pub, NULL, &cfg, "w"); /* no producer: nothing is published */
+    dmn_pub_init(&pub, NULL, &cfg, NULL, "w"); /* no producer: nothing is published */
     dmn_outcome out;
     fb_code rc = dmn_jobs_execute(&pub, &cfg, req, NULL, 0, NULL, &out, &err);
     CHECK_EQ_INT(rc, FB_OK);

@@ -1,10 +1,12 @@
 /* test_daemon_mock: the worker's consumer loop against librdkafka's mock cluster, with injected broker faults.
  * Fast and deterministic; the real broker is what tests/integration proves the system on. Proves:
- *   - messages that break the contract, or sit on the wrong topic, go to the dead-letter topic with their
+ *   - messages that break the contract, sit on the wrong topic, or are signed by a key the worker does not trust
+ *     go to the dead-letter topic with their headers, signed by the worker and carrying the original's signature
  *     headers, once each, even when the broker refuses the first produce attempts (idempotent producer retries);
  *   - the loop keeps consuming after them and stores their offsets (a second worker in the group sees nothing);
  *   - the first signal makes the loop commit and return.
  * Needs no PostgreSQL: no message here reaches a job. */
+#define _GNU_SOURCE /* memmem */
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h> /* after rdkafka.h, as it demands */
 #include <pthread.h>
@@ -17,22 +19,26 @@
 #include "common/fb_log.h"
 #include "daemon/dmn_worker.h"
 #include "kafka/kfk.h"
+#include "kafka/kfk_sign.h"
 #include "tap.h"
 
 static volatile sig_atomic_t stop_flag = 0;
 static fb_config cfg;
+static fb_signer worker_key, requester_key, stranger_key;
+static fb_keyring requesters, workers;
 
 static void *run_worker(void *arg) {
     fb_err err;
     fb_code *rc = arg;
-    *rc = dmn_worker_run(&cfg, "mock-worker", &stop_flag, &err);
+    *rc = dmn_worker_run(&cfg, "mock-worker", &worker_key, &requesters, &stop_flag, &err);
     if (*rc) printf("# worker: %s\n", err.msg);
     return NULL;
 }
 
 /* Reads up to want messages from topic (own group, from the beginning) for at most ms; returns the count and
  * copies the last message's header `name` into hdr. */
-static int read_topic(const char *topic, int want, int ms, const char *name, char *hdr, size_t cap, int *n_headers) {
+static int read_topic(const char *topic, int want, int ms, const char *name, char *hdr, size_t cap, int *n_headers,
+                      int *signed_by_worker, int *untrusted_reason) {
     fb_err err;
     char group[64], id[37];
     ev_uuid_random(id);
@@ -47,12 +53,16 @@ static int read_topic(const char *topic, int want, int ms, const char *name, cha
         if (!m) continue;
         if (!m->err) {
             got++;
+            fb_err ve;
+            *signed_by_worker += kfk_sign_verify_message(&workers, m, "a dead letter", NULL, &ve) == FB_OK;
             rd_kafka_headers_t *h = NULL;
             const void *v;
             size_t n;
             if (!rd_kafka_message_headers(m, &h)) {
                 *n_headers = (int)rd_kafka_header_cnt(h);
                 if (!rd_kafka_header_get_last(h, name, &v, &n)) snprintf(hdr, cap, "%.*s", (int)n, (const char *)v);
+                if (!rd_kafka_header_get_last(h, "fusion.error", &v, &n) && memmem(v, n, "not trusted", 11))
+                    (*untrusted_reason)++;
             }
         }
         rd_kafka_message_destroy(m);
@@ -62,9 +72,26 @@ static int read_topic(const char *topic, int want, int ms, const char *name, cha
     return got;
 }
 
+/* Makes a key pair under dir and loads its secret key into s. */
+static void make_key(const char *dir, const char *name, fb_signer *s, char *pub, size_t cap) {
+    char prefix[512], key[600];
+    fb_err err;
+    snprintf(prefix, sizeof prefix, "%s/%s", dir, name);
+    snprintf(key, sizeof key, "%s.key", prefix);
+    snprintf(pub, cap, "%s.pub", prefix);
+    CHECK(fb_sign_generate(prefix, &err) == FB_OK && fb_signer_load(s, key, "--sign-key", &err) == FB_OK);
+}
+
 int main(void) {
     fb_err err;
     fb_log_set_level(FB_LOG_WARN);
+    char kdir[] = "/tmp/fb-test-mock-XXXXXX", wpub[600], rpub[600], spub[600];
+    CHECK(mkdtemp(kdir) != NULL);
+    make_key(kdir, "worker", &worker_key, wpub, sizeof wpub);
+    make_key(kdir, "django", &requester_key, rpub, sizeof rpub);
+    make_key(kdir, "stranger", &stranger_key, spub, sizeof spub);
+    CHECK(fb_keyring_load(&requesters, rpub, "--trusted-requester", &err) == FB_OK);
+    CHECK(fb_keyring_load(&workers, wpub, "--trusted-signer", &err) == FB_OK);
     CHECK(fb_config_init(&cfg, &err) == FB_OK);
     /* A mock cluster owned by a throw-away producer handle. */
     char why[256];
@@ -89,7 +116,7 @@ int main(void) {
     CHECK(p != NULL);
     /* Poison: not a map; and a valid status event on a job topic. */
     static const unsigned char poison[] = {0x93, 0x01, 0x02, 0x03};
-    CHECK(kfk_produce_sync(p, "mock.archive.due", "k", 1, poison, sizeof poison, NULL, 0, 10000, &err) == FB_OK);
+    CHECK(kfk_produce_sync(p, &requester_key, "mock.archive.due", "k", 1, poison, sizeof poison, NULL, 0, 10000, &err) == FB_OK);
     ev_event *st = ev_event_new(EV_JOB_STATUS);
     ev_uuid_random(st->job_id);
     st->u.status.job_type = EV_JOB_BACKUP;
@@ -98,7 +125,11 @@ int main(void) {
     unsigned char *enc = NULL;
     size_t enc_len = 0;
     CHECK(ev_encode(st, &enc, &enc_len, &err) == FB_OK);
-    CHECK(kfk_produce_sync(p, "mock.backup.requested", "1", 1, enc, enc_len, NULL, 0, 10000, &err) == FB_OK);
+    CHECK(kfk_produce_sync(p, &requester_key, "mock.backup.requested", "1", 1, enc, enc_len, NULL, 0, 10000, &err) ==
+          FB_OK);
+    /* A well-formed message signed by a key the worker does not trust: dead-lettered before it is even decoded. */
+    CHECK(kfk_produce_sync(p, &stranger_key, "mock.backup.requested", "2", 1, enc, enc_len, NULL, 0, 10000, &err) ==
+          FB_OK);
 
     /* The broker refuses the next three produce requests (the dead letters): the producer must retry, not lose
      * or duplicate them. ApiKey 0 is Produce. */
@@ -109,11 +140,15 @@ int main(void) {
     pthread_t t;
     pthread_create(&t, NULL, run_worker, &wrc);
     char hdr[512] = "";
-    int n_headers = 0;
-    /* Read for a while beyond the two expected: exactly two must be there, once each despite the retries. */
-    int got = read_topic("mock.jobs.dlq", 3, 15000, "fusion.source.topic", hdr, sizeof hdr, &n_headers);
-    CHECKF(got == 2, "expected exactly 2 dead letters after the broker's refusals, found %d", got);
-    CHECKF(n_headers == 7, "dead letters carry 7 headers, got %d", n_headers);
+    int n_headers = 0, signed_ok = 0, untrusted = 0;
+    /* Read for a while beyond the three expected: exactly three must be there, once each despite the retries. */
+    int got = read_topic("mock.jobs.dlq", 4, 15000, "fusion.source.topic", hdr, sizeof hdr, &n_headers, &signed_ok,
+                         &untrusted);
+    CHECKF(got == 3, "expected exactly 3 dead letters after the broker's refusals, found %d", got);
+    /* 7 of the dead letter, its own 2 signature headers, the original's 2 copied */
+    CHECKF(n_headers == 11, "dead letters carry 11 headers, got %d", n_headers);
+    CHECKF(signed_ok == 3, "%d of 3 dead letters verify as the worker's", signed_ok);
+    CHECKF(untrusted == 1, "%d dead letter(s) say the request's key is not trusted (expected 1)", untrusted);
     CHECK(strncmp(hdr, "mock.", 5) == 0);
 
     stop_flag = 1;
@@ -139,6 +174,8 @@ int main(void) {
     kfk_producer_free(p);
     rd_kafka_mock_cluster_destroy(mc);
     rd_kafka_destroy(owner);
+    fb_keyring_free(&requesters);
+    fb_keyring_free(&workers);
     fb_config_free(&cfg);
     return tap_done();
 }

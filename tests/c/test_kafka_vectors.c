@@ -1,5 +1,6 @@
 /* test_kafka_vectors: every golden vector (valid and hostile) travels through the REAL local Kafka broker and
- * comes back byte-identical with its key, on a fresh topic; and kfk_produce_sync reports a clear error for a
+ * comes back byte-identical with its key, on a fresh topic, with signature headers that verify (kfk_sign.h: the
+ * broker keeps key, value and headers as they were signed); and kfk_produce_sync reports a clear error for a
  * topic that does not exist. Needs FB_TEST_BROKERS (tests/run.sh) and, on the secured broker, the FB_KAFKA_* and
  * FB_TEST_KAFKA_SECRETS of deploy/local/services.sh's env.sh. */
 #include <stdlib.h>
@@ -8,6 +9,7 @@
 #include "codec/ev_event.h"
 #include "common/fb_config.h"
 #include "kafka/kfk.h"
+#include "kafka/kfk_sign.h"
 #include "tap.h"
 #include "vectors.h"
 
@@ -30,6 +32,17 @@ int main(void) {
         cfg.kafka_password_file = strdup(pw);
     }
 
+    /* A signing key of its own, and a keyring that trusts it. */
+    char kdir[] = "/tmp/fb-test-kvec-XXXXXX", prefix[600], pubf[640], keyf[640];
+    CHECK(mkdtemp(kdir) != NULL);
+    snprintf(prefix, sizeof prefix, "%s/k", kdir);
+    snprintf(pubf, sizeof pubf, "%s.pub", prefix);
+    snprintf(keyf, sizeof keyf, "%s.key", prefix);
+    fb_signer signer;
+    fb_keyring kr = {0};
+    CHECK(fb_sign_generate(prefix, &err) == FB_OK && fb_signer_load(&signer, keyf, "--sign-key", &err) == FB_OK &&
+          fb_keyring_load(&kr, pubf, "--trusted-signer", &err) == FB_OK);
+
     vec_file *valid = NULL, *invalid = NULL;
     int nv = vec_load("valid", &valid), ni = vec_load("invalid", &invalid);
     CHECK(nv > 0 && ni > 0);
@@ -49,7 +62,7 @@ int main(void) {
 
     for (int i = 0; i < n; i++) {
         vec_file *v = i < nv ? &valid[i] : &invalid[i - nv];
-        fb_code rc = kfk_produce_sync(p, topic, v->name, strlen(v->name), v->data, v->len, NULL, 0, 30000, &err);
+        fb_code rc = kfk_produce_sync(p, &signer, topic, v->name, strlen(v->name), v->data, v->len, NULL, 0, 30000, &err);
         CHECKF(rc == FB_OK, "produce %s: %s", v->name, err.msg);
     }
 
@@ -57,12 +70,16 @@ int main(void) {
     CHECKF(c != NULL, "consumer: %s", err.msg);
     const char *subs[1] = {topic};
     CHECK(kfk_subscribe(c, subs, 1, &err) == FB_OK);
-    int got = 0, matched = 0;
+    int got = 0, matched = 0, verified = 0;
     for (int spins = 0; got < n && spins < 600; spins++) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(c, 100);
         if (!m) continue;
         if (!m->err) {
             got++;
+            fb_err ve;
+            fb_code vr = kfk_sign_verify_message(&kr, m, "a vector", NULL, &ve);
+            CHECKF(vr == FB_OK, "signature of a vector after the broker: %s", ve.msg);
+            verified += vr == FB_OK;
             for (int i = 0; i < n; i++) {
                 vec_file *v = i < nv ? &valid[i] : &invalid[i - nv];
                 if (m->key_len == strlen(v->name) && memcmp(m->key, v->name, m->key_len) == 0) {
@@ -75,7 +92,8 @@ int main(void) {
         }
         rd_kafka_message_destroy(m);
     }
-    CHECKF(got == n && matched == n, "consumed %d, matched %d of %d vectors", got, matched, n);
+    CHECKF(got == n && matched == n && verified == n, "consumed %d, matched %d, verified %d of %d vectors", got,
+           matched, verified, n);
     rd_kafka_consumer_close(c);
     rd_kafka_destroy(c);
 
@@ -94,11 +112,17 @@ int main(void) {
     }
     CHECK(p2 != NULL);
     if (p2) {
-        fb_code rc = kfk_produce_sync(p2, "test.no.such.topic.here", NULL, 0, v0, 1, NULL, 0, 10000, &e2);
+        fb_code rc = kfk_produce_sync(p2, &signer, "test.no.such.topic.here", NULL, 0, v0, 1, NULL, 0, 10000, &e2);
         CHECKF(rc == FB_ERR_KAFKA && strstr(e2.msg, "test.no.such.topic.here"), "got %d: %s", rc, e2.msg);
         rd_kafka_destroy(p2);
     }
+    /* Nothing is ever sent unsigned. */
+    fb_signer none = {0};
+    fb_code urc = kfk_produce_sync(p, &none, topic, "k", 1, v0, 1, NULL, 0, 10000, &e2);
+    CHECKF(urc == FB_ERR_USAGE && strstr(e2.msg, "--sign-key"), "unsigned produce: %d %s", urc, e2.msg);
     kfk_producer_free(p);
+    fb_signer_wipe(&signer);
+    fb_keyring_free(&kr);
     vec_free(valid, nv);
     vec_free(invalid, ni);
     fb_config_free(&cfg);

@@ -24,6 +24,11 @@
 
 typedef tap_buf buf;
 
+/* The worker's signing key and the readers' trust in it (format 5 artifacts are signed). */
+static fb_signer signer;
+static fb_keyring trusted;
+static arc_trust trust = {&trusted, 0, NULL};
+
 /* Writes root/x.fbak: optionally a schema segment (recorded in the manifest or not), then one table. */
 static void write_artifact(const char *root, const unsigned char *pk, const buf *schema, int with_schema,
                            int record_schema, const buf *table) {
@@ -39,6 +44,7 @@ static void write_artifact(const char *root, const unsigned char *pk, const buf 
     CHECK_EQ_INT(arc_writer_new(wf, pk, 3, &w, &err), FB_OK);
     m.format = ARC_FORMAT_VERSION;
     m.job_id = strdup("7d7c3f4e-1111-4a41-9d0c-8f1f0c5b3a11");
+    CHECK_EQ_INT(arc_writer_set_signer(w, &signer, m.job_id, &err), FB_OK);
     if (with_schema) {
         CHECK_EQ_INT(arc_writer_begin(w, &id, &err), FB_OK);
         CHECK_EQ_INT(id, 1);
@@ -84,7 +90,7 @@ static void write_artifact(const char *root, const unsigned char *pk, const buf 
 static fb_code open_reader(const char *path, const unsigned char *sk, const unsigned char *pk, stor_rfile **f,
                            arc_reader **r, fb_err *err) {
     fb_code rc = stor_posix_open_path(path, f, err);
-    if (rc == FB_OK) rc = arc_reader_open(*f, sk, pk, r, err);
+    if (rc == FB_OK) rc = arc_reader_open(*f, sk, pk, &trust, r, err);
     return rc;
 }
 
@@ -200,6 +206,7 @@ static void test_proc(const char *dir) {
 int main(void) {
     char dir[256], root[300];
     if (sodium_init() < 0) return 1;
+    tap_signer(&signer, &trusted);
     snprintf(dir, sizeof dir, "/tmp/fbsa_%d", (int)getpid());
     snprintf(root, sizeof root, "%s/root", dir);
     mkdir(dir, 0700);

@@ -54,7 +54,7 @@ UNIT = "fusion-backup-worker@.service"
 def fb_config_env_names() -> Dict[str, str]:
     """FB_* variable -> setting name, from the settings table in fb_config.c."""
     src = (REPO / "worker/src/common/fb_config.c").read_text()
-    rows = re.findall(r'ROW_[SI]\(\s*"([a-z-]+)",.*?"(FB_[A-Z0-9_]+)"', src, re.S)
+    rows = re.findall(r'ROW_[SIL]\(\s*"([a-z-]+)",.*?"(FB_[A-Z0-9_]+)"', src, re.S)
     assert len(rows) >= 20, f"could not read the settings table of fb_config.c (found {rows})"
     return {env: name for name, env in rows}
 
@@ -285,6 +285,45 @@ def test_worker_pods_run_non_root_read_only_without_privileges():
             assert sc["capabilities"]["drop"] == ["ALL"], f"{name}/{c['name']}"
             assert c["resources"]["limits"]["memory"], f"{name}/{c['name']} has no memory limit"
     assert k8s_find("Deployment", "fusion-backup-recorder")["spec"]["replicas"] == 1
+
+
+def test_scheduler_deployment_runs_one_backup_scheduler_with_what_the_image_reads():
+    """deploy/k8s/scheduler-deployment.yaml: `manage.py backup_scheduler` from the producer image, one replica (the
+    advisory lock makes any other a standby), set up only through variables the image's settings read."""
+    dep = k8s_find("Deployment", "fusion-backup-scheduler")
+    assert dep["spec"]["replicas"] == 1
+    spec = dep["spec"]["template"]["spec"]
+    [c] = spec["containers"]
+    assert c["args"] == ["backup_scheduler"]
+    instrs = dockerfile_instructions(DOCKER / "producer.Dockerfile")
+    final = stages(instrs)[-1]
+    assert "manage.py" in [a for i, a in final if i == "ENTRYPOINT"][-1], "args are manage.py's"
+    image_uid = [a for i, a in final if i == "USER"][-1].split(":")[0]
+    assert str(spec["securityContext"]["runAsUser"]) == image_uid and spec["securityContext"]["runAsNonRoot"]
+    sc = c["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"] and c["resources"]["limits"]["memory"]
+    # Every variable set is one fusion_site/settings.py reads (a typo would silently fall back to a default).
+    settings_src = (DOCKER / "producer" / "fusion_site" / "settings.py").read_text()
+    read = set(re.findall(r'os\.environ(?:\.get\(|\[)"([A-Z0-9_]+)"', settings_src))
+    [ref] = c["envFrom"]
+    cm = k8s_find("ConfigMap", ref["configMapRef"]["name"])["data"]
+    names = set(cm) | {e["name"] for e in c["env"]}
+    assert names <= read, f"not read by the producer image's settings: {sorted(names - read)}"
+    assert "FUSION_BACKUP_JOB_ID_SECRET" in names, "job ids must not be keyed from the image's public SECRET_KEY"
+    # Secrets: every key referenced exists; the password and CA files are where FUSION_BACKUP_* point.
+    secrets = {d["metadata"]["name"]: d.get("stringData", {}) for d in k8s_docs() if d["kind"] == "Secret"}
+    for e in c["env"]:
+        r = e["valueFrom"]["secretKeyRef"]
+        assert r["key"] in secrets[r["name"]], f"{r['name']} has no key {r['key']}"
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    files = set()
+    for v in spec["volumes"]:
+        for item in v["secret"]["items"]:
+            assert item["key"] in secrets[v["secret"]["secretName"]], item
+            files.add(f"{mounts[v['name']]}/{item['path']}")
+    assert {cm["FUSION_BACKUP_SASL_PASSWORD_FILE"], cm["FUSION_BACKUP_SSL_CA_FILE"]} <= files, files
+    assert cm["FUSION_BACKUP_SASL_USERNAME"] == "django"
 
 
 def test_worker_storage_is_a_shared_volume_at_fb_storage_root():
@@ -540,7 +579,7 @@ def test_worker_dockerfile_is_multi_stage_non_root_and_stops_gracefully():
     assert any(i == "COPY" and a.startswith("--from=build") and "fusion-backup-worker" in a and "fusion-backup " in a
                for i, a in final), "the runtime stage copies both binaries from the build stage"
     health = [a for i, a in final if i == "HEALTHCHECK"]
-    assert health and "/dev/tcp/" in health[0] and "fusion_jobs_total" in health[0]
+    assert health and "/dev/tcp/" in health[0] and "GET /healthz" in health[0] and "' 200 '" in health[0]
     assert "--target fusion-backup-worker fusion-backup" in " ".join(a for i, a in st[0] if i == "RUN")
 
 
@@ -555,7 +594,12 @@ def test_producer_dockerfile_is_multi_stage_non_root_on_python_311():
     assert users and users[-1].split(":")[0] not in ("0", "root")
     assert ("STOPSIGNAL", "SIGTERM") in final
     build_text = " ".join(a for _, a in st[0])
-    assert "./schemas/python" in build_text and "./producer" in build_text
+    # The app's wheel bundles the codec through the symlink producer/fusion_events, so its target is copied too;
+    # installing the separate fusion-events distribution as well would give fusion_events/ two owners.
+    assert (REPO / "producer" / "fusion_events").resolve() == (REPO / "schemas" / "python" / "fusion_events")
+    assert ("COPY", "schemas/python/ schemas/python/") in st[0] and "./producer" in build_text
+    assert "fusion-events" not in " ".join(a for i, a in final if i == "RUN")
+    assert "psycopg2-binary" in build_text, "the project's PostgreSQL driver (the app only has it as a test extra)"
     env = " ".join(a for i, a in final if i == "ENV")
     module = re.search(r"DJANGO_SETTINGS_MODULE=(\S+)", env).group(1)
     assert (DOCKER / "producer" / (module.replace(".", "/") + ".py")).is_file(), module
@@ -700,7 +744,7 @@ def test_dashboard_layout_and_ids_are_sound():
 def test_dashboard_marks_backups_older_than_26_hours_red():
     hits = []
     for p in dashboard()["panels"]:
-        if any("fusion_last_backup_success_timestamp_seconds" in t["expr"] for t in p.get("targets", [])):
+        if any("fusion_backup_last_backup_success_timestamp_seconds" in t["expr"] for t in p.get("targets", [])):
             d = p["fieldConfig"]["defaults"]
             assert d["unit"] == "s", p["title"]
             assert all("time() -" in t["expr"] for t in p["targets"]), f"{p['title']} must show the age, not the time"

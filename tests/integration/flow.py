@@ -3,6 +3,7 @@ Django producer writes them (producer/backup_archive), without needing Django in
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 import uuid
@@ -171,11 +172,18 @@ def table_digests(conninfo: str) -> dict[str, str]:
     return out
 
 
+def worker_sign_key() -> str:
+    """The workers' secret signing key of the session (conftest's signing_keys, next to the trusted worker.pub):
+    what `event run` signs the artifacts of backups with, as a worker would."""
+    return str(Path(os.environ["FB_TRUSTED_SIGNERS"].split(",")[0]).parent / "worker.key")
+
+
 def run_event(bin, event: bytes, tmp: Path, *settings: str) -> tuple[subprocess.CompletedProcess, dict | None]:
-    """Runs one event in-process (`event run --no-publish`); returns the process and the parsed JSON outcome."""
+    """Runs one event in-process (`event run --no-publish`), signing artifacts as the workers do (settings may
+    give another --sign-key); returns the process and the parsed JSON outcome."""
     f = tmp / f"ev-{uuid.uuid4().hex[:8]}.msgpack"
     f.write_bytes(event)
-    r = bin.run("event", "run", str(f), "--no-publish", *settings)
+    r = bin.run("event", "run", str(f), "--no-publish", "--sign-key", worker_sign_key(), *settings)
     out = None
     for line in r.stdout.splitlines():
         if line.startswith("{"):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import time
 import uuid
@@ -294,7 +295,7 @@ def test_fusion_schema_round_trip_create_and_existing_tables(bin, pg, fusion_db,
     r = bin.run("inspect", str(artifact), "--secret-key", str(keypair[1]), "--json")
     assert r.returncode == 0, r.stderr
     manifest = json.loads(r.stdout)
-    assert manifest["job_id"] == out["job_id"] and manifest["format"] == 4 and manifest["schema_archive"]["length"] > 0
+    assert manifest["job_id"] == out["job_id"] and manifest["format"] == 5 and manifest["schema_archive"]["length"] > 0
     names = {t["name"] for t in manifest["tables"]}
     assert {"Cpda Application", "iwdModuleV2_projects"} <= names
     r = bin.run("inspect", str(artifact), "--secret-key", str(keypair[1]))
@@ -370,6 +371,8 @@ def test_flipped_truncated_wrong_key_restore_nothing(bin, fresh_db, new_db, stor
     out = backup(bin, fresh_db, settings, tmp_path)
     assert out["status"] == "SUCCESS", out
     good = (storage_root / out["file_path"]).read_bytes()
+    # format 5: the trailer gives the manifest's place; the chain index's chunk records follow it
+    moff, mlen, ioff, ilen = struct.unpack("<4Q", good[-32:])
 
     # existing empty tables as the target: a failure must leave them empty
     target = new_db()
@@ -378,13 +381,17 @@ def test_flipped_truncated_wrong_key_restore_nothing(bin, fresh_db, new_db, stor
     cases = {
         "flipped byte in a table's data": (good[:len(good) // 2] + bytes([good[len(good) // 2] ^ 1]) +
                                            good[len(good) // 2 + 1:], 7, "altered"),
-        "flipped byte in the manifest": (good[:-500] + bytes([good[-500] ^ 0x80]) + good[-499:], 7, ""),
+        # the manifest segment (where the trailer says) is signed: the signature check refuses it first
+        "flipped byte in the manifest": (good[:moff + 30] + bytes([good[moff + 30] ^ 0x80]) + good[moff + 31:], 16,
+                                         "bad signature"),
         "truncated": (good[:-1000], 8, "truncated"),
         "truncated to the header": (good[:120], 8, ""),
         "not an artifact": (b"PGDMP" + good[5:], 8, "not a fusion-backup artifact"),
     }
     for label, (data, code, words) in cases.items():
-        bad = tmp_path / "bad.fbak"
+        # under the job's own name: another name is refused before any of this is looked at
+        (tmp_path / "bad").mkdir(exist_ok=True)
+        bad = tmp_path / "bad" / f"{out['job_id']}.fbak"
         bad.write_bytes(data)
         r = restore(bin, bad, target, keypair[1])
         assert r.returncode == code, f"{label}: exit {r.returncode}: {r.stderr}"
@@ -392,7 +399,16 @@ def test_flipped_truncated_wrong_key_restore_nothing(bin, fresh_db, new_db, stor
         assert "nothing was committed; the target database is unchanged" in r.stderr, f"{label}: {r.stderr}"
         assert scalar(target, "SELECT (SELECT count(*) FROM parent) + (SELECT count(*) FROM child)") == 0, label
         r = bin.run("verify", str(bad), "--secret-key", str(keypair[1]))
-        assert r.returncode in (7, 8), f"verify {label}: {r.returncode} {r.stderr}"
+        assert r.returncode in (7, 8, 16), f"verify {label}: {r.returncode} {r.stderr}"
+
+    # a flipped byte in the chunk records (which only later backups read, to find the chain's chunks): verify
+    # authenticates them against their BLAKE2b in the index head
+    at = len(good) - 40 - 100
+    assert at > ioff + 100
+    bad = tmp_path / "bad.fbak"
+    bad.write_bytes(good[:at] + bytes([good[at] ^ 1]) + good[at + 1:])
+    r = bin.run("verify", str(bad), "--secret-key", str(keypair[1]))
+    assert r.returncode == 7 and "chunk list" in r.stderr, f"verify, damaged chunk records: {r.returncode} {r.stderr}"
 
     other = tmp_path / "other"
     bin.run("keygen", "--out", str(other), check=True)
@@ -401,12 +417,12 @@ def test_flipped_truncated_wrong_key_restore_nothing(bin, fresh_db, new_db, stor
     assert scalar(target, "SELECT count(*) FROM parent") == 0
     # --create into an empty database, one or two connections: nothing created either
     empty = new_db()
-    bad = tmp_path / "bad.fbak"
-    for data in (cases["flipped byte in the manifest"][0], cases["flipped byte in a table's data"][0]):
+    for label in ("flipped byte in the manifest", "flipped byte in a table's data"):
+        data, code, _ = cases[label]
         bad.write_bytes(data)
         for jobs in ("1", "2"):
             r = restore(bin, bad, empty, keypair[1], "--create", "--jobs", jobs)
-            assert r.returncode == 7, r.stderr
+            assert r.returncode == code, r.stderr
             assert "nothing was committed" in r.stderr, r.stderr
             assert scalar(empty, "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace") == 0
 

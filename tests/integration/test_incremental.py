@@ -30,6 +30,36 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIG_ID = 77
 
 
+
+def read_chain_index(data: bytes) -> dict:
+    """Decodes a format-5 artifact's chain index (FORMAT.md, "Chunk lists (format 5)") independently of the C code:
+    the text head, then per table its range of 40-byte records (id, src, segment, offset, length), each range
+    checked against the BLAKE2b the head records for it."""
+    import hashlib
+    import struct
+    moff, mlen, ioff, ilen = struct.unpack("<4Q", data[-32:])
+    index = data[ioff:ioff + ilen]
+    assert index.startswith(b"fusion-backup chain index 3\nhead ")
+    head_len = int(index[33:49])
+    lines = index[:head_len].decode().splitlines()
+    records = index[head_len:]
+    n_src = int(next(l for l in lines if l.startswith("sources ")).split()[1])
+    sources = [l.split()[1] for l in lines if l.startswith("source ")]
+    assert len(sources) == n_src
+    tables = {}
+    for k, line in enumerate(lines):
+        if not line.startswith("table "):
+            continue
+        f = line.split()
+        kind, count, first, digest, deps = lines[k + 1].split()[1:]
+        raw = records[int(first) * 40:(int(first) + int(count)) * 40]
+        assert hashlib.blake2b(raw, digest_size=32).hexdigest() == digest
+        recs = [(raw[i:i + 16], *struct.unpack("<IIQQ", raw[i + 16:i + 40])) for i in range(0, len(raw), 40)]
+        tables[(f[5], f[6])] = {"kind": kind, "records": recs, "deps": [] if deps == "-" else
+                                [sources[int(d) - 1] for d in deps.split(",")]}
+    assert len(records) == 40 * sum(len(t["records"]) for t in tables.values())
+    return {"sources": sources, "tables": tables}
+
 def backup_event(backup_type: str, storage_path: str = "cfg77/daily", retention_days: int = 0,
                  job_id: str | None = None) -> tuple[str, bytes]:
     job_id = job_id or str(uuid.uuid4())
@@ -307,16 +337,20 @@ def test_copies_are_checked_and_restorable(bin, fresh_db, new_db, cfg, tmp_path)
     assert out["status"] == "FAILED" and "missing" in out["error"], out
 
 
-def test_rekey_reseals_without_reencrypting(bin, fresh_db, new_db, cfg, tmp_path):
+def test_rekey_reseals_without_reencrypting(bin, fresh_db, new_db, cfg, tmp_path, signing_keys, monkeypatch):
+    # rekey re-MACs the chain index for the new key and re-signs it with the operators' key, which readers trust
+    monkeypatch.setenv("FB_TRUSTED_SIGNERS", f"{signing_keys['worker'][0]},{signing_keys['ops'][0]}")
     sql(fresh_db, SCHEMA)
     out = do_backup(bin, fresh_db, cfg, "FULL")
     art = cfg["root"] / out["file_path"]
     before = art.read_bytes()
     bin.run("keygen", "--out", str(tmp_path / "new"), check=True)
-    r = bin.run("rekey", str(art), "--secret-key", str(cfg["key"]), "--new-public-key", str(tmp_path / "new.pub"))
+    r = bin.run("rekey", str(art), "--secret-key", str(cfg["key"]), "--new-public-key", str(tmp_path / "new.pub"),
+                "--sign-key", str(signing_keys["ops"][1]))
     assert r.returncode == 0, r.stderr
     after = art.read_bytes()
-    assert len(after) == len(before) and after[96:] == before[96:] and after[:16] == before[:16]
+    index_at = int.from_bytes(before[-16:-8], "little")  # the trailer's chain index offset: segments end there
+    assert len(after) == len(before) and after[96:index_at] == before[96:index_at] and after[:16] == before[:16]
     assert after[16:96] != before[16:96]
     r = bin.run("verify", str(art), "--secret-key", str(cfg["key"]))
     assert r.returncode == 7 and "does not open" in r.stderr, r.stderr
@@ -392,22 +426,29 @@ def test_chunks_store_only_what_changed_in_a_big_table(bin, fresh_db, new_db, cf
         r = bin.run("verify", str(cfg["root"] / out["file_path"]), "--secret-key", str(cfg["key"]))
         assert r.returncode == 0 and r.stdout.startswith("OK"), r.stderr
 
-    # the manifest lists the chunks; every backup is format 4 (each carries its schema archive, issue 11)
+    # every backup is format 5: a schema archive, chunk lists as binary records after the index head (issue 11),
+    # and signed (issue 12)
     r = bin.run("inspect", str(cfg["root"] / inc2["file_path"]), "--secret-key", str(cfg["key"]), "--json")
     m = json.loads(r.stdout)
-    assert m["format"] == 4 and m["schema_archive"]["length"] > 0
+    assert m["format"] == 5 and m["schema_archive"]["length"] > 0
     big = next(t for t in m["tables"] if t["name"] == "big")
-    assert big["assembled"] is True and len(big["chunks"]) > 100
-    assert sum(c[4] for c in big["chunks"]) == big["raw_bytes"]
-    assert {c[1] for c in big["chunks"]} >= {None, full["job_id"]}
+    assert big["assembled"] is True and "chunks" not in big  # the manifest no longer grows with the data
+    ix = read_chain_index((cfg["root"] / inc2["file_path"]).read_bytes())
+    recs = ix["tables"][("public", "big")]["records"]
+    assert len(recs) > 100 and sum(r[4] for r in recs) == big["raw_bytes"]
+    assert {None if r[1] == 0 else ix["sources"][r[1] - 1] for r in recs} >= {None, full["job_id"]}
     side = next(t for t in m["tables"] if t["name"] == "side")
     assert side["raw_bytes"] == 0 and side["assembled"] is True
     r = bin.run("inspect", str(cfg["root"] / full["file_path"]), "--secret-key", str(cfg["key"]), "--json")
-    assert json.loads(r.stdout)["format"] == 4
+    assert json.loads(r.stdout)["format"] == 5
+    # a FULL's records describe its whole segments: they tile each table's stream
+    fix = read_chain_index((cfg["root"] / full["file_path"]).read_bytes())
+    frecs = fix["tables"][("public", "big")]["records"]
+    assert [r[3] for r in frecs] == [sum(x[4] for x in frecs[:i]) for i in range(len(frecs))]
 
     # the plaintext index shows chunk ids only as keyed tags: no chunk's plain BLAKE2b appears in it
     index = (cfg["root"] / inc1["file_path"]).read_bytes()
-    assert b"fusion-backup chain index 2" in index and b"\nc " in index
+    assert b"fusion-backup chain index 3" in index and b"\nc " not in index
 
     # retention: inc2 references inc1 only through chunks of "big" (its tables are all assembled); inc1 stays
     out = prune(bin, cfg, 1, mid1 + 86400000, "--dry-run")

@@ -8,7 +8,7 @@ import urllib.request
 import uuid
 
 import fusion_events
-from conftest import consume, kafka_config, psql, publish, wait_for
+from conftest import consume, kafka_config, psql, publish, source_signature, wait_for
 from flow import add_config_and_record, add_policy, archive_event, backup_event, now_ms, record
 
 
@@ -76,10 +76,10 @@ def test_replay_reruns_a_failed_job_once_its_cause_is_fixed_and_guards_loops(bin
 
     # Metrics saw one failure and one success of a backup.
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    assert 'fusion_jobs_total{type="backup",status="SUCCESS"} 1' in body
-    assert 'fusion_jobs_total{type="backup",status="FAILED"} 1' in body
-    assert f'fusion_last_backup_success_timestamp_seconds{{config_id="{config_id}"}}' in body
-    assert "fusion_job_duration_seconds_bucket" in body
+    assert 'fusion_backup_jobs_total{type="backup",status="SUCCESS"} 1' in body
+    assert 'fusion_backup_jobs_total{type="backup",status="FAILED"} 1' in body
+    assert f'fusion_backup_last_backup_success_timestamp_seconds{{config_id="{config_id}"}}' in body
+    assert "fusion_backup_job_duration_seconds_bucket" in body
 
 
 def test_replay_refuses_a_job_past_the_attempt_limit(bin, brokers, topic_prefix, fusion_db, storage_root, keypair,
@@ -189,9 +189,12 @@ def test_replay_refuses_what_the_database_does_not_authorise_and_headers_that_li
                                      module="leave", model="Leave") for _ in range(2))
     lying_id, truthful_id = (fusion_events.decode(v)["job_id"] for v in (lying, truthful))
     for value, src in ((lying, "backup.requested"), (truthful, "archive.due")):
+        # Both letters are the worker's and both originals were signed by Django (for the topic their type
+        # belongs on): what is refused here is the lying header alone.
         publish(brokers, topic_prefix + "jobs.dlq", b"leave.Leave", value,
                 headers=[("fusion.error", b"test"), ("fusion.source.topic", (topic_prefix + src).encode()),
-                         ("fusion.time", str(now_ms()).encode())])
+                         ("fusion.time", str(now_ms()).encode())] +
+                source_signature(topic_prefix + "archive.due", b"leave.Leave", value))
     dry = bin.run("replay", "--from", "dlq", "--dry-run", "--pg", fusion_db, *k, check=True).stdout
     assert f"would    {truthful_id}" in dry and f"refused  {lying_id}" in dry, dry
     assert len([line for line in dry.splitlines() if line.startswith("request  ")]) == 2, dry

@@ -263,14 +263,14 @@ def test_backup_to_s3_restores_table_for_table_and_incremental_base_in_s3(bin, p
     # the same job redelivered is answered from the ledger in the bucket, without running again
     again = run_event(bin, full_ev, tmp_path, *settings)
     assert again["status"] == "SUCCESS" and again["from_ledger"] is True, again
-    # never overwrite: with its ledger entry gone (and its record queued again) the job is refused, the object
-    # unchanged
+    # never overwrite: with its ledger entry gone (and its record queued again) the job finds its signed, complete
+    # artifact and records its success from it, the object unchanged
     before = get_object(s3, f"{prefix}/{full['file_path']}")
     code, body = s3_request(s3, "DELETE", f"/{s3['FB_S3_BUCKET']}/{prefix}/.ledger/{full['job_id']}.success")
     assert code == 204, body
     sql(fresh_db, "UPDATE backup_archive_backuprecord SET status = 'QUEUED' WHERE job_id = %s", (full["job_id"],))
     again = run_event(bin, full_ev, tmp_path, *settings)
-    assert again["status"] == "FAILED" and "already exists" in again["error"], again
+    assert again["status"] == "SUCCESS" and again["stats"].get("artifact_reused") == 1, again
     assert get_object(s3, f"{prefix}/{full['file_path']}") == before
 
 
@@ -349,7 +349,8 @@ def test_server_killed_mid_upload_leaves_nothing_that_looks_complete(bin, fresh_
     job_id, ev = src.event("FULL")
     f = tmp_path / "big.msgpack"
     f.write_bytes(ev)
-    cmd = [bin.cli, "event", "run", str(f), "--no-publish", "--pg", fresh_db, "--storage-root", root,
+    cmd = [bin.cli, "event", "run", str(f), "--no-publish", "--sign-key", flow.worker_sign_key(), "--pg", fresh_db,
+           "--storage-root", root,
            "--public-key", str(pub), "--retry-max", "1", "--retry-backoff-ms", "200", "--s3-timeout-s", "5"]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pid = int((Path(s3["FB_S3_CREDENTIALS_FILE"]).parent / "weed.pid").read_text())
@@ -396,7 +397,8 @@ def test_a_stalled_server_is_retried_and_the_backup_completes(bin, fresh_db, new
     _, ev = src.event("FULL")
     f = tmp_path / "big.msgpack"
     f.write_bytes(ev)
-    cmd = [bin.cli, "event", "run", str(f), "--no-publish", "--pg", fresh_db, "--storage-root", root,
+    cmd = [bin.cli, "event", "run", str(f), "--no-publish", "--sign-key", flow.worker_sign_key(), "--pg", fresh_db,
+           "--storage-root", root,
            "--public-key", str(pub), "--retry-max", "4", "--retry-backoff-ms", "300", "--s3-timeout-s", "2"]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pid = int((Path(s3["FB_S3_CREDENTIALS_FILE"]).parent / "weed.pid").read_text())
@@ -559,8 +561,10 @@ def test_tls_endpoint_needs_and_takes_a_ca_file(bin, fresh_db, new_db, keypair, 
     assert digests(target) == digests(fresh_db)
 
 
-def test_rekey_in_a_bucket(bin, fresh_db, new_db, keypair, s3, prefix, tmp_path):
+def test_rekey_in_a_bucket(bin, fresh_db, new_db, keypair, s3, prefix, tmp_path, signing_keys, monkeypatch):
     pub, key = keypair
+    # the chain index is re-MACed and re-signed with the operators' key (FB_SIGN_KEY), which readers trust
+    monkeypatch.setenv("FB_TRUSTED_SIGNERS", f"{signing_keys['worker'][0]},{signing_keys['ops'][0]}")
     prepare_source(fresh_db)
     src = Source(fresh_db, "cfg/daily")
     root = root_url(s3, prefix)
@@ -573,8 +577,9 @@ def test_rekey_in_a_bucket(bin, fresh_db, new_db, keypair, s3, prefix, tmp_path)
     r = bin.run("rekey", url, "--secret-key", str(key), "--new-public-key", str(tmp_path / "new.pub"))
     assert r.returncode == 0, r.stderr
     after = get_object(s3, f"{prefix}/{out['file_path']}")
-    # only the sealed key changed (bytes 16..96), nothing else; no temporary left beside it
-    assert len(after) == len(before) and after[:16] == before[:16] and after[96:] == before[96:]
+    # only the sealed key (bytes 16..96) and the re-MACed index with its signature changed; no temporary left
+    index_at = int.from_bytes(before[-16:-8], "little")
+    assert len(after) == len(before) and after[:16] == before[:16] and after[96:index_at] == before[96:index_at]
     assert after[16:96] != before[16:96]
     assert list(artifacts(s3, f"{prefix}/")) == [f"{prefix}/{out['file_path']}"]
     target = new_db()

@@ -4,6 +4,7 @@
 
 `decode(bytes) -> dict` validates a Kafka message value; `encode(dict) -> bytes` validates and writes the
 canonical encoding (byte-identical to the C codec's). Both raise `InvalidEvent` naming the offending field.
+Signing and verifying Kafka messages: `fusion_events.sign` (imported on demand: it needs PyNaCl).
 """
 from .codec import (
     EVENT_TYPES,

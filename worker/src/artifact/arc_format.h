@@ -24,8 +24,15 @@
  *                on a base (which can assemble tables); a FULL stays 2 (its extra keys are ignored by readers of 2).
  *   4 (2026-12): a schema archive segment (`pg_dump -Fc` of everything but the tables' rows, manifest
  *                `schema_archive`), so a restore --create brings back every object of the database. Every backup
- *                with a schema archive is written as 4 (readers of 3 would find a segment that is no table). */
-#define ARC_FORMAT_VERSION 4
+ *                with a schema archive is written as 4 (readers of 3 would find a segment that is no table).
+ *   5 (2026-12): two changes shipped together. Chunk lists as binary records after the chain index's head (index
+ *                version 3, arc_clist.h) instead of text lines in the index and arrays in the manifest, so neither
+ *                grows in memory with the data and no cap limits the database's size. And signed artifacts
+ *                (arc_sign.h): a signature block between the chain index and the trailer holds the worker's
+ *                Ed25519 signatures of the manifest segment and of the index head (whose per-table record hashes
+ *                bind the records). Readers refuse format <= 4 unless told to allow unsigned artifacts. Every
+ *                backup is written as 5. */
+#define ARC_FORMAT_VERSION 5
 #define ARC_AD_BYTES_V2 16
 #define ARC_SEALED_KEY_BYTES (crypto_box_SEALBYTES + crypto_secretstream_xchacha20poly1305_KEYBYTES)
 #define ARC_HEADER_BYTES (ARC_MAGIC_LEN + 2 + 2 + 4 + ARC_SEALED_KEY_BYTES) /* 96 */
@@ -35,7 +42,10 @@
 /* v2: magic, u64 manifest offset, u64 manifest length, u64 chain index offset, u64 chain index length. The chain
  * index (arc_index.h) is plaintext between the manifest segment and the trailer. */
 #define ARC_TRAILER_BYTES_V2 40
-#define ARC_INDEX_MAX (64u << 20)
+/* The largest chain index text readers accept: all of a version-1/2 index (which lists every chunk, so a database
+ * above ~4.6 GiB could not be backed up in format 3/4), or the head of a version-3 index (format 5: a few lines per
+ * table, whatever the data's size; its chunk records follow it unbounded, arc_clist.h). */
+#define ARC_INDEX_HEAD_MAX (64u << 20)
 
 #define ARC_KDF_CONTEXT "FBAKSEG1"      /* crypto_kdf context (8 bytes) for segment keys */
 #define ARC_MANIFEST_SEGMENT 0u         /* tables are segments 1..n */

@@ -7,6 +7,13 @@
  *   chunks KIND N                                          (version 2: KIND none|whole|assembled)
  *   c IDHEX SRC SEGMENT OFFSET LENGTH                      (version 2: N lines; SRC "-": this artifact)
  *   mac HEX                                                 (BLAKE2b-256 keyed, over every byte before this line)
+ * Version 3 (artifact format 5) is a head in the same style and then binary chunk records (arc_clist.h):
+ *   fusion-backup chain index 3 / head NNNNNNNNNNNNNNNN (16 digits: the head's length, so a reader reads it alone)
+ *   job_id ... tables N as above, but `sources K` and K lines `source JOB` before `tables`
+ *   table ... as above, then `chunks KIND COUNT FIRST BLAKE2BHEX DEPS` (DEPS: source numbers "1,3", or "-")
+ *   records R / mac HEX, then R records of 40 bytes
+ * Only the head is text and MAC'd; it grows with the number of tables, never with the data. The records are
+ * authenticated per table by the BLAKE2b in its `chunks` line, checked by whoever streams them (arc_clist_iter).
  * Parsing is strict (every line in this order, nothing after the MAC) and authenticates before it decodes.
  */
 #include "artifact/arc_index.h"
@@ -16,13 +23,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "artifact/arc_format.h"
 #include "artifact/arc_key.h"
 #include "common/fb_sbuf.h"
 
 #define AI_MAGIC "fusion-backup chain index 1\n"
 #define AI_MAGIC2 "fusion-backup chain index 2\n"
+#define AI_MAGIC3 "fusion-backup chain index 3\n"
+#define AI_HEAD_FIELD "head "
+#define AI_HEAD_DIGITS 16
 #define AI_DERIVE_KEY "fusion-backup chain index v1"
-#define AI_MAX_BYTES (64u << 20)
+/* Versions 1 and 2 hold every chunk as a text line: they were written under this cap and are read under it. A
+ * version-3 head holds a few lines per table and is read under the same cap (about 200,000 tables). */
+#define AI_MAX_BYTES ARC_INDEX_HEAD_MAX
 
 fb_code arc_index_key(const char *key_file, const unsigned char pk[32], unsigned char key[ARC_INDEX_KEY_BYTES],
                       fb_err *err) {
@@ -83,13 +96,22 @@ fb_code arc_index_format(const arc_index *ix, const unsigned char key[ARC_INDEX_
     ai_buf b = {0};
     char hex[65], num[96];
     unsigned char mac[32];
-    ai_puts(&b, AI_MAGIC2);
+    int v3 = ix->version == 3;
+    ai_puts(&b, v3 ? AI_MAGIC3 : AI_MAGIC2);
+    if (v3) {
+        snprintf(num, sizeof num, "%s%0*d\n", AI_HEAD_FIELD, AI_HEAD_DIGITS, 0); /* filled in below */
+        ai_puts(&b, num);
+    }
     ai_put_field(&b, "job_id", ix->job_id, 0, 0);
     ai_put_field(&b, "config_id", NULL, (long long)ix->config_id, 1);
     ai_put_field(&b, "type", ix->type, 0, 0);
     ai_put_field(&b, "base_job", ix->base_job, 0, 0);
     ai_put_field(&b, "snapshot_ms", NULL, (long long)ix->snapshot_ms, 1);
     ai_put_field(&b, "completed_ms", NULL, (long long)ix->completed_ms, 1);
+    if (v3) {
+        ai_put_field(&b, "sources", NULL, (long long)ix->n_sources, 1);
+        for (size_t i = 0; i < ix->n_sources; i++) ai_put_field(&b, "source", ix->sources[i], 0, 0);
+    }
     ai_put_field(&b, "tables", NULL, (long long)ix->n_tables, 1);
     for (size_t i = 0; i < ix->n_tables; i++) {
         const arc_index_table *t = &ix->tables[i];
@@ -104,6 +126,29 @@ fb_code arc_index_format(const arc_index *ix, const unsigned char key[ARC_INDEX_
         ai_puts(&b, " ");
         ai_put_enc(&b, t->name);
         ai_puts(&b, "\n");
+        if (v3) {
+            char rh[65];
+            sodium_bin2hex(rh, sizeof rh, t->rec_blake2b, sizeof t->rec_blake2b);
+            snprintf(num, sizeof num, "chunks %s %llu %llu ",
+                     !t->rec_count ? "none" : t->assembled ? "assembled" : "whole", (unsigned long long)t->rec_count,
+                     (unsigned long long)t->rec_first);
+            ai_puts(&b, num);
+            ai_puts(&b, rh);
+            ai_puts(&b, t->n_deps ? " " : " -");
+            for (size_t d = 0; d < t->n_deps; d++) {
+                size_t k = 0;
+                while (k < ix->n_sources && strcmp(ix->sources[k], t->deps[d]) != 0) k++;
+                if (k == ix->n_sources) {
+                    free(b.p);
+                    return fb_err_set(err, FB_ERR_INTERNAL, "chain index: table \"%s\".\"%s\" depends on job %s, "
+                                      "which is not among the index's sources", t->schema, t->name, t->deps[d]);
+                }
+                snprintf(num, sizeof num, "%s%zu", d ? "," : "", k + 1);
+                ai_puts(&b, num);
+            }
+            ai_puts(&b, "\n");
+            continue;
+        }
         snprintf(num, sizeof num, "chunks %s %zu\n", !t->n_chunks ? "none" : t->assembled ? "assembled" : "whole",
                  t->n_chunks);
         ai_puts(&b, num);
@@ -120,9 +165,19 @@ fb_code arc_index_format(const arc_index *ix, const unsigned char key[ARC_INDEX_
             ai_puts(&b, num);
         }
     }
+    if (v3) {
+        snprintf(num, sizeof num, "records %llu\n", (unsigned long long)ix->n_records);
+        ai_puts(&b, num);
+    }
     if (b.oom) {
         free(b.p);
         return fb_err_set(err, FB_ERR_NOMEM, "out of memory writing the chain index");
+    }
+    if (v3) { /* the head's length, mac line included, in its fixed-width field */
+        size_t total = b.len + 4 + 64 + 1;
+        char d[AI_HEAD_DIGITS + 2];
+        snprintf(d, sizeof d, "%0*zu", AI_HEAD_DIGITS, total);
+        memcpy(b.p + sizeof AI_MAGIC3 - 1 + sizeof AI_HEAD_FIELD - 1, d, AI_HEAD_DIGITS);
     }
     crypto_generichash(mac, sizeof mac, (const unsigned char *)b.p, b.len, key, ARC_INDEX_KEY_BYTES);
     sodium_bin2hex(hex, sizeof hex, mac, sizeof mac);
@@ -201,6 +256,34 @@ static int ai_int(const char *s, long long *v) {
     return *s && end && !*end;
 }
 
+fb_code arc_index_head_len(const char *first, size_t len, uint64_t *head_len, fb_err *err) {
+    size_t m = sizeof AI_MAGIC3 - 1, f = sizeof AI_HEAD_FIELD - 1;
+    *head_len = 0;
+    if (len < m || memcmp(first, AI_MAGIC3, m) != 0) return FB_OK;
+    uint64_t v = 0;
+    if (len < m + f + AI_HEAD_DIGITS + 1 || memcmp(first + m, AI_HEAD_FIELD, f) != 0 ||
+        first[m + f + AI_HEAD_DIGITS] != '\n')
+        return fb_err_set(err, FB_ERR_FORMAT, "chain index of version 3 without its head line");
+    for (size_t i = 0; i < AI_HEAD_DIGITS; i++) {
+        char c = first[m + f + i];
+        if (c < '0' || c > '9') return fb_err_set(err, FB_ERR_FORMAT, "chain index: bad head length");
+        v = v * 10 + (uint64_t)(c - '0');
+    }
+    if (v < m + f + AI_HEAD_DIGITS + 1 || v > AI_MAX_BYTES)
+        return fb_err_set(err, FB_ERR_FORMAT, "chain index: head length %llu out of range", (unsigned long long)v);
+    *head_len = v;
+    return FB_OK;
+}
+
+/* Adds job j to t's deps unless it is there (version 2: from its chunks' sources). */
+static int ai_dep_add(arc_index_table *t, const char *j, size_t cap) {
+    for (size_t d = 0; d < t->n_deps; d++)
+        if (strcmp(t->deps[d], j) == 0) return 1;
+    if (!t->deps && !(t->deps = calloc(cap ? cap : 1, sizeof *t->deps))) return 0;
+    t->deps[t->n_deps++] = j;
+    return 1;
+}
+
 fb_code arc_index_parse(const char *buf, size_t len, const unsigned char key[ARC_INDEX_KEY_BYTES], arc_index **out,
                         fb_err *err) {
     fb_code rc = FB_OK;
@@ -212,7 +295,9 @@ fb_code arc_index_parse(const char *buf, size_t len, const unsigned char key[ARC
     arc_index *ix = NULL;
     *out = NULL;
     int v2 = len >= sizeof AI_MAGIC2 - 1 && memcmp(buf, AI_MAGIC2, sizeof AI_MAGIC2 - 1) == 0;
-    if (len > AI_MAX_BYTES || len < sizeof AI_MAGIC - 1 || (!v2 && memcmp(buf, AI_MAGIC, sizeof AI_MAGIC - 1) != 0))
+    int v3 = len >= sizeof AI_MAGIC3 - 1 && memcmp(buf, AI_MAGIC3, sizeof AI_MAGIC3 - 1) == 0;
+    if (len > AI_MAX_BYTES || len < sizeof AI_MAGIC - 1 ||
+        (!v2 && !v3 && memcmp(buf, AI_MAGIC, sizeof AI_MAGIC - 1) != 0))
         return fb_err_set(err, FB_ERR_FORMAT, "not a fusion-backup chain index (bad first line)");
     /* The MAC line is the last line: authenticate everything before it first. */
     if (buf[len - 1] != '\n') return fb_err_set(err, FB_ERR_FORMAT, "chain index is truncated (no final newline)");
@@ -221,14 +306,17 @@ fb_code arc_index_parse(const char *buf, size_t len, const unsigned char key[ARC
     if ((size_t)(buf + len - last) != 4 + 64 + 1 || memcmp(last, "mac ", 4) != 0 ||
         sodium_hex2bin(want, sizeof want, last + 4, 64, NULL, NULL, NULL) != 0)
         return fb_err_set(err, FB_ERR_FORMAT, "chain index is truncated or malformed (no MAC line at its end)");
-    crypto_generichash(mac, sizeof mac, (const unsigned char *)buf, (size_t)(last - buf), key, ARC_INDEX_KEY_BYTES);
-    if (sodium_memcmp(mac, want, sizeof mac) != 0)
-        return fb_err_set(err, FB_ERR_CRYPTO, "chain index MAC does not match: the file was altered, or it was "
-                          "written with another index key (--index-key)");
+    if (key) {
+        crypto_generichash(mac, sizeof mac, (const unsigned char *)buf, (size_t)(last - buf), key, ARC_INDEX_KEY_BYTES);
+        if (sodium_memcmp(mac, want, sizeof mac) != 0)
+            return fb_err_set(err, FB_ERR_CRYPTO, "chain index MAC does not match: the file was altered, or it was "
+                              "written with another index key (--index-key)");
+    }
 
-    ai_in in = {buf + sizeof AI_MAGIC - 1, last}; /* both magics have the same length */
+    ai_in in = {buf + sizeof AI_MAGIC - 1, last}; /* all magics have the same length */
     ix = calloc(1, sizeof *ix);
     if (!ix) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    ix->version = v3 ? 3 : v2 ? 2 : 1;
 #define AI_NEED(cond, what)                                                                                        \
     do {                                                                                                           \
         if (!(cond)) {                                                                                             \
@@ -236,6 +324,12 @@ fb_code arc_index_parse(const char *buf, size_t len, const unsigned char key[ARC
             goto out;                                                                                              \
         }                                                                                                          \
     } while (0)
+    if (v3) {
+        uint64_t hl = 0;
+        AI_NEED(arc_index_head_len(buf, len, &hl, err) == FB_OK && hl == len, "head length");
+        AI_NEED(ai_field(&in, "head", line, sizeof line, &v), "head line");
+        ix->records_at = len;
+    }
     AI_NEED(ai_field(&in, "job_id", line, sizeof line, &v) && (ix->job_id = ai_dec(v, &ok)) && ok, "job_id");
     AI_NEED(ai_field(&in, "config_id", line, sizeof line, &v) && ai_int(v, &n), "config_id");
     ix->config_id = n;
@@ -247,12 +341,24 @@ fb_code arc_index_parse(const char *buf, size_t len, const unsigned char key[ARC
     ix->snapshot_ms = n;
     AI_NEED(ai_field(&in, "completed_ms", line, sizeof line, &v) && ai_int(v, &n), "completed_ms");
     ix->completed_ms = n;
+    if (v3) {
+        AI_NEED(ai_field(&in, "sources", line, sizeof line, &v) && ai_int(v, &n) && n >= 0 && n < 1000000, "sources");
+        ix->sources = calloc((size_t)n + 1, sizeof *ix->sources);
+        AI_NEED(ix->sources, "sources (out of memory)");
+        for (long long i = 0; i < n; i++) {
+            AI_NEED(ai_field(&in, "source", line, sizeof line, &v), "source line");
+            ix->sources[ix->n_sources] = ai_dec(v, &ok);
+            AI_NEED(ok && ix->sources[ix->n_sources], "source job");
+            ix->n_sources++;
+        }
+    }
     AI_NEED(ai_field(&in, "tables", line, sizeof line, &v) && ai_int(v, &n) && n >= 0 && n < 10000000, "tables");
     ix->tables = calloc((size_t)n + 1, sizeof *ix->tables);
     if (!ix->tables) {
         rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
         goto out;
     }
+    uint64_t next_rec = 0;
     for (long long i = 0; i < n; i++) {
         arc_index_table *t = &ix->tables[ix->n_tables++];
         char hex[65], si[1100], sc[2100], nm[2100];
@@ -267,9 +373,30 @@ fb_code arc_index_parse(const char *buf, size_t len, const unsigned char key[ARC
         t->schema = ai_dec(sc, &ok);
         t->name = ai_dec(nm, &ok);
         AI_NEED(ok && t->stored_in && t->schema && t->name, "table names");
-        if (!v2) continue;
+        if (!v2 && !v3) continue;
         char kind[16];
         long long nc = 0;
+        if (v3) {
+            unsigned long long cnt = 0, first = 0;
+            char rh[66], deps[8000];
+            AI_NEED(ai_field(&in, "chunks", line, sizeof line, &v) &&
+                        sscanf(v, "%15s %llu %llu %65s %7999s", kind, &cnt, &first, rh, deps) == 5 &&
+                        strlen(rh) == 64 && sodium_hex2bin(t->rec_blake2b, 32, rh, 64, NULL, NULL, NULL) == 0 &&
+                        (strcmp(kind, "none") == 0) == (cnt == 0) && first == next_rec,
+                    "chunks line (version 3: ranges must follow each other)");
+            t->assembled = strcmp(kind, "assembled") == 0;
+            t->rec_first = first;
+            t->rec_count = cnt;
+            next_rec += cnt;
+            if (strcmp(deps, "-") != 0) {
+                for (char *save = NULL, *tok = strtok_r(deps, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+                    long long k = 0;
+                    AI_NEED(ai_int(tok, &k) && k >= 1 && (size_t)k <= ix->n_sources, "chunk source number");
+                    AI_NEED(ai_dep_add(t, ix->sources[k - 1], ix->n_sources), "deps (out of memory)");
+                }
+            }
+            continue;
+        }
         AI_NEED(ai_field(&in, "chunks", line, sizeof line, &v) && sscanf(v, "%15s %lld", kind, &nc) == 2 && nc >= 0 &&
                     nc < 100000000 && (strcmp(kind, "none") == 0) == (nc == 0),
                 "chunks line");
@@ -295,7 +422,15 @@ fb_code arc_index_parse(const char *buf, size_t len, const unsigned char key[ARC
             ck->segment = (uint32_t)seg;
             ck->offset = off;
             ck->length = clen;
+            if (ck->src && strcmp(ck->src, ix->job_id) != 0)
+                AI_NEED(ai_dep_add(t, ck->src, (size_t)nc), "deps (out of memory)");
         }
+    }
+    if (v3) {
+        unsigned long long nr = 0;
+        AI_NEED(ai_field(&in, "records", line, sizeof line, &v) && sscanf(v, "%llu", &nr) == 1 && nr == next_rec,
+                "records line (must count the tables' ranges)");
+        ix->n_records = nr;
     }
     AI_NEED(in.p == in.end, "end (lines after the tables)");
 #undef AI_NEED
@@ -314,8 +449,11 @@ void arc_index_free(arc_index *ix) {
         free(ix->tables[i].stored_in);
         for (size_t k = 0; k < ix->tables[i].n_chunks; k++) free(ix->tables[i].chunks[k].src);
         free(ix->tables[i].chunks);
+        free(ix->tables[i].deps);
     }
     free(ix->tables);
+    for (size_t i = 0; i < ix->n_sources; i++) free(ix->sources[i]);
+    free(ix->sources);
     free(ix->job_id);
     free(ix->type);
     free(ix->base_job);

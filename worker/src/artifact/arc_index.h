@@ -1,5 +1,7 @@
-/* arc_index: the chain index, a small plaintext block inside each format-2 artifact, between the manifest segment
- * and the trailer (FORMAT.md), readable without any key (arc_reader_peek_index).
+/* arc_index: the chain index, a plaintext block inside each format-2 artifact, between the manifest segment and the
+ * trailer (FORMAT.md), readable without any key (arc_reader_peek_index). Since format 5 (index version 3) it is a
+ * text head whose size depends only on the number of tables, followed by the binary chunk records (arc_clist.h),
+ * which this module never holds: arc_index_parse gets the head alone.
  *
  * Why: a worker holds only the public key, so it cannot read the manifests of earlier backups; to make an
  * INCREMENTAL or DIFFERENTIAL it needs, per table of the base, a fingerprint of the content and which artifact
@@ -40,6 +42,14 @@ typedef struct arc_index_table {
     int assembled;
     arc_chunk *chunks;        /* src NULL: this artifact */
     size_t n_chunks;
+    /* Index version 3 (artifact format 5, arc_clist.h): the chunks are not in memory but a range of the binary
+     * records after the head: [rec_first, rec_first + rec_count), whose BLAKE2b is rec_blake2b. */
+    uint64_t rec_first, rec_count;
+    unsigned char rec_blake2b[32];
+    /* The other artifacts holding some of its chunks (every version; borrowed: from chunks[].src in version 2,
+     * from the index's sources in version 3), so retention and listings need no chunk list. */
+    const char **deps;
+    size_t n_deps;
 } arc_index_table;
 
 typedef struct arc_index {
@@ -50,6 +60,13 @@ typedef struct arc_index {
     int64_t snapshot_ms, completed_ms;
     arc_index_table *tables;
     size_t n_tables;
+    int version;              /* 1, 2 or 3; arc_index_format writes 3 when 3, else 2 */
+    /* Version 3: the jobs chunk records name (record src k >= 1 is sources[k - 1]), the number of records, and
+     * where they start, in bytes from the start of the index (= the head's length; set by arc_index_parse). */
+    char **sources;
+    size_t n_sources;
+    uint64_t n_records;
+    uint64_t records_at;
 } arc_index;
 
 /* The index key: 32 bytes from a key file (the format of `fusion-backup keygen`'s .key, mode 0600), or, when
@@ -60,14 +77,24 @@ fb_code arc_index_key(const char *key_file, const unsigned char pk[32], unsigned
 void arc_index_tag(const unsigned char key[ARC_INDEX_KEY_BYTES], const unsigned char content_hash[32],
                    unsigned char tag[32]);
 
-/* Encodes ix as text (index version 2, with chunk lines) with its MAC line; *out is malloc'd (caller frees). */
+/* Encodes ix as text with its MAC line; *out is malloc'd (caller frees). Version 2 (ix->version != 3): with chunk
+ * lines. Version 3: only the head; the caller writes ix->n_records records (arc_clist) right after it, and each
+ * table's deps must be among ix->sources. */
 fb_code arc_index_format(const arc_index *ix, const unsigned char key[ARC_INDEX_KEY_BYTES], char **out, size_t *len,
                          fb_err *err);
 /* Parses and authenticates. FB_ERR_CRYPTO: the MAC does not match (altered, or another index key);
- * FB_ERR_FORMAT: malformed. *out is new: free with arc_index_free. */
+ * FB_ERR_FORMAT: malformed. *out is new: free with arc_index_free. buf is the whole index of version 1 or 2, or
+ * the head of version 3 (arc_index_head_len). key NULL: the MAC is not checked, for a caller that authenticated
+ * the bytes otherwise (a reader holding the manifest, which records their BLAKE2b). */
 fb_code arc_index_parse(const char *buf, size_t len, const unsigned char key[ARC_INDEX_KEY_BYTES], arc_index **out,
                         fb_err *err);
 void arc_index_free(arc_index *ix);
+
+/* Bytes of the first lines of a version-3 index that give the head's length. */
+#define ARC_INDEX_PEEK_BYTES 50
+/* The length of the head of a version-3 index from its first ARC_INDEX_PEEK_BYTES bytes (*head_len = 0: the index
+ * is of version 1 or 2, which is all head). FB_ERR_FORMAT when malformed. */
+fb_code arc_index_head_len(const char *first, size_t len, uint64_t *head_len, fb_err *err);
 
 /* The index entry of a table; NULL when absent. */
 const arc_index_table *arc_index_find(const arc_index *ix, const char *schema, const char *name);

@@ -5,7 +5,8 @@
  * before it is authenticated: lengths read from the file only bound how much is read next, and every byte read
  * is covered by a Poly1305 tag before it is decompressed.
  *
- * An assembled table (format 3) is its chunks concatenated: each chunk names an artifact (this one or another,
+ * An assembled table (format 3) is its chunks concatenated (listed in the manifest before format 5, streamed
+ * from the chain index's binary records since; arc_clist.h): each chunk names an artifact (this one or another,
  * opened through the resolver like a referenced table) and a segment of it. Those segments are decompressed once
  * each into unlinked temporary files (disk, not memory: about the table's size plus its new chunks, in $TMPDIR),
  * and chunks are copied out in order through one 64 KiB buffer, so memory does not grow with the table. The
@@ -22,7 +23,11 @@
 #include <unistd.h>
 #include <zstd.h>
 
+#include "artifact/arc_clist.h"
 #include "artifact/arc_format.h"
+#include "artifact/arc_index.h"
+#include "artifact/arc_sign.h"
+#include "common/fb_progress.h"
 
 /* An artifact opened to read a table this one references; owned by the reader that opened it. */
 typedef struct ar_link {
@@ -53,12 +58,29 @@ struct arc_reader {
     char *manifest_raw;
     size_t manifest_len;
     arc_manifest *manifest;
-    int borrowed;             /* a dup: manifest and manifest_raw belong to the original */
+    /* Format 5: the head of the chain index (authenticated by its signature and, unless rekey re-signed it, by
+     * the manifest's index_blake2b) and the file offset of its chunk records, from which assembled tables are read
+     * (arc_clist.h). NULL before format 5. */
+    arc_index *ix;
+    uint64_t records_off;
+    int borrowed;             /* a dup: manifest, manifest_raw and ix belong to the original */
+    /* Who wrote it (format 5, arc_sign.h): the keyring (borrowed) links are opened with, and the outcome. */
+    const fb_keyring *signers;
+    int allow_unsigned;
+    arc_sig_status sig;
+    /* The manifest segment as read once for its signature check; decrypted from here, so the bytes decrypted
+     * are the bytes whose signature was checked even if the file changes meanwhile. Owned; NULL before format 5. */
+    unsigned char *mcache;
+    uint64_t mcache_off, mcache_len;
 };
 
 #define AR_OUT_BYTES (256u * 1024u)
 
 static fb_code ar_read(arc_reader *r, void *buf, size_t len, uint64_t off, fb_err *err) {
+    if (r->mcache && off >= r->mcache_off && len <= r->mcache_len && off - r->mcache_off <= r->mcache_len - len) {
+        memcpy(buf, r->mcache + (off - r->mcache_off), len);
+        return FB_OK;
+    }
     return stor_rfile_pread(r->f, buf, len, off, err);
 }
 
@@ -76,8 +98,10 @@ static fb_code ar_trailer(stor_rfile *f, int version, uint64_t *moff, uint64_t *
                           fb_err *err) {
     unsigned char tr[ARC_TRAILER_BYTES_V2];
     size_t tl = version >= 2 ? ARC_TRAILER_BYTES_V2 : ARC_TRAILER_BYTES;
+    /* format 5: the signature block sits between the index and the trailer (arc_sign.h) */
+    size_t tail = tl + (version >= ARC_SIG_FIRST_VERSION ? ARC_SIG_BLOCK_BYTES : 0);
     uint64_t io = 0, il = 0;
-    if (f->size < ARC_HEADER_BYTES + tl)
+    if (f->size < ARC_HEADER_BYTES + tail)
         return fb_err_set(err, FB_ERR_FORMAT, "\"%s\" is truncated (shorter than a header and a trailer)", f->name);
     fb_code rc = stor_rfile_pread(f, tr, tl, f->size - tl, err);
     if (rc) return rc;
@@ -90,7 +114,7 @@ static fb_code ar_trailer(stor_rfile *f, int version, uint64_t *moff, uint64_t *
         io = *moff + *mlen;
     }
     if (memcmp(tr, ARC_TRAILER_MAGIC, 8) != 0 || *moff < ARC_HEADER_BYTES || *mlen > f->size || il > f->size ||
-        *moff + *mlen != io || io + il + tl != f->size)
+        *moff + *mlen != io || io + il + tail != f->size)
         return fb_err_set(err, FB_ERR_FORMAT, "\"%s\" has no valid trailer: the file is truncated or was altered (an "
                           "interrupted copy?)", f->name);
     if (ioff) *ioff = io;
@@ -99,8 +123,14 @@ static fb_code ar_trailer(stor_rfile *f, int version, uint64_t *moff, uint64_t *
 }
 
 fb_code arc_reader_peek_index(stor_rfile *f, char **out, size_t *len, fb_err *err) {
+    return arc_reader_peek_index_at(f, out, len, NULL, NULL, err);
+}
+
+fb_code arc_reader_peek_index_at(stor_rfile *f, char **out, size_t *len, uint64_t *index_off, uint64_t *index_len,
+                                 fb_err *err) {
     int version = 0;
-    uint64_t moff, mlen, ioff, ilen;
+    uint64_t moff, mlen, ioff, ilen, head = 0;
+    char first[ARC_INDEX_PEEK_BYTES];
     *out = NULL;
     fb_code rc = arc_reader_peek_version(f, &version, err);
     if (rc) return rc;
@@ -110,7 +140,21 @@ fb_code arc_reader_peek_index(stor_rfile *f, char **out, size_t *len, fb_err *er
                           f->name, version, ARC_FORMAT_VERSION);
     if ((rc = ar_trailer(f, version, &moff, &mlen, &ioff, &ilen, err))) return rc;
     if (ilen == 0) return fb_err_set(err, FB_ERR_NOTFOUND, "\"%s\" has no chain index", f->name);
-    if (ilen > ARC_INDEX_MAX) return fb_err_set(err, FB_ERR_FORMAT, "\"%s\": chain index too large", f->name);
+    /* Version 3 (format 5): only the head, whose length its second line gives; the chunk records after it are
+     * streamed by whoever needs them (arc_clist_iter). */
+    size_t fl = ilen < sizeof first ? (size_t)ilen : sizeof first;
+    if ((rc = stor_rfile_pread(f, first, fl, ioff, err))) return rc;
+    if ((rc = arc_index_head_len(first, fl, &head, err))) {
+        fb_err_prefix(err, "\"%s\": ", f->name);
+        return rc;
+    }
+    if (head > ilen)
+        return fb_err_set(err, FB_ERR_FORMAT, "\"%s\": the chain index's head (%llu bytes) is longer than the index",
+                          f->name, (unsigned long long)head);
+    if (index_off) *index_off = ioff;
+    if (index_len) *index_len = ilen;
+    if (head) ilen = head;
+    if (ilen > ARC_INDEX_HEAD_MAX) return fb_err_set(err, FB_ERR_FORMAT, "\"%s\": chain index too large", f->name);
     char *b = malloc((size_t)ilen + 1);
     if (!b) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
     if ((rc = stor_rfile_pread(f, b, (size_t)ilen, ioff, err))) {
@@ -230,6 +274,9 @@ static fb_code ar_segment(arc_reader *r, uint32_t segment, uint64_t off, uint64_
             if (o.pos) {
                 crypto_generichash_update(&hs, r->obuf, o.pos);
                 *raw += (int64_t)o.pos;
+                if (segment != ARC_MANIFEST_SEGMENT && !(r->manifest && r->manifest->schema &&
+                                                         segment == r->manifest->schema->segment))
+                    fb_progress_data(r->obuf, o.pos); /* COPY text, for a command's progress display */
                 if (sink) {
                     rc = sink(opaque, r->obuf, o.pos, err);
                     if (rc) goto out;
@@ -249,13 +296,57 @@ out:
     return rc;
 }
 
-fb_code arc_reader_open(stor_rfile *f, const unsigned char *sk, const unsigned char *pk, arc_reader **out,
-                        fb_err *err) {
+/* Format 5: reads the manifest segment (into r->mcache), the index head and the signature block once, and checks
+ * the signatures against the trusted keys before anything of the manifest is used. *index (malloc'd) and *ilen:
+ * the index head as checked; *ioff and *whole: where the index starts and its whole length (head and records). The
+ * records are not read: the signed head holds the BLAKE2b of each table's range of them. */
+static fb_code ar_check_signature(arc_reader *r, const arc_trust *trust, char **index, size_t *ilen, uint64_t *ioff,
+                                  uint64_t *whole, fb_err *err) {
+    arc_sig_layout l;
+    arc_sig_block b;
+    unsigned char sb[ARC_SIG_BLOCK_BYTES], ct_hash[32];
+    fb_code rc = arc_sign_layout(r->f, &l, err);
+    if (rc) return rc;
+    r->sig.state = ARC_SIG_UNTRUSTED;
+    if (!(r->mcache = malloc(l.mlen ? (size_t)l.mlen : 1)))
+        return fb_err_set(err, FB_ERR_NOMEM, "out of memory reading the manifest of \"%s\"", r->f->name);
+    if ((rc = stor_rfile_pread(r->f, r->mcache, (size_t)l.mlen, l.moff, err)) ||
+        (rc = stor_rfile_pread(r->f, sb, sizeof sb, l.soff, err)))
+        return rc;
+    *ilen = 0;
+    *ioff = l.ioff;
+    *whole = l.ilen;
+    if (l.ilen) {
+        if ((rc = arc_reader_peek_index_at(r->f, index, ilen, ioff, whole, err))) return rc;
+    } else if (!(*index = calloc(1, 1))) {
+        return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    }
+    r->mcache_off = l.moff;
+    r->mcache_len = l.mlen;
+    if ((rc = arc_sign_block_decode(sb, &b, err))) {
+        fb_err_prefix(err, "refusing \"%s\" (nothing was read from it): ", r->f->name);
+        return rc;
+    }
+    memcpy(r->sig.manifest_key, b.manifest_key, sizeof r->sig.manifest_key);
+    memcpy(r->sig.index_key, b.index_key, sizeof r->sig.index_key);
+    memcpy(r->sig.job_id, b.job_id, sizeof r->sig.job_id);
+    crypto_generichash(ct_hash, sizeof ct_hash, r->mcache, (size_t)l.mlen, NULL, 0);
+    if ((rc = arc_sign_check(&b, trust, r->f->name, r->header, l.moff, l.mlen, ct_hash, l.ioff, *index, *ilen, err)))
+        return rc;
+    r->sig.state = ARC_SIG_TRUSTED;
+    return FB_OK;
+}
+
+fb_code arc_reader_open(stor_rfile *f, const unsigned char *sk, const unsigned char *pk, const arc_trust *trust,
+                        arc_reader **out, fb_err *err) {
     fb_code rc = FB_OK;
     int version = 0;
     unsigned char hash[ARC_HASH_BYTES];
     ar_membuf mb = {0};
     int64_t raw = 0;
+    char *signed_index = NULL;
+    size_t signed_ilen = 0;
+    uint64_t signed_ioff = 0, signed_whole = 0;
     arc_reader *r = calloc(1, sizeof *r);
     *out = NULL;
     if (!r || sodium_init() < 0) {
@@ -284,6 +375,12 @@ fb_code arc_reader_open(stor_rfile *f, const unsigned char *sk, const unsigned c
         goto out;
     }
     r->ad_len = version >= 2 ? ARC_AD_BYTES_V2 : ARC_HEADER_BYTES;
+    /* Who wrote it, before the data key is even unsealed: a refused artifact is never decrypted. */
+    r->signers = trust->signers;
+    r->allow_unsigned = trust->allow_unsigned;
+    if (version >= ARC_SIG_FIRST_VERSION) rc = ar_check_signature(r, trust, &signed_index, &signed_ilen, &signed_ioff, &signed_whole, err);
+    else rc = arc_sign_unsigned(trust, f->name, version, err);
+    if (rc) goto out;
     memcpy(r->sk, sk, sizeof r->sk);
     memcpy(r->pk, pk, sizeof r->pk);
     if (crypto_box_seal_open(r->data_key, r->header + 16, ARC_SEALED_KEY_BYTES, pk, sk) != 0) {
@@ -298,6 +395,11 @@ fb_code arc_reader_open(stor_rfile *f, const unsigned char *sk, const unsigned c
     if (rc) goto out;
     rc = arc_manifest_unpack(mb.p, mb.len, &r->manifest, err);
     if (rc) goto out;
+    if (r->sig.state == ARC_SIG_TRUSTED && (!r->manifest->job_id || strcmp(r->manifest->job_id, r->sig.job_id) != 0)) {
+        rc = fb_err_set(err, FB_ERR_VERIFY, "\"%s\": its signature is for backup %s but its manifest is of backup %s: "
+                        "refusing it", f->name, r->sig.job_id, r->manifest->job_id ? r->manifest->job_id : "?");
+        goto out;
+    }
     if (r->manifest->data_end != moff) {
         rc = fb_err_set(err, FB_ERR_FORMAT, "\"%s\": the manifest says the data ends at %llu but it starts at %llu: "
                         "the file was altered", f->name, (unsigned long long)r->manifest->data_end,
@@ -315,17 +417,41 @@ fb_code arc_reader_open(stor_rfile *f, const unsigned char *sk, const unsigned c
                             "written", f->name);
             goto out;
         }
+        /* Format 5: the index bytes are those whose signature was checked. An index re-signed by another trusted
+         * key (rekey re-MACs it for the new key) no longer has the hash the manifest recorded: its signature is
+         * what authenticates it then (FORMAT.md, "Signatures (format 5)"). */
+        int resigned = r->sig.state == ARC_SIG_TRUSTED && strcmp(r->sig.index_key, r->sig.manifest_key) != 0;
         if (ilen) {
             char *ib = NULL;
             size_t il = 0;
-            if ((rc = arc_reader_peek_index(f, &ib, &il, err))) goto out;
+            uint64_t io = 0, whole = 0;
+            if (signed_index) {
+                ib = signed_index;
+                il = signed_ilen;
+                io = signed_ioff;
+                whole = signed_whole;
+                signed_index = NULL;
+            } else if ((rc = arc_reader_peek_index_at(f, &ib, &il, &io, &whole, err))) {
+                goto out;
+            }
+            /* Format 5: the hash covers the head, which records the BLAKE2b of each table's chunk records. */
             crypto_generichash(ih, sizeof ih, (const unsigned char *)ib, il, NULL, 0);
-            free(ib);
-            if (sodium_memcmp(ih, r->manifest->index_blake2b, sizeof ih) != 0) {
+            if (!resigned && sodium_memcmp(ih, r->manifest->index_blake2b, sizeof ih) != 0) {
+                free(ib);
                 rc = fb_err_set(err, FB_ERR_CRYPTO, "\"%s\": the chain index (plaintext, before the trailer) was "
                                 "altered: its BLAKE2b differs from the one the manifest recorded", f->name);
                 goto out;
             }
+            if (version >= 5) {
+                rc = arc_index_parse(ib, il, NULL, &r->ix, err); /* authenticated just above */
+                if (!rc && (r->ix->version != 3 || whole - il != r->ix->n_records * ARC_CLIST_REC_BYTES))
+                    rc = fb_err_set(err, FB_ERR_FORMAT, "\"%s\": the chain index's chunk records do not fill the "
+                                    "index (%llu bytes after a head of %zu for %llu records)", f->name,
+                                    (unsigned long long)(whole - il), il, (unsigned long long)r->ix->n_records);
+                r->records_off = io + il;
+            }
+            free(ib);
+            if (rc) goto out;
         }
     }
     r->manifest_raw = mb.p;
@@ -335,9 +461,12 @@ fb_code arc_reader_open(stor_rfile *f, const unsigned char *sk, const unsigned c
     r = NULL;
 out:
     free(mb.p);
+    free(signed_index);
     arc_reader_free(r);
     return rc;
 }
+
+const arc_sig_status *arc_reader_signature(const arc_reader *r) { return &r->sig; }
 
 const arc_manifest *arc_reader_manifest(const arc_reader *r) { return r->manifest; }
 
@@ -378,7 +507,9 @@ static fb_code ar_link_get(arc_reader *r, const char *job_id, const char *what, 
         fb_err_prefix(err, "%s: the backup chain is broken: ", what);
         goto out;
     }
-    if ((rc = arc_reader_open(l->f, r->sk, r->pk, &l->r, err))) {
+    /* Every link must be signed by a trusted key too, and be the job the reference names. */
+    arc_trust lt = {r->signers, r->allow_unsigned, job_id};
+    if ((rc = arc_reader_open(l->f, r->sk, r->pk, &lt, &l->r, err))) {
         fb_err_prefix(err, "%s: its data is in backup %s, which cannot be read: ", what, job_id);
         goto out;
     }
@@ -484,6 +615,50 @@ static fb_code ar_load_segment(arc_reader *sr, uint32_t segment, const char *wha
     return rc;
 }
 
+/* The chunks of an assembled table in order: from the manifest (format 3, 4) or streamed from the chain index's
+ * records (format 5), whose range is checked against its BLAKE2b at the end. */
+typedef struct ar_chunks {
+    const arc_table *t;
+    size_t i;
+    const arc_index *ix;
+    arc_clist_iter it;
+} ar_chunks;
+
+static fb_code ar_chunks_open(arc_reader *r, const arc_table *t, const char *what, ar_chunks *cs, fb_err *err) {
+    memset(cs, 0, sizeof *cs);
+    cs->t = t;
+    if (!r->ix) return FB_OK;
+    const arc_index_table *it = arc_index_find(r->ix, t->schema, t->name);
+    if (!it)
+        return fb_err_set(err, FB_ERR_FORMAT, "%s: assembled, but the chain index lists no chunks for it", what);
+    cs->ix = r->ix;
+    return arc_clist_iter_open(&cs->it, r->f, r->records_off, it->rec_first, it->rec_count, it->rec_blake2b, err);
+}
+
+/* *got = 0 at the end; ck->src is borrowed (NULL: this artifact). */
+static fb_code ar_chunks_next(ar_chunks *cs, arc_chunk *ck, int *got, const char *what, fb_err *err) {
+    *got = 0;
+    if (!cs->ix) {
+        if (cs->i == cs->t->n_chunks) return FB_OK;
+        *ck = cs->t->chunks[cs->i++];
+        *got = 1;
+        return FB_OK;
+    }
+    arc_clist_rec rec;
+    fb_code rc = arc_clist_iter_next(&cs->it, &rec, got, err);
+    if (rc || !*got) return rc;
+    if (rec.src > cs->ix->n_sources)
+        return fb_err_set(err, FB_ERR_FORMAT, "%s: a chunk names source %u of %zu: the chain index is malformed", what,
+                          rec.src, cs->ix->n_sources);
+    memcpy(ck->id, rec.id, sizeof ck->id);
+    ck->src = rec.src ? cs->ix->sources[rec.src - 1] : NULL;
+    ck->segment = rec.segment;
+    ck->offset = rec.offset;
+    ck->length = rec.length;
+    cs->i++;
+    return FB_OK;
+}
+
 static fb_code ar_read_assembled(arc_reader *r, const arc_table *t, const char *what, arc_sink_fn sink,
                                  void *opaque, fb_err *err) {
     fb_code rc = FB_OK;
@@ -492,12 +667,18 @@ static fb_code ar_read_assembled(arc_reader *r, const arc_table *t, const char *
     int64_t raw = 0;
     ar_segbuf *segs = NULL;
     size_t n_segs = 0, cap_segs = 0;
+    ar_chunks cs;
+    arc_chunk cbuf = {0};
+    int got = 0;
     enum { copybuf_size = 1 << 16 };
     unsigned char *copybuf = malloc(copybuf_size);
     if (!copybuf) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
     crypto_generichash_init(&hs, NULL, 0, ARC_HASH_BYTES);
-    for (size_t i = 0; i < t->n_chunks; i++) {
-        const arc_chunk *ck = &t->chunks[i];
+    if ((rc = ar_chunks_open(r, t, what, &cs, err))) goto out;
+    for (size_t i = 0;; i++) {
+        if ((rc = ar_chunks_next(&cs, &cbuf, &got, what, err))) goto out;
+        if (!got) break;
+        const arc_chunk *ck = &cbuf;
         arc_reader *sr = r;
         if (ck->src && !(r->manifest->job_id && strcmp(ck->src, r->manifest->job_id) == 0) &&
             (rc = ar_link_get(r, ck->src, what, &sr, err)))
@@ -531,16 +712,16 @@ static fb_code ar_read_assembled(arc_reader *r, const arc_table *t, const char *
         uint64_t at = ck->offset, left = ck->length;
         while (left) {
             size_t n = left < copybuf_size ? (size_t)left : copybuf_size;
-            ssize_t got = pread(sb->fd, copybuf, n, (off_t)at);
-            if (got <= 0) {
+            ssize_t rd = pread(sb->fd, copybuf, n, (off_t)at);
+            if (rd <= 0) {
                 rc = fb_err_set(err, FB_ERR_IO, "%s: could not read back a temporary file: %s", what,
-                                got < 0 ? strerror(errno) : "short read");
+                                rd < 0 ? strerror(errno) : "short read");
                 goto out;
             }
-            crypto_generichash_update(&hs, copybuf, (size_t)got);
-            if (sink && (rc = sink(opaque, copybuf, (size_t)got, err))) goto out;
-            at += (uint64_t)got;
-            left -= (uint64_t)got;
+            crypto_generichash_update(&hs, copybuf, (size_t)rd);
+            if (sink && (rc = sink(opaque, copybuf, (size_t)rd, err))) goto out;
+            at += (uint64_t)rd;
+            left -= (uint64_t)rd;
         }
         raw += (int64_t)ck->length;
     }
@@ -550,12 +731,15 @@ static fb_code ar_read_assembled(arc_reader *r, const arc_table *t, const char *
                         "manifest (%lld bytes, BLAKE2b): the backup chain is inconsistent", what, (long long)raw,
                         (long long)t->raw_bytes);
 out:
+    arc_clist_iter_close(&cs.it);
     for (size_t k = 0; k < n_segs; k++)
         if (segs[k].fd >= 0) close(segs[k].fd);
     free(segs);
     free(copybuf);
     return rc;
 }
+
+const arc_index *arc_reader_index(const arc_reader *r) { return r->ix; }
 
 fb_code arc_reader_read_table(arc_reader *r, const arc_table *t, arc_sink_fn sink, void *opaque, fb_err *err) {
     unsigned char hash[ARC_HASH_BYTES];
@@ -639,11 +823,32 @@ fb_code arc_reader_verify_all(arc_reader *r, fb_err *err) {
                         (unsigned long long)expect, (unsigned long long)m->data_end);
         goto out;
     }
+    /* Format 5: every table's chunk records, against the BLAKE2b of its range in the (authenticated) index head:
+     * a later backup reads them to find the chain's chunks. */
+    for (size_t i = 0; r->ix && i < r->ix->n_tables; i++) {
+        const arc_index_table *it = &r->ix->tables[i];
+        arc_clist_iter ci;
+        arc_clist_rec rec;
+        int got = 1;
+        rc = arc_clist_iter_open(&ci, r->f, r->records_off, it->rec_first, it->rec_count, it->rec_blake2b, err);
+        while (!rc && got) {
+            rc = arc_clist_iter_next(&ci, &rec, &got, err);
+            if (!rc && got && rec.src > r->ix->n_sources)
+                rc = fb_err_set(err, FB_ERR_FORMAT, "a chunk record of table \"%s\".\"%s\" names source %u of %zu",
+                                it->schema, it->name, rec.src, r->ix->n_sources);
+        }
+        arc_clist_iter_close(&ci);
+        if (rc) goto out;
+    }
     for (size_t i = 0; i < m->n_tables; i++) {
         const arc_table *t = &m->tables[i];
         int local = t->assembled;
         for (size_t k = 0; local && k < t->n_chunks; k++)
             if (t->chunks[k].src && !(m->job_id && strcmp(t->chunks[k].src, m->job_id) == 0)) local = 0;
+        if (local && r->ix) { /* format 5: the index head names the other artifacts each table's chunks are in */
+            const arc_index_table *it = arc_index_find(r->ix, t->schema, t->name);
+            local = it && it->n_deps == 0;
+        }
         if (((arc_table_is_ref(m, t) || t->assembled) && r->resolve) || local)
             if ((rc = arc_reader_read_table(r, t, NULL, NULL, err))) goto out;
     }
@@ -665,9 +870,14 @@ fb_code arc_reader_dup(const arc_reader *r, arc_reader **out, fb_err *err) {
     d->resolve = r->resolve;
     d->resolve_opaque = r->resolve_opaque;
     d->depth = r->depth;
+    d->signers = r->signers;
+    d->allow_unsigned = r->allow_unsigned;
+    d->sig = r->sig;
     d->manifest = r->manifest;
     d->manifest_raw = r->manifest_raw;
     d->manifest_len = r->manifest_len;
+    d->ix = r->ix;
+    d->records_off = r->records_off;
     d->borrowed = 1;
     d->dctx = ZSTD_createDCtx();
     d->obuf = malloc(AR_OUT_BYTES);
@@ -696,9 +906,11 @@ void arc_reader_free(arc_reader *r) {
     free(r->mbuf);
     free(r->pbuf);
     free(r->obuf);
+    free(r->mcache);
     if (!r->borrowed) {
         free(r->manifest_raw);
         arc_manifest_free(r->manifest);
+        arc_index_free(r->ix);
     }
     free(r);
 }

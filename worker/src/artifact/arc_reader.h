@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "artifact/arc_manifest.h"
+#include "artifact/arc_sign.h"
 #include "common/fb_err.h"
 #include "storage/stor.h"
 
@@ -28,9 +29,16 @@ typedef fb_code (*arc_resolve_fn)(void *opaque, const char *job_id, stor_rfile *
 typedef fb_code (*arc_sink_fn)(void *opaque, const void *buf, size_t len, fb_err *err);
 
 /* f is borrowed and must outlive the reader. sk/pk: the key pair (pk derived from sk by arc_key_load_secret).
- * Errors: FB_ERR_FORMAT (not an artifact, unknown version, truncated), FB_ERR_CRYPTO (wrong key, tampered). */
-fb_code arc_reader_open(stor_rfile *f, const unsigned char *sk, const unsigned char *pk, arc_reader **out,
-                        fb_err *err);
+ * trust (required; its keyring is borrowed for the reader's life, job_id only during the call): who may have
+ * written it (arc_sign.h). Format 5: both signatures are checked against trust->signers, and the signed job id
+ * against trust->job_id, before the data key is unsealed; every artifact the chain leads to is checked the same
+ * way with the job id that references it. Format <= 4: refused unless trust->allow_unsigned (then a warning).
+ * Errors: FB_ERR_FORMAT (not an artifact, unknown version, truncated), FB_ERR_UNTRUSTED (unsigned, unknown key,
+ * bad signature), FB_ERR_VERIFY (another job's artifact), FB_ERR_CRYPTO (wrong key, tampered). */
+fb_code arc_reader_open(stor_rfile *f, const unsigned char *sk, const unsigned char *pk, const arc_trust *trust,
+                        arc_reader **out, fb_err *err);
+/* Who signed it (state ARC_SIG_UNSIGNED for format <= 4 read with allow_unsigned). */
+const arc_sig_status *arc_reader_signature(const arc_reader *r);
 /* Lets the reader follow references to other artifacts. With opaque_free, the reader owns opaque and frees it
  * in arc_reader_free; otherwise it is borrowed. Dups and the artifacts opened through it use the same resolver
  * (borrowed). Without a resolver, reading a referenced table fails with FB_ERR_NOTFOUND and
@@ -44,10 +52,16 @@ fb_code arc_reader_peek_version(stor_rfile *f, int *version, fb_err *err);
  * authenticated). *out is malloc'd (NUL-terminated; caller frees). FB_ERR_NOTFOUND for format 1 (no index) or
  * an empty one; FB_ERR_FORMAT when the trailer is damaged. */
 fb_code arc_reader_peek_index(stor_rfile *f, char **out, size_t *len, fb_err *err);
+/* The same, and where the whole index is in the file (a version-3 index: *out is its head only, and its chunk
+ * records are the rest of [*index_off, *index_off + *index_len)). index_off, index_len may be NULL. */
+fb_code arc_reader_peek_index_at(stor_rfile *f, char **out, size_t *len, uint64_t *index_off, uint64_t *index_len,
+                                 fb_err *err);
 
 /* The decoded manifest (owned by the reader) and its raw msgpack bytes (for JSON output). */
 const arc_manifest *arc_reader_manifest(const arc_reader *r);
 const void *arc_reader_manifest_raw(const arc_reader *r, size_t *len);
+/* Format 5: the head of the chain index, authenticated through the manifest (owned by the reader); NULL before. */
+const struct arc_index *arc_reader_index(const arc_reader *r);
 
 /* Streams table t (from the manifest) to sink (NULL: only check it). An assembled table (format 3) is read chunk
  * by chunk from the segments of this and other artifacts (through the resolver), each source segment decompressed

@@ -10,13 +10,16 @@
  */
 #include "artifact/arc_writer.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <zstd.h>
 
 #include "artifact/arc_format.h"
+#include "artifact/arc_sign.h"
 
 #define AW_BLOCK (1u << 20)
 #define AW_NBLOCKS 4
@@ -71,6 +74,16 @@ struct arc_writer {
 
     unsigned char *index;     /* chain index, written after the manifest */
     size_t index_len;
+    int records_fd;           /* format 5: the chunk records to copy after the index head (borrowed; read when records_len > 0) */
+    uint64_t records_len;
+
+    /* Format 5: who signs (borrowed), and the BLAKE2b of the manifest segment's bytes as they are written (only
+     * the writer thread touches it, while the manifest segment is open: arc_sign.h). */
+    const fb_signer *signer;
+    char *job_id;
+    int version;
+    int hashing;
+    crypto_generichash_state ct_hash;
 };
 
 /* --- writer thread ------------------------------------------------------------------------------------------- */
@@ -78,6 +91,7 @@ struct arc_writer {
 static fb_code aw_out(arc_writer *w, const void *buf, size_t len, fb_err *err) {
     fb_code rc = stor_wfile_write(w->out, buf, len, err);
     if (rc == FB_OK) w->offset += len;
+    if (rc == FB_OK && w->hashing) crypto_generichash_update(&w->ct_hash, buf, len);
     return rc;
 }
 
@@ -218,6 +232,7 @@ fb_code arc_writer_new_version(stor_wfile *out, const unsigned char *pk, int zst
     }
     w->out = out;
     w->level = zstd_level;
+    w->version = version;
     w->cur = -1;
     w->next_segment = 1;
     pthread_mutex_init(&w->mu, NULL);
@@ -331,31 +346,80 @@ fb_code arc_writer_end(arc_writer *w, arc_seg_info *info, fb_err *err) {
 
 uint64_t arc_writer_offset(const arc_writer *w) { return w->offset; }
 
+fb_code arc_writer_set_signer(arc_writer *w, const fb_signer *s, const char *job_id, fb_err *err) {
+    if (!s || !s->loaded) return fb_err_set(err, FB_ERR_USAGE, "arc_writer: no signing key loaded");
+    char *j = strdup(job_id);
+    if (!j) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    free(w->job_id);
+    w->job_id = j;
+    w->signer = s;
+    return FB_OK;
+}
+
 fb_code arc_writer_finish(arc_writer *w, const void *manifest, size_t len, fb_err *err) {
     arc_seg_info info;
     uint32_t seg;
+    int sign = w->version >= ARC_SIG_FIRST_VERSION;
+    if (sign && !w->signer)
+        return fb_err_set(err, FB_ERR_INTERNAL, "arc_writer: format %d artifacts are signed; no signer was set",
+                          w->version);
     /* The manifest is segment 0, written last: reuse the table path with the id forced to 0. */
     fb_code rc = arc_writer_begin(w, &seg, err);
     if (rc) return rc;
     pthread_mutex_lock(&w->mu);
     w->next_segment = ARC_MANIFEST_SEGMENT + 1; /* the thread reads next_segment - 1 as the open segment's id */
+    /* Set under mu before the segment's first item is queued: the thread sees it with that item. */
+    w->hashing = sign;
+    if (sign) crypto_generichash_init(&w->ct_hash, NULL, 0, 32);
     pthread_mutex_unlock(&w->mu);
     rc = arc_writer_write(w, manifest, len, err);
     if (rc == FB_OK) rc = arc_writer_end(w, &info, err);
+    w->hashing = 0; /* arc_writer_end waited for the thread: it is idle */
     if (rc) return rc;
     uint64_t ioff = w->offset;
     if (w->index_len && (rc = aw_out(w, w->index, w->index_len, err))) return rc;
+    if (w->records_len) {
+        /* Streamed from the spool in 1 MiB pieces: the records are never all in memory. */
+        size_t cap = 1u << 20;
+        unsigned char *buf = malloc(cap);
+        if (!buf) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+        for (uint64_t off = 0; off < w->records_len && !rc;) {
+            size_t n = w->records_len - off < cap ? (size_t)(w->records_len - off) : cap;
+            ssize_t got = pread(w->records_fd, buf, n, (off_t)off);
+            if (got < 0 && errno == EINTR) continue;
+            if (got <= 0) {
+                rc = fb_err_set(err, FB_ERR_IO, "could not read back the chunk list's temporary file: %s",
+                                got < 0 ? strerror(errno) : "it is shorter than written");
+                break;
+            }
+            rc = aw_out(w, buf, (size_t)got, err);
+            off += (uint64_t)got;
+        }
+        free(buf);
+        if (rc) return rc;
+    }
+    if (sign) {
+        unsigned char ct[32], blk[ARC_SIG_BLOCK_BYTES];
+        arc_sig_block b = {0};
+        crypto_generichash_final(&w->ct_hash, ct, sizeof ct);
+        arc_sign_manifest(w->signer, w->header, w->job_id, info.offset, info.length, ct, &b);
+        /* The index signature covers the head (w->index) only: the head holds each table's record range and its
+         * BLAKE2b, so it binds the records without anyone holding them all (FORMAT.md, "Signatures"). */
+        arc_sign_index(w->signer, w->header, ioff, w->index, w->index_len, &b);
+        if ((rc = arc_sign_block_encode(&b, blk, err)) || (rc = aw_out(w, blk, sizeof blk, err))) return rc;
+    }
     unsigned char tr[ARC_TRAILER_BYTES_V2];
     memcpy(tr, ARC_TRAILER_MAGIC, 8);
     arc_put_u64(tr + 8, info.offset);
     arc_put_u64(tr + 16, info.length);
     arc_put_u64(tr + 24, ioff);
-    arc_put_u64(tr + 32, w->index_len);
+    arc_put_u64(tr + 32, w->index_len + w->records_len);
     return aw_out(w, tr, sizeof tr, err);
 }
 
 fb_code arc_writer_set_index(arc_writer *w, const void *index, size_t len, fb_err *err) {
-    if (len > ARC_INDEX_MAX) return fb_err_set(err, FB_ERR_INVALID, "chain index larger than %u bytes", ARC_INDEX_MAX);
+    if (len > ARC_INDEX_HEAD_MAX)
+        return fb_err_set(err, FB_ERR_INVALID, "chain index larger than %u bytes (too many tables)", ARC_INDEX_HEAD_MAX);
     unsigned char *p = malloc(len ? len : 1);
     if (!p) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
     memcpy(p, index, len);
@@ -363,6 +427,23 @@ fb_code arc_writer_set_index(arc_writer *w, const void *index, size_t len, fb_er
     w->index = p;
     w->index_len = len;
     return FB_OK;
+}
+
+fb_code arc_writer_set_zstd_workers(arc_writer *w, int n, fb_err *err) {
+    if (n <= 0) return FB_OK;
+    size_t zr = ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_nbWorkers, n);
+    if (ZSTD_isError(zr))
+        return fb_err_set(err, FB_ERR_USAGE, "zstd-workers %d refused (a libzstd built without threads?): %s", n,
+                          ZSTD_getErrorName(zr));
+    /* zstd's default job for level 3 is 8 MiB, and it buffers a few of them: 1 MiB jobs keep the worker's memory
+     * flat (measured: bench/backup/README.md) at a cost in ratio the job overlap mostly hides. */
+    ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_jobSize, 1 << 20);
+    return FB_OK;
+}
+
+void arc_writer_set_index_records(arc_writer *w, int fd, uint64_t len) {
+    w->records_fd = fd;
+    w->records_len = len;
 }
 
 void arc_writer_free(arc_writer *w) {
@@ -377,6 +458,7 @@ void arc_writer_free(arc_writer *w) {
     free(w->zbuf);
     free(w->cbuf);
     free(w->index);
+    free(w->job_id);
     pthread_mutex_destroy(&w->mu);
     pthread_cond_destroy(&w->cv);
     sodium_memzero(w->data_key, sizeof w->data_key);

@@ -14,6 +14,7 @@
 
 #include "artifact/arc_manifest.h"
 #include "common/fb_err.h"
+#include "common/fb_sign.h"
 #include "storage/stor.h"
 
 typedef struct arc_writer arc_writer;
@@ -28,7 +29,7 @@ typedef struct arc_seg_info {
 
 /* out is borrowed (the caller commits or aborts it after arc_writer_free). pk: the recipient public key. */
 fb_code arc_writer_new(stor_wfile *out, const unsigned char *pk, int zstd_level, arc_writer **w, fb_err *err);
-/* The same, writing format `version` (2 or 3): a backup with no assembled table (FORMAT.md, "Chunks") is written
+/* The same, writing format `version` (2 to ARC_FORMAT_VERSION; tests write older ones): a backup with no assembled table (FORMAT.md, "Chunks") is written
  * as format 2 so that readers of format 2 still read it. */
 fb_code arc_writer_new_version(stor_wfile *out, const unsigned char *pk, int zstd_level, int version,
                                arc_writer **w, fb_err *err);
@@ -41,7 +42,18 @@ fb_code arc_writer_end(arc_writer *w, arc_seg_info *info, fb_err *err);
 uint64_t arc_writer_offset(const arc_writer *w);
 /* The chain index (plaintext, arc_index.h) to write after the manifest; copied. Call before arc_writer_finish. */
 fb_code arc_writer_set_index(arc_writer *w, const void *index, size_t len, fb_err *err);
-/* Writes the manifest segment, the chain index (empty when none was set) and the trailer. */
+/* Compresses in n zstd threads besides the writer thread (0: in the writer thread, the default of a new writer), so
+ * that on a backup reading COPY, hashing and chunking (the caller), compression (zstd) and encryption and output
+ * (the writer thread) overlap. Call before the first segment. FB_ERR_USAGE when libzstd has no threads. */
+fb_code arc_writer_set_zstd_workers(arc_writer *w, int n, fb_err *err);
+/* Format 5: the chain index's chunk records, the first len bytes of fd (arc_clist spool), copied right after the
+ * index set above when finishing; fd is borrowed and must stay open until arc_writer_finish returns. */
+void arc_writer_set_index_records(arc_writer *w, int fd, uint64_t len);
+/* Format 5 (FORMAT.md "Signatures (format 5)"): the key that signs the manifest and the index of job job_id
+ * (copied); s is borrowed until arc_writer_finish returns. Required before finishing a format-5 artifact. */
+fb_code arc_writer_set_signer(arc_writer *w, const fb_signer *s, const char *job_id, fb_err *err);
+/* Writes the manifest segment, the chain index (empty when none was set) and its records, the signature block (format 5) and the
+ * trailer. */
 fb_code arc_writer_finish(arc_writer *w, const void *manifest, size_t len, fb_err *err);
 /* Stops the writer thread and erases keys. NULL ok. */
 void arc_writer_free(arc_writer *w);

@@ -15,6 +15,7 @@
 #include "daemon/dmn_metrics.h"
 #include "daemon/dmn_recorder.h"
 #include "daemon/dmn_worker.h"
+#include "kafka/kfk_sign.h"
 
 static volatile sig_atomic_t worker_signals = 0;
 
@@ -25,13 +26,14 @@ static void worker_on_signal(int sig) {
 
 typedef struct recorder_arg {
     const fb_config *cfg;
+    const fb_keyring *signers;
     fb_code rc;
     fb_err err;
 } recorder_arg;
 
 static void *worker_recorder_thread(void *p) {
     recorder_arg *a = p;
-    a->rc = dmn_recorder_run(a->cfg, &worker_signals, &a->err);
+    a->rc = dmn_recorder_run(a->cfg, a->signers, &worker_signals, &a->err);
     if (a->rc) FB_ERROR("recorder stopped: %s", a->err.msg);
     return NULL;
 }
@@ -50,6 +52,8 @@ int main(int argc, char **argv) {
     fb_config cfg;
     fb_err err = {0};
     fb_code rc;
+    fb_signer signer = {0};
+    fb_keyring requesters = {0}, signers = {0};
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--version") == 0) return cmd_version("fusion-backup-worker");
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
@@ -97,20 +101,31 @@ int main(int argc, char **argv) {
         rc = fb_err_set(&err, FB_ERR_USAGE, "--role must be worker, recorder or all, got \"%s\"", cfg.role);
         goto out;
     }
+    /* Who is speaking (kafka/kfk_sign.h): a worker signs what it sends and accepts only requests of trusted
+     * requesters; a recorder accepts only statuses of trusted workers. Missing keys stop it here, saying which
+     * setting to set, rather than at the first message. */
+    if (run_jobs && (rc = kfk_sign_load("the worker", cfg.sign_key, 1, &signer, cfg.trusted_requesters,
+                                        "--trusted-requester (FB_TRUSTED_REQUESTERS)",
+                                        "the Django app and the operators", &requesters, &err)))
+        goto out;
+    if (run_recorder && (rc = kfk_sign_load("the recorder", NULL, 0, NULL, cfg.trusted_signers,
+                                            "--trusted-signer (FB_TRUSTED_SIGNERS)", "the workers", &signers, &err)))
+        goto out;
     /* One endpoint per process, whatever the role: the recorder's counters are there too. */
+    dmn_metrics_health_expect((run_jobs ? 1u << DMN_CONSUMER_WORKER : 0) | (run_recorder ? 1u << DMN_CONSUMER_RECORDER : 0));
     if (cfg.metrics_listen && *cfg.metrics_listen && (rc = dmn_metrics_serve(cfg.metrics_listen, &err))) goto out;
     if (run_jobs && !run_recorder) {
-        rc = dmn_worker_run(&cfg, name, &worker_signals, &err);
+        rc = dmn_worker_run(&cfg, name, &signer, &requesters, &worker_signals, &err);
     } else if (!run_jobs) {
-        rc = dmn_recorder_run(&cfg, &worker_signals, &err);
+        rc = dmn_recorder_run(&cfg, &signers, &worker_signals, &err);
     } else {
-        recorder_arg ra = {&cfg, FB_OK, {0}};
+        recorder_arg ra = {&cfg, &signers, FB_OK, {0}};
         pthread_t t;
         if (pthread_create(&t, NULL, worker_recorder_thread, &ra) != 0) {
             rc = fb_err_set(&err, FB_ERR_INTERNAL, "could not start the recorder thread");
             goto out;
         }
-        rc = dmn_worker_run(&cfg, name, &worker_signals, &err);
+        rc = dmn_worker_run(&cfg, name, &signer, &requesters, &worker_signals, &err);
         if (!worker_signals) worker_signals = 1; /* the worker failed to start: stop the recorder too */
         pthread_join(t, NULL);
         if (!rc && ra.rc) {
@@ -120,6 +135,9 @@ int main(int argc, char **argv) {
     }
 out:
     if (rc) fprintf(stderr, "fusion-backup-worker: %s\n", err.msg);
+    fb_signer_wipe(&signer);
+    fb_keyring_free(&requesters);
+    fb_keyring_free(&signers);
     fb_config_free(&cfg);
     return rc;
 }

@@ -17,6 +17,7 @@
 #include "common/fb_log.h"
 #include "daemon/dmn_jobs.h"
 #include "kafka/kfk.h"
+#include "kafka/kfk_sign.h"
 
 /* Reads a whole file (or stdin for "-") up to limit bytes into a new malloc'd buffer. */
 static fb_code cmd_event_slurp(const char *path, unsigned char **out, size_t *len, fb_err *err) {
@@ -90,11 +91,17 @@ static int cmd_event_run(int argc, char **argv) {
     if (!rc && !file) rc = fb_err_set(&err, FB_ERR_USAGE, "usage: fusion-backup event run FILE|- [--no-publish] [settings]");
     if (!rc) rc = cmd_event_slurp(file, &buf, &len, &err);
     if (!rc) rc = ev_decode(buf, len, &ev, &err);
-    if (!rc && publish && !(producer = kfk_producer_new(&cfg, &err))) rc = err.code;
+    /* Statuses it publishes are signed with --sign-key: the recorder applies them only when that key is one of
+     * its --trusted-signer keys (a worker's). */
+    fb_signer signer = {0};
+    if (!rc && publish &&
+        !(rc = kfk_sign_load("event run", cfg.sign_key, 1, &signer, NULL, NULL, NULL, NULL, &err)) &&
+        !(producer = kfk_producer_new(&cfg, &err)))
+        rc = err.code;
     if (!rc) {
         fb_log_set_level(FB_LOG_WARN);
         dmn_pub pub;
-        dmn_pub_init(&pub, producer, &cfg, "fusion-backup-cli");
+        dmn_pub_init(&pub, producer, &cfg, &signer, "fusion-backup-cli");
         dmn_outcome out;
         rc = dmn_jobs_execute(&pub, &cfg, ev, buf, len, NULL, &out, &err);
         if (!rc) {
@@ -104,6 +111,7 @@ static int cmd_event_run(int argc, char **argv) {
         }
     }
     if (rc) fprintf(stderr, "fusion-backup event run: %s\n", err.msg);
+    fb_signer_wipe(&signer);
     kfk_producer_free(producer);
     ev_event_free(ev);
     free(buf);

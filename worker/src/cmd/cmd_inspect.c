@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "artifact/arc_index.h"
 #include "artifact/arc_reader.h"
 #include "cmd/cmd.h"
 #include "common/fb_config.h"
@@ -18,7 +19,7 @@ static void cmd_inspect_time(int64_t ms, char *out, size_t cap) {
     snprintf(out + n, cap - n, ".%03dZ", (int)(ms % 1000));
 }
 
-static void cmd_inspect_text(const arc_manifest *m, const stor_rfile *f) {
+static void cmd_inspect_text(const arc_manifest *m, const arc_index *ix, const stor_rfile *f) {
     char snap[40], start[40], end[40];
     int64_t rows = 0, raw = 0, stored = 0;
     for (size_t i = 0; i < m->n_tables; i++) {
@@ -57,7 +58,11 @@ static void cmd_inspect_text(const arc_manifest *m, const stor_rfile *f) {
         printf("%12lld %14lld %12lld  \"%s\".\"%s\"%s%s\n", (long long)t->rows, (long long)t->raw_bytes,
                (long long)t->stored_bytes, t->schema, t->name, arc_table_is_ref(m, t) ? "  unchanged, stored in " : "",
                arc_table_is_ref(m, t) ? t->stored_in : "");
-        if (t->assembled) {
+        const arc_index_table *it = t->assembled && ix ? arc_index_find(ix, t->schema, t->name) : NULL;
+        if (it) { /* format 5: the chunk list is in the index's records; its head says which backups they are in */
+            printf("%12s %14s %12s  assembled from %llu chunks, in this backup and %zu other%s\n", "", "", "",
+                   (unsigned long long)it->rec_count, it->n_deps, it->n_deps == 1 ? "" : "s");
+        } else if (t->assembled) {
             size_t here = 0;
             for (size_t k = 0; k < t->n_chunks; k++)
                 if (!t->chunks[k].src || (m->job_id && strcmp(t->chunks[k].src, m->job_id) == 0)) here++;
@@ -75,6 +80,8 @@ int cmd_inspect(int argc, char **argv) {
     int json = 0;
     stor_rfile *f = NULL;
     arc_reader *r = NULL;
+    fb_keyring kr = {0};
+    arc_trust trust;
     fb_code rc = fb_config_init(&cfg, &err);
     if (!rc) rc = fb_config_parse_args(&cfg, &argc, argv, FB_CFG_CLI, extra, &err);
     for (int i = 1; !rc && i < argc; i++) {
@@ -88,17 +95,20 @@ int cmd_inspect(int argc, char **argv) {
         else rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (usage: inspect ARTIFACT [--json])", argv[i]);
     }
     if (!rc && !path) rc = fb_err_set(&err, FB_ERR_USAGE, "inspect needs the artifact's path");
-    if (!rc) rc = dump_open_artifact(path, cfg.secret_key, &f, &r, &err);
+    if (!rc) rc = dump_open_trust(&cfg, &kr, &trust, &err);
+    if (!rc) rc = dump_open_artifact(path, cfg.secret_key, &trust, &f, &r, &err);
     if (!rc && json) {
         size_t len = 0;
         const void *raw = arc_reader_manifest_raw(r, &len);
         rc = arc_manifest_print_json(raw, len, stdout, &err);
     } else if (!rc) {
-        cmd_inspect_text(arc_reader_manifest(r), f);
+        dump_open_describe(r, stdout);
+        cmd_inspect_text(arc_reader_manifest(r), arc_reader_index(r), f);
     }
     if (rc) fprintf(stderr, "fusion-backup inspect: %s\n", err.msg);
     arc_reader_free(r);
     stor_rfile_close(f);
+    fb_keyring_free(&kr);
     fb_config_free(&cfg);
     return rc;
 }

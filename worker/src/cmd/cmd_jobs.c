@@ -6,12 +6,17 @@
 #include <string.h>
 
 #include "kafka/kfk_scan.h"
+#include "kafka/kfk_sign.h"
 
 static int cmd_jobs_rank(const ev_event *e) { return e->u.status.status == EV_RUNNING ? 0 : 1; }
 
 static int cmd_jobs_add(void *opaque, const rd_kafka_message_t *m) {
     cmd_jobs *jobs = opaque;
     ev_event *ev = NULL;
+    if (kfk_sign_verify_message(jobs->signers, m, "a status", NULL, NULL)) {
+        jobs->untrusted++;
+        return 0;
+    }
     if (ev_decode(m->payload, m->len, &ev, NULL) || ev->type != EV_JOB_STATUS) {
         jobs->undecodable++;
         ev_event_free(ev);
@@ -46,8 +51,9 @@ static int cmd_jobs_add(void *opaque, const rd_kafka_message_t *m) {
     return 0;
 }
 
-fb_code cmd_jobs_load(const fb_config *cfg, cmd_jobs *jobs, fb_err *err) {
+fb_code cmd_jobs_load(const fb_config *cfg, const fb_keyring *signers, cmd_jobs *jobs, fb_err *err) {
     memset(jobs, 0, sizeof *jobs);
+    jobs->signers = signers;
     char topic[300];
     fb_config_topic(cfg, "jobs.completed", topic, sizeof topic);
     return kfk_scan_topic(cfg, topic, cmd_jobs_add, jobs, err);

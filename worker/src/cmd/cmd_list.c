@@ -8,7 +8,10 @@
  * storage_path (BackupConfiguration), and each backup also shows its record's status and last verification
  * (BackupRecord); the database is only read.
  *
- * The index key is the workers' (--index-key, or --public-key when they derive it), as for prune.
+ * The index key is the workers' (--index-key, or --public-key when they derive it), as for prune. Who wrote each
+ * backup (FORMAT.md "Signatures (format 5)") is checked against --trusted-signer: the line shows the signing key
+ * id, "unsigned" (format <= 4) or "untrusted" (unknown key, bad signature, another job's file: then it is not
+ * restorable, and neither is what needs it).
  */
 #include <inttypes.h>
 #include <libpq-fe.h>
@@ -57,6 +60,10 @@ static void cl_restorable(const job_chain *ch, const job_chain_entry *e, int dep
         snprintf(why, cap, "%s", e->problem);
         return;
     }
+    if (e->sig.state == ARC_SIG_UNTRUSTED) {
+        snprintf(why, cap, "untrusted: %s", e->untrusted_why[0] ? e->untrusted_why : "not signed by a trusted key");
+        return;
+    }
     if (!e->ix) return; /* a format-1 FULL: self-contained */
     if (depth > 64) {
         snprintf(why, cap, "its chain is longer than 64 links or loops");
@@ -65,8 +72,8 @@ static void cl_restorable(const job_chain *ch, const job_chain_entry *e, int dep
     for (size_t t = 0; t < e->ix->n_tables && !why[0]; t++) {
         const arc_index_table *it = &e->ix->tables[t];
         /* k == 0: where the table's data is; k >= 1: where each of its chunks is. */
-        for (size_t k = 0; k <= it->n_chunks && !why[0]; k++) {
-            const char *dep = k == 0 ? it->stored_in : it->chunks[k - 1].src;
+        for (size_t k = 0; k <= it->n_deps && !why[0]; k++) {
+            const char *dep = k == 0 ? it->stored_in : it->deps[k - 1];
             if (!dep || strcmp(dep, e->job_id) == 0) continue;
             const job_chain_entry *d = job_chain_find(ch, dep);
             if (!d) {
@@ -107,9 +114,19 @@ static void cl_json_str_field(const char *key, const char *v, int comma) {
     else printf("null");
 }
 
+/* "KEYID" (and "KEYID index KEYID2" when rekey re-signed the index), "unsigned" or "untrusted". */
+static void cl_signer(const job_chain_entry *e, char *out, size_t cap) {
+    if (e->sig.state == ARC_SIG_UNSIGNED) snprintf(out, cap, "unsigned");
+    else if (e->sig.state == ARC_SIG_UNTRUSTED) snprintf(out, cap, "untrusted");
+    else if (strcmp(e->sig.manifest_key, e->sig.index_key) != 0)
+        snprintf(out, cap, "%s index %s", e->sig.manifest_key, e->sig.index_key);
+    else snprintf(out, cap, "%s", e->sig.manifest_key);
+}
+
 static void cl_print(cl_out *o, const char *folder, const job_chain_entry *e, const char *why, const cl_record *rec,
                      int with_db) {
-    char snap[32], done[32];
+    char snap[32], done[32], signer[64];
+    cl_signer(e, signer, sizeof signer);
     const char *type = job_chain_type(e);
     cl_time(e->ix ? e->ix->snapshot_ms : 0, snap, sizeof snap);
     cl_time(job_chain_time(e), done, sizeof done);
@@ -127,6 +144,7 @@ static void cl_print(cl_out *o, const char *folder, const job_chain_entry *e, co
         printf(",\"size\":%" PRIu64 ",\"format\":%d,\"restorable\":%s", e->artifact_size, e->artifact_version,
                why[0] ? "false" : "true");
         cl_json_str_field("problem", why, 1);
+        cl_json_str_field("signed_by", signer, 1);
         if (with_db) {
             cl_json_str_field("record_status", rec->status, 1);
             cl_json_str_field("verify_status", rec->verify, 1);
@@ -137,6 +155,7 @@ static void cl_print(cl_out *o, const char *folder, const job_chain_entry *e, co
     }
     printf("%-36s %-12s %-20s %12" PRIu64 "  %-36s %s", e->job_id, type ? type : "?", snap, e->artifact_size, e->ix && e->ix->base_job ? e->ix->base_job : "-",
            why[0] ? "NOT RESTORABLE" : "restorable");
+    printf("  signed-by %s", signer);
     if (with_db)
         printf("  record %s, verified %s%s%s", rec->status[0] ? rec->status : "(none)",
                rec->verify[0] ? rec->verify : "never", rec->verified_at[0] ? " at " : "", rec->verified_at);
@@ -150,10 +169,10 @@ static int cl_cmp(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-static fb_code cl_folder(stor *st, const char *folder, const unsigned char key[ARC_INDEX_KEY_BYTES], PGconn *db,
-                         cl_out *o, int64_t *n_listed, fb_err *err) {
+static fb_code cl_folder(stor *st, const char *folder, const unsigned char key[ARC_INDEX_KEY_BYTES],
+                         const fb_keyring *signers, PGconn *db, cl_out *o, int64_t *n_listed, fb_err *err) {
     job_chain ch;
-    fb_code rc = job_chain_load(st, folder, key, &ch, err);
+    fb_code rc = job_chain_load(st, folder, key, signers, &ch, err);
     if (rc) return rc;
     qsort(ch.e, ch.n, sizeof *ch.e, cl_cmp);
     if (!o->json && ch.n)
@@ -191,6 +210,7 @@ int cmd_list(int argc, char **argv) {
     stor *st = NULL;
     PGconn *db = NULL;
     int64_t listed = 0;
+    fb_keyring kr = {0};
     fb_code rc = fb_config_init(&cfg, &err);
     if (!rc) rc = fb_config_parse_args(&cfg, &argc, argv, FB_CFG_CLI, extra, &err);
     for (int i = 1; !rc && i < argc; i++) {
@@ -210,6 +230,7 @@ int cmd_list(int argc, char **argv) {
         rc = fb_err_set(&err, FB_ERR_USAGE, "list needs --storage-path P (repeatable), or --pg CONNINFO to list every "
                         "configuration's folder");
     if (!rc) rc = cmd_index_key(&cfg, "list", key, &err);
+    if (!rc) rc = fb_keyring_load(&kr, cfg.trusted_signers, "--trusted-signer", &err);
     if (!rc && cfg.pg && *cfg.pg) {
         if (!(db = pgx_connect(cfg.pg, "fusion-backup list", &err))) rc = err.code;
         if (!rc && n_paths == 0) {
@@ -223,7 +244,7 @@ int cmd_list(int argc, char **argv) {
     }
     if (!rc) rc = stor_open_location(cfg.storage_root, &cfg, &st, &err);
     if (!rc && o.json) printf("[");
-    for (size_t i = 0; !rc && i < n_paths; i++) rc = cl_folder(st, paths[i], key, db, &o, &listed, &err);
+    for (size_t i = 0; !rc && i < n_paths; i++) rc = cl_folder(st, paths[i], key, &kr, db, &o, &listed, &err);
     if (o.json && st) printf("%s]\n", o.first ? "" : "\n");
     else if (!rc) printf("%lld backup(s) in %zu folder(s) under %s\n", (long long)listed, n_paths, cfg.storage_root);
     if (rc) fprintf(stderr, "fusion-backup list: %s\n", err.msg);
@@ -231,6 +252,7 @@ int cmd_list(int argc, char **argv) {
     if (db) PQfinish(db);
     stor_free(st);
     sodium_memzero(key, sizeof key);
+    fb_keyring_free(&kr);
     fb_config_free(&cfg);
     return rc;
 }

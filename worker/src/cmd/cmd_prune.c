@@ -44,9 +44,10 @@ int cmd_prune(int argc, char **argv) {
     unsigned char key[ARC_INDEX_KEY_BYTES];
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    job_prune_opts o = {0, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, -1, 0, NULL};
+    job_prune_opts o = {0, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, -1, 0, NULL, NULL};
     cmd_prune_out po = {0};
     stor *st = NULL;
+    fb_keyring kr = {0};
     fb_code rc = fb_config_init(&cfg, &err);
     if (!rc) rc = fb_config_parse_args(&cfg, &argc, argv, FB_CFG_CLI, extra, &err);
     for (int i = 1; !rc && i < argc; i++) {
@@ -68,6 +69,9 @@ int cmd_prune(int argc, char **argv) {
     if (!rc && (!path || days < 0))
         rc = fb_err_set(&err, FB_ERR_USAGE, "prune needs --storage-path P and --retention-days N (see prune --help)");
     if (!rc) rc = cmd_index_key(&cfg, "prune", key, &err);
+    /* only a FULL a trusted worker signed counts as the last restorable one (job_prune.h) */
+    if (!rc) rc = fb_keyring_load(&kr, cfg.trusted_signers, "--trusted-signer", &err);
+    o.signers = &kr;
     if (!rc) rc = stor_open_location(cfg.storage_root, &cfg, &st, &err);
     if (!rc) {
         o.retention_days = days;
@@ -80,6 +84,7 @@ int cmd_prune(int argc, char **argv) {
                (long long)removed, (long long)days, cfg.storage_root, path);
     stor_free(st);
     sodium_memzero(key, sizeof key);
+    fb_keyring_free(&kr);
     fb_config_free(&cfg);
     return rc;
 }

@@ -11,6 +11,11 @@
  *     archive topic), never by the dead letter's unauthenticated fusion.source.topic header; a header that names
  *     another topic than the event's own is refused, and so is a dead letter that cannot be decoded (its type,
  *     hence its topic, is unknown).
+ * Who sent it (kfk_sign.h): replay re-signs each request with the operator's key (--sign-key), so it must never
+ * launder an untrusted one. A FAILED status counts only when a trusted worker signed it (--trusted-signer; a
+ * worker runs, hence fails, only requests it verified). A dead letter counts only when a trusted worker signed
+ * it AND the original request it copies carries the signature of a trusted requester (--trusted-requester) for
+ * the topic its type belongs on: the dead letter of an unsigned or forged request stays where it is.
  * The loop guard: a job whose next attempt would exceed --max-attempts is refused and named, so a job that fails
  * for good cannot circle forever. --dry-run says what it would do and sends nothing.
  */
@@ -28,6 +33,7 @@
 #include "kafka/kfk.h"
 #include "job/job_authority.h"
 #include "kafka/kfk_scan.h"
+#include "kafka/kfk_sign.h"
 
 typedef struct replay_opts {
     const fb_config *cfg;
@@ -35,6 +41,9 @@ typedef struct replay_opts {
     int64_t since;
     int dry_run;
     rd_kafka_t *producer;
+    const fb_signer *signer;       /* the operator's key: signs what is republished */
+    const fb_keyring *signers;     /* workers: FAILED statuses and dead letters */
+    const fb_keyring *requesters;  /* the original requests inside dead letters */
     int replayed, refused, failed;
 } replay_opts;
 
@@ -96,7 +105,7 @@ static void replay_one(replay_opts *o, ev_event *req, int64_t next_attempt, cons
     unsigned char *buf = NULL;
     size_t len = 0;
     if (ev_encode(req, &buf, &len, &err) ||
-        kfk_produce_sync(o->producer, topic, key, strlen(key), buf, len, NULL, 0, 30000, &err)) {
+        kfk_produce_sync(o->producer, o->signer, topic, key, strlen(key), buf, len, NULL, 0, 30000, &err)) {
         printf("FAILED   %s: %s\n", req->job_id, err.msg);
         o->failed++;
     } else {
@@ -153,9 +162,33 @@ static int replay_dlq_one(void *opaque, const rd_kafka_message_t *m) {
     const char *claimed = replay_header(m, "fusion.source.topic", src, sizeof src);
     ev_event *req = NULL;
     fb_err err;
+    char what[96];
+    snprintf(what, sizeof what, "the dead letter at offset %" PRId64, m->offset);
+    if (kfk_sign_verify_message(o->signers, m, what, NULL, &err)) {
+        if (o->job_id) return 0;
+        printf("refused  %s: not written by a trusted worker, so it is not replayed (--trusted-signer)\n", err.msg);
+        o->refused++;
+        return 0;
+    }
     if (ev_decode(m->payload, m->len, &req, &err) == FB_OK) {
-        if (!o->job_id || strcmp(o->job_id, req->job_id) == 0)
+        char topic[300], key[600];
+        if (o->job_id && strcmp(o->job_id, req->job_id) != 0) {
+            ev_event_free(req);
+            return 0;
+        }
+        rd_kafka_headers_t *h = NULL;
+        if (rd_kafka_message_headers(m, &h)) h = NULL;
+        snprintf(what, sizeof what, "the original request of job %s", req->job_id);
+        if (replay_route(o->cfg, req, topic, sizeof topic, key, sizeof key) &&
+            kfk_sign_verify(o->requesters, topic, m->key, m->key_len, m->payload, m->len, h, KFK_HDR_SOURCE_KEY_ID,
+                            KFK_HDR_SOURCE_SIG, what, NULL, &err)) {
+            printf("refused  %s (%s): %s; replay re-signs what it sends with the operator's key, so it never "
+                   "republishes a request that no trusted requester signed (--trusted-requester)\n", req->job_id,
+                   ev_type_name(req->type), err.msg);
+            o->refused++;
+        } else {
             replay_one(o, req, req->attempt + 1, "dead letter", claimed);
+        }
         ev_event_free(req);
         return 0;
     }
@@ -175,6 +208,8 @@ int cmd_replay(int argc, char **argv) {
     memset(&o, 0, sizeof o);
     const char *from = "failed";
     cmd_jobs jobs = {0};
+    fb_signer signer = {0};
+    fb_keyring signers = {0}, requesters = {0};
     fb_code rc = fb_config_init(&cfg, &err);
     if (!rc) rc = fb_config_parse_args(&cfg, &argc, argv, FB_CFG_CLI, extra, &err);
     for (int i = 1; !rc && i < argc; i++) {
@@ -185,7 +220,9 @@ int cmd_replay(int argc, char **argv) {
                    "request is printed as JSON first, and checked against the database (--pg) as the worker checks it:\n"
                    "a request the database does not authorise now is refused, and so is a job whose attempt would\n"
                    "exceed --max-attempts (default 5), a dead letter that does not decode, and one whose source-topic\n"
-                   "header disagrees with its type. TIME: 2026-11-27T05:00:00Z, 2026-11-27, or a duration before now\n"
+                   "header disagrees with its type. Only FAILED statuses and dead letters signed by a trusted worker\n"
+                   "(--trusted-signer) count, and a dead letter only when its original request was signed by a trusted\n"
+                   "requester (--trusted-requester); what is sent is signed with --sign-key. TIME: 2026-11-27T05:00:00Z, 2026-11-27, or a duration before now\n"
                    "(90m, 2h, 7d).\n");
             goto out;
         } else if (strcmp(a, "--dry-run") == 0) {
@@ -203,14 +240,31 @@ int cmd_replay(int argc, char **argv) {
     }
     if (!rc && strcmp(from, "failed") != 0 && strcmp(from, "dlq") != 0)
         rc = fb_err_set(&err, FB_ERR_USAGE, "--from must be failed or dlq, got \"%s\"", from);
-    if (rc) goto out;
+    /* Keys first: a replay that could not sign what it sends, or could not tell who wrote what it reads, stops
+     * before reading anything. --dry-run sends nothing, so it needs no signing key. */
+    if (rc ||
+        (rc = kfk_sign_load("replay", cfg.sign_key, !o.dry_run, &signer, cfg.trusted_signers,
+                            "--trusted-signer (FB_TRUSTED_SIGNERS)", "the workers", &signers, &err)) ||
+        (strcmp(from, "dlq") == 0 &&
+         (rc = kfk_sign_load("replay --from dlq", NULL, 0, NULL, cfg.trusted_requesters,
+                             "--trusted-requester (FB_TRUSTED_REQUESTERS)", "the Django app and the operators",
+                             &requesters, &err))))
+        goto out;
     o.cfg = &cfg;
+    o.signer = &signer;
+    o.signers = &signers;
+    o.requesters = &requesters;
     if (!o.dry_run && !(o.producer = kfk_producer_new(&cfg, &err))) {
         rc = err.code;
         goto out;
     }
     if (strcmp(from, "failed") == 0) {
-        if (!(rc = cmd_jobs_load(&cfg, &jobs, &err))) replay_failed(&o, &jobs);
+        if (!(rc = cmd_jobs_load(&cfg, &signers, &jobs, &err))) {
+            if (jobs.untrusted)
+                printf("ignored  %zu status event(s) not signed by a trusted worker key (--trusted-signer): a FAILED "
+                       "among them is not replayed\n", jobs.untrusted);
+            replay_failed(&o, &jobs);
+        }
     } else {
         char topic[300];
         fb_config_topic(&cfg, "jobs.dlq", topic, sizeof topic);
@@ -224,6 +278,9 @@ out:
     if (rc) fprintf(stderr, "fusion-backup replay: %s\n", err.msg);
     cmd_jobs_free(&jobs);
     if (o.producer) kfk_producer_free(o.producer);
+    fb_signer_wipe(&signer);
+    fb_keyring_free(&signers);
+    fb_keyring_free(&requesters);
     fb_config_free(&cfg);
     return rc;
 }

@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "cmd/cmd.h"
+#include "cmd/cmd_progress.h"
 #include "common/fb_config.h"
 #include "dump/dump_open.h"
 #include "dump/dump_restore.h"
@@ -68,6 +69,8 @@ int cmd_restore(int argc, char **argv) {
     arc_reader *r = NULL;
     PGconn *c = NULL;
     struct timespec t0, t1;
+    fb_keyring kr = {0};
+    arc_trust trust;
     fb_code rc = fb_config_init(&cfg, &err);
     if (!names || !tables || !chain) rc = fb_err_set(&err, FB_ERR_NOMEM, "out of memory");
     if (!rc) rc = fb_config_parse_args(&cfg, &argc, argv, FB_CFG_CLI, extra, &err);
@@ -120,7 +123,10 @@ int cmd_restore(int argc, char **argv) {
                         "creates no objects)");
     if (!rc && o.create && o.truncate)
         rc = fb_err_set(&err, FB_ERR_USAGE, "--create (empty database) and --truncate (existing tables) exclude each other");
-    if (!rc) rc = dump_open_chain(path, cfg.secret_key, chain, n_chain, &f, &r, &err);
+    if (!rc) rc = dump_open_trust(&cfg, &kr, &trust, &err);
+    if (!rc) rc = dump_open_chain(path, cfg.secret_key, chain, n_chain, &trust, &f, &r, &err);
+    /* Say what is about to be restored before anything touches the target. */
+    if (!rc) dump_open_describe(r, stderr);
     for (size_t i = 0; !rc && i < n_names; i++) rc = cmd_restore_table(arc_reader_manifest(r), names[i], &tables[i], &err);
     if (!rc) {
         c = pgx_connect(cfg.pg, "fusion-backup restore", &err);
@@ -136,7 +142,10 @@ int cmd_restore(int argc, char **argv) {
         o.conninfo = cfg.pg;
         o.pg_restore = cfg.pg_restore;
         clock_gettime(CLOCK_MONOTONIC, &t0);
+        fb_progress *prog = cmd_progress_reading(&cfg, "restore", arc_reader_manifest(r), tables, n_names, 1);
         rc = dump_restore(r, c, &o, &st, &err);
+        fb_progress_done(prog, rc == FB_OK);
+        fb_progress_free(prog);
         clock_gettime(CLOCK_MONOTONIC, &t1);
     }
     if (rc) {
@@ -155,6 +164,7 @@ out:
     if (c) PQfinish(c);
     arc_reader_free(r);
     stor_rfile_close(f);
+    fb_keyring_free(&kr);
     free(names);
     free(tables);
     free(chain);

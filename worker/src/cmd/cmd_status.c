@@ -12,12 +12,14 @@
 #include "common/fb_config.h"
 #include "common/fb_time.h"
 #include "kafka/kfk_scan.h"
+#include "kafka/kfk_sign.h"
 
 int cmd_status(int argc, char **argv) {
     static const char *const extra[] = {"help", NULL};
     fb_config cfg;
     fb_err err = {0};
     cmd_jobs jobs = {0};
+    fb_keyring signers = {0};
     fb_code rc = fb_config_init(&cfg, &err);
     if (!rc) rc = fb_config_parse_args(&cfg, &argc, argv, FB_CFG_CLI, extra, &err);
     for (int i = 1; !rc && i < argc; i++) {
@@ -27,7 +29,11 @@ int cmd_status(int argc, char **argv) {
         }
         rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (see status --help)", argv[i]);
     }
-    if (rc || (rc = cmd_jobs_load(&cfg, &jobs, &err))) goto out;
+    if (rc ||
+        (rc = kfk_sign_load("status", NULL, 0, NULL, cfg.trusted_signers, "--trusted-signer (FB_TRUSTED_SIGNERS)",
+                            "the workers", &signers, &err)) ||
+        (rc = cmd_jobs_load(&cfg, &signers, &jobs, &err)))
+        goto out;
     int64_t now = ev_now_ms();
     size_t n_run = 0, n_ok = 0, n_fail = 0;
     for (size_t i = 0; i < jobs.n; i++) {
@@ -36,8 +42,12 @@ int cmd_status(int argc, char **argv) {
         n_ok += s == EV_SUCCESS;
         n_fail += s == EV_FAILED;
     }
-    printf("jobs: %zu (%zu running, %zu succeeded, %zu failed)%s\n", jobs.n, n_run, n_ok, n_fail,
-           jobs.undecodable ? " and undecodable events (see tail)" : "");
+    printf("jobs: %zu (%zu running, %zu succeeded, %zu failed)%s; every one from status events signed by a trusted "
+           "worker key\n", jobs.n, n_run, n_ok, n_fail, jobs.undecodable ? " and undecodable events (see tail)" : "");
+    if (jobs.untrusted)
+        printf("UNTRUSTED: %zu status event(s) not signed by a trusted worker key were ignored (forged, or from a "
+               "worker whose key is not in --trusted-signer; `fusion-backup tail --from-beginning` shows them)\n",
+               jobs.untrusted);
 
     printf("\nlast successful backup per configuration:\n");
     int any = 0;
@@ -98,6 +108,7 @@ int cmd_status(int argc, char **argv) {
 out:
     if (rc) fprintf(stderr, "fusion-backup status: %s\n", err.msg);
     cmd_jobs_free(&jobs);
+    fb_keyring_free(&signers);
     fb_config_free(&cfg);
     return rc;
 }

@@ -1,6 +1,8 @@
 /* cmd_tail: `fusion-backup tail [--json] [--from-beginning] [--count N] [--timeout S]`: follows the completion
  * topic as readable lines (time, job, type, status, size, duration, error) or as JSON lines, as an observer that
- * never joins the workers' group. Ctrl-C stops it. */
+ * never joins the workers' group. Ctrl-C stops it. Every event says whether it is trusted (signed by a key of
+ * --trusted-signer, kfk_sign.h): a line ends with "signed by KEYID" or starts with "UNTRUSTED" and ends with why;
+ * a JSON line is {"trusted": bool, "key_id": ..., "reason": ..., "event": {...}}. */
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -13,6 +15,7 @@
 #include "common/fb_config.h"
 #include "common/fb_time.h"
 #include "kafka/kfk_scan.h"
+#include "kafka/kfk_sign.h"
 
 static volatile sig_atomic_t tail_stop = 0;
 static void tail_on_signal(int sig) {
@@ -23,10 +26,11 @@ static void tail_on_signal(int sig) {
 typedef struct tail_opts {
     int json;
     long count, seen;
+    const fb_keyring *signers;
 } tail_opts;
 
-/* One readable line for a status event. */
-static void tail_line(FILE *out, const ev_event *ev) {
+/* One readable line for a status event; who signed it (NULL: untrusted, for `why`). */
+static void tail_line(FILE *out, const ev_event *ev, const fb_trusted_key *who, const char *why) {
     const ev_job_status *s = &ev->u.status;
     char when[40], size[32] = "-", dur[32] = "-";
     fb_time_format(s->completed_at.has ? s->completed_at.v : ev->ts, when, sizeof when);
@@ -35,6 +39,7 @@ static void tail_line(FILE *out, const ev_event *ev) {
         int64_t end = s->completed_at.has ? s->completed_at.v : ev->ts;
         snprintf(dur, sizeof dur, "%.1f s", (double)(end - s->started_at.v) / 1000.0);
     }
+    if (!who) fputs("UNTRUSTED  ", out);
     fprintf(out, "%s  %.8s  %-7s %-7s  a%-3" PRId64 " %9s %9s  %s%s%s", when, ev->job_id, ev_job_type_name(s->job_type),
             ev_status_name(s->status), ev->attempt, size, dur, s->worker, s->file_path ? "  " : "",
             s->file_path ? s->file_path : "");
@@ -43,22 +48,34 @@ static void tail_line(FILE *out, const ev_event *ev) {
             if (strncmp(s->stats[i].key, "done_", 5) == 0) fprintf(out, "  %s=%" PRId64, s->stats[i].key + 5, s->stats[i].i);
     }
     if (s->error) fprintf(out, "  error: %s", s->error);
+    if (who) fprintf(out, "  signed by %s", who->key_id);
+    else fprintf(out, "  (not applied by the recorder: %s)", why);
     fputc('\n', out);
 }
 
 static int tail_one(void *opaque, const rd_kafka_message_t *m) {
     tail_opts *o = opaque;
     ev_event *ev = NULL;
-    fb_err err;
+    fb_err err, serr;
+    char what[64];
+    const fb_trusted_key *who = NULL;
+    snprintf(what, sizeof what, "offset %" PRId64, m->offset);
+    kfk_sign_verify_message(o->signers, m, what, &who, &serr);
     if (ev_decode(m->payload, m->len, &ev, &err)) {
-        fprintf(stderr, "offset %" PRId64 ": not a valid status event: %s\n", m->offset, err.msg);
+        fprintf(stderr, "%soffset %" PRId64 ": not a valid status event: %s\n", who ? "" : "UNTRUSTED ", m->offset,
+                err.msg);
         return 0;
     }
     if (o->json) {
+        printf("{\"trusted\":%s,\"key_id\":", who ? "true" : "false");
+        ev_json_string(stdout, who ? who->key_id : NULL);
+        fputs(",\"reason\":", stdout);
+        ev_json_string(stdout, who ? NULL : serr.msg);
+        fputs(",\"event\":", stdout);
         ev_json_write(stdout, ev);
-        fputc('\n', stdout);
+        fputs("}\n", stdout);
     } else if (ev->type == EV_JOB_STATUS) {
-        tail_line(stdout, ev);
+        tail_line(stdout, ev, who, serr.msg);
     }
     fflush(stdout);
     ev_event_free(ev);
@@ -69,7 +86,8 @@ int cmd_tail(int argc, char **argv) {
     static const char *const extra[] = {"json", "from-beginning", "count", "timeout", "help", NULL};
     fb_config cfg;
     fb_err err = {0};
-    tail_opts o = {0, 0, 0};
+    tail_opts o = {0, 0, 0, NULL};
+    fb_keyring signers = {0};
     int from_beginning = 0;
     int64_t timeout_ms = 0;
     fb_code rc = fb_config_init(&cfg, &err);
@@ -78,7 +96,9 @@ int cmd_tail(int argc, char **argv) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0) {
             printf("usage: fusion-backup tail [--json] [--from-beginning] [--count N] [--timeout SECONDS]\n"
-                   "Follows <prefix>jobs.completed: time, job, type, status, attempt, size, duration, worker, file, error.\n");
+                   "Follows <prefix>jobs.completed: time, job, type, status, attempt, size, duration, worker, file, error,\n"
+                   "and who signed it (--trusted-signer: the workers' keys; an untrusted event is marked UNTRUSTED).\n"
+                   "--json: one {\"trusted\", \"key_id\", \"reason\", \"event\"} object per line.\n");
             goto out;
         } else if (strcmp(a, "--json") == 0) o.json = 1;
         else if (strcmp(a, "--from-beginning") == 0) from_beginning = 1;
@@ -86,7 +106,10 @@ int cmd_tail(int argc, char **argv) {
         else if (i + 1 < argc && strcmp(a, "--timeout") == 0) timeout_ms = atoll(argv[++i]) * 1000;
         else rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (see tail --help)", a);
     }
-    if (rc) goto out;
+    if (rc || (rc = kfk_sign_load("tail", NULL, 0, NULL, cfg.trusted_signers, "--trusted-signer (FB_TRUSTED_SIGNERS)",
+                                  "the workers", &signers, &err)))
+        goto out;
+    o.signers = &signers;
     signal(SIGINT, tail_on_signal);
     signal(SIGTERM, tail_on_signal);
     char topic[300];
@@ -94,6 +117,7 @@ int cmd_tail(int argc, char **argv) {
     rc = kfk_follow_topic(&cfg, topic, from_beginning, timeout_ms, &tail_stop, tail_one, &o, &err);
 out:
     if (rc) fprintf(stderr, "fusion-backup tail: %s\n", err.msg);
+    fb_keyring_free(&signers);
     fb_config_free(&cfg);
     return rc;
 }

@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "cmd/cmd.h"
+#include "cmd/cmd_progress.h"
 #include "common/fb_config.h"
 #include "dump/dump_open.h"
 #include "dump/dump_restore.h"
@@ -26,6 +27,8 @@ int cmd_verify(int argc, char **argv) {
     arc_reader *r = NULL;
     PGconn *c = NULL;
     struct timespec t0, t1;
+    fb_keyring kr = {0};
+    arc_trust trust;
     fb_code rc = fb_config_init(&cfg, &err);
     if (!rc) rc = fb_config_parse_args(&cfg, &argc, argv, FB_CFG_CLI, extra, &err);
     for (int i = 1; !rc && i < argc; i++) {
@@ -43,8 +46,13 @@ int cmd_verify(int argc, char **argv) {
     }
     if (!rc && !path) rc = fb_err_set(&err, FB_ERR_USAGE, "verify needs the artifact's path");
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    if (!rc) rc = dump_open_chain(path, cfg.secret_key, chain, n_chain, &f, &r, &err);
+    if (!rc) rc = dump_open_trust(&cfg, &kr, &trust, &err);
+    if (!rc) rc = dump_open_chain(path, cfg.secret_key, chain, n_chain, &trust, &f, &r, &err);
+    if (!rc) dump_open_describe(r, stderr);
+    fb_progress *prog = rc ? NULL : cmd_progress_reading(&cfg, "verify", arc_reader_manifest(r), NULL, 0, 0);
     if (!rc) rc = arc_reader_verify_all(r, &err);
+    fb_progress_done(prog, rc == FB_OK);
+    fb_progress_free(prog);
     if (!rc && into) {
         c = pgx_connect(into, "fusion-backup verify", &err);
         if (!c) rc = err.code;
@@ -73,6 +81,7 @@ int cmd_verify(int argc, char **argv) {
     if (c) PQfinish(c);
     arc_reader_free(r);
     stor_rfile_close(f);
+    fb_keyring_free(&kr);
     fb_config_free(&cfg);
     return rc;
 }

@@ -13,8 +13,9 @@
 #include <strings.h>
 #include <unistd.h>
 
-/* CFG_LIST: a string of comma-separated items; see fb_config.origin. */
-typedef enum { CFG_STR, CFG_INT, CFG_LIST } cfg_type;
+/* CFG_LIST: a string of comma-separated items; see fb_config.origin. CFG_FLAG: an int64 0 or 1; on the command
+ * line `--NAME` alone means 1 (it takes no value, so it never swallows the next argument), `--NAME=0|1` either. */
+typedef enum { CFG_STR, CFG_INT, CFG_LIST, CFG_FLAG } cfg_type;
 enum { ORIGIN_DEFAULT, ORIGIN_FILE, ORIGIN_ENV, ORIGIN_FLAG };
 
 typedef struct cfg_row {
@@ -31,6 +32,7 @@ typedef struct cfg_row {
 #define ROW_S(n, f, d, env, prog, help) {n, CFG_STR, offsetof(fb_config, f), d, 0, 0, env, prog, help}
 #define ROW_L(n, f, d, env, prog, help) {n, CFG_LIST, offsetof(fb_config, f), d, 0, 0, env, prog, help}
 #define ROW_I(n, f, d, lo, hi, env, prog, help) {n, CFG_INT, offsetof(fb_config, f), d, lo, hi, env, prog, help}
+#define ROW_F(n, f, env, prog, help) {n, CFG_FLAG, offsetof(fb_config, f), "0", 0, 1, env, prog, help}
 #define W FB_CFG_WORKER
 #define C FB_CFG_CLI
 
@@ -68,6 +70,8 @@ static const cfg_row cfg_rows[] = {
           "restore --create and verify"),
     ROW_I("concurrency", concurrency, "1", 1, 64, "FB_CONCURRENCY", W, "jobs run at once by one worker process"),
     ROW_I("zstd-level", zstd_level, "3", 1, 19, "FB_ZSTD_LEVEL", W, "zstd compression level of artifacts"),
+    ROW_I("zstd-workers", zstd_workers, "1", 0, 4, "FB_ZSTD_WORKERS", W,
+          "zstd compression threads of a backup (0: compress in the writer thread itself)"),
     ROW_I("lock-timeout-ms", lock_timeout_ms, "5000", 0, 3600000, "FB_LOCK_TIMEOUT_MS", W | C,
           "lock_timeout of the worker's statements (0: none)"),
     ROW_I("statement-timeout-ms", statement_timeout_ms, "600000", 0, 86400000, "FB_STATEMENT_TIMEOUT_MS", W | C,
@@ -136,6 +140,15 @@ static const cfg_row cfg_rows[] = {
     ROW_L("trusted-signer", trusted_signers, "", "FB_TRUSTED_SIGNERS", W | C,
           "public signing key file of a worker whose status events the recorder accepts and whose artifacts "
           "restore, verify, inspect and chains accept; repeat (or comma-separate) to trust several"),
+    ROW_F("allow-unsigned", allow_unsigned, "FB_ALLOW_UNSIGNED", W | C,
+          "also read artifacts written before format 5 (unsigned: anyone with the public key can make one), with a "
+          "warning each time; only while migrating a store you know was not tampered with"),
+    /* Progress of long CLI commands: backup, restore, verify (common/fb_progress.h). */
+    ROW_S("progress", progress, "auto", "FB_PROGRESS", C,
+          "auto (a bar on stderr when it is a terminal, else a line every progress-lines-ms) | bar | lines | off; "
+          "lines are JSON with --log-format json"),
+    ROW_I("progress-lines-ms", progress_lines_ms, "10000", 100, 3600000, "FB_PROGRESS_LINES_MS", C,
+          "interval of progress lines when stderr is not a terminal"),
     /* Archival throttling (job_archive.c, ja_throttle): pauses driven by what the database reports. */
     ROW_I("archive-sleep-pct", archive_sleep_pct, "0", 0, 10000, "FB_ARCHIVE_SLEEP_PCT", W,
           "pause after each archival batch for this percentage of the batch's own duration (pt-archiver's "
@@ -321,6 +334,7 @@ fb_code fb_config_parse_args(fb_config *cfg, int *argc, char **argv, unsigned pr
         }
         const char *value;
         if (eq) value = eq + 1;
+        else if (row->type == CFG_FLAG) value = "1";
         else if (i + 1 < n) value = argv[++i];
         else {
             rc = fb_err_set(err, FB_ERR_USAGE, "option --%s needs a value", row->name);
@@ -348,7 +362,7 @@ fb_code fb_config_parse_args(fb_config *cfg, int *argc, char **argv, unsigned pr
             if (!row || !(row->programs & program) || row->offset == offsetof(fb_config, config_file)) {
                 continue;
             }
-            const char *value = eq ? eq + 1 : (i + 1 < n ? argv[++i] : "");
+            const char *value = eq ? eq + 1 : row->type == CFG_FLAG ? "1" : (i + 1 < n ? argv[++i] : "");
             rc = cfg_set(cfg, row, value, a, ORIGIN_FLAG, err);
         }
     }
@@ -365,7 +379,9 @@ void fb_config_print_help(unsigned program) {
         const cfg_row *r = &cfg_rows[i];
         if (!(r->programs & program)) continue;
         printf("  --%-22s %-24s %s\n", r->name, r->env, r->help);
-        if (r->type == CFG_INT)
+        if (r->type == CFG_FLAG)
+            printf("  %-24s %-24s a flag: --%s alone turns it on (default off)\n", "", "", r->name);
+        else if (r->type == CFG_INT)
             printf("  %-24s %-24s default %s, %lld..%lld\n", "", "", r->def, (long long)r->min, (long long)r->max);
         else if (*r->def)
             printf("  %-24s %-24s default \"%s\"\n", "", "", r->def);
@@ -394,7 +410,7 @@ const char *fb_config_shown(const char *name, const char *value) {
 void fb_config_free(fb_config *cfg) {
     if (!cfg) return;
     for (size_t i = 0; i < CFG_NROWS; i++)
-        if (cfg_rows[i].type != CFG_INT) {
+        if (cfg_rows[i].type == CFG_STR || cfg_rows[i].type == CFG_LIST) {
             char **slot = (char **)((char *)cfg + cfg_rows[i].offset);
             free(*slot);
             *slot = NULL;

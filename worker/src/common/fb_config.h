@@ -39,6 +39,7 @@ typedef struct fb_config {
     char *pg_restore;
     int64_t concurrency;
     int64_t zstd_level;
+    int64_t zstd_workers;
     int64_t lock_timeout_ms;
     int64_t statement_timeout_ms;
     int64_t batch_pause_ms;
@@ -72,6 +73,10 @@ typedef struct fb_config {
     char *sign_key;
     char *trusted_requesters;
     char *trusted_signers;
+    int64_t allow_unsigned;   /* read unsigned (format <= 4) artifacts, with a warning (FORMAT.md, "Signatures") */
+    /* Progress of long CLI commands (common/fb_progress.h). */
+    char *progress;
+    int64_t progress_lines_ms;
     /* Archival throttling (job_archive.c). */
     int64_t archive_sleep_pct;
     int64_t archive_lock_wait_pct;

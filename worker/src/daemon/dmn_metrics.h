@@ -1,4 +1,8 @@
-/* dmn_metrics: process-wide counters and a Prometheus text endpoint (--metrics-listen host:port).
+/* dmn_metrics: process-wide counters and an HTTP endpoint (--metrics-listen host:port, [v6]:port): /metrics is
+ * the Prometheus text exposition, /healthz says whether this process's consumer loops are consuming.
+ *
+ * Names: every metric is fusion_backup_<what> (fusion_backup_jobs_total, ...): "fusion_" alone would be the
+ * ERP's own namespace, and this system is Fusion Backup & Archive.
  *
  * Counters are updated by job threads and the consumer loop under one mutex (updates are a few per job, so
  * contention is irrelevant); the endpoint thread renders them on each GET. Consumer lag per partition comes from
@@ -26,6 +30,7 @@ typedef enum dmn_ignored {
     DMN_IGNORED_ATTEMPT_TOO_HIGH,   /* attempt beyond the record's attempt + 1 */
     DMN_IGNORED_VERIFY_JOB_MISMATCH,/* a verify result for a job the record did not ask for */
     DMN_IGNORED_STALE,              /* older than what the record holds: a duplicate or late event (normal) */
+    DMN_IGNORED_UNTRUSTED,          /* unsigned, or not signed by a trusted worker key (kfk_sign.h) */
     DMN_IGNORED_N
 } dmn_ignored;
 
@@ -36,14 +41,31 @@ void dmn_metrics_given_up(void);
 /* A request refused by the authority check (job type "backup", "archive", "verify"). */
 void dmn_metrics_denied(const char *job_type);
 void dmn_metrics_ledger_mismatch(void);
+/* A request that was unsigned or not signed by a trusted requester (dead-lettered, not run). */
+void dmn_metrics_untrusted_request(void);
 void dmn_metrics_minimal_failed(void);
 void dmn_metrics_lag(const char *topic, int32_t partition, int64_t lag);
 void dmn_metrics_lag_clear(void);
 
+/* /healthz. The consumer loops a process runs (bits of 1 << dmn_consumer), set once by main before they start.
+ * Each loop calls _beat every time a poll returns and _stopped when it leaves. /healthz answers 200 when every
+ * expected loop has polled within DMN_HEALTH_STALE_MS, 503 otherwise (not yet started, stopped, or stuck: e.g.
+ * the recorder waiting for its database), with one line per loop saying which. The worker loop keeps polling
+ * while jobs run (they run on their own threads) and during the shutdown grace, so neither makes it unhealthy. */
+typedef enum dmn_consumer { DMN_CONSUMER_WORKER = 0, DMN_CONSUMER_RECORDER, DMN_CONSUMER_N } dmn_consumer;
+/* A minute: well above one loop turn, which can include lag queries of a second per partition. */
+#define DMN_HEALTH_STALE_MS 60000
+void dmn_metrics_health_expect(unsigned consumers);
+void dmn_metrics_consumer_beat(dmn_consumer which);
+void dmn_metrics_consumer_stopped(dmn_consumer which);
+/* Writes the /healthz body; returns 1 when healthy. */
+int dmn_metrics_health(FILE *out);
+
 /* Writes the Prometheus text exposition of every metric. */
 void dmn_metrics_render(FILE *out);
 
-/* Starts the endpoint thread on "host:port" (or ":port"). Returns FB_USAGE for a bad address or a port in use. */
+/* Starts the endpoint thread on "IPv4:port", "[IPv6]:port" ("[::]:port": every address, IPv4 too) or ":port"
+ * (127.0.0.1). Returns FB_ERR_USAGE for a bad address or a port in use. */
 fb_code dmn_metrics_serve(const char *listen, fb_err *err);
 
 #endif

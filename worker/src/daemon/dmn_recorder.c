@@ -12,6 +12,7 @@
 #include "common/fb_log.h"
 #include "daemon/dmn_metrics.h"
 #include "kafka/kfk.h"
+#include "kafka/kfk_sign.h"
 #include "pg/pgx.h"
 
 /* A status event is a claim by an unknown sender (anyone who can produce to the completion topic), so every
@@ -182,6 +183,44 @@ fb_code dmn_recorder_apply(PGconn *c, const ev_event *ev, int *applied, fb_err *
     return FB_OK;
 }
 
+/* Logging untrusted statuses: once per REC_UNTRUSTED_LOG_MS per key id (the id the message claims, or none), so
+ * a flood of forgeries costs a counter increment each, not a log line each. */
+#define REC_UNTRUSTED_LOG_MS 60000
+#define REC_UNTRUSTED_IDS 16
+typedef struct rec_untrusted_log {
+    char key_id[REC_UNTRUSTED_IDS][FB_SIGN_KEY_ID_HEX];
+    int64_t last_ms[REC_UNTRUSTED_IDS];
+    uint64_t suppressed[REC_UNTRUSTED_IDS];
+} rec_untrusted_log;
+
+static void rec_log_untrusted(rec_untrusted_log *lg, const rd_kafka_message_t *m, const char *why) {
+    char id[FB_SIGN_KEY_ID_HEX] = "";
+    rd_kafka_headers_t *h = NULL;
+    const void *v = NULL;
+    size_t n = 0;
+    if (!rd_kafka_message_headers(m, &h) && !rd_kafka_header_get_last(h, KFK_HDR_KEY_ID, &v, &n) && v)
+        snprintf(id, sizeof id, "%.*s", (int)(n < sizeof id ? n : sizeof id - 1), (const char *)v);
+    size_t i = 0, oldest = 0;
+    for (; i < REC_UNTRUSTED_IDS && lg->last_ms[i] && strcmp(lg->key_id[i], id) != 0; i++)
+        if (lg->last_ms[i] < lg->last_ms[oldest]) oldest = i;
+    if (i == REC_UNTRUSTED_IDS) { /* a full table: forget the oldest id */
+        i = oldest;
+        lg->last_ms[i] = 0;
+    }
+    int64_t now = ev_now_ms();
+    if (lg->last_ms[i] && strcmp(lg->key_id[i], id) == 0 && now - lg->last_ms[i] < REC_UNTRUSTED_LOG_MS) {
+        lg->suppressed[i]++;
+        return;
+    }
+    FB_WARN("recorder: ignoring an untrusted status event: %s (not applied; counted as "
+            "fusion_backup_recorder_ignored_total{reason=\"untrusted\"}; %llu more from key id %s were not logged "
+            "in the last minute)", why, (unsigned long long)(lg->last_ms[i] ? lg->suppressed[i] : 0),
+            *id ? id : "(none)");
+    snprintf(lg->key_id[i], sizeof lg->key_id[i], "%s", id);
+    lg->last_ms[i] = now;
+    lg->suppressed[i] = 0;
+}
+
 static PGconn *rec_connect(const fb_config *cfg, volatile sig_atomic_t *signals) {
     for (int delay = 1; !*signals; delay = delay < 30 ? delay * 2 : 30) {
         fb_err err;
@@ -193,7 +232,8 @@ static PGconn *rec_connect(const fb_config *cfg, volatile sig_atomic_t *signals)
     return NULL;
 }
 
-fb_code dmn_recorder_run(const fb_config *cfg, volatile sig_atomic_t *signals, fb_err *err) {
+fb_code dmn_recorder_run(const fb_config *cfg, const fb_keyring *signers, volatile sig_atomic_t *signals, fb_err *err) {
+    rec_untrusted_log untrusted = {0};
     char group[512], topic[256];
     snprintf(group, sizeof group, "%s-recorder", cfg->group_id);
     fb_config_topic(cfg, "jobs.completed", topic, sizeof topic);
@@ -203,9 +243,11 @@ fb_code dmn_recorder_run(const fb_config *cfg, volatile sig_atomic_t *signals, f
     const char *topics[1] = {topic};
     fb_code rc = kfk_subscribe(rk, topics, 1, err);
     PGconn *c = rc ? NULL : rec_connect(cfg, signals);
-    if (!rc) FB_INFO("recorder: applying %s to BackupRecord (group %s)", topic, group);
+    if (!rc) FB_INFO("recorder: applying %s to BackupRecord (group %s), accepting statuses signed by %zu trusted "
+                     "worker key(s)", topic, group, signers->n);
     while (!rc && c && !*signals) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
+        dmn_metrics_consumer_beat(DMN_CONSUMER_RECORDER);
         if (!m) continue;
         if (m->err) {
             if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) FB_WARN("recorder: %s", rd_kafka_message_errstr(m));
@@ -215,7 +257,12 @@ fb_code dmn_recorder_run(const fb_config *cfg, volatile sig_atomic_t *signals, f
         ev_event *ev = NULL;
         fb_err e2;
         int applied = 0, store = 1;
-        if (ev_decode(m->payload, m->len, &ev, &e2) || ev->type != EV_JOB_STATUS) {
+        char what[400];
+        snprintf(what, sizeof what, "the status at %s[%d]@%lld", topic, (int)m->partition, (long long)m->offset);
+        if (kfk_sign_verify_message(signers, m, what, NULL, &e2)) {
+            dmn_metrics_recorder_ignored(DMN_IGNORED_UNTRUSTED);
+            rec_log_untrusted(&untrusted, m, e2.msg);
+        } else if (ev_decode(m->payload, m->len, &ev, &e2) || ev->type != EV_JOB_STATUS) {
             FB_WARN("recorder: skipping %s[%d]@%lld: %s", topic, (int)m->partition, (long long)m->offset,
                     ev ? "not a job.status event" : e2.msg);
         } else if (dmn_recorder_apply(c, ev, &applied, &e2)) {
@@ -243,6 +290,7 @@ fb_code dmn_recorder_run(const fb_config *cfg, volatile sig_atomic_t *signals, f
         ev_event_free(ev);
         rd_kafka_message_destroy(m);
     }
+    dmn_metrics_consumer_stopped(DMN_CONSUMER_RECORDER);
     if (!rd_kafka_assignment_lost(rk)) rd_kafka_commit(rk, NULL, 0);
     rd_kafka_consumer_close(rk);
     rd_kafka_destroy(rk);

@@ -9,6 +9,9 @@
  * most the record's + 1; a verify result only when the record's verify_job_id is the status's job id and the
  * configuration matches; every time is clamped to now() + 5 min. What is not applied is logged with the reason
  * and counted (fusion_backup_recorder_ignored_total{reason}).
+ * Before any of that, a status must be signed by a trusted worker key (`signers`, --trusted-signer; kfk_sign.h):
+ * an unsigned or wrongly signed one changes nothing, is counted (reason "untrusted") and logged, at most once a
+ * minute per key id, so a flood of forgeries cannot flood the log.
  * Archive jobs have no record; their events are acknowledged and left to monitoring. The offset of an event is
  * stored only after its UPDATE committed; while PostgreSQL is down the recorder waits and retries.
  */
@@ -21,12 +24,13 @@
 #include "codec/ev_event.h"
 #include "common/fb_config.h"
 #include "common/fb_err.h"
+#include "common/fb_sign.h"
 
 /* Applies one job.status event. *applied is 1 when a record changed, 0 when the event was stale, a duplicate, or
  * about no known record. Errors are PostgreSQL's (FB_ERR_TRANSIENT when worth retrying). */
 fb_code dmn_recorder_apply(PGconn *c, const ev_event *status, int *applied, fb_err *err);
 
 /* Consumes <prefix>jobs.completed in group <group_id>-recorder until *signals is non-zero. */
-fb_code dmn_recorder_run(const fb_config *cfg, volatile sig_atomic_t *signals, fb_err *err);
+fb_code dmn_recorder_run(const fb_config *cfg, const fb_keyring *signers, volatile sig_atomic_t *signals, fb_err *err);
 
 #endif

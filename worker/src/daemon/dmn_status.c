@@ -8,11 +8,15 @@
 
 #include "common/fb_log.h"
 #include "kafka/kfk.h"
+#include "kafka/kfk_sign.h"
 
 #define DMN_PUBLISH_TIMEOUT_MS 60000
+#define DMN_DLQ_MAX_SIGS 4 /* signature headers of the original copied into a dead letter, per name */
 
-void dmn_pub_init(dmn_pub *pub, rd_kafka_t *producer, const fb_config *cfg, const char *worker_name) {
+void dmn_pub_init(dmn_pub *pub, rd_kafka_t *producer, const fb_config *cfg, const fb_signer *signer,
+                  const char *worker_name) {
     memset(pub, 0, sizeof *pub);
+    pub->signer = signer;
     pub->producer = producer;
     pub->cfg = cfg;
     pub->worker_name = worker_name;
@@ -89,7 +93,7 @@ static void s_drop_file(ev_event *ev) {
 
 fb_code dmn_status_publish_raw(const dmn_pub *pub, const char *job_id, const unsigned char *value, size_t len,
                                fb_err *err) {
-    return kfk_produce_sync(pub->producer, pub->topic_completed, job_id, strlen(job_id), value, len, NULL, 0,
+    return kfk_produce_sync(pub->producer, pub->signer, pub->topic_completed, job_id, strlen(job_id), value, len, NULL, 0,
                             DMN_PUBLISH_TIMEOUT_MS, err);
 }
 
@@ -140,7 +144,7 @@ fb_code dmn_dlq_publish(const dmn_pub *pub, const rd_kafka_message_t *m, const c
     size_t rn = 0;
     if (!rd_kafka_message_headers(m, &src) && !rd_kafka_header_get_last(src, "fusion.replays", &rv, &rn) && rv)
         snprintf(replays, sizeof replays, "%.*s", (int)rn, (const char *)rv);
-    kfk_header h[] = {
+    kfk_header h[8 + 2 * DMN_DLQ_MAX_SIGS] = {
         {"fusion.error", reason},
         {"fusion.source.topic", rd_kafka_topic_name(m->rkt)},
         {"fusion.source.partition", part},
@@ -149,8 +153,25 @@ fb_code dmn_dlq_publish(const dmn_pub *pub, const rd_kafka_message_t *m, const c
         {"fusion.time", now},
         {"fusion.replays", replays},
     };
-    fb_code rc = kfk_produce_sync(pub->producer, pub->topic_dlq, m->key, m->key_len, m->payload, m->len, h,
-                                  sizeof h / sizeof h[0], DMN_PUBLISH_TIMEOUT_MS, err);
+    size_t nh = 7;
+    /* The original's signature headers, every occurrence (a duplicate stays visible to replay), as text: a value
+     * that is not short printable text is not a signature and is left out (replay then says it is missing). */
+    char copies[2 * DMN_DLQ_MAX_SIGS][KFK_SIG_HEX];
+    static const char *const names[2][2] = {{KFK_HDR_KEY_ID, KFK_HDR_SOURCE_KEY_ID}, {KFK_HDR_SIG, KFK_HDR_SOURCE_SIG}};
+    size_t nc = 0;
+    for (int k = 0; k < 2 && src; k++) {
+        const void *v = NULL;
+        size_t n = 0;
+        for (size_t idx = 0; nc < 2 * DMN_DLQ_MAX_SIGS &&
+                             rd_kafka_header_get(src, idx, names[k][0], &v, &n) == RD_KAFKA_RESP_ERR_NO_ERROR; idx++) {
+            if (!v || n >= KFK_SIG_HEX || memchr(v, '\0', n)) continue;
+            memcpy(copies[nc], v, n);
+            copies[nc][n] = '\0';
+            h[nh++] = (kfk_header){names[k][1], copies[nc++]};
+        }
+    }
+    fb_code rc = kfk_produce_sync(pub->producer, pub->signer, pub->topic_dlq, m->key, m->key_len, m->payload, m->len,
+                                  h, nh, DMN_PUBLISH_TIMEOUT_MS, err);
     if (rc) fb_err_prefix(err, "sending a dead letter to \"%s\": ", pub->topic_dlq);
     return rc;
 }

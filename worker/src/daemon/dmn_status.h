@@ -3,7 +3,9 @@
  * A status event repeats the request's job id, attempt, requester and ids (record/config/policy), so a reader of
  * the completion topic needs nothing else to know what it is about. FAILED carries the original request bytes so
  * `fusion-backup replay` can republish it. Dead letters copy key and value byte for byte, with the reason in
- * headers (schemas/SPEC.md, "fusion.jobs.dlq"). Publishing waits for the broker's acknowledgement.
+ * headers (schemas/SPEC.md, "fusion.jobs.dlq"). Every message is signed with the worker's key (kfk_sign.h); a dead
+ * letter also carries the signature headers of the message it copies, so replay can check who sent the original.
+ * Publishing waits for the broker's acknowledgement.
  */
 #ifndef DMN_STATUS_H
 #define DMN_STATUS_H
@@ -12,17 +14,20 @@
 
 #include "codec/ev_event.h"
 #include "common/fb_config.h"
+#include "common/fb_sign.h"
 #include "job/job.h"
 
 typedef struct dmn_pub {
     rd_kafka_t *producer;     /* borrowed, thread-safe */
     const fb_config *cfg;     /* borrowed */
+    const fb_signer *signer;  /* borrowed: signs every status event and dead letter */
     const char *worker_name;
     char topic_completed[256];
     char topic_dlq[256];
 } dmn_pub;
 
-void dmn_pub_init(dmn_pub *pub, rd_kafka_t *producer, const fb_config *cfg, const char *worker_name);
+void dmn_pub_init(dmn_pub *pub, rd_kafka_t *producer, const fb_config *cfg, const fb_signer *signer,
+                  const char *worker_name);
 
 /* The job type of a request event (backup.requested -> backup, ...). */
 ev_job_type dmn_job_type_of(const ev_event *req);

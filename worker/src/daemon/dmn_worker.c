@@ -12,6 +12,7 @@
 #include "daemon/dmn_metrics.h"
 #include "daemon/dmn_status.h"
 #include "kafka/kfk.h"
+#include "kafka/kfk_sign.h"
 
 #define DMN_MAX_PARTS 1024
 #define DMN_POLL_MS 200
@@ -48,6 +49,7 @@ typedef struct dmn_pending {
 
 typedef struct dmn_worker {
     const fb_config *cfg;
+    const fb_keyring *requesters; /* whose requests are accepted */
     rd_kafka_t *consumer;
     dmn_pub pub;
     dmn_slot *slots;
@@ -248,6 +250,16 @@ static int dmn_take(dmn_worker *w, rd_kafka_message_t *m) {
     const char *topic = rd_kafka_topic_name(m->rkt);
     ev_event *ev = NULL;
     fb_err err;
+    /* Who sent it, first of all: an untrusted message has no effect but its dead letter (no status under a job id
+     * its sender chose, no authority query, no ledger look-up). */
+    char what[400];
+    snprintf(what, sizeof what, "the request at %s[%d]@%lld", topic, (int)m->partition, (long long)m->offset);
+    if (kfk_sign_verify_message(w->requesters, m, what, NULL, &err)) {
+        dmn_metrics_untrusted_request();
+        if (dmn_dead_letter(w, m, err.msg)) return 0;
+        rd_kafka_message_destroy(m);
+        return 1;
+    }
     if (ev_decode(m->payload, m->len, &ev, &err)) {
         if (dmn_dead_letter(w, m, err.msg)) return 0;
         rd_kafka_message_destroy(m);
@@ -355,13 +367,15 @@ static void dmn_update_lag(dmn_worker *w) {
     rd_kafka_topic_partition_list_destroy(l);
 }
 
-fb_code dmn_worker_run(const fb_config *cfg, const char *worker_name, volatile sig_atomic_t *signals, fb_err *err) {
+fb_code dmn_worker_run(const fb_config *cfg, const char *worker_name, const fb_signer *signer,
+                       const fb_keyring *requesters, volatile sig_atomic_t *signals, fb_err *err) {
     fb_code rc = FB_OK;
     dmn_worker *w = calloc(1, sizeof *w);
     rd_kafka_t *producer = NULL;
     if (!w) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
     pthread_mutex_init(&w->mu, NULL);
     w->cfg = cfg;
+    w->requesters = requesters;
     w->n_slots = (size_t)cfg->concurrency;
     w->slots = calloc(w->n_slots, sizeof *w->slots);
     fb_config_topic(cfg, "backup.requested", w->topic_backup, sizeof w->topic_backup);
@@ -374,15 +388,16 @@ fb_code dmn_worker_run(const fb_config *cfg, const char *worker_name, volatile s
         rc = err->code;
         goto out;
     }
-    dmn_pub_init(&w->pub, producer, cfg, worker_name);
+    dmn_pub_init(&w->pub, producer, cfg, signer, worker_name);
     if (!(w->consumer = kfk_consumer_new(cfg, cfg->group_id, dmn_rebalance_cb, w, err))) {
         rc = err->code;
         goto out;
     }
     const char *topics[2] = {w->topic_backup, w->topic_archive};
     if ((rc = kfk_subscribe(w->consumer, topics, 2, err))) goto out;
-    FB_INFO("worker %s: consuming %s and %s in group %s with %zu job thread(s)", worker_name, topics[0], topics[1],
-            cfg->group_id, w->n_slots);
+    FB_INFO("worker %s: consuming %s and %s in group %s with %zu job thread(s); signing as key %s, accepting "
+            "requests signed by %zu trusted key(s)", worker_name, topics[0], topics[1], cfg->group_id, w->n_slots,
+            signer->key_id, requesters->n);
 
     int64_t stop_deadline = 0, last_lag = 0;
     int aborted = 0;
@@ -408,6 +423,7 @@ fb_code dmn_worker_run(const fb_config *cfg, const char *worker_name, volatile s
         dmn_dispatch(w);
         dmn_reconcile(w);
         rd_kafka_message_t *m = rd_kafka_consumer_poll(w->consumer, DMN_POLL_MS);
+        dmn_metrics_consumer_beat(DMN_CONSUMER_WORKER);
         if (m) {
             if (m->err) {
                 if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
@@ -430,6 +446,7 @@ fb_code dmn_worker_run(const fb_config *cfg, const char *worker_name, volatile s
     }
     FB_INFO("worker %s: leaving the group", worker_name);
 out:
+    dmn_metrics_consumer_stopped(DMN_CONSUMER_WORKER);
     if (w->consumer) {
         rd_kafka_consumer_close(w->consumer);
         rd_kafka_destroy(w->consumer);

@@ -12,6 +12,12 @@
  * first and waiting messages dropped; a job still running for a revoked partition finishes, its offset cannot be
  * stored, and the new owner runs it again, which jobs tolerate (ledger for backups, the database for archival).
  *
+ * Who sent it: every request must be signed by a key of `requesters` (the Django app's, the operators':
+ * kfk_sign.h). An unsigned or wrongly signed request is checked first of all, before it is decoded for a job,
+ * before the authority check and before anything is published under its job id: it goes to the dead-letter topic
+ * with the reason, never a status, and is counted (fusion_backup_jobs_untrusted_total). Status events and dead letters
+ * are signed with `signer`.
+ *
  * Signals: the first SIGTERM/SIGINT stops taking jobs; running ones get shutdown_grace_s to finish, then are
  * aborted (rolled back, temporary files removed, FAILED with the reason). A second signal aborts at once.
  * Offsets are committed and the group is left before exit.
@@ -23,9 +29,12 @@
 
 #include "common/fb_config.h"
 #include "common/fb_err.h"
+#include "common/fb_sign.h"
 
 /* Runs until *signals becomes non-zero and running jobs are done or aborted. Returns FB_OK or why it could not
- * run (err set). The worker name is used in status events and logs. */
-fb_code dmn_worker_run(const fb_config *cfg, const char *worker_name, volatile sig_atomic_t *signals, fb_err *err);
+ * run (err set). The worker name is used in status events and logs. signer and requesters are borrowed for the
+ * run (kfk_sign_load makes them). */
+fb_code dmn_worker_run(const fb_config *cfg, const char *worker_name, const fb_signer *signer,
+                       const fb_keyring *requesters, volatile sig_atomic_t *signals, fb_err *err);
 
 #endif

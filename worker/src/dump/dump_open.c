@@ -4,9 +4,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "artifact/arc_index.h"
 #include "artifact/arc_key.h"
+#include "common/fb_log.h"
 
 typedef struct dump_chain_dirs {
     char **dirs;
@@ -46,14 +48,23 @@ static fb_code dump_chain_resolve(void *opaque, const char *job_id, stor_rfile *
 }
 
 fb_code dump_open_chain(const char *path, const char *secret_key_file, const char *const *chain_dirs, size_t n_dirs,
-                        stor_rfile **f, arc_reader **r, fb_err *err) {
+                        const arc_trust *trust, stor_rfile **f, arc_reader **r, fb_err *err) {
     unsigned char sk[ARC_SK_BYTES], pk[ARC_PK_BYTES];
     dump_chain_dirs *d = NULL;
+    char named[ARC_SIG_JOB_MAX + 1];
+    arc_trust t = *trust;
     *f = NULL;
     *r = NULL;
+    /* The file name says which job it must be (FORMAT.md: "<job>.fbak"): a copy of another job's artifact under
+     * this name is refused. A name of another form cannot say, so the signed job id is only shown. */
+    if (!t.job_id) {
+        if (arc_sign_job_from_name(path, named, sizeof named) == 0) t.job_id = named;
+        else FB_WARN("\"%s\" is not named JOB%s, so which backup it must be is not checked: compare the job id "
+                     "shown with the one you expect", path, ARC_ARTIFACT_SUFFIX);
+    }
     fb_code rc = stor_open_file(path, NULL, f, err);
     if (rc == FB_OK) rc = arc_key_load_secret(secret_key_file, sk, pk, err);
-    if (rc == FB_OK) rc = arc_reader_open(*f, sk, pk, r, err);
+    if (rc == FB_OK) rc = arc_reader_open(*f, sk, pk, &t, r, err);
     sodium_memzero(sk, sizeof sk);
     if (rc == FB_OK) {
         d = calloc(1, sizeof *d);
@@ -81,6 +92,31 @@ fb_code dump_open_chain(const char *path, const char *secret_key_file, const cha
     return rc;
 }
 
-fb_code dump_open_artifact(const char *path, const char *secret_key_file, stor_rfile **f, arc_reader **r, fb_err *err) {
-    return dump_open_chain(path, secret_key_file, NULL, 0, f, r, err);
+fb_code dump_open_artifact(const char *path, const char *secret_key_file, const arc_trust *trust, stor_rfile **f,
+                           arc_reader **r, fb_err *err) {
+    return dump_open_chain(path, secret_key_file, NULL, 0, trust, f, r, err);
+}
+
+fb_code dump_open_trust(const fb_config *cfg, fb_keyring *kr, arc_trust *t, fb_err *err) {
+    memset(t, 0, sizeof *t);
+    fb_code rc = fb_keyring_load(kr, cfg->trusted_signers, "--trusted-signer", err);
+    if (rc) return rc;
+    t->signers = kr;
+    t->allow_unsigned = cfg->allow_unsigned != 0;
+    return FB_OK;
+}
+
+void dump_open_describe(const arc_reader *r, FILE *out) {
+    const arc_manifest *m = arc_reader_manifest(r);
+    const arc_sig_status *s = arc_reader_signature(r);
+    char when[40] = "?";
+    time_t secs = (time_t)(m->snapshot_ms / 1000);
+    struct tm tm;
+    if (gmtime_r(&secs, &tm)) strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", &tm);
+    fprintf(out, "backup %s: %s of configuration %lld \"%s\", database \"%s\", snapshot %s, %s%s%s\n",
+            m->job_id ? m->job_id : "?", m->backup_type ? m->backup_type : "?", (long long)m->config_id,
+            m->config_name ? m->config_name : "", m->database ? m->database : "?", when,
+            s->state == ARC_SIG_TRUSTED ? "signed by key " : "UNSIGNED (format before 5)",
+            s->state == ARC_SIG_TRUSTED ? s->manifest_key : "",
+            s->state == ARC_SIG_TRUSTED && strcmp(s->index_key, s->manifest_key) != 0 ? " (index re-signed)" : "");
 }

@@ -9,14 +9,26 @@
 #ifndef DUMP_OPEN_H
 #define DUMP_OPEN_H
 
+#include <stdio.h>
+
 #include "artifact/arc_reader.h"
+#include "common/fb_config.h"
 #include "common/fb_err.h"
+#include "common/fb_sign.h"
 #include "storage/stor.h"
 
-/* On success *f and *r are new; free with arc_reader_free(*r) then stor_rfile_close(*f). */
-fb_code dump_open_artifact(const char *path, const char *secret_key_file, stor_rfile **f, arc_reader **r, fb_err *err);
+/* On success *f and *r are new; free with arc_reader_free(*r) then stor_rfile_close(*f). trust: arc_reader_open's
+ * (its keyring must outlive *r); when trust->job_id is NULL, the job id of the name "JOB.fbak" is required. */
+fb_code dump_open_artifact(const char *path, const char *secret_key_file, const arc_trust *trust, stor_rfile **f,
+                           arc_reader **r, fb_err *err);
 /* The same with further folders for the chain (n_dirs may be 0). The strings are copied. */
 fb_code dump_open_chain(const char *path, const char *secret_key_file, const char *const *chain_dirs, size_t n_dirs,
-                        stor_rfile **f, arc_reader **r, fb_err *err);
+                        const arc_trust *trust, stor_rfile **f, arc_reader **r, fb_err *err);
+
+/* The trust of a command (arc_sign.h) from its settings: the `trusted-signer` keys loaded into kr (the caller's;
+ * fb_keyring_free it after the readers) and `allow-unsigned`. */
+fb_code dump_open_trust(const fb_config *cfg, fb_keyring *kr, arc_trust *t, fb_err *err);
+/* One line saying which backup r is: job id, type, configuration, database, snapshot time, signer. */
+void dump_open_describe(const arc_reader *r, FILE *out);
 
 #endif

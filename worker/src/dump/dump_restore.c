@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "common/fb_log.h"
+#include "common/fb_progress.h"
 #include "dump/dump_catalog.h"
 #include "dump/dump_schema.h"
 #include "pg/pgx.h"
@@ -193,6 +194,7 @@ static fb_code dr_copy_in(arc_reader *rd, PGconn *c, const arc_table *t, const d
     PQclear(r);
     dr_copy_sink s = {c, o, peer_failed};
     rc = arc_reader_read_table(rd, t, dr_put, &s, err);
+    if (!rc) fb_progress_item(); /* restore's progress display counts tables */
     if (rc) {
         PQputCopyEnd(c, "the artifact failed authentication or the restore was stopped");
         while ((r = PQgetResult(c))) PQclear(r);

@@ -22,28 +22,43 @@
  * table is then "assembled": its manifest entry lists every chunk's artifact, segment, offset and length, and
  * records the BLAKE2b of the whole stream read from the database, which restore checks after assembling.
  *
+ * Chunk lists (format 5, arc_clist.h): no list is held in memory. Each chunk's 40-byte record goes to a spool file
+ * as the table streams and is copied after the index head at the end; the chain's chunks, on a base, are looked up
+ * in an on-disk hash table (job_chunkmap.h). Before the dump, jb_project checks that $TMPDIR has room for both.
+ *
  * Schema (format 4, dump_schema.h): before the tables, pg_dump runs on this transaction's exported snapshot and
  * its custom-format archive of every object but the tables' rows becomes the first segment, so what a restore
  * --create rebuilds (types, functions, views, triggers, policies, grants, large objects, ...) is exactly the
  * state the rows were read in.
+ *
+ * Signed (format 5, artifact/arc_sign.h): the worker signs the manifest and the chain index with its own key
+ * (`sign-key`); a base is only ever taken from an artifact a trusted key signed (`trusted-signer`, which lists the
+ * worker's own key too). Artifacts are immutable: when this job's artifact already exists, signed by a trusted
+ * key, for this job, with an index that authenticates (a replay, a redelivery after a lost status), the job
+ * records its success from it and writes nothing, so an INCREMENTAL that references it keeps its chain.
  */
 #include "job/job_backup.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <time.h>
 
 #include "artifact/arc_chunk.h"
+#include "artifact/arc_clist.h"
 #include "artifact/arc_format.h"
 #include "artifact/arc_index.h"
 #include "artifact/arc_key.h"
+#include "artifact/arc_reader.h"
+#include "artifact/arc_sign.h"
 #include "artifact/arc_writer.h"
 #include "common/fb_log.h"
 #include "dump/dump_catalog.h"
 #include "dump/dump_schema.h"
 #include "job/job_authority.h"
 #include "job/job_chain.h"
+#include "job/job_chunkmap.h"
 #include "job/job_prune.h"
 #include "pg/pgx.h"
 #include "storage/stor.h"
@@ -179,137 +194,140 @@ out:
 
 /* --- chunks --------------------------------------------------------------------------------------------------- */
 
-/* Where the chain already holds a chunk: an open-addressing table keyed by the chunk id. src borrows from the
- * chain (NULL: this job). */
-typedef struct jb_cslot {
-    unsigned char id[ARC_CHUNK_ID_BYTES];
-    const char *src;
-    uint32_t segment;
-    uint64_t offset, length;
-    int used;
-} jb_cslot;
+/* The jobs this backup's chunk records name: record src 0 is this job, k >= 1 is v[k - 1] (borrowed from the
+ * chain, which outlives the job). They become the index's `source` lines. */
+typedef struct jb_sources {
+    const char **v;
+    size_t n, cap;
+} jb_sources;
 
-typedef struct jb_cmap {
-    jb_cslot *s;
-    size_t cap, n;
-} jb_cmap;
-
-static size_t jb_cmap_slot(const jb_cmap *m, const unsigned char *id) {
-    uint64_t h;
-    memcpy(&h, id, sizeof h); /* ids are keyed hashes: uniform */
-    size_t i = (size_t)h & (m->cap - 1);
-    while (m->s[i].used && memcmp(m->s[i].id, id, ARC_CHUNK_ID_BYTES) != 0) i = (i + 1) & (m->cap - 1);
-    return i;
-}
-
-static const jb_cslot *jb_cmap_get(const jb_cmap *m, const unsigned char *id) {
-    if (!m->cap) return NULL;
-    const jb_cslot *e = &m->s[jb_cmap_slot(m, id)];
-    return e->used ? e : NULL;
-}
-
-/* Adds a chunk (the first place seen wins). */
-static fb_code jb_cmap_put(jb_cmap *m, const unsigned char *id, const char *src, uint32_t segment, uint64_t offset,
-                           uint64_t length, fb_err *err) {
-    if ((m->n + 1) * 2 > m->cap) {
-        jb_cmap old = *m;
-        size_t cap = m->cap ? m->cap * 2 : 1024;
-        m->s = calloc(cap, sizeof *m->s);
-        if (!m->s) {
-            *m = old;
-            return fb_err_set(err, FB_ERR_NOMEM, "out of memory (chunk table of %zu entries)", cap);
+static fb_code jb_source(jb_sources *s, const char *job, uint32_t *k, fb_err *err) {
+    for (size_t i = 0; i < s->n; i++)
+        if (strcmp(s->v[i], job) == 0) {
+            *k = (uint32_t)i + 1;
+            return FB_OK;
         }
-        m->cap = cap;
-        m->n = 0;
-        for (size_t i = 0; i < old.cap; i++)
-            if (old.s[i].used) {
-                m->s[jb_cmap_slot(m, old.s[i].id)] = old.s[i];
-                m->n++;
-            }
-        free(old.s);
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? 2 * s->cap : 16;
+        const char **v = realloc(s->v, cap * sizeof *v);
+        if (!v) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+        s->v = v;
+        s->cap = cap;
     }
-    jb_cslot *e = &m->s[jb_cmap_slot(m, id)];
-    if (e->used) return FB_OK;
-    memcpy(e->id, id, ARC_CHUNK_ID_BYTES);
-    e->src = src;
-    e->segment = segment;
-    e->offset = offset;
-    e->length = length;
-    e->used = 1;
-    m->n++;
+    s->v[s->n++] = job;
+    *k = (uint32_t)s->n;
     return FB_OK;
 }
 
 /* The index entry that lists the chunks of base table bt: the base's own, or that of the artifact holding it
- * (references are direct); NULL when unusable. All chunk sources must be complete backups of the chain. */
+ * (references are direct); NULL when unusable. Every artifact holding some of its chunks must be a complete
+ * backup of the chain. */
 static const arc_index_table *jb_chunk_owner(const job_chain *ch, const job_chain_entry *base,
-                                             const arc_index_table *bt, const char **owner_job) {
+                                             const arc_index_table *bt, const job_chain_entry **owner) {
     const job_chain_entry *h = strcmp(bt->stored_in, base->job_id) == 0 ? base : job_chain_find(ch, bt->stored_in);
     if (!h || !job_chain_usable(h)) return NULL;
     const arc_index_table *ht = h == base ? bt : arc_index_find(h->ix, bt->schema, bt->name);
     if (!ht || strcmp(ht->stored_in, h->job_id) != 0) return NULL;
-    for (size_t k = 0; k < ht->n_chunks; k++) {
-        const job_chain_entry *src = ht->chunks[k].src ? job_chain_find(ch, ht->chunks[k].src) : h;
+    for (size_t k = 0; k < ht->n_deps; k++) {
+        const job_chain_entry *src = job_chain_find(ch, ht->deps[k]);
         if (!src || !job_chain_usable(src)) return NULL;
     }
-    *owner_job = h->job_id;
+    *owner = h;
     return ht;
 }
 
-/* Every chunk of every table of the base. */
-static fb_code jb_cmap_load(jb_cmap *m, const job_chain *ch, const job_chain_entry *base, fb_err *err) {
-    for (size_t i = 0; i < base->ix->n_tables; i++) {
-        const char *owner = NULL;
-        const arc_index_table *ht = jb_chunk_owner(ch, base, &base->ix->tables[i], &owner);
-        for (size_t k = 0; ht && k < ht->n_chunks; k++) {
+/* Every chunk of every table of the base into the on-disk map m, read a block at a time: from the index in
+ * memory (version 2) or streamed from the holder's chunk records (version 3, checked against the range's BLAKE2b
+ * in its MAC'd head). Memory does not grow with the chain. */
+static fb_code jb_cmap_load(job_chunkmap *m, stor *st, const char *dir, const job_chain *ch,
+                            const job_chain_entry *base, jb_sources *srcs, fb_err *err) {
+    fb_code rc = FB_OK;
+    for (size_t i = 0; i < base->ix->n_tables && !rc; i++) {
+        const job_chain_entry *h = NULL;
+        const arc_index_table *ht = jb_chunk_owner(ch, base, &base->ix->tables[i], &h);
+        if (!ht) continue;
+        arc_clist_rec rec;
+        for (size_t k = 0; k < ht->n_chunks && !rc; k++) {
             const arc_chunk *ck = &ht->chunks[k];
-            fb_code rc = jb_cmap_put(m, ck->id, ck->src ? ck->src : owner, ck->segment, ck->offset, ck->length, err);
-            if (rc) return rc;
+            memcpy(rec.id, ck->id, sizeof rec.id);
+            rec.segment = ck->segment;
+            rec.offset = ck->offset;
+            rec.length = ck->length;
+            rc = jb_source(srcs, ck->src ? ck->src : h->job_id, &rec.src, err);
+            if (!rc && rec.length) rc = job_chunkmap_put(m, &rec, err);
         }
+        if (rc || !ht->rec_count) continue;
+        char rel[1400];
+        stor_rfile *f = NULL;
+        arc_clist_iter it = {0};
+        int got = 1;
+        snprintf(rel, sizeof rel, "%s/%s%s", dir, h->job_id, ARC_ARTIFACT_SUFFIX);
+        rc = stor_open(st, rel, &f, err);
+        if (!rc) rc = arc_clist_iter_open(&it, f, h->records_off, ht->rec_first, ht->rec_count, ht->rec_blake2b, err);
+        while (!rc && got) {
+            rc = arc_clist_iter_next(&it, &rec, &got, err);
+            if (rc || !got) break;
+            if (rec.src > h->ix->n_sources) {
+                rc = fb_err_set(err, FB_ERR_FORMAT, "\"%s\": a chunk record names source %u of %zu", rel, rec.src,
+                                h->ix->n_sources);
+                break;
+            }
+            rc = jb_source(srcs, rec.src ? h->ix->sources[rec.src - 1] : h->job_id, &rec.src, err);
+            if (!rc) rc = job_chunkmap_put(m, &rec, err);
+        }
+        arc_clist_iter_close(&it);
+        stor_rfile_close(f);
+        if (rc) fb_err_prefix(err, "reading the base chain's chunks (run a FULL if the chain is damaged): ");
     }
-    return FB_OK;
+    return rc;
 }
 
-/* One table going through the chunker: whole (written as one segment, chunks only recorded) or assembled. */
+/* One table going through the chunker: whole (written as one segment, chunks only recorded) or assembled. Its
+ * chunk records go to the spool as they come; only the sources it uses are remembered. */
 typedef struct jb_chunking {
     arc_chunker ck;
     arc_writer *w;
-    arc_table *t;
-    size_t cap;               /* of t->chunks */
+    arc_clist_spool *spool;
     uint32_t segment;         /* whole: the table's segment; assembled: the new chunks' segment once begun */
     int begun;
     uint64_t pos;             /* bytes in the segment so far (decompressed) */
-    jb_cmap *map;             /* assembled: what the chain and this job already hold */
+    job_chunkmap *map;        /* assembled: what the chain and this job already hold */
+    uint32_t *deps;           /* source numbers (>= 1) its records use */
+    size_t n_deps, cap_deps;
     crypto_generichash_state hs;
     int64_t raw, reused, stored;
 } jb_chunking;
 
-static fb_code jb_chunk_add(jb_chunking *c, const unsigned char *id, const char *src, uint32_t segment, uint64_t off,
+static fb_code jb_chunk_add(jb_chunking *c, const unsigned char *id, uint32_t src, uint32_t segment, uint64_t off,
                             uint64_t len, fb_err *err) {
-    arc_table *t = c->t;
-    if (t->n_chunks == c->cap) {
-        size_t cap = c->cap ? 2 * c->cap : 256;
-        arc_chunk *v = realloc(t->chunks, cap * sizeof *v);
-        if (!v) return fb_err_set(err, FB_ERR_NOMEM, "out of memory (chunk list of %zu entries)", cap);
-        t->chunks = v;
-        c->cap = cap;
+    arc_clist_rec rec;
+    memcpy(rec.id, id, ARC_CHUNK_ID_BYTES);
+    rec.src = src;
+    rec.segment = segment;
+    rec.offset = off;
+    rec.length = len;
+    if (src) {
+        size_t k = 0;
+        while (k < c->n_deps && c->deps[k] != src) k++;
+        if (k == c->n_deps) {
+            if (c->n_deps == c->cap_deps) {
+                size_t cap = c->cap_deps ? 2 * c->cap_deps : 8;
+                uint32_t *v = realloc(c->deps, cap * sizeof *v);
+                if (!v) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+                c->deps = v;
+                c->cap_deps = cap;
+            }
+            c->deps[c->n_deps++] = src;
+        }
     }
-    arc_chunk *e = &t->chunks[t->n_chunks];
-    memset(e, 0, sizeof *e);
-    if (src && !(e->src = strdup(src))) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
-    memcpy(e->id, id, ARC_CHUNK_ID_BYTES);
-    e->segment = segment;
-    e->offset = off;
-    e->length = len;
-    t->n_chunks++;
-    return FB_OK;
+    return arc_clist_spool_add(c->spool, &rec, err);
 }
 
 static fb_code jb_chunk_whole(void *opaque, const unsigned char id[ARC_CHUNK_ID_BYTES], const void *bytes, size_t len,
                               fb_err *err) {
     jb_chunking *c = opaque;
     (void)bytes;
-    fb_code rc = jb_chunk_add(c, id, NULL, c->segment, c->pos, len, err);
+    fb_code rc = jb_chunk_add(c, id, 0, c->segment, c->pos, len, err);
     c->pos += len;
     return rc;
 }
@@ -317,21 +335,35 @@ static fb_code jb_chunk_whole(void *opaque, const unsigned char id[ARC_CHUNK_ID_
 static fb_code jb_chunk_assemble(void *opaque, const unsigned char id[ARC_CHUNK_ID_BYTES], const void *bytes,
                                  size_t len, fb_err *err) {
     jb_chunking *c = opaque;
-    const jb_cslot *have = jb_cmap_get(c->map, id);
-    fb_code rc = FB_OK;
-    if (have && have->length == len) {
+    arc_clist_rec have;
+    int found = 0;
+    fb_code rc = job_chunkmap_get(c->map, id, &have, &found, err);
+    if (rc) return rc;
+    if (found && have.length == len) {
         c->reused++;
-        return jb_chunk_add(c, id, have->src, have->segment, have->offset, len, err);
+        return jb_chunk_add(c, id, have.src, have.segment, have.offset, len, err);
     }
     if (!c->begun) {
         if ((rc = arc_writer_begin(c->w, &c->segment, err))) return rc;
         c->begun = 1;
     }
     if ((rc = arc_writer_write(c->w, bytes, len, err))) return rc;
-    if ((rc = jb_chunk_add(c, id, NULL, c->segment, c->pos, len, err))) return rc;
-    if ((rc = jb_cmap_put(c->map, id, NULL, c->segment, c->pos, len, err))) return rc;
+    if ((rc = jb_chunk_add(c, id, 0, c->segment, c->pos, len, err))) return rc;
+    arc_clist_rec mine = {.src = 0, .segment = c->segment, .offset = c->pos, .length = len};
+    memcpy(mine.id, id, ARC_CHUNK_ID_BYTES);
+    if ((rc = job_chunkmap_put(c->map, &mine, err))) return rc;
     c->pos += len;
     c->stored++;
+    return FB_OK;
+}
+
+/* Ends table it's range of chunk records; its deps name the jobs of the sources it used. */
+static fb_code jb_chunk_close(jb_chunking *c, const jb_sources *srcs, arc_index_table *it, fb_err *err) {
+    arc_clist_spool_table_end(c->spool, &it->rec_first, &it->rec_count, it->rec_blake2b);
+    if (c->n_deps && !(it->deps = calloc(c->n_deps, sizeof *it->deps)))
+        return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    for (size_t k = 0; k < c->n_deps; k++) it->deps[k] = srcs->v[c->deps[k] - 1];
+    it->n_deps = c->n_deps;
     return FB_OK;
 }
 
@@ -346,6 +378,50 @@ static fb_code jb_put_assemble(void *opaque, const void *buf, size_t len, fb_err
     crypto_generichash_update(&c->hs, buf, len);
     c->raw += (int64_t)len;
     return arc_chunker_feed(&c->ck, buf, len, err);
+}
+
+/* --- the projection --------------------------------------------------------------------------------------------- */
+
+/* Before the long part: the tables' size on disk projects the chunk records (one per ~4 KiB of data, 40 bytes
+ * each) and, on a base, the chunk map (2 x 40 bytes per chunk of the chain and of this job, twice that while it
+ * doubles), all in $TMPDIR; a folder without that room fails now, with the numbers, not after hours of dump. The
+ * index head grows only with the number of tables. */
+static fb_code jb_project(PGconn *c, const char *job_id, const dump_rel *rels, size_t n, uint64_t base_chunks,
+                          fb_err *err) {
+    size_t cap = 160 + 12 * n, len = 0;
+    char *sql = malloc(cap);
+    if (!sql) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    len = (size_t)snprintf(sql, cap, "SELECT coalesce(sum(pg_catalog.pg_table_size(o)), 0)::int8 FROM unnest('{");
+    for (size_t i = 0; i < n; i++) len += (size_t)snprintf(sql + len, cap - len, "%s%u", i ? "," : "", rels[i].oid);
+    snprintf(sql + len, cap - len, "}'::pg_catalog.oid[]) o");
+    PGresult *r = PQexec(c, sql);
+    free(sql);
+    fb_code rc = pgx_check(c, r, PGRES_TUPLES_OK, "measuring the tables (pg_table_size)", err);
+    if (rc) return rc;
+    uint64_t bytes = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    uint64_t chunks = bytes / 4096 + n, records = chunks * ARC_CLIST_REC_BYTES;
+    uint64_t map = base_chunks ? 4 * (base_chunks + chunks) * ARC_CLIST_REC_BYTES : 0, head = (uint64_t)n * 600 + 4096;
+    const char *dir = getenv("TMPDIR");
+    struct statvfs vs;
+    if (!dir || !*dir) dir = "/tmp";
+    FB_INFO("job=%s projected: %zu tables, %llu MB on disk, ~%llu chunks, chunk records ~%llu MB, chunk map ~%llu MB, "
+            "index head ~%llu KB", job_id, n, (unsigned long long)(bytes >> 20), (unsigned long long)chunks,
+            (unsigned long long)(records >> 20), (unsigned long long)(map >> 20), (unsigned long long)(head >> 10));
+    if (head > ARC_INDEX_HEAD_MAX)
+        return fb_err_set(err, FB_ERR_INVALID, "refusing the backup: %zu tables would make a chain index head of "
+                          "~%llu bytes, above the %u readers accept; back them up in several configurations",
+                          n, (unsigned long long)head, ARC_INDEX_HEAD_MAX);
+    if (statvfs(dir, &vs) == 0) {
+        uint64_t avail = (uint64_t)vs.f_bavail * vs.f_frsize;
+        if (avail < records + map)
+            return fb_err_set(err, FB_ERR_IO, "refusing the backup before the dump: its chunk records and chunk map "
+                              "need about %llu MB in \"%s\" (TMPDIR), which has %llu MB free (%llu MB of tables); "
+                              "free space there or point TMPDIR at a larger file system",
+                              (unsigned long long)((records + map) >> 20), dir, (unsigned long long)(avail >> 20),
+                              (unsigned long long)(bytes >> 20));
+    }
+    return FB_OK;
 }
 
 /* --- schema archive ------------------------------------------------------------------------------------------ */
@@ -389,9 +465,12 @@ static const job_chain_entry *jb_pick_base(const job_chain *ch, const ev_event *
         const job_chain_entry *e = &ch->e[i];
         if (strcmp(e->job_id, ev->job_id) == 0) continue; /* our own earlier attempt */
         if (!job_chain_usable(e)) {
-            if (e->problem[0]) {
+            if (e->problem[0] || e->sig.state != ARC_SIG_TRUSTED) {
                 skipped++;
-                FB_WARN("job=%s not a base: backup %s: %s", ev->job_id, e->job_id, e->problem);
+                FB_WARN("job=%s not a base: backup %s: %s", ev->job_id, e->job_id,
+                        e->problem[0] ? e->problem
+                        : e->sig.state == ARC_SIG_UNSIGNED ? "unsigned (written before format 5)"
+                                                           : e->untrusted_why);
             }
             continue;
         }
@@ -411,7 +490,7 @@ static const arc_index_table *jb_base_table(const job_chain *ch, const job_chain
     if (!base) return NULL;
     const arc_index_table *bt = arc_index_find(base->ix, t->schema, t->name);
     if (!bt) return NULL;
-    const char *owner = NULL;
+    const job_chain_entry *owner = NULL;
     if (!jb_chunk_owner(ch, base, bt, &owner)) return NULL; /* its holder and every chunk source are usable */
     return bt;
 }
@@ -456,6 +535,55 @@ static fb_code jb_copy_file(stor *src, stor *dst, const char *dst_root, const ch
     return rc;
 }
 
+/* Step 1c: this job's artifact already exists. Returns 1 when it is a complete backup of this job that a trusted key
+ * signed and whose index authenticates: res is then filled from its index, and nothing is written. Otherwise 0
+ * (nothing there, or something that is not this job's backup, which the new artifact replaces; *why says what). */
+static int jb_existing(stor *st, const char *rel, const ev_event *ev, const fb_keyring *kr,
+                       const unsigned char ikey[ARC_INDEX_KEY_BYTES], job_result *res, char *why, size_t cap) {
+    stor_rfile *f = NULL;
+    char *buf = NULL;
+    size_t len = 0;
+    arc_index *ix = NULL;
+    arc_trust trust = {kr, 0, ev->job_id};
+    fb_err e;
+    int ok = 0;
+    why[0] = '\0';
+    if (stor_open(st, rel, &f, &e) != FB_OK) goto out; /* none: the normal case */
+    if (arc_sign_peek(f, &trust, NULL, &e) || arc_reader_peek_index(f, &buf, &len, &e) ||
+        arc_index_parse(buf, len, ikey, &ix, &e)) {
+        snprintf(why, cap, "%s", e.msg);
+        goto out;
+    }
+    if (!ix->job_id || strcmp(ix->job_id, ev->job_id) != 0 || ix->config_id != ev->u.backup.config_id) {
+        snprintf(why, cap, "its index names job %s of configuration %lld", ix->job_id ? ix->job_id : "?",
+                 (long long)ix->config_id);
+        goto out;
+    }
+    int64_t rows = 0, raw = 0, n_ref = 0;
+    for (size_t i = 0; i < ix->n_tables; i++) {
+        rows += ix->tables[i].rows;
+        raw += ix->tables[i].raw_bytes;
+        if (strcmp(ix->tables[i].stored_in, ev->job_id) != 0) n_ref++;
+    }
+    snprintf(res->file_path, sizeof res->file_path, "%s", rel);
+    res->file_size = (int64_t)f->size;
+    job_result_set(res, "tables", (int64_t)ix->n_tables);
+    job_result_set(res, "rows", rows);
+    job_result_set(res, "raw_bytes", raw);
+    job_result_set(res, "stored_bytes", (int64_t)f->size);
+    job_result_set(res, "artifact_reused", 1);
+    if (ev->u.backup.backup_type != EV_FULL) {
+        job_result_set(res, "ran_as_full", ix->base_job ? 0 : 1);
+        job_result_set(res, "tables_referenced", n_ref);
+    }
+    ok = 1;
+out:
+    arc_index_free(ix);
+    free(buf);
+    stor_rfile_close(f);
+    return ok;
+}
+
 typedef struct jb_prune_log {
     const char *job_id, *root;
 } jb_prune_log;
@@ -490,8 +618,14 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     job_chain ch = {0};
     const job_chain_entry *base = NULL;
     unsigned char ckey[32];
-    jb_cmap cmap = {0};
+    job_chunkmap *cmap = NULL;
+    jb_sources srcs = {0};
+    arc_clist_spool spool = {0};
+    uint64_t base_chunks = 0;
+    jb_chunking ck = {0};     /* the table going through the chunker */
     int64_t chunks_reused = 0, chunks_stored = 0;
+    fb_signer signer = {0};
+    fb_keyring kr = {0};
 
     if (ev->type != EV_BACKUP_REQUESTED) return fb_err_set(err, FB_ERR_INTERNAL, "job_backup_run: not a backup event");
     /* 0. The database authorises this exact request (record, configuration, tables, folder, retention). */
@@ -509,12 +643,33 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     if ((rc = arc_key_load_public(cfg->public_key, pk, err))) goto out;
     if ((rc = arc_index_key(cfg->index_key, pk, ikey, err))) goto out;
     arc_chunk_key(ikey, ckey);
+    if ((rc = fb_signer_load(&signer, cfg->sign_key, "--sign-key", err))) {
+        fb_err_prefix(err, "refusing the backup (artifacts are signed): ");
+        goto out;
+    }
+    if ((rc = fb_keyring_load(&kr, cfg->trusted_signers, "--trusted-signer", err))) goto out;
+    if (!fb_keyring_find(&kr, signer.key_id))
+        FB_WARN("job=%s this worker's own signing key %s is not among --trusted-signer: its backups will not serve "
+                "as bases of later INCREMENTAL/DIFFERENTIAL backups", ev->job_id, signer.key_id);
     if ((rc = stor_open_location(cfg->storage_root, cfg, &st, err))) goto out;
+
+    /* 1a. Immutable artifacts: a backup of this job that already exists and holds up is the answer. */
+    {
+        char why[600];
+        if (jb_existing(st, rel, ev, &kr, ikey, res, why, sizeof why)) {
+            FB_INFO("job=%s artifact \"%s\" already exists, signed and complete: recording its success from it, "
+                    "writing nothing", ev->job_id, rel);
+            goto out;
+        }
+        if (why[0])
+            FB_WARN("job=%s \"%s\" exists but is not a valid backup of this job (%s): writing the backup over it",
+                    ev->job_id, rel, why);
+    }
 
     /* 1b. The base, from the chain indexes (the worker cannot read manifests). */
     if (rq->backup_type != EV_FULL) {
         fb_err why;
-        if ((rc = job_chain_load(st, rq->storage_path, ikey, &ch, err))) goto out;
+        if ((rc = job_chain_load(st, rq->storage_path, ikey, &kr, &ch, err))) goto out;
         base = jb_pick_base(&ch, ev, &why);
         if (base)
             FB_INFO("job=%s %s on base %s (%s of %lld)", ev->job_id, jb_type_name(rq->backup_type), base->job_id,
@@ -522,7 +677,17 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
         else
             FB_INFO("job=%s %s requested, runs as FULL: %s", ev->job_id, jb_type_name(rq->backup_type), why.msg);
     }
-    if (base && (rc = jb_cmap_load(&cmap, &ch, base, err))) goto out;
+    if (base) {
+        for (size_t i = 0; i < base->ix->n_tables; i++) {
+            const job_chain_entry *h = NULL;
+            const arc_index_table *ht = jb_chunk_owner(&ch, base, &base->ix->tables[i], &h);
+            if (ht) base_chunks += ht->n_chunks + ht->rec_count;
+        }
+        if ((rc = job_chunkmap_new(base_chunks, &cmap, err))) goto out;
+        if ((rc = jb_cmap_load(cmap, st, rq->storage_path, &ch, base, &srcs, err))) goto out;
+        FB_DEBUG("job=%s chunk map: %llu chunks of the chain", ev->job_id,
+                 (unsigned long long)job_chunkmap_count(cmap));
+    }
 
     /* 2. One snapshot for everything. */
     c = pgx_connect(cfg->pg, "fusion-backup backup", err);
@@ -569,12 +734,16 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
             goto out;
         }
     if ((rc = jb_lock(c, rels, n_rels, err))) goto out;
+    if ((rc = jb_project(c, ev->job_id, rels, n_rels, base_chunks, err))) goto out;
+    if ((rc = arc_clist_spool_open(&spool, err))) goto out;
 
     /* 3. The artifact. */
     if ((rc = stor_create(st, rel, &wf, err))) goto out;
-    /* Format 4: every backup carries its schema archive (segment 1), so readers of 3 cannot read it. */
+    /* Format 5: every backup carries its schema archive (segment 1, since 4) and is signed. */
     m.format = ARC_FORMAT_VERSION;
     if ((rc = arc_writer_new_version(wf, pk, (int)cfg->zstd_level, (int)m.format, &w, err))) goto out;
+    if ((rc = arc_writer_set_zstd_workers(w, (int)cfg->zstd_workers, err))) goto out;
+    if ((rc = arc_writer_set_signer(w, &signer, ev->job_id, err))) goto out;
     if ((rc = jb_schema_archive(cfg, c, w, rq->n_tables == 0, &m, err))) goto out;
     m.tables = calloc(n_rels ? n_rels : 1, sizeof *m.tables);
     ix.tables = calloc(n_rels ? n_rels : 1, sizeof *ix.tables);
@@ -594,6 +763,9 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
         }
         if ((rc = dump_catalog_describe(c, &rels[i], t, err))) goto out;
         jb_progress tp = {(int64_t)i, (int64_t)n_rels, total_rows, total_raw};
+        arc_index_table *it = &ix.tables[ix.n_tables++];
+        ck = (jb_chunking){.w = w, .spool = &spool, .map = cmap};
+        arc_clist_spool_table(&spool);
         const arc_index_table *bt = jb_base_table(&ch, base, t);
         int referenced = 0;
         if (bt) {
@@ -621,7 +793,6 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
         }
         if (!referenced && !base) {
             /* Stored whole; its chunks are recorded for later backups to reuse. */
-            jb_chunking ck = {.w = w, .t = t};
             arc_chunker_init(&ck.ck, ckey, 0, jb_chunk_whole, &ck);
             rc = arc_writer_begin(w, &seg, err);
             ck.segment = seg;
@@ -638,7 +809,6 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
             memcpy(t->blake2b, si.blake2b, sizeof t->blake2b);
         } else if (!referenced) {
             /* Changed or new since the base: assembled from the chain's chunks and the new ones stored here. */
-            jb_chunking ck = {.w = w, .t = t, .map = &cmap};
             arc_chunker_init(&ck.ck, ckey, 1, jb_chunk_assemble, &ck);
             crypto_generichash_init(&ck.hs, NULL, 0, ARC_HASH_BYTES);
             rc = jb_copy_table(ctx, c, jb_put_assemble, &ck, t, &tp, &t->rows, err);
@@ -658,15 +828,16 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
             chunks_reused += ck.reused;
             chunks_stored += ck.stored;
         }
-        arc_index_table *it = &ix.tables[ix.n_tables++];
+        rc = jb_chunk_close(&ck, &srcs, it, err);
+        free(ck.deps);
+        ck.deps = NULL;
+        if (rc) goto out;
         it->schema = t->schema; /* borrowed from the manifest until the index is encoded */
         it->name = t->name;
         it->stored_in = referenced ? t->stored_in : (char *)ev->job_id;
         it->rows = t->rows;
         it->raw_bytes = t->raw_bytes;
         it->assembled = t->assembled;
-        it->chunks = t->chunks; /* borrowed too */
-        it->n_chunks = t->n_chunks;
         arc_index_tag(ikey, t->blake2b, it->tag);
         total_rows += t->rows;
         total_raw += t->raw_bytes;
@@ -699,11 +870,18 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     ix.base_job = m.base_job;
     ix.snapshot_ms = m.snapshot_ms;
     ix.completed_ms = m.completed_ms;
+    /* Format 5: the head, then the spooled chunk records (the manifest hashes the head, which hashes them). */
+    ix.version = 3;
+    ix.sources = (char **)srcs.v; /* borrowed from the chain */
+    ix.n_sources = srcs.n;
+    ix.n_records = spool.n;
+    if ((rc = arc_clist_spool_flush(&spool, err))) goto out;
     if ((rc = arc_index_format(&ix, ikey, &ibuf, &ilen, err))) goto out;
     crypto_generichash(m.index_blake2b, sizeof m.index_blake2b, (const unsigned char *)ibuf, ilen, NULL, 0);
     m.has_index_hash = 1;
     if ((rc = arc_manifest_pack(&m, &mbuf, &mlen, err))) goto out;
     if ((rc = arc_writer_set_index(w, ibuf, ilen, err))) goto out;
+    arc_writer_set_index_records(w, spool.fd, spool.n * ARC_CLIST_REC_BYTES);
     if ((rc = arc_writer_finish(w, mbuf, mlen, err))) goto out;
     res->file_size = (int64_t)wf->written;
     stor_wfile_digest(wf, digest);
@@ -735,7 +913,7 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
 
     /* 7. Retention, on every location; a failure here does not undo the backup (it is only logged). */
     if (rq->retention_days > 0) {
-        job_prune_opts po = {rq->retention_days, jb_now_ms(), rq->config_id, 0, ev->job_id};
+        job_prune_opts po = {rq->retention_days, jb_now_ms(), rq->config_id, 0, ev->job_id, &kr};
         jb_prune_log pl = {ev->job_id, cfg->storage_root};
         fb_err perr;
         int64_t n = 0;
@@ -788,10 +966,16 @@ out:
     free(mbuf);
     free(ibuf);
     free(copy_list);
-    free(ix.tables); /* its strings are borrowed from m and ev */
+    for (size_t i = 0; i < ix.n_tables; i++) free(ix.tables[i].deps);
+    free(ix.tables); /* its strings are borrowed from m, ev and the chain */
     arc_manifest_clear(&m);
-    free(cmap.s);
+    job_chunkmap_free(cmap);
+    free(ck.deps);
+    free(srcs.v);
+    arc_clist_spool_close(&spool);
     job_chain_clear(&ch);
+    fb_keyring_free(&kr);
+    fb_signer_wipe(&signer);
     sodium_memzero(ckey, sizeof ckey);
     sodium_memzero(pk, sizeof pk);
     sodium_memzero(ikey, sizeof ikey);

@@ -1,11 +1,13 @@
 /* job_chain: see job_chain.h. One listing, then per artifact its header, trailer and chain index (three small
- * reads) and one MAC check; no artifact is decrypted. */
+ * reads; of a version-3 index only its head, whose size does not grow with the data) and one MAC check; no
+ * artifact is decrypted. */
 #include "job/job_chain.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "artifact/arc_clist.h"
 #include "artifact/arc_reader.h"
 
 static fb_code jc_on_file(void *opaque, const stor_entry *se, fb_err *err) {
@@ -24,8 +26,8 @@ static fb_code jc_on_file(void *opaque, const stor_entry *se, fb_err *err) {
     return FB_OK;
 }
 
-fb_code job_chain_load(stor *st, const char *rel_dir, const unsigned char key[ARC_INDEX_KEY_BYTES], job_chain *out,
-                       fb_err *err) {
+fb_code job_chain_load(stor *st, const char *rel_dir, const unsigned char key[ARC_INDEX_KEY_BYTES],
+                       const fb_keyring *signers, job_chain *out, fb_err *err) {
     memset(out, 0, sizeof *out);
     fb_code rc = stor_list(st, rel_dir, jc_on_file, out, err);
     if (rc) goto out;
@@ -38,12 +40,28 @@ fb_code job_chain_load(stor *st, const char *rel_dir, const unsigned char key[AR
         snprintf(rel, sizeof rel, "%s/%s%s", rel_dir, e->job_id, ARC_ARTIFACT_SUFFIX);
         fb_code r2 = stor_open(st, rel, &f, &e2);
         if (r2 == FB_OK) r2 = arc_reader_peek_version(f, &e->artifact_version, &e2);
+        if (r2 == FB_OK) {
+            /* Who wrote it: the signatures (format 5) with this file's job id; unsigned ones are listed as such. */
+            arc_trust trust = {signers, 1, e->job_id};
+            fb_err e3;
+            if (arc_sign_peek(f, &trust, &e->sig, &e3) != FB_OK) {
+                e->sig.state = ARC_SIG_UNTRUSTED;
+                snprintf(e->untrusted_why, sizeof e->untrusted_why, "%s", e3.msg);
+            }
+        }
         if (r2 == FB_OK && e->artifact_version == 1) {
             stor_rfile_close(f);
             continue; /* a FULL written before chains: no index, nothing references it as a base */
         }
-        if (r2 == FB_OK) r2 = arc_reader_peek_index(f, &buf, &len, &e2);
+        uint64_t ioff = 0, iall = 0;
+        if (r2 == FB_OK) r2 = arc_reader_peek_index_at(f, &buf, &len, &ioff, &iall, &e2);
         if (r2 == FB_OK) r2 = arc_index_parse(buf, len, key, &e->ix, &e2);
+        /* Version 3: only the head was read; its records must fill the rest of the index exactly. */
+        if (r2 == FB_OK && e->ix->version == 3 && iall - len != e->ix->n_records * ARC_CLIST_REC_BYTES)
+            r2 = fb_err_set(&e2, FB_ERR_FORMAT, "its chain index has %llu bytes of chunk records for %llu records "
+                            "(truncated or altered)", (unsigned long long)(iall - len),
+                            (unsigned long long)e->ix->n_records);
+        e->records_off = ioff + len;
         free(buf);
         stor_rfile_close(f);
         if (r2 != FB_OK) {
@@ -74,7 +92,9 @@ job_chain_entry *job_chain_find(const job_chain *c, const char *job_id) {
     return NULL;
 }
 
-int job_chain_usable(const job_chain_entry *e) { return e->ix && e->problem[0] == '\0'; }
+int job_chain_usable(const job_chain_entry *e) {
+    return e->ix && e->problem[0] == '\0' && e->sig.state == ARC_SIG_TRUSTED;
+}
 
 int64_t job_chain_time(const job_chain_entry *e) { return e->ix ? e->ix->completed_ms : e->artifact_mtime_ms; }
 

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "artifact/arc_index.h"
+#include "artifact/arc_sign.h"
 #include "common/fb_err.h"
 #include "storage/stor.h"
 
@@ -22,7 +23,14 @@ typedef struct job_chain_entry {
     int64_t artifact_mtime_ms;
     int artifact_version;     /* format version from the artifact's header (0: unreadable) */
     arc_index *ix;            /* authenticated chain index; NULL for format 1, or when unusable (see problem) */
+    uint64_t records_off;     /* index version 3 (format 5): file offset of its chunk records (arc_clist.h) */
     char problem[512];        /* "" when the entry is a complete, consistent backup (or a format-1 FULL) */
+    /* Who wrote it (arc_sign.h): TRUSTED (signed by a key of the keyring, for this file name), UNSIGNED (format
+     * <= 4) or UNTRUSTED (unknown key, bad signature, another job's file; untrusted_why says which). Only a
+     * TRUSTED entry is usable as a base; retention still reads the references of the others (keeping more is
+     * safe), so a store written before format 5 keeps being pruned correctly. */
+    arc_sig_status sig;
+    char untrusted_why[512];
 } job_chain_entry;
 
 typedef struct job_chain {
@@ -30,12 +38,14 @@ typedef struct job_chain {
     size_t n;
 } job_chain;
 
-/* Lists rel_dir on st (a missing folder is an empty chain). key: the index key. */
-fb_code job_chain_load(stor *st, const char *rel_dir, const unsigned char key[ARC_INDEX_KEY_BYTES], job_chain *out,
-                       fb_err *err);
+/* Lists rel_dir on st (a missing folder is an empty chain). key: the index key. signers: the trusted artifact
+ * signers (borrowed during the call; NULL or empty: every format-5 entry is UNTRUSTED). */
+fb_code job_chain_load(stor *st, const char *rel_dir, const unsigned char key[ARC_INDEX_KEY_BYTES],
+                       const fb_keyring *signers, job_chain *out, fb_err *err);
 void job_chain_clear(job_chain *c);
 job_chain_entry *job_chain_find(const job_chain *c, const char *job_id);
-/* A complete format-2 backup whose index authenticated and names the same job as the file. */
+/* A complete format-2 backup whose index authenticated and names the same job as the file, signed by a trusted
+ * key (format 5). */
 int job_chain_usable(const job_chain_entry *e);
 /* The time of an entry: the index's completed_ms, else the artifact's mtime. */
 int64_t job_chain_time(const job_chain_entry *e);

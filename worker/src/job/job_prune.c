@@ -93,7 +93,7 @@ fb_code job_prune_run(stor *st, const char *dir, const unsigned char key[ARC_IND
         if (report) report(opaque, tr.names[i], 1, "leftover of an interrupted removal");
     }
 
-    if ((rc = job_chain_load(st, dir, key, &ch, err))) goto out;
+    if ((rc = job_chain_load(st, dir, key, o->signers, &ch, err))) goto out;
     cand = calloc(ch.n + 1, sizeof *cand);
     scope = calloc(ch.n + 1, sizeof *scope);
     why = calloc(ch.n + 1, sizeof *why);
@@ -136,10 +136,10 @@ fb_code job_prune_run(stor *st, const char *dir, const unsigned char key[ARC_IND
             const job_chain_entry *e = &ch.e[i];
             if (cand[i] || !e->ix) continue;
             for (size_t t = 0; t < e->ix->n_tables; t++) {
-                /* The table's holder, then (format 3) the artifact of each of its chunks. */
+                /* The table's holder, then (format 3) the artifacts holding some of its chunks (deps). */
                 const arc_index_table *it = &e->ix->tables[t];
-                for (size_t k = 0; k <= it->n_chunks; k++) {
-                    const char *holder = k == 0 ? it->stored_in : it->chunks[k - 1].src;
+                for (size_t k = 0; k <= it->n_deps; k++) {
+                    const char *holder = k == 0 ? it->stored_in : it->deps[k - 1];
                     job_chain_entry *h = holder ? job_chain_find(&ch, holder) : NULL;
                     if (!h || h == e) continue;
                     size_t hi = (size_t)(h - ch.e);

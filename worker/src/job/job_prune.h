@@ -17,6 +17,7 @@
 
 #include "artifact/arc_index.h"
 #include "common/fb_err.h"
+#include "common/fb_sign.h"
 #include "storage/stor.h"
 
 typedef struct job_prune_opts {
@@ -25,6 +26,7 @@ typedef struct job_prune_opts {
     int64_t config_id;        /* -1: every backup in the folder; else only those whose index names this config */
     int dry_run;              /* report only */
     const char *protect_job;  /* never removed (the backup just made); may be NULL */
+    const fb_keyring *signers; /* trusted artifact signers: only a signed FULL is "the last restorable FULL" */
 } job_prune_opts;
 
 /* Called once per backup of the folder that is older than the retention (and for trash cleanup), saying whether

@@ -56,6 +56,8 @@ fb_code job_verify_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     char scratch[64] = "";
     fb_code rc = FB_OK;
     int restore = 0;
+    fb_keyring kr = {0};
+    char named[ARC_SIG_JOB_MAX + 1];
 
     if (ctx->ev->type != EV_BACKUP_VERIFY) return fb_err_set(err, FB_ERR_INTERNAL, "job_verify_run: not a verify event");
     /* The record asked for this verification of this artifact. */
@@ -80,7 +82,16 @@ fb_code job_verify_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     if ((rc = arc_key_load_secret(cfg->secret_key, sk, pk, err))) goto out;
     if ((rc = stor_open_location(cfg->storage_root, cfg, &st, err))) goto out;
     if ((rc = stor_open(st, rq->file_path, &f, err))) goto out;
-    if ((rc = arc_reader_open(f, sk, pk, &rd, err))) goto out;
+    /* Only an artifact a trusted worker signed, for the backup the record names: its file_path (authorised above
+     * against the record) is "<folder>/<job>.fbak", so a copy of another backup over it is refused. */
+    if (arc_sign_job_from_name(rq->file_path, named, sizeof named) != 0) {
+        rc = fb_err_set(err, FB_ERR_INVALID, "the record's artifact \"%s\" is not named JOB%s, so it cannot be bound to "
+                        "its backup", rq->file_path, ARC_ARTIFACT_SUFFIX);
+        goto out;
+    }
+    if ((rc = fb_keyring_load(&kr, cfg->trusted_signers, "--trusted-signer", err))) goto out;
+    arc_trust trust = {&kr, cfg->allow_unsigned != 0, named};
+    if ((rc = arc_reader_open(f, sk, pk, &trust, &rd, err))) goto out;
     jv_chain chain = {st, ""};
     {
         const char *slash = strrchr(rq->file_path, '/');
@@ -144,6 +155,7 @@ out:
     arc_reader_free(rd);
     stor_rfile_close(f);
     stor_free(st);
+    fb_keyring_free(&kr);
     sodium_memzero(sk, sizeof sk);
     return rc;
 }

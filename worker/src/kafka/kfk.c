@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "common/fb_log.h"
+#include "kafka/kfk_sign.h"
 
 static void kfk_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
     (void)rk;
@@ -137,26 +138,32 @@ void kfk_producer_free(rd_kafka_t *rk) {
     rd_kafka_destroy(rk);
 }
 
-fb_code kfk_produce_sync(rd_kafka_t *rk, const char *topic, const void *key, size_t key_len, const void *value,
-                         size_t value_len, const kfk_header *headers, size_t n_headers, int timeout_ms, fb_err *err) {
+fb_code kfk_produce_sync(rd_kafka_t *rk, const fb_signer *signer, const char *topic, const void *key, size_t key_len,
+                         const void *value, size_t value_len, const kfk_header *headers, size_t n_headers,
+                         int timeout_ms, fb_err *err) {
     volatile int done = 0;
-    rd_kafka_headers_t *hdrs = NULL;
-    if (n_headers) {
-        hdrs = rd_kafka_headers_new(n_headers);
-        for (size_t i = 0; i < n_headers; i++)
-            rd_kafka_header_add(hdrs, headers[i].name, -1, headers[i].value, -1);
+    /* Every message is signed: there is no unsigned path to forget (kfk_sign.h). */
+    if (!signer || !signer->loaded)
+        return fb_err_set(err, FB_ERR_USAGE, "not sending to topic \"%s\": no signing key is loaded (set --sign-key; "
+                          "make one with `fusion-backup keygen --sign --out PREFIX`)", topic);
+    char key_id[FB_SIGN_KEY_ID_HEX], sig[KFK_SIG_HEX];
+    kfk_sign_headers(signer, topic, key, key_len, value, value_len, key_id, sig);
+    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(n_headers + 2);
+    for (size_t i = 0; i < n_headers; i++) {
+        if (strcmp(headers[i].name, KFK_HDR_KEY_ID) == 0 || strcmp(headers[i].name, KFK_HDR_SIG) == 0) {
+            rd_kafka_headers_destroy(hdrs);
+            return fb_err_set(err, FB_ERR_INTERNAL, "header %s is the signature's own", headers[i].name);
+        }
+        rd_kafka_header_add(hdrs, headers[i].name, -1, headers[i].value, -1);
     }
-    rd_kafka_resp_err_t e;
-    if (hdrs)
-        e = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY((void *)key, key_len),
-                              RD_KAFKA_V_VALUE((void *)value, value_len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                              RD_KAFKA_V_OPAQUE((void *)&done), RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END);
-    else
-        e = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY((void *)key, key_len),
-                              RD_KAFKA_V_VALUE((void *)value, value_len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                              RD_KAFKA_V_OPAQUE((void *)&done), RD_KAFKA_V_END);
+    rd_kafka_header_add(hdrs, KFK_HDR_KEY_ID, -1, key_id, -1);
+    rd_kafka_header_add(hdrs, KFK_HDR_SIG, -1, sig, -1);
+    rd_kafka_resp_err_t e =
+        rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY((void *)key, key_len),
+                          RD_KAFKA_V_VALUE((void *)value, value_len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                          RD_KAFKA_V_OPAQUE((void *)&done), RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END);
     if (e) {
-        if (hdrs) rd_kafka_headers_destroy(hdrs); /* ownership passes only on success */
+        rd_kafka_headers_destroy(hdrs); /* ownership passes only on success */
         return fb_err_set(err, FB_ERR_KAFKA, "could not queue a message for topic \"%s\": %s", topic,
                           rd_kafka_err2str(e));
     }

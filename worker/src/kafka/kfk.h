@@ -16,6 +16,7 @@
 
 #include "common/fb_config.h"
 #include "common/fb_err.h"
+#include "common/fb_sign.h"
 
 /* A new conf with bootstrap.servers, client.id, the log route and the -X settings applied. The caller owns it
  * until it passes it to rd_kafka_new() (which takes ownership on success). */
@@ -40,9 +41,12 @@ typedef struct kfk_header {
     const char *value;
 } kfk_header;
 
-/* Produces one message and waits (up to timeout_ms) for its delivery report. Thread-safe. */
-fb_code kfk_produce_sync(rd_kafka_t *rk, const char *topic, const void *key, size_t key_len, const void *value,
-                         size_t value_len, const kfk_header *headers, size_t n_headers, int timeout_ms, fb_err *err);
+/* Produces one message signed by signer (kfk_sign.h: the fb-key-id and fb-sig headers follow the caller's) and
+ * waits (up to timeout_ms) for its delivery report. A NULL or unloaded signer is refused: nothing is ever sent
+ * unsigned. key NULL: a null key. Thread-safe. */
+fb_code kfk_produce_sync(rd_kafka_t *rk, const fb_signer *signer, const char *topic, const void *key, size_t key_len,
+                         const void *value, size_t value_len, const kfk_header *headers, size_t n_headers,
+                         int timeout_ms, fb_err *err);
 
 /* A consumer in group_id with manual offset store and the given rebalance callback (may be NULL). The caller
  * owns it: rd_kafka_consumer_close() then rd_kafka_destroy(). */

@@ -42,7 +42,20 @@ FUSION_BACKUP = {
     "SASL_USERNAME": os.environ.get("FUSION_BACKUP_SASL_USERNAME") or None,
     "SASL_PASSWORD_FILE": os.environ.get("FUSION_BACKUP_SASL_PASSWORD_FILE") or None,
     "SSL_CA_FILE": os.environ.get("FUSION_BACKUP_SSL_CA_FILE") or None,
+    # The key of the scheduled job ids (a secret): unset, it would be derived from the SECRET_KEY above, which
+    # is public here. `manage.py check` warns (backup_archive.W001).
+    "JOB_ID_SECRET": os.environ.get("FUSION_BACKUP_JOB_ID_SECRET") or None,
+    # Failure mails, sent by the scheduler: comma-separated addresses; unset, to ADMINS (DJANGO_ADMINS).
+    "NOTIFY_RECIPIENTS": [a.strip() for a in os.environ["FUSION_BACKUP_NOTIFY_RECIPIENTS"].split(",") if a.strip()]
+    if "FUSION_BACKUP_NOTIFY_RECIPIENTS" in os.environ else None,
+    # The app's secret signing key (every request is signed with it; nothing is published without it).
+    "SIGNING_KEY_FILE": os.environ.get("FUSION_BACKUP_SIGNING_KEY_FILE") or None,
 }
+ADMINS = [(a.strip(), a.strip()) for a in os.environ.get("DJANGO_ADMINS", "").split(",") if a.strip()]
+SERVER_EMAIL = os.environ.get("DJANGO_SERVER_EMAIL", "fusion-backup@localhost")
+EMAIL_HOST = os.environ.get("DJANGO_EMAIL_HOST", "localhost")
+EMAIL_PORT = int(os.environ.get("DJANGO_EMAIL_PORT", "25"))
+EMAIL_USE_TLS = os.environ.get("DJANGO_EMAIL_USE_TLS", "false").lower() == "true"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

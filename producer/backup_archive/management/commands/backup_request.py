@@ -28,5 +28,6 @@ class Command(BaseCommand):
         if record.status == Status.FAILED:
             raise CommandError(f"backup of {config.name!r} (record {record.pk}, job {record.job_id}) "
                                f"failed: {record.error_message}")
+        note = f" ({record.error_message})" if record.error_message else ""  # e.g. a console publisher's "not sent"
         self.stdout.write(f"backup of {config.name!r} requested: record {record.pk}, job {record.job_id}, "
-                          f"status {record.status}")
+                          f"status {record.status}{note}")

@@ -1,0 +1,351 @@
+/* cmd_backup: `fusion-backup backup CONFIGURATION [--type FULL|INCREMENTAL|DIFFERENTIAL] [--table T ...] [--json]`
+ * (CONFIGURATION: a BackupConfiguration's name or id, also as --configuration; `--config` is the config file, as
+ * for every command): an ad-hoc backup now, e.g. before a risky migration, on the worker's own path.
+ *
+ * The database stays the authority. The operator holds database credentials, so the command does what the
+ * Django app does when someone asks for a backup (producer/backup_archive/services.py, request_backup): it
+ * creates a QUEUED BackupRecord of the configuration with a new job id, the configuration's type (or --type) and
+ * its table list (or --table), and builds the backup.requested a worker would receive. Then it runs
+ * job_backup_run in this process, which asks the database (job_authority.h) before it writes anything, exactly as
+ * in a worker. The outcome goes into the record as the recorder writes it: the same job.status events (RUNNING,
+ * then SUCCESS or FAILED) applied with dmn_recorder_apply, so `list --pg`, the admin, `status` and alerts see an
+ * ad-hoc backup like any other, and retention, chains and `restore` treat it the same. No broker is involved.
+ *
+ * The record goes where the worker's authority check reads (--authority-pg when set, else --pg). An unknown or
+ * inactive configuration is refused before anything is created. A configuration that names Django modules
+ * cannot be resolved to tables here (only the app knows its models' tables): --table, or `manage.py
+ * backup_request`.
+ */
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cmd/cmd.h"
+#include "codec/ev_json.h"
+#include "common/fb_config.h"
+#include "common/fb_progress.h"
+#include "common/fb_time.h"
+#include "daemon/dmn_recorder.h"
+#include "daemon/dmn_status.h"
+#include "job/job_authority.h"
+#include "job/job_backup.h"
+#include "pg/pgx.h"
+
+#define CB_MAX_TABLES 1024
+
+static volatile sig_atomic_t cb_abort = 0;
+
+static void cb_on_signal(int sig) {
+    (void)sig;
+    cb_abort = 1; /* job_backup_run stops at its next safe point and removes its temporary file */
+}
+
+/* The configuration named or numbered by `which` (a number is tried as an id first). */
+typedef struct cb_config {
+    int64_t id, retention_days;
+    char name[256], backup_type[17], storage_path[1025];
+    int active, has_modules;
+} cb_config;
+
+static fb_code cb_find_config(PGconn *c, const char *which, cb_config *k, fb_err *err) {
+    const char *p[1] = {which};
+    PGresult *r = PQexecParams(c,
+                               "SELECT id, name, backup_type, storage_path, retention_days, is_active, "
+                               "jsonb_typeof(modules) = 'array' AND jsonb_array_length(modules) > 0 "
+                               "FROM public.backup_archive_backupconfiguration "
+                               "WHERE id::text = $1 OR name = $1 ORDER BY id::text = $1 DESC LIMIT 1",
+                               1, NULL, p, NULL, NULL, 0);
+    fb_code rc = pgx_check(c, r, PGRES_TUPLES_OK, "reading BackupConfiguration", err);
+    if (rc) {
+        fb_err_prefix(err, "is the Django app backup_archive migrated in this database, and may this role read it? ");
+    } else if (PQntuples(r) == 0) {
+        rc = fb_err_set(err, FB_ERR_NOTFOUND,
+                        "no backup configuration is named or numbered \"%s\" (`fusion-backup list --pg ...` shows "
+                        "every configuration's folder; the admin lists them)", which);
+    } else {
+        k->id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        snprintf(k->name, sizeof k->name, "%s", PQgetvalue(r, 0, 1));
+        snprintf(k->backup_type, sizeof k->backup_type, "%s", PQgetvalue(r, 0, 2));
+        snprintf(k->storage_path, sizeof k->storage_path, "%s", PQgetvalue(r, 0, 3));
+        k->retention_days = strtoll(PQgetvalue(r, 0, 4), NULL, 10);
+        k->active = strcmp(PQgetvalue(r, 0, 5), "t") == 0;
+        k->has_modules = strcmp(PQgetvalue(r, 0, 6), "t") == 0;
+    }
+    PQclear(r);
+    return rc;
+}
+
+static int cb_backup_type(const char *s, ev_backup_type *out) {
+    static const ev_backup_type all[] = {EV_FULL, EV_INCREMENTAL, EV_DIFFERENTIAL};
+    for (size_t i = 0; i < 3; i++)
+        if (strcmp(s, ev_backup_type_name(all[i])) == 0) {
+            *out = all[i];
+            return 1;
+        }
+    return 0;
+}
+
+/* Inserts the QUEUED record (as request_backup does) in the caller's open transaction and returns its id. The
+ * table list is --table's ("NAME" is public.NAME, "SCHEMA.NAME" a pair) or, without it, the configuration's. */
+static fb_code cb_create_record(PGconn *c, const cb_config *k, const char *job_id, const char *btype,
+                                const char *const *tables, size_t n_tables, int64_t *record_id, fb_err *err) {
+    char cid[32];
+    snprintf(cid, sizeof cid, "%" PRId64, k->id);
+    const char *p[4] = {job_id, btype, cid, n_tables ? "t" : "f"};
+    PGresult *r = PQexecParams(c,
+                               "INSERT INTO public.backup_archive_backuprecord (job_id, backup_type, status, "
+                               "requested_at, file_path, error_message, attempt, worker, verify_status, "
+                               "verify_message, configuration_id, tables) "
+                               "SELECT $1::uuid, $2, 'QUEUED', now(), '', '', 1, '', '', '', k.id, "
+                               "CASE WHEN $4::boolean THEN '[]'::jsonb ELSE k.tables END "
+                               "FROM public.backup_archive_backupconfiguration k WHERE k.id = $3::bigint RETURNING id",
+                               4, NULL, p, NULL, NULL, 0);
+    fb_code rc = pgx_check(c, r, PGRES_TUPLES_OK, "creating the BackupRecord", err);
+    if (!rc && PQntuples(r) != 1)
+        rc = fb_err_set(err, FB_ERR_CONFLICT, "configuration %" PRId64 " disappeared while the record was created",
+                        k->id);
+    if (!rc) *record_id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    for (size_t i = 0; !rc && i < n_tables; i++) {
+        const char *dot = strchr(tables[i], '.');
+        char schema[256] = "";
+        if (dot) snprintf(schema, sizeof schema, "%.*s", (int)(dot - tables[i]), tables[i]);
+        const char *tp[3] = {job_id, dot ? schema : NULL, dot ? dot + 1 : tables[i]};
+        r = PQexecParams(c,
+                         "UPDATE public.backup_archive_backuprecord SET tables = tables || CASE WHEN $2::text IS NULL "
+                         "THEN jsonb_build_array(to_jsonb($3::text)) ELSE jsonb_build_array(jsonb_build_array($2::text, "
+                         "$3::text)) END WHERE job_id = $1::uuid",
+                         3, NULL, tp, NULL, NULL, 0);
+        rc = pgx_check(c, r, PGRES_COMMAND_OK, "adding a table to the BackupRecord", err);
+        PQclear(r);
+    }
+    return rc;
+}
+
+/* The backup.requested for the record, with its tables read back from the record (the wire form, as the
+ * authority check reads it). Caller frees with ev_event_free. */
+static fb_code cb_build_request(PGconn *c, const cb_config *k, const char *job_id, int64_t record_id,
+                                ev_backup_type type, ev_event **out, fb_err *err) {
+    char rid[32];
+    snprintf(rid, sizeof rid, "%" PRId64, record_id);
+    const char *p[1] = {rid};
+    PGresult *r = PQexecParams(c,
+                               "SELECT CASE jsonb_typeof(e) WHEN 'string' THEN NULL ELSE e->>0 END, "
+                               "CASE jsonb_typeof(e) WHEN 'string' THEN e#>>'{}' ELSE e->>1 END "
+                               "FROM public.backup_archive_backuprecord r, jsonb_array_elements(r.tables) e "
+                               "WHERE r.id = $1::bigint",
+                               1, NULL, p, NULL, NULL, 0);
+    fb_code rc = pgx_check(c, r, PGRES_TUPLES_OK, "reading the record's tables", err);
+    ev_event *ev = rc ? NULL : ev_event_new(EV_BACKUP_REQUESTED);
+    if (!rc && !ev) rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    if (!rc) {
+        ev->v = EV_VERSION;
+        snprintf(ev->job_id, sizeof ev->job_id, "%s", job_id);
+        ev->ts = ev_now_ms();
+        ev->attempt = 1;
+        ev_backup_requested *b = &ev->u.backup;
+        b->record_id = record_id;
+        b->config_id = k->id;
+        b->config_name = ev_strdup(ev, k->name);
+        b->backup_type = type;
+        b->storage_path = ev_strdup(ev, k->storage_path);
+        b->retention_days = k->retention_days;
+        b->n_tables = (size_t)PQntuples(r);
+        b->tables = ev_alloc(ev, sizeof(ev_table) * (b->n_tables + 1));
+        if (!b->tables || !b->config_name || !b->storage_path) rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+        for (size_t i = 0; !rc && i < b->n_tables; i++) {
+            int given = !PQgetisnull(r, (int)i, 0);
+            b->tables[i] = (ev_table){ev_strdup(ev, given ? PQgetvalue(r, (int)i, 0) : "public"),
+                                      ev_strdup(ev, PQgetvalue(r, (int)i, 1)), given};
+        }
+    }
+    PQclear(r);
+    if (rc) ev_event_free(ev);
+    else *out = ev;
+    return rc;
+}
+
+/* Writes one job.status into the record exactly as the recorder would apply it from the completion topic. */
+static fb_code cb_record(PGconn *c, const dmn_pub *pub, const ev_event *req, const unsigned char *raw,
+                         size_t raw_len, ev_status st, int64_t started, const job_result *res, const char *error,
+                         fb_err *err) {
+    int applied = 0;
+    fb_code rc;
+    ev_event *s = dmn_status_build(pub, req, raw, raw_len, st, started, res, error);
+    if (!s) rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory recording %s", ev_status_name(st));
+    else if ((rc = dmn_recorder_apply(c, s, &applied, err)))
+        fb_err_prefix(err, "could not record %s on the BackupRecord: ", ev_status_name(st));
+    else if (!applied)
+        rc = fb_err_set(err, FB_ERR_CONFLICT, "the BackupRecord did not take %s (changed by someone else?)",
+                        ev_status_name(st));
+    ev_event_free(s);
+    return rc;
+}
+
+/* The backup's progress, from job_backup_run's counters (tables done of total, rows and bytes so far). */
+static void cb_progress(void *opaque, const job_result *so_far) {
+    fb_progress_update(opaque, job_result_get(so_far, "done_rows"), job_result_get(so_far, "done_bytes"),
+                       job_result_get(so_far, "done_tables"), job_result_get(so_far, "total_tables"));
+}
+
+static void cb_usage(void) {
+    printf("usage: fusion-backup backup CONFIGURATION [--type FULL|INCREMENTAL|DIFFERENTIAL] [--table T ...] [--json]\n"
+           "                            --pg CONNINFO --storage-root R --public-key FILE\n"
+           "  CONFIGURATION: a BackupConfiguration's name or id (also --configuration NAME|ID)\n"
+           "  backs up now, in this process, what a worker would for that configuration: creates its\n"
+           "  BackupRecord (as Fusion does), records RUNNING and SUCCESS or FAILED on it, prints the artifact,\n"
+           "  its size and the time taken. --table T (public.T) or SCHEMA.T, repeatable: only those tables\n"
+           "  (default: the configuration's). --type: default the configuration's.\n");
+}
+
+int cmd_backup(int argc, char **argv) {
+    static const char *const extra[] = {"configuration", "type", "table", "json", "help", NULL};
+    fb_config cfg;
+    fb_err err;
+    const char *which = NULL, *type_s = NULL, *tables[CB_MAX_TABLES];
+    size_t n_tables = 0;
+    int json = 0;
+    PGconn *c = NULL;
+    ev_event *req = NULL;
+    unsigned char *raw = NULL;
+    size_t raw_len = 0;
+    fb_progress *prog = NULL;
+    fb_code rc = fb_config_init(&cfg, &err);
+    if (!rc) rc = fb_config_parse_args(&cfg, &argc, argv, FB_CFG_CLI, extra, &err);
+    for (int i = 1; !rc && i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--configuration") == 0 && i + 1 < argc) which = argv[++i];
+        else if (strncmp(a, "--configuration=", 16) == 0) which = a + 16;
+        else if (strcmp(a, "--type") == 0 && i + 1 < argc) type_s = argv[++i];
+        else if (strncmp(a, "--type=", 7) == 0) type_s = a + 7;
+        else if ((strcmp(a, "--table") == 0 && i + 1 < argc) || strncmp(a, "--table=", 8) == 0) {
+            if (n_tables == CB_MAX_TABLES)
+                rc = fb_err_set(&err, FB_ERR_USAGE, "at most %d --table (give the configuration those tables "
+                                "instead)", CB_MAX_TABLES);
+            else tables[n_tables++] = a[7] == '=' ? a + 8 : argv[++i];
+        } else if (strcmp(a, "--json") == 0) json = 1;
+        else if (strcmp(a, "--help") == 0) {
+            cb_usage();
+            fb_config_free(&cfg);
+            return FB_OK;
+        } else if (!which && a[0] != '-') which = a;
+        else rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (see backup --help)", a);
+    }
+    if (!rc && !which)
+        rc = fb_err_set(&err, FB_ERR_USAGE, "backup needs the configuration: its name or id (fusion-backup backup NAME)");
+    ev_backup_type type = EV_FULL;
+    if (!rc && type_s && !cb_backup_type(type_s, &type))
+        rc = fb_err_set(&err, FB_ERR_USAGE, "--type must be FULL, INCREMENTAL or DIFFERENTIAL, got \"%s\"", type_s);
+    if (!rc && (!cfg.storage_root || !*cfg.storage_root))
+        rc = fb_err_set(&err, FB_ERR_USAGE, "backup needs --storage-root (the workers' storage root, a folder or "
+                        "s3://BUCKET/PREFIX)");
+    if (!rc && (!cfg.public_key || !*cfg.public_key))
+        rc = fb_err_set(&err, FB_ERR_USAGE, "backup needs --public-key (the workers' backup.pub)");
+    const char *conninfo = rc ? NULL : job_authority_conninfo(&cfg, EV_BACKUP_REQUESTED);
+    if (!rc && (!conninfo || !*conninfo))
+        rc = fb_err_set(&err, FB_ERR_USAGE, "backup needs --pg (the Fusion database, where its records are)");
+    if (!rc && !(c = pgx_connect(conninfo, "fusion-backup backup", &err))) rc = err.code;
+
+    cb_config k = {0};
+    if (!rc) rc = cb_find_config(c, which, &k, &err);
+    if (!rc && !k.active)
+        rc = fb_err_set(&err, FB_ERR_DENIED, "configuration %" PRId64 " (\"%s\") is not active: activate it in the "
+                        "admin to back it up; nothing was created", k.id, k.name);
+    if (!rc && k.has_modules && !n_tables)
+        rc = fb_err_set(&err, FB_ERR_USAGE, "configuration \"%s\" names Django modules, whose tables only the app can "
+                        "resolve: name the tables with --table, or run `manage.py backup_request %s`; nothing was "
+                        "created", k.name, k.name);
+    if (!rc && !type_s && !cb_backup_type(k.backup_type, &type))
+        rc = fb_err_set(&err, FB_ERR_INVALID, "configuration \"%s\" has backup_type \"%s\", which is none of FULL, "
+                        "INCREMENTAL, DIFFERENTIAL", k.name, k.backup_type);
+
+    char job_id[37], worker[300], host[256] = "localhost";
+    int64_t record_id = 0;
+    ev_uuid_random(job_id);
+    gethostname(host, sizeof host - 1);
+    snprintf(worker, sizeof worker, "fusion-backup backup@%s:%d", host, (int)getpid());
+    /* The record is created and moved to RUNNING in one transaction: nobody ever sees it QUEUED, so Fusion's
+     * republish sweep (services.republish_queued) cannot send it to a worker while this process runs it. */
+    dmn_pub pub = {.cfg = &cfg, .worker_name = worker};
+    int64_t started = ev_now_ms();
+    if (!rc) rc = pgx_exec(c, "BEGIN", "starting the record's transaction", &err);
+    if (!rc) rc = cb_create_record(c, &k, job_id, ev_backup_type_name(type), tables, n_tables, &record_id, &err);
+    if (!rc) rc = cb_build_request(c, &k, job_id, record_id, type, &req, &err);
+    if (!rc) rc = ev_encode(req, &raw, &raw_len, &err);
+    if (!rc) rc = cb_record(c, &pub, req, raw, raw_len, EV_RUNNING, started, NULL, NULL, &err);
+    if (!rc) rc = pgx_exec(c, "COMMIT", "committing the BackupRecord", &err);
+    if (rc) {
+        if (c && PQtransactionStatus(c) != PQTRANS_IDLE) PQclear(PQexec(c, "ROLLBACK"));
+        if (record_id) fb_err_prefix(&err, "nothing was created: ");
+        goto out;
+    }
+
+    /* From here on the outcome is written into the record. */
+    struct sigaction sa = {.sa_handler = cb_on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    prog = fb_progress_new(&cfg, "backup", "tables", json);
+    job_ctx ctx = {&cfg, req, worker, &cb_abort, cb_progress, prog};
+    job_result res;
+    job_result_init(&res);
+    rc = job_backup_run(&ctx, &res, &err);
+    fb_progress_done(prog, rc == FB_OK);
+    int64_t took = ev_now_ms() - started;
+    if (job_result_get(&res, "duration_ms") == 0) job_result_set(&res, "duration_ms", took);
+    fb_err rerr;
+    fb_code recorded = cb_record(c, &pub, req, raw, raw_len, rc ? EV_FAILED : EV_SUCCESS, started, &res,
+                                 rc ? err.msg : NULL, &rerr);
+    if (recorded) {
+        /* The artifact may well be fine; the record says RUNNING. Say both, and fail: the record is the truth. */
+        fprintf(stderr, "fusion-backup backup: %s\n", rerr.msg);
+        if (!rc) {
+            err = rerr;
+            rc = recorded;
+            fb_err_prefix(&err, "the backup %s was written but its record %" PRId64 " stays RUNNING: ",
+                          res.file_path, record_id);
+            goto out;
+        }
+    }
+    if (rc) {
+        fb_err_prefix(&err, "record %" PRId64 " (job %s) is FAILED: ", record_id, job_id);
+        goto out;
+    }
+    const char *root = cfg.storage_root;
+    size_t rl = strlen(root);
+    char path[2200];
+    snprintf(path, sizeof path, "%s%s%s", root, rl && root[rl - 1] == '/' ? "" : "/", res.file_path);
+    if (json) {
+        printf("{\"job_id\":\"%s\",\"record_id\":%" PRId64 ",\"config_id\":%" PRId64 ",\"config\":", job_id,
+               record_id, k.id);
+        ev_json_string(stdout, k.name);
+        printf(",\"type\":\"%s\",\"ran_as_full\":%s,\"status\":\"SUCCESS\",\"artifact\":", ev_backup_type_name(type),
+               job_result_get(&res, "ran_as_full") ? "true" : "false");
+        ev_json_string(stdout, path);
+        printf(",\"file_path\":");
+        ev_json_string(stdout, res.file_path);
+        printf(",\"size\":%" PRId64 ",\"tables\":%" PRId64 ",\"rows\":%" PRId64 ",\"duration_ms\":%" PRId64 "}\n",
+               res.file_size, job_result_get(&res, "tables"), job_result_get(&res, "rows"), took);
+    } else {
+        char sz[32];
+        printf("SUCCESS %s backup of \"%s\" (record %" PRId64 ", job %s)%s\n  artifact %s\n  size %s (%" PRId64
+               " bytes), %" PRId64 " tables, %" PRId64 " rows, %.2f s\n",
+               ev_backup_type_name(type), k.name, record_id, job_id,
+               type != EV_FULL && job_result_get(&res, "ran_as_full") ? ", ran as FULL (no base yet)" : "", path,
+               fb_size_format(res.file_size, sz, sizeof sz), res.file_size, job_result_get(&res, "tables"),
+               job_result_get(&res, "rows"), (double)took / 1000.0);
+    }
+out:
+    if (rc) fprintf(stderr, "fusion-backup backup: %s\n", err.msg);
+    fb_progress_free(prog);
+    free(raw);
+    ev_event_free(req);
+    if (c) PQfinish(c);
+    fb_config_free(&cfg);
+    return rc;
+}
