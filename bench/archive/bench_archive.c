@@ -1,7 +1,10 @@
 /* bench_archive: runs job_archive_run once, in-process, on a table and prints one JSON line of results.
  *
  * The benchmark (run.sh / bench.py) uses it to time the worker's archival exactly as the daemon runs it (same
- * function, same batches), without Kafka in the way. Built by run.sh against the build's libfbcore.a.
+ * function, same batches), without Kafka in the way. Built by run.sh against the build's libfbcore.a. The
+ * duration of every batch (the job's progress stat batch_ms) is collected, and first, median, last and largest
+ * are printed, so that a cost that grows as the job advances shows at a glance. Settings come from the
+ * environment as for the worker (FB_ARCHIVE_SLEEP_PCT, ...): the defaults unless the caller sets them.
  *
  *   bench_archive CONNINFO TABLE PK TIMESTAMP_COLUMN CUTOFF_MS BATCH_SIZE
  */
@@ -16,6 +19,30 @@
 #include "common/fb_log.h"
 #include "job/job.h"
 #include "job/job_archive.h"
+
+/* Every batch's duration, in order (the progress callback runs after each committed batch). */
+typedef struct ba_batches {
+    int64_t *ms;
+    size_t n, cap;
+} ba_batches;
+
+static void ba_progress(void *opaque, const job_result *so_far) {
+    ba_batches *b = opaque;
+    if ((size_t)job_result_get(so_far, "batches") <= b->n) return; /* a report without a new batch */
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? 2 * b->cap : 1024;
+        int64_t *ms = realloc(b->ms, cap * sizeof *ms);
+        if (!ms) return;
+        b->ms = ms;
+        b->cap = cap;
+    }
+    b->ms[b->n++] = job_result_get(so_far, "batch_ms");
+}
+
+static int ba_cmp(const void *x, const void *y) {
+    int64_t a = *(const int64_t *)x, b = *(const int64_t *)y;
+    return (a > b) - (a < b);
+}
 
 int main(int argc, char **argv) {
     if (argc != 7) {
@@ -67,7 +94,8 @@ int main(int argc, char **argv) {
         PQclear(r);
         PQfinish(c);
     }
-    job_ctx ctx = {.cfg = &cfg, .ev = &ev, .worker_name = "bench"};
+    ba_batches batches = {0};
+    job_ctx ctx = {.cfg = &cfg, .ev = &ev, .worker_name = "bench", .progress = ba_progress, .progress_opaque = &batches};
     job_result res;
     job_result_init(&res);
     struct timespec t0, t1;
@@ -80,8 +108,20 @@ int main(int argc, char **argv) {
         fb_config_free(&cfg);
         return rc;
     }
-    printf("{\"archived\": %lld, \"batches\": %lld, \"seconds\": %.3f}\n", (long long)job_result_get(&res, "archived"),
-           (long long)job_result_get(&res, "batches"), s);
+    int64_t first = 0, last = 0, median = 0, max = 0;
+    if (batches.n) {
+        first = batches.ms[0];
+        last = batches.ms[batches.n - 1];
+        qsort(batches.ms, batches.n, sizeof *batches.ms, ba_cmp);
+        median = batches.ms[batches.n / 2];
+        max = batches.ms[batches.n - 1];
+    }
+    printf("{\"archived\": %lld, \"batches\": %lld, \"seconds\": %.3f, \"batch_ms\": {\"first\": %lld, "
+           "\"median\": %lld, \"last\": %lld, \"max\": %lld}, \"throttle_ms\": %lld}\n",
+           (long long)job_result_get(&res, "archived"), (long long)job_result_get(&res, "batches"), s,
+           (long long)first, (long long)median, (long long)last, (long long)max,
+           (long long)job_result_get(&res, "throttle_ms"));
+    free(batches.ms);
     fb_config_free(&cfg);
     return 0;
 }

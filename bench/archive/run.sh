@@ -7,7 +7,10 @@
 # CONNINFO is the server's maintenance database (default: FB_TEST_PG from deploy/local/services.sh env); a
 # database fbbench_archive is (re)created on it with the Fusion schema and the backup_archive tables, and dropped
 # at the end. DIR is a build directory with libfbcore.a (default: FB_BUILD_DIR or ./build). Environment knobs:
-# FB_BENCH_ROWS (1000000), FB_BENCH_DJANGO_ROWS (20000), FB_BENCH_BATCHES (10000,1000).
+# FB_BENCH_ROWS (1000000; 10000000 for the large run), FB_BENCH_DJANGO_ROWS (20000; 0: no Django loop),
+# FB_BENCH_BATCHES (10000,1000), FB_BENCH_REPEAT (1: rounds of (b) and (c), each (c) against its own round's (b)).
+# FB_BENCH_MODE=oltp runs oltp.py instead: pgbench's latency on Fusion's tables with and without archival beside
+# it (FB_BENCH_OLTP_SECONDS, FB_BENCH_OLTP_TPS, FB_BENCH_OLTP_CLIENTS, FB_BENCH_SLEEP_PCTS; see oltp.py).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -37,7 +40,7 @@ cc -O2 -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -I "$REPO/worker/src
   "$BUILD/libfbcore.a" $(ls "$BUILD"/libfbcodec.a 2>/dev/null) $(pkg-config --libs libpq rdkafka libzstd libsodium) \
   $(pkg-config --libs msgpack-c 2>/dev/null || pkg-config --libs msgpack) -lpthread -lm -o "$DRIVER"
 
-DB=fbbench_archive
+DB="${FB_BENCH_DB:-fbbench_archive}"  # another name lets two runs share a server
 "$PG_BIN/psql" -X -q -d "$PG" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
 BENCH_PG="$PG dbname=$DB"
 "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -d "$BENCH_PG" -f "$REPO/tests/fixtures/fusion/fusion_prod_schema_pg15.sql" >/dev/null
@@ -51,6 +54,10 @@ BENCH_PG="$PG dbname=$DB"
 echo "server: $("$PG_BIN/psql" -X -At -d "$BENCH_PG" -c "SELECT version()" | cut -d' ' -f1-2)," \
   "$("$PG_BIN/psql" -X -At -d "$BENCH_PG" -c "SELECT 'fsync=' || current_setting('fsync') || ' synchronous_commit=' || current_setting('synchronous_commit') || ' shared_buffers=' || current_setting('shared_buffers')")," \
   "$(nproc) cores"
-FB_BENCH_PG="$BENCH_PG" FB_BENCH_DRIVER="$DRIVER" "$PY" "$HERE/bench.py"
-"$PG_BIN/psql" -X -q -d "$PG" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)"
+case "${FB_BENCH_MODE:-throughput}" in
+  throughput) FB_BENCH_PG="$BENCH_PG" FB_BENCH_ADMIN_PG="$PG" FB_BENCH_DBNAME="$DB" FB_BENCH_DRIVER="$DRIVER" "$PY" "$HERE/bench.py" ;;
+  oltp) FB_BENCH_PG="$BENCH_PG" FB_BENCH_ADMIN_PG="$PG" FB_BENCH_DBNAME="$DB" FB_BENCH_DRIVER="$DRIVER" FB_PG_BIN="$PG_BIN" "$PY" "$HERE/oltp.py" ;;
+  *) echo "run.sh: FB_BENCH_MODE is throughput or oltp, not $FB_BENCH_MODE" >&2; exit 2 ;;
+esac
+"$PG_BIN/psql" -X -q -d "$PG" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "DROP DATABASE IF EXISTS ${DB}_seed"
 rm -rf "$(dirname "$DRIVER")"

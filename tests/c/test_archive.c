@@ -5,7 +5,8 @@
  * timestamp (batches, idempotent re-run, unarchive gives back the same text), leave_leave with CASCADE children
  * and an unlisted catalog reference, PROTECT / DO_NOTHING on the archived table, "File"/"Tracking" (quoted
  * names) with a nested PROTECT and a SET_NULL, a varchar primary key, relations = nil (referenced rows stay), dry run, re-created rows (conflict), purge,
- * missing columns, lock retries and abort, and a SIGKILL of a process in the middle of a large archival.
+ * missing columns, lock retries and abort, a SIGKILL of a process in the middle of a large archival, and the
+ * batch statement's plan in every state of ArchivedRecord's statistics (EXPLAIN, not timed).
  * Needs FB_TEST_PG (tests/run.sh sets it) and psql (FB_PG_BIN or /usr/lib/postgresql/15/bin).
  */
 #include <signal.h>
@@ -21,6 +22,7 @@
 #include "common/fb_config.h"
 #include "job/job.h"
 #include "job/job_archive.h"
+#include "job/job_archive_int.h"
 #include "job/job_authority.h"
 #include "tap.h"
 
@@ -747,6 +749,100 @@ static void test_sigkill_mid_archival(void) {
     PQfinish(c);
 }
 
+/* The batch statement's plan as EXPLAIN (COSTS OFF) prints it: nodes, tables, indexes and conditions, no
+ * estimates. malloc'd. */
+static char *ta_batch_plan(PGconn *c, const char *sql, const ja_params *q) {
+    size_t n = strlen(sql) + 32;
+    char *ex = malloc(n);
+    snprintf(ex, n, "EXPLAIN (COSTS OFF) %s", sql);
+    PGresult *r = PQexecParams(c, ex, (int)q->n, q->types, q->prm, NULL, NULL, 0);
+    free(ex);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        printf("# EXPLAIN failed: %s", PQerrorMessage(c));
+        PQclear(r);
+        return strdup("<error>");
+    }
+    size_t len = 1;
+    for (int i = 0; i < PQntuples(r); i++) len += strlen(PQgetvalue(r, i, 0)) + 1;
+    char *out = malloc(len), *o = out;
+    for (int i = 0; i < PQntuples(r); i++) o += sprintf(o, "%s\n", PQgetvalue(r, i, 0));
+    *o = 0;
+    PQclear(r);
+    return out;
+}
+
+/* Issue 17: with statistics taken while ArchivedRecord was small, the conflict check was planned as a hashed
+ * SubPlan reading every ArchivedRecord of the model in every batch (a job's cost quadratic in its rows, and fast
+ * or slow depending on when autovacuum had analysed the table). The batch statement (both variants) must be
+ * planned the same, with one index probe per row, whether ArchivedRecord is empty or large, never analysed,
+ * freshly analysed, or analysed while empty and large since. */
+static void test_batch_plan_does_not_depend_on_archivedrecord_statistics(void) {
+    const char *db = ta_newdb();
+    PGconn *c = ta_connect(db);
+    ta_seed_notifications(c, 3000, 2000);
+    CHECK(ta_exec(c, "VACUUM ANALYZE notifications_notification"));
+    /* Autovacuum must not analyse behind the test's back: the states below are the test's. */
+    CHECK(ta_exec(c, "ALTER TABLE backup_archive_archivedrecord SET (autovacuum_enabled = false)"));
+    ta_job j;
+    ta_job_init(&j, db, "notifications", "Notification", "notifications_notification", "id", "timestamp", 500);
+    fb_err err;
+    ja_plan plan = {0};
+    ja_sb first = {0}, next = {0};
+    ja_params q = {0};
+    CHECK_EQ_INT(ja_session_setup(c, 2000, 60000, &err), FB_OK);
+    CHECK_EQ_INT(ja_plan_build(c, &j.ev, &plan, &err), FB_OK);
+    CHECK_EQ_INT(ja_sql_batch(&plan, 0, 1, &first, &err), FB_OK);
+    CHECK_EQ_INT(ja_sql_batch(&plan, 0, 0, &next, &err), FB_OK);
+    CHECK_EQ_INT(ja_params_init(&plan, &j.ev, &q, &err), FB_OK);
+
+    static const char *const insert_large =
+        "INSERT INTO backup_archive_archivedrecord (module, model_name, original_id, data, archived_at) "
+        "SELECT 'notifications', 'Notification', 'old-' || g, '{}', now() FROM generate_series(1, 150000) g";
+    static const struct {
+        const char *state, *sql;
+    } steps[] = {
+        {"empty, never analysed", NULL},
+        {"large, never analysed", insert_large},
+        {"large, freshly analysed", "ANALYZE backup_archive_archivedrecord"},
+        {"empty, freshly analysed", "TRUNCATE backup_archive_archivedrecord; ANALYZE backup_archive_archivedrecord"},
+        {"large, analysed while empty", insert_large},
+    };
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM pg_class WHERE oid = 'backup_archive_archivedrecord'::regclass "
+                           "AND reltuples < 0 AND NOT EXISTS (SELECT 1 FROM pg_stats WHERE tablename = "
+                           "'backup_archive_archivedrecord')"),
+                 1);
+    char *want[2] = {NULL, NULL};
+    for (size_t s = 0; s < sizeof steps / sizeof steps[0]; s++) {
+        if (steps[s].sql) CHECK(ta_exec(c, steps[s].sql));
+        for (int v = 0; v < 2; v++) {
+            ja_params_batch(&q, v ? "1000" : NULL, 500);
+            char *got = ta_batch_plan(c, v ? next.p : first.p, &q);
+            if (!want[v]) {
+                want[v] = got;
+                CHECKF(strstr(got, "Index Scan using backup_archive_archivedrecord_uniq") && !strstr(got, "hashed"),
+                       "%s batch, %s: the conflict check is not one probe of the unique index per row",
+                       v ? "later" : "first", steps[s].state);
+                CHECKF(!strstr(got, "Seq Scan"), "%s batch, %s: a sequential scan in the batch statement",
+                       v ? "later" : "first", steps[s].state);
+                continue;
+            }
+            int same = strcmp(got, want[v]) == 0;
+            if (!same) printf("# plan when %s:\n%s# plan when %s:\n%s", steps[0].state, want[v], steps[s].state, got);
+            CHECKF(same, "%s batch: the plan when ArchivedRecord is %s differs from the plan when it is %s",
+                   v ? "later" : "first", steps[s].state, steps[0].state);
+            free(got);
+        }
+    }
+    free(want[0]);
+    free(want[1]);
+    ja_params_free(&q);
+    fb_sbuf_free(&first);
+    fb_sbuf_free(&next);
+    ja_plan_free(&plan);
+    ta_job_free(&j);
+    PQfinish(c);
+}
+
 int main(void) {
     ta_base = tap_need_env("FB_TEST_PG");
     ta_make_template();
@@ -760,6 +856,7 @@ int main(void) {
     test_authority_refuses_and_changes_nothing();
     test_locks_retry_then_transient_and_abort();
     test_sigkill_mid_archival();
+    test_batch_plan_does_not_depend_on_archivedrecord_statistics();
     ta_dropdbs();
     return tap_done();
 }

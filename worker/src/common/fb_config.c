@@ -149,6 +149,17 @@ static const cfg_row cfg_rows[] = {
           "lines are JSON with --log-format json"),
     ROW_I("progress-lines-ms", progress_lines_ms, "10000", 100, 3600000, "FB_PROGRESS_LINES_MS", C,
           "interval of progress lines when stderr is not a terminal"),
+    /* Archival throttling (job_archive.c, ja_throttle): pauses driven by what the database reports. */
+    ROW_I("archive-sleep-pct", archive_sleep_pct, "0", 0, 10000, "FB_ARCHIVE_SLEEP_PCT", W,
+          "pause after each archival batch for this percentage of the batch's own duration (pt-archiver's "
+          "--sleep-coef): a busy database makes batches slower and so the pauses longer"),
+    ROW_I("archive-lock-wait-pct", archive_lock_wait_pct, "100", 0, 10000, "FB_ARCHIVE_LOCK_WAIT_PCT", W,
+          "when other sessions of the database are waiting for a lock after a batch, pause this percentage of "
+          "the batch's duration (at least) so they get through first"),
+    ROW_I("archive-max-replica-lag-ms", archive_max_replica_lag_ms, "10000", 0, 86400000,
+          "FB_ARCHIVE_MAX_REPLICA_LAG_MS", W,
+          "hold archival between batches while a streaming replica's replay lag (pg_stat_replication) is above "
+          "this (0: do not check)"),
 };
 #define CFG_NROWS (sizeof cfg_rows / sizeof cfg_rows[0])
 _Static_assert(CFG_NROWS <= FB_CONFIG_MAX_ROWS, "raise FB_CONFIG_MAX_ROWS");

@@ -77,6 +77,10 @@ typedef struct fb_config {
     /* Progress of long CLI commands (common/fb_progress.h). */
     char *progress;
     int64_t progress_lines_ms;
+    /* Archival throttling (job_archive.c). */
+    int64_t archive_sleep_pct;
+    int64_t archive_lock_wait_pct;
+    int64_t archive_max_replica_lag_ms;
     /* -X prop=value pairs for librdkafka, in order given. */
     char *x_keys[FB_CONFIG_MAX_X];
     char *x_values[FB_CONFIG_MAX_X];

@@ -34,6 +34,7 @@ static struct {
     double dur_sum[M_TYPES];
     int64_t in_flight[M_TYPES];
     uint64_t rows[M_TYPES], bytes[M_TYPES];
+    double archive_throttle_s; /* paused by archival throttling (job_archive.c) */
     uint64_t dlq;
     uint64_t ignored[DMN_IGNORED_N];
     uint64_t given_up, ledger_mismatch, minimal_failed, untrusted;
@@ -82,6 +83,7 @@ void dmn_metrics_job_finished(const char *job_type, const char *status, int64_t 
     if (res) {
         m.rows[t] += (uint64_t)(job_result_get(res, "rows") + job_result_get(res, "archived"));
         m.bytes[t] += (uint64_t)job_result_get(res, "stored_bytes");
+        m.archive_throttle_s += (double)job_result_get(res, "throttle_ms") / 1000.0;
     }
     pthread_mutex_unlock(&m.mu);
 }
@@ -238,6 +240,9 @@ void dmn_metrics_render(FILE *out) {
     fprintf(out, "# HELP fusion_backup_rows_total Rows backed up or archived.\n# TYPE fusion_backup_rows_total counter\n");
     for (int t = 0; t < M_TYPES; t++)
         fprintf(out, "fusion_backup_rows_total{type=\"%s\"} %llu\n", m_type_names[t], (unsigned long long)m.rows[t]);
+    fprintf(out, "# HELP fusion_backup_archive_throttle_seconds_total Time archival paused for the database's load.\n"
+                 "# TYPE fusion_backup_archive_throttle_seconds_total counter\n");
+    fprintf(out, "fusion_backup_archive_throttle_seconds_total %.3f\n", m.archive_throttle_s);
     fprintf(out, "# HELP fusion_backup_stored_bytes_total Artifact bytes written.\n# TYPE fusion_backup_stored_bytes_total counter\n");
     fprintf(out, "fusion_backup_stored_bytes_total %llu\n", (unsigned long long)m.bytes[0]);
     fprintf(out, "# HELP fusion_backup_dlq_total Messages sent to the dead-letter topic.\n# TYPE fusion_backup_dlq_total counter\n");

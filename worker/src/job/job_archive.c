@@ -5,7 +5,8 @@
  * BEGIN, the one statement of job_archive_sql.c, a consistency check (rows deleted == ArchivedRecords written),
  * COMMIT. The loop walks the primary key upwards (keyset), so skipped rows are passed over and every job ends.
  * A batch refused for locks or for a reference that appeared meanwhile is rolled back and retried after a growing
- * pause. Between batches the job reports progress, honours abort, and pauses batch_pause_ms. Purging old
+ * pause. Between batches the job reports progress (with the last batch's duration and the throttling so far),
+ * honours abort, and pauses as long as the database's load asks (ja_throttle). Purging old
  * ArchivedRecords comes last. A dry run executes the read-only variant of the same statement inside a READ ONLY
  * transaction, so it counts exactly and cannot change anything.
  */
@@ -24,6 +25,10 @@
 
 typedef struct ja_counts {
     int64_t archived, cascaded, nulled, prot, ref, conf, purged, batches, retries, done, total_due, total_rows;
+    int64_t batch_ms;        /* the last batch's statement + COMMIT */
+    int64_t throttle_ms;     /* paused by ja_throttle, in total */
+    int64_t lock_waits;      /* batches after which other sessions were seen waiting for a lock */
+    int64_t lag_waits;       /* batches after which a replica's replay lag held the job */
 } ja_counts;
 
 static int64_t ja_now_ms(void) {
@@ -58,7 +63,61 @@ static void ja_publish(job_result *res, const ja_counts *k, int64_t started) {
     job_result_set(res, "total_due", k->total_due);
     job_result_set(res, "done_rows", k->done);
     job_result_set(res, "total_rows", k->total_rows);
+    job_result_set(res, "batch_ms", k->batch_ms);
+    job_result_set(res, "throttle_ms", k->throttle_ms);
+    job_result_set(res, "throttle_lock_waits", k->lock_waits);
+    job_result_set(res, "throttle_lag_waits", k->lag_waits);
     job_result_set(res, "duration_ms", ja_now_ms() - started);
+}
+
+/* What the database says about the load between two batches: sessions of this database waiting for a lock, and
+ * the largest replay lag of a streaming replica (-1: none, or not visible to this role: replay_lag needs
+ * pg_read_all_stats). One cheap query; when it fails the job is not throttled by it, the failure is logged. */
+static void ja_load(PGconn *c, const job_ctx *ctx, int64_t *lock_waiters, int64_t *lag_ms) {
+    *lock_waiters = 0;
+    *lag_ms = -1;
+    PGresult *r = PQexec(c, "SELECT (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND "
+                            "wait_event_type = 'Lock' AND pid <> pg_backend_pid()), "
+                            "(SELECT coalesce(max(extract(epoch FROM replay_lag) * 1000)::bigint, -1) "
+                            "FROM pg_stat_replication)");
+    if (r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+        *lock_waiters = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        *lag_ms = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+    } else {
+        FB_WARN("job=%s could not read the database's load for throttling: %s", ctx->ev->job_id,
+                PQerrorMessage(c));
+    }
+    PQclear(r);
+}
+
+/* The pause after a batch that took batch_ms, as pt-archiver does it: the database sets the pace, not a fixed
+ * sleep. The pause is the largest of batch_pause_ms (fixed), archive_sleep_pct of the batch's own duration (a
+ * busier server makes batches slower, so the job backs off by itself), and, when sessions are waiting for a lock,
+ * archive_lock_wait_pct of it; then, while a replica's replay lag is above archive_max_replica_lag_ms, the job
+ * waits in steps of a second. Returns 1 when aborted meanwhile. */
+static int ja_throttle(PGconn *c, const job_ctx *ctx, int64_t batch_ms, ja_counts *k) {
+    const fb_config *cfg = ctx->cfg;
+    int64_t waiters, lag;
+    int64_t pause = cfg->batch_pause_ms;
+    if (batch_ms * cfg->archive_sleep_pct / 100 > pause) pause = batch_ms * cfg->archive_sleep_pct / 100;
+    ja_load(c, ctx, &waiters, &lag);
+    int64_t t0 = ja_now_ms();
+    if (waiters > 0) {
+        k->lock_waits++;
+        if (batch_ms * cfg->archive_lock_wait_pct / 100 > pause) pause = batch_ms * cfg->archive_lock_wait_pct / 100;
+    }
+    int aborted = pause > 0 && ja_pause(ctx, pause);
+    if (cfg->archive_max_replica_lag_ms > 0 && lag > cfg->archive_max_replica_lag_ms) {
+        k->lag_waits++;
+        FB_INFO("job=%s replica replay lag %" PRId64 " ms is above %" PRId64 " ms: archival waits", ctx->ev->job_id,
+                lag, cfg->archive_max_replica_lag_ms);
+        while (!aborted && lag > cfg->archive_max_replica_lag_ms) {
+            aborted = ja_pause(ctx, 1000);
+            ja_load(c, ctx, &waiters, &lag);
+        }
+    }
+    k->throttle_ms += ja_now_ms() - t0;
+    return aborted;
 }
 
 /* SQLSTATEs after which the same batch may well succeed a moment later. 23503: a referencing row committed
@@ -199,12 +258,11 @@ fb_code job_archive_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     ja_counts k = {0};
     ja_plan plan = {0};
     ja_sb sql = {0}, sql_first = {0};
-    Oid *types = NULL;
+    ja_params q = {0};
     PGconn *c = NULL;
-    const char **prm = NULL;
     char *last_key = NULL;
     fb_code rc = FB_OK;
-    char appname[80], cutoff[32], by[32], limit[32], what[256];
+    char appname[80], cutoff[32], what[256];
     k.total_due = -1;
 
     if (ev->type != EV_ARCHIVE_DUE) {
@@ -226,7 +284,6 @@ fb_code job_archive_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     FB_DEBUG("job=%s archive statement: %s", ev->job_id, sql.p);
 
     snprintf(cutoff, sizeof cutoff, "%" PRId64, a->cutoff);
-    snprintf(by, sizeof by, "%" PRId64, a->archived_by.v);
     snprintf(what, sizeof what, "archiving a batch of \"%s\".\"%s\"", plan.nodes[0].schema, plan.nodes[0].table);
     ja_count_due(c, &plan, cutoff, &k.total_due);
     k.total_rows = k.total_due;
@@ -236,31 +293,7 @@ fb_code job_archive_run(const job_ctx *ctx, job_result *res, fb_err *err) {
             ev->job_id, a->dry_run ? " (dry run)" : "", plan.nodes[0].schema, plan.nodes[0].table, a->module,
             a->model_name, a->timestamp_column, a->cutoff, k.total_due, plan.n_nodes, a->batch_size);
 
-    size_t nparams = JA_P_FIXED + plan.n_nodes * JA_P_PER_NODE;
-    if (!(prm = calloc(nparams, sizeof *prm)) || !(types = calloc(nparams, sizeof *types))) {
-        rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
-        goto out;
-    }
-    /* Types are given (unused parameters of the dry-run and first-batch variants must still have one); $3 is
-     * left to inference (the primary key's type) except in the first batch, which does not use it. */
-    for (size_t i = 0; i < nparams; i++) types[i] = 25; /* text */
-    types[0] = 20;   /* int8 */
-    types[1] = 16;   /* bool */
-    types[3] = 20;
-    types[4] = 23;   /* int4 */
-    types[5] = 2950; /* uuid */
-    prm[0] = cutoff;
-    prm[3] = limit;
-    prm[4] = a->archived_by.has ? by : NULL;
-    prm[5] = ev->job_id;
-    for (size_t i = 0; i < plan.n_nodes; i++) {
-        const char **q = &prm[JA_P_FIXED + i * JA_P_PER_NODE];
-        q[0] = plan.nodes[i].module;
-        q[1] = plan.nodes[i].model_name;
-        q[2] = plan.nodes[i].schema;
-        q[3] = plan.nodes[i].table;
-        q[4] = plan.nodes[i].pk;
-    }
+    if ((rc = ja_params_init(&plan, ev, &q, err))) goto out;
 
     int fails = 0; /* consecutive failed attempts of the current batch */
     for (;;) {
@@ -276,15 +309,13 @@ fb_code job_archive_run(const job_ctx *ctx, job_result *res, fb_err *err) {
             if (k.done >= a->max_rows.v) break;
             if (a->max_rows.v - k.done < want) want = a->max_rows.v - k.done;
         }
-        snprintf(limit, sizeof limit, "%" PRId64, want);
-        prm[1] = last_key ? "false" : "true";
-        prm[2] = last_key;
-        types[2] = last_key ? 0 : 25; /* the first variant does not use $3: say it is text; later: inferred */
+        ja_params_batch(&q, last_key, want);
 
         int64_t v[JA_R_NCOLS] = {0};
         char *next_key = NULL;
         int retry = 0;
-        rc = ja_batch(c, ctx, last_key ? sql.p : sql_first.p, (int)nparams, types, prm, what, v, &next_key, &retry,
+        int64_t t_batch = ja_now_ms();
+        rc = ja_batch(c, ctx, last_key ? sql.p : sql_first.p, (int)q.n, q.types, q.prm, what, v, &next_key, &retry,
                       err);
         if (rc != FB_OK && retry && fails < JOB_ARCHIVE_LOCK_RETRIES) {
             fails++;
@@ -306,6 +337,7 @@ fb_code job_archive_run(const job_ctx *ctx, job_result *res, fb_err *err) {
             break;
         }
         fails = 0;
+        k.batch_ms = ja_now_ms() - t_batch;
         if (v[JA_R_SEEN] == 0) break;
         free(last_key);
         last_key = next_key;
@@ -327,7 +359,7 @@ fb_code job_archive_run(const job_ctx *ctx, job_result *res, fb_err *err) {
         ja_publish(res, &k, started);
         job_report_progress(ctx, res);
         if (v[JA_R_SEEN] < want) break; /* the scan ran out of due rows */
-        if (ctx->cfg->batch_pause_ms > 0) ja_pause(ctx, ctx->cfg->batch_pause_ms);
+        ja_throttle(c, ctx, k.batch_ms, &k); /* an abort during the pause is seen at the top of the loop */
     }
     if (rc == FB_OK && a->purge_before.has) rc = ja_purge(c, ctx, &k, err);
     if (rc == FB_OK)
@@ -338,8 +370,7 @@ fb_code job_archive_run(const job_ctx *ctx, job_result *res, fb_err *err) {
                 k.cascaded, k.nulled, k.prot, k.ref, k.conf, k.purged, k.batches);
 out:
     ja_publish(res, &k, started);
-    free(prm);
-    free(types);
+    ja_params_free(&q);
     free(last_key);
     fb_sbuf_free(&sql);
     fb_sbuf_free(&sql_first);

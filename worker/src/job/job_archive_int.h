@@ -12,6 +12,7 @@
 
 #include <libpq-fe.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "codec/ev_event.h"
 #include "common/fb_err.h"
@@ -76,6 +77,19 @@ void ja_plan_free(ja_plan *plan);
 #define JA_P_FIXED 6
 #define JA_P_PER_NODE 5
 
+/* The parameter values and types of the batch statement for one job. prm points into q's buffers, into ev (job
+ * id, archived_by) and into plan (names): both must outlive q. ja_params_batch sets the per-batch ones ($2, $3,
+ * $4; last_key NULL for the first batch, borrowed). Free with ja_params_free (accepts NULL). */
+typedef struct ja_params {
+    size_t n;
+    Oid *types;
+    const char **prm;
+    char cutoff[32], by[32], limit[32];
+} ja_params;
+fb_code ja_params_init(const ja_plan *plan, const ev_event *ev, ja_params *q, fb_err *err);
+void ja_params_batch(ja_params *q, const char *last_key, int64_t limit);
+void ja_params_free(ja_params *q);
+
 /* The statement of one batch. dry: no locks, no changes, same counts. first: the variant for the first batch,
  * which does not use $3 (send $3 with type text, see ja_param_types). Its one result row:
  *   seen, protected, referenced, conflict, archived (root rows), cascaded, inserted, nulled, last_key. */
@@ -83,7 +97,7 @@ fb_code ja_sql_batch(const ja_plan *plan, int dry, int first, ja_sb *out, fb_err
 enum { JA_R_SEEN, JA_R_PROT, JA_R_REF, JA_R_CONF, JA_R_ARCHIVED, JA_R_CASCADED, JA_R_INSERTED, JA_R_NULLED,
        JA_R_LASTKEY, JA_R_NCOLS };
 
-/* Session settings every archive / unarchive connection uses (pinned output formats, timeouts). */
+/* Session settings every archive / unarchive connection uses (pinned output formats, timeouts, planner settings: see ja_session_setup). */
 fb_code ja_session_setup(PGconn *c, long long lock_timeout_ms, long long statement_timeout_ms, fb_err *err);
 
 #endif

@@ -419,16 +419,24 @@ fb_code ja_session_setup(PGconn *c, long long lock_timeout_ms, long long stateme
     snprintf(lt, sizeof lt, "%lld", lock_timeout_ms);
     snprintf(st, sizeof st, "%lld", statement_timeout_ms);
     const char *p[2] = {lt, st};
-    /* Pinned output formats: the archived text must not depend on the server's or role's settings. */
+    /* Pinned output formats: the archived text must not depend on the server's or role's settings. jit off: JIT
+     * starts when a plan's estimated cost passes jit_above_cost, so with it a batch would cost tens to hundreds
+     * of milliseconds more (compiling its expressions) or not, depending on statistics; a batch is a short
+     * statement re-planned every time, which never earns a compilation back. enable_seqscan off: every table a
+     * batch touches is reached through an index (or by ctid), so a batch costs the same on a table of any size
+     * and in any state of its statistics; a sequential scan is still used where no index exists (a catalog
+     * foreign key without one), it is only costed last. */
     PGresult *r = PQexecParams(c,
                                "SELECT set_config('lock_timeout', $1, false), "
                                "set_config('statement_timeout', $2, false), "
                                "set_config('DateStyle', 'ISO, YMD', false), "
                                "set_config('IntervalStyle', 'postgres', false), "
                                "set_config('bytea_output', 'hex', false), "
-                               "set_config('extra_float_digits', '1', false)",
+                               "set_config('extra_float_digits', '1', false), "
+                               "set_config('jit', 'off', false), "
+                               "set_config('enable_seqscan', 'off', false)",
                                2, NULL, p, NULL, NULL, 0);
-    fb_code rc = pgx_check(c, r, PGRES_TUPLES_OK, "setting up the archive session (timeouts, output formats)", err);
+    fb_code rc = pgx_check(c, r, PGRES_TUPLES_OK, "setting up the archive session (timeouts, output formats, planner settings)", err);
     if (rc == FB_OK) PQclear(r); /* pgx_check clears the result only on failure */
     return rc;
 }

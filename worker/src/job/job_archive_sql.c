@@ -3,7 +3,8 @@
  * Shape (CTEs, all in one snapshot; PostgreSQL runs every data-modifying CTE to completion):
  *   cand  the batch: due rows after the last key, ORDER BY pk LIMIT n, FOR UPDATE SKIP LOCKED
  *   flags cand's rows with three flags computed through the CASCADE subtree: prot_ (a PROTECT/DO_NOTHING
- *         reference), ref_ (an unlisted catalog reference), conf_ (an ArchivedRecord with the same key exists)
+ *         reference), ref_ (an unlisted catalog reference), conf_ (an ArchivedRecord with the same key exists),
+ *         each a per-row index probe whose plan does not depend on statistics (see ja_sql_flag)
  *   n0    the rows of cand that may go; nK the CASCADE descendants of node K's parent rows, locked FOR UPDATE
  *         (waiting up to lock_timeout: we need all of them)
  *   ins   one ArchivedRecord per row of every nK (DISTINCT when the same table is reached twice)
@@ -15,7 +16,9 @@
  */
 #include "job/job_archive_int.h"
 
+#include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "job/job_archive.h"
@@ -24,7 +27,7 @@ enum { JA_FLAG_PROT, JA_FLAG_REF, JA_FLAG_CONF };
 
 static int ja_param(size_t node, int field) { return JA_P_FIXED + 1 + (int)node * JA_P_PER_NODE + field; }
 
-/* Does the subtree of node have anything that can set the flag? (Keeps the SQL free of useless EXISTS.) */
+/* Does the subtree of node have anything that can set the flag? (Keeps the SQL free of useless probes.) */
 static int ja_subtree_has(const ja_plan *p, size_t node, int flag) {
     if (flag == JA_FLAG_CONF) return 1;
     const ja_node *n = &p->nodes[node];
@@ -47,7 +50,19 @@ static void ja_sql_join(ja_sb *b, const ja_edge *e, const char *x, const char *a
     }
 }
 
-/* A boolean expression: does the row `alias` of node carry the flag, itself or through its CASCADE subtree? */
+/* A boolean expression: does the row `alias` of node carry the flag, itself or through its CASCADE subtree?
+ *
+ * Every probe is a scalar subquery, `(SELECT x.ctid FROM ... LIMIT 1) IS NOT NULL`, never EXISTS: PostgreSQL plans
+ * an EXISTS in a target list twice, as one probe per row and as a "hashed SubPlan" that reads every matching row
+ * of the probed table once per statement, and picks one by its row estimates. For the conflict check that hash is
+ * all ArchivedRecords of the model, so with statistics taken while ArchivedRecord was small (or never) each batch
+ * read everything archived before it: cost linear in the rows archived so far, quadratic over a job, and fast or
+ * slow depending on when autovacuum last analysed the table (bench/archive/README.md, issue 17). A scalar subquery
+ * has no hashed form, so every batch does one index probe per row whatever the statistics say; on the unique
+ * (module, model_name, original_id) index the planner estimates one row from the index alone. The session turns
+ * sequential scans off (ja_session_setup), so a probe of a small or never-analysed table is the same index scan;
+ * selecting ctid (which no index holds) rules out an index-only scan, whose choice depends on the visibility map
+ * fraction that VACUUM records: one plan shape in every state of the statistics. */
 static void ja_sql_flag(ja_sb *b, const ja_plan *p, size_t node, const char *alias, const char *ctid, int flag,
                         int *seq) {
     const ja_node *n = &p->nodes[node];
@@ -55,12 +70,12 @@ static void ja_sql_flag(ja_sb *b, const ja_plan *p, size_t node, const char *ali
     if (flag == JA_FLAG_CONF) {
         char a[16];
         snprintf(a, sizeof a, "a%d", ++*seq);
-        fb_sbuf_printf(b, " OR EXISTS (SELECT 1 FROM ");
+        fb_sbuf_printf(b, " OR (SELECT %s.ctid FROM ", a);
         ja_sb_qualified(b, "public", JOB_ARCHIVE_TABLE);
         fb_sbuf_printf(b, " %s WHERE %s.module = $%d::text AND %s.model_name = $%d::text AND %s.original_id = %s.", a, a,
                      ja_param(node, 0), a, ja_param(node, 1), a, alias);
         ja_sb_ident(b, n->pk);
-        fb_sbuf_printf(b, "::text)");
+        fb_sbuf_printf(b, "::text LIMIT 1) IS NOT NULL");
     }
     for (size_t i = 0; i < n->n_edges; i++) {
         const ja_edge *e = &n->edges[i];
@@ -70,7 +85,7 @@ static void ja_sql_flag(ja_sb *b, const ja_plan *p, size_t node, const char *ali
         if (!direct && !deep) continue;
         char x[16];
         snprintf(x, sizeof x, "x%d", ++*seq);
-        fb_sbuf_printf(b, " OR EXISTS (SELECT 1 FROM ");
+        fb_sbuf_printf(b, " OR (SELECT %s.ctid FROM ", x);
         ja_sb_qualified(b, e->schema, e->table);
         fb_sbuf_printf(b, " %s WHERE ", x);
         ja_sql_join(b, e, x, alias);
@@ -83,7 +98,7 @@ static void ja_sql_flag(ja_sb *b, const ja_plan *p, size_t node, const char *ali
             fb_sbuf_printf(b, " AND ");
             ja_sql_flag(b, p, (size_t)e->child, x, xc, flag, seq);
         }
-        fb_sbuf_printf(b, ")");
+        fb_sbuf_printf(b, " LIMIT 1) IS NOT NULL");
     }
     fb_sbuf_printf(b, ")");
 }
@@ -229,4 +244,53 @@ fb_code ja_sql_batch(const ja_plan *p, int dry, int first, ja_sb *b, fb_err *err
                     "count(*) FILTER (WHERE conf_ AND NOT prot_ AND NOT ref_) AS conf FROM flags) c");
     if (b->oom) return fb_err_set(err, FB_ERR_NOMEM, "out of memory writing the archive statement");
     return FB_OK;
+}
+
+fb_code ja_params_init(const ja_plan *p, const ev_event *ev, ja_params *q, fb_err *err) {
+    const ev_archive_due *a = &ev->u.archive;
+    memset(q, 0, sizeof *q);
+    q->n = JA_P_FIXED + p->n_nodes * JA_P_PER_NODE;
+    if (!(q->prm = calloc(q->n, sizeof *q->prm)) || !(q->types = calloc(q->n, sizeof *q->types))) {
+        ja_params_free(q);
+        return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    }
+    /* Types are given (unused parameters of the dry-run and first-batch variants must still have one); $3 is
+     * left to inference (the primary key's type) except in the first batch, which does not use it. */
+    for (size_t i = 0; i < q->n; i++) q->types[i] = 25; /* text */
+    q->types[0] = 20;   /* int8 */
+    q->types[1] = 16;   /* bool */
+    q->types[3] = 20;
+    q->types[4] = 23;   /* int4 */
+    q->types[5] = 2950; /* uuid */
+    snprintf(q->cutoff, sizeof q->cutoff, "%" PRId64, a->cutoff);
+    snprintf(q->by, sizeof q->by, "%" PRId64, a->archived_by.v);
+    q->prm[0] = q->cutoff;
+    q->prm[3] = q->limit;
+    q->prm[4] = a->archived_by.has ? q->by : NULL;
+    q->prm[5] = ev->job_id;
+    for (size_t i = 0; i < p->n_nodes; i++) {
+        const char **r = &q->prm[JA_P_FIXED + i * JA_P_PER_NODE];
+        r[0] = p->nodes[i].module;
+        r[1] = p->nodes[i].model_name;
+        r[2] = p->nodes[i].schema;
+        r[3] = p->nodes[i].table;
+        r[4] = p->nodes[i].pk;
+    }
+    ja_params_batch(q, NULL, a->batch_size);
+    return FB_OK;
+}
+
+void ja_params_batch(ja_params *q, const char *last_key, int64_t limit) {
+    snprintf(q->limit, sizeof q->limit, "%" PRId64, limit);
+    q->prm[1] = last_key ? "false" : "true";
+    q->prm[2] = last_key;
+    q->types[2] = last_key ? 0 : 25; /* the first variant does not use $3: say it is text; later: inferred */
+}
+
+void ja_params_free(ja_params *q) {
+    if (!q) return;
+    free(q->prm);
+    free(q->types);
+    q->prm = NULL;
+    q->types = NULL;
 }
