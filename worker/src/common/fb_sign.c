@@ -1,6 +1,8 @@
 /* fb_sign: signing keys, keyrings and the signature construction. See fb_sign.h. */
 #include "common/fb_sign.h"
 
+#include "common/fb_keyfile.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -13,59 +15,18 @@
 #define SIGN_TAG_PUBLIC "ed25519-public"
 #define SIGN_TAG_SEED "ed25519-seed"
 
-static fb_code sign_write(const char *path, mode_t mode, const char *tag, const unsigned char *key, fb_err *err) {
-    char hex[2 * 32 + 1], buf[320], when[32];
-    fb_code rc = FB_OK;
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
-    if (fd < 0) {
-        int e = errno;
-        return fb_err_set(err, e == EEXIST ? FB_ERR_CONFLICT : FB_ERR_IO, "could not create key file \"%s\": %s%s",
-                          path, strerror(e), e == EEXIST ? " (refusing to overwrite a key: choose another --out prefix)" : "");
-    }
-    sodium_bin2hex(hex, sizeof hex, key, 32);
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    int n = snprintf(buf, sizeof buf, "# fusion-backup signing %s key (Ed25519), created %s\n%s %s\n",
-                     strcmp(tag, SIGN_TAG_SEED) == 0 ? "secret" : "public", when, tag, hex);
-    sodium_memzero(hex, sizeof hex);
-    if (write(fd, buf, (size_t)n) != n || fsync(fd) != 0) {
-        rc = fb_err_set(err, FB_ERR_IO, "could not write key file \"%s\": %s", path, strerror(errno));
-        unlink(path);
-    }
-    sodium_memzero(buf, sizeof buf);
-    close(fd);
-    return rc;
-}
-
 fb_code fb_sign_generate(const char *prefix, fb_err *err) {
     unsigned char pk[FB_SIGN_PK_BYTES], sk[FB_SIGN_SK_BYTES], seed[FB_SIGN_SEED_BYTES];
-    size_t n = strlen(prefix) + 5;
-    char *pub = malloc(n), *sec = malloc(n);
-    fb_code rc = FB_OK;
-    if (!pub || !sec) {
-        rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
-        goto out;
-    }
-    snprintf(pub, n, "%s.pub", prefix);
-    snprintf(sec, n, "%s.key", prefix);
-    if (access(pub, F_OK) == 0 || access(sec, F_OK) == 0) {
-        rc = fb_err_set(err, FB_ERR_CONFLICT, "\"%s\" or \"%s\" already exists; refusing to overwrite a key "
-                        "(choose another --out prefix)", pub, sec);
-        goto out;
-    }
+    char pub[4096], sec[4096];
+    fb_code rc = fb_keyfile_pair_paths(prefix, pub, sec, sizeof pub, err);
+    if (rc) return rc;
     randombytes_buf(seed, sizeof seed);
     crypto_sign_seed_keypair(pk, sk, seed);
-    rc = sign_write(sec, 0600, SIGN_TAG_SEED, seed, err);
-    if (rc) goto out;
-    rc = sign_write(pub, 0644, SIGN_TAG_PUBLIC, pk, err);
-    if (rc) unlink(sec);
-out:
+    rc = fb_keyfile_write(sec, 0600, "signing secret key (Ed25519)", SIGN_TAG_SEED, seed, err);
+    if (!rc && (rc = fb_keyfile_write(pub, 0644, "signing public key (Ed25519)", SIGN_TAG_PUBLIC, pk, err)))
+        unlink(sec);
     sodium_memzero(sk, sizeof sk);
     sodium_memzero(seed, sizeof seed);
-    free(pub);
-    free(sec);
     return rc;
 }
 
@@ -78,51 +39,22 @@ void fb_sign_key_id(const unsigned char pk[FB_SIGN_PK_BYTES], char out[FB_SIGN_K
 /* Reads the first non-comment line of path, which must be `TAG HEX64`, into key. A backup key file (bare hex,
  * arc_key.h) is named as such in the error, since that is the likely mistake. */
 static fb_code sign_read(const char *path, const char *tag, int secret, unsigned char key[32], fb_err *err) {
-    char buf[1024];
-    fb_code rc = FB_OK;
-    struct stat st;
+    char line[256];
     const char *kind = secret ? "secret signing" : "public signing";
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return fb_err_set(err, errno == ENOENT ? FB_ERR_NOTFOUND : FB_ERR_IO, "could not open %s key file \"%s\": %s",
-                          kind, path, strerror(errno));
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    if (n < 0) {
-        rc = fb_err_set(err, FB_ERR_IO, "could not read key file \"%s\": %s", path, strerror(errno));
-        goto out;
-    }
-    buf[n] = '\0';
-    char *line = buf;
-    while (*line == '#') {
-        char *nl = strchr(line, '\n');
-        line = nl ? nl + 1 : line + strlen(line);
-    }
-    size_t tl = strlen(tag), bin_len = 0;
-    const char *end = NULL;
-    if (strncmp(line, tag, tl) != 0 || line[tl] != ' ') {
+    fb_code rc = fb_keyfile_read_line(path, kind, line, sizeof line, err);
+    size_t tl = strlen(tag);
+    if (!rc && (strncmp(line, tag, tl) != 0 || line[tl] != ' ')) {
         const char *other = strcmp(tag, SIGN_TAG_SEED) == 0 ? SIGN_TAG_PUBLIC : SIGN_TAG_SEED;
         const char *why = strncmp(line, other, strlen(other)) == 0
                               ? (secret ? "it is a public signing key: give the .key file" : "it is a secret signing key: give the .pub file")
                               : "it looks like a backup (X25519) key or another file: make signing keys with "
                                 "`fusion-backup keygen --sign --out PREFIX`";
         rc = fb_err_set(err, FB_ERR_FORMAT, "\"%s\" is not a fusion-backup %s key file (%s)", path, kind, why);
-        goto out;
     }
     /* Permissions after the type: a public key given as the secret one is named as such, not as too readable. */
-    if (secret && fstat(fd, &st) == 0 && (st.st_mode & 077)) {
-        rc = fb_err_set(err, FB_ERR_USAGE, "secret signing key file \"%s\" is readable by others (mode %03o); run "
-                        "chmod 600 \"%s\"", path, (unsigned)(st.st_mode & 0777), path);
-        goto out;
-    }
-    line += tl + 1;
-    if (sodium_hex2bin(key, 32, line, strlen(line), NULL, &bin_len, &end) != 0 || bin_len != 32 ||
-        (*end && *end != '\n' && *end != '\r')) {
-        rc = fb_err_set(err, FB_ERR_FORMAT, "\"%s\": the %s key must be 64 hex digits after \"%s \"", path, kind, tag);
-        goto out;
-    }
-out:
-    sodium_memzero(buf, sizeof buf);
-    close(fd);
+    if (!rc && secret) rc = fb_keyfile_check_private(path, "secret signing", err);
+    if (!rc) rc = fb_keyfile_hex32(path, kind, line + tl + 1, key, err);
+    sodium_memzero(line, sizeof line);
     return rc;
 }
 
