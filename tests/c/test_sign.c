@@ -82,7 +82,11 @@ int main(void) {
     CHECK_EQ_INT(fb_keyring_verify(&kr, a.key_id, "message", digest, sig, "test", NULL, &err), FB_ERR_UNTRUSTED);
     fb_keyring_free(&kr);
 
-    /* List settings: repeated flags accumulate, a flag replaces the environment's list. */
+    /* List settings: repeated flags accumulate, a flag replaces the environment's list. The test's own environment
+     * only: tests/run.sh's env.sh names the development keys in these variables. */
+    unsetenv("FB_TRUSTED_REQUESTERS");
+    unsetenv("FB_SIGN_KEY");
+    unsetenv("FB_CONFIG");
     setenv("FB_TRUSTED_SIGNERS", "env1.pub,env2.pub", 1);
     fb_config cfg;
     CHECK_EQ_INT(fb_config_init(&cfg, &err), FB_OK);

@@ -144,7 +144,7 @@ static void fp_draw(fb_progress *p, int final) {
 
 /* Draws if a frame is due and nobody else is drawing. */
 static void fp_maybe_draw(fb_progress *p) {
-    int64_t now = fp_now_ms(), due = atomic_load(&p->next_ms);
+    long long now = fp_now_ms(), due = atomic_load(&p->next_ms); /* long long: the type of atomic_llong */
     if (now < due || atomic_load(&p->finished)) return;
     if (pthread_mutex_trylock(&p->draw) != 0) return;
     if (!atomic_load(&p->finished) && atomic_compare_exchange_strong(&p->next_ms, &due, now + p->every_ms))
