@@ -15,6 +15,7 @@ import time
 import psycopg2
 import pytest
 
+import flow
 from conftest import APP_SQL, psql
 
 ROWS = 600_000
@@ -34,7 +35,8 @@ def artifact(bin, fresh_db, storage_root, keypair):
                     " VALUES ('big', 'FULL', '', '[]', %s, 'progress', 0, '', true, now(), now())",
                     (json.dumps(["big", "auth_user"]),))
     r = bin.run("backup", "big", "--json", "--pg", fresh_db, "--storage-root", str(storage_root),
-                "--public-key", str(pub), "--progress-lines-ms", "100")
+                "--public-key", str(pub), "--progress-lines-ms", "100",
+                "--sign-key", flow.worker_sign_key())  # signed as a worker: what readers here trust
     assert r.returncode == 0, r.stderr
     return fresh_db, storage_root / json.loads(r.stdout)["file_path"], r
 
