@@ -112,6 +112,9 @@ def test_a_terminal_gets_one_bar_redrawn_in_place_with_rate_and_eta(bin, artifac
     running = [f for f in frames if bar.search(f)]
     assert running, f"no frame shows rows, bytes, a rate and an ETA: {frames!r}"
     assert "100%" in frames[-1] and "2/2 tables" in frames[-1] and "took" in frames[-1], frames[-1]
-    assert tty.count("\n") <= 2, "the bar is redrawn in place, not printed line after line"
+    # restore first says what it restores (job, type, configuration, snapshot, signer: issue 12), one line; after it,
+    # the bar is redrawn in place, not printed line after line
+    assert tty.startswith("backup ") and "snapshot" in tty.split("\n", 1)[0], tty
+    assert tty.split("\n", 1)[1].count("\n") <= 2, "the bar is redrawn in place, not printed line after line"
     assert out.startswith(f"restored 2 tables, {ROWS} rows"), out
     assert psql(target, "SELECT count(*) FROM big").strip() == str(ROWS)
