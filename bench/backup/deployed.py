@@ -20,7 +20,13 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO / "tests/integration"), str(REPO / "schemas/python")]
 
 import fusion_events  # noqa: E402
+import conftest  # noqa: E402
 from conftest import _admin_py, kafka_config, kafka_worker_args, publish  # noqa: E402
+
+# The development signing keys (deploy/local/keys.sh; run.sh names the folder): publish() signs the request as
+# the Django app, the worker signs its statuses and artifact with its own key, and trusts env.sh's requesters.
+KEYS = Path(os.environ.get("FB_BENCH_KEYS", Path(os.environ.get("FB_HOME", Path.home() / ".cache/fusion-backup")) / "keys"))
+conftest._SIGNING_KEYS.update({p: (KEYS / f"{p}.pub", KEYS / f"{p}.key") for p in ("django", "ops", "worker")})
 
 
 def vm_hwm_kb(pid: int) -> int:
@@ -50,7 +56,8 @@ def main() -> int:
     proc = subprocess.Popen([worker, *kafka_worker_args("worker"), "--brokers", brokers, "--pg", pg,
                              "--authority-pg", authority, "--topic-prefix", prefix, "--group-id", f"g-{prefix}",
                              "--role", "worker", "--worker-name", "bench", "--storage-root", root,
-                             "--public-key", pub], stdout=log, stderr=subprocess.STDOUT)
+                             "--public-key", pub, "--sign-key", str(KEYS / "worker.key"),
+                             "--trusted-requester", str(KEYS / "django.pub")], stdout=log, stderr=subprocess.STDOUT)
     status = Consumer({**kafka_config(brokers, "ops"), "group.id": f"bench-{uuid.uuid4().hex}",
                        "auto.offset.reset": "earliest", "enable.auto.commit": False})
     status.subscribe([prefix + "jobs.completed"])

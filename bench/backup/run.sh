@@ -32,6 +32,11 @@ CI="$BASE dbname=$DB"
 CLI="$BUILD/fusion-backup"
 AUTH="$BASE dbname=${DB}_auth"  # its backup_archive rows authorise the bench's request (--authority-pg)
 BROKERS="${FB_BENCH_BROKERS:-${FB_BROKERS:-}}"
+# Artifacts are signed (format 5) as a worker signs them, with the development worker key (deploy/local/keys.sh,
+# which env.sh's FB_TRUSTED_SIGNERS names), so that restore accepts them.
+KEYS="${FB_BENCH_KEYS:-${FB_HOME:-$HOME/.cache/fusion-backup}/keys}"
+[ -r "$KEYS/worker.key" ] || { echo "run.sh: no signing keys in $KEYS: run deploy/local/keys.sh BUILD_DIR first" >&2; exit 1; }
+export FB_BENCH_KEYS="$KEYS"
 
 psqlc() { PGOPTIONS="-c client_min_messages=warning" "$PGBIN/psql" -X -q -At -v ON_ERROR_STOP=1 "$@"; }
 say() { printf '>> %s\n' "$*" >&2; }
@@ -167,7 +172,7 @@ run() {
   local s_fc; s_fc=$(stat -c %s "$WORK/dump.fc")
   authority "$job"
   say "fusion-backup full backup (event run, zstd level ${FB_ZSTD_LEVEL:-3})"
-  local t_fb; timed t_fb "$CLI" event run "$WORK/backup.msgpack" --no-publish --pg "$CI" \
+  local t_fb; timed t_fb "$CLI" event run "$WORK/backup.msgpack" --no-publish --pg "$CI" --sign-key "$KEYS/worker.key" \
     --storage-root "$WORK/storage" --public-key "$WORK/key.pub" --authority-pg "$AUTH" >"$WORK/backup.json"
   local art="$WORK/storage/bench/$job.fbak"
   local s_fb; s_fb=$(stat -c %s "$art")
@@ -177,7 +182,7 @@ run() {
   authority "$job"
   say "fusion-backup full backup at --zstd-level 1 (for comparison)"
   mkdir -p "$WORK/storage1"
-  local t_fb1; timed t_fb1 "$CLI" event run "$WORK/backup.msgpack" --no-publish --pg "$CI" \
+  local t_fb1; timed t_fb1 "$CLI" event run "$WORK/backup.msgpack" --no-publish --pg "$CI" --sign-key "$KEYS/worker.key" \
     --storage-root "$WORK/storage1" --public-key "$WORK/key.pub" --authority-pg "$AUTH" --zstd-level 1 >/dev/null
   local s_fb1; s_fb1=$(stat -c %s "$WORK/storage1/bench/$job.fbak")
   rm -rf "$WORK/storage1"
@@ -274,7 +279,7 @@ large() {
   say "pg_dump -Fp > /dev/null"
   local t_fp; timed t_fp "$PGBIN/pg_dump" -Fp -d "$CI" -f /dev/null
   say "event run FULL"
-  local t_fb; timed t_fb "$CLI" event run "$WORK/backup.msgpack" --no-publish --pg "$CI" \
+  local t_fb; timed t_fb "$CLI" event run "$WORK/backup.msgpack" --no-publish --pg "$CI" --sign-key "$KEYS/worker.key" \
     --storage-root "$WORK/storage" --public-key "$WORK/key.pub" --authority-pg "$AUTH" >"$WORK/backup.json"
   local art="$WORK/storage/bench/$job.fbak"
   local recs; recs="$("$PY" - "$art" <<'PY'
