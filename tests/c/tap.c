@@ -74,3 +74,23 @@ void tap_signer(fb_signer *s, fb_keyring *kr) {
     memcpy(k->key_id, s->key_id, sizeof k->key_id);
     k->path = strdup("(test key)");
 }
+
+unsigned char *tap_slurp(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    *len = 0;
+    if (!f) return calloc(1, 1);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *p = malloc(n > 0 ? (size_t)n + 1 : 1);
+    if (p && n > 0 && fread(p, 1, (size_t)n, f) == (size_t)n) *len = (size_t)n;
+    fclose(f);
+    return p;
+}
+
+void tap_spit(const char *path, const unsigned char *p, size_t len) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return;
+    fwrite(p, 1, len, f);
+    fclose(f);
+}

@@ -39,6 +39,11 @@ typedef struct tap_buf {
 } tap_buf;
 fb_code tap_collect(void *opaque, const void *data, size_t len, fb_err *err);
 
+/* A whole file into a malloc'd buffer (*len = 0 when it cannot be read whole), and a buffer into a file: for tests
+ * that damage artifacts byte by byte. The caller free()s what tap_slurp returns. */
+unsigned char *tap_slurp(const char *path, size_t *len);
+void tap_spit(const char *path, const unsigned char *p, size_t len);
+
 /* A fresh in-memory Ed25519 signing key and, when kr is not NULL, a keyring that trusts it (tests that write or
  * read signed artifacts). fb_keyring_free(kr) when done. */
 #include "common/fb_sign.h"

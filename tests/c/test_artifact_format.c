@@ -31,23 +31,6 @@ static fb_signer signer;
 static fb_keyring trusted;
 static arc_trust trust = {&trusted, 0, NULL};
 
-static unsigned char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    fseek(f, 0, SEEK_END);
-    *len = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *p = malloc(*len + 1);
-    if (fread(p, 1, *len, f) != *len) *len = 0;
-    fclose(f);
-    return p;
-}
-
-static void spit(const char *path, const unsigned char *p, size_t len) {
-    FILE *f = fopen(path, "wb");
-    fwrite(p, 1, len, f);
-    fclose(f);
-}
-
 /* Opens path and reads every table; returns the first error code. */
 static fb_code open_and_verify(const char *path, const unsigned char *sk, const unsigned char *pk, fb_err *err) {
     stor_rfile *f = NULL;
@@ -108,7 +91,7 @@ static void test_clist_and_chunkmap(void) {
     snprintf(path, sizeof path, "%s/records", dir);
     for (int damaged = 0; damaged < 2; damaged++) {
         if (damaged) all[100 + (n1 + 777) * ARC_CLIST_REC_BYTES + 30] ^= 1; /* in table 2's 778th record */
-        spit(path, all, 100 + len);
+        tap_spit(path, all, 100 + len);
         stor_rfile *f = NULL;
         CHECK_EQ_INT(stor_posix_open_path(path, &f, &err), FB_OK);
         for (int t = 0; t < 2; t++) {
@@ -279,7 +262,7 @@ int main(void) {
     stor_rfile_close(f);
 
     size_t len = 0;
-    unsigned char *good = slurp(path, &len);
+    unsigned char *good = tap_slurp(path, &len);
     unsigned char *copy = malloc(len + 100);
     snprintf(bad, sizeof bad, "%s/bad.fbak", dir);
 
@@ -291,19 +274,19 @@ int main(void) {
     memcpy(copy, good, len);
     memcpy(copy + m.tables[1].offset, good + m.tables[3].offset, m.tables[1].length);
     memcpy(copy + m.tables[3].offset, good + m.tables[1].offset, m.tables[1].length);
-    spit(bad, copy, len);
+    tap_spit(bad, copy, len);
     rc = open_and_verify(bad, sk, pk, &err);
     CHECKF(rc == FB_ERR_CRYPTO, "swapped segments: %d %s", rc, err.msg);
 
     /* a flipped byte in the header's reserved flags, and a newer version */
     memcpy(copy, good, len);
     copy[13] ^= 1;
-    spit(bad, copy, len);
+    tap_spit(bad, copy, len);
     rc = open_and_verify(bad, sk, pk, &err);
     CHECKF(rc == FB_ERR_FORMAT, "flags: %d %s", rc, err.msg);
     memcpy(copy, good, len);
     copy[8] = ARC_FORMAT_VERSION + 1;
-    spit(bad, copy, len);
+    tap_spit(bad, copy, len);
     rc = open_and_verify(bad, sk, pk, &err);
     {
         char newer[32];
@@ -313,7 +296,7 @@ int main(void) {
     /* a flipped byte of the sealed key */
     memcpy(copy, good, len);
     copy[40] ^= 1;
-    spit(bad, copy, len);
+    tap_spit(bad, copy, len);
     rc = open_and_verify(bad, sk, pk, &err);
     CHECKF(rc == FB_ERR_CRYPTO, "sealed key: %d %s", rc, err.msg);
 
@@ -321,25 +304,25 @@ int main(void) {
     memcpy(copy, good, len);
     arc_put_u64(copy + len - 16, m.tables[2].offset);
     arc_put_u64(copy + len - 8, len - ARC_TRAILER_BYTES - m.tables[2].offset);
-    spit(bad, copy, len);
+    tap_spit(bad, copy, len);
     rc = open_and_verify(bad, sk, pk, &err);
     CHECKF(rc == FB_ERR_CRYPTO || rc == FB_ERR_FORMAT || rc == FB_ERR_UNTRUSTED, "trailer: %d %s", rc, err.msg);
     memcpy(copy, good, len);
     memcpy(copy + len, "garbage", 7);
-    spit(bad, copy, len + 7);
+    tap_spit(bad, copy, len + 7);
     rc = open_and_verify(bad, sk, pk, &err);
     CHECKF(rc == FB_ERR_FORMAT && strstr(err.msg, "trailer"), "appended: %d %s", rc, err.msg);
-    spit(bad, good, len - 1);
+    tap_spit(bad, good, len - 1);
     rc = open_and_verify(bad, sk, pk, &err);
     CHECKF(rc == FB_ERR_FORMAT && strstr(err.msg, "truncated"), "truncated: %d %s", rc, err.msg);
-    spit(bad, good, 10);
+    tap_spit(bad, good, 10);
     rc = open_and_verify(bad, sk, pk, &err);
     CHECKF(rc == FB_ERR_FORMAT && strstr(err.msg, "not a fusion-backup artifact"), "tiny: %d %s", rc, err.msg);
 
     /* a flipped byte inside the text segment: only that table fails, the others still read */
     memcpy(copy, good, len);
     copy[m.tables[2].offset + m.tables[2].length / 2] ^= 0x40;
-    spit(bad, copy, len);
+    tap_spit(bad, copy, len);
     CHECK_EQ_INT(stor_posix_open_path(bad, &f, &err), FB_OK);
     CHECK_EQ_INT(arc_reader_open(f, sk, pk, &trust, &r, &err), FB_OK);
     if (r) {
@@ -380,7 +363,7 @@ int main(void) {
         char p2[400];
         size_t l2 = 0;
         snprintf(p2, sizeof p2, "%s/a/b/twice.fbak", root);
-        unsigned char *d2 = slurp(p2, &l2);
+        unsigned char *d2 = tap_slurp(p2, &l2);
         CHECK(l2 == 5 && memcmp(d2, "first", 5) == 0);
         free(d2);
         /* afterwards (the lock died with the first writer's file) a new run may write again */

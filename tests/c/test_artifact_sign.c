@@ -43,23 +43,6 @@ static tap_buf content;
 #define JOB_A "aaaaaaaa-1111-4222-8333-444455556666"
 #define JOB_B "bbbbbbbb-1111-4222-8333-444455556666"
 
-static unsigned char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    fseek(f, 0, SEEK_END);
-    *len = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *p = malloc(*len + 1);
-    if (fread(p, 1, *len, f) != *len) *len = 0;
-    fclose(f);
-    return p;
-}
-
-static void spit(const char *path, const unsigned char *p, size_t len) {
-    FILE *f = fopen(path, "wb");
-    fwrite(p, 1, len, f);
-    fclose(f);
-}
-
 /* Writes root/DIR/JOB.fbak with one table "t" (content), or, with ref_job, a table only referenced there (as an
  * INCREMENTAL does), and a real chain index. signer NULL: no signature (then version must be <= 4). */
 static void write_art(const char *dir, const char *job, int version, const fb_signer *signer, const char *ref_job) {
@@ -182,7 +165,7 @@ static fb_code open_all_stderr(const char *path, const fb_keyring *kr, int allow
     close(saved);
     close(fd);
     size_t n = 0;
-    unsigned char *p = slurp(tmp, &n);
+    unsigned char *p = tap_slurp(tmp, &n);
     snprintf(out, cap, "%.*s", (int)n, (char *)p);
     free(p);
     return rc;
@@ -249,11 +232,11 @@ static void test_unsigned(void) {
     size_t len = 0;
     char g[600];
     path_of("good", JOB_B, g, sizeof g);
-    unsigned char *b = slurp(g, &len);
+    unsigned char *b = tap_slurp(g, &len);
     b[8] = 4;
     mkdir(strcat(strcpy(p, root), "/downgrade"), 0700);
     path_of("downgrade", JOB_B, p, sizeof p);
-    spit(p, b, len);
+    tap_spit(p, b, len);
     free(b);
     rc = open_all(p, &trust_worker, 0, JOB_B, &err);
     CHECKF(rc == FB_ERR_UNTRUSTED, "downgraded to 4: %d %s", rc, err.msg);
@@ -266,13 +249,13 @@ static fb_code tamper(const char *dir, size_t at_from_sig, int from_start, size_
     size_t len = 0;
     char g[600], p[600];
     path_of("good", JOB_B, g, sizeof g);
-    unsigned char *b = slurp(g, &len);
+    unsigned char *b = tap_slurp(g, &len);
     if (from_start) b[at] ^= 0x01;
     else b[sig_off(len) + at_from_sig] ^= 0x01;
     snprintf(p, sizeof p, "%s/%s", root, dir);
     mkdir(p, 0700);
     path_of(dir, JOB_B, p, sizeof p);
-    spit(p, b, len);
+    tap_spit(p, b, len);
     free(b);
     return open_all(p, &trust_worker, 0, JOB_B, err);
 }
@@ -292,7 +275,7 @@ static void test_tampered(void) {
     size_t len = 0;
     char g[600];
     path_of("good", JOB_B, g, sizeof g);
-    free(slurp(g, &len));
+    free(tap_slurp(g, &len));
     rc = tamper("t4", 0, 1, sig_off(len) - 3, &err);
     CHECKF(rc == FB_ERR_UNTRUSTED && strstr(err.msg, "chain index"), "flipped index byte: %d %s", rc, err.msg);
     /* a byte of the signed job id in the block: the signatures no longer verify */
@@ -308,10 +291,10 @@ static void test_transplant(void) {
     write_art("transplant", JOB_B, ARC_FORMAT_VERSION, &attacker, NULL);
     path_of("good", JOB_B, g, sizeof g);
     path_of("transplant", JOB_B, p, sizeof p);
-    unsigned char *good = slurp(g, &glen), *forged = slurp(p, &flen);
+    unsigned char *good = tap_slurp(g, &glen), *forged = tap_slurp(p, &flen);
     /* ...with the genuine artifact's signature block */
     memcpy(forged + sig_off(flen), good + sig_off(glen), ARC_SIG_BLOCK_BYTES);
-    spit(p, forged, flen);
+    tap_spit(p, forged, flen);
     fb_code rc = open_all(p, &trust_worker, 0, JOB_B, &err);
     CHECKF(rc == FB_ERR_UNTRUSTED && strstr(err.msg, "bad signature") && strstr(err.msg, "manifest"),
            "transplanted signature block: %d %s", rc, err.msg);
@@ -322,7 +305,7 @@ static void test_transplant(void) {
     CHECK(crypto_box_seal(good + 16, dk, sizeof dk, pk) == 0);
     mkdir(strcat(strcpy(p, root), "/resealed"), 0700);
     path_of("resealed", JOB_B, p, sizeof p);
-    spit(p, good, glen);
+    tap_spit(p, good, glen);
     rc = open_all(p, &trust_worker, 0, JOB_B, &err);
     CHECKF(rc == FB_ERR_CRYPTO, "replaced sealed key: %d %s", rc, err.msg);
     free(good);
@@ -335,10 +318,10 @@ static void test_renamed(void) {
     char g[600], p[600];
     /* job A's genuine artifact copied over job B's name */
     path_of("good", JOB_A, g, sizeof g);
-    unsigned char *b = slurp(g, &len);
+    unsigned char *b = tap_slurp(g, &len);
     mkdir(strcat(strcpy(p, root), "/renamed"), 0700);
     path_of("renamed", JOB_B, p, sizeof p);
-    spit(p, b, len);
+    tap_spit(p, b, len);
     free(b);
     fb_code rc = open_all(p, &trust_worker, 0, JOB_B, &err);
     CHECKF(rc == FB_ERR_VERIFY && strstr(err.msg, JOB_A) && strstr(err.msg, JOB_B) && strstr(err.msg, "copied"),
@@ -370,9 +353,9 @@ static void test_chain_link(void) {
         size_t len = 0;
         char g[600];
         path_of("good", JOB_A, g, sizeof g); /* A: genuine, but not B */
-        unsigned char *b = slurp(g, &len);
+        unsigned char *b = tap_slurp(g, &len);
         path_of("chain3", JOB_B, g, sizeof g);
-        spit(g, b, len);
+        tap_spit(g, b, len);
         free(b);
     }
     path_of("chain3", JOB_A, p, sizeof p);
@@ -386,7 +369,7 @@ static void test_resigned_index(void) {
     char g[600], p[600];
     /* What rekey does: a new index (here: re-MACed under another key), re-signed by an operator key. */
     path_of("good", JOB_B, g, sizeof g);
-    unsigned char *b = slurp(g, &len);
+    unsigned char *b = tap_slurp(g, &len);
     arc_sig_block blk;
     CHECK_EQ_INT(arc_sign_block_decode(b + sig_off(len), &blk, &err), FB_OK);
     uint64_t ioff = arc_get_u64(b + len - 16), ilen = arc_get_u64(b + len - 8);
@@ -401,7 +384,7 @@ static void test_resigned_index(void) {
         snprintf(p, sizeof p, "%s/resigned%d", root, k);
         mkdir(p, 0700);
         path_of(k == 0 ? "resigned0" : "resigned1", JOB_B, p, sizeof p);
-        spit(p, b, len);
+        tap_spit(p, b, len);
     }
     free(b);
     path_of("resigned0", JOB_B, p, sizeof p);
@@ -429,9 +412,9 @@ static void test_listing(void) {
         size_t len = 0;
         char g[600];
         path_of("good", JOB_A, g, sizeof g);
-        unsigned char *b = slurp(g, &len);
+        unsigned char *b = tap_slurp(g, &len);
         path_of("list", "dddddddd-1111-4222-8333-444455556666", g, sizeof g);
-        spit(g, b, len);
+        tap_spit(g, b, len);
         free(b);
     }
     CHECK_EQ_INT(arc_index_key(NULL, pk, ikey, &err), FB_OK);
