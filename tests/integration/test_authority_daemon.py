@@ -222,6 +222,30 @@ def test_decoy_ledger_entry_does_not_make_the_real_request_a_no_op(brokers, topi
     assert len(successes) == 1, "the redelivered request was answered from the ledger despite the missing artifact"
 
 
+def test_a_ledger_success_whose_artifact_signature_fails_is_not_republished(brokers, topic_prefix, fusion_db,
+                                                                             storage_root, keypair, workers):
+    """The ledger's short cut (republish a stored SUCCESS) checks the artifact's signature like every reader: an
+    artifact whose signature block was altered (its chain index still authenticates: the index key is not the
+    signing key) does not get its SUCCESS published again."""
+    pub, _ = keypair
+    cfg = add_config(fusion_db, "resign", "fusion/resign", ["auth_group"])
+    rec, job = add_record(fusion_db, cfg, ["auth_group"])
+    value = backup_event(job, cfg, rec, ["auth_group"], storage_path="fusion/resign", name="resign")
+    publish(brokers, topic_prefix + "backup.requested", str(cfg), value)
+    w = workers.start(fusion_db, storage_root=storage_root, public_key=pub, role="all")
+    assert _finished(fusion_db, rec, "the job")["status"] == "SUCCESS", workers.log(w)
+    artifact = storage_root / f"fusion/resign/{job}.fbak"
+    data = bytearray(artifact.read_bytes())
+    data[-40 - 298 + 200] ^= 0x01  # inside the signature block (FORMAT.md: 298 bytes before the 40-byte trailer)
+    artifact.write_bytes(bytes(data))
+    publish(brokers, topic_prefix + "backup.requested", str(cfg), value)
+    wait_for(lambda: "does not hold up (the signature of" in workers.log(w), timeout=60,
+             what="the ledger entry to be distrusted for its signature")
+    msgs = consume(brokers, topic_prefix + "jobs.completed", lambda got: False, timeout=3)
+    successes = [e for e in _events(msgs, job) if e["status"] == "SUCCESS"]
+    assert len(successes) == 1, "a SUCCESS was republished for an artifact whose signature does not verify"
+
+
 def test_a_request_delivered_too_often_is_not_run_again(brokers, topic_prefix, fusion_db, storage_root, keypair,
                                                         workers):
     """A job that OOM-kills the worker (or whose outcome never gets out) leaves its delivery count behind; at

@@ -17,6 +17,7 @@
 #include "artifact/arc_index.h"
 #include "artifact/arc_key.h"
 #include "artifact/arc_reader.h"
+#include "artifact/arc_sign.h"
 #include "storage/stor.h"
 
 static const struct {
@@ -85,6 +86,8 @@ static int dmn_artifact_holds(const fb_config *cfg, const ev_event *req, const u
     size_t ilen = 0;
     arc_index *ix = NULL;
     unsigned char pk[ARC_PK_BYTES], ikey[ARC_INDEX_KEY_BYTES];
+    fb_keyring kr = {0};
+    arc_trust trust = {&kr, cfg->allow_unsigned != 0, req->job_id};
     int version = 0, ok = 0;
     fb_err e;
     if (job_backup_artifact_path(req->u.backup.storage_path, req->job_id, rel, sizeof rel) != 0) {
@@ -111,6 +114,12 @@ static int dmn_artifact_holds(const fb_config *cfg, const ev_event *req, const u
         snprintf(why, cap, "artifact \"%s\" is of format %d, which has no chain index to prove whose it is", rel, version);
         goto out;
     }
+    /* The same check as every other reader (jb_existing, the chain, verify): a SUCCESS is republished only for an
+     * artifact a trusted worker key signed as this job's; the index alone proves only who holds the index key. */
+    if (fb_keyring_load(&kr, cfg->trusted_signers, "--trusted-signer", &e) || arc_sign_peek(f, &trust, NULL, &e)) {
+        snprintf(why, cap, "the signature of \"%s\": %s", rel, e.msg);
+        goto out;
+    }
     if (arc_reader_peek_index(f, &ibuf, &ilen, &e) || arc_index_parse(ibuf, ilen, ikey, &ix, &e)) {
         snprintf(why, cap, "the chain index of \"%s\": %s", rel, e.msg);
         goto out;
@@ -123,6 +132,7 @@ static int dmn_artifact_holds(const fb_config *cfg, const ev_event *req, const u
     ok = 1;
 out:
     sodium_memzero(ikey, sizeof ikey);
+    fb_keyring_free(&kr);
     arc_index_free(ix);
     free(ibuf);
     stor_rfile_close(f);
