@@ -18,25 +18,7 @@ static int index_field(const char *index, const char *name, const char *field, c
     char needle[400];
     snprintf(needle, sizeof needle, "\"name\": \"%s\"", name);
     const char *p = strstr(index, needle);
-    if (!p) return -1;
-    const char *end = strchr(p, '}');
-    char key[128];
-    snprintf(key, sizeof key, "\"%s\": ", field);
-    const char *f = strstr(p, key);
-    if (!f || (end && f > end)) return -1;
-    f += strlen(key);
-    size_t n = 0;
-    if (*f == '"') {
-        f++;
-        while (*f && *f != '"' && n + 1 < cap) {
-            if (*f == '\\' && f[1]) f++;
-            buf[n++] = *f++;
-        }
-    } else {
-        while (*f && *f != ',' && *f != '\n' && *f != '}' && n + 1 < cap) buf[n++] = *f++;
-    }
-    buf[n] = 0;
-    return 0;
+    return p ? vec_entry_field(p, field, buf, cap, NULL) : -1;
 }
 
 /* A growing byte buffer for the hostile messages below. */

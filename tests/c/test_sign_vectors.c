@@ -26,30 +26,6 @@ static unsigned char *read_all(const char *name, const char *ext, size_t *len) {
     return buf;
 }
 
-/* The value of field in the INDEX.json entry that starts at entry (flat objects, one per vector). *quoted says
- * whether it was a JSON string (a key "null" is not the null key). */
-static int entry_field(const char *entry, const char *field, char *buf, size_t cap, int *quoted) {
-    char key[128];
-    snprintf(key, sizeof key, "\"%s\": ", field);
-    const char *end = strchr(entry, '}');
-    const char *f = strstr(entry, key);
-    if (!f || (end && f > end)) return -1;
-    f += strlen(key);
-    size_t n = 0;
-    *quoted = *f == '"';
-    if (*quoted) {
-        f++;
-        while (*f && *f != '"' && n + 1 < cap) {
-            if (*f == '\\' && f[1]) f++;
-            buf[n++] = *f++;
-        }
-    } else {
-        while (*f && *f != ',' && *f != '\n' && *f != '}' && n + 1 < cap) buf[n++] = *f++;
-    }
-    buf[n] = 0;
-    return 0;
-}
-
 /* NAME.headers: one "name<TAB>value" line per header, in order. */
 static rd_kafka_headers_t *read_headers(const char *name) {
     size_t len = 0;
@@ -85,10 +61,10 @@ int main(void) {
     for (const char *e = strstr(index, "\"name\": \""); e; e = strstr(e + 1, "\"name\": \"")) {
         char name[256], topic[512], key[512], expect[32], reason[128];
         int q = 0, key_quoted = 0;
-        if (entry_field(e, "name", name, sizeof name, &q) || entry_field(e, "topic", topic, sizeof topic, &q) ||
-            entry_field(e, "key", key, sizeof key, &key_quoted) ||
-            entry_field(e, "expect", expect, sizeof expect, &q) ||
-            entry_field(e, "reason_contains", reason, sizeof reason, &q)) {
+        if (vec_entry_field(e, "name", name, sizeof name, &q) || vec_entry_field(e, "topic", topic, sizeof topic, &q) ||
+            vec_entry_field(e, "key", key, sizeof key, &key_quoted) ||
+            vec_entry_field(e, "expect", expect, sizeof expect, &q) ||
+            vec_entry_field(e, "reason_contains", reason, sizeof reason, &q)) {
             CHECKF(0, "an INDEX.json entry lacks a field near \"%.40s\"", e);
             continue;
         }

@@ -58,3 +58,26 @@ void vec_free(vec_file *v, int n) {
     for (int i = 0; i < n; i++) free(v[i].data);
     free(v);
 }
+
+int vec_entry_field(const char *entry, const char *field, char *buf, size_t cap, int *quoted) {
+    char key[128];
+    snprintf(key, sizeof key, "\"%s\": ", field);
+    const char *end = strchr(entry, '}');
+    const char *f = strstr(entry, key);
+    if (!f || (end && f > end)) return -1;
+    f += strlen(key);
+    size_t n = 0;
+    int q = *f == '"';
+    if (quoted) *quoted = q;
+    if (q) {
+        f++;
+        while (*f && *f != '"' && n + 1 < cap) {
+            if (*f == '\\' && f[1]) f++;
+            buf[n++] = *f++;
+        }
+    } else {
+        while (*f && *f != ',' && *f != '\n' && *f != '}' && n + 1 < cap) buf[n++] = *f++;
+    }
+    buf[n] = 0;
+    return 0;
+}
