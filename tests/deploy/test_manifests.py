@@ -287,6 +287,15 @@ def test_worker_pods_run_non_root_read_only_without_privileges():
     assert k8s_find("Deployment", "fusion-backup-recorder")["spec"]["replicas"] == 1
 
 
+def test_recorder_pod_serves_metrics_and_is_probed():
+    c = pod_spec("fusion-backup-recorder")["containers"][0]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["FB_METRICS_LISTEN"].endswith(":10061"), "the recorder's metrics endpoint is off"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/metrics"
+    assert [p["containerPort"] for p in c["ports"]] == [10061]
+
+
 def test_scheduler_deployment_runs_one_backup_scheduler_with_what_the_image_reads():
     """deploy/k8s/scheduler-deployment.yaml: `manage.py backup_scheduler` from the producer image, one replica (the
     advisory lock makes any other a standby), set up only through variables the image's settings read."""
@@ -529,7 +538,10 @@ def test_compose_file_is_valid_and_wires_the_stack():
     assert 1 <= replicas <= job_partitions()
     assert s["worker"]["environment"]["FB_ROLE"] == "worker"
     assert s["recorder"]["environment"]["FB_ROLE"] == "recorder"
-    assert s["recorder"]["healthcheck"]["disable"] is True, "the recorder serves no metrics for the image's check"
+    # The recorder serves /healthz like a worker (FB_METRICS_LISTEN from the shared environment): the image's
+    # HEALTHCHECK must stay on for it.
+    assert not s["recorder"].get("healthcheck", {}).get("disable"), "the recorder's health check is disabled"
+    assert s["recorder"]["environment"]["FB_METRICS_LISTEN"].endswith(":10061")
     root = s["worker"]["environment"]["FB_STORAGE_ROOT"]
     vols = s["worker"]["volumes"]
     targets = [v["target"] if isinstance(v, dict) else v.split(":")[1] for v in vols]
