@@ -109,6 +109,32 @@ def test_version_and_help_command(bin):
     assert r.returncode == 2 and "unknown command" in r.stderr
 
 
+def test_check_says_which_signing_keys_load_and_whom_they_sign_for(bin, signing_keys, tmp_path):
+    """The signing check: the environment's trust (tests' conftest: ops signs, workers are trusted signers) is ok;
+    a worker's key is named a trusted signer; a public key given as --sign-key, a key file readable by others and
+    a missing trusted key each fail with what to do, and the other checks still run."""
+    r = bin.run("check", "--no-broker", "--json")
+    checks = {c["check"]: c for c in json.loads(r.stdout)}
+    assert r.returncode == 0 and checks["signing"]["ok"], checks["signing"]
+    assert "a trusted requester here" in checks["signing"]["detail"]
+    worker_pub, worker_key = signing_keys["worker"]
+    r = bin.run("check", "--no-broker", "--json", "--sign-key", str(worker_key))
+    signing = {c["check"]: c for c in json.loads(r.stdout)}["signing"]
+    assert r.returncode == 0 and "a trusted signer here" in signing["detail"], signing
+
+    loose = tmp_path / "loose.key"
+    loose.write_bytes(worker_key.read_bytes())
+    loose.chmod(0o644)
+    for args, expect in ((["--sign-key", str(worker_pub)], "give the .key file"),
+                         (["--sign-key", str(loose)], "chmod 600"),
+                         (["--trusted-signer", str(tmp_path / "gone.pub")], "gone.pub")):
+        r = bin.run("check", "--no-broker", "--json", *args)
+        checks = {c["check"]: c for c in json.loads(r.stdout)}
+        assert r.returncode != 0, (args, r.stdout)
+        assert not checks["signing"]["ok"] and expect in checks["signing"]["detail"], (args, checks["signing"])
+        assert checks["storage"]["ok"] and checks["keys"]["ok"], "one failing check hid the others"
+
+
 def test_check_says_ok_or_what_to_fix(bin, brokers, topic_prefix, source, storage_root, keypair, tmp_path):
     db, _ = source
     pub, secret = keypair
@@ -117,7 +143,7 @@ def test_check_says_ok_or_what_to_fix(bin, brokers, topic_prefix, source, storag
     r = bin.run("check", *base)
     checks = {c["check"]: c for c in json.loads(r.stdout)}
     assert r.returncode == 0, (r.stdout, r.stderr)
-    assert set(checks) == {"settings", "database", "broker", "storage", "keys"}
+    assert set(checks) == {"settings", "database", "broker", "storage", "keys", "signing"}
     assert all(c["ok"] for c in checks.values()), checks
     assert "jobs.dlq ok" in checks["broker"]["detail"] and "matches" in checks["keys"]["detail"]
 

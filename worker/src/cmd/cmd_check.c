@@ -8,7 +8,9 @@
  *   broker    --brokers answers metadata; the four topics exist under --topic-prefix;
  *   storage   --storage-root is a folder where a file can be created, synced and removed; free space;
  *   keys      --public-key loads; --secret-key loads, is not readable by others, and matches the public key;
- *             --index-key loads.
+ *             --index-key loads;
+ *   signing   --sign-key loads (an Ed25519 seed file, mode 0600) and which of the lists below trusts it;
+ *             --trusted-signer and --trusted-requester load, with their key ids.
  * Exit code: 0 when every check that ran passed, otherwise the code of the first failure. Nothing is changed
  * except a temporary file in the storage root, removed at once.
  */
@@ -28,6 +30,7 @@
 #include "cmd/cmd.h"
 #include "codec/ev_json.h"
 #include "common/fb_config.h"
+#include "common/fb_sign.h"
 #include "kafka/kfk.h"
 #include "pg/pgx.h"
 #include "storage/stor.h"
@@ -259,6 +262,50 @@ static void ck_keys(ck_run *run, const fb_config *cfg) {
     ck_say(run, "keys", FB_OK, msg);
 }
 
+/* The key ids of a keyring, "id (path), ..." into out. */
+static void ck_key_ids(const fb_keyring *kr, char *out, size_t cap) {
+    size_t n = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < kr->n && n < cap; i++)
+        n += (size_t)snprintf(out + n, cap - n, "%s%s (%s)", i ? ", " : "", kr->keys[i].key_id, kr->keys[i].path);
+}
+
+static void ck_signing(ck_run *run, const fb_config *cfg) {
+    fb_err err;
+    char msg[3000], ids[1400] = "", rids[1400] = "";
+    fb_signer me = {0};
+    fb_keyring signers = {0}, requesters = {0};
+    int have_key = cfg->sign_key && *cfg->sign_key;
+    int have_signers = cfg->trusted_signers && *cfg->trusted_signers;
+    int have_requesters = cfg->trusted_requesters && *cfg->trusted_requesters;
+    fb_code rc = FB_OK;
+    if (!have_key && !have_signers && !have_requesters) {
+        ck_say(run, "signing", FB_OK, "no --sign-key, --trusted-signer or --trusted-requester configured: skipped");
+        return;
+    }
+    if (have_key && (rc = fb_signer_load(&me, cfg->sign_key, "--sign-key", &err))) goto out;
+    if ((rc = fb_keyring_load(&signers, cfg->trusted_signers, "--trusted-signer", &err))) goto out;
+    if ((rc = fb_keyring_load(&requesters, cfg->trusted_requesters, "--trusted-requester", &err))) goto out;
+    ck_key_ids(&signers, ids, sizeof ids);
+    ck_key_ids(&requesters, rids, sizeof rids);
+    /* One key signs for every role a process has (a worker: artifacts and status events; the ops CLI: requests),
+     * so say which role this configuration's own lists give it rather than guess which role is meant. */
+    const char *role = !have_key                               ? ""
+                       : fb_keyring_find(&signers, me.key_id)    ? " (a trusted signer here: artifacts and status)"
+                       : fb_keyring_find(&requesters, me.key_id) ? " (a trusted requester here)"
+                                                                 : " (in neither list here: right for a requester "
+                                                                   "whose workers trust it; a worker signing with it "
+                                                                   "cannot use its own backups as bases)";
+    snprintf(msg, sizeof msg, "%s%s%s%s; trusted signers: %s; trusted requesters: %s", have_key ? "signing key " : "",
+             have_key ? me.key_id : "no --sign-key", have_key ? " loads" : "", role, have_signers ? ids : "none",
+             have_requesters ? rids : "none");
+out:
+    ck_say(run, "signing", rc, rc ? err.msg : msg);
+    fb_signer_wipe(&me);
+    fb_keyring_free(&signers);
+    fb_keyring_free(&requesters);
+}
+
 int cmd_check(int argc, char **argv) {
     static const char *const extra[] = {"json", "no-broker", "help", NULL};
     fb_config cfg;
@@ -272,7 +319,8 @@ int cmd_check(int argc, char **argv) {
         else if (strcmp(argv[i], "--no-broker") == 0) no_broker = 1;
         else if (strcmp(argv[i], "--help") == 0) {
             printf("usage: fusion-backup check [--json] [--no-broker] [settings: --pg, --brokers, --storage-root,\n"
-                   "                           --public-key, --secret-key, --index-key, --topic-prefix]\n"
+                   "                           --public-key, --secret-key, --index-key, --topic-prefix,\n"
+                   "                           --sign-key, --trusted-signer, --trusted-requester]\n"
                    "  checks the database, broker and topics, storage and keys that are configured; each line says ok\n"
                    "  or what to fix. Exit 0 when everything checked is ok.\n");
             fb_config_free(&cfg);
@@ -291,6 +339,7 @@ int cmd_check(int argc, char **argv) {
     else ck_broker(&run, &cfg);
     ck_storage(&run, &cfg);
     ck_keys(&run, &cfg);
+    ck_signing(&run, &cfg);
     if (run.json) printf("\n]\n");
     else printf("%d check(s), %d failed\n", run.n_done, run.n_failed);
     fb_config_free(&cfg);
