@@ -190,3 +190,47 @@ def test_ctrl_c_stops_the_backup_and_records_it_failed(bin, source, storage_root
     [rec] = records(source, config_id)
     assert rec["status"] == "FAILED" and "aborted" in rec["error_message"] and rec["completed"], rec
     assert not [f for f in storage_root.rglob("*") if f.is_file()], "an interrupted backup left a file"
+
+
+def test_a_killed_backup_is_marked_failed_by_the_next_one(bin, source, storage_root, keypair):
+    """kill -9 leaves no chance to write FAILED and no broker redelivers the job: the next `backup` finds the
+    RUNNING record whose process is gone (its advisory lock died with its connection) and marks it FAILED, saying
+    so; a backup that is still running is left alone."""
+    pub, _ = keypair
+    psql(source, "CREATE TABLE big (id int PRIMARY KEY, note text); INSERT INTO big SELECT g, md5(g::text) || "
+                 "md5((g * 3)::text) FROM generate_series(1, 1500000) g")
+    big = add_config(source, "big", ["big"])
+    small = add_config(source, "small", ["marks"])
+
+    def start_big():
+        p = subprocess.Popen([bin.cli, "backup", "big", *settings(source, storage_root, pub)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(r["status"] == "RUNNING" for r in records(source, big)):
+            time.sleep(0.05)
+        return p
+
+    p = start_big()
+    time.sleep(0.3)
+    p.kill()
+    p.communicate(timeout=30)
+    [dead] = records(source, big)
+    assert dead["status"] == "RUNNING", "precondition: the killed process left its record RUNNING"
+
+    r = bin.run("backup", "small", *settings(source, storage_root, pub))
+    assert r.returncode == 0, r.stderr
+    assert f"record {dead['id']} (job {dead['job_id']}) was left RUNNING" in r.stderr, r.stderr
+    [swept] = records(source, big)
+    assert swept["status"] == "FAILED" and swept["completed"], swept
+    assert "ended without recording an outcome" in swept["error_message"], swept
+
+    # A big backup that is alive while the next command sweeps is left alone.
+    alive = start_big()
+    r = bin.run("backup", "small", *settings(source, storage_root, pub))
+    assert r.returncode == 0 and "was left RUNNING" not in r.stderr, r.stderr
+    [running] = [x for x in records(source, big) if x["id"] != dead["id"]]
+    assert running["status"] == "RUNNING", "a live backup was marked FAILED"
+    _, err = alive.communicate(timeout=300)
+    assert alive.returncode == 0, err
+    assert {x["id"]: x["status"] for x in records(source, big)}[running["id"]] == "SUCCESS"
+    assert [x["status"] for x in records(source, small)] == ["SUCCESS", "SUCCESS"]

@@ -11,6 +11,12 @@
  * then SUCCESS or FAILED) applied with dmn_recorder_apply, so `list --pg`, the admin, `status` and alerts see an
  * ad-hoc backup like any other, and retention, chains and `restore` treat it the same. No broker is involved.
  *
+ * A process that dies without a word (kill -9, OOM, a lost machine) cannot write FAILED, and no broker will
+ * redeliver its job. So while it runs, the command holds a session advisory lock named after its record (taken in
+ * the transaction that makes the record RUNNING, so it is never RUNNING unheld); PostgreSQL drops the lock with
+ * the process's connection. Each `backup` first marks FAILED every RUNNING record of this command whose lock is
+ * free (cb_sweep_abandoned), saying so, so an abandoned record ends as FAILED, is mailed and can be retried.
+ *
  * The record goes where the worker's authority check reads (--authority-pg when set, else --pg). An unknown or
  * inactive configuration is refused before anything is created. A configuration that names Django modules
  * cannot be resolved to tables here (only the app knows its models' tables): --table, or `manage.py
@@ -37,6 +43,12 @@
 #include "pg/pgx.h"
 
 #define CB_MAX_TABLES 1024
+/* The advisory lock of a running `backup`: (CB_LOCK_CLASS, record id folded into an int4). Two records that fold
+ * alike only make a dead one look alive a while longer: the sweep is conservative. */
+#define CB_LOCK_CLASS "1178749776" /* "FBKP" */
+#define CB_LOCK_KEY "(" CB_LOCK_CLASS ", (%s::bigint & 2147483647)::int)"
+/* The `worker` value of this command's records (dmn_recorder writes it), prefix of "...@host:pid". */
+#define CB_WORKER_PREFIX "fusion-backup backup@"
 
 static volatile sig_atomic_t cb_abort = 0;
 
@@ -187,6 +199,33 @@ static fb_code cb_record(PGconn *c, const dmn_pub *pub, const ev_event *req, con
     return rc;
 }
 
+/* Marks FAILED every RUNNING record of this command whose process is gone (its advisory lock is free: the lock
+ * dies with the connection), and says which. Runs in its own transaction before the new record. */
+static fb_code cb_sweep_abandoned(PGconn *c, fb_err *err) {
+    PGresult *r = PQexec(c,
+                         "UPDATE public.backup_archive_backuprecord SET status = 'FAILED', completed_at = now(), "
+                         "error_message = 'the process that ran it (' || worker || ') ended without recording an "
+                         "outcome (killed or lost); found by a later fusion-backup backup: run the backup again' "
+                         "WHERE status = 'RUNNING' AND worker LIKE '" CB_WORKER_PREFIX "%' "
+                         "AND pg_catalog.pg_try_advisory_xact_lock(" CB_LOCK_CLASS ", (id & 2147483647)::int) "
+                         "RETURNING id, job_id::text, worker");
+    fb_code rc = pgx_check(c, r, PGRES_TUPLES_OK, "marking abandoned backup records FAILED", err);
+    for (int i = 0; !rc && i < PQntuples(r); i++)
+        fprintf(stderr, "fusion-backup backup: record %s (job %s) was left RUNNING by %s, which ended without an "
+                "outcome: marked FAILED\n", PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), PQgetvalue(r, i, 2));
+    PQclear(r);
+    return rc;
+}
+
+/* Holds this process's lock on its record until the connection closes (session level, taken in the caller's
+ * transaction). */
+static fb_code cb_hold_record(PGconn *c, int64_t record_id, fb_err *err) {
+    char rid[32], sql[200];
+    snprintf(rid, sizeof rid, "%" PRId64, record_id);
+    snprintf(sql, sizeof sql, "SELECT pg_catalog.pg_advisory_lock" CB_LOCK_KEY, rid);
+    return pgx_exec(c, sql, "locking the BackupRecord for this process", err);
+}
+
 /* The backup's progress, from job_backup_run's counters (tables done of total, rows and bytes so far). */
 static void cb_progress(void *opaque, const job_result *so_far) {
     fb_progress_update(opaque, job_result_get(so_far, "done_rows"), job_result_get(so_far, "done_bytes"),
@@ -268,15 +307,17 @@ int cmd_backup(int argc, char **argv) {
     int64_t record_id = 0;
     ev_uuid_random(job_id);
     gethostname(host, sizeof host - 1);
-    snprintf(worker, sizeof worker, "fusion-backup backup@%s:%d", host, (int)getpid());
+    snprintf(worker, sizeof worker, CB_WORKER_PREFIX "%s:%d", host, (int)getpid());
     /* The record is created and moved to RUNNING in one transaction: nobody ever sees it QUEUED, so Fusion's
      * republish sweep (services.republish_queued) cannot send it to a worker while this process runs it. */
     dmn_pub pub = {.cfg = &cfg, .worker_name = worker};
     int64_t started = ev_now_ms();
+    if (!rc) rc = cb_sweep_abandoned(c, &err);
     if (!rc) rc = pgx_exec(c, "BEGIN", "starting the record's transaction", &err);
     if (!rc) rc = cb_create_record(c, &k, job_id, ev_backup_type_name(type), tables, n_tables, &record_id, &err);
     if (!rc) rc = cb_build_request(c, &k, job_id, record_id, type, &req, &err);
     if (!rc) rc = ev_encode(req, &raw, &raw_len, &err);
+    if (!rc) rc = cb_hold_record(c, record_id, &err);
     if (!rc) rc = cb_record(c, &pub, req, raw, raw_len, EV_RUNNING, started, NULL, NULL, &err);
     if (!rc) rc = pgx_exec(c, "COMMIT", "committing the BackupRecord", &err);
     if (rc) {
