@@ -1,4 +1,4 @@
-"""Admin for the four models, with "Back up now", "Verify" and "Archive now (dry run / for real)" actions.
+"""Admin for the five models, with "Back up now", "Verify" and "Archive now (dry run / for real)" actions.
 
 Each action needs its own permission (Meta.permissions: run_backup, run_verify, run_archive), not just access
 to the admin: Django leaves an action out of the list, and refuses a POST naming it ("No action selected"), for
@@ -27,7 +27,7 @@ from django.utils.text import Truncator
 from . import health, services
 from .compat import action, display
 from .authority import Refused, qualified
-from .models import ArchivedRecord, ArchivePolicy, BackupConfiguration, BackupRecord, Status
+from .models import ArchivedRecord, ArchivePolicy, ArchiveRun, BackupConfiguration, BackupRecord, Status
 
 audit = logging.getLogger("backup_archive.admin")
 
@@ -182,8 +182,22 @@ class VerificationFilter(admin.SimpleListFilter):
         return queryset
 
 
+class _WrittenByWorkers(admin.ModelAdmin):
+    """Rows the workers (and requests) write: the admin only shows them."""
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Optional[models.Model] = None) -> Any:
+        return [f.name for f in self.model._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @display(description="error")
+    def error_short(self, obj: Any) -> str:
+        return Truncator(obj.error_message).chars(80)
+
+
 @admin.register(BackupRecord)
-class BackupRecordAdmin(admin.ModelAdmin):
+class BackupRecordAdmin(_WrittenByWorkers):
     list_display = ("requested_at", "configuration", "backup_type", "status", "size", "duration_display",
                     "attempt", "worker", "error_short", "last_verified_at", "verification_display")
     list_filter = ("status", "backup_type", VerificationFilter, "configuration")
@@ -191,13 +205,6 @@ class BackupRecordAdmin(admin.ModelAdmin):
     date_hierarchy = "requested_at"
     list_select_related = ("configuration",)
     actions = ["verify_integrity", "verify_restore"]
-
-    def get_readonly_fields(self, request: HttpRequest, obj: Optional[BackupRecord] = None) -> Any:
-        # Records are written by the workers; the admin only shows them.
-        return [f.name for f in self.model._meta.fields]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
 
     def has_run_verify_permission(self, request: HttpRequest) -> bool:
         return _has_perm(self, request, "run_verify")
@@ -210,10 +217,6 @@ class BackupRecordAdmin(admin.ModelAdmin):
     def duration_display(self, obj: BackupRecord) -> str:
         d = obj.duration
         return _duration(d.total_seconds() if d is not None else None)
-
-    @display(description="error")
-    def error_short(self, obj: BackupRecord) -> str:
-        return Truncator(obj.error_message).chars(80)
 
     @display(description="verification", ordering="verify_status")
     def verification_display(self, obj: BackupRecord) -> str:
@@ -248,6 +251,14 @@ class BackupRecordAdmin(admin.ModelAdmin):
     def verify_restore(self, request: HttpRequest, queryset: QuerySet) -> None:
         self._verify(request, queryset, "restore")
 
+
+@admin.register(ArchiveRun)
+class ArchiveRunAdmin(_WrittenByWorkers):
+    list_display = ("requested_at", "policy", "dry_run", "status", "attempt", "worker", "error_short")
+    list_filter = ("status", "dry_run", "policy")
+    search_fields = ("job_id", "error_message")
+    date_hierarchy = "requested_at"
+    list_select_related = ("policy",)
 
 @admin.register(ArchivePolicy)
 class ArchivePolicyAdmin(admin.ModelAdmin):

@@ -1,6 +1,7 @@
-"""The four tables of the app. schemas/sql/backup_archive.sql is the same DDL for the C side, which reads and
-writes these tables by name (the worker fills in BackupRecord and inserts ArchivedRecord rows), so a change
-here is a change of that contract: update the SQL file too (tests/test_schema_sql.py compares them).
+"""The five tables of the app. schemas/sql/backup_archive.sql is the same DDL for the C side, which reads and
+writes these tables by name (the worker fills in BackupRecord, is to fill in ArchiveRun, and inserts
+ArchivedRecord rows), so a change here is a change of that contract: update the SQL file too
+(tests/test_schema_sql.py compares them).
 
 Migration 0003 (issue 10, the database is the authority): the workers run a request only when it matches these
 rows, so what Django stores must be what it publishes: ArchivePolicy keeps its resolved table, key and timestamp
@@ -276,6 +277,43 @@ class ArchivePolicy(models.Model):
             return
         for name in self.TARGET_FIELDS:
             setattr(self, name, getattr(target, name))
+
+
+class ArchiveRun(models.Model):
+    """One archive job (archive.due): created by services.request_archive() with the job id it publishes, so an
+    archival failure has a row to be found in, as a backup's has (notify.py mails it).
+
+    Django writes QUEUED, published_at, and FAILED when Kafka did not take the request; the worker's outcome
+    (RUNNING, SUCCESS, FAILED with its error and stats) is the recorder's to write, by job id and policy id, on the
+    same rules as BackupRecord's (worker/src/daemon/dmn_recorder.h). A scheduled slot whose publish failed is
+    requested again under the same job id: the same row, queued again (services._archive_run).
+    """
+
+    id = _id()
+    policy = models.ForeignKey(ArchivePolicy, on_delete=models.CASCADE, related_name="runs")
+    job_id = models.UUIDField(unique=True, editable=False)
+    dry_run = models.BooleanField(default=False)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    requested_at = models.DateTimeField(default=timezone.now)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    published_at = models.DateTimeField(null=True, blank=True, editable=False)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    error_message = models.TextField(blank=True, default="")
+    attempt = models.IntegerField(default=1)
+    worker = models.CharField(max_length=255, blank=True, default="")
+    stats = models.JSONField(null=True, blank=True)
+    # The attempt whose failure was mailed (notify.py), as BackupRecord.failure_notified_attempt.
+    failure_notified_attempt = models.IntegerField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-requested_at", "-id"]
+
+    def __str__(self) -> str:
+        kind = "dry run" if self.dry_run else "archival"
+        return f"{kind} of {self.policy} {self.requested_at:%Y-%m-%d %H:%M} {self.status}"
 
 
 class ArchivedRecord(models.Model):
