@@ -72,7 +72,9 @@ def _notice(row: models.Model, kind: str, subject: str, headline: str, why: str,
     except NoReverseMatch:  # a project without the admin, or the model not registered there
         pass
     lines += ["", what_to_do]
-    return Notice(row.pk, kind, subject, "\n".join(lines))
+    # One line whatever a name holds: Django refuses a subject with a line break (BadHeaderError), and one
+    # refused mail would hold back every failure after it, run after run.
+    return Notice(row.pk, kind, " ".join(subject.split()), "\n".join(lines))
 
 
 def backup_notice(r: BackupRecord) -> Notice:
