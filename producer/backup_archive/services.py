@@ -3,11 +3,12 @@
 Reliability, in order:
 1. The event is built and validated by the contract's codec *inside* the caller's transaction: an event the
    workers would reject raises here and rolls the request back.
-2. It is published only after the transaction commits (`transaction.on_commit`): a rolled-back request emits
-   nothing, and a worker never receives a job whose BackupRecord it cannot see yet.
-3. Publishing waits for Kafka's delivery report; on failure the record becomes FAILED with the Kafka error
+2. It is published only after the transaction commits (`transaction.on_commit`, one helper for every request:
+   _publish_after_commit): a rolled-back request emits nothing, and a worker never receives a job whose row
+   (BackupRecord, ArchiveRun) it cannot see yet.
+3. Publishing waits for Kafka's delivery report; on failure the row becomes FAILED with the Kafka error
    (never QUEUED forever) and the error is logged. The on-commit callback never raises, so a broker outage can
-   not turn a committed request into a 500 after the fact; callers read the outcome from the record
+   not turn a committed request into a 500 after the fact; callers read the outcome from the row
    (`record.refresh_from_db()`), or from the returned ArchiveRequest for archive jobs.
 
 The database is the authority (issue 10): a worker runs a request only when it matches the rows it names, so
