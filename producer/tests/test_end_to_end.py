@@ -268,13 +268,6 @@ def test_republished_record_runs_once_on_the_worker(kafka_topics: Topics, worker
     assert len(_artifacts(workers.storage_root)) == 1
 
 
-class RecorderSkipsArchiveStatuses(AssertionError):
-    """The one failure test_a_worker_failed_archive_run_is_mailed expects today (and only that one)."""
-
-
-@pytest.mark.xfail(raises=RecorderSkipsArchiveStatuses, strict=True,
-                   reason="dmn_recorder.c does not apply archive job.status events to ArchiveRun yet (issue 13); "
-                          "remove this mark when it does")
 def test_a_worker_failed_archive_run_is_mailed(kafka_topics: Topics, workers: Workers) -> None:
     """A real worker fails an archive job (a trigger refuses the DELETE, as a Fusion trigger might): its FAILED
     must reach the job's ArchiveRun through the recorder, and be mailed once."""
@@ -303,11 +296,8 @@ def _fail_an_archive_run(kafka_topics: Topics, workers: Workers) -> None:
     assert done["job_id"] == str(req.job_id) and done["status"] == Status.FAILED, done
     assert "registrar" in (done["error"] or ""), done
     # The recorder (same worker process) applies a status within moments of its publication.
-    try:
-        run = wait_for(lambda: ArchiveRun.objects.filter(pk=req.run_id, status=Status.FAILED).first(), timeout=20,
-                       what="the ArchiveRun to be FAILED")
-    except AssertionError as e:
-        raise RecorderSkipsArchiveStatuses(str(e)) from None
+    run = wait_for(lambda: ArchiveRun.objects.filter(pk=req.run_id, status=Status.FAILED).first(), timeout=20,
+                   what="the ArchiveRun to be FAILED")
     assert "registrar" in run.error_message and run.worker
     [n] = notify_failures()
     assert n.kind == "archive" and "registrar" in n.body and len(mail.outbox) == 1
