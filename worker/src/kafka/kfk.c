@@ -185,7 +185,7 @@ fb_code kfk_produce_sync(rd_kafka_t *rk, const fb_signer *signer, const char *to
         rd_kafka_poll(rk, 100);
         got = atomic_load_explicit(&done, memory_order_acquire);
     }
-    FB_ASSERT(got == 1 || got <= -1000000); /* what kfk_dr_cb stores: delivered, or an encoded error */
+    FB_ASSERT(got == 1 || got < 0); /* what kfk_dr_cb stores: delivered, or -err - 1000000 (err >= -200) */
     if (got == 1) return FB_OK;
     return fb_err_set(err, FB_ERR_KAFKA, "Kafka did not accept the message for topic \"%s\": %s (is the broker up and "
                       "the topic created? see `fusion-backup topics create`)", topic,
