@@ -42,8 +42,8 @@ cmd/cmd_backup.c daemon/dmn_status.h the same: dmn_status_build, for the event t
 [ -d "$SRC" ] || { echo "layers: no such directory: $SRC" >&2; exit 2; }
 
 cd "$SRC" || exit 2
-# shellcheck disable=SC2035
-files=$(ls -d */*.c */*.h 2>/dev/null)
+# Every C source and header at any depth (the first folder is the module).
+files=$(find . -name '*.[ch]' -type f | sed 's|^\./||' | sort)
 [ -n "$files" ] || { echo "layers: no sources under $SRC" >&2; exit 2; }
 
 # One awk pass over every source line: the include lines are checked there, so the whole tree takes milliseconds.
@@ -72,6 +72,11 @@ BEGIN {
 }
 FNR == 1 {
     mod = FILENAME; sub(/\/.*/, "", mod)
+    if (FILENAME !~ /\//) {
+        printf "layers: %s/%s: a source outside any module folder: put it in the folder of its layer\n", src, FILENAME
+        bad++
+        nextfile
+    }
     if (!(mod in known)) {
         printf "layers: %s/%s: folder \"%s\" has no row in tests/layers.sh: give it one (which modules may it include?)\n", src, FILENAME, mod
         bad++

@@ -53,6 +53,12 @@ case_ "an include of no module fails" 1 'job/job_verify\.h:2 includes "nosuch/th
 fresh; mkdir "$TMP/src/extra" && printf '#include "common/fb_err.h"\n' >"$TMP/src/extra/x.c"
 case_ "a folder without a row fails" 1 'folder "extra" has no row'
 
+fresh; mkdir "$TMP/src/storage/drivers" && printf '#include "job/job.h"\n' >"$TMP/src/storage/drivers/y.c"
+case_ "a file in a subfolder belongs to its module" 1 'storage/drivers/y\.c:1 includes "job/job\.h": storage may'
+
+fresh; printf '#include "common/fb_err.h"\n' >"$TMP/src/loose.c"
+case_ "a source outside any module folder fails" 1 'loose\.c: a source outside any module folder'
+
 fresh; sed -i '/#include "daemon\/dmn_jobs.h"/d' "$TMP/src/cmd/cmd_event.c"
 case_ "an exception that matches nothing fails (the list cannot go stale)" 1 \
     'exception "cmd/cmd_event\.c includes daemon/dmn_jobs\.h".*remove it'
