@@ -1,6 +1,7 @@
-/* test_chunk_golden: the chunker's boundaries and ids for a fixed input, as golden values.
+/* test_chunk_golden: the chunker's boundaries and ids for a fixed input, as golden values, and against the rule
+ * FORMAT.md ("Chunks") writes down, re-implemented here from that text alone.
  *
- * FORMAT.md ("Chunks") promises the same boundaries in every build: an INCREMENTAL written by one worker reuses
+ * FORMAT.md specifies the boundaries exactly, so they are the same in every build: an INCREMENTAL written by one worker reuses
  * the chunks of a FULL written by another, and ids in old chain indexes must keep matching. The values below were
  * taken from the implementation when this test was written. A change that makes this test fail is a FORMAT
  * CHANGE (new gear table, mask, minimum, maximum or cut rule): it needs a new format version and a migration
@@ -132,6 +133,58 @@ static void goldens(const unsigned char *in, size_t len) {
     CHECK_EQ_STR(d, GOLDEN_DIGEST);
 }
 
+/* FORMAT.md, "Chunks", read literally: gear = 256 splitmix64 values from the seed 0x46424b4348554e4b; h = (h << 1)
+ * + gear[byte] over every byte; once the chunk has 1024 bytes a byte with h & 0x7ff == 0 arms a cut; the chunk
+ * ends after the next '\n'; at 65536 bytes it ends at its next '\n' whatever h is; the stream's end ends the last.
+ * Written from the text, not from arc_chunk.c, so the two can only agree if the code does what the format says. */
+static size_t spec_boundaries(const unsigned char *in, size_t len, size_t *out, size_t max) {
+    uint64_t gear[256], seed = 0x46424b4348554e4bull;
+    for (int i = 0; i < 256; i++) {
+        uint64_t z = (seed += 0x9e3779b97f4a7c15ull);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        gear[i] = z ^ (z >> 31);
+    }
+    uint64_t h = 0;
+    size_t n = 0, clen = 0;
+    int armed = 0;
+    for (size_t i = 0; i < len && n < max; i++) {
+        h = (h << 1) + gear[in[i]];
+        clen++;
+        if (in[i] == '\n' && (armed || clen >= 65536)) {
+            out[n++] = clen;
+            clen = 0;
+            armed = 0;
+        } else if (in[i] != '\n' && !armed && clen >= 1024 && (h & 0x7ff) == 0) {
+            armed = 1;
+        }
+    }
+    if (clen && n < max) out[n++] = clen;
+    return n;
+}
+
+static void matches_the_format_text(const unsigned char *in, size_t len) {
+    static cuts c;
+    static size_t spec[MAX_CHUNKS];
+    chunk(in, len, 0, 0, &c);
+    size_t n = spec_boundaries(in, len, spec, MAX_CHUNKS);
+    size_t first_diff = 0;
+    while (first_diff < n && first_diff < c.n && spec[first_diff] == c.len[first_diff]) first_diff++;
+    CHECKF(n == c.n && first_diff == n, "arc_chunk cuts %zu chunks, FORMAT.md's rule %zu; first difference at "
+           "chunk %zu", c.n, n, first_diff);
+    /* And a long row, where the 65536-byte rule decides. */
+    size_t big = 3 * ARC_CHUNK_MAX + 10;
+    unsigned char *b = malloc(big);
+    if (!b) return;
+    for (size_t i = 0; i < big; i++) b[i] = i % 100 == 99 ? '\n' : (unsigned char)('a' + i % 7);
+    chunk(b, big, 0, 0, &c);
+    n = spec_boundaries(b, big, spec, MAX_CHUNKS);
+    first_diff = 0;
+    while (first_diff < n && first_diff < c.n && spec[first_diff] == c.len[first_diff]) first_diff++;
+    CHECKF(n == c.n && first_diff == n, "periodic input: arc_chunk %zu chunks, FORMAT.md %zu", c.n, n);
+    free(b);
+}
+
 /* Splitting the stream differently changes nothing, and kept bytes are the stream's own. */
 static void independent_of_feed_sizes(const unsigned char *in, size_t len) {
     static cuts whole, other;
@@ -205,6 +258,7 @@ int main(void) {
     if (!in) return 1;
     size_t len = make_input(in, IN_BYTES);
     goldens(in, len);
+    matches_the_format_text(in, len);
     independent_of_feed_sizes(in, len);
     bounds(in, len);
     long_row();
