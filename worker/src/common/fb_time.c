@@ -7,6 +7,12 @@
 #include <string.h>
 #include <time.h>
 
+int64_t fb_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* Reads exactly `digits` digits at *p into *v; advances *p. */
 static int ft_digits(const char **p, int digits, int *v) {
     int x = 0;

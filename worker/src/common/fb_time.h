@@ -10,6 +10,10 @@
 
 #include "common/fb_err.h"
 
+/* The wall clock: ms since the epoch (UTC), what events carry in ts. Declared here, below every layer that stamps
+ * or compares times (kafka, jobs, the daemon, commands). */
+int64_t fb_now_ms(void);
+
 /* Parses s into ms since the epoch (see above). FB_ERR_USAGE with an example on anything else. */
 fb_code fb_time_parse(const char *s, int64_t now_ms, int64_t *out, fb_err *err);
 
