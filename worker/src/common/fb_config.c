@@ -587,13 +587,22 @@ static void cfg_print_rows(unsigned scope, int command_options, FILE *out, int *
     }
 }
 
+static void cfg_print_settings(unsigned scope, FILE *out, int *times) {
+    fprintf(out, "\nSettings (flag, also from the environment variable named and the config file; -X prop=value "
+                 "passes a setting to librdkafka):\n");
+    cfg_print_rows(scope, 0, out, times);
+}
+
+void fb_config_print_settings(unsigned scope, FILE *out) {
+    int times = 0;
+    cfg_print_settings(scope, out, &times);
+}
+
 void fb_config_print_options(unsigned scope, FILE *out) {
     int times = 0;
     fprintf(out, "\nOptions (--name VALUE or --name=VALUE; a flag alone turns it on, --no-FLAG off):\n");
     cfg_print_rows(scope, 1, out, &times);
-    fprintf(out, "\nSettings (flag, also from the environment variable named and the config file; -X prop=value "
-                 "passes a setting to librdkafka):\n");
-    cfg_print_rows(scope, 0, out, &times);
+    cfg_print_settings(scope, out, &times);
     if (times)
         fprintf(out, "\nTIME: 2026-11-27T10:30:00+05:30 or 2026-11-27 10:30Z (always with its zone), 2026-11-27 "
                      "(midnight UTC), a duration before now (90m, 2h, 7d) or ms since the epoch.\n");

@@ -163,7 +163,10 @@ fb_code fb_config_parse_args(fb_config *cfg, int *argc, char **argv, unsigned sc
  * settings every command (or the worker) shares, each with its value, bounds or values, default and variable. */
 void fb_config_print_options(unsigned scope, FILE *out);
 
-/* The same to stdout (kept for callers of the first API). */
+/* Only the shared settings of `scope` (the second part of the above): the top-level --help. */
+void fb_config_print_settings(unsigned scope, FILE *out);
+
+/* The same as fb_config_print_options to stdout (kept for callers of the first API). */
 void fb_config_print_help(unsigned scope);
 
 /* Topic name: topic_prefix + suffix ("backup.requested"). Writes into out; returns out. */
