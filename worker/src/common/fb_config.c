@@ -581,7 +581,8 @@ static void cfg_print_rows(unsigned scope, int command_options, FILE *out, int *
         char spelt[160], detail[300];
         cfg_spelling(r, spelt, sizeof spelt);
         cfg_detail(r, detail, sizeof detail);
-        fprintf(out, "  %-28s %s\n", spelt, r->help);
+        if (strlen(spelt) > 27) fprintf(out, "  %s\n  %-28s %s\n", spelt, "", r->help); /* a long enum */
+        else fprintf(out, "  %-28s %s\n", spelt, r->help);
         if (*detail) fprintf(out, "  %-28s (%s)\n", "", detail);
         *times |= r->type == CFG_TIME;
     }
