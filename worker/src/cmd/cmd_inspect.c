@@ -12,10 +12,6 @@
 #include "common/fb_time.h"
 #include "dump/dump_open.h"
 
-static void cmd_inspect_time(int64_t ms, char *out, size_t cap) {
-    fb_time_format_iso(ms, out, cap);
-}
-
 static void cmd_inspect_text(const arc_manifest *m, const arc_index *ix, const stor_rfile *f) {
     char snap[40], start[40], end[40];
     int64_t rows = 0, raw = 0, stored = 0;
@@ -24,9 +20,9 @@ static void cmd_inspect_text(const arc_manifest *m, const arc_index *ix, const s
         raw += m->tables[i].raw_bytes;
         stored += m->tables[i].stored_bytes;
     }
-    cmd_inspect_time(m->snapshot_ms, snap, sizeof snap);
-    cmd_inspect_time(m->started_ms, start, sizeof start);
-    cmd_inspect_time(m->completed_ms, end, sizeof end);
+    fb_time_format_iso(m->snapshot_ms, snap, sizeof snap);
+    fb_time_format_iso(m->started_ms, start, sizeof start);
+    fb_time_format_iso(m->completed_ms, end, sizeof end);
     printf("artifact     %s (%llu bytes, format %lld, %s)\n", f->name, (unsigned long long)f->size,
            (long long)m->format, m->tool ? m->tool : "?");
     printf("job          %s (record %lld, configuration %lld \"%s\")\n", m->job_id ? m->job_id : "?",

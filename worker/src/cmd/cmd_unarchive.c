@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "cmd/cmd.h"
+#include "codec/ev_json.h"
 #include "common/fb_config.h"
 #include "common/fb_log.h"
 #include "common/fb_time.h"
@@ -19,17 +20,6 @@ static const char cmd_unarchive_usage[] =
     "                               --pg CONNINFO [--dry-run]\n"
     "Puts archived rows back into their tables. Rows whose primary key exists again in their table are\n"
     "reported and stay archived (exit 13).\n";
-
-/* Prints s as a JSON string. */
-static void cmd_unarchive_json_str(FILE *f, const char *s) {
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
-        else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
-        else fputc(*p, f);
-    }
-    fputc('"', f);
-}
 
 int cmd_unarchive(int argc, char **argv) {
     fb_config cfg;
@@ -74,7 +64,7 @@ int cmd_unarchive(int argc, char **argv) {
            (long long)res.not_found, o.dry_run ? "true" : "false");
     for (size_t i = 0; i < res.n_conflicts; i++) {
         if (i) fputs(", ", stdout);
-        cmd_unarchive_json_str(stdout, res.conflicts[i]);
+        ev_json_string(stdout, res.conflicts[i]);
     }
     printf("]}\n");
     if (res.n_conflicts) {

@@ -139,7 +139,6 @@ typedef enum fb_cmd {
     FB_CMD_TOPICS,
     FB_CMD_UNARCHIVE,
     FB_CMD_VERIFY,
-    FB_CMD_VERSION,
     FB_CMD_COUNT
 } fb_cmd;
 #define FB_SCOPE(cmd) (1u << (cmd))
