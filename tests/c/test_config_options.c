@@ -133,7 +133,7 @@ static void test_enum(void) {
     refused(FB_SCOPE(FB_CMD_BACKUP), "--type", "WEEKLY", "--type must be FULL, INCREMENTAL or DIFFERENTIAL",
             "\"WEEKLY\"", NULL);
     refused(FB_SCOPE(FB_CMD_REPLAY), "--from=all", NULL, "--from must be failed or dlq", "\"all\"", NULL);
-    refused(FB_CFG_WORKER, "--role", "boss", "--role must be worker, recorder or all", NULL, NULL);
+    refused(FB_CFG_WORKER, "--log-format", "xml", "--log-format must be text or json", "\"xml\"", NULL);
     fb_config cfg;
     fb_err err;
     CHECK_EQ_INT(parse(&cfg, FB_SCOPE(FB_CMD_BACKUP), &err, NULL, NULL, "--type=INCREMENTAL", (char *)NULL), FB_OK);

@@ -63,8 +63,10 @@ static const cfg_row cfg_rows[] = {
     ROW_S("topic-prefix", topic_prefix, "fusion.", "FB_TOPIC_PREFIX", W | C,
           "prefix of the four topics (backup.requested, archive.due, jobs.completed, jobs.dlq)"),
     ROW_S("worker-name", worker_name, "", "FB_WORKER_NAME", W, "name in status events (default host:pid)"),
-    ROW_E("role", role, "worker", "worker|recorder|all", "FB_ROLE", W,
-          "worker: run jobs; recorder: apply completion events to BackupRecord; all: both in one process"),
+    /* A string, not an enum row: the worker checks it after --worker-name (main_worker.c), so a bad name is
+     * reported even when the role is wrong too. */
+    ROW_S("role", role, "worker", "FB_ROLE", W,
+          "worker (run jobs) | recorder (apply completion events to BackupRecord) | all (both in one process)"),
     ROW_E("log-level", log_level, "info", "debug|info|warn|error", "FB_LOG_LEVEL", W | C, "the least severe messages logged"),
     ROW_E("log-format", log_format, "text", "text|json", "FB_LOG_FORMAT", W | C, "log lines (and progress lines) as text or JSON"),
     ROW_S("metrics-listen", metrics_listen, "", "FB_METRICS_LISTEN", W,
