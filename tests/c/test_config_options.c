@@ -92,6 +92,13 @@ static void test_bounds_and_numbers(void) {
 static void test_unknown_and_missing(void) {
     refused(RESTORE, "--bogus", NULL, "unknown option", "--bogus", NULL);
     refused(RESTORE, "--bogus=1", NULL, "unknown option", "--bogus", NULL);
+    {   /* a mistyped option's value is not echoed: it may be a password */
+        fb_config cfg;
+        fb_err err;
+        CHECK_EQ_INT(parse(&cfg, RESTORE, &err, NULL, NULL, "--kafka-pasword=hunter2", (char *)NULL), FB_ERR_USAGE);
+        CHECKF(strstr(err.msg, "--kafka-pasword") && !strstr(err.msg, "hunter2"), "%s", err.msg);
+        fb_config_free(&cfg);
+    }
     refused(RESTORE, "-x", NULL, "unknown option", "-x", NULL);
     /* an option of another command is refused, and said to be one */
     refused(RESTORE, "--json", NULL, "--json is not an option of this command", NULL, NULL);

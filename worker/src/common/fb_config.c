@@ -508,7 +508,8 @@ static fb_code cfg_one_option(fb_config *cfg, int argc, char **argv, int *i, uns
         if (elsewhere)
             return fb_err_set(err, FB_ERR_USAGE, "--%.*s is not an option of this command (see its --help)", (int)len,
                               name);
-        return fb_err_set(err, FB_ERR_USAGE, "unknown option \"%s\" (see --help)", a);
+        /* the name only: a mistyped option's value may be a secret */
+        return fb_err_set(err, FB_ERR_USAGE, "unknown option \"--%.*s\" (see --help)", (int)len, name);
     }
     if (eq) value = eq + 1;
     else if (!value && row->type == CFG_FLAG) value = "1";
