@@ -92,18 +92,18 @@ static void bounds(void) {
                              *const huge[] = {"--concurrency", "99999999999999999999", NULL},
                              *const word[] = {"--concurrency", "four", NULL},
                              *const neg[] = {"--zstd-level", "-3", NULL}, *const half[] = {"--concurrency", "2.5", NULL};
-    expect_refused("flag below the bounds", zero, "concurrency must be between 1 and 64, got 0");
-    expect_refused("flag above the bounds", big, "concurrency must be between 1 and 64, got 65");
+    expect_refused("flag below the bounds", zero, "--concurrency must be 1..64, got \"0\"");
+    expect_refused("flag above the bounds", big, "--concurrency must be 1..64, got \"65\"");
     expect_refused("flag beyond 64 bits", huge, "concurrency must be a whole number");
     expect_refused("flag not a number", word, "concurrency must be a whole number");
     expect_refused("flag not whole", half, "concurrency must be a whole number");
-    expect_refused("negative zstd level", neg, "zstd-level must be between 1 and 19");
+    expect_refused("negative zstd level", neg, "--zstd-level must be 1..19");
     setenv("FB_CONCURRENCY", "65", 1);
-    expect_refused("environment above the bounds, named", NULL, "FB_CONCURRENCY: concurrency must be between 1 and 64");
+    expect_refused("environment above the bounds, named", NULL, "FB_CONCURRENCY: --concurrency must be 1..64");
     unsetenv("FB_CONCURRENCY");
     write_config("concurrency = 0\n");
     setenv("FB_CONFIG", file, 1);
-    expect_refused("file below the bounds, with file and line", NULL, ":1: concurrency must be between 1 and 64");
+    expect_refused("file below the bounds, with file and line", NULL, ":1: --concurrency must be 1..64");
     write_config("concurrency = 2\nno-such-setting = 1\n");
     expect_refused("unknown setting in the file", NULL, "unknown setting \"no-such-setting\"");
     unsetenv("FB_CONFIG");
