@@ -81,6 +81,9 @@ typedef struct fb_config {
     int64_t archive_sleep_pct;
     int64_t archive_lock_wait_pct;
     int64_t archive_max_replica_lag_ms;
+    int64_t archive_live_window_ms;
+    int64_t archive_live_batch_rows;
+    int64_t archive_live_sleep_pct;
     /* -X prop=value pairs for librdkafka, in order given. */
     char *x_keys[FB_CONFIG_MAX_X];
     char *x_values[FB_CONFIG_MAX_X];
