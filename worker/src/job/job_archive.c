@@ -5,8 +5,10 @@
  * BEGIN, the one statement of job_archive_sql.c, a consistency check (rows deleted == ArchivedRecords written),
  * COMMIT. The loop walks the primary key upwards (keyset), so skipped rows are passed over and every job ends.
  * A batch refused for locks or for a reference that appeared meanwhile is rolled back and retried after a growing
- * pause. Between batches the job reports progress (with the last batch's duration and the throttling so far),
- * honours abort, and pauses as long as the database's load asks (ja_throttle). Purging old
+ * pause. Between batches the job reports progress (with the last batch's duration and the throttling so far; at
+ * most once a second, each time after a synchronous COMMIT: batches commit asynchronously, see the comment at
+ * "SET synchronous_commit"), honours abort, looks at the database and pauses as long as its load asks
+ * (ja_throttle); beside a live load it also takes smaller batches (ja_batch_rows). Purging old
  * ArchivedRecords comes last. A dry run executes the read-only variant of the same statement inside a READ ONLY
  * transaction, so it counts exactly and cannot change anything.
  */
@@ -35,7 +37,7 @@ typedef struct ja_counts {
     int64_t live_batches;    /* batches after which a live load was seen (smaller batches, longer pauses) */
     int64_t live_sessions;   /* other sessions seen busy at the last look (-1: never looked) */
     int live;                /* a live load was present at the last look */
-    int unflushed;           /* batches committed (asynchronously) since the last ja_durable */
+    int unflushed;           /* batches committed (asynchronously) since the last flush (ja_batch's synchronous COMMIT, ja_wait_durable) */
 } ja_counts;
 
 /* The database's load between two batches, as ja_load reads it. */
@@ -353,6 +355,7 @@ fb_code job_archive_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     fb_code rc = FB_OK;
     char appname[80], cutoff[32], what[256];
     k.total_due = -1;
+    k.live_sessions = -1;
 
     if (ev->type != EV_ARCHIVE_DUE) {
         rc = fb_err_set(err, FB_ERR_INTERNAL, "job_archive_run was given a %s event", ev_type_name(ev->type));
