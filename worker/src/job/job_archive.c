@@ -89,7 +89,8 @@ static void ja_publish(job_result *res, const ja_counts *k, int64_t started) {
 }
 
 /* What the database says about the load between two batches: sessions of this database waiting for a lock, other
- * client sessions busy now or within window_ms (a live load: the ERP's requests; other archive jobs do not count),
+ * client sessions busy now or within window_ms (a live load: the ERP's requests; not this system's own sessions
+ * that exist because of archival: other archive jobs, the recorder writing their progress, the policy check),
  * and the largest replay lag of a streaming replica (-1: none, or not visible to this role: replay_lag needs
  * pg_read_all_stats). pg_stat_activity is the backends' live status, not the cumulative statistics that reach
  * pg_stat_database up to a second late, so a load is seen as soon as it starts. A session whose state this role may
@@ -105,6 +106,7 @@ static void ja_load(PGconn *c, const job_ctx *ctx, int64_t window_ms, ja_dbload 
         c, "SELECT count(*) FILTER (WHERE wait_event_type = 'Lock'), "
            "count(*) FILTER (WHERE backend_type = 'client backend' AND "
            "coalesce(application_name, '') NOT LIKE 'fusion-backup archive %' AND "
+           "coalesce(application_name, '') NOT IN ('fusion-backup-recorder', 'fusion-backup authority') AND "
            "(state IS DISTINCT FROM 'idle' OR state_change > clock_timestamp() - $1::bigint * interval '1 ms')), "
            "(SELECT coalesce(max(extract(epoch FROM replay_lag) * 1000)::bigint, -1) FROM pg_stat_replication) "
            "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
