@@ -164,10 +164,10 @@ static const cfg_row cfg_rows[] = {
           "a live load is present when another session of the database (not an archive job) is running a "
           "statement or ran one within this many ms (pg_stat_activity); archival then takes smaller batches and "
           "pauses after each (0: never)"),
-    ROW_I("archive-live-batch-rows", archive_live_batch_rows, "1000", 1, 100000000, "FB_ARCHIVE_LIVE_BATCH_ROWS", W,
+    ROW_I("archive-live-batch-rows", archive_live_batch_rows, "200", 1, 100000000, "FB_ARCHIVE_LIVE_BATCH_ROWS", W,
           "at most this many rows per archival batch while a live load is present (the request's batch_size "
           "otherwise)"),
-    ROW_I("archive-live-sleep-pct", archive_live_sleep_pct, "200", 0, 10000, "FB_ARCHIVE_LIVE_SLEEP_PCT", W,
+    ROW_I("archive-live-sleep-pct", archive_live_sleep_pct, "1000", 0, 10000, "FB_ARCHIVE_LIVE_SLEEP_PCT", W,
           "while a live load is present, pause after each archival batch for this percentage of its duration (at "
           "least)"),
 };
