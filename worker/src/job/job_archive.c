@@ -261,7 +261,7 @@ out:
 
 /* One batch: BEGIN, the statement, the consistency check, COMMIT (a dry run rolls back). The session commits
  * asynchronously (job_archive_run); the COMMIT is synchronous, and so flushes this and every earlier batch, when
- * sync is set or when the batch saw fewer than want rows (the job's last batch). *synced says which it was. On
+ * the batch saw rows and sync is set or it saw fewer than want (the job's last batch). *synced says which it was. On
  * success fills v and *last_key (malloc'd, NULL when the batch saw no row). On failure *retry says whether trying
  * again may help. Returns FB_ERR_ABORTED, rolled back, when the job is aborted while the batch is open. */
 static fb_code ja_batch(PGconn *c, const job_ctx *ctx, const char *sql, int nparams, const Oid *types,
@@ -296,7 +296,10 @@ static fb_code ja_batch(PGconn *c, const job_ctx *ctx, const char *sql, int npar
         rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
         goto out;
     }
-    *synced = !a->dry_run && (sync || v[JA_R_SEEN] < want);
+    /* A batch that saw rows locked them (FOR UPDATE writes WAL and takes a transaction id), so its synchronous
+     * COMMIT writes a commit record and flushes the WAL up to it; a batch that saw none wrote nothing, and its
+     * COMMIT flushes nothing: it is never counted as synchronous. */
+    *synced = !a->dry_run && v[JA_R_SEEN] > 0 && (sync || v[JA_R_SEEN] < want);
     if (*synced && (rc = pgx_exec(c, "SET LOCAL synchronous_commit = on", what, err))) goto out;
     if (!(cr = ja_exec(c, a->dry_run ? "ROLLBACK" : "COMMIT", 0, NULL, NULL, PGRES_COMMAND_OK, what, retry, err)))
         rc = err->code;
@@ -448,8 +451,8 @@ fb_code job_archive_run(const job_ctx *ctx, job_result *res, fb_err *err) {
         }
         fails = 0;
         k.batch_ms = ja_now_ms() - t_batch;
+        if (v[JA_R_SEEN] == 0) break; /* wrote nothing: batches before it may still be unflushed */
         k.unflushed = synced ? 0 : k.unflushed + 1;
-        if (v[JA_R_SEEN] == 0) break;
         free(last_key);
         last_key = next_key;
         k.batches++;
