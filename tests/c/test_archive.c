@@ -158,6 +158,9 @@ static void ta_job_init(ta_job *j, const char *db, const char *module, const cha
     j->cfg.pg = strdup(ci);
     j->cfg.lock_timeout_ms = 2000;
     j->cfg.batch_pause_ms = 0;
+    /* The test's own connections would look like a live load (smaller batches, pauses): the cases count batches of
+     * batch_size; test_throttle_follows_live_load turns the live throttle on. */
+    j->cfg.archive_live_window_ms = 0;
     j->ev.v = 1;
     j->ev.type = EV_ARCHIVE_DUE;
     snprintf(j->ev.job_id, sizeof j->ev.job_id, "6f1c2d3e-4b5a-4c6d-8e7f-0a1b2c3d4e5f");
