@@ -161,7 +161,7 @@ static const cfg_row cfg_rows[] = {
           "hold archival between batches while a streaming replica's replay lag (pg_stat_replication) is above "
           "this (0: do not check)"),
     ROW_I("archive-live-window-ms", archive_live_window_ms, "2000", 0, 3600000, "FB_ARCHIVE_LIVE_WINDOW_MS", W,
-          "a live load is present when another session of the database (not an archive job) is running a "
+          "a live load is present when another session of the database (not this system's own) is running a "
           "statement or ran one within this many ms (pg_stat_activity); archival then takes smaller batches and "
           "pauses after each (0: never)"),
     ROW_I("archive-live-batch-rows", archive_live_batch_rows, "200", 1, 100000000, "FB_ARCHIVE_LIVE_BATCH_ROWS", W,
