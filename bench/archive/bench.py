@@ -177,14 +177,17 @@ def main() -> None:
         assert live == 0 and arch == ROWS, (live, arch)
         rate_b = n / s
         results.append((f"(b) one statement: WITH moved AS (DELETE ...) INSERT{tag}", n, s, rate_b, None))
-        print(f"  (b){tag}: {s:.2f} s", flush=True)
+        print(f"  (b){tag}: {s:.2f} s, load average {os.getloadavg()[0]:.1f}", flush=True)
         for batch in BATCHES:
-            conn = reset()
+            # (c) alone on the database, as (b) was: no connection of ours open beside it, which the worker would
+            # rightly take for a live load to protect (archive-live-window-ms).
+            reset().close()
             n, s, bms = run_worker(batch)
+            conn = connect()
             live, arch = counts(conn)
             assert live == 0 and arch == ROWS == n, (live, arch, n)
             results.append((f"(c) worker job_archive_run, batch_size {batch}{tag}", n, s, rate_b, bms))
-            print(f"  (c) {batch}{tag}: {s:.2f} s, batches {bms}", flush=True)
+            print(f"  (c) {batch}{tag}: {s:.2f} s, batches {bms}, load average {os.getloadavg()[0]:.1f}", flush=True)
 
     print()
     print("| method | rows | seconds | rows/s | × (a) | × (b) | batch ms: first / median / last / max | last ÷ first |")

@@ -2,7 +2,8 @@
  *
  * The benchmark (run.sh / bench.py) uses it to time the worker's archival exactly as the daemon runs it (same
  * function, same batches), without Kafka in the way. Built by run.sh against the build's libfbcore.a. The
- * duration of every batch (the job's progress stat batch_ms) is collected, and first, median, last and largest
+ * duration of the batches the job reports progress after (the progress stat batch_ms: the first batch, then one
+ * a second, and the last one that saw rows, see JA_PROGRESS_MS) is collected, and first, median, last and largest
  * are printed, so that a cost that grows as the job advances shows at a glance. Settings come from the
  * environment as for the worker (FB_ARCHIVE_SLEEP_PCT, ...): the defaults unless the caller sets them.
  *
@@ -20,7 +21,8 @@
 #include "job/job.h"
 #include "job/job_archive.h"
 
-/* Every batch's duration, in order (the progress callback runs after each committed batch). */
+/* The reported batches' durations, in order (the progress callback runs after a committed batch, at most once a
+ * second). */
 typedef struct ba_batches {
     int64_t *ms;
     size_t n, cap;
@@ -117,10 +119,10 @@ int main(int argc, char **argv) {
         max = batches.ms[batches.n - 1];
     }
     printf("{\"archived\": %lld, \"batches\": %lld, \"seconds\": %.3f, \"batch_ms\": {\"first\": %lld, "
-           "\"median\": %lld, \"last\": %lld, \"max\": %lld}, \"throttle_ms\": %lld}\n",
+           "\"median\": %lld, \"last\": %lld, \"max\": %lld}, \"throttle_ms\": %lld, \"live_batches\": %lld}\n",
            (long long)job_result_get(&res, "archived"), (long long)job_result_get(&res, "batches"), s,
            (long long)first, (long long)median, (long long)last, (long long)max,
-           (long long)job_result_get(&res, "throttle_ms"));
+           (long long)job_result_get(&res, "throttle_ms"), (long long)job_result_get(&res, "throttle_live_batches"));
     free(batches.ms);
     fb_config_free(&cfg);
     return 0;

@@ -3,8 +3,9 @@
 The live load is pgbench (rate-limited, so it measures latency rather than saturating the two cores) running a
 custom script on Fusion's tables: insert a notification, read one leave application by id and a user's ten
 latest. It runs SECONDS seconds without archival, then the same SECONDS with job_archive_run (bench_archive, as
-bench.py runs it) moving the ROWS due notifications beside it, once per archive-sleep-pct setting in
-FB_BENCH_SLEEP_PCTS ("default" = the worker's defaults, nothing set). Latencies come from pgbench's
+bench.py runs it) moving the ROWS due notifications beside it, once per entry of FB_BENCH_OLTP_SETTINGS
+(";"-separated; "default" = the worker's defaults, nothing set; else comma-separated worker environment settings,
+e.g. "FB_ARCHIVE_LIVE_WINDOW_MS=0" for archival that ignores the live load). Latencies come from pgbench's
 per-transaction log (-l: schedule lag included, as a user would see it); p99 of each phase is compared with the
 p99 of two windows without archival, one before and one after (the load of a shared machine drifts). Run by run.sh with FB_BENCH_MODE=oltp. Not a timed test: it prints a table.
 """
@@ -22,7 +23,7 @@ import bench  # the same seed, reset and driver invocation as the throughput ben
 SECONDS = int(os.environ.get("FB_BENCH_OLTP_SECONDS", "30"))
 TPS = int(os.environ.get("FB_BENCH_OLTP_TPS", "100"))
 CLIENTS = int(os.environ.get("FB_BENCH_OLTP_CLIENTS", "4"))
-SLEEP_PCTS = os.environ.get("FB_BENCH_SLEEP_PCTS", "default,50").split(",")
+SETTINGS = os.environ.get("FB_BENCH_OLTP_SETTINGS", "default;FB_ARCHIVE_LIVE_WINDOW_MS=0").split(";")
 BATCH = int(os.environ.get("FB_BENCH_OLTP_BATCH", "10000"))
 LEAVES = 50000
 PGBENCH = Path(os.environ.get("FB_PG_BIN", "/usr/lib/postgresql/15/bin")) / "pgbench"
@@ -81,11 +82,11 @@ def main() -> None:
         bench.reset()
         base = pgbench(work, "base")
         rows.append(("no archival", base, None))
-        for setting in SLEEP_PCTS:
+        for setting in SETTINGS:
             bench.reset()
             env = {**os.environ, "FB_LOG_LEVEL": "warn"}
             if setting != "default":
-                env["FB_ARCHIVE_SLEEP_PCT"] = setting
+                env.update(kv.split("=", 1) for kv in setting.split(","))
             t0 = time.perf_counter()
             job = subprocess.Popen([bench.DRIVER, bench.PG, "notifications_notification", "id", "timestamp",
                                     str(bench.CUTOFF_MS), str(BATCH)], stdout=subprocess.PIPE,
@@ -97,7 +98,7 @@ def main() -> None:
                 raise SystemExit(f"bench_archive failed: {errs}")
             r = json.loads(out)
             r["overlap"] = min(1.0, r["seconds"] / t_load)  # the share of the load's window archival ran in
-            rows.append((f"archival beside it, archive-sleep-pct {setting}", lat, r))
+            rows.append((f"archival beside it, {setting}", lat, r))
         # The load of a shared machine drifts: a second window without archival, and the p99 of both pooled is
         # the reference.
         bench.reset()
@@ -109,14 +110,15 @@ def main() -> None:
           f"batch_size {BATCH}")
     print()
     print("| phase | transactions | p50 ms | p99 ms | p99 ÷ p99 without (both windows) | archival rows/s | throttled s | "
-          "archival ran for |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+          "batches beside a live load | archival ran for |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, lat, r in rows:
         arch = f"{r['archived'] / r['seconds']:,.0f}" if r else "-"
         thr = f"{r['throttle_ms'] / 1000:.1f}" if r else "-"
+        live = f"{r['live_batches']:,} of {r['batches']:,}" if r else "-"
         ovl = f"{r['overlap'] * 100:.0f} % of the window" if r else "-"
         print(f"| {name} | {len(lat):,} | {pct(lat, 0.5):.2f} | {pct(lat, 0.99):.2f} | "
-              f"{pct(lat, 0.99) / p99_base:.2f} | {arch} | {thr} | {ovl} |")
+              f"{pct(lat, 0.99) / p99_base:.2f} | {arch} | {thr} | {live} | {ovl} |")
     print()
     print("target: p99 with archival ≤ 1.2 × p99 without, at the default settings")
 

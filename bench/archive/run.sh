@@ -10,7 +10,7 @@
 # FB_BENCH_ROWS (1000000; 10000000 for the large run), FB_BENCH_DJANGO_ROWS (20000; 0: no Django loop),
 # FB_BENCH_BATCHES (10000,1000), FB_BENCH_REPEAT (1: rounds of (b) and (c), each (c) against its own round's (b)).
 # FB_BENCH_MODE=oltp runs oltp.py instead: pgbench's latency on Fusion's tables with and without archival beside
-# it (FB_BENCH_OLTP_SECONDS, FB_BENCH_OLTP_TPS, FB_BENCH_OLTP_CLIENTS, FB_BENCH_SLEEP_PCTS; see oltp.py).
+# it (FB_BENCH_OLTP_SECONDS, FB_BENCH_OLTP_TPS, FB_BENCH_OLTP_CLIENTS, FB_BENCH_OLTP_SETTINGS; see oltp.py).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"

@@ -5,8 +5,9 @@
  * timestamp (batches, idempotent re-run, unarchive gives back the same text), leave_leave with CASCADE children
  * and an unlisted catalog reference, PROTECT / DO_NOTHING on the archived table, "File"/"Tracking" (quoted
  * names) with a nested PROTECT and a SET_NULL, a varchar primary key, relations = nil (referenced rows stay), dry run, re-created rows (conflict), purge,
- * missing columns, lock retries and abort, a SIGKILL of a process in the middle of a large archival, and the
- * batch statement's plan in every state of ArchivedRecord's statistics (EXPLAIN, not timed).
+ * missing columns, lock retries and abort, a SIGKILL of a process in the middle of a large archival, the
+ * batch statement's plan in every state of ArchivedRecord's statistics (EXPLAIN, not timed), and the throttle
+ * engaging beside a live load and not on a quiet database (asserted on the job's counters, not on timing).
  * Needs FB_TEST_PG (tests/run.sh sets it) and psql (FB_PG_BIN or /usr/lib/postgresql/15/bin).
  */
 #include <signal.h>
@@ -157,6 +158,9 @@ static void ta_job_init(ta_job *j, const char *db, const char *module, const cha
     j->cfg.pg = strdup(ci);
     j->cfg.lock_timeout_ms = 2000;
     j->cfg.batch_pause_ms = 0;
+    /* The test's own connections would look like a live load (smaller batches, pauses): the cases count batches of
+     * batch_size; test_throttle_follows_live_load turns the live throttle on. */
+    j->cfg.archive_live_window_ms = 0;
     j->ev.v = 1;
     j->ev.type = EV_ARCHIVE_DUE;
     snprintf(j->ev.job_id, sizeof j->ev.job_id, "6f1c2d3e-4b5a-4c6d-8e7f-0a1b2c3d4e5f");
@@ -843,6 +847,92 @@ static void test_batch_plan_does_not_depend_on_archivedrecord_statistics(void) {
     PQfinish(c);
 }
 
+/* A child process that stands for the live ERP: one persistent connection (application_name ta-live-load)
+ * inserting a fresh notification (not due) every 5 ms until it is killed. Returns its pid once it is connected. */
+static pid_t ta_start_live_load(const char *db, PGconn *watch) {
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        char ci[1024];
+        snprintf(ci, sizeof ci, "%s dbname=%s application_name=ta-live-load", ta_base, db);
+        PGconn *l = PQconnectdb(ci);
+        for (;;) {
+            PQclear(PQexec(l, "INSERT INTO notifications_notification (level, unread, actor_object_id, verb, "
+                              "timestamp, public, actor_content_type_id, recipient_id, deleted, emailed, data) "
+                              "VALUES ('info', true, '1', 'live', now(), true, 1, 1, false, false, '{}')"));
+            struct timespec ts = {0, 5 * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+    }
+    for (int i = 0; i < 100 && ta_int(watch, "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                                             "'ta-live-load' AND datname = current_database()") == 0; i++) {
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return pid;
+}
+
+/* The job takes full batches and never pauses when nothing else runs in the database, and small batches with
+ * pauses while another session works beside it; what it saw is in its counters (the progress event's
+ * throttle_live_batches, live_sessions, throttle_ms). Asserted on counts, not on timing. */
+static void test_throttle_follows_live_load(void) {
+    const int N = 6000;
+    const char *db = ta_newdb();
+    PGconn *c = ta_connect(db);
+    ta_seed_notifications(c, N, N);
+    /* Quiet: our own connection idle for longer than the window, the policy's connection closed. */
+    ta_job j;
+    ta_job_init(&j, db, "notifications", "Notification", "notifications_notification", "id", "timestamp", 1000);
+    j.cfg.archive_live_window_ms = 300;
+    j.cfg.archive_live_batch_rows = 200;
+    ta_authorise(&j);
+    struct timespec quiet = {0, 800 * 1000000L};
+    nanosleep(&quiet, NULL);
+    job_result_init(&j.res);
+    CHECK_EQ_INT(job_archive_run(&j.ctx, &j.res, &j.err), FB_OK);
+    CHECK_EQ_INT(STAT(&j, "archived"), N);
+    CHECK_EQ_INT(STAT(&j, "batches"), N / 1000);
+    CHECK_EQ_INT(STAT(&j, "throttle_live_batches"), 0);
+    CHECK_EQ_INT(STAT(&j, "live_sessions"), 0);
+    CHECK_EQ_INT(STAT(&j, "throttle_ms"), 0);
+    /* Beside a live load: batches of archive-live-batch-rows, each followed by a pause. */
+    CHECK(ta_exec(c, "DELETE FROM backup_archive_archivedrecord"));
+    ta_seed_notifications(c, N, N);
+    pid_t load = ta_start_live_load(db, c);
+    ta_job k;
+    ta_job_init(&k, db, "notifications", "Notification", "notifications_notification", "id", "timestamp", 1000);
+    k.cfg.archive_live_window_ms = 300;
+    k.cfg.archive_live_batch_rows = 200;
+    k.cfg.archive_live_sleep_pct = 50;
+    CHECK_EQ_INT(ta_run(&k), FB_OK);
+    kill(load, SIGKILL);
+    waitpid(load, NULL, 0);
+    CHECK_EQ_INT(STAT(&k, "archived"), N);
+    CHECK_EQ_INT(STAT(&k, "batches"), N / 200);
+    CHECKF(STAT(&k, "throttle_live_batches") >= N / 200 - 1, "live batches %lld of %d",
+           (long long)STAT(&k, "throttle_live_batches"), N / 200);
+    CHECKF(STAT(&k, "live_sessions") >= 1, "live_sessions %lld", (long long)STAT(&k, "live_sessions"));
+    CHECKF(STAT(&k, "throttle_ms") > 0, "throttle_ms %lld", (long long)STAT(&k, "throttle_ms"));
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM notifications_notification WHERE timestamp < '2024-01-01'"), 0);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM backup_archive_archivedrecord"), N);
+    /* archive-live-window-ms 0: the live load is not looked for. */
+    CHECK(ta_exec(c, "DELETE FROM backup_archive_archivedrecord"));
+    ta_seed_notifications(c, N, N);
+    load = ta_start_live_load(db, c);
+    ta_job m;
+    ta_job_init(&m, db, "notifications", "Notification", "notifications_notification", "id", "timestamp", 1000);
+    m.cfg.archive_live_window_ms = 0;
+    CHECK_EQ_INT(ta_run(&m), FB_OK);
+    kill(load, SIGKILL);
+    waitpid(load, NULL, 0);
+    CHECK_EQ_INT(STAT(&m, "batches"), N / 1000);
+    CHECK_EQ_INT(STAT(&m, "throttle_live_batches"), 0);
+    ta_job_free(&j);
+    ta_job_free(&k);
+    ta_job_free(&m);
+    PQfinish(c);
+}
+
 int main(void) {
     ta_base = tap_need_env("FB_TEST_PG");
     ta_make_template();
@@ -857,6 +947,7 @@ int main(void) {
     test_locks_retry_then_transient_and_abort();
     test_sigkill_mid_archival();
     test_batch_plan_does_not_depend_on_archivedrecord_statistics();
+    test_throttle_follows_live_load();
     ta_dropdbs();
     return tap_done();
 }

@@ -174,6 +174,16 @@ static const cfg_row cfg_rows[] = {
           "FB_ARCHIVE_MAX_REPLICA_LAG_MS", W,
           "hold archival between batches while a streaming replica's replay lag (pg_stat_replication) is above "
           "this (0: do not check)"),
+    ROW_I("archive-live-window-ms", archive_live_window_ms, "2000", 0, 3600000, "FB_ARCHIVE_LIVE_WINDOW_MS", W,
+          "a live load is present when another session of the database (not this system's own) is running a "
+          "statement or ran one within this many ms (pg_stat_activity); archival then takes smaller batches and "
+          "pauses after each (0: never)"),
+    ROW_I("archive-live-batch-rows", archive_live_batch_rows, "200", 1, 100000000, "FB_ARCHIVE_LIVE_BATCH_ROWS", W,
+          "at most this many rows per archival batch while a live load is present (the request's batch_size "
+          "otherwise)"),
+    ROW_I("archive-live-sleep-pct", archive_live_sleep_pct, "1000", 0, 10000, "FB_ARCHIVE_LIVE_SLEEP_PCT", W,
+          "while a live load is present, pause after each archival batch for this percentage of its duration (at "
+          "least)"),
     /* Command options: from the command line only (no variable, not in the config file), each row naming the
      * commands that accept it. A new option of a command is one row here and one field in fb_config. */
     ROW_F("help", help, NULL, W | C, "print this help and exit (also -h)"),

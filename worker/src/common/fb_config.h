@@ -92,6 +92,9 @@ typedef struct fb_config {
     int64_t archive_sleep_pct;
     int64_t archive_lock_wait_pct;
     int64_t archive_max_replica_lag_ms;
+    int64_t archive_live_window_ms;
+    int64_t archive_live_batch_rows;
+    int64_t archive_live_sleep_pct;
     /* Command options (scope: the commands named in their rows). Flags are 0 or 1. */
     int64_t help, version;
     int64_t json, dry_run;

@@ -5,8 +5,10 @@
  * BEGIN, the one statement of job_archive_sql.c, a consistency check (rows deleted == ArchivedRecords written),
  * COMMIT. The loop walks the primary key upwards (keyset), so skipped rows are passed over and every job ends.
  * A batch refused for locks or for a reference that appeared meanwhile is rolled back and retried after a growing
- * pause. Between batches the job reports progress (with the last batch's duration and the throttling so far),
- * honours abort, and pauses as long as the database's load asks (ja_throttle). Purging old
+ * pause. Between batches the job reports progress (with the last batch's duration and the throttling so far; at
+ * most once a second, each time after a synchronous COMMIT: batches commit asynchronously, see the comment at
+ * "SET synchronous_commit"), honours abort, looks at the database and pauses as long as its load asks
+ * (ja_throttle); beside a live load it also takes smaller batches (ja_batch_rows). Purging old
  * ArchivedRecords comes last. A dry run executes the read-only variant of the same statement inside a READ ONLY
  * transaction, so it counts exactly and cannot change anything.
  */
@@ -23,13 +25,27 @@
 #include "job/job_authority.h"
 #include "pg/pgx.h"
 
+#define JA_PROGRESS_MS 1000      /* progress reports (each after a synchronous COMMIT) at most this often */
+#define JA_DURABLE_WAIT_MS 10000 /* ja_wait_durable gives up after this */
+
 typedef struct ja_counts {
     int64_t archived, cascaded, nulled, prot, ref, conf, purged, batches, retries, done, total_due, total_rows;
     int64_t batch_ms;        /* the last batch's statement + COMMIT */
     int64_t throttle_ms;     /* paused by ja_throttle, in total */
     int64_t lock_waits;      /* batches after which other sessions were seen waiting for a lock */
     int64_t lag_waits;       /* batches after which a replica's replay lag held the job */
+    int64_t live_batches;    /* batches after which a live load was seen (smaller batches, longer pauses) */
+    int64_t live_sessions;   /* other sessions seen busy at the last look (-1: never looked) */
+    int live;                /* a live load was present at the last look */
+    int unflushed;           /* batches committed (asynchronously) since the last flush (ja_batch's synchronous COMMIT, ja_wait_durable) */
 } ja_counts;
+
+/* The database's load between two batches, as ja_load reads it. */
+typedef struct ja_dbload {
+    int64_t lock_waiters;    /* sessions of this database waiting for a lock */
+    int64_t lag_ms;          /* largest replica replay lag, -1: none or not visible */
+    int64_t live_sessions;   /* other sessions of this database busy within archive-live-window-ms */
+} ja_dbload;
 
 static int64_t ja_now_ms(void) {
     struct timespec ts;
@@ -67,22 +83,38 @@ static void ja_publish(job_result *res, const ja_counts *k, int64_t started) {
     job_result_set(res, "throttle_ms", k->throttle_ms);
     job_result_set(res, "throttle_lock_waits", k->lock_waits);
     job_result_set(res, "throttle_lag_waits", k->lag_waits);
+    job_result_set(res, "throttle_live_batches", k->live_batches);
+    job_result_set(res, "live_sessions", k->live_sessions);
     job_result_set(res, "duration_ms", ja_now_ms() - started);
 }
 
-/* What the database says about the load between two batches: sessions of this database waiting for a lock, and
- * the largest replay lag of a streaming replica (-1: none, or not visible to this role: replay_lag needs
- * pg_read_all_stats). One cheap query; when it fails the job is not throttled by it, the failure is logged. */
-static void ja_load(PGconn *c, const job_ctx *ctx, int64_t *lock_waiters, int64_t *lag_ms) {
-    *lock_waiters = 0;
-    *lag_ms = -1;
-    PGresult *r = PQexec(c, "SELECT (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND "
-                            "wait_event_type = 'Lock' AND pid <> pg_backend_pid()), "
-                            "(SELECT coalesce(max(extract(epoch FROM replay_lag) * 1000)::bigint, -1) "
-                            "FROM pg_stat_replication)");
+/* What the database says about the load between two batches: sessions of this database waiting for a lock, other
+ * client sessions busy now or within window_ms (a live load: the ERP's requests; not this system's own sessions
+ * that exist because of archival: other archive jobs, the recorder writing their progress, the policy check),
+ * and the largest replay lag of a streaming replica (-1: none, or not visible to this role: replay_lag needs
+ * pg_read_all_stats). pg_stat_activity is the backends' live status, not the cumulative statistics that reach
+ * pg_stat_database up to a second late, so a load is seen as soon as it starts. A session whose state this role may
+ * not see (state NULL without pg_read_all_stats) counts as busy: unknown is treated as live. One cheap query; when
+ * it fails the job is not throttled by it, the failure is logged. */
+static void ja_load(PGconn *c, const job_ctx *ctx, int64_t window_ms, ja_dbload *l) {
+    char win[32];
+    snprintf(win, sizeof win, "%" PRId64, window_ms);
+    const char *prm[1] = {win};
+    l->lock_waiters = l->live_sessions = 0;
+    l->lag_ms = -1;
+    PGresult *r = PQexecParams(
+        c, "SELECT count(*) FILTER (WHERE wait_event_type = 'Lock'), "
+           "count(*) FILTER (WHERE backend_type = 'client backend' AND "
+           "coalesce(application_name, '') NOT LIKE 'fusion-backup archive %' AND "
+           "coalesce(application_name, '') NOT IN ('fusion-backup-recorder', 'fusion-backup authority') AND "
+           "(state IS DISTINCT FROM 'idle' OR state_change > clock_timestamp() - $1::bigint * interval '1 ms')), "
+           "(SELECT coalesce(max(extract(epoch FROM replay_lag) * 1000)::bigint, -1) FROM pg_stat_replication) "
+           "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        1, NULL, prm, NULL, NULL, 0);
     if (r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
-        *lock_waiters = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-        *lag_ms = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+        l->lock_waiters = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        l->live_sessions = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+        l->lag_ms = strtoll(PQgetvalue(r, 0, 2), NULL, 10);
     } else {
         FB_WARN("job=%s could not read the database's load for throttling: %s", ctx->ev->job_id,
                 PQerrorMessage(c));
@@ -90,33 +122,57 @@ static void ja_load(PGconn *c, const job_ctx *ctx, int64_t *lock_waiters, int64_
     PQclear(r);
 }
 
+/* Looks at the database and decides whether the next batch runs beside a live load (k->live). */
+static void ja_sense(PGconn *c, const job_ctx *ctx, ja_counts *k, ja_dbload *l) {
+    int64_t window = ctx->cfg->archive_live_window_ms;
+    ja_load(c, ctx, window > 0 ? window : 0, l);
+    k->live_sessions = l->live_sessions;
+    k->live = window > 0 && l->live_sessions > 0;
+}
+
+/* The rows the next batch may take: the request's batch_size, at most archive-live-batch-rows beside a live load.
+ * A big batch is cheapest alone (one statement's worth of work and one WAL flush per batch_size rows, which is
+ * how the worker keeps up with a single INSERT ... DELETE); beside a live load it is a burst of CPU and WAL that
+ * the live transactions' commits queue behind, so the job takes small bites then. */
+static int64_t ja_batch_rows(const job_ctx *ctx, const ja_counts *k) {
+    int64_t want = ctx->ev->u.archive.batch_size;
+    if (k->live && ctx->cfg->archive_live_batch_rows < want) want = ctx->cfg->archive_live_batch_rows;
+    return want;
+}
+
 /* The pause after a batch that took batch_ms, as pt-archiver does it: the database sets the pace, not a fixed
  * sleep. The pause is the largest of batch_pause_ms (fixed), archive_sleep_pct of the batch's own duration (a
- * busier server makes batches slower, so the job backs off by itself), and, when sessions are waiting for a lock,
- * archive_lock_wait_pct of it; then, while a replica's replay lag is above archive_max_replica_lag_ms, the job
- * waits in steps of a second. Returns 1 when aborted meanwhile. */
+ * busier server makes batches slower, so the job backs off by itself), archive_live_sleep_pct of it while a live
+ * load is present, and archive_lock_wait_pct of it when sessions are waiting for a lock; then, while a replica's
+ * replay lag is above archive_max_replica_lag_ms, the job waits in steps of a second. Alone on the database (the
+ * defaults: sleep-pct 0) the job does not pause at all. Returns 1 when aborted meanwhile. */
 static int ja_throttle(PGconn *c, const job_ctx *ctx, int64_t batch_ms, ja_counts *k) {
     const fb_config *cfg = ctx->cfg;
-    int64_t waiters, lag;
+    ja_dbload l;
     int64_t pause = cfg->batch_pause_ms;
     if (batch_ms * cfg->archive_sleep_pct / 100 > pause) pause = batch_ms * cfg->archive_sleep_pct / 100;
-    ja_load(c, ctx, &waiters, &lag);
+    ja_sense(c, ctx, k, &l);
     int64_t t0 = ja_now_ms();
-    if (waiters > 0) {
+    if (k->live) {
+        k->live_batches++;
+        if (batch_ms * cfg->archive_live_sleep_pct / 100 > pause) pause = batch_ms * cfg->archive_live_sleep_pct / 100;
+    }
+    if (l.lock_waiters > 0) {
         k->lock_waits++;
         if (batch_ms * cfg->archive_lock_wait_pct / 100 > pause) pause = batch_ms * cfg->archive_lock_wait_pct / 100;
     }
-    int aborted = pause > 0 && ja_pause(ctx, pause);
-    if (cfg->archive_max_replica_lag_ms > 0 && lag > cfg->archive_max_replica_lag_ms) {
+    int aborted = pause > 0 && ja_pause(ctx, pause), held = 0;
+    if (cfg->archive_max_replica_lag_ms > 0 && l.lag_ms > cfg->archive_max_replica_lag_ms) {
+        held = 1;
         k->lag_waits++;
         FB_INFO("job=%s replica replay lag %" PRId64 " ms is above %" PRId64 " ms: archival waits", ctx->ev->job_id,
-                lag, cfg->archive_max_replica_lag_ms);
-        while (!aborted && lag > cfg->archive_max_replica_lag_ms) {
+                l.lag_ms, cfg->archive_max_replica_lag_ms);
+        while (!aborted && l.lag_ms > cfg->archive_max_replica_lag_ms) {
             aborted = ja_pause(ctx, 1000);
-            ja_load(c, ctx, &waiters, &lag);
+            ja_load(c, ctx, 0, &l);
         }
     }
-    k->throttle_ms += ja_now_ms() - t0;
+    if (pause > 0 || held) k->throttle_ms += ja_now_ms() - t0;
     return aborted;
 }
 
@@ -203,11 +259,13 @@ out:
     return rc;
 }
 
-/* One batch: BEGIN, the statement, the consistency check, COMMIT (a dry run rolls back). On success fills v and
- * *last_key (malloc'd, NULL when the batch saw no row). On failure *retry says whether trying again may help.
- * Returns FB_ERR_ABORTED, rolled back, when the job is aborted while the batch is open. */
+/* One batch: BEGIN, the statement, the consistency check, COMMIT (a dry run rolls back). The session commits
+ * asynchronously (job_archive_run); the COMMIT is synchronous, and so flushes this and every earlier batch, when
+ * the batch saw rows and sync is set or it saw fewer than want (the job's last batch). *synced says which it was. On
+ * success fills v and *last_key (malloc'd, NULL when the batch saw no row). On failure *retry says whether trying
+ * again may help. Returns FB_ERR_ABORTED, rolled back, when the job is aborted while the batch is open. */
 static fb_code ja_batch(PGconn *c, const job_ctx *ctx, const char *sql, int nparams, const Oid *types,
-                        const char *const *prm,
+                        const char *const *prm, int64_t want, int sync, int *synced,
                         const char *what, int64_t v[JA_R_NCOLS], char **last_key, int *retry, fb_err *err) {
     const ev_archive_due *a = &ctx->ev->u.archive;
     PGresult *r = NULL, *cr = NULL;
@@ -238,6 +296,11 @@ static fb_code ja_batch(PGconn *c, const job_ctx *ctx, const char *sql, int npar
         rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
         goto out;
     }
+    /* A batch that saw rows locked them (FOR UPDATE writes WAL and takes a transaction id), so its synchronous
+     * COMMIT writes a commit record and flushes the WAL up to it; a batch that saw none wrote nothing, and its
+     * COMMIT flushes nothing: it is never counted as synchronous. */
+    *synced = !a->dry_run && v[JA_R_SEEN] > 0 && (sync || v[JA_R_SEEN] < want);
+    if (*synced && (rc = pgx_exec(c, "SET LOCAL synchronous_commit = on", what, err))) goto out;
     if (!(cr = ja_exec(c, a->dry_run ? "ROLLBACK" : "COMMIT", 0, NULL, NULL, PGRES_COMMAND_OK, what, retry, err)))
         rc = err->code;
 out:
@@ -248,6 +311,39 @@ out:
     }
     PQclear(r);
     PQclear(cr);
+    return rc;
+}
+
+/* Waits until the WAL of every batch this session committed is on disk, for the one case where the job's last
+ * committed batch was asynchronous (the job ended on a batch that saw no row, was aborted or failed): WAL is one
+ * sequential log, so once the server's flush position passes the insert position read after our last COMMIT,
+ * every earlier commit record is flushed too. The WAL writer flushes asynchronous commits within 3 x
+ * wal_writer_delay by itself; this only watches (pg_current_wal_*_lsn need no privilege). */
+static fb_code ja_wait_durable(PGconn *c, const job_ctx *ctx, ja_counts *k, fb_err *err) {
+    if (k->unflushed == 0) return FB_OK;
+    PGresult *r = PQexec(c, "SELECT pg_current_wal_insert_lsn()::text");
+    fb_code rc = pgx_check(c, r, PGRES_TUPLES_OK, "reading the WAL position after the last archive batch", err);
+    char lsn[64] = "";
+    if (rc == FB_OK) snprintf(lsn, sizeof lsn, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    const char *prm[1] = {lsn};
+    for (int64_t waited = 0; rc == FB_OK; waited += 10) {
+        r = PQexecParams(c, "SELECT pg_current_wal_flush_lsn() >= $1::pg_lsn", 1, NULL, prm, NULL, NULL, 0);
+        if ((rc = pgx_check(c, r, PGRES_TUPLES_OK, "waiting for the archive batches' WAL flush", err))) break;
+        int flushed = PQgetvalue(r, 0, 0)[0] == 't';
+        PQclear(r);
+        if (flushed) {
+            k->unflushed = 0;
+            return FB_OK;
+        }
+        if (waited >= JA_DURABLE_WAIT_MS)
+            return fb_err_set(err, FB_ERR_TRANSIENT, "job %s: the server did not flush the WAL of the last archive "
+                              "batches (up to %s) within %d ms; they are committed but may be lost if the server "
+                              "crashes now (their rows would then still be in the table)", ctx->ev->job_id, lsn,
+                              JA_DURABLE_WAIT_MS);
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
     return rc;
 }
 
@@ -264,6 +360,7 @@ fb_code job_archive_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     fb_code rc = FB_OK;
     char appname[80], cutoff[32], what[256];
     k.total_due = -1;
+    k.live_sessions = -1;
 
     if (ev->type != EV_ARCHIVE_DUE) {
         rc = fb_err_set(err, FB_ERR_INTERNAL, "job_archive_run was given a %s event", ev_type_name(ev->type));
@@ -281,6 +378,17 @@ fb_code job_archive_run(const job_ctx *ctx, job_result *res, fb_err *err) {
         (rc = ja_plan_build(c, ev, &plan, err)) || (rc = ja_sql_batch(&plan, a->dry_run, 1, &sql_first, err)) ||
         (rc = ja_sql_batch(&plan, a->dry_run, 0, &sql, err)))
         goto out;
+    /* Batches commit asynchronously: a COMMIT does not wait for its WAL to reach disk, so the job's commits do not
+     * queue with the live load's for the disk (the WAL writer flushes them in the background, within 3 x
+     * wal_writer_delay). Nothing can be lost or reported archived that is not: an asynchronous commit is as
+     * atomic as any (a crash loses whole transactions, never part of one), so a batch lost in a crash leaves all
+     * its rows in the table and none in ArchivedRecord, and the next run moves them again. And nothing is
+     * reported before it is durable: the batch after which progress is reported, and the job's last batch, commit
+     * synchronously (ja_batch), which flushes every earlier batch with them because WAL is written and flushed in
+     * order; when the last committed batch was asynchronous, ja_wait_durable waits for its flush before the
+     * result is returned. */
+    if (!a->dry_run && (rc = pgx_exec(c, "SET synchronous_commit = off", "setting up the archive session", err)))
+        goto out;
     FB_DEBUG("job=%s archive statement: %s", ev->job_id, sql.p);
 
     snprintf(cutoff, sizeof cutoff, "%" PRId64, a->cutoff);
@@ -295,7 +403,10 @@ fb_code job_archive_run(const job_ctx *ctx, job_result *res, fb_err *err) {
 
     if ((rc = ja_params_init(&plan, ev, &q, err))) goto out;
 
-    int fails = 0; /* consecutive failed attempts of the current batch */
+    int fails = 0;                   /* consecutive failed attempts of the current batch */
+    int64_t reported = 0;            /* when progress was last reported (0: not yet) */
+    ja_dbload load;
+    ja_sense(c, ctx, &k, &load);     /* is the first batch a small one beside a live load? */
     for (;;) {
         if (job_aborted(ctx)) {
             rc = fb_err_set(err, FB_ERR_ABORTED,
@@ -304,7 +415,7 @@ fb_code job_archive_run(const job_ctx *ctx, job_result *res, fb_err *err) {
                             ev->job_id, plan.nodes[0].schema, plan.nodes[0].table, k.batches);
             break;
         }
-        int64_t want = a->batch_size;
+        int64_t want = ja_batch_rows(ctx, &k);
         if (a->max_rows.has) {
             if (k.done >= a->max_rows.v) break;
             if (a->max_rows.v - k.done < want) want = a->max_rows.v - k.done;
@@ -313,10 +424,12 @@ fb_code job_archive_run(const job_ctx *ctx, job_result *res, fb_err *err) {
 
         int64_t v[JA_R_NCOLS] = {0};
         char *next_key = NULL;
-        int retry = 0;
+        int retry = 0, synced = 0;
         int64_t t_batch = ja_now_ms();
-        rc = ja_batch(c, ctx, last_key ? sql.p : sql_first.p, (int)q.n, q.types, q.prm, what, v, &next_key, &retry,
-                      err);
+        int report = reported == 0 || t_batch - reported >= JA_PROGRESS_MS ||
+                     (a->max_rows.has && k.done + want >= a->max_rows.v);
+        rc = ja_batch(c, ctx, last_key ? sql.p : sql_first.p, (int)q.n, q.types, q.prm, want, report, &synced, what,
+                      v, &next_key, &retry, err);
         if (rc != FB_OK && retry && fails < JOB_ARCHIVE_LOCK_RETRIES) {
             fails++;
             k.retries++;
@@ -338,7 +451,8 @@ fb_code job_archive_run(const job_ctx *ctx, job_result *res, fb_err *err) {
         }
         fails = 0;
         k.batch_ms = ja_now_ms() - t_batch;
-        if (v[JA_R_SEEN] == 0) break;
+        if (v[JA_R_SEEN] == 0) break; /* wrote nothing: batches before it may still be unflushed */
+        k.unflushed = synced ? 0 : k.unflushed + 1;
         free(last_key);
         last_key = next_key;
         k.batches++;
@@ -357,11 +471,26 @@ fb_code job_archive_run(const job_ctx *ctx, job_result *res, fb_err *err) {
         FB_DEBUG("job=%s batch %" PRId64 ": seen %" PRId64 " archived %" PRId64 " cascaded %" PRId64, ev->job_id,
                  k.batches, v[JA_R_SEEN], v[JA_R_ARCHIVED], v[JA_R_CASCADED]);
         ja_publish(res, &k, started);
-        job_report_progress(ctx, res);
+        if (synced || a->dry_run) { /* what it reports is on disk */
+            job_report_progress(ctx, res);
+            reported = ja_now_ms();
+        }
         if (v[JA_R_SEEN] < want) break; /* the scan ran out of due rows */
         ja_throttle(c, ctx, k.batch_ms, &k); /* an abort during the pause is seen at the top of the loop */
     }
     if (rc == FB_OK && a->purge_before.has) rc = ja_purge(c, ctx, &k, err);
+    if (k.purged > 0 && !a->dry_run) k.unflushed++; /* the purge's DELETEs committed asynchronously too */
+    if (k.unflushed) { /* also after an abort or a failure: the counts returned must be durable */
+        fb_err werr;
+        fb_err_clear(&werr);
+        fb_code wrc = ja_wait_durable(c, ctx, &k, &werr);
+        if (wrc != FB_OK && rc == FB_OK) {
+            *err = werr;
+            rc = wrc;
+        } else if (wrc != FB_OK) {
+            FB_WARN("job=%s %s", ev->job_id, werr.msg);
+        }
+    }
     if (rc == FB_OK)
         FB_INFO("job=%s archive%s \"%s\".\"%s\" done: archived %" PRId64 " cascaded %" PRId64 " nulled %" PRId64
                 " skipped protected %" PRId64 " referenced %" PRId64 " conflict %" PRId64 " purged %" PRId64

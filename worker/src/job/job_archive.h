@@ -53,7 +53,10 @@
  * nulled, skipped_protected, skipped_referenced, skipped_conflict, purged, batches, lock_retries, total_due,
  * done_rows, total_rows, duration_ms, and the throttling: batch_ms (the last batch), throttle_ms (paused for the
  * database's load, in total), throttle_lock_waits and throttle_lag_waits (batches after which sessions were
- * waiting for a lock / a replica lagged; fb_config.c's archive-* settings). Reports progress after each batch; stops between batches when
+ * waiting for a lock / a replica lagged), throttle_live_batches (batches after which other sessions of the
+ * database were busy: a live load, which gets smaller batches and longer pauses) and live_sessions (how many, at
+ * the last look); fb_config.c's archive-* settings. Reports progress after the first batch and then at most once a
+ * second, only what is durable (batches commit asynchronously; see job_archive.c); stops between batches when
  * job_aborted(ctx) (FB_ERR_ABORTED; committed batches stay). Errors: FB_ERR_DENIED (job_authority.h: no active
  * policy authorises this request; checked before anything is changed), FB_ERR_NOTFOUND (table or column missing,
  * named in the message), FB_ERR_INVALID (relations that do not fit the catalog), FB_ERR_TRANSIENT (database down,
