@@ -30,6 +30,8 @@
 
 #define AW_BLOCK (1u << 20)
 #define AW_NBLOCKS 4
+#define AW_LANE_NBLOCKS 2 /* a lane: half the blocks and no zstd worker thread, so that two connections stay within
+                           * the memory of one (bench/backup/README.md: RSS <= 32 MB deployed) */
 
 typedef enum { AW_DATA, AW_END, AW_STOP } aw_kind;
 
@@ -93,7 +95,6 @@ struct arc_writer {
     const fb_signer *signer;
     char *job_id;
     int version;
-    int zstd_workers;
     int hashing;
     crypto_generichash_state ct_hash;
 };
@@ -241,7 +242,7 @@ static fb_code aw_flush_block(arc_writer *w, fb_err *err) {
 }
 
 /* The blocks, buffers and zstd context of a writer (or a lane). */
-static fb_code aw_alloc(arc_writer *w, int zstd_level, fb_err *err) {
+static fb_code aw_alloc(arc_writer *w, int zstd_level, int nblocks, fb_err *err) {
     w->level = zstd_level;
     w->cur = -1;
     w->next_segment = 1;
@@ -251,12 +252,12 @@ static fb_code aw_alloc(arc_writer *w, int zstd_level, fb_err *err) {
     w->cctx = ZSTD_createCCtx();
     w->zbuf = malloc(ARC_CHUNK_BYTES);
     w->cbuf = malloc(4 + ARC_CHUNK_BYTES + crypto_secretstream_xchacha20poly1305_ABYTES);
-    for (int i = 0; i < AW_NBLOCKS; i++) {
+    for (int i = 0; i < nblocks; i++) {
         w->blocks[i] = malloc(AW_BLOCK);
         if (!w->blocks[i]) break;
         w->free_blocks[w->n_free++] = i;
     }
-    if (!w->cctx || !w->zbuf || !w->cbuf || w->n_free != AW_NBLOCKS)
+    if (!w->cctx || !w->zbuf || !w->cbuf || w->n_free != nblocks)
         return fb_err_set(err, FB_ERR_NOMEM, "out of memory creating the artifact writer");
     size_t zr = ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_compressionLevel, zstd_level);
     if (ZSTD_isError(zr))
@@ -293,7 +294,7 @@ fb_code arc_writer_new_version(stor_wfile *out, const unsigned char *pk, int zst
     }
     w->out = out;
     w->version = version;
-    if ((rc = aw_alloc(w, zstd_level, err))) goto out;
+    if ((rc = aw_alloc(w, zstd_level, AW_NBLOCKS, err))) goto out;
 
     /* Header: magic, version, header length, flags, sealed data key. */
     crypto_kdf_keygen(w->data_key);
@@ -319,12 +320,11 @@ fb_code arc_writer_new_lane(arc_writer *parent, arc_writer **wp, fb_err *err) {
     *wp = NULL;
     arc_writer *w = calloc(1, sizeof *w);
     if (!w) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
-    fb_code rc = aw_alloc(w, parent->level, err);
+    fb_code rc = aw_alloc(w, parent->level, AW_LANE_NBLOCKS, err);
     w->parent = parent;
     w->version = parent->version;
     memcpy(w->header, parent->header, sizeof w->header);
     memcpy(w->data_key, parent->data_key, sizeof w->data_key);
-    if (!rc && parent->zstd_workers) rc = arc_writer_set_zstd_workers(w, parent->zstd_workers, err);
     if (!rc) {
         const char *dir = getenv("TMPDIR");
         char path[1024];
@@ -531,7 +531,6 @@ fb_code arc_writer_set_zstd_workers(arc_writer *w, int n, fb_err *err) {
     /* zstd's default job for level 3 is 8 MiB, and it buffers a few of them: 1 MiB jobs keep the worker's memory
      * flat (measured: bench/backup/README.md) at a cost in ratio the job overlap mostly hides. */
     ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_jobSize, 1 << 20);
-    w->zstd_workers = n;
     return FB_OK;
 }
 

@@ -648,7 +648,7 @@ typedef struct jb_run {
 
 typedef struct jb_lane {
     jb_run *run;
-    size_t k;
+    size_t k, n_lanes;
     PGconn *c;
     arc_writer *w;
     arc_clist_spool *spool;
@@ -783,16 +783,20 @@ static void jb_fail(jb_run *run, fb_code rc, const fb_err *err) {
     atomic_store(&run->stop, 1);
 }
 
-static fb_code jb_lane_loop(jb_lane *L, fb_err *err) {
+/* Lane k starts with the k-th table of the order (so the largest tables start at once, whichever thread runs
+ * first), then takes the next one left. */
+static fb_code jb_lane_loop(jb_lane *L, size_t n_lanes, fb_err *err) {
     jb_run *run = L->run;
-    for (;;) {
+    for (int first = 1;; first = 0) {
         fb_code rc = L->k == 0 ? jb_import_ready(run, err) : FB_OK;
         if (rc) return rc;
         pthread_mutex_lock(&run->mu);
-        int have = run->next < run->n_rels && !atomic_load(&run->stop);
-        size_t i = have ? run->order[run->next] : 0;
-        if (have) run->seq[i] = run->next++;
-        size_t done = run->next;
+        size_t at = first ? L->k : (run->next > n_lanes ? run->next : n_lanes);
+        int have = at < run->n_rels && !atomic_load(&run->stop);
+        size_t i = have ? run->order[at] : 0;
+        if (have) run->seq[i] = at;
+        if (have && !first) run->next = at + 1;
+        size_t done = at + 1;
         pthread_mutex_unlock(&run->mu);
         if (!have) return FB_OK;
         if (job_aborted(run->ctx))
@@ -805,8 +809,11 @@ static fb_code jb_lane_loop(jb_lane *L, fb_err *err) {
 static void *jb_lane_thread(void *arg) {
     jb_lane *L = arg;
     fb_err e;
-    fb_code rc = jb_lane_loop(L, &e);
-    if (rc) jb_fail(L->run, rc, &e);
+    fb_code rc = jb_lane_loop(L, L->n_lanes, &e);
+    if (rc) {
+        fb_err_prefix(&e, "dump connection %zu of %zu: ", L->k + 1, L->n_lanes);
+        jb_fail(L->run, rc, &e);
+    }
     return NULL;
 }
 
@@ -911,7 +918,7 @@ static fb_code jb_dump_tables(jb_run *run, const fb_config *cfg, PGconn *c, arc_
         goto out;
     }
     for (size_t i = 0; i < run->n_rels; i++) run->order[i] = i;
-    for (size_t k = 0; k < n_lanes; k++) lanes[k] = (jb_lane){.run = run, .k = k};
+    for (size_t k = 0; k < n_lanes; k++) lanes[k] = (jb_lane){.run = run, .k = k, .n_lanes = n_lanes};
     lanes[0].c = c;
     lanes[0].w = run->w;
     lanes[0].spool = spool;
@@ -936,7 +943,7 @@ static fb_code jb_dump_tables(jb_run *run, const fb_config *cfg, PGconn *c, arc_
     if (rc) atomic_store(&run->stop, 1);
     if (!rc) {
         fb_err e;
-        fb_code r0 = jb_lane_loop(&lanes[0], &e);
+        fb_code r0 = jb_lane_loop(&lanes[0], n_lanes, &e);
         if (r0) jb_fail(run, r0, &e);
     }
     for (size_t k = 1; k < n_lanes; k++)
@@ -988,7 +995,7 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     arc_index ix = {0};
     char *mbuf = NULL, *ibuf = NULL, *copy_list = NULL;
     size_t mlen = 0, ilen = 0;
-    int64_t total_rows = 0, total_raw = 0, n_ref = 0, copies = 0, pruned = 0;
+    int64_t total_rows = 0, total_raw = 0, n_ref = 0, copies = 0, pruned = 0, n_conns = 1;
     job_chain ch = {0};
     const job_chain_entry *base = NULL;
     unsigned char ckey[32];
@@ -1132,7 +1139,8 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
         /* A base means change detection and the chain's chunk map, which one connection drives (the map is not
          * shared between threads); a FULL reads its tables on dump-connections connections. */
         size_t lanes = base ? 1 : (size_t)cfg->dump_connections;
-        rc = jb_dump_tables(&run, cfg, c, &spool, lanes < n_rels ? lanes : (n_rels ? n_rels : 1), err);
+        n_conns = (int64_t)(lanes < n_rels ? lanes : (n_rels ? n_rels : 1));
+        rc = jb_dump_tables(&run, cfg, c, &spool, (size_t)n_conns, err);
         total_rows = run.total_rows;
         total_raw = run.total_raw;
         n_ref = run.n_ref;
@@ -1236,6 +1244,7 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     job_result_set(res, "schema_bytes", m.schema ? m.schema->raw_bytes : 0);
     job_result_set(res, "stored_bytes", res->file_size);
     job_result_set(res, "duration_ms", jb_now_ms() - t0);
+    job_result_set(res, "dump_connections", n_conns);
     if (rq->backup_type != EV_FULL) {
         job_result_set(res, "ran_as_full", base ? 0 : 1);
         job_result_set(res, "tables_referenced", n_ref);
