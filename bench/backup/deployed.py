@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,7 +77,7 @@ def main() -> int:
         producer.list_topics(topic, timeout=30)
         headers = sign.sign_headers(signer_of(_principal_for(topic)), topic, "1", value)
         status.poll(1.0)
-        t0 = time.monotonic()
+        t0, t0_wall = time.monotonic(), time.time()
         errors: list = []
         producer.produce(topic, value=value, key="1", headers=headers,
                          on_delivery=lambda err, msg: errors.append(err) if err else None)
@@ -102,7 +103,17 @@ def main() -> int:
         rss = vm_hwm_kb(proc.pid)
         if result["status"] != "SUCCESS":
             raise RuntimeError(f"the backup failed: {result.get('error_message')}")
-        print(json.dumps({"seconds": round(seconds, 3), "acked_s": round(published or -1, 3), "rss_kb": rss, "file_size": result["file_size"],
+        # Where the time went, from the worker's log (its ISO times, ms): the publish until the job's start, and
+        # the job's own end ("backup done") until SUCCESS was read here.
+        marks = {}
+        for line in Path(log.name).read_text(errors="replace").splitlines():
+            for mark, text in (("started", "): started"), ("done", "backup done:")):
+                if text in line and mark not in marks:
+                    marks[mark] = datetime.strptime(line[:23], "%Y-%m-%dT%H:%M:%S.%f").replace(
+                        tzinfo=timezone.utc).timestamp() - t0_wall
+        print(json.dumps({"seconds": round(seconds, 3), "acked_s": round(published or -1, 3),
+                          "started_s": round(marks.get("started", -1), 3), "done_s": round(marks.get("done", -1), 3),
+                          "rss_kb": rss, "file_size": result["file_size"],
                           "stats": result.get("stats")}))
         return 0
     finally:
