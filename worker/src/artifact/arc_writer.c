@@ -30,8 +30,11 @@
 
 #define AW_BLOCK (1u << 20)
 #define AW_NBLOCKS 4
-#define AW_LANE_NBLOCKS 2 /* a lane: half the blocks and no zstd worker thread, so that two connections stay within
-                           * the memory of one (bench/backup/README.md: RSS <= 32 MB deployed) */
+/* A lane: two 256 KiB blocks and no zstd worker thread (its writer thread compresses in zstd's single-threaded
+ * streaming mode, where the block size does not change the output), so that a second connection adds ~4 MB, not
+ * ~10 (bench/backup/README.md: peak RSS <= 32 MB deployed). */
+#define AW_LANE_NBLOCKS 2
+#define AW_LANE_BLOCK (256u << 10)
 
 typedef enum { AW_DATA, AW_END, AW_STOP } aw_kind;
 
@@ -58,6 +61,7 @@ struct arc_writer {
     crypto_generichash_state hash;
     int64_t raw;
     int cur;                  /* block being filled, -1 none */
+    size_t block;             /* bytes per block */
     size_t cur_len;
 
     /* shared, under mu */
@@ -242,8 +246,9 @@ static fb_code aw_flush_block(arc_writer *w, fb_err *err) {
 }
 
 /* The blocks, buffers and zstd context of a writer (or a lane). */
-static fb_code aw_alloc(arc_writer *w, int zstd_level, int nblocks, fb_err *err) {
+static fb_code aw_alloc(arc_writer *w, int zstd_level, int nblocks, size_t block, fb_err *err) {
     w->level = zstd_level;
+    w->block = block;
     w->cur = -1;
     w->next_segment = 1;
     w->spool_fd = -1;
@@ -253,7 +258,7 @@ static fb_code aw_alloc(arc_writer *w, int zstd_level, int nblocks, fb_err *err)
     w->zbuf = malloc(ARC_CHUNK_BYTES);
     w->cbuf = malloc(4 + ARC_CHUNK_BYTES + crypto_secretstream_xchacha20poly1305_ABYTES);
     for (int i = 0; i < nblocks; i++) {
-        w->blocks[i] = malloc(AW_BLOCK);
+        w->blocks[i] = malloc(w->block);
         if (!w->blocks[i]) break;
         w->free_blocks[w->n_free++] = i;
     }
@@ -294,7 +299,7 @@ fb_code arc_writer_new_version(stor_wfile *out, const unsigned char *pk, int zst
     }
     w->out = out;
     w->version = version;
-    if ((rc = aw_alloc(w, zstd_level, AW_NBLOCKS, err))) goto out;
+    if ((rc = aw_alloc(w, zstd_level, AW_NBLOCKS, AW_BLOCK, err))) goto out;
 
     /* Header: magic, version, header length, flags, sealed data key. */
     crypto_kdf_keygen(w->data_key);
@@ -320,7 +325,7 @@ fb_code arc_writer_new_lane(arc_writer *parent, arc_writer **wp, fb_err *err) {
     *wp = NULL;
     arc_writer *w = calloc(1, sizeof *w);
     if (!w) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
-    fb_code rc = aw_alloc(w, parent->level, AW_LANE_NBLOCKS, err);
+    fb_code rc = aw_alloc(w, parent->level, AW_LANE_NBLOCKS, AW_LANE_BLOCK, err);
     w->parent = parent;
     w->version = parent->version;
     memcpy(w->header, parent->header, sizeof w->header);
@@ -397,13 +402,13 @@ fb_code arc_writer_write(arc_writer *w, const void *buf, size_t len, fb_err *err
             fb_code rc = aw_take_block(w, err);
             if (rc) return rc;
         }
-        size_t n = AW_BLOCK - w->cur_len;
+        size_t n = w->block - w->cur_len;
         if (n > len) n = len;
         memcpy(w->blocks[w->cur] + w->cur_len, p, n);
         w->cur_len += n;
         p += n;
         len -= n;
-        if (w->cur_len == AW_BLOCK) {
+        if (w->cur_len == w->block) {
             fb_code rc = aw_flush_block(w, err);
             if (rc) return rc;
         }
