@@ -8,6 +8,13 @@
  * copies, retention. Any failure or an abort removes the temporary file: the storage root only ever holds
  * complete artifacts.
  *
+ * Parallel (dump-connections, FULL only): the tables are read on several connections that import the job's
+ * exported snapshot (SET TRANSACTION SNAPSHOT, as pg_dump -j), largest first, so the server's COPY work, the
+ * dominant cost, runs on several cores. Each further connection writes its segments through an arc_writer lane to
+ * a temporary file; the job's own connection copies them into the artifact between its own segments, so the
+ * artifact is the same format, checked the same way (see "the tables, on one or more connections" below). A
+ * backup on a base uses one connection (its change detection and chunk map are driven by one thread).
+ *
  * Change detection never trusts statistics: a table the base has is first read in full (COPY, hashed, not
  * stored); only when its hash's tag equals the base's, with the same byte and row counts, is it referenced
  * instead of stored. Otherwise it is read a second time, in the same snapshot, into the artifact. Deletes,
