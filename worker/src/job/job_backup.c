@@ -73,6 +73,7 @@
 #include "storage/stor.h"
 
 #define JB_ABORT_CHECK_ROWS 4096
+#define JB_LANE_LOCK_TIMEOUT_MS 5000 /* a further dump connection's, when lock-timeout-ms is 0 (see jb_lane_open) */
 
 static int64_t jb_now_ms(void) {
     struct timespec ts;
@@ -836,8 +837,10 @@ static fb_code jb_lane_open(jb_lane *L, const fb_config *cfg, const char *snapsh
     snprintf(sql, sizeof sql, "SET TRANSACTION SNAPSHOT '%s'", snapshot); /* the server's own id: [0-9A-F-] */
     if ((rc = pgx_exec(L->c, sql, "sharing the backup's snapshot with a second dump connection", err))) return rc;
     /* Lane 0 holds ACCESS SHARE on every table; a DDL queued behind it would make this connection's COPY wait
-     * for ever (pg_dump -j uses NOWAIT for the same reason): lock_timeout turns that into a failed job. */
-    snprintf(sql, sizeof sql, "SET LOCAL lock_timeout = %lld", (long long)cfg->lock_timeout_ms);
+     * for ever, and lane 0 for this connection: a deadlock the server cannot see (pg_dump -j uses NOWAIT for the
+     * same reason). lock_timeout turns it into a failed job, even when the setting is 0 (none) for lane 0. */
+    snprintf(sql, sizeof sql, "SET LOCAL lock_timeout = %lld",
+             (long long)(cfg->lock_timeout_ms > 0 ? cfg->lock_timeout_ms : JB_LANE_LOCK_TIMEOUT_MS));
     if ((rc = pgx_exec(L->c, sql, "setting lock_timeout", err))) return rc;
     if ((rc = arc_writer_new_lane(L->run->w, &L->w, err))) return rc;
     if ((rc = arc_clist_spool_open(&L->own, err))) return rc;
