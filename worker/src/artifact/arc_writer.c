@@ -351,20 +351,17 @@ fb_code arc_writer_new_lane(arc_writer *parent, arc_writer **wp, fb_err *err) {
     return FB_OK;
 }
 
-fb_code arc_writer_import(arc_writer *w, const arc_writer *lane, const arc_seg_info *in, uint64_t *at, fb_err *err) {
-    if (w->in_segment || lane->parent != w)
-        return fb_err_set(err, FB_ERR_INTERNAL, "arc_writer_import: not between segments, or not this writer's lane");
+/* Copies len bytes of temporary file fd from off into the output, 1 MiB at a time. whose: for the message. */
+static fb_code aw_copy_in(arc_writer *w, int fd, uint64_t off, uint64_t len, const char *whose, fb_err *err) {
     size_t cap = 1u << 20;
     unsigned char *buf = malloc(cap);
-    if (!buf) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
-    fb_code rc = FB_OK;
-    *at = w->offset;
-    for (uint64_t done = 0; done < in->length && !rc;) {
-        size_t n = in->length - done < cap ? (size_t)(in->length - done) : cap;
-        ssize_t got = pread(lane->spool_fd, buf, n, (off_t)(in->offset + done));
+    fb_code rc = buf ? FB_OK : fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    for (uint64_t done = 0; done < len && !rc;) {
+        size_t n = len - done < cap ? (size_t)(len - done) : cap;
+        ssize_t got = pread(fd, buf, n, (off_t)(off + done));
         if (got < 0 && errno == EINTR) continue;
         if (got <= 0) {
-            rc = fb_err_set(err, FB_ERR_IO, "could not read back the parallel dump's temporary file: %s",
+            rc = fb_err_set(err, FB_ERR_IO, "could not read back %s temporary file: %s", whose,
                             got < 0 ? strerror(errno) : "it is shorter than written");
             break;
         }
@@ -372,6 +369,14 @@ fb_code arc_writer_import(arc_writer *w, const arc_writer *lane, const arc_seg_i
         done += (uint64_t)got;
     }
     free(buf);
+    return rc;
+}
+
+fb_code arc_writer_import(arc_writer *w, const arc_writer *lane, const arc_seg_info *in, uint64_t *at, fb_err *err) {
+    if (w->in_segment || lane->parent != w)
+        return fb_err_set(err, FB_ERR_INTERNAL, "arc_writer_import: not between segments, or not this writer's lane");
+    *at = w->offset;
+    fb_code rc = aw_copy_in(w, lane->spool_fd, in->offset, in->length, "the parallel dump's", err);
     /* Copied: give the space back (the file only grows, so a hole keeps the lane's offsets valid). */
 #ifdef FALLOC_FL_PUNCH_HOLE
     if (!rc) (void)fallocate(lane->spool_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)in->offset,
@@ -478,23 +483,7 @@ fb_code arc_writer_finish(arc_writer *w, const void *manifest, size_t len, fb_er
     if (w->index_len && (rc = aw_out(w, w->index, w->index_len, err))) return rc;
     if (w->records_len) {
         /* Streamed from the spool in 1 MiB pieces: the records are never all in memory. */
-        size_t cap = 1u << 20;
-        unsigned char *buf = malloc(cap);
-        if (!buf) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
-        for (uint64_t off = 0; off < w->records_len && !rc;) {
-            size_t n = w->records_len - off < cap ? (size_t)(w->records_len - off) : cap;
-            ssize_t got = pread(w->records_fd, buf, n, (off_t)off);
-            if (got < 0 && errno == EINTR) continue;
-            if (got <= 0) {
-                rc = fb_err_set(err, FB_ERR_IO, "could not read back the chunk list's temporary file: %s",
-                                got < 0 ? strerror(errno) : "it is shorter than written");
-                break;
-            }
-            rc = aw_out(w, buf, (size_t)got, err);
-            off += (uint64_t)got;
-        }
-        free(buf);
-        if (rc) return rc;
+        if ((rc = aw_copy_in(w, w->records_fd, 0, w->records_len, "the chunk list's", err))) return rc;
     }
     if (sign) {
         unsigned char ct[32], blk[ARC_SIG_BLOCK_BYTES];
