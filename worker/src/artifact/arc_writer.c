@@ -35,6 +35,7 @@
  * ~10 (bench/backup/README.md: peak RSS <= 32 MB deployed). */
 #define AW_LANE_NBLOCKS 2
 #define AW_LANE_BLOCK (256u << 10)
+#define AW_PARENT_MIN_BLOCKS 2
 
 typedef enum { AW_DATA, AW_END, AW_STOP } aw_kind;
 
@@ -347,6 +348,15 @@ fb_code arc_writer_new_lane(arc_writer *parent, arc_writer **wp, fb_err *err) {
         arc_writer_free(w);
         return rc;
     }
+    /* The lane's blocks take the place of one of the parent's (idle, between segments): the parent keeps at
+     * least AW_PARENT_MIN_BLOCKS, enough to keep its compressor fed, and memory stays that of one dump. */
+    pthread_mutex_lock(&parent->mu);
+    if (!parent->in_segment && parent->n_free > AW_PARENT_MIN_BLOCKS) {
+        int b = parent->free_blocks[--parent->n_free];
+        free(parent->blocks[b]);
+        parent->blocks[b] = NULL;
+    }
+    pthread_mutex_unlock(&parent->mu);
     *wp = w;
     return FB_OK;
 }
