@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -21,7 +22,7 @@ sys.path[:0] = [str(REPO / "tests/integration"), str(REPO / "schemas/python")]
 
 import fusion_events  # noqa: E402
 import conftest  # noqa: E402
-from conftest import _admin_py, kafka_config, kafka_worker_args, publish  # noqa: E402
+from conftest import _admin_py, _principal_for, kafka_config, kafka_worker_args, signer_of  # noqa: E402
 
 # The development signing keys (deploy/local/keys.sh; run.sh names the folder): publish() signs the request as
 # the Django app, the worker signs its statuses and artifact with its own key, and trusts env.sh's requesters.
@@ -38,7 +39,8 @@ def vm_hwm_kb(pid: int) -> int:
 
 def main() -> int:
     worker, brokers, pg, authority, root, pub, event_file = sys.argv[1:8]
-    from confluent_kafka import Consumer
+    from confluent_kafka import Consumer, Producer
+    from fusion_events import sign
     from confluent_kafka.admin import AdminClient, NewTopic
 
     value = Path(event_file).read_bytes()
@@ -67,13 +69,30 @@ def main() -> int:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and "assigned" not in Path(log.name).read_text(errors="replace"):
             status.poll(0.2)
+        # The Django app publishes through one long-lived producer (publisher.get_producer): connect this one
+        # (TLS, SASL, metadata, idempotent producer id) before the clock starts too, and sign as the app does.
+        topic = prefix + "backup.requested"
+        producer = Producer({**kafka_config(brokers, _principal_for(topic)), "enable.idempotence": True,
+                             "linger.ms": 5})
+        producer.list_topics(topic, timeout=30)
+        headers = sign.sign_headers(signer_of(_principal_for(topic)), topic, "1", value)
         status.poll(1.0)
-        t0 = time.monotonic()
-        publish(brokers, prefix + "backup.requested", "1", value)
+        t0, t0_wall = time.monotonic(), time.time()
+        errors: list = []
+        producer.produce(topic, value=value, key="1", headers=headers,
+                         on_delivery=lambda err, msg: errors.append(err) if err else None)
+        producer.poll(0)
+        published = None
         result = None
         while result is None:
             if proc.poll() is not None:
                 raise RuntimeError(f"the worker exited ({proc.returncode}); see {log.name}")
+            if published is None:
+                producer.poll(0)
+                if producer.flush(0) == 0:
+                    if errors:
+                        raise RuntimeError(f"the request was not delivered: {errors}")
+                    published = time.monotonic() - t0
             m = status.poll(0.05)
             if m is None or m.error():
                 continue
@@ -84,7 +103,17 @@ def main() -> int:
         rss = vm_hwm_kb(proc.pid)
         if result["status"] != "SUCCESS":
             raise RuntimeError(f"the backup failed: {result.get('error_message')}")
-        print(json.dumps({"seconds": round(seconds, 3), "rss_kb": rss, "file_size": result["file_size"],
+        # Where the time went, from the worker's log (its ISO times, ms): the publish until the job's start, and
+        # the job's own end ("backup done") until SUCCESS was read here.
+        marks = {}
+        for line in Path(log.name).read_text(errors="replace").splitlines():
+            for mark, text in (("started", "): started"), ("done", "backup done:")):
+                if text in line and mark not in marks:
+                    marks[mark] = datetime.strptime(line[:23], "%Y-%m-%dT%H:%M:%S.%f").replace(
+                        tzinfo=timezone.utc).timestamp() - t0_wall
+        print(json.dumps({"seconds": round(seconds, 3), "acked_s": round(published or -1, 3),
+                          "started_s": round(marks.get("started", -1), 3), "done_s": round(marks.get("done", -1), 3),
+                          "rss_kb": rss, "file_size": result["file_size"],
                           "stats": result.get("stats")}))
         return 0
     finally:

@@ -84,6 +84,28 @@ void arc_clist_spool_table_end(arc_clist_spool *s, uint64_t *first, uint64_t *co
     arc_clist_spool_table(s);
 }
 
+fb_code arc_clist_spool_append(arc_clist_spool *dst, arc_clist_spool *src, uint64_t *first, fb_err *err) {
+    fb_code rc = arc_clist_spool_flush(dst, err);
+    if (!rc) rc = arc_clist_spool_flush(src, err);
+    if (rc) return rc;
+    *first = dst->n;
+    uint64_t len = src->n * ARC_CLIST_REC_BYTES, cap = ACL_BUF_RECORDS * ARC_CLIST_REC_BYTES;
+    for (uint64_t off = 0; off < len;) {
+        size_t n = len - off < cap ? (size_t)(len - off) : (size_t)cap;
+        ssize_t got = pread(src->fd, dst->buf, n, (off_t)off);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0)
+            return fb_err_set(err, FB_ERR_IO, "could not read back a chunk list's temporary file: %s",
+                              got < 0 ? strerror(errno) : "it is shorter than written");
+        dst->used = (size_t)got;
+        if ((rc = arc_clist_spool_flush(dst, err))) return rc;
+        off += (uint64_t)got;
+    }
+    dst->n += src->n;
+    arc_clist_spool_table(dst);
+    return FB_OK;
+}
+
 void arc_clist_spool_close(arc_clist_spool *s) {
     if (s->buf && s->fd >= 0) close(s->fd);
     free(s->buf);

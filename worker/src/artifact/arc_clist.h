@@ -56,6 +56,10 @@ void arc_clist_spool_table_end(arc_clist_spool *s, uint64_t *first, uint64_t *co
                                unsigned char hash[ARC_CLIST_HASH_BYTES]);
 /* Flushes the buffer; afterwards the spool's fd holds n * ARC_CLIST_REC_BYTES bytes from offset 0. */
 fb_code arc_clist_spool_flush(arc_clist_spool *s, fb_err *err);
+/* A parallel dump: appends every record of src (another connection's spool, no table open) after dst's, no table
+ * open either; *first is where they start in dst, so a range [f, f + n) of src is [*first + f, ...) of dst, with
+ * the same BLAKE2b. */
+fb_code arc_clist_spool_append(arc_clist_spool *dst, arc_clist_spool *src, uint64_t *first, fb_err *err);
 void arc_clist_spool_close(arc_clist_spool *s); /* a zeroed spool is ok */
 
 /* Reads one table's range [first, first + count) of the records that start at file offset `at` of f, a block at

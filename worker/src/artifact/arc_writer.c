@@ -7,10 +7,17 @@
  * the secretstream state and the storage file between arc_writer_begin and arc_writer_end; the caller owns them
  * otherwise (end waits for the thread to drain). An error in the writer thread is reported at the caller's next
  * call.
+ *
+ * Lanes (a parallel dump): a lane is a writer of its own (blocks, thread, zstd context) that shares the parent's
+ * header, data key and segment counter and writes to a temporary file; its finished segments are copied into the
+ * parent's output between the parent's segments. Segments stay contiguous in the artifact, so readers see
+ * nothing new.
  */
 #include "artifact/arc_writer.h"
 
+#define _GNU_SOURCE /* fallocate, to punch out a lane's copied segments */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sodium.h>
 #include <stdlib.h>
@@ -24,6 +31,12 @@
 
 #define AW_BLOCK (1u << 20)
 #define AW_NBLOCKS 4
+/* A lane: two 256 KiB blocks and no zstd worker thread (its writer thread compresses in zstd's single-threaded
+ * streaming mode, where the block size does not change the output), so that a second connection adds ~4 MB, not
+ * ~10 (bench/backup/README.md: peak RSS <= 32 MB deployed). */
+#define AW_LANE_NBLOCKS 2
+#define AW_LANE_BLOCK (256u << 10)
+#define AW_PARENT_MIN_BLOCKS 2
 
 typedef enum { AW_DATA, AW_END, AW_STOP } aw_kind;
 
@@ -31,6 +44,7 @@ typedef struct aw_item {
     aw_kind kind;
     int block;      /* AW_DATA: index of the block */
     size_t len;
+    uint32_t segment; /* the segment it belongs to (the thread opens it with its first item) */
 } aw_item;
 
 struct arc_writer {
@@ -41,11 +55,15 @@ struct arc_writer {
     uint64_t offset;          /* file offset: written by the thread while a segment is open */
 
     /* caller side */
-    uint32_t next_segment;
+    uint32_t next_segment;    /* under mu; a lane takes its ids from its parent's */
+    uint32_t cur_segment;     /* the open segment */
     int in_segment;
+    struct arc_writer *parent; /* a lane (arc_writer_new_lane): whose header, key and segment ids it shares */
+    int spool_fd;             /* a lane: its unlinked temporary file (instead of out), else -1 */
     crypto_generichash_state hash;
     int64_t raw;
     int cur;                  /* block being filled, -1 none */
+    size_t block;             /* bytes per block */
     size_t cur_len;
 
     /* shared, under mu */
@@ -89,8 +107,21 @@ struct arc_writer {
 
 /* --- writer thread ------------------------------------------------------------------------------------------- */
 
+static fb_code aw_spool_write(int fd, const unsigned char *p, size_t len, fb_err *err) {
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0)
+            return fb_err_set(err, FB_ERR_IO, "could not write the parallel dump's temporary file (TMPDIR): %s",
+                              n < 0 ? strerror(errno) : "no progress");
+        p += n;
+        len -= (size_t)n;
+    }
+    return FB_OK;
+}
+
 static fb_code aw_out(arc_writer *w, const void *buf, size_t len, fb_err *err) {
-    fb_code rc = stor_wfile_write(w->out, buf, len, err);
+    fb_code rc = w->spool_fd >= 0 ? aw_spool_write(w->spool_fd, buf, len, err) : stor_wfile_write(w->out, buf, len, err);
     if (rc == FB_OK) w->offset += len;
     if (rc == FB_OK && w->hashing) crypto_generichash_update(&w->ct_hash, buf, len);
     return rc;
@@ -147,7 +178,7 @@ static void *aw_thread(void *arg) {
         aw_item it = w->queue[w->q_head];
         w->q_head = (w->q_head + 1) % (AW_NBLOCKS + 2);
         w->q_len--;
-        uint32_t segment = w->next_segment - 1;
+        uint32_t segment = it.segment;
         int failed = w->thr_rc != FB_OK;
         pthread_mutex_unlock(&w->mu);
         if (it.kind == AW_STOP) break;
@@ -210,10 +241,47 @@ static fb_code aw_take_block(arc_writer *w, fb_err *err) {
 
 static fb_code aw_flush_block(arc_writer *w, fb_err *err) {
     if (w->cur < 0 || w->cur_len == 0) return FB_OK;
-    aw_item it = {AW_DATA, w->cur, w->cur_len};
+    aw_item it = {AW_DATA, w->cur, w->cur_len, w->cur_segment};
     w->cur = -1;
     w->cur_len = 0;
     return aw_push(w, it, err);
+}
+
+/* The blocks, buffers and zstd context of a writer (or a lane). */
+static fb_code aw_alloc(arc_writer *w, int zstd_level, int nblocks, size_t block, fb_err *err) {
+    w->level = zstd_level;
+    w->block = block;
+    w->cur = -1;
+    w->next_segment = 1;
+    w->spool_fd = -1;
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    w->cctx = ZSTD_createCCtx();
+    w->zbuf = malloc(ARC_CHUNK_BYTES);
+    w->cbuf = malloc(4 + ARC_CHUNK_BYTES + crypto_secretstream_xchacha20poly1305_ABYTES);
+    for (int i = 0; i < nblocks; i++) {
+        w->blocks[i] = malloc(w->block);
+        if (!w->blocks[i]) break;
+        w->free_blocks[w->n_free++] = i;
+    }
+    if (!w->cctx || !w->zbuf || !w->cbuf || w->n_free != nblocks)
+        return fb_err_set(err, FB_ERR_NOMEM, "out of memory creating the artifact writer");
+    size_t zr = ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_compressionLevel, zstd_level);
+    if (ZSTD_isError(zr))
+        return fb_err_set(err, FB_ERR_USAGE, "zstd level %d refused: %s", zstd_level, ZSTD_getErrorName(zr));
+    ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_checksumFlag, 0); /* secretstream already authenticates */
+    /* COPY text (many short fields, separators every few bytes) compresses better with matches of at least 6
+     * bytes: measured on the benchmark's tables, level 3 with minMatch 6 is 3.8% smaller at the same speed.
+     * Levels 3 and 4 default to 5; the others already use 6 or are slow enough not to matter. */
+    if (zstd_level == 3 || zstd_level == 4) ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_minMatch, 6);
+    return FB_OK;
+}
+
+static fb_code aw_start(arc_writer *w, fb_err *err) {
+    if (pthread_create(&w->thread, NULL, aw_thread, w) != 0)
+        return fb_err_set(err, FB_ERR_INTERNAL, "could not start the compression thread");
+    w->thread_started = 1;
+    return FB_OK;
 }
 
 fb_code arc_writer_new(stor_wfile *out, const unsigned char *pk, int zstd_level, arc_writer **wp, fb_err *err) {
@@ -232,34 +300,8 @@ fb_code arc_writer_new_version(stor_wfile *out, const unsigned char *pk, int zst
         return fb_err_set(err, FB_ERR_NOMEM, "could not initialise the artifact writer (out of memory or libsodium)");
     }
     w->out = out;
-    w->level = zstd_level;
     w->version = version;
-    w->cur = -1;
-    w->next_segment = 1;
-    pthread_mutex_init(&w->mu, NULL);
-    pthread_cond_init(&w->cv, NULL);
-    w->cctx = ZSTD_createCCtx();
-    w->zbuf = malloc(ARC_CHUNK_BYTES);
-    w->cbuf = malloc(4 + ARC_CHUNK_BYTES + crypto_secretstream_xchacha20poly1305_ABYTES);
-    for (int i = 0; i < AW_NBLOCKS; i++) {
-        w->blocks[i] = malloc(AW_BLOCK);
-        if (!w->blocks[i]) break;
-        w->free_blocks[w->n_free++] = i;
-    }
-    if (!w->cctx || !w->zbuf || !w->cbuf || w->n_free != AW_NBLOCKS) {
-        rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory creating the artifact writer");
-        goto out;
-    }
-    size_t zr = ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_compressionLevel, zstd_level);
-    if (ZSTD_isError(zr)) {
-        rc = fb_err_set(err, FB_ERR_USAGE, "zstd level %d refused: %s", zstd_level, ZSTD_getErrorName(zr));
-        goto out;
-    }
-    ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_checksumFlag, 0); /* secretstream already authenticates */
-    /* COPY text (many short fields, separators every few bytes) compresses better with matches of at least 6
-     * bytes: measured on the benchmark's tables, level 3 with minMatch 6 is 3.8% smaller at the same speed.
-     * Levels 3 and 4 default to 5; the others already use 6 or are slow enough not to matter. */
-    if (zstd_level == 3 || zstd_level == 4) ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_minMatch, 6);
+    if ((rc = aw_alloc(w, zstd_level, AW_NBLOCKS, AW_BLOCK, err))) goto out;
 
     /* Header: magic, version, header length, flags, sealed data key. */
     crypto_kdf_keygen(w->data_key);
@@ -272,12 +314,8 @@ fb_code arc_writer_new_version(stor_wfile *out, const unsigned char *pk, int zst
         goto out;
     }
     rc = aw_out(w, w->header, sizeof w->header, err);
+    if (!rc) rc = aw_start(w, err);
     if (rc) goto out;
-    if (pthread_create(&w->thread, NULL, aw_thread, w) != 0) {
-        rc = fb_err_set(err, FB_ERR_INTERNAL, "could not start the compression thread");
-        goto out;
-    }
-    w->thread_started = 1;
     *wp = w;
     w = NULL;
 out:
@@ -285,11 +323,86 @@ out:
     return rc;
 }
 
+fb_code arc_writer_new_lane(arc_writer *parent, arc_writer **wp, fb_err *err) {
+    *wp = NULL;
+    arc_writer *w = calloc(1, sizeof *w);
+    if (!w) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    fb_code rc = aw_alloc(w, parent->level, AW_LANE_NBLOCKS, AW_LANE_BLOCK, err);
+    w->parent = parent;
+    w->version = parent->version;
+    memcpy(w->header, parent->header, sizeof w->header);
+    memcpy(w->data_key, parent->data_key, sizeof w->data_key);
+    if (!rc) {
+        const char *dir = getenv("TMPDIR");
+        char path[1024];
+        snprintf(path, sizeof path, "%s/fusion-backup-lane-XXXXXX", dir && *dir ? dir : "/tmp");
+        w->spool_fd = mkstemp(path);
+        if (w->spool_fd < 0)
+            rc = fb_err_set(err, FB_ERR_IO, "could not create a temporary file in \"%s\" for the parallel dump: %s "
+                            "(set TMPDIR to a writable folder, or dump-connections to 1)", dir && *dir ? dir : "/tmp",
+                            strerror(errno));
+        else
+            unlink(path); /* nobody else ever sees it; it goes away with the descriptor */
+    }
+    if (!rc) rc = aw_start(w, err);
+    if (rc) {
+        arc_writer_free(w);
+        return rc;
+    }
+    /* The lane's blocks take the place of one of the parent's (idle, between segments): the parent keeps at
+     * least AW_PARENT_MIN_BLOCKS, enough to keep its compressor fed, and memory stays that of one dump. */
+    pthread_mutex_lock(&parent->mu);
+    if (!parent->in_segment && parent->n_free > AW_PARENT_MIN_BLOCKS) {
+        int b = parent->free_blocks[--parent->n_free];
+        free(parent->blocks[b]);
+        parent->blocks[b] = NULL;
+    }
+    pthread_mutex_unlock(&parent->mu);
+    *wp = w;
+    return FB_OK;
+}
+
+/* Copies len bytes of temporary file fd from off into the output, 1 MiB at a time. whose: for the message. */
+static fb_code aw_copy_in(arc_writer *w, int fd, uint64_t off, uint64_t len, const char *whose, fb_err *err) {
+    size_t cap = 1u << 20;
+    unsigned char *buf = malloc(cap);
+    fb_code rc = buf ? FB_OK : fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    for (uint64_t done = 0; done < len && !rc;) {
+        size_t n = len - done < cap ? (size_t)(len - done) : cap;
+        ssize_t got = pread(fd, buf, n, (off_t)(off + done));
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) {
+            rc = fb_err_set(err, FB_ERR_IO, "could not read back %s temporary file: %s", whose,
+                            got < 0 ? strerror(errno) : "it is shorter than written");
+            break;
+        }
+        rc = aw_out(w, buf, (size_t)got, err);
+        done += (uint64_t)got;
+    }
+    free(buf);
+    return rc;
+}
+
+fb_code arc_writer_import(arc_writer *w, const arc_writer *lane, const arc_seg_info *in, uint64_t *at, fb_err *err) {
+    if (w->in_segment || lane->parent != w)
+        return fb_err_set(err, FB_ERR_INTERNAL, "arc_writer_import: not between segments, or not this writer's lane");
+    *at = w->offset;
+    fb_code rc = aw_copy_in(w, lane->spool_fd, in->offset, in->length, "the parallel dump's", err);
+    /* Copied: give the space back (the file only grows, so a hole keeps the lane's offsets valid). */
+#ifdef FALLOC_FL_PUNCH_HOLE
+    if (!rc) (void)fallocate(lane->spool_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)in->offset,
+                             (off_t)in->length);
+#endif
+    return rc;
+}
+
 fb_code arc_writer_begin(arc_writer *w, uint32_t *segment, fb_err *err) {
     if (w->in_segment) return fb_err_set(err, FB_ERR_INTERNAL, "arc_writer_begin: a segment is already open");
-    pthread_mutex_lock(&w->mu);
-    *segment = w->next_segment++;
-    pthread_mutex_unlock(&w->mu);
+    arc_writer *ids = w->parent ? w->parent : w;
+    pthread_mutex_lock(&ids->mu);
+    *segment = ids->next_segment++;
+    pthread_mutex_unlock(&ids->mu);
+    w->cur_segment = *segment;
     w->in_segment = 1;
     w->raw = 0;
     crypto_generichash_init(&w->hash, NULL, 0, ARC_HASH_BYTES);
@@ -306,13 +419,13 @@ fb_code arc_writer_write(arc_writer *w, const void *buf, size_t len, fb_err *err
             fb_code rc = aw_take_block(w, err);
             if (rc) return rc;
         }
-        size_t n = AW_BLOCK - w->cur_len;
+        size_t n = w->block - w->cur_len;
         if (n > len) n = len;
         memcpy(w->blocks[w->cur] + w->cur_len, p, n);
         w->cur_len += n;
         p += n;
         len -= n;
-        if (w->cur_len == AW_BLOCK) {
+        if (w->cur_len == w->block) {
             fb_code rc = aw_flush_block(w, err);
             if (rc) return rc;
         }
@@ -331,7 +444,7 @@ fb_code arc_writer_end(arc_writer *w, arc_seg_info *info, fb_err *err) {
     pthread_mutex_lock(&w->mu);
     int target = w->ends_done + 1;
     pthread_mutex_unlock(&w->mu);
-    aw_item it = {AW_END, -1, 0};
+    aw_item it = {AW_END, -1, 0, w->cur_segment};
     fb_code rc2 = aw_push(w, it, err);
     if (rc == FB_OK) rc = rc2;
     pthread_mutex_lock(&w->mu);
@@ -368,8 +481,8 @@ fb_code arc_writer_finish(arc_writer *w, const void *manifest, size_t len, fb_er
     /* The manifest is segment 0, written last: reuse the table path with the id forced to 0. */
     fb_code rc = arc_writer_begin(w, &seg, err);
     if (rc) return rc;
+    w->cur_segment = ARC_MANIFEST_SEGMENT;
     pthread_mutex_lock(&w->mu);
-    w->next_segment = ARC_MANIFEST_SEGMENT + 1; /* the thread reads next_segment - 1 as the open segment's id */
     /* Set under mu before the segment's first item is queued: the thread sees it with that item. */
     w->hashing = sign;
     if (sign) crypto_generichash_init(&w->ct_hash, NULL, 0, 32);
@@ -382,23 +495,7 @@ fb_code arc_writer_finish(arc_writer *w, const void *manifest, size_t len, fb_er
     if (w->index_len && (rc = aw_out(w, w->index, w->index_len, err))) return rc;
     if (w->records_len) {
         /* Streamed from the spool in 1 MiB pieces: the records are never all in memory. */
-        size_t cap = 1u << 20;
-        unsigned char *buf = malloc(cap);
-        if (!buf) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
-        for (uint64_t off = 0; off < w->records_len && !rc;) {
-            size_t n = w->records_len - off < cap ? (size_t)(w->records_len - off) : cap;
-            ssize_t got = pread(w->records_fd, buf, n, (off_t)off);
-            if (got < 0 && errno == EINTR) continue;
-            if (got <= 0) {
-                rc = fb_err_set(err, FB_ERR_IO, "could not read back the chunk list's temporary file: %s",
-                                got < 0 ? strerror(errno) : "it is shorter than written");
-                break;
-            }
-            rc = aw_out(w, buf, (size_t)got, err);
-            off += (uint64_t)got;
-        }
-        free(buf);
-        if (rc) return rc;
+        if ((rc = aw_copy_in(w, w->records_fd, 0, w->records_len, "the chunk list's", err))) return rc;
     }
     if (sign) {
         unsigned char ct[32], blk[ARC_SIG_BLOCK_BYTES];
@@ -451,7 +548,7 @@ void arc_writer_set_index_records(arc_writer *w, int fd, uint64_t len) {
 void arc_writer_free(arc_writer *w) {
     if (!w) return;
     if (w->thread_started) {
-        aw_item it = {AW_STOP, -1, 0};
+        aw_item it = {AW_STOP, -1, 0, 0};
         aw_push(w, it, NULL);
         pthread_join(w->thread, NULL);
     }
@@ -461,6 +558,7 @@ void arc_writer_free(arc_writer *w) {
     free(w->cbuf);
     free(w->index);
     free(w->job_id);
+    if (w->spool_fd >= 0) close(w->spool_fd);
     pthread_mutex_destroy(&w->mu);
     pthread_cond_destroy(&w->cv);
     sodium_memzero(w->data_key, sizeof w->data_key);

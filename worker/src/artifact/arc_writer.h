@@ -55,6 +55,17 @@ fb_code arc_writer_set_signer(arc_writer *w, const fb_signer *s, const char *job
 /* Writes the manifest segment, the chain index (empty when none was set) and its records, the signature block (format 5) and the
  * trailer. */
 fb_code arc_writer_finish(arc_writer *w, const void *manifest, size_t len, fb_err *err);
+/* A lane, for a parallel dump (several connections on one snapshot): a second writer with w's header, data key,
+ * zstd settings and segment numbering (ids from w's counter), whose segments go to an unlinked temporary file in
+ * $TMPDIR instead of w's output; it has two 256 KiB blocks and compresses in its own writer thread
+ * (no zstd worker), and frees one of w's 1 MiB blocks (w keeps at least two), so a lane adds ~3.5 MB. Create
+ * lanes while w has no segment open. A segment's ciphertext depends only on its id and the data key, not on where it
+ * lies, so a finished segment of the lane is copied into w, between w's own segments, by arc_writer_import.
+ * Used from one thread (its own writer thread aside) like any writer; free it before w. Never finished. */
+fb_code arc_writer_new_lane(arc_writer *w, arc_writer **lane, fb_err *err);
+/* Copies the lane's finished segment `in` (as its arc_writer_end reported it) into w's output at w's current
+ * offset (*at), then frees its space in the temporary file. Only between w's segments. */
+fb_code arc_writer_import(arc_writer *w, const arc_writer *lane, const arc_seg_info *in, uint64_t *at, fb_err *err);
 /* Stops the writer thread and erases keys. NULL ok. */
 void arc_writer_free(arc_writer *w);
 

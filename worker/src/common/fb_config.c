@@ -86,6 +86,9 @@ static const cfg_row cfg_rows[] = {
     ROW_I("zstd-level", zstd_level, "3", 1, 19, "FB_ZSTD_LEVEL", W, "zstd compression level of artifacts"),
     ROW_I("zstd-workers", zstd_workers, "1", 0, 4, "FB_ZSTD_WORKERS", W,
           "zstd compression threads of a backup (0: compress in the writer thread itself)"),
+    ROW_I("dump-connections", dump_connections, "1", 1, 8, "FB_DUMP_CONNECTIONS", W,
+          "database connections a FULL backup reads tables with, on one shared snapshot (largest tables first; "
+          "worth it when the server has cores the worker does not share)"),
     ROW_I("lock-timeout-ms", lock_timeout_ms, "5000", 0, 3600000, "FB_LOCK_TIMEOUT_MS", W | C,
           "lock_timeout of the worker's statements (0: none)"),
     ROW_I("statement-timeout-ms", statement_timeout_ms, "600000", 0, 86400000, "FB_STATEMENT_TIMEOUT_MS", W | C,

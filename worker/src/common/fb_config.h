@@ -51,6 +51,7 @@ typedef struct fb_config {
     int64_t concurrency;
     int64_t zstd_level;
     int64_t zstd_workers;
+    int64_t dump_connections;
     int64_t lock_timeout_ms;
     int64_t statement_timeout_ms;
     int64_t batch_pause_ms;

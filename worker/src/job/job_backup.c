@@ -8,6 +8,13 @@
  * copies, retention. Any failure or an abort removes the temporary file: the storage root only ever holds
  * complete artifacts.
  *
+ * Parallel (dump-connections, FULL only): the tables are read on several connections that import the job's
+ * exported snapshot (SET TRANSACTION SNAPSHOT, as pg_dump -j), largest first, so the server's COPY work, the
+ * dominant cost, runs on several cores. Each further connection writes its segments through an arc_writer lane to
+ * a temporary file; the job's own connection copies them into the artifact between its own segments, so the
+ * artifact is the same format, checked the same way (see "the tables, on one or more connections" below). A
+ * backup on a base uses one connection (its change detection and chunk map are driven by one thread).
+ *
  * Change detection never trusts statistics: a table the base has is first read in full (COPY, hashed, not
  * stored); only when its hash's tag equals the base's, with the same byte and row counts, is it referenced
  * instead of stored. Otherwise it is read a second time, in the same snapshot, into the artifact. Deletes,
@@ -39,6 +46,8 @@
  */
 #include "job/job_backup.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +73,7 @@
 #include "storage/stor.h"
 
 #define JB_ABORT_CHECK_ROWS 4096
+#define JB_LANE_LOCK_TIMEOUT_MS 5000 /* a further dump connection's, when lock-timeout-ms is 0 (see jb_lane_open) */
 
 static int64_t jb_now_ms(void) {
     struct timespec ts;
@@ -124,9 +134,12 @@ static fb_code jb_put_hash(void *opaque, const void *buf, size_t len, fb_err *er
 /* Where the job stands, for RUNNING events while a big table streams (the daemon rate-limits them). */
 typedef struct jb_progress {
     int64_t done_tables, total_tables, rows_before, bytes_before;
+    int quiet;               /* a parallel dump's other connections: only the job's own thread reports */
+    const atomic_int *stop;  /* set when another connection of the dump failed: this one stops too */
 } jb_progress;
 
 static void jb_report(const job_ctx *ctx, const jb_progress *p, int64_t rows, int64_t bytes) {
+    if (p->quiet) return;
     job_result prog;
     job_result_init(&prog);
     job_result_set(&prog, "done_tables", p->done_tables);
@@ -170,6 +183,10 @@ static fb_code jb_copy_table(const job_ctx *ctx, PGconn *c, jb_put_fn put, void 
         if (++*rows % JB_ABORT_CHECK_ROWS == 0) {
             if (job_aborted(ctx)) {
                 rc = fb_err_set(err, FB_ERR_ABORTED, "backup aborted (shutdown) during %s; nothing was kept", what);
+                goto out;
+            }
+            if (prog->stop && atomic_load(prog->stop)) {
+                rc = fb_err_set(err, FB_ERR_ABORTED, "%s stopped: another connection of the dump failed", what);
                 goto out;
             }
             jb_report(ctx, prog, *rows, bytes);
@@ -594,6 +611,380 @@ static void jb_prune_report(void *opaque, const char *job_id, int removed, const
             reason);
 }
 
+/* --- the tables, on one or more connections ---------------------------------------------------------------- */
+
+/* A parallel dump (FULL): lane 0 is the job's own connection, writing into the artifact itself; lanes 1.. are
+ * further connections on the same exported snapshot (SET TRANSACTION SNAPSHOT, as pg_dump -j does), each with its
+ * own artifact writer lane (arc_writer_new_lane: its segments go to a temporary file) and chunk record spool. The
+ * tables are taken largest first from one queue; between its own tables, lane 0 copies the segments the other
+ * lanes finished into the artifact, so every segment stays contiguous and the artifact is the same format as a
+ * one-connection dump (only the order of the segments in the file differs). At the end the other lanes' chunk
+ * records are appended to lane 0's spool and their tables' record ranges shifted. The first failure in any lane
+ * sets `stop`, every lane ends within JB_ABORT_CHECK_ROWS rows, and the job fails with that first error: the
+ * temporary artifact is removed as on any failure. */
+typedef struct jb_ready {
+    size_t table;
+    const arc_writer *lane;
+    arc_seg_info si;
+} jb_ready;
+
+typedef struct jb_run {
+    const job_ctx *ctx;
+    const ev_event *ev;
+    const dump_rel *rels;
+    size_t n_rels;
+    arc_manifest *m;
+    arc_index *ix;
+    const job_chain *ch;
+    const job_chain_entry *base;
+    job_chunkmap *cmap;
+    jb_sources *srcs;
+    const unsigned char *ikey, *ckey;
+    arc_writer *w;
+    size_t *order;       /* the tables in the order they are taken */
+    size_t *lane_of;     /* which lane dumped each table */
+    size_t *seq;         /* when it was taken (its place in order) */
+    pthread_mutex_t mu;  /* guards what follows (with more than one lane) */
+    size_t next;         /* of order */
+    jb_ready *ready;     /* the other lanes' finished segments; [n_imported, n_ready) not yet in the artifact */
+    size_t n_ready, n_imported;
+    int64_t done_tables, total_rows, total_raw, n_ref, chunks_reused, chunks_stored;
+    atomic_int stop;
+    fb_code first_rc;
+    fb_err first_err;
+} jb_run;
+
+typedef struct jb_lane {
+    jb_run *run;
+    size_t k, n_lanes;
+    PGconn *c;
+    arc_writer *w;
+    arc_clist_spool *spool;
+    arc_clist_spool own;  /* lanes >= 1 */
+    pthread_t thread;
+    int started;
+} jb_lane;
+
+/* Dumps table i on lane L: change detection against the base, stored whole, or assembled (see the file's head). */
+static fb_code jb_dump_table(jb_lane *L, size_t i, fb_err *err) {
+    jb_run *run = L->run;
+    const job_ctx *ctx = run->ctx;
+    arc_table *t = &run->m->tables[i];
+    arc_index_table *it = &run->ix->tables[i];
+    arc_seg_info si;
+    uint32_t seg;
+    fb_code rc;
+    if ((rc = dump_catalog_describe(L->c, &run->rels[i], t, err))) return rc;
+    pthread_mutex_lock(&run->mu);
+    jb_progress tp = {run->done_tables, (int64_t)run->n_rels, run->total_rows, run->total_raw, L->k > 0, &run->stop};
+    pthread_mutex_unlock(&run->mu);
+    jb_chunking ck = {.w = L->w, .spool = L->spool, .map = run->cmap};
+    arc_clist_spool_table(L->spool);
+    const arc_index_table *bt = jb_base_table(run->ch, run->base, t);
+    int referenced = 0;
+    int64_t reused = 0, stored = 0;
+    if (bt) {
+        /* Change detection: hash the whole COPY stream, store nothing. */
+        jb_hasher h;
+        int64_t rows = 0;
+        unsigned char hash[ARC_HASH_BYTES], tag[32];
+        crypto_generichash_init(&h.st, NULL, 0, ARC_HASH_BYTES);
+        h.raw = 0;
+        if ((rc = jb_copy_table(ctx, L->c, jb_put_hash, &h, t, &tp, &rows, err))) return rc;
+        crypto_generichash_final(&h.st, hash, sizeof hash);
+        arc_index_tag(run->ikey, hash, tag);
+        if (sodium_memcmp(tag, bt->tag, sizeof tag) == 0 && h.raw == bt->raw_bytes && rows == bt->rows) {
+            referenced = 1;
+            t->rows = rows;
+            t->raw_bytes = h.raw;
+            t->stored_bytes = 0;
+            memcpy(t->blake2b, hash, sizeof hash);
+            if (!(t->stored_in = strdup(bt->stored_in))) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+        }
+    }
+    if (!referenced && !run->base) {
+        /* Stored whole; its chunks are recorded for later backups to reuse. */
+        arc_chunker_init(&ck.ck, run->ckey, 0, jb_chunk_whole, &ck);
+        rc = arc_writer_begin(L->w, &seg, err);
+        ck.segment = seg;
+        if (!rc) rc = jb_copy_table(ctx, L->c, jb_put_whole, &ck, t, &tp, &t->rows, err);
+        if (!rc) rc = arc_chunker_finish(&ck.ck, err);
+        arc_chunker_clear(&ck.ck);
+        if (!rc) rc = arc_writer_end(L->w, &si, err);
+        if (rc) goto out;
+        t->segment = si.segment;
+        t->offset = si.offset; /* another lane's: in its temporary file until lane 0 imports it */
+        t->length = si.length;
+        t->raw_bytes = si.raw_bytes;
+        t->stored_bytes = (int64_t)si.length;
+        memcpy(t->blake2b, si.blake2b, sizeof t->blake2b);
+    } else if (!referenced) {
+        /* Changed or new since the base: assembled from the chain's chunks and the new ones stored here. */
+        arc_chunker_init(&ck.ck, run->ckey, 1, jb_chunk_assemble, &ck);
+        crypto_generichash_init(&ck.hs, NULL, 0, ARC_HASH_BYTES);
+        rc = jb_copy_table(ctx, L->c, jb_put_assemble, &ck, t, &tp, &t->rows, err);
+        if (!rc) rc = arc_chunker_finish(&ck.ck, err);
+        arc_chunker_clear(&ck.ck);
+        if (!rc && ck.begun) rc = arc_writer_end(L->w, &si, err);
+        if (rc) goto out;
+        if (ck.begun) {
+            t->segment = si.segment;
+            t->offset = si.offset;
+            t->length = si.length;
+            t->stored_bytes = (int64_t)si.length;
+        }
+        t->assembled = 1;
+        t->raw_bytes = ck.raw;
+        crypto_generichash_final(&ck.hs, t->blake2b, sizeof t->blake2b);
+        reused = ck.reused;
+        stored = ck.stored;
+    }
+    if ((rc = jb_chunk_close(&ck, run->srcs, it, err))) goto out;
+    it->schema = t->schema; /* borrowed from the manifest until the index is encoded */
+    it->name = t->name;
+    it->stored_in = referenced ? t->stored_in : (char *)run->ev->job_id;
+    it->rows = t->rows;
+    it->raw_bytes = t->raw_bytes;
+    it->assembled = t->assembled;
+    arc_index_tag(run->ikey, t->blake2b, it->tag);
+    FB_DEBUG("job=%s table=\"%s\".\"%s\" rows=%lld raw=%lld stored=%lld%s%s (connection %zu)", run->ev->job_id,
+             t->schema, t->name, (long long)t->rows, (long long)t->raw_bytes, (long long)t->stored_bytes,
+             referenced ? " unchanged, in " : "", referenced ? t->stored_in : "", L->k);
+    pthread_mutex_lock(&run->mu);
+    run->lane_of[i] = L->k;
+    if (L->k > 0 && !referenced) run->ready[run->n_ready++] = (jb_ready){i, L->w, si};
+    run->n_ref += referenced;
+    run->chunks_reused += reused;
+    run->chunks_stored += stored;
+    run->total_rows += t->rows;
+    run->total_raw += t->raw_bytes;
+    jb_progress after = {++run->done_tables, (int64_t)run->n_rels, run->total_rows, run->total_raw, L->k > 0, NULL};
+    pthread_mutex_unlock(&run->mu);
+    jb_report(ctx, &after, 0, 0);
+out:
+    free(ck.deps);
+    return rc;
+}
+
+/* Lane 0, between its own segments: the other lanes' finished segments into the artifact. */
+static fb_code jb_import_ready(jb_run *run, fb_err *err) {
+    for (;;) {
+        pthread_mutex_lock(&run->mu);
+        int have = run->n_imported < run->n_ready;
+        jb_ready rd = have ? run->ready[run->n_imported++] : (jb_ready){0};
+        pthread_mutex_unlock(&run->mu);
+        if (!have) return FB_OK;
+        uint64_t at = 0;
+        fb_code rc = arc_writer_import(run->w, rd.lane, &rd.si, &at, err);
+        if (rc) return rc;
+        run->m->tables[rd.table].offset = at;
+    }
+}
+
+static void jb_fail(jb_run *run, fb_code rc, const fb_err *err) {
+    pthread_mutex_lock(&run->mu);
+    if (!run->first_rc) {
+        run->first_rc = rc;
+        run->first_err = *err;
+    }
+    pthread_mutex_unlock(&run->mu);
+    atomic_store(&run->stop, 1);
+}
+
+/* Lane k starts with the k-th table of the order (so the largest tables start at once, whichever thread runs
+ * first), then takes the next one left. */
+static fb_code jb_lane_loop(jb_lane *L, size_t n_lanes, fb_err *err) {
+    jb_run *run = L->run;
+    for (int first = 1;; first = 0) {
+        fb_code rc = L->k == 0 ? jb_import_ready(run, err) : FB_OK;
+        if (rc) return rc;
+        pthread_mutex_lock(&run->mu);
+        size_t at = first ? L->k : (run->next > n_lanes ? run->next : n_lanes);
+        int have = at < run->n_rels && !atomic_load(&run->stop);
+        size_t i = have ? run->order[at] : 0;
+        if (have) run->seq[i] = at;
+        if (have && !first) run->next = at + 1;
+        size_t done = at + 1;
+        pthread_mutex_unlock(&run->mu);
+        if (!have) return FB_OK;
+        if (job_aborted(run->ctx))
+            return fb_err_set(err, FB_ERR_ABORTED, "backup aborted (shutdown) after %zu of %zu tables; nothing was "
+                              "kept", done - 1, run->n_rels);
+        if ((rc = jb_dump_table(L, i, err))) return rc;
+    }
+}
+
+static void *jb_lane_thread(void *arg) {
+    jb_lane *L = arg;
+    fb_err e;
+    fb_code rc = jb_lane_loop(L, L->n_lanes, &e);
+    if (rc) {
+        fb_err_prefix(&e, "dump connection %zu of %zu: ", L->k + 1, L->n_lanes);
+        jb_fail(L->run, rc, &e);
+    }
+    return NULL;
+}
+
+/* Lane k >= 1: its connection on the snapshot lane 0 exported, its writer lane and its spool. */
+static fb_code jb_lane_open(jb_lane *L, const fb_config *cfg, const char *snapshot, fb_err *err) {
+    char sql[160];
+    fb_code rc;
+    if (!(L->c = pgx_connect(cfg->pg, "fusion-backup backup", err))) return err->code ? err->code : FB_ERR_TRANSIENT;
+    if ((rc = dump_catalog_session(L->c, err))) return rc;
+    if ((rc = pgx_exec(L->c, "SET synchronize_seqscans = off", "turning off synchronized scans", err))) return rc;
+    if ((rc = pgx_exec(L->c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", "starting the snapshot", err)))
+        return rc;
+    snprintf(sql, sizeof sql, "SET TRANSACTION SNAPSHOT '%s'", snapshot); /* the server's own id: [0-9A-F-] */
+    if ((rc = pgx_exec(L->c, sql, "sharing the backup's snapshot with a second dump connection", err))) return rc;
+    /* Lane 0 holds ACCESS SHARE on every table; a DDL queued behind it would make this connection's COPY wait
+     * for ever, and lane 0 for this connection: a deadlock the server cannot see (pg_dump -j uses NOWAIT for the
+     * same reason). lock_timeout turns it into a failed job, even when the setting is 0 (none) for lane 0. */
+    snprintf(sql, sizeof sql, "SET LOCAL lock_timeout = %lld",
+             (long long)(cfg->lock_timeout_ms > 0 ? cfg->lock_timeout_ms : JB_LANE_LOCK_TIMEOUT_MS));
+    if ((rc = pgx_exec(L->c, sql, "setting lock_timeout", err))) return rc;
+    if ((rc = arc_writer_new_lane(L->run->w, &L->w, err))) return rc;
+    if ((rc = arc_clist_spool_open(&L->own, err))) return rc;
+    L->spool = &L->own;
+    return FB_OK;
+}
+
+/* The order tables are taken in: largest (pg_table_size) first, so that the longest COPY starts first. */
+static fb_code jb_order(PGconn *c, jb_run *run, fb_err *err) {
+    size_t cap = 200 + 12 * run->n_rels, len = 0;
+    char *sql = malloc(cap);
+    if (!sql) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    len = (size_t)snprintf(sql, cap, "SELECT (u.i - 1)::int8 FROM unnest('{");
+    for (size_t i = 0; i < run->n_rels; i++)
+        len += (size_t)snprintf(sql + len, cap - len, "%s%u", i ? "," : "", run->rels[i].oid);
+    snprintf(sql + len, cap - len, "}'::pg_catalog.oid[]) WITH ORDINALITY u(o, i) "
+             "ORDER BY pg_catalog.pg_table_size(u.o) DESC, u.i");
+    PGresult *r = PQexec(c, sql);
+    free(sql);
+    fb_code rc = pgx_check(c, r, PGRES_TUPLES_OK, "ordering the tables by size", err);
+    if (rc) return rc;
+    for (int k = 0; k < PQntuples(r) && (size_t)k < run->n_rels; k++) {
+        unsigned long long i = strtoull(PQgetvalue(r, k, 0), NULL, 10);
+        if (i < run->n_rels) run->order[k] = (size_t)i;
+    }
+    PQclear(r);
+    return FB_OK;
+}
+
+static const jb_run *jb_sort_run; /* qsort has no context argument; only jb_record_order sets it */
+
+static int jb_cmp_record_order(const void *a, const void *b) {
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    const jb_run *run = jb_sort_run;
+    if (run->lane_of[x] != run->lane_of[y]) return run->lane_of[x] < run->lane_of[y] ? -1 : 1;
+    return run->seq[x] < run->seq[y] ? -1 : run->seq[x] > run->seq[y];
+}
+
+/* The index lists tables in the order of their chunk record ranges (each range follows the one before it,
+ * FORMAT.md): after a parallel dump that is lane by lane, each lane's tables in the order it read them. The
+ * manifest takes the same order, so its tables and the index's stay side by side. */
+static fb_code jb_record_order(jb_run *run, fb_err *err) {
+    static pthread_mutex_t sort_mu = PTHREAD_MUTEX_INITIALIZER; /* concurrent jobs of one worker */
+    size_t n = run->n_rels;
+    size_t *perm = malloc((n ? n : 1) * sizeof *perm);
+    arc_table *mt = malloc((n ? n : 1) * sizeof *mt);
+    arc_index_table *it = malloc((n ? n : 1) * sizeof *it);
+    if (!perm || !mt || !it) {
+        free(perm);
+        free(mt);
+        free(it);
+        return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) perm[i] = i;
+    pthread_mutex_lock(&sort_mu);
+    jb_sort_run = run;
+    qsort(perm, n, sizeof *perm, jb_cmp_record_order);
+    pthread_mutex_unlock(&sort_mu);
+    for (size_t i = 0; i < n; i++) {
+        mt[i] = run->m->tables[perm[i]];
+        it[i] = run->ix->tables[perm[i]];
+    }
+    memcpy(run->m->tables, mt, n * sizeof *mt);
+    memcpy(run->ix->tables, it, n * sizeof *it);
+    free(perm);
+    free(mt);
+    free(it);
+    return FB_OK;
+}
+
+/* Every table of run on n_lanes connections (lane 0 on c, writing to run->w and spool). On success the artifact
+ * holds every stored table's segment and spool every chunk record, ranges in ix. */
+static fb_code jb_dump_tables(jb_run *run, const fb_config *cfg, PGconn *c, arc_clist_spool *spool, size_t n_lanes,
+                              fb_err *err) {
+    fb_code rc = FB_OK;
+    jb_lane *lanes = calloc(n_lanes, sizeof *lanes);
+    size_t n = run->n_rels ? run->n_rels : 1;
+    run->order = calloc(n, sizeof *run->order);
+    run->lane_of = calloc(n, sizeof *run->lane_of);
+    run->seq = calloc(n, sizeof *run->seq);
+    run->ready = calloc(n, sizeof *run->ready);
+    pthread_mutex_init(&run->mu, NULL);
+    if (!lanes || !run->order || !run->lane_of || !run->seq || !run->ready) {
+        rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < run->n_rels; i++) run->order[i] = i;
+    for (size_t k = 0; k < n_lanes; k++) lanes[k] = (jb_lane){.run = run, .k = k, .n_lanes = n_lanes};
+    lanes[0].c = c;
+    lanes[0].w = run->w;
+    lanes[0].spool = spool;
+    if (n_lanes > 1) {
+        char snapshot[128];
+        PGresult *r = PQexec(c, "SELECT pg_catalog.pg_export_snapshot()");
+        if ((rc = pgx_check(c, r, PGRES_TUPLES_OK, "exporting the snapshot for the dump connections", err))) goto out;
+        snprintf(snapshot, sizeof snapshot, "%s", PQgetvalue(r, 0, 0));
+        PQclear(r);
+        if ((rc = jb_order(c, run, err))) goto out;
+        for (size_t k = 1; k < n_lanes && !rc; k++) rc = jb_lane_open(&lanes[k], cfg, snapshot, err);
+        if (rc) goto out;
+        FB_INFO("job=%s reading %zu tables on %zu connections (one snapshot), largest first", run->ev->job_id,
+                run->n_rels, n_lanes);
+    }
+    for (size_t k = 1; k < n_lanes && !rc; k++) {
+        if (pthread_create(&lanes[k].thread, NULL, jb_lane_thread, &lanes[k]) != 0)
+            rc = fb_err_set(err, FB_ERR_INTERNAL, "could not start a dump connection's thread");
+        else
+            lanes[k].started = 1;
+    }
+    if (rc) atomic_store(&run->stop, 1);
+    if (!rc) {
+        fb_err e;
+        fb_code r0 = jb_lane_loop(&lanes[0], n_lanes, &e);
+        if (r0) jb_fail(run, r0, &e);
+    }
+    for (size_t k = 1; k < n_lanes; k++)
+        if (lanes[k].started) pthread_join(lanes[k].thread, NULL);
+    if (!rc && run->first_rc) {
+        rc = run->first_rc;
+        *err = run->first_err;
+    }
+    if (!rc) rc = jb_import_ready(run, err); /* every lane has ended: lane 0's writer is between segments */
+    for (size_t k = 1; k < n_lanes && !rc; k++) {
+        uint64_t first = 0;
+        if ((rc = arc_clist_spool_append(spool, &lanes[k].own, &first, err))) break;
+        for (size_t i = 0; i < run->n_rels; i++)
+            if (run->lane_of[i] == k) run->ix->tables[i].rec_first += first;
+    }
+    if (!rc && n_lanes > 1) rc = jb_record_order(run, err);
+out:
+    for (size_t k = 1; lanes && k < n_lanes; k++) {
+        arc_writer_free(lanes[k].w);
+        arc_clist_spool_close(&lanes[k].own);
+        if (lanes[k].c) PQfinish(lanes[k].c);
+    }
+    free(lanes);
+    free(run->order);
+    free(run->lane_of);
+    free(run->seq);
+    free(run->ready);
+    pthread_mutex_destroy(&run->mu);
+    return rc;
+}
+
 fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     const fb_config *cfg = ctx->cfg;
     const ev_event *ev = ctx->ev;
@@ -614,7 +1005,7 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     arc_index ix = {0};
     char *mbuf = NULL, *ibuf = NULL, *copy_list = NULL;
     size_t mlen = 0, ilen = 0;
-    int64_t total_rows = 0, total_raw = 0, n_ref = 0, copies = 0, pruned = 0;
+    int64_t total_rows = 0, total_raw = 0, n_ref = 0, copies = 0, pruned = 0, n_conns = 1;
     job_chain ch = {0};
     const job_chain_entry *base = NULL;
     unsigned char ckey[32];
@@ -622,7 +1013,6 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     jb_sources srcs = {0};
     arc_clist_spool spool = {0};
     uint64_t base_chunks = 0;
-    jb_chunking ck = {0};     /* the table going through the chunker */
     int64_t chunks_reused = 0, chunks_stored = 0;
     fb_signer signer = {0};
     fb_keyring kr = {0};
@@ -752,100 +1142,21 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
         goto out;
     }
     FB_INFO("job=%s backup of %zu tables of database \"%s\" into \"%s\"", ev->job_id, n_rels, m.database, rel);
-    for (size_t i = 0; i < n_rels; i++) {
-        arc_table *t = &m.tables[m.n_tables++];
-        arc_seg_info si;
-        uint32_t seg;
-        if (job_aborted(ctx)) {
-            rc = fb_err_set(err, FB_ERR_ABORTED, "backup aborted (shutdown) after %zu of %zu tables; nothing was kept",
-                            i, n_rels);
-            goto out;
-        }
-        if ((rc = dump_catalog_describe(c, &rels[i], t, err))) goto out;
-        jb_progress tp = {(int64_t)i, (int64_t)n_rels, total_rows, total_raw};
-        arc_index_table *it = &ix.tables[ix.n_tables++];
-        ck = (jb_chunking){.w = w, .spool = &spool, .map = cmap};
-        arc_clist_spool_table(&spool);
-        const arc_index_table *bt = jb_base_table(&ch, base, t);
-        int referenced = 0;
-        if (bt) {
-            /* Change detection: hash the whole COPY stream, store nothing. */
-            jb_hasher h;
-            int64_t rows = 0;
-            unsigned char hash[ARC_HASH_BYTES], tag[32];
-            crypto_generichash_init(&h.st, NULL, 0, ARC_HASH_BYTES);
-            h.raw = 0;
-            if ((rc = jb_copy_table(ctx, c, jb_put_hash, &h, t, &tp, &rows, err))) goto out;
-            crypto_generichash_final(&h.st, hash, sizeof hash);
-            arc_index_tag(ikey, hash, tag);
-            if (sodium_memcmp(tag, bt->tag, sizeof tag) == 0 && h.raw == bt->raw_bytes && rows == bt->rows) {
-                referenced = 1;
-                t->rows = rows;
-                t->raw_bytes = h.raw;
-                t->stored_bytes = 0;
-                memcpy(t->blake2b, hash, sizeof hash);
-                if (!(t->stored_in = strdup(bt->stored_in))) {
-                    rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
-                    goto out;
-                }
-                n_ref++;
-            }
-        }
-        if (!referenced && !base) {
-            /* Stored whole; its chunks are recorded for later backups to reuse. */
-            arc_chunker_init(&ck.ck, ckey, 0, jb_chunk_whole, &ck);
-            rc = arc_writer_begin(w, &seg, err);
-            ck.segment = seg;
-            if (!rc) rc = jb_copy_table(ctx, c, jb_put_whole, &ck, t, &tp, &t->rows, err);
-            if (!rc) rc = arc_chunker_finish(&ck.ck, err);
-            arc_chunker_clear(&ck.ck);
-            if (rc) goto out;
-            if ((rc = arc_writer_end(w, &si, err))) goto out;
-            t->segment = si.segment;
-            t->offset = si.offset;
-            t->length = si.length;
-            t->raw_bytes = si.raw_bytes;
-            t->stored_bytes = (int64_t)si.length;
-            memcpy(t->blake2b, si.blake2b, sizeof t->blake2b);
-        } else if (!referenced) {
-            /* Changed or new since the base: assembled from the chain's chunks and the new ones stored here. */
-            arc_chunker_init(&ck.ck, ckey, 1, jb_chunk_assemble, &ck);
-            crypto_generichash_init(&ck.hs, NULL, 0, ARC_HASH_BYTES);
-            rc = jb_copy_table(ctx, c, jb_put_assemble, &ck, t, &tp, &t->rows, err);
-            if (!rc) rc = arc_chunker_finish(&ck.ck, err);
-            arc_chunker_clear(&ck.ck);
-            if (rc) goto out;
-            if (ck.begun) {
-                if ((rc = arc_writer_end(w, &si, err))) goto out;
-                t->segment = si.segment;
-                t->offset = si.offset;
-                t->length = si.length;
-                t->stored_bytes = (int64_t)si.length;
-            }
-            t->assembled = 1;
-            t->raw_bytes = ck.raw;
-            crypto_generichash_final(&ck.hs, t->blake2b, sizeof t->blake2b);
-            chunks_reused += ck.reused;
-            chunks_stored += ck.stored;
-        }
-        rc = jb_chunk_close(&ck, &srcs, it, err);
-        free(ck.deps);
-        ck.deps = NULL;
+    m.n_tables = ix.n_tables = n_rels;
+    {
+        jb_run run = {.ctx = ctx, .ev = ev, .rels = rels, .n_rels = n_rels, .m = &m, .ix = &ix, .ch = &ch,
+                      .base = base, .cmap = cmap, .srcs = &srcs, .ikey = ikey, .ckey = ckey, .w = w};
+        /* A base means change detection and the chain's chunk map, which one connection drives (the map is not
+         * shared between threads); a FULL reads its tables on dump-connections connections. */
+        size_t lanes = base ? 1 : (size_t)cfg->dump_connections;
+        n_conns = (int64_t)(lanes < n_rels ? lanes : (n_rels ? n_rels : 1));
+        rc = jb_dump_tables(&run, cfg, c, &spool, (size_t)n_conns, err);
+        total_rows = run.total_rows;
+        total_raw = run.total_raw;
+        n_ref = run.n_ref;
+        chunks_reused = run.chunks_reused;
+        chunks_stored = run.chunks_stored;
         if (rc) goto out;
-        it->schema = t->schema; /* borrowed from the manifest until the index is encoded */
-        it->name = t->name;
-        it->stored_in = referenced ? t->stored_in : (char *)ev->job_id;
-        it->rows = t->rows;
-        it->raw_bytes = t->raw_bytes;
-        it->assembled = t->assembled;
-        arc_index_tag(ikey, t->blake2b, it->tag);
-        total_rows += t->rows;
-        total_raw += t->raw_bytes;
-        FB_DEBUG("job=%s table=\"%s\".\"%s\" rows=%lld raw=%lld stored=%lld%s%s", ev->job_id, t->schema, t->name,
-                 (long long)t->rows, (long long)t->raw_bytes, (long long)t->stored_bytes,
-                 referenced ? " unchanged, in " : "", referenced ? t->stored_in : "");
-        jb_progress after = {(int64_t)i + 1, (int64_t)n_rels, total_rows, total_raw};
-        jb_report(ctx, &after, 0, 0);
     }
     if ((rc = pgx_exec(c, "COMMIT", "ending the snapshot", err))) goto out;
 
@@ -943,6 +1254,7 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     job_result_set(res, "schema_bytes", m.schema ? m.schema->raw_bytes : 0);
     job_result_set(res, "stored_bytes", res->file_size);
     job_result_set(res, "duration_ms", jb_now_ms() - t0);
+    job_result_set(res, "dump_connections", n_conns);
     if (rq->backup_type != EV_FULL) {
         job_result_set(res, "ran_as_full", base ? 0 : 1);
         job_result_set(res, "tables_referenced", n_ref);
@@ -970,7 +1282,6 @@ out:
     free(ix.tables); /* its strings are borrowed from m, ev and the chain */
     arc_manifest_clear(&m);
     job_chunkmap_free(cmap);
-    free(ck.deps);
     free(srcs.v);
     arc_clist_spool_close(&spool);
     job_chain_clear(&ch);
