@@ -22,6 +22,7 @@
 #include "cmd/cmd_progress.h"
 #include "common/fb_config.h"
 #include "dump/dump_open.h"
+#include "dump/dump_rebuild.h"
 #include "dump/dump_restore.h"
 #include "pg/pgx.h"
 
@@ -71,6 +72,7 @@ int cmd_restore(int argc, char **argv) {
     struct timespec t0, t1;
     fb_keyring kr = {0};
     arc_trust trust;
+    char new_db[256];
     fb_code rc = fb_config_init(&cfg, &err);
     if (!names || !tables || !chain) rc = fb_err_set(&err, FB_ERR_NOMEM, "out of memory");
     if (!rc) rc = fb_config_parse_args(&cfg, &argc, argv, FB_CFG_CLI, extra, &err);
@@ -128,10 +130,7 @@ int cmd_restore(int argc, char **argv) {
     /* Say what is about to be restored before anything touches the target. */
     if (!rc) dump_open_describe(r, stderr);
     for (size_t i = 0; !rc && i < n_names; i++) rc = cmd_restore_table(arc_reader_manifest(r), names[i], &tables[i], &err);
-    if (!rc) {
-        c = pgx_connect(cfg.pg, "fusion-backup restore", &err);
-        if (!c) rc = err.code;
-    }
+    if (!rc) rc = dump_rebuild_connect_target(cfg.pg, o.create, &c, new_db, sizeof new_db, &err);
     if (!rc) {
         signal(SIGINT, cmd_restore_on_signal);
         signal(SIGTERM, cmd_restore_on_signal);
@@ -141,6 +140,7 @@ int cmd_restore(int argc, char **argv) {
         o.abort = &cmd_restore_stop;
         o.conninfo = cfg.pg;
         o.pg_restore = cfg.pg_restore;
+        o.new_db = c ? NULL : new_db;
         clock_gettime(CLOCK_MONOTONIC, &t0);
         fb_progress *prog = cmd_progress_reading(&cfg, "restore", arc_reader_manifest(r), tables, n_names, 1);
         rc = dump_restore(r, c, &o, &st, &err);
@@ -154,7 +154,7 @@ int cmd_restore(int argc, char **argv) {
             fprintf(stderr, "fusion-backup restore: nothing was committed; the target database is unchanged\n");
     } else {
         printf("restored %lld tables, %lld rows (%lld bytes of COPY text) into \"%s\" in %.2f s\n",
-               (long long)st.tables, (long long)st.rows, (long long)st.raw_bytes, PQdb(c),
+               (long long)st.tables, (long long)st.rows, (long long)st.raw_bytes, c ? PQdb(c) : new_db,
                (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
         if (st.fks_skipped)
             printf("%lld foreign keys were not created: they reference tables that were not restored\n",
