@@ -34,18 +34,25 @@ def _admin(pg: str):
     return c
 
 
+def admin_sql(pg: str, sql: str, params: tuple = ()) -> list[tuple]:
+    c = _admin(pg)
+    try:
+        cur = c.cursor()
+        cur.execute(sql, params)
+        return cur.fetchall() if cur.description else []
+    finally:
+        c.close()
+
+
 def databases(pg: str, like: str) -> list[str]:
-    with _admin(pg) as c, c.cursor() as cur:
-        cur.execute("SELECT datname FROM pg_database WHERE datname LIKE %s ORDER BY 1", (like,))
-        return [r[0] for r in cur.fetchall()]
+    return [r[0] for r in admin_sql(pg, "SELECT datname FROM pg_database WHERE datname LIKE %s ORDER BY 1", (like,))]
 
 
 def leftovers_for(pg: str, target: str) -> list[str]:
     """Temporary databases whose comment names this target."""
-    with _admin(pg) as c, c.cursor() as cur:
-        cur.execute("SELECT datname FROM pg_database WHERE datname LIKE %s AND "
-                    "shobj_description(oid, 'pg_database') LIKE %s", (TMP_PREFIX + "%", f'%database "{target}"%'))
-        return [r[0] for r in cur.fetchall()]
+    return [r[0] for r in admin_sql(pg, "SELECT datname FROM pg_database WHERE datname LIKE %s AND "
+                                    "shobj_description(oid, 'pg_database') LIKE %s",
+                                    (TMP_PREFIX + "%", f'%database "{target}"%'))]
 
 
 @pytest.fixture
@@ -208,8 +215,7 @@ def test_parallel_create_of_a_name_taken_meanwhile_fails_cleanly(bin, pg, zoo, a
     while p.poll() is None and time.time() < deadline and not leftovers_for(pg, name):
         pass
     assert p.poll() is None, "the restore ended before its temporary database was seen"
-    with _admin(pg) as c, c.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
+    admin_sql(pg, f'CREATE DATABASE "{name}"')
     c = psycopg2.connect(target)
     c.autocommit = True
     c.cursor().execute("CREATE TABLE theirs (x int); INSERT INTO theirs VALUES (42)")
