@@ -6,7 +6,9 @@
  * folding). --create on an empty database rebuilds the whole database from the artifact's schema archive (format
  * 4: every object, pg_restore's sections in the one transaction; --no-owner / --no-privileges as pg_restore's);
  * with --table, or for older artifacts, it creates only the tables from the manifest's DDL. --jobs N spreads such
- * a table-only --create over N connections (see dump_restore.h for what that changes).
+ * a table-only --create over N connections (see dump_restore.h for what that changes). --create with --pg naming a
+ * database that does not exist yet builds it under a temporary name on --jobs connections and renames it at the
+ * end (dump_rebuild.h).
  * An INCREMENTAL or DIFFERENTIAL artifact resolves its chain by itself: the artifacts holding the tables it only
  * references are looked for in its own folder, then in each --chain-dir DIR (dump_open.h).
  * Exit status is the fb_code: 7 tampered/truncated/wrong key, 13 target not empty, 9 unknown table or missing
@@ -104,12 +106,15 @@ int cmd_restore(int argc, char **argv) {
                    "                default: the owners of the backup (the roles must exist)\n"
                    "  --no-privileges  with --create: no GRANT/REVOKE (pg_restore --no-privileges)\n"
                    "  --truncate    replace the rows of non-empty target tables (default: refuse)\n"
-                   "  --jobs N      with --create --table, or a backup without a schema archive: load and index on N\n"
-                   "                connections (like pg_restore -j); a whole-database --create from a schema archive\n"
-                   "                always runs in one transaction on one connection\n"
+                   "  --jobs N      with --create of a database that does not exist yet: built under a temporary name\n"
+                   "                on N connections and renamed when complete (a failure leaves no database); with\n"
+                   "                --create --table, or a backup without a schema archive: load and index on N\n"
+                   "                connections (like pg_restore -j); into an existing database: one transaction\n"
                    "  --chain-dir DIR  where else the backups an incremental/differential builds on may be (after\n"
                    "                the artifact's own folder); repeatable\n"
-                   "Everything is loaded in one transaction, committed only when all data read was authenticated.\n"
+                   "Into an existing database everything is loaded in one transaction, committed only when all data\n"
+                   "read was authenticated; a new database (--create, --pg naming one that does not exist) appears\n"
+                   "only complete, by one rename.\n"
                    "With --jobs N (when used) there are N transactions; none commits before all data was read and\n"
                    "authenticated, then they commit one after the other and the foreign keys are added last.\n");
             goto out;

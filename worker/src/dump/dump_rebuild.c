@@ -313,6 +313,12 @@ out:
     return rc;
 }
 
+static double rb_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
 /* --- the commit point --------------------------------------------------------------------------------------- */
 
 /* Nobody but us may be connected to tmp (the rename waits a few seconds for our closed sessions to end). */
@@ -376,15 +382,21 @@ fb_code dump_rebuild(arc_reader *rd, const dump_restore_opts *o, const size_t *s
         goto out;
     }
     if ((rc = rb_session(c0, err))) goto out;
+    double t[5];
+    t[0] = rb_now();
     if ((rc = dump_restore_exec_script(c0, sql[0], "creating the schema (pre-data section of the schema archive)",
                                        err)) ||
         (rc = rb_session(c0, err)))
         goto out;
+    t[1] = rb_now();
     if ((rc = rb_load(rd, c0, o, tmp, sel, n, jobs, st, err))) goto out;
+    t[2] = rb_now();
     if ((rc = dump_restore_exec_script(c0, sql[1], "setting sequences and large objects (data section of the schema "
                                        "archive)", err)))
         goto out;
+    t[3] = rb_now();
     if ((rc = dump_schema_restore_into(&so, c0, fd, "post-data", (int)jobs, RB_PGOPTIONS, err))) goto out;
+    t[4] = rb_now();
     if (o->abort && *o->abort) {
         rc = fb_err_set(err, FB_ERR_ABORTED, "restore aborted");
         goto out;
@@ -394,6 +406,9 @@ fb_code dump_rebuild(arc_reader *rd, const dump_restore_opts *o, const size_t *s
     c0 = NULL;
     if ((rc = rb_rename(admin, tmp, o->new_db, err))) goto out;
     created = 0;
+    FB_INFO("restore: database \"%s\" complete: pre-data %.2f s, rows %.2f s, sequences and large objects %.2f s, "
+            "post-data %.2f s, rename %.2f s", o->new_db, t[1] - t[0], t[2] - t[1], t[3] - t[2], t[4] - t[3],
+            rb_now() - t[4]);
 out:
     if (c0) PQfinish(c0);
     if (created && admin) {

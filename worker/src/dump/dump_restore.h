@@ -15,7 +15,8 @@
  * data and post-data sections into SQL, then: pre-data (schemas, extensions, types, functions, tables, views,
  * ...), the tables' rows with COPY ... FREEZE (the tables were created in this transaction), the data section
  * (sequence values, large objects), post-data (indexes, keys, triggers, rules, policies, materialized view
- * refreshes). jobs is then ignored: one connection, one transaction. A table list with `create`, and artifacts
+ * refreshes). jobs is then ignored: one connection, one transaction. A database that does not exist yet (c NULL,
+ * new_db) is instead built under a temporary name on `jobs` connections and renamed (dump_rebuild.h). A table list with `create`, and artifacts
  * of format <= 3, use the manifest's own DDL (create_sql, index_sql, fk_sql: tables, owned sequences, indexes,
  * keys; nothing else).
  *
