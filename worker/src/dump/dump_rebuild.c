@@ -20,10 +20,9 @@
 /* pg_advisory_lock(RB_LOCK_CLASS, hashtext(tmp name)) on the maintenance database: held by the restore building
  * that database, for as long as its admin connection lives ('FBRS'). */
 #define RB_LOCK_CLASS "1178751571"
-/* The sessions of post-data (pg_restore's): index builds sort in memory up to this much (the server's default is
- * usually 64 MB, which makes the large indexes spill to disk), and their commits need not wait for the WAL flush
- * (dump_rebuild.h, "Durability"). */
-#define RB_PGOPTIONS "-c maintenance_work_mem=512MB -c synchronous_commit=off"
+/* Index builds of the restore's sessions sort in memory up to this much (the server's default is usually 64 MB,
+ * which makes the large indexes spill to disk); at most jobs builds run at once. */
+#define RB_MAINTENANCE_MEM "512MB"
 
 PGconn *dump_rebuild_connect_db(const char *conninfo, const char *db, fb_err *err) {
     /* expand_dbname: the first dbname is conninfo itself (keywords or a URI); the second one overrides its dbname */
@@ -174,12 +173,25 @@ static fb_code rb_create_tmp(PGconn *admin, const char *tmp, const char *target,
 
 /* --- loading ------------------------------------------------------------------------------------------------ */
 
+/* An index or a key of one loaded table, taken out of the post-data script: built as soon as its table's rows are
+ * in, by whichever connection is free, while the other tables still load (as pg_restore -j does). */
+typedef struct rb_item {
+    size_t table;   /* manifest index */
+    char *sql;      /* the session state it needs (default tablespace, access method) and its statements */
+    int ready;      /* its table is loaded */
+} rb_item;
+
 typedef struct rb_shared {
     const arc_manifest *m;
     const dump_restore_opts *o;
     const size_t *order; /* manifest indexes, largest first */
     size_t n, next;
+    rb_item *items;
+    size_t n_items, next_item, loading; /* items taken so far (in order of readiness); loads in flight */
+    size_t *ready;                      /* indexes into items, in the order they became ready */
+    size_t n_ready;
     pthread_mutex_t mu;
+    pthread_cond_t cv;
     volatile sig_atomic_t failed;
 } rb_shared;
 
@@ -214,23 +226,181 @@ static fb_code rb_load_table(rb_loader *w, const arc_table *t, fb_err *err) {
     return FB_OK;
 }
 
+/* The next piece of work: a ready index or key first (its table is complete and the CPU it uses would otherwise
+ * wait for the last large loads), else the next table to load, else wait while loads run that will make items
+ * ready. Returns 0 when nothing is left. */
+static int rb_next(rb_shared *s, size_t *table, const char **item) {
+    int got = 0;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        if (s->failed || (s->o->abort && *s->o->abort)) break;
+        if (s->next_item < s->n_ready) {
+            *item = s->items[s->ready[s->next_item++]].sql;
+            got = 1;
+            break;
+        }
+        if (s->next < s->n) {
+            *table = s->order[s->next++];
+            *item = NULL;
+            s->loading++;
+            got = 1;
+            break;
+        }
+        if (!s->loading) break;
+        pthread_cond_wait(&s->cv, &s->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return got;
+}
+
+/* Table i is loaded (ok) or failed: its items become ready, idle connections wake up. */
+static void rb_loaded(rb_shared *s, size_t i, int ok) {
+    pthread_mutex_lock(&s->mu);
+    s->loading--;
+    for (size_t k = 0; ok && k < s->n_items; k++)
+        if (s->items[k].table == i && !s->items[k].ready) {
+            s->items[k].ready = 1;
+            s->ready[s->n_ready++] = k;
+        }
+    if (!ok) s->failed = 1;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
 static void *rb_loader_run(void *arg) {
     rb_loader *w = arg;
     rb_shared *s = w->s;
-    for (;;) {
-        pthread_mutex_lock(&s->mu);
-        size_t i = s->next < s->n ? s->order[s->next++] : (size_t)-1;
-        pthread_mutex_unlock(&s->mu);
-        if (i == (size_t)-1) break;
-        if (s->failed || (s->o->abort && *s->o->abort)) {
-            w->rc = fb_err_set(&w->err, FB_ERR_ABORTED, s->failed ? "stopped because another restore connection "
-                               "failed" : "restore aborted; nothing was committed");
-            break;
+    size_t i = 0;
+    const char *item = NULL;
+    while (rb_next(s, &i, &item)) {
+        if (item) w->rc = pgx_exec(w->c, item, "building an index or key (post-data section of the schema archive)",
+                                   &w->err);
+        else {
+            w->rc = rb_load_table(w, &s->m->tables[i], &w->err);
+            rb_loaded(s, i, w->rc == FB_OK);
         }
-        if ((w->rc = rb_load_table(w, &s->m->tables[i], &w->err))) break;
+        if (w->rc) break;
     }
-    if (w->rc) s->failed = 1;
+    if (!w->rc && (s->failed || (s->o->abort && *s->o->abort)))
+        w->rc = fb_err_set(&w->err, FB_ERR_ABORTED, s->failed ? "stopped because another restore connection failed"
+                                                             : "restore aborted; nothing was committed");
+    if (w->rc) {
+        pthread_mutex_lock(&s->mu);
+        s->failed = 1;
+        pthread_cond_broadcast(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+    }
     return NULL;
+}
+
+/* --- post-data: the indexes and keys of each loaded table ---------------------------------------------------- */
+
+/* An identifier as pg_dump writes it (fmtId: bare lowercase, or double-quoted with "" doubled) at *p; advances
+ * *p. 0 when there is none. */
+static int rb_ident(const char **p, char *out, size_t cap) {
+    const char *q = *p;
+    size_t k = 0;
+    if (*q == '"') {
+        for (q++; *q; q++) {
+            if (*q == '"' && q[1] != '"') break;
+            if (*q == '"') q++;
+            if (k + 1 >= cap) return 0;
+            out[k++] = *q;
+        }
+        if (*q != '"') return 0;
+        q++;
+    } else {
+        while ((*q >= 'a' && *q <= 'z') || (*q >= '0' && *q <= '9') || *q == '_' || *q == '$') {
+            if (k + 1 >= cap) return 0;
+            out[k++] = *q++;
+        }
+    }
+    out[k] = '\0';
+    *p = q;
+    return k > 0;
+}
+
+/* The table an index or key statement is on: "CREATE [UNIQUE] INDEX name ON [ONLY] s.t " or "ALTER TABLE ONLY
+ * s.t\n    ADD CONSTRAINT " (not a foreign key: those wait for every table's indexes). */
+static int rb_item_table(const char *body, char *schema, char *name, size_t cap) {
+    const char *p = body;
+    char idx[256];
+    while (*p == '\n') p++;
+    if (strncmp(p, "ALTER TABLE ONLY ", 17) == 0) {
+        p += 17;
+        if (!rb_ident(&p, schema, cap) || *p++ != '.' || !rb_ident(&p, name, cap)) return 0;
+        return strncmp(p, "\n    ADD CONSTRAINT ", 20) == 0 && !strstr(p, " FOREIGN KEY ");
+    }
+    if (strncmp(p, "CREATE UNIQUE INDEX ", 20) == 0) p += 20;
+    else if (strncmp(p, "CREATE INDEX ", 13) == 0) p += 13;
+    else return 0;
+    if (!rb_ident(&p, idx, sizeof idx) || strncmp(p, " ON ", 4) != 0) return 0;
+    p += 4;
+    if (strncmp(p, "ONLY ", 5) == 0) p += 5;
+    return rb_ident(&p, schema, cap) && *p++ == '.' && rb_ident(&p, name, cap) && *p == ' ';
+}
+
+static int rb_starts(const char *line, const char *prefix) { return strncmp(line, prefix, strlen(prefix)) == 0; }
+
+/* Takes the INDEX and CONSTRAINT entries on the tables sel[0..n) out of the post-data script (blanked in place:
+ * the rest still runs as one script, after every table) into items. Each entry is "--\n-- Name: ...; Type: T;
+ * ...\n--\n" then its statements up to the next "--" line; SET default_tablespace / default_table_access_method
+ * lines between entries are pg_restore's session state, copied in front of each item. */
+static fb_code rb_split_post(char *sql, const arc_manifest *m, const size_t *sel, size_t n, rb_item **items,
+                             size_t *n_items, fb_err *err) {
+    char ts[300] = "", am[300] = "", schema[256], name[256];
+    size_t cap = 0;
+    *items = NULL;
+    *n_items = 0;
+    for (char *line = sql; line && *line;) {
+        char *nl = strchr(line, '\n');
+        char *next = nl ? nl + 1 : NULL;
+        size_t len = nl ? (size_t)(nl - line) : strlen(line);
+        if (rb_starts(line, "SET default_tablespace = ") && len < sizeof ts) snprintf(ts, sizeof ts, "%.*s", (int)len, line);
+        if (rb_starts(line, "SET default_table_access_method = ") && len < sizeof am)
+            snprintf(am, sizeof am, "%.*s", (int)len, line);
+        int entry = len == 2 && next && rb_starts(next, "-- Name: ");
+        char *hdr_end = entry ? strchr(next, '\n') : NULL;
+        if (!entry || !hdr_end) {
+            line = next;
+            continue;
+        }
+        *hdr_end = '\0'; /* the header line alone, for strstr */
+        int wanted = strstr(next, "; Type: INDEX; ") || strstr(next, "; Type: CONSTRAINT; ");
+        *hdr_end = '\n';
+        char *body = hdr_end + 1;
+        if (rb_starts(body, "--\n")) body += 3;
+        char *end = body; /* up to the next "--" or SET line, or COMMIT; */
+        while (*end && !rb_starts(end, "--\n") && !rb_starts(end, "SET ") && !rb_starts(end, "COMMIT;\n")) {
+            char *e = strchr(end, '\n');
+            end = e ? e + 1 : end + strlen(end);
+        }
+        size_t t = (size_t)-1;
+        if (wanted && rb_item_table(body, schema, name, sizeof schema))
+            for (size_t k = 0; k < n && t == (size_t)-1; k++)
+                if (strcmp(m->tables[sel[k]].schema, schema) == 0 && strcmp(m->tables[sel[k]].name, name) == 0)
+                    t = sel[k];
+        if (t != (size_t)-1) {
+            if (*n_items == cap) {
+                cap = cap ? 2 * cap : 64;
+                rb_item *v = realloc(*items, cap * sizeof *v);
+                if (!v) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+                *items = v;
+            }
+            char *text = dump_strf("%s\n%s\n%.*s", ts, am, (int)(end - body), body);
+            if (!text) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+            (*items)[(*n_items)++] = (rb_item){t, text, 0};
+            for (char *c = line; c < end; c++)
+                if (*c != '\n') *c = ' ';
+        }
+        line = end;
+    }
+    return FB_OK;
+}
+
+static void rb_items_free(rb_item *items, size_t n) {
+    for (size_t i = 0; i < n; i++) free(items[i].sql);
+    free(items);
 }
 
 typedef struct rb_size {
@@ -247,21 +417,24 @@ static int rb_by_size_desc(const void *a, const void *b) {
  * commits that do not wait for the WAL flush (dump_rebuild.h, "Durability"). */
 static fb_code rb_session(PGconn *c, fb_err *err) {
     fb_code rc = dump_catalog_session(c, err);
-    return rc ? rc : pgx_exec(c, "SET synchronous_commit = off", "setting up a loading session", err);
+    return rc ? rc : pgx_exec(c, "SET synchronous_commit = off; SET maintenance_work_mem = '" RB_MAINTENANCE_MEM "'",
+                              "setting up a loading session", err);
 }
 
 /* The rows of sel[0..n) on `jobs` connections: w[0] uses c0 and rd, the others their own connection and reader. */
 static fb_code rb_load(arc_reader *rd, PGconn *c0, const dump_restore_opts *o, const char *tmp, const size_t *sel,
-                       size_t n, size_t jobs, dump_restore_stats *st, fb_err *err) {
+                       size_t n, rb_item *items, size_t n_items, size_t jobs, dump_restore_stats *st, fb_err *err) {
     const arc_manifest *m = arc_reader_manifest(rd);
-    rb_shared s = {.m = m, .o = o, .n = n};
+    rb_shared s = {.m = m, .o = o, .n = n, .items = items, .n_items = n_items};
     rb_size *sz = calloc(n + 1, sizeof *sz);
     size_t *order = calloc(n + 1, sizeof *order), started = 0;
     rb_loader *w = calloc(jobs, sizeof *w);
     pthread_t *th = calloc(jobs, sizeof *th);
     fb_code rc = FB_OK;
     pthread_mutex_init(&s.mu, NULL);
-    if (!sz || !order || !w || !th) {
+    pthread_cond_init(&s.cv, NULL);
+    s.ready = calloc(n_items + 1, sizeof *s.ready);
+    if (!sz || !order || !w || !th || !s.ready) {
         rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
         goto out;
     }
@@ -284,7 +457,10 @@ static fb_code rb_load(arc_reader *rd, PGconn *c0, const dump_restore_opts *o, c
     }
     for (; started < jobs; started++)
         if (pthread_create(&th[started], NULL, rb_loader_run, &w[started]) != 0) {
+            pthread_mutex_lock(&s.mu);
             s.failed = 1;
+            pthread_cond_broadcast(&s.cv);
+            pthread_mutex_unlock(&s.mu);
             rc = fb_err_set(err, FB_ERR_INTERNAL, "could not start a restore thread");
             break;
         }
@@ -306,6 +482,8 @@ out:
         if (w[k].c) PQfinish(w[k].c);
     }
     pthread_mutex_destroy(&s.mu);
+    pthread_cond_destroy(&s.cv);
+    free(s.ready);
     free(sz);
     free(order);
     free(w);
@@ -350,8 +528,9 @@ fb_code dump_rebuild(arc_reader *rd, const dump_restore_opts *o, const size_t *s
     const arc_manifest *m = arc_reader_manifest(rd);
     size_t jobs = o->jobs < 1 ? 1 : (size_t)o->jobs;
     char tmp[64], *sql[3] = {NULL, NULL, NULL};
-    dump_schema_opts so = {o->pg_restore ? o->pg_restore : "pg_restore", o->no_owner, o->no_privileges};
     PGconn *admin = NULL, *c0 = NULL;
+    rb_item *items = NULL;
+    size_t n_items = 0;
     int fd = -1, created = 0;
     fb_code rc = FB_OK;
     if (jobs > n && n > 0) jobs = n;
@@ -389,13 +568,16 @@ fb_code dump_rebuild(arc_reader *rd, const dump_restore_opts *o, const size_t *s
         (rc = rb_session(c0, err)))
         goto out;
     t[1] = rb_now();
-    if ((rc = rb_load(rd, c0, o, tmp, sel, n, jobs, st, err))) goto out;
+    if ((rc = rb_split_post(sql[2], m, sel, n, &items, &n_items, err))) goto out;
+    if ((rc = rb_load(rd, c0, o, tmp, sel, n, items, n_items, jobs, st, err))) goto out;
     t[2] = rb_now();
     if ((rc = dump_restore_exec_script(c0, sql[1], "setting sequences and large objects (data section of the schema "
                                        "archive)", err)))
         goto out;
     t[3] = rb_now();
-    if ((rc = dump_schema_restore_into(&so, c0, fd, "post-data", (int)jobs, RB_PGOPTIONS, err))) goto out;
+    if ((rc = dump_restore_exec_script(c0, sql[2], "adding keys, triggers, rules, policies, refreshing materialized "
+                                       "views (the rest of the post-data section of the schema archive)", err)))
+        goto out;
     t[4] = rb_now();
     if (o->abort && *o->abort) {
         rc = fb_err_set(err, FB_ERR_ABORTED, "restore aborted");
@@ -406,9 +588,9 @@ fb_code dump_rebuild(arc_reader *rd, const dump_restore_opts *o, const size_t *s
     c0 = NULL;
     if ((rc = rb_rename(admin, tmp, o->new_db, err))) goto out;
     created = 0;
-    FB_INFO("restore: database \"%s\" complete: pre-data %.2f s, rows %.2f s, sequences and large objects %.2f s, "
-            "post-data %.2f s, rename %.2f s", o->new_db, t[1] - t[0], t[2] - t[1], t[3] - t[2], t[4] - t[3],
-            rb_now() - t[4]);
+    FB_INFO("restore: database \"%s\" complete: pre-data %.2f s, rows and %zu of their indexes and keys %.2f s, "
+            "sequences and large objects %.2f s, rest of post-data %.2f s, rename %.2f s", o->new_db, t[1] - t[0],
+            n_items, t[2] - t[1], t[3] - t[2], t[4] - t[3], rb_now() - t[4]);
 out:
     if (c0) PQfinish(c0);
     if (created && admin) {
@@ -420,6 +602,7 @@ out:
             fb_err_prefix(err, "database \"%s\" was not created (its temporary database was dropped): ", o->new_db);
     }
     if (admin) PQfinish(admin);
+    rb_items_free(items, n_items);
     if (fd >= 0) close(fd);
     for (int i = 0; i < 3; i++) free(sql[i]);
     return rc;
