@@ -15,9 +15,12 @@
  *  3. Pre-data (pg_restore's script) on the first connection; then the tables' rows on N connections, largest
  *     first from a shared queue, each table in its own transaction: TRUNCATE ONLY, COPY ... FREEZE (the rows are
  *     written frozen: no later full rewrite for hint bits and freezing), hash and row count checked at the end of
- *     the COPY as always; then the data section (sequence values, large objects); then post-data (indexes, keys,
- *     triggers, policies, matview refreshes) by `pg_restore --section=post-data --jobs=N` itself, which orders
- *     the items by their dependencies (foreign keys after the indexes they need) with maintenance_work_mem raised.
+ *     the COPY as always. The post-data script's INDEX and CONSTRAINT entries (not foreign keys) on a loaded table
+ *     become ready as soon as its COPY commits and are run by whichever connection is free first, so the indexes
+ *     of the tables loaded early are built while the large ones still load (pg_restore -j's overlap), with
+ *     maintenance_work_mem raised. Then the data section (sequence values, large objects) and the rest of
+ *     post-data (foreign keys after every index, triggers, rules, policies, matview refreshes, in pg_restore's
+ *     order) as one script on the first connection.
  *  4. All connections to the temporary database are closed, then in one transaction on the admin connection,
  *     with synchronous_commit on: remove the comment, RENAME TO target. A target created by someone else in the
  *     meantime makes the rename fail (duplicate_database): the restore fails, the other database is untouched.

@@ -211,49 +211,6 @@ fb_code dump_schema_section_sql(const dump_schema_opts *o, int fd, const char *s
     return rc;
 }
 
-fb_code dump_schema_restore_into(const dump_schema_opts *o, PGconn *c, int fd, const char *section, int jobs,
-                                 const char *pgoptions, fb_err *err) {
-    char sec[64], jb[32], passfile[512] = "", *conninfo = NULL, *dbarg = NULL, *env = NULL;
-    const char *argv[12], *envv[2] = {NULL, NULL};
-    int k = 0;
-    fb_code rc = ds_child_conninfo(c, &conninfo, passfile, sizeof passfile, err);
-    if (rc) return rc;
-    fb_sbuf d = {0}, e = {0};
-    fb_sbuf_printf(&d, "--dbname=%s", conninfo);
-    if (pgoptions) {
-        const char *old = getenv("PGOPTIONS"); /* the caller's own options stay, ours come after them */
-        fb_sbuf_printf(&e, "PGOPTIONS=%s%s%s", old ? old : "", old ? " " : "", pgoptions);
-    }
-    dbarg = fb_sbuf_take(&d);
-    env = pgoptions ? fb_sbuf_take(&e) : NULL;
-    fb_sbuf_free(&d);
-    fb_sbuf_free(&e);
-    if (!dbarg || (pgoptions && !env)) {
-        rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
-        goto out;
-    }
-    envv[0] = env;
-    snprintf(sec, sizeof sec, "--section=%s", section);
-    snprintf(jb, sizeof jb, "--jobs=%d", jobs > 0 ? jobs : 1);
-    argv[k++] = o->pg_restore;
-    argv[k++] = sec;
-    argv[k++] = jb;
-    argv[k++] = "--exit-on-error";
-    if (o->no_owner) argv[k++] = "--no-owner";
-    if (o->no_privileges) argv[k++] = "--no-privileges";
-    argv[k++] = dbarg;
-    argv[k++] = "/dev/fd/3"; /* pg_restore's parallel workers reopen it: /dev/fd/3 reopens the unlinked file */
-    argv[k] = NULL;
-    rc = dump_proc_run_fd(argv, envv, "pg-restore (FB_PG_RESTORE)", fd, NULL, NULL, err);
-    if (rc) fb_err_prefix(err, "restoring the %s section of the schema archive: ", section);
-out:
-    if (passfile[0]) unlink(passfile);
-    free(conninfo);
-    free(dbarg);
-    free(env);
-    return rc;
-}
-
 /* Blanks line [p, end of line) with spaces. */
 static void ds_blank_line(char *p) {
     for (; *p && *p != '\n'; p++) *p = ' ';

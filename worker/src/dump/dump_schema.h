@@ -48,13 +48,6 @@ typedef struct dump_schema_opts {
  * (borrowed; the child reads it as /dev/fd/3, so the file needs no name). *sql is malloc'd (caller frees). */
 fb_code dump_schema_section_sql(const dump_schema_opts *o, int fd, const char *section, char **sql, fb_err *err);
 
-/* Runs `pg_restore --section=SECTION --jobs=JOBS --exit-on-error` of the archive in fd (as above) connected to
- * c's database itself (c's connection parameters; a password through a temporary passfile, as for pg_dump), its
- * sessions started with pgoptions (PGOPTIONS, e.g. "-c maintenance_work_mem=512MB"; may be NULL). pg_restore
- * commits item by item here: only for a database that nobody else sees yet (dump_rebuild.h). */
-fb_code dump_schema_restore_into(const dump_schema_opts *o, PGconn *c, int fd, const char *section, int jobs,
-                                 const char *pgoptions, fb_err *err);
-
 /* Runs a pg_restore script (modified in place: its BEGIN/COMMIT and \restrict lines removed) on c, inside the
  * caller's open transaction. FB_ERR_FORMAT when the script does not look like pg_restore -1 output. */
 fb_code dump_schema_exec(PGconn *c, char *sql, const char *what, fb_err *err);
