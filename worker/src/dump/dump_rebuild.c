@@ -25,23 +25,7 @@
 #define RB_MAINTENANCE_MEM "512MB"
 
 PGconn *dump_rebuild_connect_db(const char *conninfo, const char *db, fb_err *err) {
-    /* expand_dbname: the first dbname is conninfo itself (keywords or a URI); the second one overrides its dbname */
-    const char *const kw[] = {"dbname", "dbname", "fallback_application_name", NULL};
-    const char *const val[] = {conninfo, db, "fusion-backup restore", NULL};
-    PGconn *c = PQconnectdbParams(kw, val, 1);
-    if (!c) {
-        fb_err_set(err, FB_ERR_NOMEM, "could not allocate a PostgreSQL connection");
-        return NULL;
-    }
-    if (PQstatus(c) != CONNECTION_OK) {
-        char msg[1024];
-        snprintf(msg, sizeof msg, "%s", PQerrorMessage(c));
-        msg[strcspn(msg, "\n")] = '\0';
-        fb_err_set(err, FB_ERR_TRANSIENT, "could not connect to database \"%s\" of the --pg server: %s", db, msg);
-        PQfinish(c);
-        return NULL;
-    }
-    return c;
+    return pgx_connect_db(conninfo, db, "fusion-backup restore", err);
 }
 
 /* The maintenance database: "postgres", or "template1" where there is none. */
@@ -321,7 +305,8 @@ static int rb_ident(const char **p, char *out, size_t cap) {
 }
 
 /* The table an index or key statement is on: "CREATE [UNIQUE] INDEX name ON [ONLY] s.t " or "ALTER TABLE ONLY
- * s.t\n    ADD CONSTRAINT " (not a foreign key: those wait for every table's indexes). */
+ * s.t\n    ADD CONSTRAINT " (the caller takes only INDEX and CONSTRAINT entries: not foreign keys, which are
+ * "FK CONSTRAINT" entries and wait for every table's indexes). */
 static int rb_item_table(const char *body, char *schema, char *name, size_t cap) {
     const char *p = body;
     char idx[256];
@@ -329,7 +314,7 @@ static int rb_item_table(const char *body, char *schema, char *name, size_t cap)
     if (strncmp(p, "ALTER TABLE ONLY ", 17) == 0) {
         p += 17;
         if (!rb_ident(&p, schema, cap) || *p++ != '.' || !rb_ident(&p, name, cap)) return 0;
-        return strncmp(p, "\n    ADD CONSTRAINT ", 20) == 0 && !strstr(p, " FOREIGN KEY ");
+        return strncmp(p, "\n    ADD CONSTRAINT ", 20) == 0; /* foreign keys are "FK CONSTRAINT" entries */
     }
     if (strncmp(p, "CREATE UNIQUE INDEX ", 20) == 0) p += 20;
     else if (strncmp(p, "CREATE INDEX ", 13) == 0) p += 13;
