@@ -13,6 +13,7 @@ commit point (worker/src/dump/dump_rebuild.h):
 """
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import time
@@ -89,6 +90,9 @@ def test_parallel_create_of_a_new_database_is_identical(bin, pg, zoo, absent_db,
     assert r.returncode == 0, r.stderr
     assert "building database" in r.stderr and "with --jobs 2" in r.stderr, r.stderr
     assert f'into "{name}"' in r.stdout, r.stdout
+    # the tables' own indexes and keys were built per table, as soon as each was loaded (not left to the end)
+    per_table = re.search(r"rows and (\d+) of their indexes and keys", r.stderr)
+    assert per_table and int(per_table.group(1)) >= 5, r.stderr
     assert_same_database(zoo, target)
     assert leftovers_for(pg, name) == []
     # the rename removed the temporary database's marker comment
