@@ -450,12 +450,7 @@ static fb_code rb_load(arc_reader *rd, PGconn *c0, const dump_restore_opts *o, c
             break;
         }
     for (size_t k = 0; k < started; k++) pthread_join(th[k], NULL);
-    /* Report the failure that made the others stop, not their "stopped" messages. */
-    for (size_t k = 0; k < started; k++)
-        if (w[k].rc != FB_OK && (rc == FB_OK || (rc == FB_ERR_ABORTED && w[k].rc != FB_ERR_ABORTED))) {
-            rc = w[k].rc;
-            *err = w[k].err;
-        }
+    for (size_t k = 0; k < started; k++) dump_restore_first_error(&rc, err, w[k].rc, &w[k].err);
     for (size_t k = 0; k < started; k++) {
         st->tables += w[k].st.tables;
         st->rows += w[k].st.rows;

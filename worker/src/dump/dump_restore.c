@@ -338,6 +338,13 @@ static fb_code dr_add_fks(PGconn *c, const arc_table *t, int subset, int64_t *sk
     return rc;
 }
 
+void dump_restore_first_error(fb_code *rc, fb_err *err, fb_code wrc, const fb_err *werr) {
+    if (wrc != FB_OK && (*rc == FB_OK || (*rc == FB_ERR_ABORTED && wrc != FB_ERR_ABORTED))) {
+        *rc = wrc;
+        *err = *werr;
+    }
+}
+
 static int dr_aborted(const dump_restore_opts *o) { return o->abort && *o->abort; }
 
 static void dr_rollback(PGconn *c) {
@@ -453,12 +460,7 @@ static fb_code dr_parallel_create(arc_reader *rd, PGconn *c, const dump_restore_
             break;
         }
     for (size_t k = 0; k < started; k++) pthread_join(th[k], NULL);
-    /* Report the failure that caused the others to stop, not their "stopped" messages. */
-    for (size_t k = 0; k < started; k++)
-        if (w[k].rc != FB_OK && (rc == FB_OK || (rc == FB_ERR_ABORTED && w[k].rc != FB_ERR_ABORTED))) {
-            rc = w[k].rc;
-            *err = w[k].err;
-        }
+    for (size_t k = 0; k < started; k++) dump_restore_first_error(&rc, err, w[k].rc, &w[k].err);
     if (rc) goto out;
     /* Every segment is authenticated: commit, then add the foreign keys. */
     for (; committed < jobs; committed++) {

@@ -72,6 +72,9 @@ fb_code dump_restore_copy_table(arc_reader *rd, PGconn *c, const arc_table *t, c
 /* The schema archive, authenticated, in an unlinked temporary file (*fd, caller closes) and its pre-data, data and
  * post-data sections as pg_restore -1 scripts (sql[0..2], caller frees). */
 fb_code dump_restore_schema_scripts(arc_reader *rd, const dump_restore_opts *o, int *fd, char *sql[3], fb_err *err);
+/* Of parallel connections' outcomes: keeps in *rc/err the failure that made the others stop (wrc/werr, one
+ * connection's), not their FB_ERR_ABORTED "stopped" messages. */
+void dump_restore_first_error(fb_code *rc, fb_err *err, fb_code wrc, const fb_err *werr);
 /* Runs one of those scripts on c; "already exists" becomes FB_ERR_CONFLICT, a missing role gets a hint. */
 fb_code dump_restore_exec_script(PGconn *c, char *sql, const char *what, fb_err *err);
 
