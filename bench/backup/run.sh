@@ -5,6 +5,7 @@
 #   bench/backup/run.sh setup   create the database (pgbench -i -s 40 + 2M rows of varied text and jsonb); idempotent
 #   bench/backup/run.sh run     measure (needs setup first)
 #   bench/backup/run.sh         both
+#   bench/backup/run.sh restore only the restore rows (reuses run's artifact and -Fd dump in FB_BENCH_DIR)
 #   FB_BENCH_LARGE_GB=7 bench/backup/run.sh large   the large-database run: a database of ~N GB of COPY text
 #                               (fb_bench_large; made once, idempotent), then its FULL backup by event run and by
 #                               the deployed worker, with peak RSS, chunk-record bytes and a verify (not in CI)
@@ -189,28 +190,13 @@ run() {
   say "pg_dump -Fd -j2"
   local t_fd; timed t_fd "$PGBIN/pg_dump" -Fd -j2 -d "$CI" -f "$WORK/dump.dir"
 
-  say "pg_restore -j2 of the -Fd dump into an empty database"
-  psqlc -d "$BASE" -c "DROP DATABASE IF EXISTS ${DB}_r1 WITH (FORCE)" -c "CREATE DATABASE ${DB}_r1"
-  local t_pr; timed t_pr "$PGBIN/pg_restore" -j2 -d "$BASE dbname=${DB}_r1" "$WORK/dump.dir"
-  psqlc -d "$BASE" -c "DROP DATABASE IF EXISTS ${DB}_r1 WITH (FORCE)"
-  say "fusion-backup restore --create into an empty database"
-  psqlc -d "$BASE" -c "DROP DATABASE IF EXISTS ${DB}_r2 WITH (FORCE)" -c "CREATE DATABASE ${DB}_r2"
-  local t_fr; timed t_fr "$CLI" restore "$art" --pg "$BASE dbname=${DB}_r2" --create --secret-key "$WORK/key.key" >/dev/null
-  local rows_ok
-  rows_ok="$(psqlc -d "$BASE dbname=${DB}_r2" -c "SELECT (SELECT count(*) FROM pgbench_accounts) || '/' || (SELECT count(*) FROM bench_docs)")"
-  psqlc -d "$BASE" -c "DROP DATABASE IF EXISTS ${DB}_r2 WITH (FORCE)"
-  say "fusion-backup restore --create --jobs 2 into an empty database (one transaction: the artifact has a schema archive)"
-  psqlc -d "$BASE" -c "DROP DATABASE IF EXISTS ${DB}_r3 WITH (FORCE)" -c "CREATE DATABASE ${DB}_r3"
-  local t_fr2; timed t_fr2 "$CLI" restore "$art" --pg "$BASE dbname=${DB}_r3" --create --jobs 2 --secret-key "$WORK/key.key" >/dev/null
-  psqlc -d "$BASE" -c "DROP DATABASE IF EXISTS ${DB}_r3 WITH (FORCE)"
+  local t_rs; restores t_rs "$art"
+  read -r w_pr w_fr rss_fr w_fr2 rows_ok <<<"$t_rs"
 
   read -r w_fp _ <<<"$t_fp"
   read -r w_fc _ <<<"$t_fc"
   read -r w_fb rss_fb <<<"$t_fb"
   read -r w_fd _ <<<"$t_fd"
-  read -r w_pr _ <<<"$t_pr"
-  read -r w_fr rss_fr <<<"$t_fr"
-  read -r w_fr2 _ <<<"$t_fr2"
   read -r w_dep rss_dep s_dep <<<"$t_dep"
   local copy_bytes
   copy_bytes="$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['stats']['raw_bytes'])" "$WORK/backup.json")"
@@ -229,8 +215,7 @@ run() {
   printf '| %-46s | %9.2fs | %-30s | %8s | %-7s |\n' "fusion-backup full backup, wall" "$w_fb" "pg_dump -Fc $(printf '%.2fs' "$w_fc")" "$(r "$w_fb" "$w_fc")" "<= 0.45"
   printf '| %-46s | %10s | %-30s | %8s | %-7s |\n' "fusion-backup artifact bytes" "$s_fb" "pg_dump -Fp|zstd -3 $s_fpz" "$(r "$s_fb" "$s_fpz")" "<= 1.0"
   printf '| %-46s | %8sMB | %-30s | %8s | %-7s |\n' "event run: backup peak RSS" "$((rss_fb / 1024))" "32 MB" "$(r "$rss_fb" 32768)" "<= 1.0"
-  printf '| %-46s | %9.2fs | %-30s | %8s | %-7s |\n' "restore --create --jobs 2 (one txn), wall" "$w_fr2" "pg_restore -j2 (-Fd) $(printf '%.2fs' "$w_pr")" "$(r "$w_fr2" "$w_pr")" "(info)"
-  printf '| %-46s | %9.2fs | %-30s | %8s | %-7s |\n' "restore --create (one transaction), wall" "$w_fr" "pg_restore -j2 (-Fd) $(printf '%.2fs' "$w_pr")" "$(r "$w_fr" "$w_pr")" "<= 0.7"
+  restore_table_rows "$w_pr" "$w_fr" "$w_fr2"
   read -r w_fb1 rss_fb1 <<<"$t_fb1"
   local schema_info
   schema_info="$("$CLI" inspect "$art" --secret-key "$WORK/key.key" --json | "$PY" -c \
@@ -242,6 +227,64 @@ run() {
   printf 'also: "fusion-backup full backup" rows are event run (in-process job code, no broker); "deployed worker" rows\n'
   printf '      are fusion-backup-worker consuming the request from the broker\n'
   printf 'also: schema archive (pg_dump -Fc -Z0, no table rows) %s bytes\n' "$schema_info"
+  printf 'load average at the end: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
+}
+
+# The restores, side by side: pg_restore -j2 of the -Fd dump ($WORK/dump.dir) into an empty database; ours in one
+# transaction into an existing empty database; ours with --jobs 2 into a database that does not exist yet (built
+# under a temporary name on 2 connections, renamed at the end: dump/dump_rebuild.h). Sets the variable $1 to
+# "pg_restore_s one_txn_s one_txn_rss_kb jobs2_s accounts/docs".
+restores() { # outvar, artifact
+  local __out="$1" art="$2"
+  say "pg_restore -j2 of the -Fd dump into an empty database"
+  psqlc -d "$BASE" -c "DROP DATABASE IF EXISTS ${DB}_r1 WITH (FORCE)" -c "CREATE DATABASE ${DB}_r1"
+  local t_pr; timed t_pr "$PGBIN/pg_restore" -j2 -d "$BASE dbname=${DB}_r1" "$WORK/dump.dir"
+  psqlc -d "$BASE" -c "DROP DATABASE IF EXISTS ${DB}_r1 WITH (FORCE)"
+  say "fusion-backup restore --create into an existing empty database (one transaction)"
+  psqlc -d "$BASE" -c "DROP DATABASE IF EXISTS ${DB}_r2 WITH (FORCE)" -c "CREATE DATABASE ${DB}_r2"
+  local t_fr; timed t_fr "$CLI" restore "$art" --pg "$BASE dbname=${DB}_r2" --create --secret-key "$WORK/key.key" >/dev/null
+  psqlc -d "$BASE" -c "DROP DATABASE IF EXISTS ${DB}_r2 WITH (FORCE)"
+  say "fusion-backup restore --create --jobs 2 of a new database (temporary name, 2 connections, renamed)"
+  psqlc -d "$BASE" -c "DROP DATABASE IF EXISTS ${DB}_r3 WITH (FORCE)"
+  local t_fr2; timed t_fr2 "$CLI" restore "$art" --pg "$BASE dbname=${DB}_r3" --create --jobs 2 --secret-key "$WORK/key.key" >/dev/null
+  local rows_ok
+  rows_ok="$(psqlc -d "$BASE dbname=${DB}_r3" -c "SELECT (SELECT count(*) FROM pgbench_accounts) || '/' || (SELECT count(*) FROM bench_docs)")"
+  psqlc -d "$BASE" -c "DROP DATABASE IF EXISTS ${DB}_r3 WITH (FORCE)"
+  local w_pr w_fr rss_fr w_fr2
+  read -r w_pr _ <<<"$t_pr"
+  read -r w_fr rss_fr <<<"$t_fr"
+  read -r w_fr2 _ <<<"$t_fr2"
+  printf -v "$__out" '%s %s %s %s %s' "$w_pr" "$w_fr" "$rss_fr" "$w_fr2" "$rows_ok"
+}
+
+restore_table_rows() { # pg_restore_s one_txn_s jobs2_s
+  local rr; rr() { echo "scale=2; $1 / $2" | bc; }
+  printf '| %-46s | %9.2fs | %-30s | %8s | %-7s |\n' "restore --create --jobs 2 (new db, renamed)" "$3" "pg_restore -j2 (-Fd) $(printf '%.2fs' "$1")" "$(rr "$3" "$1")" "<= 0.7"
+  printf '| %-46s | %9.2fs | %-30s | %8s | %-7s |\n' "restore --create (existing db, one txn)" "$2" "pg_restore -j2 (-Fd) $(printf '%.2fs' "$1")" "$(rr "$2" "$1")" "(info)"
+}
+
+# Only the restores (to iterate on restore speed): reuses run's artifact and -Fd dump in $WORK when they are there,
+# else makes them (one event-run backup and one pg_dump -Fd -j2).
+restore_only() {
+  [ -x "$CLI" ] || { echo "no $CLI: build first (cmake --build $BUILD) or set FB_BUILD_DIR" >&2; exit 2; }
+  local job=5e1f0c1a-0000-4000-8000-000000000001
+  local art="$WORK/storage/bench/$job.fbak"
+  if [ ! -s "$art" ] || [ ! -d "$WORK/dump.dir" ] || [ ! -r "$WORK/key.key" ]; then
+    rm -rf "$WORK"; mkdir -p "$WORK/storage"
+    "$CLI" keygen --out "$WORK/key" >/dev/null
+    request "$WORK/backup.msgpack" "$job"
+    auth_db "$job"
+    authority "$job"
+    say "making the artifact (event run) and the -Fd dump"
+    "$CLI" event run "$WORK/backup.msgpack" --no-publish --pg "$CI" --sign-key "$KEYS/worker.key" \
+      --storage-root "$WORK/storage" --public-key "$WORK/key.pub" --authority-pg "$AUTH" >/dev/null
+    "$PGBIN/pg_dump" -Fd -j2 -d "$CI" -f "$WORK/dump.dir"
+  fi
+  say "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+  local t_rs; restores t_rs "$art"
+  read -r w_pr w_fr _ w_fr2 rows_ok <<<"$t_rs"
+  printf '\nrestored rows (accounts/docs) %s\n\n' "$rows_ok"
+  restore_table_rows "$w_pr" "$w_fr" "$w_fr2"
   printf 'load average at the end: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
 }
 
@@ -313,6 +356,7 @@ case "${1:-all}" in
   large) large ;;
   setup) setup ;;
   run) run ;;
+  restore) restore_only ;;
   all) setup; run ;;
-  *) echo "usage: $0 [setup|run|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [setup|run|restore|large|all]" >&2; exit 2 ;;
 esac

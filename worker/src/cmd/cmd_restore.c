@@ -6,7 +6,9 @@
  * folding). --create on an empty database rebuilds the whole database from the artifact's schema archive (format
  * 4: every object, pg_restore's sections in the one transaction; --no-owner / --no-privileges as pg_restore's);
  * with --table, or for older artifacts, it creates only the tables from the manifest's DDL. --jobs N spreads such
- * a table-only --create over N connections (see dump_restore.h for what that changes).
+ * a table-only --create over N connections (see dump_restore.h for what that changes). --create with --pg naming a
+ * database that does not exist yet builds it under a temporary name on --jobs connections and renames it at the
+ * end (dump_rebuild.h).
  * An INCREMENTAL or DIFFERENTIAL artifact resolves its chain by itself: the artifacts holding the tables it only
  * references are looked for in its own folder, then in each --chain-dir DIR (dump_open.h).
  * Exit status is the fb_code: 7 tampered/truncated/wrong key, 13 target not empty, 9 unknown table or missing
@@ -22,6 +24,7 @@
 #include "cmd/cmd_progress.h"
 #include "common/fb_config.h"
 #include "dump/dump_open.h"
+#include "dump/dump_rebuild.h"
 #include "dump/dump_restore.h"
 #include "pg/pgx.h"
 
@@ -57,9 +60,13 @@ static const char cmd_restore_usage[] =
     "usage: fusion-backup restore ARTIFACT --pg CONNINFO [--table NAME ...] [--create] [--truncate]\n"
     "                              [--no-owner] [--no-privileges] [--secret-key FILE] [--chain-dir DIR ...]\n"
     "Restores the artifact's tables (or the --table ones) into the database --pg.\n"
-    "Everything is loaded in one transaction, committed only when all data read was authenticated.\n"
-    "With --jobs N (when used) there are N transactions; none commits before all data was read and\n"
-    "authenticated, then they commit one after the other and the foreign keys are added last.\n";
+    "Into an existing database everything is loaded in one transaction, committed only when all data\n"
+    "read was authenticated; a new database (--create, --pg naming one that does not exist) is built\n"
+    "under a temporary name on --jobs N connections and appears only complete, by one rename (a\n"
+    "failure leaves no database).\n"
+    "With --create --table, or a backup without a schema archive, --jobs N uses N transactions; none\n"
+    "commits before all data was read and authenticated, then they commit one after the other and the\n"
+    "foreign keys are added last.\n";
 
 int cmd_restore(int argc, char **argv) {
     fb_config cfg;
@@ -74,6 +81,7 @@ int cmd_restore(int argc, char **argv) {
     struct timespec t0, t1;
     fb_keyring kr = {0};
     arc_trust trust;
+    char new_db[256];
     int help = 0;
     fb_code rc = cmd_args(&cfg, &argc, argv, FB_CMD_RESTORE, cmd_restore_usage, &help, &err);
     if (help) goto out;
@@ -100,10 +108,7 @@ int cmd_restore(int argc, char **argv) {
     /* Say what is about to be restored before anything touches the target. */
     if (!rc) dump_open_describe(r, stderr);
     for (size_t i = 0; !rc && i < n_names; i++) rc = cmd_restore_table(arc_reader_manifest(r), cfg.table.v[i], &tables[i], &err);
-    if (!rc) {
-        c = pgx_connect(cfg.pg, "fusion-backup restore", &err);
-        if (!c) rc = err.code;
-    }
+    if (!rc) rc = dump_rebuild_connect_target(cfg.pg, o.create, &c, new_db, sizeof new_db, &err);
     if (!rc) {
         signal(SIGINT, cmd_restore_on_signal);
         signal(SIGTERM, cmd_restore_on_signal);
@@ -113,6 +118,7 @@ int cmd_restore(int argc, char **argv) {
         o.abort = &cmd_restore_stop;
         o.conninfo = cfg.pg;
         o.pg_restore = cfg.pg_restore;
+        o.new_db = c ? NULL : new_db;
         clock_gettime(CLOCK_MONOTONIC, &t0);
         fb_progress *prog = cmd_progress_reading(&cfg, "restore", arc_reader_manifest(r), tables, n_names, 1);
         rc = dump_restore(r, c, &o, &st, &err);
@@ -126,7 +132,7 @@ int cmd_restore(int argc, char **argv) {
             fprintf(stderr, "fusion-backup restore: nothing was committed; the target database is unchanged\n");
     } else {
         printf("restored %lld tables, %lld rows (%lld bytes of COPY text) into \"%s\" in %.2f s\n",
-               (long long)st.tables, (long long)st.rows, (long long)st.raw_bytes, PQdb(c),
+               (long long)st.tables, (long long)st.rows, (long long)st.raw_bytes, c ? PQdb(c) : new_db,
                (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
         if (st.fks_skipped)
             printf("%lld foreign keys were not created: they reference tables that were not restored\n",

@@ -210,8 +210,10 @@ static const cfg_row cfg_rows[] = {
           "backup (the roles must exist)"),
     ROW_F("no-privileges", no_privileges, NULL, SC(RESTORE), "with --create: no GRANT/REVOKE (pg_restore --no-privileges)"),
     ROW_I("jobs", jobs, "1", 1, 16, NULL, SC(RESTORE),
-          "with --create --table, or a backup without a schema archive: load and index on N connections (like "
-          "pg_restore -j); a whole-database --create from a schema archive always runs on one connection"),
+          "with --create of a database that does not exist yet: built under a temporary name on N connections "
+          "and renamed when complete (a failure leaves no database); with --create --table, or a backup without "
+          "a schema archive: load and index on N connections (like pg_restore -j); into an existing database: "
+          "one transaction"),
     ROW_S("restore-into", restore_into, "", NULL, SC(VERIFY),
           "conninfo of an empty database: also restore everything there, compare each table with the manifest, "
           "then roll back"),

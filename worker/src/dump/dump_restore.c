@@ -22,6 +22,7 @@
 #include "common/fb_log.h"
 #include "common/fb_progress.h"
 #include "dump/dump_catalog.h"
+#include "dump/dump_rebuild.h"
 #include "dump/dump_schema.h"
 #include "pg/pgx.h"
 
@@ -176,8 +177,8 @@ static fb_code dr_truncate(PGconn *c, const arc_manifest *m, const size_t *sel, 
 
 /* freeze: the table was created in this transaction, so COPY may write its rows frozen (no later hint-bit and
  * freeze rewrites of the whole table). */
-static fb_code dr_copy_in(arc_reader *rd, PGconn *c, const arc_table *t, const dump_restore_opts *o,
-                          volatile sig_atomic_t *peer_failed, int freeze, int64_t *rows, fb_err *err) {
+fb_code dump_restore_copy_table(arc_reader *rd, PGconn *c, const arc_table *t, const dump_restore_opts *o,
+                                volatile sig_atomic_t *peer_failed, int freeze, int64_t *rows, fb_err *err) {
     char what[400];
     fb_code rc = FB_OK;
     snprintf(what, sizeof what, "loading table \"%s\".\"%s\"", t->schema, t->name);
@@ -337,6 +338,13 @@ static fb_code dr_add_fks(PGconn *c, const arc_table *t, int subset, int64_t *sk
     return rc;
 }
 
+void dump_restore_first_error(fb_code *rc, fb_err *err, fb_code wrc, const fb_err *werr) {
+    if (wrc != FB_OK && (*rc == FB_OK || (*rc == FB_ERR_ABORTED && wrc != FB_ERR_ABORTED))) {
+        *rc = wrc;
+        *err = *werr;
+    }
+}
+
 static int dr_aborted(const dump_restore_opts *o) { return o->abort && *o->abort; }
 
 static void dr_rollback(PGconn *c) {
@@ -382,7 +390,7 @@ static void *dr_worker_run(void *arg) {
                                                                  : "restore aborted; nothing was committed");
             break;
         }
-        if ((rc = dr_copy_in(w->rd, w->c, t, w->o, w->failed, 1, &rows, &w->err))) break;
+        if ((rc = dump_restore_copy_table(w->rd, w->c, t, w->o, w->failed, 1, &rows, &w->err))) break;
         w->st.tables++;
         w->st.rows += rows;
         w->st.raw_bytes += t->raw_bytes;
@@ -452,12 +460,7 @@ static fb_code dr_parallel_create(arc_reader *rd, PGconn *c, const dump_restore_
             break;
         }
     for (size_t k = 0; k < started; k++) pthread_join(th[k], NULL);
-    /* Report the failure that caused the others to stop, not their "stopped" messages. */
-    for (size_t k = 0; k < started; k++)
-        if (w[k].rc != FB_OK && (rc == FB_OK || (rc == FB_ERR_ABORTED && w[k].rc != FB_ERR_ABORTED))) {
-            rc = w[k].rc;
-            *err = w[k].err;
-        }
+    for (size_t k = 0; k < started; k++) dump_restore_first_error(&rc, err, w[k].rc, &w[k].err);
     if (rc) goto out;
     /* Every segment is authenticated: commit, then add the foreign keys. */
     for (; committed < jobs; committed++) {
@@ -530,7 +533,7 @@ static fb_code dr_fd_sink(void *opaque, const void *buf, size_t len, fb_err *err
 }
 
 /* Runs a pg_restore script; "already exists" means the target was not empty (FB_ERR_CONFLICT). */
-static fb_code dr_exec_script(PGconn *c, char *sql, const char *what, fb_err *err) {
+fb_code dump_restore_exec_script(PGconn *c, char *sql, const char *what, fb_err *err) {
     fb_code rc = dump_schema_exec(c, sql, what, err);
     if (rc && (strstr(err->msg, "42P07") || strstr(err->msg, "42710") || strstr(err->msg, "already exists"))) {
         fb_err_prefix(err, "--create needs an empty database: ");
@@ -545,22 +548,19 @@ static fb_code dr_exec_script(PGconn *c, char *sql, const char *what, fb_err *er
     return rc;
 }
 
-static fb_code dr_restore_archive(arc_reader *rd, PGconn *c, const dump_restore_opts *o, const size_t *sel, size_t n,
-                                  dump_restore_stats *st, fb_err *err) {
-    const arc_manifest *m = arc_reader_manifest(rd);
+fb_code dump_restore_schema_scripts(arc_reader *rd, const dump_restore_opts *o, int *fd_out, char *sql[3],
+                                   fb_err *err) {
     static const char *const sections[3] = {"pre-data", "data", "post-data"};
-    char *sql[3] = {NULL, NULL, NULL}, path[512];
+    char path[512];
     dump_schema_opts so = {o->pg_restore ? o->pg_restore : "pg_restore", o->no_owner, o->no_privileges};
     const char *tmp = getenv("TMPDIR");
     fb_code rc = FB_OK;
-    int in_tx = 0;
+    sql[0] = sql[1] = sql[2] = NULL;
     snprintf(path, sizeof path, "%s/fusion-backup-schema-XXXXXX", tmp && *tmp ? tmp : "/tmp");
     int fd = mkstemp(path); /* 0600 */
     if (fd < 0) return fb_err_set(err, FB_ERR_IO, "could not create a temporary file \"%s\" for the schema archive: %s "
                                   "(set TMPDIR)", path, strerror(errno));
     unlink(path); /* nameless from now on; pg_restore reads it through the descriptor */
-
-    /* 1. Archive -> file (authenticated), file -> three scripts. */
     if ((rc = arc_reader_read_schema(rd, dr_fd_sink, &fd, err))) goto out;
     for (int i = 0; i < 3 && rc == FB_OK; i++) {
         if (lseek(fd, 0, SEEK_SET) != 0) {
@@ -569,13 +569,34 @@ static fb_code dr_restore_archive(arc_reader *rd, PGconn *c, const dump_restore_
         }
         rc = dump_schema_section_sql(&so, fd, sections[i], &sql[i], err);
     }
-    if (rc) goto out;
+out:
+    if (rc) {
+        close(fd);
+        for (int i = 0; i < 3; i++) {
+            free(sql[i]);
+            sql[i] = NULL;
+        }
+        return rc;
+    }
+    *fd_out = fd;
+    return FB_OK;
+}
+
+static fb_code dr_restore_archive(arc_reader *rd, PGconn *c, const dump_restore_opts *o, const size_t *sel, size_t n,
+                                  dump_restore_stats *st, fb_err *err) {
+    const arc_manifest *m = arc_reader_manifest(rd);
+    char *sql[3] = {NULL, NULL, NULL};
+    fb_code rc = FB_OK;
+    int in_tx = 0, fd = -1;
+
+    /* 1. Archive -> file (authenticated), file -> three scripts. */
+    if ((rc = dump_restore_schema_scripts(rd, o, &fd, sql, err))) return rc;
 
     /* 2. One transaction: pre-data, rows, data section, post-data. */
     if ((rc = pgx_exec(c, "BEGIN", "starting the restore transaction", err))) goto out;
     in_tx = 1;
     if ((rc = pgx_exec(c, "SET LOCAL maintenance_work_mem = '256MB'", "raising maintenance_work_mem", err))) goto out;
-    if ((rc = dr_exec_script(c, sql[0], "creating the schema (pre-data section of the schema archive)", err))) goto out;
+    if ((rc = dump_restore_exec_script(c, sql[0], "creating the schema (pre-data section of the schema archive)", err))) goto out;
     /* pg_restore's script sets its own session (search_path, ...); the COPY text needs ours again. */
     if ((rc = dump_catalog_session(c, err))) goto out;
     for (size_t i = 0; i < n; i++) {
@@ -585,16 +606,16 @@ static fb_code dr_restore_archive(arc_reader *rd, PGconn *c, const dump_restore_
             rc = fb_err_set(err, FB_ERR_ABORTED, "restore aborted; nothing was committed");
             goto out;
         }
-        if ((rc = dr_copy_in(rd, c, t, o, NULL, 1, &rows, err))) goto out;
+        if ((rc = dump_restore_copy_table(rd, c, t, o, NULL, 1, &rows, err))) goto out;
         st->tables++;
         st->rows += rows;
         st->raw_bytes += t->raw_bytes;
         FB_DEBUG("restored table=\"%s\".\"%s\" rows=%lld", t->schema, t->name, (long long)rows);
     }
-    if ((rc = dr_exec_script(c, sql[1], "setting sequences and large objects (data section of the schema archive)",
+    if ((rc = dump_restore_exec_script(c, sql[1], "setting sequences and large objects (data section of the schema archive)",
                              err)))
         goto out;
-    if ((rc = dr_exec_script(c, sql[2], "building indexes, keys, triggers, rules, policies (post-data section of "
+    if ((rc = dump_restore_exec_script(c, sql[2], "building indexes, keys, triggers, rules, policies (post-data section of "
                              "the schema archive)", err)))
         goto out;
     if ((rc = dump_catalog_session(c, err))) goto out;
@@ -607,7 +628,7 @@ static fb_code dr_restore_archive(arc_reader *rd, PGconn *c, const dump_restore_
     }
 out:
     if (in_tx) dr_rollback(c);
-    close(fd);
+    if (fd >= 0) close(fd);
     for (int i = 0; i < 3; i++) free(sql[i]);
     return rc;
 }
@@ -640,6 +661,15 @@ fb_code dump_restore(arc_reader *rd, PGconn *c, const dump_restore_opts *o, dump
         }
     }
     if ((rc = dr_order(m, sel, n, err))) goto out;
+    if (!c) { /* --create of a database that does not exist yet */
+        if (o->create && o->new_db && o->n_tables == 0 && m->schema && m->schema->all_tables)
+            rc = dump_rebuild(rd, o, sel, n, st, err);
+        else
+            rc = fb_err_set(err, FB_ERR_NOTFOUND, "database \"%s\" does not exist: only a whole-database --create "
+                            "from a backup of every table (format 4 or later) creates it; otherwise create an empty "
+                            "database first", o->new_db ? o->new_db : "?");
+        goto out;
+    }
     if ((rc = dump_catalog_session(c, err))) goto out;
 
     if (o->create && o->n_tables == 0 && m->schema && !m->schema->all_tables)
@@ -647,8 +677,9 @@ fb_code dump_restore(arc_reader *rd, PGconn *c, const dump_restore_opts *o, dump
                 "than the whole database from the schema archive");
     if (o->create && o->n_tables == 0 && m->schema && m->schema->all_tables) {
         if (o->jobs > 1)
-            FB_INFO("restore: the artifact has a schema archive; restoring in one transaction on one connection "
-                    "(--jobs %d is not used)", o->jobs);
+            FB_INFO("restore: the target database exists; restoring in one transaction on one connection "
+                    "(--jobs %d is used when --pg names a database that does not exist yet: it is then built under "
+                    "a temporary name and renamed)", o->jobs);
         rc = dr_restore_archive(rd, c, o, sel, n, st, err);
         goto out;
     }
@@ -698,7 +729,7 @@ fb_code dump_restore(arc_reader *rd, PGconn *c, const dump_restore_opts *o, dump
             rc = fb_err_set(err, FB_ERR_ABORTED, "restore aborted; nothing was committed");
             goto out;
         }
-        if ((rc = dr_copy_in(rd, c, t, o, NULL, o->create, &rows, err))) goto out;
+        if ((rc = dump_restore_copy_table(rd, c, t, o, NULL, o->create, &rows, err))) goto out;
         st->tables++;
         st->rows += rows;
         st->raw_bytes += t->raw_bytes;

@@ -15,7 +15,8 @@
  * data and post-data sections into SQL, then: pre-data (schemas, extensions, types, functions, tables, views,
  * ...), the tables' rows with COPY ... FREEZE (the tables were created in this transaction), the data section
  * (sequence values, large objects), post-data (indexes, keys, triggers, rules, policies, materialized view
- * refreshes). jobs is then ignored: one connection, one transaction. A table list with `create`, and artifacts
+ * refreshes). jobs is then ignored: one connection, one transaction. A database that does not exist yet (c NULL,
+ * new_db) is instead built under a temporary name on `jobs` connections and renamed (dump_rebuild.h). A table list with `create`, and artifacts
  * of format <= 3, use the manifest's own DDL (create_sql, index_sql, fk_sql: tables, owned sequences, indexes,
  * keys; nothing else).
  *
@@ -49,6 +50,9 @@ typedef struct dump_restore_opts {
     const char *pg_restore;  /* the program (NULL: "pg_restore" on PATH) */
     int no_owner;            /* pg_restore --no-owner: objects belong to the restoring role */
     int no_privileges;       /* pg_restore --no-privileges: no GRANT/REVOKE */
+    /* --create of a database that does not exist yet (dump_rebuild_connect_target gave c == NULL): its name; the whole
+     * database is then built under a temporary name and renamed (dump_rebuild.h) */
+    const char *new_db;
 } dump_restore_opts;
 
 typedef struct dump_restore_stats {
@@ -56,7 +60,22 @@ typedef struct dump_restore_stats {
     int64_t fks_skipped;    /* restoring some tables with create: keys to tables not restored (warned) */
 } dump_restore_stats;
 
-/* c: an open connection (borrowed, no transaction open). r: an open reader (borrowed). */
+/* c: an open connection (borrowed, no transaction open), or NULL with o->new_db (a database to create). r: an open
+ * reader (borrowed). */
 fb_code dump_restore(arc_reader *r, PGconn *c, const dump_restore_opts *o, dump_restore_stats *st, fb_err *err);
+
+/* --- shared with dump_rebuild ------------------------------------------------------------------------------- */
+/* COPY of table t from the reader into c (the table's hash and row count checked at its end); freeze: the table
+ * was created or truncated in c's open transaction. peer_failed (may be NULL): stop when it becomes non-zero. */
+fb_code dump_restore_copy_table(arc_reader *rd, PGconn *c, const arc_table *t, const dump_restore_opts *o,
+                                volatile sig_atomic_t *peer_failed, int freeze, int64_t *rows, fb_err *err);
+/* The schema archive, authenticated, in an unlinked temporary file (*fd, caller closes) and its pre-data, data and
+ * post-data sections as pg_restore -1 scripts (sql[0..2], caller frees). */
+fb_code dump_restore_schema_scripts(arc_reader *rd, const dump_restore_opts *o, int *fd, char *sql[3], fb_err *err);
+/* Of parallel connections' outcomes: keeps in *rc/err the failure that made the others stop (wrc/werr, one
+ * connection's), not their FB_ERR_ABORTED "stopped" messages. */
+void dump_restore_first_error(fb_code *rc, fb_err *err, fb_code wrc, const fb_err *werr);
+/* Runs one of those scripts on c; "already exists" becomes FB_ERR_CONFLICT, a missing role gets a hint. */
+fb_code dump_restore_exec_script(PGconn *c, char *sql, const char *what, fb_err *err);
 
 #endif

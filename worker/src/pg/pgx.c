@@ -5,11 +5,18 @@
 #include <string.h>
 
 PGconn *pgx_connect(const char *conninfo, const char *application_name, fb_err *err) {
+    return pgx_connect_db(conninfo, NULL, application_name, err);
+}
+
+PGconn *pgx_connect_db(const char *conninfo, const char *dbname, const char *application_name, fb_err *err) {
     if (!conninfo || !*conninfo) {
         fb_err_set(err, FB_ERR_USAGE, "no PostgreSQL connection given: set --pg CONNINFO or FB_PG");
         return NULL;
     }
-    PGconn *c = PQconnectdb(conninfo);
+    /* expand_dbname: the first dbname is conninfo itself (keywords or a URI); a second one overrides its dbname */
+    const char *const kw[] = {"dbname", dbname ? "dbname" : NULL, NULL};
+    const char *const val[] = {conninfo, dbname, NULL};
+    PGconn *c = PQconnectdbParams(kw, val, 1);
     if (!c) {
         fb_err_set(err, FB_ERR_NOMEM, "could not allocate a PostgreSQL connection");
         return NULL;

@@ -16,6 +16,8 @@
 /* Connects and sets application_name; on failure returns NULL with err set (FB_ERR_TRANSIENT: the server may
  * come back). The caller owns the connection: PQfinish() it. */
 PGconn *pgx_connect(const char *conninfo, const char *application_name, fb_err *err);
+/* The same with conninfo's database replaced by dbname (NULL: conninfo's own). */
+PGconn *pgx_connect_db(const char *conninfo, const char *dbname, const char *application_name, fb_err *err);
 
 /* Quotes an identifier the way quote_ident() does, always adding quotes: "Cpda Application" -> "\"Cpda Application\"".
  * Writes into out (cap bytes incl. NUL); returns 0, or -1 if it does not fit. */
