@@ -24,6 +24,8 @@ void cap_decoder_free(cap_decoder *d) {
 
 const cap_relset *cap_decoder_relset(const cap_decoder *d) { return &d->rels; }
 
+int cap_decoder_in_txn(const cap_decoder *d) { return d->cur != NULL; }
+
 /* ---- Begin / Commit ------------------------------------------------------------------------------------------ */
 
 static fb_code dec_begin(cap_decoder *d, cap_rd *r, uint64_t at, fb_err *err) {

@@ -31,9 +31,10 @@
  *
  * Exactly once. The slot's confirmed position only moves when cap_stream_confirm() sends a standby status update,
  * and the capture job calls it only after the segment holding the transaction is durable (stor commit: fsync +
- * rename). After a crash PostgreSQL re-sends every transaction from the confirmed position, some of which may
- * already be in a durable segment: the writer resumes from the chain's last end LSN and drops transactions whose
- * commit LSN is before it (cap_segment_chain_end()). A transaction is never in two segments, and never in none.
+ * rename). After a crash the writer resumes from the chain's end in storage, which may be beyond the confirmed
+ * position (the crash fell between a durable write and its confirmation): START_REPLICATION at that LSN starts
+ * decoding at the later of it and the confirmed position, and cap_capture drops any transaction committing
+ * before the chain's end as a guard. A transaction is never in two segments, and never in none.
  *
  * Leadership (one active capture per database; not built yet). A PostgreSQL advisory lock on the captured
  * database, held by the capture's ordinary connection, rather than Kafka partition assignment: the slot itself
@@ -74,6 +75,9 @@ void cap_decoder_free(cap_decoder *d);
  * Messages this module does not need (Origin, Type, logical Message) are skipped. */
 fb_code cap_decoder_feed(cap_decoder *d, const void *msg, size_t len, uint64_t wal_start, cap_txn **done,
                          fb_err *err);
+
+/* 1 between a Begin and its Commit. */
+int cap_decoder_in_txn(const cap_decoder *d);
 
 /* The relation definitions seen so far (borrowed; valid until cap_decoder_free). */
 const cap_relset *cap_decoder_relset(const cap_decoder *d);

@@ -196,6 +196,7 @@ fb_code cap_stream_confirm(cap_stream *s, uint64_t lsn, fb_err *err) {
 }
 
 uint64_t cap_stream_received_lsn(const cap_stream *s) { return s->received_lsn; }
+int cap_stream_between_txns(const cap_stream *s) { return !cap_decoder_in_txn(s->dec); }
 uint64_t cap_stream_confirmed_lsn(const cap_stream *s) { return s->confirmed_lsn; }
 
 /* One CopyData message from the server. */

@@ -62,6 +62,10 @@ fb_code cap_stream_next(cap_stream *s, int timeout_ms, cap_txn **out, fb_err *er
  * forward: a smaller lsn than already confirmed is ignored. */
 fb_code cap_stream_confirm(cap_stream *s, uint64_t lsn, fb_err *err);
 
+/* 1 when every transaction committed before cap_stream_received_lsn() has been returned (no transaction is
+ * half-received): then that position may be confirmed once everything returned is durable. */
+int cap_stream_between_txns(const cap_stream *s);
+
 /* The last WAL end the server reported (XLogData or keepalive), and the confirmed position. */
 uint64_t cap_stream_received_lsn(const cap_stream *s);
 uint64_t cap_stream_confirmed_lsn(const cap_stream *s);
