@@ -459,7 +459,7 @@ fb_code cap_segment_chain(stor *st, const char *dir, const cap_seg_in *in, uint6
                           void *opaque, uint64_t *end_lsn, fb_err *err) {
     seg_names l = {0};
     fb_code rc = stor_list(st, dir, chain_collect, &l, err);
-    if (rc == FB_OK) qsort(l.v, l.n, sizeof *l.v, chain_cmp); /* fixed-width hex: name order is LSN order */
+    if (rc == FB_OK && l.n > 1) qsort(l.v, l.n, sizeof *l.v, chain_cmp); /* fixed-width hex: name order is LSN order */
     uint64_t at = base_lsn;
     for (size_t i = 0; rc == FB_OK && i < l.n; i++) {
         uint64_t a, b;
