@@ -156,6 +156,23 @@ fb_code cap_stream_slot_drop(cap_stream *s, const char *slot, fb_err *err) {
     return rc;
 }
 
+fb_code cap_stream_slot_position(cap_stream *s, const char *slot, uint64_t *lsn, fb_err *err) {
+    fb_code rc = cap_name_check(slot, "replication slot", err);
+    if (rc != FB_OK) return rc;
+    char sql[256];
+    PGresult *r = NULL;
+    snprintf(sql, sizeof sql, "SELECT confirmed_flush_lsn FROM pg_catalog.pg_replication_slots WHERE slot_name = '%s' "
+             "AND database = pg_catalog.current_database() AND NOT temporary", slot);
+    rc = cap_query(s, sql, PGRES_TUPLES_OK, &r, "reading the slot's position", err);
+    if (rc != FB_OK) return rc;
+    int ok = PQntuples(r) == 1 && !PQgetisnull(r, 0, 0) && cap_lsn_parse(PQgetvalue(r, 0, 0), lsn) == 0;
+    PQclear(r);
+    if (!ok)
+        return fb_err_set(err, FB_ERR_NOTFOUND, "no logical replication slot \"%s\" on this database; create it with "
+                          "`fusion-backup capture --create-slot` (and take a FULL in its snapshot)", slot);
+    return FB_OK;
+}
+
 fb_code cap_stream_start(cap_stream *s, const char *slot, const char *pub, uint64_t start_lsn, fb_err *err) {
     fb_code rc = cap_name_check(slot, "replication slot", err);
     if (rc == FB_OK) rc = cap_name_check(pub, "publication", err);

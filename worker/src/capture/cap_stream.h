@@ -49,6 +49,10 @@ fb_code cap_stream_slot_create(cap_stream *s, const char *slot, cap_slot_info *i
 /* Drops a slot (waits while another connection uses it). FB_ERR_NOTFOUND when there is none. */
 fb_code cap_stream_slot_drop(cap_stream *s, const char *slot, fb_err *err);
 
+/* The slot's confirmed position (where a chain without segments begins). FB_ERR_NOTFOUND with a hint when there
+ * is no such slot on this database. */
+fb_code cap_stream_slot_position(cap_stream *s, const char *slot, uint64_t *lsn, fb_err *err);
+
 /* Starts streaming slot from start_lsn (the chain's end; the server starts at the later of it and the slot's
  * confirmed position) with publication pub. After this only cap_stream_next/confirm are allowed. */
 fb_code cap_stream_start(cap_stream *s, const char *slot, const char *pub, uint64_t start_lsn, fb_err *err);

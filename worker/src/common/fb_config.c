@@ -160,6 +160,14 @@ static const cfg_row cfg_rows[] = {
           "FB_ARCHIVE_MAX_REPLICA_LAG_MS", W,
           "hold archival between batches while a streaming replica's replay lag (pg_stat_replication) is above "
           "this (0: do not check)"),
+    /* Change capture (worker/src/capture/cap_capture.h). */
+    ROW_I("capture-flush-s", capture_flush_s, "10", 1, 3600, "FB_CAPTURE_FLUSH_S", W | C,
+          "write captured transactions to a durable change segment at most this many seconds after the first "
+          "of them arrived (the RPO bound); the slot is confirmed only after the write"),
+    ROW_S("capture-slot", capture_slot, "fusion_backup", "FB_CAPTURE_SLOT", W | C,
+          "logical replication slot change capture streams from (a-z, 0-9, _)"),
+    ROW_S("capture-publication", capture_publication, "fusion_backup", "FB_CAPTURE_PUBLICATION", W | C,
+          "publication change capture subscribes to (created FOR ALL TABLES with the slot when missing)"),
 };
 #define CFG_NROWS (sizeof cfg_rows / sizeof cfg_rows[0])
 _Static_assert(CFG_NROWS <= FB_CONFIG_MAX_ROWS, "raise FB_CONFIG_MAX_ROWS");

@@ -81,6 +81,10 @@ typedef struct fb_config {
     int64_t archive_sleep_pct;
     int64_t archive_lock_wait_pct;
     int64_t archive_max_replica_lag_ms;
+    /* Change capture (worker/src/capture/, `fusion-backup capture`). */
+    int64_t capture_flush_s;
+    char *capture_slot;
+    char *capture_publication;
     /* -X prop=value pairs for librdkafka, in order given. */
     char *x_keys[FB_CONFIG_MAX_X];
     char *x_values[FB_CONFIG_MAX_X];
