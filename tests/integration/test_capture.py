@@ -227,3 +227,105 @@ def test_capture_without_slot_says_how_to_create_one(bin, captured_db, storage_r
     cap.out.close()
     log = cap.log.read_text()
     assert rc != 0 and "--create-slot" in log and slot in log, log
+
+
+def fingerprint(ci: str) -> dict:
+    """Each table's rows as one hash (order-independent): equal fingerprints mean equal contents."""
+    conn = psycopg2.connect(ci)
+    out = {}
+    with conn.cursor() as cur:
+        for t in ('"Leave"', "full_ident"):
+            cur.execute(f"SELECT count(*), md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) FROM {t} x")
+            out[t] = cur.fetchone()
+    conn.close()
+    return out
+
+
+def test_apply_until_each_moment_equals_the_source_then(bin, captured_db, logical_pg, storage_root, keypair,
+                                                         signing_keys, tmp_path):
+    name, ci, slot, conn = captured_db
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE full_ident (a int, j json, note text)")
+        cur.execute("ALTER TABLE full_ident REPLICA IDENTITY FULL")
+        cur.execute('INSERT INTO "Leave" VALUES (1, %s, 1), (2, NULL, 2)', ("before\tthe slot",))
+        cur.execute("INSERT INTO full_ident VALUES (1, '{\"k\": 1}', 'dup'), (1, '{\"k\": 1}', 'dup')")
+    conn.close()
+    # The base: the database as the FULL in the slot's snapshot would hold it (no write until the slot exists).
+    admin = psycopg2.connect(logical_pg)
+    admin.autocommit = True
+    base = f"{name}_base"
+    targets = [base]
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{base}" TEMPLATE "{name}"')
+    conn = psycopg2.connect(ci)
+    conn.autocommit = True
+    cap = Capture(bin, ci, slot, storage_root, keypair, signing_keys, tmp_path / "capture.log")
+    cap.start(create=True)
+    wait_slot_active(conn, slot, True)
+    big = "".join(f"{i:08x}" for i in range(20000))  # 160 kB, TOASTed; later updates leave it unchanged ('u')
+    steps = [
+        ('INSERT INTO "Leave" VALUES (3, %s, NULL), (4, %s, 4)', (big, "line\nbreak \\ 'q'")),
+        ('UPDATE "Leave" SET n = 40 WHERE id = 3; DELETE FROM "Leave" WHERE id = 1', ()),
+        ("DELETE FROM full_ident WHERE note = 'dup'", ()),  # two equal rows: one statement deletes both
+        ('UPDATE "Leave" SET id = 30 WHERE id = 3', ()),
+        ("INSERT INTO full_ident VALUES (2, '[1, 2]', NULL); UPDATE full_ident SET note = 'x' WHERE a = 2", ()),
+        ('TRUNCATE "Leave"', ()),
+        ('INSERT INTO "Leave" VALUES (7, \'after truncate\', 7)', ()),
+    ]
+    moments = []
+    for sql, args in steps:
+        xid, _ = commit(conn, sql, args)
+        moments.append((xid, fingerprint(ci)))
+    cap.wait_durable(moments[-1][0], FLUSH_S + 5)
+    assert cap.stop(signal.SIGTERM) == 0, cap.log.read_text()
+    _, txns = cap.chain()
+    end_of = {t["xid"]: t["end_lsn"] for t in txns}
+    assert [t["xid"] for t in txns] == [m[0] for m in moments]
+    base_fp = fingerprint(conninfo_for(logical_pg, base))
+    try:
+        for k, (xid, fp) in enumerate(moments):
+            target = f"{name}_t{k}"
+            targets.append(target)
+            with admin.cursor() as cur:
+                cur.execute(f'CREATE DATABASE "{target}" TEMPLATE "{base}"')
+            r = bin.run("capture", "--apply-into", conninfo_for(logical_pg, target), "--until", end_of[xid],
+                        *cap.common(), "--secret-key", str(cap.key))
+            assert r.returncode == 0, r.stderr
+            assert f"applied {k + 1} transactions" in r.stdout, r.stdout
+            assert fingerprint(conninfo_for(logical_pg, target)) == fp, f"restore --until moment {k + 1} differs"
+        # Beyond the chain's end: refused before the target is touched.
+        target = f"{name}_beyond"
+        targets.append(target)
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{target}" TEMPLATE "{base}"')
+        r = bin.run("capture", "--apply-into", conninfo_for(logical_pg, target), "--until", "FFFFFFFF/0",
+                    *cap.common(), "--secret-key", str(cap.key))
+        assert r.returncode != 0 and "nothing applied" in r.stderr, r.stderr
+        assert fingerprint(conninfo_for(logical_pg, target)) == base_fp
+        # Onto a database that is not the base: the transaction that finds no row is rolled back whole, the ones
+        # before it stay, and the error names the change.
+        target = f"{name}_wrong"
+        targets.append(target)
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{target}" TEMPLATE "{base}"')
+        wrong = psycopg2.connect(conninfo_for(logical_pg, target))
+        wrong.autocommit = True
+        with wrong.cursor() as cur:
+            cur.execute('DELETE FROM "Leave" WHERE id = 1')
+        wrong.close()
+        r = bin.run("capture", "--apply-into", conninfo_for(logical_pg, target), "--until", end_of[moments[1][0]],
+                    *cap.common(), "--secret-key", str(cap.key))
+        assert r.returncode != 0 and "matched 0 rows" in r.stderr and "1 transactions applied" in r.stderr, r.stderr
+        got = fingerprint(conninfo_for(logical_pg, target))
+        check = psycopg2.connect(conninfo_for(logical_pg, target))
+        with check.cursor() as cur:
+            cur.execute('SELECT id, n FROM "Leave" ORDER BY id')
+            rows = cur.fetchall()
+        check.close()
+        assert rows == [(2, 2), (3, None), (4, 4)], rows  # T1 applied, T2 (update 3, delete 1) not at all
+        assert got["full_ident"] == base_fp["full_ident"]
+    finally:
+        with admin.cursor() as cur:
+            for t in targets:
+                cur.execute(f'DROP DATABASE IF EXISTS "{t}" WITH (FORCE)')
+        admin.close()

@@ -5,6 +5,13 @@
  *                         --sign-key worker.key --trusted-signer worker.pub [--create-slot] [--capture-flush-s 10]
  *   fusion-backup capture --list --pg CONNINFO --storage-root R --storage-path P --trusted-signer worker.pub
  *                         [--secret-key backup.key] [--json]
+ *   fusion-backup capture --apply-into CONNINFO --until LSN --pg CONNINFO --storage-root R --storage-path P
+ *                         --trusted-signer worker.pub --secret-key backup.key
+ *
+ * --apply-into is the second half of restore --until (cmd_restore.c, owned elsewhere, is to call cap_apply the
+ * same way after restoring the FULL taken in the slot's snapshot): it applies every transaction of the chain whose
+ * commit ends at or before LSN, each atomically, in commit order (cap_apply.h), with session_replication_role =
+ * replica so the target's triggers do not fire a second time (their effects are in the stream).
  *
  * Runs until SIGTERM or SIGINT, then writes what is pending and exits 0. A lost connection (PostgreSQL restarted)
  * is retried with a growing pause; the chain in storage says where to resume, so nothing is lost or doubled.
@@ -24,6 +31,7 @@
 #include <unistd.h>
 
 #include "artifact/arc_key.h"
+#include "capture/cap_apply.h"
 #include "capture/cap_capture.h"
 #include "capture/cap_segment.h"
 #include "capture/cap_stream.h"
@@ -31,6 +39,7 @@
 #include "common/fb_config.h"
 #include "common/fb_log.h"
 #include "common/fb_sign.h"
+#include "pg/pgx.h"
 #include "storage/stor.h"
 
 static volatile sig_atomic_t cc_stop;
@@ -40,7 +49,8 @@ static void cc_on_signal(int sig) {
 }
 
 typedef struct cc_args {
-    const char *storage_path;
+    const char *storage_path, *apply_into, *until_s;
+    uint64_t until;
     int create_slot, list, json;
     char stream[CAP_SEG_STREAM_MAX + 1];
     char dir[1200];
@@ -51,10 +61,14 @@ static void cc_usage(void) {
            "                             --sign-key FILE --trusted-signer FILE [--create-slot] [--capture-flush-s N]\n"
            "       fusion-backup capture --list --pg CONNINFO --storage-root R --storage-path P --trusted-signer FILE\n"
            "                             [--secret-key FILE] [--json]\n"
+           "       fusion-backup capture --apply-into CONNINFO --until LSN --pg CONNINFO --storage-root R\n"
+           "                             --storage-path P --trusted-signer FILE --secret-key FILE\n"
            "  streams the database's committed transactions from logical slot --capture-slot into signed, encrypted\n"
            "  change segments under R/P/capture/DBNAME/SLOT until SIGTERM (wal_level=logical needed);\n"
            "  --create-slot makes the publication and slot first and prints the slot's consistent point and snapshot.\n"
-           "  --list verifies the chain (signatures, no gap; with --secret-key every segment decrypted) and shows it.\n");
+           "  --list verifies the chain (signatures, no gap; with --secret-key every segment decrypted) and shows it.\n"
+           "  --apply-into CONNINFO --until LSN --secret-key FILE applies the chain's transactions up to LSN, each\n"
+           "  atomically, in commit order, onto a restore of the FULL taken in the slot's snapshot.\n");
 }
 
 /* The stream id and folder: DBNAME from the conninfo (no connection needed), SLOT from the settings. */
@@ -87,19 +101,25 @@ static fb_code cc_names(const fb_config *cfg, cc_args *a, fb_err *err) {
 }
 
 static fb_code cc_parse(fb_config *cfg, int *argc, char **argv, cc_args *a, int *help, fb_err *err) {
-    static const char *const extra[] = {"storage-path", "create-slot", "list", "json", "help", NULL};
+    static const char *const extra[] = {"storage-path", "create-slot", "list", "json", "help", "apply-into", "until", NULL};
     fb_code rc = fb_config_parse_args(cfg, argc, argv, FB_CFG_CLI, extra, err);
     for (int i = 1; !rc && i < *argc; i++) {
         const char *s = argv[i];
         if (strcmp(s, "--storage-path") == 0 && i + 1 < *argc) a->storage_path = argv[++i];
         else if (strncmp(s, "--storage-path=", 15) == 0) a->storage_path = s + 15;
         else if (strcmp(s, "--create-slot") == 0) a->create_slot = 1;
+        else if (strcmp(s, "--apply-into") == 0 && i + 1 < *argc) a->apply_into = argv[++i];
+        else if (strcmp(s, "--until") == 0 && i + 1 < *argc) a->until_s = argv[++i];
         else if (strcmp(s, "--list") == 0) a->list = 1;
         else if (strcmp(s, "--json") == 0) a->json = 1;
         else if (strcmp(s, "--help") == 0) *help = 1;
         else rc = fb_err_set(err, FB_ERR_USAGE, "unexpected or bad argument \"%s\" (see capture --help)", s);
     }
     if (rc || *help) return rc;
+    if (!a->apply_into != !a->until_s)
+        return fb_err_set(err, FB_ERR_USAGE, "--apply-into CONNINFO and --until LSN go together");
+    if (a->until_s && cap_lsn_parse(a->until_s, &a->until) != 0)
+        return fb_err_set(err, FB_ERR_USAGE, "--until \"%s\" is not an LSN (X/Y in hex, as pg_current_wal_lsn() prints)", a->until_s);
     if (!cfg->pg || !*cfg->pg) return fb_err_set(err, FB_ERR_USAGE, "capture needs --pg CONNINFO (the captured database)");
     if (!cfg->storage_root || !*cfg->storage_root || !a->storage_path || !*a->storage_path)
         return fb_err_set(err, FB_ERR_USAGE, "capture needs --storage-root R and --storage-path P (where segments go)");
@@ -155,6 +175,60 @@ static fb_code cc_run_list(const fb_config *cfg, const cc_args *a, stor *st, con
         printf("chain %s: %" PRIu64 " segments, %" PRIu64 " transactions, " CAP_LSN_FMT ".." CAP_LSN_FMT ", no gap%s\n",
                a->stream, l.nseg, l.ntxn, CAP_LSN_ARGS(base), CAP_LSN_ARGS(end),
                have_sk ? ", every segment decrypted and checked" : " (signatures checked; --secret-key also decrypts)");
+    sodium_memzero(sk, sizeof sk);
+    return rc;
+}
+
+/* ---- --apply-into ------------------------------------------------------------------------------------------- */
+
+typedef struct cc_apply {
+    PGconn *c;
+    uint64_t until, applied, last_end;
+    int done;
+} cc_apply;
+
+static fb_code cc_apply_segment(void *opaque, const cap_segment *s, fb_err *err) {
+    cc_apply *ap = opaque;
+    for (uint32_t i = 0; !ap->done && i < s->ntxn; i++) {
+        const cap_txn *t = s->txns[i];
+        if (t->end_lsn > ap->until) {
+            ap->done = 1;
+            break;
+        }
+        fb_code rc = cap_apply_txn(ap->c, t, err);
+        if (rc != FB_OK)
+            return fb_err_prefix(err, "%" PRIu64 " transactions applied (up to " CAP_LSN_FMT "), then: ", ap->applied,
+                                 CAP_LSN_ARGS(ap->last_end));
+        ap->applied++;
+        ap->last_end = t->end_lsn;
+    }
+    return FB_OK;
+}
+
+static fb_code cc_run_apply(const fb_config *cfg, const cc_args *a, stor *st, const fb_keyring *kr, fb_err *err) {
+    unsigned char sk[ARC_SK_BYTES], pk[ARC_PK_BYTES];
+    if (!cfg->secret_key || !*cfg->secret_key)
+        return fb_err_set(err, FB_ERR_USAGE, "--apply-into decrypts the chain: give --secret-key FILE");
+    fb_code rc = arc_key_load_secret(cfg->secret_key, sk, pk, err);
+    uint64_t base = 0, end = 0;
+    cap_seg_in peek = {.stream = a->stream, .signers = kr, .pk = pk};
+    cap_seg_in in = peek;
+    in.sk = sk;
+    cc_apply ap = {.until = a->until};
+    /* Step: the whole chain must be authentic and reach --until before the target is touched. */
+    if (!rc) rc = stor_list(st, a->dir, cc_first_start, &base, err);
+    if (!rc) rc = cap_segment_chain(st, a->dir, &peek, base, NULL, NULL, &end, err);
+    if (!rc && a->until > end)
+        rc = fb_err_set(err, FB_ERR_NOTFOUND, "chain %s ends at " CAP_LSN_FMT ", before --until %s: nothing applied "
+                        "(restore to at most its end)", a->stream, CAP_LSN_ARGS(end), a->until_s);
+    if (!rc && !(ap.c = pgx_connect(a->apply_into, "fusion-backup capture apply", err))) rc = err->code;
+    if (!rc) rc = pgx_exec(ap.c, "SET session_replication_role = replica", "turning the target's triggers off for "
+                           "the apply (needs a superuser, as logical replication's apply does)", err);
+    if (!rc) rc = cap_segment_chain(st, a->dir, &in, base, cc_apply_segment, &ap, &end, err);
+    if (!rc)
+        printf("applied %" PRIu64 " transactions of chain %s to the target, up to " CAP_LSN_FMT " (--until %s)\n",
+               ap.applied, a->stream, CAP_LSN_ARGS(ap.last_end), a->until_s);
+    if (ap.c) PQfinish(ap.c);
     sodium_memzero(sk, sizeof sk);
     return rc;
 }
@@ -255,7 +329,9 @@ int cmd_capture(int argc, char **argv) {
     if (!rc) rc = fb_keyring_load(&kr, cfg.trusted_signers, "--trusted-signer", &err);
     if (!rc && kr.n == 0) rc = fb_err_set(&err, FB_ERR_USAGE, "capture needs --trusted-signer FILE (the key that signs the chain)");
     if (!rc) rc = stor_open_location(cfg.storage_root, &cfg, &st, &err);
-    if (!rc) rc = a.list ? cc_run_list(&cfg, &a, st, &kr, &err) : cc_run_capture(&cfg, &a, st, &kr, &err);
+    if (!rc) rc = a.apply_into ? cc_run_apply(&cfg, &a, st, &kr, &err)
+                  : a.list     ? cc_run_list(&cfg, &a, st, &kr, &err)
+                               : cc_run_capture(&cfg, &a, st, &kr, &err);
     if (rc) fprintf(stderr, "fusion-backup capture: %s\n", err.msg);
     stor_free(st);
     fb_keyring_free(&kr);
