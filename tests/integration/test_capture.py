@@ -234,7 +234,7 @@ def fingerprint(ci: str) -> dict:
     conn = psycopg2.connect(ci)
     out = {}
     with conn.cursor() as cur:
-        for t in ('"Leave"', "full_ident"):
+        for t in ('"Leave"', "full_ident", "ser"):
             cur.execute(f"SELECT count(*), md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) FROM {t} x")
             out[t] = cur.fetchone()
     conn.close()
@@ -247,6 +247,8 @@ def test_apply_until_each_moment_equals_the_source_then(bin, captured_db, logica
     with conn.cursor() as cur:
         cur.execute("CREATE TABLE full_ident (a int, j json, note text)")
         cur.execute("ALTER TABLE full_ident REPLICA IDENTITY FULL")
+        cur.execute("CREATE TABLE ser (id serial PRIMARY KEY, v text)")
+        cur.execute("INSERT INTO ser (v) VALUES ('base')")
         cur.execute('INSERT INTO "Leave" VALUES (1, %s, 1), (2, NULL, 2)', ("before\tthe slot",))
         cur.execute("INSERT INTO full_ident VALUES (1, '{\"k\": 1}', 'dup'), (1, '{\"k\": 1}', 'dup')")
     conn.close()
@@ -264,7 +266,8 @@ def test_apply_until_each_moment_equals_the_source_then(bin, captured_db, logica
     wait_slot_active(conn, slot, True)
     big = "".join(f"{i:08x}" for i in range(20000))  # 160 kB, TOASTed; later updates leave it unchanged ('u')
     steps = [
-        ('INSERT INTO "Leave" VALUES (3, %s, NULL), (4, %s, 4)', (big, "line\nbreak \\ 'q'")),
+        ('INSERT INTO "Leave" VALUES (3, %s, NULL), (4, %s, 4); INSERT INTO ser (v) VALUES (%s), (%s)',
+         (big, "line\nbreak \\ 'q'", "s2", "s3")),
         ('UPDATE "Leave" SET n = 40 WHERE id = 3; DELETE FROM "Leave" WHERE id = 1', ()),
         ("DELETE FROM full_ident WHERE note = 'dup'", ()),  # two equal rows: one statement deletes both
         ('UPDATE "Leave" SET id = 30 WHERE id = 3', ()),
@@ -293,6 +296,12 @@ def test_apply_until_each_moment_equals_the_source_then(bin, captured_db, logica
             assert r.returncode == 0, r.stderr
             assert f"applied {k + 1} transactions" in r.stdout, r.stdout
             assert fingerprint(conninfo_for(logical_pg, target)) == fp, f"restore --until moment {k + 1} differs"
+            # The serial column's sequence moved past the applied rows: the next insert does not collide.
+            t = psycopg2.connect(conninfo_for(logical_pg, target))
+            with t.cursor() as cur:
+                cur.execute("SELECT nextval('ser_id_seq') > (SELECT max(id) FROM ser)")
+                assert cur.fetchone()[0], f"moment {k + 1}: ser_id_seq would collide"
+            t.close()
         # Beyond the chain's end: refused before the target is touched.
         target = f"{name}_beyond"
         targets.append(target)

@@ -205,6 +205,23 @@ static fb_code cc_apply_segment(void *opaque, const cap_segment *s, fb_err *err)
     return FB_OK;
 }
 
+/* pgoutput (PostgreSQL 15) carries no sequence changes, so after the apply a serial or identity column's sequence
+ * still has the FULL's value and the next nextval() would collide with an applied row. Every ascending sequence
+ * owned by a column moves to at least that column's maximum: no collision, though values the source consumed in
+ * transactions that rolled back are not skipped. */
+#define CC_SEQUENCES_SQL                                                                                          \
+    "DO $cc$ DECLARE r record; m numeric; cur numeric; BEGIN "                                                     \
+    "FOR r IN SELECT d.objid::regclass AS seq, d.refobjid::regclass AS tbl, a.attname "                            \
+    "  FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_class s ON s.oid = d.objid AND s.relkind = 'S' "             \
+    "  JOIN pg_catalog.pg_sequence q ON q.seqrelid = s.oid AND q.seqincrement > 0 "                                \
+    "  JOIN pg_catalog.pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid "                    \
+    "  WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.refclassid = 'pg_catalog.pg_class'::regclass "     \
+    "    AND d.deptype IN ('a', 'i') LOOP "                                                                        \
+    "  EXECUTE format('SELECT max(%I)::numeric FROM %s', r.attname, r.tbl) INTO m; "                              \
+    "  EXECUTE format('SELECT last_value::numeric FROM %s', r.seq) INTO cur; "                                    \
+    "  IF m IS NOT NULL AND m > cur THEN PERFORM pg_catalog.setval(r.seq, m::bigint); END IF; "                   \
+    "END LOOP; END $cc$"
+
 static fb_code cc_run_apply(const fb_config *cfg, const cc_args *a, stor *st, const fb_keyring *kr, fb_err *err) {
     unsigned char sk[ARC_SK_BYTES], pk[ARC_PK_BYTES];
     if (!cfg->secret_key || !*cfg->secret_key)
@@ -225,6 +242,7 @@ static fb_code cc_run_apply(const fb_config *cfg, const cc_args *a, stor *st, co
     if (!rc) rc = pgx_exec(ap.c, "SET session_replication_role = replica", "turning the target's triggers off for "
                            "the apply (needs a superuser, as logical replication's apply does)", err);
     if (!rc) rc = cap_segment_chain(st, a->dir, &in, base, cc_apply_segment, &ap, &end, err);
+    if (!rc) rc = pgx_exec(ap.c, CC_SEQUENCES_SQL, "moving column sequences past the applied rows", err);
     if (!rc)
         printf("applied %" PRIu64 " transactions of chain %s to the target, up to " CAP_LSN_FMT " (--until %s)\n",
                ap.applied, a->stream, CAP_LSN_ARGS(ap.last_end), a->until_s);
