@@ -167,14 +167,21 @@ pg_hba_replication() {
 }
 
 # A server started by an older version of this script runs wal_level=replica: the new setting is written but only
-# a restart applies it, and set-up never restarts a running server behind the caller's back. Say so.
+# a restart applies it, and set-up never restarts a running server behind the caller's back. It says so, and
+# restarts only when asked to with FB_PG_RESTART_FOR_SETTINGS=1 (CI, or a machine nobody else is using).
 pg_wal_level_check() {
   local level
   level="$("$FB_PG_BIN/psql" -X -At -h 127.0.0.1 -p "$FB_PG_PORT" -U postgres -d postgres -c 'SHOW wal_level' 2>/dev/null || true)"
-  if [ -n "$level" ] && [ "$level" != "logical" ]; then
-    fb_say "WARNING: the running PostgreSQL has wal_level=$level; fusion-local.conf now says logical (change capture" \
-      "needs it). It applies on the next start: $0 stop pg && $0 start pg (when no one else uses the server)"
+  if [ -z "$level" ] || [ "$level" = "logical" ]; then return 0; fi
+  if [ "${FB_PG_RESTART_FOR_SETTINGS:-0}" = "1" ]; then
+    fb_say "restarting PostgreSQL (FB_PG_RESTART_FOR_SETTINGS=1): it runs wal_level=$level, change capture needs logical"
+    pg_as "$FB_PG_BIN/pg_ctl" restart -D "$FB_PG_DATA" -m fast -w -t 60 -l "$FB_PG_LOG" >/dev/null 9>&- ||
+      fb_die "pg_ctl restart failed (see $FB_PG_LOG)" "fix the cause in the log, then run $0 start again"
+    return 0
   fi
+  fb_say "WARNING: the running PostgreSQL has wal_level=$level; fusion-local.conf now says logical (change capture" \
+    "needs it). It applies on the next start: $0 stop pg && $0 start pg, or FB_PG_RESTART_FOR_SETTINGS=1 $0 start pg" \
+    "(when no one else uses the server)"
 }
 
 pg_start() {
