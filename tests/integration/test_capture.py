@@ -338,3 +338,31 @@ def test_apply_until_each_moment_equals_the_source_then(bin, captured_db, logica
             for t in targets:
                 cur.execute(f'DROP DATABASE IF EXISTS "{t}" WITH (FORCE)')
         admin.close()
+
+
+def test_create_slot_refuses_tables_without_replica_identity(bin, captured_db, storage_root, keypair, signing_keys,
+                                                              tmp_path):
+    """A FOR ALL TABLES publication over a table with no replica identity makes PostgreSQL refuse every UPDATE and
+    DELETE on it: --create-slot names such tables and creates nothing, so the application's writes keep working."""
+    name, ci, slot, conn = captured_db
+    with conn.cursor() as cur:
+        cur.execute('CREATE TABLE "No Key" (a int, b text)')
+        cur.execute('INSERT INTO "No Key" VALUES (1, \'x\')')
+    cap = Capture(bin, ci, slot, storage_root, keypair, signing_keys, tmp_path / "capture.log")
+    cap.start(create=True)
+    rc = cap.proc.wait(timeout=30)
+    cap.out.close()
+    log = cap.log.read_text()
+    assert rc != 0 and '"public"."No Key"' in log and "REPLICA IDENTITY FULL" in log, log
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_publication")
+        assert cur.fetchone()[0] == 0
+        cur.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s", (slot,))
+        assert cur.fetchone()[0] == 0
+        cur.execute('UPDATE "No Key" SET b = \'y\'')  # still allowed: nothing was published
+        cur.execute('ALTER TABLE "No Key" REPLICA IDENTITY FULL')
+    cap.start(create=True)
+    wait_slot_active(conn, slot, True)
+    xid, _ = commit(conn, 'UPDATE "No Key" SET b = \'z\'')
+    cap.wait_durable(xid, FLUSH_S + 5)
+    assert cap.stop(signal.SIGTERM) == 0

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "capture/cap_wire.h"
+#include "common/fb_log.h"
 
 struct cap_decoder {
     cap_relset rels;
@@ -75,6 +76,21 @@ static char *dec_strdup(cap_rd *r, int *oom) {
     return c;
 }
 
+/* pgoutput re-sends a Relation after DDL (and after a reconnect). A changed column list means a migration ran:
+ * captured changes after it need the new columns in the restore target, which the FULL's schema lacks. Said
+ * loudly; starting a new base then is the operator's (later: the capture job's) decision. */
+static void dec_relation_changed(const cap_rel *old, const cap_rel *now, uint64_t at) {
+    if (!old) return;
+    int same = old->ncols == now->ncols && strcmp(old->nspname, now->nspname) == 0 && strcmp(old->relname, now->relname) == 0;
+    for (uint16_t i = 0; same && i < now->ncols; i++)
+        same = strcmp(old->cols[i].name, now->cols[i].name) == 0 && old->cols[i].type_oid == now->cols[i].type_oid &&
+               old->cols[i].typmod == now->cols[i].typmod && old->cols[i].flags == now->cols[i].flags;
+    if (!same)
+        FB_WARN("capture: table %s.%s changed definition in the transaction committing at " CAP_LSN_FMT " (%u -> %u columns): a schema change (migration) "
+                "ran; restoring past this point needs a target with the new definition: take a new FULL with a new slot",
+                now->nspname, now->relname, CAP_LSN_ARGS(at), old->ncols, now->ncols);
+}
+
 static fb_code dec_relation(cap_decoder *d, cap_rd *r, uint64_t at, fb_err *err) {
     int oom = 0;
     cap_rel *rel = calloc(1, sizeof *rel);
@@ -107,6 +123,7 @@ static fb_code dec_relation(cap_decoder *d, cap_rd *r, uint64_t at, fb_err *err)
         return fb_err_set(err, FB_ERR_FORMAT, "pgoutput Relation at " CAP_LSN_FMT " is truncated or has too many columns",
                           CAP_LSN_ARGS(at));
     }
+    dec_relation_changed(cap_relset_current(&d->rels, rel->relid), rel, d->cur ? d->cur->commit_lsn : at);
     cap_relset_add(&d->rels, rel);
     return FB_OK;
 }

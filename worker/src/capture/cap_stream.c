@@ -120,6 +120,35 @@ fb_code cap_stream_publication_ensure(cap_stream *s, const char *name, const cha
     return rc;
 }
 
+fb_code cap_stream_identity_check(cap_stream *s, fb_err *err) {
+    static const char sql[] =
+        "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence = 'p' "
+        "AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%' "
+        "AND (c.relreplident = 'n' OR (c.relreplident = 'd' AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i "
+        "WHERE i.indrelid = c.oid AND i.indisprimary)) OR (c.relreplident = 'i' AND NOT EXISTS (SELECT 1 FROM "
+        "pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisreplident))) ORDER BY 1, 2";
+    PGresult *r = NULL;
+    fb_code rc = cap_query(s, sql, PGRES_TUPLES_OK, &r, "looking for tables without a replica identity", err);
+    if (rc != FB_OK) return rc;
+    int n = PQntuples(r);
+    if (n > 0) {
+        fb_sbuf b = {0};
+        for (int i = 0; i < n && i < 20; i++) {
+            char q[300];
+            if (pgx_qualified(PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), q, sizeof q) != 0) snprintf(q, sizeof q, "(long name)");
+            fb_sbuf_printf(&b, "%s%s", i ? ", " : "", q);
+        }
+        rc = fb_err_set(err, FB_ERR_USAGE,
+                        "%d table(s) have no replica identity: %s%s; publishing them would make every UPDATE and "
+                        "DELETE on them fail. Give each a primary key, or ALTER TABLE ... REPLICA IDENTITY FULL "
+                        "(whole old rows go to the WAL), then create the slot", n, b.p ? b.p : "", n > 20 ? ", ..." : "");
+        fb_sbuf_free(&b);
+    }
+    PQclear(r);
+    return rc;
+}
+
 fb_code cap_stream_slot_create(cap_stream *s, const char *slot, cap_slot_info *info, fb_err *err) {
     fb_code rc = cap_name_check(slot, "replication slot", err);
     if (rc != FB_OK) return rc;

@@ -44,6 +44,12 @@ void cap_stream_free(cap_stream *s);
  * schema-qualified tables ("schema.table"; names quoted here). An existing publication is left as it is. */
 fb_code cap_stream_publication_ensure(cap_stream *s, const char *name, const char *const *tables, size_t ntables,
                                       fb_err *err);
+/* Tables a FOR ALL TABLES publication would break: with no replica identity (no primary key and REPLICA IDENTITY
+ * DEFAULT, or REPLICA IDENTITY NOTHING) PostgreSQL refuses UPDATE and DELETE on a published table ("cannot update
+ * table ... because it does not have a replica identity"), so creating the publication would make Fusion's own
+ * writes fail. Returns FB_OK when there are none; otherwise FB_ERR_USAGE naming them (up to 20) with the fix. */
+fb_code cap_stream_identity_check(cap_stream *s, fb_err *err);
+
 /* Creates a logical pgoutput slot with an exported snapshot. FB_ERR_CONFLICT when the slot exists. */
 fb_code cap_stream_slot_create(cap_stream *s, const char *slot, cap_slot_info *info, fb_err *err);
 /* Drops a slot (waits while another connection uses it). FB_ERR_NOTFOUND when there is none. */

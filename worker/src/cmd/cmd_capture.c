@@ -260,7 +260,8 @@ static fb_code cc_begin(const fb_config *cfg, const cc_args *a, const cap_captur
     uint64_t base = 0;
     if (!rc && create) {
         cap_slot_info info;
-        rc = cap_stream_publication_ensure(*s, cfg->capture_publication, NULL, 0, err);
+        rc = cap_stream_identity_check(*s, err);
+        if (!rc) rc = cap_stream_publication_ensure(*s, cfg->capture_publication, NULL, 0, err);
         if (!rc) rc = cap_stream_slot_create(*s, cfg->capture_slot, &info, err);
         if (!rc) {
             printf("slot %s created: consistent point " CAP_LSN_FMT ", snapshot %s (a FULL taken in it joins this "
