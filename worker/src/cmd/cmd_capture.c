@@ -144,9 +144,9 @@ static fb_code cc_print(void *opaque, const cap_segment *s, fb_err *err) {
                CAP_LSN_ARGS(s->start_lsn), CAP_LSN_ARGS(s->end_lsn), s->ntxn, s->first_commit_us, s->last_commit_us,
                s->signer);
         for (uint32_t i = 0; s->txns && i < s->ntxn; i++)
-            printf("{\"xid\":%u,\"commit_lsn\":\"" CAP_LSN_FMT "\",\"end_lsn\":\"" CAP_LSN_FMT "\",\"changes\":%zu}\n",
-                   s->txns[i]->xid, CAP_LSN_ARGS(s->txns[i]->commit_lsn), CAP_LSN_ARGS(s->txns[i]->end_lsn),
-                   s->txns[i]->nchanges);
+            printf("{\"xid\":%u,\"commit_lsn\":\"" CAP_LSN_FMT "\",\"end_lsn\":\"" CAP_LSN_FMT "\",\"changes\":%zu,"
+                   "\"commit_us\":%" PRId64 "}\n", s->txns[i]->xid, CAP_LSN_ARGS(s->txns[i]->commit_lsn),
+                   CAP_LSN_ARGS(s->txns[i]->end_lsn), s->txns[i]->nchanges, s->txns[i]->commit_time_us);
     } else {
         printf("%s  " CAP_LSN_FMT ".." CAP_LSN_FMT "  %u transactions  signed by %s%s\n", s->name,
                CAP_LSN_ARGS(s->start_lsn), CAP_LSN_ARGS(s->end_lsn), s->ntxn, s->signer, s->txns ? "  decrypted" : "");
