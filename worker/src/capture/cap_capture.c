@@ -16,6 +16,7 @@ struct cap_capture {
     cap_txn **pending;
     size_t npending, cap, pending_bytes;
     int64_t oldest_ms;      /* when the oldest pending transaction arrived */
+    int64_t last_write_ms;  /* how long the last segment took to become durable */
     uint64_t dropped;
 };
 
@@ -72,7 +73,9 @@ fb_code cap_capture_flush(cap_capture *c, fb_err *err) {
     if (c->npending > 0) {
         char name[CAP_SEG_NAME_MAX];
         uint64_t end;
+        int64_t t0 = cap_mono_ms();
         rc = cap_segment_write(c->o.st, c->o.dir, &c->o.out, c->chain_end, c->pending, c->npending, name, &end, err);
+        c->last_write_ms = cap_mono_ms() - t0;
         if (rc != FB_OK) return rc; /* pending kept: the next flush retries, the slot still holds them */
         FB_INFO("capture %s: segment %s, %zu transactions, %zu bytes in memory", c->o.out.stream, name, c->npending,
                 c->pending_bytes);
@@ -88,12 +91,25 @@ fb_code cap_capture_flush(cap_capture *c, fb_err *err) {
     return rc;
 }
 
+/* When the pending transactions must be written so that the oldest is durable flush_ms after it arrived: the
+ * write itself takes time (the last one's duration) and a transaction reaches us a little after its commit, so
+ * the segment is started that much earlier (CAP_HEADROOM_MS for the decoding delay). */
+#define CAP_HEADROOM_MS 250
+static int64_t cap_capture_deadline(const cap_capture *c) {
+    return c->oldest_ms + c->o.flush_ms - c->last_write_ms - CAP_HEADROOM_MS;
+}
+
 fb_code cap_capture_step(cap_capture *c, int wait_ms, fb_err *err) {
     cap_txn *t = NULL;
+    if (c->npending > 0) { /* wait no longer than the flush deadline */
+        int64_t left = cap_capture_deadline(c) - cap_mono_ms();
+        if (left < wait_ms) wait_ms = left > 0 ? (int)left : 0;
+    }
     fb_code rc = cap_stream_next(c->s, wait_ms, &t, err);
     if (rc == FB_OK && t) rc = cap_capture_keep(c, t, err);
     if (rc != FB_OK) return rc;
-    int due = c->npending == 0 ? 1 : (cap_mono_ms() - c->oldest_ms >= c->o.flush_ms || c->pending_bytes >= c->o.flush_bytes);
+    int due = c->npending == 0 ? 1
+                               : (cap_mono_ms() >= cap_capture_deadline(c) || c->pending_bytes >= c->o.flush_bytes);
     return due ? cap_capture_flush(c, err) : FB_OK;
 }
 

@@ -1,8 +1,9 @@
 /* cap_capture: the capture loop — transactions from a slot (cap_stream) into durable change segments
  * (cap_segment), confirming the slot's position only after the segment holding it is durable.
  *
- * Pending transactions are kept in memory and written as one segment when the oldest has waited flush_ms (the
- * RPO bound: capture-flush-s) or they hold flush_bytes. After the write returns (stor: fsync + rename) the
+ * Pending transactions are kept in memory and written as one segment early enough for the oldest to be durable
+ * flush_ms after it arrived (the RPO bound: capture-flush-s; the last write's duration is allowed for), or when
+ * they hold flush_bytes. After the write returns (stor: fsync + rename) the
  * segment's end LSN is confirmed to the slot. When nothing is pending and the stream is between transactions,
  * the server's reported position is confirmed too, so a slot on a database whose writes are all outside the
  * publication does not hold WAL forever.
