@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one test command (README, .ci/run): installs what is missing, starts the local PostgreSQL and Kafka,
 # builds twice (a normal build for the integration tests, an ASan+UBSan build for the C tests), then runs:
+#   0. the layer check (tests/layers.sh: no include points up the layers), before everything else
 #   1. ctest under the sanitizers (C unit tests, and C tests against the real broker and database)
 #   2. the libFuzzer target on the event decoder for a bounded time (FB_FUZZ_SECONDS, default 60)
 #   3. pytest: the Python codec, the integration tests (real services, real binaries), two at a time; then the
@@ -26,6 +27,9 @@ run_step() { # name, command...
   local t0=$SECONDS
   if "$@"; then echo "--- $name: ok ($((SECONDS - t0)) s)"; passed=$((passed + 1)); else echo "--- $name: FAILED ($((SECONDS - t0)) s)"; failed+=("$name"); fi
 }
+
+# First, in milliseconds and before anything is built: no include points up the layers (tests/layers.sh).
+run_step "layer check (tests/layers.sh)" tests/layers.sh
 
 say "install dependencies and start services"
 deploy/local/install-deps.sh || { echo "install-deps.sh failed: see above"; exit 1; }

@@ -12,7 +12,7 @@
 -- - DELETE and UPDATE Fusion's own tables: archival deletes archived rows (and CASCADE children) and sets
 --   SET_NULL columns; which rows may go is decided by ArchivePolicy rows the role can only READ;
 -- - INSERT into ArchivedRecord, DELETE from it (the purge of a policy with delete_after_days), UPDATE
---   BackupRecord (the recorder), nothing else on the app's own tables: it cannot create, change or activate a
+--   BackupRecord and ArchiveRun (the recorder), nothing else on the app's own tables: it cannot create, change or activate a
 --   policy or a configuration, so no message it receives can widen what it may archive or where it writes;
 -- - nothing in pg_catalog or information_schema beyond what every role may read: it is not a superuser, owns
 --   no table, cannot create roles or databases, and does not bypass row-level security.
@@ -42,8 +42,8 @@ WHERE nspname NOT IN ('information_schema') AND nspname NOT LIKE 'pg\_%' \gexec
 
 -- The app's own tables: back to read-only, then exactly what the worker writes.
 REVOKE DELETE, UPDATE ON backup_archive_backupconfiguration, backup_archive_archivepolicy,
-    backup_archive_backuprecord, backup_archive_archivedrecord FROM :"worker_role";
-GRANT UPDATE ON backup_archive_backuprecord TO :"worker_role";
+    backup_archive_backuprecord, backup_archive_archiverun, backup_archive_archivedrecord FROM :"worker_role";
+GRANT UPDATE ON backup_archive_backuprecord, backup_archive_archiverun TO :"worker_role";
 GRANT INSERT, DELETE ON backup_archive_archivedrecord TO :"worker_role";
 -- Its id sequence (identity or serial, depending on the Django version that made the table).
 SELECT format('GRANT USAGE ON SEQUENCE %s TO %I', pg_get_serial_sequence('backup_archive_archivedrecord', 'id'),

@@ -1,4 +1,4 @@
-"""Admin for the four models, with "Back up now", "Verify" and "Archive now (dry run / for real)" actions.
+"""Admin for the five models, with "Back up now", "Verify" and "Archive now (dry run / for real)" actions.
 
 Each action needs its own permission (Meta.permissions: run_backup, run_verify, run_archive), not just access
 to the admin: Django leaves an action out of the list, and refuses a POST naming it ("No action selected"), for
@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
@@ -27,7 +27,7 @@ from django.utils.text import Truncator
 from . import health, services
 from .compat import action, display
 from .authority import Refused, qualified
-from .models import ArchivedRecord, ArchivePolicy, BackupConfiguration, BackupRecord, Status
+from .models import ArchivedRecord, ArchivePolicy, ArchiveRun, BackupConfiguration, BackupRecord, Status
 
 audit = logging.getLogger("backup_archive.admin")
 
@@ -42,11 +42,26 @@ def _log_action(request: HttpRequest, action: str, objects: List[Any]) -> None:
                len(objects), ", ".join(f"{o} (id {o.pk})" for o in objects))
 
 
-def _report(modeladmin: admin.ModelAdmin, request: HttpRequest, ok: int, failures: list) -> None:
+def _request_each(modeladmin: admin.ModelAdmin, request: HttpRequest, what: str, objects: List[Any],
+                  send: Callable[[Any], str], label: Callable[[Any], str] = str) -> None:
+    """An action's requests: logged with the acting user, then one per object. send(obj) returns '' when the
+    workers will get it, else why not; an exception (LookupError, Refused, InvalidEvent) says why too, and the
+    other objects go on. Reports how many went and, one message each, what did not."""
+    _log_action(request, what, objects)
+    ok, failures = 0, []
+    for obj in objects:
+        try:
+            why: object = send(obj)
+        except Exception as e:
+            why = e
+        if why:
+            failures.append((label(obj), why))
+        else:
+            ok += 1
     if ok:
         modeladmin.message_user(request, f"{ok} request(s) sent to the workers.", messages.SUCCESS)
-    for what, why in failures:
-        modeladmin.message_user(request, f"{what}: {why}", messages.ERROR)
+    for name, why in failures:
+        modeladmin.message_user(request, f"{name}: {why}", messages.ERROR)
 
 
 def _duration(seconds: Optional[float]) -> str:
@@ -144,23 +159,14 @@ class BackupConfigurationAdmin(admin.ModelAdmin):
 
     @action(description="Back up now", permissions=["run_backup"])
     def backup_now(self, request: HttpRequest, queryset: QuerySet) -> None:
-        ok, failures = 0, []
-        configs = list(queryset)
-        _log_action(request, "backup_now", configs)
-        for config in configs:
-            try:
-                record = services.request_backup(config, request.user)
-            except Exception as e:  # LookupError, InvalidEvent: show the reason, go on with the others
-                failures.append((config.name, e))
-                continue
+        def send(config: BackupConfiguration) -> str:
+            record = services.request_backup(config, request.user)
             # Outside a transaction the publish has happened by now; inside ATOMIC_REQUESTS it happens after
             # the response, and the record list shows the outcome.
             record.refresh_from_db()
-            if record.status == Status.FAILED:
-                failures.append((config.name, record.error_message))
-            else:
-                ok += 1
-        _report(self, request, ok, failures)
+            return (record.error_message or "FAILED") if record.status == Status.FAILED else ""
+
+        _request_each(self, request, "backup_now", list(queryset), send, label=lambda c: c.name)
 
 
 class VerificationFilter(admin.SimpleListFilter):
@@ -182,8 +188,22 @@ class VerificationFilter(admin.SimpleListFilter):
         return queryset
 
 
+class _WrittenByWorkers(admin.ModelAdmin):
+    """Rows the workers (and requests) write: the admin only shows them."""
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Optional[models.Model] = None) -> Any:
+        return [f.name for f in self.model._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @display(description="error")
+    def error_short(self, obj: Any) -> str:
+        return Truncator(obj.error_message).chars(80)
+
+
 @admin.register(BackupRecord)
-class BackupRecordAdmin(admin.ModelAdmin):
+class BackupRecordAdmin(_WrittenByWorkers):
     list_display = ("requested_at", "configuration", "backup_type", "status", "size", "duration_display",
                     "attempt", "worker", "error_short", "last_verified_at", "verification_display")
     list_filter = ("status", "backup_type", VerificationFilter, "configuration")
@@ -191,13 +211,6 @@ class BackupRecordAdmin(admin.ModelAdmin):
     date_hierarchy = "requested_at"
     list_select_related = ("configuration",)
     actions = ["verify_integrity", "verify_restore"]
-
-    def get_readonly_fields(self, request: HttpRequest, obj: Optional[BackupRecord] = None) -> Any:
-        # Records are written by the workers; the admin only shows them.
-        return [f.name for f in self.model._meta.fields]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
 
     def has_run_verify_permission(self, request: HttpRequest) -> bool:
         return _has_perm(self, request, "run_verify")
@@ -211,10 +224,6 @@ class BackupRecordAdmin(admin.ModelAdmin):
         d = obj.duration
         return _duration(d.total_seconds() if d is not None else None)
 
-    @display(description="error")
-    def error_short(self, obj: BackupRecord) -> str:
-        return Truncator(obj.error_message).chars(80)
-
     @display(description="verification", ordering="verify_status")
     def verification_display(self, obj: BackupRecord) -> str:
         # The time has its own column; here the result and, for a failure, why (the full text is on the record).
@@ -225,20 +234,14 @@ class BackupRecordAdmin(admin.ModelAdmin):
         return f"{obj.verify_status}: {Truncator(' '.join(obj.verify_message.split())).chars(80)}"
 
     def _verify(self, request: HttpRequest, queryset: QuerySet, mode: str) -> None:
-        ok, failures = 0, []
-        records = list(queryset.select_related("configuration"))
-        _log_action(request, f"verify ({mode})", records)
-        for record in records:
+        def send(record: BackupRecord) -> str:
             if record.status != Status.SUCCESS or not record.file_path:
-                failures.append((str(record), "only successful backups with a file can be verified"))
-                continue
+                return "only successful backups with a file can be verified"
             services.request_verify(record, request.user, mode=mode)
             record.refresh_from_db()
-            if record.verify_status == Status.FAILED:
-                failures.append((str(record), record.verify_message))
-            else:
-                ok += 1
-        _report(self, request, ok, failures)
+            return (record.verify_message or "FAILED") if record.verify_status == Status.FAILED else ""
+
+        _request_each(self, request, f"verify ({mode})", list(queryset.select_related("configuration")), send)
 
     @action(description="Verify (integrity)", permissions=["run_verify"])
     def verify_integrity(self, request: HttpRequest, queryset: QuerySet) -> None:
@@ -248,6 +251,14 @@ class BackupRecordAdmin(admin.ModelAdmin):
     def verify_restore(self, request: HttpRequest, queryset: QuerySet) -> None:
         self._verify(request, queryset, "restore")
 
+
+@admin.register(ArchiveRun)
+class ArchiveRunAdmin(_WrittenByWorkers):
+    list_display = ("requested_at", "policy", "dry_run", "status", "attempt", "worker", "error_short")
+    list_filter = ("status", "dry_run", "policy")
+    search_fields = ("job_id", "error_message")
+    date_hierarchy = "requested_at"
+    list_select_related = ("policy",)
 
 @admin.register(ArchivePolicy)
 class ArchivePolicyAdmin(admin.ModelAdmin):
@@ -264,20 +275,11 @@ class ArchivePolicyAdmin(admin.ModelAdmin):
         return _has_perm(self, request, "run_archive")
 
     def _archive(self, request: HttpRequest, queryset: QuerySet, dry_run: bool) -> None:
-        ok, failures = 0, []
-        policies = list(queryset)
-        _log_action(request, "archive_dry_run" if dry_run else "archive_now", policies)
-        for policy in policies:
-            try:
-                req = services.request_archive(policy, request.user, dry_run=dry_run)
-            except Exception as e:
-                failures.append((str(policy), e))
-                continue
-            if req.published is False:
-                failures.append((str(policy), req.error))
-            else:
-                ok += 1
-        _report(self, request, ok, failures)
+        def send(policy: ArchivePolicy) -> str:
+            req = services.request_archive(policy, request.user, dry_run=dry_run)
+            return (req.error or "not sent") if req.published is False else ""
+
+        _request_each(self, request, "archive_dry_run" if dry_run else "archive_now", list(queryset), send)
 
     @action(description="Archive now (dry run: count only)", permissions=["run_archive"])
     def archive_dry_run(self, request: HttpRequest, queryset: QuerySet) -> None:

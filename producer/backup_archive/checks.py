@@ -241,7 +241,8 @@ def notify() -> Messages:
     if recipients or conf.get("NOTIFY_RECIPIENTS") is not None:
         return []  # someone to tell, or turned off on purpose ([])
     return [checks.Warning(
-        "failed backups and verifications are mailed to settings.ADMINS, which is empty: nobody will be told",
+        "failed backups, verifications and archive runs are mailed to settings.ADMINS, which is empty: nobody will "
+        "be told",
         hint="set ADMINS, or FUSION_BACKUP['NOTIFY_RECIPIENTS'] to a list of addresses ([] turns the mails off)",
         id="backup_archive.W003",
     )]

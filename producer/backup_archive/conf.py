@@ -66,7 +66,7 @@ DEFAULTS: Dict[str, Any] = {
     # set it explicitly so rotating SECRET_KEY does not re-key the job ids). Every scheduler must use the same.
     "JOB_ID_SECRET": None,
     # Failure mails (`manage.py backup_notify`, also run by every scheduler tick): one mail per failed backup
-    # (per attempt) and per failed verification. None: to settings.ADMINS; a list of addresses: to those; []:
+    # (per attempt), per failed verification and per failed archive run (per attempt). None: to settings.ADMINS; a list of addresses: to those; []:
     # no mails. NOTIFY_LIMIT caps the mails of one run (the rest go the next run).
     "NOTIFY_RECIPIENTS": None,
     "NOTIFY_LIMIT": 50,

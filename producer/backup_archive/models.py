@@ -1,6 +1,7 @@
-"""The four tables of the app. schemas/sql/backup_archive.sql is the same DDL for the C side, which reads and
-writes these tables by name (the worker fills in BackupRecord and inserts ArchivedRecord rows), so a change
-here is a change of that contract: update the SQL file too (tests/test_schema_sql.py compares them).
+"""The five tables of the app. schemas/sql/backup_archive.sql is the same DDL for the C side, which reads and
+writes these tables by name (the worker fills in BackupRecord, is to fill in ArchiveRun, and inserts
+ArchivedRecord rows), so a change here is a change of that contract: update the SQL file too
+(tests/test_schema_sql.py compares them).
 
 Migration 0003 (issue 10, the database is the authority): the workers run a request only when it matches these
 rows, so what Django stores must be what it publishes: ArchivePolicy keeps its resolved table, key and timestamp
@@ -143,11 +144,13 @@ class BackupConfiguration(models.Model):
                 type(self)._default_manager.filter(pk=self.pk).update(storage_path=self.storage_path)
 
 
-class BackupRecord(models.Model):
+class _Job(models.Model):
+    """The columns of one job's row, BackupRecord's and ArchiveRun's alike: the request (Django writes it with the
+    job id it publishes) and the outcome the recorder applies from the job's job.status events, by job id and the
+    row's own ids, forward only (QUEUED -> RUNNING -> SUCCESS | FAILED; FAILED -> SUCCESS on a replay)."""
+
     id = _id()
-    configuration = models.ForeignKey(BackupConfiguration, on_delete=models.CASCADE, related_name="records")
     job_id = models.UUIDField(unique=True, editable=False)
-    backup_type = models.CharField(max_length=16, choices=BackupType.choices)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     requested_at = models.DateTimeField(default=timezone.now)
     requested_by = models.ForeignKey(
@@ -155,19 +158,37 @@ class BackupRecord(models.Model):
     )
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
-    file_path = models.CharField(max_length=1024, blank=True, default="")
-    file_size = models.BigIntegerField(null=True, blank=True)
     error_message = models.TextField(blank=True, default="")
     attempt = models.IntegerField(default=1)
     worker = models.CharField(max_length=255, blank=True, default="")
     stats = models.JSONField(null=True, blank=True)
+    # When Kafka last acknowledged this job's request (set by the producer, never by workers). A BackupRecord
+    # still QUEUED long after it (or never published: the process died between commit and publish) is sent
+    # again by the republish sweep (services.republish_queued), with the same job id.
+    published_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Failure mails (notify.py, migrations 0004 and 0005): the attempt whose failure was mailed. Written by this
+    # app only; a failure is due while it lags behind attempt.
+    failure_notified_attempt = models.IntegerField(null=True, blank=True, editable=False)
+
+    class Meta:
+        abstract = True
+        ordering = ["-requested_at", "-id"]
+
+    @property
+    def duration(self) -> Optional["timezone.timedelta"]:
+        if self.started_at and self.completed_at:
+            return self.completed_at - self.started_at
+        return None
+
+
+class BackupRecord(_Job):
+    configuration = models.ForeignKey(BackupConfiguration, on_delete=models.CASCADE, related_name="records")
+    backup_type = models.CharField(max_length=16, choices=BackupType.choices)
+    file_path = models.CharField(max_length=1024, blank=True, default="")
+    file_size = models.BigIntegerField(null=True, blank=True)
     last_verified_at = models.DateTimeField(null=True, blank=True)
     verify_status = models.CharField(max_length=16, blank=True, default="")
     verify_message = models.TextField(blank=True, default="")
-    # When Kafka last acknowledged this record's backup.requested (set by the producer, never by workers). A
-    # record still QUEUED long after it (or never published: the process died between commit and publish) is
-    # sent again by the republish sweep (services.republish_queued), with the same job id.
-    published_at = models.DateTimeField(null=True, blank=True, editable=False)
     # The table list this record's backup.requested carries, in wire form (names or [schema, table]; [] = every
     # user table), fixed when the record is created: a worker runs the backup only when the request's tables
     # equal these. NULL: a record from before migration 0003 (the republish sweep fills it).
@@ -175,23 +196,15 @@ class BackupRecord(models.Model):
     # The job id of the verification last requested for this record: a worker runs, and the recorder accepts, a
     # backup.verify only under this id, so a forged verify result cannot set verify_status.
     verify_job_id = models.UUIDField(null=True, blank=True, editable=False)
-    # Failure mails (notify.py, migration 0004): the attempt whose failure was mailed, and the verify job whose
-    # failure was mailed. Written by this app only; a failure is due while these lag behind attempt/verify_job_id.
-    failure_notified_attempt = models.IntegerField(null=True, blank=True, editable=False)
+    # Failure mails (notify.py, migration 0004): the verify job whose failure was mailed; a failure is due while
+    # it is not verify_job_id.
     verify_notified_job_id = models.UUIDField(null=True, blank=True, editable=False)
 
-    class Meta:
-        ordering = ["-requested_at", "-id"]
+    class Meta(_Job.Meta):
         permissions = [("run_verify", "Can request a verification of a backup")]
 
     def __str__(self) -> str:
         return f"{self.configuration} {self.requested_at:%Y-%m-%d %H:%M} {self.status}"
-
-    @property
-    def duration(self) -> Optional["timezone.timedelta"]:
-        if self.started_at and self.completed_at:
-            return self.completed_at - self.started_at
-        return None
 
     def verification(self, message_chars: int = 60) -> str:
         """The last verification in one line: 'never', 'QUEUED', 'SUCCESS at 2026-05-01 10:00' or
@@ -276,6 +289,27 @@ class ArchivePolicy(models.Model):
             return
         for name in self.TARGET_FIELDS:
             setattr(self, name, getattr(target, name))
+
+
+class ArchiveRun(_Job):
+    """One archive job (archive.due): created by services.request_archive() with the job id it publishes, so an
+    archival failure has a row to be found in, as a backup's has (notify.py mails it).
+
+    Django writes QUEUED, published_at, and FAILED when Kafka did not take the request; the worker's outcome
+    (RUNNING, SUCCESS, FAILED with its error and stats) is the recorder's to write, by job id and policy id, on the
+    same rules as BackupRecord's (worker/src/daemon/dmn_recorder.h). A scheduled slot whose publish failed is
+    requested again under the same job id: the same row, queued again (services._archive_run).
+    """
+
+    policy = models.ForeignKey(ArchivePolicy, on_delete=models.CASCADE, related_name="runs")
+    dry_run = models.BooleanField(default=False)
+
+    class Meta(_Job.Meta):
+        pass
+
+    def __str__(self) -> str:
+        kind = "dry run" if self.dry_run else "archival"
+        return f"{kind} of {self.policy} {self.requested_at:%Y-%m-%d %H:%M} {self.status}"
 
 
 class ArchivedRecord(models.Model):

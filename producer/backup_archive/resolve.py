@@ -7,15 +7,12 @@ emulates on_delete in Python), so the worker can only archive correctly if we te
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Set, Tuple, Type, Union
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple, Type, Union
 
 from django.apps import apps
 from django.db import models
 
 from .authority import DEFAULT_SCHEMA
-
-if TYPE_CHECKING:
-    from .models import ArchivePolicy
 
 TableRef = Union[str, List[str]]
 
@@ -72,11 +69,9 @@ def backup_tables(modules: Iterable[str], tables: Iterable[TableRef]) -> List[Ta
     return out
 
 
-def resolve_policy_model(policy: "ArchivePolicy") -> Type[models.Model]:
-    return _policy_model(policy.module, policy.model_name)
-
-
-def _policy_model(module: str, model_name: str) -> Type[models.Model]:
+def resolve_model(module: str, model_name: str) -> Type[models.Model]:
+    """The model a policy names by app label and model name (plain strings: this module never imports the app's
+    models, which import it). Raises LookupError saying what does not resolve."""
     try:
         model = apps.get_model(module, model_name)
     except (LookupError, ValueError):
@@ -105,7 +100,7 @@ def policy_target(module: str, model_name: str, timestamp_column: str) -> Tuple[
     """Resolves a policy's module, model and timestamp field or column. Plain strings, not a policy, so that
     migration 0003 fills old rows with exactly what ArchivePolicy.save() stores. Raises LookupError saying what
     does not resolve."""
-    model = _policy_model(module, model_name)
+    model = resolve_model(module, model_name)
     meta = model._meta
     return model, PolicyTarget(
         module=meta.app_label, model_name=meta.object_name, db_schema=DEFAULT_SCHEMA, db_table=meta.db_table,

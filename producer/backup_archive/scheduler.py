@@ -249,8 +249,9 @@ class Scheduler:
                 log.error("archive %s: not requested: %s", policy, e)
             ArchivePolicy.objects.filter(pk=pk).update(last_scheduled_at=_stored(slot))
         if req is not None and req.published is False:
-            # No record holds an archive job, so a lost publish would lose the slot: put the slot back and
-            # let the next tick send it again (same slot, same job id).
+            # Nothing sends a QUEUED ArchiveRun again (the republish sweep is BackupRecord's), so a lost publish
+            # would lose the slot: put the slot back and let the next tick send it again (same slot, same job
+            # id, same ArchiveRun; its failure was mailed once).
             ArchivePolicy.objects.filter(pk=pk, last_scheduled_at=_stored(slot)).update(last_scheduled_at=previous)
             log.error("archive %s: slot %s not sent, will retry next tick: %s", policy, slot.isoformat(), req.error)
             n -= 1

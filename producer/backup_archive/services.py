@@ -3,11 +3,12 @@
 Reliability, in order:
 1. The event is built and validated by the contract's codec *inside* the caller's transaction: an event the
    workers would reject raises here and rolls the request back.
-2. It is published only after the transaction commits (`transaction.on_commit`): a rolled-back request emits
-   nothing, and a worker never receives a job whose BackupRecord it cannot see yet.
-3. Publishing waits for Kafka's delivery report; on failure the record becomes FAILED with the Kafka error
+2. It is published only after the transaction commits (`transaction.on_commit`, one helper for every request:
+   _publish_after_commit): a rolled-back request emits nothing, and a worker never receives a job whose row
+   (BackupRecord, ArchiveRun) it cannot see yet.
+3. Publishing waits for Kafka's delivery report; on failure the row becomes FAILED with the Kafka error
    (never QUEUED forever) and the error is logged. The on-commit callback never raises, so a broker outage can
-   not turn a committed request into a 500 after the fact; callers read the outcome from the record
+   not turn a committed request into a 500 after the fact; callers read the outcome from the row
    (`record.refresh_from_db()`), or from the returned ArchiveRequest for archive jobs.
 
 The database is the authority (issue 10): a worker runs a request only when it matches the rows it names, so
@@ -22,7 +23,7 @@ import datetime as dt
 import logging
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple, Type
+from typing import Any, Callable, Dict, List, Optional, Tuple, Type
 
 import fusion_events
 from django.db import models, transaction
@@ -31,7 +32,7 @@ from django.utils import timezone
 
 from . import conf
 from .authority import Refused, check_archive, check_backup_tables
-from .models import ArchivePolicy, BackupConfiguration, BackupRecord, Status
+from .models import ArchivePolicy, ArchiveRun, BackupConfiguration, BackupRecord, Status
 from .publisher import NotSent, PublishError, publish
 from .resolve import PolicyTarget, backup_tables, policy_target, relations, user_context
 
@@ -67,6 +68,44 @@ def config_tables(config: BackupConfiguration) -> List[Any]:
     return tables
 
 
+def _envelope(kind: str, job_id: uuid.UUID, requested_by: Optional[int], attempt: int,
+              now: Optional[dt.datetime] = None, **fields: Any) -> Dict[str, Any]:
+    """A request event: the common fields of every type (SPEC.md: v, type, job_id, ts, requested_by, attempt),
+    then the type's own. ts is `now`, or the moment of the call."""
+    return {"v": fusion_events.VERSION, "type": kind, "job_id": str(job_id), "ts": to_ms(now or timezone.now()),
+            "requested_by": requested_by, "attempt": attempt, **fields}
+
+
+def _who(user: Optional[Any]) -> str:
+    ctx = user_context(user)
+    return f"user={ctx['user_id']} dept={ctx['department']}"
+
+
+def _publish_after_commit(topic: str, key: str, value: bytes, what: str, *, sent: Callable[[], object],
+                          not_sent: Callable[[str], object], failed: Callable[[str], object]) -> None:
+    """Publishes once the caller's transaction commits (at once outside one), then tells exactly one of sent(),
+    not_sent(why) (a console/disabled publisher: valid, but nobody will run it) and failed(why) (Kafka did not
+    take it, or anything unexpected happened). Never raises: it runs after the commit, where an exception would
+    turn a committed request into a 500; the callbacks record the outcome on the request's row instead."""
+
+    def send() -> None:
+        try:
+            partition, offset = publish(topic, key, value)
+        except NotSent as e:
+            not_sent(str(e))
+        except PublishError as e:
+            log.error("%s not published: %s", what, e)
+            failed(str(e))
+        except Exception as e:
+            log.exception("%s: unexpected error while publishing", what)
+            failed(f"{type(e).__name__}: {e}")
+        else:
+            log.info("%s published to %s [%d] @ %d", what, topic, partition, offset)
+            sent()
+
+    transaction.on_commit(send)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # backup.requested
 
@@ -80,22 +119,17 @@ def backup_event(record: BackupRecord, now: dt.datetime) -> Dict[str, Any]:
     else:
         tables = record.tables
         check_backup_tables(tables)
-    return {
-        "v": fusion_events.VERSION,
-        "type": "backup.requested",
-        "job_id": str(record.job_id),
-        "ts": to_ms(now),
-        "requested_by": record.requested_by_id,
-        "attempt": record.attempt,
-        "record_id": record.pk,
-        "config_id": config.pk,
-        "config_name": config.name,
-        "backup_type": record.backup_type,
-        "tables": tables,
-        "modules": list(config.modules or []),
-        "storage_path": storage_path(config),
-        "retention_days": config.retention_days,
-    }
+    return _envelope(
+        "backup.requested", record.job_id, record.requested_by_id, record.attempt, now,
+        record_id=record.pk,
+        config_id=config.pk,
+        config_name=config.name,
+        backup_type=record.backup_type,
+        tables=tables,
+        modules=list(config.modules or []),
+        storage_path=storage_path(config),
+        retention_days=config.retention_days,
+    )
 
 
 def request_backup(
@@ -129,8 +163,18 @@ def request_backup(
             tables=tables,
         )
         value = fusion_events.encode(backup_event(record, timezone.now()))
-        _publish_on_commit(conf.topic("backup"), str(config.pk), value, "backup.requested", record.pk,
-                           user_context(user))
+        mine = BackupRecord.objects.filter(pk=record.pk)
+        # Only a record still QUEUED: never overwrite what a worker may already have reported. A console or
+        # disabled publisher leaves it QUEUED (no failure mail; a switch to "kafka" lets the republish sweep send
+        # it), saying why. Sent: only published_at, the worker may already have moved the record on.
+        queued = mine.filter(status=Status.QUEUED)
+        _publish_after_commit(
+            conf.topic("backup"), str(config.pk), value, f"backup.requested record={record.pk} {_who(user)}",
+            sent=lambda: mine.update(published_at=timezone.now()),
+            not_sent=lambda why: queued.update(error_message=why),
+            failed=lambda why: queued.update(status=Status.FAILED, error_message=f"not sent to the workers: {why}",
+                                             completed_at=timezone.now()),
+        )
     return record
 
 
@@ -145,66 +189,24 @@ def request_verify(
     if mode not in conf.VERIFY_MODES:
         raise ValueError(f"verify mode must be 'integrity' or 'restore', not {mode!r}")
     job = job_id or uuid.uuid4()
-    event = {
-        "v": fusion_events.VERSION,
-        "type": "backup.verify",
-        "job_id": str(job),
-        "ts": to_ms(timezone.now()),
-        "requested_by": _user_id(user),
-        "attempt": 1,
-        "config_id": record.configuration_id,
-        "record_id": record.pk,
-        "mode": mode,
-        "file_path": record.file_path or None,
-    }
-    value = fusion_events.encode(event)
+    value = fusion_events.encode(_envelope(
+        "backup.verify", job, _user_id(user), 1,
+        config_id=record.configuration_id, record_id=record.pk, mode=mode, file_path=record.file_path or None,
+    ))
     with transaction.atomic():
         # The job id with the status: a worker runs (and the recorder accepts) only the verification asked for
         # last, so an older or forged verify result cannot overwrite this one.
         BackupRecord.objects.filter(pk=record.pk).update(verify_status=Status.QUEUED, verify_message="",
                                                          verify_job_id=job)
-
-        def send() -> None:
-            try:
-                publish(conf.topic("backup"), str(record.configuration_id), value)
-            except NotSent as e:  # a console/disabled publisher: still waiting, and says why
-                BackupRecord.objects.filter(pk=record.pk).update(verify_message=str(e))
-            except PublishError as e:
-                log.error("backup.verify job=%s record=%s not published: %s", job, record.pk, e)
-                BackupRecord.objects.filter(pk=record.pk).update(verify_status=Status.FAILED, verify_message=str(e))
-
-        transaction.on_commit(send)
+        this_verify = BackupRecord.objects.filter(pk=record.pk, verify_job_id=job)
+        _publish_after_commit(
+            conf.topic("backup"), str(record.configuration_id), value,
+            f"backup.verify job={job} record={record.pk} {_who(user)}",
+            sent=lambda: None,
+            not_sent=lambda why: this_verify.update(verify_message=why),  # still waiting, and says why
+            failed=lambda why: this_verify.update(verify_status=Status.FAILED, verify_message=why),
+        )
     return job
-
-
-def _publish_on_commit(topic: str, key: str, value: bytes, what: str, record_id: int, ctx: Dict[str, Any]) -> None:
-    def send() -> None:
-        try:
-            partition, offset = publish(topic, key, value)
-        except NotSent as e:
-            # A console/disabled publisher: the request is valid but nobody will run it. QUEUED (not FAILED: no
-            # failure mail, and a switch to "kafka" lets the republish sweep send it), saying why.
-            BackupRecord.objects.filter(pk=record_id, status=Status.QUEUED).update(error_message=str(e))
-        except PublishError as e:
-            log.error("%s record=%s user=%s dept=%s not published: %s",
-                      what, record_id, ctx["user_id"], ctx["department"], e)
-            # Only a record still QUEUED: never overwrite what a worker may already have reported.
-            BackupRecord.objects.filter(pk=record_id, status=Status.QUEUED).update(
-                status=Status.FAILED, error_message=f"not sent to the workers: {e}", completed_at=timezone.now()
-            )
-        except Exception as e:  # the callback must not raise after the commit; record why instead
-            log.exception("%s record=%s: unexpected error while publishing", what, record_id)
-            BackupRecord.objects.filter(pk=record_id, status=Status.QUEUED).update(
-                status=Status.FAILED, error_message=f"not sent to the workers: {type(e).__name__}: {e}",
-                completed_at=timezone.now(),
-            )
-        else:
-            # Only published_at: the worker may already have moved the record on, and that must stay.
-            BackupRecord.objects.filter(pk=record_id).update(published_at=timezone.now())
-            log.info("%s record=%s user=%s dept=%s published to %s [%d] @ %d",
-                     what, record_id, ctx["user_id"], ctx["department"], topic, partition, offset)
-
-    transaction.on_commit(send)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -302,6 +304,7 @@ class ArchiveRequest:
     published: Optional[bool] = None  # None until the transaction has committed and the publish was tried
     error: str = ""
     relations: List[Dict[str, Any]] = field(default_factory=list)
+    run_id: Optional[int] = None  # the ArchiveRun of the job
 
 
 def archive_target(policy: ArchivePolicy) -> Tuple[Type[models.Model], PolicyTarget, List[Dict[str, Any]]]:
@@ -325,32 +328,47 @@ def archive_target(policy: ArchivePolicy) -> Tuple[Type[models.Model], PolicyTar
 
 
 def archive_event(policy: ArchivePolicy, user_id: Optional[int], job_id: uuid.UUID, now: dt.datetime,
-                  dry_run: bool) -> Dict[str, Any]:
+                  dry_run: bool, attempt: int = 1) -> Dict[str, Any]:
+    """The archive.due of a policy; cutoff and purge_before are computed from `now`, ts is the real time."""
     _, target, rels = archive_target(policy)
     now_ms = to_ms(now)
-    return {
-        "v": fusion_events.VERSION,
-        "type": "archive.due",
-        "job_id": str(job_id),
-        "ts": to_ms(timezone.now()),
-        "requested_by": user_id,
-        "attempt": 1,
-        "policy_id": policy.pk,
-        "module": target.module,
-        "model_name": target.model_name,
-        "table": target.db_table,  # a str: schema public (target.db_schema), as the SPEC reads it
-        "pk_column": target.pk_column,
-        "timestamp_column": target.timestamp_column,
-        "cutoff": max(0, now_ms - policy.archive_after_days * DAY_MS),
-        "batch_size": policy.batch_size,
-        "max_rows": policy.max_rows_per_run or None,
-        "purge_before": (
+    return _envelope(
+        "archive.due", job_id, user_id, attempt,
+        policy_id=policy.pk,
+        module=target.module,
+        model_name=target.model_name,
+        table=target.db_table,  # a str: schema public (target.db_schema), as the SPEC reads it
+        pk_column=target.pk_column,
+        timestamp_column=target.timestamp_column,
+        cutoff=max(0, now_ms - policy.archive_after_days * DAY_MS),
+        batch_size=policy.batch_size,
+        max_rows=policy.max_rows_per_run or None,
+        purge_before=(
             max(0, now_ms - policy.delete_after_days * DAY_MS) if policy.delete_after_days is not None else None
         ),
-        "archived_by": user_id,
-        "dry_run": bool(dry_run),
-        "relations": rels,
-    }
+        archived_by=user_id,
+        dry_run=bool(dry_run),
+        relations=rels,
+    )
+
+
+def _archive_run(policy: ArchivePolicy, job_id: uuid.UUID, user: Optional[Any], dry_run: bool) -> ArchiveRun:
+    """The run of this job id, locked: a new QUEUED row, or the row of a job requested again under its id (the
+    scheduler sends a slot again under the same id after Kafka did not take it). A run Kafka never took is
+    queued again under the same attempt, so its failure, mailed once, is not mailed again while the broker stays
+    down. Raises Refused when the id is another policy's run."""
+    run, created = ArchiveRun.objects.select_for_update().get_or_create(
+        job_id=job_id,
+        defaults={"policy": policy, "dry_run": bool(dry_run), "requested_at": timezone.now(),
+                  "requested_by": user if _user_id(user) is not None else None},
+    )
+    if not created and (run.policy_id != policy.pk or run.dry_run != bool(dry_run)):
+        raise Refused(f"job id {job_id} is already archive run {run.pk} (policy {run.policy_id}, dry run "
+                      f"{run.dry_run}): a new request needs a new job id")
+    if not created and run.status == Status.FAILED and run.published_at is None:
+        run.status, run.error_message, run.completed_at = Status.QUEUED, "", None
+        run.save(update_fields=["status", "error_message", "completed_at"])
+    return run
 
 
 def request_archive(
@@ -361,34 +379,41 @@ def request_archive(
     job_id: Optional[uuid.UUID] = None,
     now: Optional[dt.datetime] = None,
 ) -> ArchiveRequest:
-    """Publishes archive.due for a policy once the current transaction commits (at once outside one).
+    """Records an ArchiveRun and publishes archive.due for a policy once the current transaction commits (at once
+    outside one).
 
     `now` is the moment cutoff and purge_before are computed from (the scheduler passes the cron slot).
     Raises LookupError when the policy's model or column does not resolve, Refused when it names a table
     archival must never touch or no longer matches its saved row, InvalidEvent when the contract rejects the
-    event; nothing is sent then. There is no record for archive jobs: the result says whether
-    Kafka accepted the message, and the worker's job.status reports carry the policy id.
+    event; nothing is created or sent then. The result says whether Kafka accepted the message; the run
+    (ArchiveRequest.run_id) says so too, FAILED when Kafka did not take it, so the failure is mailed (notify.py).
     """
     job = job_id or uuid.uuid4()
     user_id = _user_id(user)
-    event = archive_event(policy, user_id, job, now or timezone.now(), dry_run)
-    value = fusion_events.encode(event)
-    req = ArchiveRequest(job_id=job, event=event, relations=event["relations"])
-    ctx = user_context(user)
-    topic = conf.topic("archive")
-    key = f"{event['module']}.{event['model_name']}"
+    with transaction.atomic():
+        run = _archive_run(policy, job, user, dry_run)
+        event = archive_event(policy, user_id, job, now or timezone.now(), dry_run, run.attempt)
+        value = fusion_events.encode(event)
+        req = ArchiveRequest(job_id=job, event=event, relations=event["relations"], run_id=run.pk)
+        mine = ArchiveRun.objects.filter(pk=run.pk)
 
-    def send() -> None:
-        try:
-            partition, offset = publish(topic, key, value)
-        except Exception as e:  # PublishError, or anything else: report, never raise after commit
-            req.published, req.error = False, str(e)
-            log.error("archive.due policy=%s job=%s user=%s dept=%s not published: %s",
-                      policy.pk, job, ctx["user_id"], ctx["department"], e)
-        else:
+        def sent() -> None:
             req.published = True
-            log.info("archive.due policy=%s job=%s dry_run=%s published to %s [%d] @ %d",
-                     policy.pk, job, dry_run, topic, partition, offset)
+            mine.update(published_at=timezone.now())
+            # A failure mailed before (Kafka did not take an earlier send of this job) is not this one's: the
+            # worker's outcome of the run now sent is mailed when it fails.
+            mine.filter(status=Status.QUEUED).update(failure_notified_attempt=None)
 
-    transaction.on_commit(send)
+        def not_sent(why: str) -> None:
+            req.published, req.error = False, why
+            mine.filter(status=Status.QUEUED).update(error_message=why)
+
+        def failed(why: str) -> None:
+            req.published, req.error = False, why
+            mine.filter(status=Status.QUEUED).update(status=Status.FAILED, completed_at=timezone.now(),
+                                                     error_message=f"not sent to the workers: {why}")
+
+        _publish_after_commit(conf.topic("archive"), f"{event['module']}.{event['model_name']}", value,
+                              f"archive.due policy={policy.pk} job={job} dry_run={dry_run} {_who(user)}",
+                              sent=sent, not_sent=not_sent, failed=failed)
     return req

@@ -6,6 +6,7 @@ Start the services first: `deploy/local/services.sh start` (FB_TEST_PG / FB_TEST
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -105,16 +106,24 @@ class Topics:
                     raise
                 time.sleep(0.3)
 
-    def read(self, suffix: str, n: int, timeout: float = 20.0, headers: bool = False) -> List[Tuple[bytes, ...]]:
-        """The first n messages (key, value) of the topic, or (key, value, headers) with headers=True; fails the
-        test if fewer arrive in time."""
-        topic = self.name(suffix)
+    @contextlib.contextmanager
+    def _from_start(self, topic: str) -> Iterator[Consumer]:
+        """A consumer of every partition of topic from its beginning, closed afterwards."""
         c = Consumer({**kafka_config("ops"), "group.id": f"fb-test-{uuid.uuid4().hex}",
                       "enable.auto.commit": False, "auto.offset.reset": "earliest"})
         try:
             md = c.list_topics(topic, timeout=10)
             # assign (no group join: that costs seconds), from the beginning of every partition
             c.assign([TopicPartition(topic, p, 0) for p in md.topics[topic].partitions])
+            yield c
+        finally:
+            c.close()
+
+    def read(self, suffix: str, n: int, timeout: float = 20.0, headers: bool = False) -> List[Tuple[bytes, ...]]:
+        """The first n messages (key, value) of the topic, or (key, value, headers) with headers=True; fails the
+        test if fewer arrive in time."""
+        topic = self.name(suffix)
+        with self._from_start(topic) as c:
             out: List[Tuple[bytes, bytes]] = []
             deadline = time.monotonic() + timeout
             while len(out) < n and time.monotonic() < deadline:
@@ -124,18 +133,12 @@ class Topics:
                 out.append((msg.key(), msg.value(), msg.headers() or []) if headers else (msg.key(), msg.value()))
             assert len(out) >= n, f"only {len(out)} of {n} message(s) on {topic} within {timeout}s"
             return out
-        finally:
-            c.close()
 
     def read_until(self, suffix: str, done: Callable[[List[bytes]], bool], timeout: float = 90.0,
                    explain: Optional[Callable[[], str]] = None) -> List[bytes]:
         """Values of the topic from the beginning, read until done(values) is true; fails the test on timeout."""
         topic = self.name(suffix)
-        c = Consumer({**kafka_config("ops"), "group.id": f"fb-test-{uuid.uuid4().hex}",
-                      "enable.auto.commit": False, "auto.offset.reset": "earliest"})
-        try:
-            md = c.list_topics(topic, timeout=10)
-            c.assign([TopicPartition(topic, p, 0) for p in md.topics[topic].partitions])
+        with self._from_start(topic) as c:
             out: List[bytes] = []
             deadline = time.monotonic() + timeout
             while not done(out):
@@ -147,8 +150,6 @@ class Topics:
                 if msg is not None and not msg.error():
                     out.append(msg.value())
             return out
-        finally:
-            c.close()
 
 
 @pytest.fixture

@@ -15,12 +15,16 @@ from typing import Any, Dict, List
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.core import mail
 from django.core.management import call_command
+from django.db import connection
 from django.utils import timezone
 
 import fusion_events
 from backup_archive import services
-from backup_archive.models import ArchivedRecord, ArchivePolicy, BackupConfiguration, BackupRecord, Status
+from backup_archive.models import (ArchivedRecord, ArchivePolicy, ArchiveRun, BackupConfiguration, BackupRecord,
+                                   Status)
+from backup_archive.notify import notify_failures
 from backup_archive.resolve import backup_tables
 from backup_archive.scheduler import Scheduler, slot_job_id
 from tests.conftest import Topics, Workers, django_conninfo, wait_for
@@ -262,3 +266,39 @@ def test_republished_record_runs_once_on_the_worker(kafka_topics: Topics, worker
     starts = [e for e in events if e["status"] == Status.RUNNING and e["stats"] is None]  # progress has stats
     assert len(starts) == 1, f"the duplicate ran the job again: {events}"
     assert len(_artifacts(workers.storage_root)) == 1
+
+
+def test_a_worker_failed_archive_run_is_mailed(kafka_topics: Topics, workers: Workers) -> None:
+    """A real worker fails an archive job (a trigger refuses the DELETE, as a Fusion trigger might): its FAILED
+    must reach the job's ArchiveRun through the recorder, and be mailed once."""
+    _seed_leaves()
+    with connection.cursor() as cur:
+        cur.execute("CREATE FUNCTION fb_e2e_refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                    "$$BEGIN RAISE EXCEPTION 'leaves are kept by order of the registrar'; END$$")
+        cur.execute("CREATE TRIGGER fb_e2e_refuse BEFORE DELETE ON sampleapp_leave "
+                    "FOR EACH ROW EXECUTE FUNCTION fb_e2e_refuse()")
+    try:
+        _fail_an_archive_run(kafka_topics, workers)
+    finally:  # DDL outlives the test's flush: the other tests delete leaves
+        with connection.cursor() as cur:
+            cur.execute("DROP TRIGGER fb_e2e_refuse ON sampleapp_leave; DROP FUNCTION fb_e2e_refuse()")
+
+
+def _fail_an_archive_run(kafka_topics: Topics, workers: Workers) -> None:
+    policy = ArchivePolicy.objects.create(module="sampleapp", model_name="Leave", timestamp_column="timestamp",
+                                          archive_after_days=365)
+    workers.start()
+    req = services.request_archive(policy, None)
+    assert req.published is True, req.error
+    values = kafka_topics.read_until(
+        "jobs.completed", lambda got: any(e["status"] in FINISHED for e in _statuses(got)), explain=workers.log)
+    [done] = [e for e in _statuses(values) if e["status"] in FINISHED]
+    assert done["job_id"] == str(req.job_id) and done["status"] == Status.FAILED, done
+    assert "registrar" in (done["error"] or ""), done
+    # The recorder (same worker process) applies a status within moments of its publication.
+    run = wait_for(lambda: ArchiveRun.objects.filter(pk=req.run_id, status=Status.FAILED).first(), timeout=20,
+                   what="the ArchiveRun to be FAILED")
+    assert "registrar" in run.error_message and run.worker
+    [n] = notify_failures()
+    assert n.kind == "archive" and "registrar" in n.body and len(mail.outbox) == 1
+    assert notify_failures() == []

@@ -11,7 +11,7 @@ from django.db import connection
 
 SQL = Path(__file__).resolve().parents[2] / "schemas" / "sql" / "backup_archive.sql"
 TABLES = ["backup_archive_backupconfiguration", "backup_archive_backuprecord", "backup_archive_archivepolicy",
-          "backup_archive_archivedrecord"]
+          "backup_archive_archiverun", "backup_archive_archivedrecord"]
 
 
 def _columns(schema: str, table: str) -> Dict[str, Tuple[str, object, str]]:
@@ -54,7 +54,7 @@ def _indexed_columns(schema: str, table: str) -> Set[Tuple[str, ...]]:
 def test_migrations_match_schemas_sql(table: str) -> None:
     with connection.cursor() as cur:
         cur.execute("CREATE SCHEMA fb_sqlfile")
-        # auth_user resolves to the migrated public.auth_user; the four tables land in fb_sqlfile.
+        # auth_user resolves to the migrated public.auth_user; the app's tables land in fb_sqlfile.
         cur.execute("SET LOCAL search_path = fb_sqlfile, public")
         cur.execute(SQL.read_text(encoding="utf-8"))
         cur.execute("SET LOCAL search_path = public")

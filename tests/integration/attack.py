@@ -61,6 +61,23 @@ def record_row(conninfo: str, record_id: int) -> dict:
         return dict(zip(names, cur.fetchone()))
 
 
+def add_archive_run(conninfo: str, policy_id: int) -> tuple[int, str]:
+    """A QUEUED ArchiveRun (as services.request_archive makes it): (id, job_id)."""
+    job = str(uuid.uuid4())
+    with psycopg2.connect(conninfo) as conn, conn.cursor() as cur:
+        cur.execute("INSERT INTO backup_archive_archiverun (job_id, dry_run, status, requested_at, error_message,"
+                    " attempt, worker, policy_id) VALUES (%s, false, 'QUEUED', now(), '', 1, '', %s) RETURNING id",
+                    (job, policy_id))
+        return cur.fetchone()[0], job
+
+
+def archive_run_row(conninfo: str, run_id: int) -> dict:
+    with psycopg2.connect(conninfo) as conn, conn.cursor() as cur:
+        cur.execute("SELECT * FROM backup_archive_archiverun WHERE id = %s", (run_id,))
+        names = [d[0] for d in cur.description]
+        return dict(zip(names, cur.fetchone()))
+
+
 def db_now_ms(conninfo: str) -> int:
     with psycopg2.connect(conninfo) as conn, conn.cursor() as cur:
         cur.execute("SELECT (extract(epoch FROM now()) * 1000)::bigint")
@@ -69,13 +86,14 @@ def db_now_ms(conninfo: str) -> int:
 
 def status(job_id: str, st: str, *, job_type: str = "backup", record_id: int | None = None,
            config_id: int | None = None, attempt: int = 1, started_at: int | None = None,
-           completed_at: int | None = None, error: str | None = None, file_path: str | None = None) -> bytes:
+           completed_at: int | None = None, error: str | None = None, file_path: str | None = None,
+           policy_id: int | None = None) -> bytes:
     t = now_ms()
     return fusion_events.encode({
         "v": 1, "type": "job.status", "job_id": job_id, "ts": t, "requested_by": None, "attempt": attempt,
         "job_type": job_type, "status": st, "worker": "forger", "started_at": started_at or t,
         "completed_at": None if st == "RUNNING" else (completed_at or t), "record_id": record_id,
-        "config_id": config_id, "policy_id": None, "file_path": file_path, "file_size": None, "error": error,
+        "config_id": config_id, "policy_id": policy_id, "file_path": file_path, "file_size": None, "error": error,
         "stats": None, "request": None})
 
 

@@ -13,8 +13,8 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import fusion_events
-from attack import (SKEW_MS, YEAR_9999_MS, add_config, add_policy, add_record, db_now_ms, free_port, metrics,
-                    many_unknown_keys, record_row, request_digest, status)
+from attack import (SKEW_MS, YEAR_9999_MS, add_archive_run, add_config, add_policy, add_record, archive_run_row,
+                    db_now_ms, free_port, metrics, many_unknown_keys, record_row, request_digest, status)
 from conftest import consume, psql, publish, wait_for
 from flow import backup_event, now_ms, table_digests
 
@@ -182,6 +182,49 @@ def test_failed_whose_error_was_cut_mid_character_is_published(brokers, topic_pr
                                                                               storage_path="fusion/after",
                                                                               name="after"))
     assert _finished(fusion_db, rec, "the job after")["status"] == "SUCCESS"
+
+
+def test_archive_statuses_reach_their_run_and_forged_ones_change_nothing(brokers, topic_prefix, fusion_db, workers):
+    """The recorder applies an archive job's statuses to its ArchiveRun (job id and policy must name the same run,
+    forward only, times clamped), as it does a backup's to its record."""
+    p1 = add_policy(fusion_db, "notifications", "Notification", "public", "notifications_notification", "id",
+                    "timestamp", 30)
+    p2 = add_policy(fusion_db, "leave", "Leave", "public", "leave_leave", "id", "timestamp", 30)
+    run_a, job_a = add_archive_run(fusion_db, p1)
+    run_b, job_b = add_archive_run(fusion_db, p2)
+    before = {run_a: archive_run_row(fusion_db, run_a), run_b: archive_run_row(fusion_db, run_b)}
+    forged = [
+        ("config_mismatch", status(job_a, "SUCCESS", job_type="archive", policy_id=p2)),  # A's job, B's policy
+        ("attempt_too_high", status(job_b, "FAILED", job_type="archive", policy_id=p2, attempt=1000, error="x")),
+        ("no_record", status(str(uuid.uuid4()), "FAILED", job_type="archive", policy_id=p1, error="decoy")),
+        ("no_record", status(job_a, "FAILED", job_type="archive", error="no policy named")),
+    ]
+    topic = topic_prefix + "jobs.completed"
+    for _, ev in forged:
+        publish(brokers, topic, b"forged", ev)
+    # then A's own outcome, started in year 9999 (clamped), failed: the marker
+    publish(brokers, topic, b"forged", status(job_a, "FAILED", job_type="archive", policy_id=p1,
+                                              started_at=YEAR_9999_MS, error="trigger refused the DELETE"))
+    port = free_port()
+    w = workers.start(fusion_db, role="recorder", extra=("--metrics-listen", f"127.0.0.1:{port}"))
+    row = wait_for(lambda: (r := archive_run_row(fusion_db, run_a))["status"] == "FAILED" and r, timeout=60,
+                   what="run A's FAILED to be recorded")
+    assert row["error_message"] == "trigger refused the DELETE" and row["worker"] == "forger", row
+    assert row["started_at"].timestamp() * 1000 <= db_now_ms(fusion_db) + SKEW_MS + 1000, "year 9999 not clamped"
+    after_b = archive_run_row(fusion_db, run_b)
+    assert after_b == before[run_b], f"run B changed by forged statuses: {after_b}"
+    m = metrics(port)
+    want: dict[str, int] = {}
+    for reason, _ in forged:
+        want[reason] = want.get(reason, 0) + 1
+    for reason, n in want.items():
+        got = m.get(f'fusion_backup_recorder_ignored_total{{reason="{reason}"}}')
+        assert got == n, f"ignored[{reason}] = {got}, want {n}\n{workers.log(w)}"
+    # a later RUNNING (a stale progress event) does not move a FAILED run back
+    publish(brokers, topic, b"forged", status(job_a, "RUNNING", job_type="archive", policy_id=p1))
+    publish(brokers, topic, b"forged", status(job_b, "RUNNING", job_type="archive", policy_id=p2))
+    wait_for(lambda: archive_run_row(fusion_db, run_b)["status"] == "RUNNING", timeout=60, what="run B's RUNNING")
+    assert archive_run_row(fusion_db, run_a)["status"] == "FAILED"
 
 
 def test_decoy_ledger_entry_does_not_make_the_real_request_a_no_op(brokers, topic_prefix, fusion_db, storage_root,

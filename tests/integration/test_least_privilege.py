@@ -56,6 +56,7 @@ def test_role_can_do_what_the_worker_needs(worker_db):
                         " VALUES ('m', 'M', '1', '{}', now())") == "ok"
     assert _try(worker, "DELETE FROM backup_archive_archivedrecord WHERE original_id = '1'") == "ok"
     assert _try(worker, "UPDATE backup_archive_backuprecord SET status = status WHERE false") == "ok"
+    assert _try(worker, "UPDATE backup_archive_archiverun SET status = status WHERE false") == "ok"
     assert _try(worker, "SELECT * FROM backup_archive_archivepolicy, backup_archive_backupconfiguration") == "ok"
 
 
@@ -76,6 +77,7 @@ def test_role_cannot_touch_catalogs_or_the_authority_rows(worker_db):
                         " VALUES ('x', 'Y', 't', 0, 1, '', true, 'public', 'auth_user', 'id')") == denied
     assert _try(worker, "UPDATE backup_archive_backupconfiguration SET storage_path = 'elsewhere'") == denied
     assert _try(worker, "DELETE FROM backup_archive_backuprecord") == denied
+    assert _try(worker, "DELETE FROM backup_archive_archiverun") == denied
     assert _try(worker, "UPDATE backup_archive_archivedrecord SET data = '{}'") == denied
     assert _try(worker, "DELETE FROM django_migrations") == denied
     assert _try(worker, "CREATE TABLE public.evil (x int)") in (denied,)

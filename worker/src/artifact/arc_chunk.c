@@ -4,11 +4,14 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <threads.h>
 
 #define AC_DERIVE "fusion-backup chunk id v1"
 
+/* Built once per process, on the first arc_chunker_init: job threads start chunkers concurrently, so the build is
+ * a call_once (a plain "ready" flag let two threads write the table while a third read it half-built). */
 static uint64_t ac_gear[256];
-static int ac_gear_ready;
+static once_flag ac_gear_once = ONCE_FLAG_INIT;
 
 static void ac_gear_init(void) {
     uint64_t s = 0x46424b4348554e4bull; /* "FBKCHUNK" */
@@ -18,7 +21,6 @@ static void ac_gear_init(void) {
         z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
         ac_gear[i] = z ^ (z >> 31);
     }
-    ac_gear_ready = 1;
 }
 
 void arc_chunk_key(const unsigned char index_key[32], unsigned char chunk_key[32]) {
@@ -26,7 +28,7 @@ void arc_chunk_key(const unsigned char index_key[32], unsigned char chunk_key[32
 }
 
 void arc_chunker_init(arc_chunker *c, const unsigned char chunk_key[32], int keep, arc_chunk_fn fn, void *opaque) {
-    if (!ac_gear_ready) ac_gear_init();
+    call_once(&ac_gear_once, ac_gear_init);
     memset(c, 0, sizeof *c);
     memcpy(c->key, chunk_key, 32);
     c->keep = keep;

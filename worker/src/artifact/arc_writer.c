@@ -20,6 +20,7 @@
 
 #include "artifact/arc_format.h"
 #include "artifact/arc_sign.h"
+#include "common/fb_assert.h"
 
 #define AW_BLOCK (1u << 20)
 #define AW_NBLOCKS 4
@@ -296,6 +297,7 @@ fb_code arc_writer_begin(arc_writer *w, uint32_t *segment, fb_err *err) {
 }
 
 fb_code arc_writer_write(arc_writer *w, const void *buf, size_t len, fb_err *err) {
+    FB_ASSERT(w->in_segment); /* only between arc_writer_begin and arc_writer_end (arc_writer.h) */
     const unsigned char *p = buf;
     crypto_generichash_update(&w->hash, p, len);
     w->raw += (int64_t)len;

@@ -50,14 +50,14 @@ static const cli_command *cli_find(const char *name) {
 int main(int argc, char **argv) {
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         cli_usage(argc < 2 ? stderr : stdout);
-        if (argc >= 2) fb_config_print_help(FB_CFG_CLI);
+        if (argc >= 2) fb_config_print_settings(FB_CFG_CLI, stdout);
         return argc < 2 ? FB_ERR_USAGE : FB_OK;
     }
     if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) return cmd_version("fusion-backup");
     if (strcmp(argv[1], "help") == 0) {
         if (argc < 3) {
             cli_usage(stdout);
-            fb_config_print_help(FB_CFG_CLI);
+            fb_config_print_settings(FB_CFG_CLI, stdout);
             return FB_OK;
         }
         const cli_command *c = cli_find(argv[2]);

@@ -38,11 +38,16 @@ static void *worker_recorder_thread(void *p) {
     return NULL;
 }
 
+static const char worker_usage[] =
+    "usage: fusion-backup-worker [options]\n"
+    "Consumes backup and archive requests from Kafka and runs them; --role recorder|all also applies\n"
+    "completion events to BackupRecord. SIGTERM/SIGINT: finish running jobs within the grace period,\n"
+    "then abort them; a second signal aborts at once.\n";
+
+/* --log-level and --log-format are enum rows of the table: their values were checked when they were read. */
 static fb_code worker_setup_logging(const fb_config *cfg, fb_err *err) {
     int lvl = fb_log_level_parse(cfg->log_level);
     if (lvl < 0) return fb_err_set(err, FB_ERR_USAGE, "--log-level must be debug, info, warn or error, got \"%s\"", cfg->log_level);
-    if (strcmp(cfg->log_format, "text") != 0 && strcmp(cfg->log_format, "json") != 0)
-        return fb_err_set(err, FB_ERR_USAGE, "--log-format must be text or json, got \"%s\"", cfg->log_format);
     fb_log_set_level((fb_log_level)lvl);
     fb_log_set_json(strcmp(cfg->log_format, "json") == 0);
     return FB_OK;
@@ -54,20 +59,18 @@ int main(int argc, char **argv) {
     fb_code rc;
     fb_signer signer = {0};
     fb_keyring requesters = {0}, signers = {0};
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--version") == 0) return cmd_version("fusion-backup-worker");
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            printf("usage: fusion-backup-worker [options]\n"
-                   "Consumes backup and archive requests from Kafka and runs them; --role recorder|all also applies\n"
-                   "completion events to BackupRecord. SIGTERM/SIGINT: finish running jobs within the grace period,\n"
-                   "then abort them; a second signal aborts at once.\n\n");
-            fb_config_print_help(FB_CFG_WORKER);
-            return FB_OK;
-        }
-    }
-    if ((rc = fb_config_init(&cfg, &err)) || (rc = fb_config_parse_args(&cfg, &argc, argv, FB_CFG_WORKER, NULL, &err)) ||
-        (rc = worker_setup_logging(&cfg, &err)))
+    if ((rc = fb_config_init(&cfg, &err)) || (rc = fb_config_parse_args(&cfg, &argc, argv, FB_CFG_WORKER, NULL, &err)))
         goto out;
+    if (cfg.version) {
+        rc = cmd_version("fusion-backup-worker");
+        goto out;
+    }
+    if (cfg.help) {
+        fputs(worker_usage, stdout);
+        fb_config_print_options(FB_CFG_WORKER, stdout);
+        goto out;
+    }
+    if ((rc = worker_setup_logging(&cfg, &err))) goto out;
     if (argc > 1) {
         rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (see --help)", argv[1]);
         goto out;

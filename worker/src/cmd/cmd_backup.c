@@ -232,49 +232,41 @@ static void cb_progress(void *opaque, const job_result *so_far) {
                        job_result_get(so_far, "done_tables"), job_result_get(so_far, "total_tables"));
 }
 
-static void cb_usage(void) {
-    printf("usage: fusion-backup backup CONFIGURATION [--type FULL|INCREMENTAL|DIFFERENTIAL] [--table T ...] [--json]\n"
-           "                            --pg CONNINFO --storage-root R --public-key FILE\n"
-           "  CONFIGURATION: a BackupConfiguration's name or id (also --configuration NAME|ID)\n"
-           "  backs up now, in this process, what a worker would for that configuration: creates its\n"
-           "  BackupRecord (as Fusion does), records RUNNING and SUCCESS or FAILED on it, prints the artifact,\n"
-           "  its size and the time taken. --table T (public.T) or SCHEMA.T, repeatable: only those tables\n"
-           "  (default: the configuration's). --type: default the configuration's.\n");
-}
+static const char cb_usage[] =
+    "usage: fusion-backup backup CONFIGURATION [--type FULL|INCREMENTAL|DIFFERENTIAL] [--table T ...] [--json]\n"
+    "                            --pg CONNINFO --storage-root R --public-key FILE\n"
+    "  CONFIGURATION: a BackupConfiguration's name or id (also --configuration NAME|ID)\n"
+    "  backs up now, in this process, what a worker would for that configuration: creates its\n"
+    "  BackupRecord (as Fusion does), records RUNNING and SUCCESS or FAILED on it, prints the artifact,\n"
+    "  its size and the time taken. --table T (public.T) or SCHEMA.T, repeatable: only those tables\n"
+    "  (default: the configuration's). --type: default the configuration's.\n";
 
 int cmd_backup(int argc, char **argv) {
-    static const char *const extra[] = {"configuration", "type", "table", "json", "help", NULL};
     fb_config cfg;
     fb_err err;
-    const char *which = NULL, *type_s = NULL, *tables[CB_MAX_TABLES];
-    size_t n_tables = 0;
-    int json = 0;
+    const char *which = NULL, *type_s = NULL;
     PGconn *c = NULL;
     ev_event *req = NULL;
     unsigned char *raw = NULL;
     size_t raw_len = 0;
     fb_progress *prog = NULL;
-    fb_code rc = fb_config_init(&cfg, &err);
-    if (!rc) rc = fb_config_parse_args(&cfg, &argc, argv, FB_CFG_CLI, extra, &err);
-    for (int i = 1; !rc && i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--configuration") == 0 && i + 1 < argc) which = argv[++i];
-        else if (strncmp(a, "--configuration=", 16) == 0) which = a + 16;
-        else if (strcmp(a, "--type") == 0 && i + 1 < argc) type_s = argv[++i];
-        else if (strncmp(a, "--type=", 7) == 0) type_s = a + 7;
-        else if ((strcmp(a, "--table") == 0 && i + 1 < argc) || strncmp(a, "--table=", 8) == 0) {
-            if (n_tables == CB_MAX_TABLES)
-                rc = fb_err_set(&err, FB_ERR_USAGE, "at most %d --table (give the configuration those tables "
-                                "instead)", CB_MAX_TABLES);
-            else tables[n_tables++] = a[7] == '=' ? a + 8 : argv[++i];
-        } else if (strcmp(a, "--json") == 0) json = 1;
-        else if (strcmp(a, "--help") == 0) {
-            cb_usage();
-            fb_config_free(&cfg);
-            return FB_OK;
-        } else if (!which && a[0] != '-') which = a;
-        else rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (see backup --help)", a);
+    int help = 0;
+    fb_code rc = cmd_args(&cfg, &argc, argv, FB_CMD_BACKUP, cb_usage, &help, &err);
+    if (help) {
+        fb_config_free(&cfg);
+        return FB_OK;
     }
+    int json = cfg.json != 0;
+    const char *const *tables = (const char *const *)cfg.table.v;
+    size_t n_tables = cfg.table.n;
+    if (*cfg.configuration) which = cfg.configuration;
+    if (*cfg.backup_type) type_s = cfg.backup_type;
+    if (!rc && n_tables > CB_MAX_TABLES)
+        rc = fb_err_set(&err, FB_ERR_USAGE, "at most %d --table (give the configuration those tables instead)",
+                        CB_MAX_TABLES);
+    if (!rc && argc > 1 && !which) which = argv[1];
+    else if (!rc && argc > 1) rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (see backup --help)", argv[1]);
+    if (!rc && argc > 2) rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (see backup --help)", argv[2]);
     if (!rc && !which)
         rc = fb_err_set(&err, FB_ERR_USAGE, "backup needs the configuration: its name or id (fusion-backup backup NAME)");
     ev_backup_type type = EV_FULL;

@@ -56,20 +56,19 @@ typedef struct cc_args {
     char dir[1200];
 } cc_args;
 
-static void cc_usage(void) {
-    printf("usage: fusion-backup capture --pg CONNINFO --storage-root R --storage-path P --public-key FILE\n"
-           "                             --sign-key FILE --trusted-signer FILE [--create-slot] [--capture-flush-s N]\n"
-           "       fusion-backup capture --list --pg CONNINFO --storage-root R --storage-path P --trusted-signer FILE\n"
-           "                             [--secret-key FILE] [--json]\n"
-           "       fusion-backup capture --apply-into CONNINFO --until LSN --pg CONNINFO --storage-root R\n"
-           "                             --storage-path P --trusted-signer FILE --secret-key FILE\n"
-           "  streams the database's committed transactions from logical slot --capture-slot into signed, encrypted\n"
-           "  change segments under R/P/capture/DBNAME/SLOT until SIGTERM (wal_level=logical needed);\n"
-           "  --create-slot makes the publication and slot first and prints the slot's consistent point and snapshot.\n"
-           "  --list verifies the chain (signatures, no gap; with --secret-key every segment decrypted) and shows it.\n"
-           "  --apply-into CONNINFO --until LSN --secret-key FILE applies the chain's transactions up to LSN, each\n"
-           "  atomically, in commit order, onto a restore of the FULL taken in the slot's snapshot.\n");
-}
+static const char cc_usage[] =
+    "usage: fusion-backup capture --pg CONNINFO --storage-root R --storage-path P --public-key FILE\n"
+    "                             --sign-key FILE --trusted-signer FILE [--create-slot] [--capture-flush-s N]\n"
+    "       fusion-backup capture --list --pg CONNINFO --storage-root R --storage-path P --trusted-signer FILE\n"
+    "                             [--secret-key FILE] [--json]\n"
+    "       fusion-backup capture --apply-into CONNINFO --until LSN --pg CONNINFO --storage-root R\n"
+    "                             --storage-path P --trusted-signer FILE --secret-key FILE\n"
+    "  streams the database's committed transactions from logical slot --capture-slot into signed, encrypted\n"
+    "  change segments under R/P/capture/DBNAME/SLOT until SIGTERM (wal_level=logical needed);\n"
+    "  --create-slot makes the publication and slot first and prints the slot's consistent point and snapshot.\n"
+    "  --list verifies the chain (signatures, no gap; with --secret-key every segment decrypted) and shows it.\n"
+    "  --apply-into CONNINFO --until LSN --secret-key FILE applies the chain's transactions up to LSN, each\n"
+    "  atomically, in commit order, onto a restore of the FULL taken in the slot's snapshot.\n";
 
 /* The stream id and folder: DBNAME from the conninfo (no connection needed), SLOT from the settings. */
 static fb_code cc_names(const fb_config *cfg, cc_args *a, fb_err *err) {
@@ -101,21 +100,16 @@ static fb_code cc_names(const fb_config *cfg, cc_args *a, fb_err *err) {
 }
 
 static fb_code cc_parse(fb_config *cfg, int *argc, char **argv, cc_args *a, int *help, fb_err *err) {
-    static const char *const extra[] = {"storage-path", "create-slot", "list", "json", "help", "apply-into", "until", NULL};
-    fb_code rc = fb_config_parse_args(cfg, argc, argv, FB_CFG_CLI, extra, err);
-    for (int i = 1; !rc && i < *argc; i++) {
-        const char *s = argv[i];
-        if (strcmp(s, "--storage-path") == 0 && i + 1 < *argc) a->storage_path = argv[++i];
-        else if (strncmp(s, "--storage-path=", 15) == 0) a->storage_path = s + 15;
-        else if (strcmp(s, "--create-slot") == 0) a->create_slot = 1;
-        else if (strcmp(s, "--apply-into") == 0 && i + 1 < *argc) a->apply_into = argv[++i];
-        else if (strcmp(s, "--until") == 0 && i + 1 < *argc) a->until_s = argv[++i];
-        else if (strcmp(s, "--list") == 0) a->list = 1;
-        else if (strcmp(s, "--json") == 0) a->json = 1;
-        else if (strcmp(s, "--help") == 0) *help = 1;
-        else rc = fb_err_set(err, FB_ERR_USAGE, "unexpected or bad argument \"%s\" (see capture --help)", s);
-    }
+    fb_code rc = cmd_args(cfg, argc, argv, FB_CMD_CAPTURE, cc_usage, help, err);
     if (rc || *help) return rc;
+    if (*argc > 1) return fb_err_set(err, FB_ERR_USAGE, "unexpected argument \"%s\" (see capture --help)", argv[1]);
+    a->create_slot = cfg->create_slot != 0;
+    a->list = cfg->list != 0;
+    a->json = cfg->json != 0;
+    a->apply_into = cfg->apply_into && *cfg->apply_into ? cfg->apply_into : NULL;
+    a->until_s = cfg->until && *cfg->until ? cfg->until : NULL;
+    if (cfg->storage_path.n > 1) return fb_err_set(err, FB_ERR_USAGE, "capture takes exactly one --storage-path");
+    a->storage_path = cfg->storage_path.n ? cfg->storage_path.v[0] : NULL;
     if (!a->apply_into != !a->until_s)
         return fb_err_set(err, FB_ERR_USAGE, "--apply-into CONNINFO and --until LSN go together");
     if (a->until_s && cap_lsn_parse(a->until_s, &a->until) != 0)
@@ -338,10 +332,8 @@ int cmd_capture(int argc, char **argv) {
     int help = 0;
     stor *st = NULL;
     fb_keyring kr = {0};
-    fb_code rc = fb_config_init(&cfg, &err);
-    if (!rc) rc = cc_parse(&cfg, &argc, argv, &a, &help, &err);
-    if (!rc && help) {
-        cc_usage();
+    fb_code rc = cc_parse(&cfg, &argc, argv, &a, &help, &err);
+    if (help) {
         fb_config_free(&cfg);
         return FB_OK;
     }

@@ -305,28 +305,26 @@ out:
     fb_keyring_free(&signers);
     fb_keyring_free(&requesters);
 }
+static const char ck_usage[] =
+    "usage: fusion-backup check [--json] [--no-broker] [settings: --pg, --brokers, --storage-root,\n"
+    "                           --public-key, --secret-key, --index-key, --topic-prefix,\n"
+    "                           --sign-key, --trusted-signer, --trusted-requester]\n"
+    "  checks the database, broker and topics, storage and keys that are configured; each line says ok\n"
+    "  or what to fix. Exit 0 when everything checked is ok.\n";
 
 int cmd_check(int argc, char **argv) {
-    static const char *const extra[] = {"json", "no-broker", "help", NULL};
     fb_config cfg;
     fb_err err;
     ck_run run = {0};
-    int no_broker = 0;
-    fb_code rc = fb_config_init(&cfg, &err);
-    if (!rc) rc = fb_config_parse_args(&cfg, &argc, argv, FB_CFG_CLI, extra, &err);
-    for (int i = 1; !rc && i < argc; i++) {
-        if (strcmp(argv[i], "--json") == 0) run.json = 1;
-        else if (strcmp(argv[i], "--no-broker") == 0) no_broker = 1;
-        else if (strcmp(argv[i], "--help") == 0) {
-            printf("usage: fusion-backup check [--json] [--no-broker] [settings: --pg, --brokers, --storage-root,\n"
-                   "                           --public-key, --secret-key, --index-key, --topic-prefix,\n"
-                   "                           --sign-key, --trusted-signer, --trusted-requester]\n"
-                   "  checks the database, broker and topics, storage and keys that are configured; each line says ok\n"
-                   "  or what to fix. Exit 0 when everything checked is ok.\n");
-            fb_config_free(&cfg);
-            return FB_OK;
-        } else rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (see check --help)", argv[i]);
+    int help = 0;
+    fb_code rc = cmd_args(&cfg, &argc, argv, FB_CMD_CHECK, ck_usage, &help, &err);
+    if (help) {
+        fb_config_free(&cfg);
+        return FB_OK;
     }
+    run.json = cfg.json != 0;
+    int no_broker = cfg.no_broker != 0;
+    if (!rc && argc > 1) rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (see check --help)", argv[1]);
     if (rc) {
         fprintf(stderr, "fusion-backup check: %s\n", err.msg);
         fb_config_free(&cfg);

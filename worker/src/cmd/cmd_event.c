@@ -71,23 +71,17 @@ static void cmd_event_print_outcome(const ev_event *req, const dmn_outcome *o) {
     printf("}}\n");
 }
 
-static int cmd_event_run(int argc, char **argv) {
-    static const char *const extra[] = {"no-publish", NULL};
-    fb_config cfg;
+/* `event run FILE`: cfg holds the settings and options already parsed (cmd_event). */
+static int cmd_event_run(fb_config *cfg, int argc, char **argv) {
     fb_err err = {0};
     unsigned char *buf = NULL;
     size_t len = 0;
     ev_event *ev = NULL;
     rd_kafka_t *producer = NULL;
-    int publish = 1;
-    fb_code rc = fb_config_init(&cfg, &err);
-    if (!rc) rc = fb_config_parse_args(&cfg, &argc, argv, FB_CFG_CLI | FB_CFG_WORKER, extra, &err);
-    const char *file = NULL;
-    for (int i = 2; !rc && i < argc; i++) {
-        if (strcmp(argv[i], "--no-publish") == 0) publish = 0;
-        else if (!file) file = argv[i];
-        else rc = fb_err_set(&err, FB_ERR_USAGE, "event run takes one FILE");
-    }
+    int publish = !cfg->no_publish;
+    fb_code rc = FB_OK;
+    const char *file = argc > 2 ? argv[2] : NULL;
+    if (argc > 3) rc = fb_err_set(&err, FB_ERR_USAGE, "event run takes one FILE");
     if (!rc && !file) rc = fb_err_set(&err, FB_ERR_USAGE, "usage: fusion-backup event run FILE|- [--no-publish] [settings]");
     if (!rc) rc = cmd_event_slurp(file, &buf, &len, &err);
     if (!rc) rc = ev_decode(buf, len, &ev, &err);
@@ -95,15 +89,15 @@ static int cmd_event_run(int argc, char **argv) {
      * its --trusted-signer keys (a worker's). */
     fb_signer signer = {0};
     if (!rc && publish &&
-        !(rc = kfk_sign_load("event run", cfg.sign_key, 1, &signer, NULL, NULL, NULL, NULL, &err)) &&
-        !(producer = kfk_producer_new(&cfg, &err)))
+        !(rc = kfk_sign_load("event run", cfg->sign_key, 1, &signer, NULL, NULL, NULL, NULL, &err)) &&
+        !(producer = kfk_producer_new(cfg, &err)))
         rc = err.code;
     if (!rc) {
         fb_log_set_level(FB_LOG_WARN);
         dmn_pub pub;
-        dmn_pub_init(&pub, producer, &cfg, &signer, "fusion-backup-cli");
+        dmn_pub_init(&pub, producer, cfg, &signer, "fusion-backup-cli");
         dmn_outcome out;
-        rc = dmn_jobs_execute(&pub, &cfg, ev, buf, len, NULL, &out, &err);
+        rc = dmn_jobs_execute(&pub, cfg, ev, buf, len, NULL, &out, &err);
         if (!rc) {
             cmd_event_print_outcome(ev, &out);
             rc = out.status == EV_SUCCESS ? FB_OK : out.error.code;
@@ -115,18 +109,34 @@ static int cmd_event_run(int argc, char **argv) {
     kfk_producer_free(producer);
     ev_event_free(ev);
     free(buf);
-    fb_config_free(&cfg);
     return rc;
 }
 
+static const char cmd_event_usage[] =
+    "usage: fusion-backup event decode|reencode|run FILE|-\n"
+    "  decode    print the event as JSON (exit 3 and the reason if it breaks the contract)\n"
+    "  reencode  decode, then write the C encoder's msgpack to stdout\n"
+    "  run       run the request in this process as a worker would; print the outcome as JSON\n"
+    "            (--no-publish: publish no status events; settings as for the worker)\n";
+
 int cmd_event(int argc, char **argv) {
-    if (argc >= 2 && strcmp(argv[1], "run") == 0) return cmd_event_run(argc, argv);
+    fb_config cfg;
+    fb_err perr;
+    int help = 0;
+    fb_code prc = cmd_args(&cfg, &argc, argv, FB_CMD_EVENT, cmd_event_usage, &help, &perr);
+    if (help || prc) {
+        if (prc) fprintf(stderr, "fusion-backup event: %s\n", perr.msg);
+        fb_config_free(&cfg);
+        return prc;
+    }
+    if (argc >= 2 && strcmp(argv[1], "run") == 0) {
+        int rrc = cmd_event_run(&cfg, argc, argv);
+        fb_config_free(&cfg);
+        return rrc;
+    }
+    fb_config_free(&cfg);
     if (argc != 3 || (strcmp(argv[1], "decode") != 0 && strcmp(argv[1], "reencode") != 0)) {
-        fprintf(stderr, "usage: fusion-backup event decode|reencode|run FILE|-\n"
-                        "  decode    print the event as JSON (exit 3 and the reason if it breaks the contract)\n"
-                        "  reencode  decode, then write the C encoder's msgpack to stdout\n"
-                        "  run       run the request in this process as a worker would; print the outcome as JSON\n"
-                        "            (--no-publish: publish no status events; settings as for the worker)\n");
+        fputs(cmd_event_usage, stderr);
         return FB_ERR_USAGE;
     }
     fb_err err;

@@ -9,15 +9,8 @@
 #include "artifact/arc_reader.h"
 #include "cmd/cmd.h"
 #include "common/fb_config.h"
+#include "common/fb_time.h"
 #include "dump/dump_open.h"
-
-static void cmd_inspect_time(int64_t ms, char *out, size_t cap) {
-    time_t s = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&s, &tm);
-    size_t n = strftime(out, cap, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out + n, cap - n, ".%03dZ", (int)(ms % 1000));
-}
 
 static void cmd_inspect_text(const arc_manifest *m, const arc_index *ix, const stor_rfile *f) {
     char snap[40], start[40], end[40];
@@ -27,9 +20,9 @@ static void cmd_inspect_text(const arc_manifest *m, const arc_index *ix, const s
         raw += m->tables[i].raw_bytes;
         stored += m->tables[i].stored_bytes;
     }
-    cmd_inspect_time(m->snapshot_ms, snap, sizeof snap);
-    cmd_inspect_time(m->started_ms, start, sizeof start);
-    cmd_inspect_time(m->completed_ms, end, sizeof end);
+    fb_time_format_iso(m->snapshot_ms, snap, sizeof snap);
+    fb_time_format_iso(m->started_ms, start, sizeof start);
+    fb_time_format_iso(m->completed_ms, end, sizeof end);
     printf("artifact     %s (%llu bytes, format %lld, %s)\n", f->name, (unsigned long long)f->size,
            (long long)m->format, m->tool ? m->tool : "?");
     printf("job          %s (record %lld, configuration %lld \"%s\")\n", m->job_id ? m->job_id : "?",
@@ -72,28 +65,28 @@ static void cmd_inspect_text(const arc_manifest *m, const arc_index *ix, const s
     }
 }
 
+static const char cmd_inspect_usage[] =
+    "usage: fusion-backup inspect ARTIFACT [--json] [--secret-key FILE]\n"
+    "  prints the artifact's manifest: ids, times, tables with rows and sizes (--json: all of it)\n";
+
 int cmd_inspect(int argc, char **argv) {
-    static const char *const extra[] = {"json", "help", NULL};
     fb_config cfg;
     fb_err err;
     const char *path = NULL;
-    int json = 0;
     stor_rfile *f = NULL;
     arc_reader *r = NULL;
     fb_keyring kr = {0};
     arc_trust trust;
-    fb_code rc = fb_config_init(&cfg, &err);
-    if (!rc) rc = fb_config_parse_args(&cfg, &argc, argv, FB_CFG_CLI, extra, &err);
-    for (int i = 1; !rc && i < argc; i++) {
-        if (strcmp(argv[i], "--json") == 0) json = 1;
-        else if (strcmp(argv[i], "--help") == 0) {
-            printf("usage: fusion-backup inspect ARTIFACT [--json] [--secret-key FILE]\n"
-                   "  prints the artifact's manifest: ids, times, tables with rows and sizes (--json: all of it)\n");
-            fb_config_free(&cfg);
-            return FB_OK;
-        } else if (!path && argv[i][0] != '-') path = argv[i];
-        else rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (usage: inspect ARTIFACT [--json])", argv[i]);
+    int help = 0;
+    fb_code rc = cmd_args(&cfg, &argc, argv, FB_CMD_INSPECT, cmd_inspect_usage, &help, &err);
+    if (help) {
+        fb_config_free(&cfg);
+        return FB_OK;
     }
+    int json = cfg.json != 0;
+    if (!rc && argc > 1) path = argv[1];
+    if (!rc && argc > 2)
+        rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (usage: inspect ARTIFACT [--json])", argv[2]);
     if (!rc && !path) rc = fb_err_set(&err, FB_ERR_USAGE, "inspect needs the artifact's path");
     if (!rc) rc = dump_open_trust(&cfg, &kr, &trust, &err);
     if (!rc) rc = dump_open_artifact(path, cfg.secret_key, &trust, &f, &r, &err);

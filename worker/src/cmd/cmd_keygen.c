@@ -10,29 +10,27 @@
 #include "common/fb_config.h"
 #include "common/fb_sign.h"
 
+static const char cmd_keygen_usage[] =
+    "usage: fusion-backup keygen [--sign] --out PREFIX\n"
+    "  writes PREFIX.pub (give it to workers: --public-key) and PREFIX.key (mode 0600; restore and\n"
+    "  verify need it: --secret-key). Refuses to overwrite existing files.\n"
+    "  --sign: an Ed25519 signing key pair instead. PREFIX.key signs (--sign-key of the party that\n"
+    "  speaks: a worker, the ops CLI; the Django app's FUSION_BACKUP SIGNING_KEY_FILE); PREFIX.pub goes\n"
+    "  to the parties that trust it (--trusted-requester, --trusted-signer).\n";
+
 int cmd_keygen(int argc, char **argv) {
-    static const char *const extra[] = {"out", "sign", "help", NULL};
     fb_config cfg;
     fb_err err;
-    const char *prefix = NULL;
-    int sign = 0;
-    fb_code rc = fb_config_init(&cfg, &err);
-    if (!rc) rc = fb_config_parse_args(&cfg, &argc, argv, FB_CFG_CLI, extra, &err);
-    for (int i = 1; !rc && i < argc; i++) {
-        if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) prefix = argv[++i];
-        else if (strncmp(argv[i], "--out=", 6) == 0) prefix = argv[i] + 6;
-        else if (strcmp(argv[i], "--sign") == 0) sign = 1;
-        else if (strcmp(argv[i], "--help") == 0) {
-            printf("usage: fusion-backup keygen [--sign] --out PREFIX\n"
-                   "  writes PREFIX.pub (give it to workers: --public-key) and PREFIX.key (mode 0600; restore and\n"
-                   "  verify need it: --secret-key). Refuses to overwrite existing files.\n"
-                   "  --sign: an Ed25519 signing key pair instead. PREFIX.key signs (--sign-key of the party that\n"
-                   "  speaks: a worker, the ops CLI; the Django app's FUSION_BACKUP SIGNING_KEY_FILE); PREFIX.pub goes\n"
-                   "  to the parties that trust it (--trusted-requester, --trusted-signer).\n");
-            fb_config_free(&cfg);
-            return FB_OK;
-        } else rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (usage: keygen [--sign] --out PREFIX)", argv[i]);
+    int help = 0;
+    fb_code rc = cmd_args(&cfg, &argc, argv, FB_CMD_KEYGEN, cmd_keygen_usage, &help, &err);
+    if (help) {
+        fb_config_free(&cfg);
+        return FB_OK;
     }
+    const char *prefix = *cfg.out ? cfg.out : NULL;
+    int sign = cfg.sign != 0;
+    if (!rc && argc > 1)
+        rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (usage: keygen [--sign] --out PREFIX)", argv[1]);
     if (!rc && !prefix) rc = fb_err_set(&err, FB_ERR_USAGE, "keygen needs --out PREFIX (writes PREFIX.pub and PREFIX.key)");
     if (!rc) rc = sign ? fb_sign_generate(prefix, &err) : arc_key_generate(prefix, &err);
     if (rc) fprintf(stderr, "fusion-backup keygen: %s\n", err.msg);

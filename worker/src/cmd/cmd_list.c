@@ -190,16 +190,14 @@ static fb_code cl_folder(stor *st, const char *folder, const unsigned char key[A
     return rc;
 }
 
-static void cl_usage(void) {
-    printf("usage: fusion-backup list --storage-root R (--storage-path P ... | --pg CONNINFO) [--json]\n"
-           "                          [--index-key FILE | --public-key FILE]\n"
-           "  every backup in R/P (or, with --pg, in every configuration's storage_path): type, chain, snapshot,\n"
-           "  size, restorable or why not; with --pg also the record's status and last verification.\n"
-           "  Needs no secret key and no broker: it reads the chain indexes (the workers' index key).\n");
-}
+static const char cl_usage[] =
+    "usage: fusion-backup list --storage-root R (--storage-path P ... | --pg CONNINFO) [--json]\n"
+    "                          [--index-key FILE | --public-key FILE]\n"
+    "  every backup in R/P (or, with --pg, in every configuration's storage_path): type, chain, snapshot,\n"
+    "  size, restorable or why not; with --pg also the record's status and last verification.\n"
+    "  Needs no secret key and no broker: it reads the chain indexes (the workers' index key).\n";
 
 int cmd_list(int argc, char **argv) {
-    static const char *const extra[] = {"storage-path", "json", "help", NULL};
     fb_config cfg;
     fb_err err;
     const char *paths[CL_MAX_PATHS];
@@ -211,19 +209,17 @@ int cmd_list(int argc, char **argv) {
     PGconn *db = NULL;
     int64_t listed = 0;
     fb_keyring kr = {0};
-    fb_code rc = fb_config_init(&cfg, &err);
-    if (!rc) rc = fb_config_parse_args(&cfg, &argc, argv, FB_CFG_CLI, extra, &err);
-    for (int i = 1; !rc && i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--json") == 0) o.json = 1;
-        else if (strcmp(a, "--storage-path") == 0 && i + 1 < argc && n_paths < CL_MAX_PATHS) paths[n_paths++] = argv[++i];
-        else if (strncmp(a, "--storage-path=", 15) == 0 && n_paths < CL_MAX_PATHS) paths[n_paths++] = a + 15;
-        else if (strcmp(a, "--help") == 0) {
-            cl_usage();
-            fb_config_free(&cfg);
-            return FB_OK;
-        } else rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected or bad argument \"%s\" (see list --help)", a);
+    int help = 0;
+    fb_code rc = cmd_args(&cfg, &argc, argv, FB_CMD_LIST, cl_usage, &help, &err);
+    if (help) {
+        fb_config_free(&cfg);
+        return FB_OK;
     }
+    o.json = cfg.json != 0;
+    if (!rc && argc > 1) rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (see list --help)", argv[1]);
+    if (!rc && cfg.storage_path.n > CL_MAX_PATHS)
+        rc = fb_err_set(&err, FB_ERR_USAGE, "at most %d --storage-path", CL_MAX_PATHS);
+    for (size_t i = 0; !rc && i < cfg.storage_path.n; i++) paths[n_paths++] = cfg.storage_path.v[i];
     if (!rc && (!cfg.storage_root || !*cfg.storage_root))
         rc = fb_err_set(&err, FB_ERR_USAGE, "list needs --storage-root R (the folder the workers write under)");
     if (!rc && n_paths == 0 && (!cfg.pg || !*cfg.pg))

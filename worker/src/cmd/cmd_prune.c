@@ -27,16 +27,13 @@ static void cmd_prune_report(void *opaque, const char *job_id, int removed, cons
     printf("%s %s: %s\n", removed ? (o->dry_run ? "would remove" : "removed") : "keep", job_id, reason);
 }
 
-static int cmd_prune_int(const char *v, int64_t lo, int64_t hi, int64_t *out) {
-    char *end = NULL;
-    long long x = strtoll(v, &end, 10);
-    if (!*v || *end || x < lo || x > hi) return 0;
-    *out = x;
-    return 1;
-}
+static const char cmd_prune_usage[] =
+    "usage: fusion-backup prune --storage-root R --storage-path P --retention-days N [--dry-run]\n"
+    "                           [--config-id ID] [--index-key FILE | --public-key FILE] [--now-ms MS]\n"
+    "  removes the backups in R/P older than N days (0: none), never one a kept backup needs nor the\n"
+    "  last restorable FULL; prints each decision and why. --dry-run only prints.\n";
 
 int cmd_prune(int argc, char **argv) {
-    static const char *const extra[] = {"storage-path", "retention-days", "dry-run", "config-id", "now-ms", "help", NULL};
     fb_config cfg;
     fb_err err;
     const char *path = NULL;
@@ -48,24 +45,21 @@ int cmd_prune(int argc, char **argv) {
     cmd_prune_out po = {0};
     stor *st = NULL;
     fb_keyring kr = {0};
-    fb_code rc = fb_config_init(&cfg, &err);
-    if (!rc) rc = fb_config_parse_args(&cfg, &argc, argv, FB_CFG_CLI, extra, &err);
-    for (int i = 1; !rc && i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--dry-run") == 0) o.dry_run = 1;
-        else if (strcmp(a, "--storage-path") == 0 && v) path = argv[++i];
-        else if (strcmp(a, "--retention-days") == 0 && v && cmd_prune_int(v, 0, 36500, &days)) i++;
-        else if (strcmp(a, "--config-id") == 0 && v && cmd_prune_int(v, -1, INT64_MAX, &o.config_id)) i++;
-        else if (strcmp(a, "--now-ms") == 0 && v && cmd_prune_int(v, 0, INT64_MAX, &o.now_ms)) i++;
-        else if (strcmp(a, "--help") == 0) {
-            printf("usage: fusion-backup prune --storage-root R --storage-path P --retention-days N [--dry-run]\n"
-                   "                           [--config-id ID] [--index-key FILE | --public-key FILE] [--now-ms MS]\n"
-                   "  removes the backups in R/P older than N days (0: none), never one a kept backup needs nor the\n"
-                   "  last restorable FULL; prints each decision and why. --dry-run only prints.\n");
-            fb_config_free(&cfg);
-            return FB_OK;
-        } else rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected or bad argument \"%s\" (see prune --help)", a);
+    int help = 0;
+    fb_code rc = cmd_args(&cfg, &argc, argv, FB_CMD_PRUNE, cmd_prune_usage, &help, &err);
+    if (help) {
+        fb_config_free(&cfg);
+        return FB_OK;
     }
+    if (!rc && argc > 1) rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (see prune --help)", argv[1]);
+    if (!rc && cfg.storage_path.n > 1)
+        rc = fb_err_set(&err, FB_ERR_USAGE, "prune takes one --storage-path (got %zu): run it once per folder",
+                        cfg.storage_path.n);
+    if (cfg.storage_path.n == 1) path = cfg.storage_path.v[0];
+    days = cfg.retention_days;
+    o.dry_run = cfg.dry_run != 0;
+    o.config_id = cfg.config_id;
+    if (cfg.now_ms) o.now_ms = cfg.now_ms;
     if (!rc && (!path || days < 0))
         rc = fb_err_set(&err, FB_ERR_USAGE, "prune needs --storage-path P and --retention-days N (see prune --help)");
     if (!rc) rc = cmd_index_key(&cfg, "prune", key, &err);

@@ -545,41 +545,37 @@ done:
     return rc;
 }
 
+static const char cmd_rekey_usage[] =
+    "usage: fusion-backup rekey ARTIFACT... --secret-key OLD.key --new-public-key NEW.pub\n"
+    "                         [--sign-key OPERATOR.key] [--trusted-signer FILE ...]\n"
+    "  re-seals each artifact's data key to the new public key without re-encrypting its data\n"
+    "  (format 2 and later); the file is replaced atomically (copy, fsync, check, rename).\n"
+    "  Signed artifacts (format 5) must be signed by a trusted key; their chain index is re-MACed\n"
+    "  for the new key and re-signed with --sign-key (a key the readers trust), unless the\n"
+    "  workers use --index-key. This protects against a LOST secret key, not a compromised one:\n"
+    "  the data key stays the same, so anyone with the old key and an old copy still reads it.\n"
+    "  --new-data-key  for a COMPROMISED key: re-encrypts every segment under a fresh data key\n"
+    "                (same sizes; the manifest is re-signed with --sign-key); destroy every older\n"
+    "                copy of the artifact afterwards, they still open with the old key\n";
+
 int cmd_rekey(int argc, char **argv) {
-    static const char *const extra[] = {"new-public-key", "new-data-key", "help", NULL};
     fb_config cfg;
     fb_err err;
     const char *new_pub = NULL;
-    int new_data_key = 0;
-    const char **paths = calloc((size_t)argc + 1, sizeof *paths);
+    const char **paths = NULL;
     size_t n = 0, done = 0;
     unsigned char sk[ARC_SK_BYTES], pk[ARC_PK_BYTES], npk[ARC_PK_BYTES];
     fb_keyring kr = {0};
     fb_signer signer = {0};
     arc_trust trust = {0};
-    fb_code rc = fb_config_init(&cfg, &err);
-    if (!paths) rc = fb_err_set(&err, FB_ERR_NOMEM, "out of memory");
-    if (!rc) rc = fb_config_parse_args(&cfg, &argc, argv, FB_CFG_CLI, extra, &err);
-    for (int i = 1; !rc && i < argc; i++) {
-        if (strcmp(argv[i], "--new-public-key") == 0 && i + 1 < argc) new_pub = argv[++i];
-        else if (strncmp(argv[i], "--new-public-key=", 17) == 0) new_pub = argv[i] + 17;
-        else if (strcmp(argv[i], "--new-data-key") == 0) new_data_key = 1;
-        else if (strcmp(argv[i], "--help") == 0) {
-            printf("usage: fusion-backup rekey ARTIFACT... --secret-key OLD.key --new-public-key NEW.pub\n"
-                   "                         [--sign-key OPERATOR.key] [--trusted-signer FILE ...]\n"
-                   "  re-seals each artifact's data key to the new public key without re-encrypting its data\n"
-                   "  (format 2 and later); the file is replaced atomically (copy, fsync, check, rename).\n"
-                   "  Signed artifacts (format 5) must be signed by a trusted key; their chain index is re-MACed\n"
-                   "  for the new key and re-signed with --sign-key (a key the readers trust), unless the\n"
-                   "  workers use --index-key. This protects against a LOST secret key, not a compromised one:\n"
-                   "  the data key stays the same, so anyone with the old key and an old copy still reads it.\n"
-                   "  --new-data-key  for a COMPROMISED key: re-encrypts every segment under a fresh data key\n"
-                   "                (same sizes; the manifest is re-signed with --sign-key); destroy every older\n"
-                   "                copy of the artifact afterwards, they still open with the old key\n");
-            goto out;
-        } else if (argv[i][0] != '-') paths[n++] = argv[i];
-        else rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (see rekey --help)", argv[i]);
-    }
+    int help = 0;
+    fb_code rc = cmd_args(&cfg, &argc, argv, FB_CMD_REKEY, cmd_rekey_usage, &help, &err);
+    if (help) goto out;
+    int new_data_key = cfg.new_data_key != 0;
+    if (*cfg.new_public_key) new_pub = cfg.new_public_key;
+    /* the arguments are the artifacts */
+    paths = (const char **)(argv + 1);
+    n = argc > 1 ? (size_t)argc - 1 : 0;
     if (!rc && (!n || !new_pub))
         rc = fb_err_set(&err, FB_ERR_USAGE, "rekey needs artifacts and --new-public-key FILE (see rekey --help)");
     if (!rc) rc = arc_key_load_secret(cfg.secret_key, sk, pk, &err);
@@ -603,7 +599,6 @@ out:
     sodium_memzero(sk, sizeof sk);
     fb_keyring_free(&kr);
     fb_signer_wipe(&signer);
-    free(paths);
     fb_config_free(&cfg);
     return rc;
 }

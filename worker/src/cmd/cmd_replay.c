@@ -158,7 +158,9 @@ static int replay_dlq_one(void *opaque, const rd_kafka_message_t *m) {
     replay_opts *o = opaque;
     char when[32] = "0", src[300] = "";
     replay_header(m, "fusion.time", when, sizeof when);
-    if (o->since && atoll(when) < o->since) return 0;
+    char *end = NULL;
+    long long at = strtoll(when, &end, 10);
+    if (o->since && (*end || at < o->since)) return 0; /* a header that is not a time is not "since" anything */
     const char *claimed = replay_header(m, "fusion.source.topic", src, sizeof src);
     ev_event *req = NULL;
     fb_err err;
@@ -200,46 +202,36 @@ static int replay_dlq_one(void *opaque, const rd_kafka_message_t *m) {
     return 0;
 }
 
+static const char cmd_replay_usage[] =
+    "usage: fusion-backup replay --pg CONNINFO [--from failed|dlq] [--job-id ID] [--since TIME] [--dry-run]\n"
+    "Republishes failed jobs (or dead letters) to the topic of their event type with attempt + 1. Each\n"
+    "request is printed as JSON first, and checked against the database (--pg) as the worker checks it:\n"
+    "a request the database does not authorise now is refused, and so is a job whose attempt would\n"
+    "exceed --max-attempts (default 5), a dead letter that does not decode, and one whose source-topic\n"
+    "header disagrees with its type. Only FAILED statuses and dead letters signed by a trusted worker\n"
+    "(--trusted-signer) count, and a dead letter only when its original request was signed by a trusted\n"
+    "requester (--trusted-requester); what is sent is signed with --sign-key.\n";
+
 int cmd_replay(int argc, char **argv) {
-    static const char *const extra[] = {"from", "job-id", "since", "dry-run", "help", NULL};
     fb_config cfg;
     fb_err err = {0};
     replay_opts o;
     memset(&o, 0, sizeof o);
-    const char *from = "failed";
     cmd_jobs jobs = {0};
     fb_signer signer = {0};
     fb_keyring signers = {0}, requesters = {0};
-    fb_code rc = fb_config_init(&cfg, &err);
-    if (!rc) rc = fb_config_parse_args(&cfg, &argc, argv, FB_CFG_CLI, extra, &err);
-    for (int i = 1; !rc && i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0) {
-            printf("usage: fusion-backup replay --pg CONNINFO [--from failed|dlq] [--job-id ID] [--since TIME] [--dry-run]\n"
-                   "Republishes failed jobs (or dead letters) to the topic of their event type with attempt + 1. Each\n"
-                   "request is printed as JSON first, and checked against the database (--pg) as the worker checks it:\n"
-                   "a request the database does not authorise now is refused, and so is a job whose attempt would\n"
-                   "exceed --max-attempts (default 5), a dead letter that does not decode, and one whose source-topic\n"
-                   "header disagrees with its type. Only FAILED statuses and dead letters signed by a trusted worker\n"
-                   "(--trusted-signer) count, and a dead letter only when its original request was signed by a trusted\n"
-                   "requester (--trusted-requester); what is sent is signed with --sign-key. TIME: 2026-11-27T05:00:00Z, 2026-11-27, or a duration before now\n"
-                   "(90m, 2h, 7d).\n");
-            goto out;
-        } else if (strcmp(a, "--dry-run") == 0) {
-            o.dry_run = 1;
-        } else if (i + 1 < argc && strcmp(a, "--from") == 0) {
-            from = argv[++i];
-        } else if (i + 1 < argc && strcmp(a, "--job-id") == 0) {
-            o.job_id = argv[++i];
-            if (!ev_uuid_valid(o.job_id)) rc = fb_err_set(&err, FB_ERR_USAGE, "--job-id: \"%s\" is not a job id (a lowercase UUID)", o.job_id);
-        } else if (i + 1 < argc && strcmp(a, "--since") == 0) {
-            rc = fb_time_parse(argv[++i], ev_now_ms(), &o.since, &err);
-        } else {
-            rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (see replay --help)", a);
-        }
+    int help = 0;
+    fb_code rc = cmd_args(&cfg, &argc, argv, FB_CMD_REPLAY, cmd_replay_usage, &help, &err);
+    if (help) goto out;
+    const char *from = cfg.from;
+    o.dry_run = cfg.dry_run != 0;
+    o.since = cfg.since == FB_TIME_NONE ? 0 : cfg.since;
+    if (!rc && argc > 1) rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (see replay --help)", argv[1]);
+    if (!rc && cfg.job_id && *cfg.job_id) {
+        o.job_id = cfg.job_id;
+        if (!ev_uuid_valid(o.job_id))
+            rc = fb_err_set(&err, FB_ERR_USAGE, "--job-id: \"%s\" is not a job id (a lowercase UUID)", o.job_id);
     }
-    if (!rc && strcmp(from, "failed") != 0 && strcmp(from, "dlq") != 0)
-        rc = fb_err_set(&err, FB_ERR_USAGE, "--from must be failed or dlq, got \"%s\"", from);
     /* Keys first: a replay that could not sign what it sends, or could not tell who wrote what it reads, stops
      * before reading anything. --dry-run sends nothing, so it needs no signing key. */
     if (rc ||

@@ -53,16 +53,19 @@ static fb_code cmd_restore_table(const arc_manifest *m, const char *arg, arc_tre
                       "`fusion-backup inspect ARTIFACT` lists the tables)", arg);
 }
 
+static const char cmd_restore_usage[] =
+    "usage: fusion-backup restore ARTIFACT --pg CONNINFO [--table NAME ...] [--create] [--truncate]\n"
+    "                              [--no-owner] [--no-privileges] [--secret-key FILE] [--chain-dir DIR ...]\n"
+    "Restores the artifact's tables (or the --table ones) into the database --pg.\n"
+    "Everything is loaded in one transaction, committed only when all data read was authenticated.\n"
+    "With --jobs N (when used) there are N transactions; none commits before all data was read and\n"
+    "authenticated, then they commit one after the other and the foreign keys are added last.\n";
+
 int cmd_restore(int argc, char **argv) {
-    static const char *const extra[] = {"table", "create", "truncate", "jobs", "chain-dir", "no-owner", "no-privileges",
-                                        "help", NULL};
     fb_config cfg;
     fb_err err;
     const char *path = NULL;
-    const char **names = calloc((size_t)argc + 1, sizeof *names);
-    arc_tref *tables = calloc((size_t)argc + 1, sizeof *tables);
-    const char **chain = calloc((size_t)argc + 1, sizeof *chain);
-    size_t n_names = 0, n_chain = 0;
+    arc_tref *tables = NULL;
     dump_restore_opts o = {0};
     dump_restore_stats st;
     stor_rfile *f = NULL;
@@ -71,49 +74,18 @@ int cmd_restore(int argc, char **argv) {
     struct timespec t0, t1;
     fb_keyring kr = {0};
     arc_trust trust;
-    fb_code rc = fb_config_init(&cfg, &err);
-    if (!names || !tables || !chain) rc = fb_err_set(&err, FB_ERR_NOMEM, "out of memory");
-    if (!rc) rc = fb_config_parse_args(&cfg, &argc, argv, FB_CFG_CLI, extra, &err);
-    for (int i = 1; !rc && i < argc; i++) {
-        if (strcmp(argv[i], "--table") == 0 && i + 1 < argc) names[n_names++] = argv[++i];
-        else if (strncmp(argv[i], "--table=", 8) == 0) names[n_names++] = argv[i] + 8;
-        else if (strcmp(argv[i], "--chain-dir") == 0 && i + 1 < argc) chain[n_chain++] = argv[++i];
-        else if (strncmp(argv[i], "--chain-dir=", 12) == 0) chain[n_chain++] = argv[i] + 12;
-        else if (strcmp(argv[i], "--create") == 0) o.create = 1;
-        else if (strcmp(argv[i], "--no-owner") == 0) o.no_owner = 1;
-        else if (strcmp(argv[i], "--no-privileges") == 0) o.no_privileges = 1;
-        else if ((strcmp(argv[i], "--jobs") == 0 && i + 1 < argc) || strncmp(argv[i], "--jobs=", 7) == 0) {
-            const char *v = argv[i][6] == '=' ? argv[i] + 7 : argv[++i];
-            char *end = NULL;
-            long j = strtol(v, &end, 10);
-            if (!*v || *end || j < 1 || j > 16) rc = fb_err_set(&err, FB_ERR_USAGE, "--jobs takes 1..16, got \"%s\"", v);
-            o.jobs = (int)j;
-        }
-        else if (strcmp(argv[i], "--truncate") == 0) o.truncate = 1;
-        else if (strcmp(argv[i], "--help") == 0) {
-            printf("usage: fusion-backup restore ARTIFACT --pg CONNINFO [--table NAME ...] [--create] [--truncate]\n"
-                   "                              [--no-owner] [--no-privileges] [--secret-key FILE] [--chain-dir DIR ...]\n"
-                   "  --table NAME  restore only this table (NAME in schema public, or SCHEMA.NAME); repeatable\n"
-                   "  --create      an empty database: the whole database (every object: types, functions, views,\n"
-                   "                triggers, policies, grants, large objects, ...) from the backup's schema archive,\n"
-                   "                with pg_restore's sections (--pg-restore PROGRAM); with --table, or a backup\n"
-                   "                older than format 4: only the tables, their sequences, indexes and keys\n"
-                   "  --no-owner    with --create: objects belong to the restoring role (pg_restore --no-owner);\n"
-                   "                default: the owners of the backup (the roles must exist)\n"
-                   "  --no-privileges  with --create: no GRANT/REVOKE (pg_restore --no-privileges)\n"
-                   "  --truncate    replace the rows of non-empty target tables (default: refuse)\n"
-                   "  --jobs N      with --create --table, or a backup without a schema archive: load and index on N\n"
-                   "                connections (like pg_restore -j); a whole-database --create from a schema archive\n"
-                   "                always runs in one transaction on one connection\n"
-                   "  --chain-dir DIR  where else the backups an incremental/differential builds on may be (after\n"
-                   "                the artifact's own folder); repeatable\n"
-                   "Everything is loaded in one transaction, committed only when all data read was authenticated.\n"
-                   "With --jobs N (when used) there are N transactions; none commits before all data was read and\n"
-                   "authenticated, then they commit one after the other and the foreign keys are added last.\n");
-            goto out;
-        } else if (!path && argv[i][0] != '-') path = argv[i];
-        else rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (see restore --help)", argv[i]);
-    }
+    int help = 0;
+    fb_code rc = cmd_args(&cfg, &argc, argv, FB_CMD_RESTORE, cmd_restore_usage, &help, &err);
+    if (help) goto out;
+    size_t n_names = cfg.table.n;
+    if (!rc && !(tables = calloc(n_names + 1, sizeof *tables))) rc = fb_err_set(&err, FB_ERR_NOMEM, "out of memory");
+    if (!rc && argc > 1) path = argv[1];
+    if (!rc && argc > 2) rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (see restore --help)", argv[2]);
+    o.create = cfg.create != 0;
+    o.truncate = cfg.truncate != 0;
+    o.no_owner = cfg.no_owner != 0;
+    o.no_privileges = cfg.no_privileges != 0;
+    o.jobs = (int)cfg.jobs;
     if (!rc && !path) rc = fb_err_set(&err, FB_ERR_USAGE, "restore needs the artifact's path (see restore --help)");
     if (!rc && o.jobs > 1 && !o.create)
         rc = fb_err_set(&err, FB_ERR_USAGE, "--jobs needs --create (loading existing tables in parallel would break "
@@ -124,10 +96,10 @@ int cmd_restore(int argc, char **argv) {
     if (!rc && o.create && o.truncate)
         rc = fb_err_set(&err, FB_ERR_USAGE, "--create (empty database) and --truncate (existing tables) exclude each other");
     if (!rc) rc = dump_open_trust(&cfg, &kr, &trust, &err);
-    if (!rc) rc = dump_open_chain(path, cfg.secret_key, chain, n_chain, &trust, &f, &r, &err);
+    if (!rc) rc = dump_open_chain(path, cfg.secret_key, (const char *const *)cfg.chain_dir.v, cfg.chain_dir.n, &trust, &f, &r, &err);
     /* Say what is about to be restored before anything touches the target. */
     if (!rc) dump_open_describe(r, stderr);
-    for (size_t i = 0; !rc && i < n_names; i++) rc = cmd_restore_table(arc_reader_manifest(r), names[i], &tables[i], &err);
+    for (size_t i = 0; !rc && i < n_names; i++) rc = cmd_restore_table(arc_reader_manifest(r), cfg.table.v[i], &tables[i], &err);
     if (!rc) {
         c = pgx_connect(cfg.pg, "fusion-backup restore", &err);
         if (!c) rc = err.code;
@@ -165,9 +137,7 @@ out:
     arc_reader_free(r);
     stor_rfile_close(f);
     fb_keyring_free(&kr);
-    free(names);
     free(tables);
-    free(chain);
     fb_config_free(&cfg);
     return rc;
 }

@@ -14,21 +14,18 @@
 #include "kafka/kfk_scan.h"
 #include "kafka/kfk_sign.h"
 
+static const char cmd_status_usage[] =
+    "usage: fusion-backup status\nSummarises <prefix>jobs.completed and the workers' consumer lag.\n";
+
 int cmd_status(int argc, char **argv) {
-    static const char *const extra[] = {"help", NULL};
     fb_config cfg;
     fb_err err = {0};
     cmd_jobs jobs = {0};
     fb_keyring signers = {0};
-    fb_code rc = fb_config_init(&cfg, &err);
-    if (!rc) rc = fb_config_parse_args(&cfg, &argc, argv, FB_CFG_CLI, extra, &err);
-    for (int i = 1; !rc && i < argc; i++) {
-        if (strcmp(argv[i], "--help") == 0) {
-            printf("usage: fusion-backup status\nSummarises <prefix>jobs.completed and the workers' consumer lag.\n");
-            goto out;
-        }
-        rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (see status --help)", argv[i]);
-    }
+    int help = 0;
+    fb_code rc = cmd_args(&cfg, &argc, argv, FB_CMD_STATUS, cmd_status_usage, &help, &err);
+    if (help) goto out;
+    if (!rc && argc > 1) rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (see status --help)", argv[1]);
     if (rc ||
         (rc = kfk_sign_load("status", NULL, 0, NULL, cfg.trusted_signers, "--trusted-signer (FB_TRUSTED_SIGNERS)",
                             "the workers", &signers, &err)) ||

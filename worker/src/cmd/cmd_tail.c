@@ -82,30 +82,25 @@ static int tail_one(void *opaque, const rd_kafka_message_t *m) {
     return o->count > 0 && ++o->seen >= o->count;
 }
 
+static const char cmd_tail_usage[] =
+    "usage: fusion-backup tail [--json] [--from-beginning] [--count N] [--timeout SECONDS]\n"
+    "Follows <prefix>jobs.completed: time, job, type, status, attempt, size, duration, worker, file, error,\n"
+    "and who signed it (--trusted-signer: the workers' keys; an untrusted event is marked UNTRUSTED).\n"
+    "--json: one {\"trusted\", \"key_id\", \"reason\", \"event\"} object per line.\n";
+
 int cmd_tail(int argc, char **argv) {
-    static const char *const extra[] = {"json", "from-beginning", "count", "timeout", "help", NULL};
     fb_config cfg;
     fb_err err = {0};
     tail_opts o = {0, 0, 0, NULL};
     fb_keyring signers = {0};
-    int from_beginning = 0;
-    int64_t timeout_ms = 0;
-    fb_code rc = fb_config_init(&cfg, &err);
-    if (!rc) rc = fb_config_parse_args(&cfg, &argc, argv, FB_CFG_CLI, extra, &err);
-    for (int i = 1; !rc && i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0) {
-            printf("usage: fusion-backup tail [--json] [--from-beginning] [--count N] [--timeout SECONDS]\n"
-                   "Follows <prefix>jobs.completed: time, job, type, status, attempt, size, duration, worker, file, error,\n"
-                   "and who signed it (--trusted-signer: the workers' keys; an untrusted event is marked UNTRUSTED).\n"
-                   "--json: one {\"trusted\", \"key_id\", \"reason\", \"event\"} object per line.\n");
-            goto out;
-        } else if (strcmp(a, "--json") == 0) o.json = 1;
-        else if (strcmp(a, "--from-beginning") == 0) from_beginning = 1;
-        else if (i + 1 < argc && strcmp(a, "--count") == 0) o.count = atol(argv[++i]);
-        else if (i + 1 < argc && strcmp(a, "--timeout") == 0) timeout_ms = atoll(argv[++i]) * 1000;
-        else rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (see tail --help)", a);
-    }
+    int help = 0;
+    fb_code rc = cmd_args(&cfg, &argc, argv, FB_CMD_TAIL, cmd_tail_usage, &help, &err);
+    if (help) goto out;
+    if (!rc && argc > 1) rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (see tail --help)", argv[1]);
+    o.json = cfg.json != 0;
+    o.count = (long)cfg.count;
+    int from_beginning = cfg.from_beginning != 0;
+    int64_t timeout_ms = cfg.timeout_s * 1000;
     if (rc || (rc = kfk_sign_load("tail", NULL, 0, NULL, cfg.trusted_signers, "--trusted-signer (FB_TRUSTED_SIGNERS)",
                                   "the workers", &signers, &err)))
         goto out;

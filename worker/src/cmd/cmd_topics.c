@@ -9,40 +9,25 @@
 #include "common/fb_config.h"
 #include "kafka/kfk.h"
 
+static const char cmd_topics_usage[] =
+    "usage: fusion-backup topics create [--partitions N] [--completed-partitions N] [--dlq-partitions N]\n"
+    "                                   [--replication-factor N]\n"
+    "Creates <prefix>backup.requested and <prefix>archive.due (N partitions each, default 12: the most\n"
+    "workers that can share the work), <prefix>jobs.completed (default 6) and <prefix>jobs.dlq (3), each with\n"
+    "the replication factor N (default 1, for a one-node broker; use 3 on a production cluster).\n";
+
 int cmd_topics(int argc, char **argv) {
-    static const char *const extra[] = {"partitions", "completed-partitions", "dlq-partitions", "replication-factor",
-                                        "help", NULL};
     fb_config cfg;
     fb_err err = {0};
-    int parts[4] = {12, 12, 6, 3}, replication = 1;
     rd_kafka_t *rk = NULL;
-    fb_code rc = fb_config_init(&cfg, &err);
-    if (!rc) rc = fb_config_parse_args(&cfg, &argc, argv, FB_CFG_CLI, extra, &err);
-    int create = 0;
-    for (int i = 1; !rc && i < argc; i++) {
-        const char *a = argv[i];
-        int *slot = strcmp(a, "--partitions") == 0 ? &parts[0]
-                    : strcmp(a, "--completed-partitions") == 0 ? &parts[2]
-                    : strcmp(a, "--dlq-partitions") == 0 ? &parts[3]
-                    : strcmp(a, "--replication-factor") == 0 ? &replication : NULL;
-        if (strcmp(a, "--help") == 0) {
-            printf("usage: fusion-backup topics create [--partitions N] [--completed-partitions N] [--dlq-partitions N]\n"
-                   "                                   [--replication-factor N]\n"
-                   "Creates <prefix>backup.requested and <prefix>archive.due (N partitions each, default 12: the most\n"
-                   "workers that can share the work), <prefix>jobs.completed (default 6) and <prefix>jobs.dlq (3), each with\n"
-                   "the replication factor N (default 1, for a one-node broker; use 3 on a production cluster).\n");
-            goto out;
-        } else if (strcmp(a, "create") == 0) {
-            create = 1;
-        } else if (slot && i + 1 < argc) {
-            *slot = atoi(argv[++i]);
-            int hi = slot == &replication ? 32 : 10000;
-            if (*slot < 1 || *slot > hi) rc = fb_err_set(&err, FB_ERR_USAGE, "%s must be 1..%d", a, hi);
-        } else {
-            rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (see topics --help)", a);
-        }
-    }
-    parts[1] = parts[0];
+    int help = 0;
+    fb_code rc = cmd_args(&cfg, &argc, argv, FB_CMD_TOPICS, cmd_topics_usage, &help, &err);
+    if (help) goto out;
+    int parts[4] = {(int)cfg.partitions, (int)cfg.partitions, (int)cfg.completed_partitions, (int)cfg.dlq_partitions};
+    int replication = (int)cfg.replication_factor;
+    int create = argc == 2 && strcmp(argv[1], "create") == 0;
+    if (!rc && argc > 1 && !create)
+        rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (see topics --help)", argv[argc - 1]);
     if (!rc && !create) rc = fb_err_set(&err, FB_ERR_USAGE, "usage: fusion-backup topics create [options]");
     if (rc) goto out;
     rk = kfk_producer_new(&cfg, &err);

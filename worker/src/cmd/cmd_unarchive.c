@@ -9,93 +9,49 @@
 #include <string.h>
 
 #include "cmd/cmd.h"
+#include "codec/ev_json.h"
 #include "common/fb_config.h"
 #include "common/fb_log.h"
+#include "common/fb_time.h"
 #include "job/job_archive.h"
 
-static void cmd_unarchive_usage(FILE *out) {
-    fprintf(out,
-            "usage: fusion-backup unarchive --module M --model N (--id ID [--id ID ...] | --archived-before TIME)\n"
-            "                               --pg CONNINFO [--dry-run]\n"
-            "  --module M             Django app label of the ArchivedRecords (ArchivedRecord.module)\n"
-            "  --model N              model name (ArchivedRecord.model_name)\n"
-            "  --id ID                original primary key (as text); repeat for several rows\n"
-            "  --archived-before TIME every record of M.N archived before TIME (\"2026-01-01\", \"2026-01-01 "
-            "10:00+05:30\")\n"
-            "  --dry-run              do everything, report, then roll back\n"
-            "Rows whose primary key exists again in their table are reported and stay archived (exit 13).\n");
-}
-
-/* Prints s as a JSON string. */
-static void cmd_unarchive_json_str(FILE *f, const char *s) {
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
-        else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
-        else fputc(*p, f);
-    }
-    fputc('"', f);
-}
+static const char cmd_unarchive_usage[] =
+    "usage: fusion-backup unarchive --module M --model N (--id ID [--id ID ...] | --archived-before TIME)\n"
+    "                               --pg CONNINFO [--dry-run]\n"
+    "Puts archived rows back into their tables. Rows whose primary key exists again in their table are\n"
+    "reported and stay archived (exit 13).\n";
 
 int cmd_unarchive(int argc, char **argv) {
-    static const char *const extra[] = {"module", "model", "id", "archived-before", "dry-run", "help", NULL};
     fb_config cfg;
     fb_err err;
     job_unarchive_opts o = {0};
     job_unarchive_result res = {0};
-    const char **ids = NULL;
-    int rc;
-    memset(&cfg, 0, sizeof cfg);
-    if ((rc = fb_config_init(&cfg, &err)) || (rc = fb_config_parse_args(&cfg, &argc, argv, FB_CFG_CLI, extra, &err))) {
+    char before[40];
+    int help = 0;
+    int rc = cmd_args(&cfg, &argc, argv, FB_CMD_UNARCHIVE, cmd_unarchive_usage, &help, &err);
+    if (help) goto out;
+    if (!rc && argc > 1) rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\"", argv[1]);
+    if (rc) {
         fprintf(stderr, "fusion-backup unarchive: %s\n", err.msg);
         goto out;
     }
     int level = fb_log_level_parse(cfg.log_level);
     if (level >= 0) fb_log_set_level((fb_log_level)level);
-    if (!(ids = calloc((size_t)argc + 1, sizeof *ids))) {
-        rc = FB_ERR_NOMEM;
-        fprintf(stderr, "fusion-backup unarchive: out of memory\n");
-        goto out;
-    }
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *eq = strncmp(a, "--", 2) == 0 ? strchr(a, '=') : NULL;
-        size_t len = eq ? (size_t)(eq - a) : strlen(a);
-#define FLAG(name) (len == strlen(name) && strncmp(a, name, len) == 0)
-        if (FLAG("--help")) {
-            cmd_unarchive_usage(stdout);
-            rc = FB_OK;
-            goto out;
-        }
-        if (FLAG("--dry-run")) {
-            o.dry_run = 1;
-            continue;
-        }
-        if (!(FLAG("--module") || FLAG("--model") || FLAG("--id") || FLAG("--archived-before"))) {
-            fprintf(stderr, "fusion-backup unarchive: unexpected argument \"%s\"\n", a);
-            cmd_unarchive_usage(stderr);
-            rc = FB_ERR_USAGE;
-            goto out;
-        }
-        const char *v = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
-        if (!v || !*v) {
-            fprintf(stderr, "fusion-backup unarchive: %.*s needs a value\n", (int)len, a);
-            rc = FB_ERR_USAGE;
-            goto out;
-        }
-        if (FLAG("--module")) o.module = v;
-        else if (FLAG("--model")) o.model_name = v;
-        else if (FLAG("--id")) ids[o.n_ids++] = v;
-        else o.archived_before = v;
-#undef FLAG
-    }
-    if (!o.module || !o.model_name || (!o.n_ids == !o.archived_before)) {
+    int has_before = cfg.archived_before != FB_TIME_NONE;
+    if (!*cfg.module || !*cfg.model || (!cfg.ids.n == !has_before)) {
         fprintf(stderr, "fusion-backup unarchive: give --module, --model and exactly one of --id ... or "
                         "--archived-before\n");
-        cmd_unarchive_usage(stderr);
+        cmd_help(FB_CMD_UNARCHIVE, cmd_unarchive_usage, stderr);
         rc = FB_ERR_USAGE;
         goto out;
     }
+    o.module = cfg.module;
+    o.model_name = cfg.model;
+    o.dry_run = cfg.dry_run != 0;
+    o.n_ids = cfg.ids.n;
+    /* the one time parser read it (zone honoured); the database gets the instant, in UTC */
+    if (has_before) o.archived_before = fb_time_format_iso(cfg.archived_before, before, sizeof before);
+    const char *const *ids = (const char *const *)cfg.ids.v;
     o.ids = ids;
     o.conninfo = cfg.pg;
     o.lock_timeout_ms = cfg.lock_timeout_ms;
@@ -108,7 +64,7 @@ int cmd_unarchive(int argc, char **argv) {
            (long long)res.not_found, o.dry_run ? "true" : "false");
     for (size_t i = 0; i < res.n_conflicts; i++) {
         if (i) fputs(", ", stdout);
-        cmd_unarchive_json_str(stdout, res.conflicts[i]);
+        ev_json_string(stdout, res.conflicts[i]);
     }
     printf("]}\n");
     if (res.n_conflicts) {
@@ -119,7 +75,6 @@ int cmd_unarchive(int argc, char **argv) {
     }
 out:
     job_unarchive_result_free(&res);
-    free(ids);
     fb_config_free(&cfg);
     return rc;
 }

@@ -17,37 +17,34 @@
 #include "dump/dump_restore.h"
 #include "pg/pgx.h"
 
+static const char cmd_verify_usage[] =
+    "usage: fusion-backup verify ARTIFACT [--restore-into CONNINFO] [--secret-key FILE] [--chain-dir DIR]\n"
+    "  checks every segment (authentication, sizes, BLAKE2b); --restore-into also restores into that\n"
+    "  empty database, compares each table with the manifest, and rolls back\n";
+
 int cmd_verify(int argc, char **argv) {
-    static const char *const extra[] = {"restore-into", "chain-dir", "help", NULL};
     fb_config cfg;
     fb_err err;
-    const char *path = NULL, *into = NULL, *chain[16];
-    size_t n_chain = 0;
+    const char *path = NULL, *into = NULL;
     stor_rfile *f = NULL;
     arc_reader *r = NULL;
     PGconn *c = NULL;
     struct timespec t0, t1;
     fb_keyring kr = {0};
     arc_trust trust;
-    fb_code rc = fb_config_init(&cfg, &err);
-    if (!rc) rc = fb_config_parse_args(&cfg, &argc, argv, FB_CFG_CLI, extra, &err);
-    for (int i = 1; !rc && i < argc; i++) {
-        if (strcmp(argv[i], "--restore-into") == 0 && i + 1 < argc) into = argv[++i];
-        else if (strncmp(argv[i], "--restore-into=", 15) == 0) into = argv[i] + 15;
-        else if (strcmp(argv[i], "--chain-dir") == 0 && i + 1 < argc && n_chain < 16) chain[n_chain++] = argv[++i];
-        else if (strcmp(argv[i], "--help") == 0) {
-            printf("usage: fusion-backup verify ARTIFACT [--restore-into CONNINFO] [--secret-key FILE] [--chain-dir DIR]\n"
-                   "  checks every segment (authentication, sizes, BLAKE2b); --restore-into also restores into that\n"
-                   "  empty database, compares each table with the manifest, and rolls back\n");
-            fb_config_free(&cfg);
-            return FB_OK;
-        } else if (!path && argv[i][0] != '-') path = argv[i];
-        else rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (see verify --help)", argv[i]);
+    int help = 0;
+    fb_code rc = cmd_args(&cfg, &argc, argv, FB_CMD_VERIFY, cmd_verify_usage, &help, &err);
+    if (help) {
+        fb_config_free(&cfg);
+        return FB_OK;
     }
+    if (!rc && argc > 1) path = argv[1];
+    if (!rc && argc > 2) rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (see verify --help)", argv[2]);
+    if (cfg.restore_into && *cfg.restore_into) into = cfg.restore_into;
     if (!rc && !path) rc = fb_err_set(&err, FB_ERR_USAGE, "verify needs the artifact's path");
     clock_gettime(CLOCK_MONOTONIC, &t0);
     if (!rc) rc = dump_open_trust(&cfg, &kr, &trust, &err);
-    if (!rc) rc = dump_open_chain(path, cfg.secret_key, chain, n_chain, &trust, &f, &r, &err);
+    if (!rc) rc = dump_open_chain(path, cfg.secret_key, (const char *const *)cfg.chain_dir.v, cfg.chain_dir.n, &trust, &f, &r, &err);
     if (!rc) dump_open_describe(r, stderr);
     fb_progress *prog = rc ? NULL : cmd_progress_reading(&cfg, "verify", arc_reader_manifest(r), NULL, 0, 0);
     if (!rc) rc = arc_reader_verify_all(r, &err);

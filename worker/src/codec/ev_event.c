@@ -2,12 +2,13 @@
  * in ev_encode.c, both driven by schemas/SPEC.md. */
 #include "codec/ev_event.h"
 
-#include <sodium.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
 #include "codec/ev_arena.h"
+#include "common/fb_time.h"
+#include "common/fb_uuid.h"
 
 ev_event *ev_event_new(ev_type type) {
     ev_arena *a = ev_arena_new();
@@ -47,17 +48,6 @@ int ev_uuid_valid(const char *s) {
     return 1;
 }
 
-void ev_uuid_random(char out[37]) {
-    unsigned char b[16];
-    randombytes_buf(b, sizeof b);
-    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
-    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
-    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2], b[3],
-             b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
-}
+void ev_uuid_random(char out[37]) { fb_uuid_random(out); }
 
-int64_t ev_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+int64_t ev_now_ms(void) { return fb_now_ms(); }

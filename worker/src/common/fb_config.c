@@ -11,11 +11,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
-/* CFG_LIST: a string of comma-separated items; see fb_config.origin. CFG_FLAG: an int64 0 or 1; on the command
- * line `--NAME` alone means 1 (it takes no value, so it never swallows the next argument), `--NAME=0|1` either. */
-typedef enum { CFG_STR, CFG_INT, CFG_LIST, CFG_FLAG } cfg_type;
+#include "common/fb_time.h"
+
+/* The types of a row. CFG_LIST: a string of comma-separated items, from a list setting given in several places
+ * (see fb_config.origin). CFG_MULTI: a repeatable command option, one fb_strlist item per occurrence. CFG_FLAG:
+ * an int64 0 or 1; on the command line `--NAME` alone means 1 (it takes no value, so it never swallows the next
+ * argument), `--no-NAME` 0, `--NAME=0|1` either. CFG_ENUM: a string, one of the row's values. CFG_TIME: an int64
+ * of ms since the epoch read by fb_time_parse (FB_TIME_NONE when not given). */
+typedef enum { CFG_STR, CFG_INT, CFG_LIST, CFG_FLAG, CFG_ENUM, CFG_TIME, CFG_MULTI } cfg_type;
 enum { ORIGIN_DEFAULT, ORIGIN_FILE, ORIGIN_ENV, ORIGIN_FLAG };
 
 typedef struct cfg_row {
@@ -24,17 +30,22 @@ typedef struct cfg_row {
     size_t offset;
     const char *def;
     int64_t min, max;
-    const char *env;
-    unsigned programs;
+    const char *values; /* CFG_ENUM: the accepted values, "a|b|c" */
+    const char *env;    /* NULL: a command option, from the command line only */
+    unsigned scope;     /* FB_SCOPE bits: the worker and the commands that accept it */
     const char *help;
 } cfg_row;
 
-#define ROW_S(n, f, d, env, prog, help) {n, CFG_STR, offsetof(fb_config, f), d, 0, 0, env, prog, help}
-#define ROW_L(n, f, d, env, prog, help) {n, CFG_LIST, offsetof(fb_config, f), d, 0, 0, env, prog, help}
-#define ROW_I(n, f, d, lo, hi, env, prog, help) {n, CFG_INT, offsetof(fb_config, f), d, lo, hi, env, prog, help}
-#define ROW_F(n, f, env, prog, help) {n, CFG_FLAG, offsetof(fb_config, f), "0", 0, 1, env, prog, help}
+#define ROW_S(n, f, d, env, sc, help) {n, CFG_STR, offsetof(fb_config, f), d, 0, 0, NULL, env, sc, help}
+#define ROW_L(n, f, d, env, sc, help) {n, CFG_LIST, offsetof(fb_config, f), d, 0, 0, NULL, env, sc, help}
+#define ROW_I(n, f, d, lo, hi, env, sc, help) {n, CFG_INT, offsetof(fb_config, f), d, lo, hi, NULL, env, sc, help}
+#define ROW_F(n, f, env, sc, help) {n, CFG_FLAG, offsetof(fb_config, f), "0", 0, 1, NULL, env, sc, help}
+#define ROW_E(n, f, d, vals, env, sc, help) {n, CFG_ENUM, offsetof(fb_config, f), d, 0, 0, vals, env, sc, help}
+#define ROW_T(n, f, sc, help) {n, CFG_TIME, offsetof(fb_config, f), "", 0, 0, NULL, NULL, sc, help}
+#define ROW_M(n, f, sc, help) {n, CFG_MULTI, offsetof(fb_config, f), "", 0, 0, NULL, NULL, sc, help}
 #define W FB_CFG_WORKER
 #define C FB_CFG_CLI
+#define SC(cmd) FB_SCOPE(FB_CMD_##cmd)
 
 static const cfg_row cfg_rows[] = {
     ROW_S("config", config_file, "", "FB_CONFIG", W | C, "config file of `name = value` lines (# comments)"),
@@ -52,9 +63,12 @@ static const cfg_row cfg_rows[] = {
     ROW_S("topic-prefix", topic_prefix, "fusion.", "FB_TOPIC_PREFIX", W | C,
           "prefix of the four topics (backup.requested, archive.due, jobs.completed, jobs.dlq)"),
     ROW_S("worker-name", worker_name, "", "FB_WORKER_NAME", W, "name in status events (default host:pid)"),
-    ROW_S("role", role, "worker", "FB_ROLE", W, "worker | recorder | all (worker and recorder in one process)"),
-    ROW_S("log-level", log_level, "info", "FB_LOG_LEVEL", W | C, "debug | info | warn | error"),
-    ROW_S("log-format", log_format, "text", "FB_LOG_FORMAT", W | C, "text | json"),
+    /* A string, not an enum row: the worker checks it after --worker-name (main_worker.c), so a bad name is
+     * reported even when the role is wrong too. */
+    ROW_S("role", role, "worker", "FB_ROLE", W,
+          "worker (run jobs) | recorder (apply completion events to BackupRecord) | all (both in one process)"),
+    ROW_E("log-level", log_level, "info", "debug|info|warn|error", "FB_LOG_LEVEL", W | C, "the least severe messages logged"),
+    ROW_E("log-format", log_format, "text", "text|json", "FB_LOG_FORMAT", W | C, "log lines (and progress lines) as text or JSON"),
     ROW_S("metrics-listen", metrics_listen, "", "FB_METRICS_LISTEN", W,
           "host:port for the Prometheus text endpoint (empty: off)"),
     ROW_S("index-key", index_key, "", "FB_INDEX_KEY", W | C,
@@ -106,8 +120,8 @@ static const cfg_row cfg_rows[] = {
     ROW_S("s3-endpoint", s3_endpoint, "", "FB_S3_ENDPOINT", W | C,
           "URL of the S3 service, e.g. https://s3.eu-west-1.amazonaws.com or http://127.0.0.1:48333"),
     ROW_S("s3-region", s3_region, "us-east-1", "FB_S3_REGION", W | C, "region that requests are signed for (SigV4)"),
-    ROW_S("s3-url-style", s3_url_style, "path", "FB_S3_URL_STYLE", W | C,
-          "path (ENDPOINT/BUCKET/KEY) | virtual (BUCKET.ENDPOINT-HOST/KEY)"),
+    ROW_E("s3-url-style", s3_url_style, "path", "path|virtual", "FB_S3_URL_STYLE", W | C,
+          "path (ENDPOINT/BUCKET/KEY) or virtual (BUCKET.ENDPOINT-HOST/KEY)"),
     ROW_S("s3-ca-file", s3_ca_file, "", "FB_S3_CA_FILE", W | C,
           "PEM file of the CA(s) that sign the endpoint's TLS certificate (empty: the system's)"),
     ROW_S("s3-credentials-file", s3_credentials_file, "", "FB_S3_CREDENTIALS_FILE", W | C,
@@ -144,8 +158,8 @@ static const cfg_row cfg_rows[] = {
           "also read artifacts written before format 5 (unsigned: anyone with the public key can make one), with a "
           "warning each time; only while migrating a store you know was not tampered with"),
     /* Progress of long CLI commands: backup, restore, verify (common/fb_progress.h). */
-    ROW_S("progress", progress, "auto", "FB_PROGRESS", C,
-          "auto (a bar on stderr when it is a terminal, else a line every progress-lines-ms) | bar | lines | off; "
+    ROW_E("progress", progress, "auto", "auto|bar|lines|off", "FB_PROGRESS", C,
+          "auto (a bar on stderr when it is a terminal, else a line every progress-lines-ms), bar, lines or off; "
           "lines are JSON with --log-format json"),
     ROW_I("progress-lines-ms", progress_lines_ms, "10000", 100, 3600000, "FB_PROGRESS_LINES_MS", C,
           "interval of progress lines when stderr is not a terminal"),
@@ -161,31 +175,226 @@ static const cfg_row cfg_rows[] = {
           "hold archival between batches while a streaming replica's replay lag (pg_stat_replication) is above "
           "this (0: do not check)"),
     /* Change capture (worker/src/capture/cap_capture.h). */
-    ROW_I("capture-flush-s", capture_flush_s, "10", 1, 3600, "FB_CAPTURE_FLUSH_S", W | C,
+    ROW_I("capture-flush-s", capture_flush_s, "10", 1, 3600, "FB_CAPTURE_FLUSH_S", W | SC(CAPTURE),
           "write captured transactions to a durable change segment at most this many seconds after the first "
           "of them arrived (the RPO bound); the slot is confirmed only after the write"),
-    ROW_S("capture-slot", capture_slot, "fusion_backup", "FB_CAPTURE_SLOT", W | C,
+    ROW_S("capture-slot", capture_slot, "fusion_backup", "FB_CAPTURE_SLOT", W | SC(CAPTURE),
           "logical replication slot change capture streams from (a-z, 0-9, _)"),
-    ROW_S("capture-publication", capture_publication, "fusion_backup", "FB_CAPTURE_PUBLICATION", W | C,
+    ROW_S("capture-publication", capture_publication, "fusion_backup", "FB_CAPTURE_PUBLICATION", W | SC(CAPTURE),
           "publication change capture subscribes to (created FOR ALL TABLES with the slot when missing)"),
+    /* Command options: from the command line only (no variable, not in the config file), each row naming the
+     * commands that accept it. A new option of a command is one row here and one field in fb_config. */
+    ROW_F("help", help, NULL, W | C, "print this help and exit (also -h)"),
+    ROW_F("version", version, NULL, W, "print the versions of the program and its libraries and exit"),
+    ROW_F("json", json, NULL, SC(BACKUP) | SC(CAPTURE) | SC(CHECK) | SC(INSPECT) | SC(LIST) | SC(TAIL),
+          "print JSON instead of readable lines"),
+    ROW_F("dry-run", dry_run, NULL, SC(PRUNE) | SC(REPLAY) | SC(UNARCHIVE),
+          "do everything but change nothing and say what would be done (unarchive: roll back at the end)"),
+    ROW_M("table", table, SC(BACKUP) | SC(RESTORE),
+          "only this table: NAME (schema public) or SCHEMA.NAME; repeatable (backup: default the configuration's)"),
+    ROW_M("chain-dir", chain_dir, SC(RESTORE) | SC(VERIFY),
+          "where else the backups an incremental/differential builds on may be (after the artifact's own folder); "
+          "repeatable"),
+    ROW_F("create", create, NULL, SC(RESTORE),
+          "an empty database: the whole database (types, functions, views, triggers, policies, grants, large "
+          "objects, ...) from the backup's schema archive, with pg_restore's sections (--pg-restore); with --table "
+          "or a backup older than format 4: only the tables, their sequences, indexes and keys"),
+    ROW_F("truncate", truncate, NULL, SC(RESTORE), "replace the rows of non-empty target tables (default: refuse)"),
+    ROW_F("no-owner", no_owner, NULL, SC(RESTORE),
+          "with --create: objects belong to the restoring role (pg_restore --no-owner); default: the owners of the "
+          "backup (the roles must exist)"),
+    ROW_F("no-privileges", no_privileges, NULL, SC(RESTORE), "with --create: no GRANT/REVOKE (pg_restore --no-privileges)"),
+    ROW_I("jobs", jobs, "1", 1, 16, NULL, SC(RESTORE),
+          "with --create --table, or a backup without a schema archive: load and index on N connections (like "
+          "pg_restore -j); a whole-database --create from a schema archive always runs on one connection"),
+    ROW_S("restore-into", restore_into, "", NULL, SC(VERIFY),
+          "conninfo of an empty database: also restore everything there, compare each table with the manifest, "
+          "then roll back"),
+    ROW_M("storage-path", storage_path, SC(CAPTURE) | SC(LIST) | SC(PRUNE),
+          "folder under --storage-root holding backups (list: repeatable, default with --pg every configuration's; "
+          "prune and capture: exactly one)"),
+    ROW_I("retention-days", retention_days, "-1", 0, 36500, NULL, SC(PRUNE),
+          "remove the backups older than N days (0: none), never one a kept backup needs nor the last restorable "
+          "FULL"),
+    ROW_I("config-id", config_id, "-1", -1, INT64_MAX, NULL, SC(PRUNE),
+          "only this configuration's backups (-1: every backup in the folder, format-1 ones included)"),
+    ROW_I("now-ms", now_ms, "0", 0, INT64_MAX, NULL, SC(PRUNE),
+          "the clock in ms since the epoch (0: now), to see what a later run would do"),
+    ROW_E("from", from, "failed", "failed|dlq", NULL, SC(REPLAY),
+          "failed: the jobs whose latest status is FAILED; dlq: the dead letters"),
+    ROW_S("job-id", job_id, "", NULL, SC(REPLAY), "only this job (a lowercase UUID)"),
+    ROW_T("since", since, SC(REPLAY), "only what failed at or after TIME"),
+    ROW_F("from-beginning", from_beginning, NULL, SC(TAIL), "start at the oldest event kept (default: new ones only)"),
+    ROW_I("count", count, "0", 0, 1000000000, NULL, SC(TAIL), "stop after N events (0: no limit)"),
+    ROW_I("timeout", timeout_s, "0", 0, 31536000, NULL, SC(TAIL), "stop after this many seconds (0: never)"),
+    ROW_I("partitions", partitions, "12", 1, 10000, NULL, SC(TOPICS),
+          "partitions of backup.requested and archive.due: the most workers that can share the work"),
+    ROW_I("completed-partitions", completed_partitions, "6", 1, 10000, NULL, SC(TOPICS), "partitions of jobs.completed"),
+    ROW_I("dlq-partitions", dlq_partitions, "3", 1, 10000, NULL, SC(TOPICS), "partitions of jobs.dlq"),
+    ROW_I("replication-factor", replication_factor, "1", 1, 32, NULL, SC(TOPICS),
+          "replicas of each topic (1 for a one-node broker; use 3 on a production cluster)"),
+    ROW_S("module", module, "", NULL, SC(UNARCHIVE), "Django app label of the ArchivedRecords (ArchivedRecord.module)"),
+    ROW_S("model", model, "", NULL, SC(UNARCHIVE), "model name (ArchivedRecord.model_name)"),
+    ROW_M("id", ids, SC(UNARCHIVE), "original primary key (as text) of a row to put back; repeatable"),
+    ROW_T("archived-before", archived_before, SC(UNARCHIVE),
+          "every record of the model archived before TIME (or \"infinity\": all of them)"),
+    ROW_F("no-publish", no_publish, NULL, SC(EVENT), "event run: publish no status events"),
+    ROW_S("configuration", configuration, "", NULL, SC(BACKUP),
+          "the BackupConfiguration's name or id (or give it as the argument)"),
+    ROW_E("type", backup_type, "", "FULL|INCREMENTAL|DIFFERENTIAL", NULL, SC(BACKUP),
+          "the backup type (default: the configuration's)"),
+    ROW_F("no-broker", no_broker, NULL, SC(CHECK), "skip the broker and topics check"),
+    ROW_S("out", out, "", NULL, SC(KEYGEN), "write PREFIX.pub and PREFIX.key (never overwrites)"),
+    ROW_F("sign", sign, NULL, SC(KEYGEN), "an Ed25519 signing key pair instead of a backup key pair"),
+    ROW_S("new-public-key", new_public_key, "", NULL, SC(REKEY), "the public key file to re-seal the data keys to"),
+    ROW_F("new-data-key", new_data_key, NULL, SC(REKEY),
+          "for a COMPROMISED key: re-encrypt every segment under a fresh data key (the manifest is re-signed with "
+          "--sign-key); destroy every older copy afterwards"),
+    ROW_F("create-slot", create_slot, NULL, SC(CAPTURE),
+          "create the publication and the logical slot first (refused when a table has no replica identity)"),
+    ROW_F("list", list, NULL, SC(CAPTURE), "verify the chain (signatures, no gap; with --secret-key decrypted) and show it"),
+    ROW_S("apply-into", apply_into, "", NULL, SC(CAPTURE),
+          "conninfo of a restore of the chain's base: apply the captured transactions up to --until there"),
+    ROW_S("until", until, "", NULL, SC(CAPTURE), "LSN (X/Y) up to which --apply-into applies (commit end <= LSN)"),
 };
 #define CFG_NROWS (sizeof cfg_rows / sizeof cfg_rows[0])
 _Static_assert(CFG_NROWS <= FB_CONFIG_MAX_ROWS, "raise FB_CONFIG_MAX_ROWS");
 
-static const cfg_row *cfg_find(const char *name, size_t len) {
+/* The row called name[0..len) that applies in scope; else, when out_of_scope, one of that name elsewhere. */
+static const cfg_row *cfg_find(const char *name, size_t len, unsigned scope, const cfg_row **out_of_scope) {
+    const cfg_row *other = NULL;
     for (size_t i = 0; i < CFG_NROWS; i++)
-        if (strlen(cfg_rows[i].name) == len && strncmp(cfg_rows[i].name, name, len) == 0) return &cfg_rows[i];
+        if (strlen(cfg_rows[i].name) == len && strncmp(cfg_rows[i].name, name, len) == 0) {
+            if (cfg_rows[i].scope & scope) return &cfg_rows[i];
+            other = &cfg_rows[i];
+        }
+    if (out_of_scope) *out_of_scope = other;
     return NULL;
 }
 
+/* "a, b or c" from "a|b|c". */
+static const char *cfg_values_text(const char *values, char *out, size_t cap) {
+    size_t n = 0, bars = 0;
+    for (const char *p = values; *p; p++) bars += *p == '|';
+    out[0] = '\0';
+    for (const char *p = values; *p && n + 8 < cap; p++) {
+        if (*p != '|') {
+            out[n++] = *p;
+            continue;
+        }
+        const char *sep = --bars ? ", " : " or ";
+        n += (size_t)snprintf(out + n, cap - n, "%s", sep);
+    }
+    out[n < cap ? n : cap - 1] = '\0';
+    return out;
+}
+
+static int cfg_in_values(const char *values, const char *v) {
+    size_t len = strlen(v);
+    for (const char *p = values; p && *p;) {
+        const char *bar = strchr(p, '|');
+        size_t n = bar ? (size_t)(bar - p) : strlen(p);
+        if (n == len && strncmp(p, v, n) == 0) return 1;
+        p = bar ? bar + 1 : p + n;
+    }
+    return 0;
+}
+
+/* A flag's value: 1/0 and the words people use for them. */
+static int cfg_flag_value(const char *v, int64_t *out) {
+    static const char *const on[] = {"1", "true", "yes", "on"}, *const off[] = {"0", "false", "no", "off"};
+    for (size_t i = 0; i < 4; i++) {
+        if (strcasecmp(v, on[i]) == 0) return *out = 1, 1;
+        if (strcasecmp(v, off[i]) == 0) return *out = 0, 1;
+    }
+    return 0;
+}
+
+static int64_t cfg_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Reads value for row into *num (numbers, flags, times) after checking it; what names the option in messages
+ * ("--jobs", "FB_CONCURRENCY: --concurrency"). Defaults are the table's own: not checked against bounds. */
+static fb_code cfg_check_number(const cfg_row *row, const char *value, const char *what, int origin, int64_t *num,
+                                fb_err *err) {
+    if (row->type == CFG_FLAG) {
+        if (!cfg_flag_value(value, num))
+            return fb_err_set(err, FB_ERR_USAGE, "%s is a flag: give it alone (on), as --no-%s (off) or =1/=0, got "
+                              "\"%s\"", what, row->name, value);
+        return FB_OK;
+    }
+    if (row->type == CFG_TIME) {
+        if (!*value) return *num = FB_TIME_NONE, FB_OK;
+        fb_code rc = fb_time_parse(value, cfg_now_ms(), num, err);
+        if (rc) fb_err_prefix(err, "%s: ", what);
+        return rc;
+    }
+    char range[64];
+    if (row->max == INT64_MAX) snprintf(range, sizeof range, "at least %lld", (long long)row->min);
+    else snprintf(range, sizeof range, "%lld..%lld", (long long)row->min, (long long)row->max);
+    errno = 0;
+    char *end = NULL;
+    long long v = strtoll(value, &end, 10);
+    if (errno || end == value || *end)
+        return fb_err_set(err, FB_ERR_USAGE, "%s must be a whole number %s, got \"%s\"", what, range, value);
+    if (origin != ORIGIN_DEFAULT && (v < row->min || v > row->max))
+        return fb_err_set(err, FB_ERR_USAGE, "%s must be %s, got \"%s\"", what, range, value);
+    *num = v;
+    return FB_OK;
+}
+
+static fb_code cfg_strlist_add(fb_strlist *l, const char *value, fb_err *err) {
+    char **nv = realloc(l->v, (l->n + 2) * sizeof *nv);
+    if (!nv) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    l->v = nv;
+    if (!(l->v[l->n] = strdup(value))) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    l->v[++l->n] = NULL;
+    return FB_OK;
+}
+
+static void cfg_strlist_clear(fb_strlist *l) {
+    for (size_t i = 0; i < l->n; i++) free(l->v[i]);
+    free(l->v);
+    l->v = NULL;
+    l->n = 0;
+}
+
+/* Sets row from value given at origin (source: where, for messages: "--jobs", "FB_ROLE", "file:3"). A value from
+ * a lower place than the row's current one is checked, then ignored (flags beat the environment beat the file),
+ * so the places may be read in any order; a list or repeatable option given again in the same place grows. */
 static fb_code cfg_set(fb_config *cfg, const cfg_row *row, const char *value, const char *source, int origin,
                        fb_err *err) {
-    char *base = (char *)cfg;
+    char *base = (char *)cfg, what[700];
     size_t idx = (size_t)(row - cfg_rows);
+    if (strncmp(source, "--", 2) == 0 || origin == ORIGIN_DEFAULT) snprintf(what, sizeof what, "--%s", row->name);
+    else snprintf(what, sizeof what, "%s: --%s", source, row->name);
+    int64_t num = 0;
+    fb_code rc = FB_OK;
+    if (row->type == CFG_INT || row->type == CFG_FLAG || row->type == CFG_TIME)
+        rc = cfg_check_number(row, value, what, origin, &num, err);
+    else if (row->type == CFG_ENUM && origin != ORIGIN_DEFAULT && !cfg_in_values(row->values, value)) {
+        char vals[300];
+        rc = fb_err_set(err, FB_ERR_USAGE, "%s must be %s, got \"%s\"", what,
+                        cfg_values_text(row->values, vals, sizeof vals), value);
+    } else if (row->type == CFG_MULTI && origin != ORIGIN_DEFAULT && !*value)
+        rc = fb_err_set(err, FB_ERR_USAGE, "%s needs a value, got an empty one", what);
+    if (rc || origin < cfg->origin[idx]) return rc;
     int same_place = cfg->origin[idx] == origin && origin != ORIGIN_DEFAULT;
     cfg->origin[idx] = (unsigned char)origin;
+    if (row->type == CFG_INT || row->type == CFG_FLAG || row->type == CFG_TIME) {
+        *(int64_t *)(base + row->offset) = num;
+        return FB_OK;
+    }
+    if (row->type == CFG_MULTI) {
+        fb_strlist *l = (fb_strlist *)(base + row->offset);
+        if (!same_place) cfg_strlist_clear(l);
+        return *value ? cfg_strlist_add(l, value, err) : FB_OK;
+    }
+    char **slot = (char **)(base + row->offset);
     if (row->type == CFG_LIST && same_place && *value) {
-        char **slot = (char **)(base + row->offset);
         size_t have = *slot ? strlen(*slot) : 0;
         char *joined = malloc(have + 1 + strlen(value) + 1);
         if (!joined) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
@@ -194,25 +403,10 @@ static fb_code cfg_set(fb_config *cfg, const cfg_row *row, const char *value, co
         *slot = joined;
         return FB_OK;
     }
-    if (row->type == CFG_STR || row->type == CFG_LIST) {
-        char **slot = (char **)(base + row->offset);
-        char *copy = strdup(value);
-        if (!copy) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
-        free(*slot);
-        *slot = copy;
-        return FB_OK;
-    }
-    errno = 0;
-    char *end = NULL;
-    long long v = strtoll(value, &end, 10);
-    if (errno || end == value || *end) {
-        return fb_err_set(err, FB_ERR_USAGE, "%s: %s must be a whole number, got \"%s\"", source, row->name, value);
-    }
-    if (v < row->min || v > row->max) {
-        return fb_err_set(err, FB_ERR_USAGE, "%s: %s must be between %lld and %lld, got %lld", source, row->name,
-                          (long long)row->min, (long long)row->max, v);
-    }
-    *(int64_t *)(base + row->offset) = v;
+    char *copy = strdup(value);
+    if (!copy) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    free(*slot);
+    *slot = copy;
     return FB_OK;
 }
 
@@ -232,6 +426,10 @@ static char *cfg_trim(char *s) {
     size_t n = strlen(s);
     while (n && isspace((unsigned char)s[n - 1])) s[--n] = '\0';
     return s;
+}
+
+static int cfg_is_config_row(const cfg_row *row) {
+    return row->offset == offsetof(fb_config, config_file);
 }
 
 static fb_code cfg_read_file(fb_config *cfg, const char *path, fb_err *err) {
@@ -259,9 +457,14 @@ static fb_code cfg_read_file(fb_config *cfg, const char *path, fb_err *err) {
             rc = cfg_add_x(cfg, kv, err);
             continue;
         }
-        const cfg_row *row = cfg_find(name, strlen(name));
-        if (!row || row->offset == offsetof(fb_config, config_file)) {
+        const cfg_row *row = cfg_find(name, strlen(name), ~0u, NULL);
+        if (!row || cfg_is_config_row(row)) {
             rc = fb_err_set(err, FB_ERR_USAGE, "%s: unknown setting \"%s\" (see --help)", source, name);
+            break;
+        }
+        if (!row->env) {
+            rc = fb_err_set(err, FB_ERR_USAGE, "%s: \"%s\" is an option of a command, not a setting: give it on the "
+                            "command line (--%s)", source, name, name);
             break;
         }
         rc = cfg_set(cfg, row, value, source, ORIGIN_FILE, err);
@@ -272,8 +475,8 @@ static fb_code cfg_read_file(fb_config *cfg, const char *path, fb_err *err) {
 
 static fb_code cfg_read_env(fb_config *cfg, fb_err *err) {
     for (size_t i = 0; i < CFG_NROWS; i++) {
-        const char *v = getenv(cfg_rows[i].env);
-        if (v && cfg_rows[i].offset != offsetof(fb_config, config_file)) {
+        const char *v = cfg_rows[i].env ? getenv(cfg_rows[i].env) : NULL;
+        if (v && !cfg_is_config_row(&cfg_rows[i])) {
             fb_code rc = cfg_set(cfg, &cfg_rows[i], v, cfg_rows[i].env, ORIGIN_ENV, err);
             if (rc) return rc;
         }
@@ -287,13 +490,13 @@ fb_code fb_config_init(fb_config *cfg, fb_err *err) {
         fb_code rc = cfg_set(cfg, &cfg_rows[i], cfg_rows[i].def, "default", ORIGIN_DEFAULT, err);
         if (rc) return rc;
     }
+    fb_code rc = cfg_read_env(cfg, err);
     const char *file = getenv("FB_CONFIG");
-    if (file && *file) {
-        fb_code rc = cfg_set(cfg, &cfg_rows[0], file, "FB_CONFIG", ORIGIN_ENV, err);
-        if (!rc) rc = cfg_read_file(cfg, file, err);
-        if (rc) return rc;
+    if (!rc && file && *file) {
+        rc = cfg_set(cfg, &cfg_rows[0], file, "FB_CONFIG", ORIGIN_ENV, err);
+        if (!rc) rc = cfg_read_file(cfg, file, err); /* below the environment: cfg_set keeps what ranks higher */
     }
-    return cfg_read_env(cfg, err);
+    return rc;
 }
 
 static int cfg_is_extra(const char *name, size_t len, const char *const *extra) {
@@ -302,78 +505,61 @@ static int cfg_is_extra(const char *name, size_t len, const char *const *extra) 
     return 0;
 }
 
-fb_code fb_config_parse_args(fb_config *cfg, int *argc, char **argv, unsigned program, const char *const *extra_flags,
+/* One `--name[=value]` (or -h) at argv[*i]; may take the next argument as its value. *keep: leave it in argv. */
+static fb_code cfg_one_option(fb_config *cfg, int argc, char **argv, int *i, unsigned scope,
+                              const char *const *extra, int *keep, const char **file, fb_err *err) {
+    const char *a = argv[*i];
+    const char *name = strcmp(a, "-h") == 0 ? "help" : a + 2, *eq = strchr(name, '='), *value = NULL;
+    size_t len = eq ? (size_t)(eq - name) : strlen(name);
+    const cfg_row *elsewhere = NULL, *row = cfg_find(name, len, scope, &elsewhere);
+    if (!row && !eq && len > 3 && strncmp(name, "no-", 3) == 0) {
+        row = cfg_find(name + 3, len - 3, scope, NULL);
+        if (row && row->type == CFG_FLAG) value = "0";
+        else row = NULL;
+    }
+    if (!row) {
+        if (cfg_is_extra(name, len, extra)) return *keep = 1, FB_OK;
+        if (elsewhere)
+            return fb_err_set(err, FB_ERR_USAGE, "--%.*s is not an option of this command (see its --help)", (int)len,
+                              name);
+        /* the name only: a mistyped option's value may be a secret */
+        return fb_err_set(err, FB_ERR_USAGE, "unknown option \"--%.*s\" (see --help)", (int)len, name);
+    }
+    if (eq) value = eq + 1;
+    else if (!value && row->type == CFG_FLAG) value = "1";
+    else if (!value && *i + 1 < argc) value = argv[++*i];
+    else if (!value) return fb_err_set(err, FB_ERR_USAGE, "--%s needs a value (see --help)", row->name);
+    char source[128];
+    snprintf(source, sizeof source, "--%s", row->name);
+    fb_code rc = cfg_set(cfg, row, value, source, ORIGIN_FLAG, err);
+    if (!rc && cfg_is_config_row(row)) *file = value;
+    return rc;
+}
+
+fb_code fb_config_parse_args(fb_config *cfg, int *argc, char **argv, unsigned scope, const char *const *extra_flags,
                              fb_err *err) {
-    int n = *argc, kept = 0;
+    int n = *argc, kept = 0, after_dashdash = 0;
     char **rest = calloc((size_t)n + 1, sizeof *rest);
     if (!rest) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
     fb_code rc = FB_OK;
     const char *file = NULL;
-    int after_dashdash = 0;
     for (int i = 0; i < n && rc == FB_OK; i++) {
         char *a = argv[i];
-        if (after_dashdash || a[0] != '-' || a[1] == '\0') {
-            rest[kept++] = a;
-            continue;
-        }
-        if (strcmp(a, "--") == 0) {
-            after_dashdash = 1;
-            continue;
-        }
-        if (strcmp(a, "-X") == 0) {
+        int keep = 0;
+        if (after_dashdash || a[0] != '-' || a[1] == '\0') keep = 1; /* an argument ("-" is stdin) */
+        else if (strcmp(a, "--") == 0) after_dashdash = 1;
+        else if (strcmp(a, "-X") == 0) {
             if (i + 1 >= n) rc = fb_err_set(err, FB_ERR_USAGE, "-X needs prop=value");
             else rc = cfg_add_x(cfg, argv[++i], err);
-            continue;
+        } else if (strncmp(a, "--", 2) == 0 || strcmp(a, "-h") == 0) {
+            rc = cfg_one_option(cfg, n, argv, &i, scope, extra_flags, &keep, &file, err);
+        } else {
+            rc = fb_err_set(err, FB_ERR_USAGE, "unknown option \"%s\" (options are spelt --name; see --help)", a);
         }
-        if (strncmp(a, "--", 2) != 0) {
-            rest[kept++] = a; /* short options belong to the command */
-            continue;
-        }
-        const char *name = a + 2, *eq = strchr(name, '=');
-        size_t len = eq ? (size_t)(eq - name) : strlen(name);
-        const cfg_row *row = cfg_find(name, len);
-        if (!row || !(row->programs & program)) {
-            if (cfg_is_extra(name, len, extra_flags)) {
-                rest[kept++] = a;
-                continue;
-            }
-            rc = fb_err_set(err, FB_ERR_USAGE, "unknown option \"--%.*s\" (see --help)", (int)len, name);
-            continue;
-        }
-        const char *value;
-        if (eq) value = eq + 1;
-        else if (row->type == CFG_FLAG) value = "1";
-        else if (i + 1 < n) value = argv[++i];
-        else {
-            rc = fb_err_set(err, FB_ERR_USAGE, "option --%s needs a value", row->name);
-            continue;
-        }
-        char source[128];
-        snprintf(source, sizeof source, "--%s", row->name);
-        rc = cfg_set(cfg, row, value, source, ORIGIN_FLAG, err);
-        if (!rc && row->offset == offsetof(fb_config, config_file)) file = value;
+        if (keep) rest[kept++] = a;
     }
-    if (rc == FB_OK && file) {
-        /* A config file named on the command line ranks below flags: re-apply flags after reading it. */
-        /* The flags are applied again below: forget that they were applied once, so a repeated list flag does
-         * not accumulate onto its own first pass. */
-        for (size_t r = 0; r < CFG_NROWS; r++)
-            if (cfg->origin[r] == ORIGIN_FLAG) cfg->origin[r] = ORIGIN_DEFAULT;
-        rc = cfg_read_file(cfg, file, err);
-        if (rc == FB_OK) rc = cfg_read_env(cfg, err);
-        for (int i = 0; i < n && rc == FB_OK; i++) {
-            char *a = argv[i];
-            if (strncmp(a, "--", 2) != 0 || !a[2]) continue;
-            const char *name = a + 2, *eq = strchr(name, '=');
-            size_t len = eq ? (size_t)(eq - name) : strlen(name);
-            const cfg_row *row = cfg_find(name, len);
-            if (!row || !(row->programs & program) || row->offset == offsetof(fb_config, config_file)) {
-                continue;
-            }
-            const char *value = eq ? eq + 1 : row->type == CFG_FLAG ? "1" : (i + 1 < n ? argv[++i] : "");
-            rc = cfg_set(cfg, row, value, a, ORIGIN_FLAG, err);
-        }
-    }
+    /* A config file named on the command line ranks below the environment and the flags already applied. */
+    if (rc == FB_OK && file) rc = cfg_read_file(cfg, file, err);
     for (int i = 0; i < kept; i++) argv[i] = rest[i];
     argv[kept] = NULL;
     *argc = kept;
@@ -381,19 +567,67 @@ fb_code fb_config_parse_args(fb_config *cfg, int *argc, char **argv, unsigned pr
     return rc;
 }
 
-void fb_config_print_help(unsigned program) {
-    printf("Settings (flag, environment variable, default). Also: -X prop=value passes a setting to librdkafka.\n");
+/* "--name VALUE": the option as it is written, its value named by type. */
+static void cfg_spelling(const cfg_row *r, char *out, size_t cap) {
+    const char *v = r->type == CFG_FLAG ? "" : r->type == CFG_INT ? " N" : r->type == CFG_TIME ? " TIME"
+                    : r->type == CFG_ENUM ? " " : " VALUE";
+    snprintf(out, cap, "--%s%s%s", r->name, v, r->type == CFG_ENUM ? r->values : "");
+}
+
+/* The second line of a row's help: what it accepts, its default, its variable. */
+static void cfg_detail(const cfg_row *r, char *out, size_t cap) {
+    size_t n = 0;
+    out[0] = '\0';
+#define ADD(...) (n += (size_t)snprintf(out + n, n < cap ? cap - n : 0, __VA_ARGS__))
+    if (r->type == CFG_FLAG) {
+        /* flags: the header says how they are spelt */
+    } else if (r->type == CFG_INT && r->max == INT64_MAX) ADD("at least %lld, default %s", (long long)r->min, r->def);
+    else if (r->type == CFG_INT) ADD("%lld..%lld, default %s", (long long)r->min, (long long)r->max, r->def);
+    else if (r->type == CFG_ENUM && *r->def) ADD("default %s", r->def);
+    else if (r->type == CFG_MULTI) ADD("repeatable");
+    else if (r->type == CFG_LIST) ADD("repeatable or comma-separated");
+    else if (r->type == CFG_STR && *r->def) ADD("default \"%s\"", r->def);
+    if (r->env) ADD("%s%s", n ? "; " : "", r->env);
+#undef ADD
+}
+
+static void cfg_print_rows(unsigned scope, int command_options, FILE *out, int *times) {
     for (size_t i = 0; i < CFG_NROWS; i++) {
         const cfg_row *r = &cfg_rows[i];
-        if (!(r->programs & program)) continue;
-        printf("  --%-22s %-24s %s\n", r->name, r->env, r->help);
-        if (r->type == CFG_FLAG)
-            printf("  %-24s %-24s a flag: --%s alone turns it on (default off)\n", "", "", r->name);
-        else if (r->type == CFG_INT)
-            printf("  %-24s %-24s default %s, %lld..%lld\n", "", "", r->def, (long long)r->min, (long long)r->max);
-        else if (*r->def)
-            printf("  %-24s %-24s default \"%s\"\n", "", "", r->def);
+        if (!(r->scope & scope) || (r->env == NULL) != command_options) continue;
+        char spelt[160], detail[300];
+        cfg_spelling(r, spelt, sizeof spelt);
+        cfg_detail(r, detail, sizeof detail);
+        if (strlen(spelt) > 27) fprintf(out, "  %s\n  %-28s %s\n", spelt, "", r->help); /* a long enum */
+        else fprintf(out, "  %-28s %s\n", spelt, r->help);
+        if (*detail) fprintf(out, "  %-28s (%s)\n", "", detail);
+        *times |= r->type == CFG_TIME;
     }
+}
+
+static void cfg_print_settings(unsigned scope, FILE *out, int *times) {
+    fprintf(out, "\nSettings (flag, also from the environment variable named and the config file; -X prop=value "
+                 "passes a setting to librdkafka):\n");
+    cfg_print_rows(scope, 0, out, times);
+}
+
+void fb_config_print_settings(unsigned scope, FILE *out) {
+    int times = 0;
+    cfg_print_settings(scope, out, &times);
+}
+
+void fb_config_print_options(unsigned scope, FILE *out) {
+    int times = 0;
+    fprintf(out, "\nOptions (--name VALUE or --name=VALUE; a flag alone turns it on, --no-FLAG off):\n");
+    cfg_print_rows(scope, 1, out, &times);
+    cfg_print_settings(scope, out, &times);
+    if (times)
+        fprintf(out, "\nTIME: 2026-11-27T10:30:00+05:30 or 2026-11-27 10:30Z (always with its zone), 2026-11-27 "
+                     "(midnight UTC), a duration before now (90m, 2h, 7d) or ms since the epoch.\n");
+}
+
+void fb_config_print_help(unsigned scope) {
+    fb_config_print_options(scope, stdout);
 }
 
 const char *fb_config_topic(const fb_config *cfg, const char *suffix, char *out, size_t cap) {
@@ -417,12 +651,16 @@ const char *fb_config_shown(const char *name, const char *value) {
 
 void fb_config_free(fb_config *cfg) {
     if (!cfg) return;
-    for (size_t i = 0; i < CFG_NROWS; i++)
-        if (cfg_rows[i].type == CFG_STR || cfg_rows[i].type == CFG_LIST) {
+    for (size_t i = 0; i < CFG_NROWS; i++) {
+        cfg_type t = cfg_rows[i].type;
+        if (t == CFG_MULTI) {
+            cfg_strlist_clear((fb_strlist *)((char *)cfg + cfg_rows[i].offset));
+        } else if (t == CFG_STR || t == CFG_LIST || t == CFG_ENUM) {
             char **slot = (char **)((char *)cfg + cfg_rows[i].offset);
             free(*slot);
             *slot = NULL;
         }
+    }
     for (size_t i = 0; i < cfg->n_x; i++) {
         free(cfg->x_keys[i]);
         free(cfg->x_values[i]);

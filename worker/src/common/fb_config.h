@@ -10,11 +10,22 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "common/fb_err.h"
 
 #define FB_CONFIG_MAX_X 64
-#define FB_CONFIG_MAX_ROWS 128
+#define FB_CONFIG_MAX_ROWS 160
+
+/* A repeatable option's values, one per occurrence in order (never split at commas: a table name or a primary
+ * key may hold one). */
+typedef struct fb_strlist {
+    char **v;
+    size_t n;
+} fb_strlist;
+
+/* A time option that was not given (a given one is ms since the epoch, common/fb_time.h). */
+#define FB_TIME_NONE INT64_MIN
 
 /* Typed values, one field per table row (the table maps names to these fields by offset). */
 typedef struct fb_config {
@@ -85,6 +96,28 @@ typedef struct fb_config {
     int64_t capture_flush_s;
     char *capture_slot;
     char *capture_publication;
+    /* Command options (scope: the commands named in their rows). Flags are 0 or 1. */
+    int64_t help, version;
+    int64_t json, dry_run;
+    fb_strlist table, chain_dir, storage_path, ids;
+    int64_t create, truncate, no_owner, no_privileges, jobs; /* restore */
+    char *restore_into;                                      /* verify */
+    int64_t retention_days, config_id, now_ms;               /* prune */
+    char *from, *job_id;                                     /* replay */
+    int64_t since;
+    int64_t from_beginning, count, timeout_s;                /* tail */
+    int64_t partitions, completed_partitions, dlq_partitions, replication_factor; /* topics */
+    char *module, *model;                                    /* unarchive */
+    int64_t archived_before;
+    int64_t no_publish;                                      /* event run */
+    char *configuration, *backup_type;                       /* backup */
+    int64_t no_broker;                                       /* check */
+    char *out;                                               /* keygen */
+    int64_t sign;
+    char *new_public_key;                                    /* rekey */
+    int64_t new_data_key;
+    int64_t create_slot, list;                               /* capture */
+    char *apply_into, *until;
     /* -X prop=value pairs for librdkafka, in order given. */
     char *x_keys[FB_CONFIG_MAX_X];
     char *x_values[FB_CONFIG_MAX_X];
@@ -94,22 +127,53 @@ typedef struct fb_config {
     unsigned char origin[FB_CONFIG_MAX_ROWS];
 } fb_config;
 
-/* Which program a row applies to (a bit set). */
-#define FB_CFG_WORKER 1u
-#define FB_CFG_CLI 2u
+/* Where a row applies (its scope, a bit set): the worker, or a command of the CLI. */
+typedef enum fb_cmd {
+    FB_CMD_WORKER,
+    FB_CMD_BACKUP,
+    FB_CMD_CAPTURE,
+    FB_CMD_CHECK,
+    FB_CMD_EVENT,
+    FB_CMD_INSPECT,
+    FB_CMD_KEYGEN,
+    FB_CMD_LIST,
+    FB_CMD_PRUNE,
+    FB_CMD_REKEY,
+    FB_CMD_REPLAY,
+    FB_CMD_RESTORE,
+    FB_CMD_STATUS,
+    FB_CMD_TAIL,
+    FB_CMD_TOPICS,
+    FB_CMD_UNARCHIVE,
+    FB_CMD_VERIFY,
+    FB_CMD_COUNT
+} fb_cmd;
+#define FB_SCOPE(cmd) (1u << (cmd))
+#define FB_CFG_WORKER FB_SCOPE(FB_CMD_WORKER)
+/* every command of the CLI */
+#define FB_CFG_CLI (((1u << FB_CMD_COUNT) - 1u) & ~FB_CFG_WORKER)
 
 /* Fills cfg with defaults, then the config file, then the environment. Returns FB_OK or FB_ERR_USAGE. */
 fb_code fb_config_init(fb_config *cfg, fb_err *err);
 
-/* Parses flags from argv (--name value, --name=value, -X k=v, --config FILE). Arguments that are not options
- * are moved, in order, to the front of argv; *argc becomes their count. Unknown options are errors unless
- * they are listed in `extra_flags` (NULL-terminated names without dashes, e.g. {"table", "create", NULL}); those
- * are left in argv for the command to parse. Re-reads the config file if --config is given. */
-fb_code fb_config_parse_args(fb_config *cfg, int *argc, char **argv, unsigned program, const char *const *extra_flags,
+/* Parses options from argv for the rows in `scope` (FB_SCOPE(FB_CMD_RESTORE), FB_CFG_WORKER, ...): --name value,
+ * --name=value, --no-name (a flag off), -h (--help), -X k=v, --config FILE, `--` (the rest are arguments).
+ * Arguments that are not options are moved, in order, to the front of argv; *argc becomes their count. An option
+ * outside `scope` is an error unless listed in `extra_flags` (NULL-terminated names without dashes, or NULL);
+ * those are left in argv for the caller. Reads the config file if --config is given (below the environment and
+ * the flags). */
+fb_code fb_config_parse_args(fb_config *cfg, int *argc, char **argv, unsigned scope, const char *const *extra_flags,
                              fb_err *err);
 
-/* Writes --help text for `program` to stdout, generated from the table. */
-void fb_config_print_help(unsigned program);
+/* Writes the options of `scope` to out, generated from the table: first those of the command itself, then the
+ * settings every command (or the worker) shares, each with its value, bounds or values, default and variable. */
+void fb_config_print_options(unsigned scope, FILE *out);
+
+/* Only the shared settings of `scope` (the second part of the above): the top-level --help. */
+void fb_config_print_settings(unsigned scope, FILE *out);
+
+/* The same as fb_config_print_options to stdout (kept for callers of the first API). */
+void fb_config_print_help(unsigned scope);
 
 /* Topic name: topic_prefix + suffix ("backup.requested"). Writes into out; returns out. */
 const char *fb_config_topic(const fb_config *cfg, const char *suffix, char *out, size_t cap);

@@ -2,10 +2,17 @@
 #include "common/fb_time.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+int64_t fb_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 /* Reads exactly `digits` digits at *p into *v; advances *p. */
 static int ft_digits(const char **p, int digits, int *v) {
@@ -17,6 +24,14 @@ static int ft_digits(const char **p, int digits, int *v) {
     *p += digits;
     *v = x;
     return 1;
+}
+
+/* The one message for a time nobody can read: what was given and every form that is accepted. */
+static fb_code fb_time_refuse(const char *s, fb_err *err) {
+    return fb_err_set(err, FB_ERR_USAGE,
+                      "cannot read the time \"%s\": use 2026-11-27T10:30:00+05:30 (with its zone: Z or an offset), "
+                      "2026-11-27 (midnight UTC), a duration before now (90m, 2h, 7d), milliseconds since the "
+                      "epoch or infinity", s);
 }
 
 /* ISO 8601 as people type it: a date, or a date and time with its zone. The zone is honoured ("Z", "+05:30",
@@ -63,11 +78,7 @@ static fb_code fb_time_parse_iso(const char *s, int64_t *out, fb_err *err) {
         }
     }
     ok = ok && !*p && mo >= 1 && mo <= 12 && d >= 1 && d <= 31 && h <= 23 && mi <= 59 && se <= 60;
-    if (!ok)
-        return fb_err_set(err, FB_ERR_USAGE,
-                          "cannot read the time \"%s\": use 2026-11-27T10:30:00+05:30 (with its zone: Z or an offset), "
-                          "2026-11-27 (midnight UTC), a duration before now (90m, 2h, 7d) or milliseconds since the "
-                          "epoch", s);
+    if (!ok) return fb_time_refuse(s, err);
     struct tm tm;
     memset(&tm, 0, sizeof tm);
     tm.tm_year = y - 1900;
@@ -88,24 +99,43 @@ static fb_code fb_time_parse_iso(const char *s, int64_t *out, fb_err *err) {
 fb_code fb_time_parse(const char *s, int64_t now_ms, int64_t *out, fb_err *err) {
     size_t n = strlen(s);
     char *end = NULL;
+    if (strcmp(s, "infinity") == 0) {
+        *out = INT64_MAX;
+        return FB_OK;
+    }
     if (n > 1 && strchr("smhd", s[n - 1]) && isdigit((unsigned char)s[0])) {
+        errno = 0;
         long long v = strtoll(s, &end, 10);
         if (end == s + n - 1) {
             int64_t unit = s[n - 1] == 's' ? 1000 : s[n - 1] == 'm' ? 60000 : s[n - 1] == 'h' ? 3600000 : 86400000;
+            /* more than 10000 years back is a typing mistake, and would overflow */
+            if (errno || v > 10000LL * 366 * 86400000 / unit) return fb_time_refuse(s, err);
             *out = now_ms - (int64_t)v * unit;
             return FB_OK;
         }
     }
     if (n >= 10 && isdigit((unsigned char)s[0]) && s[4] == '-') return fb_time_parse_iso(s, out, err);
+    errno = 0;
     long long v = strtoll(s, &end, 10);
-    if (end && *end == '\0' && end != s && v >= 0) {
+    if (!errno && end && *end == '\0' && end != s && v >= 0 && isdigit((unsigned char)s[0])) {
         *out = v;
         return FB_OK;
     }
-    return fb_err_set(err, FB_ERR_USAGE,
-                      "cannot read the time \"%s\": use 2026-11-27T10:30:00+05:30 (with its zone: Z or an offset), "
-                      "2026-11-27 (midnight UTC), a duration before now (90m, 2h, 7d) or milliseconds since the "
-                      "epoch", s);
+    return fb_time_refuse(s, err);
+}
+
+const char *fb_time_format_iso(int64_t ms, char *out, size_t cap) {
+    if (ms == INT64_MAX) {
+        snprintf(out, cap, "infinity");
+        return out;
+    }
+    int64_t sec = ms >= 0 ? ms / 1000 : -((-ms + 999) / 1000);
+    time_t t = (time_t)sec;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    size_t k = strftime(out, cap, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + k, cap - k, ".%03dZ", (int)(ms - sec * 1000));
+    return out;
 }
 
 const char *fb_time_format(int64_t ms, char *out, size_t cap) {

@@ -23,27 +23,49 @@
 #define REC_SKEW_MS "300000"
 #define REC_CLAMP(p) "to_timestamp(LEAST(" p "::bigint, (extract(epoch FROM now()) * 1000)::bigint + " REC_SKEW_MS ") / 1000.0)"
 
+/* What a job's status sets on its row, BackupRecord's and ArchiveRun's alike (producer: models._Job), and the
+ * rule that lets a row only move forward: the attempt at most one more than the row's (a replay adds 1; `attempt:
+ * 1000` would pin the row against every real attempt), QUEUED -> RUNNING -> SUCCESS | FAILED, FAILED -> SUCCESS,
+ * FAILED -> FAILED of a later attempt. Arguments: the statement's placeholders. */
+#define REC_JOB_SET(status, started, completed, error, attempt, worker, stats)                                      \
+    "  status = " status ", "                                                                                      \
+    "  started_at = COALESCE(" REC_CLAMP(started) ", started_at), "                                                \
+    "  completed_at = CASE WHEN " status " = 'RUNNING' THEN completed_at ELSE " REC_CLAMP(completed) " END, "       \
+    "  error_message = CASE WHEN " status " = 'FAILED' THEN COALESCE(" error ", '') WHEN " status " = 'SUCCESS' "   \
+    "    THEN '' ELSE error_message END, "                                                                         \
+    "  attempt = " attempt "::int, "                                                                               \
+    "  worker = " worker ", "                                                                                      \
+    "  stats = COALESCE(" stats "::jsonb, stats) "
+#define REC_JOB_FORWARD(status, attempt)                                                                            \
+    " " attempt "::int >= attempt AND " attempt "::int <= attempt + 1 AND ("                                       \
+    "  status = 'QUEUED' "                                                                                         \
+    "  OR (status = 'RUNNING') "                                                                                   \
+    "  OR (status = 'FAILED' AND " status " = 'SUCCESS') "                                                         \
+    "  OR (status = 'FAILED' AND " status " = 'FAILED' AND " attempt "::int > attempt))"
+
 /* The one statement that moves a backup record. $1 job_id, $2 status, $3 started_at ms, $4 completed_at ms,
  * $5 file_path, $6 file_size, $7 error, $8 attempt, $9 worker, $10 stats json, $11 record_id, $12 config_id.
- * Applies only when job id, record id and configuration all name this record, and the attempt is at most one
- * more than the record's (a replay adds 1; `attempt: 1000` would pin the record against every real attempt). */
+ * Applies only when job id, record id and configuration all name this record. */
 static const char *const rec_backup_sql =
     "UPDATE backup_archive_backuprecord SET "
-    "  status = $2, "
-    "  started_at = COALESCE(" REC_CLAMP("$3") ", started_at), "
-    "  completed_at = CASE WHEN $2 = 'RUNNING' THEN completed_at ELSE " REC_CLAMP("$4") " END, "
+    REC_JOB_SET("$2", "$3", "$4", "$7", "$8", "$9", "$10") ", "
     "  file_path = COALESCE($5, file_path), "
-    "  file_size = COALESCE($6::bigint, file_size), "
-    "  error_message = CASE WHEN $2 = 'FAILED' THEN COALESCE($7, '') WHEN $2 = 'SUCCESS' THEN '' ELSE error_message END, "
-    "  attempt = $8::int, "
-    "  worker = $9, "
-    "  stats = COALESCE($10::jsonb, stats) "
-    "WHERE job_id = $1::uuid AND id = $11::bigint AND configuration_id = $12::bigint "
-    "  AND $8::int >= attempt AND $8::int <= attempt + 1 AND ("
-    "  status = 'QUEUED' "
-    "  OR (status = 'RUNNING') "
-    "  OR (status = 'FAILED' AND $2 = 'SUCCESS') "
-    "  OR (status = 'FAILED' AND $2 = 'FAILED' AND $8::int > attempt))";
+    "  file_size = COALESCE($6::bigint, file_size) "
+    "WHERE job_id = $1::uuid AND id = $11::bigint AND configuration_id = $12::bigint AND "
+    REC_JOB_FORWARD("$2", "$8");
+
+/* The one statement that moves an archive run (ArchiveRun, migration 0005: Django creates the row under the job
+ * id it publishes). $1 job_id, $2 status, $3 started_at ms, $4 completed_at ms, $5 error, $6 attempt, $7 worker,
+ * $8 stats json, $9 policy_id. Applies only when job id and policy name the same run. */
+static const char *const rec_archive_sql =
+    "UPDATE backup_archive_archiverun SET "
+    REC_JOB_SET("$2", "$3", "$4", "$5", "$6", "$7", "$8")
+    "WHERE job_id = $1::uuid AND policy_id = $9::bigint AND "
+    REC_JOB_FORWARD("$2", "$6");
+
+/* Why rec_archive_sql changed nothing: the run of this job id, if any. $1 job_id. */
+static const char *const rec_archive_why_sql =
+    "SELECT policy_id, attempt FROM backup_archive_archiverun WHERE job_id = $1::uuid";
 
 /* Why rec_backup_sql changed nothing: the record of this job id, if any. $1 job_id. */
 static const char *const rec_backup_why_sql =
@@ -89,6 +111,9 @@ static fb_code rec_why_ignored(PGconn *c, const ev_event *ev, dmn_ignored *why, 
         snprintf(num, sizeof num, "%" PRId64, s->record_id.v);
         const char *p[1] = {num};
         r = PQexecParams(c, rec_verify_why_sql, 1, NULL, p, NULL, NULL, 0);
+    } else if (s->job_type == EV_JOB_ARCHIVE) {
+        const char *p[1] = {ev->job_id};
+        r = PQexecParams(c, rec_archive_why_sql, 1, NULL, p, NULL, NULL, 0);
     } else {
         const char *p[1] = {ev->job_id};
         r = PQexecParams(c, rec_backup_why_sql, 1, NULL, p, NULL, NULL, 0);
@@ -97,6 +122,11 @@ static fb_code rec_why_ignored(PGconn *c, const ev_event *ev, dmn_ignored *why, 
     if (rc) return rc;
     if (PQntuples(r) == 0) {
         *why = DMN_IGNORED_NO_RECORD;
+    } else if (s->job_type == EV_JOB_ARCHIVE) {
+        if (!s->policy_id.has || strtoll(PQgetvalue(r, 0, 0), NULL, 10) != s->policy_id.v)
+            *why = DMN_IGNORED_CONFIG_MISMATCH;
+        else if (ev->attempt > strtoll(PQgetvalue(r, 0, 1), NULL, 10) + 1)
+            *why = DMN_IGNORED_ATTEMPT_TOO_HIGH;
     } else if (s->job_type == EV_JOB_VERIFY) {
         if (!s->config_id.has || strtoll(PQgetvalue(r, 0, 0), NULL, 10) != s->config_id.v)
             *why = DMN_IGNORED_CONFIG_MISMATCH;
@@ -120,18 +150,38 @@ fb_code dmn_recorder_apply(PGconn *c, const ev_event *ev, int *applied, fb_err *
     const ev_job_status *s = &ev->u.status;
     char num[8][32];
     PGresult *r;
-    if (s->job_type == EV_JOB_ARCHIVE) return FB_OK;
+    int archive = s->job_type == EV_JOB_ARCHIVE;
     if (s->job_type == EV_JOB_VERIFY && s->status == EV_RUNNING) return FB_OK;
-    if (!s->record_id.has || !s->config_id.has) {
+    if (archive ? !s->policy_id.has : !s->record_id.has || !s->config_id.has) {
         /* Nothing to cross-check against: never applied. */
-        FB_WARN("recorder: ignoring %s %s of job %s: it names no record_id/config_id (reason no_record)",
-                ev_job_type_name(s->job_type), ev_status_name(s->status), ev->job_id);
+        FB_WARN("recorder: ignoring %s %s of job %s: it names no %s (reason no_record)", ev_job_type_name(s->job_type),
+                ev_status_name(s->status), ev->job_id, archive ? "policy_id" : "record_id/config_id");
         dmn_metrics_recorder_ignored(DMN_IGNORED_NO_RECORD);
         return FB_OK;
     }
-    snprintf(num[4], sizeof num[4], "%" PRId64, s->record_id.v);
+    snprintf(num[4], sizeof num[4], "%" PRId64, archive ? s->policy_id.v : s->record_id.v);
     snprintf(num[5], sizeof num[5], "%" PRId64, s->config_id.v);
-    if (s->job_type == EV_JOB_VERIFY) {
+    if (archive) {
+        char *stats = rec_stats_json(s);
+        snprintf(num[0], sizeof num[0], "%" PRId64, s->started_at.v);
+        snprintf(num[1], sizeof num[1], "%" PRId64, s->completed_at.has ? s->completed_at.v : ev->ts);
+        snprintf(num[3], sizeof num[3], "%" PRId64, ev->attempt);
+        const char *p[9] = {ev->job_id, ev_status_name(s->status), s->started_at.has ? num[0] : NULL, num[1],
+                            s->error, num[3], s->worker, stats, num[4]};
+        r = PQexecParams(c, rec_archive_sql, 9, NULL, p, NULL, NULL, 0);
+        free(stats);
+        const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        if (state && strcmp(state, "42P01") == 0) { /* undefined_table: the app is older than migration 0005 */
+            static int told;
+            if (!told++)
+                FB_WARN("recorder: archive statuses are not recorded: table backup_archive_archiverun does not exist "
+                        "(run `manage.py migrate backup_archive`; until then archive jobs are seen only on the "
+                        "completion topic)");
+            PQclear(r);
+            dmn_metrics_recorder_ignored(DMN_IGNORED_NO_RECORD);
+            return FB_OK;
+        }
+    } else if (s->job_type == EV_JOB_VERIFY) {
         snprintf(num[1], sizeof num[1], "%" PRId64, s->completed_at.has ? s->completed_at.v : ev->ts);
         const char *p[6] = {num[4], num[1], ev_status_name(s->status), s->error ? s->error : "", ev->job_id, num[5]};
         r = PQexecParams(c, rec_verify_sql, 6, NULL, p, NULL, NULL, 0);
@@ -169,14 +219,21 @@ fb_code dmn_recorder_apply(PGconn *c, const ev_event *ev, int *applied, fb_err *
     if (why == DMN_IGNORED_STALE)
         FB_DEBUG("recorder: %s %s of job %s (attempt %lld) is older than its record: already known",
                  ev_job_type_name(s->job_type), ev_status_name(s->status), ev->job_id, (long long)ev->attempt);
-    else
-        FB_WARN("recorder: ignoring %s %s of job %s (attempt %lld, record %lld, configuration %lld): %s (reason %s; "
+    char ids[80];
+    if (archive) snprintf(ids, sizeof ids, "policy %lld", (long long)s->policy_id.v);
+    else snprintf(ids, sizeof ids, "record %lld, configuration %lld", (long long)s->record_id.v,
+                  (long long)s->config_id.v);
+    if (archive && why == DMN_IGNORED_NO_RECORD) /* an archive.due sent by hand (ops CLI) has no run row */
+        FB_DEBUG("recorder: %s %s of job %s: no ArchiveRun has this job id", ev_job_type_name(s->job_type),
+                 ev_status_name(s->status), ev->job_id);
+    else if (why != DMN_IGNORED_STALE)
+        FB_WARN("recorder: ignoring %s %s of job %s (attempt %lld, %s): %s (reason %s; "
                 "a status that does not match its record is not applied: forged, or sent by a misconfigured worker)",
-                ev_job_type_name(s->job_type), ev_status_name(s->status), ev->job_id, (long long)ev->attempt,
-                (long long)s->record_id.v, (long long)s->config_id.v,
+                ev_job_type_name(s->job_type), ev_status_name(s->status), ev->job_id, (long long)ev->attempt, ids,
                 why == DMN_IGNORED_NO_RECORD            ? "no such record"
                 : why == DMN_IGNORED_RECORD_MISMATCH    ? "the record of this job id is another one"
-                : why == DMN_IGNORED_CONFIG_MISMATCH    ? "the record belongs to another configuration"
+                : why == DMN_IGNORED_CONFIG_MISMATCH    ? (archive ? "the run belongs to another policy"
+                                                                   : "the record belongs to another configuration")
                 : why == DMN_IGNORED_ATTEMPT_TOO_HIGH   ? "the attempt is beyond the record's attempt + 1"
                                                         : "the record asked for no verification under this job id",
                 dmn_metrics_ignored_name(why));

@@ -1,4 +1,4 @@
-/* dmn_recorder: applies `job.status` events from the completion topic to BackupRecord.
+/* dmn_recorder: applies `job.status` events from the completion topic to BackupRecord and ArchiveRun.
  *
  * Idempotent and monotonic, whatever order events arrive in and however often: the UPDATE's WHERE clause only
  * lets a record move forward (QUEUED -> RUNNING -> SUCCESS | FAILED; FAILED -> SUCCESS for a replayed job; RUNNING
@@ -12,7 +12,9 @@
  * Before any of that, a status must be signed by a trusted worker key (`signers`, --trusted-signer; kfk_sign.h):
  * an unsigned or wrongly signed one changes nothing, is counted (reason "untrusted") and logged, at most once a
  * minute per key id, so a flood of forgeries cannot flood the log.
- * Archive jobs have no record; their events are acknowledged and left to monitoring. The offset of an event is
+ * Archive statuses go to the job's ArchiveRun (Django creates it under the job id it publishes; migration 0005) on
+ * the same forward-only rules, when job id and policy_id name the same run; an archive job with no run (sent by
+ * hand) is counted and not applied, and before migration 0005 they are acknowledged with one warning. The offset of an event is
  * stored only after its UPDATE committed; while PostgreSQL is down the recorder waits and retries.
  */
 #ifndef DMN_RECORDER_H

@@ -1,6 +1,7 @@
 /* job_prune: see job_prune.h.
  *
- * The plan, on the loaded chain: candidates are in-scope entries older than the cutoff; the newest restorable
+ * The plan (job_prune_plan_make, apart from storage so that it can be tested on a chain built in memory), on the
+ * loaded chain: candidates are in-scope entries older than the cutoff; the newest restorable
  * FULL in scope and protect_job are never candidates; then, until nothing changes, a candidate referenced by a
  * table of any entry that stays is no longer a candidate (references are direct: every manifest and index names
  * the artifact that holds each table, so one level is the whole need, but the loop costs nothing). Then each
@@ -13,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/fb_assert.h"
 #include "common/fb_log.h"
 #include "job/job_chain.h"
 
@@ -67,127 +69,160 @@ static fb_code jp_remove(stor *st, const char *dir, const job_chain_entry *e, fb
     return stor_remove(st, rel, err);
 }
 
-fb_code job_prune_run(stor *st, const char *dir, const unsigned char key[ARC_INDEX_KEY_BYTES],
-                      const job_prune_opts *o, job_prune_report_fn report, void *opaque, int64_t *removed,
-                      fb_err *err) {
-    job_chain ch = {0};
+/* Step 0: trash left by an interrupted run, and (object stores) its unfinished uploads. */
+static fb_code jp_clean_leftovers(stor *st, const char *dir, const job_prune_opts *o, job_prune_report_fn report,
+                                  void *opaque, fb_err *err) {
     jp_trash tr = {0};
     fb_code rc = FB_OK;
-    int *cand = NULL, *scope = NULL;
-    char **why = NULL;
-    int64_t n_removed = 0;
-    if (removed) *removed = 0;
-    if (o->retention_days <= 0) return FB_OK;
-    int64_t cutoff = o->now_ms - o->retention_days * JP_DAY_MS;
-
-    /* 0. Trash left by an interrupted run, and (object stores) its unfinished uploads. */
     if (!o->dry_run) {
         jp_sweep sw = {report, opaque};
-        if ((rc = stor_sweep(st, dir, o->now_ms - JP_SWEEP_AGE_MS, jp_on_swept, &sw, err))) goto out;
+        if ((rc = stor_sweep(st, dir, o->now_ms - JP_SWEEP_AGE_MS, jp_on_swept, &sw, err))) return rc;
     }
-    if ((rc = stor_list(st, dir, jp_on_file, &tr, err))) goto out;
-    for (size_t i = 0; i < tr.n && !o->dry_run; i++) {
+    rc = stor_list(st, dir, jp_on_file, &tr, err);
+    for (size_t i = 0; rc == FB_OK && i < tr.n && !o->dry_run; i++) {
         char rel[2000];
         snprintf(rel, sizeof rel, "%s/%s", dir, tr.names[i]);
-        if ((rc = stor_remove(st, rel, err))) goto out;
+        if ((rc = stor_remove(st, rel, err))) break;
         if (report) report(opaque, tr.names[i], 1, "leftover of an interrupted removal");
     }
+    for (size_t i = 0; i < tr.n; i++) free(tr.names[i]);
+    free(tr.names);
+    return rc;
+}
 
-    if ((rc = job_chain_load(st, dir, key, o->signers, &ch, err))) goto out;
-    cand = calloc(ch.n + 1, sizeof *cand);
-    scope = calloc(ch.n + 1, sizeof *scope);
-    why = calloc(ch.n + 1, sizeof *why);
-    if (!cand || !scope || !why) {
-        rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
-        goto out;
-    }
-    /* 1. Refuse when any index is unreadable: its references are unknown. */
-    for (size_t i = 0; i < ch.n; i++) {
-        const job_chain_entry *e = &ch.e[i];
-        if (e->problem[0]) {
-            rc = fb_err_set(err, FB_ERR_VERIFY, "retention in \"%s\" removed nothing: backup %s: %s; what it "
-                            "references is unknown, so no backup there can be removed safely (restore the index from "
-                            "a copy, or remove that backup by hand)", dir, e->job_id, e->problem);
-            goto out;
-        }
-    }
-    /* 2. Scope and candidates. */
+/* Plan step 2: what is in scope, which are candidates (older than the cutoff), and the newest restorable FULL,
+ * which stays whatever its age. */
+static void jp_candidates(const job_chain *ch, const job_prune_opts *o, job_prune_plan *p) {
     size_t last_full = (size_t)-1;
-    for (size_t i = 0; i < ch.n; i++) {
-        const job_chain_entry *e = &ch.e[i];
-        scope[i] = o->config_id < 0 ? 1 : (e->ix && e->ix->config_id == o->config_id);
-        if (!scope[i]) continue;
+    for (size_t i = 0; i < ch->n; i++) {
+        const job_chain_entry *e = &ch->e[i];
+        p->in_scope[i] = o->config_id < 0 ? 1 : (e->ix && e->ix->config_id == o->config_id);
+        if (!p->in_scope[i]) continue;
         const char *type = job_chain_type(e);
         int restorable = job_chain_usable(e) || (e->artifact_version == 1 && !e->problem[0]);
         if (type && strcmp(type, "FULL") == 0 && restorable &&
-            (last_full == (size_t)-1 || job_chain_time(e) > job_chain_time(&ch.e[last_full])))
+            (last_full == (size_t)-1 || job_chain_time(e) > job_chain_time(&ch->e[last_full])))
             last_full = i;
-        cand[i] = job_chain_time(e) < cutoff;
-        if (o->protect_job && strcmp(e->job_id, o->protect_job) == 0) cand[i] = 0;
+        p->remove[i] = job_chain_time(e) < p->cutoff_ms;
+        if (o->protect_job && strcmp(e->job_id, o->protect_job) == 0) p->remove[i] = 0;
     }
-    if (last_full != (size_t)-1 && cand[last_full]) {
-        cand[last_full] = 0;
-        why[last_full] = strdup("the last restorable FULL");
+    if (last_full != (size_t)-1 && p->remove[last_full]) {
+        p->remove[last_full] = 0;
+        p->kept_why[last_full] = strdup("the last restorable FULL");
     }
-    /* 3. What stays pins what it references. */
+}
+
+/* Plan step 3: what stays pins what it references, until nothing changes. */
+static void jp_pin_references(const job_chain *ch, job_prune_plan *p) {
     for (int changed = 1; changed;) {
         changed = 0;
-        for (size_t i = 0; i < ch.n; i++) {
-            const job_chain_entry *e = &ch.e[i];
-            if (cand[i] || !e->ix) continue;
+        for (size_t i = 0; i < ch->n; i++) {
+            const job_chain_entry *e = &ch->e[i];
+            if (p->remove[i] || !e->ix) continue;
             for (size_t t = 0; t < e->ix->n_tables; t++) {
                 /* The table's holder, then (format 3) the artifacts holding some of its chunks (deps). */
                 const arc_index_table *it = &e->ix->tables[t];
                 for (size_t k = 0; k <= it->n_deps; k++) {
                     const char *holder = k == 0 ? it->stored_in : it->deps[k - 1];
-                    job_chain_entry *h = holder ? job_chain_find(&ch, holder) : NULL;
+                    job_chain_entry *h = holder ? job_chain_find(ch, holder) : NULL;
                     if (!h || h == e) continue;
-                    size_t hi = (size_t)(h - ch.e);
-                    if (cand[hi]) {
-                        char b[600];
-                        cand[hi] = 0;
-                        changed = 1;
-                        snprintf(b, sizeof b, "needed by backup %s (table \"%s\".\"%s\"%s)", e->job_id, it->schema,
-                                 it->name, k ? ", some of its chunks" : "");
-                        free(why[hi]);
-                        why[hi] = strdup(b);
-                    }
+                    size_t hi = (size_t)(h - ch->e);
+                    if (!p->remove[hi]) continue;
+                    char b[600];
+                    p->remove[hi] = 0;
+                    changed = 1;
+                    snprintf(b, sizeof b, "needed by backup %s (table \"%s\".\"%s\"%s)", e->job_id, it->schema,
+                             it->name, k ? ", some of its chunks" : "");
+                    free(p->kept_why[hi]);
+                    p->kept_why[hi] = strdup(b);
                 }
             }
         }
     }
-    /* 4. Report and remove. */
-    for (size_t i = 0; i < ch.n; i++) {
-        const job_chain_entry *e = &ch.e[i];
+}
+
+fb_code job_prune_plan_make(const job_chain *ch, const char *dir, const job_prune_opts *o, job_prune_plan *p,
+                            fb_err *err) {
+    memset(p, 0, sizeof *p);
+    p->n = ch->n;
+    p->cutoff_ms = o->now_ms - o->retention_days * JP_DAY_MS;
+    p->remove = calloc(ch->n + 1, sizeof *p->remove);
+    p->in_scope = calloc(ch->n + 1, sizeof *p->in_scope);
+    p->kept_why = calloc(ch->n + 1, sizeof *p->kept_why);
+    if (!p->remove || !p->in_scope || !p->kept_why) {
+        job_prune_plan_clear(p);
+        return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    }
+    if (o->retention_days <= 0) return FB_OK; /* keep everything: nothing is a candidate */
+    /* Step 1: refuse when any index is unreadable: its references are unknown. */
+    for (size_t i = 0; i < ch->n; i++) {
+        const job_chain_entry *e = &ch->e[i];
+        if (e->problem[0]) {
+            job_prune_plan_clear(p);
+            return fb_err_set(err, FB_ERR_VERIFY, "retention in \"%s\" removed nothing: backup %s: %s; what it "
+                              "references is unknown, so no backup there can be removed safely (restore the index "
+                              "from a copy, or remove that backup by hand)", dir, e->job_id, e->problem);
+        }
+    }
+    jp_candidates(ch, o, p);
+    jp_pin_references(ch, p);
+    for (size_t i = 0; i < ch->n; i++) FB_ASSERT(!p->remove[i] || p->in_scope[i]); /* only in-scope ones go */
+    return FB_OK;
+}
+
+void job_prune_plan_clear(job_prune_plan *p) {
+    for (size_t i = 0; p->kept_why && i < p->n; i++) free(p->kept_why[i]);
+    free(p->kept_why);
+    free(p->remove);
+    free(p->in_scope);
+    memset(p, 0, sizeof *p);
+}
+
+/* Step 4: report each in-scope backup older than the cutoff, and remove those the plan lets go. */
+static fb_code jp_apply(stor *st, const char *dir, const job_chain *ch, const job_prune_plan *p,
+                        const job_prune_opts *o, job_prune_report_fn report, void *opaque, int64_t *n_removed,
+                        fb_err *err) {
+    for (size_t i = 0; i < ch->n; i++) {
+        const job_chain_entry *e = &ch->e[i];
         char when[32], b[900];
-        if (!scope[i] || job_chain_time(e) >= cutoff) continue;
+        if (!p->in_scope[i] || job_chain_time(e) >= p->cutoff_ms) continue;
         jp_when(job_chain_time(e), when, sizeof when);
         const char *type = job_chain_type(e);
-        if (!cand[i]) {
-            if (why[i]) {
+        if (!p->remove[i]) {
+            if (p->kept_why[i]) {
                 snprintf(b, sizeof b, "%s of %s, older than %lld days, kept: %s", type ? type : "backup", when,
-                         (long long)o->retention_days, why[i]);
+                         (long long)o->retention_days, p->kept_why[i]);
                 if (report) report(opaque, e->job_id, 0, b);
             }
             continue;
         }
         snprintf(b, sizeof b, "%s of %s, older than %lld days, needed by no kept backup", type ? type : "backup",
                  when, (long long)o->retention_days);
+        fb_code rc;
         if (!o->dry_run && (rc = jp_remove(st, dir, e, err))) {
             fb_err_prefix(err, "retention: removing backup %s: ", e->job_id);
-            goto out;
+            return rc;
         }
-        n_removed++;
+        (*n_removed)++;
         if (report) report(opaque, e->job_id, 1, b);
     }
-    if (removed) *removed = n_removed;
-out:
-    for (size_t i = 0; i < tr.n; i++) free(tr.names[i]);
-    free(tr.names);
-    for (size_t i = 0; why && i < ch.n; i++) free(why[i]);
-    free(why);
-    free(cand);
-    free(scope);
+    return FB_OK;
+}
+
+fb_code job_prune_run(stor *st, const char *dir, const unsigned char key[ARC_INDEX_KEY_BYTES],
+                      const job_prune_opts *o, job_prune_report_fn report, void *opaque, int64_t *removed,
+                      fb_err *err) {
+    job_chain ch = {0};
+    job_prune_plan plan = {0};
+    int64_t n_removed = 0;
+    if (removed) *removed = 0;
+    if (o->retention_days <= 0) return FB_OK;
+    fb_code rc = jp_clean_leftovers(st, dir, o, report, opaque, err);
+    if (!rc) rc = job_chain_load(st, dir, key, o->signers, &ch, err);
+    if (!rc) rc = job_prune_plan_make(&ch, dir, o, &plan, err);
+    if (!rc) rc = jp_apply(st, dir, &ch, &plan, o, report, opaque, &n_removed, err);
+    if (!rc && removed) *removed = n_removed;
+    job_prune_plan_clear(&plan);
     job_chain_clear(&ch);
     return rc;
 }

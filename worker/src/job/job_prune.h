@@ -18,6 +18,7 @@
 #include "artifact/arc_index.h"
 #include "common/fb_err.h"
 #include "common/fb_sign.h"
+#include "job/job_chain.h"
 #include "storage/stor.h"
 
 typedef struct job_prune_opts {
@@ -32,6 +33,24 @@ typedef struct job_prune_opts {
 /* Called once per backup of the folder that is older than the retention (and for trash cleanup), saying whether
  * it is (or would be) removed and why. */
 typedef void (*job_prune_report_fn)(void *opaque, const char *job_id, int removed, const char *reason);
+
+/* The plan on a loaded chain, apart from storage (job_prune_run makes it, then applies it; tests make it on a chain
+ * built in memory). Arrays of n, indexed like the chain's entries; owned by the plan. */
+typedef struct job_prune_plan {
+    size_t n;
+    int64_t cutoff_ms;        /* now_ms - retention_days: older than this is a candidate */
+    int *in_scope;            /* of this configuration (every entry when config_id is -1) */
+    int *remove;              /* 1: in scope, older than the cutoff, and needed by no backup that stays */
+    char **kept_why;          /* for a candidate that stays: why (the last restorable FULL, needed by ...) */
+} job_prune_plan;
+
+/* Plans retention of chain ch (of folder dir, for messages) under o (o->now_ms, retention_days, config_id,
+ * protect_job; dry_run and signers play no part here: ch was loaded with the signers). FB_ERR_VERIFY, and no plan,
+ * when any entry has a problem: what it references is unknown. retention_days <= 0 plans to keep everything.
+ * Clear *p with job_prune_plan_clear (also after an error: it is then empty). */
+fb_code job_prune_plan_make(const job_chain *ch, const char *dir, const job_prune_opts *o, job_prune_plan *p,
+                            fb_err *err);
+void job_prune_plan_clear(job_prune_plan *p);
 
 /* *removed (may be NULL) gets the number of backups removed (or that would be, with dry_run). */
 fb_code job_prune_run(stor *st, const char *rel_dir, const unsigned char key[ARC_INDEX_KEY_BYTES],

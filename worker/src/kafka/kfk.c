@@ -3,11 +3,13 @@
 
 #include <errno.h>
 #include <sodium.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "common/fb_assert.h"
 #include "common/fb_log.h"
 #include "kafka/kfk_sign.h"
 
@@ -106,12 +108,16 @@ rd_kafka_t *kfk_new(rd_kafka_type_t type, rd_kafka_conf_t *conf, fb_err *err) {
     return rk;
 }
 
-/* Delivery report: the message's opaque points at the caller's result slot. */
+/* Delivery report: the message's opaque points at the caller's result slot (0 pending, 1 delivered, else the
+ * error). The report runs on whichever thread polls the producer, not necessarily the one waiting on the slot:
+ * hence an atomic, released here and acquired by the waiter (kfk_produce_sync). */
 static void kfk_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     (void)rk;
     (void)opaque;
-    volatile int *slot = m->_private;
-    if (slot) *slot = m->err == RD_KAFKA_RESP_ERR_NO_ERROR ? 1 : -(int)m->err - 1000000;
+    atomic_int *slot = m->_private;
+    if (slot)
+        atomic_store_explicit(slot, m->err == RD_KAFKA_RESP_ERR_NO_ERROR ? 1 : -(int)m->err - 1000000,
+                              memory_order_release);
 }
 
 rd_kafka_t *kfk_producer_new(const fb_config *cfg, fb_err *err) {
@@ -141,7 +147,7 @@ void kfk_producer_free(rd_kafka_t *rk) {
 fb_code kfk_produce_sync(rd_kafka_t *rk, const fb_signer *signer, const char *topic, const void *key, size_t key_len,
                          const void *value, size_t value_len, const kfk_header *headers, size_t n_headers,
                          int timeout_ms, fb_err *err) {
-    volatile int done = 0;
+    atomic_int done = 0;
     /* Every message is signed: there is no unsigned path to forget (kfk_sign.h). */
     if (!signer || !signer->loaded)
         return fb_err_set(err, FB_ERR_USAGE, "not sending to topic \"%s\": no signing key is loaded (set --sign-key; "
@@ -168,21 +174,22 @@ fb_code kfk_produce_sync(rd_kafka_t *rk, const fb_signer *signer, const char *to
                           rd_kafka_err2str(e));
     }
     /* Several threads may poll the same producer: each waits for its own slot to be filled. */
-    int waited = 0;
-    while (!done && waited < timeout_ms) {
+    int waited = 0, got;
+    while (!(got = atomic_load_explicit(&done, memory_order_acquire)) && waited < timeout_ms) {
         rd_kafka_poll(rk, 50);
         waited += 50;
     }
-    if (done == 1) return FB_OK;
-    if (!done) {
-        /* The message may still be delivered later; the slot must outlive it, so wait it out instead of returning
-         * a dangling pointer to librdkafka. message.timeout.ms bounds this. */
-        while (!done) rd_kafka_poll(rk, 100);
-        if (done == 1) return FB_OK;
+    /* The message may still be delivered later; the slot must outlive it, so wait it out instead of returning
+     * a dangling pointer to librdkafka. message.timeout.ms bounds this. */
+    while (!got) {
+        rd_kafka_poll(rk, 100);
+        got = atomic_load_explicit(&done, memory_order_acquire);
     }
+    FB_ASSERT(got == 1 || got < 0); /* what kfk_dr_cb stores: delivered, or -err - 1000000 (err >= -200) */
+    if (got == 1) return FB_OK;
     return fb_err_set(err, FB_ERR_KAFKA, "Kafka did not accept the message for topic \"%s\": %s (is the broker up and "
                       "the topic created? see `fusion-backup topics create`)", topic,
-                      rd_kafka_err2str((rd_kafka_resp_err_t)(-(done + 1000000))));
+                      rd_kafka_err2str((rd_kafka_resp_err_t)(-(got + 1000000))));
 }
 
 rd_kafka_t *kfk_consumer_new(const fb_config *cfg, const char *group_id,

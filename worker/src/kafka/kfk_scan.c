@@ -5,7 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "codec/ev_event.h"
+#include "common/fb_time.h"
+#include "common/fb_uuid.h"
 #include "kafka/kfk.h"
 
 /* An observer consumer: a throw-away group id (never joined, never committed). */
@@ -14,7 +15,7 @@ static rd_kafka_t *scan_consumer(const fb_config *cfg, const char *group, fb_err
     char gid[128];
     if (!group) {
         char id[37];
-        ev_uuid_random(id);
+        fb_uuid_random(id);
         snprintf(gid, sizeof gid, "fusion-backup-observer-%s", id);
         group = gid;
     }
@@ -121,8 +122,8 @@ fb_code kfk_follow_topic(const fb_config *cfg, const char *topic, int from_begin
         rc = err->code;
     } else {
         rd_kafka_assign(rk, l);
-        int64_t until = timeout_ms > 0 ? ev_now_ms() + timeout_ms : 0;
-        while (!(stop && *stop) && (!until || ev_now_ms() < until)) {
+        int64_t until = timeout_ms > 0 ? fb_now_ms() + timeout_ms : 0;
+        while (!(stop && *stop) && (!until || fb_now_ms() < until)) {
             rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
             if (!m) continue;
             int done = !m->err ? fn(opaque, m) : 0;

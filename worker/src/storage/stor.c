@@ -13,6 +13,8 @@ fb_code stor_path_check(const char *p, fb_err *err) {
     if (p[0] == '/')
         return fb_err_set(err, FB_ERR_INVALID,
                           "storage path \"%s\" is absolute; it must be relative to the storage root", p);
+    if (p[n - 1] == '/') /* the loop below stops before a trailing empty component */
+        return fb_err_set(err, FB_ERR_INVALID, "storage path \"%s\" has an empty component (\"//\" or a trailing /)", p);
     const char *c = p;
     while (*c) {
         const char *e = strchr(c, '/');

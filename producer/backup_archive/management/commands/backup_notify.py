@@ -1,4 +1,5 @@
-"""manage.py backup_notify [--dry-run] [--limit N]: mail the failed backups and verifications not mailed yet.
+"""manage.py backup_notify [--dry-run] [--limit N]: mail the failed backups, verifications and archive runs not
+mailed yet.
 
 Every scheduler tick does the same (backup_archive/notify.py); this is for installations without the scheduler,
 or to see what is due (--dry-run).
@@ -14,7 +15,8 @@ from ...notify import notify_failures
 
 
 class Command(BaseCommand):
-    help = "Mail each failed backup and verification not mailed yet (to ADMINS or FUSION_BACKUP['NOTIFY_RECIPIENTS'])."
+    help = ("Mail each failed backup, verification and archive run not mailed yet (to ADMINS or "
+            "FUSION_BACKUP['NOTIFY_RECIPIENTS']).")
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--limit", type=int, default=None,
