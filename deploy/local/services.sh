@@ -137,19 +137,60 @@ full_page_writes = on
 max_worker_processes = 4
 max_parallel_workers = 2
 max_parallel_workers_per_gather = 1
-max_wal_senders = 4
-wal_level = replica
+# Logical decoding for change capture (issue 16, worker/src/capture/): wal_level=logical lets a pgoutput slot
+# decode the WAL; each capture holds one slot and one walsender, tests create a few of their own, pg_basebackup
+# style tools need two more. Changing wal_level needs a restart: pg_start says so when a running server differs.
+wal_level = logical
+max_replication_slots = 16
+max_wal_senders = 16
 log_line_prefix = '%m [%p] %q%u@%d '
 log_timezone = 'UTC'
 timezone = 'UTC'
 EOF
 }
 
+# Replication connections (capture's walsender, `replication=database`) from loopback for every role, as the
+# local and host lines allow normal ones. initdb writes these lines itself; a data directory whose pg_hba.conf
+# lost them gets them back (appended; a running server reloads, which is not a restart).
+pg_hba_replication() {
+  local hba="$FB_PG_DATA/pg_hba.conf" changed=0 addr
+  for addr in 127.0.0.1/32 ::1/128; do
+    if ! pg_as grep -Eq "^host[[:space:]]+replication[[:space:]]+all[[:space:]]+${addr//./[.]}[[:space:]]" "$hba"; then
+      printf 'host    replication     all             %-23s trust\n' "$addr" | pg_as tee -a "$hba" >/dev/null
+      changed=1
+    fi
+  done
+  if [ "$changed" -eq 1 ]; then
+    fb_say "added loopback replication lines to $hba"
+    if pg_running; then pg_as "$FB_PG_BIN/pg_ctl" reload -D "$FB_PG_DATA" >/dev/null || true; fi
+  fi
+}
+
+# A server started by an older version of this script runs wal_level=replica: the new setting is written but only
+# a restart applies it, and set-up never restarts a running server behind the caller's back. It says so, and
+# restarts only when asked to with FB_PG_RESTART_FOR_SETTINGS=1 (CI, or a machine nobody else is using).
+pg_wal_level_check() {
+  local level
+  level="$("$FB_PG_BIN/psql" -X -At -h 127.0.0.1 -p "$FB_PG_PORT" -U postgres -d postgres -c 'SHOW wal_level' 2>/dev/null || true)"
+  if [ -z "$level" ] || [ "$level" = "logical" ]; then return 0; fi
+  if [ "${FB_PG_RESTART_FOR_SETTINGS:-0}" = "1" ]; then
+    fb_say "restarting PostgreSQL (FB_PG_RESTART_FOR_SETTINGS=1): it runs wal_level=$level, change capture needs logical"
+    pg_as "$FB_PG_BIN/pg_ctl" restart -D "$FB_PG_DATA" -m fast -w -t 60 -l "$FB_PG_LOG" >/dev/null 9>&- ||
+      fb_die "pg_ctl restart failed (see $FB_PG_LOG)" "fix the cause in the log, then run $0 start again"
+    return 0
+  fi
+  fb_say "WARNING: the running PostgreSQL has wal_level=$level; fusion-local.conf now says logical (change capture" \
+    "needs it). It applies on the next start: $0 stop pg && $0 start pg, or FB_PG_RESTART_FOR_SETTINGS=1 $0 start pg" \
+    "(when no one else uses the server)"
+}
+
 pg_start() {
   pg_owner_setup
   pg_init
+  pg_hba_replication
   if pg_running; then
     fb_say "PostgreSQL already running on 127.0.0.1:$FB_PG_PORT (data $FB_PG_DATA)"
+    pg_wal_level_check
   else
     if "$FB_PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$FB_PG_PORT" -t 1; then
       fb_die "another PostgreSQL already answers on 127.0.0.1:$FB_PG_PORT" \

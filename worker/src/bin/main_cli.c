@@ -27,6 +27,7 @@ static const cli_command cli_commands[] = {
     {"status", cmd_status, "last success per configuration, failures, running jobs, consumer lag"},
     {"check", cmd_check, "preflight: database, broker and topics, storage, keys; each ok or what to fix"},
     {"backup", cmd_backup, "back up a configuration now, in this process, recorded in its BackupRecord"},
+    {"capture", cmd_capture, "stream a database's committed transactions into change segments until SIGTERM (--list: verify)"},
     {"list", cmd_list, "every backup in a location: type, chain, snapshot, size, restorable (no key, no broker)"},
     {NULL, NULL, NULL},
 };

@@ -38,6 +38,7 @@ int cmd_rekey(int argc, char **argv);
 int cmd_list(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_backup(int argc, char **argv);
+int cmd_capture(int argc, char **argv);
 /* Prints "PROGRAM VERSION (library versions)"; for both binaries' --version. */
 int cmd_version(const char *program);
 

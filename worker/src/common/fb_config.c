@@ -187,11 +187,19 @@ static const cfg_row cfg_rows[] = {
     ROW_I("archive-live-sleep-pct", archive_live_sleep_pct, "1000", 0, 10000, "FB_ARCHIVE_LIVE_SLEEP_PCT", W,
           "while a live load is present, pause after each archival batch for this percentage of its duration (at "
           "least)"),
+    /* Change capture (worker/src/capture/cap_capture.h). */
+    ROW_I("capture-flush-s", capture_flush_s, "10", 1, 3600, "FB_CAPTURE_FLUSH_S", W | SC(CAPTURE),
+          "write captured transactions to a durable change segment at most this many seconds after the first "
+          "of them arrived (the RPO bound); the slot is confirmed only after the write"),
+    ROW_S("capture-slot", capture_slot, "fusion_backup", "FB_CAPTURE_SLOT", W | SC(CAPTURE),
+          "logical replication slot change capture streams from (a-z, 0-9, _)"),
+    ROW_S("capture-publication", capture_publication, "fusion_backup", "FB_CAPTURE_PUBLICATION", W | SC(CAPTURE),
+          "publication change capture subscribes to (created FOR ALL TABLES with the slot when missing)"),
     /* Command options: from the command line only (no variable, not in the config file), each row naming the
      * commands that accept it. A new option of a command is one row here and one field in fb_config. */
     ROW_F("help", help, NULL, W | C, "print this help and exit (also -h)"),
     ROW_F("version", version, NULL, W, "print the versions of the program and its libraries and exit"),
-    ROW_F("json", json, NULL, SC(BACKUP) | SC(CHECK) | SC(INSPECT) | SC(LIST) | SC(TAIL),
+    ROW_F("json", json, NULL, SC(BACKUP) | SC(CAPTURE) | SC(CHECK) | SC(INSPECT) | SC(LIST) | SC(TAIL),
           "print JSON instead of readable lines"),
     ROW_F("dry-run", dry_run, NULL, SC(PRUNE) | SC(REPLAY) | SC(UNARCHIVE),
           "do everything but change nothing and say what would be done (unarchive: roll back at the end)"),
@@ -217,9 +225,9 @@ static const cfg_row cfg_rows[] = {
     ROW_S("restore-into", restore_into, "", NULL, SC(VERIFY),
           "conninfo of an empty database: also restore everything there, compare each table with the manifest, "
           "then roll back"),
-    ROW_M("storage-path", storage_path, SC(LIST) | SC(PRUNE),
+    ROW_M("storage-path", storage_path, SC(CAPTURE) | SC(LIST) | SC(PRUNE),
           "folder under --storage-root holding backups (list: repeatable, default with --pg every configuration's; "
-          "prune: exactly one)"),
+          "prune and capture: exactly one)"),
     ROW_I("retention-days", retention_days, "-1", 0, 36500, NULL, SC(PRUNE),
           "remove the backups older than N days (0: none), never one a kept backup needs nor the last restorable "
           "FULL"),
@@ -257,6 +265,12 @@ static const cfg_row cfg_rows[] = {
     ROW_F("new-data-key", new_data_key, NULL, SC(REKEY),
           "for a COMPROMISED key: re-encrypt every segment under a fresh data key (the manifest is re-signed with "
           "--sign-key); destroy every older copy afterwards"),
+    ROW_F("create-slot", create_slot, NULL, SC(CAPTURE),
+          "create the publication and the logical slot first (refused when a table has no replica identity)"),
+    ROW_F("list", list, NULL, SC(CAPTURE), "verify the chain (signatures, no gap; with --secret-key decrypted) and show it"),
+    ROW_S("apply-into", apply_into, "", NULL, SC(CAPTURE),
+          "conninfo of a restore of the chain's base: apply the captured transactions up to --until there"),
+    ROW_S("until", until, "", NULL, SC(CAPTURE), "LSN (X/Y) up to which --apply-into applies (commit end <= LSN)"),
 };
 #define CFG_NROWS (sizeof cfg_rows / sizeof cfg_rows[0])
 _Static_assert(CFG_NROWS <= FB_CONFIG_MAX_ROWS, "raise FB_CONFIG_MAX_ROWS");

@@ -96,6 +96,10 @@ typedef struct fb_config {
     int64_t archive_live_window_ms;
     int64_t archive_live_batch_rows;
     int64_t archive_live_sleep_pct;
+    /* Change capture (worker/src/capture/, `fusion-backup capture`). */
+    int64_t capture_flush_s;
+    char *capture_slot;
+    char *capture_publication;
     /* Command options (scope: the commands named in their rows). Flags are 0 or 1. */
     int64_t help, version;
     int64_t json, dry_run;
@@ -116,6 +120,8 @@ typedef struct fb_config {
     int64_t sign;
     char *new_public_key;                                    /* rekey */
     int64_t new_data_key;
+    int64_t create_slot, list;                               /* capture */
+    char *apply_into, *until;
     /* -X prop=value pairs for librdkafka, in order given. */
     char *x_keys[FB_CONFIG_MAX_X];
     char *x_values[FB_CONFIG_MAX_X];
@@ -129,6 +135,7 @@ typedef struct fb_config {
 typedef enum fb_cmd {
     FB_CMD_WORKER,
     FB_CMD_BACKUP,
+    FB_CMD_CAPTURE,
     FB_CMD_CHECK,
     FB_CMD_EVENT,
     FB_CMD_INSPECT,

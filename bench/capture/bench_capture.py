@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""Change capture benchmark (issue 16): RPO under a steady write load, and what capture costs the writers.
+
+  bench_capture.py --pg CONNINFO --build DIR [--rate 200] [--seconds 30] [--phase-s 15] [--flush-s 10]
+
+CONNINFO: a wal_level=logical server (its maintenance database); a database capture_bench_<pid> is created and
+dropped. Run under `flock /tmp/fb-bench.lock` on a shared machine.
+
+RPO: a writer commits --rate single-row transactions per second for --seconds while `fusion-backup capture` runs
+with --capture-flush-s; for every transaction, the seconds from its commit (the commit time the stream carries) to
+the moment its segment was durable (the capture's log line, written after fsync + rename) — p50, p99, max.
+Overhead: the writers' throughput (as fast as they go, synchronous_commit on, 2 connections) with no slot vs with a
+slot and the capture running, phases alternated A B A B in one run, ratio of the sums.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psycopg2
+
+
+def admin(pg):
+    c = psycopg2.connect(pg)
+    c.autocommit = True
+    return c
+
+
+def with_db(pg: str, db: str) -> str:
+    return f"{pg} dbname={db}"
+
+
+def writer(ci: str, stop: threading.Event, rate: float | None, counter: list, ids: iter) -> None:
+    c = psycopg2.connect(ci)
+    c.autocommit = True
+    cur = c.cursor()
+    period = 1.0 / rate if rate else 0
+    nxt = time.monotonic()
+    while not stop.is_set():
+        cur.execute("INSERT INTO t (id, v, n) VALUES (%s, md5(random()::text), 1)", (next(ids),))
+        counter[0] += 1
+        if period:
+            nxt += period
+            delay = nxt - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+    c.close()
+
+
+def run_writers(ci: str, seconds: float, n: int, rate: float | None, ids) -> int:
+    stop = threading.Event()
+    counters = [[0] for _ in range(n)]
+    ts = [threading.Thread(target=writer, args=(ci, stop, rate, counters[i], ids)) for i in range(n)]
+    for t in ts:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in ts:
+        t.join()
+    return sum(c[0] for c in counters)
+
+
+class Capture:
+    def __init__(self, build: Path, ci: str, work: Path, slot: str, flush_s: int):
+        self.cli = str(build / "fusion-backup")
+        self.ci, self.work, self.slot, self.flush_s = ci, work, slot, flush_s
+        subprocess.run([self.cli, "keygen", "--out", str(work / "k")], check=True, capture_output=True)
+        subprocess.run([self.cli, "keygen", "--sign", "--out", str(work / "w")], check=True, capture_output=True)
+        (work / "root").mkdir()
+        self.log = work / "capture.log"
+
+    def common(self):
+        return ["--pg", self.ci, "--storage-root", str(self.work / "root"), "--storage-path", "p",
+                "--capture-slot", self.slot, "--capture-publication", self.slot,
+                "--trusted-signer", str(self.work / "w.pub")]
+
+    def start(self, create: bool):
+        args = [self.cli, "capture", *self.common(), "--public-key", str(self.work / "k.pub"),
+                "--sign-key", str(self.work / "w.key"), "--capture-flush-s", str(self.flush_s)]
+        self.out = open(self.log, "a")
+        self.proc = subprocess.Popen(args + (["--create-slot"] if create else []), stdout=self.out,
+                                     stderr=subprocess.STDOUT)
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(timeout=60)
+        self.out.close()
+        assert rc == 0, self.log.read_text()
+
+    def segments(self) -> dict[str, list[int]]:
+        r = subprocess.run([self.cli, "capture", "--list", "--json", *self.common(), "--secret-key",
+                            str(self.work / "k.key")], capture_output=True, text=True, check=True)
+        out, cur = {}, None
+        for line in r.stdout.splitlines():
+            o = json.loads(line)
+            if "segment" in o:
+                cur = out.setdefault(o["segment"], [])
+            else:
+                cur.append(o["commit_us"])
+        return out
+
+    def durable_at(self) -> dict[str, float]:
+        pat = re.compile(r"^(\S+Z) INFO .* segment (cap-\S+\.fbcap),")
+        out = {}
+        for line in self.log.read_text().splitlines():
+            m = pat.match(line)
+            if m:
+                out[m.group(2)] = dt.datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+                    tzinfo=dt.timezone.utc).timestamp()
+        return out
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pg", required=True)
+    ap.add_argument("--build", required=True, type=Path)
+    ap.add_argument("--rate", type=float, default=200)
+    ap.add_argument("--seconds", type=float, default=30)
+    ap.add_argument("--phase-s", type=float, default=15)
+    ap.add_argument("--flush-s", type=int, default=10)
+    a = ap.parse_args()
+    db = f"capture_bench_{os.getpid()}"
+    slot = db
+    ad = admin(a.pg)
+    ad.cursor().execute(f'CREATE DATABASE "{db}"')
+    ci = with_db(a.pg, db)
+    work = Path(tempfile.mkdtemp(prefix="capture-bench-"))
+    import itertools
+    ids = itertools.count(1)
+    try:
+        c = admin(ci)
+        c.cursor().execute("CREATE TABLE t (id bigint PRIMARY KEY, v text, n int)")
+        cap = Capture(a.build, ci, work, slot, a.flush_s)
+        # Overhead: A (no slot) and B (slot + capture) alternated.
+        no_slot, with_slot = 0, 0
+        no_slot += run_writers(ci, a.phase_s, 2, None, ids)
+        cap.start(create=True)
+        time.sleep(2)
+        with_slot += run_writers(ci, a.phase_s, 2, None, ids)
+        cap.stop()
+        no_slot += run_writers(ci, a.phase_s, 2, None, ids)  # the slot exists but nobody streams: WAL is kept
+        cap.start(create=False)
+        time.sleep(2)
+        with_slot += run_writers(ci, a.phase_s, 2, None, ids)
+        # RPO at a steady rate, capture running.
+        t0 = time.time()
+        committed = run_writers(ci, a.seconds, 1, a.rate, ids)
+        time.sleep(a.flush_s + 3)
+        cap.stop()
+        segs, durable = cap.segments(), cap.durable_at()
+        lags = [durable[name] - us / 1e6 for name, commits in segs.items() for us in commits
+                if us / 1e6 >= t0 and name in durable]
+        print(f"load average {os.getloadavg()}")
+        print(f"overhead: writers {no_slot / (2 * a.phase_s):.0f} txn/s without capture, "
+              f"{with_slot / (2 * a.phase_s):.0f} txn/s with slot + capture: ratio {with_slot / no_slot:.3f}")
+        print(f"RPO at {a.rate:.0f} txn/s, capture-flush-s {a.flush_s}: {len(lags)} of {committed} transactions, "
+              f"commit -> durable segment p50 {pct(lags, 50):.2f} s, p99 {pct(lags, 99):.2f} s, max {max(lags):.2f} s; "
+              f"{len(segs)} segments")
+    finally:
+        ad.cursor().execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                            "WHERE slot_name = %s AND NOT active", (slot,))
+        ad.cursor().execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+/* cap_capture: the capture loop — transactions from a slot (cap_stream) into durable change segments
+ * (cap_segment), confirming the slot's position only after the segment holding it is durable.
+ *
+ * Pending transactions are kept in memory and written as one segment early enough for the oldest to be durable
+ * flush_ms after it arrived (the RPO bound: capture-flush-s; the last write's duration is allowed for), or when
+ * they hold flush_bytes. After the write returns (stor: fsync + rename) the
+ * segment's end LSN is confirmed to the slot. When nothing is pending and the stream is between transactions,
+ * the server's reported position is confirmed too, so a slot on a database whose writes are all outside the
+ * publication does not hold WAL forever.
+ *
+ * Resuming: cap_capture_begin finds the chain's end in storage (signatures and headers checked, nothing
+ * decrypted: a worker holds no secret key) and starts streaming there. After a crash between a durable write and
+ * its confirmation the slot's confirmed position is behind the chain's end; PostgreSQL starts at the later of
+ * the requested and the confirmed position, so nothing durable is sent again. As a guard against a server that
+ * does, a transaction committing before the chain's end is dropped (counted): none is ever written twice.
+ *
+ * Ownership: cap_capture borrows the stream, storage and keys given to it (they must outlive it) and owns its
+ * pending transactions; cap_capture_free (NULL ok) drops them unconfirmed, so the slot sends them again.
+ */
+#ifndef CAP_CAPTURE_H
+#define CAP_CAPTURE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "capture/cap_segment.h"
+#include "capture/cap_stream.h"
+#include "common/fb_err.h"
+#include "storage/stor.h"
+
+typedef struct cap_capture_opts {
+    stor *st;
+    const char *dir;              /* the chain's folder in st */
+    cap_seg_out out;              /* stream id, public key, signer */
+    const fb_keyring *signers;    /* trusted to have written the chain's segments (the worker's own key) */
+    int flush_ms;                 /* capture-flush-s in ms */
+    size_t flush_bytes;           /* 0: 64 MiB */
+} cap_capture_opts;
+
+typedef struct cap_capture cap_capture;
+
+/* Starts streaming slot/pub from the end of the chain in o->dir that begins at base_lsn (the slot's consistent
+ * point, recorded with the FULL). The stream must not be streaming yet. */
+fb_code cap_capture_begin(cap_stream *s, const cap_capture_opts *o, const char *slot, const char *pub,
+                          uint64_t base_lsn, cap_capture **out, fb_err *err);
+/* Waits up to wait_ms for a transaction, then flushes if one is due. */
+fb_code cap_capture_step(cap_capture *c, int wait_ms, fb_err *err);
+/* Writes what is pending now (nothing to do when nothing is), then confirms. */
+fb_code cap_capture_flush(cap_capture *c, fb_err *err);
+uint64_t cap_capture_chain_end(const cap_capture *c);
+size_t cap_capture_pending(const cap_capture *c);
+/* Transactions dropped because a durable segment already holds them (re-sent after a crash). */
+uint64_t cap_capture_dropped(const cap_capture *c);
+void cap_capture_free(cap_capture *c);
+
+#endif
