@@ -16,7 +16,8 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SRC="${1:-$REPO/worker/src}"
 
 # module: the modules it may include besides itself (bottom to top). codec, pg, kafka and storage are siblings:
-# none of them includes another. cmd and daemon are siblings too, both above job.
+# none of them includes another. dump and capture are siblings (both move PostgreSQL data to or from the
+# storage). cmd and daemon are siblings too, both above job.
 RULES='
 common:
 codec:    common
@@ -25,10 +26,11 @@ kafka:    common
 storage:  common
 artifact: common storage
 dump:     common pg storage artifact
-job:      common codec pg kafka storage artifact dump
-cmd:      common codec pg kafka storage artifact dump job
-daemon:   common codec pg kafka storage artifact dump job
-bin:      common codec pg kafka storage artifact dump job cmd daemon
+capture:  common pg storage artifact
+job:      common codec pg kafka storage artifact dump capture
+cmd:      common codec pg kafka storage artifact dump capture job
+daemon:   common codec pg kafka storage artifact dump capture job
+bin:      common codec pg kafka storage artifact dump capture job cmd daemon
 '
 
 # Known exceptions, one per line: "file include  reason". Each is a debt, not a rule: the reason says what would
