@@ -11,6 +11,9 @@ BUILD="${FB_BUILD_DIR:-$REPO/build}"
 CLI="$BUILD/fusion-backup"
 PSQL=/usr/lib/postgresql/15/bin/psql
 ROWS="${ROWS:-300000}"
+# Artifacts are signed as a worker (the development keys deploy/local/keys.sh made): only a trusted signer's
+# backups serve as bases, so signing with env.sh's operator key would make every INCREMENTAL run as a FULL.
+KEYS="${FB_BENCH_KEYS:-${FB_HOME:-$HOME/.cache/fusion-backup}/keys}"
 WORK="$(mktemp -d /tmp/fb-bench-inc.XXXXXX)"
 DB="fb_bench_inc_$$"
 trap '"$PSQL" -X -q -d "$FB_TEST_PG" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "DROP DATABASE IF EXISTS ${DB}_auth WITH (FORCE)" >/dev/null 2>&1; rm -rf "$WORK"' EXIT
@@ -56,7 +59,8 @@ run() { # TYPE
   local t0 t1 out
   t0=$(date +%s%N)
   out=$("$CLI" event run "$WORK/$1.msgpack" --no-publish --pg "$CI" --storage-root "$WORK/root" \
-        --public-key "$WORK/key.pub" --authority-pg "$AUTH" 2>/dev/null | grep '^{')
+        --public-key "$WORK/key.pub" --authority-pg "$AUTH" --sign-key "$KEYS/worker.key" \
+        --trusted-signer "$KEYS/worker.pub" 2>"$WORK/$1.log" | grep '^{')
   t1=$(date +%s%N)
   BYTES[$1]=$(echo "$out" | "$FB_VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["file_size"])')
   STATS[$1]=$(echo "$out" | "$FB_VENV/bin/python" -c '
@@ -67,6 +71,11 @@ if n:
     print("%d of %d chunks of the changed table stored (%.1f%%), average chunk %.0f bytes" % (
         s["chunks_stored"], n, 100.0 * s["chunks_stored"] / n, s["raw_bytes"] / 10 / n))')
   MS[$1]=$(( (t1 - t0) / 1000000 ))
+  if [ "$1" != FULL ] && echo "$out" | grep -q '"ran_as_full": *1'; then
+    echo "run.sh: the $1 ran as a FULL (no trusted base): the figures would compare two FULLs; its log:" >&2
+    cat "$WORK/$1.log" >&2
+    exit 1
+  fi
 }
 
 run FULL
