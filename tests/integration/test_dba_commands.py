@@ -166,3 +166,39 @@ def test_check_says_ok_or_what_to_fix(bin, brokers, topic_prefix, source, storag
     psql(db, "ALTER TABLE backup_archive_backuprecord DROP COLUMN verify_job_id")
     r = bin.run("check", "--pg", db, "--no-broker")
     assert r.returncode != 0 and "FAIL database" in r.stdout and "migrate backup_archive" in r.stdout, r.stdout
+
+
+def test_verify_restore_and_prune_answer_in_json(bin, source, storage_root, keypair, new_db, tmp_path):
+    """--json on the commands a DBA scripts after `list`: one JSON document on stdout whether the command
+    succeeds or fails, with the same facts as the readable line."""
+    db, config_id = source
+    pub, secret = keypair
+    settings = ["--storage-root", str(storage_root), "--public-key", str(pub)]
+    full = backup(bin, db, config_id, "FULL", settings, tmp_path)
+    artifact = str(storage_root / full["file_path"])
+
+    r = bin.run("verify", artifact, "--secret-key", str(secret), "--json")
+    assert r.returncode == 0, r.stderr
+    v = json.loads(r.stdout)
+    assert v["ok"] is True and v["artifact"] == artifact and v["restored_and_compared"] is False
+    assert v["rows"] >= 2000 and v["tables"] >= 1 and v["seconds"] >= 0, v
+
+    target = new_db()
+    r = bin.run("restore", artifact, "--pg", target, "--secret-key", str(secret), "--table", "marks", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["ok"] is True and out["tables"] == 1 and out["rows"] == 2000 and out["raw_bytes"] > 0, out
+    assert out["database"] == psycopg2.connect(target).info.dbname
+
+    # a failure is one JSON document too, with the code the exit status carries
+    r = bin.run("restore", artifact, "--pg", target, "--secret-key", str(secret), "--table", "marks", "--json")
+    assert r.returncode != 0
+    bad = json.loads(r.stdout)
+    assert bad["ok"] is False and bad["code"] == r.returncode and "marks" in bad["error"], bad
+
+    r = bin.run("prune", *settings, "--storage-path", STORAGE_PATH, "--retention-days", "1", "--dry-run", "--json")
+    assert r.returncode == 0, r.stderr
+    p = json.loads(r.stdout)
+    assert p["ok"] is True and p["dry_run"] is True and p["removed"] == 0, p
+    [d] = p["decisions"]
+    assert d["job_id"] == full["job_id"] and d["decision"] == "keep" and d["reason"], d

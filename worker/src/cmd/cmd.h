@@ -23,6 +23,11 @@ fb_code cmd_args(fb_config *cfg, int *argc, char **argv, fb_cmd cmd, const char 
  * the table declares them. */
 void cmd_help(fb_cmd cmd, const char *usage, FILE *out);
 
+/* With --json, what a failed command prints on stdout (the message still goes to stderr): one object
+ * {"ok": false, "code": N, "code_name": "...", "error": "..."} and a newline, so a script reads one JSON document
+ * whatever happened. */
+void cmd_json_failure(fb_code rc, const char *msg);
+
 int cmd_keygen(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
 int cmd_verify(int argc, char **argv);

@@ -5,6 +5,8 @@
 
 #include "cmd/cmd.h"
 
+#include "codec/ev_json.h"
+
 /* The rows a command accepts: its own, and for `event run` (a job run in this process exactly as a worker runs
  * it) the worker's settings too. */
 static unsigned cmd_scope(fb_cmd cmd) {
@@ -25,4 +27,12 @@ fb_code cmd_args(fb_config *cfg, int *argc, char **argv, fb_cmd cmd, const char 
         *help = 1;
     }
     return rc;
+}
+
+void cmd_json_failure(fb_code rc, const char *msg) {
+    printf("{\"ok\":false,\"code\":%d,\"code_name\":", (int)rc);
+    ev_json_string(stdout, fb_code_name(rc));
+    printf(",\"error\":");
+    ev_json_string(stdout, msg ? msg : "");
+    printf("}\n");
 }

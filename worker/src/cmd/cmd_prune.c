@@ -15,20 +15,33 @@
 #include "artifact/arc_index.h"
 #include "cmd/cmd.h"
 #include "cmd/cmd_keys.h"
+#include "codec/ev_json.h"
 #include "common/fb_config.h"
 #include "job/job_prune.h"
 
 typedef struct cmd_prune_out {
-    int dry_run;
+    int dry_run, json, n; /* n: decisions printed (JSON: the array's elements so far) */
 } cmd_prune_out;
 
 static void cmd_prune_report(void *opaque, const char *job_id, int removed, const char *reason) {
-    const cmd_prune_out *o = opaque;
-    printf("%s %s: %s\n", removed ? (o->dry_run ? "would remove" : "removed") : "keep", job_id, reason);
+    cmd_prune_out *o = opaque;
+    const char *what = removed ? (o->dry_run ? "would remove" : "removed") : "keep";
+    if (o->json) {
+        printf("%s{\"job_id\":", o->n ? "," : "");
+        ev_json_string(stdout, job_id);
+        printf(",\"decision\":");
+        ev_json_string(stdout, what);
+        printf(",\"reason\":");
+        ev_json_string(stdout, reason);
+        printf("}");
+    } else {
+        printf("%s %s: %s\n", what, job_id, reason);
+    }
+    o->n++;
 }
 
 static const char cmd_prune_usage[] =
-    "usage: fusion-backup prune --storage-root R --storage-path P --retention-days N [--dry-run]\n"
+    "usage: fusion-backup prune --storage-root R --storage-path P --retention-days N [--dry-run] [--json]\n"
     "                           [--config-id ID] [--index-key FILE | --public-key FILE] [--now-ms MS]\n"
     "  removes the backups in R/P older than N days (0: none), never one a kept backup needs nor the\n"
     "  last restorable FULL; prints each decision and why. --dry-run only prints.\n";
@@ -70,10 +83,24 @@ int cmd_prune(int argc, char **argv) {
     if (!rc) {
         o.retention_days = days;
         po.dry_run = o.dry_run;
+        po.json = cfg.json != 0;
+        /* JSON: one object; the decisions stream into its array as they are made, so a failure midway still
+         * shows what was removed before it */
+        if (po.json) printf("{\"dry_run\":%s,\"decisions\":[", o.dry_run ? "true" : "false");
         rc = job_prune_run(st, path, key, &o, cmd_prune_report, &po, &removed, &err);
+        if (po.json) {
+            printf("],\"removed\":%lld,\"ok\":%s", (long long)removed, rc ? "false" : "true");
+            if (rc) {
+                printf(",\"code\":%d,\"error\":", (int)rc);
+                ev_json_string(stdout, err.msg);
+            }
+            printf("}\n");
+        }
+    } else if (cfg.json) {
+        cmd_json_failure(rc, err.msg);
     }
     if (rc) fprintf(stderr, "fusion-backup prune: %s\n", err.msg);
-    else
+    else if (!cfg.json)
         printf("%s %lld backup(s) older than %lld days from \"%s/%s\"\n", o.dry_run ? "would take away" : "took away",
                (long long)removed, (long long)days, cfg.storage_root, path);
     stor_free(st);

@@ -22,6 +22,7 @@
 
 #include "cmd/cmd.h"
 #include "cmd/cmd_progress.h"
+#include "codec/ev_json.h"
 #include "common/fb_config.h"
 #include "dump/dump_open.h"
 #include "dump/dump_rebuild.h"
@@ -58,7 +59,7 @@ static fb_code cmd_restore_table(const arc_manifest *m, const char *arg, arc_tre
 
 static const char cmd_restore_usage[] =
     "usage: fusion-backup restore ARTIFACT --pg CONNINFO [--table NAME ...] [--create] [--truncate]\n"
-    "                              [--no-owner] [--no-privileges] [--secret-key FILE] [--chain-dir DIR ...]\n"
+    "                              [--no-owner] [--no-privileges] [--secret-key FILE] [--chain-dir DIR ...] [--json]\n"
     "Restores the artifact's tables (or the --table ones) into the database --pg.\n"
     "Into an existing database everything is loaded in one transaction, committed only when all data\n"
     "read was authenticated; a new database (--create, --pg naming one that does not exist) is built\n"
@@ -130,6 +131,13 @@ int cmd_restore(int argc, char **argv) {
         fprintf(stderr, "fusion-backup restore: %s\n", err.msg);
         if (rc != FB_ERR_USAGE)
             fprintf(stderr, "fusion-backup restore: nothing was committed; the target database is unchanged\n");
+        if (cfg.json) cmd_json_failure(rc, err.msg);
+    } else if (cfg.json) {
+        printf("{\"ok\":true,\"database\":");
+        ev_json_string(stdout, c ? PQdb(c) : new_db);
+        printf(",\"tables\":%lld,\"rows\":%lld,\"raw_bytes\":%lld,\"foreign_keys_skipped\":%lld,\"seconds\":%.3f}\n",
+               (long long)st.tables, (long long)st.rows, (long long)st.raw_bytes, (long long)st.fks_skipped,
+               (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
     } else {
         printf("restored %lld tables, %lld rows (%lld bytes of COPY text) into \"%s\" in %.2f s\n",
                (long long)st.tables, (long long)st.rows, (long long)st.raw_bytes, c ? PQdb(c) : new_db,

@@ -12,13 +12,14 @@
 
 #include "cmd/cmd.h"
 #include "cmd/cmd_progress.h"
+#include "codec/ev_json.h"
 #include "common/fb_config.h"
 #include "dump/dump_open.h"
 #include "dump/dump_restore.h"
 #include "pg/pgx.h"
 
 static const char cmd_verify_usage[] =
-    "usage: fusion-backup verify ARTIFACT [--restore-into CONNINFO] [--secret-key FILE] [--chain-dir DIR]\n"
+    "usage: fusion-backup verify ARTIFACT [--restore-into CONNINFO] [--secret-key FILE] [--chain-dir DIR] [--json]\n"
     "  checks every segment (authentication, sizes, BLAKE2b); --restore-into also restores into that\n"
     "  empty database, compares each table with the manifest, and rolls back\n";
 
@@ -65,15 +66,23 @@ int cmd_verify(int argc, char **argv) {
         if (!rc) rc = dump_restore(r, c, &o, &st, &err);
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
+    double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
     if (rc) {
         fprintf(stderr, "fusion-backup verify: %s: %s\n", path ? path : "", err.msg);
+        if (cfg.json) cmd_json_failure(rc, err.msg);
     } else {
         const arc_manifest *m = arc_reader_manifest(r);
         long long rows = 0;
         for (size_t i = 0; i < m->n_tables; i++) rows += m->tables[i].rows;
-        printf("OK %s: %zu tables, %lld rows authenticated and hashes match%s (%.2f s)\n", path, m->n_tables, rows,
-               into ? "; restored and compared, then rolled back" : "",
-               (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+        if (cfg.json) {
+            printf("{\"ok\":true,\"artifact\":");
+            ev_json_string(stdout, path);
+            printf(",\"tables\":%zu,\"rows\":%lld,\"restored_and_compared\":%s,\"seconds\":%.3f}\n", m->n_tables,
+                   rows, into ? "true" : "false", secs);
+        } else {
+            printf("OK %s: %zu tables, %lld rows authenticated and hashes match%s (%.2f s)\n", path, m->n_tables,
+                   rows, into ? "; restored and compared, then rolled back" : "", secs);
+        }
     }
     if (c) PQfinish(c);
     arc_reader_free(r);
