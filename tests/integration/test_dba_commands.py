@@ -202,3 +202,29 @@ def test_verify_restore_and_prune_answer_in_json(bin, source, storage_root, keyp
     assert p["ok"] is True and p["dry_run"] is True and p["removed"] == 0, p
     [d] = p["decisions"]
     assert d["job_id"] == full["job_id"] and d["decision"] == "keep" and d["reason"], d
+
+
+def test_keygen_and_rekey_answer_in_json(bin, source, storage_root, keypair, tmp_path):
+    db, config_id = source
+    pub, secret = keypair
+    r = bin.run("keygen", "--json", "--out", str(tmp_path / "new"))
+    assert r.returncode == 0, r.stderr
+    k = json.loads(r.stdout)
+    assert k == {"ok": True, "kind": "x25519-backup", "public": str(tmp_path / "new.pub"),
+                 "secret": str(tmp_path / "new.key")}, k
+    s = json.loads(bin.run("keygen", "--sign", "--json", "--out", str(tmp_path / "signer")).stdout)
+    assert s["kind"] == "ed25519-signing" and re.fullmatch(r"[0-9a-f]{16}", s["key_id"]), s
+    again = bin.run("keygen", "--json", "--out", str(tmp_path / "new"))
+    assert again.returncode != 0 and json.loads(again.stdout)["code_name"] == "conflict", again.stdout
+
+    settings = ["--storage-root", str(storage_root), "--public-key", str(pub)]
+    full = backup(bin, db, config_id, "FULL", settings, tmp_path)
+    artifact = str(storage_root / full["file_path"])
+    r = bin.run("rekey", artifact, "--secret-key", str(secret), "--new-public-key", str(tmp_path / "new.pub"),
+                "--sign-key", flow.worker_sign_key(), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"rekeyed": [artifact], "of": 1, "ok": True}, r.stdout
+    r = bin.run("rekey", artifact, "--secret-key", str(secret), "--new-public-key", str(tmp_path / "new.pub"),
+                "--sign-key", flow.worker_sign_key(), "--json")
+    bad = json.loads(r.stdout)
+    assert r.returncode != 0 and bad["ok"] is False and bad["rekeyed"] == [] and bad["error"], bad

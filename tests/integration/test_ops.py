@@ -56,6 +56,19 @@ def test_replay_reruns_a_failed_job_once_its_cause_is_fixed_and_guards_loops(bin
     assert len(shown) == 1 and shown[0]["job_id"] == job_id and shown[0]["attempt"] == 2, dry
     assert shown[0]["type"] == "backup.requested" and shown[0]["tables"] == ["Late Table"], shown
     assert len(_messages(brokers, topic_prefix + "backup.requested", 2)) == 1, "the dry run sent something"
+    # The same facts as one JSON document each (--json).
+    sj = json.loads(bin.run("status", "--json", *_kafka_args(brokers, topic_prefix), check=True).stdout)
+    assert sj["failed"] >= 1 and sj["last_success"] == [], sj
+    [f] = [x for x in sj["failed_jobs"] if x["job_id"] == job_id]
+    assert f["job_type"] == "backup" and "Late Table" in f["error"] and f["attempt"] == 1, f
+    assert {x["topic"] for x in sj["lag"]} == {topic_prefix + "backup.requested", topic_prefix + "archive.due"}, sj
+    rj = json.loads(bin.run("replay", "--dry-run", "--json", "--pg", fusion_db, *_kafka_args(brokers, topic_prefix),
+                            check=True).stdout)
+    assert rj["ok"] is True and rj["dry_run"] is True and (rj["replayed"], rj["refused"]) == (1, 0), rj
+    [req] = [x for x in rj["results"] if x["action"] == "request"]
+    assert req["job_id"] == job_id and req["event"]["attempt"] == 2, req
+    [would] = [x for x in rj["results"] if x["action"] == "would"]
+    assert would["job_id"] == job_id and "attempt 2" in would["detail"], would
     # Without a database to ask, nothing is replayed: the request's authority cannot be checked.
     blind = bin.run("replay", "--dry-run", *_kafka_args(brokers, topic_prefix), check=True).stdout
     assert f"refused  {job_id}" in blind and "--pg" in blind and "0 replayed, 1 refused" in blind, blind

@@ -7,6 +7,7 @@
 
 #include "artifact/arc_key.h"
 #include "cmd/cmd.h"
+#include "codec/ev_json.h"
 #include "common/fb_config.h"
 #include "common/fb_sign.h"
 
@@ -33,20 +34,33 @@ int cmd_keygen(int argc, char **argv) {
         rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (usage: keygen [--sign] --out PREFIX)", argv[1]);
     if (!rc && !prefix) rc = fb_err_set(&err, FB_ERR_USAGE, "keygen needs --out PREFIX (writes PREFIX.pub and PREFIX.key)");
     if (!rc) rc = sign ? fb_sign_generate(prefix, &err) : arc_key_generate(prefix, &err);
-    if (rc) fprintf(stderr, "fusion-backup keygen: %s\n", err.msg);
-    else if (sign) {
+    char id[FB_SIGN_KEY_ID_HEX] = "";
+    if (!rc && sign) {
         unsigned char pk[FB_SIGN_PK_BYTES];
-        char id[FB_SIGN_KEY_ID_HEX], pub[4096];
+        char pub[4096];
         snprintf(pub, sizeof pub, "%s.pub", prefix);
-        rc = fb_sign_load_public(pub, pk, &err);
-        if (rc) fprintf(stderr, "fusion-backup keygen: %s\n", err.msg);
-        else {
-            fb_sign_key_id(pk, id);
-            printf("wrote %s.key (signing key, mode 0600: for the party that signs) and %s.pub (key id %s: for "
-                   "the parties that trust it)\n", prefix, prefix, id);
-        }
-    } else printf("wrote %s.pub (public: for workers) and %s.key (secret, mode 0600: keep it off worker machines)\n",
-                prefix, prefix);
+        if (!(rc = fb_sign_load_public(pub, pk, &err))) fb_sign_key_id(pk, id);
+    }
+    if (rc) {
+        fprintf(stderr, "fusion-backup keygen: %s\n", err.msg);
+        if (cfg.json) cmd_json_failure(rc, err.msg);
+    } else if (cfg.json) {
+        char path[4200];
+        printf("{\"ok\":true,\"kind\":\"%s\",\"public\":", sign ? "ed25519-signing" : "x25519-backup");
+        snprintf(path, sizeof path, "%s.pub", prefix);
+        ev_json_string(stdout, path);
+        printf(",\"secret\":");
+        snprintf(path, sizeof path, "%s.key", prefix);
+        ev_json_string(stdout, path);
+        if (sign) printf(",\"key_id\":\"%s\"", id);
+        printf("}\n");
+    } else if (sign) {
+        printf("wrote %s.key (signing key, mode 0600: for the party that signs) and %s.pub (key id %s: for "
+               "the parties that trust it)\n", prefix, prefix, id);
+    } else {
+        printf("wrote %s.pub (public: for workers) and %s.key (secret, mode 0600: keep it off worker machines)\n",
+               prefix, prefix);
+    }
     fb_config_free(&cfg);
     return rc;
 }

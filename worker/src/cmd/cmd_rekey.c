@@ -43,6 +43,7 @@
 #include "artifact/arc_key.h"
 #include "artifact/arc_reader.h"
 #include "cmd/cmd.h"
+#include "codec/ev_json.h"
 #include "common/fb_config.h"
 #include "storage/stor.h"
 #include "storage/stor_s3.h"
@@ -546,7 +547,7 @@ done:
 }
 
 static const char cmd_rekey_usage[] =
-    "usage: fusion-backup rekey ARTIFACT... --secret-key OLD.key --new-public-key NEW.pub\n"
+    "usage: fusion-backup rekey ARTIFACT... --secret-key OLD.key --new-public-key NEW.pub [--json]\n"
     "                         [--sign-key OPERATOR.key] [--trusted-signer FILE ...]\n"
     "  re-seals each artifact's data key to the new public key without re-encrypting its data\n"
     "  (format 2 and later); the file is replaced atomically (copy, fsync, check, rename).\n"
@@ -584,12 +585,29 @@ int cmd_rekey(int argc, char **argv) {
     if (!rc && cfg.sign_key && *cfg.sign_key) rc = fb_signer_load(&signer, cfg.sign_key, "--sign-key", &err);
     trust.signers = &kr;
     trust.allow_unsigned = cfg.allow_unsigned != 0;
+    if (!rc && cfg.json) printf("{\"rekeyed\":[");
+    int listing = !rc && cfg.json; /* the JSON object is open: close it whatever happens below */
     for (size_t i = 0; !rc && i < n; i++) {
         rc = cmd_rekey_one(&cfg, paths[i], sk, pk, npk, &trust, &signer, new_data_key, &err);
         if (!rc) {
+            if (cfg.json) {
+                if (done) printf(",");
+                ev_json_string(stdout, paths[i]);
+            } else {
+                printf("rekeyed %s\n", paths[i]);
+            }
             done++;
-            printf("rekeyed %s\n", paths[i]);
         }
+    }
+    if (listing) {
+        printf("],\"of\":%zu,\"ok\":%s", n, rc ? "false" : "true");
+        if (rc) {
+            printf(",\"code\":%d,\"error\":", (int)rc);
+            ev_json_string(stdout, err.msg);
+        }
+        printf("}\n");
+    } else if (rc && cfg.json) {
+        cmd_json_failure(rc, err.msg);
     }
     if (rc) {
         fprintf(stderr, "fusion-backup rekey: %s\n", err.msg);

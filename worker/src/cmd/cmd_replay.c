@@ -20,6 +20,7 @@
  * for good cannot circle forever. --dry-run says what it would do and sends nothing.
  */
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,7 @@
 #include "kafka/kfk_sign.h"
 
 typedef struct replay_opts {
+    int json, n_said; /* --json: the results array is open; n_said: its elements so far */
     const fb_config *cfg;
     const char *job_id;
     int64_t since;
@@ -62,43 +64,73 @@ static int replay_route(const fb_config *cfg, const ev_event *req, char *topic, 
     return 0;
 }
 
+/* One line of the outcome: "ACTION   JOB: detail" (detail starts with its separator), or with --json one element
+ * {"action", "job_id", "detail"} of the results array. */
+static void replay_say(replay_opts *o, const char *action, const char *job, const char *fmt, ...) {
+    char detail[2400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof detail, fmt, ap);
+    va_end(ap);
+    if (!o->json) {
+        printf("%-8s %s%s\n", action, job, detail);
+        return;
+    }
+    const char *d = detail;
+    if (d[0] == ':' && d[1] == ' ') d += 2;
+    else if (d[0] == ' ') d++;
+    printf("%s{\"action\":", o->n_said++ ? "," : "");
+    ev_json_string(stdout, action);
+    printf(",\"job_id\":");
+    ev_json_string(stdout, job);
+    printf(",\"detail\":");
+    ev_json_string(stdout, d);
+    printf("}");
+}
+
 /* Republishes one decoded request with attempt = next_attempt, or refuses it (loop guard, authority, a header
  * that disagrees with the event). claimed_topic: the topic a dead letter's header names (NULL: none). */
 static void replay_one(replay_opts *o, ev_event *req, int64_t next_attempt, const char *why, const char *claimed_topic) {
     char topic[300], key[600];
     fb_err err;
     if (!replay_route(o->cfg, req, topic, sizeof topic, key, sizeof key)) {
-        printf("skip     %s: a %s event is not a request, nothing to replay\n", req->job_id, ev_type_name(req->type));
+        replay_say(o, "skip", req->job_id, ": a %s event is not a request, nothing to replay", ev_type_name(req->type));
         return;
     }
     req->attempt = next_attempt;
     req->ts = ev_now_ms();
-    printf("request  ");
-    ev_json_write(stdout, req);
-    putchar('\n');
+    if (o->json) {
+        printf("%s{\"action\":\"request\",\"job_id\":\"%s\",\"event\":", o->n_said++ ? "," : "", req->job_id);
+        ev_json_write(stdout, req);
+        printf("}");
+    } else {
+        printf("request  ");
+        ev_json_write(stdout, req);
+        putchar('\n');
+    }
     if (claimed_topic && strcmp(claimed_topic, topic) != 0) {
-        printf("refused  %s (%s): the dead letter's header says it came from %s, but a %s belongs on %s; the header "
-               "is not authenticated, so a letter whose header and content disagree is not replayed\n",
-               req->job_id, ev_type_name(req->type), claimed_topic, ev_type_name(req->type), topic);
+        replay_say(o, "refused", req->job_id, " (%s): the dead letter's header says it came from %s, but a %s belongs on "
+                   "%s; the header is not authenticated, so a letter whose header and content disagree is not replayed",
+                   ev_type_name(req->type), claimed_topic, ev_type_name(req->type), topic);
         o->refused++;
         return;
     }
     if (next_attempt > o->cfg->max_attempts) {
-        printf("refused  %s (%s): attempt %" PRId64 " would exceed --max-attempts %" PRId64
-               " (loop guard: fix the cause, then raise --max-attempts to force)\n",
-               req->job_id, ev_type_name(req->type), next_attempt, o->cfg->max_attempts);
+        replay_say(o, "refused", req->job_id, " (%s): attempt %" PRId64 " would exceed --max-attempts %" PRId64
+                   " (loop guard: fix the cause, then raise --max-attempts to force)",
+                   ev_type_name(req->type), next_attempt, o->cfg->max_attempts);
         o->refused++;
         return;
     }
     /* The database decides, now, as the worker will: a forged or outdated request is not sent at all. */
     if (job_authority_authorise(o->cfg, req, &err) != FB_OK) {
-        printf("refused  %s (%s): %s\n", req->job_id, ev_type_name(req->type), err.msg);
+        replay_say(o, "refused", req->job_id, " (%s): %s", ev_type_name(req->type), err.msg);
         o->refused++;
         return;
     }
     if (o->dry_run) {
-        printf("would    %s (%s) -> %s key %s, attempt %" PRId64 " (%s)\n", req->job_id, ev_type_name(req->type), topic,
-               key, next_attempt, why);
+        replay_say(o, "would", req->job_id, " (%s) -> %s key %s, attempt %" PRId64 " (%s)", ev_type_name(req->type),
+                   topic, key, next_attempt, why);
         o->replayed++;
         return;
     }
@@ -106,11 +138,11 @@ static void replay_one(replay_opts *o, ev_event *req, int64_t next_attempt, cons
     size_t len = 0;
     if (ev_encode(req, &buf, &len, &err) ||
         kfk_produce_sync(o->producer, o->signer, topic, key, strlen(key), buf, len, NULL, 0, 30000, &err)) {
-        printf("FAILED   %s: %s\n", req->job_id, err.msg);
+        replay_say(o, "FAILED", req->job_id, ": %s", err.msg);
         o->failed++;
     } else {
-        printf("replayed %s (%s) -> %s key %s, attempt %" PRId64 " (%s)\n", req->job_id, ev_type_name(req->type), topic,
-               key, next_attempt, why);
+        replay_say(o, "replayed", req->job_id, " (%s) -> %s key %s, attempt %" PRId64 " (%s)", ev_type_name(req->type),
+                   topic, key, next_attempt, why);
         o->replayed++;
     }
     free(buf);
@@ -126,13 +158,13 @@ static void replay_failed(replay_opts *o, cmd_jobs *jobs) {
         ev_event *req = NULL;
         fb_err err;
         if (!s->request || ev_decode(s->request, s->request_len, &req, &err)) {
-            printf("skip     %s: its FAILED status carries no usable request%s%s\n", st->job_id, s->request ? ": " : "",
-                   s->request ? err.msg : "");
+            replay_say(o, "skip", st->job_id, ": its FAILED status carries no usable request%s%s",
+                       s->request ? ": " : "", s->request ? err.msg : "");
             continue;
         }
         if (strcmp(req->job_id, st->job_id) != 0) {
-            printf("refused  %s: its FAILED status carries the request of another job (%s)\n", st->job_id,
-                   req->job_id);
+            replay_say(o, "refused", st->job_id, ": its FAILED status carries the request of another job (%s)",
+                       req->job_id);
             o->refused++;
             ev_event_free(req);
             continue;
@@ -168,7 +200,8 @@ static int replay_dlq_one(void *opaque, const rd_kafka_message_t *m) {
     snprintf(what, sizeof what, "the dead letter at offset %" PRId64, m->offset);
     if (kfk_sign_verify_message(o->signers, m, what, NULL, &err)) {
         if (o->job_id) return 0;
-        printf("refused  %s: not written by a trusted worker, so it is not replayed (--trusted-signer)\n", err.msg);
+        replay_say(o, "refused", "", "%s: not written by a trusted worker, so it is not replayed (--trusted-signer)",
+                   err.msg);
         o->refused++;
         return 0;
     }
@@ -184,9 +217,9 @@ static int replay_dlq_one(void *opaque, const rd_kafka_message_t *m) {
         if (replay_route(o->cfg, req, topic, sizeof topic, key, sizeof key) &&
             kfk_sign_verify(o->requesters, topic, m->key, m->key_len, m->payload, m->len, h, KFK_HDR_SOURCE_KEY_ID,
                             KFK_HDR_SOURCE_SIG, what, NULL, &err)) {
-            printf("refused  %s (%s): %s; replay re-signs what it sends with the operator's key, so it never "
-                   "republishes a request that no trusted requester signed (--trusted-requester)\n", req->job_id,
-                   ev_type_name(req->type), err.msg);
+            replay_say(o, "refused", req->job_id, " (%s): %s; replay re-signs what it sends with the operator's key, so "
+                       "it never republishes a request that no trusted requester signed (--trusted-requester)",
+                       ev_type_name(req->type), err.msg);
             o->refused++;
         } else {
             replay_one(o, req, req->attempt + 1, "dead letter", claimed);
@@ -195,15 +228,15 @@ static int replay_dlq_one(void *opaque, const rd_kafka_message_t *m) {
         return 0;
     }
     if (o->job_id) return 0; /* cannot tell its job: only reported when not filtering by job */
-    printf("refused  undecodable dead letter at offset %" PRId64 " (header: from %s): %s; only a request that decodes "
-           "can be routed by its type (the header is not authenticated), so it stays in the dead-letter topic\n",
-           m->offset, claimed ? claimed : "an unknown topic", err.msg);
+    replay_say(o, "refused", "", "undecodable dead letter at offset %" PRId64 " (header: from %s): %s; only a request "
+               "that decodes can be routed by its type (the header is not authenticated), so it stays in the "
+               "dead-letter topic", m->offset, claimed ? claimed : "an unknown topic", err.msg);
     o->refused++;
     return 0;
 }
 
 static const char cmd_replay_usage[] =
-    "usage: fusion-backup replay --pg CONNINFO [--from failed|dlq] [--job-id ID] [--since TIME] [--dry-run]\n"
+    "usage: fusion-backup replay --pg CONNINFO [--from failed|dlq] [--job-id ID] [--since TIME] [--dry-run] [--json]\n"
     "Republishes failed jobs (or dead letters) to the topic of their event type with attempt + 1. Each\n"
     "request is printed as JSON first, and checked against the database (--pg) as the worker checks it:\n"
     "a request the database does not authorise now is refused, and so is a job whose attempt would\n"
@@ -250,11 +283,15 @@ int cmd_replay(int argc, char **argv) {
         rc = err.code;
         goto out;
     }
+    if (cfg.json) {
+        o.json = 1; /* from here on every outcome is an element of the results array */
+        printf("{\"dry_run\":%s,\"from\":\"%s\",\"results\":[", o.dry_run ? "true" : "false", from);
+    }
     if (strcmp(from, "failed") == 0) {
         if (!(rc = cmd_jobs_load(&cfg, &signers, &jobs, &err))) {
             if (jobs.untrusted)
-                printf("ignored  %zu status event(s) not signed by a trusted worker key (--trusted-signer): a FAILED "
-                       "among them is not replayed\n", jobs.untrusted);
+                replay_say(&o, "ignored", "", "%zu status event(s) not signed by a trusted worker key "
+                           "(--trusted-signer): a FAILED among them is not replayed", jobs.untrusted);
             replay_failed(&o, &jobs);
         }
     } else {
@@ -262,12 +299,21 @@ int cmd_replay(int argc, char **argv) {
         fb_config_topic(&cfg, "jobs.dlq", topic, sizeof topic);
         rc = kfk_scan_topic(&cfg, topic, replay_dlq_one, &o, &err);
     }
-    if (!rc) {
+    if (!rc && !o.json)
         printf("%s%d replayed, %d refused, %d failed\n", o.dry_run ? "dry run: " : "", o.replayed, o.refused, o.failed);
-        if (o.failed) rc = fb_err_set(&err, FB_ERR_KAFKA, "%d job(s) could not be republished (see above)", o.failed);
+    if (!rc && o.failed) rc = fb_err_set(&err, FB_ERR_KAFKA, "%d job(s) could not be republished (see above)", o.failed);
+    if (o.json) {
+        printf("],\"replayed\":%d,\"refused\":%d,\"failed\":%d,\"ok\":%s", o.replayed, o.refused, o.failed,
+               rc ? "false" : "true");
+        if (rc) {
+            printf(",\"code\":%d,\"error\":", (int)rc);
+            ev_json_string(stdout, err.msg);
+        }
+        printf("}\n");
     }
 out:
     if (rc) fprintf(stderr, "fusion-backup replay: %s\n", err.msg);
+    if (rc && cfg.json && !o.json) cmd_json_failure(rc, err.msg);
     cmd_jobs_free(&jobs);
     if (o.producer) kfk_producer_free(o.producer);
     fb_signer_wipe(&signer);

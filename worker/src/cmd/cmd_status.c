@@ -9,13 +9,39 @@
 #include "cmd/cmd.h"
 #include "cmd/cmd_jobs.h"
 #include "codec/ev_event.h"
+#include "codec/ev_json.h"
 #include "common/fb_config.h"
 #include "common/fb_time.h"
 #include "kafka/kfk_scan.h"
 #include "kafka/kfk_sign.h"
 
 static const char cmd_status_usage[] =
-    "usage: fusion-backup status\nSummarises <prefix>jobs.completed and the workers' consumer lag.\n";
+    "usage: fusion-backup status [--json]\nSummarises <prefix>jobs.completed and the workers' consumer lag.\n";
+
+/* 1 when jobs->items[i] is the newest backup SUCCESS of its configuration. */
+static int cs_newest_success(const cmd_jobs *jobs, size_t i) {
+    const ev_event *e = jobs->items[i].last;
+    const ev_job_status *s = &e->u.status;
+    if (s->job_type != EV_JOB_BACKUP || s->status != EV_SUCCESS || !s->config_id.has) return 0;
+    for (size_t k = 0; k < jobs->n; k++) {
+        const ev_job_status *o = &jobs->items[k].last->u.status;
+        if (k != i && o->job_type == EV_JOB_BACKUP && o->status == EV_SUCCESS && o->config_id.has &&
+            o->config_id.v == s->config_id.v && jobs->items[k].last->ts > e->ts)
+            return 0;
+    }
+    return 1;
+}
+
+/* A section: a heading line, or a JSON member holding an array. */
+static void cs_section(int json, const char *key, const char *heading) {
+    if (json) printf(",\"%s\":[", key);
+    else printf("\n%s\n", heading);
+}
+
+static void cs_section_end(int json, int any, const char *none) {
+    if (json) printf("]");
+    else if (!any) printf("%s\n", none);
+}
 
 int cmd_status(int argc, char **argv) {
     fb_config cfg;
@@ -32,6 +58,7 @@ int cmd_status(int argc, char **argv) {
         (rc = cmd_jobs_load(&cfg, &signers, &jobs, &err)))
         goto out;
     int64_t now = ev_now_ms();
+    int json = cfg.json != 0;
     size_t n_run = 0, n_ok = 0, n_fail = 0;
     for (size_t i = 0; i < jobs.n; i++) {
         ev_status s = jobs.items[i].last->u.status.status;
@@ -39,59 +66,89 @@ int cmd_status(int argc, char **argv) {
         n_ok += s == EV_SUCCESS;
         n_fail += s == EV_FAILED;
     }
-    printf("jobs: %zu (%zu running, %zu succeeded, %zu failed)%s; every one from status events signed by a trusted "
-           "worker key\n", jobs.n, n_run, n_ok, n_fail, jobs.undecodable ? " and undecodable events (see tail)" : "");
-    if (jobs.untrusted)
-        printf("UNTRUSTED: %zu status event(s) not signed by a trusted worker key were ignored (forged, or from a "
-               "worker whose key is not in --trusted-signer; `fusion-backup tail --from-beginning` shows them)\n",
+    if (json) {
+        printf("{\"jobs\":%zu,\"running\":%zu,\"succeeded\":%zu,\"failed\":%zu,\"undecodable\":%s,"
+               "\"untrusted_ignored\":%zu", jobs.n, n_run, n_ok, n_fail, jobs.undecodable ? "true" : "false",
                jobs.untrusted);
+    } else {
+        printf("jobs: %zu (%zu running, %zu succeeded, %zu failed)%s; every one from status events signed by a "
+               "trusted worker key\n", jobs.n, n_run, n_ok, n_fail,
+               jobs.undecodable ? " and undecodable events (see tail)" : "");
+        if (jobs.untrusted)
+            printf("UNTRUSTED: %zu status event(s) not signed by a trusted worker key were ignored (forged, or from a "
+                   "worker whose key is not in --trusted-signer; `fusion-backup tail --from-beginning` shows them)\n",
+                   jobs.untrusted);
+    }
 
-    printf("\nlast successful backup per configuration:\n");
+    cs_section(json, "last_success", "last successful backup per configuration:");
     int any = 0;
     for (size_t i = 0; i < jobs.n; i++) {
+        if (!cs_newest_success(&jobs, i)) continue;
         const ev_event *e = jobs.items[i].last;
         const ev_job_status *s = &e->u.status;
-        if (s->job_type != EV_JOB_BACKUP || s->status != EV_SUCCESS || !s->config_id.has) continue;
-        int newest = 1; /* only the newest success of each configuration */
-        for (size_t k = 0; k < jobs.n && newest; k++) {
-            const ev_job_status *o = &jobs.items[k].last->u.status;
-            newest = !(k != i && o->job_type == EV_JOB_BACKUP && o->status == EV_SUCCESS && o->config_id.has &&
-                       o->config_id.v == s->config_id.v && jobs.items[k].last->ts > e->ts);
-        }
-        if (!newest) continue;
         char when[40], size[32] = "-";
         fb_time_format(e->ts, when, sizeof when);
-        if (s->file_size.has) fb_size_format(s->file_size.v, size, sizeof size);
-        printf("  config %-6" PRId64 " %s (%.1f h ago)  %s  %s\n", s->config_id.v, when, (double)(now - e->ts) / 3.6e6,
-               size, s->file_path ? s->file_path : "");
+        if (json) {
+            printf("%s{\"config_id\":%" PRId64 ",\"at\":\"%s\",\"age_hours\":%.2f,\"file_size\":%" PRId64
+                   ",\"file_path\":", any ? "," : "", s->config_id.v, when, (double)(now - e->ts) / 3.6e6,
+                   s->file_size.has ? s->file_size.v : -1);
+            ev_json_string(stdout, s->file_path ? s->file_path : "");
+            printf("}");
+        } else {
+            if (s->file_size.has) fb_size_format(s->file_size.v, size, sizeof size);
+            printf("  config %-6" PRId64 " %s (%.1f h ago)  %s  %s\n", s->config_id.v, when,
+                   (double)(now - e->ts) / 3.6e6, size, s->file_path ? s->file_path : "");
+        }
         any = 1;
     }
-    if (!any) printf("  none yet\n");
+    cs_section_end(json, any, "  none yet");
 
-    printf("\nfailed (latest status FAILED; `fusion-backup replay` republishes them):\n");
+    cs_section(json, "failed_jobs", "failed (latest status FAILED; `fusion-backup replay` republishes them):");
     any = 0;
     for (size_t i = 0; i < jobs.n; i++) {
         const ev_event *e = jobs.items[i].last;
         if (e->u.status.status != EV_FAILED) continue;
         char when[40];
-        printf("  %s  %s  %-7s attempt %" PRId64 "  %s\n", fb_time_format(e->ts, when, sizeof when), e->job_id,
-               ev_job_type_name(e->u.status.job_type), e->attempt, e->u.status.error ? e->u.status.error : "");
+        fb_time_format(e->ts, when, sizeof when);
+        if (json) {
+            printf("%s{\"job_id\":\"%s\",\"job_type\":\"%s\",\"attempt\":%" PRId64 ",\"at\":\"%s\",\"error\":",
+                   any ? "," : "", e->job_id, ev_job_type_name(e->u.status.job_type), e->attempt, when);
+            ev_json_string(stdout, e->u.status.error ? e->u.status.error : "");
+            printf("}");
+        } else {
+            printf("  %s  %s  %-7s attempt %" PRId64 "  %s\n", when, e->job_id, ev_job_type_name(e->u.status.job_type),
+                   e->attempt, e->u.status.error ? e->u.status.error : "");
+        }
         any = 1;
     }
-    if (!any) printf("  none\n");
+    cs_section_end(json, any, "  none");
 
-    printf("\nrunning:\n");
+    cs_section(json, "running_jobs", "running:");
     any = 0;
     for (size_t i = 0; i < jobs.n; i++) {
         const ev_event *e = jobs.items[i].last;
         if (e->u.status.status != EV_RUNNING) continue;
-        printf("  %s  %-7s on %s for %.0f s\n", e->job_id, ev_job_type_name(e->u.status.job_type), e->u.status.worker,
-               (double)(now - (e->u.status.started_at.has ? e->u.status.started_at.v : e->ts)) / 1000.0);
+        double for_s = (double)(now - (e->u.status.started_at.has ? e->u.status.started_at.v : e->ts)) / 1000.0;
+        if (json) {
+            printf("%s{\"job_id\":\"%s\",\"job_type\":\"%s\",\"seconds\":%.0f,\"worker\":", any ? "," : "",
+                   e->job_id, ev_job_type_name(e->u.status.job_type), for_s);
+            ev_json_string(stdout, e->u.status.worker ? e->u.status.worker : "");
+            printf("}");
+        } else {
+            printf("  %s  %-7s on %s for %.0f s\n", e->job_id, ev_job_type_name(e->u.status.job_type),
+                   e->u.status.worker, for_s);
+        }
         any = 1;
     }
-    if (!any) printf("  none\n");
+    cs_section_end(json, any, "  none");
 
-    printf("\nconsumer lag of group %s:\n", cfg.group_id);
+    if (json) {
+        printf(",\"group\":");
+        ev_json_string(stdout, cfg.group_id);
+        printf(",\"lag\":[");
+    } else {
+        printf("\nconsumer lag of group %s:\n", cfg.group_id);
+    }
     const char *suffix[2] = {"backup.requested", "archive.due"};
     for (int t = 0; t < 2; t++) {
         char topic[300];
@@ -99,11 +156,27 @@ int cmd_status(int argc, char **argv) {
         int parts = 0;
         fb_err e2;
         fb_config_topic(&cfg, suffix[t], topic, sizeof topic);
-        if (kfk_group_lag(&cfg, cfg.group_id, topic, &lag, &parts, &e2)) printf("  %s: %s\n", topic, e2.msg);
-        else printf("  %-40s %6" PRId64 " waiting  (%d partitions)\n", topic, lag, parts);
+        int failed = kfk_group_lag(&cfg, cfg.group_id, topic, &lag, &parts, &e2) != FB_OK;
+        if (json) {
+            printf("%s{\"topic\":", t ? "," : "");
+            ev_json_string(stdout, topic);
+            if (failed) {
+                printf(",\"error\":");
+                ev_json_string(stdout, e2.msg);
+            } else {
+                printf(",\"waiting\":%" PRId64 ",\"partitions\":%d", lag, parts);
+            }
+            printf("}");
+        } else if (failed) {
+            printf("  %s: %s\n", topic, e2.msg);
+        } else {
+            printf("  %-40s %6" PRId64 " waiting  (%d partitions)\n", topic, lag, parts);
+        }
     }
+    if (json) printf("]}\n");
 out:
     if (rc) fprintf(stderr, "fusion-backup status: %s\n", err.msg);
+    if (rc && cfg.json) cmd_json_failure(rc, err.msg);
     cmd_jobs_free(&jobs);
     fb_keyring_free(&signers);
     fb_config_free(&cfg);

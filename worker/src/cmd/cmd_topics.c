@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cmd/cmd.h"
+#include "codec/ev_json.h"
 #include "common/fb_config.h"
 #include "kafka/kfk.h"
 
@@ -39,11 +40,23 @@ int cmd_topics(int argc, char **argv) {
     const char *suffix[4] = {"backup.requested", "archive.due", "jobs.completed", "jobs.dlq"};
     const char *ptrs[4];
     for (int i = 0; i < 4; i++) ptrs[i] = fb_config_topic(&cfg, suffix[i], names[i], sizeof names[i]);
-    if (!(rc = kfk_wait_ready(rk, 30000, &err)) && !(rc = kfk_create_topics(rk, ptrs, parts, 4, replication, 30000, &err)))
-        for (int i = 0; i < 4; i++) printf("topic %s: ready (%d partitions, replication factor %d, if created now)\n", ptrs[i], parts[i],
-                   replication);
+    if (!(rc = kfk_wait_ready(rk, 30000, &err)) && !(rc = kfk_create_topics(rk, ptrs, parts, 4, replication, 30000, &err))) {
+        if (cfg.json) printf("{\"ok\":true,\"topics\":[");
+        for (int i = 0; i < 4; i++) {
+            if (cfg.json) {
+                printf("%s{\"topic\":", i ? "," : "");
+                ev_json_string(stdout, ptrs[i]);
+                printf(",\"partitions\":%d,\"replication_factor\":%d}", parts[i], replication);
+            } else {
+                printf("topic %s: ready (%d partitions, replication factor %d, if created now)\n", ptrs[i], parts[i],
+                       replication);
+            }
+        }
+        if (cfg.json) printf("]}\n");
+    }
 out:
     if (rc) fprintf(stderr, "fusion-backup topics: %s\n", err.msg);
+    if (rc && cfg.json) cmd_json_failure(rc, err.msg);
     if (rk) rd_kafka_destroy(rk);
     fb_config_free(&cfg);
     return rc;

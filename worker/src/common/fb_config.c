@@ -199,9 +199,11 @@ static const cfg_row cfg_rows[] = {
      * commands that accept it. A new option of a command is one row here and one field in fb_config. */
     ROW_F("help", help, NULL, W | C, "print this help and exit (also -h)"),
     ROW_F("version", version, NULL, W, "print the versions of the program and its libraries and exit"),
-    ROW_F("json", json, NULL, SC(BACKUP) | SC(CAPTURE) | SC(CHECK) | SC(INSPECT) | SC(LIST) | SC(PRUNE) |
-          SC(RESTORE) | SC(TAIL) | SC(VERIFY),
-          "print JSON instead of readable lines"),
+    ROW_F("json", json, NULL, SC(BACKUP) | SC(CAPTURE) | SC(CHECK) | SC(EVENT) | SC(INSPECT) | SC(KEYGEN) |
+          SC(LIST) | SC(PRUNE) | SC(REKEY) | SC(REPLAY) | SC(RESTORE) | SC(STATUS) | SC(TAIL) | SC(TOPICS) |
+          SC(UNARCHIVE) | SC(VERIFY),
+          "print one JSON document instead of readable lines, also on failure ({\"ok\": false, \"code\", "
+          "\"error\"}); event and unarchive print JSON always"),
     ROW_F("dry-run", dry_run, NULL, SC(PRUNE) | SC(REPLAY) | SC(UNARCHIVE),
           "do everything but change nothing and say what would be done (unarchive: roll back at the end)"),
     ROW_M("table", table, SC(BACKUP) | SC(RESTORE),
