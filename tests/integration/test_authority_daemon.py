@@ -28,6 +28,17 @@ def _finished(conninfo: str, record_id: int, what: str, timeout: float = 90) -> 
                     timeout=timeout, what=what)
 
 
+def _assert_ignored(port: int, forged: list, log: str) -> None:
+    """The recorder's metrics count each forged status under its reason, once."""
+    m = metrics(port)
+    want: dict[str, int] = {}
+    for reason, _ in forged:
+        want[reason] = want.get(reason, 0) + 1
+    for reason, n in want.items():
+        got = m.get(f'fusion_backup_recorder_ignored_total{{reason="{reason}"}}')
+        assert got == n, f"ignored[{reason}] = {got}, want {n}\n{log}"
+
+
 def test_forged_statuses_leave_the_record_unchanged(brokers, topic_prefix, fusion_db, workers):
     c1 = add_config(fusion_db, "one", "fusion/one", ["auth_group"])
     c2 = add_config(fusion_db, "two", "fusion/two", ["auth_group"])
@@ -69,13 +80,7 @@ def test_forged_statuses_leave_the_record_unchanged(brokers, topic_prefix, fusio
         after = record_row(fusion_db, rid)
         changed = {k: (row[k], after[k]) for k in row if row[k] != after[k]}
         assert not changed, f"record {rid} changed by forged statuses: {changed}\n{workers.log(w)}"
-    m = metrics(port)
-    want: dict[str, int] = {}
-    for reason, _ in forged:
-        want[reason] = want.get(reason, 0) + 1
-    for reason, n in want.items():
-        got = m.get(f'fusion_backup_recorder_ignored_total{{reason="{reason}"}}')
-        assert got == n, f"ignored[{reason}] = {got}, want {n}"
+    _assert_ignored(port, forged, workers.log(w))
     log = workers.log(w)
     assert "attempt is beyond the record's attempt + 1" in log and "reason verify_job_mismatch" in log, log
 
@@ -213,13 +218,7 @@ def test_archive_statuses_reach_their_run_and_forged_ones_change_nothing(brokers
     assert row["started_at"].timestamp() * 1000 <= db_now_ms(fusion_db) + SKEW_MS + 1000, "year 9999 not clamped"
     after_b = archive_run_row(fusion_db, run_b)
     assert after_b == before[run_b], f"run B changed by forged statuses: {after_b}"
-    m = metrics(port)
-    want: dict[str, int] = {}
-    for reason, _ in forged:
-        want[reason] = want.get(reason, 0) + 1
-    for reason, n in want.items():
-        got = m.get(f'fusion_backup_recorder_ignored_total{{reason="{reason}"}}')
-        assert got == n, f"ignored[{reason}] = {got}, want {n}\n{workers.log(w)}"
+    _assert_ignored(port, forged, workers.log(w))
     # a later RUNNING (a stale progress event) does not move a FAILED run back
     publish(brokers, topic, b"forged", status(job_a, "RUNNING", job_type="archive", policy_id=p1))
     publish(brokers, topic, b"forged", status(job_b, "RUNNING", job_type="archive", policy_id=p2))
