@@ -184,19 +184,24 @@ def test_verify_restore_and_prune_answer_in_json(bin, source, storage_root, keyp
     assert v["rows"] >= 2000 and v["tables"] >= 1 and v["seconds"] >= 0, v
 
     target = new_db()
-    r = bin.run("restore", artifact, "--pg", target, "--secret-key", str(secret), "--table", "marks", "--json")
+    r = bin.run("restore", artifact, "--pg", target, "--secret-key", str(secret), "--table", "marks", "--create",
+                "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["ok"] is True and out["tables"] == 1 and out["rows"] == 2000 and out["raw_bytes"] > 0, out
     assert out["database"] == psycopg2.connect(target).info.dbname
 
     # a failure is one JSON document too, with the code the exit status carries
-    r = bin.run("restore", artifact, "--pg", target, "--secret-key", str(secret), "--table", "marks", "--json")
+    r = bin.run("restore", artifact, "--pg", target, "--secret-key", str(secret), "--table", "marks", "--create",
+                "--json")
     assert r.returncode != 0
     bad = json.loads(r.stdout)
     assert bad["ok"] is False and bad["code"] == r.returncode and "marks" in bad["error"], bad
 
-    r = bin.run("prune", *settings, "--storage-path", STORAGE_PATH, "--retention-days", "1", "--dry-run", "--json")
+    # three days on, the FULL is past a 1-day retention but the last restorable one: kept, and said why
+    later = str(int(time.time() * 1000) + 3 * 86400 * 1000)
+    r = bin.run("prune", *settings, "--storage-path", STORAGE_PATH, "--retention-days", "1", "--dry-run",
+                "--now-ms", later, "--json")
     assert r.returncode == 0, r.stderr
     p = json.loads(r.stdout)
     assert p["ok"] is True and p["dry_run"] is True and p["removed"] == 0, p
