@@ -101,7 +101,7 @@ static void test_unknown_and_missing(void) {
     }
     refused(RESTORE, "-x", NULL, "unknown option", "-x", NULL);
     /* an option of another command is refused, and said to be one */
-    refused(RESTORE, "--json", NULL, "--json is not an option of this command", NULL, NULL);
+    refused(RESTORE, "--dry-run", NULL, "--dry-run is not an option of this command", NULL, NULL);
     refused(FB_CFG_WORKER, "--table", "t", "--table is not an option of this command", NULL, NULL);
     refused(RESTORE, "--table", NULL, "--table needs a value", NULL, NULL);
     refused(RESTORE, "--pg", NULL, "--pg needs a value", NULL, NULL);
@@ -281,7 +281,7 @@ static void test_help_is_the_table(void) {
     static const char *const in[] = {"--jobs N", "--table VALUE", "--chain-dir", "--create", "--no-owner",
                                      "--truncate", "--pg VALUE", "--secret-key", "--log-level debug|info|warn|error",
                                      "1..16, default 1", "FB_PG"};
-    static const char *const out[] = {"--json", "--partitions", "--concurrency", "--role"};
+    static const char *const out[] = {"--dry-run", "--partitions", "--concurrency", "--role"};
     for (size_t i = 0; i < sizeof in / sizeof in[0]; i++) CHECKF(strstr(text, in[i]), "help lacks \"%s\"", in[i]);
     for (size_t i = 0; i < sizeof out / sizeof out[0]; i++)
         CHECKF(!strstr(text, out[i]), "restore's help lists \"%s\", which restore refuses", out[i]);
