@@ -54,14 +54,15 @@ UNIT = "fusion-backup-worker@.service"
 def fb_config_env_names() -> Dict[str, str]:
     """FB_* variable -> setting name, from the settings table in fb_config.c."""
     src = (REPO / "worker/src/common/fb_config.c").read_text()
-    rows = re.findall(r'ROW_[SIL]\(\s*"([a-z-]+)",.*?"(FB_[A-Z0-9_]+)"', src, re.S)
+    # within one row: its name, then (before the scope's first ')') its variable, when it has one (NULL: none)
+    rows = re.findall(r'ROW_[SILEF]\(\s*"([a-z-]+)",[^)]*?"(FB_[A-Z0-9_]+)"', src, re.S)
     assert len(rows) >= 20, f"could not read the settings table of fb_config.c (found {rows})"
     return {env: name for name, env in rows}
 
 
 def fb_config_default(env: str) -> str:
     src = (REPO / "worker/src/common/fb_config.c").read_text()
-    m = re.search(r'ROW_[SI]\(\s*"[a-z-]+",\s*\w+,\s*"([^"]*)",[^;]*?"' + env + '"', src, re.S)
+    m = re.search(r'ROW_[SIE]\(\s*"[a-z-]+",\s*\w+,\s*"([^"]*)",[^)]*?"' + env + '"', src, re.S)
     assert m, f"no default for {env} in fb_config.c"
     return m.group(1)
 
