@@ -139,6 +139,20 @@ class Capture:
         self.proc = subprocess.Popen(args, stdout=self.out, stderr=subprocess.STDOUT)
         _RUNNING.append(self.proc)
 
+    def wait_created(self, timeout: float = 240) -> None:
+        """Until --create-slot has its consistent point. The slot shows as active from the start of its creation,
+        but PostgreSQL reaches the consistent point only when every transaction running anywhere in the cluster at
+        that moment has ended (other tests' long backups included); a commit before that point is in the slot's
+        snapshot, not in its stream, so a test must not commit what it expects to see streamed before this."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            if "created: consistent point" in self.log.read_text():
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"capture exited {self.proc.returncode}: {self.log.read_text()}")
+            time.sleep(0.1)
+        raise AssertionError(f"the slot had no consistent point within {timeout} s: {self.log.read_text()}")
+
     def stop(self, sig) -> int:
         self.proc.send_signal(sig)
         rc = self.proc.wait(timeout=30)
@@ -183,6 +197,7 @@ def test_capture_keeps_every_transaction_once_across_kill_and_lost_connection(bi
     name, ci, slot, conn = captured_db
     cap = Capture(bin, ci, slot, storage_root, keypair, signing_keys, tmp_path / "capture.log")
     cap.start(create=True)
+    cap.wait_created()
     wait_slot_active(conn, slot, True)
     xids = []
     note = "tab\there\nnewline \\ 'q' " + "x" * 5000
@@ -292,6 +307,7 @@ def test_apply_until_each_moment_equals_the_source_then(bin, captured_db, logica
     conn.autocommit = True
     cap = Capture(bin, ci, slot, storage_root, keypair, signing_keys, tmp_path / "capture.log")
     cap.start(create=True)
+    cap.wait_created()
     wait_slot_active(conn, slot, True)
     big = "".join(f"{i:08x}" for i in range(20000))  # 160 kB, TOASTed; later updates leave it unchanged ('u')
     steps = [
@@ -391,6 +407,7 @@ def test_create_slot_refuses_tables_without_replica_identity(bin, captured_db, s
         cur.execute('UPDATE "No Key" SET b = \'y\'')  # still allowed: nothing was published
         cur.execute('ALTER TABLE "No Key" REPLICA IDENTITY FULL')
     cap.start(create=True)
+    cap.wait_created()
     wait_slot_active(conn, slot, True)
     xid, _ = commit(conn, 'UPDATE "No Key" SET b = \'z\'')
     cap.wait_durable(xid, DURABLE_WAIT_S)
