@@ -5,6 +5,7 @@
 #   1. ctest under the sanitizers (C unit tests, and C tests against the real broker and database)
 #   2. the libFuzzer target on the event decoder for a bounded time (FB_FUZZ_SECONDS, default 60)
 #   3. pytest: the Python codec, the integration tests (real services, real binaries), two at a time; then the
+#      two that kill or freeze the S3 server, alone; then
 #      one test that crashes PostgreSQL, alone
 #   4. pytest: the Django app on the newest Django, on Django 3.2 and on Fusion's own Django 3.1.5
 # Exits non-zero if any step fails, after running them all, and prints a summary.
@@ -69,10 +70,17 @@ PY="$FB_VENV/bin/python"
 # each has its own database, topic prefix and consumer group. The one test that crashes and restarts the local
 # PostgreSQL in the middle (FB_TEST_RESTART_PG=1) runs alone afterwards, when nothing else is using the server;
 # set FB_TEST_RESTART_PG=0 while sharing the server with other work.
+# The same for the two tests that kill (SIGKILL) or freeze (SIGSTOP) the shared S3 server mid-upload: beside
+# them, any other test's S3 request fails, so they run alone afterwards too.
 CRASH_TEST="tests/integration/test_incremental.py::test_full_incrementals_differential_each_restore_exactly"
+S3_KILL_TESTS=("tests/integration/test_s3.py::test_server_killed_mid_upload_leaves_nothing_that_looks_complete"
+               "tests/integration/test_s3.py::test_a_stalled_server_is_retried_and_the_backup_completes")
 run_step "Python codec, deploy manifests and integration tests (pytest, 2 at a time)" \
   env FB_TEST_RESTART_PG=0 "$PY" -m pytest -q -p no:cacheprovider -n "${FB_TEST_PARALLEL:-2}" --durations=10 \
-  --deselect "$CRASH_TEST" tests/python tests/deploy tests/integration
+  --deselect "$CRASH_TEST" --deselect "${S3_KILL_TESTS[0]}" --deselect "${S3_KILL_TESTS[1]}" \
+  tests/python tests/deploy tests/integration
+run_step "integration tests that kill or freeze the S3 server (pytest, alone)" \
+  env FB_TEST_RESTART_PG=0 "$PY" -m pytest -q -p no:cacheprovider "${S3_KILL_TESTS[@]}"
 run_step "integration test with a PostgreSQL crash in the middle (pytest, alone)" \
   env FB_TEST_RESTART_PG="${FB_TEST_RESTART_PG:-1}" "$PY" -m pytest -q -p no:cacheprovider "$CRASH_TEST"
 if [ -d producer/tests ]; then
