@@ -7,7 +7,7 @@ in the tables instead, by what has not been mailed yet: a FAILED record (or Arch
 verification whose `verify_notified_job_id` is not its `verify_job_id` (every verification has its own id).
 Every scheduler tick runs this (`manage.py backup_notify` does it by hand), so a failure is mailed within one
 interval whoever wrote it: the recorder, or this app when Kafka did not take a request. Archive runs reach
-FAILED today only that way (the recorder does not apply archive statuses yet: dmn_recorder.c skips them).
+FAILED both ways too: the recorder applies the worker's archive statuses to ArchiveRun (dmn_recorder.c).
 
 At least once: the rows are locked (SKIP LOCKED, so two senders never mail one failure twice), mailed, then
 marked in the same transaction; a mail server that refuses leaves the rest unmarked for the next run. Migration
