@@ -61,8 +61,8 @@ def absent_db(pg: str):
     """A factory of database names that do not exist (conninfo, name); they and their leftovers are dropped after."""
     made: list[str] = []
 
-    def make() -> tuple[str, str]:
-        name = f"fbt_new_{uuid.uuid4().hex[:10]}"
+    def make(name: str | None = None) -> tuple[str, str]:
+        name = name or f"fbt_new_{uuid.uuid4().hex[:10]}"
         made.append(name)
         return psycopg2.extensions.make_dsn(pg, dbname=name), name
 
@@ -72,7 +72,7 @@ def absent_db(pg: str):
         for name in made:
             for tmp in leftovers_for(pg, name):
                 cur.execute(f'DROP DATABASE IF EXISTS "{tmp}" WITH (FORCE)')
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            cur.execute('DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % name.replace('"', '""'))
     c.close()
 
 
@@ -175,11 +175,20 @@ def test_parallel_create_of_a_running_restore_is_not_taken_for_a_leftover(bin, p
     first, first_name = absent_db()
     p = subprocess.Popen([str(bin.cli), "restore", str(artifact), "--pg", first, "--secret-key", str(keypair[1]),
                           "--create", "--jobs", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if not _wait_for_copy_in_tmp(pg, p, first_name):
-        p.wait()
-        pytest.skip("the first restore finished before the second could start")
-    second, _ = absent_db()
-    r = restore(bin, artifact, second, keypair[1], "--create", "--jobs", "2")
+    # Freeze the first restore as soon as its temporary database exists, so the two always overlap (the zoo
+    # restores in about a second: waiting for it to be seen loading lost the race on a quiet machine).
+    deadline = time.time() + 60
+    while p.poll() is None and time.time() < deadline and not leftovers_for(pg, first_name):
+        pass
+    assert p.poll() is None, "the first restore ended before its temporary database was seen"
+    p.send_signal(signal.SIGSTOP)
+    try:
+        assert len(leftovers_for(pg, first_name)) == 1
+        second, _ = absent_db()
+        r = restore(bin, artifact, second, keypair[1], "--create", "--jobs", "2")
+        assert len(leftovers_for(pg, first_name)) == 1, "the second restore dropped a running restore's database"
+    finally:
+        p.send_signal(signal.SIGCONT)
     _, err = p.communicate(timeout=300)
     assert r.returncode == 0, r.stderr
     assert "dropped" not in r.stderr, r.stderr
@@ -230,3 +239,22 @@ def test_parallel_create_of_a_name_taken_meanwhile_fails_cleanly(bin, pg, zoo, a
     assert rows(target, "SELECT x FROM theirs") == [(42,)]
     assert user_objects(target) == 1
     assert leftovers_for(pg, name) == []
+
+
+def test_parallel_create_of_a_name_with_capitals_spaces_and_quotes(bin, pg, zoo, absent_db, storage_root, keypair,
+                                                                   settings, tmp_path):
+    """The rename path quotes the target everywhere: in CREATE/ALTER DATABASE, in the temporary database's marker
+    comment and in the leftover sweep. A name that needs quoting (capitals, a space, a double and a single quote)
+    comes back identical under exactly that name, with nothing left behind, and a lowercase twin is untouched."""
+    out, _ = backup(bin, zoo, settings, tmp_path)
+    artifact = storage_root / out["file_path"]
+    tag = uuid.uuid4().hex[:8]
+    target, name = absent_db(f'Fbt New "{tag}" o\'Brien')
+    twin, twin_name = absent_db(f'fbt new "{tag}" o\'brien')
+    admin_sql(pg, 'CREATE DATABASE "%s"' % twin_name.replace('"', '""'))
+    r = restore(bin, artifact, target, keypair[1], "--create", "--jobs", "2")
+    assert r.returncode == 0, r.stderr
+    assert exists(pg, name), databases(pg, "%" + tag + "%")
+    assert_same_database(zoo, target)
+    assert leftovers_for(pg, name) == []
+    assert user_objects(twin) == 0, "the lowercase twin was touched"
