@@ -69,8 +69,9 @@ static double hostile(const char *what, const hbuf *msg, const char *want) {
     printf("# %s (%zu bytes): rejected in %.2f ms: %s\n", what, msg->n, ms, err.msg);
     CHECKF(rc == FB_ERR_INVALID && strstr(err.msg, want), "%s: code %d, message \"%s\" (want \"%s\")", what, rc,
            err.msg, want);
-    /* Generous for a sanitizer build on a shared machine; the quadratic check took 5.4 s for 80k keys. */
-    CHECKF(ms < 500, "%s took %.0f ms", what, ms);
+    /* A guard against a quadratic decoder, not a speed target: the quadratic check took 5.4 s for 80k keys, the
+     * linear one takes a few ms, and a sanitizer build on a 2-core machine under CI load once took 544 ms. */
+    CHECKF(ms < 2000, "%s took %.0f ms", what, ms);
     ev_event_free(ev);
     return ms;
 }
