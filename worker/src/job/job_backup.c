@@ -553,9 +553,10 @@ static fb_code jb_copy_file(stor *src, stor *dst, const char *dst_root, const ch
     return rc;
 }
 
-/* Step 2 of job_backup_run: this job's artifact already exists. Returns 1 when it is a complete backup of this job that a trusted key
- * signed and whose index authenticates: res is then filled from its index, and nothing is written. Otherwise 0
- * (nothing there, or something that is not this job's backup, which the new artifact replaces; *why says what). */
+/* Step 2 of job_backup_run: this job's artifact already exists. Returns 1 when it is a complete backup of this
+ * job that a trusted key signed and whose index authenticates: res is then filled from its index, and nothing is
+ * written. Otherwise 0 (nothing there, or something that is not this job's backup, which the new artifact
+ * replaces; *why says what). */
 static int jb_existing(stor *st, const char *rel, const ev_event *ev, const fb_keyring *kr,
                        const unsigned char ikey[ARC_INDEX_KEY_BYTES], job_result *res, char *why, size_t cap) {
     stor_rfile *f = NULL;
