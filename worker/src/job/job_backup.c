@@ -1041,6 +1041,7 @@ typedef struct jb_job {
     char *mbuf, *ibuf;
     size_t mlen, ilen;
     int64_t total_rows, total_raw, n_ref, chunks_reused, chunks_stored, n_conns, copies, pruned;
+    int64_t prune_now_ms;  /* the one "now" retention measures age from, in every location */
 } jb_job;
 
 /* The database authorises this exact request (record, configuration, tables, folder, retention); then the request
@@ -1280,7 +1281,7 @@ static fb_code jb_copy_to(jb_job *j, const char *root, fb_err *err) {
 /* Retention in one location (st, named root); a failure is only logged. Counts only the storage root's removals,
  * as the job's result always has. */
 static void jb_prune_in(jb_job *j, stor *st, const char *root) {
-    job_prune_opts po = {j->rq->retention_days, jb_now_ms(), j->rq->config_id, 0, j->ev->job_id, &j->kr};
+    job_prune_opts po = {j->rq->retention_days, j->prune_now_ms, j->rq->config_id, 0, j->ev->job_id, &j->kr};
     jb_prune_log pl = {j->ev->job_id, root};
     fb_err perr;
     int64_t n = 0;
@@ -1303,6 +1304,7 @@ static fb_code jb_prune_copy(jb_job *j, const char *root, fb_err *err) {
 static void jb_retention(jb_job *j) {
     fb_err err;
     if (j->rq->retention_days <= 0) return;
+    j->prune_now_ms = jb_now_ms();
     jb_prune_in(j, j->st, j->cfg->storage_root);
     (void)jb_each_copy_root(j, jb_prune_copy, &err);
 }
