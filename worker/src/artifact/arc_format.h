@@ -73,4 +73,12 @@ static inline uint64_t arc_get_u64(const unsigned char *p) {
     return v;
 }
 
+/* What a table of an artifact is (FORMAT.md, "Chunks"), as the manifest and the chain index record it:
+ *   WHOLE       its data is one segment of this artifact (chunks, if listed, only describe that segment);
+ *   REFERENCED  unchanged since the base: another artifact of the chain (`stored_in`) holds its data;
+ *   ASSEMBLED   its data is its chunks concatenated, each read from the artifact that holds it.
+ * The kind is no field on disk (the formats predate it): it follows from `stored_in` and `assembled`, which only
+ * arc_table_kind (manifest) and arc_index_table_kind (chain index) read, so no caller infers it on its own. */
+typedef enum arc_table_kind { ARC_TABLE_WHOLE, ARC_TABLE_REFERENCED, ARC_TABLE_ASSEMBLED } arc_table_kind;
+
 #endif

@@ -24,8 +24,10 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "artifact/arc_chunk.h"
+#include "artifact/arc_format.h"
 #include "common/fb_err.h"
 
 #define ARC_INDEX_KEY_BYTES 32
@@ -98,5 +100,12 @@ fb_code arc_index_head_len(const char *first, size_t len, uint64_t *head_len, fb
 
 /* The index entry of a table; NULL when absent. */
 const arc_index_table *arc_index_find(const arc_index *ix, const char *schema, const char *name);
+
+/* Which kind t, a table of ix, is (arc_format.h): REFERENCED when another artifact holds its data (t->stored_in is
+ * not ix->job_id), else ASSEMBLED when t->assembled, else WHOLE. The manifest's counterpart is arc_table_kind_of. */
+static inline arc_table_kind arc_index_table_kind(const arc_index *ix, const arc_index_table *t) {
+    if (t->stored_in && ix->job_id && strcmp(t->stored_in, ix->job_id) != 0) return ARC_TABLE_REFERENCED;
+    return t->assembled ? ARC_TABLE_ASSEMBLED : ARC_TABLE_WHOLE;
+}
 
 #endif

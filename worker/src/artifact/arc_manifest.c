@@ -481,8 +481,14 @@ void arc_manifest_clear(arc_manifest *m) {
     memset(m, 0, sizeof *m);
 }
 
+arc_table_kind arc_table_kind_of(const arc_manifest *m, const arc_table *t) {
+    if (t->stored_in && *t->stored_in && !(m->job_id && strcmp(m->job_id, t->stored_in) == 0))
+        return ARC_TABLE_REFERENCED;
+    return t->assembled ? ARC_TABLE_ASSEMBLED : ARC_TABLE_WHOLE;
+}
+
 int arc_table_is_ref(const arc_manifest *m, const arc_table *t) {
-    return t->stored_in && *t->stored_in && !(m->job_id && strcmp(m->job_id, t->stored_in) == 0);
+    return arc_table_kind_of(m, t) == ARC_TABLE_REFERENCED;
 }
 
 arc_table *arc_manifest_find(const arc_manifest *m, const char *schema, const char *name) {

@@ -14,6 +14,7 @@
 #include <stdio.h>
 
 #include "artifact/arc_chunk.h"
+#include "artifact/arc_format.h"
 #include "common/fb_err.h"
 
 #define ARC_HASH_BYTES 32
@@ -115,7 +116,10 @@ void arc_table_clear(arc_table *t);
 /* Writes the manifest as JSON (generic msgpack -> JSON; bin values as hex strings). */
 fb_code arc_manifest_print_json(const void *buf, size_t len, FILE *out, fb_err *err);
 
-/* True when t's data lives in another artifact (t->stored_in names a job other than m->job_id). */
+/* Which kind t is (arc_format.h): REFERENCED when t->stored_in names a job other than m->job_id, else ASSEMBLED
+ * when t->assembled, else WHOLE. */
+arc_table_kind arc_table_kind_of(const arc_manifest *m, const arc_table *t);
+/* arc_table_kind_of(m, t) == ARC_TABLE_REFERENCED (kept for artifact/arc_reader.c's callers). */
 int arc_table_is_ref(const arc_manifest *m, const arc_table *t);
 
 /* Finds a table by schema and name; NULL when absent. */

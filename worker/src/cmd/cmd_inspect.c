@@ -48,14 +48,16 @@ static void cmd_inspect_text(const arc_manifest *m, const arc_index *ix, const s
     printf("%12s %14s %12s  %s\n", "rows", "raw bytes", "stored", "table");
     for (size_t i = 0; i < m->n_tables; i++) {
         const arc_table *t = &m->tables[i];
+        arc_table_kind kind = arc_table_kind_of(m, t);
         printf("%12lld %14lld %12lld  \"%s\".\"%s\"%s%s\n", (long long)t->rows, (long long)t->raw_bytes,
-               (long long)t->stored_bytes, t->schema, t->name, arc_table_is_ref(m, t) ? "  unchanged, stored in " : "",
-               arc_table_is_ref(m, t) ? t->stored_in : "");
-        const arc_index_table *it = t->assembled && ix ? arc_index_find(ix, t->schema, t->name) : NULL;
+               (long long)t->stored_bytes, t->schema, t->name,
+               kind == ARC_TABLE_REFERENCED ? "  unchanged, stored in " : "",
+               kind == ARC_TABLE_REFERENCED ? t->stored_in : "");
+        const arc_index_table *it = kind == ARC_TABLE_ASSEMBLED && ix ? arc_index_find(ix, t->schema, t->name) : NULL;
         if (it) { /* format 5: the chunk list is in the index's records; its head says which backups they are in */
             printf("%12s %14s %12s  assembled from %llu chunks, in this backup and %zu other%s\n", "", "", "",
                    (unsigned long long)it->rec_count, it->n_deps, it->n_deps == 1 ? "" : "s");
-        } else if (t->assembled) {
+        } else if (kind == ARC_TABLE_ASSEMBLED) {
             size_t here = 0;
             for (size_t k = 0; k < t->n_chunks; k++)
                 if (!t->chunks[k].src || (m->job_id && strcmp(t->chunks[k].src, m->job_id) == 0)) here++;

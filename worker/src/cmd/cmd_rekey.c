@@ -349,7 +349,7 @@ static fb_code cmd_rekey_reencrypt(stor_rfile *f, const arc_reader *r, int fd, c
     }
     if (m->schema) segs[n][0] = m->schema->offset, segs[n][1] = m->schema->length, segs[n++][2] = m->schema->segment;
     for (size_t i = 0; i < m->n_tables; i++)
-        if (!arc_table_is_ref(m, &m->tables[i]) && m->tables[i].length)
+        if (arc_table_kind_of(m, &m->tables[i]) != ARC_TABLE_REFERENCED && m->tables[i].length)
             segs[n][0] = m->tables[i].offset, segs[n][1] = m->tables[i].length, segs[n++][2] = m->tables[i].segment;
     qsort(segs, n, sizeof *segs, cmd_rekey_cmp_seg);
     if (write(fd, header, ARC_HEADER_BYTES) != ARC_HEADER_BYTES) goto werr;

@@ -1,5 +1,5 @@
 /* cmd_unarchive: `fusion-backup unarchive --module M --model N (--id ID ... | --archived-before TIME) --pg CONNINFO
- * [--dry-run]`: puts archived rows back into their tables (job_unarchive_run in job/job_archive_restore.c).
+ * [--dry-run]`: puts archived rows back into their tables (job_unarchive_run in job/job_unarchive.c).
  *
  * Prints one JSON line: {"restored": N, "not_found": N, "conflicts": ["id", ...], "dry_run": bool}. Exit 0 when
  * everything selected was restored, 13 (conflict) when some rows stayed archived because their primary key is in

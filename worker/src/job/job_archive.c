@@ -347,37 +347,38 @@ static fb_code ja_wait_durable(PGconn *c, const job_ctx *ctx, ja_counts *k, fb_e
     return rc;
 }
 
-fb_code job_archive_run(const job_ctx *ctx, job_result *res, fb_err *err) {
-    int64_t started = ja_now_ms();
-    const ev_event *ev = ctx->ev;
-    const ev_archive_due *a = &ev->u.archive;
-    ja_counts k = {0};
-    ja_plan plan = {0};
-    ja_sb sql = {0}, sql_first = {0};
-    ja_params q = {0};
-    PGconn *c = NULL;
-    char *last_key = NULL;
-    fb_code rc = FB_OK;
-    char appname[80], cutoff[32], what[256];
-    k.total_due = -1;
-    k.live_sessions = -1;
+/* --- the job, in named steps -------------------------------------------------------------------------------- */
 
-    if (ev->type != EV_ARCHIVE_DUE) {
-        rc = fb_err_set(err, FB_ERR_INTERNAL, "job_archive_run was given a %s event", ev_type_name(ev->type));
-        goto out;
-    }
-    /* The policy authorises this exact request (table, keys, cutoff, purge, relations) before anything else. */
-    if ((rc = job_authority_authorise(ctx->cfg, ev, err))) goto out;
-    snprintf(appname, sizeof appname, "fusion-backup archive %.36s", ev->job_id);
-    if (!(c = pgx_connect(ctx->cfg->pg, appname, err))) {
-        rc = err->code;
-        goto out;
-    }
-    if ((rc = ja_session_setup(c, (long long)ctx->cfg->lock_timeout_ms, (long long)ctx->cfg->statement_timeout_ms,
+/* Everything one archive job holds, from its first step to its clean-up. */
+typedef struct ja_job {
+    const job_ctx *ctx;
+    const ev_archive_due *a;
+    job_result *res;
+    int64_t started;
+    PGconn *c;
+    ja_plan plan;
+    ja_sb sql, sql_first;  /* the batch statement, after a key and for the first batch */
+    ja_params q;
+    char *last_key;        /* where the next batch starts (NULL: the first) */
+    ja_counts k;
+    char cutoff[32], what[256];
+} ja_job;
+
+/* The policy authorises this exact request (table, keys, cutoff, purge, relations) before anything else; then the
+ * session, the plan checked against the catalog and its two statements, and asynchronous commits. */
+static fb_code ja_start(ja_job *j, fb_err *err) {
+    const job_ctx *ctx = j->ctx;
+    char appname[80];
+    fb_code rc;
+    if ((rc = job_authority_authorise(ctx->cfg, ctx->ev, err))) return rc;
+    snprintf(appname, sizeof appname, "fusion-backup archive %.36s", ctx->ev->job_id);
+    if (!(j->c = pgx_connect(ctx->cfg->pg, appname, err))) return err->code;
+    if ((rc = ja_session_setup(j->c, (long long)ctx->cfg->lock_timeout_ms, (long long)ctx->cfg->statement_timeout_ms,
                                err)) ||
-        (rc = ja_plan_build(c, ev, &plan, err)) || (rc = ja_sql_batch(&plan, a->dry_run, 1, &sql_first, err)) ||
-        (rc = ja_sql_batch(&plan, a->dry_run, 0, &sql, err)))
-        goto out;
+        (rc = ja_plan_build(j->c, ctx->ev, &j->plan, err)) ||
+        (rc = ja_sql_batch(&j->plan, j->a->dry_run, 1, &j->sql_first, err)) ||
+        (rc = ja_sql_batch(&j->plan, j->a->dry_run, 0, &j->sql, err)))
+        return rc;
     /* Batches commit asynchronously: a COMMIT does not wait for its WAL to reach disk, so the job's commits do not
      * queue with the live load's for the disk (the WAL writer flushes them in the background, within 3 x
      * wal_writer_delay). Nothing can be lost or reported archived that is not: an asynchronous commit is as
@@ -387,123 +388,166 @@ fb_code job_archive_run(const job_ctx *ctx, job_result *res, fb_err *err) {
      * synchronously (ja_batch), which flushes every earlier batch with them because WAL is written and flushed in
      * order; when the last committed batch was asynchronous, ja_wait_durable waits for its flush before the
      * result is returned. */
-    if (!a->dry_run && (rc = pgx_exec(c, "SET synchronous_commit = off", "setting up the archive session", err)))
-        goto out;
-    FB_DEBUG("job=%s archive statement: %s", ev->job_id, sql.p);
+    if (!j->a->dry_run && (rc = pgx_exec(j->c, "SET synchronous_commit = off", "setting up the archive session", err)))
+        return rc;
+    FB_DEBUG("job=%s archive statement: %s", ctx->ev->job_id, j->sql.p);
+    return FB_OK;
+}
 
-    snprintf(cutoff, sizeof cutoff, "%" PRId64, a->cutoff);
-    snprintf(what, sizeof what, "archiving a batch of \"%s\".\"%s\"", plan.nodes[0].schema, plan.nodes[0].table);
-    ja_count_due(c, &plan, cutoff, &k.total_due);
-    k.total_rows = k.total_due;
-    if (a->max_rows.has && (k.total_rows < 0 || k.total_rows > a->max_rows.v)) k.total_rows = a->max_rows.v;
+/* What is due (counted, capped by max-rows), announced; the statements' parameters. */
+static fb_code ja_announce(ja_job *j, fb_err *err) {
+    const ev_archive_due *a = j->a;
+    const ja_node *root = &j->plan.nodes[0];
+    snprintf(j->cutoff, sizeof j->cutoff, "%" PRId64, a->cutoff);
+    snprintf(j->what, sizeof j->what, "archiving a batch of \"%s\".\"%s\"", root->schema, root->table);
+    ja_count_due(j->c, &j->plan, j->cutoff, &j->k.total_due);
+    j->k.total_rows = j->k.total_due;
+    if (a->max_rows.has && (j->k.total_rows < 0 || j->k.total_rows > a->max_rows.v)) j->k.total_rows = a->max_rows.v;
     FB_INFO("job=%s archive%s \"%s\".\"%s\" (%s.%s) where \"%s\" < %" PRId64 " ms: %" PRId64
             " due, %zu table(s) in the cascade, batches of %" PRId64,
-            ev->job_id, a->dry_run ? " (dry run)" : "", plan.nodes[0].schema, plan.nodes[0].table, a->module,
-            a->model_name, a->timestamp_column, a->cutoff, k.total_due, plan.n_nodes, a->batch_size);
+            j->ctx->ev->job_id, a->dry_run ? " (dry run)" : "", root->schema, root->table, a->module, a->model_name,
+            a->timestamp_column, a->cutoff, j->k.total_due, j->plan.n_nodes, a->batch_size);
+    return ja_params_init(&j->plan, j->ctx->ev, &j->q, err);
+}
 
-    if ((rc = ja_params_init(&plan, ev, &q, err))) goto out;
+/* After a failed batch: 1 when it is retried (a lock or a reference that appeared: after a growing pause, up to
+ * JOB_ARCHIVE_LOCK_RETRIES times); 0 when the job fails, with *err saying so. */
+static int ja_retry_batch(ja_job *j, int retry, int *fails, fb_err *err) {
+    if (retry && *fails < JOB_ARCHIVE_LOCK_RETRIES) {
+        (*fails)++;
+        j->k.retries++;
+        int64_t pause = (j->ctx->cfg->batch_pause_ms > 200 ? j->ctx->cfg->batch_pause_ms : 200) << (*fails - 1);
+        if (pause > 30000) pause = 30000;
+        FB_WARN("job=%s %s; retry %d of %d in %" PRId64 " ms", j->ctx->ev->job_id, err->msg, *fails,
+                JOB_ARCHIVE_LOCK_RETRIES, pause);
+        ja_pause(j->ctx, pause); /* an abort during the pause is seen at the top of the loop */
+        return 1;
+    }
+    if (retry) {
+        fb_err_prefix(err, "gave up after %d retries of one batch (rows stay locked by other sessions; the job will "
+                      "be retried later): ", JOB_ARCHIVE_LOCK_RETRIES);
+        err->code = FB_ERR_TRANSIENT;
+    }
+    return 0;
+}
 
-    int fails = 0;                   /* consecutive failed attempts of the current batch */
-    int64_t reported = 0;            /* when progress was last reported (0: not yet) */
+/* A committed batch's counts (v, as ja_batch returns them) into the job's. */
+static void ja_count_batch(ja_job *j, const int64_t v[JA_R_NCOLS], int synced) {
+    ja_counts *k = &j->k;
+    const ja_node *root = &j->plan.nodes[0];
+    k->unflushed = synced ? 0 : k->unflushed + 1;
+    k->batches++;
+    k->archived += v[JA_R_ARCHIVED];
+    k->cascaded += v[JA_R_CASCADED];
+    k->nulled += v[JA_R_NULLED];
+    k->prot += v[JA_R_PROT];
+    k->ref += v[JA_R_REF];
+    k->conf += v[JA_R_CONF];
+    k->done += v[JA_R_SEEN];
+    if (v[JA_R_CONF])
+        FB_WARN("job=%s \"%s\".\"%s\": %" PRId64 " due row(s) left in place because an ArchivedRecord with the same "
+                "(module, model_name, original_id) exists (re-created rows); unarchive or purge the old record to "
+                "let them move", j->ctx->ev->job_id, root->schema, root->table, v[JA_R_CONF]);
+    FB_DEBUG("job=%s batch %" PRId64 ": seen %" PRId64 " archived %" PRId64 " cascaded %" PRId64, j->ctx->ev->job_id,
+             k->batches, v[JA_R_SEEN], v[JA_R_ARCHIVED], v[JA_R_CASCADED]);
+}
+
+/* Batches until none is due, max-rows is reached, the job is aborted or a batch fails for good. Between batches:
+ * progress (after a synchronous COMMIT, at most every JA_PROGRESS_MS) and the throttle. */
+static fb_code ja_batches(ja_job *j, fb_err *err) {
+    const job_ctx *ctx = j->ctx;
+    const ev_archive_due *a = j->a;
+    int fails = 0;         /* consecutive failed attempts of the current batch */
+    int64_t reported = 0;  /* when progress was last reported (0: not yet) */
     ja_dbload load;
-    ja_sense(c, ctx, &k, &load);     /* is the first batch a small one beside a live load? */
+    ja_sense(j->c, ctx, &j->k, &load); /* is the first batch a small one beside a live load? */
     for (;;) {
-        if (job_aborted(ctx)) {
-            rc = fb_err_set(err, FB_ERR_ABORTED,
-                            "archive job %s of \"%s\".\"%s\" stopped after %" PRId64
-                            " batches (committed batches stay archived; a re-run continues)",
-                            ev->job_id, plan.nodes[0].schema, plan.nodes[0].table, k.batches);
-            break;
-        }
-        int64_t want = ja_batch_rows(ctx, &k);
+        if (job_aborted(ctx))
+            return fb_err_set(err, FB_ERR_ABORTED, "archive job %s of \"%s\".\"%s\" stopped after %" PRId64
+                              " batches (committed batches stay archived; a re-run continues)", ctx->ev->job_id,
+                              j->plan.nodes[0].schema, j->plan.nodes[0].table, j->k.batches);
+        int64_t want = ja_batch_rows(ctx, &j->k);
         if (a->max_rows.has) {
-            if (k.done >= a->max_rows.v) break;
-            if (a->max_rows.v - k.done < want) want = a->max_rows.v - k.done;
+            if (j->k.done >= a->max_rows.v) return FB_OK;
+            if (a->max_rows.v - j->k.done < want) want = a->max_rows.v - j->k.done;
         }
-        ja_params_batch(&q, last_key, want);
-
+        ja_params_batch(&j->q, j->last_key, want);
         int64_t v[JA_R_NCOLS] = {0};
         char *next_key = NULL;
         int retry = 0, synced = 0;
         int64_t t_batch = ja_now_ms();
         int report = reported == 0 || t_batch - reported >= JA_PROGRESS_MS ||
-                     (a->max_rows.has && k.done + want >= a->max_rows.v);
-        rc = ja_batch(c, ctx, last_key ? sql.p : sql_first.p, (int)q.n, q.types, q.prm, want, report, &synced, what,
-                      v, &next_key, &retry, err);
-        if (rc != FB_OK && retry && fails < JOB_ARCHIVE_LOCK_RETRIES) {
-            fails++;
-            k.retries++;
-            int64_t pause = (ctx->cfg->batch_pause_ms > 200 ? ctx->cfg->batch_pause_ms : 200) << (fails - 1);
-            if (pause > 30000) pause = 30000;
-            FB_WARN("job=%s %s; retry %d of %d in %" PRId64 " ms", ev->job_id, err->msg, fails,
-                    JOB_ARCHIVE_LOCK_RETRIES, pause);
-            rc = FB_OK;
-            ja_pause(ctx, pause); /* an abort during the pause is seen at the top of the loop */
-            continue;
-        }
-        if (rc != FB_OK) {
-            if (retry) {
-                fb_err_prefix(err, "gave up after %d retries of one batch (rows stay locked by other sessions; the "
-                              "job will be retried later): ", JOB_ARCHIVE_LOCK_RETRIES);
-                rc = err->code = FB_ERR_TRANSIENT;
-            }
-            break;
-        }
+                     (a->max_rows.has && j->k.done + want >= a->max_rows.v);
+        fb_code rc = ja_batch(j->c, ctx, j->last_key ? j->sql.p : j->sql_first.p, (int)j->q.n, j->q.types, j->q.prm,
+                              want, report, &synced, j->what, v, &next_key, &retry, err);
+        if (rc != FB_OK && ja_retry_batch(j, retry, &fails, err)) continue;
+        if (rc != FB_OK) return retry ? FB_ERR_TRANSIENT : rc;
         fails = 0;
-        k.batch_ms = ja_now_ms() - t_batch;
-        if (v[JA_R_SEEN] == 0) break; /* wrote nothing: batches before it may still be unflushed */
-        k.unflushed = synced ? 0 : k.unflushed + 1;
-        free(last_key);
-        last_key = next_key;
-        k.batches++;
-        k.archived += v[JA_R_ARCHIVED];
-        k.cascaded += v[JA_R_CASCADED];
-        k.nulled += v[JA_R_NULLED];
-        k.prot += v[JA_R_PROT];
-        k.ref += v[JA_R_REF];
-        k.conf += v[JA_R_CONF];
-        k.done += v[JA_R_SEEN];
-        if (v[JA_R_CONF])
-            FB_WARN("job=%s \"%s\".\"%s\": %" PRId64 " due row(s) left in place because an ArchivedRecord with the "
-                    "same (module, model_name, original_id) exists (re-created rows); unarchive or purge the old "
-                    "record to let them move",
-                    ev->job_id, plan.nodes[0].schema, plan.nodes[0].table, v[JA_R_CONF]);
-        FB_DEBUG("job=%s batch %" PRId64 ": seen %" PRId64 " archived %" PRId64 " cascaded %" PRId64, ev->job_id,
-                 k.batches, v[JA_R_SEEN], v[JA_R_ARCHIVED], v[JA_R_CASCADED]);
-        ja_publish(res, &k, started);
+        j->k.batch_ms = ja_now_ms() - t_batch;
+        if (v[JA_R_SEEN] == 0) return FB_OK; /* wrote nothing: batches before it may still be unflushed */
+        free(j->last_key);
+        j->last_key = next_key;
+        ja_count_batch(j, v, synced);
+        ja_publish(j->res, &j->k, j->started);
         if (synced || a->dry_run) { /* what it reports is on disk */
-            job_report_progress(ctx, res);
+            job_report_progress(ctx, j->res);
             reported = ja_now_ms();
         }
-        if (v[JA_R_SEEN] < want) break; /* the scan ran out of due rows */
-        ja_throttle(c, ctx, k.batch_ms, &k); /* an abort during the pause is seen at the top of the loop */
+        if (v[JA_R_SEEN] < want) return FB_OK; /* the scan ran out of due rows */
+        ja_throttle(j->c, ctx, j->k.batch_ms, &j->k); /* an abort during the pause is seen at the top of the loop */
     }
-    if (rc == FB_OK && a->purge_before.has) rc = ja_purge(c, ctx, &k, err);
-    if (k.purged > 0 && !a->dry_run) k.unflushed++; /* the purge's DELETEs committed asynchronously too */
-    if (k.unflushed) { /* also after an abort or a failure: the counts returned must be durable */
-        fb_err werr;
-        fb_err_clear(&werr);
-        fb_code wrc = ja_wait_durable(c, ctx, &k, &werr);
-        if (wrc != FB_OK && rc == FB_OK) {
-            *err = werr;
-            rc = wrc;
-        } else if (wrc != FB_OK) {
-            FB_WARN("job=%s %s", ev->job_id, werr.msg);
-        }
+}
+
+/* Durable before reported: waits for the WAL of batches committed asynchronously since the last flush, also after
+ * an abort or a failure (the counts returned must be durable). Returns the job's code: rc, or the wait's failure
+ * when rc was FB_OK. */
+static fb_code ja_durable(ja_job *j, fb_code rc, fb_err *err) {
+    if (j->k.purged > 0 && !j->a->dry_run) j->k.unflushed++; /* the purge's DELETEs committed asynchronously too */
+    if (!j->k.unflushed) return rc;
+    fb_err werr;
+    fb_err_clear(&werr);
+    fb_code wrc = ja_wait_durable(j->c, j->ctx, &j->k, &werr);
+    if (wrc != FB_OK && rc == FB_OK) {
+        *err = werr;
+        return wrc;
     }
+    if (wrc != FB_OK) FB_WARN("job=%s %s", j->ctx->ev->job_id, werr.msg);
+    return rc;
+}
+
+fb_code job_archive_run(const job_ctx *ctx, job_result *res, fb_err *err) {
+    const ev_event *ev = ctx->ev;
+    ja_job j = {.ctx = ctx, .a = &ev->u.archive, .res = res, .started = ja_now_ms()};
+    fb_code rc;
+    j.k.total_due = -1;
+    j.k.live_sessions = -1;
+    if (ev->type != EV_ARCHIVE_DUE) {
+        rc = fb_err_set(err, FB_ERR_INTERNAL, "job_archive_run was given a %s event", ev_type_name(ev->type));
+        goto out;
+    }
+    /* 1. Authorised by the policy; the session, the plan and its statements. */
+    if ((rc = ja_start(&j, err))) goto out;
+    /* 2. What is due, announced. */
+    if ((rc = ja_announce(&j, err))) goto out;
+    /* 3. The batches. */
+    rc = ja_batches(&j, err);
+    /* 4. Purging old ArchivedRecords comes last. */
+    if (rc == FB_OK && j.a->purge_before.has) rc = ja_purge(j.c, ctx, &j.k, err);
+    /* 5. Every committed batch durable before the counts are returned. */
+    rc = ja_durable(&j, rc, err);
     if (rc == FB_OK)
         FB_INFO("job=%s archive%s \"%s\".\"%s\" done: archived %" PRId64 " cascaded %" PRId64 " nulled %" PRId64
                 " skipped protected %" PRId64 " referenced %" PRId64 " conflict %" PRId64 " purged %" PRId64
-                " in %" PRId64 " batches",
-                ev->job_id, a->dry_run ? " (dry run)" : "", plan.nodes[0].schema, plan.nodes[0].table, k.archived,
-                k.cascaded, k.nulled, k.prot, k.ref, k.conf, k.purged, k.batches);
+                " in %" PRId64 " batches", ev->job_id, j.a->dry_run ? " (dry run)" : "", j.plan.nodes[0].schema,
+                j.plan.nodes[0].table, j.k.archived, j.k.cascaded, j.k.nulled, j.k.prot, j.k.ref, j.k.conf,
+                j.k.purged, j.k.batches);
 out:
-    ja_publish(res, &k, started);
-    ja_params_free(&q);
-    free(last_key);
-    fb_sbuf_free(&sql);
-    fb_sbuf_free(&sql_first);
-    ja_plan_free(&plan);
-    if (c) PQfinish(c);
+    ja_publish(res, &j.k, j.started);
+    ja_params_free(&j.q);
+    free(j.last_key);
+    fb_sbuf_free(&j.sql);
+    fb_sbuf_free(&j.sql_first);
+    ja_plan_free(&j.plan);
+    if (j.c) PQfinish(j.c);
     return rc;
 }

@@ -253,92 +253,87 @@ static ja_edge_kind ja_kind_of(ev_on_delete d) {
     }
 }
 
-/* Adds the edges of node idx (relations first, then uncovered catalog keys) and the nodes of its CASCADE children. */
-static fb_code ja_expand(PGconn *c, const ev_archive_due *a, ja_plan *plan, size_t idx, fb_err *err) {
-    ja_fk *fks = NULL;
-    size_t n_fks = 0;
-    fb_code rc = ja_catalog_fks(c, &plan->nodes[idx], &fks, &n_fks, err);
-    if (rc) goto out;
-    for (size_t i = 0; i < a->n_relations; i++) {
-        const ev_relation *rel = &a->relations[i];
-        ja_node *node = &plan->nodes[idx];
-        if (!ja_same_table(&rel->references, node->schema, node->table)) continue;
-        char what[300];
-        snprintf(what, sizeof what, "relation %s \"%s\".\"%s\".\"%s\" -> \"%s\".\"%s\"",
-                 ev_on_delete_name(rel->on_delete), rel->table.schema, rel->table.name, rel->column, node->schema,
-                 node->table);
-        unsigned int child_oid = 0;
-        if ((rc = ja_table_oid(c, rel->table.schema, rel->table.name, "referencing", &child_oid, err)) ||
-            (rc = ja_column(c, child_oid, rel->table.schema, rel->table.name, rel->column, "foreign-key", NULL, 0, err)) ||
-            (rel->to_column &&
-             (rc = ja_column(c, node->oid, node->schema, node->table, rel->to_column, "referenced", NULL, 0, err)))) {
+/* The child node of a CASCADE relation rel from node idx (its edge is the node's last): named, with its module,
+ * model and primary key (rel's pk_column, which must be unique, or the table's primary key). */
+static fb_code ja_add_cascade_child(PGconn *c, const ev_archive_due *a, ja_plan *plan, size_t idx,
+                                    const ev_relation *rel, unsigned int child_oid, const char *what, fb_err *err) {
+    fb_code rc;
+    if (plan->nodes[idx].depth + 1 > JOB_ARCHIVE_MAX_DEPTH)
+        return fb_err_set(err, FB_ERR_INVALID,
+                          "%s: CASCADE relations nest deeper than %d levels below \"%s\".\"%s\"; the relations "
+                          "probably form a cycle (a table cascading to itself): archive such tables without it",
+                          what, JOB_ARCHIVE_MAX_DEPTH, plan->nodes[0].schema, plan->nodes[0].table);
+    int parent_depth = plan->nodes[idx].depth;
+    ja_node *ch = ja_plan_add_node(plan, err); /* may move plan->nodes: pointers into it are stale after this */
+    if (!ch) return err->code;
+    plan->nodes[idx].edges[plan->nodes[idx].n_edges - 1].child = (int)(plan->n_nodes - 1);
+    ch->parent = (int)idx;
+    ch->depth = parent_depth + 1;
+    ch->oid = child_oid;
+    ja_copy(ch->schema, sizeof ch->schema, rel->table.schema);
+    ja_copy(ch->table, sizeof ch->table, rel->table.name);
+    ja_copy(ch->module, sizeof ch->module, rel->module ? rel->module : a->module);
+    ja_copy(ch->model_name, sizeof ch->model_name, rel->model_name ? rel->model_name : rel->table.name);
+    if (rel->pk_column) {
+        int uniq = 0;
+        if ((rc = ja_column(c, child_oid, ch->schema, ch->table, rel->pk_column, "primary-key", NULL, 0, err)) ||
+            (rc = ja_is_unique(c, child_oid, rel->pk_column, &uniq, err))) {
             fb_err_prefix(err, "%s: ", what);
-            goto out;
+            return rc;
         }
-        for (size_t k = 0; k < n_fks; k++)
-            if (strcmp(fks[k].schema, rel->table.schema) == 0 && strcmp(fks[k].table, rel->table.name) == 0 &&
-                strcmp(fks[k].ccol[0], rel->column) == 0)
-                fks[k].covered = 1;
-        ja_edge *e = ja_node_add_edge(node, err);
-        if (!e) {
-            rc = err->code;
-            goto out;
-        }
-        e->kind = ja_kind_of(rel->on_delete);
-        ja_copy(e->schema, sizeof e->schema, rel->table.schema);
-        ja_copy(e->table, sizeof e->table, rel->table.name);
-        ja_copy(e->ccol[0], JA_NAME, rel->column);
-        ja_copy(e->pcol[0], JA_NAME, rel->to_column ? rel->to_column : node->pk);
-        e->ncols = 1;
-        e->child = -1;
-        if (e->kind != JA_EDGE_CASCADE) continue;
-
-        if (node->depth + 1 > JOB_ARCHIVE_MAX_DEPTH) {
-            rc = fb_err_set(err, FB_ERR_INVALID,
-                            "%s: CASCADE relations nest deeper than %d levels below \"%s\".\"%s\"; the relations "
-                            "probably form a cycle (a table cascading to itself): archive such tables without it",
-                            what, JOB_ARCHIVE_MAX_DEPTH, plan->nodes[0].schema, plan->nodes[0].table);
-            goto out;
-        }
-        int parent_depth = node->depth;
-        ja_node *ch = ja_plan_add_node(plan, err); /* may move plan->nodes: node and e are stale after this */
-        if (!ch) {
-            rc = err->code;
-            goto out;
-        }
-        plan->nodes[idx].edges[plan->nodes[idx].n_edges - 1].child = (int)(plan->n_nodes - 1);
-        ch->parent = (int)idx;
-        ch->depth = parent_depth + 1;
-        ch->oid = child_oid;
-        ja_copy(ch->schema, sizeof ch->schema, rel->table.schema);
-        ja_copy(ch->table, sizeof ch->table, rel->table.name);
-        ja_copy(ch->module, sizeof ch->module, rel->module ? rel->module : a->module);
-        ja_copy(ch->model_name, sizeof ch->model_name, rel->model_name ? rel->model_name : rel->table.name);
-        if (rel->pk_column) {
-            int uniq = 0;
-            if ((rc = ja_column(c, child_oid, ch->schema, ch->table, rel->pk_column, "primary-key", NULL, 0, err)) ||
-                (rc = ja_is_unique(c, child_oid, rel->pk_column, &uniq, err))) {
-                fb_err_prefix(err, "%s: ", what);
-                goto out;
-            }
-            if (!uniq) {
-                rc = fb_err_set(err, FB_ERR_INVALID, "%s: pk_column \"%s\" is not a unique column of \"%s\".\"%s\"",
-                                what, rel->pk_column, ch->schema, ch->table);
-                goto out;
-            }
-            ja_copy(ch->pk, sizeof ch->pk, rel->pk_column);
-        } else if ((rc = ja_primary_key(c, child_oid, ch->schema, ch->table, ch->pk, sizeof ch->pk, err))) {
-            fb_err_prefix(err, "%s: ", what);
-            goto out;
-        }
+        if (!uniq)
+            return fb_err_set(err, FB_ERR_INVALID, "%s: pk_column \"%s\" is not a unique column of \"%s\".\"%s\"",
+                              what, rel->pk_column, ch->schema, ch->table);
+        ja_copy(ch->pk, sizeof ch->pk, rel->pk_column);
+    } else if ((rc = ja_primary_key(c, child_oid, ch->schema, ch->table, ch->pk, sizeof ch->pk, err))) {
+        fb_err_prefix(err, "%s: ", what);
+        return rc;
     }
+    return FB_OK;
+}
+
+/* The edge of relation rel to node idx, checked against the catalog; the catalog key it names is marked covered;
+ * a CASCADE adds its child node. */
+static fb_code ja_add_relation(PGconn *c, const ev_archive_due *a, ja_plan *plan, size_t idx,
+                               const ev_relation *rel, ja_fk *fks, size_t n_fks, fb_err *err) {
+    ja_node *node = &plan->nodes[idx];
+    char what[300];
+    snprintf(what, sizeof what, "relation %s \"%s\".\"%s\".\"%s\" -> \"%s\".\"%s\"",
+             ev_on_delete_name(rel->on_delete), rel->table.schema, rel->table.name, rel->column, node->schema,
+             node->table);
+    unsigned int child_oid = 0;
+    fb_code rc;
+    if ((rc = ja_table_oid(c, rel->table.schema, rel->table.name, "referencing", &child_oid, err)) ||
+        (rc = ja_column(c, child_oid, rel->table.schema, rel->table.name, rel->column, "foreign-key", NULL, 0, err)) ||
+        (rel->to_column &&
+         (rc = ja_column(c, node->oid, node->schema, node->table, rel->to_column, "referenced", NULL, 0, err)))) {
+        fb_err_prefix(err, "%s: ", what);
+        return rc;
+    }
+    for (size_t k = 0; k < n_fks; k++)
+        if (strcmp(fks[k].schema, rel->table.schema) == 0 && strcmp(fks[k].table, rel->table.name) == 0 &&
+            strcmp(fks[k].ccol[0], rel->column) == 0)
+            fks[k].covered = 1;
+    ja_edge *e = ja_node_add_edge(node, err);
+    if (!e) return err->code;
+    e->kind = ja_kind_of(rel->on_delete);
+    ja_copy(e->schema, sizeof e->schema, rel->table.schema);
+    ja_copy(e->table, sizeof e->table, rel->table.name);
+    ja_copy(e->ccol[0], JA_NAME, rel->column);
+    ja_copy(e->pcol[0], JA_NAME, rel->to_column ? rel->to_column : node->pk);
+    e->ncols = 1;
+    e->child = -1;
+    if (e->kind != JA_EDGE_CASCADE) return FB_OK;
+    return ja_add_cascade_child(c, a, plan, idx, rel, child_oid, what, err);
+}
+
+/* The catalog's foreign keys to node idx that no relation covers: UNLISTED edges (job_archive_int.h), so a live
+ * reference through one keeps the row in place. */
+static fb_code ja_add_unlisted(ja_plan *plan, size_t idx, const ja_fk *fks, size_t n_fks, fb_err *err) {
     for (size_t k = 0; k < n_fks; k++) {
         if (fks[k].covered) continue;
         ja_edge *e = ja_node_add_edge(&plan->nodes[idx], err);
-        if (!e) {
-            rc = err->code;
-            goto out;
-        }
+        if (!e) return err->code;
         e->kind = JA_EDGE_UNLISTED;
         e->child = -1;
         ja_copy(e->schema, sizeof e->schema, fks[k].schema);
@@ -349,7 +344,21 @@ static fb_code ja_expand(PGconn *c, const ev_archive_due *a, ja_plan *plan, size
             ja_copy(e->pcol[j], JA_NAME, fks[k].pcol[j]);
         }
     }
-out:
+    return FB_OK;
+}
+
+/* Adds the edges of node idx (relations first, then uncovered catalog keys) and the nodes of its CASCADE children. */
+static fb_code ja_expand(PGconn *c, const ev_archive_due *a, ja_plan *plan, size_t idx, fb_err *err) {
+    ja_fk *fks = NULL;
+    size_t n_fks = 0;
+    fb_code rc = ja_catalog_fks(c, &plan->nodes[idx], &fks, &n_fks, err);
+    for (size_t i = 0; i < a->n_relations && !rc; i++) {
+        const ev_relation *rel = &a->relations[i];
+        const ja_node *node = &plan->nodes[idx];
+        if (ja_same_table(&rel->references, node->schema, node->table))
+            rc = ja_add_relation(c, a, plan, idx, rel, fks, n_fks, err);
+    }
+    if (!rc) rc = ja_add_unlisted(plan, idx, fks, n_fks, err);
     free(fks);
     return rc;
 }

@@ -118,12 +118,15 @@ static void ja_sql_refs_in(ja_sb *b, const ja_edge *e, const char *x, size_t par
     fb_sbuf_printf(b, " FROM n%zu)", parent);
 }
 
-fb_code ja_sql_batch(const ja_plan *p, int dry, int first, ja_sb *b, fb_err *err) {
+/* The batch statement is one chain of CTEs, written by the steps below in order: cand (the batch, locked), flags
+ * and n0 (the root rows that may move); nK (their CASCADE descendants); ins (the ArchivedRecords); dK (the
+ * deletes); sJ (SET NULL / SET DEFAULT of the rows that reference them); then the counters ja_batch reads. */
+
+/* cand: the batch, locked. The flags are computed in a second CTE over cand's few rows: computed here, below
+ * the LIMIT, the planner would cost them for every due row and may hash all ArchivedRecords of the model. */
+static void ja_sql_cand(ja_sb *b, const ja_plan *p, int dry, int first) {
     const ja_node *root = &p->nodes[0];
     int seq = 0;
-
-    /* cand: the batch, locked. The flags are computed in a second CTE over cand's few rows: computed here, below
-     * the LIMIT, the planner would cost them for every due row and may hash all ArchivedRecords of the model. */
     fb_sbuf_printf(b, "WITH cand AS MATERIALIZED (SELECT t.ctid AS ctid_, t AS r_, t.");
     ja_sb_ident(b, root->pk);
     fb_sbuf_printf(b, " AS pk_ FROM ");
@@ -151,8 +154,10 @@ fb_code ja_sql_batch(const ja_plan *p, int dry, int first, ja_sb *b, fb_err *err
     ja_sql_flag(b, p, 0, "(c.r_)", "c.ctid_", JA_FLAG_CONF, &seq);
     fb_sbuf_printf(b, " AS conf_ FROM cand c),\n");
     fb_sbuf_printf(b, "n0 AS MATERIALIZED (SELECT ctid_, r_, pk_ FROM flags WHERE NOT (prot_ OR ref_ OR conf_))");
+}
 
-    /* nK: CASCADE descendants (nodes are numbered parents first) */
+/* nK: CASCADE descendants (nodes are numbered parents first). */
+static fb_code ja_sql_cascade(ja_sb *b, const ja_plan *p, int dry, fb_err *err) {
     for (size_t k = 1; k < p->n_nodes; k++) {
         const ja_node *n = &p->nodes[k];
         const ja_node *par = &p->nodes[n->parent];
@@ -168,8 +173,11 @@ fb_code ja_sql_batch(const ja_plan *p, int dry, int first, ja_sb *b, fb_err *err
         ja_sql_refs_in(b, e, "x", (size_t)n->parent);
         fb_sbuf_printf(b, "%s)", dry ? "" : " FOR UPDATE OF x");
     }
+    return FB_OK;
+}
 
-    /* ins: the ArchivedRecords */
+/* ins: the ArchivedRecords, one per moved row of every node. */
+static void ja_sql_insert(ja_sb *b, const ja_plan *p, int dry) {
     fb_sbuf_printf(b, ",\nins AS (");
     if (!dry) {
         fb_sbuf_printf(b, "INSERT INTO ");
@@ -191,8 +199,10 @@ fb_code ja_sql_batch(const ja_plan *p, int dry, int first, ja_sb *b, fb_err *err
         fb_sbuf_printf(b, " FROM n%zu", k);
     }
     fb_sbuf_printf(b, ") s%s)", dry ? "" : " RETURNING 1");
+}
 
-    /* dK: deletes */
+/* dK: the deletes, one per node. */
+static void ja_sql_deletes(ja_sb *b, const ja_plan *p, int dry) {
     for (size_t k = 0; k < p->n_nodes; k++) {
         if (dry) {
             fb_sbuf_printf(b, ",\nd%zu AS (SELECT 1 FROM n%zu)", k, k);
@@ -202,8 +212,10 @@ fb_code ja_sql_batch(const ja_plan *p, int dry, int first, ja_sb *b, fb_err *err
         ja_sb_qualified(b, p->nodes[k].schema, p->nodes[k].table);
         fb_sbuf_printf(b, " t WHERE t.ctid = ANY (ARRAY(SELECT ctid_ FROM n%zu)) RETURNING 1)", k);
     }
+}
 
-    /* sJ: SET_NULL / SET_DEFAULT */
+/* sJ: SET_NULL / SET_DEFAULT of the rows referencing a moved row; returns how many sJ there are. */
+static int ja_sql_set(ja_sb *b, const ja_plan *p, int dry) {
     int n_set = 0;
     for (size_t k = 0; k < p->n_nodes; k++) {
         const ja_node *n = &p->nodes[k];
@@ -233,8 +245,12 @@ fb_code ja_sql_batch(const ja_plan *p, int dry, int first, ja_sb *b, fb_err *err
             fb_sbuf_printf(b, "%s)", dry ? "" : " RETURNING 1");
         }
     }
+    return n_set;
+}
 
-    /* the counters */
+/* The counters, in the order of JA_R_* (job_archive_int.h): seen, protected, referenced, conflicting, root rows
+ * deleted, descendants deleted, ArchivedRecords inserted, rows nulled (sJ), and the batch's last key. */
+static void ja_sql_counters(ja_sb *b, const ja_plan *p, int n_set) {
     fb_sbuf_printf(b, "\nSELECT c.seen, c.prot, c.ref, c.conf, (SELECT count(*) FROM d0), 0");
     for (size_t k = 1; k < p->n_nodes; k++) fb_sbuf_printf(b, " + (SELECT count(*) FROM d%zu)", k);
     fb_sbuf_printf(b, ", (SELECT count(*) FROM ins), 0");
@@ -242,6 +258,15 @@ fb_code ja_sql_batch(const ja_plan *p, int dry, int first, ja_sb *b, fb_err *err
     fb_sbuf_printf(b, ", (SELECT cand.pk_::text AS last_ FROM cand ORDER BY cand.pk_ DESC LIMIT 1) FROM (SELECT count(*) AS seen, "
                     "count(*) FILTER (WHERE prot_) AS prot, count(*) FILTER (WHERE ref_ AND NOT prot_) AS ref, "
                     "count(*) FILTER (WHERE conf_ AND NOT prot_ AND NOT ref_) AS conf FROM flags) c");
+}
+
+fb_code ja_sql_batch(const ja_plan *p, int dry, int first, ja_sb *b, fb_err *err) {
+    ja_sql_cand(b, p, dry, first);
+    fb_code rc = ja_sql_cascade(b, p, dry, err);
+    if (rc) return rc;
+    ja_sql_insert(b, p, dry);
+    ja_sql_deletes(b, p, dry);
+    ja_sql_counters(b, p, ja_sql_set(b, p, dry));
     if (b->oom) return fb_err_set(err, FB_ERR_NOMEM, "out of memory writing the archive statement");
     return FB_OK;
 }

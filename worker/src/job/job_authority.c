@@ -118,11 +118,9 @@ static fb_code jau_same_tables(const ev_backup_requested *rq, PGresult *r, int *
     return FB_OK;
 }
 
-static fb_code jau_backup(PGconn *c, const ev_event *req, fb_err *err) {
-    const ev_backup_requested *rq = &req->u.backup;
-    char rid[32], q[160];
-    PGresult *r = NULL, *tr = NULL;
-    fb_code rc;
+/* backup.requested, step 1: no named table is in a system schema. */
+static fb_code jau_backup_schemas(const ev_backup_requested *rq, fb_err *err) {
+    char q[160];
     for (size_t i = 0; i < rq->n_tables; i++) {
         const char *schema = rq->tables[i].schema ? rq->tables[i].schema : "public";
         /* Only the catalogs: the app's own tables may be backed up, named or as part of every table (ArchivedRecord
@@ -135,8 +133,16 @@ static fb_code jau_backup(PGconn *c, const ev_event *req, fb_err *err) {
             return fb_err_set(err, FB_ERR_DENIED, "backup.requested refused: tables[%zu] %s %s" JA_NOTHING, i,
                               jau_qname(schema, rq->tables[i].name, q, sizeof q), why);
     }
-    snprintf(rid, sizeof rid, "%" PRId64, rq->record_id);
+    return FB_OK;
+}
+
+/* Step 2: the BackupRecord (record_id) exists and matches the event: configuration, job, an active configuration,
+ * a status that may run at this attempt, backup type, storage folder, retention, and a table list. */
+static fb_code jau_backup_record(PGconn *c, const ev_event *req, const char *rid, fb_err *err) {
+    const ev_backup_requested *rq = &req->u.backup;
     const char *p1[1] = {rid};
+    PGresult *r = NULL;
+    fb_code rc;
     if ((rc = jau_query(c,
                         "SELECT r.configuration_id, r.job_id::text, r.status, r.attempt, r.backup_type, "
                         "r.tables IS NULL, jsonb_typeof(r.tables) = 'array', k.is_active, k.storage_path, "
@@ -192,7 +198,17 @@ static fb_code jau_backup(PGconn *c, const ev_event *req, fb_err *err) {
                         "backup.requested refused: record %s has no table list (a record from before migration "
                         "0003, or not written by Django): request a new backup from Fusion" JA_NOTHING, rid);
     }
-    if (rc) goto out;
+out:
+    PQclear(r);
+    return rc;
+}
+
+/* Step 3: the record's table list is well formed and names exactly the event's tables. */
+static fb_code jau_backup_tables(PGconn *c, const ev_event *req, const char *rid, fb_err *err) {
+    const ev_backup_requested *rq = &req->u.backup;
+    const char *p1[1] = {rid};
+    PGresult *tr = NULL;
+    fb_code rc;
     if ((rc = jau_query(c,
                         "SELECT CASE jsonb_typeof(e) WHEN 'string' THEN 'public' ELSE e->>0 END, "
                         "CASE jsonb_typeof(e) WHEN 'string' THEN e#>>'{}' ELSE e->>1 END, "
@@ -201,7 +217,7 @@ static fb_code jau_backup(PGconn *c, const ev_event *req, fb_err *err) {
                         "FROM public.backup_archive_backuprecord r, jsonb_array_elements(r.tables) e "
                         "WHERE r.id = $1::bigint",
                         1, p1, "reading the table list of a BackupRecord", req, &tr, err)))
-        goto out;
+        return rc;
     for (int i = 0; i < PQntuples(tr); i++)
         if (strcmp(PQgetvalue(tr, i, 2), "t") != 0) {
             rc = fb_err_set(err, FB_ERR_DENIED,
@@ -216,9 +232,19 @@ static fb_code jau_backup(PGconn *c, const ev_event *req, fb_err *err) {
         rc = fb_err_set(err, FB_ERR_DENIED, "backup.requested refused: tables differ from record %s: %s" JA_NOTHING,
                         rid, diff);
 out:
-    PQclear(r);
     PQclear(tr);
     return rc;
+}
+
+/* backup.requested: authorised when the named tables are outside the system schemas and the record Django wrote
+ * for this job matches the event in every field the worker acts on. */
+static fb_code jau_backup(PGconn *c, const ev_event *req, fb_err *err) {
+    char rid[32];
+    fb_code rc;
+    if ((rc = jau_backup_schemas(&req->u.backup, err))) return rc;
+    snprintf(rid, sizeof rid, "%" PRId64, req->u.backup.record_id);
+    if ((rc = jau_backup_record(c, req, rid, err))) return rc;
+    return jau_backup_tables(c, req, rid, err);
 }
 
 /* ---- backup.verify ------------------------------------------------------------------------------------------- */

@@ -241,10 +241,11 @@ static fb_code jb_source(jb_sources *s, const char *job, uint32_t *k, fb_err *er
  * backup of the chain. */
 static const arc_index_table *jb_chunk_owner(const job_chain *ch, const job_chain_entry *base,
                                              const arc_index_table *bt, const job_chain_entry **owner) {
-    const job_chain_entry *h = strcmp(bt->stored_in, base->job_id) == 0 ? base : job_chain_find(ch, bt->stored_in);
+    int held = arc_index_table_kind(base->ix, bt) != ARC_TABLE_REFERENCED;
+    const job_chain_entry *h = held ? base : job_chain_find(ch, bt->stored_in);
     if (!h || !job_chain_usable(h)) return NULL;
     const arc_index_table *ht = h == base ? bt : arc_index_find(h->ix, bt->schema, bt->name);
-    if (!ht || strcmp(ht->stored_in, h->job_id) != 0) return NULL;
+    if (!ht || arc_index_table_kind(h->ix, ht) == ARC_TABLE_REFERENCED) return NULL; /* references are direct */
     for (size_t k = 0; k < ht->n_deps; k++) {
         const job_chain_entry *src = job_chain_find(ch, ht->deps[k]);
         if (!src || !job_chain_usable(src)) return NULL;
@@ -552,9 +553,10 @@ static fb_code jb_copy_file(stor *src, stor *dst, const char *dst_root, const ch
     return rc;
 }
 
-/* Step 1c: this job's artifact already exists. Returns 1 when it is a complete backup of this job that a trusted key
- * signed and whose index authenticates: res is then filled from its index, and nothing is written. Otherwise 0
- * (nothing there, or something that is not this job's backup, which the new artifact replaces; *why says what). */
+/* Step 2 of job_backup_run: this job's artifact already exists. Returns 1 when it is a complete backup of this
+ * job that a trusted key signed and whose index authenticates: res is then filled from its index, and nothing is
+ * written. Otherwise 0 (nothing there, or something that is not this job's backup, which the new artifact
+ * replaces; *why says what). */
 static int jb_existing(stor *st, const char *rel, const ev_event *ev, const fb_keyring *kr,
                        const unsigned char ikey[ARC_INDEX_KEY_BYTES], job_result *res, char *why, size_t cap) {
     stor_rfile *f = NULL;
@@ -580,7 +582,7 @@ static int jb_existing(stor *st, const char *rel, const ev_event *ev, const fb_k
     for (size_t i = 0; i < ix->n_tables; i++) {
         rows += ix->tables[i].rows;
         raw += ix->tables[i].raw_bytes;
-        if (strcmp(ix->tables[i].stored_in, ev->job_id) != 0) n_ref++;
+        if (arc_index_table_kind(ix, &ix->tables[i]) == ARC_TABLE_REFERENCED) n_ref++;
     }
     snprintf(res->file_path, sizeof res->file_path, "%s", rel);
     res->file_size = (int64_t)f->size;
@@ -665,14 +667,111 @@ typedef struct jb_lane {
     int started;
 } jb_lane;
 
-/* Dumps table i on lane L: change detection against the base, stored whole, or assembled (see the file's head). */
+/* --- one table: detect, then store whole, reference or assemble ---------------------------------------------- */
+
+/* Change detection against the base entry bt: hashes the whole COPY stream, stores nothing. When its tag, byte
+ * and row counts equal bt's, t becomes a reference to bt's holder and *unchanged is 1. */
+static fb_code jb_table_detect(jb_lane *L, arc_table *t, const arc_index_table *bt, const jb_progress *tp,
+                               int *unchanged, fb_err *err) {
+    jb_hasher h = {.raw = 0};
+    int64_t rows = 0;
+    unsigned char hash[ARC_HASH_BYTES], tag[32];
+    fb_code rc;
+    *unchanged = 0;
+    crypto_generichash_init(&h.st, NULL, 0, ARC_HASH_BYTES);
+    if ((rc = jb_copy_table(L->run->ctx, L->c, jb_put_hash, &h, t, tp, &rows, err))) return rc;
+    crypto_generichash_final(&h.st, hash, sizeof hash);
+    arc_index_tag(L->run->ikey, hash, tag);
+    if (sodium_memcmp(tag, bt->tag, sizeof tag) != 0 || h.raw != bt->raw_bytes || rows != bt->rows) return FB_OK;
+    *unchanged = 1;
+    t->rows = rows;
+    t->raw_bytes = h.raw;
+    t->stored_bytes = 0;
+    memcpy(t->blake2b, hash, sizeof hash);
+    if (!(t->stored_in = strdup(bt->stored_in))) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    return FB_OK;
+}
+
+/* Stored whole, in one segment of its own; its chunks are recorded for later backups to reuse. */
+static fb_code jb_table_store_whole(jb_lane *L, arc_table *t, jb_chunking *ck, const jb_progress *tp,
+                                    arc_seg_info *si, fb_err *err) {
+    uint32_t seg;
+    arc_chunker_init(&ck->ck, L->run->ckey, 0, jb_chunk_whole, ck);
+    fb_code rc = arc_writer_begin(L->w, &seg, err);
+    ck->segment = seg;
+    if (!rc) rc = jb_copy_table(L->run->ctx, L->c, jb_put_whole, ck, t, tp, &t->rows, err);
+    if (!rc) rc = arc_chunker_finish(&ck->ck, err);
+    arc_chunker_clear(&ck->ck);
+    if (!rc) rc = arc_writer_end(L->w, si, err);
+    if (rc) return rc;
+    t->segment = si->segment;
+    t->offset = si->offset; /* another lane's: in its temporary file until lane 0 imports it */
+    t->length = si->length;
+    t->raw_bytes = si->raw_bytes;
+    t->stored_bytes = (int64_t)si->length;
+    memcpy(t->blake2b, si->blake2b, sizeof t->blake2b);
+    return FB_OK;
+}
+
+/* Changed or new since the base: assembled from the chain's chunks, the new ones stored in one segment here. */
+static fb_code jb_table_assemble(jb_lane *L, arc_table *t, jb_chunking *ck, const jb_progress *tp,
+                                 arc_seg_info *si, fb_err *err) {
+    arc_chunker_init(&ck->ck, L->run->ckey, 1, jb_chunk_assemble, ck);
+    crypto_generichash_init(&ck->hs, NULL, 0, ARC_HASH_BYTES);
+    fb_code rc = jb_copy_table(L->run->ctx, L->c, jb_put_assemble, ck, t, tp, &t->rows, err);
+    if (!rc) rc = arc_chunker_finish(&ck->ck, err);
+    arc_chunker_clear(&ck->ck);
+    if (!rc && ck->begun) rc = arc_writer_end(L->w, si, err);
+    if (rc) return rc;
+    if (ck->begun) {
+        t->segment = si->segment;
+        t->offset = si->offset;
+        t->length = si->length;
+        t->stored_bytes = (int64_t)si->length;
+    }
+    t->assembled = 1;
+    t->raw_bytes = ck->raw;
+    crypto_generichash_final(&ck->hs, t->blake2b, sizeof t->blake2b);
+    return FB_OK;
+}
+
+/* Table i's index entry (its strings borrowed from the manifest until the index is encoded), and the run's
+ * counters; a further lane's segment is queued for lane 0 to import. */
+static void jb_table_record(jb_lane *L, size_t i, arc_table_kind kind, const jb_chunking *ck,
+                            const arc_seg_info *si) {
+    jb_run *run = L->run;
+    const arc_table *t = &run->m->tables[i];
+    arc_index_table *it = &run->ix->tables[i];
+    int referenced = kind == ARC_TABLE_REFERENCED;
+    it->schema = t->schema;
+    it->name = t->name;
+    it->stored_in = referenced ? t->stored_in : (char *)run->ev->job_id;
+    it->rows = t->rows;
+    it->raw_bytes = t->raw_bytes;
+    it->assembled = kind == ARC_TABLE_ASSEMBLED;
+    arc_index_tag(run->ikey, t->blake2b, it->tag);
+    FB_DEBUG("job=%s table=\"%s\".\"%s\" rows=%lld raw=%lld stored=%lld%s%s (connection %zu)", run->ev->job_id,
+             t->schema, t->name, (long long)t->rows, (long long)t->raw_bytes, (long long)t->stored_bytes,
+             referenced ? " unchanged, in " : "", referenced ? t->stored_in : "", L->k);
+    pthread_mutex_lock(&run->mu);
+    run->lane_of[i] = L->k;
+    if (L->k > 0 && !referenced) run->ready[run->n_ready++] = (jb_ready){i, L->w, *si};
+    run->n_ref += referenced;
+    run->chunks_reused += ck->reused;
+    run->chunks_stored += ck->stored;
+    run->total_rows += t->rows;
+    run->total_raw += t->raw_bytes;
+    jb_progress after = {++run->done_tables, (int64_t)run->n_rels, run->total_rows, run->total_raw, L->k > 0, NULL};
+    pthread_mutex_unlock(&run->mu);
+    jb_report(run->ctx, &after, 0, 0);
+}
+
+/* Dumps table i on lane L (see the file's head): a table the base has is first checked for change; an unchanged
+ * one is referenced, any other stored whole (no base) or assembled (on a base). */
 static fb_code jb_dump_table(jb_lane *L, size_t i, fb_err *err) {
     jb_run *run = L->run;
-    const job_ctx *ctx = run->ctx;
     arc_table *t = &run->m->tables[i];
-    arc_index_table *it = &run->ix->tables[i];
-    arc_seg_info si;
-    uint32_t seg;
+    arc_seg_info si = {0};
     fb_code rc;
     if ((rc = dump_catalog_describe(L->c, &run->rels[i], t, err))) return rc;
     pthread_mutex_lock(&run->mu);
@@ -681,87 +780,13 @@ static fb_code jb_dump_table(jb_lane *L, size_t i, fb_err *err) {
     jb_chunking ck = {.w = L->w, .spool = L->spool, .map = run->cmap};
     arc_clist_spool_table(L->spool);
     const arc_index_table *bt = jb_base_table(run->ch, run->base, t);
-    int referenced = 0;
-    int64_t reused = 0, stored = 0;
-    if (bt) {
-        /* Change detection: hash the whole COPY stream, store nothing. */
-        jb_hasher h;
-        int64_t rows = 0;
-        unsigned char hash[ARC_HASH_BYTES], tag[32];
-        crypto_generichash_init(&h.st, NULL, 0, ARC_HASH_BYTES);
-        h.raw = 0;
-        if ((rc = jb_copy_table(ctx, L->c, jb_put_hash, &h, t, &tp, &rows, err))) return rc;
-        crypto_generichash_final(&h.st, hash, sizeof hash);
-        arc_index_tag(run->ikey, hash, tag);
-        if (sodium_memcmp(tag, bt->tag, sizeof tag) == 0 && h.raw == bt->raw_bytes && rows == bt->rows) {
-            referenced = 1;
-            t->rows = rows;
-            t->raw_bytes = h.raw;
-            t->stored_bytes = 0;
-            memcpy(t->blake2b, hash, sizeof hash);
-            if (!(t->stored_in = strdup(bt->stored_in))) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
-        }
-    }
-    if (!referenced && !run->base) {
-        /* Stored whole; its chunks are recorded for later backups to reuse. */
-        arc_chunker_init(&ck.ck, run->ckey, 0, jb_chunk_whole, &ck);
-        rc = arc_writer_begin(L->w, &seg, err);
-        ck.segment = seg;
-        if (!rc) rc = jb_copy_table(ctx, L->c, jb_put_whole, &ck, t, &tp, &t->rows, err);
-        if (!rc) rc = arc_chunker_finish(&ck.ck, err);
-        arc_chunker_clear(&ck.ck);
-        if (!rc) rc = arc_writer_end(L->w, &si, err);
-        if (rc) goto out;
-        t->segment = si.segment;
-        t->offset = si.offset; /* another lane's: in its temporary file until lane 0 imports it */
-        t->length = si.length;
-        t->raw_bytes = si.raw_bytes;
-        t->stored_bytes = (int64_t)si.length;
-        memcpy(t->blake2b, si.blake2b, sizeof t->blake2b);
-    } else if (!referenced) {
-        /* Changed or new since the base: assembled from the chain's chunks and the new ones stored here. */
-        arc_chunker_init(&ck.ck, run->ckey, 1, jb_chunk_assemble, &ck);
-        crypto_generichash_init(&ck.hs, NULL, 0, ARC_HASH_BYTES);
-        rc = jb_copy_table(ctx, L->c, jb_put_assemble, &ck, t, &tp, &t->rows, err);
-        if (!rc) rc = arc_chunker_finish(&ck.ck, err);
-        arc_chunker_clear(&ck.ck);
-        if (!rc && ck.begun) rc = arc_writer_end(L->w, &si, err);
-        if (rc) goto out;
-        if (ck.begun) {
-            t->segment = si.segment;
-            t->offset = si.offset;
-            t->length = si.length;
-            t->stored_bytes = (int64_t)si.length;
-        }
-        t->assembled = 1;
-        t->raw_bytes = ck.raw;
-        crypto_generichash_final(&ck.hs, t->blake2b, sizeof t->blake2b);
-        reused = ck.reused;
-        stored = ck.stored;
-    }
-    if ((rc = jb_chunk_close(&ck, run->srcs, it, err))) goto out;
-    it->schema = t->schema; /* borrowed from the manifest until the index is encoded */
-    it->name = t->name;
-    it->stored_in = referenced ? t->stored_in : (char *)run->ev->job_id;
-    it->rows = t->rows;
-    it->raw_bytes = t->raw_bytes;
-    it->assembled = t->assembled;
-    arc_index_tag(run->ikey, t->blake2b, it->tag);
-    FB_DEBUG("job=%s table=\"%s\".\"%s\" rows=%lld raw=%lld stored=%lld%s%s (connection %zu)", run->ev->job_id,
-             t->schema, t->name, (long long)t->rows, (long long)t->raw_bytes, (long long)t->stored_bytes,
-             referenced ? " unchanged, in " : "", referenced ? t->stored_in : "", L->k);
-    pthread_mutex_lock(&run->mu);
-    run->lane_of[i] = L->k;
-    if (L->k > 0 && !referenced) run->ready[run->n_ready++] = (jb_ready){i, L->w, si};
-    run->n_ref += referenced;
-    run->chunks_reused += reused;
-    run->chunks_stored += stored;
-    run->total_rows += t->rows;
-    run->total_raw += t->raw_bytes;
-    jb_progress after = {++run->done_tables, (int64_t)run->n_rels, run->total_rows, run->total_raw, L->k > 0, NULL};
-    pthread_mutex_unlock(&run->mu);
-    jb_report(ctx, &after, 0, 0);
-out:
+    int unchanged = 0;
+    if (bt && (rc = jb_table_detect(L, t, bt, &tp, &unchanged, err))) return rc;
+    arc_table_kind kind = unchanged ? ARC_TABLE_REFERENCED : run->base ? ARC_TABLE_ASSEMBLED : ARC_TABLE_WHOLE;
+    if (kind == ARC_TABLE_WHOLE) rc = jb_table_store_whole(L, t, &ck, &tp, &si, err);
+    if (kind == ARC_TABLE_ASSEMBLED) rc = jb_table_assemble(L, t, &ck, &tp, &si, err);
+    if (!rc) rc = jb_chunk_close(&ck, run->srcs, &run->ix->tables[i], err);
+    if (!rc) jb_table_record(L, i, kind, &ck, &si);
     free(ck.deps);
     return rc;
 }
@@ -985,310 +1010,382 @@ out:
     return rc;
 }
 
-fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
-    const fb_config *cfg = ctx->cfg;
-    const ev_event *ev = ctx->ev;
-    const ev_backup_requested *rq = &ev->u.backup;
-    int64_t t0 = jb_now_ms();
-    unsigned char pk[ARC_PK_BYTES], ikey[ARC_INDEX_KEY_BYTES], digest[32];
-    char rel[1200];
-    fb_code rc = FB_OK;
-    stor *st = NULL;
-    stor_wfile *wf = NULL;
-    arc_writer *w = NULL;
-    PGconn *c = NULL;
-    PGresult *r = NULL;
-    dump_rel *rels = NULL;
-    size_t n_rels = 0;
-    arc_tref *req = NULL;
-    arc_manifest m = {0};
-    arc_index ix = {0};
-    char *mbuf = NULL, *ibuf = NULL, *copy_list = NULL;
-    size_t mlen = 0, ilen = 0;
-    int64_t total_rows = 0, total_raw = 0, n_ref = 0, copies = 0, pruned = 0, n_conns = 1;
-    job_chain ch = {0};
-    const job_chain_entry *base = NULL;
-    unsigned char ckey[32];
-    job_chunkmap *cmap = NULL;
-    jb_sources srcs = {0};
-    arc_clist_spool spool = {0};
-    uint64_t base_chunks = 0;
-    int64_t chunks_reused = 0, chunks_stored = 0;
-    fb_signer signer = {0};
-    fb_keyring kr = {0};
+/* --- the job, in named steps -------------------------------------------------------------------------------- */
 
-    if (ev->type != EV_BACKUP_REQUESTED) return fb_err_set(err, FB_ERR_INTERNAL, "job_backup_run: not a backup event");
-    /* 0. The database authorises this exact request (record, configuration, tables, folder, retention). */
-    if ((rc = job_authority_authorise(cfg, ev, err))) goto out;
-    /* 1. The request and the worker's settings, before any side effect. */
-    if ((rc = stor_path_check(rq->storage_path, err))) {
+/* Everything one backup job holds, from its first step to its clean-up (jb_job_clear). */
+typedef struct jb_job {
+    const job_ctx *ctx;
+    const fb_config *cfg;
+    const ev_event *ev;
+    const ev_backup_requested *rq;
+    job_result *res;
+    int64_t t0;
+    char rel[1200];  /* the artifact, relative to the storage root */
+    unsigned char pk[ARC_PK_BYTES], ikey[ARC_INDEX_KEY_BYTES], ckey[32], digest[32];
+    fb_signer signer;
+    fb_keyring kr;
+    stor *st;
+    job_chain ch;
+    const job_chain_entry *base;  /* NULL: runs as FULL */
+    uint64_t base_chunks;
+    job_chunkmap *cmap;
+    jb_sources srcs;
+    PGconn *c;
+    dump_rel *rels;
+    size_t n_rels;
+    arc_clist_spool spool;
+    stor_wfile *wf;
+    arc_writer *w;
+    arc_manifest m;
+    arc_index ix;
+    char *mbuf, *ibuf;
+    size_t mlen, ilen;
+    int64_t total_rows, total_raw, n_ref, chunks_reused, chunks_stored, n_conns, copies, pruned;
+    int64_t prune_now_ms;  /* the one "now" retention measures age from, in every location */
+} jb_job;
+
+/* The database authorises this exact request (record, configuration, tables, folder, retention); then the request
+ * and the worker's settings (paths, keys, signer, storage) are checked, before any side effect. */
+static fb_code jb_init(jb_job *j, fb_err *err) {
+    const fb_config *cfg = j->cfg;
+    fb_code rc;
+    if ((rc = job_authority_authorise(cfg, j->ev, err))) return rc;
+    if ((rc = stor_path_check(j->rq->storage_path, err))) {
         fb_err_prefix(err, "refusing the backup: ");
-        goto out;
+        return rc;
     }
-    if (job_backup_artifact_path(rq->storage_path, ev->job_id, rel, sizeof rel) != 0 ||
-        (rc = stor_path_check(rel, err))) {
-        rc = fb_err_set(err, FB_ERR_INVALID, "storage path \"%s\" is too long for the artifact name", rq->storage_path);
-        goto out;
-    }
-    if ((rc = arc_key_load_public(cfg->public_key, pk, err))) goto out;
-    if ((rc = arc_index_key(cfg->index_key, pk, ikey, err))) goto out;
-    arc_chunk_key(ikey, ckey);
-    if ((rc = fb_signer_load(&signer, cfg->sign_key, "--sign-key", err))) {
+    if (job_backup_artifact_path(j->rq->storage_path, j->ev->job_id, j->rel, sizeof j->rel) != 0 ||
+        stor_path_check(j->rel, err))
+        return fb_err_set(err, FB_ERR_INVALID, "storage path \"%s\" is too long for the artifact name",
+                          j->rq->storage_path);
+    if ((rc = arc_key_load_public(cfg->public_key, j->pk, err))) return rc;
+    if ((rc = arc_index_key(cfg->index_key, j->pk, j->ikey, err))) return rc;
+    arc_chunk_key(j->ikey, j->ckey);
+    if ((rc = fb_signer_load(&j->signer, cfg->sign_key, "--sign-key", err))) {
         fb_err_prefix(err, "refusing the backup (artifacts are signed): ");
-        goto out;
+        return rc;
     }
-    if ((rc = fb_keyring_load(&kr, cfg->trusted_signers, "--trusted-signer", err))) goto out;
-    if (!fb_keyring_find(&kr, signer.key_id))
+    if ((rc = fb_keyring_load(&j->kr, cfg->trusted_signers, "--trusted-signer", err))) return rc;
+    if (!fb_keyring_find(&j->kr, j->signer.key_id))
         FB_WARN("job=%s this worker's own signing key %s is not among --trusted-signer: its backups will not serve "
-                "as bases of later INCREMENTAL/DIFFERENTIAL backups", ev->job_id, signer.key_id);
-    if ((rc = stor_open_location(cfg->storage_root, cfg, &st, err))) goto out;
+                "as bases of later INCREMENTAL/DIFFERENTIAL backups", j->ev->job_id, j->signer.key_id);
+    return stor_open_location(cfg->storage_root, cfg, &j->st, err);
+}
 
-    /* 1a. Immutable artifacts: a backup of this job that already exists and holds up is the answer. */
-    {
-        char why[600];
-        if (jb_existing(st, rel, ev, &kr, ikey, res, why, sizeof why)) {
-            FB_INFO("job=%s artifact \"%s\" already exists, signed and complete: recording its success from it, "
-                    "writing nothing", ev->job_id, rel);
-            goto out;
-        }
-        if (why[0])
-            FB_WARN("job=%s \"%s\" exists but is not a valid backup of this job (%s): writing the backup over it",
-                    ev->job_id, rel, why);
+/* Immutable artifacts: 1 when this job's artifact already exists and holds up (j->res is then filled from it). */
+static int jb_reuse_existing(jb_job *j) {
+    char why[600];
+    if (jb_existing(j->st, j->rel, j->ev, &j->kr, j->ikey, j->res, why, sizeof why)) {
+        FB_INFO("job=%s artifact \"%s\" already exists, signed and complete: recording its success from it, writing "
+                "nothing", j->ev->job_id, j->rel);
+        return 1;
     }
+    if (why[0])
+        FB_WARN("job=%s \"%s\" exists but is not a valid backup of this job (%s): writing the backup over it",
+                j->ev->job_id, j->rel, why);
+    return 0;
+}
 
-    /* 1b. The base, from the chain indexes (the worker cannot read manifests). */
-    if (rq->backup_type != EV_FULL) {
-        fb_err why;
-        if ((rc = job_chain_load(st, rq->storage_path, ikey, &kr, &ch, err))) goto out;
-        base = jb_pick_base(&ch, ev, &why);
-        if (base)
-            FB_INFO("job=%s %s on base %s (%s of %lld)", ev->job_id, jb_type_name(rq->backup_type), base->job_id,
-                    base->ix->type, (long long)base->ix->completed_ms);
-        else
-            FB_INFO("job=%s %s requested, runs as FULL: %s", ev->job_id, jb_type_name(rq->backup_type), why.msg);
+/* INCREMENTAL / DIFFERENTIAL: the base, from the chain indexes (the worker cannot read manifests), and every chunk
+ * of the chain into the on-disk chunk map. Without a usable base the job runs as FULL. */
+static fb_code jb_base(jb_job *j, fb_err *err) {
+    const ev_event *ev = j->ev;
+    fb_err why;
+    fb_code rc;
+    if (j->rq->backup_type == EV_FULL) return FB_OK;
+    if ((rc = job_chain_load(j->st, j->rq->storage_path, j->ikey, &j->kr, &j->ch, err))) return rc;
+    if (!(j->base = jb_pick_base(&j->ch, ev, &why))) {
+        FB_INFO("job=%s %s requested, runs as FULL: %s", ev->job_id, jb_type_name(j->rq->backup_type), why.msg);
+        return FB_OK;
     }
-    if (base) {
-        for (size_t i = 0; i < base->ix->n_tables; i++) {
-            const job_chain_entry *h = NULL;
-            const arc_index_table *ht = jb_chunk_owner(&ch, base, &base->ix->tables[i], &h);
-            if (ht) base_chunks += ht->n_chunks + ht->rec_count;
-        }
-        if ((rc = job_chunkmap_new(base_chunks, &cmap, err))) goto out;
-        if ((rc = jb_cmap_load(cmap, st, rq->storage_path, &ch, base, &srcs, err))) goto out;
-        FB_DEBUG("job=%s chunk map: %llu chunks of the chain", ev->job_id,
-                 (unsigned long long)job_chunkmap_count(cmap));
+    FB_INFO("job=%s %s on base %s (%s of %lld)", ev->job_id, jb_type_name(j->rq->backup_type), j->base->job_id,
+            j->base->ix->type, (long long)j->base->ix->completed_ms);
+    for (size_t i = 0; i < j->base->ix->n_tables; i++) {
+        const job_chain_entry *h = NULL;
+        const arc_index_table *ht = jb_chunk_owner(&j->ch, j->base, &j->base->ix->tables[i], &h);
+        if (ht) j->base_chunks += ht->n_chunks + ht->rec_count;
     }
+    if ((rc = job_chunkmap_new(j->base_chunks, &j->cmap, err))) return rc;
+    if ((rc = jb_cmap_load(j->cmap, j->st, j->rq->storage_path, &j->ch, j->base, &j->srcs, err))) return rc;
+    FB_DEBUG("job=%s chunk map: %llu chunks of the chain", ev->job_id, (unsigned long long)job_chunkmap_count(j->cmap));
+    return FB_OK;
+}
 
-    /* 2. One snapshot for everything. */
-    c = pgx_connect(cfg->pg, "fusion-backup backup", err);
-    if (!c) {
-        rc = err ? err->code : FB_ERR_TRANSIENT;
-        goto out;
-    }
-    if ((rc = dump_catalog_session(c, err))) goto out;
-    if ((rc = pgx_exec(c, "SET synchronize_seqscans = off", "turning off synchronized scans", err))) goto out;
-    if ((rc = pgx_exec(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", "starting the snapshot", err))) goto out;
-    {
-        char sql[96];
-        snprintf(sql, sizeof sql, "SET LOCAL lock_timeout = %lld", (long long)cfg->lock_timeout_ms);
-        if ((rc = pgx_exec(c, sql, "setting lock_timeout", err))) goto out;
-    }
-    r = PQexec(c, "SELECT (extract(epoch FROM pg_catalog.now()) * 1000)::int8, pg_catalog.current_database(), "
-                  "pg_catalog.current_setting('server_version')");
-    if ((rc = pgx_check(c, r, PGRES_TUPLES_OK, "reading the snapshot time", err))) {
-        r = NULL;
-        goto out;
-    }
-    m.snapshot_ms = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-    m.database = strdup(PQgetvalue(r, 0, 1));
-    m.server_version = strdup(PQgetvalue(r, 0, 2));
+/* One snapshot for everything: a REPEATABLE READ READ ONLY transaction on the job's connection, its time, the
+ * database's name and the server's version into the manifest. */
+static fb_code jb_snapshot(jb_job *j, fb_err *err) {
+    char sql[96];
+    fb_code rc;
+    if (!(j->c = pgx_connect(j->cfg->pg, "fusion-backup backup", err))) return err->code ? err->code : FB_ERR_TRANSIENT;
+    if ((rc = dump_catalog_session(j->c, err))) return rc;
+    if ((rc = pgx_exec(j->c, "SET synchronize_seqscans = off", "turning off synchronized scans", err))) return rc;
+    if ((rc = pgx_exec(j->c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", "starting the snapshot", err)))
+        return rc;
+    snprintf(sql, sizeof sql, "SET LOCAL lock_timeout = %lld", (long long)j->cfg->lock_timeout_ms);
+    if ((rc = pgx_exec(j->c, sql, "setting lock_timeout", err))) return rc;
+    PGresult *r = PQexec(j->c, "SELECT (extract(epoch FROM pg_catalog.now()) * 1000)::int8, "
+                               "pg_catalog.current_database(), pg_catalog.current_setting('server_version')");
+    if ((rc = pgx_check(j->c, r, PGRES_TUPLES_OK, "reading the snapshot time", err))) return rc;
+    j->m.snapshot_ms = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    j->m.database = strdup(PQgetvalue(r, 0, 1));
+    j->m.server_version = strdup(PQgetvalue(r, 0, 2));
     PQclear(r);
-    r = NULL;
+    return j->m.database && j->m.server_version ? FB_OK : fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+}
 
-    if (rq->n_tables) {
-        req = calloc(rq->n_tables, sizeof *req);
-        if (!req) {
-            rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
-            goto out;
-        }
-        for (size_t i = 0; i < rq->n_tables; i++) {
-            req[i].schema = (char *)(rq->tables[i].schema ? rq->tables[i].schema : "public");
-            req[i].name = (char *)rq->tables[i].name;
-        }
+/* The tables: the requested ones (or every table) resolved in the snapshot, locked ACCESS SHARE, their temporary
+ * space projected; the chunk record spool opened. */
+static fb_code jb_table_list(jb_job *j, fb_err *err) {
+    const ev_backup_requested *rq = j->rq;
+    arc_tref *req = rq->n_tables ? calloc(rq->n_tables, sizeof *req) : NULL;
+    if (rq->n_tables && !req) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < rq->n_tables; i++) {
+        req[i].schema = (char *)(rq->tables[i].schema ? rq->tables[i].schema : "public");
+        req[i].name = (char *)rq->tables[i].name;
     }
-    if ((rc = dump_catalog_resolve(c, req, rq->n_tables, &rels, &n_rels, err))) goto out;
-    for (size_t i = 0; i < n_rels; i++)
-        if (job_authority_system_schema(rels[i].schema)) { /* the enumeration never yields one: a guard */
-            rc = fb_err_set(err, FB_ERR_DENIED, "refusing the backup: table \"%s\".\"%s\" is in a system schema, "
-                            "which this system never backs up; nothing was written", rels[i].schema, rels[i].name);
-            goto out;
-        }
-    if ((rc = jb_lock(c, rels, n_rels, err))) goto out;
-    if ((rc = jb_project(c, ev->job_id, rels, n_rels, base_chunks, err))) goto out;
-    if ((rc = arc_clist_spool_open(&spool, err))) goto out;
-
-    /* 3. The artifact. */
-    if ((rc = stor_create(st, rel, &wf, err))) goto out;
-    /* Format 5: every backup carries its schema archive (segment 1, since 4) and is signed. */
-    m.format = ARC_FORMAT_VERSION;
-    if ((rc = arc_writer_new_version(wf, pk, (int)cfg->zstd_level, (int)m.format, &w, err))) goto out;
-    if ((rc = arc_writer_set_zstd_workers(w, (int)cfg->zstd_workers, err))) goto out;
-    if ((rc = arc_writer_set_signer(w, &signer, ev->job_id, err))) goto out;
-    if ((rc = jb_schema_archive(cfg, c, w, rq->n_tables == 0, &m, err))) goto out;
-    m.tables = calloc(n_rels ? n_rels : 1, sizeof *m.tables);
-    ix.tables = calloc(n_rels ? n_rels : 1, sizeof *ix.tables);
-    if (!m.tables || !ix.tables) {
-        rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
-        goto out;
-    }
-    FB_INFO("job=%s backup of %zu tables of database \"%s\" into \"%s\"", ev->job_id, n_rels, m.database, rel);
-    m.n_tables = ix.n_tables = n_rels;
-    {
-        jb_run run = {.ctx = ctx, .ev = ev, .rels = rels, .n_rels = n_rels, .m = &m, .ix = &ix, .ch = &ch,
-                      .base = base, .cmap = cmap, .srcs = &srcs, .ikey = ikey, .ckey = ckey, .w = w};
-        /* A base means change detection and the chain's chunk map, which one connection drives (the map is not
-         * shared between threads); a FULL reads its tables on dump-connections connections. */
-        size_t lanes = base ? 1 : (size_t)cfg->dump_connections;
-        n_conns = (int64_t)(lanes < n_rels ? lanes : (n_rels ? n_rels : 1));
-        rc = jb_dump_tables(&run, cfg, c, &spool, (size_t)n_conns, err);
-        total_rows = run.total_rows;
-        total_raw = run.total_raw;
-        n_ref = run.n_ref;
-        chunks_reused = run.chunks_reused;
-        chunks_stored = run.chunks_stored;
-        if (rc) goto out;
-    }
-    if ((rc = pgx_exec(c, "COMMIT", "ending the snapshot", err))) goto out;
-
-    /* 4. Manifest, trailer, durable rename. */
-    m.tool = strdup("fusion-backup 1");
-    m.job_id = strdup(ev->job_id);
-    m.record_id = rq->record_id;
-    m.config_id = rq->config_id;
-    m.config_name = strdup(rq->config_name ? rq->config_name : "");
-    m.backup_type = strdup(base ? jb_type_name(rq->backup_type) : "FULL");
-    m.requested_type = strdup(jb_type_name(rq->backup_type));
-    m.base_job = base ? strdup(base->job_id) : NULL;
-    m.started_ms = t0;
-    m.completed_ms = jb_now_ms();
-    m.zstd_level = cfg->zstd_level;
-    m.data_end = arc_writer_offset(w);
-    /* The chain index: what the next INCREMENTAL / DIFFERENTIAL and retention need, readable without a key; the
-     * manifest records its hash, so a reader with the secret key authenticates it too. */
-    ix.job_id = (char *)ev->job_id;
-    ix.config_id = rq->config_id;
-    ix.type = m.backup_type;
-    ix.base_job = m.base_job;
-    ix.snapshot_ms = m.snapshot_ms;
-    ix.completed_ms = m.completed_ms;
-    /* Format 5: the head, then the spooled chunk records (the manifest hashes the head, which hashes them). */
-    ix.version = 3;
-    ix.sources = (char **)srcs.v; /* borrowed from the chain */
-    ix.n_sources = srcs.n;
-    ix.n_records = spool.n;
-    if ((rc = arc_clist_spool_flush(&spool, err))) goto out;
-    if ((rc = arc_index_format(&ix, ikey, &ibuf, &ilen, err))) goto out;
-    crypto_generichash(m.index_blake2b, sizeof m.index_blake2b, (const unsigned char *)ibuf, ilen, NULL, 0);
-    m.has_index_hash = 1;
-    if ((rc = arc_manifest_pack(&m, &mbuf, &mlen, err))) goto out;
-    if ((rc = arc_writer_set_index(w, ibuf, ilen, err))) goto out;
-    arc_writer_set_index_records(w, spool.fd, spool.n * ARC_CLIST_REC_BYTES);
-    if ((rc = arc_writer_finish(w, mbuf, mlen, err))) goto out;
-    res->file_size = (int64_t)wf->written;
-    stor_wfile_digest(wf, digest);
-    rc = stor_wfile_commit(wf, err);
-    wf = NULL;
-    if (rc) goto out;
-
-    /* 6. Copies: each one written, fsynced, renamed, read back and compared. */
-    if (cfg->copy_to && *cfg->copy_to) {
-        copy_list = strdup(cfg->copy_to);
-        if (!copy_list) {
-            rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
-            goto out;
-        }
-        char *save = NULL;
-        for (char *root = strtok_r(copy_list, ",", &save); root; root = strtok_r(NULL, ",", &save)) {
-            stor *cs = NULL;
-            while (*root == ' ') root++;
-            if (!*root) continue;
-            rc = stor_open_location(root, cfg, &cs, err);
-            if (!rc) rc = jb_copy_file(st, cs, root, rel, digest, err);
-            stor_free(cs);
-            if (rc) goto out;
-            copies++;
-            FB_INFO("job=%s copy %lld: \"%s/%s\" checked (BLAKE2b of %lld bytes)", ev->job_id, (long long)copies, root,
-                    rel, (long long)res->file_size);
-        }
-    }
-
-    /* 7. Retention, on every location; a failure here does not undo the backup (it is only logged). */
-    if (rq->retention_days > 0) {
-        job_prune_opts po = {rq->retention_days, jb_now_ms(), rq->config_id, 0, ev->job_id, &kr};
-        jb_prune_log pl = {ev->job_id, cfg->storage_root};
-        fb_err perr;
-        int64_t n = 0;
-        if (job_prune_run(st, rq->storage_path, ikey, &po, jb_prune_report, &pl, &n, &perr) != FB_OK)
-            FB_WARN("job=%s retention in \"%s\": %s", ev->job_id, cfg->storage_root, perr.msg);
-        pruned += n;
-        if (copy_list) {
-            strcpy(copy_list, cfg->copy_to);
-            char *save = NULL;
-            for (char *root = strtok_r(copy_list, ",", &save); root; root = strtok_r(NULL, ",", &save)) {
-                stor *cs = NULL;
-                while (*root == ' ') root++;
-                if (!*root || stor_open_location(root, cfg, &cs, &perr) != FB_OK) continue;
-                pl.root = root;
-                n = 0;
-                if (job_prune_run(cs, rq->storage_path, ikey, &po, jb_prune_report, &pl, &n, &perr) != FB_OK)
-                    FB_WARN("job=%s retention in \"%s\": %s", ev->job_id, root, perr.msg);
-                stor_free(cs);
-            }
-        }
-    }
-
-    snprintf(res->file_path, sizeof res->file_path, "%s", rel);
-    job_result_set(res, "tables", (int64_t)n_rels);
-    job_result_set(res, "rows", total_rows);
-    job_result_set(res, "raw_bytes", total_raw);
-    job_result_set(res, "schema_bytes", m.schema ? m.schema->raw_bytes : 0);
-    job_result_set(res, "stored_bytes", res->file_size);
-    job_result_set(res, "duration_ms", jb_now_ms() - t0);
-    job_result_set(res, "dump_connections", n_conns);
-    if (rq->backup_type != EV_FULL) {
-        job_result_set(res, "ran_as_full", base ? 0 : 1);
-        job_result_set(res, "tables_referenced", n_ref);
-        job_result_set(res, "tables_stored", (int64_t)n_rels - n_ref);
-        job_result_set(res, "chunks_reused", chunks_reused);
-        job_result_set(res, "chunks_stored", chunks_stored);
-    }
-    if (copies) job_result_set(res, "copies", copies);
-    if (pruned) job_result_set(res, "pruned", pruned);
-    FB_INFO("job=%s %s backup done: %zu tables (%lld unchanged, referenced), %lld rows, %lld raw bytes -> %lld stored "
-            "(%s) in %lld ms", ev->job_id, m.backup_type, n_rels, (long long)n_ref, (long long)total_rows,
-            (long long)total_raw, (long long)res->file_size, rel, (long long)(jb_now_ms() - t0));
-out:
-    if (r) PQclear(r);
-    arc_writer_free(w);
-    stor_wfile_abort(wf); /* removes the temporary on any failure */
-    stor_free(st);
-    if (c) PQfinish(c);
-    dump_rels_free(rels, n_rels);
+    fb_code rc = dump_catalog_resolve(j->c, req, rq->n_tables, &j->rels, &j->n_rels, err);
     free(req);
-    free(mbuf);
-    free(ibuf);
-    free(copy_list);
-    for (size_t i = 0; i < ix.n_tables; i++) free(ix.tables[i].deps);
-    free(ix.tables); /* its strings are borrowed from m, ev and the chain */
-    arc_manifest_clear(&m);
-    job_chunkmap_free(cmap);
-    free(srcs.v);
-    arc_clist_spool_close(&spool);
-    job_chain_clear(&ch);
-    fb_keyring_free(&kr);
-    fb_signer_wipe(&signer);
-    sodium_memzero(ckey, sizeof ckey);
-    sodium_memzero(pk, sizeof pk);
-    sodium_memzero(ikey, sizeof ikey);
+    if (rc) return rc;
+    for (size_t i = 0; i < j->n_rels; i++)
+        if (job_authority_system_schema(j->rels[i].schema)) /* the enumeration never yields one: a guard */
+            return fb_err_set(err, FB_ERR_DENIED, "refusing the backup: table \"%s\".\"%s\" is in a system schema, "
+                              "which this system never backs up; nothing was written", j->rels[i].schema,
+                              j->rels[i].name);
+    if ((rc = jb_lock(j->c, j->rels, j->n_rels, err))) return rc;
+    if ((rc = jb_project(j->c, j->ev->job_id, j->rels, j->n_rels, j->base_chunks, err))) return rc;
+    return arc_clist_spool_open(&j->spool, err);
+}
+
+/* The artifact's temporary file and writer (format 5: signed, the schema archive as segment 1), and room for the
+ * tables' manifest and index entries. */
+static fb_code jb_artifact_open(jb_job *j, fb_err *err) {
+    const fb_config *cfg = j->cfg;
+    fb_code rc;
+    if ((rc = stor_create(j->st, j->rel, &j->wf, err))) return rc;
+    j->m.format = ARC_FORMAT_VERSION;
+    if ((rc = arc_writer_new_version(j->wf, j->pk, (int)cfg->zstd_level, (int)j->m.format, &j->w, err))) return rc;
+    if ((rc = arc_writer_set_zstd_workers(j->w, (int)cfg->zstd_workers, err))) return rc;
+    if ((rc = arc_writer_set_signer(j->w, &j->signer, j->ev->job_id, err))) return rc;
+    if ((rc = jb_schema_archive(cfg, j->c, j->w, j->rq->n_tables == 0, &j->m, err))) return rc;
+    j->m.tables = calloc(j->n_rels ? j->n_rels : 1, sizeof *j->m.tables);
+    j->ix.tables = calloc(j->n_rels ? j->n_rels : 1, sizeof *j->ix.tables);
+    if (!j->m.tables || !j->ix.tables) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    j->m.n_tables = j->ix.n_tables = j->n_rels;
+    FB_INFO("job=%s backup of %zu tables of database \"%s\" into \"%s\"", j->ev->job_id, j->n_rels, j->m.database,
+            j->rel);
+    return FB_OK;
+}
+
+/* Every table's rows into the artifact, then the snapshot ends. A base means change detection and the chain's
+ * chunk map, which one connection drives (the map is not shared between threads); a FULL reads its tables on
+ * dump-connections connections. */
+static fb_code jb_dump(jb_job *j, fb_err *err) {
+    jb_run run = {.ctx = j->ctx, .ev = j->ev, .rels = j->rels, .n_rels = j->n_rels, .m = &j->m, .ix = &j->ix,
+                  .ch = &j->ch, .base = j->base, .cmap = j->cmap, .srcs = &j->srcs, .ikey = j->ikey,
+                  .ckey = j->ckey, .w = j->w};
+    size_t lanes = j->base ? 1 : (size_t)j->cfg->dump_connections;
+    j->n_conns = (int64_t)(lanes < j->n_rels ? lanes : (j->n_rels ? j->n_rels : 1));
+    fb_code rc = jb_dump_tables(&run, j->cfg, j->c, &j->spool, (size_t)j->n_conns, err);
+    j->total_rows = run.total_rows;
+    j->total_raw = run.total_raw;
+    j->n_ref = run.n_ref;
+    j->chunks_reused = run.chunks_reused;
+    j->chunks_stored = run.chunks_stored;
+    return rc ? rc : pgx_exec(j->c, "COMMIT", "ending the snapshot", err);
+}
+
+/* The manifest's job fields and the chain index's head: what the next INCREMENTAL / DIFFERENTIAL and retention
+ * need, readable without a key (the manifest records the index's hash, so a reader with the secret key
+ * authenticates it too). */
+static fb_code jb_manifest(jb_job *j, fb_err *err) {
+    arc_manifest *m = &j->m;
+    arc_index *ix = &j->ix;
+    const ev_backup_requested *rq = j->rq;
+    m->tool = strdup("fusion-backup 1");
+    m->job_id = strdup(j->ev->job_id);
+    m->record_id = rq->record_id;
+    m->config_id = rq->config_id;
+    m->config_name = strdup(rq->config_name ? rq->config_name : "");
+    m->backup_type = strdup(j->base ? jb_type_name(rq->backup_type) : "FULL");
+    m->requested_type = strdup(jb_type_name(rq->backup_type));
+    m->base_job = j->base ? strdup(j->base->job_id) : NULL;
+    if (!m->tool || !m->job_id || !m->config_name || !m->backup_type || !m->requested_type ||
+        (j->base && !m->base_job))
+        return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    m->started_ms = j->t0;
+    m->completed_ms = jb_now_ms();
+    m->zstd_level = j->cfg->zstd_level;
+    m->data_end = arc_writer_offset(j->w);
+    ix->job_id = (char *)j->ev->job_id;
+    ix->config_id = rq->config_id;
+    ix->type = m->backup_type;
+    ix->base_job = m->base_job;
+    ix->snapshot_ms = m->snapshot_ms;
+    ix->completed_ms = m->completed_ms;
+    /* Format 5: the head, then the spooled chunk records (the manifest hashes the head, which hashes them). */
+    ix->version = 3;
+    ix->sources = (char **)j->srcs.v; /* borrowed from the chain */
+    ix->n_sources = j->srcs.n;
+    ix->n_records = j->spool.n;
+    return FB_OK;
+}
+
+/* The chain index and the manifest into the artifact, its trailer, then fsync and the durable rename. */
+static fb_code jb_commit(jb_job *j, fb_err *err) {
+    fb_code rc;
+    if ((rc = arc_clist_spool_flush(&j->spool, err))) return rc;
+    if ((rc = arc_index_format(&j->ix, j->ikey, &j->ibuf, &j->ilen, err))) return rc;
+    crypto_generichash(j->m.index_blake2b, sizeof j->m.index_blake2b, (const unsigned char *)j->ibuf, j->ilen, NULL,
+                       0);
+    j->m.has_index_hash = 1;
+    if ((rc = arc_manifest_pack(&j->m, &j->mbuf, &j->mlen, err))) return rc;
+    if ((rc = arc_writer_set_index(j->w, j->ibuf, j->ilen, err))) return rc;
+    arc_writer_set_index_records(j->w, j->spool.fd, j->spool.n * ARC_CLIST_REC_BYTES);
+    if ((rc = arc_writer_finish(j->w, j->mbuf, j->mlen, err))) return rc;
+    j->res->file_size = (int64_t)j->wf->written;
+    stor_wfile_digest(j->wf, j->digest);
+    rc = stor_wfile_commit(j->wf, err);
+    j->wf = NULL;
+    return rc;
+}
+
+/* Calls fn for every location of copy-to (a comma-separated list, blanks around names ignored), in order; stops
+ * at the first failure. */
+typedef fb_code (*jb_root_fn)(jb_job *j, const char *root, fb_err *err);
+
+static fb_code jb_each_copy_root(jb_job *j, jb_root_fn fn, fb_err *err) {
+    if (!j->cfg->copy_to || !*j->cfg->copy_to) return FB_OK;
+    char *list = strdup(j->cfg->copy_to), *save = NULL;
+    fb_code rc = list ? FB_OK : fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    for (char *root = list ? strtok_r(list, ",", &save) : NULL; root && !rc; root = strtok_r(NULL, ",", &save)) {
+        while (*root == ' ') root++;
+        if (*root) rc = fn(j, root, err);
+    }
+    free(list);
+    return rc;
+}
+
+/* One copy: written, fsynced, renamed, read back and compared. */
+static fb_code jb_copy_to(jb_job *j, const char *root, fb_err *err) {
+    stor *cs = NULL;
+    fb_code rc = stor_open_location(root, j->cfg, &cs, err);
+    if (!rc) rc = jb_copy_file(j->st, cs, root, j->rel, j->digest, err);
+    stor_free(cs);
+    if (rc) return rc;
+    j->copies++;
+    FB_INFO("job=%s copy %lld: \"%s/%s\" checked (BLAKE2b of %lld bytes)", j->ev->job_id, (long long)j->copies, root,
+            j->rel, (long long)j->res->file_size);
+    return FB_OK;
+}
+
+/* Retention in one location (st, named root); a failure is only logged. Counts only the storage root's removals,
+ * as the job's result always has. */
+static void jb_prune_in(jb_job *j, stor *st, const char *root) {
+    job_prune_opts po = {j->rq->retention_days, j->prune_now_ms, j->rq->config_id, 0, j->ev->job_id, &j->kr};
+    jb_prune_log pl = {j->ev->job_id, root};
+    fb_err perr;
+    int64_t n = 0;
+    if (job_prune_run(st, j->rq->storage_path, j->ikey, &po, jb_prune_report, &pl, &n, &perr) != FB_OK)
+        FB_WARN("job=%s retention in \"%s\": %s", j->ev->job_id, root, perr.msg);
+    if (st == j->st) j->pruned += n;
+}
+
+static fb_code jb_prune_copy(jb_job *j, const char *root, fb_err *err) {
+    stor *cs = NULL;
+    fb_err oerr;
+    (void)err;
+    if (stor_open_location(root, j->cfg, &cs, &oerr) != FB_OK) return FB_OK; /* an unreachable copy: next time */
+    jb_prune_in(j, cs, root);
+    stor_free(cs);
+    return FB_OK;
+}
+
+/* Retention, on every location; a failure here does not undo the backup (it is only logged). */
+static void jb_retention(jb_job *j) {
+    fb_err err;
+    if (j->rq->retention_days <= 0) return;
+    j->prune_now_ms = jb_now_ms();
+    jb_prune_in(j, j->st, j->cfg->storage_root);
+    (void)jb_each_copy_root(j, jb_prune_copy, &err);
+}
+
+/* The job's result: the artifact and the numbers of what it holds. */
+static void jb_result(jb_job *j) {
+    job_result *res = j->res;
+    snprintf(res->file_path, sizeof res->file_path, "%s", j->rel);
+    job_result_set(res, "tables", (int64_t)j->n_rels);
+    job_result_set(res, "rows", j->total_rows);
+    job_result_set(res, "raw_bytes", j->total_raw);
+    job_result_set(res, "schema_bytes", j->m.schema ? j->m.schema->raw_bytes : 0);
+    job_result_set(res, "stored_bytes", res->file_size);
+    job_result_set(res, "duration_ms", jb_now_ms() - j->t0);
+    job_result_set(res, "dump_connections", j->n_conns);
+    if (j->rq->backup_type != EV_FULL) {
+        job_result_set(res, "ran_as_full", j->base ? 0 : 1);
+        job_result_set(res, "tables_referenced", j->n_ref);
+        job_result_set(res, "tables_stored", (int64_t)j->n_rels - j->n_ref);
+        job_result_set(res, "chunks_reused", j->chunks_reused);
+        job_result_set(res, "chunks_stored", j->chunks_stored);
+    }
+    if (j->copies) job_result_set(res, "copies", j->copies);
+    if (j->pruned) job_result_set(res, "pruned", j->pruned);
+    FB_INFO("job=%s %s backup done: %zu tables (%lld unchanged, referenced), %lld rows, %lld raw bytes -> %lld stored "
+            "(%s) in %lld ms", j->ev->job_id, j->m.backup_type, j->n_rels, (long long)j->n_ref,
+            (long long)j->total_rows, (long long)j->total_raw, (long long)res->file_size, j->rel,
+            (long long)(jb_now_ms() - j->t0));
+}
+
+/* Frees what j holds; an artifact not yet committed is removed (its temporary file), keys are erased. */
+static void jb_job_clear(jb_job *j) {
+    arc_writer_free(j->w);
+    stor_wfile_abort(j->wf);
+    stor_free(j->st);
+    if (j->c) PQfinish(j->c);
+    dump_rels_free(j->rels, j->n_rels);
+    free(j->mbuf);
+    free(j->ibuf);
+    for (size_t i = 0; i < j->ix.n_tables; i++) free(j->ix.tables[i].deps);
+    free(j->ix.tables); /* its strings are borrowed from m, ev and the chain */
+    arc_manifest_clear(&j->m);
+    job_chunkmap_free(j->cmap);
+    free(j->srcs.v);
+    arc_clist_spool_close(&j->spool);
+    job_chain_clear(&j->ch);
+    fb_keyring_free(&j->kr);
+    fb_signer_wipe(&j->signer);
+    sodium_memzero(j->ckey, sizeof j->ckey);
+    sodium_memzero(j->pk, sizeof j->pk);
+    sodium_memzero(j->ikey, sizeof j->ikey);
+}
+
+/* The backup as pgBackRest's cmdBackup reads: named steps, each a function above with one job. */
+fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
+    if (ctx->ev->type != EV_BACKUP_REQUESTED)
+        return fb_err_set(err, FB_ERR_INTERNAL, "job_backup_run: not a backup event");
+    jb_job j = {.ctx = ctx, .cfg = ctx->cfg, .ev = ctx->ev, .rq = &ctx->ev->u.backup, .res = res, .t0 = jb_now_ms()};
+    fb_code rc;
+    /* 1. Authorised by the database; the request and the settings checked before any side effect. */
+    if ((rc = jb_init(&j, err))) goto out;
+    /* 2. An artifact of this job that already exists and holds up is the answer: nothing is written. */
+    if (jb_reuse_existing(&j)) goto out;
+    /* 3. The base of an INCREMENTAL / DIFFERENTIAL and the chain's chunk map. */
+    if ((rc = jb_base(&j, err))) goto out;
+    /* 4. One snapshot for everything. */
+    if ((rc = jb_snapshot(&j, err))) goto out;
+    /* 5. The tables, resolved and locked in it. */
+    if ((rc = jb_table_list(&j, err))) goto out;
+    /* 6. The artifact, its schema archive first. */
+    if ((rc = jb_artifact_open(&j, err))) goto out;
+    /* 7. Every table: referenced, stored whole or assembled; then the snapshot ends. */
+    if ((rc = jb_dump(&j, err))) goto out;
+    /* 8. Manifest and chain index, trailer, durable rename. */
+    if ((rc = jb_manifest(&j, err)) || (rc = jb_commit(&j, err))) goto out;
+    /* 9. Copies, each read back and compared. */
+    if ((rc = jb_each_copy_root(&j, jb_copy_to, err))) goto out;
+    /* 10. Retention on every location, then the result. */
+    jb_retention(&j);
+    jb_result(&j);
+out:
+    jb_job_clear(&j);
     return rc;
 }

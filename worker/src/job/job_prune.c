@@ -217,9 +217,12 @@ fb_code job_prune_run(stor *st, const char *dir, const unsigned char key[ARC_IND
     int64_t n_removed = 0;
     if (removed) *removed = 0;
     if (o->retention_days <= 0) return FB_OK;
+    /* Step 0: what an interrupted run left. */
     fb_code rc = jp_clean_leftovers(st, dir, o, report, opaque, err);
+    /* Steps 1 to 3: the chain's indexes and the plan (refused on an unreadable index; candidates; pins). */
     if (!rc) rc = job_chain_load(st, dir, key, o->signers, &ch, err);
     if (!rc) rc = job_prune_plan_make(&ch, dir, o, &plan, err);
+    /* Step 4: reported, and removed what the plan lets go. */
     if (!rc) rc = jp_apply(st, dir, &ch, &plan, o, report, opaque, &n_removed, err);
     if (!rc && removed) *removed = n_removed;
     job_prune_plan_clear(&plan);

@@ -1,4 +1,4 @@
-/* job_archive_restore: unarchive, the inverse of job_archive_run (see job_archive.h).
+/* job_unarchive: unarchive, the inverse of job_archive_run (see job_archive.h).
  *
  * One transaction: lock the selected ArchivedRecords (FOR UPDATE), group them by the table named in their data
  * envelope, and per table run one statement that rebuilds each row with json_populate_record(NULL::table, row),
@@ -21,7 +21,7 @@
 #include "pg/pgx.h"
 
 /* Appends s as an element of a PostgreSQL array literal ("..." with \ and " escaped). */
-static void jr_array_elem(ja_sb *b, const char *s, int first) {
+static void ju_array_elem(ja_sb *b, const char *s, int first) {
     fb_sbuf_printf(b, "%s\"", first ? "" : ",");
     for (const char *p = s; *p; p++) {
         if (*p == '"' || *p == '\\') fb_sbuf_printf(b, "\\");
@@ -30,7 +30,7 @@ static void jr_array_elem(ja_sb *b, const char *s, int first) {
     fb_sbuf_printf(b, "\"");
 }
 
-static fb_code jr_add_conflict(job_unarchive_result *res, const char *id, fb_err *err) {
+static fb_code ju_add_conflict(job_unarchive_result *res, const char *id, fb_err *err) {
     char **c = realloc(res->conflicts, (res->n_conflicts + 1) * sizeof *c);
     if (!c) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
     res->conflicts = c;
@@ -40,7 +40,7 @@ static fb_code jr_add_conflict(job_unarchive_result *res, const char *id, fb_err
 }
 
 /* Restores the records `ids` (an int8[] literal) that all belong to schema.table with primary key pk. */
-static fb_code jr_restore_table(PGconn *c, const char *schema, const char *table, const char *pk, const char *ids,
+static fb_code ju_restore_table(PGconn *c, const char *schema, const char *table, const char *pk, const char *ids,
                                 job_unarchive_result *res, fb_err *err) {
     ja_sb sql = {0}, cols = {0}, vals = {0};
     PGresult *r = NULL;
@@ -117,7 +117,7 @@ static fb_code jr_restore_table(PGconn *c, const char *schema, const char *table
         r = NULL;
         goto out;
     }
-    for (int i = 0; i < PQntuples(r) && rc == FB_OK; i++) rc = jr_add_conflict(res, PQgetvalue(r, i, 0), err);
+    for (int i = 0; i < PQntuples(r) && rc == FB_OK; i++) rc = ju_add_conflict(res, PQgetvalue(r, i, 0), err);
 out:
     PQclear(r);
     fb_sbuf_free(&sql);
@@ -126,74 +126,60 @@ out:
     return rc;
 }
 
-fb_code job_unarchive_run(const job_unarchive_opts *o, job_unarchive_result *res, fb_err *err) {
-    PGconn *c = NULL;
-    PGresult *r = NULL;
+/* The selected ArchivedRecords, locked (FOR UPDATE), with their envelope's version, table and primary key,
+ * ordered by (schema, table, pk); *out is the result, the caller PQclear()s it. */
+static fb_code ju_select(PGconn *c, const job_unarchive_opts *o, PGresult **out, fb_err *err) {
     ja_sb idlist = {0}, sel = {0};
-    fb_code rc = FB_OK;
-    memset(res, 0, sizeof *res);
-
-    if (!o->module || !o->model_name || (!o->n_ids && !o->archived_before)) {
-        rc = fb_err_set(err, FB_ERR_USAGE, "unarchive needs --module, --model and either --id or --archived-before");
-        goto out;
-    }
-    if (!(c = pgx_connect(o->conninfo, "fusion-backup unarchive", err))) {
-        rc = err->code;
-        goto out;
-    }
-    if ((rc = ja_session_setup(c, (long long)o->lock_timeout_ms, (long long)o->statement_timeout_ms, err)) ||
-        (rc = pgx_exec(c, "BEGIN", "starting the unarchive transaction", err)))
-        goto out;
-
-    /* The selected records, locked, with their envelope's table. */
     const char *prm[3] = {o->module, o->model_name, NULL};
+    fb_code rc = FB_OK;
+    *out = NULL;
     fb_sbuf_printf(&sel, "SELECT a.id, a.original_id, (a.data::json)->>'v', (a.data::json)->'table'->>0, "
                        "(a.data::json)->'table'->>1, (a.data::json)->>'pk' FROM public." JOB_ARCHIVE_TABLE " a "
                        "WHERE a.module = $1 AND a.model_name = $2 AND ");
     if (o->n_ids) {
-        for (size_t i = 0; i < o->n_ids; i++) jr_array_elem(&idlist, o->ids[i], i == 0);
+        fb_sbuf_printf(&idlist, "{");
+        for (size_t i = 0; i < o->n_ids; i++) ju_array_elem(&idlist, o->ids[i], i == 0);
+        fb_sbuf_printf(&idlist, "}");
         fb_sbuf_printf(&sel, "a.original_id = ANY ($3::text[])");
-        char *lit = malloc(idlist.len + 3);
-        if (!lit || idlist.oom) {
-            free(lit);
-            rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
-            goto out;
-        }
-        snprintf(lit, idlist.len + 3, "{%s}", idlist.p);
-        fb_sbuf_free(&idlist);
-        idlist.p = lit;
-        idlist.len = strlen(lit);
-        prm[2] = lit;
+        prm[2] = idlist.p;
     } else {
         fb_sbuf_printf(&sel, "a.archived_at < $3::timestamptz");
         prm[2] = o->archived_before;
     }
     fb_sbuf_printf(&sel, " ORDER BY 4, 5, 6, a.id FOR UPDATE OF a");
-    if (sel.oom) {
+    if (sel.oom || idlist.oom) {
         rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
         goto out;
     }
-    r = PQexecParams(c, sel.p, 3, NULL, prm, NULL, NULL, 0);
-    if ((rc = pgx_check(c, r, PGRES_TUPLES_OK, "selecting the ArchivedRecords to restore", err))) {
-        r = NULL;
-        goto out;
-    }
-    int n = PQntuples(r);
-    if (o->n_ids && (size_t)n < o->n_ids) res->not_found = (int64_t)o->n_ids - n;
-    for (int i = 0; i < n; i++)
+    PGresult *r = PQexecParams(c, sel.p, 3, NULL, prm, NULL, NULL, 0);
+    if ((rc = pgx_check(c, r, PGRES_TUPLES_OK, "selecting the ArchivedRecords to restore", err))) goto out;
+    *out = r;
+out:
+    fb_sbuf_free(&idlist);
+    fb_sbuf_free(&sel);
+    return rc;
+}
+
+/* Every selected record has a version-1 data envelope; else nothing is changed. */
+static fb_code ju_check_envelopes(const job_unarchive_opts *o, PGresult *r, fb_err *err) {
+    for (int i = 0; i < PQntuples(r); i++)
         if (PQgetisnull(r, i, 2) || strcmp(PQgetvalue(r, i, 2), "1") != 0 || PQgetisnull(r, i, 3) ||
-            PQgetisnull(r, i, 4) || PQgetisnull(r, i, 5)) {
-            rc = fb_err_set(err, FB_ERR_FORMAT,
-                            "ArchivedRecord %s (%s.%s, original_id %s) has no version-1 data envelope "
-                            "{\"v\":1,\"table\":[schema,table],\"pk\":...,\"row\":{...}}: it was not written by this "
-                            "archiver and cannot be restored automatically; nothing was changed",
-                            PQgetvalue(r, i, 0), o->module, o->model_name, PQgetvalue(r, i, 1));
-            goto out;
-        }
-    /* One statement per (schema, table, pk) group; rows are ordered by it. */
+            PQgetisnull(r, i, 4) || PQgetisnull(r, i, 5))
+            return fb_err_set(err, FB_ERR_FORMAT,
+                              "ArchivedRecord %s (%s.%s, original_id %s) has no version-1 data envelope "
+                              "{\"v\":1,\"table\":[schema,table],\"pk\":...,\"row\":{...}}: it was not written by "
+                              "this archiver and cannot be restored automatically; nothing was changed",
+                              PQgetvalue(r, i, 0), o->module, o->model_name, PQgetvalue(r, i, 1));
+    return FB_OK;
+}
+
+/* One statement per (schema, table, pk) group of the selected records (r is ordered by it). */
+static fb_code ju_restore_groups(PGconn *c, PGresult *r, job_unarchive_result *res, fb_err *err) {
+    int n = PQntuples(r);
     for (int i = 0; i < n;) {
         int j = i;
         ja_sb ids = {0};
+        fb_code rc;
         fb_sbuf_printf(&ids, "{");
         while (j < n && strcmp(PQgetvalue(r, j, 3), PQgetvalue(r, i, 3)) == 0 &&
                strcmp(PQgetvalue(r, j, 4), PQgetvalue(r, i, 4)) == 0 &&
@@ -203,33 +189,55 @@ fb_code job_unarchive_run(const job_unarchive_opts *o, job_unarchive_result *res
         }
         fb_sbuf_printf(&ids, "}");
         if (ids.oom) rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
-        else rc = jr_restore_table(c, PQgetvalue(r, i, 3), PQgetvalue(r, i, 4), PQgetvalue(r, i, 5), ids.p, res, err);
+        else rc = ju_restore_table(c, PQgetvalue(r, i, 3), PQgetvalue(r, i, 4), PQgetvalue(r, i, 5), ids.p, res, err);
         fb_sbuf_free(&ids);
-        if (rc) goto out;
+        if (rc) return rc;
         i = j;
     }
-    PQclear(r);
-    r = NULL;
-    if (o->dry_run) {
-        rc = pgx_exec(c, "ROLLBACK", "rolling back the dry run", err);
-    } else if ((rc = pgx_exec(c, "COMMIT", "committing the unarchive", err))) {
+    return FB_OK;
+}
+
+/* COMMIT (a dry run: ROLLBACK); deferred foreign keys are checked here. */
+static fb_code ju_end(PGconn *c, const job_unarchive_opts *o, fb_err *err) {
+    if (o->dry_run) return pgx_exec(c, "ROLLBACK", "rolling back the dry run", err);
+    fb_code rc = pgx_exec(c, "COMMIT", "committing the unarchive", err);
+    if (rc) {
         fb_err_prefix(err, "nothing was restored: ");
         if (strstr(err->msg, "23503"))
             snprintf(err->msg + strlen(err->msg), sizeof err->msg - strlen(err->msg),
                      " (a restored row references a row that is still archived or gone: unarchive the referenced "
                      "model first, then this one)");
     }
-    if (rc == FB_OK)
-        FB_INFO("unarchive%s %s.%s: %" PRId64 " restored, %zu left archived because their key is taken, %" PRId64
-                " not found",
-                o->dry_run ? " (dry run)" : "", o->module, o->model_name, res->restored, res->n_conflicts,
-                res->not_found);
+    return rc;
+}
+
+fb_code job_unarchive_run(const job_unarchive_opts *o, job_unarchive_result *res, fb_err *err) {
+    PGconn *c = NULL;
+    PGresult *r = NULL;
+    fb_code rc = FB_OK;
+    memset(res, 0, sizeof *res);
+    if (!o->module || !o->model_name || (!o->n_ids && !o->archived_before))
+        return fb_err_set(err, FB_ERR_USAGE, "unarchive needs --module, --model and either --id or --archived-before");
+    /* 1. One session, one transaction. */
+    if (!(c = pgx_connect(o->conninfo, "fusion-backup unarchive", err))) return err->code;
+    if ((rc = ja_session_setup(c, (long long)o->lock_timeout_ms, (long long)o->statement_timeout_ms, err)) ||
+        (rc = pgx_exec(c, "BEGIN", "starting the unarchive transaction", err)))
+        goto out;
+    /* 2. The selected records, locked, each with a data envelope this archiver wrote. */
+    if ((rc = ju_select(c, o, &r, err))) goto out;
+    if (o->n_ids && (size_t)PQntuples(r) < o->n_ids) res->not_found = (int64_t)o->n_ids - PQntuples(r);
+    if ((rc = ju_check_envelopes(o, r, err))) goto out;
+    /* 3. Their rows back, table by table. */
+    if ((rc = ju_restore_groups(c, r, res, err))) goto out;
+    /* 4. Commit. */
+    if ((rc = ju_end(c, o, err))) goto out;
+    FB_INFO("unarchive%s %s.%s: %" PRId64 " restored, %zu left archived because their key is taken, %" PRId64
+            " not found", o->dry_run ? " (dry run)" : "", o->module, o->model_name, res->restored, res->n_conflicts,
+            res->not_found);
 out:
     PQclear(r);
-    if (c && PQtransactionStatus(c) == PQTRANS_INERROR) PQclear(PQexec(c, "ROLLBACK"));
-    if (c) PQfinish(c);
-    fb_sbuf_free(&idlist);
-    fb_sbuf_free(&sel);
+    if (PQtransactionStatus(c) == PQTRANS_INERROR) PQclear(PQexec(c, "ROLLBACK"));
+    PQfinish(c);
     return rc;
 }
 
