@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/fb_json.h"
+
 /* ---------------------------------------------------------------------------------------------------------------
  * packing */
 
@@ -494,24 +496,6 @@ arc_table *arc_manifest_find(const arc_manifest *m, const char *schema, const ch
 /* ---------------------------------------------------------------------------------------------------------------
  * JSON */
 
-static void json_str(FILE *f, const char *s, size_t n) {
-    fputc('"', f);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        switch (ch) {
-        case '"': fputs("\\\"", f); break;
-        case '\\': fputs("\\\\", f); break;
-        case '\n': fputs("\\n", f); break;
-        case '\r': fputs("\\r", f); break;
-        case '\t': fputs("\\t", f); break;
-        default:
-            if (ch < 0x20) fprintf(f, "\\u%04x", ch);
-            else fputc(ch, f);
-        }
-    }
-    fputc('"', f);
-}
-
 static void json_obj(FILE *f, const msgpack_object *o, int depth) {
     switch (o->type) {
     case MSGPACK_OBJECT_NIL: fputs("null", f); break;
@@ -520,7 +504,7 @@ static void json_obj(FILE *f, const msgpack_object *o, int depth) {
     case MSGPACK_OBJECT_NEGATIVE_INTEGER: fprintf(f, "%lld", (long long)o->via.i64); break;
     case MSGPACK_OBJECT_FLOAT32:
     case MSGPACK_OBJECT_FLOAT64: fprintf(f, "%.17g", o->via.f64); break;
-    case MSGPACK_OBJECT_STR: json_str(f, o->via.str.ptr, o->via.str.size); break;
+    case MSGPACK_OBJECT_STR: fb_json_put(f, o->via.str.ptr, o->via.str.size); break;
     case MSGPACK_OBJECT_BIN:
         fputc('"', f);
         for (size_t i = 0; i < o->via.bin.size; i++) fprintf(f, "%02x", (unsigned char)o->via.bin.ptr[i]);
@@ -540,7 +524,7 @@ static void json_obj(FILE *f, const msgpack_object *o, int depth) {
             if (i) fputc(',', f);
             if (depth < 3) fprintf(f, "\n%*s", 2 * (depth + 1), "");
             const msgpack_object *k = &o->via.map.ptr[i].key;
-            if (k->type == MSGPACK_OBJECT_STR) json_str(f, k->via.str.ptr, k->via.str.size);
+            if (k->type == MSGPACK_OBJECT_STR) fb_json_put(f, k->via.str.ptr, k->via.str.size);
             else fputs("\"?\"", f);
             fputc(':', f);
             json_obj(f, &o->via.map.ptr[i].val, depth + 1);

@@ -28,8 +28,8 @@
 #include "artifact/arc_index.h"
 #include "artifact/arc_key.h"
 #include "cmd/cmd.h"
-#include "codec/ev_json.h"
 #include "common/fb_config.h"
+#include "common/fb_json.h"
 #include "common/fb_sign.h"
 #include "kafka/kfk.h"
 #include "pg/pgx.h"
@@ -48,9 +48,9 @@ static void ck_say(ck_run *run, const char *name, fb_code rc, const char *detail
     }
     if (run->json) {
         printf("%s{\"check\":", run->n_done ? ",\n" : "");
-        ev_json_string(stdout, name);
+        fb_json_string(stdout, name);
         printf(",\"ok\":%s,\"detail\":", rc ? "false" : "true");
-        ev_json_string(stdout, detail);
+        fb_json_string(stdout, detail);
         printf("}");
     } else {
         printf("%-4s %-9s %s\n", rc ? "FAIL" : "ok", name, detail);

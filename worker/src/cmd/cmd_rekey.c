@@ -43,8 +43,8 @@
 #include "artifact/arc_key.h"
 #include "artifact/arc_reader.h"
 #include "cmd/cmd.h"
-#include "codec/ev_json.h"
 #include "common/fb_config.h"
+#include "common/fb_json.h"
 #include "storage/stor.h"
 #include "storage/stor_s3.h"
 
@@ -592,7 +592,7 @@ int cmd_rekey(int argc, char **argv) {
         if (!rc) {
             if (cfg.json) {
                 if (done) printf(",");
-                ev_json_string(stdout, paths[i]);
+                fb_json_string(stdout, paths[i]);
             } else {
                 printf("rekeyed %s\n", paths[i]);
             }
@@ -603,7 +603,7 @@ int cmd_rekey(int argc, char **argv) {
         printf("],\"of\":%zu,\"ok\":%s", n, rc ? "false" : "true");
         if (rc) {
             printf(",\"code\":%d,\"error\":", (int)rc);
-            ev_json_string(stdout, err.msg);
+            fb_json_string(stdout, err.msg);
         }
         printf("}\n");
     } else if (rc && cfg.json) {

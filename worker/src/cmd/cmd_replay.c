@@ -30,6 +30,7 @@
 #include "codec/ev_event.h"
 #include "codec/ev_json.h"
 #include "common/fb_config.h"
+#include "common/fb_json.h"
 #include "common/fb_time.h"
 #include "kafka/kfk.h"
 #include "job/job_authority.h"
@@ -80,11 +81,11 @@ static void replay_say(replay_opts *o, const char *action, const char *job, cons
     if (d[0] == ':' && d[1] == ' ') d += 2;
     else if (d[0] == ' ') d++;
     printf("%s{\"action\":", o->n_said++ ? "," : "");
-    ev_json_string(stdout, action);
+    fb_json_string(stdout, action);
     printf(",\"job_id\":");
-    ev_json_string(stdout, job);
+    fb_json_string(stdout, job);
     printf(",\"detail\":");
-    ev_json_string(stdout, d);
+    fb_json_string(stdout, d);
     printf("}");
 }
 
@@ -98,7 +99,7 @@ static void replay_one(replay_opts *o, ev_event *req, int64_t next_attempt, cons
         return;
     }
     req->attempt = next_attempt;
-    req->ts = ev_now_ms();
+    req->ts = fb_now_ms();
     if (o->json) {
         printf("%s{\"action\":\"request\",\"job_id\":\"%s\",\"event\":", o->n_said++ ? "," : "", req->job_id);
         ev_json_write(stdout, req);
@@ -307,7 +308,7 @@ int cmd_replay(int argc, char **argv) {
                rc ? "false" : "true");
         if (rc) {
             printf(",\"code\":%d,\"error\":", (int)rc);
-            ev_json_string(stdout, err.msg);
+            fb_json_string(stdout, err.msg);
         }
         printf("}\n");
     }

@@ -6,8 +6,8 @@
 #include <string.h>
 
 #include "cmd/cmd.h"
-#include "codec/ev_json.h"
 #include "common/fb_config.h"
+#include "common/fb_json.h"
 #include "kafka/kfk.h"
 
 static const char cmd_topics_usage[] =
@@ -45,7 +45,7 @@ int cmd_topics(int argc, char **argv) {
         for (int i = 0; i < 4; i++) {
             if (cfg.json) {
                 printf("%s{\"topic\":", i ? "," : "");
-                ev_json_string(stdout, ptrs[i]);
+                fb_json_string(stdout, ptrs[i]);
                 printf(",\"partitions\":%d,\"replication_factor\":%d}", parts[i], replication);
             } else {
                 printf("topic %s: ready (%d partitions, replication factor %d, if created now)\n", ptrs[i], parts[i],

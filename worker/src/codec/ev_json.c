@@ -4,33 +4,18 @@
 #include <inttypes.h>
 #include <math.h>
 
-void ev_json_string(FILE *out, const char *s) {
-    if (!s) {
-        fputs("null", out);
-        return;
-    }
-    fputc('"', out);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\') fprintf(out, "\\%c", *p);
-        else if (*p == '\n') fputs("\\n", out);
-        else if (*p == '\t') fputs("\\t", out);
-        else if (*p == '\r') fputs("\\r", out);
-        else if (*p < 0x20) fprintf(out, "\\u%04x", *p);
-        else fputc(*p, out);
-    }
-    fputc('"', out);
-}
+#include "common/fb_json.h"
 
 static void js_key(FILE *out, const char *k, int *first) {
     if (!*first) fputc(',', out);
     *first = 0;
-    ev_json_string(out, k);
+    fb_json_string(out, k);
     fputc(':', out);
 }
 
 static void js_str(FILE *out, const char *k, const char *v, int *first) {
     js_key(out, k, first);
-    ev_json_string(out, v);
+    fb_json_string(out, v);
 }
 
 static void js_int(FILE *out, const char *k, int64_t v, int *first) {
@@ -47,12 +32,12 @@ static void js_opt(FILE *out, const char *k, ev_opt_i64 v, int *first) {
 static void js_table(FILE *out, const ev_table *t) {
     if (t->schema_given) {
         fputc('[', out);
-        ev_json_string(out, t->schema);
+        fb_json_string(out, t->schema);
         fputc(',', out);
-        ev_json_string(out, t->name);
+        fb_json_string(out, t->name);
         fputc(']', out);
     } else {
-        ev_json_string(out, t->name);
+        fb_json_string(out, t->name);
     }
 }
 
@@ -83,7 +68,7 @@ void ev_json_write(FILE *out, const ev_event *ev) {
         fputc('[', out);
         for (size_t i = 0; i < b->n_modules; i++) {
             if (i) fputc(',', out);
-            ev_json_string(out, b->modules[i]);
+            fb_json_string(out, b->modules[i]);
         }
         fputc(']', out);
         js_str(out, "storage_path", b->storage_path, &first);

@@ -328,12 +328,6 @@ static int cfg_flag_value(const char *v, int64_t *out) {
     return 0;
 }
 
-static int64_t cfg_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Reads value for row into *num (numbers, flags, times) after checking it; what names the option in messages
  * ("--jobs", "FB_CONCURRENCY: --concurrency"). Defaults are the table's own: not checked against bounds. */
 static fb_code cfg_check_number(const cfg_row *row, const char *value, const char *what, int origin, int64_t *num,
@@ -346,7 +340,7 @@ static fb_code cfg_check_number(const cfg_row *row, const char *value, const cha
     }
     if (row->type == CFG_TIME) {
         if (!*value) return *num = FB_TIME_NONE, FB_OK;
-        fb_code rc = fb_time_parse(value, cfg_now_ms(), num, err);
+        fb_code rc = fb_time_parse(value, fb_now_ms(), num, err);
         if (rc) fb_err_prefix(err, "%s: ", what);
         return rc;
     }

@@ -14,6 +14,12 @@ int64_t fb_now_ms(void) {
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int64_t fb_now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 /* Reads exactly `digits` digits at *p into *v; advances *p. */
 static int ft_digits(const char **p, int digits, int *v) {
     int x = 0;
@@ -135,6 +141,14 @@ const char *fb_time_format_iso(int64_t ms, char *out, size_t cap) {
     gmtime_r(&t, &tm);
     size_t k = strftime(out, cap, "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(out + k, cap - k, ".%03dZ", (int)(ms - sec * 1000));
+    return out;
+}
+
+const char *fb_time_format_utc(int64_t ms, char *out, size_t cap) {
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
     return out;
 }
 

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "common/fb_log.h"
+#include "common/fb_time.h"
 #include "daemon/dmn_ledger.h"
 #include "daemon/dmn_metrics.h"
 #include "job/job_archive.h"
@@ -44,7 +45,7 @@ typedef struct dmn_progress {
 
 static void dmn_progress_cb(void *opaque, const job_result *so_far) {
     dmn_progress *p = opaque;
-    int64_t now = ev_now_ms();
+    int64_t now = fb_now_ms();
     if (!p->pub->producer || now - p->last_ms < p->interval_ms) return;
     p->last_ms = now;
     fb_err err;
@@ -252,7 +253,7 @@ fb_code dmn_jobs_execute(const dmn_pub *pub, const fb_config *cfg, const ev_even
     }
 
     /* 3. RUNNING. */
-    int64_t started = ev_now_ms();
+    int64_t started = fb_now_ms();
     if (pub->producer && (rc = dmn_status_publish(pub, req, NULL, 0, EV_RUNNING, started, NULL, NULL, err))) return rc;
 
     /* 3b. One more delivery, durable before the job starts, so a request that crashes the worker or whose
@@ -281,7 +282,7 @@ fb_code dmn_jobs_execute(const dmn_pub *pub, const fb_config *cfg, const ev_even
         dmn_sleep_abortable(backoff, abort);
         backoff *= 2;
     }
-    int64_t took = ev_now_ms() - started;
+    int64_t took = fb_now_ms() - started;
     if (job_result_get(&out->result, "duration_ms") == 0) job_result_set(&out->result, "duration_ms", took);
 
     /* 5. The outcome: durable first (ledger), then published; then the delivery count is done with. */

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/fb_log.h"
+#include "common/fb_time.h"
 #include "kafka/kfk.h"
 #include "kafka/kfk_sign.h"
 
@@ -37,7 +38,7 @@ ev_event *dmn_status_build(const dmn_pub *pub, const ev_event *req, const unsign
     ev_event *ev = ev_event_new(EV_JOB_STATUS);
     if (!ev) return NULL;
     memcpy(ev->job_id, req->job_id, sizeof ev->job_id);
-    ev->ts = ev_now_ms();
+    ev->ts = fb_now_ms();
     ev->requested_by = req->requested_by;
     ev->attempt = req->attempt;
     ev_job_status *s = &ev->u.status;
@@ -135,7 +136,7 @@ fb_code dmn_dlq_publish(const dmn_pub *pub, const rd_kafka_message_t *m, const c
     char part[32], off[32], now[32];
     snprintf(part, sizeof part, "%" PRId32, m->partition);
     snprintf(off, sizeof off, "%" PRId64, m->offset);
-    snprintf(now, sizeof now, "%" PRId64, ev_now_ms());
+    snprintf(now, sizeof now, "%" PRId64, fb_now_ms());
     /* fusion.replays travels with the message so `fusion-backup replay` can refuse a dead letter that keeps
      * coming back (the loop guard for messages without an attempt we could read). */
     char replays[16] = "0";

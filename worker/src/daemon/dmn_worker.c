@@ -8,6 +8,7 @@
 
 #include "codec/ev_event.h"
 #include "common/fb_log.h"
+#include "common/fb_time.h"
 #include "daemon/dmn_jobs.h"
 #include "daemon/dmn_metrics.h"
 #include "daemon/dmn_status.h"
@@ -179,7 +180,7 @@ static void *dmn_job_thread(void *arg) {
     }
     if (rc) FB_ERROR("job %s: outcome not published, the request will be delivered again: %s", s->ev->job_id, err.msg);
     if (!rc && out.status == EV_SUCCESS && s->ev->type == EV_BACKUP_REQUESTED)
-        dmn_metrics_last_backup_success(s->ev->u.backup.config_id, ev_now_ms());
+        dmn_metrics_last_backup_success(s->ev->u.backup.config_id, fb_now_ms());
     pthread_mutex_lock(&w->mu);
     s->publish_rc = rc;
     s->state = SLOT_DONE;
@@ -412,12 +413,12 @@ fb_code dmn_worker_run(const fb_config *cfg, const char *worker_name, const fb_s
         dmn_reap(w);
         if (*signals && !w->stopping) {
             w->stopping = 1;
-            stop_deadline = ev_now_ms() + cfg->shutdown_grace_s * 1000;
+            stop_deadline = fb_now_ms() + cfg->shutdown_grace_s * 1000;
             FB_INFO("shutting down: no new jobs; %zu running get %lld s to finish (a second signal aborts them)",
                     dmn_running(w), (long long)cfg->shutdown_grace_s);
         }
         if (w->stopping) {
-            if (!aborted && (*signals >= 2 || ev_now_ms() >= stop_deadline) && dmn_running(w)) {
+            if (!aborted && (*signals >= 2 || fb_now_ms() >= stop_deadline) && dmn_running(w)) {
                 FB_WARN("aborting %zu running job(s)", dmn_running(w));
                 pthread_mutex_lock(&w->mu);
                 for (size_t i = 0; i < w->n_slots; i++) w->slots[i].abort = 1;
@@ -440,8 +441,8 @@ fb_code dmn_worker_run(const fb_config *cfg, const char *worker_name, const fb_s
                 dmn_enqueue(w, m);
             }
         }
-        if (cfg->metrics_listen && *cfg->metrics_listen && ev_now_ms() - last_lag > DMN_LAG_EVERY_MS) {
-            last_lag = ev_now_ms();
+        if (cfg->metrics_listen && *cfg->metrics_listen && fb_now_ms() - last_lag > DMN_LAG_EVERY_MS) {
+            last_lag = fb_now_ms();
             dmn_update_lag(w);
         }
     }

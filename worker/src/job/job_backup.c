@@ -63,6 +63,7 @@
 #include "artifact/arc_sign.h"
 #include "artifact/arc_writer.h"
 #include "common/fb_log.h"
+#include "common/fb_time.h"
 #include "dump/dump_catalog.h"
 #include "dump/dump_schema.h"
 #include "job/job_authority.h"
@@ -74,12 +75,6 @@
 
 #define JB_ABORT_CHECK_ROWS 4096
 #define JB_LANE_LOCK_TIMEOUT_MS 5000 /* a further dump connection's, when lock-timeout-ms is 0 (see jb_lane_open) */
-
-static int64_t jb_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static const char *jb_type_name(ev_backup_type t) {
     switch (t) {
@@ -989,7 +984,7 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     const fb_config *cfg = ctx->cfg;
     const ev_event *ev = ctx->ev;
     const ev_backup_requested *rq = &ev->u.backup;
-    int64_t t0 = jb_now_ms();
+    int64_t t0 = fb_now_ms();
     unsigned char pk[ARC_PK_BYTES], ikey[ARC_INDEX_KEY_BYTES], digest[32];
     char rel[1200];
     fb_code rc = FB_OK;
@@ -1170,7 +1165,7 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     m.requested_type = strdup(jb_type_name(rq->backup_type));
     m.base_job = base ? strdup(base->job_id) : NULL;
     m.started_ms = t0;
-    m.completed_ms = jb_now_ms();
+    m.completed_ms = fb_now_ms();
     m.zstd_level = cfg->zstd_level;
     m.data_end = arc_writer_offset(w);
     /* The chain index: what the next INCREMENTAL / DIFFERENTIAL and retention need, readable without a key; the
@@ -1224,7 +1219,7 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
 
     /* 7. Retention, on every location; a failure here does not undo the backup (it is only logged). */
     if (rq->retention_days > 0) {
-        job_prune_opts po = {rq->retention_days, jb_now_ms(), rq->config_id, 0, ev->job_id, &kr};
+        job_prune_opts po = {rq->retention_days, fb_now_ms(), rq->config_id, 0, ev->job_id, &kr};
         jb_prune_log pl = {ev->job_id, cfg->storage_root};
         fb_err perr;
         int64_t n = 0;
@@ -1253,7 +1248,7 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     job_result_set(res, "raw_bytes", total_raw);
     job_result_set(res, "schema_bytes", m.schema ? m.schema->raw_bytes : 0);
     job_result_set(res, "stored_bytes", res->file_size);
-    job_result_set(res, "duration_ms", jb_now_ms() - t0);
+    job_result_set(res, "duration_ms", fb_now_ms() - t0);
     job_result_set(res, "dump_connections", n_conns);
     if (rq->backup_type != EV_FULL) {
         job_result_set(res, "ran_as_full", base ? 0 : 1);
@@ -1266,7 +1261,7 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     if (pruned) job_result_set(res, "pruned", pruned);
     FB_INFO("job=%s %s backup done: %zu tables (%lld unchanged, referenced), %lld rows, %lld raw bytes -> %lld stored "
             "(%s) in %lld ms", ev->job_id, m.backup_type, n_rels, (long long)n_ref, (long long)total_rows,
-            (long long)total_raw, (long long)res->file_size, rel, (long long)(jb_now_ms() - t0));
+            (long long)total_raw, (long long)res->file_size, rel, (long long)(fb_now_ms() - t0));
 out:
     if (r) PQclear(r);
     arc_writer_free(w);

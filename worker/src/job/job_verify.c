@@ -16,6 +16,7 @@
 #include "artifact/arc_key.h"
 #include "artifact/arc_reader.h"
 #include "common/fb_log.h"
+#include "common/fb_time.h"
 #include "dump/dump_restore.h"
 #include "dump/dump_scratch.h"
 #include "job/job_authority.h"
@@ -38,16 +39,10 @@ static fb_code jv_resolve(void *opaque, const char *job_id, stor_rfile **out, fb
     return rc;
 }
 
-static int64_t jv_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 fb_code job_verify_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     const fb_config *cfg = ctx->cfg;
     const ev_backup_verify *rq = &ctx->ev->u.verify;
-    int64_t t0 = jv_now_ms();
+    int64_t t0 = fb_now_ms();
     unsigned char sk[ARC_SK_BYTES], pk[ARC_PK_BYTES];
     stor *st = NULL;
     stor_rfile *f = NULL;
@@ -109,7 +104,7 @@ fb_code job_verify_run(const job_ctx *ctx, job_result *res, fb_err *err) {
         raw += m->tables[i].raw_bytes;
     }
     if (restore) {
-        int64_t r0 = jv_now_ms();
+        int64_t r0 = fb_now_ms();
         char id[40] = "";
         size_t k = 0;
         for (const char *p = ctx->ev->job_id; *p && k < 32; p++)
@@ -133,7 +128,7 @@ fb_code job_verify_run(const job_ctx *ctx, job_result *res, fb_err *err) {
             fb_err_prefix(err, "restore check of \"%s\" failed: ", rq->file_path);
             goto out;
         }
-        job_result_set(res, "restore_ms", jv_now_ms() - r0);
+        job_result_set(res, "restore_ms", fb_now_ms() - r0);
     }
     snprintf(res->file_path, sizeof res->file_path, "%s", rq->file_path);
     res->file_size = (int64_t)f->size;
@@ -141,7 +136,7 @@ fb_code job_verify_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     job_result_set(res, "rows", rows);
     job_result_set(res, "raw_bytes", raw);
     job_result_set(res, "stored_bytes", (int64_t)f->size);
-    job_result_set(res, "duration_ms", jv_now_ms() - t0);
+    job_result_set(res, "duration_ms", fb_now_ms() - t0);
     FB_INFO("job=%s verified \"%s\" (%s): %zu tables, %lld rows", ctx->ev->job_id, rq->file_path,
             restore ? "restore" : "integrity", m->n_tables, (long long)rows);
 out:
