@@ -325,7 +325,7 @@ static fb_code dr_add_fks(PGconn *c, const arc_table *t, int subset, int64_t *sk
         if (PQresultStatus(r) == PGRES_COMMAND_OK) {
             PQclear(r);
             rc = pgx_exec(c, "RELEASE SAVEPOINT fb_fk", "adding a foreign key", err);
-        } else if (sqlstate && strcmp(sqlstate, "42P01") == 0) {
+        } else if (sqlstate && strcmp(sqlstate, PGX_UNDEFINED_TABLE) == 0) {
             FB_WARN("restore: foreign key of \"%s\".\"%s\" skipped: %s", t->schema, t->name,
                     PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY));
             PQclear(r);

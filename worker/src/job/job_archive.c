@@ -179,8 +179,7 @@ static int ja_throttle(PGconn *c, const job_ctx *ctx, int64_t batch_ms, ja_count
 /* SQLSTATEs after which the same batch may well succeed a moment later. 23503: a referencing row committed
  * after our snapshot, caught by the deferred foreign-key check at COMMIT. */
 static int ja_retryable(const char *st) {
-    return st && (strcmp(st, "55P03") == 0 || strcmp(st, "40P01") == 0 || strcmp(st, "40001") == 0 ||
-                  strcmp(st, "23503") == 0);
+    return pgx_sqlstate_retry_now(st) || (st && strcmp(st, PGX_FOREIGN_KEY_VIOLATION) == 0);
 }
 
 static void ja_rollback(PGconn *c) {

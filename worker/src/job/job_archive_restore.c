@@ -214,7 +214,7 @@ fb_code job_unarchive_run(const job_unarchive_opts *o, job_unarchive_result *res
         rc = pgx_exec(c, "ROLLBACK", "rolling back the dry run", err);
     } else if ((rc = pgx_exec(c, "COMMIT", "committing the unarchive", err))) {
         fb_err_prefix(err, "nothing was restored: ");
-        if (strstr(err->msg, "23503"))
+        if (strcmp(err->sqlstate, PGX_FOREIGN_KEY_VIOLATION) == 0)
             snprintf(err->msg + strlen(err->msg), sizeof err->msg - strlen(err->msg),
                      " (a restored row references a row that is still archived or gone: unarchive the referenced "
                      "model first, then this one)");

@@ -29,11 +29,18 @@ int pgx_quote_literal(const char *s, char *out, size_t cap);
 
 /* Runs a command that returns no rows (or ignores them). Returns FB_OK or an error describing `what`. */
 fb_code pgx_exec(PGconn *c, const char *sql, const char *what, fb_err *err);
-/* Checks a PGresult: OK when its status is `want`. On failure fills err from the result (SQLSTATE, message,
- * hint), clears the result, and returns the code. `what` names the step ("locking rows of \"leave_leave\""). */
+/* Checks a PGresult: OK when its status is `want`. On failure fills err from the result (message, hint, and the
+ * SQLSTATE in the text and in err->sqlstate, which is what callers compare), clears the result, and returns the code. `what` names the step ("locking rows of \"leave_leave\""). */
 fb_code pgx_check(PGconn *c, PGresult *res, ExecStatusType want, const char *what, fb_err *err);
 
 /* Maps a SQLSTATE to a code: FB_ERR_TRANSIENT for 40001 40P01 55P03 57014 57P01-57P03 08xxx 53xxx, else FB_ERR_PG. */
 fb_code pgx_sqlstate_code(const char *sqlstate);
+/* 1 for the transient SQLSTATEs after which the same statement may succeed on the same connection a moment later
+ * (40001 serialization failure, 40P01 deadlock, 55P03 lock not available); 0 otherwise and for NULL. */
+int pgx_sqlstate_retry_now(const char *sqlstate);
+
+/* SQLSTATEs callers act on by name. */
+#define PGX_FOREIGN_KEY_VIOLATION "23503"
+#define PGX_UNDEFINED_TABLE "42P01"
 
 #endif
