@@ -792,7 +792,7 @@ static void test_batch_plan_does_not_depend_on_archivedrecord_statistics(void) {
     ta_job_init(&j, db, "notifications", "Notification", "notifications_notification", "id", "timestamp", 500);
     fb_err err;
     ja_plan plan = {0};
-    ja_sb first = {0}, next = {0};
+    fb_sbuf first = {0}, next = {0};
     ja_params q = {0};
     CHECK_EQ_INT(ja_session_setup(c, 2000, 60000, &err), FB_OK);
     CHECK_EQ_INT(ja_plan_build(c, &j.ev, &plan, &err), FB_OK);

@@ -119,7 +119,7 @@ static fb_code dr_exec_conflict(PGconn *c, const char *sql, const char *what, fb
 
 /* Without --create: the table must exist and, unless o->truncate, be empty. */
 static fb_code dr_check_target(PGconn *c, const arc_table *t, const dump_restore_opts *o, fb_err *err) {
-    char *qt = dump_qualified(t->schema, t->name);
+    char *qt = pgx_qualified_dup(t->schema, t->name);
     fb_code rc = FB_OK;
     if (!qt) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
     const char *params[2] = {t->schema, t->name};
@@ -218,11 +218,11 @@ fb_code dump_restore_copy_table(arc_reader *rd, PGconn *c, const arc_table *t, c
 
 static fb_code dr_set_sequences(PGconn *c, const arc_table *t, fb_err *err) {
     fb_code rc = FB_OK;
-    char *qt = dump_qualified(t->schema, t->name);
+    char *qt = pgx_qualified_dup(t->schema, t->name);
     if (!qt) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
     for (size_t i = 0; i < t->n_seqs && rc == FB_OK; i++) {
         const arc_sequence *s = &t->seqs[i];
-        char *qs = dump_qualified(s->schema, s->name);
+        char *qs = pgx_qualified_dup(s->schema, s->name);
         char val[32];
         snprintf(val, sizeof val, "%lld", (long long)s->last_value);
         const char *params[5] = {qt, s->column, qs, val, s->is_called ? "t" : "f"};
@@ -701,7 +701,7 @@ fb_code dump_restore(arc_reader *rd, PGconn *c, const dump_restore_opts *o, dump
             int seen = 0;
             for (size_t j = 0; j < i; j++) seen |= strcmp(m->tables[sel[j]].schema, t->schema) == 0;
             if (seen || strcmp(t->schema, "public") == 0) continue;
-            char *qs = dump_ident(t->schema);
+            char *qs = pgx_ident_dup(t->schema);
             char *sql = qs ? dump_strf("CREATE SCHEMA IF NOT EXISTS %s", qs) : NULL;
             free(qs);
             if (!sql) {

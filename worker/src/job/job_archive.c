@@ -199,12 +199,12 @@ static PGresult *ja_exec(PGconn *c, const char *sql, int nparams, const Oid *typ
 
 /* Counts due rows up front (for progress); a failure here is not fatal: total_due stays -1. */
 static void ja_count_due(PGconn *c, const ja_plan *p, const char *cutoff, int64_t *out) {
-    ja_sb b = {0};
+    fb_sbuf b = {0};
     *out = -1;
     fb_sbuf_printf(&b, "SELECT count(*) FROM ");
-    ja_sb_qualified(&b, p->nodes[0].schema, p->nodes[0].table);
+    pgx_sb_qualified(&b, p->nodes[0].schema, p->nodes[0].table);
     fb_sbuf_printf(&b, " WHERE ");
-    ja_sb_ident(&b, p->ts_column);
+    pgx_sb_ident(&b, p->ts_column);
     fb_sbuf_printf(&b, " < (timestamptz 'epoch' + $1::bigint * interval '1 millisecond')");
     if (!b.oom) {
         const char *prm[1] = {cutoff};
@@ -352,7 +352,7 @@ fb_code job_archive_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     const ev_archive_due *a = &ev->u.archive;
     ja_counts k = {0};
     ja_plan plan = {0};
-    ja_sb sql = {0}, sql_first = {0};
+    fb_sbuf sql = {0}, sql_first = {0};
     ja_params q = {0};
     PGconn *c = NULL;
     char *last_key = NULL;

@@ -21,7 +21,7 @@
 #include "pg/pgx.h"
 
 /* Appends s as an element of a PostgreSQL array literal ("..." with \ and " escaped). */
-static void jr_array_elem(ja_sb *b, const char *s, int first) {
+static void jr_array_elem(fb_sbuf *b, const char *s, int first) {
     fb_sbuf_printf(b, "%s\"", first ? "" : ",");
     for (const char *p = s; *p; p++) {
         if (*p == '"' || *p == '\\') fb_sbuf_printf(b, "\\");
@@ -42,7 +42,7 @@ static fb_code jr_add_conflict(job_unarchive_result *res, const char *id, fb_err
 /* Restores the records `ids` (an int8[] literal) that all belong to schema.table with primary key pk. */
 static fb_code jr_restore_table(PGconn *c, const char *schema, const char *table, const char *pk, const char *ids,
                                 job_unarchive_result *res, fb_err *err) {
-    ja_sb sql = {0}, cols = {0}, vals = {0};
+    fb_sbuf sql = {0}, cols = {0}, vals = {0};
     PGresult *r = NULL;
     fb_code rc = FB_OK;
     const char *p2[2] = {schema, table};
@@ -64,9 +64,9 @@ static fb_code jr_restore_table(PGconn *c, const char *schema, const char *table
     }
     for (int i = 0; i < PQntuples(r); i++) {
         fb_sbuf_printf(&cols, "%s", i ? ", " : "");
-        ja_sb_ident(&cols, PQgetvalue(r, i, 0));
+        pgx_sb_ident(&cols, PQgetvalue(r, i, 0));
         fb_sbuf_printf(&vals, "%s(ok.r).", i ? ", " : "");
-        ja_sb_ident(&vals, PQgetvalue(r, i, 0));
+        pgx_sb_ident(&vals, PQgetvalue(r, i, 0));
     }
     PQclear(r);
     r = NULL;
@@ -76,16 +76,16 @@ static fb_code jr_restore_table(PGconn *c, const char *schema, const char *table
     }
 
     fb_sbuf_printf(&sql, "WITH src AS MATERIALIZED (SELECT a.id AS aid, json_populate_record(NULL::");
-    ja_sb_qualified(&sql, schema, table);
+    pgx_sb_qualified(&sql, schema, table);
     fb_sbuf_printf(&sql, ", (a.data::json)->'row') AS r FROM public." JOB_ARCHIVE_TABLE " a WHERE a.id = ANY ($1::bigint[])),\n"
                        "ok AS MATERIALIZED (SELECT s.aid, s.r FROM src s WHERE NOT EXISTS (SELECT 1 FROM ");
-    ja_sb_qualified(&sql, schema, table);
+    pgx_sb_qualified(&sql, schema, table);
     fb_sbuf_printf(&sql, " t WHERE t.");
-    ja_sb_ident(&sql, pk);
+    pgx_sb_ident(&sql, pk);
     fb_sbuf_printf(&sql, " = (s.r).");
-    ja_sb_ident(&sql, pk);
+    pgx_sb_ident(&sql, pk);
     fb_sbuf_printf(&sql, ")),\nins AS (INSERT INTO ");
-    ja_sb_qualified(&sql, schema, table);
+    pgx_sb_qualified(&sql, schema, table);
     fb_sbuf_printf(&sql, " (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM ok RETURNING 1),\n", cols.p, vals.p);
     fb_sbuf_printf(&sql, "del AS (DELETE FROM public." JOB_ARCHIVE_TABLE " a USING ok WHERE a.id = ok.aid RETURNING 1)\n"
                        "SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM del)");
@@ -129,7 +129,7 @@ out:
 fb_code job_unarchive_run(const job_unarchive_opts *o, job_unarchive_result *res, fb_err *err) {
     PGconn *c = NULL;
     PGresult *r = NULL;
-    ja_sb idlist = {0}, sel = {0};
+    fb_sbuf idlist = {0}, sel = {0};
     fb_code rc = FB_OK;
     memset(res, 0, sizeof *res);
 
@@ -193,7 +193,7 @@ fb_code job_unarchive_run(const job_unarchive_opts *o, job_unarchive_result *res
     /* One statement per (schema, table, pk) group; rows are ordered by it. */
     for (int i = 0; i < n;) {
         int j = i;
-        ja_sb ids = {0};
+        fb_sbuf ids = {0};
         fb_sbuf_printf(&ids, "{");
         while (j < n && strcmp(PQgetvalue(r, j, 3), PQgetvalue(r, i, 3)) == 0 &&
                strcmp(PQgetvalue(r, j, 4), PQgetvalue(r, i, 4)) == 0 &&

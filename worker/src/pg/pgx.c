@@ -65,6 +65,33 @@ int pgx_qualified(const char *schema, const char *table, char *out, size_t cap) 
     return pgx_quote_ident(table, out + n, cap - n);
 }
 
+#define PGX_NAME_MAX 63                      /* NAMEDATALEN - 1 */
+#define PGX_QUOTED_MAX (2 * PGX_NAME_MAX + 3) /* every byte a doubled quote, two quotes and the NUL */
+
+void pgx_sb_ident(fb_sbuf *b, const char *name) {
+    char q[PGX_QUOTED_MAX];
+    if (strlen(name) > PGX_NAME_MAX || pgx_quote_ident(name, q, sizeof q) != 0) b->oom = 1;
+    else fb_sbuf_puts(b, q);
+}
+
+void pgx_sb_qualified(fb_sbuf *b, const char *schema, const char *table) {
+    pgx_sb_ident(b, schema);
+    fb_sbuf_puts(b, ".");
+    pgx_sb_ident(b, table);
+}
+
+char *pgx_ident_dup(const char *name) {
+    fb_sbuf b = {0};
+    pgx_sb_ident(&b, name);
+    return fb_sbuf_take(&b);
+}
+
+char *pgx_qualified_dup(const char *schema, const char *table) {
+    fb_sbuf b = {0};
+    pgx_sb_qualified(&b, schema, table);
+    return fb_sbuf_take(&b);
+}
+
 int pgx_quote_literal(const char *s, char *out, size_t cap) {
     size_t o = 0;
     int has_backslash = strchr(s, '\\') != NULL;

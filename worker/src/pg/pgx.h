@@ -12,6 +12,7 @@
 #include <stddef.h>
 
 #include "common/fb_err.h"
+#include "common/fb_sbuf.h"
 
 /* Connects and sets application_name; on failure returns NULL with err set (FB_ERR_TRANSIENT: the server may
  * come back). The caller owns the connection: PQfinish() it. */
@@ -24,6 +25,13 @@ PGconn *pgx_connect_db(const char *conninfo, const char *dbname, const char *app
 int pgx_quote_ident(const char *name, char *out, size_t cap);
 /* schema.table, both quoted. Returns 0, or -1 if it does not fit. */
 int pgx_qualified(const char *schema, const char *table, char *out, size_t cap);
+/* The same appended to b: the form SQL builders use. A name longer than PostgreSQL's 63 bytes (which the server
+ * would silently truncate into another name) marks b failed (b->oom) instead. */
+void pgx_sb_ident(fb_sbuf *b, const char *name);
+void pgx_sb_qualified(fb_sbuf *b, const char *schema, const char *table);
+/* The same as a malloc'd string the caller free()s; NULL on out of memory or a name over 63 bytes. */
+char *pgx_ident_dup(const char *name);
+char *pgx_qualified_dup(const char *schema, const char *table);
 /* 'text' with ' doubled and backslashes safe (E'' form when needed). Returns 0, or -1 if it does not fit. */
 int pgx_quote_literal(const char *s, char *out, size_t cap);
 
