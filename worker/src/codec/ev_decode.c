@@ -16,10 +16,10 @@
 #include "codec/ev_arena.h"
 #include "codec/ev_event.h"
 #include "codec/ev_scan.h"
+#include "common/fb_path.h"
 #include "common/fb_utf8.h"
 
 #define EV_STR_MAX 255
-#define EV_PATH_MAX 1024
 #define EV_ERROR_MAX 16384
 #define EV_LIST_MAX 10000
 #define EV_MODULES_MAX 1000
@@ -117,22 +117,8 @@ int ev_name_valid(const char *s, size_t len, const char **why) {
 }
 
 int ev_path_valid(const char *s, size_t len, const char **why) {
-    const char *w = NULL;
-    if (len == 0 || len > EV_PATH_MAX) w = "a path must be 1..1024 bytes";
-    else if (memchr(s, '\0', len)) w = "a path must not contain a NUL byte";
-    else if (s[0] == '/') w = "a path must be relative to the storage root, not absolute";
-    else if (!ev_utf8_valid((const unsigned char *)s, len)) w = "a path must be valid UTF-8";
-    else {
-        size_t start = 0;
-        for (size_t i = 0; i <= len && !w; i++) {
-            if (i == len || s[i] == '/') {
-                size_t clen = i - start;
-                if (clen == 0) w = "a path must not have empty components (\"//\" or a trailing \"/\")";
-                else if (clen == 2 && s[start] == '.' && s[start + 1] == '.') w = "a path must not contain \"..\"";
-                start = i + 1;
-            }
-        }
-    }
+    const char *w = fb_relpath_problem(s, len);
+    if (!w && !ev_utf8_valid((const unsigned char *)s, len)) w = "a path must be valid UTF-8";
     if (why) *why = w;
     return w == NULL;
 }
