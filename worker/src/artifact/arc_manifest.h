@@ -5,6 +5,11 @@
  * (split into what runs before the data, after it, and last: foreign keys), its owned sequences and their values,
  * where its segment lies in the file, its counts and the BLAKE2b-256 of its plaintext COPY stream.
  * Every string is a malloc'd NUL-terminated copy owned by the manifest; arc_manifest_free() frees it all.
+ *
+ * Adding a field is one row: put the member in its struct below, then one row in that struct's table in
+ * arc_manifest.c (mf_manifest_rows, mf_table_rows, ...): key, kind (MF_I64, MF_STR, MF_BOOL, MF_HASH, a list...),
+ * the member, and MF_IF_SET for a field older artifacts do not have (written only when set, so artifacts that do
+ * not use it keep their bytes). Packing, unpacking, the map sizes and freeing all follow from that row.
  */
 #ifndef ARC_MANIFEST_H
 #define ARC_MANIFEST_H
