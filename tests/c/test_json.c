@@ -1,11 +1,12 @@
 /* test_json: the one JSON string escaper (common/fb_json.h) that logs, --json output, events and manifests share.
  * Exact escapes for every byte class (the rule the header states: \" \\ \n \r \t, \u00XX below 0x20, the rest as
  * it is), the FILE and buffer forms agreeing byte for byte, the buffer form never writing past cap (ASan watches),
- * and the one clock and its two UTC forms that log lines and listings print. */
+ * the one clock and its two UTC forms that log lines and listings print, and an event's JSON table form. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "codec/ev_json.h"
 #include "common/fb_json.h"
 #include "common/fb_time.h"
 #include "tap.h"
@@ -81,7 +82,26 @@ static void stamps(void) {
     CHECKF(us / 1000 - ms >= 0 && us / 1000 - ms < 1000, "ms %lld and us %lld of one clock", (long long)ms, (long long)us);
 }
 
+/* An event's JSON walks the encoder's field table: a table in another schema shows as [schema, name] as it goes on
+ * the wire, even when the event was built in code (the hand-written writer printed the bare name). */
+static void event_table_form(void) {
+    ev_event *ev = ev_event_new(EV_ARCHIVE_DUE);
+    ev->u.archive.table.schema = "hr";
+    ev->u.archive.table.name = "t";
+    char *p = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&p, &len);
+    ev_json_write(f, ev);
+    fclose(f);
+    CHECKF(strstr(p, "\"table\":[\"hr\",\"t\"]") != NULL, "%s", p);
+    static const char head[] = "{\"v\":1,\"type\":\"archive.due\",";
+    CHECKF(strncmp(p, head, sizeof head - 1) == 0, "%s", p);
+    free(p);
+    ev_event_free(ev);
+}
+
 int main(void) {
+    event_table_form();
     exact_escapes();
     null_is_null();
     bounded();
