@@ -149,13 +149,13 @@ int cmd_status(int argc, char **argv) {
     } else {
         printf("\nconsumer lag of group %s:\n", cfg.group_id);
     }
-    const char *suffix[2] = {"backup.requested", "archive.due"};
-    for (int t = 0; t < 2; t++) {
+    for (int t = 0; t < FB_N_TOPICS; t++) { /* the request topics: FB_TOPIC_BACKUP (0) first */
+        if (!fb_topics[t].requests) continue;
         char topic[300];
         int64_t lag = 0;
         int parts = 0;
         fb_err e2;
-        fb_config_topic(&cfg, suffix[t], topic, sizeof topic);
+        fb_config_topic(&cfg, (fb_topic)t, topic, sizeof topic);
         int failed = kfk_group_lag(&cfg, cfg.group_id, topic, &lag, &parts, &e2) != FB_OK;
         if (json) {
             printf("%s{\"topic\":", t ? "," : "");

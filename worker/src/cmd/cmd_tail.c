@@ -109,7 +109,7 @@ int cmd_tail(int argc, char **argv) {
     signal(SIGINT, tail_on_signal);
     signal(SIGTERM, tail_on_signal);
     char topic[300];
-    fb_config_topic(&cfg, "jobs.completed", topic, sizeof topic);
+    fb_config_topic(&cfg, FB_TOPIC_COMPLETED, topic, sizeof topic);
     rc = kfk_follow_topic(&cfg, topic, from_beginning, timeout_ms, &tail_stop, tail_one, &o, &err);
 out:
     if (rc) fprintf(stderr, "fusion-backup tail: %s\n", err.msg);

@@ -14,6 +14,7 @@
 #include "job/job_archive.h"
 #include "job/job_authority.h"
 #include "job/job_backup.h"
+#include "job/job_request.h"
 #include "job/job_verify.h"
 #include "artifact/arc_index.h"
 #include "artifact/arc_key.h"
@@ -21,19 +22,8 @@
 #include "artifact/arc_sign.h"
 #include "storage/stor.h"
 
-static const struct {
-    ev_type type;
-    dmn_job_fn fn;
-} dmn_job_table[] = {
-    {EV_BACKUP_REQUESTED, job_backup_run},
-    {EV_BACKUP_VERIFY, job_verify_run},
-    {EV_ARCHIVE_DUE, job_archive_run},
-};
-
 dmn_job_fn dmn_jobs_lookup(ev_type type) {
-    for (size_t i = 0; i < sizeof dmn_job_table / sizeof dmn_job_table[0]; i++)
-        if (dmn_job_table[i].type == type) return dmn_job_table[i].fn;
-    return NULL;
+    return job_request_of(type) ? job_request_of(type)->run : NULL;
 }
 
 /* Progress: at most one RUNNING event per progress interval, carrying the counters so far. */
@@ -69,7 +59,7 @@ static const char *dmn_counter_root(const fb_config *cfg) {
 }
 
 static int dmn_uses_ledger(const fb_config *cfg, const ev_event *req) {
-    return req->type == EV_BACKUP_REQUESTED && cfg->storage_root && *cfg->storage_root;
+    return job_request_of(req->type) && job_request_of(req->type)->uses_ledger && cfg->storage_root && *cfg->storage_root;
 }
 
 /* Before a stored SUCCESS stands in for running the job: does the artifact it names exist, in this request's

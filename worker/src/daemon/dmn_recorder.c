@@ -294,7 +294,7 @@ fb_code dmn_recorder_run(const fb_config *cfg, const fb_keyring *signers, volati
     rec_untrusted_log untrusted = {0};
     char group[512], topic[256];
     snprintf(group, sizeof group, "%s-recorder", cfg->group_id);
-    fb_config_topic(cfg, "jobs.completed", topic, sizeof topic);
+    fb_config_topic(cfg, FB_TOPIC_COMPLETED, topic, sizeof topic);
     if (!cfg->pg || !*cfg->pg) return fb_err_set(err, FB_ERR_USAGE, "the recorder needs --pg (the Fusion database)");
     rd_kafka_t *rk = kfk_consumer_new(cfg, group, NULL, NULL, err);
     if (!rk) return err->code;

@@ -8,6 +8,7 @@
 
 #include "common/fb_log.h"
 #include "common/fb_time.h"
+#include "job/job_request.h"
 #include "kafka/kfk.h"
 #include "kafka/kfk_sign.h"
 
@@ -21,16 +22,12 @@ void dmn_pub_init(dmn_pub *pub, rd_kafka_t *producer, const fb_config *cfg, cons
     pub->producer = producer;
     pub->cfg = cfg;
     pub->worker_name = worker_name;
-    fb_config_topic(cfg, "jobs.completed", pub->topic_completed, sizeof pub->topic_completed);
-    fb_config_topic(cfg, "jobs.dlq", pub->topic_dlq, sizeof pub->topic_dlq);
+    fb_config_topic(cfg, FB_TOPIC_COMPLETED, pub->topic_completed, sizeof pub->topic_completed);
+    fb_config_topic(cfg, FB_TOPIC_DLQ, pub->topic_dlq, sizeof pub->topic_dlq);
 }
 
 ev_job_type dmn_job_type_of(const ev_event *req) {
-    switch (req->type) {
-    case EV_ARCHIVE_DUE: return EV_JOB_ARCHIVE;
-    case EV_BACKUP_VERIFY: return EV_JOB_VERIFY;
-    default: return EV_JOB_BACKUP;
-    }
+    return job_request_of(req->type) ? job_request_of(req->type)->job_type : EV_JOB_BACKUP;
 }
 
 ev_event *dmn_status_build(const dmn_pub *pub, const ev_event *req, const unsigned char *req_raw, size_t req_len,

@@ -12,6 +12,7 @@
 #include "daemon/dmn_jobs.h"
 #include "daemon/dmn_metrics.h"
 #include "daemon/dmn_status.h"
+#include "job/job_request.h"
 #include "kafka/kfk.h"
 #include "kafka/kfk_sign.h"
 
@@ -267,7 +268,7 @@ static int dmn_take(dmn_worker *w, rd_kafka_message_t *m) {
         return 1;
     }
     int for_backup = strcmp(topic, w->topic_backup) == 0;
-    int fits = for_backup ? (ev->type == EV_BACKUP_REQUESTED || ev->type == EV_BACKUP_VERIFY) : ev->type == EV_ARCHIVE_DUE;
+    int fits = job_request_of(ev->type) && job_request_of(ev->type)->topic == (for_backup ? FB_TOPIC_BACKUP : FB_TOPIC_ARCHIVE);
     if (!fits) {
         char why[512];
         snprintf(why, sizeof why, "a %s event does not belong on topic \"%s\"", ev_type_name(ev->type), topic);
@@ -379,8 +380,8 @@ fb_code dmn_worker_run(const fb_config *cfg, const char *worker_name, const fb_s
     w->requesters = requesters;
     w->n_slots = (size_t)cfg->concurrency;
     w->slots = calloc(w->n_slots, sizeof *w->slots);
-    fb_config_topic(cfg, "backup.requested", w->topic_backup, sizeof w->topic_backup);
-    fb_config_topic(cfg, "archive.due", w->topic_archive, sizeof w->topic_archive);
+    fb_config_topic(cfg, FB_TOPIC_BACKUP, w->topic_backup, sizeof w->topic_backup);
+    fb_config_topic(cfg, FB_TOPIC_ARCHIVE, w->topic_archive, sizeof w->topic_archive);
     if (!w->slots) {
         rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
         goto out;
