@@ -513,6 +513,20 @@ void arc_manifest_free(arc_manifest *m) {
 
 void arc_manifest_clear(arc_manifest *m) { mf_clear(&mf_manifest, m); }
 
+void arc_hasher_init(arc_hasher *h) {
+    crypto_generichash_init(&h->st, NULL, 0, ARC_HASH_BYTES);
+    h->bytes = 0;
+}
+
+fb_code arc_hasher_put(void *opaque, const void *buf, size_t len, fb_err *err) {
+    arc_hasher *h = opaque;
+    crypto_generichash_update(&h->st, buf, len);
+    h->bytes += (int64_t)len;
+    return FB_OK;
+}
+
+void arc_hasher_final(arc_hasher *h, unsigned char out[ARC_HASH_BYTES]) { crypto_generichash_final(&h->st, out, ARC_HASH_BYTES); }
+
 int arc_table_is_ref(const arc_manifest *m, const arc_table *t) {
     return t->stored_in && *t->stored_in && !(m->job_id && strcmp(m->job_id, t->stored_in) == 0);
 }

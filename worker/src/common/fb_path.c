@@ -19,3 +19,8 @@ const char *fb_relpath_problem(const char *s, size_t len) {
     }
     return NULL;
 }
+
+const char *fb_path_base(const char *path) {
+    const char *slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
+}

@@ -15,4 +15,7 @@
  * the field's or the path's name. UTF-8 is the caller's to check (the contract wants it, file names need not). */
 const char *fb_relpath_problem(const char *s, size_t len);
 
+/* The last component of path ("b.fbak" of "a/b.fbak"; path itself when it has no '/'). */
+const char *fb_path_base(const char *path);
+
 #endif

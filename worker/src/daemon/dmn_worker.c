@@ -360,11 +360,8 @@ static void dmn_update_lag(dmn_worker *w) {
     for (size_t i = 0; i < w->n_parts; i++) rd_kafka_topic_partition_list_add(l, w->parts[i].topic, w->parts[i].partition);
     rd_kafka_committed(w->consumer, l, 2000);
     for (int i = 0; i < l->cnt; i++) {
-        int64_t lo = 0, hi = 0;
-        if (rd_kafka_query_watermark_offsets(w->consumer, l->elems[i].topic, l->elems[i].partition, &lo, &hi, 1000))
-            continue;
-        int64_t at = l->elems[i].offset >= 0 ? l->elems[i].offset : lo;
-        dmn_metrics_lag(l->elems[i].topic, l->elems[i].partition, hi > at ? hi - at : 0);
+        int64_t lag = kfk_partition_lag(w->consumer, l->elems[i].topic, l->elems[i].partition, l->elems[i].offset, 1000);
+        if (lag >= 0) dmn_metrics_lag(l->elems[i].topic, l->elems[i].partition, lag);
     }
     rd_kafka_topic_partition_list_destroy(l);
 }

@@ -45,11 +45,6 @@ static fb_code dr_put(void *opaque, const void *buf, size_t len, fb_err *err) {
     return FB_OK;
 }
 
-typedef struct dr_hash_sink {
-    crypto_generichash_state h;
-    int64_t bytes;
-} dr_hash_sink;
-
 /* Sorts the selected tables parents first. sel[] holds indexes into m->tables; written back in order. */
 static fb_code dr_order(const arc_manifest *m, size_t *sel, size_t n, fb_err *err) {
     fb_code rc = FB_OK;
@@ -244,18 +239,11 @@ static fb_code dr_set_sequences(PGconn *c, const arc_table *t, fb_err *err) {
     return rc;
 }
 
-static fb_code dr_hash_put(void *opaque, const void *buf, size_t len, fb_err *err) {
-    dr_hash_sink *h = opaque;
-    crypto_generichash_update(&h->h, buf, len);
-    h->bytes += (int64_t)len;
-    return FB_OK;
-}
-
 /* Re-dumps a restored table and compares with the manifest. */
 static fb_code dr_compare(PGconn *c, const arc_table *t, fb_err *err) {
     char what[400];
     unsigned char hash[ARC_HASH_BYTES];
-    dr_hash_sink h;
+    arc_hasher h;
     fb_code rc = FB_OK;
     snprintf(what, sizeof what, "re-reading restored table \"%s\".\"%s\"", t->schema, t->name);
     char *sql = dump_copy_sql(t, 1);
@@ -264,15 +252,14 @@ static fb_code dr_compare(PGconn *c, const arc_table *t, fb_err *err) {
     free(sql);
     if ((rc = pgx_check(c, r, PGRES_COPY_OUT, what, err))) return rc;
     PQclear(r);
-    crypto_generichash_init(&h.h, NULL, 0, ARC_HASH_BYTES);
-    h.bytes = 0;
+    arc_hasher_init(&h);
     int64_t rows = 0;
     for (;;) {
         char *buf = NULL;
         int n = PQgetCopyData(c, &buf, 0);
         if (n == -1) break;
         if (n < 0) return fb_err_set(err, FB_ERR_TRANSIENT, "%s failed: %s", what, PQerrorMessage(c));
-        dr_hash_put(&h, buf, (size_t)n, NULL);
+        arc_hasher_put(&h, buf, (size_t)n, NULL);
         PQfreemem(buf);
         rows++;
     }
@@ -280,7 +267,7 @@ static fb_code dr_compare(PGconn *c, const arc_table *t, fb_err *err) {
     if ((rc = pgx_check(c, r, PGRES_COMMAND_OK, what, err))) return rc;
     PQclear(r);
     while ((r = PQgetResult(c))) PQclear(r);
-    crypto_generichash_final(&h.h, hash, sizeof hash);
+    arc_hasher_final(&h, hash);
     if (rows != t->rows || h.bytes != t->raw_bytes || sodium_memcmp(hash, t->blake2b, sizeof hash) != 0)
         return fb_err_set(err, FB_ERR_VERIFY,
                           "table \"%s\".\"%s\" restored as %lld rows / %lld bytes, which differs from the manifest "

@@ -114,18 +114,6 @@ static fb_code jb_lock(PGconn *c, const dump_rel *rels, size_t n, fb_err *err) {
 /* Where COPY rows go: the artifact writer, or only a hash (the change-detection pass). */
 typedef fb_code (*jb_put_fn)(void *opaque, const void *buf, size_t len, fb_err *err);
 
-typedef struct jb_hasher {
-    crypto_generichash_state st;
-    int64_t raw;
-} jb_hasher;
-
-static fb_code jb_put_hash(void *opaque, const void *buf, size_t len, fb_err *err) {
-    jb_hasher *h = opaque;
-    crypto_generichash_update(&h->st, buf, len);
-    h->raw += (int64_t)len;
-    return FB_OK;
-}
-
 /* Where the job stands, for RUNNING events while a big table streams (the daemon rate-limits them). */
 typedef struct jb_progress {
     int64_t done_tables, total_tables, rows_before, bytes_before;
@@ -680,18 +668,17 @@ static fb_code jb_dump_table(jb_lane *L, size_t i, fb_err *err) {
     int64_t reused = 0, stored = 0;
     if (bt) {
         /* Change detection: hash the whole COPY stream, store nothing. */
-        jb_hasher h;
+        arc_hasher h;
         int64_t rows = 0;
         unsigned char hash[ARC_HASH_BYTES], tag[32];
-        crypto_generichash_init(&h.st, NULL, 0, ARC_HASH_BYTES);
-        h.raw = 0;
-        if ((rc = jb_copy_table(ctx, L->c, jb_put_hash, &h, t, &tp, &rows, err))) return rc;
-        crypto_generichash_final(&h.st, hash, sizeof hash);
+        arc_hasher_init(&h);
+        if ((rc = jb_copy_table(ctx, L->c, arc_hasher_put, &h, t, &tp, &rows, err))) return rc;
+        arc_hasher_final(&h, hash);
         arc_index_tag(run->ikey, hash, tag);
-        if (sodium_memcmp(tag, bt->tag, sizeof tag) == 0 && h.raw == bt->raw_bytes && rows == bt->rows) {
+        if (sodium_memcmp(tag, bt->tag, sizeof tag) == 0 && h.bytes == bt->raw_bytes && rows == bt->rows) {
             referenced = 1;
             t->rows = rows;
-            t->raw_bytes = h.raw;
+            t->raw_bytes = h.bytes;
             t->stored_bytes = 0;
             memcpy(t->blake2b, hash, sizeof hash);
             if (!(t->stored_in = strdup(bt->stored_in))) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
