@@ -321,9 +321,16 @@ static fb_code dec_bool(dec *d, const ev_field *f, void *base) {
     return FB_OK;
 }
 
-static void *dec_alloc_n(dec *d, size_t n, size_t size) {
+/* Room for the n entries of a list row, stored in base with its count (and has-flag): NULL on out of memory. */
+static void *dec_place(dec *d, const ev_field *f, void *base, size_t n, size_t size) {
     void *p = ev_arena_alloc(d->arena, size * (n ? n : 1));
-    if (!p) fb_err_set(d->err, FB_ERR_NOMEM, "out of memory decoding an event");
+    if (!p) {
+        fb_err_set(d->err, FB_ERR_NOMEM, "out of memory decoding an event");
+        return NULL;
+    }
+    *EV_AT(base, f, void *) = p;
+    *(size_t *)((char *)base + f->count) = n;
+    if (f->has) *(int *)((char *)base + f->has) = 1;
     return p;
 }
 
@@ -332,10 +339,8 @@ static fb_code dec_list(dec *d, const ev_field *f, void *base) {
     fb_code rc = dec_array(d, f->key, (size_t)f->hi, &o);
     if (rc) return rc;
     size_t n = o->via.array.size, size = f->kind == EVK_TABLES ? sizeof(ev_table) : sizeof(char *);
-    char *arr = dec_alloc_n(d, n, size);
+    char *arr = dec_place(d, f, base, n, size);
     if (!arr) return FB_ERR_NOMEM;
-    *EV_AT(base, f, void *) = arr;
-    *(size_t *)((char *)base + f->count) = n;
     for (size_t i = 0; i < n; i++) {
         if (f->kind == EVK_TABLES) rc = dec_table_obj(d, f->key, &o->via.array.ptr[i], (ev_table *)(void *)(arr + i * size));
         else rc = dec_str_obj(d, f->key, &o->via.array.ptr[i], 1, EV_STR_MAX, (const char **)(void *)(arr + i * size));
@@ -363,11 +368,8 @@ static fb_code dec_relations(dec *d, const ev_field *f, void *base) {
     if (o->type != MSGPACK_OBJECT_ARRAY) return dec_fail(d, f->key, "must be an array or nil%s", NULL);
     if (o->via.array.size > (uint64_t)f->hi) return dec_fail(d, f->key, "has too many entries%s", NULL);
     size_t n = o->via.array.size;
-    ev_relation *rel = dec_alloc_n(d, n, sizeof *rel);
+    ev_relation *rel = dec_place(d, f, base, n, sizeof *rel);
     if (!rel) return FB_ERR_NOMEM;
-    *(int *)((char *)base + f->has) = 1;
-    *EV_AT(base, f, ev_relation *) = rel;
-    *(size_t *)((char *)base + f->count) = n;
     for (size_t i = 0; i < n; i++) {
         fb_code rc = dec_relation(d, i, &o->via.array.ptr[i], &rel[i]);
         if (rc) return rc;
@@ -402,11 +404,8 @@ static fb_code dec_stats(dec *d, const ev_field *f, void *base) {
     if (o->type != MSGPACK_OBJECT_MAP) return dec_fail(d, f->key, "must be a map or nil%s", NULL);
     if (o->via.map.size > (uint64_t)f->hi) return dec_fail(d, f->key, "has more than 64 entries%s", NULL);
     size_t n = o->via.map.size;
-    ev_stat *st = dec_alloc_n(d, n, sizeof *st);
+    ev_stat *st = dec_place(d, f, base, n, sizeof *st);
     if (!st) return FB_ERR_NOMEM;
-    *(int *)((char *)base + f->has) = 1;
-    *EV_AT(base, f, ev_stat *) = st;
-    *(size_t *)((char *)base + f->count) = n;
     for (size_t i = 0; i < n; i++) {
         fb_code rc = dec_stat(d, f, &o->via.map.ptr[i], &st[i], st, i);
         if (rc) return rc;
@@ -419,11 +418,9 @@ static fb_code dec_bin(dec *d, const ev_field *f, void *base) {
     if (dec_field(d, f->key, 1, &o) <= 0) return FB_OK;
     if (o->type != MSGPACK_OBJECT_BIN) return dec_fail(d, f->key, "must be binary (msgpack bin) or nil%s", NULL);
     if (o->via.bin.size > (uint64_t)f->hi) return dec_fail(d, f->key, "is larger than 1 MiB%s", NULL);
-    unsigned char *copy = dec_alloc_n(d, o->via.bin.size, 1);
+    unsigned char *copy = dec_place(d, f, base, o->via.bin.size, 1);
     if (!copy) return FB_ERR_NOMEM;
     if (o->via.bin.size) memcpy(copy, o->via.bin.ptr, o->via.bin.size);
-    *EV_AT(base, f, unsigned char *) = copy;
-    *(size_t *)((char *)base + f->count) = o->via.bin.size;
     return FB_OK;
 }
 

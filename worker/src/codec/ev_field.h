@@ -48,7 +48,8 @@ typedef struct ev_field {
     int64_t lo, hi;            /* ints: the range; strings: bytes; lists: entries (hi) */
     size_t off;                /* the value, from the start of the struct the table describes */
     size_t count;              /* lists: the size_t count; EVK_BIN: the length */
-    size_t has;                /* EVK_RELATIONS, EVK_STATS: the int set when the value is not nil */
+    size_t has;                /* EVK_RELATIONS, EVK_STATS: the int set when the value is not nil; 0: none (offset 0
+                                * of ev_event and ev_relation is never a flag) */
     const char *const *names;  /* EVK_TYPE, EVK_ENUM, EVK_ONE_OF */
     int n_names;
 } ev_field;
