@@ -16,6 +16,12 @@ static void carried(PGconn *c) {
     CHECK_EQ_STR(err.sqlstate, PGX_FOREIGN_KEY_VIOLATION);
     fb_err_prefix(&err, "context: ");
     CHECK_EQ_STR(err.sqlstate, PGX_FOREIGN_KEY_VIOLATION); /* a prefix keeps it */
+    rc = pgx_exec(c, "CREATE TEMP TABLE p (id int)", "creating it again", &err);
+    CHECK_EQ_STR(err.sqlstate, "42P07");
+    CHECK(pgx_sqlstate_duplicate(err.sqlstate)); /* what restore --create calls "not an empty database" */
+    rc = pgx_exec(c, "INSERT INTO p VALUES (1); INSERT INTO p VALUES (1)", "a duplicate key", &err);
+    CHECK(pgx_sqlstate_duplicate(err.sqlstate));
+    CHECK(!pgx_sqlstate_duplicate(PGX_FOREIGN_KEY_VIOLATION) && !pgx_sqlstate_duplicate(NULL));
     rc = pgx_exec(c, "SELECT * FROM no_such_table_here", "reading", &err);
     CHECK_EQ_STR(err.sqlstate, PGX_UNDEFINED_TABLE);
     fb_err_set(&err, FB_ERR_IO, "a later error that is not the server's");

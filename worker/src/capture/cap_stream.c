@@ -156,7 +156,7 @@ fb_code cap_stream_slot_create(cap_stream *s, const char *slot, cap_slot_info *i
         snprintf(sql, sizeof sql, "CREATE_REPLICATION_SLOT %s LOGICAL pgoutput EXPORT_SNAPSHOT", slot);
     rc = cap_query(s, sql, PGRES_TUPLES_OK, &r, "creating the replication slot", err);
     if (rc != FB_OK) {
-        if (strstr(err->msg, "already exists")) err->code = FB_ERR_CONFLICT;
+        if (strcmp(err->sqlstate, PGX_DUPLICATE_OBJECT) == 0) err->code = FB_ERR_CONFLICT;
         return fb_err_prefix(err, "slot \"%s\": ", slot);
     }
     /* Columns: slot_name, consistent_point, snapshot_name, output_plugin. */
@@ -176,7 +176,7 @@ fb_code cap_stream_slot_drop(cap_stream *s, const char *slot, fb_err *err) {
     char sql[128];
     snprintf(sql, sizeof sql, "DROP_REPLICATION_SLOT %s WAIT", slot);
     rc = cap_query(s, sql, PGRES_COMMAND_OK, NULL, "dropping the replication slot", err);
-    if (rc != FB_OK && strstr(err->msg, "does not exist")) err->code = FB_ERR_NOTFOUND;
+    if (rc != FB_OK && strcmp(err->sqlstate, PGX_UNDEFINED_OBJECT) == 0) err->code = FB_ERR_NOTFOUND;
     return rc;
 }
 

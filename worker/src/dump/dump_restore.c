@@ -522,7 +522,7 @@ static fb_code dr_fd_sink(void *opaque, const void *buf, size_t len, fb_err *err
 /* Runs a pg_restore script; "already exists" means the target was not empty (FB_ERR_CONFLICT). */
 fb_code dump_restore_exec_script(PGconn *c, char *sql, const char *what, fb_err *err) {
     fb_code rc = dump_schema_exec(c, sql, what, err);
-    if (rc && (strstr(err->msg, "42P07") || strstr(err->msg, "42710") || strstr(err->msg, "already exists"))) {
+    if (rc && pgx_sqlstate_duplicate(err->sqlstate)) {
         fb_err_prefix(err, "--create needs an empty database: ");
         err->code = rc = FB_ERR_CONFLICT;
     } else if (rc && strstr(err->msg, "role \"") && strstr(err->msg, "does not exist")) {

@@ -132,6 +132,11 @@ int pgx_sqlstate_retry_now(const char *st) {
     return st && pgx_listed(st, pgx_retry_now, sizeof pgx_retry_now / sizeof pgx_retry_now[0]);
 }
 
+int pgx_sqlstate_duplicate(const char *st) {
+    static const char *const dup[] = {"42P07", "42710", "42P06", "42723", "42P04", "42701", "42712", "23505"};
+    return st && pgx_listed(st, dup, sizeof dup / sizeof dup[0]);
+}
+
 fb_code pgx_sqlstate_code(const char *st) {
     if (!st || strlen(st) != 5) return FB_ERR_PG;
     if (pgx_sqlstate_retry_now(st) || pgx_listed(st, pgx_retry_later, sizeof pgx_retry_later / sizeof pgx_retry_later[0]))

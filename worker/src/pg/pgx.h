@@ -47,8 +47,14 @@ fb_code pgx_sqlstate_code(const char *sqlstate);
  * (40001 serialization failure, 40P01 deadlock, 55P03 lock not available); 0 otherwise and for NULL. */
 int pgx_sqlstate_retry_now(const char *sqlstate);
 
+/* 1 for the SQLSTATEs that say the object is already there (duplicate_table, _object, _schema, _function,
+ * _database, _column, _alias, and unique_violation): what a restore into a database that is not empty meets. */
+int pgx_sqlstate_duplicate(const char *sqlstate);
+
 /* SQLSTATEs callers act on by name. */
 #define PGX_FOREIGN_KEY_VIOLATION "23503"
 #define PGX_UNDEFINED_TABLE "42P01"
+#define PGX_UNDEFINED_OBJECT "42704"  /* e.g. a replication slot or role that does not exist */
+#define PGX_DUPLICATE_OBJECT "42710"  /* e.g. a replication slot that already exists */
 
 #endif
