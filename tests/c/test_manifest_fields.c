@@ -1,12 +1,14 @@
 /* test_manifest_fields: the manifest's field tables (arc_manifest.c) write exactly the bytes the hand-written
  * encoder wrote before them (BLAKE2b-256 of two manifests pinned from that encoder: one with every optional field
  * unset, one with every one set), read back every field (a repack is byte-identical), name the field of a malformed
- * manifest as before, and free everything they read (ASan's leak check). */
+ * manifest as before, and free everything they read (ASan's leak check). Also the one rule chain resolvers use to
+ * turn a job id a manifest names into a file name (arc_artifact_name): a hostile id never leaves the folder. */
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "artifact/arc_index.h"
 #include "artifact/arc_manifest.h"
 #include "tap.h"
 static char *d(const char *s) { return s ? strdup(s) : NULL; }
@@ -82,6 +84,17 @@ int main(void) {
     rc = arc_manifest_unpack(bad2, sizeof bad2, &u, &err);
     CHECK_EQ_INT(rc, FB_ERR_FORMAT);
     CHECK_EQ_STR(err.msg, "malformed manifest: bad \"format\"");
+    /* where a referenced job's artifact is: one path component, or refused */
+    char name[64];
+    CHECK(arc_artifact_name("cfg3/nightly", "0b7f3c1e-8d2a-4f4e-9c1a-6a1f2b3c4d5e", name, sizeof name, &err) == FB_OK);
+    CHECK_EQ_STR(name, "cfg3/nightly/0b7f3c1e-8d2a-4f4e-9c1a-6a1f2b3c4d5e.fbak");
+    CHECK(arc_artifact_name("", "j", name, sizeof name, &err) == FB_OK);
+    CHECK_EQ_STR(name, "j.fbak");
+    static const char *const hostile[] = {"..", ".", "", "../x", "a/b", "/etc/passwd", "x/../../y"};
+    for (size_t i = 0; i < sizeof hostile / sizeof hostile[0]; i++)
+        CHECKF(arc_artifact_name("d", hostile[i], name, sizeof name, &err) == FB_ERR_FORMAT, "job id \"%s\"", hostile[i]);
+    CHECK(arc_artifact_name("a-long-folder-name-that-does-not-fit", "job-id-long-too-long-for-it", name, 40, &err) ==
+          FB_ERR_INVALID);
     /* a key given twice: the last one counts and the first is not leaked */
     static const unsigned char twice[] = {0x82, 0xa4, 't','o','o','l', 0xa1, 'a', 0xa4, 't','o','o','l', 0xa1, 'b'};
     CHECK(arc_manifest_unpack(twice, sizeof twice, &u, &err) == FB_OK);

@@ -25,6 +25,7 @@
 
 #include "artifact/arc_format.h"
 #include "artifact/arc_key.h"
+#include "common/fb_path.h"
 #include "common/fb_sbuf.h"
 
 #define AI_MAGIC "fusion-backup chain index 1\n"
@@ -458,4 +459,12 @@ const arc_index_table *arc_index_find(const arc_index *ix, const char *schema, c
     for (size_t i = 0; i < ix->n_tables; i++)
         if (strcmp(ix->tables[i].schema, schema) == 0 && strcmp(ix->tables[i].name, name) == 0) return &ix->tables[i];
     return NULL;
+}
+
+fb_code arc_artifact_name(const char *dir, const char *job_id, char *out, size_t cap, fb_err *err) {
+    if (fb_relpath_problem(job_id, strlen(job_id)) || strchr(job_id, '/'))
+        return fb_err_set(err, FB_ERR_FORMAT, "a reference names job \"%.100s\", which is not a job id", job_id);
+    int n = snprintf(out, cap, "%s%s%s%s", dir, *dir ? "/" : "", job_id, ARC_ARTIFACT_SUFFIX);
+    if (n < 0 || (size_t)n >= cap) return fb_err_set(err, FB_ERR_INVALID, "path of backup %s in \"%.200s\" is too long", job_id, dir);
+    return FB_OK;
 }

@@ -31,8 +31,8 @@ typedef struct jv_chain {
 static fb_code jv_resolve(void *opaque, const char *job_id, stor_rfile **out, fb_err *err) {
     const jv_chain *c = opaque;
     char rel[1300];
-    snprintf(rel, sizeof rel, "%s%s%s%s", c->dir, *c->dir ? "/" : "", job_id, ARC_ARTIFACT_SUFFIX);
-    fb_code rc = stor_open(c->st, rel, out, err);
+    fb_code rc = arc_artifact_name(c->dir, job_id, rel, sizeof rel, err);
+    if (rc == FB_OK) rc = stor_open(c->st, rel, out, err);
     if (rc == FB_ERR_NOTFOUND)
         fb_err_set(err, rc, "backup %s, which holds tables this one references, is not under the storage root "
                    "(\"%s\"): it was removed or never copied here", job_id, rel);
