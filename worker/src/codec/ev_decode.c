@@ -3,9 +3,10 @@
  * Two passes: ev_scan() proves the bytes are one bounded msgpack object (so msgpack-c never allocates from a
  * hostile count), then msgpack-c unpacks and a walk of the field tables (ev_field.c: the rows the encoder and the
  * JSON writer walk too) checks every rule of the contract. Every error names the field ("field \"job_id\": ...") so
- * a producer's author can fix the sender. Unknown keys are ignored; duplicate keys are rejected (two readers could otherwise disagree on which one counts). Every map is
- * capped at EV_SCAN_MAX_MAP_KEYS by the scan, so the field look-ups (a linear search per known key) and the
- * duplicate check stay cheap whatever a hostile sender packs into 4 MiB.
+ * a producer's author can fix the sender. Unknown keys are ignored; duplicate keys are rejected (two readers could
+ * otherwise disagree on which one counts). Every map is capped at EV_SCAN_MAX_MAP_KEYS by the scan, so the field
+ * look-ups (a linear search per known key) and the duplicate check stay cheap whatever a hostile sender packs into
+ * 4 MiB.
  */
 #include <math.h>
 #include <stdlib.h>
