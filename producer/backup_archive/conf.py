@@ -14,6 +14,7 @@ import hashlib
 import hmac
 from typing import Any, Dict, List
 
+import fusion_events.topics
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
@@ -82,12 +83,7 @@ DEFAULTS: Dict[str, Any] = {
 VERIFY_MODES = ("integrity", "restore")
 PUBLISHERS = ("kafka", "console", "disabled")
 
-TOPIC_SUFFIXES = {
-    "backup": "backup.requested",
-    "archive": "archive.due",
-    "completed": "jobs.completed",
-    "dlq": "jobs.dlq",
-}
+TOPIC_SUFFIXES = fusion_events.topics.SUFFIXES  # the contract's (schemas/python/fusion_events/topics.py)
 
 
 def get(name: str) -> Any:

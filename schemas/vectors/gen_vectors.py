@@ -371,6 +371,8 @@ def invalid_vectors() -> List[Tuple[str, Any, str, str]]:
         ("storage_path_absolute", with_(br, storage_path="/var/backups"), "absolute path", "storage_path"),
         ("storage_path_dotdot", with_(br, storage_path="a/../b"), "'..' component", "storage_path"),
         ("storage_path_only_dotdot", with_(br, storage_path=".."), "just '..'", "storage_path"),
+        ("storage_path_dot", with_(br, storage_path="a/./b"), "'.' component (a/./b and a/b are two S3 keys)",
+         "storage_path"),
         ("storage_path_trailing_dotdot", with_(br, storage_path="a/.."), "ends in '..'", "storage_path"),
         ("storage_path_empty_component", with_(br, storage_path="a//b"), "empty component", "storage_path"),
         ("storage_path_trailing_slash", with_(br, storage_path="a/"), "empty last component", "storage_path"),
@@ -462,6 +464,7 @@ def invalid_vectors() -> List[Tuple[str, Any, str, str]]:
         ("status_worker_missing", without(js, "worker"), "no worker", "worker"),
         ("status_error_16385", with_(js, status="FAILED", error="e" * 16385), "longer than 16384 bytes", "error"),
         ("status_file_path_dotdot", with_(js, file_path="configs/3/../../etc"), "'..' component", "file_path"),
+        ("status_file_path_dot", with_(js, file_path="./configs/3/x.fbak"), "'.' component", "file_path"),
         ("status_file_size_negative", with_(js, file_size=-1), "negative size", "file_size"),
         ("status_started_at_float", with_(js, started_at=1.5e12), "a float time", "started_at"),
         # Hostile shapes (issue 10): every map is capped at 1024 entries wherever it is, and duplicates are

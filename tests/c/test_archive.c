@@ -21,6 +21,7 @@
 #include <libpq-fe.h>
 
 #include "common/fb_config.h"
+#include "common/fb_time.h"
 #include "job/job.h"
 #include "job/job_archive.h"
 #include "job/job_archive_int.h"
@@ -192,7 +193,7 @@ static void ta_authorise(ta_job *j) {
     const ev_archive_due *a = &j->ev.u.archive;
     char id[32], after[32];
     snprintf(id, sizeof id, "%lld", (long long)a->policy_id);
-    long long days = (ev_now_ms() - a->cutoff) / 86400000LL;
+    long long days = (fb_now_ms() - a->cutoff) / 86400000LL;
     snprintf(after, sizeof after, "%lld", days > 0 ? days : 0);
     const char *p[9] = {id, a->module, a->model_name, a->timestamp_column, after,
                         a->purge_before.has ? "0" : NULL, a->table.schema, a->table.name, a->pk_column};
@@ -330,7 +331,7 @@ static void test_notifications_batches_idempotent_and_unarchive(void) {
     /* Purge: everything of this model archived before now goes (the policy allows it: delete_after_days 0); dry
      * run counts only. */
     j.ev.u.archive.purge_before.has = 1;
-    j.ev.u.archive.purge_before.v = ev_now_ms();
+    j.ev.u.archive.purge_before.v = fb_now_ms();
     j.ev.u.archive.dry_run = 1;
     CHECK_EQ_INT(ta_run(&j), FB_OK);
     CHECK_EQ_INT(STAT(&j, "purged"), 2000);
@@ -630,7 +631,7 @@ static void test_authority_refuses_and_changes_nothing(void) {
     CHECKF(strstr(j.err.msg, "own tables"), "message: %s", j.err.msg);
     j.ev.u.archive.table.name = "notifications_notification";
 
-    j.ev.u.archive.cutoff = ev_now_ms() + 86400000LL; /* tomorrow */
+    j.ev.u.archive.cutoff = fb_now_ms() + 86400000LL; /* tomorrow */
     CHECK_EQ_INT(ta_run(&j), FB_ERR_DENIED);
     CHECKF(strstr(j.err.msg, "cutoff"), "message: %s", j.err.msg);
     j.ev.u.archive.cutoff = CUTOFF_MS;
@@ -791,7 +792,7 @@ static void test_batch_plan_does_not_depend_on_archivedrecord_statistics(void) {
     ta_job_init(&j, db, "notifications", "Notification", "notifications_notification", "id", "timestamp", 500);
     fb_err err;
     ja_plan plan = {0};
-    ja_sb first = {0}, next = {0};
+    fb_sbuf first = {0}, next = {0};
     ja_params q = {0};
     CHECK_EQ_INT(ja_session_setup(c, 2000, 60000, &err), FB_OK);
     CHECK_EQ_INT(ja_plan_build(c, &j.ev, &plan, &err), FB_OK);

@@ -17,6 +17,7 @@
 #include "codec/ev_event.h"
 #include "common/fb_config.h"
 #include "common/fb_log.h"
+#include "common/fb_uuid.h"
 #include "daemon/dmn_worker.h"
 #include "kafka/kfk.h"
 #include "kafka/kfk_sign.h"
@@ -41,7 +42,7 @@ static int read_topic(const char *topic, int want, int ms, const char *name, cha
                       int *signed_by_worker, int *untrusted_reason) {
     fb_err err;
     char group[64], id[37];
-    ev_uuid_random(id);
+    fb_uuid_random(id);
     snprintf(group, sizeof group, "mock-reader-%s", id); /* a fresh group reads from the beginning */
     rd_kafka_t *c = kfk_consumer_new(&cfg, group, NULL, NULL, &err);
     if (!c) return -1;
@@ -118,7 +119,7 @@ int main(void) {
     static const unsigned char poison[] = {0x93, 0x01, 0x02, 0x03};
     CHECK(kfk_produce_sync(p, &requester_key, "mock.archive.due", "k", 1, poison, sizeof poison, NULL, 0, 10000, &err) == FB_OK);
     ev_event *st = ev_event_new(EV_JOB_STATUS);
-    ev_uuid_random(st->job_id);
+    fb_uuid_random(st->job_id);
     st->u.status.job_type = EV_JOB_BACKUP;
     st->u.status.status = EV_SUCCESS;
     st->u.status.worker = ev_strdup(st, "someone");

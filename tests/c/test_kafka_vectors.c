@@ -8,6 +8,7 @@
 
 #include "codec/ev_event.h"
 #include "common/fb_config.h"
+#include "common/fb_uuid.h"
 #include "kafka/kfk.h"
 #include "kafka/kfk_sign.h"
 #include "tap.h"
@@ -54,7 +55,7 @@ int main(void) {
     CHECKF(kfk_wait_ready(p, 30000, &err) == FB_OK, "broker: %s", err.msg);
 
     char topic[64], id[37];
-    ev_uuid_random(id);
+    fb_uuid_random(id);
     snprintf(topic, sizeof topic, "test.vectors.%.8s", id);
     const char *names[1] = {topic};
     int parts[1] = {3};

@@ -1,5 +1,5 @@
 /* test_quote: SQL quoting, the one defence where names are data (pgx.h): pgx_quote_ident, pgx_qualified,
- * pgx_quote_literal, and the wrappers over them (dump_ident / dump_qualified, ja_sb_ident / ja_sb_qualified).
+ * pgx_quote_literal, and the wrappers over them (pgx_ident_dup / pgx_qualified_dup, pgx_sb_ident / pgx_sb_qualified).
  *
  * Exact outputs for the cases that matter, the bounds (a buffer one byte short is -1, never an overflow: ASan
  * watches), and then the property that counts, against the real server: a hostile table, column or value name,
@@ -36,16 +36,16 @@ static void exact_outputs(void) {
     CHECK_EQ_STR(q, "'it''s'");
     CHECK(pgx_quote_literal("a\\'b", q, sizeof q) == 0);
     CHECK_EQ_STR(q, "E'a\\\\''b'");
-    char *d = dump_qualified("s\"", "t");
+    char *d = pgx_qualified_dup("s\"", "t");
     CHECK_EQ_STR(d, "\"s\"\"\".\"t\"");
     free(d);
-    d = dump_ident("x\"y");
+    d = pgx_ident_dup("x\"y");
     CHECK_EQ_STR(d, "\"x\"\"y\"");
     free(d);
-    ja_sb b = {0};
-    ja_sb_qualified(&b, "public", "a\"b");
+    fb_sbuf b = {0};
+    pgx_sb_qualified(&b, "public", "a\"b");
     fb_sbuf_printf(&b, " ");
-    ja_sb_ident(&b, "c d");
+    pgx_sb_ident(&b, "c d");
     CHECK(!b.oom && b.p && strcmp(b.p, "\"public\".\"a\"\"b\" \"c d\"") == 0);
     fb_sbuf_free(&b);
 }
@@ -80,12 +80,12 @@ static void bounds(void) {
     CHECK(pgx_qualified("schema", "table", q, sizeof q) == -1); /* "schema"."table" is 16 bytes + NUL */
     char q2[17];
     CHECK(pgx_qualified("schema", "table", q2, sizeof q2) == 0);
-    /* A long name into the archive's fixed buffer (JA_QNAME) marks the buffer failed rather than truncating it. */
+    /* A name longer than PostgreSQL allows marks the SQL buffer failed rather than truncating it. */
     char longname[400];
     memset(longname, 'n', sizeof longname - 1);
     longname[sizeof longname - 1] = '\0';
-    ja_sb b = {0};
-    ja_sb_ident(&b, longname);
+    fb_sbuf b = {0};
+    pgx_sb_ident(&b, longname);
     CHECK(b.oom);
     fb_sbuf_free(&b);
 }

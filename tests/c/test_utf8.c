@@ -10,6 +10,7 @@
 #include "codec/ev_event.h"
 #include "common/fb_err.h"
 #include "common/fb_utf8.h"
+#include "common/fb_uuid.h"
 #include "tap.h"
 
 static void test_cut_len(void) {
@@ -81,7 +82,7 @@ static void test_worker_name(void) {
 /* The end of the story: a FAILED whose error was cut mid-character elsewhere encodes once repaired. */
 static void test_failed_status_encodes_after_repair(void) {
     ev_event *st = ev_event_new(EV_JOB_STATUS);
-    ev_uuid_random(st->job_id);
+    fb_uuid_random(st->job_id);
     st->attempt = 1;
     st->u.status.job_type = EV_JOB_BACKUP;
     st->u.status.status = EV_FAILED;

@@ -179,6 +179,9 @@ def _path(path: str, value: Any) -> str:
     for part in raw.split(b"/"):
         if part == b"..":
             raise InvalidEvent(path, "path has a '..' component")
+        # "." too (worker/src/common/fb_path.h): a/./b and a/b are one file on disk but two keys on S3.
+        if part == b".":
+            raise InvalidEvent(path, "path has a '.' component")
         if part == b"":
             raise InvalidEvent(path, "path has an empty component ('//' or a trailing '/')")
     return value

@@ -25,6 +25,7 @@
 
 #include "artifact/arc_format.h"
 #include "artifact/arc_key.h"
+#include "common/fb_path.h"
 #include "common/fb_sbuf.h"
 
 #define AI_MAGIC "fusion-backup chain index 1\n"
@@ -57,50 +58,44 @@ void arc_index_tag(const unsigned char key[ARC_INDEX_KEY_BYTES], const unsigned 
 
 /* --- encoding ------------------------------------------------------------------------------------------------ */
 
-typedef fb_sbuf ai_buf;
-
-static void ai_put(ai_buf *b, const char *s, size_t n) { fb_sbuf_put(b, s, n); }
-
-static void ai_puts(ai_buf *b, const char *s) { ai_put(b, s, strlen(s)); }
-
 /* Percent-encodes s (NULL: "-"). */
-static void ai_put_enc(ai_buf *b, const char *s) {
-    if (!s) return ai_puts(b, "-");
-    if (strcmp(s, "-") == 0) return ai_puts(b, "%2D");
+static void ai_put_enc(fb_sbuf *b, const char *s) {
+    if (!s) return fb_sbuf_puts(b, "-");
+    if (strcmp(s, "-") == 0) return fb_sbuf_puts(b, "%2D");
     for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
         char e[4];
         if (*c <= 0x20 || *c == '%' || *c >= 0x7f) {
             snprintf(e, sizeof e, "%%%02X", *c);
-            ai_put(b, e, 3);
+            fb_sbuf_put(b, e, 3);
         } else {
-            ai_put(b, (const char *)c, 1);
+            fb_sbuf_put(b, (const char *)c, 1);
         }
     }
 }
 
-static void ai_put_field(ai_buf *b, const char *k, const char *v_enc, long long v_int, int is_int) {
+static void ai_put_field(fb_sbuf *b, const char *k, const char *v_enc, long long v_int, int is_int) {
     char num[32];
-    ai_puts(b, k);
-    ai_puts(b, " ");
+    fb_sbuf_puts(b, k);
+    fb_sbuf_puts(b, " ");
     if (is_int) {
         snprintf(num, sizeof num, "%lld", v_int);
-        ai_puts(b, num);
+        fb_sbuf_puts(b, num);
     } else {
         ai_put_enc(b, v_enc);
     }
-    ai_puts(b, "\n");
+    fb_sbuf_puts(b, "\n");
 }
 
 fb_code arc_index_format(const arc_index *ix, const unsigned char key[ARC_INDEX_KEY_BYTES], char **out, size_t *len,
                          fb_err *err) {
-    ai_buf b = {0};
+    fb_sbuf b = {0};
     char hex[65], num[96];
     unsigned char mac[32];
     int v3 = ix->version == 3;
-    ai_puts(&b, v3 ? AI_MAGIC3 : AI_MAGIC2);
+    fb_sbuf_puts(&b, v3 ? AI_MAGIC3 : AI_MAGIC2);
     if (v3) {
         snprintf(num, sizeof num, "%s%0*d\n", AI_HEAD_FIELD, AI_HEAD_DIGITS, 0); /* filled in below */
-        ai_puts(&b, num);
+        fb_sbuf_puts(&b, num);
     }
     ai_put_field(&b, "job_id", ix->job_id, 0, 0);
     ai_put_field(&b, "config_id", NULL, (long long)ix->config_id, 1);
@@ -116,25 +111,25 @@ fb_code arc_index_format(const arc_index *ix, const unsigned char key[ARC_INDEX_
     for (size_t i = 0; i < ix->n_tables; i++) {
         const arc_index_table *t = &ix->tables[i];
         sodium_bin2hex(hex, sizeof hex, t->tag, 32);
-        ai_puts(&b, "table ");
-        ai_puts(&b, hex);
-        ai_puts(&b, " ");
+        fb_sbuf_puts(&b, "table ");
+        fb_sbuf_puts(&b, hex);
+        fb_sbuf_puts(&b, " ");
         ai_put_enc(&b, t->stored_in);
         snprintf(num, sizeof num, " %lld %lld ", (long long)t->rows, (long long)t->raw_bytes);
-        ai_puts(&b, num);
+        fb_sbuf_puts(&b, num);
         ai_put_enc(&b, t->schema);
-        ai_puts(&b, " ");
+        fb_sbuf_puts(&b, " ");
         ai_put_enc(&b, t->name);
-        ai_puts(&b, "\n");
+        fb_sbuf_puts(&b, "\n");
         if (v3) {
             char rh[65];
             sodium_bin2hex(rh, sizeof rh, t->rec_blake2b, sizeof t->rec_blake2b);
             snprintf(num, sizeof num, "chunks %s %llu %llu ",
                      !t->rec_count ? "none" : t->assembled ? "assembled" : "whole", (unsigned long long)t->rec_count,
                      (unsigned long long)t->rec_first);
-            ai_puts(&b, num);
-            ai_puts(&b, rh);
-            ai_puts(&b, t->n_deps ? " " : " -");
+            fb_sbuf_puts(&b, num);
+            fb_sbuf_puts(&b, rh);
+            fb_sbuf_puts(&b, t->n_deps ? " " : " -");
             for (size_t d = 0; d < t->n_deps; d++) {
                 size_t k = 0;
                 while (k < ix->n_sources && strcmp(ix->sources[k], t->deps[d]) != 0) k++;
@@ -144,30 +139,30 @@ fb_code arc_index_format(const arc_index *ix, const unsigned char key[ARC_INDEX_
                                       "which is not among the index's sources", t->schema, t->name, t->deps[d]);
                 }
                 snprintf(num, sizeof num, "%s%zu", d ? "," : "", k + 1);
-                ai_puts(&b, num);
+                fb_sbuf_puts(&b, num);
             }
-            ai_puts(&b, "\n");
+            fb_sbuf_puts(&b, "\n");
             continue;
         }
         snprintf(num, sizeof num, "chunks %s %zu\n", !t->n_chunks ? "none" : t->assembled ? "assembled" : "whole",
                  t->n_chunks);
-        ai_puts(&b, num);
+        fb_sbuf_puts(&b, num);
         for (size_t k = 0; k < t->n_chunks; k++) {
             const arc_chunk *ck = &t->chunks[k];
             char idhex[2 * ARC_CHUNK_ID_BYTES + 1];
             sodium_bin2hex(idhex, sizeof idhex, ck->id, sizeof ck->id);
-            ai_puts(&b, "c ");
-            ai_puts(&b, idhex);
-            ai_puts(&b, " ");
+            fb_sbuf_puts(&b, "c ");
+            fb_sbuf_puts(&b, idhex);
+            fb_sbuf_puts(&b, " ");
             ai_put_enc(&b, ck->src);
             snprintf(num, sizeof num, " %lu %llu %llu\n", (unsigned long)ck->segment, (unsigned long long)ck->offset,
                      (unsigned long long)ck->length);
-            ai_puts(&b, num);
+            fb_sbuf_puts(&b, num);
         }
     }
     if (v3) {
         snprintf(num, sizeof num, "records %llu\n", (unsigned long long)ix->n_records);
-        ai_puts(&b, num);
+        fb_sbuf_puts(&b, num);
     }
     if (b.oom) {
         free(b.p);
@@ -181,9 +176,9 @@ fb_code arc_index_format(const arc_index *ix, const unsigned char key[ARC_INDEX_
     }
     crypto_generichash(mac, sizeof mac, (const unsigned char *)b.p, b.len, key, ARC_INDEX_KEY_BYTES);
     sodium_bin2hex(hex, sizeof hex, mac, sizeof mac);
-    ai_puts(&b, "mac ");
-    ai_puts(&b, hex);
-    ai_puts(&b, "\n");
+    fb_sbuf_puts(&b, "mac ");
+    fb_sbuf_puts(&b, hex);
+    fb_sbuf_puts(&b, "\n");
     if (b.oom) {
         free(b.p);
         return fb_err_set(err, FB_ERR_NOMEM, "out of memory writing the chain index");
@@ -464,4 +459,12 @@ const arc_index_table *arc_index_find(const arc_index *ix, const char *schema, c
     for (size_t i = 0; i < ix->n_tables; i++)
         if (strcmp(ix->tables[i].schema, schema) == 0 && strcmp(ix->tables[i].name, name) == 0) return &ix->tables[i];
     return NULL;
+}
+
+fb_code arc_artifact_name(const char *dir, const char *job_id, char *out, size_t cap, fb_err *err) {
+    if (fb_relpath_problem(job_id, strlen(job_id)) || strchr(job_id, '/'))
+        return fb_err_set(err, FB_ERR_FORMAT, "a reference names job \"%.100s\", which is not a job id", job_id);
+    int n = snprintf(out, cap, "%s%s%s%s", dir, *dir ? "/" : "", job_id, ARC_ARTIFACT_SUFFIX);
+    if (n < 0 || (size_t)n >= cap) return fb_err_set(err, FB_ERR_INVALID, "path of backup %s in \"%.200s\" is too long", job_id, dir);
+    return FB_OK;
 }

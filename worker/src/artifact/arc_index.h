@@ -33,6 +33,12 @@
 #define ARC_INDEX_KEY_BYTES 32
 #define ARC_ARTIFACT_SUFFIX ".fbak"
 
+/* Where job job_id's artifact is in folder dir: "<dir>/<job_id>.fbak" ("<job_id>.fbak" when dir is ""), into out.
+ * The one rule every chain resolver and chain reader uses: a job id named by a manifest, an index or a chunk
+ * record must be one path component (never "..", "/" or empty), else FB_ERR_FORMAT; FB_ERR_INVALID when it does not
+ * fit in cap. */
+fb_code arc_artifact_name(const char *dir, const char *job_id, char *out, size_t cap, fb_err *err);
+
 typedef struct arc_index_table {
     char *schema, *name;
     unsigned char tag[32];    /* BLAKE2b(key = index key, message = BLAKE2b of the COPY stream) */

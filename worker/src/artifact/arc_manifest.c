@@ -1,13 +1,170 @@
-/* arc_manifest: manifest <-> msgpack. See arc_manifest.h and FORMAT.md for the field list.
+/* arc_manifest: manifest <-> msgpack, driven by one field table per struct. See arc_manifest.h and FORMAT.md.
  *
- * Encoding uses msgpack-c's packer; decoding unpacks into msgpack-c's object tree (bounded by the segment size the
- * reader accepts) and copies what it knows into the structs, ignoring unknown keys. Absent strings are nil.
+ * Every struct of the manifest (the manifest, a table, a column, a sequence, the schema archive) has one table of
+ * rows below: key, kind, where the value lives in the struct, and whether the key is written only when set. Pack,
+ * unpack and free all walk those rows, so a map's size is counted from the rows it writes (it cannot drift from
+ * them, as a hand-written `15 + !!t->stored_in + ...` could) and a field added to one direction is in all three.
+ * The row order is the wire order: keep it, the golden artifacts and older readers see exactly these bytes.
+ *
+ * Decoding unpacks into msgpack-c's object tree (bounded by the segment size the reader accepts), looks each key
+ * up in the rows of its struct and ignores unknown keys (readers must, FORMAT.md). Absent strings are nil.
  */
 #include "artifact/arc_manifest.h"
 
 #include <msgpack.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "common/fb_json.h"
+
+/* ---------------------------------------------------------------------------------------------------------------
+ * the field tables */
+
+typedef enum mf_kind {
+    MF_I64,    /* int64_t */
+    MF_U64,    /* uint64_t */
+    MF_U32,    /* uint32_t */
+    MF_COUNT,  /* a size_t written as an int, never read back (n_tables: a reader's cross-check) */
+    MF_STR,    /* char *, nil when NULL */
+    MF_BOOL,   /* int written as true/false */
+    MF_CHAR,   /* char written as a string of 0 or 1 byte */
+    MF_HASH,   /* unsigned char[ARC_HASH_BYTES] as bin */
+    MF_STRS,   /* char ** with a size_t count */
+    MF_LIST,   /* an array of structs of type `sub` with a size_t count */
+    MF_SUB,    /* a pointer to one struct of type `sub` (NULL: absent) */
+    MF_TREFS,  /* arc_tref * with a size_t count, each as [schema, name] */
+    MF_CHUNKS, /* arc_chunk * with a size_t count, each as [id, src, segment, offset, length] */
+} mf_kind;
+
+#define MF_ALWAYS 0
+#define MF_IF_SET 1 /* written only when set (non-zero, non-NULL, non-empty): fields newer formats added */
+#define MF_NONE ((size_t)-1)
+
+typedef struct mf_type mf_type;
+typedef struct mf_field {
+    const char *key;
+    mf_kind kind;
+    size_t off;        /* the value */
+    size_t aux;        /* lists: the size_t count; MF_HASH: an int set when the key was read (MF_NONE: none) */
+    int when;          /* MF_ALWAYS or MF_IF_SET */
+    const char *what;  /* the name in "malformed manifest: bad ...": the key unless it needs its context */
+    const mf_type *sub;
+} mf_field;
+
+struct mf_type {
+    const mf_field *rows;
+    size_t n_rows;
+    size_t size;                         /* sizeof the struct (lists and MF_SUB allocate it) */
+    int (*complete)(const void *obj);    /* after reading: 1 when the struct has what it must have */
+    const char *incomplete;              /* the "bad ..." name when complete() says no */
+};
+
+#define MF_ROW(T, key, kind, field, when, what) {key, kind, offsetof(T, field), MF_NONE, when, what, NULL}
+#define MF_ARR(T, key, kind, field, count, when, what, sub) \
+    {key, kind, offsetof(T, field), offsetof(T, count), when, what, sub}
+
+static int mf_column_ok(const void *o) { return ((const arc_column *)o)->name != NULL; }
+static int mf_seq_ok(const void *o) {
+    const arc_sequence *s = o;
+    return s->schema && s->name;
+}
+static int mf_table_ok(const void *o) {
+    const arc_table *t = o;
+    return t->schema && t->name;
+}
+static int mf_schema_ok(const void *o) {
+    const arc_schema_archive *a = o;
+    return a->segment && a->length;
+}
+
+static const mf_field mf_column_rows[] = {
+    MF_ROW(arc_column, "name", MF_STR, name, MF_ALWAYS, "column name"),
+    MF_ROW(arc_column, "type", MF_STR, type, MF_ALWAYS, "column type"),
+    MF_ROW(arc_column, "not_null", MF_BOOL, not_null, MF_ALWAYS, NULL),
+    MF_ROW(arc_column, "generated", MF_CHAR, generated, MF_ALWAYS, NULL),
+    MF_ROW(arc_column, "identity", MF_CHAR, identity, MF_ALWAYS, NULL),
+};
+static const mf_type mf_column = {mf_column_rows, sizeof mf_column_rows / sizeof mf_column_rows[0],
+                                  sizeof(arc_column), mf_column_ok, "column name"};
+
+static const mf_field mf_seq_rows[] = {
+    MF_ROW(arc_sequence, "schema", MF_STR, schema, MF_ALWAYS, "sequence schema"),
+    MF_ROW(arc_sequence, "name", MF_STR, name, MF_ALWAYS, "sequence name"),
+    MF_ROW(arc_sequence, "column", MF_STR, column, MF_ALWAYS, "sequence column"),
+    MF_ROW(arc_sequence, "create_sql", MF_STR, create_sql, MF_ALWAYS, "sequence create_sql"),
+    MF_ROW(arc_sequence, "owned_sql", MF_STR, owned_sql, MF_ALWAYS, "sequence owned_sql"),
+    MF_ROW(arc_sequence, "last_value", MF_I64, last_value, MF_ALWAYS, NULL),
+    MF_ROW(arc_sequence, "is_called", MF_BOOL, is_called, MF_ALWAYS, NULL),
+    MF_ROW(arc_sequence, "identity", MF_BOOL, identity, MF_ALWAYS, NULL),
+};
+static const mf_type mf_seq = {mf_seq_rows, sizeof mf_seq_rows / sizeof mf_seq_rows[0], sizeof(arc_sequence),
+                               mf_seq_ok, "sequence name"};
+
+static const mf_field mf_table_rows[] = {
+    MF_ROW(arc_table, "schema", MF_STR, schema, MF_ALWAYS, NULL),
+    MF_ROW(arc_table, "name", MF_STR, name, MF_ALWAYS, NULL),
+    MF_ARR(arc_table, "columns", MF_LIST, cols, n_cols, MF_ALWAYS, NULL, &mf_column),
+    MF_ROW(arc_table, "create_sql", MF_STR, create_sql, MF_ALWAYS, NULL),
+    MF_ARR(arc_table, "index_sql", MF_STRS, index_sql, n_index, MF_ALWAYS, NULL, NULL),
+    MF_ARR(arc_table, "fk_sql", MF_STRS, fk_sql, n_fk, MF_ALWAYS, NULL, NULL),
+    MF_ARR(arc_table, "sequences", MF_LIST, seqs, n_seqs, MF_ALWAYS, NULL, &mf_seq),
+    MF_ARR(arc_table, "depends_on", MF_TREFS, deps, n_deps, MF_ALWAYS, NULL, NULL),
+    MF_ROW(arc_table, "rows", MF_I64, rows, MF_ALWAYS, NULL),
+    MF_ROW(arc_table, "raw_bytes", MF_I64, raw_bytes, MF_ALWAYS, NULL),
+    MF_ROW(arc_table, "stored_bytes", MF_I64, stored_bytes, MF_ALWAYS, NULL),
+    MF_ROW(arc_table, "segment", MF_U32, segment, MF_ALWAYS, NULL),
+    MF_ROW(arc_table, "offset", MF_U64, offset, MF_ALWAYS, NULL),
+    MF_ROW(arc_table, "length", MF_U64, length, MF_ALWAYS, NULL),
+    MF_ROW(arc_table, "blake2b", MF_HASH, blake2b, MF_ALWAYS, NULL),
+    MF_ROW(arc_table, "stored_in", MF_STR, stored_in, MF_IF_SET, NULL),      /* format 2 */
+    MF_ROW(arc_table, "assembled", MF_BOOL, assembled, MF_IF_SET, NULL),     /* format 3 */
+    MF_ARR(arc_table, "chunks", MF_CHUNKS, chunks, n_chunks, MF_IF_SET, NULL, NULL), /* format 3 */
+};
+static const mf_type mf_table = {mf_table_rows, sizeof mf_table_rows / sizeof mf_table_rows[0], sizeof(arc_table),
+                                 mf_table_ok, "table name"};
+
+static const mf_field mf_schema_rows[] = {
+    MF_ROW(arc_schema_archive, "segment", MF_U32, segment, MF_ALWAYS, "schema_archive segment"),
+    MF_ROW(arc_schema_archive, "offset", MF_U64, offset, MF_ALWAYS, "schema_archive offset"),
+    MF_ROW(arc_schema_archive, "length", MF_U64, length, MF_ALWAYS, "schema_archive length"),
+    MF_ROW(arc_schema_archive, "raw_bytes", MF_I64, raw_bytes, MF_ALWAYS, "schema_archive raw_bytes"),
+    MF_ROW(arc_schema_archive, "blake2b", MF_HASH, blake2b, MF_ALWAYS, "schema_archive blake2b"),
+    MF_ROW(arc_schema_archive, "pg_dump_version", MF_STR, pg_dump_version, MF_ALWAYS, NULL),
+    MF_ROW(arc_schema_archive, "all_tables", MF_BOOL, all_tables, MF_ALWAYS, "schema_archive all_tables"),
+};
+static const mf_type mf_schema = {mf_schema_rows, sizeof mf_schema_rows / sizeof mf_schema_rows[0],
+                                  sizeof(arc_schema_archive), mf_schema_ok, "schema_archive segment"};
+
+static const mf_field mf_manifest_rows[] = {
+    MF_ROW(arc_manifest, "format", MF_I64, format, MF_ALWAYS, NULL),
+    MF_ROW(arc_manifest, "tool", MF_STR, tool, MF_ALWAYS, NULL),
+    MF_ROW(arc_manifest, "job_id", MF_STR, job_id, MF_ALWAYS, NULL),
+    MF_ROW(arc_manifest, "record_id", MF_I64, record_id, MF_ALWAYS, NULL),
+    MF_ROW(arc_manifest, "config_id", MF_I64, config_id, MF_ALWAYS, NULL),
+    MF_ROW(arc_manifest, "config_name", MF_STR, config_name, MF_ALWAYS, NULL),
+    MF_ROW(arc_manifest, "backup_type", MF_STR, backup_type, MF_ALWAYS, NULL),
+    MF_ROW(arc_manifest, "requested_type", MF_STR, requested_type, MF_ALWAYS, NULL),
+    MF_ROW(arc_manifest, "base_job", MF_STR, base_job, MF_ALWAYS, NULL),
+    MF_ROW(arc_manifest, "database", MF_STR, database, MF_ALWAYS, NULL),
+    MF_ROW(arc_manifest, "server_version", MF_STR, server_version, MF_ALWAYS, NULL),
+    MF_ROW(arc_manifest, "snapshot_ms", MF_I64, snapshot_ms, MF_ALWAYS, NULL),
+    MF_ROW(arc_manifest, "started_ms", MF_I64, started_ms, MF_ALWAYS, NULL),
+    MF_ROW(arc_manifest, "completed_ms", MF_I64, completed_ms, MF_ALWAYS, NULL),
+    MF_ROW(arc_manifest, "zstd_level", MF_I64, zstd_level, MF_ALWAYS, NULL),
+    MF_ROW(arc_manifest, "data_end", MF_U64, data_end, MF_ALWAYS, NULL),
+    MF_ROW(arc_manifest, "n_tables", MF_COUNT, n_tables, MF_ALWAYS, NULL),
+    {"index_blake2b", MF_HASH, offsetof(arc_manifest, index_blake2b), offsetof(arc_manifest, has_index_hash),
+     MF_IF_SET, NULL, NULL},                                                  /* format 2 */
+    {"schema_archive", MF_SUB, offsetof(arc_manifest, schema), MF_NONE, MF_IF_SET, NULL, &mf_schema}, /* format 4 */
+    MF_ARR(arc_manifest, "tables", MF_LIST, tables, n_tables, MF_ALWAYS, NULL, &mf_table),
+};
+static const mf_type mf_manifest = {mf_manifest_rows, sizeof mf_manifest_rows / sizeof mf_manifest_rows[0],
+                                    sizeof(arc_manifest), NULL, NULL};
+
+/* Typed views of a row's value in struct obj. */
+#define MF_AT(obj, off, T) ((T *)((char *)(obj) + (off)))
+#define MF_CAT(obj, off, T) ((T const *)((const char *)(obj) + (off)))
 
 /* ---------------------------------------------------------------------------------------------------------------
  * packing */
@@ -22,80 +179,93 @@ static void mp_str(msgpack_packer *p, const char *s) {
     msgpack_pack_str_body(p, s, n);
 }
 
-static void mp_key(msgpack_packer *p, const char *k) { mp_str(p, k); }
+static void mp_bool(msgpack_packer *p, int v) { v ? msgpack_pack_true(p) : msgpack_pack_false(p); }
 
-static void mp_strs(msgpack_packer *p, char *const *v, size_t n) {
-    msgpack_pack_array(p, n);
-    for (size_t i = 0; i < n; i++) mp_str(p, v[i]);
+static void mp_bin(msgpack_packer *p, const unsigned char *b, size_t n) {
+    msgpack_pack_bin(p, n);
+    msgpack_pack_bin_body(p, b, n);
 }
 
-static void mp_table(msgpack_packer *p, const arc_table *t) {
-    msgpack_pack_map(p, 15 + !!t->stored_in + !!t->n_chunks + !!t->assembled);
-    mp_key(p, "schema"); mp_str(p, t->schema);
-    mp_key(p, "name"); mp_str(p, t->name);
-    mp_key(p, "columns");
-    msgpack_pack_array(p, t->n_cols);
-    for (size_t i = 0; i < t->n_cols; i++) {
-        const arc_column *c = &t->cols[i];
-        char g[2] = {c->generated, 0}, id[2] = {c->identity, 0};
-        msgpack_pack_map(p, 5);
-        mp_key(p, "name"); mp_str(p, c->name);
-        mp_key(p, "type"); mp_str(p, c->type);
-        mp_key(p, "not_null"); c->not_null ? msgpack_pack_true(p) : msgpack_pack_false(p);
-        mp_key(p, "generated"); mp_str(p, g);
-        mp_key(p, "identity"); mp_str(p, id);
+/* Whether a MF_IF_SET row has something to write. */
+static int mf_is_set(const mf_field *f, const void *obj) {
+    switch (f->kind) {
+    case MF_STR: return *MF_CAT(obj, f->off, char *) != NULL;
+    case MF_BOOL: return *MF_CAT(obj, f->off, int) != 0;
+    case MF_SUB: return *MF_CAT(obj, f->off, void *) != NULL;
+    case MF_HASH: return f->aux == MF_NONE || *MF_CAT(obj, f->aux, int) != 0;
+    case MF_STRS: case MF_LIST: case MF_TREFS: case MF_CHUNKS: return *MF_CAT(obj, f->aux, size_t) != 0;
+    default: return 1;
     }
-    mp_key(p, "create_sql"); mp_str(p, t->create_sql);
-    mp_key(p, "index_sql"); mp_strs(p, t->index_sql, t->n_index);
-    mp_key(p, "fk_sql"); mp_strs(p, t->fk_sql, t->n_fk);
-    mp_key(p, "sequences");
-    msgpack_pack_array(p, t->n_seqs);
-    for (size_t i = 0; i < t->n_seqs; i++) {
-        const arc_sequence *s = &t->seqs[i];
-        msgpack_pack_map(p, 8);
-        mp_key(p, "schema"); mp_str(p, s->schema);
-        mp_key(p, "name"); mp_str(p, s->name);
-        mp_key(p, "column"); mp_str(p, s->column);
-        mp_key(p, "create_sql"); mp_str(p, s->create_sql);
-        mp_key(p, "owned_sql"); mp_str(p, s->owned_sql);
-        mp_key(p, "last_value"); msgpack_pack_int64(p, s->last_value);
-        mp_key(p, "is_called"); s->is_called ? msgpack_pack_true(p) : msgpack_pack_false(p);
-        mp_key(p, "identity"); s->identity ? msgpack_pack_true(p) : msgpack_pack_false(p);
+}
+
+static void mf_pack(msgpack_packer *p, const mf_type *t, const void *obj);
+
+static void mf_pack_chunk(msgpack_packer *p, const arc_chunk *ck) {
+    msgpack_pack_array(p, 5);
+    mp_bin(p, ck->id, ARC_CHUNK_ID_BYTES);
+    mp_str(p, ck->src);
+    msgpack_pack_uint32(p, ck->segment);
+    msgpack_pack_uint64(p, ck->offset);
+    msgpack_pack_uint64(p, ck->length);
+}
+
+static void mf_pack_value(msgpack_packer *p, const mf_field *f, const void *obj) {
+    size_t n = f->aux != MF_NONE && f->kind != MF_HASH ? *MF_CAT(obj, f->aux, size_t) : 0;
+    switch (f->kind) {
+    case MF_I64: msgpack_pack_int64(p, *MF_CAT(obj, f->off, int64_t)); break;
+    case MF_U64: msgpack_pack_uint64(p, *MF_CAT(obj, f->off, uint64_t)); break;
+    case MF_U32: msgpack_pack_uint32(p, *MF_CAT(obj, f->off, uint32_t)); break;
+    case MF_COUNT: msgpack_pack_uint64(p, *MF_CAT(obj, f->off, size_t)); break;
+    case MF_STR: mp_str(p, *MF_CAT(obj, f->off, char *)); break;
+    case MF_BOOL: mp_bool(p, *MF_CAT(obj, f->off, int)); break;
+    case MF_CHAR: {
+        char s[2] = {*MF_CAT(obj, f->off, char), 0};
+        mp_str(p, s);
+        break;
     }
-    mp_key(p, "depends_on");
-    msgpack_pack_array(p, t->n_deps);
-    for (size_t i = 0; i < t->n_deps; i++) {
-        msgpack_pack_array(p, 2);
-        mp_str(p, t->deps[i].schema);
-        mp_str(p, t->deps[i].name);
+    case MF_HASH: mp_bin(p, MF_CAT(obj, f->off, unsigned char), ARC_HASH_BYTES); break;
+    case MF_STRS: {
+        char *const *v = *MF_CAT(obj, f->off, char **);
+        msgpack_pack_array(p, n);
+        for (size_t i = 0; i < n; i++) mp_str(p, v[i]);
+        break;
     }
-    mp_key(p, "rows"); msgpack_pack_int64(p, t->rows);
-    mp_key(p, "raw_bytes"); msgpack_pack_int64(p, t->raw_bytes);
-    mp_key(p, "stored_bytes"); msgpack_pack_int64(p, t->stored_bytes);
-    mp_key(p, "segment"); msgpack_pack_uint32(p, t->segment);
-    mp_key(p, "offset"); msgpack_pack_uint64(p, t->offset);
-    mp_key(p, "length"); msgpack_pack_uint64(p, t->length);
-    mp_key(p, "blake2b"); msgpack_pack_bin(p, ARC_HASH_BYTES); msgpack_pack_bin_body(p, t->blake2b, ARC_HASH_BYTES);
-    if (t->stored_in) {
-        mp_key(p, "stored_in"); mp_str(p, t->stored_in);
+    case MF_LIST: {
+        const char *v = *MF_CAT(obj, f->off, char *);
+        msgpack_pack_array(p, n);
+        for (size_t i = 0; i < n; i++) mf_pack(p, f->sub, v + i * f->sub->size);
+        break;
     }
-    if (t->assembled) {
-        mp_key(p, "assembled"); msgpack_pack_true(p);
-    }
-    if (t->n_chunks) {
-        mp_key(p, "chunks");
-        msgpack_pack_array(p, t->n_chunks);
-        for (size_t i = 0; i < t->n_chunks; i++) {
-            const arc_chunk *ck = &t->chunks[i];
-            msgpack_pack_array(p, 5);
-            msgpack_pack_bin(p, ARC_CHUNK_ID_BYTES);
-            msgpack_pack_bin_body(p, ck->id, ARC_CHUNK_ID_BYTES);
-            if (ck->src) mp_str(p, ck->src);
-            else msgpack_pack_nil(p);
-            msgpack_pack_uint32(p, ck->segment);
-            msgpack_pack_uint64(p, ck->offset);
-            msgpack_pack_uint64(p, ck->length);
+    case MF_SUB: mf_pack(p, f->sub, *MF_CAT(obj, f->off, void *)); break;
+    case MF_TREFS: {
+        const arc_tref *v = *MF_CAT(obj, f->off, arc_tref *);
+        msgpack_pack_array(p, n);
+        for (size_t i = 0; i < n; i++) {
+            msgpack_pack_array(p, 2);
+            mp_str(p, v[i].schema);
+            mp_str(p, v[i].name);
         }
+        break;
+    }
+    case MF_CHUNKS: {
+        const arc_chunk *v = *MF_CAT(obj, f->off, arc_chunk *);
+        msgpack_pack_array(p, n);
+        for (size_t i = 0; i < n; i++) mf_pack_chunk(p, &v[i]);
+        break;
+    }
+    }
+}
+
+/* One map: its size is the number of rows written, counted by the same test that writes them. */
+static void mf_pack(msgpack_packer *p, const mf_type *t, const void *obj) {
+    size_t n = 0;
+    for (size_t i = 0; i < t->n_rows; i++) n += t->rows[i].when == MF_ALWAYS || mf_is_set(&t->rows[i], obj);
+    msgpack_pack_map(p, n);
+    for (size_t i = 0; i < t->n_rows; i++) {
+        const mf_field *f = &t->rows[i];
+        if (f->when == MF_IF_SET && !mf_is_set(f, obj)) continue;
+        mp_str(p, f->key);
+        mf_pack_value(p, f, obj);
     }
 }
 
@@ -104,44 +274,7 @@ fb_code arc_manifest_pack(const arc_manifest *m, char **out, size_t *out_len, fb
     msgpack_packer p;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&p, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&p, 18 + !!m->has_index_hash + !!m->schema);
-    mp_key(&p, "format"); msgpack_pack_int64(&p, m->format);
-    mp_key(&p, "tool"); mp_str(&p, m->tool);
-    mp_key(&p, "job_id"); mp_str(&p, m->job_id);
-    mp_key(&p, "record_id"); msgpack_pack_int64(&p, m->record_id);
-    mp_key(&p, "config_id"); msgpack_pack_int64(&p, m->config_id);
-    mp_key(&p, "config_name"); mp_str(&p, m->config_name);
-    mp_key(&p, "backup_type"); mp_str(&p, m->backup_type);
-    mp_key(&p, "requested_type"); mp_str(&p, m->requested_type);
-    mp_key(&p, "base_job"); mp_str(&p, m->base_job);
-    mp_key(&p, "database"); mp_str(&p, m->database);
-    mp_key(&p, "server_version"); mp_str(&p, m->server_version);
-    mp_key(&p, "snapshot_ms"); msgpack_pack_int64(&p, m->snapshot_ms);
-    mp_key(&p, "started_ms"); msgpack_pack_int64(&p, m->started_ms);
-    mp_key(&p, "completed_ms"); msgpack_pack_int64(&p, m->completed_ms);
-    mp_key(&p, "zstd_level"); msgpack_pack_int64(&p, m->zstd_level);
-    mp_key(&p, "data_end"); msgpack_pack_uint64(&p, m->data_end);
-    mp_key(&p, "n_tables"); msgpack_pack_uint64(&p, m->n_tables);
-    if (m->has_index_hash) {
-        mp_key(&p, "index_blake2b");
-        msgpack_pack_bin(&p, ARC_HASH_BYTES);
-        msgpack_pack_bin_body(&p, m->index_blake2b, ARC_HASH_BYTES);
-    }
-    if (m->schema) {
-        const arc_schema_archive *a = m->schema;
-        mp_key(&p, "schema_archive");
-        msgpack_pack_map(&p, 7);
-        mp_key(&p, "segment"); msgpack_pack_uint32(&p, a->segment);
-        mp_key(&p, "offset"); msgpack_pack_uint64(&p, a->offset);
-        mp_key(&p, "length"); msgpack_pack_uint64(&p, a->length);
-        mp_key(&p, "raw_bytes"); msgpack_pack_int64(&p, a->raw_bytes);
-        mp_key(&p, "blake2b"); msgpack_pack_bin(&p, ARC_HASH_BYTES); msgpack_pack_bin_body(&p, a->blake2b, ARC_HASH_BYTES);
-        mp_key(&p, "pg_dump_version"); mp_str(&p, a->pg_dump_version);
-        mp_key(&p, "all_tables"); a->all_tables ? msgpack_pack_true(&p) : msgpack_pack_false(&p);
-    }
-    mp_key(&p, "tables");
-    msgpack_pack_array(&p, m->n_tables);
-    for (size_t i = 0; i < m->n_tables; i++) mp_table(&p, &m->tables[i]);
+    mf_pack(&p, &mf_manifest, m);
     if (!sb.data) {
         msgpack_sbuffer_destroy(&sb);
         return fb_err_set(err, FB_ERR_NOMEM, "out of memory encoding the manifest");
@@ -159,13 +292,12 @@ typedef struct mp_ctx {
     fb_code rc;
 } mp_ctx;
 
-static int mp_is(const msgpack_object_kv *kv, const char *k) {
-    size_t n = strlen(k);
-    return kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == n && memcmp(kv->key.via.str.ptr, k, n) == 0;
-}
-
 static void mp_bad(mp_ctx *c, const char *what) {
     if (c->rc == FB_OK) c->rc = fb_err_set(c->err, FB_ERR_FORMAT, "malformed manifest: bad \"%s\"", what);
+}
+
+static void mp_nomem(mp_ctx *c) {
+    if (c->rc == FB_OK) c->rc = fb_err_set(c->err, FB_ERR_NOMEM, "out of memory reading the manifest");
 }
 
 static char *mp_get_str(mp_ctx *c, const msgpack_object *o, const char *what) {
@@ -176,7 +308,7 @@ static char *mp_get_str(mp_ctx *c, const msgpack_object *o, const char *what) {
     }
     char *s = malloc(o->via.str.size + 1);
     if (!s) {
-        if (c->rc == FB_OK) c->rc = fb_err_set(c->err, FB_ERR_NOMEM, "out of memory reading the manifest");
+        mp_nomem(c);
         return NULL;
     }
     memcpy(s, o->via.str.ptr, o->via.str.size);
@@ -211,152 +343,103 @@ static char mp_get_char(mp_ctx *c, const msgpack_object *o, const char *what) {
     return o->via.str.size ? o->via.str.ptr[0] : 0;
 }
 
-static const msgpack_object_array *mp_get_array(mp_ctx *c, const msgpack_object *o, const char *what) {
+/* An array of n elements of size each: *out is calloc'd (NULL for none). 0 after an error. */
+static int mp_get_array(mp_ctx *c, const msgpack_object *o, size_t size, void **out, size_t *n, const char *what) {
+    *out = NULL;
+    *n = 0;
     if (o->type != MSGPACK_OBJECT_ARRAY) {
         mp_bad(c, what);
-        return NULL;
+        return 0;
     }
-    return &o->via.array;
-}
-
-static char **mp_get_strs(mp_ctx *c, const msgpack_object *o, size_t *n, const char *what) {
-    const msgpack_object_array *a = mp_get_array(c, o, what);
-    *n = 0;
-    if (!a || a->size == 0) return NULL;
-    char **v = calloc(a->size, sizeof *v);
-    if (!v) {
+    if (o->via.array.size == 0) return 1;
+    if (!(*out = calloc(o->via.array.size, size))) {
         mp_bad(c, what);
-        return NULL;
+        return 0;
     }
-    for (size_t i = 0; i < a->size; i++) v[i] = mp_get_str(c, &a->ptr[i], what);
-    *n = a->size;
-    return v;
+    *n = o->via.array.size;
+    return 1;
 }
 
-static void mp_read_column(mp_ctx *c, const msgpack_object *o, arc_column *col) {
-    if (o->type != MSGPACK_OBJECT_MAP) return mp_bad(c, "columns");
-    for (size_t i = 0; i < o->via.map.size; i++) {
-        const msgpack_object_kv *kv = &o->via.map.ptr[i];
-        if (mp_is(kv, "name")) col->name = mp_get_str(c, &kv->val, "column name");
-        else if (mp_is(kv, "type")) col->type = mp_get_str(c, &kv->val, "column type");
-        else if (mp_is(kv, "not_null")) col->not_null = mp_get_bool(c, &kv->val, "not_null");
-        else if (mp_is(kv, "generated")) col->generated = mp_get_char(c, &kv->val, "generated");
-        else if (mp_is(kv, "identity")) col->identity = mp_get_char(c, &kv->val, "identity");
-    }
-    if (!col->name) mp_bad(c, "column name");
+static void mf_read(mp_ctx *c, const mf_type *t, const msgpack_object *o, void *obj, const char *what);
+static void mf_free_value(const mf_field *f, void *obj);
+
+static void mf_read_tref(mp_ctx *c, const msgpack_object *d, arc_tref *r, const char *what) {
+    if (d->type != MSGPACK_OBJECT_ARRAY || d->via.array.size != 2) return mp_bad(c, what);
+    r->schema = mp_get_str(c, &d->via.array.ptr[0], what);
+    r->name = mp_get_str(c, &d->via.array.ptr[1], what);
 }
 
-static void mp_read_seq(mp_ctx *c, const msgpack_object *o, arc_sequence *s) {
-    if (o->type != MSGPACK_OBJECT_MAP) return mp_bad(c, "sequences");
-    for (size_t i = 0; i < o->via.map.size; i++) {
-        const msgpack_object_kv *kv = &o->via.map.ptr[i];
-        if (mp_is(kv, "schema")) s->schema = mp_get_str(c, &kv->val, "sequence schema");
-        else if (mp_is(kv, "name")) s->name = mp_get_str(c, &kv->val, "sequence name");
-        else if (mp_is(kv, "column")) s->column = mp_get_str(c, &kv->val, "sequence column");
-        else if (mp_is(kv, "create_sql")) s->create_sql = mp_get_str(c, &kv->val, "sequence create_sql");
-        else if (mp_is(kv, "owned_sql")) s->owned_sql = mp_get_str(c, &kv->val, "sequence owned_sql");
-        else if (mp_is(kv, "last_value")) s->last_value = mp_get_int(c, &kv->val, "last_value");
-        else if (mp_is(kv, "is_called")) s->is_called = mp_get_bool(c, &kv->val, "is_called");
-        else if (mp_is(kv, "identity")) s->identity = mp_get_bool(c, &kv->val, "identity");
-    }
-    if (!s->schema || !s->name) mp_bad(c, "sequence name");
+static void mf_read_chunk(mp_ctx *c, const msgpack_object *d, arc_chunk *ck, const char *what) {
+    if (d->type != MSGPACK_OBJECT_ARRAY || d->via.array.size != 5 || d->via.array.ptr[0].type != MSGPACK_OBJECT_BIN ||
+        d->via.array.ptr[0].via.bin.size != ARC_CHUNK_ID_BYTES)
+        return mp_bad(c, what);
+    const msgpack_object *e = d->via.array.ptr;
+    memcpy(ck->id, e[0].via.bin.ptr, ARC_CHUNK_ID_BYTES);
+    ck->src = mp_get_str(c, &e[1], "chunk source");
+    ck->segment = (uint32_t)mp_get_int(c, &e[2], "chunk segment");
+    ck->offset = (uint64_t)mp_get_int(c, &e[3], "chunk offset");
+    ck->length = (uint64_t)mp_get_int(c, &e[4], "chunk length");
 }
 
-static void mp_read_table(mp_ctx *c, const msgpack_object *o, arc_table *t) {
-    if (o->type != MSGPACK_OBJECT_MAP) return mp_bad(c, "tables");
+static void mf_read_list(mp_ctx *c, const mf_field *f, const msgpack_object *v, void *obj, const char *what) {
+    static const size_t elem[] = {[MF_STRS] = sizeof(char *), [MF_TREFS] = sizeof(arc_tref), [MF_CHUNKS] = sizeof(arc_chunk)};
+    size_t size = f->kind == MF_LIST ? f->sub->size : elem[f->kind], n;
+    void *arr;
+    if (!mp_get_array(c, v, size, &arr, &n, what)) return;
+    *MF_AT(obj, f->off, void *) = arr;
+    *MF_AT(obj, f->aux, size_t) = n;
+    for (size_t i = 0; i < n && c->rc == FB_OK; i++) {
+        const msgpack_object *e = &v->via.array.ptr[i];
+        char *slot = (char *)arr + i * size;
+        if (f->kind == MF_STRS) *(char **)slot = mp_get_str(c, e, what);
+        else if (f->kind == MF_TREFS) mf_read_tref(c, e, (arc_tref *)slot, what);
+        else if (f->kind == MF_CHUNKS) mf_read_chunk(c, e, (arc_chunk *)slot, what);
+        else mf_read(c, f->sub, e, slot, what);
+    }
+}
+
+static void mf_read_value(mp_ctx *c, const mf_field *f, const msgpack_object *v, void *obj) {
+    const char *what = f->what ? f->what : f->key;
+    mf_free_value(f, obj); /* a key given twice: the last one counts, the first one is not leaked */
+    switch (f->kind) {
+    case MF_I64: *MF_AT(obj, f->off, int64_t) = mp_get_int(c, v, what); break;
+    case MF_U64: *MF_AT(obj, f->off, uint64_t) = (uint64_t)mp_get_int(c, v, what); break;
+    case MF_U32: *MF_AT(obj, f->off, uint32_t) = (uint32_t)mp_get_int(c, v, what); break;
+    case MF_COUNT: break; /* derived from the list itself */
+    case MF_STR: *MF_AT(obj, f->off, char *) = mp_get_str(c, v, what); break;
+    case MF_BOOL: *MF_AT(obj, f->off, int) = mp_get_bool(c, v, what); break;
+    case MF_CHAR: *MF_AT(obj, f->off, char) = mp_get_char(c, v, what); break;
+    case MF_HASH:
+        if (v->type != MSGPACK_OBJECT_BIN || v->via.bin.size != ARC_HASH_BYTES) return mp_bad(c, what);
+        memcpy(MF_AT(obj, f->off, unsigned char), v->via.bin.ptr, ARC_HASH_BYTES);
+        if (f->aux != MF_NONE) *MF_AT(obj, f->aux, int) = 1;
+        break;
+    case MF_SUB: {
+        void *sub = calloc(1, f->sub->size);
+        if (!sub) return mp_bad(c, what);
+        *MF_AT(obj, f->off, void *) = sub;
+        mf_read(c, f->sub, v, sub, what);
+        break;
+    }
+    case MF_STRS: case MF_LIST: case MF_TREFS: case MF_CHUNKS: mf_read_list(c, f, v, obj, what); break;
+    }
+}
+
+/* One map into obj: each known key through its row, unknown keys ignored; then the struct's own check. */
+static void mf_read(mp_ctx *c, const mf_type *t, const msgpack_object *o, void *obj, const char *what) {
+    if (o->type != MSGPACK_OBJECT_MAP) return mp_bad(c, what);
     for (size_t i = 0; i < o->via.map.size && c->rc == FB_OK; i++) {
         const msgpack_object_kv *kv = &o->via.map.ptr[i];
-        const msgpack_object *v = &kv->val;
-        if (mp_is(kv, "schema")) t->schema = mp_get_str(c, v, "schema");
-        else if (mp_is(kv, "name")) t->name = mp_get_str(c, v, "name");
-        else if (mp_is(kv, "create_sql")) t->create_sql = mp_get_str(c, v, "create_sql");
-        else if (mp_is(kv, "index_sql")) t->index_sql = mp_get_strs(c, v, &t->n_index, "index_sql");
-        else if (mp_is(kv, "fk_sql")) t->fk_sql = mp_get_strs(c, v, &t->n_fk, "fk_sql");
-        else if (mp_is(kv, "rows")) t->rows = mp_get_int(c, v, "rows");
-        else if (mp_is(kv, "raw_bytes")) t->raw_bytes = mp_get_int(c, v, "raw_bytes");
-        else if (mp_is(kv, "stored_bytes")) t->stored_bytes = mp_get_int(c, v, "stored_bytes");
-        else if (mp_is(kv, "segment")) t->segment = (uint32_t)mp_get_int(c, v, "segment");
-        else if (mp_is(kv, "offset")) t->offset = (uint64_t)mp_get_int(c, v, "offset");
-        else if (mp_is(kv, "length")) t->length = (uint64_t)mp_get_int(c, v, "length");
-        else if (mp_is(kv, "stored_in")) t->stored_in = v->type == MSGPACK_OBJECT_NIL ? NULL : mp_get_str(c, v, "stored_in");
-        else if (mp_is(kv, "assembled")) t->assembled = mp_get_bool(c, v, "assembled");
-        else if (mp_is(kv, "chunks")) {
-            const msgpack_object_array *a = mp_get_array(c, v, "chunks");
-            if (a && a->size) {
-                t->chunks = calloc(a->size, sizeof *t->chunks);
-                if (!t->chunks) return mp_bad(c, "chunks");
-                t->n_chunks = a->size;
-                for (size_t j = 0; j < a->size && c->rc == FB_OK; j++) {
-                    const msgpack_object *d = &a->ptr[j];
-                    arc_chunk *ck = &t->chunks[j];
-                    if (d->type != MSGPACK_OBJECT_ARRAY || d->via.array.size != 5 ||
-                        d->via.array.ptr[0].type != MSGPACK_OBJECT_BIN ||
-                        d->via.array.ptr[0].via.bin.size != ARC_CHUNK_ID_BYTES)
-                        return mp_bad(c, "chunks");
-                    memcpy(ck->id, d->via.array.ptr[0].via.bin.ptr, ARC_CHUNK_ID_BYTES);
-                    const msgpack_object *src = &d->via.array.ptr[1];
-                    ck->src = src->type == MSGPACK_OBJECT_NIL ? NULL : mp_get_str(c, src, "chunk source");
-                    ck->segment = (uint32_t)mp_get_int(c, &d->via.array.ptr[2], "chunk segment");
-                    ck->offset = (uint64_t)mp_get_int(c, &d->via.array.ptr[3], "chunk offset");
-                    ck->length = (uint64_t)mp_get_int(c, &d->via.array.ptr[4], "chunk length");
-                }
-            }
-        }
-        else if (mp_is(kv, "blake2b")) {
-            if (v->type != MSGPACK_OBJECT_BIN || v->via.bin.size != ARC_HASH_BYTES) mp_bad(c, "blake2b");
-            else memcpy(t->blake2b, v->via.bin.ptr, ARC_HASH_BYTES);
-        } else if (mp_is(kv, "columns")) {
-            const msgpack_object_array *a = mp_get_array(c, v, "columns");
-            if (a && a->size) {
-                t->cols = calloc(a->size, sizeof *t->cols);
-                if (!t->cols) return mp_bad(c, "columns");
-                t->n_cols = a->size;
-                for (size_t j = 0; j < a->size; j++) mp_read_column(c, &a->ptr[j], &t->cols[j]);
-            }
-        } else if (mp_is(kv, "sequences")) {
-            const msgpack_object_array *a = mp_get_array(c, v, "sequences");
-            if (a && a->size) {
-                t->seqs = calloc(a->size, sizeof *t->seqs);
-                if (!t->seqs) return mp_bad(c, "sequences");
-                t->n_seqs = a->size;
-                for (size_t j = 0; j < a->size; j++) mp_read_seq(c, &a->ptr[j], &t->seqs[j]);
-            }
-        } else if (mp_is(kv, "depends_on")) {
-            const msgpack_object_array *a = mp_get_array(c, v, "depends_on");
-            if (a && a->size) {
-                t->deps = calloc(a->size, sizeof *t->deps);
-                if (!t->deps) return mp_bad(c, "depends_on");
-                t->n_deps = a->size;
-                for (size_t j = 0; j < a->size; j++) {
-                    const msgpack_object *d = &a->ptr[j];
-                    if (d->type != MSGPACK_OBJECT_ARRAY || d->via.array.size != 2) return mp_bad(c, "depends_on");
-                    t->deps[j].schema = mp_get_str(c, &d->via.array.ptr[0], "depends_on");
-                    t->deps[j].name = mp_get_str(c, &d->via.array.ptr[1], "depends_on");
-                }
+        if (kv->key.type != MSGPACK_OBJECT_STR) continue;
+        for (size_t r = 0; r < t->n_rows; r++) {
+            const mf_field *f = &t->rows[r];
+            if (strlen(f->key) == kv->key.via.str.size && memcmp(f->key, kv->key.via.str.ptr, kv->key.via.str.size) == 0) {
+                mf_read_value(c, f, &kv->val, obj);
+                break;
             }
         }
     }
-    if (!t->schema || !t->name) mp_bad(c, "table name");
-}
-
-static void mp_read_schema(mp_ctx *c, const msgpack_object *o, arc_schema_archive *a) {
-    if (o->type != MSGPACK_OBJECT_MAP) return mp_bad(c, "schema_archive");
-    for (size_t i = 0; i < o->via.map.size && c->rc == FB_OK; i++) {
-        const msgpack_object_kv *kv = &o->via.map.ptr[i];
-        const msgpack_object *v = &kv->val;
-        if (mp_is(kv, "segment")) a->segment = (uint32_t)mp_get_int(c, v, "schema_archive segment");
-        else if (mp_is(kv, "offset")) a->offset = (uint64_t)mp_get_int(c, v, "schema_archive offset");
-        else if (mp_is(kv, "length")) a->length = (uint64_t)mp_get_int(c, v, "schema_archive length");
-        else if (mp_is(kv, "raw_bytes")) a->raw_bytes = mp_get_int(c, v, "schema_archive raw_bytes");
-        else if (mp_is(kv, "all_tables")) a->all_tables = mp_get_bool(c, v, "schema_archive all_tables");
-        else if (mp_is(kv, "pg_dump_version"))
-            a->pg_dump_version = v->type == MSGPACK_OBJECT_NIL ? NULL : mp_get_str(c, v, "pg_dump_version");
-        else if (mp_is(kv, "blake2b")) {
-            if (v->type != MSGPACK_OBJECT_BIN || v->via.bin.size != ARC_HASH_BYTES) mp_bad(c, "schema_archive blake2b");
-            else memcpy(a->blake2b, v->via.bin.ptr, ARC_HASH_BYTES);
-        }
-    }
-    if (!a->segment || !a->length) mp_bad(c, "schema_archive segment");
+    if (t->complete && !t->complete(obj)) mp_bad(c, t->incomplete);
 }
 
 fb_code arc_manifest_unpack(const void *buf, size_t len, arc_manifest **out, fb_err *err) {
@@ -367,56 +450,10 @@ fb_code arc_manifest_unpack(const void *buf, size_t len, arc_manifest **out, fb_
     *out = NULL;
     if (!m) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
     msgpack_unpacked_init(&u);
-    if (msgpack_unpack_next(&u, buf, len, &off) != MSGPACK_UNPACK_SUCCESS || off != len ||
-        u.data.type != MSGPACK_OBJECT_MAP) {
+    if (msgpack_unpack_next(&u, buf, len, &off) != MSGPACK_UNPACK_SUCCESS || off != len)
         mp_bad(&c, "manifest");
-        goto out;
-    }
-    const msgpack_object_map *map = &u.data.via.map;
-    for (size_t i = 0; i < map->size && c.rc == FB_OK; i++) {
-        const msgpack_object_kv *kv = &map->ptr[i];
-        const msgpack_object *v = &kv->val;
-        if (mp_is(kv, "format")) m->format = mp_get_int(&c, v, "format");
-        else if (mp_is(kv, "tool")) m->tool = mp_get_str(&c, v, "tool");
-        else if (mp_is(kv, "job_id")) m->job_id = mp_get_str(&c, v, "job_id");
-        else if (mp_is(kv, "record_id")) m->record_id = mp_get_int(&c, v, "record_id");
-        else if (mp_is(kv, "config_id")) m->config_id = mp_get_int(&c, v, "config_id");
-        else if (mp_is(kv, "config_name")) m->config_name = mp_get_str(&c, v, "config_name");
-        else if (mp_is(kv, "backup_type")) m->backup_type = mp_get_str(&c, v, "backup_type");
-        else if (mp_is(kv, "requested_type")) m->requested_type = mp_get_str(&c, v, "requested_type");
-        else if (mp_is(kv, "base_job")) m->base_job = v->type == MSGPACK_OBJECT_NIL ? NULL : mp_get_str(&c, v, "base_job");
-        else if (mp_is(kv, "database")) m->database = mp_get_str(&c, v, "database");
-        else if (mp_is(kv, "server_version")) m->server_version = mp_get_str(&c, v, "server_version");
-        else if (mp_is(kv, "snapshot_ms")) m->snapshot_ms = mp_get_int(&c, v, "snapshot_ms");
-        else if (mp_is(kv, "started_ms")) m->started_ms = mp_get_int(&c, v, "started_ms");
-        else if (mp_is(kv, "completed_ms")) m->completed_ms = mp_get_int(&c, v, "completed_ms");
-        else if (mp_is(kv, "zstd_level")) m->zstd_level = mp_get_int(&c, v, "zstd_level");
-        else if (mp_is(kv, "data_end")) m->data_end = (uint64_t)mp_get_int(&c, v, "data_end");
-        else if (mp_is(kv, "index_blake2b")) {
-            if (v->type != MSGPACK_OBJECT_BIN || v->via.bin.size != ARC_HASH_BYTES) mp_bad(&c, "index_blake2b");
-            else {
-                memcpy(m->index_blake2b, v->via.bin.ptr, ARC_HASH_BYTES);
-                m->has_index_hash = 1;
-            }
-        }
-        else if (mp_is(kv, "schema_archive")) {
-            if (!m->schema && !(m->schema = calloc(1, sizeof *m->schema))) mp_bad(&c, "schema_archive");
-            else mp_read_schema(&c, v, m->schema);
-        }
-        else if (mp_is(kv, "tables")) {
-            const msgpack_object_array *a = mp_get_array(&c, v, "tables");
-            if (a && a->size) {
-                m->tables = calloc(a->size, sizeof *m->tables);
-                if (!m->tables) {
-                    mp_bad(&c, "tables");
-                    break;
-                }
-                m->n_tables = a->size;
-                for (size_t j = 0; j < a->size && c.rc == FB_OK; j++) mp_read_table(&c, &a->ptr[j], &m->tables[j]);
-            }
-        }
-    }
-out:
+    else
+        mf_read(&c, &mf_manifest, &u.data, m, "manifest");
     msgpack_unpacked_destroy(&u);
     if (c.rc != FB_OK) {
         arc_manifest_free(m);
@@ -426,37 +463,46 @@ out:
     return FB_OK;
 }
 
+/* ---------------------------------------------------------------------------------------------------------------
+ * freeing: the same rows */
+
+static void mf_clear(const mf_type *t, void *obj);
+
+static void mf_free_value(const mf_field *f, void *obj) {
+    size_t n = f->aux != MF_NONE && f->kind != MF_HASH ? *MF_AT(obj, f->aux, size_t) : 0;
+    void **slot = MF_AT(obj, f->off, void *);
+    switch (f->kind) {
+    case MF_STR: break;
+    case MF_SUB:
+        if (*slot) mf_clear(f->sub, *slot);
+        break;
+    case MF_STRS:
+        for (size_t i = 0; i < n; i++) free(((char **)*slot)[i]);
+        break;
+    case MF_LIST:
+        for (size_t i = 0; i < n; i++) mf_clear(f->sub, (char *)*slot + i * f->sub->size);
+        break;
+    case MF_TREFS:
+        for (size_t i = 0; i < n; i++) free(((arc_tref *)*slot)[i].schema), free(((arc_tref *)*slot)[i].name);
+        break;
+    case MF_CHUNKS:
+        for (size_t i = 0; i < n; i++) free(((arc_chunk *)*slot)[i].src);
+        break;
+    default: return; /* values, not pointers */
+    }
+    free(*slot);
+    *slot = NULL;
+    if (f->aux != MF_NONE) *MF_AT(obj, f->aux, size_t) = 0;
+}
+
+/* Frees what obj holds (not obj itself) and zeroes it. */
+static void mf_clear(const mf_type *t, void *obj) {
+    for (size_t i = 0; i < t->n_rows; i++) mf_free_value(&t->rows[i], obj);
+    memset(obj, 0, t->size);
+}
+
 void arc_table_clear(arc_table *t) {
-    if (!t) return;
-    free(t->stored_in);
-    for (size_t i = 0; i < t->n_chunks; i++) free(t->chunks[i].src);
-    free(t->chunks);
-    free(t->schema);
-    free(t->name);
-    for (size_t i = 0; i < t->n_cols; i++) {
-        free(t->cols[i].name);
-        free(t->cols[i].type);
-    }
-    free(t->cols);
-    free(t->create_sql);
-    for (size_t i = 0; i < t->n_index; i++) free(t->index_sql[i]);
-    free(t->index_sql);
-    for (size_t i = 0; i < t->n_fk; i++) free(t->fk_sql[i]);
-    free(t->fk_sql);
-    for (size_t i = 0; i < t->n_seqs; i++) {
-        free(t->seqs[i].schema);
-        free(t->seqs[i].name);
-        free(t->seqs[i].column);
-        free(t->seqs[i].create_sql);
-        free(t->seqs[i].owned_sql);
-    }
-    free(t->seqs);
-    for (size_t i = 0; i < t->n_deps; i++) {
-        free(t->deps[i].schema);
-        free(t->deps[i].name);
-    }
-    free(t->deps);
-    memset(t, 0, sizeof *t);
+    if (t) mf_clear(&mf_table, t);
 }
 
 void arc_manifest_free(arc_manifest *m) {
@@ -465,20 +511,11 @@ void arc_manifest_free(arc_manifest *m) {
     free(m);
 }
 
-void arc_manifest_clear(arc_manifest *m) {
-    for (size_t i = 0; i < m->n_tables; i++) arc_table_clear(&m->tables[i]);
-    free(m->tables);
-    free(m->tool);
-    free(m->job_id);
-    free(m->config_name);
-    free(m->backup_type);
-    free(m->requested_type);
-    free(m->base_job);
-    free(m->database);
-    free(m->server_version);
-    if (m->schema) free(m->schema->pg_dump_version);
-    free(m->schema);
-    memset(m, 0, sizeof *m);
+void arc_manifest_clear(arc_manifest *m) { mf_clear(&mf_manifest, m); }
+
+void arc_hasher_init(arc_hasher *h) {
+    crypto_generichash_init(&h->st, NULL, 0, ARC_HASH_BYTES);
+    h->bytes = 0;
 }
 
 arc_table_kind arc_table_kind_of(const arc_manifest *m, const arc_table *t) {
@@ -486,6 +523,15 @@ arc_table_kind arc_table_kind_of(const arc_manifest *m, const arc_table *t) {
         return ARC_TABLE_REFERENCED;
     return t->assembled ? ARC_TABLE_ASSEMBLED : ARC_TABLE_WHOLE;
 }
+
+fb_code arc_hasher_put(void *opaque, const void *buf, size_t len, fb_err *err) {
+    arc_hasher *h = opaque;
+    crypto_generichash_update(&h->st, buf, len);
+    h->bytes += (int64_t)len;
+    return FB_OK;
+}
+
+void arc_hasher_final(arc_hasher *h, unsigned char out[ARC_HASH_BYTES]) { crypto_generichash_final(&h->st, out, ARC_HASH_BYTES); }
 
 int arc_table_is_ref(const arc_manifest *m, const arc_table *t) {
     return arc_table_kind_of(m, t) == ARC_TABLE_REFERENCED;
@@ -500,24 +546,6 @@ arc_table *arc_manifest_find(const arc_manifest *m, const char *schema, const ch
 /* ---------------------------------------------------------------------------------------------------------------
  * JSON */
 
-static void json_str(FILE *f, const char *s, size_t n) {
-    fputc('"', f);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        switch (ch) {
-        case '"': fputs("\\\"", f); break;
-        case '\\': fputs("\\\\", f); break;
-        case '\n': fputs("\\n", f); break;
-        case '\r': fputs("\\r", f); break;
-        case '\t': fputs("\\t", f); break;
-        default:
-            if (ch < 0x20) fprintf(f, "\\u%04x", ch);
-            else fputc(ch, f);
-        }
-    }
-    fputc('"', f);
-}
-
 static void json_obj(FILE *f, const msgpack_object *o, int depth) {
     switch (o->type) {
     case MSGPACK_OBJECT_NIL: fputs("null", f); break;
@@ -526,7 +554,7 @@ static void json_obj(FILE *f, const msgpack_object *o, int depth) {
     case MSGPACK_OBJECT_NEGATIVE_INTEGER: fprintf(f, "%lld", (long long)o->via.i64); break;
     case MSGPACK_OBJECT_FLOAT32:
     case MSGPACK_OBJECT_FLOAT64: fprintf(f, "%.17g", o->via.f64); break;
-    case MSGPACK_OBJECT_STR: json_str(f, o->via.str.ptr, o->via.str.size); break;
+    case MSGPACK_OBJECT_STR: fb_json_put(f, o->via.str.ptr, o->via.str.size); break;
     case MSGPACK_OBJECT_BIN:
         fputc('"', f);
         for (size_t i = 0; i < o->via.bin.size; i++) fprintf(f, "%02x", (unsigned char)o->via.bin.ptr[i]);
@@ -546,7 +574,7 @@ static void json_obj(FILE *f, const msgpack_object *o, int depth) {
             if (i) fputc(',', f);
             if (depth < 3) fprintf(f, "\n%*s", 2 * (depth + 1), "");
             const msgpack_object *k = &o->via.map.ptr[i].key;
-            if (k->type == MSGPACK_OBJECT_STR) json_str(f, k->via.str.ptr, k->via.str.size);
+            if (k->type == MSGPACK_OBJECT_STR) fb_json_put(f, k->via.str.ptr, k->via.str.size);
             else fputs("\"?\"", f);
             fputc(':', f);
             json_obj(f, &o->via.map.ptr[i].val, depth + 1);

@@ -5,10 +5,16 @@
  * (split into what runs before the data, after it, and last: foreign keys), its owned sequences and their values,
  * where its segment lies in the file, its counts and the BLAKE2b-256 of its plaintext COPY stream.
  * Every string is a malloc'd NUL-terminated copy owned by the manifest; arc_manifest_free() frees it all.
+ *
+ * Adding a field is one row: put the member in its struct below, then one row in that struct's table in
+ * arc_manifest.c (mf_manifest_rows, mf_table_rows, ...): key, kind (MF_I64, MF_STR, MF_BOOL, MF_HASH, a list...),
+ * the member, and MF_IF_SET for a field older artifacts do not have (written only when set, so artifacts that do
+ * not use it keep their bytes). Packing, unpacking, the map sizes and freeing all follow from that row.
  */
 #ifndef ARC_MANIFEST_H
 #define ARC_MANIFEST_H
 
+#include <sodium.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -102,6 +108,17 @@ typedef struct arc_manifest {
     arc_schema_archive *schema;  /* format 4; NULL when the artifact has none (restore --create then uses each
                                   * table's create_sql, index_sql and fk_sql) */
 } arc_manifest;
+
+/* The BLAKE2b-256 and length of a table's plaintext COPY stream, as a table's blake2b and raw_bytes record them: the
+ * backup computes them while it reads a table (change detection), restore's check while it re-reads one. */
+typedef struct arc_hasher {
+    crypto_generichash_state st;
+    int64_t bytes;
+} arc_hasher;
+void arc_hasher_init(arc_hasher *h);
+/* A sink (the shape of the artifact's stream callbacks): hashes and counts buf; opaque is the arc_hasher. */
+fb_code arc_hasher_put(void *opaque, const void *buf, size_t len, fb_err *err);
+void arc_hasher_final(arc_hasher *h, unsigned char out[ARC_HASH_BYTES]);
 
 /* Encodes m into a new malloc'd buffer the caller free()s. */
 fb_code arc_manifest_pack(const arc_manifest *m, char **out, size_t *out_len, fb_err *err);

@@ -8,7 +8,6 @@
 #include "common/fb_sbuf.h"
 #include "pg/pgx.h"
 
-#define CAP_IDENT_MAX (2 * 64 + 3)
 
 typedef struct cap_stmt {
     fb_sbuf sql;
@@ -31,18 +30,6 @@ static int stmt_param(cap_stmt *s, const cap_val *v) {
     return ++s->n;
 }
 
-static void stmt_ident(cap_stmt *s, const char *name) {
-    char q[CAP_IDENT_MAX];
-    if (pgx_quote_ident(name, q, sizeof q) != 0) s->sql.oom = 1;
-    else fb_sbuf_puts(&s->sql, q);
-}
-
-static void stmt_table(cap_stmt *s, const cap_rel *r) {
-    char q[2 * CAP_IDENT_MAX];
-    if (pgx_qualified(r->nspname, r->relname, q, sizeof q) != 0) s->sql.oom = 1;
-    else fb_sbuf_puts(&s->sql, q);
-}
-
 /* WHERE for the row the old tuple (or, for an update without key change, the new tuple's key) identifies. */
 static void stmt_where(cap_stmt *s, const cap_rel *r, const cap_change *ch) {
     const cap_tuple *id = ch->old_kind ? &ch->old_tup : &ch->new_tup;
@@ -50,7 +37,7 @@ static void stmt_where(cap_stmt *s, const cap_rel *r, const cap_change *ch) {
     int first = 1;
     if (full) {
         fb_sbuf_puts(&s->sql, " WHERE ctid = (SELECT ctid FROM ");
-        stmt_table(s, r);
+        pgx_sb_qualified(&s->sql, r->nspname, r->relname);
     }
     fb_sbuf_puts(&s->sql, " WHERE ");
     for (uint16_t i = 0; i < r->ncols; i++) {
@@ -58,7 +45,7 @@ static void stmt_where(cap_stmt *s, const cap_rel *r, const cap_change *ch) {
         if (id->vals[i].kind == 'u') continue; /* an unchanged TOASTed value: not sent, cannot be compared */
         fb_sbuf_puts(&s->sql, first ? "" : " AND ");
         first = 0;
-        stmt_ident(s, r->cols[i].name);
+        pgx_sb_ident(&s->sql, r->cols[i].name);
         if (full) fb_sbuf_printf(&s->sql, "::text IS NOT DISTINCT FROM $%d", stmt_param(s, &id->vals[i]));
         else fb_sbuf_printf(&s->sql, " = $%d", stmt_param(s, &id->vals[i]));
     }
@@ -70,36 +57,36 @@ static void stmt_build(cap_stmt *s, const cap_change *ch) {
     const cap_rel *r = ch->rel;
     if (ch->kind == CAP_INSERT) {
         fb_sbuf_puts(&s->sql, "INSERT INTO ");
-        stmt_table(s, r);
+        pgx_sb_qualified(&s->sql, r->nspname, r->relname);
         fb_sbuf_puts(&s->sql, " (");
         for (uint16_t i = 0; i < r->ncols; i++) {
             fb_sbuf_puts(&s->sql, i ? ", " : "");
-            stmt_ident(s, r->cols[i].name);
+            pgx_sb_ident(&s->sql, r->cols[i].name);
         }
         fb_sbuf_puts(&s->sql, ") OVERRIDING SYSTEM VALUE VALUES (");
         for (uint16_t i = 0; i < r->ncols; i++) fb_sbuf_printf(&s->sql, "%s$%d", i ? ", " : "", stmt_param(s, &ch->new_tup.vals[i]));
         fb_sbuf_puts(&s->sql, ")");
     } else if (ch->kind == CAP_UPDATE) {
         fb_sbuf_puts(&s->sql, "UPDATE ");
-        stmt_table(s, r);
+        pgx_sb_qualified(&s->sql, r->nspname, r->relname);
         fb_sbuf_puts(&s->sql, " SET ");
         int first = 1;
         for (uint16_t i = 0; i < r->ncols; i++) {
             if (ch->new_tup.vals[i].kind == 'u') continue;
             fb_sbuf_puts(&s->sql, first ? "" : ", ");
             first = 0;
-            stmt_ident(s, r->cols[i].name);
+            pgx_sb_ident(&s->sql, r->cols[i].name);
             fb_sbuf_printf(&s->sql, " = $%d", stmt_param(s, &ch->new_tup.vals[i]));
         }
         if (first) { /* every column unchanged TOAST: nothing to set, but the row must still exist */
-            stmt_ident(s, r->cols[0].name);
+            pgx_sb_ident(&s->sql, r->cols[0].name);
             fb_sbuf_puts(&s->sql, " = ");
-            stmt_ident(s, r->cols[0].name);
+            pgx_sb_ident(&s->sql, r->cols[0].name);
         }
         stmt_where(s, r, ch);
     } else {
         fb_sbuf_puts(&s->sql, "DELETE FROM ");
-        stmt_table(s, r);
+        pgx_sb_qualified(&s->sql, r->nspname, r->relname);
         stmt_where(s, r, ch);
     }
 }
@@ -108,7 +95,7 @@ static void stmt_truncate(cap_stmt *s, const cap_change *ch) {
     fb_sbuf_puts(&s->sql, "TRUNCATE ");
     for (uint32_t i = 0; i < ch->ntrunc; i++) {
         fb_sbuf_puts(&s->sql, i ? ", " : "");
-        stmt_table(s, ch->trunc_rels[i]);
+        pgx_sb_qualified(&s->sql, ch->trunc_rels[i]->nspname, ch->trunc_rels[i]->relname);
     }
     if (ch->trunc_options & CAP_TRUNC_RESTART_IDENTITY) fb_sbuf_puts(&s->sql, " RESTART IDENTITY");
     if (ch->trunc_options & CAP_TRUNC_CASCADE) fb_sbuf_puts(&s->sql, " CASCADE");

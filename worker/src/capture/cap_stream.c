@@ -12,6 +12,7 @@
 #include "capture/cap_pgoutput.h"
 #include "capture/cap_wire.h"
 #include "common/fb_sbuf.h"
+#include "common/fb_time.h"
 #include "pg/pgx.h"
 
 #define CAP_STATUS_INTERVAL_US INT64_C(10000000)
@@ -23,12 +24,6 @@ struct cap_stream {
     uint64_t received_lsn, confirmed_lsn;
     int64_t last_status_us;
 };
-
-static int64_t cap_now_us(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 fb_code cap_stream_open(const char *conninfo, const char *application_name, cap_stream **out, fb_err *err) {
     *out = NULL;
@@ -161,7 +156,7 @@ fb_code cap_stream_slot_create(cap_stream *s, const char *slot, cap_slot_info *i
         snprintf(sql, sizeof sql, "CREATE_REPLICATION_SLOT %s LOGICAL pgoutput EXPORT_SNAPSHOT", slot);
     rc = cap_query(s, sql, PGRES_TUPLES_OK, &r, "creating the replication slot", err);
     if (rc != FB_OK) {
-        if (strstr(err->msg, "already exists")) err->code = FB_ERR_CONFLICT;
+        if (strcmp(err->sqlstate, PGX_DUPLICATE_OBJECT) == 0) err->code = FB_ERR_CONFLICT;
         return fb_err_prefix(err, "slot \"%s\": ", slot);
     }
     /* Columns: slot_name, consistent_point, snapshot_name, output_plugin. */
@@ -181,7 +176,7 @@ fb_code cap_stream_slot_drop(cap_stream *s, const char *slot, fb_err *err) {
     char sql[128];
     snprintf(sql, sizeof sql, "DROP_REPLICATION_SLOT %s WAIT", slot);
     rc = cap_query(s, sql, PGRES_COMMAND_OK, NULL, "dropping the replication slot", err);
-    if (rc != FB_OK && strstr(err->msg, "does not exist")) err->code = FB_ERR_NOTFOUND;
+    if (rc != FB_OK && strcmp(err->sqlstate, PGX_UNDEFINED_OBJECT) == 0) err->code = FB_ERR_NOTFOUND;
     return rc;
 }
 
@@ -222,7 +217,7 @@ fb_code cap_stream_start(cap_stream *s, const char *slot, const char *pub, uint6
 
 static fb_code cap_send_status(cap_stream *s, int reply, fb_err *err) {
     unsigned char m[34];
-    int64_t now = cap_now_us();
+    int64_t now = fb_now_us();
     m[0] = 'r';
     cap_be64_put(m + 1, s->received_lsn > s->confirmed_lsn ? s->received_lsn : s->confirmed_lsn); /* received */
     cap_be64_put(m + 9, s->confirmed_lsn);                                                        /* flushed */
@@ -289,7 +284,7 @@ static fb_code cap_stream_ended(cap_stream *s, fb_err *err) {
 fb_code cap_stream_next(cap_stream *s, int timeout_ms, cap_txn **out, fb_err *err) {
     *out = NULL;
     if (!s->streaming) return fb_err_set(err, FB_ERR_INTERNAL, "cap_stream_next before cap_stream_start");
-    int64_t deadline = cap_now_us() + (int64_t)timeout_ms * 1000;
+    int64_t deadline = fb_now_us() + (int64_t)timeout_ms * 1000;
     for (;;) {
         char *buf = NULL;
         int n = PQgetCopyData(s->conn, &buf, 1);
@@ -302,11 +297,11 @@ fb_code cap_stream_next(cap_stream *s, int timeout_ms, cap_txn **out, fb_err *er
         } else if (n == -2) {
             return fb_err_set(err, FB_ERR_TRANSIENT, "replication connection failed: %s", PQerrorMessage(s->conn));
         } else {
-            int64_t left = deadline - cap_now_us();
+            int64_t left = deadline - fb_now_us();
             if (left <= 0) return FB_OK;
             rc = cap_wait(s, (int)(left / 1000) + 1, err);
         }
-        if (rc == FB_OK && cap_now_us() - s->last_status_us >= CAP_STATUS_INTERVAL_US) rc = cap_send_status(s, 0, err);
+        if (rc == FB_OK && fb_now_us() - s->last_status_us >= CAP_STATUS_INTERVAL_US) rc = cap_send_status(s, 0, err);
         if (rc != FB_OK || *out) return rc;
     }
 }

@@ -5,7 +5,7 @@
 
 #include "cmd/cmd.h"
 
-#include "codec/ev_json.h"
+#include "common/fb_json.h"
 
 /* The rows a command accepts: its own, and for `event run` (a job run in this process exactly as a worker runs
  * it) the worker's settings too. */
@@ -31,8 +31,8 @@ fb_code cmd_args(fb_config *cfg, int *argc, char **argv, fb_cmd cmd, const char 
 
 void cmd_json_failure(fb_code rc, const char *msg) {
     printf("{\"ok\":false,\"code\":%d,\"code_name\":", (int)rc);
-    ev_json_string(stdout, fb_code_name(rc));
+    fb_json_string(stdout, fb_code_name(rc));
     printf(",\"error\":");
-    ev_json_string(stdout, msg ? msg : "");
+    fb_json_string(stdout, msg ? msg : "");
     printf("}\n");
 }

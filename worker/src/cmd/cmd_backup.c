@@ -32,10 +32,11 @@
 #include <unistd.h>
 
 #include "cmd/cmd.h"
-#include "codec/ev_json.h"
 #include "common/fb_config.h"
+#include "common/fb_json.h"
 #include "common/fb_progress.h"
 #include "common/fb_time.h"
+#include "common/fb_uuid.h"
 #include "daemon/dmn_recorder.h"
 #include "daemon/dmn_status.h"
 #include "job/job_authority.h"
@@ -158,7 +159,7 @@ static fb_code cb_build_request(PGconn *c, const cb_config *k, const char *job_i
     if (!rc) {
         ev->v = EV_VERSION;
         snprintf(ev->job_id, sizeof ev->job_id, "%s", job_id);
-        ev->ts = ev_now_ms();
+        ev->ts = fb_now_ms();
         ev->attempt = 1;
         ev_backup_requested *b = &ev->u.backup;
         b->record_id = record_id;
@@ -297,13 +298,13 @@ int cmd_backup(int argc, char **argv) {
 
     char job_id[37], worker[300], host[256] = "localhost";
     int64_t record_id = 0;
-    ev_uuid_random(job_id);
+    fb_uuid_random(job_id);
     gethostname(host, sizeof host - 1);
     snprintf(worker, sizeof worker, CB_WORKER_PREFIX "%s:%d", host, (int)getpid());
     /* The record is created and moved to RUNNING in one transaction: nobody ever sees it QUEUED, so Fusion's
      * republish sweep (services.republish_queued) cannot send it to a worker while this process runs it. */
     dmn_pub pub = {.cfg = &cfg, .worker_name = worker};
-    int64_t started = ev_now_ms();
+    int64_t started = fb_now_ms();
     if (!rc) rc = cb_sweep_abandoned(c, &err);
     if (!rc) rc = pgx_exec(c, "BEGIN", "starting the record's transaction", &err);
     if (!rc) rc = cb_create_record(c, &k, job_id, ev_backup_type_name(type), tables, n_tables, &record_id, &err);
@@ -329,7 +330,7 @@ int cmd_backup(int argc, char **argv) {
     job_result_init(&res);
     rc = job_backup_run(&ctx, &res, &err);
     fb_progress_done(prog, rc == FB_OK);
-    int64_t took = ev_now_ms() - started;
+    int64_t took = fb_now_ms() - started;
     if (job_result_get(&res, "duration_ms") == 0) job_result_set(&res, "duration_ms", took);
     fb_err rerr;
     fb_code recorded = cb_record(c, &pub, req, raw, raw_len, rc ? EV_FAILED : EV_SUCCESS, started, &res,
@@ -356,12 +357,12 @@ int cmd_backup(int argc, char **argv) {
     if (json) {
         printf("{\"job_id\":\"%s\",\"record_id\":%" PRId64 ",\"config_id\":%" PRId64 ",\"config\":", job_id,
                record_id, k.id);
-        ev_json_string(stdout, k.name);
+        fb_json_string(stdout, k.name);
         printf(",\"type\":\"%s\",\"ran_as_full\":%s,\"status\":\"SUCCESS\",\"artifact\":", ev_backup_type_name(type),
                job_result_get(&res, "ran_as_full") ? "true" : "false");
-        ev_json_string(stdout, path);
+        fb_json_string(stdout, path);
         printf(",\"file_path\":");
-        ev_json_string(stdout, res.file_path);
+        fb_json_string(stdout, res.file_path);
         printf(",\"size\":%" PRId64 ",\"tables\":%" PRId64 ",\"rows\":%" PRId64 ",\"duration_ms\":%" PRId64 "}\n",
                res.file_size, job_result_get(&res, "tables"), job_result_get(&res, "rows"), took);
     } else {

@@ -28,8 +28,8 @@
 #include "artifact/arc_index.h"
 #include "artifact/arc_key.h"
 #include "cmd/cmd.h"
-#include "codec/ev_json.h"
 #include "common/fb_config.h"
+#include "common/fb_json.h"
 #include "common/fb_sign.h"
 #include "kafka/kfk.h"
 #include "pg/pgx.h"
@@ -48,9 +48,9 @@ static void ck_say(ck_run *run, const char *name, fb_code rc, const char *detail
     }
     if (run->json) {
         printf("%s{\"check\":", run->n_done ? ",\n" : "");
-        ev_json_string(stdout, name);
+        fb_json_string(stdout, name);
         printf(",\"ok\":%s,\"detail\":", rc ? "false" : "true");
-        ev_json_string(stdout, detail);
+        fb_json_string(stdout, detail);
         printf("}");
     } else {
         printf("%-4s %-9s %s\n", rc ? "FAIL" : "ok", name, detail);
@@ -129,12 +129,11 @@ static void ck_broker(ck_run *run, const fb_config *cfg) {
         kfk_producer_free(rk);
         return;
     }
-    static const char *const suffix[4] = {"backup.requested", "archive.due", "jobs.completed", "jobs.dlq"};
     size_t len = (size_t)snprintf(msg, sizeof msg, "brokers %s:", cfg->brokers);
     int missing = 0;
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < FB_N_TOPICS; i++) {
         char name[300];
-        fb_config_topic(cfg, suffix[i], name, sizeof name);
+        fb_config_topic(cfg, (fb_topic)i, name, sizeof name);
         int parts = -1;
         for (int t = 0; t < md->topic_cnt; t++)
             if (strcmp(md->topics[t].topic, name) == 0 && !md->topics[t].err) parts = md->topics[t].partition_cnt;
@@ -142,7 +141,7 @@ static void ck_broker(ck_run *run, const fb_config *cfg) {
         if (len >= sizeof msg) continue;
         if (parts < 0) len += (size_t)snprintf(msg + len, sizeof msg - len, " %s MISSING", name);
         else len += (size_t)snprintf(msg + len, sizeof msg - len, " %s ok (%d partitions)", name, parts);
-        if (i < 3 && len < sizeof msg) len += (size_t)snprintf(msg + len, sizeof msg - len, ",");
+        if (i < FB_N_TOPICS - 1 && len < sizeof msg) len += (size_t)snprintf(msg + len, sizeof msg - len, ",");
     }
     rd_kafka_metadata_destroy(md);
     if (missing && len < sizeof msg)

@@ -14,6 +14,7 @@
 #include "codec/ev_event.h"
 #include "codec/ev_json.h"
 #include "common/fb_config.h"
+#include "common/fb_json.h"
 #include "common/fb_log.h"
 #include "daemon/dmn_jobs.h"
 #include "kafka/kfk.h"
@@ -55,16 +56,16 @@ static fb_code cmd_event_slurp(const char *path, unsigned char **out, size_t *le
 /* Prints a job outcome as one JSON line. */
 static void cmd_event_print_outcome(const ev_event *req, const dmn_outcome *o) {
     printf("{\"job_id\":");
-    ev_json_string(stdout, req->job_id);
+    fb_json_string(stdout, req->job_id);
     printf(",\"status\":\"%s\",\"from_ledger\":%s,\"file_path\":", ev_status_name(o->status),
            o->from_ledger ? "true" : "false");
-    ev_json_string(stdout, o->result.file_path[0] ? o->result.file_path : NULL);
+    fb_json_string(stdout, o->result.file_path[0] ? o->result.file_path : NULL);
     printf(",\"file_size\":%lld,\"error\":", (long long)o->result.file_size);
-    ev_json_string(stdout, o->status == EV_FAILED ? o->error.msg : NULL);
+    fb_json_string(stdout, o->status == EV_FAILED ? o->error.msg : NULL);
     printf(",\"error_code\":\"%s\",\"stats\":{", o->status == EV_FAILED ? fb_code_name(o->error.code) : "ok");
     for (size_t i = 0; i < o->result.n_stats; i++) {
         if (i) putchar(',');
-        ev_json_string(stdout, o->result.stats[i].key);
+        fb_json_string(stdout, o->result.stats[i].key);
         if (o->result.stats[i].is_float) printf(":%.6g", o->result.stats[i].f);
         else printf(":%lld", (long long)o->result.stats[i].i);
     }

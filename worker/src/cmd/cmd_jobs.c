@@ -55,7 +55,7 @@ fb_code cmd_jobs_load(const fb_config *cfg, const fb_keyring *signers, cmd_jobs 
     memset(jobs, 0, sizeof *jobs);
     jobs->signers = signers;
     char topic[300];
-    fb_config_topic(cfg, "jobs.completed", topic, sizeof topic);
+    fb_config_topic(cfg, FB_TOPIC_COMPLETED, topic, sizeof topic);
     return kfk_scan_topic(cfg, topic, cmd_jobs_add, jobs, err);
 }
 

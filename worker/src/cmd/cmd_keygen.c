@@ -7,8 +7,8 @@
 
 #include "artifact/arc_key.h"
 #include "cmd/cmd.h"
-#include "codec/ev_json.h"
 #include "common/fb_config.h"
+#include "common/fb_json.h"
 #include "common/fb_sign.h"
 
 static const char cmd_keygen_usage[] =
@@ -48,10 +48,10 @@ int cmd_keygen(int argc, char **argv) {
         char path[4200];
         printf("{\"ok\":true,\"kind\":\"%s\",\"public\":", sign ? "ed25519-signing" : "x25519-backup");
         snprintf(path, sizeof path, "%s.pub", prefix);
-        ev_json_string(stdout, path);
+        fb_json_string(stdout, path);
         printf(",\"secret\":");
         snprintf(path, sizeof path, "%s.key", prefix);
-        ev_json_string(stdout, path);
+        fb_json_string(stdout, path);
         if (sign) printf(",\"key_id\":\"%s\"", id);
         printf("}\n");
     } else if (sign) {

@@ -24,8 +24,9 @@
 #include "artifact/arc_index.h"
 #include "cmd/cmd.h"
 #include "cmd/cmd_keys.h"
-#include "codec/ev_json.h"
 #include "common/fb_config.h"
+#include "common/fb_json.h"
+#include "common/fb_time.h"
 #include "job/job_chain.h"
 #include "pg/pgx.h"
 #include "storage/stor.h"
@@ -46,10 +47,7 @@ static void cl_time(int64_t ms, char *out, size_t cap) {
         snprintf(out, cap, "-");
         return;
     }
-    time_t s = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&s, &tm);
-    strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    fb_time_format_utc(ms, out, cap);
 }
 
 /* Why entry e cannot be restored ("" when it can): its own problem, or the first artifact it needs that is
@@ -110,7 +108,7 @@ static fb_code cl_record_of(PGconn *c, const char *job_id, cl_record *r, fb_err 
 
 static void cl_json_str_field(const char *key, const char *v, int comma) {
     printf("%s\"%s\":", comma ? "," : "", key);
-    if (v && *v) ev_json_string(stdout, v);
+    if (v && *v) fb_json_string(stdout, v);
     else printf("null");
 }
 

@@ -15,8 +15,9 @@
 #include "artifact/arc_index.h"
 #include "cmd/cmd.h"
 #include "cmd/cmd_keys.h"
-#include "codec/ev_json.h"
 #include "common/fb_config.h"
+#include "common/fb_json.h"
+#include "common/fb_time.h"
 #include "job/job_prune.h"
 
 typedef struct cmd_prune_out {
@@ -28,11 +29,11 @@ static void cmd_prune_report(void *opaque, const char *job_id, int removed, cons
     const char *what = removed ? (o->dry_run ? "would remove" : "removed") : "keep";
     if (o->json) {
         printf("%s{\"job_id\":", o->n ? "," : "");
-        ev_json_string(stdout, job_id);
+        fb_json_string(stdout, job_id);
         printf(",\"decision\":");
-        ev_json_string(stdout, what);
+        fb_json_string(stdout, what);
         printf(",\"reason\":");
-        ev_json_string(stdout, reason);
+        fb_json_string(stdout, reason);
         printf("}");
     } else {
         printf("%s %s: %s\n", what, job_id, reason);
@@ -52,9 +53,7 @@ int cmd_prune(int argc, char **argv) {
     const char *path = NULL;
     int64_t days = -1, removed = 0;
     unsigned char key[ARC_INDEX_KEY_BYTES];
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    job_prune_opts o = {0, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, -1, 0, NULL, NULL};
+    job_prune_opts o = {0, fb_now_ms(), -1, 0, NULL, NULL};
     cmd_prune_out po = {0};
     stor *st = NULL;
     fb_keyring kr = {0};
@@ -92,7 +91,7 @@ int cmd_prune(int argc, char **argv) {
             printf("],\"removed\":%lld,\"ok\":%s", (long long)removed, rc ? "false" : "true");
             if (rc) {
                 printf(",\"code\":%d,\"error\":", (int)rc);
-                ev_json_string(stdout, err.msg);
+                fb_json_string(stdout, err.msg);
             }
             printf("}\n");
         }

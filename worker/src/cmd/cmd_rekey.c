@@ -43,8 +43,9 @@
 #include "artifact/arc_key.h"
 #include "artifact/arc_reader.h"
 #include "cmd/cmd.h"
-#include "codec/ev_json.h"
 #include "common/fb_config.h"
+#include "common/fb_json.h"
+#include "common/fb_path.h"
 #include "storage/stor.h"
 #include "storage/stor_s3.h"
 
@@ -525,16 +526,7 @@ static fb_code cmd_rekey_one(const fb_config *cfg, const char *path, const unsig
         else sprintf(tmp, "%.*s%s.%s.rekey.tmp", (int)dl, path, slash ? "/" : "", base);
     }
     if (!rc) rc = cmd_rekey_write(f, &no, tmp, err);
-    if (!rc && rename(tmp, path) != 0) {
-        rc = fb_err_set(err, FB_ERR_IO, "could not rename \"%s\" over \"%s\": %s", tmp, path, strerror(errno));
-        unlink(tmp);
-    }
-    if (!rc) {
-        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd < 0 || fsync(dfd) != 0)
-            rc = fb_err_set(err, FB_ERR_IO, "could not fsync folder \"%s\": %s", dir, strerror(errno));
-        if (dfd >= 0) close(dfd);
-    }
+    if (!rc && (rc = stor_posix_publish(dir, fb_path_base(tmp), fb_path_base(path), err))) unlink(tmp);
 done:
     arc_reader_free(r);
     stor_rfile_close(f);
@@ -592,7 +584,7 @@ int cmd_rekey(int argc, char **argv) {
         if (!rc) {
             if (cfg.json) {
                 if (done) printf(",");
-                ev_json_string(stdout, paths[i]);
+                fb_json_string(stdout, paths[i]);
             } else {
                 printf("rekeyed %s\n", paths[i]);
             }
@@ -603,7 +595,7 @@ int cmd_rekey(int argc, char **argv) {
         printf("],\"of\":%zu,\"ok\":%s", n, rc ? "false" : "true");
         if (rc) {
             printf(",\"code\":%d,\"error\":", (int)rc);
-            ev_json_string(stdout, err.msg);
+            fb_json_string(stdout, err.msg);
         }
         printf("}\n");
     } else if (rc && cfg.json) {

@@ -30,7 +30,9 @@
 #include "codec/ev_event.h"
 #include "codec/ev_json.h"
 #include "common/fb_config.h"
+#include "common/fb_json.h"
 #include "common/fb_time.h"
+#include "job/job_request.h"
 #include "kafka/kfk.h"
 #include "job/job_authority.h"
 #include "kafka/kfk_scan.h"
@@ -51,17 +53,11 @@ typedef struct replay_opts {
 
 /* The request topic and key of a request event. */
 static int replay_route(const fb_config *cfg, const ev_event *req, char *topic, size_t tcap, char *key, size_t kcap) {
-    if (req->type == EV_BACKUP_REQUESTED || req->type == EV_BACKUP_VERIFY) {
-        fb_config_topic(cfg, "backup.requested", topic, tcap);
-        snprintf(key, kcap, "%" PRId64, req->type == EV_BACKUP_REQUESTED ? req->u.backup.config_id : req->u.verify.config_id);
-        return 1;
-    }
-    if (req->type == EV_ARCHIVE_DUE) {
-        fb_config_topic(cfg, "archive.due", topic, tcap);
-        snprintf(key, kcap, "%s.%s", req->u.archive.module, req->u.archive.model_name);
-        return 1;
-    }
-    return 0;
+    const job_request *r = job_request_of(req->type);
+    if (!r) return 0;
+    fb_config_topic(cfg, r->topic, topic, tcap);
+    r->key(req, key, kcap);
+    return 1;
 }
 
 /* One line of the outcome: "ACTION   JOB: detail" (detail starts with its separator), or with --json one element
@@ -80,11 +76,11 @@ static void replay_say(replay_opts *o, const char *action, const char *job, cons
     if (d[0] == ':' && d[1] == ' ') d += 2;
     else if (d[0] == ' ') d++;
     printf("%s{\"action\":", o->n_said++ ? "," : "");
-    ev_json_string(stdout, action);
+    fb_json_string(stdout, action);
     printf(",\"job_id\":");
-    ev_json_string(stdout, job);
+    fb_json_string(stdout, job);
     printf(",\"detail\":");
-    ev_json_string(stdout, d);
+    fb_json_string(stdout, d);
     printf("}");
 }
 
@@ -98,7 +94,7 @@ static void replay_one(replay_opts *o, ev_event *req, int64_t next_attempt, cons
         return;
     }
     req->attempt = next_attempt;
-    req->ts = ev_now_ms();
+    req->ts = fb_now_ms();
     if (o->json) {
         printf("%s{\"action\":\"request\",\"job_id\":\"%s\",\"event\":", o->n_said++ ? "," : "", req->job_id);
         ev_json_write(stdout, req);
@@ -296,7 +292,7 @@ int cmd_replay(int argc, char **argv) {
         }
     } else {
         char topic[300];
-        fb_config_topic(&cfg, "jobs.dlq", topic, sizeof topic);
+        fb_config_topic(&cfg, FB_TOPIC_DLQ, topic, sizeof topic);
         rc = kfk_scan_topic(&cfg, topic, replay_dlq_one, &o, &err);
     }
     if (!rc && !o.json)
@@ -307,7 +303,7 @@ int cmd_replay(int argc, char **argv) {
                rc ? "false" : "true");
         if (rc) {
             printf(",\"code\":%d,\"error\":", (int)rc);
-            ev_json_string(stdout, err.msg);
+            fb_json_string(stdout, err.msg);
         }
         printf("}\n");
     }

@@ -22,8 +22,8 @@
 
 #include "cmd/cmd.h"
 #include "cmd/cmd_progress.h"
-#include "codec/ev_json.h"
 #include "common/fb_config.h"
+#include "common/fb_json.h"
 #include "dump/dump_open.h"
 #include "dump/dump_rebuild.h"
 #include "dump/dump_restore.h"
@@ -134,7 +134,7 @@ int cmd_restore(int argc, char **argv) {
         if (cfg.json) cmd_json_failure(rc, err.msg);
     } else if (cfg.json) {
         printf("{\"ok\":true,\"database\":");
-        ev_json_string(stdout, c ? PQdb(c) : new_db);
+        fb_json_string(stdout, c ? PQdb(c) : new_db);
         printf(",\"tables\":%lld,\"rows\":%lld,\"raw_bytes\":%lld,\"foreign_keys_skipped\":%lld,\"seconds\":%.3f}\n",
                (long long)st.tables, (long long)st.rows, (long long)st.raw_bytes, (long long)st.fks_skipped,
                (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);

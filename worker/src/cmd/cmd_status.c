@@ -9,8 +9,8 @@
 #include "cmd/cmd.h"
 #include "cmd/cmd_jobs.h"
 #include "codec/ev_event.h"
-#include "codec/ev_json.h"
 #include "common/fb_config.h"
+#include "common/fb_json.h"
 #include "common/fb_time.h"
 #include "kafka/kfk_scan.h"
 #include "kafka/kfk_sign.h"
@@ -57,7 +57,7 @@ int cmd_status(int argc, char **argv) {
                             "the workers", &signers, &err)) ||
         (rc = cmd_jobs_load(&cfg, &signers, &jobs, &err)))
         goto out;
-    int64_t now = ev_now_ms();
+    int64_t now = fb_now_ms();
     int json = cfg.json != 0;
     size_t n_run = 0, n_ok = 0, n_fail = 0;
     for (size_t i = 0; i < jobs.n; i++) {
@@ -92,7 +92,7 @@ int cmd_status(int argc, char **argv) {
             printf("%s{\"config_id\":%" PRId64 ",\"at\":\"%s\",\"age_hours\":%.2f,\"file_size\":%" PRId64
                    ",\"file_path\":", any ? "," : "", s->config_id.v, when, (double)(now - e->ts) / 3.6e6,
                    s->file_size.has ? s->file_size.v : -1);
-            ev_json_string(stdout, s->file_path ? s->file_path : "");
+            fb_json_string(stdout, s->file_path ? s->file_path : "");
             printf("}");
         } else {
             if (s->file_size.has) fb_size_format(s->file_size.v, size, sizeof size);
@@ -113,7 +113,7 @@ int cmd_status(int argc, char **argv) {
         if (json) {
             printf("%s{\"job_id\":\"%s\",\"job_type\":\"%s\",\"attempt\":%" PRId64 ",\"at\":\"%s\",\"error\":",
                    any ? "," : "", e->job_id, ev_job_type_name(e->u.status.job_type), e->attempt, when);
-            ev_json_string(stdout, e->u.status.error ? e->u.status.error : "");
+            fb_json_string(stdout, e->u.status.error ? e->u.status.error : "");
             printf("}");
         } else {
             printf("  %s  %s  %-7s attempt %" PRId64 "  %s\n", when, e->job_id, ev_job_type_name(e->u.status.job_type),
@@ -132,7 +132,7 @@ int cmd_status(int argc, char **argv) {
         if (json) {
             printf("%s{\"job_id\":\"%s\",\"job_type\":\"%s\",\"seconds\":%.0f,\"worker\":", any ? "," : "",
                    e->job_id, ev_job_type_name(e->u.status.job_type), for_s);
-            ev_json_string(stdout, e->u.status.worker ? e->u.status.worker : "");
+            fb_json_string(stdout, e->u.status.worker ? e->u.status.worker : "");
             printf("}");
         } else {
             printf("  %s  %-7s on %s for %.0f s\n", e->job_id, ev_job_type_name(e->u.status.job_type),
@@ -144,25 +144,25 @@ int cmd_status(int argc, char **argv) {
 
     if (json) {
         printf(",\"group\":");
-        ev_json_string(stdout, cfg.group_id);
+        fb_json_string(stdout, cfg.group_id);
         printf(",\"lag\":[");
     } else {
         printf("\nconsumer lag of group %s:\n", cfg.group_id);
     }
-    const char *suffix[2] = {"backup.requested", "archive.due"};
-    for (int t = 0; t < 2; t++) {
+    for (int t = 0; t < FB_N_TOPICS; t++) { /* the request topics: FB_TOPIC_BACKUP (0) first */
+        if (!fb_topics[t].requests) continue;
         char topic[300];
         int64_t lag = 0;
         int parts = 0;
         fb_err e2;
-        fb_config_topic(&cfg, suffix[t], topic, sizeof topic);
+        fb_config_topic(&cfg, (fb_topic)t, topic, sizeof topic);
         int failed = kfk_group_lag(&cfg, cfg.group_id, topic, &lag, &parts, &e2) != FB_OK;
         if (json) {
             printf("%s{\"topic\":", t ? "," : "");
-            ev_json_string(stdout, topic);
+            fb_json_string(stdout, topic);
             if (failed) {
                 printf(",\"error\":");
-                ev_json_string(stdout, e2.msg);
+                fb_json_string(stdout, e2.msg);
             } else {
                 printf(",\"waiting\":%" PRId64 ",\"partitions\":%d", lag, parts);
             }

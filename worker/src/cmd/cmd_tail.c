@@ -13,6 +13,7 @@
 #include "codec/ev_event.h"
 #include "codec/ev_json.h"
 #include "common/fb_config.h"
+#include "common/fb_json.h"
 #include "common/fb_time.h"
 #include "kafka/kfk_scan.h"
 #include "kafka/kfk_sign.h"
@@ -68,9 +69,9 @@ static int tail_one(void *opaque, const rd_kafka_message_t *m) {
     }
     if (o->json) {
         printf("{\"trusted\":%s,\"key_id\":", who ? "true" : "false");
-        ev_json_string(stdout, who ? who->key_id : NULL);
+        fb_json_string(stdout, who ? who->key_id : NULL);
         fputs(",\"reason\":", stdout);
-        ev_json_string(stdout, who ? NULL : serr.msg);
+        fb_json_string(stdout, who ? NULL : serr.msg);
         fputs(",\"event\":", stdout);
         ev_json_write(stdout, ev);
         fputs("}\n", stdout);
@@ -108,7 +109,7 @@ int cmd_tail(int argc, char **argv) {
     signal(SIGINT, tail_on_signal);
     signal(SIGTERM, tail_on_signal);
     char topic[300];
-    fb_config_topic(&cfg, "jobs.completed", topic, sizeof topic);
+    fb_config_topic(&cfg, FB_TOPIC_COMPLETED, topic, sizeof topic);
     rc = kfk_follow_topic(&cfg, topic, from_beginning, timeout_ms, &tail_stop, tail_one, &o, &err);
 out:
     if (rc) fprintf(stderr, "fusion-backup tail: %s\n", err.msg);

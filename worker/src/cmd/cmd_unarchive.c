@@ -9,8 +9,8 @@
 #include <string.h>
 
 #include "cmd/cmd.h"
-#include "codec/ev_json.h"
 #include "common/fb_config.h"
+#include "common/fb_json.h"
 #include "common/fb_log.h"
 #include "common/fb_time.h"
 #include "job/job_archive.h"
@@ -64,7 +64,7 @@ int cmd_unarchive(int argc, char **argv) {
            (long long)res.not_found, o.dry_run ? "true" : "false");
     for (size_t i = 0; i < res.n_conflicts; i++) {
         if (i) fputs(", ", stdout);
-        ev_json_string(stdout, res.conflicts[i]);
+        fb_json_string(stdout, res.conflicts[i]);
     }
     printf("]}\n");
     if (res.n_conflicts) {

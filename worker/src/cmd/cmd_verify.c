@@ -12,8 +12,8 @@
 
 #include "cmd/cmd.h"
 #include "cmd/cmd_progress.h"
-#include "codec/ev_json.h"
 #include "common/fb_config.h"
+#include "common/fb_json.h"
 #include "dump/dump_open.h"
 #include "dump/dump_restore.h"
 #include "pg/pgx.h"
@@ -76,7 +76,7 @@ int cmd_verify(int argc, char **argv) {
         for (size_t i = 0; i < m->n_tables; i++) rows += m->tables[i].rows;
         if (cfg.json) {
             printf("{\"ok\":true,\"artifact\":");
-            ev_json_string(stdout, path);
+            fb_json_string(stdout, path);
             printf(",\"tables\":%zu,\"rows\":%lld,\"restored_and_compared\":%s,\"seconds\":%.3f}\n", m->n_tables,
                    rows, into ? "true" : "false", secs);
         } else {

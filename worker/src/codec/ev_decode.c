@@ -1,11 +1,12 @@
 /* ev_decode: msgpack bytes -> validated ev_event (schemas/SPEC.md).
  *
  * Two passes: ev_scan() proves the bytes are one bounded msgpack object (so msgpack-c never allocates from a
- * hostile count), then msgpack-c unpacks and the field readers below check every rule of the contract. Every
- * error names the field ("field \"job_id\": ...") so a producer's author can fix the sender. Unknown keys are
- * ignored; duplicate keys are rejected (two readers could otherwise disagree on which one counts). Every map is
- * capped at EV_SCAN_MAX_MAP_KEYS by the scan, so the field look-ups (a linear search per known key) and the
- * duplicate check stay cheap whatever a hostile sender packs into 4 MiB.
+ * hostile count), then msgpack-c unpacks and a walk of the field tables (ev_field.c: the rows the encoder and the
+ * JSON writer walk too) checks every rule of the contract. Every error names the field ("field \"job_id\": ...") so
+ * a producer's author can fix the sender. Unknown keys are ignored; duplicate keys are rejected (two readers could
+ * otherwise disagree on which one counts). Every map is capped at EV_SCAN_MAX_MAP_KEYS by the scan, so the field
+ * look-ups (a linear search per known key) and the duplicate check stay cheap whatever a hostile sender packs into
+ * 4 MiB.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -15,16 +16,11 @@
 
 #include "codec/ev_arena.h"
 #include "codec/ev_event.h"
+#include "codec/ev_field.h"
 #include "codec/ev_scan.h"
+#include "common/fb_path.h"
 #include "common/fb_utf8.h"
 
-#define EV_STR_MAX 255
-#define EV_PATH_MAX 1024
-#define EV_ERROR_MAX 16384
-#define EV_LIST_MAX 10000
-#define EV_MODULES_MAX 1000
-#define EV_STATS_MAX 64
-#define EV_REQUEST_MAX (1u << 20)
 
 typedef struct dec {
     const msgpack_object_map *map;
@@ -117,22 +113,8 @@ int ev_name_valid(const char *s, size_t len, const char **why) {
 }
 
 int ev_path_valid(const char *s, size_t len, const char **why) {
-    const char *w = NULL;
-    if (len == 0 || len > EV_PATH_MAX) w = "a path must be 1..1024 bytes";
-    else if (memchr(s, '\0', len)) w = "a path must not contain a NUL byte";
-    else if (s[0] == '/') w = "a path must be relative to the storage root, not absolute";
-    else if (!ev_utf8_valid((const unsigned char *)s, len)) w = "a path must be valid UTF-8";
-    else {
-        size_t start = 0;
-        for (size_t i = 0; i <= len && !w; i++) {
-            if (i == len || s[i] == '/') {
-                size_t clen = i - start;
-                if (clen == 0) w = "a path must not have empty components (\"//\" or a trailing \"/\")";
-                else if (clen == 2 && s[start] == '.' && s[start + 1] == '.') w = "a path must not contain \"..\"";
-                start = i + 1;
-            }
-        }
-    }
+    const char *w = fb_relpath_problem(s, len);
+    if (!w && !ev_utf8_valid((const unsigned char *)s, len)) w = "a path must be valid UTF-8";
     if (why) *why = w;
     return w == NULL;
 }
@@ -290,55 +272,82 @@ static fb_code dec_check_keys(dec *d) {
     return FB_OK;
 }
 
-static const char *const ev_backup_type_names[] = {"FULL", "INCREMENTAL", "DIFFERENTIAL"};
-static const char *const ev_job_type_names[] = {"backup", "archive", "verify"};
-static const char *const ev_status_names[] = {"RUNNING", "SUCCESS", "FAILED"};
-static const char *const ev_on_delete_names[] = {"CASCADE", "SET_NULL", "PROTECT", "DO_NOTHING", "SET_DEFAULT"};
-static const char *const ev_type_names[] = {"backup.requested", "backup.verify", "archive.due", "job.status"};
+/* ---- the walk of the field tables (ev_field.h) ---- */
 
-const char *ev_type_name(ev_type t) { return t >= 1 && t <= 4 ? ev_type_names[t - 1] : "?"; }
-const char *ev_backup_type_name(ev_backup_type t) { return t >= 1 && t <= 3 ? ev_backup_type_names[t - 1] : "?"; }
-const char *ev_job_type_name(ev_job_type t) { return t >= 1 && t <= 3 ? ev_job_type_names[t - 1] : "?"; }
-const char *ev_status_name(ev_status s) { return s >= 1 && s <= 3 ? ev_status_names[s - 1] : "?"; }
-const char *ev_on_delete_name(ev_on_delete x) { return x >= 1 && x <= 5 ? ev_on_delete_names[x - 1] : "?"; }
+static fb_code dec_rows(dec *d, const ev_field *rows, size_t n, void *base);
 
-#define INT63 INT64_MAX
-
-static fb_code dec_backup(dec *d, ev_backup_requested *b) {
-    fb_code rc;
-    int bt = 0;
-    const msgpack_object *o;
-    if ((rc = dec_req_int(d, "record_id", 1, INT63, &b->record_id)) ||
-        (rc = dec_req_int(d, "config_id", 1, INT63, &b->config_id)) ||
-        (rc = dec_str(d, "config_name", 0, 1, EV_STR_MAX, &b->config_name)) ||
-        (rc = dec_enum(d, "backup_type", ev_backup_type_names, 3, &bt)))
-        return rc;
-    b->backup_type = (ev_backup_type)bt;
-    if ((rc = dec_array(d, "tables", EV_LIST_MAX, &o))) return rc;
-    b->n_tables = o->via.array.size;
-    b->tables = ev_arena_alloc(d->arena, sizeof(ev_table) * (b->n_tables ? b->n_tables : 1));
-    if (!b->tables) return fb_err_set(d->err, FB_ERR_NOMEM, "out of memory decoding an event");
-    for (size_t i = 0; i < b->n_tables; i++)
-        if ((rc = dec_table_obj(d, "tables", &o->via.array.ptr[i], &b->tables[i]))) return rc;
-    if ((rc = dec_array(d, "modules", EV_MODULES_MAX, &o))) return rc;
-    b->n_modules = o->via.array.size;
-    b->modules = ev_arena_alloc(d->arena, sizeof(char *) * (b->n_modules ? b->n_modules : 1));
-    if (!b->modules) return fb_err_set(d->err, FB_ERR_NOMEM, "out of memory decoding an event");
-    for (size_t i = 0; i < b->n_modules; i++)
-        if ((rc = dec_str_obj(d, "modules", &o->via.array.ptr[i], 1, EV_STR_MAX, &b->modules[i]))) return rc;
-    if ((rc = dec_path(d, "storage_path", 0, &b->storage_path))) return rc;
-    return dec_req_int(d, "retention_days", 0, 36500, &b->retention_days);
+static fb_code dec_version(dec *d, const ev_field *f, void *base) {
+    const msgpack_object *o = dec_get(d, f->key);
+    if (!o) return dec_fail(d, f->key, "is missing (the contract's major version)%s", NULL);
+    if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER) return dec_fail(d, f->key, "must be a positive integer%s", NULL);
+    if (o->via.u64 != EV_VERSION) {
+        char got[32];
+        snprintf(got, sizeof got, "%llu", (unsigned long long)o->via.u64);
+        return dec_fail(d, f->key, "unsupported major version %s (this worker reads version 1; upgrade the worker)", got);
+    }
+    *EV_AT(base, f, int) = EV_VERSION;
+    return FB_OK;
 }
 
-static fb_code dec_verify(dec *d, ev_backup_verify *v) {
-    fb_code rc;
-    if ((rc = dec_req_int(d, "config_id", 1, INT63, &v->config_id)) ||
-        (rc = dec_req_int(d, "record_id", 1, INT63, &v->record_id)) ||
-        (rc = dec_str(d, "mode", 0, 1, EV_STR_MAX, &v->mode)))
-        return rc;
-    if (strcmp(v->mode, "integrity") != 0 && strcmp(v->mode, "restore") != 0)
-        return dec_fail(d, "mode", "must be \"integrity\" or \"restore\", got \"%s\"", v->mode);
-    return dec_path(d, "file_path", 1, &v->file_path);
+static fb_code dec_uuid(dec *d, const ev_field *f, void *base) {
+    const char *s;
+    fb_code rc = dec_str(d, f->key, 0, (size_t)f->lo, (size_t)f->hi, &s);
+    if (rc) return rc;
+    if (!ev_uuid_valid(s)) return dec_fail(d, f->key, "must be a canonical lowercase UUID, got \"%s\"", s);
+    memcpy(EV_AT(base, f, char), s, 37);
+    return FB_OK;
+}
+
+/* A string that must be one of f->names: `must be "a" or "b", got "x"`. */
+static fb_code dec_one_of(dec *d, const ev_field *f, void *base) {
+    const char **out = EV_AT(base, f, const char *);
+    fb_code rc = dec_str(d, f->key, 0, 1, EV_STR_MAX, out);
+    if (rc) return rc;
+    char fmt[256] = "must be ";
+    for (int i = 0; i < f->n_names; i++) {
+        if (strcmp(*out, f->names[i]) == 0) return FB_OK;
+        size_t k = strlen(fmt);
+        snprintf(fmt + k, sizeof fmt - k, "%s\"%s\"", i ? " or " : "", f->names[i]);
+    }
+    size_t k = strlen(fmt);
+    snprintf(fmt + k, sizeof fmt - k, ", got \"%%s\"");
+    return dec_fail(d, f->key, fmt, *out);
+}
+
+static fb_code dec_bool(dec *d, const ev_field *f, void *base) {
+    const msgpack_object *o;
+    if (dec_field(d, f->key, 0, &o) < 0) return FB_ERR_INVALID;
+    if (o->type != MSGPACK_OBJECT_BOOLEAN) return dec_fail(d, f->key, "must be true or false%s", NULL);
+    *EV_AT(base, f, int) = o->via.boolean;
+    return FB_OK;
+}
+
+/* Room for the n entries of a list row, stored in base with its count (and has-flag): NULL on out of memory. */
+static void *dec_place(dec *d, const ev_field *f, void *base, size_t n, size_t size) {
+    void *p = ev_arena_alloc(d->arena, size * (n ? n : 1));
+    if (!p) {
+        fb_err_set(d->err, FB_ERR_NOMEM, "out of memory decoding an event");
+        return NULL;
+    }
+    *EV_AT(base, f, void *) = p;
+    *(size_t *)((char *)base + f->count) = n;
+    if (f->has) *(int *)((char *)base + f->has) = 1;
+    return p;
+}
+
+static fb_code dec_list(dec *d, const ev_field *f, void *base) {
+    const msgpack_object *o;
+    fb_code rc = dec_array(d, f->key, (size_t)f->hi, &o);
+    if (rc) return rc;
+    size_t n = o->via.array.size, size = f->kind == EVK_TABLES ? sizeof(ev_table) : sizeof(char *);
+    char *arr = dec_place(d, f, base, n, size);
+    if (!arr) return FB_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++) {
+        if (f->kind == EVK_TABLES) rc = dec_table_obj(d, f->key, &o->via.array.ptr[i], (ev_table *)(void *)(arr + i * size));
+        else rc = dec_str_obj(d, f->key, &o->via.array.ptr[i], 1, EV_STR_MAX, (const char **)(void *)(arr + i * size));
+        if (rc) return rc;
+    }
+    return FB_OK;
 }
 
 static fb_code dec_relation(dec *parent, size_t idx, const msgpack_object *o, ev_relation *r) {
@@ -350,144 +359,112 @@ static fb_code dec_relation(dec *parent, size_t idx, const msgpack_object *o, ev
         return dec_fail(&tmp, "", "a relation must be a map%s", NULL);
     }
     dec d = {&o->via.map, parent->arena, parent->err, where};
-    fb_code rc;
-    if ((rc = dec_check_keys(&d))) return rc;
-    const msgpack_object *f;
-    int od = 0;
-    if (dec_field(&d, "table", 0, &f) < 0) return FB_ERR_INVALID;
-    if ((rc = dec_table_obj(&d, "table", f, &r->table))) return rc;
-    if ((rc = dec_name(&d, "column", 0, &r->column))) return rc;
-    if (dec_field(&d, "references", 0, &f) < 0) return FB_ERR_INVALID;
-    if ((rc = dec_table_obj(&d, "references", f, &r->references))) return rc;
-    if ((rc = dec_enum(&d, "on_delete", ev_on_delete_names, 5, &od))) return rc;
-    r->on_delete = (ev_on_delete)od;
-    if ((rc = dec_name(&d, "to_column", 1, &r->to_column)) ||
-        (rc = dec_str(&d, "module", 1, 1, EV_STR_MAX, &r->module)) ||
-        (rc = dec_str(&d, "model_name", 1, 1, EV_STR_MAX, &r->model_name)))
-        return rc;
-    return dec_name(&d, "pk_column", 1, &r->pk_column);
+    fb_code rc = dec_check_keys(&d);
+    return rc ? rc : dec_rows(&d, ev_relation_fields, ev_n_relation_fields, r);
 }
 
-static fb_code dec_archive(dec *d, ev_archive_due *a) {
-    fb_code rc;
+static fb_code dec_relations(dec *d, const ev_field *f, void *base) {
     const msgpack_object *o;
-    if ((rc = dec_req_int(d, "policy_id", 1, INT63, &a->policy_id)) ||
-        (rc = dec_str(d, "module", 0, 1, EV_STR_MAX, &a->module)) ||
-        (rc = dec_str(d, "model_name", 0, 1, EV_STR_MAX, &a->model_name)))
-        return rc;
-    if (dec_field(d, "table", 0, &o) < 0) return FB_ERR_INVALID;
-    if ((rc = dec_table_obj(d, "table", o, &a->table)) || (rc = dec_name(d, "pk_column", 0, &a->pk_column)) ||
-        (rc = dec_name(d, "timestamp_column", 0, &a->timestamp_column)) ||
-        (rc = dec_req_int(d, "cutoff", 0, INT63, &a->cutoff)) ||
-        (rc = dec_req_int(d, "batch_size", 1, 100000, &a->batch_size)) ||
-        (rc = dec_int(d, "max_rows", 1, 1, INT63, &a->max_rows)) ||
-        (rc = dec_int(d, "purge_before", 1, 0, INT63, &a->purge_before)) ||
-        (rc = dec_int(d, "archived_by", 1, 1, INT63, &a->archived_by)))
-        return rc;
-    if (dec_field(d, "dry_run", 0, &o) < 0) return FB_ERR_INVALID;
-    if (o->type != MSGPACK_OBJECT_BOOLEAN) return dec_fail(d, "dry_run", "must be true or false%s", NULL);
-    a->dry_run = o->via.boolean;
-    int r = dec_field(d, "relations", 1, &o);
-    if (r == 0) return FB_OK;
-    if (o->type != MSGPACK_OBJECT_ARRAY) return dec_fail(d, "relations", "must be an array or nil%s", NULL);
-    if (o->via.array.size > EV_LIST_MAX) return dec_fail(d, "relations", "has too many entries%s", NULL);
-    a->has_relations = 1;
-    a->n_relations = o->via.array.size;
-    a->relations = ev_arena_alloc(d->arena, sizeof(ev_relation) * (a->n_relations ? a->n_relations : 1));
-    if (!a->relations) return fb_err_set(d->err, FB_ERR_NOMEM, "out of memory decoding an event");
-    for (size_t i = 0; i < a->n_relations; i++)
-        if ((rc = dec_relation(d, i, &o->via.array.ptr[i], &a->relations[i]))) return rc;
+    if (dec_field(d, f->key, 1, &o) == 0) return FB_OK;
+    if (o->type != MSGPACK_OBJECT_ARRAY) return dec_fail(d, f->key, "must be an array or nil%s", NULL);
+    if (o->via.array.size > (uint64_t)f->hi) return dec_fail(d, f->key, "has too many entries%s", NULL);
+    size_t n = o->via.array.size;
+    ev_relation *rel = dec_place(d, f, base, n, sizeof *rel);
+    if (!rel) return FB_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++) {
+        fb_code rc = dec_relation(d, i, &o->via.array.ptr[i], &rel[i]);
+        if (rc) return rc;
+    }
     return FB_OK;
 }
 
-static fb_code dec_status(dec *d, ev_job_status *s) {
-    fb_code rc;
-    int jt = 0, st = 0;
-    const msgpack_object *o;
-    if ((rc = dec_enum(d, "job_type", ev_job_type_names, 3, &jt)) ||
-        (rc = dec_enum(d, "status", ev_status_names, 3, &st)) ||
-        (rc = dec_str(d, "worker", 0, 1, EV_STR_MAX, &s->worker)) ||
-        (rc = dec_int(d, "started_at", 1, 0, INT63, &s->started_at)) ||
-        (rc = dec_int(d, "completed_at", 1, 0, INT63, &s->completed_at)) ||
-        (rc = dec_int(d, "record_id", 1, 1, INT63, &s->record_id)) ||
-        (rc = dec_int(d, "config_id", 1, 1, INT63, &s->config_id)) ||
-        (rc = dec_int(d, "policy_id", 1, 1, INT63, &s->policy_id)) ||
-        (rc = dec_path(d, "file_path", 1, &s->file_path)) ||
-        (rc = dec_int(d, "file_size", 1, 0, INT63, &s->file_size)) ||
-        (rc = dec_str(d, "error", 1, 0, EV_ERROR_MAX, &s->error)))
-        return rc;
-    s->job_type = (ev_job_type)jt;
-    s->status = (ev_status)st;
-    if (dec_field(d, "stats", 1, &o) > 0) {
-        if (o->type != MSGPACK_OBJECT_MAP) return dec_fail(d, "stats", "must be a map or nil%s", NULL);
-        if (o->via.map.size > EV_STATS_MAX) return dec_fail(d, "stats", "has more than 64 entries%s", NULL);
-        s->has_stats = 1;
-        s->n_stats = o->via.map.size;
-        s->stats = ev_arena_alloc(d->arena, sizeof(ev_stat) * (s->n_stats ? s->n_stats : 1));
-        if (!s->stats) return fb_err_set(d->err, FB_ERR_NOMEM, "out of memory decoding an event");
-        for (size_t i = 0; i < s->n_stats; i++) {
-            const msgpack_object_kv *kv = &o->via.map.ptr[i];
-            ev_stat *e = &s->stats[i];
-            if ((rc = dec_str_obj(d, "stats", &kv->key, 1, 64, &e->key))) return rc;
-            for (size_t j = 0; j < i; j++)
-                if (strcmp(s->stats[j].key, e->key) == 0) return dec_fail(d, "stats", "duplicate key \"%s\"", e->key);
-            if (kv->val.type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
-                if (kv->val.via.u64 > (uint64_t)INT64_MAX) return dec_fail(d, "stats", "value of \"%s\" out of range", e->key);
-                e->i = (int64_t)kv->val.via.u64;
-            } else if (kv->val.type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
-                e->i = kv->val.via.i64;
-            } else if (kv->val.type == MSGPACK_OBJECT_FLOAT64 || kv->val.type == MSGPACK_OBJECT_FLOAT32) {
-                e->is_float = 1;
-                e->f = kv->val.via.f64;
-                if (!isfinite(e->f)) return dec_fail(d, "stats", "value of \"%s\" must be a finite number", e->key);
-            } else {
-                return dec_fail(d, "stats", "value of \"%s\" must be a number", e->key);
-            }
-        }
+static fb_code dec_stat(dec *d, const ev_field *f, const msgpack_object_kv *kv, ev_stat *e, const ev_stat *before,
+                        size_t n_before) {
+    fb_code rc = dec_str_obj(d, f->key, &kv->key, 1, 64, &e->key);
+    if (rc) return rc;
+    for (size_t j = 0; j < n_before; j++)
+        if (strcmp(before[j].key, e->key) == 0) return dec_fail(d, f->key, "duplicate key \"%s\"", e->key);
+    if (kv->val.type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+        if (kv->val.via.u64 > (uint64_t)INT64_MAX) return dec_fail(d, f->key, "value of \"%s\" out of range", e->key);
+        e->i = (int64_t)kv->val.via.u64;
+    } else if (kv->val.type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+        e->i = kv->val.via.i64;
+    } else if (kv->val.type == MSGPACK_OBJECT_FLOAT64 || kv->val.type == MSGPACK_OBJECT_FLOAT32) {
+        e->is_float = 1;
+        e->f = kv->val.via.f64;
+        if (!isfinite(e->f)) return dec_fail(d, f->key, "value of \"%s\" must be a finite number", e->key);
+    } else {
+        return dec_fail(d, f->key, "value of \"%s\" must be a number", e->key);
     }
-    if (dec_field(d, "request", 1, &o) > 0) {
-        if (o->type != MSGPACK_OBJECT_BIN) return dec_fail(d, "request", "must be binary (msgpack bin) or nil%s", NULL);
-        if (o->via.bin.size > EV_REQUEST_MAX) return dec_fail(d, "request", "is larger than 1 MiB%s", NULL);
-        unsigned char *copy = ev_arena_alloc(d->arena, o->via.bin.size ? o->via.bin.size : 1);
-        if (!copy) return fb_err_set(d->err, FB_ERR_NOMEM, "out of memory decoding an event");
-        if (o->via.bin.size) memcpy(copy, o->via.bin.ptr, o->via.bin.size);
-        s->request = copy;
-        s->request_len = o->via.bin.size;
+    return FB_OK;
+}
+
+static fb_code dec_stats(dec *d, const ev_field *f, void *base) {
+    const msgpack_object *o;
+    if (dec_field(d, f->key, 1, &o) <= 0) return FB_OK;
+    if (o->type != MSGPACK_OBJECT_MAP) return dec_fail(d, f->key, "must be a map or nil%s", NULL);
+    if (o->via.map.size > (uint64_t)f->hi) return dec_fail(d, f->key, "has more than 64 entries%s", NULL);
+    size_t n = o->via.map.size;
+    ev_stat *st = dec_place(d, f, base, n, sizeof *st);
+    if (!st) return FB_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++) {
+        fb_code rc = dec_stat(d, f, &o->via.map.ptr[i], &st[i], st, i);
+        if (rc) return rc;
+    }
+    return FB_OK;
+}
+
+static fb_code dec_bin(dec *d, const ev_field *f, void *base) {
+    const msgpack_object *o;
+    if (dec_field(d, f->key, 1, &o) <= 0) return FB_OK;
+    if (o->type != MSGPACK_OBJECT_BIN) return dec_fail(d, f->key, "must be binary (msgpack bin) or nil%s", NULL);
+    if (o->via.bin.size > (uint64_t)f->hi) return dec_fail(d, f->key, "is larger than 1 MiB%s", NULL);
+    unsigned char *copy = dec_place(d, f, base, o->via.bin.size, 1);
+    if (!copy) return FB_ERR_NOMEM;
+    if (o->via.bin.size) memcpy(copy, o->via.bin.ptr, o->via.bin.size);
+    return FB_OK;
+}
+
+static fb_code dec_row(dec *d, const ev_field *f, void *base) {
+    const msgpack_object *o;
+    switch (f->kind) {
+    case EVK_VERSION: return dec_version(d, f, base);
+    case EVK_TYPE: case EVK_ENUM: return dec_enum(d, f->key, f->names, f->n_names, EV_AT(base, f, int));
+    case EVK_UUID: return dec_uuid(d, f, base);
+    case EVK_INT: return dec_req_int(d, f->key, f->lo, f->hi, EV_AT(base, f, int64_t));
+    case EVK_OPT_INT: return dec_int(d, f->key, 1, f->lo, f->hi, EV_AT(base, f, ev_opt_i64));
+    case EVK_STR: return dec_str(d, f->key, f->nullable, (size_t)f->lo, (size_t)f->hi, EV_AT(base, f, const char *));
+    case EVK_NAME: return dec_name(d, f->key, f->nullable, EV_AT(base, f, const char *));
+    case EVK_PATH: return dec_path(d, f->key, f->nullable, EV_AT(base, f, const char *));
+    case EVK_ONE_OF: return dec_one_of(d, f, base);
+    case EVK_BOOL: return dec_bool(d, f, base);
+    case EVK_TABLE:
+        if (dec_field(d, f->key, 0, &o) < 0) return FB_ERR_INVALID;
+        return dec_table_obj(d, f->key, o, EV_AT(base, f, ev_table));
+    case EVK_TABLES: case EVK_STRS: return dec_list(d, f, base);
+    case EVK_RELATIONS: return dec_relations(d, f, base);
+    case EVK_STATS: return dec_stats(d, f, base);
+    case EVK_BIN: return dec_bin(d, f, base);
+    }
+    return fb_err_set(d->err, FB_ERR_INTERNAL, "unhandled field kind %d", (int)f->kind);
+}
+
+/* The rows in order: the first that fails is the error reported (the same field the Python codec names). */
+static fb_code dec_rows(dec *d, const ev_field *rows, size_t n, void *base) {
+    for (size_t i = 0; i < n; i++) {
+        fb_code rc = dec_row(d, &rows[i], base);
+        if (rc) return rc;
     }
     return FB_OK;
 }
 
 static fb_code dec_event(dec *d, ev_event *ev) {
     fb_code rc;
-    ev_opt_i64 v;
-    if ((rc = dec_check_keys(d))) return rc;
-    const msgpack_object *o = dec_get(d, "v");
-    if (!o) return dec_fail(d, "v", "is missing (the contract's major version)%s", NULL);
-    if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER) return dec_fail(d, "v", "must be a positive integer%s", NULL);
-    if (o->via.u64 != EV_VERSION) {
-        char got[32];
-        snprintf(got, sizeof got, "%llu", (unsigned long long)o->via.u64);
-        return dec_fail(d, "v", "unsupported major version %s (this worker reads version 1; upgrade the worker)", got);
-    }
-    ev->v = EV_VERSION;
-    int t = 0;
-    if ((rc = dec_enum(d, "type", ev_type_names, 4, &t))) return rc;
-    ev->type = (ev_type)t;
-    const char *job_id;
-    if ((rc = dec_str(d, "job_id", 0, 1, EV_STR_MAX, &job_id))) return rc;
-    if (!ev_uuid_valid(job_id)) return dec_fail(d, "job_id", "must be a canonical lowercase UUID, got \"%s\"", job_id);
-    memcpy(ev->job_id, job_id, 37);
-    if ((rc = dec_req_int(d, "ts", 0, INT63, &ev->ts)) || (rc = dec_int(d, "requested_by", 1, 1, INT63, &v)))
-        return rc;
-    ev->requested_by = v;
-    if ((rc = dec_req_int(d, "attempt", 1, 1000, &ev->attempt))) return rc;
-    switch (ev->type) {
-    case EV_BACKUP_REQUESTED: return dec_backup(d, &ev->u.backup);
-    case EV_BACKUP_VERIFY: return dec_verify(d, &ev->u.verify);
-    case EV_ARCHIVE_DUE: return dec_archive(d, &ev->u.archive);
-    case EV_JOB_STATUS: return dec_status(d, &ev->u.status);
-    }
-    return fb_err_set(d->err, FB_ERR_INTERNAL, "unhandled event type");
+    if ((rc = dec_check_keys(d)) || (rc = dec_rows(d, ev_common_fields, ev_n_common_fields, ev))) return rc;
+    size_t n;
+    const ev_field *rows = ev_type_fields(ev->type, &n);
+    if (!rows) return fb_err_set(d->err, FB_ERR_INTERNAL, "unhandled event type");
+    return dec_rows(d, rows, n, ev);
 }
 
 fb_code ev_decode(const void *buf, size_t len, ev_event **out, fb_err *err) {

@@ -1,15 +1,17 @@
-/* ev_encode: ev_event -> msgpack bytes.
+/* ev_encode: ev_event -> msgpack bytes, a walk of the field tables (ev_field.h).
  *
- * Keys are written in the order of schemas/SPEC.md's tables, common fields first, every key of the table present
- * (nil where unset), integers in their smallest form: the Python codec does the same, so both produce identical
- * bytes for the same event (the golden vectors check it). The result is decoded again before it is returned, so
- * the worker can never publish what a reader would reject.
+ * Keys are written in the order of the tables (schemas/SPEC.md's), common fields first, every key of the table
+ * present (nil where unset), integers in their smallest form: the Python codec does the same, so both produce
+ * identical bytes for the same event (the golden vectors check it). A map's size is the number of rows of its
+ * tables, so it is what is written. The result is decoded again before it is returned, so the worker can never
+ * publish what a reader would reject.
  */
 #include <msgpack.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "codec/ev_event.h"
+#include "codec/ev_field.h"
 
 typedef struct enc {
     msgpack_packer pk;
@@ -17,170 +19,119 @@ typedef struct enc {
 } enc;
 
 static void enc_str(enc *e, const char *s) {
+    if (!s) {
+        msgpack_pack_nil(&e->pk);
+        return;
+    }
     size_t n = strlen(s);
     msgpack_pack_str(&e->pk, n);
     msgpack_pack_str_body(&e->pk, s, n);
 }
 
-static void enc_key(enc *e, const char *k) { enc_str(e, k); }
-
-static void enc_kv_str(enc *e, const char *k, const char *v) {
-    enc_key(e, k);
-    if (v) enc_str(e, v);
-    else msgpack_pack_nil(&e->pk);
-}
-
-static void enc_kv_int(enc *e, const char *k, int64_t v) {
-    enc_key(e, k);
-    msgpack_pack_int64(&e->pk, v);
-}
-
-static void enc_kv_opt(enc *e, const char *k, ev_opt_i64 v) {
-    enc_key(e, k);
-    if (v.has) msgpack_pack_int64(&e->pk, v.v);
-    else msgpack_pack_nil(&e->pk);
-}
+static void enc_int(enc *e, int64_t v) { msgpack_pack_int64(&e->pk, v); }
 
 static void enc_table(enc *e, const ev_table *t) {
-    if (t->schema_given || (t->schema && strcmp(t->schema, "public") != 0)) {
+    if (ev_table_long_form(t)) {
         msgpack_pack_array(&e->pk, 2);
         enc_str(e, t->schema);
-        enc_str(e, t->name ? t->name : "");
-    } else {
-        enc_str(e, t->name ? t->name : "");
+    }
+    enc_str(e, t->name ? t->name : "");
+}
+
+static void enc_rows(enc *e, const ev_field *rows, size_t n, const void *base);
+
+static void enc_stats(enc *e, const ev_stat *st, size_t n) {
+    msgpack_pack_map(&e->pk, n);
+    for (size_t i = 0; i < n; i++) {
+        enc_str(e, st[i].key);
+        if (st[i].is_float) msgpack_pack_double(&e->pk, st[i].f);
+        else enc_int(e, st[i].i);
     }
 }
 
-static size_t enc_common_size(void) { return 6; }
-
-static void enc_common(enc *e, const ev_event *ev) {
-    enc_kv_int(e, "v", EV_VERSION);
-    enc_kv_str(e, "type", ev_type_name(ev->type));
-    enc_kv_str(e, "job_id", ev->job_id);
-    enc_kv_int(e, "ts", ev->ts);
-    enc_kv_opt(e, "requested_by", ev->requested_by);
-    enc_kv_int(e, "attempt", ev->attempt);
-}
-
-static void enc_backup(enc *e, const ev_event *ev) {
-    const ev_backup_requested *b = &ev->u.backup;
-    msgpack_pack_map(&e->pk, enc_common_size() + 8);
-    enc_common(e, ev);
-    enc_kv_int(e, "record_id", b->record_id);
-    enc_kv_int(e, "config_id", b->config_id);
-    enc_kv_str(e, "config_name", b->config_name);
-    enc_kv_str(e, "backup_type", ev_backup_type_name(b->backup_type));
-    enc_key(e, "tables");
-    msgpack_pack_array(&e->pk, b->n_tables);
-    for (size_t i = 0; i < b->n_tables; i++) enc_table(e, &b->tables[i]);
-    enc_key(e, "modules");
-    msgpack_pack_array(&e->pk, b->n_modules);
-    for (size_t i = 0; i < b->n_modules; i++) enc_str(e, b->modules[i]);
-    enc_kv_str(e, "storage_path", b->storage_path);
-    enc_kv_int(e, "retention_days", b->retention_days);
-}
-
-static void enc_verify(enc *e, const ev_event *ev) {
-    const ev_backup_verify *v = &ev->u.verify;
-    msgpack_pack_map(&e->pk, enc_common_size() + 4);
-    enc_common(e, ev);
-    enc_kv_int(e, "config_id", v->config_id);
-    enc_kv_int(e, "record_id", v->record_id);
-    enc_kv_str(e, "mode", v->mode);
-    enc_kv_str(e, "file_path", v->file_path);
-}
-
-static void enc_archive(enc *e, const ev_event *ev) {
-    const ev_archive_due *a = &ev->u.archive;
-    msgpack_pack_map(&e->pk, enc_common_size() + 13);
-    enc_common(e, ev);
-    enc_kv_int(e, "policy_id", a->policy_id);
-    enc_kv_str(e, "module", a->module);
-    enc_kv_str(e, "model_name", a->model_name);
-    enc_key(e, "table");
-    enc_table(e, &a->table);
-    enc_kv_str(e, "pk_column", a->pk_column);
-    enc_kv_str(e, "timestamp_column", a->timestamp_column);
-    enc_kv_int(e, "cutoff", a->cutoff);
-    enc_kv_int(e, "batch_size", a->batch_size);
-    enc_kv_opt(e, "max_rows", a->max_rows);
-    enc_kv_opt(e, "purge_before", a->purge_before);
-    enc_kv_opt(e, "archived_by", a->archived_by);
-    enc_key(e, "dry_run");
-    if (a->dry_run) msgpack_pack_true(&e->pk);
-    else msgpack_pack_false(&e->pk);
-    enc_key(e, "relations");
-    if (!a->has_relations) {
-        msgpack_pack_nil(&e->pk);
-        return;
+static void enc_value(enc *e, const ev_field *f, const void *base) {
+    switch (f->kind) {
+    case EVK_VERSION: enc_int(e, EV_VERSION); break;
+    case EVK_TYPE: case EVK_ENUM: {
+        int v = *EV_CAT(base, f, int);
+        enc_str(e, v >= 1 && v <= f->n_names ? f->names[v - 1] : "?");
+        break;
     }
-    msgpack_pack_array(&e->pk, a->n_relations);
-    for (size_t i = 0; i < a->n_relations; i++) {
-        const ev_relation *r = &a->relations[i];
-        msgpack_pack_map(&e->pk, 8);
-        enc_key(e, "table");
-        enc_table(e, &r->table);
-        enc_kv_str(e, "column", r->column);
-        enc_key(e, "references");
-        enc_table(e, &r->references);
-        enc_kv_str(e, "on_delete", ev_on_delete_name(r->on_delete));
-        enc_kv_str(e, "to_column", r->to_column);
-        enc_kv_str(e, "module", r->module);
-        enc_kv_str(e, "model_name", r->model_name);
-        enc_kv_str(e, "pk_column", r->pk_column);
+    case EVK_UUID: enc_str(e, EV_CAT(base, f, char)); break;
+    case EVK_INT: enc_int(e, *EV_CAT(base, f, int64_t)); break;
+    case EVK_OPT_INT: {
+        const ev_opt_i64 *o = EV_CAT(base, f, ev_opt_i64);
+        if (o->has) enc_int(e, o->v);
+        else msgpack_pack_nil(&e->pk);
+        break;
     }
-}
-
-static void enc_status(enc *e, const ev_event *ev) {
-    const ev_job_status *s = &ev->u.status;
-    msgpack_pack_map(&e->pk, enc_common_size() + 13);
-    enc_common(e, ev);
-    enc_kv_str(e, "job_type", ev_job_type_name(s->job_type));
-    enc_kv_str(e, "status", ev_status_name(s->status));
-    enc_kv_str(e, "worker", s->worker);
-    enc_kv_opt(e, "started_at", s->started_at);
-    enc_kv_opt(e, "completed_at", s->completed_at);
-    enc_kv_opt(e, "record_id", s->record_id);
-    enc_kv_opt(e, "config_id", s->config_id);
-    enc_kv_opt(e, "policy_id", s->policy_id);
-    enc_kv_str(e, "file_path", s->file_path);
-    enc_kv_opt(e, "file_size", s->file_size);
-    enc_kv_str(e, "error", s->error);
-    enc_key(e, "stats");
-    if (!s->has_stats) {
-        msgpack_pack_nil(&e->pk);
-    } else {
-        msgpack_pack_map(&e->pk, s->n_stats);
-        for (size_t i = 0; i < s->n_stats; i++) {
-            enc_str(e, s->stats[i].key);
-            if (s->stats[i].is_float) msgpack_pack_double(&e->pk, s->stats[i].f);
-            else msgpack_pack_int64(&e->pk, s->stats[i].i);
+    case EVK_STR: case EVK_NAME: case EVK_PATH: case EVK_ONE_OF: enc_str(e, *EV_CAT(base, f, char *)); break;
+    case EVK_BOOL:
+        if (*EV_CAT(base, f, int)) msgpack_pack_true(&e->pk);
+        else msgpack_pack_false(&e->pk);
+        break;
+    case EVK_TABLE: enc_table(e, EV_CAT(base, f, ev_table)); break;
+    case EVK_TABLES: {
+        const ev_table *t = *EV_CAT(base, f, ev_table *);
+        msgpack_pack_array(&e->pk, EV_CCOUNT(base, f));
+        for (size_t i = 0; i < EV_CCOUNT(base, f); i++) enc_table(e, &t[i]);
+        break;
+    }
+    case EVK_STRS: {
+        const char *const *s = *EV_CAT(base, f, const char **);
+        msgpack_pack_array(&e->pk, EV_CCOUNT(base, f));
+        for (size_t i = 0; i < EV_CCOUNT(base, f); i++) enc_str(e, s[i]);
+        break;
+    }
+    case EVK_RELATIONS: {
+        const ev_relation *r = *EV_CAT(base, f, ev_relation *);
+        if (!*(const int *)((const char *)base + f->has)) {
+            msgpack_pack_nil(&e->pk);
+            break;
         }
+        msgpack_pack_array(&e->pk, EV_CCOUNT(base, f));
+        for (size_t i = 0; i < EV_CCOUNT(base, f); i++) {
+            msgpack_pack_map(&e->pk, ev_n_relation_fields);
+            enc_rows(e, ev_relation_fields, ev_n_relation_fields, &r[i]);
+        }
+        break;
     }
-    enc_key(e, "request");
-    if (s->request) {
-        msgpack_pack_bin(&e->pk, s->request_len);
-        msgpack_pack_bin_body(&e->pk, s->request, s->request_len);
-    } else {
-        msgpack_pack_nil(&e->pk);
+    case EVK_STATS:
+        if (*(const int *)((const char *)base + f->has)) enc_stats(e, *EV_CAT(base, f, ev_stat *), EV_CCOUNT(base, f));
+        else msgpack_pack_nil(&e->pk);
+        break;
+    case EVK_BIN: {
+        const unsigned char *b = *EV_CAT(base, f, unsigned char *);
+        if (b) {
+            msgpack_pack_bin(&e->pk, EV_CCOUNT(base, f));
+            msgpack_pack_bin_body(&e->pk, b, EV_CCOUNT(base, f));
+        } else {
+            msgpack_pack_nil(&e->pk);
+        }
+        break;
+    }
+    }
+}
+
+static void enc_rows(enc *e, const ev_field *rows, size_t n, const void *base) {
+    for (size_t i = 0; i < n; i++) {
+        enc_str(e, rows[i].key);
+        enc_value(e, &rows[i], base);
     }
 }
 
 fb_code ev_encode(const ev_event *ev, unsigned char **out, size_t *out_len, fb_err *err) {
     *out = NULL;
     *out_len = 0;
+    size_t n;
+    const ev_field *rows = ev_type_fields(ev->type, &n);
+    if (!rows) return fb_err_set(err, FB_ERR_INTERNAL, "cannot encode an event of unknown type %d", (int)ev->type);
     enc e;
     msgpack_sbuffer_init(&e.sb);
     msgpack_packer_init(&e.pk, &e.sb, msgpack_sbuffer_write);
-    switch (ev->type) {
-    case EV_BACKUP_REQUESTED: enc_backup(&e, ev); break;
-    case EV_BACKUP_VERIFY: enc_verify(&e, ev); break;
-    case EV_ARCHIVE_DUE: enc_archive(&e, ev); break;
-    case EV_JOB_STATUS: enc_status(&e, ev); break;
-    default:
-        msgpack_sbuffer_destroy(&e.sb);
-        return fb_err_set(err, FB_ERR_INTERNAL, "cannot encode an event of unknown type %d", (int)ev->type);
-    }
+    msgpack_pack_map(&e.pk, ev_n_common_fields + n);
+    enc_rows(&e, ev_common_fields, ev_n_common_fields, ev);
+    enc_rows(&e, rows, n, ev);
     /* Validate by decoding: the same rules as every reader. */
     ev_event *check = NULL;
     fb_code rc = ev_decode(e.sb.data, e.sb.size, &check, err);

@@ -1,4 +1,4 @@
-/* ev_event: life cycle of events and small shared helpers (UUIDs, clock). Decoding is in ev_decode.c, encoding
+/* ev_event: life cycle of events and UUID validation. Decoding is in ev_decode.c, encoding
  * in ev_encode.c, both driven by schemas/SPEC.md. */
 #include "codec/ev_event.h"
 
@@ -7,8 +7,6 @@
 #include <time.h>
 
 #include "codec/ev_arena.h"
-#include "common/fb_time.h"
-#include "common/fb_uuid.h"
 
 ev_event *ev_event_new(ev_type type) {
     ev_arena *a = ev_arena_new();
@@ -47,7 +45,3 @@ int ev_uuid_valid(const char *s) {
     }
     return 1;
 }
-
-void ev_uuid_random(char out[37]) { fb_uuid_random(out); }
-
-int64_t ev_now_ms(void) { return fb_now_ms(); }

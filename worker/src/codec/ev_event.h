@@ -147,10 +147,7 @@ const char *ev_job_type_name(ev_job_type t);     /* "backup", ... */
 const char *ev_status_name(ev_status s);         /* "RUNNING", ... */
 const char *ev_on_delete_name(ev_on_delete d);   /* "CASCADE", ... */
 int ev_uuid_valid(const char *s);                /* canonical lowercase 8-4-4-4-12 */
-/* The same as fb_uuid_random and fb_now_ms (common/), which kafka/ and anything else below the codec use: kept
- * under the codec's names for their many callers above it until they switch (issue 14, section 3). */
-void ev_uuid_random(char out[37]);               /* random v4, canonical form */
-int64_t ev_now_ms(void);
+/* A new job id and the wall clock are fb_uuid_random (common/fb_uuid.h) and fb_now_ms (common/fb_time.h). */
 
 /* Validation shared with the rest of the worker (same rules as the decoder). Return 1 if valid, else 0 and
  * a reason in why (may be NULL). */

@@ -1,180 +1,111 @@
-/* ev_json: see ev_json.h. */
+/* ev_json: see ev_json.h. A walk of the same field tables as the encoder (ev_field.h), so the JSON has the keys,
+ * order and forms the wire has. */
 #include "codec/ev_json.h"
 
 #include <inttypes.h>
 #include <math.h>
 
-void ev_json_string(FILE *out, const char *s) {
-    if (!s) {
-        fputs("null", out);
-        return;
-    }
-    fputc('"', out);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\') fprintf(out, "\\%c", *p);
-        else if (*p == '\n') fputs("\\n", out);
-        else if (*p == '\t') fputs("\\t", out);
-        else if (*p == '\r') fputs("\\r", out);
-        else if (*p < 0x20) fprintf(out, "\\u%04x", *p);
-        else fputc(*p, out);
-    }
-    fputc('"', out);
-}
-
-static void js_key(FILE *out, const char *k, int *first) {
-    if (!*first) fputc(',', out);
-    *first = 0;
-    ev_json_string(out, k);
-    fputc(':', out);
-}
-
-static void js_str(FILE *out, const char *k, const char *v, int *first) {
-    js_key(out, k, first);
-    ev_json_string(out, v);
-}
-
-static void js_int(FILE *out, const char *k, int64_t v, int *first) {
-    js_key(out, k, first);
-    fprintf(out, "%" PRId64, v);
-}
-
-static void js_opt(FILE *out, const char *k, ev_opt_i64 v, int *first) {
-    js_key(out, k, first);
-    if (v.has) fprintf(out, "%" PRId64, v.v);
-    else fputs("null", out);
-}
+#include "codec/ev_field.h"
+#include "common/fb_json.h"
 
 static void js_table(FILE *out, const ev_table *t) {
-    if (t->schema_given) {
+    if (ev_table_long_form(t)) {
         fputc('[', out);
-        ev_json_string(out, t->schema);
+        fb_json_string(out, t->schema);
         fputc(',', out);
-        ev_json_string(out, t->name);
+    }
+    fb_json_string(out, t->name);
+    if (ev_table_long_form(t)) fputc(']', out);
+}
+
+static void js_rows(FILE *out, const ev_field *rows, size_t n, const void *base, int *first);
+
+static void js_stats(FILE *out, const ev_stat *st, size_t n) {
+    fputc('{', out);
+    for (size_t i = 0; i < n; i++) {
+        if (i) fputc(',', out);
+        fb_json_string(out, st[i].key);
+        fputc(':', out);
+        if (!st[i].is_float) fprintf(out, "%" PRId64, st[i].i);
+        else if (isfinite(st[i].f)) fprintf(out, "%.17g", st[i].f);
+        else fputs("null", out);
+    }
+    fputc('}', out);
+}
+
+static void js_value(FILE *out, const ev_field *f, const void *base) {
+    switch (f->kind) {
+    case EVK_VERSION: fprintf(out, "%d", *EV_CAT(base, f, int)); break;
+    case EVK_TYPE: case EVK_ENUM: {
+        int v = *EV_CAT(base, f, int);
+        fb_json_string(out, v >= 1 && v <= f->n_names ? f->names[v - 1] : "?");
+        break;
+    }
+    case EVK_UUID: fb_json_string(out, EV_CAT(base, f, char)); break;
+    case EVK_INT: fprintf(out, "%" PRId64, *EV_CAT(base, f, int64_t)); break;
+    case EVK_OPT_INT: {
+        const ev_opt_i64 *o = EV_CAT(base, f, ev_opt_i64);
+        if (o->has) fprintf(out, "%" PRId64, o->v);
+        else fputs("null", out);
+        break;
+    }
+    case EVK_STR: case EVK_NAME: case EVK_PATH: case EVK_ONE_OF: fb_json_string(out, *EV_CAT(base, f, char *)); break;
+    case EVK_BOOL: fputs(*EV_CAT(base, f, int) ? "true" : "false", out); break;
+    case EVK_TABLE: js_table(out, EV_CAT(base, f, ev_table)); break;
+    case EVK_TABLES: case EVK_STRS: case EVK_RELATIONS: {
+        if (f->kind == EVK_RELATIONS && !*(const int *)((const char *)base + f->has)) {
+            fputs("null", out);
+            break;
+        }
+        fputc('[', out);
+        for (size_t i = 0; i < EV_CCOUNT(base, f); i++) {
+            if (i) fputc(',', out);
+            if (f->kind == EVK_TABLES) js_table(out, &(*EV_CAT(base, f, ev_table *))[i]);
+            else if (f->kind == EVK_STRS) fb_json_string(out, (*EV_CAT(base, f, const char **))[i]);
+            else {
+                int first = 1;
+                fputc('{', out);
+                js_rows(out, ev_relation_fields, ev_n_relation_fields, &(*EV_CAT(base, f, ev_relation *))[i], &first);
+                fputc('}', out);
+            }
+        }
         fputc(']', out);
-    } else {
-        ev_json_string(out, t->name);
+        break;
+    }
+    case EVK_STATS:
+        if (*(const int *)((const char *)base + f->has)) js_stats(out, *EV_CAT(base, f, ev_stat *), EV_CCOUNT(base, f));
+        else fputs("null", out);
+        break;
+    case EVK_BIN: {
+        const unsigned char *b = *EV_CAT(base, f, unsigned char *);
+        if (!b) {
+            fputs("null", out);
+            break;
+        }
+        fputs("{\"$bin\":\"", out);
+        for (size_t i = 0; i < EV_CCOUNT(base, f); i++) fprintf(out, "%02x", b[i]);
+        fputs("\"}", out);
+        break;
+    }
+    }
+}
+
+static void js_rows(FILE *out, const ev_field *rows, size_t n, const void *base, int *first) {
+    for (size_t i = 0; i < n; i++) {
+        if (!*first) fputc(',', out);
+        *first = 0;
+        fb_json_string(out, rows[i].key);
+        fputc(':', out);
+        js_value(out, &rows[i], base);
     }
 }
 
 void ev_json_write(FILE *out, const ev_event *ev) {
     int first = 1;
+    size_t n;
+    const ev_field *rows = ev_type_fields(ev->type, &n);
     fputc('{', out);
-    js_int(out, "v", ev->v, &first);
-    js_str(out, "type", ev_type_name(ev->type), &first);
-    js_str(out, "job_id", ev->job_id, &first);
-    js_int(out, "ts", ev->ts, &first);
-    js_opt(out, "requested_by", ev->requested_by, &first);
-    js_int(out, "attempt", ev->attempt, &first);
-    switch (ev->type) {
-    case EV_BACKUP_REQUESTED: {
-        const ev_backup_requested *b = &ev->u.backup;
-        js_int(out, "record_id", b->record_id, &first);
-        js_int(out, "config_id", b->config_id, &first);
-        js_str(out, "config_name", b->config_name, &first);
-        js_str(out, "backup_type", ev_backup_type_name(b->backup_type), &first);
-        js_key(out, "tables", &first);
-        fputc('[', out);
-        for (size_t i = 0; i < b->n_tables; i++) {
-            if (i) fputc(',', out);
-            js_table(out, &b->tables[i]);
-        }
-        fputc(']', out);
-        js_key(out, "modules", &first);
-        fputc('[', out);
-        for (size_t i = 0; i < b->n_modules; i++) {
-            if (i) fputc(',', out);
-            ev_json_string(out, b->modules[i]);
-        }
-        fputc(']', out);
-        js_str(out, "storage_path", b->storage_path, &first);
-        js_int(out, "retention_days", b->retention_days, &first);
-        break;
-    }
-    case EV_BACKUP_VERIFY:
-        js_int(out, "config_id", ev->u.verify.config_id, &first);
-        js_int(out, "record_id", ev->u.verify.record_id, &first);
-        js_str(out, "mode", ev->u.verify.mode, &first);
-        js_str(out, "file_path", ev->u.verify.file_path, &first);
-        break;
-    case EV_ARCHIVE_DUE: {
-        const ev_archive_due *a = &ev->u.archive;
-        js_int(out, "policy_id", a->policy_id, &first);
-        js_str(out, "module", a->module, &first);
-        js_str(out, "model_name", a->model_name, &first);
-        js_key(out, "table", &first);
-        js_table(out, &a->table);
-        js_str(out, "pk_column", a->pk_column, &first);
-        js_str(out, "timestamp_column", a->timestamp_column, &first);
-        js_int(out, "cutoff", a->cutoff, &first);
-        js_int(out, "batch_size", a->batch_size, &first);
-        js_opt(out, "max_rows", a->max_rows, &first);
-        js_opt(out, "purge_before", a->purge_before, &first);
-        js_opt(out, "archived_by", a->archived_by, &first);
-        js_key(out, "dry_run", &first);
-        fputs(a->dry_run ? "true" : "false", out);
-        js_key(out, "relations", &first);
-        if (!a->has_relations) {
-            fputs("null", out);
-            break;
-        }
-        fputc('[', out);
-        for (size_t i = 0; i < a->n_relations; i++) {
-            const ev_relation *r = &a->relations[i];
-            int f2 = 1;
-            if (i) fputc(',', out);
-            fputc('{', out);
-            js_key(out, "table", &f2);
-            js_table(out, &r->table);
-            js_str(out, "column", r->column, &f2);
-            js_key(out, "references", &f2);
-            js_table(out, &r->references);
-            js_str(out, "on_delete", ev_on_delete_name(r->on_delete), &f2);
-            js_str(out, "to_column", r->to_column, &f2);
-            js_str(out, "module", r->module, &f2);
-            js_str(out, "model_name", r->model_name, &f2);
-            js_str(out, "pk_column", r->pk_column, &f2);
-            fputc('}', out);
-        }
-        fputc(']', out);
-        break;
-    }
-    case EV_JOB_STATUS: {
-        const ev_job_status *s = &ev->u.status;
-        js_str(out, "job_type", ev_job_type_name(s->job_type), &first);
-        js_str(out, "status", ev_status_name(s->status), &first);
-        js_str(out, "worker", s->worker, &first);
-        js_opt(out, "started_at", s->started_at, &first);
-        js_opt(out, "completed_at", s->completed_at, &first);
-        js_opt(out, "record_id", s->record_id, &first);
-        js_opt(out, "config_id", s->config_id, &first);
-        js_opt(out, "policy_id", s->policy_id, &first);
-        js_str(out, "file_path", s->file_path, &first);
-        js_opt(out, "file_size", s->file_size, &first);
-        js_str(out, "error", s->error, &first);
-        js_key(out, "stats", &first);
-        if (!s->has_stats) {
-            fputs("null", out);
-        } else {
-            int f2 = 1;
-            fputc('{', out);
-            for (size_t i = 0; i < s->n_stats; i++) {
-                js_key(out, s->stats[i].key, &f2);
-                if (!s->stats[i].is_float) fprintf(out, "%" PRId64, s->stats[i].i);
-                else if (isfinite(s->stats[i].f)) fprintf(out, "%.17g", s->stats[i].f);
-                else fputs("null", out);
-            }
-            fputc('}', out);
-        }
-        js_key(out, "request", &first);
-        if (!s->request) {
-            fputs("null", out);
-        } else {
-            fputs("{\"$bin\":\"", out);
-            for (size_t i = 0; i < s->request_len; i++) fprintf(out, "%02x", s->request[i]);
-            fputs("\"}", out);
-        }
-        break;
-    }
-    }
+    js_rows(out, ev_common_fields, ev_n_common_fields, ev, &first);
+    if (rows) js_rows(out, rows, n, ev, &first);
     fputc('}', out);
 }

@@ -9,7 +9,6 @@
 #include "codec/ev_event.h"
 
 void ev_json_write(FILE *out, const ev_event *ev);
-/* Writes s as a JSON string literal (with quotes). */
-void ev_json_string(FILE *out, const char *s);
+/* A string literal alone: fb_json_string (common/fb_json.h). */
 
 #endif

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "common/fb_time.h"
+#include "common/fb_topic.h"
 
 /* The types of a row. CFG_LIST: a string of comma-separated items, from a list setting given in several places
  * (see fb_config.origin). CFG_MULTI: a repeatable command option, one fb_strlist item per occurrence. CFG_FLAG:
@@ -245,10 +246,12 @@ static const cfg_row cfg_rows[] = {
     ROW_F("from-beginning", from_beginning, NULL, SC(TAIL), "start at the oldest event kept (default: new ones only)"),
     ROW_I("count", count, "0", 0, 1000000000, NULL, SC(TAIL), "stop after N events (0: no limit)"),
     ROW_I("timeout", timeout_s, "0", 0, 31536000, NULL, SC(TAIL), "stop after this many seconds (0: never)"),
-    ROW_I("partitions", partitions, "12", 1, 10000, NULL, SC(TOPICS),
+    ROW_I("partitions", partitions, FB_TOPIC_STR(FB_TOPIC_REQUEST_PARTITIONS), 1, 10000, NULL, SC(TOPICS),
           "partitions of backup.requested and archive.due: the most workers that can share the work"),
-    ROW_I("completed-partitions", completed_partitions, "6", 1, 10000, NULL, SC(TOPICS), "partitions of jobs.completed"),
-    ROW_I("dlq-partitions", dlq_partitions, "3", 1, 10000, NULL, SC(TOPICS), "partitions of jobs.dlq"),
+    ROW_I("completed-partitions", completed_partitions, FB_TOPIC_STR(FB_TOPIC_COMPLETED_PARTITIONS), 1, 10000, NULL,
+          SC(TOPICS), "partitions of jobs.completed"),
+    ROW_I("dlq-partitions", dlq_partitions, FB_TOPIC_STR(FB_TOPIC_DLQ_PARTITIONS), 1, 10000, NULL, SC(TOPICS),
+          "partitions of jobs.dlq"),
     ROW_I("replication-factor", replication_factor, "1", 1, 32, NULL, SC(TOPICS),
           "replicas of each topic (1 for a one-node broker; use 3 on a production cluster)"),
     ROW_S("module", module, "", NULL, SC(UNARCHIVE), "Django app label of the ArchivedRecords (ArchivedRecord.module)"),
@@ -328,12 +331,6 @@ static int cfg_flag_value(const char *v, int64_t *out) {
     return 0;
 }
 
-static int64_t cfg_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Reads value for row into *num (numbers, flags, times) after checking it; what names the option in messages
  * ("--jobs", "FB_CONCURRENCY: --concurrency"). Defaults are the table's own: not checked against bounds. */
 static fb_code cfg_check_number(const cfg_row *row, const char *value, const char *what, int origin, int64_t *num,
@@ -346,7 +343,7 @@ static fb_code cfg_check_number(const cfg_row *row, const char *value, const cha
     }
     if (row->type == CFG_TIME) {
         if (!*value) return *num = FB_TIME_NONE, FB_OK;
-        fb_code rc = fb_time_parse(value, cfg_now_ms(), num, err);
+        fb_code rc = fb_time_parse(value, fb_now_ms(), num, err);
         if (rc) fb_err_prefix(err, "%s: ", what);
         return rc;
     }
@@ -648,8 +645,8 @@ void fb_config_print_help(unsigned scope) {
     fb_config_print_options(scope, stdout);
 }
 
-const char *fb_config_topic(const fb_config *cfg, const char *suffix, char *out, size_t cap) {
-    snprintf(out, cap, "%s%s", cfg->topic_prefix ? cfg->topic_prefix : "", suffix);
+const char *fb_config_topic(const fb_config *cfg, fb_topic t, char *out, size_t cap) {
+    snprintf(out, cap, "%s%s", cfg->topic_prefix ? cfg->topic_prefix : "", fb_topics[t].suffix);
     return out;
 }
 

@@ -13,6 +13,7 @@
 #include <stdio.h>
 
 #include "common/fb_err.h"
+#include "common/fb_topic.h"
 
 #define FB_CONFIG_MAX_X 64
 #define FB_CONFIG_MAX_ROWS 160
@@ -179,8 +180,8 @@ void fb_config_print_settings(unsigned scope, FILE *out);
 /* The same as fb_config_print_options to stdout (kept for callers of the first API). */
 void fb_config_print_help(unsigned scope);
 
-/* Topic name: topic_prefix + suffix ("backup.requested"). Writes into out; returns out. */
-const char *fb_config_topic(const fb_config *cfg, const char *suffix, char *out, size_t cap);
+/* Topic name: topic_prefix + the topic's suffix ("backup.requested", common/fb_topic.h). Writes into out; returns out. */
+const char *fb_config_topic(const fb_config *cfg, fb_topic t, char *out, size_t cap);
 
 void fb_config_free(fb_config *cfg);
 

@@ -45,6 +45,7 @@ int fb_code_is_transient(fb_code code) {
 fb_code fb_err_vset(fb_err *err, fb_code code, const char *fmt, va_list ap) {
     if (err) {
         err->code = code;
+        err->sqlstate[0] = '\0';
         int n = vsnprintf(err->msg, sizeof err->msg, fmt, ap);
         /* Cut at a character boundary: the message travels in status events, which must be valid UTF-8. */
         if (n >= (int)sizeof err->msg) fb_utf8_cut(err->msg, sizeof err->msg - 1, sizeof err->msg - 1);
@@ -78,4 +79,5 @@ void fb_err_clear(fb_err *err) {
     if (!err) return;
     err->code = FB_OK;
     err->msg[0] = '\0';
+    err->sqlstate[0] = '\0';
 }

@@ -38,6 +38,8 @@ typedef enum fb_code {
 typedef struct fb_err {
     fb_code code;
     char msg[FB_ERR_MSG_MAX];
+    char sqlstate[6]; /* the server's SQLSTATE when PostgreSQL refused (pgx_check sets it), else "": callers
+                       * classify a failure by it, never by searching msg */
 } fb_err;
 
 /* Sets code and a printf-style message; returns code so callers can `return fb_err_set(...)`.

@@ -10,6 +10,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/fb_time.h"
+
 fb_code fb_keyfile_write(const char *path, mode_t mode, const char *description, const char *tag,
                          const unsigned char key[32], fb_err *err) {
     char hex[2 * 32 + 1], buf[512], when[32];
@@ -21,10 +23,7 @@ fb_code fb_keyfile_write(const char *path, mode_t mode, const char *description,
                           path, strerror(e), e == EEXIST ? " (refusing to overwrite a key: choose another --out prefix)" : "");
     }
     sodium_bin2hex(hex, sizeof hex, key, 32);
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    fb_time_format_utc(fb_now_ms(), when, sizeof when);
     int n = snprintf(buf, sizeof buf, "# fusion-backup %s, created %s\n%s%s%s\n", description, when, tag ? tag : "",
                      tag ? " " : "", hex);
     sodium_memzero(hex, sizeof hex);

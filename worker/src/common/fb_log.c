@@ -4,9 +4,11 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "common/fb_json.h"
+#include "common/fb_time.h"
 
 static fb_log_level fb_log_min = FB_LOG_INFO;
 static int fb_log_json_mode = 0;
@@ -24,19 +26,6 @@ int fb_log_level_parse(const char *s) {
     return -1;
 }
 
-/* Appends s to out as the inside of a JSON string. */
-static size_t fb_log_json_escape(char *out, size_t cap, size_t len, const char *s) {
-    for (; *s && len + 7 < cap; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') { out[len++] = '\\'; out[len++] = (char)c; }
-        else if (c == '\n') { out[len++] = '\\'; out[len++] = 'n'; }
-        else if (c == '\t') { out[len++] = '\\'; out[len++] = 't'; }
-        else if (c < 0x20) len += (size_t)snprintf(out + len, cap - len, "\\u%04x", c);
-        else out[len++] = (char)c;
-    }
-    return len;
-}
-
 void fb_log_write(fb_log_level level, const char *fmt, ...) {
     if (level < fb_log_min) return;
     char msg[4096], line[8800], stamp[40];
@@ -45,18 +34,13 @@ void fb_log_write(fb_log_level level, const char *fmt, ...) {
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
 
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    struct tm tm;
-    gmtime_r(&tv.tv_sec, &tm);
-    size_t n = strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(stamp + n, sizeof stamp - n, ".%03dZ", (int)(tv.tv_usec / 1000));
+    fb_time_format_iso(fb_now_ms(), stamp, sizeof stamp);
 
     size_t len;
     if (fb_log_json_mode) {
         len = (size_t)snprintf(line, sizeof line, "{\"ts\":\"%s\",\"level\":\"%s\",\"pid\":%d,\"msg\":\"", stamp,
                                fb_log_names[level], (int)getpid());
-        len = fb_log_json_escape(line, sizeof line - 3, len, msg);
+        len = fb_json_escape(line, sizeof line - 3, len, msg);
         line[len++] = '"';
         line[len++] = '}';
     } else {

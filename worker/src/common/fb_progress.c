@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/fb_json.h"
 #include "common/fb_time.h"
 
 #define FP_BAR_EVERY_MS 100 /* at most 10 redraws a second: a terminal is not a log */
@@ -101,10 +102,12 @@ static void fp_draw(fb_progress *p, int final) {
     fb_size_format(bytes, b, sizeof b);
     fb_size_format((int64_t)rate, r, sizeof r);
     if (p->mode == FP_JSON) {
-        fprintf(stderr, "{\"progress\":\"%s\",\"state\":\"%s\",\"rows\":%lld,\"rows_total\":%lld,\"bytes\":%lld,"
+        fputs("{\"progress\":", stderr);
+        fb_json_string(stderr, p->what); /* a table name, say: escaped like every JSON string */
+        fprintf(stderr, ",\"state\":\"%s\",\"rows\":%lld,\"rows_total\":%lld,\"bytes\":%lld,"
                         "\"bytes_total\":%lld,\"%s\":%lld,\"%s_total\":%lld,\"bytes_per_s\":%.0f,\"elapsed_s\":%.1f,"
                         "\"eta_s\":",
-                p->what, final == 1 ? "done" : final == 2 ? "stopped" : "running", (long long)rows, (long long)trows,
+                final == 1 ? "done" : final == 2 ? "stopped" : "running", (long long)rows, (long long)trows,
                 (long long)bytes, (long long)tbytes, p->unit, (long long)items, p->unit, (long long)titems, rate,
                 (double)el / 1000.0);
         if (eta >= 0) fprintf(stderr, "%lld}\n", (long long)eta);

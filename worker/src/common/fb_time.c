@@ -14,6 +14,12 @@ int64_t fb_now_ms(void) {
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int64_t fb_now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 /* Reads exactly `digits` digits at *p into *v; advances *p. */
 static int ft_digits(const char **p, int digits, int *v) {
     int x = 0;
@@ -138,13 +144,20 @@ const char *fb_time_format_iso(int64_t ms, char *out, size_t cap) {
     return out;
 }
 
-const char *fb_time_format(int64_t ms, char *out, size_t cap) {
+/* Whole seconds of ms, UTC, in strftime's fmt. */
+static const char *fb_time_strf(int64_t ms, const char *fmt, char *out, size_t cap) {
     time_t t = (time_t)(ms / 1000);
     struct tm tm;
     gmtime_r(&t, &tm);
-    strftime(out, cap, "%Y-%m-%d %H:%M:%SZ", &tm);
+    strftime(out, cap, fmt, &tm);
     return out;
 }
+
+const char *fb_time_format_utc(int64_t ms, char *out, size_t cap) {
+    return fb_time_strf(ms, "%Y-%m-%dT%H:%M:%SZ", out, cap);
+}
+
+const char *fb_time_format(int64_t ms, char *out, size_t cap) { return fb_time_strf(ms, "%Y-%m-%d %H:%M:%SZ", out, cap); }
 
 const char *fb_size_format(int64_t bytes, char *out, size_t cap) {
     static const char *const units[] = {"B", "KB", "MB", "GB", "TB"};

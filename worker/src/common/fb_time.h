@@ -14,6 +14,8 @@
 /* The wall clock: ms since the epoch (UTC), what events carry in ts. Declared here, below every layer that stamps
  * or compares times (kafka, jobs, the daemon, commands). */
 int64_t fb_now_ms(void);
+/* The same clock in microseconds (what PostgreSQL's replication protocol stamps its messages with). */
+int64_t fb_now_us(void);
 
 /* Parses s into ms since the epoch (see above). FB_ERR_USAGE with an example on anything else. */
 fb_code fb_time_parse(const char *s, int64_t now_ms, int64_t *out, fb_err *err);
@@ -21,6 +23,10 @@ fb_code fb_time_parse(const char *s, int64_t now_ms, int64_t *out, fb_err *err);
 /* "2026-11-27T05:00:00.250Z" (or "infinity" for INT64_MAX), which PostgreSQL reads as a timestamptz, into out
  * (at least 32 bytes). */
 const char *fb_time_format_iso(int64_t ms, char *out, size_t cap);
+
+/* "2026-11-27T05:00:00Z" (whole seconds, UTC) into out (at least 21 bytes): what key files, listings, retention
+ * messages and database comments show. */
+const char *fb_time_format_utc(int64_t ms, char *out, size_t cap);
 
 /* "2026-11-27 05:00:00Z" into out (at least 24 bytes). */
 const char *fb_time_format(int64_t ms, char *out, size_t cap);

@@ -8,11 +8,13 @@
 #include <time.h>
 
 #include "common/fb_log.h"
+#include "common/fb_time.h"
 #include "daemon/dmn_ledger.h"
 #include "daemon/dmn_metrics.h"
 #include "job/job_archive.h"
 #include "job/job_authority.h"
 #include "job/job_backup.h"
+#include "job/job_request.h"
 #include "job/job_verify.h"
 #include "artifact/arc_index.h"
 #include "artifact/arc_key.h"
@@ -20,19 +22,8 @@
 #include "artifact/arc_sign.h"
 #include "storage/stor.h"
 
-static const struct {
-    ev_type type;
-    dmn_job_fn fn;
-} dmn_job_table[] = {
-    {EV_BACKUP_REQUESTED, job_backup_run},
-    {EV_BACKUP_VERIFY, job_verify_run},
-    {EV_ARCHIVE_DUE, job_archive_run},
-};
-
 dmn_job_fn dmn_jobs_lookup(ev_type type) {
-    for (size_t i = 0; i < sizeof dmn_job_table / sizeof dmn_job_table[0]; i++)
-        if (dmn_job_table[i].type == type) return dmn_job_table[i].fn;
-    return NULL;
+    return job_request_of(type) ? job_request_of(type)->run : NULL;
 }
 
 /* Progress: at most one RUNNING event per progress interval, carrying the counters so far. */
@@ -44,7 +35,7 @@ typedef struct dmn_progress {
 
 static void dmn_progress_cb(void *opaque, const job_result *so_far) {
     dmn_progress *p = opaque;
-    int64_t now = ev_now_ms();
+    int64_t now = fb_now_ms();
     if (!p->pub->producer || now - p->last_ms < p->interval_ms) return;
     p->last_ms = now;
     fb_err err;
@@ -68,7 +59,7 @@ static const char *dmn_counter_root(const fb_config *cfg) {
 }
 
 static int dmn_uses_ledger(const fb_config *cfg, const ev_event *req) {
-    return req->type == EV_BACKUP_REQUESTED && cfg->storage_root && *cfg->storage_root;
+    return job_request_of(req->type) && job_request_of(req->type)->uses_ledger && cfg->storage_root && *cfg->storage_root;
 }
 
 /* Before a stored SUCCESS stands in for running the job: does the artifact it names exist, in this request's
@@ -252,7 +243,7 @@ fb_code dmn_jobs_execute(const dmn_pub *pub, const fb_config *cfg, const ev_even
     }
 
     /* 3. RUNNING. */
-    int64_t started = ev_now_ms();
+    int64_t started = fb_now_ms();
     if (pub->producer && (rc = dmn_status_publish(pub, req, NULL, 0, EV_RUNNING, started, NULL, NULL, err))) return rc;
 
     /* 3b. One more delivery, durable before the job starts, so a request that crashes the worker or whose
@@ -281,7 +272,7 @@ fb_code dmn_jobs_execute(const dmn_pub *pub, const fb_config *cfg, const ev_even
         dmn_sleep_abortable(backoff, abort);
         backoff *= 2;
     }
-    int64_t took = ev_now_ms() - started;
+    int64_t took = fb_now_ms() - started;
     if (job_result_get(&out->result, "duration_ms") == 0) job_result_set(&out->result, "duration_ms", took);
 
     /* 5. The outcome: durable first (ledger), then published; then the delivery count is done with. */

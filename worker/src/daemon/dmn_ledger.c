@@ -44,7 +44,9 @@ static fb_code dmn_ledger_dir(const char *root, const char *job_id, char *dir, s
     return FB_OK;
 }
 
-/* Writes value atomically to path inside dir (temporary, fsync, rename, fsync of dir). */
+/* Writes value atomically to path inside dir (temporary, fsync, then stor_posix_publish: rename, fsync of dir). Not
+ * stor_create: its temporary name is deterministic (a crashed run's is reused), and job threads bumping one
+ * delivery counter at once need one temporary each. */
 static fb_code dmn_ledger_write(const char *dir, const char *path, const void *head, size_t head_len,
                                 const void *value, size_t len, fb_err *err) {
     char tmp[4400];
@@ -57,17 +59,11 @@ static fb_code dmn_ledger_write(const char *dir, const char *path, const void *h
              write(fd, value, len) == (ssize_t)len && fsync(fd) == 0;
     int saved = errno;
     close(fd);
-    if (!ok || rename(tmp, path) != 0) {
-        if (ok) saved = errno;
-        unlink(tmp);
-        return fb_err_set(err, FB_ERR_IO, "could not write job ledger file \"%s\": %s", path, strerror(saved));
-    }
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
-    return FB_OK;
+    size_t skip = strlen(dir) + 1; /* tmp and path are dir/NAME */
+    fb_code rc = ok ? stor_posix_publish(dir, tmp + skip, path + skip, err)
+                    : fb_err_set(err, FB_ERR_IO, "could not write job ledger file \"%s\": %s", path, strerror(saved));
+    if (rc) unlink(tmp);
+    return rc;
 }
 
 /* The ledger's path of a job's success entry, relative to the storage root. */

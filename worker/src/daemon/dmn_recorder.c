@@ -8,8 +8,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "codec/ev_json.h"
+#include "common/fb_json.h"
 #include "common/fb_log.h"
+#include "common/fb_time.h"
 #include "daemon/dmn_metrics.h"
 #include "kafka/kfk.h"
 #include "kafka/kfk_sign.h"
@@ -92,7 +93,7 @@ static char *rec_stats_json(const ev_job_status *s) {
     fputc('{', f);
     for (size_t i = 0; i < s->n_stats; i++) {
         if (i) fputc(',', f);
-        ev_json_string(f, s->stats[i].key);
+        fb_json_string(f, s->stats[i].key);
         if (s->stats[i].is_float) fprintf(f, ":%.17g", s->stats[i].f);
         else fprintf(f, ":%" PRId64, s->stats[i].i);
     }
@@ -264,7 +265,7 @@ static void rec_log_untrusted(rec_untrusted_log *lg, const rd_kafka_message_t *m
         i = oldest;
         lg->last_ms[i] = 0;
     }
-    int64_t now = ev_now_ms();
+    int64_t now = fb_now_ms();
     if (lg->last_ms[i] && strcmp(lg->key_id[i], id) == 0 && now - lg->last_ms[i] < REC_UNTRUSTED_LOG_MS) {
         lg->suppressed[i]++;
         return;
@@ -293,7 +294,7 @@ fb_code dmn_recorder_run(const fb_config *cfg, const fb_keyring *signers, volati
     rec_untrusted_log untrusted = {0};
     char group[512], topic[256];
     snprintf(group, sizeof group, "%s-recorder", cfg->group_id);
-    fb_config_topic(cfg, "jobs.completed", topic, sizeof topic);
+    fb_config_topic(cfg, FB_TOPIC_COMPLETED, topic, sizeof topic);
     if (!cfg->pg || !*cfg->pg) return fb_err_set(err, FB_ERR_USAGE, "the recorder needs --pg (the Fusion database)");
     rd_kafka_t *rk = kfk_consumer_new(cfg, group, NULL, NULL, err);
     if (!rk) return err->code;

@@ -7,6 +7,8 @@
 #include <string.h>
 
 #include "common/fb_log.h"
+#include "common/fb_time.h"
+#include "job/job_request.h"
 #include "kafka/kfk.h"
 #include "kafka/kfk_sign.h"
 
@@ -20,16 +22,12 @@ void dmn_pub_init(dmn_pub *pub, rd_kafka_t *producer, const fb_config *cfg, cons
     pub->producer = producer;
     pub->cfg = cfg;
     pub->worker_name = worker_name;
-    fb_config_topic(cfg, "jobs.completed", pub->topic_completed, sizeof pub->topic_completed);
-    fb_config_topic(cfg, "jobs.dlq", pub->topic_dlq, sizeof pub->topic_dlq);
+    fb_config_topic(cfg, FB_TOPIC_COMPLETED, pub->topic_completed, sizeof pub->topic_completed);
+    fb_config_topic(cfg, FB_TOPIC_DLQ, pub->topic_dlq, sizeof pub->topic_dlq);
 }
 
 ev_job_type dmn_job_type_of(const ev_event *req) {
-    switch (req->type) {
-    case EV_ARCHIVE_DUE: return EV_JOB_ARCHIVE;
-    case EV_BACKUP_VERIFY: return EV_JOB_VERIFY;
-    default: return EV_JOB_BACKUP;
-    }
+    return job_request_of(req->type) ? job_request_of(req->type)->job_type : EV_JOB_BACKUP;
 }
 
 ev_event *dmn_status_build(const dmn_pub *pub, const ev_event *req, const unsigned char *req_raw, size_t req_len,
@@ -37,7 +35,7 @@ ev_event *dmn_status_build(const dmn_pub *pub, const ev_event *req, const unsign
     ev_event *ev = ev_event_new(EV_JOB_STATUS);
     if (!ev) return NULL;
     memcpy(ev->job_id, req->job_id, sizeof ev->job_id);
-    ev->ts = ev_now_ms();
+    ev->ts = fb_now_ms();
     ev->requested_by = req->requested_by;
     ev->attempt = req->attempt;
     ev_job_status *s = &ev->u.status;
@@ -135,7 +133,7 @@ fb_code dmn_dlq_publish(const dmn_pub *pub, const rd_kafka_message_t *m, const c
     char part[32], off[32], now[32];
     snprintf(part, sizeof part, "%" PRId32, m->partition);
     snprintf(off, sizeof off, "%" PRId64, m->offset);
-    snprintf(now, sizeof now, "%" PRId64, ev_now_ms());
+    snprintf(now, sizeof now, "%" PRId64, fb_now_ms());
     /* fusion.replays travels with the message so `fusion-backup replay` can refuse a dead letter that keeps
      * coming back (the loop guard for messages without an attempt we could read). */
     char replays[16] = "0";

@@ -8,9 +8,11 @@
 
 #include "codec/ev_event.h"
 #include "common/fb_log.h"
+#include "common/fb_time.h"
 #include "daemon/dmn_jobs.h"
 #include "daemon/dmn_metrics.h"
 #include "daemon/dmn_status.h"
+#include "job/job_request.h"
 #include "kafka/kfk.h"
 #include "kafka/kfk_sign.h"
 
@@ -179,7 +181,7 @@ static void *dmn_job_thread(void *arg) {
     }
     if (rc) FB_ERROR("job %s: outcome not published, the request will be delivered again: %s", s->ev->job_id, err.msg);
     if (!rc && out.status == EV_SUCCESS && s->ev->type == EV_BACKUP_REQUESTED)
-        dmn_metrics_last_backup_success(s->ev->u.backup.config_id, ev_now_ms());
+        dmn_metrics_last_backup_success(s->ev->u.backup.config_id, fb_now_ms());
     pthread_mutex_lock(&w->mu);
     s->publish_rc = rc;
     s->state = SLOT_DONE;
@@ -266,7 +268,7 @@ static int dmn_take(dmn_worker *w, rd_kafka_message_t *m) {
         return 1;
     }
     int for_backup = strcmp(topic, w->topic_backup) == 0;
-    int fits = for_backup ? (ev->type == EV_BACKUP_REQUESTED || ev->type == EV_BACKUP_VERIFY) : ev->type == EV_ARCHIVE_DUE;
+    int fits = job_request_of(ev->type) && job_request_of(ev->type)->topic == (for_backup ? FB_TOPIC_BACKUP : FB_TOPIC_ARCHIVE);
     if (!fits) {
         char why[512];
         snprintf(why, sizeof why, "a %s event does not belong on topic \"%s\"", ev_type_name(ev->type), topic);
@@ -358,11 +360,8 @@ static void dmn_update_lag(dmn_worker *w) {
     for (size_t i = 0; i < w->n_parts; i++) rd_kafka_topic_partition_list_add(l, w->parts[i].topic, w->parts[i].partition);
     rd_kafka_committed(w->consumer, l, 2000);
     for (int i = 0; i < l->cnt; i++) {
-        int64_t lo = 0, hi = 0;
-        if (rd_kafka_query_watermark_offsets(w->consumer, l->elems[i].topic, l->elems[i].partition, &lo, &hi, 1000))
-            continue;
-        int64_t at = l->elems[i].offset >= 0 ? l->elems[i].offset : lo;
-        dmn_metrics_lag(l->elems[i].topic, l->elems[i].partition, hi > at ? hi - at : 0);
+        int64_t lag = kfk_partition_lag(w->consumer, l->elems[i].topic, l->elems[i].partition, l->elems[i].offset, 1000);
+        if (lag >= 0) dmn_metrics_lag(l->elems[i].topic, l->elems[i].partition, lag);
     }
     rd_kafka_topic_partition_list_destroy(l);
 }
@@ -378,8 +377,8 @@ fb_code dmn_worker_run(const fb_config *cfg, const char *worker_name, const fb_s
     w->requesters = requesters;
     w->n_slots = (size_t)cfg->concurrency;
     w->slots = calloc(w->n_slots, sizeof *w->slots);
-    fb_config_topic(cfg, "backup.requested", w->topic_backup, sizeof w->topic_backup);
-    fb_config_topic(cfg, "archive.due", w->topic_archive, sizeof w->topic_archive);
+    fb_config_topic(cfg, FB_TOPIC_BACKUP, w->topic_backup, sizeof w->topic_backup);
+    fb_config_topic(cfg, FB_TOPIC_ARCHIVE, w->topic_archive, sizeof w->topic_archive);
     if (!w->slots) {
         rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
         goto out;
@@ -412,12 +411,12 @@ fb_code dmn_worker_run(const fb_config *cfg, const char *worker_name, const fb_s
         dmn_reap(w);
         if (*signals && !w->stopping) {
             w->stopping = 1;
-            stop_deadline = ev_now_ms() + cfg->shutdown_grace_s * 1000;
+            stop_deadline = fb_now_ms() + cfg->shutdown_grace_s * 1000;
             FB_INFO("shutting down: no new jobs; %zu running get %lld s to finish (a second signal aborts them)",
                     dmn_running(w), (long long)cfg->shutdown_grace_s);
         }
         if (w->stopping) {
-            if (!aborted && (*signals >= 2 || ev_now_ms() >= stop_deadline) && dmn_running(w)) {
+            if (!aborted && (*signals >= 2 || fb_now_ms() >= stop_deadline) && dmn_running(w)) {
                 FB_WARN("aborting %zu running job(s)", dmn_running(w));
                 pthread_mutex_lock(&w->mu);
                 for (size_t i = 0; i < w->n_slots; i++) w->slots[i].abort = 1;
@@ -440,8 +439,8 @@ fb_code dmn_worker_run(const fb_config *cfg, const char *worker_name, const fb_s
                 dmn_enqueue(w, m);
             }
         }
-        if (cfg->metrics_listen && *cfg->metrics_listen && ev_now_ms() - last_lag > DMN_LAG_EVERY_MS) {
-            last_lag = ev_now_ms();
+        if (cfg->metrics_listen && *cfg->metrics_listen && fb_now_ms() - last_lag > DMN_LAG_EVERY_MS) {
+            last_lag = fb_now_ms();
             dmn_update_lag(w);
         }
     }

@@ -30,26 +30,6 @@ char *dump_strf(const char *fmt, ...) {
     return s;
 }
 
-char *dump_qualified(const char *schema, const char *name) {
-    size_t cap = 2 * (strlen(schema) + strlen(name)) + 8;
-    char *s = malloc(cap);
-    if (s && pgx_qualified(schema, name, s, cap) != 0) {
-        free(s);
-        s = NULL;
-    }
-    return s;
-}
-
-char *dump_ident(const char *name) {
-    size_t cap = 2 * strlen(name) + 3;
-    char *s = malloc(cap);
-    if (s && pgx_quote_ident(name, s, cap) != 0) {
-        free(s);
-        s = NULL;
-    }
-    return s;
-}
-
 fb_code dump_catalog_session(PGconn *c, fb_err *err) {
     return pgx_exec(c,
                     "SELECT pg_catalog.set_config('search_path', '', false);"
@@ -191,7 +171,7 @@ fb_code dump_catalog_describe(PGconn *c, const dump_rel *rel, arc_table *t, fb_e
     snprintf(what, sizeof what, "reading the definition of table \"%s\".\"%s\"", rel->schema, rel->name);
     t->schema = strdup(rel->schema);
     t->name = strdup(rel->name);
-    qt = dump_qualified(rel->schema, rel->name);
+    qt = pgx_qualified_dup(rel->schema, rel->name);
     if (!t->schema || !t->name || !qt) {
         rc = dump_oom(err);
         goto out;
@@ -228,7 +208,7 @@ fb_code dump_catalog_describe(PGconn *c, const dump_rel *rel, arc_table *t, fb_e
         s->name = strdup(PQgetvalue(r, i, 1));
         s->column = strdup(PQgetvalue(r, i, 2));
         s->identity = PQgetvalue(r, i, 3)[0] == 'i';
-        char *qs = dump_qualified(s->schema, s->name), *qc = dump_ident(s->column);
+        char *qs = pgx_qualified_dup(s->schema, s->name), *qc = pgx_ident_dup(s->column);
         /* An identity sequence takes the column's type: "AS type" would conflict. */
         char *as = s->identity ? strdup("") : dump_strf("AS %s ", PQgetvalue(r, i, 10));
         char *opts = dump_strf("%sSTART WITH %s INCREMENT BY %s MINVALUE %s MAXVALUE %s CACHE %s%s",
@@ -296,7 +276,7 @@ fb_code dump_catalog_describe(PGconn *c, const dump_rel *rel, arc_table *t, fb_e
         col->not_null = PQgetvalue(r, i, 2)[0] == 't';
         col->generated = PQgetvalue(r, i, 3)[0];
         col->identity = PQgetvalue(r, i, 4)[0];
-        char *qc = dump_ident(PQgetvalue(r, i, 0));
+        char *qc = pgx_ident_dup(PQgetvalue(r, i, 0));
         if (!col->name || !col->type || !qc) {
             free(qc);
             rc = dump_oom(err);
@@ -336,7 +316,7 @@ fb_code dump_catalog_describe(PGconn *c, const dump_rel *rel, arc_table *t, fb_e
     }
     for (int i = 0; i < PQntuples(r); i++) {
         char type = PQgetvalue(r, i, 1)[0];
-        char *qn = dump_ident(PQgetvalue(r, i, 0));
+        char *qn = pgx_ident_dup(PQgetvalue(r, i, 0));
         const char *def = PQgetvalue(r, i, 2);
         if (!qn) {
             rc = dump_oom(err);
@@ -410,14 +390,14 @@ out:
 
 char *dump_copy_sql(const arc_table *t, int to) {
     fb_sbuf b = {0};
-    char *qt = dump_qualified(t->schema, t->name);
+    char *qt = pgx_qualified_dup(t->schema, t->name);
     if (!qt) return NULL;
     fb_sbuf_printf(&b, "COPY %s (", qt);
     free(qt);
     int first = 1;
     for (size_t i = 0; i < t->n_cols; i++) {
         if (t->cols[i].generated) continue;
-        char *qc = dump_ident(t->cols[i].name);
+        char *qc = pgx_ident_dup(t->cols[i].name);
         if (!qc) b.oom = 1;
         else fb_sbuf_printf(&b, "%s%s", first ? "" : ", ", qc);
         free(qc);
@@ -427,7 +407,7 @@ char *dump_copy_sql(const arc_table *t, int to) {
     /* A table with no columns: COPY t () is not valid SQL. */
     if (first && !b.oom) {
         free(b.p);
-        qt = dump_qualified(t->schema, t->name);
+        qt = pgx_qualified_dup(t->schema, t->name);
         char *s = qt ? dump_strf("COPY %s %s", qt, to ? "TO STDOUT" : "FROM STDIN") : NULL;
         free(qt);
         return s;

@@ -50,9 +50,6 @@ char *dump_copy_sql(const arc_table *t, int to);
 
 /* malloc'd printf; NULL on out of memory. */
 char *dump_strf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* Quoted "name" as a malloc'd string (NULL on out of memory). */
-char *dump_ident(const char *name);
-/* Quoted "schema"."name" as a malloc'd string (NULL on out of memory). */
-char *dump_qualified(const char *schema, const char *name);
+/* Quoted names as malloc'd strings: pgx_ident_dup / pgx_qualified_dup (pg/pgx.h). */
 
 #endif

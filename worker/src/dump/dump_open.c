@@ -28,12 +28,11 @@ static fb_code dump_chain_resolve(void *opaque, const char *job_id, stor_rfile *
     char path[4200], where[2048] = "";
     size_t wl = 0;
     *out = NULL;
-    if (strchr(job_id, '/') || strcmp(job_id, "..") == 0 || !*job_id)
-        return fb_err_set(err, FB_ERR_FORMAT, "a reference names job \"%s\", which is not a job id", job_id);
     for (size_t i = 0; i < d->n; i++) {
         fb_err e2;
-        snprintf(path, sizeof path, "%s/%s%s", d->dirs[i], job_id, ARC_ARTIFACT_SUFFIX);
-        fb_code rc = stor_open_file(path, NULL, out, &e2);
+        fb_code rc = arc_artifact_name(d->dirs[i], job_id, path, sizeof path, err);
+        if (rc == FB_OK) rc = stor_open_file(path, NULL, out, &e2);
+        else return rc;
         if (rc == FB_OK) return FB_OK;
         if (rc != FB_ERR_NOTFOUND) {
             if (err) *err = e2;

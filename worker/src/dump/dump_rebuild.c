@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "common/fb_log.h"
+#include "common/fb_time.h"
 #include "dump/dump_catalog.h"
 #include "dump/dump_schema.h"
 #include "pg/pgx.h"
@@ -142,8 +143,7 @@ static fb_code rb_create_tmp(PGconn *admin, const char *tmp, const char *target,
     rc = pgx_exec(admin, sql, "creating the temporary database (the role needs CREATEDB)", err);
     free(sql);
     if (rc) return rc;
-    time_t now = time(NULL);
-    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
+    fb_time_format_utc(fb_now_ms(), when, sizeof when);
     char *text = dump_strf(RB_COMMENT ": database \"%s\" from job %s, started %s by pid %d; the next restore drops "
                            "it if this one is gone", target, job_id ? job_id : "?", when, (int)getpid());
     char *lit = text ? PQescapeLiteral(admin, text, strlen(text)) : NULL;

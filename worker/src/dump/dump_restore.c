@@ -45,11 +45,6 @@ static fb_code dr_put(void *opaque, const void *buf, size_t len, fb_err *err) {
     return FB_OK;
 }
 
-typedef struct dr_hash_sink {
-    crypto_generichash_state h;
-    int64_t bytes;
-} dr_hash_sink;
-
 /* Sorts the selected tables parents first. sel[] holds indexes into m->tables; written back in order. */
 static fb_code dr_order(const arc_manifest *m, size_t *sel, size_t n, fb_err *err) {
     fb_code rc = FB_OK;
@@ -119,7 +114,7 @@ static fb_code dr_exec_conflict(PGconn *c, const char *sql, const char *what, fb
 
 /* Without --create: the table must exist and, unless o->truncate, be empty. */
 static fb_code dr_check_target(PGconn *c, const arc_table *t, const dump_restore_opts *o, fb_err *err) {
-    char *qt = dump_qualified(t->schema, t->name);
+    char *qt = pgx_qualified_dup(t->schema, t->name);
     fb_code rc = FB_OK;
     if (!qt) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
     const char *params[2] = {t->schema, t->name};
@@ -218,11 +213,11 @@ fb_code dump_restore_copy_table(arc_reader *rd, PGconn *c, const arc_table *t, c
 
 static fb_code dr_set_sequences(PGconn *c, const arc_table *t, fb_err *err) {
     fb_code rc = FB_OK;
-    char *qt = dump_qualified(t->schema, t->name);
+    char *qt = pgx_qualified_dup(t->schema, t->name);
     if (!qt) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
     for (size_t i = 0; i < t->n_seqs && rc == FB_OK; i++) {
         const arc_sequence *s = &t->seqs[i];
-        char *qs = dump_qualified(s->schema, s->name);
+        char *qs = pgx_qualified_dup(s->schema, s->name);
         char val[32];
         snprintf(val, sizeof val, "%lld", (long long)s->last_value);
         const char *params[5] = {qt, s->column, qs, val, s->is_called ? "t" : "f"};
@@ -244,18 +239,11 @@ static fb_code dr_set_sequences(PGconn *c, const arc_table *t, fb_err *err) {
     return rc;
 }
 
-static fb_code dr_hash_put(void *opaque, const void *buf, size_t len, fb_err *err) {
-    dr_hash_sink *h = opaque;
-    crypto_generichash_update(&h->h, buf, len);
-    h->bytes += (int64_t)len;
-    return FB_OK;
-}
-
 /* Re-dumps a restored table and compares with the manifest. */
 static fb_code dr_compare(PGconn *c, const arc_table *t, fb_err *err) {
     char what[400];
     unsigned char hash[ARC_HASH_BYTES];
-    dr_hash_sink h;
+    arc_hasher h;
     fb_code rc = FB_OK;
     snprintf(what, sizeof what, "re-reading restored table \"%s\".\"%s\"", t->schema, t->name);
     char *sql = dump_copy_sql(t, 1);
@@ -264,15 +252,14 @@ static fb_code dr_compare(PGconn *c, const arc_table *t, fb_err *err) {
     free(sql);
     if ((rc = pgx_check(c, r, PGRES_COPY_OUT, what, err))) return rc;
     PQclear(r);
-    crypto_generichash_init(&h.h, NULL, 0, ARC_HASH_BYTES);
-    h.bytes = 0;
+    arc_hasher_init(&h);
     int64_t rows = 0;
     for (;;) {
         char *buf = NULL;
         int n = PQgetCopyData(c, &buf, 0);
         if (n == -1) break;
         if (n < 0) return fb_err_set(err, FB_ERR_TRANSIENT, "%s failed: %s", what, PQerrorMessage(c));
-        dr_hash_put(&h, buf, (size_t)n, NULL);
+        arc_hasher_put(&h, buf, (size_t)n, NULL);
         PQfreemem(buf);
         rows++;
     }
@@ -280,7 +267,7 @@ static fb_code dr_compare(PGconn *c, const arc_table *t, fb_err *err) {
     if ((rc = pgx_check(c, r, PGRES_COMMAND_OK, what, err))) return rc;
     PQclear(r);
     while ((r = PQgetResult(c))) PQclear(r);
-    crypto_generichash_final(&h.h, hash, sizeof hash);
+    arc_hasher_final(&h, hash);
     if (rows != t->rows || h.bytes != t->raw_bytes || sodium_memcmp(hash, t->blake2b, sizeof hash) != 0)
         return fb_err_set(err, FB_ERR_VERIFY,
                           "table \"%s\".\"%s\" restored as %lld rows / %lld bytes, which differs from the manifest "
@@ -325,7 +312,7 @@ static fb_code dr_add_fks(PGconn *c, const arc_table *t, int subset, int64_t *sk
         if (PQresultStatus(r) == PGRES_COMMAND_OK) {
             PQclear(r);
             rc = pgx_exec(c, "RELEASE SAVEPOINT fb_fk", "adding a foreign key", err);
-        } else if (sqlstate && strcmp(sqlstate, "42P01") == 0) {
+        } else if (sqlstate && strcmp(sqlstate, PGX_UNDEFINED_TABLE) == 0) {
             FB_WARN("restore: foreign key of \"%s\".\"%s\" skipped: %s", t->schema, t->name,
                     PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY));
             PQclear(r);
@@ -535,7 +522,7 @@ static fb_code dr_fd_sink(void *opaque, const void *buf, size_t len, fb_err *err
 /* Runs a pg_restore script; "already exists" means the target was not empty (FB_ERR_CONFLICT). */
 fb_code dump_restore_exec_script(PGconn *c, char *sql, const char *what, fb_err *err) {
     fb_code rc = dump_schema_exec(c, sql, what, err);
-    if (rc && (strstr(err->msg, "42P07") || strstr(err->msg, "42710") || strstr(err->msg, "already exists"))) {
+    if (rc && pgx_sqlstate_duplicate(err->sqlstate)) {
         fb_err_prefix(err, "--create needs an empty database: ");
         err->code = rc = FB_ERR_CONFLICT;
     } else if (rc && strstr(err->msg, "role \"") && strstr(err->msg, "does not exist")) {
@@ -701,7 +688,7 @@ fb_code dump_restore(arc_reader *rd, PGconn *c, const dump_restore_opts *o, dump
             int seen = 0;
             for (size_t j = 0; j < i; j++) seen |= strcmp(m->tables[sel[j]].schema, t->schema) == 0;
             if (seen || strcmp(t->schema, "public") == 0) continue;
-            char *qs = dump_ident(t->schema);
+            char *qs = pgx_ident_dup(t->schema);
             char *sql = qs ? dump_strf("CREATE SCHEMA IF NOT EXISTS %s", qs) : NULL;
             free(qs);
             if (!sql) {

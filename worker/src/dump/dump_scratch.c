@@ -31,7 +31,7 @@ static fb_code dump_scratch_sql(const char *conninfo, const char *fmt, const cha
     PGconn *c = pgx_connect(conninfo, "fusion-backup scratch", err);
     if (!c) return err ? err->code : FB_ERR_TRANSIENT;
     PQsetNoticeProcessor(c, dump_scratch_quiet, NULL);
-    char *qn = dump_ident(name);
+    char *qn = pgx_ident_dup(name);
     char *sql = qn ? dump_strf(fmt, qn) : NULL;
     fb_code rc = sql ? pgx_exec(c, sql, what, err) : fb_err_set(err, FB_ERR_NOMEM, "out of memory");
     free(qn);

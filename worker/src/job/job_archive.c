@@ -179,8 +179,7 @@ static int ja_throttle(PGconn *c, const job_ctx *ctx, int64_t batch_ms, ja_count
 /* SQLSTATEs after which the same batch may well succeed a moment later. 23503: a referencing row committed
  * after our snapshot, caught by the deferred foreign-key check at COMMIT. */
 static int ja_retryable(const char *st) {
-    return st && (strcmp(st, "55P03") == 0 || strcmp(st, "40P01") == 0 || strcmp(st, "40001") == 0 ||
-                  strcmp(st, "23503") == 0);
+    return pgx_sqlstate_retry_now(st) || (st && strcmp(st, PGX_FOREIGN_KEY_VIOLATION) == 0);
 }
 
 static void ja_rollback(PGconn *c) {
@@ -200,12 +199,12 @@ static PGresult *ja_exec(PGconn *c, const char *sql, int nparams, const Oid *typ
 
 /* Counts due rows up front (for progress); a failure here is not fatal: total_due stays -1. */
 static void ja_count_due(PGconn *c, const ja_plan *p, const char *cutoff, int64_t *out) {
-    ja_sb b = {0};
+    fb_sbuf b = {0};
     *out = -1;
     fb_sbuf_printf(&b, "SELECT count(*) FROM ");
-    ja_sb_qualified(&b, p->nodes[0].schema, p->nodes[0].table);
+    pgx_sb_qualified(&b, p->nodes[0].schema, p->nodes[0].table);
     fb_sbuf_printf(&b, " WHERE ");
-    ja_sb_ident(&b, p->ts_column);
+    pgx_sb_ident(&b, p->ts_column);
     fb_sbuf_printf(&b, " < (timestamptz 'epoch' + $1::bigint * interval '1 millisecond')");
     if (!b.oom) {
         const char *prm[1] = {cutoff};
@@ -357,7 +356,7 @@ typedef struct ja_job {
     int64_t started;
     PGconn *c;
     ja_plan plan;
-    ja_sb sql, sql_first;  /* the batch statement, after a key and for the first batch */
+    fb_sbuf sql, sql_first;  /* the batch statement, after a key and for the first batch */
     ja_params q;
     char *last_key;        /* where the next batch starts (NULL: the first) */
     ja_counts k;

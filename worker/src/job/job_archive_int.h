@@ -19,14 +19,10 @@
 #include "common/fb_sbuf.h"
 
 #define JA_NAME 64      /* NAMEDATALEN */
-#define JA_QNAME 140    /* a quoted schema.table */
 #define JA_FK_MAX 8     /* columns in one foreign key (Django makes one) */
 
-/* ---- SQL text: a growing string (common/fb_sbuf.h; out of memory is sticky in `oom`) ---- */
-typedef fb_sbuf ja_sb;
-
-void ja_sb_ident(ja_sb *b, const char *name);                 /* appends name quoted */
-void ja_sb_qualified(ja_sb *b, const char *schema, const char *table);
+/* SQL text is an fb_sbuf (common/fb_sbuf.h; out of memory is sticky in `oom`); names go in with pgx_sb_ident and
+ * pgx_sb_qualified (pg/pgx.h). */
 
 /* ---- the plan ---- */
 typedef enum ja_edge_kind {
@@ -93,7 +89,7 @@ void ja_params_free(ja_params *q);
 /* The statement of one batch. dry: no locks, no changes, same counts. first: the variant for the first batch,
  * which does not use $3 (send $3 with type text, see ja_param_types). Its one result row:
  *   seen, protected, referenced, conflict, archived (root rows), cascaded, inserted, nulled, last_key. */
-fb_code ja_sql_batch(const ja_plan *plan, int dry, int first, ja_sb *out, fb_err *err);
+fb_code ja_sql_batch(const ja_plan *plan, int dry, int first, fb_sbuf *out, fb_err *err);
 enum { JA_R_SEEN, JA_R_PROT, JA_R_REF, JA_R_CONF, JA_R_ARCHIVED, JA_R_CASCADED, JA_R_INSERTED, JA_R_NULLED,
        JA_R_LASTKEY, JA_R_NCOLS };
 

@@ -20,23 +20,6 @@
 
 /* ---- SQL text builder ---- */
 
-void ja_sb_ident(ja_sb *b, const char *name) {
-    char q[JA_QNAME];
-    if (pgx_quote_ident(name, q, sizeof q) != 0) {
-        b->oom = 1;
-        return;
-    }
-    fb_sbuf_printf(b, "%s", q);
-}
-
-void ja_sb_qualified(ja_sb *b, const char *schema, const char *table) {
-    char q[JA_QNAME];
-    if (pgx_qualified(schema, table, q, sizeof q) != 0) {
-        b->oom = 1;
-        return;
-    }
-    fb_sbuf_printf(b, "%s", q);
-}
 
 /* ---- catalog queries ---- */
 

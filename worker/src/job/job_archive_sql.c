@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "job/job_archive.h"
+#include "pg/pgx.h"
 
 enum { JA_FLAG_PROT, JA_FLAG_REF, JA_FLAG_CONF };
 
@@ -41,12 +42,12 @@ static int ja_subtree_has(const ja_plan *p, size_t node, int flag) {
 }
 
 /* "x.c1 = alias.p1 AND x.c2 = alias.p2" */
-static void ja_sql_join(ja_sb *b, const ja_edge *e, const char *x, const char *alias) {
+static void ja_sql_join(fb_sbuf *b, const ja_edge *e, const char *x, const char *alias) {
     for (int j = 0; j < e->ncols; j++) {
         fb_sbuf_printf(b, "%s%s.", j ? " AND " : "", x);
-        ja_sb_ident(b, e->ccol[j]);
+        pgx_sb_ident(b, e->ccol[j]);
         fb_sbuf_printf(b, " = %s.", alias);
-        ja_sb_ident(b, e->pcol[j]);
+        pgx_sb_ident(b, e->pcol[j]);
     }
 }
 
@@ -63,7 +64,7 @@ static void ja_sql_join(ja_sb *b, const ja_edge *e, const char *x, const char *a
  * sequential scans off (ja_session_setup), so a probe of a small or never-analysed table is the same index scan;
  * selecting ctid (which no index holds) rules out an index-only scan, whose choice depends on the visibility map
  * fraction that VACUUM records: one plan shape in every state of the statistics. */
-static void ja_sql_flag(ja_sb *b, const ja_plan *p, size_t node, const char *alias, const char *ctid, int flag,
+static void ja_sql_flag(fb_sbuf *b, const ja_plan *p, size_t node, const char *alias, const char *ctid, int flag,
                         int *seq) {
     const ja_node *n = &p->nodes[node];
     fb_sbuf_printf(b, "(false");
@@ -71,10 +72,10 @@ static void ja_sql_flag(ja_sb *b, const ja_plan *p, size_t node, const char *ali
         char a[16];
         snprintf(a, sizeof a, "a%d", ++*seq);
         fb_sbuf_printf(b, " OR (SELECT %s.ctid FROM ", a);
-        ja_sb_qualified(b, "public", JOB_ARCHIVE_TABLE);
+        pgx_sb_qualified(b, "public", JOB_ARCHIVE_TABLE);
         fb_sbuf_printf(b, " %s WHERE %s.module = $%d::text AND %s.model_name = $%d::text AND %s.original_id = %s.", a, a,
                      ja_param(node, 0), a, ja_param(node, 1), a, alias);
-        ja_sb_ident(b, n->pk);
+        pgx_sb_ident(b, n->pk);
         fb_sbuf_printf(b, "::text LIMIT 1) IS NOT NULL");
     }
     for (size_t i = 0; i < n->n_edges; i++) {
@@ -86,7 +87,7 @@ static void ja_sql_flag(ja_sb *b, const ja_plan *p, size_t node, const char *ali
         char x[16];
         snprintf(x, sizeof x, "x%d", ++*seq);
         fb_sbuf_printf(b, " OR (SELECT %s.ctid FROM ", x);
-        ja_sb_qualified(b, e->schema, e->table);
+        pgx_sb_qualified(b, e->schema, e->table);
         fb_sbuf_printf(b, " %s WHERE ", x);
         ja_sql_join(b, e, x, alias);
         /* A row that references itself does not block its own archival. */
@@ -104,16 +105,16 @@ static void ja_sql_flag(ja_sb *b, const ja_plan *p, size_t node, const char *ali
 }
 
 /* "(SELECT (nK.r_).p1 FROM nK)" or the multi-column form, compared with the referencing columns of x. */
-static void ja_sql_refs_in(ja_sb *b, const ja_edge *e, const char *x, size_t parent) {
+static void ja_sql_refs_in(fb_sbuf *b, const ja_edge *e, const char *x, size_t parent) {
     fb_sbuf_printf(b, "(");
     for (int j = 0; j < e->ncols; j++) {
         fb_sbuf_printf(b, "%s%s.", j ? ", " : "", x);
-        ja_sb_ident(b, e->ccol[j]);
+        pgx_sb_ident(b, e->ccol[j]);
     }
     fb_sbuf_printf(b, ") IN (SELECT ");
     for (int j = 0; j < e->ncols; j++) {
         fb_sbuf_printf(b, "%s(n%zu.r_).", j ? ", " : "", parent);
-        ja_sb_ident(b, e->pcol[j]);
+        pgx_sb_ident(b, e->pcol[j]);
     }
     fb_sbuf_printf(b, " FROM n%zu)", parent);
 }
@@ -124,15 +125,15 @@ static void ja_sql_refs_in(ja_sb *b, const ja_edge *e, const char *x, size_t par
 
 /* cand: the batch, locked. The flags are computed in a second CTE over cand's few rows: computed here, below
  * the LIMIT, the planner would cost them for every due row and may hash all ArchivedRecords of the model. */
-static void ja_sql_cand(ja_sb *b, const ja_plan *p, int dry, int first) {
+static void ja_sql_cand(fb_sbuf *b, const ja_plan *p, int dry, int first) {
     const ja_node *root = &p->nodes[0];
     int seq = 0;
     fb_sbuf_printf(b, "WITH cand AS MATERIALIZED (SELECT t.ctid AS ctid_, t AS r_, t.");
-    ja_sb_ident(b, root->pk);
+    pgx_sb_ident(b, root->pk);
     fb_sbuf_printf(b, " AS pk_ FROM ");
-    ja_sb_qualified(b, root->schema, root->table);
+    pgx_sb_qualified(b, root->schema, root->table);
     fb_sbuf_printf(b, " t WHERE t.");
-    ja_sb_ident(b, p->ts_column);
+    pgx_sb_ident(b, p->ts_column);
     fb_sbuf_printf(b, " < (timestamptz 'epoch' + $1::bigint * interval '1 millisecond')");
     /* Keyset: a plain `pk > $3` (no OR) so the index scan starts after the previous batch instead of walking
      * the dead index entries of every row already moved. */
@@ -140,11 +141,11 @@ static void ja_sql_cand(ja_sb *b, const ja_plan *p, int dry, int first) {
         fb_sbuf_printf(b, " AND $2::boolean");
     } else {
         fb_sbuf_printf(b, " AND NOT $2::boolean AND t.");
-        ja_sb_ident(b, root->pk);
+        pgx_sb_ident(b, root->pk);
         fb_sbuf_printf(b, " > $3");
     }
     fb_sbuf_printf(b, " ORDER BY t.");
-    ja_sb_ident(b, root->pk);
+    pgx_sb_ident(b, root->pk);
     fb_sbuf_printf(b, " LIMIT $4::bigint%s),\n", dry ? "" : " FOR UPDATE OF t SKIP LOCKED");
     fb_sbuf_printf(b, "flags AS MATERIALIZED (SELECT c.ctid_, c.r_, c.pk_, ");
     ja_sql_flag(b, p, 0, "(c.r_)", "c.ctid_", JA_FLAG_PROT, &seq);
@@ -157,7 +158,7 @@ static void ja_sql_cand(ja_sb *b, const ja_plan *p, int dry, int first) {
 }
 
 /* nK: CASCADE descendants (nodes are numbered parents first). */
-static fb_code ja_sql_cascade(ja_sb *b, const ja_plan *p, int dry, fb_err *err) {
+static fb_code ja_sql_cascade(fb_sbuf *b, const ja_plan *p, int dry, fb_err *err) {
     for (size_t k = 1; k < p->n_nodes; k++) {
         const ja_node *n = &p->nodes[k];
         const ja_node *par = &p->nodes[n->parent];
@@ -166,9 +167,9 @@ static fb_code ja_sql_cascade(ja_sb *b, const ja_plan *p, int dry, fb_err *err) 
             if (par->edges[i].kind == JA_EDGE_CASCADE && par->edges[i].child == (int)k) e = &par->edges[i];
         if (!e) return fb_err_set(err, FB_ERR_INTERNAL, "archive plan: node %zu has no edge from its parent", k);
         fb_sbuf_printf(b, ",\nn%zu AS MATERIALIZED (SELECT x.ctid AS ctid_, x AS r_, x.", k);
-        ja_sb_ident(b, n->pk);
+        pgx_sb_ident(b, n->pk);
         fb_sbuf_printf(b, " AS pk_ FROM ");
-        ja_sb_qualified(b, n->schema, n->table);
+        pgx_sb_qualified(b, n->schema, n->table);
         fb_sbuf_printf(b, " x WHERE ");
         ja_sql_refs_in(b, e, "x", (size_t)n->parent);
         fb_sbuf_printf(b, "%s)", dry ? "" : " FOR UPDATE OF x");
@@ -177,11 +178,11 @@ static fb_code ja_sql_cascade(ja_sb *b, const ja_plan *p, int dry, fb_err *err) 
 }
 
 /* ins: the ArchivedRecords, one per moved row of every node. */
-static void ja_sql_insert(ja_sb *b, const ja_plan *p, int dry) {
+static void ja_sql_insert(fb_sbuf *b, const ja_plan *p, int dry) {
     fb_sbuf_printf(b, ",\nins AS (");
     if (!dry) {
         fb_sbuf_printf(b, "INSERT INTO ");
-        ja_sb_qualified(b, "public", JOB_ARCHIVE_TABLE);
+        pgx_sb_qualified(b, "public", JOB_ARCHIVE_TABLE);
         fb_sbuf_printf(b, " (module, model_name, original_id, data, archived_at, archived_by_id, job_id) ");
     }
     fb_sbuf_printf(b, "SELECT %s m_, n_, o_, d_, now(), $5::integer, $6::uuid FROM (",
@@ -202,20 +203,20 @@ static void ja_sql_insert(ja_sb *b, const ja_plan *p, int dry) {
 }
 
 /* dK: the deletes, one per node. */
-static void ja_sql_deletes(ja_sb *b, const ja_plan *p, int dry) {
+static void ja_sql_deletes(fb_sbuf *b, const ja_plan *p, int dry) {
     for (size_t k = 0; k < p->n_nodes; k++) {
         if (dry) {
             fb_sbuf_printf(b, ",\nd%zu AS (SELECT 1 FROM n%zu)", k, k);
             continue;
         }
         fb_sbuf_printf(b, ",\nd%zu AS (DELETE FROM ", k);
-        ja_sb_qualified(b, p->nodes[k].schema, p->nodes[k].table);
+        pgx_sb_qualified(b, p->nodes[k].schema, p->nodes[k].table);
         fb_sbuf_printf(b, " t WHERE t.ctid = ANY (ARRAY(SELECT ctid_ FROM n%zu)) RETURNING 1)", k);
     }
 }
 
 /* sJ: SET_NULL / SET_DEFAULT of the rows referencing a moved row; returns how many sJ there are. */
-static int ja_sql_set(ja_sb *b, const ja_plan *p, int dry) {
+static int ja_sql_set(fb_sbuf *b, const ja_plan *p, int dry) {
     int n_set = 0;
     for (size_t k = 0; k < p->n_nodes; k++) {
         const ja_node *n = &p->nodes[k];
@@ -225,14 +226,14 @@ static int ja_sql_set(ja_sb *b, const ja_plan *p, int dry) {
             fb_sbuf_printf(b, ",\ns%d AS (", n_set++);
             if (dry) {
                 fb_sbuf_printf(b, "SELECT 1 FROM ");
-                ja_sb_qualified(b, e->schema, e->table);
+                pgx_sb_qualified(b, e->schema, e->table);
             } else {
                 fb_sbuf_printf(b, "UPDATE ");
-                ja_sb_qualified(b, e->schema, e->table);
+                pgx_sb_qualified(b, e->schema, e->table);
                 fb_sbuf_printf(b, " t SET ");
                 for (int j = 0; j < e->ncols; j++) {
                     fb_sbuf_printf(b, "%s", j ? ", " : "");
-                    ja_sb_ident(b, e->ccol[j]);
+                    pgx_sb_ident(b, e->ccol[j]);
                     fb_sbuf_printf(b, " = %s", e->kind == JA_EDGE_SET_NULL ? "NULL" : "DEFAULT");
                 }
             }
@@ -250,7 +251,7 @@ static int ja_sql_set(ja_sb *b, const ja_plan *p, int dry) {
 
 /* The counters, in the order of JA_R_* (job_archive_int.h): seen, protected, referenced, conflicting, root rows
  * deleted, descendants deleted, ArchivedRecords inserted, rows nulled (sJ), and the batch's last key. */
-static void ja_sql_counters(ja_sb *b, const ja_plan *p, int n_set) {
+static void ja_sql_counters(fb_sbuf *b, const ja_plan *p, int n_set) {
     fb_sbuf_printf(b, "\nSELECT c.seen, c.prot, c.ref, c.conf, (SELECT count(*) FROM d0), 0");
     for (size_t k = 1; k < p->n_nodes; k++) fb_sbuf_printf(b, " + (SELECT count(*) FROM d%zu)", k);
     fb_sbuf_printf(b, ", (SELECT count(*) FROM ins), 0");
@@ -260,7 +261,7 @@ static void ja_sql_counters(ja_sb *b, const ja_plan *p, int n_set) {
                     "count(*) FILTER (WHERE conf_ AND NOT prot_ AND NOT ref_) AS conf FROM flags) c");
 }
 
-fb_code ja_sql_batch(const ja_plan *p, int dry, int first, ja_sb *b, fb_err *err) {
+fb_code ja_sql_batch(const ja_plan *p, int dry, int first, fb_sbuf *b, fb_err *err) {
     ja_sql_cand(b, p, dry, first);
     fb_code rc = ja_sql_cascade(b, p, dry, err);
     if (rc) return rc;

@@ -425,7 +425,7 @@ fb_code job_authority_authorise(const fb_config *cfg, const ev_event *req, fb_er
                           "given, and nothing runs unchecked", ev_type_name(req->type), req->job_id);
     PGconn *c = pgx_connect(ci, "fusion-backup authority", err);
     if (!c) return err->code;
-    fb_code rc = job_authority_check(c, req, ev_now_ms(), cfg->authority_skew_ms, err);
+    fb_code rc = job_authority_check(c, req, fb_now_ms(), cfg->authority_skew_ms, err);
     PQfinish(c);
     return rc;
 }

@@ -63,6 +63,7 @@
 #include "artifact/arc_sign.h"
 #include "artifact/arc_writer.h"
 #include "common/fb_log.h"
+#include "common/fb_time.h"
 #include "dump/dump_catalog.h"
 #include "dump/dump_schema.h"
 #include "job/job_authority.h"
@@ -74,12 +75,6 @@
 
 #define JB_ABORT_CHECK_ROWS 4096
 #define JB_LANE_LOCK_TIMEOUT_MS 5000 /* a further dump connection's, when lock-timeout-ms is 0 (see jb_lane_open) */
-
-static int64_t jb_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static const char *jb_type_name(ev_backup_type t) {
     switch (t) {
@@ -118,18 +113,6 @@ static fb_code jb_lock(PGconn *c, const dump_rel *rels, size_t n, fb_err *err) {
 
 /* Where COPY rows go: the artifact writer, or only a hash (the change-detection pass). */
 typedef fb_code (*jb_put_fn)(void *opaque, const void *buf, size_t len, fb_err *err);
-
-typedef struct jb_hasher {
-    crypto_generichash_state st;
-    int64_t raw;
-} jb_hasher;
-
-static fb_code jb_put_hash(void *opaque, const void *buf, size_t len, fb_err *err) {
-    jb_hasher *h = opaque;
-    crypto_generichash_update(&h->st, buf, len);
-    h->raw += (int64_t)len;
-    return FB_OK;
-}
 
 /* Where the job stands, for RUNNING events while a big table streams (the daemon rate-limits them). */
 typedef struct jb_progress {
@@ -673,19 +656,19 @@ typedef struct jb_lane {
  * and row counts equal bt's, t becomes a reference to bt's holder and *unchanged is 1. */
 static fb_code jb_table_detect(jb_lane *L, arc_table *t, const arc_index_table *bt, const jb_progress *tp,
                                int *unchanged, fb_err *err) {
-    jb_hasher h = {.raw = 0};
+    arc_hasher h;
     int64_t rows = 0;
     unsigned char hash[ARC_HASH_BYTES], tag[32];
     fb_code rc;
     *unchanged = 0;
-    crypto_generichash_init(&h.st, NULL, 0, ARC_HASH_BYTES);
-    if ((rc = jb_copy_table(L->run->ctx, L->c, jb_put_hash, &h, t, tp, &rows, err))) return rc;
-    crypto_generichash_final(&h.st, hash, sizeof hash);
+    arc_hasher_init(&h);
+    if ((rc = jb_copy_table(L->run->ctx, L->c, arc_hasher_put, &h, t, tp, &rows, err))) return rc;
+    arc_hasher_final(&h, hash);
     arc_index_tag(L->run->ikey, hash, tag);
-    if (sodium_memcmp(tag, bt->tag, sizeof tag) != 0 || h.raw != bt->raw_bytes || rows != bt->rows) return FB_OK;
+    if (sodium_memcmp(tag, bt->tag, sizeof tag) != 0 || h.bytes != bt->raw_bytes || rows != bt->rows) return FB_OK;
     *unchanged = 1;
     t->rows = rows;
-    t->raw_bytes = h.raw;
+    t->raw_bytes = h.bytes;
     t->stored_bytes = 0;
     memcpy(t->blake2b, hash, sizeof hash);
     if (!(t->stored_in = strdup(bt->stored_in))) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
@@ -1213,7 +1196,7 @@ static fb_code jb_manifest(jb_job *j, fb_err *err) {
         (j->base && !m->base_job))
         return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
     m->started_ms = j->t0;
-    m->completed_ms = jb_now_ms();
+    m->completed_ms = fb_now_ms();
     m->zstd_level = j->cfg->zstd_level;
     m->data_end = arc_writer_offset(j->w);
     ix->job_id = (char *)j->ev->job_id;
@@ -1304,7 +1287,7 @@ static fb_code jb_prune_copy(jb_job *j, const char *root, fb_err *err) {
 static void jb_retention(jb_job *j) {
     fb_err err;
     if (j->rq->retention_days <= 0) return;
-    j->prune_now_ms = jb_now_ms();
+    j->prune_now_ms = fb_now_ms();
     jb_prune_in(j, j->st, j->cfg->storage_root);
     (void)jb_each_copy_root(j, jb_prune_copy, &err);
 }
@@ -1318,7 +1301,7 @@ static void jb_result(jb_job *j) {
     job_result_set(res, "raw_bytes", j->total_raw);
     job_result_set(res, "schema_bytes", j->m.schema ? j->m.schema->raw_bytes : 0);
     job_result_set(res, "stored_bytes", res->file_size);
-    job_result_set(res, "duration_ms", jb_now_ms() - j->t0);
+    job_result_set(res, "duration_ms", fb_now_ms() - j->t0);
     job_result_set(res, "dump_connections", j->n_conns);
     if (j->rq->backup_type != EV_FULL) {
         job_result_set(res, "ran_as_full", j->base ? 0 : 1);
@@ -1332,7 +1315,7 @@ static void jb_result(jb_job *j) {
     FB_INFO("job=%s %s backup done: %zu tables (%lld unchanged, referenced), %lld rows, %lld raw bytes -> %lld stored "
             "(%s) in %lld ms", j->ev->job_id, j->m.backup_type, j->n_rels, (long long)j->n_ref,
             (long long)j->total_rows, (long long)j->total_raw, (long long)res->file_size, j->rel,
-            (long long)(jb_now_ms() - j->t0));
+            (long long)(fb_now_ms() - j->t0));
 }
 
 /* Frees what j holds; an artifact not yet committed is removed (its temporary file), keys are erased. */
@@ -1362,7 +1345,7 @@ static void jb_job_clear(jb_job *j) {
 fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     if (ctx->ev->type != EV_BACKUP_REQUESTED)
         return fb_err_set(err, FB_ERR_INTERNAL, "job_backup_run: not a backup event");
-    jb_job j = {.ctx = ctx, .cfg = ctx->cfg, .ev = ctx->ev, .rq = &ctx->ev->u.backup, .res = res, .t0 = jb_now_ms()};
+    jb_job j = {.ctx = ctx, .cfg = ctx->cfg, .ev = ctx->ev, .rq = &ctx->ev->u.backup, .res = res, .t0 = fb_now_ms()};
     fb_code rc;
     /* 1. Authorised by the database; the request and the settings checked before any side effect. */
     if ((rc = jb_init(&j, err))) goto out;

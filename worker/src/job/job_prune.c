@@ -16,6 +16,7 @@
 
 #include "common/fb_assert.h"
 #include "common/fb_log.h"
+#include "common/fb_time.h"
 #include "job/job_chain.h"
 
 #define JP_DAY_MS 86400000LL
@@ -48,13 +49,6 @@ static fb_code jp_on_file(void *opaque, const stor_entry *e, fb_err *err) {
     if (!(t->names[t->n] = strdup(e->name))) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
     t->n++;
     return FB_OK;
-}
-
-static void jp_when(int64_t ms, char *out, size_t cap) {
-    time_t s = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&s, &tm);
-    strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
 /* Renames the artifact to trash, then unlinks it. */
@@ -186,7 +180,7 @@ static fb_code jp_apply(stor *st, const char *dir, const job_chain *ch, const jo
         const job_chain_entry *e = &ch->e[i];
         char when[32], b[900];
         if (!p->in_scope[i] || job_chain_time(e) >= p->cutoff_ms) continue;
-        jp_when(job_chain_time(e), when, sizeof when);
+        fb_time_format_utc(job_chain_time(e), when, sizeof when);
         const char *type = job_chain_type(e);
         if (!p->remove[i]) {
             if (p->kept_why[i]) {

@@ -21,7 +21,7 @@
 #include "pg/pgx.h"
 
 /* Appends s as an element of a PostgreSQL array literal ("..." with \ and " escaped). */
-static void ju_array_elem(ja_sb *b, const char *s, int first) {
+static void ju_array_elem(fb_sbuf *b, const char *s, int first) {
     fb_sbuf_printf(b, "%s\"", first ? "" : ",");
     for (const char *p = s; *p; p++) {
         if (*p == '"' || *p == '\\') fb_sbuf_printf(b, "\\");
@@ -42,7 +42,7 @@ static fb_code ju_add_conflict(job_unarchive_result *res, const char *id, fb_err
 /* Restores the records `ids` (an int8[] literal) that all belong to schema.table with primary key pk. */
 static fb_code ju_restore_table(PGconn *c, const char *schema, const char *table, const char *pk, const char *ids,
                                 job_unarchive_result *res, fb_err *err) {
-    ja_sb sql = {0}, cols = {0}, vals = {0};
+    fb_sbuf sql = {0}, cols = {0}, vals = {0};
     PGresult *r = NULL;
     fb_code rc = FB_OK;
     const char *p2[2] = {schema, table};
@@ -64,9 +64,9 @@ static fb_code ju_restore_table(PGconn *c, const char *schema, const char *table
     }
     for (int i = 0; i < PQntuples(r); i++) {
         fb_sbuf_printf(&cols, "%s", i ? ", " : "");
-        ja_sb_ident(&cols, PQgetvalue(r, i, 0));
+        pgx_sb_ident(&cols, PQgetvalue(r, i, 0));
         fb_sbuf_printf(&vals, "%s(ok.r).", i ? ", " : "");
-        ja_sb_ident(&vals, PQgetvalue(r, i, 0));
+        pgx_sb_ident(&vals, PQgetvalue(r, i, 0));
     }
     PQclear(r);
     r = NULL;
@@ -76,16 +76,16 @@ static fb_code ju_restore_table(PGconn *c, const char *schema, const char *table
     }
 
     fb_sbuf_printf(&sql, "WITH src AS MATERIALIZED (SELECT a.id AS aid, json_populate_record(NULL::");
-    ja_sb_qualified(&sql, schema, table);
+    pgx_sb_qualified(&sql, schema, table);
     fb_sbuf_printf(&sql, ", (a.data::json)->'row') AS r FROM public." JOB_ARCHIVE_TABLE " a WHERE a.id = ANY ($1::bigint[])),\n"
                        "ok AS MATERIALIZED (SELECT s.aid, s.r FROM src s WHERE NOT EXISTS (SELECT 1 FROM ");
-    ja_sb_qualified(&sql, schema, table);
+    pgx_sb_qualified(&sql, schema, table);
     fb_sbuf_printf(&sql, " t WHERE t.");
-    ja_sb_ident(&sql, pk);
+    pgx_sb_ident(&sql, pk);
     fb_sbuf_printf(&sql, " = (s.r).");
-    ja_sb_ident(&sql, pk);
+    pgx_sb_ident(&sql, pk);
     fb_sbuf_printf(&sql, ")),\nins AS (INSERT INTO ");
-    ja_sb_qualified(&sql, schema, table);
+    pgx_sb_qualified(&sql, schema, table);
     fb_sbuf_printf(&sql, " (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM ok RETURNING 1),\n", cols.p, vals.p);
     fb_sbuf_printf(&sql, "del AS (DELETE FROM public." JOB_ARCHIVE_TABLE " a USING ok WHERE a.id = ok.aid RETURNING 1)\n"
                        "SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM del)");
@@ -129,7 +129,7 @@ out:
 /* The selected ArchivedRecords, locked (FOR UPDATE), with their envelope's version, table and primary key,
  * ordered by (schema, table, pk); *out is the result, the caller PQclear()s it. */
 static fb_code ju_select(PGconn *c, const job_unarchive_opts *o, PGresult **out, fb_err *err) {
-    ja_sb idlist = {0}, sel = {0};
+    fb_sbuf idlist = {0}, sel = {0};
     const char *prm[3] = {o->module, o->model_name, NULL};
     fb_code rc = FB_OK;
     *out = NULL;
@@ -178,7 +178,7 @@ static fb_code ju_restore_groups(PGconn *c, PGresult *r, job_unarchive_result *r
     int n = PQntuples(r);
     for (int i = 0; i < n;) {
         int j = i;
-        ja_sb ids = {0};
+        fb_sbuf ids = {0};
         fb_code rc;
         fb_sbuf_printf(&ids, "{");
         while (j < n && strcmp(PQgetvalue(r, j, 3), PQgetvalue(r, i, 3)) == 0 &&
@@ -203,7 +203,7 @@ static fb_code ju_end(PGconn *c, const job_unarchive_opts *o, fb_err *err) {
     fb_code rc = pgx_exec(c, "COMMIT", "committing the unarchive", err);
     if (rc) {
         fb_err_prefix(err, "nothing was restored: ");
-        if (strstr(err->msg, "23503"))
+        if (strcmp(err->sqlstate, PGX_FOREIGN_KEY_VIOLATION) == 0)
             snprintf(err->msg + strlen(err->msg), sizeof err->msg - strlen(err->msg),
                      " (a restored row references a row that is still archived or gone: unarchive the referenced "
                      "model first, then this one)");

@@ -16,6 +16,7 @@
 #include "artifact/arc_key.h"
 #include "artifact/arc_reader.h"
 #include "common/fb_log.h"
+#include "common/fb_time.h"
 #include "dump/dump_restore.h"
 #include "dump/dump_scratch.h"
 #include "job/job_authority.h"
@@ -30,18 +31,12 @@ typedef struct jv_chain {
 static fb_code jv_resolve(void *opaque, const char *job_id, stor_rfile **out, fb_err *err) {
     const jv_chain *c = opaque;
     char rel[1300];
-    snprintf(rel, sizeof rel, "%s%s%s%s", c->dir, *c->dir ? "/" : "", job_id, ARC_ARTIFACT_SUFFIX);
-    fb_code rc = stor_open(c->st, rel, out, err);
+    fb_code rc = arc_artifact_name(c->dir, job_id, rel, sizeof rel, err);
+    if (rc == FB_OK) rc = stor_open(c->st, rel, out, err);
     if (rc == FB_ERR_NOTFOUND)
         fb_err_set(err, rc, "backup %s, which holds tables this one references, is not under the storage root "
                    "(\"%s\"): it was removed or never copied here", job_id, rel);
     return rc;
-}
-
-static int64_t jv_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* Everything one verify job holds, from its first step to its clean-up (jv_job_clear). */
@@ -107,7 +102,7 @@ static fb_code jv_open(jv_job *j, fb_err *err) {
 /* Restore mode: a --create restore into the job's scratch database (named after the job, so a retry replaces its
  * own leftover), each table re-dumped and compared with the manifest's hash; its time is restore_ms. */
 static fb_code jv_restore(jv_job *j, fb_err *err) {
-    int64_t r0 = jv_now_ms();
+    int64_t r0 = fb_now_ms();
     char id[40] = "";
     size_t k = 0;
     fb_code rc;
@@ -132,7 +127,7 @@ static fb_code jv_restore(jv_job *j, fb_err *err) {
         fb_err_prefix(err, "restore check of \"%s\" failed: ", j->rq->file_path);
         return rc;
     }
-    job_result_set(j->res, "restore_ms", jv_now_ms() - r0);
+    job_result_set(j->res, "restore_ms", fb_now_ms() - r0);
     return FB_OK;
 }
 
@@ -151,7 +146,7 @@ static void jv_result(jv_job *j) {
     job_result_set(res, "rows", rows);
     job_result_set(res, "raw_bytes", raw);
     job_result_set(res, "stored_bytes", (int64_t)j->f->size);
-    job_result_set(res, "duration_ms", jv_now_ms() - j->t0);
+    job_result_set(res, "duration_ms", fb_now_ms() - j->t0);
     FB_INFO("job=%s verified \"%s\" (%s): %zu tables, %lld rows", j->ctx->ev->job_id, j->rq->file_path,
             j->restore ? "restore" : "integrity", m->n_tables, (long long)rows);
 }
@@ -174,7 +169,7 @@ static void jv_job_clear(jv_job *j) {
 
 fb_code job_verify_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     if (ctx->ev->type != EV_BACKUP_VERIFY) return fb_err_set(err, FB_ERR_INTERNAL, "job_verify_run: not a verify event");
-    jv_job j = {.ctx = ctx, .cfg = ctx->cfg, .rq = &ctx->ev->u.verify, .res = res, .t0 = jv_now_ms()};
+    jv_job j = {.ctx = ctx, .cfg = ctx->cfg, .rq = &ctx->ev->u.verify, .res = res, .t0 = fb_now_ms()};
     fb_code rc;
     /* 1. Authorised by the record; the request and the key checked. */
     if ((rc = jv_check(&j, err))) goto out;

@@ -292,3 +292,10 @@ out:
     rd_kafka_queue_destroy(q);
     return rc;
 }
+
+int64_t kfk_partition_lag(rd_kafka_t *rk, const char *topic, int32_t partition, int64_t committed, int timeout_ms) {
+    int64_t lo = 0, hi = 0;
+    if (rd_kafka_query_watermark_offsets(rk, topic, partition, &lo, &hi, timeout_ms)) return -1;
+    int64_t at = committed >= 0 ? committed : lo;
+    return hi > at ? hi - at : 0;
+}

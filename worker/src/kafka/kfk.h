@@ -65,6 +65,10 @@ fb_code kfk_create_topics(rd_kafka_t *rk, const char *const *names, const int *p
                           fb_err *err);
 
 /* Waits until the broker answers a metadata request, up to timeout_ms. */
+/* Consumer lag of one partition: messages after the committed offset (none committed: after the low watermark,
+ * where the group would start), from the broker's high watermark. -1 when the watermarks cannot be read. */
+int64_t kfk_partition_lag(rd_kafka_t *rk, const char *topic, int32_t partition, int64_t committed, int timeout_ms);
+
 fb_code kfk_wait_ready(rd_kafka_t *rk, int timeout_ms, fb_err *err);
 
 #endif

@@ -152,10 +152,8 @@ fb_code kfk_group_lag(const fb_config *cfg, const char *group_id, const char *to
         if (e) rc = fb_err_set(err, FB_ERR_KAFKA, "could not read committed offsets of group \"%s\": %s", group_id,
                                rd_kafka_err2str(e));
         for (int i = 0; !rc && i < l->cnt; i++) {
-            int64_t lo = 0, hi = 0;
-            if (rd_kafka_query_watermark_offsets(rk, topic, l->elems[i].partition, &lo, &hi, 10000)) continue;
-            int64_t at = l->elems[i].offset >= 0 ? l->elems[i].offset : lo;
-            *lag += hi > at ? hi - at : 0;
+            int64_t n = kfk_partition_lag(rk, topic, l->elems[i].partition, l->elems[i].offset, 10000);
+            *lag += n > 0 ? n : 0;
         }
         *partitions = l->cnt;
         rd_kafka_topic_partition_list_destroy(l);

@@ -65,6 +65,33 @@ int pgx_qualified(const char *schema, const char *table, char *out, size_t cap) 
     return pgx_quote_ident(table, out + n, cap - n);
 }
 
+#define PGX_NAME_MAX 63                      /* NAMEDATALEN - 1 */
+#define PGX_QUOTED_MAX (2 * PGX_NAME_MAX + 3) /* every byte a doubled quote, two quotes and the NUL */
+
+void pgx_sb_ident(fb_sbuf *b, const char *name) {
+    char q[PGX_QUOTED_MAX];
+    if (strlen(name) > PGX_NAME_MAX || pgx_quote_ident(name, q, sizeof q) != 0) b->oom = 1;
+    else fb_sbuf_puts(b, q);
+}
+
+void pgx_sb_qualified(fb_sbuf *b, const char *schema, const char *table) {
+    pgx_sb_ident(b, schema);
+    fb_sbuf_puts(b, ".");
+    pgx_sb_ident(b, table);
+}
+
+char *pgx_ident_dup(const char *name) {
+    fb_sbuf b = {0};
+    pgx_sb_ident(&b, name);
+    return fb_sbuf_take(&b);
+}
+
+char *pgx_qualified_dup(const char *schema, const char *table) {
+    fb_sbuf b = {0};
+    pgx_sb_qualified(&b, schema, table);
+    return fb_sbuf_take(&b);
+}
+
 int pgx_quote_literal(const char *s, char *out, size_t cap) {
     size_t o = 0;
     int has_backslash = strchr(s, '\\') != NULL;
@@ -88,11 +115,32 @@ int pgx_quote_literal(const char *s, char *out, size_t cap) {
     return 0;
 }
 
+/* The one list of SQLSTATEs worth a retry. The first three leave the connection usable: serialization failure,
+ * deadlock, lock not available (lock_timeout). The rest need patience or a new connection: query canceled
+ * (statement_timeout), the server shutting down or restarting (57P01-57P03), connection exceptions (08xxx) and
+ * insufficient resources (53xxx: disk full, out of memory, too many connections). */
+static const char *const pgx_retry_now[] = {"40001", "40P01", "55P03"};
+static const char *const pgx_retry_later[] = {"57014", "57P01", "57P02", "57P03"};
+
+static int pgx_listed(const char *st, const char *const *list, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(st, list[i]) == 0) return 1;
+    return 0;
+}
+
+int pgx_sqlstate_retry_now(const char *st) {
+    return st && pgx_listed(st, pgx_retry_now, sizeof pgx_retry_now / sizeof pgx_retry_now[0]);
+}
+
+int pgx_sqlstate_duplicate(const char *st) {
+    static const char *const dup[] = {"42P07", "42710", "42P06", "42723", "42P04", "42701", "42712", "23505"};
+    return st && pgx_listed(st, dup, sizeof dup / sizeof dup[0]);
+}
+
 fb_code pgx_sqlstate_code(const char *st) {
     if (!st || strlen(st) != 5) return FB_ERR_PG;
-    static const char *const transient[] = {"40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03"};
-    for (size_t i = 0; i < sizeof transient / sizeof transient[0]; i++)
-        if (strcmp(st, transient[i]) == 0) return FB_ERR_TRANSIENT;
+    if (pgx_sqlstate_retry_now(st) || pgx_listed(st, pgx_retry_later, sizeof pgx_retry_later / sizeof pgx_retry_later[0]))
+        return FB_ERR_TRANSIENT;
     if (strncmp(st, "08", 2) == 0 || strncmp(st, "53", 2) == 0) return FB_ERR_TRANSIENT;
     return FB_ERR_PG;
 }
@@ -116,6 +164,7 @@ fb_code pgx_check(PGconn *c, PGresult *res, ExecStatusType want, const char *wha
         size_t n = strlen(err->msg);
         snprintf(err->msg + n, sizeof err->msg - n, "%s", hint);
     }
+    if (st && err) snprintf(err->sqlstate, sizeof err->sqlstate, "%s", st);
     if (res) PQclear(res);
     return code;
 }

@@ -5,29 +5,13 @@
 #include <string.h>
 
 #include "common/fb_config.h"
+#include "common/fb_path.h"
 #include "storage/stor_s3.h"
 
 fb_code stor_path_check(const char *p, fb_err *err) {
     size_t n = p ? strlen(p) : 0;
-    if (n == 0 || n > 1024) return fb_err_set(err, FB_ERR_INVALID, "storage path must be 1..1024 bytes, got %zu", n);
-    if (p[0] == '/')
-        return fb_err_set(err, FB_ERR_INVALID,
-                          "storage path \"%s\" is absolute; it must be relative to the storage root", p);
-    if (p[n - 1] == '/') /* the loop below stops before a trailing empty component */
-        return fb_err_set(err, FB_ERR_INVALID, "storage path \"%s\" has an empty component (\"//\" or a trailing /)", p);
-    const char *c = p;
-    while (*c) {
-        const char *e = strchr(c, '/');
-        size_t len = e ? (size_t)(e - c) : strlen(c);
-        if (len == 0)
-            return fb_err_set(err, FB_ERR_INVALID, "storage path \"%s\" has an empty component (\"//\" or a trailing /)", p);
-        if ((len == 1 && c[0] == '.') || (len == 2 && c[0] == '.' && c[1] == '.'))
-            return fb_err_set(err, FB_ERR_INVALID,
-                              "storage path \"%s\" has a \"%.*s\" component; it must stay inside the storage root", p,
-                              (int)len, c);
-        if (!e) break;
-        c = e + 1;
-    }
+    const char *why = fb_relpath_problem(p ? p : "", n);
+    if (why) return fb_err_set(err, FB_ERR_INVALID, "storage path \"%.200s\" (%zu bytes) refused: %s", p ? p : "", n, why);
     return FB_OK;
 }
 

@@ -94,6 +94,11 @@ fb_code stor_posix_open_path(const char *path, stor_rfile **out, fb_err *err);
 /* Checks a relative path against the rules every driver applies (1..1024 bytes, relative, no `..`, `.` or empty
  * component, no NUL). Returns FB_OK or FB_ERR_INVALID naming the problem. */
 fb_code stor_path_check(const char *rel_path, fb_err *err);
+/* For the two atomic writes outside a storage target (the daemon's delivery counters, which several job threads
+ * bump under their own temporary names, and `rekey` replacing an artifact at a path the operator gave): renames
+ * dir/tmp_name (complete and fsynced by the caller) over dir/final_name and fsyncs dir, as stor_wfile_commit does.
+ * On failure the temporary is left for the caller to remove. */
+fb_code stor_posix_publish(const char *dir, const char *tmp_name, const char *final_name, fb_err *err);
 
 /* Wrappers. stor_create: the caller owns *out and must end it with commit or abort (each frees it). */
 fb_code stor_create(stor *s, const char *rel_path, stor_wfile **out, fb_err *err);

@@ -124,6 +124,26 @@ static void posix_w_abort(stor_wfile *wf) {
     posix_w_free(f);
 }
 
+/* The commit step of every atomic file write: a complete, fsynced temporary renamed over its final name, then the
+ * folder fsynced so the rename survives a crash. what names the file in messages. */
+static fb_code posix_publish_at(int dir_fd, const char *tmp_name, const char *final_name, const char *what, fb_err *err) {
+    if (renameat(dir_fd, tmp_name, dir_fd, final_name) != 0)
+        return fb_err_set(err, FB_ERR_IO, "could not rename the temporary file to \"%s\": %s", what, strerror(errno));
+    if (fsync(dir_fd) != 0)
+        return fb_err_set(err, FB_ERR_IO, "could not fsync the folder of \"%s\": %s", what, strerror(errno));
+    return FB_OK;
+}
+
+fb_code stor_posix_publish(const char *dir, const char *tmp_name, const char *final_name, fb_err *err) {
+    char what[4200];
+    snprintf(what, sizeof what, "%s/%s", dir, final_name);
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) return fb_err_set(err, FB_ERR_IO, "could not open folder \"%s\": %s", dir, strerror(errno));
+    fb_code rc = posix_publish_at(dfd, tmp_name, final_name, what, err);
+    close(dfd);
+    return rc;
+}
+
 static fb_code posix_w_commit(stor_wfile *wf, fb_err *err) {
     posix_wfile *f = (posix_wfile *)wf;
     fb_code rc = FB_OK;
@@ -137,14 +157,7 @@ static fb_code posix_w_commit(stor_wfile *wf, fb_err *err) {
         goto out;
     }
     f->fd = -1;
-    if (renameat(f->dir_fd, f->tmp_name, f->dir_fd, f->final_name) != 0) {
-        rc = fb_err_set(err, FB_ERR_IO, "could not rename the temporary file to \"%s\": %s", f->rel, strerror(errno));
-        goto out;
-    }
-    if (fsync(f->dir_fd) != 0) {
-        rc = fb_err_set(err, FB_ERR_IO, "could not fsync the folder of \"%s\": %s", f->rel, strerror(errno));
-        goto out;
-    }
+    rc = posix_publish_at(f->dir_fd, f->tmp_name, f->final_name, f->rel, err);
 out:
     if (rc != FB_OK) {
         posix_w_abort(wf);
