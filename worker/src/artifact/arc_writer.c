@@ -86,7 +86,7 @@ struct arc_writer {
     uint64_t t_seg_start;
     crypto_secretstream_xchacha20poly1305_state st;
     ZSTD_CCtx *cctx;
-    unsigned char *zbuf;      /* compressed bytes awaiting encryption, ARC_CHUNK_BYTES */
+    unsigned char *zbuf;      /* compressed bytes awaiting encryption, ARC_MESSAGE_BYTES */
     size_t zlen;
     unsigned char *cbuf;      /* 4-byte length + ciphertext */
     arc_seg_info t_info;
@@ -155,14 +155,14 @@ static fb_code aw_open_segment(arc_writer *w, uint32_t segment, fb_err *err) {
 static fb_code aw_compress(arc_writer *w, const void *buf, size_t len, ZSTD_EndDirective mode, fb_err *err) {
     ZSTD_inBuffer in = {buf, len, 0};
     for (;;) {
-        ZSTD_outBuffer o = {w->zbuf + w->zlen, ARC_CHUNK_BYTES - w->zlen, 0};
+        ZSTD_outBuffer o = {w->zbuf + w->zlen, ARC_MESSAGE_BYTES - w->zlen, 0};
         size_t left = ZSTD_compressStream2(w->cctx, &o, &in, mode);
         if (ZSTD_isError(left))
             return fb_err_set(err, FB_ERR_INTERNAL, "zstd compression failed: %s", ZSTD_getErrorName(left));
         w->zlen += o.pos;
         int done = mode == ZSTD_e_end ? left == 0 : in.pos == in.size;
         if (done && mode == ZSTD_e_end) return aw_emit(w, crypto_secretstream_xchacha20poly1305_TAG_FINAL, err);
-        if (w->zlen == ARC_CHUNK_BYTES) {
+        if (w->zlen == ARC_MESSAGE_BYTES) {
             fb_code rc = aw_emit(w, 0, err);
             if (rc) return rc;
         }
@@ -257,8 +257,8 @@ static fb_code aw_alloc(arc_writer *w, int zstd_level, int nblocks, size_t block
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
     w->cctx = ZSTD_createCCtx();
-    w->zbuf = malloc(ARC_CHUNK_BYTES);
-    w->cbuf = malloc(4 + ARC_CHUNK_BYTES + crypto_secretstream_xchacha20poly1305_ABYTES);
+    w->zbuf = malloc(ARC_MESSAGE_BYTES);
+    w->cbuf = malloc(4 + ARC_MESSAGE_BYTES + crypto_secretstream_xchacha20poly1305_ABYTES);
     for (int i = 0; i < nblocks; i++) {
         w->blocks[i] = malloc(w->block);
         if (!w->blocks[i]) break;
