@@ -288,16 +288,118 @@ static fb_code ar_check_signature(arc_reader *r, const arc_trust *trust, char **
     return FB_OK;
 }
 
+/* ---- opening: header -> who signed it -> data key -> manifest -> chain index ------------------------------------ */
+
+/* The index head as read for the signature check (format 5), handed on to ar_open_index so the bytes parsed are
+ * the bytes whose signature was checked. */
+typedef struct ar_signed_index {
+    char *head; /* malloc'd, or NULL before format 5 */
+    size_t len;
+    uint64_t off, whole;
+} ar_signed_index;
+
+/* Checks the magic, version and header fields, and reads the header (the additional data of every message). */
+static fb_code ar_open_header(arc_reader *r, int *version, fb_err *err) {
+    stor_rfile *f = r->f;
+    fb_code rc = arc_reader_peek_version(f, version, err);
+    if (rc) return rc;
+    if (*version < 1 || *version > ARC_FORMAT_VERSION)
+        return fb_err_set(err, FB_ERR_FORMAT, "\"%s\" has artifact format version %d; this build reads up to %d "
+                          "(use a newer fusion-backup)", f->name, *version, ARC_FORMAT_VERSION);
+    if ((rc = stor_rfile_pread(f, r->header, sizeof r->header, 0, err))) return rc;
+    if (arc_get_u16(r->header + 10) != ARC_HEADER_BYTES || arc_get_u32(r->header + 12) != 0)
+        return fb_err_set(err, FB_ERR_FORMAT, "\"%s\": unsupported header (length %u, flags %u)", f->name,
+                          arc_get_u16(r->header + 10), arc_get_u32(r->header + 12));
+    r->ad_len = *version >= 2 ? ARC_AD_BYTES_V2 : ARC_HEADER_BYTES;
+    return FB_OK;
+}
+
+/* Who wrote it, before the data key is even unsealed: a refused artifact is never decrypted. */
+static fb_code ar_open_trust(arc_reader *r, int version, const arc_trust *trust, ar_signed_index *si, fb_err *err) {
+    r->signers = trust->signers;
+    r->allow_unsigned = trust->allow_unsigned;
+    if (version >= ARC_SIG_FIRST_VERSION) return ar_check_signature(r, trust, &si->head, &si->len, &si->off, &si->whole, err);
+    return arc_sign_unsigned(trust, r->f->name, version, err);
+}
+
+/* The data key, unsealed with the key pair (kept to open the artifacts this one references). */
+static fb_code ar_open_key(arc_reader *r, const unsigned char *sk, const unsigned char *pk, fb_err *err) {
+    memcpy(r->sk, sk, sizeof r->sk);
+    memcpy(r->pk, pk, sizeof r->pk);
+    if (crypto_box_seal_open(r->data_key, r->header + 16, ARC_SEALED_KEY_BYTES, pk, sk) != 0)
+        return fb_err_set(err, FB_ERR_CRYPTO, "\"%s\": the secret key does not open this artifact (wrong key, or the "
+                          "header was altered); use the key pair whose public key the worker had", r->f->name);
+    return FB_OK;
+}
+
+/* The manifest segment, authenticated and decoded (its raw msgpack into mb): it must be the signed job's and end
+ * where the data ends. */
+static fb_code ar_open_manifest(arc_reader *r, int version, ar_membuf *mb, fb_err *err) {
+    stor_rfile *f = r->f;
+    unsigned char hash[ARC_HASH_BYTES];
+    int64_t raw = 0;
+    uint64_t moff = 0, mlen = 0;
+    fb_code rc = ar_trailer(f, version, &moff, &mlen, NULL, NULL, err);
+    if (rc) return rc;
+    if ((rc = ar_segment(r, ARC_MANIFEST_SEGMENT, moff, mlen, "manifest", ar_mem_sink, mb, hash, &raw, err))) return rc;
+    if ((rc = arc_manifest_unpack(mb->p, mb->len, &r->manifest, err))) return rc;
+    if (r->sig.state == ARC_SIG_TRUSTED && (!r->manifest->job_id || strcmp(r->manifest->job_id, r->sig.job_id) != 0))
+        return fb_err_set(err, FB_ERR_VERIFY, "\"%s\": its signature is for backup %s but its manifest is of backup %s: "
+                          "refusing it", f->name, r->sig.job_id, r->manifest->job_id ? r->manifest->job_id : "?");
+    if (r->manifest->data_end != moff)
+        return fb_err_set(err, FB_ERR_FORMAT, "\"%s\": the manifest says the data ends at %llu but it starts at %llu: "
+                          "the file was altered", f->name, (unsigned long long)r->manifest->data_end,
+                          (unsigned long long)moff);
+    return FB_OK;
+}
+
+/* Format 5: the authenticated index head parsed into r->ix, whose chunk records must fill the rest of the index. */
+static fb_code ar_open_records(arc_reader *r, char *ib, size_t il, uint64_t io, uint64_t whole, fb_err *err) {
+    fb_code rc = arc_index_parse(ib, il, NULL, &r->ix, err); /* authenticated by the caller */
+    if (!rc && (r->ix->version != 3 || whole - il != r->ix->n_records * ARC_CLIST_REC_BYTES))
+        rc = fb_err_set(err, FB_ERR_FORMAT, "\"%s\": the chain index's chunk records do not fill the index (%llu bytes "
+                        "after a head of %zu for %llu records)", r->f->name, (unsigned long long)(whole - il), il,
+                        (unsigned long long)r->ix->n_records);
+    r->records_off = io + il;
+    return rc;
+}
+
+/* Format >= 2: the plaintext chain index is covered too: the authenticated manifest records its hash. */
+static fb_code ar_open_index(arc_reader *r, int version, ar_signed_index *si, fb_err *err) {
+    stor_rfile *f = r->f;
+    uint64_t moff = 0, mlen = 0, ioff = 0, ilen = 0;
+    unsigned char ih[ARC_HASH_BYTES];
+    fb_code rc = ar_trailer(f, version, &moff, &mlen, &ioff, &ilen, err);
+    if (rc) return rc;
+    if (!r->manifest->has_index_hash != !ilen)
+        return fb_err_set(err, FB_ERR_CRYPTO, "\"%s\": the chain index was added or removed after the backup was "
+                          "written", f->name);
+    if (!ilen) return FB_OK;
+    /* Format 5: the index bytes are those whose signature was checked. An index re-signed by another trusted key
+     * (rekey re-MACs it for the new key) no longer has the hash the manifest recorded: its signature is what
+     * authenticates it then (FORMAT.md, "Signatures (format 5)"). */
+    int resigned = r->sig.state == ARC_SIG_TRUSTED && strcmp(r->sig.index_key, r->sig.manifest_key) != 0;
+    char *ib = si->head;
+    size_t il = si->len;
+    uint64_t io = si->off, whole = si->whole;
+    si->head = NULL;
+    if (!ib && (rc = arc_reader_peek_index_at(f, &ib, &il, &io, &whole, err))) return rc;
+    /* Format 5: the hash covers the head, which records the BLAKE2b of each table's chunk records. */
+    crypto_generichash(ih, sizeof ih, (const unsigned char *)ib, il, NULL, 0);
+    if (!resigned && sodium_memcmp(ih, r->manifest->index_blake2b, sizeof ih) != 0)
+        rc = fb_err_set(err, FB_ERR_CRYPTO, "\"%s\": the chain index (plaintext, before the trailer) was altered: its "
+                        "BLAKE2b differs from the one the manifest recorded", f->name);
+    else if (version >= 5)
+        rc = ar_open_records(r, ib, il, io, whole, err);
+    free(ib);
+    return rc;
+}
+
 fb_code arc_reader_open(stor_rfile *f, const unsigned char *sk, const unsigned char *pk, const arc_trust *trust,
                         arc_reader **out, fb_err *err) {
-    fb_code rc = FB_OK;
     int version = 0;
-    unsigned char hash[ARC_HASH_BYTES];
     ar_membuf mb = {0};
-    int64_t raw = 0;
-    char *signed_index = NULL;
-    size_t signed_ilen = 0;
-    uint64_t signed_ioff = 0, signed_whole = 0;
+    ar_signed_index si = {0};
     arc_reader *r = calloc(1, sizeof *r);
     *out = NULL;
     if (!r || sodium_init() < 0) {
@@ -307,112 +409,21 @@ fb_code arc_reader_open(stor_rfile *f, const unsigned char *sk, const unsigned c
     r->f = f;
     r->dctx = ZSTD_createDCtx();
     r->obuf = malloc(AR_OUT_BYTES);
-    if (!r->dctx || !r->obuf) {
-        rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
-        goto out;
+    fb_code rc = r->dctx && r->obuf ? FB_OK : fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    if (!rc) rc = ar_open_header(r, &version, err);
+    if (!rc) rc = ar_open_trust(r, version, trust, &si, err);
+    if (!rc) rc = ar_open_key(r, sk, pk, err);
+    if (!rc) rc = ar_open_manifest(r, version, &mb, err);
+    if (!rc && version >= 2) rc = ar_open_index(r, version, &si, err);
+    if (!rc) {
+        r->manifest_raw = mb.p;
+        r->manifest_len = mb.len;
+        mb.p = NULL;
+        *out = r;
+        r = NULL;
     }
-    rc = arc_reader_peek_version(f, &version, err);
-    if (rc) goto out;
-    if (version < 1 || version > ARC_FORMAT_VERSION) {
-        rc = fb_err_set(err, FB_ERR_FORMAT, "\"%s\" has artifact format version %d; this build reads up to %d "
-                        "(use a newer fusion-backup)", f->name, version, ARC_FORMAT_VERSION);
-        goto out;
-    }
-    rc = stor_rfile_pread(f, r->header, sizeof r->header, 0, err);
-    if (rc) goto out;
-    if (arc_get_u16(r->header + 10) != ARC_HEADER_BYTES || arc_get_u32(r->header + 12) != 0) {
-        rc = fb_err_set(err, FB_ERR_FORMAT, "\"%s\": unsupported header (length %u, flags %u)", f->name,
-                        arc_get_u16(r->header + 10), arc_get_u32(r->header + 12));
-        goto out;
-    }
-    r->ad_len = version >= 2 ? ARC_AD_BYTES_V2 : ARC_HEADER_BYTES;
-    /* Who wrote it, before the data key is even unsealed: a refused artifact is never decrypted. */
-    r->signers = trust->signers;
-    r->allow_unsigned = trust->allow_unsigned;
-    if (version >= ARC_SIG_FIRST_VERSION) rc = ar_check_signature(r, trust, &signed_index, &signed_ilen, &signed_ioff, &signed_whole, err);
-    else rc = arc_sign_unsigned(trust, f->name, version, err);
-    if (rc) goto out;
-    memcpy(r->sk, sk, sizeof r->sk);
-    memcpy(r->pk, pk, sizeof r->pk);
-    if (crypto_box_seal_open(r->data_key, r->header + 16, ARC_SEALED_KEY_BYTES, pk, sk) != 0) {
-        rc = fb_err_set(err, FB_ERR_CRYPTO, "\"%s\": the secret key does not open this artifact (wrong key, or the "
-                        "header was altered); use the key pair whose public key the worker had", f->name);
-        goto out;
-    }
-    uint64_t moff = 0, mlen = 0;
-    rc = ar_trailer(f, version, &moff, &mlen, NULL, NULL, err);
-    if (rc) goto out;
-    rc = ar_segment(r, ARC_MANIFEST_SEGMENT, moff, mlen, "manifest", ar_mem_sink, &mb, hash, &raw, err);
-    if (rc) goto out;
-    rc = arc_manifest_unpack(mb.p, mb.len, &r->manifest, err);
-    if (rc) goto out;
-    if (r->sig.state == ARC_SIG_TRUSTED && (!r->manifest->job_id || strcmp(r->manifest->job_id, r->sig.job_id) != 0)) {
-        rc = fb_err_set(err, FB_ERR_VERIFY, "\"%s\": its signature is for backup %s but its manifest is of backup %s: "
-                        "refusing it", f->name, r->sig.job_id, r->manifest->job_id ? r->manifest->job_id : "?");
-        goto out;
-    }
-    if (r->manifest->data_end != moff) {
-        rc = fb_err_set(err, FB_ERR_FORMAT, "\"%s\": the manifest says the data ends at %llu but it starts at %llu: "
-                        "the file was altered", f->name, (unsigned long long)r->manifest->data_end,
-                        (unsigned long long)moff);
-        goto out;
-    }
-    if (version >= 2) {
-        /* The plaintext chain index is covered too: the authenticated manifest records its hash. */
-        uint64_t ioff = 0, ilen = 0;
-        unsigned char ih[ARC_HASH_BYTES];
-        rc = ar_trailer(f, version, &moff, &mlen, &ioff, &ilen, err);
-        if (rc) goto out;
-        if (!r->manifest->has_index_hash != !ilen) {
-            rc = fb_err_set(err, FB_ERR_CRYPTO, "\"%s\": the chain index was added or removed after the backup was "
-                            "written", f->name);
-            goto out;
-        }
-        /* Format 5: the index bytes are those whose signature was checked. An index re-signed by another trusted
-         * key (rekey re-MACs it for the new key) no longer has the hash the manifest recorded: its signature is
-         * what authenticates it then (FORMAT.md, "Signatures (format 5)"). */
-        int resigned = r->sig.state == ARC_SIG_TRUSTED && strcmp(r->sig.index_key, r->sig.manifest_key) != 0;
-        if (ilen) {
-            char *ib = NULL;
-            size_t il = 0;
-            uint64_t io = 0, whole = 0;
-            if (signed_index) {
-                ib = signed_index;
-                il = signed_ilen;
-                io = signed_ioff;
-                whole = signed_whole;
-                signed_index = NULL;
-            } else if ((rc = arc_reader_peek_index_at(f, &ib, &il, &io, &whole, err))) {
-                goto out;
-            }
-            /* Format 5: the hash covers the head, which records the BLAKE2b of each table's chunk records. */
-            crypto_generichash(ih, sizeof ih, (const unsigned char *)ib, il, NULL, 0);
-            if (!resigned && sodium_memcmp(ih, r->manifest->index_blake2b, sizeof ih) != 0) {
-                free(ib);
-                rc = fb_err_set(err, FB_ERR_CRYPTO, "\"%s\": the chain index (plaintext, before the trailer) was "
-                                "altered: its BLAKE2b differs from the one the manifest recorded", f->name);
-                goto out;
-            }
-            if (version >= 5) {
-                rc = arc_index_parse(ib, il, NULL, &r->ix, err); /* authenticated just above */
-                if (!rc && (r->ix->version != 3 || whole - il != r->ix->n_records * ARC_CLIST_REC_BYTES))
-                    rc = fb_err_set(err, FB_ERR_FORMAT, "\"%s\": the chain index's chunk records do not fill the "
-                                    "index (%llu bytes after a head of %zu for %llu records)", f->name,
-                                    (unsigned long long)(whole - il), il, (unsigned long long)r->ix->n_records);
-                r->records_off = io + il;
-            }
-            free(ib);
-            if (rc) goto out;
-        }
-    }
-    r->manifest_raw = mb.p;
-    r->manifest_len = mb.len;
-    mb.p = NULL;
-    *out = r;
-    r = NULL;
-out:
     free(mb.p);
-    free(signed_index);
+    free(si.head);
     arc_reader_free(r);
     return rc;
 }
