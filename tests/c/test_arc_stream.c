@@ -4,7 +4,8 @@
  * so each rule of FORMAT.md "Segments" is tested on its own: messages come back in order with their tags; a
  * segment that ends before its FINAL, a FINAL before the segment's end, a length above ARC_MESSAGE_MAX, a flipped
  * byte, the wrong additional data, the wrong key, and a segment outside the file each fail with their own message;
- * and a cache covering the bytes is read instead of the file (what the reader relies on for the signed manifest). */
+ * a cache covering the bytes is read instead of the file (what the reader relies on for the signed manifest); and
+ * what the write side (arc_stream_out) seals reads back. */
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -162,6 +163,28 @@ int main(void) {
     CHECK_EQ_INT(read_all(f, &cache, seg, ad, got, sizeof got, &err), FB_OK);
     CHECK_EQ_STR(got, "COPY one|two|three(F)");
     stor_rfile_close(f);
+
+    /* The write side frames messages the same way: a segment sealed with arc_stream_out reads back, and its
+     * frames have the length ARC_STREAM_FRAME_BYTES says. */
+    {
+        arc_stream_out so;
+        size_t at = OFF;
+        memset(bad, 0xee, OFF);
+        arc_stream_out_open(&so, data_key, SEG, ad, sizeof ad, bad + at);
+        at += crypto_secretstream_xchacha20poly1305_HEADERBYTES;
+        for (size_t i = 0; i < 3; i++) {
+            unsigned char tag = i == 2 ? crypto_secretstream_xchacha20poly1305_TAG_FINAL : 0;
+            size_t fl = arc_stream_out_seal(&so, (const unsigned char *)three[i], strlen(three[i]), tag, bad + at);
+            CHECK_EQ_INT(fl, ARC_STREAM_FRAME_BYTES(strlen(three[i])));
+            at += fl;
+        }
+        arc_stream_out_close(&so);
+        CHECK_EQ_INT(at, flen);
+        f = open_bytes(path, bad, at);
+        CHECK_EQ_INT(read_all(f, NULL, at - OFF, ad, got, sizeof got, &err), FB_OK);
+        CHECK_EQ_STR(got, "COPY one|two|three(F)");
+        stor_rfile_close(f);
+    }
 
     unlink(path);
     free(buf);

@@ -95,3 +95,23 @@ fb_code arc_stream_next(arc_stream *s, const unsigned char **plain, size_t *plen
 }
 
 void arc_stream_close(arc_stream *s) { sodium_memzero(&s->st, sizeof s->st); }
+
+void arc_stream_out_open(arc_stream_out *o, const unsigned char *data_key, uint32_t segment, const unsigned char *ad,
+                         size_t ad_len, unsigned char hdr[crypto_secretstream_xchacha20poly1305_HEADERBYTES]) {
+    unsigned char key[crypto_secretstream_xchacha20poly1305_KEYBYTES];
+    crypto_kdf_derive_from_key(key, sizeof key, segment, ARC_KDF_CONTEXT, data_key);
+    crypto_secretstream_xchacha20poly1305_init_push(&o->st, hdr, key);
+    sodium_memzero(key, sizeof key);
+    o->ad = ad;
+    o->ad_len = ad_len;
+}
+
+size_t arc_stream_out_seal(arc_stream_out *o, const unsigned char *plain, size_t n, unsigned char tag,
+                           unsigned char *out) {
+    unsigned long long clen = 0;
+    crypto_secretstream_xchacha20poly1305_push(&o->st, out + 4, &clen, plain, n, o->ad, o->ad_len, tag);
+    arc_put_u32(out, (uint32_t)clen);
+    return 4 + (size_t)clen;
+}
+
+void arc_stream_out_close(arc_stream_out *o) { sodium_memzero(&o->st, sizeof o->st); }

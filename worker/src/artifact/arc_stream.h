@@ -5,7 +5,8 @@
  * walk a segment apply them alike: the reader (arc_reader.c: each message's plaintext then goes to zstd, the hash
  * and the sink) and `rekey --new-data-key` (cmd_rekey.c: each message is pushed again under a new key, keeping
  * its length, tag and therefore every offset). Lengths read from the file only bound what is read next; nothing
- * leaves arc_stream_next before its Poly1305 tag has checked.
+ * leaves arc_stream_next before its Poly1305 tag has checked. The write side (arc_stream_out) frames messages the
+ * same way for the writer (arc_writer.c) and rekey.
  */
 #ifndef ARC_STREAM_H
 #define ARC_STREAM_H
@@ -62,5 +63,28 @@ fb_code arc_stream_next(arc_stream *s, const unsigned char **plain, size_t *plen
 
 /* Erases the stream's state (its key schedule). Accepts a stream that failed to open. */
 void arc_stream_close(arc_stream *s);
+
+/* ---- the write side: the same framing, for the writer and rekey ---- */
+
+/* One segment being sealed. */
+typedef struct arc_stream_out {
+    crypto_secretstream_xchacha20poly1305_state st;
+    const unsigned char *ad; /* borrowed */
+    size_t ad_len;
+} arc_stream_out;
+
+/* Bytes of one message as it lies in the file: its u32 length, then n bytes of plaintext sealed (+ 17). */
+#define ARC_STREAM_FRAME_BYTES(n) (4 + (size_t)(n) + crypto_secretstream_xchacha20poly1305_ABYTES)
+
+/* Derives segment's key from data_key and starts its stream; hdr receives the stream header, the segment's first
+ * bytes. ad/ad_len: the additional data of every message (borrowed while the stream is open). */
+void arc_stream_out_open(arc_stream_out *o, const unsigned char *data_key, uint32_t segment, const unsigned char *ad,
+                         size_t ad_len, unsigned char hdr[crypto_secretstream_xchacha20poly1305_HEADERBYTES]);
+/* Seals n bytes of plain (at most ARC_MESSAGE_MAX - 17) with tag (0, or FINAL on the last) into out, framed as in
+ * the file; out has room for ARC_STREAM_FRAME_BYTES(n). Returns the frame's length. */
+size_t arc_stream_out_seal(arc_stream_out *o, const unsigned char *plain, size_t n, unsigned char tag,
+                           unsigned char *out);
+/* Erases the stream's state. */
+void arc_stream_out_close(arc_stream_out *o);
 
 #endif

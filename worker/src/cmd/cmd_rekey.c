@@ -266,40 +266,37 @@ out:
     return rc;
 }
 
+/* Appends n bytes to the re-encrypted copy. */
+static fb_code cmd_rekey_put(int fd, const void *buf, size_t n, fb_err *err) {
+    if (write(fd, buf, n) == (ssize_t)n) return FB_OK;
+    return fb_err_set(err, FB_ERR_IO, "could not write the re-encrypted copy: %s", strerror(errno));
+}
+
 /* --new-data-key: one segment re-encrypted message by message from the old data key to the new one. The old one
  * is read exactly as the reader reads it (arc_stream: same bounds, same authentication); each message keeps its
  * plaintext, tag and length (a secretstream message is its plaintext + 17 bytes), so every offset and length in
- * the manifest stays right. Appends to fd through out (4 + ARC_MESSAGE_MAX + 64 bytes); bufs are reused across
- * segments. */
+ * the manifest stays right. Appends to fd through out (ARC_STREAM_FRAME_BYTES(ARC_MESSAGE_MAX)); bufs are reused
+ * across segments. */
 static fb_code cmd_rekey_segment(stor_rfile *f, int fd, uint32_t seg, uint64_t off, uint64_t len,
                                  const unsigned char *hdr16, const unsigned char *old_dk, const unsigned char *new_dk,
                                  arc_stream_bufs *bufs, unsigned char *out, fb_err *err) {
-    unsigned char kn[32], h[crypto_secretstream_xchacha20poly1305_HEADERBYTES];
-    crypto_secretstream_xchacha20poly1305_state sn;
+    unsigned char h[crypto_secretstream_xchacha20poly1305_HEADERBYTES];
     char what[32];
     arc_stream s;
+    arc_stream_out so;
     snprintf(what, sizeof what, "segment %u", seg);
     fb_code rc = arc_stream_open(&s, f, NULL, old_dk, seg, off, len, hdr16, ARC_AD_BYTES_V2, what, bufs, err);
-    crypto_kdf_derive_from_key(kn, sizeof kn, seg, ARC_KDF_CONTEXT, new_dk);
-    crypto_secretstream_xchacha20poly1305_init_push(&sn, h, kn);
-    sodium_memzero(kn, sizeof kn);
-    if (!rc && write(fd, h, sizeof h) != (ssize_t)sizeof h) goto werr;
+    arc_stream_out_open(&so, new_dk, seg, hdr16, ARC_AD_BYTES_V2, h);
+    if (!rc) rc = cmd_rekey_put(fd, h, sizeof h, err);
     while (!rc && !s.final) {
         const unsigned char *p = NULL;
         size_t plen = 0;
         unsigned char tag = 0;
-        unsigned long long clen = 0;
-        if ((rc = arc_stream_next(&s, &p, &plen, &tag, err))) break;
-        crypto_secretstream_xchacha20poly1305_push(&sn, out + 4, &clen, p, plen, hdr16, ARC_AD_BYTES_V2, tag);
-        arc_put_u32(out, (uint32_t)clen);
-        if (write(fd, out, 4 + (size_t)clen) != (ssize_t)(4 + clen)) goto werr;
+        if (!(rc = arc_stream_next(&s, &p, &plen, &tag, err)))
+            rc = cmd_rekey_put(fd, out, arc_stream_out_seal(&so, p, plen, tag, out), err);
     }
-    goto out;
-werr:
-    rc = fb_err_set(err, FB_ERR_IO, "could not write the re-encrypted copy: %s", strerror(errno));
-out:
     arc_stream_close(&s);
-    sodium_memzero(&sn, sizeof sn);
+    arc_stream_out_close(&so);
     if (bufs->plain) sodium_memzero(bufs->plain, bufs->cap);
     return rc;
 }
@@ -309,19 +306,13 @@ static int cmd_rekey_cmp_seg(const void *a, const void *b) {
     return x[0] < y[0] ? -1 : x[0] > y[0];
 }
 
-/* Appends n bytes to the re-encrypted copy. */
-static fb_code cmd_rekey_put(int fd, const void *buf, size_t n, fb_err *err) {
-    if (write(fd, buf, n) == (ssize_t)n) return FB_OK;
-    return fb_err_set(err, FB_ERR_IO, "could not write the re-encrypted copy: %s", strerror(errno));
-}
-
 /* Step 1 of --new-data-key: the header, then every data segment (the schema archive and each table stored here)
  * in file order, re-encrypted under new_dk. */
 static fb_code cmd_rekey_data(stor_rfile *f, const arc_manifest *m, int fd, const unsigned char *header,
                               const unsigned char *old_dk, const unsigned char *new_dk, fb_err *err) {
     size_t n = 0;
     uint64_t (*segs)[3] = calloc(m->n_tables + 2, sizeof *segs); /* offset, length, segment id */
-    unsigned char *out = malloc(4 + ARC_MESSAGE_MAX + 64);
+    unsigned char *out = malloc(ARC_STREAM_FRAME_BYTES(ARC_MESSAGE_MAX));
     arc_stream_bufs bufs = {0};
     fb_code rc = segs && out ? FB_OK : fb_err_set(err, FB_ERR_NOMEM, "out of memory");
     if (!rc && m->schema)
@@ -364,35 +355,31 @@ static fb_code cmd_rekey_manifest_plain(const arc_reader *r, const char *index, 
 static fb_code cmd_rekey_manifest_seal(int fd, const unsigned char *header, const unsigned char *new_dk,
                                        const char *raw, size_t raw_len, uint64_t *mlen, unsigned char ct_hash[32],
                                        fb_err *err) {
-    unsigned char key0[32], h[crypto_secretstream_xchacha20poly1305_HEADERBYTES];
-    crypto_secretstream_xchacha20poly1305_state st;
+    unsigned char h[crypto_secretstream_xchacha20poly1305_HEADERBYTES];
+    arc_stream_out so;
     crypto_generichash_state hs;
     size_t zcap = ZSTD_compressBound(raw_len), zl = 0;
-    unsigned char *z = malloc(zcap), *cbuf = malloc(4 + ARC_MESSAGE_BYTES + 64);
+    unsigned char *z = malloc(zcap), *cbuf = malloc(ARC_STREAM_FRAME_BYTES(ARC_MESSAGE_BYTES));
     fb_code rc = z && cbuf ? FB_OK : fb_err_set(err, FB_ERR_NOMEM, "out of memory");
     if (!rc && ZSTD_isError(zl = ZSTD_compress(z, zcap, raw, raw_len, 3)))
         rc = fb_err_set(err, FB_ERR_INTERNAL, "zstd: %s", ZSTD_getErrorName(zl));
     if (rc) goto out;
     crypto_generichash_init(&hs, NULL, 0, 32);
-    crypto_kdf_derive_from_key(key0, sizeof key0, ARC_MANIFEST_SEGMENT, ARC_KDF_CONTEXT, new_dk);
-    crypto_secretstream_xchacha20poly1305_init_push(&st, h, key0);
-    sodium_memzero(key0, sizeof key0);
+    arc_stream_out_open(&so, new_dk, ARC_MANIFEST_SEGMENT, header, ARC_AD_BYTES_V2, h);
     *mlen = sizeof h;
     rc = cmd_rekey_put(fd, h, sizeof h, err);
     crypto_generichash_update(&hs, h, sizeof h);
     for (size_t at = 0; !rc && (at < zl || at == 0);) {
         size_t piece = zl - at < ARC_MESSAGE_BYTES ? zl - at : ARC_MESSAGE_BYTES;
-        unsigned long long cl = 0;
         unsigned char tag = at + piece == zl ? crypto_secretstream_xchacha20poly1305_TAG_FINAL : 0;
-        crypto_secretstream_xchacha20poly1305_push(&st, cbuf + 4, &cl, z + at, piece, header, ARC_AD_BYTES_V2, tag);
-        arc_put_u32(cbuf, (uint32_t)cl);
-        rc = cmd_rekey_put(fd, cbuf, 4 + (size_t)cl, err);
-        crypto_generichash_update(&hs, cbuf, 4 + (size_t)cl);
-        *mlen += 4 + cl;
+        size_t fl = arc_stream_out_seal(&so, z + at, piece, tag, cbuf);
+        rc = cmd_rekey_put(fd, cbuf, fl, err);
+        crypto_generichash_update(&hs, cbuf, fl);
+        *mlen += fl;
         at += piece;
         if (tag) break;
     }
-    sodium_memzero(&st, sizeof st);
+    arc_stream_out_close(&so);
     crypto_generichash_final(&hs, ct_hash, 32);
 out:
     free(z);
