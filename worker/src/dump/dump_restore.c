@@ -404,21 +404,32 @@ out:
     return NULL;
 }
 
-static fb_code dr_parallel_create(arc_reader *rd, PGconn *c, const dump_restore_opts *o, const size_t *sel, size_t n,
-                                  dump_restore_stats *st, fb_err *err) {
-    const arc_manifest *m = arc_reader_manifest(rd);
-    size_t jobs = (size_t)o->jobs < n ? (size_t)o->jobs : n;
-    dr_worker *w = calloc(jobs, sizeof *w);
-    size_t *by_size = calloc(n + 1, sizeof *by_size);
-    pthread_t *th = calloc(jobs, sizeof *th);
-    size_t started = 0, committed = 0;
-    volatile sig_atomic_t failed = 0;
-    fb_code rc = FB_OK;
-    if (!w || !by_size || !th) {
-        rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
-        goto out;
+/* Parallel step 1: one worker per connection: the caller's (with rd) and jobs - 1 new ones (each with a dup of
+ * rd), each with room for every table. */
+static fb_code dr_par_workers(arc_reader *rd, PGconn *c, const dump_restore_opts *o, size_t n, dr_worker *w,
+                              size_t jobs, volatile sig_atomic_t *failed, fb_err *err) {
+    for (size_t k = 0; k < jobs; k++) {
+        w[k].m = arc_reader_manifest(rd);
+        w[k].o = o;
+        w[k].failed = failed;
+        if (!(w[k].tables = calloc(n, sizeof *w[k].tables))) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+        if (k == 0) {
+            w[k].c = c;
+            w[k].rd = rd;
+            continue;
+        }
+        if (!(w[k].c = pgx_connect(o->conninfo, "fusion-backup restore", err))) return err->code;
+        fb_code rc = dump_catalog_session(w[k].c, err);
+        if (rc || (rc = arc_reader_dup(rd, &w[k].rd, err))) return rc;
     }
-    /* Largest tables first, each to the least loaded worker (LPT scheduling). */
+    return FB_OK;
+}
+
+/* Parallel step 2: largest tables first, each to the least loaded worker (LPT scheduling). */
+static fb_code dr_par_schedule(const arc_manifest *m, const size_t *sel, size_t n, dr_worker *w, size_t jobs,
+                               fb_err *err) {
+    size_t *by_size = calloc(n + 1, sizeof *by_size);
+    if (!by_size) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
     memcpy(by_size, sel, n * sizeof *by_size);
     for (size_t i = 1; i < n; i++)
         for (size_t j = i; j > 0 && m->tables[by_size[j]].raw_bytes > m->tables[by_size[j - 1]].raw_bytes; j--) {
@@ -426,27 +437,6 @@ static fb_code dr_parallel_create(arc_reader *rd, PGconn *c, const dump_restore_
             by_size[j] = by_size[j - 1];
             by_size[j - 1] = x;
         }
-    for (size_t k = 0; k < jobs; k++) {
-        w[k].m = m;
-        w[k].o = o;
-        w[k].failed = &failed;
-        w[k].tables = calloc(n, sizeof *w[k].tables);
-        if (!w[k].tables) {
-            rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
-            goto out;
-        }
-        if (k == 0) {
-            w[k].c = c;
-            w[k].rd = rd;
-            continue;
-        }
-        w[k].c = pgx_connect(o->conninfo, "fusion-backup restore", err);
-        if (!w[k].c) {
-            rc = err->code;
-            goto out;
-        }
-        if ((rc = dump_catalog_session(w[k].c, err)) || (rc = arc_reader_dup(rd, &w[k].rd, err))) goto out;
-    }
     for (size_t i = 0; i < n; i++) {
         size_t best = 0;
         for (size_t k = 1; k < jobs; k++)
@@ -454,30 +444,53 @@ static fb_code dr_parallel_create(arc_reader *rd, PGconn *c, const dump_restore_
         w[best].tables[w[best].n++] = by_size[i];
         w[best].load += m->tables[by_size[i]].raw_bytes + 1;
     }
-    for (; started < jobs; started++)
+    free(by_size);
+    return FB_OK;
+}
+
+/* Parallel step 3: every worker on its own thread, each in its own transaction; the first error wins. */
+static fb_code dr_par_run(dr_worker *w, size_t jobs, fb_err *err) {
+    pthread_t *th = calloc(jobs, sizeof *th);
+    size_t started = 0;
+    fb_code rc = th ? FB_OK : fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    for (; th && started < jobs; started++)
         if (pthread_create(&th[started], NULL, dr_worker_run, &w[started]) != 0) {
             rc = fb_err_set(err, FB_ERR_INTERNAL, "could not start a restore thread");
             break;
         }
     for (size_t k = 0; k < started; k++) pthread_join(th[k], NULL);
     for (size_t k = 0; k < started; k++) dump_restore_first_error(&rc, err, w[k].rc, &w[k].err);
-    if (rc) goto out;
-    /* Every segment is authenticated: commit, then add the foreign keys. */
-    for (; committed < jobs; committed++) {
-        if ((rc = pgx_exec(w[committed].c, "COMMIT", "committing the restore", err))) {
-            if (committed > 0)
+    free(th);
+    return rc;
+}
+
+/* Parallel step 4: every segment is authenticated: commit each connection (a failure after the first says the
+ * restore is partial), and add up the workers' counts. */
+static fb_code dr_par_commit(dr_worker *w, size_t jobs, dump_restore_stats *st, fb_err *err) {
+    for (size_t k = 0; k < jobs; k++) {
+        fb_code rc = pgx_exec(w[k].c, "COMMIT", "committing the restore", err);
+        if (rc) {
+            if (k > 0)
                 fb_err_prefix(err, "restore PARTIALLY committed (%zu of %zu connections): drop the restored tables "
-                              "and retry: ", committed, jobs);
-            goto out;
+                              "and retry: ", k, jobs);
+            return rc;
         }
-        w[committed].in_tx = 0;
+        w[k].in_tx = 0;
     }
     for (size_t k = 0; k < jobs; k++) {
         st->tables += w[k].st.tables;
         st->rows += w[k].st.rows;
         st->raw_bytes += w[k].st.raw_bytes;
     }
-    if ((rc = pgx_exec(c, "BEGIN", "adding foreign keys", err))) goto out;
+    return FB_OK;
+}
+
+/* Parallel step 5: the foreign keys, once every table is committed, in one transaction on the caller's
+ * connection. */
+static fb_code dr_par_fks(PGconn *c, const arc_manifest *m, const dump_restore_opts *o, const size_t *sel, size_t n,
+                          dump_restore_stats *st, fb_err *err) {
+    fb_code rc = pgx_exec(c, "BEGIN", "adding foreign keys", err);
+    if (rc) return rc;
     for (size_t i = 0; i < n && rc == FB_OK; i++)
         rc = dr_add_fks(c, &m->tables[sel[i]], o->n_tables > 0, &st->fks_skipped, err);
     if (rc == FB_OK) rc = pgx_exec(c, "COMMIT", "adding foreign keys", err);
@@ -485,7 +498,23 @@ static fb_code dr_parallel_create(arc_reader *rd, PGconn *c, const dump_restore_
         dr_rollback(c);
         fb_err_prefix(err, "the data is restored and committed but its foreign keys could not be added: ");
     }
-out:
+    return rc;
+}
+
+/* --create with --jobs > 1: the tables spread over `jobs` connections, each creating, loading and indexing its
+ * share in its own transaction; they commit only once every one has succeeded, then the foreign keys are added. */
+static fb_code dr_parallel_create(arc_reader *rd, PGconn *c, const dump_restore_opts *o, const size_t *sel, size_t n,
+                                  dump_restore_stats *st, fb_err *err) {
+    const arc_manifest *m = arc_reader_manifest(rd);
+    size_t jobs = (size_t)o->jobs < n ? (size_t)o->jobs : n;
+    dr_worker *w = calloc(jobs, sizeof *w);
+    volatile sig_atomic_t failed = 0;
+    fb_code rc = w ? FB_OK : fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    if (!rc) rc = dr_par_workers(rd, c, o, n, w, jobs, &failed, err);
+    if (!rc) rc = dr_par_schedule(m, sel, n, w, jobs, err);
+    if (!rc) rc = dr_par_run(w, jobs, err);
+    if (!rc) rc = dr_par_commit(w, jobs, st, err);
+    if (!rc) rc = dr_par_fks(c, m, o, sel, n, st, err);
     for (size_t k = 0; w && k < jobs; k++) {
         if (w[k].c && w[k].in_tx) dr_rollback(w[k].c);
         if (k > 0) {
@@ -495,8 +524,6 @@ out:
         free(w[k].tables);
     }
     free(w);
-    free(by_size);
-    free(th);
     return rc;
 }
 
