@@ -32,7 +32,7 @@
 typedef struct dr_copy_sink {
     PGconn *c;
     const dump_restore_opts *o;
-    volatile sig_atomic_t *peer_failed; /* parallel restore: another connection failed; NULL otherwise */
+    atomic_int *peer_failed; /* parallel restore: another connection failed (set by its thread); NULL otherwise */
 } dr_copy_sink;
 
 static fb_code dr_put(void *opaque, const void *buf, size_t len, fb_err *err) {
@@ -178,7 +178,7 @@ static fb_code dr_truncate(PGconn *c, const arc_manifest *m, const size_t *sel, 
 /* freeze: the table was created in this transaction, so COPY may write its rows frozen (no later hint-bit and
  * freeze rewrites of the whole table). */
 fb_code dump_restore_copy_table(arc_reader *rd, PGconn *c, const arc_table *t, const dump_restore_opts *o,
-                                volatile sig_atomic_t *peer_failed, int freeze, int64_t *rows, fb_err *err) {
+                                atomic_int *peer_failed, int freeze, int64_t *rows, fb_err *err) {
     char what[400];
     fb_code rc = FB_OK;
     snprintf(what, sizeof what, "loading table \"%s\".\"%s\"", t->schema, t->name);
@@ -371,7 +371,7 @@ typedef struct dr_worker {
     fb_code rc;
     fb_err err;
     int in_tx;
-    volatile sig_atomic_t *failed; /* shared: set by the first worker that fails, read by the others */
+    atomic_int *failed; /* shared between the threads: set by the first worker that fails, read by the others */
 } dr_worker;
 
 static void *dr_worker_run(void *arg) {
@@ -407,7 +407,7 @@ out:
 /* Parallel step 1: one worker per connection: the caller's (with rd) and jobs - 1 new ones (each with a dup of
  * rd), each with room for every table. */
 static fb_code dr_par_workers(arc_reader *rd, PGconn *c, const dump_restore_opts *o, size_t n, dr_worker *w,
-                              size_t jobs, volatile sig_atomic_t *failed, fb_err *err) {
+                              size_t jobs, atomic_int *failed, fb_err *err) {
     for (size_t k = 0; k < jobs; k++) {
         w[k].m = arc_reader_manifest(rd);
         w[k].o = o;
@@ -508,7 +508,7 @@ static fb_code dr_parallel_create(arc_reader *rd, PGconn *c, const dump_restore_
     const arc_manifest *m = arc_reader_manifest(rd);
     size_t jobs = (size_t)o->jobs < n ? (size_t)o->jobs : n;
     dr_worker *w = calloc(jobs, sizeof *w);
-    volatile sig_atomic_t failed = 0;
+    atomic_int failed = 0;
     fb_code rc = w ? FB_OK : fb_err_set(err, FB_ERR_NOMEM, "out of memory");
     if (!rc) rc = dr_par_workers(rd, c, o, n, w, jobs, &failed, err);
     if (!rc) rc = dr_par_schedule(m, sel, n, w, jobs, err);
