@@ -65,6 +65,16 @@ fuzz() {
 }
 run_step "fuzz the event decoder (${FB_FUZZ_SECONDS:-60} s)" fuzz
 
+fuzz_index() {
+  cmake --build "$FUZZ_BUILD" --target fuzz_index_parse -j "$JOBS" >/dev/null || return 1
+  local corpus="$FUZZ_BUILD/corpus-index"
+  mkdir -p "$corpus"
+  cp tests/fuzz/index_seeds/* "$corpus"/
+  "$FUZZ_BUILD/fuzz_index_parse" -max_total_time="${FB_FUZZ_SECONDS:-60}" -print_final_stats=1 "$corpus" 2>&1 | tail -n 12
+  return "${PIPESTATUS[0]}"
+}
+run_step "fuzz the chain index parser (${FB_FUZZ_SECONDS:-60} s)" fuzz_index
+
 PY="$FB_VENV/bin/python"
 # The integration tests mostly wait (on the broker, on workers, on PostgreSQL), so two run at once (pytest-xdist):
 # each has its own database, topic prefix and consumer group. The one test that crashes and restarts the local

@@ -50,7 +50,9 @@
 #define ARC_KDF_CONTEXT "FBAKSEG1"      /* crypto_kdf context (8 bytes) for segment keys */
 #define ARC_MANIFEST_SEGMENT 0u         /* tables are segments 1..n */
 
-#define ARC_CHUNK_BYTES (256u * 1024u)  /* plaintext (compressed) bytes per secretstream message when writing */
+/* Plaintext (compressed) bytes per secretstream message when writing: a message, not a content-defined chunk
+ * (arc_chunk.h); readers take any length up to ARC_MESSAGE_MAX, so changing it changes no format. */
+#define ARC_MESSAGE_BYTES (256u * 1024u)
 #define ARC_MESSAGE_MAX (4u << 20)      /* readers refuse longer messages */
 #define ARC_MANIFEST_MAX (256u << 20)   /* readers refuse larger manifests */
 

@@ -86,102 +86,126 @@ static void ai_put_field(fb_sbuf *b, const char *k, const char *v_enc, long long
     fb_sbuf_puts(b, "\n");
 }
 
+/* The head's first lines: magic, (version 3) the head-length field to fill in later, the job's fields and (version
+ * 3) its source jobs. */
+static void ai_format_job(fb_sbuf *b, const arc_index *ix) {
+    char num[96];
+    int v3 = ix->version == 3;
+    fb_sbuf_puts(b, v3 ? AI_MAGIC3 : AI_MAGIC2);
+    if (v3) {
+        snprintf(num, sizeof num, "%s%0*d\n", AI_HEAD_FIELD, AI_HEAD_DIGITS, 0); /* filled in by ai_format_seal */
+        fb_sbuf_puts(b, num);
+    }
+    ai_put_field(b, "job_id", ix->job_id, 0, 0);
+    ai_put_field(b, "config_id", NULL, (long long)ix->config_id, 1);
+    ai_put_field(b, "type", ix->type, 0, 0);
+    ai_put_field(b, "base_job", ix->base_job, 0, 0);
+    ai_put_field(b, "snapshot_ms", NULL, (long long)ix->snapshot_ms, 1);
+    ai_put_field(b, "completed_ms", NULL, (long long)ix->completed_ms, 1);
+    if (v3) {
+        ai_put_field(b, "sources", NULL, (long long)ix->n_sources, 1);
+        for (size_t i = 0; i < ix->n_sources; i++) ai_put_field(b, "source", ix->sources[i], 0, 0);
+    }
+}
+
+/* A table's `table` line. */
+static void ai_format_table(fb_sbuf *b, const arc_index_table *t) {
+    char hex[65], num[96];
+    sodium_bin2hex(hex, sizeof hex, t->tag, 32);
+    fb_sbuf_puts(b, "table ");
+    fb_sbuf_puts(b, hex);
+    fb_sbuf_puts(b, " ");
+    ai_put_enc(b, t->stored_in);
+    snprintf(num, sizeof num, " %lld %lld ", (long long)t->rows, (long long)t->raw_bytes);
+    fb_sbuf_puts(b, num);
+    ai_put_enc(b, t->schema);
+    fb_sbuf_puts(b, " ");
+    ai_put_enc(b, t->name);
+    fb_sbuf_puts(b, "\n");
+}
+
+/* Version 3: a table's `chunks` line (kind, record range, BLAKE2b of the range, source numbers of its deps). */
+static fb_code ai_format_chunks_v3(fb_sbuf *b, const arc_index *ix, const arc_index_table *t, fb_err *err) {
+    char rh[65], num[96];
+    sodium_bin2hex(rh, sizeof rh, t->rec_blake2b, sizeof t->rec_blake2b);
+    snprintf(num, sizeof num, "chunks %s %llu %llu ", !t->rec_count ? "none" : t->assembled ? "assembled" : "whole",
+             (unsigned long long)t->rec_count, (unsigned long long)t->rec_first);
+    fb_sbuf_puts(b, num);
+    fb_sbuf_puts(b, rh);
+    fb_sbuf_puts(b, t->n_deps ? " " : " -");
+    for (size_t d = 0; d < t->n_deps; d++) {
+        size_t k = 0;
+        while (k < ix->n_sources && strcmp(ix->sources[k], t->deps[d]) != 0) k++;
+        if (k == ix->n_sources)
+            return fb_err_set(err, FB_ERR_INTERNAL, "chain index: table \"%s\".\"%s\" depends on job %s, which is not "
+                              "among the index's sources", t->schema, t->name, t->deps[d]);
+        snprintf(num, sizeof num, "%s%zu", d ? "," : "", k + 1);
+        fb_sbuf_puts(b, num);
+    }
+    fb_sbuf_puts(b, "\n");
+    return FB_OK;
+}
+
+/* Version 2: a table's `chunks` line and one `c` line per chunk. */
+static void ai_format_chunks_v2(fb_sbuf *b, const arc_index_table *t) {
+    char num[96];
+    snprintf(num, sizeof num, "chunks %s %zu\n", !t->n_chunks ? "none" : t->assembled ? "assembled" : "whole",
+             t->n_chunks);
+    fb_sbuf_puts(b, num);
+    for (size_t k = 0; k < t->n_chunks; k++) {
+        const arc_chunk *ck = &t->chunks[k];
+        char idhex[2 * ARC_CHUNK_ID_BYTES + 1];
+        sodium_bin2hex(idhex, sizeof idhex, ck->id, sizeof ck->id);
+        fb_sbuf_puts(b, "c ");
+        fb_sbuf_puts(b, idhex);
+        fb_sbuf_puts(b, " ");
+        ai_put_enc(b, ck->src);
+        snprintf(num, sizeof num, " %lu %llu %llu\n", (unsigned long)ck->segment, (unsigned long long)ck->offset,
+                 (unsigned long long)ck->length);
+        fb_sbuf_puts(b, num);
+    }
+}
+
+/* The end: (version 3) the head's length, mac line included, in its fixed-width field; then the MAC line over
+ * every byte before it. */
+static void ai_format_seal(fb_sbuf *b, int v3, const unsigned char key[ARC_INDEX_KEY_BYTES]) {
+    char hex[65];
+    unsigned char mac[32];
+    if (v3) {
+        size_t total = b->len + 4 + 64 + 1;
+        char d[AI_HEAD_DIGITS + 2];
+        snprintf(d, sizeof d, "%0*zu", AI_HEAD_DIGITS, total);
+        memcpy(b->p + sizeof AI_MAGIC3 - 1 + sizeof AI_HEAD_FIELD - 1, d, AI_HEAD_DIGITS);
+    }
+    crypto_generichash(mac, sizeof mac, (const unsigned char *)b->p, b->len, key, ARC_INDEX_KEY_BYTES);
+    sodium_bin2hex(hex, sizeof hex, mac, sizeof mac);
+    fb_sbuf_puts(b, "mac ");
+    fb_sbuf_puts(b, hex);
+    fb_sbuf_puts(b, "\n");
+}
+
 fb_code arc_index_format(const arc_index *ix, const unsigned char key[ARC_INDEX_KEY_BYTES], char **out, size_t *len,
                          fb_err *err) {
     fb_sbuf b = {0};
-    char hex[65], num[96];
-    unsigned char mac[32];
     int v3 = ix->version == 3;
-    fb_sbuf_puts(&b, v3 ? AI_MAGIC3 : AI_MAGIC2);
-    if (v3) {
-        snprintf(num, sizeof num, "%s%0*d\n", AI_HEAD_FIELD, AI_HEAD_DIGITS, 0); /* filled in below */
-        fb_sbuf_puts(&b, num);
-    }
-    ai_put_field(&b, "job_id", ix->job_id, 0, 0);
-    ai_put_field(&b, "config_id", NULL, (long long)ix->config_id, 1);
-    ai_put_field(&b, "type", ix->type, 0, 0);
-    ai_put_field(&b, "base_job", ix->base_job, 0, 0);
-    ai_put_field(&b, "snapshot_ms", NULL, (long long)ix->snapshot_ms, 1);
-    ai_put_field(&b, "completed_ms", NULL, (long long)ix->completed_ms, 1);
-    if (v3) {
-        ai_put_field(&b, "sources", NULL, (long long)ix->n_sources, 1);
-        for (size_t i = 0; i < ix->n_sources; i++) ai_put_field(&b, "source", ix->sources[i], 0, 0);
-    }
+    fb_code rc = FB_OK;
+    ai_format_job(&b, ix);
     ai_put_field(&b, "tables", NULL, (long long)ix->n_tables, 1);
-    for (size_t i = 0; i < ix->n_tables; i++) {
-        const arc_index_table *t = &ix->tables[i];
-        sodium_bin2hex(hex, sizeof hex, t->tag, 32);
-        fb_sbuf_puts(&b, "table ");
-        fb_sbuf_puts(&b, hex);
-        fb_sbuf_puts(&b, " ");
-        ai_put_enc(&b, t->stored_in);
-        snprintf(num, sizeof num, " %lld %lld ", (long long)t->rows, (long long)t->raw_bytes);
-        fb_sbuf_puts(&b, num);
-        ai_put_enc(&b, t->schema);
-        fb_sbuf_puts(&b, " ");
-        ai_put_enc(&b, t->name);
-        fb_sbuf_puts(&b, "\n");
-        if (v3) {
-            char rh[65];
-            sodium_bin2hex(rh, sizeof rh, t->rec_blake2b, sizeof t->rec_blake2b);
-            snprintf(num, sizeof num, "chunks %s %llu %llu ",
-                     !t->rec_count ? "none" : t->assembled ? "assembled" : "whole", (unsigned long long)t->rec_count,
-                     (unsigned long long)t->rec_first);
-            fb_sbuf_puts(&b, num);
-            fb_sbuf_puts(&b, rh);
-            fb_sbuf_puts(&b, t->n_deps ? " " : " -");
-            for (size_t d = 0; d < t->n_deps; d++) {
-                size_t k = 0;
-                while (k < ix->n_sources && strcmp(ix->sources[k], t->deps[d]) != 0) k++;
-                if (k == ix->n_sources) {
-                    free(b.p);
-                    return fb_err_set(err, FB_ERR_INTERNAL, "chain index: table \"%s\".\"%s\" depends on job %s, "
-                                      "which is not among the index's sources", t->schema, t->name, t->deps[d]);
-                }
-                snprintf(num, sizeof num, "%s%zu", d ? "," : "", k + 1);
-                fb_sbuf_puts(&b, num);
-            }
-            fb_sbuf_puts(&b, "\n");
-            continue;
-        }
-        snprintf(num, sizeof num, "chunks %s %zu\n", !t->n_chunks ? "none" : t->assembled ? "assembled" : "whole",
-                 t->n_chunks);
-        fb_sbuf_puts(&b, num);
-        for (size_t k = 0; k < t->n_chunks; k++) {
-            const arc_chunk *ck = &t->chunks[k];
-            char idhex[2 * ARC_CHUNK_ID_BYTES + 1];
-            sodium_bin2hex(idhex, sizeof idhex, ck->id, sizeof ck->id);
-            fb_sbuf_puts(&b, "c ");
-            fb_sbuf_puts(&b, idhex);
-            fb_sbuf_puts(&b, " ");
-            ai_put_enc(&b, ck->src);
-            snprintf(num, sizeof num, " %lu %llu %llu\n", (unsigned long)ck->segment, (unsigned long long)ck->offset,
-                     (unsigned long long)ck->length);
-            fb_sbuf_puts(&b, num);
-        }
+    for (size_t i = 0; i < ix->n_tables && rc == FB_OK; i++) {
+        ai_format_table(&b, &ix->tables[i]);
+        if (v3) rc = ai_format_chunks_v3(&b, ix, &ix->tables[i], err);
+        else ai_format_chunks_v2(&b, &ix->tables[i]);
     }
-    if (v3) {
+    if (rc == FB_OK && v3) {
+        char num[96];
         snprintf(num, sizeof num, "records %llu\n", (unsigned long long)ix->n_records);
         fb_sbuf_puts(&b, num);
     }
-    if (b.oom) {
+    if (rc == FB_OK && !b.oom) ai_format_seal(&b, v3, key); /* b.p is whole: the head field can be filled in */
+    if (rc == FB_OK && b.oom) rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory writing the chain index");
+    if (rc) {
         free(b.p);
-        return fb_err_set(err, FB_ERR_NOMEM, "out of memory writing the chain index");
-    }
-    if (v3) { /* the head's length, mac line included, in its fixed-width field */
-        size_t total = b.len + 4 + 64 + 1;
-        char d[AI_HEAD_DIGITS + 2];
-        snprintf(d, sizeof d, "%0*zu", AI_HEAD_DIGITS, total);
-        memcpy(b.p + sizeof AI_MAGIC3 - 1 + sizeof AI_HEAD_FIELD - 1, d, AI_HEAD_DIGITS);
-    }
-    crypto_generichash(mac, sizeof mac, (const unsigned char *)b.p, b.len, key, ARC_INDEX_KEY_BYTES);
-    sodium_bin2hex(hex, sizeof hex, mac, sizeof mac);
-    fb_sbuf_puts(&b, "mac ");
-    fb_sbuf_puts(&b, hex);
-    fb_sbuf_puts(&b, "\n");
-    if (b.oom) {
-        free(b.p);
-        return fb_err_set(err, FB_ERR_NOMEM, "out of memory writing the chain index");
+        return rc;
     }
     *out = b.p;
     *len = b.len;
@@ -279,160 +303,205 @@ static int ai_dep_add(arc_index_table *t, const char *j, size_t cap) {
     return 1;
 }
 
-fb_code arc_index_parse(const char *buf, size_t len, const unsigned char key[ARC_INDEX_KEY_BYTES], arc_index **out,
-                        fb_err *err) {
-    fb_code rc = FB_OK;
+/* Fails the parse (from inside a parsing step) with what was malformed. */
+#define AI_NEED(cond, what)                                                                                        \
+    do {                                                                                                           \
+        if (!(cond)) return fb_err_set(err, FB_ERR_FORMAT, "malformed chain index: bad %s", what);                   \
+    } while (0)
+
+/* An index being parsed: the lines left (before the MAC line) and the index built so far. */
+typedef struct ai_parser {
+    ai_in in;
+    arc_index *ix;
     char line[8192];
-    const char *v = NULL;
-    long long n = 0;
-    int ok = 1;
+    const char *v;      /* the value of the field just read */
+    uint64_t next_rec;  /* version 3: where the next table's record range must start */
+} ai_parser;
+
+static int ai_next(ai_parser *p, const char *k) { return ai_field(&p->in, k, p->line, sizeof p->line, &p->v); }
+
+/* Step 1: the first line names a known version and the last is a MAC over everything before it, checked with
+ * key (NULL: the caller authenticated the bytes otherwise). *last is where the MAC line starts. */
+static fb_code ai_authenticate(const char *buf, size_t len, const unsigned char *key, int *version, const char **last,
+                               fb_err *err) {
     unsigned char mac[32], want[32];
-    arc_index *ix = NULL;
-    *out = NULL;
     int v2 = len >= sizeof AI_MAGIC2 - 1 && memcmp(buf, AI_MAGIC2, sizeof AI_MAGIC2 - 1) == 0;
     int v3 = len >= sizeof AI_MAGIC3 - 1 && memcmp(buf, AI_MAGIC3, sizeof AI_MAGIC3 - 1) == 0;
     if (len > AI_MAX_BYTES || len < sizeof AI_MAGIC - 1 ||
         (!v2 && !v3 && memcmp(buf, AI_MAGIC, sizeof AI_MAGIC - 1) != 0))
         return fb_err_set(err, FB_ERR_FORMAT, "not a fusion-backup chain index (bad first line)");
+    *version = v3 ? 3 : v2 ? 2 : 1;
     /* The MAC line is the last line: authenticate everything before it first. */
     if (buf[len - 1] != '\n') return fb_err_set(err, FB_ERR_FORMAT, "chain index is truncated (no final newline)");
-    const char *last = buf + len - 1;
-    while (last > buf && last[-1] != '\n') last--;
-    if ((size_t)(buf + len - last) != 4 + 64 + 1 || memcmp(last, "mac ", 4) != 0 ||
-        sodium_hex2bin(want, sizeof want, last + 4, 64, NULL, NULL, NULL) != 0)
+    const char *l = buf + len - 1;
+    while (l > buf && l[-1] != '\n') l--;
+    if ((size_t)(buf + len - l) != 4 + 64 + 1 || memcmp(l, "mac ", 4) != 0 ||
+        sodium_hex2bin(want, sizeof want, l + 4, 64, NULL, NULL, NULL) != 0)
         return fb_err_set(err, FB_ERR_FORMAT, "chain index is truncated or malformed (no MAC line at its end)");
     if (key) {
-        crypto_generichash(mac, sizeof mac, (const unsigned char *)buf, (size_t)(last - buf), key, ARC_INDEX_KEY_BYTES);
+        crypto_generichash(mac, sizeof mac, (const unsigned char *)buf, (size_t)(l - buf), key, ARC_INDEX_KEY_BYTES);
         if (sodium_memcmp(mac, want, sizeof mac) != 0)
             return fb_err_set(err, FB_ERR_CRYPTO, "chain index MAC does not match: the file was altered, or it was "
                               "written with another index key (--index-key)");
     }
+    *last = l;
+    return FB_OK;
+}
 
-    ai_in in = {buf + sizeof AI_MAGIC - 1, last}; /* all magics have the same length */
-    ix = calloc(1, sizeof *ix);
-    if (!ix) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
-    ix->version = v3 ? 3 : v2 ? 2 : 1;
-#define AI_NEED(cond, what)                                                                                        \
-    do {                                                                                                           \
-        if (!(cond)) {                                                                                             \
-            rc = fb_err_set(err, FB_ERR_FORMAT, "malformed chain index: bad %s", what);                             \
-            goto out;                                                                                              \
-        }                                                                                                          \
-    } while (0)
-    if (v3) {
+/* Step 2: the job's fields (and, version 3, the head line before them and the source jobs after them). */
+static fb_code ai_parse_job(ai_parser *p, const char *buf, size_t len, fb_err *err) {
+    arc_index *ix = p->ix;
+    long long n = 0;
+    int ok = 1;
+    if (ix->version == 3) {
         uint64_t hl = 0;
         AI_NEED(arc_index_head_len(buf, len, &hl, err) == FB_OK && hl == len, "head length");
-        AI_NEED(ai_field(&in, "head", line, sizeof line, &v), "head line");
+        AI_NEED(ai_next(p, "head"), "head line");
         ix->records_at = len;
     }
-    AI_NEED(ai_field(&in, "job_id", line, sizeof line, &v) && (ix->job_id = ai_dec(v, &ok)) && ok, "job_id");
-    AI_NEED(ai_field(&in, "config_id", line, sizeof line, &v) && ai_int(v, &n), "config_id");
+    AI_NEED(ai_next(p, "job_id") && (ix->job_id = ai_dec(p->v, &ok)) && ok, "job_id");
+    AI_NEED(ai_next(p, "config_id") && ai_int(p->v, &n), "config_id");
     ix->config_id = n;
-    AI_NEED(ai_field(&in, "type", line, sizeof line, &v) && (ix->type = ai_dec(v, &ok)) && ok, "type");
-    AI_NEED(ai_field(&in, "base_job", line, sizeof line, &v), "base_job");
-    ix->base_job = ai_dec(v, &ok);
+    AI_NEED(ai_next(p, "type") && (ix->type = ai_dec(p->v, &ok)) && ok, "type");
+    AI_NEED(ai_next(p, "base_job"), "base_job");
+    ix->base_job = ai_dec(p->v, &ok);
     AI_NEED(ok, "base_job");
-    AI_NEED(ai_field(&in, "snapshot_ms", line, sizeof line, &v) && ai_int(v, &n), "snapshot_ms");
+    AI_NEED(ai_next(p, "snapshot_ms") && ai_int(p->v, &n), "snapshot_ms");
     ix->snapshot_ms = n;
-    AI_NEED(ai_field(&in, "completed_ms", line, sizeof line, &v) && ai_int(v, &n), "completed_ms");
+    AI_NEED(ai_next(p, "completed_ms") && ai_int(p->v, &n), "completed_ms");
     ix->completed_ms = n;
-    if (v3) {
-        AI_NEED(ai_field(&in, "sources", line, sizeof line, &v) && ai_int(v, &n) && n >= 0 && n < 1000000, "sources");
-        ix->sources = calloc((size_t)n + 1, sizeof *ix->sources);
-        AI_NEED(ix->sources, "sources (out of memory)");
-        for (long long i = 0; i < n; i++) {
-            AI_NEED(ai_field(&in, "source", line, sizeof line, &v), "source line");
-            ix->sources[ix->n_sources] = ai_dec(v, &ok);
-            AI_NEED(ok && ix->sources[ix->n_sources], "source job");
-            ix->n_sources++;
-        }
-    }
-    AI_NEED(ai_field(&in, "tables", line, sizeof line, &v) && ai_int(v, &n) && n >= 0 && n < 10000000, "tables");
-    ix->tables = calloc((size_t)n + 1, sizeof *ix->tables);
-    if (!ix->tables) {
-        rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
-        goto out;
-    }
-    uint64_t next_rec = 0;
+    if (ix->version != 3) return FB_OK;
+    AI_NEED(ai_next(p, "sources") && ai_int(p->v, &n) && n >= 0 && n < 1000000, "sources");
+    ix->sources = calloc((size_t)n + 1, sizeof *ix->sources);
+    AI_NEED(ix->sources, "sources (out of memory)");
     for (long long i = 0; i < n; i++) {
-        arc_index_table *t = &ix->tables[ix->n_tables++];
-        char hex[65], si[1100], sc[2100], nm[2100];
-        long long rows = 0, raw = 0;
-        AI_NEED(ai_field(&in, "table", line, sizeof line, &v), "table line");
-        AI_NEED(sscanf(v, "%64s %1099s %lld %lld %2099s %2099s", hex, si, &rows, &raw, sc, nm) == 6 &&
-                    sodium_hex2bin(t->tag, sizeof t->tag, hex, 64, NULL, NULL, NULL) == 0,
-                "table line");
-        t->rows = rows;
-        t->raw_bytes = raw;
-        t->stored_in = ai_dec(si, &ok);
-        t->schema = ai_dec(sc, &ok);
-        t->name = ai_dec(nm, &ok);
-        AI_NEED(ok && t->stored_in && t->schema && t->name, "table names");
-        if (!v2 && !v3) continue;
-        char kind[16];
-        long long nc = 0;
-        if (v3) {
-            unsigned long long cnt = 0, first = 0;
-            char rh[66], deps[8000];
-            AI_NEED(ai_field(&in, "chunks", line, sizeof line, &v) &&
-                        sscanf(v, "%15s %llu %llu %65s %7999s", kind, &cnt, &first, rh, deps) == 5 &&
-                        strlen(rh) == 64 && sodium_hex2bin(t->rec_blake2b, 32, rh, 64, NULL, NULL, NULL) == 0 &&
-                        (strcmp(kind, "none") == 0) == (cnt == 0) && first == next_rec,
-                    "chunks line (version 3: ranges must follow each other)");
-            t->assembled = strcmp(kind, "assembled") == 0;
-            t->rec_first = first;
-            t->rec_count = cnt;
-            next_rec += cnt;
-            if (strcmp(deps, "-") != 0) {
-                for (char *save = NULL, *tok = strtok_r(deps, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-                    long long k = 0;
-                    AI_NEED(ai_int(tok, &k) && k >= 1 && (size_t)k <= ix->n_sources, "chunk source number");
-                    AI_NEED(ai_dep_add(t, ix->sources[k - 1], ix->n_sources), "deps (out of memory)");
-                }
-            }
-            continue;
-        }
-        AI_NEED(ai_field(&in, "chunks", line, sizeof line, &v) && sscanf(v, "%15s %lld", kind, &nc) == 2 && nc >= 0 &&
-                    nc < 100000000 && (strcmp(kind, "none") == 0) == (nc == 0),
-                "chunks line");
-        t->assembled = strcmp(kind, "assembled") == 0;
-        if (!nc) continue;
-        t->chunks = calloc((size_t)nc, sizeof *t->chunks);
-        if (!t->chunks) {
-            rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
-            goto out;
-        }
-        for (long long k = 0; k < nc; k++) {
-            arc_chunk *ck = &t->chunks[t->n_chunks++];
-            char idhex[2 * ARC_CHUNK_ID_BYTES + 2], src[1100];
-            unsigned long seg = 0;
-            unsigned long long off = 0, clen = 0;
-            AI_NEED(ai_field(&in, "c", line, sizeof line, &v) &&
-                        sscanf(v, "%33s %1099s %lu %llu %llu", idhex, src, &seg, &off, &clen) == 5 &&
-                        strlen(idhex) == 2 * ARC_CHUNK_ID_BYTES &&
-                        sodium_hex2bin(ck->id, sizeof ck->id, idhex, 2 * ARC_CHUNK_ID_BYTES, NULL, NULL, NULL) == 0,
-                    "chunk line");
-            ck->src = ai_dec(src, &ok);
-            AI_NEED(ok, "chunk source");
-            ck->segment = (uint32_t)seg;
-            ck->offset = off;
-            ck->length = clen;
-            if (ck->src && strcmp(ck->src, ix->job_id) != 0)
-                AI_NEED(ai_dep_add(t, ck->src, (size_t)nc), "deps (out of memory)");
-        }
+        AI_NEED(ai_next(p, "source"), "source line");
+        ix->sources[ix->n_sources] = ai_dec(p->v, &ok);
+        AI_NEED(ok && ix->sources[ix->n_sources], "source job");
+        ix->n_sources++;
     }
-    if (v3) {
+    return FB_OK;
+}
+
+/* Version 3: a table's `chunks` line: its kind, its range of the binary records (ranges follow each other) and
+ * the source jobs its chunks are in. */
+static fb_code ai_parse_chunks_v3(ai_parser *p, arc_index_table *t, fb_err *err) {
+    arc_index *ix = p->ix;
+    char kind[16], rh[66], deps[8000];
+    unsigned long long cnt = 0, first = 0;
+    AI_NEED(ai_next(p, "chunks") && sscanf(p->v, "%15s %llu %llu %65s %7999s", kind, &cnt, &first, rh, deps) == 5 &&
+                strlen(rh) == 64 && sodium_hex2bin(t->rec_blake2b, 32, rh, 64, NULL, NULL, NULL) == 0 &&
+                (strcmp(kind, "none") == 0) == (cnt == 0) && first == p->next_rec,
+            "chunks line (version 3: ranges must follow each other)");
+    t->assembled = strcmp(kind, "assembled") == 0;
+    t->rec_first = first;
+    t->rec_count = cnt;
+    p->next_rec += cnt;
+    if (strcmp(deps, "-") == 0) return FB_OK;
+    for (char *save = NULL, *tok = strtok_r(deps, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        long long k = 0;
+        AI_NEED(ai_int(tok, &k) && k >= 1 && (size_t)k <= ix->n_sources, "chunk source number");
+        AI_NEED(ai_dep_add(t, ix->sources[k - 1], ix->n_sources), "deps (out of memory)");
+    }
+    return FB_OK;
+}
+
+/* Version 2: a table's `chunks` line and its `c` lines, one per chunk; deps are the other jobs they name. */
+static fb_code ai_parse_chunks_v2(ai_parser *p, arc_index_table *t, fb_err *err) {
+    char kind[16];
+    long long nc = 0;
+    int ok = 1;
+    AI_NEED(ai_next(p, "chunks") && sscanf(p->v, "%15s %lld", kind, &nc) == 2 && nc >= 0 && nc < 100000000 &&
+                (strcmp(kind, "none") == 0) == (nc == 0),
+            "chunks line");
+    t->assembled = strcmp(kind, "assembled") == 0;
+    if (!nc) return FB_OK;
+    if (!(t->chunks = calloc((size_t)nc, sizeof *t->chunks))) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    for (long long k = 0; k < nc; k++) {
+        arc_chunk *ck = &t->chunks[t->n_chunks++];
+        char idhex[2 * ARC_CHUNK_ID_BYTES + 2], src[1100];
+        unsigned long seg = 0;
+        unsigned long long off = 0, clen = 0;
+        AI_NEED(ai_next(p, "c") && sscanf(p->v, "%33s %1099s %lu %llu %llu", idhex, src, &seg, &off, &clen) == 5 &&
+                    strlen(idhex) == 2 * ARC_CHUNK_ID_BYTES &&
+                    sodium_hex2bin(ck->id, sizeof ck->id, idhex, 2 * ARC_CHUNK_ID_BYTES, NULL, NULL, NULL) == 0,
+                "chunk line");
+        ck->src = ai_dec(src, &ok);
+        AI_NEED(ok, "chunk source");
+        ck->segment = (uint32_t)seg;
+        ck->offset = off;
+        ck->length = clen;
+        if (ck->src && strcmp(ck->src, p->ix->job_id) != 0)
+            AI_NEED(ai_dep_add(t, ck->src, (size_t)nc), "deps (out of memory)");
+    }
+    return FB_OK;
+}
+
+/* Step 3, per table: its `table` line, then (version 2, 3) its chunks. */
+static fb_code ai_parse_table(ai_parser *p, fb_err *err) {
+    arc_index_table *t = &p->ix->tables[p->ix->n_tables++];
+    char hex[65], si[1100], sc[2100], nm[2100];
+    long long rows = 0, raw = 0;
+    int ok = 1;
+    AI_NEED(ai_next(p, "table"), "table line");
+    AI_NEED(sscanf(p->v, "%64s %1099s %lld %lld %2099s %2099s", hex, si, &rows, &raw, sc, nm) == 6 &&
+                sodium_hex2bin(t->tag, sizeof t->tag, hex, 64, NULL, NULL, NULL) == 0,
+            "table line");
+    t->rows = rows;
+    t->raw_bytes = raw;
+    t->stored_in = ai_dec(si, &ok);
+    t->schema = ai_dec(sc, &ok);
+    t->name = ai_dec(nm, &ok);
+    AI_NEED(ok && t->stored_in && t->schema && t->name, "table names");
+    if (p->ix->version == 3) return ai_parse_chunks_v3(p, t, err);
+    if (p->ix->version == 2) return ai_parse_chunks_v2(p, t, err);
+    return FB_OK;
+}
+
+/* Step 3: the tables. */
+static fb_code ai_parse_tables(ai_parser *p, fb_err *err) {
+    long long n = 0;
+    AI_NEED(ai_next(p, "tables") && ai_int(p->v, &n) && n >= 0 && n < 10000000, "tables");
+    if (!(p->ix->tables = calloc((size_t)n + 1, sizeof *p->ix->tables)))
+        return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    fb_code rc = FB_OK;
+    for (long long i = 0; i < n && rc == FB_OK; i++) rc = ai_parse_table(p, err);
+    return rc;
+}
+
+/* Step 4: (version 3) the record count, which must be the sum of the tables' ranges; then nothing but the MAC. */
+static fb_code ai_parse_end(ai_parser *p, fb_err *err) {
+    if (p->ix->version == 3) {
         unsigned long long nr = 0;
-        AI_NEED(ai_field(&in, "records", line, sizeof line, &v) && sscanf(v, "%llu", &nr) == 1 && nr == next_rec,
+        AI_NEED(ai_next(p, "records") && sscanf(p->v, "%llu", &nr) == 1 && nr == p->next_rec,
                 "records line (must count the tables' ranges)");
-        ix->n_records = nr;
+        p->ix->n_records = nr;
     }
-    AI_NEED(in.p == in.end, "end (lines after the tables)");
+    AI_NEED(p->in.p == p->in.end, "end (lines after the tables)");
+    return FB_OK;
+}
 #undef AI_NEED
-    *out = ix;
-    ix = NULL;
-out:
-    arc_index_free(ix);
+
+fb_code arc_index_parse(const char *buf, size_t len, const unsigned char key[ARC_INDEX_KEY_BYTES], arc_index **out,
+                        fb_err *err) {
+    int version = 0;
+    const char *last = NULL;
+    *out = NULL;
+    fb_code rc = ai_authenticate(buf, len, key, &version, &last, err);
+    if (rc) return rc;
+    ai_parser *p = calloc(1, sizeof *p);
+    if (!p || !(p->ix = calloc(1, sizeof *p->ix))) {
+        free(p);
+        return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    }
+    p->in = (ai_in){buf + sizeof AI_MAGIC - 1, last}; /* all magics have the same length */
+    p->ix->version = version;
+    rc = ai_parse_job(p, buf, len, err);
+    if (!rc) rc = ai_parse_tables(p, err);
+    if (!rc) rc = ai_parse_end(p, err);
+    if (!rc) *out = p->ix;
+    else arc_index_free(p->ix);
+    free(p);
     return rc;
 }
 

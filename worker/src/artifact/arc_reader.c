@@ -1,7 +1,7 @@
 /* arc_reader: see arc_reader.h and FORMAT.md.
  *
- * A segment is read with a bounded buffer: one message (at most ARC_MESSAGE_MAX) at a time, decrypted, then fed
- * through zstd's streaming decompressor into a 256 KiB output buffer that goes to the sink. Nothing is trusted
+ * A segment is read with a bounded buffer: one message (at most ARC_MESSAGE_MAX) at a time, authenticated and
+ * decrypted by arc_stream (shared with rekey), then fed through zstd's streaming decompressor into a 256 KiB output buffer that goes to the sink. Nothing is trusted
  * before it is authenticated: lengths read from the file only bound how much is read next, and every byte read
  * is covered by a Poly1305 tag before it is decompressed.
  *
@@ -27,6 +27,7 @@
 #include "artifact/arc_format.h"
 #include "artifact/arc_index.h"
 #include "artifact/arc_sign.h"
+#include "artifact/arc_stream.h"
 #include "common/fb_progress.h"
 
 /* An artifact opened to read a table this one references; owned by the reader that opened it. */
@@ -50,9 +51,7 @@ struct arc_reader {
     void (*resolve_free)(void *);
     ar_link *links;
     int depth;
-    unsigned char *mbuf;      /* message buffer (ciphertext) */
-    size_t mcap;
-    unsigned char *pbuf;      /* plaintext of one message */
+    arc_stream_bufs bufs;     /* one message's ciphertext and plaintext (arc_stream.h) */
     unsigned char *obuf;      /* decompressed output */
     ZSTD_DCtx *dctx;
     char *manifest_raw;
@@ -75,14 +74,6 @@ struct arc_reader {
 };
 
 #define AR_OUT_BYTES (256u * 1024u)
-
-static fb_code ar_read(arc_reader *r, void *buf, size_t len, uint64_t off, fb_err *err) {
-    if (r->mcache && off >= r->mcache_off && len <= r->mcache_len && off - r->mcache_off <= r->mcache_len - len) {
-        memcpy(buf, r->mcache + (off - r->mcache_off), len);
-        return FB_OK;
-    }
-    return stor_rfile_pread(r->f, buf, len, off, err);
-}
 
 fb_code arc_reader_peek_version(stor_rfile *f, int *version, fb_err *err) {
     unsigned char h[16];
@@ -189,110 +180,70 @@ static fb_code ar_mem_sink(void *opaque, const void *buf, size_t len, fb_err *er
     return FB_OK;
 }
 
-/* Reads segment `segment` at [off, off+len): decrypts, decompresses, streams to sink, hashes. */
+/* ---- reading a segment: stream (arc_stream) -> decompress -> hash, progress, sink ---------------------------- */
+
+/* One segment being read by ar_segment: where its plaintext goes and what was seen of it. */
+typedef struct ar_seg {
+    arc_reader *r;
+    const char *what;
+    int progress;       /* a table's COPY text: counted for a command's progress display */
+    arc_sink_fn sink;   /* NULL: only check */
+    void *opaque;
+    crypto_generichash_state hs;
+    int64_t raw;        /* decompressed bytes so far */
+    size_t zleft;       /* zstd's hint: 0 once the frame is complete */
+} ar_seg;
+
+/* A piece of decompressed output: hashed, counted, shown as progress, handed to the sink. */
+static fb_code ar_seg_emit(ar_seg *g, const unsigned char *buf, size_t n, fb_err *err) {
+    crypto_generichash_update(&g->hs, buf, n);
+    g->raw += (int64_t)n;
+    if (g->progress) fb_progress_data(buf, n);
+    return g->sink ? g->sink(g->opaque, buf, n, err) : FB_OK;
+}
+
+/* One authenticated message's plaintext through zstd's streaming decompressor; after the final message, also
+ * what the decompressor still holds. */
+static fb_code ar_seg_inflate(ar_seg *g, const unsigned char *p, size_t n, int final, fb_err *err) {
+    arc_reader *r = g->r;
+    ZSTD_inBuffer in = {p, n, 0};
+    while (in.pos < in.size || (final && g->zleft != 0)) {
+        ZSTD_outBuffer o = {r->obuf, AR_OUT_BYTES, 0};
+        g->zleft = ZSTD_decompressStream(r->dctx, &o, &in);
+        if (ZSTD_isError(g->zleft))
+            return fb_err_set(err, FB_ERR_FORMAT, "%s: zstd could not decompress authenticated data (%s): written by "
+                              "an incompatible tool?", g->what, ZSTD_getErrorName(g->zleft));
+        fb_code rc = o.pos ? ar_seg_emit(g, r->obuf, o.pos, err) : FB_OK;
+        if (rc) return rc;
+        if (in.pos == in.size && o.pos < o.size) break; /* needs more input */
+    }
+    return FB_OK;
+}
+
+/* Reads segment `segment` at [off, off+len): every message authenticated (arc_stream), decompressed, hashed into
+ * hash and streamed to sink; *raw is the decompressed length. */
 static fb_code ar_segment(arc_reader *r, uint32_t segment, uint64_t off, uint64_t len, const char *what,
                           arc_sink_fn sink, void *opaque, unsigned char *hash, int64_t *raw, fb_err *err) {
-    unsigned char key[crypto_secretstream_xchacha20poly1305_KEYBYTES];
-    unsigned char hdr[crypto_secretstream_xchacha20poly1305_HEADERBYTES];
-    crypto_secretstream_xchacha20poly1305_state st;
-    crypto_generichash_state hs;
-    uint64_t pos = off, end = off + len;
-    int final = 0;
-    size_t zleft = 1;
-    fb_code rc = FB_OK;
-    *raw = 0;
-    if (len < sizeof hdr || end < off || end > r->f->size) {
-        rc = fb_err_set(err, FB_ERR_FORMAT, "%s: segment at %llu+%llu lies outside the file (%llu bytes): truncated?",
-                        what, (unsigned long long)off, (unsigned long long)len, (unsigned long long)r->f->size);
-        goto out;
-    }
-    crypto_generichash_init(&hs, NULL, 0, ARC_HASH_BYTES);
-    crypto_kdf_derive_from_key(key, sizeof key, segment, ARC_KDF_CONTEXT, r->data_key);
-    rc = ar_read(r, hdr, sizeof hdr, pos, err);
-    if (rc) goto out;
-    pos += sizeof hdr;
-    if (crypto_secretstream_xchacha20poly1305_init_pull(&st, hdr, key) != 0) {
-        rc = fb_err_set(err, FB_ERR_CRYPTO, "%s: bad stream header: the artifact was altered", what);
-        goto out;
-    }
+    const arc_schema_archive *schema = r->manifest ? r->manifest->schema : NULL;
+    ar_seg g = {.r = r, .what = what, .sink = sink, .opaque = opaque, .zleft = 1,
+                .progress = segment != ARC_MANIFEST_SEGMENT && !(schema && segment == schema->segment)};
+    arc_stream_cache mc = {r->mcache, r->mcache_off, r->mcache_len};
+    arc_stream s;
+    crypto_generichash_init(&g.hs, NULL, 0, ARC_HASH_BYTES);
+    fb_code rc = arc_stream_open(&s, r->f, &mc, r->data_key, segment, off, len, r->header, r->ad_len, what, &r->bufs,
+                                 err);
     ZSTD_DCtx_reset(r->dctx, ZSTD_reset_session_only);
-    while (!final) {
-        unsigned char lb[4];
-        if (pos + 4 > end) {
-            rc = fb_err_set(err, FB_ERR_CRYPTO, "%s: data ends before the final tag: the artifact is truncated or altered",
-                            what);
-            goto out;
-        }
-        rc = ar_read(r, lb, 4, pos, err);
-        if (rc) goto out;
-        pos += 4;
-        uint32_t clen = arc_get_u32(lb);
-        if (clen < crypto_secretstream_xchacha20poly1305_ABYTES || clen > ARC_MESSAGE_MAX || pos + clen > end) {
-            rc = fb_err_set(err, FB_ERR_CRYPTO, "%s: bad message length %u at offset %llu: the artifact is truncated or "
-                            "altered", what, clen, (unsigned long long)(pos - 4));
-            goto out;
-        }
-        if (clen > r->mcap) {
-            unsigned char *m = realloc(r->mbuf, clen), *p = realloc(r->pbuf, clen);
-            if (m) r->mbuf = m;
-            if (p) r->pbuf = p;
-            if (!m || !p) {
-                rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory reading %s", what);
-                goto out;
-            }
-            r->mcap = clen;
-        }
-        rc = ar_read(r, r->mbuf, clen, pos, err);
-        if (rc) goto out;
-        pos += clen;
-        unsigned long long plen = 0;
+    while (rc == FB_OK && !s.final) {
+        const unsigned char *p = NULL;
+        size_t n = 0;
         unsigned char tag = 0;
-        if (crypto_secretstream_xchacha20poly1305_pull(&st, r->pbuf, &plen, &tag, r->mbuf, clen, r->header,
-                                                       r->ad_len) != 0) {
-            rc = fb_err_set(err, FB_ERR_CRYPTO,
-                            "%s: authentication failed at offset %llu: the artifact was altered or is damaged", what,
-                            (unsigned long long)(pos - clen));
-            goto out;
-        }
-        if (tag == crypto_secretstream_xchacha20poly1305_TAG_FINAL) {
-            final = 1;
-            if (pos != end) {
-                rc = fb_err_set(err, FB_ERR_CRYPTO, "%s: final tag before the segment's end: the artifact was altered",
-                                what);
-                goto out;
-            }
-        }
-        ZSTD_inBuffer in = {r->pbuf, (size_t)plen, 0};
-        while (in.pos < in.size || (final && zleft != 0)) {
-            ZSTD_outBuffer o = {r->obuf, AR_OUT_BYTES, 0};
-            zleft = ZSTD_decompressStream(r->dctx, &o, &in);
-            if (ZSTD_isError(zleft)) {
-                rc = fb_err_set(err, FB_ERR_FORMAT, "%s: zstd could not decompress authenticated data (%s): written by an "
-                                "incompatible tool?", what, ZSTD_getErrorName(zleft));
-                goto out;
-            }
-            if (o.pos) {
-                crypto_generichash_update(&hs, r->obuf, o.pos);
-                *raw += (int64_t)o.pos;
-                if (segment != ARC_MANIFEST_SEGMENT && !(r->manifest && r->manifest->schema &&
-                                                         segment == r->manifest->schema->segment))
-                    fb_progress_data(r->obuf, o.pos); /* COPY text, for a command's progress display */
-                if (sink) {
-                    rc = sink(opaque, r->obuf, o.pos, err);
-                    if (rc) goto out;
-                }
-            }
-            if (in.pos == in.size && o.pos < o.size) break; /* needs more input */
-        }
+        rc = arc_stream_next(&s, &p, &n, &tag, err);
+        if (rc == FB_OK) rc = ar_seg_inflate(&g, p, n, s.final, err);
     }
-    if (zleft != 0) {
-        rc = fb_err_set(err, FB_ERR_FORMAT, "%s: the compressed stream ends early", what);
-        goto out;
-    }
-    crypto_generichash_final(&hs, hash, ARC_HASH_BYTES);
-out:
-    sodium_memzero(key, sizeof key);
-    sodium_memzero(&st, sizeof st);
+    if (rc == FB_OK && g.zleft != 0) rc = fb_err_set(err, FB_ERR_FORMAT, "%s: the compressed stream ends early", what);
+    if (rc == FB_OK) crypto_generichash_final(&g.hs, hash, ARC_HASH_BYTES);
+    *raw = g.raw;
+    arc_stream_close(&s);
     return rc;
 }
 
@@ -337,16 +288,118 @@ static fb_code ar_check_signature(arc_reader *r, const arc_trust *trust, char **
     return FB_OK;
 }
 
+/* ---- opening: header -> who signed it -> data key -> manifest -> chain index ------------------------------------ */
+
+/* The index head as read for the signature check (format 5), handed on to ar_open_index so the bytes parsed are
+ * the bytes whose signature was checked. */
+typedef struct ar_signed_index {
+    char *head; /* malloc'd, or NULL before format 5 */
+    size_t len;
+    uint64_t off, whole;
+} ar_signed_index;
+
+/* Checks the magic, version and header fields, and reads the header (the additional data of every message). */
+static fb_code ar_open_header(arc_reader *r, int *version, fb_err *err) {
+    stor_rfile *f = r->f;
+    fb_code rc = arc_reader_peek_version(f, version, err);
+    if (rc) return rc;
+    if (*version < 1 || *version > ARC_FORMAT_VERSION)
+        return fb_err_set(err, FB_ERR_FORMAT, "\"%s\" has artifact format version %d; this build reads up to %d "
+                          "(use a newer fusion-backup)", f->name, *version, ARC_FORMAT_VERSION);
+    if ((rc = stor_rfile_pread(f, r->header, sizeof r->header, 0, err))) return rc;
+    if (arc_get_u16(r->header + 10) != ARC_HEADER_BYTES || arc_get_u32(r->header + 12) != 0)
+        return fb_err_set(err, FB_ERR_FORMAT, "\"%s\": unsupported header (length %u, flags %u)", f->name,
+                          arc_get_u16(r->header + 10), arc_get_u32(r->header + 12));
+    r->ad_len = *version >= 2 ? ARC_AD_BYTES_V2 : ARC_HEADER_BYTES;
+    return FB_OK;
+}
+
+/* Who wrote it, before the data key is even unsealed: a refused artifact is never decrypted. */
+static fb_code ar_open_trust(arc_reader *r, int version, const arc_trust *trust, ar_signed_index *si, fb_err *err) {
+    r->signers = trust->signers;
+    r->allow_unsigned = trust->allow_unsigned;
+    if (version >= ARC_SIG_FIRST_VERSION) return ar_check_signature(r, trust, &si->head, &si->len, &si->off, &si->whole, err);
+    return arc_sign_unsigned(trust, r->f->name, version, err);
+}
+
+/* The data key, unsealed with the key pair (kept to open the artifacts this one references). */
+static fb_code ar_open_key(arc_reader *r, const unsigned char *sk, const unsigned char *pk, fb_err *err) {
+    memcpy(r->sk, sk, sizeof r->sk);
+    memcpy(r->pk, pk, sizeof r->pk);
+    if (crypto_box_seal_open(r->data_key, r->header + 16, ARC_SEALED_KEY_BYTES, pk, sk) != 0)
+        return fb_err_set(err, FB_ERR_CRYPTO, "\"%s\": the secret key does not open this artifact (wrong key, or the "
+                          "header was altered); use the key pair whose public key the worker had", r->f->name);
+    return FB_OK;
+}
+
+/* The manifest segment, authenticated and decoded (its raw msgpack into mb): it must be the signed job's and end
+ * where the data ends. */
+static fb_code ar_open_manifest(arc_reader *r, int version, ar_membuf *mb, fb_err *err) {
+    stor_rfile *f = r->f;
+    unsigned char hash[ARC_HASH_BYTES];
+    int64_t raw = 0;
+    uint64_t moff = 0, mlen = 0;
+    fb_code rc = ar_trailer(f, version, &moff, &mlen, NULL, NULL, err);
+    if (rc) return rc;
+    if ((rc = ar_segment(r, ARC_MANIFEST_SEGMENT, moff, mlen, "manifest", ar_mem_sink, mb, hash, &raw, err))) return rc;
+    if ((rc = arc_manifest_unpack(mb->p, mb->len, &r->manifest, err))) return rc;
+    if (r->sig.state == ARC_SIG_TRUSTED && (!r->manifest->job_id || strcmp(r->manifest->job_id, r->sig.job_id) != 0))
+        return fb_err_set(err, FB_ERR_VERIFY, "\"%s\": its signature is for backup %s but its manifest is of backup %s: "
+                          "refusing it", f->name, r->sig.job_id, r->manifest->job_id ? r->manifest->job_id : "?");
+    if (r->manifest->data_end != moff)
+        return fb_err_set(err, FB_ERR_FORMAT, "\"%s\": the manifest says the data ends at %llu but it starts at %llu: "
+                          "the file was altered", f->name, (unsigned long long)r->manifest->data_end,
+                          (unsigned long long)moff);
+    return FB_OK;
+}
+
+/* Format 5: the authenticated index head parsed into r->ix, whose chunk records must fill the rest of the index. */
+static fb_code ar_open_records(arc_reader *r, char *ib, size_t il, uint64_t io, uint64_t whole, fb_err *err) {
+    fb_code rc = arc_index_parse(ib, il, NULL, &r->ix, err); /* authenticated by the caller */
+    if (!rc && (r->ix->version != 3 || whole - il != r->ix->n_records * ARC_CLIST_REC_BYTES))
+        rc = fb_err_set(err, FB_ERR_FORMAT, "\"%s\": the chain index's chunk records do not fill the index (%llu bytes "
+                        "after a head of %zu for %llu records)", r->f->name, (unsigned long long)(whole - il), il,
+                        (unsigned long long)r->ix->n_records);
+    r->records_off = io + il;
+    return rc;
+}
+
+/* Format >= 2: the plaintext chain index is covered too: the authenticated manifest records its hash. */
+static fb_code ar_open_index(arc_reader *r, int version, ar_signed_index *si, fb_err *err) {
+    stor_rfile *f = r->f;
+    uint64_t moff = 0, mlen = 0, ioff = 0, ilen = 0;
+    unsigned char ih[ARC_HASH_BYTES];
+    fb_code rc = ar_trailer(f, version, &moff, &mlen, &ioff, &ilen, err);
+    if (rc) return rc;
+    if (!r->manifest->has_index_hash != !ilen)
+        return fb_err_set(err, FB_ERR_CRYPTO, "\"%s\": the chain index was added or removed after the backup was "
+                          "written", f->name);
+    if (!ilen) return FB_OK;
+    /* Format 5: the index bytes are those whose signature was checked. An index re-signed by another trusted key
+     * (rekey re-MACs it for the new key) no longer has the hash the manifest recorded: its signature is what
+     * authenticates it then (FORMAT.md, "Signatures (format 5)"). */
+    int resigned = r->sig.state == ARC_SIG_TRUSTED && strcmp(r->sig.index_key, r->sig.manifest_key) != 0;
+    char *ib = si->head;
+    size_t il = si->len;
+    uint64_t io = si->off, whole = si->whole;
+    si->head = NULL;
+    if (!ib && (rc = arc_reader_peek_index_at(f, &ib, &il, &io, &whole, err))) return rc;
+    /* Format 5: the hash covers the head, which records the BLAKE2b of each table's chunk records. */
+    crypto_generichash(ih, sizeof ih, (const unsigned char *)ib, il, NULL, 0);
+    if (!resigned && sodium_memcmp(ih, r->manifest->index_blake2b, sizeof ih) != 0)
+        rc = fb_err_set(err, FB_ERR_CRYPTO, "\"%s\": the chain index (plaintext, before the trailer) was altered: its "
+                        "BLAKE2b differs from the one the manifest recorded", f->name);
+    else if (version >= 5)
+        rc = ar_open_records(r, ib, il, io, whole, err);
+    free(ib);
+    return rc;
+}
+
 fb_code arc_reader_open(stor_rfile *f, const unsigned char *sk, const unsigned char *pk, const arc_trust *trust,
                         arc_reader **out, fb_err *err) {
-    fb_code rc = FB_OK;
     int version = 0;
-    unsigned char hash[ARC_HASH_BYTES];
     ar_membuf mb = {0};
-    int64_t raw = 0;
-    char *signed_index = NULL;
-    size_t signed_ilen = 0;
-    uint64_t signed_ioff = 0, signed_whole = 0;
+    ar_signed_index si = {0};
     arc_reader *r = calloc(1, sizeof *r);
     *out = NULL;
     if (!r || sodium_init() < 0) {
@@ -356,112 +409,21 @@ fb_code arc_reader_open(stor_rfile *f, const unsigned char *sk, const unsigned c
     r->f = f;
     r->dctx = ZSTD_createDCtx();
     r->obuf = malloc(AR_OUT_BYTES);
-    if (!r->dctx || !r->obuf) {
-        rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
-        goto out;
+    fb_code rc = r->dctx && r->obuf ? FB_OK : fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    if (!rc) rc = ar_open_header(r, &version, err);
+    if (!rc) rc = ar_open_trust(r, version, trust, &si, err);
+    if (!rc) rc = ar_open_key(r, sk, pk, err);
+    if (!rc) rc = ar_open_manifest(r, version, &mb, err);
+    if (!rc && version >= 2) rc = ar_open_index(r, version, &si, err);
+    if (!rc) {
+        r->manifest_raw = mb.p;
+        r->manifest_len = mb.len;
+        mb.p = NULL;
+        *out = r;
+        r = NULL;
     }
-    rc = arc_reader_peek_version(f, &version, err);
-    if (rc) goto out;
-    if (version < 1 || version > ARC_FORMAT_VERSION) {
-        rc = fb_err_set(err, FB_ERR_FORMAT, "\"%s\" has artifact format version %d; this build reads up to %d "
-                        "(use a newer fusion-backup)", f->name, version, ARC_FORMAT_VERSION);
-        goto out;
-    }
-    rc = ar_read(r, r->header, sizeof r->header, 0, err);
-    if (rc) goto out;
-    if (arc_get_u16(r->header + 10) != ARC_HEADER_BYTES || arc_get_u32(r->header + 12) != 0) {
-        rc = fb_err_set(err, FB_ERR_FORMAT, "\"%s\": unsupported header (length %u, flags %u)", f->name,
-                        arc_get_u16(r->header + 10), arc_get_u32(r->header + 12));
-        goto out;
-    }
-    r->ad_len = version >= 2 ? ARC_AD_BYTES_V2 : ARC_HEADER_BYTES;
-    /* Who wrote it, before the data key is even unsealed: a refused artifact is never decrypted. */
-    r->signers = trust->signers;
-    r->allow_unsigned = trust->allow_unsigned;
-    if (version >= ARC_SIG_FIRST_VERSION) rc = ar_check_signature(r, trust, &signed_index, &signed_ilen, &signed_ioff, &signed_whole, err);
-    else rc = arc_sign_unsigned(trust, f->name, version, err);
-    if (rc) goto out;
-    memcpy(r->sk, sk, sizeof r->sk);
-    memcpy(r->pk, pk, sizeof r->pk);
-    if (crypto_box_seal_open(r->data_key, r->header + 16, ARC_SEALED_KEY_BYTES, pk, sk) != 0) {
-        rc = fb_err_set(err, FB_ERR_CRYPTO, "\"%s\": the secret key does not open this artifact (wrong key, or the "
-                        "header was altered); use the key pair whose public key the worker had", f->name);
-        goto out;
-    }
-    uint64_t moff = 0, mlen = 0;
-    rc = ar_trailer(f, version, &moff, &mlen, NULL, NULL, err);
-    if (rc) goto out;
-    rc = ar_segment(r, ARC_MANIFEST_SEGMENT, moff, mlen, "manifest", ar_mem_sink, &mb, hash, &raw, err);
-    if (rc) goto out;
-    rc = arc_manifest_unpack(mb.p, mb.len, &r->manifest, err);
-    if (rc) goto out;
-    if (r->sig.state == ARC_SIG_TRUSTED && (!r->manifest->job_id || strcmp(r->manifest->job_id, r->sig.job_id) != 0)) {
-        rc = fb_err_set(err, FB_ERR_VERIFY, "\"%s\": its signature is for backup %s but its manifest is of backup %s: "
-                        "refusing it", f->name, r->sig.job_id, r->manifest->job_id ? r->manifest->job_id : "?");
-        goto out;
-    }
-    if (r->manifest->data_end != moff) {
-        rc = fb_err_set(err, FB_ERR_FORMAT, "\"%s\": the manifest says the data ends at %llu but it starts at %llu: "
-                        "the file was altered", f->name, (unsigned long long)r->manifest->data_end,
-                        (unsigned long long)moff);
-        goto out;
-    }
-    if (version >= 2) {
-        /* The plaintext chain index is covered too: the authenticated manifest records its hash. */
-        uint64_t ioff = 0, ilen = 0;
-        unsigned char ih[ARC_HASH_BYTES];
-        rc = ar_trailer(f, version, &moff, &mlen, &ioff, &ilen, err);
-        if (rc) goto out;
-        if (!r->manifest->has_index_hash != !ilen) {
-            rc = fb_err_set(err, FB_ERR_CRYPTO, "\"%s\": the chain index was added or removed after the backup was "
-                            "written", f->name);
-            goto out;
-        }
-        /* Format 5: the index bytes are those whose signature was checked. An index re-signed by another trusted
-         * key (rekey re-MACs it for the new key) no longer has the hash the manifest recorded: its signature is
-         * what authenticates it then (FORMAT.md, "Signatures (format 5)"). */
-        int resigned = r->sig.state == ARC_SIG_TRUSTED && strcmp(r->sig.index_key, r->sig.manifest_key) != 0;
-        if (ilen) {
-            char *ib = NULL;
-            size_t il = 0;
-            uint64_t io = 0, whole = 0;
-            if (signed_index) {
-                ib = signed_index;
-                il = signed_ilen;
-                io = signed_ioff;
-                whole = signed_whole;
-                signed_index = NULL;
-            } else if ((rc = arc_reader_peek_index_at(f, &ib, &il, &io, &whole, err))) {
-                goto out;
-            }
-            /* Format 5: the hash covers the head, which records the BLAKE2b of each table's chunk records. */
-            crypto_generichash(ih, sizeof ih, (const unsigned char *)ib, il, NULL, 0);
-            if (!resigned && sodium_memcmp(ih, r->manifest->index_blake2b, sizeof ih) != 0) {
-                free(ib);
-                rc = fb_err_set(err, FB_ERR_CRYPTO, "\"%s\": the chain index (plaintext, before the trailer) was "
-                                "altered: its BLAKE2b differs from the one the manifest recorded", f->name);
-                goto out;
-            }
-            if (version >= 5) {
-                rc = arc_index_parse(ib, il, NULL, &r->ix, err); /* authenticated just above */
-                if (!rc && (r->ix->version != 3 || whole - il != r->ix->n_records * ARC_CLIST_REC_BYTES))
-                    rc = fb_err_set(err, FB_ERR_FORMAT, "\"%s\": the chain index's chunk records do not fill the "
-                                    "index (%llu bytes after a head of %zu for %llu records)", f->name,
-                                    (unsigned long long)(whole - il), il, (unsigned long long)r->ix->n_records);
-                r->records_off = io + il;
-            }
-            free(ib);
-            if (rc) goto out;
-        }
-    }
-    r->manifest_raw = mb.p;
-    r->manifest_len = mb.len;
-    mb.p = NULL;
-    *out = r;
-    r = NULL;
-out:
     free(mb.p);
-    free(signed_index);
+    free(si.head);
     arc_reader_free(r);
     return rc;
 }
@@ -903,8 +865,7 @@ void arc_reader_free(arc_reader *r) {
     sodium_memzero(r->data_key, sizeof r->data_key);
     sodium_memzero(r->sk, sizeof r->sk);
     ZSTD_freeDCtx(r->dctx);
-    free(r->mbuf);
-    free(r->pbuf);
+    arc_stream_bufs_free(&r->bufs);
     free(r->obuf);
     free(r->mcache);
     if (!r->borrowed) {

@@ -1,8 +1,9 @@
 /* arc_reader: reads an artifact (FORMAT.md): header, sealed data key, manifest, and any table segment on its own.
  *
- * arc_reader_open checks the magic and version, opens the data key with the secret key, reads the trailer and
- * authenticates and decodes the manifest; from then on any table can be read by itself (random access: restoring
- * one table decrypts only its segment). arc_reader_read_table streams the table's plaintext COPY text to a sink
+ * arc_reader_open checks the magic and version and (format 5) the signatures, opens the data key with the secret
+ * key, reads the trailer and authenticates and decodes the manifest and the chain index's head; from then on any
+ * table can be read by itself (random access: restoring one table decrypts only its segment).
+ * arc_reader_read_table streams the table's plaintext COPY text to a sink (each segment through arc_stream.h)
  * and checks, in order: every message's tag, the final tag at exactly the segment's end, the zstd frame's end, the
  * byte count and the BLAKE2b against the manifest. Data handed to the sink before a failure is NOT authenticated
  * as a whole: callers that load it somewhere must be able to undo that (restore runs in one transaction).
@@ -64,19 +65,21 @@ const void *arc_reader_manifest_raw(const arc_reader *r, size_t *len);
 const struct arc_index *arc_reader_index(const arc_reader *r);
 
 /* Streams table t (from the manifest) to sink (NULL: only check it). An assembled table (format 3) is read chunk
- * by chunk from the segments of this and other artifacts (through the resolver), each source segment decompressed
- * whole into memory while the table is read; the result must match t's byte count and BLAKE2b. A table stored in another artifact
- * (t->stored_in) is read from there through the resolver, after checking that the other artifact is the job it
- * should be and records the same byte count and BLAKE2b for the table: nothing reaches the sink otherwise. */
+ * by chunk from the segments of this and other artifacts (through the resolver): each source segment is
+ * decompressed once into an unlinked temporary file in $TMPDIR (disk, about the table's size; memory stays at one
+ * 64 KiB copy buffer whatever the table's size), and the result must match t's byte count and BLAKE2b. A table
+ * stored in another artifact (t->stored_in) is read from there through the resolver, after checking that the
+ * other artifact is the job it should be and records the same byte count and BLAKE2b for the table: nothing
+ * reaches the sink otherwise. */
 fb_code arc_reader_read_table(arc_reader *r, const arc_table *t, arc_sink_fn sink, void *opaque, fb_err *err);
 
 /* Streams the schema archive (format 4, FORMAT.md "Schema archive") to sink (NULL: only check it), checking its
  * tags, byte count and BLAKE2b as for a table. FB_ERR_NOTFOUND when the artifact has none (format <= 3). */
 fb_code arc_reader_read_schema(arc_reader *r, arc_sink_fn sink, void *opaque, fb_err *err);
 
-/* Checks every table segment and the schema archive (authenticates, decompresses, re-hashes) and that segments
- * tile the file; with a
- * resolver, also every referenced table in the artifact that holds it (the chain). */
+/* Checks every table segment and the schema archive (authenticates, decompresses, re-hashes), that segments tile
+ * the file and (format 5) every table's chunk records against the index head; with a resolver, also every
+ * referenced or assembled table through the artifacts that hold its data (the chain). */
 fb_code arc_reader_verify_all(arc_reader *r, fb_err *err);
 
 /* A second reader of the same open artifact for another thread: own buffers and decompressor, the same file,

@@ -27,6 +27,7 @@
 
 #include "artifact/arc_format.h"
 #include "artifact/arc_sign.h"
+#include "artifact/arc_stream.h"
 #include "common/fb_assert.h"
 
 #define AW_BLOCK (1u << 20)
@@ -84,9 +85,9 @@ struct arc_writer {
     uint32_t t_segment;
     int t_open;
     uint64_t t_seg_start;
-    crypto_secretstream_xchacha20poly1305_state st;
+    arc_stream_out so;        /* the open segment's stream (arc_stream.h) */
     ZSTD_CCtx *cctx;
-    unsigned char *zbuf;      /* compressed bytes awaiting encryption, ARC_CHUNK_BYTES */
+    unsigned char *zbuf;      /* compressed bytes awaiting encryption, ARC_MESSAGE_BYTES */
     size_t zlen;
     unsigned char *cbuf;      /* 4-byte length + ciphertext */
     arc_seg_info t_info;
@@ -128,22 +129,16 @@ static fb_code aw_out(arc_writer *w, const void *buf, size_t len, fb_err *err) {
 }
 
 static fb_code aw_emit(arc_writer *w, unsigned char tag, fb_err *err) {
-    unsigned long long clen = 0;
-    /* Format 2: the fixed part of the header is the additional data; the sealed key is bound by itself (a
-     * different sealed key opens to a different data key, or to nothing). */
-    crypto_secretstream_xchacha20poly1305_push(&w->st, w->cbuf + 4, &clen, w->zbuf, w->zlen, w->header,
-                                               ARC_AD_BYTES_V2, tag);
-    arc_put_u32(w->cbuf, (uint32_t)clen);
+    size_t fl = arc_stream_out_seal(&w->so, w->zbuf, w->zlen, tag, w->cbuf);
     w->zlen = 0;
-    return aw_out(w, w->cbuf, 4 + (size_t)clen, err);
+    return aw_out(w, w->cbuf, fl, err);
 }
 
 static fb_code aw_open_segment(arc_writer *w, uint32_t segment, fb_err *err) {
-    unsigned char key[crypto_secretstream_xchacha20poly1305_KEYBYTES];
     unsigned char hdr[crypto_secretstream_xchacha20poly1305_HEADERBYTES];
-    crypto_kdf_derive_from_key(key, sizeof key, segment, ARC_KDF_CONTEXT, w->data_key);
-    crypto_secretstream_xchacha20poly1305_init_push(&w->st, hdr, key);
-    sodium_memzero(key, sizeof key);
+    /* Format 2: the fixed part of the header is the additional data; the sealed key is bound by itself (a
+     * different sealed key opens to a different data key, or to nothing). */
+    arc_stream_out_open(&w->so, w->data_key, segment, w->header, ARC_AD_BYTES_V2, hdr);
     ZSTD_CCtx_reset(w->cctx, ZSTD_reset_session_only);
     w->t_segment = segment;
     w->t_seg_start = w->offset;
@@ -155,14 +150,14 @@ static fb_code aw_open_segment(arc_writer *w, uint32_t segment, fb_err *err) {
 static fb_code aw_compress(arc_writer *w, const void *buf, size_t len, ZSTD_EndDirective mode, fb_err *err) {
     ZSTD_inBuffer in = {buf, len, 0};
     for (;;) {
-        ZSTD_outBuffer o = {w->zbuf + w->zlen, ARC_CHUNK_BYTES - w->zlen, 0};
+        ZSTD_outBuffer o = {w->zbuf + w->zlen, ARC_MESSAGE_BYTES - w->zlen, 0};
         size_t left = ZSTD_compressStream2(w->cctx, &o, &in, mode);
         if (ZSTD_isError(left))
             return fb_err_set(err, FB_ERR_INTERNAL, "zstd compression failed: %s", ZSTD_getErrorName(left));
         w->zlen += o.pos;
         int done = mode == ZSTD_e_end ? left == 0 : in.pos == in.size;
         if (done && mode == ZSTD_e_end) return aw_emit(w, crypto_secretstream_xchacha20poly1305_TAG_FINAL, err);
-        if (w->zlen == ARC_CHUNK_BYTES) {
+        if (w->zlen == ARC_MESSAGE_BYTES) {
             fb_code rc = aw_emit(w, 0, err);
             if (rc) return rc;
         }
@@ -257,8 +252,8 @@ static fb_code aw_alloc(arc_writer *w, int zstd_level, int nblocks, size_t block
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
     w->cctx = ZSTD_createCCtx();
-    w->zbuf = malloc(ARC_CHUNK_BYTES);
-    w->cbuf = malloc(4 + ARC_CHUNK_BYTES + crypto_secretstream_xchacha20poly1305_ABYTES);
+    w->zbuf = malloc(ARC_MESSAGE_BYTES);
+    w->cbuf = malloc(ARC_STREAM_FRAME_BYTES(ARC_MESSAGE_BYTES));
     for (int i = 0; i < nblocks; i++) {
         w->blocks[i] = malloc(w->block);
         if (!w->blocks[i]) break;
@@ -562,6 +557,6 @@ void arc_writer_free(arc_writer *w) {
     pthread_mutex_destroy(&w->mu);
     pthread_cond_destroy(&w->cv);
     sodium_memzero(w->data_key, sizeof w->data_key);
-    sodium_memzero(&w->st, sizeof w->st);
+    arc_stream_out_close(&w->so);
     free(w);
 }

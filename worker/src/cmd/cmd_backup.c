@@ -242,144 +242,191 @@ static const char cb_usage[] =
     "  its size and the time taken. --table T (public.T) or SCHEMA.T, repeatable: only those tables\n"
     "  (default: the configuration's). --type: default the configuration's.\n";
 
-int cmd_backup(int argc, char **argv) {
+/* ---- cmd_backup's steps ------------------------------------------------------------------------------------- */
+
+/* One ad-hoc backup: what the steps below share. */
+typedef struct cb_run {
     fb_config cfg;
-    fb_err err;
-    const char *which = NULL, *type_s = NULL;
-    PGconn *c = NULL;
-    ev_event *req = NULL;
-    unsigned char *raw = NULL;
-    size_t raw_len = 0;
-    fb_progress *prog = NULL;
-    int help = 0;
-    fb_code rc = cmd_args(&cfg, &argc, argv, FB_CMD_BACKUP, cb_usage, &help, &err);
-    if (help) {
-        fb_config_free(&cfg);
-        return FB_OK;
-    }
-    int json = cfg.json != 0;
-    const char *const *tables = (const char *const *)cfg.table.v;
-    size_t n_tables = cfg.table.n;
-    if (*cfg.configuration) which = cfg.configuration;
-    if (*cfg.backup_type) type_s = cfg.backup_type;
-    if (!rc && n_tables > CB_MAX_TABLES)
-        rc = fb_err_set(&err, FB_ERR_USAGE, "at most %d --table (give the configuration those tables instead)",
-                        CB_MAX_TABLES);
-    if (!rc && argc > 1 && !which) which = argv[1];
-    else if (!rc && argc > 1) rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (see backup --help)", argv[1]);
-    if (!rc && argc > 2) rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (see backup --help)", argv[2]);
-    if (!rc && !which)
-        rc = fb_err_set(&err, FB_ERR_USAGE, "backup needs the configuration: its name or id (fusion-backup backup NAME)");
-    ev_backup_type type = EV_FULL;
-    if (!rc && type_s && !cb_backup_type(type_s, &type))
-        rc = fb_err_set(&err, FB_ERR_USAGE, "--type must be FULL, INCREMENTAL or DIFFERENTIAL, got \"%s\"", type_s);
-    if (!rc && (!cfg.storage_root || !*cfg.storage_root))
-        rc = fb_err_set(&err, FB_ERR_USAGE, "backup needs --storage-root (the workers' storage root, a folder or "
-                        "s3://BUCKET/PREFIX)");
-    if (!rc && (!cfg.public_key || !*cfg.public_key))
-        rc = fb_err_set(&err, FB_ERR_USAGE, "backup needs --public-key (the workers' backup.pub)");
-    const char *conninfo = rc ? NULL : job_authority_conninfo(&cfg, EV_BACKUP_REQUESTED);
-    if (!rc && (!conninfo || !*conninfo))
-        rc = fb_err_set(&err, FB_ERR_USAGE, "backup needs --pg (the Fusion database, where its records are)");
-    if (!rc && !(c = pgx_connect(conninfo, "fusion-backup backup", &err))) rc = err.code;
+    const char *which, *type_s; /* the configuration asked for; --type, or NULL for the configuration's */
+    ev_backup_type type;
+    const char *const *tables;  /* --table */
+    size_t n_tables;
+    PGconn *c;
+    cb_config k;
+    char job_id[37], worker[300];
+    int64_t record_id, started;
+    dmn_pub pub;
+    ev_event *req;              /* the backup.requested a worker would receive */
+    unsigned char *raw;
+    size_t raw_len;
+} cb_run;
 
-    cb_config k = {0};
-    if (!rc) rc = cb_find_config(c, which, &k, &err);
-    if (!rc && !k.active)
-        rc = fb_err_set(&err, FB_ERR_DENIED, "configuration %" PRId64 " (\"%s\") is not active: activate it in the "
-                        "admin to back it up; nothing was created", k.id, k.name);
-    if (!rc && k.has_modules && !n_tables)
-        rc = fb_err_set(&err, FB_ERR_USAGE, "configuration \"%s\" names Django modules, whose tables only the app can "
-                        "resolve: name the tables with --table, or run `manage.py backup_request %s`; nothing was "
-                        "created", k.name, k.name);
-    if (!rc && !type_s && !cb_backup_type(k.backup_type, &type))
-        rc = fb_err_set(&err, FB_ERR_INVALID, "configuration \"%s\" has backup_type \"%s\", which is none of FULL, "
-                        "INCREMENTAL, DIFFERENTIAL", k.name, k.backup_type);
+/* Step 1: the arguments: which configuration, which type, where the backup goes. */
+static fb_code cb_parse(cb_run *b, int argc, char **argv, fb_err *err) {
+    fb_config *cfg = &b->cfg;
+    b->tables = (const char *const *)cfg->table.v;
+    b->n_tables = cfg->table.n;
+    if (*cfg->configuration) b->which = cfg->configuration;
+    if (*cfg->backup_type) b->type_s = cfg->backup_type;
+    b->type = EV_FULL;
+    if (b->n_tables > CB_MAX_TABLES)
+        return fb_err_set(err, FB_ERR_USAGE, "at most %d --table (give the configuration those tables instead)",
+                          CB_MAX_TABLES);
+    if (argc > 1 && !b->which) b->which = argv[1];
+    else if (argc > 1) return fb_err_set(err, FB_ERR_USAGE, "unexpected argument \"%s\" (see backup --help)", argv[1]);
+    if (argc > 2) return fb_err_set(err, FB_ERR_USAGE, "unexpected argument \"%s\" (see backup --help)", argv[2]);
+    if (!b->which)
+        return fb_err_set(err, FB_ERR_USAGE, "backup needs the configuration: its name or id (fusion-backup backup NAME)");
+    if (b->type_s && !cb_backup_type(b->type_s, &b->type))
+        return fb_err_set(err, FB_ERR_USAGE, "--type must be FULL, INCREMENTAL or DIFFERENTIAL, got \"%s\"", b->type_s);
+    if (!cfg->storage_root || !*cfg->storage_root)
+        return fb_err_set(err, FB_ERR_USAGE, "backup needs --storage-root (the workers' storage root, a folder or "
+                          "s3://BUCKET/PREFIX)");
+    if (!cfg->public_key || !*cfg->public_key)
+        return fb_err_set(err, FB_ERR_USAGE, "backup needs --public-key (the workers' backup.pub)");
+    return FB_OK;
+}
 
-    char job_id[37], worker[300], host[256] = "localhost";
-    int64_t record_id = 0;
-    fb_uuid_random(job_id);
-    gethostname(host, sizeof host - 1);
-    snprintf(worker, sizeof worker, CB_WORKER_PREFIX "%s:%d", host, (int)getpid());
-    /* The record is created and moved to RUNNING in one transaction: nobody ever sees it QUEUED, so Fusion's
-     * republish sweep (services.republish_queued) cannot send it to a worker while this process runs it. */
-    dmn_pub pub = {.cfg = &cfg, .worker_name = worker};
-    int64_t started = fb_now_ms();
-    if (!rc) rc = cb_sweep_abandoned(c, &err);
-    if (!rc) rc = pgx_exec(c, "BEGIN", "starting the record's transaction", &err);
-    if (!rc) rc = cb_create_record(c, &k, job_id, ev_backup_type_name(type), tables, n_tables, &record_id, &err);
-    if (!rc) rc = cb_build_request(c, &k, job_id, record_id, type, &req, &err);
-    if (!rc) rc = ev_encode(req, &raw, &raw_len, &err);
-    if (!rc) rc = cb_hold_record(c, record_id, &err);
-    if (!rc) rc = cb_record(c, &pub, req, raw, raw_len, EV_RUNNING, started, NULL, NULL, &err);
-    if (!rc) rc = pgx_exec(c, "COMMIT", "committing the BackupRecord", &err);
+/* Step 2: the database that holds the records, and the configuration in it: active, resolvable to tables here,
+ * of a known type. */
+static fb_code cb_open_config(cb_run *b, fb_err *err) {
+    const char *conninfo = job_authority_conninfo(&b->cfg, EV_BACKUP_REQUESTED);
+    if (!conninfo || !*conninfo)
+        return fb_err_set(err, FB_ERR_USAGE, "backup needs --pg (the Fusion database, where its records are)");
+    if (!(b->c = pgx_connect(conninfo, "fusion-backup backup", err))) return err->code;
+    cb_config *k = &b->k;
+    fb_code rc = cb_find_config(b->c, b->which, k, err);
+    if (rc) return rc;
+    if (!k->active)
+        return fb_err_set(err, FB_ERR_DENIED, "configuration %" PRId64 " (\"%s\") is not active: activate it in the "
+                          "admin to back it up; nothing was created", k->id, k->name);
+    if (k->has_modules && !b->n_tables)
+        return fb_err_set(err, FB_ERR_USAGE, "configuration \"%s\" names Django modules, whose tables only the app can "
+                          "resolve: name the tables with --table, or run `manage.py backup_request %s`; nothing was "
+                          "created", k->name, k->name);
+    if (!b->type_s && !cb_backup_type(k->backup_type, &b->type))
+        return fb_err_set(err, FB_ERR_INVALID, "configuration \"%s\" has backup_type \"%s\", which is none of FULL, "
+                          "INCREMENTAL, DIFFERENTIAL", k->name, k->backup_type);
+    return FB_OK;
+}
+
+/* Step 3: the record, created and moved to RUNNING in one transaction: nobody ever sees it QUEUED, so Fusion's
+ * republish sweep (services.republish_queued) cannot send it to a worker while this process runs it. Abandoned
+ * records of earlier runs are marked FAILED first. */
+static fb_code cb_start(cb_run *b, fb_err *err) {
+    PGconn *c = b->c;
+    fb_code rc = cb_sweep_abandoned(c, err);
+    if (!rc) rc = pgx_exec(c, "BEGIN", "starting the record's transaction", err);
+    if (!rc)
+        rc = cb_create_record(c, &b->k, b->job_id, ev_backup_type_name(b->type), b->tables, b->n_tables, &b->record_id,
+                              err);
+    if (!rc) rc = cb_build_request(c, &b->k, b->job_id, b->record_id, b->type, &b->req, err);
+    if (!rc) rc = ev_encode(b->req, &b->raw, &b->raw_len, err);
+    if (!rc) rc = cb_hold_record(c, b->record_id, err);
+    if (!rc) rc = cb_record(c, &b->pub, b->req, b->raw, b->raw_len, EV_RUNNING, b->started, NULL, NULL, err);
+    if (!rc) rc = pgx_exec(c, "COMMIT", "committing the BackupRecord", err);
     if (rc) {
-        if (c && PQtransactionStatus(c) != PQTRANS_IDLE) PQclear(PQexec(c, "ROLLBACK"));
-        if (record_id) fb_err_prefix(&err, "nothing was created: ");
-        goto out;
+        if (PQtransactionStatus(c) != PQTRANS_IDLE) PQclear(PQexec(c, "ROLLBACK"));
+        if (b->record_id) fb_err_prefix(err, "nothing was created: ");
     }
+    return rc;
+}
 
-    /* From here on the outcome is written into the record. */
+/* Step 4: the job, in this process, as a worker runs it (SIGINT and SIGTERM abort it); *took is its duration. */
+static fb_code cb_run_job(cb_run *b, job_result *res, int64_t *took, fb_err *err) {
     struct sigaction sa = {.sa_handler = cb_on_signal};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    prog = fb_progress_new(&cfg, "backup", "tables", json);
-    job_ctx ctx = {&cfg, req, worker, &cb_abort, cb_progress, prog};
-    job_result res;
-    job_result_init(&res);
-    rc = job_backup_run(&ctx, &res, &err);
+    fb_progress *prog = fb_progress_new(&b->cfg, "backup", "tables", b->cfg.json != 0);
+    job_ctx ctx = {&b->cfg, b->req, b->worker, &cb_abort, cb_progress, prog};
+    fb_code rc = job_backup_run(&ctx, res, err);
     fb_progress_done(prog, rc == FB_OK);
-    int64_t took = fb_now_ms() - started;
-    if (job_result_get(&res, "duration_ms") == 0) job_result_set(&res, "duration_ms", took);
+    fb_progress_free(prog);
+    *took = fb_now_ms() - b->started;
+    if (job_result_get(res, "duration_ms") == 0) job_result_set(res, "duration_ms", *took);
+    return rc;
+}
+
+/* Step 5: the outcome (rc, the job's) written into the record. A record that cannot be written fails the command
+ * even when the backup succeeded: the record is the truth. */
+static fb_code cb_finish(cb_run *b, const job_result *res, fb_code rc, fb_err *err) {
     fb_err rerr;
-    fb_code recorded = cb_record(c, &pub, req, raw, raw_len, rc ? EV_FAILED : EV_SUCCESS, started, &res,
-                                 rc ? err.msg : NULL, &rerr);
+    fb_code recorded = cb_record(b->c, &b->pub, b->req, b->raw, b->raw_len, rc ? EV_FAILED : EV_SUCCESS, b->started,
+                                 res, rc ? err->msg : NULL, &rerr);
     if (recorded) {
-        /* The artifact may well be fine; the record says RUNNING. Say both, and fail: the record is the truth. */
+        /* The artifact may well be fine; the record says RUNNING. Say both, and fail. */
         fprintf(stderr, "fusion-backup backup: %s\n", rerr.msg);
         if (!rc) {
-            err = rerr;
-            rc = recorded;
-            fb_err_prefix(&err, "the backup %s was written but its record %" PRId64 " stays RUNNING: ",
-                          res.file_path, record_id);
-            goto out;
+            *err = rerr;
+            fb_err_prefix(err, "the backup %s was written but its record %" PRId64 " stays RUNNING: ", res->file_path,
+                          b->record_id);
+            return recorded;
         }
     }
-    if (rc) {
-        fb_err_prefix(&err, "record %" PRId64 " (job %s) is FAILED: ", record_id, job_id);
-        goto out;
-    }
-    const char *root = cfg.storage_root;
+    if (rc) fb_err_prefix(err, "record %" PRId64 " (job %s) is FAILED: ", b->record_id, b->job_id);
+    return rc;
+}
+
+/* Step 6: what was written, as JSON or as text. */
+static void cb_print(const cb_run *b, const job_result *res, int64_t took) {
+    const char *root = b->cfg.storage_root;
+    const char *type = ev_backup_type_name(b->type);
     size_t rl = strlen(root);
     char path[2200];
-    snprintf(path, sizeof path, "%s%s%s", root, rl && root[rl - 1] == '/' ? "" : "/", res.file_path);
-    if (json) {
-        printf("{\"job_id\":\"%s\",\"record_id\":%" PRId64 ",\"config_id\":%" PRId64 ",\"config\":", job_id,
-               record_id, k.id);
-        fb_json_string(stdout, k.name);
-        printf(",\"type\":\"%s\",\"ran_as_full\":%s,\"status\":\"SUCCESS\",\"artifact\":", ev_backup_type_name(type),
-               job_result_get(&res, "ran_as_full") ? "true" : "false");
+    snprintf(path, sizeof path, "%s%s%s", root, rl && root[rl - 1] == '/' ? "" : "/", res->file_path);
+    if (b->cfg.json) {
+        printf("{\"job_id\":\"%s\",\"record_id\":%" PRId64 ",\"config_id\":%" PRId64 ",\"config\":", b->job_id,
+               b->record_id, b->k.id);
+        fb_json_string(stdout, b->k.name);
+        printf(",\"type\":\"%s\",\"ran_as_full\":%s,\"status\":\"SUCCESS\",\"artifact\":", type,
+               job_result_get(res, "ran_as_full") ? "true" : "false");
         fb_json_string(stdout, path);
         printf(",\"file_path\":");
-        fb_json_string(stdout, res.file_path);
+        fb_json_string(stdout, res->file_path);
         printf(",\"size\":%" PRId64 ",\"tables\":%" PRId64 ",\"rows\":%" PRId64 ",\"duration_ms\":%" PRId64 "}\n",
-               res.file_size, job_result_get(&res, "tables"), job_result_get(&res, "rows"), took);
-    } else {
-        char sz[32];
-        printf("SUCCESS %s backup of \"%s\" (record %" PRId64 ", job %s)%s\n  artifact %s\n  size %s (%" PRId64
-               " bytes), %" PRId64 " tables, %" PRId64 " rows, %.2f s\n",
-               ev_backup_type_name(type), k.name, record_id, job_id,
-               type != EV_FULL && job_result_get(&res, "ran_as_full") ? ", ran as FULL (no base yet)" : "", path,
-               fb_size_format(res.file_size, sz, sizeof sz), res.file_size, job_result_get(&res, "tables"),
-               job_result_get(&res, "rows"), (double)took / 1000.0);
+               res->file_size, job_result_get(res, "tables"), job_result_get(res, "rows"), took);
+        return;
     }
-out:
+    char sz[32];
+    printf("SUCCESS %s backup of \"%s\" (record %" PRId64 ", job %s)%s\n  artifact %s\n  size %s (%" PRId64
+           " bytes), %" PRId64 " tables, %" PRId64 " rows, %.2f s\n",
+           type, b->k.name, b->record_id, b->job_id,
+           b->type != EV_FULL && job_result_get(res, "ran_as_full") ? ", ran as FULL (no base yet)" : "", path,
+           fb_size_format(res->file_size, sz, sizeof sz), res->file_size, job_result_get(res, "tables"),
+           job_result_get(res, "rows"), (double)took / 1000.0);
+}
+
+int cmd_backup(int argc, char **argv) {
+    cb_run b = {0};
+    fb_err err;
+    int help = 0;
+    char host[256] = "localhost";
+    fb_code rc = cmd_args(&b.cfg, &argc, argv, FB_CMD_BACKUP, cb_usage, &help, &err);
+    if (help) {
+        fb_config_free(&b.cfg);
+        return FB_OK;
+    }
+    if (!rc) rc = cb_parse(&b, argc, argv, &err);
+    if (!rc) rc = cb_open_config(&b, &err);
+    fb_uuid_random(b.job_id);
+    gethostname(host, sizeof host - 1);
+    snprintf(b.worker, sizeof b.worker, CB_WORKER_PREFIX "%s:%d", host, (int)getpid());
+    b.pub = (dmn_pub){.cfg = &b.cfg, .worker_name = b.worker};
+    b.started = fb_now_ms();
+    if (!rc) rc = cb_start(&b, &err);
+    if (!rc) {
+        /* From here on the outcome is written into the record. */
+        job_result res;
+        int64_t took = 0;
+        job_result_init(&res);
+        rc = cb_finish(&b, &res, cb_run_job(&b, &res, &took, &err), &err);
+        if (!rc) cb_print(&b, &res, took);
+    }
     if (rc) fprintf(stderr, "fusion-backup backup: %s\n", err.msg);
-    fb_progress_free(prog);
-    free(raw);
-    ev_event_free(req);
-    if (c) PQfinish(c);
-    fb_config_free(&cfg);
+    free(b.raw);
+    ev_event_free(b.req);
+    if (b.c) PQfinish(b.c);
+    fb_config_free(&b.cfg);
     return rc;
 }

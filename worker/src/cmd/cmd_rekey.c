@@ -42,6 +42,7 @@
 #include "artifact/arc_index.h"
 #include "artifact/arc_key.h"
 #include "artifact/arc_reader.h"
+#include "artifact/arc_stream.h"
 #include "cmd/cmd.h"
 #include "common/fb_config.h"
 #include "common/fb_json.h"
@@ -266,63 +267,38 @@ out:
     return rc;
 }
 
-/* --new-data-key: one segment re-encrypted message by message from the old data key to the new one. Each
- * message keeps its plaintext, tag and length (a secretstream message is its plaintext + 17 bytes), so every offset
- * and length in the manifest stays right. Appends to fd; hs (may be NULL) hashes what is written. */
+/* Appends n bytes to the re-encrypted copy. */
+static fb_code cmd_rekey_put(int fd, const void *buf, size_t n, fb_err *err) {
+    if (write(fd, buf, n) == (ssize_t)n) return FB_OK;
+    return fb_err_set(err, FB_ERR_IO, "could not write the re-encrypted copy: %s", strerror(errno));
+}
+
+/* --new-data-key: one segment re-encrypted message by message from the old data key to the new one. The old one
+ * is read exactly as the reader reads it (arc_stream: same bounds, same authentication); each message keeps its
+ * plaintext, tag and length (a secretstream message is its plaintext + 17 bytes), so every offset and length in
+ * the manifest stays right. Appends to fd through out (ARC_STREAM_FRAME_BYTES(ARC_MESSAGE_MAX)); bufs are reused
+ * across segments. */
 static fb_code cmd_rekey_segment(stor_rfile *f, int fd, uint32_t seg, uint64_t off, uint64_t len,
                                  const unsigned char *hdr16, const unsigned char *old_dk, const unsigned char *new_dk,
-                                 unsigned char *cbuf, unsigned char *pbuf, crypto_generichash_state *hs, fb_err *err) {
-    unsigned char ko[32], kn[32], h[crypto_secretstream_xchacha20poly1305_HEADERBYTES];
-    crypto_secretstream_xchacha20poly1305_state so, sn;
-    uint64_t pos = off, end = off + len;
-    int final = 0;
-    fb_code rc = FB_OK;
-    crypto_kdf_derive_from_key(ko, sizeof ko, seg, ARC_KDF_CONTEXT, old_dk);
-    crypto_kdf_derive_from_key(kn, sizeof kn, seg, ARC_KDF_CONTEXT, new_dk);
-    if ((rc = stor_rfile_pread(f, h, sizeof h, pos, err))) goto out;
-    pos += sizeof h;
-    if (crypto_secretstream_xchacha20poly1305_init_pull(&so, h, ko) != 0) {
-        rc = fb_err_set(err, FB_ERR_CRYPTO, "segment %u: bad stream header", seg);
-        goto out;
+                                 arc_stream_bufs *bufs, unsigned char *out, fb_err *err) {
+    unsigned char h[crypto_secretstream_xchacha20poly1305_HEADERBYTES];
+    char what[32];
+    arc_stream s;
+    arc_stream_out so;
+    snprintf(what, sizeof what, "segment %u", seg);
+    fb_code rc = arc_stream_open(&s, f, NULL, old_dk, seg, off, len, hdr16, ARC_AD_BYTES_V2, what, bufs, err);
+    arc_stream_out_open(&so, new_dk, seg, hdr16, ARC_AD_BYTES_V2, h);
+    if (!rc) rc = cmd_rekey_put(fd, h, sizeof h, err);
+    while (!rc && !s.final) {
+        const unsigned char *p = NULL;
+        size_t plen = 0;
+        unsigned char tag = 0;
+        if (!(rc = arc_stream_next(&s, &p, &plen, &tag, err)))
+            rc = cmd_rekey_put(fd, out, arc_stream_out_seal(&so, p, plen, tag, out), err);
     }
-    crypto_secretstream_xchacha20poly1305_init_push(&sn, h, kn);
-    if (write(fd, h, sizeof h) != (ssize_t)sizeof h) goto werr;
-    if (hs) crypto_generichash_update(hs, h, sizeof h);
-    while (!final) {
-        unsigned char lb[4], tag = 0;
-        unsigned long long plen = 0, clen2 = 0;
-        if (pos + 4 > end || (rc = stor_rfile_pread(f, lb, 4, pos, err))) {
-            if (!rc) rc = fb_err_set(err, FB_ERR_CRYPTO, "segment %u ends before its final tag", seg);
-            goto out;
-        }
-        uint32_t clen = arc_get_u32(lb);
-        pos += 4;
-        if (clen < crypto_secretstream_xchacha20poly1305_ABYTES || clen > ARC_MESSAGE_MAX || pos + clen > end) {
-            rc = fb_err_set(err, FB_ERR_CRYPTO, "segment %u: bad message length", seg);
-            goto out;
-        }
-        if ((rc = stor_rfile_pread(f, cbuf, clen, pos, err))) goto out;
-        pos += clen;
-        if (crypto_secretstream_xchacha20poly1305_pull(&so, pbuf, &plen, &tag, cbuf, clen, hdr16, ARC_AD_BYTES_V2) != 0) {
-            rc = fb_err_set(err, FB_ERR_CRYPTO, "segment %u: authentication failed: the artifact was altered", seg);
-            goto out;
-        }
-        final = tag == crypto_secretstream_xchacha20poly1305_TAG_FINAL;
-        crypto_secretstream_xchacha20poly1305_push(&sn, cbuf + 4, &clen2, pbuf, plen, hdr16, ARC_AD_BYTES_V2, tag);
-        arc_put_u32(cbuf, (uint32_t)clen2);
-        if (write(fd, cbuf, 4 + (size_t)clen2) != (ssize_t)(4 + clen2)) goto werr;
-        if (hs) crypto_generichash_update(hs, cbuf, 4 + (size_t)clen2);
-    }
-    if (pos != end) rc = fb_err_set(err, FB_ERR_CRYPTO, "segment %u: final tag before its end", seg);
-    goto out;
-werr:
-    rc = fb_err_set(err, FB_ERR_IO, "could not write the re-encrypted copy: %s", strerror(errno));
-out:
-    sodium_memzero(ko, sizeof ko);
-    sodium_memzero(kn, sizeof kn);
-    sodium_memzero(&so, sizeof so);
-    sodium_memzero(&sn, sizeof sn);
-    sodium_memzero(pbuf, ARC_MESSAGE_MAX);
+    arc_stream_close(&s);
+    arc_stream_out_close(&so);
+    if (bufs->plain) sodium_memzero(bufs->plain, bufs->cap);
     return rc;
 }
 
@@ -331,210 +307,258 @@ static int cmd_rekey_cmp_seg(const void *a, const void *b) {
     return x[0] < y[0] ? -1 : x[0] > y[0];
 }
 
-/* --new-data-key: writes the whole artifact, re-encrypted under new_dk (sealed in header), into the open file fd:
- * every data segment re-encrypted in place (same offsets), the manifest rewritten (its index_blake2b patched to the
- * new index's hash when the index changed) and re-encrypted, the index, then both signatures by signer (an
- * operator key: a new ciphertext needs a new manifest signature) and the trailer. r has authenticated everything. */
-static fb_code cmd_rekey_reencrypt(stor_rfile *f, const arc_reader *r, int fd, const unsigned char *header,
-                                   const unsigned char *old_dk, const unsigned char *new_dk, const char *index,
-                                   size_t ilen, size_t head_len, const fb_signer *signer, fb_err *err) {
-    const arc_manifest *m = arc_reader_manifest(r);
-    size_t n = 0, raw_len = 0;
+/* Step 1 of --new-data-key: the header, then every data segment (the schema archive and each table stored here)
+ * in file order, re-encrypted under new_dk. */
+static fb_code cmd_rekey_data(stor_rfile *f, const arc_manifest *m, int fd, const unsigned char *header,
+                              const unsigned char *old_dk, const unsigned char *new_dk, fb_err *err) {
+    size_t n = 0;
     uint64_t (*segs)[3] = calloc(m->n_tables + 2, sizeof *segs); /* offset, length, segment id */
-    unsigned char *cbuf = malloc(4 + ARC_MESSAGE_MAX + 64), *pbuf = malloc(ARC_MESSAGE_MAX + 64), *z = NULL;
-    char *raw = NULL;
-    fb_code rc = FB_OK;
-    if (!segs || !cbuf || !pbuf) {
-        rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
-        goto out;
-    }
-    if (m->schema) segs[n][0] = m->schema->offset, segs[n][1] = m->schema->length, segs[n++][2] = m->schema->segment;
-    for (size_t i = 0; i < m->n_tables; i++)
+    unsigned char *out = malloc(ARC_STREAM_FRAME_BYTES(ARC_MESSAGE_MAX));
+    arc_stream_bufs bufs = {0};
+    fb_code rc = segs && out ? FB_OK : fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    if (!rc && m->schema)
+        segs[n][0] = m->schema->offset, segs[n][1] = m->schema->length, segs[n++][2] = m->schema->segment;
+    for (size_t i = 0; !rc && i < m->n_tables; i++)
         if (arc_table_kind_of(m, &m->tables[i]) != ARC_TABLE_REFERENCED && m->tables[i].length)
             segs[n][0] = m->tables[i].offset, segs[n][1] = m->tables[i].length, segs[n++][2] = m->tables[i].segment;
-    qsort(segs, n, sizeof *segs, cmd_rekey_cmp_seg);
-    if (write(fd, header, ARC_HEADER_BYTES) != ARC_HEADER_BYTES) goto werr;
-    for (size_t i = 0; i < n; i++)
-        if ((rc = cmd_rekey_segment(f, fd, (uint32_t)segs[i][2], segs[i][0], segs[i][1], header, old_dk, new_dk, cbuf,
-                                    pbuf, NULL, err)))
-            goto out;
-    /* The manifest: the same msgpack, with index_blake2b (a 32-byte bin after its key) set to the new index. */
-    const void *mr = arc_reader_manifest_raw(r, &raw_len);
-    if (!(raw = malloc(raw_len + 1))) {
-        rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
-        goto out;
-    }
-    memcpy(raw, mr, raw_len);
-    if (m->has_index_hash) {
-        static const char key[] = "\xad" "index_blake2b" "\xc4\x20";
-        char *at = memmem(raw, raw_len, key, sizeof key - 1);
-        if (!at || (size_t)(at - raw) + sizeof key - 1 + 32 > raw_len ||
-            memcmp(at + sizeof key - 1, m->index_blake2b, 32) != 0) {
-            rc = fb_err_set(err, FB_ERR_FORMAT, "could not find the manifest's index hash to update");
-            goto out;
-        }
-        /* the manifest hashes (and the index signature covers) the head; the records are bound by the head */
-        crypto_generichash((unsigned char *)at + sizeof key - 1, 32, (const unsigned char *)index, head_len, NULL, 0);
-    }
-    size_t zcap = ZSTD_compressBound(raw_len);
-    if (!(z = malloc(zcap))) {
-        rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
-        goto out;
-    }
-    size_t zl = ZSTD_compress(z, zcap, raw, raw_len, 3);
-    if (ZSTD_isError(zl)) {
-        rc = fb_err_set(err, FB_ERR_INTERNAL, "zstd: %s", ZSTD_getErrorName(zl));
-        goto out;
-    }
-    unsigned char key0[32], h[crypto_secretstream_xchacha20poly1305_HEADERBYTES], ct_hash[32];
-    crypto_secretstream_xchacha20poly1305_state st;
+    if (!rc) qsort(segs, n, sizeof *segs, cmd_rekey_cmp_seg);
+    if (!rc) rc = cmd_rekey_put(fd, header, ARC_HEADER_BYTES, err);
+    for (size_t i = 0; !rc && i < n; i++)
+        rc = cmd_rekey_segment(f, fd, (uint32_t)segs[i][2], segs[i][0], segs[i][1], header, old_dk, new_dk, &bufs, out,
+                               err);
+    arc_stream_bufs_free(&bufs);
+    free(segs);
+    free(out);
+    return rc;
+}
+
+/* Step 2: the manifest's plaintext, the same msgpack with index_blake2b (a 32-byte bin after its key) set to the
+ * BLAKE2b of the new index head. *raw is malloc'd (erase it: it names every table). */
+static fb_code cmd_rekey_manifest_plain(const arc_reader *r, const char *index, size_t head_len, char **raw,
+                                        size_t *raw_len, fb_err *err) {
+    const arc_manifest *m = arc_reader_manifest(r);
+    const void *mr = arc_reader_manifest_raw(r, raw_len);
+    if (!(*raw = malloc(*raw_len + 1))) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    memcpy(*raw, mr, *raw_len);
+    if (!m->has_index_hash) return FB_OK;
+    static const char key[] = "\xad" "index_blake2b" "\xc4\x20";
+    char *at = memmem(*raw, *raw_len, key, sizeof key - 1);
+    if (!at || (size_t)(at - *raw) + sizeof key - 1 + 32 > *raw_len ||
+        memcmp(at + sizeof key - 1, m->index_blake2b, 32) != 0)
+        return fb_err_set(err, FB_ERR_FORMAT, "could not find the manifest's index hash to update");
+    /* the manifest hashes (and the index signature covers) the head; the records are bound by the head */
+    crypto_generichash((unsigned char *)at + sizeof key - 1, 32, (const unsigned char *)index, head_len, NULL, 0);
+    return FB_OK;
+}
+
+/* Step 3: the manifest segment, compressed and encrypted under new_dk (messages of ARC_MESSAGE_BYTES), appended;
+ * *mlen is its length and ct_hash the BLAKE2b of its ciphertext (what the manifest signature covers). */
+static fb_code cmd_rekey_manifest_seal(int fd, const unsigned char *header, const unsigned char *new_dk,
+                                       const char *raw, size_t raw_len, uint64_t *mlen, unsigned char ct_hash[32],
+                                       fb_err *err) {
+    unsigned char h[crypto_secretstream_xchacha20poly1305_HEADERBYTES];
+    arc_stream_out so;
     crypto_generichash_state hs;
-    crypto_generichash_init(&hs, NULL, 0, sizeof ct_hash);
-    crypto_kdf_derive_from_key(key0, sizeof key0, ARC_MANIFEST_SEGMENT, ARC_KDF_CONTEXT, new_dk);
-    crypto_secretstream_xchacha20poly1305_init_push(&st, h, key0);
-    sodium_memzero(key0, sizeof key0);
-    uint64_t moff = m->data_end, mlen = sizeof h;
-    if (write(fd, h, sizeof h) != (ssize_t)sizeof h) goto werr;
+    size_t zcap = ZSTD_compressBound(raw_len), zl = 0;
+    unsigned char *z = malloc(zcap), *cbuf = malloc(ARC_STREAM_FRAME_BYTES(ARC_MESSAGE_BYTES));
+    fb_code rc = z && cbuf ? FB_OK : fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    if (!rc && ZSTD_isError(zl = ZSTD_compress(z, zcap, raw, raw_len, 3)))
+        rc = fb_err_set(err, FB_ERR_INTERNAL, "zstd: %s", ZSTD_getErrorName(zl));
+    if (rc) goto out;
+    crypto_generichash_init(&hs, NULL, 0, 32);
+    arc_stream_out_open(&so, new_dk, ARC_MANIFEST_SEGMENT, header, ARC_AD_BYTES_V2, h);
+    *mlen = sizeof h;
+    rc = cmd_rekey_put(fd, h, sizeof h, err);
     crypto_generichash_update(&hs, h, sizeof h);
-    for (size_t at = 0; at < zl || at == 0;) {
-        size_t piece = zl - at < ARC_CHUNK_BYTES ? zl - at : ARC_CHUNK_BYTES;
-        unsigned long long cl = 0;
+    for (size_t at = 0; !rc && (at < zl || at == 0);) {
+        size_t piece = zl - at < ARC_MESSAGE_BYTES ? zl - at : ARC_MESSAGE_BYTES;
         unsigned char tag = at + piece == zl ? crypto_secretstream_xchacha20poly1305_TAG_FINAL : 0;
-        crypto_secretstream_xchacha20poly1305_push(&st, cbuf + 4, &cl, z + at, piece, header, ARC_AD_BYTES_V2, tag);
-        arc_put_u32(cbuf, (uint32_t)cl);
-        if (write(fd, cbuf, 4 + (size_t)cl) != (ssize_t)(4 + cl)) goto werr;
-        crypto_generichash_update(&hs, cbuf, 4 + (size_t)cl);
-        mlen += 4 + cl;
+        size_t fl = arc_stream_out_seal(&so, z + at, piece, tag, cbuf);
+        rc = cmd_rekey_put(fd, cbuf, fl, err);
+        crypto_generichash_update(&hs, cbuf, fl);
+        *mlen += fl;
         at += piece;
         if (tag) break;
     }
-    sodium_memzero(&st, sizeof st);
-    crypto_generichash_final(&hs, ct_hash, sizeof ct_hash);
-    if (ilen && write(fd, index, ilen) != (ssize_t)ilen) goto werr;
+    arc_stream_out_close(&so);
+    crypto_generichash_final(&hs, ct_hash, 32);
+out:
+    free(z);
+    free(cbuf);
+    return rc;
+}
+
+/* Step 4: the index, both signatures by signer (an operator key: a new ciphertext needs a new manifest signature),
+ * the trailer, then fsync. The manifest segment is [moff, moff + mlen). */
+static fb_code cmd_rekey_finish(int fd, const unsigned char *header, const arc_manifest *m, uint64_t moff,
+                                uint64_t mlen, const unsigned char *ct_hash, const char *index, size_t ilen,
+                                size_t head_len, const fb_signer *signer, fb_err *err) {
     arc_sig_block b = {0};
     unsigned char blk[ARC_SIG_BLOCK_BYTES], tr[ARC_TRAILER_BYTES_V2];
+    fb_code rc = ilen ? cmd_rekey_put(fd, index, ilen, err) : FB_OK;
+    if (rc) return rc;
     arc_sign_manifest(signer, header, m->job_id, moff, mlen, ct_hash, &b);
     arc_sign_index(signer, header, moff + mlen, index, head_len, &b);
-    if ((rc = arc_sign_block_encode(&b, blk, err))) goto out;
+    if ((rc = arc_sign_block_encode(&b, blk, err))) return rc;
     memcpy(tr, ARC_TRAILER_MAGIC, 8);
     arc_put_u64(tr + 8, moff);
     arc_put_u64(tr + 16, mlen);
     arc_put_u64(tr + 24, moff + mlen);
     arc_put_u64(tr + 32, ilen);
-    if (write(fd, blk, sizeof blk) != (ssize_t)sizeof blk || write(fd, tr, sizeof tr) != (ssize_t)sizeof tr) goto werr;
-    if (fsync(fd) != 0) goto werr;
-    goto out;
-werr:
-    rc = fb_err_set(err, FB_ERR_IO, "could not write the re-encrypted copy: %s", strerror(errno));
-out:
+    if ((rc = cmd_rekey_put(fd, blk, sizeof blk, err)) || (rc = cmd_rekey_put(fd, tr, sizeof tr, err))) return rc;
+    if (fsync(fd) != 0) return fb_err_set(err, FB_ERR_IO, "could not write the re-encrypted copy: %s", strerror(errno));
+    return FB_OK;
+}
+
+/* --new-data-key: writes the whole artifact, re-encrypted under new_dk (sealed in header), into the open file fd:
+ * every data segment re-encrypted in place (same offsets), the manifest rewritten (its index_blake2b patched to the
+ * new index's hash when the index changed) and re-encrypted, the index, then both signatures and the trailer. r
+ * has authenticated everything. */
+static fb_code cmd_rekey_reencrypt(stor_rfile *f, const arc_reader *r, int fd, const unsigned char *header,
+                                   const unsigned char *old_dk, const unsigned char *new_dk, const char *index,
+                                   size_t ilen, size_t head_len, const fb_signer *signer, fb_err *err) {
+    const arc_manifest *m = arc_reader_manifest(r);
+    char *raw = NULL;
+    size_t raw_len = 0;
+    uint64_t mlen = 0;
+    unsigned char ct_hash[32];
+    fb_code rc = cmd_rekey_data(f, m, fd, header, old_dk, new_dk, err);
+    if (!rc) rc = cmd_rekey_manifest_plain(r, index, head_len, &raw, &raw_len, err);
+    if (!rc) rc = cmd_rekey_manifest_seal(fd, header, new_dk, raw, raw_len, &mlen, ct_hash, err);
+    if (!rc) rc = cmd_rekey_finish(fd, header, m, m->data_end, mlen, ct_hash, index, ilen, head_len, signer, err);
     if (raw) sodium_memzero(raw, raw_len);
     free(raw);
-    free(z);
-    free(segs);
-    free(cbuf);
-    free(pbuf);
+    return rc;
+}
+
+/* One artifact being rekeyed: what cmd_rekey_one's steps share. */
+typedef struct cmd_rekey_job {
+    const char *path;
+    int version;
+    stor_rfile *f;      /* the artifact, or (after --new-data-key's rewrite) its re-encrypted copy */
+    stor_rfile *orig;   /* the artifact while f is the copy */
+    arc_reader *r;
+    unsigned char header[ARC_HEADER_BYTES];
+    unsigned char data_key[crypto_kdf_KEYBYTES], new_dk[crypto_kdf_KEYBYTES];
+    unsigned char *tail; /* the re-MACed index, signature block and trailer (format 5), or NULL */
+    size_t new_head_len;
+    char rtmp[4200];     /* --new-data-key's temporary file, "" when none */
+    cmd_rekey_out no;
+} cmd_rekey_job;
+
+/* Step 1: a full open (a trusted signature, the old key opens it and its manifest authenticates) before anything
+ * is written, and the data key unsealed from the header. */
+static fb_code cmd_rekey_open(const fb_config *cfg, cmd_rekey_job *j, const unsigned char *sk,
+                              const unsigned char *pk, const arc_trust *base_trust, fb_err *err) {
+    char named[ARC_SIG_JOB_MAX + 1];
+    arc_trust trust = *base_trust;
+    if (arc_sign_job_from_name(j->path, named, sizeof named) == 0) trust.job_id = named;
+    fb_code rc = stor_open_file(j->path, cfg, &j->f, err);
+    if (!rc) rc = arc_reader_peek_version(j->f, &j->version, err);
+    if (!rc && j->version < 2)
+        rc = fb_err_set(err, FB_ERR_FORMAT, "\"%s\" is format %d, whose sealed key is authenticated into every "
+                        "message: it cannot be re-sealed without re-encrypting (restore it and back up again)",
+                        j->path, j->version);
+    if (!rc) rc = arc_reader_open(j->f, sk, pk, &trust, &j->r, err);
+    if (!rc) rc = stor_rfile_pread(j->f, j->header, sizeof j->header, 0, err);
+    if (!rc && crypto_box_seal_open(j->data_key, j->header + 16, ARC_SEALED_KEY_BYTES, pk, sk) != 0)
+        rc = fb_err_set(err, FB_ERR_CRYPTO, "\"%s\": the secret key does not open it", j->path);
+    return rc;
+}
+
+/* Step 2: the data key to seal (a fresh one for --new-data-key, after checking the artifact may be rewritten and
+ * authenticating every byte of it), sealed to the new public key into the new header. */
+static fb_code cmd_rekey_seal(cmd_rekey_job *j, const unsigned char *new_pk, const fb_signer *signer, int new_data_key,
+                              fb_err *err) {
+    fb_code rc = FB_OK;
+    if (new_data_key) crypto_kdf_keygen(j->new_dk);
+    else memcpy(j->new_dk, j->data_key, sizeof j->new_dk);
+    if (new_data_key && j->version < ARC_SIG_FIRST_VERSION)
+        rc = fb_err_set(err, FB_ERR_USAGE, "--new-data-key re-encrypts signed artifacts (format 5); \"%s\" is format %d",
+                        j->path, j->version);
+    if (!rc && new_data_key && !signer->loaded)
+        rc = fb_err_set(err, FB_ERR_USAGE, "--new-data-key rewrites the manifest, which must then be signed again: give "
+                        "--sign-key FILE (an operator key the readers trust)");
+    if (!rc && new_data_key) rc = arc_reader_verify_all(j->r, err); /* every byte authenticated before rewriting */
+    if (!rc && crypto_box_seal(j->header + 16, j->new_dk, sizeof j->new_dk, new_pk) != 0)
+        rc = fb_err_set(err, FB_ERR_CRYPTO, "could not seal to the new public key (is it a valid key?)");
+    return rc;
+}
+
+/* Step 3 (--new-data-key): the whole new artifact in a private temporary file, which then replaces the artifact
+ * by the same checked copy as a re-seal (j->f becomes the temporary file, j->no all of it). */
+static fb_code cmd_rekey_rewrite(cmd_rekey_job *j, const fb_signer *signer, fb_err *err) {
+    char *ib = NULL;
+    size_t il = 0, hl = 0;
+    fb_code rc = FB_OK;
+    const char *td = getenv("TMPDIR");
+    snprintf(j->rtmp, sizeof j->rtmp, "%s/fusion-backup-rekey-XXXXXX", td && *td ? td : "/tmp");
+    int fd = mkstemp(j->rtmp);
+    if (fd < 0) rc = fb_err_set(err, FB_ERR_IO, "could not create a temporary file \"%s\": %s", j->rtmp, strerror(errno));
+    if (!rc && j->tail) {
+        il = j->no.tail_len - ARC_SIG_BLOCK_BYTES - ARC_TRAILER_BYTES_V2; /* the new head and the records */
+        hl = j->new_head_len;
+        ib = malloc(il + 1);
+        if (ib) memcpy(ib, j->tail, il);
+        if (!ib) rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    } else if (!rc && j->version >= ARC_SIG_FIRST_VERSION) {
+        rc = cmd_rekey_read_index(j->f, &ib, &il, &hl, err);
+    } else if (!rc) {
+        fb_err e2; /* before format 5 the index is all head (and may be absent) */
+        if (arc_reader_peek_index(j->f, &ib, &il, &e2) != FB_OK) ib = NULL, il = 0;
+        hl = il;
+    }
+    if (!rc) rc = cmd_rekey_reencrypt(j->f, j->r, fd, j->header, j->data_key, j->new_dk, ib, il, hl, signer, err);
+    free(ib);
+    if (fd >= 0) close(fd);
+    j->orig = j->f;
+    j->f = NULL;
+    if (!rc) rc = stor_posix_open_path(j->rtmp, &j->f, err);
+    if (!rc) {
+        j->no.keep = j->f->size;
+        j->no.tail = NULL;
+        j->no.tail_len = 0;
+    }
+    return rc;
+}
+
+/* Step 4 (a local file): the checked copy beside the artifact (".NAME.rekey.tmp"), renamed over it, the folder
+ * fsynced. */
+static fb_code cmd_rekey_replace_file(cmd_rekey_job *j, fb_err *err) {
+    const char *path = j->path, *slash = strrchr(path, '/');
+    size_t dl = slash ? (size_t)(slash - path) : 0;
+    const char *base = slash ? slash + 1 : path;
+    char *tmp = malloc(strlen(path) + 16), *dir = slash ? strndup(path, dl ? dl : 1) : strdup(".");
+    fb_code rc = tmp && dir ? FB_OK : fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    if (!rc) sprintf(tmp, "%.*s%s.%s.rekey.tmp", (int)dl, path, slash ? "/" : "", base);
+    if (!rc) rc = cmd_rekey_write(j->f, &j->no, tmp, err);
+    if (!rc && (rc = stor_posix_publish(dir, fb_path_base(tmp), fb_path_base(path), err))) unlink(tmp);
+    free(tmp);
+    free(dir);
     return rc;
 }
 
 static fb_code cmd_rekey_one(const fb_config *cfg, const char *path, const unsigned char *sk, const unsigned char *pk,
                              const unsigned char *new_pk, const arc_trust *base_trust, const fb_signer *signer,
                              int new_data_key, fb_err *err) {
-    stor_rfile *f = NULL, *orig = NULL;
-    char rtmp[4200] = "";
-    arc_reader *r = NULL;
-    unsigned char header[ARC_HEADER_BYTES], data_key[crypto_kdf_KEYBYTES], *tail = NULL;
-    char *tmp = NULL, *dir = NULL, named[ARC_SIG_JOB_MAX + 1];
-    int version = 0;
-    arc_trust trust = *base_trust;
-    if (arc_sign_job_from_name(path, named, sizeof named) == 0) trust.job_id = named;
-    fb_code rc = stor_open_file(path, cfg, &f, err);
-    cmd_rekey_out no = {header, 0, NULL, 0};
-    if (!rc) rc = arc_reader_peek_version(f, &version, err);
-    if (!rc && version < 2)
-        rc = fb_err_set(err, FB_ERR_FORMAT, "\"%s\" is format %d, whose sealed key is authenticated into every "
-                        "message: it cannot be re-sealed without re-encrypting (restore it and back up again)",
-                        path, version);
-    /* A full open: a trusted signature, the old key opens it and its manifest authenticates, before anything is
-     * written. */
-    if (!rc) rc = arc_reader_open(f, sk, pk, &trust, &r, err);
-    if (!rc) rc = stor_rfile_pread(f, header, sizeof header, 0, err);
-    if (!rc && crypto_box_seal_open(data_key, header + 16, ARC_SEALED_KEY_BYTES, pk, sk) != 0)
-        rc = fb_err_set(err, FB_ERR_CRYPTO, "\"%s\": the secret key does not open it", path);
-    unsigned char new_dk[crypto_kdf_KEYBYTES];
-    if (new_data_key) crypto_kdf_keygen(new_dk);
-    else memcpy(new_dk, data_key, sizeof new_dk);
-    if (!rc && new_data_key && version < ARC_SIG_FIRST_VERSION)
-        rc = fb_err_set(err, FB_ERR_USAGE, "--new-data-key re-encrypts signed artifacts (format 5); \"%s\" is format %d",
-                        path, version);
-    if (!rc && new_data_key && !signer->loaded)
-        rc = fb_err_set(err, FB_ERR_USAGE, "--new-data-key rewrites the manifest, which must then be signed again: give "
-                        "--sign-key FILE (an operator key the readers trust)");
-    if (!rc && new_data_key) rc = arc_reader_verify_all(r, err); /* every byte authenticated before rewriting */
-    if (!rc && crypto_box_seal(header + 16, new_dk, sizeof new_dk, new_pk) != 0)
-        rc = fb_err_set(err, FB_ERR_CRYPTO, "could not seal to the new public key (is it a valid key?)");
-    if (!rc) no.keep = f->size;
-    size_t new_head_len = 0;
-    if (!rc && version >= ARC_SIG_FIRST_VERSION)
-        rc = cmd_rekey_index(cfg, f, r, pk, new_pk, signer, &no.keep, &tail, &no.tail_len, &new_head_len, err);
-    no.tail = tail;
-    if (!rc && new_data_key) {
-        /* The whole new artifact in a private temporary file, then the same checked replacement as a re-seal. */
-        char *ib = NULL;
-        size_t il = 0, hl = 0;
-        const char *td = getenv("TMPDIR");
-        snprintf(rtmp, sizeof rtmp, "%s/fusion-backup-rekey-XXXXXX", td && *td ? td : "/tmp");
-        int fd = mkstemp(rtmp);
-        if (fd < 0) rc = fb_err_set(err, FB_ERR_IO, "could not create a temporary file \"%s\": %s", rtmp, strerror(errno));
-        if (!rc && tail) {
-            il = no.tail_len - ARC_SIG_BLOCK_BYTES - ARC_TRAILER_BYTES_V2; /* the new head and the records */
-            hl = new_head_len;
-            ib = malloc(il + 1);
-            if (ib) memcpy(ib, tail, il);
-            if (!ib) rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
-        } else if (!rc && version >= ARC_SIG_FIRST_VERSION) {
-            rc = cmd_rekey_read_index(f, &ib, &il, &hl, err);
-        } else if (!rc) {
-            fb_err e2; /* before format 5 the index is all head (and may be absent) */
-            if (arc_reader_peek_index(f, &ib, &il, &e2) != FB_OK) ib = NULL, il = 0;
-            hl = il;
-        }
-        if (!rc) rc = cmd_rekey_reencrypt(f, r, fd, header, data_key, new_dk, ib, il, hl, signer, err);
-        free(ib);
-        if (fd >= 0) close(fd);
-        orig = f;
-        f = NULL;
-        if (!rc) rc = stor_posix_open_path(rtmp, &f, err);
-        if (!rc) {
-            no.keep = f->size;
-            no.tail = NULL;
-            no.tail_len = 0;
-        }
-    }
-    sodium_memzero(data_key, sizeof data_key);
-    sodium_memzero(new_dk, sizeof new_dk);
-    if (!rc && stor_is_url(path)) {
-        rc = cmd_rekey_replace_url(cfg, path, f, &no, err);
-        goto done;
-    }
-    if (!rc) {
-        const char *slash = strrchr(path, '/');
-        size_t dl = slash ? (size_t)(slash - path) : 0;
-        const char *base = slash ? slash + 1 : path;
-        tmp = malloc(strlen(path) + 16);
-        dir = slash ? strndup(path, dl ? dl : 1) : strdup(".");
-        if (!tmp || !dir) rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
-        else sprintf(tmp, "%.*s%s.%s.rekey.tmp", (int)dl, path, slash ? "/" : "", base);
-    }
-    if (!rc) rc = cmd_rekey_write(f, &no, tmp, err);
-    if (!rc && (rc = stor_posix_publish(dir, fb_path_base(tmp), fb_path_base(path), err))) unlink(tmp);
-done:
-    arc_reader_free(r);
-    stor_rfile_close(f);
-    stor_rfile_close(orig);
-    if (rtmp[0]) unlink(rtmp);
-    free(tail);
-    free(tmp);
-    free(dir);
+    cmd_rekey_job j = {.path = path};
+    j.no.header = j.header;
+    fb_code rc = cmd_rekey_open(cfg, &j, sk, pk, base_trust, err);
+    if (!rc) rc = cmd_rekey_seal(&j, new_pk, signer, new_data_key, err);
+    if (!rc) j.no.keep = j.f->size;
+    if (!rc && j.version >= ARC_SIG_FIRST_VERSION)
+        rc = cmd_rekey_index(cfg, j.f, j.r, pk, new_pk, signer, &j.no.keep, &j.tail, &j.no.tail_len, &j.new_head_len,
+                             err);
+    j.no.tail = j.tail;
+    if (!rc && new_data_key) rc = cmd_rekey_rewrite(&j, signer, err);
+    sodium_memzero(j.data_key, sizeof j.data_key);
+    sodium_memzero(j.new_dk, sizeof j.new_dk);
+    if (!rc) rc = stor_is_url(path) ? cmd_rekey_replace_url(cfg, path, j.f, &j.no, err) : cmd_rekey_replace_file(&j, err);
+    arc_reader_free(j.r);
+    stor_rfile_close(j.f);
+    stor_rfile_close(j.orig);
+    if (j.rtmp[0]) unlink(j.rtmp);
+    free(j.tail);
     return rc;
 }
 

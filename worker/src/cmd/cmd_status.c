@@ -43,74 +43,75 @@ static void cs_section_end(int json, int any, const char *none) {
     else if (!any) printf("%s\n", none);
 }
 
-int cmd_status(int argc, char **argv) {
-    fb_config cfg;
-    fb_err err = {0};
-    cmd_jobs jobs = {0};
-    fb_keyring signers = {0};
-    int help = 0;
-    fb_code rc = cmd_args(&cfg, &argc, argv, FB_CMD_STATUS, cmd_status_usage, &help, &err);
-    if (help) goto out;
-    if (!rc && argc > 1) rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (see status --help)", argv[1]);
-    if (rc ||
-        (rc = kfk_sign_load("status", NULL, 0, NULL, cfg.trusted_signers, "--trusted-signer (FB_TRUSTED_SIGNERS)",
-                            "the workers", &signers, &err)) ||
-        (rc = cmd_jobs_load(&cfg, &signers, &jobs, &err)))
-        goto out;
-    int64_t now = fb_now_ms();
-    int json = cfg.json != 0;
+/* What every section reads. */
+typedef struct cs_view {
+    const fb_config *cfg;
+    const cmd_jobs *jobs;
+    int64_t now;
+    int json;
+} cs_view;
+
+/* The counts, and whether any status events were undecodable or untrusted (and so ignored). */
+static void cs_summary(const cs_view *v) {
+    const cmd_jobs *jobs = v->jobs;
     size_t n_run = 0, n_ok = 0, n_fail = 0;
-    for (size_t i = 0; i < jobs.n; i++) {
-        ev_status s = jobs.items[i].last->u.status.status;
+    for (size_t i = 0; i < jobs->n; i++) {
+        ev_status s = jobs->items[i].last->u.status.status;
         n_run += s == EV_RUNNING;
         n_ok += s == EV_SUCCESS;
         n_fail += s == EV_FAILED;
     }
-    if (json) {
+    if (v->json) {
         printf("{\"jobs\":%zu,\"running\":%zu,\"succeeded\":%zu,\"failed\":%zu,\"undecodable\":%s,"
-               "\"untrusted_ignored\":%zu", jobs.n, n_run, n_ok, n_fail, jobs.undecodable ? "true" : "false",
-               jobs.untrusted);
-    } else {
-        printf("jobs: %zu (%zu running, %zu succeeded, %zu failed)%s; every one from status events signed by a "
-               "trusted worker key\n", jobs.n, n_run, n_ok, n_fail,
-               jobs.undecodable ? " and undecodable events (see tail)" : "");
-        if (jobs.untrusted)
-            printf("UNTRUSTED: %zu status event(s) not signed by a trusted worker key were ignored (forged, or from a "
-                   "worker whose key is not in --trusted-signer; `fusion-backup tail --from-beginning` shows them)\n",
-                   jobs.untrusted);
+               "\"untrusted_ignored\":%zu", jobs->n, n_run, n_ok, n_fail, jobs->undecodable ? "true" : "false",
+               jobs->untrusted);
+        return;
     }
+    printf("jobs: %zu (%zu running, %zu succeeded, %zu failed)%s; every one from status events signed by a "
+           "trusted worker key\n", jobs->n, n_run, n_ok, n_fail,
+           jobs->undecodable ? " and undecodable events (see tail)" : "");
+    if (jobs->untrusted)
+        printf("UNTRUSTED: %zu status event(s) not signed by a trusted worker key were ignored (forged, or from a "
+               "worker whose key is not in --trusted-signer; `fusion-backup tail --from-beginning` shows them)\n",
+               jobs->untrusted);
+}
 
-    cs_section(json, "last_success", "last successful backup per configuration:");
+/* The newest backup SUCCESS of each configuration and its age. */
+static void cs_last_success(const cs_view *v) {
     int any = 0;
-    for (size_t i = 0; i < jobs.n; i++) {
-        if (!cs_newest_success(&jobs, i)) continue;
-        const ev_event *e = jobs.items[i].last;
+    cs_section(v->json, "last_success", "last successful backup per configuration:");
+    for (size_t i = 0; i < v->jobs->n; i++) {
+        if (!cs_newest_success(v->jobs, i)) continue;
+        const ev_event *e = v->jobs->items[i].last;
         const ev_job_status *s = &e->u.status;
         char when[40], size[32] = "-";
         fb_time_format(e->ts, when, sizeof when);
-        if (json) {
+        if (v->json) {
             printf("%s{\"config_id\":%" PRId64 ",\"at\":\"%s\",\"age_hours\":%.2f,\"file_size\":%" PRId64
-                   ",\"file_path\":", any ? "," : "", s->config_id.v, when, (double)(now - e->ts) / 3.6e6,
+                   ",\"file_path\":", any ? "," : "", s->config_id.v, when, (double)(v->now - e->ts) / 3.6e6,
                    s->file_size.has ? s->file_size.v : -1);
             fb_json_string(stdout, s->file_path ? s->file_path : "");
             printf("}");
         } else {
             if (s->file_size.has) fb_size_format(s->file_size.v, size, sizeof size);
             printf("  config %-6" PRId64 " %s (%.1f h ago)  %s  %s\n", s->config_id.v, when,
-                   (double)(now - e->ts) / 3.6e6, size, s->file_path ? s->file_path : "");
+                   (double)(v->now - e->ts) / 3.6e6, size, s->file_path ? s->file_path : "");
         }
         any = 1;
     }
-    cs_section_end(json, any, "  none yet");
+    cs_section_end(v->json, any, "  none yet");
+}
 
-    cs_section(json, "failed_jobs", "failed (latest status FAILED; `fusion-backup replay` republishes them):");
-    any = 0;
-    for (size_t i = 0; i < jobs.n; i++) {
-        const ev_event *e = jobs.items[i].last;
+/* The jobs whose latest status is FAILED. */
+static void cs_failed(const cs_view *v) {
+    int any = 0;
+    cs_section(v->json, "failed_jobs", "failed (latest status FAILED; `fusion-backup replay` republishes them):");
+    for (size_t i = 0; i < v->jobs->n; i++) {
+        const ev_event *e = v->jobs->items[i].last;
         if (e->u.status.status != EV_FAILED) continue;
         char when[40];
         fb_time_format(e->ts, when, sizeof when);
-        if (json) {
+        if (v->json) {
             printf("%s{\"job_id\":\"%s\",\"job_type\":\"%s\",\"attempt\":%" PRId64 ",\"at\":\"%s\",\"error\":",
                    any ? "," : "", e->job_id, ev_job_type_name(e->u.status.job_type), e->attempt, when);
             fb_json_string(stdout, e->u.status.error ? e->u.status.error : "");
@@ -121,15 +122,18 @@ int cmd_status(int argc, char **argv) {
         }
         any = 1;
     }
-    cs_section_end(json, any, "  none");
+    cs_section_end(v->json, any, "  none");
+}
 
-    cs_section(json, "running_jobs", "running:");
-    any = 0;
-    for (size_t i = 0; i < jobs.n; i++) {
-        const ev_event *e = jobs.items[i].last;
+/* The jobs running now, on which worker, for how long. */
+static void cs_running(const cs_view *v) {
+    int any = 0;
+    cs_section(v->json, "running_jobs", "running:");
+    for (size_t i = 0; i < v->jobs->n; i++) {
+        const ev_event *e = v->jobs->items[i].last;
         if (e->u.status.status != EV_RUNNING) continue;
-        double for_s = (double)(now - (e->u.status.started_at.has ? e->u.status.started_at.v : e->ts)) / 1000.0;
-        if (json) {
+        double for_s = (double)(v->now - (e->u.status.started_at.has ? e->u.status.started_at.v : e->ts)) / 1000.0;
+        if (v->json) {
             printf("%s{\"job_id\":\"%s\",\"job_type\":\"%s\",\"seconds\":%.0f,\"worker\":", any ? "," : "",
                    e->job_id, ev_job_type_name(e->u.status.job_type), for_s);
             fb_json_string(stdout, e->u.status.worker ? e->u.status.worker : "");
@@ -140,14 +144,18 @@ int cmd_status(int argc, char **argv) {
         }
         any = 1;
     }
-    cs_section_end(json, any, "  none");
+    cs_section_end(v->json, any, "  none");
+}
 
-    if (json) {
+/* The workers' consumer lag on the two job topics (from the broker; a topic it cannot read says why). */
+static void cs_lag(const cs_view *v) {
+    const fb_config *cfg = v->cfg;
+    if (v->json) {
         printf(",\"group\":");
-        fb_json_string(stdout, cfg.group_id);
+        fb_json_string(stdout, cfg->group_id);
         printf(",\"lag\":[");
     } else {
-        printf("\nconsumer lag of group %s:\n", cfg.group_id);
+        printf("\nconsumer lag of group %s:\n", cfg->group_id);
     }
     for (int t = 0; t < FB_N_TOPICS; t++) { /* the request topics: FB_TOPIC_BACKUP (0) first */
         if (!fb_topics[t].requests) continue;
@@ -155,9 +163,9 @@ int cmd_status(int argc, char **argv) {
         int64_t lag = 0;
         int parts = 0;
         fb_err e2;
-        fb_config_topic(&cfg, (fb_topic)t, topic, sizeof topic);
-        int failed = kfk_group_lag(&cfg, cfg.group_id, topic, &lag, &parts, &e2) != FB_OK;
-        if (json) {
+        fb_config_topic(cfg, (fb_topic)t, topic, sizeof topic);
+        int failed = kfk_group_lag(cfg, cfg->group_id, topic, &lag, &parts, &e2) != FB_OK;
+        if (v->json) {
             printf("%s{\"topic\":", t ? "," : "");
             fb_json_string(stdout, topic);
             if (failed) {
@@ -173,7 +181,30 @@ int cmd_status(int argc, char **argv) {
             printf("  %-40s %6" PRId64 " waiting  (%d partitions)\n", topic, lag, parts);
         }
     }
-    if (json) printf("]}\n");
+    if (v->json) printf("]");
+}
+
+/* The sections, in the order they print: one function each, so a new one is one line here (a JSON section
+ * starts with "," and ends with its value; a text one starts with a blank line and its heading). */
+static void (*const cs_sections[])(const cs_view *) = {cs_summary, cs_last_success, cs_failed, cs_running, cs_lag};
+
+int cmd_status(int argc, char **argv) {
+    fb_config cfg;
+    fb_err err = {0};
+    cmd_jobs jobs = {0};
+    fb_keyring signers = {0};
+    int help = 0;
+    fb_code rc = cmd_args(&cfg, &argc, argv, FB_CMD_STATUS, cmd_status_usage, &help, &err);
+    if (help) goto out;
+    if (!rc && argc > 1) rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (see status --help)", argv[1]);
+    if (rc ||
+        (rc = kfk_sign_load("status", NULL, 0, NULL, cfg.trusted_signers, "--trusted-signer (FB_TRUSTED_SIGNERS)",
+                            "the workers", &signers, &err)) ||
+        (rc = cmd_jobs_load(&cfg, &signers, &jobs, &err)))
+        goto out;
+    cs_view v = {&cfg, &jobs, fb_now_ms(), cfg.json != 0};
+    for (size_t i = 0; i < sizeof cs_sections / sizeof cs_sections[0]; i++) cs_sections[i](&v);
+    if (v.json) printf("}\n");
 out:
     if (rc) fprintf(stderr, "fusion-backup status: %s\n", err.msg);
     if (rc && cfg.json) cmd_json_failure(rc, err.msg);

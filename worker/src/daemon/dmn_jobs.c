@@ -189,77 +189,87 @@ static fb_code dmn_publish_failed(const dmn_pub *pub, const ev_event *req, const
                                       err);
 }
 
-fb_code dmn_jobs_execute(const dmn_pub *pub, const fb_config *cfg, const ev_event *req, const unsigned char *raw,
-                         size_t raw_len, volatile sig_atomic_t *abort, dmn_outcome *out, fb_err *err) {
-    memset(out, 0, sizeof *out);
-    job_result_init(&out->result);
-    const char *jt = ev_job_type_name(dmn_job_type_of(req));
-    dmn_job_fn fn = dmn_jobs_lookup(req->type);
-    if (!fn) return fb_err_set(err, FB_ERR_INVALID, "a %s event is not a job", ev_type_name(req->type));
-    unsigned char digest[DMN_DIGEST_BYTES];
-    fb_err derr;
-    int have_digest = dmn_ledger_digest(req, digest, &derr) == FB_OK;
-    if (!have_digest) FB_WARN("job %s: %s (no ledger, no delivery count)", req->job_id, derr.msg);
+/* One request being executed: what dmn_jobs_execute's steps share. */
+typedef struct dmn_exec {
+    const dmn_pub *pub;
+    const fb_config *cfg;
+    const ev_event *req;
+    const unsigned char *raw;
+    size_t raw_len;
+    const char *jt;                          /* the job type's name, for logs and metrics */
+    unsigned char digest[DMN_DIGEST_BYTES];  /* of the request: the ledger's and the delivery counter's key */
+    int have_digest;
+    int64_t started, deliveries;
+} dmn_exec;
 
-    /* 1. Already done? */
-    fb_code rc = FB_OK;
-    if (have_digest && dmn_uses_ledger(cfg, req) && dmn_from_ledger(pub, cfg, req, digest, out, &rc, err)) return rc;
-
-    /* 1b. Does the database authorise this request? Asked before anything is published under its job id: a
-     * forged request that reuses a queued record's real job id (with another folder, say) must not move that
-     * record to RUNNING or FAILED, or the genuine request would then be refused too. A refused request is
-     * answered with a dead letter carrying the reason (the caller sends it), never a status event. A database
-     * that cannot be asked now goes on: the job function asks again, inside the transient-failure retries. */
+/* Step 2: does the database authorise this request? Asked before anything is published under its job id: a
+ * forged request that reuses a queued record's real job id (with another folder, say) must not move that record to
+ * RUNNING or FAILED, or the genuine request would then be refused too. A refused request is answered with a dead
+ * letter carrying the reason (the caller sends it), never a status event. A database that cannot be asked now goes
+ * on: the job function asks again, inside the transient-failure retries. Returns 1 when refused. */
+static int dmn_refused(const dmn_exec *x, dmn_outcome *out) {
     fb_err aerr;
-    fb_code ar = job_authority_authorise(cfg, req, &aerr);
-    if (ar == FB_ERR_DENIED) {
-        FB_WARN("job %s (%s): %s", req->job_id, jt, aerr.msg);
-        dmn_metrics_denied(jt);
-        out->status = EV_FAILED;
-        out->denied = 1;
-        out->error = aerr;
-        return FB_OK;
-    }
+    if (job_authority_authorise(x->cfg, x->req, &aerr) != FB_ERR_DENIED) return 0;
+    FB_WARN("job %s (%s): %s", x->req->job_id, x->jt, aerr.msg);
+    dmn_metrics_denied(x->jt);
+    out->status = EV_FAILED;
+    out->denied = 1;
+    out->error = aerr;
+    return 1;
+}
 
-    /* 2. Delivered too often already? Then not run again: a minimal FAILED (no request: replaying it is a
-     * person's decision) says so, and the caller stores the offset (or dead-letters it when even that fails). */
-    int64_t deliveries = 0;
+/* Step 3: delivered too often already? Then not run again: a minimal FAILED (no request: replaying it is a
+ * person's decision) says so, and the caller stores the offset (or dead-letters it when even that fails). Returns
+ * 1 when given up (*rc: the publish result). */
+static int dmn_given_up(dmn_exec *x, dmn_outcome *out, fb_code *rc, fb_err *err) {
+    const ev_event *req = x->req;
     fb_err cerr;
-    if (have_digest && dmn_ledger_delivery_count(dmn_counter_root(cfg), req->job_id, req->attempt, digest, &deliveries,
-                                                 &cerr) == FB_OK &&
-        deliveries >= cfg->max_deliveries) {
-        char why[400];
-        snprintf(why, sizeof why,
-                 "not run again: this request (attempt %lld) was delivered %lld times without a published outcome "
-                 "(the worker crashed or was killed while running it, or could not publish or record its outcome; "
-                 "max_deliveries is %lld); fix the cause, then replay it",
-                 (long long)req->attempt, (long long)deliveries + 1, (long long)cfg->max_deliveries);
-        FB_ERROR("job %s (%s): %s", req->job_id, jt, why);
-        dmn_metrics_given_up();
-        out->status = EV_FAILED;
-        out->gave_up = 1;
-        fb_err_set(&out->error, FB_ERR_ABORTED, "%s", why);
-        return pub->producer ? dmn_status_publish_minimal(pub, req, FB_ERR_ABORTED, why, err) : FB_OK;
-    }
+    if (!x->have_digest ||
+        dmn_ledger_delivery_count(dmn_counter_root(x->cfg), req->job_id, req->attempt, x->digest, &x->deliveries,
+                                  &cerr) != FB_OK ||
+        x->deliveries < x->cfg->max_deliveries)
+        return 0;
+    char why[400];
+    snprintf(why, sizeof why,
+             "not run again: this request (attempt %lld) was delivered %lld times without a published outcome "
+             "(the worker crashed or was killed while running it, or could not publish or record its outcome; "
+             "max_deliveries is %lld); fix the cause, then replay it",
+             (long long)req->attempt, (long long)x->deliveries + 1, (long long)x->cfg->max_deliveries);
+    FB_ERROR("job %s (%s): %s", req->job_id, x->jt, why);
+    dmn_metrics_given_up();
+    out->status = EV_FAILED;
+    out->gave_up = 1;
+    fb_err_set(&out->error, FB_ERR_ABORTED, "%s", why);
+    *rc = x->pub->producer ? dmn_status_publish_minimal(x->pub, req, FB_ERR_ABORTED, why, err) : FB_OK;
+    return 1;
+}
 
-    /* 3. RUNNING. */
-    int64_t started = fb_now_ms();
-    if (pub->producer && (rc = dmn_status_publish(pub, req, NULL, 0, EV_RUNNING, started, NULL, NULL, err))) return rc;
-
-    /* 3b. One more delivery, durable before the job starts, so a request that crashes the worker or whose
-     * outcome never gets out is run at most max_deliveries times. Counted only once the broker took the RUNNING:
-     * a broker that is down does not use up deliveries. */
-    if (have_digest && dmn_ledger_delivery(dmn_counter_root(cfg), req->job_id, req->attempt, digest, &deliveries, &cerr)) {
+/* Step 4: RUNNING published, then one more delivery counted, durable before the job starts, so a request that
+ * crashes the worker or whose outcome never gets out is run at most max_deliveries times. Counted only once the
+ * broker took the RUNNING: a broker that is down does not use up deliveries. */
+static fb_code dmn_start(dmn_exec *x, fb_err *err) {
+    const ev_event *req = x->req;
+    fb_err cerr;
+    x->started = fb_now_ms();
+    fb_code rc = x->pub->producer ? dmn_status_publish(x->pub, req, NULL, 0, EV_RUNNING, x->started, NULL, NULL, err)
+                                  : FB_OK;
+    if (rc) return rc;
+    if (x->have_digest &&
+        dmn_ledger_delivery(dmn_counter_root(x->cfg), req->job_id, req->attempt, x->digest, &x->deliveries, &cerr)) {
         FB_WARN("job %s: %s; counting this delivery in memory only", req->job_id, cerr.msg);
-        dmn_ledger_delivery(NULL, req->job_id, req->attempt, digest, &deliveries, &cerr);
+        dmn_ledger_delivery(NULL, req->job_id, req->attempt, x->digest, &x->deliveries, &cerr);
     }
-    FB_INFO("job %s (%s, attempt %lld, delivery %lld): started", req->job_id, jt, (long long)req->attempt,
-            (long long)deliveries);
-    dmn_metrics_job_started(jt);
+    FB_INFO("job %s (%s, attempt %lld, delivery %lld): started", req->job_id, x->jt, (long long)req->attempt,
+            (long long)x->deliveries);
+    dmn_metrics_job_started(x->jt);
+    return FB_OK;
+}
 
-    /* 4. The job, retried with doubling back-off while the failure is transient. */
-    dmn_progress prog = {pub, req, started, started, cfg->progress_interval_ms};
-    job_ctx ctx = {cfg, req, pub->worker_name, abort, dmn_progress_cb, &prog};
+/* Step 5: the job, retried with doubling back-off while the failure is transient (and not aborted). */
+static fb_code dmn_run(const dmn_exec *x, dmn_job_fn fn, volatile sig_atomic_t *abort, dmn_outcome *out) {
+    const fb_config *cfg = x->cfg;
+    dmn_progress prog = {x->pub, x->req, x->started, x->started, cfg->progress_interval_ms};
+    job_ctx ctx = {cfg, x->req, x->pub->worker_name, abort, dmn_progress_cb, &prog};
     fb_code jr = FB_OK;
     int64_t backoff = cfg->retry_backoff_ms;
     for (int64_t attempt = 0;; attempt++) {
@@ -267,36 +277,65 @@ fb_code dmn_jobs_execute(const dmn_pub *pub, const fb_config *cfg, const ev_even
         fb_err_clear(&out->error);
         jr = fn(&ctx, &out->result, &out->error);
         if (jr == FB_OK || !fb_code_is_transient(jr) || attempt >= cfg->retry_max || (abort && *abort)) break;
-        FB_WARN("job %s: transient failure, retry %lld of %lld in %lld ms: %s", req->job_id, (long long)attempt + 1,
+        FB_WARN("job %s: transient failure, retry %lld of %lld in %lld ms: %s", x->req->job_id, (long long)attempt + 1,
                 (long long)cfg->retry_max, (long long)backoff, out->error.msg);
         dmn_sleep_abortable(backoff, abort);
         backoff *= 2;
     }
-    int64_t took = fb_now_ms() - started;
-    if (job_result_get(&out->result, "duration_ms") == 0) job_result_set(&out->result, "duration_ms", took);
+    return jr;
+}
 
-    /* 5. The outcome: durable first (ledger), then published; then the delivery count is done with. */
-    if (jr == FB_OK) {
-        out->status = EV_SUCCESS;
-        ev_event *st = dmn_status_build(pub, req, NULL, 0, EV_SUCCESS, started, &out->result, NULL);
-        unsigned char *buf = NULL;
-        size_t len = 0;
-        rc = st ? ev_encode(st, &buf, &len, err) : fb_err_set(err, FB_ERR_NOMEM, "out of memory");
-        if (!rc && have_digest && dmn_uses_ledger(cfg, req))
-            rc = dmn_ledger_put(cfg, req->job_id, digest, buf, len, err);
-        if (!rc && pub->producer) rc = dmn_status_publish_raw(pub, req->job_id, buf, len, err);
-        free(buf);
-        ev_event_free(st);
-        FB_INFO("job %s (%s): SUCCESS in %lld ms%s%s", req->job_id, jt, (long long)took,
-                out->result.file_path[0] ? ", artifact " : "", out->result.file_path);
-        dmn_metrics_job_finished(jt, "SUCCESS", took, &out->result);
-    } else {
-        out->status = EV_FAILED;
-        FB_ERROR("job %s (%s): FAILED (%s): %s", req->job_id, jt, fb_code_name(jr), out->error.msg);
-        dmn_metrics_job_finished(jt, "FAILED", took, &out->result);
-        if (pub->producer)
-            rc = dmn_publish_failed(pub, req, raw, raw_len, started, &out->result, jr, out->error.msg, err);
-    }
-    if (!rc && have_digest) dmn_ledger_delivery_clear(dmn_counter_root(cfg), req->job_id, req->attempt, digest);
+/* Step 6 on success: durable first (the ledger), then published. */
+static fb_code dmn_succeeded(const dmn_exec *x, int64_t took, dmn_outcome *out, fb_err *err) {
+    const ev_event *req = x->req;
+    out->status = EV_SUCCESS;
+    ev_event *st = dmn_status_build(x->pub, req, NULL, 0, EV_SUCCESS, x->started, &out->result, NULL);
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    fb_code rc = st ? ev_encode(st, &buf, &len, err) : fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    if (!rc && x->have_digest && dmn_uses_ledger(x->cfg, req))
+        rc = dmn_ledger_put(x->cfg, req->job_id, x->digest, buf, len, err);
+    if (!rc && x->pub->producer) rc = dmn_status_publish_raw(x->pub, req->job_id, buf, len, err);
+    free(buf);
+    ev_event_free(st);
+    FB_INFO("job %s (%s): SUCCESS in %lld ms%s%s", req->job_id, x->jt, (long long)took,
+            out->result.file_path[0] ? ", artifact " : "", out->result.file_path);
+    dmn_metrics_job_finished(x->jt, "SUCCESS", took, &out->result);
+    return rc;
+}
+
+/* Step 6 on failure: logged, counted, published (with the request, so it can be replayed). */
+static fb_code dmn_failed(const dmn_exec *x, fb_code jr, int64_t took, dmn_outcome *out, fb_err *err) {
+    out->status = EV_FAILED;
+    FB_ERROR("job %s (%s): FAILED (%s): %s", x->req->job_id, x->jt, fb_code_name(jr), out->error.msg);
+    dmn_metrics_job_finished(x->jt, "FAILED", took, &out->result);
+    if (!x->pub->producer) return FB_OK;
+    return dmn_publish_failed(x->pub, x->req, x->raw, x->raw_len, x->started, &out->result, jr, out->error.msg, err);
+}
+
+fb_code dmn_jobs_execute(const dmn_pub *pub, const fb_config *cfg, const ev_event *req, const unsigned char *raw,
+                         size_t raw_len, volatile sig_atomic_t *abort, dmn_outcome *out, fb_err *err) {
+    memset(out, 0, sizeof *out);
+    job_result_init(&out->result);
+    dmn_exec x = {.pub = pub, .cfg = cfg, .req = req, .raw = raw, .raw_len = raw_len,
+                  .jt = ev_job_type_name(dmn_job_type_of(req))};
+    dmn_job_fn fn = dmn_jobs_lookup(req->type);
+    if (!fn) return fb_err_set(err, FB_ERR_INVALID, "a %s event is not a job", ev_type_name(req->type));
+    fb_err derr;
+    x.have_digest = dmn_ledger_digest(req, x.digest, &derr) == FB_OK;
+    if (!x.have_digest) FB_WARN("job %s: %s (no ledger, no delivery count)", req->job_id, derr.msg);
+
+    /* 1. Already done? */
+    fb_code rc = FB_OK;
+    if (x.have_digest && dmn_uses_ledger(cfg, req) && dmn_from_ledger(pub, cfg, req, x.digest, out, &rc, err)) return rc;
+    if (dmn_refused(&x, out)) return FB_OK;              /* 2. authorised? */
+    if (dmn_given_up(&x, out, &rc, err)) return rc;      /* 3. delivered too often? */
+    if ((rc = dmn_start(&x, err))) return rc;            /* 4. RUNNING, one more delivery */
+    fb_code jr = dmn_run(&x, fn, abort, out);            /* 5. the job */
+    int64_t took = fb_now_ms() - x.started;
+    if (job_result_get(&out->result, "duration_ms") == 0) job_result_set(&out->result, "duration_ms", took);
+    /* 6. The outcome: durable first (ledger), then published; then the delivery count is done with. */
+    rc = jr == FB_OK ? dmn_succeeded(&x, took, out, err) : dmn_failed(&x, jr, took, out, err);
+    if (!rc && x.have_digest) dmn_ledger_delivery_clear(dmn_counter_root(cfg), req->job_id, req->attempt, x.digest);
     return rc;
 }

@@ -24,6 +24,12 @@
  * job matters: librdkafka 2.0.2 takes up to a second to fetch again after a resume. */
 #define DMN_PENDING_HIGH 64
 #define DMN_PENDING_LOW 16
+/* A job whose outcome could not be published (broker down) runs again after a pause that doubles with each
+ * consecutive failure, up to the cap: the pause is a time its message waits in the queue (dmn_dispatch skips it,
+ * and its partition, until then), never a sleep of the consumer loop, which keeps polling, reaping the other
+ * slots and answering rebalances meanwhile. */
+#define DMN_REPUBLISH_FIRST_MS 1000
+#define DMN_REPUBLISH_MAX_MS 16000
 
 enum { SLOT_FREE = 0, SLOT_RUNNING = 1, SLOT_DONE = 2 };
 
@@ -46,6 +52,7 @@ typedef struct dmn_part {
 /* A message waiting for its turn: in arrival order, so each partition's messages run in offset order. */
 typedef struct dmn_pending {
     rd_kafka_message_t *msg;
+    int64_t not_before_ms; /* 0, or when a job whose outcome was not published may run again */
     struct dmn_pending *next;
 } dmn_pending;
 
@@ -62,6 +69,7 @@ typedef struct dmn_worker {
     int stopping;
     dmn_pending *pending_head, *pending_tail;
     size_t n_pending;
+    int publish_failures; /* consecutive jobs whose outcome did not get out: the back-off's exponent */
     char topic_backup[256], topic_archive[256];
 } dmn_worker;
 
@@ -204,14 +212,19 @@ static void dmn_reap(dmn_worker *w) {
         if (!done) continue;
         pthread_join(s->thread, NULL);
         if (s->publish_rc == FB_OK) {
+            w->publish_failures = 0;
             dmn_store_offset(w, s->msg);
             rd_kafka_message_destroy(s->msg);
         } else {
             /* The outcome never reached Kafka (broker down): run it again, first in line for its partition, after a
-             * pause. Its offset is not stored, so a crash meanwhile also leads to a rerun. */
+             * pause (DMN_REPUBLISH_*). Its offset is not stored, so a crash meanwhile also leads to a rerun. */
             dmn_pending *p = malloc(sizeof *p);
+            int shift = w->publish_failures < 4 ? w->publish_failures : 4;
+            int64_t pause = (int64_t)DMN_REPUBLISH_FIRST_MS << shift;
+            w->publish_failures++;
             if (p) {
                 p->msg = s->msg;
+                p->not_before_ms = fb_now_ms() + (pause < DMN_REPUBLISH_MAX_MS ? pause : DMN_REPUBLISH_MAX_MS);
                 p->next = w->pending_head;
                 w->pending_head = p;
                 if (!w->pending_tail) w->pending_tail = p;
@@ -219,7 +232,6 @@ static void dmn_reap(dmn_worker *w) {
             } else {
                 rd_kafka_message_destroy(s->msg);
             }
-            sleep(1);
         }
         ev_event_free(s->ev);
         pthread_mutex_lock(&w->mu);
@@ -315,10 +327,11 @@ static void dmn_dispatch(dmn_worker *w) {
     int32_t blocked_part[DMN_PENDING_HIGH * 2];
     size_t n_blocked = 0;
     dmn_pending **link = &w->pending_head, *prev = NULL;
+    int64_t now = fb_now_ms();
     while (*link) {
         dmn_pending *p = *link;
         const char *topic = rd_kafka_topic_name(p->msg->rkt);
-        int blocked = 0;
+        int blocked = p->not_before_ms > now; /* pausing after an unpublished outcome: it, and its partition, wait */
         for (size_t i = 0; i < n_blocked && !blocked; i++)
             blocked = blocked_part[i] == p->msg->partition && strcmp(blocked_topic[i], topic) == 0;
         pthread_mutex_lock(&w->mu);
@@ -348,6 +361,7 @@ static void dmn_enqueue(dmn_worker *w, rd_kafka_message_t *m) {
         return;
     }
     p->msg = m;
+    p->not_before_ms = 0;
     p->next = NULL;
     if (w->pending_tail) w->pending_tail->next = p;
     else w->pending_head = p;

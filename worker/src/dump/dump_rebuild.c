@@ -176,7 +176,7 @@ typedef struct rb_shared {
     size_t n_ready;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    volatile sig_atomic_t failed;
+    atomic_int failed; /* a loader failed: the others stop (read without the mutex by the COPY sink) */
 } rb_shared;
 
 typedef struct rb_loader {

@@ -32,7 +32,7 @@
 typedef struct dr_copy_sink {
     PGconn *c;
     const dump_restore_opts *o;
-    volatile sig_atomic_t *peer_failed; /* parallel restore: another connection failed; NULL otherwise */
+    atomic_int *peer_failed; /* parallel restore: another connection failed (set by its thread); NULL otherwise */
 } dr_copy_sink;
 
 static fb_code dr_put(void *opaque, const void *buf, size_t len, fb_err *err) {
@@ -173,7 +173,7 @@ static fb_code dr_truncate(PGconn *c, const arc_manifest *m, const size_t *sel, 
 /* freeze: the table was created in this transaction, so COPY may write its rows frozen (no later hint-bit and
  * freeze rewrites of the whole table). */
 fb_code dump_restore_copy_table(arc_reader *rd, PGconn *c, const arc_table *t, const dump_restore_opts *o,
-                                volatile sig_atomic_t *peer_failed, int freeze, int64_t *rows, fb_err *err) {
+                                atomic_int *peer_failed, int freeze, int64_t *rows, fb_err *err) {
     char what[400];
     fb_code rc = FB_OK;
     snprintf(what, sizeof what, "loading table \"%s\".\"%s\"", t->schema, t->name);
@@ -358,7 +358,7 @@ typedef struct dr_worker {
     fb_code rc;
     fb_err err;
     int in_tx;
-    volatile sig_atomic_t *failed; /* shared: set by the first worker that fails, read by the others */
+    atomic_int *failed; /* shared between the threads: set by the first worker that fails, read by the others */
 } dr_worker;
 
 static void *dr_worker_run(void *arg) {
@@ -391,21 +391,32 @@ out:
     return NULL;
 }
 
-static fb_code dr_parallel_create(arc_reader *rd, PGconn *c, const dump_restore_opts *o, const size_t *sel, size_t n,
-                                  dump_restore_stats *st, fb_err *err) {
-    const arc_manifest *m = arc_reader_manifest(rd);
-    size_t jobs = (size_t)o->jobs < n ? (size_t)o->jobs : n;
-    dr_worker *w = calloc(jobs, sizeof *w);
-    size_t *by_size = calloc(n + 1, sizeof *by_size);
-    pthread_t *th = calloc(jobs, sizeof *th);
-    size_t started = 0, committed = 0;
-    volatile sig_atomic_t failed = 0;
-    fb_code rc = FB_OK;
-    if (!w || !by_size || !th) {
-        rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
-        goto out;
+/* Parallel step 1: one worker per connection: the caller's (with rd) and jobs - 1 new ones (each with a dup of
+ * rd), each with room for every table. */
+static fb_code dr_par_workers(arc_reader *rd, PGconn *c, const dump_restore_opts *o, size_t n, dr_worker *w,
+                              size_t jobs, atomic_int *failed, fb_err *err) {
+    for (size_t k = 0; k < jobs; k++) {
+        w[k].m = arc_reader_manifest(rd);
+        w[k].o = o;
+        w[k].failed = failed;
+        if (!(w[k].tables = calloc(n, sizeof *w[k].tables))) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+        if (k == 0) {
+            w[k].c = c;
+            w[k].rd = rd;
+            continue;
+        }
+        if (!(w[k].c = pgx_connect(o->conninfo, "fusion-backup restore", err))) return err->code;
+        fb_code rc = dump_catalog_session(w[k].c, err);
+        if (rc || (rc = arc_reader_dup(rd, &w[k].rd, err))) return rc;
     }
-    /* Largest tables first, each to the least loaded worker (LPT scheduling). */
+    return FB_OK;
+}
+
+/* Parallel step 2: largest tables first, each to the least loaded worker (LPT scheduling). */
+static fb_code dr_par_schedule(const arc_manifest *m, const size_t *sel, size_t n, dr_worker *w, size_t jobs,
+                               fb_err *err) {
+    size_t *by_size = calloc(n + 1, sizeof *by_size);
+    if (!by_size) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
     memcpy(by_size, sel, n * sizeof *by_size);
     for (size_t i = 1; i < n; i++)
         for (size_t j = i; j > 0 && m->tables[by_size[j]].raw_bytes > m->tables[by_size[j - 1]].raw_bytes; j--) {
@@ -413,27 +424,6 @@ static fb_code dr_parallel_create(arc_reader *rd, PGconn *c, const dump_restore_
             by_size[j] = by_size[j - 1];
             by_size[j - 1] = x;
         }
-    for (size_t k = 0; k < jobs; k++) {
-        w[k].m = m;
-        w[k].o = o;
-        w[k].failed = &failed;
-        w[k].tables = calloc(n, sizeof *w[k].tables);
-        if (!w[k].tables) {
-            rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
-            goto out;
-        }
-        if (k == 0) {
-            w[k].c = c;
-            w[k].rd = rd;
-            continue;
-        }
-        w[k].c = pgx_connect(o->conninfo, "fusion-backup restore", err);
-        if (!w[k].c) {
-            rc = err->code;
-            goto out;
-        }
-        if ((rc = dump_catalog_session(w[k].c, err)) || (rc = arc_reader_dup(rd, &w[k].rd, err))) goto out;
-    }
     for (size_t i = 0; i < n; i++) {
         size_t best = 0;
         for (size_t k = 1; k < jobs; k++)
@@ -441,30 +431,53 @@ static fb_code dr_parallel_create(arc_reader *rd, PGconn *c, const dump_restore_
         w[best].tables[w[best].n++] = by_size[i];
         w[best].load += m->tables[by_size[i]].raw_bytes + 1;
     }
-    for (; started < jobs; started++)
+    free(by_size);
+    return FB_OK;
+}
+
+/* Parallel step 3: every worker on its own thread, each in its own transaction; the first error wins. */
+static fb_code dr_par_run(dr_worker *w, size_t jobs, fb_err *err) {
+    pthread_t *th = calloc(jobs, sizeof *th);
+    size_t started = 0;
+    fb_code rc = th ? FB_OK : fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    for (; th && started < jobs; started++)
         if (pthread_create(&th[started], NULL, dr_worker_run, &w[started]) != 0) {
             rc = fb_err_set(err, FB_ERR_INTERNAL, "could not start a restore thread");
             break;
         }
     for (size_t k = 0; k < started; k++) pthread_join(th[k], NULL);
     for (size_t k = 0; k < started; k++) dump_restore_first_error(&rc, err, w[k].rc, &w[k].err);
-    if (rc) goto out;
-    /* Every segment is authenticated: commit, then add the foreign keys. */
-    for (; committed < jobs; committed++) {
-        if ((rc = pgx_exec(w[committed].c, "COMMIT", "committing the restore", err))) {
-            if (committed > 0)
+    free(th);
+    return rc;
+}
+
+/* Parallel step 4: every segment is authenticated: commit each connection (a failure after the first says the
+ * restore is partial), and add up the workers' counts. */
+static fb_code dr_par_commit(dr_worker *w, size_t jobs, dump_restore_stats *st, fb_err *err) {
+    for (size_t k = 0; k < jobs; k++) {
+        fb_code rc = pgx_exec(w[k].c, "COMMIT", "committing the restore", err);
+        if (rc) {
+            if (k > 0)
                 fb_err_prefix(err, "restore PARTIALLY committed (%zu of %zu connections): drop the restored tables "
-                              "and retry: ", committed, jobs);
-            goto out;
+                              "and retry: ", k, jobs);
+            return rc;
         }
-        w[committed].in_tx = 0;
+        w[k].in_tx = 0;
     }
     for (size_t k = 0; k < jobs; k++) {
         st->tables += w[k].st.tables;
         st->rows += w[k].st.rows;
         st->raw_bytes += w[k].st.raw_bytes;
     }
-    if ((rc = pgx_exec(c, "BEGIN", "adding foreign keys", err))) goto out;
+    return FB_OK;
+}
+
+/* Parallel step 5: the foreign keys, once every table is committed, in one transaction on the caller's
+ * connection. */
+static fb_code dr_par_fks(PGconn *c, const arc_manifest *m, const dump_restore_opts *o, const size_t *sel, size_t n,
+                          dump_restore_stats *st, fb_err *err) {
+    fb_code rc = pgx_exec(c, "BEGIN", "adding foreign keys", err);
+    if (rc) return rc;
     for (size_t i = 0; i < n && rc == FB_OK; i++)
         rc = dr_add_fks(c, &m->tables[sel[i]], o->n_tables > 0, &st->fks_skipped, err);
     if (rc == FB_OK) rc = pgx_exec(c, "COMMIT", "adding foreign keys", err);
@@ -472,7 +485,23 @@ static fb_code dr_parallel_create(arc_reader *rd, PGconn *c, const dump_restore_
         dr_rollback(c);
         fb_err_prefix(err, "the data is restored and committed but its foreign keys could not be added: ");
     }
-out:
+    return rc;
+}
+
+/* --create with --jobs > 1: the tables spread over `jobs` connections, each creating, loading and indexing its
+ * share in its own transaction; they commit only once every one has succeeded, then the foreign keys are added. */
+static fb_code dr_parallel_create(arc_reader *rd, PGconn *c, const dump_restore_opts *o, const size_t *sel, size_t n,
+                                  dump_restore_stats *st, fb_err *err) {
+    const arc_manifest *m = arc_reader_manifest(rd);
+    size_t jobs = (size_t)o->jobs < n ? (size_t)o->jobs : n;
+    dr_worker *w = calloc(jobs, sizeof *w);
+    atomic_int failed = 0;
+    fb_code rc = w ? FB_OK : fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    if (!rc) rc = dr_par_workers(rd, c, o, n, w, jobs, &failed, err);
+    if (!rc) rc = dr_par_schedule(m, sel, n, w, jobs, err);
+    if (!rc) rc = dr_par_run(w, jobs, err);
+    if (!rc) rc = dr_par_commit(w, jobs, st, err);
+    if (!rc) rc = dr_par_fks(c, m, o, sel, n, st, err);
     for (size_t k = 0; w && k < jobs; k++) {
         if (w[k].c && w[k].in_tx) dr_rollback(w[k].c);
         if (k > 0) {
@@ -482,8 +511,6 @@ out:
         free(w[k].tables);
     }
     free(w);
-    free(by_size);
-    free(th);
     return rc;
 }
 
@@ -620,130 +647,154 @@ out:
     return rc;
 }
 
-fb_code dump_restore(arc_reader *rd, PGconn *c, const dump_restore_opts *o, dump_restore_stats *st, fb_err *err) {
-    const arc_manifest *m = arc_reader_manifest(rd);
-    fb_code rc = FB_OK;
-    size_t *sel = calloc(m->n_tables + 1, sizeof *sel), n = 0;
-    int in_tx = 0;
-    memset(st, 0, sizeof *st);
-    if (!sel) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+/* ---- dump_restore's steps ------------------------------------------------------------------------------------ */
 
-    /* 1. Which tables, in which order. */
+/* Step 1: which tables (o->tables, or all), each once, in an order that loads referenced tables first. */
+static fb_code dr_select(const arc_manifest *m, const dump_restore_opts *o, size_t *sel, size_t *n, fb_err *err) {
+    *n = 0;
     if (o->n_tables == 0) {
-        for (size_t i = 0; i < m->n_tables; i++) sel[n++] = i;
-    } else {
-        for (size_t k = 0; k < o->n_tables; k++) {
-            const char *schema = o->tables[k].schema ? o->tables[k].schema : "public";
-            arc_table *t = arc_manifest_find(m, schema, o->tables[k].name);
-            if (!t) {
-                rc = fb_err_set(err, FB_ERR_NOTFOUND,
-                                "table \"%s\".\"%s\" is not in this backup (`fusion-backup inspect` lists its tables)",
-                                schema, o->tables[k].name);
-                goto out;
-            }
-            size_t idx = (size_t)(t - m->tables);
-            int dup = 0;
-            for (size_t j = 0; j < n; j++) dup |= sel[j] == idx;
-            if (!dup) sel[n++] = idx;
-        }
+        for (size_t i = 0; i < m->n_tables; i++) sel[(*n)++] = i;
+        return dr_order(m, sel, *n, err);
     }
-    if ((rc = dr_order(m, sel, n, err))) goto out;
-    if (!c) { /* --create of a database that does not exist yet */
-        if (o->create && o->new_db && o->n_tables == 0 && m->schema && m->schema->all_tables)
-            rc = dump_rebuild(rd, o, sel, n, st, err);
-        else
-            rc = fb_err_set(err, FB_ERR_NOTFOUND, "database \"%s\" does not exist: only a whole-database --create "
-                            "from a backup of every table (format 4 or later) creates it; otherwise create an empty "
-                            "database first", o->new_db ? o->new_db : "?");
-        goto out;
+    for (size_t k = 0; k < o->n_tables; k++) {
+        const char *schema = o->tables[k].schema ? o->tables[k].schema : "public";
+        arc_table *t = arc_manifest_find(m, schema, o->tables[k].name);
+        if (!t)
+            return fb_err_set(err, FB_ERR_NOTFOUND,
+                              "table \"%s\".\"%s\" is not in this backup (`fusion-backup inspect` lists its tables)",
+                              schema, o->tables[k].name);
+        size_t idx = (size_t)(t - m->tables);
+        int dup = 0;
+        for (size_t j = 0; j < *n; j++) dup |= sel[j] == idx;
+        if (!dup) sel[(*n)++] = idx;
     }
-    if ((rc = dump_catalog_session(c, err))) goto out;
+    return dr_order(m, sel, *n, err);
+}
 
+/* Step 2: the restores that are not one transaction over the selected tables: a database that does not exist
+ * yet (built by dump_rebuild), a whole-database --create (replayed from the schema archive), a parallel --create.
+ * *done = 1 when one of them ran (rc is its result); 0 to go on with the transaction below. */
+static fb_code dr_other_paths(arc_reader *rd, PGconn *c, const dump_restore_opts *o, const size_t *sel, size_t n,
+                              dump_restore_stats *st, int *done, fb_err *err) {
+    const arc_manifest *m = arc_reader_manifest(rd);
+    int whole = o->create && o->n_tables == 0 && m->schema && m->schema->all_tables;
+    *done = 1;
+    if (!c) { /* --create of a database that does not exist yet */
+        if (whole && o->new_db) return dump_rebuild(rd, o, sel, n, st, err);
+        return fb_err_set(err, FB_ERR_NOTFOUND, "database \"%s\" does not exist: only a whole-database --create from a "
+                          "backup of every table (format 4 or later) creates it; otherwise create an empty database "
+                          "first", o->new_db ? o->new_db : "?");
+    }
+    fb_code rc = dump_catalog_session(c, err);
+    if (rc) return rc;
     if (o->create && o->n_tables == 0 && m->schema && !m->schema->all_tables)
         FB_INFO("restore: the backup holds only some tables' rows; creating those tables from the manifest rather "
                 "than the whole database from the schema archive");
-    if (o->create && o->n_tables == 0 && m->schema && m->schema->all_tables) {
+    if (whole) {
         if (o->jobs > 1)
             FB_INFO("restore: the target database exists; restoring in one transaction on one connection "
                     "(--jobs %d is used when --pg names a database that does not exist yet: it is then built under "
                     "a temporary name and renamed)", o->jobs);
-        rc = dr_restore_archive(rd, c, o, sel, n, st, err);
-        goto out;
+        return dr_restore_archive(rd, c, o, sel, n, st, err);
     }
     if (o->create && o->jobs > 1 && o->conninfo && o->commit && !o->compare && n > 1) {
-        if (dr_schemas_exist(c, m, sel, n)) {
-            rc = dr_parallel_create(rd, c, o, sel, n, st, err);
-            goto out;
-        }
+        if (dr_schemas_exist(c, m, sel, n)) return dr_parallel_create(rd, c, o, sel, n, st, err);
         FB_WARN("restore: some schemas do not exist in the target yet; restoring on one connection");
     }
+    *done = 0;
+    return FB_OK;
+}
 
-    /* 2. One transaction. */
-    if ((rc = pgx_exec(c, "BEGIN", "starting the restore transaction", err))) goto out;
-    in_tx = 1;
-    if ((rc = pgx_exec(c, "SET LOCAL maintenance_work_mem = '256MB'", "raising maintenance_work_mem", err))) goto out;
-    if (o->create) {
-        for (size_t i = 0; i < n; i++) {
-            const arc_table *t = &m->tables[sel[i]];
-            int seen = 0;
-            for (size_t j = 0; j < i; j++) seen |= strcmp(m->tables[sel[j]].schema, t->schema) == 0;
-            if (seen || strcmp(t->schema, "public") == 0) continue;
-            char *qs = pgx_ident_dup(t->schema);
-            char *sql = qs ? dump_strf("CREATE SCHEMA IF NOT EXISTS %s", qs) : NULL;
-            free(qs);
-            if (!sql) {
-                rc = fb_err_set(err, FB_ERR_NOMEM, "out of memory");
-                goto out;
-            }
-            rc = pgx_exec(c, sql, "creating a schema", err);
-            free(sql);
-            if (rc) goto out;
-        }
-        for (size_t i = 0; i < n && rc == FB_OK; i++) rc = dr_create_table(c, &m->tables[sel[i]], err);
-        if (rc) goto out;
-    } else {
-        for (size_t i = 0; i < n && rc == FB_OK; i++) rc = dr_check_target(c, &m->tables[sel[i]], o, err);
-        if (rc == FB_OK && o->truncate && n) rc = dr_truncate(c, m, sel, n, err);
-        if (rc) goto out;
-        if ((rc = pgx_exec(c, "SET CONSTRAINTS ALL DEFERRED", "deferring constraints", err))) goto out;
+/* --create: each schema the selected tables live in (but public), once. */
+static fb_code dr_create_schemas(PGconn *c, const arc_manifest *m, const size_t *sel, size_t n, fb_err *err) {
+    for (size_t i = 0; i < n; i++) {
+        const arc_table *t = &m->tables[sel[i]];
+        int seen = 0;
+        for (size_t j = 0; j < i; j++) seen |= strcmp(m->tables[sel[j]].schema, t->schema) == 0;
+        if (seen || strcmp(t->schema, "public") == 0) continue;
+        char *qs = pgx_ident_dup(t->schema);
+        char *sql = qs ? dump_strf("CREATE SCHEMA IF NOT EXISTS %s", qs) : NULL;
+        free(qs);
+        if (!sql) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+        fb_code rc = pgx_exec(c, sql, "creating a schema", err);
+        free(sql);
+        if (rc) return rc;
     }
+    return FB_OK;
+}
 
-    /* 3. Data. Each table's data is authenticated by the time its COPY ends. */
+/* Step 3, inside the transaction: the tables created (--create), or the existing ones checked, emptied
+ * (--truncate) and their constraints deferred until step 5. */
+static fb_code dr_prepare(PGconn *c, const arc_manifest *m, const dump_restore_opts *o, const size_t *sel, size_t n,
+                          fb_err *err) {
+    fb_code rc = pgx_exec(c, "SET LOCAL maintenance_work_mem = '256MB'", "raising maintenance_work_mem", err);
+    if (rc) return rc;
+    if (o->create) {
+        rc = dr_create_schemas(c, m, sel, n, err);
+        for (size_t i = 0; i < n && rc == FB_OK; i++) rc = dr_create_table(c, &m->tables[sel[i]], err);
+        return rc;
+    }
+    for (size_t i = 0; i < n && rc == FB_OK; i++) rc = dr_check_target(c, &m->tables[sel[i]], o, err);
+    if (rc == FB_OK && o->truncate && n) rc = dr_truncate(c, m, sel, n, err);
+    if (rc == FB_OK) rc = pgx_exec(c, "SET CONSTRAINTS ALL DEFERRED", "deferring constraints", err);
+    return rc;
+}
+
+/* Step 4: the data. Each table's data is authenticated by the time its COPY ends. */
+static fb_code dr_load(arc_reader *rd, PGconn *c, const dump_restore_opts *o, const size_t *sel, size_t n,
+                       dump_restore_stats *st, fb_err *err) {
+    const arc_manifest *m = arc_reader_manifest(rd);
     for (size_t i = 0; i < n; i++) {
         const arc_table *t = &m->tables[sel[i]];
         int64_t rows = 0;
-        if (dr_aborted(o)) {
-            rc = fb_err_set(err, FB_ERR_ABORTED, "restore aborted; nothing was committed");
-            goto out;
-        }
-        if ((rc = dump_restore_copy_table(rd, c, t, o, NULL, o->create, &rows, err))) goto out;
+        if (dr_aborted(o)) return fb_err_set(err, FB_ERR_ABORTED, "restore aborted; nothing was committed");
+        fb_code rc = dump_restore_copy_table(rd, c, t, o, NULL, o->create, &rows, err);
+        if (rc) return rc;
         st->tables++;
         st->rows += rows;
         st->raw_bytes += t->raw_bytes;
         FB_DEBUG("restored table=\"%s\".\"%s\" rows=%lld", t->schema, t->name, (long long)rows);
     }
+    return FB_OK;
+}
 
-    /* 4. Indexes and keys, then foreign keys, then sequences. */
+/* Step 5: indexes and keys, then foreign keys (--create), then sequences; the deferred constraints checked;
+ * the optional comparison. */
+static fb_code dr_finish(PGconn *c, const arc_manifest *m, const dump_restore_opts *o, const size_t *sel, size_t n,
+                         dump_restore_stats *st, fb_err *err) {
+    fb_code rc = FB_OK;
     if (o->create) {
         for (size_t i = 0; i < n && rc == FB_OK; i++) rc = dr_build_indexes(c, &m->tables[sel[i]], err);
         for (size_t i = 0; i < n && rc == FB_OK; i++)
             rc = dr_add_fks(c, &m->tables[sel[i]], o->n_tables > 0, &st->fks_skipped, err);
-        if (rc) goto out;
     }
     for (size_t i = 0; i < n && rc == FB_OK; i++) rc = dr_set_sequences(c, &m->tables[sel[i]], err);
-    if (rc) goto out;
-    if (!o->create && (rc = pgx_exec(c, "SET CONSTRAINTS ALL IMMEDIATE", "checking foreign keys", err))) goto out;
+    if (rc == FB_OK && !o->create) rc = pgx_exec(c, "SET CONSTRAINTS ALL IMMEDIATE", "checking foreign keys", err);
+    for (size_t i = 0; o->compare && i < n && rc == FB_OK; i++) rc = dr_compare(c, &m->tables[sel[i]], err);
+    return rc;
+}
 
-    /* 5. Optional comparison, then the one commit. */
-    if (o->compare)
-        for (size_t i = 0; i < n && rc == FB_OK; i++) rc = dr_compare(c, &m->tables[sel[i]], err);
-    if (rc) goto out;
-    if (o->commit) {
-        rc = pgx_exec(c, "COMMIT", "committing the restore", err);
-        in_tx = 0;
+fb_code dump_restore(arc_reader *rd, PGconn *c, const dump_restore_opts *o, dump_restore_stats *st, fb_err *err) {
+    const arc_manifest *m = arc_reader_manifest(rd);
+    size_t *sel = calloc(m->n_tables + 1, sizeof *sel), n = 0;
+    int done = 0;
+    memset(st, 0, sizeof *st);
+    if (!sel) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    fb_code rc = dr_select(m, o, sel, &n, err);
+    if (!rc) rc = dr_other_paths(rd, c, o, sel, n, st, &done, err);
+    if (!rc && !done) {
+        /* One transaction: nothing is visible until the one commit, and any failure rolls everything back. */
+        rc = pgx_exec(c, "BEGIN", "starting the restore transaction", err);
+        int in_tx = rc == FB_OK;
+        if (!rc) rc = dr_prepare(c, m, o, sel, n, err);
+        if (!rc) rc = dr_load(rd, c, o, sel, n, st, err);
+        if (!rc) rc = dr_finish(c, m, o, sel, n, st, err);
+        if (!rc && o->commit) {
+            rc = pgx_exec(c, "COMMIT", "committing the restore", err);
+            in_tx = 0;
+        }
+        if (in_tx) dr_rollback(c);
     }
-out:
-    if (in_tx) dr_rollback(c);
     free(sel);
     return rc;
 }

@@ -31,6 +31,7 @@
 
 #include <libpq-fe.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "artifact/arc_reader.h"
@@ -68,7 +69,7 @@ fb_code dump_restore(arc_reader *r, PGconn *c, const dump_restore_opts *o, dump_
 /* COPY of table t from the reader into c (the table's hash and row count checked at its end); freeze: the table
  * was created or truncated in c's open transaction. peer_failed (may be NULL): stop when it becomes non-zero. */
 fb_code dump_restore_copy_table(arc_reader *rd, PGconn *c, const arc_table *t, const dump_restore_opts *o,
-                                volatile sig_atomic_t *peer_failed, int freeze, int64_t *rows, fb_err *err);
+                                atomic_int *peer_failed, int freeze, int64_t *rows, fb_err *err);
 /* The schema archive, authenticated, in an unlinked temporary file (*fd, caller closes) and its pre-data, data and
  * post-data sections as pg_restore -1 scripts (sql[0..2], caller frees). */
 fb_code dump_restore_schema_scripts(arc_reader *rd, const dump_restore_opts *o, int *fd, char *sql[3], fb_err *err);

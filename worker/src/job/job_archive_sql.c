@@ -282,12 +282,12 @@ fb_code ja_params_init(const ja_plan *p, const ev_event *ev, ja_params *q, fb_er
     }
     /* Types are given (unused parameters of the dry-run and first-batch variants must still have one); $3 is
      * left to inference (the primary key's type) except in the first batch, which does not use it. */
-    for (size_t i = 0; i < q->n; i++) q->types[i] = 25; /* text */
-    q->types[0] = 20;   /* int8 */
-    q->types[1] = 16;   /* bool */
-    q->types[3] = 20;
-    q->types[4] = 23;   /* int4 */
-    q->types[5] = 2950; /* uuid */
+    for (size_t i = 0; i < q->n; i++) q->types[i] = PGX_OID_TEXT;
+    q->types[0] = PGX_OID_INT8;
+    q->types[1] = PGX_OID_BOOL;
+    q->types[3] = PGX_OID_INT8;
+    q->types[4] = PGX_OID_INT4;
+    q->types[5] = PGX_OID_UUID;
     snprintf(q->cutoff, sizeof q->cutoff, "%" PRId64, a->cutoff);
     snprintf(q->by, sizeof q->by, "%" PRId64, a->archived_by.v);
     q->prm[0] = q->cutoff;
@@ -310,7 +310,7 @@ void ja_params_batch(ja_params *q, const char *last_key, int64_t limit) {
     snprintf(q->limit, sizeof q->limit, "%" PRId64, limit);
     q->prm[1] = last_key ? "false" : "true";
     q->prm[2] = last_key;
-    q->types[2] = last_key ? 0 : 25; /* the first variant does not use $3: say it is text; later: inferred */
+    q->types[2] = last_key ? 0 : PGX_OID_TEXT; /* the first variant does not use $3: say it is text; later: inferred */
 }
 
 void ja_params_free(ja_params *q) {

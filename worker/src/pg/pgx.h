@@ -14,6 +14,13 @@
 #include "common/fb_err.h"
 #include "common/fb_sbuf.h"
 
+/* The built-in type OIDs the worker names in PQexecParams' paramTypes (pg_type.dat; fixed since PostgreSQL 8.3). */
+#define PGX_OID_BOOL 16
+#define PGX_OID_INT8 20
+#define PGX_OID_INT4 23
+#define PGX_OID_TEXT 25
+#define PGX_OID_UUID 2950
+
 /* Connects and sets application_name; on failure returns NULL with err set (FB_ERR_TRANSIENT: the server may
  * come back). The caller owns the connection: PQfinish() it. */
 PGconn *pgx_connect(const char *conninfo, const char *application_name, fb_err *err);
