@@ -533,10 +533,6 @@ fb_code arc_hasher_put(void *opaque, const void *buf, size_t len, fb_err *err) {
 
 void arc_hasher_final(arc_hasher *h, unsigned char out[ARC_HASH_BYTES]) { crypto_generichash_final(&h->st, out, ARC_HASH_BYTES); }
 
-int arc_table_is_ref(const arc_manifest *m, const arc_table *t) {
-    return arc_table_kind_of(m, t) == ARC_TABLE_REFERENCED;
-}
-
 arc_table *arc_manifest_find(const arc_manifest *m, const char *schema, const char *name) {
     for (size_t i = 0; i < m->n_tables; i++)
         if (strcmp(m->tables[i].schema, schema) == 0 && strcmp(m->tables[i].name, name) == 0) return &m->tables[i];

@@ -136,8 +136,6 @@ fb_code arc_manifest_print_json(const void *buf, size_t len, FILE *out, fb_err *
 /* Which kind t is (arc_format.h): REFERENCED when t->stored_in names a job other than m->job_id, else ASSEMBLED
  * when t->assembled, else WHOLE. */
 arc_table_kind arc_table_kind_of(const arc_manifest *m, const arc_table *t);
-/* arc_table_kind_of(m, t) == ARC_TABLE_REFERENCED (kept for artifact/arc_reader.c's callers). */
-int arc_table_is_ref(const arc_manifest *m, const arc_table *t);
 
 /* Finds a table by schema and name; NULL when absent. */
 arc_table *arc_manifest_find(const arc_manifest *m, const char *schema, const char *name);

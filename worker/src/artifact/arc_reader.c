@@ -561,7 +561,9 @@ static fb_code ar_load_segment(arc_reader *sr, uint32_t segment, const char *wha
     unsigned char hash[ARC_HASH_BYTES];
     int64_t raw = 0;
     for (size_t i = 0; i < m->n_tables && !st; i++)
-        if (!arc_table_is_ref(m, &m->tables[i]) && m->tables[i].segment == segment && m->tables[i].length) st = &m->tables[i];
+        if (arc_table_kind_of(m, &m->tables[i]) != ARC_TABLE_REFERENCED && m->tables[i].segment == segment &&
+            m->tables[i].length)
+            st = &m->tables[i];
     if (!st || segment == ARC_MANIFEST_SEGMENT || st->offset < ARC_HEADER_BYTES || st->offset + st->length > m->data_end)
         return fb_err_set(err, FB_ERR_VERIFY, "%s: a chunk lies in segment %u of backup %s, which has no such "
                           "segment: the chain is inconsistent", what, segment, m->job_id ? m->job_id : "?");
@@ -570,7 +572,7 @@ static fb_code ar_load_segment(arc_reader *sr, uint32_t segment, const char *wha
     fb_code rc = ar_spill_open(sb, err);
     if (rc) return rc;
     rc = ar_segment(sr, segment, st->offset, st->length, what, ar_spill_sink, sb, hash, &raw, err);
-    if (!rc && !st->assembled &&
+    if (!rc && arc_table_kind_of(m, st) != ARC_TABLE_ASSEMBLED &&
         (raw != st->raw_bytes || sodium_memcmp(hash, st->blake2b, ARC_HASH_BYTES) != 0))
         rc = fb_err_set(err, FB_ERR_VERIFY, "%s: segment %u of backup %s does not match its manifest", what, segment,
                         m->job_id ? m->job_id : "?");
@@ -708,8 +710,11 @@ fb_code arc_reader_read_table(arc_reader *r, const arc_table *t, arc_sink_fn sin
     int64_t raw = 0;
     char what[300];
     snprintf(what, sizeof what, "table \"%s\".\"%s\"", t->schema, t->name);
-    if (arc_table_is_ref(r->manifest, t)) return ar_read_ref(r, t, what, sink, opaque, err);
-    if (t->assembled) return ar_read_assembled(r, t, what, sink, opaque, err);
+    switch (arc_table_kind_of(r->manifest, t)) {
+    case ARC_TABLE_REFERENCED: return ar_read_ref(r, t, what, sink, opaque, err);
+    case ARC_TABLE_ASSEMBLED: return ar_read_assembled(r, t, what, sink, opaque, err);
+    case ARC_TABLE_WHOLE: break;
+    }
     if (t->segment == ARC_MANIFEST_SEGMENT || t->offset < ARC_HEADER_BYTES || t->offset + t->length > r->manifest->data_end)
         return fb_err_set(err, FB_ERR_FORMAT, "%s: bad segment in the manifest", what);
     fb_code rc = ar_segment(r, t->segment, t->offset, t->length, what, sink, opaque, hash, &raw, err);
@@ -755,7 +760,8 @@ fb_code arc_reader_verify_all(arc_reader *r, fb_err *err) {
         v[n++] = &schema_slot;
     }
     for (size_t i = 0; i < m->n_tables; i++)
-        if (!arc_table_is_ref(m, &m->tables[i]) && !(m->tables[i].assembled && !m->tables[i].length))
+        if (arc_table_kind_of(m, &m->tables[i]) == ARC_TABLE_WHOLE ||
+            (arc_table_kind_of(m, &m->tables[i]) == ARC_TABLE_ASSEMBLED && m->tables[i].length))
             v[n++] = &m->tables[i];
     qsort(v, n, sizeof *v, ar_cmp_off);
     uint64_t expect = ARC_HEADER_BYTES;
@@ -768,7 +774,7 @@ fb_code arc_reader_verify_all(arc_reader *r, fb_err *err) {
         expect += v[i]->length;
         if (v[i] == &schema_slot) {
             rc = arc_reader_read_schema(r, NULL, NULL, err);
-        } else if (v[i]->assembled) {
+        } else if (arc_table_kind_of(m, v[i]) == ARC_TABLE_ASSEMBLED) {
             /* Only its new chunks are here: authenticate and decompress them; the table is checked below. */
             unsigned char h[ARC_HASH_BYTES];
             int64_t raw = 0;
@@ -804,14 +810,15 @@ fb_code arc_reader_verify_all(arc_reader *r, fb_err *err) {
     }
     for (size_t i = 0; i < m->n_tables; i++) {
         const arc_table *t = &m->tables[i];
-        int local = t->assembled;
+        arc_table_kind kind = arc_table_kind_of(m, t);
+        int local = kind == ARC_TABLE_ASSEMBLED;
         for (size_t k = 0; local && k < t->n_chunks; k++)
             if (t->chunks[k].src && !(m->job_id && strcmp(t->chunks[k].src, m->job_id) == 0)) local = 0;
         if (local && r->ix) { /* format 5: the index head names the other artifacts each table's chunks are in */
             const arc_index_table *it = arc_index_find(r->ix, t->schema, t->name);
             local = it && it->n_deps == 0;
         }
-        if (((arc_table_is_ref(m, t) || t->assembled) && r->resolve) || local)
+        if ((kind != ARC_TABLE_WHOLE && r->resolve) || local)
             if ((rc = arc_reader_read_table(r, t, NULL, NULL, err))) goto out;
     }
 out:
