@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "capture/cap_pgoutput.h"
+#include "capture/cap_slot.h"
 #include "capture/cap_wire.h"
 #include "common/fb_sbuf.h"
 #include "pg/pgx.h"
@@ -31,11 +32,17 @@ static int64_t cap_now_us(void) {
 }
 
 fb_code cap_stream_open(const char *conninfo, const char *application_name, cap_stream **out, fb_err *err) {
+    return cap_stream_open_db(conninfo, NULL, application_name, out, err);
+}
+
+fb_code cap_stream_open_db(const char *conninfo, const char *dbname, const char *application_name, cap_stream **out,
+                           fb_err *err) {
     *out = NULL;
     if (!conninfo || !*conninfo) return fb_err_set(err, FB_ERR_USAGE, "no PostgreSQL conninfo for change capture");
     /* Later keywords override what the expanded conninfo says, so replication=database always holds. */
-    const char *keys[] = {"dbname", "replication", "application_name", NULL};
-    const char *vals[] = {conninfo, "database", application_name ? application_name : "fusion-backup capture", NULL};
+    const char *keys[] = {"dbname", "replication", "application_name", dbname ? "dbname" : NULL, NULL};
+    const char *vals[] = {conninfo, "database", application_name ? application_name : "fusion-backup capture", dbname,
+                          NULL};
     cap_stream *s = calloc(1, sizeof *s);
     if (!s || !(s->dec = cap_decoder_new())) {
         free(s);
@@ -201,6 +208,13 @@ fb_code cap_stream_slot_position(cap_stream *s, const char *slot, uint64_t *lsn,
                           "`fusion-backup capture --create-slot` (and take a FULL in its snapshot)", slot);
     return FB_OK;
 }
+
+fb_code cap_stream_slot_health(cap_stream *s, const char *slot, cap_slot_health *h, fb_err *err) {
+    if (s->streaming) return fb_err_set(err, FB_ERR_INTERNAL, "slot health: the capture stream is already streaming");
+    return cap_slot_health_read(s->conn, slot, h, err);
+}
+
+const char *cap_stream_dbname(const cap_stream *s) { return PQdb(s->conn); }
 
 fb_code cap_stream_start(cap_stream *s, const char *slot, const char *pub, uint64_t start_lsn, fb_err *err) {
     fb_code rc = cap_name_check(slot, "replication slot", err);

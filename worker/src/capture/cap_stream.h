@@ -38,6 +38,9 @@ typedef struct cap_slot_info {
 /* Connects to conninfo (key=value or URI) as a logical walsender. FB_ERR_TRANSIENT when the server is down;
  * FB_ERR_PG with a hint when it refuses replication (wal_level, pg_hba, the role's REPLICATION attribute). */
 fb_code cap_stream_open(const char *conninfo, const char *application_name, cap_stream **out, fb_err *err);
+/* The same on database dbname instead of conninfo's (NULL: conninfo's own). */
+fb_code cap_stream_open_db(const char *conninfo, const char *dbname, const char *application_name, cap_stream **out,
+                           fb_err *err);
 void cap_stream_free(cap_stream *s);
 
 /* Creates publication `name` if it does not exist: FOR ALL TABLES when ntables is 0, else FOR TABLE the given
@@ -58,6 +61,12 @@ fb_code cap_stream_slot_drop(cap_stream *s, const char *slot, fb_err *err);
 /* The slot's confirmed position (where a chain without segments begins). FB_ERR_NOTFOUND with a hint when there
  * is no such slot on this database. */
 fb_code cap_stream_slot_position(cap_stream *s, const char *slot, uint64_t *lsn, fb_err *err);
+
+/* The slot's state (cap_slot.h), read on this connection; only before cap_stream_start. */
+struct cap_slot_health;
+fb_code cap_stream_slot_health(cap_stream *s, const char *slot, struct cap_slot_health *h, fb_err *err);
+/* The database this stream's connection is on (borrowed). */
+const char *cap_stream_dbname(const cap_stream *s);
 
 /* Starts streaming slot from start_lsn (the chain's end; the server starts at the later of it and the slot's
  * confirmed position) with publication pub. After this only cap_stream_next/confirm are allowed. */
