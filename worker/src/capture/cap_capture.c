@@ -1,6 +1,7 @@
 /* cap_capture: see cap_capture.h. */
 #include "capture/cap_capture.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -60,6 +61,16 @@ fb_code cap_capture_begin(cap_stream *s, const cap_capture_opts *o, const char *
     fb_code rc = cap_capture_safe(c, s, slot, err);
     if (rc == FB_OK) rc = cap_segment_chain(o->st, o->dir, &in, base_lsn, NULL, NULL, &c->chain_end, err);
     if (rc == FB_OK) rc = cap_stream_start(s, slot, pub, c->chain_end, err);
+    /* Read the chain's end again now that this stream holds the slot (no other walsender can): a previous
+     * leader's last segment may have landed in between, and the next segment must start at its end. What the
+     * server re-sends below the new end is dropped by cap_capture_keep. */
+    uint64_t end_now = c->chain_end;
+    if (rc == FB_OK) rc = cap_segment_chain(o->st, o->dir, &in, base_lsn, NULL, NULL, &end_now, err);
+    if (rc == FB_OK && end_now != c->chain_end) {
+        FB_INFO("capture %s: the chain grew to " CAP_LSN_FMT " while the slot was being taken (a previous writer's "
+                "last segment)", o->out.stream, CAP_LSN_ARGS(end_now));
+        c->chain_end = end_now;
+    }
     if (rc != FB_OK) {
         cap_capture_free(c);
         return rc;
@@ -186,6 +197,32 @@ fb_code cap_capture_step(cap_capture *c, int wait_ms, fb_err *err) {
     int due = c->npending == 0 ? 1
                                : (cap_mono_ms() >= cap_capture_deadline(c) || c->pending_bytes >= c->o.flush_bytes);
     return due ? cap_capture_flush(c, err) : FB_OK;
+}
+
+static fb_code cap_first_start(void *opaque, const stor_entry *e, fb_err *err) {
+    (void)err;
+    uint64_t *first = opaque, a, b;
+    if (cap_segment_parse_name(e->name, &a, &b) == 0 && (*first == 0 || a < *first)) *first = a;
+    return FB_OK;
+}
+
+fb_code cap_capture_base(stor *st, const char *dir, cap_stream *s, const char *slot, uint64_t *base, fb_err *err) {
+    *base = 0;
+    fb_code rc = stor_list(st, dir, cap_first_start, base, err);
+    if (rc == FB_OK && *base == 0) rc = cap_stream_slot_position(s, slot, base, err);
+    return rc;
+}
+
+fb_code cap_capture_names(const char *storage_path, const char *db, const char *slot, char stream[CAP_SEG_STREAM_MAX + 1],
+                          char *dir, size_t dir_cap, fb_err *err) {
+    if (!db || !*db || strchr(db, '/') || strcmp(db, ".") == 0 || strcmp(db, "..") == 0 ||
+        strlen(db) + 1 + strlen(slot) > CAP_SEG_STREAM_MAX)
+        return fb_err_set(err, FB_ERR_USAGE, "database \"%s\" cannot name a capture chain: it must be non-empty, "
+                          "without '/', and with the slot name at most %d characters", db ? db : "", CAP_SEG_STREAM_MAX - 1);
+    snprintf(stream, CAP_SEG_STREAM_MAX + 1, "%s/%s", db, slot);
+    if ((size_t)snprintf(dir, dir_cap, "%s/capture/%s", storage_path, stream) >= dir_cap)
+        return fb_err_set(err, FB_ERR_USAGE, "capture storage path \"%s\" is too long", storage_path);
+    return FB_OK;
 }
 
 uint64_t cap_capture_chain_end(const cap_capture *c) { return c->chain_end; }

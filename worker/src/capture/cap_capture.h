@@ -60,6 +60,13 @@ fb_code cap_capture_begin(cap_stream *s, const cap_capture_opts *o, const char *
 fb_code cap_capture_step(cap_capture *c, int wait_ms, fb_err *err);
 /* Writes what is pending now (nothing to do when nothing is), then confirms. */
 fb_code cap_capture_flush(cap_capture *c, fb_err *err);
+/* The chain's base: its first segment's start, or, before the first segment, the slot's confirmed position (until
+ * the FULL taken in the slot's snapshot records it). Before cap_capture_begin on the same stream. */
+fb_code cap_capture_base(stor *st, const char *dir, cap_stream *s, const char *slot, uint64_t *base, fb_err *err);
+/* The stream id "DB/SLOT" and folder "STORAGE_PATH/capture/DB/SLOT" of a database's chain (what `capture
+ * --storage-path` uses). FB_ERR_USAGE for a database name that cannot be one. */
+fb_code cap_capture_names(const char *storage_path, const char *db, const char *slot, char stream[CAP_SEG_STREAM_MAX + 1],
+                          char *dir, size_t dir_cap, fb_err *err);
 uint64_t cap_capture_chain_end(const cap_capture *c);
 size_t cap_capture_pending(const cap_capture *c);
 /* Transactions dropped because a durable segment already holds them (re-sent after a crash). */
