@@ -12,6 +12,7 @@
 #include "capture/cap_pgoutput.h"
 #include "capture/cap_slot.h"
 #include "capture/cap_wire.h"
+#include "common/fb_log.h"
 #include "common/fb_sbuf.h"
 #include "pg/pgx.h"
 
@@ -127,6 +128,32 @@ fb_code cap_stream_publication_ensure(cap_stream *s, const char *name, const cha
     return rc;
 }
 
+/* Tables that can be published but have no primary key (REPLICA IDENTITY FULL, or USING INDEX on a unique index):
+ * allowed, but said: every UPDATE and DELETE on them writes the whole old row to the WAL, and applying a change
+ * finds its row by every column, so of two identical rows one statement changes one, as PostgreSQL does. */
+static void cap_stream_warn_no_pk(cap_stream *s) {
+    static const char sql[] =
+        "SELECT n.nspname, c.relname, c.relreplident FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON "
+        "n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence = 'p' "
+        "AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%' "
+        "AND c.relreplident IN ('f', 'i') AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i "
+        "WHERE i.indrelid = c.oid AND i.indisprimary) ORDER BY 1, 2";
+    PGresult *r = NULL;
+    fb_err err;
+    if (cap_query(s, sql, PGRES_TUPLES_OK, &r, "looking for tables without a primary key", &err) != FB_OK) {
+        FB_WARN("capture: %s", err.msg);
+        return;
+    }
+    for (int i = 0; i < PQntuples(r); i++) {
+        char q[300];
+        if (pgx_qualified(PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), q, sizeof q) != 0) snprintf(q, sizeof q, "(long name)");
+        FB_WARN("capture: table %s has no primary key (REPLICA IDENTITY %s): its UPDATEs and DELETEs write whole old "
+                "rows to the WAL and are applied by matching every column; give it a primary key if it can have one",
+                q, PQgetvalue(r, i, 2)[0] == 'f' ? "FULL" : "USING INDEX");
+    }
+    PQclear(r);
+}
+
 fb_code cap_stream_identity_check(cap_stream *s, fb_err *err) {
     static const char sql[] =
         "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
@@ -153,6 +180,7 @@ fb_code cap_stream_identity_check(cap_stream *s, fb_err *err) {
         fb_sbuf_free(&b);
     }
     PQclear(r);
+    if (rc == FB_OK) cap_stream_warn_no_pk(s);
     return rc;
 }
 
