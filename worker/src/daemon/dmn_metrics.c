@@ -36,6 +36,7 @@ static struct {
     int64_t in_flight[M_TYPES];
     uint64_t rows[M_TYPES], bytes[M_TYPES];
     double archive_throttle_s; /* paused by archival throttling (job_archive.c) */
+    uint64_t archive_live_batches; /* archival batches after which a live load was seen (smaller, longer pauses) */
     uint64_t dlq;
     uint64_t ignored[DMN_IGNORED_N];
     uint64_t given_up, ledger_mismatch, minimal_failed, untrusted;
@@ -93,6 +94,7 @@ void dmn_metrics_job_finished(const char *job_type, const char *status, int64_t 
         m.rows[t] += (uint64_t)(job_result_get(res, "rows") + job_result_get(res, "archived"));
         m.bytes[t] += (uint64_t)job_result_get(res, "stored_bytes");
         m.archive_throttle_s += (double)job_result_get(res, "throttle_ms") / 1000.0;
+        m.archive_live_batches += (uint64_t)job_result_get(res, "throttle_live_batches");
     }
     pthread_mutex_unlock(&m.mu);
 }
@@ -336,6 +338,10 @@ void dmn_metrics_render(FILE *out) {
     fprintf(out, "# HELP fusion_backup_archive_throttle_seconds_total Time archival paused for the database's load.\n"
                  "# TYPE fusion_backup_archive_throttle_seconds_total counter\n");
     fprintf(out, "fusion_backup_archive_throttle_seconds_total %.3f\n", m.archive_throttle_s);
+    fprintf(out, "# HELP fusion_backup_archive_live_batches_total Archival batches after which a live load was seen "
+                 "(archive-live-window-ms): those batches were smaller and followed by longer pauses.\n"
+                 "# TYPE fusion_backup_archive_live_batches_total counter\n"
+                 "fusion_backup_archive_live_batches_total %llu\n", (unsigned long long)m.archive_live_batches);
     fprintf(out, "# HELP fusion_backup_stored_bytes_total Artifact bytes written.\n# TYPE fusion_backup_stored_bytes_total counter\n");
     fprintf(out, "fusion_backup_stored_bytes_total %llu\n", (unsigned long long)m.bytes[0]);
     fprintf(out, "# HELP fusion_backup_dlq_total Messages sent to the dead-letter topic.\n# TYPE fusion_backup_dlq_total counter\n");
