@@ -53,8 +53,9 @@ fb_code cap_stream_open_db(const char *conninfo, const char *dbname, const char 
     if (!s->conn || PQstatus(s->conn) != CONNECTION_OK) {
         fb_err_set(err, FB_ERR_TRANSIENT,
                    "could not open a replication connection: %s"
-                   "hint: the server needs wal_level=logical, a pg_hba.conf line for `replication` from this host, "
-                   "and a role WITH REPLICATION (or a superuser)",
+                   "hint: the server needs wal_level=logical, free max_wal_senders, a pg_hba.conf line letting this "
+                   "role reach this database from this host (a logical walsender is matched by its database, not by "
+                   "the `replication` keyword), and a role WITH REPLICATION (or a superuser)",
                    s->conn ? PQerrorMessage(s->conn) : "out of memory\n");
         cap_stream_free(s);
         return err ? err->code : FB_ERR_TRANSIENT;
