@@ -50,7 +50,9 @@ fb_code cap_stream_publication_ensure(cap_stream *s, const char *name, const cha
 /* Tables a FOR ALL TABLES publication would break: with no replica identity (no primary key and REPLICA IDENTITY
  * DEFAULT, or REPLICA IDENTITY NOTHING) PostgreSQL refuses UPDATE and DELETE on a published table ("cannot update
  * table ... because it does not have a replica identity"), so creating the publication would make Fusion's own
- * writes fail. Returns FB_OK when there are none; otherwise FB_ERR_USAGE naming them (up to 20) with the fix. */
+ * writes fail. Returns FB_OK when there are none; otherwise FB_ERR_USAGE naming them (up to 20) with the fix.
+ * When it returns FB_OK it also warns (log) about each published table without a primary key (REPLICA IDENTITY
+ * FULL or USING INDEX): allowed, but every UPDATE and DELETE writes the whole old row to the WAL. */
 fb_code cap_stream_identity_check(cap_stream *s, fb_err *err);
 
 /* Creates a logical pgoutput slot with an exported snapshot. FB_ERR_CONFLICT when the slot exists. */
