@@ -298,9 +298,12 @@ def test_dropped_slot_is_reported_loudly_and_never_recreated(bin, schema, logica
     assert rc != 0 and "does not exist" in cli.log.read_text() and "new base" in cli.log.read_text(), cli.log.read_text()
 
 
-def test_status_shows_a_healthy_slot_and_exits_zero(bin, schema, storage_root, keypair, signing_keys, tmp_path):
+def test_status_shows_a_healthy_slot_and_warns_of_tables_without_primary_key(bin, schema, storage_root, keypair, signing_keys, tmp_path):
     name, ci, slot, conn, base = schema
-    create_slot(bin, ci, slot, storage_root, keypair, signing_keys, tmp_path)
+    cap = create_slot(bin, ci, slot, storage_root, keypair, signing_keys, tmp_path)
+    # full_ident can be published (REPLICA IDENTITY FULL) but has no primary key: said, not refused.
+    assert 'table "public"."full_ident" has no primary key (REPLICA IDENTITY FULL)' in cap.log.read_text()
+    assert '"Leave" has no primary key' not in cap.log.read_text()
     r = bin.run("status", "--json", "--capture-databases", name, "--capture-slot", slot, "--pg", ci)
     assert r.returncode == 0, r.stderr
     assert '"state":"ok"' in r.stdout and '"active":false' in r.stdout and '"lag_bytes":' in r.stdout, r.stdout
