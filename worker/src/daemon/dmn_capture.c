@@ -228,7 +228,11 @@ static void *dc_thread(void *arg) {
             dmn_metrics_capture_leader(d->db, d->owner->cfg->capture_slot, 1);
             dc_lead(d);
             dmn_metrics_capture_leader(d->db, d->owner->cfg->capture_slot, 0);
-            if (d->lock) dc_lock_lost(d, "stopping"); /* closing the session frees the lock for the next leader */
+            if (d->lock && d->leader) { /* stopping: closing the session frees the lock for the next leader */
+                d->leader = 0;
+                FB_INFO("capture %s: releasing the capture lock", d->stream);
+                dc_lock_lost(d, "stopping");
+            }
             d->leader = 0;
             continue;
         }
