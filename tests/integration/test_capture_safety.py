@@ -360,7 +360,7 @@ def test_migration_adding_a_column_ends_the_chain_before_its_first_change_also_a
         drop_dbs(logical_pg, targets)
 
 
-def test_forged_schema_file_is_refused(bin, schema, storage_root, keypair, signing_keys, tmp_path):
+def test_forged_or_removed_schema_file_is_refused(bin, schema, storage_root, keypair, signing_keys, tmp_path):
     """The chain's schema file decides whether a migration is seen: one not signed by a trusted key (here: a byte
     changed, so the signature fails) stops the capture instead of being believed."""
     name, ci, slot, conn, base = schema
@@ -381,3 +381,10 @@ def test_forged_schema_file_is_refused(bin, schema, storage_root, keypair, signi
     cap.out.close()
     log = cap.log.read_text()
     assert rc != 0 and "schema.fbcaps" in log and "signature" in log, log
+    # Removed altogether: a chain with segments always has one, so its absence is refused too.
+    path.unlink()
+    cap.start(create=False)
+    rc = cap.proc.wait(timeout=60)
+    cap.out.close()
+    log = cap.log.read_text()[len(log):]
+    assert rc != 0 and "has segments but no schema.fbcaps" in log, log

@@ -60,6 +60,10 @@ fb_code cap_capture_begin(cap_stream *s, const cap_capture_opts *o, const char *
     cap_seg_in in = {.stream = o->out.stream, .signers = o->signers};
     fb_code rc = cap_capture_safe(c, s, slot, err);
     if (rc == FB_OK) rc = cap_segment_chain(o->st, o->dir, &in, base_lsn, NULL, NULL, &c->chain_end, err);
+    if (rc == FB_OK && c->chain_end != base_lsn && !cap_schema_from_file(c->schema))
+        rc = fb_err_set(err, FB_ERR_VERIFY, "chain %s has segments but no %s (it is written before the first segment): "
+                        "removed? Without it a schema change could not be detected; restore it from a copy, or "
+                        "start a new base", o->out.stream, CAP_SCHEMA_FILE);
     if (rc == FB_OK) rc = cap_stream_start(s, slot, pub, c->chain_end, err);
     /* Read the chain's end again now that this stream holds the slot (no other walsender can): a previous
      * leader's last segment may have landed in between, and the next segment must start at its end. What the
@@ -215,10 +219,13 @@ fb_code cap_capture_base(stor *st, const char *dir, cap_stream *s, const char *s
 
 fb_code cap_capture_names(const char *storage_path, const char *db, const char *slot, char stream[CAP_SEG_STREAM_MAX + 1],
                           char *dir, size_t dir_cap, fb_err *err) {
-    if (!db || !*db || strchr(db, '/') || strcmp(db, ".") == 0 || strcmp(db, "..") == 0 ||
+    int plain = db && *db;
+    for (const char *p = db; plain && *p; p++) plain = (unsigned char)*p >= 0x20 && *p != 0x7f && *p != '"' && *p != '\\';
+    if (!plain || strchr(db, '/') || strcmp(db, ".") == 0 || strcmp(db, "..") == 0 ||
         strlen(db) + 1 + strlen(slot) > CAP_SEG_STREAM_MAX)
         return fb_err_set(err, FB_ERR_USAGE, "database \"%s\" cannot name a capture chain: it must be non-empty, "
-                          "without '/', and with the slot name at most %d characters", db ? db : "", CAP_SEG_STREAM_MAX - 1);
+                          "without '/', '\"', '\\' or control characters, and with the slot name at most %d characters",
+                          db ? db : "", CAP_SEG_STREAM_MAX - 1);
     snprintf(stream, CAP_SEG_STREAM_MAX + 1, "%s/%s", db, slot);
     if ((size_t)snprintf(dir, dir_cap, "%s/capture/%s", storage_path, stream) >= dir_cap)
         return fb_err_set(err, FB_ERR_USAGE, "capture storage path \"%s\" is too long", storage_path);

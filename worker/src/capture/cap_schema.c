@@ -23,7 +23,7 @@ struct cap_schema {
     char stream[64];
     cs_rel *rels;
     size_t n, cap;
-    int ended, dirty;
+    int ended, dirty, from_file;
     uint64_t end_lsn;
     uint32_t end_relid;
     char why[CS_WHY_MAX];
@@ -157,6 +157,7 @@ fb_code cap_schema_load(stor *st, const char *dir, const char *stream, const fb_
     if (rc == FB_OK) {
         buf[f->size] = '\0';
         rc = cs_parse(s, buf, f->size, signers, path, err);
+        s->from_file = 1;
     }
     stor_rfile_close(f);
     free(buf);
@@ -213,6 +214,7 @@ int cap_schema_ended(const cap_schema *s, uint64_t *at, const char **why) {
 }
 
 int cap_schema_dirty(const cap_schema *s) { return s->dirty; }
+int cap_schema_from_file(const cap_schema *s) { return s->from_file; }
 
 fb_code cap_schema_save(cap_schema *s, stor *st, const char *dir, const fb_signer *signer, fb_err *err) {
     fb_sbuf b = {0};

@@ -64,6 +64,10 @@ fb_code cap_schema_end(cap_schema *s, uint64_t at, uint32_t relid, const char *w
 /* 1 when the chain has ended; *at and *why (borrowed) say where and why. */
 int cap_schema_ended(const cap_schema *s, uint64_t *at, const char **why);
 
+/* 1 when the set came from a file (0: the chain had none yet). A chain with segments always has one: the file is
+ * written before the first segment, so its absence means it was removed. */
+int cap_schema_from_file(const cap_schema *s);
+
 /* 1 when something was recorded since the last save. */
 int cap_schema_dirty(const cap_schema *s);
 /* Writes the set durably (signed by signer); clears dirty. */
