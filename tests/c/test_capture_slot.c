@@ -5,13 +5,16 @@
  * that a new base is needed and which command makes one; an 'unreserved' slot (about to be lost) still streams but
  * reports its state; the lag in seconds counts from the last movement of the confirmed position, only while the
  * slot lags; and against the real server, a slot that does not exist reads as missing, and one that exists as ok
- * with its lag in bytes.
+ * with its lag in bytes; a second walsender on a slot another one streams is refused as transient (a takeover
+ * waits for the old leader's walsender to go, it does not stop).
  */
 #include <libpq-fe.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "capture/cap_slot.h"
+#include "capture/cap_stream.h"
 #include "tap.h"
 #include "cap_testenv.h"
 
@@ -74,6 +77,23 @@ static void live(void) {
     CHECK(h.exists && h.logical && !h.active && strcmp(cap_slot_state(&h), "ok") == 0);
     CHECK(h.current_lsn >= h.confirmed_lsn && h.lag_bytes == h.current_lsn - h.confirmed_lsn);
     CHECK(strcmp(h.wal_status, "reserved") == 0 || strcmp(h.wal_status, "extended") == 0);
+    char db_ci[1024];
+    snprintf(db_ci, sizeof db_ci, "%s dbname=postgres", ci);
+    cap_stream *one = NULL, *two = NULL;
+    CHECKF(cap_stream_open(db_ci, "capsafety slot test", &one, &err) == FB_OK, "open: %s", err.msg);
+    CHECKF(cap_stream_open(db_ci, "capsafety slot test", &two, &err) == FB_OK, "open: %s", err.msg);
+    if (one && two) {
+        CHECKF(cap_stream_start(one, "capsafety_t_slot", "capsafety_no_pub", h.confirmed_lsn, &err) == FB_OK, "start: %s",
+               err.msg);
+        fb_code rc = cap_stream_start(two, "capsafety_t_slot", "capsafety_no_pub", h.confirmed_lsn, &err);
+        CHECKF(rc == FB_ERR_TRANSIENT && strstr(err.msg, "is active for PID"), "second walsender: %d %s", (int)rc, err.msg);
+    }
+    cap_stream_free(one);
+    cap_stream_free(two);
+    for (int i = 0; i < 50; i++) { /* the walsender goes when its connection does */
+        if (cap_slot_health_read(c, "capsafety_t_slot", &h, &err) == FB_OK && !h.active) break;
+        usleep(100000);
+    }
     PQclear(PQexec(c, "SELECT pg_drop_replication_slot('capsafety_t_slot')"));
     PQfinish(c);
 }

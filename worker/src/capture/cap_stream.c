@@ -254,6 +254,9 @@ fb_code cap_stream_start(cap_stream *s, const char *slot, const char *pub, uint6
              "START_REPLICATION SLOT %s LOGICAL " CAP_LSN_FMT " (proto_version '1', publication_names '%s')", slot,
              CAP_LSN_ARGS(start_lsn), pub);
     rc = cap_query(s, sql, PGRES_COPY_BOTH, NULL, "starting replication", err);
+    /* Another walsender streams it (a previous leader whose connection the server has not closed yet, or another
+     * capture): worth retrying, the slot allows one at a time and frees itself when that one ends. */
+    if (rc != FB_OK && strstr(err->msg, "is active for PID")) err->code = FB_ERR_TRANSIENT;
     if (rc != FB_OK) return fb_err_prefix(err, "slot \"%s\": ", slot);
     s->streaming = 1;
     s->confirmed_lsn = start_lsn;

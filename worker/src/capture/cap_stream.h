@@ -71,7 +71,8 @@ fb_code cap_stream_slot_health(cap_stream *s, const char *slot, struct cap_slot_
 const char *cap_stream_dbname(const cap_stream *s);
 
 /* Starts streaming slot from start_lsn (the chain's end; the server starts at the later of it and the slot's
- * confirmed position) with publication pub. After this only cap_stream_next/confirm are allowed. */
+ * confirmed position) with publication pub. After this only cap_stream_next/confirm are allowed. FB_ERR_TRANSIENT
+ * when another walsender streams the slot ("replication slot ... is active for PID"). */
 fb_code cap_stream_start(cap_stream *s, const char *slot, const char *pub, uint64_t start_lsn, fb_err *err);
 
 /* Waits up to timeout_ms for the next committed transaction. FB_OK with *out a transaction, or *out NULL when
