@@ -192,7 +192,8 @@ def test_two_workers_one_leader_and_failover_after_sigkill_loses_and_doubles_not
         assert metric(ports[1], "fusion_backup_capture_leader", database=name) == 0, workers.log(b)
         wait_for(lambda: "streaming slot" in workers.log(a), timeout=TAKEOVER_S, what="the leader to stream")
         with conn.cursor() as cur:  # exactly one walsender, the leader's
-            cur.execute("SELECT count(*) FROM pg_stat_replication WHERE application_name LIKE 'fusion-backup capture%%'")
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender' AND datname = %s",
+                        (name,))
             assert cur.fetchone()[0] == 1
 
         n0 = len(writer.xids)
