@@ -16,6 +16,12 @@
 --   policy or a configuration, so no message it receives can widen what it may archive or where it writes;
 -- - nothing in pg_catalog or information_schema beyond what every role may read: it is not a superuser, owns
 --   no table, cannot create roles or databases, and does not bypass row-level security.
+-- - with -v capture=on only: REPLICATION, for change capture (capture-databases, `fusion-backup capture`): a
+--   logical walsender streams the database's changes from a slot, and PostgreSQL allows that only to roles WITH
+--   REPLICATION (or superusers). A logical walsender is matched in pg_hba.conf by its database like any
+--   connection; a `replication` line is only for physical replication, which would let the role read all WAL of
+--   the cluster: give the worker's role no such line. Without the variable the role stays NOREPLICATION
+--   (re-running this file without it takes REPLICATION away again).
 -- What it cannot protect against: a row-level DELETE on a Fusion table is what archival is; a stolen worker
 -- password can delete live Fusion rows directly (the archive checks live in the worker, not in the database).
 -- Narrow the DELETE/UPDATE grants to the tables your policies name if that matters more than convenience.
@@ -27,6 +33,9 @@
 SELECT format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS', :'worker_role')
 WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'worker_role') \gexec
 ALTER ROLE :"worker_role" NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS;
+\if :{?capture}
+ALTER ROLE :"worker_role" REPLICATION;
+\endif
 
 GRANT CONNECT ON DATABASE :"DBNAME" TO :"worker_role";
 -- Every schema of the database except PostgreSQL's own (Fusion uses public; other apps may add schemas: run this

@@ -77,8 +77,7 @@ static char *dec_strdup(cap_rd *r, int *oom) {
 }
 
 /* pgoutput re-sends a Relation after DDL (and after a reconnect). A changed column list means a migration ran:
- * captured changes after it need the new columns in the restore target, which the FULL's schema lacks. Said
- * loudly; starting a new base then is the operator's (later: the capture job's) decision. */
+ * said here as it is decoded; cap_capture (cap_schema.h) ends the chain before the first change that uses it. */
 static void dec_relation_changed(const cap_rel *old, const cap_rel *now, uint64_t at) {
     if (!old) return;
     int same = old->ncols == now->ncols && strcmp(old->nspname, now->nspname) == 0 && strcmp(old->relname, now->relname) == 0;

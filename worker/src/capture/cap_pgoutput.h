@@ -36,18 +36,14 @@
  * decoding at the later of it and the confirmed position, and cap_capture drops any transaction committing
  * before the chain's end as a guard. A transaction is never in two segments, and never in none.
  *
- * Leadership (one active capture per database; not built yet). A PostgreSQL advisory lock on the captured
- * database, held by the capture's ordinary connection, rather than Kafka partition assignment: the slot itself
- * allows only one walsender (a second START_REPLICATION gets "replication slot is active"), so the lock and the
- * resource live on the same server and die with the same connection; Kafka assignment can hand the partition to
- * a new worker while the old one's walsender is still alive (a rebalance is not a fence). A standby worker blocks
- * on pg_advisory_lock and takes over the slot when the holder's session ends.
+ * Leadership (one active capture per database): a session advisory lock on the captured database, argued and
+ * built in daemon/dmn_capture.h (the slot's single active walsender is the second guard).
  *
  * DDL. pgoutput sends a new Relation message when a table's definition changed; the decoder keeps every version
  * (cap_relset) and each change points at the one current when it was decoded, and segments carry the definitions
- * their changes use. DDL itself is not in the stream (logical decoding does not decode it): a restore applies
- * the FULL's schema, so a migration during capture must start a new base (FULL in a new slot) before changes to
- * the new columns are applied; detecting that (a relation whose columns differ from the base's) is future work.
+ * their changes use. DDL itself is not in the stream (logical decoding does not decode it), nor what it did to
+ * existing rows, so the capture ends the chain before the first change under a changed column set
+ * (cap_schema.h argues why and records the chain's known definitions across restarts); a new base follows.
  *
  * This file: a decoder fed the payload of each XLogData message in order. It builds the current transaction
  * between Begin and Commit and hands it over complete on Commit. Every message is parsed with bounds checks; a

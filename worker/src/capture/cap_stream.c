@@ -10,7 +10,9 @@
 #include <time.h>
 
 #include "capture/cap_pgoutput.h"
+#include "capture/cap_slot.h"
 #include "capture/cap_wire.h"
+#include "common/fb_log.h"
 #include "common/fb_sbuf.h"
 #include "common/fb_time.h"
 #include "pg/pgx.h"
@@ -26,11 +28,17 @@ struct cap_stream {
 };
 
 fb_code cap_stream_open(const char *conninfo, const char *application_name, cap_stream **out, fb_err *err) {
+    return cap_stream_open_db(conninfo, NULL, application_name, out, err);
+}
+
+fb_code cap_stream_open_db(const char *conninfo, const char *dbname, const char *application_name, cap_stream **out,
+                           fb_err *err) {
     *out = NULL;
     if (!conninfo || !*conninfo) return fb_err_set(err, FB_ERR_USAGE, "no PostgreSQL conninfo for change capture");
     /* Later keywords override what the expanded conninfo says, so replication=database always holds. */
-    const char *keys[] = {"dbname", "replication", "application_name", NULL};
-    const char *vals[] = {conninfo, "database", application_name ? application_name : "fusion-backup capture", NULL};
+    const char *keys[] = {"dbname", "replication", "application_name", dbname ? "dbname" : NULL, NULL};
+    const char *vals[] = {conninfo, "database", application_name ? application_name : "fusion-backup capture", dbname,
+                          NULL};
     cap_stream *s = calloc(1, sizeof *s);
     if (!s || !(s->dec = cap_decoder_new())) {
         free(s);
@@ -40,8 +48,9 @@ fb_code cap_stream_open(const char *conninfo, const char *application_name, cap_
     if (!s->conn || PQstatus(s->conn) != CONNECTION_OK) {
         fb_err_set(err, FB_ERR_TRANSIENT,
                    "could not open a replication connection: %s"
-                   "hint: the server needs wal_level=logical, a pg_hba.conf line for `replication` from this host, "
-                   "and a role WITH REPLICATION (or a superuser)",
+                   "hint: the server needs wal_level=logical, free max_wal_senders, a pg_hba.conf line letting this "
+                   "role reach this database from this host (a logical walsender is matched by its database, not by "
+                   "the `replication` keyword), and a role WITH REPLICATION (or a superuser)",
                    s->conn ? PQerrorMessage(s->conn) : "out of memory\n");
         cap_stream_free(s);
         return err ? err->code : FB_ERR_TRANSIENT;
@@ -115,6 +124,32 @@ fb_code cap_stream_publication_ensure(cap_stream *s, const char *name, const cha
     return rc;
 }
 
+/* Tables that can be published but have no primary key (REPLICA IDENTITY FULL, or USING INDEX on a unique index):
+ * allowed, but said: every UPDATE and DELETE on them writes the whole old row to the WAL, and applying a change
+ * finds its row by every column, so of two identical rows one statement changes one, as PostgreSQL does. */
+static void cap_stream_warn_no_pk(cap_stream *s) {
+    static const char sql[] =
+        "SELECT n.nspname, c.relname, c.relreplident FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON "
+        "n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relpersistence = 'p' "
+        "AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%' "
+        "AND c.relreplident IN ('f', 'i') AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i "
+        "WHERE i.indrelid = c.oid AND i.indisprimary) ORDER BY 1, 2";
+    PGresult *r = NULL;
+    fb_err err;
+    if (cap_query(s, sql, PGRES_TUPLES_OK, &r, "looking for tables without a primary key", &err) != FB_OK) {
+        FB_WARN("capture: %s", err.msg);
+        return;
+    }
+    for (int i = 0; i < PQntuples(r); i++) {
+        char q[300];
+        if (pgx_qualified(PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), q, sizeof q) != 0) snprintf(q, sizeof q, "(long name)");
+        FB_WARN("capture: table %s has no primary key (REPLICA IDENTITY %s): its UPDATEs and DELETEs write whole old "
+                "rows to the WAL and are applied by matching every column; give it a primary key if it can have one",
+                q, PQgetvalue(r, i, 2)[0] == 'f' ? "FULL" : "USING INDEX");
+    }
+    PQclear(r);
+}
+
 fb_code cap_stream_identity_check(cap_stream *s, fb_err *err) {
     static const char sql[] =
         "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
@@ -141,6 +176,7 @@ fb_code cap_stream_identity_check(cap_stream *s, fb_err *err) {
         fb_sbuf_free(&b);
     }
     PQclear(r);
+    if (rc == FB_OK) cap_stream_warn_no_pk(s);
     return rc;
 }
 
@@ -197,6 +233,13 @@ fb_code cap_stream_slot_position(cap_stream *s, const char *slot, uint64_t *lsn,
     return FB_OK;
 }
 
+fb_code cap_stream_slot_health(cap_stream *s, const char *slot, cap_slot_health *h, fb_err *err) {
+    if (s->streaming) return fb_err_set(err, FB_ERR_INTERNAL, "slot health: the capture stream is already streaming");
+    return cap_slot_health_read(s->conn, slot, h, err);
+}
+
+const char *cap_stream_dbname(const cap_stream *s) { return PQdb(s->conn); }
+
 fb_code cap_stream_start(cap_stream *s, const char *slot, const char *pub, uint64_t start_lsn, fb_err *err) {
     fb_code rc = cap_name_check(slot, "replication slot", err);
     if (rc == FB_OK) rc = cap_name_check(pub, "publication", err);
@@ -206,6 +249,9 @@ fb_code cap_stream_start(cap_stream *s, const char *slot, const char *pub, uint6
              "START_REPLICATION SLOT %s LOGICAL " CAP_LSN_FMT " (proto_version '1', publication_names '%s')", slot,
              CAP_LSN_ARGS(start_lsn), pub);
     rc = cap_query(s, sql, PGRES_COPY_BOTH, NULL, "starting replication", err);
+    /* Another walsender streams it (a previous leader whose connection the server has not closed yet, or another
+     * capture): worth retrying, the slot allows one at a time and frees itself when that one ends. */
+    if (rc != FB_OK && strstr(err->msg, "is active for PID")) err->code = FB_ERR_TRANSIENT;
     if (rc != FB_OK) return fb_err_prefix(err, "slot \"%s\": ", slot);
     s->streaming = 1;
     s->confirmed_lsn = start_lsn;

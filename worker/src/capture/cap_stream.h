@@ -38,6 +38,9 @@ typedef struct cap_slot_info {
 /* Connects to conninfo (key=value or URI) as a logical walsender. FB_ERR_TRANSIENT when the server is down;
  * FB_ERR_PG with a hint when it refuses replication (wal_level, pg_hba, the role's REPLICATION attribute). */
 fb_code cap_stream_open(const char *conninfo, const char *application_name, cap_stream **out, fb_err *err);
+/* The same on database dbname instead of conninfo's (NULL: conninfo's own). */
+fb_code cap_stream_open_db(const char *conninfo, const char *dbname, const char *application_name, cap_stream **out,
+                           fb_err *err);
 void cap_stream_free(cap_stream *s);
 
 /* Creates publication `name` if it does not exist: FOR ALL TABLES when ntables is 0, else FOR TABLE the given
@@ -47,7 +50,9 @@ fb_code cap_stream_publication_ensure(cap_stream *s, const char *name, const cha
 /* Tables a FOR ALL TABLES publication would break: with no replica identity (no primary key and REPLICA IDENTITY
  * DEFAULT, or REPLICA IDENTITY NOTHING) PostgreSQL refuses UPDATE and DELETE on a published table ("cannot update
  * table ... because it does not have a replica identity"), so creating the publication would make Fusion's own
- * writes fail. Returns FB_OK when there are none; otherwise FB_ERR_USAGE naming them (up to 20) with the fix. */
+ * writes fail. Returns FB_OK when there are none; otherwise FB_ERR_USAGE naming them (up to 20) with the fix.
+ * When it returns FB_OK it also warns (log) about each published table without a primary key (REPLICA IDENTITY
+ * FULL or USING INDEX): allowed, but every UPDATE and DELETE writes the whole old row to the WAL. */
 fb_code cap_stream_identity_check(cap_stream *s, fb_err *err);
 
 /* Creates a logical pgoutput slot with an exported snapshot. FB_ERR_CONFLICT when the slot exists. */
@@ -59,8 +64,15 @@ fb_code cap_stream_slot_drop(cap_stream *s, const char *slot, fb_err *err);
  * is no such slot on this database. */
 fb_code cap_stream_slot_position(cap_stream *s, const char *slot, uint64_t *lsn, fb_err *err);
 
+/* The slot's state (cap_slot.h), read on this connection; only before cap_stream_start. */
+struct cap_slot_health;
+fb_code cap_stream_slot_health(cap_stream *s, const char *slot, struct cap_slot_health *h, fb_err *err);
+/* The database this stream's connection is on (borrowed). */
+const char *cap_stream_dbname(const cap_stream *s);
+
 /* Starts streaming slot from start_lsn (the chain's end; the server starts at the later of it and the slot's
- * confirmed position) with publication pub. After this only cap_stream_next/confirm are allowed. */
+ * confirmed position) with publication pub. After this only cap_stream_next/confirm are allowed. FB_ERR_TRANSIENT
+ * when another walsender streams the slot ("replication slot ... is active for PID"). */
 fb_code cap_stream_start(cap_stream *s, const char *slot, const char *pub, uint64_t start_lsn, fb_err *err);
 
 /* Waits up to timeout_ms for the next committed transaction. FB_OK with *out a transaction, or *out NULL when

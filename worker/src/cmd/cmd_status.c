@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "capture/cap_slot.h"
 #include "cmd/cmd.h"
 #include "cmd/cmd_jobs.h"
 #include "codec/ev_event.h"
@@ -14,6 +15,7 @@
 #include "common/fb_time.h"
 #include "kafka/kfk_scan.h"
 #include "kafka/kfk_sign.h"
+#include "pg/pgx.h"
 
 static const char cmd_status_usage[] =
     "usage: fusion-backup status [--json]\nSummarises <prefix>jobs.completed and the workers' consumer lag.\n";
@@ -184,6 +186,59 @@ static void cs_lag(const cs_view *v) {
     if (v->json) printf("]");
 }
 
+/* Change capture: each capture-databases database's slot (capture-slot) on the --pg server, its lag and whether it
+ * can still be streamed from (cap_slot.h). Returns FB_ERR_NOTFOUND when a slot is missing or invalidated (the
+ * command then exits non-zero after printing everything), FB_OK otherwise; a database it cannot reach is printed
+ * as such. In JSON: the "capture" member. */
+static fb_code cs_capture_slots(const fb_config *cfg, int json) {
+    if (!cfg->capture_databases || !*cfg->capture_databases) return FB_OK;
+    if (json) printf(",\"capture\":[");
+    else printf("\nchange capture (slot %s):\n", cfg->capture_slot);
+    char list[4096];
+    fb_code worst = FB_OK;
+    int k = 0;
+    snprintf(list, sizeof list, "%s", cfg->capture_databases);
+    for (char *save = NULL, *db = strtok_r(list, ", ", &save); db; db = strtok_r(NULL, ", ", &save), k++) {
+        fb_err err;
+        cap_slot_health h;
+        PGconn *c = pgx_connect_db(cfg->pg, db, "fusion-backup status", &err);
+        fb_code rc = c ? cap_slot_health_read(c, cfg->capture_slot, &h, &err) : err.code;
+        if (c) PQfinish(c);
+        fb_err why;
+        int bad = rc == FB_OK && cap_slot_usable(&h, db, cfg->capture_slot, &why) != FB_OK;
+        if (bad) worst = FB_ERR_NOTFOUND;
+        if (json) {
+            printf("%s{\"database\":", k ? "," : "");
+            fb_json_string(stdout, db);
+            if (rc != FB_OK) {
+                printf(",\"error\":");
+                fb_json_string(stdout, err.msg);
+            } else {
+                printf(",\"state\":\"%s\",\"active\":%s,\"wal_status\":\"%s\",\"lag_bytes\":%" PRIu64
+                       ",\"safe_wal_bytes\":%" PRId64, cap_slot_state(&h), h.active ? "true" : "false", h.wal_status,
+                       h.lag_bytes, h.safe_wal_size);
+                if (bad) {
+                    printf(",\"error\":");
+                    fb_json_string(stdout, why.msg);
+                }
+            }
+            printf("}");
+        } else if (rc != FB_OK) {
+            printf("  %-24s %s\n", db, err.msg);
+        } else {
+            char lag[32], safe[32] = "unbounded";
+            fb_size_format((int64_t)h.lag_bytes, lag, sizeof lag);
+            if (h.safe_wal_size >= 0) fb_size_format(h.safe_wal_size, safe, sizeof safe);
+            printf("  %-24s %-10s %s, wal_status %s, holds %s of WAL, %s before max_slot_wal_keep_size\n", db,
+                   cap_slot_state(&h), h.active ? "streaming" : "NOT STREAMING", h.exists ? h.wal_status : "-", lag,
+                   safe);
+            if (bad) printf("  %-24s ERROR: %s\n", "", why.msg);
+        }
+    }
+    if (json) printf("]");
+    return worst;
+}
+
 /* The sections, in the order they print: one function each, so a new one is one line here (a JSON section
  * starts with "," and ends with its value; a text one starts with a blank line and its heading). */
 static void (*const cs_sections[])(const cs_view *) = {cs_summary, cs_last_success, cs_failed, cs_running, cs_lag};
@@ -204,10 +259,18 @@ int cmd_status(int argc, char **argv) {
         goto out;
     cs_view v = {&cfg, &jobs, fb_now_ms(), cfg.json != 0};
     for (size_t i = 0; i < sizeof cs_sections / sizeof cs_sections[0]; i++) cs_sections[i](&v);
+    fb_code cap_rc = cs_capture_slots(&cfg, v.json); /* last: its exit code is the command's */
     if (v.json) printf("}\n");
+    if (cap_rc) { /* the report is printed (the JSON one too): only the exit code and stderr say it failed */
+        fprintf(stderr, "fusion-backup status: a change capture slot cannot be streamed from (see above): a new base "
+                "is needed\n");
+        rc = cap_rc;
+        goto done;
+    }
 out:
     if (rc) fprintf(stderr, "fusion-backup status: %s\n", err.msg);
     if (rc && cfg.json) cmd_json_failure(rc, err.msg);
+done:
     cmd_jobs_free(&jobs);
     fb_keyring_free(&signers);
     fb_config_free(&cfg);

@@ -192,10 +192,20 @@ static const cfg_row cfg_rows[] = {
     ROW_I("capture-flush-s", capture_flush_s, "10", 1, 3600, "FB_CAPTURE_FLUSH_S", W | SC(CAPTURE),
           "write captured transactions to a durable change segment at most this many seconds after the first "
           "of them arrived (the RPO bound); the slot is confirmed only after the write"),
-    ROW_S("capture-slot", capture_slot, "fusion_backup", "FB_CAPTURE_SLOT", W | SC(CAPTURE),
+    ROW_S("capture-slot", capture_slot, "fusion_backup", "FB_CAPTURE_SLOT", W | SC(CAPTURE) | SC(STATUS),
           "logical replication slot change capture streams from (a-z, 0-9, _)"),
     ROW_S("capture-publication", capture_publication, "fusion_backup", "FB_CAPTURE_PUBLICATION", W | SC(CAPTURE),
           "publication change capture subscribes to (created FOR ALL TABLES with the slot when missing)"),
+    ROW_L("capture-databases", capture_databases, "", "FB_CAPTURE_DATABASES", W | SC(STATUS),
+          "databases (on the --pg server) whose changes the worker captures: every worker tries each one's "
+          "advisory lock, the holder streams its slot capture-slot into storage-root/capture-storage-path, the "
+          "others stand by and take over when it dies (daemon/dmn_capture.h); status shows each slot's lag"),
+    ROW_S("capture-storage-path", capture_storage_path, "capture", "FB_CAPTURE_STORAGE_PATH", W,
+          "folder under storage-root for the workers' change segments (chain: PATH/capture/DBNAME/SLOT, as "
+          "`capture --storage-path PATH` writes it)"),
+    ROW_I("capture-lock-retry-s", capture_lock_retry_s, "5", 1, 3600, "FB_CAPTURE_LOCK_RETRY_S", W,
+          "how often a standby worker tries to take over a database's capture (its advisory lock), and polls the "
+          "slot's lag for the metrics"),
     /* Command options: from the command line only (no variable, not in the config file), each row naming the
      * commands that accept it. A new option of a command is one row here and one field in fb_config. */
     ROW_F("help", help, NULL, W | C, "print this help and exit (also -h)"),

@@ -101,6 +101,9 @@ typedef struct fb_config {
     int64_t capture_flush_s;
     char *capture_slot;
     char *capture_publication;
+    char *capture_databases;       /* the worker captures these databases (daemon/dmn_capture.h) */
+    char *capture_storage_path;
+    int64_t capture_lock_retry_s;
     /* Command options (scope: the commands named in their rows). Flags are 0 or 1. */
     int64_t help, version;
     int64_t json, dry_run;

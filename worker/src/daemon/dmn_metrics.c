@@ -19,6 +19,7 @@
 #define M_BUCKETS 10
 #define M_CONFIGS 256
 #define M_PARTS 256
+#define M_CAPTURES 64
 
 static const char *const m_type_names[M_TYPES] = {"backup", "archive", "verify"};
 /* Why the recorder left a status event unapplied (dmn_recorder.c): a fixed set, so the label cannot grow. */
@@ -35,6 +36,7 @@ static struct {
     int64_t in_flight[M_TYPES];
     uint64_t rows[M_TYPES], bytes[M_TYPES];
     double archive_throttle_s; /* paused by archival throttling (job_archive.c) */
+    uint64_t archive_live_batches; /* archival batches after which a live load was seen (smaller, longer pauses) */
     uint64_t dlq;
     uint64_t ignored[DMN_IGNORED_N];
     uint64_t given_up, ledger_mismatch, minimal_failed, untrusted;
@@ -43,6 +45,14 @@ static struct {
     size_t n_last_ok;
     struct { char topic[200]; int32_t partition; int64_t lag; } lag[M_PARTS];
     size_t n_lag;
+    struct m_capture {
+        char database[128], slot[64], slot_state[16];
+        int leader, stopped, polled;
+        uint64_t lag_bytes;
+        double lag_s;
+        int64_t safe_wal;
+    } cap[M_CAPTURES];
+    size_t n_cap;
     /* /healthz: which consumer loops this process runs, and when each last came back from a poll (0: not yet,
      * -1: it has left its loop). */
     unsigned expect;
@@ -84,6 +94,7 @@ void dmn_metrics_job_finished(const char *job_type, const char *status, int64_t 
         m.rows[t] += (uint64_t)(job_result_get(res, "rows") + job_result_get(res, "archived"));
         m.bytes[t] += (uint64_t)job_result_get(res, "stored_bytes");
         m.archive_throttle_s += (double)job_result_get(res, "throttle_ms") / 1000.0;
+        m.archive_live_batches += (uint64_t)job_result_get(res, "throttle_live_batches");
     }
     pthread_mutex_unlock(&m.mu);
 }
@@ -167,6 +178,90 @@ void dmn_metrics_lag(const char *topic, int32_t partition, int64_t lag) {
     pthread_mutex_unlock(&m.mu);
 }
 
+/* The row of (database, slot), made on first use; NULL when the table is full. Under m.mu. */
+static struct m_capture *m_capture_row(const char *database, const char *slot) {
+    for (size_t i = 0; i < m.n_cap; i++)
+        if (strcmp(m.cap[i].database, database) == 0 && strcmp(m.cap[i].slot, slot) == 0) return &m.cap[i];
+    if (m.n_cap == M_CAPTURES) return NULL;
+    struct m_capture *r = &m.cap[m.n_cap++];
+    memset(r, 0, sizeof *r);
+    snprintf(r->database, sizeof r->database, "%s", database);
+    snprintf(r->slot, sizeof r->slot, "%s", slot);
+    return r;
+}
+
+void dmn_metrics_capture(const char *database, const char *slot, int leader, const char *state,
+                         const cap_slot_health *h, double lag_s) {
+    (void)state;
+    pthread_mutex_lock(&m.mu);
+    struct m_capture *r = m_capture_row(database, slot);
+    if (r) {
+        r->leader = leader;
+        r->polled = 1;
+        snprintf(r->slot_state, sizeof r->slot_state, "%s", cap_slot_state(h));
+        r->lag_bytes = h->lag_bytes;
+        r->lag_s = lag_s;
+        r->safe_wal = h->safe_wal_size;
+    }
+    pthread_mutex_unlock(&m.mu);
+}
+
+void dmn_metrics_capture_leader(const char *database, const char *slot, int leader) {
+    pthread_mutex_lock(&m.mu);
+    struct m_capture *r = m_capture_row(database, slot);
+    if (r) r->leader = leader;
+    if (r && !leader) r->stopped = 0; /* a standby reports no stop of its own */
+    pthread_mutex_unlock(&m.mu);
+}
+
+void dmn_metrics_capture_stopped(const char *database, const char *slot, int stopped) {
+    pthread_mutex_lock(&m.mu);
+    struct m_capture *r = m_capture_row(database, slot);
+    if (r) r->stopped = stopped;
+    pthread_mutex_unlock(&m.mu);
+}
+
+static void m_render_capture(FILE *out) {
+    static const char *const states[] = {"ok", "unreserved", "lost", "missing", "not_pgoutput"};
+    fprintf(out, "# HELP fusion_backup_capture_leader 1 when this worker leads the database's capture.\n"
+                 "# TYPE fusion_backup_capture_leader gauge\n");
+    for (size_t i = 0; i < m.n_cap; i++)
+        fprintf(out, "fusion_backup_capture_leader{database=\"%s\",slot=\"%s\"} %d\n", m.cap[i].database, m.cap[i].slot,
+                m.cap[i].leader);
+    fprintf(out, "# HELP fusion_backup_capture_stopped 1 when this worker's capture stopped on a condition that "
+                 "needs a new base (slot dropped or invalidated, chain ended by a schema change).\n"
+                 "# TYPE fusion_backup_capture_stopped gauge\n");
+    for (size_t i = 0; i < m.n_cap; i++)
+        fprintf(out, "fusion_backup_capture_stopped{database=\"%s\",slot=\"%s\"} %d\n", m.cap[i].database,
+                m.cap[i].slot, m.cap[i].stopped);
+    fprintf(out, "# HELP fusion_backup_capture_slot_state The slot's state (1 for the current one): ok, unreserved "
+                 "(about to be invalidated), lost (invalidated), missing, not_pgoutput.\n"
+                 "# TYPE fusion_backup_capture_slot_state gauge\n");
+    for (size_t i = 0; i < m.n_cap; i++)
+        for (size_t k = 0; m.cap[i].polled && k < sizeof states / sizeof states[0]; k++)
+            fprintf(out, "fusion_backup_capture_slot_state{database=\"%s\",slot=\"%s\",state=\"%s\"} %d\n",
+                    m.cap[i].database, m.cap[i].slot, states[k], strcmp(states[k], m.cap[i].slot_state) == 0);
+    fprintf(out, "# HELP fusion_backup_capture_slot_lag_bytes WAL the slot holds beyond its confirmed position "
+                 "(pg_current_wal_lsn() - confirmed_flush_lsn).\n# TYPE fusion_backup_capture_slot_lag_bytes gauge\n");
+    for (size_t i = 0; i < m.n_cap; i++)
+        if (m.cap[i].polled)
+            fprintf(out, "fusion_backup_capture_slot_lag_bytes{database=\"%s\",slot=\"%s\"} %llu\n", m.cap[i].database,
+                    m.cap[i].slot, (unsigned long long)m.cap[i].lag_bytes);
+    fprintf(out, "# HELP fusion_backup_capture_slot_lag_seconds Time since the slot's confirmed position last moved "
+                 "while WAL beyond it exists (0 when caught up).\n# TYPE fusion_backup_capture_slot_lag_seconds gauge\n");
+    for (size_t i = 0; i < m.n_cap; i++)
+        if (m.cap[i].polled)
+            fprintf(out, "fusion_backup_capture_slot_lag_seconds{database=\"%s\",slot=\"%s\"} %.3f\n", m.cap[i].database,
+                    m.cap[i].slot, m.cap[i].lag_s);
+    fprintf(out, "# HELP fusion_backup_capture_slot_safe_wal_bytes WAL that may still be written before the slot is "
+                 "invalidated (pg_replication_slots.safe_wal_size; absent when max_slot_wal_keep_size is -1).\n"
+                 "# TYPE fusion_backup_capture_slot_safe_wal_bytes gauge\n");
+    for (size_t i = 0; i < m.n_cap; i++)
+        if (m.cap[i].polled && m.cap[i].safe_wal >= 0)
+            fprintf(out, "fusion_backup_capture_slot_safe_wal_bytes{database=\"%s\",slot=\"%s\"} %lld\n",
+                    m.cap[i].database, m.cap[i].slot, (long long)m.cap[i].safe_wal);
+}
+
 void dmn_metrics_health_expect(unsigned consumers) {
     pthread_mutex_lock(&m.mu);
     m.expect = consumers;
@@ -243,6 +338,10 @@ void dmn_metrics_render(FILE *out) {
     fprintf(out, "# HELP fusion_backup_archive_throttle_seconds_total Time archival paused for the database's load.\n"
                  "# TYPE fusion_backup_archive_throttle_seconds_total counter\n");
     fprintf(out, "fusion_backup_archive_throttle_seconds_total %.3f\n", m.archive_throttle_s);
+    fprintf(out, "# HELP fusion_backup_archive_live_batches_total Archival batches after which a live load was seen "
+                 "(archive-live-window-ms): those batches were smaller and followed by longer pauses.\n"
+                 "# TYPE fusion_backup_archive_live_batches_total counter\n"
+                 "fusion_backup_archive_live_batches_total %llu\n", (unsigned long long)m.archive_live_batches);
     fprintf(out, "# HELP fusion_backup_stored_bytes_total Artifact bytes written.\n# TYPE fusion_backup_stored_bytes_total counter\n");
     fprintf(out, "fusion_backup_stored_bytes_total %llu\n", (unsigned long long)m.bytes[0]);
     fprintf(out, "# HELP fusion_backup_dlq_total Messages sent to the dead-letter topic.\n# TYPE fusion_backup_dlq_total counter\n");
@@ -278,6 +377,7 @@ void dmn_metrics_render(FILE *out) {
     for (size_t i = 0; i < m.n_lag; i++)
         fprintf(out, "fusion_backup_consumer_lag{topic=\"%s\",partition=\"%d\"} %lld\n", m.lag[i].topic, (int)m.lag[i].partition,
                 (long long)m.lag[i].lag);
+    m_render_capture(out);
     pthread_mutex_unlock(&m.mu);
 }
 

@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "capture/cap_slot.h"
 #include "common/fb_err.h"
 #include "job/job.h"
 
@@ -46,6 +47,14 @@ void dmn_metrics_untrusted_request(void);
 void dmn_metrics_minimal_failed(void);
 void dmn_metrics_lag(const char *topic, int32_t partition, int64_t lag);
 void dmn_metrics_lag_clear(void);
+
+/* Change capture (dmn_capture.h), per database and slot: the slot's state as this worker last polled it
+ * (state: standby | streaming | retrying | stopped, this worker's view), whether this worker leads it, and whether
+ * its capture stopped on a condition that needs a new base. */
+void dmn_metrics_capture(const char *database, const char *slot, int leader, const char *state,
+                         const cap_slot_health *h, double lag_s);
+void dmn_metrics_capture_leader(const char *database, const char *slot, int leader);
+void dmn_metrics_capture_stopped(const char *database, const char *slot, int stopped);
 
 /* /healthz. The consumer loops a process runs (bits of 1 << dmn_consumer), set once by main before they start.
  * Each loop calls _beat every time a poll returns and _stopped when it leaves. /healthz answers 200 when every

@@ -9,6 +9,7 @@
 #include "codec/ev_event.h"
 #include "common/fb_log.h"
 #include "common/fb_time.h"
+#include "daemon/dmn_capture.h"
 #include "daemon/dmn_jobs.h"
 #include "daemon/dmn_metrics.h"
 #include "daemon/dmn_status.h"
@@ -385,6 +386,7 @@ fb_code dmn_worker_run(const fb_config *cfg, const char *worker_name, const fb_s
     fb_code rc = FB_OK;
     dmn_worker *w = calloc(1, sizeof *w);
     rd_kafka_t *producer = NULL;
+    dmn_capture *capture = NULL; /* change capture of capture-databases, on threads of its own (dmn_capture.h) */
     if (!w) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
     pthread_mutex_init(&w->mu, NULL);
     w->cfg = cfg;
@@ -415,6 +417,7 @@ fb_code dmn_worker_run(const fb_config *cfg, const char *worker_name, const fb_s
     }
     const char *topics[2] = {w->topic_backup, w->topic_archive};
     if ((rc = kfk_subscribe(w->consumer, topics, 2, err))) goto out;
+    if ((rc = dmn_capture_start(cfg, worker_name, signer, signals, &capture, err))) goto out;
     FB_INFO("worker %s: consuming %s and %s in group %s with %zu job thread(s); signing as key %s, accepting "
             "requests signed by %zu trusted key(s)", worker_name, topics[0], topics[1], cfg->group_id, w->n_slots,
             signer->key_id, requesters->n);
@@ -466,6 +469,8 @@ fb_code dmn_worker_run(const fb_config *cfg, const char *worker_name, const fb_s
     }
     FB_INFO("worker %s: leaving the group", worker_name);
 out:
+    if (capture && !*signals) *signals = 1; /* the worker failed: its capture threads stop too */
+    dmn_capture_stop(capture);
     dmn_metrics_consumer_stopped(DMN_CONSUMER_WORKER);
     if (w->consumer) {
         rd_kafka_consumer_close(w->consumer);
