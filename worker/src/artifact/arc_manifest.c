@@ -104,7 +104,7 @@ fb_code arc_manifest_pack(const arc_manifest *m, char **out, size_t *out_len, fb
     msgpack_packer p;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&p, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&p, 18 + !!m->has_index_hash + !!m->schema);
+    msgpack_pack_map(&p, 18 + !!m->has_index_hash + !!m->schema + !!m->capture);
     mp_key(&p, "format"); msgpack_pack_int64(&p, m->format);
     mp_key(&p, "tool"); mp_str(&p, m->tool);
     mp_key(&p, "job_id"); mp_str(&p, m->job_id);
@@ -138,6 +138,14 @@ fb_code arc_manifest_pack(const arc_manifest *m, char **out, size_t *out_len, fb
         mp_key(&p, "blake2b"); msgpack_pack_bin(&p, ARC_HASH_BYTES); msgpack_pack_bin_body(&p, a->blake2b, ARC_HASH_BYTES);
         mp_key(&p, "pg_dump_version"); mp_str(&p, a->pg_dump_version);
         mp_key(&p, "all_tables"); a->all_tables ? msgpack_pack_true(&p) : msgpack_pack_false(&p);
+    }
+    if (m->capture) {
+        mp_key(&p, "capture_base");
+        msgpack_pack_map(&p, 4);
+        mp_key(&p, "slot"); mp_str(&p, m->capture->slot);
+        mp_key(&p, "stream"); mp_str(&p, m->capture->stream);
+        mp_key(&p, "lsn"); msgpack_pack_uint64(&p, m->capture->lsn);
+        mp_key(&p, "time_us"); msgpack_pack_int64(&p, m->capture->time_us);
     }
     mp_key(&p, "tables");
     msgpack_pack_array(&p, m->n_tables);
@@ -359,6 +367,19 @@ static void mp_read_schema(mp_ctx *c, const msgpack_object *o, arc_schema_archiv
     if (!a->segment || !a->length) mp_bad(c, "schema_archive segment");
 }
 
+static void mp_read_capture(mp_ctx *c, const msgpack_object *o, arc_capture_base *b) {
+    if (o->type != MSGPACK_OBJECT_MAP) return mp_bad(c, "capture_base");
+    for (size_t i = 0; i < o->via.map.size && c->rc == FB_OK; i++) {
+        const msgpack_object_kv *kv = &o->via.map.ptr[i];
+        const msgpack_object *v = &kv->val;
+        if (mp_is(kv, "slot")) b->slot = mp_get_str(c, v, "capture_base slot");
+        else if (mp_is(kv, "stream")) b->stream = mp_get_str(c, v, "capture_base stream");
+        else if (mp_is(kv, "lsn")) b->lsn = (uint64_t)mp_get_int(c, v, "capture_base lsn");
+        else if (mp_is(kv, "time_us")) b->time_us = mp_get_int(c, v, "capture_base time_us");
+    }
+    if (c->rc == FB_OK && (!b->slot || !b->stream || !b->lsn)) mp_bad(c, "capture_base");
+}
+
 fb_code arc_manifest_unpack(const void *buf, size_t len, arc_manifest **out, fb_err *err) {
     msgpack_unpacked u;
     size_t off = 0;
@@ -402,6 +423,10 @@ fb_code arc_manifest_unpack(const void *buf, size_t len, arc_manifest **out, fb_
         else if (mp_is(kv, "schema_archive")) {
             if (!m->schema && !(m->schema = calloc(1, sizeof *m->schema))) mp_bad(&c, "schema_archive");
             else mp_read_schema(&c, v, m->schema);
+        }
+        else if (mp_is(kv, "capture_base")) {
+            if (!m->capture && !(m->capture = calloc(1, sizeof *m->capture))) mp_bad(&c, "capture_base");
+            else mp_read_capture(&c, v, m->capture);
         }
         else if (mp_is(kv, "tables")) {
             const msgpack_object_array *a = mp_get_array(&c, v, "tables");
@@ -478,6 +503,11 @@ void arc_manifest_clear(arc_manifest *m) {
     free(m->server_version);
     if (m->schema) free(m->schema->pg_dump_version);
     free(m->schema);
+    if (m->capture) {
+        free(m->capture->slot);
+        free(m->capture->stream);
+    }
+    free(m->capture);
     memset(m, 0, sizeof *m);
 }
 

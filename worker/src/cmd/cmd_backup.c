@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "capture/cap_base.h"
 #include "cmd/cmd.h"
 #include "codec/ev_json.h"
 #include "common/fb_config.h"
@@ -232,6 +233,21 @@ static void cb_progress(void *opaque, const job_result *so_far) {
                        job_result_get(so_far, "done_tables"), job_result_get(so_far, "total_tables"));
 }
 
+/* --capture-base (capture/cap_base.h): the slot is created, its snapshot kept, before the record exists, so a
+ * refused slot creates nothing; the FULL then imports the snapshot. */
+static fb_code cb_capture_base_begin(const fb_config *cfg, const cb_config *k, ev_backup_type type, cap_base *b,
+                                     job_snapshot_import *im, fb_err *err) {
+    stor *st = NULL;
+    if (type != EV_FULL) return fb_err_set(err, FB_ERR_USAGE, "--capture-base takes a FULL backup (--type FULL)");
+    fb_code rc = stor_open_location(cfg->storage_root, cfg, &st, err);
+    if (!rc) rc = cap_base_begin(cfg, st, k->storage_path, b, err);
+    stor_free(st);
+    if (rc) return rc;
+    *im = (job_snapshot_import){.snapshot = b->info.snapshot, .slot = b->info.slot, .stream = b->stream,
+                                .lsn = b->info.consistent_lsn};
+    return FB_OK;
+}
+
 static const char cb_usage[] =
     "usage: fusion-backup backup CONFIGURATION [--type FULL|INCREMENTAL|DIFFERENTIAL] [--table T ...] [--json]\n"
     "                            --pg CONNINFO --storage-root R --public-key FILE\n"
@@ -239,7 +255,9 @@ static const char cb_usage[] =
     "  backs up now, in this process, what a worker would for that configuration: creates its\n"
     "  BackupRecord (as Fusion does), records RUNNING and SUCCESS or FAILED on it, prints the artifact,\n"
     "  its size and the time taken. --table T (public.T) or SCHEMA.T, repeatable: only those tables\n"
-    "  (default: the configuration's). --type: default the configuration's.\n";
+    "  (default: the configuration's). --type: default the configuration's.\n"
+    "  --capture-base: create the capture slot --capture-slot and take this FULL in its snapshot, the\n"
+    "  base of the change chain `fusion-backup capture` then streams (restore --until starts from it).\n";
 
 int cmd_backup(int argc, char **argv) {
     fb_config cfg;
@@ -251,6 +269,8 @@ int cmd_backup(int argc, char **argv) {
     size_t raw_len = 0;
     fb_progress *prog = NULL;
     int help = 0;
+    cap_base base = {0};
+    job_snapshot_import import;
     fb_code rc = cmd_args(&cfg, &argc, argv, FB_CMD_BACKUP, cb_usage, &help, &err);
     if (help) {
         fb_config_free(&cfg);
@@ -295,6 +315,8 @@ int cmd_backup(int argc, char **argv) {
         rc = fb_err_set(&err, FB_ERR_INVALID, "configuration \"%s\" has backup_type \"%s\", which is none of FULL, "
                         "INCREMENTAL, DIFFERENTIAL", k.name, k.backup_type);
 
+    if (!rc && cfg.capture_base) rc = cb_capture_base_begin(&cfg, &k, type, &base, &import, &err);
+
     char job_id[37], worker[300], host[256] = "localhost";
     int64_t record_id = 0;
     ev_uuid_random(job_id);
@@ -324,10 +346,11 @@ int cmd_backup(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     prog = fb_progress_new(&cfg, "backup", "tables", json);
-    job_ctx ctx = {&cfg, req, worker, &cb_abort, cb_progress, prog};
+    job_ctx ctx = {&cfg, req, worker, &cb_abort, cb_progress, prog, cfg.capture_base ? &import : NULL};
     job_result res;
     job_result_init(&res);
     rc = job_backup_run(&ctx, &res, &err);
+    cap_base_end(&base, rc == FB_OK);
     fb_progress_done(prog, rc == FB_OK);
     int64_t took = ev_now_ms() - started;
     if (job_result_get(&res, "duration_ms") == 0) job_result_set(&res, "duration_ms", took);
@@ -362,8 +385,12 @@ int cmd_backup(int argc, char **argv) {
         ev_json_string(stdout, path);
         printf(",\"file_path\":");
         ev_json_string(stdout, res.file_path);
-        printf(",\"size\":%" PRId64 ",\"tables\":%" PRId64 ",\"rows\":%" PRId64 ",\"duration_ms\":%" PRId64 "}\n",
+        printf(",\"size\":%" PRId64 ",\"tables\":%" PRId64 ",\"rows\":%" PRId64 ",\"duration_ms\":%" PRId64,
                res.file_size, job_result_get(&res, "tables"), job_result_get(&res, "rows"), took);
+        if (cfg.capture_base)
+            printf(",\"capture_base\":{\"slot\":\"%s\",\"stream\":\"%s\",\"lsn\":\"" CAP_LSN_FMT "\"}",
+                   import.slot, import.stream, CAP_LSN_ARGS(import.lsn));
+        printf("}\n");
     } else {
         char sz[32];
         printf("SUCCESS %s backup of \"%s\" (record %" PRId64 ", job %s)%s\n  artifact %s\n  size %s (%" PRId64
@@ -372,8 +399,13 @@ int cmd_backup(int argc, char **argv) {
                type != EV_FULL && job_result_get(&res, "ran_as_full") ? ", ran as FULL (no base yet)" : "", path,
                fb_size_format(res.file_size, sz, sizeof sz), res.file_size, job_result_get(&res, "tables"),
                job_result_get(&res, "rows"), (double)took / 1000.0);
+        if (cfg.capture_base)
+            printf("  capture base: slot %s, chain %s from " CAP_LSN_FMT " (start `fusion-backup capture "
+                   "--capture-slot %s` to stream it)\n", import.slot, import.stream, CAP_LSN_ARGS(import.lsn),
+                   import.slot);
     }
 out:
+    cap_base_end(&base, 0); /* a slot whose FULL never ran or failed: dropped (nothing once ended) */
     if (rc) fprintf(stderr, "fusion-backup backup: %s\n", err.msg);
     fb_progress_free(prog);
     free(raw);

@@ -268,7 +268,7 @@ fb_code dmn_jobs_execute(const dmn_pub *pub, const fb_config *cfg, const ev_even
 
     /* 4. The job, retried with doubling back-off while the failure is transient. */
     dmn_progress prog = {pub, req, started, started, cfg->progress_interval_ms};
-    job_ctx ctx = {cfg, req, pub->worker_name, abort, dmn_progress_cb, &prog};
+    job_ctx ctx = {cfg, req, pub->worker_name, abort, dmn_progress_cb, &prog, NULL};
     fb_code jr = FB_OK;
     int64_t backoff = cfg->retry_backoff_ms;
     for (int64_t attempt = 0;; attempt++) {

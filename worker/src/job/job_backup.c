@@ -472,6 +472,28 @@ static fb_code jb_schema_archive(const fb_config *cfg, PGconn *c, arc_writer *w,
     return FB_OK;
 }
 
+/* A capture base (job.h, job_snapshot_import): the snapshot the capture slot exported instead of a fresh one, so
+ * this FULL holds exactly the transactions committed before the slot's consistent point; the manifest says so.
+ * First statement of the transaction, as SET TRANSACTION SNAPSHOT must be. */
+static fb_code jb_import_snapshot(const job_snapshot_import *im, const ev_backup_requested *rq, PGconn *c,
+                                  arc_manifest *m, fb_err *err) {
+    char sql[160];
+    if (rq->backup_type != EV_FULL)
+        return fb_err_set(err, FB_ERR_USAGE, "a capture base is a FULL backup (this request is %s)",
+                          jb_type_name(rq->backup_type));
+    if (strspn(im->snapshot, "0123456789ABCDEFabcdef-") != strlen(im->snapshot) || strlen(im->snapshot) > 100)
+        return fb_err_set(err, FB_ERR_INVALID, "snapshot id \"%s\" is not one the server exports", im->snapshot);
+    snprintf(sql, sizeof sql, "SET TRANSACTION SNAPSHOT '%s'", im->snapshot);
+    fb_code rc = pgx_exec(c, sql, "importing the capture slot's snapshot (the replication connection that exported "
+                          "it must stay open and idle)", err);
+    if (rc) return rc;
+    if (!(m->capture = calloc(1, sizeof *m->capture)) || !(m->capture->slot = strdup(im->slot)) ||
+        !(m->capture->stream = strdup(im->stream)))
+        return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    m->capture->lsn = im->lsn;
+    return FB_OK;
+}
+
 /* The base of an INCREMENTAL (the newest complete backup of the configuration) or DIFFERENTIAL (the newest
  * complete FULL) in the chain; NULL when there is none (the job runs as FULL). */
 static const job_chain_entry *jb_pick_base(const job_chain *ch, const ev_event *ev, fb_err *why) {
@@ -1088,6 +1110,7 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     if ((rc = dump_catalog_session(c, err))) goto out;
     if ((rc = pgx_exec(c, "SET synchronize_seqscans = off", "turning off synchronized scans", err))) goto out;
     if ((rc = pgx_exec(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", "starting the snapshot", err))) goto out;
+    if (ctx->import && (rc = jb_import_snapshot(ctx->import, rq, c, &m, err))) goto out;
     {
         char sql[96];
         snprintf(sql, sizeof sql, "SET LOCAL lock_timeout = %lld", (long long)cfg->lock_timeout_ms);
@@ -1100,6 +1123,9 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
         goto out;
     }
     m.snapshot_ms = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    /* now() is this transaction's start, after the slot's snapshot: every transaction the snapshot holds committed
+     * before it (rounded up to the next millisecond), none of the chain's before the consistent point. */
+    if (m.capture) m.capture->time_us = (m.snapshot_ms + 1) * 1000;
     m.database = strdup(PQgetvalue(r, 0, 1));
     m.server_version = strdup(PQgetvalue(r, 0, 2));
     PQclear(r);
