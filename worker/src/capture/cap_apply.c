@@ -5,9 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "common/fb_sbuf.h"
+#include "common/fb_time.h"
 #include "pg/pgx.h"
 
 #define CAP_IDENT_MAX (2 * 64 + 3)
@@ -172,18 +172,10 @@ fb_code cap_apply_window(stor *st, const char *dir, const cap_seg_in *in, uint64
     return cap_segment_chain(st, dir, &peek, base_lsn, window_segment, w, &w->end_lsn, err);
 }
 
-static void fmt_us(int64_t us, char *out, size_t cap) {
-    time_t t = (time_t)(us / 1000000);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    size_t n = strftime(out, cap, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out + n, cap - n, ".%06dZ", (int)(us % 1000000));
-}
-
 fb_code cap_apply_check_target(const cap_window *w, const cap_target *t, fb_err *err) {
     char b[40], e[40];
-    fmt_us(w->base_us, b, sizeof b);
-    fmt_us(w->end_us, e, sizeof e);
+    fb_time_format_iso(w->base_us / 1000, b, sizeof b);
+    fb_time_format_iso(w->end_us / 1000, e, sizeof e);
     int before = t->by_time ? t->time_us < w->base_us : t->lsn < w->base_lsn;
     int after = t->by_time ? t->time_us > w->end_us : t->lsn > w->end_lsn;
     if (!before && !after) return FB_OK;

@@ -563,6 +563,7 @@ fb_code dump_rebuild(arc_reader *rd, const dump_restore_opts *o, const size_t *s
         rc = fb_err_set(err, FB_ERR_ABORTED, "restore aborted");
         goto out;
     }
+    if (o->before_rename && (rc = o->before_rename(o->before_rename_opaque, c0, err))) goto out;
     /* 4. The commit point. */
     PQfinish(c0);
     c0 = NULL;
