@@ -68,7 +68,7 @@ fb_code cap_base_slot_check(const char *conninfo, const char *slot, fb_err *err)
         rc = fb_err_set(err, FB_ERR_NOTFOUND, "capture slot \"%s\" does not exist on this database (dropped?): the "
                         "chain cannot continue without a gap. Take a new base under a new slot name: "
                         "fusion-backup backup CONFIG --type FULL --capture-base --capture-slot NEW, then capture "
-                        "with --capture-slot NEW", slot);
+                        "with --capture-slot NEW (or, for a chain without a FULL, capture --create-slot)", slot);
     else if (rc == FB_OK && strcmp(PQgetvalue(r, 0, 0), "lost") == 0)
         rc = fb_err_set(err, FB_ERR_VERIFY, "capture slot \"%s\" is invalidated (wal_status 'lost': the server "
                         "removed WAL it still needed, max_slot_wal_keep_size): changes are missing from it and the "
