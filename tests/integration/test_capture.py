@@ -279,7 +279,8 @@ def fingerprint(ci: str) -> dict:
     conn = psycopg2.connect(ci)
     out = {}
     with conn.cursor() as cur:
-        cur.execute("SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = "
+        cur.execute("SELECT CASE n.nspname WHEN 'public' THEN format('%I', c.relname) ELSE format('%I.%I', "
+                    "n.nspname, c.relname) END FROM pg_class c JOIN pg_namespace n ON n.oid = "
                     "c.relnamespace WHERE c.relkind = 'r' AND n.nspname <> 'information_schema' AND n.nspname NOT "
                     "LIKE 'pg\\_%' ORDER BY 1")
         for (t,) in cur.fetchall():

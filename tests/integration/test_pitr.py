@@ -34,7 +34,7 @@ import flow
 from conftest import APP_SQL, conninfo_for, psql
 from test_backup_command import FOLDER, add_config
 from test_capture import (DURABLE_WAIT_S, Capture, _no_capture_outlives_its_test, commit, fingerprint,  # noqa: F401
-                          logical_pg)
+                          logical_pg, lsn)
 
 
 @pytest.fixture
@@ -218,11 +218,28 @@ def test_restore_until_refuses_targets_outside_the_window_and_forged_segments(bi
     cap = Capture(bin, ci, slot, storage_root, keypair, signing_keys, tmp_path / "capture.log", path=FOLDER)
     cap.start(create=False)
     xid, at = commit(conn, 'INSERT INTO leave ("Note", n) VALUES (%s, 1)', ("x",))
+    # The window ends at the chain's last commit, and `at` (the server's WAL position after the commit) is past
+    # it: one more commit makes it recoverable.
+    xid, _ = commit(conn, 'INSERT INTO leave ("Note", n) VALUES (%s, 2)', ("y",))
     cap.wait_durable(xid, DURABLE_WAIT_S)
     assert cap.stop(signal.SIGTERM) == 0, cap.log.read_text()
     conn.close()
     new = f"{name}_r"
     ci_new = conninfo_for(logical_pg, new)
+
+    # verify checks the base with its chain (every segment decrypted); list shows the recoverable window.
+    r = bin.run("verify", artifact, "--secret-key", str(secret), "--json")
+    assert r.returncode == 0, r.stderr
+    v = json.loads(r.stdout)["capture_chain"]
+    assert v["stream"] == f"{name}/{slot}" and v["segments"] >= 1 and v["transactions"] >= 1, v
+    assert v["base_lsn"] == base["capture_base"]["lsn"] and lsn(v["end_lsn"]) >= lsn(at), (v, at)
+    listing = ["list", "--storage-root", str(storage_root), "--public-key", str(pub), "--pg", ci, "--capture-slot", slot,
+               "--json"]
+    r = bin.run(*listing)
+    assert r.returncode == 0, r.stderr
+    [w] = [x for x in json.loads(r.stdout) if x.get("capture_chain")]
+    assert w["capture_chain"] == f"{name}/{slot}" and w["restorable"] and w["end_lsn"] == v["end_lsn"], w
+    assert w["base_lsn"] == base["capture_base"]["lsn"], w
 
     # Outside the window: before the base (LSN and time), after the chain's end (LSN and time).
     for target in ("0/1", "2001-01-01T00:00:00Z", "FFFFFFFF/0", iso_ms(time.time() + 3600)):
@@ -253,6 +270,10 @@ def test_restore_until_refuses_targets_outside_the_window_and_forged_segments(bi
         r = restore_until(bin, artifact, at, secret, ci_new)
         assert r.returncode != 0 and not db_exists(admin, new), (why, r.stderr)
         assert "signature" in r.stderr or "truncated" in r.stderr or "authentic" in r.stderr, (why, r.stderr)
+        r = bin.run("verify", artifact, "--secret-key", str(secret))
+        assert r.returncode != 0 and "change chain" in r.stderr, (why, r.stderr)
+        [w] = [x for x in json.loads(bin.run(*listing).stdout) if x.get("capture_chain")]
+        assert not w["restorable"] and w["problem"], (why, w)
     seg.write_bytes(good)
 
     # A dropped slot: capture says a new base is needed; a new base refuses the old folder.

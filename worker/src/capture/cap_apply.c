@@ -167,9 +167,7 @@ fb_code cap_apply_window(stor *st, const char *dir, const cap_seg_in *in, uint64
     memset(w, 0, sizeof *w);
     w->base_lsn = w->end_lsn = base_lsn;
     w->base_us = w->end_us = base_us;
-    cap_seg_in peek = *in;
-    peek.sk = NULL; /* headers and signatures are enough to know the window */
-    return cap_segment_chain(st, dir, &peek, base_lsn, window_segment, w, &w->end_lsn, err);
+    return cap_segment_chain(st, dir, in, base_lsn, window_segment, w, &w->end_lsn, err);
 }
 
 fb_code cap_apply_check_target(const cap_window *w, const cap_target *t, fb_err *err) {

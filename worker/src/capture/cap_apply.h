@@ -44,8 +44,10 @@ typedef struct cap_window {
     uint64_t segments, transactions;
 } cap_window;
 
-/* Walks the chain in dir of st from base_lsn with signatures and headers checked (in->sk may be NULL: nothing is
- * decrypted) and fills w; base_us is the base's time. FB_ERR_VERIFY when the chain has a gap or a bad segment. */
+/* Walks the chain in dir of st from base_lsn, every signature and header checked, and fills w; base_us is the
+ * base's time. in->sk NULL: nothing is decrypted (enough to know the window); set: every segment is decrypted and
+ * its transactions checked too (verify). FB_ERR_VERIFY when the chain has a gap, FB_ERR_UNTRUSTED, FB_ERR_CRYPTO
+ * or FB_ERR_FORMAT when a segment is not authentic or not well-formed. */
 fb_code cap_apply_window(stor *st, const char *dir, const cap_seg_in *in, uint64_t base_lsn, int64_t base_us,
                          cap_window *w, fb_err *err);
 

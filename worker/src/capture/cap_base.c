@@ -37,6 +37,19 @@ fb_code cap_base_names(const char *conninfo, const char *slot, const char *stora
     return rc;
 }
 
+static fb_code cb_first_start(void *opaque, const stor_entry *e, fb_err *err) {
+    (void)err;
+    uint64_t *first = opaque, a, b;
+    if (cap_segment_parse_name(e->name, &a, &b) == 0 && (*first == 0 || a < *first)) *first = a;
+    return FB_OK;
+}
+
+fb_code cap_base_chain_first(stor *st, const char *dir, uint64_t *first, fb_err *err) {
+    *first = 0;
+    fb_code rc = stor_list(st, dir, cb_first_start, first, err);
+    return rc == FB_ERR_NOTFOUND ? FB_OK : rc;
+}
+
 static fb_code cb_any_segment(void *opaque, const stor_entry *e, fb_err *err) {
     uint64_t a, b;
     if (cap_segment_parse_name(e->name, &a, &b) != 0) return FB_OK;
@@ -80,6 +93,22 @@ fb_code cap_base_slot_check(const char *conninfo, const char *slot, fb_err *err)
                         PQgetvalue(r, 0, 1));
     if (r) PQclear(r);
     PQfinish(c);
+    return rc;
+}
+
+fb_code cap_base_chain_open(const fb_config *cfg, const char *artifact_path, const char *stream, stor **st, char *dir,
+                            fb_err *err) {
+    *st = NULL;
+    if (!*stream || stream[0] == '/' || strstr(stream, "..") || strlen(stream) > CAP_SEG_STREAM_MAX)
+        return fb_err_set(err, FB_ERR_FORMAT, "the manifest's capture stream \"%s\" is not a chain name", stream);
+    char folder[1024];
+    const char *slash = strrchr(artifact_path, '/');
+    if ((size_t)snprintf(folder, sizeof folder, "%.*s", slash ? (int)(slash - artifact_path) : 1,
+                         slash ? artifact_path : ".") >= sizeof folder)
+        return fb_err_set(err, FB_ERR_USAGE, "artifact path \"%s\" is too long", artifact_path);
+    snprintf(dir, CAP_BASE_DIR_MAX, "capture/%s", stream);
+    fb_code rc = stor_open_location(folder, cfg, st, err);
+    if (rc) fb_err_prefix(err, "the change chain's folder %s/%s: ", folder, dir);
     return rc;
 }
 

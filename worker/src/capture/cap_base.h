@@ -41,12 +41,22 @@
 fb_code cap_base_names(const char *conninfo, const char *slot, const char *storage_path, char *stream, char *dir,
                        fb_err *err);
 
+/* The start of the folder's first segment into *first (0 when it holds none): a chain's base as the chain alone
+ * says it (the FULL's manifest says it for sure). */
+fb_code cap_base_chain_first(stor *st, const char *dir, uint64_t *first, fb_err *err);
+
 /* FB_OK when the folder holds no segment; FB_ERR_CONFLICT naming its first one otherwise. */
 fb_code cap_base_folder_empty(stor *st, const char *dir, fb_err *err);
 
 /* FB_OK when slot exists on conninfo's database and its WAL is all there; FB_ERR_NOTFOUND (missing) or
  * FB_ERR_VERIFY (wal_status 'lost') with what to do: take a new base under a new slot name. */
 fb_code cap_base_slot_check(const char *conninfo, const char *slot, fb_err *err);
+
+/* The chain of a capture base FULL, found beside its artifact: *st is the artifact's folder (a path or s3:// URL,
+ * caller frees with stor_free) and dir (CAP_BASE_DIR_MAX) "capture/<stream>" in it. The stream comes from the
+ * authenticated manifest; a name that could leave the folder is still refused (FB_ERR_FORMAT). */
+fb_code cap_base_chain_open(const fb_config *cfg, const char *artifact_path, const char *stream, stor **st, char *dir,
+                            fb_err *err);
 
 typedef struct cap_base {
     cap_stream *s;                      /* open and idle until cap_base_end */

@@ -130,20 +130,12 @@ static fb_code cc_print(void *opaque, const cap_segment *s, fb_err *err) {
     return FB_OK;
 }
 
-/* The first segment's start: the base until the FULL records it (see the file comment). */
-static fb_code cc_first_start(void *opaque, const stor_entry *e, fb_err *err) {
-    (void)err;
-    uint64_t *first = opaque, a, b;
-    if (cap_segment_parse_name(e->name, &a, &b) == 0 && (*first == 0 || a < *first)) *first = a;
-    return FB_OK;
-}
-
 static fb_code cc_run_list(const fb_config *cfg, const cc_args *a, stor *st, const fb_keyring *kr, fb_err *err) {
     unsigned char sk[ARC_SK_BYTES], pk[ARC_PK_BYTES];
     int have_sk = cfg->secret_key && *cfg->secret_key;
     fb_code rc = have_sk ? arc_key_load_secret(cfg->secret_key, sk, pk, err) : FB_OK;
     uint64_t base = 0, end = 0;
-    if (!rc) rc = stor_list(st, a->dir, cc_first_start, &base, err);
+    if (!rc) rc = cap_base_chain_first(st, a->dir, &base, err);
     cap_seg_in in = {.stream = a->stream, .signers = kr, .sk = have_sk ? sk : NULL, .pk = pk};
     cc_list l = {.json = a->json};
     if (!rc) rc = cap_segment_chain(st, a->dir, &in, base, cc_print, &l, &end, err);
@@ -169,7 +161,7 @@ static fb_code cc_run_apply(const fb_config *cfg, const cc_args *a, stor *st, co
     cap_apply_stats as;
     PGconn *c = NULL;
     /* Step: the whole chain must be authentic and reach --until before the target is touched. */
-    if (!rc) rc = stor_list(st, a->dir, cc_first_start, &base, err);
+    if (!rc) rc = cap_base_chain_first(st, a->dir, &base, err);
     if (!rc) rc = cap_apply_window(st, a->dir, &in, base, 0, &w, err);
     if (!rc && a->until > w.end_lsn)
         rc = fb_err_set(err, FB_ERR_NOTFOUND, "chain %s ends at " CAP_LSN_FMT ", before --until %s: nothing applied "
@@ -205,7 +197,7 @@ static fb_code cc_begin(const fb_config *cfg, const cc_args *a, const cap_captur
             base = info.consistent_lsn;
         }
     }
-    if (!rc && !create) rc = stor_list(o->st, o->dir, cc_first_start, &base, err);
+    if (!rc && !create) rc = cap_base_chain_first(o->st, o->dir, &base, err);
     if (!rc && !create && base == 0) rc = cap_stream_slot_position(*s, cfg->capture_slot, &base, err);
     if (!rc) rc = cap_capture_begin(*s, o, cfg->capture_slot, cfg->capture_publication, base, c, err);
     if (rc == FB_ERR_NOTFOUND) fb_err_prefix(err, "chain %s: ", a->stream);

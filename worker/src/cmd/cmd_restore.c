@@ -31,6 +31,7 @@
 #include <time.h>
 
 #include "capture/cap_apply.h"
+#include "capture/cap_base.h"
 #include "cmd/cmd.h"
 #include "cmd/cmd_progress.h"
 #include "codec/ev_json.h"
@@ -75,7 +76,7 @@ typedef struct cr_until {
     cap_target t;
     const arc_capture_base *base;
     stor *st;                           /* the artifact's folder */
-    char dir[1100];                     /* capture/<stream> in it */
+    char dir[CAP_BASE_DIR_MAX];         /* capture/<stream> in it */
     cap_seg_in in;
     unsigned char sk[ARC_SK_BYTES], pk[ARC_PK_BYTES];
     cap_window w;
@@ -101,21 +102,16 @@ static fb_code cr_until_open(const fb_config *cfg, const char *path, const arc_m
     if (!b)
         return fb_err_set(err, FB_ERR_USAGE, "--until needs a capture base: \"%s\" is a backup without a change chain "
                           "(take one with `fusion-backup backup CONFIG --type FULL --capture-base`)", path);
-    /* The stream comes from the authenticated manifest; still, it names a folder: no way out of it. */
-    if (!*b->stream || b->stream[0] == '/' || strstr(b->stream, "..") || strlen(b->stream) > CAP_SEG_STREAM_MAX)
-        return fb_err_set(err, FB_ERR_FORMAT, "the manifest's capture stream \"%s\" is not a chain name", b->stream);
     if (!cfg->secret_key || !*cfg->secret_key)
         return fb_err_set(err, FB_ERR_USAGE, "--until decrypts the change chain: give --secret-key FILE");
     u->base = b;
-    char folder[1024];
-    const char *slash = strrchr(path, '/');
-    snprintf(folder, sizeof folder, "%.*s", slash ? (int)(slash - path) : 1, slash ? path : ".");
-    snprintf(u->dir, sizeof u->dir, "capture/%s", b->stream);
     fb_code rc = arc_key_load_secret(cfg->secret_key, u->sk, u->pk, err);
-    if (!rc) rc = stor_open_location(folder, cfg, &u->st, err);
+    if (!rc) rc = cap_base_chain_open(cfg, path, b->stream, &u->st, u->dir, err);
     u->in = (cap_seg_in){.stream = b->stream, .signers = kr, .sk = u->sk, .pk = u->pk};
-    if (!rc) rc = cap_apply_window(u->st, u->dir, &u->in, b->lsn, b->time_us, &u->w, err);
-    if (rc && rc != FB_ERR_USAGE) fb_err_prefix(err, "change chain %s/%s: ", folder, u->dir);
+    cap_seg_in peek = u->in;
+    peek.sk = NULL; /* signatures and headers say the window; the apply decrypts */
+    if (!rc) rc = cap_apply_window(u->st, u->dir, &peek, b->lsn, b->time_us, &u->w, err);
+    if (rc && rc != FB_ERR_USAGE) fb_err_prefix(err, "change chain %s beside the artifact: ", u->dir);
     if (!rc) rc = cap_apply_check_target(&u->w, &u->t, err);
     return rc;
 }
