@@ -70,11 +70,13 @@ static const char cc_usage[] =
     "       fusion-backup capture --apply-into CONNINFO --until LSN --pg CONNINFO --storage-root R\n"
     "                             --storage-path P --trusted-signer FILE --secret-key FILE\n"
     "  streams the database's committed transactions from logical slot --capture-slot into signed, encrypted\n"
-    "  change segments under R/P/capture/DBNAME/SLOT until SIGTERM (wal_level=logical needed);\n"
-    "  --create-slot makes the publication and slot first and prints the slot's consistent point and snapshot.\n"
+    "  change segments under R/P/capture/DBNAME/SLOT until SIGTERM (wal_level=logical needed).\n"
+    "  The slot and its base FULL come from `fusion-backup backup CONFIG --type FULL --capture-base`; a\n"
+    "  missing or invalidated slot stops capture (take a new base under a new --capture-slot name).\n"
+    "  --create-slot makes the publication and a slot without a FULL (tools that take their own base).\n"
     "  --list verifies the chain (signatures, no gap; with --secret-key every segment decrypted) and shows it.\n"
     "  --apply-into CONNINFO --until LSN --secret-key FILE applies the chain's transactions up to LSN, each\n"
-    "  atomically, in commit order, onto a restore of the FULL taken in the slot's snapshot.\n";
+    "  atomically, in commit order, onto a restore of the base (restore BASE --until does both at once).\n";
 
 /* The stream id and folder: DBNAME from the conninfo (no connection needed), SLOT from the settings. */
 static fb_code cc_names(const fb_config *cfg, cc_args *a, fb_err *err) {
