@@ -481,6 +481,9 @@ static fb_code jb_import_snapshot(const job_snapshot_import *im, const ev_backup
     if (rq->backup_type != EV_FULL)
         return fb_err_set(err, FB_ERR_USAGE, "a capture base is a FULL backup (this request is %s)",
                           jb_type_name(rq->backup_type));
+    if (rq->n_tables)
+        return fb_err_set(err, FB_ERR_USAGE, "a capture base backs up every table, as its chain holds them all (this "
+                          "request names %zu): use a configuration without a table list", rq->n_tables);
     if (strspn(im->snapshot, "0123456789ABCDEFabcdef-") != strlen(im->snapshot) || strlen(im->snapshot) > 100)
         return fb_err_set(err, FB_ERR_INVALID, "snapshot id \"%s\" is not one the server exports", im->snapshot);
     snprintf(sql, sizeof sql, "SET TRANSACTION SNAPSHOT '%s'", im->snapshot);
