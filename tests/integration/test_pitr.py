@@ -56,6 +56,10 @@ def pitr_db(logical_pg: str):
              "INSERT INTO exams.sittings SELECT g, 'room ' || g FROM generate_series(1, 20) g")
     yield name, ci, name, admin
     with admin.cursor() as cur:
+        # A walsender still creating the slot (a command killed while it waited for the consistent point) or
+        # streaming from it: ended, so the slot and the database can go.
+        cur.execute("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = %s AND active",
+                    (name,))
         for _ in range(100):
             cur.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (name,))
             row = cur.fetchone()
