@@ -119,6 +119,10 @@ fb_code cap_base_begin(const fb_config *cfg, stor *st, const char *storage_path,
     if (!rc) rc = cap_stream_open(cfg->pg, "fusion-backup capture base", &b->s, err);
     if (!rc) rc = cap_stream_identity_check(b->s, err);
     if (!rc) rc = cap_stream_publication_ensure(b->s, cfg->capture_publication, NULL, 0, err);
+    if (!rc)
+        FB_INFO("capture base: creating slot %s; PostgreSQL returns its consistent point once every transaction "
+                "running on the server now has ended (a long one, in any database, delays the base)",
+                cfg->capture_slot);
     if (!rc) rc = cap_stream_slot_create(b->s, cfg->capture_slot, &b->info, err);
     if (rc == FB_ERR_CONFLICT && b->s)
         fb_err_prefix(err, "a new base needs a new slot (--capture-slot NAME; drop the old one when its chain is no "
