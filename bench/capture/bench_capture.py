@@ -2,6 +2,7 @@
 """Change capture benchmark (issue 16): RPO under a steady write load, and what capture costs the writers.
 
   bench_capture.py --pg CONNINFO --build DIR [--rate 200] [--seconds 30] [--phase-s 15] [--flush-s 10]
+                   [--pitr-s 20]
 
 CONNINFO: a wal_level=logical server (its maintenance database); a database capture_bench_<pid> is created and
 dropped. Run under `flock /tmp/fb-bench.lock` on a shared machine.
@@ -11,6 +12,9 @@ with --capture-flush-s; for every transaction, the seconds from its commit (the 
 the moment its segment was durable (the capture's log line, written after fsync + rename) — p50, p99, max.
 Overhead: the writers' throughput (as fast as they go, synchronous_commit on, 2 connections) with no slot vs with a
 slot and the capture running, phases alternated A B A B in one run, ratio of the sums.
+restore --until: a base FULL (`backup --capture-base`, table t as the phases left it), then --pitr-s seconds of the
+two writers at full speed captured; the time of `restore BASE --create` (the FULL alone) and of `restore BASE
+--until END --create` (the FULL and every captured transaction), each into a new database, side by side.
 """
 from __future__ import annotations
 
@@ -71,16 +75,17 @@ def run_writers(ci: str, seconds: float, n: int, rate: float | None, ids) -> int
 
 
 class Capture:
-    def __init__(self, build: Path, ci: str, work: Path, slot: str, flush_s: int):
+    def __init__(self, build: Path, ci: str, work: Path, slot: str, flush_s: int, path: str = "p"):
         self.cli = str(build / "fusion-backup")
-        self.ci, self.work, self.slot, self.flush_s = ci, work, slot, flush_s
-        subprocess.run([self.cli, "keygen", "--out", str(work / "k")], check=True, capture_output=True)
-        subprocess.run([self.cli, "keygen", "--sign", "--out", str(work / "w")], check=True, capture_output=True)
-        (work / "root").mkdir()
-        self.log = work / "capture.log"
+        self.ci, self.work, self.slot, self.flush_s, self.path = ci, work, slot, flush_s, path
+        if not (work / "k.pub").exists():
+            subprocess.run([self.cli, "keygen", "--out", str(work / "k")], check=True, capture_output=True)
+            subprocess.run([self.cli, "keygen", "--sign", "--out", str(work / "w")], check=True, capture_output=True)
+            (work / "root").mkdir()
+        self.log = work / f"capture-{slot}.log"
 
     def common(self):
-        return ["--pg", self.ci, "--storage-root", str(self.work / "root"), "--storage-path", "p",
+        return ["--pg", self.ci, "--storage-root", str(self.work / "root"), "--storage-path", self.path,
                 "--capture-slot", self.slot, "--capture-publication", self.slot,
                 "--trusted-signer", str(self.work / "w.pub")]
 
@@ -120,6 +125,56 @@ class Capture:
         return out
 
 
+def timed(args: list[str]) -> tuple[float, dict]:
+    t0 = time.monotonic()
+    r = subprocess.run(args, capture_output=True, text=True)
+    took = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr
+    return took, json.loads(r.stdout)
+
+
+def bench_pitr(a, ad, ci: str, db: str, work: Path, ids) -> None:
+    """restore --until: the FULL alone vs the FULL and its captured chain (see the module comment)."""
+    repo = Path(__file__).resolve().parents[2]
+    c = admin(ci)
+    c.cursor().execute("CREATE TABLE auth_user (id serial PRIMARY KEY, username text)")
+    c.cursor().execute((repo / "schemas/sql/backup_archive.sql").read_text())
+    c.cursor().execute("INSERT INTO backup_archive_backupconfiguration (name, backup_type, schedule, modules, tables,"
+                       " storage_path, retention_days, verify_schedule, is_active, created_at, updated_at)"
+                       " VALUES ('pitr', 'FULL', '', '[]', '[]', 'pitr', 0, '', true, now(), now())")
+    c.close()
+    slot = f"{db}_pitr"
+    cap = Capture(a.build, ci, work, slot, a.flush_s, path="pitr")
+    trust = ["--trusted-signer", str(work / "w.pub")]
+    _, base = timed([cap.cli, "backup", "pitr", "--type", "FULL", "--capture-base", "--json", "--pg", ci,
+                     "--storage-root", str(work / "root"), "--public-key", str(work / "k.pub"), "--sign-key",
+                     str(work / "w.key"), "--capture-slot", slot, "--capture-publication", slot, *trust])
+    cap.start(create=False)
+    written = run_writers(ci, a.pitr_s, 2, None, ids)
+    c = admin(ci)
+    cur = c.cursor()
+    cur.execute("INSERT INTO t (id, v, n) VALUES (%s, 'last', 0)", (next(ids),))
+    c.close()
+    time.sleep(a.flush_s + 3)
+    cap.stop()
+    segs = cap.segments()
+    end = max(n.split("-")[2].split(".")[0] for n in segs)
+    end_lsn = f"{int(end[:8], 16):X}/{int(end[8:], 16):X}"
+    common = [cap.cli, "restore", base["artifact"], "--create", "--secret-key", str(work / "k.key"), "--json", *trust]
+    try:
+        full_s, _ = timed(common + ["--pg", with_db(a.pg, f"{db}_full")])
+        until_s, out = timed(common + ["--pg", with_db(a.pg, f"{db}_until"), "--until", end_lsn])
+        applied = out["transactions_applied"]
+        print(f"restore --until: FULL alone {full_s:.2f} s; FULL + {applied} captured transactions "
+              f"({written} written in {a.pitr_s:.0f} s, {len(segs)} segments) {until_s:.2f} s: "
+              f"{(until_s - full_s) / max(applied, 1) * 1e6:.0f} us per applied transaction")
+    finally:
+        for suffix in ("full", "until"):
+            ad.cursor().execute(f'DROP DATABASE IF EXISTS "{db}_{suffix}" WITH (FORCE)')
+        ad.cursor().execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                            "WHERE slot_name = %s AND NOT active", (slot,))
+
+
 def pct(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
@@ -133,6 +188,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--phase-s", type=float, default=15)
     ap.add_argument("--flush-s", type=int, default=10)
+    ap.add_argument("--pitr-s", type=float, default=20)
     a = ap.parse_args()
     db = f"capture_bench_{os.getpid()}"
     slot = db
@@ -171,6 +227,7 @@ def main() -> None:
         print(f"RPO at {a.rate:.0f} txn/s, capture-flush-s {a.flush_s}: {len(lags)} of {committed} transactions, "
               f"commit -> durable segment p50 {pct(lags, 50):.2f} s, p99 {pct(lags, 99):.2f} s, max {max(lags):.2f} s; "
               f"{len(segs)} segments")
+        bench_pitr(a, ad, ci, db, work, ids)
     finally:
         ad.cursor().execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
                             "WHERE slot_name = %s AND NOT active", (slot,))

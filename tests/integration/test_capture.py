@@ -121,15 +121,15 @@ def lsn(text: str) -> int:
 
 
 class Capture:
-    def __init__(self, bin, ci, slot, storage_root, keypair, signing_keys, log: Path):
-        self.bin, self.ci, self.slot, self.root = bin, ci, slot, storage_root
+    def __init__(self, bin, ci, slot, storage_root, keypair, signing_keys, log: Path, path: str = "p"):
+        self.bin, self.ci, self.slot, self.root, self.path = bin, ci, slot, storage_root, path
         self.pub, self.key = keypair
         self.wpub, self.wkey = signing_keys["worker"]
         self.log = log
         self.proc = None
 
     def common(self) -> list[str]:
-        return ["--pg", self.ci, "--storage-root", str(self.root), "--storage-path", "p", "--capture-slot", self.slot,
+        return ["--pg", self.ci, "--storage-root", str(self.root), "--storage-path", self.path, "--capture-slot", self.slot,
                 "--capture-publication", self.slot, "--trusted-signer", str(self.wpub)]
 
     def start(self, create: bool) -> None:
@@ -274,11 +274,16 @@ def test_capture_without_slot_says_how_to_create_one(bin, captured_db, storage_r
 
 
 def fingerprint(ci: str) -> dict:
-    """Each table's rows as one hash (order-independent): equal fingerprints mean equal contents."""
+    """Each table's rows as one hash (order-independent), for every ordinary table outside the system schemas:
+    equal fingerprints mean equal contents."""
     conn = psycopg2.connect(ci)
     out = {}
     with conn.cursor() as cur:
-        for t in ('"Leave"', "full_ident", "ser"):
+        cur.execute("SELECT CASE n.nspname WHEN 'public' THEN format('%I', c.relname) ELSE format('%I.%I', "
+                    "n.nspname, c.relname) END FROM pg_class c JOIN pg_namespace n ON n.oid = "
+                    "c.relnamespace WHERE c.relkind = 'r' AND n.nspname <> 'information_schema' AND n.nspname NOT "
+                    "LIKE 'pg\\_%' ORDER BY 1")
+        for (t,) in cur.fetchall():
             cur.execute(f"SELECT count(*), md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) FROM {t} x")
             out[t] = cur.fetchone()
     conn.close()

@@ -136,6 +136,20 @@ static const mf_field mf_schema_rows[] = {
 static const mf_type mf_schema = {mf_schema_rows, sizeof mf_schema_rows / sizeof mf_schema_rows[0],
                                   sizeof(arc_schema_archive), mf_schema_ok, "schema_archive segment"};
 
+static int mf_capture_ok(const void *o) {
+    const arc_capture_base *b = o;
+    return b->slot && b->stream && b->lsn;
+}
+
+static const mf_field mf_capture_rows[] = {
+    MF_ROW(arc_capture_base, "slot", MF_STR, slot, MF_ALWAYS, "capture_base slot"),
+    MF_ROW(arc_capture_base, "stream", MF_STR, stream, MF_ALWAYS, "capture_base stream"),
+    MF_ROW(arc_capture_base, "lsn", MF_U64, lsn, MF_ALWAYS, "capture_base lsn"),
+    MF_ROW(arc_capture_base, "time_us", MF_I64, time_us, MF_ALWAYS, "capture_base time_us"),
+};
+static const mf_type mf_capture = {mf_capture_rows, sizeof mf_capture_rows / sizeof mf_capture_rows[0],
+                                   sizeof(arc_capture_base), mf_capture_ok, "capture_base"};
+
 static const mf_field mf_manifest_rows[] = {
     MF_ROW(arc_manifest, "format", MF_I64, format, MF_ALWAYS, NULL),
     MF_ROW(arc_manifest, "tool", MF_STR, tool, MF_ALWAYS, NULL),
@@ -157,6 +171,7 @@ static const mf_field mf_manifest_rows[] = {
     {"index_blake2b", MF_HASH, offsetof(arc_manifest, index_blake2b), offsetof(arc_manifest, has_index_hash),
      MF_IF_SET, NULL, NULL},                                                  /* format 2 */
     {"schema_archive", MF_SUB, offsetof(arc_manifest, schema), MF_NONE, MF_IF_SET, NULL, &mf_schema}, /* format 4 */
+    {"capture_base", MF_SUB, offsetof(arc_manifest, capture), MF_NONE, MF_IF_SET, NULL, &mf_capture}, /* a capture base */
     MF_ARR(arc_manifest, "tables", MF_LIST, tables, n_tables, MF_ALWAYS, NULL, &mf_table),
 };
 static const mf_type mf_manifest = {mf_manifest_rows, sizeof mf_manifest_rows / sizeof mf_manifest_rows[0],

@@ -88,6 +88,18 @@ typedef struct arc_schema_archive {
                                 * whose rows are not in the backup would fail) */
 } arc_schema_archive;
 
+/* A FULL taken in a capture slot's exported snapshot (capture/cap_base.h): the base of a change chain. Every
+ * transaction committed before lsn is in this backup's rows and every one at or after it is in the chain of
+ * `stream`, so restore --until applies the chain from lsn on top of it (no gap, no overlap). */
+typedef struct arc_capture_base {
+    char *slot;                /* the logical replication slot */
+    char *stream;              /* the chain's stream id ("DBNAME/SLOT"); its folder is capture/<stream> beside
+                                * the artifact */
+    uint64_t lsn;              /* the slot's consistent point: the chain's first segment starts here */
+    int64_t time_us;           /* every transaction in this backup's rows committed before this (Unix epoch
+                                * microseconds): the first moment restore --until TIME may name */
+} arc_capture_base;
+
 typedef struct arc_manifest {
     int64_t format;
     char *tool;
@@ -107,6 +119,7 @@ typedef struct arc_manifest {
     size_t n_tables;
     arc_schema_archive *schema;  /* format 4; NULL when the artifact has none (restore --create then uses each
                                   * table's create_sql, index_sql and fk_sql) */
+    arc_capture_base *capture;   /* NULL unless this FULL is the base of a change chain */
 } arc_manifest;
 
 /* The BLAKE2b-256 and length of a table's plaintext COPY stream, as a table's blake2b and raw_bytes record them: the

@@ -1,11 +1,13 @@
 /* cap_apply: see cap_apply.h. */
 #include "capture/cap_apply.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/fb_sbuf.h"
+#include "common/fb_time.h"
 #include "pg/pgx.h"
 
 
@@ -133,5 +135,101 @@ fb_code cap_apply_txn(PGconn *c, const cap_txn *t, fb_err *err) {
     for (size_t i = 0; rc == FB_OK && i < t->nchanges; i++) rc = apply_change(c, t, i, err);
     if (rc == FB_OK) rc = pgx_exec(c, "COMMIT", "committing a captured transaction", err);
     if (rc != FB_OK && PQtransactionStatus(c) != PQTRANS_IDLE) PQclear(PQexec(c, "ROLLBACK"));
+    return rc;
+}
+
+/* --- a chain up to a target ---------------------------------------------------------------------------------- */
+
+static fb_code window_segment(void *opaque, const cap_segment *s, fb_err *err) {
+    (void)err;
+    cap_window *w = opaque;
+    w->segments++;
+    w->transactions += s->ntxn;
+    if (s->ntxn && s->last_commit_us > w->end_us) w->end_us = s->last_commit_us;
+    return FB_OK;
+}
+
+fb_code cap_apply_window(stor *st, const char *dir, const cap_seg_in *in, uint64_t base_lsn, int64_t base_us,
+                         cap_window *w, fb_err *err) {
+    memset(w, 0, sizeof *w);
+    w->base_lsn = w->end_lsn = base_lsn;
+    w->base_us = w->end_us = base_us;
+    return cap_segment_chain(st, dir, in, base_lsn, window_segment, w, &w->end_lsn, err);
+}
+
+fb_code cap_apply_check_target(const cap_window *w, const cap_target *t, fb_err *err) {
+    char b[40], e[40];
+    fb_time_format_iso(w->base_us / 1000, b, sizeof b);
+    fb_time_format_iso(w->end_us / 1000, e, sizeof e);
+    int before = t->by_time ? t->time_us < w->base_us : t->lsn < w->base_lsn;
+    int after = t->by_time ? t->time_us > w->end_us : t->lsn > w->end_lsn;
+    if (!before && !after) return FB_OK;
+    return fb_err_set(err, FB_ERR_NOTFOUND, "--until %s is %s the recoverable window of this base: from " CAP_LSN_FMT
+                      " (%s) to " CAP_LSN_FMT " (%s, the chain's last durable commit); nothing was restored%s",
+                      t->text, before ? "before" : "after", CAP_LSN_ARGS(w->base_lsn), b, CAP_LSN_ARGS(w->end_lsn), e,
+                      before ? " (an earlier base FULL is needed for an earlier moment)"
+                             : " (is `fusion-backup capture` running? a later moment is restorable once it is durable)");
+}
+
+typedef struct apply_run {
+    PGconn *c;
+    const cap_target *t;
+    cap_apply_stats *st;
+    int done;
+} apply_run;
+
+static int past_target(const cap_target *t, const cap_txn *x) {
+    return t->by_time ? x->commit_time_us > t->time_us : x->end_lsn > t->lsn;
+}
+
+static fb_code apply_segment(void *opaque, const cap_segment *s, fb_err *err) {
+    apply_run *ap = opaque;
+    for (uint32_t i = 0; i < s->ntxn; i++) {
+        const cap_txn *x = s->txns[i];
+        if (past_target(ap->t, x)) {
+            ap->done = 1;
+            /* Stops the walk: nothing after the target is read or decrypted. */
+            return fb_err_set(err, FB_ERR_ABORTED, "target reached");
+        }
+        fb_code rc = cap_apply_txn(ap->c, x, err);
+        if (rc != FB_OK)
+            return fb_err_prefix(err, "%" PRIu64 " transactions applied (up to " CAP_LSN_FMT "), then: ",
+                                 ap->st->applied, CAP_LSN_ARGS(ap->st->last_end));
+        ap->st->applied++;
+        ap->st->last_end = x->end_lsn;
+        ap->st->last_commit_us = x->commit_time_us;
+    }
+    return FB_OK;
+}
+
+/* pgoutput (PostgreSQL 15) carries no sequence changes, so after the apply a serial or identity column's sequence
+ * still has the FULL's value and the next nextval() would collide with an applied row. Every ascending sequence
+ * owned by a column moves to at least that column's maximum: no collision, though values the source consumed in
+ * transactions that rolled back are not skipped. */
+#define CAP_SEQUENCES_SQL                                                                                         \
+    "DO $cc$ DECLARE r record; m numeric; cur numeric; BEGIN "                                                     \
+    "FOR r IN SELECT d.objid::regclass AS seq, d.refobjid::regclass AS tbl, a.attname "                            \
+    "  FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_class s ON s.oid = d.objid AND s.relkind = 'S' "             \
+    "  JOIN pg_catalog.pg_sequence q ON q.seqrelid = s.oid AND q.seqincrement > 0 "                                \
+    "  JOIN pg_catalog.pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid "                    \
+    "  WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.refclassid = 'pg_catalog.pg_class'::regclass "     \
+    "    AND d.deptype IN ('a', 'i') LOOP "                                                                        \
+    "  EXECUTE format('SELECT max(%I)::numeric FROM %s', r.attname, r.tbl) INTO m; "                              \
+    "  EXECUTE format('SELECT last_value::numeric FROM %s', r.seq) INTO cur; "                                    \
+    "  IF m IS NOT NULL AND m > cur THEN PERFORM pg_catalog.setval(r.seq, m::bigint); END IF; "                   \
+    "END LOOP; END $cc$"
+
+fb_code cap_apply_chain(PGconn *c, stor *st, const char *dir, const cap_seg_in *in, uint64_t base_lsn,
+                        const cap_target *t, cap_apply_stats *out, fb_err *err) {
+    uint64_t end = 0;
+    memset(out, 0, sizeof *out);
+    out->last_end = base_lsn;
+    apply_run ap = {.c = c, .t = t, .st = out};
+    fb_code rc = pgx_exec(c, "SET session_replication_role = replica", "turning the target's triggers off for the "
+                          "apply (needs a superuser, as logical replication's apply does)", err);
+    if (!rc) rc = cap_segment_chain(st, dir, in, base_lsn, apply_segment, &ap, &end, err);
+    if (rc == FB_ERR_ABORTED && ap.done) rc = FB_OK;
+    if (!rc) rc = pgx_exec(c, CAP_SEQUENCES_SQL, "moving column sequences past the applied rows", err);
+    if (!rc) rc = pgx_exec(c, "RESET session_replication_role", "turning the target's triggers back on", err);
     return rc;
 }

@@ -18,10 +18,61 @@
 
 #include <libpq-fe.h>
 
+#include "capture/cap_segment.h"
 #include "capture/cap_txn.h"
 #include "common/fb_err.h"
+#include "storage/stor.h"
 
 /* Applies t atomically on c (which must be idle, outside a transaction). */
 fb_code cap_apply_txn(PGconn *c, const cap_txn *t, fb_err *err);
+
+/* --- a chain up to a target (restore --until, capture --apply-into) -------------------------------------------
+ *
+ * The target is an LSN or a time. LSN: every transaction whose commit ends at or before it (so the LSN
+ * pg_current_wal_lsn() returned right after a commit includes that commit). Time: in commit order up to the first
+ * transaction committing after it, as PostgreSQL's recovery_target_time stops at the first commit record past the
+ * target (commit times are not strictly ordered across sessions; the order applied is always the commit order).
+ *
+ * The recoverable window of a chain is [base, end]: base is the FULL's consistent point (and, as a time, the
+ * moment its snapshot was taken: arc_capture_base.time_us), end the end of the last durable segment (and, as a
+ * time, its last commit). A target outside it is refused before anything is applied: before the base, the FULL
+ * already holds later transactions; after the end, transactions may exist that the chain does not hold yet. */
+
+typedef struct cap_window {
+    uint64_t base_lsn, end_lsn;
+    int64_t base_us, end_us;      /* end_us: the last commit of the chain; base_us when it has none */
+    uint64_t segments, transactions;
+} cap_window;
+
+/* Walks the chain in dir of st from base_lsn, every signature and header checked, and fills w; base_us is the
+ * base's time. in->sk NULL: nothing is decrypted (enough to know the window); set: every segment is decrypted and
+ * its transactions checked too (verify). FB_ERR_VERIFY when the chain has a gap, FB_ERR_UNTRUSTED, FB_ERR_CRYPTO
+ * or FB_ERR_FORMAT when a segment is not authentic or not well-formed. */
+fb_code cap_apply_window(stor *st, const char *dir, const cap_seg_in *in, uint64_t base_lsn, int64_t base_us,
+                         cap_window *w, fb_err *err);
+
+typedef struct cap_target {
+    int by_time;              /* 0: lsn; 1: time_us */
+    uint64_t lsn;
+    int64_t time_us;
+    const char *text;         /* as the user wrote it, for messages */
+} cap_target;
+
+/* FB_OK when t lies in w; FB_ERR_NOTFOUND saying the window otherwise. */
+fb_code cap_apply_check_target(const cap_window *w, const cap_target *t, fb_err *err);
+
+typedef struct cap_apply_stats {
+    uint64_t applied;          /* transactions */
+    uint64_t last_end;         /* end LSN of the last one applied (the base when none) */
+    int64_t last_commit_us;    /* its commit time (0 when none) */
+} cap_apply_stats;
+
+/* Applies the chain's transactions up to t on c (idle, superuser: session_replication_role = replica, so the
+ * target's triggers do not fire again; their effects are in the stream), each atomically in commit order, then
+ * moves column sequences past the applied rows (pgoutput carries no sequence changes). in->sk must be set. A
+ * failure names the transaction; those before it stay committed, so callers apply into a database that is
+ * dropped on failure (restore --until: before the rename of dump_rebuild). */
+fb_code cap_apply_chain(PGconn *c, stor *st, const char *dir, const cap_seg_in *in, uint64_t base_lsn,
+                        const cap_target *t, cap_apply_stats *out, fb_err *err);
 
 #endif

@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "capture/cap_base.h"
 #include "cmd/cmd.h"
 #include "common/fb_config.h"
 #include "common/fb_json.h"
@@ -233,6 +234,21 @@ static void cb_progress(void *opaque, const job_result *so_far) {
                        job_result_get(so_far, "done_tables"), job_result_get(so_far, "total_tables"));
 }
 
+/* --capture-base (capture/cap_base.h): the slot is created, its snapshot kept, before the record exists, so a
+ * refused slot creates nothing; the FULL then imports the snapshot. */
+static fb_code cb_capture_base_begin(const fb_config *cfg, const cb_config *k, ev_backup_type type, cap_base *b,
+                                     job_snapshot_import *im, fb_err *err) {
+    stor *st = NULL;
+    if (type != EV_FULL) return fb_err_set(err, FB_ERR_USAGE, "--capture-base takes a FULL backup (--type FULL)");
+    fb_code rc = stor_open_location(cfg->storage_root, cfg, &st, err);
+    if (!rc) rc = cap_base_begin(cfg, st, k->storage_path, b, err);
+    stor_free(st);
+    if (rc) return rc;
+    *im = (job_snapshot_import){.snapshot = b->info.snapshot, .slot = b->info.slot, .stream = b->stream,
+                                .lsn = b->info.consistent_lsn};
+    return FB_OK;
+}
+
 static const char cb_usage[] =
     "usage: fusion-backup backup CONFIGURATION [--type FULL|INCREMENTAL|DIFFERENTIAL] [--table T ...] [--json]\n"
     "                            --pg CONNINFO --storage-root R --public-key FILE\n"
@@ -240,7 +256,9 @@ static const char cb_usage[] =
     "  backs up now, in this process, what a worker would for that configuration: creates its\n"
     "  BackupRecord (as Fusion does), records RUNNING and SUCCESS or FAILED on it, prints the artifact,\n"
     "  its size and the time taken. --table T (public.T) or SCHEMA.T, repeatable: only those tables\n"
-    "  (default: the configuration's). --type: default the configuration's.\n";
+    "  (default: the configuration's). --type: default the configuration's.\n"
+    "  --capture-base: create the capture slot --capture-slot and take this FULL in its snapshot, the\n"
+    "  base of the change chain `fusion-backup capture` then streams (restore --until starts from it).\n";
 
 /* ---- cmd_backup's steps ------------------------------------------------------------------------------------- */
 
@@ -259,6 +277,8 @@ typedef struct cb_run {
     ev_event *req;              /* the backup.requested a worker would receive */
     unsigned char *raw;
     size_t raw_len;
+    cap_base base;              /* --capture-base: the slot whose snapshot the FULL imports */
+    job_snapshot_import import;
 } cb_run;
 
 /* Step 1: the arguments: which configuration, which type, where the backup goes. */
@@ -339,8 +359,9 @@ static fb_code cb_run_job(cb_run *b, job_result *res, int64_t *took, fb_err *err
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     fb_progress *prog = fb_progress_new(&b->cfg, "backup", "tables", b->cfg.json != 0);
-    job_ctx ctx = {&b->cfg, b->req, b->worker, &cb_abort, cb_progress, prog};
+    job_ctx ctx = {&b->cfg, b->req, b->worker, &cb_abort, cb_progress, prog, b->cfg.capture_base ? &b->import : NULL};
     fb_code rc = job_backup_run(&ctx, res, err);
+    cap_base_end(&b->base, rc == FB_OK);
     fb_progress_done(prog, rc == FB_OK);
     fb_progress_free(prog);
     *took = fb_now_ms() - b->started;
@@ -384,8 +405,12 @@ static void cb_print(const cb_run *b, const job_result *res, int64_t took) {
         fb_json_string(stdout, path);
         printf(",\"file_path\":");
         fb_json_string(stdout, res->file_path);
-        printf(",\"size\":%" PRId64 ",\"tables\":%" PRId64 ",\"rows\":%" PRId64 ",\"duration_ms\":%" PRId64 "}\n",
+        printf(",\"size\":%" PRId64 ",\"tables\":%" PRId64 ",\"rows\":%" PRId64 ",\"duration_ms\":%" PRId64,
                res->file_size, job_result_get(res, "tables"), job_result_get(res, "rows"), took);
+        if (b->cfg.capture_base)
+            printf(",\"capture_base\":{\"slot\":\"%s\",\"stream\":\"%s\",\"lsn\":\"" CAP_LSN_FMT "\"}",
+                   b->import.slot, b->import.stream, CAP_LSN_ARGS(b->import.lsn));
+        printf("}\n");
         return;
     }
     char sz[32];
@@ -395,6 +420,10 @@ static void cb_print(const cb_run *b, const job_result *res, int64_t took) {
            b->type != EV_FULL && job_result_get(res, "ran_as_full") ? ", ran as FULL (no base yet)" : "", path,
            fb_size_format(res->file_size, sz, sizeof sz), res->file_size, job_result_get(res, "tables"),
            job_result_get(res, "rows"), (double)took / 1000.0);
+    if (b->cfg.capture_base)
+        printf("  capture base: slot %s, chain %s from " CAP_LSN_FMT " (start `fusion-backup capture "
+               "--capture-slot %s` to stream it)\n", b->import.slot, b->import.stream, CAP_LSN_ARGS(b->import.lsn),
+               b->import.slot);
 }
 
 int cmd_backup(int argc, char **argv) {
@@ -409,6 +438,8 @@ int cmd_backup(int argc, char **argv) {
     }
     if (!rc) rc = cb_parse(&b, argc, argv, &err);
     if (!rc) rc = cb_open_config(&b, &err);
+    /* The slot is created, its snapshot kept, before the record exists: a refused slot creates nothing. */
+    if (!rc && b.cfg.capture_base) rc = cb_capture_base_begin(&b.cfg, &b.k, b.type, &b.base, &b.import, &err);
     fb_uuid_random(b.job_id);
     gethostname(host, sizeof host - 1);
     snprintf(b.worker, sizeof b.worker, CB_WORKER_PREFIX "%s:%d", host, (int)getpid());
@@ -423,6 +454,7 @@ int cmd_backup(int argc, char **argv) {
         rc = cb_finish(&b, &res, cb_run_job(&b, &res, &took, &err), &err);
         if (!rc) cb_print(&b, &res, took);
     }
+    cap_base_end(&b.base, 0); /* a slot whose FULL never ran or failed: dropped (nothing once ended) */
     if (rc) fprintf(stderr, "fusion-backup backup: %s\n", err.msg);
     free(b.raw);
     ev_event_free(b.req);

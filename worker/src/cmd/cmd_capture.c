@@ -17,9 +17,14 @@
  * is retried with a growing pause; the chain in storage says where to resume, so nothing is lost or doubled.
  * The chain's folder is P/capture/DBNAME/SLOT and its stream id "DBNAME/SLOT".
  *
- * Not yet: the chain's base is the first segment's start (or, before any segment, the slot's confirmed position);
- * it must come from the FULL taken in the slot's snapshot (job_backup.c does not accept a snapshot yet), so a
- * chain whose first segments were deleted still verifies from its new first segment.
+ * The base: `fusion-backup backup CONFIG --type FULL --capture-base` creates the slot and takes the FULL in its
+ * snapshot (capture/cap_base.h); `capture` then streams from the slot's confirmed position, which is the
+ * consistent point until the first segment, and from the chain's end after. A slot that is missing or
+ * invalidated (wal_status 'lost') stops capture with an error saying a new base under a new slot name is needed
+ * (cap_base_slot_check), at start and at every reconnection: it is never re-created silently. --create-slot
+ * (a slot without a FULL, for tests and tools that take their own base) is refused on a folder with segments.
+ * Without the secret key a worker cannot read the FULL's manifest, so --list and --apply-into take the first
+ * segment's start as the base; restore --until (cmd_restore.c) takes it from the FULL.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -32,6 +37,7 @@
 
 #include "artifact/arc_key.h"
 #include "capture/cap_apply.h"
+#include "capture/cap_base.h"
 #include "capture/cap_capture.h"
 #include "capture/cap_segment.h"
 #include "capture/cap_stream.h"
@@ -53,7 +59,7 @@ typedef struct cc_args {
     uint64_t until;
     int create_slot, list, json;
     char stream[CAP_SEG_STREAM_MAX + 1];
-    char dir[1200];
+    char dir[CAP_BASE_DIR_MAX];
 } cc_args;
 
 static const char cc_usage[] =
@@ -64,39 +70,17 @@ static const char cc_usage[] =
     "       fusion-backup capture --apply-into CONNINFO --until LSN --pg CONNINFO --storage-root R\n"
     "                             --storage-path P --trusted-signer FILE --secret-key FILE\n"
     "  streams the database's committed transactions from logical slot --capture-slot into signed, encrypted\n"
-    "  change segments under R/P/capture/DBNAME/SLOT until SIGTERM (wal_level=logical needed);\n"
-    "  --create-slot makes the publication and slot first and prints the slot's consistent point and snapshot.\n"
+    "  change segments under R/P/capture/DBNAME/SLOT until SIGTERM (wal_level=logical needed).\n"
+    "  The slot and its base FULL come from `fusion-backup backup CONFIG --type FULL --capture-base`; a\n"
+    "  missing or invalidated slot stops capture (take a new base under a new --capture-slot name).\n"
+    "  --create-slot makes the publication and a slot without a FULL (tools that take their own base).\n"
     "  --list verifies the chain (signatures, no gap; with --secret-key every segment decrypted) and shows it.\n"
     "  --apply-into CONNINFO --until LSN --secret-key FILE applies the chain's transactions up to LSN, each\n"
-    "  atomically, in commit order, onto a restore of the FULL taken in the slot's snapshot.\n";
+    "  atomically, in commit order, onto a restore of the base (restore BASE --until does both at once).\n";
 
 /* The stream id and folder: DBNAME from the conninfo (no connection needed), SLOT from the settings. */
 static fb_code cc_names(const fb_config *cfg, cc_args *a, fb_err *err) {
-    char *perr = NULL;
-    PQconninfoOption *opts = PQconninfoParse(cfg->pg, &perr);
-    if (!opts) {
-        fb_code rc = fb_err_set(err, FB_ERR_USAGE, "--pg: %s", perr ? perr : "cannot be parsed");
-        PQfreemem(perr);
-        return rc;
-    }
-    const char *db = NULL, *user = NULL;
-    for (PQconninfoOption *o = opts; o->keyword; o++) {
-        if (strcmp(o->keyword, "dbname") == 0 && o->val) db = o->val;
-        if (strcmp(o->keyword, "user") == 0 && o->val) user = o->val;
-    }
-    if (!db) db = user;
-    if (!db) db = getenv("PGDATABASE");
-    fb_code rc = FB_OK;
-    if (!db || !*db || strchr(db, '/') || strcmp(db, ".") == 0 || strcmp(db, "..") == 0 ||
-        strlen(db) + 1 + strlen(cfg->capture_slot) > CAP_SEG_STREAM_MAX)
-        rc = fb_err_set(err, FB_ERR_USAGE, "--pg must name the database (dbname=...), without '/', and with the slot "
-                        "name at most %d characters", CAP_SEG_STREAM_MAX - 1);
-    else {
-        snprintf(a->stream, sizeof a->stream, "%s/%s", db, cfg->capture_slot);
-        snprintf(a->dir, sizeof a->dir, "%s/capture/%s", a->storage_path, a->stream);
-    }
-    PQconninfoFree(opts);
-    return rc;
+    return cap_base_names(cfg->pg, cfg->capture_slot, a->storage_path, a->stream, a->dir, err);
 }
 
 static fb_code cc_parse(fb_config *cfg, int *argc, char **argv, cc_args *a, int *help, fb_err *err) {
@@ -148,20 +132,12 @@ static fb_code cc_print(void *opaque, const cap_segment *s, fb_err *err) {
     return FB_OK;
 }
 
-/* The first segment's start: the base until the FULL records it (see the file comment). */
-static fb_code cc_first_start(void *opaque, const stor_entry *e, fb_err *err) {
-    (void)err;
-    uint64_t *first = opaque, a, b;
-    if (cap_segment_parse_name(e->name, &a, &b) == 0 && (*first == 0 || a < *first)) *first = a;
-    return FB_OK;
-}
-
 static fb_code cc_run_list(const fb_config *cfg, const cc_args *a, stor *st, const fb_keyring *kr, fb_err *err) {
     unsigned char sk[ARC_SK_BYTES], pk[ARC_PK_BYTES];
     int have_sk = cfg->secret_key && *cfg->secret_key;
     fb_code rc = have_sk ? arc_key_load_secret(cfg->secret_key, sk, pk, err) : FB_OK;
     uint64_t base = 0, end = 0;
-    if (!rc) rc = stor_list(st, a->dir, cc_first_start, &base, err);
+    if (!rc) rc = cap_base_chain_first(st, a->dir, &base, err);
     cap_seg_in in = {.stream = a->stream, .signers = kr, .sk = have_sk ? sk : NULL, .pk = pk};
     cc_list l = {.json = a->json};
     if (!rc) rc = cap_segment_chain(st, a->dir, &in, base, cc_print, &l, &end, err);
@@ -175,72 +151,29 @@ static fb_code cc_run_list(const fb_config *cfg, const cc_args *a, stor *st, con
 
 /* ---- --apply-into ------------------------------------------------------------------------------------------- */
 
-typedef struct cc_apply {
-    PGconn *c;
-    uint64_t until, applied, last_end;
-    int done;
-} cc_apply;
-
-static fb_code cc_apply_segment(void *opaque, const cap_segment *s, fb_err *err) {
-    cc_apply *ap = opaque;
-    for (uint32_t i = 0; !ap->done && i < s->ntxn; i++) {
-        const cap_txn *t = s->txns[i];
-        if (t->end_lsn > ap->until) {
-            ap->done = 1;
-            break;
-        }
-        fb_code rc = cap_apply_txn(ap->c, t, err);
-        if (rc != FB_OK)
-            return fb_err_prefix(err, "%" PRIu64 " transactions applied (up to " CAP_LSN_FMT "), then: ", ap->applied,
-                                 CAP_LSN_ARGS(ap->last_end));
-        ap->applied++;
-        ap->last_end = t->end_lsn;
-    }
-    return FB_OK;
-}
-
-/* pgoutput (PostgreSQL 15) carries no sequence changes, so after the apply a serial or identity column's sequence
- * still has the FULL's value and the next nextval() would collide with an applied row. Every ascending sequence
- * owned by a column moves to at least that column's maximum: no collision, though values the source consumed in
- * transactions that rolled back are not skipped. */
-#define CC_SEQUENCES_SQL                                                                                          \
-    "DO $cc$ DECLARE r record; m numeric; cur numeric; BEGIN "                                                     \
-    "FOR r IN SELECT d.objid::regclass AS seq, d.refobjid::regclass AS tbl, a.attname "                            \
-    "  FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_class s ON s.oid = d.objid AND s.relkind = 'S' "             \
-    "  JOIN pg_catalog.pg_sequence q ON q.seqrelid = s.oid AND q.seqincrement > 0 "                                \
-    "  JOIN pg_catalog.pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid "                    \
-    "  WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.refclassid = 'pg_catalog.pg_class'::regclass "     \
-    "    AND d.deptype IN ('a', 'i') LOOP "                                                                        \
-    "  EXECUTE format('SELECT max(%I)::numeric FROM %s', r.attname, r.tbl) INTO m; "                              \
-    "  EXECUTE format('SELECT last_value::numeric FROM %s', r.seq) INTO cur; "                                    \
-    "  IF m IS NOT NULL AND m > cur THEN PERFORM pg_catalog.setval(r.seq, m::bigint); END IF; "                   \
-    "END LOOP; END $cc$"
-
 static fb_code cc_run_apply(const fb_config *cfg, const cc_args *a, stor *st, const fb_keyring *kr, fb_err *err) {
     unsigned char sk[ARC_SK_BYTES], pk[ARC_PK_BYTES];
     if (!cfg->secret_key || !*cfg->secret_key)
         return fb_err_set(err, FB_ERR_USAGE, "--apply-into decrypts the chain: give --secret-key FILE");
     fb_code rc = arc_key_load_secret(cfg->secret_key, sk, pk, err);
-    uint64_t base = 0, end = 0;
-    cap_seg_in peek = {.stream = a->stream, .signers = kr, .pk = pk};
-    cap_seg_in in = peek;
-    in.sk = sk;
-    cc_apply ap = {.until = a->until};
+    uint64_t base = 0;
+    cap_seg_in in = {.stream = a->stream, .signers = kr, .sk = sk, .pk = pk};
+    cap_window w;
+    cap_target t = {.lsn = a->until, .text = a->until_s};
+    cap_apply_stats as;
+    PGconn *c = NULL;
     /* Step: the whole chain must be authentic and reach --until before the target is touched. */
-    if (!rc) rc = stor_list(st, a->dir, cc_first_start, &base, err);
-    if (!rc) rc = cap_segment_chain(st, a->dir, &peek, base, NULL, NULL, &end, err);
-    if (!rc && a->until > end)
+    if (!rc) rc = cap_base_chain_first(st, a->dir, &base, err);
+    if (!rc) rc = cap_apply_window(st, a->dir, &in, base, 0, &w, err);
+    if (!rc && a->until > w.end_lsn)
         rc = fb_err_set(err, FB_ERR_NOTFOUND, "chain %s ends at " CAP_LSN_FMT ", before --until %s: nothing applied "
-                        "(restore to at most its end)", a->stream, CAP_LSN_ARGS(end), a->until_s);
-    if (!rc && !(ap.c = pgx_connect(a->apply_into, "fusion-backup capture apply", err))) rc = err->code;
-    if (!rc) rc = pgx_exec(ap.c, "SET session_replication_role = replica", "turning the target's triggers off for "
-                           "the apply (needs a superuser, as logical replication's apply does)", err);
-    if (!rc) rc = cap_segment_chain(st, a->dir, &in, base, cc_apply_segment, &ap, &end, err);
-    if (!rc) rc = pgx_exec(ap.c, CC_SEQUENCES_SQL, "moving column sequences past the applied rows", err);
+                        "(restore to at most its end)", a->stream, CAP_LSN_ARGS(w.end_lsn), a->until_s);
+    if (!rc && !(c = pgx_connect(a->apply_into, "fusion-backup capture apply", err))) rc = err->code;
+    if (!rc) rc = cap_apply_chain(c, st, a->dir, &in, base, &t, &as, err);
     if (!rc)
         printf("applied %" PRIu64 " transactions of chain %s to the target, up to " CAP_LSN_FMT " (--until %s)\n",
-               ap.applied, a->stream, CAP_LSN_ARGS(ap.last_end), a->until_s);
-    if (ap.c) PQfinish(ap.c);
+               as.applied, a->stream, CAP_LSN_ARGS(as.last_end), a->until_s);
+    if (c) PQfinish(c);
     sodium_memzero(sk, sizeof sk);
     return rc;
 }
@@ -250,7 +183,9 @@ static fb_code cc_run_apply(const fb_config *cfg, const cc_args *a, stor *st, co
 /* Opens the stream (creating publication and slot when asked) and the capture from the chain's end. */
 static fb_code cc_begin(const fb_config *cfg, const cc_args *a, const cap_capture_opts *o, cap_stream **s,
                         cap_capture **c, int create, fb_err *err) {
-    fb_code rc = cap_stream_open(cfg->pg, "fusion-backup capture", s, err);
+    /* A new slot never continues an old chain; an old slot must still hold everything since the chain's end. */
+    fb_code rc = create ? cap_base_folder_empty(o->st, o->dir, err) : cap_base_slot_check(cfg->pg, cfg->capture_slot, err);
+    if (!rc) rc = cap_stream_open(cfg->pg, "fusion-backup capture", s, err);
     uint64_t base = 0;
     if (!rc && create) {
         cap_slot_info info;
@@ -264,7 +199,7 @@ static fb_code cc_begin(const fb_config *cfg, const cc_args *a, const cap_captur
             base = info.consistent_lsn;
         }
     }
-    if (!rc && !create) rc = stor_list(o->st, o->dir, cc_first_start, &base, err);
+    if (!rc && !create) rc = cap_base_chain_first(o->st, o->dir, &base, err);
     if (!rc && !create && base == 0) rc = cap_stream_slot_position(*s, cfg->capture_slot, &base, err);
     if (!rc) rc = cap_capture_begin(*s, o, cfg->capture_slot, cfg->capture_publication, base, c, err);
     if (rc == FB_ERR_NOTFOUND) fb_err_prefix(err, "chain %s: ", a->stream);

@@ -4,7 +4,11 @@
  * configuration, type, chain (base), snapshot and completion time, size, and whether it is restorable, from the
  * chain indexes alone (job_chain.h): no secret key, no broker. "Restorable" means its index authenticates, names
  * the same job as the file, and every artifact it draws data from (a base's table, a chunk) is in the folder and
- * restorable too; otherwise the line says what is missing. With --pg, the folders are every configuration's
+ * restorable too; otherwise the line says what is missing.
+ * With --pg, each folder's change chain of that database (capture/DBNAME/SLOT, slot --capture-slot) is shown too:
+ * the recoverable window of restore --until, from the chain's base LSN (the base FULL's consistent point, where
+ * its first segment starts) to its durable end (LSN and last commit time), every segment's signature checked and
+ * no gap; a broken chain says where. The base's own moment is in its manifest (restore and verify read it). With --pg, the folders are every configuration's
  * storage_path (BackupConfiguration), and each backup also shows its record's status and last verification
  * (BackupRecord); the database is only read.
  *
@@ -22,6 +26,8 @@
 #include <time.h>
 
 #include "artifact/arc_index.h"
+#include "capture/cap_apply.h"
+#include "capture/cap_base.h"
 #include "cmd/cmd.h"
 #include "cmd/cmd_keys.h"
 #include "common/fb_config.h"
@@ -188,11 +194,49 @@ static fb_code cl_folder(stor *st, const char *folder, const unsigned char key[A
     return rc;
 }
 
+/* The recoverable window of folder's change chain of the --pg database, when it has one (see the file comment). */
+static fb_code cl_capture(stor *st, const char *folder, const fb_config *cfg, const fb_keyring *signers, cl_out *o,
+                          fb_err *err) {
+    char stream[CAP_SEG_STREAM_MAX + 1], dir[CAP_BASE_DIR_MAX], problem[600] = "", end_t[40] = "-";
+    uint64_t base = 0;
+    fb_code rc = cap_base_names(cfg->pg, cfg->capture_slot, folder, stream, dir, err);
+    if (!rc) rc = cap_base_chain_first(st, dir, &base, err);
+    if (rc || base == 0) return rc == FB_ERR_NOTFOUND ? FB_OK : rc;
+    cap_seg_in in = {.stream = stream, .signers = signers};
+    cap_window w;
+    fb_err why;
+    if (cap_apply_window(st, dir, &in, base, 0, &w, &why) != FB_OK) snprintf(problem, sizeof problem, "%s", why.msg);
+    else fb_time_format_iso(w.end_us / 1000, end_t, sizeof end_t);
+    if (o->json) {
+        printf("%s{", o->first ? "" : ",\n");
+        o->first = 0;
+        cl_json_str_field("folder", folder, 0);
+        cl_json_str_field("capture_chain", stream, 1);
+        printf(",\"base_lsn\":\"" CAP_LSN_FMT "\"", CAP_LSN_ARGS(base));
+        if (problem[0]) printf(",\"end_lsn\":null,\"last_commit\":null,\"segments\":null,\"transactions\":null");
+        else
+            printf(",\"end_lsn\":\"" CAP_LSN_FMT "\",\"last_commit\":\"%s\",\"segments\":%llu,\"transactions\":%llu",
+                   CAP_LSN_ARGS(w.end_lsn), end_t, (unsigned long long)w.segments, (unsigned long long)w.transactions);
+        printf(",\"restorable\":%s", problem[0] ? "false" : "true");
+        cl_json_str_field("problem", problem, 1);
+        printf("}");
+    } else if (problem[0]) {
+        printf("capture chain %s in %s: NOT RESTORABLE past its break\n    why: %s\n", stream, folder, problem);
+    } else {
+        printf("capture chain %s in %s: restore --until from " CAP_LSN_FMT " (its base FULL's snapshot) to " CAP_LSN_FMT
+               " (last durable commit %s); %llu segments, %llu transactions, no gap, signatures checked\n", stream,
+               folder, CAP_LSN_ARGS(base), CAP_LSN_ARGS(w.end_lsn), end_t, (unsigned long long)w.segments,
+               (unsigned long long)w.transactions);
+    }
+    return FB_OK;
+}
+
 static const char cl_usage[] =
     "usage: fusion-backup list --storage-root R (--storage-path P ... | --pg CONNINFO) [--json]\n"
     "                          [--index-key FILE | --public-key FILE]\n"
     "  every backup in R/P (or, with --pg, in every configuration's storage_path): type, chain, snapshot,\n"
-    "  size, restorable or why not; with --pg also the record's status and last verification.\n"
+    "  size, restorable or why not; with --pg also the record's status and last verification, and the\n"
+    "  recoverable window of the database's change chain (capture/DBNAME/SLOT, --capture-slot) per folder.\n"
     "  Needs no secret key and no broker: it reads the chain indexes (the workers' index key).\n";
 
 int cmd_list(int argc, char **argv) {
@@ -238,7 +282,10 @@ int cmd_list(int argc, char **argv) {
     }
     if (!rc) rc = stor_open_location(cfg.storage_root, &cfg, &st, &err);
     if (!rc && o.json) printf("[");
-    for (size_t i = 0; !rc && i < n_paths; i++) rc = cl_folder(st, paths[i], key, &kr, db, &o, &listed, &err);
+    for (size_t i = 0; !rc && i < n_paths; i++) {
+        rc = cl_folder(st, paths[i], key, &kr, db, &o, &listed, &err);
+        if (!rc && db) rc = cl_capture(st, paths[i], &cfg, &kr, &o, &err);
+    }
     if (o.json && st) printf("%s]\n", o.first ? "" : "\n");
     else if (!rc) printf("%lld backup(s) in %zu folder(s) under %s\n", (long long)listed, n_paths, cfg.storage_root);
     if (rc) fprintf(stderr, "fusion-backup list: %s\n", err.msg);

@@ -11,6 +11,16 @@
  * end (dump_rebuild.h).
  * An INCREMENTAL or DIFFERENTIAL artifact resolves its chain by itself: the artifacts holding the tables it only
  * references are looked for in its own folder, then in each --chain-dir DIR (dump_open.h).
+ * --until TIME|LSN (point-in-time recovery, issue 16): ARTIFACT is a capture base (a FULL taken with `backup
+ * --capture-base`, its manifest names the slot, stream and consistent point). The FULL is rebuilt as a new
+ * database under a temporary name (dump_rebuild), then the change chain found beside the artifact
+ * (<artifact's folder>/capture/<stream>) is applied there up to the target, each transaction atomically in commit
+ * order (cap_apply.h says what LSN and TIME targets include), and only then is the database renamed to its name:
+ * a failure anywhere, in the FULL or in the chain, drops the temporary database and leaves no target. Before
+ * anything is created the chain is walked with every signature checked, and a target outside its window (before
+ * the base's snapshot, after the chain's last durable commit) is refused saying the window. So --until needs
+ * --create and a --pg database that does not exist yet. TIME is any form fb_time reads; it names a whole
+ * millisecond (every commit within it is included).
  * Exit status is the fb_code: 7 tampered/truncated/wrong key, 13 target not empty, 9 unknown table or missing
  * chain link, 14 a chain link holding other data than recorded.
  */
@@ -20,10 +30,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "capture/cap_apply.h"
+#include "capture/cap_base.h"
 #include "cmd/cmd.h"
 #include "cmd/cmd_progress.h"
 #include "common/fb_config.h"
 #include "common/fb_json.h"
+#include "common/fb_time.h"
 #include "dump/dump_open.h"
 #include "dump/dump_rebuild.h"
 #include "dump/dump_restore.h"
@@ -57,9 +70,67 @@ static fb_code cmd_restore_table(const arc_manifest *m, const char *arg, arc_tre
                       "`fusion-backup inspect ARTIFACT` lists the tables)", arg);
 }
 
+/* --- --until: a capture base and its chain ------------------------------------------------------------------ */
+
+typedef struct cr_until {
+    cap_target t;
+    const arc_capture_base *base;
+    stor *st;                           /* the artifact's folder */
+    char dir[CAP_BASE_DIR_MAX];         /* capture/<stream> in it */
+    cap_seg_in in;
+    unsigned char sk[ARC_SK_BYTES], pk[ARC_PK_BYTES];
+    cap_window w;
+    cap_apply_stats as;
+} cr_until;
+
+/* An LSN ("X/Y") or a time (fb_time: its whole millisecond). */
+static fb_code cr_until_parse(const char *s, cap_target *t, fb_err *err) {
+    int64_t ms;
+    t->text = s;
+    if (cap_lsn_parse(s, &t->lsn) == 0) return FB_OK;
+    if (fb_time_parse(s, fb_now_ms(), &ms, err) != FB_OK)
+        return fb_err_prefix(err, "--until is neither an LSN (X/Y, as pg_current_wal_lsn() prints) nor a time: ");
+    t->by_time = 1;
+    t->time_us = ms >= INT64_MAX / 1000 - 1 ? INT64_MAX : ms * 1000 + 999;
+    return FB_OK;
+}
+
+/* The chain the manifest names, beside the artifact; its window checked against the target. */
+static fb_code cr_until_open(const fb_config *cfg, const char *path, const arc_manifest *m, const fb_keyring *kr,
+                             cr_until *u, fb_err *err) {
+    const arc_capture_base *b = m->capture;
+    if (!b)
+        return fb_err_set(err, FB_ERR_USAGE, "--until needs a capture base: \"%s\" is a backup without a change chain "
+                          "(take one with `fusion-backup backup CONFIG --type FULL --capture-base`)", path);
+    if (!cfg->secret_key || !*cfg->secret_key)
+        return fb_err_set(err, FB_ERR_USAGE, "--until decrypts the change chain: give --secret-key FILE");
+    u->base = b;
+    fb_code rc = arc_key_load_secret(cfg->secret_key, u->sk, u->pk, err);
+    if (!rc) rc = cap_base_chain_open(cfg, path, b->stream, &u->st, u->dir, err);
+    u->in = (cap_seg_in){.stream = b->stream, .signers = kr, .sk = u->sk, .pk = u->pk};
+    cap_seg_in peek = u->in;
+    peek.sk = NULL; /* signatures and headers say the window; the apply decrypts */
+    if (!rc) rc = cap_apply_window(u->st, u->dir, &peek, b->lsn, b->time_us, &u->w, err);
+    if (rc && rc != FB_ERR_USAGE) fb_err_prefix(err, "change chain %s beside the artifact: ", u->dir);
+    if (!rc) rc = cap_apply_check_target(&u->w, &u->t, err);
+    return rc;
+}
+
+/* dump_restore_opts.before_rename: the chain applied into the temporary database. */
+static fb_code cr_until_apply(void *opaque, PGconn *c, fb_err *err) {
+    cr_until *u = opaque;
+    fb_code rc = cap_apply_chain(c, u->st, u->dir, &u->in, u->base->lsn, &u->t, &u->as, err);
+    if (rc) return fb_err_prefix(err, "applying the change chain: ");
+    fprintf(stderr, "fusion-backup restore: applied %llu captured transactions, up to " CAP_LSN_FMT " (--until %s)\n",
+            (unsigned long long)u->as.applied, CAP_LSN_ARGS(u->as.last_end), u->t.text);
+    return FB_OK;
+}
+
 static const char cmd_restore_usage[] =
     "usage: fusion-backup restore ARTIFACT --pg CONNINFO [--table NAME ...] [--create] [--truncate]\n"
     "                              [--no-owner] [--no-privileges] [--secret-key FILE] [--chain-dir DIR ...] [--json]\n"
+    "       fusion-backup restore BASE_FULL --until TIME|LSN --create --pg NEW_DB --secret-key FILE\n"
+    "                              --trusted-signer FILE\n"
     "Restores the artifact's tables (or the --table ones) into the database --pg.\n"
     "Into an existing database everything is loaded in one transaction, committed only when all data\n"
     "read was authenticated; a new database (--create, --pg naming one that does not exist) is built\n"
@@ -67,7 +138,11 @@ static const char cmd_restore_usage[] =
     "failure leaves no database).\n"
     "With --create --table, or a backup without a schema archive, --jobs N uses N transactions; none\n"
     "commits before all data was read and authenticated, then they commit one after the other and the\n"
-    "foreign keys are added last.\n";
+    "foreign keys are added last.\n"
+    "--until TIME|LSN: point-in-time recovery from a capture base (backup --capture-base): the FULL, then\n"
+    "its change chain (beside it, capture/DB/SLOT) applied up to TIME or LSN, each transaction whole, in\n"
+    "commit order, into a new database that appears only complete. A target outside the recoverable\n"
+    "window (`fusion-backup list` shows it) is refused.\n";
 
 int cmd_restore(int argc, char **argv) {
     fb_config cfg;
@@ -84,6 +159,8 @@ int cmd_restore(int argc, char **argv) {
     arc_trust trust;
     char new_db[256];
     int help = 0;
+    cr_until u = {0};
+    const char *until = NULL;
     fb_code rc = cmd_args(&cfg, &argc, argv, FB_CMD_RESTORE, cmd_restore_usage, &help, &err);
     if (help) goto out;
     size_t n_names = cfg.table.n;
@@ -96,6 +173,11 @@ int cmd_restore(int argc, char **argv) {
     o.no_privileges = cfg.no_privileges != 0;
     o.jobs = (int)cfg.jobs;
     if (!rc && !path) rc = fb_err_set(&err, FB_ERR_USAGE, "restore needs the artifact's path (see restore --help)");
+    if (!rc && cfg.until && *cfg.until) until = cfg.until;
+    if (!rc && until && (!o.create || n_names || o.truncate))
+        rc = fb_err_set(&err, FB_ERR_USAGE, "--until rebuilds the whole database: it needs --create and a --pg database "
+                        "that does not exist yet, and no --table or --truncate");
+    if (!rc && until) rc = cr_until_parse(until, &u.t, &err);
     if (!rc && o.jobs > 1 && !o.create)
         rc = fb_err_set(&err, FB_ERR_USAGE, "--jobs needs --create (loading existing tables in parallel would break "
                         "their foreign keys' order)");
@@ -108,8 +190,12 @@ int cmd_restore(int argc, char **argv) {
     if (!rc) rc = dump_open_chain(path, cfg.secret_key, (const char *const *)cfg.chain_dir.v, cfg.chain_dir.n, &trust, &f, &r, &err);
     /* Say what is about to be restored before anything touches the target. */
     if (!rc) dump_open_describe(r, stderr);
+    if (!rc && until) rc = cr_until_open(&cfg, path, arc_reader_manifest(r), &kr, &u, &err);
     for (size_t i = 0; !rc && i < n_names; i++) rc = cmd_restore_table(arc_reader_manifest(r), cfg.table.v[i], &tables[i], &err);
     if (!rc) rc = dump_rebuild_connect_target(cfg.pg, o.create, &c, new_db, sizeof new_db, &err);
+    if (!rc && until && c)
+        rc = fb_err_set(&err, FB_ERR_CONFLICT, "--until builds a new database, and \"%s\" exists: name one that does "
+                        "not (it appears only when the FULL and the chain are both applied)", PQdb(c));
     if (!rc) {
         signal(SIGINT, cmd_restore_on_signal);
         signal(SIGTERM, cmd_restore_on_signal);
@@ -120,6 +206,10 @@ int cmd_restore(int argc, char **argv) {
         o.conninfo = cfg.pg;
         o.pg_restore = cfg.pg_restore;
         o.new_db = c ? NULL : new_db;
+        if (until) {
+            o.before_rename = cr_until_apply;
+            o.before_rename_opaque = &u;
+        }
         clock_gettime(CLOCK_MONOTONIC, &t0);
         fb_progress *prog = cmd_progress_reading(&cfg, "restore", arc_reader_manifest(r), tables, n_names, 1);
         rc = dump_restore(r, c, &o, &st, &err);
@@ -135,9 +225,19 @@ int cmd_restore(int argc, char **argv) {
     } else if (cfg.json) {
         printf("{\"ok\":true,\"database\":");
         fb_json_string(stdout, c ? PQdb(c) : new_db);
-        printf(",\"tables\":%lld,\"rows\":%lld,\"raw_bytes\":%lld,\"foreign_keys_skipped\":%lld,\"seconds\":%.3f}\n",
+        printf(",\"tables\":%lld,\"rows\":%lld,\"raw_bytes\":%lld,\"foreign_keys_skipped\":%lld,\"seconds\":%.3f",
                (long long)st.tables, (long long)st.rows, (long long)st.raw_bytes, (long long)st.fks_skipped,
                (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+        if (until) {
+            printf(",\"until\":");
+            fb_json_string(stdout, until);
+            printf(",\"transactions_applied\":%llu,\"last_lsn\":\"" CAP_LSN_FMT "\",\"last_commit_us\":%lld,"
+                   "\"window\":{\"base_lsn\":\"" CAP_LSN_FMT "\",\"end_lsn\":\"" CAP_LSN_FMT "\",\"base_us\":%lld,"
+                   "\"end_us\":%lld}", (unsigned long long)u.as.applied, CAP_LSN_ARGS(u.as.last_end),
+                   (long long)u.as.last_commit_us, CAP_LSN_ARGS(u.w.base_lsn), CAP_LSN_ARGS(u.w.end_lsn),
+                   (long long)u.w.base_us, (long long)u.w.end_us);
+        }
+        printf("}\n");
     } else {
         printf("restored %lld tables, %lld rows (%lld bytes of COPY text) into \"%s\" in %.2f s\n",
                (long long)st.tables, (long long)st.rows, (long long)st.raw_bytes, c ? PQdb(c) : new_db,
@@ -147,6 +247,8 @@ int cmd_restore(int argc, char **argv) {
                    (long long)st.fks_skipped);
     }
 out:
+    stor_free(u.st);
+    sodium_memzero(u.sk, sizeof u.sk);
     if (c) PQfinish(c);
     arc_reader_free(r);
     stor_rfile_close(f);

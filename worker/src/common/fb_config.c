@@ -192,9 +192,9 @@ static const cfg_row cfg_rows[] = {
     ROW_I("capture-flush-s", capture_flush_s, "10", 1, 3600, "FB_CAPTURE_FLUSH_S", W | SC(CAPTURE),
           "write captured transactions to a durable change segment at most this many seconds after the first "
           "of them arrived (the RPO bound); the slot is confirmed only after the write"),
-    ROW_S("capture-slot", capture_slot, "fusion_backup", "FB_CAPTURE_SLOT", W | SC(CAPTURE) | SC(STATUS),
+    ROW_S("capture-slot", capture_slot, "fusion_backup", "FB_CAPTURE_SLOT", W | SC(CAPTURE) | SC(STATUS) | SC(BACKUP) | SC(LIST),
           "logical replication slot change capture streams from (a-z, 0-9, _)"),
-    ROW_S("capture-publication", capture_publication, "fusion_backup", "FB_CAPTURE_PUBLICATION", W | SC(CAPTURE),
+    ROW_S("capture-publication", capture_publication, "fusion_backup", "FB_CAPTURE_PUBLICATION", W | SC(CAPTURE) | SC(BACKUP),
           "publication change capture subscribes to (created FOR ALL TABLES with the slot when missing)"),
     ROW_L("capture-databases", capture_databases, "", "FB_CAPTURE_DATABASES", W | SC(STATUS),
           "databases (on the --pg server) whose changes the worker captures: every worker tries each one's "
@@ -272,6 +272,8 @@ static const cfg_row cfg_rows[] = {
     ROW_F("no-publish", no_publish, NULL, SC(EVENT), "event run: publish no status events"),
     ROW_S("configuration", configuration, "", NULL, SC(BACKUP),
           "the BackupConfiguration's name or id (or give it as the argument)"),
+    ROW_F("capture-base", capture_base, NULL, SC(BACKUP),
+          "create the capture slot (--capture-slot) and take this FULL in its snapshot: the base of its change chain"),
     ROW_E("type", backup_type, "", "FULL|INCREMENTAL|DIFFERENTIAL", NULL, SC(BACKUP),
           "the backup type (default: the configuration's)"),
     ROW_F("no-broker", no_broker, NULL, SC(CHECK), "skip the broker and topics check"),
@@ -286,7 +288,9 @@ static const cfg_row cfg_rows[] = {
     ROW_F("list", list, NULL, SC(CAPTURE), "verify the chain (signatures, no gap; with --secret-key decrypted) and show it"),
     ROW_S("apply-into", apply_into, "", NULL, SC(CAPTURE),
           "conninfo of a restore of the chain's base: apply the captured transactions up to --until there"),
-    ROW_S("until", until, "", NULL, SC(CAPTURE), "LSN (X/Y) up to which --apply-into applies (commit end <= LSN)"),
+    ROW_S("until", until, "", NULL, SC(CAPTURE) | SC(RESTORE),
+          "capture --apply-into: LSN (X/Y) up to which it applies (commit end <= LSN); restore: LSN or TIME, the "
+          "moment to restore a capture base FULL and its change chain to"),
 };
 #define CFG_NROWS (sizeof cfg_rows / sizeof cfg_rows[0])
 _Static_assert(CFG_NROWS <= FB_CONFIG_MAX_ROWS, "raise FB_CONFIG_MAX_ROWS");

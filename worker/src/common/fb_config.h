@@ -119,6 +119,7 @@ typedef struct fb_config {
     int64_t archived_before;
     int64_t no_publish;                                      /* event run */
     char *configuration, *backup_type;                       /* backup */
+    int64_t capture_base;
     int64_t no_broker;                                       /* check */
     char *out;                                               /* keygen */
     int64_t sign;

@@ -269,7 +269,7 @@ static fb_code dmn_start(dmn_exec *x, fb_err *err) {
 static fb_code dmn_run(const dmn_exec *x, dmn_job_fn fn, volatile sig_atomic_t *abort, dmn_outcome *out) {
     const fb_config *cfg = x->cfg;
     dmn_progress prog = {x->pub, x->req, x->started, x->started, cfg->progress_interval_ms};
-    job_ctx ctx = {cfg, x->req, x->pub->worker_name, abort, dmn_progress_cb, &prog};
+    job_ctx ctx = {cfg, x->req, x->pub->worker_name, abort, dmn_progress_cb, &prog, NULL};
     fb_code jr = FB_OK;
     int64_t backoff = cfg->retry_backoff_ms;
     for (int64_t attempt = 0;; attempt++) {

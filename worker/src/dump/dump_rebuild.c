@@ -559,6 +559,7 @@ fb_code dump_rebuild(arc_reader *rd, const dump_restore_opts *o, const size_t *s
                                        "views (the rest of the post-data section of the schema archive)", err)))
         goto out;
     t[4] = rb_now();
+    if (o->before_rename && (rc = o->before_rename(o->before_rename_opaque, c0, err))) goto out;
     if (o->abort && *o->abort) {
         rc = fb_err_set(err, FB_ERR_ABORTED, "restore aborted");
         goto out;

@@ -54,6 +54,11 @@ typedef struct dump_restore_opts {
     /* --create of a database that does not exist yet (dump_rebuild_connect_target gave c == NULL): its name; the whole
      * database is then built under a temporary name and renamed (dump_rebuild.h) */
     const char *new_db;
+    /* new_db only (may be NULL): called on a connection to the temporary database once everything is loaded, just
+     * before the rename; an error fails the restore and drops the temporary database. restore --until applies the
+     * captured transactions here, so the database appears only with them all. */
+    fb_code (*before_rename)(void *opaque, PGconn *c, fb_err *err);
+    void *before_rename_opaque;
 } dump_restore_opts;
 
 typedef struct dump_restore_stats {

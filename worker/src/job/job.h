@@ -29,6 +29,15 @@ typedef struct job_result {
  * jobs may call it as often as once per batch or per table. */
 typedef void (*job_progress_fn)(void *opaque, const job_result *so_far);
 
+/* A backup taken in a snapshot someone else exported, as the base of a change chain (capture/cap_base.h): the
+ * job imports `snapshot` instead of starting a fresh one and records slot, stream and lsn (the slot's consistent
+ * point) in the manifest. Borrowed; the exporter must keep the snapshot alive until the job returns. */
+typedef struct job_snapshot_import {
+    const char *snapshot;       /* SET TRANSACTION SNAPSHOT id, as the server printed it */
+    const char *slot, *stream;
+    uint64_t lsn;
+} job_snapshot_import;
+
 typedef struct job_ctx {
     const fb_config *cfg;          /* borrowed */
     const ev_event *ev;            /* the request, borrowed */
@@ -36,6 +45,7 @@ typedef struct job_ctx {
     volatile sig_atomic_t *abort;  /* may be NULL; non-zero: stop at the next safe point */
     job_progress_fn progress;      /* may be NULL */
     void *progress_opaque;
+    const job_snapshot_import *import; /* may be NULL: the backup takes its own snapshot (FULL only otherwise) */
 } job_ctx;
 
 void job_result_init(job_result *r);

@@ -456,6 +456,31 @@ static fb_code jb_schema_archive(const fb_config *cfg, PGconn *c, arc_writer *w,
     return FB_OK;
 }
 
+/* A capture base (job.h, job_snapshot_import): the snapshot the capture slot exported instead of a fresh one, so
+ * this FULL holds exactly the transactions committed before the slot's consistent point; the manifest says so.
+ * First statement of the transaction, as SET TRANSACTION SNAPSHOT must be. */
+static fb_code jb_import_snapshot(const job_snapshot_import *im, const ev_backup_requested *rq, PGconn *c,
+                                  arc_manifest *m, fb_err *err) {
+    char sql[160];
+    if (rq->backup_type != EV_FULL)
+        return fb_err_set(err, FB_ERR_USAGE, "a capture base is a FULL backup (this request is %s)",
+                          jb_type_name(rq->backup_type));
+    if (rq->n_tables)
+        return fb_err_set(err, FB_ERR_USAGE, "a capture base backs up every table, as its chain holds them all (this "
+                          "request names %zu): use a configuration without a table list", rq->n_tables);
+    if (strspn(im->snapshot, "0123456789ABCDEFabcdef-") != strlen(im->snapshot) || strlen(im->snapshot) > 100)
+        return fb_err_set(err, FB_ERR_INVALID, "snapshot id \"%s\" is not one the server exports", im->snapshot);
+    snprintf(sql, sizeof sql, "SET TRANSACTION SNAPSHOT '%s'", im->snapshot);
+    fb_code rc = pgx_exec(c, sql, "importing the capture slot's snapshot (the replication connection that exported "
+                          "it must stay open and idle)", err);
+    if (rc) return rc;
+    if (!(m->capture = calloc(1, sizeof *m->capture)) || !(m->capture->slot = strdup(im->slot)) ||
+        !(m->capture->stream = strdup(im->stream)))
+        return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    m->capture->lsn = im->lsn;
+    return FB_OK;
+}
+
 /* The base of an INCREMENTAL (the newest complete backup of the configuration) or DIFFERENTIAL (the newest
  * complete FULL) in the chain; NULL when there is none (the job runs as FULL). */
 static const job_chain_entry *jb_pick_base(const job_chain *ch, const ev_event *ev, fb_err *why) {
@@ -1104,12 +1129,16 @@ static fb_code jb_snapshot(jb_job *j, fb_err *err) {
     if ((rc = pgx_exec(j->c, "SET synchronize_seqscans = off", "turning off synchronized scans", err))) return rc;
     if ((rc = pgx_exec(j->c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", "starting the snapshot", err)))
         return rc;
+    if (j->ctx->import && (rc = jb_import_snapshot(j->ctx->import, j->rq, j->c, &j->m, err))) return rc;
     snprintf(sql, sizeof sql, "SET LOCAL lock_timeout = %lld", (long long)j->cfg->lock_timeout_ms);
     if ((rc = pgx_exec(j->c, sql, "setting lock_timeout", err))) return rc;
     PGresult *r = PQexec(j->c, "SELECT (extract(epoch FROM pg_catalog.now()) * 1000)::int8, "
                                "pg_catalog.current_database(), pg_catalog.current_setting('server_version')");
     if ((rc = pgx_check(j->c, r, PGRES_TUPLES_OK, "reading the snapshot time", err))) return rc;
     j->m.snapshot_ms = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    /* now() is this transaction's start, after the slot's snapshot: every transaction the snapshot holds committed
+     * before it (rounded up to the next millisecond), none of the chain's before the consistent point. */
+    if (j->m.capture) j->m.capture->time_us = (j->m.snapshot_ms + 1) * 1000;
     j->m.database = strdup(PQgetvalue(r, 0, 1));
     j->m.server_version = strdup(PQgetvalue(r, 0, 2));
     PQclear(r);
