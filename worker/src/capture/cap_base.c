@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "capture/cap_capture.h"
 #include "common/fb_log.h"
 #include "pg/pgx.h"
 
@@ -25,14 +26,9 @@ fb_code cap_base_names(const char *conninfo, const char *slot, const char *stora
     }
     if (!db) db = user;
     if (!db) db = getenv("PGDATABASE");
-    fb_code rc = FB_OK;
-    if (!db || !*db || strchr(db, '/') || strcmp(db, ".") == 0 || strcmp(db, "..") == 0 ||
-        strlen(db) + 1 + strlen(slot) > CAP_SEG_STREAM_MAX)
-        rc = fb_err_set(err, FB_ERR_USAGE, "--pg must name the database (dbname=...), without '/', and with the slot "
-                        "name at most %d characters", CAP_SEG_STREAM_MAX - 1);
-    else if (snprintf(stream, CAP_SEG_STREAM_MAX + 1, "%s/%s", db, slot) < 0 ||
-             (size_t)snprintf(dir, CAP_BASE_DIR_MAX, "%s/capture/%s", storage_path, stream) >= CAP_BASE_DIR_MAX)
-        rc = fb_err_set(err, FB_ERR_USAGE, "--storage-path is too long");
+    /* One rule for a chain's names, shared with the workers' capture (cap_capture_names). */
+    fb_code rc = db && *db ? cap_capture_names(storage_path, db, slot, stream, dir, CAP_BASE_DIR_MAX, err)
+                           : fb_err_set(err, FB_ERR_USAGE, "--pg must name the database (dbname=...)");
     PQconninfoFree(opts);
     return rc;
 }

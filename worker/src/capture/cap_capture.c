@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "capture/cap_base.h"
 #include "capture/cap_schema.h"
 #include "capture/cap_slot.h"
 #include "common/fb_log.h"
@@ -203,16 +204,8 @@ fb_code cap_capture_step(cap_capture *c, int wait_ms, fb_err *err) {
     return due ? cap_capture_flush(c, err) : FB_OK;
 }
 
-static fb_code cap_first_start(void *opaque, const stor_entry *e, fb_err *err) {
-    (void)err;
-    uint64_t *first = opaque, a, b;
-    if (cap_segment_parse_name(e->name, &a, &b) == 0 && (*first == 0 || a < *first)) *first = a;
-    return FB_OK;
-}
-
 fb_code cap_capture_base(stor *st, const char *dir, cap_stream *s, const char *slot, uint64_t *base, fb_err *err) {
-    *base = 0;
-    fb_code rc = stor_list(st, dir, cap_first_start, base, err);
+    fb_code rc = cap_base_chain_first(st, dir, base, err); /* no folder yet: no segment, so 0 */
     if (rc == FB_OK && *base == 0) rc = cap_stream_slot_position(s, slot, base, err);
     return rc;
 }
