@@ -144,6 +144,63 @@ static const char cmd_restore_usage[] =
     "commit order, into a new database that appears only complete. A target outside the recoverable\n"
     "window (`fusion-backup list` shows it) is refused.\n";
 
+/* Step 1: the artifact's path and the options that decide the restore's mode, checked against each other. */
+static fb_code cr_parse(const fb_config *cfg, int argc, char **argv, const char **path, const char **until,
+                        dump_restore_opts *o, cr_until *u, fb_err *err) {
+    size_t n_names = cfg->table.n;
+    if (argc > 1) *path = argv[1];
+    if (argc > 2) return fb_err_set(err, FB_ERR_USAGE, "unexpected argument \"%s\" (see restore --help)", argv[2]);
+    o->create = cfg->create != 0;
+    o->truncate = cfg->truncate != 0;
+    o->no_owner = cfg->no_owner != 0;
+    o->no_privileges = cfg->no_privileges != 0;
+    o->jobs = (int)cfg->jobs;
+    if (!*path) return fb_err_set(err, FB_ERR_USAGE, "restore needs the artifact's path (see restore --help)");
+    if (cfg->until && *cfg->until) *until = cfg->until;
+    if (*until && (!o->create || n_names || o->truncate))
+        return fb_err_set(err, FB_ERR_USAGE, "--until rebuilds the whole database: it needs --create and a --pg "
+                          "database that does not exist yet, and no --table or --truncate");
+    fb_code rc = *until ? cr_until_parse(*until, &u->t, err) : FB_OK;
+    if (rc) return rc;
+    if (o->jobs > 1 && !o->create)
+        return fb_err_set(err, FB_ERR_USAGE, "--jobs needs --create (loading existing tables in parallel would break "
+                          "their foreign keys' order)");
+    if (!o->create && (o->no_owner || o->no_privileges))
+        return fb_err_set(err, FB_ERR_USAGE, "--no-owner and --no-privileges go with --create (a data-only restore "
+                          "creates no objects)");
+    if (o->create && o->truncate)
+        return fb_err_set(err, FB_ERR_USAGE, "--create (empty database) and --truncate (existing tables) exclude each "
+                          "other");
+    return FB_OK;
+}
+
+/* The last step: what was restored, as text or one JSON document. */
+static void cr_print(const fb_config *cfg, const char *db, const dump_restore_stats *st, double secs,
+                     const char *until, const cr_until *u) {
+    if (cfg->json) {
+        printf("{\"ok\":true,\"database\":");
+        fb_json_string(stdout, db);
+        printf(",\"tables\":%lld,\"rows\":%lld,\"raw_bytes\":%lld,\"foreign_keys_skipped\":%lld,\"seconds\":%.3f",
+               (long long)st->tables, (long long)st->rows, (long long)st->raw_bytes, (long long)st->fks_skipped, secs);
+        if (until) {
+            printf(",\"until\":");
+            fb_json_string(stdout, until);
+            printf(",\"transactions_applied\":%llu,\"last_lsn\":\"" CAP_LSN_FMT "\",\"last_commit_us\":%lld,"
+                   "\"window\":{\"base_lsn\":\"" CAP_LSN_FMT "\",\"end_lsn\":\"" CAP_LSN_FMT "\",\"base_us\":%lld,"
+                   "\"end_us\":%lld}", (unsigned long long)u->as.applied, CAP_LSN_ARGS(u->as.last_end),
+                   (long long)u->as.last_commit_us, CAP_LSN_ARGS(u->w.base_lsn), CAP_LSN_ARGS(u->w.end_lsn),
+                   (long long)u->w.base_us, (long long)u->w.end_us);
+        }
+        printf("}\n");
+        return;
+    }
+    printf("restored %lld tables, %lld rows (%lld bytes of COPY text) into \"%s\" in %.2f s\n", (long long)st->tables,
+           (long long)st->rows, (long long)st->raw_bytes, db, secs);
+    if (st->fks_skipped)
+        printf("%lld foreign keys were not created: they reference tables that were not restored\n",
+               (long long)st->fks_skipped);
+}
+
 int cmd_restore(int argc, char **argv) {
     fb_config cfg;
     fb_err err;
@@ -165,27 +222,7 @@ int cmd_restore(int argc, char **argv) {
     if (help) goto out;
     size_t n_names = cfg.table.n;
     if (!rc && !(tables = calloc(n_names + 1, sizeof *tables))) rc = fb_err_set(&err, FB_ERR_NOMEM, "out of memory");
-    if (!rc && argc > 1) path = argv[1];
-    if (!rc && argc > 2) rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (see restore --help)", argv[2]);
-    o.create = cfg.create != 0;
-    o.truncate = cfg.truncate != 0;
-    o.no_owner = cfg.no_owner != 0;
-    o.no_privileges = cfg.no_privileges != 0;
-    o.jobs = (int)cfg.jobs;
-    if (!rc && !path) rc = fb_err_set(&err, FB_ERR_USAGE, "restore needs the artifact's path (see restore --help)");
-    if (!rc && cfg.until && *cfg.until) until = cfg.until;
-    if (!rc && until && (!o.create || n_names || o.truncate))
-        rc = fb_err_set(&err, FB_ERR_USAGE, "--until rebuilds the whole database: it needs --create and a --pg database "
-                        "that does not exist yet, and no --table or --truncate");
-    if (!rc && until) rc = cr_until_parse(until, &u.t, &err);
-    if (!rc && o.jobs > 1 && !o.create)
-        rc = fb_err_set(&err, FB_ERR_USAGE, "--jobs needs --create (loading existing tables in parallel would break "
-                        "their foreign keys' order)");
-    if (!rc && !o.create && (o.no_owner || o.no_privileges))
-        rc = fb_err_set(&err, FB_ERR_USAGE, "--no-owner and --no-privileges go with --create (a data-only restore "
-                        "creates no objects)");
-    if (!rc && o.create && o.truncate)
-        rc = fb_err_set(&err, FB_ERR_USAGE, "--create (empty database) and --truncate (existing tables) exclude each other");
+    if (!rc) rc = cr_parse(&cfg, argc, argv, &path, &until, &o, &u, &err);
     if (!rc) rc = dump_open_trust(&cfg, &kr, &trust, &err);
     if (!rc) rc = dump_open_chain(path, cfg.secret_key, (const char *const *)cfg.chain_dir.v, cfg.chain_dir.n, &trust, &f, &r, &err);
     /* Say what is about to be restored before anything touches the target. */
@@ -222,29 +259,9 @@ int cmd_restore(int argc, char **argv) {
         if (rc != FB_ERR_USAGE)
             fprintf(stderr, "fusion-backup restore: nothing was committed; the target database is unchanged\n");
         if (cfg.json) cmd_json_failure(rc, err.msg);
-    } else if (cfg.json) {
-        printf("{\"ok\":true,\"database\":");
-        fb_json_string(stdout, c ? PQdb(c) : new_db);
-        printf(",\"tables\":%lld,\"rows\":%lld,\"raw_bytes\":%lld,\"foreign_keys_skipped\":%lld,\"seconds\":%.3f",
-               (long long)st.tables, (long long)st.rows, (long long)st.raw_bytes, (long long)st.fks_skipped,
-               (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
-        if (until) {
-            printf(",\"until\":");
-            fb_json_string(stdout, until);
-            printf(",\"transactions_applied\":%llu,\"last_lsn\":\"" CAP_LSN_FMT "\",\"last_commit_us\":%lld,"
-                   "\"window\":{\"base_lsn\":\"" CAP_LSN_FMT "\",\"end_lsn\":\"" CAP_LSN_FMT "\",\"base_us\":%lld,"
-                   "\"end_us\":%lld}", (unsigned long long)u.as.applied, CAP_LSN_ARGS(u.as.last_end),
-                   (long long)u.as.last_commit_us, CAP_LSN_ARGS(u.w.base_lsn), CAP_LSN_ARGS(u.w.end_lsn),
-                   (long long)u.w.base_us, (long long)u.w.end_us);
-        }
-        printf("}\n");
     } else {
-        printf("restored %lld tables, %lld rows (%lld bytes of COPY text) into \"%s\" in %.2f s\n",
-               (long long)st.tables, (long long)st.rows, (long long)st.raw_bytes, c ? PQdb(c) : new_db,
-               (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
-        if (st.fks_skipped)
-            printf("%lld foreign keys were not created: they reference tables that were not restored\n",
-                   (long long)st.fks_skipped);
+        cr_print(&cfg, c ? PQdb(c) : new_db, &st,
+                 (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9, until, &u);
     }
 out:
     stor_free(u.st);
