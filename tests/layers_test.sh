@@ -63,7 +63,7 @@ fresh; sed -i '/#include "daemon\/dmn_jobs.h"/d' "$TMP/src/cmd/cmd_event.c"
 case_ "an exception that matches nothing fails (the list cannot go stale)" 1 \
     'exception "cmd/cmd_event\.c includes daemon/dmn_jobs\.h".*remove it'
 
-fresh; add_include job/job_prune.c job_chain.h; add_include bin/main_cli.c daemon/dmn_worker.h
+fresh; add_include artifact/arc_retention.c arc_chain.h; add_include bin/main_cli.c daemon/dmn_worker.h
 case_ "same-module includes (with or without the folder) and downward ones pass" 0
 
 echo "1..$n"

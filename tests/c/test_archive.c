@@ -20,6 +20,7 @@
 
 #include <libpq-fe.h>
 
+#include "common/fb_flag.h"
 #include "common/fb_config.h"
 #include "common/fb_time.h"
 #include "job/job.h"
@@ -139,7 +140,7 @@ typedef struct ta_job {
     job_ctx ctx;
     job_result res;
     fb_err err;
-    volatile sig_atomic_t abort_flag;
+    fb_flag abort_flag;
     int abort_after_batches;
 } ta_job;
 

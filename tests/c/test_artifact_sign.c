@@ -10,7 +10,7 @@
  *     of the index; a genuine index re-signed by them;
  *   - a genuine artifact of job A copied over job B's file name; a sealed key replaced by their own;
  *   - a forged artifact as the link of a genuine INCREMENTAL's chain (refused when the table is read);
- *   - in a folder listing (job_chain: bases and retention), their artifacts are UNTRUSTED or UNSIGNED, never
+ *   - in a folder listing (arc_chain: bases and retention), their artifacts are UNTRUSTED or UNSIGNED, never
  *     usable as a base.
  * And the genuine cases work: the worker's artifact opens and verifies, a chain of signed artifacts reads, and an
  * index re-signed by another trusted key (what rekey does) is accepted.
@@ -31,7 +31,7 @@
 #include "artifact/arc_reader.h"
 #include "artifact/arc_sign.h"
 #include "artifact/arc_writer.h"
-#include "job/job_chain.h"
+#include "artifact/arc_chain.h"
 #include "tap.h"
 
 static char root[300];
@@ -403,7 +403,7 @@ static void test_listing(void) {
     fb_err err;
     unsigned char ikey[ARC_INDEX_KEY_BYTES];
     stor *st = NULL;
-    job_chain ch;
+    arc_chain ch;
     /* one folder: the worker's FULL, the attacker's (newer) one, an unsigned one, A's artifact under C's name */
     write_art("list", JOB_B, ARC_FORMAT_VERSION, &worker, NULL);
     write_art("list", JOB_A, ARC_FORMAT_VERSION, &attacker, NULL);
@@ -419,19 +419,19 @@ static void test_listing(void) {
     }
     CHECK_EQ_INT(arc_index_key(NULL, pk, ikey, &err), FB_OK);
     CHECK_EQ_INT(stor_posix_new(root, &st, &err), FB_OK);
-    CHECK_EQ_INT(job_chain_load(st, "list", ikey, &trust_worker, &ch, &err), FB_OK);
+    CHECK_EQ_INT(arc_chain_load(st, "list", ikey, &trust_worker, &ch, &err), FB_OK);
     CHECK_EQ_INT(ch.n, 4);
-    job_chain_entry *e = job_chain_find(&ch, JOB_B);
-    CHECK(e && e->sig.state == ARC_SIG_TRUSTED && job_chain_usable(e) && strcmp(e->sig.manifest_key, worker.key_id) == 0);
-    e = job_chain_find(&ch, JOB_A);
-    CHECKF(e && e->sig.state == ARC_SIG_UNTRUSTED && !job_chain_usable(e) && strstr(e->untrusted_why, attacker.key_id),
+    arc_chain_entry *e = arc_chain_find(&ch, JOB_B);
+    CHECK(e && e->sig.state == ARC_SIG_TRUSTED && arc_chain_usable(e) && strcmp(e->sig.manifest_key, worker.key_id) == 0);
+    e = arc_chain_find(&ch, JOB_A);
+    CHECKF(e && e->sig.state == ARC_SIG_UNTRUSTED && !arc_chain_usable(e) && strstr(e->untrusted_why, attacker.key_id),
            "attacker's: %s", e ? e->untrusted_why : "missing");
-    e = job_chain_find(&ch, "cccccccc-1111-4222-8333-444455556666");
-    CHECK(e && e->sig.state == ARC_SIG_UNSIGNED && !job_chain_usable(e) && e->ix); /* retention still reads it */
-    e = job_chain_find(&ch, "dddddddd-1111-4222-8333-444455556666");
-    CHECKF(e && e->sig.state == ARC_SIG_UNTRUSTED && !job_chain_usable(e) && strstr(e->untrusted_why, "copied"),
+    e = arc_chain_find(&ch, "cccccccc-1111-4222-8333-444455556666");
+    CHECK(e && e->sig.state == ARC_SIG_UNSIGNED && !arc_chain_usable(e) && e->ix); /* retention still reads it */
+    e = arc_chain_find(&ch, "dddddddd-1111-4222-8333-444455556666");
+    CHECKF(e && e->sig.state == ARC_SIG_UNTRUSTED && !arc_chain_usable(e) && strstr(e->untrusted_why, "copied"),
            "renamed: %s", e ? e->untrusted_why : "missing");
-    job_chain_clear(&ch);
+    arc_chain_clear(&ch);
     stor_free(st);
 }
 

@@ -18,10 +18,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/fb_flag.h"
 #include "artifact/arc_key.h"
 #include "artifact/arc_reader.h"
 #include "codec/ev_event.h"
-#include "dump/dump_open.h"
+#include "artifact/arc_open.h"
 #include "dump/dump_restore.h"
 #include "job/job_backup.h"
 #include "job/job_verify.h"
@@ -225,7 +226,7 @@ static fb_code restore_file(const char *path, const char *key, const char *dbnam
     dump_restore_opts o = {0};
     o.create = create;
     o.commit = 1;
-    fb_code rc = dump_open_artifact(path, key, &trust, &f, &r, err);
+    fb_code rc = arc_open_artifact(path, key, &trust, &f, &r, err);
     if (rc == FB_OK) {
         PGconn *c = db(dbname);
         rc = dump_restore(r, c, &o, &st, err);
@@ -458,14 +459,14 @@ int main(void) {
         /* the records end where the signature block (298 bytes) starts, before the 40-byte trailer; they are bound
          * by the signed head's per-table BLAKE2b, not signed themselves, so opening still succeeds */
         copy_file(artifact, bad, -1, (long)ast.st_size - 40 - 298 - 20);
-        rc = dump_open_artifact(bad, sk_path, &trust, &f, &r, &err);
+        rc = arc_open_artifact(bad, sk_path, &trust, &f, &r, &err);
         CHECKF(rc == FB_OK, "open with damaged chunk records: %s", err.msg);
         if (rc == FB_OK) rc = arc_reader_verify_all(r, &err);
         CHECKF(rc == FB_ERR_CRYPTO && strstr(err.msg, "chunk list"), "verify, damaged chunk records: rc %d: %s", rc,
                err.msg);
         arc_reader_free(r);
         stor_rfile_close(f);
-        rc = dump_open_artifact(artifact, sk_path, &trust, &f, &r, &err);
+        rc = arc_open_artifact(artifact, sk_path, &trust, &f, &r, &err);
         if (rc == FB_OK) rc = arc_reader_verify_all(r, &err);
         CHECKF(rc == FB_OK, "verify, intact artifact: %s", err.msg);
         arc_reader_free(r);
@@ -483,7 +484,7 @@ int main(void) {
         o.n_tables = 1;
         o.commit = 1;
         exec_ok(d3, "TRUNCATE awkward, \"iwdModuleV2_projects\", \"Cpda Application\", \"auth user\"");
-        rc = dump_open_artifact(artifact, sk_path, &trust, &f, &r, &err);
+        rc = arc_open_artifact(artifact, sk_path, &trust, &f, &r, &err);
         if (rc == FB_OK) rc = dump_restore(r, d3, &o, &st, &err);
         CHECKF(rc == FB_OK, "restore --table awkward: %s", err.msg);
         CHECK_EQ_INT(st.tables, 1);
@@ -636,7 +637,7 @@ int main(void) {
     /* --- abort: no file left --- */
     {
         ev_event *ev = ev_event_new(EV_BACKUP_REQUESTED);
-        volatile sig_atomic_t stop = 1;
+        fb_flag stop = 1;
         snprintf(ev->job_id, sizeof ev->job_id, "%s", "22222222-2222-4333-8444-555555555555");
         ev->u.backup.backup_type = EV_FULL;
         ev->u.backup.storage_path = ev_strdup(ev, "cfg3/aborted");

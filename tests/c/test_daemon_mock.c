@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/fb_flag.h"
 #include "codec/ev_event.h"
 #include "common/fb_config.h"
 #include "common/fb_log.h"
@@ -23,7 +24,7 @@
 #include "kafka/kfk_sign.h"
 #include "tap.h"
 
-static volatile sig_atomic_t stop_flag = 0;
+static fb_flag stop_flag = 0;
 static fb_config cfg;
 static fb_signer worker_key, requester_key, stranger_key;
 static fb_keyring requesters, workers;

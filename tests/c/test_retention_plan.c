@@ -1,12 +1,12 @@
-/* test_retention_plan: job_prune_plan_make on chains built in memory, no storage involved. What retention must
- * never do (job_prune.h): remove a backup that a kept one needs (a table it references, or some of its chunks,
+/* test_retention_plan: arc_retention_plan_make on chains built in memory, no storage involved. What retention must
+ * never do (arc_retention.h): remove a backup that a kept one needs (a table it references, or some of its chunks,
  * however long the chain), remove the last restorable FULL, touch another configuration's backups, remove the
  * protected job, or remove anything when one index cannot be read. And what it must do: let go of the rest. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "job/job_prune.h"
+#include "artifact/arc_retention.h"
 #include "tap.h"
 
 #define DAY 86400000LL
@@ -15,8 +15,8 @@
 
 /* A chain of up to MAXE entries, each with one table that may name its holder and one chunk dependency. */
 typedef struct chain {
-    job_chain ch;
-    job_chain_entry e[MAXE];
+    arc_chain ch;
+    arc_chain_entry e[MAXE];
     arc_index ix[MAXE];
     arc_index_table t[MAXE];
     const char *deps[MAXE][1];
@@ -24,10 +24,10 @@ typedef struct chain {
 
 /* Adds backup id of config, type, completed on `day`, whose table is stored in `holder` (NULL: itself) and has
  * chunks in `chunks_in` (NULL: none). trusted: signed by a trusted key. */
-static job_chain_entry *add(chain *c, const char *id, int64_t config, const char *type, int day, const char *holder,
+static arc_chain_entry *add(chain *c, const char *id, int64_t config, const char *type, int day, const char *holder,
                             const char *chunks_in, int trusted) {
     size_t i = c->ch.n++;
-    job_chain_entry *e = &c->e[i];
+    arc_chain_entry *e = &c->e[i];
     arc_index *ix = &c->ix[i];
     arc_index_table *t = &c->t[i];
     t->schema = "public";
@@ -57,8 +57,8 @@ static void init(chain *c) {
     c->ch.e = c->e;
 }
 
-static job_prune_opts opts(int64_t days, int64_t config) {
-    job_prune_opts o = {0};
+static arc_retention_opts opts(int64_t days, int64_t config) {
+    arc_retention_opts o = {0};
     o.retention_days = days;
     o.now_ms = NOW;
     o.config_id = config;
@@ -67,11 +67,11 @@ static job_prune_opts opts(int64_t days, int64_t config) {
 
 /* Plans and checks the outcome: `removed` lists the ids removed, space-separated, in chain order; for kept
  * candidates, why must contain the fragment given in kept_why for that index (NULL: not checked). */
-static void expect_plan(const char *what, chain *c, const job_prune_opts *o, const char *removed,
+static void expect_plan(const char *what, chain *c, const arc_retention_opts *o, const char *removed,
                         const char *const kept_why[MAXE]) {
-    job_prune_plan p;
+    arc_retention_plan p;
     fb_err err;
-    fb_code rc = job_prune_plan_make(&c->ch, "cfg/7", o, &p, &err);
+    fb_code rc = arc_retention_plan_make(&c->ch, "cfg/7", o, &p, &err);
     CHECKF(rc == FB_OK, "%s: %s", what, rc ? err.msg : "");
     if (rc) return;
     char got[256] = "";
@@ -82,7 +82,7 @@ static void expect_plan(const char *what, chain *c, const job_prune_opts *o, con
         if (kept_why[i])
             CHECKF(p.kept_why[i] && strstr(p.kept_why[i], kept_why[i]), "%s: %s kept because \"%s\", expected \"%s\"",
                    what, c->e[i].job_id, p.kept_why[i] ? p.kept_why[i] : "(no reason)", kept_why[i]);
-    job_prune_plan_clear(&p);
+    arc_retention_plan_clear(&p);
 }
 
 /* Two chains: the old one (F1 <- I1) goes whole; the newer FULL is older than the cutoff but an INCREMENTAL that
@@ -95,7 +95,7 @@ static void chains(void) {
     add(&c, "F2", 7, "FULL", 50, NULL, NULL, 1);
     add(&c, "I2", 7, "INCREMENTAL", 80, "F2", NULL, 1);
     add(&c, "F3", 7, "FULL", 85, NULL, NULL, 1);
-    job_prune_opts o = opts(30, 7);
+    arc_retention_opts o = opts(30, 7);
     const char *why[MAXE] = {NULL, NULL, "needed by backup I2 (table \"public\".\"leave\")"};
     expect_plan("old chain goes, newer base stays", &c, &o, "F1 I1", why);
     /* Retention 0 keeps everything. */
@@ -117,7 +117,7 @@ static void long_chain(void) {
             case 3: add(&c, "D3", 7, "INCREMENTAL", 90, "D2", NULL, 1); break;
             }
         }
-        job_prune_opts o = opts(30, 7);
+        arc_retention_opts o = opts(30, 7);
         expect_plan(k ? "chain of four, newest first: all stay" : "chain of four, base first: all stay", &c, &o, "",
                     NULL);
     }
@@ -133,7 +133,7 @@ static void chunk_deps(void) {
     add(&c, "I3", 7, "INCREMENTAL", 90, NULL, "F0", 1);
     add(&c, "I4", 7, "INCREMENTAL", 91, "gone-elsewhere", NULL, 1);
     add(&c, "F9", 7, "FULL", 95, NULL, NULL, 1); /* the last FULL, so that Fx is not kept as that */
-    job_prune_opts o = opts(30, 7);
+    arc_retention_opts o = opts(30, 7);
     const char *why[MAXE] = {"some of its chunks"};
     expect_plan("chunk holder stays, the unreferenced FULL goes", &c, &o, "Fx", why);
 }
@@ -145,7 +145,7 @@ static void last_full(void) {
     init(&c);
     add(&c, "F1", 7, "FULL", 10, NULL, NULL, 1);
     add(&c, "F2", 7, "FULL", 20, NULL, NULL, 1);
-    job_prune_opts o = opts(30, 7);
+    arc_retention_opts o = opts(30, 7);
     const char *why[MAXE] = {NULL, "the last restorable FULL"};
     expect_plan("newest old FULL kept", &c, &o, "F1", why);
     c.e[1].sig.state = ARC_SIG_UNTRUSTED;
@@ -166,7 +166,7 @@ static void scope_and_protect(void) {
     add(&c, "C8", 8, "FULL", 12, NULL, NULL, 1);
     add(&c, "D8", 8, "INCREMENTAL", 13, "A7", NULL, 1);
     add(&c, "E7", 7, "FULL", 14, NULL, NULL, 1);
-    job_prune_opts o = opts(30, 7);
+    arc_retention_opts o = opts(30, 7);
     const char *why[MAXE] = {"needed by backup D8"};
     expect_plan("config 7 only; config 8 pins A7", &c, &o, "B7", why);
     o.protect_job = "B7";
@@ -180,12 +180,12 @@ static void scope_and_protect(void) {
 static void format1(void) {
     chain c;
     init(&c);
-    job_chain_entry *e = add(&c, "old1", 7, "FULL", 1, NULL, NULL, 0);
+    arc_chain_entry *e = add(&c, "old1", 7, "FULL", 1, NULL, NULL, 0);
     e->ix = NULL;
     e->artifact_version = 1;
     e->artifact_mtime_ms = 2 * DAY;
     add(&c, "F", 7, "FULL", 95, NULL, NULL, 1);
-    job_prune_opts o = opts(30, 7);
+    arc_retention_opts o = opts(30, 7);
     expect_plan("format 1 out of a config's scope", &c, &o, "", NULL);
     o = opts(30, -1);
     expect_plan("format 1 in the CLI's scope", &c, &o, "old1", NULL);
@@ -196,17 +196,17 @@ static void problem_refuses(void) {
     chain c;
     init(&c);
     add(&c, "F1", 7, "FULL", 10, NULL, NULL, 1);
-    job_chain_entry *bad = add(&c, "X", 7, "INCREMENTAL", 90, "F1", NULL, 1);
+    arc_chain_entry *bad = add(&c, "X", 7, "INCREMENTAL", 90, "F1", NULL, 1);
     snprintf(bad->problem, sizeof bad->problem, "chain index MAC does not match");
     bad->ix = NULL;
     add(&c, "F2", 7, "FULL", 95, NULL, NULL, 1);
-    job_prune_opts o = opts(30, 7);
-    job_prune_plan p;
+    arc_retention_opts o = opts(30, 7);
+    arc_retention_plan p;
     fb_err err;
-    CHECK_EQ_INT(job_prune_plan_make(&c.ch, "cfg/7", &o, &p, &err), FB_ERR_VERIFY);
+    CHECK_EQ_INT(arc_retention_plan_make(&c.ch, "cfg/7", &o, &p, &err), FB_ERR_VERIFY);
     CHECK(strstr(err.msg, "backup X") && strstr(err.msg, "MAC does not match") && strstr(err.msg, "removed nothing"));
     CHECK(p.remove == NULL && p.n == 0);
-    job_prune_plan_clear(&p); /* safe on the emptied plan */
+    arc_retention_plan_clear(&p); /* safe on the emptied plan */
 }
 
 int main(void) {

@@ -11,13 +11,14 @@
 #include "codec/ev_event.h"
 #include "common/fb_config.h"
 #include "common/fb_err.h"
+#include "common/fb_flag.h"
 #include "common/fb_log.h"
 #include "daemon/dmn_metrics.h"
 #include "daemon/dmn_recorder.h"
 #include "daemon/dmn_worker.h"
 #include "kafka/kfk_sign.h"
 
-static volatile sig_atomic_t worker_signals = 0;
+static fb_flag worker_signals = 0;
 
 static void worker_on_signal(int sig) {
     (void)sig;

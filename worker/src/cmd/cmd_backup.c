@@ -34,6 +34,7 @@
 #include "capture/cap_base.h"
 #include "cmd/cmd.h"
 #include "common/fb_config.h"
+#include "common/fb_flag.h"
 #include "common/fb_json.h"
 #include "common/fb_progress.h"
 #include "common/fb_time.h"
@@ -52,7 +53,7 @@
 /* The `worker` value of this command's records (dmn_recorder writes it), prefix of "...@host:pid". */
 #define CB_WORKER_PREFIX "fusion-backup backup@"
 
-static volatile sig_atomic_t cb_abort = 0;
+static fb_flag cb_abort = 0;
 
 static void cb_on_signal(int sig) {
     (void)sig;

@@ -43,12 +43,13 @@
 #include "capture/cap_stream.h"
 #include "cmd/cmd.h"
 #include "common/fb_config.h"
+#include "common/fb_flag.h"
 #include "common/fb_log.h"
 #include "common/fb_sign.h"
 #include "pg/pgx.h"
 #include "storage/stor.h"
 
-static volatile sig_atomic_t cc_stop;
+static fb_flag cc_stop;
 static void cc_on_signal(int sig) {
     (void)sig;
     cc_stop = 1;

@@ -10,7 +10,7 @@
 #include "cmd/cmd.h"
 #include "common/fb_config.h"
 #include "common/fb_time.h"
-#include "dump/dump_open.h"
+#include "artifact/arc_open.h"
 
 static void cmd_inspect_text(const arc_manifest *m, const arc_index *ix, const stor_rfile *f) {
     char snap[40], start[40], end[40];
@@ -90,14 +90,14 @@ int cmd_inspect(int argc, char **argv) {
     if (!rc && argc > 2)
         rc = fb_err_set(&err, FB_ERR_USAGE, "unexpected argument \"%s\" (usage: inspect ARTIFACT [--json])", argv[2]);
     if (!rc && !path) rc = fb_err_set(&err, FB_ERR_USAGE, "inspect needs the artifact's path");
-    if (!rc) rc = dump_open_trust(&cfg, &kr, &trust, &err);
-    if (!rc) rc = dump_open_artifact(path, cfg.secret_key, &trust, &f, &r, &err);
+    if (!rc) rc = arc_open_trust(&cfg, &kr, &trust, &err);
+    if (!rc) rc = arc_open_artifact(path, cfg.secret_key, &trust, &f, &r, &err);
     if (!rc && json) {
         size_t len = 0;
         const void *raw = arc_reader_manifest_raw(r, &len);
         rc = arc_manifest_print_json(raw, len, stdout, &err);
     } else if (!rc) {
-        dump_open_describe(r, stdout);
+        arc_open_describe(r, stdout);
         cmd_inspect_text(arc_reader_manifest(r), arc_reader_index(r), f);
     }
     if (rc) fprintf(stderr, "fusion-backup inspect: %s\n", err.msg);

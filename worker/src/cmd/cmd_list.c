@@ -2,7 +2,7 @@
  *
  * What can be restored, for a DBA at 3 a.m. (pgBackRest's `info`): every backup in the given folders with its
  * configuration, type, chain (base), snapshot and completion time, size, and whether it is restorable, from the
- * chain indexes alone (job_chain.h): no secret key, no broker. "Restorable" means its index authenticates, names
+ * chain indexes alone (arc_chain.h): no secret key, no broker. "Restorable" means its index authenticates, names
  * the same job as the file, and every artifact it draws data from (a base's table, a chunk) is in the folder and
  * restorable too; otherwise the line says what is missing.
  * With --pg, each folder's change chain of that database (capture/DBNAME/SLOT, slot --capture-slot) is shown too:
@@ -33,7 +33,7 @@
 #include "common/fb_config.h"
 #include "common/fb_json.h"
 #include "common/fb_time.h"
-#include "job/job_chain.h"
+#include "artifact/arc_chain.h"
 #include "pg/pgx.h"
 #include "storage/stor.h"
 
@@ -58,7 +58,7 @@ static void cl_time(int64_t ms, char *out, size_t cap) {
 
 /* Why entry e cannot be restored ("" when it can): its own problem, or the first artifact it needs that is
  * missing or unusable. depth bounds a (corrupt) cyclic chain. */
-static void cl_restorable(const job_chain *ch, const job_chain_entry *e, int depth, char *why, size_t cap) {
+static void cl_restorable(const arc_chain *ch, const arc_chain_entry *e, int depth, char *why, size_t cap) {
     why[0] = '\0';
     if (e->problem[0]) {
         snprintf(why, cap, "%s", e->problem);
@@ -79,7 +79,7 @@ static void cl_restorable(const job_chain *ch, const job_chain_entry *e, int dep
         for (size_t k = 0; k <= it->n_deps && !why[0]; k++) {
             const char *dep = k == 0 ? it->stored_in : it->deps[k - 1];
             if (!dep || strcmp(dep, e->job_id) == 0) continue;
-            const job_chain_entry *d = job_chain_find(ch, dep);
+            const arc_chain_entry *d = arc_chain_find(ch, dep);
             if (!d) {
                 snprintf(why, cap, "needs backup %s (table %s.%s), which is not in this folder", dep, it->schema,
                          it->name);
@@ -119,7 +119,7 @@ static void cl_json_str_field(const char *key, const char *v, int comma) {
 }
 
 /* "KEYID" (and "KEYID index KEYID2" when rekey re-signed the index), "unsigned" or "untrusted". */
-static void cl_signer(const job_chain_entry *e, char *out, size_t cap) {
+static void cl_signer(const arc_chain_entry *e, char *out, size_t cap) {
     if (e->sig.state == ARC_SIG_UNSIGNED) snprintf(out, cap, "unsigned");
     else if (e->sig.state == ARC_SIG_UNTRUSTED) snprintf(out, cap, "untrusted");
     else if (strcmp(e->sig.manifest_key, e->sig.index_key) != 0)
@@ -127,13 +127,13 @@ static void cl_signer(const job_chain_entry *e, char *out, size_t cap) {
     else snprintf(out, cap, "%s", e->sig.manifest_key);
 }
 
-static void cl_print(cl_out *o, const char *folder, const job_chain_entry *e, const char *why, const cl_record *rec,
+static void cl_print(cl_out *o, const char *folder, const arc_chain_entry *e, const char *why, const cl_record *rec,
                      int with_db) {
     char snap[32], done[32], signer[64];
     cl_signer(e, signer, sizeof signer);
-    const char *type = job_chain_type(e);
+    const char *type = arc_chain_type(e);
     cl_time(e->ix ? e->ix->snapshot_ms : 0, snap, sizeof snap);
-    cl_time(job_chain_time(e), done, sizeof done);
+    cl_time(arc_chain_time(e), done, sizeof done);
     if (o->json) {
         printf("%s{", o->first ? "" : ",\n");
         o->first = 0;
@@ -169,14 +169,14 @@ static void cl_print(cl_out *o, const char *folder, const job_chain_entry *e, co
 
 /* Sorts entries by completion time, oldest first (the order a DBA reads a chain in). */
 static int cl_cmp(const void *a, const void *b) {
-    int64_t x = job_chain_time(a), y = job_chain_time(b);
+    int64_t x = arc_chain_time(a), y = arc_chain_time(b);
     return x < y ? -1 : x > y;
 }
 
 static fb_code cl_folder(stor *st, const char *folder, const unsigned char key[ARC_INDEX_KEY_BYTES],
                          const fb_keyring *signers, PGconn *db, cl_out *o, int64_t *n_listed, fb_err *err) {
-    job_chain ch;
-    fb_code rc = job_chain_load(st, folder, key, signers, &ch, err);
+    arc_chain ch;
+    fb_code rc = arc_chain_load(st, folder, key, signers, &ch, err);
     if (rc) return rc;
     qsort(ch.e, ch.n, sizeof *ch.e, cl_cmp);
     if (!o->json && ch.n)
@@ -190,7 +190,7 @@ static fb_code cl_folder(stor *st, const char *folder, const unsigned char key[A
         if (!rc) cl_print(o, folder, &ch.e[i], why, &rec, db != NULL);
         (*n_listed)++;
     }
-    job_chain_clear(&ch);
+    arc_chain_clear(&ch);
     return rc;
 }
 

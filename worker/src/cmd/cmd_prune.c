@@ -1,6 +1,6 @@
 /* cmd_prune: `fusion-backup prune --storage-root R --storage-path P --retention-days N [--dry-run]`.
  *
- * The retention the worker applies after each backup (job_prune.h), by hand, on one storage folder: backups older
+ * The retention the worker applies after each backup (arc_retention.h), by hand, on one storage folder: backups older
  * than N days go, except those a kept backup references and the last restorable FULL. It reads the chain indexes,
  * so it needs the same index key as the workers (--index-key, or --public-key when they derive it). Every backup
  * past the retention gets one line: `remove`/`would remove JOB: why` or `keep JOB: why`. --config-id limits it to
@@ -18,7 +18,7 @@
 #include "common/fb_config.h"
 #include "common/fb_json.h"
 #include "common/fb_time.h"
-#include "job/job_prune.h"
+#include "artifact/arc_retention.h"
 
 typedef struct cmd_prune_out {
     int dry_run, json, n; /* n: decisions printed (JSON: the array's elements so far) */
@@ -53,7 +53,7 @@ int cmd_prune(int argc, char **argv) {
     const char *path = NULL;
     int64_t days = -1, removed = 0;
     unsigned char key[ARC_INDEX_KEY_BYTES];
-    job_prune_opts o = {0, fb_now_ms(), -1, 0, NULL, NULL};
+    arc_retention_opts o = {0, fb_now_ms(), -1, 0, NULL, NULL};
     cmd_prune_out po = {0};
     stor *st = NULL;
     fb_keyring kr = {0};
@@ -75,7 +75,7 @@ int cmd_prune(int argc, char **argv) {
     if (!rc && (!path || days < 0))
         rc = fb_err_set(&err, FB_ERR_USAGE, "prune needs --storage-path P and --retention-days N (see prune --help)");
     if (!rc) rc = cmd_index_key(&cfg, "prune", key, &err);
-    /* only a FULL a trusted worker signed counts as the last restorable one (job_prune.h) */
+    /* only a FULL a trusted worker signed counts as the last restorable one (arc_retention.h) */
     if (!rc) rc = fb_keyring_load(&kr, cfg.trusted_signers, "--trusted-signer", &err);
     o.signers = &kr;
     if (!rc) rc = stor_open_location(cfg.storage_root, &cfg, &st, &err);
@@ -86,7 +86,7 @@ int cmd_prune(int argc, char **argv) {
         /* JSON: one object; the decisions stream into its array as they are made, so a failure midway still
          * shows what was removed before it */
         if (po.json) printf("{\"dry_run\":%s,\"decisions\":[", o.dry_run ? "true" : "false");
-        rc = job_prune_run(st, path, key, &o, cmd_prune_report, &po, &removed, &err);
+        rc = arc_retention_run(st, path, key, &o, cmd_prune_report, &po, &removed, &err);
         if (po.json) {
             printf("],\"removed\":%lld,\"ok\":%s", (long long)removed, rc ? "false" : "true");
             if (rc) {

@@ -10,7 +10,7 @@
  * database that does not exist yet builds it under a temporary name on --jobs connections and renames it at the
  * end (dump_rebuild.h).
  * An INCREMENTAL or DIFFERENTIAL artifact resolves its chain by itself: the artifacts holding the tables it only
- * references are looked for in its own folder, then in each --chain-dir DIR (dump_open.h).
+ * references are looked for in its own folder, then in each --chain-dir DIR (arc_open.h).
  * --until TIME|LSN (point-in-time recovery, issue 16): ARTIFACT is a capture base (a FULL taken with `backup
  * --capture-base`, its manifest names the slot, stream and consistent point). The FULL is rebuilt as a new
  * database under a temporary name (dump_rebuild), then the change chain found beside the artifact
@@ -30,19 +30,20 @@
 #include <string.h>
 #include <time.h>
 
+#include "artifact/arc_open.h"
 #include "capture/cap_apply.h"
 #include "capture/cap_base.h"
 #include "cmd/cmd.h"
 #include "cmd/cmd_progress.h"
 #include "common/fb_config.h"
+#include "common/fb_flag.h"
 #include "common/fb_json.h"
 #include "common/fb_time.h"
-#include "dump/dump_open.h"
 #include "dump/dump_rebuild.h"
 #include "dump/dump_restore.h"
 #include "pg/pgx.h"
 
-static volatile sig_atomic_t cmd_restore_stop;
+static fb_flag cmd_restore_stop;
 static void cmd_restore_on_signal(int sig) {
     (void)sig;
     cmd_restore_stop = 1;
@@ -223,10 +224,10 @@ int cmd_restore(int argc, char **argv) {
     size_t n_names = cfg.table.n;
     if (!rc && !(tables = calloc(n_names + 1, sizeof *tables))) rc = fb_err_set(&err, FB_ERR_NOMEM, "out of memory");
     if (!rc) rc = cr_parse(&cfg, argc, argv, &path, &until, &o, &u, &err);
-    if (!rc) rc = dump_open_trust(&cfg, &kr, &trust, &err);
-    if (!rc) rc = dump_open_chain(path, cfg.secret_key, (const char *const *)cfg.chain_dir.v, cfg.chain_dir.n, &trust, &f, &r, &err);
+    if (!rc) rc = arc_open_trust(&cfg, &kr, &trust, &err);
+    if (!rc) rc = arc_open_chain(path, cfg.secret_key, (const char *const *)cfg.chain_dir.v, cfg.chain_dir.n, &trust, &f, &r, &err);
     /* Say what is about to be restored before anything touches the target. */
-    if (!rc) dump_open_describe(r, stderr);
+    if (!rc) arc_open_describe(r, stderr);
     if (!rc && until) rc = cr_until_open(&cfg, path, arc_reader_manifest(r), &kr, &u, &err);
     for (size_t i = 0; !rc && i < n_names; i++) rc = cmd_restore_table(arc_reader_manifest(r), cfg.table.v[i], &tables[i], &err);
     if (!rc) rc = dump_rebuild_connect_target(cfg.pg, o.create, &c, new_db, sizeof new_db, &err);

@@ -13,12 +13,13 @@
 #include "codec/ev_event.h"
 #include "codec/ev_json.h"
 #include "common/fb_config.h"
+#include "common/fb_flag.h"
 #include "common/fb_json.h"
 #include "common/fb_time.h"
 #include "kafka/kfk_scan.h"
 #include "kafka/kfk_sign.h"
 
-static volatile sig_atomic_t tail_stop = 0;
+static fb_flag tail_stop = 0;
 static void tail_on_signal(int sig) {
     (void)sig;
     tail_stop = 1;

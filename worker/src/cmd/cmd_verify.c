@@ -19,7 +19,7 @@
 #include "cmd/cmd_progress.h"
 #include "common/fb_config.h"
 #include "common/fb_json.h"
-#include "dump/dump_open.h"
+#include "artifact/arc_open.h"
 #include "dump/dump_restore.h"
 #include "pg/pgx.h"
 
@@ -67,9 +67,9 @@ int cmd_verify(int argc, char **argv) {
     if (cfg.restore_into && *cfg.restore_into) into = cfg.restore_into;
     if (!rc && !path) rc = fb_err_set(&err, FB_ERR_USAGE, "verify needs the artifact's path");
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    if (!rc) rc = dump_open_trust(&cfg, &kr, &trust, &err);
-    if (!rc) rc = dump_open_chain(path, cfg.secret_key, (const char *const *)cfg.chain_dir.v, cfg.chain_dir.n, &trust, &f, &r, &err);
-    if (!rc) dump_open_describe(r, stderr);
+    if (!rc) rc = arc_open_trust(&cfg, &kr, &trust, &err);
+    if (!rc) rc = arc_open_chain(path, cfg.secret_key, (const char *const *)cfg.chain_dir.v, cfg.chain_dir.n, &trust, &f, &r, &err);
+    if (!rc) arc_open_describe(r, stderr);
     fb_progress *prog = rc ? NULL : cmd_progress_reading(&cfg, "verify", arc_reader_manifest(r), NULL, 0, 0);
     if (!rc) rc = arc_reader_verify_all(r, &err);
     if (!rc && (chain = arc_reader_manifest(r)->capture != NULL))

@@ -13,6 +13,7 @@
 #include "capture/cap_capture.h"
 #include "capture/cap_slot.h"
 #include "capture/cap_stream.h"
+#include "common/fb_flag.h"
 #include "common/fb_log.h"
 #include "daemon/dmn_metrics.h"
 #include "pg/pgx.h"
@@ -43,7 +44,7 @@ typedef struct dc_db {
 struct dmn_capture {
     const fb_config *cfg;
     const fb_signer *signer;
-    volatile sig_atomic_t *signals;
+    fb_flag *signals;
     char app_name[200];
     unsigned char pk[ARC_PK_BYTES];
     fb_keyring signers;
@@ -271,7 +272,7 @@ static fb_code dc_setup(dmn_capture *c, fb_err *err) {
 }
 
 fb_code dmn_capture_start(const fb_config *cfg, const char *worker_name, const fb_signer *signer,
-                          volatile sig_atomic_t *signals, dmn_capture **out, fb_err *err) {
+                          fb_flag *signals, dmn_capture **out, fb_err *err) {
     *out = NULL;
     if (!cfg->capture_databases || !*cfg->capture_databases) return FB_OK;
     dmn_capture *c = calloc(1, sizeof *c);

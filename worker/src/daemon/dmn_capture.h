@@ -40,6 +40,7 @@
 
 #include "common/fb_config.h"
 #include "common/fb_err.h"
+#include "common/fb_flag.h"
 #include "common/fb_sign.h"
 
 typedef struct dmn_capture dmn_capture;
@@ -48,7 +49,7 @@ typedef struct dmn_capture dmn_capture;
  * *signals becomes non-zero (a leader writes what is pending first). cfg, signer and signals are borrowed until
  * dmn_capture_stop. FB_ERR_USAGE when a setting capture needs is missing. */
 fb_code dmn_capture_start(const fb_config *cfg, const char *worker_name, const fb_signer *signer,
-                          volatile sig_atomic_t *signals, dmn_capture **out, fb_err *err);
+                          fb_flag *signals, dmn_capture **out, fb_err *err);
 /* Waits for the threads (call after *signals is set) and frees everything; NULL ok. */
 void dmn_capture_stop(dmn_capture *c);
 

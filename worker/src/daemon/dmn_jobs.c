@@ -7,6 +7,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "artifact/arc_index.h"
+#include "artifact/arc_key.h"
+#include "artifact/arc_reader.h"
+#include "artifact/arc_sign.h"
+#include "common/fb_flag.h"
 #include "common/fb_log.h"
 #include "common/fb_time.h"
 #include "daemon/dmn_ledger.h"
@@ -16,13 +21,9 @@
 #include "job/job_backup.h"
 #include "job/job_request.h"
 #include "job/job_verify.h"
-#include "artifact/arc_index.h"
-#include "artifact/arc_key.h"
-#include "artifact/arc_reader.h"
-#include "artifact/arc_sign.h"
 #include "storage/stor.h"
 
-dmn_job_fn dmn_jobs_lookup(ev_type type) {
+job_run_fn dmn_jobs_lookup(ev_type type) {
     return job_request_of(type) ? job_request_of(type)->run : NULL;
 }
 
@@ -44,7 +45,7 @@ static void dmn_progress_cb(void *opaque, const job_result *so_far) {
 }
 
 /* Sleeps ms, waking early when abort is set. */
-static void dmn_sleep_abortable(int64_t ms, volatile sig_atomic_t *abort) {
+static void dmn_sleep_abortable(int64_t ms, fb_flag *abort) {
     while (ms > 0 && !(abort && *abort)) {
         int64_t step = ms < 100 ? ms : 100;
         struct timespec ts = {0, (long)step * 1000000L};
@@ -266,7 +267,7 @@ static fb_code dmn_start(dmn_exec *x, fb_err *err) {
 }
 
 /* Step 5: the job, retried with doubling back-off while the failure is transient (and not aborted). */
-static fb_code dmn_run(const dmn_exec *x, dmn_job_fn fn, volatile sig_atomic_t *abort, dmn_outcome *out) {
+static fb_code dmn_run(const dmn_exec *x, job_run_fn fn, fb_flag *abort, dmn_outcome *out) {
     const fb_config *cfg = x->cfg;
     dmn_progress prog = {x->pub, x->req, x->started, x->started, cfg->progress_interval_ms};
     job_ctx ctx = {cfg, x->req, x->pub->worker_name, abort, dmn_progress_cb, &prog, NULL};
@@ -314,12 +315,12 @@ static fb_code dmn_failed(const dmn_exec *x, fb_code jr, int64_t took, dmn_outco
 }
 
 fb_code dmn_jobs_execute(const dmn_pub *pub, const fb_config *cfg, const ev_event *req, const unsigned char *raw,
-                         size_t raw_len, volatile sig_atomic_t *abort, dmn_outcome *out, fb_err *err) {
+                         size_t raw_len, fb_flag *abort, dmn_outcome *out, fb_err *err) {
     memset(out, 0, sizeof *out);
     job_result_init(&out->result);
     dmn_exec x = {.pub = pub, .cfg = cfg, .req = req, .raw = raw, .raw_len = raw_len,
                   .jt = ev_job_type_name(dmn_job_type_of(req))};
-    dmn_job_fn fn = dmn_jobs_lookup(req->type);
+    job_run_fn fn = dmn_jobs_lookup(req->type);
     if (!fn) return fb_err_set(err, FB_ERR_INVALID, "a %s event is not a job", ev_type_name(req->type));
     fb_err derr;
     x.have_digest = dmn_ledger_digest(req, x.digest, &derr) == FB_OK;

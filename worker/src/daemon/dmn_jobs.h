@@ -16,13 +16,13 @@
 #include <stddef.h>
 
 #include "codec/ev_event.h"
+#include "common/fb_flag.h"
 #include "daemon/dmn_status.h"
 #include "job/job.h"
-
-typedef fb_code (*dmn_job_fn)(const job_ctx *ctx, job_result *res, fb_err *err);
+#include "job/job_request.h"
 
 /* The job function for a request type; NULL for types that are not jobs (job.status). */
-dmn_job_fn dmn_jobs_lookup(ev_type type);
+job_run_fn dmn_jobs_lookup(ev_type type);
 
 typedef struct dmn_outcome {
     ev_status status;       /* SUCCESS or FAILED */
@@ -38,6 +38,6 @@ typedef struct dmn_outcome {
  * without brokers). abort may be NULL. Returns FB_OK when the outcome is published (or nothing had to be), else
  * the publishing error: then the caller must not store the offset, so the request is delivered again. */
 fb_code dmn_jobs_execute(const dmn_pub *pub, const fb_config *cfg, const ev_event *req, const unsigned char *raw,
-                         size_t raw_len, volatile sig_atomic_t *abort, dmn_outcome *out, fb_err *err);
+                         size_t raw_len, fb_flag *abort, dmn_outcome *out, fb_err *err);
 
 #endif

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/fb_flag.h"
 #include "common/fb_json.h"
 #include "common/fb_log.h"
 #include "common/fb_time.h"
@@ -279,7 +280,7 @@ static void rec_log_untrusted(rec_untrusted_log *lg, const rd_kafka_message_t *m
     lg->suppressed[i] = 0;
 }
 
-static PGconn *rec_connect(const fb_config *cfg, volatile sig_atomic_t *signals) {
+static PGconn *rec_connect(const fb_config *cfg, fb_flag *signals) {
     for (int delay = 1; !*signals; delay = delay < 30 ? delay * 2 : 30) {
         fb_err err;
         PGconn *c = pgx_connect(cfg->pg, "fusion-backup-recorder", &err);
@@ -290,7 +291,7 @@ static PGconn *rec_connect(const fb_config *cfg, volatile sig_atomic_t *signals)
     return NULL;
 }
 
-fb_code dmn_recorder_run(const fb_config *cfg, const fb_keyring *signers, volatile sig_atomic_t *signals, fb_err *err) {
+fb_code dmn_recorder_run(const fb_config *cfg, const fb_keyring *signers, fb_flag *signals, fb_err *err) {
     rec_untrusted_log untrusted = {0};
     char group[512], topic[256];
     snprintf(group, sizeof group, "%s-recorder", cfg->group_id);

@@ -26,6 +26,7 @@
 #include "codec/ev_event.h"
 #include "common/fb_config.h"
 #include "common/fb_err.h"
+#include "common/fb_flag.h"
 #include "common/fb_sign.h"
 
 /* Applies one job.status event. *applied is 1 when a record changed, 0 when the event was stale, a duplicate, or
@@ -33,6 +34,6 @@
 fb_code dmn_recorder_apply(PGconn *c, const ev_event *status, int *applied, fb_err *err);
 
 /* Consumes <prefix>jobs.completed in group <group_id>-recorder until *signals is non-zero. */
-fb_code dmn_recorder_run(const fb_config *cfg, const fb_keyring *signers, volatile sig_atomic_t *signals, fb_err *err);
+fb_code dmn_recorder_run(const fb_config *cfg, const fb_keyring *signers, fb_flag *signals, fb_err *err);
 
 #endif

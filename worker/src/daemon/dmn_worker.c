@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "codec/ev_event.h"
+#include "common/fb_flag.h"
 #include "common/fb_log.h"
 #include "common/fb_time.h"
 #include "daemon/dmn_capture.h"
@@ -41,7 +42,7 @@ typedef struct dmn_slot {
     rd_kafka_message_t *msg;
     ev_event *ev;
     fb_code publish_rc;
-    volatile sig_atomic_t abort;
+    fb_flag abort;
 } dmn_slot;
 
 typedef struct dmn_part {
@@ -381,8 +382,46 @@ static void dmn_update_lag(dmn_worker *w) {
     rd_kafka_topic_partition_list_destroy(l);
 }
 
+/* Shutdown, in the loop: the first signal stops taking jobs and starts the grace period; a second signal or the
+ * period's end aborts the running jobs. Returns 1 when the loop may end (stopping and nothing runs). */
+typedef struct dmn_stopping {
+    int64_t deadline;
+    int aborted;
+} dmn_stopping;
+
+static int dmn_shutdown_step(dmn_worker *w, fb_flag *signals, dmn_stopping *st) {
+    if (*signals && !w->stopping) {
+        w->stopping = 1;
+        st->deadline = fb_now_ms() + w->cfg->shutdown_grace_s * 1000;
+        FB_INFO("shutting down: no new jobs; %zu running get %lld s to finish (a second signal aborts them)",
+                dmn_running(w), (long long)w->cfg->shutdown_grace_s);
+    }
+    if (!w->stopping) return 0;
+    if (!st->aborted && (*signals >= 2 || fb_now_ms() >= st->deadline) && dmn_running(w)) {
+        FB_WARN("aborting %zu running job(s)", dmn_running(w));
+        pthread_mutex_lock(&w->mu);
+        for (size_t i = 0; i < w->n_slots; i++) w->slots[i].abort = 1;
+        pthread_mutex_unlock(&w->mu);
+        st->aborted = 1;
+    }
+    return !dmn_running(w);
+}
+
+/* One poll of the consumer: a request is queued for a job thread (dmn_enqueue owns it then). */
+static void dmn_poll(dmn_worker *w) {
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(w->consumer, DMN_POLL_MS);
+    dmn_metrics_consumer_beat(DMN_CONSUMER_WORKER);
+    if (!m) return;
+    if (!m->err) {
+        dmn_enqueue(w, m);
+        return;
+    }
+    if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) FB_WARN("consumer: %s", rd_kafka_message_errstr(m));
+    rd_kafka_message_destroy(m);
+}
+
 fb_code dmn_worker_run(const fb_config *cfg, const char *worker_name, const fb_signer *signer,
-                       const fb_keyring *requesters, volatile sig_atomic_t *signals, fb_err *err) {
+                       const fb_keyring *requesters, fb_flag *signals, fb_err *err) {
     fb_code rc = FB_OK;
     dmn_worker *w = calloc(1, sizeof *w);
     rd_kafka_t *producer = NULL;
@@ -422,40 +461,15 @@ fb_code dmn_worker_run(const fb_config *cfg, const char *worker_name, const fb_s
             "requests signed by %zu trusted key(s)", worker_name, topics[0], topics[1], cfg->group_id, w->n_slots,
             signer->key_id, requesters->n);
 
-    int64_t stop_deadline = 0, last_lag = 0;
-    int aborted = 0;
+    dmn_stopping st = {0};
+    int64_t last_lag = 0;
     for (;;) {
         dmn_reap(w);
-        if (*signals && !w->stopping) {
-            w->stopping = 1;
-            stop_deadline = fb_now_ms() + cfg->shutdown_grace_s * 1000;
-            FB_INFO("shutting down: no new jobs; %zu running get %lld s to finish (a second signal aborts them)",
-                    dmn_running(w), (long long)cfg->shutdown_grace_s);
-        }
-        if (w->stopping) {
-            if (!aborted && (*signals >= 2 || fb_now_ms() >= stop_deadline) && dmn_running(w)) {
-                FB_WARN("aborting %zu running job(s)", dmn_running(w));
-                pthread_mutex_lock(&w->mu);
-                for (size_t i = 0; i < w->n_slots; i++) w->slots[i].abort = 1;
-                pthread_mutex_unlock(&w->mu);
-                aborted = 1;
-            }
-            if (!dmn_running(w)) break;
-        }
+        if (dmn_shutdown_step(w, signals, &st)) break;
         if (w->stopping) dmn_pending_clear(w);
         dmn_dispatch(w);
         dmn_reconcile(w);
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(w->consumer, DMN_POLL_MS);
-        dmn_metrics_consumer_beat(DMN_CONSUMER_WORKER);
-        if (m) {
-            if (m->err) {
-                if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                    FB_WARN("consumer: %s", rd_kafka_message_errstr(m));
-                rd_kafka_message_destroy(m);
-            } else {
-                dmn_enqueue(w, m);
-            }
-        }
+        dmn_poll(w);
         if (cfg->metrics_listen && *cfg->metrics_listen && fb_now_ms() - last_lag > DMN_LAG_EVERY_MS) {
             last_lag = fb_now_ms();
             dmn_update_lag(w);

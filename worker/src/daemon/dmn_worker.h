@@ -29,12 +29,13 @@
 
 #include "common/fb_config.h"
 #include "common/fb_err.h"
+#include "common/fb_flag.h"
 #include "common/fb_sign.h"
 
 /* Runs until *signals becomes non-zero and running jobs are done or aborted. Returns FB_OK or why it could not
  * run (err set). The worker name is used in status events and logs. signer and requesters are borrowed for the
  * run (kfk_sign_load makes them). */
 fb_code dmn_worker_run(const fb_config *cfg, const char *worker_name, const fb_signer *signer,
-                       const fb_keyring *requesters, volatile sig_atomic_t *signals, fb_err *err);
+                       const fb_keyring *requesters, fb_flag *signals, fb_err *err);
 
 #endif

@@ -36,6 +36,7 @@
 
 #include "artifact/arc_reader.h"
 #include "common/fb_err.h"
+#include "common/fb_flag.h"
 
 typedef struct dump_restore_opts {
     const arc_tref *tables;  /* restore only these (schema may be NULL: "public"); n_tables == 0: all */
@@ -44,7 +45,7 @@ typedef struct dump_restore_opts {
     int truncate;            /* empty non-empty target tables first (same transaction) instead of refusing */
     int compare;             /* after loading, re-dump each table and compare with the manifest's hash */
     int commit;              /* 1: COMMIT at the end; 0: ROLLBACK (a dry run: verify --restore-into) */
-    volatile sig_atomic_t *abort;    /* may be NULL; non-zero: stop and roll back */
+    fb_flag *abort;    /* may be NULL; non-zero: stop and roll back */
     int jobs;                /* > 1 with create: load on this many connections (needs conninfo), see below */
     const char *conninfo;    /* the target, for the extra connections of jobs > 1 */
     /* Whole-database --create from a schema archive (format 4): */

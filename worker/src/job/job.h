@@ -15,6 +15,7 @@
 #include "codec/ev_event.h"
 #include "common/fb_config.h"
 #include "common/fb_err.h"
+#include "common/fb_flag.h"
 
 #define JOB_MAX_STATS 32
 
@@ -42,7 +43,7 @@ typedef struct job_ctx {
     const fb_config *cfg;          /* borrowed */
     const ev_event *ev;            /* the request, borrowed */
     const char *worker_name;
-    volatile sig_atomic_t *abort;  /* may be NULL; non-zero: stop at the next safe point */
+    fb_flag *abort;  /* may be NULL; non-zero: stop at the next safe point */
     job_progress_fn progress;      /* may be NULL */
     void *progress_opaque;
     const job_snapshot_import *import; /* may be NULL: the backup takes its own snapshot (FULL only otherwise) */

@@ -1,7 +1,7 @@
 /* job_backup: the backup job, FULL, INCREMENTAL and DIFFERENTIAL (see job_backup.h).
  *
  * The story: check the request (storage path, key) before touching the database; for INCREMENTAL/DIFFERENTIAL
- * pick the base from the chain indexes of the storage folder (job_chain); open one REPEATABLE READ READ ONLY
+ * pick the base from the chain indexes of the storage folder (arc_chain); open one REPEATABLE READ READ ONLY
  * transaction, lock the tables ACCESS SHARE (so no DDL changes them under the dump), resolve and describe them
  * from the catalog; then per table: COPY TO STDOUT rows go to the artifact writer, whose thread compresses and
  * encrypts while this thread keeps reading; then the manifest, the trailer, fsync + rename, the chain index, the
@@ -67,9 +67,9 @@
 #include "dump/dump_catalog.h"
 #include "dump/dump_schema.h"
 #include "job/job_authority.h"
-#include "job/job_chain.h"
+#include "artifact/arc_chain.h"
 #include "job/job_chunkmap.h"
-#include "job/job_prune.h"
+#include "artifact/arc_retention.h"
 #include "pg/pgx.h"
 #include "storage/stor.h"
 
@@ -86,8 +86,8 @@ static const char *jb_type_name(ev_backup_type t) {
 }
 
 int job_backup_artifact_path(const char *storage_path, const char *job_id, char *out, size_t cap) {
-    int n = snprintf(out, cap, "%s/%s.fbak", storage_path, job_id);
-    return n < 0 || (size_t)n >= cap ? -1 : 0;
+    fb_err e;
+    return arc_artifact_name(storage_path, job_id, out, cap, &e) == FB_OK ? 0 : -1;
 }
 
 /* Locks every table ACCESS SHARE (in statements of up to 200 names). */
@@ -222,16 +222,16 @@ static fb_code jb_source(jb_sources *s, const char *job, uint32_t *k, fb_err *er
 /* The index entry that lists the chunks of base table bt: the base's own, or that of the artifact holding it
  * (references are direct); NULL when unusable. Every artifact holding some of its chunks must be a complete
  * backup of the chain. */
-static const arc_index_table *jb_chunk_owner(const job_chain *ch, const job_chain_entry *base,
-                                             const arc_index_table *bt, const job_chain_entry **owner) {
+static const arc_index_table *jb_chunk_owner(const arc_chain *ch, const arc_chain_entry *base,
+                                             const arc_index_table *bt, const arc_chain_entry **owner) {
     int held = arc_index_table_kind(base->ix, bt) != ARC_TABLE_REFERENCED;
-    const job_chain_entry *h = held ? base : job_chain_find(ch, bt->stored_in);
-    if (!h || !job_chain_usable(h)) return NULL;
+    const arc_chain_entry *h = held ? base : arc_chain_find(ch, bt->stored_in);
+    if (!h || !arc_chain_usable(h)) return NULL;
     const arc_index_table *ht = h == base ? bt : arc_index_find(h->ix, bt->schema, bt->name);
     if (!ht || arc_index_table_kind(h->ix, ht) == ARC_TABLE_REFERENCED) return NULL; /* references are direct */
     for (size_t k = 0; k < ht->n_deps; k++) {
-        const job_chain_entry *src = job_chain_find(ch, ht->deps[k]);
-        if (!src || !job_chain_usable(src)) return NULL;
+        const arc_chain_entry *src = arc_chain_find(ch, ht->deps[k]);
+        if (!src || !arc_chain_usable(src)) return NULL;
     }
     *owner = h;
     return ht;
@@ -240,11 +240,11 @@ static const arc_index_table *jb_chunk_owner(const job_chain *ch, const job_chai
 /* Every chunk of every table of the base into the on-disk map m, read a block at a time: from the index in
  * memory (version 2) or streamed from the holder's chunk records (version 3, checked against the range's BLAKE2b
  * in its MAC'd head). Memory does not grow with the chain. */
-static fb_code jb_cmap_load(job_chunkmap *m, stor *st, const char *dir, const job_chain *ch,
-                            const job_chain_entry *base, jb_sources *srcs, fb_err *err) {
+static fb_code jb_cmap_load(job_chunkmap *m, stor *st, const char *dir, const arc_chain *ch,
+                            const arc_chain_entry *base, jb_sources *srcs, fb_err *err) {
     fb_code rc = FB_OK;
     for (size_t i = 0; i < base->ix->n_tables && !rc; i++) {
-        const job_chain_entry *h = NULL;
+        const arc_chain_entry *h = NULL;
         const arc_index_table *ht = jb_chunk_owner(ch, base, &base->ix->tables[i], &h);
         if (!ht) continue;
         arc_clist_rec rec;
@@ -483,14 +483,14 @@ static fb_code jb_import_snapshot(const job_snapshot_import *im, const ev_backup
 
 /* The base of an INCREMENTAL (the newest complete backup of the configuration) or DIFFERENTIAL (the newest
  * complete FULL) in the chain; NULL when there is none (the job runs as FULL). */
-static const job_chain_entry *jb_pick_base(const job_chain *ch, const ev_event *ev, fb_err *why) {
+static const arc_chain_entry *jb_pick_base(const arc_chain *ch, const ev_event *ev, fb_err *why) {
     const ev_backup_requested *rq = &ev->u.backup;
-    const job_chain_entry *best = NULL;
+    const arc_chain_entry *best = NULL;
     size_t skipped = 0;
     for (size_t i = 0; i < ch->n; i++) {
-        const job_chain_entry *e = &ch->e[i];
+        const arc_chain_entry *e = &ch->e[i];
         if (strcmp(e->job_id, ev->job_id) == 0) continue; /* our own earlier attempt */
-        if (!job_chain_usable(e)) {
+        if (!arc_chain_usable(e)) {
             if (e->problem[0] || e->sig.state != ARC_SIG_TRUSTED) {
                 skipped++;
                 FB_WARN("job=%s not a base: backup %s: %s", ev->job_id, e->job_id,
@@ -512,11 +512,11 @@ static const job_chain_entry *jb_pick_base(const job_chain *ch, const ev_event *
 }
 
 /* The base entry of table t, when its data can be referenced: the base has it and its holder is complete. */
-static const arc_index_table *jb_base_table(const job_chain *ch, const job_chain_entry *base, const arc_table *t) {
+static const arc_index_table *jb_base_table(const arc_chain *ch, const arc_chain_entry *base, const arc_table *t) {
     if (!base) return NULL;
     const arc_index_table *bt = arc_index_find(base->ix, t->schema, t->name);
     if (!bt) return NULL;
-    const job_chain_entry *owner = NULL;
+    const arc_chain_entry *owner = NULL;
     if (!jb_chunk_owner(ch, base, bt, &owner)) return NULL; /* its holder and every chunk source are usable */
     return bt;
 }
@@ -645,8 +645,8 @@ typedef struct jb_run {
     size_t n_rels;
     arc_manifest *m;
     arc_index *ix;
-    const job_chain *ch;
-    const job_chain_entry *base;
+    const arc_chain *ch;
+    const arc_chain_entry *base;
     job_chunkmap *cmap;
     jb_sources *srcs;
     const unsigned char *ikey, *ckey;
@@ -1033,8 +1033,8 @@ typedef struct jb_job {
     fb_signer signer;
     fb_keyring kr;
     stor *st;
-    job_chain ch;
-    const job_chain_entry *base;  /* NULL: runs as FULL */
+    arc_chain ch;
+    const arc_chain_entry *base;  /* NULL: runs as FULL */
     uint64_t base_chunks;
     job_chunkmap *cmap;
     jb_sources srcs;
@@ -1101,7 +1101,7 @@ static fb_code jb_base(jb_job *j, fb_err *err) {
     fb_err why;
     fb_code rc;
     if (j->rq->backup_type == EV_FULL) return FB_OK;
-    if ((rc = job_chain_load(j->st, j->rq->storage_path, j->ikey, &j->kr, &j->ch, err))) return rc;
+    if ((rc = arc_chain_load(j->st, j->rq->storage_path, j->ikey, &j->kr, &j->ch, err))) return rc;
     if (!(j->base = jb_pick_base(&j->ch, ev, &why))) {
         FB_INFO("job=%s %s requested, runs as FULL: %s", ev->job_id, jb_type_name(j->rq->backup_type), why.msg);
         return FB_OK;
@@ -1109,7 +1109,7 @@ static fb_code jb_base(jb_job *j, fb_err *err) {
     FB_INFO("job=%s %s on base %s (%s of %lld)", ev->job_id, jb_type_name(j->rq->backup_type), j->base->job_id,
             j->base->ix->type, (long long)j->base->ix->completed_ms);
     for (size_t i = 0; i < j->base->ix->n_tables; i++) {
-        const job_chain_entry *h = NULL;
+        const arc_chain_entry *h = NULL;
         const arc_index_table *ht = jb_chunk_owner(&j->ch, j->base, &j->base->ix->tables[i], &h);
         if (ht) j->base_chunks += ht->n_chunks + ht->rec_count;
     }
@@ -1293,11 +1293,11 @@ static fb_code jb_copy_to(jb_job *j, const char *root, fb_err *err) {
 /* Retention in one location (st, named root); a failure is only logged. Counts only the storage root's removals,
  * as the job's result always has. */
 static void jb_prune_in(jb_job *j, stor *st, const char *root) {
-    job_prune_opts po = {j->rq->retention_days, j->prune_now_ms, j->rq->config_id, 0, j->ev->job_id, &j->kr};
+    arc_retention_opts po = {j->rq->retention_days, j->prune_now_ms, j->rq->config_id, 0, j->ev->job_id, &j->kr};
     jb_prune_log pl = {j->ev->job_id, root};
     fb_err perr;
     int64_t n = 0;
-    if (job_prune_run(st, j->rq->storage_path, j->ikey, &po, jb_prune_report, &pl, &n, &perr) != FB_OK)
+    if (arc_retention_run(st, j->rq->storage_path, j->ikey, &po, jb_prune_report, &pl, &n, &perr) != FB_OK)
         FB_WARN("job=%s retention in \"%s\": %s", j->ev->job_id, root, perr.msg);
     if (st == j->st) j->pruned += n;
 }
@@ -1362,7 +1362,7 @@ static void jb_job_clear(jb_job *j) {
     job_chunkmap_free(j->cmap);
     free(j->srcs.v);
     arc_clist_spool_close(&j->spool);
-    job_chain_clear(&j->ch);
+    arc_chain_clear(&j->ch);
     fb_keyring_free(&j->kr);
     fb_signer_wipe(&j->signer);
     sodium_memzero(j->ckey, sizeof j->ckey);

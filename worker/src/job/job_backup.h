@@ -7,7 +7,7 @@
  * job replaces its artifact atomically and a crash leaves no file that looks complete. INCREMENTAL and
  * DIFFERENTIAL store only the tables whose content differs from the base's (FORMAT.md, "Chains"); without a base
  * they run as FULL (stat ran_as_full = 1). Then the artifact is copied to every --copy-to root and checked there,
- * and the configuration's backups past retention_days are removed (job_prune.h) from every location.
+ * and the configuration's backups past retention_days are removed (arc_retention.h) from every location.
  */
 #ifndef JOB_BACKUP_H
 #define JOB_BACKUP_H

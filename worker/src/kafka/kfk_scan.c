@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/fb_flag.h"
 #include "common/fb_time.h"
 #include "common/fb_uuid.h"
 #include "kafka/kfk.h"
@@ -112,7 +113,7 @@ out:
 }
 
 fb_code kfk_follow_topic(const fb_config *cfg, const char *topic, int from_beginning, int64_t timeout_ms,
-                         volatile sig_atomic_t *stop, kfk_scan_fn fn, void *opaque, fb_err *err) {
+                         fb_flag *stop, kfk_scan_fn fn, void *opaque, fb_err *err) {
     rd_kafka_t *rk = scan_consumer(cfg, NULL, err);
     if (!rk) return err->code;
     fb_code rc = FB_OK;

@@ -12,6 +12,7 @@
 
 #include "common/fb_config.h"
 #include "common/fb_err.h"
+#include "common/fb_flag.h"
 
 /* Called for each message; return non-zero to stop early. The message is borrowed for the call only. */
 typedef int (*kfk_scan_fn)(void *opaque, const rd_kafka_message_t *m);
@@ -22,7 +23,7 @@ fb_code kfk_scan_topic(const fb_config *cfg, const char *topic, kfk_scan_fn fn, 
 /* Follows topic from the end (or the beginning) until *stop or fn returns non-zero, calling fn for each message;
  * timeout_ms > 0 also ends it after that long in total. */
 fb_code kfk_follow_topic(const fb_config *cfg, const char *topic, int from_beginning, int64_t timeout_ms,
-                         volatile sig_atomic_t *stop, kfk_scan_fn fn, void *opaque, fb_err *err);
+                         fb_flag *stop, kfk_scan_fn fn, void *opaque, fb_err *err);
 
 /* Consumer lag of group_id on topic: sum over partitions of (high watermark - committed offset); a partition
  * without a committed offset counts from its low watermark. *partitions receives the partition count. */

@@ -1,5 +1,5 @@
-/* dump_open: see dump_open.h. The resolver is a list of folders, owned by the reader it is attached to. */
-#include "dump/dump_open.h"
+/* arc_open: see arc_open.h. The resolver is a list of folders, owned by the reader it is attached to. */
+#include "artifact/arc_open.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,7 +46,7 @@ static fb_code dump_chain_resolve(void *opaque, const char *job_id, stor_rfile *
                       "--chain-dir DIR", job_id, job_id, ARC_ARTIFACT_SUFFIX, where);
 }
 
-fb_code dump_open_chain(const char *path, const char *secret_key_file, const char *const *chain_dirs, size_t n_dirs,
+fb_code arc_open_chain(const char *path, const char *secret_key_file, const char *const *chain_dirs, size_t n_dirs,
                         const arc_trust *trust, stor_rfile **f, arc_reader **r, fb_err *err) {
     unsigned char sk[ARC_SK_BYTES], pk[ARC_PK_BYTES];
     dump_chain_dirs *d = NULL;
@@ -91,12 +91,12 @@ fb_code dump_open_chain(const char *path, const char *secret_key_file, const cha
     return rc;
 }
 
-fb_code dump_open_artifact(const char *path, const char *secret_key_file, const arc_trust *trust, stor_rfile **f,
+fb_code arc_open_artifact(const char *path, const char *secret_key_file, const arc_trust *trust, stor_rfile **f,
                            arc_reader **r, fb_err *err) {
-    return dump_open_chain(path, secret_key_file, NULL, 0, trust, f, r, err);
+    return arc_open_chain(path, secret_key_file, NULL, 0, trust, f, r, err);
 }
 
-fb_code dump_open_trust(const fb_config *cfg, fb_keyring *kr, arc_trust *t, fb_err *err) {
+fb_code arc_open_trust(const fb_config *cfg, fb_keyring *kr, arc_trust *t, fb_err *err) {
     memset(t, 0, sizeof *t);
     fb_code rc = fb_keyring_load(kr, cfg->trusted_signers, "--trusted-signer", err);
     if (rc) return rc;
@@ -105,7 +105,7 @@ fb_code dump_open_trust(const fb_config *cfg, fb_keyring *kr, arc_trust *t, fb_e
     return FB_OK;
 }
 
-void dump_open_describe(const arc_reader *r, FILE *out) {
+void arc_open_describe(const arc_reader *r, FILE *out) {
     const arc_manifest *m = arc_reader_manifest(r);
     const arc_sig_status *s = arc_reader_signature(r);
     char when[40] = "?";

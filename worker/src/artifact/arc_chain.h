@@ -1,13 +1,13 @@
-/* job_chain: what a storage folder holds, as backups and the links between them (for INCREMENTAL/DIFFERENTIAL
+/* arc_chain: what a storage folder holds, as backups and the links between them (for INCREMENTAL/DIFFERENTIAL
  * bases and retention).
  *
  * A folder ("<storage root>/<storage_path>") holds "<job>.fbak" artifacts; each of format 2 carries a plaintext
- * chain index (arc_index.h) that job_chain_load reads without any key and authenticates with the index key. An
+ * chain index (arc_index.h) that arc_chain_load reads without any key and authenticates with the index key. An
  * entry says what is there and, when something is wrong (index altered, artifact damaged), why it cannot be used.
- * Temporaries (".name.tmp") and trash (".name.trash") are not entries. Everything is owned by the job_chain.
+ * Temporaries (".name.tmp") and trash (".name.trash") are not entries. Everything is owned by the arc_chain.
  */
-#ifndef JOB_CHAIN_H
-#define JOB_CHAIN_H
+#ifndef ARC_CHAIN_H
+#define ARC_CHAIN_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -17,7 +17,7 @@
 #include "common/fb_err.h"
 #include "storage/stor.h"
 
-typedef struct job_chain_entry {
+typedef struct arc_chain_entry {
     char *job_id;             /* from the file name "<job>.fbak" */
     uint64_t artifact_size;
     int64_t artifact_mtime_ms;
@@ -31,25 +31,25 @@ typedef struct job_chain_entry {
      * safe), so a store written before format 5 keeps being pruned correctly. */
     arc_sig_status sig;
     char untrusted_why[512];
-} job_chain_entry;
+} arc_chain_entry;
 
-typedef struct job_chain {
-    job_chain_entry *e;
+typedef struct arc_chain {
+    arc_chain_entry *e;
     size_t n;
-} job_chain;
+} arc_chain;
 
 /* Lists rel_dir on st (a missing folder is an empty chain). key: the index key. signers: the trusted artifact
  * signers (borrowed during the call; NULL or empty: every format-5 entry is UNTRUSTED). */
-fb_code job_chain_load(stor *st, const char *rel_dir, const unsigned char key[ARC_INDEX_KEY_BYTES],
-                       const fb_keyring *signers, job_chain *out, fb_err *err);
-void job_chain_clear(job_chain *c);
-job_chain_entry *job_chain_find(const job_chain *c, const char *job_id);
+fb_code arc_chain_load(stor *st, const char *rel_dir, const unsigned char key[ARC_INDEX_KEY_BYTES],
+                       const fb_keyring *signers, arc_chain *out, fb_err *err);
+void arc_chain_clear(arc_chain *c);
+arc_chain_entry *arc_chain_find(const arc_chain *c, const char *job_id);
 /* A complete format-2 backup whose index authenticated and names the same job as the file, signed by a trusted
  * key (format 5). */
-int job_chain_usable(const job_chain_entry *e);
+int arc_chain_usable(const arc_chain_entry *e);
 /* The time of an entry: the index's completed_ms, else the artifact's mtime. */
-int64_t job_chain_time(const job_chain_entry *e);
+int64_t arc_chain_time(const arc_chain_entry *e);
 /* "FULL", "INCREMENTAL", "DIFFERENTIAL" from the index; a format-1 artifact is a "FULL"; otherwise NULL. */
-const char *job_chain_type(const job_chain_entry *e);
+const char *arc_chain_type(const arc_chain_entry *e);
 
 #endif

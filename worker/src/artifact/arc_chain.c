@@ -1,7 +1,7 @@
-/* job_chain: see job_chain.h. One listing, then per artifact its header, trailer and chain index (three small
+/* arc_chain: see arc_chain.h. One listing, then per artifact its header, trailer and chain index (three small
  * reads; of a version-3 index only its head, whose size does not grow with the data) and one MAC check; no
  * artifact is decrypted. */
-#include "job/job_chain.h"
+#include "artifact/arc_chain.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,14 +10,14 @@
 #include "artifact/arc_clist.h"
 #include "artifact/arc_reader.h"
 
-static fb_code jc_on_file(void *opaque, const stor_entry *se, fb_err *err) {
-    job_chain *c = opaque;
+static fb_code cha_on_file(void *opaque, const stor_entry *se, fb_err *err) {
+    arc_chain *c = opaque;
     size_t n = strlen(se->name), s = strlen(ARC_ARTIFACT_SUFFIX);
     if (se->name[0] == '.' || n <= s || strcmp(se->name + n - s, ARC_ARTIFACT_SUFFIX) != 0) return FB_OK;
-    job_chain_entry *v = realloc(c->e, (c->n + 1) * sizeof *v);
+    arc_chain_entry *v = realloc(c->e, (c->n + 1) * sizeof *v);
     if (!v) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
     c->e = v;
-    job_chain_entry *e = &c->e[c->n];
+    arc_chain_entry *e = &c->e[c->n];
     memset(e, 0, sizeof *e);
     if (!(e->job_id = strndup(se->name, n - s))) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
     e->artifact_size = se->size;
@@ -26,19 +26,19 @@ static fb_code jc_on_file(void *opaque, const stor_entry *se, fb_err *err) {
     return FB_OK;
 }
 
-fb_code job_chain_load(stor *st, const char *rel_dir, const unsigned char key[ARC_INDEX_KEY_BYTES],
-                       const fb_keyring *signers, job_chain *out, fb_err *err) {
+fb_code arc_chain_load(stor *st, const char *rel_dir, const unsigned char key[ARC_INDEX_KEY_BYTES],
+                       const fb_keyring *signers, arc_chain *out, fb_err *err) {
     memset(out, 0, sizeof *out);
-    fb_code rc = stor_list(st, rel_dir, jc_on_file, out, err);
+    fb_code rc = stor_list(st, rel_dir, cha_on_file, out, err);
     if (rc) goto out;
     for (size_t i = 0; i < out->n; i++) {
-        job_chain_entry *e = &out->e[i];
+        arc_chain_entry *e = &out->e[i];
         char rel[1400], *buf = NULL;
         size_t len = 0;
         fb_err e2;
         stor_rfile *f = NULL;
-        snprintf(rel, sizeof rel, "%s/%s%s", rel_dir, e->job_id, ARC_ARTIFACT_SUFFIX);
-        fb_code r2 = stor_open(st, rel, &f, &e2);
+        fb_code r2 = arc_artifact_name(rel_dir, e->job_id, rel, sizeof rel, &e2);
+        if (r2 == FB_OK) r2 = stor_open(st, rel, &f, &e2);
         if (r2 == FB_OK) r2 = arc_reader_peek_version(f, &e->artifact_version, &e2);
         if (r2 == FB_OK) {
             /* Who wrote it: the signatures (format 5) with this file's job id; unsigned ones are listed as such. */
@@ -73,11 +73,11 @@ fb_code job_chain_load(stor *st, const char *rel_dir, const unsigned char key[AR
                      e->ix->job_id ? e->ix->job_id : "?", e->job_id);
     }
 out:
-    if (rc) job_chain_clear(out);
+    if (rc) arc_chain_clear(out);
     return rc;
 }
 
-void job_chain_clear(job_chain *c) {
+void arc_chain_clear(arc_chain *c) {
     for (size_t i = 0; i < c->n; i++) {
         free(c->e[i].job_id);
         arc_index_free(c->e[i].ix);
@@ -86,19 +86,19 @@ void job_chain_clear(job_chain *c) {
     memset(c, 0, sizeof *c);
 }
 
-job_chain_entry *job_chain_find(const job_chain *c, const char *job_id) {
+arc_chain_entry *arc_chain_find(const arc_chain *c, const char *job_id) {
     for (size_t i = 0; i < c->n; i++)
         if (strcmp(c->e[i].job_id, job_id) == 0) return &c->e[i];
     return NULL;
 }
 
-int job_chain_usable(const job_chain_entry *e) {
+int arc_chain_usable(const arc_chain_entry *e) {
     return e->ix && e->problem[0] == '\0' && e->sig.state == ARC_SIG_TRUSTED;
 }
 
-int64_t job_chain_time(const job_chain_entry *e) { return e->ix ? e->ix->completed_ms : e->artifact_mtime_ms; }
+int64_t arc_chain_time(const arc_chain_entry *e) { return e->ix ? e->ix->completed_ms : e->artifact_mtime_ms; }
 
-const char *job_chain_type(const job_chain_entry *e) {
+const char *arc_chain_type(const arc_chain_entry *e) {
     if (e->ix) return e->ix->type;
     if (e->artifact_version == 1 && !e->problem[0]) return "FULL";
     return NULL;

@@ -1,13 +1,13 @@
-/* job_prune: see job_prune.h.
+/* arc_retention: see arc_retention.h.
  *
- * The plan (job_prune_plan_make, apart from storage so that it can be tested on a chain built in memory), on the
+ * The plan (arc_retention_plan_make, apart from storage so that it can be tested on a chain built in memory), on the
  * loaded chain: candidates are in-scope entries older than the cutoff; the newest restorable
  * FULL in scope and protect_job are never candidates; then, until nothing changes, a candidate referenced by a
  * table of any entry that stays is no longer a candidate (references are direct: every manifest and index names
  * the artifact that holds each table, so one level is the whole need, but the loop costs nothing). Then each
  * candidate goes: rename both files to trash, unlink.
  */
-#include "job/job_prune.h"
+#include "artifact/arc_retention.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,30 +17,30 @@
 #include "common/fb_assert.h"
 #include "common/fb_log.h"
 #include "common/fb_time.h"
-#include "job/job_chain.h"
+#include "artifact/arc_chain.h"
 
 #define JP_DAY_MS 86400000LL
 /* Writes begun longer ago than this are leftovers of a crashed writer, not a backup still running. */
 #define JP_SWEEP_AGE_MS JP_DAY_MS
 
-typedef struct jp_sweep {
-    job_prune_report_fn report;
+typedef struct ret_sweep {
+    arc_retention_report_fn report;
     void *opaque;
-} jp_sweep;
+} ret_sweep;
 
-static fb_code jp_on_swept(void *opaque, const stor_entry *e, fb_err *err) {
-    const jp_sweep *sw = opaque;
+static fb_code ret_on_swept(void *opaque, const stor_entry *e, fb_err *err) {
+    const ret_sweep *sw = opaque;
     if (sw->report) sw->report(sw->opaque, e->name, 1, "unfinished write of an interrupted run (begun over a day ago)");
     return FB_OK;
 }
 
-typedef struct jp_trash {
+typedef struct ret_trash {
     char **names;
     size_t n;
-} jp_trash;
+} ret_trash;
 
-static fb_code jp_on_file(void *opaque, const stor_entry *e, fb_err *err) {
-    jp_trash *t = opaque;
+static fb_code ret_on_file(void *opaque, const stor_entry *e, fb_err *err) {
+    ret_trash *t = opaque;
     size_t n = strlen(e->name);
     if (e->name[0] != '.' || n < 7 || strcmp(e->name + n - 6, ".trash") != 0) return FB_OK;
     char **v = realloc(t->names, (t->n + 1) * sizeof *v);
@@ -52,11 +52,12 @@ static fb_code jp_on_file(void *opaque, const stor_entry *e, fb_err *err) {
 }
 
 /* Renames the artifact to trash, then unlinks it. */
-static fb_code jp_remove(stor *st, const char *dir, const job_chain_entry *e, fb_err *err) {
+static fb_code ret_remove(stor *st, const char *dir, const arc_chain_entry *e, fb_err *err) {
     char name[600], trash[620], rel[2000];
-    snprintf(name, sizeof name, "%s%s", e->job_id, ARC_ARTIFACT_SUFFIX);
+    fb_code rc = arc_artifact_name("", e->job_id, name, sizeof name, err);
+    if (rc) return rc;
     snprintf(trash, sizeof trash, ".%s.trash", name);
-    fb_code rc = stor_rename(st, dir, name, trash, err);
+    rc = stor_rename(st, dir, name, trash, err);
     if (rc == FB_ERR_NOTFOUND) return FB_OK; /* removed meanwhile by another worker's retention */
     if (rc) return rc;
     snprintf(rel, sizeof rel, "%s/%s", dir, trash);
@@ -64,15 +65,15 @@ static fb_code jp_remove(stor *st, const char *dir, const job_chain_entry *e, fb
 }
 
 /* Step 0: trash left by an interrupted run, and (object stores) its unfinished uploads. */
-static fb_code jp_clean_leftovers(stor *st, const char *dir, const job_prune_opts *o, job_prune_report_fn report,
+static fb_code ret_clean_leftovers(stor *st, const char *dir, const arc_retention_opts *o, arc_retention_report_fn report,
                                   void *opaque, fb_err *err) {
-    jp_trash tr = {0};
+    ret_trash tr = {0};
     fb_code rc = FB_OK;
     if (!o->dry_run) {
-        jp_sweep sw = {report, opaque};
-        if ((rc = stor_sweep(st, dir, o->now_ms - JP_SWEEP_AGE_MS, jp_on_swept, &sw, err))) return rc;
+        ret_sweep sw = {report, opaque};
+        if ((rc = stor_sweep(st, dir, o->now_ms - JP_SWEEP_AGE_MS, ret_on_swept, &sw, err))) return rc;
     }
-    rc = stor_list(st, dir, jp_on_file, &tr, err);
+    rc = stor_list(st, dir, ret_on_file, &tr, err);
     for (size_t i = 0; rc == FB_OK && i < tr.n && !o->dry_run; i++) {
         char rel[2000];
         snprintf(rel, sizeof rel, "%s/%s", dir, tr.names[i]);
@@ -86,18 +87,18 @@ static fb_code jp_clean_leftovers(stor *st, const char *dir, const job_prune_opt
 
 /* Plan step 2: what is in scope, which are candidates (older than the cutoff), and the newest restorable FULL,
  * which stays whatever its age. */
-static void jp_candidates(const job_chain *ch, const job_prune_opts *o, job_prune_plan *p) {
+static void ret_candidates(const arc_chain *ch, const arc_retention_opts *o, arc_retention_plan *p) {
     size_t last_full = (size_t)-1;
     for (size_t i = 0; i < ch->n; i++) {
-        const job_chain_entry *e = &ch->e[i];
+        const arc_chain_entry *e = &ch->e[i];
         p->in_scope[i] = o->config_id < 0 ? 1 : (e->ix && e->ix->config_id == o->config_id);
         if (!p->in_scope[i]) continue;
-        const char *type = job_chain_type(e);
-        int restorable = job_chain_usable(e) || (e->artifact_version == 1 && !e->problem[0]);
+        const char *type = arc_chain_type(e);
+        int restorable = arc_chain_usable(e) || (e->artifact_version == 1 && !e->problem[0]);
         if (type && strcmp(type, "FULL") == 0 && restorable &&
-            (last_full == (size_t)-1 || job_chain_time(e) > job_chain_time(&ch->e[last_full])))
+            (last_full == (size_t)-1 || arc_chain_time(e) > arc_chain_time(&ch->e[last_full])))
             last_full = i;
-        p->remove[i] = job_chain_time(e) < p->cutoff_ms;
+        p->remove[i] = arc_chain_time(e) < p->cutoff_ms;
         if (o->protect_job && strcmp(e->job_id, o->protect_job) == 0) p->remove[i] = 0;
     }
     if (last_full != (size_t)-1 && p->remove[last_full]) {
@@ -107,18 +108,18 @@ static void jp_candidates(const job_chain *ch, const job_prune_opts *o, job_prun
 }
 
 /* Plan step 3: what stays pins what it references, until nothing changes. */
-static void jp_pin_references(const job_chain *ch, job_prune_plan *p) {
+static void ret_pin_references(const arc_chain *ch, arc_retention_plan *p) {
     for (int changed = 1; changed;) {
         changed = 0;
         for (size_t i = 0; i < ch->n; i++) {
-            const job_chain_entry *e = &ch->e[i];
+            const arc_chain_entry *e = &ch->e[i];
             if (p->remove[i] || !e->ix) continue;
             for (size_t t = 0; t < e->ix->n_tables; t++) {
                 /* The table's holder, then (format 3) the artifacts holding some of its chunks (deps). */
                 const arc_index_table *it = &e->ix->tables[t];
                 for (size_t k = 0; k <= it->n_deps; k++) {
                     const char *holder = k == 0 ? it->stored_in : it->deps[k - 1];
-                    job_chain_entry *h = holder ? job_chain_find(ch, holder) : NULL;
+                    arc_chain_entry *h = holder ? arc_chain_find(ch, holder) : NULL;
                     if (!h || h == e) continue;
                     size_t hi = (size_t)(h - ch->e);
                     if (!p->remove[hi]) continue;
@@ -135,7 +136,7 @@ static void jp_pin_references(const job_chain *ch, job_prune_plan *p) {
     }
 }
 
-fb_code job_prune_plan_make(const job_chain *ch, const char *dir, const job_prune_opts *o, job_prune_plan *p,
+fb_code arc_retention_plan_make(const arc_chain *ch, const char *dir, const arc_retention_opts *o, arc_retention_plan *p,
                             fb_err *err) {
     memset(p, 0, sizeof *p);
     p->n = ch->n;
@@ -144,27 +145,27 @@ fb_code job_prune_plan_make(const job_chain *ch, const char *dir, const job_prun
     p->in_scope = calloc(ch->n + 1, sizeof *p->in_scope);
     p->kept_why = calloc(ch->n + 1, sizeof *p->kept_why);
     if (!p->remove || !p->in_scope || !p->kept_why) {
-        job_prune_plan_clear(p);
+        arc_retention_plan_clear(p);
         return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
     }
     if (o->retention_days <= 0) return FB_OK; /* keep everything: nothing is a candidate */
     /* Step 1: refuse when any index is unreadable: its references are unknown. */
     for (size_t i = 0; i < ch->n; i++) {
-        const job_chain_entry *e = &ch->e[i];
+        const arc_chain_entry *e = &ch->e[i];
         if (e->problem[0]) {
-            job_prune_plan_clear(p);
+            arc_retention_plan_clear(p);
             return fb_err_set(err, FB_ERR_VERIFY, "retention in \"%s\" removed nothing: backup %s: %s; what it "
                               "references is unknown, so no backup there can be removed safely (restore the index "
                               "from a copy, or remove that backup by hand)", dir, e->job_id, e->problem);
         }
     }
-    jp_candidates(ch, o, p);
-    jp_pin_references(ch, p);
+    ret_candidates(ch, o, p);
+    ret_pin_references(ch, p);
     for (size_t i = 0; i < ch->n; i++) FB_ASSERT(!p->remove[i] || p->in_scope[i]); /* only in-scope ones go */
     return FB_OK;
 }
 
-void job_prune_plan_clear(job_prune_plan *p) {
+void arc_retention_plan_clear(arc_retention_plan *p) {
     for (size_t i = 0; p->kept_why && i < p->n; i++) free(p->kept_why[i]);
     free(p->kept_why);
     free(p->remove);
@@ -173,15 +174,15 @@ void job_prune_plan_clear(job_prune_plan *p) {
 }
 
 /* Step 4: report each in-scope backup older than the cutoff, and remove those the plan lets go. */
-static fb_code jp_apply(stor *st, const char *dir, const job_chain *ch, const job_prune_plan *p,
-                        const job_prune_opts *o, job_prune_report_fn report, void *opaque, int64_t *n_removed,
+static fb_code ret_apply(stor *st, const char *dir, const arc_chain *ch, const arc_retention_plan *p,
+                        const arc_retention_opts *o, arc_retention_report_fn report, void *opaque, int64_t *n_removed,
                         fb_err *err) {
     for (size_t i = 0; i < ch->n; i++) {
-        const job_chain_entry *e = &ch->e[i];
+        const arc_chain_entry *e = &ch->e[i];
         char when[32], b[900];
-        if (!p->in_scope[i] || job_chain_time(e) >= p->cutoff_ms) continue;
-        fb_time_format_utc(job_chain_time(e), when, sizeof when);
-        const char *type = job_chain_type(e);
+        if (!p->in_scope[i] || arc_chain_time(e) >= p->cutoff_ms) continue;
+        fb_time_format_utc(arc_chain_time(e), when, sizeof when);
+        const char *type = arc_chain_type(e);
         if (!p->remove[i]) {
             if (p->kept_why[i]) {
                 snprintf(b, sizeof b, "%s of %s, older than %lld days, kept: %s", type ? type : "backup", when,
@@ -193,7 +194,7 @@ static fb_code jp_apply(stor *st, const char *dir, const job_chain *ch, const jo
         snprintf(b, sizeof b, "%s of %s, older than %lld days, needed by no kept backup", type ? type : "backup",
                  when, (long long)o->retention_days);
         fb_code rc;
-        if (!o->dry_run && (rc = jp_remove(st, dir, e, err))) {
+        if (!o->dry_run && (rc = ret_remove(st, dir, e, err))) {
             fb_err_prefix(err, "retention: removing backup %s: ", e->job_id);
             return rc;
         }
@@ -203,23 +204,23 @@ static fb_code jp_apply(stor *st, const char *dir, const job_chain *ch, const jo
     return FB_OK;
 }
 
-fb_code job_prune_run(stor *st, const char *dir, const unsigned char key[ARC_INDEX_KEY_BYTES],
-                      const job_prune_opts *o, job_prune_report_fn report, void *opaque, int64_t *removed,
+fb_code arc_retention_run(stor *st, const char *dir, const unsigned char key[ARC_INDEX_KEY_BYTES],
+                      const arc_retention_opts *o, arc_retention_report_fn report, void *opaque, int64_t *removed,
                       fb_err *err) {
-    job_chain ch = {0};
-    job_prune_plan plan = {0};
+    arc_chain ch = {0};
+    arc_retention_plan plan = {0};
     int64_t n_removed = 0;
     if (removed) *removed = 0;
     if (o->retention_days <= 0) return FB_OK;
     /* Step 0: what an interrupted run left. */
-    fb_code rc = jp_clean_leftovers(st, dir, o, report, opaque, err);
+    fb_code rc = ret_clean_leftovers(st, dir, o, report, opaque, err);
     /* Steps 1 to 3: the chain's indexes and the plan (refused on an unreadable index; candidates; pins). */
-    if (!rc) rc = job_chain_load(st, dir, key, o->signers, &ch, err);
-    if (!rc) rc = job_prune_plan_make(&ch, dir, o, &plan, err);
+    if (!rc) rc = arc_chain_load(st, dir, key, o->signers, &ch, err);
+    if (!rc) rc = arc_retention_plan_make(&ch, dir, o, &plan, err);
     /* Step 4: reported, and removed what the plan lets go. */
-    if (!rc) rc = jp_apply(st, dir, &ch, &plan, o, report, opaque, &n_removed, err);
+    if (!rc) rc = ret_apply(st, dir, &ch, &plan, o, report, opaque, &n_removed, err);
     if (!rc && removed) *removed = n_removed;
-    job_prune_plan_clear(&plan);
-    job_chain_clear(&ch);
+    arc_retention_plan_clear(&plan);
+    arc_chain_clear(&ch);
     return rc;
 }
