@@ -9,6 +9,7 @@
 #include "artifact/arc_index.h"
 #include "artifact/arc_key.h"
 #include "common/fb_log.h"
+#include "common/fb_time.h"
 
 typedef struct dump_chain_dirs {
     char **dirs;
@@ -108,10 +109,8 @@ fb_code arc_open_trust(const fb_config *cfg, fb_keyring *kr, arc_trust *t, fb_er
 void arc_open_describe(const arc_reader *r, FILE *out) {
     const arc_manifest *m = arc_reader_manifest(r);
     const arc_sig_status *s = arc_reader_signature(r);
-    char when[40] = "?";
-    time_t secs = (time_t)(m->snapshot_ms / 1000);
-    struct tm tm;
-    if (gmtime_r(&secs, &tm)) strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", &tm);
+    char when[40];
+    fb_time_format(m->snapshot_ms, when, sizeof when);
     fprintf(out, "backup %s: %s of configuration %lld \"%s\", database \"%s\", snapshot %s, %s%s%s\n",
             m->job_id ? m->job_id : "?", m->backup_type ? m->backup_type : "?", (long long)m->config_id,
             m->config_name ? m->config_name : "", m->database ? m->database : "?", when,
