@@ -8,7 +8,8 @@
 # database fbbench_archive is (re)created on it with the Fusion schema and the backup_archive tables, and dropped
 # at the end. DIR is a build directory with libfbcore.a (default: FB_BUILD_DIR or ./build). Environment knobs:
 # FB_BENCH_ROWS (1000000; 10000000 for the large run), FB_BENCH_DJANGO_ROWS (20000; 0: no Django loop),
-# FB_BENCH_BATCHES (10000,1000), FB_BENCH_REPEAT (1: rounds of (b) and (c), each (c) against its own round's (b)).
+# FB_BENCH_BATCHES (10000,1000), FB_BENCH_REPEAT (1: rounds of (b) and (c), each (c) against its own round's (b)),
+# FB_BENCH_DB (fbbench_archive), FB_BENCH_KEEP_SEED (0; 1: reuse and keep the seed database ${FB_BENCH_DB}_seed).
 # FB_BENCH_MODE=oltp runs oltp.py instead: pgbench's latency on Fusion's tables with and without archival beside
 # it (FB_BENCH_OLTP_SECONDS, FB_BENCH_OLTP_TPS, FB_BENCH_OLTP_CLIENTS, FB_BENCH_OLTP_SETTINGS; see oltp.py).
 set -euo pipefail
@@ -59,5 +60,9 @@ case "${FB_BENCH_MODE:-throughput}" in
   oltp) FB_BENCH_PG="$BENCH_PG" FB_BENCH_ADMIN_PG="$PG" FB_BENCH_DBNAME="$DB" FB_BENCH_DRIVER="$DRIVER" FB_PG_BIN="$PG_BIN" "$PY" "$HERE/oltp.py" ;;
   *) echo "run.sh: FB_BENCH_MODE is throughput or oltp, not $FB_BENCH_MODE" >&2; exit 2 ;;
 esac
-"$PG_BIN/psql" -X -q -d "$PG" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "DROP DATABASE IF EXISTS ${DB}_seed"
+if [ "${FB_BENCH_KEEP_SEED:-0}" = 1 ]; then  # the seed stays for the next invocation: drop it by hand when done
+  "$PG_BIN/psql" -X -q -d "$PG" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)"
+else
+  "$PG_BIN/psql" -X -q -d "$PG" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "DROP DATABASE IF EXISTS ${DB}_seed"
+fi
 rm -rf "$(dirname "$DRIVER")"
