@@ -495,10 +495,13 @@ kafka_start() {
     kafka_classpath >/dev/null
     kafka_security_material
     kafka_write_config
-    if (exec 3<>"/dev/tcp/127.0.0.1/$FB_KAFKA_PORT") 2>/dev/null; then
-      fb_die "something already listens on 127.0.0.1:$FB_KAFKA_PORT but it is not this FB_HOME's broker" \
-        "stop it, or choose other ports: FB_KAFKA_PORT=NNNN FB_KAFKA_CONTROLLER_PORT=MMMM $0 start"
-    fi
+    local port
+    for port in "$FB_KAFKA_PORT" "$FB_KAFKA_CONTROLLER_PORT"; do
+      if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        fb_die "something already listens on 127.0.0.1:$port but it is not this FB_HOME's broker" \
+          "stop it, or choose other ports: FB_KAFKA_PORT=NNNN (the controller takes NNNN+1) $0 start"
+      fi
+    done
     kafka_format
     fb_say "starting Kafka on $FB_BROKERS (controller 127.0.0.1:$FB_KAFKA_CONTROLLER_PORT, log $FB_KAFKA_LOG)"
     # setsid: the broker outlives this script and a Ctrl-C in the calling terminal.

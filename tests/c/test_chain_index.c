@@ -247,6 +247,8 @@ static void each_malformed_line(const char *v3) {
     malformed(v3, "sources more than listed", "sources", 0, "sources 3", "bad source line");
     malformed(v3, "source \"-\"", "source", 1, "source -", "bad source job");
     malformed(v3, "tables more than listed", "tables", 0, "tables 3", "bad table line");
+    malformed(v3, "tables past the bytes left", "tables", 0, "tables 9999999", "bad tables");
+    malformed(v3, "sources past the bytes left", "sources", 0, "sources 999999", "bad sources");
     malformed(v3, "tables fewer than listed", "tables", 0, "tables 1", "bad records line");
     malformed(v3, "table tag short", "table", 0,
               "table 11111111111111111111111111111111111111111111111111111111111111 "
@@ -263,6 +265,9 @@ static void each_malformed_line(const char *v3) {
     malformed(v3, "chunks ranges overlapping", "chunks", 0,
               "chunks assembled 3 1 abababababababababababababababababababababababababababababababab 1",
               "ranges must follow each other");
+    malformed(v3, "chunks kind unknown", "chunks", 0,
+              "chunks partial 3 0 abababababababababababababababababababababababababababababababab 1",
+              "bad chunks line");
     malformed(v3, "chunks hash short", "chunks", 0, "chunks assembled 3 0 abab 1", "bad chunks line");
     malformed(v3, "chunk source number 0", "chunks", 0,
               "chunks assembled 3 0 abababababababababababababababababababababababababababababababab 0",
@@ -288,6 +293,12 @@ static void each_malformed_line_v2(void) {
     malformed(v2, "chunks count more than listed", "chunks", 0, "chunks assembled 3", "bad chunk line");
     malformed(v2, "chunks count fewer than listed", "chunks", 0, "chunks assembled 1", "bad end");
     malformed(v2, "chunks kind none with lines", "chunks", 0, "chunks none 2", "bad chunks line");
+    /* fuzz_index_parse: an unknown kind, and a count no input of this size could hold (it once asked calloc for
+     * 2.6 GB before the first `c` line was read). */
+    malformed(v2, "chunks kind unknown", "chunks", 0, "chunks wholeX 2", "bad chunks line");
+    malformed(v2, "chunks kind glued to the count", "chunks", 0, "chunks none5555555555555555555 0",
+              "bad chunks line");
+    malformed(v2, "chunks count past the bytes left", "chunks", 0, "chunks whole 99999999", "bad chunks line");
     malformed(v2, "chunk id short", "c", 0, "c 0101 - 0 0 100", "bad chunk line");
     malformed(v2, "chunk id not hex", "c", 0, "c 0101010101010101010101010101010g - 0 0 100", "bad chunk line");
     malformed(v2, "chunk line short", "c", 1, "c 02020202020202020202020202020202 x 3 100", "bad chunk line");

@@ -318,6 +318,16 @@ typedef struct ai_parser {
     uint64_t next_rec;  /* version 3: where the next table's record range must start */
 } ai_parser;
 
+/* A count read from the index is believed only as far as the bytes left could hold that many lines of at least
+ * min_line bytes each: it is checked before anything is allocated for it (fuzz_index_parse found a 19-digit
+ * chunk count that asked calloc for 2.6 GB, and a table count of a few million costs as much). */
+#define AI_SOURCE_LINE_MIN 9 /* "source x\n" */
+#define AI_TABLE_LINE_MIN 80 /* "table " + 64 hex + " x 0 0 s n\n" */
+#define AI_C_LINE_MIN 40     /* "c " + 32 hex + " - 0 0 0\n" */
+static int ai_count_ok(const ai_parser *p, long long n, size_t min_line) {
+    return n >= 0 && (size_t)n <= (size_t)(p->in.end - p->in.p) / min_line;
+}
+
 static int ai_next(ai_parser *p, const char *k) { return ai_field(&p->in, k, p->line, sizeof p->line, &p->v); }
 
 /* Step 1: the first line names a known version and the last is a MAC over everything before it, checked with
@@ -371,7 +381,7 @@ static fb_code ai_parse_job(ai_parser *p, const char *buf, size_t len, fb_err *e
     AI_NEED(ai_next(p, "completed_ms") && ai_int(p->v, &n), "completed_ms");
     ix->completed_ms = n;
     if (ix->version != 3) return FB_OK;
-    AI_NEED(ai_next(p, "sources") && ai_int(p->v, &n) && n >= 0 && n < 1000000, "sources");
+    AI_NEED(ai_next(p, "sources") && ai_int(p->v, &n) && ai_count_ok(p, n, AI_SOURCE_LINE_MIN), "sources");
     ix->sources = calloc((size_t)n + 1, sizeof *ix->sources);
     AI_NEED(ix->sources, "sources (out of memory)");
     for (long long i = 0; i < n; i++) {
@@ -385,13 +395,18 @@ static fb_code ai_parse_job(ai_parser *p, const char *buf, size_t len, fb_err *e
 
 /* Version 3: a table's `chunks` line: its kind, its range of the binary records (ranges follow each other) and
  * the source jobs its chunks are in. */
+/* A `chunks` line's kind: one of the three the writer writes (arc_index_format). */
+static int ai_kind_ok(const char *kind) {
+    return strcmp(kind, "none") == 0 || strcmp(kind, "whole") == 0 || strcmp(kind, "assembled") == 0;
+}
+
 static fb_code ai_parse_chunks_v3(ai_parser *p, arc_index_table *t, fb_err *err) {
     arc_index *ix = p->ix;
     char kind[16], rh[66], deps[8000];
     unsigned long long cnt = 0, first = 0;
     AI_NEED(ai_next(p, "chunks") && sscanf(p->v, "%15s %llu %llu %65s %7999s", kind, &cnt, &first, rh, deps) == 5 &&
                 strlen(rh) == 64 && sodium_hex2bin(t->rec_blake2b, 32, rh, 64, NULL, NULL, NULL) == 0 &&
-                (strcmp(kind, "none") == 0) == (cnt == 0) && first == p->next_rec,
+                ai_kind_ok(kind) && (strcmp(kind, "none") == 0) == (cnt == 0) && first == p->next_rec,
             "chunks line (version 3: ranges must follow each other)");
     t->assembled = strcmp(kind, "assembled") == 0;
     t->rec_first = first;
@@ -411,8 +426,8 @@ static fb_code ai_parse_chunks_v2(ai_parser *p, arc_index_table *t, fb_err *err)
     char kind[16];
     long long nc = 0;
     int ok = 1;
-    AI_NEED(ai_next(p, "chunks") && sscanf(p->v, "%15s %lld", kind, &nc) == 2 && nc >= 0 && nc < 100000000 &&
-                (strcmp(kind, "none") == 0) == (nc == 0),
+    AI_NEED(ai_next(p, "chunks") && sscanf(p->v, "%15s %lld", kind, &nc) == 2 && ai_kind_ok(kind) &&
+                ai_count_ok(p, nc, AI_C_LINE_MIN) && (strcmp(kind, "none") == 0) == (nc == 0),
             "chunks line");
     t->assembled = strcmp(kind, "assembled") == 0;
     if (!nc) return FB_OK;
@@ -461,7 +476,7 @@ static fb_code ai_parse_table(ai_parser *p, fb_err *err) {
 /* Step 3: the tables. */
 static fb_code ai_parse_tables(ai_parser *p, fb_err *err) {
     long long n = 0;
-    AI_NEED(ai_next(p, "tables") && ai_int(p->v, &n) && n >= 0 && n < 10000000, "tables");
+    AI_NEED(ai_next(p, "tables") && ai_int(p->v, &n) && ai_count_ok(p, n, AI_TABLE_LINE_MIN), "tables");
     if (!(p->ix->tables = calloc((size_t)n + 1, sizeof *p->ix->tables)))
         return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
     fb_code rc = FB_OK;
