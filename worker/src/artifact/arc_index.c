@@ -106,6 +106,15 @@ static void ai_format_job(fb_sbuf *b, const arc_index *ix) {
         ai_put_field(b, "sources", NULL, (long long)ix->n_sources, 1);
         for (size_t i = 0; i < ix->n_sources; i++) ai_put_field(b, "source", ix->sources[i], 0, 0);
     }
+    if (v3 && ix->cap_stream) {
+        snprintf(num, sizeof num, " %016llX %016llX\n", (unsigned long long)ix->cap_start,
+                 (unsigned long long)ix->cap_end);
+        fb_sbuf_puts(b, "capture ");
+        ai_put_enc(b, ix->cap_stream);
+        fb_sbuf_puts(b, " ");
+        ai_put_enc(b, ix->cap_full);
+        fb_sbuf_puts(b, num);
+    }
 }
 
 /* A table's `table` line. */
@@ -348,6 +357,23 @@ static fb_code ai_authenticate(const char *buf, size_t len, const unsigned char 
     return FB_OK;
 }
 
+/* Step 2b (version 3): the optional `capture STREAM FULL_JOB START END` line. */
+static fb_code ai_parse_capture(ai_parser *p, fb_err *err) {
+    static const char k[] = "capture ";
+    char st[300], fj[300];
+    unsigned long long a = 0, e = 0;
+    int ok = 1;
+    if ((size_t)(p->in.end - p->in.p) < sizeof k - 1 || memcmp(p->in.p, k, sizeof k - 1) != 0) return FB_OK;
+    AI_NEED(ai_next(p, "capture") && sscanf(p->v, "%299s %299s %16llx %16llx", st, fj, &a, &e) == 4 && a <= e,
+            "capture line");
+    p->ix->cap_stream = ai_dec(st, &ok);
+    p->ix->cap_full = ai_dec(fj, &ok);
+    AI_NEED(ok && p->ix->cap_stream && p->ix->cap_full, "capture line names");
+    p->ix->cap_start = a;
+    p->ix->cap_end = e;
+    return FB_OK;
+}
+
 /* Step 2: the job's fields (and, version 3, the head line before them and the source jobs after them). */
 static fb_code ai_parse_job(ai_parser *p, const char *buf, size_t len, fb_err *err) {
     arc_index *ix = p->ix;
@@ -380,7 +406,7 @@ static fb_code ai_parse_job(ai_parser *p, const char *buf, size_t len, fb_err *e
         AI_NEED(ok && ix->sources[ix->n_sources], "source job");
         ix->n_sources++;
     }
-    return FB_OK;
+    return ai_parse_capture(p, err);
 }
 
 /* Version 3: a table's `chunks` line: its kind, its range of the binary records (ranges follow each other) and
@@ -518,6 +544,8 @@ void arc_index_free(arc_index *ix) {
     free(ix->tables);
     for (size_t i = 0; i < ix->n_sources; i++) free(ix->sources[i]);
     free(ix->sources);
+    free(ix->cap_stream);
+    free(ix->cap_full);
     free(ix->job_id);
     free(ix->type);
     free(ix->base_job);
