@@ -144,9 +144,11 @@ def test_incremental_from_changes_refuses_foreign_and_tampered_segments(bin, pit
     conn = psycopg2.connect(ci)
     conn.autocommit = True
     full = take_base(bin, ci, slot, storage_root, pub, name)
-    # A second chain of the same database (slot2): its segments are signed by the same key, of another stream.
+    # A second chain of the same database (slot2, another configuration in the same folder): its segments are
+    # signed by the same key, of another stream.
     slot2 = f"{slot}_b"
-    full2 = take_base(bin, ci, slot2, storage_root, pub, name)
+    add_config(ci, slot2, [])
+    full2 = take_base(bin, ci, slot2, storage_root, pub, slot2)
     cap = Capture(bin, ci, slot, storage_root, keypair, signing_keys, tmp_path / "capture.log", path=FOLDER)
     cap2 = Capture(bin, ci, slot2, storage_root, keypair, signing_keys, tmp_path / "capture2.log", path=FOLDER)
     cap.start(create=False)
@@ -158,20 +160,22 @@ def test_incremental_from_changes_refuses_foreign_and_tampered_segments(bin, pit
     xid, _ = commit(conn, 'INSERT INTO leave ("Note", n) VALUES (%s, 7)', ("after the first incremental",))
     cap.wait_durable(xid, DURABLE_WAIT_S)
     cap2.wait_durable(xid, DURABLE_WAIT_S)
-    assert cap.stop(signal.SIGTERM) == 0 and cap2.stop(signal.SIGTERM) == 0
+    assert cap2.stop(signal.SIGTERM) == 0, cap2.log.read_text()
     conn.close()
     chain = storage_root / FOLDER / "capture" / name / slot
     last = sorted(chain.glob("cap-*.fbcap"))[-1]  # after the first INCREMENTAL's end
     good = last.read_bytes()
     foreign = sorted((storage_root / FOLDER / "capture" / name / slot2).glob("cap-*.fbcap"))[-1].read_bytes()
     before = sorted(p.name for p in (storage_root / FOLDER).glob("*.fbak"))
-    for bad, why in ((foreign, "another chain's segment"), (good[:300] + bytes([good[300] ^ 1]) + good[301:], "flipped")):
+    for bad, why, said in ((foreign, "another chain's segment", "belongs to capture stream"),
+                           (good[:300] + bytes([good[300] ^ 1]) + good[301:], "flipped", "bad signature")):
         last.write_bytes(bad)
         r = backup(bin, name, "INCREMENTAL", ci, slot, storage_root, pub)
         assert r.returncode != 0, (why, r.stdout)
-        assert any(w in r.stderr for w in ("stream", "signature", "header", "name")), (why, r.stderr)
+        assert said in r.stderr, (why, r.stderr[-600:])
         assert sorted(p.name for p in (storage_root / FOLDER).glob("*.fbak")) == before, why
     last.write_bytes(good)
+    assert cap.stop(signal.SIGTERM) == 0, cap.log.read_text()
 
     new = f"{name}_bad"
     ci_new = conninfo_for(logical_pg, new)
@@ -184,6 +188,7 @@ def test_incremental_from_changes_refuses_foreign_and_tampered_segments(bin, pit
     shutil.copy(full["artifact"], bad.parent)
     r = restore_into(bin, str(bad), secret, ci_new)
     assert r.returncode != 0 and not db_exists(admin, new), r.stderr
+    assert "captured changes: authentication failed" in r.stderr, r.stderr
     # Another capture base, signed by the same worker, under the FULL's name.
     swapped = tmp_path / "swapped"
     swapped.mkdir()
@@ -191,6 +196,7 @@ def test_incremental_from_changes_refuses_foreign_and_tampered_segments(bin, pit
     shutil.copy(full2["artifact"], swapped / shutil.os.path.basename(full["artifact"]))
     r = restore_into(bin, str(swapped / shutil.os.path.basename(incr)), secret, ci_new)
     assert r.returncode != 0 and not db_exists(admin, new), r.stderr
+    assert "another job's artifact" in r.stderr, r.stderr
     # The untouched backup still restores.
     r = restore_into(bin, incr, secret, ci_new)
     assert r.returncode == 0, r.stderr
