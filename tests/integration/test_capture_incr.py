@@ -9,8 +9,9 @@ Proves, with the real binaries against the real wal_level=logical server and a r
   none of them read a table (its manifest holds no table, its record's stats say how many segments it copied);
 - `verify` checks one with everything under it, `list` shows it;
 - the backups hold copies: removing the chain folder's segments afterwards changes nothing for them;
-- a segment swapped in from another database's chain, a flipped byte, and a manifest whose base FULL was
-  replaced by another capture base are refused, and no database appears;
+- a segment of another chain in this chain's place, a flipped byte in a segment and a gap in the chain are
+  refused by the backup (no artifact appears); a flipped byte in the backup and another capture base under its
+  FULL's name are refused by restore (no database appears);
 - a lost slot makes the next INCREMENTAL read the tables, with a warning saying a new base is needed.
 """
 from __future__ import annotations
@@ -135,8 +136,8 @@ def test_incrementals_from_changes_restore_to_their_moment(bin, pitr_db, logical
 
 def test_incremental_from_changes_refuses_foreign_and_tampered_segments(bin, pitr_db, logical_pg, storage_root,
                                                                          keypair, signing_keys, tmp_path):
-    """A segment from another chain (validly signed by the same worker key), renamed into this chain's gap, or one
-    with a flipped byte, is refused by the backup; a flipped byte in the backup, or another capture base under its
+    """A segment from another chain (validly signed by the same worker key) in this chain's place, one with a
+    flipped byte, or a gap in the chain, is refused by the backup; a flipped byte in the backup, or another capture base under its
     FULL's name, is refused by restore; no refusal leaves an artifact or a database."""
     name, ci, slot, admin = pitr_db
     pub, secret = keypair
@@ -174,6 +175,17 @@ def test_incremental_from_changes_refuses_foreign_and_tampered_segments(bin, pit
         assert r.returncode != 0, (why, r.stdout)
         assert said in r.stderr, (why, r.stderr[-600:])
         assert sorted(p.name for p in (storage_root / FOLDER).glob("*.fbak")) == before, why
+    last.write_bytes(good)
+    # A gap: one more segment after `last`, then `last` removed.
+    with psycopg2.connect(ci) as c2:
+        c2.autocommit = True
+        xid, _ = commit(c2, 'INSERT INTO leave ("Note", n) VALUES (%s, 8)', ("after the gap",))
+    c2.close()
+    cap.wait_durable(xid, DURABLE_WAIT_S)
+    last.unlink()
+    r = backup(bin, name, "INCREMENTAL", ci, slot, storage_root, pub)
+    assert r.returncode != 0 and "a gap" in r.stderr, r.stderr[-600:]
+    assert sorted(p.name for p in (storage_root / FOLDER).glob("*.fbak")) == before
     last.write_bytes(good)
     assert cap.stop(signal.SIGTERM) == 0, cap.log.read_text()
 
