@@ -199,8 +199,11 @@ fb_code cap_capture_step(cap_capture *c, int wait_ms, fb_err *err) {
     fb_code rc = cap_stream_next(c->s, wait_ms, &t, err);
     if (rc == FB_OK && t) rc = cap_capture_keep(c, t, err);
     if (rc != FB_OK) return rc;
+    /* A backup of captured changes asked (cap_incr.h): write now rather than at the deadline. */
+    int asked = cap_stream_take_flush_request(c->s);
     int due = c->npending == 0 ? 1
-                               : (cap_mono_ms() >= cap_capture_deadline(c) || c->pending_bytes >= c->o.flush_bytes);
+                               : (asked || cap_mono_ms() >= cap_capture_deadline(c) ||
+                                  c->pending_bytes >= c->o.flush_bytes);
     return due ? cap_capture_flush(c, err) : FB_OK;
 }
 

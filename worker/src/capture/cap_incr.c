@@ -14,6 +14,7 @@
 #include "artifact/arc_index.h"
 #include "artifact/arc_open.h"
 #include "capture/cap_base.h"
+#include "capture/cap_pgoutput.h"
 #include "capture/cap_slot.h"
 #include "common/fb_log.h"
 #include "pg/pgx.h"
@@ -45,6 +46,19 @@ static fb_code ci_start(PGconn *c, cap_incr_point *p, fb_err *err) {
     return rc;
 }
 
+/* Asks the capture to write what it holds now (cap_pgoutput.h, CAP_FLUSH_PREFIX), after the position was read, so
+ * the wait is one segment write rather than up to capture-flush-s. A server that refuses the message (a role
+ * without the right) only makes the wait longer: a warning, not a failure. */
+static fb_code ci_ask_flush(PGconn *c, fb_err *err) {
+    (void)err;
+    PGresult *r = PQexec(c, "SELECT pg_catalog.pg_logical_emit_message(false, '" CAP_FLUSH_PREFIX "', '')");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        FB_WARN("could not ask the capture to flush now (%s): waiting for its flush deadline (capture-flush-s)",
+                PQresultErrorMessage(r));
+    PQclear(r);
+    return FB_OK;
+}
+
 fb_code cap_incr_wait(const char *conninfo, const char *slot, int64_t wait_ms, const fb_flag *abort, cap_incr_point *p,
                       fb_err *err) {
     memset(p, 0, sizeof *p);
@@ -53,6 +67,7 @@ fb_code cap_incr_wait(const char *conninfo, const char *slot, int64_t wait_ms, c
     PGconn *c = pgx_connect(conninfo, "fusion-backup backup (captured changes)", err);
     if (!c) return err->code ? err->code : FB_ERR_TRANSIENT;
     rc = ci_start(c, p, err);
+    if (!rc) rc = ci_ask_flush(c, err);
     int64_t t0 = ci_mono_ms();
     cap_slot_health h;
     while (!rc) {

@@ -12,6 +12,7 @@ struct cap_decoder {
     cap_relset rels;
     cap_txn *cur;            /* between Begin and Commit */
     uint64_t last_end_lsn;   /* of the last Commit: commits must come in LSN order */
+    int flush_asked;         /* a CAP_FLUSH_PREFIX message arrived (cap_decoder_take_flush) */
 };
 
 cap_decoder *cap_decoder_new(void) { return calloc(1, sizeof(cap_decoder)); }
@@ -204,6 +205,27 @@ static fb_code dec_truncate(cap_decoder *d, cap_rd *r, uint64_t at, fb_err *err)
     return FB_OK;
 }
 
+/* A logical message (pg_logical_emit_message): only a non-transactional one with CAP_FLUSH_PREFIX means anything,
+ * "make what you hold durable now" (cap_incr.h, the point). Its content is not used. */
+static fb_code dec_message(cap_decoder *d, cap_rd *r, uint64_t at, fb_err *err) {
+    uint8_t flags = cap_rd_u8(r);
+    (void)cap_rd_u64(r);
+    const char *prefix = cap_rd_cstr(r);
+    uint32_t n = cap_rd_u32(r);
+    (void)cap_rd_bytes(r, n);
+    if (r->bad) return fb_err_set(err, FB_ERR_FORMAT, "malformed logical message at " CAP_LSN_FMT, CAP_LSN_ARGS(at));
+    if (!(flags & 1) && prefix && strcmp(prefix, CAP_FLUSH_PREFIX) == 0) d->flush_asked = 1;
+    return FB_OK;
+}
+
+int cap_decoder_flush_pending(const cap_decoder *d) { return d->flush_asked; }
+
+int cap_decoder_take_flush(cap_decoder *d) {
+    int asked = d->flush_asked;
+    d->flush_asked = 0;
+    return asked;
+}
+
 /* ---- dispatch ------------------------------------------------------------------------------------------------ */
 
 fb_code cap_decoder_feed(cap_decoder *d, const void *msg, size_t len, uint64_t wal_start, cap_txn **done,
@@ -220,7 +242,8 @@ fb_code cap_decoder_feed(cap_decoder *d, const void *msg, size_t len, uint64_t w
     case 'R': rc = dec_relation(d, &r, wal_start, err); break;
     case 'I': case 'U': case 'D': rc = dec_row_change(d, &r, type, wal_start, err); break;
     case 'T': rc = dec_truncate(d, &r, wal_start, err); break;
-    case 'O': case 'Y': case 'M': return FB_OK; /* origin, type, logical message: nothing a restore needs */
+    case 'M': rc = dec_message(d, &r, wal_start, err); break;
+    case 'O': case 'Y': return FB_OK; /* origin, type: nothing a restore needs */
     default:
         return fb_err_set(err, FB_ERR_FORMAT, "unknown pgoutput message type 0x%02x at " CAP_LSN_FMT
                           " (protocol version 1 was requested)", (unsigned char)type, CAP_LSN_ARGS(wal_start));
