@@ -174,7 +174,11 @@ fb_code cap_capture_flush(cap_capture *c, fb_err *err) {
         c->npending = 0;
         c->pending_bytes = 0;
         c->chain_end = end;
-        return cap_stream_confirm(c->s, end, err); /* durable first, confirmed second */
+        /* Durable first, confirmed second. Between transactions, everything received is now durable, so the
+         * server's position may be confirmed at once (a backup of captured changes waits for it, cap_incr.h). */
+        uint64_t upto = end;
+        if (cap_stream_between_txns(c->s) && cap_stream_received_lsn(c->s) > upto) upto = cap_stream_received_lsn(c->s);
+        return cap_stream_confirm(c->s, upto, err);
     }
     /* Nothing pending: everything the server has decoded up to its reported position is durable. */
     if (cap_stream_between_txns(c->s) && cap_stream_received_lsn(c->s) > cap_stream_confirmed_lsn(c->s))

@@ -47,11 +47,12 @@ static fb_code ci_start(PGconn *c, cap_incr_point *p, fb_err *err) {
 }
 
 /* Asks the capture to write what it holds now (cap_pgoutput.h, CAP_FLUSH_PREFIX), after the position was read, so
- * the wait is one segment write rather than up to capture-flush-s. A server that refuses the message (a role
- * without the right) only makes the wait longer: a warning, not a failure. */
+ * the wait is one segment write rather than up to capture-flush-s. Transactional, so that its commit flushes the
+ * WAL at once (a non-transactional message waits for the WAL writer, wal_writer_delay, before the walsender can
+ * decode it). A server that refuses the message only makes the wait longer: a warning, not a failure. */
 static fb_code ci_ask_flush(PGconn *c, fb_err *err) {
     (void)err;
-    PGresult *r = PQexec(c, "SELECT pg_catalog.pg_logical_emit_message(false, '" CAP_FLUSH_PREFIX "', '')");
+    PGresult *r = PQexec(c, "SELECT pg_catalog.pg_logical_emit_message(true, '" CAP_FLUSH_PREFIX "', '')");
     if (PQresultStatus(r) != PGRES_TUPLES_OK)
         FB_WARN("could not ask the capture to flush now (%s): waiting for its flush deadline (capture-flush-s)",
                 PQresultErrorMessage(r));

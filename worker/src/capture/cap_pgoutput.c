@@ -13,6 +13,7 @@ struct cap_decoder {
     cap_txn *cur;            /* between Begin and Commit */
     uint64_t last_end_lsn;   /* of the last Commit: commits must come in LSN order */
     int flush_asked;         /* a CAP_FLUSH_PREFIX message arrived (cap_decoder_take_flush) */
+    int flush_in_txn;        /* ... inside the current transaction: asked when it commits */
 };
 
 cap_decoder *cap_decoder_new(void) { return calloc(1, sizeof(cap_decoder)); }
@@ -64,6 +65,15 @@ static fb_code dec_commit(cap_decoder *d, cap_rd *r, uint64_t at, cap_txn **done
     d->last_end_lsn = end_lsn;
     *done = d->cur;
     d->cur = NULL;
+    if (d->flush_in_txn) {
+        d->flush_in_txn = 0;
+        d->flush_asked = 1;
+        /* The request's own transaction (pg_logical_emit_message(true, ...)) holds no change: nothing to keep. */
+        if ((*done)->nchanges == 0) {
+            cap_txn_free(*done);
+            *done = NULL;
+        }
+    }
     return FB_OK;
 }
 
@@ -205,8 +215,9 @@ static fb_code dec_truncate(cap_decoder *d, cap_rd *r, uint64_t at, fb_err *err)
     return FB_OK;
 }
 
-/* A logical message (pg_logical_emit_message): only a non-transactional one with CAP_FLUSH_PREFIX means anything,
- * "make what you hold durable now" (cap_incr.h, the point). Its content is not used. */
+/* A logical message (pg_logical_emit_message): only one with CAP_FLUSH_PREFIX means anything, "make what you hold
+ * durable now" (cap_incr.h, the point); a transactional one counts when its transaction commits. Its content is
+ * not used. */
 static fb_code dec_message(cap_decoder *d, cap_rd *r, uint64_t at, fb_err *err) {
     uint8_t flags = cap_rd_u8(r);
     (void)cap_rd_u64(r);
@@ -214,7 +225,9 @@ static fb_code dec_message(cap_decoder *d, cap_rd *r, uint64_t at, fb_err *err) 
     uint32_t n = cap_rd_u32(r);
     (void)cap_rd_bytes(r, n);
     if (r->bad) return fb_err_set(err, FB_ERR_FORMAT, "malformed logical message at " CAP_LSN_FMT, CAP_LSN_ARGS(at));
-    if (!(flags & 1) && prefix && strcmp(prefix, CAP_FLUSH_PREFIX) == 0) d->flush_asked = 1;
+    if (!prefix || strcmp(prefix, CAP_FLUSH_PREFIX) != 0) return FB_OK;
+    if (!(flags & 1)) d->flush_asked = 1;
+    else if (d->cur) d->flush_in_txn = 1;
     return FB_OK;
 }
 

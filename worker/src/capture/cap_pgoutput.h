@@ -66,10 +66,11 @@ typedef struct cap_decoder cap_decoder;
 cap_decoder *cap_decoder_new(void);
 void cap_decoder_free(cap_decoder *d);
 
-/* The prefix of the non-transactional logical message (pg_logical_emit_message(false, CAP_FLUSH_PREFIX, ...)) that
- * asks a capture to make what it holds durable at once instead of at its flush deadline: a backup of captured
- * changes (cap_incr.h) sends it, so it waits for a segment write, not for capture-flush-s. Anyone who may connect
- * can send it; all it can do is make the capture write a segment early. */
+/* The prefix of the logical message (pg_logical_emit_message(true|false, CAP_FLUSH_PREFIX, ...)) that asks a
+ * capture to make what it holds durable at once instead of at its flush deadline: a backup of captured changes
+ * (cap_incr.h) sends it, so it waits for a segment write, not for capture-flush-s. A transactional one asks when
+ * its transaction commits, and a transaction holding nothing but it is dropped (it changes no row). Anyone who
+ * may connect can send it; all it can do is make the capture write a segment early. */
 #define CAP_FLUSH_PREFIX "fusion-backup.flush"
 
 /* 1 once after a CAP_FLUSH_PREFIX message was decoded (then 0 until the next); _pending only looks. */
