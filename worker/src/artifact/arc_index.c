@@ -9,7 +9,8 @@
  *   mac HEX                                                 (BLAKE2b-256 keyed, over every byte before this line)
  * Version 3 (artifact format 5) is a head in the same style and then binary chunk records (arc_clist.h):
  *   fusion-backup chain index 3 / head NNNNNNNNNNNNNNNN (16 digits: the head's length, so a reader reads it alone)
- *   job_id ... tables N as above, but `sources K` and K lines `source JOB` before `tables`
+ *   job_id ... tables N as above, but `sources K` and K lines `source JOB` before `tables`, then optionally
+ *   `capture STREAM FULL_JOB START END` (a backup on a change chain, arc_index.h)
  *   table ... as above, then `chunks KIND COUNT FIRST BLAKE2BHEX DEPS` (DEPS: source numbers "1,3", or "-")
  *   records R / mac HEX, then R records of 40 bytes
  * Only the head is text and MAC'd; it grows with the number of tables, never with the data. The records are

@@ -21,6 +21,10 @@
  * the base's snapshot, after the chain's last durable commit) is refused saying the window. So --until needs
  * --create and a --pg database that does not exist yet. TIME is any form fb_time reads; it names a whole
  * millisecond (every commit within it is included).
+ * An INCREMENTAL or DIFFERENTIAL made of captured changes (manifest `capture_changes`, capture/cap_incr.h) is
+ * restored the same way to its own end: the chain of such backups under it and their capture base FULL are found
+ * beside it (or in --chain-dir), checked and unpacked (cap_incr_collect), the FULL rebuilt and the changes
+ * applied up to the backup's end; so it too needs --create and a new database, and takes no --until.
  * Exit status is the fb_code: 7 tampered/truncated/wrong key, 13 target not empty, 9 unknown table or missing
  * chain link, 14 a chain link holding other data than recorded.
  */
@@ -186,7 +190,9 @@ static const char cmd_restore_usage[] =
     "--until TIME|LSN: point-in-time recovery from a capture base (backup --capture-base): the FULL, then\n"
     "its change chain (beside it, capture/DB/SLOT) applied up to TIME or LSN, each transaction whole, in\n"
     "commit order, into a new database that appears only complete. A target outside the recoverable\n"
-    "window (`fusion-backup list` shows it) is refused.\n";
+    "window (`fusion-backup list` shows it) is refused.\n"
+    "An INCREMENTAL/DIFFERENTIAL made of captured changes restores (--create, a new database) as its\n"
+    "capture base FULL with the changes of every backup down to it applied up to its end.\n";
 
 /* Step 1: the artifact's path and the options that decide the restore's mode, checked against each other. */
 static fb_code cr_parse(const fb_config *cfg, int argc, char **argv, const char **path, const char **until,
