@@ -7,7 +7,7 @@ Proves, with the real binaries against the real wal_level=logical server and a r
 - after inserts, updates of 1 % of the rows, deletes and a TOASTed value, an INCREMENTAL, a second INCREMENTAL on
   it and a DIFFERENTIAL each restore into an empty database equal to the source at the moment each was taken;
   none of them read a table (its manifest holds no table, its record's stats say how many segments it copied);
-- `verify` checks one with everything under it, `list` shows it;
+- `verify` checks one with everything under it, `list` shows its stream, base FULL and LSN range;
 - the backups hold copies: removing the chain folder's segments afterwards changes nothing for them;
 - a segment of another chain in this chain's place, a flipped byte in a segment and a gap in the chain are
   refused by the backup (no artifact appears); a flipped byte in the backup and another capture base under its
@@ -26,7 +26,7 @@ import flow
 from conftest import conninfo_for
 from test_backup_command import FOLDER, add_config
 from test_capture import (DURABLE_WAIT_S, Capture, _no_capture_outlives_its_test, commit, fingerprint,  # noqa: F401
-                          logical_pg)
+                          logical_pg, lsn)
 from test_pitr import base_args, db_exists, pitr_db, take_base  # noqa: F401
 
 ROWS = 5000
@@ -114,8 +114,11 @@ def test_incrementals_from_changes_restore_to_their_moment(bin, pitr_db, logical
     listing = bin.run("list", "--storage-root", str(storage_root), "--storage-path", FOLDER, "--public-key", str(pub),
                       "--json")
     assert listing.returncode == 0, listing.stderr
-    listed = json.dumps(json.loads(listing.stdout))
-    assert all(shutil.os.path.basename(a).split(".")[0] in listed for _, a, _ in taken), listed
+    listed = {x["job_id"]: x for x in json.loads(listing.stdout) if "job_id" in x}
+    for (_, a, _), m in zip(taken, ms):
+        x = listed[shutil.os.path.basename(a).split(".")[0]]
+        assert x["restorable"] and x["capture_full_job"] == full["job_id"], x
+        assert (lsn(x["capture_start_lsn"]), lsn(x["capture_end_lsn"])) == (m["start_lsn"], m["end_lsn"]), (x, m)
     for seg in moved.glob("cap-*.fbcap"):
         shutil.copy(seg, chain / seg.name)
 
