@@ -46,7 +46,7 @@ static void capture_changes(void) {
                                        .slot = d("s"), .full_job = d("f"), .start_lsn = 0x16B374D848ULL,
                                        .end_lsn = 0x16B3750000ULL, .end_us = 1795756200000123LL, .segments = 3};
     memset(m.changes->blake2b, 0x21, 32);
-    memset(m.changes->full_index_blake2b, 0x42, 32);
+    m.changes->full_snapshot_ms = 1795756100000LL;
     char *out; size_t len; fb_err err;
     arc_manifest *u = NULL;
     CHECK(arc_manifest_pack(&m, &out, &len, &err) == FB_OK && arc_manifest_unpack(out, len, &u, &err) == FB_OK);
@@ -54,7 +54,7 @@ static void capture_changes(void) {
     CHECK(c && c->segment == 1 && c->offset == 96 && c->length == 500 && c->raw_bytes == 480 && c->segments == 3);
     CHECK(c && strcmp(c->stream, "db/s") == 0 && strcmp(c->slot, "s") == 0 && strcmp(c->full_job, "f") == 0);
     CHECK(c && c->start_lsn == 0x16B374D848ULL && c->end_lsn == 0x16B3750000ULL && c->end_us == 1795756200000123LL);
-    CHECK(c && c->blake2b[31] == 0x21 && c->full_index_blake2b[0] == 0x42);
+    CHECK(c && c->blake2b[31] == 0x21 && c->full_snapshot_ms == 1795756100000LL);
     arc_manifest_free(u);
     free(out);
     free(m.changes->full_job);

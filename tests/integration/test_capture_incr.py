@@ -12,7 +12,8 @@ Proves, with the real binaries against the real wal_level=logical server and a r
 - a segment of another chain in this chain's place, a flipped byte in a segment and a gap in the chain are
   refused by the backup (no artifact appears); a flipped byte in the backup and another capture base under its
   FULL's name are refused by restore (no database appears);
-- a lost slot makes the next INCREMENTAL read the tables, with a warning saying a new base is needed.
+- a lost slot makes the next INCREMENTAL read the tables, with a warning saying a new base is needed;
+- rekey refuses a backup of captured changes (its segments stay sealed to the capture's key), changing nothing.
 """
 from __future__ import annotations
 
@@ -135,6 +136,15 @@ def test_incrementals_from_changes_restore_to_their_moment(bin, pitr_db, logical
     assert r.returncode == 0, r.stderr
     assert data_fingerprint(conninfo_for(logical_pg, new)) == data_fingerprint(ci)
     drop(admin, new)
+
+    # rekey cannot re-seal the change segments inside (sealed to the capture's key, signed by it): refused, the
+    # file unchanged.
+    before = open(taken[2][1], "rb").read()
+    bin.run("keygen", "--out", str(tmp_path / "new"), check=True)
+    r = bin.run("rekey", taken[2][1], "--secret-key", str(secret), "--new-public-key", str(tmp_path / "new.pub"),
+                "--sign-key", str(signing_keys["ops"][1]))
+    assert r.returncode == 2 and "captured changes" in r.stderr and "old secret key" in r.stderr, r.stderr
+    assert open(taken[2][1], "rb").read() == before
 
 
 def test_incremental_from_changes_refuses_foreign_and_tampered_segments(bin, pitr_db, logical_pg, storage_root,

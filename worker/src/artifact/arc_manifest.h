@@ -113,8 +113,9 @@ typedef struct arc_capture_changes {
     unsigned char blake2b[ARC_HASH_BYTES];
     char *stream, *slot;
     char *full_job;            /* the capture base FULL under the chain */
-    unsigned char full_index_blake2b[ARC_HASH_BYTES]; /* BLAKE2b-256 of that FULL's chain index (its manifest's
-                                * index_blake2b): exactly which artifact, not only which job id */
+    int64_t full_snapshot_ms;  /* that FULL's snapshot_ms: with its job id, stream and consistent point (the
+                                * first range's start), which capture base exactly; unlike its index's bytes it
+                                * survives rekey */
     uint64_t start_lsn, end_lsn;
     int64_t end_us;            /* the last commit time among its transactions' (0: it holds none) */
     int64_t segments;          /* change segments packed */

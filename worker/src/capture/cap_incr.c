@@ -260,7 +260,7 @@ static fb_code ci_open(const char *path, const char *job, const char *sk_file, c
 static fb_code ci_link_check(const arc_manifest *m, const arc_capture_changes *top, uint64_t want_end, fb_err *err) {
     const arc_capture_changes *ch = m->changes;
     if (!ch || strcmp(ch->stream, top->stream) != 0 || strcmp(ch->full_job, top->full_job) != 0 ||
-        sodium_memcmp(ch->full_index_blake2b, top->full_index_blake2b, ARC_HASH_BYTES) != 0)
+        ch->full_snapshot_ms != top->full_snapshot_ms)
         return fb_err_set(err, FB_ERR_VERIFY, "backup %s, a link of the chain of captured changes, is not one of "
                           "stream %s on FULL %s: refusing to mix chains", m->job_id, top->stream, top->full_job);
     if (ch->end_lsn != want_end || !m->base_job)
@@ -279,9 +279,9 @@ static fb_code ci_full_check(const arc_manifest *m, const arc_capture_changes *t
         return fb_err_set(err, FB_ERR_VERIFY, "the captured changes start at " CAP_LSN_FMT ", the base FULL %s's "
                           "chain at " CAP_LSN_FMT ": a gap or an overlap", CAP_LSN_ARGS(want_start), m->job_id,
                           CAP_LSN_ARGS(m->capture->lsn));
-    if (!m->has_index_hash || sodium_memcmp(m->index_blake2b, top->full_index_blake2b, ARC_HASH_BYTES) != 0)
+    if (m->snapshot_ms != top->full_snapshot_ms)
         return fb_err_set(err, FB_ERR_VERIFY, "backup %s is not the base FULL the captured changes were taken on (its "
-                          "chain index differs from the one recorded): another artifact under its name?", m->job_id);
+                          "snapshot time differs from the one recorded): another artifact under its name?", m->job_id);
     return FB_OK;
 }
 

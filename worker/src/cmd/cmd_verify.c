@@ -112,6 +112,10 @@ int cmd_verify(int argc, char **argv) {
                                                  : arc_reader_manifest(r)->changes->stream;
     fb_progress_done(prog, rc == FB_OK);
     fb_progress_free(prog);
+    if (!rc && into && arc_reader_manifest(r)->changes)
+        rc = fb_err_set(&err, FB_ERR_USAGE, "--restore-into compares tables with the manifest, and a backup of captured "
+                        "changes has none: check it by `fusion-backup restore ARTIFACT --create --pg NEW` instead "
+                        "(verify without --restore-into has checked every change segment)");
     if (!rc && into) {
         c = pgx_connect(into, "fusion-backup verify", &err);
         if (!c) rc = err.code;

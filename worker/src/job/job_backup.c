@@ -1441,21 +1441,6 @@ static void jb_job_clear(jb_job *j) {
 
 /* --- made of captured changes (capture/cap_incr.h) ------------------------------------------------------------- */
 
-/* BLAKE2b-256 of the base FULL's chain index (head), as its manifest's index_blake2b records it: restore checks
- * that the FULL it finds is this very artifact. */
-static fb_code jb_full_index_hash(jb_job *j, const char *full_job, unsigned char out[ARC_HASH_BYTES], fb_err *err) {
-    char rel[1300], *ibuf = NULL;
-    size_t ilen = 0;
-    stor_rfile *f = NULL;
-    fb_code rc = arc_artifact_name(j->rq->storage_path, full_job, rel, sizeof rel, err);
-    if (!rc) rc = stor_open(j->st, rel, &f, err);
-    if (!rc) rc = arc_reader_peek_index(f, &ibuf, &ilen, err);
-    if (!rc) crypto_generichash(out, ARC_HASH_BYTES, (const unsigned char *)ibuf, ilen, NULL, 0);
-    free(ibuf);
-    stor_rfile_close(f);
-    return rc ? fb_err_prefix(err, "reading the base FULL %s's chain index: ", full_job) : FB_OK;
-}
-
 /* The index's tables are the base's, each pointing where the base's does (stored_in, tag, counts; no chunk
  * records): what a later table-reading INCREMENTAL compares with and retention follows. They describe the data
  * of the chain's FULL, not the tables now; that is what such an INCREMENTAL needs (an equal tag means the FULL's
@@ -1484,12 +1469,10 @@ static fb_code jb_changes(jb_job *j, fb_err *err) {
     cap_seg_in in = {.stream = bx->cap_stream, .signers = &j->kr}; /* signatures and headers; no key to decrypt */
     arc_seg_info si;
     uint32_t seg = 0;
-    unsigned char full_hash[ARC_HASH_BYTES];
     arc_capture_changes *ch = j->m.changes = calloc(1, sizeof *j->m.changes);
     if (!ch) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
     fb_code rc = cap_incr_wait(j->cfg->pg, j->cap_slot, j->cfg->capture_incr_wait_s * 1000, j->ctx->abort, &j->cap_pt,
                                err);
-    if (!rc) rc = jb_full_index_hash(j, bx->cap_full, full_hash, err);
     if (!rc) rc = stor_create(j->st, j->rel, &j->wf, err);
     j->m.format = ARC_FORMAT_VERSION;
     if (!rc) rc = arc_writer_new_version(j->wf, j->pk, (int)j->cfg->zstd_level, (int)j->m.format, &j->w, err);
@@ -1504,7 +1487,7 @@ static fb_code jb_changes(jb_job *j, fb_err *err) {
                                 .start_lsn = bx->cap_end, .end_lsn = j->cap_st.end_lsn,
                                 .end_us = j->cap_st.last_commit_us, .segments = j->cap_st.segments};
     memcpy(ch->blake2b, si.blake2b, ARC_HASH_BYTES);
-    memcpy(ch->full_index_blake2b, full_hash, ARC_HASH_BYTES);
+    ch->full_snapshot_ms = arc_chain_find(&j->ch, bx->cap_full)->ix->snapshot_ms; /* jb_capture_plan found it */
     j->m.snapshot_ms = j->cap_pt.now_ms;
     j->m.database = strdup(j->cap_pt.database);
     j->m.server_version = strdup(j->cap_pt.server_version);
