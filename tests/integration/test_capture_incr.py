@@ -13,13 +13,15 @@ Proves, with the real binaries against the real wal_level=logical server and a r
   refused by the backup (no artifact appears); a flipped byte in the backup and another capture base under its
   FULL's name are refused by restore (no database appears);
 - a lost slot makes the next INCREMENTAL read the tables, with a warning saying a new base is needed;
-- rekey refuses a backup of captured changes (its segments stay sealed to the capture's key), changing nothing.
+- rekey refuses a backup of captured changes (its segments stay sealed to the capture's key), changing nothing;
+- the worker's event path (`event run`) makes the same backup of changes.
 """
 from __future__ import annotations
 
 import json
 import shutil
 import signal
+import uuid
 
 import psycopg2
 
@@ -225,4 +227,36 @@ def test_incremental_from_changes_refuses_foreign_and_tampered_segments(bin, pit
     # The untouched backup still restores.
     r = restore_into(bin, incr, secret, ci_new)
     assert r.returncode == 0, r.stderr
+    drop(admin, new)
+
+
+def test_incremental_from_changes_through_the_workers_event_path(bin, pitr_db, logical_pg, storage_root, keypair,
+                                                                 signing_keys, tmp_path):
+    """A backup.requested INCREMENTAL run as a worker runs it (`event run`: authority check, ledger, job) is made of
+    captured changes the same way, and restores to the moment it was taken."""
+    name, ci, slot, admin = pitr_db
+    pub, secret = keypair
+    cid = add_config(ci, name, [])
+    conn = psycopg2.connect(ci)
+    conn.autocommit = True
+    take_base(bin, ci, slot, storage_root, pub, name)
+    cap = Capture(bin, ci, slot, storage_root, keypair, signing_keys, tmp_path / "capture.log", path=FOLDER)
+    cap.start(create=False)
+    load(conn, 1)
+    ev = flow.fusion_events.encode({
+        "v": 1, "type": "backup.requested", "job_id": str(uuid.uuid4()), "ts": flow.now_ms(), "requested_by": None,
+        "attempt": 1, "record_id": 424242, "config_id": cid, "config_name": name, "backup_type": "INCREMENTAL",
+        "tables": [], "modules": [], "storage_path": FOLDER, "retention_days": 0})
+    r, out = flow.run_authorised(bin, ev, tmp_path, "--pg", ci, "--storage-root", str(storage_root), "--public-key",
+                                 str(pub))
+    assert out and out["status"] == "SUCCESS", r.stderr
+    assert out["stats"]["captured_changes"] == 1 and out["stats"]["capture_segments"] >= 1, out
+    assert out["stats"]["ran_as_full"] == 0 and out["stats"]["tables"] == 0, out
+    fp = data_fingerprint(ci)
+    assert cap.stop(signal.SIGTERM) == 0, cap.log.read_text()
+    conn.close()
+    new = f"{name}_ev"
+    r = restore_into(bin, str(storage_root / out["file_path"]), secret, conninfo_for(logical_pg, new))
+    assert r.returncode == 0, r.stderr
+    assert data_fingerprint(conninfo_for(logical_pg, new)) == fp
     drop(admin, new)
