@@ -20,7 +20,7 @@
 #include "pg/pgx.h"
 
 #define CI_HEAD_BYTES (CAP_SEG_NAME_MAX + 8)
-#define CI_POLL_MS 100
+#define CI_POLL_MS 10
 
 static int64_t ci_mono_ms(void) {
     struct timespec ts;
