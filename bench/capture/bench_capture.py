@@ -2,7 +2,7 @@
 """Change capture benchmark (issue 16): RPO under a steady write load, and what capture costs the writers.
 
   bench_capture.py --pg CONNINFO --build DIR [--rate 200] [--seconds 30] [--phase-s 15] [--flush-s 10]
-                   [--pitr-s 20]
+                   [--pitr-s 20] [--incr-rows 1000000] [--only incremental]
 
 CONNINFO: a wal_level=logical server (its maintenance database); a database capture_bench_<pid> is created and
 dropped. Run under `flock /tmp/fb-bench.lock` on a shared machine.
@@ -15,6 +15,11 @@ slot and the capture running, phases alternated A B A B in one run, ratio of the
 restore --until: a base FULL (`backup --capture-base`, table t as the phases left it), then --pitr-s seconds of the
 two writers at full speed captured; the time of `restore BASE --create` (the FULL alone) and of `restore BASE
 --until END --create` (the FULL and every captured transaction), each into a new database, side by side.
+incremental: a table of --incr-rows rows, its capture base FULL (bytes, time), the capture running; 1 % of the rows
+updated (100 transactions), and once the capture has made them durable an INCREMENTAL from captured changes (bytes,
+time, both as ratios of the FULL's); then 1 % more and an INCREMENTAL at once (its time includes waiting for the
+capture's flush, at most --flush-s); then `restore INCR --create` (the FULL and both INCREMENTALs' changes) vs
+`restore FULL --create`, and the restored table compared with the source.
 """
 from __future__ import annotations
 
@@ -175,6 +180,94 @@ def bench_pitr(a, ad, ci: str, db: str, work: Path, ids) -> None:
                             "WHERE slot_name = %s AND NOT active", (slot,))
 
 
+def app_tables(ci: str, name: str, folder: str) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    c = admin(ci)
+    c.cursor().execute("CREATE TABLE IF NOT EXISTS auth_user (id serial PRIMARY KEY, username text)")
+    cur = c.cursor()
+    cur.execute("SELECT to_regclass('public.backup_archive_backupconfiguration') IS NOT NULL")
+    if not cur.fetchone()[0]:
+        cur.execute((repo / "schemas/sql/backup_archive.sql").read_text())
+    cur.execute("INSERT INTO backup_archive_backupconfiguration (name, backup_type, schedule, modules, tables,"
+                " storage_path, retention_days, verify_schedule, is_active, created_at, updated_at)"
+                " VALUES (%s, 'FULL', '', '[]', '[]', %s, 0, '', true, now(), now())", (name, folder))
+    c.close()
+
+
+def table_md5(ci: str) -> tuple:
+    c = psycopg2.connect(ci)
+    cur = c.cursor()
+    cur.execute("SELECT count(*), md5(string_agg(b::text, '|' ORDER BY id)) FROM big b")
+    out = cur.fetchone()
+    c.close()
+    return out
+
+
+def update_pct(ci: str, rows: int, k: int) -> None:
+    """1 % of the rows (ids = k mod 100), in 100 transactions."""
+    c = admin(ci)
+    cur = c.cursor()
+    step = max(rows // 100, 1)
+    for lo in range(0, rows, step):
+        cur.execute("UPDATE big SET n = n + 1, v = md5(v) WHERE id > %s AND id <= %s AND id %% 100 = %s",
+                    (lo, lo + step, k))
+    c.close()
+
+
+def bench_incremental(a, ad, db: str, work: Path) -> None:
+    """INCREMENTAL from captured changes vs a FULL after 1 % of the rows changed (see the module comment)."""
+    idb = f"{db}_incr"
+    ad.cursor().execute(f'CREATE DATABASE "{idb}"')
+    ci = with_db(a.pg, idb)
+    slot = idb
+    cap = Capture(a.build, ci, work, slot, a.flush_s, path="incr")
+    trust = ["--trusted-signer", str(work / "w.pub")]
+    c = admin(ci)
+    c.cursor().execute("CREATE TABLE big (id bigint PRIMARY KEY, v text, n int, note text)")
+    c.cursor().execute("INSERT INTO big SELECT g, md5(g::text), 0, repeat(chr(97 + g %% 26), 40) "
+                       "FROM generate_series(1, %s) g", (a.incr_rows,))
+    c.cursor().execute("VACUUM ANALYZE big")
+    c.close()
+    app_tables(ci, "incr", "incr")
+    backup = [cap.cli, "backup", "incr", "--json", "--pg", ci, "--storage-root", str(work / "root"), "--public-key",
+              str(work / "k.pub"), "--sign-key", str(work / "w.key"), "--capture-slot", slot, "--capture-publication",
+              slot, *trust]
+    news = [f"{idb}_full", f"{idb}_restored"]
+    try:
+        full_s, full = timed(backup + ["--type", "FULL", "--capture-base"])
+        cap.start(create=False)
+        update_pct(ci, a.incr_rows, 1)
+        time.sleep(a.flush_s + 2)  # the capture has made them durable: the INCREMENTAL's wait is short
+        incr_s, incr = timed(backup + ["--type", "INCREMENTAL"])
+        update_pct(ci, a.incr_rows, 2)
+        now_s, now = timed(backup + ["--type", "INCREMENTAL"])  # at once: waits for the capture's flush
+        source = table_md5(ci)
+        cap.stop()
+        common = [cap.cli, "restore", "--create", "--secret-key", str(work / "k.key"), "--json", *trust]
+        rfull_s, _ = timed(common + [full["artifact"], "--pg", with_db(a.pg, news[0])])
+        rincr_s, _ = timed(common + [now["artifact"], "--pg", with_db(a.pg, news[1])])
+        same = table_md5(with_db(a.pg, news[1])) == source
+        ch, chn = incr["captured_changes"], now["captured_changes"]
+        print(f"incremental: {a.incr_rows} rows; FULL (capture base) {full['size']} bytes in {full_s:.2f} s")
+        print(f"incremental: 1 % of the rows updated, capture caught up: INCREMENTAL {incr['size']} bytes "
+              f"({incr['size'] / full['size'] * 100:.2f} % of the FULL) in {incr_s:.2f} s "
+              f"({incr_s / full_s * 100:.1f} % of the FULL's time; {ch['segments']} segments, {ch['transactions']} "
+              f"transactions, waited {ch['wait_ms']} ms)")
+        print(f"incremental: 1 % more, INCREMENTAL at once: {now['size']} bytes in {now_s:.2f} s "
+              f"({now_s / full_s * 100:.1f} % of the FULL's time, of which {chn['wait_ms']} ms waiting for the "
+              f"capture, capture-flush-s {a.flush_s})")
+        print(f"incremental: restore --create of the FULL {rfull_s:.2f} s; of the second INCREMENTAL (the FULL + both "
+              f"INCREMENTALs' changes) {rincr_s:.2f} s; restored table equals the source: {same}")
+    finally:
+        for n in news:
+            ad.cursor().execute(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)')
+        if cap.__dict__.get("proc") and cap.proc.poll() is None:
+            cap.stop()
+        ad.cursor().execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                            "WHERE slot_name = %s AND NOT active", (slot,))
+        ad.cursor().execute(f'DROP DATABASE IF EXISTS "{idb}" WITH (FORCE)')
+
+
 def pct(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
@@ -189,6 +282,8 @@ def main() -> None:
     ap.add_argument("--phase-s", type=float, default=15)
     ap.add_argument("--flush-s", type=int, default=10)
     ap.add_argument("--pitr-s", type=float, default=20)
+    ap.add_argument("--incr-rows", type=int, default=1000000)
+    ap.add_argument("--only", choices=["incremental"], help="run only this phase")
     a = ap.parse_args()
     db = f"capture_bench_{os.getpid()}"
     slot = db
@@ -199,6 +294,11 @@ def main() -> None:
     import itertools
     ids = itertools.count(1)
     try:
+        if a.only == "incremental":
+            Capture(a.build, ci, work, slot, a.flush_s)  # the keys
+            print(f"load average {os.getloadavg()}")
+            bench_incremental(a, ad, db, work)
+            return
         c = admin(ci)
         c.cursor().execute("CREATE TABLE t (id bigint PRIMARY KEY, v text, n int)")
         cap = Capture(a.build, ci, work, slot, a.flush_s)
@@ -228,6 +328,7 @@ def main() -> None:
               f"commit -> durable segment p50 {pct(lags, 50):.2f} s, p99 {pct(lags, 99):.2f} s, max {max(lags):.2f} s; "
               f"{len(segs)} segments")
         bench_pitr(a, ad, ci, db, work, ids)
+        bench_incremental(a, ad, db, work)
     finally:
         ad.cursor().execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
                             "WHERE slot_name = %s AND NOT active", (slot,))

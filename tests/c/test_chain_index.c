@@ -307,6 +307,42 @@ static void each_malformed_line_v2(void) {
     free(v2);
 }
 
+/* The optional `capture` line (a backup on a change chain): written after the sources, read back, and strict. */
+static void capture_line(void) {
+    arc_index_table t = {.schema = "public", .name = "leave", .stored_in = "55555555-5555-4555-8555-555555555555"};
+    arc_index ix = {.job_id = "66666666-6666-4666-8666-666666666666", .config_id = 3, .type = "INCREMENTAL",
+                    .base_job = "55555555-5555-4555-8555-555555555555", .tables = &t, .n_tables = 1, .version = 3,
+                    .cap_stream = "fusion db/slot_1", .cap_full = "55555555-5555-4555-8555-555555555555",
+                    .cap_start = 0x16B374D848ULL, .cap_end = 0x16B3750000ULL};
+    char *out = NULL;
+    size_t len = 0;
+    fb_err err;
+    CHECK_EQ_INT(arc_index_format(&ix, key, &out, &len, &err), FB_OK);
+    if (!out) return;
+    CHECK(strstr(out, "\ncapture fusion%20db/slot_1 55555555-5555-4555-8555-555555555555 00000016B374D848 "
+                      "00000016B3750000\ntables 1\n") != NULL);
+    arc_index *got = NULL;
+    CHECK_EQ_INT(arc_index_parse(out, len, key, &got, &err), FB_OK);
+    CHECK(got && got->cap_stream && strcmp(got->cap_stream, "fusion db/slot_1") == 0);
+    CHECK(got && got->cap_full && strcmp(got->cap_full, ix.cap_full) == 0);
+    CHECK(got && got->cap_start == ix.cap_start && got->cap_end == ix.cap_end);
+    arc_index_free(got);
+    malformed(out, "capture range backwards", "capture", 0,
+              "capture s/x 55555555-5555-4555-8555-555555555555 00000016B3750000 00000016B374D848", "bad capture line");
+    malformed(out, "capture line short", "capture", 0, "capture s/x 00000016B3750000", "bad capture line");
+    malformed(out, "capture stream \"-\"", "capture", 0, "capture - x 0 0", "bad capture line names");
+    malformed(out, "a capture line after the tables", "chunks", 0, "+capture s/x j 0000000000000000 0000000000000000",
+              "records line");
+    free(out);
+    /* Without one, the fields stay empty (every backup not on a change chain). */
+    size_t l3;
+    char *v3 = format_v3(&l3);
+    CHECK_EQ_INT(arc_index_parse(v3, l3, key, &got, &err), FB_OK);
+    CHECK(got && !got->cap_stream && !got->cap_full);
+    arc_index_free(got);
+    free(v3);
+}
+
 int main(void) {
     if (sodium_init() < 0) return 1;
     randombytes_buf(key, sizeof key);
@@ -318,6 +354,7 @@ int main(void) {
     framing(v3, len);
     each_malformed_line(v3);
     each_malformed_line_v2();
+    capture_line();
     free(v3);
     return tap_done();
 }

@@ -37,8 +37,38 @@ static const char *const pinned[2] = {
 };
 static const size_t pinned_len[2] = {1433, 1666};
 
+/* capture_changes (a backup of captured changes): every field back as written, and one without its FULL refused. */
+static void capture_changes(void) {
+    arc_manifest m = {0};
+    m.format = 5; m.job_id = d("j"); m.backup_type = d("INCREMENTAL"); m.base_job = d("b");
+    m.changes = calloc(1, sizeof *m.changes);
+    *m.changes = (arc_capture_changes){.segment = 1, .offset = 96, .length = 500, .raw_bytes = 480, .stream = d("db/s"),
+                                       .slot = d("s"), .full_job = d("f"), .start_lsn = 0x16B374D848ULL,
+                                       .end_lsn = 0x16B3750000ULL, .end_us = 1795756200000123LL, .segments = 3};
+    memset(m.changes->blake2b, 0x21, 32);
+    m.changes->full_snapshot_ms = 1795756100000LL;
+    char *out; size_t len; fb_err err;
+    arc_manifest *u = NULL;
+    CHECK(arc_manifest_pack(&m, &out, &len, &err) == FB_OK && arc_manifest_unpack(out, len, &u, &err) == FB_OK);
+    const arc_capture_changes *c = u ? u->changes : NULL;
+    CHECK(c && c->segment == 1 && c->offset == 96 && c->length == 500 && c->raw_bytes == 480 && c->segments == 3);
+    CHECK(c && strcmp(c->stream, "db/s") == 0 && strcmp(c->slot, "s") == 0 && strcmp(c->full_job, "f") == 0);
+    CHECK(c && c->start_lsn == 0x16B374D848ULL && c->end_lsn == 0x16B3750000ULL && c->end_us == 1795756200000123LL);
+    CHECK(c && c->blake2b[31] == 0x21 && c->full_snapshot_ms == 1795756100000LL);
+    arc_manifest_free(u);
+    free(out);
+    free(m.changes->full_job);
+    m.changes->full_job = NULL; /* written as nil: the reader refuses it */
+    CHECK(arc_manifest_pack(&m, &out, &len, &err) == FB_OK);
+    u = NULL;
+    CHECK(arc_manifest_unpack(out, len, &u, &err) == FB_ERR_FORMAT && !u && strstr(err.msg, "capture_changes"));
+    free(out);
+    arc_manifest_clear(&m);
+}
+
 int main(void) {
     if (sodium_init() < 0) return 1;
+    capture_changes();
     for (int variant = 0; variant < 2; variant++) {
     arc_manifest m = {0};
     m.format = 5; m.tool = d("fusion-backup 0.3.0"); m.job_id = d("0b7f3c1e-8d2a-4f4e-9c1a-6a1f2b3c4d5e");

@@ -209,7 +209,31 @@ static void problem_refuses(void) {
     arc_retention_plan_clear(&p); /* safe on the emptied plan */
 }
 
+/* Backups of captured changes (index line `capture`): the one before an INCREMENTAL holds the changes before its
+ * own, so it stays with it even though no table points at it; the capture base FULL stays too. */
+static void captured_changes(void) {
+    chain c;
+    init(&c);
+    add(&c, "F1", 7, "FULL", 10, NULL, NULL, 1);
+    arc_chain_entry *i1 = add(&c, "I1", 7, "INCREMENTAL", 20, "F1", NULL, 1);
+    arc_chain_entry *i2 = add(&c, "I2", 7, "INCREMENTAL", 85, "F1", NULL, 1);
+    add(&c, "F2", 7, "FULL", 90, NULL, NULL, 1);
+    c.ix[0].cap_stream = "db/s";
+    c.ix[0].cap_full = "F1";
+    i1->ix->base_job = "F1";
+    i2->ix->base_job = "I1";
+    i1->ix->cap_stream = i2->ix->cap_stream = "db/s";
+    i1->ix->cap_full = i2->ix->cap_full = "F1";
+    arc_retention_opts o = opts(30, 7);
+    const char *why[MAXE] = {"needed by backup I", "needed by backup I2 (the captured changes before its own)"};
+    expect_plan("the changes before a kept INCREMENTAL stay", &c, &o, "", why);
+    /* Without the line the same chain lets I1 go (its table is only a reference to F1): the line is what keeps it. */
+    i2->ix->cap_stream = NULL;
+    expect_plan("a table-reading INCREMENTAL needs only F1", &c, &o, "I1", NULL);
+}
+
 int main(void) {
+    captured_changes();
     chains();
     long_chain();
     chunk_deps();

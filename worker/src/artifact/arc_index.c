@@ -9,7 +9,8 @@
  *   mac HEX                                                 (BLAKE2b-256 keyed, over every byte before this line)
  * Version 3 (artifact format 5) is a head in the same style and then binary chunk records (arc_clist.h):
  *   fusion-backup chain index 3 / head NNNNNNNNNNNNNNNN (16 digits: the head's length, so a reader reads it alone)
- *   job_id ... tables N as above, but `sources K` and K lines `source JOB` before `tables`
+ *   job_id ... tables N as above, but `sources K` and K lines `source JOB` before `tables`, then optionally
+ *   `capture STREAM FULL_JOB START END` (a backup on a change chain, arc_index.h)
  *   table ... as above, then `chunks KIND COUNT FIRST BLAKE2BHEX DEPS` (DEPS: source numbers "1,3", or "-")
  *   records R / mac HEX, then R records of 40 bytes
  * Only the head is text and MAC'd; it grows with the number of tables, never with the data. The records are
@@ -105,6 +106,15 @@ static void ai_format_job(fb_sbuf *b, const arc_index *ix) {
     if (v3) {
         ai_put_field(b, "sources", NULL, (long long)ix->n_sources, 1);
         for (size_t i = 0; i < ix->n_sources; i++) ai_put_field(b, "source", ix->sources[i], 0, 0);
+    }
+    if (v3 && ix->cap_stream) {
+        snprintf(num, sizeof num, " %016llX %016llX\n", (unsigned long long)ix->cap_start,
+                 (unsigned long long)ix->cap_end);
+        fb_sbuf_puts(b, "capture ");
+        ai_put_enc(b, ix->cap_stream);
+        fb_sbuf_puts(b, " ");
+        ai_put_enc(b, ix->cap_full);
+        fb_sbuf_puts(b, num);
     }
 }
 
@@ -358,6 +368,23 @@ static fb_code ai_authenticate(const char *buf, size_t len, const unsigned char 
     return FB_OK;
 }
 
+/* Step 2b (version 3): the optional `capture STREAM FULL_JOB START END` line. */
+static fb_code ai_parse_capture(ai_parser *p, fb_err *err) {
+    static const char k[] = "capture ";
+    char st[300], fj[300];
+    unsigned long long a = 0, e = 0;
+    int ok = 1;
+    if ((size_t)(p->in.end - p->in.p) < sizeof k - 1 || memcmp(p->in.p, k, sizeof k - 1) != 0) return FB_OK;
+    AI_NEED(ai_next(p, "capture") && sscanf(p->v, "%299s %299s %16llx %16llx", st, fj, &a, &e) == 4 && a <= e,
+            "capture line");
+    p->ix->cap_stream = ai_dec(st, &ok);
+    p->ix->cap_full = ai_dec(fj, &ok);
+    AI_NEED(ok && p->ix->cap_stream && p->ix->cap_full, "capture line names");
+    p->ix->cap_start = a;
+    p->ix->cap_end = e;
+    return FB_OK;
+}
+
 /* Step 2: the job's fields (and, version 3, the head line before them and the source jobs after them). */
 static fb_code ai_parse_job(ai_parser *p, const char *buf, size_t len, fb_err *err) {
     arc_index *ix = p->ix;
@@ -390,7 +417,7 @@ static fb_code ai_parse_job(ai_parser *p, const char *buf, size_t len, fb_err *e
         AI_NEED(ok && ix->sources[ix->n_sources], "source job");
         ix->n_sources++;
     }
-    return FB_OK;
+    return ai_parse_capture(p, err);
 }
 
 /* Version 3: a table's `chunks` line: its kind, its range of the binary records (ranges follow each other) and
@@ -533,6 +560,8 @@ void arc_index_free(arc_index *ix) {
     free(ix->tables);
     for (size_t i = 0; i < ix->n_sources; i++) free(ix->sources[i]);
     free(ix->sources);
+    free(ix->cap_stream);
+    free(ix->cap_full);
     free(ix->job_id);
     free(ix->type);
     free(ix->base_job);

@@ -75,6 +75,13 @@ typedef struct arc_index {
     size_t n_sources;
     uint64_t n_records;
     uint64_t records_at;
+    /* Version 3, optional: the backup's place on a change chain (capture/cap_incr.h), so that a worker, which
+     * cannot read manifests, finds where the next INCREMENTAL from captured changes starts. Line `capture STREAM
+     * FULL_JOB START END` after the sources (LSNs as 16 hex digits): a capture base FULL has itself as FULL_JOB
+     * and START = END = its consistent point; an INCREMENTAL/DIFFERENTIAL from changes holds [START, END).
+     * cap_stream NULL: none. The manifest (capture_base, capture_changes) says the same, authenticated. */
+    char *cap_stream, *cap_full;
+    uint64_t cap_start, cap_end;
 } arc_index;
 
 /* The index key: 32 bytes from a key file (the format of `fusion-backup keygen`'s .key, mode 0600), or, when

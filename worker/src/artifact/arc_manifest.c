@@ -150,6 +150,30 @@ static const mf_field mf_capture_rows[] = {
 static const mf_type mf_capture = {mf_capture_rows, sizeof mf_capture_rows / sizeof mf_capture_rows[0],
                                    sizeof(arc_capture_base), mf_capture_ok, "capture_base"};
 
+static int mf_changes_ok(const void *o) {
+    const arc_capture_changes *c = o;
+    return c->segment && c->length && c->stream && c->slot && c->full_job && c->start_lsn && c->end_lsn >= c->start_lsn;
+}
+
+static const mf_field mf_changes_rows[] = {
+    MF_ROW(arc_capture_changes, "segment", MF_U32, segment, MF_ALWAYS, "capture_changes segment"),
+    MF_ROW(arc_capture_changes, "offset", MF_U64, offset, MF_ALWAYS, "capture_changes offset"),
+    MF_ROW(arc_capture_changes, "length", MF_U64, length, MF_ALWAYS, "capture_changes length"),
+    MF_ROW(arc_capture_changes, "raw_bytes", MF_I64, raw_bytes, MF_ALWAYS, "capture_changes raw_bytes"),
+    MF_ROW(arc_capture_changes, "blake2b", MF_HASH, blake2b, MF_ALWAYS, "capture_changes blake2b"),
+    MF_ROW(arc_capture_changes, "stream", MF_STR, stream, MF_ALWAYS, "capture_changes stream"),
+    MF_ROW(arc_capture_changes, "slot", MF_STR, slot, MF_ALWAYS, "capture_changes slot"),
+    MF_ROW(arc_capture_changes, "full_job", MF_STR, full_job, MF_ALWAYS, "capture_changes full_job"),
+    MF_ROW(arc_capture_changes, "full_snapshot_ms", MF_I64, full_snapshot_ms, MF_ALWAYS,
+           "capture_changes full_snapshot_ms"),
+    MF_ROW(arc_capture_changes, "start_lsn", MF_U64, start_lsn, MF_ALWAYS, "capture_changes start_lsn"),
+    MF_ROW(arc_capture_changes, "end_lsn", MF_U64, end_lsn, MF_ALWAYS, "capture_changes end_lsn"),
+    MF_ROW(arc_capture_changes, "end_us", MF_I64, end_us, MF_ALWAYS, "capture_changes end_us"),
+    MF_ROW(arc_capture_changes, "segments", MF_I64, segments, MF_ALWAYS, "capture_changes segments"),
+};
+static const mf_type mf_changes = {mf_changes_rows, sizeof mf_changes_rows / sizeof mf_changes_rows[0],
+                                   sizeof(arc_capture_changes), mf_changes_ok, "capture_changes"};
+
 static const mf_field mf_manifest_rows[] = {
     MF_ROW(arc_manifest, "format", MF_I64, format, MF_ALWAYS, NULL),
     MF_ROW(arc_manifest, "tool", MF_STR, tool, MF_ALWAYS, NULL),
@@ -172,6 +196,7 @@ static const mf_field mf_manifest_rows[] = {
      MF_IF_SET, NULL, NULL},                                                  /* format 2 */
     {"schema_archive", MF_SUB, offsetof(arc_manifest, schema), MF_NONE, MF_IF_SET, NULL, &mf_schema}, /* format 4 */
     {"capture_base", MF_SUB, offsetof(arc_manifest, capture), MF_NONE, MF_IF_SET, NULL, &mf_capture}, /* a capture base */
+    {"capture_changes", MF_SUB, offsetof(arc_manifest, changes), MF_NONE, MF_IF_SET, NULL, &mf_changes}, /* cap_incr */
     MF_ARR(arc_manifest, "tables", MF_LIST, tables, n_tables, MF_ALWAYS, NULL, &mf_table),
 };
 static const mf_type mf_manifest = {mf_manifest_rows, sizeof mf_manifest_rows / sizeof mf_manifest_rows[0],

@@ -100,6 +100,27 @@ typedef struct arc_capture_base {
                                 * microseconds): the first moment restore --until TIME may name */
 } arc_capture_base;
 
+/* An INCREMENTAL or DIFFERENTIAL from captured changes (capture/cap_incr.h, FORMAT.md "Incrementals from captured
+ * changes"): no table rows, but copies of the change segments of `stream` covering [start_lsn, end_lsn), packed
+ * into one segment of this artifact, on top of the capture base FULL `full_job`. Restoring it is restoring that
+ * FULL and applying the chain from the FULL's consistent point up to end_lsn: this artifact's segments and those
+ * of the backups between it and the FULL (an INCREMENTAL's start is its base's end; a DIFFERENTIAL's is the
+ * FULL's consistent point). */
+typedef struct arc_capture_changes {
+    uint32_t segment;
+    uint64_t offset, length;   /* the packed segments in this file */
+    int64_t raw_bytes;         /* plaintext bytes of the pack */
+    unsigned char blake2b[ARC_HASH_BYTES];
+    char *stream, *slot;
+    char *full_job;            /* the capture base FULL under the chain */
+    int64_t full_snapshot_ms;  /* that FULL's snapshot_ms: with its job id, stream and consistent point (the
+                                * first range's start), which capture base exactly; unlike its index's bytes it
+                                * survives rekey */
+    uint64_t start_lsn, end_lsn;
+    int64_t end_us;            /* the last commit time among its transactions' (0: it holds none) */
+    int64_t segments;          /* change segments packed */
+} arc_capture_changes;
+
 typedef struct arc_manifest {
     int64_t format;
     char *tool;
@@ -120,6 +141,7 @@ typedef struct arc_manifest {
     arc_schema_archive *schema;  /* format 4; NULL when the artifact has none (restore --create then uses each
                                   * table's create_sql, index_sql and fk_sql) */
     arc_capture_base *capture;   /* NULL unless this FULL is the base of a change chain */
+    arc_capture_changes *changes; /* NULL unless this INCREMENTAL/DIFFERENTIAL is made of captured changes */
 } arc_manifest;
 
 /* The BLAKE2b-256 and length of a table's plaintext COPY stream, as a table's blake2b and raw_bytes record them: the

@@ -741,6 +741,21 @@ fb_code arc_reader_read_schema(arc_reader *r, arc_sink_fn sink, void *opaque, fb
     return FB_OK;
 }
 
+fb_code arc_reader_read_changes(arc_reader *r, arc_sink_fn sink, void *opaque, fb_err *err) {
+    const arc_capture_changes *a = r->manifest->changes;
+    unsigned char hash[ARC_HASH_BYTES];
+    int64_t raw = 0;
+    if (!a) return fb_err_set(err, FB_ERR_NOTFOUND, "\"%s\" holds no captured changes", r->f->name);
+    if (a->segment == ARC_MANIFEST_SEGMENT || a->offset < ARC_HEADER_BYTES || a->offset + a->length > r->manifest->data_end)
+        return fb_err_set(err, FB_ERR_FORMAT, "captured changes: bad segment in the manifest");
+    fb_code rc = ar_segment(r, a->segment, a->offset, a->length, "captured changes", sink, opaque, hash, &raw, err);
+    if (rc) return rc;
+    if (raw != a->raw_bytes || sodium_memcmp(hash, a->blake2b, ARC_HASH_BYTES) != 0)
+        return fb_err_set(err, FB_ERR_VERIFY, "captured changes: data (%lld bytes) does not match the manifest (%lld "
+                          "bytes, BLAKE2b): the backup is inconsistent", (long long)raw, (long long)a->raw_bytes);
+    return FB_OK;
+}
+
 static int ar_cmp_off(const void *a, const void *b) {
     const arc_table *x = *(arc_table *const *)a, *y = *(arc_table *const *)b;
     return x->offset < y->offset ? -1 : x->offset > y->offset;
@@ -749,15 +764,21 @@ static int ar_cmp_off(const void *a, const void *b) {
 fb_code arc_reader_verify_all(arc_reader *r, fb_err *err) {
     const arc_manifest *m = r->manifest;
     fb_code rc = FB_OK;
-    arc_table **v = calloc(m->n_tables + 2, sizeof *v);
-    /* The schema archive takes its place in the tiling as a table-shaped entry (only offset and length count). */
-    arc_table schema_slot = {.name = (char *)"(schema archive)"};
+    arc_table **v = calloc(m->n_tables + 3, sizeof *v);
+    /* The schema archive and the captured changes take their places in the tiling as table-shaped entries (only
+     * offset and length count). */
+    arc_table schema_slot = {.name = (char *)"(schema archive)"}, changes_slot = {.name = (char *)"(captured changes)"};
     if (!v) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
     size_t n = 0;
     if (m->schema) {
         schema_slot.offset = m->schema->offset;
         schema_slot.length = m->schema->length;
         v[n++] = &schema_slot;
+    }
+    if (m->changes) {
+        changes_slot.offset = m->changes->offset;
+        changes_slot.length = m->changes->length;
+        v[n++] = &changes_slot;
     }
     for (size_t i = 0; i < m->n_tables; i++)
         if (arc_table_kind_of(m, &m->tables[i]) == ARC_TABLE_WHOLE ||
@@ -774,6 +795,8 @@ fb_code arc_reader_verify_all(arc_reader *r, fb_err *err) {
         expect += v[i]->length;
         if (v[i] == &schema_slot) {
             rc = arc_reader_read_schema(r, NULL, NULL, err);
+        } else if (v[i] == &changes_slot) {
+            rc = arc_reader_read_changes(r, NULL, NULL, err);
         } else if (arc_table_kind_of(m, v[i]) == ARC_TABLE_ASSEMBLED) {
             /* Only its new chunks are here: authenticate and decompress them; the table is checked below. */
             unsigned char h[ARC_HASH_BYTES];

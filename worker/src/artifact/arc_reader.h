@@ -77,7 +77,11 @@ fb_code arc_reader_read_table(arc_reader *r, const arc_table *t, arc_sink_fn sin
  * tags, byte count and BLAKE2b as for a table. FB_ERR_NOTFOUND when the artifact has none (format <= 3). */
 fb_code arc_reader_read_schema(arc_reader *r, arc_sink_fn sink, void *opaque, fb_err *err);
 
-/* Checks every table segment and the schema archive (authenticates, decompresses, re-hashes), that segments tile
+/* Streams the captured changes of an INCREMENTAL/DIFFERENTIAL from captured changes (manifest `capture_changes`,
+ * capture/cap_incr.h: the packed change segments) to sink (NULL: only check it), checked as the schema archive is.
+ * FB_ERR_NOTFOUND when the artifact has none. */
+fb_code arc_reader_read_changes(arc_reader *r, arc_sink_fn sink, void *opaque, fb_err *err);
+/* Checks every table segment, the schema archive and the captured changes (authenticates, decompresses, re-hashes), that segments tile
  * the file and (format 5) every table's chunk records against the index head; with a resolver, also every
  * referenced or assembled table through the artifacts that hold its data (the chain). */
 fb_code arc_reader_verify_all(arc_reader *r, fb_err *err);

@@ -107,13 +107,34 @@ static void ret_candidates(const arc_chain *ch, const arc_retention_opts *o, arc
     }
 }
 
-/* Plan step 3: what stays pins what it references, until nothing changes. */
+/* Keeps job `holder` (when it is in the chain and planned for removal) because e needs it for `what`; 1 when that
+ * changed the plan. */
+static int ret_pin(const arc_chain *ch, arc_retention_plan *p, const arc_chain_entry *e, const char *holder,
+                   const char *what) {
+    arc_chain_entry *h = holder ? arc_chain_find(ch, holder) : NULL;
+    if (!h || h == e || !p->remove[h - ch->e]) return 0;
+    size_t hi = (size_t)(h - ch->e);
+    char b[600];
+    p->remove[hi] = 0;
+    snprintf(b, sizeof b, "needed by backup %s (%s)", e->job_id, what);
+    free(p->kept_why[hi]);
+    p->kept_why[hi] = strdup(b);
+    return 1;
+}
+
+/* Plan step 3: what stays pins what it references, until nothing changes. A backup made of captured changes
+ * (index line `capture`) also needs its base FULL and, as an INCREMENTAL, the backup before it (whose changes
+ * come before its own). */
 static void ret_pin_references(const arc_chain *ch, arc_retention_plan *p) {
     for (int changed = 1; changed;) {
         changed = 0;
         for (size_t i = 0; i < ch->n; i++) {
             const arc_chain_entry *e = &ch->e[i];
             if (p->remove[i] || !e->ix) continue;
+            if (e->ix->cap_stream && strcmp(e->ix->type, "FULL") != 0) {
+                changed |= ret_pin(ch, p, e, e->ix->cap_full, "the base FULL of its captured changes");
+                changed |= ret_pin(ch, p, e, e->ix->base_job, "the captured changes before its own");
+            }
             for (size_t t = 0; t < e->ix->n_tables; t++) {
                 /* The table's holder, then (format 3) the artifacts holding some of its chunks (deps). */
                 const arc_index_table *it = &e->ix->tables[t];

@@ -21,6 +21,8 @@ struct cap_capture {
     size_t npending, cap, pending_bytes;
     int64_t oldest_ms;      /* when the oldest pending transaction arrived */
     int64_t last_write_ms;  /* how long the last segment took to become durable */
+    int64_t asked_at_ms;    /* when the last segment written on a flush request was started */
+    int ask_kept;           /* a request that came within CAP_ASK_MIN_MS of the last one, not served yet */
     uint64_t dropped;
     cap_schema *schema;
     const cap_rel **checked; /* definitions already checked against the schema (the stream's relset owns them) */
@@ -174,7 +176,11 @@ fb_code cap_capture_flush(cap_capture *c, fb_err *err) {
         c->npending = 0;
         c->pending_bytes = 0;
         c->chain_end = end;
-        return cap_stream_confirm(c->s, end, err); /* durable first, confirmed second */
+        /* Durable first, confirmed second. Between transactions, everything received is now durable, so the
+         * server's position may be confirmed at once (a backup of captured changes waits for it, cap_incr.h). */
+        uint64_t upto = end;
+        if (cap_stream_between_txns(c->s) && cap_stream_received_lsn(c->s) > upto) upto = cap_stream_received_lsn(c->s);
+        return cap_stream_confirm(c->s, upto, err);
     }
     /* Nothing pending: everything the server has decoded up to its reported position is durable. */
     if (cap_stream_between_txns(c->s) && cap_stream_received_lsn(c->s) > cap_stream_confirmed_lsn(c->s))
@@ -186,21 +192,41 @@ fb_code cap_capture_flush(cap_capture *c, fb_err *err) {
  * write itself takes time (the last one's duration) and a transaction reaches us a little after its commit, so
  * the segment is started that much earlier (CAP_HEADROOM_MS for the decoding delay). */
 #define CAP_HEADROOM_MS 250
+#define CAP_ASK_MIN_MS 100
 static int64_t cap_capture_deadline(const cap_capture *c) {
     return c->oldest_ms + c->o.flush_ms - c->last_write_ms - CAP_HEADROOM_MS;
 }
 
+/* A backup of captured changes asked to flush (cap_incr.h): write now rather than at the deadline. Anyone who may
+ * connect can ask, so requests make at most one segment per CAP_ASK_MIN_MS; one within it is kept and served when
+ * that time is up (the step waits no longer). 1 when a write is due for a request. */
+static int cap_capture_asked(cap_capture *c) {
+    if (cap_stream_take_flush_request(c->s)) c->ask_kept = 1;
+    if (!c->ask_kept || c->npending == 0) {
+        c->ask_kept = 0; /* nothing pending: the idle confirmation answers it */
+        return 0;
+    }
+    if (cap_mono_ms() - c->asked_at_ms < CAP_ASK_MIN_MS) return 0;
+    c->asked_at_ms = cap_mono_ms();
+    c->ask_kept = 0;
+    return 1;
+}
+
 fb_code cap_capture_step(cap_capture *c, int wait_ms, fb_err *err) {
     cap_txn *t = NULL;
-    if (c->npending > 0) { /* wait no longer than the flush deadline */
+    if (c->npending > 0) { /* wait no longer than the flush deadline, or a kept flush request */
         int64_t left = cap_capture_deadline(c) - cap_mono_ms();
+        if (c->ask_kept && c->asked_at_ms + CAP_ASK_MIN_MS - cap_mono_ms() < left)
+            left = c->asked_at_ms + CAP_ASK_MIN_MS - cap_mono_ms();
         if (left < wait_ms) wait_ms = left > 0 ? (int)left : 0;
     }
     fb_code rc = cap_stream_next(c->s, wait_ms, &t, err);
     if (rc == FB_OK && t) rc = cap_capture_keep(c, t, err);
     if (rc != FB_OK) return rc;
+    int asked = cap_capture_asked(c);
     int due = c->npending == 0 ? 1
-                               : (cap_mono_ms() >= cap_capture_deadline(c) || c->pending_bytes >= c->o.flush_bytes);
+                               : (asked || cap_mono_ms() >= cap_capture_deadline(c) ||
+                                  c->pending_bytes >= c->o.flush_bytes);
     return due ? cap_capture_flush(c, err) : FB_OK;
 }
 

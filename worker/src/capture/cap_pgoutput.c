@@ -12,6 +12,8 @@ struct cap_decoder {
     cap_relset rels;
     cap_txn *cur;            /* between Begin and Commit */
     uint64_t last_end_lsn;   /* of the last Commit: commits must come in LSN order */
+    int flush_asked;         /* a CAP_FLUSH_PREFIX message arrived (cap_decoder_take_flush) */
+    int flush_in_txn;        /* ... inside the current transaction: asked when it commits */
 };
 
 cap_decoder *cap_decoder_new(void) { return calloc(1, sizeof(cap_decoder)); }
@@ -63,6 +65,15 @@ static fb_code dec_commit(cap_decoder *d, cap_rd *r, uint64_t at, cap_txn **done
     d->last_end_lsn = end_lsn;
     *done = d->cur;
     d->cur = NULL;
+    if (d->flush_in_txn) {
+        d->flush_in_txn = 0;
+        d->flush_asked = 1;
+        /* The request's own transaction (pg_logical_emit_message(true, ...)) holds no change: nothing to keep. */
+        if ((*done)->nchanges == 0) {
+            cap_txn_free(*done);
+            *done = NULL;
+        }
+    }
     return FB_OK;
 }
 
@@ -204,6 +215,30 @@ static fb_code dec_truncate(cap_decoder *d, cap_rd *r, uint64_t at, fb_err *err)
     return FB_OK;
 }
 
+/* A logical message (pg_logical_emit_message): only one with CAP_FLUSH_PREFIX means anything, "make what you hold
+ * durable now" (cap_incr.h, the point); a transactional one counts when its transaction commits. Its content is
+ * not used. */
+static fb_code dec_message(cap_decoder *d, cap_rd *r, uint64_t at, fb_err *err) {
+    uint8_t flags = cap_rd_u8(r);
+    (void)cap_rd_u64(r);
+    const char *prefix = cap_rd_cstr(r);
+    uint32_t n = cap_rd_u32(r);
+    (void)cap_rd_bytes(r, n);
+    if (r->bad) return fb_err_set(err, FB_ERR_FORMAT, "malformed logical message at " CAP_LSN_FMT, CAP_LSN_ARGS(at));
+    if (!prefix || strcmp(prefix, CAP_FLUSH_PREFIX) != 0) return FB_OK;
+    if (!(flags & 1)) d->flush_asked = 1;
+    else if (d->cur) d->flush_in_txn = 1;
+    return FB_OK;
+}
+
+int cap_decoder_flush_pending(const cap_decoder *d) { return d->flush_asked; }
+
+int cap_decoder_take_flush(cap_decoder *d) {
+    int asked = d->flush_asked;
+    d->flush_asked = 0;
+    return asked;
+}
+
 /* ---- dispatch ------------------------------------------------------------------------------------------------ */
 
 fb_code cap_decoder_feed(cap_decoder *d, const void *msg, size_t len, uint64_t wal_start, cap_txn **done,
@@ -220,7 +255,8 @@ fb_code cap_decoder_feed(cap_decoder *d, const void *msg, size_t len, uint64_t w
     case 'R': rc = dec_relation(d, &r, wal_start, err); break;
     case 'I': case 'U': case 'D': rc = dec_row_change(d, &r, type, wal_start, err); break;
     case 'T': rc = dec_truncate(d, &r, wal_start, err); break;
-    case 'O': case 'Y': case 'M': return FB_OK; /* origin, type, logical message: nothing a restore needs */
+    case 'M': rc = dec_message(d, &r, wal_start, err); break;
+    case 'O': case 'Y': return FB_OK; /* origin, type: nothing a restore needs */
     default:
         return fb_err_set(err, FB_ERR_FORMAT, "unknown pgoutput message type 0x%02x at " CAP_LSN_FMT
                           " (protocol version 1 was requested)", (unsigned char)type, CAP_LSN_ARGS(wal_start));

@@ -66,9 +66,20 @@ typedef struct cap_decoder cap_decoder;
 cap_decoder *cap_decoder_new(void);
 void cap_decoder_free(cap_decoder *d);
 
+/* The prefix of the logical message (pg_logical_emit_message(true|false, CAP_FLUSH_PREFIX, ...)) that asks a
+ * capture to make what it holds durable at once instead of at its flush deadline: a backup of captured changes
+ * (cap_incr.h) sends it, so it waits for a segment write, not for capture-flush-s. A transactional one asks when
+ * its transaction commits, and a transaction holding nothing but it is dropped (it changes no row). Anyone who
+ * may connect can send it; all it can do is make the capture write a segment early. */
+#define CAP_FLUSH_PREFIX "fusion-backup.flush"
+
+/* 1 once after a CAP_FLUSH_PREFIX message was decoded (then 0 until the next); _pending only looks. */
+int cap_decoder_take_flush(cap_decoder *d);
+int cap_decoder_flush_pending(const cap_decoder *d);
+
 /* Decodes one pgoutput message (the data of one XLogData message; wal_start is its WAL position, for messages).
  * On a Commit, *done is the finished transaction (the caller owns it: cap_txn_free); otherwise *done is NULL.
- * Messages this module does not need (Origin, Type, logical Message) are skipped. */
+ * Messages this module does not need (Origin, Type, logical messages other than CAP_FLUSH_PREFIX's) are skipped. */
 fb_code cap_decoder_feed(cap_decoder *d, const void *msg, size_t len, uint64_t wal_start, cap_txn **done,
                          fb_err *err);
 

@@ -246,7 +246,8 @@ fb_code cap_stream_start(cap_stream *s, const char *slot, const char *pub, uint6
     if (rc != FB_OK) return rc;
     char sql[512];
     snprintf(sql, sizeof sql,
-             "START_REPLICATION SLOT %s LOGICAL " CAP_LSN_FMT " (proto_version '1', publication_names '%s')", slot,
+             "START_REPLICATION SLOT %s LOGICAL " CAP_LSN_FMT " (proto_version '1', publication_names '%s', "
+             "messages 'true')", slot,
              CAP_LSN_ARGS(start_lsn), pub);
     rc = cap_query(s, sql, PGRES_COPY_BOTH, NULL, "starting replication", err);
     /* Another walsender streams it (a previous leader whose connection the server has not closed yet, or another
@@ -348,6 +349,8 @@ fb_code cap_stream_next(cap_stream *s, int timeout_ms, cap_txn **out, fb_err *er
             rc = cap_wait(s, (int)(left / 1000) + 1, err);
         }
         if (rc == FB_OK && fb_now_us() - s->last_status_us >= CAP_STATUS_INTERVAL_US) rc = cap_send_status(s, 0, err);
-        if (rc != FB_OK || *out) return rc;
+        if (rc != FB_OK || *out || cap_decoder_flush_pending(s->dec)) return rc; /* a flush request: now */
     }
 }
+
+int cap_stream_take_flush_request(cap_stream *s) { return cap_decoder_take_flush(s->dec); }

@@ -76,9 +76,13 @@ const char *cap_stream_dbname(const cap_stream *s);
 fb_code cap_stream_start(cap_stream *s, const char *slot, const char *pub, uint64_t start_lsn, fb_err *err);
 
 /* Waits up to timeout_ms for the next committed transaction. FB_OK with *out a transaction, or *out NULL when
- * the time ran out first. Answers keepalives that ask for a reply, and sends a status update at least every
+ * the time ran out first or a flush request arrived (cap_stream_take_flush_request). Answers keepalives that ask for a reply, and sends a status update at least every
  * 10 s so the server does not time the connection out (wal_sender_timeout). */
 fb_code cap_stream_next(cap_stream *s, int timeout_ms, cap_txn **out, fb_err *err);
+
+/* 1 once after a flush request arrived (cap_pgoutput.h, CAP_FLUSH_PREFIX; cap_stream_next returns at once when
+ * one does): the caller should make what it holds durable now. */
+int cap_stream_take_flush_request(cap_stream *s);
 
 /* Reports lsn as written and flushed (the slot's new confirmed position) and sends it now. Positions only move
  * forward: a smaller lsn than already confirmed is ignored. */

@@ -411,6 +411,11 @@ static void cb_print(const cb_run *b, const job_result *res, int64_t took) {
         if (b->cfg.capture_base)
             printf(",\"capture_base\":{\"slot\":\"%s\",\"stream\":\"%s\",\"lsn\":\"" CAP_LSN_FMT "\"}",
                    b->import.slot, b->import.stream, CAP_LSN_ARGS(b->import.lsn));
+        if (job_result_get(res, "captured_changes") || job_result_get(res, "capture_fallback"))
+            printf(",\"captured_changes\":{\"segments\":%" PRId64 ",\"transactions\":%" PRId64 ",\"bytes\":%" PRId64
+                   ",\"wait_ms\":%" PRId64 ",\"fallback\":%s}", job_result_get(res, "capture_segments"),
+                   job_result_get(res, "capture_transactions"), job_result_get(res, "capture_bytes"),
+                   job_result_get(res, "capture_wait_ms"), job_result_get(res, "capture_fallback") ? "true" : "false");
         printf("}\n");
         return;
     }
@@ -421,6 +426,9 @@ static void cb_print(const cb_run *b, const job_result *res, int64_t took) {
            b->type != EV_FULL && job_result_get(res, "ran_as_full") ? ", ran as FULL (no base yet)" : "", path,
            fb_size_format(res->file_size, sz, sizeof sz), res->file_size, job_result_get(res, "tables"),
            job_result_get(res, "rows"), (double)took / 1000.0);
+    if (job_result_get(res, "captured_changes"))
+        printf("  made of captured changes: %" PRId64 " change segments, %" PRId64 " transactions, no table read\n",
+               job_result_get(res, "capture_segments"), job_result_get(res, "capture_transactions"));
     if (b->cfg.capture_base)
         printf("  capture base: slot %s, chain %s from " CAP_LSN_FMT " (start `fusion-backup capture "
                "--capture-slot %s` to stream it)\n", b->import.slot, b->import.stream, CAP_LSN_ARGS(b->import.lsn),

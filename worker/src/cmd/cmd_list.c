@@ -149,6 +149,15 @@ static void cl_print(cl_out *o, const char *folder, const arc_chain_entry *e, co
                why[0] ? "false" : "true");
         cl_json_str_field("problem", why, 1);
         cl_json_str_field("signed_by", signer, 1);
+        if (e->ix && e->ix->cap_stream) { /* on a change chain (arc_index.h): its stream, base FULL and range */
+            char a[40], b[40];
+            snprintf(a, sizeof a, CAP_LSN_FMT, CAP_LSN_ARGS(e->ix->cap_start));
+            snprintf(b, sizeof b, CAP_LSN_FMT, CAP_LSN_ARGS(e->ix->cap_end));
+            cl_json_str_field("capture_stream", e->ix->cap_stream, 1);
+            cl_json_str_field("capture_full_job", e->ix->cap_full, 1);
+            cl_json_str_field("capture_start_lsn", a, 1);
+            cl_json_str_field("capture_end_lsn", b, 1);
+        }
         if (with_db) {
             cl_json_str_field("record_status", rec->status, 1);
             cl_json_str_field("verify_status", rec->verify, 1);
@@ -164,6 +173,9 @@ static void cl_print(cl_out *o, const char *folder, const arc_chain_entry *e, co
         printf("  record %s, verified %s%s%s", rec->status[0] ? rec->status : "(none)",
                rec->verify[0] ? rec->verify : "never", rec->verified_at[0] ? " at " : "", rec->verified_at);
     if (why[0]) printf("\n    why: %s", why);
+    if (e->ix && e->ix->cap_stream && strcmp(e->ix->type, "FULL") != 0)
+        printf("\n    captured changes of %s " CAP_LSN_FMT ".." CAP_LSN_FMT " on capture base %s (no table read)",
+               e->ix->cap_stream, CAP_LSN_ARGS(e->ix->cap_start), CAP_LSN_ARGS(e->ix->cap_end), e->ix->cap_full);
     printf("\n");
 }
 

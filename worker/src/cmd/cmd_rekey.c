@@ -460,6 +460,14 @@ static fb_code cmd_rekey_open(const fb_config *cfg, cmd_rekey_job *j, const unsi
                         "message: it cannot be re-sealed without re-encrypting (restore it and back up again)",
                         j->path, j->version);
     if (!rc) rc = arc_reader_open(j->f, sk, pk, &trust, &j->r, err);
+    /* The change segments packed in a backup of captured changes are sealed to the key the capture used and signed
+     * by the capture (header bytes included): re-sealing them means re-encrypting and re-signing each one, which
+     * rekey does not do yet. Refused rather than leave a backup that looks rekeyed and still needs the old key. */
+    if (!rc && arc_reader_manifest(j->r)->changes)
+        rc = fb_err_set(err, FB_ERR_USAGE, "\"%s\" is a backup of captured changes: its change segments are sealed to "
+                        "the key the capture used and rekey cannot re-seal them; keep the old secret key until a new "
+                        "capture base taken under the new key makes this backup unnecessary (nothing was changed)",
+                        j->path);
     if (!rc) rc = stor_rfile_pread(j->f, j->header, sizeof j->header, 0, err);
     if (!rc && crypto_box_seal_open(j->data_key, j->header + 16, ARC_SEALED_KEY_BYTES, pk, sk) != 0)
         rc = fb_err_set(err, FB_ERR_CRYPTO, "\"%s\": the secret key does not open it", j->path);

@@ -21,6 +21,10 @@
  * the base's snapshot, after the chain's last durable commit) is refused saying the window. So --until needs
  * --create and a --pg database that does not exist yet. TIME is any form fb_time reads; it names a whole
  * millisecond (every commit within it is included).
+ * An INCREMENTAL or DIFFERENTIAL made of captured changes (manifest `capture_changes`, capture/cap_incr.h) is
+ * restored the same way to its own end: the chain of such backups under it and their capture base FULL are found
+ * beside it (or in --chain-dir), checked and unpacked (cap_incr_collect), the FULL rebuilt and the changes
+ * applied up to the backup's end; so it too needs --create and a new database, and takes no --until.
  * Exit status is the fb_code: 7 tampered/truncated/wrong key, 13 target not empty, 9 unknown table or missing
  * chain link, 14 a chain link holding other data than recorded.
  */
@@ -33,6 +37,7 @@
 #include "artifact/arc_open.h"
 #include "capture/cap_apply.h"
 #include "capture/cap_base.h"
+#include "capture/cap_incr.h"
 #include "cmd/cmd.h"
 #include "cmd/cmd_progress.h"
 #include "common/fb_config.h"
@@ -82,6 +87,8 @@ typedef struct cr_until {
     unsigned char sk[ARC_SK_BYTES], pk[ARC_PK_BYTES];
     cap_window w;
     cap_apply_stats as;
+    char tmp[1100];                     /* backup of captured changes: the folder its chain is unpacked into */
+    char text[40];                      /* ... and its end, as the target's text */
 } cr_until;
 
 /* An LSN ("X/Y") or a time (fb_time: its whole millisecond). */
@@ -117,6 +124,46 @@ static fb_code cr_until_open(const fb_config *cfg, const char *path, const arc_m
     return rc;
 }
 
+/* --- a backup of captured changes (capture/cap_incr.h) ----------------------------------------------------- */
+
+/* An INCREMENTAL / DIFFERENTIAL of captured changes: restored as its capture base FULL (which replaces *f, *r)
+ * with the chain of captured changes under it, unpacked into a private folder, applied up to its end, as --until
+ * that LSN would. Everything is checked (links, stream, FULL, every segment's signature, no gap) before the target
+ * is touched. */
+static fb_code cr_changes_open(const fb_config *cfg, const char *path, const arc_trust *trust, const fb_keyring *kr,
+                               stor_rfile **f, arc_reader **r, cr_until *u, const char **until, fb_err *err) {
+    stor_rfile *ff = NULL;
+    arc_reader *fr = NULL;
+    cap_incr_chain chain;
+    if (*until) return fb_err_set(err, FB_ERR_USAGE, "a backup of captured changes restores to its own end: no --until");
+    fb_code rc = cap_incr_scratch_open(u->tmp, sizeof u->tmp, &u->st, err);
+    if (!rc) rc = arc_key_load_secret(cfg->secret_key, u->sk, u->pk, err);
+    if (!rc) rc = cap_incr_collect(path, *r, cfg->secret_key, (const char *const *)cfg->chain_dir.v, cfg->chain_dir.n,
+                                   trust, u->st, CAP_INCR_SCRATCH_DIR, &ff, &fr, &chain, err);
+    if (rc) return rc;
+    arc_reader_free(*r);
+    stor_rfile_close(*f);
+    *r = fr;
+    *f = ff;
+    u->base = arc_reader_manifest(fr)->capture;
+    snprintf(u->dir, sizeof u->dir, "%s", CAP_INCR_SCRATCH_DIR);
+    snprintf(u->text, sizeof u->text, CAP_LSN_FMT, CAP_LSN_ARGS(chain.end_lsn));
+    u->t = (cap_target){.lsn = chain.end_lsn, .text = u->text};
+    *until = u->text;
+    u->in = (cap_seg_in){.stream = u->base->stream, .signers = kr, .sk = u->sk, .pk = u->pk};
+    cap_seg_in peek = u->in;
+    peek.sk = NULL;
+    rc = cap_apply_window(u->st, u->dir, &peek, u->base->lsn, u->base->time_us, &u->w, err);
+    if (!rc && u->w.end_lsn != chain.end_lsn)
+        rc = fb_err_set(err, FB_ERR_VERIFY, "the captured changes end at " CAP_LSN_FMT ", the backup says " CAP_LSN_FMT,
+                        CAP_LSN_ARGS(u->w.end_lsn), CAP_LSN_ARGS(chain.end_lsn));
+    if (rc) return fb_err_prefix(err, "captured changes: ");
+    fprintf(stderr, "fusion-backup restore: captured changes from " CAP_LSN_FMT " to " CAP_LSN_FMT " (%lld backups, %lld "
+            "segments) on the capture base FULL %s\n", CAP_LSN_ARGS(chain.base_lsn), CAP_LSN_ARGS(chain.end_lsn),
+            (long long)chain.links, (long long)chain.segments, chain.full_job);
+    return FB_OK;
+}
+
 /* dump_restore_opts.before_rename: the chain applied into the temporary database. */
 static fb_code cr_until_apply(void *opaque, PGconn *c, fb_err *err) {
     cr_until *u = opaque;
@@ -143,7 +190,9 @@ static const char cmd_restore_usage[] =
     "--until TIME|LSN: point-in-time recovery from a capture base (backup --capture-base): the FULL, then\n"
     "its change chain (beside it, capture/DB/SLOT) applied up to TIME or LSN, each transaction whole, in\n"
     "commit order, into a new database that appears only complete. A target outside the recoverable\n"
-    "window (`fusion-backup list` shows it) is refused.\n";
+    "window (`fusion-backup list` shows it) is refused.\n"
+    "An INCREMENTAL/DIFFERENTIAL made of captured changes restores (--create, a new database) as its\n"
+    "capture base FULL with the changes of every backup down to it applied up to its end.\n";
 
 /* Step 1: the artifact's path and the options that decide the restore's mode, checked against each other. */
 static fb_code cr_parse(const fb_config *cfg, int argc, char **argv, const char **path, const char **until,
@@ -228,7 +277,14 @@ int cmd_restore(int argc, char **argv) {
     if (!rc) rc = arc_open_chain(path, cfg.secret_key, (const char *const *)cfg.chain_dir.v, cfg.chain_dir.n, &trust, &f, &r, &err);
     /* Say what is about to be restored before anything touches the target. */
     if (!rc) arc_open_describe(r, stderr);
-    if (!rc && until) rc = cr_until_open(&cfg, path, arc_reader_manifest(r), &kr, &u, &err);
+    if (!rc && arc_reader_manifest(r)->changes) {
+        rc = cr_changes_open(&cfg, path, &trust, &kr, &f, &r, &u, &until, &err);
+        if (!rc && (!o.create || n_names || o.truncate))
+            rc = fb_err_set(&err, FB_ERR_USAGE, "a backup of captured changes rebuilds the whole database: it needs "
+                            "--create and a --pg database that does not exist yet, and no --table or --truncate");
+    } else if (!rc && until) {
+        rc = cr_until_open(&cfg, path, arc_reader_manifest(r), &kr, &u, &err);
+    }
     for (size_t i = 0; !rc && i < n_names; i++) rc = cmd_restore_table(arc_reader_manifest(r), cfg.table.v[i], &tables[i], &err);
     if (!rc) rc = dump_rebuild_connect_target(cfg.pg, o.create, &c, new_db, sizeof new_db, &err);
     if (!rc && until && c)
@@ -266,6 +322,7 @@ int cmd_restore(int argc, char **argv) {
     }
 out:
     stor_free(u.st);
+    cap_incr_scratch_remove(u.tmp);
     sodium_memzero(u.sk, sizeof u.sk);
     if (c) PQfinish(c);
     arc_reader_free(r);

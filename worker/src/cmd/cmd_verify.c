@@ -8,6 +8,9 @@
  * A capture base (backup --capture-base) is checked with its change chain (beside the artifact, capture/<stream>):
  * no LSN gap from the base's consistent point on, every segment signed by a trusted key and decrypted with the
  * secret key, its transactions well-formed — everything restore --until would apply.
+ * A backup of captured changes (an INCREMENTAL / DIFFERENTIAL with `capture_changes`, capture/cap_incr.h) is
+ * checked with the chain restore would apply: every backup of changes down to its capture base FULL (the links,
+ * the FULL's identity) and every change segment, unpacked into a private folder, signed, decrypted, without a gap.
  */
 #include <stdio.h>
 #include <string.h>
@@ -15,6 +18,7 @@
 
 #include "capture/cap_apply.h"
 #include "capture/cap_base.h"
+#include "capture/cap_incr.h"
 #include "cmd/cmd.h"
 #include "cmd/cmd_progress.h"
 #include "common/fb_config.h"
@@ -40,6 +44,34 @@ static fb_code cmd_verify_chain(const fb_config *cfg, const char *path, const ar
     if (!rc) rc = cap_apply_window(st, dir, &in, b->lsn, b->time_us, w, err);
     if (rc && rc != FB_ERR_USAGE) fb_err_prefix(err, "its change chain %s: ", dir);
     stor_free(st);
+    sodium_memzero(sk, sizeof sk);
+    return rc;
+}
+
+/* The captured changes under a backup of them, down to its FULL, every segment decrypted (the file comment). */
+static fb_code cmd_verify_changes(const fb_config *cfg, const char *path, arc_reader *r, const arc_trust *trust,
+                                  const fb_keyring *kr, cap_window *w, fb_err *err) {
+    unsigned char sk[ARC_SK_BYTES], pk[ARC_PK_BYTES];
+    char tmp[1100] = "";
+    stor *st = NULL;
+    stor_rfile *ff = NULL;
+    arc_reader *fr = NULL;
+    cap_incr_chain ch;
+    const char *stream = arc_reader_manifest(r)->changes->stream;
+    fb_code rc = arc_key_load_secret(cfg->secret_key, sk, pk, err);
+    if (!rc) rc = cap_incr_scratch_open(tmp, sizeof tmp, &st, err);
+    if (!rc) rc = cap_incr_collect(path, r, cfg->secret_key, (const char *const *)cfg->chain_dir.v, cfg->chain_dir.n,
+                                   trust, st, CAP_INCR_SCRATCH_DIR, &ff, &fr, &ch, err);
+    cap_seg_in in = {.stream = stream, .signers = kr, .sk = sk, .pk = pk};
+    if (!rc) rc = cap_apply_window(st, CAP_INCR_SCRATCH_DIR, &in, ch.base_lsn, arc_reader_manifest(fr)->capture->time_us, w, err);
+    if (!rc && w->end_lsn != ch.end_lsn)
+        rc = fb_err_set(err, FB_ERR_VERIFY, "the captured changes end at " CAP_LSN_FMT ", the backup says " CAP_LSN_FMT,
+                        CAP_LSN_ARGS(w->end_lsn), CAP_LSN_ARGS(ch.end_lsn));
+    if (rc && rc != FB_ERR_USAGE) fb_err_prefix(err, "its captured changes: ");
+    arc_reader_free(fr);
+    stor_rfile_close(ff);
+    stor_free(st);
+    cap_incr_scratch_remove(tmp);
     sodium_memzero(sk, sizeof sk);
     return rc;
 }
@@ -72,10 +104,18 @@ int cmd_verify(int argc, char **argv) {
     if (!rc) arc_open_describe(r, stderr);
     fb_progress *prog = rc ? NULL : cmd_progress_reading(&cfg, "verify", arc_reader_manifest(r), NULL, 0, 0);
     if (!rc) rc = arc_reader_verify_all(r, &err);
-    if (!rc && (chain = arc_reader_manifest(r)->capture != NULL))
-        rc = cmd_verify_chain(&cfg, path, arc_reader_manifest(r)->capture, &kr, &w, &err);
+    const char *stream = NULL; /* the change chain checked with it, if any */
+    if (!rc && arc_reader_manifest(r)->capture) rc = cmd_verify_chain(&cfg, path, arc_reader_manifest(r)->capture, &kr, &w, &err);
+    if (!rc && arc_reader_manifest(r)->changes) rc = cmd_verify_changes(&cfg, path, r, &trust, &kr, &w, &err);
+    if (!rc && (chain = arc_reader_manifest(r)->capture || arc_reader_manifest(r)->changes))
+        stream = arc_reader_manifest(r)->capture ? arc_reader_manifest(r)->capture->stream
+                                                 : arc_reader_manifest(r)->changes->stream;
     fb_progress_done(prog, rc == FB_OK);
     fb_progress_free(prog);
+    if (!rc && into && arc_reader_manifest(r)->changes)
+        rc = fb_err_set(&err, FB_ERR_USAGE, "--restore-into compares tables with the manifest, and a backup of captured "
+                        "changes has none: check it by `fusion-backup restore ARTIFACT --create --pg NEW` instead "
+                        "(verify without --restore-into has checked every change segment)");
     if (!rc && into) {
         c = pgx_connect(into, "fusion-backup verify", &err);
         if (!c) rc = err.code;
@@ -107,7 +147,7 @@ int cmd_verify(int argc, char **argv) {
             if (chain)
                 printf(",\"capture_chain\":{\"stream\":\"%s\",\"segments\":%llu,\"transactions\":%llu,"
                        "\"base_lsn\":\"" CAP_LSN_FMT "\",\"end_lsn\":\"" CAP_LSN_FMT "\",\"base_us\":%lld,"
-                       "\"end_us\":%lld}", m->capture->stream, (unsigned long long)w.segments,
+                       "\"end_us\":%lld}", stream, (unsigned long long)w.segments,
                        (unsigned long long)w.transactions, CAP_LSN_ARGS(w.base_lsn), CAP_LSN_ARGS(w.end_lsn),
                        (long long)w.base_us, (long long)w.end_us);
             printf("}\n");
@@ -116,7 +156,7 @@ int cmd_verify(int argc, char **argv) {
                    rows, into ? "; restored and compared, then rolled back" : "", secs);
             if (chain)
                 printf("OK change chain %s: %llu segments, %llu transactions, " CAP_LSN_FMT ".." CAP_LSN_FMT
-                       ", no gap, every segment signed and decrypted\n", m->capture->stream,
+                       ", no gap, every segment signed and decrypted\n", stream,
                        (unsigned long long)w.segments, (unsigned long long)w.transactions, CAP_LSN_ARGS(w.base_lsn),
                        CAP_LSN_ARGS(w.end_lsn));
         }

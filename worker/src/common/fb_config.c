@@ -192,6 +192,10 @@ static const cfg_row cfg_rows[] = {
     ROW_I("capture-flush-s", capture_flush_s, "10", 1, 3600, "FB_CAPTURE_FLUSH_S", W | SC(CAPTURE),
           "write captured transactions to a durable change segment at most this many seconds after the first "
           "of them arrived (the RPO bound); the slot is confirmed only after the write"),
+    ROW_I("capture-incr-wait-s", capture_incr_wait_s, "60", 0, 3600, "FB_CAPTURE_INCR_WAIT_S", W | SC(BACKUP),
+          "an INCREMENTAL/DIFFERENTIAL from captured changes waits up to this many seconds for the capture to make "
+          "every transaction committed before the request durable (its slot confirmed past the WAL position of "
+          "the request), then fails rather than miss one"),
     ROW_S("capture-slot", capture_slot, "fusion_backup", "FB_CAPTURE_SLOT", W | SC(CAPTURE) | SC(STATUS) | SC(BACKUP) | SC(LIST),
           "logical replication slot change capture streams from (a-z, 0-9, _)"),
     ROW_S("capture-publication", capture_publication, "fusion_backup", "FB_CAPTURE_PUBLICATION", W | SC(CAPTURE) | SC(BACKUP),

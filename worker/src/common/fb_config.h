@@ -99,6 +99,7 @@ typedef struct fb_config {
     int64_t archive_live_sleep_pct;
     /* Change capture (worker/src/capture/, `fusion-backup capture`). */
     int64_t capture_flush_s;
+    int64_t capture_incr_wait_s;
     char *capture_slot;
     char *capture_publication;
     char *capture_databases;       /* the worker captures these databases (daemon/dmn_capture.h) */

@@ -62,6 +62,8 @@
 #include "artifact/arc_reader.h"
 #include "artifact/arc_sign.h"
 #include "artifact/arc_writer.h"
+#include "capture/cap_base.h"
+#include "capture/cap_incr.h"
 #include "common/fb_log.h"
 #include "common/fb_time.h"
 #include "dump/dump_catalog.h"
@@ -1050,6 +1052,11 @@ typedef struct jb_job {
     size_t mlen, ilen;
     int64_t total_rows, total_raw, n_ref, chunks_reused, chunks_stored, n_conns, copies, pruned;
     int64_t prune_now_ms;  /* the one "now" retention measures age from, in every location */
+    /* Made of captured changes (capture/cap_incr.h): the base is on a live change chain of this database. */
+    int cap_on, cap_fallback;
+    char cap_slot[CAP_NAME_MAX + 1], cap_dir[CAP_BASE_DIR_MAX];
+    cap_incr_point cap_pt;
+    cap_incr_stats cap_st;
 } jb_job;
 
 /* The database authorises this exact request (record, configuration, tables, folder, retention); then the request
@@ -1094,6 +1101,48 @@ static int jb_reuse_existing(jb_job *j) {
     return 0;
 }
 
+/* Whether this INCREMENTAL / DIFFERENTIAL is made of captured changes (capture/cap_incr.h): its base is on a
+ * change chain (index line `capture`), the chain is of this worker's database, its FULL is a usable backup of the
+ * folder and its slot is alive. Otherwise the backup reads the tables as any INCREMENTAL does, with a warning
+ * saying why: a chain that ended (slot dropped or lost, another database) gives no changes to copy, and a backup
+ * that reads tables is still a correct one; changes are used again from a new capture base on. */
+static int jb_capture_plan(jb_job *j) {
+    const arc_index *bx = j->base->ix;
+    const char *slash = bx->cap_stream ? strrchr(bx->cap_stream, '/') : NULL;
+    const arc_chain_entry *full = bx->cap_stream ? arc_chain_find(&j->ch, bx->cap_full) : NULL;
+    char stream[CAP_SEG_STREAM_MAX + 1], why[800] = "";
+    fb_err e;
+    if (!bx->cap_stream) return 0;
+    if (!slash || strlen(slash + 1) > CAP_NAME_MAX) {
+        snprintf(why, sizeof why, "its stream \"%s\" does not name a slot", bx->cap_stream);
+    } else {
+        snprintf(j->cap_slot, sizeof j->cap_slot, "%s", slash + 1);
+        if (cap_base_names(j->cfg->pg, j->cap_slot, j->rq->storage_path, stream, j->cap_dir, &e))
+            snprintf(why, sizeof why, "%s", e.msg);
+        else if (strcmp(stream, bx->cap_stream) != 0)
+            snprintf(why, sizeof why, "the chain %s is not of this worker's database (--pg names %s)", bx->cap_stream,
+                     stream);
+        else if (!full || !arc_chain_usable(full) || strcmp(full->ix->type, "FULL") != 0 || !full->ix->cap_stream ||
+                 strcmp(full->ix->cap_stream, bx->cap_stream) != 0)
+            snprintf(why, sizeof why, "its capture base FULL %s is missing or not a usable backup", bx->cap_full);
+        else if (cap_base_slot_check(j->cfg->pg, j->cap_slot, &e))
+            snprintf(why, sizeof why, "%s", e.msg);
+    }
+    if (why[0]) {
+        FB_WARN("job=%s %s on base %s reads the tables instead of copying captured changes: %s. The change chain "
+                "ended; for later backups to be made of changes again, take a new capture base (fusion-backup backup "
+                "CONFIG --type FULL --capture-base --capture-slot NEW)", j->ev->job_id,
+                jb_type_name(j->rq->backup_type), j->base->job_id, why);
+        j->cap_fallback = 1;
+        return 0;
+    }
+    j->cap_on = 1;
+    FB_INFO("job=%s %s of captured changes of %s from " CAP_LSN_FMT " (base %s, FULL %s)", j->ev->job_id,
+            jb_type_name(j->rq->backup_type), bx->cap_stream, CAP_LSN_ARGS(bx->cap_end), j->base->job_id,
+            bx->cap_full);
+    return 1;
+}
+
 /* INCREMENTAL / DIFFERENTIAL: the base, from the chain indexes (the worker cannot read manifests), and every chunk
  * of the chain into the on-disk chunk map. Without a usable base the job runs as FULL. */
 static fb_code jb_base(jb_job *j, fb_err *err) {
@@ -1108,6 +1157,7 @@ static fb_code jb_base(jb_job *j, fb_err *err) {
     }
     FB_INFO("job=%s %s on base %s (%s of %lld)", ev->job_id, jb_type_name(j->rq->backup_type), j->base->job_id,
             j->base->ix->type, (long long)j->base->ix->completed_ms);
+    if (jb_capture_plan(j)) return FB_OK; /* no table is read: no chunk map */
     for (size_t i = 0; i < j->base->ix->n_tables; i++) {
         const arc_chain_entry *h = NULL;
         const arc_index_table *ht = jb_chunk_owner(&j->ch, j->base, &j->base->ix->tables[i], &h);
@@ -1239,6 +1289,17 @@ static fb_code jb_manifest(jb_job *j, fb_err *err) {
     ix->sources = (char **)j->srcs.v; /* borrowed from the chain */
     ix->n_sources = j->srcs.n;
     ix->n_records = j->spool.n;
+    /* The chain's place, for the next backup of captured changes (arc_index.h). */
+    if (m->capture) {
+        ix->cap_stream = m->capture->stream;
+        ix->cap_full = m->job_id;
+        ix->cap_start = ix->cap_end = m->capture->lsn;
+    } else if (m->changes) {
+        ix->cap_stream = m->changes->stream;
+        ix->cap_full = m->changes->full_job;
+        ix->cap_start = m->changes->start_lsn;
+        ix->cap_end = m->changes->end_lsn;
+    }
     return FB_OK;
 }
 
@@ -1339,6 +1400,14 @@ static void jb_result(jb_job *j) {
         job_result_set(res, "chunks_reused", j->chunks_reused);
         job_result_set(res, "chunks_stored", j->chunks_stored);
     }
+    if (j->cap_on) {
+        job_result_set(res, "captured_changes", 1);
+        job_result_set(res, "capture_segments", j->cap_st.segments);
+        job_result_set(res, "capture_transactions", j->cap_st.transactions);
+        job_result_set(res, "capture_bytes", j->cap_st.bytes);
+        job_result_set(res, "capture_wait_ms", j->cap_pt.waited_ms);
+    }
+    if (j->cap_fallback) job_result_set(res, "capture_fallback", 1);
     if (j->copies) job_result_set(res, "copies", j->copies);
     if (j->pruned) job_result_set(res, "pruned", j->pruned);
     FB_INFO("job=%s %s backup done: %zu tables (%lld unchanged, referenced), %lld rows, %lld raw bytes -> %lld stored "
@@ -1370,6 +1439,67 @@ static void jb_job_clear(jb_job *j) {
     sodium_memzero(j->ikey, sizeof j->ikey);
 }
 
+/* --- made of captured changes (capture/cap_incr.h) ------------------------------------------------------------- */
+
+/* The index's tables are the base's, each pointing where the base's does (stored_in, tag, counts; no chunk
+ * records): what a later table-reading INCREMENTAL compares with and retention follows. They describe the data
+ * of the chain's FULL, not the tables now; that is what such an INCREMENTAL needs (an equal tag means the FULL's
+ * data may be referenced), while the manifest's `capture_changes` says what this backup restores to. */
+static fb_code jb_changes_index(jb_job *j, fb_err *err) {
+    const arc_index *bx = j->base->ix;
+    if (!(j->ix.tables = calloc(bx->n_tables + 1, sizeof *j->ix.tables)))
+        return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < bx->n_tables; i++) {
+        arc_index_table *t = &j->ix.tables[i];
+        const arc_index_table *b = &bx->tables[i];
+        *t = (arc_index_table){.schema = b->schema, .name = b->name, .stored_in = b->stored_in, .rows = b->rows,
+                               .raw_bytes = b->raw_bytes};
+        memcpy(t->tag, b->tag, sizeof t->tag);
+        crypto_generichash(t->rec_blake2b, sizeof t->rec_blake2b, NULL, 0, NULL, 0); /* an empty range */
+    }
+    j->ix.n_tables = bx->n_tables;
+    return arc_clist_spool_open(&j->spool, err);
+}
+
+/* Steps 4 to 7 of a backup of captured changes: the point (every commit before the request durable in the chain),
+ * the artifact with the chain's segments since the base as its one data segment, the manifest's capture_changes
+ * and the index's tables. No table is read. */
+static fb_code jb_changes(jb_job *j, fb_err *err) {
+    const arc_index *bx = j->base->ix;
+    cap_seg_in in = {.stream = bx->cap_stream, .signers = &j->kr}; /* signatures and headers; no key to decrypt */
+    arc_seg_info si;
+    uint32_t seg = 0;
+    arc_capture_changes *ch = j->m.changes = calloc(1, sizeof *j->m.changes);
+    if (!ch) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    fb_code rc = cap_incr_wait(j->cfg->pg, j->cap_slot, j->cfg->capture_incr_wait_s * 1000, j->ctx->abort, &j->cap_pt,
+                               err);
+    if (!rc) rc = stor_create(j->st, j->rel, &j->wf, err);
+    j->m.format = ARC_FORMAT_VERSION;
+    if (!rc) rc = arc_writer_new_version(j->wf, j->pk, (int)j->cfg->zstd_level, (int)j->m.format, &j->w, err);
+    if (!rc) rc = arc_writer_set_signer(j->w, &j->signer, j->ev->job_id, err);
+    if (!rc) rc = arc_writer_begin(j->w, &seg, err);
+    if (!rc) rc = cap_incr_pack(j->st, j->cap_dir, &in, bx->cap_end, jb_put_writer, j->w, &j->cap_st, err);
+    if (!rc) rc = arc_writer_end(j->w, &si, err);
+    if (rc) return rc;
+    *ch = (arc_capture_changes){.segment = si.segment, .offset = si.offset, .length = si.length,
+                                .raw_bytes = si.raw_bytes, .stream = strdup(bx->cap_stream),
+                                .slot = strdup(j->cap_slot), .full_job = strdup(bx->cap_full),
+                                .start_lsn = bx->cap_end, .end_lsn = j->cap_st.end_lsn,
+                                .end_us = j->cap_st.last_commit_us, .segments = j->cap_st.segments};
+    memcpy(ch->blake2b, si.blake2b, ARC_HASH_BYTES);
+    ch->full_snapshot_ms = arc_chain_find(&j->ch, bx->cap_full)->ix->snapshot_ms; /* jb_capture_plan found it */
+    j->m.snapshot_ms = j->cap_pt.now_ms;
+    j->m.database = strdup(j->cap_pt.database);
+    j->m.server_version = strdup(j->cap_pt.server_version);
+    if (!ch->stream || !ch->slot || !ch->full_job || !j->m.database || !j->m.server_version)
+        return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    FB_INFO("job=%s captured changes " CAP_LSN_FMT " to " CAP_LSN_FMT ": %lld segments, %lld transactions, %lld bytes "
+            "(waited %lld ms for the capture)", j->ev->job_id, CAP_LSN_ARGS(ch->start_lsn), CAP_LSN_ARGS(ch->end_lsn),
+            (long long)ch->segments, (long long)j->cap_st.transactions, (long long)j->cap_st.bytes,
+            (long long)j->cap_pt.waited_ms);
+    return jb_changes_index(j, err);
+}
+
 /* The backup as pgBackRest's cmdBackup reads: named steps, each a function above with one job. */
 fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     if (ctx->ev->type != EV_BACKUP_REQUESTED)
@@ -1382,14 +1512,19 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     if (jb_reuse_existing(&j)) goto out;
     /* 3. The base of an INCREMENTAL / DIFFERENTIAL and the chain's chunk map. */
     if ((rc = jb_base(&j, err))) goto out;
-    /* 4. One snapshot for everything. */
-    if ((rc = jb_snapshot(&j, err))) goto out;
-    /* 5. The tables, resolved and locked in it. */
-    if ((rc = jb_table_list(&j, err))) goto out;
-    /* 6. The artifact, its schema archive first. */
-    if ((rc = jb_artifact_open(&j, err))) goto out;
-    /* 7. Every table: referenced, stored whole or assembled; then the snapshot ends. */
-    if ((rc = jb_dump(&j, err))) goto out;
+    if (j.cap_on) {
+        /* 4-7 of a backup made of captured changes: the chain's segments since the base, no table read. */
+        if ((rc = jb_changes(&j, err))) goto out;
+    } else {
+        /* 4. One snapshot for everything. */
+        if ((rc = jb_snapshot(&j, err))) goto out;
+        /* 5. The tables, resolved and locked in it. */
+        if ((rc = jb_table_list(&j, err))) goto out;
+        /* 6. The artifact, its schema archive first. */
+        if ((rc = jb_artifact_open(&j, err))) goto out;
+        /* 7. Every table: referenced, stored whole or assembled; then the snapshot ends. */
+        if ((rc = jb_dump(&j, err))) goto out;
+    }
     /* 8. Manifest and chain index, trailer, durable rename. */
     if ((rc = jb_manifest(&j, err)) || (rc = jb_commit(&j, err))) goto out;
     /* 9. Copies, each read back and compared. */
