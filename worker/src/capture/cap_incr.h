@@ -11,7 +11,9 @@
  * The point. The backup waits (up to capture-incr-wait-s) until the slot's confirmed position has passed
  * pg_current_wal_lsn() read when the backup started: the capture confirms a position only once every transaction
  * committed before it is in a durable segment (cap_capture.h), so then every transaction committed before the
- * request is in the chain. The backup's end is the end of the chain's last durable segment at that moment (a
+ * request is in the chain. On PostgreSQL 14+ it first asks the capture to write at once (a logical message the
+ * capture receives in its stream); on 13, whose pgoutput carries no messages, it waits for the capture's own
+ * flush (capture-flush-s). The backup's end is the end of the chain's last durable segment at that moment (a
  * segment end, so the ranges of successive backups join exactly). No fallback to a shorter point: a capture that
  * is not keeping up fails the backup (FB_ERR_TRANSIENT, retried like any transient failure) rather than let an
  * INCREMENTAL silently miss a commit the caller already saw.
@@ -24,8 +26,9 @@
  *
  * Restore (cap_incr_collect): from the backup named, through each base_job (every one a backup of captured
  * changes of the same stream and FULL, each range ending where the next one's starts) to the FULL its manifest
- * names, whose capture base must be the same stream at the first range's start and whose chain index must have
- * the BLAKE2b the backup recorded. Every pack is unpacked into one local folder, which cap_apply_chain then walks
+ * names, whose capture base must be the same stream at the first range's start and whose snapshot time must be
+ * the one the backup recorded (job, stream, point and snapshot time name the FULL; a hash of its index would
+ * change with `rekey`). Every pack is unpacked into one local folder, which cap_apply_chain then walks
  * from the FULL's consistent point up to the backup's end, like restore --until.
  *
  * Ownership: everything here borrows its arguments; cap_incr_collect returns a reader and file of the FULL that

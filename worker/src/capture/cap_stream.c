@@ -245,10 +245,11 @@ fb_code cap_stream_start(cap_stream *s, const char *slot, const char *pub, uint6
     if (rc == FB_OK) rc = cap_name_check(pub, "publication", err);
     if (rc != FB_OK) return rc;
     char sql[512];
-    snprintf(sql, sizeof sql,
-             "START_REPLICATION SLOT %s LOGICAL " CAP_LSN_FMT " (proto_version '1', publication_names '%s', "
-             "messages 'true')", slot,
-             CAP_LSN_ARGS(start_lsn), pub);
+    /* messages 'true' (PostgreSQL 14+) carries the flush requests of backups of captured changes (cap_incr.h);
+     * PostgreSQL 13's pgoutput refuses the option, and there such a backup waits for the capture's own flush. */
+    snprintf(sql, sizeof sql, "START_REPLICATION SLOT %s LOGICAL " CAP_LSN_FMT " (proto_version '1', publication_names "
+             "'%s'%s)", slot, CAP_LSN_ARGS(start_lsn), pub,
+             PQserverVersion(s->conn) >= 140000 ? ", messages 'true'" : "");
     rc = cap_query(s, sql, PGRES_COPY_BOTH, NULL, "starting replication", err);
     /* Another walsender streams it (a previous leader whose connection the server has not closed yet, or another
      * capture): worth retrying, the slot allows one at a time and frees itself when that one ends. */
