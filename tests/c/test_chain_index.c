@@ -260,6 +260,15 @@ static void each_malformed_line(const char *v3) {
               "table 2222222222222222222222222222222222222222222222222222222222222222 "
               "11111111-1111-4111-8111-111111111111 7 70 hr le%ave",
               "bad table names");
+    /* fuzz_index_parse: a raw byte the writer escapes would re-encode three times longer than its field */
+    malformed(v3, "table name with a raw byte above 0x7e", "table", 1,
+              "table 2222222222222222222222222222222222222222222222222222222222222222 "
+              "11111111-1111-4111-8111-111111111111 7 70 hr le\xff" "ave",
+              "bad table names");
+    malformed(v3, "stored_in with a raw control byte", "table", 1,
+              "table 2222222222222222222222222222222222222222222222222222222222222222 "
+              "11111111-1111-4111-8111-11111111111\x01 7 70 hr leave",
+              "bad table");
     malformed(v3, "chunks kind none with records", "chunks", 1,
               "chunks none 2 3 0000000000000000000000000000000000000000000000000000000000000000 -", "bad chunks line");
     malformed(v3, "chunks ranges overlapping", "chunks", 0,

@@ -5,7 +5,8 @@
  * the manifest's hash authenticated the bytes), so the fuzzer reaches past the MAC line; and with a key, which
  * must refuse what the fuzzer did not MAC. Whatever parses must format again and parse back to the same job,
  * tables and record count.
- * Seed corpus: tests/fuzz/index_seeds (a version-2 and a version-3 index). tests/run.sh runs it for a bounded time. */
+ * Seed corpus: tests/fuzz/index_seeds (a version-2 and a version-3 index, and regress-* inputs that once crashed
+ * it). tests/run.sh runs it for a bounded time. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
