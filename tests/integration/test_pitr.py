@@ -293,3 +293,27 @@ def test_restore_until_refuses_targets_outside_the_window_and_forged_segments(bi
     with admin.cursor() as cur:
         cur.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s", (slot,))
         assert cur.fetchone()[0] == 0, "a refused base left a slot behind"
+
+
+def test_a_slot_left_by_an_interrupted_base_is_named_with_how_to_drop_it(bin, pitr_db, storage_root, keypair):
+    """A `backup --capture-base` killed between creating its slot and the end of its FULL (cap_base_end never ran)
+    leaves the slot behind, holding WAL. The next base under that slot name is refused before anything is taken,
+    the slot is left alone (only the operator knows whether a base of it exists elsewhere), and the error says how
+    to drop it."""
+    name, ci, slot, admin = pitr_db
+    pub, _ = keypair
+    add_config(ci, name, [])
+    with admin.cursor() as cur:  # what the killed base leaves: a logical slot no FULL used
+        cur.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
+    r = bin.run("backup", name, "--type", "FULL", "--capture-base", "--json", *base_args(ci, slot, storage_root, pub))
+    assert r.returncode != 0, r.stdout
+    assert "interrupted --capture-base" in r.stderr and f"pg_drop_replication_slot('{slot}')" in r.stderr, r.stderr
+    assert "--capture-slot NAME" in r.stderr, r.stderr
+    with admin.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s", (slot,))
+        assert cur.fetchone()[0] == 1, "the refusal dropped a slot it did not create"
+    folder = storage_root / FOLDER
+    assert not folder.exists() or not list(folder.glob("**/*.fbak")), "a refused base wrote an artifact"
+    with psycopg2.connect(ci) as conn, conn.cursor() as cur:  # refused before its BackupRecord was created
+        cur.execute("SELECT count(*) FROM backup_archive_backuprecord")
+        assert cur.fetchone()[0] == 0

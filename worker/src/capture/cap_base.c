@@ -120,9 +120,13 @@ fb_code cap_base_begin(const fb_config *cfg, stor *st, const char *storage_path,
                 "running on the server now has ended (a long one, in any database, delays the base)",
                 cfg->capture_slot);
     if (!rc) rc = cap_stream_slot_create(b->s, cfg->capture_slot, &b->info, err);
+    /* The folder is empty (checked above), so the slot is either a base's whose capture has not started yet or
+     * one a killed --capture-base left behind (cap_base_end never ran): only the artifacts can tell, so say both. */
     if (rc == FB_ERR_CONFLICT && b->s)
         fb_err_prefix(err, "a new base needs a new slot (--capture-slot NAME; drop the old one when its chain is no "
-                      "longer needed): ");
+                      "longer needed; if no FULL backup in this configuration's folder was taken as its base, it was "
+                      "left by an interrupted --capture-base and only holds WAL: SELECT "
+                      "pg_drop_replication_slot('%s')): ", cfg->capture_slot);
     if (rc) {
         cap_stream_free(b->s);
         b->s = NULL;
