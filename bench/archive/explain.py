@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 
 import bench
 
@@ -170,7 +171,9 @@ def whole_job() -> None:
     conn = bench.reset()
     w0 = stat_wal(conn)
     conn.close()
+    cpu_c = bench.server_cpu()
     seconds, ps = driver(BATCH, None, timing=False)
+    cpu_c = bench.cpu_delta(cpu_c)
     conn = bench.connect()
     w1 = stat_wal(conn)
     live, arch = bench.counts(conn)
@@ -181,9 +184,11 @@ def whole_job() -> None:
     conn.close()
     conn = bench.reset()
     w2 = stat_wal(conn)
-    t0 = __import__("time").perf_counter()
+    cpu_b = bench.server_cpu()
+    t0 = time.perf_counter()
     b = single(conn, None, None, timing=False)
-    sb = __import__("time").perf_counter() - t0
+    sb = time.perf_counter() - t0
+    cpu_b = bench.cpu_delta(cpu_b)
     w3 = stat_wal(conn)
     live, arch = bench.counts(conn)
     assert live == 0 and arch == bench.ROWS, (live, arch)
@@ -196,6 +201,7 @@ def whole_job() -> None:
     print(f"\nserver WAL counters (pg_stat_wal, the whole server) around (c): {w1[0] - w0[0]:,} records, "
           f"{w1[1] - w0[1]:,} FPI, {w1[2] - w0[2]:,} bytes; around (b): {w3[0] - w2[0]:,} records, "
           f"{w3[1] - w2[1]:,} FPI, {w3[2] - w2[2]:,} bytes")
+    print(f"server CPU s (all its processes, autovacuum included): (c) {bench.fmt_cpu(cpu_c)}, (b) {bench.fmt_cpu(cpu_b)}")
     print("\n(b):")
     tree(b["Plan"])
 
