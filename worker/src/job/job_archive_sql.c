@@ -276,7 +276,9 @@ fb_code ja_sql_batch(const ja_plan *p, int dry, int first, fb_sbuf *b, fb_err *e
     return FB_OK;
 }
 
-int ja_sql_fast_fits(const ja_plan *p) { return p->n_nodes == 1 && p->nodes[0].n_edges == 0; }
+int ja_sql_fast_fits(const ja_plan *p) {
+    return p->n_nodes == 1 && p->nodes[0].n_edges == 0 && !p->nodes[0].partitioned;
+}
 
 /* The fast statement (see job_archive_int.h for when it may run and what makes it fall back):
  *   cand  the batch's ctids and keys, no row lock;
