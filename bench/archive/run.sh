@@ -9,7 +9,8 @@
 # at the end. DIR is a build directory with libfbcore.a (default: FB_BUILD_DIR or ./build). Environment knobs:
 # FB_BENCH_ROWS (1000000; 10000000 for the large run), FB_BENCH_DJANGO_ROWS (20000; 0: no Django loop),
 # FB_BENCH_BATCHES (10000,1000), FB_BENCH_REPEAT (1: rounds of (b) and (c), each (c) against its own round's (b)),
-# FB_BENCH_DB (fbbench_archive), FB_BENCH_KEEP_SEED (0; 1: reuse and keep the seed database ${FB_BENCH_DB}_seed).
+# FB_BENCH_DB (fbbench_archive), FB_BENCH_KEEP_SEED (0; 1: reuse and keep the seed database ${FB_BENCH_DB}_seed),
+# FB_BENCH_AUTOVACUUM (on; off: autovacuum disabled on the two tables while each method runs, see bench.py).
 # FB_BENCH_MODE=oltp runs oltp.py instead: pgbench's latency on Fusion's tables with and without archival beside
 # it (FB_BENCH_OLTP_SECONDS, FB_BENCH_OLTP_TPS, FB_BENCH_OLTP_CLIENTS, FB_BENCH_OLTP_SETTINGS; see oltp.py).
 # FB_BENCH_MODE=explain runs explain.py: buffers and WAL of one worker batch against (b) on the same number of rows
