@@ -310,8 +310,10 @@ fb_code ja_sql_fast(const ja_plan *p, int first, fb_sbuf *b, fb_err *err) {
     pgx_sb_ident(b, root->pk);
     fb_sbuf_printf(b, " LIMIT $4::bigint),\nd0 AS (DELETE FROM ");
     pgx_sb_qualified(b, root->schema, root->table);
-    /* Still due: a row updated after the snapshot is rechecked on its new version, whose ctid is not in cand, so
-     * it stays; the condition says what the DELETE may take even so. */
+    /* Still due, said again: a row updated after the statement's snapshot is rechecked on its newest version
+     * (EvalPlanQual), and a TID scan's recheck does not look at the TID list (nodeTidscan.c, TidRecheck), only at
+     * the other conditions. So a newest version that is still due is deleted and archived as it is now (RETURNING
+     * gives that version), one that is no longer due stays; a row deleted meanwhile is not returned at all. */
     fb_sbuf_printf(b, " t WHERE t.ctid = ANY (ARRAY(SELECT ctid_ FROM cand)) AND %s RETURNING t AS r_, t.",
                    due.p ? due.p : "");
     pgx_sb_ident(b, root->pk);
