@@ -4,7 +4,8 @@
  * catalog (nothing is changed before that succeeds), count what is due, then loop over batches. Each batch is
  * BEGIN, the one statement of job_archive_sql.c, a consistency check (rows deleted == ArchivedRecords written),
  * COMMIT. A table nothing references starts with the fast statement and falls back to the general one, for the
- * rest of the job, the first time a batch meets a held row or a conflict (ja_fast_fell_back). The loop walks the primary key upwards (keyset), so skipped rows are passed over and every job ends.
+ * rest of the job, the first time a batch meets a held row or a conflict (ja_fast_fell_back). The loop walks the
+ * primary key upwards (keyset), so skipped rows are passed over and every job ends.
  * A batch refused for locks or for a reference that appeared meanwhile is rolled back and retried after a growing
  * pause. Between batches the job reports progress (with the last batch's duration and the throttling so far; at
  * most once a second, each time after a synchronous COMMIT: batches commit asynchronously, see the comment at
@@ -472,9 +473,10 @@ static void ja_count_batch(ja_job *j, const int64_t v[JA_R_NCOLS], int synced) {
              k->batches, v[JA_R_SEEN], v[JA_R_ARCHIVED], v[JA_R_CASCADED]);
 }
 
-/* After the fast statement failed (rolled back, nothing changed): 1 when the failure is one the batch statement
- * handles by skipping and counting, a row held by another session (lock_timeout of the fast batch, 55P03: another
- * archive job's batch or the ERP holds it) or an ArchivedRecord with the same key (23505 on _uniq). The job then
+/* After the fast statement failed (rolled back, nothing changed): 1 when the failure may be one the batch
+ * statement handles by skipping and counting, a row held by another session (lock_timeout of the fast batch, 55P03:
+ * another archive job's batch or the ERP holds it; or a table lock) or an ArchivedRecord with the same key (23505 on
+ * _uniq; any other unique violation fails the general statement too, and the job with it, as before). The job then
  * runs this batch, and every later one, with the batch statement: at most one batch's work is spent twice per job,
  * and two jobs on one table never wait for each other more than JA_FAST_LOCK_MS. */
 static int ja_fast_fell_back(ja_job *j, const char *state, const fb_err *err) {
