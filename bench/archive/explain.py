@@ -137,7 +137,8 @@ def one_batch() -> None:
     with conn.cursor() as cur:
         cur.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
     conn.close()
-    l0 = lsn(conn := bench.connect())
+    conn = bench.connect()
+    l0 = lsn(conn)
     conn.close()  # no session of ours beside the job (it would take it for a live load)
     seconds, ps = driver(BATCH, BATCH, timing=True)
     conn = bench.connect()
@@ -161,7 +162,6 @@ def one_batch() -> None:
         print(f"| {k} | {c[0]:,} | {c[1]:,} | {c[2]:,} | {d[0]:,} | {d[1]:,} | {d[2]:,} |")
     print("\nthe worker's batch (counts inclusive of children; wal = records/FPI/bytes):")
     tree(ps[0]["Plan"])
-    print(f"planning: {ps[0].get('Planning Time', '-')} ms (auto_explain does not show it: see EXPLAIN by hand)")
     print("\n(b) on the next rows:")
     tree(b["Plan"])
     conn.close()
