@@ -7,7 +7,10 @@
  * are printed, so that a cost that grows as the job advances shows at a glance. Settings come from the
  * environment as for the worker (FB_ARCHIVE_SLEEP_PCT, ...): the defaults unless the caller sets them.
  *
- *   bench_archive CONNINFO TABLE PK TIMESTAMP_COLUMN CUTOFF_MS BATCH_SIZE
+ *   bench_archive CONNINFO TABLE PK TIMESTAMP_COLUMN CUTOFF_MS BATCH_SIZE [MAX_ROWS]
+ *
+ * MAX_ROWS (the request's max_rows) stops the job after that many rows: explain.py runs one batch of the job that
+ * way, with auto_explain on, to count its buffers and WAL.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,8 +50,8 @@ static int ba_cmp(const void *x, const void *y) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 7) {
-        fprintf(stderr, "usage: bench_archive CONNINFO TABLE PK TIMESTAMP_COLUMN CUTOFF_MS BATCH_SIZE\n");
+    if (argc != 7 && argc != 8) {
+        fprintf(stderr, "usage: bench_archive CONNINFO TABLE PK TIMESTAMP_COLUMN CUTOFF_MS BATCH_SIZE [MAX_ROWS]\n");
         return 2;
     }
     fb_config cfg;
@@ -76,6 +79,10 @@ int main(int argc, char **argv) {
     a->timestamp_column = argv[4];
     a->cutoff = strtoll(argv[5], NULL, 10);
     a->batch_size = strtoll(argv[6], NULL, 10);
+    if (argc == 8) {
+        a->max_rows.has = 1;
+        a->max_rows.v = strtoll(argv[7], NULL, 10);
+    }
     a->has_relations = 0; /* the catalog decides: notifications are referenced by nothing */
     a->policy_id = 1;
     {

@@ -9,9 +9,12 @@
 # at the end. DIR is a build directory with libfbcore.a (default: FB_BUILD_DIR or ./build). Environment knobs:
 # FB_BENCH_ROWS (1000000; 10000000 for the large run), FB_BENCH_DJANGO_ROWS (20000; 0: no Django loop),
 # FB_BENCH_BATCHES (10000,1000), FB_BENCH_REPEAT (1: rounds of (b) and (c), each (c) against its own round's (b)),
-# FB_BENCH_DB (fbbench_archive), FB_BENCH_KEEP_SEED (0; 1: reuse and keep the seed database ${FB_BENCH_DB}_seed).
+# FB_BENCH_DB (fbbench_archive), FB_BENCH_KEEP_SEED (0; 1: reuse and keep the seed database ${FB_BENCH_DB}_seed),
+# FB_BENCH_AUTOVACUUM (on; off: autovacuum disabled on the two tables while each method runs, see bench.py).
 # FB_BENCH_MODE=oltp runs oltp.py instead: pgbench's latency on Fusion's tables with and without archival beside
 # it (FB_BENCH_OLTP_SECONDS, FB_BENCH_OLTP_TPS, FB_BENCH_OLTP_CLIENTS, FB_BENCH_OLTP_SETTINGS; see oltp.py).
+# FB_BENCH_MODE=explain runs explain.py: buffers and WAL of one worker batch against (b) on the same number of rows
+# (FB_BENCH_EXPLAIN_ROWS, 10000), and of the whole job against the whole (b) with FB_BENCH_EXPLAIN_FULL=1.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -57,8 +60,9 @@ echo "server: $("$PG_BIN/psql" -X -At -d "$BENCH_PG" -c "SELECT version()" | cut
   "$(nproc) cores"
 case "${FB_BENCH_MODE:-throughput}" in
   throughput) FB_BENCH_PG="$BENCH_PG" FB_BENCH_ADMIN_PG="$PG" FB_BENCH_DBNAME="$DB" FB_BENCH_DRIVER="$DRIVER" "$PY" "$HERE/bench.py" ;;
+  explain) FB_BENCH_PG="$BENCH_PG" FB_BENCH_ADMIN_PG="$PG" FB_BENCH_DBNAME="$DB" FB_BENCH_DRIVER="$DRIVER" "$PY" "$HERE/explain.py" ;;
   oltp) FB_BENCH_PG="$BENCH_PG" FB_BENCH_ADMIN_PG="$PG" FB_BENCH_DBNAME="$DB" FB_BENCH_DRIVER="$DRIVER" FB_PG_BIN="$PG_BIN" "$PY" "$HERE/oltp.py" ;;
-  *) echo "run.sh: FB_BENCH_MODE is throughput or oltp, not $FB_BENCH_MODE" >&2; exit 2 ;;
+  *) echo "run.sh: FB_BENCH_MODE is throughput, oltp or explain, not $FB_BENCH_MODE" >&2; exit 2 ;;
 esac
 if [ "${FB_BENCH_KEEP_SEED:-0}" = 1 ]; then  # the seed stays for the next invocation: drop it by hand when done
   "$PG_BIN/psql" -X -q -d "$PG" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)"

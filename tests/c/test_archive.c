@@ -706,6 +706,89 @@ static void test_locks_retry_then_transient_and_abort(void) {
     PQfinish(c);
 }
 
+/* A table nothing references is archived with the fast statement (no row lock before the DELETE, no conflict
+ * probe). A due row another session holds makes its batch fail after JA_FAST_LOCK_MS, not after lock_timeout;
+ * the job then goes on with the statement that skips held rows (SKIP LOCKED), so the held row stays, every other
+ * row moves, and no lock retry is spent. The conflict case (a re-created row) is in
+ * test_notifications_batches_idempotent_and_unarchive. */
+static void test_fast_statement_skips_held_rows_by_falling_back(void) {
+    const char *db = ta_newdb();
+    PGconn *c = ta_connect(db);
+    ta_seed_notifications(c, 3000, 3000);
+    PGconn *other = ta_connect(db);
+    CHECK(ta_exec(other, "BEGIN; SELECT * FROM notifications_notification WHERE id IN (10, 2600) FOR UPDATE"));
+    ta_job j;
+    ta_job_init(&j, db, "notifications", "Notification", "notifications_notification", "id", "timestamp", 500);
+    j.cfg.lock_timeout_ms = 60000; /* a batch that waited for the held row this long would show in duration_ms */
+    CHECK_EQ_INT(ta_run(&j), FB_OK);
+    CHECK_EQ_INT(STAT(&j, "archived"), 2998);
+    CHECK_EQ_INT(STAT(&j, "batches"), 6);
+    CHECK_EQ_INT(STAT(&j, "lock_retries"), 0);
+    CHECKF(STAT(&j, "duration_ms") < 30000, "the job took %lld ms: it waited for the held row",
+           (long long)STAT(&j, "duration_ms"));
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM notifications_notification"), 2);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM backup_archive_archivedrecord WHERE original_id IN ('10', '2600')"),
+                 0);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(DISTINCT original_id) FROM backup_archive_archivedrecord"), 2998);
+    CHECK(ta_exec(other, "ROLLBACK"));
+    PQfinish(other);
+    CHECK_EQ_INT(ta_run(&j), FB_OK);
+    CHECK_EQ_INT(STAT(&j, "archived"), 2);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM notifications_notification"), 0);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM backup_archive_archivedrecord"), 3000);
+    ta_job_free(&j);
+    PQfinish(c);
+}
+
+/* Two jobs archive the same table at the same moment (a redelivered request beside the first, or two workers):
+ * each takes only rows the other does not hold, neither waits for the other's locks (no lock retry, no failure),
+ * and every row ends in ArchivedRecord exactly once, by one of the two jobs. */
+static void test_two_jobs_on_one_table(void) {
+    const int N = 40000;
+    const char *db = ta_newdb();
+    PGconn *c = ta_connect(db);
+    ta_seed_notifications(c, N, N);
+    ta_job policy;
+    ta_job_init(&policy, db, "notifications", "Notification", "notifications_notification", "id", "timestamp", 200);
+    ta_authorise(&policy); /* the children share it: neither rewrites the policy row while the other runs */
+    ta_job_free(&policy);
+    int go[2];
+    CHECK(pipe(go) == 0);
+    fflush(stdout);
+    pid_t pid[2];
+    for (int w = 0; w < 2; w++) {
+        if ((pid[w] = fork()) == 0) {
+            close(go[1]);
+            ta_job j;
+            ta_job_init(&j, db, "notifications", "Notification", "notifications_notification", "id", "timestamp", 200);
+            snprintf(j.ev.job_id, sizeof j.ev.job_id, "6f1c2d3e-4b5a-4c6d-8e7f-0a1b2c3d4e5%d", w);
+            j.cfg.lock_timeout_ms = 60000;
+            job_result_init(&j.res);
+            char b;
+            if (read(go[0], &b, 1) < 0) _exit(3); /* both start when the parent closes the pipe */
+            fb_code rc = job_archive_run(&j.ctx, &j.res, &j.err);
+            if (rc != FB_OK) printf("# job %d returned %d: %s\n", w, rc, j.err.msg);
+            _exit(rc != FB_OK ? 1 : STAT(&j, "lock_retries") != 0 ? 2 : 0);
+        }
+    }
+    close(go[0]);
+    close(go[1]);
+    for (int w = 0; w < 2; w++) {
+        int status = 0;
+        waitpid(pid[w], &status, 0);
+        CHECKF(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+               "job %d: exit %d (1: failed, 2: lock retries, i.e. it waited for the other's locks)", w,
+               WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    }
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM notifications_notification"), 0);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(*) FROM backup_archive_archivedrecord"), N);
+    CHECK_EQ_INT(ta_int(c, "SELECT count(DISTINCT original_id) FROM backup_archive_archivedrecord"), N);
+    printf("# rows archived by each job: %lld and %lld\n",
+           ta_int(c, "SELECT count(*) FROM backup_archive_archivedrecord WHERE job_id::text LIKE '%0'"),
+           ta_int(c, "SELECT count(*) FROM backup_archive_archivedrecord WHERE job_id::text LIKE '%1'"));
+    PQfinish(c);
+}
+
 /* A child process runs a large archival; we SIGKILL it mid-way, check the invariant, re-run, check again. */
 static void test_sigkill_mid_archival(void) {
     const int N = 200000;
@@ -793,12 +876,18 @@ static void test_batch_plan_does_not_depend_on_archivedrecord_statistics(void) {
     ta_job_init(&j, db, "notifications", "Notification", "notifications_notification", "id", "timestamp", 500);
     fb_err err;
     ja_plan plan = {0};
-    fb_sbuf first = {0}, next = {0};
+    fb_sbuf first = {0}, next = {0}, fast_first = {0}, fast_next = {0};
     ja_params q = {0};
     CHECK_EQ_INT(ja_session_setup(c, 2000, 60000, &err), FB_OK);
     CHECK_EQ_INT(ja_plan_build(c, &j.ev, &plan, &err), FB_OK);
     CHECK_EQ_INT(ja_sql_batch(&plan, 0, 1, &first, &err), FB_OK);
     CHECK_EQ_INT(ja_sql_batch(&plan, 0, 0, &next, &err), FB_OK);
+    /* The fast statement the job runs on this table (nothing references notifications) until it falls back. */
+    CHECK_EQ_INT(ja_sql_fast_fits(&plan), 1);
+    CHECK_EQ_INT(ja_sql_fast(&plan, 1, &fast_first, &err), FB_OK);
+    CHECK_EQ_INT(ja_sql_fast(&plan, 0, &fast_next, &err), FB_OK);
+    static const char *const variant[4] = {"first", "later", "fast first", "fast later"};
+    const char *sqls[4] = {first.p, next.p, fast_first.p, fast_next.p};
     CHECK_EQ_INT(ja_params_init(&plan, &j.ev, &q, &err), FB_OK);
 
     static const char *const insert_large =
@@ -817,33 +906,39 @@ static void test_batch_plan_does_not_depend_on_archivedrecord_statistics(void) {
                            "AND reltuples < 0 AND NOT EXISTS (SELECT 1 FROM pg_stats WHERE tablename = "
                            "'backup_archive_archivedrecord')"),
                  1);
-    char *want[2] = {NULL, NULL};
+    char *want[4] = {NULL, NULL, NULL, NULL};
     for (size_t s = 0; s < sizeof steps / sizeof steps[0]; s++) {
         if (steps[s].sql) CHECK(ta_exec(c, steps[s].sql));
-        for (int v = 0; v < 2; v++) {
-            ja_params_batch(&q, v ? "1000" : NULL, 500);
-            char *got = ta_batch_plan(c, v ? next.p : first.p, &q);
+        for (int v = 0; v < 4; v++) {
+            ja_params_batch(&q, v % 2 ? "1000" : NULL, 500);
+            char *got = ta_batch_plan(c, sqls[v], &q);
             if (!want[v]) {
                 want[v] = got;
-                CHECKF(strstr(got, "Index Scan using backup_archive_archivedrecord_uniq") && !strstr(got, "hashed"),
-                       "%s batch, %s: the conflict check is not one probe of the unique index per row",
-                       v ? "later" : "first", steps[s].state);
+                /* The fast statement has no conflict check: the unique index refuses a conflict. */
+                if (v < 2)
+                    CHECKF(strstr(got, "Index Scan using backup_archive_archivedrecord_uniq") && !strstr(got, "hashed"),
+                           "%s batch, %s: the conflict check is not one probe of the unique index per row",
+                           variant[v], steps[s].state);
+                else
+                    CHECKF(!strstr(got, "backup_archive_archivedrecord_uniq") && !strstr(got, "hashed"),
+                           "%s batch, %s: the fast statement reads ArchivedRecord", variant[v], steps[s].state);
                 CHECKF(!strstr(got, "Seq Scan"), "%s batch, %s: a sequential scan in the batch statement",
-                       v ? "later" : "first", steps[s].state);
+                       variant[v], steps[s].state);
                 continue;
             }
             int same = strcmp(got, want[v]) == 0;
             if (!same) printf("# plan when %s:\n%s# plan when %s:\n%s", steps[0].state, want[v], steps[s].state, got);
             CHECKF(same, "%s batch: the plan when ArchivedRecord is %s differs from the plan when it is %s",
-                   v ? "later" : "first", steps[s].state, steps[0].state);
+                   variant[v], steps[s].state, steps[0].state);
             free(got);
         }
     }
-    free(want[0]);
-    free(want[1]);
+    for (int v = 0; v < 4; v++) free(want[v]);
     ja_params_free(&q);
     fb_sbuf_free(&first);
     fb_sbuf_free(&next);
+    fb_sbuf_free(&fast_first);
+    fb_sbuf_free(&fast_next);
     ja_plan_free(&plan);
     ta_job_free(&j);
     PQfinish(c);
@@ -947,6 +1042,8 @@ int main(void) {
     test_missing_names_are_notfound();
     test_authority_refuses_and_changes_nothing();
     test_locks_retry_then_transient_and_abort();
+    test_fast_statement_skips_held_rows_by_falling_back();
+    test_two_jobs_on_one_table();
     test_sigkill_mid_archival();
     test_batch_plan_does_not_depend_on_archivedrecord_statistics();
     test_throttle_follows_live_load();

@@ -3,7 +3,9 @@
  * The story of a run: connect, pin the session (timeouts, output formats), build and check the plan against the
  * catalog (nothing is changed before that succeeds), count what is due, then loop over batches. Each batch is
  * BEGIN, the one statement of job_archive_sql.c, a consistency check (rows deleted == ArchivedRecords written),
- * COMMIT. The loop walks the primary key upwards (keyset), so skipped rows are passed over and every job ends.
+ * COMMIT. A table nothing references starts with the fast statement and falls back to the general one, for the
+ * rest of the job, the first time a batch meets a held row or a conflict (ja_fast_fell_back). The loop walks the
+ * primary key upwards (keyset), so skipped rows are passed over and every job ends.
  * A batch refused for locks or for a reference that appeared meanwhile is rolled back and retried after a growing
  * pause. Between batches the job reports progress (with the last batch's duration and the throttling so far; at
  * most once a second, each time after a synchronous COMMIT: batches commit asynchronously, see the comment at
@@ -187,12 +189,15 @@ static void ja_rollback(PGconn *c) {
     PQclear(r);
 }
 
-/* Runs sql (BEGIN already done); on failure fills err and, when the failure is worth a retry, sets *retry. */
+/* Runs sql (BEGIN already done); on failure fills err and state (the SQLSTATE, "" when none) and, when the failure
+ * is worth a retry, sets *retry. */
 static PGresult *ja_exec(PGconn *c, const char *sql, int nparams, const Oid *types, const char *const *params,
-                         ExecStatusType want, const char *what, int *retry, fb_err *err) {
+                         ExecStatusType want, const char *what, int *retry, char state[6], fb_err *err) {
     PGresult *r = PQexecParams(c, sql, nparams, types, params, NULL, NULL, 0);
     if (r && PQresultStatus(r) == want) return r;
-    *retry = ja_retryable(r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL);
+    const char *st = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    snprintf(state, 6, "%s", st ? st : "");
+    *retry = ja_retryable(st);
     pgx_check(c, r, want, what, err);
     return NULL;
 }
@@ -262,17 +267,25 @@ out:
  * asynchronously (job_archive_run); the COMMIT is synchronous, and so flushes this and every earlier batch, when
  * the batch saw rows and sync is set or it saw fewer than want (the job's last batch). *synced says which it was. On
  * success fills v and *last_key (malloc'd, NULL when the batch saw no row). On failure *retry says whether trying
- * again may help. Returns FB_ERR_ABORTED, rolled back, when the job is aborted while the batch is open. */
-static fb_code ja_batch(PGconn *c, const job_ctx *ctx, const char *sql, int nparams, const Oid *types,
-                        const char *const *prm, int64_t want, int sync, int *synced,
-                        const char *what, int64_t v[JA_R_NCOLS], char **last_key, int *retry, fb_err *err) {
+ * again may help and state is the SQLSTATE ("" when none). fast: sql is the fast statement (ja_sql_fast), whose
+ * transaction waits at most JA_FAST_LOCK_MS for a lock. Returns FB_ERR_ABORTED, rolled back, when the job is
+ * aborted while the batch is open. */
+static fb_code ja_batch(PGconn *c, const job_ctx *ctx, const char *sql, int fast, int nparams, const Oid *types,
+                        const char *const *prm, int64_t want, int sync, int *synced, const char *what,
+                        int64_t v[JA_R_NCOLS], char **last_key, int *retry, char state[6], fb_err *err) {
     const ev_archive_due *a = &ctx->ev->u.archive;
     PGresult *r = NULL, *cr = NULL;
     fb_code rc = FB_OK;
+    char begin[64];
     *retry = 0;
     *last_key = NULL;
-    if ((rc = pgx_exec(c, a->dry_run ? "BEGIN READ ONLY" : "BEGIN", "starting an archive batch", err))) goto out;
-    if (!(r = ja_exec(c, sql, nparams, types, prm, PGRES_TUPLES_OK, what, retry, err))) {
+    state[0] = 0;
+    if (fast)
+        snprintf(begin, sizeof begin, "BEGIN; SET LOCAL lock_timeout = %d", JA_FAST_LOCK_MS);
+    else
+        snprintf(begin, sizeof begin, "%s", a->dry_run ? "BEGIN READ ONLY" : "BEGIN");
+    if ((rc = pgx_exec(c, begin, "starting an archive batch", err))) goto out;
+    if (!(r = ja_exec(c, sql, nparams, types, prm, PGRES_TUPLES_OK, what, retry, state, err))) {
         rc = err->code;
         goto out;
     }
@@ -300,7 +313,8 @@ static fb_code ja_batch(PGconn *c, const job_ctx *ctx, const char *sql, int npar
      * COMMIT flushes nothing: it is never counted as synchronous. */
     *synced = !a->dry_run && v[JA_R_SEEN] > 0 && (sync || v[JA_R_SEEN] < want);
     if (*synced && (rc = pgx_exec(c, "SET LOCAL synchronous_commit = on", what, err))) goto out;
-    if (!(cr = ja_exec(c, a->dry_run ? "ROLLBACK" : "COMMIT", 0, NULL, NULL, PGRES_COMMAND_OK, what, retry, err)))
+    if (!(cr = ja_exec(c, a->dry_run ? "ROLLBACK" : "COMMIT", 0, NULL, NULL, PGRES_COMMAND_OK, what, retry, state,
+                       err)))
         rc = err->code;
 out:
     if (rc != FB_OK) {
@@ -357,6 +371,8 @@ typedef struct ja_job {
     PGconn *c;
     ja_plan plan;
     fb_sbuf sql, sql_first;  /* the batch statement, after a key and for the first batch */
+    fb_sbuf fast, fast_first; /* the fast statement (ja_sql_fast), when the table fits it */
+    int careful;           /* 1: every batch runs sql / sql_first (no fast statement, or it fell back) */
     ja_params q;
     char *last_key;        /* where the next batch starts (NULL: the first) */
     ja_counts k;
@@ -377,6 +393,12 @@ static fb_code ja_start(ja_job *j, fb_err *err) {
         (rc = ja_plan_build(j->c, ctx->ev, &j->plan, err)) ||
         (rc = ja_sql_batch(&j->plan, j->a->dry_run, 1, &j->sql_first, err)) ||
         (rc = ja_sql_batch(&j->plan, j->a->dry_run, 0, &j->sql, err)))
+        return rc;
+    /* A table nothing references (no CASCADE, no reference to check) is archived with the fast statement until a
+     * batch meets a row another session holds or an ArchivedRecord that exists (ja_fast_fell_back). */
+    j->careful = j->a->dry_run || !ja_sql_fast_fits(&j->plan);
+    if (!j->careful && ((rc = ja_sql_fast(&j->plan, 1, &j->fast_first, err)) ||
+                        (rc = ja_sql_fast(&j->plan, 0, &j->fast, err))))
         return rc;
     /* Batches commit asynchronously: a COMMIT does not wait for its WAL to reach disk, so the job's commits do not
      * queue with the live load's for the disk (the WAL writer flushes them in the background, within 3 x
@@ -451,6 +473,20 @@ static void ja_count_batch(ja_job *j, const int64_t v[JA_R_NCOLS], int synced) {
              k->batches, v[JA_R_SEEN], v[JA_R_ARCHIVED], v[JA_R_CASCADED]);
 }
 
+/* After the fast statement failed (rolled back, nothing changed): 1 when the failure may be one the batch
+ * statement handles by skipping and counting, a row held by another session (lock_timeout of the fast batch, 55P03:
+ * another archive job's batch or the ERP holds it; or a table lock) or an ArchivedRecord with the same key (23505 on
+ * _uniq; any other unique violation fails the general statement too, and the job with it, as before). The job then
+ * runs this batch, and every later one, with the batch statement: at most one batch's work is spent twice per job,
+ * and two jobs on one table never wait for each other more than JA_FAST_LOCK_MS. */
+static int ja_fast_fell_back(ja_job *j, const char *state, const fb_err *err) {
+    if (strcmp(state, "55P03") != 0 && strcmp(state, "23505") != 0) return 0;
+    j->careful = 1;
+    FB_INFO("job=%s a batch met a row held by another session or already archived (%s); the job goes on with the "
+            "statement that skips and counts such rows", j->ctx->ev->job_id, err->msg);
+    return 1;
+}
+
 /* Batches until none is due, max-rows is reached, the job is aborted or a batch fails for good. Between batches:
  * progress (after a synchronous COMMIT, at most every JA_PROGRESS_MS) and the throttle. */
 static fb_code ja_batches(ja_job *j, fb_err *err) {
@@ -473,12 +509,15 @@ static fb_code ja_batches(ja_job *j, fb_err *err) {
         ja_params_batch(&j->q, j->last_key, want);
         int64_t v[JA_R_NCOLS] = {0};
         char *next_key = NULL;
-        int retry = 0, synced = 0;
+        int retry = 0, synced = 0, fast = !j->careful;
+        char state[6];
         int64_t t_batch = ja_now_ms();
         int report = reported == 0 || t_batch - reported >= JA_PROGRESS_MS ||
                      (a->max_rows.has && j->k.done + want >= a->max_rows.v);
-        fb_code rc = ja_batch(j->c, ctx, j->last_key ? j->sql.p : j->sql_first.p, (int)j->q.n, j->q.types, j->q.prm,
-                              want, report, &synced, j->what, v, &next_key, &retry, err);
+        const fb_sbuf *sql = fast ? (j->last_key ? &j->fast : &j->fast_first) : (j->last_key ? &j->sql : &j->sql_first);
+        fb_code rc = ja_batch(j->c, ctx, sql->p, fast, (int)j->q.n, j->q.types, j->q.prm, want, report, &synced,
+                              j->what, v, &next_key, &retry, state, err);
+        if (rc != FB_OK && rc != FB_ERR_ABORTED && fast && ja_fast_fell_back(j, state, err)) continue;
         if (rc != FB_OK && ja_retry_batch(j, retry, &fails, err)) continue;
         if (rc != FB_OK) return retry ? FB_ERR_TRANSIENT : rc;
         fails = 0;
@@ -546,6 +585,8 @@ out:
     free(j.last_key);
     fb_sbuf_free(&j.sql);
     fb_sbuf_free(&j.sql_first);
+    fb_sbuf_free(&j.fast);
+    fb_sbuf_free(&j.fast_first);
     ja_plan_free(&j.plan);
     if (j.c) PQfinish(j.c);
     return rc;

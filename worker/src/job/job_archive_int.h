@@ -49,6 +49,7 @@ typedef struct ja_node {
     int parent;   /* -1 for the root */
     int depth;
     int dup;      /* another node has the same table (a diamond): archive rows DISTINCT */
+    int partitioned; /* the root only: a partitioned table (its partitions' ctids overlap) */
     ja_edge *edges;
     size_t n_edges, cap_edges;
 } ja_node;
@@ -92,6 +93,16 @@ void ja_params_free(ja_params *q);
 fb_code ja_sql_batch(const ja_plan *plan, int dry, int first, fb_sbuf *out, fb_err *err);
 enum { JA_R_SEEN, JA_R_PROT, JA_R_REF, JA_R_CONF, JA_R_ARCHIVED, JA_R_CASCADED, JA_R_INSERTED, JA_R_NULLED,
        JA_R_LASTKEY, JA_R_NCOLS };
+
+/* The fast statement of one batch, for a plain table nothing references (ja_sql_fast_fits: one node, no edges, not
+ * partitioned: its DELETE by ctid must name one row; never for a dry run): same parameters and result row as ja_sql_batch, but no row lock before the DELETE (the DELETE
+ * takes it) and no conflict probe (the unique index of ArchivedRecord refuses a conflict). So it never skips
+ * a row another session holds and never counts a conflict: it fails instead, and the job must then run the batch
+ * again with ja_sql_batch, which skips and counts. The batch transaction sets lock_timeout to JA_FAST_LOCK_MS so
+ * that a held row makes it fail at once rather than wait (ja_fast_fell_back in job_archive.c decides). */
+#define JA_FAST_LOCK_MS 1
+int ja_sql_fast_fits(const ja_plan *plan);
+fb_code ja_sql_fast(const ja_plan *plan, int first, fb_sbuf *out, fb_err *err);
 
 /* Session settings every archive / unarchive connection uses (pinned output formats, timeouts, planner settings: see ja_session_setup). */
 fb_code ja_session_setup(PGconn *c, long long lock_timeout_ms, long long statement_timeout_ms, fb_err *err);

@@ -36,7 +36,7 @@ static void ja_copy(char *dst, size_t cap, const char *src) {
 
 /* The oid of schema.table as text in oid_out, or FB_ERR_NOTFOUND. role says what the table is for the message. */
 static fb_code ja_table_oid(PGconn *c, const char *schema, const char *table, const char *role, unsigned int *oid,
-                            fb_err *err) {
+                            int *partitioned, fb_err *err) {
     const char *p[2] = {schema, table};
     PGresult *r = ja_query(c,
                            "SELECT c.oid, c.relkind FROM pg_catalog.pg_class c "
@@ -55,6 +55,7 @@ static fb_code ja_table_oid(PGconn *c, const char *schema, const char *table, co
                         role, schema, table, PQgetvalue(r, 0, 1));
     } else {
         *oid = (unsigned int)strtoul(PQgetvalue(r, 0, 0), NULL, 10);
+        if (partitioned) *partitioned = strcmp(PQgetvalue(r, 0, 1), "p") == 0;
     }
     PQclear(r);
     return rc;
@@ -286,7 +287,7 @@ static fb_code ja_add_relation(PGconn *c, const ev_archive_due *a, ja_plan *plan
              node->table);
     unsigned int child_oid = 0;
     fb_code rc;
-    if ((rc = ja_table_oid(c, rel->table.schema, rel->table.name, "referencing", &child_oid, err)) ||
+    if ((rc = ja_table_oid(c, rel->table.schema, rel->table.name, "referencing", &child_oid, NULL, err)) ||
         (rc = ja_column(c, child_oid, rel->table.schema, rel->table.name, rel->column, "foreign-key", NULL, 0, err)) ||
         (rel->to_column &&
          (rc = ja_column(c, node->oid, node->schema, node->table, rel->to_column, "referenced", NULL, 0, err)))) {
@@ -362,11 +363,11 @@ fb_code ja_plan_build(PGconn *c, const ev_event *ev, ja_plan *plan, fb_err *err)
     ja_copy(root->model_name, sizeof root->model_name, a->model_name);
     ja_copy(plan->ts_column, sizeof plan->ts_column, a->timestamp_column);
 
-    if ((rc = ja_table_oid(c, "public", JOB_ARCHIVE_TABLE, "ArchivedRecord", &ar_oid, err))) {
+    if ((rc = ja_table_oid(c, "public", JOB_ARCHIVE_TABLE, "ArchivedRecord", &ar_oid, NULL, err))) {
         fb_err_prefix(err, "the Django app backup_archive is not migrated here: ");
         goto out;
     }
-    if ((rc = ja_table_oid(c, root->schema, root->table, "archived", &root->oid, err)) ||
+    if ((rc = ja_table_oid(c, root->schema, root->table, "archived", &root->oid, &root->partitioned, err)) ||
         (rc = ja_column(c, root->oid, root->schema, root->table, a->pk_column, "primary-key", NULL, 0, err)) ||
         (rc = ja_column(c, root->oid, root->schema, root->table, a->timestamp_column, "timestamp", tstype,
                         sizeof tstype, err)) ||

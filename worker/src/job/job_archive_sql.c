@@ -12,6 +12,10 @@
  *   sJ    UPDATE ... SET col = NULL / DEFAULT of rows referencing deleted rows through SET_NULL / SET_DEFAULT
  * and one result row of counters. The dry-run variant takes no locks and replaces every write by a SELECT of the
  * same rows, so it counts exactly what a real batch would do at that moment.
+ * The fast statement (ja_sql_fast) is the same batch for a table nothing references, with the per-row work the
+ * general shape needs only for references left out: no FOR UPDATE (the DELETE locks the rows it deletes), no
+ * conflict probe (the unique index refuses a conflict), the rows from the DELETE's RETURNING rather than carried
+ * through three CTEs; the job falls back to ja_sql_batch when it fails for a held row or a conflict.
  * Every name is quoted here; every value is a parameter (see JA_P_* in job_archive_int.h).
  */
 #include "job/job_archive_int.h"
@@ -269,6 +273,63 @@ fb_code ja_sql_batch(const ja_plan *p, int dry, int first, fb_sbuf *b, fb_err *e
     ja_sql_deletes(b, p, dry);
     ja_sql_counters(b, p, ja_sql_set(b, p, dry));
     if (b->oom) return fb_err_set(err, FB_ERR_NOMEM, "out of memory writing the archive statement");
+    return FB_OK;
+}
+
+int ja_sql_fast_fits(const ja_plan *p) {
+    return p->n_nodes == 1 && p->nodes[0].n_edges == 0 && !p->nodes[0].partitioned;
+}
+
+/* The fast statement (see job_archive_int.h for when it may run and what makes it fall back):
+ *   cand  the batch's ctids and keys, no row lock;
+ *   d0    DELETE by ctid of those still due, RETURNING the rows: the DELETE takes the row locks itself;
+ *   ins   one ArchivedRecord per row d0 returned, so archived and deleted are the same rows by construction;
+ * and the counters in the order of JA_R_* (nothing can be protected or referenced: the table has no edges; a
+ * conflict is a unique violation of _uniq, never a count). */
+fb_code ja_sql_fast(const ja_plan *p, int first, fb_sbuf *b, fb_err *err) {
+    if (!ja_sql_fast_fits(p))
+        return fb_err_set(err, FB_ERR_INTERNAL, "archive plan: the fast batch statement needs a table nothing references");
+    const ja_node *root = &p->nodes[0];
+    fb_sbuf due = {0};
+    fb_sbuf_printf(&due, "t.");
+    pgx_sb_ident(&due, p->ts_column);
+    fb_sbuf_printf(&due, " < (timestamptz 'epoch' + $1::bigint * interval '1 millisecond')");
+    fb_sbuf_printf(b, "WITH cand AS MATERIALIZED (SELECT t.ctid AS ctid_, t.");
+    pgx_sb_ident(b, root->pk);
+    fb_sbuf_printf(b, " AS pk_ FROM ");
+    pgx_sb_qualified(b, root->schema, root->table);
+    fb_sbuf_printf(b, " t WHERE %s", due.p ? due.p : "");
+    if (first) {
+        fb_sbuf_printf(b, " AND $2::boolean");
+    } else {
+        fb_sbuf_printf(b, " AND NOT $2::boolean AND t.");
+        pgx_sb_ident(b, root->pk);
+        fb_sbuf_printf(b, " > $3");
+    }
+    fb_sbuf_printf(b, " ORDER BY t.");
+    pgx_sb_ident(b, root->pk);
+    fb_sbuf_printf(b, " LIMIT $4::bigint),\nd0 AS (DELETE FROM ");
+    pgx_sb_qualified(b, root->schema, root->table);
+    /* Still due, said again: a row updated after the statement's snapshot is rechecked on its newest version
+     * (EvalPlanQual), and a TID scan's recheck does not look at the TID list (nodeTidscan.c, TidRecheck), only at
+     * the other conditions. So a newest version that is still due is deleted and archived as it is now (RETURNING
+     * gives that version), one that is no longer due stays; a row deleted meanwhile is not returned at all. */
+    fb_sbuf_printf(b, " t WHERE t.ctid = ANY (ARRAY(SELECT ctid_ FROM cand)) AND %s RETURNING t AS r_, t.",
+                   due.p ? due.p : "");
+    pgx_sb_ident(b, root->pk);
+    fb_sbuf_printf(b, " AS pk_),\nins AS (INSERT INTO ");
+    pgx_sb_qualified(b, "public", JOB_ARCHIVE_TABLE);
+    fb_sbuf_printf(b, " (module, model_name, original_id, data, archived_at, archived_by_id, job_id) SELECT $%d::text, "
+                      "$%d::text, d0.pk_::text, json_build_object('v', 1, 'table', json_build_array($%d::text, "
+                      "$%d::text), 'pk', $%d::text, 'row', row_to_json(d0.r_))::text, now(), $5::integer, $6::uuid "
+                      "FROM d0 RETURNING 1)\n",
+                   ja_param(0, 0), ja_param(0, 1), ja_param(0, 2), ja_param(0, 3), ja_param(0, 4));
+    fb_sbuf_printf(b, "SELECT (SELECT count(*) FROM cand), 0, 0, 0, (SELECT count(*) FROM d0), 0, "
+                      "(SELECT count(*) FROM ins), 0, (SELECT cand.pk_::text AS last_ FROM cand ORDER BY cand.pk_ "
+                      "DESC LIMIT 1)");
+    int oom = due.oom || b->oom;
+    fb_sbuf_free(&due);
+    if (oom) return fb_err_set(err, FB_ERR_NOMEM, "out of memory writing the archive statement");
     return FB_OK;
 }
 
