@@ -132,7 +132,10 @@ static void ja_sql_refs_in(fb_sbuf *b, const ja_edge *e, const char *x, size_t p
 static void ja_sql_cand(fb_sbuf *b, const ja_plan *p, int dry, int first) {
     const ja_node *root = &p->nodes[0];
     int seq = 0;
-    fb_sbuf_printf(b, "WITH cand AS MATERIALIZED (SELECT t.ctid AS ctid_, t AS r_, t.");
+    /* A partitioned root's rows are named by (tableoid, ctid): ctids repeat across its partitions. */
+    const char *toid = root->partitioned ? "toid_, " : "";
+    fb_sbuf_printf(b, "WITH cand AS MATERIALIZED (SELECT %st.ctid AS ctid_, t AS r_, t.",
+                   root->partitioned ? "t.tableoid AS toid_, " : "");
     pgx_sb_ident(b, root->pk);
     fb_sbuf_printf(b, " AS pk_ FROM ");
     pgx_sb_qualified(b, root->schema, root->table);
@@ -151,14 +154,14 @@ static void ja_sql_cand(fb_sbuf *b, const ja_plan *p, int dry, int first) {
     fb_sbuf_printf(b, " ORDER BY t.");
     pgx_sb_ident(b, root->pk);
     fb_sbuf_printf(b, " LIMIT $4::bigint%s),\n", dry ? "" : " FOR UPDATE OF t SKIP LOCKED");
-    fb_sbuf_printf(b, "flags AS MATERIALIZED (SELECT c.ctid_, c.r_, c.pk_, ");
+    fb_sbuf_printf(b, "flags AS MATERIALIZED (SELECT %sc.ctid_, c.r_, c.pk_, ", root->partitioned ? "c.toid_, " : "");
     ja_sql_flag(b, p, 0, "(c.r_)", "c.ctid_", JA_FLAG_PROT, &seq);
     fb_sbuf_printf(b, " AS prot_, ");
     ja_sql_flag(b, p, 0, "(c.r_)", "c.ctid_", JA_FLAG_REF, &seq);
     fb_sbuf_printf(b, " AS ref_, ");
     ja_sql_flag(b, p, 0, "(c.r_)", "c.ctid_", JA_FLAG_CONF, &seq);
     fb_sbuf_printf(b, " AS conf_ FROM cand c),\n");
-    fb_sbuf_printf(b, "n0 AS MATERIALIZED (SELECT ctid_, r_, pk_ FROM flags WHERE NOT (prot_ OR ref_ OR conf_))");
+    fb_sbuf_printf(b, "n0 AS MATERIALIZED (SELECT %sctid_, r_, pk_ FROM flags WHERE NOT (prot_ OR ref_ OR conf_))", toid);
 }
 
 /* nK: CASCADE descendants (nodes are numbered parents first). */
@@ -215,7 +218,13 @@ static void ja_sql_deletes(fb_sbuf *b, const ja_plan *p, int dry) {
         }
         fb_sbuf_printf(b, ",\nd%zu AS (DELETE FROM ", k);
         pgx_sb_qualified(b, p->nodes[k].schema, p->nodes[k].table);
-        fb_sbuf_printf(b, " t WHERE t.ctid = ANY (ARRAY(SELECT ctid_ FROM n%zu)) RETURNING 1)", k);
+        fb_sbuf_printf(b, " t WHERE t.ctid = ANY (ARRAY(SELECT ctid_ FROM n%zu))", k);
+        /* The TID scan of each partition finds every partition's row with that ctid; the pair picks ours. A
+         * partitioned descendant (nK, k > 0) is not told apart here: the batch's deleted = archived check then
+         * rolls it back, and nothing is lost. */
+        if (k == 0 && p->nodes[0].partitioned)
+            fb_sbuf_printf(b, " AND (t.tableoid, t.ctid) = ANY (ARRAY(SELECT (toid_, ctid_) FROM n0))");
+        fb_sbuf_printf(b, " RETURNING 1)");
     }
 }
 
