@@ -127,6 +127,32 @@ static void ja_sql_refs_in(fb_sbuf *b, const ja_edge *e, const char *x, size_t p
  * and n0 (the root rows that may move); nK (their CASCADE descendants); ins (the ArchivedRecords); dK (the
  * deletes); sJ (SET NULL / SET DEFAULT of the rows that reference them); then the counters ja_batch reads. */
 
+/* "t.<timestamp column> < the cutoff": a row of the root is due. */
+static void ja_sql_due(fb_sbuf *b, const ja_plan *p) {
+    fb_sbuf_printf(b, "t.");
+    pgx_sb_ident(b, p->ts_column);
+    fb_sbuf_printf(b, " < (timestamptz 'epoch' + $1::bigint * interval '1 millisecond')");
+}
+
+/* " t WHERE <due> AND <keyset> ORDER BY pk LIMIT $4": the root's next batch of due rows, for both statements.
+ * Keyset: a plain `pk > $3` (no OR) so the index scan starts after the previous batch instead of walking the
+ * dead index entries of every row already moved. */
+static void ja_sql_page(fb_sbuf *b, const ja_plan *p, int first) {
+    const ja_node *root = &p->nodes[0];
+    fb_sbuf_printf(b, " t WHERE ");
+    ja_sql_due(b, p);
+    if (first) {
+        fb_sbuf_printf(b, " AND $2::boolean");
+    } else {
+        fb_sbuf_printf(b, " AND NOT $2::boolean AND t.");
+        pgx_sb_ident(b, root->pk);
+        fb_sbuf_printf(b, " > $3");
+    }
+    fb_sbuf_printf(b, " ORDER BY t.");
+    pgx_sb_ident(b, root->pk);
+    fb_sbuf_printf(b, " LIMIT $4::bigint");
+}
+
 /* cand: the batch, locked. The flags are computed in a second CTE over cand's few rows: computed here, below
  * the LIMIT, the planner would cost them for every due row and may hash all ArchivedRecords of the model. */
 static void ja_sql_cand(fb_sbuf *b, const ja_plan *p, int dry, int first) {
@@ -139,21 +165,8 @@ static void ja_sql_cand(fb_sbuf *b, const ja_plan *p, int dry, int first) {
     pgx_sb_ident(b, root->pk);
     fb_sbuf_printf(b, " AS pk_ FROM ");
     pgx_sb_qualified(b, root->schema, root->table);
-    fb_sbuf_printf(b, " t WHERE t.");
-    pgx_sb_ident(b, p->ts_column);
-    fb_sbuf_printf(b, " < (timestamptz 'epoch' + $1::bigint * interval '1 millisecond')");
-    /* Keyset: a plain `pk > $3` (no OR) so the index scan starts after the previous batch instead of walking
-     * the dead index entries of every row already moved. */
-    if (first) {
-        fb_sbuf_printf(b, " AND $2::boolean");
-    } else {
-        fb_sbuf_printf(b, " AND NOT $2::boolean AND t.");
-        pgx_sb_ident(b, root->pk);
-        fb_sbuf_printf(b, " > $3");
-    }
-    fb_sbuf_printf(b, " ORDER BY t.");
-    pgx_sb_ident(b, root->pk);
-    fb_sbuf_printf(b, " LIMIT $4::bigint%s),\n", dry ? "" : " FOR UPDATE OF t SKIP LOCKED");
+    ja_sql_page(b, p, first);
+    fb_sbuf_printf(b, "%s),\n", dry ? "" : " FOR UPDATE OF t SKIP LOCKED");
     fb_sbuf_printf(b, "flags AS MATERIALIZED (SELECT %sc.ctid_, c.r_, c.pk_, ", root->partitioned ? "c.toid_, " : "");
     ja_sql_flag(b, p, 0, "(c.r_)", "c.ctid_", JA_FLAG_PROT, &seq);
     fb_sbuf_printf(b, " AS prot_, ");
@@ -299,32 +312,20 @@ fb_code ja_sql_fast(const ja_plan *p, int first, fb_sbuf *b, fb_err *err) {
     if (!ja_sql_fast_fits(p))
         return fb_err_set(err, FB_ERR_INTERNAL, "archive plan: the fast batch statement needs a table nothing references");
     const ja_node *root = &p->nodes[0];
-    fb_sbuf due = {0};
-    fb_sbuf_printf(&due, "t.");
-    pgx_sb_ident(&due, p->ts_column);
-    fb_sbuf_printf(&due, " < (timestamptz 'epoch' + $1::bigint * interval '1 millisecond')");
     fb_sbuf_printf(b, "WITH cand AS MATERIALIZED (SELECT t.ctid AS ctid_, t.");
     pgx_sb_ident(b, root->pk);
     fb_sbuf_printf(b, " AS pk_ FROM ");
     pgx_sb_qualified(b, root->schema, root->table);
-    fb_sbuf_printf(b, " t WHERE %s", due.p ? due.p : "");
-    if (first) {
-        fb_sbuf_printf(b, " AND $2::boolean");
-    } else {
-        fb_sbuf_printf(b, " AND NOT $2::boolean AND t.");
-        pgx_sb_ident(b, root->pk);
-        fb_sbuf_printf(b, " > $3");
-    }
-    fb_sbuf_printf(b, " ORDER BY t.");
-    pgx_sb_ident(b, root->pk);
-    fb_sbuf_printf(b, " LIMIT $4::bigint),\nd0 AS (DELETE FROM ");
+    ja_sql_page(b, p, first);
+    fb_sbuf_printf(b, "),\nd0 AS (DELETE FROM ");
     pgx_sb_qualified(b, root->schema, root->table);
     /* Still due, said again: a row updated after the statement's snapshot is rechecked on its newest version
      * (EvalPlanQual), and a TID scan's recheck does not look at the TID list (nodeTidscan.c, TidRecheck), only at
      * the other conditions. So a newest version that is still due is deleted and archived as it is now (RETURNING
      * gives that version), one that is no longer due stays; a row deleted meanwhile is not returned at all. */
-    fb_sbuf_printf(b, " t WHERE t.ctid = ANY (ARRAY(SELECT ctid_ FROM cand)) AND %s RETURNING t AS r_, t.",
-                   due.p ? due.p : "");
+    fb_sbuf_printf(b, " t WHERE t.ctid = ANY (ARRAY(SELECT ctid_ FROM cand)) AND ");
+    ja_sql_due(b, p);
+    fb_sbuf_printf(b, " RETURNING t AS r_, t.");
     pgx_sb_ident(b, root->pk);
     fb_sbuf_printf(b, " AS pk_),\nins AS (INSERT INTO ");
     pgx_sb_qualified(b, "public", JOB_ARCHIVE_TABLE);
@@ -336,9 +337,7 @@ fb_code ja_sql_fast(const ja_plan *p, int first, fb_sbuf *b, fb_err *err) {
     fb_sbuf_printf(b, "SELECT (SELECT count(*) FROM cand), 0, 0, 0, (SELECT count(*) FROM d0), 0, "
                       "(SELECT count(*) FROM ins), 0, (SELECT cand.pk_::text AS last_ FROM cand ORDER BY cand.pk_ "
                       "DESC LIMIT 1)");
-    int oom = due.oom || b->oom;
-    fb_sbuf_free(&due);
-    if (oom) return fb_err_set(err, FB_ERR_NOMEM, "out of memory writing the archive statement");
+    if (b->oom) return fb_err_set(err, FB_ERR_NOMEM, "out of memory writing the archive statement");
     return FB_OK;
 }
 
