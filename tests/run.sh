@@ -77,22 +77,24 @@ run_step "fuzz the chain index parser (${FB_FUZZ_SECONDS:-60} s)" fuzz_index
 
 PY="$FB_VENV/bin/python"
 # The integration tests mostly wait (on the broker, on workers, on PostgreSQL), so two run at once (pytest-xdist):
-# each has its own database, topic prefix and consumer group. The one test that crashes and restarts the local
-# PostgreSQL in the middle (FB_TEST_RESTART_PG=1) runs alone afterwards, when nothing else is using the server;
+# each has its own database, topic prefix and consumer group. The tests that crash and restart the local
+# PostgreSQL in the middle (FB_TEST_RESTART_PG=1) run alone afterwards, when nothing else is using the server;
 # set FB_TEST_RESTART_PG=0 while sharing the server with other work.
 # The same for the two tests that kill (SIGKILL) or freeze (SIGSTOP) the shared S3 server mid-upload: beside
 # them, any other test's S3 request fails, so they run alone afterwards too.
-CRASH_TEST="tests/integration/test_incremental.py::test_full_incrementals_differential_each_restore_exactly"
+CRASH_TESTS=("tests/integration/test_incremental.py::test_full_incrementals_differential_each_restore_exactly"
+             "tests/integration/test_pitr_load.py")
 S3_KILL_TESTS=("tests/integration/test_s3.py::test_server_killed_mid_upload_leaves_nothing_that_looks_complete"
                "tests/integration/test_s3.py::test_a_stalled_server_is_retried_and_the_backup_completes")
 run_step "Python codec, deploy manifests and integration tests (pytest, 2 at a time)" \
   env FB_TEST_RESTART_PG=0 "$PY" -m pytest -q -p no:cacheprovider -n "${FB_TEST_PARALLEL:-2}" --durations=10 \
-  --deselect "$CRASH_TEST" --deselect "${S3_KILL_TESTS[0]}" --deselect "${S3_KILL_TESTS[1]}" \
+  --deselect "${CRASH_TESTS[0]}" --deselect "${CRASH_TESTS[1]}" \
+  --deselect "${S3_KILL_TESTS[0]}" --deselect "${S3_KILL_TESTS[1]}" \
   tests/python tests/deploy tests/integration
 run_step "integration tests that kill or freeze the S3 server (pytest, alone)" \
   env FB_TEST_RESTART_PG=0 "$PY" -m pytest -q -p no:cacheprovider "${S3_KILL_TESTS[@]}"
-run_step "integration test with a PostgreSQL crash in the middle (pytest, alone)" \
-  env FB_TEST_RESTART_PG="${FB_TEST_RESTART_PG:-1}" "$PY" -m pytest -q -p no:cacheprovider "$CRASH_TEST"
+run_step "integration tests with a PostgreSQL crash in the middle (pytest, alone)" \
+  env FB_TEST_RESTART_PG="${FB_TEST_RESTART_PG:-1}" "$PY" -m pytest -q -p no:cacheprovider "${CRASH_TESTS[@]}"
 if [ -d producer/tests ]; then
   # A test database of this run's own, so a concurrent run on the same server cannot pull it away.
   run_step "Django app, newest Django (pytest)" bash -c "cd producer && FB_DJANGO_TEST_DB=test_fbp_$$_new '$PY' -m pytest -q -p no:cacheprovider tests"
