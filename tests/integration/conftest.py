@@ -315,15 +315,19 @@ def topic_prefix(brokers: str) -> str:
 WORKER_ROLE = os.environ.get("FB_TEST_WORKER_ROLE", "fb_test_worker")
 
 
-def as_worker_role(conninfo: str) -> str:
+def as_worker_role(conninfo: str, capture: bool = False) -> str:
     """Applies deploy/sql/roles.sql to conninfo's database (idempotent) and returns a conninfo that logs in as the
-    worker role. A database that cannot be reached (tests of a database that is down) is returned as it is."""
+    worker role. A database that cannot be reached (tests of a database that is down) is returned as it is.
+    capture: the role of workers that capture (roles.sql -v capture=on: WITH REPLICATION). It is a role of its own
+    (WORKER_ROLE_capture) because REPLICATION is cluster-wide and roles.sql resets it without capture=on: one role
+    for both would lose it whenever a test running beside a capturing one starts its workers."""
     if not WORKER_ROLE:
         return conninfo
+    role = f"{WORKER_ROLE}_capture" if capture else WORKER_ROLE
     for _ in range(5):
-        r = subprocess.run([str(PG_BIN / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-v",
-                            f"worker_role={WORKER_ROLE}", "-d", conninfo, "-f", str(REPO / "deploy/sql/roles.sql")],
-                           capture_output=True, text=True)
+        r = subprocess.run([str(PG_BIN / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", f"worker_role={role}",
+                            *(("-v", "capture=on") if capture else ()), "-d", conninfo, "-f",
+                            str(REPO / "deploy/sql/roles.sql")], capture_output=True, text=True)
         # Tests run in parallel (pytest -n): two sessions creating or altering the one role at once collide in
         # pg_authid ("tuple concurrently updated", a duplicate key); the file is idempotent, so run it again.
         if r.returncode == 0 or not ("concurrently" in r.stderr or "duplicate key" in r.stderr):
@@ -332,7 +336,7 @@ def as_worker_role(conninfo: str) -> str:
         if "could not connect" in r.stderr or "Connection refused" in r.stderr or "does not exist" in r.stderr:
             return conninfo
         raise AssertionError(f"deploy/sql/roles.sql failed on {conninfo}: {r.stderr}")
-    return f"{conninfo} user={WORKER_ROLE}"
+    return f"{conninfo} user={role}"
 
 
 class Workers:
@@ -346,7 +350,8 @@ class Workers:
               secret_key: Path | None = None, role: str = "all", group: str | None = None,
               extra: tuple[str, ...] = (), env: dict | None = None) -> subprocess.Popen:
         args = [self.bin.worker, *kafka_worker_args("recorder" if role == "recorder" else "worker"),
-                "--brokers", self.brokers, "--pg", as_worker_role(pg), "--topic-prefix", self.prefix,
+                "--brokers", self.brokers, "--pg", as_worker_role(pg, "--capture-databases" in extra),
+                "--topic-prefix", self.prefix,
                 "--group-id", group or f"g-{self.prefix}", "--role", role, "--worker-name",
                 f"w{len(self.procs)}", "--retry-backoff-ms", "200", "--progress-interval-ms", "500"]
         if storage_root:

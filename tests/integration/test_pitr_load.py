@@ -116,7 +116,7 @@ def _connect(ci: str):
     return conn
 
 
-def query(ci: str, sql: str, args=()) -> list[tuple]:
+def query(ci: str, sql: str, args=None) -> list[tuple]:
     conn = wait_for(lambda: _connect(ci), timeout=60, what="a connection")
     try:
         with conn.cursor() as cur:
@@ -402,8 +402,9 @@ class Deployment:
 
     def capture(self, slot: str) -> Capture:
         """The `capture` command's view of slot's chain (capture --list), for waiting and listing only."""
-        return Capture(self.bin, self.ci, slot, self.root, self.keypair, self.signing_keys,
-                       self.tmp / f"list-{slot}.log", path=FOLDER)
+        log = self.tmp / f"list-{slot}.log"
+        log.touch()  # Capture reports its log on a failure; nothing writes it here
+        return Capture(self.bin, self.ci, slot, self.root, self.keypair, self.signing_keys, log, path=FOLDER)
 
     def log(self) -> str:
         return "".join(self.workers.log(p) for p in self.workers.procs)
@@ -533,7 +534,7 @@ def test_restore_until_each_moment_under_load_across_kill_restarts_and_migration
         load.wait_commits(STEP // 2, "after the last moment")
         load.stop()
         event("writers stopped")
-        (xid,), = query(ci, "INSERT INTO txlog VALUES (-1, -1, 'marker') RETURNING txid_current() % (1 << 32)")
+        (xid,), = query(ci, "INSERT INTO txlog VALUES (-1, -1, 'marker') RETURNING txid_current() % 4294967296")
         dep.capture(dep.slot).wait_durable(xid, DURABLE_WAIT_S)
         event("chain 2 durable past the last moment")
     finally:
