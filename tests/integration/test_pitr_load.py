@@ -145,8 +145,7 @@ class Gate:
 
     def __init__(self, writers: int):
         self.cond = threading.Condition()
-        self.writers, self.waiting, self.closed = writers, 0, False
-        self.hold = False
+        self.writers, self.waiting, self.hold = writers, 0, False
 
     def checkpoint(self) -> None:  # a writer, between transactions
         with self.cond:
@@ -182,7 +181,7 @@ class Writer(threading.Thread):
         self.stop = threading.Event()
         self.committed: list[int] = []
         self.lock = threading.Lock()
-        self.n, self.in_doubt, self.conn = 0, None, None
+        self.n, self.in_doubt, self.in_doubt_op, self.conn = 0, None, None, None
         self.errors = 0           # transactions that failed (a restart, a terminated session)
         self.error: BaseException | None = None
 
@@ -226,15 +225,13 @@ class Writer(threading.Thread):
             return False
         assert n in (0, 1), f"txlog holds id {self.in_doubt} {n} times in the source"
         if n == 1:
-            with self.lock:
-                self.committed.append(self.in_doubt)
+            self._committed(self.in_doubt, self.in_doubt_op)
         self.in_doubt = None
         return True
 
     def statements(self, n: int) -> list[tuple[str, tuple]]:
         w, k = self.w, n % 10
-        if self.flags.get("truncate") == w:
-            self.flags["truncate"] = None
+        if self.flags.get("truncate") == w:  # until one commits (_committed)
             return [("TRUNCATE items", ())]
         op = n % 8
         extra = ", extra" if self.flags.get("migrated") else ""
@@ -271,7 +268,7 @@ class Writer(threading.Thread):
                 for sql, args in stmts:
                     cur.execute(sql, args)
                 cur.execute("INSERT INTO txlog VALUES (%s, %s, %s)", (txid, self.w, op))
-                self.in_doubt = txid
+                self.in_doubt, self.in_doubt_op = txid, op
                 cur.execute("COMMIT")
         except psycopg2.Error:
             self.errors += 1
@@ -284,9 +281,14 @@ class Writer(threading.Thread):
             else:
                 self._drop()
             return
+        self._committed(txid, op)
+        self.in_doubt = None
+
+    def _committed(self, txid: int, op: str) -> None:
         with self.lock:
             self.committed.append(txid)
-        self.in_doubt = None
+        if op == "truncate":
+            self.flags["truncate"] = None
 
     def ids(self) -> list[int]:
         with self.lock:
@@ -349,9 +351,6 @@ class Load:
             w.stop.set()
         for w in self.writers:
             w.join(timeout=60)
-        self.check_errors_only()
-
-    def check_errors_only(self) -> None:
         for w in self.writers:
             assert w.error is None, f"{w.name}: {w.error!r}"
 
