@@ -426,6 +426,8 @@ def new_base_by_operator(dep: Deployment, slot: str) -> str:
     (a new base never continues an old chain's folder, cap_base.h), then the workers restarted with the new slot,
     since the daemon's capture-slot is a setting. Returns the new base's artifact. When the daemon takes the new
     base by itself (NAME=rebase), this function becomes: wait for that base and return its artifact."""
+    wait_for(lambda: "capture stopped: chain" in dep.log(), timeout=DURABLE_WAIT_S,
+             what="the capture to say the migration ended its chain")
     artifact = dep.take_base(slot)
     dep.stop_workers()
     for _ in range(WRITERS):
@@ -499,7 +501,7 @@ def test_restore_until_each_moment_under_load_across_kill_restarts_and_migration
         # The base is taken under the load; two workers capture its slot, one leads.
         load.start()
         load.wait_commits(10, "before the base")
-        dep.take_base(f"{name}")
+        dep.take_base(name)
         event("base 1 taken")
         for _ in range(WRITERS):
             dep.start_worker()
@@ -534,8 +536,6 @@ def test_restore_until_each_moment_under_load_across_kill_restarts_and_migration
         query(ci, "ALTER TABLE items ADD COLUMN extra int NOT NULL DEFAULT 7")
         load.flags["migrated"] = True
         event("migration committed")
-        wait_for(lambda: "chain ended at" in dep.log(), timeout=DURABLE_WAIT_S, what="the migration to end chain 1")
-        event("chain 1 ended")
         artifact2 = new_base_by_operator(dep, f"{name}_b2")
         event("base 2 taken, workers follow its slot")
         load.wait_commits(STEP, "after the new base")
