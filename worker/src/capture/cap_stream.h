@@ -84,6 +84,21 @@ fb_code cap_stream_next(cap_stream *s, int timeout_ms, cap_txn **out, fb_err *er
  * one does): the caller should make what it holds durable now. */
 int cap_stream_take_flush_request(cap_stream *s);
 
+/* 1 once after a heartbeat's transaction (cap_pgoutput.h, CAP_HEARTBEAT_PREFIX) committed in the stream
+ * (cap_stream_next returns at once when one does). */
+int cap_stream_take_heartbeat(cap_stream *s);
+
+/* The end LSN and server commit time of the last commit the stream decoded, kept or dropped (0, 0 before any). */
+void cap_stream_last_commit(const cap_stream *s, uint64_t *end_lsn, int64_t *commit_us);
+
+/* 1 when the server's pgoutput carries logical messages (PostgreSQL 14+), so heartbeats reach the stream. */
+int cap_stream_can_heartbeat(const cap_stream *s);
+/* Commits a heartbeat (pg_logical_emit_message(true, CAP_HEARTBEAT_PREFIX, '')) on an ordinary connection to the
+ * streamed database (opened on the first call, kept; synchronous_commit local, statement_timeout 5 s): its commit
+ * reaches the stream soon after, with the server's commit time. FB_ERR_USAGE before PostgreSQL 14; the server's
+ * error otherwise (e.g. no EXECUTE on the function). The stream must be streaming. */
+fb_code cap_stream_heartbeat(cap_stream *s, fb_err *err);
+
 /* Reports lsn as written and flushed (the slot's new confirmed position) and sends it now. Positions only move
  * forward: a smaller lsn than already confirmed is ignored. */
 fb_code cap_stream_confirm(cap_stream *s, uint64_t lsn, fb_err *err);
