@@ -34,7 +34,8 @@ struct cap_capture {
     cap_tip tip;                                   /* the durable tip (tip.to_lsn 0: none) */
     char tip_old[CAP_TIP_MAX_FILES][CAP_TIP_NAME_MAX]; /* tip files to remove once a newer one is durable */
     size_t ntip_old;
-    int64_t tip_at_ms;      /* when the last periodic tip was due and handled */
+    uint64_t mark_lsn;      /* the last commit the stream decoded (cap_stream_last_commit) ... */
+    int64_t mark_ms;        /* ... and when it arrived: the age of the newest server commit time known */
     int64_t hb_at_ms;       /* when the heartbeat now awaited was sent (0: none) */
     int hb_seen;            /* a heartbeat's commit arrived since the last one was sent */
     int hb_warned;
@@ -290,24 +291,27 @@ static int cap_capture_heartbeat(cap_capture *c) {
     return 0;
 }
 
-/* Nothing pending: a tip is due every flush_ms, or at once for a flush request. A periodic one first sends a
- * heartbeat and is written when its commit arrived (or flush_ms later without it). */
+/* Nothing pending. A flush request gets a tip at once. Otherwise, once the newest server commit time the stream
+ * brought is flush_ms old (a quiet publication), a heartbeat is sent, and the tip is written when its commit
+ * arrived (or flush_ms later without it): so the window's end lags the server's clock by at most about flush_ms,
+ * with one heartbeat and one tip per flush_ms, and none while commits keep arriving. Without heartbeats
+ * (PostgreSQL 13, no permission) a tip goes every flush_ms with the last time known. */
 static fb_code cap_capture_idle(cap_capture *c, int asked, fb_err *err) {
     if (!cap_stream_between_txns(c->s)) return FB_OK;
     int64_t now = cap_mono_ms();
     if (asked) return cap_capture_tip(c, err);
-    if (!c->hb_at_ms && now - c->tip_at_ms < c->o.flush_ms) return FB_OK;
-    if (!c->hb_at_ms) {
-        c->hb_seen = 0;
-        if (cap_capture_heartbeat(c)) {
-            c->hb_at_ms = now;
-            return FB_OK;
-        }
-    } else if (!c->hb_seen && now - c->hb_at_ms < c->o.flush_ms) {
+    if (c->hb_at_ms) {
+        if (!c->hb_seen && now - c->hb_at_ms < c->o.flush_ms) return FB_OK;
+        c->hb_at_ms = 0;
+        return cap_capture_tip(c, err);
+    }
+    if (now - c->mark_ms < c->o.flush_ms) return FB_OK;
+    c->hb_seen = 0;
+    if (cap_capture_heartbeat(c)) {
+        c->hb_at_ms = now;
         return FB_OK;
     }
-    c->hb_at_ms = 0;
-    c->tip_at_ms = now;
+    c->mark_ms = now;
     return cap_capture_tip(c, err);
 }
 
@@ -316,8 +320,8 @@ static int cap_capture_wait_ms(const cap_capture *c, int wait_ms) {
     int64_t now = cap_mono_ms(), left = wait_ms;
     if (c->npending > 0 && cap_capture_deadline(c) - now < left) left = cap_capture_deadline(c) - now;
     if (c->ask_kept && c->asked_at_ms + CAP_ASK_MIN_MS - now < left) left = c->asked_at_ms + CAP_ASK_MIN_MS - now;
-    if (c->npending == 0 && !c->hb_at_ms && c->tip_at_ms + c->o.flush_ms - now < left)
-        left = c->tip_at_ms + c->o.flush_ms - now;
+    if (c->npending == 0 && !c->hb_at_ms && c->mark_ms + c->o.flush_ms - now < left)
+        left = c->mark_ms + c->o.flush_ms - now;
     return left > 0 ? (int)left : 0;
 }
 
@@ -328,6 +332,13 @@ fb_code cap_capture_step(cap_capture *c, int wait_ms, fb_err *err) {
     if (rc != FB_OK) return rc;
     int asked = cap_capture_asked(c);
     if (cap_stream_take_heartbeat(c->s)) c->hb_seen = 1; /* taken every step: the stream would wake at once again */
+    uint64_t mark;
+    int64_t mark_us;
+    cap_stream_last_commit(c->s, &mark, &mark_us);
+    if (mark != c->mark_lsn) {
+        c->mark_lsn = mark;
+        c->mark_ms = cap_mono_ms();
+    }
     if (c->npending == 0) return cap_capture_idle(c, asked, err);
     if (!asked && cap_mono_ms() < cap_capture_deadline(c) && c->pending_bytes < c->o.flush_bytes) return FB_OK;
     rc = cap_capture_write(c, err);

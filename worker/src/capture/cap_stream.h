@@ -11,7 +11,7 @@
  * confirms a transaction's end LSN after the segment holding it is durable, never before.
  *
  * Ownership: cap_stream_open returns a stream the caller frees with cap_stream_free (NULL ok), which closes the
- * connection; transactions returned by cap_stream_next are the caller's (cap_txn_free) and point into the
+ * connection (and the heartbeat's ordinary connection, cap_stream_heartbeat, when one was opened); transactions returned by cap_stream_next are the caller's (cap_txn_free) and point into the
  * stream's relation set, so they must be freed before the stream.
  */
 #ifndef CAP_STREAM_H
