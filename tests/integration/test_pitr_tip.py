@@ -149,3 +149,48 @@ def test_quiet_database_restores_up_to_the_tip_and_a_forged_tip_extends_nothing(
     r = restore_until(bin, artifact, target, secret, conninfo_for(logical_pg, new))
     assert r.returncode != 0 and "the chain's last durable commit" in r.stderr, r.stderr
     assert not db_exists(admin, new)
+
+
+def test_a_restart_before_the_first_segment_keeps_the_chain_at_its_base(bin, pitr_db, logical_pg, storage_root,
+                                                                       keypair, signing_keys, tmp_path):
+    """A capture that streamed a quiet database (its tip confirmed the slot past the base's consistent point) and
+    restarted before its first segment still starts the chain at the base: the tip's start says where it is, so the
+    first segment joins the FULL without a gap and the window before it already reaches the tip."""
+    name, ci, slot, admin = pitr_db
+    pub, secret = keypair
+    add_config(ci, name, [])
+    base = take_base(bin, ci, slot, storage_root, pub, name)
+    artifact = base["artifact"]
+    chain = storage_root / FOLDER / "capture" / name / slot
+    cap = Capture(bin, ci, slot, storage_root, keypair, signing_keys, tmp_path / "capture.log", path=FOLDER)
+    cap.start(create=False)
+    t0 = time.monotonic()
+    while not list(chain.glob("tip-*.fbtip")):
+        assert time.monotonic() - t0 < 10 * FLUSH_S + 10, f"no tip: {cap.log.read_text()}"
+        time.sleep(0.2)
+    time.sleep(FLUSH_S + 0.5)  # a second tip, further than the first
+    assert cap.stop(signal.SIGTERM) == 0, cap.log.read_text()
+    assert not list(chain.glob("cap-*.fbcap")), "a quiet database wrote a segment"
+    with admin.cursor() as cur:
+        cur.execute("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s", (slot,))
+        confirmed = lsn(cur.fetchone()[0])
+    assert confirmed > lsn(base["capture_base"]["lsn"]), "the tip did not confirm the slot past the base"
+    [tip] = chain.glob("tip-*.fbtip")
+    assert tip.name.startswith(f"tip-{lsn(base['capture_base']['lsn']):016X}-"), tip.name
+    assert int(tip.name[21:37], 16) == confirmed, (tip.name, confirmed)  # confirmed exactly what the tip proves
+    rc, v, err = verify_chain(bin, artifact, secret)
+    assert rc == 0 and v["tip"] and v["segments"] == 0 and lsn(v["end_lsn"]) == confirmed, (err, v)
+
+    cap.start(create=False)
+    conn = psycopg2.connect(ci)
+    conn.autocommit = True
+    xid, at = commit(conn, 'INSERT INTO leave ("Note", n) VALUES (%s, 7)', ("after the restart",))
+    conn.close()
+    cap.wait_durable(xid, DURABLE_WAIT_S)
+    assert cap.stop(signal.SIGTERM) == 0, cap.log.read_text()
+    [seg] = chain.glob("cap-*.fbcap")
+    assert seg.name.startswith(f"cap-{lsn(base['capture_base']['lsn']):016X}-"), seg.name
+    new = f"{name}_r"
+    r = restore_until(bin, artifact, at, secret, conninfo_for(logical_pg, new))
+    assert r.returncode == 0, r.stderr
+    assert fingerprint(conninfo_for(logical_pg, new)) == fingerprint(ci)
