@@ -191,3 +191,42 @@ def test_a_restart_before_the_first_segment_keeps_the_chain_at_its_base(bin, pit
     assert seg.name.startswith(f"cap-{base:016X}-"), (seg.name, f"{base:016X}", "a gap after the base")
     segs, txns = cap.chain()
     assert [t["xid"] for t in txns] == [xid], txns
+
+
+def test_someone_elses_heartbeats_do_not_hold_the_window_back(bin, pitr_db, keypair, signing_keys, storage_root,
+                                                              tmp_path, monkeypatch):
+    """Anyone who may connect can commit the capture's heartbeat message. Sent without pause, they keep the newest
+    server commit time fresh, so the capture sends none of its own; it still writes a tip every capture-flush-s
+    while the position moves, so the window (and the slot's confirmed position) keeps up. (capture-flush-s 3 here:
+    well above the walsender's occasional delivery delays, which would otherwise let the capture's own heartbeat
+    do it.)"""
+    import test_capture
+    monkeypatch.setattr(test_capture, "FLUSH_S", 3)
+    flush_s = 3
+    name, ci, slot, admin = pitr_db
+    chain = storage_root / "p" / "capture" / name / slot
+    cap = Capture(bin, ci, slot, storage_root, keypair, signing_keys, tmp_path / "capture.log")
+    cap.start(create=True)
+    cap.wait_created()
+    conn = psycopg2.connect(ci)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 3 * flush_s + 1:
+            cur.execute("SELECT pg_logical_emit_message(true, 'fusion-backup.heartbeat', '')")
+            time.sleep(0.05)
+        moment = server_now(ci)
+        cur.execute("SELECT pg_current_wal_lsn()::text")
+        at = lsn(cur.fetchone()[0])
+        t1 = time.monotonic()
+        while True:
+            cur.execute("SELECT pg_logical_emit_message(true, 'fusion-backup.heartbeat', '')")
+            tips = sorted(chain.glob("tip-*.fbtip"))
+            if tips and int.from_bytes(tips[-1].read_bytes()[40:48], "big") >= moment * 1e6 and \
+                    int(tips[-1].name[21:37], 16) >= at:
+                break
+            assert time.monotonic() - t1 < 4 * flush_s + 5, f"the tip stalled: {tips}; {cap.log.read_text()}"
+            time.sleep(0.1)
+    conn.close()
+    assert cap.stop(signal.SIGTERM) == 0, cap.log.read_text()
+    assert not list(chain.glob("cap-*.fbcap")), "heartbeats were written as transactions"

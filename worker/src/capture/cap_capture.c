@@ -37,6 +37,7 @@ struct cap_capture {
     uint64_t mark_lsn;      /* the last commit the stream decoded (cap_stream_last_commit) ... */
     int64_t mark_ms;        /* ... and when it arrived: the age of the newest server commit time known */
     int64_t hb_at_ms;       /* when the heartbeat now awaited was sent (0: none) */
+    int64_t tip_at_ms;      /* when the last tip was written */
     int hb_seen;            /* a heartbeat's commit arrived since the last one was sent */
     int hb_warned;
 };
@@ -245,6 +246,7 @@ static fb_code cap_capture_tip(cap_capture *c, fb_err *err) {
     c->ntip_old = 1;
     c->tip = t;
     c->proven = t.to_lsn;
+    c->tip_at_ms = cap_mono_ms();
     FB_DEBUG("capture %s: tip %s (commit time %lld us)", c->o.out.stream, name, (long long)t.time_us);
     return cap_stream_confirm(c->s, t.to_lsn, err);
 }
@@ -291,11 +293,12 @@ static int cap_capture_heartbeat(cap_capture *c) {
     return 0;
 }
 
-/* Nothing pending. A flush request gets a tip at once. Otherwise, once the newest server commit time the stream
- * brought is flush_ms old (a quiet publication), a heartbeat is sent, and the tip is written when its commit
- * arrived (or flush_ms later without it): so the window's end lags the server's clock by at most about flush_ms,
- * with one heartbeat and one tip per flush_ms, and none while commits keep arriving. Without heartbeats
- * (PostgreSQL 13, no permission) a tip goes every flush_ms with the last time known. */
+/* Nothing pending. A flush request gets a tip at once. Once the newest server commit time the stream brought is
+ * flush_ms old (a quiet publication), a heartbeat is sent, and the tip is written when its commit arrived (or
+ * flush_ms later without it): so the window's end lags the server's clock by at most about flush_ms, with one
+ * heartbeat and one tip per flush_ms. When commits that hold no change keep the time fresh (someone else's
+ * heartbeats), a tip still goes every flush_ms while the position moves, so nobody can hold the window and the
+ * slot back. Without heartbeats (PostgreSQL 13, no permission) a tip goes every flush_ms with the last time known. */
 static fb_code cap_capture_idle(cap_capture *c, int asked, fb_err *err) {
     if (!cap_stream_between_txns(c->s)) return FB_OK;
     int64_t now = cap_mono_ms();
@@ -305,7 +308,11 @@ static fb_code cap_capture_idle(cap_capture *c, int asked, fb_err *err) {
         c->hb_at_ms = 0;
         return cap_capture_tip(c, err);
     }
-    if (now - c->mark_ms < c->o.flush_ms) return FB_OK;
+    if (now - c->mark_ms < c->o.flush_ms) {
+        if (now - c->tip_at_ms < c->o.flush_ms) return FB_OK;
+        c->tip_at_ms = now; /* checked now, written or not (nothing new): the next check in flush_ms */
+        return cap_capture_tip(c, err);
+    }
     c->hb_seen = 0;
     if (cap_capture_heartbeat(c)) {
         c->hb_at_ms = now;
@@ -320,8 +327,9 @@ static int cap_capture_wait_ms(const cap_capture *c, int wait_ms) {
     int64_t now = cap_mono_ms(), left = wait_ms;
     if (c->npending > 0 && cap_capture_deadline(c) - now < left) left = cap_capture_deadline(c) - now;
     if (c->ask_kept && c->asked_at_ms + CAP_ASK_MIN_MS - now < left) left = c->asked_at_ms + CAP_ASK_MIN_MS - now;
-    if (c->npending == 0 && !c->hb_at_ms && c->mark_ms + c->o.flush_ms - now < left)
-        left = c->mark_ms + c->o.flush_ms - now;
+    int64_t due = c->mark_ms > c->tip_at_ms ? c->tip_at_ms : c->mark_ms; /* the earlier of the two clocks */
+    if (c->npending == 0 && !c->hb_at_ms && cap_stream_between_txns(c->s) && due + c->o.flush_ms - now < left)
+        left = due + c->o.flush_ms - now;
     return left > 0 ? (int)left : 0;
 }
 

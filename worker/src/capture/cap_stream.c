@@ -344,6 +344,7 @@ fb_code cap_stream_next(cap_stream *s, int timeout_ms, cap_txn **out, fb_err *er
     *out = NULL;
     if (!s->streaming) return fb_err_set(err, FB_ERR_INTERNAL, "cap_stream_next before cap_stream_start");
     int64_t deadline = fb_now_us() + (int64_t)timeout_ms * 1000;
+    int polled = 0; /* the socket is read at least once, even with timeout 0, or a caller's busy loop reads nothing */
     for (;;) {
         char *buf = NULL;
         int n = PQgetCopyData(s->conn, &buf, 1);
@@ -357,8 +358,9 @@ fb_code cap_stream_next(cap_stream *s, int timeout_ms, cap_txn **out, fb_err *er
             return fb_err_set(err, FB_ERR_TRANSIENT, "replication connection failed: %s", PQerrorMessage(s->conn));
         } else {
             int64_t left = deadline - fb_now_us();
-            if (left <= 0) return FB_OK;
-            rc = cap_wait(s, (int)(left / 1000) + 1, err);
+            if (left <= 0 && polled) return FB_OK;
+            rc = cap_wait(s, left > 0 ? (int)(left / 1000) + 1 : 0, err);
+            polled = 1;
         }
         if (rc == FB_OK && fb_now_us() - s->last_status_us >= CAP_STATUS_INTERVAL_US) rc = cap_send_status(s, 0, err);
         /* a flush request or a heartbeat: now */
