@@ -75,8 +75,9 @@ const char *cap_stream_dbname(const cap_stream *s);
  * when another walsender streams the slot ("replication slot ... is active for PID"). */
 fb_code cap_stream_start(cap_stream *s, const char *slot, const char *pub, uint64_t start_lsn, fb_err *err);
 
-/* Waits up to timeout_ms for the next committed transaction. FB_OK with *out a transaction, or *out NULL when
- * the time ran out first or a flush request arrived (cap_stream_take_flush_request). Answers keepalives that ask for a reply, and sends a status update at least every
+/* Waits up to timeout_ms for the next committed transaction (0: reads what the socket holds, without waiting).
+ * FB_OK with *out a transaction, or *out NULL when the time ran out first or a flush request or a heartbeat
+ * arrived (cap_stream_take_flush_request, cap_stream_take_heartbeat). Answers keepalives that ask for a reply, and sends a status update at least every
  * 10 s so the server does not time the connection out (wal_sender_timeout). */
 fb_code cap_stream_next(cap_stream *s, int timeout_ms, cap_txn **out, fb_err *err);
 
