@@ -186,11 +186,33 @@ def test_a_restart_before_the_first_segment_keeps_the_chain_at_its_base(bin, pit
     xid, _ = commit(conn, 'INSERT INTO leave ("Note", n) VALUES (%s, 7)', ("after the restart",))
     conn.close()
     cap.wait_durable(xid, DURABLE_WAIT_S)
-    assert cap.stop(signal.SIGTERM) == 0, cap.log.read_text()
     [seg] = chain.glob("cap-*.fbcap")
+    conn = psycopg2.connect(ci)
+    conn.autocommit = True
+    xid2, _ = commit(conn, 'INSERT INTO leave ("Note", n) VALUES (%s, 8)', ("a second segment",))
+    conn.close()
+    cap.wait_durable(xid2, DURABLE_WAIT_S)
+    [last] = [p for p in chain.glob("cap-*.fbcap") if p != seg]
+    t0 = time.monotonic()
+    while not list(chain.glob(f"tip-{last.name[21:37]}-*.fbtip")):  # a tip from the chain's end
+        assert time.monotonic() - t0 < 10 * FLUSH_S + 10, f"no tip after the segment: {cap.log.read_text()}"
+        time.sleep(0.2)
+    assert cap.stop(signal.SIGTERM) == 0, cap.log.read_text()
     assert seg.name.startswith(f"cap-{base:016X}-"), (seg.name, f"{base:016X}", "a gap after the base")
     segs, txns = cap.chain()
-    assert [t["xid"] for t in txns] == [xid], txns
+    assert [t["xid"] for t in txns] == [xid, xid2], txns
+
+    # The newest segment removed: the tip says the chain reached further, so the capture refuses to continue over
+    # the hole (its next tip would remove the evidence), and says what to do.
+    moved = tmp_path / last.name
+    last.rename(moved)
+    cap.start(create=False)
+    rc = cap.proc.wait(timeout=60)
+    cap.out.close()
+    log = cap.log.read_text()
+    assert rc != 0 and "segments are missing" in log and "new base" in log, log
+    assert list(chain.glob("tip-*.fbtip")), "the refusal removed the tip"
+    moved.rename(last)
 
 
 def test_someone_elses_heartbeats_do_not_hold_the_window_back(bin, pitr_db, keypair, signing_keys, storage_root,

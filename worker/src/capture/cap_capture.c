@@ -70,6 +70,11 @@ static fb_code cap_capture_load_tip(cap_capture *c, fb_err *err) {
     cap_tip_found f;
     fb_code rc = cap_tip_find(c->o.st, c->o.dir, c->o.out.stream, c->o.signers, c->chain_end, &f, err);
     if (rc != FB_OK) return rc;
+    /* Segments at the chain's end are gone: continuing would write the next segment over the hole, and the next
+     * tip would remove the evidence. */
+    if (f.ahead)
+        return fb_err_set(err, FB_ERR_VERIFY, "chain %s: %s; put them back from a copy, or take a new base under a "
+                          "new slot name (nothing was streamed)", c->o.out.stream, f.problem);
     if (f.problem[0]) FB_WARN("capture %s: %s", c->o.out.stream, f.problem);
     c->proven = c->chain_end;
     if (f.state == CAP_TIP_VALID) {

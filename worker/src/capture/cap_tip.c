@@ -192,8 +192,8 @@ fb_code cap_tip_find(stor *st, const char *dir, const char *stream, const fb_key
             continue;
         }
         snprintf(f->names[f->n_names++], CAP_TIP_NAME_MAX, "%s", l.v[i]);
-        if (t.from_lsn > chain_end && !f->problem[0])
-            snprintf(f->problem, sizeof f->problem, "tip %s says the chain reached " CAP_LSN_FMT ", its segments end at "
+        if (t.from_lsn > chain_end && !f->ahead) /* the graver problem: said over a refused file's */
+            f->ahead = 1, snprintf(f->problem, sizeof f->problem, "tip %s says the chain reached " CAP_LSN_FMT ", its segments end at "
                      CAP_LSN_FMT ": the last segments are missing", l.v[i], CAP_LSN_ARGS(t.from_lsn),
                      CAP_LSN_ARGS(chain_end));
         if (t.from_lsn == chain_end && (f->state != CAP_TIP_VALID || t.to_lsn > f->tip.to_lsn)) {

@@ -87,6 +87,7 @@ typedef struct cap_tip_found {
     cap_tip_state state;
     cap_tip tip;                                     /* when VALID: the one with the largest to */
     char problem[400];                               /* "" or why a tip file was refused or segments are missing */
+    int ahead;                                       /* an authentic tip starts past chain_end: segments missing */
     char names[CAP_TIP_MAX_FILES][CAP_TIP_NAME_MAX]; /* every authentic tip file (the writer removes them later) */
     size_t n_names;
 } cap_tip_found;
