@@ -2,7 +2,7 @@
 """Change capture benchmark (issue 16): RPO under a steady write load, and what capture costs the writers.
 
   bench_capture.py --pg CONNINFO --build DIR [--rate 200] [--seconds 30] [--phase-s 15] [--flush-s 10]
-                   [--pitr-s 20] [--incr-rows 1000000] [--only incremental]
+                   [--pitr-s 20] [--incr-rows 1000000] [--only incremental|quiet]
 
 CONNINFO: a wal_level=logical server (its maintenance database); a database capture_bench_<pid> is created and
 dropped. Run under `flock /tmp/fb-bench.lock` on a shared machine.
@@ -20,6 +20,8 @@ updated (100 transactions), and once the capture has made them durable an INCREM
 time, both as ratios of the FULL's); then 1 % more and an INCREMENTAL at once (its time includes waiting for the
 capture's flush, at most --flush-s); then `restore INCR --create` (the FULL and both INCREMENTALs' changes) vs
 `restore FULL --create`, and the restored table compared with the source.
+quiet: a database quiet after one commit, its capture streaming: how far the window's end (the chain's signed tip,
+capture/cap_tip.h) lags the server's clock, and the WAL the capture's heartbeats cost.
 """
 from __future__ import annotations
 
@@ -180,6 +182,53 @@ def bench_pitr(a, ad, ci: str, db: str, work: Path, ids) -> None:
                             "WHERE slot_name = %s AND NOT active", (slot,))
 
 
+def bench_quiet(a, ad, db: str, work: Path) -> None:
+    """The window on a quiet database (capture/cap_tip.h): after the last commit, with the capture streaming, how
+    far the chain's signed tip (the end of `restore --until`'s window) lags the server's clock, sampled every 0.5 s
+    for 3 flush intervals, and the WAL the capture's heartbeats cost meanwhile (nothing else writes)."""
+    qdb = f"{db}_quiet"
+    ad.cursor().execute(f'CREATE DATABASE "{qdb}"')
+    ci = with_db(a.pg, qdb)
+    c = admin(ci)
+    cur = c.cursor()
+    cur.execute("CREATE TABLE q (id int PRIMARY KEY)")
+    cap = Capture(a.build, ci, work, qdb, a.flush_s, path="quiet")
+    cap.proc = None
+    try:
+        cap.start(create=True)
+        while "consistent point" not in cap.log.read_text():
+            time.sleep(0.1)
+        cur.execute("INSERT INTO q VALUES (1)")
+        time.sleep(a.flush_s + 2)
+        chain = work / "root" / "quiet" / "capture" / qdb / qdb
+        cur.execute("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::float8")
+        wal0, t0, lags = cur.fetchone()[0], time.monotonic(), []
+        while time.monotonic() - t0 < 3 * a.flush_s:
+            cur.execute("SELECT extract(epoch FROM clock_timestamp())::float8")
+            now = cur.fetchone()[0]
+            tips = sorted(chain.glob("tip-*.fbtip"))
+            if tips:
+                lags.append(now - int.from_bytes(tips[-1].read_bytes()[40:48], "big") / 1e6)
+            time.sleep(0.5)
+        cur.execute("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::float8")
+        wal = (cur.fetchone()[0] - wal0) / (time.monotonic() - t0) * 60
+        cap.stop()
+        cap.proc = None
+        if os.environ.get("FB_BENCH_KEEP_LOG"):
+            shutil.copy(cap.log, os.environ["FB_BENCH_KEEP_LOG"])
+        print(f"quiet: capture-flush-s {a.flush_s}: window end (the tip's server time) behind the server's clock: "
+              f"p50 {pct(lags, 50):.2f} s, max {max(lags):.2f} s ({len(lags)} samples); heartbeat WAL {wal:.0f} "
+              f"bytes/min; {len(list(chain.glob('tip-*.fbtip')))} tip file(s) in the folder")
+    finally:
+        c.close()
+        if cap.proc:  # failed before its stop: never left running
+            cap.proc.kill()
+            cap.proc.wait()
+        ad.cursor().execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                            "WHERE slot_name = %s AND NOT active", (qdb,))
+        ad.cursor().execute(f'DROP DATABASE IF EXISTS "{qdb}" WITH (FORCE)')
+
+
 def app_tables(ci: str, name: str, folder: str) -> None:
     repo = Path(__file__).resolve().parents[2]
     c = admin(ci)
@@ -283,7 +332,7 @@ def main() -> None:
     ap.add_argument("--flush-s", type=int, default=10)
     ap.add_argument("--pitr-s", type=float, default=20)
     ap.add_argument("--incr-rows", type=int, default=1000000)
-    ap.add_argument("--only", choices=["incremental"], help="run only this phase")
+    ap.add_argument("--only", choices=["incremental", "quiet"], help="run only this phase")
     a = ap.parse_args()
     db = f"capture_bench_{os.getpid()}"
     slot = db
@@ -294,10 +343,10 @@ def main() -> None:
     import itertools
     ids = itertools.count(1)
     try:
-        if a.only == "incremental":
+        if a.only:
             Capture(a.build, ci, work, slot, a.flush_s)  # the keys
             print(f"load average {os.getloadavg()}")
-            bench_incremental(a, ad, db, work)
+            (bench_incremental if a.only == "incremental" else bench_quiet)(a, ad, db, work)
             return
         c = admin(ci)
         c.cursor().execute("CREATE TABLE t (id bigint PRIMARY KEY, v text, n int)")
@@ -328,6 +377,7 @@ def main() -> None:
               f"commit -> durable segment p50 {pct(lags, 50):.2f} s, p99 {pct(lags, 99):.2f} s, max {max(lags):.2f} s; "
               f"{len(segs)} segments")
         bench_pitr(a, ad, ci, db, work, ids)
+        bench_quiet(a, ad, db, work)
         bench_incremental(a, ad, db, work)
     finally:
         ad.cursor().execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "capture/cap_tip.h"
 #include "common/fb_sbuf.h"
 #include "common/fb_time.h"
 #include "pg/pgx.h"
@@ -154,21 +155,37 @@ fb_code cap_apply_window(stor *st, const char *dir, const cap_seg_in *in, uint64
     memset(w, 0, sizeof *w);
     w->base_lsn = w->end_lsn = base_lsn;
     w->base_us = w->end_us = base_us;
-    return cap_segment_chain(st, dir, in, base_lsn, window_segment, w, &w->end_lsn, err);
+    fb_code rc = cap_segment_chain(st, dir, in, base_lsn, window_segment, w, &w->end_lsn, err);
+    w->chain_end_lsn = w->end_lsn;
+    w->chain_end_us = w->end_us;
+    cap_tip_found f;
+    if (rc == FB_OK) rc = cap_tip_find(st, dir, in->stream, in->signers, w->chain_end_lsn, &f, err);
+    if (rc != FB_OK) return rc;
+    snprintf(w->tip_problem, sizeof w->tip_problem, "%s", f.problem);
+    if (f.state == CAP_TIP_VALID) {
+        w->tip = 1;
+        w->end_lsn = f.tip.to_lsn;
+        if (f.tip.time_us > w->end_us) w->end_us = f.tip.time_us;
+    }
+    return FB_OK;
 }
 
 fb_code cap_apply_check_target(const cap_window *w, const cap_target *t, fb_err *err) {
-    char b[40], e[40];
+    char b[40], e[40], tip[500] = "";
     fb_time_format_iso(w->base_us / 1000, b, sizeof b);
     fb_time_format_iso(w->end_us / 1000, e, sizeof e);
     int before = t->by_time ? t->time_us < w->base_us : t->lsn < w->base_lsn;
     int after = t->by_time ? t->time_us > w->end_us : t->lsn > w->end_lsn;
     if (!before && !after) return FB_OK;
+    if (after && w->tip_problem[0]) snprintf(tip, sizeof tip, "; the chain's tip was not used: %s", w->tip_problem);
     return fb_err_set(err, FB_ERR_NOTFOUND, "--until %s is %s the recoverable window of this base: from " CAP_LSN_FMT
-                      " (%s) to " CAP_LSN_FMT " (%s, the chain's last durable commit); nothing was restored%s",
-                      t->text, before ? "before" : "after", CAP_LSN_ARGS(w->base_lsn), b, CAP_LSN_ARGS(w->end_lsn), e,
+                      " (%s) to " CAP_LSN_FMT " (%s, %s); nothing was restored%s%s", t->text,
+                      before ? "before" : "after", CAP_LSN_ARGS(w->base_lsn), b, CAP_LSN_ARGS(w->end_lsn), e,
+                      w->tip ? "the capture's signed tip: nothing committed after the chain's last durable commit"
+                             : "the chain's last durable commit",
                       before ? " (an earlier base FULL is needed for an earlier moment)"
-                             : " (is `fusion-backup capture` running? a later moment is restorable once it is durable)");
+                             : " (is `fusion-backup capture` running? a later moment is restorable once it is durable)",
+                      tip);
 }
 
 typedef struct apply_run {

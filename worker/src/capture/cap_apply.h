@@ -35,17 +35,24 @@ fb_code cap_apply_txn(PGconn *c, const cap_txn *t, fb_err *err);
  *
  * The recoverable window of a chain is [base, end]: base is the FULL's consistent point (and, as a time, the
  * moment its snapshot was taken: arc_capture_base.time_us), end the end of the last durable segment (and, as a
- * time, its last commit). A target outside it is refused before anything is applied: before the base, the FULL
- * already holds later transactions; after the end, transactions may exist that the chain does not hold yet. */
+ * time, its last commit) or, when the chain's signed tip counts (cap_tip.h: it starts at the chain's end), the
+ * tip's end and time: nothing committed in between, so a target there is the chain's end state (every transaction
+ * applied). A target outside it is refused before anything is applied: before the base, the FULL already holds
+ * later transactions; after the end, transactions may exist that the chain does not hold yet. A tip that is not
+ * authentic never extends the window (tip_problem says why; verify fails on it). */
 
 typedef struct cap_window {
-    uint64_t base_lsn, end_lsn;
-    int64_t base_us, end_us;      /* end_us: the last commit of the chain; base_us when it has none */
+    uint64_t base_lsn, end_lsn;   /* end: the tip's end when it counts, else chain_end_lsn */
+    int64_t base_us, end_us;      /* end_us: the tip's time when later, else chain_end_us */
+    uint64_t chain_end_lsn;       /* the last durable segment's end (base_lsn when there is none) */
+    int64_t chain_end_us;         /* the last commit of the chain; base_us when it has none */
+    int tip;                      /* 1: the chain's tip counts and set end_lsn (and end_us when later) */
+    char tip_problem[400];        /* "" or why a tip file was refused, or that segments are missing at the end */
     uint64_t segments, transactions;
 } cap_window;
 
-/* Walks the chain in dir of st from base_lsn, every signature and header checked, and fills w; base_us is the
- * base's time. in->sk NULL: nothing is decrypted (enough to know the window); set: every segment is decrypted and
+/* Walks the chain in dir of st from base_lsn, every signature and header checked, reads its tip, and fills w;
+ * base_us is the base's time. in->sk NULL: nothing is decrypted (enough to know the window); set: every segment is decrypted and
  * its transactions checked too (verify). FB_ERR_VERIFY when the chain has a gap, FB_ERR_UNTRUSTED, FB_ERR_CRYPTO
  * or FB_ERR_FORMAT when a segment is not authentic or not well-formed. */
 fb_code cap_apply_window(stor *st, const char *dir, const cap_seg_in *in, uint64_t base_lsn, int64_t base_us,

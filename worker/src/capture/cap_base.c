@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "capture/cap_capture.h"
+#include "capture/cap_tip.h"
 #include "common/fb_log.h"
 #include "pg/pgx.h"
 
@@ -33,16 +34,19 @@ fb_code cap_base_names(const char *conninfo, const char *slot, const char *stora
     return rc;
 }
 
+/* first[0]: the smallest segment start; first[1]: the smallest tip start (a chain with no segment yet). */
 static fb_code cb_first_start(void *opaque, const stor_entry *e, fb_err *err) {
     (void)err;
     uint64_t *first = opaque, a, b;
-    if (cap_segment_parse_name(e->name, &a, &b) == 0 && (*first == 0 || a < *first)) *first = a;
+    if (cap_segment_parse_name(e->name, &a, &b) == 0 && (first[0] == 0 || a < first[0])) first[0] = a;
+    if (cap_tip_parse_name(e->name, &a, &b) == 0 && (first[1] == 0 || a < first[1])) first[1] = a;
     return FB_OK;
 }
 
 fb_code cap_base_chain_first(stor *st, const char *dir, uint64_t *first, fb_err *err) {
-    *first = 0;
-    fb_code rc = stor_list(st, dir, cb_first_start, first, err);
+    uint64_t v[2] = {0, 0};
+    fb_code rc = stor_list(st, dir, cb_first_start, v, err);
+    *first = v[0] ? v[0] : v[1];
     return rc == FB_ERR_NOTFOUND ? FB_OK : rc;
 }
 

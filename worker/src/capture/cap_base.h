@@ -41,8 +41,11 @@
 fb_code cap_base_names(const char *conninfo, const char *slot, const char *storage_path, char *stream, char *dir,
                        fb_err *err);
 
-/* The start of the folder's first segment into *first (0 when it holds none): a chain's base as the chain alone
- * says it (the FULL's manifest says it for sure). */
+/* The start of the folder's first segment into *first — or, before the first segment, of its tip (cap_tip.h:
+ * a tip then starts at the base; the slot is confirmed past the base only once a tip says so) — 0 when it holds
+ * neither: a chain's base as the chain's file names alone say it (the FULL's manifest says it for sure; with every
+ * segment removed, a later tip's start looks like the base here, while restore and verify, from the manifest,
+ * see the missing segments). */
 fb_code cap_base_chain_first(stor *st, const char *dir, uint64_t *first, fb_err *err);
 
 /* FB_OK when the folder holds no segment; FB_ERR_CONFLICT naming its first one otherwise. */

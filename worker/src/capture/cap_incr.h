@@ -16,7 +16,10 @@
  * flush (capture-flush-s). The backup's end is the end of the chain's last durable segment at that moment (a
  * segment end, so the ranges of successive backups join exactly). No fallback to a shorter point: a capture that
  * is not keeping up fails the backup (FB_ERR_TRANSIENT, retried like any transient failure) rather than let an
- * INCREMENTAL silently miss a commit the caller already saw.
+ * INCREMENTAL silently miss a commit the caller already saw. The chain's tip (cap_tip.h) is ignored here: the
+ * capture confirms past the last segment only once a tip proving it is durable, which is what the wait relies
+ * on, but the backup's end stays a segment end (a tip is superseded every capture-flush-s and is no LSN range of
+ * the chain), and restoring a backup of captured changes goes to its own end, where no --until needs a tip.
  *
  * The pack (the plaintext of one artifact segment, encrypted and authenticated like a table's; the manifest's
  * `capture_changes` records its BLAKE2b): "FBCAPPK1", then per segment its file name (48 bytes, NUL-padded), its

@@ -14,6 +14,9 @@ struct cap_decoder {
     uint64_t last_end_lsn;   /* of the last Commit: commits must come in LSN order */
     int flush_asked;         /* a CAP_FLUSH_PREFIX message arrived (cap_decoder_take_flush) */
     int flush_in_txn;        /* ... inside the current transaction: asked when it commits */
+    int heartbeat_in_txn;    /* a CAP_HEARTBEAT_PREFIX message inside the current transaction */
+    int heartbeat_seen;      /* ... whose transaction committed (cap_decoder_take_heartbeat) */
+    int64_t last_commit_us;  /* the commit time of the last Commit decoded (last_end_lsn is its end) */
 };
 
 cap_decoder *cap_decoder_new(void) { return calloc(1, sizeof(cap_decoder)); }
@@ -63,16 +66,18 @@ static fb_code dec_commit(cap_decoder *d, cap_rd *r, uint64_t at, cap_txn **done
     d->cur->end_lsn = end_lsn;
     d->cur->commit_time_us = ts + CAP_PG_EPOCH_OFFSET_US;
     d->last_end_lsn = end_lsn;
+    d->last_commit_us = d->cur->commit_time_us;
     *done = d->cur;
     d->cur = NULL;
-    if (d->flush_in_txn) {
-        d->flush_in_txn = 0;
-        d->flush_asked = 1;
-        /* The request's own transaction (pg_logical_emit_message(true, ...)) holds no change: nothing to keep. */
-        if ((*done)->nchanges == 0) {
-            cap_txn_free(*done);
-            *done = NULL;
-        }
+    int marker = d->flush_in_txn || d->heartbeat_in_txn;
+    if (d->flush_in_txn) d->flush_asked = 1;
+    if (d->heartbeat_in_txn) d->heartbeat_seen = 1;
+    d->flush_in_txn = d->heartbeat_in_txn = 0;
+    /* A request's or heartbeat's own transaction (pg_logical_emit_message(true, ...)) holds no change: nothing to
+     * keep; its commit time and end stay known (cap_decoder_last_commit). */
+    if (marker && (*done)->nchanges == 0) {
+        cap_txn_free(*done);
+        *done = NULL;
     }
     return FB_OK;
 }
@@ -215,9 +220,9 @@ static fb_code dec_truncate(cap_decoder *d, cap_rd *r, uint64_t at, fb_err *err)
     return FB_OK;
 }
 
-/* A logical message (pg_logical_emit_message): only one with CAP_FLUSH_PREFIX means anything, "make what you hold
- * durable now" (cap_incr.h, the point); a transactional one counts when its transaction commits. Its content is
- * not used. */
+/* A logical message (pg_logical_emit_message): one with CAP_FLUSH_PREFIX means "make what you hold durable now"
+ * (cap_incr.h, the point), a transactional one when its transaction commits; a transactional one with
+ * CAP_HEARTBEAT_PREFIX brings a commit time (cap_tip.h). Others, and contents, are not used. */
 static fb_code dec_message(cap_decoder *d, cap_rd *r, uint64_t at, fb_err *err) {
     uint8_t flags = cap_rd_u8(r);
     (void)cap_rd_u64(r);
@@ -225,6 +230,7 @@ static fb_code dec_message(cap_decoder *d, cap_rd *r, uint64_t at, fb_err *err) 
     uint32_t n = cap_rd_u32(r);
     (void)cap_rd_bytes(r, n);
     if (r->bad) return fb_err_set(err, FB_ERR_FORMAT, "malformed logical message at " CAP_LSN_FMT, CAP_LSN_ARGS(at));
+    if (prefix && strcmp(prefix, CAP_HEARTBEAT_PREFIX) == 0 && (flags & 1) && d->cur) d->heartbeat_in_txn = 1;
     if (!prefix || strcmp(prefix, CAP_FLUSH_PREFIX) != 0) return FB_OK;
     if (!(flags & 1)) d->flush_asked = 1;
     else if (d->cur) d->flush_in_txn = 1;
@@ -232,6 +238,19 @@ static fb_code dec_message(cap_decoder *d, cap_rd *r, uint64_t at, fb_err *err) 
 }
 
 int cap_decoder_flush_pending(const cap_decoder *d) { return d->flush_asked; }
+
+int cap_decoder_take_heartbeat(cap_decoder *d) {
+    int seen = d->heartbeat_seen;
+    d->heartbeat_seen = 0;
+    return seen;
+}
+
+int cap_decoder_heartbeat_pending(const cap_decoder *d) { return d->heartbeat_seen; }
+
+void cap_decoder_last_commit(const cap_decoder *d, uint64_t *end_lsn, int64_t *commit_us) {
+    *end_lsn = d->last_end_lsn;
+    *commit_us = d->last_commit_us;
+}
 
 int cap_decoder_take_flush(cap_decoder *d) {
     int asked = d->flush_asked;

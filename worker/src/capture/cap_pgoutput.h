@@ -77,6 +77,20 @@ void cap_decoder_free(cap_decoder *d);
 int cap_decoder_take_flush(cap_decoder *d);
 int cap_decoder_flush_pending(const cap_decoder *d);
 
+/* The prefix of the capture's heartbeat (cap_stream_heartbeat): a transactional logical message whose only use is
+ * its transaction's commit record, which gives the stream a server commit time and position when the
+ * publication's tables are quiet (the chain's tip, cap_tip.h). Its transaction holds no change and is dropped, as a
+ * flush request's is. Anyone who may connect can send one; all it can do is wake the capture. */
+#define CAP_HEARTBEAT_PREFIX "fusion-backup.heartbeat"
+
+/* 1 once after a transaction carrying a CAP_HEARTBEAT_PREFIX message committed; _pending only looks. */
+int cap_decoder_take_heartbeat(cap_decoder *d);
+int cap_decoder_heartbeat_pending(const cap_decoder *d);
+
+/* The end LSN and server commit time of the last Commit decoded, whether its transaction was handed over or
+ * dropped (0, 0 before the first). */
+void cap_decoder_last_commit(const cap_decoder *d, uint64_t *end_lsn, int64_t *commit_us);
+
 /* Decodes one pgoutput message (the data of one XLogData message; wal_start is its WAL position, for messages).
  * On a Commit, *done is the finished transaction (the caller owns it: cap_txn_free); otherwise *done is NULL.
  * Messages this module does not need (Origin, Type, logical messages other than CAP_FLUSH_PREFIX's) are skipped. */

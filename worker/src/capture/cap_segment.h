@@ -33,6 +33,9 @@
  * a change refers to it. The reader checks the transactions against the header: count, LSN order inside
  * [start, end], last end = end, commit times.
  *
+ * Beside the segments, the chain's folder holds schema.fbcaps (cap_schema.h) and the chain's tip, tip-*.fbtip
+ * (cap_tip.h: how far past the last segment the chain is known complete); the chain walk reads neither.
+ *
  * Ownership: cap_segment_read returns a segment the caller frees with cap_segment_free (NULL ok); its
  * transactions point into its own relation set.
  */

@@ -25,6 +25,8 @@ struct cap_stream {
     int streaming;
     uint64_t received_lsn, confirmed_lsn;
     int64_t last_status_us;
+    char *conninfo, *dbname;  /* for the heartbeat's own connection (NULL dbname: conninfo's) */
+    PGconn *hb;               /* that connection, opened on the first heartbeat */
 };
 
 fb_code cap_stream_open(const char *conninfo, const char *application_name, cap_stream **out, fb_err *err) {
@@ -42,6 +44,12 @@ fb_code cap_stream_open_db(const char *conninfo, const char *dbname, const char 
     cap_stream *s = calloc(1, sizeof *s);
     if (!s || !(s->dec = cap_decoder_new())) {
         free(s);
+        return fb_err_set(err, FB_ERR_NOMEM, "out of memory for a capture stream");
+    }
+    s->conninfo = strdup(conninfo);
+    s->dbname = dbname ? strdup(dbname) : NULL;
+    if (!s->conninfo || (dbname && !s->dbname)) {
+        cap_stream_free(s);
         return fb_err_set(err, FB_ERR_NOMEM, "out of memory for a capture stream");
     }
     s->conn = PQconnectdbParams(keys, vals, 1);
@@ -62,7 +70,10 @@ fb_code cap_stream_open_db(const char *conninfo, const char *dbname, const char 
 void cap_stream_free(cap_stream *s) {
     if (!s) return;
     if (s->conn) PQfinish(s->conn);
+    if (s->hb) PQfinish(s->hb);
     cap_decoder_free(s->dec);
+    free(s->conninfo);
+    free(s->dbname);
     free(s);
 }
 
@@ -337,6 +348,7 @@ fb_code cap_stream_next(cap_stream *s, int timeout_ms, cap_txn **out, fb_err *er
     *out = NULL;
     if (!s->streaming) return fb_err_set(err, FB_ERR_INTERNAL, "cap_stream_next before cap_stream_start");
     int64_t deadline = fb_now_us() + (int64_t)timeout_ms * 1000;
+    int polled = 0; /* the socket is read at least once, even with timeout 0, or a caller's busy loop reads nothing */
     for (;;) {
         char *buf = NULL;
         int n = PQgetCopyData(s->conn, &buf, 1);
@@ -350,12 +362,53 @@ fb_code cap_stream_next(cap_stream *s, int timeout_ms, cap_txn **out, fb_err *er
             return fb_err_set(err, FB_ERR_TRANSIENT, "replication connection failed: %s", PQerrorMessage(s->conn));
         } else {
             int64_t left = deadline - fb_now_us();
-            if (left <= 0) return FB_OK;
-            rc = cap_wait(s, (int)(left / 1000) + 1, err);
+            if (left <= 0 && polled) return FB_OK;
+            rc = cap_wait(s, left > 0 ? (int)(left / 1000) + 1 : 0, err);
+            polled = 1;
         }
         if (rc == FB_OK && fb_now_us() - s->last_status_us >= CAP_STATUS_INTERVAL_US) rc = cap_send_status(s, 0, err);
-        if (rc != FB_OK || *out || cap_decoder_flush_pending(s->dec)) return rc; /* a flush request: now */
+        /* a flush request or a heartbeat: now */
+        if (rc != FB_OK || *out || cap_decoder_flush_pending(s->dec) || cap_decoder_heartbeat_pending(s->dec)) return rc;
     }
 }
 
 int cap_stream_take_flush_request(cap_stream *s) { return cap_decoder_take_flush(s->dec); }
+int cap_stream_take_heartbeat(cap_stream *s) { return cap_decoder_take_heartbeat(s->dec); }
+
+void cap_stream_last_commit(const cap_stream *s, uint64_t *end_lsn, int64_t *commit_us) {
+    cap_decoder_last_commit(s->dec, end_lsn, commit_us);
+}
+
+/* ---- the heartbeat ------------------------------------------------------------------------------------------- */
+
+int cap_stream_can_heartbeat(const cap_stream *s) { return PQserverVersion(s->conn) >= 140000; }
+
+/* An ordinary connection to the streamed database: it commits locally only (a synchronous standby that is down
+ * must not stall the capture) and gives up on a statement within seconds. */
+static fb_code cap_hb_connect(cap_stream *s, fb_err *err) {
+    const char *keys[] = {"dbname", "application_name", "options", "connect_timeout", s->dbname ? "dbname" : NULL, NULL};
+    const char *vals[] = {s->conninfo, "fusion-backup capture heartbeat",
+                          "-c synchronous_commit=local -c statement_timeout=5000", "5", s->dbname, NULL};
+    s->hb = PQconnectdbParams(keys, vals, 1);
+    if (s->hb && PQstatus(s->hb) == CONNECTION_OK) return FB_OK;
+    fb_err_set(err, FB_ERR_TRANSIENT, "could not connect for the capture's heartbeat: %s",
+               s->hb ? PQerrorMessage(s->hb) : "out of memory");
+    PQfinish(s->hb);
+    s->hb = NULL;
+    return FB_ERR_TRANSIENT;
+}
+
+fb_code cap_stream_heartbeat(cap_stream *s, fb_err *err) {
+    if (!cap_stream_can_heartbeat(s))
+        return fb_err_set(err, FB_ERR_USAGE, "PostgreSQL %d's pgoutput sends no logical messages: no heartbeat",
+                          PQserverVersion(s->conn) / 10000);
+    if (!s->hb && cap_hb_connect(s, err) != FB_OK) return err->code;
+    PGresult *r = PQexec(s->hb, "SELECT pg_catalog.pg_logical_emit_message(true, '" CAP_HEARTBEAT_PREFIX "', '')");
+    fb_code rc = pgx_check(s->hb, r, PGRES_TUPLES_OK, "sending the capture's heartbeat", err);
+    if (rc == FB_OK) PQclear(r);
+    else if (PQstatus(s->hb) != CONNECTION_OK) {
+        PQfinish(s->hb); /* the next heartbeat reconnects */
+        s->hb = NULL;
+    }
+    return rc;
+}

@@ -11,7 +11,7 @@
  * confirms a transaction's end LSN after the segment holding it is durable, never before.
  *
  * Ownership: cap_stream_open returns a stream the caller frees with cap_stream_free (NULL ok), which closes the
- * connection; transactions returned by cap_stream_next are the caller's (cap_txn_free) and point into the
+ * connection (and the heartbeat's ordinary connection, cap_stream_heartbeat, when one was opened); transactions returned by cap_stream_next are the caller's (cap_txn_free) and point into the
  * stream's relation set, so they must be freed before the stream.
  */
 #ifndef CAP_STREAM_H
@@ -75,14 +75,30 @@ const char *cap_stream_dbname(const cap_stream *s);
  * when another walsender streams the slot ("replication slot ... is active for PID"). */
 fb_code cap_stream_start(cap_stream *s, const char *slot, const char *pub, uint64_t start_lsn, fb_err *err);
 
-/* Waits up to timeout_ms for the next committed transaction. FB_OK with *out a transaction, or *out NULL when
- * the time ran out first or a flush request arrived (cap_stream_take_flush_request). Answers keepalives that ask for a reply, and sends a status update at least every
+/* Waits up to timeout_ms for the next committed transaction (0: reads what the socket holds, without waiting).
+ * FB_OK with *out a transaction, or *out NULL when the time ran out first or a flush request or a heartbeat
+ * arrived (cap_stream_take_flush_request, cap_stream_take_heartbeat). Answers keepalives that ask for a reply, and sends a status update at least every
  * 10 s so the server does not time the connection out (wal_sender_timeout). */
 fb_code cap_stream_next(cap_stream *s, int timeout_ms, cap_txn **out, fb_err *err);
 
 /* 1 once after a flush request arrived (cap_pgoutput.h, CAP_FLUSH_PREFIX; cap_stream_next returns at once when
  * one does): the caller should make what it holds durable now. */
 int cap_stream_take_flush_request(cap_stream *s);
+
+/* 1 once after a heartbeat's transaction (cap_pgoutput.h, CAP_HEARTBEAT_PREFIX) committed in the stream
+ * (cap_stream_next returns at once when one does). */
+int cap_stream_take_heartbeat(cap_stream *s);
+
+/* The end LSN and server commit time of the last commit the stream decoded, kept or dropped (0, 0 before any). */
+void cap_stream_last_commit(const cap_stream *s, uint64_t *end_lsn, int64_t *commit_us);
+
+/* 1 when the server's pgoutput carries logical messages (PostgreSQL 14+), so heartbeats reach the stream. */
+int cap_stream_can_heartbeat(const cap_stream *s);
+/* Commits a heartbeat (pg_logical_emit_message(true, CAP_HEARTBEAT_PREFIX, '')) on an ordinary connection to the
+ * streamed database (opened on the first call, kept; synchronous_commit local, statement_timeout 5 s): its commit
+ * reaches the stream soon after, with the server's commit time. FB_ERR_USAGE before PostgreSQL 14; the server's
+ * error otherwise (e.g. no EXECUTE on the function). The stream must be streaming. */
+fb_code cap_stream_heartbeat(cap_stream *s, fb_err *err);
 
 /* Reports lsn as written and flushed (the slot's new confirmed position) and sends it now. Positions only move
  * forward: a smaller lsn than already confirmed is ignored. */

@@ -7,8 +7,9 @@
  * restorable too; otherwise the line says what is missing.
  * With --pg, each folder's change chain of that database (capture/DBNAME/SLOT, slot --capture-slot) is shown too:
  * the recoverable window of restore --until, from the chain's base LSN (the base FULL's consistent point, where
- * its first segment starts) to its durable end (LSN and last commit time), every segment's signature checked and
- * no gap; a broken chain says where. The base's own moment is in its manifest (restore and verify read it). With --pg, the folders are every configuration's
+ * its first segment starts) to its durable end — the capture's signed tip (capture/cap_tip.h: nothing committed
+ * since the last segment, up to a server time) when it counts, else the last segment's end and last commit time —
+ * every segment's signature checked and no gap; a broken chain says where, a refused tip why. The base's own moment is in its manifest (restore and verify read it). With --pg, the folders are every configuration's
  * storage_path (BackupConfiguration), and each backup also shows its record's status and last verification
  * (BackupRecord); the database is only read.
  *
@@ -217,28 +218,39 @@ static fb_code cl_capture(stor *st, const char *folder, const fb_config *cfg, co
     cap_seg_in in = {.stream = stream, .signers = signers};
     cap_window w;
     fb_err why;
+    char last_t[40] = "-";
     if (cap_apply_window(st, dir, &in, base, 0, &w, &why) != FB_OK) snprintf(problem, sizeof problem, "%s", why.msg);
-    else fb_time_format_iso(w.end_us / 1000, end_t, sizeof end_t);
+    else {
+        fb_time_format_iso(w.end_us / 1000, end_t, sizeof end_t);
+        fb_time_format_iso(w.chain_end_us / 1000, last_t, sizeof last_t);
+    }
     if (o->json) {
         printf("%s{", o->first ? "" : ",\n");
         o->first = 0;
         cl_json_str_field("folder", folder, 0);
         cl_json_str_field("capture_chain", stream, 1);
         printf(",\"base_lsn\":\"" CAP_LSN_FMT "\"", CAP_LSN_ARGS(base));
-        if (problem[0]) printf(",\"end_lsn\":null,\"last_commit\":null,\"segments\":null,\"transactions\":null");
+        if (problem[0])
+            printf(",\"end_lsn\":null,\"window_end\":null,\"tip\":false,\"chain_end_lsn\":null,\"last_commit\":null,"
+                   "\"segments\":null,\"transactions\":null");
         else
-            printf(",\"end_lsn\":\"" CAP_LSN_FMT "\",\"last_commit\":\"%s\",\"segments\":%llu,\"transactions\":%llu",
-                   CAP_LSN_ARGS(w.end_lsn), end_t, (unsigned long long)w.segments, (unsigned long long)w.transactions);
+            printf(",\"end_lsn\":\"" CAP_LSN_FMT "\",\"window_end\":\"%s\",\"tip\":%s,\"chain_end_lsn\":\"" CAP_LSN_FMT
+                   "\",\"last_commit\":\"%s\",\"segments\":%llu,\"transactions\":%llu", CAP_LSN_ARGS(w.end_lsn), end_t,
+                   w.tip ? "true" : "false", CAP_LSN_ARGS(w.chain_end_lsn), last_t, (unsigned long long)w.segments,
+                   (unsigned long long)w.transactions);
         printf(",\"restorable\":%s", problem[0] ? "false" : "true");
         cl_json_str_field("problem", problem, 1);
+        cl_json_str_field("tip_problem", problem[0] ? "" : w.tip_problem, 1);
         printf("}");
     } else if (problem[0]) {
         printf("capture chain %s in %s: NOT RESTORABLE past its break\n    why: %s\n", stream, folder, problem);
     } else {
         printf("capture chain %s in %s: restore --until from " CAP_LSN_FMT " (its base FULL's snapshot) to " CAP_LSN_FMT
-               " (last durable commit %s); %llu segments, %llu transactions, no gap, signatures checked\n", stream,
-               folder, CAP_LSN_ARGS(base), CAP_LSN_ARGS(w.end_lsn), end_t, (unsigned long long)w.segments,
-               (unsigned long long)w.transactions);
+               " (%s, %s; last durable commit %s at " CAP_LSN_FMT "); %llu segments, %llu transactions, no gap, "
+               "signatures checked\n", stream, folder, CAP_LSN_ARGS(base), CAP_LSN_ARGS(w.end_lsn), end_t,
+               w.tip ? "the capture's signed tip" : "no tip", last_t, CAP_LSN_ARGS(w.chain_end_lsn),
+               (unsigned long long)w.segments, (unsigned long long)w.transactions);
+        if (w.tip_problem[0]) printf("    tip: %s\n", w.tip_problem);
     }
     return FB_OK;
 }

@@ -18,7 +18,9 @@
  * order (cap_apply.h says what LSN and TIME targets include), and only then is the database renamed to its name:
  * a failure anywhere, in the FULL or in the chain, drops the temporary database and leaves no target. Before
  * anything is created the chain is walked with every signature checked, and a target outside its window (before
- * the base's snapshot, after the chain's last durable commit) is refused saying the window. So --until needs
+ * the base's snapshot, after the chain's end: its signed tip's time and LSN when the tip counts, capture/cap_tip.h,
+ * else its last durable commit) is refused saying the window; a target between the last commit and the tip
+ * applies the whole chain. So --until needs
  * --create and a --pg database that does not exist yet. TIME is any form fb_time reads; it names a whole
  * millisecond (every commit within it is included).
  * An INCREMENTAL or DIFFERENTIAL made of captured changes (manifest `capture_changes`, capture/cap_incr.h) is
@@ -120,6 +122,7 @@ static fb_code cr_until_open(const fb_config *cfg, const char *path, const arc_m
     peek.sk = NULL; /* signatures and headers say the window; the apply decrypts */
     if (!rc) rc = cap_apply_window(u->st, u->dir, &peek, b->lsn, b->time_us, &u->w, err);
     if (rc && rc != FB_ERR_USAGE) fb_err_prefix(err, "change chain %s beside the artifact: ", u->dir);
+    if (!rc && u->w.tip_problem[0]) fprintf(stderr, "fusion-backup restore: warning: %s\n", u->w.tip_problem);
     if (!rc) rc = cap_apply_check_target(&u->w, &u->t, err);
     return rc;
 }
@@ -154,9 +157,9 @@ static fb_code cr_changes_open(const fb_config *cfg, const char *path, const arc
     cap_seg_in peek = u->in;
     peek.sk = NULL;
     rc = cap_apply_window(u->st, u->dir, &peek, u->base->lsn, u->base->time_us, &u->w, err);
-    if (!rc && u->w.end_lsn != chain.end_lsn)
+    if (!rc && u->w.chain_end_lsn != chain.end_lsn)
         rc = fb_err_set(err, FB_ERR_VERIFY, "the captured changes end at " CAP_LSN_FMT ", the backup says " CAP_LSN_FMT,
-                        CAP_LSN_ARGS(u->w.end_lsn), CAP_LSN_ARGS(chain.end_lsn));
+                        CAP_LSN_ARGS(u->w.chain_end_lsn), CAP_LSN_ARGS(chain.end_lsn));
     if (rc) return fb_err_prefix(err, "captured changes: ");
     fprintf(stderr, "fusion-backup restore: captured changes from " CAP_LSN_FMT " to " CAP_LSN_FMT " (%lld backups, %lld "
             "segments) on the capture base FULL %s\n", CAP_LSN_ARGS(chain.base_lsn), CAP_LSN_ARGS(chain.end_lsn),
@@ -237,9 +240,11 @@ static void cr_print(const fb_config *cfg, const char *db, const dump_restore_st
             fb_json_string(stdout, until);
             printf(",\"transactions_applied\":%llu,\"last_lsn\":\"" CAP_LSN_FMT "\",\"last_commit_us\":%lld,"
                    "\"window\":{\"base_lsn\":\"" CAP_LSN_FMT "\",\"end_lsn\":\"" CAP_LSN_FMT "\",\"base_us\":%lld,"
-                   "\"end_us\":%lld}", (unsigned long long)u->as.applied, CAP_LSN_ARGS(u->as.last_end),
-                   (long long)u->as.last_commit_us, CAP_LSN_ARGS(u->w.base_lsn), CAP_LSN_ARGS(u->w.end_lsn),
-                   (long long)u->w.base_us, (long long)u->w.end_us);
+                   "\"end_us\":%lld,\"tip\":%s,\"chain_end_lsn\":\"" CAP_LSN_FMT "\",\"chain_end_us\":%lld}",
+                   (unsigned long long)u->as.applied, CAP_LSN_ARGS(u->as.last_end), (long long)u->as.last_commit_us,
+                   CAP_LSN_ARGS(u->w.base_lsn), CAP_LSN_ARGS(u->w.end_lsn), (long long)u->w.base_us,
+                   (long long)u->w.end_us, u->w.tip ? "true" : "false", CAP_LSN_ARGS(u->w.chain_end_lsn),
+                   (long long)u->w.chain_end_us);
         }
         printf("}\n");
         return;

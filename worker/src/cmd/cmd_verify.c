@@ -7,7 +7,9 @@
  * the tables it references: its own folder, then --chain-dir DIR).
  * A capture base (backup --capture-base) is checked with its change chain (beside the artifact, capture/<stream>):
  * no LSN gap from the base's consistent point on, every segment signed by a trusted key and decrypted with the
- * secret key, its transactions well-formed — everything restore --until would apply.
+ * secret key, its transactions well-formed — everything restore --until would apply — and its tip
+ * (capture/cap_tip.h): a tip file that is not authentic, or one saying the chain reached further than its
+ * segments do (segments missing at the end), fails the check.
  * A backup of captured changes (an INCREMENTAL / DIFFERENTIAL with `capture_changes`, capture/cap_incr.h) is
  * checked with the chain restore would apply: every backup of changes down to its capture base FULL (the links,
  * the FULL's identity) and every change segment, unpacked into a private folder, signed, decrypted, without a gap.
@@ -42,6 +44,7 @@ static fb_code cmd_verify_chain(const fb_config *cfg, const char *path, const ar
     if (!rc) rc = cap_base_chain_open(cfg, path, b->stream, &st, dir, err);
     cap_seg_in in = {.stream = b->stream, .signers = kr, .sk = sk, .pk = pk};
     if (!rc) rc = cap_apply_window(st, dir, &in, b->lsn, b->time_us, w, err);
+    if (!rc && w->tip_problem[0]) rc = fb_err_set(err, FB_ERR_VERIFY, "%s", w->tip_problem);
     if (rc && rc != FB_ERR_USAGE) fb_err_prefix(err, "its change chain %s: ", dir);
     stor_free(st);
     sodium_memzero(sk, sizeof sk);
@@ -64,9 +67,9 @@ static fb_code cmd_verify_changes(const fb_config *cfg, const char *path, arc_re
                                    trust, st, CAP_INCR_SCRATCH_DIR, &ff, &fr, &ch, err);
     cap_seg_in in = {.stream = stream, .signers = kr, .sk = sk, .pk = pk};
     if (!rc) rc = cap_apply_window(st, CAP_INCR_SCRATCH_DIR, &in, ch.base_lsn, arc_reader_manifest(fr)->capture->time_us, w, err);
-    if (!rc && w->end_lsn != ch.end_lsn)
+    if (!rc && w->chain_end_lsn != ch.end_lsn)
         rc = fb_err_set(err, FB_ERR_VERIFY, "the captured changes end at " CAP_LSN_FMT ", the backup says " CAP_LSN_FMT,
-                        CAP_LSN_ARGS(w->end_lsn), CAP_LSN_ARGS(ch.end_lsn));
+                        CAP_LSN_ARGS(w->chain_end_lsn), CAP_LSN_ARGS(ch.end_lsn));
     if (rc && rc != FB_ERR_USAGE) fb_err_prefix(err, "its captured changes: ");
     arc_reader_free(fr);
     stor_rfile_close(ff);
@@ -147,18 +150,19 @@ int cmd_verify(int argc, char **argv) {
             if (chain)
                 printf(",\"capture_chain\":{\"stream\":\"%s\",\"segments\":%llu,\"transactions\":%llu,"
                        "\"base_lsn\":\"" CAP_LSN_FMT "\",\"end_lsn\":\"" CAP_LSN_FMT "\",\"base_us\":%lld,"
-                       "\"end_us\":%lld}", stream, (unsigned long long)w.segments,
-                       (unsigned long long)w.transactions, CAP_LSN_ARGS(w.base_lsn), CAP_LSN_ARGS(w.end_lsn),
-                       (long long)w.base_us, (long long)w.end_us);
+                       "\"end_us\":%lld,\"tip\":%s,\"chain_end_lsn\":\"" CAP_LSN_FMT "\",\"chain_end_us\":%lld}", stream,
+                       (unsigned long long)w.segments, (unsigned long long)w.transactions, CAP_LSN_ARGS(w.base_lsn),
+                       CAP_LSN_ARGS(w.end_lsn), (long long)w.base_us, (long long)w.end_us, w.tip ? "true" : "false",
+                       CAP_LSN_ARGS(w.chain_end_lsn), (long long)w.chain_end_us);
             printf("}\n");
         } else {
             printf("OK %s: %zu tables, %lld rows authenticated and hashes match%s (%.2f s)\n", path, m->n_tables,
                    rows, into ? "; restored and compared, then rolled back" : "", secs);
             if (chain)
                 printf("OK change chain %s: %llu segments, %llu transactions, " CAP_LSN_FMT ".." CAP_LSN_FMT
-                       ", no gap, every segment signed and decrypted\n", stream,
+                       ", no gap, every segment signed and decrypted%s\n", stream,
                        (unsigned long long)w.segments, (unsigned long long)w.transactions, CAP_LSN_ARGS(w.base_lsn),
-                       CAP_LSN_ARGS(w.end_lsn));
+                       CAP_LSN_ARGS(w.end_lsn), w.tip ? " (the end is its signed tip's)" : "");
         }
     }
     if (c) PQfinish(c);
