@@ -6,6 +6,8 @@
 #   bench/backup/run.sh run     measure (needs setup first)
 #   bench/backup/run.sh         both
 #   bench/backup/run.sh restore only the restore rows (reuses run's artifact and -Fd dump in FB_BENCH_DIR)
+#   FB_BENCH_AB="BUILD_A BUILD_B" bench/backup/run.sh ab   the event-run FULL of two builds, alternating
+#                               (FB_BENCH_ROUNDS rounds, default 3): wall, user and sys CPU, peak RSS, bytes
 #   FB_BENCH_LARGE_GB=7 bench/backup/run.sh large   the large-database run: a database of ~N GB of COPY text
 #                               (fb_bench_large; made once, idempotent), then its FULL backup by event run and by
 #                               the deployed worker, with peak RSS, chunk-record bytes and a verify (not in CI)
@@ -352,11 +354,52 @@ PY
   printf 'load average at the end: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
 }
 
+# A/B of the event-run FULL between two builds (FB_BENCH_AB="BUILD_A BUILD_B", FB_BENCH_ROUNDS rounds, default 3),
+# alternating A, B, A, B, ...: wall, user and sys CPU seconds and peak RSS of each run, the artifact's bytes and
+# its chunk-record bytes. On a shared machine the CPU seconds are the figure to compare: other processes stretch
+# the wall time, not the CPU the backup itself uses.
+ab() {
+  read -r -a builds <<<"${FB_BENCH_AB:?set FB_BENCH_AB to two build folders: \"BUILD_A BUILD_B\"}"
+  [ "${#builds[@]}" = 2 ] || { echo "FB_BENCH_AB needs exactly two build folders" >&2; exit 2; }
+  local rounds="${FB_BENCH_ROUNDS:-3}" job=5e1f0c1a-0000-4000-8000-000000000001
+  rm -rf "$WORK"; mkdir -p "$WORK"
+  "${builds[0]}/fusion-backup" keygen --out "$WORK/key" >/dev/null
+  request "$WORK/backup.msgpack" "$job"
+  auth_db "$job"
+  "$PGBIN/pg_dump" -Fp -d "$CI" >/dev/null # warm the cache
+  printf '| round | build | wall | user CPU | sys CPU | user+sys | peak RSS | artifact bytes | chunk records | load |\n'
+  printf '|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n'
+  for ((i = 1; i <= rounds; i++)); do
+    for b in "${builds[@]}"; do
+      rm -rf "$WORK/storage"; mkdir -p "$WORK/storage"
+      authority "$job"
+      local tf; tf="$(mktemp)"
+      /usr/bin/time -f '%e %U %S %M' -o "$tf" "$b/fusion-backup" event run "$WORK/backup.msgpack" --no-publish \
+        --pg "$CI" --sign-key "$KEYS/worker.key" --storage-root "$WORK/storage" --public-key "$WORK/key.pub" \
+        --authority-pg "$AUTH" >/dev/null
+      local art="$WORK/storage/bench/$job.fbak" w u s m
+      read -r w u s m <"$tf"; rm -f "$tf"
+      local recs; recs="$("$PY" - "$art" <<'PY'
+import struct, sys
+d = open(sys.argv[1], "rb")
+d.seek(-32, 2)
+moff, mlen, ioff, ilen = struct.unpack("<4Q", d.read(32))
+d.seek(ioff)
+print(ilen - int(d.read(49)[33:49]))
+PY
+)"
+      printf '| %s | %s | %.2f s | %.2f s | %.2f s | %.2f s | %s MB | %s | %s | %s |\n' "$i" "$b" "$w" "$u" "$s" \
+        "$(echo "$u + $s" | bc)" "$((m / 1024))" "$(stat -c %s "$art")" "$recs" "$(cut -d' ' -f1 /proc/loadavg)"
+    done
+  done
+}
+
 case "${1:-all}" in
   large) large ;;
   setup) setup ;;
   run) run ;;
   restore) restore_only ;;
+  ab) ab ;;
   all) setup; run ;;
-  *) echo "usage: $0 [setup|run|restore|large|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [setup|run|restore|large|ab|all]" >&2; exit 2 ;;
 esac

@@ -253,6 +253,46 @@ static void local_edit(unsigned char *in, size_t len) {
     CHECKF(b.n + 1 >= a.n && b.n <= a.n + 1, "chunk count went from %zu to %zu", a.n, b.n);
 }
 
+/* arc_chunker_feed skips a chunk's first ARC_CHUNK_MIN - 64 bytes unhashed and looks only for '\n' once a cut is
+ * armed (arc_chunk.c): inputs built to hit its edges, fed in random pieces, against FORMAT.md's rule. Rows of 1 to
+ * 3 bytes (a '\n' in every window the hash warms up in), rows around ARC_CHUNK_MIN and ARC_CHUNK_MAX, rows longer
+ * than the maximum, and no '\n' at all for a long stretch. */
+static void fast_path_edges(void) {
+    static cuts c;
+    static size_t spec[MAX_CHUNKS];
+    size_t cap = 4 * ARC_CHUNK_MAX + 200000;
+    unsigned char *in = malloc(cap);
+    if (!in) return;
+    uint64_t x = 0x9E3779B97F4A7C15ull;
+    for (int round = 0; round < 24; round++) {
+        size_t n = 0;
+        while (n + 3 * ARC_CHUNK_MAX < cap) {
+            uint64_t r = next(&x);
+            size_t row;
+            switch (round % 6) {
+            case 0: row = 1 + r % 3; break;
+            case 1: row = ARC_CHUNK_MIN - 70 + r % 140; break;
+            case 2: row = ARC_CHUNK_MAX - 3 + r % 7; break;
+            case 3: row = r % 4 == 0 ? ARC_CHUNK_MAX + r % 5000 : 1 + r % 300; break;
+            case 4: row = r % 50 == 0 ? 2 * ARC_CHUNK_MAX : 20 + r % 60; break;
+            default: row = 1 + r % 2500; break;
+            }
+            for (size_t k = 0; k + 1 < row; k++) {
+                unsigned char v = (unsigned char)(next(&x) % 255 + 1);
+                in[n++] = v == '\n' ? 'n' : v;
+            }
+            in[n++] = '\n';
+        }
+        size_t piece = round < 6 ? 0 : 1 + next(&x) % (round < 12 ? 64 : 70000);
+        chunk(in, n, piece, round & 1, &c);
+        size_t m = spec_boundaries(in, n, spec, MAX_CHUNKS), d = 0;
+        while (d < m && d < c.n && spec[d] == c.len[d]) d++;
+        CHECKF(m == c.n && d == m && c.bad_bytes == 0, "round %d (rows of kind %d, pieces of %zu): arc_chunk %zu "
+               "chunks, FORMAT.md %zu, first difference at chunk %zu", round, round % 6, piece, c.n, m, d);
+    }
+    free(in);
+}
+
 int main(void) {
     unsigned char *in = malloc(IN_BYTES);
     if (!in) return 1;
@@ -263,6 +303,7 @@ int main(void) {
     bounds(in, len);
     long_row();
     local_edit(in, len);
+    fast_path_edges();
     free(in);
     return tap_done();
 }

@@ -65,29 +65,55 @@ static fb_code ac_cut(arc_chunker *c, fb_err *err) {
     return rc;
 }
 
-fb_code arc_chunker_feed(arc_chunker *c, const void *buf, size_t len, fb_err *err) {
-    const unsigned char *p = buf;
-    size_t start = 0;
+/* The gear hash's low ARC_CHUNK_MASK_BITS bits, the only ones a cut looks at, depend on the last 64 bytes only
+ * (each byte's term is shifted out after 64 more), and no byte before the chunk's ARC_CHUNK_MIN-th can arm a cut
+ * or cut (ARC_CHUNK_MIN < ARC_CHUNK_MAX). So a chunk's first ARC_CHUNK_MIN - 64 bytes are skipped without hashing,
+ * the 64 before its ARC_CHUNK_MIN-th warm the hash up (h is then exactly what hashing every byte would give), and
+ * once a cut is armed (or the chunk reached ARC_CHUNK_MAX) the hash no longer matters either: only the next '\n'
+ * does, found by memchr. The boundaries are those of the rule in FORMAT.md byte for byte (tests/c/test_chunk_golden.c
+ * compares them with that rule written out naively), at about half the per-byte work. */
+#define AC_WARM_FROM (ARC_CHUNK_MIN - 64u)
+_Static_assert(ARC_CHUNK_MIN >= 64u && ARC_CHUNK_MIN < ARC_CHUNK_MAX, "the skipped prefix needs MIN >= 64 < MAX");
+
+/* Hashes p[i..len) of a chunk that has clen bytes before p[i] (clen >= AC_WARM_FROM, not armed), until a byte arms
+ * a cut or the chunk reaches ARC_CHUNK_MAX - 1 bytes; returns the index after the last byte hashed. A '\n' before
+ * that never cuts (not armed, below the maximum) and never arms. */
+static size_t ac_scan(arc_chunker *c, const unsigned char *p, size_t i, size_t len, size_t clen) {
     uint64_t h = c->h;
-    size_t clen = c->len; /* length the current chunk will have up to and including byte i */
-    fb_code rc = FB_OK;
-    for (size_t i = 0; i < len; i++) {
+    size_t room = ARC_CHUNK_MAX - 1 - clen, end = len - i < room ? len : i + room;
+    for (; i < end && clen + 1 < ARC_CHUNK_MIN; i++, clen++) h = (h << 1) + ac_gear[p[i]];
+    for (; i < end; i++) {
         unsigned char b = p[i];
         h = (h << 1) + ac_gear[b];
-        clen++;
-        if (b == '\n') {
-            if (c->armed || clen >= ARC_CHUNK_MAX) {
-                c->h = h;
-                if ((rc = ac_append(c, p + start, i + 1 - start, err))) return rc;
-                if ((rc = ac_cut(c, err))) return rc;
-                start = i + 1;
-                clen = 0;
-            }
-        } else if (!c->armed && clen >= ARC_CHUNK_MIN && (h & ARC_CHUNK_MASK) == 0) {
+        if ((h & ARC_CHUNK_MASK) == 0 && b != '\n') {
             c->armed = 1;
+            i++;
+            break;
         }
     }
     c->h = h;
+    return i;
+}
+
+fb_code arc_chunker_feed(arc_chunker *c, const void *buf, size_t len, fb_err *err) {
+    const unsigned char *p = buf;
+    size_t i = 0, start = 0; /* p[start..i) belongs to the current chunk and is not appended yet */
+    fb_code rc;
+    while (i < len) {
+        size_t clen = c->len + (i - start); /* bytes of the current chunk before p[i] */
+        if (c->armed || clen + 1 >= ARC_CHUNK_MAX) {
+            const unsigned char *nl = memchr(p + i, '\n', len - i);
+            if (!nl) break;
+            i = (size_t)(nl - p) + 1;
+            if ((rc = ac_append(c, p + start, i - start, err)) || (rc = ac_cut(c, err))) return rc;
+            start = i;
+        } else if (clen < AC_WARM_FROM) {
+            size_t skip = AC_WARM_FROM - clen;
+            i += skip < len - i ? skip : len - i;
+        } else {
+            i = ac_scan(c, p, i, len, clen);
+        }
+    }
     return ac_append(c, p + start, len - start, err);
 }
 
