@@ -403,10 +403,11 @@ static void cb_print_rebase(const cb_run *b, const job_result *res) {
     (void)cap_rebase_slot_name(b->cfg.capture_slot, old_gen, old, &e);
     const char *reason = cap_rebase_reason_name((cap_rebase_reason)why);
     int dropped = job_result_get(res, "capture_old_slot_dropped") != 0;
+    uint64_t lsn = (uint64_t)job_result_get(res, "capture_base_lsn");
     if (b->cfg.json)
         printf(",\"ran_as\":\"FULL\",\"capture_rebase\":{\"reason\":\"%s\",\"slot\":\"%s\",\"generation\":%u,"
-               "\"old_slot\":\"%s\",\"old_generation\":%u,\"old_slot_dropped\":%s}", reason, slot, gen, old, old_gen,
-               dropped ? "true" : "false");
+               "\"old_slot\":\"%s\",\"old_generation\":%u,\"old_slot_dropped\":%s,\"lsn\":\"" CAP_LSN_FMT "\"}", reason,
+               slot, gen, old, old_gen, dropped ? "true" : "false", CAP_LSN_ARGS(lsn));
     else
         printf("  NEW CAPTURE BASE: the chain of slot %s could not continue (%s): this backup ran as a FULL in the "
                "snapshot of new slot %s (generation %u); the workers' capture follows it%s\n", old, reason, slot, gen,

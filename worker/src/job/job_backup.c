@@ -1440,6 +1440,7 @@ static void jb_result(jb_job *j) {
         job_result_set(res, "capture_generation", (int64_t)j->rb.gen);
         job_result_set(res, "capture_old_generation", (int64_t)j->rb.old_gen);
         job_result_set(res, "capture_old_slot_dropped", j->rb.old_dropped);
+        job_result_set(res, "capture_base_lsn", (int64_t)j->rb.import.lsn); /* < 2^63: WAL positions of this era */
     }
     if (j->copies) job_result_set(res, "copies", j->copies);
     if (j->pruned) job_result_set(res, "pruned", j->pruned);
