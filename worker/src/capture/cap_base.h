@@ -16,7 +16,8 @@
  *
  * Never a silent gap. A new base never goes into a folder that already holds segments (FB_ERR_CONFLICT): the old
  * chain ends where its slot stopped, and a new slot's chain must not look like its continuation, so a new base
- * takes a new slot name (--capture-slot) and thereby a new folder and stream id. cap_base_slot_check refuses to
+ * takes a new slot name (--capture-slot, or the next generation, cap_rebase.h) and thereby a new folder and stream
+ * id. cap_base_slot_check refuses to
  * stream from a slot that is missing or whose WAL was removed (pg_replication_slots.wal_status 'lost':
  * max_slot_wal_keep_size was exceeded), saying that a new base is needed: streaming would skip what was lost.
  *

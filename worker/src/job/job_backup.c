@@ -1110,7 +1110,9 @@ static int jb_reuse_existing(jb_job *j) {
  * change chain (index line `capture`), the chain is of this worker's database, its FULL is a usable backup of the
  * folder and its slot is alive. Otherwise the backup reads the tables as any INCREMENTAL does, with a warning
  * saying why: a chain that ended (slot dropped or lost, another database) gives no changes to copy, and a backup
- * that reads tables is still a correct one; changes are used again from a new capture base on. */
+ * that reads tables is still a correct one; changes are used again from a new capture base on. A chain of this
+ * configuration that cannot continue has usually been rebased before this point (jb_rebase, job_rebase.h); what
+ * remains here is a request naming tables, a chain of another database or of another slot family. */
 static int jb_capture_plan(jb_job *j) {
     const arc_index *bx = j->base->ix;
     const char *slash = bx->cap_stream ? strrchr(bx->cap_stream, '/') : NULL;
@@ -1135,8 +1137,9 @@ static int jb_capture_plan(jb_job *j) {
     }
     if (why[0]) {
         FB_WARN("job=%s %s on base %s reads the tables instead of copying captured changes: %s. The change chain "
-                "ended; for later backups to be made of changes again, take a new capture base (fusion-backup backup "
-                "CONFIG --type FULL --capture-base --capture-slot NEW)", j->ev->job_id,
+                "ended; for later backups to be made of changes again, a new capture base is needed (a backup of the "
+                "whole configuration with the workers' capture-slot takes it, or fusion-backup backup CONFIG --type "
+                "FULL --capture-base --capture-slot NEW)", j->ev->job_id,
                 jb_type_name(j->rq->backup_type), j->base->job_id, why);
         j->cap_fallback = 1;
         return 0;

@@ -108,6 +108,13 @@ fb_code job_rebase_plan(const fb_config *cfg, const ev_event *ev, stor *st, cons
     if (!c) return err->code ? err->code : FB_ERR_TRANSIENT;
     rc = jr_check(cfg, rq, c, st, kr, base_ok, rb, err);
     PQfinish(c);
+    if (rc == FB_ERR_UNTRUSTED || rc == FB_ERR_FORMAT) {
+        /* A forged or damaged schema file decides nothing: no slot on its word; the backup itself still runs. */
+        FB_WARN("job=%s not deciding whether chain of slot %s needs a new base: %s", ev->job_id, rb->old_slot,
+                err->msg);
+        rb->reason = CAP_REBASE_NONE;
+        return FB_OK;
+    }
     if (rc || rb->reason == CAP_REBASE_NONE) return rc;
     if (rq->n_tables) {
         FB_WARN("job=%s database %s's change chain cannot continue (%s), but this request names %zu tables and a "
