@@ -19,15 +19,37 @@ from __future__ import annotations
 import json
 import signal
 import socket
-import time
+import subprocess
 
 import psycopg2
+import pytest
 
-from conftest import conninfo_for, wait_for
+import conftest
+from conftest import PG_BIN, REPO, conninfo_for, wait_for
 from test_backup_command import FOLDER, add_config, records
 from test_capture import (DURABLE_WAIT_S, Capture, _no_capture_outlives_its_test, commit, fingerprint,  # noqa: F401
                           logical_pg, lsn)
 from test_pitr import base_args, pitr_db, restore_until, take_base  # noqa: F401
+
+
+# The workers here capture, so their least-privilege role needs REPLICATION (roles.sql -v capture=on). A role of its
+# own: the other tests' role is re-applied without it (which takes REPLICATION away) by every worker they start.
+CAPTURE_ROLE = "fb_test_capture_worker"
+
+
+@pytest.fixture
+def capture_role(monkeypatch):
+    """Workers started in the test log in as CAPTURE_ROLE (roles.sql with capture=on) instead of the tests' role."""
+    def as_capture_role(ci: str) -> str:
+        for _ in range(5):
+            r = subprocess.run([str(PG_BIN / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-v",
+                                f"worker_role={CAPTURE_ROLE}", "-v", "capture=on", "-d", ci, "-f",
+                                str(REPO / "deploy/sql/roles.sql")], capture_output=True, text=True)
+            if r.returncode == 0 or not ("concurrently" in r.stderr or "duplicate key" in r.stderr):
+                break
+        assert r.returncode == 0, r.stderr
+        return f"{ci} user={CAPTURE_ROLE}"
+    monkeypatch.setattr(conftest, "as_worker_role", as_capture_role)
 
 
 def _free_port() -> int:
@@ -90,7 +112,7 @@ def moment_after_new_base(bin, conn, ci, name, slot2, storage_root, keypair, sig
 
 
 def test_dropped_slot_next_incremental_takes_generation_2_and_the_daemon_follows(
-        bin, pitr_db, logical_pg, storage_root, keypair, signing_keys, workers, tmp_path):
+        bin, pitr_db, logical_pg, storage_root, keypair, signing_keys, capture_role, workers, tmp_path):
     name, ci, slot, admin = pitr_db
     pub, secret = keypair
     config_id = add_config(ci, name, [])
@@ -148,7 +170,7 @@ def test_dropped_slot_next_incremental_takes_generation_2_and_the_daemon_follows
 
 
 def test_migration_ends_chain_1_next_backup_takes_generation_2_and_drops_the_old_slot(
-        bin, pitr_db, logical_pg, storage_root, keypair, signing_keys, workers, tmp_path):
+        bin, pitr_db, logical_pg, storage_root, keypair, signing_keys, capture_role, workers, tmp_path):
     name, ci, slot, admin = pitr_db
     pub, secret = keypair
     config_id = add_config(ci, name, [])
@@ -216,7 +238,7 @@ def test_a_healthy_chain_is_never_rebased_and_an_unbased_newer_slot_blocks_anoth
 
     # A slot of generation 2 without a base (a rebase interrupted after creating it) and chain 1 lost: the next
     # backup refuses to create generation 3 (one new generation per needed rebase) and names the slot to drop.
-    with admin.cursor() as cur:
+    with conn.cursor() as cur:  # on the captured database, as a rebase makes it
         cur.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (f"{slot}_2",))
     drop_slot(admin, slot)
     r = bin.run("backup", name, "--type", "INCREMENTAL", "--json", *base_args(ci, slot, storage_root, pub))
