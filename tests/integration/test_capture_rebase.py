@@ -12,7 +12,8 @@ server:
   old slot (it would hold WAL forever); restore --until a moment after the new base equals the source then,
   migration included;
 - a healthy chain is never rebased: a FULL request on it creates no slot, and a slot of a newer generation that has
-  no base (an interrupted rebase) makes a rebase refuse rather than create another one.
+  no base (an interrupted rebase) makes a rebase refuse rather than create another one;
+- the worker's event path (`event run` of a backup.requested) takes the same new base and says so in its status.
 """
 from __future__ import annotations
 
@@ -20,11 +21,13 @@ import json
 import signal
 import socket
 import subprocess
+import uuid
 
 import psycopg2
 import pytest
 
 import conftest
+import flow
 from conftest import PG_BIN, REPO, conninfo_for, wait_for
 from test_backup_command import FOLDER, add_config, records
 from test_capture import (DURABLE_WAIT_S, Capture, _no_capture_outlives_its_test, commit, fingerprint,  # noqa: F401
@@ -247,3 +250,25 @@ def test_a_healthy_chain_is_never_rebased_and_an_unbased_newer_slot_blocks_anoth
     assert f"pg_drop_replication_slot('{slot}_2')" in r.stderr, r.stderr
     assert set(slots(admin, name)) == {f"{slot}_2"}, slots(admin, name)
     conn.close()
+
+
+def test_the_workers_event_path_takes_the_same_new_base(bin, pitr_db, storage_root, keypair, tmp_path):
+    """A backup.requested INCREMENTAL as a worker runs it (`event run`: authority check, ledger, job) on a chain
+    whose slot was dropped: the same new base, said in the completion status's stats."""
+    name, ci, slot, admin = pitr_db
+    pub, _ = keypair
+    cid = add_config(ci, name, [])
+    take_base(bin, ci, slot, storage_root, pub, name)
+    drop_slot(admin, slot)
+    ev = flow.fusion_events.encode({
+        "v": 1, "type": "backup.requested", "job_id": str(uuid.uuid4()), "ts": flow.now_ms(), "requested_by": None,
+        "attempt": 1, "record_id": 434343, "config_id": cid, "config_name": name, "backup_type": "INCREMENTAL",
+        "tables": [], "modules": [], "storage_path": FOLDER, "retention_days": 0})
+    r, out = flow.run_authorised(bin, ev, tmp_path, "--pg", ci, "--storage-root", str(storage_root), "--public-key",
+                                 str(pub), "--capture-slot", slot, "--capture-publication", slot)
+    assert out and out["status"] == "SUCCESS", r.stderr
+    st = out["stats"]
+    assert st["ran_as_full"] == 1 and st["tables"] > 0 and "captured_changes" not in st, st
+    assert (st["capture_rebase"], st["capture_generation"], st["capture_old_generation"]) == (1, 2, 1), st
+    assert "CAPTURE REBASE" in r.stderr, r.stderr
+    assert set(slots(admin, name)) == {f"{slot}_2"}, slots(admin, name)
