@@ -13,7 +13,9 @@ server:
   migration included;
 - a healthy chain is never rebased: a FULL request on it creates no slot, and a slot of a newer generation that has
   no base (an interrupted rebase) makes a rebase refuse rather than create another one;
-- the worker's event path (`event run` of a backup.requested) takes the same new base and says so in its status.
+- the worker's event path (`event run` of a backup.requested) takes the same new base and says so in its status;
+- a live chain whose base FULL is gone is rebased too, its live slot left alone, and the daemon moves from the chain
+  it streams to the new one.
 """
 from __future__ import annotations
 
@@ -272,3 +274,42 @@ def test_the_workers_event_path_takes_the_same_new_base(bin, pitr_db, storage_ro
     assert (st["capture_rebase"], st["capture_generation"], st["capture_old_generation"]) == (1, 2, 1), st
     assert "CAPTURE REBASE" in r.stderr, r.stderr
     assert set(slots(admin, name)) == {f"{slot}_2"}, slots(admin, name)
+
+
+def test_a_chain_whose_base_full_is_gone_is_rebased_and_its_live_slot_left(
+        bin, pitr_db, logical_pg, storage_root, keypair, signing_keys, capture_role, workers, tmp_path):
+    """The base FULL of a live chain removed from the folder (an INCREMENTAL made of its changes still there): the
+    next backup takes generation 2, leaves the old slot (alive: only storage says its base is gone), and the daemon
+    moves from the chain it was streaming to the new one, writing what it held into the old chain first."""
+    name, ci, slot, admin = pitr_db
+    pub, secret = keypair
+    add_config(ci, name, [])
+    conn = psycopg2.connect(ci)
+    conn.autocommit = True
+    full = take_base(bin, ci, slot, storage_root, pub, name)
+    w = capture_worker(workers, ci, name, slot, storage_root, keypair)
+    try:
+        wait_for(lambda: f"streaming slot {slot} " in workers.log(w), timeout=60, what="the worker to stream")
+        commit(conn, 'INSERT INTO leave ("Note", n) VALUES (\'chain 1\', 1)')
+        incr, _ = backup(bin, name, "INCREMENTAL", ci, slot, storage_root, pub)
+        assert incr["captured_changes"]["segments"] >= 1 and not incr["ran_as_full"], incr
+        (storage_root / FOLDER / f"{full['job_id']}.fbak").unlink()
+
+        out, stderr = backup(bin, name, "INCREMENTAL", ci, slot, storage_root, pub)
+        slot2 = f"{slot}_2"
+        rb = out["capture_rebase"]
+        assert out["ran_as_full"] and (rb["reason"], rb["slot"], rb["old_slot_dropped"]) == (
+            "base_unusable", slot2, False), out
+        assert f"old capture slot {slot} left in place" in stderr, stderr
+        wait_for(lambda: f"streaming slot {slot2} " in workers.log(w), timeout=30, what="the worker to follow S_2")
+        assert set(slots(admin, name)) == {slot, slot2}, slots(admin, name)
+        wait_for(lambda: not slots(admin, name)[slot], timeout=30, what="the old slot to be let go")
+        at, fp = moment_after_new_base(bin, conn, ci, name, slot2, storage_root, keypair, signing_keys, tmp_path)
+        new = f"{name}_r"
+        r = restore_until(bin, out["artifact"], at, secret, conninfo_for(logical_pg, new))
+        assert r.returncode == 0, r.stderr
+        assert data_fingerprint(conninfo_for(logical_pg, new)) == fp
+    finally:
+        workers.stop_all()
+        wait_for(lambda: not any(slots(admin, name).values()), timeout=30, what="the worker's walsenders to go")
+        conn.close()

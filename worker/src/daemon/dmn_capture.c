@@ -175,9 +175,10 @@ static int dc_follow_due(const dc_db *d) {
     return dc_now_ms() - d->last_follow_ms >= d->owner->cfg->capture_lock_retry_s * 1000;
 }
 
-/* Moves to the newest slot generation on the database once its base FULL has committed (never before: a base that
- * fails drops its slot, which must not be streamed then; never back to an older one). 1 when it moved. */
-static int dc_follow(dc_db *d) {
+/* The newest slot generation on the database when it is newer than the one streamed and its base FULL has
+ * committed (never before: a base that fails drops its slot, which must not be streamed then; never back to an
+ * older one); 0 otherwise. Asked at most every capture-lock-retry-s. */
+static unsigned dc_newer(dc_db *d) {
     unsigned newest = 0;
     fb_err err;
     if (!d->lock || !dc_follow_due(d)) return 0;
@@ -186,7 +187,12 @@ static int dc_follow(dc_db *d) {
         FB_WARN("capture %s: could not list the database's slots: %s", d->stream, err.msg);
         return 0;
     }
-    if (newest <= d->gen || !dc_has_base(d, newest)) return 0;
+    return newest > d->gen && dc_has_base(d, newest) ? newest : 0;
+}
+
+/* Moves to generation newest (no capture may be open: it borrows the names). 1 when it moved. */
+static int dc_move(dc_db *d, unsigned newest) {
+    fb_err err;
     char old_slot[CAP_NAME_MAX + 1], old_stream[CAP_SEG_STREAM_MAX + 1];
     snprintf(old_slot, sizeof old_slot, "%s", d->slot);
     snprintf(old_stream, sizeof old_stream, "%s", d->stream);
@@ -201,6 +207,12 @@ static int dc_follow(dc_db *d) {
     dmn_metrics_capture_leader(d->db, d->slot, d->leader);
     d->lag = (cap_slot_lag){0};
     return 1;
+}
+
+/* dc_newer, then dc_move: for when no capture is open. */
+static int dc_follow(dc_db *d) {
+    unsigned newest = dc_newer(d);
+    return newest && dc_move(d, newest);
 }
 
 /* ---- leading ------------------------------------------------------------------------------------------------- */
@@ -255,12 +267,14 @@ static void dc_lead(dc_db *d) {
         fb_code rc = c ? cap_capture_step(c, 500, &err) : dc_begin(d, &s, &c, &err);
         if (dc_now_ms() - d->last_ping_ms >= DC_PING_MS) dc_ping(d);
         dc_poll(d);
-        if (rc == FB_OK && c && dc_follow_due(d) && dc_follow(d)) {
+        unsigned newer = rc == FB_OK && c ? dc_newer(d) : 0;
+        if (newer) {
             /* A newer generation has its base: this chain is no longer the current one. What is pending is made
-             * durable (its slot may still be needed by nobody, but nothing captured is thrown away). */
+             * durable in it first (the capture borrows this chain's names, so they change only after dc_end). */
             if (!dc_fence(d) && cap_capture_flush(c, &err) != FB_OK)
                 FB_WARN("capture %s: final flush of the older generation: %s", d->stream, err.msg);
             dc_end(&s, &c);
+            (void)dc_move(d, newer);
             continue;
         }
         if (rc == FB_OK) {
