@@ -28,6 +28,7 @@
 #define DC_IDLE_TIMEOUT_S 15
 #define DC_STOPPED_RECHECK_S 30
 #define DC_MAX_DBS 64
+#define DC_BASE_WAIT_MAX_MS 30000 /* a newer slot whose base FULL runs: its folder's indexes read at most this often */
 
 typedef struct dc_db {
     struct dmn_capture *owner;
@@ -43,6 +44,7 @@ typedef struct dc_db {
     int64_t last_ping_ms; /* last successful ping of the lock session (the lease) */
     int64_t last_poll_ms;
     int64_t last_follow_ms;
+    int64_t follow_every_ms;       /* capture-lock-retry-s; doubles (to DC_BASE_WAIT_MAX_MS) while a base is taken */
     cap_slot_lag lag;
     const char *state;   /* standby | streaming | retrying | stopped */
 } dc_db;
@@ -172,7 +174,8 @@ static int dc_has_base(dc_db *d, unsigned gen) {
 }
 
 static int dc_follow_due(const dc_db *d) {
-    return dc_now_ms() - d->last_follow_ms >= d->owner->cfg->capture_lock_retry_s * 1000;
+    int64_t every = d->owner->cfg->capture_lock_retry_s * 1000;
+    return dc_now_ms() - d->last_follow_ms >= (d->follow_every_ms > every ? d->follow_every_ms : every);
 }
 
 /* The newest slot generation on the database when it is newer than the one streamed and its base FULL has
@@ -187,7 +190,16 @@ static unsigned dc_newer(dc_db *d) {
         FB_WARN("capture %s: could not list the database's slots: %s", d->stream, err.msg);
         return 0;
     }
-    return newest > d->gen && dc_has_base(d, newest) ? newest : 0;
+    if (newest <= d->gen) {
+        d->follow_every_ms = 0;
+        return 0;
+    }
+    if (dc_has_base(d, newest)) return newest;
+    /* Its base FULL is being taken (or was interrupted): the folder's indexes are read less and less often. */
+    int64_t every = d->owner->cfg->capture_lock_retry_s * 1000;
+    d->follow_every_ms = d->follow_every_ms < every ? 2 * every : 2 * d->follow_every_ms;
+    if (d->follow_every_ms > DC_BASE_WAIT_MAX_MS) d->follow_every_ms = DC_BASE_WAIT_MAX_MS;
+    return 0;
 }
 
 /* Moves to generation newest (no capture may be open: it borrows the names). 1 when it moved. */
@@ -206,6 +218,7 @@ static int dc_move(dc_db *d, unsigned newest) {
     dmn_metrics_capture_leader(d->db, old_slot, 0);
     dmn_metrics_capture_leader(d->db, d->slot, d->leader);
     d->lag = (cap_slot_lag){0};
+    d->follow_every_ms = 0;
     return 1;
 }
 

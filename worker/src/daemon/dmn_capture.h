@@ -33,7 +33,8 @@
  *
  * Following the generations (capture/cap_rebase.h): the thread streams the newest generation of capture-slot whose
  * slot exists on the database and whose base FULL has committed (a usable FULL in capture-storage-path whose index
- * names that generation's stream), checked every capture-lock-retry-s while streaming and while stopped. Not
+ * names that generation's stream), checked every capture-lock-retry-s while streaming and while stopped (while a
+ * newer slot's base FULL runs, the folder's indexes are read at intervals doubling up to 30 s). Not
  * before the FULL committed: a base that fails drops its slot, and a walsender streaming it would make that drop
  * wait forever. Never back to an older generation. The lock stays the family's (hashtext(capture-slot)), so a
  * new generation changes no leader. Metrics are labelled with the slot streamed.
