@@ -12,7 +12,8 @@ Proves, with the real binaries against the real wal_level=logical server and a r
 - a segment of another chain in this chain's place, a flipped byte in a segment and a gap in the chain are
   refused by the backup (no artifact appears); a flipped byte in the backup and another capture base under its
   FULL's name are refused by restore (no database appears);
-- a lost slot makes the next INCREMENTAL read the tables, with a warning saying a new base is needed;
+- a lost slot makes the next INCREMENTAL a FULL that takes a new capture base under the next slot generation
+  (job/job_rebase.h; test_capture_rebase.py follows it further), saying so;
 - rekey refuses a backup of captured changes (its segments stay sealed to the capture's key), changing nothing;
 - the worker's event path (`event run`) makes the same backup of changes.
 """
@@ -125,14 +126,15 @@ def test_incrementals_from_changes_restore_to_their_moment(bin, pitr_db, logical
     for seg in moved.glob("cap-*.fbcap"):
         shutil.copy(seg, chain / seg.name)
 
-    # A lost chain: the slot dropped, the next INCREMENTAL reads the tables, saying a new base is needed.
+    # A lost chain: the slot dropped, the next INCREMENTAL is a FULL taking the new capture base, saying so.
     with admin.cursor() as cur:
         cur.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
     r = backup(bin, name, "INCREMENTAL", ci, slot, storage_root, pub)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert out["captured_changes"]["fallback"] and out["tables"] > 0, out
-    assert "new capture base" in r.stderr, r.stderr
+    assert out["ran_as_full"] and out["tables"] > 0 and "captured_changes" not in out, out
+    assert out["capture_rebase"]["reason"] == "slot_missing" and out["capture_rebase"]["slot"] == f"{slot}_2", out
+    assert "CAPTURE REBASE" in r.stderr and "new capture base" in r.stderr, r.stderr
     new = f"{name}_fb"
     r = restore_into(bin, out["artifact"], secret, conninfo_for(logical_pg, new))
     assert r.returncode == 0, r.stderr

@@ -113,8 +113,13 @@ fb_code cap_base_chain_open(const fb_config *cfg, const char *artifact_path, con
 }
 
 fb_code cap_base_begin(const fb_config *cfg, stor *st, const char *storage_path, cap_base *b, fb_err *err) {
+    return cap_base_begin_slot(cfg, cfg->capture_slot, st, storage_path, b, err);
+}
+
+fb_code cap_base_begin_slot(const fb_config *cfg, const char *slot, stor *st, const char *storage_path, cap_base *b,
+                            fb_err *err) {
     memset(b, 0, sizeof *b);
-    fb_code rc = cap_base_names(cfg->pg, cfg->capture_slot, storage_path, b->stream, b->dir, err);
+    fb_code rc = cap_base_names(cfg->pg, slot, storage_path, b->stream, b->dir, err);
     if (!rc) rc = cap_base_folder_empty(st, b->dir, err);
     if (!rc) rc = cap_stream_open(cfg->pg, "fusion-backup capture base", &b->s, err);
     if (!rc) rc = cap_stream_identity_check(b->s, err);
@@ -122,15 +127,15 @@ fb_code cap_base_begin(const fb_config *cfg, stor *st, const char *storage_path,
     if (!rc)
         FB_INFO("capture base: creating slot %s; PostgreSQL returns its consistent point once every transaction "
                 "running on the server now has ended (a long one, in any database, delays the base)",
-                cfg->capture_slot);
-    if (!rc) rc = cap_stream_slot_create(b->s, cfg->capture_slot, &b->info, err);
+                slot);
+    if (!rc) rc = cap_stream_slot_create(b->s, slot, &b->info, err);
     /* The folder is empty (checked above), so the slot is either a base's whose capture has not started yet or
      * one a killed --capture-base left behind (cap_base_end never ran): only the artifacts can tell, so say both. */
     if (rc == FB_ERR_CONFLICT && b->s)
         fb_err_prefix(err, "a new base needs a new slot (--capture-slot NAME; drop the old one when its chain is no "
                       "longer needed; if no FULL backup in this configuration's folder was taken as its base, it was "
                       "left by an interrupted --capture-base and only holds WAL: SELECT "
-                      "pg_drop_replication_slot('%s')): ", cfg->capture_slot);
+                      "pg_drop_replication_slot('%s')): ", slot);
     if (rc) {
         cap_stream_free(b->s);
         b->s = NULL;

@@ -11,11 +11,13 @@
  * since a slot without a base would only hold WAL.
  *
  * Who calls it: `fusion-backup backup CONFIG --type FULL --capture-base` (cmd_backup.c, which owns the backup's
- * record); a daemon taking a new base after an invalidated slot calls the same three functions around its job.
+ * record), and any backup job whose configuration's chain needs a new base (job_rebase.h: the next slot
+ * generation, cap_rebase.h), in a worker or in `backup`, through cap_base_begin_slot around its FULL.
  *
  * Never a silent gap. A new base never goes into a folder that already holds segments (FB_ERR_CONFLICT): the old
  * chain ends where its slot stopped, and a new slot's chain must not look like its continuation, so a new base
- * takes a new slot name (--capture-slot) and thereby a new folder and stream id. cap_base_slot_check refuses to
+ * takes a new slot name (--capture-slot, or the next generation, cap_rebase.h) and thereby a new folder and stream
+ * id. cap_base_slot_check refuses to
  * stream from a slot that is missing or whose WAL was removed (pg_replication_slots.wal_status 'lost':
  * max_slot_wal_keep_size was exceeded), saying that a new base is needed: streaming would skip what was lost.
  *
@@ -72,6 +74,9 @@ typedef struct cap_base {
  * replica identities, ensures cfg->capture_publication and creates the slot with an exported snapshot. On FB_OK
  * the caller runs the FULL with b->info.snapshot, then calls cap_base_end. On failure nothing is left (no slot). */
 fb_code cap_base_begin(const fb_config *cfg, stor *st, const char *storage_path, cap_base *b, fb_err *err);
+/* The same with slot instead of cfg->capture_slot (a generation the caller derived, cap_rebase_slot_name). */
+fb_code cap_base_begin_slot(const fb_config *cfg, const char *slot, stor *st, const char *storage_path, cap_base *b,
+                            fb_err *err);
 
 /* full_ok: the FULL committed, the slot stays. Otherwise the slot is dropped (errors only logged). Closes the
  * connection. Safe on a zeroed or ended b. */

@@ -7,7 +7,9 @@
  * (pg_replication_slots.wal_status = 'lost') and the transactions it no longer holds are gone from the stream.
  * Either way the chain has a gap from then on, so the one safe reaction is to stop, say so loudly (log naming the
  * slot, metric, `status`, a non-zero exit) and require a new base (a FULL in a new slot's snapshot). Quietly
- * creating a new slot would resume the chain after a hole that no check could see later.
+ * creating a new slot under the same name would resume the chain after a hole that no check could see later; a
+ * new base is a new chain instead, under the next slot generation with its own stream and folder, taken by the
+ * next backup of the configuration (job/job_rebase.h, cap_rebase.h).
  *
  * Lag in bytes: pg_current_wal_lsn() - confirmed_flush_lsn (the WAL the slot makes the server keep beyond what the
  * chain holds; WAL of other databases of the cluster counts too, because the slot holds it all the same).
@@ -60,7 +62,9 @@ double cap_slot_lag_seconds(cap_slot_lag *t, const cap_slot_health *h, int64_t n
 /* The hint every "a new base is needed" message ends with (one place, so they cannot drift apart). */
 #define CAP_NEW_BASE_HINT                                                                                          \
     "the chain cannot continue (transactions after its end are no longer in any slot, so continuing would hide a " \
-    "gap); start a new base: `fusion-backup capture --create-slot --capture-slot NEW_NAME ...` and a FULL in its " \
-    "snapshot, then drop the old slot if it still exists (SELECT pg_drop_replication_slot('SLOT'))"
+    "gap); a new base is needed: the next backup of the database's configuration takes it under the next slot "  \
+    "generation (run `fusion-backup backup CONFIG` to take it now; by hand: `fusion-backup capture --create-slot " \
+    "--capture-slot NEW_NAME ...` and a FULL in its snapshot, then drop the old slot if it still exists, SELECT "  \
+    "pg_drop_replication_slot('SLOT'))"
 
 #endif

@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "capture/cap_base.h"
+#include "capture/cap_rebase.h"
 #include "cmd/cmd.h"
 #include "common/fb_config.h"
 #include "common/fb_flag.h"
@@ -390,6 +391,29 @@ static fb_code cb_finish(cb_run *b, const job_result *res, fb_code rc, fb_err *e
     return rc;
 }
 
+/* A new capture base the job took by itself (job/job_rebase.h): which slot generation replaced which, and why. */
+static void cb_print_rebase(const cb_run *b, const job_result *res) {
+    int64_t why = job_result_get(res, "capture_rebase");
+    char slot[CAP_NAME_MAX + 1] = "?", old[CAP_NAME_MAX + 1] = "?";
+    fb_err e;
+    if (!why) return;
+    unsigned gen = (unsigned)job_result_get(res, "capture_generation");
+    unsigned old_gen = (unsigned)job_result_get(res, "capture_old_generation");
+    (void)cap_rebase_slot_name(b->cfg.capture_slot, gen, slot, &e);
+    (void)cap_rebase_slot_name(b->cfg.capture_slot, old_gen, old, &e);
+    const char *reason = cap_rebase_reason_name((cap_rebase_reason)why);
+    int dropped = job_result_get(res, "capture_old_slot_dropped") != 0;
+    uint64_t lsn = (uint64_t)job_result_get(res, "capture_base_lsn");
+    if (b->cfg.json)
+        printf(",\"ran_as\":\"FULL\",\"capture_rebase\":{\"reason\":\"%s\",\"slot\":\"%s\",\"generation\":%u,"
+               "\"old_slot\":\"%s\",\"old_generation\":%u,\"old_slot_dropped\":%s,\"lsn\":\"" CAP_LSN_FMT "\"}", reason,
+               slot, gen, old, old_gen, dropped ? "true" : "false", CAP_LSN_ARGS(lsn));
+    else
+        printf("  NEW CAPTURE BASE: the chain of slot %s could not continue (%s): this backup ran as a FULL in the "
+               "snapshot of new slot %s (generation %u); the workers' capture follows it%s\n", old, reason, slot, gen,
+               dropped ? "; old slot dropped" : "");
+}
+
 /* Step 6: what was written, as JSON or as text. */
 static void cb_print(const cb_run *b, const job_result *res, int64_t took) {
     const char *root = b->cfg.storage_root;
@@ -416,6 +440,7 @@ static void cb_print(const cb_run *b, const job_result *res, int64_t took) {
                    ",\"wait_ms\":%" PRId64 ",\"fallback\":%s}", job_result_get(res, "capture_segments"),
                    job_result_get(res, "capture_transactions"), job_result_get(res, "capture_bytes"),
                    job_result_get(res, "capture_wait_ms"), job_result_get(res, "capture_fallback") ? "true" : "false");
+        cb_print_rebase(b, res);
         printf("}\n");
         return;
     }
@@ -423,12 +448,15 @@ static void cb_print(const cb_run *b, const job_result *res, int64_t took) {
     printf("SUCCESS %s backup of \"%s\" (record %" PRId64 ", job %s)%s\n  artifact %s\n  size %s (%" PRId64
            " bytes), %" PRId64 " tables, %" PRId64 " rows, %.2f s\n",
            type, b->k.name, b->record_id, b->job_id,
-           b->type != EV_FULL && job_result_get(res, "ran_as_full") ? ", ran as FULL (no base yet)" : "", path,
+           b->type != EV_FULL && job_result_get(res, "ran_as_full")
+               ? (job_result_get(res, "capture_rebase") ? ", ran as FULL (new capture base)" : ", ran as FULL (no base yet)")
+               : "", path,
            fb_size_format(res->file_size, sz, sizeof sz), res->file_size, job_result_get(res, "tables"),
            job_result_get(res, "rows"), (double)took / 1000.0);
     if (job_result_get(res, "captured_changes"))
         printf("  made of captured changes: %" PRId64 " change segments, %" PRId64 " transactions, no table read\n",
                job_result_get(res, "capture_segments"), job_result_get(res, "capture_transactions"));
+    cb_print_rebase(b, res);
     if (b->cfg.capture_base)
         printf("  capture base: slot %s, chain %s from " CAP_LSN_FMT " (start `fusion-backup capture "
                "--capture-slot %s` to stream it)\n", b->import.slot, b->import.stream, CAP_LSN_ARGS(b->import.lsn),

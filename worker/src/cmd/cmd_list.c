@@ -5,7 +5,8 @@
  * chain indexes alone (arc_chain.h): no secret key, no broker. "Restorable" means its index authenticates, names
  * the same job as the file, and every artifact it draws data from (a base's table, a chunk) is in the folder and
  * restorable too; otherwise the line says what is missing.
- * With --pg, each folder's change chain of that database (capture/DBNAME/SLOT, slot --capture-slot) is shown too:
+ * With --pg, each folder's change chains of that database (capture/DBNAME/SLOT, one per slot generation of
+ * --capture-slot, cap_rebase.h: a new base after a dropped slot or a migration is a new chain) are shown too:
  * the recoverable window of restore --until, from the chain's base LSN (the base FULL's consistent point, where
  * its first segment starts) to its durable end — the capture's signed tip (capture/cap_tip.h: nothing committed
  * since the last segment, up to a server time) when it counts, else the last segment's end and last commit time —
@@ -29,6 +30,7 @@
 #include "artifact/arc_index.h"
 #include "capture/cap_apply.h"
 #include "capture/cap_base.h"
+#include "capture/cap_rebase.h"
 #include "cmd/cmd.h"
 #include "cmd/cmd_keys.h"
 #include "common/fb_config.h"
@@ -207,14 +209,17 @@ static fb_code cl_folder(stor *st, const char *folder, const unsigned char key[A
     return rc;
 }
 
-/* The recoverable window of folder's change chain of the --pg database, when it has one (see the file comment). */
-static fb_code cl_capture(stor *st, const char *folder, const fb_config *cfg, const fb_keyring *signers, cl_out *o,
-                          fb_err *err) {
+/* The recoverable window of folder's change chain of slot on the --pg database, when it has one (*had 1; see the
+ * file comment). */
+static fb_code cl_capture_chain(stor *st, const char *folder, const fb_config *cfg, const char *slot,
+                                const fb_keyring *signers, cl_out *o, int *had, fb_err *err) {
     char stream[CAP_SEG_STREAM_MAX + 1], dir[CAP_BASE_DIR_MAX], problem[600] = "", end_t[40] = "-";
     uint64_t base = 0;
-    fb_code rc = cap_base_names(cfg->pg, cfg->capture_slot, folder, stream, dir, err);
+    *had = 0;
+    fb_code rc = cap_base_names(cfg->pg, slot, folder, stream, dir, err);
     if (!rc) rc = cap_base_chain_first(st, dir, &base, err);
     if (rc || base == 0) return rc == FB_ERR_NOTFOUND ? FB_OK : rc;
+    *had = 1;
     cap_seg_in in = {.stream = stream, .signers = signers};
     cap_window w;
     fb_err why;
@@ -251,6 +256,24 @@ static fb_code cl_capture(stor *st, const char *folder, const fb_config *cfg, co
                w.tip ? "the capture's signed tip" : "no tip", last_t, CAP_LSN_ARGS(w.chain_end_lsn),
                (unsigned long long)w.segments, (unsigned long long)w.transactions);
         if (w.tip_problem[0]) printf("    tip: %s\n", w.tip_problem);
+    }
+    return FB_OK;
+}
+
+/* Every generation's chain, oldest first, until CL_GEN_GAP generations in a row hold no segment (a generation
+ * whose base failed before its capture began holds none; the next base may then have taken the one after). */
+#define CL_GEN_GAP 3
+static fb_code cl_capture(stor *st, const char *folder, const fb_config *cfg, const fb_keyring *signers, cl_out *o,
+                          fb_err *err) {
+    unsigned empty = 0;
+    for (unsigned g = 1; g <= CAP_REBASE_GEN_MAX && empty < CL_GEN_GAP; g++) {
+        char slot[CAP_NAME_MAX + 1];
+        int had = 0;
+        fb_code rc = cap_rebase_slot_name(cfg->capture_slot, g, slot, err);
+        if (rc) return g == 1 ? rc : FB_OK; /* no longer name fits: no further generation can exist */
+        rc = cl_capture_chain(st, folder, cfg, slot, signers, o, &had, err);
+        if (rc) return g > 1 && rc == FB_ERR_USAGE ? FB_OK : rc; /* a stream id too long: the same */
+        empty = had ? 0 : empty + 1;
     }
     return FB_OK;
 }

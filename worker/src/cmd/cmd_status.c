@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "capture/cap_rebase.h"
 #include "capture/cap_slot.h"
 #include "cmd/cmd.h"
 #include "cmd/cmd_jobs.h"
@@ -186,7 +187,8 @@ static void cs_lag(const cs_view *v) {
     if (v->json) printf("]");
 }
 
-/* Change capture: each capture-databases database's slot (capture-slot) on the --pg server, its lag and whether it
+/* Change capture: each capture-databases database's slot on the --pg server (the newest generation of capture-slot
+ * that exists there, cap_rebase.h: the one the workers stream after a new base; capture-slot itself when none does), its lag and whether it
  * can still be streamed from (cap_slot.h). Returns FB_ERR_NOTFOUND when a slot is missing or invalidated (the
  * command then exits non-zero after printing everything), FB_OK otherwise; a database it cannot reach is printed
  * as such. In JSON: the "capture" member. */
@@ -201,15 +203,20 @@ static fb_code cs_capture_slots(const fb_config *cfg, int json) {
     for (char *save = NULL, *db = strtok_r(list, ", ", &save); db; db = strtok_r(NULL, ", ", &save), k++) {
         fb_err err;
         cap_slot_health h;
+        char slot[CAP_NAME_MAX + 1];
+        unsigned gen = 0;
         PGconn *c = pgx_connect_db(cfg->pg, db, "fusion-backup status", &err);
-        fb_code rc = c ? cap_slot_health_read(c, cfg->capture_slot, &h, &err) : err.code;
+        fb_code rc = c ? cap_rebase_newest_slot(c, cfg->capture_slot, &gen, NULL, &err) : err.code;
+        if (rc == FB_OK) rc = cap_rebase_slot_name(cfg->capture_slot, gen ? gen : 1, slot, &err);
+        if (rc == FB_OK) rc = cap_slot_health_read(c, slot, &h, &err);
         if (c) PQfinish(c);
         fb_err why;
-        int bad = rc == FB_OK && cap_slot_usable(&h, db, cfg->capture_slot, &why) != FB_OK;
+        int bad = rc == FB_OK && cap_slot_usable(&h, db, slot, &why) != FB_OK;
         if (bad) worst = FB_ERR_NOTFOUND;
         if (json) {
             printf("%s{\"database\":", k ? "," : "");
             fb_json_string(stdout, db);
+            if (rc == FB_OK) printf(",\"slot\":\"%s\",\"generation\":%u", slot, gen ? gen : 1);
             if (rc != FB_OK) {
                 printf(",\"error\":");
                 fb_json_string(stdout, err.msg);
@@ -229,9 +236,9 @@ static fb_code cs_capture_slots(const fb_config *cfg, int json) {
             char lag[32], safe[32] = "unbounded";
             fb_size_format((int64_t)h.lag_bytes, lag, sizeof lag);
             if (h.safe_wal_size >= 0) fb_size_format(h.safe_wal_size, safe, sizeof safe);
-            printf("  %-24s %-10s %s, wal_status %s, holds %s of WAL, %s before max_slot_wal_keep_size\n", db,
-                   cap_slot_state(&h), h.active ? "streaming" : "NOT STREAMING", h.exists ? h.wal_status : "-", lag,
-                   safe);
+            printf("  %-24s %-10s %s, slot %s, wal_status %s, holds %s of WAL, %s before max_slot_wal_keep_size\n",
+                   db, cap_slot_state(&h), h.active ? "streaming" : "NOT STREAMING", slot,
+                   h.exists ? h.wal_status : "-", lag, safe);
             if (bad) printf("  %-24s ERROR: %s\n", "", why.msg);
         }
     }

@@ -197,7 +197,8 @@ static const cfg_row cfg_rows[] = {
           "every transaction committed before the request durable (its slot confirmed past the WAL position of "
           "the request), then fails rather than miss one"),
     ROW_S("capture-slot", capture_slot, "fusion_backup", "FB_CAPTURE_SLOT", W | SC(CAPTURE) | SC(STATUS) | SC(BACKUP) | SC(LIST),
-          "logical replication slot change capture streams from (a-z, 0-9, _)"),
+          "logical replication slot change capture streams from (a-z, 0-9, _); generation 1 of its family: a new "
+          "base after a dropped slot or a migration takes NAME_2, NAME_3, ... (job/job_rebase.h)"),
     ROW_S("capture-publication", capture_publication, "fusion_backup", "FB_CAPTURE_PUBLICATION", W | SC(CAPTURE) | SC(BACKUP),
           "publication change capture subscribes to (created FOR ALL TABLES with the slot when missing)"),
     ROW_L("capture-databases", capture_databases, "", "FB_CAPTURE_DATABASES", W | SC(STATUS),

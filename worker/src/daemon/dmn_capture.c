@@ -9,8 +9,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "artifact/arc_chain.h"
+#include "artifact/arc_index.h"
 #include "artifact/arc_key.h"
 #include "capture/cap_capture.h"
+#include "capture/cap_rebase.h"
 #include "capture/cap_slot.h"
 #include "capture/cap_stream.h"
 #include "common/fb_flag.h"
@@ -25,10 +28,13 @@
 #define DC_IDLE_TIMEOUT_S 15
 #define DC_STOPPED_RECHECK_S 30
 #define DC_MAX_DBS 64
+#define DC_BASE_WAIT_MAX_MS 30000 /* a newer slot whose base FULL runs: its folder's indexes read at most this often */
 
 typedef struct dc_db {
     struct dmn_capture *owner;
     char db[128];
+    unsigned gen;                  /* the slot generation streamed (cap_rebase.h); 1: capture-slot itself */
+    char slot[CAP_NAME_MAX + 1];
     char stream[CAP_SEG_STREAM_MAX + 1];
     char dir[1024];
     pthread_t thread;
@@ -37,6 +43,8 @@ typedef struct dc_db {
     int leader;
     int64_t last_ping_ms; /* last successful ping of the lock session (the lease) */
     int64_t last_poll_ms;
+    int64_t last_follow_ms;
+    int64_t follow_every_ms;       /* capture-lock-retry-s; doubles (to DC_BASE_WAIT_MAX_MS) while a base is taken */
     cap_slot_lag lag;
     const char *state;   /* standby | streaming | retrying | stopped */
 } dc_db;
@@ -46,7 +54,7 @@ struct dmn_capture {
     const fb_signer *signer;
     fb_flag *signals;
     char app_name[200];
-    unsigned char pk[ARC_PK_BYTES];
+    unsigned char pk[ARC_PK_BYTES], ikey[ARC_INDEX_KEY_BYTES];
     fb_keyring signers;
     stor *st;
     dc_db dbs[DC_MAX_DBS];
@@ -124,13 +132,100 @@ static void dc_poll(dc_db *d) {
     d->last_poll_ms = now;
     cap_slot_health h;
     fb_err err;
-    if (cap_slot_health_read(d->lock, d->owner->cfg->capture_slot, &h, &err) != FB_OK) {
+    if (cap_slot_health_read(d->lock, d->slot, &h, &err) != FB_OK) {
         FB_WARN("capture %s: could not read the slot's state: %s", d->stream, err.msg);
         if (PQstatus(d->lock) != CONNECTION_OK) dc_lock_lost(d, "its lock session failed");
         return;
     }
     double lag_s = cap_slot_lag_seconds(&d->lag, &h, now);
-    dmn_metrics_capture(d->db, d->owner->cfg->capture_slot, d->leader, d->state, &h, lag_s);
+    dmn_metrics_capture(d->db, d->slot, d->leader, d->state, &h, lag_s);
+}
+
+/* ---- slot generations (cap_rebase.h) ------------------------------------------------------------------------ */
+
+/* Streams generation gen from now on: its slot, stream id and folder, all derived from capture-slot. */
+static fb_code dc_set_gen(dc_db *d, unsigned gen, fb_err *err) {
+    const fb_config *cfg = d->owner->cfg;
+    fb_code rc = cap_rebase_slot_name(cfg->capture_slot, gen, d->slot, err);
+    if (rc == FB_OK)
+        rc = cap_capture_names(cfg->capture_storage_path, d->db, d->slot, d->stream, d->dir, sizeof d->dir, err);
+    if (rc == FB_OK) d->gen = gen;
+    return rc;
+}
+
+/* 1 when the capture folder holds a usable base FULL of generation gen's stream (the new base committed). */
+static int dc_has_base(dc_db *d, unsigned gen) {
+    const fb_config *cfg = d->owner->cfg;
+    char slot[CAP_NAME_MAX + 1], stream[CAP_SEG_STREAM_MAX + 1], dir[1024];
+    arc_chain ch = {0};
+    fb_err err;
+    int found = 0;
+    if (cap_rebase_slot_name(cfg->capture_slot, gen, slot, &err) ||
+        cap_capture_names(cfg->capture_storage_path, d->db, slot, stream, dir, sizeof dir, &err) ||
+        arc_chain_load(d->owner->st, cfg->capture_storage_path, d->owner->ikey, &d->owner->signers, &ch, &err)) {
+        FB_DEBUG("capture %s: generation %u: %s", d->stream, gen, err.msg);
+        return 0;
+    }
+    for (size_t i = 0; i < ch.n && !found; i++)
+        found = arc_chain_usable(&ch.e[i]) && strcmp(ch.e[i].ix->type, "FULL") == 0 && ch.e[i].ix->cap_stream &&
+                strcmp(ch.e[i].ix->cap_stream, stream) == 0;
+    arc_chain_clear(&ch);
+    return found;
+}
+
+static int dc_follow_due(const dc_db *d) {
+    int64_t every = d->owner->cfg->capture_lock_retry_s * 1000;
+    return dc_now_ms() - d->last_follow_ms >= (d->follow_every_ms > every ? d->follow_every_ms : every);
+}
+
+/* The newest slot generation on the database when it is newer than the one streamed and its base FULL has
+ * committed (never before: a base that fails drops its slot, which must not be streamed then; never back to an
+ * older one); 0 otherwise. Asked at most every capture-lock-retry-s. */
+static unsigned dc_newer(dc_db *d) {
+    unsigned newest = 0;
+    fb_err err;
+    if (!d->lock || !dc_follow_due(d)) return 0;
+    d->last_follow_ms = dc_now_ms();
+    if (cap_rebase_newest_slot(d->lock, d->owner->cfg->capture_slot, &newest, NULL, &err) != FB_OK) {
+        FB_WARN("capture %s: could not list the database's slots: %s", d->stream, err.msg);
+        return 0;
+    }
+    if (newest <= d->gen) {
+        d->follow_every_ms = 0;
+        return 0;
+    }
+    if (dc_has_base(d, newest)) return newest;
+    /* Its base FULL is being taken (or was interrupted): the folder's indexes are read less and less often. */
+    int64_t every = d->owner->cfg->capture_lock_retry_s * 1000;
+    d->follow_every_ms = d->follow_every_ms < every ? 2 * every : 2 * d->follow_every_ms;
+    if (d->follow_every_ms > DC_BASE_WAIT_MAX_MS) d->follow_every_ms = DC_BASE_WAIT_MAX_MS;
+    return 0;
+}
+
+/* Moves to generation newest (no capture may be open: it borrows the names). 1 when it moved. */
+static int dc_move(dc_db *d, unsigned newest) {
+    fb_err err;
+    char old_slot[CAP_NAME_MAX + 1], old_stream[CAP_SEG_STREAM_MAX + 1];
+    snprintf(old_slot, sizeof old_slot, "%s", d->slot);
+    snprintf(old_stream, sizeof old_stream, "%s", d->stream);
+    if (dc_set_gen(d, newest, &err) != FB_OK) {
+        FB_ERROR("capture %s: cannot follow slot generation %u: %s", d->stream, newest, err.msg);
+        return 0;
+    }
+    FB_WARN("capture %s: following the new capture base: slot %s (generation %u) into %s; chain %s (slot %s) is no "
+            "longer the current one", d->db, d->slot, d->gen, d->dir, old_stream, old_slot);
+    dmn_metrics_capture_stopped(d->db, old_slot, 0);
+    dmn_metrics_capture_leader(d->db, old_slot, 0);
+    dmn_metrics_capture_leader(d->db, d->slot, d->leader);
+    d->lag = (cap_slot_lag){0};
+    d->follow_every_ms = 0;
+    return 1;
+}
+
+/* dc_newer, then dc_move: for when no capture is open. */
+static int dc_follow(dc_db *d) {
+    unsigned newest = dc_newer(d);
+    return newest && dc_move(d, newest);
 }
 
 /* ---- leading ------------------------------------------------------------------------------------------------- */
@@ -145,8 +240,8 @@ static fb_code dc_begin(dc_db *d, cap_stream **s, cap_capture **c, fb_err *err) 
     o.out.zstd_level = (int)cfg->zstd_level;
     uint64_t base = 0;
     fb_code rc = cap_stream_open_db(cfg->pg, d->db, d->owner->app_name, s, err);
-    if (rc == FB_OK) rc = cap_capture_base(o.st, d->dir, *s, cfg->capture_slot, &base, err);
-    if (rc == FB_OK) rc = cap_capture_begin(*s, &o, cfg->capture_slot, cfg->capture_publication, base, c, err);
+    if (rc == FB_OK) rc = cap_capture_base(o.st, d->dir, *s, d->slot, &base, err);
+    if (rc == FB_OK) rc = cap_capture_begin(*s, &o, d->slot, cfg->capture_publication, base, c, err);
     return rc;
 }
 
@@ -160,14 +255,16 @@ static void dc_end(cap_stream **s, cap_capture **c) {
 /* A condition no retry soon can fix (the slot is gone or lost, the chain ended, a bad setting). */
 static void dc_stopped(dc_db *d, const fb_err *err) {
     d->state = "stopped";
-    FB_ERROR("capture %s (slot %s): capture stopped: %s (checked again every %d s)", d->stream,
-             d->owner->cfg->capture_slot, err->msg, DC_STOPPED_RECHECK_S);
-    dmn_metrics_capture_stopped(d->db, d->owner->cfg->capture_slot, 1);
+    FB_ERROR("capture %s (slot %s): capture stopped: %s (checked again every %d s; a backup of the database's "
+             "configuration takes the new base by itself, and this capture follows its slot)", d->stream, d->slot,
+             err->msg, DC_STOPPED_RECHECK_S);
+    dmn_metrics_capture_stopped(d->db, d->slot, 1);
     d->last_poll_ms = 0;
     for (int64_t t0 = dc_now_ms(); d->lock && !dc_stopping(d) && dc_now_ms() - t0 < DC_STOPPED_RECHECK_S * 1000;) {
         dc_sleep(d, DC_PING_MS);
         dc_ping(d);
         dc_poll(d);
+        if (dc_follow(d)) break; /* a new base: stream it now */
     }
 }
 
@@ -179,12 +276,23 @@ static void dc_lead(dc_db *d) {
     int pause_s = 1;
     d->last_ping_ms = dc_now_ms();
     while (d->leader && !dc_stopping(d)) {
+        if (!c) (void)dc_follow(d);
         fb_code rc = c ? cap_capture_step(c, 500, &err) : dc_begin(d, &s, &c, &err);
         if (dc_now_ms() - d->last_ping_ms >= DC_PING_MS) dc_ping(d);
         dc_poll(d);
+        unsigned newer = rc == FB_OK && c ? dc_newer(d) : 0;
+        if (newer) {
+            /* A newer generation has its base: this chain is no longer the current one. What is pending is made
+             * durable in it first (the capture borrows this chain's names, so they change only after dc_end). */
+            if (!dc_fence(d) && cap_capture_flush(c, &err) != FB_OK)
+                FB_WARN("capture %s: final flush of the older generation: %s", d->stream, err.msg);
+            dc_end(&s, &c);
+            (void)dc_move(d, newer);
+            continue;
+        }
         if (rc == FB_OK) {
             d->state = "streaming";
-            dmn_metrics_capture_stopped(d->db, d->owner->cfg->capture_slot, 0);
+            dmn_metrics_capture_stopped(d->db, d->slot, 0);
             pause_s = 1;
             continue;
         }
@@ -226,9 +334,9 @@ static void *dc_thread(void *arg) {
         if (got == 1) {
             d->leader = 1;
             FB_INFO("capture %s: this worker leads the capture of database %s (advisory lock taken)", d->stream, d->db);
-            dmn_metrics_capture_leader(d->db, d->owner->cfg->capture_slot, 1);
+            dmn_metrics_capture_leader(d->db, d->slot, 1);
             dc_lead(d);
-            dmn_metrics_capture_leader(d->db, d->owner->cfg->capture_slot, 0);
+            dmn_metrics_capture_leader(d->db, d->slot, 0);
             if (d->lock && d->leader) { /* stopping: closing the session frees the lock for the next leader */
                 d->leader = 0;
                 FB_INFO("capture %s: releasing the capture lock", d->stream);
@@ -249,6 +357,7 @@ static void *dc_thread(void *arg) {
 static fb_code dc_setup(dmn_capture *c, fb_err *err) {
     const fb_config *cfg = c->cfg;
     fb_code rc = arc_key_load_public(cfg->public_key, c->pk, err);
+    if (rc == FB_OK) rc = arc_index_key(cfg->index_key, c->pk, c->ikey, err);
     if (rc == FB_OK) rc = fb_keyring_load(&c->signers, cfg->trusted_signers, "--trusted-signer", err);
     if (rc == FB_OK && !fb_keyring_find(&c->signers, c->signer->key_id))
         rc = fb_err_set(err, FB_ERR_USAGE, "capture-databases: the worker's signing key %s is not among trusted-signer: "
@@ -266,7 +375,7 @@ static fb_code dc_setup(dmn_capture *c, fb_err *err) {
         d->owner = c;
         d->state = "standby";
         snprintf(d->db, sizeof d->db, "%s", t);
-        rc = cap_capture_names(cfg->capture_storage_path, d->db, cfg->capture_slot, d->stream, d->dir, sizeof d->dir, err);
+        rc = dc_set_gen(d, 1, err);
     }
     return rc;
 }
@@ -307,5 +416,6 @@ void dmn_capture_stop(dmn_capture *c) {
     stor_free(c->st);
     fb_keyring_free(&c->signers);
     sodium_memzero(c->pk, sizeof c->pk);
+    sodium_memzero(c->ikey, sizeof c->ikey);
     free(c);
 }

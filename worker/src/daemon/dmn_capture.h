@@ -28,10 +28,21 @@
  * A condition that needs a new base (slot dropped or invalidated, chain ended by a schema change) stops the
  * leader's capture: logged as an error naming the slot, metric fusion_backup_capture_stopped, and checked again
  * every DC_STOPPED_RECHECK_S. The leader keeps the lock meanwhile, so the other workers do not each rediscover it.
- * Nothing here creates a slot.
+ * Nothing here creates or drops a slot: the next backup of the configuration takes the new base under the next
+ * slot generation (job/job_rebase.h).
+ *
+ * Following the generations (capture/cap_rebase.h): the thread streams the newest generation of capture-slot whose
+ * slot exists on the database and whose base FULL has committed (a usable FULL in capture-storage-path whose index
+ * names that generation's stream), checked every capture-lock-retry-s while streaming and while stopped (while a
+ * newer slot's base FULL runs, the folder's indexes are read at intervals doubling up to 30 s). Not
+ * before the FULL committed: a base that fails drops its slot, and a walsender streaming it would make that drop
+ * wait forever. Never back to an older generation. The lock stays the family's (hashtext(capture-slot)), so a
+ * new generation changes no leader. Metrics are labelled with the slot streamed.
  *
  * The chain: storage-root / capture-storage-path / capture / DB / SLOT, stream id DB/SLOT, signed with the
- * worker's key, which must be among trusted-signer (to verify its own chain when resuming).
+ * worker's key, which must be among trusted-signer (to verify its own chain when resuming). capture-storage-path
+ * must be the configuration's storage_path: restore finds a chain beside its base, and the thread finds a new
+ * generation's base there (the index key: index-key or public-key, as for backups).
  */
 #ifndef DMN_CAPTURE_H
 #define DMN_CAPTURE_H

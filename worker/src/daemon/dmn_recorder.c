@@ -47,10 +47,15 @@
 
 /* The one statement that moves a backup record. $1 job_id, $2 status, $3 started_at ms, $4 completed_at ms,
  * $5 file_path, $6 file_size, $7 error, $8 attempt, $9 worker, $10 stats json, $11 record_id, $12 config_id.
- * Applies only when job id, record id and configuration all name this record. */
+ * Applies only when job id, record id and configuration all name this record. An INCREMENTAL or DIFFERENTIAL that
+ * ran as a FULL (no base, or a new capture base: job_rebase.h; stat ran_as_full = 1) is recorded as the FULL its
+ * artifact is, so the record never claims a type its artifact is not (the manifest keeps the requested type; the
+ * stats say why: capture_rebase). Only ever towards FULL: a status cannot make a record claim less. */
 static const char *const rec_backup_sql =
     "UPDATE backup_archive_backuprecord SET "
     REC_JOB_SET("$2", "$3", "$4", "$7", "$8", "$9", "$10") ", "
+    "  backup_type = CASE WHEN $2 = 'SUCCESS' AND ($10::jsonb ->> 'ran_as_full') = '1' THEN 'FULL' "
+    "    ELSE backup_type END, "
     "  file_path = COALESCE($5, file_path), "
     "  file_size = COALESCE($6::bigint, file_size) "
     "WHERE job_id = $1::uuid AND id = $11::bigint AND configuration_id = $12::bigint AND "

@@ -71,6 +71,7 @@
 #include "job/job_authority.h"
 #include "artifact/arc_chain.h"
 #include "job/job_chunkmap.h"
+#include "job/job_rebase.h"
 #include "artifact/arc_retention.h"
 #include "pg/pgx.h"
 #include "storage/stor.h"
@@ -498,10 +499,10 @@ static fb_code jb_schema_archive(const fb_config *cfg, PGconn *c, arc_writer *w,
 /* A capture base (job.h, job_snapshot_import): the snapshot the capture slot exported instead of a fresh one, so
  * this FULL holds exactly the transactions committed before the slot's consistent point; the manifest says so.
  * First statement of the transaction, as SET TRANSACTION SNAPSHOT must be. */
-static fb_code jb_import_snapshot(const job_snapshot_import *im, const ev_backup_requested *rq, PGconn *c,
-                                  arc_manifest *m, fb_err *err) {
+static fb_code jb_import_snapshot(const job_snapshot_import *im, const ev_backup_requested *rq, int as_full,
+                                  PGconn *c, arc_manifest *m, fb_err *err) {
     char sql[160];
-    if (rq->backup_type != EV_FULL)
+    if (!as_full)
         return fb_err_set(err, FB_ERR_USAGE, "a capture base is a FULL backup (this request is %s)",
                           jb_type_name(rq->backup_type));
     if (rq->n_tables)
@@ -1092,6 +1093,10 @@ typedef struct jb_job {
     /* Made of captured changes (capture/cap_incr.h): the base is on a live change chain of this database. */
     int cap_on, cap_fallback;
     char cap_slot[CAP_NAME_MAX + 1], cap_dir[CAP_BASE_DIR_MAX];
+    /* A new capture base (job_rebase.h), or the caller's (--capture-base): the snapshot the FULL imports. */
+    job_rebase rb;
+    const job_snapshot_import *import;
+    int ch_loaded;
     cap_incr_point cap_pt;
     cap_incr_stats cap_st;
 } jb_job;
@@ -1142,7 +1147,9 @@ static int jb_reuse_existing(jb_job *j) {
  * change chain (index line `capture`), the chain is of this worker's database, its FULL is a usable backup of the
  * folder and its slot is alive. Otherwise the backup reads the tables as any INCREMENTAL does, with a warning
  * saying why: a chain that ended (slot dropped or lost, another database) gives no changes to copy, and a backup
- * that reads tables is still a correct one; changes are used again from a new capture base on. */
+ * that reads tables is still a correct one; changes are used again from a new capture base on. A chain of this
+ * configuration that cannot continue has usually been rebased before this point (jb_rebase, job_rebase.h); what
+ * remains here is a request naming tables, a chain of another database or of another slot family. */
 static int jb_capture_plan(jb_job *j) {
     const arc_index *bx = j->base->ix;
     const char *slash = bx->cap_stream ? strrchr(bx->cap_stream, '/') : NULL;
@@ -1167,8 +1174,9 @@ static int jb_capture_plan(jb_job *j) {
     }
     if (why[0]) {
         FB_WARN("job=%s %s on base %s reads the tables instead of copying captured changes: %s. The change chain "
-                "ended; for later backups to be made of changes again, take a new capture base (fusion-backup backup "
-                "CONFIG --type FULL --capture-base --capture-slot NEW)", j->ev->job_id,
+                "ended; for later backups to be made of changes again, a new capture base is needed (a backup of the "
+                "whole configuration with the workers' capture-slot takes it, or fusion-backup backup CONFIG --type "
+                "FULL --capture-base --capture-slot NEW)", j->ev->job_id,
                 jb_type_name(j->rq->backup_type), j->base->job_id, why);
         j->cap_fallback = 1;
         return 0;
@@ -1186,8 +1194,9 @@ static fb_code jb_base(jb_job *j, fb_err *err) {
     const ev_event *ev = j->ev;
     fb_err why;
     fb_code rc;
-    if (j->rq->backup_type == EV_FULL) return FB_OK;
-    if ((rc = arc_chain_load(j->st, j->rq->storage_path, j->ikey, &j->kr, &j->ch, err))) return rc;
+    if (j->rq->backup_type == EV_FULL || j->rb.reason) return FB_OK;
+    if (!j->ch_loaded && (rc = arc_chain_load(j->st, j->rq->storage_path, j->ikey, &j->kr, &j->ch, err))) return rc;
+    j->ch_loaded = 1;
     if (!(j->base = jb_pick_base(&j->ch, ev, &why))) {
         FB_INFO("job=%s %s requested, runs as FULL: %s", ev->job_id, jb_type_name(j->rq->backup_type), why.msg);
         return FB_OK;
@@ -1206,6 +1215,27 @@ static fb_code jb_base(jb_job *j, fb_err *err) {
     return FB_OK;
 }
 
+/* Whether this job must be the new base of its configuration's change chain (job_rebase.h), then its slot. An
+ * explicit base (ctx->import, --capture-base) is the caller's. A FULL request looks at the chain's indexes only when
+ * the first generation's folder has anything in it (an uncaptured configuration's FULL reads no index). */
+static fb_code jb_rebase(jb_job *j, fb_err *err) {
+    char stream[CAP_SEG_STREAM_MAX + 1], dir[CAP_BASE_DIR_MAX];
+    fb_err e;
+    fb_code rc;
+    j->import = j->ctx->import;
+    if (j->import) return FB_OK;
+    if (j->rq->backup_type == EV_FULL &&
+        (cap_base_names(j->cfg->pg, j->cfg->capture_slot, j->rq->storage_path, stream, dir, &e) != FB_OK ||
+         cap_base_folder_empty(j->st, dir, &e) == FB_OK))
+        return FB_OK;
+    if ((rc = arc_chain_load(j->st, j->rq->storage_path, j->ikey, &j->kr, &j->ch, err))) return rc;
+    j->ch_loaded = 1;
+    if ((rc = job_rebase_plan(j->cfg, j->ev, j->st, &j->ch, &j->kr, &j->rb, err)) || !j->rb.reason) return rc;
+    if ((rc = job_rebase_begin(j->cfg, j->ev, j->st, &j->rb, err))) return rc;
+    j->import = &j->rb.import;
+    return FB_OK;
+}
+
 /* One snapshot for everything: a REPEATABLE READ READ ONLY transaction on the job's connection, its time, the
  * database's name and the server's version into the manifest. */
 static fb_code jb_snapshot(jb_job *j, fb_err *err) {
@@ -1216,7 +1246,7 @@ static fb_code jb_snapshot(jb_job *j, fb_err *err) {
     if ((rc = pgx_exec(j->c, "SET synchronize_seqscans = off", "turning off synchronized scans", err))) return rc;
     if ((rc = pgx_exec(j->c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", "starting the snapshot", err)))
         return rc;
-    if (j->ctx->import && (rc = jb_import_snapshot(j->ctx->import, j->rq, j->c, &j->m, err))) return rc;
+    if (j->import && (rc = jb_import_snapshot(j->import, j->rq, !j->base, j->c, &j->m, err))) return rc;
     snprintf(sql, sizeof sql, "SET LOCAL lock_timeout = %lld", (long long)j->cfg->lock_timeout_ms);
     if ((rc = pgx_exec(j->c, sql, "setting lock_timeout", err))) return rc;
     PGresult *r = PQexec(j->c, "SELECT (extract(epoch FROM pg_catalog.now()) * 1000)::int8, "
@@ -1445,6 +1475,13 @@ static void jb_result(jb_job *j) {
         job_result_set(res, "capture_wait_ms", j->cap_pt.waited_ms);
     }
     if (j->cap_fallback) job_result_set(res, "capture_fallback", 1);
+    if (j->rb.reason) { /* a new capture base (job_rebase.h): said in the status, so the record can say it too */
+        job_result_set(res, "capture_rebase", (int64_t)j->rb.reason);
+        job_result_set(res, "capture_generation", (int64_t)j->rb.gen);
+        job_result_set(res, "capture_old_generation", (int64_t)j->rb.old_gen);
+        job_result_set(res, "capture_old_slot_dropped", j->rb.old_dropped);
+        job_result_set(res, "capture_base_lsn", (int64_t)j->rb.import.lsn); /* < 2^63: WAL positions of this era */
+    }
     if (j->copies) job_result_set(res, "copies", j->copies);
     if (j->pruned) job_result_set(res, "pruned", j->pruned);
     FB_INFO("job=%s %s backup done: %zu tables (%lld unchanged, referenced), %lld rows, %lld raw bytes -> %lld stored "
@@ -1455,6 +1492,7 @@ static void jb_result(jb_job *j) {
 
 /* Frees what j holds; an artifact not yet committed is removed (its temporary file), keys are erased. */
 static void jb_job_clear(jb_job *j) {
+    job_rebase_end(j->cfg, j->ev, &j->rb, 0); /* a new base whose FULL did not commit: its slot is dropped */
     arc_writer_free(j->w);
     stor_wfile_abort(j->wf);
     stor_free(j->st);
@@ -1547,8 +1585,9 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     if ((rc = jb_init(&j, err))) goto out;
     /* 2. An artifact of this job that already exists and holds up is the answer: nothing is written. */
     if (jb_reuse_existing(&j)) goto out;
-    /* 3. The base of an INCREMENTAL / DIFFERENTIAL and the chain's chunk map. */
-    if ((rc = jb_base(&j, err))) goto out;
+    /* 3. A captured database whose chain cannot continue: this backup is its new base. Else the base of an
+     * INCREMENTAL / DIFFERENTIAL and the chain's chunk map. */
+    if ((rc = jb_rebase(&j, err)) || (rc = jb_base(&j, err))) goto out;
     if (j.cap_on) {
         /* 4-7 of a backup made of captured changes: the chain's segments since the base, no table read. */
         if ((rc = jb_changes(&j, err))) goto out;
@@ -1564,6 +1603,7 @@ fb_code job_backup_run(const job_ctx *ctx, job_result *res, fb_err *err) {
     }
     /* 8. Manifest and chain index, trailer, durable rename. */
     if ((rc = jb_manifest(&j, err)) || (rc = jb_commit(&j, err))) goto out;
+    job_rebase_end(j.cfg, j.ev, &j.rb, 1); /* the new base committed: its slot stays, the old one goes */
     /* 9. Copies, each read back and compared. */
     if ((rc = jb_each_copy_root(&j, jb_copy_to, err))) goto out;
     /* 10. Retention on every location, then the result. */

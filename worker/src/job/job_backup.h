@@ -6,7 +6,9 @@
  * The artifact is "<storage_path>/<job_id>.fbak": written as a temporary, fsynced and renamed, so re-running a
  * job replaces its artifact atomically and a crash leaves no file that looks complete. INCREMENTAL and
  * DIFFERENTIAL store only the tables whose content differs from the base's (FORMAT.md, "Chains"); without a base
- * they run as FULL (stat ran_as_full = 1). Then the artifact is copied to every --copy-to root and checked there,
+ * they run as FULL (stat ran_as_full = 1). A backup of a captured configuration whose change chain cannot continue
+ * runs as the FULL of a new capture base under the next slot generation (job_rebase.h; stats capture_rebase,
+ * capture_generation). Then the artifact is copied to every --copy-to root and checked there,
  * and the configuration's backups past retention_days are removed (arc_retention.h) from every location.
  */
 #ifndef JOB_BACKUP_H
