@@ -22,39 +22,17 @@ from __future__ import annotations
 import json
 import signal
 import socket
-import subprocess
 import uuid
 
 import psycopg2
 import pytest
 
-import conftest
 import flow
-from conftest import PG_BIN, REPO, conninfo_for, wait_for
+from conftest import conninfo_for, wait_for
 from test_backup_command import FOLDER, add_config, records
 from test_capture import (DURABLE_WAIT_S, Capture, _no_capture_outlives_its_test, commit, fingerprint,  # noqa: F401
                           logical_pg, lsn)
 from test_pitr import base_args, pitr_db, restore_until, take_base  # noqa: F401
-
-
-# The workers here capture, so their least-privilege role needs REPLICATION (roles.sql -v capture=on). A role of its
-# own: the other tests' role is re-applied without it (which takes REPLICATION away) by every worker they start.
-CAPTURE_ROLE = "fb_test_capture_worker"
-
-
-@pytest.fixture
-def capture_role(monkeypatch):
-    """Workers started in the test log in as CAPTURE_ROLE (roles.sql with capture=on) instead of the tests' role."""
-    def as_capture_role(ci: str) -> str:
-        for _ in range(5):
-            r = subprocess.run([str(PG_BIN / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-v",
-                                f"worker_role={CAPTURE_ROLE}", "-v", "capture=on", "-d", ci, "-f",
-                                str(REPO / "deploy/sql/roles.sql")], capture_output=True, text=True)
-            if r.returncode == 0 or not ("concurrently" in r.stderr or "duplicate key" in r.stderr):
-                break
-        assert r.returncode == 0, r.stderr
-        return f"{ci} user={CAPTURE_ROLE}"
-    monkeypatch.setattr(conftest, "as_worker_role", as_capture_role)
 
 
 def _free_port() -> int:
@@ -117,7 +95,7 @@ def moment_after_new_base(bin, conn, ci, name, slot2, storage_root, keypair, sig
 
 
 def test_dropped_slot_next_incremental_takes_generation_2_and_the_daemon_follows(
-        bin, pitr_db, logical_pg, storage_root, keypair, signing_keys, capture_role, workers, tmp_path):
+        bin, pitr_db, logical_pg, storage_root, keypair, signing_keys, workers, tmp_path):
     name, ci, slot, admin = pitr_db
     pub, secret = keypair
     config_id = add_config(ci, name, [])
@@ -175,7 +153,7 @@ def test_dropped_slot_next_incremental_takes_generation_2_and_the_daemon_follows
 
 
 def test_migration_ends_chain_1_next_backup_takes_generation_2_and_drops_the_old_slot(
-        bin, pitr_db, logical_pg, storage_root, keypair, signing_keys, capture_role, workers, tmp_path):
+        bin, pitr_db, logical_pg, storage_root, keypair, signing_keys, workers, tmp_path):
     name, ci, slot, admin = pitr_db
     pub, secret = keypair
     config_id = add_config(ci, name, [])
@@ -277,7 +255,7 @@ def test_the_workers_event_path_takes_the_same_new_base(bin, pitr_db, storage_ro
 
 
 def test_a_chain_whose_base_full_is_gone_is_rebased_and_its_live_slot_left(
-        bin, pitr_db, logical_pg, storage_root, keypair, signing_keys, capture_role, workers, tmp_path):
+        bin, pitr_db, logical_pg, storage_root, keypair, signing_keys, workers, tmp_path):
     """The base FULL of a live chain removed from the folder (an INCREMENTAL made of its changes still there): the
     next backup takes generation 2, leaves the old slot (alive: only storage says its base is gone), and the daemon
     moves from the chain it was streaming to the new one, writing what it held into the old chain first."""
