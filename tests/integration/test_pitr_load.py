@@ -6,8 +6,9 @@ while two writers commit without pause for the whole run (inserts, updates that 
 value unchanged, deletes, one TRUNCATE, in a table with a primary key and in two without one, REPLICA IDENTITY
 FULL), across, in this order, a SIGKILL of the leading capture worker (the standby takes over), PostgreSQL
 stopped with -m fast and restarted, then stopped with -m immediate (a crash: recovery) and restarted, a migration
-adding a column (ADD COLUMN ... NOT NULL DEFAULT, which ends chain 1: capture/cap_schema.h) followed by a new
-base under a new slot with the workers following it, and on that new chain a SIGKILL of the leader with a crash
+adding a column (ADD COLUMN ... NOT NULL DEFAULT, which ends chain 1: capture/cap_schema.h) followed by the
+configuration's next backup (an INCREMENTAL request) running as a FULL that takes the next slot generation's base
+and drops chain 1's slot, with the running workers following the new slot by themselves, and on that new chain a SIGKILL of the leader with a crash
 of the server right after, `restore BASE --until M --create` of each of six moments M (three by LSN, three by
 wall time) into a new database gives exactly the source's fingerprint at M, and its transaction log holds exactly
 the ids of the transactions committed before M, each once: no transaction lost, none applied twice. Moments after
@@ -44,8 +45,7 @@ Otherwise (a server shared with other tests) each restart is replaced by ending 
 database, the walsender included (pg_terminate_backend), which tests the reconnects but not the server's
 recovery; the test says so in its output.
 
-The new base is one function (new_base_by_operator), what an operator does today; when the daemon takes a new
-base by itself (NAME=rebase), that function is what changes.
+The new base is one function (new_base_by_itself): no operator step, no worker restart (capture/cap_rebase.h).
 """
 from __future__ import annotations
 
@@ -364,7 +364,7 @@ class Deployment:
     def __init__(self, bin, workers, name: str, ci: str, storage_root: Path, keypair, signing_keys, tmp_path: Path):
         self.bin, self.workers, self.name, self.ci = bin, workers, name, ci
         self.root, self.keypair, self.signing_keys, self.tmp = storage_root, keypair, signing_keys, tmp_path
-        self.slot, self.procs, self.bases = None, [], []
+        self.slot, self.family, self.procs, self.bases = None, None, [], []
 
     def take_base(self, slot: str) -> str:
         pub, _ = self.keypair
@@ -375,6 +375,7 @@ class Deployment:
         out = json.loads(r.stdout)
         assert out["capture_base"]["slot"] == slot, out
         self.slot = slot
+        self.family = self.family or slot
         self.bases.append((slot, out["artifact"]))
         return out["artifact"]
 
@@ -385,7 +386,7 @@ class Deployment:
     def start_worker(self):
         pub, _ = self.keypair
         p = self.workers.start(self.ci, storage_root=self.root, public_key=pub, role="worker", extra=(
-            "--capture-databases", self.name, "--capture-slot", self.slot, "--capture-publication", self.name,
+            "--capture-databases", self.name, "--capture-slot", self.family, "--capture-publication", self.name,
             "--capture-storage-path", FOLDER, "--capture-flush-s", "1", "--capture-lock-retry-s", "1"))
         self.procs.append(p)
         return p
@@ -421,19 +422,30 @@ class Deployment:
         return "".join(self.workers.log(p) for p in self.workers.procs)
 
 
-def new_base_by_operator(dep: Deployment, slot: str) -> str:
-    """After a migration ended the chain: what an operator does today. A new base FULL under a new slot name
-    (a new base never continues an old chain's folder, cap_base.h), then the workers restarted with the new slot,
-    since the daemon's capture-slot is a setting. Returns the new base's artifact. When the daemon takes the new
-    base by itself (NAME=rebase), this function becomes: wait for that base and return its artifact."""
+def new_base_by_itself(dep: Deployment) -> str:
+    """After a migration ended the chain: the configuration's next backup (here an INCREMENTAL, as a schedule
+    would request) runs as a FULL that takes the next slot generation's base (capture/cap_rebase.h,
+    job/job_rebase.h), drops chain 1's slot (ended by a migration, it would hold WAL forever), and the running
+    workers follow the new slot by themselves: no restart, no new setting. Returns the new base's artifact."""
     wait_for(lambda: "capture stopped: chain" in dep.log(), timeout=DURABLE_WAIT_S,
              what="the capture to say the migration ended its chain")
-    artifact = dep.take_base(slot)
-    dep.stop_workers()
-    for _ in range(WRITERS):
-        dep.start_worker()
+    old, new = dep.slot, f"{dep.family}_2"
+    pub, _ = dep.keypair
+    r = dep.bin.run("backup", dep.name, "--type", "INCREMENTAL", "--json", "--pg", dep.ci,
+                    "--storage-root", str(dep.root), "--public-key", str(pub), "--sign-key", flow.worker_sign_key(),
+                    "--capture-slot", dep.family, "--capture-publication", dep.name)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    rb = out.get("capture_rebase") or {}
+    assert out.get("ran_as") == "FULL" and (rb.get("slot"), rb.get("old_slot"), rb.get("old_slot_dropped")) == \
+        (new, old, True), out
+    assert "CAPTURE REBASE" in r.stderr, r.stderr
+    (left,), = query(dep.ci, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s", (old,))
+    assert left == 0, f"chain 1's slot {old} was not dropped after the new base"
+    dep.slot = new
+    dep.bases.append((new, out["artifact"]))
     dep.wait_streaming()
-    return artifact
+    return out["artifact"]
 
 
 # --- PostgreSQL restarts ------------------------------------------------------------------------------------------
@@ -536,8 +548,8 @@ def test_restore_until_each_moment_under_load_across_kill_restarts_and_migration
         query(ci, "ALTER TABLE items ADD COLUMN extra int NOT NULL DEFAULT 7")
         load.flags["migrated"] = True
         event("migration committed")
-        artifact2 = new_base_by_operator(dep, f"{name}_b2")
-        event("base 2 taken, workers follow its slot")
+        artifact2 = new_base_by_itself(dep)
+        event("base 2 taken by the next backup, the workers follow its slot by themselves")
         load.wait_commits(STEP, "after the new base")
         load.moment("m5 new-base", "lsn", dep.base())
 
