@@ -334,10 +334,12 @@ def test_copy_to_s3_from_a_local_root(bin, fresh_db, new_db, keypair, storage_ro
     assert digests(target) == digests(fresh_db)
 
 
+# Big enough that the upload lasts well beyond the 50 ms poll that sees it start (the stall test freezes the server
+# once it does): at 700,000 rows the faster backup of session 7 sometimes finished its upload before the freeze.
 BIG = """
 CREATE TABLE big (id int PRIMARY KEY, a text, b text);
 INSERT INTO big SELECT g, md5(g::text) || md5((g * 7)::text), md5((g * 13)::text) || md5((g * 17)::text)
-  FROM generate_series(1, 700000) g;
+  FROM generate_series(1, 2100000) g;
 """
 
 
