@@ -24,8 +24,10 @@ void cap_segment_name(uint64_t start_lsn, uint64_t end_lsn, char name[CAP_SEG_NA
     snprintf(name, CAP_SEG_NAME_MAX, "cap-%016" PRIX64 "-%016" PRIX64 ".fbcap", start_lsn, end_lsn);
 }
 
-int cap_segment_parse_name(const char *name, uint64_t *start_lsn, uint64_t *end_lsn) {
-    if (strlen(name) != 43 || strncmp(name, "cap-", 4) != 0 || name[20] != '-' || strcmp(name + 37, ".fbcap") != 0)
+int cap_lsn_pair_parse_name(const char *name, const char *prefix, const char *suffix, uint64_t *a, uint64_t *b) {
+    /* PREFIX (4 bytes) HEX16 '-' HEX16 SUFFIX (6 bytes): exactly what cap_segment_name and cap_tip_name write. */
+    if (strlen(prefix) != 4 || strlen(suffix) != 6 || strlen(name) != 43 || strncmp(name, prefix, 4) != 0 ||
+        name[20] != '-' || strcmp(name + 37, suffix) != 0)
         return -1;
     uint64_t v[2] = {0, 0};
     for (int k = 0; k < 2; k++)
@@ -35,9 +37,13 @@ int cap_segment_parse_name(const char *name, uint64_t *start_lsn, uint64_t *end_
             if (d < 0) return -1;
             v[k] = (v[k] << 4) | (uint64_t)d;
         }
-    *start_lsn = v[0];
-    *end_lsn = v[1];
+    *a = v[0];
+    *b = v[1];
     return 0;
+}
+
+int cap_segment_parse_name(const char *name, uint64_t *start_lsn, uint64_t *end_lsn) {
+    return cap_lsn_pair_parse_name(name, "cap-", ".fbcap", start_lsn, end_lsn);
 }
 
 /* ---- payload ------------------------------------------------------------------------------------------------- */

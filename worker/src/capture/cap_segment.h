@@ -101,6 +101,9 @@ void cap_segment_free(cap_segment *s);
 /* The file name of a range, and back: cap_segment_parse_name returns 0, or -1 when name is not a segment's. */
 void cap_segment_name(uint64_t start_lsn, uint64_t end_lsn, char name[CAP_SEG_NAME_MAX]);
 int cap_segment_parse_name(const char *name, uint64_t *start_lsn, uint64_t *end_lsn);
+/* The two LSNs of a chain file named PREFIX%016X-%016XSUFFIX (segments "cap-"/".fbcap", tips "tip-"/".fbtip":
+ * capture/cap_tip.h): 0, or -1 when name is not exactly that (upper-case hex, 4-byte prefix, 6-byte suffix). */
+int cap_lsn_pair_parse_name(const char *name, const char *prefix, const char *suffix, uint64_t *a, uint64_t *b);
 
 /* Called for each segment of a chain, in LSN order; the segment is freed after the call. Non-zero stops. */
 typedef fb_code (*cap_chain_fn)(void *opaque, const cap_segment *seg, fb_err *err);

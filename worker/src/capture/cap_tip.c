@@ -20,19 +20,7 @@ void cap_tip_name(uint64_t from_lsn, uint64_t to_lsn, char name[CAP_TIP_NAME_MAX
 }
 
 int cap_tip_parse_name(const char *name, uint64_t *from_lsn, uint64_t *to_lsn) {
-    if (strlen(name) != 43 || strncmp(name, "tip-", 4) != 0 || name[20] != '-' || strcmp(name + 37, ".fbtip") != 0)
-        return -1;
-    uint64_t v[2] = {0, 0};
-    for (int k = 0; k < 2; k++)
-        for (int i = 0; i < 16; i++) {
-            char c = name[4 + 17 * k + i];
-            int d = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-            if (d < 0) return -1;
-            v[k] = (v[k] << 4) | (uint64_t)d;
-        }
-    *from_lsn = v[0];
-    *to_lsn = v[1];
-    return 0;
+    return cap_lsn_pair_parse_name(name, "tip-", ".fbtip", from_lsn, to_lsn);
 }
 
 static void tip_digest(const unsigned char *buf, unsigned char out[FB_SIGN_DIGEST_BYTES]) {
