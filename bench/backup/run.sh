@@ -293,8 +293,8 @@ restore_only() {
 # The large-database run (issue 11, "scale without a cliff"): bench_big rows of ~620 bytes (16 different md5s: text
 # without periods, so content-defined chunks come out at their ~4 KiB average; repeated text would make 64 KiB
 # chunks) until the table holds FB_BENCH_LARGE_GB GB of COPY text. Format 3/4 needed ~54 bytes of chain index per
-# chunk: above their 64 MiB cap from ~4.6 GB; format 5's records are 40 bytes each, after a head of a few hundred
-# bytes. Then one FULL by event run, a verify, and one FULL by the deployed worker.
+# chunk: above their 64 MiB cap from ~4.6 GB; format 5's records are 40 bytes each and format 6's
+# 19 (compact), after a head of a few hundred bytes. Then one FULL by event run, a verify, and one FULL by the deployed worker.
 large() {
   local gb="${FB_BENCH_LARGE_GB:?set FB_BENCH_LARGE_GB to the size in GB (several: e.g. 7)}"
   DB="${DB}_large"; CI="$BASE dbname=$DB"; AUTH="$BASE dbname=${DB}_auth"

@@ -44,13 +44,107 @@ static fb_code open_and_verify(const char *path, const unsigned char *sk, const 
 }
 
 /* A record whose every field derives from i, so a wrong or reordered one is caught. */
+/* Record i of a made-up list: runs of 50 in one src and segment, and in runs of 10 each chunk right after the one
+ * before, so every combination of the compact record's flags occurs. */
 static void rec_of(uint64_t i, arc_clist_rec *r) {
     memset(r, 0, sizeof *r);
     crypto_generichash(r->id, sizeof r->id, (const unsigned char *)&i, sizeof i, NULL, 0);
-    r->src = (uint32_t)(i % 5);
-    r->segment = (uint32_t)(i % 7) + 1;
-    r->offset = i * 4096;
+    r->src = (uint32_t)((i / 100) % 5);
+    r->segment = (uint32_t)((i / 50) % 7) + 1;
+    r->offset = (i / 10) * 10 * 40960;
+    for (uint64_t j = (i / 10) * 10; j < i; j++) r->offset += 1000 + j % 3000;
     r->length = 1000 + i % 3000;
+}
+
+/* Compact records (index version 4): the round trip at the fields' limits, and every malformed or non-canonical
+ * encoding refused (the decoder accepts exactly what the encoder writes). */
+static void test_clist_compact_records(void) {
+    arc_clist_rec prev = {.src = 3, .segment = 9, .offset = 1000, .length = 24}, r, got;
+    unsigned char b[ARC_CLIST_COMPACT_MAX + 8];
+    size_t n;
+    memset(prev.id, 0xab, sizeof prev.id);
+    /* A FULL's record: same src and segment, right after the previous one: 19 bytes (flags, id, a 2-byte length). */
+    r = prev;
+    r.offset = 1024;
+    r.length = 4000;
+    n = arc_clist_encode_compact(&r, &prev, b);
+    CHECK_EQ_INT(n, 19);
+    CHECK_EQ_INT(b[0], 3);
+    CHECK(arc_clist_decode_compact(b, n, &prev, &got) == n && memcmp(&got, &r, sizeof r) == 0);
+    CHECK_EQ_INT(arc_clist_decode_compact(b, n - 1, &prev, &got), 0); /* cut short */
+    CHECK_EQ_INT(arc_clist_decode_compact(b, n, NULL, &got), 0);      /* flags on a range's first record */
+    b[0] = 7;
+    CHECK_EQ_INT(arc_clist_decode_compact(b, n, &prev, &got), 0);     /* an unknown flag bit */
+    /* The largest record: every field written out at its maximum. */
+    r.src = UINT32_MAX;
+    r.segment = UINT32_MAX;
+    r.offset = UINT64_MAX;
+    r.length = UINT64_MAX;
+    n = arc_clist_encode_compact(&r, NULL, b);
+    CHECK_EQ_INT(n, ARC_CLIST_COMPACT_MAX);
+    CHECK(arc_clist_decode_compact(b, n, NULL, &got) == n && memcmp(&got, &r, sizeof r) == 0);
+    /* The smallest: a first record of src 0, segment 0, offset 0, length 1. */
+    memset(&r, 0, sizeof r);
+    r.length = 1;
+    n = arc_clist_encode_compact(&r, NULL, b);
+    CHECK_EQ_INT(n, ARC_CLIST_COMPACT_MIN + 3);
+    CHECK(arc_clist_decode_compact(b, n, NULL, &got) == n && got.length == 1);
+    b[n - 1] = 0; /* length 0 */
+    CHECK_EQ_INT(arc_clist_decode_compact(b, n, NULL, &got), 0);
+    /* Hand-made: flags 0, id, src 0, segment 0x80 0x00 (overlong 0), offset 0, length 1. */
+    memset(b, 0, sizeof b);
+    b[17] = 0;
+    b[18] = 0x80;
+    b[19] = 0x00;
+    b[20] = 0;
+    b[21] = 1;
+    CHECK_EQ_INT(arc_clist_decode_compact(b, 22, NULL, &got), 0);
+    b[18] = 0;
+    b[19] = 0;
+    b[20] = 1;
+    CHECK_EQ_INT(arc_clist_decode_compact(b, 21, NULL, &got), 21); /* the canonical form of the same record */
+    /* src above 32 bits: 0x80 0x80 0x80 0x80 0x10 is 2^32. */
+    memcpy(b + 17, "\x80\x80\x80\x80\x10\x00\x00\x01", 8);
+    CHECK_EQ_INT(arc_clist_decode_compact(b, 25, NULL, &got), 0);
+    /* A 64-bit varint's tenth byte may only be 0 or 1 (2^64 and above overflow). */
+    memcpy(b + 17, "\x00\x00\xff\xff\xff\xff\xff\xff\xff\xff\xff\x02\x01", 13);
+    CHECK_EQ_INT(arc_clist_decode_compact(b, 30, NULL, &got), 0);
+    b[28] = 0x01;
+    CHECK_EQ_INT(arc_clist_decode_compact(b, 30, NULL, &got), 30);
+    CHECK(got.offset == UINT64_MAX);
+    /* Non-canonical: src and segment written out although they equal the previous record's, or the offset although
+     * it follows it. */
+    r = prev;
+    r.offset = 5;
+    n = arc_clist_encode_compact(&r, &prev, b);
+    CHECK_EQ_INT(b[0], 1);
+    unsigned char nc[ARC_CLIST_COMPACT_MAX];
+    nc[0] = 0;
+    memcpy(nc + 1, b + 1, 16);
+    nc[17] = 3;
+    nc[18] = 9;
+    memcpy(nc + 19, b + 17, n - 17);
+    CHECK_EQ_INT(arc_clist_decode_compact(nc, n + 2, &prev, &got), 0);
+    r.offset = prev.offset + prev.length;
+    r.segment = 10;
+    n = arc_clist_encode_compact(&r, &prev, b);
+    CHECK_EQ_INT(b[0], 2);
+    nc[0] = 0;
+    memcpy(nc + 1, b + 1, n - 2);                       /* id, src, segment */
+    nc[n - 1] = (unsigned char)(0x80 | (r.offset & 0x7f));
+    nc[n] = (unsigned char)(r.offset >> 7);             /* the offset 1024 written out */
+    nc[n + 1] = b[n - 1];                               /* length 24 */
+    CHECK_EQ_INT(arc_clist_decode_compact(nc, n + 2, &prev, &got), 0);
+    /* The offset flag where the previous record's end overflows. */
+    arc_clist_rec far = prev;
+    far.offset = UINT64_MAX - 5;
+    far.length = 10;
+    b[0] = 2;
+    memset(b + 1, 0, 16);
+    b[17] = 4;
+    b[18] = 9;
+    b[19] = 1;
+    CHECK_EQ_INT(arc_clist_decode_compact(b, 20, &far, &got), 0);
 }
 
 /* Format 5's chunk records: spooled in table ranges, read back range by range with their BLAKE2b; a damaged record
@@ -60,7 +154,7 @@ static void test_clist_and_chunkmap(void) {
     fb_err err;
     arc_clist_spool sp;
     enum { n1 = 5000, n2 = 20000 };
-    uint64_t first[2], count[2];
+    uint64_t first[2], count[2], bytes[2];
     unsigned char hash[2][ARC_CLIST_HASH_BYTES];
     CHECK_EQ_INT(arc_clist_spool_open(&sp, &err), FB_OK);
     arc_clist_spool_table(&sp);
@@ -69,20 +163,31 @@ static void test_clist_and_chunkmap(void) {
         rec_of(i, &r);
         arc_clist_spool_add(&sp, &r, &err);
     }
-    arc_clist_spool_table_end(&sp, &first[0], &count[0], hash[0]);
+    arc_clist_spool_table_end(&sp, &first[0], &count[0], &bytes[0], hash[0]);
     for (uint64_t i = n1; i < n1 + n2; i++) {
         arc_clist_rec r;
         rec_of(i, &r);
         arc_clist_spool_add(&sp, &r, &err);
     }
-    arc_clist_spool_table_end(&sp, &first[1], &count[1], hash[1]);
+    arc_clist_spool_table_end(&sp, &first[1], &count[1], &bytes[1], hash[1]);
     CHECK_EQ_INT(arc_clist_spool_flush(&sp, &err), FB_OK);
     CHECK_EQ_INT(first[0], 0);
     CHECK_EQ_INT(count[0], n1);
-    CHECK_EQ_INT(first[1], n1);
+    CHECK_EQ_INT(first[1], bytes[0]);
     CHECK_EQ_INT(count[1], n2);
+    CHECK_EQ_INT(sp.bytes, bytes[0] + bytes[1]);
+    /* Compact: well under the fixed records' 40 bytes (rec_of's lists change place every 50 records). */
+    CHECKF(sp.bytes < (uint64_t)(n1 + n2) * 24, "%llu bytes for %d records", (unsigned long long)sp.bytes, n1 + n2);
     /* The spooled bytes behind a 100-byte prefix, as they sit in an artifact after the index head. */
-    size_t len = (size_t)sp.n * ARC_CLIST_REC_BYTES;
+    size_t len = (size_t)sp.bytes;
+    size_t at778 = 0; /* where table 2's 778th record starts in its range */
+    for (uint64_t i = 0; i < 777; i++) {
+        arc_clist_rec cur, pr;
+        unsigned char tmp[ARC_CLIST_COMPACT_MAX];
+        rec_of(n1 + i, &cur);
+        if (i) rec_of(n1 + i - 1, &pr);
+        at778 += arc_clist_encode_compact(&cur, i ? &pr : NULL, tmp);
+    }
     unsigned char *all = malloc(100 + len);
     memset(all, 'h', 100);
     CHECK(pread(sp.fd, all + 100, len, 0) == (ssize_t)len);
@@ -90,7 +195,7 @@ static void test_clist_and_chunkmap(void) {
     char path[400];
     snprintf(path, sizeof path, "%s/records", dir);
     for (int damaged = 0; damaged < 2; damaged++) {
-        if (damaged) all[100 + (n1 + 777) * ARC_CLIST_REC_BYTES + 30] ^= 1; /* in table 2's 778th record */
+        if (damaged) all[100 + bytes[0] + at778 + 1 + 5] ^= 1; /* an id byte of table 2's 778th record */
         tap_spit(path, all, 100 + len);
         stor_rfile *f = NULL;
         CHECK_EQ_INT(stor_posix_open_path(path, &f, &err), FB_OK);
@@ -99,11 +204,12 @@ static void test_clist_and_chunkmap(void) {
             arc_clist_rec got, want;
             int more = 1, same = 1;
             uint64_t n = 0;
-            fb_code rc = arc_clist_iter_open(&it, f, 100, first[t], count[t], hash[t], &err);
+            arc_clist_range rg = {1, first[t], count[t], bytes[t], hash[t]};
+            fb_code rc = arc_clist_iter_open(&it, f, 100, len, &rg, &err);
             while (rc == FB_OK && more) {
                 rc = arc_clist_iter_next(&it, &got, &more, &err);
                 if (rc || !more) break;
-                rec_of(first[t] + n++, &want);
+                rec_of((t ? n1 : 0) + n++, &want);
                 if (memcmp(&got, &want, sizeof got) != 0) same = 0;
             }
             arc_clist_iter_close(&it);
@@ -115,13 +221,66 @@ static void test_clist_and_chunkmap(void) {
                        (unsigned long long)n, same);
             }
         }
-        /* A range beyond the file is refused before anything is read. */
+        /* A range beyond the records, or whose bytes cannot hold its count, is refused before anything is read; one
+         * that claims a record fewer than its bytes hold fails at its end. */
         arc_clist_iter it;
-        CHECK_EQ_INT(arc_clist_iter_open(&it, f, 100, first[1], count[1] + 1, hash[1], &err), FB_ERR_FORMAT);
+        arc_clist_range beyond = {1, first[1], count[1], bytes[1] + 1, hash[1]};
+        arc_clist_range crowded = {1, first[0], bytes[0] / ARC_CLIST_COMPACT_MIN + 1, bytes[0], hash[0]};
+        arc_clist_range sparse = {1, first[0], bytes[0] / ARC_CLIST_COMPACT_MAX - 1, bytes[0], hash[0]};
+        arc_clist_range short1 = {1, first[0], count[0] - 1, bytes[0], hash[0]};
+        CHECK_EQ_INT(arc_clist_iter_open(&it, f, 100, len, &beyond, &err), FB_ERR_FORMAT);
+        arc_clist_iter_close(&it);
+        CHECK_EQ_INT(arc_clist_iter_open(&it, f, 100, len, &crowded, &err), FB_ERR_FORMAT);
+        arc_clist_iter_close(&it);
+        CHECK_EQ_INT(arc_clist_iter_open(&it, f, 100, len, &sparse, &err), FB_ERR_FORMAT);
+        arc_clist_iter_close(&it);
+        CHECK_EQ_INT(arc_clist_iter_open(&it, f, 100, len, &short1, &err), FB_OK);
+        {
+            arc_clist_rec got;
+            int more = 1;
+            fb_code rc = FB_OK;
+            while (rc == FB_OK && more) rc = arc_clist_iter_next(&it, &got, &more, &err);
+            CHECKF(rc == FB_ERR_FORMAT && strstr(err.msg, "after the last"), "a record fewer: rc %d: %s", rc, err.msg);
+        }
         arc_clist_iter_close(&it);
         stor_rfile_close(f);
     }
     free(all);
+
+    /* Index version 3's fixed records (format 5 artifacts) read the same way, as a range of record numbers. */
+    {
+        enum { nf = 300 };
+        unsigned char *fx = malloc(nf * ARC_CLIST_REC_BYTES), fh[ARC_CLIST_HASH_BYTES];
+        for (uint64_t i = 0; i < nf; i++) {
+            arc_clist_rec r;
+            rec_of(i, &r);
+            arc_clist_encode(&r, fx + i * ARC_CLIST_REC_BYTES);
+        }
+        crypto_generichash(fh, sizeof fh, fx + 100 * ARC_CLIST_REC_BYTES, 200 * ARC_CLIST_REC_BYTES, NULL, 0);
+        tap_spit(path, fx, nf * ARC_CLIST_REC_BYTES);
+        stor_rfile *f = NULL;
+        arc_clist_iter it;
+        arc_clist_rec got, want;
+        int more = 1, same = 1;
+        uint64_t n = 0;
+        CHECK_EQ_INT(stor_posix_open_path(path, &f, &err), FB_OK);
+        arc_clist_range rg = {0, 100, 200, 0, fh};
+        fb_code rc = arc_clist_iter_open(&it, f, 0, nf * ARC_CLIST_REC_BYTES, &rg, &err);
+        while (rc == FB_OK && more) {
+            rc = arc_clist_iter_next(&it, &got, &more, &err);
+            if (rc || !more) break;
+            rec_of(100 + n++, &want);
+            if (memcmp(&got, &want, sizeof got) != 0) same = 0;
+        }
+        arc_clist_iter_close(&it);
+        CHECKF(rc == FB_OK && same && n == 200, "fixed records: rc %d, %llu records, same %d: %s", rc,
+               (unsigned long long)n, same, rc ? err.msg : "");
+        arc_clist_range past = {0, 101, 200, 0, fh};
+        CHECK_EQ_INT(arc_clist_iter_open(&it, f, 0, nf * ARC_CLIST_REC_BYTES, &past, &err), FB_ERR_FORMAT);
+        arc_clist_iter_close(&it);
+        stor_rfile_close(f);
+        free(fx);
+    }
 
     job_chunkmap *m = NULL;
     CHECK_EQ_INT(job_chunkmap_new(10, &m, &err), FB_OK); /* far too small: it doubles several times */
@@ -165,6 +324,7 @@ int main(void) {
     snprintf(root, sizeof root, "%s/root", dir);
     mkdir(dir, 0700);
     mkdir(root, 0700);
+    test_clist_compact_records();
     test_clist_and_chunkmap();
 
     /* Segment contents: empty; 3 MiB random (incompressible: several messages); COPY-like text; 3 MiB random

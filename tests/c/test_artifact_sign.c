@@ -43,6 +43,9 @@ static tap_buf content;
 #define JOB_A "aaaaaaaa-1111-4222-8333-444455556666"
 #define JOB_B "bbbbbbbb-1111-4222-8333-444455556666"
 
+/* The chain index version write_art writes instead of the one its format names (0: that one). */
+static int index_version_override;
+
 /* Writes root/DIR/JOB.fbak with one table "t" (content), or, with ref_job, a table only referenced there (as an
  * INCREMENTAL does), and a real chain index. signer NULL: no signature (then version must be <= 4). */
 static void write_art(const char *dir, const char *job, int version, const fb_signer *signer, const char *ref_job) {
@@ -90,7 +93,8 @@ static void write_art(const char *dir, const char *job, int version, const fb_si
     }
     m.data_end = arc_writer_offset(w);
     ix.job_id = (char *)job;
-    if (version >= 5) ix.version = 3; /* format 5: the index head of "Chunk lists" (no records here) */
+    ix.version = arc_index_version_of(version); /* format >= 5: the index head of "Chunk lists" (no records here) */
+    if (index_version_override) ix.version = index_version_override;
     ix.config_id = 3;
     ix.type = m.backup_type;
     ix.base_job = m.base_job;
@@ -435,6 +439,31 @@ static void test_listing(void) {
     stor_free(st);
 }
 
+/* A format-6 artifact with a version-3 index (fixed records), genuinely signed: a reader of the chain and a reader
+ * of the artifact both refuse it, so the record layout is never taken from anything but the format. */
+static void test_index_version_pairing(void) {
+    fb_err err;
+    char p[600];
+    index_version_override = 3;
+    write_art("pairing", JOB_B, ARC_FORMAT_VERSION, &worker, NULL);
+    index_version_override = 0;
+    path_of("pairing", JOB_B, p, sizeof p);
+    fb_code rc = open_all(p, &trust_worker, 0, JOB_B, &err);
+    CHECKF(rc == FB_ERR_FORMAT && strstr(err.msg, "holds a chain index of version 3 (4 expected)"),
+           "format 6 with index 3: rc %d: %s", rc, err.msg);
+    stor *st = NULL;
+    arc_chain ch;
+    unsigned char ikey[ARC_INDEX_KEY_BYTES];
+    CHECK_EQ_INT(arc_index_key(NULL, pk, ikey, &err), FB_OK);
+    CHECK_EQ_INT(stor_posix_new(root, &st, &err), FB_OK);
+    CHECK_EQ_INT(arc_chain_load(st, "pairing", ikey, &trust_worker, &ch, &err), FB_OK);
+    arc_chain_entry *e = arc_chain_find(&ch, JOB_B);
+    CHECKF(e && !arc_chain_usable(e) && strstr(e->problem, "chain index of version 3 (4 expected"), "chain: %s",
+           e ? e->problem : "(no entry)");
+    arc_chain_clear(&ch);
+    stor_free(st);
+}
+
 int main(void) {
     char dir[256];
     if (sodium_init() < 0) return 1;
@@ -464,6 +493,7 @@ int main(void) {
     test_chain_link();
     test_resigned_index();
     test_listing();
+    test_index_version_pairing();
     free(content.p);
     fb_keyring_free(&trust_worker);
     fb_keyring_free(&trust_worker_ops);

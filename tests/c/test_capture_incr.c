@@ -90,7 +90,8 @@ static fb_code unpack_case(const membuf *pack, uint64_t start, uint64_t end, int
     arc_writer *w = NULL;
     uint32_t seg = 0;
     arc_seg_info si;
-    arc_index ix = {.job_id = JOB, .type = "INCREMENTAL", .base_job = "f", .version = 3};
+    arc_index ix = {.job_id = JOB, .type = "INCREMENTAL", .base_job = "f",
+                    .version = arc_index_version_of(ARC_FORMAT_VERSION)};
     char *ibuf = NULL, *mbuf = NULL;
     size_t ilen = 0, mlen = 0;
     unsigned char ikey[ARC_INDEX_KEY_BYTES] = {1};

@@ -13,8 +13,9 @@
 
 static unsigned char key[ARC_INDEX_KEY_BYTES];
 
-/* A version-3 head: two sources, a table stored here whose chunks also come from j1, one only referenced. */
-static char *format_v3(size_t *len) {
+/* A version-3 head (version 4: the same with compact records, ranges in bytes): two sources, a table stored here
+ * whose chunks also come from j1, one only referenced. */
+static char *format_head(int version, size_t *len) {
     static char *sources[] = {"11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222"};
     static const char *deps[] = {"11111111-1111-4111-8111-111111111111"};
     arc_index_table t[2];
@@ -27,6 +28,7 @@ static char *format_v3(size_t *len) {
     t[0].assembled = 1;
     t[0].rec_first = 0;
     t[0].rec_count = 3;
+    t[0].rec_bytes = version == 4 ? 60 : 0;
     memset(t[0].rec_blake2b, 0xab, 32);
     memset(t[0].tag, 0x11, 32);
     t[0].deps = deps;
@@ -36,7 +38,7 @@ static char *format_v3(size_t *len) {
     t[1].stored_in = sources[0];
     t[1].rows = 7;
     t[1].raw_bytes = 70;
-    t[1].rec_first = 3; /* no records, but its (empty) range still follows the one before */
+    t[1].rec_first = version == 4 ? 60 : 3; /* no records, but its (empty) range still follows the one before */
     memset(t[1].tag, 0x22, 32);
     arc_index ix = {0};
     ix.job_id = "33333333-3333-4333-8333-333333333333";
@@ -47,15 +49,18 @@ static char *format_v3(size_t *len) {
     ix.completed_ms = 1795756260000LL;
     ix.tables = t;
     ix.n_tables = 2;
-    ix.version = 3;
+    ix.version = version;
     ix.sources = sources;
     ix.n_sources = 2;
     ix.n_records = 3;
+    ix.n_record_bytes = version == 4 ? 60 : 0;
     char *out = NULL;
     fb_err err;
     CHECK_EQ_INT(arc_index_format(&ix, key, &out, len, &err), FB_OK);
     return out;
 }
+
+static char *format_v3(size_t *len) { return format_head(3, len); }
 
 /* A version-2 index (chunk lines in the text). */
 static char *format_v2(size_t *len) {
@@ -94,8 +99,8 @@ static char *remac(const char *body, size_t *len) {
     size_t n = strlen(body);
     char *t = malloc(n + 80);
     memcpy(t, body, n + 1);
-    const char *head = "fusion-backup chain index 3\nhead ";
-    if (strncmp(t, head, strlen(head)) == 0) {
+    const char *head = "fusion-backup chain index 3\nhead ", *head4 = "fusion-backup chain index 4\nhead ";
+    if (strncmp(t, head, strlen(head)) == 0 || strncmp(t, head4, strlen(head4)) == 0) {
         char d[17];
         snprintf(d, sizeof d, "%016zu", n + 4 + 64 + 1);
         memcpy(t + strlen(head), d, 16);
@@ -352,6 +357,51 @@ static void capture_line(void) {
     free(v3);
 }
 
+/* Version 4 (format 6, compact records): ranges in bytes, which must follow each other and be able to hold their
+ * count (18 to 47 bytes a record), and a records line with both sums. Version 3's fixed records count 40 bytes. */
+static void version4(void) {
+    size_t len = 0;
+    char *v4 = format_head(4, &len);
+    if (!v4) return;
+    arc_index *ix = NULL;
+    fb_err err;
+    CHECK(strstr(v4, "fusion-backup chain index 4\nhead ") == v4);
+    CHECK(strstr(v4, "\nchunks assembled 3 0 60 abab") && strstr(v4, "\nchunks none 0 60 0 ") &&
+          strstr(v4, "\nrecords 3 60\n"));
+    CHECK_EQ_INT(arc_index_parse(v4, len, key, &ix, &err), FB_OK);
+    CHECK(ix && ix->version == 4 && ix->n_records == 3 && ix->n_record_bytes == 60 && ix->records_at == len);
+    CHECK(ix && ix->tables[0].rec_first == 0 && ix->tables[0].rec_bytes == 60 && ix->tables[1].rec_first == 60);
+    if (ix) {
+        arc_clist_range g = arc_index_table_range(ix, &ix->tables[0]);
+        CHECK(g.compact && g.first == 0 && g.count == 3 && g.bytes == 60 && g.hash == ix->tables[0].rec_blake2b);
+    }
+    arc_index_free(ix);
+    size_t l3 = 0;
+    char *v3 = format_v3(&l3);
+    CHECK_EQ_INT(arc_index_parse(v3, l3, key, &ix, &err), FB_OK);
+    CHECK(ix && ix->n_record_bytes == 3 * ARC_CLIST_REC_BYTES && ix->tables[0].rec_bytes == 3 * ARC_CLIST_REC_BYTES);
+    if (ix) CHECK(!arc_index_table_range(ix, &ix->tables[0]).compact);
+    arc_index_free(ix);
+    free(v3);
+    const char *h = "abababababababababababababababababababababababababababababababab";
+    char line[200];
+    snprintf(line, sizeof line, "chunks assembled 3 0 %s 1", h);
+    malformed(v4, "v4 chunks line without its bytes", "chunks", 0, line, "bad chunks line");
+    snprintf(line, sizeof line, "chunks assembled 3 0 53 %s 1", h);
+    malformed(v4, "v4 range too short for its records", "chunks", 0, line, "cannot hold");
+    snprintf(line, sizeof line, "chunks assembled 3 0 142 %s 1", h);
+    malformed(v4, "v4 range too long for its records", "chunks", 0, line, "cannot hold");
+    snprintf(line, sizeof line, "chunks assembled 0 0 20 %s 1", h);
+    malformed(v4, "v4 bytes without records", "chunks", 0, line, "bad chunks line");
+    malformed(v4, "v4 next range not after the last", "chunks", 1,
+              "chunks none 0 59 0 0000000000000000000000000000000000000000000000000000000000000000 -",
+              "ranges must follow each other");
+    malformed(v4, "v4 records bytes not the sum", "records", 0, "records 3 61", "records line");
+    malformed(v4, "v4 records count not the sum", "records", 0, "records 2 60", "records line");
+    malformed(v4, "v4 records line without bytes", "records", 0, "records 3", "records line");
+    free(v4);
+}
+
 int main(void) {
     if (sodium_init() < 0) return 1;
     randombytes_buf(key, sizeof key);
@@ -364,6 +414,7 @@ int main(void) {
     each_malformed_line(v3);
     each_malformed_line_v2();
     capture_line();
+    version4();
     free(v3);
     return tap_done();
 }

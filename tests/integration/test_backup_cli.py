@@ -295,7 +295,7 @@ def test_fusion_schema_round_trip_create_and_existing_tables(bin, pg, fusion_db,
     r = bin.run("inspect", str(artifact), "--secret-key", str(keypair[1]), "--json")
     assert r.returncode == 0, r.stderr
     manifest = json.loads(r.stdout)
-    assert manifest["job_id"] == out["job_id"] and manifest["format"] == 5 and manifest["schema_archive"]["length"] > 0
+    assert manifest["job_id"] == out["job_id"] and manifest["format"] == 6 and manifest["schema_archive"]["length"] > 0
     names = {t["name"] for t in manifest["tables"]}
     assert {"Cpda Application", "iwdModuleV2_projects"} <= names
     r = bin.run("inspect", str(artifact), "--secret-key", str(keypair[1]))

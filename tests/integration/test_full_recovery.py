@@ -326,7 +326,7 @@ def test_zoo_restored_whole_and_identical(bin, zoo, new_db, storage_root, keypai
     out, _ = backup(bin, zoo, settings, tmp_path)
     artifact = storage_root / out["file_path"]
     m = inspect(bin, artifact, keypair[1])
-    assert m["format"] == 5
+    assert m["format"] == 6
     sa = m["schema_archive"]
     assert sa["length"] > 0 and sa["raw_bytes"] > 0 and sa["pg_dump_version"].startswith("pg_dump (PostgreSQL) 15")
     names = {(t["schema"], t["name"]) for t in m["tables"]}
@@ -381,7 +381,7 @@ def test_incremental_carries_its_own_schema_archive(bin, zoo, new_db, storage_ro
     assert out["stats"]["ran_as_full"] == 0 and out["stats"]["tables_referenced"] > 0, out
     artifact = storage_root / out["file_path"]
     m = inspect(bin, artifact, keypair[1])
-    assert m["format"] == 5 and m["backup_type"] == "INCREMENTAL" and m["schema_archive"]["length"] > 0
+    assert m["format"] == 6 and m["backup_type"] == "INCREMENTAL" and m["schema_archive"]["length"] > 0
     target = new_db()
     r = restore(bin, artifact, target, keypair[1], "--create")
     assert r.returncode == 0, r.stderr

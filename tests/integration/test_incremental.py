@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import time
 import uuid
@@ -32,14 +33,13 @@ CONFIG_ID = 77
 
 
 def read_chain_index(data: bytes) -> dict:
-    """Decodes a format-5 artifact's chain index (FORMAT.md, "Chunk lists (format 5)") independently of the C code:
-    the text head, then per table its range of 40-byte records (id, src, segment, offset, length), each range
-    checked against the BLAKE2b the head records for it."""
+    """Decodes a format-6 artifact's chain index (FORMAT.md, "Chunk lists (format 5)") independently of the C code:
+    the text head, then per table its byte range of compact records (flags, id, varints; decoded to id, src,
+    segment, offset, length), each range checked against the BLAKE2b the head records for it."""
     import hashlib
-    import struct
     moff, mlen, ioff, ilen = struct.unpack("<4Q", data[-32:])
     index = data[ioff:ioff + ilen]
-    assert index.startswith(b"fusion-backup chain index 3\nhead ")
+    assert index.startswith(b"fusion-backup chain index 4\nhead ")
     head_len = int(index[33:49])
     lines = index[:head_len].decode().splitlines()
     records = index[head_len:]
@@ -51,14 +51,45 @@ def read_chain_index(data: bytes) -> dict:
         if not line.startswith("table "):
             continue
         f = line.split()
-        kind, count, first, digest, deps = lines[k + 1].split()[1:]
-        raw = records[int(first) * 40:(int(first) + int(count)) * 40]
+        kind, count, first, nbytes, digest, deps = lines[k + 1].split()[1:]
+        raw = records[int(first):int(first) + int(nbytes)]
         assert hashlib.blake2b(raw, digest_size=32).hexdigest() == digest
-        recs = [(raw[i:i + 16], *struct.unpack("<IIQQ", raw[i + 16:i + 40])) for i in range(0, len(raw), 40)]
+        recs = compact_records(raw)
+        assert len(recs) == int(count)
         tables[(f[5], f[6])] = {"kind": kind, "records": recs, "deps": [] if deps == "-" else
                                 [sources[int(d) - 1] for d in deps.split(",")]}
-    assert len(records) == 40 * sum(len(t["records"]) for t in tables.values())
+    n_recs, n_bytes = (int(x) for x in next(l for l in lines if l.startswith("records ")).split()[1:])
+    assert len(records) == n_bytes and n_recs == sum(len(t["records"]) for t in tables.values())
     return {"sources": sources, "tables": tables}
+
+
+def compact_records(raw: bytes) -> list:
+    """One range of compact records: flags (bit 0: src and segment as the previous record's, bit 1: offset right
+    after it), id[16], then the varints the flags do not replace (src, segment, offset, length)."""
+    out, i = [], 0
+
+    def varint():
+        nonlocal i
+        v = shift = 0
+        while True:
+            b = raw[i]
+            i += 1
+            v |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                return v
+
+    while i < len(raw):
+        flags = raw[i]
+        assert flags & ~3 == 0 and (out or flags == 0)
+        cid = raw[i + 1:i + 17]
+        i += 17
+        src, seg = (out[-1][1], out[-1][2]) if flags & 1 else (varint(), varint())
+        off = out[-1][3] + out[-1][4] if flags & 2 else varint()
+        length = varint()
+        assert length > 0
+        out.append((cid, src, seg, off, length))
+    return out
 
 def backup_event(backup_type: str, storage_path: str = "cfg77/daily", retention_days: int = 0,
                  job_id: str | None = None) -> tuple[str, bytes]:
@@ -426,11 +457,11 @@ def test_chunks_store_only_what_changed_in_a_big_table(bin, fresh_db, new_db, cf
         r = bin.run("verify", str(cfg["root"] / out["file_path"]), "--secret-key", str(cfg["key"]))
         assert r.returncode == 0 and r.stdout.startswith("OK"), r.stderr
 
-    # every backup is format 5: a schema archive, chunk lists as binary records after the index head (issue 11),
+    # every backup is format 6: a schema archive, chunk lists as binary records after the index head (issue 11),
     # and signed (issue 12)
     r = bin.run("inspect", str(cfg["root"] / inc2["file_path"]), "--secret-key", str(cfg["key"]), "--json")
     m = json.loads(r.stdout)
-    assert m["format"] == 5 and m["schema_archive"]["length"] > 0
+    assert m["format"] == 6 and m["schema_archive"]["length"] > 0
     big = next(t for t in m["tables"] if t["name"] == "big")
     assert big["assembled"] is True and "chunks" not in big  # the manifest no longer grows with the data
     ix = read_chain_index((cfg["root"] / inc2["file_path"]).read_bytes())
@@ -440,7 +471,7 @@ def test_chunks_store_only_what_changed_in_a_big_table(bin, fresh_db, new_db, cf
     side = next(t for t in m["tables"] if t["name"] == "side")
     assert side["raw_bytes"] == 0 and side["assembled"] is True
     r = bin.run("inspect", str(cfg["root"] / full["file_path"]), "--secret-key", str(cfg["key"]), "--json")
-    assert json.loads(r.stdout)["format"] == 5
+    assert json.loads(r.stdout)["format"] == 6
     # a FULL's records describe its whole segments: they tile each table's stream
     fix = read_chain_index((cfg["root"] / full["file_path"]).read_bytes())
     frecs = fix["tables"][("public", "big")]["records"]
@@ -453,7 +484,7 @@ def test_chunks_store_only_what_changed_in_a_big_table(bin, fresh_db, new_db, cf
     _, _, ioff, ilen = struct.unpack("<4Q", data[-32:])
     index = data[ioff:ioff + ilen]
     head = index[:int(index[33:49])]
-    assert head.startswith(b"fusion-backup chain index 3\n"), head[:80]
+    assert head.startswith(b"fusion-backup chain index 4\n"), head[:80]
     assert not [l for l in head.split(b"\n") if l.startswith(b"c ")], "a version-2 chunk line (plain chunk id)"
 
     # retention: inc2 references inc1 only through chunks of "big" (its tables are all assembled); inc1 stays

@@ -56,11 +56,16 @@ fb_code arc_chain_load(stor *st, const char *rel_dir, const unsigned char key[AR
         uint64_t ioff = 0, iall = 0;
         if (r2 == FB_OK) r2 = arc_reader_peek_index_at(f, &buf, &len, &ioff, &iall, &e2);
         if (r2 == FB_OK) r2 = arc_index_parse(buf, len, key, &e->ix, &e2);
-        /* Version 3: only the head was read; its records must fill the rest of the index exactly. */
-        if (r2 == FB_OK && e->ix->version == 3 && iall - len != e->ix->n_records * ARC_CLIST_REC_BYTES)
+        /* Version >= 3: only the head was read; it must be the version the artifact's format names and its records
+         * must fill the rest of the index exactly. */
+        if (r2 == FB_OK && e->artifact_version >= 5 && e->ix->version != arc_index_version_of(e->artifact_version))
+            r2 = fb_err_set(&e2, FB_ERR_FORMAT, "an artifact of format %d holds a chain index of version %d (%d "
+                            "expected; altered)", e->artifact_version, e->ix->version,
+                            arc_index_version_of(e->artifact_version));
+        if (r2 == FB_OK && e->ix->version >= 3 && iall - len != e->ix->n_record_bytes)
             r2 = fb_err_set(&e2, FB_ERR_FORMAT, "its chain index has %llu bytes of chunk records for %llu records "
-                            "(truncated or altered)", (unsigned long long)(iall - len),
-                            (unsigned long long)e->ix->n_records);
+                            "of %llu bytes (truncated or altered)", (unsigned long long)(iall - len),
+                            (unsigned long long)e->ix->n_records, (unsigned long long)e->ix->n_record_bytes);
         e->records_off = ioff + len;
         free(buf);
         stor_rfile_close(f);

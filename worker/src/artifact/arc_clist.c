@@ -9,7 +9,9 @@
 
 #include "artifact/arc_format.h"
 
-#define ACL_BUF_RECORDS 1638 /* ~64 KiB */
+#define ACL_BUF_BYTES 65536
+#define ACL_SAME_PLACE 0x01 /* flags: src and segment as the previous record's */
+#define ACL_NEXT_OFFSET 0x02 /* flags: offset = the previous record's offset + length */
 
 void arc_clist_encode(const arc_clist_rec *r, unsigned char out[ARC_CLIST_REC_BYTES]) {
     memcpy(out, r->id, ARC_CHUNK_ID_BYTES);
@@ -27,12 +29,98 @@ void arc_clist_decode(const unsigned char in[ARC_CLIST_REC_BYTES], arc_clist_rec
     r->length = arc_get_u64(in + 32);
 }
 
+/* --- compact records ---------------------------------------------------------------------------------------- */
+
+static size_t acl_put_varint(unsigned char *p, uint64_t v) {
+    size_t n = 0;
+    while (v >= 0x80) {
+        p[n++] = (unsigned char)(v | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (unsigned char)v;
+    return n;
+}
+
+/* A minimal LEB128 varint from the n bytes at p: its length, or 0 when truncated, overlong (a last group of 0
+ * after the first) or above 64 bits. */
+static size_t acl_get_varint(const unsigned char *p, size_t n, uint64_t *v) {
+    uint64_t x = 0;
+    for (size_t i = 0; i < n && i < 10; i++) {
+        if (i == 9 && p[i] > 1) return 0;
+        x |= (uint64_t)(p[i] & 0x7f) << (7 * i);
+        if (!(p[i] & 0x80)) {
+            if (i && !p[i]) return 0;
+            *v = x;
+            return i + 1;
+        }
+    }
+    return 0;
+}
+
+/* Whether r's offset follows prev's chunk (never when prev's end does not fit in 64 bits). */
+static int acl_follows(const arc_clist_rec *prev, uint64_t offset) {
+    return prev->length <= UINT64_MAX - prev->offset && offset == prev->offset + prev->length;
+}
+
+size_t arc_clist_encode_compact(const arc_clist_rec *r, const arc_clist_rec *prev,
+                                unsigned char out[ARC_CLIST_COMPACT_MAX]) {
+    unsigned char flags = 0;
+    size_t n = 1 + ARC_CHUNK_ID_BYTES;
+    memcpy(out + 1, r->id, ARC_CHUNK_ID_BYTES);
+    if (prev && r->src == prev->src && r->segment == prev->segment) {
+        flags |= ACL_SAME_PLACE;
+    } else {
+        n += acl_put_varint(out + n, r->src);
+        n += acl_put_varint(out + n, r->segment);
+    }
+    if (prev && acl_follows(prev, r->offset)) flags |= ACL_NEXT_OFFSET;
+    else n += acl_put_varint(out + n, r->offset);
+    n += acl_put_varint(out + n, r->length);
+    out[0] = flags;
+    return n;
+}
+
+/* Strict, so that every accepted record is the one encoding arc_clist_encode_compact gives (fuzz_index_parse
+ * checks the round trip): a field the flags could have said is refused when written out. */
+size_t arc_clist_decode_compact(const unsigned char *in, size_t n, const arc_clist_rec *prev, arc_clist_rec *r) {
+    size_t k = 1 + ARC_CHUNK_ID_BYTES, u;
+    uint64_t v = 0;
+    if (n < ARC_CLIST_COMPACT_MIN) return 0;
+    unsigned char flags = in[0];
+    if ((flags & ~(ACL_SAME_PLACE | ACL_NEXT_OFFSET)) || (!prev && flags)) return 0;
+    memcpy(r->id, in + 1, ARC_CHUNK_ID_BYTES);
+    if (flags & ACL_SAME_PLACE) {
+        r->src = prev->src;
+        r->segment = prev->segment;
+    } else {
+        if (!(u = acl_get_varint(in + k, n - k, &v)) || v > UINT32_MAX) return 0;
+        r->src = (uint32_t)v;
+        k += u;
+        if (!(u = acl_get_varint(in + k, n - k, &v)) || v > UINT32_MAX) return 0;
+        r->segment = (uint32_t)v;
+        k += u;
+        if (prev && r->src == prev->src && r->segment == prev->segment) return 0;
+    }
+    if (flags & ACL_NEXT_OFFSET) {
+        if (!acl_follows(prev, prev->offset + prev->length)) return 0; /* prev's end overflows */
+        r->offset = prev->offset + prev->length;
+    } else {
+        if (!(u = acl_get_varint(in + k, n - k, &r->offset))) return 0;
+        k += u;
+        if (prev && acl_follows(prev, r->offset)) return 0;
+    }
+    if (!(u = acl_get_varint(in + k, n - k, &r->length)) || !r->length) return 0;
+    return k + u;
+}
+
+/* --- the writer's spool --------------------------------------------------------------------------------------- */
+
 fb_code arc_clist_spool_open(arc_clist_spool *s, fb_err *err) {
     const char *dir = getenv("TMPDIR");
     char path[4096];
     memset(s, 0, sizeof *s);
     s->fd = -1;
-    if (!(s->buf = malloc(ACL_BUF_RECORDS * ARC_CLIST_REC_BYTES))) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    if (!(s->buf = malloc(ACL_BUF_BYTES))) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
     snprintf(path, sizeof path, "%s/fusion-backup-chunks-XXXXXX", dir && *dir ? dir : "/tmp");
     s->fd = mkstemp(path);
     if (s->fd < 0)
@@ -44,7 +132,9 @@ fb_code arc_clist_spool_open(arc_clist_spool *s, fb_err *err) {
 }
 
 void arc_clist_spool_table(arc_clist_spool *s) {
-    s->table_first = s->n;
+    s->table_first = s->bytes;
+    s->table_n = s->n;
+    s->has_prev = 0;
     crypto_generichash_init(&s->hs, NULL, 0, ARC_CLIST_HASH_BYTES);
 }
 
@@ -65,21 +155,25 @@ fb_code arc_clist_spool_flush(arc_clist_spool *s, fb_err *err) {
 }
 
 fb_code arc_clist_spool_add(arc_clist_spool *s, const arc_clist_rec *r, fb_err *err) {
-    if (s->used + ARC_CLIST_REC_BYTES > ACL_BUF_RECORDS * ARC_CLIST_REC_BYTES) {
+    if (s->used + ARC_CLIST_COMPACT_MAX > ACL_BUF_BYTES) {
         fb_code rc = arc_clist_spool_flush(s, err);
         if (rc) return rc;
     }
-    arc_clist_encode(r, s->buf + s->used);
-    crypto_generichash_update(&s->hs, s->buf + s->used, ARC_CLIST_REC_BYTES);
-    s->used += ARC_CLIST_REC_BYTES;
+    size_t n = arc_clist_encode_compact(r, s->has_prev ? &s->prev : NULL, s->buf + s->used);
+    crypto_generichash_update(&s->hs, s->buf + s->used, n);
+    s->used += n;
+    s->bytes += n;
     s->n++;
+    s->prev = *r;
+    s->has_prev = 1;
     return FB_OK;
 }
 
-void arc_clist_spool_table_end(arc_clist_spool *s, uint64_t *first, uint64_t *count,
+void arc_clist_spool_table_end(arc_clist_spool *s, uint64_t *first, uint64_t *count, uint64_t *bytes,
                                unsigned char hash[ARC_CLIST_HASH_BYTES]) {
     *first = s->table_first;
-    *count = s->n - s->table_first;
+    *count = s->n - s->table_n;
+    *bytes = s->bytes - s->table_first;
     crypto_generichash_final(&s->hs, hash, ARC_CLIST_HASH_BYTES);
     arc_clist_spool_table(s);
 }
@@ -88,10 +182,9 @@ fb_code arc_clist_spool_append(arc_clist_spool *dst, arc_clist_spool *src, uint6
     fb_code rc = arc_clist_spool_flush(dst, err);
     if (!rc) rc = arc_clist_spool_flush(src, err);
     if (rc) return rc;
-    *first = dst->n;
-    uint64_t len = src->n * ARC_CLIST_REC_BYTES, cap = ACL_BUF_RECORDS * ARC_CLIST_REC_BYTES;
-    for (uint64_t off = 0; off < len;) {
-        size_t n = len - off < cap ? (size_t)(len - off) : (size_t)cap;
+    *first = dst->bytes;
+    for (uint64_t off = 0; off < src->bytes;) {
+        size_t n = src->bytes - off < ACL_BUF_BYTES ? (size_t)(src->bytes - off) : ACL_BUF_BYTES;
         ssize_t got = pread(src->fd, dst->buf, n, (off_t)off);
         if (got < 0 && errno == EINTR) continue;
         if (got <= 0)
@@ -102,6 +195,7 @@ fb_code arc_clist_spool_append(arc_clist_spool *dst, arc_clist_spool *src, uint6
         off += (uint64_t)got;
     }
     dst->n += src->n;
+    dst->bytes += src->bytes;
     arc_clist_spool_table(dst);
     return FB_OK;
 }
@@ -112,49 +206,95 @@ void arc_clist_spool_close(arc_clist_spool *s) {
     memset(s, 0, sizeof *s);
 }
 
-fb_code arc_clist_iter_open(arc_clist_iter *it, stor_rfile *f, uint64_t records_at, uint64_t first, uint64_t count,
-                            const unsigned char hash[ARC_CLIST_HASH_BYTES], fb_err *err) {
+/* --- the reader's iterator ------------------------------------------------------------------------------------ */
+
+/* The range's place in bytes from the start of the records, checked against records_len before any product is
+ * taken (the numbers come from the index head: authenticated, but a reader does not overflow on them either). */
+static int acl_range_bytes(const arc_clist_range *g, uint64_t records_len, uint64_t *off, uint64_t *bytes) {
+    if (!g->compact) {
+        uint64_t all = records_len / ARC_CLIST_REC_BYTES;
+        if (g->count > all || g->first > all - g->count) return 0;
+        *off = g->first * ARC_CLIST_REC_BYTES;
+        *bytes = g->count * ARC_CLIST_REC_BYTES;
+        return 1;
+    }
+    if (g->first > records_len || g->bytes > records_len - g->first) return 0;
+    if (g->count > g->bytes / ARC_CLIST_COMPACT_MIN) return 0;                           /* too many for the bytes */
+    if (g->bytes > g->count * ARC_CLIST_COMPACT_MAX) return 0;                           /* too few */
+    *off = g->first;
+    *bytes = g->bytes;
+    return 1;
+}
+
+fb_code arc_clist_iter_open(arc_clist_iter *it, stor_rfile *f, uint64_t records_at, uint64_t records_len,
+                            const arc_clist_range *range, fb_err *err) {
+    uint64_t off = 0, bytes = 0;
     memset(it, 0, sizeof *it);
-    if (records_at > f->size || count > (f->size - records_at) / ARC_CLIST_REC_BYTES ||
-        first > (f->size - records_at) / ARC_CLIST_REC_BYTES - count)
-        return fb_err_set(err, FB_ERR_FORMAT, "\"%s\": a chunk list range (%llu records from %llu) lies outside the "
-                          "file: it is truncated or its index was altered", f->name, (unsigned long long)count,
-                          (unsigned long long)first);
-    if (!(it->buf = malloc(ACL_BUF_RECORDS * ARC_CLIST_REC_BYTES))) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
+    if (records_at > f->size || records_len > f->size - records_at || !acl_range_bytes(range, records_len, &off, &bytes))
+        return fb_err_set(err, FB_ERR_FORMAT, "\"%s\": a chunk list range (%llu records from %s %llu) lies outside the "
+                          "file's records or cannot hold them: it is truncated or its index was altered", f->name,
+                          (unsigned long long)range->count, range->compact ? "byte" : "record",
+                          (unsigned long long)range->first);
+    if (!(it->buf = malloc(ACL_BUF_BYTES))) return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
     it->f = f;
-    it->at = records_at + first * ARC_CLIST_REC_BYTES;
-    it->left = it->total = count;
-    memcpy(it->want, hash, ARC_CLIST_HASH_BYTES);
+    it->compact = range->compact;
+    it->at = records_at + off;
+    it->left = bytes;
+    it->total = range->count;
+    memcpy(it->want, range->hash, ARC_CLIST_HASH_BYTES);
     crypto_generichash_init(&it->hs, NULL, 0, ARC_CLIST_HASH_BYTES);
+    return FB_OK;
+}
+
+/* Keeps at least `need` bytes (or all that is left of the range) in the buffer from pos on. */
+static fb_code acl_fill(arc_clist_iter *it, size_t need, fb_err *err) {
+    if (it->have - it->pos >= need || !it->left) return FB_OK;
+    memmove(it->buf, it->buf + it->pos, it->have - it->pos);
+    it->have -= it->pos;
+    it->pos = 0;
+    size_t n = ACL_BUF_BYTES - it->have;
+    if (it->left < n) n = (size_t)it->left;
+    fb_code rc = stor_rfile_pread(it->f, it->buf + it->have, n, it->at, err);
+    if (rc) return rc;
+    crypto_generichash_update(&it->hs, it->buf + it->have, n);
+    it->at += n;
+    it->left -= n;
+    it->have += n;
     return FB_OK;
 }
 
 fb_code arc_clist_iter_next(arc_clist_iter *it, arc_clist_rec *r, int *got, fb_err *err) {
     *got = 0;
-    if (it->pos == it->have) {
-        if (!it->left) {
-            unsigned char h[ARC_CLIST_HASH_BYTES];
-            crypto_generichash_final(&it->hs, h, sizeof h);
-            crypto_generichash_init(&it->hs, NULL, 0, ARC_CLIST_HASH_BYTES); /* a second call at the end fails */
-            if (sodium_memcmp(h, it->want, sizeof h) != 0)
-                return fb_err_set(err, FB_ERR_CRYPTO, "\"%s\": a chunk list (%llu records) does not match the BLAKE2b "
-                                  "its chain index records: the file was altered", it->f->name,
-                                  (unsigned long long)it->total);
-            return FB_OK;
-        }
-        size_t n = it->left < ACL_BUF_RECORDS ? (size_t)it->left : ACL_BUF_RECORDS;
-        fb_code rc = stor_rfile_pread(it->f, it->buf, n * ARC_CLIST_REC_BYTES, it->at, err);
-        if (rc) return rc;
-        crypto_generichash_update(&it->hs, it->buf, n * ARC_CLIST_REC_BYTES);
-        it->at += (uint64_t)n * ARC_CLIST_REC_BYTES;
-        it->left -= n;
-        it->have = n;
-        it->pos = 0;
+    if (it->n == it->total) {
+        unsigned char h[ARC_CLIST_HASH_BYTES];
+        if (it->left || it->pos != it->have)
+            return fb_err_set(err, FB_ERR_FORMAT, "\"%s\": a chunk list has %llu bytes after the last of its %llu "
+                              "records: the index was altered", it->f->name,
+                              (unsigned long long)(it->left + (it->have - it->pos)), (unsigned long long)it->total);
+        crypto_generichash_final(&it->hs, h, sizeof h);
+        crypto_generichash_init(&it->hs, NULL, 0, ARC_CLIST_HASH_BYTES); /* a second call at the end fails */
+        if (sodium_memcmp(h, it->want, sizeof h) != 0)
+            return fb_err_set(err, FB_ERR_CRYPTO, "\"%s\": a chunk list (%llu records) does not match the BLAKE2b "
+                              "its chain index records: the file was altered", it->f->name,
+                              (unsigned long long)it->total);
+        return FB_OK;
     }
-    arc_clist_decode(it->buf + it->pos++ * ARC_CLIST_REC_BYTES, r);
-    if (!r->length)
-        return fb_err_set(err, FB_ERR_FORMAT, "\"%s\": a chunk record of length 0: the chunk list is malformed",
-                          it->f->name);
+    fb_code rc = acl_fill(it, it->compact ? ARC_CLIST_COMPACT_MAX : ARC_CLIST_REC_BYTES, err);
+    if (rc) return rc;
+    size_t avail = it->have - it->pos, used = 0;
+    if (it->compact) {
+        used = arc_clist_decode_compact(it->buf + it->pos, avail, it->n ? &it->prev : NULL, r);
+    } else if (avail >= ARC_CLIST_REC_BYTES) {
+        arc_clist_decode(it->buf + it->pos, r);
+        used = r->length ? ARC_CLIST_REC_BYTES : 0;
+    }
+    if (!used)
+        return fb_err_set(err, FB_ERR_FORMAT, "\"%s\": chunk record %llu of a list of %llu is malformed (cut short, "
+                          "a length of 0, or a field out of range): the index was altered", it->f->name,
+                          (unsigned long long)it->n + 1, (unsigned long long)it->total);
+    it->pos += used;
+    it->n++;
+    it->prev = *r;
     *got = 1;
     return FB_OK;
 }

@@ -13,6 +13,9 @@
  *   `capture STREAM FULL_JOB START END` (a backup on a change chain, arc_index.h)
  *   table ... as above, then `chunks KIND COUNT FIRST BLAKE2BHEX DEPS` (DEPS: source numbers "1,3", or "-")
  *   records R / mac HEX, then R records of 40 bytes
+ * Version 4 (artifact format 6) is version 3 with compact records of 18 to 47 bytes (arc_clist.h), so a range is
+ * given in bytes: `chunks KIND COUNT FIRST BYTES BLAKE2BHEX DEPS` (FIRST: its byte offset in the records) and
+ * `records R BYTES`.
  * Only the head is text and MAC'd; it grows with the number of tables, never with the data. The records are
  * authenticated per table by the BLAKE2b in its `chunks` line, checked by whoever streams them (arc_clist_iter).
  * Parsing is strict (every line in this order, nothing after the MAC) and authenticates before it decodes.
@@ -32,6 +35,7 @@
 #define AI_MAGIC "fusion-backup chain index 1\n"
 #define AI_MAGIC2 "fusion-backup chain index 2\n"
 #define AI_MAGIC3 "fusion-backup chain index 3\n"
+#define AI_MAGIC4 "fusion-backup chain index 4\n"
 #define AI_HEAD_FIELD "head "
 #define AI_HEAD_DIGITS 16
 #define AI_DERIVE_KEY "fusion-backup chain index v1"
@@ -87,12 +91,12 @@ static void ai_put_field(fb_sbuf *b, const char *k, const char *v_enc, long long
     fb_sbuf_puts(b, "\n");
 }
 
-/* The head's first lines: magic, (version 3) the head-length field to fill in later, the job's fields and (version
- * 3) its source jobs. */
+/* The head's first lines: magic, (version >= 3) the head-length field to fill in later, the job's fields and
+ * (version >= 3) its source jobs. */
 static void ai_format_job(fb_sbuf *b, const arc_index *ix) {
     char num[96];
-    int v3 = ix->version == 3;
-    fb_sbuf_puts(b, v3 ? AI_MAGIC3 : AI_MAGIC2);
+    int v3 = ix->version >= 3;
+    fb_sbuf_puts(b, ix->version == 4 ? AI_MAGIC4 : v3 ? AI_MAGIC3 : AI_MAGIC2);
     if (v3) {
         snprintf(num, sizeof num, "%s%0*d\n", AI_HEAD_FIELD, AI_HEAD_DIGITS, 0); /* filled in by ai_format_seal */
         fb_sbuf_puts(b, num);
@@ -134,13 +138,17 @@ static void ai_format_table(fb_sbuf *b, const arc_index_table *t) {
     fb_sbuf_puts(b, "\n");
 }
 
-/* Version 3: a table's `chunks` line (kind, record range, BLAKE2b of the range, source numbers of its deps). */
+/* Version 3, 4: a table's `chunks` line (kind, record range, BLAKE2b of the range, source numbers of its deps). */
 static fb_code ai_format_chunks_v3(fb_sbuf *b, const arc_index *ix, const arc_index_table *t, fb_err *err) {
     char rh[65], num[96];
     sodium_bin2hex(rh, sizeof rh, t->rec_blake2b, sizeof t->rec_blake2b);
     snprintf(num, sizeof num, "chunks %s %llu %llu ", !t->rec_count ? "none" : t->assembled ? "assembled" : "whole",
              (unsigned long long)t->rec_count, (unsigned long long)t->rec_first);
     fb_sbuf_puts(b, num);
+    if (ix->version == 4) {
+        snprintf(num, sizeof num, "%llu ", (unsigned long long)t->rec_bytes);
+        fb_sbuf_puts(b, num);
+    }
     fb_sbuf_puts(b, rh);
     fb_sbuf_puts(b, t->n_deps ? " " : " -");
     for (size_t d = 0; d < t->n_deps; d++) {
@@ -176,7 +184,7 @@ static void ai_format_chunks_v2(fb_sbuf *b, const arc_index_table *t) {
     }
 }
 
-/* The end: (version 3) the head's length, mac line included, in its fixed-width field; then the MAC line over
+/* The end: (version >= 3) the head's length, mac line included, in its fixed-width field; then the MAC line over
  * every byte before it. */
 static void ai_format_seal(fb_sbuf *b, int v3, const unsigned char key[ARC_INDEX_KEY_BYTES]) {
     char hex[65];
@@ -197,7 +205,7 @@ static void ai_format_seal(fb_sbuf *b, int v3, const unsigned char key[ARC_INDEX
 fb_code arc_index_format(const arc_index *ix, const unsigned char key[ARC_INDEX_KEY_BYTES], char **out, size_t *len,
                          fb_err *err) {
     fb_sbuf b = {0};
-    int v3 = ix->version == 3;
+    int v3 = ix->version >= 3;
     fb_code rc = FB_OK;
     ai_format_job(&b, ix);
     ai_put_field(&b, "tables", NULL, (long long)ix->n_tables, 1);
@@ -208,7 +216,11 @@ fb_code arc_index_format(const arc_index *ix, const unsigned char key[ARC_INDEX_
     }
     if (rc == FB_OK && v3) {
         char num[96];
-        snprintf(num, sizeof num, "records %llu\n", (unsigned long long)ix->n_records);
+        if (ix->version == 4)
+            snprintf(num, sizeof num, "records %llu %llu\n", (unsigned long long)ix->n_records,
+                     (unsigned long long)ix->n_record_bytes);
+        else
+            snprintf(num, sizeof num, "records %llu\n", (unsigned long long)ix->n_records);
         fb_sbuf_puts(&b, num);
     }
     if (rc == FB_OK && !b.oom) ai_format_seal(&b, v3, key); /* b.p is whole: the head field can be filled in */
@@ -295,11 +307,11 @@ static int ai_int(const char *s, long long *v) {
 fb_code arc_index_head_len(const char *first, size_t len, uint64_t *head_len, fb_err *err) {
     size_t m = sizeof AI_MAGIC3 - 1, f = sizeof AI_HEAD_FIELD - 1;
     *head_len = 0;
-    if (len < m || memcmp(first, AI_MAGIC3, m) != 0) return FB_OK;
+    if (len < m || (memcmp(first, AI_MAGIC3, m) != 0 && memcmp(first, AI_MAGIC4, m) != 0)) return FB_OK;
     uint64_t v = 0;
     if (len < m + f + AI_HEAD_DIGITS + 1 || memcmp(first + m, AI_HEAD_FIELD, f) != 0 ||
         first[m + f + AI_HEAD_DIGITS] != '\n')
-        return fb_err_set(err, FB_ERR_FORMAT, "chain index of version 3 without its head line");
+        return fb_err_set(err, FB_ERR_FORMAT, "chain index of version %c without its head line", first[m - 2]);
     for (size_t i = 0; i < AI_HEAD_DIGITS; i++) {
         char c = first[m + f + i];
         if (c < '0' || c > '9') return fb_err_set(err, FB_ERR_FORMAT, "chain index: bad head length");
@@ -332,7 +344,8 @@ typedef struct ai_parser {
     arc_index *ix;
     char line[8192];
     const char *v;      /* the value of the field just read */
-    uint64_t next_rec;  /* version 3: where the next table's record range must start */
+    uint64_t next_rec;  /* version >= 3: where the next table's record range must start (version 4: in bytes) */
+    uint64_t n_rec;     /* version 4: the records of the ranges so far */
 } ai_parser;
 
 /* A count read from the index is believed only as far as the bytes left could hold that many lines of at least
@@ -354,10 +367,11 @@ static fb_code ai_authenticate(const char *buf, size_t len, const unsigned char 
     unsigned char mac[32], want[32];
     int v2 = len >= sizeof AI_MAGIC2 - 1 && memcmp(buf, AI_MAGIC2, sizeof AI_MAGIC2 - 1) == 0;
     int v3 = len >= sizeof AI_MAGIC3 - 1 && memcmp(buf, AI_MAGIC3, sizeof AI_MAGIC3 - 1) == 0;
+    int v4 = len >= sizeof AI_MAGIC4 - 1 && memcmp(buf, AI_MAGIC4, sizeof AI_MAGIC4 - 1) == 0;
     if (len > AI_MAX_BYTES || len < sizeof AI_MAGIC - 1 ||
-        (!v2 && !v3 && memcmp(buf, AI_MAGIC, sizeof AI_MAGIC - 1) != 0))
+        (!v2 && !v3 && !v4 && memcmp(buf, AI_MAGIC, sizeof AI_MAGIC - 1) != 0))
         return fb_err_set(err, FB_ERR_FORMAT, "not a fusion-backup chain index (bad first line)");
-    *version = v3 ? 3 : v2 ? 2 : 1;
+    *version = v4 ? 4 : v3 ? 3 : v2 ? 2 : 1;
     /* The MAC line is the last line: authenticate everything before it first. */
     if (buf[len - 1] != '\n') return fb_err_set(err, FB_ERR_FORMAT, "chain index is truncated (no final newline)");
     const char *l = buf + len - 1;
@@ -375,7 +389,7 @@ static fb_code ai_authenticate(const char *buf, size_t len, const unsigned char 
     return FB_OK;
 }
 
-/* Step 2b (version 3): the optional `capture STREAM FULL_JOB START END` line. */
+/* Step 2b (version >= 3): the optional `capture STREAM FULL_JOB START END` line. */
 static fb_code ai_parse_capture(ai_parser *p, fb_err *err) {
     static const char k[] = "capture ";
     char st[300], fj[300];
@@ -392,12 +406,12 @@ static fb_code ai_parse_capture(ai_parser *p, fb_err *err) {
     return FB_OK;
 }
 
-/* Step 2: the job's fields (and, version 3, the head line before them and the source jobs after them). */
+/* Step 2: the job's fields (and, version >= 3, the head line before them and the source jobs after them). */
 static fb_code ai_parse_job(ai_parser *p, const char *buf, size_t len, fb_err *err) {
     arc_index *ix = p->ix;
     long long n = 0;
     int ok = 1;
-    if (ix->version == 3) {
+    if (ix->version >= 3) {
         uint64_t hl = 0;
         AI_NEED(arc_index_head_len(buf, len, &hl, err) == FB_OK && hl == len, "head length");
         AI_NEED(ai_next(p, "head"), "head line");
@@ -414,7 +428,7 @@ static fb_code ai_parse_job(ai_parser *p, const char *buf, size_t len, fb_err *e
     ix->snapshot_ms = n;
     AI_NEED(ai_next(p, "completed_ms") && ai_int(p->v, &n), "completed_ms");
     ix->completed_ms = n;
-    if (ix->version != 3) return FB_OK;
+    if (ix->version < 3) return FB_OK;
     AI_NEED(ai_next(p, "sources") && ai_int(p->v, &n) && ai_count_ok(p, n, AI_SOURCE_LINE_MIN), "sources");
     ix->sources = calloc((size_t)n + 1, sizeof *ix->sources);
     AI_NEED(ix->sources, "sources (out of memory)");
@@ -427,8 +441,8 @@ static fb_code ai_parse_job(ai_parser *p, const char *buf, size_t len, fb_err *e
     return ai_parse_capture(p, err);
 }
 
-/* Version 3: a table's `chunks` line: its kind, its range of the binary records (ranges follow each other) and
- * the source jobs its chunks are in. */
+/* Version 3, 4: a table's `chunks` line: its kind, its range of the binary records (ranges follow each other;
+ * version 4: in bytes, which must be able to hold the count) and the source jobs its chunks are in. */
 /* A `chunks` line's kind: one of the three the writer writes (arc_index_format). */
 static int ai_kind_ok(const char *kind) {
     return strcmp(kind, "none") == 0 || strcmp(kind, "whole") == 0 || strcmp(kind, "assembled") == 0;
@@ -437,15 +451,28 @@ static int ai_kind_ok(const char *kind) {
 static fb_code ai_parse_chunks_v3(ai_parser *p, arc_index_table *t, fb_err *err) {
     arc_index *ix = p->ix;
     char kind[16], rh[66], deps[8000];
-    unsigned long long cnt = 0, first = 0;
-    AI_NEED(ai_next(p, "chunks") && sscanf(p->v, "%15s %llu %llu %65s %7999s", kind, &cnt, &first, rh, deps) == 5 &&
+    unsigned long long cnt = 0, first = 0, bytes = 0;
+    int v4 = ix->version == 4;
+    AI_NEED(ai_next(p, "chunks") &&
+                (v4 ? sscanf(p->v, "%15s %llu %llu %llu %65s %7999s", kind, &cnt, &first, &bytes, rh, deps) == 6
+                    : sscanf(p->v, "%15s %llu %llu %65s %7999s", kind, &cnt, &first, rh, deps) == 5) &&
                 strlen(rh) == 64 && sodium_hex2bin(t->rec_blake2b, 32, rh, 64, NULL, NULL, NULL) == 0 &&
                 ai_kind_ok(kind) && (strcmp(kind, "none") == 0) == (cnt == 0) && first == p->next_rec,
-            "chunks line (version 3: ranges must follow each other)");
+            "chunks line (ranges must follow each other)");
+    if (!v4) {
+        AI_NEED(cnt <= UINT64_MAX / 2 / ARC_CLIST_REC_BYTES, "chunks line (count out of range)");
+        bytes = cnt * ARC_CLIST_REC_BYTES;
+    }
+    AI_NEED(cnt <= bytes / (v4 ? ARC_CLIST_COMPACT_MIN : ARC_CLIST_REC_BYTES) &&
+                bytes <= cnt * (v4 ? ARC_CLIST_COMPACT_MAX : ARC_CLIST_REC_BYTES) && bytes <= UINT64_MAX / 2,
+            "chunks line (its bytes cannot hold its count of records)");
     t->assembled = strcmp(kind, "assembled") == 0;
     t->rec_first = first;
     t->rec_count = cnt;
-    p->next_rec += cnt;
+    t->rec_bytes = bytes;
+    AI_NEED(p->next_rec <= UINT64_MAX / 2, "chunks line (ranges too long)");
+    p->next_rec += v4 ? bytes : cnt;
+    p->n_rec += cnt;
     if (strcmp(deps, "-") == 0) return FB_OK;
     for (char *save = NULL, *tok = strtok_r(deps, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         long long k = 0;
@@ -486,7 +513,7 @@ static fb_code ai_parse_chunks_v2(ai_parser *p, arc_index_table *t, fb_err *err)
     return FB_OK;
 }
 
-/* Step 3, per table: its `table` line, then (version 2, 3) its chunks. */
+/* Step 3, per table: its `table` line, then (version 2-4) its chunks. */
 static fb_code ai_parse_table(ai_parser *p, fb_err *err) {
     arc_index_table *t = &p->ix->tables[p->ix->n_tables++];
     char hex[65], si[1100], sc[2100], nm[2100];
@@ -502,7 +529,7 @@ static fb_code ai_parse_table(ai_parser *p, fb_err *err) {
     t->schema = ai_dec(sc, &ok);
     t->name = ai_dec(nm, &ok);
     AI_NEED(ok && t->stored_in && t->schema && t->name, "table names");
-    if (p->ix->version == 3) return ai_parse_chunks_v3(p, t, err);
+    if (p->ix->version >= 3) return ai_parse_chunks_v3(p, t, err);
     if (p->ix->version == 2) return ai_parse_chunks_v2(p, t, err);
     return FB_OK;
 }
@@ -518,13 +545,23 @@ static fb_code ai_parse_tables(ai_parser *p, fb_err *err) {
     return rc;
 }
 
-/* Step 4: (version 3) the record count, which must be the sum of the tables' ranges; then nothing but the MAC. */
+/* Step 4: (version >= 3) the record count (version 4: and bytes), which must be the sum of the tables' ranges;
+ * then nothing but the MAC. */
 static fb_code ai_parse_end(ai_parser *p, fb_err *err) {
     if (p->ix->version == 3) {
         unsigned long long nr = 0;
         AI_NEED(ai_next(p, "records") && sscanf(p->v, "%llu", &nr) == 1 && nr == p->next_rec,
                 "records line (must count the tables' ranges)");
         p->ix->n_records = nr;
+        AI_NEED(nr <= UINT64_MAX / ARC_CLIST_REC_BYTES, "records line (count out of range)");
+        p->ix->n_record_bytes = nr * ARC_CLIST_REC_BYTES;
+    } else if (p->ix->version == 4) {
+        unsigned long long nr = 0, nb = 0;
+        AI_NEED(ai_next(p, "records") && sscanf(p->v, "%llu %llu", &nr, &nb) == 2 && nr == p->n_rec &&
+                    nb == p->next_rec,
+                "records line (must count the tables' ranges, records and bytes)");
+        p->ix->n_records = nr;
+        p->ix->n_record_bytes = nb;
     }
     AI_NEED(p->in.p == p->in.end, "end (lines after the tables)");
     return FB_OK;

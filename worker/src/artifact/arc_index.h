@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "artifact/arc_chunk.h"
+#include "artifact/arc_clist.h"
 #include "artifact/arc_format.h"
 #include "common/fb_err.h"
 
@@ -51,8 +52,10 @@ typedef struct arc_index_table {
     arc_chunk *chunks;        /* src NULL: this artifact */
     size_t n_chunks;
     /* Index version 3 (artifact format 5, arc_clist.h): the chunks are not in memory but a range of the binary
-     * records after the head: [rec_first, rec_first + rec_count), whose BLAKE2b is rec_blake2b. */
-    uint64_t rec_first, rec_count;
+     * records after the head: [rec_first, rec_first + rec_count), whose BLAKE2b is rec_blake2b. Version 4
+     * (format 6, compact records): rec_first is the range's byte offset in the records and rec_bytes its length
+     * (set to rec_count * 40 when a version-3 index is parsed). arc_index_table_range reads either. */
+    uint64_t rec_first, rec_count, rec_bytes;
     unsigned char rec_blake2b[32];
     /* The other artifacts holding some of its chunks (every version; borrowed: from chunks[].src in version 2,
      * from the index's sources in version 3), so retention and listings need no chunk list. */
@@ -68,12 +71,13 @@ typedef struct arc_index {
     int64_t snapshot_ms, completed_ms;
     arc_index_table *tables;
     size_t n_tables;
-    int version;              /* 1, 2 or 3; arc_index_format writes 3 when 3, else 2 */
-    /* Version 3: the jobs chunk records name (record src k >= 1 is sources[k - 1]), the number of records, and
-     * where they start, in bytes from the start of the index (= the head's length; set by arc_index_parse). */
+    int version;              /* 1 to 4; arc_index_format writes 3 or 4 when so, else 2 */
+    /* Version >= 3: the jobs chunk records name (record src k >= 1 is sources[k - 1]), the number of records and
+     * their bytes (version 3: set to n_records * 40 by arc_index_parse), and where they start, in bytes from the
+     * start of the index (= the head's length; set by arc_index_parse). */
     char **sources;
     size_t n_sources;
-    uint64_t n_records;
+    uint64_t n_records, n_record_bytes;
     uint64_t records_at;
     /* Version 3, optional: the backup's place on a change chain (capture/cap_incr.h), so that a worker, which
      * cannot read manifests, finds where the next INCREMENTAL from captured changes starts. Line `capture STREAM
@@ -92,9 +96,9 @@ fb_code arc_index_key(const char *key_file, const unsigned char pk[32], unsigned
 void arc_index_tag(const unsigned char key[ARC_INDEX_KEY_BYTES], const unsigned char content_hash[32],
                    unsigned char tag[32]);
 
-/* Encodes ix as text with its MAC line; *out is malloc'd (caller frees). Version 2 (ix->version != 3): with chunk
- * lines. Version 3: only the head; the caller writes ix->n_records records (arc_clist) right after it, and each
- * table's deps must be among ix->sources. */
+/* Encodes ix as text with its MAC line; *out is malloc'd (caller frees). Version 2 (ix->version < 3): with chunk
+ * lines. Version 3 and 4: only the head; the caller writes the ix->n_records records (arc_clist; version 4:
+ * ix->n_record_bytes bytes of compact ones) right after it, and each table's deps must be among ix->sources. */
 fb_code arc_index_format(const arc_index *ix, const unsigned char key[ARC_INDEX_KEY_BYTES], char **out, size_t *len,
                          fb_err *err);
 /* Parses and authenticates. FB_ERR_CRYPTO: the MAC does not match (altered, or another index key);
@@ -110,6 +114,16 @@ void arc_index_free(arc_index *ix);
 /* The length of the head of a version-3 index from its first ARC_INDEX_PEEK_BYTES bytes (*head_len = 0: the index
  * is of version 1 or 2, which is all head). FB_ERR_FORMAT when malformed. */
 fb_code arc_index_head_len(const char *first, size_t len, uint64_t *head_len, fb_err *err);
+
+/* The chain index version an artifact of format `format` holds when it holds one of version >= 3: 3 in format 5,
+ * 4 since format 6 (0 before 5: version 1 or 2). Writers use it for ARC_FORMAT_VERSION; readers refuse the other. */
+static inline int arc_index_version_of(int format) { return format >= 6 ? 4 : format == 5 ? 3 : 0; }
+
+/* The range of table t's records in ix (version >= 3), for arc_clist_iter_open. */
+static inline arc_clist_range arc_index_table_range(const arc_index *ix, const arc_index_table *t) {
+    arc_clist_range g = {ix->version >= 4, t->rec_first, t->rec_count, t->rec_bytes, t->rec_blake2b};
+    return g;
+}
 
 /* The index entry of a table; NULL when absent. */
 const arc_index_table *arc_index_find(const arc_index *ix, const char *schema, const char *name);

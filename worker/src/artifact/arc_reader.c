@@ -353,13 +353,21 @@ static fb_code ar_open_manifest(arc_reader *r, int version, ar_membuf *mb, fb_er
     return FB_OK;
 }
 
-/* Format 5: the authenticated index head parsed into r->ix, whose chunk records must fill the rest of the index. */
-static fb_code ar_open_records(arc_reader *r, char *ib, size_t il, uint64_t io, uint64_t whole, fb_err *err) {
+/* Format >= 5: the authenticated index head parsed into r->ix, of the index version the format names (3 in
+ * format 5, 4 since format 6, so an index cannot be passed off as the other kind), whose chunk records must fill
+ * the rest of the index. */
+static fb_code ar_open_records(arc_reader *r, int version, char *ib, size_t il, uint64_t io, uint64_t whole,
+                               fb_err *err) {
     fb_code rc = arc_index_parse(ib, il, NULL, &r->ix, err); /* authenticated by the caller */
-    if (!rc && (r->ix->version != 3 || whole - il != r->ix->n_records * ARC_CLIST_REC_BYTES))
+    if (!rc && r->ix->version != arc_index_version_of(version))
+        rc = fb_err_set(err, FB_ERR_FORMAT, "\"%s\": an artifact of format %d holds a chain index of version %d (%d "
+                        "expected): the file was altered", r->f->name, version, r->ix->version,
+                        arc_index_version_of(version));
+    else if (!rc && whole - il != r->ix->n_record_bytes)
         rc = fb_err_set(err, FB_ERR_FORMAT, "\"%s\": the chain index's chunk records do not fill the index (%llu bytes "
-                        "after a head of %zu for %llu records)", r->f->name, (unsigned long long)(whole - il), il,
-                        (unsigned long long)r->ix->n_records);
+                        "after a head of %zu for %llu records of %llu bytes)", r->f->name,
+                        (unsigned long long)(whole - il), il, (unsigned long long)r->ix->n_records,
+                        (unsigned long long)r->ix->n_record_bytes);
     r->records_off = io + il;
     return rc;
 }
@@ -390,7 +398,7 @@ static fb_code ar_open_index(arc_reader *r, int version, ar_signed_index *si, fb
         rc = fb_err_set(err, FB_ERR_CRYPTO, "\"%s\": the chain index (plaintext, before the trailer) was altered: its "
                         "BLAKE2b differs from the one the manifest recorded", f->name);
     else if (version >= 5)
-        rc = ar_open_records(r, ib, il, io, whole, err);
+        rc = ar_open_records(r, version, ib, il, io, whole, err);
     free(ib);
     return rc;
 }
@@ -596,7 +604,8 @@ static fb_code ar_chunks_open(arc_reader *r, const arc_table *t, const char *wha
     if (!it)
         return fb_err_set(err, FB_ERR_FORMAT, "%s: assembled, but the chain index lists no chunks for it", what);
     cs->ix = r->ix;
-    return arc_clist_iter_open(&cs->it, r->f, r->records_off, it->rec_first, it->rec_count, it->rec_blake2b, err);
+    arc_clist_range rg = arc_index_table_range(r->ix, it);
+    return arc_clist_iter_open(&cs->it, r->f, r->records_off, r->ix->n_record_bytes, &rg, err);
 }
 
 /* *got = 0 at the end; ck->src is borrowed (NULL: this artifact). */
@@ -821,7 +830,8 @@ fb_code arc_reader_verify_all(arc_reader *r, fb_err *err) {
         arc_clist_iter ci;
         arc_clist_rec rec;
         int got = 1;
-        rc = arc_clist_iter_open(&ci, r->f, r->records_off, it->rec_first, it->rec_count, it->rec_blake2b, err);
+        arc_clist_range rg = arc_index_table_range(r->ix, it);
+        rc = arc_clist_iter_open(&ci, r->f, r->records_off, r->ix->n_record_bytes, &rg, err);
         while (!rc && got) {
             rc = arc_clist_iter_next(&ci, &rec, &got, err);
             if (!rc && got && rec.src > r->ix->n_sources)

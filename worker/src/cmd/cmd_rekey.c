@@ -170,9 +170,9 @@ static fb_code cmd_rekey_replace_url(const fb_config *cfg, const char *url, stor
     return rc;
 }
 
-/* The whole chain index of a format-5 file f (its head, then its chunk records: FORMAT.md "Chunk lists"), into
+/* The whole chain index of a format-5 or 6 file f (its head, then its chunk records: FORMAT.md "Chunk lists"), into
  * *buf (malloc'd, NUL-terminated) of *len bytes, of which the first *head_len are the head. The records are held in
- * memory here (40 bytes a chunk, about 1 % of the data): rekey is an operator's command, not the backup path. */
+ * memory here (19 to 40 bytes a chunk, under 1 % of the data): rekey is an operator's command, not the backup path. */
 static fb_code cmd_rekey_read_index(stor_rfile *f, char **buf, size_t *len, size_t *head_len, fb_err *err) {
     arc_sig_layout l;
     char *head = NULL;

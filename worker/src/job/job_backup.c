@@ -29,7 +29,7 @@
  * table is then "assembled": its manifest entry lists every chunk's artifact, segment, offset and length, and
  * records the BLAKE2b of the whole stream read from the database, which restore checks after assembling.
  *
- * Chunk lists (format 5, arc_clist.h): no list is held in memory. Each chunk's 40-byte record goes to a spool file
+ * Chunk lists (format >= 5, arc_clist.h): no list is held in memory. Each chunk's record goes to a spool file
  * as the table streams and is copied after the index head at the end; the chain's chunks, on a base, are looked up
  * in an on-disk hash table (job_chunkmap.h). Before the dump, jb_project checks that $TMPDIR has room for both.
  *
@@ -278,7 +278,7 @@ static const arc_index_table *jb_chunk_owner(const arc_chain *ch, const arc_chai
 }
 
 /* Every chunk of every table of the base into the on-disk map m, read a block at a time: from the index in
- * memory (version 2) or streamed from the holder's chunk records (version 3, checked against the range's BLAKE2b
+ * memory (version 2) or streamed from the holder's chunk records (version 3 and 4, checked against the range's BLAKE2b
  * in its MAC'd head). Memory does not grow with the chain. */
 static fb_code jb_cmap_load(job_chunkmap *m, stor *st, const char *dir, const arc_chain *ch,
                             const arc_chain_entry *base, jb_sources *srcs, fb_err *err) {
@@ -304,7 +304,8 @@ static fb_code jb_cmap_load(job_chunkmap *m, stor *st, const char *dir, const ar
         int got = 1;
         snprintf(rel, sizeof rel, "%s/%s%s", dir, h->job_id, ARC_ARTIFACT_SUFFIX);
         rc = stor_open(st, rel, &f, err);
-        if (!rc) rc = arc_clist_iter_open(&it, f, h->records_off, ht->rec_first, ht->rec_count, ht->rec_blake2b, err);
+        arc_clist_range rg = arc_index_table_range(h->ix, ht);
+        if (!rc) rc = arc_clist_iter_open(&it, f, h->records_off, h->ix->n_record_bytes, &rg, err);
         while (!rc && got) {
             rc = arc_clist_iter_next(&it, &rec, &got, err);
             if (rc || !got) break;
@@ -400,7 +401,7 @@ static fb_code jb_chunk_assemble(void *opaque, const unsigned char id[ARC_CHUNK_
 
 /* Ends table it's range of chunk records; its deps name the jobs of the sources it used. */
 static fb_code jb_chunk_close(jb_chunking *c, const jb_sources *srcs, arc_index_table *it, fb_err *err) {
-    arc_clist_spool_table_end(c->spool, &it->rec_first, &it->rec_count, it->rec_blake2b);
+    arc_clist_spool_table_end(c->spool, &it->rec_first, &it->rec_count, &it->rec_bytes, it->rec_blake2b);
     if (c->n_deps && !(it->deps = calloc(c->n_deps, sizeof *it->deps)))
         return fb_err_set(err, FB_ERR_NOMEM, "out of memory");
     for (size_t k = 0; k < c->n_deps; k++) it->deps[k] = srcs->v[c->deps[k] - 1];
@@ -423,10 +424,10 @@ static fb_code jb_put_assemble(void *opaque, const void *buf, size_t len, fb_err
 
 /* --- the projection --------------------------------------------------------------------------------------------- */
 
-/* Before the long part: the tables' size on disk projects the chunk records (one per ~4 KiB of data, 40 bytes
- * each) and, on a base, the chunk map (2 x 40 bytes per chunk of the chain and of this job, twice that while it
- * doubles), all in $TMPDIR; a folder without that room fails now, with the numbers, not after hours of dump. The
- * index head grows only with the number of tables. */
+/* Before the long part: the tables' size on disk projects the chunk records (one per ~4 KiB of data, at most
+ * ARC_CLIST_COMPACT_MAX bytes each, 19 in a FULL) and, on a base, the chunk map (2 x 40 bytes per chunk of the
+ * chain and of this job, twice that while it doubles), all in $TMPDIR; a folder without that room fails now, with
+ * the numbers, not after hours of dump. The index head grows only with the number of tables. */
 static fb_code jb_project(PGconn *c, const char *job_id, const dump_rel *rels, size_t n, uint64_t base_chunks,
                           fb_err *err) {
     size_t cap = 160 + 12 * n, len = 0;
@@ -441,7 +442,7 @@ static fb_code jb_project(PGconn *c, const char *job_id, const dump_rel *rels, s
     if (rc) return rc;
     uint64_t bytes = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
     PQclear(r);
-    uint64_t chunks = bytes / 4096 + n, records = chunks * ARC_CLIST_REC_BYTES;
+    uint64_t chunks = bytes / 4096 + n, records = chunks * ARC_CLIST_COMPACT_MAX;
     uint64_t map = base_chunks ? 4 * (base_chunks + chunks) * ARC_CLIST_REC_BYTES : 0, head = (uint64_t)n * 600 + 4096;
     const char *dir = getenv("TMPDIR");
     struct statvfs vs;
@@ -1351,11 +1352,12 @@ static fb_code jb_manifest(jb_job *j, fb_err *err) {
     ix->base_job = m->base_job;
     ix->snapshot_ms = m->snapshot_ms;
     ix->completed_ms = m->completed_ms;
-    /* Format 5: the head, then the spooled chunk records (the manifest hashes the head, which hashes them). */
-    ix->version = 3;
+    /* Format >= 5: the head, then the spooled chunk records (the manifest hashes the head, which hashes them). */
+    ix->version = arc_index_version_of((int)m->format);
     ix->sources = (char **)j->srcs.v; /* borrowed from the chain */
     ix->n_sources = j->srcs.n;
     ix->n_records = j->spool.n;
+    ix->n_record_bytes = j->spool.bytes;
     /* The chain's place, for the next backup of captured changes (arc_index.h). */
     if (m->capture) {
         ix->cap_stream = m->capture->stream;
@@ -1380,7 +1382,7 @@ static fb_code jb_commit(jb_job *j, fb_err *err) {
     j->m.has_index_hash = 1;
     if ((rc = arc_manifest_pack(&j->m, &j->mbuf, &j->mlen, err))) return rc;
     if ((rc = arc_writer_set_index(j->w, j->ibuf, j->ilen, err))) return rc;
-    arc_writer_set_index_records(j->w, j->spool.fd, j->spool.n * ARC_CLIST_REC_BYTES);
+    arc_writer_set_index_records(j->w, j->spool.fd, j->spool.bytes);
     if ((rc = arc_writer_finish(j->w, j->mbuf, j->mlen, err))) return rc;
     j->res->file_size = (int64_t)j->wf->written;
     stor_wfile_digest(j->wf, j->digest);
