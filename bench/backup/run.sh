@@ -334,7 +334,10 @@ d.seek(-32, 2)
 moff, mlen, ioff, ilen = struct.unpack("<4Q", d.read(32))
 d.seek(ioff)
 head = int(d.read(49)[33:49])
-print(ilen - head, (ilen - head) // 40, head)
+d.seek(ioff)
+# the count from the head's `records R [BYTES]` line (format 6's records are 18 to 47 bytes, format 5's 40)
+line = next(l for l in d.read(head).split(b"\n") if l.startswith(b"records "))
+print(ilen - head, int(line.split()[1]), head)
 PY
 )"
   say "verify (authenticates every segment and every chunk record)"
