@@ -51,7 +51,7 @@ static void exec_ok(PGconn *c, const char *sql) {
 
 static void drop_all(void) {
     PGconn *c = tap_pg_connect(base_ci, "postgres");
-    PQclear(PQexec(c, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name IN ('" SLOT_A "', '" SLOT_B "')"));
+    cap_test_drop_slots(c, "'" SLOT_A "', '" SLOT_B "'");
     exec_ok(c, "DROP DATABASE IF EXISTS " DB " WITH (FORCE)");
     PQfinish(c);
 }
@@ -101,7 +101,7 @@ static cap_stream *open_stream(void) {
 static cap_txn *next_txn(cap_stream *s) {
     cap_txn *t = NULL;
     fb_err err = {0};
-    for (int i = 0; i < 100 && !t; i++)
+    for (double until = cap_test_now() + CAP_TEST_WAIT_S; !t && cap_test_now() < until;)
         if (cap_stream_next(s, 100, &t, &err) != FB_OK) {
             CHECKF(0, "cap_stream_next: %s", err.msg);
             return NULL;
@@ -113,7 +113,7 @@ static cap_txn *next_txn(cap_stream *s) {
 /* Steps the capture until `want` transactions are pending (or a segment was written, when want is 0). */
 static void step_until(cap_capture *c, size_t want, uint64_t end_before) {
     fb_err err = {0};
-    for (int i = 0; i < 100; i++) {
+    for (double until = cap_test_now() + CAP_TEST_WAIT_S; cap_test_now() < until;) {
         if (want && cap_capture_pending(c) >= want) return;
         if (!want && cap_capture_chain_end(c) != end_before) return;
         if (cap_capture_step(c, 100, &err) != FB_OK) {
@@ -282,7 +282,8 @@ static void ddl_tests(PGconn *w, cap_stream *ref, stor *st, const cap_capture_op
     cap_capture *cap = NULL;
     CHECKF(cap_capture_begin(cs, o2, SLOT_B, PUB, base, &cap, &err) == FB_OK, "ddl begin: %s", err.msg);
     fb_code rc = FB_OK;
-    for (int i = 0; cap && i < 100 && rc == FB_OK; i++) rc = cap_capture_step(cap, 100, &err);
+    for (double until = cap_test_now() + CAP_TEST_WAIT_S; cap && rc == FB_OK && cap_test_now() < until;)
+        rc = cap_capture_step(cap, 100, &err);
     CHECKF(rc == FB_ERR_CONFLICT && strstr(err.msg, "Leave Item") && strstr(err.msg, "changed its columns") &&
            strstr(err.msg, "new base"), "the migration ends the chain: %d %s", (int)rc, err.msg);
     CHECK(cap && cap_capture_chain_end(cap) == t_old->end_lsn); /* the old-shape transaction is in, the new one not */

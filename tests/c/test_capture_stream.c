@@ -62,7 +62,7 @@ static ran run_txn(PGconn *c, const char *sql) {
 
 static void setup_db(void) {
     PGconn *c = tap_pg_connect(base_ci, "postgres");
-    PQclear(PQexec(c, "SELECT pg_drop_replication_slot('" SLOT "') FROM pg_replication_slots WHERE slot_name = '" SLOT "'"));
+    cap_test_drop_slots(c, "'" SLOT "'");
     exec_ok(c, "DROP DATABASE IF EXISTS " DB " WITH (FORCE)");
     exec_ok(c, "CREATE DATABASE " DB);
     PQfinish(c);
@@ -76,7 +76,7 @@ static void setup_db(void) {
 
 static int64_t wait_txn(cap_stream *s, cap_txn **t) {
     fb_err err = {0};
-    for (int i = 0; i < 100 && !*t; i++) {
+    for (double until = cap_test_now() + CAP_TEST_WAIT_S; !*t && cap_test_now() < until;) {
         fb_code rc = cap_stream_next(s, 100, t, &err);
         CHECKF(rc == FB_OK, "cap_stream_next: %s", err.msg);
         if (rc != FB_OK) return -1;
@@ -328,7 +328,7 @@ int main(void) {
     setup_db();
     test_stream();
     PGconn *c = tap_pg_connect(base_ci, "postgres");
-    PQclear(PQexec(c, "SELECT pg_drop_replication_slot('" SLOT "') FROM pg_replication_slots WHERE slot_name = '" SLOT "'"));
+    cap_test_drop_slots(c, "'" SLOT "'");
     exec_ok(c, "DROP DATABASE IF EXISTS " DB " WITH (FORCE)");
     PQfinish(c);
     return tap_done();
