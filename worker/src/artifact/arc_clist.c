@@ -102,7 +102,7 @@ size_t arc_clist_decode_compact(const unsigned char *in, size_t n, const arc_cli
         if (prev && r->src == prev->src && r->segment == prev->segment) return 0;
     }
     if (flags & ACL_NEXT_OFFSET) {
-        if (!acl_follows(prev, prev->offset + prev->length)) return 0; /* prev's end overflows */
+        if (prev->length > UINT64_MAX - prev->offset) return 0; /* prev's end does not fit in 64 bits */
         r->offset = prev->offset + prev->length;
     } else {
         if (!(u = acl_get_varint(in + k, n - k, &r->offset))) return 0;
@@ -134,7 +134,6 @@ fb_code arc_clist_spool_open(arc_clist_spool *s, fb_err *err) {
 void arc_clist_spool_table(arc_clist_spool *s) {
     s->table_first = s->bytes;
     s->table_n = s->n;
-    s->has_prev = 0;
     crypto_generichash_init(&s->hs, NULL, 0, ARC_CLIST_HASH_BYTES);
 }
 
@@ -159,13 +158,12 @@ fb_code arc_clist_spool_add(arc_clist_spool *s, const arc_clist_rec *r, fb_err *
         fb_code rc = arc_clist_spool_flush(s, err);
         if (rc) return rc;
     }
-    size_t n = arc_clist_encode_compact(r, s->has_prev ? &s->prev : NULL, s->buf + s->used);
+    size_t n = arc_clist_encode_compact(r, s->n > s->table_n ? &s->prev : NULL, s->buf + s->used);
     crypto_generichash_update(&s->hs, s->buf + s->used, n);
     s->used += n;
     s->bytes += n;
     s->n++;
     s->prev = *r;
-    s->has_prev = 1;
     return FB_OK;
 }
 
@@ -208,6 +206,12 @@ void arc_clist_spool_close(arc_clist_spool *s) {
 
 /* --- the reader's iterator ------------------------------------------------------------------------------------ */
 
+int arc_clist_range_fits(int compact, uint64_t count, uint64_t bytes) {
+    if (!compact) return count <= UINT64_MAX / ARC_CLIST_REC_BYTES && bytes == count * ARC_CLIST_REC_BYTES;
+    /* count <= bytes / MIN first, so that count * MAX cannot overflow */
+    return count <= bytes / ARC_CLIST_COMPACT_MIN && bytes <= count * ARC_CLIST_COMPACT_MAX;
+}
+
 /* The range's place in bytes from the start of the records, checked against records_len before any product is
  * taken (the numbers come from the index head: authenticated, but a reader does not overflow on them either). */
 static int acl_range_bytes(const arc_clist_range *g, uint64_t records_len, uint64_t *off, uint64_t *bytes) {
@@ -219,8 +223,7 @@ static int acl_range_bytes(const arc_clist_range *g, uint64_t records_len, uint6
         return 1;
     }
     if (g->first > records_len || g->bytes > records_len - g->first) return 0;
-    if (g->count > g->bytes / ARC_CLIST_COMPACT_MIN) return 0;                           /* too many for the bytes */
-    if (g->bytes > g->count * ARC_CLIST_COMPACT_MAX) return 0;                           /* too few */
+    if (!arc_clist_range_fits(1, g->count, g->bytes)) return 0;
     *off = g->first;
     *bytes = g->bytes;
     return 1;

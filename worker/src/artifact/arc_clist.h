@@ -64,8 +64,7 @@ typedef struct arc_clist_spool {
     uint64_t bytes;               /* their encoded bytes */
     uint64_t table_first;         /* byte offset of the open table's range */
     uint64_t table_n;             /* records before the open table's */
-    arc_clist_rec prev;           /* the open table's last record (has_prev) */
-    int has_prev;
+    arc_clist_rec prev;           /* the open table's last record, when it has one (n > table_n) */
     crypto_generichash_state hs;  /* of the open table's records */
 } arc_clist_spool;
 
@@ -93,6 +92,10 @@ typedef struct arc_clist_range {
     uint64_t first, count, bytes;
     const unsigned char *hash;    /* ARC_CLIST_HASH_BYTES: BLAKE2b of the range's bytes */
 } arc_clist_range;
+
+/* Whether `bytes` bytes can hold `count` records: exactly count * 40 fixed ones, or count compact ones of
+ * ARC_CLIST_COMPACT_MIN to _MAX bytes each (the index parser and the iterator both check it). */
+int arc_clist_range_fits(int compact, uint64_t count, uint64_t bytes);
 
 /* Reads a range of the records that start at file offset `records_at` of f (records_len bytes of them), a block
  * at a time; FB_ERR_FORMAT when the range lies outside them or its bytes cannot hold its count. */

@@ -463,8 +463,7 @@ static fb_code ai_parse_chunks_v3(ai_parser *p, arc_index_table *t, fb_err *err)
         AI_NEED(cnt <= UINT64_MAX / 2 / ARC_CLIST_REC_BYTES, "chunks line (count out of range)");
         bytes = cnt * ARC_CLIST_REC_BYTES;
     }
-    AI_NEED(cnt <= bytes / (v4 ? ARC_CLIST_COMPACT_MIN : ARC_CLIST_REC_BYTES) &&
-                bytes <= cnt * (v4 ? ARC_CLIST_COMPACT_MAX : ARC_CLIST_REC_BYTES) && bytes <= UINT64_MAX / 2,
+    AI_NEED(arc_clist_range_fits(v4, cnt, bytes) && bytes <= UINT64_MAX / 2,
             "chunks line (its bytes cannot hold its count of records)");
     t->assembled = strcmp(kind, "assembled") == 0;
     t->rec_first = first;
